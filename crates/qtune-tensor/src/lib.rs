@@ -1,0 +1,10 @@
+//! Dense, row-major tensors with a small set of element types, and npy/npz
+//! reading and writing. This crate knows nothing of graphs or models.
+
+mod atomic;
+mod npz;
+mod tensor;
+
+pub use atomic::write_atomic;
+pub use npz::{read_npz, write_npz, NpzError};
+pub use tensor::{DType, Shape, Tensor, TensorData, TensorError};
