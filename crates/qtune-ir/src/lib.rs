@@ -1,1 +1,26 @@
-//! qtune-ir
+//! The qtune intermediate representation.
+//!
+//! A [`Graph`] is an arena of [`Node`]s and [`Value`]s addressed by typed ids.
+//! Values are the edges: each keeps the tensor name it had in the source
+//! model, because calibration tables, qtables and npz files are keyed by
+//! those names. Nodes are kept in a topological order.
+//!
+//! Operator parameters that ONNX passes as tensor inputs (Reshape's shape,
+//! Slice's starts, Resize's scales, ...) stay inputs here, as in ONNX; after
+//! constant folding they are constant values, which shape inference reads.
+
+mod error;
+mod graph;
+mod ids;
+mod op;
+pub mod passes;
+mod shape_infer;
+
+pub use error::IrError;
+pub use graph::{Graph, Node, Value};
+pub use ids::{NodeId, ValueId};
+pub use op::*;
+pub use shape_infer::{
+    InferredOutput, SliceAxis, Window, broadcast_shapes, infer_node, normalize_axis, reshape_shape,
+    resolve_reduce_axes, resolve_slice, resolve_split, resolve_window, shape_range,
+};

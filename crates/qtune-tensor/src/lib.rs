@@ -6,5 +6,5 @@ mod npz;
 mod tensor;
 
 pub use atomic::write_atomic;
-pub use npz::{read_npz, write_npz, NpzError};
+pub use npz::{NpzError, read_npz, write_npz};
 pub use tensor::{DType, Shape, Tensor, TensorData, TensorError};

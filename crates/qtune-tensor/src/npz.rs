@@ -13,7 +13,9 @@ use crate::tensor::{Tensor, TensorData};
 pub enum NpzError {
     #[error("cannot read npz file `{path}`: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("npz file `{path}`, array `{name}`: unsupported element type (expected float32, float64, int64, int32, bool, uint8 or int8)")]
+    #[error(
+        "npz file `{path}`, array `{name}`: unsupported element type (expected float32, float64, int64, int32, bool, uint8 or int8)"
+    )]
     UnsupportedType { path: PathBuf, name: String },
     #[error("cannot write npz file `{path}`: {message}")]
     Write { path: PathBuf, message: String },

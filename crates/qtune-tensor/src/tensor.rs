@@ -342,7 +342,10 @@ mod tests {
     #[test]
     fn length_must_match_shape() {
         let err = Tensor::from_f32(vec![2, 2], vec![1.0; 3]).unwrap_err();
-        assert_eq!(err.to_string(), "shape [2,2] holds 4 elements, but 3 were given");
+        assert_eq!(
+            err.to_string(),
+            "shape [2,2] holds 4 elements, but 3 were given"
+        );
     }
 
     #[test]

@@ -1,0 +1,358 @@
+//! The closed set of operators qtune runs, one attribute struct per op.
+//!
+//! Semantics follow the ONNX operator specification
+//! (<https://onnx.ai/onnx/operators/>) for opsets 11 to 17. Attributes that
+//! later opsets moved to inputs (Squeeze/Unsqueeze/Reduce* axes, Split's
+//! split, Clip's bounds) are normalised by the importer: when the ONNX model
+//! passes them as inputs they stay inputs; when it passes them as attributes
+//! they are stored in the attribute struct. Executors and shape inference
+//! accept both.
+
+use qtune_tensor::DType;
+
+/// ONNX `auto_pad`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoPad {
+    #[default]
+    NotSet,
+    SameUpper,
+    SameLower,
+    Valid,
+}
+
+/// Conv: <https://onnx.ai/onnx/operators/onnx__Conv.html>. Spatial rank 1
+/// or 2 (1-D convs are run as 2-D with height 1).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConvAttrs {
+    /// Empty means "take it from the weight shape".
+    pub kernel_shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    /// ONNX order: all begins, then all ends.
+    pub pads: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub group: usize,
+    pub auto_pad: AutoPad,
+}
+
+/// ConvTranspose: <https://onnx.ai/onnx/operators/onnx__ConvTranspose.html>.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConvTransposeAttrs {
+    pub conv: ConvAttrs,
+    pub output_padding: Vec<usize>,
+    pub output_shape: Vec<usize>,
+}
+
+/// MaxPool / AveragePool.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PoolAttrs {
+    pub kernel_shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub ceil_mode: bool,
+    pub count_include_pad: bool,
+    pub auto_pad: AutoPad,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmAttrs {
+    pub alpha: f32,
+    pub beta: f32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+impl Default for GemmAttrs {
+    fn default() -> Self {
+        GemmAttrs {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+        }
+    }
+}
+
+/// ReduceMean / ReduceSum / ReduceL2 / ReduceMax / ReduceMin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReduceAttrs {
+    /// Axes from the attribute (opset < 13/18); `None` when absent (then the
+    /// optional second input, or all axes).
+    pub axes: Option<Vec<i64>>,
+    pub keepdims: bool,
+    pub noop_with_empty_axes: bool,
+}
+
+impl Default for ReduceAttrs {
+    fn default() -> Self {
+        ReduceAttrs {
+            axes: None,
+            keepdims: true,
+            noop_with_empty_axes: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResizeMode {
+    #[default]
+    Nearest,
+    Linear,
+}
+
+/// ONNX `coordinate_transformation_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CoordMode {
+    #[default]
+    HalfPixel,
+    PytorchHalfPixel,
+    AlignCorners,
+    Asymmetric,
+}
+
+/// ONNX `nearest_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NearestMode {
+    #[default]
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+}
+
+/// Resize: <https://onnx.ai/onnx/operators/onnx__Resize.html>; inputs X,
+/// roi, scales, sizes (opset 11+). Upsample (opset 9) is imported as Resize.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ResizeAttrs {
+    pub mode: ResizeMode,
+    pub coord_mode: CoordMode,
+    pub nearest_mode: NearestMode,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipAttrs {
+    /// Bounds given as attributes (opset < 11); inputs 1 and 2 otherwise.
+    pub min: Option<f32>,
+    pub max: Option<f32>,
+}
+
+/// The operators of the IR. Variant names are ONNX op types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Conv(ConvAttrs),
+    ConvTranspose(ConvTransposeAttrs),
+    BatchNormalization {
+        epsilon: f32,
+    },
+    Gemm(GemmAttrs),
+    MatMul,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Sqrt,
+    Exp,
+    Erf,
+    Tanh,
+    Neg,
+    Abs,
+    Relu,
+    Clip(ClipAttrs),
+    LeakyRelu {
+        alpha: f32,
+    },
+    Sigmoid,
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    HardSwish,
+    Softmax {
+        axis: i64,
+    },
+    MaxPool(PoolAttrs),
+    AveragePool(PoolAttrs),
+    GlobalAveragePool,
+    GlobalMaxPool,
+    ReduceMean(ReduceAttrs),
+    ReduceSum(ReduceAttrs),
+    ReduceL2(ReduceAttrs),
+    ReduceMax(ReduceAttrs),
+    ReduceMin(ReduceAttrs),
+    Concat {
+        axis: i64,
+    },
+    /// `split` from the attribute (opset < 13); else the optional input 1;
+    /// else equal parts.
+    Split {
+        axis: i64,
+        split: Option<Vec<i64>>,
+    },
+    /// Inputs: data, starts, ends, axes?, steps? (opset 10+).
+    Slice,
+    Reshape {
+        allowzero: bool,
+    },
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
+    Flatten {
+        axis: i64,
+    },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Unsqueeze {
+        axes: Option<Vec<i64>>,
+    },
+    Resize(ResizeAttrs),
+    Gather {
+        axis: i64,
+    },
+    Cast {
+        to: DType,
+    },
+    Expand,
+    Where,
+    And,
+    Or,
+    Not,
+    Equal,
+    Less,
+    Greater,
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    Identity,
+}
+
+macro_rules! op_names {
+    ($($variant:ident),* $(,)?) => {
+        impl Op {
+            /// The ONNX op type.
+            pub fn op_type(&self) -> &'static str {
+                match self {
+                    $(Op::$variant { .. } => stringify!($variant),)*
+                }
+            }
+        }
+        /// Every ONNX op type the IR supports, for error messages and `qtune info`.
+        pub const SUPPORTED_OPS: &[&str] = &[$(stringify!($variant)),*];
+    };
+}
+
+op_names!(
+    Conv,
+    ConvTranspose,
+    BatchNormalization,
+    Gemm,
+    MatMul,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Sqrt,
+    Exp,
+    Erf,
+    Tanh,
+    Neg,
+    Abs,
+    Relu,
+    Clip,
+    LeakyRelu,
+    Sigmoid,
+    HardSigmoid,
+    HardSwish,
+    Softmax,
+    MaxPool,
+    AveragePool,
+    GlobalAveragePool,
+    GlobalMaxPool,
+    ReduceMean,
+    ReduceSum,
+    ReduceL2,
+    ReduceMax,
+    ReduceMin,
+    Concat,
+    Split,
+    Slice,
+    Reshape,
+    Transpose,
+    Flatten,
+    Squeeze,
+    Unsqueeze,
+    Resize,
+    Gather,
+    Cast,
+    Expand,
+    Where,
+    And,
+    Or,
+    Not,
+    Equal,
+    Less,
+    Greater,
+    Shape,
+    Identity,
+);
+
+impl Op {
+    /// Ops whose output element at each position depends only on the input
+    /// elements at the same (broadcast) position.
+    pub fn is_elementwise(&self) -> bool {
+        matches!(
+            self,
+            Op::Add
+                | Op::Sub
+                | Op::Mul
+                | Op::Div
+                | Op::Pow
+                | Op::Sqrt
+                | Op::Exp
+                | Op::Erf
+                | Op::Tanh
+                | Op::Neg
+                | Op::Abs
+                | Op::Relu
+                | Op::Clip(_)
+                | Op::LeakyRelu { .. }
+                | Op::Sigmoid
+                | Op::HardSigmoid { .. }
+                | Op::HardSwish
+        )
+    }
+
+    /// Ops that only move or reinterpret data (no arithmetic).
+    pub fn is_data_movement(&self) -> bool {
+        matches!(
+            self,
+            Op::Concat { .. }
+                | Op::Split { .. }
+                | Op::Slice
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Flatten { .. }
+                | Op::Squeeze { .. }
+                | Op::Unsqueeze { .. }
+                | Op::Gather { .. }
+                | Op::Expand
+                | Op::Identity
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_type_names_match_onnx() {
+        assert_eq!(Op::Conv(ConvAttrs::default()).op_type(), "Conv");
+        assert_eq!(Op::Softmax { axis: 1 }.op_type(), "Softmax");
+        assert!(SUPPORTED_OPS.contains(&"BatchNormalization"));
+        assert_eq!(SUPPORTED_OPS.len(), 53);
+    }
+}

@@ -1,0 +1,990 @@
+//! Static shape and dtype inference, one node at a time. Operator parameters
+//! passed as tensor inputs (Reshape's shape, Slice's starts, ...) must be
+//! constants by the time the node is inferred; constant folding runs first
+//! in topological order, so shape-computing subgraphs are folded before the
+//! node that consumes them is inferred.
+
+use qtune_tensor::{DType, Shape};
+
+use crate::op::*;
+use crate::{Graph, IrError, Node, NodeId, ValueId};
+
+/// The shape and dtype of one node output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferredOutput {
+    pub shape: Shape,
+    pub dtype: DType,
+}
+
+struct Ctx<'a> {
+    graph: &'a Graph,
+    node: &'a Node,
+}
+
+impl Ctx<'_> {
+    fn op(&self) -> &'static str {
+        self.node.op.op_type()
+    }
+    fn err(&self, message: impl Into<String>) -> IrError {
+        IrError::BadNode {
+            node: self.node.name.clone(),
+            op: self.op(),
+            message: message.into(),
+        }
+    }
+    fn input_id(&self, i: usize) -> Result<ValueId, IrError> {
+        self.node
+            .inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| IrError::BadInput {
+                node: self.node.name.clone(),
+                op: self.op(),
+                index: i,
+                message: "required input is missing".into(),
+            })
+    }
+    fn has_input(&self, i: usize) -> bool {
+        matches!(self.node.inputs.get(i), Some(Some(_)))
+    }
+    fn shape(&self, i: usize) -> Result<Vec<usize>, IrError> {
+        let id = self.input_id(i)?;
+        Ok(self.graph.shape_of(id)?.0.clone())
+    }
+    fn dtype(&self, i: usize) -> Result<DType, IrError> {
+        Ok(self.graph.value(self.input_id(i)?).dtype)
+    }
+    /// An integer parameter input that must be constant.
+    fn const_ints(&self, i: usize) -> Result<Vec<i64>, IrError> {
+        let id = self.input_id(i)?;
+        let t = self
+            .graph
+            .constant_of(id)
+            .ok_or_else(|| IrError::NotConstant {
+                node: self.node.name.clone(),
+                op: self.op(),
+                index: i,
+                value: self.graph.value(id).name.clone(),
+            })?;
+        t.to_i64_vec().map_err(|e| IrError::BadInput {
+            node: self.node.name.clone(),
+            op: self.op(),
+            index: i,
+            message: e.to_string(),
+        })
+    }
+    fn const_floats(&self, i: usize) -> Result<Vec<f32>, IrError> {
+        let id = self.input_id(i)?;
+        let t = self
+            .graph
+            .constant_of(id)
+            .ok_or_else(|| IrError::NotConstant {
+                node: self.node.name.clone(),
+                op: self.op(),
+                index: i,
+                value: self.graph.value(id).name.clone(),
+            })?;
+        Ok(t.to_f32_vec())
+    }
+    fn axis(&self, axis: i64, rank: usize) -> Result<usize, IrError> {
+        normalize_axis(axis, rank)
+            .ok_or_else(|| self.err(format!("axis {axis} is out of range for rank {rank}")))
+    }
+}
+
+/// Maps a possibly negative axis into `0..rank`.
+pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
+    let r = i64::try_from(rank).ok()?;
+    let a = if axis < 0 { axis + r } else { axis };
+    if (0..r).contains(&a) {
+        usize::try_from(a).ok()
+    } else {
+        None
+    }
+}
+
+/// Numpy-style broadcast of two shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+/// Resolved spatial geometry of a conv or pool window: per spatial axis the
+/// kernel, stride, dilation and the begin/end padding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads_begin: Vec<usize>,
+    pub pads_end: Vec<usize>,
+    pub out: Vec<usize>,
+}
+
+/// Resolves strides/pads/dilations/auto_pad of a conv or pool over the given
+/// spatial input extents.
+#[allow(clippy::too_many_arguments)]
+pub fn resolve_window(
+    input: &[usize],
+    kernel: &[usize],
+    strides: &[usize],
+    pads: &[usize],
+    dilations: &[usize],
+    auto_pad: AutoPad,
+    ceil_mode: bool,
+) -> Result<Window, String> {
+    let r = input.len();
+    if kernel.len() != r {
+        return Err(format!(
+            "kernel has {} spatial axes, input has {r}",
+            kernel.len()
+        ));
+    }
+    let pick = |v: &[usize], what: &str| -> Result<Vec<usize>, String> {
+        match v.len() {
+            0 => Ok(vec![1; r]),
+            n if n == r => Ok(v.to_vec()),
+            n => Err(format!("attribute '{what}': expected {r} values, got {n}")),
+        }
+    };
+    let strides = pick(strides, "strides")?;
+    let dilations = pick(dilations, "dilations")?;
+    if strides.contains(&0) || dilations.contains(&0) {
+        return Err("strides and dilations must be positive".into());
+    }
+    let (mut begin, mut end) = match pads.len() {
+        0 => (vec![0; r], vec![0; r]),
+        n if n == 2 * r => (pads[..r].to_vec(), pads[r..].to_vec()),
+        n => {
+            return Err(format!(
+                "attribute 'pads': expected {} values, got {n}",
+                2 * r
+            ));
+        }
+    };
+    let mut out = vec![0; r];
+    for i in 0..r {
+        let eff = dilations[i] * (kernel[i].max(1) - 1) + 1;
+        match auto_pad {
+            AutoPad::SameUpper | AutoPad::SameLower => {
+                let o = input[i].div_ceil(strides[i]);
+                let total = ((o - 1) * strides[i] + eff).saturating_sub(input[i]);
+                let small = total / 2;
+                if auto_pad == AutoPad::SameUpper {
+                    begin[i] = small;
+                    end[i] = total - small;
+                } else {
+                    begin[i] = total - small;
+                    end[i] = small;
+                }
+                out[i] = o;
+            }
+            AutoPad::Valid | AutoPad::NotSet => {
+                if auto_pad == AutoPad::Valid {
+                    begin[i] = 0;
+                    end[i] = 0;
+                }
+                let padded = input[i] + begin[i] + end[i];
+                if padded < eff {
+                    return Err(format!(
+                        "spatial axis {i}: padded input {padded} is smaller than the kernel extent {eff}"
+                    ));
+                }
+                let span = padded - eff;
+                let mut o = if ceil_mode {
+                    span.div_ceil(strides[i])
+                } else {
+                    span / strides[i]
+                } + 1;
+                // A window may not start inside the end padding only.
+                if ceil_mode && (o - 1) * strides[i] >= input[i] + begin[i] {
+                    o -= 1;
+                }
+                out[i] = o;
+            }
+        }
+    }
+    Ok(Window {
+        kernel: kernel.to_vec(),
+        strides,
+        dilations,
+        pads_begin: begin,
+        pads_end: end,
+        out,
+    })
+}
+
+fn usize_of(v: i64) -> Option<usize> {
+    usize::try_from(v).ok()
+}
+
+/// Infers the output shapes and dtypes of one node from its inputs.
+pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrError> {
+    let node = graph.node(id);
+    let cx = Ctx { graph, node };
+    let same = |cx: &Ctx| -> Result<Vec<InferredOutput>, IrError> {
+        Ok(vec![InferredOutput {
+            shape: Shape(cx.shape(0)?),
+            dtype: cx.dtype(0)?,
+        }])
+    };
+    let one = |shape: Vec<usize>, dtype: DType| {
+        Ok(vec![InferredOutput {
+            shape: Shape(shape),
+            dtype,
+        }])
+    };
+    match &node.op {
+        Op::Conv(a) => {
+            let x = cx.shape(0)?;
+            let w = cx.shape(1)?;
+            if x.len() < 3 || w.len() != x.len() {
+                return Err(cx.err(format!(
+                    "input rank {} and weight rank {} are not a supported conv",
+                    x.len(),
+                    w.len()
+                )));
+            }
+            let group = a.group.max(1);
+            if x[1] != w[1] * group {
+                return Err(cx.err(format!(
+                    "input has {} channels, weight expects {} x group {group}",
+                    x[1], w[1]
+                )));
+            }
+            let kernel = if a.kernel_shape.is_empty() {
+                w[2..].to_vec()
+            } else {
+                a.kernel_shape.clone()
+            };
+            let win = resolve_window(
+                &x[2..],
+                &kernel,
+                &a.strides,
+                &a.pads,
+                &a.dilations,
+                a.auto_pad,
+                false,
+            )
+            .map_err(|m| cx.err(m))?;
+            let mut out = vec![x[0], w[0]];
+            out.extend(win.out);
+            one(out, cx.dtype(0)?)
+        }
+        Op::ConvTranspose(a) => {
+            let x = cx.shape(0)?;
+            let w = cx.shape(1)?;
+            if x.len() < 3 || w.len() != x.len() {
+                return Err(cx.err("unsupported input or weight rank"));
+            }
+            let r = x.len() - 2;
+            let group = a.conv.group.max(1);
+            let kernel = if a.conv.kernel_shape.is_empty() {
+                w[2..].to_vec()
+            } else {
+                a.conv.kernel_shape.clone()
+            };
+            let strides = if a.conv.strides.is_empty() {
+                vec![1; r]
+            } else {
+                a.conv.strides.clone()
+            };
+            let dil = if a.conv.dilations.is_empty() {
+                vec![1; r]
+            } else {
+                a.conv.dilations.clone()
+            };
+            let pads = if a.conv.pads.is_empty() {
+                vec![0; 2 * r]
+            } else {
+                a.conv.pads.clone()
+            };
+            let opad = if a.output_padding.is_empty() {
+                vec![0; r]
+            } else {
+                a.output_padding.clone()
+            };
+            if strides.len() != r
+                || dil.len() != r
+                || pads.len() != 2 * r
+                || opad.len() != r
+                || kernel.len() != r
+            {
+                return Err(cx.err("attribute lengths do not match the spatial rank"));
+            }
+            let mut out = vec![x[0], w[1] * group];
+            if !a.output_shape.is_empty() {
+                let tail = &a.output_shape[a.output_shape.len().saturating_sub(r)..];
+                out.extend_from_slice(tail);
+            } else {
+                for i in 0..r {
+                    let full = strides[i] * (x[2 + i] - 1) + opad[i] + (kernel[i] - 1) * dil[i] + 1;
+                    let o = full
+                        .checked_sub(pads[i] + pads[r + i])
+                        .ok_or_else(|| cx.err("pads larger than the output"))?;
+                    out.push(o);
+                }
+            }
+            one(out, cx.dtype(0)?)
+        }
+        Op::BatchNormalization { .. } => same(&cx),
+        Op::Gemm(a) => {
+            let sa = cx.shape(0)?;
+            let sb = cx.shape(1)?;
+            if sa.len() != 2 || sb.len() != 2 {
+                return Err(cx.err(format!(
+                    "Gemm needs 2-D inputs, got ranks {} and {}",
+                    sa.len(),
+                    sb.len()
+                )));
+            }
+            let (m, k) = if a.trans_a {
+                (sa[1], sa[0])
+            } else {
+                (sa[0], sa[1])
+            };
+            let (k2, n) = if a.trans_b {
+                (sb[1], sb[0])
+            } else {
+                (sb[0], sb[1])
+            };
+            if k != k2 {
+                return Err(cx.err(format!("inner dimensions differ: {k} and {k2}")));
+            }
+            one(vec![m, n], cx.dtype(0)?)
+        }
+        Op::MatMul => {
+            let a = cx.shape(0)?;
+            let b = cx.shape(1)?;
+            let out = matmul_shape(&a, &b).ok_or_else(|| {
+                cx.err(format!(
+                    "shapes {} and {} cannot be multiplied",
+                    Shape(a.clone()),
+                    Shape(b.clone())
+                ))
+            })?;
+            one(out, cx.dtype(0)?)
+        }
+        Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::Pow
+        | Op::And
+        | Op::Or
+        | Op::Equal
+        | Op::Less
+        | Op::Greater => {
+            let a = cx.shape(0)?;
+            let b = cx.shape(1)?;
+            let out = broadcast_shapes(&a, &b).ok_or_else(|| IrError::Broadcast {
+                node: node.name.clone(),
+                op: cx.op(),
+                a: Shape(a.clone()),
+                b: Shape(b.clone()),
+            })?;
+            let dtype = match node.op {
+                Op::And | Op::Or | Op::Equal | Op::Less | Op::Greater => DType::Bool,
+                _ => cx.dtype(0)?,
+            };
+            one(out, dtype)
+        }
+        Op::Where => {
+            let c = cx.shape(0)?;
+            let a = cx.shape(1)?;
+            let b = cx.shape(2)?;
+            let out = broadcast_shapes(&c, &a)
+                .and_then(|s| broadcast_shapes(&s, &b))
+                .ok_or_else(|| cx.err("condition, X and Y cannot be broadcast together"))?;
+            one(out, cx.dtype(1)?)
+        }
+        Op::Sqrt
+        | Op::Exp
+        | Op::Erf
+        | Op::Tanh
+        | Op::Neg
+        | Op::Abs
+        | Op::Relu
+        | Op::Clip(_)
+        | Op::LeakyRelu { .. }
+        | Op::Sigmoid
+        | Op::HardSigmoid { .. }
+        | Op::HardSwish
+        | Op::Not
+        | Op::Identity => same(&cx),
+        Op::Softmax { axis } => {
+            let s = cx.shape(0)?;
+            cx.axis(*axis, s.len())?;
+            same(&cx)
+        }
+        Op::MaxPool(a) | Op::AveragePool(a) => {
+            let x = cx.shape(0)?;
+            if x.len() < 3 {
+                return Err(cx.err("pooling needs an input of rank 3 or more"));
+            }
+            let win = resolve_window(
+                &x[2..],
+                &a.kernel_shape,
+                &a.strides,
+                &a.pads,
+                &a.dilations,
+                a.auto_pad,
+                a.ceil_mode,
+            )
+            .map_err(|m| cx.err(m))?;
+            let mut out = vec![x[0], x[1]];
+            out.extend(win.out);
+            let mut outs = vec![InferredOutput {
+                shape: Shape(out.clone()),
+                dtype: cx.dtype(0)?,
+            }];
+            if node.outputs.len() > 1 {
+                outs.push(InferredOutput {
+                    shape: Shape(out),
+                    dtype: DType::I64,
+                });
+            }
+            Ok(outs)
+        }
+        Op::GlobalAveragePool | Op::GlobalMaxPool => {
+            let x = cx.shape(0)?;
+            if x.len() < 3 {
+                return Err(cx.err("global pooling needs an input of rank 3 or more"));
+            }
+            let mut out = x[..2].to_vec();
+            out.extend(std::iter::repeat_n(1, x.len() - 2));
+            one(out, cx.dtype(0)?)
+        }
+        Op::ReduceMean(a)
+        | Op::ReduceSum(a)
+        | Op::ReduceL2(a)
+        | Op::ReduceMax(a)
+        | Op::ReduceMin(a) => {
+            let x = cx.shape(0)?;
+            let axes = reduce_axes(&cx, a, x.len())?;
+            let mut out = Vec::new();
+            for (i, &d) in x.iter().enumerate() {
+                if axes.contains(&i) {
+                    if a.keepdims {
+                        out.push(1);
+                    }
+                } else {
+                    out.push(d);
+                }
+            }
+            one(out, cx.dtype(0)?)
+        }
+        Op::Concat { axis } => {
+            let first = cx.shape(0)?;
+            let ax = cx.axis(*axis, first.len())?;
+            let mut out = first.clone();
+            out[ax] = 0;
+            for i in 0..node.inputs.len() {
+                let s = cx.shape(i)?;
+                if s.len() != first.len()
+                    || s.iter().enumerate().any(|(j, &d)| j != ax && d != first[j])
+                {
+                    return Err(IrError::BadInput {
+                        node: node.name.clone(),
+                        op: cx.op(),
+                        index: i,
+                        message: format!(
+                            "shape {} does not match {} outside axis {ax}",
+                            Shape(s),
+                            Shape(first.clone())
+                        ),
+                    });
+                }
+                out[ax] += s[ax];
+            }
+            one(out, cx.dtype(0)?)
+        }
+        Op::Split { axis, split } => {
+            let x = cx.shape(0)?;
+            let ax = cx.axis(*axis, x.len())?;
+            let sizes = split_sizes(&cx, split.as_deref(), x[ax], node.outputs.len())?;
+            let dtype = cx.dtype(0)?;
+            Ok(sizes
+                .into_iter()
+                .map(|s| {
+                    let mut o = x.clone();
+                    o[ax] = s;
+                    InferredOutput {
+                        shape: Shape(o),
+                        dtype,
+                    }
+                })
+                .collect())
+        }
+        Op::Slice => {
+            let x = cx.shape(0)?;
+            let plan = slice_plan(&cx, &x)?;
+            one(plan.iter().map(|a| a.len).collect(), cx.dtype(0)?)
+        }
+        Op::Reshape { allowzero } => {
+            let x = cx.shape(0)?;
+            let spec = cx.const_ints(1)?;
+            let out = reshape_shape(&x, &spec, *allowzero).map_err(|m| cx.err(m))?;
+            one(out, cx.dtype(0)?)
+        }
+        Op::Transpose { perm } => {
+            let x = cx.shape(0)?;
+            let perm = perm.clone().unwrap_or_else(|| (0..x.len()).rev().collect());
+            let mut seen = vec![false; x.len()];
+            if perm.len() != x.len()
+                || perm
+                    .iter()
+                    .any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(cx.err(format!(
+                    "perm {perm:?} is not a permutation of {} axes",
+                    x.len()
+                )));
+            }
+            one(perm.iter().map(|&p| x[p]).collect(), cx.dtype(0)?)
+        }
+        Op::Flatten { axis } => {
+            let x = cx.shape(0)?;
+            let r = i64::try_from(x.len()).unwrap_or(i64::MAX);
+            let a = if *axis < 0 { axis + r } else { *axis };
+            let a = usize::try_from(a)
+                .ok()
+                .filter(|&a| a <= x.len())
+                .ok_or_else(|| cx.err(format!("axis {axis} out of range")))?;
+            one(
+                vec![x[..a].iter().product(), x[a..].iter().product()],
+                cx.dtype(0)?,
+            )
+        }
+        Op::Squeeze { axes } => {
+            let x = cx.shape(0)?;
+            let axes = match axes {
+                Some(a) => Some(a.clone()),
+                None if cx.has_input(1) => Some(cx.const_ints(1)?),
+                None => None,
+            };
+            let out = match axes {
+                None => x.iter().copied().filter(|&d| d != 1).collect(),
+                Some(axes) => {
+                    let mut drop = vec![false; x.len()];
+                    for a in axes {
+                        let i = cx.axis(a, x.len())?;
+                        if x[i] != 1 {
+                            return Err(
+                                cx.err(format!("cannot squeeze axis {i} of extent {}", x[i]))
+                            );
+                        }
+                        drop[i] = true;
+                    }
+                    x.iter()
+                        .zip(drop)
+                        .filter(|(_, d)| !d)
+                        .map(|(&s, _)| s)
+                        .collect()
+                }
+            };
+            one(out, cx.dtype(0)?)
+        }
+        Op::Unsqueeze { axes } => {
+            let x = cx.shape(0)?;
+            let axes = match axes {
+                Some(a) => a.clone(),
+                None => cx.const_ints(1)?,
+            };
+            let r = x.len() + axes.len();
+            let mut insert = vec![false; r];
+            for a in axes {
+                let i = cx.axis(a, r)?;
+                if std::mem::replace(&mut insert[i], true) {
+                    return Err(cx.err(format!("axis {i} given twice")));
+                }
+            }
+            let mut it = x.iter();
+            let out = insert
+                .iter()
+                .map(|&ins| {
+                    if ins {
+                        1
+                    } else {
+                        it.next().copied().unwrap_or(1)
+                    }
+                })
+                .collect();
+            one(out, cx.dtype(0)?)
+        }
+        Op::Resize(_) => {
+            let x = cx.shape(0)?;
+            let out = if cx.has_input(3) && !cx.const_ints(3)?.is_empty() {
+                let sizes = cx.const_ints(3)?;
+                if sizes.len() != x.len() {
+                    return Err(cx.err(format!(
+                        "'sizes' has {} values for rank {}",
+                        sizes.len(),
+                        x.len()
+                    )));
+                }
+                sizes
+                    .into_iter()
+                    .map(|s| usize_of(s).ok_or_else(|| cx.err("negative size")))
+                    .collect::<Result<_, _>>()?
+            } else if cx.has_input(2) {
+                let scales = cx.const_floats(2)?;
+                if scales.len() != x.len() {
+                    return Err(cx.err(format!(
+                        "'scales' has {} values for rank {}",
+                        scales.len(),
+                        x.len()
+                    )));
+                }
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    clippy::cast_precision_loss
+                )]
+                x.iter()
+                    .zip(&scales)
+                    .map(|(&d, &s)| (d as f64 * f64::from(s)).floor() as usize)
+                    .collect()
+            } else {
+                return Err(cx.err("neither 'scales' nor 'sizes' is given"));
+            };
+            one(out, cx.dtype(0)?)
+        }
+        Op::Gather { axis } => {
+            let x = cx.shape(0)?;
+            let idx = cx.shape(1)?;
+            let ax = cx.axis(*axis, x.len())?;
+            let mut out = x[..ax].to_vec();
+            out.extend(idx);
+            out.extend_from_slice(&x[ax + 1..]);
+            one(out, cx.dtype(0)?)
+        }
+        Op::Cast { to } => one(cx.shape(0)?, *to),
+        Op::Expand => {
+            let x = cx.shape(0)?;
+            let spec: Vec<usize> = cx
+                .const_ints(1)?
+                .into_iter()
+                .map(|d| usize_of(d).unwrap_or(1))
+                .collect();
+            let out = broadcast_shapes(&x, &spec).ok_or_else(|| {
+                cx.err(format!(
+                    "cannot expand {} to {}",
+                    Shape(x.clone()),
+                    Shape(spec.clone())
+                ))
+            })?;
+            one(out, cx.dtype(0)?)
+        }
+        Op::Shape { start, end } => {
+            let x = cx.shape(0)?;
+            let (s, e) = shape_range(*start, *end, x.len());
+            one(vec![e.saturating_sub(s)], DType::I64)
+        }
+    }
+}
+
+/// Resolved `[start, end)` of the Shape op's optional slicing.
+pub fn shape_range(start: i64, end: Option<i64>, rank: usize) -> (usize, usize) {
+    let r = i64::try_from(rank).unwrap_or(i64::MAX);
+    let clamp = |v: i64| -> usize {
+        let v = if v < 0 { v + r } else { v };
+        usize::try_from(v.clamp(0, r)).unwrap_or(0)
+    };
+    (clamp(start), end.map_or(rank, clamp))
+}
+
+fn matmul_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return None;
+    }
+    let mut out = broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
+    if a.len() > 1 {
+        out.push(m);
+    }
+    if b.len() > 1 {
+        out.push(n);
+    }
+    Some(out)
+}
+
+fn reduce_axes(cx: &Ctx, a: &ReduceAttrs, rank: usize) -> Result<Vec<usize>, IrError> {
+    let axes = match &a.axes {
+        Some(v) => v.clone(),
+        None if cx.has_input(1) => cx.const_ints(1)?,
+        None => Vec::new(),
+    };
+    if axes.is_empty() {
+        return Ok(if a.noop_with_empty_axes {
+            Vec::new()
+        } else {
+            (0..rank).collect()
+        });
+    }
+    axes.into_iter().map(|x| cx.axis(x, rank)).collect()
+}
+
+/// Resolved reduction axes of a Reduce* node (sorted, unique).
+pub fn resolve_reduce_axes(
+    graph: &Graph,
+    id: NodeId,
+    a: &ReduceAttrs,
+    rank: usize,
+) -> Result<Vec<usize>, IrError> {
+    let cx = Ctx {
+        graph,
+        node: graph.node(id),
+    };
+    let mut v = reduce_axes(&cx, a, rank)?;
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+fn split_sizes(
+    cx: &Ctx,
+    split: Option<&[i64]>,
+    extent: usize,
+    outputs: usize,
+) -> Result<Vec<usize>, IrError> {
+    let given = match split {
+        Some(s) => Some(s.to_vec()),
+        None if cx.has_input(1) => Some(cx.const_ints(1)?),
+        None => None,
+    };
+    match given {
+        Some(s) => {
+            let sizes: Vec<usize> = s
+                .iter()
+                .map(|&v| usize_of(v).ok_or_else(|| cx.err("negative split size")))
+                .collect::<Result<_, _>>()?;
+            if sizes.len() != outputs || sizes.iter().sum::<usize>() != extent {
+                return Err(cx.err(format!(
+                    "split {s:?} does not divide extent {extent} into {outputs} outputs"
+                )));
+            }
+            Ok(sizes)
+        }
+        None => {
+            if outputs == 0 {
+                return Err(cx.err("no outputs"));
+            }
+            let chunk = extent.div_ceil(outputs);
+            Ok((0..outputs)
+                .map(|i| chunk.min(extent.saturating_sub(i * chunk)))
+                .collect())
+        }
+    }
+}
+
+/// Resolved split sizes of a Split node.
+pub fn resolve_split(
+    graph: &Graph,
+    id: NodeId,
+    split: Option<&[i64]>,
+    extent: usize,
+) -> Result<Vec<usize>, IrError> {
+    let node = graph.node(id);
+    split_sizes(&Ctx { graph, node }, split, extent, node.outputs.len())
+}
+
+/// One axis of a resolved Slice: output element `i` reads input index
+/// `start + i * step` along the axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceAxis {
+    pub start: i64,
+    pub step: i64,
+    pub len: usize,
+}
+
+fn slice_plan(cx: &Ctx, x: &[usize]) -> Result<Vec<SliceAxis>, IrError> {
+    let starts = cx.const_ints(1)?;
+    let ends = cx.const_ints(2)?;
+    let rank = x.len();
+    let axes: Vec<i64> = if cx.has_input(3) {
+        cx.const_ints(3)?
+    } else {
+        (0..i64::try_from(rank).unwrap_or(0)).collect()
+    };
+    let steps: Vec<i64> = if cx.has_input(4) {
+        cx.const_ints(4)?
+    } else {
+        vec![1; starts.len()]
+    };
+    if starts.len() != ends.len() || starts.len() != axes.len() || steps.len() != axes.len() {
+        return Err(cx.err("starts, ends, axes and steps must have the same length"));
+    }
+    let mut plan: Vec<SliceAxis> = x
+        .iter()
+        .map(|&d| SliceAxis {
+            start: 0,
+            step: 1,
+            len: d,
+        })
+        .collect();
+    for i in 0..axes.len() {
+        let ax = cx.axis(axes[i], rank)?;
+        let dim = i64::try_from(x[ax]).unwrap_or(i64::MAX);
+        let step = steps[i];
+        if step == 0 {
+            return Err(cx.err("slice step 0"));
+        }
+        let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+        let (start, end) = if step > 0 {
+            (fix(starts[i]).clamp(0, dim), fix(ends[i]).clamp(0, dim))
+        } else {
+            (
+                fix(starts[i]).clamp(0, dim - 1),
+                fix(ends[i]).clamp(-1, dim - 1),
+            )
+        };
+        let len = if step > 0 {
+            if end > start {
+                (end - start + step - 1) / step
+            } else {
+                0
+            }
+        } else if start > end {
+            (start - end + (-step) - 1) / (-step)
+        } else {
+            0
+        };
+        plan[ax] = SliceAxis {
+            start,
+            step,
+            len: usize::try_from(len).unwrap_or(0),
+        };
+    }
+    Ok(plan)
+}
+
+/// Resolved per-axis slice of a Slice node over an input of shape `x`.
+pub fn resolve_slice(graph: &Graph, id: NodeId, x: &[usize]) -> Result<Vec<SliceAxis>, IrError> {
+    slice_plan(
+        &Ctx {
+            graph,
+            node: graph.node(id),
+        },
+        x,
+    )
+}
+
+/// ONNX Reshape: 0 copies the input extent (unless `allowzero`), -1 is inferred.
+pub fn reshape_shape(x: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>, String> {
+    let total: usize = x.iter().product();
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &s) in spec.iter().enumerate() {
+        match s {
+            -1 => {
+                if infer.replace(i).is_some() {
+                    return Err("more than one -1 in the target shape".into());
+                }
+                out.push(1);
+            }
+            0 if !allowzero => out.push(
+                *x.get(i)
+                    .ok_or("0 in the target shape beyond the input rank")?,
+            ),
+            s if s >= 0 => out.push(usize::try_from(s).map_err(|e| e.to_string())?),
+            s => return Err(format!("invalid extent {s} in the target shape")),
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer {
+        if known == 0 || total % known != 0 {
+            return Err(format!("cannot reshape {} elements into {spec:?}", total));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(format!("cannot reshape {} elements into {spec:?}", total));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_follows_numpy() {
+        assert_eq!(broadcast_shapes(&[2, 1, 4], &[3, 1]), Some(vec![2, 3, 4]));
+        assert_eq!(broadcast_shapes(&[], &[5]), Some(vec![5]));
+        assert_eq!(broadcast_shapes(&[2, 3], &[4, 3]), None);
+    }
+
+    #[test]
+    fn windows_match_onnx_formulas() {
+        let w = resolve_window(
+            &[224, 224],
+            &[3, 3],
+            &[2, 2],
+            &[0, 0, 1, 1],
+            &[],
+            AutoPad::NotSet,
+            false,
+        )
+        .unwrap();
+        assert_eq!(w.out, vec![112, 112]);
+        let w = resolve_window(&[5], &[2], &[2], &[], &[], AutoPad::NotSet, true).unwrap();
+        assert_eq!(w.out, vec![3]);
+        let w = resolve_window(&[7], &[3], &[2], &[], &[], AutoPad::SameUpper, false).unwrap();
+        assert_eq!((w.out[0], w.pads_begin[0], w.pads_end[0]), (4, 1, 1));
+        let w = resolve_window(&[10], &[3], &[1], &[], &[2], AutoPad::NotSet, false).unwrap();
+        assert_eq!(w.out, vec![6]);
+    }
+
+    #[test]
+    fn reshape_resolves_zero_and_minus_one() {
+        assert_eq!(
+            reshape_shape(&[2, 3, 4], &[0, -1], false).unwrap(),
+            vec![2, 12]
+        );
+        assert!(reshape_shape(&[2, 3], &[4, -1], false).is_err());
+    }
+
+    #[test]
+    fn matmul_shapes_broadcast_batches() {
+        assert_eq!(
+            matmul_shape(&[2, 1, 3, 4], &[5, 4, 6]),
+            Some(vec![2, 5, 3, 6])
+        );
+        assert_eq!(matmul_shape(&[4], &[4, 6]), Some(vec![6]));
+        assert_eq!(matmul_shape(&[3, 4], &[5, 6]), None);
+    }
+}
