@@ -927,7 +927,7 @@ pub fn reshape_shape(x: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<u
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {} elements into {spec:?}", total));
         }
         out[i] = total / known;

@@ -1,1 +1,70 @@
-//! qtune-kernels
+//! qtune-kernels: f32 kernels as plain functions over slices.
+//!
+//! Layout conventions: every tensor is a dense row-major slice; image tensors are NCHW.
+//! The kernels know nothing of graphs or tensor types: the caller (the executor) passes
+//! shapes and attributes already validated and normalised (negative axes resolved,
+//! ONNX defaults filled in).
+//!
+//! # Shape contract
+//!
+//! Kernels trust the caller's shapes. A slice whose length does not match the dims it is
+//! passed with is a programming error of the caller: the kernels check the lengths with
+//! `assert!` (cheap, once per call) and panic with a message naming the argument. No
+//! kernel panics on data values (NaN, infinities, out-of-range floats are all fine).
+//!
+//! # Threads and determinism
+//!
+//! Kernels taking a [`Parallelism`] split their work into tiles whose size never depends
+//! on the number of threads, and every output element is computed by exactly the same
+//! arithmetic sequence whatever the number of threads: results are bit-identical for any
+//! thread count. With [`Parallelism::Rayon`] the tiles run on the current rayon pool
+//! (use `ThreadPool::install` to choose the pool).
+//!
+//! Every fast kernel has a slow, obviously-correct twin in [`reference`], used by the
+//! differential tests.
+
+mod binary;
+mod conv;
+mod conv_transpose;
+mod gemm_kernel;
+mod layout;
+mod norm;
+mod pool;
+mod reduce;
+pub mod reference;
+mod resize;
+mod simd;
+mod unary;
+mod util;
+
+#[cfg(test)]
+mod tests;
+
+pub use binary::{BinaryOp, binary, broadcast_shape};
+pub use conv::{Conv2dParams, conv2d, conv2d_out_dims};
+pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_out_dims};
+pub use gemm_kernel::{batched_gemm, gemm};
+pub use layout::{concat, expand, gather, slice, transpose, where_select};
+pub use norm::{batch_norm, softmax};
+pub use pool::{
+    Pool2dParams, avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, pool2d_out_dims,
+};
+pub use reduce::{ReduceOp, reduce, reduce_out_dims};
+pub use resize::{
+    CoordinateTransformMode, NearestMode, resize_linear, resize_nearest, resize_scales,
+};
+pub use unary::{UnaryOp, unary};
+
+/// How a kernel may use threads.
+///
+/// Work is always split into tiles whose size does not depend on the thread count, and each
+/// output element is computed by exactly the same arithmetic sequence whatever the number of
+/// threads, so results are bit-identical for any thread count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Parallelism {
+    /// Everything on the calling thread.
+    #[default]
+    Sequential,
+    /// Tiles are spread over the current rayon thread pool.
+    Rayon,
+}
