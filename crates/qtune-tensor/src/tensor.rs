@@ -89,15 +89,17 @@ impl From<&[usize]> for Shape {
 }
 
 /// The elements of a tensor. Buffers are reference counted so that cached
-/// activations and constants can be shared between runs without copying.
+/// activations and constants can be shared between runs without copying; a
+/// `Vec` inside the `Arc` lets a kernel's output buffer become a tensor, and
+/// a uniquely held tensor give its buffer back, without a copy.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
-    F32(Arc<[f32]>),
-    I64(Arc<[i64]>),
-    I32(Arc<[i32]>),
-    Bool(Arc<[bool]>),
-    U8(Arc<[u8]>),
-    I8(Arc<[i8]>),
+    F32(Arc<Vec<f32>>),
+    I64(Arc<Vec<i64>>),
+    I32(Arc<Vec<i32>>),
+    Bool(Arc<Vec<bool>>),
+    U8(Arc<Vec<u8>>),
+    I8(Arc<Vec<i8>>),
 }
 
 impl TensorData {
@@ -170,7 +172,7 @@ impl Tensor {
     pub fn scalar_f32(v: f32) -> Self {
         Tensor {
             shape: Shape::scalar(),
-            data: TensorData::F32(Arc::from(vec![v])),
+            data: TensorData::F32(Arc::new(vec![v])),
         }
     }
     pub fn zeros(dtype: DType, shape: impl Into<Shape>) -> Self {
@@ -236,6 +238,18 @@ impl Tensor {
         }
     }
 
+    /// The f32 buffer, without a copy when this tensor holds the only
+    /// reference to it.
+    pub fn into_f32_vec(self) -> Result<Vec<f32>, TensorError> {
+        match self.data {
+            TensorData::F32(v) => Ok(Arc::try_unwrap(v).unwrap_or_else(|shared| shared.to_vec())),
+            other => Err(TensorError::WrongDType {
+                expected: DType::F32,
+                actual: other.dtype(),
+            }),
+        }
+    }
+
     /// Integer view used for shape-like inputs (Reshape shapes, Slice
     /// starts, axes): int64 and int32 tensors are accepted.
     pub fn to_i64_vec(&self) -> Result<Vec<i64>, TensorError> {
@@ -275,12 +289,12 @@ impl Tensor {
             *first = end - start;
         }
         let data = match &self.data {
-            TensorData::F32(v) => TensorData::F32(v[a..b].into()),
-            TensorData::I64(v) => TensorData::I64(v[a..b].into()),
-            TensorData::I32(v) => TensorData::I32(v[a..b].into()),
-            TensorData::Bool(v) => TensorData::Bool(v[a..b].into()),
-            TensorData::U8(v) => TensorData::U8(v[a..b].into()),
-            TensorData::I8(v) => TensorData::I8(v[a..b].into()),
+            TensorData::F32(v) => TensorData::F32(Arc::new(v[a..b].to_vec())),
+            TensorData::I64(v) => TensorData::I64(Arc::new(v[a..b].to_vec())),
+            TensorData::I32(v) => TensorData::I32(Arc::new(v[a..b].to_vec())),
+            TensorData::Bool(v) => TensorData::Bool(Arc::new(v[a..b].to_vec())),
+            TensorData::U8(v) => TensorData::U8(Arc::new(v[a..b].to_vec())),
+            TensorData::I8(v) => TensorData::I8(Arc::new(v[a..b].to_vec())),
         };
         Self::new(new_dims, data)
     }
