@@ -1,1 +1,75 @@
-fn main() {}
+//! `qtune`: post-training quantization tools.
+//!
+//! Exit codes: 0 success; 1 a check failed (e.g. `compare` below the
+//! tolerance); 2 bad input or usage (unreadable model, wrong shapes, missing
+//! files, unknown flags).
+
+mod commands;
+mod model;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Post-training quantization toolkit (float inference and model inspection).
+///
+/// Exit codes: 0 success, 1 a check failed (compare below tolerance),
+/// 2 bad input or usage.
+#[derive(Parser)]
+#[command(name = "qtune", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inputs, outputs, op counts, and node and tensor names in order.
+    Info(commands::info::Args),
+    /// Runs a model on the arrays of an npz file (like TPU-MLIR's model_runner).
+    Run(commands::run::Args),
+    /// Compares the arrays of two npz files (like TPU-MLIR's `npz_tool compare`).
+    Compare(commands::compare::Args),
+    /// Times float inference (used by bench/ort_compare.py).
+    Bench(commands::bench::Args),
+}
+
+/// An error that maps to exit code 1 (a check ran and failed) rather than 2.
+#[derive(Debug)]
+pub struct CheckFailed(pub String);
+
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CheckFailed {}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Info(a) => commands::info::run(a),
+        Command::Run(a) => commands::run::run(a),
+        Command::Compare(a) => commands::compare::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<CheckFailed>().is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
+            }
+        }
+    }
+}

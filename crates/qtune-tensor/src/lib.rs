@@ -2,6 +2,7 @@
 //! reading and writing. This crate knows nothing of graphs or models.
 
 mod atomic;
+pub mod compare;
 mod npz;
 mod tensor;
 

@@ -1,0 +1,76 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use qtune_exec::{Keep, NoHook};
+use qtune_tensor::{Tensor, read_npz, write_npz};
+
+use crate::model;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model (.onnx).
+    model: PathBuf,
+    /// Input arrays keyed by graph input name; arrays may stack several
+    /// samples on axis 0.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output npz file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Write every tensor (graph inputs and every node output), keyed by
+    /// tensor name, not only the graph outputs.
+    #[arg(long = "dump_all", alias = "dump-all")]
+    dump_all: bool,
+    /// Static shapes for dynamic inputs, e.g. [[1,3,224,224]].
+    #[arg(long = "input_shapes", alias = "input-shapes")]
+    input_shapes: Option<String>,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    super::init_threads(args.threads)?;
+    let exec = model::load(&args.model, args.input_shapes.as_deref())?;
+    let arrays = read_npz(&args.input)?;
+    let source = format!("input file `{}`", args.input.display());
+    let samples = model::samples_from_arrays(&exec, &arrays, &source)?;
+    let keep = if args.dump_all {
+        Keep::All
+    } else {
+        Keep::Outputs
+    };
+    let results = exec.run_samples(samples, &keep, |_| NoHook)?;
+    let g = exec.graph();
+    let ids: Vec<_> = if args.dump_all {
+        let mut ids: Vec<_> = g.inputs.clone();
+        for (_, n) in g.nodes() {
+            ids.extend(n.outputs.iter().copied());
+        }
+        ids
+    } else {
+        g.outputs.clone()
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let parts: Vec<Tensor> = results
+            .iter()
+            .map(|(v, _)| v.get(id).cloned())
+            .collect::<Option<_>>()
+            .with_context(|| format!("tensor `{}` was not computed", g.value(id).name))?;
+        let t = if parts.len() == 1 {
+            parts.into_iter().next().unwrap_or_else(|| unreachable!())
+        } else {
+            Tensor::concat_outer(&parts)?
+        };
+        out.push((g.value(id).name.clone(), t));
+    }
+    write_npz(&args.output, &out)?;
+    eprintln!(
+        "wrote {} tensors for {} samples to {}",
+        out.len(),
+        results.len(),
+        args.output.display()
+    );
+    Ok(())
+}

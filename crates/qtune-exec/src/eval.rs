@@ -1,0 +1,925 @@
+//! Evaluation of one node: resolves the node's attributes and static shapes
+//! into kernel parameters and calls the kernel. Shapes come from the
+//! prepared graph (every value has a static shape after `prepare`).
+
+use std::sync::Arc;
+
+use qtune_ir::{
+    AutoPad, CoordMode, Graph, Node, NodeId, Op, ResizeMode, ValueId, resolve_reduce_axes,
+    resolve_slice, resolve_split, resolve_window, shape_range,
+};
+use qtune_kernels::{self as k, Parallelism};
+use qtune_tensor::{DType, Tensor, TensorData};
+
+use crate::ExecError;
+
+/// Applies `$body` to the buffer of any dtype, producing a new buffer of the
+/// same dtype. `$body` sees `$v: &Vec<T>` and must evaluate to `Vec<T>`.
+macro_rules! map_any {
+    ($data:expr, |$v:ident| $body:expr) => {
+        match $data {
+            TensorData::F32($v) => TensorData::F32(Arc::new($body)),
+            TensorData::I64($v) => TensorData::I64(Arc::new($body)),
+            TensorData::I32($v) => TensorData::I32(Arc::new($body)),
+            TensorData::Bool($v) => TensorData::Bool(Arc::new($body)),
+            TensorData::U8($v) => TensorData::U8(Arc::new($body)),
+            TensorData::I8($v) => TensorData::I8(Arc::new($body)),
+        }
+    };
+}
+
+struct Cx<'a> {
+    graph: &'a Graph,
+    node: &'a Node,
+    inputs: Vec<Option<Tensor>>,
+    par: Parallelism,
+}
+
+impl Cx<'_> {
+    fn err(&self, message: impl Into<String>) -> ExecError {
+        ExecError::Node {
+            node: self.node.name.clone(),
+            op: self.node.op.op_type(),
+            message: message.into(),
+        }
+    }
+    fn input(&self, i: usize) -> Result<&Tensor, ExecError> {
+        self.inputs
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| self.err(format!("input {i} is missing")))
+    }
+    fn opt_input(&self, i: usize) -> Option<&Tensor> {
+        self.inputs.get(i).and_then(Option::as_ref)
+    }
+    fn f32_input(&self, i: usize) -> Result<&[f32], ExecError> {
+        let t = self.input(i)?;
+        t.as_f32()
+            .map_err(|_| self.err(format!("input {i} must be float32, got {}", t.dtype())))
+    }
+    /// Takes input `i` out of the argument list; the executor passes the
+    /// only reference when this node is the value's last reader, so the
+    /// buffer can be reused in place.
+    fn take_f32(&mut self, i: usize) -> Result<Vec<f32>, ExecError> {
+        let t = self
+            .inputs
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or_else(|| self.err(format!("input {i} is missing")))?;
+        let dtype = t.dtype();
+        t.into_f32_vec()
+            .map_err(|_| self.err(format!("input {i} must be float32, got {dtype}")))
+    }
+    fn out_value(&self, i: usize) -> ValueId {
+        self.node.outputs[i]
+    }
+    fn out_dims(&self, i: usize) -> Result<Vec<usize>, ExecError> {
+        Ok(self.graph.shape_of(self.out_value(i))?.0.clone())
+    }
+    fn tensor(&self, dims: Vec<usize>, data: TensorData) -> Result<Tensor, ExecError> {
+        Tensor::new(dims, data).map_err(|source| ExecError::Tensor {
+            node: self.node.name.clone(),
+            source,
+        })
+    }
+    fn f32_out(&self, dims: Vec<usize>, data: Vec<f32>) -> Result<Vec<Tensor>, ExecError> {
+        Ok(vec![self.tensor(dims, TensorData::F32(Arc::new(data)))?])
+    }
+    fn ints(&self, i: usize) -> Result<Vec<i64>, ExecError> {
+        self.input(i)?
+            .to_i64_vec()
+            .map_err(|e| self.err(format!("input {i}: {e}")))
+    }
+    /// A float scalar parameter (Clip bounds).
+    fn scalar(&self, i: usize) -> Result<Option<f32>, ExecError> {
+        Ok(match self.opt_input(i) {
+            Some(t) => Some(
+                *t.to_f32_vec()
+                    .first()
+                    .ok_or_else(|| self.err(format!("input {i} is empty")))?,
+            ),
+            None => None,
+        })
+    }
+}
+
+/// 4-D view of an NCHW (or NCW, seen as NC1W) tensor shape.
+fn as_4d(dims: &[usize]) -> Option<[usize; 4]> {
+    match *dims {
+        [n, c, h, w] => Some([n, c, h, w]),
+        [n, c, w] => Some([n, c, 1, w]),
+        _ => None,
+    }
+}
+
+/// Spatial attributes of rank 1 or 2 as 2-D `[h, w]` pairs.
+fn pair(v: &[usize], default: usize) -> [usize; 2] {
+    match *v {
+        [h, w] => [h, w],
+        [w] => [default, w],
+        _ => [default, default],
+    }
+}
+
+fn pads4(begin: &[usize], end: &[usize]) -> [usize; 4] {
+    match (begin, end) {
+        ([t, l], [b, r]) => [*t, *l, *b, *r],
+        ([l], [r]) => [0, *l, 0, *r],
+        _ => [0; 4],
+    }
+}
+
+/// Evaluates one node on its inputs (`None` for omitted optional inputs).
+pub(crate) fn eval_node(
+    graph: &Graph,
+    id: NodeId,
+    inputs: Vec<Option<Tensor>>,
+    par: Parallelism,
+) -> Result<Vec<Tensor>, ExecError> {
+    let node = graph.node(id);
+    let mut cx = Cx {
+        graph,
+        node,
+        inputs,
+        par,
+    };
+    match &node.op {
+        Op::Conv(a) => {
+            let x = cx.f32_input(0)?;
+            let wt = cx.input(1)?;
+            let w = cx.f32_input(1)?;
+            let xd = as_4d(cx.input(0)?.dims())
+                .ok_or_else(|| cx.err("only 1-D and 2-D convolutions are supported"))?;
+            let wd = as_4d(wt.dims()).ok_or_else(|| cx.err("weight must have rank 3 or 4"))?;
+            let spatial = &cx.input(0)?.dims()[2..];
+            let kernel = &wt.dims()[2..];
+            let win = resolve_window(
+                spatial,
+                kernel,
+                &a.strides,
+                &a.pads,
+                &a.dilations,
+                a.auto_pad,
+                false,
+            )
+            .map_err(|m| cx.err(m))?;
+            let mut p = k::Conv2dParams::default();
+            p.strides = pair(&win.strides, 1);
+            p.pads = pads4(&win.pads_begin, &win.pads_end);
+            p.dilations = pair(&win.dilations, 1);
+            p.group = a.group.max(1);
+            let bias = match cx.opt_input(2) {
+                Some(_) => Some(cx.f32_input(2)?),
+                None => None,
+            };
+            let od = cx.out_dims(0)?;
+            let mut out = vec![0f32; od.iter().product()];
+            k::conv2d(x, xd, w, wd, bias, &p, &mut out, cx.par);
+            cx.f32_out(od, out)
+        }
+        Op::ConvTranspose(a) => {
+            let x = cx.f32_input(0)?;
+            let w = cx.f32_input(1)?;
+            let xd = as_4d(cx.input(0)?.dims())
+                .ok_or_else(|| cx.err("only 1-D and 2-D transposed convolutions are supported"))?;
+            let wd =
+                as_4d(cx.input(1)?.dims()).ok_or_else(|| cx.err("weight must have rank 3 or 4"))?;
+            if a.conv.auto_pad != AutoPad::NotSet && a.conv.auto_pad != AutoPad::Valid {
+                return Err(cx.err("auto_pad SAME_* is not supported for ConvTranspose"));
+            }
+            let od = cx.out_dims(0)?;
+            let r = xd.len() - 2;
+            let pads = if a.conv.pads.is_empty() {
+                vec![0; 2 * r]
+            } else {
+                a.conv.pads.clone()
+            };
+            let mut p = k::ConvTranspose2dParams::default();
+            p.strides = pair(&a.conv.strides, 1);
+            p.pads = pads4(&pads[..pads.len() / 2], &pads[pads.len() / 2..]);
+            p.dilations = pair(&a.conv.dilations, 1);
+            p.group = a.conv.group.max(1);
+            p.output_padding = pair(&a.output_padding, 0);
+            let bias = match cx.opt_input(2) {
+                Some(_) => Some(cx.f32_input(2)?),
+                None => None,
+            };
+            let expected = k::conv_transpose2d_out_dims(xd, wd, &p);
+            let od4 = as_4d(&od).ok_or_else(|| cx.err("bad output rank"))?;
+            if expected != od4 {
+                return Err(cx.err(format!(
+                    "output_shape {od:?} differs from the computed {expected:?}; explicit output_shape is not supported"
+                )));
+            }
+            let mut out = vec![0f32; od.iter().product()];
+            k::conv_transpose2d(x, xd, w, wd, bias, &p, &mut out, cx.par);
+            cx.f32_out(od, out)
+        }
+        Op::BatchNormalization { epsilon } => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let mut out = vec![0f32; dims.iter().product()];
+            k::batch_norm(
+                cx.f32_input(0)?,
+                &dims,
+                cx.f32_input(1)?,
+                cx.f32_input(2)?,
+                cx.f32_input(3)?,
+                cx.f32_input(4)?,
+                *epsilon,
+                &mut out,
+            );
+            cx.f32_out(dims, out)
+        }
+        Op::Gemm(a) => {
+            let ad = cx.input(0)?.dims().to_vec();
+            let bd = cx.input(1)?.dims().to_vec();
+            let (m, kk) = if a.trans_a {
+                (ad[1], ad[0])
+            } else {
+                (ad[0], ad[1])
+            };
+            let n = if a.trans_b { bd[0] } else { bd[1] };
+            let mut out = vec![0f32; m * n];
+            let has_c = cx.opt_input(2).is_some() && a.beta != 0.0;
+            if has_c {
+                // out = beta * C broadcast to [m, n]; the product is added on top.
+                let c = cx.f32_input(2)?;
+                let cd = cx.input(2)?.dims().to_vec();
+                k::expand(c, &cd, &[m, n], &mut out);
+                if a.beta != 1.0 {
+                    out.iter_mut().for_each(|v| *v *= a.beta);
+                }
+            }
+            if a.alpha == 1.0 {
+                k::gemm(
+                    m,
+                    kk,
+                    n,
+                    cx.f32_input(0)?,
+                    a.trans_a,
+                    cx.f32_input(1)?,
+                    a.trans_b,
+                    &mut out,
+                    has_c,
+                    cx.par,
+                );
+            } else {
+                let mut prod = vec![0f32; m * n];
+                k::gemm(
+                    m,
+                    kk,
+                    n,
+                    cx.f32_input(0)?,
+                    a.trans_a,
+                    cx.f32_input(1)?,
+                    a.trans_b,
+                    &mut prod,
+                    false,
+                    cx.par,
+                );
+                for (o, p) in out.iter_mut().zip(prod) {
+                    *o += a.alpha * p;
+                }
+            }
+            cx.f32_out(vec![m, n], out)
+        }
+        Op::MatMul => eval_matmul(&cx),
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => eval_binary(&mut cx),
+        Op::And | Op::Or | Op::Equal | Op::Less | Op::Greater => eval_compare(&cx),
+        Op::Not => {
+            let v = cx.input(0)?.as_bool().map_err(|e| cx.err(e.to_string()))?;
+            let out: Vec<bool> = v.iter().map(|b| !b).collect();
+            Ok(vec![cx.tensor(
+                cx.input(0)?.dims().to_vec(),
+                TensorData::Bool(Arc::new(out)),
+            )?])
+        }
+        Op::Sqrt => eval_unary(&mut cx, k::UnaryOp::Sqrt),
+        Op::Exp => eval_unary(&mut cx, k::UnaryOp::Exp),
+        Op::Erf => eval_unary(&mut cx, k::UnaryOp::Erf),
+        Op::Tanh => eval_unary(&mut cx, k::UnaryOp::Tanh),
+        Op::Neg => eval_unary(&mut cx, k::UnaryOp::Neg),
+        Op::Abs => eval_unary(&mut cx, k::UnaryOp::Abs),
+        Op::Relu => eval_unary(&mut cx, k::UnaryOp::Relu),
+        Op::Sigmoid => eval_unary(&mut cx, k::UnaryOp::Sigmoid),
+        Op::HardSwish => eval_unary(&mut cx, k::UnaryOp::HardSwish),
+        Op::LeakyRelu { alpha } => eval_unary(&mut cx, k::UnaryOp::LeakyRelu { alpha: *alpha }),
+        Op::HardSigmoid { alpha, beta } => eval_unary(
+            &mut cx,
+            k::UnaryOp::HardSigmoid {
+                alpha: *alpha,
+                beta: *beta,
+            },
+        ),
+        Op::Clip(a) => {
+            let lo = a.min.or(cx.scalar(1)?).unwrap_or(f32::NEG_INFINITY);
+            let hi = a.max.or(cx.scalar(2)?).unwrap_or(f32::INFINITY);
+            eval_unary(&mut cx, k::UnaryOp::Clip { lo, hi })
+        }
+        Op::Softmax { axis } => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let ax = qtune_ir::normalize_axis(*axis, dims.len())
+                .ok_or_else(|| cx.err("axis out of range"))?;
+            let mut x = cx.take_f32(0)?;
+            k::softmax(&mut x, &dims, ax);
+            cx.f32_out(dims, x)
+        }
+        Op::MaxPool(a) | Op::AveragePool(a) => {
+            let xd = as_4d(cx.input(0)?.dims())
+                .ok_or_else(|| cx.err("only 1-D and 2-D pooling is supported"))?;
+            let spatial = &cx.input(0)?.dims()[2..];
+            let win = resolve_window(
+                spatial,
+                &a.kernel_shape,
+                &a.strides,
+                &a.pads,
+                &a.dilations,
+                a.auto_pad,
+                a.ceil_mode,
+            )
+            .map_err(|m| cx.err(m))?;
+            let mut p = k::Pool2dParams::new([1, 1]);
+            p.kernel = pair(&win.kernel, 1);
+            p.strides = pair(&win.strides, 1);
+            p.pads = pads4(&win.pads_begin, &win.pads_end);
+            p.dilations = pair(&win.dilations, 1);
+            p.ceil_mode = a.ceil_mode;
+            p.count_include_pad = a.count_include_pad;
+            let od = cx.out_dims(0)?;
+            let mut out = vec![0f32; od.iter().product()];
+            if matches!(node.op, Op::MaxPool(_)) {
+                if node.outputs.len() > 1 {
+                    return Err(cx.err("the Indices output of MaxPool is not supported"));
+                }
+                k::max_pool2d(cx.f32_input(0)?, xd, &p, &mut out, cx.par);
+            } else {
+                k::avg_pool2d(cx.f32_input(0)?, xd, &p, &mut out, cx.par);
+            }
+            cx.f32_out(od, out)
+        }
+        Op::GlobalAveragePool | Op::GlobalMaxPool => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let spatial: usize = dims[2..].iter().product();
+            let xd = [dims[0], dims[1], 1, spatial];
+            let od = cx.out_dims(0)?;
+            let mut out = vec![0f32; od.iter().product()];
+            if matches!(node.op, Op::GlobalAveragePool) {
+                k::global_avg_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
+            } else {
+                k::global_max_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
+            }
+            cx.f32_out(od, out)
+        }
+        Op::ReduceMean(a)
+        | Op::ReduceSum(a)
+        | Op::ReduceL2(a)
+        | Op::ReduceMax(a)
+        | Op::ReduceMin(a) => {
+            let rop = match node.op {
+                Op::ReduceMean(_) => k::ReduceOp::Mean,
+                Op::ReduceSum(_) => k::ReduceOp::Sum,
+                Op::ReduceL2(_) => k::ReduceOp::L2,
+                Op::ReduceMax(_) => k::ReduceOp::Max,
+                _ => k::ReduceOp::Min,
+            };
+            let dims = cx.input(0)?.dims().to_vec();
+            let axes = resolve_reduce_axes(graph, id, a, dims.len())?;
+            let od = cx.out_dims(0)?;
+            if axes.is_empty() {
+                let t = cx.input(0)?.clone();
+                return Ok(vec![t]);
+            }
+            let mut out = vec![0f32; od.iter().product()];
+            k::reduce(rop, cx.f32_input(0)?, &dims, &axes, &mut out);
+            cx.f32_out(od, out)
+        }
+        Op::Concat { axis } => {
+            let first = cx.input(0)?;
+            let ax = qtune_ir::normalize_axis(*axis, first.dims().len())
+                .ok_or_else(|| cx.err("axis out of range"))?;
+            let dtype = first.dtype();
+            let od = cx.out_dims(0)?;
+            let parts: Vec<&Tensor> = (0..node.inputs.len())
+                .map(|i| cx.input(i))
+                .collect::<Result<_, _>>()?;
+            if let Some(p) = parts.iter().find(|p| p.dtype() != dtype) {
+                return Err(cx.err(format!("inputs mix {dtype} and {}", p.dtype())));
+            }
+            macro_rules! cat {
+                ($variant:ident, $zero:expr) => {{
+                    let views: Vec<(&[_], &[usize])> = parts
+                        .iter()
+                        .map(|p| match p.data() {
+                            TensorData::$variant(v) => (v.as_slice(), p.dims()),
+                            _ => unreachable!("dtypes checked above"),
+                        })
+                        .collect();
+                    let mut out = vec![$zero; od.iter().product()];
+                    k::concat(&views, ax, &mut out);
+                    TensorData::$variant(Arc::new(out))
+                }};
+            }
+            let data = match dtype {
+                DType::F32 => cat!(F32, 0f32),
+                DType::I64 => cat!(I64, 0i64),
+                DType::I32 => cat!(I32, 0i32),
+                DType::Bool => cat!(Bool, false),
+                DType::U8 => cat!(U8, 0u8),
+                DType::I8 => cat!(I8, 0i8),
+            };
+            Ok(vec![cx.tensor(od, data)?])
+        }
+        Op::Split { axis, split } => {
+            let x = cx.input(0)?;
+            let dims = x.dims().to_vec();
+            let ax = qtune_ir::normalize_axis(*axis, dims.len())
+                .ok_or_else(|| cx.err("axis out of range"))?;
+            let sizes = resolve_split(graph, id, split.as_deref(), dims[ax])?;
+            let mut outs = Vec::with_capacity(sizes.len());
+            let mut offset = 0usize;
+            for size in sizes {
+                let mut starts = vec![0usize; dims.len()];
+                starts[ax] = offset;
+                let steps = vec![1isize; dims.len()];
+                let mut od = dims.clone();
+                od[ax] = size;
+                let n: usize = od.iter().product();
+                let data = map_any!(x.data(), |v| {
+                    let mut out = vec![v[0]; n];
+                    if n > 0 {
+                        k::slice(v, &dims, &starts, &steps, &od, &mut out);
+                    }
+                    out
+                });
+                outs.push(cx.tensor(od, data)?);
+                offset += size;
+            }
+            Ok(outs)
+        }
+        Op::Slice => {
+            let x = cx.input(0)?;
+            let dims = x.dims().to_vec();
+            let plan = resolve_slice(graph, id, &dims)?;
+            let od: Vec<usize> = plan.iter().map(|a| a.len).collect();
+            let n: usize = od.iter().product();
+            let starts: Vec<usize> = plan
+                .iter()
+                .map(|a| usize::try_from(a.start).unwrap_or(0))
+                .collect();
+            let steps: Vec<isize> = plan
+                .iter()
+                .map(|a| isize::try_from(a.step).unwrap_or(1))
+                .collect();
+            if n == 0 {
+                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
+            }
+            let data = map_any!(x.data(), |v| {
+                let mut out = vec![v[0]; n];
+                k::slice(v, &dims, &starts, &steps, &od, &mut out);
+                out
+            });
+            Ok(vec![cx.tensor(od, data)?])
+        }
+        Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Identity => {
+            // Pure metadata: the buffer is shared, not copied.
+            let od = cx.out_dims(0)?;
+            let t = cx
+                .input(0)?
+                .reshaped(od)
+                .map_err(|source| ExecError::Tensor {
+                    node: node.name.clone(),
+                    source,
+                })?;
+            Ok(vec![t])
+        }
+        Op::Transpose { perm } => {
+            let x = cx.input(0)?;
+            let dims = x.dims().to_vec();
+            let perm = perm
+                .clone()
+                .unwrap_or_else(|| (0..dims.len()).rev().collect());
+            let od: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+            let n = x.numel();
+            if n == 0 {
+                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
+            }
+            let data = map_any!(x.data(), |v| {
+                let mut out = vec![v[0]; n];
+                k::transpose(v, &dims, &perm, &mut out);
+                out
+            });
+            Ok(vec![cx.tensor(od, data)?])
+        }
+        Op::Resize(a) => {
+            let xd = cx.input(0)?.dims().to_vec();
+            let od = cx.out_dims(0)?;
+            let x4 = as_4d(&xd).ok_or_else(|| cx.err("only 3-D and 4-D inputs are supported"))?;
+            let o4 = as_4d(&od).ok_or_else(|| cx.err("only 3-D and 4-D inputs are supported"))?;
+            if x4[0] != o4[0] || x4[1] != o4[1] {
+                return Err(cx.err("resizing the batch or channel axis is not supported"));
+            }
+            // ONNX: with 'scales' given, coordinates use those scales; with
+            // 'sizes', the scale is output / input.
+            let given_scales = match cx.opt_input(2) {
+                Some(t) if t.numel() == xd.len() => Some(t.to_f32_vec()),
+                _ => None,
+            };
+            let scales = match (&given_scales, cx.opt_input(3).map(Tensor::numel)) {
+                (Some(s), None | Some(0)) => [s[s.len() - 2], s[s.len() - 1]],
+                _ => k::resize_scales(x4, [o4[2], o4[3]]),
+            };
+            let mode = match a.coord_mode {
+                CoordMode::HalfPixel => k::CoordinateTransformMode::HalfPixel,
+                CoordMode::PytorchHalfPixel => k::CoordinateTransformMode::PytorchHalfPixel,
+                CoordMode::AlignCorners => k::CoordinateTransformMode::AlignCorners,
+                CoordMode::Asymmetric => k::CoordinateTransformMode::Asymmetric,
+            };
+            let mut out = vec![0f32; od.iter().product()];
+            match a.mode {
+                ResizeMode::Nearest => {
+                    let nearest = match a.nearest_mode {
+                        qtune_ir::NearestMode::RoundPreferFloor => k::NearestMode::RoundPreferFloor,
+                        qtune_ir::NearestMode::RoundPreferCeil => k::NearestMode::RoundPreferCeil,
+                        qtune_ir::NearestMode::Floor => k::NearestMode::Floor,
+                        qtune_ir::NearestMode::Ceil => k::NearestMode::Ceil,
+                    };
+                    k::resize_nearest(
+                        cx.f32_input(0)?,
+                        x4,
+                        [o4[2], o4[3]],
+                        scales,
+                        mode,
+                        nearest,
+                        &mut out,
+                        cx.par,
+                    );
+                }
+                ResizeMode::Linear => {
+                    k::resize_linear(
+                        cx.f32_input(0)?,
+                        x4,
+                        [o4[2], o4[3]],
+                        scales,
+                        mode,
+                        &mut out,
+                        cx.par,
+                    );
+                }
+            }
+            cx.f32_out(od, out)
+        }
+        Op::Gather { axis } => {
+            let x = cx.input(0)?;
+            let dims = x.dims().to_vec();
+            let ax = qtune_ir::normalize_axis(*axis, dims.len())
+                .ok_or_else(|| cx.err("axis out of range"))?;
+            let extent = i64::try_from(dims[ax]).unwrap_or(i64::MAX);
+            let idx: Vec<usize> = cx
+                .ints(1)?
+                .into_iter()
+                .map(|i| {
+                    let j = if i < 0 { i + extent } else { i };
+                    usize::try_from(j)
+                        .ok()
+                        .filter(|&j| j < dims[ax])
+                        .ok_or_else(|| {
+                            cx.err(format!(
+                                "index {i} is out of range for axis {ax} of extent {}",
+                                dims[ax]
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let od = cx.out_dims(0)?;
+            let n: usize = od.iter().product();
+            if n == 0 {
+                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
+            }
+            let data = map_any!(x.data(), |v| {
+                let mut out = vec![v[0]; n];
+                k::gather(v, &dims, ax, &idx, &mut out);
+                out
+            });
+            Ok(vec![cx.tensor(od, data)?])
+        }
+        Op::Cast { to } => {
+            let x = cx.input(0)?;
+            Ok(vec![cx.tensor(x.dims().to_vec(), cast(x.data(), *to))?])
+        }
+        Op::Expand => {
+            let x = cx.input(0)?;
+            let dims = x.dims().to_vec();
+            let od = cx.out_dims(0)?;
+            let n: usize = od.iter().product();
+            if n == 0 || x.numel() == 0 {
+                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
+            }
+            let data = map_any!(x.data(), |v| {
+                let mut out = vec![v[0]; n];
+                k::expand(v, &dims, &od, &mut out);
+                out
+            });
+            Ok(vec![cx.tensor(od, data)?])
+        }
+        Op::Where => {
+            let c = cx.input(0)?;
+            let cond = c.as_bool().map_err(|e| cx.err(format!("condition: {e}")))?;
+            let (x, y) = (cx.input(1)?, cx.input(2)?);
+            if x.dtype() != y.dtype() {
+                return Err(cx.err(format!("X is {} but Y is {}", x.dtype(), y.dtype())));
+            }
+            let od = cx.out_dims(0)?;
+            let n: usize = od.iter().product();
+            macro_rules! sel {
+                ($variant:ident, $zero:expr) => {{
+                    let (TensorData::$variant(a), TensorData::$variant(b)) = (x.data(), y.data())
+                    else {
+                        unreachable!("dtypes checked above")
+                    };
+                    let mut out = vec![$zero; n];
+                    k::where_select(cond, c.dims(), a, x.dims(), b, y.dims(), &mut out);
+                    TensorData::$variant(Arc::new(out))
+                }};
+            }
+            let data = match x.dtype() {
+                DType::F32 => sel!(F32, 0f32),
+                DType::I64 => sel!(I64, 0i64),
+                DType::I32 => sel!(I32, 0i32),
+                DType::Bool => sel!(Bool, false),
+                DType::U8 => sel!(U8, 0u8),
+                DType::I8 => sel!(I8, 0i8),
+            };
+            Ok(vec![cx.tensor(od, data)?])
+        }
+        Op::Shape { start, end } => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let (s, e) = shape_range(*start, *end, dims.len());
+            let v: Vec<i64> = dims[s..e]
+                .iter()
+                .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+                .collect();
+            Ok(vec![
+                cx.tensor(vec![v.len()], TensorData::I64(Arc::new(v)))?,
+            ])
+        }
+    }
+}
+
+fn eval_unary(cx: &mut Cx, op: k::UnaryOp) -> Result<Vec<Tensor>, ExecError> {
+    let dims = cx.input(0)?.dims().to_vec();
+    let mut x = cx.take_f32(0)?;
+    k::unary(op, &mut x, cx.par);
+    cx.f32_out(dims, x)
+}
+
+fn eval_binary(cx: &mut Cx) -> Result<Vec<Tensor>, ExecError> {
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    let od = cx.out_dims(0)?;
+    match (a.data(), b.data()) {
+        (TensorData::F32(av), TensorData::F32(bv)) => {
+            let op = match cx.node.op {
+                Op::Add => k::BinaryOp::Add,
+                Op::Sub => k::BinaryOp::Sub,
+                Op::Mul => k::BinaryOp::Mul,
+                Op::Div => k::BinaryOp::Div,
+                _ => k::BinaryOp::Pow,
+            };
+            let mut out = vec![0f32; od.iter().product()];
+            k::binary(op, av, a.dims(), bv, b.dims(), &mut out, cx.par);
+            cx.f32_out(od, out)
+        }
+        (TensorData::I64(av), TensorData::I64(bv)) => {
+            let (ea, eb) = (
+                broadcast_to(av, a.dims(), &od),
+                broadcast_to(bv, b.dims(), &od),
+            );
+            let op = cx.node.op.clone();
+            let mut out = Vec::with_capacity(ea.len());
+            for (&x, &y) in ea.iter().zip(&eb) {
+                out.push(match op {
+                    Op::Add => x.wrapping_add(y),
+                    Op::Sub => x.wrapping_sub(y),
+                    Op::Mul => x.wrapping_mul(y),
+                    Op::Div => {
+                        if y == 0 {
+                            return Err(cx.err("integer division by zero"));
+                        }
+                        x.wrapping_div(y)
+                    }
+                    _ => {
+                        let e =
+                            u32::try_from(y).map_err(|_| cx.err("negative integer exponent"))?;
+                        x.wrapping_pow(e)
+                    }
+                });
+            }
+            Ok(vec![cx.tensor(od, TensorData::I64(Arc::new(out)))?])
+        }
+        _ => Err(cx.err(format!(
+            "unsupported input types {} and {} (float32 or int64 pairs are supported)",
+            a.dtype(),
+            b.dtype()
+        ))),
+    }
+}
+
+/// Broadcasts a small tensor's buffer to `out_dims` (for the integer and
+/// boolean ops, which only see shape-sized tensors).
+fn broadcast_to<T: Copy>(v: &[T], dims: &[usize], out_dims: &[usize]) -> Vec<T> {
+    let n: usize = out_dims.iter().product();
+    match v.first() {
+        Some(&first) if n > 0 => {
+            let mut out = vec![first; n];
+            k::expand(v, dims, out_dims, &mut out);
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn eval_compare(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    let od = cx.out_dims(0)?;
+    let op = cx.node.op.clone();
+    let out: Vec<bool> = match (a.data(), b.data()) {
+        (TensorData::Bool(av), TensorData::Bool(bv)) => {
+            let (ea, eb) = (
+                broadcast_to(av, a.dims(), &od),
+                broadcast_to(bv, b.dims(), &od),
+            );
+            ea.iter()
+                .zip(&eb)
+                .map(|(&x, &y)| match op {
+                    Op::And => x && y,
+                    Op::Or => x || y,
+                    Op::Equal => x == y,
+                    Op::Less => !x & y,
+                    _ => x & !y,
+                })
+                .collect()
+        }
+        (TensorData::I64(av), TensorData::I64(bv)) if !matches!(op, Op::And | Op::Or) => {
+            let (ea, eb) = (
+                broadcast_to(av, a.dims(), &od),
+                broadcast_to(bv, b.dims(), &od),
+            );
+            ea.iter()
+                .zip(&eb)
+                .map(|(x, y)| compare(&op, x, y))
+                .collect()
+        }
+        (TensorData::F32(av), TensorData::F32(bv)) if !matches!(op, Op::And | Op::Or) => {
+            let (ea, eb) = (
+                broadcast_to(av, a.dims(), &od),
+                broadcast_to(bv, b.dims(), &od),
+            );
+            ea.iter()
+                .zip(&eb)
+                .map(|(x, y)| compare(&op, x, y))
+                .collect()
+        }
+        _ => {
+            return Err(cx.err(format!(
+                "unsupported input types {} and {}",
+                a.dtype(),
+                b.dtype()
+            )));
+        }
+    };
+    Ok(vec![cx.tensor(od, TensorData::Bool(Arc::new(out)))?])
+}
+
+fn compare<T: PartialOrd>(op: &Op, x: &T, y: &T) -> bool {
+    match op {
+        Op::Equal => x == y,
+        Op::Less => x < y,
+        _ => x > y,
+    }
+}
+
+fn eval_matmul(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
+    let (a, b) = (cx.f32_input(0)?, cx.f32_input(1)?);
+    let ad = cx.input(0)?.dims().to_vec();
+    let bd = cx.input(1)?.dims().to_vec();
+    let od = cx.out_dims(0)?;
+    let a2: Vec<usize> = if ad.len() == 1 {
+        vec![1, ad[0]]
+    } else {
+        ad.clone()
+    };
+    let b2: Vec<usize> = if bd.len() == 1 {
+        vec![bd[0], 1]
+    } else {
+        bd.clone()
+    };
+    let (m, kk) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let n = b2[b2.len() - 1];
+    let a_batch = &a2[..a2.len() - 2];
+    let b_batch = &b2[..b2.len() - 2];
+    let batch_dims = qtune_ir::broadcast_shapes(a_batch, b_batch)
+        .ok_or_else(|| cx.err("batch dimensions do not broadcast"))?;
+    let batch: usize = batch_dims.iter().product();
+    let mut out = vec![0f32; batch * m * n];
+    let a_count: usize = a_batch.iter().product();
+    let b_count: usize = b_batch.iter().product();
+    if a_count == batch && b_count == batch {
+        k::batched_gemm(
+            batch,
+            m,
+            kk,
+            n,
+            a,
+            m * kk,
+            false,
+            b,
+            kk * n,
+            false,
+            &mut out,
+            cx.par,
+        );
+    } else if b_count == 1 && a_count == batch {
+        // [.., m, k] x [k, n]: one tall GEMM.
+        k::gemm(
+            batch * m,
+            kk,
+            n,
+            a,
+            false,
+            b,
+            false,
+            &mut out,
+            false,
+            cx.par,
+        );
+    } else {
+        // General broadcast: map every output batch index to its operands.
+        let a_idx = batch_index_map(a_batch, &batch_dims);
+        let b_idx = batch_index_map(b_batch, &batch_dims);
+        for (i, chunk) in out.chunks_exact_mut(m * n).enumerate() {
+            let (ai, bi) = (a_idx[i], b_idx[i]);
+            k::gemm(
+                m,
+                kk,
+                n,
+                &a[ai * m * kk..(ai + 1) * m * kk],
+                false,
+                &b[bi * kk * n..(bi + 1) * kk * n],
+                false,
+                chunk,
+                false,
+                cx.par,
+            );
+        }
+    }
+    cx.f32_out(od, out)
+}
+
+/// For each flat index of `out_batch`, the flat index into a broadcast
+/// operand with batch dims `dims`.
+fn batch_index_map(dims: &[usize], out_batch: &[usize]) -> Vec<usize> {
+    let src: Vec<usize> = (0..dims.iter().product::<usize>()).collect();
+    broadcast_to(&src, dims, out_batch)
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+fn cast(data: &TensorData, to: DType) -> TensorData {
+    macro_rules! conv {
+        ($v:expr, $f:expr) => {{
+            let f = $f;
+            $v.iter().map(|&x| f(x)).collect::<Vec<_>>()
+        }};
+    }
+    match (data, to) {
+        (d, t) if d.dtype() == t => d.clone(),
+        (TensorData::F32(v), DType::I64) => TensorData::I64(Arc::new(conv!(v, |x: f32| x as i64))),
+        (TensorData::F32(v), DType::I32) => TensorData::I32(Arc::new(conv!(v, |x: f32| x as i32))),
+        (TensorData::F32(v), DType::Bool) => {
+            TensorData::Bool(Arc::new(conv!(v, |x: f32| x != 0.0)))
+        }
+        (TensorData::F32(v), DType::U8) => TensorData::U8(Arc::new(conv!(v, |x: f32| x as u8))),
+        (TensorData::F32(v), DType::I8) => TensorData::I8(Arc::new(conv!(v, |x: f32| x as i8))),
+        (other, to) => {
+            // Integer and boolean sources go through i64.
+            let wide: Vec<i64> = match other {
+                TensorData::I64(v) => v.to_vec(),
+                TensorData::I32(v) => conv!(v, i64::from),
+                TensorData::Bool(v) => conv!(v, i64::from),
+                TensorData::U8(v) => conv!(v, i64::from),
+                TensorData::I8(v) => conv!(v, i64::from),
+                TensorData::F32(_) => unreachable!("handled above"),
+            };
+            match to {
+                DType::F32 => TensorData::F32(Arc::new(conv!(wide, |x: i64| x as f32))),
+                DType::I64 => TensorData::I64(Arc::new(wide)),
+                DType::I32 => TensorData::I32(Arc::new(conv!(wide, |x: i64| x as i32))),
+                DType::Bool => TensorData::Bool(Arc::new(conv!(wide, |x: i64| x != 0))),
+                DType::U8 => TensorData::U8(Arc::new(conv!(wide, |x: i64| x as u8))),
+                DType::I8 => TensorData::I8(Arc::new(conv!(wide, |x: i64| x as i8))),
+            }
+        }
+    }
+}

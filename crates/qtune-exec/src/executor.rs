@@ -1,0 +1,387 @@
+//! The executor: runs a prepared graph on one sample (or a batch the graph
+//! was shaped for), frees every intermediate tensor after its last reader,
+//! hands every produced tensor to a [`ValueHook`], and can re-run only the
+//! part of the graph downstream of some nodes, reading everything else from
+//! an earlier run's values.
+
+use rayon::prelude::*;
+
+use qtune_ir::{Graph, NodeId, ValueId};
+use qtune_kernels::Parallelism;
+use qtune_tensor::Tensor;
+
+use crate::eval::eval_node;
+use crate::{ExecError, PrepareOptions, PrepareReport, prepare};
+
+/// Which computed tensors a run keeps in its [`Values`]. Graph outputs are
+/// always kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Keep {
+    /// Graph outputs only; intermediates are freed after their last reader.
+    #[default]
+    Outputs,
+    /// Every value (graph inputs and every node output).
+    All,
+    /// Graph outputs and these values.
+    Values(Vec<ValueId>),
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    pub keep: Keep,
+    /// How kernels of this run may use the current rayon pool.
+    pub parallelism: Parallelism,
+}
+
+impl RunOptions {
+    pub fn new(keep: Keep, parallelism: Parallelism) -> Self {
+        RunOptions { keep, parallelism }
+    }
+}
+
+/// Sees every graph input and every computed tensor, in execution order,
+/// before any node reads it. Observers (calibration statistics) read it;
+/// transforms (fake quantization) may replace it.
+pub trait ValueHook {
+    fn on_value(
+        &mut self,
+        graph: &Graph,
+        value: ValueId,
+        tensor: &mut Tensor,
+    ) -> Result<(), ExecError>;
+}
+
+/// The hook that does nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHook;
+
+impl ValueHook for NoHook {
+    fn on_value(&mut self, _: &Graph, _: ValueId, _: &mut Tensor) -> Result<(), ExecError> {
+        Ok(())
+    }
+}
+
+/// A hook from a closure.
+pub struct FnHook<F>(pub F);
+
+impl<F: FnMut(&Graph, ValueId, &mut Tensor)> ValueHook for FnHook<F> {
+    fn on_value(
+        &mut self,
+        graph: &Graph,
+        value: ValueId,
+        tensor: &mut Tensor,
+    ) -> Result<(), ExecError> {
+        (self.0)(graph, value, tensor);
+        Ok(())
+    }
+}
+
+/// The tensors a run kept, indexed by value id.
+#[derive(Debug, Clone, Default)]
+pub struct Values {
+    slots: Vec<Option<Tensor>>,
+}
+
+impl Values {
+    pub fn get(&self, id: ValueId) -> Option<&Tensor> {
+        self.slots.get(id.index()).and_then(Option::as_ref)
+    }
+    /// Kept tensors in value-id order.
+    pub fn iter(&self) -> impl Iterator<Item = (ValueId, &Tensor)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.as_ref().map(|t| (ValueId::from_index(i), t)))
+    }
+    pub fn insert(&mut self, id: ValueId, t: Tensor) {
+        if self.slots.len() <= id.index() {
+            self.slots.resize(id.index() + 1, None);
+        }
+        self.slots[id.index()] = Some(t);
+    }
+    pub fn len(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An executable graph.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    graph: Graph,
+    /// Readers of each value (node inputs), by value index.
+    consumers: Vec<Vec<NodeId>>,
+}
+
+impl Executor {
+    /// Wraps a graph that went through [`prepare`].
+    pub fn new(graph: Graph) -> Result<Self, ExecError> {
+        for (_, n) in graph.nodes() {
+            for &o in &n.outputs {
+                graph.shape_of(o)?;
+            }
+        }
+        let consumers = graph.consumers();
+        Ok(Executor { graph, consumers })
+    }
+
+    /// Prepares (shape inference, constant folding) and wraps a graph.
+    pub fn from_graph(
+        graph: Graph,
+        opts: &PrepareOptions,
+    ) -> Result<(Self, PrepareReport), ExecError> {
+        let (graph, report) = prepare(graph, opts)?;
+        Ok((Self::new(graph)?, report))
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Checks and orders the inputs of one run.
+    fn check_inputs(
+        &self,
+        inputs: Vec<(ValueId, Tensor)>,
+    ) -> Result<Vec<(ValueId, Tensor)>, ExecError> {
+        let g = &self.graph;
+        let mut by_input: Vec<Option<Tensor>> = vec![None; g.inputs.len()];
+        for (id, t) in inputs {
+            let pos = g
+                .inputs
+                .iter()
+                .position(|&i| i == id)
+                .ok_or_else(|| ExecError::NotAnInput(g.value(id).name.clone()))?;
+            let v = g.value(id);
+            let expected = g.shape_of(id)?;
+            if t.shape() != expected {
+                return Err(ExecError::InputShape {
+                    name: v.name.clone(),
+                    expected: expected.clone(),
+                    actual: t.shape().clone(),
+                });
+            }
+            if t.dtype() != v.dtype {
+                return Err(ExecError::InputDType {
+                    name: v.name.clone(),
+                    expected: v.dtype,
+                    actual: t.dtype(),
+                });
+            }
+            by_input[pos] = Some(t);
+        }
+        g.inputs
+            .iter()
+            .zip(by_input)
+            .map(|(&id, t)| {
+                t.map(|t| (id, t))
+                    .ok_or_else(|| ExecError::MissingInput(g.value(id).name.clone()))
+            })
+            .collect()
+    }
+
+    fn kept_mask(&self, keep: &Keep) -> Vec<bool> {
+        let mut kept = vec![matches!(keep, Keep::All); self.graph.value_count()];
+        for &o in &self.graph.outputs {
+            kept[o.index()] = true;
+        }
+        if let Keep::Values(list) = keep {
+            for v in list {
+                kept[v.index()] = true;
+            }
+        }
+        kept
+    }
+
+    /// Runs the whole graph on one set of inputs (one per graph input, with
+    /// the graph's static shapes).
+    pub fn run(
+        &self,
+        inputs: Vec<(ValueId, Tensor)>,
+        opts: &RunOptions,
+        hook: &mut dyn ValueHook,
+    ) -> Result<Values, ExecError> {
+        let inputs = self.check_inputs(inputs)?;
+        let all: Vec<bool> = vec![true; self.graph.node_count()];
+        let mut slots: Vec<Option<Tensor>> = vec![None; self.graph.value_count()];
+        for (id, mut t) in inputs {
+            hook.on_value(&self.graph, id, &mut t)?;
+            slots[id.index()] = Some(t);
+        }
+        self.execute(slots, &all, None, opts, hook)
+    }
+
+    /// Runs several independent samples. With more than one sample the
+    /// samples run in parallel on the current rayon pool, each with
+    /// sequential kernels; a single sample uses parallel kernels. Either way
+    /// every result is bit-identical to a sequential run. `make_hook(i)`
+    /// gives sample `i` its own hook, returned with its values.
+    pub fn run_samples<H, F>(
+        &self,
+        samples: Vec<Vec<(ValueId, Tensor)>>,
+        keep: &Keep,
+        make_hook: F,
+    ) -> Result<Vec<(Values, H)>, ExecError>
+    where
+        H: ValueHook + Send,
+        F: Fn(usize) -> H + Sync,
+    {
+        if samples.len() <= 1 || rayon::current_num_threads() == 1 {
+            let par = if samples.len() <= 1 {
+                Parallelism::Rayon
+            } else {
+                Parallelism::Sequential
+            };
+            let opts = RunOptions::new(keep.clone(), par);
+            return samples
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let mut h = make_hook(i);
+                    let v = self.run(s, &opts, &mut h)?;
+                    Ok((v, h))
+                })
+                .collect();
+        }
+        let opts = RunOptions::new(keep.clone(), Parallelism::Sequential);
+        samples
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut h = make_hook(i);
+                let v = self.run(s, &opts, &mut h)?;
+                Ok((v, h))
+            })
+            .collect()
+    }
+
+    /// The nodes that must be recomputed when the given nodes change: the
+    /// nodes themselves and everything that reads their outputs,
+    /// transitively, as a mask over node indices.
+    pub fn downstream_of(&self, changed: &[NodeId]) -> Vec<bool> {
+        let mut dirty = vec![false; self.graph.node_count()];
+        for &n in changed {
+            dirty[n.index()] = true;
+        }
+        // Nodes are topologically ordered, so one forward sweep suffices.
+        for i in 0..self.graph.node_count() {
+            if !dirty[i] {
+                continue;
+            }
+            for &o in &self.graph.node(NodeId::from_index(i)).outputs {
+                for &c in &self.consumers[o.index()] {
+                    dirty[c.index()] = true;
+                }
+            }
+        }
+        dirty
+    }
+
+    /// Re-runs only `changed` and the nodes downstream of them; every other
+    /// tensor a recomputed node reads comes from `cache` (an earlier run that
+    /// kept it). The result holds the recomputed values (per `opts.keep`)
+    /// plus, for graph outputs that were not recomputed, the cached ones.
+    pub fn run_downstream(
+        &self,
+        cache: &Values,
+        changed: &[NodeId],
+        opts: &RunOptions,
+        hook: &mut dyn ValueHook,
+    ) -> Result<Values, ExecError> {
+        let dirty = self.downstream_of(changed);
+        let slots: Vec<Option<Tensor>> = vec![None; self.graph.value_count()];
+        self.execute(slots, &dirty, Some(cache), opts, hook)
+    }
+
+    fn execute(
+        &self,
+        mut slots: Vec<Option<Tensor>>,
+        run_mask: &[bool],
+        cache: Option<&Values>,
+        opts: &RunOptions,
+        hook: &mut dyn ValueHook,
+    ) -> Result<Values, ExecError> {
+        let g = &self.graph;
+        let kept = self.kept_mask(&opts.keep);
+        // Remaining reads of each value by the nodes of this run.
+        let mut remaining = vec![0usize; g.value_count()];
+        for (id, n) in g.nodes() {
+            if run_mask[id.index()] {
+                for v in n.inputs.iter().flatten() {
+                    remaining[v.index()] += 1;
+                }
+            }
+        }
+        for (id, n) in g.nodes() {
+            if !run_mask[id.index()] {
+                continue;
+            }
+            let mut inputs = Vec::with_capacity(n.inputs.len());
+            for input in &n.inputs {
+                let Some(v) = *input else {
+                    inputs.push(None);
+                    continue;
+                };
+                if let Some(c) = g.constant_of(v) {
+                    inputs.push(Some(c.clone()));
+                    continue;
+                }
+                remaining[v.index()] -= 1;
+                let last_read = remaining[v.index()] == 0 && !kept[v.index()];
+                let t = match (&mut slots[v.index()], last_read) {
+                    (slot @ Some(_), true) => slot.take(),
+                    (Some(t), false) => Some(t.clone()),
+                    (None, _) => cache.and_then(|c| c.get(v)).cloned(),
+                };
+                let t = t.ok_or_else(|| ExecError::NotKept(g.value(v).name.clone()))?;
+                inputs.push(Some(t));
+            }
+            let outputs = eval_node(g, id, inputs, opts.parallelism)?;
+            for (&o, mut t) in n.outputs.iter().zip(outputs) {
+                debug_assert_eq!(
+                    Some(t.shape()),
+                    g.value(o).shape.as_ref(),
+                    "node {}",
+                    n.name
+                );
+                hook.on_value(g, o, &mut t)?;
+                if remaining[o.index()] > 0 || kept[o.index()] {
+                    slots[o.index()] = Some(t);
+                }
+            }
+        }
+        // Graph outputs that this run did not recompute come from the cache.
+        if let Some(cache) = cache {
+            for &o in &g.outputs {
+                if slots[o.index()].is_none() {
+                    slots[o.index()] = cache.get(o).cloned();
+                }
+            }
+        }
+        for (i, s) in slots.iter_mut().enumerate() {
+            if !kept[i] {
+                *s = None;
+            }
+        }
+        Ok(Values { slots })
+    }
+
+    /// The graph outputs of a run, by name, in model order.
+    pub fn outputs_of(&self, values: &Values) -> Result<Vec<(String, Tensor)>, ExecError> {
+        self.graph
+            .outputs
+            .iter()
+            .map(|&o| {
+                let name = self.graph.value(o).name.clone();
+                values
+                    .get(o)
+                    .cloned()
+                    .map(|t| (name.clone(), t))
+                    .ok_or(ExecError::NotKept(name))
+            })
+            .collect()
+    }
+}

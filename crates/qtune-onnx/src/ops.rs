@@ -1,0 +1,957 @@
+//! ONNX nodes to IR ops, one arm per op type, with strict attribute checks.
+//!
+//! Spec: <https://onnx.ai/onnx/operators/>, default domain, opsets
+//! [`MIN_OPSET`](crate::MIN_OPSET) to [`MAX_OPSET`](crate::MAX_OPSET).
+//! Each arm rejects attributes the op does not define and values qtune
+//! cannot run, naming the node and attribute.
+//!
+//! Rewrites (the only places where the IR differs from the ONNX graph):
+//! - `Constant` becomes a constant value, not a node.
+//! - `Dropout` becomes `Identity` (inference); its mask output must be unused.
+//! - `Upsample` (opset 7 to 9) and `Resize` opset 10 become `Resize` with
+//!   `asymmetric` coordinates and `floor` rounding, their scales moved to
+//!   input 2. Deviation: onnxruntime rounds nearest-mode *down*-sampling up
+//!   in these old ops; qtune floors in both directions.
+//! - Legacy attributes that later opsets moved to inputs become constant
+//!   inputs: Slice `starts`/`ends`/`axes` (opset < 10), Upsample `scales`
+//!   (opset 7). Squeeze/Unsqueeze/Split/Reduce axes and Clip bounds stay in
+//!   the attribute structs, which the IR supports directly.
+//! - `Softmax` before opset 13 means "flatten to 2-D at `axis`, softmax
+//!   over the second dimension, reshape back". When `axis` is the last axis
+//!   (known from `axis = -1` or a declared rank) that is the ordinary
+//!   per-axis softmax; otherwise it is imported as Flatten -> Softmax ->
+//!   Reshape(Shape(x)), which the executor folds and runs exactly.
+
+use qtune_ir::*;
+use qtune_tensor::Tensor;
+
+use crate::OnnxError;
+use crate::attrs::NodeCx;
+use crate::import::Importer;
+use crate::tensor::{onnx_type_name, runtime_dtype, tensor_from_proto};
+
+/// ONNX op types that are not IR ops but are imported by rewriting.
+pub(crate) const REWRITTEN_OPS: &[&str] = &["Dropout", "Upsample"];
+
+const CONV: &[&str] = &[
+    "auto_pad",
+    "dilations",
+    "group",
+    "kernel_shape",
+    "pads",
+    "strides",
+];
+const CONV_TRANSPOSE: &[&str] = &[
+    "auto_pad",
+    "dilations",
+    "group",
+    "kernel_shape",
+    "pads",
+    "strides",
+    "output_padding",
+    "output_shape",
+];
+const REDUCE: &[&str] = &["axes", "keepdims", "noop_with_empty_axes"];
+const RESIZE: &[&str] = &[
+    "antialias",
+    "axes",
+    "coordinate_transformation_mode",
+    "cubic_coeff_a",
+    "exclude_outside",
+    "extrapolation_value",
+    "keep_aspect_ratio_policy",
+    "mode",
+    "nearest_mode",
+];
+
+/// Which ONNX outputs become IR outputs.
+enum Outputs {
+    All,
+    /// Only the first; the others (described for messages) must be unused.
+    First(&'static str),
+}
+
+fn arity(cx: &NodeCx<'_>, n: usize, min: usize, max: usize) -> Result<(), OnnxError> {
+    if (min..=max).contains(&n) {
+        return Ok(());
+    }
+    let expected = if min == max {
+        format!("{min}")
+    } else {
+        format!("{min} to {max}")
+    };
+    Err(cx.node_err(format!("expected {expected} inputs, got {n}")))
+}
+
+pub(crate) fn import_node(
+    im: &mut Importer<'_>,
+    cx: &NodeCx<'_>,
+    mut inputs: Vec<Option<ValueId>>,
+    outputs: &[String],
+) -> Result<(), OnnxError> {
+    let n = inputs.len();
+    let opset = cx.opset;
+    let mut keep = Outputs::All;
+    let op = match cx.op_type {
+        "Constant" => return constant(im, cx, n, outputs),
+        "Conv" => {
+            arity(cx, n, 2, 3)?;
+            cx.check_known(CONV)?;
+            Op::Conv(conv_attrs(cx)?)
+        }
+        "ConvTranspose" => {
+            arity(cx, n, 2, 3)?;
+            cx.check_known(CONV_TRANSPOSE)?;
+            let conv = conv_attrs(cx)?;
+            let rank = conv.kernel_shape.len().max(conv.strides.len());
+            let output_padding = cx.usizes("output_padding")?.unwrap_or_default();
+            check_len(cx, "output_padding", &output_padding, rank)?;
+            let output_shape = cx.usizes("output_shape")?.unwrap_or_default();
+            Op::ConvTranspose(ConvTransposeAttrs {
+                conv,
+                output_padding,
+                output_shape,
+            })
+        }
+        "BatchNormalization" => {
+            arity(cx, n, 5, 5)?;
+            cx.check_known(&["epsilon", "momentum", "training_mode", "spatial"])?;
+            if cx.flag("training_mode", false)? {
+                return Err(cx.attr_err(
+                    "training_mode",
+                    "training mode (1) is not supported; export the model for inference",
+                ));
+            }
+            if !cx.flag("spatial", true)? {
+                return Err(cx.attr_err(
+                    "spatial",
+                    "per-element batch normalization (0) is not supported",
+                ));
+            }
+            keep = Outputs::First("training-mode statistics output");
+            Op::BatchNormalization {
+                epsilon: cx.float_or("epsilon", 1e-5)?,
+            }
+        }
+        "Gemm" => {
+            arity(cx, n, 2, 3)?;
+            cx.check_known(&["alpha", "beta", "transA", "transB"])?;
+            Op::Gemm(GemmAttrs {
+                alpha: cx.float_or("alpha", 1.0)?,
+                beta: cx.float_or("beta", 1.0)?,
+                trans_a: cx.flag("transA", false)?,
+                trans_b: cx.flag("transB", false)?,
+            })
+        }
+        "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "And" | "Or" | "Equal" | "Less"
+        | "Greater" => {
+            arity(cx, n, 2, 2)?;
+            cx.check_known(&[])?;
+            match cx.op_type {
+                "MatMul" => Op::MatMul,
+                "Add" => Op::Add,
+                "Sub" => Op::Sub,
+                "Mul" => Op::Mul,
+                "Div" => Op::Div,
+                "Pow" => Op::Pow,
+                "And" => Op::And,
+                "Or" => Op::Or,
+                "Equal" => Op::Equal,
+                "Less" => Op::Less,
+                _ => Op::Greater,
+            }
+        }
+        "Sqrt" | "Exp" | "Erf" | "Tanh" | "Neg" | "Abs" | "Relu" | "Sigmoid" | "HardSwish"
+        | "Not" | "GlobalAveragePool" | "GlobalMaxPool" | "Identity" => {
+            arity(cx, n, 1, 1)?;
+            cx.check_known(&[])?;
+            match cx.op_type {
+                "Sqrt" => Op::Sqrt,
+                "Exp" => Op::Exp,
+                "Erf" => Op::Erf,
+                "Tanh" => Op::Tanh,
+                "Neg" => Op::Neg,
+                "Abs" => Op::Abs,
+                "Relu" => Op::Relu,
+                "Sigmoid" => Op::Sigmoid,
+                "HardSwish" => Op::HardSwish,
+                "Not" => Op::Not,
+                "GlobalAveragePool" => Op::GlobalAveragePool,
+                "GlobalMaxPool" => Op::GlobalMaxPool,
+                _ => Op::Identity,
+            }
+        }
+        "Expand" => {
+            arity(cx, n, 2, 2)?;
+            cx.check_known(&[])?;
+            Op::Expand
+        }
+        "Where" => {
+            arity(cx, n, 3, 3)?;
+            cx.check_known(&[])?;
+            Op::Where
+        }
+        "Clip" => {
+            if opset < 11 {
+                arity(cx, n, 1, 1)?;
+                cx.check_known(&["min", "max"])?;
+                Op::Clip(ClipAttrs {
+                    min: cx.float("min")?,
+                    max: cx.float("max")?,
+                })
+            } else {
+                // Opset 11 moved the bounds to optional inputs 1 and 2.
+                arity(cx, n, 1, 3)?;
+                cx.check_known(&[])?;
+                Op::Clip(ClipAttrs {
+                    min: None,
+                    max: None,
+                })
+            }
+        }
+        "LeakyRelu" => {
+            arity(cx, n, 1, 1)?;
+            cx.check_known(&["alpha"])?;
+            Op::LeakyRelu {
+                alpha: cx.float_or("alpha", 0.01)?,
+            }
+        }
+        "HardSigmoid" => {
+            arity(cx, n, 1, 1)?;
+            cx.check_known(&["alpha", "beta"])?;
+            Op::HardSigmoid {
+                alpha: cx.float_or("alpha", 0.2)?,
+                beta: cx.float_or("beta", 0.5)?,
+            }
+        }
+        "Softmax" => {
+            arity(cx, n, 1, 1)?;
+            cx.check_known(&["axis"])?;
+            let axis = cx.int_or("axis", if opset < 13 { 1 } else { -1 })?;
+            if opset < 13 && !is_last_axis(im, cx, inputs[0], axis) {
+                return softmax_coerced(im, cx, inputs[0], outputs, axis);
+            }
+            Op::Softmax { axis }
+        }
+        "MaxPool" | "AveragePool" => {
+            arity(cx, n, 1, 1)?;
+            let max = cx.op_type == "MaxPool";
+            if max {
+                cx.check_known(&[
+                    "auto_pad",
+                    "ceil_mode",
+                    "dilations",
+                    "kernel_shape",
+                    "pads",
+                    "storage_order",
+                    "strides",
+                ])?;
+                // storage_order only affects the Indices output, which must be unused.
+                cx.flag("storage_order", false)?;
+                keep = Outputs::First("Indices output");
+            } else {
+                cx.check_known(&[
+                    "auto_pad",
+                    "ceil_mode",
+                    "count_include_pad",
+                    "dilations",
+                    "kernel_shape",
+                    "pads",
+                    "strides",
+                ])?;
+            }
+            let attrs = pool_attrs(cx, !max)?;
+            if max {
+                Op::MaxPool(attrs)
+            } else {
+                Op::AveragePool(attrs)
+            }
+        }
+        "ReduceMean" | "ReduceSum" | "ReduceL2" | "ReduceMax" | "ReduceMin" => {
+            cx.check_known(REDUCE)?;
+            // ReduceSum took axes as an input from opset 13, the others from 18.
+            let axes_input_from = if cx.op_type == "ReduceSum" { 13 } else { 18 };
+            let axes = if opset < axes_input_from {
+                arity(cx, n, 1, 1)?;
+                cx.ints("axes")?
+            } else {
+                arity(cx, n, 1, 2)?;
+                if cx.has("axes") {
+                    return Err(cx.attr_err(
+                        "axes",
+                        format!("is an input, not an attribute, from opset {axes_input_from} (model opset {opset})"),
+                    ));
+                }
+                None
+            };
+            if let Some(a) = &axes {
+                check_distinct(cx, "axes", a)?;
+            }
+            let attrs = ReduceAttrs {
+                axes,
+                keepdims: cx.flag("keepdims", true)?,
+                noop_with_empty_axes: cx.flag("noop_with_empty_axes", false)?,
+            };
+            match cx.op_type {
+                "ReduceMean" => Op::ReduceMean(attrs),
+                "ReduceSum" => Op::ReduceSum(attrs),
+                "ReduceL2" => Op::ReduceL2(attrs),
+                "ReduceMax" => Op::ReduceMax(attrs),
+                _ => Op::ReduceMin(attrs),
+            }
+        }
+        "Concat" => {
+            if n == 0 {
+                return Err(cx.node_err("expected at least 1 input, got 0"));
+            }
+            cx.check_known(&["axis"])?;
+            let axis = cx
+                .int("axis")?
+                .ok_or_else(|| cx.attr_err("axis", "required attribute is missing"))?;
+            Op::Concat { axis }
+        }
+        "Split" => {
+            cx.check_known(&["axis", "split", "num_outputs"])?;
+            let axis = cx.int_or("axis", 0)?;
+            let split = if opset < 13 {
+                arity(cx, n, 1, 1)?;
+                cx.ints("split")?
+            } else {
+                arity(cx, n, 1, 2)?;
+                if cx.has("split") {
+                    return Err(cx.attr_err(
+                        "split",
+                        format!(
+                            "is an input, not an attribute, from opset 13 (model opset {opset})"
+                        ),
+                    ));
+                }
+                None
+            };
+            if let Some(s) = &split {
+                if s.len() != outputs.len() {
+                    return Err(cx.attr_err(
+                        "split",
+                        format!(
+                            "expected {} values (one per output), got {}",
+                            outputs.len(),
+                            s.len()
+                        ),
+                    ));
+                }
+                if s.iter().any(|&v| v < 0) {
+                    return Err(
+                        cx.attr_err("split", format!("expected non-negative values, got {s:?}"))
+                    );
+                }
+            }
+            if let Some(k) = cx.int("num_outputs")? {
+                if n > 1 {
+                    return Err(
+                        cx.node_err("'num_outputs' and the 'split' input cannot both be given")
+                    );
+                }
+                if usize::try_from(k).ok() != Some(outputs.len()) {
+                    return Err(cx.attr_err(
+                        "num_outputs",
+                        format!("is {k}, but the node has {} outputs", outputs.len()),
+                    ));
+                }
+            }
+            Op::Split { axis, split }
+        }
+        "Slice" => {
+            if opset < 10 {
+                arity(cx, n, 1, 1)?;
+                cx.check_known(&["starts", "ends", "axes"])?;
+                let starts = cx
+                    .ints("starts")?
+                    .ok_or_else(|| cx.attr_err("starts", "required attribute is missing"))?;
+                let ends = cx
+                    .ints("ends")?
+                    .ok_or_else(|| cx.attr_err("ends", "required attribute is missing"))?;
+                if ends.len() != starts.len() {
+                    return Err(cx.attr_err(
+                        "ends",
+                        format!(
+                            "expected {} values (as many as 'starts'), got {}",
+                            starts.len(),
+                            ends.len()
+                        ),
+                    ));
+                }
+                let mut params = vec![("starts", starts), ("ends", ends)];
+                if let Some(axes) = cx.ints("axes")? {
+                    if axes.len() != params[0].1.len() {
+                        return Err(cx.attr_err(
+                            "axes",
+                            format!(
+                                "expected {} values (as many as 'starts'), got {}",
+                                params[0].1.len(),
+                                axes.len()
+                            ),
+                        ));
+                    }
+                    params.push(("axes", axes));
+                }
+                for (what, values) in params {
+                    let t = int_tensor(cx, what, values)?;
+                    let id = im.add_generated_constant(format!("{}_{what}", cx.name), t);
+                    inputs.push(Some(id));
+                }
+            } else {
+                arity(cx, n, 3, 5)?;
+                cx.check_known(&[])?;
+            }
+            Op::Slice
+        }
+        "Reshape" => {
+            arity(cx, n, 2, 2)?;
+            cx.check_known(&["allowzero"])?;
+            Op::Reshape {
+                allowzero: cx.flag("allowzero", false)?,
+            }
+        }
+        "Transpose" => {
+            arity(cx, n, 1, 1)?;
+            cx.check_known(&["perm"])?;
+            let perm = cx.usizes("perm")?;
+            if let Some(p) = &perm {
+                let mut seen = vec![false; p.len()];
+                for &a in p {
+                    if a >= p.len() || std::mem::replace(&mut seen[a], true) {
+                        return Err(cx.attr_err("perm", format!("{p:?} is not a permutation")));
+                    }
+                }
+            }
+            Op::Transpose { perm }
+        }
+        "Flatten" => {
+            arity(cx, n, 1, 1)?;
+            cx.check_known(&["axis"])?;
+            Op::Flatten {
+                axis: cx.int_or("axis", 1)?,
+            }
+        }
+        "Squeeze" | "Unsqueeze" => {
+            cx.check_known(&["axes"])?;
+            let axes = if opset < 13 {
+                arity(cx, n, 1, 1)?;
+                cx.ints("axes")?
+            } else {
+                arity(cx, n, 1, 2)?;
+                if cx.has("axes") {
+                    return Err(cx.attr_err(
+                        "axes",
+                        format!(
+                            "is an input, not an attribute, from opset 13 (model opset {opset})"
+                        ),
+                    ));
+                }
+                None
+            };
+            if let Some(a) = &axes {
+                check_distinct(cx, "axes", a)?;
+            }
+            if cx.op_type == "Squeeze" {
+                Op::Squeeze { axes }
+            } else {
+                if opset < 13 && axes.is_none() {
+                    return Err(cx.attr_err("axes", "required attribute is missing"));
+                }
+                if opset >= 13 {
+                    arity(cx, n, 2, 2)?;
+                }
+                Op::Unsqueeze { axes }
+            }
+        }
+        "Resize" if opset >= 11 => {
+            arity(cx, n, 1, 4)?;
+            if n < 3 {
+                return Err(cx.node_err("expected a 'scales' (input 2) or 'sizes' (input 3) input"));
+            }
+            cx.check_known(RESIZE)?;
+            Op::Resize(resize_attrs(cx)?)
+        }
+        "Resize" | "Upsample" => {
+            // Resize-10 takes (X, scales); Upsample-9 (X, scales); Upsample-7
+            // has a `scales` attribute. All become Resize(X, -, scales).
+            let legacy_scales = cx.op_type == "Upsample" && opset < 9;
+            if legacy_scales {
+                arity(cx, n, 1, 1)?;
+                cx.check_known(&["mode", "scales"])?;
+            } else {
+                arity(cx, n, 2, 2)?;
+                cx.check_known(&["mode"])?;
+            }
+            let mode = match cx.string("mode")?.as_deref().unwrap_or("nearest") {
+                "nearest" => ResizeMode::Nearest,
+                "linear" | "bilinear" => ResizeMode::Linear,
+                other => {
+                    return Err(cx.attr_err(
+                        "mode",
+                        format!("'{other}' is not supported (supported: nearest, linear)"),
+                    ));
+                }
+            };
+            let x = inputs[0];
+            let scales = if legacy_scales {
+                let s = cx
+                    .floats("scales")?
+                    .ok_or_else(|| cx.attr_err("scales", "required attribute is missing"))?;
+                let t = Tensor::from_f32(vec![s.len()], s)
+                    .map_err(|e| cx.attr_err("scales", e.to_string()))?;
+                Some(im.add_generated_constant(format!("{}_scales", cx.name), t))
+            } else {
+                inputs[1]
+            };
+            inputs = vec![x, None, scales];
+            Op::Resize(ResizeAttrs {
+                mode,
+                coord_mode: CoordMode::Asymmetric,
+                nearest_mode: NearestMode::Floor,
+            })
+        }
+        "Gather" => {
+            arity(cx, n, 2, 2)?;
+            cx.check_known(&["axis"])?;
+            Op::Gather {
+                axis: cx.int_or("axis", 0)?,
+            }
+        }
+        "Cast" => {
+            arity(cx, n, 1, 1)?;
+            cx.check_known(&["to", "saturate"])?;
+            let to = cx
+                .int("to")?
+                .ok_or_else(|| cx.attr_err("to", "required attribute is missing"))?;
+            let to32 = i32::try_from(to).unwrap_or(-1);
+            let dtype = runtime_dtype(to32).ok_or_else(|| {
+                cx.attr_err(
+                    "to",
+                    format!(
+                        "element type {} is not supported (supported: FLOAT, INT64, INT32, BOOL, UINT8, INT8)",
+                        onnx_type_name(to32)
+                    ),
+                )
+            })?;
+            Op::Cast { to: dtype }
+        }
+        "Shape" => {
+            arity(cx, n, 1, 1)?;
+            cx.check_known(&["start", "end"])?;
+            Op::Shape {
+                start: cx.int_or("start", 0)?,
+                end: cx.int("end")?,
+            }
+        }
+        "Dropout" => {
+            // Inference: Dropout is the identity. Inputs ratio and
+            // training_mode (opset 12+) are ignored, like onnxruntime does
+            // when the mask is not requested.
+            arity(cx, n, 1, 3)?;
+            cx.check_known(&["ratio", "seed"])?;
+            inputs.truncate(1);
+            keep = Outputs::First("mask output");
+            Op::Identity
+        }
+        other => {
+            return Err(OnnxError::UnsupportedOp {
+                node: cx.name.to_string(),
+                op_type: other.to_string(),
+                supported: SUPPORTED_OPS.join(", "),
+            });
+        }
+    };
+    emit(im, cx, cx.name.to_string(), op, inputs, outputs, keep)
+}
+
+/// Adds the node with its output values.
+fn emit(
+    im: &mut Importer<'_>,
+    cx: &NodeCx<'_>,
+    name: String,
+    op: Op,
+    inputs: Vec<Option<ValueId>>,
+    outputs: &[String],
+    keep: Outputs,
+) -> Result<(), OnnxError> {
+    let names: Vec<&String> = match keep {
+        Outputs::All => {
+            let mut names: Vec<&String> = outputs.iter().collect();
+            while names.last().is_some_and(|s| s.is_empty()) {
+                names.pop();
+            }
+            if let Some(i) = names.iter().position(|s| s.is_empty()) {
+                return Err(cx.node_err(format!("output {i} has an empty name")));
+            }
+            names
+        }
+        Outputs::First(what) => {
+            for (i, extra) in outputs.iter().enumerate().skip(1) {
+                if !extra.is_empty() && im.is_consumed(extra) {
+                    return Err(cx.node_err(format!(
+                        "output {i} '{extra}' ({what}) is used, which qtune does not support"
+                    )));
+                }
+            }
+            outputs.iter().take(1).filter(|s| !s.is_empty()).collect()
+        }
+    };
+    if names.is_empty() {
+        return Err(cx.node_err("the node has no outputs"));
+    }
+    let ids = names
+        .into_iter()
+        .map(|o| im.add_output_value(cx, o, &op))
+        .collect::<Result<Vec<_>, _>>()?;
+    im.graph.add_node(name, op, inputs, ids);
+    Ok(())
+}
+
+/// `Constant`: the value becomes a constant named after the node's output.
+fn constant(
+    im: &mut Importer<'_>,
+    cx: &NodeCx<'_>,
+    n_inputs: usize,
+    outputs: &[String],
+) -> Result<(), OnnxError> {
+    arity(cx, n_inputs, 0, 0)?;
+    cx.check_known(&[
+        "value",
+        "value_float",
+        "value_floats",
+        "value_int",
+        "value_ints",
+        "value_string",
+        "value_strings",
+        "sparse_value",
+    ])?;
+    let [out] = outputs else {
+        return Err(cx.node_err(format!("expected 1 output, got {}", outputs.len())));
+    };
+    let which = cx.exactly_one(&[
+        "value",
+        "value_float",
+        "value_floats",
+        "value_int",
+        "value_ints",
+        "value_string",
+        "value_strings",
+        "sparse_value",
+    ])?;
+    let tensor = match which {
+        "value" => {
+            let proto = cx
+                .tensor("value")?
+                .ok_or_else(|| cx.attr_err("value", "the tensor is missing"))?;
+            tensor_from_proto(proto, out, &mut im.external)?
+        }
+        "value_float" => Tensor::scalar_f32(cx.float_or("value_float", 0.0)?),
+        "value_floats" => {
+            let v = cx.floats("value_floats")?.unwrap_or_default();
+            Tensor::from_f32(vec![v.len()], v).map_err(|e| cx.attr_err(which, e.to_string()))?
+        }
+        "value_int" => Tensor::from_i64(Vec::<usize>::new(), vec![cx.int_or("value_int", 0)?])
+            .map_err(|e| cx.attr_err(which, e.to_string()))?,
+        "value_ints" => {
+            let v = cx.ints("value_ints")?.unwrap_or_default();
+            int_tensor(cx, which, v)?
+        }
+        other => {
+            return Err(cx.attr_err(other, "string and sparse constants are not supported"));
+        }
+    };
+    if im.graph.find_value(out).is_some() {
+        return Err(cx.node_err(format!("output '{out}' is already defined")));
+    }
+    im.graph.add_constant(out.clone(), tensor);
+    Ok(())
+}
+
+fn int_tensor(cx: &NodeCx<'_>, what: &str, values: Vec<i64>) -> Result<Tensor, OnnxError> {
+    Tensor::from_i64(vec![values.len()], values).map_err(|e| cx.attr_err(what, e.to_string()))
+}
+
+fn check_len(cx: &NodeCx<'_>, what: &str, v: &[usize], want: usize) -> Result<(), OnnxError> {
+    if v.is_empty() || v.len() == want {
+        Ok(())
+    } else {
+        Err(cx.attr_err(what, format!("expected {want} values, got {}", v.len())))
+    }
+}
+
+fn check_distinct(cx: &NodeCx<'_>, what: &str, v: &[i64]) -> Result<(), OnnxError> {
+    for (i, a) in v.iter().enumerate() {
+        if v[..i].contains(a) {
+            return Err(cx.attr_err(what, format!("axis {a} is given twice in {v:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn auto_pad(cx: &NodeCx<'_>) -> Result<AutoPad, OnnxError> {
+    Ok(
+        match cx.string("auto_pad")?.as_deref().unwrap_or("NOTSET") {
+            "NOTSET" => AutoPad::NotSet,
+            "SAME_UPPER" => AutoPad::SameUpper,
+            "SAME_LOWER" => AutoPad::SameLower,
+            "VALID" => AutoPad::Valid,
+            other => {
+                return Err(cx.attr_err(
+                    "auto_pad",
+                    format!("expected NOTSET, SAME_UPPER, SAME_LOWER or VALID, got '{other}'"),
+                ));
+            }
+        },
+    )
+}
+
+/// The window attributes shared by convs and pools, with their lengths
+/// checked against the spatial rank (from `kernel_shape` when given).
+struct WindowAttrs {
+    kernel_shape: Vec<usize>,
+    strides: Vec<usize>,
+    pads: Vec<usize>,
+    dilations: Vec<usize>,
+    auto_pad: AutoPad,
+}
+
+fn window_attrs(cx: &NodeCx<'_>, kernel_required: bool) -> Result<WindowAttrs, OnnxError> {
+    let kernel_shape = cx.positives("kernel_shape")?;
+    if kernel_required && kernel_shape.is_empty() {
+        return Err(cx.attr_err("kernel_shape", "required attribute is missing"));
+    }
+    let strides = cx.positives("strides")?;
+    let dilations = cx.positives("dilations")?;
+    let pads = cx.usizes("pads")?.unwrap_or_default();
+    let auto_pad = auto_pad(cx)?;
+    let rank = [
+        kernel_shape.len(),
+        strides.len(),
+        dilations.len(),
+        pads.len() / 2,
+    ]
+    .into_iter()
+    .find(|&r| r > 0);
+    if let Some(rank) = rank {
+        check_len(cx, "strides", &strides, rank)?;
+        check_len(cx, "dilations", &dilations, rank)?;
+        check_len(cx, "pads", &pads, 2 * rank)?;
+    } else if !pads.is_empty() {
+        return Err(cx.attr_err(
+            "pads",
+            format!("expected an even number of values, got {}", pads.len()),
+        ));
+    }
+    if auto_pad != AutoPad::NotSet && pads.iter().any(|&p| p != 0) {
+        return Err(cx.attr_err(
+            "pads",
+            "explicit pads cannot be combined with auto_pad (ONNX forbids it)",
+        ));
+    }
+    Ok(WindowAttrs {
+        kernel_shape,
+        strides,
+        pads,
+        dilations,
+        auto_pad,
+    })
+}
+
+fn conv_attrs(cx: &NodeCx<'_>) -> Result<ConvAttrs, OnnxError> {
+    let w = window_attrs(cx, false)?;
+    let rank = w
+        .kernel_shape
+        .len()
+        .max(w.strides.len())
+        .max(w.dilations.len());
+    if rank > 2 {
+        return Err(cx.attr_err(
+            if w.kernel_shape.is_empty() {
+                "strides"
+            } else {
+                "kernel_shape"
+            },
+            format!("qtune runs 1-D and 2-D convolutions; got {rank} spatial axes"),
+        ));
+    }
+    let group = cx.int_or("group", 1)?;
+    let group = usize::try_from(group)
+        .ok()
+        .filter(|&g| g > 0)
+        .ok_or_else(|| cx.attr_err("group", format!("expected a positive value, got {group}")))?;
+    Ok(ConvAttrs {
+        kernel_shape: w.kernel_shape,
+        strides: w.strides,
+        pads: w.pads,
+        dilations: w.dilations,
+        group,
+        auto_pad: w.auto_pad,
+    })
+}
+
+fn pool_attrs(cx: &NodeCx<'_>, average: bool) -> Result<PoolAttrs, OnnxError> {
+    let w = window_attrs(cx, true)?;
+    Ok(PoolAttrs {
+        kernel_shape: w.kernel_shape,
+        strides: w.strides,
+        pads: w.pads,
+        dilations: w.dilations,
+        ceil_mode: cx.flag("ceil_mode", false)?,
+        count_include_pad: average && cx.flag("count_include_pad", false)?,
+        auto_pad: w.auto_pad,
+    })
+}
+
+fn resize_attrs(cx: &NodeCx<'_>) -> Result<ResizeAttrs, OnnxError> {
+    let mode = match cx.string("mode")?.as_deref().unwrap_or("nearest") {
+        "nearest" => ResizeMode::Nearest,
+        "linear" => ResizeMode::Linear,
+        "cubic" => {
+            return Err(cx.attr_err(
+                "mode",
+                "'cubic' is not supported (supported: nearest, linear)",
+            ));
+        }
+        other => {
+            return Err(cx.attr_err(
+                "mode",
+                format!("unknown mode '{other}' (supported: nearest, linear)"),
+            ));
+        }
+    };
+    let coord_mode = match cx
+        .string("coordinate_transformation_mode")?
+        .as_deref()
+        .unwrap_or("half_pixel")
+    {
+        "half_pixel" => CoordMode::HalfPixel,
+        "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
+        "align_corners" => CoordMode::AlignCorners,
+        "asymmetric" => CoordMode::Asymmetric,
+        other => {
+            return Err(cx.attr_err(
+                "coordinate_transformation_mode",
+                format!(
+                    "'{other}' is not supported (supported: half_pixel, pytorch_half_pixel, align_corners, asymmetric)"
+                ),
+            ));
+        }
+    };
+    let nearest_mode = match cx
+        .string("nearest_mode")?
+        .as_deref()
+        .unwrap_or("round_prefer_floor")
+    {
+        "round_prefer_floor" => NearestMode::RoundPreferFloor,
+        "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+        "floor" => NearestMode::Floor,
+        "ceil" => NearestMode::Ceil,
+        other => {
+            return Err(cx.attr_err(
+                "nearest_mode",
+                format!(
+                    "expected round_prefer_floor, round_prefer_ceil, floor or ceil, got '{other}'"
+                ),
+            ));
+        }
+    };
+    if cx.flag("exclude_outside", false)? {
+        return Err(cx.attr_err("exclude_outside", "1 is not supported"));
+    }
+    if cx.flag("antialias", false)? {
+        return Err(cx.attr_err("antialias", "1 is not supported"));
+    }
+    if let Some(policy) = cx.string("keep_aspect_ratio_policy")?
+        && policy != "stretch"
+    {
+        return Err(cx.attr_err(
+            "keep_aspect_ratio_policy",
+            format!("'{policy}' is not supported (supported: stretch)"),
+        ));
+    }
+    if let Some(axes) = cx.ints("axes")? {
+        return Err(cx.attr_err(
+            "axes",
+            format!("{axes:?} is not supported; scales or sizes must cover every axis"),
+        ));
+    }
+    // cubic_coeff_a and extrapolation_value only matter for cubic mode and
+    // tf_crop_and_resize, both rejected above.
+    let _ = cx.float("cubic_coeff_a")?;
+    let _ = cx.float("extrapolation_value")?;
+    Ok(ResizeAttrs {
+        mode,
+        coord_mode,
+        nearest_mode,
+    })
+}
+
+/// Whether `axis` is certainly the last axis of `x`.
+fn is_last_axis(im: &Importer<'_>, _cx: &NodeCx<'_>, x: Option<ValueId>, axis: i64) -> bool {
+    if axis == -1 {
+        return true;
+    }
+    let Some(x) = x else {
+        return false;
+    };
+    let v = im.graph.value(x);
+    let rank = v
+        .shape
+        .as_ref()
+        .map(|s| s.rank())
+        .or_else(|| im.value_ranks.get(&v.name).copied());
+    rank.is_some_and(|r| normalize_axis(axis, r).is_some_and(|a| a + 1 == r))
+}
+
+/// Softmax before opset 13 with an axis that may not be the last one:
+/// Flatten(axis) -> Softmax(-1) -> Reshape(Shape(x)).
+fn softmax_coerced(
+    im: &mut Importer<'_>,
+    cx: &NodeCx<'_>,
+    x: Option<ValueId>,
+    outputs: &[String],
+    axis: i64,
+) -> Result<(), OnnxError> {
+    let [out] = outputs else {
+        return Err(cx.node_err(format!("expected 1 output, got {}", outputs.len())));
+    };
+    let dtype = x.map_or(qtune_tensor::DType::F32, |x| im.graph.value(x).dtype);
+    let flat_name = im.fresh_value_name(format!("{}_flat", cx.name));
+    let flat = im.graph.add_value(flat_name, dtype, None);
+    let node = im.unique_node_name(format!("{}_flatten", cx.name));
+    im.graph
+        .add_node(node, Op::Flatten { axis }, vec![x], vec![flat]);
+
+    let soft_name = im.fresh_value_name(format!("{}_2d", cx.name));
+    let soft = im.graph.add_value(soft_name, dtype, None);
+    im.graph.add_node(
+        cx.name,
+        Op::Softmax { axis: -1 },
+        vec![Some(flat)],
+        vec![soft],
+    );
+
+    let shape_name = im.fresh_value_name(format!("{}_input_shape", cx.name));
+    let shape = im
+        .graph
+        .add_value(shape_name, qtune_tensor::DType::I64, None);
+    let node = im.unique_node_name(format!("{}_shape", cx.name));
+    im.graph.add_node(
+        node,
+        Op::Shape {
+            start: 0,
+            end: None,
+        },
+        vec![x],
+        vec![shape],
+    );
+
+    let op = Op::Reshape { allowzero: false };
+    let y = im.add_output_value(cx, out, &op)?;
+    let node = im.unique_node_name(format!("{}_reshape", cx.name));
+    im.graph
+        .add_node(node, op, vec![Some(soft), Some(shape)], vec![y]);
+    Ok(())
+}
