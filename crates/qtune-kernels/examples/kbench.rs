@@ -1,0 +1,186 @@
+//! Kernel micro-benchmark: prints GFLOP/s (best / median over about one second) for the
+//! shapes the product is judged on, in rayon pools of 1 and 2 threads.
+//!
+//! Run with `cargo run --release -p qtune-kernels --example kbench` (add an argument, e.g.
+//! `conv`, to run only the benchmarks whose name contains it).
+
+use qtune_kernels::{Conv2dParams, Parallelism, UnaryOp, conv2d, conv2d_out_dims, gemm, unary};
+use std::time::{Duration, Instant};
+
+/// Best and median seconds per call of `f`, after a warm-up, over about `budget`.
+fn time(budget: Duration, mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < budget || samples.len() < 5 {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    samples.sort_by(f64::total_cmp);
+    (samples[0], samples[samples.len() / 2])
+}
+
+fn filled(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+struct Bench {
+    name: &'static str,
+    flops: f64,
+    run: Box<dyn FnMut() + Send>,
+}
+
+fn conv_bench(
+    name: &'static str,
+    in_dims: [usize; 4],
+    w_dims: [usize; 4],
+    p: Conv2dParams,
+) -> Bench {
+    let x = filled(in_dims.iter().product(), 1);
+    let w = filled(w_dims.iter().product(), 2);
+    let b = filled(w_dims[0], 3);
+    let od = conv2d_out_dims(in_dims, w_dims, &p);
+    let mut out = vec![0.0; od.iter().product()];
+    let flops = 2.0 * (od.iter().product::<usize>() * w_dims[1] * w_dims[2] * w_dims[3]) as f64;
+    Bench {
+        name,
+        flops,
+        run: Box::new(move || {
+            conv2d(
+                &x,
+                in_dims,
+                &w,
+                w_dims,
+                Some(&b),
+                &p,
+                &mut out,
+                Parallelism::Rayon,
+            )
+        }),
+    }
+}
+
+fn main() {
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    let n = 1024;
+    let a = filled(n * n, 4);
+    let bm = filled(n * n, 5);
+    let mut c = vec![0.0; n * n];
+    let act = filled(64 * 112 * 112, 6);
+    let mut act_out = act.clone();
+    let benches = vec![
+        Bench {
+            name: "sgemm 1024^3",
+            flops: 2.0 * (n * n * n) as f64,
+            run: Box::new(move || {
+                gemm(
+                    n,
+                    n,
+                    n,
+                    &a,
+                    false,
+                    &bm,
+                    false,
+                    &mut c,
+                    false,
+                    Parallelism::Rayon,
+                )
+            }),
+        },
+        conv_bench(
+            "conv 64->64 3x3 56x56 pad1",
+            [1, 64, 56, 56],
+            [64, 64, 3, 3],
+            Conv2dParams::new([1, 1], [1; 4], [1, 1], 1),
+        ),
+        conv_bench(
+            "dwconv 144 3x3 56x56 pad1",
+            [1, 144, 56, 56],
+            [144, 1, 3, 3],
+            Conv2dParams::new([1, 1], [1; 4], [1, 1], 144),
+        ),
+        conv_bench(
+            "dwconv 144 3x3 56x56 s2",
+            [1, 144, 56, 56],
+            [144, 1, 3, 3],
+            Conv2dParams::new([2, 2], [0, 0, 1, 1], [1, 1], 144),
+        ),
+        conv_bench(
+            "dwconv 240 5x5 28x28 pad2",
+            [1, 240, 28, 28],
+            [240, 1, 5, 5],
+            Conv2dParams::new([1, 1], [2; 4], [1, 1], 240),
+        ),
+        conv_bench(
+            "conv1x1 144->24 56x56",
+            [1, 144, 56, 56],
+            [24, 144, 1, 1],
+            Conv2dParams::default(),
+        ),
+        conv_bench(
+            "conv1x1 320->1280 7x7",
+            [1, 320, 7, 7],
+            [1280, 320, 1, 1],
+            Conv2dParams::default(),
+        ),
+        conv_bench(
+            "conv 3->32 3x3 s2 224x224",
+            [1, 3, 224, 224],
+            [32, 3, 3, 3],
+            Conv2dParams::new([2, 2], [1; 4], [1, 1], 1),
+        ),
+        conv_bench(
+            "conv 128->128 3x3 80x80 (yolox)",
+            [1, 128, 80, 80],
+            [128, 128, 3, 3],
+            Conv2dParams::new([1, 1], [1; 4], [1, 1], 1),
+        ),
+        Bench {
+            name: "sigmoid 64x112x112 (Gelem/s)",
+            flops: (64 * 112 * 112) as f64,
+            run: Box::new(move || {
+                act_out.copy_from_slice(&act);
+                unary(UnaryOp::Sigmoid, &mut act_out, Parallelism::Rayon)
+            }),
+        },
+    ];
+    println!(
+        "{:<34} {:>8} {:>22} {:>22}",
+        "kernel", "MFLOP", "1 thread best/median", "2 threads best/median"
+    );
+    for mut b in benches {
+        if !b.name.contains(filter.as_str()) {
+            continue;
+        }
+        let mut cols = Vec::new();
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("rayon pool");
+            let (best, med) = pool.install(|| time(Duration::from_millis(1000), &mut b.run));
+            cols.push(format!(
+                "{:>7.1} / {:>6.1} ({:.3} ms)",
+                b.flops / best * 1e-9,
+                b.flops / med * 1e-9,
+                med * 1e3
+            ));
+        }
+        println!(
+            "{:<34} {:>8.1} {:>22} {:>22}",
+            b.name,
+            b.flops * 1e-6,
+            cols[0],
+            cols[1]
+        );
+    }
+}

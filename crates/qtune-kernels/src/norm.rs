@@ -1,0 +1,113 @@
+//! Normalisations: ONNX `BatchNormalization` (opset 9-15, inference form: running mean and
+//! variance, `training_mode = 0`) and `Softmax` (opset 13 semantics: along one axis;
+//! opset < 13's "flatten from axis" form is handled by the caller by passing `[outer, inner]`
+//! dims and axis 1).
+
+use crate::util::numel;
+
+/// Inference batch normalisation over input `[n, c, ...]` (any trailing spatial axes):
+/// `y = (x - mean) / sqrt(var + epsilon) * scale + bias`, computed as `x * a + b` with
+/// `a = scale / sqrt(var + epsilon)` and `b = bias - mean * a` per channel.
+///
+/// # Panics
+/// Shape contract: panics if a slice length does not match `in_dims` (per-channel slices
+/// have length `c = in_dims[1]`).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm(
+    input: &[f32],
+    in_dims: &[usize],
+    scale: &[f32],
+    bias: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f32,
+    out: &mut [f32],
+) {
+    assert!(in_dims.len() >= 2, "batch_norm: input rank must be >= 2");
+    let c = in_dims[1];
+    let inner: usize = in_dims[2..].iter().product();
+    assert_eq!(input.len(), numel(in_dims), "batch_norm: input length");
+    assert_eq!(out.len(), input.len(), "batch_norm: output length");
+    for (name, s) in [
+        ("scale", scale),
+        ("bias", bias),
+        ("mean", mean),
+        ("var", var),
+    ] {
+        assert_eq!(s.len(), c, "batch_norm: {name} length");
+    }
+    if inner == 0 {
+        return;
+    }
+    for (i, (o, x)) in out
+        .chunks_exact_mut(inner)
+        .zip(input.chunks_exact(inner))
+        .enumerate()
+    {
+        let ch = i % c;
+        let a = scale[ch] / (var[ch] + epsilon).sqrt();
+        let b = bias[ch] - mean[ch] * a;
+        for (o, x) in o.iter_mut().zip(x) {
+            *o = *x * a + b;
+        }
+    }
+}
+
+/// Softmax along `axis`, in place: `exp(x - max) / sum(exp(x - max))` (numerically stable).
+/// A slice along `axis` that is all `-inf` gives NaN, as in ONNX Runtime.
+///
+/// # Panics
+/// Shape contract: panics if `axis >= dims.len()` or `x.len()` does not match `dims`.
+pub fn softmax(x: &mut [f32], dims: &[usize], axis: usize) {
+    assert!(
+        axis < dims.len(),
+        "softmax: axis {axis} out of range for rank {}",
+        dims.len()
+    );
+    assert_eq!(x.len(), numel(dims), "softmax: input length");
+    let n = dims[axis];
+    let inner: usize = dims[axis + 1..].iter().product();
+    if n == 0 || inner == 0 || x.is_empty() {
+        return;
+    }
+    if inner == 1 {
+        for row in x.chunks_exact_mut(n) {
+            let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut sum = 0.0f32;
+            for v in row.iter_mut() {
+                *v = (*v - mx).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+        return;
+    }
+    let mut mx = vec![0.0f32; inner];
+    let mut sum = vec![0.0f32; inner];
+    for block in x.chunks_exact_mut(n * inner) {
+        mx.fill(f32::NEG_INFINITY);
+        for row in block.chunks_exact(inner) {
+            for (m, v) in mx.iter_mut().zip(row) {
+                *m = m.max(*v);
+            }
+        }
+        sum.fill(0.0);
+        for row in block.chunks_exact_mut(inner) {
+            for ((v, m), s) in row.iter_mut().zip(&mx).zip(sum.iter_mut()) {
+                *v = (*v - *m).exp();
+                *s += *v;
+            }
+        }
+        for s in sum.iter_mut() {
+            *s = 1.0 / *s;
+        }
+        for row in block.chunks_exact_mut(inner) {
+            for (v, s) in row.iter_mut().zip(&sum) {
+                *v *= *s;
+            }
+        }
+    }
+}

@@ -1,0 +1,905 @@
+//! Differential tests: every fast kernel against its reference twin in [`crate::reference`],
+//! on deterministic random shapes; plus accuracy tests of the approximations and
+//! thread-count determinism tests.
+
+use crate::reference as r;
+use crate::*;
+
+/// Allowed absolute error per accumulated term for inputs in [-1, 1] (f32 sums of products
+/// against an f64 reference).
+const TOL_PER_TERM: f32 = 2e-6;
+/// Relative tolerance for elementwise ops computed with std f32 math vs f64.
+const TOL_ELEMENTWISE_REL: f32 = 4e-6;
+/// Absolute floor of elementwise comparisons (for results near zero).
+const TOL_ELEMENTWISE_ABS: f32 = 1e-6;
+/// Maximum relative error of the vectorised sigmoid / exp and of erf against f64.
+const TOL_APPROX_REL: f64 = 1e-6;
+/// Tolerance for bilinear resize (a few f32 roundings of values in [-1, 1]).
+const TOL_RESIZE: f32 = 1e-6;
+
+/// A tiny xorshift64* generator: deterministic and dependency-free.
+struct Rng(u64);
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+}
+
+fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if g.is_nan() && w.is_nan() {
+            continue;
+        }
+        let ok = g == w || (g - w).abs() <= atol + rtol * w.abs();
+        assert!(ok, "{name}: element {i}: got {g}, want {w}");
+    }
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("test thread pool")
+}
+
+// ---------------------------------------------------------------- gemm
+
+#[test]
+fn gemm_matches_reference() {
+    let mut rng = Rng::new(1);
+    let mut shapes = vec![
+        (1, 1, 1),
+        (3, 5, 7),
+        (17, 33, 9),
+        (64, 576, 300),
+        (300, 20, 530),
+        (1, 100, 1),
+    ];
+    for _ in 0..12 {
+        shapes.push((rng.range(1, 70), rng.range(1, 90), rng.range(1, 70)));
+    }
+    for (m, k, n) in shapes {
+        for (at, bt, acc) in [
+            (false, false, false),
+            (true, false, true),
+            (false, true, false),
+            (true, true, true),
+        ] {
+            let a = rng.vec(m * k);
+            let b = rng.vec(k * n);
+            let c0 = rng.vec(m * n);
+            let mut got = c0.clone();
+            let mut want = c0.clone();
+            gemm(m, k, n, &a, at, &b, bt, &mut got, acc, Parallelism::Rayon);
+            r::gemm(m, k, n, &a, at, &b, bt, &mut want, acc);
+            assert_close(
+                &format!("gemm {m}x{k}x{n} {at} {bt} {acc}"),
+                &got,
+                &want,
+                TOL_PER_TERM * (k + 1) as f32,
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn batched_gemm_matches_loop() {
+    let mut rng = Rng::new(2);
+    let (batch, m, k, n) = (3, 7, 11, 5);
+    let a = rng.vec(batch * m * k);
+    let b = rng.vec(k * n);
+    let mut got = vec![0.0; batch * m * n];
+    batched_gemm(
+        batch,
+        m,
+        k,
+        n,
+        &a,
+        m * k,
+        false,
+        &b,
+        0,
+        false,
+        &mut got,
+        Parallelism::Rayon,
+    );
+    for i in 0..batch {
+        let mut want = vec![0.0; m * n];
+        r::gemm(m, k, n, &a[i * m * k..], false, &b, false, &mut want, false);
+        assert_close(
+            "batched_gemm",
+            &got[i * m * n..(i + 1) * m * n],
+            &want,
+            TOL_PER_TERM * k as f32,
+            0.0,
+        );
+    }
+}
+
+// ---------------------------------------------------------------- conv
+
+struct ConvCase {
+    in_dims: [usize; 4],
+    w_dims: [usize; 4],
+    p: Conv2dParams,
+    bias: bool,
+}
+
+fn conv_case(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    k: [usize; 2],
+    s: [usize; 2],
+    pads: [usize; 4],
+    d: [usize; 2],
+    g: usize,
+) -> ConvCase {
+    ConvCase {
+        in_dims: [n, c, h, w],
+        w_dims: [m, c / g, k[0], k[1]],
+        p: Conv2dParams::new(s, pads, d, g),
+        bias: (n + c + h).is_multiple_of(2),
+    }
+}
+
+fn conv_cases() -> Vec<ConvCase> {
+    let mut v = vec![
+        conv_case(1, 3, 9, 11, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(2, 4, 7, 5, 6, [1, 1], [1, 1], [0; 4], [1, 1], 1),
+        conv_case(1, 8, 13, 13, 4, [1, 1], [2, 2], [0; 4], [1, 1], 1),
+        conv_case(1, 6, 10, 9, 6, [3, 3], [2, 2], [0, 1, 2, 0], [1, 1], 2),
+        conv_case(2, 5, 12, 11, 3, [3, 2], [1, 2], [2, 1, 0, 3], [2, 2], 1),
+        conv_case(1, 16, 20, 20, 300, [1, 1], [1, 1], [0; 4], [1, 1], 1),
+        conv_case(1, 32, 23, 17, 40, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(1, 3, 4, 4, 2, [5, 5], [1, 1], [0; 4], [1, 1], 1),
+        conv_case(1, 3, 4, 4, 2, [5, 5], [3, 1], [2, 2, 2, 2], [1, 1], 1),
+        conv_case(1, 8, 9, 9, 16, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 4),
+    ];
+    // Depthwise, including every special path (3x3, 5x5, other widths; stride 1, 2, 3).
+    for (k, s, pads, d) in [
+        ([3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+        ([3, 3], [2, 2], [1, 1, 1, 1], [1, 1]),
+        ([3, 3], [2, 2], [0, 0, 1, 1], [1, 1]),
+        ([5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
+        ([5, 5], [2, 2], [1, 2, 2, 1], [1, 1]),
+        ([3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),
+        ([7, 4], [1, 1], [3, 1, 3, 2], [1, 1]),
+        ([3, 3], [3, 3], [1, 0, 0, 2], [1, 2]),
+        ([1, 1], [1, 1], [0; 4], [1, 1]),
+        ([3, 3], [1, 2], [0; 4], [1, 1]),
+    ] {
+        v.push(conv_case(2, 7, 11, 13, 7, k, s, pads, d, 7));
+        v.push(conv_case(1, 3, 4, 3, 3, k, s, pads, d, 3));
+    }
+    let mut rng = Rng::new(3);
+    for _ in 0..25 {
+        let g = [1, 1, 2, 3][rng.range(0, 3)];
+        let c = g * rng.range(1, 4);
+        let m = g * rng.range(1, 5);
+        let k = [rng.range(1, 4), rng.range(1, 4)];
+        let s = [rng.range(1, 2), rng.range(1, 3)];
+        let d = [rng.range(1, 2), rng.range(1, 2)];
+        let pads = [
+            rng.range(0, 2),
+            rng.range(0, 2),
+            rng.range(0, 2),
+            rng.range(0, 2),
+        ];
+        let h = rng.range((k[0] - 1) * d[0] + 1, 14);
+        let w = rng.range((k[1] - 1) * d[1] + 1, 14);
+        v.push(conv_case(rng.range(1, 2), c, h, w, m, k, s, pads, d, g));
+    }
+    v
+}
+
+#[test]
+fn conv2d_matches_reference() {
+    let mut rng = Rng::new(4);
+    for (i, cs) in conv_cases().iter().enumerate() {
+        let input = rng.vec(cs.in_dims.iter().product());
+        let weight = rng.vec(cs.w_dims.iter().product());
+        let bias = rng.vec(cs.w_dims[0]);
+        let bias = cs.bias.then_some(bias.as_slice());
+        let od = conv2d_out_dims(cs.in_dims, cs.w_dims, &cs.p);
+        let mut got = vec![f32::NAN; od.iter().product()];
+        let mut want = vec![0.0; got.len()];
+        conv2d(
+            &input,
+            cs.in_dims,
+            &weight,
+            cs.w_dims,
+            bias,
+            &cs.p,
+            &mut got,
+            Parallelism::Rayon,
+        );
+        r::conv2d(
+            &input, cs.in_dims, &weight, cs.w_dims, bias, &cs.p, &mut want,
+        );
+        let terms = cs.w_dims[1] * cs.w_dims[2] * cs.w_dims[3] + 1;
+        assert_close(
+            &format!("conv case {i} {:?} {:?} {:?}", cs.in_dims, cs.w_dims, cs.p),
+            &got,
+            &want,
+            TOL_PER_TERM * terms as f32,
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn conv_transpose2d_matches_reference() {
+    let mut rng = Rng::new(5);
+    let mut cases = vec![
+        (
+            [1, 4, 5, 5],
+            [4, 3, 3, 3],
+            ConvTranspose2dParams::new([2, 2], [1, 1, 1, 1], [1, 1], 1, [1, 1]),
+        ),
+        (
+            [2, 6, 4, 3],
+            [6, 2, 2, 2],
+            ConvTranspose2dParams::new([2, 2], [0; 4], [1, 1], 3, [0, 0]),
+        ),
+        (
+            [1, 3, 6, 7],
+            [3, 20, 3, 1],
+            ConvTranspose2dParams::new([1, 3], [0, 1, 2, 0], [2, 1], 1, [0, 2]),
+        ),
+        (
+            [1, 2, 1, 1],
+            [2, 2, 4, 4],
+            ConvTranspose2dParams::new([1, 1], [0; 4], [1, 1], 1, [0, 0]),
+        ),
+    ];
+    for _ in 0..15 {
+        let g = rng.range(1, 2);
+        let k = [rng.range(1, 4), rng.range(1, 4)];
+        let s = [rng.range(1, 3), rng.range(1, 3)];
+        let d = [rng.range(1, 2), rng.range(1, 2)];
+        let op = [rng.range(0, s[0] - 1), rng.range(0, s[1] - 1)];
+        let pads = [
+            rng.range(0, k[0] - 1),
+            rng.range(0, k[1] - 1),
+            rng.range(0, k[0] - 1),
+            rng.range(0, k[1] - 1),
+        ];
+        cases.push((
+            [
+                rng.range(1, 2),
+                g * rng.range(1, 3),
+                rng.range(1, 7),
+                rng.range(1, 7),
+            ],
+            [0, rng.range(1, 4), k[0], k[1]],
+            ConvTranspose2dParams::new(s, pads, d, g, op),
+        ));
+    }
+    for (i, (in_dims, mut w_dims, p)) in cases.into_iter().enumerate() {
+        w_dims[0] = in_dims[1];
+        let input = rng.vec(in_dims.iter().product());
+        let weight = rng.vec(w_dims.iter().product());
+        let bias = rng.vec(w_dims[1] * p.group);
+        let od = conv_transpose2d_out_dims(in_dims, w_dims, &p);
+        let mut got = vec![f32::NAN; od.iter().product()];
+        let mut want = vec![0.0; got.len()];
+        conv_transpose2d(
+            &input,
+            in_dims,
+            &weight,
+            w_dims,
+            Some(&bias),
+            &p,
+            &mut got,
+            Parallelism::Rayon,
+        );
+        r::conv_transpose2d(&input, in_dims, &weight, w_dims, Some(&bias), &p, &mut want);
+        let terms = in_dims[1] * w_dims[2] * w_dims[3] + 1;
+        assert_close(
+            &format!("conv_transpose case {i}"),
+            &got,
+            &want,
+            TOL_PER_TERM * terms as f32,
+            0.0,
+        );
+    }
+}
+
+// ---------------------------------------------------------------- pooling, norm
+
+#[test]
+fn pools_match_reference() {
+    let mut rng = Rng::new(6);
+    let mut cases = vec![
+        (
+            [1, 2, 7, 7],
+            Pool2dParams::new([3, 3]).strides([2, 2]).pads([1, 1, 1, 1]),
+        ),
+        (
+            [2, 3, 8, 9],
+            Pool2dParams::new([2, 2]).strides([2, 2]).ceil_mode(true),
+        ),
+        (
+            [1, 1, 5, 6],
+            Pool2dParams::new([3, 2])
+                .strides([2, 3])
+                .pads([0, 1, 2, 1])
+                .ceil_mode(true)
+                .count_include_pad(true),
+        ),
+        (
+            [1, 2, 9, 9],
+            Pool2dParams::new([3, 3])
+                .dilations([2, 2])
+                .pads([1, 1, 1, 1]),
+        ),
+        (
+            [1, 2, 4, 4],
+            Pool2dParams::new([5, 5])
+                .pads([2, 2, 2, 2])
+                .count_include_pad(true),
+        ),
+    ];
+    for _ in 0..20 {
+        let k = [rng.range(1, 4), rng.range(1, 4)];
+        let p = Pool2dParams::new(k)
+            .strides([rng.range(1, 3), rng.range(1, 3)])
+            .pads([
+                rng.range(0, k[0] - 1),
+                rng.range(0, k[1] - 1),
+                rng.range(0, k[0] - 1),
+                rng.range(0, k[1] - 1),
+            ])
+            .dilations([rng.range(1, 2), rng.range(1, 2)])
+            .ceil_mode(rng.range(0, 1) == 1)
+            .count_include_pad(rng.range(0, 1) == 1);
+        cases.push((
+            [
+                rng.range(1, 2),
+                rng.range(1, 3),
+                rng.range(7, 12),
+                rng.range(7, 12),
+            ],
+            p,
+        ));
+    }
+    for (i, (dims, p)) in cases.iter().enumerate() {
+        let input = rng.vec(dims.iter().product());
+        let od = pool2d_out_dims(*dims, p);
+        let n: usize = od.iter().product();
+        let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
+        max_pool2d(&input, *dims, p, &mut got, Parallelism::Rayon);
+        r::max_pool2d(&input, *dims, p, &mut want);
+        assert_close(&format!("max_pool case {i} {p:?}"), &got, &want, 0.0, 0.0);
+        avg_pool2d(&input, *dims, p, &mut got, Parallelism::Rayon);
+        r::avg_pool2d(&input, *dims, p, &mut want);
+        assert_close(
+            &format!("avg_pool case {i} {p:?}"),
+            &got,
+            &want,
+            TOL_PER_TERM * 16.0,
+            0.0,
+        );
+    }
+    let dims = [2, 3, 7, 9];
+    let input = rng.vec(dims.iter().product());
+    let (mut got, mut want) = (vec![0.0; 6], vec![0.0; 6]);
+    global_avg_pool(&input, dims, &mut got, Parallelism::Rayon);
+    r::global_avg_pool(&input, dims, &mut want);
+    assert_close("global_avg_pool", &got, &want, TOL_PER_TERM * 4.0, 0.0);
+    global_max_pool(&input, dims, &mut got, Parallelism::Sequential);
+    for (i, v) in got.iter().enumerate() {
+        assert_eq!(
+            *v,
+            input[i * 63..(i + 1) * 63]
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+        );
+    }
+}
+
+#[test]
+fn batch_norm_and_softmax_match_reference() {
+    let mut rng = Rng::new(7);
+    let dims = [2, 5, 3, 4];
+    let x = rng.vec(120);
+    let (scale, bias, mean) = (rng.vec(5), rng.vec(5), rng.vec(5));
+    let var: Vec<f32> = rng.vec(5).iter().map(|v| v.abs() + 0.1).collect();
+    let (mut got, mut want) = (vec![0.0; 120], vec![0.0; 120]);
+    batch_norm(&x, &dims, &scale, &bias, &mean, &var, 1e-5, &mut got);
+    r::batch_norm(&x, &dims, &scale, &bias, &mean, &var, 1e-5, &mut want);
+    assert_close(
+        "batch_norm",
+        &got,
+        &want,
+        TOL_ELEMENTWISE_ABS * 10.0,
+        TOL_ELEMENTWISE_REL,
+    );
+    for axis in 0..4 {
+        let mut got: Vec<f32> = x.iter().map(|v| v * 30.0).collect();
+        let mut want = got.clone();
+        softmax(&mut got, &dims, axis);
+        r::softmax(&mut want, &dims, axis);
+        assert_close(
+            &format!("softmax axis {axis}"),
+            &got,
+            &want,
+            TOL_ELEMENTWISE_ABS,
+            TOL_ELEMENTWISE_REL,
+        );
+    }
+}
+
+// ---------------------------------------------------------------- elementwise
+
+#[test]
+fn unary_ops_match_reference() {
+    let mut rng = Rng::new(8);
+    let ops = [
+        UnaryOp::Relu,
+        UnaryOp::Clip { lo: -0.3, hi: 0.6 },
+        UnaryOp::LeakyRelu { alpha: 0.1 },
+        UnaryOp::Sigmoid,
+        UnaryOp::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+        UnaryOp::HardSwish,
+        UnaryOp::Erf,
+        UnaryOp::Gelu,
+        UnaryOp::Sqrt,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Tanh,
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Floor,
+        UnaryOp::Ceil,
+        UnaryOp::Round,
+        UnaryOp::Reciprocal,
+        UnaryOp::Elu { alpha: 1.3 },
+        UnaryOp::Softplus,
+        UnaryOp::Silu,
+        UnaryOp::Sin,
+        UnaryOp::Cos,
+    ];
+    let mut x: Vec<f32> = (0..40_001).map(|_| rng.f() * 8.0).collect();
+    x.extend([0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 6.0, -6.0, 3.0, -3.0]);
+    for op in ops {
+        let mut got = x.clone();
+        let mut want = x.clone();
+        unary(op, &mut got, Parallelism::Rayon);
+        r::unary(op, &mut want);
+        // Exp and Softplus map [-8, 8] to values with larger ulps; compare relatively.
+        assert_close(
+            &format!("{op:?}"),
+            &got,
+            &want,
+            TOL_ELEMENTWISE_ABS,
+            TOL_ELEMENTWISE_REL,
+        );
+    }
+    let mut nan = vec![f32::NAN; 3];
+    unary(UnaryOp::Relu, &mut nan, Parallelism::Sequential);
+    assert!(nan.iter().all(|v| v.is_nan()), "relu must propagate NaN");
+}
+
+#[test]
+fn approximations_are_within_1e6_relative() {
+    // Dense sweep: every 2^-10 step over the range where results are normal floats.
+    let mut worst = [0.0f64; 3];
+    let mut x = -80.0f32;
+    while x <= 80.0 {
+        let xd = f64::from(x);
+        let s = f64::from(crate::simd::sigmoid_approx(x));
+        let sw = 1.0 / (1.0 + (-xd).exp());
+        worst[0] = worst[0].max(((s - sw) / sw).abs());
+        if x < 88.0 && x > -87.0 {
+            let e = f64::from(crate::simd::exp_approx(x));
+            worst[1] = worst[1].max(((e - xd.exp()) / xd.exp()).abs());
+        }
+        let erf = f64::from(crate::simd::erf_f64(xd) as f32);
+        let ew = r::erf_taylor(xd);
+        if ew != 0.0 {
+            worst[2] = worst[2].max(((erf - ew) / ew).abs());
+        }
+        x += 1.0 / 1024.0;
+    }
+    // Small arguments, where erf(x) ~ 2x/sqrt(pi) and relative error matters most.
+    for i in 1..2000 {
+        let xd = f64::from(1e-7f32 * i as f32);
+        let erf = f64::from(crate::simd::erf_f64(xd) as f32);
+        worst[2] = worst[2].max(((erf - r::erf_taylor(xd)) / r::erf_taylor(xd)).abs());
+    }
+    assert!(
+        worst.iter().all(|&w| w <= TOL_APPROX_REL),
+        "worst relative errors sigmoid/exp/erf: {worst:?}"
+    );
+}
+
+#[test]
+fn binary_ops_match_reference() {
+    let mut rng = Rng::new(9);
+    let shapes: &[(&[usize], &[usize])] = &[
+        (&[2, 3, 4, 5], &[2, 3, 4, 5]),
+        (&[2, 3, 4, 5], &[]),
+        (&[], &[2, 3, 4, 5]),
+        (&[2, 3, 4, 5], &[1, 3, 1, 1]),
+        (&[1, 3, 1, 1], &[2, 3, 4, 5]),
+        (&[2, 3, 4, 5], &[5]),
+        (&[2, 3, 4, 1], &[1, 1, 1, 5]),
+        (&[3, 1, 5], &[2, 1, 4, 1]),
+        (&[2, 1, 4, 5], &[3, 1, 1]),
+        (&[1], &[1]),
+        (&[7, 1], &[7, 3000]),
+        (&[4, 0, 3], &[1, 3]),
+    ];
+    for op in [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Pow,
+        BinaryOp::Max,
+        BinaryOp::Min,
+    ] {
+        for (ad, bd) in shapes {
+            let a: Vec<f32> = rng
+                .vec(ad.iter().product())
+                .iter()
+                .map(|v| {
+                    if op == BinaryOp::Pow {
+                        v.abs() + 0.1
+                    } else {
+                        *v
+                    }
+                })
+                .collect();
+            let b = rng.vec(bd.iter().product());
+            let od = broadcast_shape(ad, bd).expect("test shapes broadcast");
+            let n = od.iter().product();
+            let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
+            binary(op, &a, ad, &b, bd, &mut got, Parallelism::Rayon);
+            r::binary(op, &a, ad, &b, bd, &mut want);
+            assert_close(&format!("{op:?} {ad:?} {bd:?}"), &got, &want, 0.0, 0.0);
+        }
+    }
+    // Pow with a scalar exponent of 2 takes the a * a shortcut.
+    let a = rng.vec(100);
+    let mut got = vec![0.0; 100];
+    binary(
+        BinaryOp::Pow,
+        &a,
+        &[100],
+        &[2.0],
+        &[1],
+        &mut got,
+        Parallelism::Sequential,
+    );
+    for (g, x) in got.iter().zip(&a) {
+        assert_eq!(*g, x * x);
+    }
+    assert_eq!(broadcast_shape(&[2, 3], &[4, 3]), None);
+    assert_eq!(broadcast_shape(&[5, 1, 3], &[4, 1]), Some(vec![5, 4, 3]));
+}
+
+// ---------------------------------------------------------------- data movement
+
+#[test]
+fn transpose_matches_reference() {
+    let mut rng = Rng::new(10);
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[2, 3, 4, 5], &[0, 2, 3, 1]),
+        (&[2, 3, 4, 5], &[0, 3, 1, 2]),
+        (&[2, 3, 4, 5], &[3, 2, 1, 0]),
+        (&[2, 3, 4, 5], &[0, 1, 2, 3]),
+        (&[37, 45], &[1, 0]),
+        (&[2, 1, 3], &[2, 1, 0]),
+        (&[4, 6, 2, 3, 2], &[1, 0, 3, 2, 4]),
+        (&[], &[]),
+    ];
+    for (dims, perm) in cases {
+        let x: Vec<u32> = (0..dims.iter().product::<usize>())
+            .map(|_| rng.next_u64() as u32)
+            .collect();
+        let (mut got, mut want) = (vec![0u32; x.len()], vec![0u32; x.len()]);
+        transpose(&x, dims, perm, &mut got);
+        r::transpose(&x, dims, perm, &mut want);
+        assert_eq!(got, want, "transpose {dims:?} {perm:?}");
+    }
+}
+
+#[test]
+fn slice_concat_gather_expand_where_match_reference() {
+    let mut rng = Rng::new(11);
+    let dims = [3, 4, 5];
+    let x: Vec<i64> = (0..60).collect();
+    for (starts, steps, od) in [
+        ([0, 0, 0], [1, 1, 1], [3, 4, 5]),
+        ([1, 3, 4], [1, -1, -2], [2, 2, 3]),
+        ([2, 0, 1], [-2, 3, 2], [2, 2, 2]),
+        ([0, 1, 0], [1, 1, 1], [3, 0, 5]),
+    ] {
+        let n: usize = od.iter().product();
+        let (mut got, mut want) = (vec![0; n], vec![0; n]);
+        slice(&x, &dims, &starts, &steps, &od, &mut got);
+        r::slice(&x, &dims, &starts, &steps, &od, &mut want);
+        assert_eq!(got, want, "slice {starts:?} {steps:?}");
+    }
+    let a: Vec<f32> = rng.vec(2 * 3 * 4);
+    let b: Vec<f32> = rng.vec(2 * 4);
+    let c: Vec<f32> = rng.vec(2 * 5 * 4);
+    let inputs: [(&[f32], &[usize]); 3] = [(&a, &[2, 3, 4]), (&b, &[2, 1, 4]), (&c, &[2, 5, 4])];
+    let (mut got, mut want) = (vec![0.0; 72], vec![0.0; 72]);
+    concat(&inputs, 1, &mut got);
+    r::concat(&inputs, 1, &mut want);
+    assert_eq!(got, want, "concat");
+    for axis in 0..3 {
+        let idx = [2usize, 0, 2, 1];
+        let idx = &idx[..idx.len().min(dims[axis] + 1)];
+        let idx: Vec<usize> = idx.iter().map(|&i| i % dims[axis]).collect();
+        let n = 60 / dims[axis] * idx.len();
+        let (mut got, mut want) = (vec![0; n], vec![0; n]);
+        gather(&x, &dims, axis, &idx, &mut got);
+        r::gather(&x, &dims, axis, &idx, &mut want);
+        assert_eq!(got, want, "gather axis {axis}");
+    }
+    for (d, od) in [
+        (&[3usize, 1][..], &[2usize, 3, 4][..]),
+        (&[1], &[5]),
+        (&[4], &[3, 4]),
+        (&[2, 1, 1], &[2, 3, 1]),
+    ] {
+        let src: Vec<f32> = rng.vec(d.iter().product());
+        let n = od.iter().product();
+        let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
+        expand(&src, d, od, &mut got);
+        r::expand(&src, d, od, &mut want);
+        assert_eq!(got, want, "expand {d:?} {od:?}");
+    }
+    let cond: Vec<bool> = (0..12).map(|_| rng.next_u64().is_multiple_of(2)).collect();
+    let xs = rng.vec(4);
+    let ys = rng.vec(3);
+    let (mut got, mut want) = (vec![0.0; 12], vec![0.0; 12]);
+    where_select(&cond, &[2, 3, 2], &xs, &[2, 1, 2], &ys, &[3, 1], &mut got);
+    r::where_select(&cond, &[2, 3, 2], &xs, &[2, 1, 2], &ys, &[3, 1], &mut want);
+    assert_eq!(got, want, "where_select");
+}
+
+#[test]
+fn resize_matches_reference() {
+    let mut rng = Rng::new(12);
+    let modes = [
+        CoordinateTransformMode::HalfPixel,
+        CoordinateTransformMode::Asymmetric,
+        CoordinateTransformMode::AlignCorners,
+        CoordinateTransformMode::PytorchHalfPixel,
+    ];
+    let nearest = [
+        NearestMode::Floor,
+        NearestMode::Ceil,
+        NearestMode::RoundPreferFloor,
+        NearestMode::RoundPreferCeil,
+    ];
+    for (in_dims, out_hw) in [
+        ([1, 2, 4, 5], [8, 10]),
+        ([2, 1, 7, 3], [3, 9]),
+        ([1, 1, 5, 5], [1, 1]),
+        ([1, 3, 6, 6], [13, 4]),
+    ] {
+        let x = rng.vec(in_dims.iter().product());
+        let n = in_dims[0] * in_dims[1] * out_hw[0] * out_hw[1];
+        let scales = resize_scales(in_dims, out_hw);
+        for mode in modes {
+            for nm in nearest {
+                let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
+                resize_nearest(
+                    &x,
+                    in_dims,
+                    out_hw,
+                    scales,
+                    mode,
+                    nm,
+                    &mut got,
+                    Parallelism::Rayon,
+                );
+                r::resize_nearest(&x, in_dims, out_hw, scales, mode, nm, &mut want);
+                assert_eq!(got, want, "resize_nearest {mode:?} {nm:?}");
+            }
+            let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
+            resize_linear(
+                &x,
+                in_dims,
+                out_hw,
+                scales,
+                mode,
+                &mut got,
+                Parallelism::Rayon,
+            );
+            r::resize_linear(&x, in_dims, out_hw, scales, mode, &mut want);
+            assert_close(
+                &format!("resize_linear {mode:?}"),
+                &got,
+                &want,
+                TOL_RESIZE,
+                0.0,
+            );
+        }
+    }
+    // Upsample x2 with asymmetric + floor is plain repetition.
+    let x = [1.0, 2.0, 3.0, 4.0];
+    let mut o = [0.0; 16];
+    resize_nearest(
+        &x,
+        [1, 1, 2, 2],
+        [4, 4],
+        [2.0, 2.0],
+        CoordinateTransformMode::Asymmetric,
+        NearestMode::Floor,
+        &mut o,
+        Parallelism::Sequential,
+    );
+    assert_eq!(
+        o,
+        [
+            1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0
+        ]
+    );
+}
+
+#[test]
+fn reduce_matches_reference() {
+    let mut rng = Rng::new(13);
+    let dims = [2, 3, 4, 5];
+    let x = rng.vec(120);
+    for op in [
+        ReduceOp::Sum,
+        ReduceOp::Mean,
+        ReduceOp::Max,
+        ReduceOp::Min,
+        ReduceOp::Prod,
+        ReduceOp::L1,
+        ReduceOp::L2,
+        ReduceOp::SumSquare,
+    ] {
+        for axes in [
+            &[][..],
+            &[0],
+            &[1],
+            &[3],
+            &[2, 3],
+            &[0, 2],
+            &[1, 3],
+            &[0, 1, 2, 3],
+        ] {
+            let n: usize = reduce_out_dims(&dims, axes).iter().product();
+            let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
+            reduce(op, &x, &dims, axes, &mut got);
+            r::reduce(op, &x, &dims, axes, &mut want);
+            assert_close(
+                &format!("reduce {op:?} {axes:?}"),
+                &got,
+                &want,
+                TOL_PER_TERM * 120.0,
+                TOL_ELEMENTWISE_REL,
+            );
+        }
+    }
+    let mut o = [0.0];
+    reduce(ReduceOp::Max, &[1.0, f32::NAN, 3.0], &[3], &[0], &mut o);
+    assert!(o[0].is_nan(), "ReduceMax propagates NaN");
+}
+
+// ---------------------------------------------------------------- determinism
+
+/// Runs `f` in rayon pools of 1 and 2 threads and sequentially; all must agree bit for bit.
+fn check_deterministic(name: &str, f: impl Fn(Parallelism) -> Vec<f32> + Sync) {
+    let seq = bits(&f(Parallelism::Sequential));
+    let one = pool(1).install(|| bits(&f(Parallelism::Rayon)));
+    let two = pool(2).install(|| bits(&f(Parallelism::Rayon)));
+    assert!(
+        seq == one && one == two,
+        "{name}: results depend on the thread count"
+    );
+}
+
+#[test]
+fn kernels_are_bit_identical_across_thread_counts() {
+    let mut rng = Rng::new(14);
+    let (m, k, n) = (300, 200, 700);
+    let a = rng.vec(m * k);
+    let b = rng.vec(k * n);
+    check_deterministic("gemm", |par| {
+        let mut c = vec![0.0; m * n];
+        gemm(m, k, n, &a, false, &b, false, &mut c, false, par);
+        c
+    });
+    for cs in [
+        conv_case(2, 32, 30, 30, 300, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(1, 64, 20, 20, 320, [1, 1], [1, 1], [0; 4], [1, 1], 1),
+        conv_case(2, 48, 33, 31, 48, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 48),
+        conv_case(1, 16, 12, 12, 8, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+    ] {
+        let x = rng.vec(cs.in_dims.iter().product());
+        let w = rng.vec(cs.w_dims.iter().product());
+        let bias = rng.vec(cs.w_dims[0]);
+        let od = conv2d_out_dims(cs.in_dims, cs.w_dims, &cs.p);
+        check_deterministic("conv2d", |par| {
+            let mut o = vec![0.0; od.iter().product()];
+            conv2d(
+                &x,
+                cs.in_dims,
+                &w,
+                cs.w_dims,
+                Some(&bias),
+                &cs.p,
+                &mut o,
+                par,
+            );
+            o
+        });
+    }
+    let x = rng.vec(100_000);
+    check_deterministic("sigmoid", |par| {
+        let mut v = x.clone();
+        unary(UnaryOp::Sigmoid, &mut v, par);
+        v
+    });
+    let c = rng.vec(40);
+    check_deterministic("binary", |par| {
+        let mut o = vec![0.0; 100_000];
+        binary(
+            BinaryOp::Mul,
+            &x,
+            &[1, 40, 50, 50],
+            &c,
+            &[40, 1, 1],
+            &mut o,
+            par,
+        );
+        o
+    });
+    let ct_p = ConvTranspose2dParams::new([2, 2], [0; 4], [1, 1], 1, [0, 0]);
+    let xi = rng.vec(2 * 16 * 9 * 9);
+    let wt = rng.vec(16 * 40 * 2 * 2);
+    check_deterministic("conv_transpose2d", |par| {
+        let mut o = vec![0.0; 2 * 40 * 18 * 18];
+        conv_transpose2d(
+            &xi,
+            [2, 16, 9, 9],
+            &wt,
+            [16, 40, 2, 2],
+            None,
+            &ct_p,
+            &mut o,
+            par,
+        );
+        o
+    });
+}
