@@ -41,6 +41,11 @@ pub fn parse_input_shapes(s: &str) -> Result<Vec<Vec<usize>>> {
 
 /// Imports and prepares a model (`.onnx`).
 pub fn load(path: &Path, input_shapes: Option<&str>) -> Result<Executor> {
+    load_with(path, input_shapes, &PrepareOptions::default())
+}
+
+/// Imports and prepares a model with explicit preparation options.
+pub fn load_with(path: &Path, input_shapes: Option<&str>, prepare: &PrepareOptions) -> Result<Executor> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -57,7 +62,7 @@ pub fn load(path: &Path, input_shapes: Option<&str>) -> Result<Executor> {
             path.display()
         ),
     };
-    let (exec, _) = Executor::from_graph(graph, &PrepareOptions::default())
+    let (exec, _) = Executor::from_graph(graph, prepare)
         .with_context(|| format!("model `{}`", path.display()))?;
     Ok(exec)
 }

@@ -2,7 +2,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use qtune_exec::{Keep, NoHook};
+use qtune_exec::{ExecError, Keep, NoHook, Parallelism, PrepareOptions, RunOptions, ValueHook};
+use qtune_ir::{Graph, ValueId};
+use qtune_tensor::Tensor;
 use qtune_tensor::read_npz;
 
 use crate::model;
@@ -26,6 +28,33 @@ pub struct Args {
     /// Untimed iterations first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Also print the time spent per op type (one sample, sequential run).
+    #[arg(long)]
+    profile: bool,
+    /// Fold BatchNormalization into Conv before running.
+    #[arg(long = "fold_bn", alias = "fold-bn")]
+    fold_bn: bool,
+}
+
+/// Attributes the time between consecutive hook calls to the op type of the
+/// node that produced the value (the executor calls the hook right after
+/// each node).
+struct ProfileHook {
+    last: Instant,
+    per_op: std::collections::BTreeMap<&'static str, (f64, usize)>,
+}
+
+impl ValueHook for ProfileHook {
+    fn on_value(&mut self, graph: &Graph, value: ValueId, _: &mut Tensor) -> Result<(), ExecError> {
+        let now = Instant::now();
+        if let Some(p) = graph.value(value).producer {
+            let e = self.per_op.entry(graph.node(p).op.op_type()).or_default();
+            e.0 += (now - self.last).as_secs_f64() * 1e3;
+            e.1 += 1;
+        }
+        self.last = now;
+        Ok(())
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -33,7 +62,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.batch == 0 || args.iters == 0 {
         bail!("--batch and --iters must be at least 1");
     }
-    let exec = model::load(&args.model, None)?;
+    let mut prep = PrepareOptions::default();
+    prep.fold_batchnorm = args.fold_bn;
+    let exec = model::load_with(&args.model, None, &prep)?;
     let arrays = read_npz(&args.input)?;
     let samples = model::samples_from_arrays(
         &exec,
@@ -51,6 +82,23 @@ pub fn run(args: Args) -> Result<()> {
         drop(out);
         if i >= args.warmup {
             times.push(ms);
+        }
+    }
+    if args.profile {
+        let opts = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
+        let mut hook = ProfileHook {
+            last: Instant::now(),
+            per_op: Default::default(),
+        };
+        for _ in 0..args.iters {
+            hook.last = Instant::now();
+            exec.run(samples[0].clone(), &opts, &mut hook)?;
+        }
+        let mut rows: Vec<_> = hook.per_op.into_iter().collect();
+        rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+        #[allow(clippy::cast_precision_loss)]
+        for (op, (ms, n)) in rows {
+            eprintln!("{op:<20} {:>9.3} ms/run {:>5} nodes", ms / args.iters as f64, n / args.iters);
         }
     }
     times.sort_by(f64::total_cmp);

@@ -1,0 +1,7 @@
+//! CLI tests, one module per command, compiled into one test binary.
+
+mod common;
+mod compare;
+mod errors;
+mod info;
+mod run;
