@@ -30,6 +30,8 @@ enum Command {
     Run(commands::run::Args),
     /// Compares the arrays of two npz files (like TPU-MLIR's `npz_tool compare`).
     Compare(commands::compare::Args),
+    /// Classifies images and prints the top classes (float model).
+    Classify(commands::classify::Args),
     /// Times float inference (used by bench/ort_compare.py).
     Bench(commands::bench::Args),
 }
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(a),
         Command::Compare(a) => commands::compare::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Classify(a) => commands::classify::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,7 +45,11 @@ pub fn load(path: &Path, input_shapes: Option<&str>) -> Result<Executor> {
 }
 
 /// Imports and prepares a model with explicit preparation options.
-pub fn load_with(path: &Path, input_shapes: Option<&str>, prepare: &PrepareOptions) -> Result<Executor> {
+pub fn load_with(
+    path: &Path,
+    input_shapes: Option<&str>,
+    prepare: &PrepareOptions,
+) -> Result<Executor> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())

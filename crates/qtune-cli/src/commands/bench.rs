@@ -98,7 +98,11 @@ pub fn run(args: Args) -> Result<()> {
         rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
         #[allow(clippy::cast_precision_loss)]
         for (op, (ms, n)) in rows {
-            eprintln!("{op:<20} {:>9.3} ms/run {:>5} nodes", ms / args.iters as f64, n / args.iters);
+            eprintln!(
+                "{op:<20} {:>9.3} ms/run {:>5} nodes",
+                ms / args.iters as f64,
+                n / args.iters
+            );
         }
     }
     times.sort_by(f64::total_cmp);

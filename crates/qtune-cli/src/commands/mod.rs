@@ -1,6 +1,8 @@
 pub mod bench;
+pub mod classify;
 pub mod compare;
 pub mod info;
+pub mod preprocess_args;
 pub mod run;
 
 /// Sets the size of the global rayon pool (default: all cores). Results do

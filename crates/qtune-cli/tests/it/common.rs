@@ -7,7 +7,10 @@ pub fn qtune() -> Command {
 }
 
 pub fn workloads() -> PathBuf {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/workloads"));
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/workloads"
+    ));
     assert!(
         p.join("models").is_dir(),
         "{} is missing: run scripts/fetch-workloads.sh to create the workloads next to the repository",

@@ -1,6 +1,6 @@
 //! Bad input: one clear line naming the problem, exit code 2, no panic.
 
-use qtune_tensor::{read_npz, write_npz, Tensor};
+use qtune_tensor::{Tensor, read_npz, write_npz};
 
 use crate::common::*;
 
@@ -8,7 +8,11 @@ fn assert_clean_failure(out: &std::process::Output, needles: &[&str]) {
     let err = stderr_of(out);
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
     for n in needles {
         assert!(err.contains(n), "`{n}` not in: {err}");
     }
@@ -32,7 +36,12 @@ fn unsupported_op() {
     // protobuf lengths intact.
     let mut bytes = std::fs::read(model("mobilenetv2_nsfw")).unwrap();
     let pat = b"Softmax";
-    let hits: Vec<usize> = bytes.windows(pat.len()).enumerate().filter(|(_, w)| *w == pat).map(|(i, _)| i).collect();
+    let hits: Vec<usize> = bytes
+        .windows(pat.len())
+        .enumerate()
+        .filter(|(_, w)| *w == pat)
+        .map(|(i, _)| i)
+        .collect();
     assert!(!hits.is_empty());
     for pos in hits {
         bytes[pos + 5] = b'i';
@@ -65,7 +74,10 @@ fn npz_with_wrong_shape() {
 fn npz_missing_an_input() {
     let dir = scratch("err_missing");
     let golden = read_npz(&workloads().join("golden/minilm_l6_s128/input.npz")).unwrap();
-    let partial: Vec<_> = golden.into_iter().filter(|(n, _)| n != "attention_mask").collect();
+    let partial: Vec<_> = golden
+        .into_iter()
+        .filter(|(n, _)| n != "attention_mask")
+        .collect();
     write_npz(&dir.join("in.npz"), &partial).unwrap();
     let out = qtune()
         .arg("run")
@@ -81,7 +93,11 @@ fn npz_missing_an_input() {
 
 #[test]
 fn missing_files() {
-    let out = qtune().arg("info").arg("/nonexistent/model.onnx").output().unwrap();
+    let out = qtune()
+        .arg("info")
+        .arg("/nonexistent/model.onnx")
+        .output()
+        .unwrap();
     assert_clean_failure(&out, &["/nonexistent/model.onnx"]);
     let out = qtune()
         .arg("run")

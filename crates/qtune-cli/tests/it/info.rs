@@ -2,7 +2,11 @@ use crate::common::*;
 
 #[test]
 fn info_lists_inputs_outputs_ops_and_names() {
-    let out = qtune().arg("info").arg(model("mobilenetv2_nsfw")).output().unwrap();
+    let out = qtune()
+        .arg("info")
+        .arg(model("mobilenetv2_nsfw"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let s = stdout_of(&out);
     assert!(s.contains("  input_1 float32 [1,3,224,224]"), "{s}");

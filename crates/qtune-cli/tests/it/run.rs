@@ -1,4 +1,4 @@
-use qtune_tensor::{read_npz, write_npz, Tensor};
+use qtune_tensor::{Tensor, read_npz, write_npz};
 
 use crate::common::*;
 
@@ -44,7 +44,11 @@ fn run_matches_golden_and_dump_all_keeps_every_tensor() {
     assert_eq!(all[0].0, "input_1");
     assert_eq!(all.last().unwrap().0, "dense_3");
     let outputs = read_npz(&out_path).unwrap();
-    assert_eq!(all.last().unwrap().1, outputs[0].1, "dump_all and plain runs agree bit for bit");
+    assert_eq!(
+        all.last().unwrap().1,
+        outputs[0].1,
+        "dump_all and plain runs agree bit for bit"
+    );
 }
 
 #[test]
@@ -75,14 +79,28 @@ fn one_sample_runs_like_a_stacked_batch() {
     let dir = scratch("run_split");
     let w = workloads();
     let input = read_npz(&w.join("golden/efficientnet_lite0/input.npz")).unwrap();
-    let second: Vec<(String, Tensor)> = input.iter().map(|(n, t)| (n.clone(), t.slice_outer(1, 2).unwrap())).collect();
+    let second: Vec<(String, Tensor)> = input
+        .iter()
+        .map(|(n, t)| (n.clone(), t.slice_outer(1, 2).unwrap()))
+        .collect();
     write_npz(&dir.join("second.npz"), &second).unwrap();
     let run = |inp: &std::path::Path, out: &std::path::Path| {
-        let o = qtune().arg("run").arg(model("efficientnet_lite0")).arg("--input").arg(inp).arg("-o").arg(out).output().unwrap();
+        let o = qtune()
+            .arg("run")
+            .arg(model("efficientnet_lite0"))
+            .arg("--input")
+            .arg(inp)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", stderr_of(&o));
         read_npz(out).unwrap()
     };
-    let both = run(&w.join("golden/efficientnet_lite0/input.npz"), &dir.join("both.npz"));
+    let both = run(
+        &w.join("golden/efficientnet_lite0/input.npz"),
+        &dir.join("both.npz"),
+    );
     let one = run(&dir.join("second.npz"), &dir.join("one.npz"));
     assert_eq!(both[0].1.slice_outer(1, 2).unwrap(), one[0].1);
 }
