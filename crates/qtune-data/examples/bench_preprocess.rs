@@ -4,7 +4,7 @@
 //! `cargo run --release -p qtune-data --example bench_preprocess -- [IMAGE] [ITERATIONS]`
 //!
 //! Defaults to a 640x480 workload photo. Also times zune-jpeg (through
-//! `image`) for comparison with the jpeg-decoder path used by `load_image`.
+//! `image`) for comparison with the libjpeg-turbo path used by `load_image`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         let img = decode_image(&bytes, &path, ColorLayout::Rgb);
         std::hint::black_box(img.ok().map(|i| preprocess(&i, &cfg)));
     });
-    println!("decode (jpeg-decoder, load_image path)   {decode:8.3} ms");
+    println!("decode (libjpeg-turbo, load_image path)  {decode:8.3} ms");
     println!("decode (zune-jpeg via image, comparison) {zune:8.3} ms");
     println!("resize to 224x224 (u8)                   {resize:8.3} ms");
     println!("preprocess (resize + normalise, f32)     {pre:8.3} ms");

@@ -4,8 +4,9 @@
 //! # How files are read
 //!
 //! Decoding uses the `image` crate for PNG and BMP and for reading the EXIF
-//! orientation, and the `jpeg-decoder` crate for JPEG pixels (CMYK and
-//! 12-bit JPEGs fall back to `image`'s zune-jpeg). The conversions follow
+//! orientation, and libjpeg-turbo's decoder (the C source bundled by the
+//! `mozjpeg` crate) for JPEG pixels; CMYK/YCCK JPEGs, which libjpeg does not
+//! convert to RGB, fall back to `image`'s zune-jpeg. The conversions follow
 //! `cv2.imread`:
 //!
 //! | source | [`load_image`] (`IMREAD_COLOR`, RGB) | [`load_image_as`] `Gray` (`IMREAD_GRAYSCALE`) | `Rgba` (`IMREAD_UNCHANGED`, then RGBA) |
@@ -22,17 +23,22 @@
 //!   does *not* apply it; none of the workload images carries an orientation
 //!   tag, so both agree there.
 //! * **ICC profiles** are ignored, as by OpenCV and by PIL's `convert("RGB")`.
-//! * **Gray**: OpenCV's JPEG reader asks libjpeg for the luma plane directly
-//!   and its PNG reader uses libpng's `rgb_to_gray`; both can differ from the
-//!   BT.601 fixed-point formula above by 1. BMP matches exactly.
-//! * **JPEG**: no pure-Rust decoder reproduces libjpeg-turbo (used by
-//!   `cv2.imread` and PIL) exactly. Measured on the 32 workload validation
-//!   photos (4:2:0) against PIL, raw RGB: zune-jpeg differs by up to 4-9 LSB,
-//!   mean 0.004-0.38 (its two-pass chroma upsampling rounds differently from
-//!   libjpeg's h2v2 "fancy" upsampling); jpeg-decoder, whose upsampling follows
-//!   libjpeg, by up to 3 LSB, mean 0.04-0.11 (its stb-derived IDCT is not
-//!   libjpeg's ISLOW). jpeg-decoder is therefore used, at about twice
-//!   zune-jpeg's decode time (2.8 ms vs 1.4 ms for 640x480 on one core).
+//! * **Gray**: a gray request on a YCbCr or RGB JPEG asks libjpeg for
+//!   grayscale output, as OpenCV's JPEG reader does: the luma plane itself
+//!   (YCbCr) or libjpeg's own RGB weights, not the formula above. OpenCV's PNG
+//!   reader uses libpng's `rgb_to_gray`, which can differ from the formula by
+//!   1. BMP matches exactly.
+//! * **JPEG** pixels are libjpeg-turbo's, as in `cv2.imread` and PIL, with
+//!   libjpeg's defaults: full-size output (no DCT scaling), the `JDCT_ISLOW`
+//!   integer IDCT, "fancy" (triangular) chroma upsampling and block smoothing
+//!   for progressive files. The bundled C code is built without SIMD; the
+//!   SIMD paths of the libjpeg-turbo inside OpenCV and PIL produce the same
+//!   bits for these settings. Measured: raw RGB equal to PIL's for all 97
+//!   workload photos (images/val and images/calib). Pure-Rust decoders are
+//!   not exact: jpeg-decoder (stb-derived IDCT) was off by up to 3 LSB,
+//!   zune-jpeg (different chroma upsampling) by up to 9. Cost: 2-3 ms per
+//!   640x480 4:2:0 photo on one core (examples/bench_preprocess.rs), about
+//!   PIL's time and 1.5x zune-jpeg's.
 //! * The format is detected from the file's leading bytes, falling back to the
 //!   extension; only JPEG, PNG and BMP are accepted.
 
@@ -228,7 +234,7 @@ pub fn decode_image(bytes: &[u8], path: &Path, layout: ColorLayout) -> Result<Im
     let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
     let orientation = decoder.orientation().map_err(|e| fail(e.to_string()))?;
     let jpeg = if format == ImageFormat::Jpeg {
-        decode_jpeg(bytes).map_err(fail)?
+        decode_jpeg(bytes, layout).map_err(fail)?
     } else {
         None
     };
@@ -254,28 +260,53 @@ pub fn decode_image(bytes: &[u8], path: &Path, layout: ColorLayout) -> Result<Im
     })
 }
 
-/// Decodes 8-bit gray and YCbCr/RGB JPEGs with jpeg-decoder; `None` for
-/// the other pixel formats (CMYK, 12-bit), which go through `image`.
-fn decode_jpeg(bytes: &[u8]) -> Result<Option<Image>, String> {
-    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-    decoder.read_info().map_err(|e| e.to_string())?;
-    let info = decoder
-        .info()
-        .ok_or("JPEG header without frame information")?;
-    let layout = match info.pixel_format {
-        jpeg_decoder::PixelFormat::L8 => ColorLayout::Gray,
-        jpeg_decoder::PixelFormat::RGB24 => ColorLayout::Rgb,
-        _ => return Ok(None),
-    };
-    let pixels = decoder.decode().map_err(|e| e.to_string())?;
-    Image::new(
-        usize::from(info.width),
-        usize::from(info.height),
-        layout,
-        pixels,
-    )
-    .map(Some)
-    .map_err(|e| e.to_string())
+/// Decodes gray, YCbCr and RGB JPEGs with libjpeg-turbo; `None` for the
+/// other color spaces (CMYK, YCCK), which go through `image`.
+///
+/// Gray output is asked of libjpeg when `layout` is `Gray` (see the module
+/// documentation); otherwise gray files stay gray and color files become RGB.
+fn decode_jpeg(bytes: &[u8], layout: ColorLayout) -> Result<Option<Image>, String> {
+    use mozjpeg::ColorSpace;
+
+    // libjpeg reports fatal errors through `error_exit`, which must not
+    // return; the mozjpeg crate makes it unwind with the message as payload
+    // (`resume_unwind`, so no panic hook runs), and this is where the unwind
+    // stops. Warnings are silenced, not errors: a file cut inside its
+    // entropy-coded data decodes with the missing blocks filled, as in
+    // cv2.imread (PIL refuses it unless `ImageFile.LOAD_TRUNCATED_IMAGES`).
+    let decoded = std::panic::catch_unwind(|| -> Result<Option<Image>, String> {
+        let decompress = mozjpeg::Decompress::new_mem(bytes).map_err(|e| e.to_string())?;
+        // Neither scaling, DCT method, upsampling nor block smoothing is
+        // touched: libjpeg's defaults are what PIL and OpenCV use.
+        let (started, out_layout) = match (decompress.color_space(), layout) {
+            (ColorSpace::JCS_GRAYSCALE, _)
+            | (ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB, ColorLayout::Gray) => {
+                (decompress.grayscale(), ColorLayout::Gray)
+            }
+            (ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB, _) => {
+                (decompress.rgb(), ColorLayout::Rgb)
+            }
+            _ => return Ok(None),
+        };
+        let mut started = started.map_err(|e| e.to_string())?;
+        let (width, height) = (started.width(), started.height());
+        let pixels = started.read_scanlines::<u8>().map_err(|e| e.to_string())?;
+        started.finish().map_err(|e| e.to_string())?;
+        Image::new(width, height, out_layout, pixels)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    });
+    decoded.unwrap_or_else(|payload| {
+        // libjpeg's errors carry a `String`; a panic in the wrapper itself
+        // would carry a `&str`.
+        Err(match payload.downcast::<String>() {
+            Ok(message) => *message,
+            Err(payload) => payload
+                .downcast_ref::<&str>()
+                .map_or("libjpeg failed without a message", |m| m)
+                .to_string(),
+        })
+    })
 }
 
 fn to_dynamic(img: Image) -> Result<DynamicImage, String> {
@@ -364,5 +395,85 @@ mod tests {
         assert!(e.to_string().contains("missing.png"), "{e}");
         let e = decode_image(b"GIF89a....", Path::new("a.gif"), ColorLayout::Rgb).unwrap_err();
         assert!(e.to_string().contains("a.gif"), "{e}");
+    }
+
+    /// A JPEG made by libjpeg's encoder: `channels` 1 (gray) or 3 (RGB in,
+    /// YCbCr 4:2:0 in the file), a smooth ramp, quality 95.
+    fn encode_jpeg(width: usize, height: usize, channels: usize, progressive: bool) -> Vec<u8> {
+        // Kept within 60..=255 without wrapping, so that no RGB sample clips.
+        let pixels: Vec<u8> = (0..width * height * channels)
+            .map(|i| {
+                let (pixel, c) = (i / channels, i % channels);
+                let (x, y) = (pixel % width, pixel / width);
+                u8::try_from((60 + 4 * x + 3 * y + 15 * c).min(255)).unwrap()
+            })
+            .collect();
+        std::panic::catch_unwind(|| {
+            let color = if channels == 1 {
+                mozjpeg::ColorSpace::JCS_GRAYSCALE
+            } else {
+                mozjpeg::ColorSpace::JCS_RGB
+            };
+            let mut compress = mozjpeg::Compress::new(color);
+            compress.set_size(width, height);
+            compress.set_quality(95.0);
+            if progressive {
+                compress.set_progressive_mode();
+            }
+            let mut started = compress.start_compress(Vec::new()).unwrap();
+            started.write_scanlines(&pixels).unwrap();
+            started.finish().unwrap()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn jpeg_layouts_follow_imread() {
+        let path = Path::new("t.jpg");
+        let gray_file = encode_jpeg(13, 7, 1, false);
+        let gray = decode_image(&gray_file, path, ColorLayout::Gray).unwrap();
+        assert_eq!((gray.width(), gray.height()), (13, 7));
+        let rgb = decode_image(&gray_file, path, ColorLayout::Rgb).unwrap();
+        assert_eq!(rgb, gray.to_layout(ColorLayout::Rgb));
+        let rgba = decode_image(&gray_file, path, ColorLayout::Rgba).unwrap();
+        assert_eq!(rgba, gray.to_layout(ColorLayout::Rgba));
+
+        for progressive in [false, true] {
+            let color_file = encode_jpeg(17, 9, 3, progressive);
+            let rgb = decode_image(&color_file, path, ColorLayout::Rgb).unwrap();
+            assert_eq!(
+                (rgb.width(), rgb.height(), rgb.layout()),
+                (17, 9, ColorLayout::Rgb)
+            );
+            // Gray comes from libjpeg (the luma plane), which is within 1 of
+            // the RGB -> gray formula applied to libjpeg's RGB output.
+            let gray = decode_image(&color_file, path, ColorLayout::Gray).unwrap();
+            let converted = rgb.to_layout(ColorLayout::Gray);
+            assert_eq!(gray.layout(), ColorLayout::Gray);
+            for (a, b) in gray.data().iter().zip(converted.data()) {
+                assert!(a.abs_diff(*b) <= 1, "progressive {progressive}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn libjpeg_errors_are_decode_errors() {
+        // SOI, then a baseline SOF0 declaring a 0x0 image: a fatal libjpeg
+        // error while reading the header.
+        let empty = [
+            0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01, 0x11,
+            0x00, 0xFF, 0xD9,
+        ];
+        let message = decode_jpeg(&empty, ColorLayout::Rgb).unwrap_err();
+        assert!(message.contains("libjpeg"), "{message}");
+        let e = decode_image(&empty, Path::new("d/empty.jpg"), ColorLayout::Rgb).unwrap_err();
+        assert!(e.to_string().contains("d/empty.jpg"), "{e}");
+
+        // Cut inside the entropy-coded data: libjpeg warns and completes the
+        // image, as cv2.imread does, rather than failing.
+        let file = encode_jpeg(32, 32, 3, false);
+        let truncated = &file[..file.len() * 3 / 4];
+        let image = decode_image(truncated, Path::new("cut.jpg"), ColorLayout::Rgb).unwrap();
+        assert_eq!((image.width(), image.height()), (32, 32));
     }
 }

@@ -41,6 +41,8 @@ pub enum DataError {
     },
     #[error("cannot build a thread pool with {threads} threads: {message}")]
     ThreadPool { threads: usize, message: String },
+    #[error("dataset `{path}`: {message}")]
+    Dataset { path: PathBuf, message: String },
     #[error(transparent)]
     Tensor(#[from] TensorError),
 }

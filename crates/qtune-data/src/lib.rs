@@ -19,6 +19,7 @@ pub mod decode;
 mod error;
 mod preprocess;
 pub mod resize;
+pub mod selection;
 mod stream;
 
 pub use config::{
@@ -29,4 +30,7 @@ pub use decode::{ColorLayout, Image, decode_image, load_image, load_image_as};
 pub use error::DataError;
 pub use preprocess::{layout_for, preprocess, preprocess_batch};
 pub use resize::{resize_bilinear, resize_bilinear_reference};
+pub use selection::{
+    Sample, SampleKind, Selection, python_shuffle, sample_kind, select_data_list, select_dataset,
+};
 pub use stream::{PreprocessFiles, preprocess_file, preprocess_files};
