@@ -12,6 +12,7 @@
 mod error;
 mod graph;
 mod ids;
+pub mod mlir;
 mod op;
 pub mod passes;
 mod shape_infer;

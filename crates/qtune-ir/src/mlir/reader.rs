@@ -1,0 +1,994 @@
+//! Top-dialect text -> graph. See the module docs for the naming contract.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use qtune_tensor::{DType, Shape, Tensor, TensorData};
+
+use super::parse::{Loc, ParsedModule, ParsedOp, Parser, TypeSpec};
+use super::{InputAttrs, MlirAttr, MlirError, dtype_of_element, dtype_of_name};
+use crate::{
+    AutoPad, ClipAttrs, ConvAttrs, ConvTransposeAttrs, CoordMode, GemmAttrs, Graph, NearestMode,
+    Op, PoolAttrs, ReduceAttrs, ResizeAttrs, ResizeMode, ValueId,
+};
+
+/// Reads Top-dialect text. `weights` are the contents of the module's
+/// weight file (keyed by `top.Weight` loc name); `source` names the text in
+/// error messages. Returns the graph (value names are op locs) and the
+/// preprocessing attributes of each `top.Input`.
+pub fn read_top_mlir(
+    text: &str,
+    weights: &[(String, Tensor)],
+    source: &str,
+) -> Result<(Graph, Vec<InputAttrs>), MlirError> {
+    let module = Parser::new(text, source).parse_module()?;
+    Builder::new(&module, weights, source).build()
+}
+
+/// Reads a `.mlir` file and the weight file its `module.weight_file` names,
+/// relative to the `.mlir`'s directory.
+pub fn read_top_mlir_file(path: &Path) -> Result<(Graph, Vec<InputAttrs>), MlirError> {
+    let text = std::fs::read_to_string(path).map_err(|e| MlirError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let source = path.display().to_string();
+    let module = Parser::new(&text, &source).parse_module()?;
+    let weight_file = module
+        .attrs
+        .iter()
+        .find(|(k, _)| k == "module.weight_file")
+        .and_then(|(_, v)| v.as_str().map(str::to_string));
+    let weights = match weight_file {
+        Some(w) => {
+            let wp = path.parent().unwrap_or(Path::new(".")).join(w);
+            qtune_tensor::read_npz(&wp).map_err(|e| MlirError::Io {
+                path: wp.clone(),
+                message: e.to_string(),
+            })?
+        }
+        None => Vec::new(),
+    };
+    Builder::new(&module, &weights, &source).build()
+}
+
+struct Builder<'a> {
+    m: &'a ParsedModule,
+    weights: HashMap<&'a str, &'a Tensor>,
+    source: &'a str,
+    graph: Graph,
+    ssa: HashMap<String, Option<ValueId>>,
+    names: HashSet<String>,
+    input_attrs: Vec<InputAttrs>,
+}
+
+fn type_parts(t: &TypeSpec) -> Option<(DType, Option<Shape>)> {
+    match t {
+        TypeSpec::Tensor { dims, elem } => Some((
+            dtype_of_element(elem)?,
+            dims.as_ref().map(|d| Shape::new(d.clone())),
+        )),
+        _ => None,
+    }
+}
+
+/// Attribute look-ups of one op.
+struct Attrs<'a> {
+    list: &'a [(String, MlirAttr)],
+}
+
+impl Attrs<'_> {
+    fn get(&self, k: &str) -> Option<&MlirAttr> {
+        self.list.iter().find(|(n, _)| n == k).map(|(_, v)| v)
+    }
+    fn ints(&self, k: &str) -> Option<Vec<i64>> {
+        self.get(k)
+            .and_then(|v| v.as_i64_array().map(<[i64]>::to_vec))
+    }
+    fn f64_or(&self, k: &str, d: f64) -> f64 {
+        self.get(k).and_then(MlirAttr::as_f64).unwrap_or(d)
+    }
+    fn i64_or(&self, k: &str, d: i64) -> i64 {
+        self.get(k).and_then(MlirAttr::as_i64).unwrap_or(d)
+    }
+    fn bool_or(&self, k: &str, d: bool) -> bool {
+        self.get(k).and_then(MlirAttr::as_bool).unwrap_or(d)
+    }
+    fn str(&self, k: &str) -> Option<&str> {
+        self.get(k).and_then(MlirAttr::as_str)
+    }
+}
+
+#[allow(clippy::cast_possible_truncation)]
+fn f32_of(v: f64) -> f32 {
+    // Attributes written from f32 values convert back exactly.
+    v as f32
+}
+
+impl<'a> Builder<'a> {
+    fn new(m: &'a ParsedModule, weights: &'a [(String, Tensor)], source: &'a str) -> Self {
+        Builder {
+            m,
+            weights: weights.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            source,
+            graph: Graph::new(m.name.clone()),
+            ssa: HashMap::new(),
+            names: HashSet::new(),
+            input_attrs: Vec::new(),
+        }
+    }
+
+    fn err<T>(&self, line: usize, message: impl Into<String>) -> Result<T, MlirError> {
+        Err(MlirError::Parse {
+            file: self.source.to_string(),
+            line,
+            message: message.into(),
+        })
+    }
+
+    fn loc_names(&self, loc: &Loc, depth: usize, out: &mut Vec<String>) {
+        if depth > 16 {
+            return;
+        }
+        match loc {
+            Loc::Unknown => {}
+            Loc::Name(n) => out.push(n.clone()),
+            Loc::Alias(a) => {
+                if let Some(l) = self.m.loc_aliases.get(a) {
+                    self.loc_names(l, depth + 1, out);
+                }
+            }
+            Loc::Fused(parts) => {
+                for p in parts {
+                    self.loc_names(p, depth + 1, out);
+                }
+            }
+        }
+    }
+
+    fn claim(&mut self, line: usize, name: &str) -> Result<(), MlirError> {
+        if !self.names.insert(name.to_string()) {
+            return self.err(line, format!("the name `{name}` is used by two ops"));
+        }
+        Ok(())
+    }
+
+    fn build(mut self) -> Result<(Graph, Vec<InputAttrs>), MlirError> {
+        let m = self.m;
+        for op in &m.ops {
+            self.op(op)?;
+        }
+        for r in &m.returns {
+            let Some(Some(v)) = self.ssa.get(r).copied() else {
+                return self.err(
+                    m.return_line,
+                    format!("`return` uses undefined value `{r}`"),
+                );
+            };
+            self.graph.outputs.push(v);
+        }
+        self.graph
+            .check_topological()
+            .map_err(|e| MlirError::Parse {
+                file: self.source.to_string(),
+                line: m.return_line,
+                message: e.to_string(),
+            })?;
+        Ok((self.graph, self.input_attrs))
+    }
+
+    fn operand(&self, op: &ParsedOp, i: usize) -> Result<Option<ValueId>, MlirError> {
+        let Some(name) = op.operands.get(i) else {
+            return self.err(op.line, format!("`{}` expects operand {i}", op.name));
+        };
+        match self.ssa.get(name) {
+            Some(v) => Ok(*v),
+            None => self.err(op.line, format!("use of undefined value `{name}`")),
+        }
+    }
+
+    fn required(&self, op: &ParsedOp, i: usize) -> Result<ValueId, MlirError> {
+        match self.operand(op, i)? {
+            Some(v) => Ok(v),
+            None => self.err(
+                op.line,
+                format!("`{}` operand {i} must not be none", op.name),
+            ),
+        }
+    }
+
+    fn constant(&mut self, name: String, t: Tensor) -> ValueId {
+        let mut n = name.clone();
+        let mut k = 1;
+        while self.graph.find_value(&n).is_some() {
+            n = format!("{name}_{k}");
+            k += 1;
+        }
+        self.graph.add_constant(n, t)
+    }
+
+    fn i64_const(&mut self, name: String, v: Vec<i64>) -> Result<ValueId, MlirError> {
+        let t = Tensor::from_i64(vec![v.len()], v).map_err(|e| MlirError::Value {
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(self.constant(name, t))
+    }
+
+    fn f32_const(
+        &mut self,
+        name: String,
+        dims: Vec<usize>,
+        v: Vec<f32>,
+    ) -> Result<ValueId, MlirError> {
+        let t = Tensor::from_f32(dims, v).map_err(|e| MlirError::Value {
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(self.constant(name, t))
+    }
+
+    fn weight(&mut self, op: &ParsedOp, name: &str) -> Result<ValueId, MlirError> {
+        let Some(ty) = op.result_types.first() else {
+            return self.err(op.line, "`top.Weight` has no result");
+        };
+        let Some((dtype, shape)) = type_parts(ty) else {
+            return self.err(op.line, format!("unsupported weight type {ty:?}"));
+        };
+        let Some(t) = self.weights.get(name) else {
+            return self.err(
+                op.line,
+                format!("weight `{name}` is missing from the weight file"),
+            );
+        };
+        let dims = shape.map(|s| s.0).unwrap_or_else(|| t.dims().to_vec());
+        let vals = t.to_f32_vec();
+        if vals.len() != dims.iter().product::<usize>() {
+            return self.err(
+                op.line,
+                format!(
+                    "weight `{name}` has {} elements, its type {ty:?} needs {}",
+                    vals.len(),
+                    dims.iter().product::<usize>()
+                ),
+            );
+        }
+        let bad = |what: &str| MlirError::Parse {
+            file: self.source.to_string(),
+            line: op.line,
+            message: format!("weight `{name}` holds a value that is not {what}"),
+        };
+        let integral = |x: f32| x.fract() == 0.0 && x.abs() <= 16_777_216.0;
+        #[allow(clippy::cast_possible_truncation)]
+        let data = match dtype {
+            DType::F32 => TensorData::F32(vals.into()),
+            DType::I64 => TensorData::I64(
+                vals.iter()
+                    .map(|&x| {
+                        integral(x)
+                            .then_some(x as i64)
+                            .ok_or_else(|| bad("an integer"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into(),
+            ),
+            DType::I32 => TensorData::I32(
+                vals.iter()
+                    .map(|&x| {
+                        integral(x)
+                            .then_some(x as i32)
+                            .ok_or_else(|| bad("an integer"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into(),
+            ),
+            DType::Bool => {
+                TensorData::Bool(vals.iter().map(|&x| x != 0.0).collect::<Vec<_>>().into())
+            }
+            DType::U8 => TensorData::U8(
+                vals.iter()
+                    .map(|&x| {
+                        (integral(x) && (0.0..=255.0).contains(&x))
+                            .then_some(x as u8)
+                            .ok_or_else(|| bad("a uint8"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into(),
+            ),
+            DType::I8 => TensorData::I8(
+                vals.iter()
+                    .map(|&x| {
+                        (integral(x) && (-128.0..=127.0).contains(&x))
+                            .then_some(x as i8)
+                            .ok_or_else(|| bad("an int8"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into(),
+            ),
+        };
+        let tensor = Tensor::new(dims, data).map_err(|e| MlirError::Value {
+            name: name.to_string(),
+            message: e.to_string(),
+        })?;
+        if self.graph.find_value(name).is_some() {
+            return self.err(op.line, format!("the name `{name}` is used twice"));
+        }
+        Ok(self.graph.add_constant(name.to_string(), tensor))
+    }
+
+    fn op(&mut self, op: &ParsedOp) -> Result<(), MlirError> {
+        let mut names = Vec::new();
+        self.loc_names(&op.loc, 0, &mut names);
+        if op.name == "top.None" {
+            for r in &op.results {
+                self.ssa.insert(r.clone(), None);
+            }
+            return Ok(());
+        }
+        // One name per result.
+        let names: Vec<String> = if names.len() == op.results.len() {
+            names
+        } else if op.results.len() == 1 && !names.is_empty() {
+            // TPU-MLIR's Python tools call such an op by the fused string.
+            let quoted: Vec<String> = names.iter().map(|n| super::attr::quote(n)).collect();
+            vec![format!("fused[{}]", quoted.join(", "))]
+        } else {
+            let base = names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("{}_{}", op.name, op.line));
+            (0..op.results.len())
+                .map(|i| format!("{base}_{i}"))
+                .collect()
+        };
+        for n in &names {
+            self.claim(op.line, n)?;
+        }
+        let loc = names.first().cloned().unwrap_or_default();
+        match op.name.as_str() {
+            "top.Input" => {
+                let arg = op.operands.first().cloned().unwrap_or_default();
+                if !self.m.args.iter().any(|(a, _)| *a == arg) {
+                    return self.err(
+                        op.line,
+                        format!("`top.Input` operand `{arg}` is not a function argument"),
+                    );
+                }
+                let Some((dtype, shape)) = op.result_types.first().and_then(type_parts) else {
+                    return self.err(op.line, "`top.Input` needs a tensor result type");
+                };
+                let v = self.graph.add_value(loc.clone(), dtype, shape);
+                self.graph.inputs.push(v);
+                self.input_attrs.push(InputAttrs {
+                    name: loc,
+                    attrs: op.attrs.clone(),
+                });
+                self.bind(op, vec![v]);
+                Ok(())
+            }
+            "top.Weight" => {
+                let v = self.weight(op, &loc)?;
+                self.bind(op, vec![v]);
+                Ok(())
+            }
+            _ => self.compute_op(op, &names),
+        }
+    }
+
+    fn bind(&mut self, op: &ParsedOp, values: Vec<ValueId>) {
+        for (r, v) in op.results.iter().zip(values) {
+            self.ssa.insert(r.clone(), Some(v));
+        }
+    }
+
+    /// Adds a value typed from result `i`.
+    fn result_value(&mut self, op: &ParsedOp, i: usize, name: &str) -> Result<ValueId, MlirError> {
+        let (dtype, shape) = match op.result_types.get(i) {
+            Some(t) => match type_parts(t) {
+                Some(p) => p,
+                None => return self.err(op.line, format!("unsupported result type {t:?}")),
+            },
+            None => return self.err(op.line, "missing result type"),
+        };
+        if self.graph.find_value(name).is_some() {
+            return self.err(op.line, format!("the name `{name}` is used twice"));
+        }
+        Ok(self.graph.add_value(name.to_string(), dtype, shape))
+    }
+
+    fn compute_op(&mut self, op: &ParsedOp, names: &[String]) -> Result<(), MlirError> {
+        let a = Attrs { list: &op.attrs };
+        let loc = names.first().cloned().unwrap_or_default();
+        let line = op.line;
+        let usz = |k: &str| -> Result<Vec<usize>, MlirError> {
+            a.ints(k)
+                .unwrap_or_default()
+                .into_iter()
+                .map(usize::try_from)
+                .collect::<Result<_, _>>()
+                .map_err(|_| MlirError::Parse {
+                    file: self.source.to_string(),
+                    line,
+                    message: format!("attribute `{k}` must not be negative"),
+                })
+        };
+        let auto_pad = match a.str("auto_pad") {
+            Some("SAME_UPPER") => AutoPad::SameUpper,
+            Some("SAME_LOWER") => AutoPad::SameLower,
+            Some("VALID") => AutoPad::Valid,
+            _ => AutoPad::NotSet,
+        };
+        let result_dims = |i: usize| -> Option<Vec<usize>> {
+            op.result_types
+                .get(i)
+                .and_then(type_parts)
+                .and_then(|(_, s)| s)
+                .map(|s| s.0)
+        };
+        let req = |i: usize| self.required(op, i);
+        let mut inputs: Vec<Option<ValueId>>;
+        let unary = |s: &Self| -> Result<Vec<Option<ValueId>>, MlirError> {
+            Ok(vec![Some(s.required(op, 0)?)])
+        };
+        let binary = |s: &Self| -> Result<Vec<Option<ValueId>>, MlirError> {
+            Ok(vec![Some(s.required(op, 0)?), Some(s.required(op, 1)?)])
+        };
+        let mut fuse_relu = false;
+        let node_op: Op = match op.name.as_str() {
+            "top.Conv" | "top.Deconv" => {
+                let conv = ConvAttrs {
+                    kernel_shape: usz("kernel_shape")?,
+                    strides: usz("strides")?,
+                    pads: usz("pads")?,
+                    dilations: usz("dilations")?,
+                    group: usize::try_from(a.i64_or("group", 1)).unwrap_or(1),
+                    auto_pad,
+                };
+                inputs = vec![
+                    Some(req(0)?),
+                    Some(req(1)?),
+                    self.operand(op, 2).unwrap_or(None),
+                ];
+                fuse_relu = a.bool_or("do_relu", false);
+                if op.name == "top.Deconv" {
+                    Op::ConvTranspose(ConvTransposeAttrs {
+                        conv,
+                        output_padding: usz("output_padding")?,
+                        output_shape: usz("output_shape")?,
+                    })
+                } else {
+                    Op::Conv(conv)
+                }
+            }
+            "top.BatchNorm" => {
+                let x = req(0)?;
+                let mean = req(1)?;
+                let var = req(2)?;
+                let c = self.graph.constant_of(mean).map(Tensor::numel).unwrap_or(0);
+                let gamma = match self.operand(op, 3).unwrap_or(None) {
+                    Some(v) => v,
+                    None => self.f32_const(format!("{loc}_gamma"), vec![c], vec![1.0; c])?,
+                };
+                let beta = match self.operand(op, 4).unwrap_or(None) {
+                    Some(v) => v,
+                    None => self.f32_const(format!("{loc}_beta"), vec![c], vec![0.0; c])?,
+                };
+                inputs = vec![Some(x), Some(gamma), Some(beta), Some(mean), Some(var)];
+                fuse_relu = a.bool_or("do_relu", false);
+                Op::BatchNormalization {
+                    epsilon: f32_of(a.f64_or("epsilon", 1e-5)),
+                }
+            }
+            "top.MatMul" => {
+                let lhs = req(0)?;
+                let rhs = req(1)?;
+                let bias = self.operand(op, 2).unwrap_or(None);
+                fuse_relu = a.bool_or("do_relu", false);
+                let trans_a = a.bool_or("left_transpose", false);
+                let trans_b = a.bool_or("right_transpose", false);
+                let is_gemm = bias.is_some()
+                    || trans_a
+                    || trans_b
+                    || a.get("alpha").is_some()
+                    || a.get("beta").is_some();
+                let lhs_rank = self.graph.value(lhs).shape.as_ref().map(Shape::rank);
+                if a.bool_or("output_transpose", false) || a.bool_or("hdim_is_batch", false) {
+                    return self.err(
+                        line,
+                        "`top.MatMul` with output_transpose or hdim_is_batch is not supported",
+                    );
+                }
+                if is_gemm && lhs_rank == Some(2) {
+                    inputs = vec![Some(lhs), Some(rhs), bias];
+                    Op::Gemm(GemmAttrs {
+                        alpha: f32_of(a.f64_or("alpha", 1.0)),
+                        beta: f32_of(a.f64_or("beta", 1.0)),
+                        trans_a,
+                        trans_b,
+                    })
+                } else if trans_a || trans_b {
+                    return self.err(
+                        line,
+                        "`top.MatMul` with transposes needs a 2-D left operand",
+                    );
+                } else if let Some(b) = bias {
+                    // Batched MatMul with bias: MatMul then Add.
+                    let mid = self.result_value(op, 0, &format!("{loc}_matmul"))?;
+                    self.graph.add_node(
+                        format!("{loc}_matmul"),
+                        Op::MatMul,
+                        vec![Some(lhs), Some(rhs)],
+                        vec![mid],
+                    );
+                    inputs = vec![Some(mid), Some(b)];
+                    Op::Add
+                } else {
+                    inputs = vec![Some(lhs), Some(rhs)];
+                    Op::MatMul
+                }
+            }
+            "top.Add" | "top.Sub" | "top.Mul" | "top.Div" | "top.Max" | "top.Min" => {
+                let base = match op.name.as_str() {
+                    "top.Add" => Op::Add,
+                    "top.Sub" => Op::Sub,
+                    "top.Mul" => Op::Mul,
+                    "top.Div" => Op::Div,
+                    other => return self.err(line, format!("unsupported op `{other}`")),
+                };
+                if let Some(c) = a.get("coeff").and_then(MlirAttr::as_f64_vec)
+                    && c.iter().any(|&x| x != 1.0)
+                {
+                    return self.err(
+                        line,
+                        format!("`{}` with coeff {c:?} is not supported", op.name),
+                    );
+                }
+                fuse_relu = a.bool_or("do_relu", false);
+                let mut ops: Vec<ValueId> =
+                    (0..op.operands.len()).map(&req).collect::<Result<_, _>>()?;
+                if ops.len() < 2 {
+                    return self.err(line, format!("`{}` needs two operands", op.name));
+                }
+                if a.bool_or("is_reverse", false) {
+                    ops.swap(0, 1);
+                }
+                // More than two operands: a left-to-right chain.
+                let mut acc = ops[0];
+                for (k, &next) in ops[1..ops.len() - 1].iter().enumerate() {
+                    let name = format!("{loc}_part{k}");
+                    let mid = self.result_value(op, 0, &name)?;
+                    self.graph
+                        .add_node(name, base.clone(), vec![Some(acc), Some(next)], vec![mid]);
+                    acc = mid;
+                }
+                inputs = vec![Some(acc), ops.last().copied()];
+                base
+            }
+            "top.AddConst" | "top.SubConst" | "top.MulConst" => {
+                let x = req(0)?;
+                let c = self.f32_const(
+                    format!("{loc}_const"),
+                    vec![],
+                    vec![f32_of(a.f64_or("const_val", 0.0))],
+                )?;
+                fuse_relu = a.bool_or("do_relu", false);
+                inputs = if a.bool_or("is_reverse", false) {
+                    vec![Some(c), Some(x)]
+                } else {
+                    vec![Some(x), Some(c)]
+                };
+                match op.name.as_str() {
+                    "top.AddConst" => Op::Add,
+                    "top.SubConst" => Op::Sub,
+                    _ => Op::Mul,
+                }
+            }
+            "top.Pow" => {
+                if op.operands.len() >= 2 {
+                    inputs = binary(self)?;
+                } else {
+                    let x = req(0)?;
+                    let e = self.f32_const(
+                        format!("{loc}_exponent"),
+                        vec![],
+                        vec![f32_of(a.f64_or("exponent", 1.0))],
+                    )?;
+                    inputs = vec![Some(x), Some(e)];
+                }
+                Op::Pow
+            }
+            "top.Sqrt" | "top.Exp" | "top.Erf" | "top.Tanh" | "top.Abs" | "top.Neg"
+            | "top.HardSwish" | "top.Identity" => {
+                inputs = unary(self)?;
+                match op.name.as_str() {
+                    "top.Sqrt" => Op::Sqrt,
+                    "top.Exp" => Op::Exp,
+                    "top.Erf" => Op::Erf,
+                    "top.Tanh" => Op::Tanh,
+                    "top.Abs" => Op::Abs,
+                    "top.Neg" => Op::Neg,
+                    "top.HardSwish" => Op::HardSwish,
+                    _ => Op::Identity,
+                }
+            }
+            "top.Sigmoid" => {
+                if a.f64_or("scale", 1.0) != 1.0
+                    || a.f64_or("bias", 0.0) != 0.0
+                    || a.bool_or("log", false)
+                {
+                    return self.err(
+                        line,
+                        "`top.Sigmoid` with scale, bias or log is not supported",
+                    );
+                }
+                inputs = unary(self)?;
+                Op::Sigmoid
+            }
+            "top.SiLU" => {
+                let x = req(0)?;
+                let name = format!("{loc}_sigmoid");
+                let mid = self.result_value(op, 0, &name)?;
+                self.graph
+                    .add_node(name, Op::Sigmoid, vec![Some(x)], vec![mid]);
+                inputs = vec![Some(x), Some(mid)];
+                Op::Mul
+            }
+            "top.Relu" => {
+                inputs = unary(self)?;
+                let limit = a.f64_or("relu_limit", -1.0);
+                if limit > 0.0 {
+                    Op::Clip(ClipAttrs {
+                        min: Some(0.0),
+                        max: Some(f32_of(limit)),
+                    })
+                } else {
+                    Op::Relu
+                }
+            }
+            "top.Clip" => {
+                inputs = unary(self)?;
+                Op::Clip(ClipAttrs {
+                    min: Some(f32_of(a.f64_or("min", f64::NEG_INFINITY))),
+                    max: Some(f32_of(a.f64_or("max", f64::INFINITY))),
+                })
+            }
+            "top.LeakyRelu" => {
+                inputs = unary(self)?;
+                Op::LeakyRelu {
+                    alpha: f32_of(a.f64_or("alpha", 0.01)),
+                }
+            }
+            "top.HardSigmoid" => {
+                inputs = unary(self)?;
+                Op::HardSigmoid {
+                    alpha: f32_of(a.f64_or("alpha", 0.2)),
+                    beta: f32_of(a.f64_or("beta", 0.5)),
+                }
+            }
+            "top.Softmax" => {
+                if a.bool_or("log", false) {
+                    return self.err(line, "`top.Softmax` with log = true is not supported");
+                }
+                inputs = unary(self)?;
+                Op::Softmax {
+                    axis: a.i64_or("axis", 1),
+                }
+            }
+            "top.MaxPool" | "top.AvgPool" => {
+                inputs = unary(self)?;
+                fuse_relu = a.bool_or("do_relu", false);
+                let max = op.name == "top.MaxPool";
+                let kernel = usz("kernel_shape")?;
+                if kernel.is_empty() {
+                    if max {
+                        Op::GlobalMaxPool
+                    } else {
+                        Op::GlobalAveragePool
+                    }
+                } else {
+                    let p = PoolAttrs {
+                        kernel_shape: kernel,
+                        strides: usz("strides")?,
+                        pads: usz("pads")?,
+                        dilations: usz("dilations")?,
+                        ceil_mode: a.bool_or("ceil_mode", false),
+                        count_include_pad: a.bool_or("count_include_pad", false),
+                        auto_pad,
+                    };
+                    if max {
+                        Op::MaxPool(p)
+                    } else {
+                        Op::AveragePool(p)
+                    }
+                }
+            }
+            "top.Reduce" => {
+                inputs = unary(self)?;
+                let r = ReduceAttrs {
+                    axes: Some(a.ints("axes").unwrap_or_default()),
+                    keepdims: a.bool_or("keepdims", true),
+                    noop_with_empty_axes: a.bool_or("noop_with_empty_axes", false),
+                };
+                match a.str("mode") {
+                    Some("ReduceMean") => Op::ReduceMean(r),
+                    Some("ReduceSum") => Op::ReduceSum(r),
+                    Some("ReduceL2") => Op::ReduceL2(r),
+                    Some("ReduceMax") => Op::ReduceMax(r),
+                    Some("ReduceMin") => Op::ReduceMin(r),
+                    m => {
+                        return self.err(line, format!("`top.Reduce` mode {m:?} is not supported"));
+                    }
+                }
+            }
+            "top.Concat" => {
+                fuse_relu = a.bool_or("do_relu", false);
+                inputs = (0..op.operands.len())
+                    .map(|i| req(i).map(Some))
+                    .collect::<Result<_, _>>()?;
+                Op::Concat {
+                    axis: a.i64_or("axis", 1),
+                }
+            }
+            "top.Split" => {
+                inputs = unary(self)?;
+                Op::Split {
+                    axis: a.i64_or("axis", 0),
+                    split: a.ints("split_size"),
+                }
+            }
+            "top.Slice" => {
+                for i in 1..op.operands.len() {
+                    if self.operand(op, i)?.is_some() {
+                        return self.err(line, "`top.Slice` with tensor offsets is not supported");
+                    }
+                }
+                let x = req(0)?;
+                let starts = a.ints("offset").unwrap_or_default();
+                let ends = a.ints("ends").unwrap_or_default();
+                let steps = a.ints("steps").unwrap_or_else(|| vec![1; starts.len()]);
+                let mut axes = a.ints("axes").unwrap_or_default();
+                if axes.is_empty() {
+                    axes = (0..i64::try_from(starts.len()).unwrap_or(0)).collect();
+                }
+                if ends.len() != starts.len()
+                    || steps.len() != starts.len()
+                    || axes.len() != starts.len()
+                {
+                    return self.err(
+                        line,
+                        "`top.Slice` offset, ends, steps and axes differ in length",
+                    );
+                }
+                let s = self.i64_const(format!("{loc}_starts"), starts)?;
+                let e = self.i64_const(format!("{loc}_ends"), ends)?;
+                let ax = self.i64_const(format!("{loc}_axes"), axes)?;
+                let st = self.i64_const(format!("{loc}_steps"), steps)?;
+                inputs = vec![Some(x), Some(s), Some(e), Some(ax), Some(st)];
+                Op::Slice
+            }
+            "top.Reshape" | "top.Flatten" => {
+                let x = req(0)?;
+                if op.name == "top.Flatten"
+                    && a.i64_or("start_dim", 0) == 1
+                    && a.i64_or("end_dim", -1) == -1
+                {
+                    inputs = vec![Some(x)];
+                    Op::Flatten { axis: 1 }
+                } else {
+                    let shape = match (op.name.as_str(), a.ints("shape")) {
+                        ("top.Reshape", Some(s)) if !s.is_empty() => s,
+                        _ => match result_dims(0) {
+                            Some(d) => d
+                                .iter()
+                                .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
+                                .collect(),
+                            None => {
+                                return self.err(
+                                    line,
+                                    format!("`{}` needs a shape or a ranked result", op.name),
+                                );
+                            }
+                        },
+                    };
+                    let s = self.i64_const(format!("{loc}_shape"), shape)?;
+                    inputs = vec![Some(x), Some(s)];
+                    Op::Reshape { allowzero: false }
+                }
+            }
+            "top.Squeeze" => {
+                inputs = unary(self)?;
+                Op::Squeeze {
+                    axes: a.ints("axes"),
+                }
+            }
+            "top.Unsqueeze" => {
+                inputs = unary(self)?;
+                Op::Unsqueeze {
+                    axes: a.ints("axes"),
+                }
+            }
+            "top.Permute" => {
+                inputs = unary(self)?;
+                Op::Transpose {
+                    perm: Some(usz("order")?),
+                }
+            }
+            "top.Interp" | "top.Upsample" => {
+                let x = req(0)?;
+                let upsample = op.name == "top.Upsample";
+                let mode = match a.str("mode") {
+                    Some("linear") | Some("bilinear") => ResizeMode::Linear,
+                    Some("nearest") | None => ResizeMode::Nearest,
+                    Some(m) => {
+                        return self.err(line, format!("`top.Interp` mode `{m}` is not supported"));
+                    }
+                };
+                let coord_mode = match a.str("coord_mode") {
+                    Some("pytorch_half_pixel") => CoordMode::PytorchHalfPixel,
+                    Some("align_corners") => CoordMode::AlignCorners,
+                    Some("asymmetric") => CoordMode::Asymmetric,
+                    Some("half_pixel") => CoordMode::HalfPixel,
+                    None if upsample => CoordMode::Asymmetric,
+                    None => CoordMode::HalfPixel,
+                    Some(m) => {
+                        return self.err(
+                            line,
+                            format!("`top.Interp` coord_mode `{m}` is not supported"),
+                        );
+                    }
+                };
+                let nearest_mode = match a.str("nearest_mode") {
+                    Some("round_prefer_ceil") => NearestMode::RoundPreferCeil,
+                    Some("floor") => NearestMode::Floor,
+                    Some("ceil") => NearestMode::Ceil,
+                    None if upsample => NearestMode::Floor,
+                    _ => NearestMode::RoundPreferFloor,
+                };
+                let rank = self
+                    .graph
+                    .value(x)
+                    .shape
+                    .as_ref()
+                    .map(Shape::rank)
+                    .unwrap_or(4);
+                let scales = match (
+                    a.get("scale_h").and_then(MlirAttr::as_f64),
+                    a.get("scale_w").and_then(MlirAttr::as_f64),
+                ) {
+                    (Some(h), Some(w)) if w > 0.0 => Some((f32_of(h), f32_of(w))),
+                    _ => None,
+                };
+                inputs = vec![Some(x), None];
+                match scales {
+                    Some((h, w)) => {
+                        let v = if rank == 4 {
+                            vec![1.0, 1.0, h, w]
+                        } else {
+                            vec![1.0, 1.0, w]
+                        };
+                        let s = self.f32_const(format!("{loc}_scales"), vec![v.len()], v)?;
+                        inputs.push(Some(s));
+                    }
+                    None => {
+                        let Some(d) = result_dims(0) else {
+                            return self
+                                .err(line, "`top.Interp` without scales needs a ranked result");
+                        };
+                        let sizes = d
+                            .iter()
+                            .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
+                            .collect();
+                        let s = self.i64_const(format!("{loc}_sizes"), sizes)?;
+                        inputs.push(None);
+                        inputs.push(Some(s));
+                    }
+                }
+                Op::Resize(ResizeAttrs {
+                    mode,
+                    coord_mode,
+                    nearest_mode,
+                })
+            }
+            "top.Gather" => {
+                inputs = binary(self)?;
+                Op::Gather {
+                    axis: a.i64_or("axis", 0),
+                }
+            }
+            "top.Cast" => {
+                inputs = unary(self)?;
+                let to = a
+                    .str("to")
+                    .and_then(dtype_of_name)
+                    .or_else(|| op.result_types.first().and_then(type_parts).map(|(d, _)| d));
+                match to {
+                    Some(to) => Op::Cast { to },
+                    None => {
+                        return self
+                            .err(line, "`top.Cast` needs a `to` attribute or a typed result");
+                    }
+                }
+            }
+            "top.Expand" => {
+                let x = req(0)?;
+                let shape = match a.ints("shape") {
+                    Some(s) => s,
+                    None => match result_dims(0) {
+                        Some(d) => d
+                            .iter()
+                            .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
+                            .collect(),
+                        None => return self.err(line, "`top.Expand` needs a shape"),
+                    },
+                };
+                let s = self.i64_const(format!("{loc}_shape"), shape)?;
+                inputs = vec![Some(x), Some(s)];
+                Op::Expand
+            }
+            "top.Where" => {
+                inputs = (0..3).map(|i| req(i).map(Some)).collect::<Result<_, _>>()?;
+                Op::Where
+            }
+            "top.Compare" => {
+                let mode = a.str("mode").unwrap_or("");
+                if mode == "Not" {
+                    inputs = unary(self)?;
+                    Op::Not
+                } else {
+                    inputs = binary(self)?;
+                    match mode {
+                        "Equal" => Op::Equal,
+                        "Less" => Op::Less,
+                        "Greater" => Op::Greater,
+                        "And" => Op::And,
+                        "Or" => Op::Or,
+                        m => {
+                            return self
+                                .err(line, format!("`top.Compare` mode `{m}` is not supported"));
+                        }
+                    }
+                }
+            }
+            "top.Shape" => {
+                inputs = unary(self)?;
+                Op::Shape {
+                    start: a.i64_or("start", 0),
+                    end: a.get("end").and_then(MlirAttr::as_i64),
+                }
+            }
+            other => return self.err(line, format!("unsupported op `{other}`")),
+        };
+        if names.len() != op.results.len() {
+            return self.err(line, "result names do not match the results");
+        }
+        if fuse_relu {
+            if op.results.len() != 1 {
+                return self.err(line, "do_relu on a multi-result op");
+            }
+            let pre = format!("{loc}_before_relu");
+            let mid = self.result_value(op, 0, &pre)?;
+            self.graph.add_node(pre, node_op, inputs, vec![mid]);
+            let limit = a.f64_or("relu_limit", -1.0);
+            let relu = if limit > 0.0 {
+                Op::Clip(ClipAttrs {
+                    min: Some(0.0),
+                    max: Some(f32_of(limit)),
+                })
+            } else {
+                Op::Relu
+            };
+            let out = self.result_value(op, 0, &loc)?;
+            self.graph.add_node(loc, relu, vec![Some(mid)], vec![out]);
+            self.bind(op, vec![out]);
+            return Ok(());
+        }
+        let outs: Vec<ValueId> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| self.result_value(op, i, n))
+            .collect::<Result<_, _>>()?;
+        self.graph.add_node(loc, node_op, inputs, outs.clone());
+        self.bind(op, outs);
+        Ok(())
+    }
+}

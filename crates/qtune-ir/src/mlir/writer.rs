@@ -1,0 +1,854 @@
+//! Graph -> Top-dialect text. See the module docs for the format and names.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+use qtune_tensor::{Tensor, TensorData};
+
+use super::attr::quote;
+use super::{InputAttrs, MlirAttr, MlirError, MlirWriteOptions, dtype_name, tensor_type};
+use crate::{AutoPad, CoordMode, Graph, NearestMode, Node, NodeId, Op, ResizeMode, ValueId};
+
+/// Largest integer magnitude float32 holds exactly.
+const F32_EXACT_INT: i64 = 1 << 24;
+
+/// One operand of a Top op.
+enum Operand {
+    Value(ValueId),
+    None,
+}
+
+/// A Top op ready to print.
+struct TopOp {
+    name: &'static str,
+    operands: Vec<Operand>,
+    attrs: Vec<(&'static str, MlirAttr)>,
+}
+
+/// Writes `graph` as Top-dialect MLIR text and returns it with the weights
+/// (float32, keyed by `top.Weight` loc name) to save as
+/// `opts.weight_file`. Every value must have a static shape (run
+/// `qtune_exec::prepare` first). Nothing is fused or folded.
+pub fn write_top_mlir(
+    graph: &Graph,
+    opts: &MlirWriteOptions,
+) -> Result<(String, Vec<(String, Tensor)>), MlirError> {
+    Writer::new(graph).write(opts)
+}
+
+struct Writer<'g> {
+    graph: &'g Graph,
+    body: String,
+    /// `#locN` bodies; index 0 is `unknown`.
+    locs: Vec<String>,
+    used_names: HashSet<String>,
+    ssa: HashMap<ValueId, String>,
+    next_ssa: usize,
+    weights: Vec<(String, Tensor)>,
+}
+
+fn shape_dims(graph: &Graph, v: ValueId) -> Result<&[usize], MlirError> {
+    let value = graph.value(v);
+    value
+        .shape
+        .as_ref()
+        .map(|s| s.dims())
+        .ok_or_else(|| MlirError::Value {
+            name: value.name.clone(),
+            message: "has no static shape (prepare the graph before writing it)".into(),
+        })
+}
+
+fn value_type(graph: &Graph, v: ValueId) -> Result<String, MlirError> {
+    Ok(tensor_type(shape_dims(graph, v)?, graph.value(v).dtype))
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.'))
+}
+
+impl<'g> Writer<'g> {
+    fn new(graph: &'g Graph) -> Self {
+        Writer {
+            graph,
+            body: String::new(),
+            locs: vec!["unknown".to_string()],
+            used_names: HashSet::new(),
+            ssa: HashMap::new(),
+            next_ssa: 0,
+            weights: Vec::new(),
+        }
+    }
+
+    /// Reserves a unique op name.
+    fn unique(&mut self, base: String) -> String {
+        let mut name = base.clone();
+        let mut n = 1;
+        while !self.used_names.insert(name.clone()) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        name
+    }
+
+    fn add_loc(&mut self, body: String) -> usize {
+        self.locs.push(body);
+        self.locs.len() - 1
+    }
+
+    fn fresh_ssa(&mut self) -> String {
+        let s = format!("%{}", self.next_ssa);
+        self.next_ssa += 1;
+        s
+    }
+
+    fn write(
+        mut self,
+        opts: &MlirWriteOptions,
+    ) -> Result<(String, Vec<(String, Tensor)>), MlirError> {
+        let g = self.graph;
+        // Signature.
+        let mut args = Vec::new();
+        for (i, &v) in g.inputs.iter().enumerate() {
+            args.push(format!("%arg{i}: {} loc(unknown)", value_type(g, v)?));
+        }
+        let out_types: Vec<String> = g
+            .outputs
+            .iter()
+            .map(|&v| value_type(g, v))
+            .collect::<Result<_, _>>()?;
+        let results = if out_types.len() == 1 {
+            out_types[0].clone()
+        } else {
+            format!("({})", out_types.join(", "))
+        };
+        let none = self.fresh_ssa();
+        let _ = writeln!(
+            self.body,
+            "    {none} = \"top.None\"() : () -> none loc(#loc)"
+        );
+        for (i, &v) in g.inputs.iter().enumerate() {
+            let name = self.unique(g.value(v).name.clone());
+            let loc = self.add_loc(quote(&name));
+            let ty = value_type(g, v)?;
+            let attrs = opts
+                .input_attrs
+                .iter()
+                .find(|a| a.name == g.value(v).name)
+                .map(|a: &InputAttrs| a.attrs.clone())
+                .unwrap_or_default();
+            let ssa = self.fresh_ssa();
+            let _ = writeln!(
+                self.body,
+                "    {ssa} = \"top.Input\"(%arg{i}){} : ({ty}) -> {ty} loc(#loc{loc})",
+                format_attrs(attrs.iter().map(|(k, v)| (k.as_str(), v)))
+            );
+            self.ssa.insert(v, ssa);
+        }
+        for (id, node) in g.nodes() {
+            self.write_node(id, node, &none)?;
+        }
+        let mut ret_vals = Vec::new();
+        for &v in &g.outputs {
+            ret_vals.push(self.operand(v)?);
+        }
+        let _ = writeln!(
+            self.body,
+            "    return {} : {} loc(#loc)",
+            ret_vals.join(", "),
+            out_types.join(", ")
+        );
+
+        let mut text = String::new();
+        let name = if is_identifier(&opts.model_name) {
+            opts.model_name.clone()
+        } else {
+            quote(&opts.model_name)
+        };
+        let _ = writeln!(
+            text,
+            "module @{name} attributes {{module.chip = {}, module.platform = {}, module.state = \"TOP_F32\", module.top_run_mode = \"STATIC\", module.weight_file = {}}} {{",
+            quote(&opts.chip),
+            quote(&opts.platform),
+            quote(&opts.weight_file)
+        );
+        let _ = writeln!(
+            text,
+            "  func.func @main({}) -> {results} {{",
+            args.join(", ")
+        );
+        text.push_str(&self.body);
+        text.push_str("  } loc(#loc)\n} loc(#loc)\n");
+        for (i, body) in self.locs.iter().enumerate() {
+            if i == 0 {
+                let _ = writeln!(text, "#loc = loc({body})");
+            } else {
+                let _ = writeln!(text, "#loc{i} = loc({body})");
+            }
+        }
+        Ok((text, self.weights))
+    }
+
+    /// The SSA name of a value, emitting a `top.Weight` for a constant the
+    /// first time it is used.
+    fn operand(&mut self, v: ValueId) -> Result<String, MlirError> {
+        if let Some(s) = self.ssa.get(&v) {
+            return Ok(s.clone());
+        }
+        let g = self.graph;
+        let value = g.value(v);
+        let Some(t) = value.constant.as_ref() else {
+            return Err(MlirError::Value {
+                name: value.name.clone(),
+                message: "is used before it is produced".into(),
+            });
+        };
+        let data = weight_f32(t).map_err(|message| MlirError::Value {
+            name: value.name.clone(),
+            message,
+        })?;
+        let name = self.unique(value.name.clone());
+        // npz stores 0-d weights as [1], as TPU-MLIR does; the result type
+        // keeps the real shape.
+        let dims = if t.dims().is_empty() {
+            vec![1]
+        } else {
+            t.dims().to_vec()
+        };
+        let tensor = Tensor::from_f32(dims, data).map_err(|e| MlirError::Value {
+            name: value.name.clone(),
+            message: e.to_string(),
+        })?;
+        self.weights.push((name.clone(), tensor));
+        let loc = self.add_loc(quote(&name));
+        let ssa = self.fresh_ssa();
+        let _ = writeln!(
+            self.body,
+            "    {ssa} = \"top.Weight\"() : () -> {} loc(#loc{loc})",
+            tensor_type(t.dims(), t.dtype())
+        );
+        self.ssa.insert(v, ssa.clone());
+        Ok(ssa)
+    }
+
+    fn write_node(&mut self, id: NodeId, node: &Node, none: &str) -> Result<(), MlirError> {
+        let g = self.graph;
+        let top = lower(g, id, node)?;
+        let mut operands = Vec::new();
+        let mut operand_types = Vec::new();
+        for o in &top.operands {
+            match o {
+                Operand::Value(v) => {
+                    operands.push(self.operand(*v)?);
+                    operand_types.push(value_type(g, *v)?);
+                }
+                Operand::None => {
+                    operands.push(none.to_string());
+                    operand_types.push("none".to_string());
+                }
+            }
+        }
+        let suffix = format!("_{}", node.op.op_type());
+        let mut names = Vec::new();
+        for &o in &node.outputs {
+            let base = g.value(o).name.clone();
+            let base = if base.ends_with(&suffix) {
+                base
+            } else {
+                format!("{base}{suffix}")
+            };
+            names.push(self.unique(base));
+        }
+        let loc = if names.len() == 1 {
+            quote(&names[0])
+        } else {
+            let parts: Vec<String> = names.iter().map(|n| quote(n)).collect();
+            format!("fused[{}]", parts.join(", "))
+        };
+        let loc = self.add_loc(loc);
+        let result_types: Vec<String> = node
+            .outputs
+            .iter()
+            .map(|&o| value_type(g, o))
+            .collect::<Result<_, _>>()?;
+        let ssa = self.fresh_ssa();
+        let lhs = if node.outputs.len() == 1 {
+            self.ssa.insert(node.outputs[0], ssa.clone());
+            ssa
+        } else {
+            for (i, &o) in node.outputs.iter().enumerate() {
+                self.ssa.insert(o, format!("{ssa}#{i}"));
+            }
+            format!("{ssa}:{}", node.outputs.len())
+        };
+        let results = if result_types.len() == 1 {
+            result_types[0].clone()
+        } else {
+            format!("({})", result_types.join(", "))
+        };
+        let _ = writeln!(
+            self.body,
+            "    {lhs} = \"{}\"({}){} : ({}) -> {results} loc(#loc{loc})",
+            top.name,
+            operands.join(", "),
+            format_attrs(top.attrs.iter().map(|(k, v)| (*k, v))),
+            operand_types.join(", ")
+        );
+        Ok(())
+    }
+}
+
+/// ` {a = 1 : i64, b = true}` sorted by name, or nothing.
+fn format_attrs<'a>(attrs: impl Iterator<Item = (&'a str, &'a MlirAttr)>) -> String {
+    let mut list: Vec<(&str, &MlirAttr)> = attrs.collect();
+    if list.is_empty() {
+        return String::new();
+    }
+    list.sort_by(|a, b| a.0.cmp(b.0));
+    let items: Vec<String> = list
+        .iter()
+        .map(|(k, v)| {
+            let key = if is_identifier(k) {
+                (*k).to_string()
+            } else {
+                quote(k)
+            };
+            format!("{key} = {v}")
+        })
+        .collect();
+    format!(" {{{}}}", items.join(", "))
+}
+
+/// A constant as float32, refusing integers float32 cannot hold exactly.
+fn weight_f32(t: &Tensor) -> Result<Vec<f32>, String> {
+    let ints = |v: &mut dyn Iterator<Item = i64>| -> Result<Vec<f32>, String> {
+        v.map(|x| {
+            if x.abs() > F32_EXACT_INT {
+                Err(format!(
+                    "integer constant {x} cannot be stored exactly in a float32 weight"
+                ))
+            } else {
+                #[allow(clippy::cast_precision_loss)]
+                Ok(x as f32)
+            }
+        })
+        .collect()
+    };
+    match t.data() {
+        TensorData::F32(v) => Ok(v.to_vec()),
+        TensorData::I64(v) => ints(&mut v.iter().copied()),
+        TensorData::I32(v) => ints(&mut v.iter().map(|&x| i64::from(x))),
+        TensorData::U8(v) => Ok(v.iter().map(|&x| f32::from(x)).collect()),
+        TensorData::I8(v) => Ok(v.iter().map(|&x| f32::from(x)).collect()),
+        TensorData::Bool(v) => Ok(v.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect()),
+    }
+}
+
+fn usizes(v: &[usize]) -> MlirAttr {
+    MlirAttr::I64Array(
+        v.iter()
+            .map(|&x| i64::try_from(x).unwrap_or(i64::MAX))
+            .collect(),
+    )
+}
+
+fn auto_pad_name(a: AutoPad) -> &'static str {
+    match a {
+        AutoPad::NotSet => "NOTSET",
+        AutoPad::SameUpper => "SAME_UPPER",
+        AutoPad::SameLower => "SAME_LOWER",
+        AutoPad::Valid => "VALID",
+    }
+}
+
+pub(crate) fn coord_mode_name(c: CoordMode) -> &'static str {
+    match c {
+        CoordMode::HalfPixel => "half_pixel",
+        CoordMode::PytorchHalfPixel => "pytorch_half_pixel",
+        CoordMode::AlignCorners => "align_corners",
+        CoordMode::Asymmetric => "asymmetric",
+    }
+}
+
+pub(crate) fn nearest_mode_name(n: NearestMode) -> &'static str {
+    match n {
+        NearestMode::RoundPreferFloor => "round_prefer_floor",
+        NearestMode::RoundPreferCeil => "round_prefer_ceil",
+        NearestMode::Floor => "floor",
+        NearestMode::Ceil => "ceil",
+    }
+}
+
+/// Maps one IR node to its Top op. See the table in the crate docs.
+fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
+    let op_type = node.op.op_type();
+    let err = |message: String| MlirError::Unsupported {
+        node: node.name.clone(),
+        op: op_type,
+        message,
+    };
+    let input = |i: usize| node.inputs.get(i).copied().flatten();
+    let x = |i: usize| -> Result<ValueId, MlirError> {
+        input(i).ok_or_else(|| err(format!("input {i} is missing")))
+    };
+    let opt = |i: usize| match input(i) {
+        Some(v) => Operand::Value(v),
+        None => Operand::None,
+    };
+    // A constant integer input, or None when the input is absent.
+    let const_ints = |i: usize| -> Result<Option<Vec<i64>>, MlirError> {
+        let Some(v) = input(i) else { return Ok(None) };
+        let t = g.constant_of(v).ok_or_else(|| {
+            err(format!(
+                "input {i} `{}` must be a constant to be written as an attribute",
+                g.value(v).name
+            ))
+        })?;
+        t.to_i64_vec().map(Some).map_err(|e| err(e.to_string()))
+    };
+    let const_f32 = |i: usize| -> Result<Option<Vec<f32>>, MlirError> {
+        let Some(v) = input(i) else { return Ok(None) };
+        let t = g.constant_of(v).ok_or_else(|| {
+            err(format!(
+                "input {i} `{}` must be a constant to be written as an attribute",
+                g.value(v).name
+            ))
+        })?;
+        Ok(Some(t.to_f32_vec()))
+    };
+    let out_dims = |i: usize| -> Result<&[usize], MlirError> {
+        let v = node
+            .outputs
+            .get(i)
+            .copied()
+            .ok_or_else(|| err("has no output".into()))?;
+        shape_dims(g, v)
+    };
+    let in_rank = |i: usize| -> Result<usize, MlirError> { Ok(shape_dims(g, x(i)?)?.len()) };
+    let values = |n: usize| -> Result<Vec<Operand>, MlirError> {
+        (0..n).map(|i| x(i).map(Operand::Value)).collect()
+    };
+    let all_inputs = || -> Result<Vec<Operand>, MlirError> {
+        node.inputs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.map(Operand::Value)
+                    .ok_or_else(|| err(format!("input {i} is missing")))
+            })
+            .collect()
+    };
+    let mk =
+        |name: &'static str, operands: Vec<Operand>, attrs: Vec<(&'static str, MlirAttr)>| TopOp {
+            name,
+            operands,
+            attrs,
+        };
+    use MlirAttr as A;
+    let top = match &node.op {
+        Op::Conv(a) | Op::ConvTranspose(crate::ConvTransposeAttrs { conv: a, .. }) => {
+            let mut attrs = vec![
+                ("kernel_shape", usizes(&a.kernel_shape)),
+                ("strides", usizes(&a.strides)),
+                ("pads", usizes(&a.pads)),
+                ("dilations", usizes(&a.dilations)),
+                ("group", A::I64(i64::try_from(a.group).unwrap_or(1))),
+                ("do_relu", A::Bool(false)),
+            ];
+            if a.auto_pad != AutoPad::NotSet {
+                attrs.push(("auto_pad", A::Str(auto_pad_name(a.auto_pad).into())));
+            }
+            let name = if let Op::ConvTranspose(t) = &node.op {
+                attrs.push(("output_padding", usizes(&t.output_padding)));
+                if !t.output_shape.is_empty() {
+                    attrs.push(("output_shape", usizes(&t.output_shape)));
+                }
+                "top.Deconv"
+            } else {
+                "top.Conv"
+            };
+            mk(
+                name,
+                vec![Operand::Value(x(0)?), Operand::Value(x(1)?), opt(2)],
+                attrs,
+            )
+        }
+        Op::BatchNormalization { epsilon } => mk(
+            "top.BatchNorm",
+            // ONNX: X, scale, B, mean, var; Top: input, mean, variance, gamma, beta.
+            vec![
+                Operand::Value(x(0)?),
+                Operand::Value(x(3)?),
+                Operand::Value(x(4)?),
+                Operand::Value(x(1)?),
+                Operand::Value(x(2)?),
+            ],
+            vec![
+                ("epsilon", A::F64(f64::from(*epsilon))),
+                ("do_relu", A::Bool(false)),
+            ],
+        ),
+        Op::Gemm(a) => {
+            // TPU-MLIR bakes transB, alpha and beta into `_fix` weights; that
+            // changes the arithmetic, so they stay attributes here.
+            let mut attrs = vec![
+                ("left_transpose", A::Bool(a.trans_a)),
+                ("right_transpose", A::Bool(a.trans_b)),
+                ("do_relu", A::Bool(false)),
+            ];
+            if a.alpha != 1.0 {
+                attrs.push(("alpha", A::F64(f64::from(a.alpha))));
+            }
+            if a.beta != 1.0 {
+                attrs.push(("beta", A::F64(f64::from(a.beta))));
+            }
+            mk(
+                "top.MatMul",
+                vec![Operand::Value(x(0)?), Operand::Value(x(1)?), opt(2)],
+                attrs,
+            )
+        }
+        Op::MatMul => mk(
+            "top.MatMul",
+            vec![Operand::Value(x(0)?), Operand::Value(x(1)?), Operand::None],
+            vec![("do_relu", A::Bool(false))],
+        ),
+        Op::Add => mk("top.Add", values(2)?, vec![("do_relu", A::Bool(false))]),
+        Op::Sub => mk("top.Sub", values(2)?, vec![("do_relu", A::Bool(false))]),
+        Op::Mul => mk("top.Mul", values(2)?, vec![("do_relu", A::Bool(false))]),
+        Op::Div => mk("top.Div", values(2)?, vec![]),
+        Op::Pow => {
+            // A scalar constant exponent is an attribute, as TPU-MLIR writes it.
+            let exp = match input(1) {
+                Some(v) => g
+                    .constant_of(v)
+                    .filter(|t| t.numel() == 1 && t.dims().is_empty())
+                    .map(|t| t.to_f32_vec()[0]),
+                None => None,
+            };
+            match exp {
+                Some(e) => mk(
+                    "top.Pow",
+                    values(1)?,
+                    vec![("exponent", A::F64(f64::from(e)))],
+                ),
+                None => mk("top.Pow", values(2)?, vec![]),
+            }
+        }
+        Op::Sqrt => mk("top.Sqrt", values(1)?, vec![]),
+        Op::Exp => mk("top.Exp", values(1)?, vec![]),
+        Op::Erf => mk("top.Erf", values(1)?, vec![]),
+        Op::Tanh => mk("top.Tanh", values(1)?, vec![]),
+        Op::Abs => mk("top.Abs", values(1)?, vec![]),
+        // TPU-MLIR writes Neg as MulConst(-1); x * -1 is -x bit for bit,
+        // but a separate op keeps the IR node type on the way back.
+        Op::Neg => mk("top.Neg", values(1)?, vec![]),
+        Op::Relu => mk("top.Relu", values(1)?, vec![("relu_limit", A::F64(-1.0))]),
+        Op::Clip(a) => {
+            let lo = match a.min {
+                Some(v) => Some(v),
+                None => const_f32(1)?.and_then(|v| v.first().copied()),
+            }
+            .unwrap_or(f32::NEG_INFINITY);
+            let hi = match a.max {
+                Some(v) => Some(v),
+                None => const_f32(2)?.and_then(|v| v.first().copied()),
+            }
+            .unwrap_or(f32::INFINITY);
+            if lo == 0.0 && lo.is_sign_positive() && hi.is_finite() && hi > 0.0 {
+                mk(
+                    "top.Relu",
+                    values(1)?,
+                    vec![("relu_limit", A::F64(f64::from(hi)))],
+                )
+            } else {
+                mk(
+                    "top.Clip",
+                    values(1)?,
+                    vec![
+                        ("min", A::F64(f64::from(lo))),
+                        ("max", A::F64(f64::from(hi))),
+                    ],
+                )
+            }
+        }
+        Op::LeakyRelu { alpha } => mk(
+            "top.LeakyRelu",
+            values(1)?,
+            vec![("alpha", A::F64(f64::from(*alpha)))],
+        ),
+        Op::Sigmoid => mk(
+            "top.Sigmoid",
+            values(1)?,
+            vec![
+                ("bias", A::F64(0.0)),
+                ("log", A::Bool(false)),
+                ("scale", A::F64(1.0)),
+            ],
+        ),
+        Op::HardSigmoid { alpha, beta } => mk(
+            "top.HardSigmoid",
+            values(1)?,
+            vec![
+                ("alpha", A::F64(f64::from(*alpha))),
+                ("beta", A::F64(f64::from(*beta))),
+            ],
+        ),
+        Op::HardSwish => mk("top.HardSwish", values(1)?, vec![]),
+        Op::Softmax { axis } => mk(
+            "top.Softmax",
+            values(1)?,
+            vec![
+                (
+                    "axis",
+                    A::SI32(i32::try_from(*axis).map_err(|_| err("axis out of range".into()))?),
+                ),
+                ("beta", A::F64(1.0)),
+                ("log", A::Bool(false)),
+            ],
+        ),
+        Op::MaxPool(a) | Op::AveragePool(a) => {
+            let mut attrs = vec![
+                ("kernel_shape", usizes(&a.kernel_shape)),
+                ("strides", usizes(&a.strides)),
+                ("pads", usizes(&a.pads)),
+                ("ceil_mode", A::Bool(a.ceil_mode)),
+                ("count_include_pad", A::Bool(a.count_include_pad)),
+                ("keepdims", A::Bool(true)),
+                ("do_relu", A::Bool(false)),
+            ];
+            if !a.dilations.is_empty() {
+                attrs.push(("dilations", usizes(&a.dilations)));
+            }
+            if a.auto_pad != AutoPad::NotSet {
+                attrs.push(("auto_pad", A::Str(auto_pad_name(a.auto_pad).into())));
+            }
+            let name = if matches!(node.op, Op::MaxPool(_)) {
+                "top.MaxPool"
+            } else {
+                "top.AvgPool"
+            };
+            mk(name, values(1)?, attrs)
+        }
+        Op::GlobalAveragePool | Op::GlobalMaxPool => {
+            let name = if matches!(node.op, Op::GlobalMaxPool) {
+                "top.MaxPool"
+            } else {
+                "top.AvgPool"
+            };
+            mk(
+                name,
+                values(1)?,
+                vec![
+                    ("kernel_shape", A::I64Array(vec![])),
+                    ("strides", A::I64Array(vec![])),
+                    ("pads", A::I64Array(vec![])),
+                    ("count_include_pad", A::Bool(true)),
+                    ("keepdims", A::Bool(true)),
+                    ("do_relu", A::Bool(false)),
+                ],
+            )
+        }
+        Op::ReduceMean(a)
+        | Op::ReduceSum(a)
+        | Op::ReduceL2(a)
+        | Op::ReduceMax(a)
+        | Op::ReduceMin(a) => {
+            let rank = in_rank(0)?;
+            let axes =
+                crate::resolve_reduce_axes(g, id, a, rank).map_err(|e| err(e.to_string()))?;
+            let mut attrs = vec![
+                ("axes", usizes(&axes)),
+                ("keepdims", A::Bool(a.keepdims)),
+                ("mode", A::Str(op_type.to_string())),
+            ];
+            if axes.is_empty() && a.noop_with_empty_axes {
+                attrs.push(("noop_with_empty_axes", A::Bool(true)));
+            }
+            mk("top.Reduce", values(1)?, attrs)
+        }
+        Op::Concat { axis } => mk(
+            "top.Concat",
+            all_inputs()?,
+            vec![
+                (
+                    "axis",
+                    A::SI32(i32::try_from(*axis).map_err(|_| err("axis out of range".into()))?),
+                ),
+                ("do_relu", A::Bool(false)),
+            ],
+        ),
+        Op::Split { axis, .. } => {
+            let rank = in_rank(0)?;
+            let ax = crate::normalize_axis(*axis, rank)
+                .ok_or_else(|| err("axis out of range".into()))?;
+            let sizes: Vec<usize> = (0..node.outputs.len())
+                .map(|i| out_dims(i).map(|d| d.get(ax).copied().unwrap_or(0)))
+                .collect::<Result<_, _>>()?;
+            mk(
+                "top.Split",
+                values(1)?,
+                vec![
+                    (
+                        "axis",
+                        A::SI32(i32::try_from(*axis).map_err(|_| err("axis out of range".into()))?),
+                    ),
+                    (
+                        "num",
+                        A::I64(i64::try_from(node.outputs.len()).unwrap_or(0)),
+                    ),
+                    ("split_size", usizes(&sizes)),
+                ],
+            )
+        }
+        Op::Slice => {
+            // The ONNX values are kept as given (INT64_MAX ends included), so
+            // the reader rebuilds the same Slice.
+            let starts = const_ints(1)?.ok_or_else(|| err("starts are missing".into()))?;
+            let ends = const_ints(2)?.ok_or_else(|| err("ends are missing".into()))?;
+            let axes = const_ints(3)?
+                .unwrap_or_else(|| (0..i64::try_from(starts.len()).unwrap_or(0)).collect());
+            let steps = const_ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+            mk(
+                "top.Slice",
+                vec![
+                    Operand::Value(x(0)?),
+                    Operand::None,
+                    Operand::None,
+                    Operand::None,
+                ],
+                vec![
+                    ("offset", A::I64Array(starts)),
+                    ("ends", A::I64Array(ends)),
+                    ("axes", A::I64Array(axes)),
+                    ("steps", A::I64Array(steps)),
+                ],
+            )
+        }
+        Op::Reshape { .. } | Op::Identity => {
+            // The graph has static shapes, so the resolved shape is exact.
+            let shape = usizes(out_dims(0)?);
+            let name = if matches!(node.op, Op::Identity) {
+                "top.Identity"
+            } else {
+                "top.Reshape"
+            };
+            let attrs = if matches!(node.op, Op::Identity) {
+                vec![]
+            } else {
+                vec![("shape", shape)]
+            };
+            mk(name, values(1)?, attrs)
+        }
+        Op::Flatten { axis } => {
+            // top.Flatten follows torch.flatten(start_dim, end_dim), which is
+            // ONNX Flatten only for axis 1; other axes are written as Reshape.
+            if *axis == 1 && in_rank(0)? >= 2 {
+                mk(
+                    "top.Flatten",
+                    values(1)?,
+                    vec![("start_dim", A::I64(1)), ("end_dim", A::I64(-1))],
+                )
+            } else {
+                mk(
+                    "top.Reshape",
+                    values(1)?,
+                    vec![("shape", usizes(out_dims(0)?))],
+                )
+            }
+        }
+        Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
+            let axes = match axes {
+                Some(a) => a.clone(),
+                None => const_ints(1)?.unwrap_or_default(),
+            };
+            let name = if matches!(node.op, Op::Squeeze { .. }) {
+                "top.Squeeze"
+            } else {
+                "top.Unsqueeze"
+            };
+            mk(name, values(1)?, vec![("axes", A::I64Array(axes))])
+        }
+        Op::Transpose { perm } => {
+            let rank = in_rank(0)?;
+            let order: Vec<usize> = match perm {
+                Some(p) => p.clone(),
+                None => (0..rank).rev().collect(),
+            };
+            mk("top.Permute", values(1)?, vec![("order", usizes(&order))])
+        }
+        Op::Resize(a) => {
+            let rank = in_rank(0)?;
+            let mut attrs = vec![
+                (
+                    "mode",
+                    A::Str(
+                        match a.mode {
+                            ResizeMode::Nearest => "nearest",
+                            ResizeMode::Linear => "linear",
+                        }
+                        .into(),
+                    ),
+                ),
+                ("coord_mode", A::Str(coord_mode_name(a.coord_mode).into())),
+            ];
+            if a.mode == ResizeMode::Nearest {
+                attrs.push((
+                    "nearest_mode",
+                    A::Str(nearest_mode_name(a.nearest_mode).into()),
+                ));
+            }
+            // Scales given in the model are kept (the kernel maps coordinates
+            // with them); with sizes, the target size is the result type.
+            if let Some(s) = const_f32(2)?.filter(|s| s.len() == rank && rank >= 3) {
+                let sh = if rank == 4 { s[2] } else { 1.0 };
+                attrs.push(("scale_h", A::F64(f64::from(sh))));
+                attrs.push(("scale_w", A::F64(f64::from(s[rank - 1]))));
+            }
+            mk(
+                "top.Interp",
+                vec![Operand::Value(x(0)?), Operand::None],
+                attrs,
+            )
+        }
+        Op::Gather { axis } => mk(
+            "top.Gather",
+            values(2)?,
+            vec![("axis", A::I64(*axis)), ("keepdims", A::Bool(true))],
+        ),
+        Op::Cast { to } => mk(
+            "top.Cast",
+            values(1)?,
+            vec![("to", A::Str(dtype_name(*to).into()))],
+        ),
+        Op::Expand => {
+            let shape = const_ints(1)?.ok_or_else(|| err("shape is missing".into()))?;
+            mk(
+                "top.Expand",
+                values(1)?,
+                vec![("shape", A::I64Array(shape))],
+            )
+        }
+        Op::Where => mk("top.Where", values(3)?, vec![]),
+        Op::And | Op::Or | Op::Equal | Op::Less | Op::Greater => mk(
+            "top.Compare",
+            values(2)?,
+            vec![("mode", A::Str(op_type.to_string()))],
+        ),
+        Op::Not => mk(
+            "top.Compare",
+            values(1)?,
+            vec![("mode", A::Str("Not".into()))],
+        ),
+        Op::Shape { start, end } => {
+            let mut attrs = vec![("start", A::I64(*start)), ("step", A::I64(1))];
+            if let Some(e) = end {
+                attrs.push(("end", A::I64(*e)));
+            }
+            mk("top.Shape", values(1)?, attrs)
+        }
+    };
+    Ok(top)
+}
