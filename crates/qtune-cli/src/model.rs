@@ -6,6 +6,9 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use qtune_exec::{Executor, PrepareOptions};
 use qtune_ir::ValueId;
+use qtune_ir::mlir::{
+    InputAttrs, MlirWriteOptions, read_top_mlir, read_top_mlir_file, write_top_mlir,
+};
 use qtune_onnx::ImportOptions;
 use qtune_tensor::Tensor;
 
@@ -39,7 +42,8 @@ pub fn parse_input_shapes(s: &str) -> Result<Vec<Vec<usize>>> {
         .collect()
 }
 
-/// Imports and prepares a model (`.onnx`).
+/// Imports and prepares a model (`.onnx` or Top-dialect `.mlir`); tensors
+/// keep the names of the file (ONNX tensor names, or .mlir op names).
 pub fn load(path: &Path, input_shapes: Option<&str>) -> Result<Executor> {
     load_with(path, input_shapes, &PrepareOptions::default())
 }
@@ -50,6 +54,34 @@ pub fn load_with(
     input_shapes: Option<&str>,
     prepare: &PrepareOptions,
 ) -> Result<Executor> {
+    Ok(load_model(path, input_shapes, prepare, Naming::AsInFile)?.exec)
+}
+
+/// How the tensors of a loaded model are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// As in the file: ONNX tensor names, or the op names of a .mlir.
+    AsInFile,
+    /// TPU-MLIR op names (`<first output>_<OpType>`) for both file kinds, as
+    /// calibration tables and qtables need. An ONNX model goes through the
+    /// same .mlir writer and reader as `model_transform`.
+    TopOps,
+}
+
+/// A prepared model and what its file says about input preprocessing.
+pub struct LoadedModel {
+    pub exec: Executor,
+    /// `top.Input` attributes per graph input (empty for ONNX files).
+    pub input_attrs: Vec<InputAttrs>,
+}
+
+/// Imports a model file into an executor; see [`Naming`].
+pub fn load_model(
+    path: &Path,
+    input_shapes: Option<&str>,
+    prepare: &PrepareOptions,
+    naming: Naming,
+) -> Result<LoadedModel> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -59,16 +91,49 @@ pub fn load_with(
     if let Some(s) = input_shapes {
         opts = ImportOptions::with_input_shapes(parse_input_shapes(s)?);
     }
-    let graph = match ext.as_str() {
-        "onnx" => qtune_onnx::import_onnx(path, &opts)?,
+    let (graph, input_attrs) = match ext.as_str() {
+        "onnx" => {
+            let graph = qtune_onnx::import_onnx(path, &opts)?;
+            if naming == Naming::TopOps {
+                let graph = prepare_graph(graph, &PrepareOptions::default(), path)?;
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let (text, weights) = write_top_mlir(&graph, &MlirWriteOptions::new(stem))?;
+                let (g, _) = read_top_mlir(&text, &weights, &path.display().to_string())?;
+                (g, Vec::new())
+            } else {
+                (graph, Vec::new())
+            }
+        }
+        "mlir" => {
+            if input_shapes.is_some() {
+                bail!(
+                    "--input_shapes applies to .onnx models; `{}` already has static shapes",
+                    path.display()
+                );
+            }
+            read_top_mlir_file(path)?
+        }
         _ => bail!(
-            "model `{}`: unknown model format (expected a .onnx file)",
+            "model `{}`: unknown model format (expected .onnx or .mlir)",
             path.display()
         ),
     };
-    let (exec, _) = Executor::from_graph(graph, prepare)
-        .with_context(|| format!("model `{}`", path.display()))?;
-    Ok(exec)
+    let graph = prepare_graph(graph, prepare, path)?;
+    let exec = Executor::new(graph).with_context(|| format!("model `{}`", path.display()))?;
+    Ok(LoadedModel { exec, input_attrs })
+}
+
+fn prepare_graph(
+    graph: qtune_ir::Graph,
+    opts: &PrepareOptions,
+    path: &Path,
+) -> Result<qtune_ir::Graph> {
+    let (graph, _) =
+        qtune_exec::prepare(graph, opts).with_context(|| format!("model `{}`", path.display()))?;
+    Ok(graph)
 }
 
 /// Splits npz arrays into per-sample graph inputs. An array may hold

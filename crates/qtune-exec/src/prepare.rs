@@ -37,7 +37,7 @@ pub fn prepare(
     graph.check_topological()?;
     let mut report = PrepareReport::default();
     let mut folded = vec![false; graph.node_count()];
-    for i in 0..graph.node_count() {
+    for (i, is_folded) in folded.iter_mut().enumerate() {
         let id = NodeId::from_index(i);
         let outs = infer_node(&graph, id)?;
         let node = graph.node(id);
@@ -77,7 +77,7 @@ pub fn prepare(
             for (o, t) in out_ids.iter().zip(tensors) {
                 graph.value_mut(*o).constant = Some(t);
             }
-            folded[i] = true;
+            *is_folded = true;
             report.folded_nodes += 1;
         }
     }

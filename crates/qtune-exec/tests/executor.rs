@@ -3,14 +3,27 @@
 
 use std::path::PathBuf;
 
-use qtune_exec::{Executor, FnHook, Keep, NoHook, Parallelism, PrepareOptions, RunOptions, ValueHook, Values};
+use qtune_exec::{
+    Executor, FnHook, Keep, NoHook, Parallelism, PrepareOptions, RunOptions, ValueHook, Values,
+};
 use qtune_ir::{Graph, NodeId, ValueId};
-use qtune_tensor::{read_npz, Tensor};
+use qtune_tensor::{Tensor, read_npz};
 
 fn mobilenet() -> (Executor, Vec<(ValueId, Tensor)>) {
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/workloads"));
-    assert!(root.is_dir(), "{} is missing: run scripts/fetch-workloads.sh", root.display());
-    let graph = qtune_onnx::import_onnx(&root.join("models/mobilenetv2_nsfw.onnx"), &Default::default()).unwrap();
+    let root = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/workloads"
+    ));
+    assert!(
+        root.is_dir(),
+        "{} is missing: run scripts/fetch-workloads.sh",
+        root.display()
+    );
+    let graph = qtune_onnx::import_onnx(
+        &root.join("models/mobilenetv2_nsfw.onnx"),
+        &Default::default(),
+    )
+    .unwrap();
     let (exec, _) = Executor::from_graph(graph, &PrepareOptions::default()).unwrap();
     let input = read_npz(&root.join("golden/mobilenetv2_nsfw/input.npz")).unwrap();
     let x = input[0].1.slice_outer(0, 1).unwrap();
@@ -22,7 +35,12 @@ fn mobilenet() -> (Executor, Vec<(ValueId, Tensor)>) {
 struct Perturb(ValueId, usize);
 
 impl ValueHook for Perturb {
-    fn on_value(&mut self, _: &Graph, value: ValueId, t: &mut Tensor) -> Result<(), qtune_exec::ExecError> {
+    fn on_value(
+        &mut self,
+        _: &Graph,
+        value: ValueId,
+        t: &mut Tensor,
+    ) -> Result<(), qtune_exec::ExecError> {
         self.1 += 1;
         if value == self.0 {
             let v: Vec<f32> = t.as_f32().unwrap().iter().map(|x| x * 0.5).collect();
@@ -37,23 +55,39 @@ fn downstream_rerun_equals_full_rerun_and_skips_upstream() {
     let (exec, inputs) = mobilenet();
     let opts_all = RunOptions::new(Keep::All, Parallelism::Sequential);
     let cache = exec.run(inputs.clone(), &opts_all, &mut NoHook).unwrap();
-    assert_eq!(cache.len(), exec.graph().value_count() - count_constants(exec.graph()));
+    assert_eq!(
+        cache.len(),
+        exec.graph().value_count() - count_constants(exec.graph())
+    );
 
     let changed = NodeId::from_index(exec.graph().node_count() / 2);
     let target = exec.graph().node(changed).outputs[0];
     let mut full_hook = Perturb(target, 0);
     let full = exec.run(inputs, &opts_all, &mut full_hook).unwrap();
     let mut part_hook = Perturb(target, 0);
-    let part = exec.run_downstream(&cache, &[changed], &opts_all, &mut part_hook).unwrap();
+    let part = exec
+        .run_downstream(&cache, &[changed], &opts_all, &mut part_hook)
+        .unwrap();
 
     let out = exec.graph().outputs[0];
     assert_eq!(full.get(out), part.get(out), "bit-identical outputs");
-    assert_ne!(cache.get(out), part.get(out), "the perturbation reached the output");
-    let downstream = exec.downstream_of(&[changed]).iter().filter(|&&d| d).count();
+    assert_ne!(
+        cache.get(out),
+        part.get(out),
+        "the perturbation reached the output"
+    );
+    let downstream = exec
+        .downstream_of(&[changed])
+        .iter()
+        .filter(|&&d| d)
+        .count();
     assert_eq!(part_hook.1, downstream, "only downstream nodes ran");
     assert!(downstream < exec.graph().node_count() * 2 / 3);
     // Values upstream of the change were not recomputed.
-    assert!(part.get(exec.graph().node(NodeId::from_index(0)).outputs[0]).is_none());
+    assert!(
+        part.get(exec.graph().node(NodeId::from_index(0)).outputs[0])
+            .is_none()
+    );
 }
 
 #[test]
@@ -61,18 +95,34 @@ fn plain_run_keeps_only_outputs_and_hook_sees_every_value() {
     let (exec, inputs) = mobilenet();
     let mut seen = 0usize;
     let values: Values = exec
-        .run(inputs, &RunOptions::default(), &mut FnHook(|_: &Graph, _: ValueId, _: &mut Tensor| seen += 1))
+        .run(
+            inputs,
+            &RunOptions::default(),
+            &mut FnHook(|_: &Graph, _: ValueId, _: &mut Tensor| seen += 1),
+        )
         .unwrap();
     assert_eq!(values.len(), exec.graph().outputs.len());
-    assert_eq!(seen, 1 + exec.graph().node_count(), "input plus one output per node");
+    assert_eq!(
+        seen,
+        1 + exec.graph().node_count(),
+        "input plus one output per node"
+    );
 }
 
 #[test]
 fn parallel_samples_equal_sequential_runs() {
     let (exec, inputs) = mobilenet();
     let samples = vec![inputs.clone(), inputs.clone(), inputs.clone()];
-    let par = exec.run_samples(samples, &Keep::Outputs, |_| NoHook).unwrap();
-    let seq = exec.run(inputs, &RunOptions::new(Keep::Outputs, Parallelism::Sequential), &mut NoHook).unwrap();
+    let par = exec
+        .run_samples(samples, &Keep::Outputs, |_| NoHook)
+        .unwrap();
+    let seq = exec
+        .run(
+            inputs,
+            &RunOptions::new(Keep::Outputs, Parallelism::Sequential),
+            &mut NoHook,
+        )
+        .unwrap();
     let out = exec.graph().outputs[0];
     for (v, _) in &par {
         assert_eq!(v.get(out), seq.get(out));
@@ -81,5 +131,9 @@ fn parallel_samples_equal_sequential_runs() {
 
 fn count_constants(g: &Graph) -> usize {
     g.values().filter(|(_, v)| v.constant.is_some()).count()
-        + g.values().filter(|(id, v)| v.constant.is_none() && v.producer.is_none() && !g.inputs.contains(id)).count()
+        + g.values()
+            .filter(|(id, v)| {
+                v.constant.is_none() && v.producer.is_none() && !g.inputs.contains(id)
+            })
+            .count()
 }

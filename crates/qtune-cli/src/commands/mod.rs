@@ -4,6 +4,7 @@ pub mod compare;
 pub mod info;
 pub mod preprocess_args;
 pub mod run;
+pub mod transform;
 
 /// Sets the size of the global rayon pool (default: all cores). Results do
 /// not depend on it.

@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use qtune_data::{PreprocessConfig, PreprocessFlags};
+use qtune_ir::mlir::MlirAttr;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct PreprocessArgs {
@@ -16,10 +17,10 @@ pub struct PreprocessArgs {
     #[arg(long = "keep_ratio_mode", alias = "keep-ratio-mode")]
     keep_ratio_mode: Option<String>,
     /// Per-channel mean, e.g. 127,127,127: y = (x - mean) * scale on 0..255 pixels.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     mean: Option<String>,
     /// Per-channel scale, e.g. 0.0078125,0.0078125,0.0078125.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     scale: Option<String>,
     /// rgb | bgr | gray | rgba: channel order fed to the network.
     #[arg(long = "pixel_format", alias = "pixel-format")]
@@ -36,6 +37,105 @@ pub struct PreprocessArgs {
 }
 
 impl PreprocessArgs {
+    /// Whether `--channel_format nhwc` was given.
+    pub fn is_nhwc(&self) -> bool {
+        self.channel_format.as_deref().map(str::trim) == Some("nhwc")
+    }
+
+    /// The `top.Input` attributes TPU-MLIR's model_transform stores for an
+    /// image input, from the resolved configuration. Mean and scale keep
+    /// the flag's decimal values (as f64, as TPU-MLIR's Python does).
+    pub fn input_attrs(&self, cfg: &PreprocessConfig) -> Result<Vec<(String, MlirAttr)>> {
+        let floats = |flag: &str, given: &Option<String>, fallback: &[f32]| -> Result<Vec<f64>> {
+            match given {
+                Some(s) => s
+                    .split(',')
+                    .map(|v| {
+                        v.trim()
+                            .parse::<f64>()
+                            .map_err(|_| anyhow::anyhow!("--{flag} `{s}`: `{v}` is not a number"))
+                    })
+                    .collect(),
+                None => Ok(fallback.iter().map(|&v| f64::from(v)).collect()),
+            }
+        };
+        let dims = cfg.effective_resize_dims();
+        let to_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        Ok(vec![
+            (
+                "channel_format".into(),
+                MlirAttr::Str(cfg.channel_format.to_string()),
+            ),
+            (
+                "keep_aspect_ratio".into(),
+                MlirAttr::Bool(cfg.keep_aspect_ratio),
+            ),
+            (
+                "keep_ratio_mode".into(),
+                MlirAttr::Str(cfg.keep_ratio_mode.to_string()),
+            ),
+            (
+                "mean".into(),
+                MlirAttr::F64Array(floats("mean", &self.mean, &cfg.mean)?),
+            ),
+            ("pad_type".into(), MlirAttr::Str(cfg.pad_type.to_string())),
+            ("pad_value".into(), MlirAttr::I64(i64::from(cfg.pad_value))),
+            (
+                "pixel_format".into(),
+                MlirAttr::Str(cfg.pixel_format.to_string()),
+            ),
+            (
+                "resize_dims".into(),
+                MlirAttr::I64Array(dims.iter().map(|&d| to_i64(d)).collect()),
+            ),
+            (
+                "scale".into(),
+                MlirAttr::F64Array(floats("scale", &self.scale, &cfg.scale)?),
+            ),
+        ])
+    }
+
+    /// Rebuilds the flags from `top.Input` attributes of an .mlir, so tools
+    /// that read an .mlir preprocess images exactly as model_transform was
+    /// told to. Returns `None` when the input carries no preprocessing.
+    pub fn from_input_attrs(attrs: &[(String, MlirAttr)]) -> Option<Self> {
+        let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+        let list = |k: &str| -> Option<String> {
+            let v = get(k)?;
+            if let Some(a) = v.as_i64_array() {
+                return Some(
+                    a.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+            v.as_f64_vec().map(|a| {
+                a.iter()
+                    .map(|x| format!("{x}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+        };
+        let text = |k: &str| get(k).and_then(|v| v.as_str().map(str::to_string));
+        let mean = list("mean")?;
+        Some(PreprocessArgs {
+            resize_dims: list("resize_dims"),
+            keep_aspect_ratio: get("keep_aspect_ratio")
+                .and_then(MlirAttr::as_bool)
+                .unwrap_or(false),
+            keep_ratio_mode: text("keep_ratio_mode"),
+            mean: Some(mean),
+            scale: list("scale"),
+            pixel_format: text("pixel_format"),
+            channel_format: text("channel_format"),
+            pad_value: get("pad_value")
+                .and_then(MlirAttr::as_i64)
+                .map(|v| v.to_string()),
+            pad_type: text("pad_type"),
+        })
+    }
+
     /// The validated configuration for a network input of `shape`.
     pub fn config(&self, shape: &[usize]) -> Result<PreprocessConfig> {
         let shape: [usize; 4] = shape.try_into().map_err(|_| {

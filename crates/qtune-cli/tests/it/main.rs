@@ -6,3 +6,4 @@ mod compare;
 mod errors;
 mod info;
 mod run;
+mod transform;

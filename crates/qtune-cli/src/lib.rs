@@ -1,11 +1,13 @@
-//! `qtune`: post-training quantization tools.
+//! The qtune command-line tools: the `qtune` binary with subcommands, and
+//! binaries named like TPU-MLIR's tools (`model_transform`, ...) that accept
+//! TPU-MLIR's flag spellings.
 //!
 //! Exit codes: 0 success; 1 a check failed (e.g. `compare` below the
 //! tolerance); 2 bad input or usage (unreadable model, wrong shapes, missing
 //! files, unknown flags).
 
-mod commands;
-mod model;
+pub mod commands;
+pub mod model;
 
 use std::process::ExitCode;
 
@@ -17,7 +19,7 @@ use clap::{Parser, Subcommand};
 /// 2 bad input or usage.
 #[derive(Parser)]
 #[command(name = "qtune", version, about, long_about = None)]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +34,8 @@ enum Command {
     Compare(commands::compare::Args),
     /// Classifies images and prints the top classes (float model).
     Classify(commands::classify::Args),
+    /// Imports a model and writes TPU-MLIR Top-dialect .mlir (same as `model_transform`).
+    Transform(commands::transform::Args),
     /// Times float inference (used by bench/ort_compare.py).
     Bench(commands::bench::Args),
 }
@@ -48,8 +52,10 @@ impl std::fmt::Display for CheckFailed {
 
 impl std::error::Error for CheckFailed {}
 
-fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+/// Parses the command line as `P` and runs `run` on it, mapping errors to
+/// exit codes (see the crate docs). Every binary's `main` is this call.
+pub fn main_with<P: Parser>(run: impl FnOnce(P) -> anyhow::Result<()>) -> ExitCode {
+    let parsed = match P::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -57,13 +63,26 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let result = match cli.command {
+    exit_code(run(parsed))
+}
+
+/// The `qtune` binary.
+pub fn qtune_main() -> ExitCode {
+    main_with(|cli: Cli| dispatch(cli.command))
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Info(a) => commands::info::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Compare(a) => commands::compare::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Classify(a) => commands::classify::run(a),
-    };
+        Command::Transform(a) => commands::transform::run(a),
+    }
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    qtune_cli::qtune_main()
+}
