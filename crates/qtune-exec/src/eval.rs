@@ -29,6 +29,8 @@ macro_rules! map_any {
 }
 
 struct Cx<'a> {
+    /// An activation fused into a Conv (see `Executor` fusion).
+    activation: Option<k::UnaryOp>,
     graph: &'a Graph,
     node: &'a Node,
     inputs: Vec<Option<Tensor>>,
@@ -136,8 +138,21 @@ pub(crate) fn eval_node(
     inputs: Vec<Option<Tensor>>,
     par: Parallelism,
 ) -> Result<Vec<Tensor>, ExecError> {
+    eval_node_fused(graph, id, inputs, par, None)
+}
+
+/// Evaluates a Conv node with an activation applied to its output inside
+/// the kernel; bit-identical to the Conv followed by the activation node.
+pub(crate) fn eval_node_fused(
+    graph: &Graph,
+    id: NodeId,
+    inputs: Vec<Option<Tensor>>,
+    par: Parallelism,
+    activation: Option<k::UnaryOp>,
+) -> Result<Vec<Tensor>, ExecError> {
     let node = graph.node(id);
     let mut cx = Cx {
+        activation,
         graph,
         node,
         inputs,
@@ -174,7 +189,7 @@ pub(crate) fn eval_node(
             };
             let od = cx.out_dims(0)?;
             let mut out = vec![0f32; od.iter().product()];
-            k::conv2d(x, xd, w, wd, bias, &p, &mut out, cx.par);
+            k::conv2d_fused(x, xd, w, wd, bias, &p, cx.activation, &mut out, cx.par);
             cx.f32_out(od, out)
         }
         Op::ConvTranspose(a) => {
@@ -922,4 +937,44 @@ fn cast(data: &TensorData, to: DType) -> TensorData {
             }
         }
     }
+}
+
+/// The kernel form of an elementwise activation node, when its parameters
+/// are known statically (Clip bounds must be attributes or constants).
+pub(crate) fn activation_of(graph: &Graph, id: NodeId) -> Option<k::UnaryOp> {
+    let node = graph.node(id);
+    let constant = |i: usize| -> Option<Option<f32>> {
+        match node.inputs.get(i).copied().flatten() {
+            None => Some(None),
+            Some(v) => graph
+                .constant_of(v)
+                .and_then(|t| t.to_f32_vec().first().copied())
+                .map(Some),
+        }
+    };
+    Some(match &node.op {
+        Op::Relu => k::UnaryOp::Relu,
+        Op::Sigmoid => k::UnaryOp::Sigmoid,
+        Op::HardSwish => k::UnaryOp::HardSwish,
+        Op::LeakyRelu { alpha } => k::UnaryOp::LeakyRelu { alpha: *alpha },
+        Op::HardSigmoid { alpha, beta } => k::UnaryOp::HardSigmoid {
+            alpha: *alpha,
+            beta: *beta,
+        },
+        Op::Clip(a) => {
+            let lo = match a.min {
+                Some(v) => Some(v),
+                None => constant(1)?,
+            };
+            let hi = match a.max {
+                Some(v) => Some(v),
+                None => constant(2)?,
+            };
+            k::UnaryOp::Clip {
+                lo: lo.unwrap_or(f32::NEG_INFINITY),
+                hi: hi.unwrap_or(f32::INFINITY),
+            }
+        }
+        _ => return None,
+    })
 }

@@ -6,11 +6,11 @@
 
 use rayon::prelude::*;
 
-use qtune_ir::{Graph, NodeId, ValueId};
-use qtune_kernels::Parallelism;
+use qtune_ir::{Graph, NodeId, Op, ValueId};
+use qtune_kernels::{Parallelism, UnaryOp};
 use qtune_tensor::Tensor;
 
-use crate::eval::eval_node;
+use crate::eval::{activation_of, eval_node, eval_node_fused};
 use crate::{ExecError, PrepareOptions, PrepareReport, prepare};
 
 /// Which computed tensors a run keeps in its [`Values`]. Graph outputs are
@@ -51,6 +51,13 @@ pub trait ValueHook {
         value: ValueId,
         tensor: &mut Tensor,
     ) -> Result<(), ExecError>;
+
+    /// Whether the hook needs to see `value`. Values no hook needs may be
+    /// fused away (a Conv output consumed only by its activation never
+    /// materialises); the results are bit-identical either way.
+    fn wants(&self, _value: ValueId) -> bool {
+        true
+    }
 }
 
 /// The hook that does nothing.
@@ -60,6 +67,9 @@ pub struct NoHook;
 impl ValueHook for NoHook {
     fn on_value(&mut self, _: &Graph, _: ValueId, _: &mut Tensor) -> Result<(), ExecError> {
         Ok(())
+    }
+    fn wants(&self, _: ValueId) -> bool {
+        false
     }
 }
 
@@ -109,12 +119,88 @@ impl Values {
     }
 }
 
+/// A Conv whose activation runs inside the conv kernel: the Conv writes
+/// `output` directly and the `absorbed` nodes are skipped. Used only when
+/// none of the `intermediates` is kept by the run or wanted by its hook.
+#[derive(Debug, Clone)]
+struct Fusion {
+    activation: UnaryOp,
+    absorbed: Vec<NodeId>,
+    intermediates: Vec<ValueId>,
+    output: ValueId,
+}
+
 /// An executable graph.
 #[derive(Debug, Clone)]
 pub struct Executor {
     graph: Graph,
     /// Readers of each value (node inputs), by value index.
     consumers: Vec<Vec<NodeId>>,
+    /// Fusion headed by each node, by node index.
+    fusions: Vec<Option<Fusion>>,
+}
+
+/// Finds Conv -> activation and Conv -> SiLU (`x * Sigmoid(x)`) chains
+/// whose intermediate values have no other reader.
+fn find_fusions(graph: &Graph, consumers: &[Vec<NodeId>]) -> Vec<Option<Fusion>> {
+    let single_use = |v: ValueId| -> Option<NodeId> {
+        let list = &consumers[v.index()];
+        let reads: usize = list
+            .iter()
+            .map(|&c| {
+                graph
+                    .node(c)
+                    .inputs
+                    .iter()
+                    .filter(|&&i| i == Some(v))
+                    .count()
+            })
+            .sum();
+        (list.len() == 1 && reads == 1 && !graph.outputs.contains(&v)).then(|| list[0])
+    };
+    graph
+        .nodes()
+        .map(|(_, n)| {
+            if !matches!(n.op, Op::Conv(_)) || n.outputs.len() != 1 {
+                return None;
+            }
+            let v = n.outputs[0];
+            if graph.outputs.contains(&v) {
+                return None;
+            }
+            if let Some(c) = single_use(v) {
+                let act = activation_of(graph, c)?;
+                return Some(Fusion {
+                    activation: act,
+                    absorbed: vec![c],
+                    intermediates: vec![v],
+                    output: graph.node(c).outputs[0],
+                });
+            }
+            // SiLU: v feeds exactly a Sigmoid and a Mul(v, sigmoid(v)).
+            let list = &consumers[v.index()];
+            if list.len() != 2 {
+                return None;
+            }
+            let (sig, mul) = match (&graph.node(list[0]).op, &graph.node(list[1]).op) {
+                (Op::Sigmoid, Op::Mul) => (list[0], list[1]),
+                (Op::Mul, Op::Sigmoid) => (list[1], list[0]),
+                _ => return None,
+            };
+            let s = graph.node(sig).outputs[0];
+            let m = graph.node(mul);
+            let pair_ok = m.inputs == vec![Some(v), Some(s)] || m.inputs == vec![Some(s), Some(v)];
+            if !pair_ok || single_use(s) != Some(mul) {
+                return None;
+            }
+            Some(Fusion {
+                activation: UnaryOp::Silu,
+                absorbed: vec![sig, mul],
+                intermediates: vec![v, s],
+                output: m.outputs[0],
+            })
+        })
+        .collect()
 }
 
 impl Executor {
@@ -126,7 +212,12 @@ impl Executor {
             }
         }
         let consumers = graph.consumers();
-        Ok(Executor { graph, consumers })
+        let fusions = find_fusions(&graph, &consumers);
+        Ok(Executor {
+            graph,
+            consumers,
+            fusions,
+        })
     }
 
     /// Prepares (shape inference, constant folding) and wraps a graph.
@@ -140,6 +231,11 @@ impl Executor {
 
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// How many Conv + activation chains can run fused.
+    pub fn fusion_count(&self) -> usize {
+        self.fusions.iter().flatten().count()
     }
 
     /// Checks and orders the inputs of one run.
@@ -315,10 +411,17 @@ impl Executor {
                 }
             }
         }
+        let mut skip = vec![false; g.node_count()];
         for (id, n) in g.nodes() {
-            if !run_mask[id.index()] {
+            if !run_mask[id.index()] || skip[id.index()] {
                 continue;
             }
+            let fusion = self.fusions[id.index()].as_ref().filter(|f| {
+                f.absorbed.iter().all(|a| run_mask[a.index()])
+                    && f.intermediates
+                        .iter()
+                        .all(|&v| !kept[v.index()] && !hook.wants(v))
+            });
             let mut inputs = Vec::with_capacity(n.inputs.len());
             for input in &n.inputs {
                 let Some(v) = *input else {
@@ -339,8 +442,20 @@ impl Executor {
                 let t = t.ok_or_else(|| ExecError::NotKept(g.value(v).name.clone()))?;
                 inputs.push(Some(t));
             }
-            let outputs = eval_node(g, id, inputs, opts.parallelism)?;
-            for (&o, mut t) in n.outputs.iter().zip(outputs) {
+            let (outputs, out_ids) = match fusion {
+                Some(f) => {
+                    for a in &f.absorbed {
+                        skip[a.index()] = true;
+                    }
+                    let t = eval_node_fused(g, id, inputs, opts.parallelism, Some(f.activation))?;
+                    (t, std::slice::from_ref(&f.output))
+                }
+                None => (
+                    eval_node(g, id, inputs, opts.parallelism)?,
+                    n.outputs.as_slice(),
+                ),
+            };
+            for (&o, mut t) in out_ids.iter().zip(outputs) {
                 debug_assert_eq!(
                     Some(t.shape()),
                     g.value(o).shape.as_ref(),

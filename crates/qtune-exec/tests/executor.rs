@@ -137,3 +137,59 @@ fn count_constants(g: &Graph) -> usize {
             })
             .count()
 }
+
+/// Conv + activation and Conv + SiLU run fused when nothing needs the
+/// intermediate tensors; the results must be bit-identical to the unfused run.
+#[test]
+fn fused_activations_are_bit_identical() {
+    let root = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/workloads"
+    ));
+    for (name, fold) in [
+        ("yolox_det416", false),
+        ("mobilenetv2_nsfw", true),
+        ("ppocr_v4_det640", false),
+    ] {
+        let graph = qtune_onnx::import_onnx(
+            &root.join(format!("models/{name}.onnx")),
+            &Default::default(),
+        )
+        .unwrap();
+        let mut opts = PrepareOptions::default();
+        opts.fold_batchnorm = fold;
+        let (exec, _) = Executor::from_graph(graph, &opts).unwrap();
+        assert!(
+            exec.fusion_count() >= 20,
+            "{name}: {} fusions",
+            exec.fusion_count()
+        );
+        let input = read_npz(&root.join(format!("golden/{name}/input.npz"))).unwrap();
+        let inputs = vec![(
+            exec.graph().inputs[0],
+            input[0].1.slice_outer(0, 1).unwrap(),
+        )];
+        let run = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
+        let fused = exec.run(inputs.clone(), &run, &mut NoHook).unwrap();
+        let mut seen = 0usize;
+        let unfused = exec
+            .run(
+                inputs,
+                &run,
+                &mut FnHook(|_: &Graph, _: ValueId, _: &mut Tensor| seen += 1),
+            )
+            .unwrap();
+        assert_eq!(
+            seen,
+            1 + exec.graph().node_count(),
+            "{name}: the observing run is unfused"
+        );
+        for &o in &exec.graph().outputs {
+            assert_eq!(
+                fused.get(o),
+                unfused.get(o),
+                "{name}: fused and unfused outputs differ"
+            );
+        }
+    }
+}

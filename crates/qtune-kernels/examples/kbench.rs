@@ -4,7 +4,10 @@
 //! Run with `cargo run --release -p qtune-kernels --example kbench` (add an argument, e.g.
 //! `conv`, to run only the benchmarks whose name contains it).
 
-use qtune_kernels::{Conv2dParams, Parallelism, UnaryOp, conv2d, conv2d_out_dims, gemm, unary};
+use qtune_kernels::{
+    Conv2dParams, Parallelism, Pool2dParams, UnaryOp, conv2d, conv2d_out_dims, gemm, max_pool2d,
+    pool2d_out_dims, unary,
+};
 use std::time::{Duration, Instant};
 
 /// Best and median seconds per call of `f`, after a warm-up, over about `budget`.
@@ -77,6 +80,9 @@ fn main() {
     let mut c = vec![0.0; n * n];
     let act = filled(64 * 112 * 112, 6);
     let mut act_out = act.clone();
+    let pool_in = filled(256 * 20 * 20, 7);
+    let pool_p = Pool2dParams::new([13, 13]).pads([6; 4]);
+    let mut pool_out = vec![0.0; pool2d_out_dims([1, 256, 20, 20], &pool_p).iter().product()];
     let benches = vec![
         Bench {
             name: "sgemm 1024^3",
@@ -121,6 +127,18 @@ fn main() {
             Conv2dParams::new([1, 1], [2; 4], [1, 1], 240),
         ),
         conv_bench(
+            "dwconv 576 3x3 14x14 pad1",
+            [1, 576, 14, 14],
+            [576, 1, 3, 3],
+            Conv2dParams::new([1, 1], [1; 4], [1, 1], 576),
+        ),
+        conv_bench(
+            "dwconv 960 3x3 7x7 pad1",
+            [1, 960, 7, 7],
+            [960, 1, 3, 3],
+            Conv2dParams::new([1, 1], [1; 4], [1, 1], 960),
+        ),
+        conv_bench(
             "conv1x1 144->24 56x56",
             [1, 144, 56, 56],
             [24, 144, 1, 1],
@@ -144,6 +162,19 @@ fn main() {
             [128, 128, 3, 3],
             Conv2dParams::new([1, 1], [1; 4], [1, 1], 1),
         ),
+        Bench {
+            name: "maxpool 13x13 256x20x20 (Gop/s)",
+            flops: (256 * 20 * 20 * 169) as f64,
+            run: Box::new(move || {
+                max_pool2d(
+                    &pool_in,
+                    [1, 256, 20, 20],
+                    &pool_p,
+                    &mut pool_out,
+                    Parallelism::Rayon,
+                )
+            }),
+        },
         Bench {
             name: "sigmoid 64x112x112 (Gelem/s)",
             flops: (64 * 112 * 112) as f64,

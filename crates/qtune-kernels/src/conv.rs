@@ -14,19 +14,48 @@
 use crate::Parallelism;
 use crate::gemm_kernel::{MatRef, gemm_tile};
 use crate::simd::dispatch;
+use crate::unary::{UnaryOp, apply_in_place};
 use crate::util::{SendPtr, for_each_tile};
 use std::cell::RefCell;
 
-/// Output pixels per GEMM tile.
-const TILE_PIXELS: usize = 256;
-/// Output channels per GEMM tile when a group's output has many pixel tiles (then the
-/// im2col buffer is built once per pixel tile and shared by all channels).
-const TILE_CHANNELS_WIDE: usize = 512;
-/// Output channels per GEMM tile for small spatial outputs and 1x1 convolutions, so deep
-/// layers (7x7, 14x14 outputs) still split into enough tiles to keep threads busy.
-const TILE_CHANNELS_NARROW: usize = 64;
-/// A group's output counts as "many pixel tiles" from this many on.
-const MANY_PIXEL_TILES: usize = 8;
+/// Largest number of output pixels per GEMM tile.
+const MAX_TILE_PIXELS: usize = 256;
+/// Smallest pixel tile used to create more tiles on small outputs.
+const MIN_TILE_PIXELS: usize = 64;
+/// Largest number of output channels per GEMM tile.
+const MAX_TILE_CHANNELS: usize = 512;
+/// Smallest channel tile used to create more tiles on tiny outputs.
+const MIN_TILE_CHANNELS: usize = 32;
+/// Number of tiles a convolution is cut into at least, when its shape allows, so that
+/// two or more threads have work to share. A constant: never the thread count.
+const MIN_TILES: usize = 8;
+
+/// Fixed tiling of one convolution's GEMMs: `(pixels, channels)` per tile.
+///
+/// It depends on the shape only. Pixels are split first (each pixel tile builds its
+/// im2col block once); channels are split only when pixel tiles alone give fewer than
+/// [`MIN_TILES`] tiles, because each channel tile repeats the im2col of its pixel tile.
+fn conv_tiles(units: usize, ohw: usize, m_g: usize) -> (usize, usize) {
+    let units = units.max(1);
+    let tile_pixels = if units * ohw.div_ceil(MAX_TILE_PIXELS) >= MIN_TILES {
+        MAX_TILE_PIXELS
+    } else {
+        let splits = MIN_TILES.div_ceil(units);
+        ohw.div_ceil(splits)
+            .next_multiple_of(16)
+            .clamp(MIN_TILE_PIXELS, MAX_TILE_PIXELS)
+    };
+    let pixel_tiles = units * ohw.div_ceil(tile_pixels);
+    let tile_channels = if pixel_tiles >= MIN_TILES {
+        MAX_TILE_CHANNELS
+    } else {
+        let splits = MIN_TILES.div_ceil(pixel_tiles);
+        m_g.div_ceil(splits)
+            .next_multiple_of(16)
+            .clamp(MIN_TILE_CHANNELS, MAX_TILE_CHANNELS)
+    };
+    (tile_pixels, tile_channels)
+}
 
 /// Attributes of a 2-D convolution (ONNX `Conv`), with `auto_pad` already resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +171,28 @@ pub fn conv2d(
     out: &mut [f32],
     par: Parallelism,
 ) {
+    conv2d_fused(input, in_dims, weight, w_dims, bias, p, None, out, par);
+}
+
+/// [`conv2d`] followed by an elementwise activation (e.g. `Relu`, `Clip` for ReLU6,
+/// `Silu`, `HardSwish`) applied to each output tile while it is still in cache, instead
+/// of a separate pass over the output. The result is bit-identical to `conv2d` followed by
+/// [`crate::unary`] with the same op.
+///
+/// # Panics
+/// Same shape contract as [`conv2d`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_fused(
+    input: &[f32],
+    in_dims: [usize; 4],
+    weight: &[f32],
+    w_dims: [usize; 4],
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    activation: Option<UnaryOp>,
+    out: &mut [f32],
+    par: Parallelism,
+) {
     let [n, c, h, w] = in_dims;
     let [m, c_g, kh, kw] = w_dims;
     let g = p.group;
@@ -180,10 +231,14 @@ pub fn conv2d(
         pt: p.pads[0],
         pl: p.pads[1],
     };
+    let flops = 2 * n * m * oh * ow * c_g * kh * kw;
+    let par = crate::util::par_for_work(par, flops);
     if g == c && g == m {
-        depthwise(input, weight, bias, &geom, c, out, par);
+        depthwise(input, weight, bias, &geom, c, activation, out, par);
     } else {
-        im2col_gemm(input, in_dims, weight, m, bias, g, &geom, out, par);
+        im2col_gemm(
+            input, in_dims, weight, m, bias, g, &geom, activation, out, par,
+        );
     }
 }
 
@@ -201,6 +256,7 @@ fn im2col_gemm(
     bias: Option<&[f32]>,
     g: usize,
     geo: &Geom,
+    activation: Option<UnaryOp>,
     out: &mut [f32],
     par: Parallelism,
 ) {
@@ -217,13 +273,8 @@ fn im2col_gemm(
         && geo.pl == 0
         && geo.oh == h
         && geo.ow == w;
-    let tp = ohw.div_ceil(TILE_PIXELS);
-    // The channel tile depends on the shape only, never on the thread count.
-    let tile_channels = if !pointwise && tp >= MANY_PIXEL_TILES {
-        TILE_CHANNELS_WIDE
-    } else {
-        TILE_CHANNELS_NARROW
-    };
+    let (tile_pixels, tile_channels) = conv_tiles(n * g, ohw, m_g);
+    let tp = ohw.div_ceil(tile_pixels);
     let tc = m_g.div_ceil(tile_channels);
     let per_group = tp * tc;
     let outp = SendPtr(out.as_mut_ptr());
@@ -234,8 +285,8 @@ fn im2col_gemm(
         let (ci, pi) = (r / tp, r % tp);
         let m0 = ci * tile_channels;
         let mm = tile_channels.min(m_g - m0);
-        let j0 = pi * TILE_PIXELS;
-        let nn = TILE_PIXELS.min(ohw - j0);
+        let j0 = pi * tile_pixels;
+        let nn = tile_pixels.min(ohw - j0);
         let plane0 = (ni * c + gi * geo.c_g) * h * w;
         let lhs = MatRef {
             ptr: weight[(gi * m_g + m0) * kdim..].as_ptr(),
@@ -270,18 +321,25 @@ fn im2col_gemm(
                 unsafe { gemm_tile(mm, nn, kdim, dst, ohw as isize, lhs, rhs, false) };
             });
         }
-        if let Some(b) = bias {
-            for (i, &bv) in b[gi * m_g + m0..][..mm].iter().enumerate() {
+        if bias.is_some() || activation.is_some() {
+            for i in 0..mm {
                 // SAFETY: row i of this tile, columns j0..j0+nn, written by this tile only.
                 let row = unsafe { std::slice::from_raw_parts_mut(dst.add(i * ohw), nn) };
-                for v in row.iter_mut() {
-                    *v += bv;
+                if let Some(b) = bias {
+                    let bv = b[gi * m_g + m0 + i];
+                    for v in row.iter_mut() {
+                        *v += bv;
+                    }
+                }
+                if let Some(act) = activation {
+                    apply_in_place(act, row);
                 }
             }
         }
     });
 }
 
+dispatch! {
 /// Fills `col` (`[c_g*kh*kw, nn]`, row-major) with the im2col columns for output pixels
 /// `j0..j0+nn` of one group; `x` holds that group's `c_g` input planes.
 fn im2col_tile(x: &[f32], g: &Geom, j0: usize, nn: usize, col: &mut [f32]) {
@@ -325,11 +383,7 @@ fn im2col_tile(x: &[f32], g: &Geom, j0: usize, nn: usize, col: &mut [f32]) {
                             if g.sw == 1 {
                                 seg[a..b].copy_from_slice(&irow[start..start + (b - a)]);
                             } else {
-                                for (o, i) in
-                                    seg[a..b].iter_mut().zip(irow[start..].iter().step_by(g.sw))
-                                {
-                                    *o = *i;
-                                }
+                                strided_copy(&mut seg[a..b], &irow[start..], g.sw);
                             }
                         }
                     }
@@ -340,6 +394,7 @@ fn im2col_tile(x: &[f32], g: &Geom, j0: usize, nn: usize, col: &mut [f32]) {
         }
     }
 }
+}
 
 #[allow(clippy::too_many_arguments)]
 fn depthwise(
@@ -348,25 +403,48 @@ fn depthwise(
     bias: Option<&[f32]>,
     geo: &Geom,
     c: usize,
+    activation: Option<UnaryOp>,
     out: &mut [f32],
     par: Parallelism,
 ) {
-    let (hw, ohw, kk) = (geo.h * geo.w, geo.oh * geo.ow, geo.kh * geo.kw);
-    crate::util::for_each_chunk_mut(out, ohw, par, |pi, o| {
-        let ch = pi % c;
-        let b = bias.map_or(0.0, |b| b[ch]);
+    let ohw = geo.oh * geo.ow;
+    // Several small planes per tile, so per-call costs (dispatch, scratch, rayon) are
+    // paid once per tile; the count depends on the shape only.
+    let planes_per_tile = (DW_TILE_OUTPUTS / ohw).max(1);
+    crate::util::for_each_chunk_mut(out, planes_per_tile * ohw, par, |ti, o| {
         DW_SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
-            dw_plane(
-                &input[pi * hw..(pi + 1) * hw],
-                &weight[ch * kk..(ch + 1) * kk],
-                b,
-                o,
-                geo,
-                &mut s,
-            );
+            dw_planes(input, weight, bias, ti * planes_per_tile, c, o, geo, &mut s);
         });
+        if let Some(act) = activation {
+            apply_in_place(act, o);
+        }
     });
+}
+
+/// Output elements per depthwise tile (whole planes; at least one plane).
+const DW_TILE_OUTPUTS: usize = 4096;
+
+dispatch! {
+/// Depthwise planes `p0..` of the output tile `out` (whole planes).
+fn dw_planes(
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    p0: usize,
+    c: usize,
+    out: &mut [f32],
+    g: &Geom,
+    scratch: &mut Vec<f32>,
+) {
+    let (hw, ohw, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    for (i, o) in out.chunks_exact_mut(ohw).enumerate() {
+        let pi = p0 + i;
+        let ch = pi % c;
+        let b = bias.map_or(0.0, |b| b[ch]);
+        dw_plane(&input[pi * hw..(pi + 1) * hw], &weight[ch * kk..(ch + 1) * kk], b, o, g, scratch);
+    }
+}
 }
 
 thread_local! {
@@ -385,20 +463,36 @@ thread_local! {
 struct DwLayout {
     hp: usize,
     wp: usize,
+    /// Elements per phase plane: `hp * wp` plus [`DW_LANES`] of slack, so the tap loops can
+    /// run over a length rounded up to whole vectors (no scalar tail; the extra outputs are
+    /// dropped).
+    plane: usize,
+    /// Length of the "wide" output, `(oh - 1) * wp + ow`, rounded up to [`DW_LANES`].
+    wide_len: usize,
 }
+
+/// Phase-plane width below which [`fill_phase`] zeroes whole planes at once.
+const NARROW_PLANE: usize = 32;
+
+/// Vector width in f32 lanes the depthwise loops are padded to (one AVX-512 register).
+const DW_LANES: usize = 16;
 
 impl DwLayout {
     fn new(g: &Geom) -> Self {
         let ry = ((g.kh - 1) * g.dh) / g.sh;
         let rx = ((g.kw - 1) * g.dw) / g.sw;
+        let (hp, wp) = (g.oh + ry + 1, g.ow + rx);
         Self {
-            hp: g.oh + ry + 1,
-            wp: g.ow + rx,
+            hp,
+            wp,
+            plane: hp * wp + DW_LANES,
+            wide_len: ((g.oh - 1) * wp + g.ow).next_multiple_of(DW_LANES),
         }
     }
 }
 
 /// Fills one phase plane from the unpadded input plane `x`.
+#[inline(always)]
 fn fill_phase(x: &[f32], g: &Geom, lay: &DwLayout, pr: usize, pc: usize, dst: &mut [f32]) {
     let (h, w, wp) = (g.h, g.w, lay.wp);
     // Columns j whose source column j * sw + pc - pl lies inside the input.
@@ -415,34 +509,77 @@ fn fill_phase(x: &[f32], g: &Geom, lay: &DwLayout, pr: usize, pc: usize, dst: &m
         ((w as isize - off) as usize).div_ceil(g.sw)
     }
     .clamp(lo, wp);
+    // Narrow planes (7x7, 14x14) are common: there one memset for the whole plane beats
+    // two tiny ones per row; wide planes would be written twice, so they zero only the
+    // border columns of each row.
+    let narrow = wp < NARROW_PLANE;
+    if narrow {
+        dst.fill(0.0);
+    }
     for (i, row) in dst.chunks_exact_mut(wp).enumerate() {
         let iy = (i * g.sh + pr) as isize - g.pt as isize;
         if iy < 0 || iy >= h as isize || hi == lo {
-            row.fill(0.0);
+            if !narrow {
+                row.fill(0.0);
+            }
             continue;
         }
         let src = &x[iy as usize * w..(iy as usize + 1) * w];
-        row[..lo].fill(0.0);
-        row[hi..].fill(0.0);
+        if !narrow {
+            row[..lo].fill(0.0);
+            row[hi..].fill(0.0);
+        }
         let start = ((lo * g.sw) as isize + off) as usize;
         if g.sw == 1 {
             row[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
         } else {
-            for (d, v) in row[lo..hi]
-                .iter_mut()
-                .zip(src[start..].iter().step_by(g.sw))
-            {
-                *d = *v;
-            }
+            strided_copy(&mut row[lo..hi], &src[start..], g.sw);
         }
     }
+}
+
+/// Cuts every source to length `n` (so the tap loops carry no bounds checks). A plain loop
+/// rather than `array::map`, which was not inlined into the target-feature copies.
+#[inline(always)]
+fn trim<const K: usize>(srcs: [&[f32]; K], n: usize) -> [&[f32]; K] {
+    let mut out: [&[f32]; K] = [&[]; K];
+    for (o, s) in out.iter_mut().zip(srcs) {
+        *o = &s[..n];
+    }
+    out
+}
+
+/// The `K` taps of kernel row `ky` starting at column `kx0`.
+#[inline(always)]
+fn row_srcs<'a, const K: usize>(
+    ph: &'a [f32],
+    g: &Geom,
+    lay: &DwLayout,
+    ky: usize,
+    kx0: usize,
+) -> [&'a [f32]; K] {
+    let mut out: [&[f32]; K] = [&[]; K];
+    for (t, o) in out.iter_mut().enumerate() {
+        *o = tap_src(ph, g, lay, ky, kx0 + t);
+    }
+    out
+}
+
+/// Phase-plane window read by tap `(ky, kx)` (see [`DwLayout`]).
+#[inline(always)]
+fn tap_src<'a>(ph: &'a [f32], g: &Geom, lay: &DwLayout, ky: usize, kx: usize) -> &'a [f32] {
+    let plane = lay.plane;
+    let (y, x) = (ky * g.dh, kx * g.dw);
+    let id = (y % g.sh) * g.sw + x % g.sw;
+    let off = (y / g.sh) * lay.wp + x / g.sw;
+    &ph[id * plane + off..(id + 1) * plane]
 }
 
 /// `dst[i] = bias + w[0] * s[0][i] + ... + w[K-1] * s[K-1][i]`, summed in tap order.
 #[inline(always)]
 fn taps_fixed<const K: usize>(dst: &mut [f32], srcs: [&[f32]; K], wts: [f32; K], bias: f32) {
     let n = dst.len();
-    let srcs: [&[f32]; K] = srcs.map(|s| &s[..n]);
+    let srcs = trim(srcs, n);
     for i in 0..n {
         let mut acc = bias;
         for t in 0..K {
@@ -456,7 +593,7 @@ fn taps_fixed<const K: usize>(dst: &mut [f32], srcs: [&[f32]; K], wts: [f32; K],
 #[inline(always)]
 fn taps_row<const K: usize>(dst: &mut [f32], srcs: [&[f32]; K], w: &[f32], init: Option<f32>) {
     let n = dst.len();
-    let srcs: [&[f32]; K] = srcs.map(|s| &s[..n]);
+    let srcs = trim(srcs, n);
     let mut wts = [0.0f32; K];
     wts.copy_from_slice(&w[..K]);
     match init {
@@ -473,66 +610,79 @@ fn taps_row<const K: usize>(dst: &mut [f32], srcs: [&[f32]; K], w: &[f32], init:
     }
 }
 
-/// Stride-2 columns: builds each padded row once in `tmp` and de-interleaves it into the
-/// two column phases.
-fn fill_phases_sw2(
-    x: &[f32],
-    g: &Geom,
-    lay: &DwLayout,
-    ph: &mut [f32],
-    used: &[bool],
-    tmp: &mut [f32],
-) {
-    let (h, w, wp, sh) = (g.h, g.w, lay.wp, g.sh);
-    let plane = lay.hp * wp;
-    // Padded columns X in [0, 2 wp) map to input column X - pl.
-    let lo = g.pl.min(2 * wp);
-    let hi = (g.pl + w).min(2 * wp);
+/// Stride-2 columns: de-interleaves each input row straight into the two column phases
+/// (no intermediate padded row, which caused store-forwarding stalls).
+#[inline(always)]
+fn fill_phases_sw2(x: &[f32], g: &Geom, lay: &DwLayout, ph: &mut [f32], used: &[bool]) {
+    let (h, w, wp, sh, pl) = (g.h, g.w, lay.wp, g.sh, g.pl);
+    let plane = lay.plane;
     for pr in 0..sh {
         if !used[pr * 2] && !used[pr * 2 + 1] {
             continue;
         }
         let (p0, p1) = ph[pr * 2 * plane..(pr * 2 + 2) * plane].split_at_mut(plane);
-        for (i, (r0, r1)) in p0
+        let rows = lay.hp * wp;
+        for (i, (r0, r1)) in p0[..rows]
             .chunks_exact_mut(wp)
-            .zip(p1.chunks_exact_mut(wp))
+            .zip(p1[..rows].chunks_exact_mut(wp))
             .enumerate()
         {
+            r0.fill(0.0);
+            r1.fill(0.0);
             let iy = (i * sh + pr) as isize - g.pt as isize;
-            if iy < 0 || iy >= h as isize || hi <= lo {
-                r0.fill(0.0);
-                r1.fill(0.0);
+            if iy < 0 || iy >= h as isize {
                 continue;
             }
             let src = &x[iy as usize * w..(iy as usize + 1) * w];
-            tmp[..lo].fill(0.0);
-            tmp[hi..].fill(0.0);
-            tmp[lo..hi].copy_from_slice(&src[..hi - lo]);
-            for ((pair, a), b) in tmp.chunks_exact(2).zip(r0.iter_mut()).zip(r1.iter_mut()) {
-                *a = pair[0];
-                *b = pair[1];
+            // Input column k sits at padded column k + pl: phase (k + pl) % 2, index (k + pl) / 2.
+            let (first, second) = if pl % 2 == 0 { (r0, r1) } else { (r1, r0) };
+            let (ja, jb) = (pl / 2, pl.div_ceil(2));
+            let pairs = if ja < wp && jb < wp {
+                deinterleave(src, &mut first[ja..], &mut second[jb..])
+            } else {
+                0
+            };
+            for (k, &v) in src.iter().enumerate().skip(2 * pairs) {
+                let xcol = k + pl;
+                if xcol / 2 < wp {
+                    if xcol % 2 == pl % 2 {
+                        first[xcol / 2] = v;
+                    } else {
+                        second[xcol / 2] = v;
+                    }
+                }
             }
         }
     }
 }
 
-dispatch! {
+/// `a[j] = src[2j]`, `b[j] = src[2j + 1]` for as many pairs as fit; returns that count.
+#[inline(always)]
+fn deinterleave(src: &[f32], a: &mut [f32], b: &mut [f32]) -> usize {
+    let n = a.len().min(b.len()).min(src.len() / 2);
+    let (a, b, src) = (&mut a[..n], &mut b[..n], &src[..2 * n]);
+    for j in 0..n {
+        a[j] = src[2 * j];
+        b[j] = src[2 * j + 1];
+    }
+    n
+}
+
 /// One depthwise output plane. Accumulation order per output element: bias, then the taps
 /// in `(ky, kx)` row-major order, padded taps contributing `w * 0`.
+#[inline(always)]
 fn dw_plane(x: &[f32], wt: &[f32], bias: f32, out: &mut [f32], g: &Geom, scratch: &mut Vec<f32>) {
     let lay = DwLayout::new(g);
     let (sh, sw, kh, kw) = (g.sh, g.sw, g.kh, g.kw);
-    let plane = lay.hp * lay.wp;
+    let plane = lay.plane;
     let phases = sh * sw;
-    let wide_len = (g.oh - 1) * lay.wp + g.ow;
-    let need = phases * plane + g.oh * lay.wp + 2 * lay.wp;
+    let wide_len = lay.wide_len;
+    let need = phases * plane + wide_len;
     if scratch.len() < need {
         scratch.resize(need, 0.0);
     }
     let (ph, rest) = scratch.split_at_mut(phases * plane);
-    let (wide, tmp) = rest.split_at_mut(g.oh * lay.wp);
-    let wide = &mut wide[..wide_len];
-    let tmp = &mut tmp[..2 * lay.wp];
+    let wide = &mut rest[..wide_len];
     // Only the phases some tap reads are filled.
     let mut used = [false; 64];
     for ky in 0..kh {
@@ -544,23 +694,20 @@ fn dw_plane(x: &[f32], wt: &[f32], bias: f32, out: &mut [f32], g: &Geom, scratch
         }
     }
     if sw == 2 && phases <= used.len() {
-        fill_phases_sw2(x, g, &lay, ph, &used, tmp);
+        fill_phases_sw2(x, g, &lay, ph, &used);
     } else {
         for (id, dst) in ph.chunks_exact_mut(plane).enumerate() {
             if id >= used.len() || used[id] {
-                fill_phase(x, g, &lay, id / sw, id % sw, dst);
+                fill_phase(x, g, &lay, id / sw, id % sw, &mut dst[..lay.hp * lay.wp]);
             }
         }
     }
     let ph = &*ph;
-    let src = |ky: usize, kx: usize| -> &[f32] {
-        let (y, xx) = (ky * g.dh, kx * g.dw);
-        let id = (y % sh) * sw + xx % sw;
-        let off = (y / sh) * lay.wp + xx / sw;
-        &ph[id * plane + off..(id + 1) * plane]
-    };
     if kh == 3 && kw == 3 {
-        let srcs = [src(0, 0), src(0, 1), src(0, 2), src(1, 0), src(1, 1), src(1, 2), src(2, 0), src(2, 1), src(2, 2)];
+        let [a, b, c]: [&[f32]; 3] = row_srcs(ph, g, &lay, 0, 0);
+        let [d, e, f]: [&[f32]; 3] = row_srcs(ph, g, &lay, 1, 0);
+        let [p, q, r]: [&[f32]; 3] = row_srcs(ph, g, &lay, 2, 0);
+        let srcs = [a, b, c, d, e, f, p, q, r];
         let mut w9 = [0.0; 9];
         w9.copy_from_slice(wt);
         taps_fixed(wide, srcs, w9, bias);
@@ -571,15 +718,15 @@ fn dw_plane(x: &[f32], wt: &[f32], bias: f32, out: &mut [f32], g: &Geom, scratch
             let wrow = &wt[ky * kw..(ky + 1) * kw];
             let init = if ky == 0 { Some(bias) } else { None };
             match kw {
-                3 => taps_row::<3>(wide, std::array::from_fn(|t| src(ky, t)), wrow, init),
-                5 => taps_row::<5>(wide, std::array::from_fn(|t| src(ky, t)), wrow, init),
-                7 => taps_row::<7>(wide, std::array::from_fn(|t| src(ky, t)), wrow, init),
+                3 => taps_row::<3>(wide, row_srcs(ph, g, &lay, ky, 0), wrow, init),
+                5 => taps_row::<5>(wide, row_srcs(ph, g, &lay, ky, 0), wrow, init),
+                7 => taps_row::<7>(wide, row_srcs(ph, g, &lay, ky, 0), wrow, init),
                 _ => {
                     if let Some(b) = init {
                         wide.fill(b);
                     }
                     for (kx, &wv) in wrow.iter().enumerate() {
-                        for (d, s) in wide.iter_mut().zip(&src(ky, kx)[..n]) {
+                        for (d, s) in wide.iter_mut().zip(&tap_src(ph, g, &lay, ky, kx)[..n]) {
                             *d += wv * *s;
                         }
                     }
@@ -595,4 +742,36 @@ fn dw_plane(x: &[f32], wt: &[f32], bias: f32, out: &mut [f32], g: &Geom, scratch
         }
     }
 }
+
+/// `dst[i] = src[i * stride]`. Stride 2 gets its own loop so the compiler vectorises it
+/// with shuffles (a generic `step_by` loop stays scalar).
+#[inline(always)]
+pub(crate) fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
+    let n = dst.len();
+    if n == 0 {
+        return;
+    }
+    let src = &src[..(n - 1) * stride + 1];
+    if stride == 2 {
+        // Fixed-size blocks: the compiler turns each into a couple of shuffles.
+        // `src` holds 2n - 1 elements, so a block of 16 outputs needs 32 inputs only while
+        // 16 * (b + 1) < n: the last block is left to the scalar tail.
+        let blocks = (n - 1) / 16;
+        for (d, s) in dst
+            .chunks_exact_mut(16)
+            .zip(src.chunks_exact(32))
+            .take(blocks)
+        {
+            for j in 0..16 {
+                d[j] = s[2 * j];
+            }
+        }
+        for i in blocks * 16..n {
+            dst[i] = src[2 * i];
+        }
+    } else {
+        for i in 0..n {
+            dst[i] = src[i * stride];
+        }
+    }
 }

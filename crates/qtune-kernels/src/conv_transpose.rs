@@ -138,6 +138,7 @@ pub fn conv_transpose2d(
     let c_g = c / g;
     let (hw, ohw, kk) = (h * w, oh * ow, kh * kw);
     let tc = m_g.div_ceil(TILE_CHANNELS);
+    let par = crate::util::par_for_work(par, 2 * n * c * hw * m_g * kk);
     let outp = SendPtr(out.as_mut_ptr());
     for_each_tile(n * g * tc, par, |t| {
         let (ng, bi) = (t / tc, t % tc);

@@ -213,6 +213,7 @@ pub fn gemm(
         m * n
     );
     let (av, bv) = views(m, k, n, a, a_trans, b, b_trans);
+    let par = crate::util::par_for_work(par, 2 * m * n * k);
     tiled(m, k, n, av, bv, SendPtr(c.as_mut_ptr()), accumulate, par);
 }
 
@@ -256,6 +257,7 @@ pub fn batched_gemm(
     let per = tm * tn;
     let cp = SendPtr(c.as_mut_ptr());
     let (a_all, b_all) = (a, b);
+    let par = crate::util::par_for_work(par, 2 * batch * m * n * k);
     for_each_tile(batch * per, par, |t| {
         let bi = t / per;
         let r = t % per;

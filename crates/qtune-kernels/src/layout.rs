@@ -113,6 +113,10 @@ pub fn slice<T: Copy>(
     if out.is_empty() {
         return;
     }
+    if r == 0 {
+        out[0] = input[0];
+        return;
+    }
     let st = strides(dims);
     for d in 0..r {
         if out_dims[d] > 0 {

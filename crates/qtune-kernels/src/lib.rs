@@ -20,7 +20,27 @@
 //! thread count. With [`Parallelism::Rayon`] the tiles run on the current rayon pool
 //! (use `ThreadPool::install` to choose the pool).
 //!
-//! Every fast kernel has a slow, obviously-correct twin in [`reference`], used by the
+//! # Kernels
+//!
+//! | area | functions |
+//! |---|---|
+//! | convolution | [`conv2d`], [`conv2d_fused`] (+ activation), [`conv2d_out_dims`], [`conv_transpose2d`], [`conv_transpose2d_out_dims`] |
+//! | matrix multiply | [`gemm()`], [`batched_gemm`] |
+//! | pooling | [`max_pool2d`], [`avg_pool2d`], [`pool2d_out_dims`], [`global_avg_pool`], [`global_max_pool`] |
+//! | normalisation | [`batch_norm`], [`softmax`] |
+//! | elementwise | [`unary`] with [`UnaryOp`], [`binary`] with [`BinaryOp`], [`broadcast_shape`] |
+//! | reductions | [`reduce`] with [`ReduceOp`], [`reduce_out_dims`] |
+//! | resize | [`resize_nearest`], [`resize_linear`], [`resize_scales`] |
+//! | data movement (generic `T: Copy`) | [`transpose`], [`slice()`], [`concat()`], [`gather`], [`expand`], [`where_select`] |
+//!
+//! # CPU features
+//!
+//! Hot loops are compiled for the baseline target and again for AVX-512 and AVX2+FMA,
+//! chosen at run time (`is_x86_feature_detected!`); no `target-cpu=native` is needed.
+//! The GEMM microkernels come from the `gemm` crate (`x86-v4` feature, also dispatched at
+//! run time).
+//!
+//! Every fast kernel has a slow, obviously-correct twin in [`mod@reference`], used by the
 //! differential tests.
 
 // Kernels take shapes and attributes as separate plain arguments on purpose (they know no
@@ -45,7 +65,7 @@ mod util;
 mod tests;
 
 pub use binary::{BinaryOp, binary, broadcast_shape};
-pub use conv::{Conv2dParams, conv2d, conv2d_out_dims};
+pub use conv::{Conv2dParams, conv2d, conv2d_fused, conv2d_out_dims};
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_out_dims};
 pub use gemm_kernel::{batched_gemm, gemm};
 pub use layout::{concat, expand, gather, slice, transpose, where_select};

@@ -47,9 +47,7 @@ pub fn batch_norm(
         let ch = i % c;
         let a = scale[ch] / (var[ch] + epsilon).sqrt();
         let b = bias[ch] - mean[ch] * a;
-        for (o, x) in o.iter_mut().zip(x) {
-            *o = *x * a + b;
-        }
+        affine(o, x, a, b);
     }
 }
 
@@ -110,4 +108,13 @@ pub fn softmax(x: &mut [f32], dims: &[usize], axis: usize) {
             }
         }
     }
+}
+
+crate::simd::dispatch! {
+/// `o = x * a + b`.
+fn affine(o: &mut [f32], x: &[f32], a: f32, b: f32) {
+    for (o, x) in o.iter_mut().zip(x) {
+        *o = *x * a + b;
+    }
+}
 }

@@ -157,6 +157,10 @@ fn check(input: &[f32], in_dims: [usize; 4], p: &Pool2dParams, out: &[f32]) -> [
 
 /// Combines window taps of one plane into `out` rows with `f(acc, x)`, starting from
 /// `init`; taps outside the input are skipped.
+///
+/// Separable: a horizontal pass folds the `kw` taps of every input row into `hbuf`
+/// (`h x ow`), then a vertical pass folds `kh` of those rows per output row, so a window
+/// costs `kh + kw` operations instead of `kh * kw` (SPP-style 13x13 max pools).
 #[inline(always)]
 fn window_fold(
     x: &[f32],
@@ -166,39 +170,68 @@ fn window_fold(
     out: &mut [f32],
     ow: usize,
     init: f32,
+    hbuf: &mut Vec<f32>,
     f: impl Fn(f32, f32) -> f32,
 ) {
     let [kh, kw] = p.kernel;
     let [sh, sw] = p.strides;
     let [dh, dw] = p.dilations;
-    for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
+    let oh = out.len() / ow;
+    hbuf.clear();
+    hbuf.resize(h * ow, init);
+    for (iy, hrow) in hbuf.chunks_exact_mut(ow).enumerate() {
+        let irow = &x[iy * w..(iy + 1) * w];
+        for kx in 0..kw {
+            let off = (kx * dw) as isize - p.pads[1] as isize;
+            let (lo, hi) = valid_range(off, sw, w, ow);
+            if hi <= lo {
+                continue;
+            }
+            let start = ((lo * sw) as isize + off) as usize;
+            let o = &mut hrow[lo..hi];
+            let n = o.len();
+            if sw == 1 {
+                for (o, v) in o.iter_mut().zip(&irow[start..start + n]) {
+                    *o = f(*o, *v);
+                }
+            } else {
+                let src = &irow[start..start + (n - 1) * sw + 1];
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = f(*o, src[i * sw]);
+                }
+            }
+        }
+    }
+    for oy in 0..oh {
+        let orow = &mut out[oy * ow..(oy + 1) * ow];
         orow.fill(init);
         for ky in 0..kh {
             let iy = (oy * sh + ky * dh) as isize - p.pads[0] as isize;
             if iy < 0 || iy >= h as isize {
                 continue;
             }
-            let irow = &x[iy as usize * w..(iy as usize + 1) * w];
-            for kx in 0..kw {
-                let off = (kx * dw) as isize - p.pads[1] as isize;
-                let (lo, hi) = valid_range(off, sw, w, ow);
-                if hi <= lo {
-                    continue;
-                }
-                let start = ((lo * sw) as isize + off) as usize;
-                let o = &mut orow[lo..hi];
-                if sw == 1 {
-                    for (o, v) in o.iter_mut().zip(&irow[start..start + (hi - lo)]) {
-                        *o = f(*o, *v);
-                    }
-                } else {
-                    for (o, v) in o.iter_mut().zip(irow[start..].iter().step_by(sw)) {
-                        *o = f(*o, *v);
-                    }
-                }
+            let hrow = &hbuf[iy as usize * ow..(iy as usize + 1) * ow];
+            for (o, v) in orow.iter_mut().zip(hrow) {
+                *o = f(*o, *v);
             }
         }
     }
+}
+
+thread_local! {
+    static HBUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+crate::simd::dispatch! {
+fn max_plane(x: &[f32], h: usize, w: usize, p: &Pool2dParams, out: &mut [f32], ow: usize, hbuf: &mut Vec<f32>) {
+    window_fold(x, h, w, p, out, ow, f32::NEG_INFINITY, hbuf, f32::max);
+}
+}
+
+crate::simd::dispatch! {
+fn sum_plane(x: &[f32], h: usize, w: usize, p: &Pool2dParams, out: &mut [f32], ow: usize, hbuf: &mut Vec<f32>) {
+    window_fold(x, h, w, p, out, ow, 0.0, hbuf, |a, b| a + b);
+}
 }
 
 /// ONNX `MaxPool` over input `[n, c, h, w]` into `out` `[n, c, oh, ow]` (see
@@ -220,17 +253,22 @@ pub fn max_pool2d(
     if ohw == 0 {
         return;
     }
+    if covers_whole_plane(in_dims, p) {
+        global_max_pool(input, in_dims, out, par);
+        return;
+    }
     for_each_chunk_mut(out, ohw, par, |pi, o| {
-        window_fold(
-            &input[pi * hw..(pi + 1) * hw],
-            h,
-            w,
-            p,
-            o,
-            ow,
-            f32::NEG_INFINITY,
-            f32::max,
-        );
+        HBUF.with(|b| {
+            max_plane(
+                &input[pi * hw..(pi + 1) * hw],
+                h,
+                w,
+                p,
+                o,
+                ow,
+                &mut b.borrow_mut(),
+            )
+        });
     });
 }
 
@@ -250,6 +288,10 @@ pub fn avg_pool2d(
     let (h, w, oh, ow) = (in_dims[2], in_dims[3], od[2], od[3]);
     let (hw, ohw) = (h * w, oh * ow);
     if ohw == 0 {
+        return;
+    }
+    if covers_whole_plane(in_dims, p) {
+        global_avg_pool(input, in_dims, out, par);
         return;
     }
     // Divisor factors per output row and column.
@@ -294,22 +336,32 @@ pub fn avg_pool2d(
         })
         .collect();
     for_each_chunk_mut(out, ohw, par, |pi, o| {
-        window_fold(
-            &input[pi * hw..(pi + 1) * hw],
-            h,
-            w,
-            p,
-            o,
-            ow,
-            0.0,
-            |a, b| a + b,
-        );
+        HBUF.with(|b| {
+            sum_plane(
+                &input[pi * hw..(pi + 1) * hw],
+                h,
+                w,
+                p,
+                o,
+                ow,
+                &mut b.borrow_mut(),
+            )
+        });
         for (orow, &r) in o.chunks_exact_mut(ow).zip(&rows) {
             for (v, &c) in orow.iter_mut().zip(&cols) {
                 *v /= (r * c) as f32;
             }
         }
     });
+}
+
+/// True when the single output window is exactly the whole unpadded plane (the global
+/// pooling that classifier heads export as `AveragePool` with `kernel = [h, w]`).
+fn covers_whole_plane(in_dims: [usize; 4], p: &Pool2dParams) -> bool {
+    p.kernel == [in_dims[2], in_dims[3]]
+        && p.pads == [0; 4]
+        && p.dilations == [1, 1]
+        && in_dims[2] * in_dims[3] > 0
 }
 
 /// Sum of a slice with 16 independent partial sums (vectorisable, fixed order).

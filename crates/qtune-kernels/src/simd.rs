@@ -2,9 +2,10 @@
 //!
 //! Hot loops are written once as plain slice-window loops and compiled twice: a generic
 //! copy for the baseline target and a copy inside `#[target_feature(enable = "avx512f,..")]`
-//! (or AVX2+FMA) chosen at run time with `is_x86_feature_detected!`. The loops never call
-//! `mul_add` and the compiler never contracts `a * b + c` on its own, so every copy rounds
-//! exactly alike: results do not depend on which copy ran.
+//! (or AVX2+FMA) chosen at run time with `is_x86_feature_detected!`. The compiler never
+//! contracts `a * b + c` into a fused multiply-add on its own, and the only explicit
+//! `mul_add` (in [`exp_approx`]) is exactly rounded on every CPU, so every copy rounds
+//! alike: results do not depend on which copy ran.
 
 /// True when the AVX-512 (F, BW, VL, DQ) copy of a kernel can run on this CPU.
 #[cfg(target_arch = "x86_64")]
@@ -76,14 +77,17 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     let n = t - MAGIC;
     let bits = t.to_bits() as i32 - MAGIC.to_bits() as i32;
     let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0 / 5040.0;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
+    // Fused multiply-adds: one rounding each, identical on every CPU (hardware FMA in
+    // the AVX2/AVX-512 copies; the baseline copy falls back to the correctly rounded
+    // software `fmaf`, slow but exact, only on CPUs without FMA).
+    let p: f32 = 1.0 / 5040.0;
+    let p = p.mul_add(r, 1.0 / 720.0);
+    let p = p.mul_add(r, 1.0 / 120.0);
+    let p = p.mul_add(r, 1.0 / 24.0);
+    let p = p.mul_add(r, 1.0 / 6.0);
+    let p = p.mul_add(r, 0.5);
+    let p = p.mul_add(r, 1.0);
+    let p = p.mul_add(r, 1.0);
     // n is in [-126, 128]; split 2^n into two factors so n = 128 does not overflow the
     // exponent field while the product is still finite for x <= 88.72.
     let half = bits >> 1;

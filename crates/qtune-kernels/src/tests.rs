@@ -180,6 +180,9 @@ fn conv_cases() -> Vec<ConvCase> {
         conv_case(1, 3, 4, 4, 2, [5, 5], [1, 1], [0; 4], [1, 1], 1),
         conv_case(1, 3, 4, 4, 2, [5, 5], [3, 1], [2, 2, 2, 2], [1, 1], 1),
         conv_case(1, 8, 9, 9, 16, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 4),
+        conv_case(1, 3, 21, 75, 8, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(1, 2, 9, 70, 4, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 1),
+        conv_case(1, 4, 20, 69, 4, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 4),
     ];
     // Depthwise, including every special path (3x3, 5x5, other widths; stride 1, 2, 3).
     for (k, s, pads, d) in [
@@ -196,6 +199,7 @@ fn conv_cases() -> Vec<ConvCase> {
     ] {
         v.push(conv_case(2, 7, 11, 13, 7, k, s, pads, d, 7));
         v.push(conv_case(1, 3, 4, 3, 3, k, s, pads, d, 3));
+        v.push(conv_case(1, 5, 10, 12, 5, k, s, pads, d, 5));
     }
     let mut rng = Rng::new(3);
     for _ in 0..25 {
@@ -250,6 +254,67 @@ fn conv2d_matches_reference() {
             TOL_PER_TERM * terms as f32,
             0.0,
         );
+    }
+}
+
+#[test]
+fn strided_copy_matches_indexing() {
+    for stride in 1..4 {
+        for n in 0..70 {
+            let src: Vec<f32> = (0..(n.max(1) - 1) * stride + 1).map(|i| i as f32).collect();
+            let mut dst = vec![-1.0; n];
+            crate::conv::strided_copy(&mut dst, &src, stride);
+            for (i, v) in dst.iter().enumerate() {
+                assert_eq!(*v, (i * stride) as f32, "stride {stride} n {n} element {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_fused_equals_conv_then_unary() {
+    let mut rng = Rng::new(15);
+    for cs in [
+        conv_case(1, 8, 9, 9, 16, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(1, 8, 9, 9, 16, [1, 1], [1, 1], [0; 4], [1, 1], 1),
+        conv_case(2, 6, 9, 10, 6, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 6),
+    ] {
+        for act in [
+            UnaryOp::Clip { lo: 0.0, hi: 6.0 },
+            UnaryOp::Silu,
+            UnaryOp::Relu,
+        ] {
+            let x = rng.vec(cs.in_dims.iter().product());
+            let w = rng.vec(cs.w_dims.iter().product());
+            let b = rng.vec(cs.w_dims[0]);
+            let n: usize = conv2d_out_dims(cs.in_dims, cs.w_dims, &cs.p)
+                .iter()
+                .product();
+            let (mut fused, mut plain) = (vec![0.0; n], vec![0.0; n]);
+            conv2d_fused(
+                &x,
+                cs.in_dims,
+                &w,
+                cs.w_dims,
+                Some(&b),
+                &cs.p,
+                Some(act),
+                &mut fused,
+                Parallelism::Rayon,
+            );
+            conv2d(
+                &x,
+                cs.in_dims,
+                &w,
+                cs.w_dims,
+                Some(&b),
+                &cs.p,
+                &mut plain,
+                Parallelism::Rayon,
+            );
+            unary(act, &mut plain, Parallelism::Sequential);
+            assert_eq!(bits(&fused), bits(&plain), "fused {act:?} {:?}", cs.w_dims);
+        }
     }
 }
 
@@ -652,6 +717,9 @@ fn slice_concat_gather_expand_where_match_reference() {
         r::slice(&x, &dims, &starts, &steps, &od, &mut want);
         assert_eq!(got, want, "slice {starts:?} {steps:?}");
     }
+    let mut scalar = [0i64];
+    slice(&[7i64], &[], &[], &[], &[], &mut scalar);
+    assert_eq!(scalar, [7], "slice of a scalar");
     let a: Vec<f32> = rng.vec(2 * 3 * 4);
     let b: Vec<f32> = rng.vec(2 * 4);
     let c: Vec<f32> = rng.vec(2 * 5 * 4);

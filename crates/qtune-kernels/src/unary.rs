@@ -199,7 +199,8 @@ fn simple_slice(x: &mut [f32], op: UnaryOp) {
 }
 }
 
-fn run_chunk(op: UnaryOp, x: &mut [f32]) {
+/// Applies `op` to a slice on the calling thread (used by fused kernels).
+pub(crate) fn apply_in_place(op: UnaryOp, x: &mut [f32]) {
     match op {
         UnaryOp::Relu => relu_slice(x),
         UnaryOp::Clip { lo, hi } => clip_slice(x, lo, hi),
@@ -214,5 +215,5 @@ fn run_chunk(op: UnaryOp, x: &mut [f32]) {
 
 /// Applies `op` to every element of `x` in place.
 pub fn unary(op: UnaryOp, x: &mut [f32], par: Parallelism) {
-    for_each_chunk_mut(x, CHUNK, par, |_, c| run_chunk(op, c));
+    for_each_chunk_mut(x, CHUNK, par, |_, c| apply_in_place(op, c));
 }

@@ -4,6 +4,27 @@
 use crate::Parallelism;
 use rayon::prelude::*;
 
+/// Whether to hand tiles to rayon. A one-thread pool gains nothing and, when the caller is
+/// not a worker of that pool, costs a thread hand-off per call; the tiling (and so every
+/// result bit) is the same either way.
+fn use_rayon(par: Parallelism) -> bool {
+    par == Parallelism::Rayon && rayon::current_num_threads() > 1
+}
+
+/// Below this many flops a kernel runs on the calling thread even when asked for rayon:
+/// spreading a few microseconds of work costs more than it saves. Only the scheduling
+/// changes, never the tiling, so results are unaffected.
+pub(crate) const MIN_PARALLEL_FLOPS: usize = 1 << 20;
+
+/// `par`, or `Sequential` when the job is too small to be worth spreading.
+pub(crate) fn par_for_work(par: Parallelism, flops: usize) -> Parallelism {
+    if flops < MIN_PARALLEL_FLOPS {
+        Parallelism::Sequential
+    } else {
+        par
+    }
+}
+
 /// Runs `f(tile)` for every tile index in `0..tiles`, on the current rayon pool when
 /// `par` is [`Parallelism::Rayon`]. The tiling itself is fixed by the caller, so results
 /// never depend on the number of threads.
@@ -11,9 +32,10 @@ pub(crate) fn for_each_tile<F>(tiles: usize, par: Parallelism, f: F)
 where
     F: Fn(usize) + Sync + Send,
 {
-    match par {
-        Parallelism::Rayon if tiles > 1 => (0..tiles).into_par_iter().for_each(f),
-        _ => (0..tiles).for_each(f),
+    if use_rayon(par) && tiles > 1 {
+        (0..tiles).into_par_iter().for_each(f)
+    } else {
+        (0..tiles).for_each(f)
     }
 }
 

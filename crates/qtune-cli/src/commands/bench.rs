@@ -55,10 +55,18 @@ impl ValueHook for ProfileHook {
         self.last = now;
         Ok(())
     }
+
+    /// Profiles the same fused execution as the timed runs.
+    fn wants(&self, _: ValueId) -> bool {
+        false
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    super::init_threads(args.threads)?;
+    super::with_threads(args.threads, || run_inner(args))
+}
+
+fn run_inner(args: Args) -> Result<()> {
     if args.batch == 0 || args.iters == 0 {
         bail!("--batch and --iters must be at least 1");
     }

@@ -66,7 +66,10 @@ fn probabilities(scores: &[f32]) -> Vec<f32> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    super::init_threads(args.threads)?;
+    super::with_threads(args.threads, || run_inner(args))
+}
+
+fn run_inner(args: Args) -> Result<()> {
     let exec = model::load(&args.model, None)?;
     let g = exec.graph();
     if g.inputs.len() != 1 {

@@ -6,14 +6,20 @@ pub mod preprocess_args;
 pub mod run;
 pub mod transform;
 
-/// Sets the size of the global rayon pool (default: all cores). Results do
-/// not depend on it.
-pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
+/// Runs a command inside a rayon pool of `threads` workers (default: all
+/// cores). The whole command runs on a pool thread, so the kernels' parallel
+/// sections start without a hand-off from an outside thread. Results do not
+/// depend on the thread count.
+pub fn with_threads<T: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()
-            .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))?;
+        builder = builder.num_threads(n.max(1));
     }
-    Ok(())
+    let pool = builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start {} threads: {e}", threads.unwrap_or(0)))?;
+    pool.install(f)
 }

@@ -30,7 +30,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    super::init_threads(args.threads)?;
+    super::with_threads(args.threads, || run_inner(args))
+}
+
+fn run_inner(args: Args) -> Result<()> {
     let exec = model::load(&args.model, args.input_shapes.as_deref())?;
     let arrays = read_npz(&args.input)?;
     let source = format!("input file `{}`", args.input.display());

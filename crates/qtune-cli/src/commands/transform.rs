@@ -74,7 +74,10 @@ fn is_image_input(shape: &[usize], nhwc: bool) -> bool {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    super::init_threads(args.threads)?;
+    super::with_threads(args.threads, || run_inner(args))
+}
+
+fn run_inner(args: Args) -> Result<()> {
     if args.mlir.extension().and_then(|e| e.to_str()) != Some("mlir") {
         bail!("--mlir `{}` must end in .mlir", args.mlir.display());
     }

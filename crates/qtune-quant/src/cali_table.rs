@@ -1,0 +1,388 @@
+//! Calibration table (spec §2.1, `ActivationCalibrator.dump_cali_table`,
+//! `CalibrationTable.parse`).
+//!
+//! Number format: Python's `'{:.7f}'.format(v)` of the float64 value. NumPy
+//! float32 thresholds are widened to a Python float (exactly) before
+//! formatting, so formatting `f64::from(f32)` gives the same text. Rust's
+//! `{:.7}` rounds the exact binary value correctly, like Python; a binary
+//! float can never be an exact tie at 7 decimals, so the tie rule never
+//! matters. NaN and infinities are spelled as Python spells them.
+
+use crate::error::QuantError;
+use std::io::Write;
+use std::path::Path;
+
+/// `'{:.7f}'.format(v)`.
+pub fn format_7f(v: f64) -> String {
+    if v.is_nan() {
+        "nan".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf" } else { "-inf" }.to_string()
+    } else {
+        format!("{v:.7}")
+    }
+}
+
+/// The `# genetated time:` line.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum TimeLine {
+    /// Written as given (TPU-MLIR writes `str(datetime.now())`).
+    Text(String),
+    /// Left out, for reproducible files.
+    #[default]
+    Omit,
+}
+
+/// The fourth header line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistogramLine {
+    /// `# histogram number: <n>`.
+    Bins(usize),
+    /// `#tpu-mlir-fp8 caliration table` (sic), fp8 mode.
+    Fp8,
+}
+
+/// One row: `name th min max`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CalibrationRow {
+    pub name: String,
+    pub threshold: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl CalibrationRow {
+    pub fn new(name: impl Into<String>, threshold: f64, min: f64, max: f64) -> Self {
+        CalibrationRow {
+            name: name.into(),
+            threshold,
+            min,
+            max,
+        }
+    }
+}
+
+/// A calibration table with its header fields and trailing sections.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CalibrationTable {
+    /// `pymlir.__version__`.
+    pub mlir_version: String,
+    /// The mlir path as given.
+    pub mlir_file: String,
+    pub time: TimeLine,
+    /// `kl`, or the list repr `['kl']` for tuned tables.
+    pub method: String,
+    pub histogram: HistogramLine,
+    /// Number of calibration batches.
+    pub sample_number: usize,
+    pub tune_number: i64,
+    pub rows: Vec<CalibrationRow>,
+    /// `#int4_th` section.
+    pub int4_rows: Vec<CalibrationRow>,
+    /// `#asym_op` section.
+    pub asym_ops: Vec<String>,
+    /// `# symmetric_op` comment section.
+    pub symmetric_ops: Vec<String>,
+    /// `#int4_op` section.
+    pub int4_ops: Vec<String>,
+    /// Header lines as read (`#` lines before the stop marker), for callers
+    /// that need what this struct does not parse.
+    pub raw_headers: Vec<String>,
+}
+
+impl Default for CalibrationTable {
+    fn default() -> Self {
+        CalibrationTable {
+            mlir_version: String::new(),
+            mlir_file: String::new(),
+            time: TimeLine::Omit,
+            method: "kl".to_string(),
+            histogram: HistogramLine::Bins(2048),
+            sample_number: 0,
+            tune_number: 5,
+            rows: Vec::new(),
+            int4_rows: Vec::new(),
+            asym_ops: Vec::new(),
+            symmetric_ops: Vec::new(),
+            int4_ops: Vec::new(),
+            raw_headers: Vec::new(),
+        }
+    }
+}
+
+fn write_row(out: &mut String, r: &CalibrationRow) {
+    out.push_str(&format!(
+        "{} {} {} {}\n",
+        r.name,
+        format_7f(r.threshold),
+        format_7f(r.min),
+        format_7f(r.max)
+    ));
+}
+
+impl CalibrationTable {
+    /// The file text, line for line as `dump_cali_table` writes it.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!(
+            "# mlir version: {} cali version 1.0\n",
+            self.mlir_version
+        ));
+        s.push_str(&format!("# mlir: {}\n", self.mlir_file));
+        if let TimeLine::Text(t) = &self.time {
+            s.push_str(&format!("# genetated time: {t}\n"));
+        }
+        s.push_str(&format!(
+            "# quantization threshold calculation method: {}\n",
+            self.method
+        ));
+        match self.histogram {
+            HistogramLine::Bins(n) => s.push_str(&format!("# histogram number: {n}\n")),
+            HistogramLine::Fp8 => s.push_str("#tpu-mlir-fp8 caliration table\n"),
+        }
+        s.push_str(&format!("# sample number: {}\n", self.sample_number));
+        s.push_str("###\n");
+        s.push_str(&format!("# tune number: {}\n", self.tune_number));
+        s.push_str("###\n");
+        s.push_str("# op_name    threshold    min    max\n");
+        for r in &self.rows {
+            write_row(&mut s, r);
+        }
+        if !self.int4_rows.is_empty() {
+            s.push_str("\n#int4_th\n");
+            for r in &self.int4_rows {
+                write_row(&mut s, r);
+            }
+        }
+        if !self.asym_ops.is_empty() {
+            s.push_str("\n#asym_op\n");
+            for n in &self.asym_ops {
+                s.push_str(&format!("{n}\n"));
+            }
+        }
+        if !self.symmetric_ops.is_empty() {
+            s.push_str("\n# symmetric_op\n");
+            for n in &self.symmetric_ops {
+                s.push_str(&format!("# {n}\n"));
+            }
+        }
+        if !self.int4_ops.is_empty() {
+            s.push_str("\n#int4_op\n");
+            for n in &self.int4_ops {
+                s.push_str(&format!("{n}\n"));
+            }
+        }
+        s
+    }
+
+    /// Writes the table atomically.
+    pub fn write(&self, path: &Path) -> Result<(), QuantError> {
+        let text = self.to_text();
+        qtune_tensor::write_atomic(path, |w| w.write_all(text.as_bytes())).map_err(|source| {
+            QuantError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
+    }
+
+    /// Reads a table file.
+    pub fn read(path: &Path) -> Result<Self, QuantError> {
+        let text = fs_err::read_to_string(path).map_err(|source| QuantError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses table text as `CalibrationTable.parse` does: blank lines are
+    /// skipped, `#` lines are headers, `#asym_op` or `#int4_th` ends the
+    /// rows, every other line must be exactly four single-space-separated
+    /// fields. The sections after the stop are parsed leniently into
+    /// `int4_rows`, `asym_ops`, `symmetric_ops` and `int4_ops` (the Python
+    /// reader ignores them). `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, QuantError> {
+        let mut table = CalibrationTable {
+            method: String::new(),
+            tune_number: 0,
+            ..CalibrationTable::default()
+        };
+        let err = |line: usize, message: String| QuantError::Parse {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        #[derive(PartialEq)]
+        enum Section {
+            Rows,
+            Int4,
+            Asym,
+            Symmetric,
+            Int4Ops,
+        }
+        let mut section = Section::Rows;
+        for (idx, raw) in text.lines().enumerate() {
+            let lineno = idx + 1;
+            let line = raw.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if line.starts_with('#') {
+                if line.starts_with("#asym_op") {
+                    section = Section::Asym;
+                    continue;
+                }
+                if line.starts_with("#int4_th") {
+                    section = Section::Int4;
+                    continue;
+                }
+                if line.starts_with("#int4_op") {
+                    section = Section::Int4Ops;
+                    continue;
+                }
+                if line.starts_with("# symmetric_op") {
+                    section = Section::Symmetric;
+                    continue;
+                }
+                if section == Section::Symmetric {
+                    table
+                        .symmetric_ops
+                        .push(line.trim_start_matches('#').trim().to_string());
+                    continue;
+                }
+                if section == Section::Rows {
+                    table.parse_header(line);
+                    table.raw_headers.push(line.to_string());
+                }
+                continue;
+            }
+            match section {
+                Section::Rows | Section::Int4 => {
+                    let fields: Vec<&str> = line.split(' ').collect();
+                    if fields.len() != 4 {
+                        return Err(err(
+                            lineno,
+                            format!(
+                                "expected 4 space-separated fields `name threshold min max`, got {}: `{line}`",
+                                fields.len()
+                            ),
+                        ));
+                    }
+                    let num = |i: usize, what: &str| {
+                        fields[i].parse::<f64>().map_err(|_| {
+                            err(
+                                lineno,
+                                format!(
+                                    "{what} of `{}` is not a number: `{}`",
+                                    fields[0], fields[i]
+                                ),
+                            )
+                        })
+                    };
+                    let row = CalibrationRow::new(
+                        fields[0],
+                        num(1, "threshold")?,
+                        num(2, "min")?,
+                        num(3, "max")?,
+                    );
+                    if section == Section::Rows {
+                        table.rows.push(row);
+                    } else {
+                        table.int4_rows.push(row);
+                    }
+                }
+                Section::Asym => table.asym_ops.push(line.to_string()),
+                Section::Int4Ops => table.int4_ops.push(line.to_string()),
+                Section::Symmetric => {}
+            }
+        }
+        Ok(table)
+    }
+
+    fn parse_header(&mut self, line: &str) {
+        let value = |prefix: &str| line.strip_prefix(prefix).map(|v| v.trim().to_string());
+        if let Some(v) = value("# mlir version:") {
+            self.mlir_version = v
+                .strip_suffix("cali version 1.0")
+                .unwrap_or(&v)
+                .trim()
+                .to_string();
+        } else if let Some(v) = value("# mlir:") {
+            self.mlir_file = v;
+        } else if let Some(v) = value("# genetated time:") {
+            self.time = TimeLine::Text(v);
+        } else if let Some(v) = value("# quantization threshold calculation method:") {
+            self.method = v;
+        } else if let Some(v) = value("# histogram number:") {
+            if let Ok(n) = v.parse() {
+                self.histogram = HistogramLine::Bins(n);
+            }
+        } else if line.starts_with("#tpu-mlir-fp8") {
+            self.histogram = HistogramLine::Fp8;
+        } else if let Some(v) = value("# sample number:") {
+            if let Ok(n) = v.parse() {
+                self.sample_number = n;
+            }
+        } else if let Some(v) = value("# tune number:")
+            && let Ok(n) = v.parse()
+        {
+            self.tune_number = n;
+        }
+    }
+
+    /// Threshold, min and max of `name`.
+    pub fn get(&self, name: &str) -> Option<&CalibrationRow> {
+        self.rows.iter().find(|r| r.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_matches_python() {
+        // Values checked against CPython's '{:.7f}'.format.
+        let cases: [(f64, &str); 8] = [
+            (0.0, "0.0000000"),
+            (-0.0, "-0.0000000"),
+            (1.0, "1.0000000"),
+            (-1e-9, "-0.0000000"),
+            (f64::from(0.1f32), "0.1000000"),
+            (2.675_000_05, "2.6750000"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(format_7f(v), want, "value {v:e}");
+        }
+    }
+
+    #[test]
+    fn exact_layout() {
+        let t = CalibrationTable {
+            mlir_version: "v1.30.2".to_string(),
+            mlir_file: "m.mlir".to_string(),
+            time: TimeLine::Text("2024-01-01 00:00:00.000000".to_string()),
+            sample_number: 4,
+            rows: vec![CalibrationRow::new("conv1", 2.5, -1.0, 2.5)],
+            ..CalibrationTable::default()
+        };
+        let want = "# mlir version: v1.30.2 cali version 1.0\n# mlir: m.mlir\n# genetated time: 2024-01-01 00:00:00.000000\n# quantization threshold calculation method: kl\n# histogram number: 2048\n# sample number: 4\n###\n# tune number: 5\n###\n# op_name    threshold    min    max\nconv1 2.5000000 -1.0000000 2.5000000\n";
+        assert_eq!(t.to_text(), want);
+        let back = CalibrationTable::parse(want, Path::new("t.txt")).unwrap();
+        assert_eq!(back.rows, t.rows);
+        assert_eq!(back.method, "kl");
+        assert_eq!(back.sample_number, 4);
+    }
+
+    #[test]
+    fn bad_row_names_file_and_line() {
+        let text = "# header\n\nconv1 1.0 2.0\n";
+        let e = CalibrationTable::parse(text, Path::new("cali.txt")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cali.txt, line 3: expected 4 space-separated fields `name threshold min max`, got 3: `conv1 1.0 2.0`"
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! Explicit numeric conversions.
+//!
+//! The crate denies `clippy::as_conversions`; every `as` lives here, in a
+//! named function that documents what it does to values out of range.
+#![allow(clippy::as_conversions)]
+
+/// Exact for `n < 2^53`, which covers every count and length in this crate.
+pub(crate) fn usize_f64(n: usize) -> f64 {
+    n as f64
+}
+
+/// Exact for `n < 2^24`; histogram bin counts are capped at 8,000,000.
+/// Larger values round to nearest, as NumPy's `int -> float32` does.
+pub(crate) fn usize_f32(n: usize) -> f32 {
+    n as f32
+}
+
+/// Rounds to nearest, like C's `(float)` of a 64-bit integer.
+pub(crate) fn u64_f32(n: u64) -> f32 {
+    n as f32
+}
+
+/// Rounds to nearest even (IEEE narrowing).
+pub(crate) fn f64_f32(x: f64) -> f32 {
+    x as f32
+}
+
+/// Truncation toward zero, as Python's `int(float)` and NumPy's
+/// `astype(intp)`. `None` for NaN, negative or too large values.
+pub(crate) fn f32_trunc_usize(x: f32) -> Option<usize> {
+    f64_trunc_usize(f64::from(x))
+}
+
+/// Truncation toward zero; `None` for NaN, negative or too large values.
+pub(crate) fn f64_trunc_usize(x: f64) -> Option<usize> {
+    if !(0.0..9.007_199_254_740_992e15).contains(&x) {
+        return None;
+    }
+    Some(x.trunc() as usize)
+}
+
+/// Truncation toward zero, saturating; NaN gives 0. Callers only pass
+/// values that are already integral and small.
+pub(crate) fn f32_trunc_i64(x: f32) -> i64 {
+    x.trunc() as i64
+}
+
+pub(crate) fn i64_f32(n: i64) -> f32 {
+    n as f32
+}

@@ -1,0 +1,343 @@
+//! TPU-MLIR's growing absolute-value histogram (spec §3.2.1,
+//! `cali_math.py: CaliMathCpu.histogram, combine_histogram`).
+//!
+//! Precision: the Python code works on float32 arrays and float32 scalars
+//! (`abs_value` is a NumPy float32). All range, width and index arithmetic is
+//! done here in `f32`, which is what NumPy >= 2 (NEP 50) computes for those
+//! operands. Counts are `u64` (the Python code uses int32, which would wrap
+//! past 2^31 counts per bin).
+
+use crate::conv::{f32_trunc_usize, f64_f32, usize_f32, usize_f64};
+
+/// Above this many bins the growth rule gives up and restarts from the
+/// current sample (spec §3.2.1).
+pub const MAX_HISTOGRAM_BINS: usize = 8_000_000;
+
+/// The warning TPU-MLIR issues when the histogram would exceed
+/// [`MAX_HISTOGRAM_BINS`] (translated from the Chinese original).
+pub const HISTOGRAM_RESET_WARNING: &str = "calibration images differ too much: the histogram would exceed 8,000,000 bins and was restarted from the current sample; if possible reorder or replace the calibration images";
+
+/// Range and bin count of a histogram: enough to decide whether two
+/// histograms share a layout.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HistogramLayout {
+    /// `T`, the covered absolute range.
+    pub range: f32,
+    /// Number of bins.
+    pub bins: usize,
+    /// `width` as stored by TPU-MLIR (`T/(B-1)` of the histogram that set it).
+    pub width: f32,
+}
+
+/// A histogram of `|x|` over `[0, range]`, grown as the running abs-max grows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrowingHistogram {
+    counts: Vec<u64>,
+    range: f32,
+    width: f32,
+    /// Number of times the 8,000,000-bin reset discarded the old counts.
+    resets: u32,
+}
+
+impl GrowingHistogram {
+    /// First sample: `bins` bins over `[0, abs_max]`.
+    pub fn first(x: &[f32], abs_max: f32, bins: usize) -> Self {
+        let (counts, width) = bin_abs_values(x, abs_max, bins);
+        GrowingHistogram {
+            counts,
+            range: abs_max,
+            width,
+            resets: 0,
+        }
+    }
+
+    /// Adds one later sample, `running_abs_max` being the abs-max over all
+    /// samples including this one. Returns a warning text when the histogram
+    /// had to be restarted.
+    pub fn add(&mut self, x: &[f32], running_abs_max: f32, initial_bins: usize) -> Option<String> {
+        let t_new = running_abs_max;
+        let t_old = self.range;
+        if t_new <= t_old {
+            let (h, _) = bin_abs_values(x, t_old, self.counts.len());
+            for (c, v) in self.counts.iter_mut().zip(h) {
+                *c += v;
+            }
+            return None;
+        }
+        match grown_layout(t_old, self.counts.len(), t_new) {
+            Growth::Extend { bins, range } => {
+                let (mut h, width) = bin_abs_values(x, range, bins);
+                for (c, old) in h.iter_mut().zip(&self.counts) {
+                    *c += *old;
+                }
+                self.counts = h;
+                self.range = range;
+                self.width = width;
+                None
+            }
+            Growth::Reset => {
+                let (h, width) = bin_abs_values(x, t_new, initial_bins);
+                self.counts = h;
+                self.range = t_new;
+                self.width = width;
+                self.resets += 1;
+                Some(HISTOGRAM_RESET_WARNING.to_string())
+            }
+        }
+    }
+
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    pub fn range(&self) -> f32 {
+        self.range
+    }
+
+    pub fn width(&self) -> f32 {
+        self.width
+    }
+
+    pub fn layout(&self) -> HistogramLayout {
+        HistogramLayout {
+            range: self.range,
+            bins: self.counts.len(),
+            width: self.width,
+        }
+    }
+
+    pub(crate) fn resets(&self) -> u32 {
+        self.resets
+    }
+
+    /// An empty histogram with the same layout (used by `TensorStats::fork`).
+    pub(crate) fn empty_like(&self) -> Self {
+        GrowingHistogram {
+            counts: vec![0; self.counts.len()],
+            range: self.range,
+            width: self.width,
+            resets: self.resets,
+        }
+    }
+
+    /// Exact merge of `later` (forked from a state whose layout is still
+    /// `self`'s) into `self`: `later` only ever extended that layout, so the
+    /// bins line up index by index, exactly as the sequential rule keeps old
+    /// counts at their indices.
+    pub(crate) fn merge_aligned(&self, later: &GrowingHistogram) -> GrowingHistogram {
+        let mut counts = later.counts.clone();
+        if later.resets == self.resets {
+            for (c, v) in counts.iter_mut().zip(&self.counts) {
+                *c += *v;
+            }
+        }
+        // After a reset in `later`, the sequential pass would also have
+        // discarded everything before it, `self`'s counts included.
+        GrowingHistogram {
+            counts,
+            range: later.range,
+            width: later.width,
+            resets: later.resets,
+        }
+    }
+
+    /// Approximate merge: `later`'s counts are re-binned by bin centre into the
+    /// layout the growth rule gives for `later`'s abs-max. Each count may land
+    /// up to about two bins away from where the sequential pass would put it.
+    pub(crate) fn merge_rebinned(
+        &self,
+        later: &GrowingHistogram,
+        later_abs_max: f32,
+    ) -> (GrowingHistogram, Option<String>) {
+        let (bins, range, width, keep_old, warning) = if later_abs_max <= self.range {
+            (self.counts.len(), self.range, self.width, true, None)
+        } else {
+            match grown_layout(self.range, self.counts.len(), later_abs_max) {
+                Growth::Extend { bins, range } => {
+                    let width = range / usize_f32(bins - 1);
+                    (bins, range, width, true, None)
+                }
+                Growth::Reset => (
+                    later.counts.len(),
+                    later.range,
+                    later.width,
+                    false,
+                    Some(HISTOGRAM_RESET_WARNING.to_string()),
+                ),
+            }
+        };
+        let mut counts = vec![0u64; bins];
+        if keep_old {
+            for (c, v) in counts.iter_mut().zip(&self.counts) {
+                *c += *v;
+            }
+        }
+        let last = bins - 1;
+        for (j, &v) in later.counts.iter().enumerate() {
+            if v == 0 {
+                continue;
+            }
+            let centre = usize_f64(j) * f64::from(later.width);
+            let idx = (centre / f64::from(width) + 0.5).floor();
+            let idx = crate::conv::f64_trunc_usize(idx).unwrap_or(0).min(last);
+            counts[idx] += v;
+        }
+        let resets = self.resets.max(later.resets) + u32::from(!keep_old);
+        (
+            GrowingHistogram {
+                counts,
+                range,
+                width,
+                resets,
+            },
+            warning,
+        )
+    }
+}
+
+enum Growth {
+    Extend { bins: usize, range: f32 },
+    Reset,
+}
+
+/// The growth rule: `old_step = T_old/len` (not `/(len-1)`, as in the
+/// Python code), `extra = int((T_new - T_old) // old_step + 1)`,
+/// `T' = extra*old_step + T_old`.
+fn grown_layout(t_old: f32, len: usize, t_new: f32) -> Growth {
+    let old_step = t_old / usize_f32(len);
+    let extra = f32_trunc_usize(floor_divide_f32(t_new - t_old, old_step) + 1.0);
+    let Some(extra) = extra else {
+        return Growth::Reset;
+    };
+    let bins = len + extra;
+    if bins > MAX_HISTOGRAM_BINS {
+        return Growth::Reset;
+    }
+    Growth::Extend {
+        bins,
+        range: usize_f32(extra) * old_step + t_old,
+    }
+}
+
+/// NumPy's float floor division (`npy_divmodf`), which is not always
+/// `floor(a/b)`.
+pub(crate) fn floor_divide_f32(a: f32, b: f32) -> f32 {
+    if b == 0.0 {
+        return a / b;
+    }
+    let m = a % b;
+    let mut div = (a - m) / b;
+    if m != 0.0 && ((b < 0.0) != (m < 0.0)) {
+        div -= 1.0;
+    }
+    if div != 0.0 {
+        let mut f = div.floor();
+        if div - f > 0.5 {
+            f += 1.0;
+        }
+        f
+    } else {
+        0.0f32.copysign(a / b)
+    }
+}
+
+/// `CaliMathCpu.histogram`: drop zeros of `|x|`, index
+/// `q = floor(t/width + 0.5)` with `width = T/(B-1)`, then
+/// `numpy.histogram(q, bins=B, range=(0, B-1))`.
+pub(crate) fn bin_abs_values(x: &[f32], range: f32, bins: usize) -> (Vec<u64>, f32) {
+    let mut counts = vec![0u64; bins];
+    let bins_minus_1 = usize_f32(bins.saturating_sub(1));
+    let width = range / bins_minus_1;
+    let binner = NumpyUniformBins::new(bins);
+    for &v in x {
+        let t = v.abs();
+        if t == 0.0 || t.is_nan() {
+            continue;
+        }
+        let q = (t / width + 0.5).floor();
+        if let Some(b) = binner.bin(q) {
+            counts[b] += 1;
+        }
+    }
+    (counts, width)
+}
+
+/// `numpy.histogram(a, bins=B, range=(0, B-1))` for float32 input, bin by
+/// bin as NumPy does it: a float32 first guess
+/// `(a - 0)/(B-1)*B`, then one correction step against the float32 edges
+/// `linspace(0, B-1, B+1)` (computed in float64 and rounded).
+struct NumpyUniformBins {
+    bins: usize,
+    last_edge: f32,
+    step: f64,
+}
+
+impl NumpyUniformBins {
+    fn new(bins: usize) -> Self {
+        let last = usize_f64(bins.saturating_sub(1));
+        NumpyUniformBins {
+            bins,
+            last_edge: f64_f32(last),
+            step: last / usize_f64(bins),
+        }
+    }
+
+    fn edge(&self, k: usize) -> f32 {
+        if k >= self.bins {
+            self.last_edge
+        } else {
+            f64_f32(usize_f64(k) * self.step)
+        }
+    }
+
+    fn bin(&self, a: f32) -> Option<usize> {
+        if !(a >= 0.0 && a <= self.last_edge) || self.bins == 0 {
+            return None;
+        }
+        let guess = a / self.last_edge * usize_f32(self.bins);
+        let mut idx = f32_trunc_usize(guess).unwrap_or(0);
+        if idx >= self.bins {
+            idx = self.bins - 1;
+        }
+        if a < self.edge(idx) {
+            idx = idx.saturating_sub(1);
+        }
+        if idx != self.bins - 1 && a >= self.edge(idx + 1) {
+            idx += 1;
+        }
+        Some(idx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_histogram_by_hand() {
+        // T = 3, B = 4: width = 1, q = round-half-up(|x|), numpy bins over
+        // [0, 3] with edges 0, .75, 1.5, 2.25, 3: q=0->0, 1->1, 2->2, 3->3.
+        let x = [0.0, 0.4, -0.6, 1.2, 2.5, -3.0, 1.5];
+        let (h, w) = bin_abs_values(&x, 3.0, 4);
+        assert_eq!(w, 1.0);
+        // |x| without zeros: .4->0, .6->1, 1.2->1, 2.5->3, 3->3, 1.5->2
+        assert_eq!(h, vec![1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn growth_rule_by_hand() {
+        let mut h = GrowingHistogram::first(&[1.0, 2.0], 2.0, 4);
+        // old_step = 0.5, extra = int((3.1-2)//0.5 + 1) = 3, B' = 7, T' = 3.5
+        assert!(h.add(&[3.1], 3.1, 4).is_none());
+        assert_eq!(h.counts().len(), 7);
+        assert_eq!(h.range(), 3.5);
+        assert_eq!(h.counts().iter().sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn floor_divide_matches_numpy_cases() {
+        assert_eq!(floor_divide_f32(7.0, 2.0), 3.0);
+        assert_eq!(floor_divide_f32(-7.0, 2.0), -4.0);
+        assert_eq!(floor_divide_f32(1.0, 0.1), 9.0); // numpy: 1.0 // 0.1 == 9.0
+    }
+}
