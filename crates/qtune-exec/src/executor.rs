@@ -4,6 +4,8 @@
 //! part of the graph downstream of some nodes, reading everything else from
 //! an earlier run's values.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rayon::prelude::*;
 
 use qtune_ir::{Graph, NodeId, Op, ValueId};
@@ -128,6 +130,38 @@ struct Fusion {
     absorbed: Vec<NodeId>,
     intermediates: Vec<ValueId>,
     output: ValueId,
+}
+
+/// Runs `f` while the other workers of the current rayon pool spin, looking
+/// for work, instead of going to sleep between two kernels: a single sample
+/// runs dozens of short parallel kernels, and waking a sleeping thread for
+/// each costs about as much as the kernel itself. Scheduling only: results
+/// are the same.
+fn with_warm_pool<R>(par: Parallelism, f: impl FnOnce() -> R) -> R {
+    let me = rayon::current_thread_index();
+    if par != Parallelism::Rayon || rayon::current_num_threads() < 2 || me.is_none() {
+        return f();
+    }
+    let done = AtomicBool::new(false);
+    rayon::in_place_scope(|scope| {
+        for _ in 1..rayon::current_num_threads() {
+            scope.spawn(|_| {
+                // The calling thread may pop a keeper while it waits for its
+                // own parallel work; it must not spin there.
+                if rayon::current_thread_index() == me {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let result = f();
+        done.store(true, Ordering::Release);
+        result
+    })
 }
 
 /// An executable graph.
@@ -393,6 +427,19 @@ impl Executor {
     }
 
     fn execute(
+        &self,
+        slots: Vec<Option<Tensor>>,
+        run_mask: &[bool],
+        cache: Option<&Values>,
+        opts: &RunOptions,
+        hook: &mut dyn ValueHook,
+    ) -> Result<Values, ExecError> {
+        with_warm_pool(opts.parallelism, || {
+            self.execute_nodes(slots, run_mask, cache, opts, hook)
+        })
+    }
+
+    fn execute_nodes(
         &self,
         mut slots: Vec<Option<Tensor>>,
         run_mask: &[bool],

@@ -31,9 +31,10 @@ pub struct Args {
     /// Also print the time spent per op type (one sample, sequential run).
     #[arg(long)]
     profile: bool,
-    /// Fold BatchNormalization into Conv before running.
-    #[arg(long = "fold_bn", alias = "fold-bn")]
-    fold_bn: bool,
+    /// Keep BatchNormalization as separate nodes (by default it is folded
+    /// into the preceding Conv, as ONNX Runtime and TPU-MLIR do).
+    #[arg(long = "no_fold_bn", alias = "no-fold-bn")]
+    no_fold_bn: bool,
 }
 
 /// Attributes the time between consecutive hook calls to the op type of the
@@ -42,15 +43,18 @@ pub struct Args {
 struct ProfileHook {
     last: Instant,
     per_op: std::collections::BTreeMap<&'static str, (f64, usize)>,
+    per_node: std::collections::HashMap<qtune_ir::NodeId, f64>,
 }
 
 impl ValueHook for ProfileHook {
     fn on_value(&mut self, graph: &Graph, value: ValueId, _: &mut Tensor) -> Result<(), ExecError> {
         let now = Instant::now();
         if let Some(p) = graph.value(value).producer {
+            let ms = (now - self.last).as_secs_f64() * 1e3;
             let e = self.per_op.entry(graph.node(p).op.op_type()).or_default();
-            e.0 += (now - self.last).as_secs_f64() * 1e3;
+            e.0 += ms;
             e.1 += 1;
+            *self.per_node.entry(p).or_default() += ms;
         }
         self.last = now;
         Ok(())
@@ -71,7 +75,7 @@ fn run_inner(args: Args) -> Result<()> {
         bail!("--batch and --iters must be at least 1");
     }
     let mut prep = PrepareOptions::default();
-    prep.fold_batchnorm = args.fold_bn;
+    prep.fold_batchnorm = !args.no_fold_bn;
     let exec = model::load_with(&args.model, None, &prep)?;
     let arrays = read_npz(&args.input)?;
     let samples = model::samples_from_arrays(
@@ -97,10 +101,21 @@ fn run_inner(args: Args) -> Result<()> {
         let mut hook = ProfileHook {
             last: Instant::now(),
             per_op: Default::default(),
+            per_node: Default::default(),
         };
         for _ in 0..args.iters {
             hook.last = Instant::now();
             exec.run(samples[0].clone(), &opts, &mut hook)?;
+        }
+        let g = exec.graph();
+        let mut nodes: Vec<_> = hook.per_node.iter().map(|(&n, &ms)| (n, ms)).collect();
+        nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
+        eprintln!("slowest nodes (ms/run, output shape):");
+        #[allow(clippy::cast_precision_loss)]
+        for (n, ms) in nodes.iter().take(12) {
+            let node = g.node(*n);
+            let shape = node.outputs.first().and_then(|&o| g.value(o).shape.as_ref()).map(ToString::to_string).unwrap_or_default();
+            eprintln!("  {:>8.3} {} ({}) {shape}", ms / args.iters as f64, node.name, node.op.op_type());
         }
         let mut rows: Vec<_> = hook.per_op.into_iter().collect();
         rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
