@@ -3,6 +3,7 @@
 //! opset < 13's "flatten from axis" form is handled by the caller by passing `[outer, inner]`
 //! dims and axis 1).
 
+use crate::simd::{dispatch, exp_approx};
 use crate::util::numel;
 
 /// Inference batch normalisation over input `[n, c, ...]` (any trailing spatial axes):
@@ -69,18 +70,7 @@ pub fn softmax(x: &mut [f32], dims: &[usize], axis: usize) {
         return;
     }
     if inner == 1 {
-        for row in x.chunks_exact_mut(n) {
-            let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let mut sum = 0.0f32;
-            for v in row.iter_mut() {
-                *v = (*v - mx).exp();
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            for v in row.iter_mut() {
-                *v *= inv;
-            }
-        }
+        softmax_rows(x, n);
         return;
     }
     let mut mx = vec![0.0f32; inner];
@@ -115,6 +105,25 @@ crate::simd::dispatch! {
 fn affine(o: &mut [f32], x: &[f32], a: f32, b: f32) {
     for (o, x) in o.iter_mut().zip(x) {
         *o = *x * a + b;
+    }
+}
+}
+
+dispatch! {
+/// Softmax over contiguous rows of `n`: the exponentials use the vectorised
+/// [`exp_approx`] (relative error below 1e-6), the sum stays sequential so the
+/// result does not depend on the vector width.
+fn softmax_rows(x: &mut [f32], n: usize) {
+    for row in x.chunks_exact_mut(n) {
+        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        for v in row.iter_mut() {
+            *v = exp_approx(*v - mx);
+        }
+        let sum = row.iter().fold(0.0f32, |a, &b| a + b);
+        let inv = 1.0 / sum;
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
     }
 }
 }

@@ -10,7 +10,7 @@
 //! evaluate erf in f64.
 
 use crate::Parallelism;
-use crate::simd::{dispatch, erf_f64, sigmoid_approx};
+use crate::simd::{dispatch, erf_approx, erf_f64, sigmoid_approx};
 use crate::util::for_each_chunk_mut;
 
 /// Elements per parallel chunk.
@@ -84,7 +84,7 @@ pub(crate) fn apply(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Sigmoid => sigmoid_approx(x),
         UnaryOp::HardSigmoid { alpha, beta } => clip1(alpha * x + beta, 0.0, 1.0),
         UnaryOp::HardSwish => x * clip1(x * (1.0 / 6.0) + 0.5, 0.0, 1.0),
-        UnaryOp::Erf => erf_f64(f64::from(x)) as f32,
+        UnaryOp::Erf => erf_approx(x),
         UnaryOp::Gelu => {
             let xd = f64::from(x);
             (0.5 * xd * (1.0 + erf_f64(xd * std::f64::consts::FRAC_1_SQRT_2))) as f32
@@ -161,6 +161,14 @@ fn sigmoid_slice(x: &mut [f32]) {
 }
 
 dispatch! {
+fn erf_slice(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = erf_approx(*v);
+    }
+}
+}
+
+dispatch! {
 fn silu_slice(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v *= sigmoid_approx(*v);
@@ -209,6 +217,7 @@ pub(crate) fn apply_in_place(op: UnaryOp, x: &mut [f32]) {
         UnaryOp::Silu => silu_slice(x),
         UnaryOp::HardSigmoid { alpha, beta } => hard_sigmoid_slice(x, alpha, beta),
         UnaryOp::HardSwish => hard_swish_slice(x),
+        UnaryOp::Erf => erf_slice(x),
         _ => simple_slice(x, op),
     }
 }
