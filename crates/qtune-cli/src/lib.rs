@@ -38,6 +38,8 @@ enum Command {
     Transform(commands::transform::Args),
     /// Times float inference (used by bench/ort_compare.py).
     Bench(commands::bench::Args),
+    /// Computes the calibration table (same as `run_calibration`).
+    Calibrate(Box<commands::calibrate::Args>),
 }
 
 /// An error that maps to exit code 1 (a check ran and failed) rather than 2.
@@ -79,6 +81,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bench(a) => commands::bench::run(a),
         Command::Classify(a) => commands::classify::run(a),
         Command::Transform(a) => commands::transform::run(a),
+        Command::Calibrate(a) => commands::calibrate::run(*a),
     }
 }
 

@@ -114,8 +114,18 @@ fn run_inner(args: Args) -> Result<()> {
         #[allow(clippy::cast_precision_loss)]
         for (n, ms) in nodes.iter().take(12) {
             let node = g.node(*n);
-            let shape = node.outputs.first().and_then(|&o| g.value(o).shape.as_ref()).map(ToString::to_string).unwrap_or_default();
-            eprintln!("  {:>8.3} {} ({}) {shape}", ms / args.iters as f64, node.name, node.op.op_type());
+            let shape = node
+                .outputs
+                .first()
+                .and_then(|&o| g.value(o).shape.as_ref())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            eprintln!(
+                "  {:>8.3} {} ({}) {shape}",
+                ms / args.iters as f64,
+                node.name,
+                node.op.op_type()
+            );
         }
         let mut rows: Vec<_> = hook.per_op.into_iter().collect();
         rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));

@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod calibrate;
 pub mod classify;
 pub mod compare;
 pub mod info;

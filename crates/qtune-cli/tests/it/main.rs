@@ -1,5 +1,6 @@
 //! CLI tests, one module per command, compiled into one test binary.
 
+mod calibrate;
 mod classify;
 mod common;
 mod compare;

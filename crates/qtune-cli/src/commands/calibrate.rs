@@ -1,0 +1,544 @@
+//! `run_calibration` / `qtune calibrate`: the calibration table of a model
+//! (TPU-MLIR `python/tools/run_calibration.py`, plain calibration path).
+//! The work is in `qtune-search`; this is flag handling and output.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qtune_data::{Selection, select_data_list, select_dataset};
+use qtune_exec::PrepareOptions;
+use qtune_search::{CalibrationMethod, QuantMode, QuantizeTable, TimeLine};
+use qtune_search::{CalibrationSettings, Progress, SampleLoader, TableHeader, calibrate};
+
+use super::preprocess_args::PreprocessArgs;
+use crate::model::{self, Naming};
+
+/// Processors TPU-MLIR accepts for `--processor` / `--chip`.
+const PROCESSORS: &[&str] = &[
+    "bm1684x", "bm1684", "cv183x", "cv182x", "cv181x", "cv180x", "cv186x", "bm1688", "bm1690",
+    "cv184x", "sgtpuv8", "sg2262",
+];
+
+#[derive(clap::Args)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct Args {
+    /// The float model: a Top-dialect .mlir from model_transform (its
+    /// top.Input attributes give the image preprocessing) or an .onnx file.
+    model: PathBuf,
+    /// Folder of samples, searched recursively (images, npz or npy); the
+    /// files are shuffled as TPU-MLIR does (seed 1684).
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Text file with one sample per line (comma-separated files for
+    /// multi-input models); takes precedence over --dataset.
+    #[arg(long = "data_list", alias = "data-list")]
+    data_list: Option<PathBuf>,
+    /// Number of calibration samples (0: all).
+    #[arg(long = "input_num", alias = "input-num", default_value_t = 0)]
+    input_num: usize,
+    /// kl | mse | max | percentile9999 | aciq_gauss | aciq_laplace (also
+    /// use_kl, use_mse, use_max, use_percentile9999; qtune also accepts
+    /// use_aciq_gauss and use_aciq_laplace, which TPU-MLIR 1.30 rejects).
+    #[arg(long = "cali_method", alias = "cali-method", default_value = "kl")]
+    cali_method: String,
+    /// Initial bins of the KLD histogram (and of the torch observer).
+    #[arg(
+        long = "histogram_bin_num",
+        alias = "histogram-bin-num",
+        default_value_t = 2048
+    )]
+    histogram_bin_num: usize,
+    /// Data list of the tuning samples (tune_num becomes its length).
+    #[arg(long = "tune_list", alias = "tune-list")]
+    tune_list: Option<PathBuf>,
+    /// Tuning samples (first of the calibration samples); 0 turns tuning
+    /// off. Tuning runs for kl, aciq_gauss and aciq_laplace only.
+    #[arg(long = "tune_num", alias = "tune-num", default_value_t = 5)]
+    tune_num: usize,
+    /// Target processor (recorded in the qtable; sets its float mode).
+    #[arg(long, alias = "chip", default_value = "bm1684x")]
+    processor: String,
+    /// The calibration table to write.
+    #[arg(short = 'o', long = "calibration_table", alias = "calibration-table")]
+    calibration_table: PathBuf,
+    /// The qtable of shape-computing ops kept float (default:
+    /// `shape_pattern_qtable` next to the calibration table).
+    #[arg(long = "quantize_table", alias = "quantize-table")]
+    quantize_table: Option<PathBuf>,
+    /// TPU-MLIR debug keys, `;`- or `,`-separated. Honoured:
+    /// use_torch_observer_for_cali, a method name (overrides --cali_method),
+    /// tune_steps=N. Other keys are reported and ignored.
+    #[arg(long = "debug_cmd", alias = "debug-cmd", default_value = "")]
+    debug_cmd: String,
+    /// Static shapes for dynamic inputs of an .onnx model, e.g. [[1,3,224,224]].
+    #[arg(long = "input_shapes", alias = "input-shapes")]
+    input_shapes: Option<String>,
+    /// Image preprocessing for an .onnx model (a .mlir carries its own).
+    #[command(flatten)]
+    preprocess: PreprocessArgs,
+    /// Write this text as the table's `# genetated time:` (reproducible files).
+    #[arg(long = "fixed_time", alias = "fixed-time", conflicts_with = "no_time")]
+    fixed_time: Option<String>,
+    /// Leave the `# genetated time:` line out (reproducible files).
+    #[arg(long = "no_time", alias = "no-time")]
+    no_time: bool,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bar and no summary.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Not yet supported by qtune (planned): search_threshold, search_qtable,
+    /// fast_search, mix_search. `False` (TPU-MLIR's default) is plain calibration.
+    #[arg(long)]
+    search: Option<String>,
+    /// Weight equalization: not yet supported by qtune (planned).
+    #[arg(long)]
+    we: bool,
+    /// Bias correction: not yet supported by qtune (planned).
+    #[arg(long)]
+    bc: bool,
+    /// SmoothQuant: not yet supported by qtune (planned).
+    #[arg(long)]
+    sq: bool,
+    /// Softmax correction: not yet supported by qtune (planned).
+    #[arg(long)]
+    smc: bool,
+    /// Used by --search (not yet supported); reported and ignored otherwise.
+    #[arg(long = "inference_num", alias = "inference-num")]
+    inference_num: Option<usize>,
+    /// Used by --bc (not yet supported).
+    #[arg(long = "bc_inference_num", alias = "bc-inference-num")]
+    bc_inference_num: Option<usize>,
+    /// Used by --search (not yet supported); reported and ignored otherwise.
+    #[arg(long = "expected_cos", alias = "expected-cos")]
+    expected_cos: Option<f64>,
+    /// Used by --search (not yet supported); reported and ignored otherwise.
+    #[arg(long = "quantize_method_list", alias = "quantize-method-list")]
+    quantize_method_list: Option<String>,
+    /// Used by --search (not yet supported); reported and ignored otherwise.
+    #[arg(long = "max_float_layers", alias = "max-float-layers")]
+    max_float_layers: Option<usize>,
+    /// Used by --search (not yet supported); reported and ignored otherwise.
+    #[arg(long = "post_process", alias = "post-process")]
+    post_process: Option<PathBuf>,
+}
+
+const AFTER_HELP: &str = "\
+Outputs: the calibration table (-o) in TPU-MLIR's layout (rows `name threshold min max` in op
+order, 7 decimals, keyed by the op names of the .mlir), written atomically: the untuned table
+goes to `<table>.1` first; with tuning the tuned table is written to `<table>` and `<table>.1`
+removed, otherwise `<table>.1` is renamed. The shape-ops qtable (`--quantize_table`, default
+`shape_pattern_qtable` in the table's folder) lists the shape-computing ops left after constant
+folding (usually none) at the processor's float mode. A summary goes to stdout, warnings and
+the progress bar to stderr.
+
+Samples: images are preprocessed per the .mlir's top.Input attributes. For an .onnx model the
+preprocessing flags of this command are used instead (model_transform's defaults when absent);
+running model_transform first and calibrating the .mlir is the TPU-MLIR way. npz samples are
+keyed by input name (a single-input model may use any key); npy samples are zipped with the
+inputs. Batch > 1 models batch consecutive images and pad the last batch, as TPU-MLIR does.
+
+Tuning (kl, aciq_gauss, aciq_laplace with --tune_num > 0, spec 3.4): each op runs alone on the
+float activations of its inputs, the tuned input fake-quantized (int8, half to even) with 22
+candidate thresholds between its threshold and its abs-max, the other inputs with their current
+thresholds, and its Conv/Gemm/MatMul weight fake-quantized per output channel (symmetric int8;
+TPU-MLIR does this inside its interpreter). A threshold is raised when a candidate lowers
+mean ||ref - out||_2 / ||ref||_1 over the tuning samples.
+
+Memory: the statistics pass holds at most two samples' activations, whatever the sample count
+(the percentile9999 tails grow with it by definition); tuning keeps the float activations of
+the tuning samples.
+
+Exit codes: 0 success; 2 bad input or usage (unreadable model or data, unsupported flag such
+as --search, --we, --bc, --sq, --smc).";
+
+/// `run_calibration` under its own name.
+#[derive(clap::Parser)]
+#[command(
+    name = "run_calibration",
+    version,
+    about = "Computes the calibration table of a float model (exit codes: 0 ok, 2 bad input or usage)"
+)]
+pub struct ToolArgs {
+    #[command(flatten)]
+    pub args: Args,
+}
+
+/// What `--debug_cmd` asks for.
+#[derive(Debug, Default, PartialEq)]
+struct DebugCmd {
+    method: Option<CalibrationMethod>,
+    torch_observer: bool,
+    tune_steps: Option<u32>,
+    ignored: Vec<String>,
+}
+
+/// Parses `k1;k2=v;...` (also `,`-separated) as TPU-MLIR's
+/// `parse_debug_cmd`: keys are lowercased and `use_<method>` means `<method>`.
+fn parse_debug_cmd(s: &str) -> Result<DebugCmd> {
+    let mut out = DebugCmd::default();
+    for item in s.split([';', ',']) {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k.trim().to_lowercase(), Some(v.trim())),
+            None => (item.to_lowercase(), None),
+        };
+        if key == "use_torch_observer_for_cali" {
+            out.torch_observer = true;
+        } else if key == "tune_steps" {
+            let v = value.unwrap_or("");
+            let n: u32 = v
+                .parse()
+                .with_context(|| format!("--debug_cmd tune_steps=`{v}`: not a whole number"))?;
+            out.tune_steps = Some(n);
+        } else if let Some(m) = CalibrationMethod::parse(&key) {
+            out.method = Some(m);
+        } else {
+            out.ignored.push(item.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// TPU-MLIR's `FLOAT_MAP` (spec 4.4): the float mode of the qtable.
+fn float_mode(processor: &str) -> QuantMode {
+    match processor {
+        "bm1684" => QuantMode::F32,
+        p if p.starts_with("cv18") && p != "cv186x" => QuantMode::BF16,
+        // sgtpuv8 is missing from TPU-MLIR's map (a KeyError there); F16 here.
+        _ => QuantMode::F16,
+    }
+}
+
+/// `str(datetime.now())` in UTC: `YYYY-MM-DD HH:MM:SS.ffffff`.
+fn python_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_micros()
+    )
+}
+
+/// A progress bar on stderr, one per stage; hidden when stderr is not a
+/// terminal or with --quiet.
+struct Bar {
+    visible: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for Bar {
+    fn start(&self, stage: &str, total: usize) {
+        let target = if self.visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(u64::try_from(total).unwrap_or(0)), target);
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {elapsed} (ETA {eta})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(stage.to_string());
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+    fn advance(&self, n: usize) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(u64::try_from(n).unwrap_or(0));
+        }
+    }
+    fn finish(&self) {
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    // Unsupported modes fail before any work, never silently ignored.
+    if let Some(s) = &args.search
+        && s != "False"
+    {
+        bail!(
+            "--search {s} is not yet supported by qtune (planned: search_threshold, search_qtable, fast_search, mix_search); run without --search for plain calibration"
+        );
+    }
+    for (given, flag) in [
+        (args.we, "--we"),
+        (args.bc, "--bc"),
+        (args.sq, "--sq"),
+        (args.smc, "--smc"),
+    ] {
+        if given {
+            bail!("{flag} is not yet supported by qtune (planned); run without it");
+        }
+    }
+    super::with_threads(args.threads, || run_inner(args))
+}
+
+fn run_inner(args: Args) -> Result<()> {
+    let start = Instant::now();
+    let model_path = &args.model;
+    if !PROCESSORS.contains(&args.processor.as_str()) {
+        bail!(
+            "--processor `{}`: expected one of {}",
+            args.processor,
+            PROCESSORS.join(", ")
+        );
+    }
+    let mut method = CalibrationMethod::parse(&args.cali_method).with_context(|| {
+        format!(
+            "--cali_method `{}`: expected kl, mse, max, percentile9999, aciq_gauss or aciq_laplace (or use_<method>)",
+            args.cali_method
+        )
+    })?;
+    let debug = parse_debug_cmd(&args.debug_cmd)?;
+    for key in &debug.ignored {
+        eprintln!("warning: --debug_cmd key `{key}` is not honoured by qtune; ignored");
+    }
+    for (given, flag) in [
+        (args.inference_num.is_some(), "--inference_num"),
+        (args.bc_inference_num.is_some(), "--bc_inference_num"),
+        (args.expected_cos.is_some(), "--expected_cos"),
+        (
+            args.quantize_method_list.is_some(),
+            "--quantize_method_list",
+        ),
+        (args.max_float_layers.is_some(), "--max_float_layers"),
+        (args.post_process.is_some(), "--post_process"),
+    ] {
+        if given {
+            eprintln!("warning: {flag} is only used by --search or --bc; ignored");
+        }
+    }
+    if let Some(m) = debug.method {
+        method = m;
+    }
+    if debug.torch_observer && method != CalibrationMethod::Kl {
+        eprintln!(
+            "warning: --debug_cmd use_torch_observer_for_cali replaces the kl threshold only; it has no effect with {method}"
+        );
+    }
+
+    let ext = model_path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let is_mlir = ext == "mlir";
+    let preprocess_given =
+        format!("{:?}", args.preprocess) != format!("{:?}", PreprocessArgs::default());
+    if is_mlir && preprocess_given {
+        bail!(
+            "preprocessing flags apply to .onnx models only; `{}` carries its own (top.Input attributes)",
+            model_path.display()
+        );
+    }
+    if args.dataset.is_none() && args.data_list.is_none() {
+        bail!("give the calibration samples with --dataset <folder> or --data_list <file>");
+    }
+
+    let loaded = model::load_model(
+        model_path,
+        args.input_shapes.as_deref(),
+        &PrepareOptions::default(),
+        Naming::TopOps,
+    )?;
+    let exec = loaded.exec;
+    let graph = exec.graph();
+    let inputs = graph.inputs.len();
+    let selection: Selection = match (&args.data_list, &args.dataset) {
+        (Some(list), _) => select_data_list(list, args.input_num, inputs)?,
+        (None, Some(dir)) => select_dataset(dir, args.input_num)?,
+        (None, None) => unreachable!("checked above"),
+    };
+
+    let mut configs = Vec::with_capacity(inputs);
+    let image_samples = selection.kind == qtune_data::SampleKind::Image;
+    for &id in &graph.inputs {
+        let name = &graph.value(id).name;
+        let shape = graph.shape_of(id)?.dims().to_vec();
+        let pre = if is_mlir {
+            loaded
+                .input_attrs
+                .iter()
+                .find(|a| &a.name == name)
+                .and_then(|a| PreprocessArgs::from_input_attrs(&a.attrs))
+        } else {
+            Some(args.preprocess.clone())
+        };
+        let cfg = match pre {
+            Some(p) if image_samples => Some(p.config(&shape).with_context(|| {
+                format!(
+                    "model `{}`, input `{name}`: cannot preprocess images for it",
+                    model_path.display()
+                )
+            })?),
+            _ => None,
+        };
+        configs.push(cfg);
+    }
+    let loader = SampleLoader::new(graph, selection, configs.clone())
+        .with_context(|| format!("model `{}`", model_path.display()))?;
+    let mut tune_num = args.tune_num;
+    let tune_loader = match &args.tune_list {
+        Some(list) => {
+            let sel = select_data_list(list, 0, inputs)?;
+            tune_num = sel.samples.len();
+            Some(SampleLoader::new(graph, sel, configs)?)
+        }
+        None => None,
+    };
+
+    let mut settings = CalibrationSettings::new(method);
+    settings.histogram_bin_num = args.histogram_bin_num;
+    settings.tune_num = tune_num;
+    settings.torch_observer = debug.torch_observer;
+    if let Some(steps) = debug.tune_steps {
+        settings.tune_steps = steps;
+    }
+    let bar = Bar {
+        visible: !args.quiet && std::io::stderr().is_terminal(),
+        bar: Mutex::new(None),
+    };
+    let outcome = calibrate(&exec, &loader, tune_loader.as_ref(), &settings, &bar)
+        .with_context(|| format!("calibrating `{}`", model_path.display()))?;
+    let mut warnings = outcome.warnings.clone();
+    warnings.dedup();
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+
+    let time_text = match (&args.fixed_time, args.no_time) {
+        (Some(t), _) => Some(t.clone()),
+        (None, true) => None,
+        (None, false) => Some(python_now()),
+    };
+    let header = TableHeader {
+        version: format!("qtune-{}", env!("CARGO_PKG_VERSION")),
+        mlir_file: model_path.display().to_string(),
+        time: time_text.clone().map_or(TimeLine::Omit, TimeLine::Text),
+        tune_number: i64::try_from(tune_num).unwrap_or(i64::MAX),
+    };
+
+    // The shape-ops qtable (TPU-MLIR always writes it).
+    let qtable_path = match &args.quantize_table {
+        Some(p) => p.clone(),
+        None => qtable_default_path(&args.calibration_table),
+    };
+    let qtable = QuantizeTable {
+        time: time_text,
+        sample_number: outcome.batches,
+        chip: args.processor.clone(),
+        shape_layers: qtune_search::shape_layers(graph),
+        shape_mode: float_mode(&args.processor),
+        pattern_mode: float_mode(&args.processor),
+        ..QuantizeTable::default()
+    };
+    qtable.write(&qtable_path)?;
+    outcome.write_tables(&header, &args.calibration_table)?;
+
+    if !args.quiet {
+        let tuning = if outcome.tuned_rows.is_some() {
+            format!(
+                ", tuning {:.2} s on {} batch(es), {} threshold(s) raised",
+                outcome.tuning_time.as_secs_f64(),
+                outcome.tune_batches,
+                outcome.tuned_changes
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "calibrated {} tensors of `{}` with {} on {} sample(s) ({} batch(es)) in {:.2} s (statistics {:.2} s{tuning})",
+            outcome.rows().len(),
+            model_path.display(),
+            method,
+            loader.sample_count(),
+            outcome.batches,
+            start.elapsed().as_secs_f64(),
+            outcome.statistics_time.as_secs_f64(),
+        );
+        println!(
+            "wrote {} and {} ({} shape layer(s))",
+            args.calibration_table.display(),
+            qtable_path.display(),
+            qtable.shape_layers.len()
+        );
+    }
+    Ok(())
+}
+
+/// `shape_pattern_qtable`, in the calibration table's folder when its path
+/// has one (TPU-MLIR: when `-o` contains `/`).
+fn qtable_default_path(cali: &Path) -> PathBuf {
+    match cali.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join("shape_pattern_qtable"),
+        _ => PathBuf::from("shape_pattern_qtable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_cmd_keys() {
+        let d =
+            parse_debug_cmd("use_torch_observer_for_cali;Use_MSE,tune_steps=10;dump_list").unwrap();
+        assert!(d.torch_observer);
+        assert_eq!(d.method, Some(CalibrationMethod::Mse));
+        assert_eq!(d.tune_steps, Some(10));
+        assert_eq!(d.ignored, vec!["dump_list".to_string()]);
+        assert_eq!(parse_debug_cmd("").unwrap(), DebugCmd::default());
+        assert!(parse_debug_cmd("tune_steps=x").is_err());
+    }
+
+    #[test]
+    fn time_line_looks_like_python() {
+        let t = python_now();
+        assert_eq!(t.len(), "2026-01-01 00:00:00.000000".len(), "{t}");
+        assert_eq!(&t[4..5], "-");
+        assert_eq!(&t[10..11], " ");
+    }
+
+    #[test]
+    fn float_modes() {
+        assert_eq!(float_mode("bm1684"), QuantMode::F32);
+        assert_eq!(float_mode("cv183x"), QuantMode::BF16);
+        assert_eq!(float_mode("cv186x"), QuantMode::F16);
+        assert_eq!(float_mode("bm1684x"), QuantMode::F16);
+    }
+}

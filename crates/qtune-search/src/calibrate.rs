@@ -1,0 +1,757 @@
+//! The calibration driver (spec sections 3.1 to 3.4,
+//! `kld_calibrator.py: ActivationCalibrator`): one streaming statistics
+//! pass, thresholds with TPU-MLIR's special cases, optional tuning, and the
+//! calibration table files.
+//!
+//! # Memory
+//!
+//! Statistics are updated one batch at a time; no activation outlives the
+//! batch after the one being run (the statistics of batch `i` are updated
+//! while batch `i + 1` runs). The per-tensor state is bounded (histograms,
+//! running min/max, sums), except the percentile tails, whose size is
+//! proportional to the number of batches by definition of the method.
+//! Tuning keeps the float activations of the `tune_num` tuning batches.
+//!
+//! # Determinism
+//!
+//! Every tensor's statistics see the batches in sample order, whatever the
+//! number of threads: parallelism is inside a batch's inference (kernels),
+//! across tensors when updating statistics and computing thresholds, and
+//! across threshold candidates when tuning, never across the samples of
+//! one tensor.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use qtune_exec::{Executor, Keep, NoHook, Parallelism, RunOptions, ValueHook, Values};
+use qtune_ir::{Graph, NodeId, Op, ValueId};
+use qtune_quant::{
+    CalibrationMethod, CalibrationRow, CalibrationTable, HistogramLine, PercentileSchedule,
+    SpecialCaseTensor, StatsConfig, TensorStats, Thresholds, TimeLine, format_7f,
+    special_case_overrides,
+};
+use qtune_tensor::{DType, Tensor};
+
+use crate::SearchError;
+use crate::fake_quant::{fake_quant_tensor, fake_quant_weight_per_channel, weight_channel_axis};
+use crate::inputs::SampleLoader;
+
+/// Settings of one calibration run.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq)]
+pub struct CalibrationSettings {
+    /// `--cali_method`.
+    pub method: CalibrationMethod,
+    /// `--histogram_bin_num`.
+    pub histogram_bin_num: usize,
+    /// `--tune_num`: tuning batches (0 turns tuning off). Tuning runs only
+    /// for kl, aciq_gauss and aciq_laplace (spec 3.4).
+    pub tune_num: usize,
+    /// Candidate steps of the tuner (`debug_cmd tune_steps`, default 21).
+    pub tune_steps: u32,
+    /// `debug_cmd use_torch_observer_for_cali`: the kl threshold comes from
+    /// PyTorch's HistogramObserver instead of KLD.
+    pub torch_observer: bool,
+}
+
+impl Default for CalibrationSettings {
+    fn default() -> Self {
+        CalibrationSettings {
+            method: CalibrationMethod::Kl,
+            histogram_bin_num: 2048,
+            tune_num: 5,
+            tune_steps: 21,
+            torch_observer: false,
+        }
+    }
+}
+
+impl CalibrationSettings {
+    pub fn new(method: CalibrationMethod) -> Self {
+        CalibrationSettings {
+            method,
+            ..CalibrationSettings::default()
+        }
+    }
+
+    /// Whether the method is tuned (spec 3.4: kl and aciq, tune_num > 0).
+    pub fn tunes(&self) -> bool {
+        self.tune_num > 0
+            && matches!(
+                self.method,
+                CalibrationMethod::Kl
+                    | CalibrationMethod::AciqGauss
+                    | CalibrationMethod::AciqLaplace
+            )
+    }
+
+    fn special_cases(&self) -> bool {
+        matches!(
+            self.method,
+            CalibrationMethod::Mse | CalibrationMethod::AciqGauss | CalibrationMethod::AciqLaplace
+        )
+    }
+}
+
+/// Receives progress of the long stages. Implementations must be cheap.
+pub trait Progress: Sync {
+    /// A stage of `total` steps begins.
+    fn start(&self, _stage: &str, _total: usize) {}
+    /// `n` more steps of the current stage are done.
+    fn advance(&self, _n: usize) {}
+    /// The current stage is over.
+    fn finish(&self) {}
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// One tensor of the calibration table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableEntry {
+    pub value: ValueId,
+    pub name: String,
+    /// Index of the producing op in the op list (`top.Input` ops first).
+    pub op_index: usize,
+    /// Output of a `top.Input` op.
+    pub is_input: bool,
+    /// Produced by Conv, MatMul or Gemm (`top.Conv`/`top.MatMul`).
+    pub is_matmul_or_conv: bool,
+}
+
+/// The tensors that get a table row, in op-list order (graph inputs, then
+/// every node output in node order), and the op count of the percentile
+/// depth schedule.
+pub fn table_entries(graph: &Graph) -> (Vec<TableEntry>, usize) {
+    let mut out = Vec::new();
+    for (i, &id) in graph.inputs.iter().enumerate() {
+        out.push(TableEntry {
+            value: id,
+            name: graph.value(id).name.clone(),
+            op_index: i,
+            is_input: true,
+            is_matmul_or_conv: false,
+        });
+    }
+    let base = graph.inputs.len();
+    for (id, node) in graph.nodes() {
+        let conv = matches!(node.op, Op::Conv(_) | Op::MatMul | Op::Gemm(_));
+        for &o in &node.outputs {
+            out.push(TableEntry {
+                value: o,
+                name: graph.value(o).name.clone(),
+                op_index: base + id.index(),
+                is_input: false,
+                is_matmul_or_conv: conv,
+            });
+        }
+    }
+    (out, base + graph.node_count())
+}
+
+/// The result of a calibration run.
+#[derive(Debug, Clone)]
+pub struct CalibrationOutcome {
+    pub method: CalibrationMethod,
+    pub histogram_bin_num: usize,
+    /// Calibration batches `N`.
+    pub batches: usize,
+    /// Rows before tuning.
+    pub untuned_rows: Vec<CalibrationRow>,
+    /// Rows after tuning (`None` when tuning did not run).
+    pub tuned_rows: Option<Vec<CalibrationRow>>,
+    /// Tuning batches used.
+    pub tune_batches: usize,
+    /// Thresholds tuning raised.
+    pub tuned_changes: usize,
+    /// Warnings in TPU-MLIR's wording, in table order.
+    pub warnings: Vec<String>,
+    pub statistics_time: Duration,
+    pub tuning_time: Duration,
+}
+
+impl CalibrationOutcome {
+    /// The rows of the final table.
+    pub fn rows(&self) -> &[CalibrationRow] {
+        self.tuned_rows.as_deref().unwrap_or(&self.untuned_rows)
+    }
+}
+
+/// Collects the hooked tensors of one run, by table slot.
+struct CaptureHook<'a> {
+    slot_of: &'a [Option<usize>],
+    captured: Vec<Option<Tensor>>,
+}
+
+impl ValueHook for CaptureHook<'_> {
+    fn on_value(
+        &mut self,
+        _graph: &Graph,
+        value: ValueId,
+        tensor: &mut Tensor,
+    ) -> Result<(), qtune_exec::ExecError> {
+        if let Some(Some(slot)) = self.slot_of.get(value.index()) {
+            // Tensor data is shared (Arc): this clone does not copy.
+            self.captured[*slot] = Some(tensor.clone());
+        }
+        Ok(())
+    }
+
+    fn wants(&self, value: ValueId) -> bool {
+        matches!(self.slot_of.get(value.index()), Some(Some(_)))
+    }
+}
+
+fn observe_batch(
+    stats: &mut [TensorStats],
+    captured: Option<Vec<Option<Tensor>>>,
+) -> Result<(), SearchError> {
+    let Some(captured) = captured else {
+        return Ok(());
+    };
+    stats
+        .par_iter_mut()
+        .zip(captured.into_par_iter())
+        .try_for_each(|(s, t)| {
+            let t = t.ok_or_else(|| {
+                SearchError::Settings(format!("tensor `{}` was not computed", s.name()))
+            })?;
+            match t.as_f32() {
+                Ok(x) => s.observe(x)?,
+                Err(_) => s.observe(&t.to_f32_vec())?,
+            }
+            Ok(())
+        })
+}
+
+/// One streaming pass over the batches of `loader`: runs the float model
+/// and feeds every tensor of `entries` into its statistics.
+pub fn collect_statistics(
+    exec: &Executor,
+    entries: &[TableEntry],
+    op_count: usize,
+    loader: &SampleLoader,
+    settings: &CalibrationSettings,
+    progress: &dyn Progress,
+) -> Result<Vec<TensorStats>, SearchError> {
+    let graph = exec.graph();
+    let n = loader.batch_count();
+    let mut config = StatsConfig::with_methods(&[settings.method]);
+    config.histogram_bin_num = settings.histogram_bin_num;
+    if settings.torch_observer && settings.method == CalibrationMethod::Kl {
+        // The observer replaces KLD: no histogram is needed.
+        config.methods = Vec::new();
+        config.torch_observer = true;
+    }
+    let mut tail_config = config.clone();
+    tail_config.collect_tails = settings.special_cases();
+    let last_five: Vec<usize> = (entries.len().saturating_sub(5)..entries.len()).collect();
+    let mut stats = entries
+        .iter()
+        .enumerate()
+        .map(|(slot, e)| {
+            let cfg = if last_five.contains(&slot) {
+                &tail_config
+            } else {
+                &config
+            };
+            TensorStats::new(
+                e.name.clone(),
+                cfg,
+                PercentileSchedule::new(e.op_index, op_count, n),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut slot_of = vec![None; graph.value_count()];
+    for (slot, e) in entries.iter().enumerate() {
+        slot_of[e.value.index()] = Some(slot);
+    }
+    progress.start("statistics", n);
+    let opts = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
+    let mut pending: Option<Vec<Option<Tensor>>> = None;
+    for i in 0..n {
+        // Batch i runs while the statistics of batch i-1 are updated.
+        let (captured, observed) = rayon::join(
+            || -> Result<Vec<Option<Tensor>>, SearchError> {
+                let inputs = loader.load(i)?;
+                let mut hook = CaptureHook {
+                    slot_of: &slot_of,
+                    captured: vec![None; entries.len()],
+                };
+                exec.run(inputs, &opts, &mut hook)?;
+                Ok(hook.captured)
+            },
+            || observe_batch(&mut stats, pending.take()),
+        );
+        observed?;
+        pending = Some(captured?);
+        progress.advance(1);
+    }
+    observe_batch(&mut stats, pending.take())?;
+    progress.finish();
+    Ok(stats)
+}
+
+/// Table rows with what tuning needs beside them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThresholdRows {
+    /// One row per entry, in entry order.
+    pub rows: Vec<CalibrationRow>,
+    /// `max(|min|, |max|)` per entry (after the near-zero rule).
+    pub abs_max: Vec<f64>,
+    /// Warnings in TPU-MLIR's wording, in entry order.
+    pub warnings: Vec<String>,
+}
+
+/// Thresholds of every entry for the configured method, with the special
+/// cases of spec 3.3.5 (mse/aciq) applied.
+pub fn thresholds_to_rows(
+    entries: &[TableEntry],
+    stats: &[TensorStats],
+    settings: &CalibrationSettings,
+) -> Result<ThresholdRows, SearchError> {
+    let all: Vec<Thresholds> = stats
+        .par_iter()
+        .map(|s| s.thresholds())
+        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::with_capacity(entries.len());
+    let mut abs_max = Vec::with_capacity(entries.len());
+    let mut warnings = Vec::new();
+    for (e, t) in entries.iter().zip(&all) {
+        warnings.extend(t.warnings.iter().cloned());
+        let (th, min, max) = if settings.torch_observer && settings.method == CalibrationMethod::Kl
+        {
+            // Spec 3.3.7: stored in the kl slot, clamped to >= 1e-5.
+            let th = t.torch_observer.unwrap_or(1e-5).max(1e-5);
+            (th, t.min, t.max)
+        } else {
+            t.table_row(settings.method).ok_or_else(|| {
+                SearchError::Settings(format!(
+                    "tensor `{}`: no {} threshold was computed",
+                    e.name, settings.method
+                ))
+            })?
+        };
+        rows.push(CalibrationRow::new(e.name.clone(), th, min, max));
+        abs_max.push(t.abs_max);
+    }
+    if settings.special_cases() {
+        // The last five tensors from the output backwards, then the inputs.
+        let mut list: Vec<SpecialCaseTensor> = Vec::new();
+        for slot in (entries.len().saturating_sub(5)..entries.len()).rev() {
+            let e = &entries[slot];
+            list.push(SpecialCaseTensor {
+                name: e.name.clone(),
+                is_input: e.is_input,
+                is_matmul_or_conv: e.is_matmul_or_conv,
+                pct: all[slot].abs_percentile,
+                abs_max: all[slot].abs_max,
+            });
+        }
+        for (slot, e) in entries.iter().enumerate() {
+            if e.is_input && !list.iter().any(|t| t.name == e.name) {
+                list.push(SpecialCaseTensor {
+                    name: e.name.clone(),
+                    is_input: true,
+                    is_matmul_or_conv: false,
+                    pct: None,
+                    abs_max: all[slot].abs_max,
+                });
+            }
+        }
+        for (name, th) in special_case_overrides(&list) {
+            if let Some(r) = rows.iter_mut().find(|r| r.name == name) {
+                r.threshold = th;
+            }
+        }
+    }
+    Ok(ThresholdRows {
+        rows,
+        abs_max,
+        warnings,
+    })
+}
+
+/// Runs the whole calibration: statistics, thresholds, tuning.
+/// `tune_loader` supplies the tuning batches (`--tune_list`); without it the
+/// first batches of `loader` are used.
+pub fn calibrate(
+    exec: &Executor,
+    loader: &SampleLoader,
+    tune_loader: Option<&SampleLoader>,
+    settings: &CalibrationSettings,
+    progress: &dyn Progress,
+) -> Result<CalibrationOutcome, SearchError> {
+    if settings.histogram_bin_num < 2 {
+        return Err(SearchError::Settings(format!(
+            "--histogram_bin_num must be at least 2, got {}",
+            settings.histogram_bin_num
+        )));
+    }
+    let graph = exec.graph();
+    let (entries, op_count) = table_entries(graph);
+    let start = Instant::now();
+    let stats = collect_statistics(exec, &entries, op_count, loader, settings, progress)?;
+    let ThresholdRows {
+        rows,
+        abs_max,
+        warnings,
+    } = thresholds_to_rows(&entries, &stats, settings)?;
+    drop(stats);
+    let statistics_time = start.elapsed();
+    let mut outcome = CalibrationOutcome {
+        method: settings.method,
+        histogram_bin_num: settings.histogram_bin_num,
+        batches: loader.batch_count(),
+        untuned_rows: rows,
+        tuned_rows: None,
+        tune_batches: 0,
+        tuned_changes: 0,
+        warnings,
+        statistics_time,
+        tuning_time: Duration::ZERO,
+    };
+    if settings.tunes() {
+        let start = Instant::now();
+        let tl = tune_loader.unwrap_or(loader);
+        let count = settings.tune_num.min(tl.batch_count());
+        let refs = (0..count)
+            .map(|i| {
+                let inputs = tl.load(i)?;
+                let opts = RunOptions::new(Keep::All, Parallelism::Rayon);
+                Ok(exec.run(inputs, &opts, &mut NoHook)?)
+            })
+            .collect::<Result<Vec<Values>, SearchError>>()?;
+        // TPU-MLIR's tuner reads its starting thresholds back from the
+        // `<cali>.1` text, so it starts from the 7-decimal values.
+        let mut thresholds: Vec<f64> = outcome
+            .untuned_rows
+            .iter()
+            .map(|r| format_7f(r.threshold).parse().unwrap_or(r.threshold))
+            .collect();
+        let changes = tune(
+            graph,
+            &entries,
+            &abs_max,
+            &mut thresholds,
+            &refs,
+            settings.tune_steps,
+            progress,
+        )?;
+        let tuned = outcome
+            .untuned_rows
+            .iter()
+            .zip(&thresholds)
+            .map(|(r, &th)| CalibrationRow::new(r.name.clone(), th, r.min, r.max))
+            .collect();
+        outcome.tuned_rows = Some(tuned);
+        outcome.tune_batches = count;
+        outcome.tuned_changes = changes;
+        outcome.tuning_time = start.elapsed();
+    }
+    Ok(outcome)
+}
+
+/// One op as a graph of its own, to run it alone.
+struct SingleNode {
+    exec: Executor,
+    /// Original graph input value -> the new graph's input value.
+    inputs: Vec<(ValueId, ValueId)>,
+    /// The new graph's first output.
+    output: ValueId,
+}
+
+/// A one-node graph for `node`, with its Conv/Gemm/MatMul weight
+/// fake-quantized per channel. (The executor runs whole graphs or
+/// everything downstream of a node; a one-node graph is the cheapest way
+/// to run exactly one op on given inputs.)
+fn single_node(graph: &Graph, node_id: NodeId) -> Result<SingleNode, SearchError> {
+    let node = graph.node(node_id);
+    let mut g = Graph::new(node.name.clone());
+    let mut map = Vec::new();
+    let mut inputs = Vec::with_capacity(node.inputs.len());
+    for (i, input) in node.inputs.iter().enumerate() {
+        let Some(v) = *input else {
+            inputs.push(None);
+            continue;
+        };
+        let value = graph.value(v);
+        if let Some(c) = &value.constant {
+            let c = match weight_channel_axis(&node.op, i, c.dims().len()) {
+                Some(axis) => fake_quant_weight_per_channel(c, axis),
+                None => c.clone(),
+            };
+            inputs.push(Some(g.add_constant(value.name.clone(), c)));
+        } else {
+            let nv = g.add_value(value.name.clone(), value.dtype, value.shape.clone());
+            if !g.inputs.contains(&nv) {
+                g.inputs.push(nv);
+                map.push((v, nv));
+            }
+            inputs.push(Some(nv));
+        }
+    }
+    let outputs: Vec<ValueId> = node
+        .outputs
+        .iter()
+        .map(|&o| {
+            let v = graph.value(o);
+            g.add_value(v.name.clone(), v.dtype, v.shape.clone())
+        })
+        .collect();
+    let first = *outputs
+        .first()
+        .ok_or_else(|| SearchError::Settings(format!("node `{}` has no output", node.name)))?;
+    g.add_node(node.name.clone(), node.op.clone(), inputs, outputs.clone());
+    g.outputs = outputs;
+    Ok(SingleNode {
+        exec: Executor::new(g)?,
+        inputs: map,
+        output: first,
+    })
+}
+
+/// `||ref - out||_2 / ||ref||_1` over the flattened tensors.
+fn relative_distance(reference: &[f32], out: &[f32]) -> f64 {
+    let mut l2 = 0.0f64;
+    let mut l1 = 0.0f64;
+    for (&r, &o) in reference.iter().zip(out) {
+        let d = f64::from(r) - f64::from(o);
+        l2 += d * d;
+        l1 += f64::from(r).abs();
+    }
+    l2.sqrt() / l1
+}
+
+/// Threshold tuning (spec 3.4, `SimpleTuner`). Ops are visited in order
+/// (graph inputs are not ops here). For each op E, the producers of E's
+/// inputs are tuned: candidates `t0 + k*step`, `k = 0..=steps`,
+/// `step = (abs_max - t0)/steps`, only if `step > 0` and
+/// `|abs_max - t0| > 0.01`. For each candidate, E runs alone (its weights
+/// fake-quantized per channel) on the float reference activations of its
+/// inputs, the tuned input fake-quantized with the candidate and the other
+/// inputs with their current thresholds (an input without a threshold,
+/// e.g. an integer tensor, is passed as is); the distance is the mean over
+/// the tuning batches of `||ref - out||_2 / ||ref||_1` against E's float
+/// output. A candidate replaces the best only when strictly better; the
+/// table keeps the larger of the old and the best threshold.
+///
+/// Returns the number of thresholds raised.
+fn tune(
+    graph: &Graph,
+    entries: &[TableEntry],
+    abs_max: &[f64],
+    thresholds: &mut [f64],
+    refs: &[Values],
+    steps: u32,
+    progress: &dyn Progress,
+) -> Result<usize, SearchError> {
+    if refs.is_empty() || steps == 0 {
+        return Ok(0);
+    }
+    let mut slot_of = vec![None; graph.value_count()];
+    for (slot, e) in entries.iter().enumerate() {
+        slot_of[e.value.index()] = Some(slot);
+    }
+    let mut tuned = vec![false; entries.len()];
+    let mut changes = 0;
+    progress.start("tuning", graph.node_count());
+    for (node_id, node) in graph.nodes() {
+        progress.advance(1);
+        let Some(&out0) = node.outputs.first() else {
+            continue;
+        };
+        if graph.value(out0).dtype != DType::F32 {
+            continue;
+        }
+        let mut producers: Vec<usize> = Vec::new();
+        for v in node.inputs.iter().flatten() {
+            if graph.constant_of(*v).is_some() || graph.value(*v).dtype != DType::F32 {
+                continue;
+            }
+            if let Some(slot) = slot_of[v.index()]
+                && !producers.contains(&slot)
+            {
+                producers.push(slot);
+            }
+        }
+        if producers.is_empty() {
+            continue;
+        }
+        let to_tune: Vec<usize> = if producers.iter().all(|&p| tuned[p]) {
+            vec![producers[0]]
+        } else {
+            producers.iter().copied().filter(|&p| !tuned[p]).collect()
+        };
+        let mut single: Option<SingleNode> = None;
+        for p in to_tune {
+            tuned[p] = true;
+            let t0 = thresholds[p];
+            let span = abs_max[p] - t0;
+            let step = span / f64::from(steps);
+            if !(step > 0.0 && span.abs() > 0.01) {
+                continue;
+            }
+            if single.is_none() {
+                single = Some(single_node(graph, node_id)?);
+            }
+            let Some(SingleNode {
+                exec: exec1,
+                inputs: map,
+                output: new_out,
+            }) = single.as_ref()
+            else {
+                continue;
+            };
+            // The inputs of every tuning batch with all but the tuned one
+            // already fake-quantized: they do not depend on the candidate.
+            let current: &[f64] = thresholds;
+            let mut base: Vec<Vec<(ValueId, Tensor, bool)>> = Vec::with_capacity(refs.len());
+            for values in refs {
+                let mut inputs = Vec::with_capacity(map.len());
+                for &(orig, new) in map {
+                    let t = values.get(orig).ok_or_else(|| {
+                        SearchError::Settings(format!(
+                            "tensor `{}` was not kept for tuning",
+                            graph.value(orig).name
+                        ))
+                    })?;
+                    let slot = slot_of[orig.index()];
+                    let tuned_here = slot == Some(p);
+                    let t = match slot {
+                        Some(s) if !tuned_here && t.dtype() == DType::F32 => {
+                            fake_quant_tensor(t, current[s])
+                        }
+                        _ => t.clone(),
+                    };
+                    inputs.push((new, t, tuned_here));
+                }
+                base.push(inputs);
+            }
+            let distances: Vec<f64> = (0..=steps)
+                .into_par_iter()
+                .map(|k| -> Result<f64, SearchError> {
+                    let candidate = t0 + f64::from(k) * step;
+                    let mut total = 0.0;
+                    for (values, inputs) in refs.iter().zip(&base) {
+                        let inputs = inputs
+                            .iter()
+                            .map(|(id, t, tuned_here)| {
+                                let t = if *tuned_here {
+                                    fake_quant_tensor(t, candidate)
+                                } else {
+                                    t.clone()
+                                };
+                                (*id, t)
+                            })
+                            .collect();
+                        let opts = RunOptions::new(Keep::Outputs, Parallelism::Sequential);
+                        let out = exec1.run(inputs, &opts, &mut NoHook)?;
+                        let out = out.get(*new_out).ok_or_else(|| {
+                            SearchError::Settings(format!("node `{}` gave no output", node.name))
+                        })?;
+                        let reference = values.get(out0).ok_or_else(|| {
+                            SearchError::Settings(format!(
+                                "tensor `{}` was not kept for tuning",
+                                graph.value(out0).name
+                            ))
+                        })?;
+                        total += relative_distance(reference.as_f32()?, out.as_f32()?);
+                    }
+                    Ok(total / f64::from(u32::try_from(refs.len()).unwrap_or(u32::MAX)))
+                })
+                .collect::<Result<_, _>>()?;
+            let mut best_k = 0u32;
+            let mut best = distances[0];
+            for (k, &d) in (0u32..).zip(&distances) {
+                if d < best {
+                    best = d;
+                    best_k = k;
+                }
+            }
+            let best_th = t0 + f64::from(best_k) * step;
+            if best_th > thresholds[p] {
+                thresholds[p] = best_th;
+                changes += 1;
+            }
+        }
+    }
+    progress.finish();
+    Ok(changes)
+}
+
+/// Header fields of the written tables that do not come from the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableHeader {
+    /// Written after `# mlir version:`.
+    pub version: String,
+    /// The model path as given.
+    pub mlir_file: String,
+    pub time: TimeLine,
+    /// `# tune number:` (the `--tune_num` value, or the tune list length).
+    pub tune_number: i64,
+}
+
+/// `<path>.1`, where the untuned table goes first.
+pub fn untuned_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".1");
+    PathBuf::from(s)
+}
+
+impl CalibrationOutcome {
+    fn table(&self, header: &TableHeader, tuned: bool) -> CalibrationTable {
+        CalibrationTable {
+            mlir_version: header.version.clone(),
+            mlir_file: header.mlir_file.clone(),
+            time: header.time.clone(),
+            method: if tuned {
+                format!("['{}']", self.method.name())
+            } else {
+                self.method.name().to_string()
+            },
+            histogram: HistogramLine::Bins(self.histogram_bin_num),
+            sample_number: self.batches,
+            tune_number: header.tune_number,
+            rows: if tuned {
+                self.rows().to_vec()
+            } else {
+                self.untuned_rows.clone()
+            },
+            ..CalibrationTable::default()
+        }
+    }
+
+    /// The final table (tuned when tuning ran: the method is then written
+    /// as the list repr `['kl']`, as TPU-MLIR does).
+    pub fn final_table(&self, header: &TableHeader) -> CalibrationTable {
+        self.table(header, self.tuned_rows.is_some())
+    }
+
+    /// Writes the tables as TPU-MLIR does (spec 2.1.1): the untuned table
+    /// to `<path>.1`; with tuning the tuned table to `path` and `<path>.1`
+    /// is removed, otherwise `<path>.1` is renamed to `path`. Every write is
+    /// atomic, so `path` is never half-written.
+    pub fn write_tables(&self, header: &TableHeader, path: &Path) -> Result<(), SearchError> {
+        let first = untuned_path(path);
+        self.table(header, false).write(&first)?;
+        if self.tuned_rows.is_some() {
+            self.table(header, true).write(path)?;
+            std::fs::remove_file(&first).map_err(|source| SearchError::Io {
+                path: first.clone(),
+                source,
+            })?;
+        } else {
+            std::fs::rename(&first, path).map_err(|source| SearchError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! The one error type of this crate.
+
+use std::path::PathBuf;
+
+use qtune_data::DataError;
+use qtune_exec::ExecError;
+use qtune_quant::QuantError;
+use qtune_tensor::{NpzError, TensorError};
+
+/// Everything that can go wrong while calibrating. Variants that concern a
+/// file carry its path; those that concern a tensor or an op name it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SearchError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Ir(#[from] qtune_ir::IrError),
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    #[error(transparent)]
+    Npz(#[from] NpzError),
+    #[error("sample `{path}`: {message}")]
+    Sample { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid calibration settings: {0}")]
+    Settings(String),
+}

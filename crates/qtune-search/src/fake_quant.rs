@@ -1,0 +1,150 @@
+//! Fake quantization used by the threshold tuner (spec sections 3.4, 3.5).
+//!
+//! Activations: symmetric int8 with threshold `T`, as TPU-MLIR's
+//! `import_quant_bias`: `s = 127/T`, `q = clip(round(v*s), -128, 127)`,
+//! result `q/s`. Rounding is half to even (numpy `round`).
+//!
+//! Weights: TPU-MLIR's tuner loads the model with `fake_quant_weight()`,
+//! which quantizes weights inside its C++ interpreter. qtune does
+//! per-output-channel symmetric int8: `scale_c = max|w_c| / 127`,
+//! `w' = clip(round_half_even(w / scale_c), -127, 127) * scale_c`, for the
+//! weight of Conv (axis 0, OIHW), Gemm (axis 0 of B when `transB`, else
+//! axis 1) and MatMul with a constant 2-D B (axis 1). Biases stay float
+//! (TPU-MLIR's int32 bias has a step far below the activations' and does
+//! not move the tuner's choice).
+#![deny(clippy::as_conversions)]
+
+use qtune_ir::Op;
+use qtune_tensor::Tensor;
+
+/// Fake-quantizes `x` in place with threshold `threshold` (int8, symmetric).
+pub fn fake_quant_activation(x: &mut [f32], threshold: f64) {
+    // The scale is computed in float64 and applied in float32, as numpy
+    // does for a float32 array times a Python float.
+    let s = 127.0 / threshold;
+    #[allow(clippy::as_conversions, clippy::cast_possible_truncation)]
+    let s32 = s as f32; // narrowing to the data's precision is intended
+    if !s32.is_finite() || s32 <= 0.0 {
+        return;
+    }
+    for v in x.iter_mut() {
+        // Clamping first is exact (the bounds are integers and rounding is
+        // monotonic) and keeps |y| small enough for `round_half_even`.
+        let y = (*v * s32).clamp(-128.0, 127.0);
+        *v = round_half_even(y) / s32;
+    }
+}
+
+/// Round half to even for |y| <= 2^22, without a libm call (without SSE4.1
+/// `f32::round_ties_even` is a call to `rintf`, which dominated tuning):
+/// adding and subtracting 1.5 * 2^23 leaves the nearest integer, ties to
+/// even, under the default rounding mode. NaN stays NaN.
+#[inline]
+fn round_half_even(y: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (y + MAGIC) - MAGIC
+}
+
+/// The activation fake quantization of a whole tensor (f32 only; other
+/// dtypes are returned unchanged).
+pub fn fake_quant_tensor(t: &Tensor, threshold: f64) -> Tensor {
+    let Ok(data) = t.as_f32() else {
+        return t.clone();
+    };
+    let mut v = data.to_vec();
+    fake_quant_activation(&mut v, threshold);
+    Tensor::from_f32(t.shape().clone(), v).unwrap_or_else(|_| t.clone())
+}
+
+/// Per-channel symmetric int8 fake quantization of `w` along `axis`.
+pub fn fake_quant_weight_per_channel(w: &Tensor, axis: usize) -> Tensor {
+    let Ok(data) = w.as_f32() else {
+        return w.clone();
+    };
+    let dims = w.dims();
+    if axis >= dims.len() || data.is_empty() {
+        return w.clone();
+    }
+    let channels = dims[axis];
+    let inner: usize = dims[axis + 1..].iter().product();
+    let outer: usize = dims[..axis].iter().product();
+    let mut max_abs = vec![0.0f32; channels];
+    for o in 0..outer {
+        for (c, m) in max_abs.iter_mut().enumerate() {
+            let start = (o * channels + c) * inner;
+            for &v in &data[start..start + inner] {
+                *m = m.max(v.abs());
+            }
+        }
+    }
+    let mut out = data.to_vec();
+    for o in 0..outer {
+        for (c, &m) in max_abs.iter().enumerate() {
+            if m <= 0.0 || !m.is_finite() {
+                continue;
+            }
+            let scale = m / 127.0;
+            let start = (o * channels + c) * inner;
+            for v in &mut out[start..start + inner] {
+                *v = (*v / scale).round_ties_even().clamp(-127.0, 127.0) * scale;
+            }
+        }
+    }
+    Tensor::from_f32(w.shape().clone(), out).unwrap_or_else(|_| w.clone())
+}
+
+/// The output-channel axis of the weight at input `index` of `op`, if that
+/// input is a weight the tuner fake-quantizes.
+pub fn weight_channel_axis(op: &Op, index: usize, rank: usize) -> Option<usize> {
+    match (op, index) {
+        (Op::Conv(_), 1) if rank >= 2 => Some(0),
+        (Op::Gemm(a), 1) if rank == 2 => Some(if a.trans_b { 0 } else { 1 }),
+        (Op::MatMul, 1) if rank == 2 => Some(1),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_rounds_half_to_even_and_clips() {
+        // T = 127 gives s = 1: ties go to even, values clip to [-128, 127].
+        let mut x = [0.5f32, 1.5, 2.5, -0.5, 200.0, -200.0, 3.2];
+        fake_quant_activation(&mut x, 127.0);
+        assert_eq!(x, [0.0, 2.0, 2.0, -0.0, 127.0, -128.0, 3.0]);
+    }
+
+    #[test]
+    fn fast_rounding_equals_round_ties_even() {
+        let mut y = -130.0f32;
+        while y <= 130.0 {
+            assert_eq!(round_half_even(y), y.round_ties_even(), "{y}");
+            y += 0.125;
+        }
+        for y in [0.49999997f32, -0.49999997, 126.5, -127.5, 1e-30, -0.0] {
+            assert_eq!(round_half_even(y), y.round_ties_even(), "{y}");
+        }
+        assert!(round_half_even(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn activation_is_idempotent() {
+        let mut x: Vec<f32> = (0u8..100).map(|i| (f32::from(i) - 50.0) * 0.037).collect();
+        fake_quant_activation(&mut x, 1.3);
+        let once = x.clone();
+        fake_quant_activation(&mut x, 1.3);
+        assert_eq!(x, once);
+    }
+
+    #[test]
+    fn weight_per_channel_keeps_channel_max() {
+        let w = Tensor::from_f32(vec![2, 3], vec![1.0, -0.5, 0.25, 0.0, 0.0, 0.0]).unwrap();
+        let q = fake_quant_weight_per_channel(&w, 0);
+        let d = q.as_f32().unwrap();
+        assert_eq!(d[0], 1.0);
+        assert!((d[1] + 0.5).abs() <= 0.5 / 127.0);
+        assert_eq!(&d[3..], &[0.0, 0.0, 0.0]);
+    }
+}

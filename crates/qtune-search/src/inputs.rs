@@ -1,0 +1,269 @@
+//! From selected sample files to the graph inputs of one calibration batch
+//! (spec section 2.7, `kld_calibrator.py: load_net_input`).
+//!
+//! * images: one [`PreprocessConfig`] per model input (from the `top.Input`
+//!   attributes of the .mlir). With batch size `B` (dim 0 of the first
+//!   input), `B` consecutive samples form one batch and the last batch is
+//!   padded by repeating the last sample, as TPU-MLIR does.
+//! * npz: a single-input model takes the file's only array (any key) or the
+//!   array named like the input; a multi-input model needs every input name
+//!   as a key.
+//! * npy: the comma fields of a data_list line are zipped with the inputs.
+//!
+//! Deviation: for npz/npy samples the arrays must already have the input's
+//! shape (TPU-MLIR also concatenates `dim 0 = 1` arrays of consecutive files
+//! up to the batch size; that matters only for batch > 1 models and is not
+//! implemented yet; such data gives a clear error).
+
+use std::path::Path;
+
+use qtune_data::{PreprocessConfig, SampleKind, Selection, preprocess_file};
+use qtune_ir::{Graph, ValueId};
+use qtune_tensor::{DType, Shape, Tensor, read_npz};
+
+use crate::SearchError;
+
+/// One graph input as the loader sees it.
+#[derive(Debug, Clone)]
+struct InputSpec {
+    id: ValueId,
+    name: String,
+    shape: Shape,
+    dtype: DType,
+}
+
+/// Loads calibration batches on demand, so that only the batches being
+/// processed are in memory.
+#[derive(Debug, Clone)]
+pub struct SampleLoader {
+    inputs: Vec<InputSpec>,
+    selection: Selection,
+    preprocess: Vec<Option<PreprocessConfig>>,
+    batch: usize,
+}
+
+impl SampleLoader {
+    /// `preprocess[i]` configures image input `i` (`None` for inputs that
+    /// are not images). It is only needed for image samples.
+    pub fn new(
+        graph: &Graph,
+        selection: Selection,
+        preprocess: Vec<Option<PreprocessConfig>>,
+    ) -> Result<Self, SearchError> {
+        let mut inputs = Vec::with_capacity(graph.inputs.len());
+        for &id in &graph.inputs {
+            let v = graph.value(id);
+            inputs.push(InputSpec {
+                id,
+                name: v.name.clone(),
+                shape: graph.shape_of(id)?.clone(),
+                dtype: v.dtype,
+            });
+        }
+        if selection.samples.is_empty() {
+            return Err(SearchError::Settings(
+                "there are no calibration samples".to_string(),
+            ));
+        }
+        let batch = if selection.kind == SampleKind::Image {
+            inputs
+                .first()
+                .and_then(|i| i.shape.dims().first().copied())
+                .unwrap_or(1)
+                .max(1)
+        } else {
+            1
+        };
+        if selection.kind == SampleKind::Image {
+            for (i, input) in inputs.iter().enumerate() {
+                match preprocess.get(i) {
+                    Some(Some(cfg)) => cfg.validate()?,
+                    _ => {
+                        return Err(SearchError::Settings(format!(
+                            "the samples are images, but model input `{}` has no image preprocessing \
+                             (for an .onnx model run model_transform first and calibrate its .mlir, \
+                             or pass the preprocessing flags; or give npz/npy samples)",
+                            input.name
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(SampleLoader {
+            inputs,
+            selection,
+            preprocess,
+            batch,
+        })
+    }
+
+    /// Number of batches `N` (the table's `# sample number`).
+    pub fn batch_count(&self) -> usize {
+        self.selection.samples.len().div_ceil(self.batch)
+    }
+
+    /// Number of selected sample files (before batching).
+    pub fn sample_count(&self) -> usize {
+        self.selection.samples.len()
+    }
+
+    /// The graph inputs of batch `index`.
+    pub fn load(&self, index: usize) -> Result<Vec<(ValueId, Tensor)>, SearchError> {
+        match self.selection.kind {
+            SampleKind::Image => self.load_images(index),
+            SampleKind::Npz => self.load_npz(index),
+            SampleKind::Npy => self.load_npy(index),
+        }
+    }
+
+    fn load_images(&self, index: usize) -> Result<Vec<(ValueId, Tensor)>, SearchError> {
+        let samples = &self.selection.samples;
+        let last = samples.len() - 1;
+        let members: Vec<usize> = (0..self.batch)
+            .map(|k| (index * self.batch + k).min(last))
+            .collect();
+        let mut out = Vec::with_capacity(self.inputs.len());
+        for (i, input) in self.inputs.iter().enumerate() {
+            let Some(Some(cfg)) = self.preprocess.get(i) else {
+                return Err(SearchError::Settings(format!(
+                    "model input `{}` has no image preprocessing",
+                    input.name
+                )));
+            };
+            let mut parts = Vec::with_capacity(members.len());
+            for &m in &members {
+                let files = &samples[m].files;
+                // A single path feeds every input (TPU-MLIR repeats it).
+                let file = files
+                    .get(i)
+                    .or_else(|| files.first())
+                    .ok_or_else(|| SearchError::Settings(format!("sample {m} names no file")))?;
+                let t = preprocess_file(file, cfg)?;
+                parts.push(t);
+            }
+            let t = if parts.len() == 1 {
+                parts.pop().unwrap_or_else(|| unreachable!())
+            } else {
+                Tensor::concat_outer(&parts)?
+            };
+            out.push((input.id, fit(t, input, &members_path(samples, &members))?));
+        }
+        Ok(out)
+    }
+
+    fn load_npz(&self, index: usize) -> Result<Vec<(ValueId, Tensor)>, SearchError> {
+        let sample = &self.selection.samples[index];
+        let path = sample
+            .files
+            .first()
+            .ok_or_else(|| SearchError::Settings(format!("sample {index} names no file")))?;
+        let arrays = read_npz(path)?;
+        let mut out = Vec::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            let found = arrays.iter().find(|(n, _)| *n == input.name);
+            let t = match found {
+                Some((_, t)) => t.clone(),
+                None if self.inputs.len() == 1 && arrays.len() == 1 => arrays[0].1.clone(),
+                None => {
+                    let have: Vec<&str> = arrays.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(SearchError::Sample {
+                        path: path.clone(),
+                        message: format!(
+                            "no array for model input `{}` (the file has: {})",
+                            input.name,
+                            have.join(", ")
+                        ),
+                    });
+                }
+            };
+            out.push((input.id, fit(t, input, path)?));
+        }
+        Ok(out)
+    }
+
+    fn load_npy(&self, index: usize) -> Result<Vec<(ValueId, Tensor)>, SearchError> {
+        let sample = &self.selection.samples[index];
+        if sample.files.len() != self.inputs.len() {
+            return Err(SearchError::Settings(format!(
+                "sample {index}: {} npy file(s) for a model with {} input(s)",
+                sample.files.len(),
+                self.inputs.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(self.inputs.len());
+        for (input, path) in self.inputs.iter().zip(&sample.files) {
+            let t = read_npy(path)?;
+            out.push((input.id, fit(t, input, path)?));
+        }
+        Ok(out)
+    }
+}
+
+fn members_path(samples: &[qtune_data::Sample], members: &[usize]) -> std::path::PathBuf {
+    members
+        .first()
+        .and_then(|&m| samples[m].files.first().cloned())
+        .unwrap_or_default()
+}
+
+/// Checks dtype and shape against the input; an array with the same number
+/// of elements but another shape (e.g. a missing batch axis) is reshaped.
+fn fit(t: Tensor, input: &InputSpec, path: &Path) -> Result<Tensor, SearchError> {
+    if t.dtype() != input.dtype {
+        return Err(SearchError::Sample {
+            path: path.to_path_buf(),
+            message: format!(
+                "model input `{}` expects {} data, the sample holds {}",
+                input.name,
+                input.dtype,
+                t.dtype()
+            ),
+        });
+    }
+    if t.shape() == &input.shape {
+        return Ok(t);
+    }
+    if t.numel() == input.shape.numel() {
+        return Ok(t.reshaped(input.shape.clone())?);
+    }
+    Err(SearchError::Sample {
+        path: path.to_path_buf(),
+        message: format!(
+            "model input `{}` has shape {}, the sample has shape {}",
+            input.name,
+            input.shape,
+            t.shape()
+        ),
+    })
+}
+
+/// Reads a `.npy` file holding float32, int64 or int32 data.
+fn read_npy(path: &Path) -> Result<Tensor, SearchError> {
+    use ndarray::ArrayD;
+    use ndarray_npy::ReadNpyExt;
+    let open = || {
+        std::fs::File::open(path).map_err(|source| SearchError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let bad = |e: ndarray_npy::ReadNpyError| SearchError::Sample {
+        path: path.to_path_buf(),
+        message: format!("cannot read npy: {e}"),
+    };
+    if let Ok(a) = ArrayD::<f32>::read_npy(open()?) {
+        let dims = a.shape().to_vec();
+        // Logical (C) order whatever the file's memory order.
+        let data: Vec<f32> = a.iter().copied().collect();
+        return Ok(Tensor::from_f32(dims, data)?);
+    }
+    if let Ok(a) = ArrayD::<i64>::read_npy(open()?) {
+        let dims = a.shape().to_vec();
+        let data: Vec<i64> = a.iter().copied().collect();
+        return Ok(Tensor::from_i64(dims, data)?);
+    }
+    let a = ArrayD::<i32>::read_npy(open()?).map_err(bad)?;
+    let dims = a.shape().to_vec();
+    let data: Vec<i64> = a.iter().map(|&v| i64::from(v)).collect();
+    Ok(Tensor::from_i64(dims, data)?)
+}

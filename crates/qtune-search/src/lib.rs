@@ -1,0 +1,29 @@
+//! The calibration driver of qtune (TPU-MLIR's `run_calibration` as a
+//! library; `../shared/reference/tpu-mlir-quant-spec.md` sections 2.1, 2.4,
+//! 2.7 and 3.1 to 3.4). The later searches (search_threshold,
+//! search_qtable, ...) will live here too.
+//!
+//! * [`SampleLoader`]: selected sample files to the graph inputs of one batch.
+//! * [`calibrate`]: one streaming statistics pass through the executor's
+//!   value hook, thresholds with the special cases, threshold tuning.
+//! * [`CalibrationOutcome::write_tables`]: the table files, as TPU-MLIR
+//!   writes them (`<cali>.1` first).
+//! * [`shape_layers`]: the shape-computing ops for the float qtable.
+
+mod calibrate;
+mod error;
+pub mod fake_quant;
+mod inputs;
+mod shape_ops;
+
+pub use calibrate::{
+    CalibrationOutcome, CalibrationSettings, NoProgress, Progress, TableEntry, TableHeader,
+    ThresholdRows, calibrate, collect_statistics, table_entries, thresholds_to_rows, untuned_path,
+};
+pub use error::SearchError;
+pub use inputs::SampleLoader;
+pub use shape_ops::shape_layers;
+// The calibration-math types callers need alongside the driver.
+pub use qtune_quant::{
+    CalibrationMethod, CalibrationRow, CalibrationTable, QuantMode, QuantizeTable, TimeLine,
+};
