@@ -188,7 +188,7 @@ pub(crate) fn eval_node_fused(
                 None => None,
             };
             let od = cx.out_dims(0)?;
-            let mut out = vec![0f32; od.iter().product()];
+            let mut out = zeroed(od.iter().product(), cx.par);
             k::conv2d_fused(x, xd, w, wd, bias, &p, cx.activation, &mut out, cx.par);
             cx.f32_out(od, out)
         }
@@ -226,13 +226,13 @@ pub(crate) fn eval_node_fused(
                     "output_shape {od:?} differs from the computed {expected:?}; explicit output_shape is not supported"
                 )));
             }
-            let mut out = vec![0f32; od.iter().product()];
+            let mut out = zeroed(od.iter().product(), cx.par);
             k::conv_transpose2d(x, xd, w, wd, bias, &p, &mut out, cx.par);
             cx.f32_out(od, out)
         }
         Op::BatchNormalization { epsilon } => {
             let dims = cx.input(0)?.dims().to_vec();
-            let mut out = vec![0f32; dims.iter().product()];
+            let mut out = zeroed(dims.iter().product(), cx.par);
             k::batch_norm(
                 cx.f32_input(0)?,
                 &dims,
@@ -254,7 +254,7 @@ pub(crate) fn eval_node_fused(
                 (ad[0], ad[1])
             };
             let n = if a.trans_b { bd[0] } else { bd[1] };
-            let mut out = vec![0f32; m * n];
+            let mut out = zeroed(m * n, cx.par);
             let has_c = cx.opt_input(2).is_some() && a.beta != 0.0;
             if has_c {
                 // out = beta * C broadcast to [m, n]; the product is added on top.
@@ -279,7 +279,7 @@ pub(crate) fn eval_node_fused(
                     cx.par,
                 );
             } else {
-                let mut prod = vec![0f32; m * n];
+                let mut prod = zeroed(m * n, cx.par);
                 k::gemm(
                     m,
                     kk,
@@ -361,7 +361,7 @@ pub(crate) fn eval_node_fused(
             p.ceil_mode = a.ceil_mode;
             p.count_include_pad = a.count_include_pad;
             let od = cx.out_dims(0)?;
-            let mut out = vec![0f32; od.iter().product()];
+            let mut out = zeroed(od.iter().product(), cx.par);
             if matches!(node.op, Op::MaxPool(_)) {
                 if node.outputs.len() > 1 {
                     return Err(cx.err("the Indices output of MaxPool is not supported"));
@@ -377,7 +377,7 @@ pub(crate) fn eval_node_fused(
             let spatial: usize = dims[2..].iter().product();
             let xd = [dims[0], dims[1], 1, spatial];
             let od = cx.out_dims(0)?;
-            let mut out = vec![0f32; od.iter().product()];
+            let mut out = zeroed(od.iter().product(), cx.par);
             if matches!(node.op, Op::GlobalAveragePool) {
                 k::global_avg_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
             } else {
@@ -404,7 +404,7 @@ pub(crate) fn eval_node_fused(
                 let t = cx.input(0)?.clone();
                 return Ok(vec![t]);
             }
-            let mut out = vec![0f32; od.iter().product()];
+            let mut out = zeroed(od.iter().product(), cx.par);
             k::reduce(rop, cx.f32_input(0)?, &dims, &axes, &mut out);
             cx.f32_out(od, out)
         }
@@ -553,7 +553,7 @@ pub(crate) fn eval_node_fused(
                 CoordMode::AlignCorners => k::CoordinateTransformMode::AlignCorners,
                 CoordMode::Asymmetric => k::CoordinateTransformMode::Asymmetric,
             };
-            let mut out = vec![0f32; od.iter().product()];
+            let mut out = zeroed(od.iter().product(), cx.par);
             match a.mode {
                 ResizeMode::Nearest => {
                     let nearest = match a.nearest_mode {
@@ -703,7 +703,7 @@ fn eval_binary(cx: &mut Cx) -> Result<Vec<Tensor>, ExecError> {
                 Op::Div => k::BinaryOp::Div,
                 _ => k::BinaryOp::Pow,
             };
-            let mut out = vec![0f32; od.iter().product()];
+            let mut out = zeroed(od.iter().product(), cx.par);
             k::binary(op, av, a.dims(), bv, b.dims(), &mut out, cx.par);
             cx.f32_out(od, out)
         }
@@ -838,7 +838,7 @@ fn eval_matmul(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
     let batch_dims = qtune_ir::broadcast_shapes(a_batch, b_batch)
         .ok_or_else(|| cx.err("batch dimensions do not broadcast"))?;
     let batch: usize = batch_dims.iter().product();
-    let mut out = vec![0f32; batch * m * n];
+    let mut out = zeroed(batch * m * n, cx.par);
     let a_count: usize = a_batch.iter().product();
     let b_count: usize = b_batch.iter().product();
     if a_count == batch && b_count == batch {
@@ -939,6 +939,96 @@ fn cast(data: &TensorData, to: DType) -> TensorData {
     }
 }
 
+/// Evaluates a pointwise Conv `pw` (its inputs in `inputs`) and the depthwise Conv `dw` that
+/// reads its output, as one kernel (see the executor's pair fusion); bit-identical to the
+/// two nodes run one after the other with the same activations. `output` is the value the
+/// pair produces (the depthwise Conv's output, or its activation's).
+// The pair's two nodes and activations are plain arguments, like the kernel's.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn eval_pointwise_depthwise(
+    graph: &Graph,
+    pw: NodeId,
+    inputs: Vec<Option<Tensor>>,
+    par: Parallelism,
+    pw_activation: Option<k::UnaryOp>,
+    dw: NodeId,
+    dw_activation: Option<k::UnaryOp>,
+    output: ValueId,
+) -> Result<Vec<Tensor>, ExecError> {
+    let cx = Cx {
+        activation: None,
+        graph,
+        node: graph.node(pw),
+        inputs,
+        par,
+    };
+    let x = cx.f32_input(0)?;
+    let xd = as_4d(cx.input(0)?.dims())
+        .ok_or_else(|| cx.err("pointwise + depthwise pair needs a 2-D convolution"))?;
+    let w1 = cx.f32_input(1)?;
+    let b1 = match cx.opt_input(2) {
+        Some(_) => Some(cx.f32_input(2)?),
+        None => None,
+    };
+    let dw_node = graph.node(dw);
+    let Op::Conv(a) = &dw_node.op else {
+        return Err(cx.err(format!("{} is not a Conv", dw_node.name)));
+    };
+    let constant = |i: usize| -> Result<Option<&Tensor>, ExecError> {
+        match dw_node.inputs.get(i).copied().flatten() {
+            None => Ok(None),
+            Some(v) => graph
+                .constant_of(v)
+                .map(Some)
+                .ok_or_else(|| cx.err(format!("{}: input {i} is not a constant", dw_node.name))),
+        }
+    };
+    let wt = constant(1)?.ok_or_else(|| cx.err(format!("{}: no weight", dw_node.name)))?;
+    let w2 = wt
+        .as_f32()
+        .map_err(|_| cx.err(format!("{}: weight must be float32", dw_node.name)))?;
+    let w2d = as_4d(wt.dims()).ok_or_else(|| cx.err("depthwise weight must have rank 4"))?;
+    let b2 = match constant(2)? {
+        Some(t) => Some(
+            t.as_f32()
+                .map_err(|_| cx.err(format!("{}: bias must be float32", dw_node.name)))?,
+        ),
+        None => None,
+    };
+    let win = resolve_window(
+        &xd[2..],
+        &wt.dims()[2..],
+        &a.strides,
+        &a.pads,
+        &a.dilations,
+        a.auto_pad,
+        false,
+    )
+    .map_err(|m| cx.err(m))?;
+    let mut p = k::Conv2dParams::default();
+    p.strides = pair(&win.strides, 1);
+    p.pads = pads4(&win.pads_begin, &win.pads_end);
+    p.dilations = pair(&win.dilations, 1);
+    p.group = a.group.max(1);
+    let od = graph.shape_of(output)?.0.clone();
+    let mut out = zeroed(od.iter().product(), par);
+    k::conv2d_pointwise_depthwise(
+        x,
+        xd,
+        w1,
+        b1,
+        pw_activation,
+        w2,
+        w2d,
+        b2,
+        &p,
+        dw_activation,
+        &mut out,
+        par,
+    );
+    cx.f32_out(od, out)
+}
+
 /// The kernel form of an elementwise activation node, when its parameters
 /// are known statically (Clip bounds must be attributes or constants).
 pub(crate) fn activation_of(graph: &Graph, id: NodeId) -> Option<k::UnaryOp> {
@@ -977,4 +1067,62 @@ pub(crate) fn activation_of(graph: &Graph, id: NodeId) -> Option<k::UnaryOp> {
         }
         _ => return None,
     })
+}
+
+/// Elements below which an output buffer is zeroed on the calling thread.
+const PARALLEL_ZERO_MIN: usize = 1 << 16;
+/// Elements zeroed per task when a large buffer is zeroed on the rayon pool.
+const ZERO_CHUNK: usize = 1 << 14;
+
+/// A zero-filled output buffer of `n` elements. Large buffers are filled on the rayon pool:
+/// the allocator hands back recycled (dirty) memory, and a single-threaded memset of a
+/// multi-megabyte activation leaves the other workers idle. The contents are the same
+/// either way.
+fn zeroed(n: usize, par: Parallelism) -> Vec<f32> {
+    use rayon::prelude::*;
+    if par != Parallelism::Rayon || n < PARALLEL_ZERO_MIN || rayon::current_num_threads() < 2 {
+        return vec![0f32; n];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(ZERO_CHUNK)
+        .for_each(|c| {
+            for x in c {
+                x.write(0.0);
+            }
+        });
+    // SAFETY: the first `n` elements were all initialised above.
+    unsafe { v.set_len(n) };
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_buffers_are_zero_in_any_pool() {
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("test thread pool");
+            for n in [
+                0,
+                1,
+                PARALLEL_ZERO_MIN - 1,
+                PARALLEL_ZERO_MIN,
+                3 * ZERO_CHUNK + 5 + PARALLEL_ZERO_MIN,
+            ] {
+                for par in [Parallelism::Sequential, Parallelism::Rayon] {
+                    let v = pool.install(|| zeroed(n, par));
+                    assert_eq!(v.len(), n);
+                    assert!(
+                        v.iter().all(|x| x.to_bits() == 0),
+                        "n={n} threads={threads}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ use qtune_ir::{Graph, NodeId, Op, ValueId};
 use qtune_kernels::{Parallelism, UnaryOp};
 use qtune_tensor::Tensor;
 
-use crate::eval::{activation_of, eval_node, eval_node_fused};
+use crate::eval::{activation_of, eval_node, eval_node_fused, eval_pointwise_depthwise};
 use crate::{ExecError, PrepareOptions, PrepareReport, prepare};
 
 /// Which computed tensors a run keeps in its [`Values`]. Graph outputs are
@@ -132,6 +132,9 @@ struct Fusion {
     output: ValueId,
 }
 
+/// Idle polls of a pool keeper between two `sched_yield` calls.
+const KEEPER_YIELD_EVERY: u32 = 32;
+
 /// Runs `f` while the other workers of the current rayon pool spin, looking
 /// for work, instead of going to sleep between two kernels: a single sample
 /// runs dozens of short parallel kernels, and waking a sleeping thread for
@@ -151,9 +154,22 @@ fn with_warm_pool<R>(par: Parallelism, f: impl FnOnce() -> R) -> R {
                 if rayon::current_thread_index() == me {
                     return;
                 }
+                let mut idle = 0u32;
                 while !done.load(Ordering::Acquire) {
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        std::hint::spin_loop();
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        idle = 0;
+                    } else {
+                        idle = idle.wrapping_add(1);
+                        // Now and then let the OS run another thread on this core: when
+                        // the machine is oversubscribed, the thread this keeper shares a
+                        // core with may be the one running the kernel, and a keeper
+                        // that never yields takes half of its time slices (runs became
+                        // three times slower on a busy host).
+                        if idle.is_multiple_of(KEEPER_YIELD_EVERY) {
+                            std::thread::yield_now();
+                        } else {
+                            std::hint::spin_loop();
+                        }
                     }
                 }
             });
@@ -164,6 +180,118 @@ fn with_warm_pool<R>(par: Parallelism, f: impl FnOnce() -> R) -> R {
     })
 }
 
+/// A pointwise Conv (1x1, stride 1, one group; with its fused activation, if
+/// any) whose output's only reader is a depthwise Conv (with its fused
+/// activation, if any): both run as one kernel that never materialises the
+/// expanded tensor between them. Used only when none of the `intermediates`
+/// is kept by the run or wanted by its hook.
+#[derive(Debug, Clone)]
+struct PairFusion {
+    pw_activation: Option<UnaryOp>,
+    depthwise: NodeId,
+    dw_activation: Option<UnaryOp>,
+    absorbed: Vec<NodeId>,
+    intermediates: Vec<ValueId>,
+    output: ValueId,
+}
+
+/// Feature maps smaller than this (pixels) stay in cache between two kernels anyway; the
+/// pair fusion is kept for the large ones, where it saves a trip through memory.
+const PAIR_MIN_PIXELS: usize = 28 * 28;
+
+/// Finds pointwise -> depthwise Conv pairs (see [`PairFusion`]), by head node.
+fn find_pairs(
+    graph: &Graph,
+    consumers: &[Vec<NodeId>],
+    fusions: &[Option<Fusion>],
+) -> Vec<Option<PairFusion>> {
+    let dims =
+        |v: Option<ValueId>| -> Option<Vec<usize>> { Some(graph.shape_of(v?).ok()?.0.clone()) };
+    let const_dims =
+        |v: Option<ValueId>| -> Option<Vec<usize>> { Some(graph.constant_of(v?)?.dims().to_vec()) };
+    let all_ones = |v: &[usize]| v.iter().all(|&x| x == 1);
+    // A node's output as seen downstream: after its fused activation, if any.
+    let chain = |id: NodeId| -> (Option<UnaryOp>, Vec<NodeId>, Vec<ValueId>, ValueId) {
+        let n = graph.node(id);
+        match &fusions[id.index()] {
+            Some(f) => (
+                Some(f.activation),
+                f.absorbed.clone(),
+                f.intermediates.clone(),
+                f.output,
+            ),
+            None => (None, Vec::new(), Vec::new(), n.outputs[0]),
+        }
+    };
+    graph
+        .nodes()
+        .map(|(id, n)| {
+            let Op::Conv(a) = &n.op else { return None };
+            let x = dims(n.inputs.first().copied().flatten())?;
+            let w = const_dims(n.inputs.get(1).copied().flatten())?;
+            let (c, h, wd) = match x[..] {
+                [_, c, h, w] => (c, h, w),
+                _ => return None,
+            };
+            let pointwise = w.len() == 4
+                && w[1] == c
+                && w[2] == 1
+                && w[3] == 1
+                && a.group <= 1
+                && all_ones(&a.strides)
+                && all_ones(&a.dilations)
+                && a.pads.iter().all(|&p| p == 0)
+                && n.outputs.len() == 1
+                && dims(Some(n.outputs[0]))? == vec![x[0], w[0], h, wd];
+            if !pointwise
+                || !(3..=qtune_kernels::POINTWISE_DEPTHWISE_MAX_DEPTH).contains(&c)
+                || h * wd < PAIR_MIN_PIXELS
+            {
+                return None;
+            }
+            let m = w[0];
+            let (pw_activation, mut absorbed, mut intermediates, mid) = chain(id);
+            let list = &consumers[mid.index()];
+            if list.len() != 1 || graph.outputs.contains(&mid) {
+                return None;
+            }
+            let dw = list[0];
+            let dn = graph.node(dw);
+            let Op::Conv(da) = &dn.op else { return None };
+            let dw_w = const_dims(dn.inputs.get(1).copied().flatten())?;
+            let bias_ok = match dn.inputs.get(2).copied().flatten() {
+                None => true,
+                Some(b) => graph.constant_of(b).is_some(),
+            };
+            let depthwise = dn.inputs.first().copied().flatten() == Some(mid)
+                && dn.inputs.iter().flatten().filter(|&&v| v == mid).count() == 1
+                && da.group == m
+                && dw_w.len() == 4
+                && dw_w[0] == m
+                && dw_w[1] == 1
+                && bias_ok
+                && dn.outputs.len() == 1
+                && dims(Some(dn.outputs[0]))?.len() == 4;
+            if !depthwise {
+                return None;
+            }
+            let (dw_activation, dw_absorbed, dw_intermediates, output) = chain(dw);
+            intermediates.push(mid);
+            intermediates.extend(dw_intermediates);
+            absorbed.push(dw);
+            absorbed.extend(dw_absorbed);
+            Some(PairFusion {
+                pw_activation,
+                depthwise: dw,
+                dw_activation,
+                absorbed,
+                intermediates,
+                output,
+            })
+        })
+        .collect()
+}
+
 /// An executable graph.
 #[derive(Debug, Clone)]
 pub struct Executor {
@@ -172,6 +300,8 @@ pub struct Executor {
     consumers: Vec<Vec<NodeId>>,
     /// Fusion headed by each node, by node index.
     fusions: Vec<Option<Fusion>>,
+    /// Pointwise -> depthwise pair headed by each node, by node index.
+    pairs: Vec<Option<PairFusion>>,
 }
 
 /// Finds Conv -> activation and Conv -> SiLU (`x * Sigmoid(x)`) chains
@@ -247,10 +377,12 @@ impl Executor {
         }
         let consumers = graph.consumers();
         let fusions = find_fusions(&graph, &consumers);
+        let pairs = find_pairs(&graph, &consumers, &fusions);
         Ok(Executor {
             graph,
             consumers,
             fusions,
+            pairs,
         })
     }
 
@@ -270,6 +402,11 @@ impl Executor {
     /// How many Conv + activation chains can run fused.
     pub fn fusion_count(&self) -> usize {
         self.fusions.iter().flatten().count()
+    }
+
+    /// How many pointwise -> depthwise Conv pairs can run as one kernel.
+    pub fn pair_fusion_count(&self) -> usize {
+        self.pairs.iter().flatten().count()
     }
 
     /// Checks and orders the inputs of one run.
@@ -463,6 +600,14 @@ impl Executor {
             if !run_mask[id.index()] || skip[id.index()] {
                 continue;
             }
+            let pair = self.pairs[id.index()].as_ref().filter(|p| {
+                p.absorbed
+                    .iter()
+                    .all(|a| run_mask[a.index()] && !skip[a.index()])
+                    && p.intermediates
+                        .iter()
+                        .all(|&v| !kept[v.index()] && !hook.wants(v))
+            });
             let fusion = self.fusions[id.index()].as_ref().filter(|f| {
                 f.absorbed.iter().all(|a| run_mask[a.index()])
                     && f.intermediates
@@ -489,15 +634,31 @@ impl Executor {
                 let t = t.ok_or_else(|| ExecError::NotKept(g.value(v).name.clone()))?;
                 inputs.push(Some(t));
             }
-            let (outputs, out_ids) = match fusion {
-                Some(f) => {
+            let (outputs, out_ids) = match (pair, fusion) {
+                (Some(p), _) => {
+                    for a in &p.absorbed {
+                        skip[a.index()] = true;
+                    }
+                    let t = eval_pointwise_depthwise(
+                        g,
+                        id,
+                        inputs,
+                        opts.parallelism,
+                        p.pw_activation,
+                        p.depthwise,
+                        p.dw_activation,
+                        p.output,
+                    )?;
+                    (t, std::slice::from_ref(&p.output))
+                }
+                (None, Some(f)) => {
                     for a in &f.absorbed {
                         skip[a.index()] = true;
                     }
                     let t = eval_node_fused(g, id, inputs, opts.parallelism, Some(f.activation))?;
                     (t, std::slice::from_ref(&f.output))
                 }
-                None => (
+                (None, None) => (
                     eval_node(g, id, inputs, opts.parallelism)?,
                     n.outputs.as_slice(),
                 ),
@@ -545,5 +706,30 @@ impl Executor {
                     .ok_or(ExecError::NotKept(name))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// The expansion + depthwise pairs of the workload MobileNetV2 are found; the
+    /// integration tests check that fused and unfused runs agree bit for bit.
+    #[test]
+    fn mobilenet_pairs_are_found() {
+        let root = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/workloads"
+        ));
+        let model = root.join("models/mobilenetv2_nsfw.onnx");
+        let graph = qtune_onnx::import_onnx(&model, &Default::default()).expect("import");
+        let opts = PrepareOptions {
+            fold_batchnorm: true,
+            ..Default::default()
+        };
+        let (exec, _) = Executor::from_graph(graph, &opts).expect("prepare");
+        // 112x112: 1, 56x56: 2, 28x28: 3 (the 14x14 and 7x7 pairs stay unfused).
+        assert_eq!(exec.pair_fusion_count(), 6);
     }
 }

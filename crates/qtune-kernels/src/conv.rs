@@ -25,10 +25,19 @@ const MIN_TILE_PIXELS: usize = 64;
 /// Largest number of output channels per GEMM tile.
 const MAX_TILE_CHANNELS: usize = 512;
 /// Smallest channel tile used to create more tiles on tiny outputs.
-const MIN_TILE_CHANNELS: usize = 32;
+const MIN_TILE_CHANNELS: usize = 16;
+/// Channel tiles are rounded up to a multiple of this. Small, so that a split into
+/// [`MIN_TILES`] gives tiles of nearly equal size: 160 channels in 8 tiles of 20 rather than
+/// 5 tiles of 32, which left one of two threads idle for a fifth of the layer.
+const TILE_CHANNEL_STEP: usize = 4;
 /// Number of tiles a convolution is cut into at least, when its shape allows, so that
 /// two or more threads have work to share. A constant: never the thread count.
 const MIN_TILES: usize = 8;
+/// Work, in flop-equivalents per input and output element, that a depthwise convolution
+/// costs on top of its flops when deciding whether to spread it over threads: it is bound
+/// by per-plane overhead and memory traffic, so a 960-channel 7x7 layer (under 1 MFLOP) takes
+/// about 80 us on one thread, and used to run there.
+const DW_WORK_PER_ELEMENT: usize = 64;
 
 /// Fixed tiling of one convolution's GEMMs: `(pixels, channels)` per tile.
 ///
@@ -51,7 +60,7 @@ fn conv_tiles(units: usize, ohw: usize, m_g: usize) -> (usize, usize) {
     } else {
         let splits = MIN_TILES.div_ceil(pixel_tiles);
         m_g.div_ceil(splits)
-            .next_multiple_of(16)
+            .next_multiple_of(TILE_CHANNEL_STEP)
             .clamp(MIN_TILE_CHANNELS, MAX_TILE_CHANNELS)
     };
     (tile_pixels, tile_channels)
@@ -231,7 +240,11 @@ pub fn conv2d_fused(
         pt: p.pads[0],
         pl: p.pads[1],
     };
-    let flops = 2 * n * m * oh * ow * c_g * kh * kw;
+    // `flops` only decides whether to use threads; tiling never depends on it.
+    let mut flops = 2 * n * m * oh * ow * c_g * kh * kw;
+    if g == c && g == m {
+        flops += DW_WORK_PER_ELEMENT * (input.len() + out.len());
+    }
     let par = crate::util::par_for_work(par, flops);
     if g == c && g == m {
         depthwise(input, weight, bias, &geom, c, activation, out, par);
@@ -394,6 +407,193 @@ fn im2col_tile(x: &[f32], g: &Geom, j0: usize, nn: usize, col: &mut [f32]) {
         }
     }
 }
+}
+
+/// Largest depth (input channels) of the pointwise convolution in
+/// [`conv2d_pointwise_depthwise`]: up to it the `gemm` crate sums each output element in one
+/// pass over the depth whatever the tile shape, so the fused result equals the unfused one.
+pub const POINTWISE_DEPTHWISE_MAX_DEPTH: usize = 512;
+/// Intermediate elements per tile of [`conv2d_pointwise_depthwise`] (about 384 KiB, so a
+/// tile's expanded planes stay in L2 between the two convolutions).
+const PW_DW_TILE_ELEMENTS: usize = 96 * 1024;
+/// Channel tiles of [`conv2d_pointwise_depthwise`] are a multiple of this.
+const PW_DW_CHANNEL_STEP: usize = 6;
+
+thread_local! {
+    /// Per-thread intermediate planes of [`conv2d_pointwise_depthwise`].
+    static PW_DW_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A pointwise convolution (1x1, stride 1, no padding, one group; `pw_weight` is `[m, c]`)
+/// followed by a depthwise convolution of its output (`dw_weight` is `[m, 1, kh, kw]`), each
+/// with an optional bias and activation, without materialising the `[n, m, h, w]`
+/// intermediate: each tile expands a few channels into a per-thread buffer that stays in
+/// cache and runs the depthwise kernel on it. This is the expansion + depthwise pair of
+/// MobileNetV2-style blocks, where the expanded tensor (4.8 MB at 112x112) otherwise goes
+/// to memory and back.
+///
+/// Bit-identical to [`conv2d_fused`] on the pointwise convolution followed by
+/// [`conv2d_fused`] on the depthwise one, for any thread count.
+///
+/// # Panics
+/// Shape contract as [`conv2d`]; also panics if `c` is 0 or above
+/// [`POINTWISE_DEPTHWISE_MAX_DEPTH`] or if the depthwise weight is not `[m, 1, kh, kw]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_pointwise_depthwise(
+    input: &[f32],
+    in_dims: [usize; 4],
+    pw_weight: &[f32],
+    pw_bias: Option<&[f32]>,
+    pw_activation: Option<UnaryOp>,
+    dw_weight: &[f32],
+    dw_dims: [usize; 4],
+    dw_bias: Option<&[f32]>,
+    dw_params: &Conv2dParams,
+    dw_activation: Option<UnaryOp>,
+    out: &mut [f32],
+    par: Parallelism,
+) {
+    let [n, c, h, w] = in_dims;
+    let [m, one, kh, kw] = dw_dims;
+    assert!(
+        (1..=POINTWISE_DEPTHWISE_MAX_DEPTH).contains(&c),
+        "conv2d_pointwise_depthwise: depth {c} out of range"
+    );
+    assert!(
+        one == 1 && dw_params.group == m,
+        "conv2d_pointwise_depthwise: second convolution must be depthwise"
+    );
+    assert!(
+        dw_params
+            .strides
+            .iter()
+            .chain(&dw_params.dilations)
+            .all(|&s| s >= 1),
+        "conv2d_pointwise_depthwise: zero stride or dilation"
+    );
+    let hw = h * w;
+    let od = conv2d_out_dims([n, m, h, w], dw_dims, dw_params);
+    let (oh, ow) = (od[2], od[3]);
+    let ohw = oh * ow;
+    let kk = kh * kw;
+    assert_eq!(
+        input.len(),
+        n * c * hw,
+        "conv2d_pointwise_depthwise: input length"
+    );
+    assert_eq!(
+        pw_weight.len(),
+        m * c,
+        "conv2d_pointwise_depthwise: pointwise weight length"
+    );
+    assert_eq!(
+        dw_weight.len(),
+        m * kk,
+        "conv2d_pointwise_depthwise: depthwise weight length"
+    );
+    assert_eq!(
+        out.len(),
+        n * m * ohw,
+        "conv2d_pointwise_depthwise: output length"
+    );
+    if let Some(b) = pw_bias {
+        assert_eq!(
+            b.len(),
+            m,
+            "conv2d_pointwise_depthwise: pointwise bias length"
+        );
+    }
+    if let Some(b) = dw_bias {
+        assert_eq!(
+            b.len(),
+            m,
+            "conv2d_pointwise_depthwise: depthwise bias length"
+        );
+    }
+    if out.is_empty() || hw == 0 {
+        return;
+    }
+    let geom = Geom {
+        c_g: 1,
+        h,
+        w,
+        kh,
+        kw,
+        oh,
+        ow,
+        sh: dw_params.strides[0],
+        sw: dw_params.strides[1],
+        dh: dw_params.dilations[0],
+        dw: dw_params.dilations[1],
+        pt: dw_params.pads[0],
+        pl: dw_params.pads[1],
+    };
+    // Channels per tile: as many planes as fit the budget, evened out over the tiles (no
+    // sliver tile) and rounded up to whole 6-column blocks of the `gemm` crate's AVX-512
+    // micro-kernel. Shape-only, never the thread count.
+    let target = (PW_DW_TILE_ELEMENTS / hw).max(2);
+    let cb = m
+        .div_ceil(m.div_ceil(target))
+        .next_multiple_of(PW_DW_CHANNEL_STEP);
+    let tiles = m.div_ceil(cb);
+    let flops = 2 * n * m * hw * c + 2 * n * m * ohw * kk;
+    let par = crate::util::par_for_work(par, flops);
+    let outp = SendPtr(out.as_mut_ptr());
+    for_each_tile(n * tiles, par, |t| {
+        let (ni, ti) = (t / tiles, t % tiles);
+        let m0 = ti * cb;
+        let mm = cb.min(m - m0);
+        PW_DW_SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < mm * hw {
+                s.resize(mm * hw, 0.0);
+            }
+            let mid = &mut s[..mm * hw];
+            let lhs = MatRef {
+                ptr: pw_weight[m0 * c..].as_ptr(),
+                rs: c as isize,
+                cs: 1,
+            };
+            let rhs = MatRef {
+                ptr: input[ni * c * hw..].as_ptr(),
+                rs: hw as isize,
+                cs: 1,
+            };
+            // SAFETY: views are inside `pw_weight`, `input` and `mid`.
+            unsafe { gemm_tile(mm, hw, c, mid.as_mut_ptr(), hw as isize, lhs, rhs, false) };
+            // The same per-element steps as `im2col_gemm`: bias, then the activation.
+            for (i, row) in mid.chunks_exact_mut(hw).enumerate() {
+                if let Some(b) = pw_bias {
+                    let bv = b[m0 + i];
+                    for v in row.iter_mut() {
+                        *v += bv;
+                    }
+                }
+                if let Some(act) = pw_activation {
+                    apply_in_place(act, row);
+                }
+            }
+            // SAFETY: planes (ni, m0..m0 + mm) of `out`, written by this tile only.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(outp.get().add((ni * m + m0) * ohw), mm * ohw)
+            };
+            DW_SCRATCH.with(|d| {
+                dw_planes(
+                    mid,
+                    &dw_weight[m0 * kk..(m0 + mm) * kk],
+                    dw_bias.map(|b| &b[m0..m0 + mm]),
+                    0,
+                    mm,
+                    o,
+                    &geom,
+                    &mut d.borrow_mut(),
+                );
+            });
+            if let Some(act) = dw_activation {
+                apply_in_place(act, o);
+            }
+        });
+    });
 }
 
 #[allow(clippy::too_many_arguments)]

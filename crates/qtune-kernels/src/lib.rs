@@ -65,7 +65,10 @@ mod util;
 mod tests;
 
 pub use binary::{BinaryOp, binary, broadcast_shape};
-pub use conv::{Conv2dParams, conv2d, conv2d_fused, conv2d_out_dims};
+pub use conv::{
+    Conv2dParams, POINTWISE_DEPTHWISE_MAX_DEPTH, conv2d, conv2d_fused, conv2d_out_dims,
+    conv2d_pointwise_depthwise,
+};
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_out_dims};
 pub use gemm_kernel::{batched_gemm, gemm};
 pub use layout::{concat, expand, gather, slice, transpose, where_select};

@@ -183,6 +183,10 @@ fn conv_cases() -> Vec<ConvCase> {
         conv_case(1, 3, 21, 75, 8, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 1),
         conv_case(1, 2, 9, 70, 4, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 1),
         conv_case(1, 4, 20, 69, 4, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 4),
+        // Few pixels, many channels: channel tiles of 20 (not a multiple of 16), 1x1 and 3x3.
+        conv_case(1, 96, 7, 7, 160, [1, 1], [1, 1], [0; 4], [1, 1], 1),
+        conv_case(1, 24, 9, 9, 44, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(2, 8, 5, 6, 36, [1, 1], [1, 1], [0; 4], [1, 1], 2),
     ];
     // Depthwise, including every special path (3x3, 5x5, other widths; stride 1, 2, 3).
     for (k, s, pads, d) in [
@@ -884,6 +888,107 @@ fn reduce_matches_reference() {
     assert!(o[0].is_nan(), "ReduceMax propagates NaN");
 }
 
+// ---------------------------------------------------------------- pointwise + depthwise
+
+#[test]
+fn pointwise_depthwise_equals_two_convolutions_bit_for_bit() {
+    let mut rng = Rng::new(21);
+    let relu6 = Some(UnaryOp::Clip { lo: 0.0, hi: 6.0 });
+    // (n, c, h, w, m, k, stride, pads, pointwise activation, depthwise activation)
+    let cases = [
+        (1, 16, 64, 64, 50, 3, 2, [0, 0, 1, 1], relu6, relu6),
+        (1, 24, 30, 30, 144, 3, 1, [1, 1, 1, 1], relu6, None),
+        (
+            2,
+            3,
+            19,
+            23,
+            13,
+            5,
+            2,
+            [2, 2, 2, 2],
+            Some(UnaryOp::Silu),
+            Some(UnaryOp::Silu),
+        ),
+        (
+            1,
+            96,
+            14,
+            14,
+            7,
+            3,
+            1,
+            [1, 1, 1, 1],
+            None,
+            Some(UnaryOp::HardSwish),
+        ),
+        (1, 512, 8, 9, 20, 3, 2, [1, 1, 1, 1], relu6, relu6),
+        (1, 1, 5, 5, 4, 3, 1, [0; 4], None, None),
+    ];
+    for (i, &(n, c, h, w, m, k, s, pads, pw_act, dw_act)) in cases.iter().enumerate() {
+        let x = rng.vec(n * c * h * w);
+        let w1 = rng.vec(m * c);
+        let b1 = rng.vec(m);
+        let w2 = rng.vec(m * k * k);
+        let b2 = rng.vec(m);
+        let pw_p = Conv2dParams::default();
+        let dw_p = Conv2dParams::new([s, s], pads, [1, 1], m);
+        let dw_dims = [m, 1, k, k];
+        let od = conv2d_out_dims([n, m, h, w], dw_dims, &dw_p);
+        let want = pool(2).install(|| {
+            let mut mid = vec![0.0; n * m * h * w];
+            conv2d_fused(
+                &x,
+                [n, c, h, w],
+                &w1,
+                [m, c, 1, 1],
+                Some(&b1),
+                &pw_p,
+                pw_act,
+                &mut mid,
+                Parallelism::Rayon,
+            );
+            let mut o = vec![0.0; od.iter().product()];
+            conv2d_fused(
+                &mid,
+                [n, m, h, w],
+                &w2,
+                dw_dims,
+                Some(&b2),
+                &dw_p,
+                dw_act,
+                &mut o,
+                Parallelism::Rayon,
+            );
+            o
+        });
+        let fused = |par| {
+            let mut o = vec![f32::NAN; od.iter().product()];
+            conv2d_pointwise_depthwise(
+                &x,
+                [n, c, h, w],
+                &w1,
+                Some(&b1),
+                pw_act,
+                &w2,
+                dw_dims,
+                Some(&b2),
+                &dw_p,
+                dw_act,
+                &mut o,
+                par,
+            );
+            o
+        };
+        let name = format!("pointwise+depthwise case {i}");
+        check_deterministic(&name, fused);
+        assert!(
+            bits(&fused(Parallelism::Sequential)) == bits(&want),
+            "{name}: fused result differs from the two convolutions"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- determinism
 
 /// Runs `f` in rayon pools of 1 and 2 threads and sequentially; all must agree bit for bit.
@@ -913,6 +1018,24 @@ fn kernels_are_bit_identical_across_thread_counts() {
         conv_case(1, 64, 20, 20, 320, [1, 1], [1, 1], [0; 4], [1, 1], 1),
         conv_case(2, 48, 33, 31, 48, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 48),
         conv_case(1, 16, 12, 12, 8, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        // Channel tiles of 20 on a 7x7 map (1x1) and of 36 on a 14x14 map (3x3).
+        conv_case(1, 320, 7, 7, 160, [1, 1], [1, 1], [0; 4], [1, 1], 1),
+        conv_case(1, 64, 14, 14, 144, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        // Depthwise under 1 MFLOP that is still spread over threads (many small planes),
+        // stride 1 and 2.
+        conv_case(1, 300, 7, 7, 300, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 300),
+        conv_case(
+            1,
+            200,
+            14,
+            14,
+            200,
+            [3, 3],
+            [2, 2],
+            [0, 0, 1, 1],
+            [1, 1],
+            200,
+        ),
     ] {
         let x = rng.vec(cs.in_dims.iter().product());
         let w = rng.vec(cs.w_dims.iter().product());
