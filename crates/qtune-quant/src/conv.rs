@@ -48,3 +48,21 @@ pub(crate) fn f32_trunc_i64(x: f32) -> i64 {
 pub(crate) fn i64_f32(n: i64) -> f32 {
     n as f32
 }
+
+/// Truncation toward zero of a histogram index `x`, which the caller
+/// guarantees to be finite and in `[0, 2^24]`; compiles to one `cvttps2dq`,
+/// so loops over it vectorise.
+#[inline(always)]
+pub(crate) fn f32_index_i32(x: f32) -> i32 {
+    debug_assert!((0.0..=16_777_216.0).contains(&x));
+    // SAFETY: `x` is finite and in [0, 2^24], which i32 represents exactly
+    // after truncation (the caller's contract, checked in debug builds).
+    unsafe { x.to_int_unchecked::<i32>() }
+}
+
+/// A non-negative index as usize (negative values wrap; callers pass
+/// indices from [`f32_index_i32`]).
+#[inline(always)]
+pub(crate) fn index_i32_usize(n: i32) -> usize {
+    n as usize
+}

@@ -9,12 +9,14 @@
 
 pub mod cali_table;
 mod conv;
+pub mod distance;
 mod error;
 mod exact_sum;
 pub mod histogram;
 pub mod kl;
 pub mod methods;
 pub mod qtable;
+mod simd;
 pub mod special;
 pub mod stats;
 pub mod torch_observer;
@@ -29,7 +31,7 @@ pub use methods::{
 pub use qtable::{QuantMode, QuantizeTable, parse_qtable, read_qtable};
 pub use special::{SpecialCaseTensor, special_case_overrides};
 pub use stats::{
-    CalibrationMethod, PercentileThreshold, StatsConfig, TensorStats, Thresholds,
+    CalibrationMethod, PercentileThreshold, SampleSummary, StatsConfig, TensorStats, Thresholds,
     zero_threshold_warning,
 };
 pub use torch_observer::TorchHistogramObserver;

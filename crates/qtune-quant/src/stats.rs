@@ -10,6 +10,7 @@ use crate::methods::{
     PercentileSchedule, Tails, interpolate_tails, numpy_cmp, threshold_aciq_gauss,
     threshold_aciq_laplace, threshold_mse,
 };
+use crate::simd::dispatch;
 use crate::torch_observer::TorchHistogramObserver;
 
 /// Threshold methods (`--cali_method`).
@@ -100,6 +101,22 @@ impl StatsConfig {
         }
     }
 
+    /// Whether [`TensorStats::observe`] needs a sample's data or
+    /// [`TensorStats::observe_summary`] can take its summary alone: the data
+    /// is needed unless `max` is the only method (no tails, no torch
+    /// observer) and the sample's min or max is not a zero that appears
+    /// with both signs (which of `+0`/`-0` a sequential fold keeps depends
+    /// on the order of the elements).
+    pub fn needs_data(&self, summary: &SampleSummary) -> bool {
+        let zero_tie =
+            summary.pos_zero && summary.neg_zero && (summary.min == 0.0 || summary.max == 0.0);
+        summary.len == 0
+            || zero_tie
+            || self.wants_tails()
+            || self.torch_observer
+            || self.methods.iter().any(|&m| m != CalibrationMethod::Max)
+    }
+
     fn wants(&self, m: CalibrationMethod) -> bool {
         self.methods.contains(&m)
     }
@@ -115,6 +132,91 @@ struct SampleMeans {
     mse: [ExactSum; 2],
     aciq_gauss: [ExactSum; 2],
     aciq_laplace: [ExactSum; 2],
+}
+
+/// Min and max of one sample's non-NaN elements (`+inf`/`-inf` when there
+/// are none) and which special values occur, from one vectorised pass.
+///
+/// [`TensorStats::observe_summarized`] takes it precomputed, so that a
+/// driver can summarise a tensor while it is still in cache (right after it
+/// is produced) and update the statistics later.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleSummary {
+    len: usize,
+    min: f32,
+    max: f32,
+    has_nan: bool,
+    pos_zero: bool,
+    neg_zero: bool,
+}
+
+impl SampleSummary {
+    pub fn of(x: &[f32]) -> SampleSummary {
+        let mut s = SampleSummary {
+            len: x.len(),
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            has_nan: false,
+            pos_zero: false,
+            neg_zero: false,
+        };
+        summarize(x, &mut s);
+        s
+    }
+}
+
+dispatch! {
+    /// [`SampleSummary::of`]: 16 independent lanes (selects, not
+    /// `f32::min`, so the loop vectorises), combined at the end. Min and max
+    /// are exact; among equal values only the sign of a zero can differ
+    /// from a sequential fold, which the caller handles.
+    fn summarize(x: &[f32], out: &mut SampleSummary) {
+        const L: usize = 16;
+        let mut mn = [f32::INFINITY; L];
+        let mut mx = [f32::NEG_INFINITY; L];
+        let mut nan = [0u32; L];
+        let mut pz = [0u32; L];
+        let mut nz = [0u32; L];
+        let mut chunks = x.chunks_exact(L);
+        for c in &mut chunks {
+            for i in 0..L {
+                let v = c[i];
+                mn[i] = if v < mn[i] { v } else { mn[i] };
+                mx[i] = if v > mx[i] { v } else { mx[i] };
+                nan[i] |= u32::from(v.is_nan());
+                pz[i] |= u32::from(v.to_bits() == 0);
+                nz[i] |= u32::from(v.to_bits() == 0x8000_0000);
+            }
+        }
+        let mut acc = (f32::INFINITY, f32::NEG_INFINITY, 0u32, 0u32, 0u32);
+        let mut take = |v_mn: f32, v_mx: f32, n: u32, p: u32, z: u32| {
+            acc.0 = if v_mn < acc.0 { v_mn } else { acc.0 };
+            acc.1 = if v_mx > acc.1 { v_mx } else { acc.1 };
+            acc.2 |= n;
+            acc.3 |= p;
+            acc.4 |= z;
+        };
+        for i in 0..L {
+            take(mn[i], mx[i], nan[i], pz[i], nz[i]);
+        }
+        for &v in chunks.remainder() {
+            take(
+                v,
+                v,
+                u32::from(v.is_nan()),
+                u32::from(v.to_bits() == 0),
+                u32::from(v.to_bits() == 0x8000_0000),
+            );
+        }
+        *out = SampleSummary {
+            len: x.len(),
+            min: acc.0,
+            max: acc.1,
+            has_nan: acc.2 != 0,
+            pos_zero: acc.3 != 0,
+            neg_zero: acc.4 != 0,
+        };
+    }
 }
 
 /// Statistics of one tensor, fed one sample (batch) at a time.
@@ -212,8 +314,47 @@ impl TensorStats {
         self.histogram_exact
     }
 
+    /// Whether observing a sample with this summary needs its data
+    /// ([`StatsConfig::needs_data`]).
+    pub fn needs_data(&self, summary: &SampleSummary) -> bool {
+        self.config.needs_data(summary)
+    }
+
+    /// Observes a sample from its summary alone (the driver can then free
+    /// the data as soon as it is summarised). Same result as
+    /// [`Self::observe`] on the data; an error when [`Self::needs_data`].
+    pub fn observe_summary(&mut self, summary: SampleSummary) -> Result<(), QuantError> {
+        if self.needs_data(&summary) {
+            return Err(QuantError::InvalidConfig(format!(
+                "tensor {}: these statistics need the sample's data, not only its summary",
+                self.name
+            )));
+        }
+        self.samples += 1;
+        self.min = self.min.min(summary.min);
+        self.max = self.max.max(summary.max);
+        self.abs_max = self.min.abs().max(self.max.abs());
+        Ok(())
+    }
+
     /// Observes one sample (the flattened tensor of one batch).
     pub fn observe(&mut self, x: &[f32]) -> Result<(), QuantError> {
+        self.observe_summarized(x, SampleSummary::of(x))
+    }
+
+    /// [`Self::observe`] with `SampleSummary::of(x)` already computed. A
+    /// summary of another length is recomputed; the caller must not pass the
+    /// summary of different data of the same length.
+    pub fn observe_summarized(
+        &mut self,
+        x: &[f32],
+        summary: SampleSummary,
+    ) -> Result<(), QuantError> {
+        let summary = if summary.len == x.len() {
+            summary
+        } else {
+            SampleSummary::of(x)
+        };
         if x.is_empty() {
             return Err(QuantError::EmptySample {
                 tensor: self.name.clone(),
@@ -232,10 +373,20 @@ impl TensorStats {
             tails.observe(x);
         }
         self.samples += 1;
-        for &v in x {
-            // f32::min/max ignore NaN.
-            self.min = self.min.min(v);
-            self.max = self.max.max(v);
+        // f32::min/max ignore NaN. Folding the sample's min into the running
+        // one equals folding its elements one by one, except for which zero
+        // wins a tie between +0 and -0: when the sample has both and its min
+        // (max) is zero, fold element by element as before.
+        let zero_tie = summary.pos_zero && summary.neg_zero;
+        if zero_tie && summary.min == 0.0 {
+            self.min = x.iter().fold(self.min, |m, &v| m.min(v));
+        } else {
+            self.min = self.min.min(summary.min);
+        }
+        if zero_tie && summary.max == 0.0 {
+            self.max = x.iter().fold(self.max, |m, &v| m.max(v));
+        } else {
+            self.max = self.max.max(summary.max);
         }
         self.abs_max = self.min.abs().max(self.max.abs());
         let bits: &[(usize, u32)] = if self.config.int4 {
@@ -255,9 +406,13 @@ impl TensorStats {
             }
         }
         if self.config.wants(CalibrationMethod::Kl) {
-            let sample_abs = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let has_nan = x.iter().any(|v| v.is_nan());
-            let all_zero = sample_abs < 1e-8 && !has_nan;
+            // max |v| over the non-NaN elements (0 when there are none).
+            let sample_abs = if summary.min <= summary.max {
+                summary.min.abs().max(summary.max.abs())
+            } else {
+                0.0
+            };
+            let all_zero = sample_abs < 1e-8 && !summary.has_nan;
             if !all_zero {
                 let bins = self.config.histogram_bin_num;
                 match &mut self.histogram {

@@ -173,3 +173,62 @@ fn method_names_parse_like_run_calibration() {
     assert_eq!(M::parse("use_aciq_gauss"), Some(M::AciqGauss));
     assert_eq!(M::parse("bogus"), None);
 }
+
+/// The vectorised sample summary keeps the running min/max of a sequential
+/// `f32::min`/`f32::max` fold bit for bit, zeros of both signs and NaN
+/// included, and observing a summary alone (method `max`) equals observing
+/// the data.
+#[test]
+fn summary_min_max_equal_sequential_fold() {
+    use crate::SampleSummary;
+    let samples: Vec<Vec<f32>> = vec![
+        (0..37u8).map(|i| f32::from(i) * 0.25 + 0.5).collect(),
+        vec![0.0; 40],
+        (0..40u8)
+            .map(|i| if i % 3 == 0 { -0.0 } else { f32::from(i) })
+            .collect(),
+        (0..33u8)
+            .map(|i| match i % 4 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f32::NAN,
+                _ => f32::from(i),
+            })
+            .collect(),
+        vec![f32::NAN; 17],
+        (0..50u8).map(|i| -f32::from(i) - 1.0).collect(),
+        (0..19u8)
+            .map(|i| if i % 2 == 0 { -0.0 } else { -f32::from(i) })
+            .collect(),
+    ];
+    let config = StatsConfig::with_methods(&[M::Max, M::Kl]);
+    let max_only = StatsConfig::with_methods(&[M::Max]);
+    let n = samples.len();
+    let mut full = TensorStats::new("t", &config, PercentileSchedule::new(0, 1, n)).unwrap();
+    let mut summarized =
+        TensorStats::new("t", &max_only, PercentileSchedule::new(0, 1, n)).unwrap();
+    let (mut mn, mut mx) = (f32::INFINITY, f32::NEG_INFINITY);
+    for x in &samples {
+        for &v in x {
+            mn = mn.min(v);
+            mx = mx.max(v);
+        }
+        full.observe(x).unwrap();
+        let summary = SampleSummary::of(x);
+        if max_only.needs_data(&summary) {
+            summarized.observe(x).unwrap();
+        } else {
+            summarized.observe_summary(summary).unwrap();
+        }
+        assert_eq!(full.min().to_bits(), mn.to_bits());
+        assert_eq!(full.max().to_bits(), mx.to_bits());
+        assert_eq!(summarized.min().to_bits(), mn.to_bits());
+        assert_eq!(summarized.max().to_bits(), mx.to_bits());
+    }
+    assert!(
+        summarized
+            .observe_summary(SampleSummary::of(&[1.0]))
+            .is_ok()
+    );
+    assert!(full.observe_summary(SampleSummary::of(&[1.0])).is_err());
+}

@@ -5,20 +5,24 @@
 //!
 //! # Memory
 //!
-//! Statistics are updated one batch at a time; no activation outlives the
-//! batch after the one being run (the statistics of batch `i` are updated
-//! while batch `i + 1` runs). The per-tensor state is bounded (histograms,
-//! running min/max, sums), except the percentile tails, whose size is
-//! proportional to the number of batches by definition of the method.
-//! Tuning keeps the float activations of the `tune_num` tuning batches.
+//! Batches are inferred in groups of `g = min(threads, 8)`, one batch per
+//! worker, and the statistics of a group are updated while the next group
+//! runs, so at most `2g` batches' activations are alive, whatever the number
+//! of samples. A tensor whose statistics need only its min/max (method
+//! `max`) is summarised as soon as it is produced and its data dropped. The
+//! per-tensor state is bounded (histograms, running min/max, sums), except
+//! the percentile tails, whose size is proportional to the number of
+//! batches by definition of the method. Tuning keeps the float activations
+//! of the `tune_num` tuning batches.
 //!
 //! # Determinism
 //!
 //! Every tensor's statistics see the batches in sample order, whatever the
-//! number of threads: parallelism is inside a batch's inference (kernels),
-//! across tensors when updating statistics and computing thresholds, and
-//! across threshold candidates when tuning, never across the samples of
-//! one tensor.
+//! number of threads: parallelism is across the batches of a group for
+//! inference (each batch's result does not depend on where it ran), across
+//! tensors when updating statistics and computing thresholds, and across
+//! threshold candidates when tuning, never across the samples of one
+//! tensor's statistics.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,9 +31,10 @@ use rayon::prelude::*;
 
 use qtune_exec::{Executor, Keep, NoHook, Parallelism, RunOptions, ValueHook, Values};
 use qtune_ir::{Graph, NodeId, Op, ValueId};
+use qtune_quant::distance::squared_distances;
 use qtune_quant::{
     CalibrationMethod, CalibrationRow, CalibrationTable, HistogramLine, PercentileSchedule,
-    SpecialCaseTensor, StatsConfig, TensorStats, Thresholds, TimeLine, format_7f,
+    SampleSummary, SpecialCaseTensor, StatsConfig, TensorStats, Thresholds, TimeLine, format_7f,
     special_case_overrides,
 };
 use qtune_tensor::{DType, Tensor};
@@ -182,10 +187,16 @@ impl CalibrationOutcome {
     }
 }
 
+/// A hooked tensor (`None` when its statistics need only the summary), with
+/// the summary of its f32 data taken while it was still in cache.
+type Captured = (Option<Tensor>, Option<SampleSummary>);
+
 /// Collects the hooked tensors of one run, by table slot.
 struct CaptureHook<'a> {
     slot_of: &'a [Option<usize>],
-    captured: Vec<Option<Tensor>>,
+    /// The statistics settings of each slot.
+    configs: &'a [StatsConfig],
+    captured: Vec<Option<Captured>>,
 }
 
 impl ValueHook for CaptureHook<'_> {
@@ -196,8 +207,14 @@ impl ValueHook for CaptureHook<'_> {
         tensor: &mut Tensor,
     ) -> Result<(), qtune_exec::ExecError> {
         if let Some(Some(slot)) = self.slot_of.get(value.index()) {
-            // Tensor data is shared (Arc): this clone does not copy.
-            self.captured[*slot] = Some(tensor.clone());
+            // Tensor data is shared (Arc): this clone does not copy. The
+            // summary pass reads the tensor now, from cache, rather than
+            // from memory when the statistics are updated.
+            let summary = tensor.as_f32().ok().map(SampleSummary::of);
+            let keep = summary
+                .as_ref()
+                .is_none_or(|sm| self.configs[*slot].needs_data(sm));
+            self.captured[*slot] = Some((keep.then(|| tensor.clone()), summary));
         }
         Ok(())
     }
@@ -209,7 +226,7 @@ impl ValueHook for CaptureHook<'_> {
 
 fn observe_batch(
     stats: &mut [TensorStats],
-    captured: Option<Vec<Option<Tensor>>>,
+    captured: Option<Vec<Option<Captured>>>,
 ) -> Result<(), SearchError> {
     let Some(captured) = captured else {
         return Ok(());
@@ -218,16 +235,30 @@ fn observe_batch(
         .par_iter_mut()
         .zip(captured.into_par_iter())
         .try_for_each(|(s, t)| {
-            let t = t.ok_or_else(|| {
+            let (t, summary) = t.ok_or_else(|| {
                 SearchError::Settings(format!("tensor `{}` was not computed", s.name()))
             })?;
-            match t.as_f32() {
-                Ok(x) => s.observe(x)?,
-                Err(_) => s.observe(&t.to_f32_vec())?,
+            match (t, summary) {
+                (None, Some(summary)) => s.observe_summary(summary)?,
+                (None, None) => {
+                    return Err(SearchError::Settings(format!(
+                        "tensor `{}` was not captured",
+                        s.name()
+                    )));
+                }
+                (Some(t), summary) => match (t.as_f32(), summary) {
+                    (Ok(x), Some(summary)) => s.observe_summarized(x, summary)?,
+                    (Ok(x), None) => s.observe(x)?,
+                    (Err(_), _) => s.observe(&t.to_f32_vec())?,
+                },
             }
             Ok(())
         })
 }
+
+/// Cap on the samples inferred at once by [`collect_statistics`] (memory:
+/// each holds its activations until its statistics are updated).
+const MAX_CONCURRENT_SAMPLES: usize = 8;
 
 /// One streaming pass over the batches of `loader`: runs the float model
 /// and feeds every tensor of `entries` into its statistics.
@@ -251,15 +282,19 @@ pub fn collect_statistics(
     let mut tail_config = config.clone();
     tail_config.collect_tails = settings.special_cases();
     let last_five: Vec<usize> = (entries.len().saturating_sub(5)..entries.len()).collect();
+    let configs: Vec<StatsConfig> = (0..entries.len())
+        .map(|slot| {
+            if last_five.contains(&slot) {
+                tail_config.clone()
+            } else {
+                config.clone()
+            }
+        })
+        .collect();
     let mut stats = entries
         .iter()
-        .enumerate()
-        .map(|(slot, e)| {
-            let cfg = if last_five.contains(&slot) {
-                &tail_config
-            } else {
-                &config
-            };
+        .zip(&configs)
+        .map(|(e, cfg)| {
             TensorStats::new(
                 e.name.clone(),
                 cfg,
@@ -272,27 +307,55 @@ pub fn collect_statistics(
         slot_of[e.value.index()] = Some(slot);
     }
     progress.start("statistics", n);
-    let opts = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
-    let mut pending: Option<Vec<Option<Tensor>>> = None;
-    for i in 0..n {
-        // Batch i runs while the statistics of batch i-1 are updated.
+    // Samples are inferred `group` at a time, one sample per worker with
+    // sequential kernels (on a small CNN this uses the cores better than
+    // one sample with parallel kernels, whose many short kernels leave
+    // workers waiting), while the statistics of the previous group are
+    // updated, in sample order. At most two groups of activations are alive.
+    let threads = rayon::current_num_threads().max(1);
+    let group = threads.min(MAX_CONCURRENT_SAMPLES);
+    let par = if group < threads {
+        Parallelism::Rayon
+    } else {
+        Parallelism::Sequential
+    };
+    let opts = RunOptions::new(Keep::Outputs, par);
+    let run_one = |i: usize| -> Result<Vec<Option<Captured>>, SearchError> {
+        let inputs = loader.load(i)?;
+        let mut hook = CaptureHook {
+            slot_of: &slot_of,
+            configs: &configs,
+            captured: vec![None; entries.len()],
+        };
+        exec.run(inputs, &opts, &mut hook)?;
+        Ok(hook.captured)
+    };
+    let mut pending: Vec<Vec<Option<Captured>>> = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let end = (start + group).min(n);
         let (captured, observed) = rayon::join(
-            || -> Result<Vec<Option<Tensor>>, SearchError> {
-                let inputs = loader.load(i)?;
-                let mut hook = CaptureHook {
-                    slot_of: &slot_of,
-                    captured: vec![None; entries.len()],
-                };
-                exec.run(inputs, &opts, &mut hook)?;
-                Ok(hook.captured)
+            || {
+                (start..end)
+                    .into_par_iter()
+                    .map(run_one)
+                    .collect::<Result<Vec<_>, SearchError>>()
             },
-            || observe_batch(&mut stats, pending.take()),
+            || -> Result<(), SearchError> {
+                for c in pending.drain(..) {
+                    observe_batch(&mut stats, Some(c))?;
+                }
+                Ok(())
+            },
         );
         observed?;
-        pending = Some(captured?);
-        progress.advance(1);
+        pending = captured?;
+        progress.advance(end - start);
+        start = end;
     }
-    observe_batch(&mut stats, pending.take())?;
+    for c in pending.drain(..) {
+        observe_batch(&mut stats, Some(c))?;
+    }
     progress.finish();
     Ok(stats)
 }
@@ -516,7 +579,9 @@ fn single_node(graph: &Graph, node_id: NodeId) -> Result<SingleNode, SearchError
     })
 }
 
-/// `||ref - out||_2 / ||ref||_1` over the flattened tensors.
+/// `||ref - out||_2 / ||ref||_1` over the flattened tensors: what the tuner
+/// computes with [`squared_distances`], kept as the specification.
+#[cfg(test)]
 fn relative_distance(reference: &[f32], out: &[f32]) -> f64 {
     let mut l2 = 0.0f64;
     let mut l1 = 0.0f64;
@@ -633,39 +698,64 @@ fn tune(
                 }
                 base.push(inputs);
             }
-            let distances: Vec<f64> = (0..=steps)
-                .into_par_iter()
-                .map(|k| -> Result<f64, SearchError> {
-                    let candidate = t0 + f64::from(k) * step;
-                    let mut total = 0.0;
+            // Candidates are evaluated in groups: the outputs of a group
+            // are computed first, then their distances to the reference in
+            // one pass ([`squared_distances`]), which keeps several independent
+            // f64 sums in flight instead of one latency-bound sum per pass.
+            // Each candidate's sum still runs in element order, so the
+            // distances are bit-identical to one candidate at a time.
+            let candidates: Vec<u32> = (0..=steps).collect();
+            let per_task = qtune_quant::distance::WAYS;
+            let opts = RunOptions::new(Keep::Outputs, Parallelism::Sequential);
+            let grouped: Vec<Vec<f64>> = candidates
+                .par_chunks(per_task)
+                .map(|ks| -> Result<Vec<f64>, SearchError> {
+                    let mut totals = vec![0.0f64; ks.len()];
                     for (values, inputs) in refs.iter().zip(&base) {
-                        let inputs = inputs
-                            .iter()
-                            .map(|(id, t, tuned_here)| {
-                                let t = if *tuned_here {
-                                    fake_quant_tensor(t, candidate)
-                                } else {
-                                    t.clone()
-                                };
-                                (*id, t)
-                            })
-                            .collect();
-                        let opts = RunOptions::new(Keep::Outputs, Parallelism::Sequential);
-                        let out = exec1.run(inputs, &opts, &mut NoHook)?;
-                        let out = out.get(*new_out).ok_or_else(|| {
-                            SearchError::Settings(format!("node `{}` gave no output", node.name))
-                        })?;
+                        let mut outs = Vec::with_capacity(ks.len());
+                        for &k in ks {
+                            let candidate = t0 + f64::from(k) * step;
+                            let inputs = inputs
+                                .iter()
+                                .map(|(id, t, tuned_here)| {
+                                    let t = if *tuned_here {
+                                        fake_quant_tensor(t, candidate)
+                                    } else {
+                                        t.clone()
+                                    };
+                                    (*id, t)
+                                })
+                                .collect();
+                            let out = exec1.run(inputs, &opts, &mut NoHook)?;
+                            let out = out.get(*new_out).cloned().ok_or_else(|| {
+                                SearchError::Settings(format!(
+                                    "node `{}` gave no output",
+                                    node.name
+                                ))
+                            })?;
+                            outs.push(out);
+                        }
                         let reference = values.get(out0).ok_or_else(|| {
                             SearchError::Settings(format!(
                                 "tensor `{}` was not kept for tuning",
                                 graph.value(out0).name
                             ))
                         })?;
-                        total += relative_distance(reference.as_f32()?, out.as_f32()?);
+                        let outs = outs
+                            .iter()
+                            .map(Tensor::as_f32)
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let reference = reference.as_f32()?;
+                        let (l2, l1) = squared_distances(reference, &outs);
+                        for (total, l2) in totals.iter_mut().zip(l2) {
+                            *total += l2.sqrt() / l1;
+                        }
                     }
-                    Ok(total / f64::from(u32::try_from(refs.len()).unwrap_or(u32::MAX)))
+                    let n = f64::from(u32::try_from(refs.len()).unwrap_or(u32::MAX));
+                    Ok(totals.into_iter().map(|t| t / n).collect())
                 })
                 .collect::<Result<_, _>>()?;
+            let distances: Vec<f64> = grouped.into_iter().flatten().collect();
             let mut best_k = 0u32;
             let mut best = distances[0];
             for (k, &d) in (0u32..).zip(&distances) {
@@ -753,5 +843,34 @@ impl CalibrationOutcome {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouped_distances_equal_one_at_a_time() {
+        let reference: Vec<f32> = (0..1001u16)
+            .map(|i| f32::from(i % 97) * 0.37 - 11.0)
+            .collect();
+        let outs: Vec<Vec<f32>> = (0..7u16)
+            .map(|k| {
+                reference
+                    .iter()
+                    .zip(0u16..)
+                    .map(|(&r, i)| r + f32::from((i * (k + 3)) % 13) * 1e-3)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f32]> = outs.iter().map(Vec::as_slice).collect();
+        let (l2s, l1) = squared_distances(&reference, &refs);
+        for (o, l2) in outs.iter().zip(l2s) {
+            assert_eq!(
+                (l2.sqrt() / l1).to_bits(),
+                relative_distance(&reference, o).to_bits()
+            );
+        }
     }
 }
