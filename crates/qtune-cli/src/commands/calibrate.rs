@@ -150,9 +150,10 @@ thresholds, and its Conv/Gemm/MatMul weight fake-quantized per output channel (s
 TPU-MLIR does this inside its interpreter). A threshold is raised when a candidate lowers
 mean ||ref - out||_2 / ||ref||_1 over the tuning samples.
 
-Memory: the statistics pass holds at most two samples' activations, whatever the sample count
-(the percentile9999 tails grow with it by definition); tuning keeps the float activations of
-the tuning samples.
+Memory: the statistics pass holds the activations of at most 2 x min(threads, 8) samples
+(only per-tensor summaries for --cali_method max), whatever the sample count (the
+percentile9999 tails grow with it by definition); tuning keeps the float activations of the
+tuning samples.
 
 Exit codes: 0 success; 2 bad input or usage (unreadable model or data, unsupported flag such
 as --search, --we, --bc, --sq, --smc).";
