@@ -7,55 +7,7 @@
 //! `mul_add` (in [`exp_approx`]) is exactly rounded on every CPU, so every copy rounds
 //! alike: results do not depend on which copy ran.
 
-/// True when the AVX-512 (F, BW, VL, DQ) copy of a kernel can run on this CPU.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn has_avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-}
-
-/// True when the AVX2+FMA copy of a kernel can run on this CPU.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
-/// Defines `fn $name(args)` that runs `$body` compiled for the best available x86 feature
-/// level. Arguments must be concrete types (no generics).
-macro_rules! dispatch {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn inner($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-                unsafe fn v4($($arg: $ty),*) {
-                    inner($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn v3($($arg: $ty),*) {
-                    inner($($arg),*)
-                }
-                if $crate::simd::has_avx512() {
-                    // SAFETY: the CPU supports every feature `v4` was compiled for.
-                    return unsafe { v4($($arg),*) };
-                }
-                if $crate::simd::has_avx2() {
-                    // SAFETY: the CPU supports every feature `v3` was compiled for.
-                    return unsafe { v3($($arg),*) };
-                }
-            }
-            inner($($arg),*)
-        }
-    };
-}
-pub(crate) use dispatch;
+pub(crate) use qtune_simd::dispatch;
 
 /// `e^x` for f32, branch-free so loops over it vectorise.
 ///
