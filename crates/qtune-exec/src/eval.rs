@@ -168,21 +168,7 @@ pub(crate) fn eval_node_fused(
             let wd = as_4d(wt.dims()).ok_or_else(|| cx.err("weight must have rank 3 or 4"))?;
             let spatial = &cx.input(0)?.dims()[2..];
             let kernel = &wt.dims()[2..];
-            let win = resolve_window(
-                spatial,
-                kernel,
-                &a.strides,
-                &a.pads,
-                &a.dilations,
-                a.auto_pad,
-                false,
-            )
-            .map_err(|m| cx.err(m))?;
-            let mut p = k::Conv2dParams::default();
-            p.strides = pair(&win.strides, 1);
-            p.pads = pads4(&win.pads_begin, &win.pads_end);
-            p.dilations = pair(&win.dilations, 1);
-            p.group = a.group.max(1);
+            let p = conv_params(a, spatial, kernel).map_err(|m| cx.err(m))?;
             let bias = match cx.opt_input(2) {
                 Some(_) => Some(cx.f32_input(2)?),
                 None => None,
@@ -995,21 +981,7 @@ pub(crate) fn eval_pointwise_depthwise(
         ),
         None => None,
     };
-    let win = resolve_window(
-        &xd[2..],
-        &wt.dims()[2..],
-        &a.strides,
-        &a.pads,
-        &a.dilations,
-        a.auto_pad,
-        false,
-    )
-    .map_err(|m| cx.err(m))?;
-    let mut p = k::Conv2dParams::default();
-    p.strides = pair(&win.strides, 1);
-    p.pads = pads4(&win.pads_begin, &win.pads_end);
-    p.dilations = pair(&win.dilations, 1);
-    p.group = a.group.max(1);
+    let p = conv_params(a, &xd[2..], &wt.dims()[2..]).map_err(|m| cx.err(m))?;
     let od = graph.shape_of(output)?.0.clone();
     let mut out = zeroed(od.iter().product(), par);
     k::conv2d_pointwise_depthwise(
@@ -1094,6 +1066,30 @@ fn zeroed(n: usize, par: Parallelism) -> Vec<f32> {
     // SAFETY: the first `n` elements were all initialised above.
     unsafe { v.set_len(n) };
     v
+}
+
+/// Kernel parameters of a Conv over the given spatial input and kernel
+/// extents (auto_pad and defaults resolved).
+fn conv_params(
+    a: &qtune_ir::ConvAttrs,
+    spatial: &[usize],
+    kernel: &[usize],
+) -> Result<k::Conv2dParams, String> {
+    let win = resolve_window(
+        spatial,
+        kernel,
+        &a.strides,
+        &a.pads,
+        &a.dilations,
+        a.auto_pad,
+        false,
+    )?;
+    let mut p = k::Conv2dParams::default();
+    p.strides = pair(&win.strides, 1);
+    p.pads = pads4(&win.pads_begin, &win.pads_end);
+    p.dilations = pair(&win.dilations, 1);
+    p.group = a.group.max(1);
+    Ok(p)
 }
 
 #[cfg(test)]
