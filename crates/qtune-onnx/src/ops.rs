@@ -271,19 +271,7 @@ pub(crate) fn import_node(
             cx.check_known(REDUCE)?;
             // ReduceSum took axes as an input from opset 13, the others from 18.
             let axes_input_from = if cx.op_type == "ReduceSum" { 13 } else { 18 };
-            let axes = if opset < axes_input_from {
-                arity(cx, n, 1, 1)?;
-                cx.ints("axes")?
-            } else {
-                arity(cx, n, 1, 2)?;
-                if cx.has("axes") {
-                    return Err(cx.attr_err(
-                        "axes",
-                        format!("is an input, not an attribute, from opset {axes_input_from} (model opset {opset})"),
-                    ));
-                }
-                None
-            };
+            let axes = ints_moved_to_input(cx, n, opset, axes_input_from, "axes")?;
             if let Some(a) = &axes {
                 check_distinct(cx, "axes", a)?;
             }
@@ -313,21 +301,7 @@ pub(crate) fn import_node(
         "Split" => {
             cx.check_known(&["axis", "split", "num_outputs"])?;
             let axis = cx.int_or("axis", 0)?;
-            let split = if opset < 13 {
-                arity(cx, n, 1, 1)?;
-                cx.ints("split")?
-            } else {
-                arity(cx, n, 1, 2)?;
-                if cx.has("split") {
-                    return Err(cx.attr_err(
-                        "split",
-                        format!(
-                            "is an input, not an attribute, from opset 13 (model opset {opset})"
-                        ),
-                    ));
-                }
-                None
-            };
+            let split = ints_moved_to_input(cx, n, opset, 13, "split")?;
             if let Some(s) = &split {
                 if s.len() != outputs.len() {
                     return Err(cx.attr_err(
@@ -435,21 +409,7 @@ pub(crate) fn import_node(
         }
         "Squeeze" | "Unsqueeze" => {
             cx.check_known(&["axes"])?;
-            let axes = if opset < 13 {
-                arity(cx, n, 1, 1)?;
-                cx.ints("axes")?
-            } else {
-                arity(cx, n, 1, 2)?;
-                if cx.has("axes") {
-                    return Err(cx.attr_err(
-                        "axes",
-                        format!(
-                            "is an input, not an attribute, from opset 13 (model opset {opset})"
-                        ),
-                    ));
-                }
-                None
-            };
+            let axes = ints_moved_to_input(cx, n, opset, 13, "axes")?;
             if let Some(a) = &axes {
                 check_distinct(cx, "axes", a)?;
             }
@@ -679,6 +639,31 @@ fn check_len(cx: &NodeCx<'_>, what: &str, v: &[usize], want: usize) -> Result<()
     } else {
         Err(cx.attr_err(what, format!("expected {want} values, got {}", v.len())))
     }
+}
+
+/// An integer-list attribute that later opsets pass as the optional input 1
+/// instead (Squeeze/Unsqueeze axes, Split's split, Reduce* axes): read it
+/// before opset `since`; from `since` on, reject it as an attribute (the
+/// executor reads the input).
+fn ints_moved_to_input(
+    cx: &NodeCx<'_>,
+    n: usize,
+    opset: i64,
+    since: i64,
+    name: &str,
+) -> Result<Option<Vec<i64>>, OnnxError> {
+    if opset < since {
+        arity(cx, n, 1, 1)?;
+        return cx.ints(name);
+    }
+    arity(cx, n, 1, 2)?;
+    if cx.has(name) {
+        return Err(cx.attr_err(
+            name,
+            format!("is an input, not an attribute, from opset {since} (model opset {opset})"),
+        ));
+    }
+    Ok(None)
 }
 
 fn check_distinct(cx: &NodeCx<'_>, what: &str, v: &[i64]) -> Result<(), OnnxError> {
