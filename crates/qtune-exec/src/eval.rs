@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use qtune_ir::{
-    AutoPad, CoordMode, Graph, Node, NodeId, Op, ResizeMode, ValueId, resolve_reduce_axes,
-    resolve_slice, resolve_split, resolve_window, shape_range,
+    AutoPad, CoordMode, FloatFormat, Graph, Node, NodeId, Op, ResizeMode, ValueId,
+    resolve_reduce_axes, resolve_slice, resolve_split, resolve_window, shape_range,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
@@ -611,6 +611,47 @@ pub(crate) fn eval_node_fused(
             let x = cx.input(0)?;
             Ok(vec![cx.tensor(x.dims().to_vec(), cast(x.data(), *to))?])
         }
+        Op::QuantizeLinear { axis } => {
+            let q = QuantParams::of(&cx, *axis)?;
+            let x = cx.f32_input(0)?;
+            let mut out = vec![0i32; x.len()];
+            k::quantize_linear(x, &q.scale, &q.zp, q.range, q.channels, q.inner, &mut out);
+            // In range by construction (saturated to `q.range`).
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let data = if q.range == k::QRange::U8 {
+                TensorData::U8(Arc::new(out.iter().map(|&v| v as u8).collect()))
+            } else {
+                TensorData::I8(Arc::new(out.iter().map(|&v| v as i8).collect()))
+            };
+            Ok(vec![cx.tensor(cx.input(0)?.dims().to_vec(), data)?])
+        }
+        Op::DequantizeLinear { axis } => {
+            let q = QuantParams::of(&cx, *axis)?;
+            let x = cx.input(0)?;
+            let wide: Vec<i32> = match x.data() {
+                TensorData::I8(v) => v.iter().map(|&v| i32::from(v)).collect(),
+                TensorData::U8(v) => v.iter().map(|&v| i32::from(v)).collect(),
+                TensorData::I32(v) => v.to_vec(),
+                other => {
+                    return Err(cx.err(format!(
+                        "input must be int8, uint8 or int32, got {}",
+                        other.dtype()
+                    )));
+                }
+            };
+            let mut out = vec![0f32; wide.len()];
+            k::dequantize_linear(&wide, &q.scale, &q.zp, q.channels, q.inner, &mut out);
+            cx.f32_out(x.dims().to_vec(), out)
+        }
+        Op::RoundFloat(format) => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let mut x = cx.take_f32(0)?;
+            match format {
+                FloatFormat::F16 => k::round_to_f16(&mut x),
+                FloatFormat::BF16 => k::round_to_bf16(&mut x),
+            }
+            cx.f32_out(dims, x)
+        }
         Op::Expand => {
             let x = cx.input(0)?;
             let dims = x.dims().to_vec();
@@ -886,6 +927,88 @@ fn batch_index_map(dims: &[usize], out_batch: &[usize]) -> Vec<usize> {
     broadcast_to(&src, dims, out_batch)
 }
 
+/// The scale, zero point and blocking of a QuantizeLinear or
+/// DequantizeLinear node (inputs 1 and 2), over input 0's shape.
+pub(crate) struct QuantParams {
+    pub scale: Vec<f32>,
+    pub zp: Vec<i32>,
+    pub range: k::QRange,
+    pub channels: usize,
+    pub inner: usize,
+}
+
+impl QuantParams {
+    fn of(cx: &Cx, axis: i64) -> Result<Self, ExecError> {
+        let dims = cx.input(0)?.dims().to_vec();
+        let scale = cx.f32_input(1)?.to_vec();
+        let (zp, range) = match cx.opt_input(2).map(Tensor::data) {
+            None => (vec![0; scale.len()], k::QRange::U8),
+            Some(TensorData::U8(v)) => (v.iter().map(|&v| i32::from(v)).collect(), k::QRange::U8),
+            Some(TensorData::I8(v)) => (v.iter().map(|&v| i32::from(v)).collect(), k::QRange::I8),
+            Some(TensorData::I32(v)) => (v.to_vec(), k::QRange::I8),
+            Some(other) => {
+                return Err(cx.err(format!(
+                    "the zero point must be int8, uint8 or int32, got {}",
+                    other.dtype()
+                )));
+            }
+        };
+        if zp.len() != scale.len() {
+            return Err(cx.err(format!(
+                "the scale has {} values but the zero point {}",
+                scale.len(),
+                zp.len()
+            )));
+        }
+        let numel: usize = dims.iter().product();
+        if numel == 0 {
+            return Ok(QuantParams {
+                scale,
+                zp,
+                range,
+                channels: 1,
+                inner: 1,
+            });
+        }
+        if scale.len() == 1 {
+            return Ok(QuantParams {
+                scale,
+                zp,
+                range,
+                channels: 1,
+                inner: numel,
+            });
+        }
+        let ax = i64::try_from(dims.len())
+            .ok()
+            .and_then(|r| {
+                let a = if axis < 0 { axis + r } else { axis };
+                usize::try_from(a).ok().filter(|&a| a < dims.len())
+            })
+            .ok_or_else(|| {
+                cx.err(format!(
+                    "axis {axis} is out of range for rank {}",
+                    dims.len()
+                ))
+            })?;
+        if dims[ax] != scale.len() {
+            return Err(cx.err(format!(
+                "axis {ax} has extent {} but the scale has {} values",
+                dims[ax],
+                scale.len()
+            )));
+        }
+        let inner = dims[ax + 1..].iter().product();
+        Ok(QuantParams {
+            scale,
+            zp,
+            range,
+            channels: dims[ax],
+            inner,
+        })
+    }
+}
+
 #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 fn cast(data: &TensorData, to: DType) -> TensorData {
     macro_rules! conv {
@@ -1090,6 +1213,37 @@ fn conv_params(
     p.dilations = pair(&win.dilations, 1);
     p.group = a.group.max(1);
     Ok(p)
+}
+
+/// A QuantizeLinear whose only reader is a DequantizeLinear with the same
+/// scale and zero point, run as one fake-quantization pass over float32
+/// (bit-identical to the two nodes).
+pub(crate) fn eval_fake_quant(
+    graph: &Graph,
+    q: NodeId,
+    inputs: Vec<Option<Tensor>>,
+    output: ValueId,
+) -> Result<Vec<Tensor>, ExecError> {
+    let node = graph.node(q);
+    let Op::QuantizeLinear { axis } = node.op else {
+        unreachable!("fake-quant fusion headed by {}", node.op.op_type())
+    };
+    let mut cx = Cx {
+        activation: None,
+        graph,
+        node,
+        inputs,
+        par: Parallelism::Sequential,
+    };
+    let p = QuantParams::of(&cx, axis)?;
+    let dims = cx.input(0)?.dims().to_vec();
+    let mut x = cx.take_f32(0)?;
+    k::fake_quantize(&mut x, &p.scale, &p.zp, p.range, p.channels, p.inner);
+    debug_assert_eq!(
+        graph.shape_of(output).map(|s| s.0.clone()).ok(),
+        Some(dims.clone())
+    );
+    cx.f32_out(dims, x)
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use qtune_ir::{Graph, NodeId, Op, ValueId};
 use qtune_kernels::{Parallelism, UnaryOp};
 use qtune_tensor::Tensor;
 
-use crate::eval::{activation_of, eval_node, eval_node_fused, eval_pointwise_depthwise};
+use crate::eval::{
+    activation_of, eval_fake_quant, eval_node, eval_node_fused, eval_pointwise_depthwise,
+};
 use crate::{ExecError, PrepareOptions, PrepareReport, prepare};
 
 /// Which computed tensors a run keeps in its [`Values`]. Graph outputs are
@@ -292,6 +294,71 @@ fn find_pairs(
         .collect()
 }
 
+/// A QuantizeLinear read only by a DequantizeLinear with the same scale and
+/// zero point: the pair runs as one fake-quantization pass. Used only when
+/// the integer tensor between them is neither kept nor wanted by the hook.
+#[derive(Debug, Clone)]
+struct QdqFusion {
+    dequantize: NodeId,
+    intermediate: ValueId,
+    output: ValueId,
+}
+
+/// Finds the QuantizeLinear -> DequantizeLinear pairs (see [`QdqFusion`]).
+fn find_qdq(graph: &Graph, consumers: &[Vec<NodeId>]) -> Vec<Option<QdqFusion>> {
+    let same_param = |a: Option<&Option<ValueId>>, b: Option<&Option<ValueId>>| match (a, b) {
+        (Some(Some(a)), Some(Some(b))) => {
+            a == b
+                || matches!(
+                    (graph.constant_of(*a), graph.constant_of(*b)),
+                    (Some(x), Some(y)) if x.shape() == y.shape() && x.data() == y.data()
+                )
+        }
+        (None | Some(None), None | Some(None)) => true,
+        _ => false,
+    };
+    graph
+        .nodes()
+        .map(|(_, n)| {
+            let Op::QuantizeLinear { axis } = n.op else {
+                return None;
+            };
+            let v = *n.outputs.first()?;
+            let list = &consumers[v.index()];
+            if list.len() != 1 || graph.outputs.contains(&v) {
+                return None;
+            }
+            let d = graph.node(list[0]);
+            let Op::DequantizeLinear { axis: d_axis } = d.op else {
+                return None;
+            };
+            let rank = graph.shape_of(v).ok()?.0.len();
+            let norm = |a: i64| {
+                if a < 0 {
+                    a + i64::try_from(rank).unwrap_or(0)
+                } else {
+                    a
+                }
+            };
+            let ok = d.inputs.first() == Some(&Some(v))
+                && d.inputs.iter().flatten().filter(|&&i| i == v).count() == 1
+                && norm(axis) == norm(d_axis)
+                && same_param(n.inputs.get(1), d.inputs.get(1))
+                && same_param(n.inputs.get(2), d.inputs.get(2))
+                && n.inputs
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|s| graph.constant_of(s).is_some());
+            ok.then(|| QdqFusion {
+                dequantize: list[0],
+                intermediate: v,
+                output: d.outputs[0],
+            })
+        })
+        .collect()
+}
+
 /// An executable graph.
 #[derive(Debug, Clone)]
 pub struct Executor {
@@ -302,6 +369,8 @@ pub struct Executor {
     fusions: Vec<Option<Fusion>>,
     /// Pointwise -> depthwise pair headed by each node, by node index.
     pairs: Vec<Option<PairFusion>>,
+    /// QuantizeLinear -> DequantizeLinear pair headed by each node.
+    qdq: Vec<Option<QdqFusion>>,
 }
 
 /// Finds Conv -> activation and Conv -> SiLU (`x * Sigmoid(x)`) chains
@@ -378,11 +447,13 @@ impl Executor {
         let consumers = graph.consumers();
         let fusions = find_fusions(&graph, &consumers);
         let pairs = find_pairs(&graph, &consumers, &fusions);
+        let qdq = find_qdq(&graph, &consumers);
         Ok(Executor {
             graph,
             consumers,
             fusions,
             pairs,
+            qdq,
         })
     }
 
@@ -402,6 +473,12 @@ impl Executor {
     /// How many Conv + activation chains can run fused.
     pub fn fusion_count(&self) -> usize {
         self.fusions.iter().flatten().count()
+    }
+
+    /// How many QuantizeLinear -> DequantizeLinear pairs can run as one
+    /// fake-quantization pass.
+    pub fn fake_quant_fusion_count(&self) -> usize {
+        self.qdq.iter().flatten().count()
     }
 
     /// How many pointwise -> depthwise Conv pairs can run as one kernel.
@@ -614,6 +691,11 @@ impl Executor {
                         .iter()
                         .all(|&v| !kept[v.index()] && !hook.wants(v))
             });
+            let qdq = self.qdq[id.index()].as_ref().filter(|f| {
+                run_mask[f.dequantize.index()]
+                    && !kept[f.intermediate.index()]
+                    && !hook.wants(f.intermediate)
+            });
             let mut inputs = Vec::with_capacity(n.inputs.len());
             for input in &n.inputs {
                 let Some(v) = *input else {
@@ -633,6 +715,17 @@ impl Executor {
                 };
                 let t = t.ok_or_else(|| ExecError::NotKept(g.value(v).name.clone()))?;
                 inputs.push(Some(t));
+            }
+            if let Some(f) = qdq {
+                skip[f.dequantize.index()] = true;
+                let mut t = eval_fake_quant(g, id, inputs, f.output)?
+                    .pop()
+                    .ok_or_else(|| ExecError::NotKept(g.value(f.output).name.clone()))?;
+                hook.on_value(g, f.output, &mut t)?;
+                if remaining[f.output.index()] > 0 || kept[f.output.index()] {
+                    slots[f.output.index()] = Some(t);
+                }
+                continue;
             }
             let (outputs, out_ids) = match (pair, fusion) {
                 (Some(p), _) => {

@@ -226,15 +226,51 @@ pub enum Op {
         end: Option<i64>,
     },
     Identity,
+    /// QuantizeLinear (opset 10+): inputs x, y_scale, y_zero_point?; per
+    /// axis when the scale is 1-D. The output type is the zero point's (INT8
+    /// or UINT8; UINT8 without one). `q = saturate(round_half_even(x /
+    /// scale) + zp)`.
+    QuantizeLinear {
+        axis: i64,
+    },
+    /// DequantizeLinear (opset 10+): inputs x (INT8, UINT8 or INT32),
+    /// x_scale, x_zero_point?; `y = (x - zp) * scale` in float32.
+    DequantizeLinear {
+        axis: i64,
+    },
+    /// qtune-internal (not an ONNX op type): rounds float32 values to the
+    /// nearest IEEE half or bfloat16 (ties to even) and keeps them as
+    /// float32. ONNX `Cast(to=FLOAT16|BFLOAT16)` imports as this op (the
+    /// following `Cast(to=FLOAT)` is then an identity), and it exports as
+    /// that pair of Casts.
+    RoundFloat(FloatFormat),
+}
+
+/// A reduced-precision float format (see [`Op::RoundFloat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatFormat {
+    F16,
+    BF16,
+}
+
+impl FloatFormat {
+    /// The qtable / TPU-MLIR spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatFormat::F16 => "F16",
+            FloatFormat::BF16 => "BF16",
+        }
+    }
 }
 
 macro_rules! op_names {
     ($($variant:ident),* $(,)?) => {
         impl Op {
-            /// The ONNX op type.
+            /// The ONNX op type (or the name of a qtune-internal op).
             pub fn op_type(&self) -> &'static str {
                 match self {
                     $(Op::$variant { .. } => stringify!($variant),)*
+                    Op::RoundFloat(_) => "RoundFloat",
                 }
             }
         }
@@ -297,6 +333,8 @@ op_names!(
     Greater,
     Shape,
     Identity,
+    QuantizeLinear,
+    DequantizeLinear,
 );
 
 impl Op {
@@ -353,6 +391,6 @@ mod tests {
         assert_eq!(Op::Conv(ConvAttrs::default()).op_type(), "Conv");
         assert_eq!(Op::Softmax { axis: 1 }.op_type(), "Softmax");
         assert!(SUPPORTED_OPS.contains(&"BatchNormalization"));
-        assert_eq!(SUPPORTED_OPS.len(), 53);
+        assert_eq!(SUPPORTED_OPS.len(), 55);
     }
 }

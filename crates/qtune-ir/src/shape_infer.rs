@@ -680,6 +680,29 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
             one(out, cx.dtype(0)?)
         }
         Op::Cast { to } => one(cx.shape(0)?, *to),
+        Op::QuantizeLinear { .. } => {
+            let dtype = if cx.has_input(2) {
+                cx.dtype(2)?
+            } else {
+                DType::U8
+            };
+            if !matches!(dtype, DType::I8 | DType::U8) {
+                return Err(cx.err(format!(
+                    "the zero point is {dtype}; only int8 and uint8 are supported"
+                )));
+            }
+            one(cx.shape(0)?, dtype)
+        }
+        Op::DequantizeLinear { .. } => {
+            let dtype = cx.dtype(0)?;
+            if !matches!(dtype, DType::I8 | DType::U8 | DType::I32) {
+                return Err(cx.err(format!(
+                    "the input is {dtype}; only int8, uint8 and int32 are supported"
+                )));
+            }
+            one(cx.shape(0)?, DType::F32)
+        }
+        Op::RoundFloat(_) => same(&cx),
         Op::Expand => {
             let x = cx.shape(0)?;
             let spec: Vec<usize> = cx

@@ -30,6 +30,7 @@
 //! | normalisation | [`batch_norm`], [`softmax`] |
 //! | elementwise | [`unary`] with [`UnaryOp`], [`binary`] with [`BinaryOp`], [`broadcast_shape`] |
 //! | reductions | [`reduce`] with [`ReduceOp`], [`reduce_out_dims`] |
+//! | quantization | [`quantize_linear`], [`dequantize_linear`], [`fake_quantize`], [`round_to_f16`], [`round_to_bf16`] |
 //! | resize | [`resize_nearest`], [`resize_linear`], [`resize_scales`] |
 //! | data movement (generic `T: Copy`) | [`transpose`], [`slice()`], [`concat()`], [`gather`], [`expand`], [`where_select`] |
 //!
@@ -54,6 +55,7 @@ mod gemm_kernel;
 mod layout;
 mod norm;
 mod pool;
+mod quant;
 mod reduce;
 pub mod reference;
 mod resize;
@@ -75,6 +77,9 @@ pub use layout::{concat, expand, gather, slice, transpose, where_select};
 pub use norm::{batch_norm, softmax};
 pub use pool::{
     Pool2dParams, avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, pool2d_out_dims,
+};
+pub use quant::{
+    QRange, dequantize_linear, fake_quantize, quantize_linear, round_to_bf16, round_to_f16,
 };
 pub use reduce::{ReduceOp, reduce, reduce_out_dims};
 pub use resize::{

@@ -28,6 +28,7 @@ use qtune_tensor::Tensor;
 use crate::OnnxError;
 use crate::attrs::NodeCx;
 use crate::import::Importer;
+use crate::proto::tensor_proto::DataType;
 use crate::tensor::{onnx_type_name, runtime_dtype, tensor_from_proto};
 
 /// ONNX op types that are not IR ops but are imported by rewriting.
@@ -486,16 +487,24 @@ pub(crate) fn import_node(
                 .int("to")?
                 .ok_or_else(|| cx.attr_err("to", "required attribute is missing"))?;
             let to32 = i32::try_from(to).unwrap_or(-1);
-            let dtype = runtime_dtype(to32).ok_or_else(|| {
+            // Float16 / bfloat16 values are kept as float32 rounded to the
+            // narrower type (the following Cast back to FLOAT is an identity).
+            if to32 == DataType::Float16 as i32 {
+                Op::RoundFloat(FloatFormat::F16)
+            } else if to32 == DataType::Bfloat16 as i32 {
+                Op::RoundFloat(FloatFormat::BF16)
+            } else {
+                let dtype = runtime_dtype(to32).ok_or_else(|| {
                 cx.attr_err(
                     "to",
                     format!(
-                        "element type {} is not supported (supported: FLOAT, INT64, INT32, BOOL, UINT8, INT8)",
+                        "element type {} is not supported (supported: FLOAT, FLOAT16, BFLOAT16, INT64, INT32, BOOL, UINT8, INT8)",
                         onnx_type_name(to32)
                     ),
                 )
             })?;
-            Op::Cast { to: dtype }
+                Op::Cast { to: dtype }
+            }
         }
         "Shape" => {
             arity(cx, n, 1, 1)?;
@@ -503,6 +512,19 @@ pub(crate) fn import_node(
             Op::Shape {
                 start: cx.int_or("start", 0)?,
                 end: cx.int("end")?,
+            }
+        }
+        "QuantizeLinear" | "DequantizeLinear" => {
+            arity(cx, n, 2, 3)?;
+            cx.check_known(&["axis", "saturate", "block_size", "output_dtype"])?;
+            if cx.int_or("block_size", 0)? != 0 {
+                return Err(cx.attr_err("block_size", "blocked quantization is not supported"));
+            }
+            let axis = cx.int_or("axis", 1)?;
+            if cx.op_type == "QuantizeLinear" {
+                Op::QuantizeLinear { axis }
+            } else {
+                Op::DequantizeLinear { axis }
             }
         }
         "Dropout" => {

@@ -448,6 +448,13 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
         };
     use MlirAttr as A;
     let top = match &node.op {
+        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_) => {
+            return Err(err(
+                "a quantized graph has no Top-dialect form (the Top .mlir is the float model; \
+                 write quantized models as QDQ ONNX)"
+                    .into(),
+            ));
+        }
         Op::Conv(a) | Op::ConvTranspose(crate::ConvTransposeAttrs { conv: a, .. }) => {
             let mut attrs = vec![
                 ("kernel_shape", usizes(&a.kernel_shape)),

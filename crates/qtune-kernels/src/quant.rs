@@ -1,0 +1,184 @@
+//! Linear quantization: ONNX QuantizeLinear / DequantizeLinear and the fused
+//! quantize-dequantize ("fake quantization") the simulator runs.
+//!
+//! Layout: the data is `[outer, channels, inner]` with one scale and zero point
+//! per channel (`channels == 1` is per-tensor). Semantics follow ONNX and ONNX
+//! Runtime's MLAS kernels: `q = clamp(round_half_even(x / scale), qmin - zp,
+//! qmax - zp) + zp` (clamping an integer-bounded interval before rounding equals
+//! clamping after it), `x' = (q - zp) * scale` in f32. A NaN quantizes to the
+//! zero point.
+
+use qtune_simd::dispatch;
+
+/// The integer range of a quantized type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QRange {
+    pub min: i32,
+    pub max: i32,
+}
+
+impl QRange {
+    pub const I8: QRange = QRange {
+        min: -128,
+        max: 127,
+    };
+    pub const U8: QRange = QRange { min: 0, max: 255 };
+}
+
+fn check(len: usize, scale: &[f32], zp: &[i32], channels: usize, inner: usize) {
+    assert!(channels > 0, "quantize: no channels");
+    assert_eq!(scale.len(), channels, "quantize: scale length");
+    assert_eq!(zp.len(), channels, "quantize: zero point length");
+    assert!(
+        inner > 0 && len.is_multiple_of(channels * inner),
+        "quantize: data length {len} is not a multiple of {channels} x {inner}"
+    );
+}
+
+#[inline(always)]
+fn quantize_one(x: f32, scale: f32, zp: i32, range: QRange) -> i32 {
+    #[allow(clippy::cast_precision_loss)]
+    let (lo, hi) = ((range.min - zp) as f32, (range.max - zp) as f32);
+    let v = (x / scale).clamp(lo, hi).round_ties_even();
+    #[allow(clippy::cast_possible_truncation)]
+    let q = v as i32; // exact: v is an integer in [lo, hi]; NaN gives 0
+    q + zp
+}
+
+/// ONNX QuantizeLinear to integers in `range` (stored as i32; the caller
+/// narrows to i8/u8).
+pub fn quantize_linear(
+    x: &[f32],
+    scale: &[f32],
+    zp: &[i32],
+    range: QRange,
+    channels: usize,
+    inner: usize,
+    out: &mut [i32],
+) {
+    check(x.len(), scale, zp, channels, inner);
+    assert_eq!(out.len(), x.len(), "quantize: output length");
+    for (i, (xs, os)) in x.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
+        let c = i % channels;
+        for (o, &v) in os.iter_mut().zip(xs) {
+            *o = quantize_one(v, scale[c], zp[c], range);
+        }
+    }
+}
+
+/// ONNX DequantizeLinear from integers (i8, u8 or i32 widened to i32).
+pub fn dequantize_linear(
+    q: &[i32],
+    scale: &[f32],
+    zp: &[i32],
+    channels: usize,
+    inner: usize,
+    out: &mut [f32],
+) {
+    check(q.len(), scale, zp, channels, inner);
+    assert_eq!(out.len(), q.len(), "dequantize: output length");
+    for (i, (qs, os)) in q.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
+        let c = i % channels;
+        for (o, &v) in os.iter_mut().zip(qs) {
+            #[allow(clippy::cast_precision_loss)]
+            let d = (v - zp[c]) as f32; // |v - zp| < 2^24 for 8-bit data
+            *o = d * scale[c];
+        }
+    }
+}
+
+dispatch! {
+    fn fake_quantize_block(x: &mut [f32], scale: f32, zp: i32, range: QRange) {
+        #[allow(clippy::cast_precision_loss)]
+        let (lo, hi) = ((range.min - zp) as f32, (range.max - zp) as f32);
+        for v in x.iter_mut() {
+            // `q - zp` of the two-step form is this rounded value exactly (an
+            // integer, so -0 becomes +0); a NaN becomes 0 as in `quantize_one`.
+            let q = (*v / scale).clamp(lo, hi).round_ties_even() + 0.0;
+            let q = if q.is_nan() { 0.0 } else { q };
+            *v = q * scale;
+        }
+    }
+}
+
+/// QuantizeLinear followed by DequantizeLinear, in place, bit-identical to
+/// [`quantize_linear`] then [`dequantize_linear`].
+pub fn fake_quantize(
+    x: &mut [f32],
+    scale: &[f32],
+    zp: &[i32],
+    range: QRange,
+    channels: usize,
+    inner: usize,
+) {
+    check(x.len(), scale, zp, channels, inner);
+    for (i, block) in x.chunks_mut(inner).enumerate() {
+        let c = i % channels;
+        fake_quantize_block(block, scale[c], zp[c], range);
+    }
+}
+
+/// Rounds f32 values to the nearest IEEE half (ties to even) and back.
+pub fn round_to_f16(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = half::f16::from_f32(*v).to_f32();
+    }
+}
+
+/// Rounds f32 values to the nearest bfloat16 (ties to even) and back.
+pub fn round_to_bf16(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = half::bf16::from_f32(*v).to_f32();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_rounds_half_to_even_and_saturates() {
+        let x = [0.5f32, 1.5, 2.5, -0.5, 300.0, -300.0, f32::NAN, 0.26];
+        let mut q = [0i32; 8];
+        quantize_linear(&x, &[1.0], &[0], QRange::I8, 1, 8, &mut q);
+        assert_eq!(q, [0, 2, 2, 0, 127, -128, 0, 0]);
+        quantize_linear(&x, &[0.5], &[10], QRange::U8, 1, 8, &mut q);
+        assert_eq!(q, [11, 13, 15, 9, 255, 0, 10, 11]);
+    }
+
+    #[test]
+    fn fake_quantize_equals_quantize_then_dequantize() {
+        let x: Vec<f32> = (0..600)
+            .map(|i| ((i * 37) % 601) as f32 * 0.0173 - 4.9)
+            .collect();
+        let (scale, zp) = ([0.031f32, 0.007, 0.05], [0i32, 3, -7]);
+        for range in [QRange::I8, QRange::U8] {
+            let zp = if range == QRange::U8 { [0, 3, 128] } else { zp };
+            let mut q = vec![0i32; x.len()];
+            quantize_linear(&x, &scale, &zp, range, 3, 20, &mut q);
+            let mut dq = vec![0f32; x.len()];
+            dequantize_linear(&q, &scale, &zp, 3, 20, &mut dq);
+            let mut fq = x.clone();
+            fake_quantize(&mut fq, &scale, &zp, range, 3, 20);
+            assert_eq!(
+                fq.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                dq.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+            // Idempotent.
+            let once = fq.clone();
+            fake_quantize(&mut fq, &scale, &zp, range, 3, 20);
+            assert_eq!(fq, once);
+        }
+    }
+
+    #[test]
+    fn half_rounding() {
+        let mut x = [1.0f32 + 1.0 / 4096.0, 65520.0, 1.0 + 1.0 / 256.0];
+        round_to_f16(&mut x);
+        assert_eq!(x[0], 1.0); // tie to even
+        assert!(x[1].is_infinite());
+        let mut y = [1.0f32 + 1.0 / 256.0, 1.0 + 3.0 / 256.0];
+        round_to_bf16(&mut y);
+        assert_eq!(y, [1.0, 1.0 + 4.0 / 256.0]); // ties to even
+    }
+}
