@@ -13,6 +13,8 @@
 //! - Graph inputs and outputs become `ValueInfoProto`s with the value's
 //!   element type and, when known, its static shape. Intermediate values get
 //!   no `value_info`: before shape inference their types are placeholders.
+//!   Export prepared graphs (shape inference done): ONNX Runtime runs a model
+//!   whose outputs have no shape, but `onnx.checker` rejects it.
 //! - Constants read by nodes become initializers with little-endian
 //!   `raw_data`; unused constants are dropped. A constant that is also a
 //!   graph output is defined by a `Constant` node instead (ONNX Runtime
