@@ -40,6 +40,9 @@ enum Command {
     Bench(commands::bench::Args),
     /// Computes the calibration table (same as `run_calibration`).
     Calibrate(Box<commands::calibrate::Args>),
+    /// Writes a model as ONNX (opset 17) after constant folding and, unless
+    /// --no_fold_bn, BatchNormalization folding.
+    Export(commands::export::Args),
 }
 
 /// An error that maps to exit code 1 (a check ran and failed) rather than 2.
@@ -82,6 +85,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Classify(a) => commands::classify::run(a),
         Command::Transform(a) => commands::transform::run(a),
         Command::Calibrate(a) => commands::calibrate::run(*a),
+        Command::Export(a) => commands::export::run(a),
     }
 }
 

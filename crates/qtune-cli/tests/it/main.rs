@@ -5,6 +5,7 @@ mod classify;
 mod common;
 mod compare;
 mod errors;
+mod export;
 mod info;
 mod run;
 mod transform;
