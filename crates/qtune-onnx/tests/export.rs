@@ -535,3 +535,73 @@ fn what_opset_17_cannot_express_is_an_error_naming_the_node() {
         "{e}"
     );
 }
+
+/// The importer merges `Cast(to=FLOAT16) -> Cast(to=FLOAT)` into one
+/// RoundFloat only when nothing else reads the half-precision value.
+#[test]
+fn cast_pairs_merge_only_when_the_middle_value_is_private() {
+    use qtune_onnx::proto::attribute_proto::AttributeType;
+    use qtune_onnx::proto::tensor_proto::DataType;
+    use qtune_onnx::proto::{AttributeProto, NodeProto};
+
+    let cast = |name: &str, input: &str, output: &str, to: DataType| NodeProto {
+        name: Some(name.into()),
+        op_type: Some("Cast".into()),
+        input: vec![input.into()],
+        output: vec![output.into()],
+        attribute: vec![AttributeProto {
+            name: Some("to".into()),
+            r#type: Some(AttributeType::Int as i32),
+            i: Some(to as i64),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut g = Graph::new("casts");
+    let x = f32_input(&mut g, "x", &[4]);
+    let y = out(&mut g, "y");
+    g.add_node("r", Op::Relu, vec![Some(x)], vec![y]);
+    g.outputs = vec![y];
+    let bytes = export_onnx(&g, &ExportOptions::default()).unwrap();
+    let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+    let gp = m.graph.as_mut().unwrap();
+    gp.node.extend([
+        cast("a", "y", "a_mid", DataType::Float16),
+        cast("a2", "a_mid", "a_out", DataType::Float),
+        cast("b", "y", "b_mid", DataType::Bfloat16),
+        cast("b2", "b_mid", "b_out", DataType::Float),
+        cast("b3", "b_mid", "b_out2", DataType::Float),
+    ]);
+    let info = gp.output[0].clone();
+    for name in ["a_out", "b_out", "b_out2"] {
+        let mut o = info.clone();
+        o.name = Some(name.into());
+        gp.output.push(o);
+    }
+    let again = reimport(m.encode_to_vec());
+    let nodes: Vec<(String, String, Vec<String>)> = again
+        .nodes()
+        .map(|(_, n)| {
+            (
+                n.name.clone(),
+                n.op.op_type().to_string(),
+                n.outputs
+                    .iter()
+                    .map(|&o| name_of(&again, Some(o)))
+                    .collect(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, Vec<String>)> = [
+        ("r", "Relu", "y"),
+        ("a", "RoundFloat", "a_out"),
+        ("b", "RoundFloat", "b_mid"),
+        ("b2", "Cast", "b_out"),
+        ("b3", "Cast", "b_out2"),
+    ]
+    .iter()
+    .map(|(n, o, v)| (n.to_string(), o.to_string(), vec![v.to_string()]))
+    .collect();
+    assert_eq!(nodes, expected);
+    assert!(again.find_value("a_mid").is_none());
+}
