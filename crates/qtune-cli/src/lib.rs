@@ -34,6 +34,8 @@ enum Command {
     Compare(commands::compare::Args),
     /// Classifies images and prints the top classes (float model).
     Classify(commands::classify::Args),
+    /// Detects objects with a YOLOX or YOLOv8 model, prints the boxes and draws them.
+    Detect(commands::detect::Args),
     /// Imports a model and writes TPU-MLIR Top-dialect .mlir (same as `model_transform`).
     Transform(commands::transform::Args),
     /// Times float inference (used by bench/ort_compare.py).
@@ -80,6 +82,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Compare(a) => commands::compare::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Classify(a) => commands::classify::run(a),
+        Command::Detect(a) => commands::detect::run(a),
         Command::Transform(a) => commands::transform::run(a),
         Command::Calibrate(a) => commands::calibrate::run(*a),
     }
