@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-/// Errors raised while importing an ONNX model. Each names the file, node,
+/// Errors raised while importing or exporting an ONNX model. Each names the file, node,
 /// attribute, tensor or input concerned, and what was expected.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -100,6 +100,27 @@ pub enum OnnxError {
         tensor: String,
         file: PathBuf,
         message: String,
+    },
+
+    /// A node cannot be written in the export opset (an attribute value
+    /// the opset cannot express, a non-constant input that must become an
+    /// attribute, ...).
+    #[error("cannot export node {node} ({op_type}) to ONNX opset {opset}: {message}", opset = crate::EXPORT_OPSET)]
+    ExportNode {
+        node: String,
+        op_type: String,
+        message: String,
+    },
+
+    /// The graph as a whole cannot be exported.
+    #[error("cannot export the graph to ONNX: {message}")]
+    Export { message: String },
+
+    /// Writing the exported model failed.
+    #[error("cannot write `{}`: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
     },
 
     /// The imported graph failed an IR check.

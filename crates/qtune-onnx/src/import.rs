@@ -169,6 +169,12 @@ pub(crate) struct Importer<'a> {
     taken_nodes: HashSet<String>,
     /// Names read by some node or listed as graph outputs.
     consumed: HashSet<String>,
+    /// `Cast(to=FLOAT16|BFLOAT16) -> Cast(to=FLOAT)` pairs imported as one
+    /// RoundFloat: the first Cast's output name -> the second Cast's output
+    /// name, which the RoundFloat writes instead.
+    round_float_pairs: HashMap<String, String>,
+    /// Output names of the second Casts of those pairs, which are skipped.
+    fused_casts: HashSet<String>,
 }
 
 impl<'a> Importer<'a> {
@@ -202,6 +208,8 @@ impl<'a> Importer<'a> {
             taken_values.extend(vi.name.clone());
         }
         consumed.extend(g.output.iter().filter_map(|o| o.name.clone()));
+        let round_float_pairs = round_float_pairs(g);
+        let fused_casts = round_float_pairs.values().cloned().collect();
         Importer {
             graph: Graph::new(g.name.clone().unwrap_or_default()),
             opset,
@@ -211,6 +219,8 @@ impl<'a> Importer<'a> {
             taken_values,
             taken_nodes: HashSet::new(),
             consumed,
+            round_float_pairs,
+            fused_casts,
         }
     }
 
@@ -383,6 +393,12 @@ impl<'a> Importer<'a> {
     }
 
     fn import_node(&mut self, node: &NodeProto) -> Result<(), OnnxError> {
+        if let [out] = node.output.as_slice()
+            && self.fused_casts.contains(out)
+        {
+            // The Cast(to=FLOAT) of a RoundFloat pair: already written.
+            return Ok(());
+        }
         let op_type = node.op_type.as_deref().unwrap_or("");
         let base = match node.name.as_deref() {
             Some(n) if !n.is_empty() => n.to_string(),
@@ -433,6 +449,67 @@ impl<'a> Importer<'a> {
         while matches!(inputs.last(), Some(None)) {
             inputs.pop();
         }
-        crate::ops::import_node(self, &cx, inputs, &node.output)
+        match node.output.as_slice() {
+            [out] if op_type == "Cast" => match self.round_float_pairs.get(out) {
+                Some(fused) => {
+                    let fused = [fused.clone()];
+                    crate::ops::import_node(self, &cx, inputs, &fused)
+                }
+                None => crate::ops::import_node(self, &cx, inputs, &node.output),
+            },
+            outputs => crate::ops::import_node(self, &cx, inputs, outputs),
+        }
     }
+}
+
+/// Finds `Cast(to=FLOAT16|BFLOAT16) -> Cast(to=FLOAT)` pairs whose middle
+/// value (the half-precision tensor) is read only by the second Cast and is
+/// not a graph output. The first Cast imports as RoundFloat, which keeps
+/// float32 values, so the second Cast would be an identity: the pair becomes
+/// one RoundFloat node (named like the first Cast) writing the second Cast's
+/// output. This is the form the exporter writes RoundFloat in, so export and
+/// import round-trip.
+fn round_float_pairs(g: &GraphProto) -> HashMap<String, String> {
+    use crate::proto::tensor_proto::DataType;
+    let cast_to = |n: &NodeProto| -> Option<i64> {
+        if n.op_type.as_deref() != Some("Cast")
+            || !matches!(n.domain.as_deref(), None | Some("" | "ai.onnx"))
+        {
+            return None;
+        }
+        n.attribute
+            .iter()
+            .rev()
+            .find(|a| a.name.as_deref() == Some("to"))
+            .and_then(|a| a.i)
+    };
+    let mut readers: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
+    for n in &g.node {
+        for i in &n.input {
+            readers.entry(i.as_str()).or_default().push(n);
+        }
+    }
+    let outputs: HashSet<&str> = g.output.iter().filter_map(|o| o.name.as_deref()).collect();
+    let narrow = [DataType::Float16 as i64, DataType::Bfloat16 as i64];
+    let mut pairs = HashMap::new();
+    for n in &g.node {
+        let [mid] = n.output.as_slice() else {
+            continue;
+        };
+        if mid.is_empty()
+            || outputs.contains(mid.as_str())
+            || !cast_to(n).is_some_and(|t| narrow.contains(&t))
+        {
+            continue;
+        }
+        if let Some([second]) = readers.get(mid.as_str()).map(Vec::as_slice)
+            && cast_to(second) == Some(DataType::Float as i64)
+            && second.input.len() == 1
+            && let [out] = second.output.as_slice()
+            && !out.is_empty()
+        {
+            pairs.insert(mid.clone(), out.clone());
+        }
+    }
+    pairs
 }

@@ -1,4 +1,4 @@
-//! ONNX import for qtune: the only crate that sees protobuf.
+//! ONNX import and export for qtune: the only crate that sees protobuf.
 //!
 //! [`import_onnx`] reads an ONNX model and builds a [`qtune_ir::Graph`]:
 //! initializers and `Constant` nodes become constant values, every other
@@ -15,9 +15,13 @@
 //!
 //! Opsets: the default ONNX domain, versions [`MIN_OPSET`] to
 //! [`MAX_OPSET`]. Nodes from any other domain are rejected.
+//!
+//! [`export_onnx`] and [`write_onnx`] write a graph back as an ONNX model of
+//! opset [`EXPORT_OPSET`] (see [`export`] for the mapping).
 
 mod attrs;
 mod error;
+pub mod export;
 mod import;
 mod ops;
 mod tensor;
@@ -41,6 +45,9 @@ use prost::Message;
 use qtune_ir::Graph;
 
 pub use error::OnnxError;
+pub use export::{
+    EXPORT_IR_VERSION, EXPORT_OPSET, ExportOptions, export_model, export_onnx, write_onnx,
+};
 
 /// The oldest default-domain opset the importer accepts.
 pub const MIN_OPSET: i64 = 7;

@@ -316,6 +316,52 @@ pub(crate) fn tensor_from_proto(
     Tensor::new(Shape(dims), data).map_err(|e| bad(e.to_string()))
 }
 
+/// The ONNX element type of a qtune element type.
+pub(crate) fn onnx_dtype(dtype: DType) -> DataType {
+    match dtype {
+        DType::F32 => DataType::Float,
+        DType::I64 => DataType::Int64,
+        DType::I32 => DataType::Int32,
+        DType::Bool => DataType::Bool,
+        DType::U8 => DataType::Uint8,
+        DType::I8 => DataType::Int8,
+    }
+}
+
+/// Converts a tensor for export: little-endian `raw_data`, as ONNX Runtime
+/// and the `onnx` package write initializers. A `usize` dimension that does
+/// not fit `i64` is an error naming the tensor.
+pub(crate) fn tensor_to_proto(tensor: &Tensor, name: &str) -> Result<TensorProto, OnnxError> {
+    let dims = tensor
+        .dims()
+        .iter()
+        .map(|&d| {
+            i64::try_from(d).map_err(|_| OnnxError::Tensor {
+                tensor: name.to_string(),
+                message: format!("dimension {d} does not fit an ONNX int64"),
+            })
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+    fn le<T: Copy, const N: usize>(v: &[T], bytes: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        v.iter().flat_map(|&x| bytes(x)).collect()
+    }
+    let raw = match tensor.data() {
+        TensorData::F32(v) => le(v, f32::to_le_bytes),
+        TensorData::I64(v) => le(v, i64::to_le_bytes),
+        TensorData::I32(v) => le(v, i32::to_le_bytes),
+        TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
+        TensorData::U8(v) => v.to_vec(),
+        TensorData::I8(v) => le(v, i8::to_le_bytes),
+    };
+    Ok(TensorProto {
+        dims,
+        data_type: Some(onnx_dtype(tensor.dtype()) as i32),
+        name: Some(name.to_string()),
+        raw_data: Some(Bytes::from(raw)),
+        ..Default::default()
+    })
+}
+
 /// DOUBLE tensors are stored as f32 (qtune has no f64 type); this narrowing
 /// rounds to nearest, and out-of-range values become infinities.
 #[allow(clippy::cast_possible_truncation)]

@@ -1,0 +1,755 @@
+//! IR [`Graph`] to ONNX `ModelProto`: the inverse of the importer.
+//!
+//! Spec: <https://onnx.ai/onnx/operators/>. The exporter writes one opset of
+//! the default domain, [`EXPORT_OPSET`] (17), with IR version
+//! [`EXPORT_IR_VERSION`] (8, the version that introduced opset 17), so that
+//! every written model is valid for exactly one documented set of operator
+//! versions whatever opset the source model used. Opset 17 is the newest
+//! opset before `Reduce*` axes moved to inputs and the first one ONNX
+//! Runtime 1.1x and later run with every op here; per-axis
+//! QuantizeLinear/DequantizeLinear need opset 13 or later.
+//!
+//! What is written:
+//! - Graph inputs and outputs become `ValueInfoProto`s with the value's
+//!   element type and, when known, its static shape. Intermediate values get
+//!   no `value_info`: before shape inference their types are placeholders.
+//! - Constants read by nodes become initializers with little-endian
+//!   `raw_data`; unused constants are dropped. A constant that is also a
+//!   graph output is defined by a `Constant` node instead (ONNX Runtime
+//!   rejects initializers listed as graph outputs in some versions, and the
+//!   importer reads a `Constant` node back as the same constant value).
+//! - Every node keeps its name and op type; names that are empty or
+//!   repeated get the importer's `<first output>_<OpType>` form or a `_1`,
+//!   `_2`, ... suffix. Value names are kept (they are unique in the IR);
+//!   names the exporter invents never collide with them.
+//! - Omitted optional inputs (`None`) are written as `""`, and trailing ones
+//!   are dropped.
+//!
+//! Opset 17 differs from what the IR may hold in these places:
+//! - Attributes that opset 17 takes as inputs become constant inputs:
+//!   Squeeze/Unsqueeze `axes`, Split `split`, ReduceSum `axes` (all inputs
+//!   from opset 13) and Clip `min`/`max` (inputs from opset 11).
+//! - ReduceMean/ReduceL2/ReduceMax/ReduceMin take `axes` as an attribute
+//!   until opset 18: an axes input (from an opset-18 model) must be constant
+//!   and is written as the attribute; their `noop_with_empty_axes` does not
+//!   exist in opset 17 and can only be exported when it changes nothing.
+//! - AveragePool has no `dilations` before opset 19; only all-ones
+//!   dilations are exported.
+//! - [`Op::RoundFloat`] (qtune-internal) becomes `Cast(to=FLOAT16|BFLOAT16)`
+//!   followed by `Cast(to=FLOAT)`; the importer reads that pair back as one
+//!   RoundFloat. The first Cast keeps the node's name and writes
+//!   `<output>_f16` / `<output>_bf16`; the second writes the original output.
+//! - Importer rewrites are exported in their rewritten form: Dropout as
+//!   Identity, Upsample and Resize-10 as Resize-11+ with an empty `roi`,
+//!   legacy Slice attributes as inputs, pre-13 Softmax as Flatten, Softmax,
+//!   Shape, Reshape.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use bytes::Bytes;
+use prost::Message;
+use qtune_ir::{
+    AutoPad, ConvAttrs, CoordMode, FloatFormat, Graph, NearestMode, Node, Op, PoolAttrs,
+    ReduceAttrs, ResizeMode, ValueId,
+};
+use qtune_tensor::{DType, Tensor};
+
+use crate::OnnxError;
+use crate::proto::attribute_proto::AttributeType;
+use crate::proto::tensor_proto::DataType;
+use crate::proto::tensor_shape_proto::{Dimension, dimension};
+use crate::proto::type_proto::{Tensor as TensorType, Value as TypeValue};
+use crate::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
+};
+use crate::tensor::{onnx_dtype, tensor_to_proto};
+
+/// The default-domain opset every exported model imports.
+pub const EXPORT_OPSET: i64 = 17;
+/// The IR version of exported models (the one that introduced opset 17).
+pub const EXPORT_IR_VERSION: i64 = 8;
+
+/// Protobuf messages cannot exceed 2 GiB; larger models would need external
+/// data, which the exporter does not write.
+const MAX_MODEL_BYTES: usize = 2 * 1024 * 1024 * 1024 - 1;
+
+/// Options for [`export_onnx`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ExportOptions {
+    /// `producer_version` of the model; the qtune version by default.
+    pub producer_version: String,
+    /// The graph's name; the IR graph's name (or "qtune" when it has none)
+    /// by default.
+    pub graph_name: Option<String>,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            producer_version: env!("CARGO_PKG_VERSION").to_string(),
+            graph_name: None,
+        }
+    }
+}
+
+/// Builds the `ModelProto` of `graph`; see the module docs for the mapping.
+pub fn export_model(graph: &Graph, opts: &ExportOptions) -> Result<ModelProto, OnnxError> {
+    graph.check_topological()?;
+    let mut ex = Exporter::new(graph);
+    let graph_proto = ex.export(opts)?;
+    Ok(ModelProto {
+        ir_version: Some(EXPORT_IR_VERSION),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(EXPORT_OPSET),
+        }],
+        producer_name: Some("qtune".to_string()),
+        producer_version: Some(opts.producer_version.clone()),
+        graph: Some(graph_proto),
+        ..Default::default()
+    })
+}
+
+/// Exports `graph` as a serialized ONNX `ModelProto`.
+pub fn export_onnx(graph: &Graph, opts: &ExportOptions) -> Result<Vec<u8>, OnnxError> {
+    let model = export_model(graph, opts)?;
+    let len = model.encoded_len();
+    if len > MAX_MODEL_BYTES {
+        return Err(OnnxError::Export {
+            message: format!(
+                "the model needs {len} bytes, more than protobuf's 2 GiB limit (external data is not supported)"
+            ),
+        });
+    }
+    Ok(model.encode_to_vec())
+}
+
+/// Exports `graph` to `path`. The file is replaced atomically: readers see
+/// the old file or the complete new one, never a partial write.
+pub fn write_onnx(graph: &Graph, path: &Path, opts: &ExportOptions) -> Result<(), OnnxError> {
+    let bytes = export_onnx(graph, opts)?;
+    qtune_tensor::write_atomic(path, |w| std::io::Write::write_all(w, &bytes)).map_err(|source| {
+        OnnxError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+struct Exporter<'g> {
+    graph: &'g Graph,
+    /// The ONNX name of each value (the IR name, or a fresh one when empty).
+    names: Vec<String>,
+    taken_values: HashSet<String>,
+    taken_nodes: HashSet<String>,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<crate::proto::TensorProto>,
+}
+
+/// One node being written: its name and op type for messages.
+struct NodeCx<'a> {
+    name: &'a str,
+    op_type: &'static str,
+}
+
+impl NodeCx<'_> {
+    fn err(&self, message: impl Into<String>) -> OnnxError {
+        OnnxError::ExportNode {
+            node: self.name.to_string(),
+            op_type: self.op_type.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl<'g> Exporter<'g> {
+    fn new(graph: &'g Graph) -> Self {
+        let mut taken_values: HashSet<String> = graph
+            .values()
+            .map(|(_, v)| v.name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let mut names = Vec::with_capacity(graph.value_count());
+        for (id, v) in graph.values() {
+            if v.name.is_empty() {
+                // ONNX reads an empty name as "no input": invent one.
+                let name = fresh(&mut taken_values, format!("value_{}", id.index()));
+                names.push(name);
+            } else {
+                names.push(v.name.clone());
+            }
+        }
+        Exporter {
+            graph,
+            names,
+            taken_values,
+            taken_nodes: HashSet::new(),
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+        }
+    }
+
+    fn export(&mut self, opts: &ExportOptions) -> Result<GraphProto, OnnxError> {
+        let g = self.graph;
+        let mut seen_outputs = HashSet::new();
+        for &o in &g.outputs {
+            if !seen_outputs.insert(o) {
+                return Err(OnnxError::Export {
+                    message: format!(
+                        "value '{}' is listed twice as a graph output, which ONNX cannot express",
+                        self.names[o.index()]
+                    ),
+                });
+            }
+        }
+
+        // Constants: initializers for those nodes read, Constant nodes for
+        // those that are graph outputs.
+        let mut read = vec![false; g.value_count()];
+        for (_, n) in g.nodes() {
+            for i in n.inputs.iter().flatten() {
+                read[i.index()] = true;
+            }
+        }
+        for (id, v) in g.values() {
+            let Some(t) = &v.constant else { continue };
+            if v.producer.is_some() {
+                continue;
+            }
+            let name = self.names[id.index()].clone();
+            if g.outputs.contains(&id) {
+                let node_name = self.unique_node(format!("{name}_Constant"));
+                self.nodes.push(NodeProto {
+                    name: Some(node_name),
+                    op_type: Some("Constant".into()),
+                    output: vec![name.clone()],
+                    attribute: vec![attr_tensor("value", tensor_to_proto(t, &name)?)],
+                    ..Default::default()
+                });
+            } else if read[id.index()] {
+                self.initializers.push(tensor_to_proto(t, &name)?);
+            }
+        }
+
+        for (_, node) in g.nodes() {
+            self.export_node(node)?;
+        }
+
+        let input = g
+            .inputs
+            .iter()
+            .map(|&i| self.value_info(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = g
+            .outputs
+            .iter()
+            .map(|&o| self.value_info(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = opts.graph_name.clone().unwrap_or_else(|| {
+            if g.name.is_empty() {
+                "qtune".to_string()
+            } else {
+                g.name.clone()
+            }
+        });
+        Ok(GraphProto {
+            node: std::mem::take(&mut self.nodes),
+            name: Some(name),
+            initializer: std::mem::take(&mut self.initializers),
+            input,
+            output,
+            ..Default::default()
+        })
+    }
+
+    fn value_info(&self, id: ValueId) -> Result<ValueInfoProto, OnnxError> {
+        let v = self.graph.value(id);
+        let name = &self.names[id.index()];
+        let shape = match &v.shape {
+            Some(s) => Some(TensorShapeProto {
+                dim: s
+                    .dims()
+                    .iter()
+                    .map(|&d| {
+                        Ok(Dimension {
+                            value: Some(dimension::Value::DimValue(i64::try_from(d).map_err(
+                                |_| OnnxError::Export {
+                                    message: format!(
+                                        "value '{name}' has dimension {d}, which does not fit an int64"
+                                    ),
+                                },
+                            )?)),
+                            ..Default::default()
+                        })
+                    })
+                    .collect::<Result<Vec<_>, OnnxError>>()?,
+            }),
+            None => None,
+        };
+        Ok(ValueInfoProto {
+            name: Some(name.clone()),
+            r#type: Some(TypeProto {
+                value: Some(TypeValue::TensorType(TensorType {
+                    elem_type: Some(onnx_dtype(v.dtype) as i32),
+                    shape,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn unique_node(&mut self, base: String) -> String {
+        fresh(&mut self.taken_nodes, base)
+    }
+
+    /// Adds a constant initializer under a fresh name built from `base`.
+    fn add_initializer(&mut self, base: String, t: &Tensor) -> Result<String, OnnxError> {
+        let name = fresh(&mut self.taken_values, base);
+        self.initializers.push(tensor_to_proto(t, &name)?);
+        Ok(name)
+    }
+
+    /// Puts an attribute the IR holds (`Some`) into input slot 1 as an
+    /// int64 constant, as opset 13+ wants for Squeeze/Unsqueeze/Split/ReduceSum.
+    fn ints_to_input(
+        &mut self,
+        cx: &NodeCx<'_>,
+        what: &str,
+        values: &Option<Vec<i64>>,
+        inputs: &mut Vec<String>,
+    ) -> Result<(), OnnxError> {
+        let Some(values) = values else {
+            return Ok(());
+        };
+        if inputs.len() > 1 {
+            return Err(cx.err(format!(
+                "'{what}' is given both as an attribute and as input 1"
+            )));
+        }
+        let t = Tensor::from_i64(vec![values.len()], values.clone())
+            .map_err(|e| cx.err(e.to_string()))?;
+        let name = self.add_initializer(format!("{}_{what}", cx.name), &t)?;
+        inputs.resize(1, String::new());
+        inputs.push(name);
+        Ok(())
+    }
+
+    /// Reduce* other than ReduceSum at opset 17: axes must be an attribute.
+    fn reduce_axes_attr(
+        &self,
+        cx: &NodeCx<'_>,
+        node: &Node,
+        a: &ReduceAttrs,
+        inputs: &mut Vec<String>,
+        attrs: &mut Vec<AttributeProto>,
+    ) -> Result<(), OnnxError> {
+        let axes = match (&a.axes, node.inputs.get(1).copied().flatten()) {
+            (Some(axes), None) => Some(axes.clone()),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(cx.err("'axes' is given both as an attribute and as input 1"));
+            }
+            (None, Some(v)) => {
+                let t = self.graph.constant_of(v).ok_or_else(|| {
+                    cx.err(format!(
+                        "the axes input '{}' is not a constant; opset {EXPORT_OPSET} needs the axes as an attribute",
+                        self.names[v.index()]
+                    ))
+                })?;
+                let axes = t.to_i64_vec().map_err(|e| cx.err(e.to_string()))?;
+                // An empty axes input means "all axes" like an absent one.
+                (!axes.is_empty()).then_some(axes)
+            }
+        };
+        inputs.truncate(1);
+        let reduces_nothing = axes.as_ref().is_none_or(|v| v.is_empty());
+        if a.noop_with_empty_axes && reduces_nothing {
+            return Err(cx.err(format!(
+                "noop_with_empty_axes=1 with no axes does not exist before opset 18 (export opset {EXPORT_OPSET})"
+            )));
+        }
+        if let Some(axes) = axes {
+            attrs.push(attr_ints("axes", axes));
+        }
+        attrs.push(attr_int("keepdims", i64::from(a.keepdims)));
+        Ok(())
+    }
+
+    fn export_node(&mut self, node: &Node) -> Result<(), OnnxError> {
+        let op_type = node.op.op_type();
+        let base = if node.name.is_empty() {
+            let first = node
+                .outputs
+                .first()
+                .map(|o| self.names[o.index()].as_str())
+                .unwrap_or("");
+            format!("{first}_{op_type}")
+        } else {
+            node.name.clone()
+        };
+        let name = self.unique_node(base);
+        let cx = NodeCx {
+            name: &name,
+            op_type,
+        };
+        let mut inputs: Vec<String> = node
+            .inputs
+            .iter()
+            .map(|i| i.map_or_else(String::new, |v| self.names[v.index()].clone()))
+            .collect();
+        let outputs: Vec<String> = node
+            .outputs
+            .iter()
+            .map(|o| self.names[o.index()].clone())
+            .collect();
+        let mut attrs = Vec::new();
+        match &node.op {
+            Op::Conv(a) => conv_attrs(&cx, a, &mut attrs)?,
+            Op::ConvTranspose(a) => {
+                conv_attrs(&cx, &a.conv, &mut attrs)?;
+                if !a.output_padding.is_empty() {
+                    attrs.push(attr_ints("output_padding", usizes(&cx, &a.output_padding)?));
+                }
+                if !a.output_shape.is_empty() {
+                    attrs.push(attr_ints("output_shape", usizes(&cx, &a.output_shape)?));
+                }
+            }
+            Op::BatchNormalization { epsilon } => attrs.push(attr_float("epsilon", *epsilon)),
+            Op::Gemm(a) => {
+                attrs.push(attr_float("alpha", a.alpha));
+                attrs.push(attr_float("beta", a.beta));
+                attrs.push(attr_int("transA", i64::from(a.trans_a)));
+                attrs.push(attr_int("transB", i64::from(a.trans_b)));
+            }
+            Op::MatMul
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Sqrt
+            | Op::Exp
+            | Op::Erf
+            | Op::Tanh
+            | Op::Neg
+            | Op::Abs
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::HardSwish
+            | Op::GlobalAveragePool
+            | Op::GlobalMaxPool
+            | Op::Slice
+            | Op::Expand
+            | Op::Where
+            | Op::And
+            | Op::Or
+            | Op::Not
+            | Op::Equal
+            | Op::Less
+            | Op::Greater
+            | Op::Identity => {}
+            Op::Clip(a) => {
+                // Opset 11 moved the bounds to inputs 1 and 2, typed like x.
+                if a.min.is_some() || a.max.is_some() {
+                    if inputs.len() > 1 {
+                        return Err(cx.err("bounds are given both as attributes and as inputs"));
+                    }
+                    let x_dtype = node
+                        .inputs
+                        .first()
+                        .copied()
+                        .flatten()
+                        .map(|x| self.graph.value(x).dtype);
+                    if x_dtype != Some(DType::F32) {
+                        return Err(cx.err("attribute bounds are only supported for float32 input"));
+                    }
+                    inputs.resize(3, String::new());
+                    for (slot, what, bound) in [(1, "min", a.min), (2, "max", a.max)] {
+                        if let Some(b) = bound {
+                            inputs[slot] = self.add_initializer(
+                                format!("{name}_{what}"),
+                                &Tensor::scalar_f32(b),
+                            )?;
+                        }
+                    }
+                }
+            }
+            Op::LeakyRelu { alpha } => attrs.push(attr_float("alpha", *alpha)),
+            Op::HardSigmoid { alpha, beta } => {
+                attrs.push(attr_float("alpha", *alpha));
+                attrs.push(attr_float("beta", *beta));
+            }
+            Op::Softmax { axis } => attrs.push(attr_int("axis", *axis)),
+            Op::MaxPool(a) => pool_attrs(&cx, a, true, &mut attrs)?,
+            Op::AveragePool(a) => pool_attrs(&cx, a, false, &mut attrs)?,
+            Op::ReduceSum(a) => {
+                self.ints_to_input(&cx, "axes", &a.axes, &mut inputs)?;
+                attrs.push(attr_int("keepdims", i64::from(a.keepdims)));
+                if a.noop_with_empty_axes {
+                    attrs.push(attr_int("noop_with_empty_axes", 1));
+                }
+            }
+            Op::ReduceMean(a) | Op::ReduceL2(a) | Op::ReduceMax(a) | Op::ReduceMin(a) => {
+                self.reduce_axes_attr(&cx, node, a, &mut inputs, &mut attrs)?;
+            }
+            Op::Concat { axis } => attrs.push(attr_int("axis", *axis)),
+            Op::Split { axis, split } => {
+                attrs.push(attr_int("axis", *axis));
+                self.ints_to_input(&cx, "split", split, &mut inputs)?;
+            }
+            Op::Reshape { allowzero } => {
+                if *allowzero {
+                    attrs.push(attr_int("allowzero", 1));
+                }
+            }
+            Op::Transpose { perm } => {
+                if let Some(p) = perm {
+                    attrs.push(attr_ints("perm", usizes(&cx, p)?));
+                }
+            }
+            Op::Flatten { axis } => attrs.push(attr_int("axis", *axis)),
+            Op::Squeeze { axes } => self.ints_to_input(&cx, "axes", axes, &mut inputs)?,
+            Op::Unsqueeze { axes } => {
+                self.ints_to_input(&cx, "axes", axes, &mut inputs)?;
+                if inputs.len() < 2 {
+                    return Err(cx.err("Unsqueeze needs axes (attribute or input 1)"));
+                }
+            }
+            Op::Resize(a) => {
+                let mode = match a.mode {
+                    ResizeMode::Nearest => "nearest",
+                    ResizeMode::Linear => "linear",
+                };
+                let coord = match a.coord_mode {
+                    CoordMode::HalfPixel => "half_pixel",
+                    CoordMode::PytorchHalfPixel => "pytorch_half_pixel",
+                    CoordMode::AlignCorners => "align_corners",
+                    CoordMode::Asymmetric => "asymmetric",
+                };
+                let nearest = match a.nearest_mode {
+                    NearestMode::RoundPreferFloor => "round_prefer_floor",
+                    NearestMode::RoundPreferCeil => "round_prefer_ceil",
+                    NearestMode::Floor => "floor",
+                    NearestMode::Ceil => "ceil",
+                };
+                attrs.push(attr_string("mode", mode));
+                attrs.push(attr_string("coordinate_transformation_mode", coord));
+                attrs.push(attr_string("nearest_mode", nearest));
+            }
+            Op::Gather { axis } => attrs.push(attr_int("axis", *axis)),
+            Op::Cast { to } => attrs.push(attr_int("to", onnx_dtype(*to) as i64)),
+            Op::Shape { start, end } => {
+                if *start != 0 {
+                    attrs.push(attr_int("start", *start));
+                }
+                if let Some(e) = end {
+                    attrs.push(attr_int("end", *e));
+                }
+            }
+            Op::QuantizeLinear { axis } | Op::DequantizeLinear { axis } => {
+                attrs.push(attr_int("axis", *axis));
+            }
+            Op::RoundFloat(format) => {
+                return self.round_float(&cx, *format, inputs, outputs);
+            }
+        }
+        while inputs.last().is_some_and(String::is_empty) {
+            inputs.pop();
+        }
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: outputs,
+            name: Some(name.clone()),
+            op_type: Some(op_type.to_string()),
+            attribute: attrs,
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// RoundFloat as Cast(to=FLOAT16|BFLOAT16) -> Cast(to=FLOAT).
+    fn round_float(
+        &mut self,
+        cx: &NodeCx<'_>,
+        format: FloatFormat,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+    ) -> Result<(), OnnxError> {
+        let ([x], [y]) = (inputs.as_slice(), outputs.as_slice()) else {
+            return Err(cx.err(format!(
+                "expected 1 input and 1 output, got {} and {}",
+                inputs.len(),
+                outputs.len()
+            )));
+        };
+        let (narrow, suffix) = match format {
+            FloatFormat::F16 => (DataType::Float16, "f16"),
+            FloatFormat::BF16 => (DataType::Bfloat16, "bf16"),
+        };
+        let mid = fresh(&mut self.taken_values, format!("{y}_{suffix}"));
+        self.nodes.push(NodeProto {
+            input: vec![x.clone()],
+            output: vec![mid.clone()],
+            name: Some(cx.name.to_string()),
+            op_type: Some("Cast".into()),
+            attribute: vec![attr_int("to", narrow as i64)],
+            ..Default::default()
+        });
+        let back = self.unique_node(format!("{}_to_float", cx.name));
+        self.nodes.push(NodeProto {
+            input: vec![mid],
+            output: vec![y.clone()],
+            name: Some(back),
+            op_type: Some("Cast".into()),
+            attribute: vec![attr_int("to", DataType::Float as i64)],
+            ..Default::default()
+        });
+        Ok(())
+    }
+}
+
+/// `base`, or `base_1`, `base_2`, ... : the first not in `taken`, which it
+/// then joins.
+fn fresh(taken: &mut HashSet<String>, base: String) -> String {
+    let mut name = base.clone();
+    let mut k = 1;
+    while taken.contains(&name) {
+        name = format!("{base}_{k}");
+        k += 1;
+    }
+    taken.insert(name.clone());
+    name
+}
+
+fn usizes(cx: &NodeCx<'_>, v: &[usize]) -> Result<Vec<i64>, OnnxError> {
+    v.iter()
+        .map(|&x| i64::try_from(x).map_err(|_| cx.err(format!("value {x} does not fit an int64"))))
+        .collect()
+}
+
+fn auto_pad_attr(auto_pad: AutoPad, attrs: &mut Vec<AttributeProto>) {
+    let s = match auto_pad {
+        AutoPad::NotSet => return,
+        AutoPad::SameUpper => "SAME_UPPER",
+        AutoPad::SameLower => "SAME_LOWER",
+        AutoPad::Valid => "VALID",
+    };
+    attrs.push(attr_string("auto_pad", s));
+}
+
+/// The window attributes; empty lists mean "absent" in the IR, as on import.
+fn window_attrs(
+    cx: &NodeCx<'_>,
+    kernel_shape: &[usize],
+    strides: &[usize],
+    pads: &[usize],
+    attrs: &mut Vec<AttributeProto>,
+) -> Result<(), OnnxError> {
+    for (what, v) in [
+        ("kernel_shape", kernel_shape),
+        ("strides", strides),
+        ("pads", pads),
+    ] {
+        if !v.is_empty() {
+            attrs.push(attr_ints(what, usizes(cx, v)?));
+        }
+    }
+    Ok(())
+}
+
+fn conv_attrs(
+    cx: &NodeCx<'_>,
+    a: &ConvAttrs,
+    attrs: &mut Vec<AttributeProto>,
+) -> Result<(), OnnxError> {
+    window_attrs(cx, &a.kernel_shape, &a.strides, &a.pads, attrs)?;
+    if !a.dilations.is_empty() {
+        attrs.push(attr_ints("dilations", usizes(cx, &a.dilations)?));
+    }
+    if a.group == 0 {
+        return Err(cx.err("group is 0; expected a positive value"));
+    }
+    attrs.push(attr_int(
+        "group",
+        i64::try_from(a.group).map_err(|_| cx.err("group does not fit an int64"))?,
+    ));
+    auto_pad_attr(a.auto_pad, attrs);
+    Ok(())
+}
+
+fn pool_attrs(
+    cx: &NodeCx<'_>,
+    a: &PoolAttrs,
+    max: bool,
+    attrs: &mut Vec<AttributeProto>,
+) -> Result<(), OnnxError> {
+    if a.kernel_shape.is_empty() {
+        return Err(cx.err("kernel_shape is empty"));
+    }
+    window_attrs(cx, &a.kernel_shape, &a.strides, &a.pads, attrs)?;
+    if max {
+        if !a.dilations.is_empty() {
+            attrs.push(attr_ints("dilations", usizes(cx, &a.dilations)?));
+        }
+    } else if a.dilations.iter().any(|&d| d != 1) {
+        return Err(cx.err(format!(
+            "dilations {:?}: AveragePool has no dilations before opset 19",
+            a.dilations
+        )));
+    }
+    if a.ceil_mode {
+        attrs.push(attr_int("ceil_mode", 1));
+    }
+    if !max && a.count_include_pad {
+        attrs.push(attr_int("count_include_pad", 1));
+    }
+    auto_pad_attr(a.auto_pad, attrs);
+    Ok(())
+}
+
+fn attr(name: &str, kind: AttributeType) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_string()),
+        r#type: Some(kind as i32),
+        ..Default::default()
+    }
+}
+
+fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        i: Some(v),
+        ..attr(name, AttributeType::Int)
+    }
+}
+
+fn attr_ints(name: &str, v: Vec<i64>) -> AttributeProto {
+    AttributeProto {
+        ints: v,
+        ..attr(name, AttributeType::Ints)
+    }
+}
+
+fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        f: Some(v),
+        ..attr(name, AttributeType::Float)
+    }
+}
+
+fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        s: Some(Bytes::from(v.as_bytes().to_vec())),
+        ..attr(name, AttributeType::String)
+    }
+}
+
+fn attr_tensor(name: &str, t: crate::proto::TensorProto) -> AttributeProto {
+    AttributeProto {
+        t: Some(t),
+        ..attr(name, AttributeType::Tensor)
+    }
+}
