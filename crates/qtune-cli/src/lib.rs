@@ -42,6 +42,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Computes the calibration table (same as `run_calibration`).
     Calibrate(Box<commands::calibrate::Args>),
+    /// Quantizes a model, checks it, and writes QDQ ONNX (same as `model_deploy`).
+    Deploy(Box<commands::deploy::Args>),
 }
 
 /// An error that maps to exit code 1 (a check ran and failed) rather than 2.
@@ -80,6 +82,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Info(a) => commands::info::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Compare(a) => commands::compare::run(a),
+        Command::Deploy(a) => commands::deploy::run(*a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Classify(a) => commands::classify::run(a),
         Command::Detect(a) => commands::detect::run(a),

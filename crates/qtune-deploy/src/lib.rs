@@ -14,7 +14,9 @@ mod plan;
 pub mod profile;
 mod qdq;
 
-pub use plan::{FloatReason, Plan, PlanRequest, Range, layer_norm_nodes};
+pub use plan::{
+    FloatReason, HUGE_THRESHOLD, Plan, PlanRequest, Range, fused_activation_inner, layer_norm_nodes,
+};
 pub use profile::{Family, Processor, Profile, WeightScheme};
 pub use qdq::{QdqReport, build_qdq};
 

@@ -46,7 +46,14 @@ pub enum FloatReason {
     Chip(&'static str),
     /// It computes on non-float data (shapes, indices, masks).
     NotFloatData,
+    /// Its output's calibrated range is beyond [`HUGE_THRESHOLD`]: the tensor
+    /// carries masking constants (`-FLT_MAX` attention masks) that no 8-bit
+    /// scale can hold together with the real values.
+    HugeRange,
 }
+
+/// Thresholds at or above this mark tensors that hold masking constants.
+pub const HUGE_THRESHOLD: f64 = 1e30;
 
 /// The precision of every node and the range of every float tensor.
 #[derive(Debug, Clone)]
@@ -58,6 +65,9 @@ pub struct Plan {
     pub reasons: Vec<Option<FloatReason>>,
     /// By value index; float tensors with a table row (after propagation).
     pub ranges: Vec<Option<Range>>,
+    /// By value index: values inside a fused activation (see
+    /// [`fused_activation_inner`]), never quantized.
+    pub fused_inner: Vec<bool>,
 }
 
 /// The main precision of a deploy and its overrides.
@@ -193,6 +203,84 @@ pub fn layer_norm_nodes(graph: &Graph) -> Vec<bool> {
         }
     }
     mark
+}
+
+/// Values inside decomposed activations that TPU-MLIR imports as one op
+/// with an int8 lookup table (`top.SiLU` for `x * Sigmoid(x)`, `top.GELU`
+/// for `x * (Erf(x / c) + 1) * 0.5`): only the pattern's input and output
+/// are quantized, the values between them stay float. By value index.
+pub fn fused_activation_inner(graph: &Graph) -> Vec<bool> {
+    let consumers = graph.consumers();
+    let only_reader = |v: ValueId| -> Option<NodeId> {
+        let l = &consumers[v.index()];
+        (l.len() == 1 && !graph.outputs.contains(&v)).then(|| l[0])
+    };
+    let has_const = |n: NodeId| {
+        graph
+            .node(n)
+            .inputs
+            .iter()
+            .any(|i| is_const(graph, Some(i)))
+    };
+    let mut inner = vec![false; graph.value_count()];
+    for (id, n) in graph.nodes() {
+        match n.op {
+            // SiLU: s = Sigmoid(x) read only by Mul(x, s).
+            Op::Sigmoid => {
+                let (Some(x), s) = (n.inputs[0], n.outputs[0]) else {
+                    continue;
+                };
+                if let Some(m) = only_reader(s) {
+                    let mn = graph.node(m);
+                    if matches!(mn.op, Op::Mul)
+                        && mn.inputs.contains(&Some(x))
+                        && mn.inputs.contains(&Some(s))
+                    {
+                        inner[s.index()] = true;
+                    }
+                }
+            }
+            // GELU: d = x / c (or x * c); e = Erf(d); a = e + 1; m = x * a;
+            // y = m * 0.5 (optional).
+            Op::Erf => {
+                let e = n.outputs[0];
+                let Some(d) = n.inputs[0] else { continue };
+                let Some(div) = graph.value(d).producer else {
+                    continue;
+                };
+                let dn = graph.node(div);
+                if !matches!(dn.op, Op::Div | Op::Mul) || !has_const(div) {
+                    continue;
+                }
+                let Some(x) = dn.inputs[0] else { continue };
+                if only_reader(d) != Some(id) {
+                    continue;
+                }
+                let Some(add) = only_reader(e) else { continue };
+                if !matches!(graph.node(add).op, Op::Add) || !has_const(add) {
+                    continue;
+                }
+                let a = graph.node(add).outputs[0];
+                let Some(mul) = only_reader(a) else { continue };
+                let mn = graph.node(mul);
+                if !matches!(mn.op, Op::Mul) || !mn.inputs.contains(&Some(x)) {
+                    continue;
+                }
+                for v in [d, e, a] {
+                    inner[v.index()] = true;
+                }
+                let m = mn.outputs[0];
+                if let Some(half) = only_reader(m)
+                    && matches!(graph.node(half).op, Op::Mul)
+                    && has_const(half)
+                {
+                    inner[m.index()] = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    inner
 }
 
 /// The float type the chip keeps `node` in, when it has no int8 form.
@@ -344,6 +432,16 @@ impl Plan {
             }
         }
         let ln = layer_norm_nodes(graph);
+        let huge: std::collections::HashSet<&str> = req
+            .calibration
+            .map(|t| {
+                t.rows
+                    .iter()
+                    .filter(|r| r.threshold.is_nan() || r.threshold.abs() >= HUGE_THRESHOLD)
+                    .map(|r| r.name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut modes = Vec::with_capacity(graph.node_count());
         let mut reasons = Vec::with_capacity(graph.node_count());
         for (id, n) in graph.nodes() {
@@ -371,6 +469,12 @@ impl Plan {
                 chip_float(graph, id, &profile, req.fp_type, ln[id.index()])
             {
                 (m, Some(FloatReason::Chip(why)))
+            } else if n
+                .outputs
+                .iter()
+                .any(|&o| huge.contains(graph.value(o).name.as_str()))
+            {
+                (req.fp_type, Some(FloatReason::HugeRange))
             } else {
                 (QuantMode::Int8, None)
             };
@@ -388,6 +492,7 @@ impl Plan {
             modes,
             reasons,
             ranges: vec![None; graph.value_count()],
+            fused_inner: fused_activation_inner(graph),
         };
         if plan.modes.contains(&QuantMode::Int8) {
             let table = req.calibration.ok_or_else(|| {
