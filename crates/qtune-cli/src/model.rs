@@ -358,14 +358,14 @@ pub fn load_runnable(path: &Path, quant: &QuantArgs) -> Result<RunnableModel> {
     prepare.fold_batchnorm = true;
     let loaded = load_model(path, None, &prepare, Naming::TopOps)?;
     let q = quant.quantize(loaded.exec.graph())?;
-    let exec = executor_of(&q.qdq, path)?;
+    let exec = executor_of(&q.simulation_graph(), path)?;
     Ok(RunnableModel {
         exec,
         quantized: Some(q),
     })
 }
 
-/// The executor of a QDQ graph (weights' DequantizeLinear folded).
+/// The executor of a quantized graph (weights' DequantizeLinear folded).
 pub fn executor_of(qdq: &qtune_ir::Graph, path: &Path) -> Result<Executor> {
     let (graph, _) = qtune_exec::prepare(qdq.clone(), &PrepareOptions::default())
         .with_context(|| format!("quantized model of `{}`", path.display()))?;

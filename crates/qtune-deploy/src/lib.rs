@@ -8,17 +8,20 @@
 //!   TPU-MLIR's threshold propagation.
 //! * [`build_qdq`]: the QDQ graph. qtune's executor runs it (fake
 //!   quantization: a QuantizeLinear -> DequantizeLinear pair runs as one
-//!   pass) and `qtune_onnx` writes it as a QDQ ONNX model for ONNX Runtime.
+//!   pass; int8 layers run on integers, see [`sim`]) and `qtune_onnx`
+//!   writes it as a QDQ ONNX model for ONNX Runtime.
 
 mod plan;
 pub mod profile;
 mod qdq;
+pub mod sim;
 
 pub use plan::{
     FloatReason, HUGE_THRESHOLD, Plan, PlanRequest, Range, fused_activation_inner, layer_norm_nodes,
 };
 pub use profile::{Family, Processor, Profile, WeightScheme};
 pub use qdq::{QdqReport, build_qdq};
+pub use sim::integer_exact;
 
 /// Errors of planning and building a quantized model.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,14 @@ pub struct QuantizedModel {
     pub plan: Plan,
     pub qdq: qtune_ir::Graph,
     pub report: QdqReport,
+}
+
+impl QuantizedModel {
+    /// The graph qtune runs to simulate the model: the QDQ graph with its
+    /// int8 layers computing on integers ([`integer_exact`]).
+    pub fn simulation_graph(&self) -> qtune_ir::Graph {
+        integer_exact(&self.qdq)
+    }
 }
 
 /// Plans and builds the quantized form of `graph` (a prepared graph whose

@@ -359,7 +359,16 @@ impl Builder<'_> {
             .value(v)
             .producer
             .is_some_and(|p| self.plan.mode(p) == QuantMode::Int8);
-        if produced_int8 {
+        let on_dq = self
+            .g
+            .value(cur)
+            .producer
+            .is_some_and(|p| matches!(self.g.node(p).op, Op::DequantizeLinear { .. }));
+        // A weight layer reads its input through a DequantizeLinear even when
+        // the value is already on the grid (the output of an int8 Relu,
+        // MaxPool, Concat, ...): the pair is then exact, and it is what lets
+        // runtimes run the layer on integers (QLinearConv, QGemm).
+        if produced_int8 && (on_dq || !has_weight(&self.src.node(reader).op)) {
             return Ok(cur);
         }
         let r = self.range_of(v, reader)?;
