@@ -121,6 +121,16 @@ pub fn load_model(
             path.display()
         ),
     };
+    // A QDQ model (e.g. model_deploy's output) runs its int8 layers on
+    // integers, as the quantized-model simulation does.
+    let graph = if graph
+        .nodes()
+        .any(|(_, n)| matches!(n.op, qtune_ir::Op::DequantizeLinear { .. }))
+    {
+        qtune_deploy::integer_exact(&graph)
+    } else {
+        graph
+    };
     let graph = prepare_graph(graph, prepare, path)?;
     let exec = Executor::new(graph).with_context(|| format!("model `{}`", path.display()))?;
     Ok(LoadedModel { exec, input_attrs })
@@ -362,6 +372,23 @@ pub fn load_runnable(path: &Path, quant: &QuantArgs) -> Result<RunnableModel> {
     Ok(RunnableModel {
         exec,
         quantized: Some(q),
+    })
+}
+
+/// [`load_model`] with the model's own names when `quant` asks for no
+/// quantization; else the quantized model (TPU-MLIR op names), with the
+/// input attributes of the file.
+pub fn load_model_quantized(path: &Path, quant: &QuantArgs) -> Result<LoadedModel> {
+    if !quant.requested() {
+        return load_model(path, None, &PrepareOptions::default(), Naming::AsInFile);
+    }
+    let mut prepare = PrepareOptions::default();
+    prepare.fold_batchnorm = true;
+    let loaded = load_model(path, None, &prepare, Naming::TopOps)?;
+    let q = quant.quantize(loaded.exec.graph())?;
+    Ok(LoadedModel {
+        exec: executor_of(&q.simulation_graph(), path)?,
+        input_attrs: loaded.input_attrs,
     })
 }
 

@@ -50,7 +50,16 @@ pub enum FloatReason {
     /// carries masking constants (`-FLT_MAX` attention masks) that no 8-bit
     /// scale can hold together with the real values.
     HugeRange,
+    /// A Concat whose inputs' ranges differ more than [`CONCAT_RANGE_RATIO`]
+    /// times: one 8-bit scale cannot hold them all (TPU-MLIR would give
+    /// every input the output's range and flatten the smaller ones, e.g.
+    /// YOLOv8's class scores next to its box coordinates).
+    ConcatRanges,
 }
+
+/// Largest ratio of Concat input thresholds quantized together (16x costs
+/// the smallest input 4 of its 8 bits).
+pub const CONCAT_RANGE_RATIO: f64 = 16.0;
 
 /// Thresholds at or above this mark tensors that hold masking constants.
 pub const HUGE_THRESHOLD: f64 = 1e30;
@@ -374,6 +383,33 @@ fn chip_float(
     }
 }
 
+/// Whether `node` is a Concat whose float inputs' thresholds differ more than
+/// [`CONCAT_RANGE_RATIO`] times (Sigmoid and Softmax outputs count as 1).
+fn concat_ranges_mismatch(graph: &Graph, node: NodeId, thresholds: &HashMap<&str, f64>) -> bool {
+    let n = graph.node(node);
+    if !matches!(n.op, Op::Concat { .. }) {
+        return false;
+    }
+    let ths: Vec<f64> = n
+        .inputs
+        .iter()
+        .flatten()
+        .filter(|&&v| graph.value(v).dtype == DType::F32 && graph.constant_of(v).is_none())
+        .filter_map(|&v| {
+            let val = graph.value(v);
+            match val.producer.map(|p| &graph.node(p).op) {
+                Some(Op::Sigmoid | Op::Softmax { .. }) => Some(1.0),
+                _ => thresholds.get(val.name.as_str()).copied(),
+            }
+        })
+        .filter(|t| *t > 0.0)
+        .collect();
+    let (lo, hi) = ths
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    ths.len() >= 2 && hi > lo * CONCAT_RANGE_RATIO
+}
+
 /// Ops whose output takes the input's range (forward propagation, step 7).
 fn forwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
     let n = graph.node(node);
@@ -432,6 +468,15 @@ impl Plan {
             }
         }
         let ln = layer_norm_nodes(graph);
+        let thresholds: HashMap<&str, f64> = req
+            .calibration
+            .map(|t| {
+                t.rows
+                    .iter()
+                    .map(|r| (r.name.as_str(), r.threshold.abs()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let huge: std::collections::HashSet<&str> = req
             .calibration
             .map(|t| {
@@ -475,6 +520,8 @@ impl Plan {
                 .any(|&o| huge.contains(graph.value(o).name.as_str()))
             {
                 (req.fp_type, Some(FloatReason::HugeRange))
+            } else if concat_ranges_mismatch(graph, id, &thresholds) {
+                (req.fp_type, Some(FloatReason::ConcatRanges))
             } else {
                 (QuantMode::Int8, None)
             };
@@ -501,7 +548,7 @@ impl Plan {
                 )
             })?;
             plan.ranges = initial_ranges(graph, table, &plan.profile);
-            propagate(graph, &mut plan.ranges, &plan.profile);
+            propagate(graph, &mut plan.ranges, &plan.profile, &plan.modes);
         }
         Ok(plan)
     }
@@ -590,7 +637,7 @@ fn initial_ranges(
 /// TPU-MLIR's `calibration_process` order (spec 4.2): forward through
 /// reshapes, backward into Concat inputs, backward through Relu/MaxPool-like
 /// ops, forward through every pass-through op.
-fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile) {
+fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, modes: &[QuantMode]) {
     let consumers = graph.consumers();
     let node_ids: Vec<NodeId> = graph.nodes().map(|(id, _)| id).collect();
     // 1. Forward Reshape / Transpose.
@@ -609,6 +656,7 @@ fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile) {
     for &id in node_ids.iter().rev() {
         let n = graph.node(id);
         if let Op::Concat { .. } = n.op
+            && modes[id.index()] == QuantMode::Int8
             && let Some(r) = ranges[n.outputs[0].index()]
         {
             for &i in n.inputs.iter().flatten() {

@@ -57,8 +57,10 @@ struct Rewrite {
     x: ValueId,
     w: Rewritten,
     bias: Option<ValueId>,
-    /// Output scale per channel (or one), and the channel axis of the output.
+    /// Output scale per channel (or one).
     scale: Vec<f32>,
+    /// Rank of a constant weight (a Conv's output has the same rank).
+    w_rank: Option<usize>,
 }
 
 enum Rewritten {
@@ -100,7 +102,9 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
         }
     };
     let scale = w.scale.iter().map(|&s| s * x.scale[0]).collect();
+    let w_rank = g.constant_of(w.int).map(|t| t.dims().len());
     Some(Rewrite {
+        w_rank,
         x: x.int,
         w: if w_is_const {
             Rewritten::Const(w.int)
@@ -246,7 +250,13 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
         }
         g.add_node(n.name.clone(), n.op.clone(), inputs, vec![raw]);
         // The scale broadcasts over the output: per channel on axis 1.
-        let rank = oval.shape.as_ref().map_or(0, |s| s.0.len());
+        // Conv and ConvTranspose outputs have the weight's rank.
+        let rank = oval
+            .shape
+            .as_ref()
+            .map(|s| s.0.len())
+            .or(rw.w_rank)
+            .unwrap_or(0);
         let scale = if rw.scale.len() == 1 {
             Tensor::scalar_f32(rw.scale[0])
         } else {

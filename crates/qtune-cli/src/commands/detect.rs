@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use qtune_data::{ColorLayout, PreprocessConfig, layout_for, load_image_as, preprocess};
-use qtune_exec::{Keep, NoHook, PrepareOptions};
+use qtune_exec::{Keep, NoHook};
 use qtune_vision::{
     Canvas, DetectParams, Detections, HeadFormat, ImageFileFormat, InputMapping, detect_on_outputs,
     draw_detections, write_image,
 };
 
 use super::preprocess_args::PreprocessArgs;
-use crate::model::{self, Naming};
+use crate::model;
 
 /// How to read the detector's output.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -63,6 +63,10 @@ pub struct Args {
     /// Nothing on stderr but errors.
     #[arg(short, long)]
     quiet: bool,
+    /// Run the detector quantized (fake quantization, as model_deploy
+    /// simulates it) with these tables and processor.
+    #[command(flatten)]
+    quant: model::QuantArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -124,12 +128,7 @@ fn run_inner(args: Args) -> Result<()> {
         Some(p) => Some(read_labels(p)?),
         None => None,
     };
-    let loaded = model::load_model(
-        &args.model,
-        None,
-        &PrepareOptions::default(),
-        Naming::AsInFile,
-    )?;
+    let loaded = model::load_model_quantized(&args.model, &args.quant)?;
     let cfg = preprocess_config(&args, &loaded)?;
     let exec = &loaded.exec;
     let input = exec.graph().inputs[0];
