@@ -34,12 +34,16 @@ enum Command {
     Compare(commands::compare::Args),
     /// Classifies images and prints the top classes (float model).
     Classify(commands::classify::Args),
+    /// Detects objects with a YOLOX or YOLOv8 model, prints the boxes and draws them.
+    Detect(commands::detect::Args),
     /// Imports a model and writes TPU-MLIR Top-dialect .mlir (same as `model_transform`).
     Transform(commands::transform::Args),
     /// Times float inference (used by bench/ort_compare.py).
     Bench(commands::bench::Args),
     /// Computes the calibration table (same as `run_calibration`).
     Calibrate(Box<commands::calibrate::Args>),
+    /// Quantizes a model, checks it, and writes QDQ ONNX (same as `model_deploy`).
+    Deploy(Box<commands::deploy::Args>),
     /// Writes a model as ONNX (opset 17) after constant folding and, unless
     /// --no_fold_bn, BatchNormalization folding.
     Export(commands::export::Args),
@@ -81,8 +85,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Info(a) => commands::info::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Compare(a) => commands::compare::run(a),
+        Command::Deploy(a) => commands::deploy::run(*a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Classify(a) => commands::classify::run(a),
+        Command::Detect(a) => commands::detect::run(a),
         Command::Transform(a) => commands::transform::run(a),
         Command::Calibrate(a) => commands::calibrate::run(*a),
         Command::Export(a) => commands::export::run(a),

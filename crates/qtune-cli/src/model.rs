@@ -121,6 +121,16 @@ pub fn load_model(
             path.display()
         ),
     };
+    // A QDQ model (e.g. model_deploy's output) runs its int8 layers on
+    // integers, as the quantized-model simulation does.
+    let graph = if graph
+        .nodes()
+        .any(|(_, n)| matches!(n.op, qtune_ir::Op::DequantizeLinear { .. }))
+    {
+        qtune_deploy::integer_exact(&graph)
+    } else {
+        graph
+    };
     let graph = prepare_graph(graph, prepare, path)?;
     let exec = Executor::new(graph).with_context(|| format!("model `{}`", path.display()))?;
     Ok(LoadedModel { exec, input_attrs })
@@ -234,4 +244,157 @@ mod tests {
                 .contains("`x`")
         );
     }
+}
+
+/// How to quantize a model before running it (`model_deploy`'s flags; the
+/// examples take them too, to run the fake-quantized model).
+#[derive(clap::Args, Debug, Clone)]
+pub struct QuantArgs {
+    /// INT8, F16, BF16 or F32 (default: INT8 with a calibration table, else F32).
+    #[arg(long)]
+    pub quantize: Option<String>,
+    /// Calibration table (run_calibration's output) for the INT8 layers.
+    #[arg(long = "calibration_table", alias = "calibration-table")]
+    pub calibration_table: Option<std::path::PathBuf>,
+    /// Qtable: layers kept at another precision (`name F16` per line).
+    #[arg(long = "quantize_table", alias = "quantize-table")]
+    pub quantize_table: Option<std::path::PathBuf>,
+    /// Target processor: bm1684x, bm1684, bm1688, bm1690, cv186x, cv183x,
+    /// cv182x, cv181x, cv180x.
+    #[arg(long, visible_alias = "chip", default_value = "bm1684x")]
+    pub processor: String,
+    /// Float type of the ops the chip keeps in float (auto: the chip's).
+    #[arg(long = "fp_type", alias = "fp-type", default_value = "auto")]
+    pub fp_type: String,
+}
+
+impl QuantArgs {
+    /// Whether any quantization was asked for.
+    pub fn requested(&self) -> bool {
+        self.quantize.is_some() || self.calibration_table.is_some() || self.quantize_table.is_some()
+    }
+
+    /// The `--quantize` mode.
+    pub fn mode(&self) -> Result<qtune_quant::QuantMode> {
+        use qtune_quant::QuantMode;
+        let default = if self.calibration_table.is_some() {
+            "INT8"
+        } else {
+            "F32"
+        };
+        let s = self
+            .quantize
+            .as_deref()
+            .unwrap_or(default)
+            .to_ascii_uppercase();
+        match QuantMode::parse(&s) {
+            Some(m @ (QuantMode::Int8 | QuantMode::F16 | QuantMode::BF16 | QuantMode::F32)) => {
+                Ok(m)
+            }
+            _ => bail!(
+                "--quantize {s}: qtune simulates and exports INT8, F16, BF16 and F32 \
+                 (TPU-MLIR's other modes need its backend)"
+            ),
+        }
+    }
+
+    pub fn processor(&self) -> Result<qtune_deploy::Processor> {
+        qtune_deploy::Processor::parse(&self.processor).with_context(|| {
+            let all: Vec<&str> = qtune_deploy::Processor::ALL
+                .iter()
+                .map(|p| p.name())
+                .collect();
+            format!(
+                "--processor {}: expected one of {}",
+                self.processor,
+                all.join(", ")
+            )
+        })
+    }
+
+    /// Plans and builds the quantized model of `graph`.
+    pub fn quantize(&self, graph: &qtune_ir::Graph) -> Result<qtune_deploy::QuantizedModel> {
+        let quantize = self.mode()?;
+        let processor = self.processor()?;
+        let profile = processor.profile();
+        let fp_type = profile
+            .float_type(&self.fp_type)
+            .map_err(anyhow::Error::msg)?;
+        let table = match &self.calibration_table {
+            Some(p) => Some(qtune_quant::CalibrationTable::read(p)?),
+            None => None,
+        };
+        let qtable = match &self.quantize_table {
+            Some(p) => qtune_quant::read_qtable(p)?,
+            None => Vec::new(),
+        };
+        let req = qtune_deploy::PlanRequest {
+            quantize,
+            calibration: table.as_ref(),
+            qtable: &qtable,
+            fp_type,
+        };
+        let q = qtune_deploy::quantize(graph, processor, &req).map_err(|e| {
+            let ctx = match (&self.calibration_table, &self.quantize_table) {
+                (Some(c), Some(t)) => format!(" ({} and {})", c.display(), t.display()),
+                (Some(c), None) => format!(" ({})", c.display()),
+                (None, Some(t)) => format!(" ({})", t.display()),
+                (None, None) => String::new(),
+            };
+            anyhow::anyhow!("{e}{ctx}")
+        })?;
+        Ok(q)
+    }
+}
+
+/// A model ready to run: float, or quantized per `quant` (the QDQ graph,
+/// run with fake quantization).
+pub struct RunnableModel {
+    pub exec: Executor,
+    pub quantized: Option<qtune_deploy::QuantizedModel>,
+}
+
+/// Loads `path` and, when `quant` asks for it, quantizes it. Quantized
+/// models are loaded with TPU-MLIR op names (the tables' keys) and
+/// BatchNorm folded into Conv, as TPU-MLIR's lowering does.
+pub fn load_runnable(path: &Path, quant: &QuantArgs) -> Result<RunnableModel> {
+    if !quant.requested() {
+        return Ok(RunnableModel {
+            exec: load(path, None)?,
+            quantized: None,
+        });
+    }
+    let mut prepare = PrepareOptions::default();
+    prepare.fold_batchnorm = true;
+    let loaded = load_model(path, None, &prepare, Naming::TopOps)?;
+    let q = quant.quantize(loaded.exec.graph())?;
+    let exec = executor_of(&q.simulation_graph(), path)?;
+    Ok(RunnableModel {
+        exec,
+        quantized: Some(q),
+    })
+}
+
+/// [`load_model`] with the model's own names when `quant` asks for no
+/// quantization; else the quantized model (TPU-MLIR op names), with the
+/// input attributes of the file.
+pub fn load_model_quantized(path: &Path, quant: &QuantArgs) -> Result<LoadedModel> {
+    if !quant.requested() {
+        return load_model(path, None, &PrepareOptions::default(), Naming::AsInFile);
+    }
+    let mut prepare = PrepareOptions::default();
+    prepare.fold_batchnorm = true;
+    let loaded = load_model(path, None, &prepare, Naming::TopOps)?;
+    let q = quant.quantize(loaded.exec.graph())?;
+    Ok(LoadedModel {
+        exec: executor_of(&q.simulation_graph(), path)?,
+        input_attrs: loaded.input_attrs,
+    })
+}
+
+/// The executor of a quantized graph (weights' DequantizeLinear folded).
+pub fn executor_of(qdq: &qtune_ir::Graph, path: &Path) -> Result<Executor> {
+    let (graph, _) = qtune_exec::prepare(qdq.clone(), &PrepareOptions::default())
+        .with_context(|| format!("quantized model of `{}`", path.display()))?;
+    Executor::new(graph).with_context(|| format!("quantized model of `{}`", path.display()))
 }

@@ -28,7 +28,7 @@ pub use config::{
 };
 pub use decode::{ColorLayout, Image, decode_image, load_image, load_image_as};
 pub use error::DataError;
-pub use preprocess::{layout_for, preprocess, preprocess_batch};
+pub use preprocess::{Placement, layout_for, placement, preprocess, preprocess_batch};
 pub use resize::{resize_bilinear, resize_bilinear_reference};
 pub use selection::{
     Sample, SampleKind, Selection, python_shuffle, sample_kind, select_data_list, select_dataset,

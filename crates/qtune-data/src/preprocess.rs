@@ -71,14 +71,6 @@ pub fn preprocess_batch(images: &[Image], cfg: &PreprocessConfig) -> Result<Tens
     Ok(Tensor::from_f32(cfg.input_shape.to_vec(), data)?)
 }
 
-fn geometry(img: &Image, message: String) -> DataError {
-    DataError::Geometry {
-        width: img.width(),
-        height: img.height(),
-        message,
-    }
-}
-
 /// Truncating `f64 -> usize` for a non-negative finite size, as Python's `int()`.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn trunc_size(x: f64) -> usize {
@@ -90,40 +82,88 @@ fn as_f64(x: usize) -> f64 {
     x as f64
 }
 
-/// Resizes to `resize_dims` with the configured mode; the result is exactly
-/// `[h, w]` of `resize_dims`.
-fn resize_to_dims(img: &Image, cfg: &PreprocessConfig) -> Result<Image, DataError> {
+/// Where the source image lands on the network input: the size it is
+/// resized to, and the network-input pixel its top-left corner goes to.
+///
+/// A network-input point `(x, y)` (continuous pixel coordinates, as a
+/// detector's boxes are) comes from the source point
+/// `((x - left) * width / resized_width, (y - top) * height / resized_height)`,
+/// since the bilinear resize maps pixel edges to pixel edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub resized_width: usize,
+    pub resized_height: usize,
+    /// Positive inside a letterbox pad; negative when the resized image is
+    /// cropped (short-side scale, or `resize_dims` larger than the network).
+    pub left: isize,
+    pub top: isize,
+}
+
+/// The [`Placement`] of a `width` x `height` image under `cfg` (see
+/// [`preprocess`] for the steps). Errors as [`preprocess`] does on an empty
+/// image or a letterbox that would scale it to nothing.
+pub fn placement(
+    cfg: &PreprocessConfig,
+    width: usize,
+    height: usize,
+) -> Result<Placement, DataError> {
+    let on_canvas = canvas_placement(cfg, width, height)?;
+    let [rh, rw] = cfg.effective_resize_dims();
+    let [nh, nw] = cfg.net_dims();
+    // validate() guarantees resize_dims >= net dims.
+    let (crop_top, crop_left) = (rh / 2 - nh / 2, rw / 2 - nw / 2);
+    Ok(Placement {
+        left: on_canvas.left - signed(crop_left),
+        top: on_canvas.top - signed(crop_top),
+        ..on_canvas
+    })
+}
+
+/// Sizes and offsets are bounded by allocated buffers, so they fit `isize`.
+fn signed(x: usize) -> isize {
+    isize::try_from(x).unwrap_or(isize::MAX)
+}
+
+/// Where the resized image lands on the `resize_dims` canvas, before the
+/// centre crop to the network size.
+fn canvas_placement(
+    cfg: &PreprocessConfig,
+    width: usize,
+    height: usize,
+) -> Result<Placement, DataError> {
+    let geometry = |message: String| DataError::Geometry {
+        width,
+        height,
+        message,
+    };
     let [h, w] = cfg.effective_resize_dims();
-    let (iw, ih) = (as_f64(img.width()), as_f64(img.height()));
-    if img.width() == 0 || img.height() == 0 {
-        return Err(geometry(img, "the image is empty".into()));
+    let (iw, ih) = (as_f64(width), as_f64(height));
+    if width == 0 || height == 0 {
+        return Err(geometry("the image is empty".into()));
     }
+    let at = |resized_width, resized_height, left, top| Placement {
+        resized_width,
+        resized_height,
+        left,
+        top,
+    };
     if !cfg.keep_aspect_ratio {
-        return resize_bilinear(img, w, h);
+        return Ok(at(w, h, 0, 0));
     }
     match cfg.keep_ratio_mode {
         KeepRatioMode::Letterbox => {
             let s = (as_f64(w) / iw).min(as_f64(h) / ih);
             let (rw, rh) = (trunc_size(iw * s), trunc_size(ih * s));
             if rw == 0 || rh == 0 {
-                return Err(geometry(
-                    img,
-                    format!("letterboxing onto {h}x{w} would scale it to {rw}x{rh} pixels"),
-                ));
+                return Err(geometry(format!(
+                    "letterboxing onto {h}x{w} would scale it to {rw}x{rh} pixels"
+                )));
             }
-            let resized = resize_bilinear(img, rw, rh)?;
             let (ox, oy) = match cfg.pad_type {
                 PadType::Center => ((w - rw) / 2, (h - rh) / 2),
                 PadType::Normal => (0, 0),
             };
-            let mut canvas = Image::filled(w, h, img.layout(), cfg.pad_value);
-            let c = img.channels();
-            let row_len = w * c;
-            for (y, src) in (0..rh).map(|y| (y, resized.row(y))) {
-                let start = (oy + y) * row_len + ox * c;
-                canvas.data_mut()[start..start + rw * c].copy_from_slice(src);
-            }
-            Ok(canvas)
+            Ok(at(rw, rh, signed(ox), signed(oy)))
         }
         KeepRatioMode::ShortSideScale => {
             let s = (as_f64(w) / iw).max(as_f64(h) / ih);
@@ -137,8 +177,36 @@ fn resize_to_dims(img: &Image, cfg: &PreprocessConfig) -> Result<Image, DataErro
             } else {
                 h
             };
-            let resized = resize_bilinear(img, rw, rh)?;
-            crop(&resized, (rh - h) / 2, (rw - w) / 2, h, w)
+            Ok(at(rw, rh, -signed((rw - w) / 2), -signed((rh - h) / 2)))
+        }
+    }
+}
+
+/// Resizes to `resize_dims` with the configured mode; the result is exactly
+/// `[h, w]` of `resize_dims`.
+fn resize_to_dims(img: &Image, cfg: &PreprocessConfig) -> Result<Image, DataError> {
+    let [h, w] = cfg.effective_resize_dims();
+    let p = canvas_placement(cfg, img.width(), img.height())?;
+    let resized = resize_bilinear(img, p.resized_width, p.resized_height)?;
+    let (rw, rh) = (p.resized_width, p.resized_height);
+    if !cfg.keep_aspect_ratio {
+        return Ok(resized);
+    }
+    match cfg.keep_ratio_mode {
+        KeepRatioMode::Letterbox => {
+            // Paste onto a `pad_value` canvas; the offsets are not negative here.
+            let (ox, oy) = (p.left.unsigned_abs(), p.top.unsigned_abs());
+            let mut canvas = Image::filled(w, h, img.layout(), cfg.pad_value);
+            let c = img.channels();
+            let row_len = w * c;
+            for (y, src) in (0..rh).map(|y| (y, resized.row(y))) {
+                let start = (oy + y) * row_len + ox * c;
+                canvas.data_mut()[start..start + rw * c].copy_from_slice(src);
+            }
+            Ok(canvas)
+        }
+        KeepRatioMode::ShortSideScale => {
+            crop(&resized, p.top.unsigned_abs(), p.left.unsigned_abs(), h, w)
         }
     }
 }
@@ -314,6 +382,28 @@ mod tests {
         assert_eq!((v[0], v[12], v[24]), (1.0, 2.0, 2.0));
         assert!(preprocess_batch(&[], &cfg).is_err());
         assert!(preprocess_batch(&[a.clone(), a.clone(), a.clone(), a], &cfg).is_err());
+    }
+
+    #[test]
+    fn placement_of_each_resize_mode() {
+        let place = |cfg: &PreprocessConfig, w, h| {
+            let p = placement(cfg, w, h).unwrap();
+            (p.resized_width, p.resized_height, p.left, p.top)
+        };
+        // Stretch onto 6x6, centre crop to 4x4: starts at (1, 1).
+        let mut cfg = PreprocessConfig::new([1, 3, 4, 4]);
+        cfg.resize_dims = Some([6, 6]);
+        assert_eq!(place(&cfg, 20, 10), (6, 6, -1, -1));
+        // Letterbox 20x10 onto 4x4: s = 0.2, 4x2, centred 1 row down.
+        let mut cfg = PreprocessConfig::new([1, 3, 4, 4]);
+        cfg.keep_aspect_ratio = true;
+        assert_eq!(place(&cfg, 20, 10), (4, 2, 0, 1));
+        cfg.pad_type = PadType::Normal;
+        assert_eq!(place(&cfg, 20, 10), (4, 2, 0, 0));
+        // Short side 20x10 onto 6x6: 12x6, cropped 3 columns, then 1 more.
+        cfg.keep_ratio_mode = KeepRatioMode::ShortSideScale;
+        cfg.resize_dims = Some([6, 6]);
+        assert_eq!(place(&cfg, 20, 10), (12, 6, -4, -1));
     }
 
     #[test]

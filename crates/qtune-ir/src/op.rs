@@ -247,7 +247,7 @@ pub enum Op {
 }
 
 /// A reduced-precision float format (see [`Op::RoundFloat`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FloatFormat {
     F16,
     BF16,

@@ -24,6 +24,10 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Run the model quantized (fake quantization, as model_deploy
+    /// simulates it) with these tables and processor.
+    #[command(flatten)]
+    quant: model::QuantArgs,
 }
 
 fn list_images(path: &Path) -> Result<Vec<PathBuf>> {
@@ -70,7 +74,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn run_inner(args: Args) -> Result<()> {
-    let exec = model::load(&args.model, None)?;
+    let exec = model::load_runnable(&args.model, &args.quant)?.exec;
     let g = exec.graph();
     if g.inputs.len() != 1 {
         bail!(

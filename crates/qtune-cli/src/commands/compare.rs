@@ -1,8 +1,8 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use qtune_tensor::compare::{Tolerance, Verdict, compare_tensors};
-use qtune_tensor::read_npz;
+use qtune_tensor::{Tensor, read_npz};
 
 use crate::CheckFailed;
 
@@ -33,10 +33,33 @@ pub fn run(args: Args) -> Result<()> {
         .as_deref()
         .map(|s| s.split(',').map(str::trim).collect())
         .unwrap_or_default();
+    check(
+        &target,
+        &reference,
+        tol,
+        &args.tolerance,
+        &excepts,
+        args.verbose,
+        (&args.target, &args.reference),
+    )
+}
+
+/// Compares the tensors two sets have in common (by name), prints
+/// `npz_tool compare`'s summary, and fails with [`CheckFailed`] when a tensor
+/// is below the tolerance or no name is shared.
+pub fn check(
+    target: &[(String, Tensor)],
+    reference: &[(String, Tensor)],
+    tol: Tolerance,
+    tol_text: &str,
+    excepts: &[&str],
+    verbose: bool,
+    files: (&Path, &Path),
+) -> Result<()> {
     let (mut compared, mut failed) = (0usize, 0usize);
     let (mut equal, mut close, mut similar, mut not_similar, mut not_match) = (0, 0, 0, 0, 0);
     let mut min = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
-    for (name, t) in &target {
+    for (name, t) in target {
         if excepts.contains(&name.as_str()) {
             continue;
         }
@@ -62,7 +85,7 @@ pub fn run(args: Args) -> Result<()> {
         if !c.verdict.passed() {
             failed += 1;
         }
-        if args.verbose || !c.verdict.passed() {
+        if verbose || !c.verdict.passed() {
             match c.similarity {
                 Some(s) => println!(
                     "{name:<40} {:<12} cos {:.6} euclid {:.6} sqnr {:.3} max_abs_diff {:.6e} {}",
@@ -94,15 +117,14 @@ pub fn run(args: Args) -> Result<()> {
     if compared == 0 {
         return Err(CheckFailed(format!(
             "no tensor names in common between `{}` and `{}`",
-            args.target.display(),
-            args.reference.display()
+            files.0.display(),
+            files.1.display()
         ))
         .into());
     }
     if failed > 0 {
         return Err(CheckFailed(format!(
-            "{failed} of {compared} tensors below tolerance {}",
-            args.tolerance
+            "{failed} of {compared} tensors below tolerance {tol_text}"
         ))
         .into());
     }

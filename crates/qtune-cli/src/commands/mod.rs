@@ -2,6 +2,8 @@ pub mod bench;
 pub mod calibrate;
 pub mod classify;
 pub mod compare;
+pub mod deploy;
+pub mod detect;
 pub mod export;
 pub mod info;
 pub mod preprocess_args;

@@ -8,7 +8,7 @@ use crate::model;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model (.onnx).
+    /// The model (.onnx or .mlir).
     model: PathBuf,
     /// Input arrays keyed by graph input name; arrays may stack several
     /// samples on axis 0.
@@ -27,6 +27,10 @@ pub struct Args {
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
+    /// Run the model quantized (fake quantization, as model_deploy
+    /// simulates it) with these tables and processor.
+    #[command(flatten)]
+    quant: model::QuantArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -34,7 +38,14 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn run_inner(args: Args) -> Result<()> {
-    let exec = model::load(&args.model, args.input_shapes.as_deref())?;
+    let exec = if args.quant.requested() {
+        if args.input_shapes.is_some() {
+            anyhow::bail!("--input_shapes cannot be combined with quantization flags");
+        }
+        model::load_runnable(&args.model, &args.quant)?.exec
+    } else {
+        model::load(&args.model, args.input_shapes.as_deref())?
+    };
     let arrays = read_npz(&args.input)?;
     let source = format!("input file `{}`", args.input.display());
     let samples = model::samples_from_arrays(&exec, &arrays, &source)?;

@@ -4,6 +4,7 @@ mod calibrate;
 mod classify;
 mod common;
 mod compare;
+mod detect;
 mod errors;
 mod export;
 mod info;

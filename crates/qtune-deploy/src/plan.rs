@@ -1,0 +1,707 @@
+//! The quantization plan: the precision of every op (qtable, chip defaults)
+//! and the calibrated range of every float tensor after TPU-MLIR's threshold
+//! propagation (spec section 4.2).
+
+use std::collections::HashMap;
+
+use qtune_ir::{Graph, NodeId, Op, ValueId};
+use qtune_quant::{CalibrationTable, QuantMode};
+use qtune_tensor::DType;
+
+use crate::DeployError;
+use crate::profile::{Family, Profile};
+
+/// The calibrated range of one tensor as the chip sees it: `lo` is `-th`
+/// (signed, int8 `th/127`) or `0` (unsigned, uint8 `th/255`), `hi` is `th`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// Smallest threshold used for a tensor (near-zero tensors, spec 3.3.6).
+const MIN_THRESHOLD: f64 = 1e-5;
+
+impl Range {
+    pub fn signed(&self) -> bool {
+        self.lo < 0.0
+    }
+    /// Scale and zero point of the 8-bit type: `th/127` int8 when signed,
+    /// `th/255` uint8 otherwise; zero point 0.
+    pub fn scale(&self) -> f32 {
+        let th = self.hi.max(MIN_THRESHOLD);
+        let q = if self.signed() { 127.0 } else { 255.0 };
+        #[allow(clippy::cast_possible_truncation)]
+        let s = (th / q) as f32; // scales are float32 in QDQ models
+        s
+    }
+}
+
+/// Why an op runs in float although the model is quantized to INT8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FloatReason {
+    /// Listed in the qtable.
+    Qtable,
+    /// The processor has no int8 form of it (see the profile table).
+    Chip(&'static str),
+    /// It computes on non-float data (shapes, indices, masks).
+    NotFloatData,
+    /// Its output's calibrated range is beyond [`HUGE_THRESHOLD`]: the tensor
+    /// carries masking constants (`-FLT_MAX` attention masks) that no 8-bit
+    /// scale can hold together with the real values.
+    HugeRange,
+    /// A Concat whose inputs' ranges differ more than [`CONCAT_RANGE_RATIO`]
+    /// times: one 8-bit scale cannot hold them all (TPU-MLIR would give
+    /// every input the output's range and flatten the smaller ones, e.g.
+    /// YOLOv8's class scores next to its box coordinates).
+    ConcatRanges,
+}
+
+/// Largest ratio of Concat input thresholds quantized together (16x costs
+/// the smallest input 4 of its 8 bits).
+pub const CONCAT_RANGE_RATIO: f64 = 16.0;
+
+/// Thresholds at or above this mark tensors that hold masking constants.
+pub const HUGE_THRESHOLD: f64 = 1e30;
+
+/// The precision of every node and the range of every float tensor.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub profile: Profile,
+    /// By node index.
+    pub modes: Vec<QuantMode>,
+    /// By node index; set for non-INT8 nodes of an INT8 model.
+    pub reasons: Vec<Option<FloatReason>>,
+    /// By value index; float tensors with a table row (after propagation).
+    pub ranges: Vec<Option<Range>>,
+    /// By value index: values inside a fused activation (see
+    /// [`fused_activation_inner`]), never quantized.
+    pub fused_inner: Vec<bool>,
+}
+
+/// The main precision of a deploy and its overrides.
+#[derive(Debug, Clone)]
+pub struct PlanRequest<'a> {
+    /// `--quantize`: INT8, F16, BF16 or F32.
+    pub quantize: QuantMode,
+    pub calibration: Option<&'a CalibrationTable>,
+    /// `(layer name, mode)` from the qtable.
+    pub qtable: &'a [(String, QuantMode)],
+    /// The float type of ops kept in float by the chip (`fp_type auto`).
+    pub fp_type: QuantMode,
+}
+
+fn is_float_data(graph: &Graph, node: NodeId) -> bool {
+    let n = graph.node(node);
+    n.outputs
+        .iter()
+        .all(|&o| graph.value(o).dtype == DType::F32)
+        && n.inputs
+            .iter()
+            .flatten()
+            .any(|&i| graph.value(i).dtype == DType::F32 && graph.constant_of(i).is_none())
+}
+
+fn is_const(graph: &Graph, v: Option<&Option<ValueId>>) -> bool {
+    matches!(v, Some(Some(id)) if graph.constant_of(*id).is_some())
+}
+
+fn const_is_scalar(graph: &Graph, v: Option<&Option<ValueId>>) -> bool {
+    matches!(v, Some(Some(id)) if graph.constant_of(*id).is_some_and(|t| t.numel() == 1))
+}
+
+/// `Clip(0, max)`: TPU-MLIR's `top.Relu` with a limit.
+pub(crate) fn is_relu_like(graph: &Graph, node: NodeId) -> bool {
+    let n = graph.node(node);
+    match &n.op {
+        Op::Relu => true,
+        Op::Clip(a) => {
+            let lo = a.min.or_else(|| {
+                n.inputs
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .and_then(|v| graph.constant_of(v))
+                    .map(|t| t.to_f32_vec().first().copied().unwrap_or(f32::NAN))
+            });
+            lo == Some(0.0)
+        }
+        _ => false,
+    }
+}
+
+/// Resize that TPU-MLIR turns into `top.Upsample`: nearest with integer
+/// scales.
+fn is_upsample(graph: &Graph, node: NodeId) -> bool {
+    let n = graph.node(node);
+    let Op::Resize(a) = &n.op else { return false };
+    if a.mode != qtune_ir::ResizeMode::Nearest {
+        return false;
+    }
+    let (Some(&x), Some(&y)) = (n.inputs.first(), n.outputs.first()) else {
+        return false;
+    };
+    let (Some(x), Ok(ys)) = (x.and_then(|x| graph.shape_of(x).ok()), graph.shape_of(y)) else {
+        return false;
+    };
+    x.0.len() == ys.0.len() && x.0.iter().zip(&ys.0).all(|(&a, &b)| a > 0 && b % a == 0)
+}
+
+/// The nodes of decomposed LayerNorms (`ReduceMean -> Sub -> Pow ->
+/// ReduceMean -> Add -> Sqrt -> Div`, then the optional `Mul` by gamma and
+/// `Add` of beta): TPU-MLIR fuses them into `top.LayerNorm`, which no chip
+/// runs in int8.
+pub fn layer_norm_nodes(graph: &Graph) -> Vec<bool> {
+    let consumers = graph.consumers();
+    let producer = |v: Option<ValueId>| v.and_then(|v| graph.value(v).producer);
+    let op_of = |n: Option<NodeId>| n.map(|n| &graph.node(n).op);
+    let mut mark = vec![false; graph.node_count()];
+    for (div, n) in graph.nodes() {
+        if !matches!(n.op, Op::Div) {
+            continue;
+        }
+        let (num, den) = (n.inputs[0], n.inputs.get(1).copied().flatten());
+        let sub = producer(num);
+        let sqrt = producer(den);
+        let add = sqrt.and_then(|s| producer(graph.node(s).inputs[0]));
+        let var = add.and_then(|a| producer(graph.node(a).inputs[0]));
+        let pow = var.and_then(|m| producer(graph.node(m).inputs[0]));
+        let ok = matches!(op_of(sub), Some(Op::Sub))
+            && matches!(op_of(sqrt), Some(Op::Sqrt))
+            && matches!(op_of(add), Some(Op::Add))
+            && matches!(op_of(var), Some(Op::ReduceMean(_)))
+            && matches!(op_of(pow), Some(Op::Pow))
+            && pow.is_some_and(|p| producer(graph.node(p).inputs[0]) == sub);
+        if !ok {
+            continue;
+        }
+        let (Some(sub), Some(sqrt), Some(add), Some(var), Some(pow)) = (sub, sqrt, add, var, pow)
+        else {
+            continue;
+        };
+        let mean = producer(graph.node(sub).inputs.get(1).copied().flatten());
+        if !matches!(op_of(mean), Some(Op::ReduceMean(_))) {
+            continue;
+        }
+        let mut nodes = vec![div, sub, sqrt, add, var, pow];
+        nodes.extend(mean);
+        // The affine tail: Div -> Mul(const) -> Add(const), each the only reader.
+        let only_reader = |v: ValueId| -> Option<NodeId> {
+            let l = &consumers[v.index()];
+            (l.len() == 1 && !graph.outputs.contains(&v)).then(|| l[0])
+        };
+        let mut last = div;
+        for want_mul in [true, false] {
+            let Some(next) = only_reader(graph.node(last).outputs[0]) else {
+                break;
+            };
+            let nn = graph.node(next);
+            let fits = if want_mul {
+                matches!(nn.op, Op::Mul)
+            } else {
+                matches!(nn.op, Op::Add)
+            } && nn.inputs.iter().any(|i| is_const(graph, Some(i)));
+            if !fits {
+                break;
+            }
+            nodes.push(next);
+            last = next;
+        }
+        for x in nodes {
+            mark[x.index()] = true;
+        }
+    }
+    mark
+}
+
+/// Values inside decomposed activations that TPU-MLIR imports as one op
+/// with an int8 lookup table (`top.SiLU` for `x * Sigmoid(x)`, `top.GELU`
+/// for `x * (Erf(x / c) + 1) * 0.5`): only the pattern's input and output
+/// are quantized, the values between them stay float. By value index.
+pub fn fused_activation_inner(graph: &Graph) -> Vec<bool> {
+    let consumers = graph.consumers();
+    let only_reader = |v: ValueId| -> Option<NodeId> {
+        let l = &consumers[v.index()];
+        (l.len() == 1 && !graph.outputs.contains(&v)).then(|| l[0])
+    };
+    let has_const = |n: NodeId| {
+        graph
+            .node(n)
+            .inputs
+            .iter()
+            .any(|i| is_const(graph, Some(i)))
+    };
+    let mut inner = vec![false; graph.value_count()];
+    for (id, n) in graph.nodes() {
+        match n.op {
+            // SiLU: s = Sigmoid(x) read only by Mul(x, s).
+            Op::Sigmoid => {
+                let (Some(x), s) = (n.inputs[0], n.outputs[0]) else {
+                    continue;
+                };
+                if let Some(m) = only_reader(s) {
+                    let mn = graph.node(m);
+                    if matches!(mn.op, Op::Mul)
+                        && mn.inputs.contains(&Some(x))
+                        && mn.inputs.contains(&Some(s))
+                    {
+                        inner[s.index()] = true;
+                    }
+                }
+            }
+            // GELU: d = x / c (or x * c); e = Erf(d); a = e + 1; m = x * a;
+            // y = m * 0.5 (optional).
+            Op::Erf => {
+                let e = n.outputs[0];
+                let Some(d) = n.inputs[0] else { continue };
+                let Some(div) = graph.value(d).producer else {
+                    continue;
+                };
+                let dn = graph.node(div);
+                if !matches!(dn.op, Op::Div | Op::Mul) || !has_const(div) {
+                    continue;
+                }
+                let Some(x) = dn.inputs[0] else { continue };
+                if only_reader(d) != Some(id) {
+                    continue;
+                }
+                let Some(add) = only_reader(e) else { continue };
+                if !matches!(graph.node(add).op, Op::Add) || !has_const(add) {
+                    continue;
+                }
+                let a = graph.node(add).outputs[0];
+                let Some(mul) = only_reader(a) else { continue };
+                let mn = graph.node(mul);
+                if !matches!(mn.op, Op::Mul) || !mn.inputs.contains(&Some(x)) {
+                    continue;
+                }
+                for v in [d, e, a] {
+                    inner[v.index()] = true;
+                }
+                let m = mn.outputs[0];
+                if let Some(half) = only_reader(m)
+                    && matches!(graph.node(half).op, Op::Mul)
+                    && has_const(half)
+                {
+                    inner[m.index()] = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    inner
+}
+
+/// The float type the chip keeps `node` in, when it has no int8 form.
+fn chip_float(
+    graph: &Graph,
+    node: NodeId,
+    profile: &Profile,
+    fp: QuantMode,
+    layer_norm: bool,
+) -> Option<(QuantMode, &'static str)> {
+    let n = graph.node(node);
+    let f32_ = QuantMode::F32;
+    let rank = |i: usize| {
+        n.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|v| graph.shape_of(v).ok())
+            .map_or(0, |s| s.0.len())
+    };
+    if layer_norm {
+        return Some((fp, "LayerNorm has no int8 form"));
+    }
+    let non_const_weight =
+        matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_)) && !is_const(graph, n.inputs.get(1));
+    match profile.family {
+        Family::Bm1684x => match &n.op {
+            _ if non_const_weight => Some((f32_, "Conv with a non-constant filter")),
+            Op::Clip(_) if !is_relu_like(graph, node) => Some((fp, "Clip other than Clip(0, max)")),
+            Op::ReduceMean(_)
+            | Op::ReduceSum(_)
+            | Op::ReduceL2(_)
+            | Op::ReduceMax(_)
+            | Op::ReduceMin(_) => Some((fp, "Reduce has no int8 form")),
+            Op::Resize(_) if !is_upsample(graph, node) => {
+                Some((fp, "Resize other than integer-scale nearest"))
+            }
+            Op::Gather { .. } => Some((fp, "Gather has no int8 form")),
+            Op::Softmax { axis } => {
+                let r = i64::try_from(rank(0)).unwrap_or(0);
+                let ax = if *axis < 0 { axis + r } else { *axis };
+                (ax != 1 || r > 4).then_some((fp, "Softmax not over axis 1"))
+            }
+            Op::MatMul if is_const(graph, n.inputs.first()) => {
+                Some((fp, "MatMul with a constant left operand"))
+            }
+            Op::Div if !const_is_scalar(graph, n.inputs.get(1)) => {
+                Some((f32_, "Div by a tensor has no int8 form"))
+            }
+            _ => None,
+        },
+        Family::Bm1684 => match &n.op {
+            _ if non_const_weight => Some((f32_, "Conv with a non-constant filter")),
+            Op::Div if !const_is_scalar(graph, n.inputs.get(1)) => {
+                Some((f32_, "Div has no int8 form"))
+            }
+            Op::Softmax { .. } => Some((f32_, "Softmax has no int8 form")),
+            Op::ReduceMean(_)
+            | Op::ReduceSum(_)
+            | Op::ReduceL2(_)
+            | Op::ReduceMax(_)
+            | Op::ReduceMin(_) => Some((f32_, "Reduce has no int8 form")),
+            Op::Resize(_) if !is_upsample(graph, node) => {
+                Some((f32_, "Resize other than integer-scale nearest"))
+            }
+            Op::Gather { .. } => Some((f32_, "Gather has no int8 form")),
+            Op::MatMul if !(rank(0) == 2 && is_const(graph, n.inputs.get(1))) => {
+                Some((f32_, "MatMul other than a 2-D fully connected layer"))
+            }
+            _ => None,
+        },
+        Family::Cv18xx => match &n.op {
+            _ if non_const_weight => Some((fp, "Conv with a non-constant filter")),
+            Op::Softmax { .. } => Some((fp, "Softmax has no int8 form")),
+            Op::Clip(_) if !is_relu_like(graph, node) => Some((fp, "Clip has no int8 form")),
+            Op::Gather { .. } => Some((fp, "Gather has no int8 form")),
+            Op::ReduceL2(_) => Some((fp, "ReduceL2 has no int8 form")),
+            Op::MatMul
+                if !is_const(graph, n.inputs.first()) && !is_const(graph, n.inputs.get(1)) =>
+            {
+                Some((fp, "MatMul of two activations"))
+            }
+            Op::Add | Op::Sub if n.inputs.iter().any(|i| is_const(graph, Some(i))) => {
+                Some((fp, "Add/Sub with a constant operand"))
+            }
+            Op::Div if !const_is_scalar(graph, n.inputs.get(1)) => {
+                Some((fp, "Div by a tensor has no int8 form"))
+            }
+            _ => None,
+        },
+    }
+}
+
+/// Whether `node` is a Concat whose float inputs' thresholds differ more than
+/// [`CONCAT_RANGE_RATIO`] times (Sigmoid and Softmax outputs count as 1).
+fn concat_ranges_mismatch(graph: &Graph, node: NodeId, thresholds: &HashMap<&str, f64>) -> bool {
+    let n = graph.node(node);
+    if !matches!(n.op, Op::Concat { .. }) {
+        return false;
+    }
+    let ths: Vec<f64> = n
+        .inputs
+        .iter()
+        .flatten()
+        .filter(|&&v| graph.value(v).dtype == DType::F32 && graph.constant_of(v).is_none())
+        .filter_map(|&v| {
+            let val = graph.value(v);
+            match val.producer.map(|p| &graph.node(p).op) {
+                Some(Op::Sigmoid | Op::Softmax { .. }) => Some(1.0),
+                _ => thresholds.get(val.name.as_str()).copied(),
+            }
+        })
+        .filter(|t| *t > 0.0)
+        .collect();
+    let (lo, hi) = ths
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    ths.len() >= 2 && hi > lo * CONCAT_RANGE_RATIO
+}
+
+/// Ops whose output takes the input's range (forward propagation, step 7).
+fn forwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
+    let n = graph.node(node);
+    match &n.op {
+        Op::Relu
+        | Op::MaxPool(_)
+        | Op::GlobalMaxPool
+        | Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Slice
+        | Op::Split { .. }
+        | Op::Transpose { .. }
+        | Op::Identity
+        | Op::Expand
+        | Op::Abs => true,
+        Op::Clip(_) => is_relu_like(graph, node),
+        Op::LeakyRelu { .. } => profile.family != Family::Cv18xx,
+        Op::Resize(_) => is_upsample(graph, node),
+        Op::AveragePool(_) | Op::GlobalAveragePool => profile.family == Family::Bm1684,
+        _ => false,
+    }
+}
+
+/// Ops whose producer takes their range (backward propagation, step 4).
+fn backwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
+    let n = graph.node(node);
+    match &n.op {
+        Op::Relu | Op::MaxPool(_) | Op::GlobalMaxPool | Op::Abs => true,
+        Op::Clip(_) => is_relu_like(graph, node),
+        Op::LeakyRelu { .. } => profile.family != Family::Cv18xx,
+        _ => false,
+    }
+}
+
+/// The data input of an op with one (the first input).
+fn data_input(graph: &Graph, node: NodeId) -> Option<ValueId> {
+    graph.node(node).inputs.first().copied().flatten()
+}
+
+impl Plan {
+    /// Builds the plan of `graph` (value names are the table's op names).
+    pub fn new(graph: &Graph, profile: Profile, req: &PlanRequest) -> Result<Plan, DeployError> {
+        let qt: HashMap<&str, QuantMode> =
+            req.qtable.iter().map(|(n, m)| (n.as_str(), *m)).collect();
+        let mut matched = vec![false; req.qtable.len()];
+        for m in qt.values() {
+            if !matches!(
+                m,
+                QuantMode::F32 | QuantMode::F16 | QuantMode::BF16 | QuantMode::Int8
+            ) {
+                return Err(DeployError::Unsupported(format!(
+                    "qtable mode {m}: only INT8, F16, BF16 and F32 layers are supported"
+                )));
+            }
+        }
+        let ln = layer_norm_nodes(graph);
+        let thresholds: HashMap<&str, f64> = req
+            .calibration
+            .map(|t| {
+                t.rows
+                    .iter()
+                    .map(|r| (r.name.as_str(), r.threshold.abs()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let huge: std::collections::HashSet<&str> = req
+            .calibration
+            .map(|t| {
+                t.rows
+                    .iter()
+                    .filter(|r| r.threshold.is_nan() || r.threshold.abs() >= HUGE_THRESHOLD)
+                    .map(|r| r.name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut modes = Vec::with_capacity(graph.node_count());
+        let mut reasons = Vec::with_capacity(graph.node_count());
+        for (id, n) in graph.nodes() {
+            let listed = n
+                .outputs
+                .iter()
+                .find_map(|&o| qt.get(graph.value(o).name.as_str()).copied());
+            if listed.is_some() {
+                for &o in &n.outputs {
+                    let name = graph.value(o).name.as_str();
+                    for (i, (l, _)) in req.qtable.iter().enumerate() {
+                        if l == name {
+                            matched[i] = true;
+                        }
+                    }
+                }
+            }
+            let (mode, reason) = if !is_float_data(graph, id) {
+                (QuantMode::F32, Some(FloatReason::NotFloatData))
+            } else if let Some(m) = listed {
+                (m, (m != QuantMode::Int8).then_some(FloatReason::Qtable))
+            } else if req.quantize != QuantMode::Int8 {
+                (req.quantize, None)
+            } else if let Some((m, why)) =
+                chip_float(graph, id, &profile, req.fp_type, ln[id.index()])
+            {
+                (m, Some(FloatReason::Chip(why)))
+            } else if n
+                .outputs
+                .iter()
+                .any(|&o| huge.contains(graph.value(o).name.as_str()))
+            {
+                (req.fp_type, Some(FloatReason::HugeRange))
+            } else if concat_ranges_mismatch(graph, id, &thresholds) {
+                (req.fp_type, Some(FloatReason::ConcatRanges))
+            } else {
+                (QuantMode::Int8, None)
+            };
+            modes.push(mode);
+            reasons.push(reason);
+        }
+        if let Some(i) = matched.iter().position(|m| !m) {
+            return Err(DeployError::Input(format!(
+                "qtable layer `{}` is not an op of the model",
+                req.qtable[i].0
+            )));
+        }
+        let mut plan = Plan {
+            profile,
+            modes,
+            reasons,
+            ranges: vec![None; graph.value_count()],
+            fused_inner: fused_activation_inner(graph),
+        };
+        if plan.modes.contains(&QuantMode::Int8) {
+            let table = req.calibration.ok_or_else(|| {
+                DeployError::Input(
+                    "INT8 layers need a calibration table (--calibration_table)".into(),
+                )
+            })?;
+            plan.ranges = initial_ranges(graph, table, &plan.profile);
+            propagate(graph, &mut plan.ranges, &plan.profile, &plan.modes);
+        }
+        Ok(plan)
+    }
+
+    pub fn mode(&self, node: NodeId) -> QuantMode {
+        self.modes[node.index()]
+    }
+
+    pub fn range(&self, value: ValueId) -> Option<Range> {
+        self.ranges[value.index()]
+    }
+
+    /// How many float-data nodes run at each mode, for summaries.
+    pub fn counts(&self) -> Vec<(QuantMode, usize)> {
+        let mut out: Vec<(QuantMode, usize)> = Vec::new();
+        for (m, r) in self.modes.iter().zip(&self.reasons) {
+            if *r == Some(FloatReason::NotFloatData) {
+                continue;
+            }
+            match out.iter_mut().find(|(k, _)| k == m) {
+                Some((_, c)) => *c += 1,
+                None => out.push((*m, 1)),
+            }
+        }
+        out
+    }
+}
+
+/// Step 0: each tensor's range from its table row and its producer
+/// (spec 4.2 table).
+fn initial_ranges(
+    graph: &Graph,
+    table: &CalibrationTable,
+    profile: &Profile,
+) -> Vec<Option<Range>> {
+    let rows: HashMap<&str, (f64, f64)> = table
+        .rows
+        .iter()
+        .map(|r| (r.name.as_str(), (r.threshold, r.min)))
+        .collect();
+    let from_sigmoid_or_relu = |v: Option<ValueId>| {
+        v.and_then(|v| graph.value(v).producer)
+            .is_some_and(|p| matches!(graph.node(p).op, Op::Sigmoid | Op::Relu))
+    };
+    let mut ranges = vec![None; graph.value_count()];
+    for (id, v) in graph.values() {
+        if v.dtype != DType::F32 || v.constant.is_some() {
+            continue;
+        }
+        let producer = v.producer.map(|p| graph.node(p));
+        let row = rows.get(v.name.as_str()).copied();
+        let range = match producer.map(|n| &n.op) {
+            Some(Op::Sigmoid | Op::Softmax { .. }) => Some(Range { lo: 0.0, hi: 1.0 }),
+            _ => row.map(|(th, tmin)| {
+                let th = th.abs();
+                let signed = match producer.map(|n| (&n.op, n)) {
+                    Some((Op::Abs, _)) => true,
+                    Some((Op::Mul, n)) => {
+                        let same = n.inputs.len() == 2 && n.inputs[0] == n.inputs[1];
+                        let gated = n.inputs.iter().all(|&i| from_sigmoid_or_relu(i));
+                        !(same || gated) && tmin < 0.0
+                    }
+                    Some((Op::Sub, _)) => true,
+                    _ => tmin < 0.0,
+                };
+                Range {
+                    lo: if signed { -th } else { 0.0 },
+                    hi: th,
+                }
+            }),
+        };
+        ranges[id.index()] = range.map(|r| {
+            if profile.signed_only {
+                Range {
+                    lo: -r.hi,
+                    hi: r.hi,
+                }
+            } else {
+                r
+            }
+        });
+    }
+    ranges
+}
+
+/// TPU-MLIR's `calibration_process` order (spec 4.2): forward through
+/// reshapes, backward into Concat inputs, backward through Relu/MaxPool-like
+/// ops, forward through every pass-through op.
+fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, modes: &[QuantMode]) {
+    let consumers = graph.consumers();
+    let node_ids: Vec<NodeId> = graph.nodes().map(|(id, _)| id).collect();
+    // 1. Forward Reshape / Transpose.
+    for &id in &node_ids {
+        let n = graph.node(id);
+        if matches!(
+            n.op,
+            Op::Reshape { .. } | Op::Flatten { .. } | Op::Transpose { .. }
+        ) && let Some(x) = data_input(graph, id)
+            && let Some(r) = ranges[x.index()]
+        {
+            ranges[n.outputs[0].index()] = Some(r);
+        }
+    }
+    // 3. Backward into Concat inputs.
+    for &id in node_ids.iter().rev() {
+        let n = graph.node(id);
+        if let Op::Concat { .. } = n.op
+            && modes[id.index()] == QuantMode::Int8
+            && let Some(r) = ranges[n.outputs[0].index()]
+        {
+            for &i in n.inputs.iter().flatten() {
+                if ranges[i.index()].is_some() {
+                    ranges[i.index()] = Some(r);
+                }
+            }
+        }
+    }
+    // 4. Backward through Relu, MaxPool, Abs (and LeakyRelu): the producer
+    // takes the range when this op is its only reader.
+    for &id in node_ids.iter().rev() {
+        if !backwards_range(graph, id, profile) {
+            continue;
+        }
+        let n = graph.node(id);
+        if let Some(x) = data_input(graph, id)
+            && graph.value(x).producer.is_some()
+            && consumers[x.index()].len() == 1
+            && !graph.outputs.contains(&x)
+            && let Some(r) = ranges[n.outputs[0].index()]
+            && ranges[x.index()].is_some()
+        {
+            ranges[x.index()] = Some(r);
+        }
+    }
+    // 7. Forward through pass-through ops.
+    for &id in &node_ids {
+        if !forwards_range(graph, id, profile) {
+            continue;
+        }
+        let n = graph.node(id);
+        if let Some(x) = data_input(graph, id)
+            && let Some(mut r) = ranges[x.index()]
+        {
+            // A Relu's output is never negative (TPU-MLIR forces min 0 on
+            // ops with do_relu).
+            if is_relu_like(graph, id) && !profile.signed_only {
+                r.lo = 0.0;
+            }
+            for &o in &n.outputs {
+                if graph.value(o).dtype == DType::F32 {
+                    ranges[o.index()] = Some(r);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The quantization plan and the QDQ graph on small graphs with hand-made
+//! tables, and the identity plan on a real model.
+
+use std::path::PathBuf;
+
+use qtune_deploy::{PlanRequest, Processor, Range, build_qdq, quantize};
+use qtune_exec::{Executor, Keep, NoHook, PrepareOptions};
+use qtune_ir::{ConvAttrs, Graph, Op, ValueId};
+use qtune_quant::{CalibrationRow, CalibrationTable, QuantMode};
+use qtune_tensor::{DType, Shape, Tensor};
+
+fn table(rows: &[(&str, f64, f64)]) -> CalibrationTable {
+    CalibrationTable {
+        rows: rows
+            .iter()
+            .map(|&(n, th, min)| CalibrationRow::new(n, th, min, th))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn int8(t: &CalibrationTable) -> PlanRequest<'_> {
+    PlanRequest {
+        quantize: QuantMode::Int8,
+        calibration: Some(t),
+        qtable: &[],
+        fp_type: QuantMode::F16,
+    }
+}
+
+fn conv_weight(out: usize, inp: usize, seed: u32) -> Tensor {
+    let n = out * inp * 9;
+    let data: Vec<f32> = (0..n)
+        .map(|i| {
+            let u = u32::try_from(i)
+                .unwrap()
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed);
+            // Channel c gets a range that grows with c.
+            let c = i / (inp * 9);
+            ((u >> 8) as f32 / 16_777_216.0 - 0.5) * (1.0 + c as f32)
+        })
+        .collect();
+    Tensor::from_f32(vec![out, inp, 3, 3], data).unwrap()
+}
+
+/// x -> Conv a -> Relu ra ┐
+///   -> Conv b -> Relu rb ┴-> Concat y
+fn two_branches() -> Graph {
+    let mut g = Graph::new("branches");
+    let x = g.add_value("x", DType::F32, Some(Shape(vec![1, 2, 6, 6])));
+    g.inputs.push(x);
+    let conv = ConvAttrs {
+        pads: vec![1, 1, 1, 1],
+        group: 1,
+        ..Default::default()
+    };
+    let branch = |g: &mut Graph, name: &str, seed: u32| -> ValueId {
+        let w = g.add_constant(format!("{name}_w"), conv_weight(3, 2, seed));
+        let c = g.add_value(name, DType::F32, None);
+        g.add_node(
+            name,
+            Op::Conv(conv.clone()),
+            vec![Some(x), Some(w)],
+            vec![c],
+        );
+        let r = g.add_value(format!("r{name}"), DType::F32, None);
+        g.add_node(format!("r{name}"), Op::Relu, vec![Some(c)], vec![r]);
+        r
+    };
+    let ra = branch(&mut g, "a", 1);
+    let rb = branch(&mut g, "b", 2);
+    let y = g.add_value("y", DType::F32, None);
+    g.add_node(
+        "y",
+        Op::Concat { axis: 1 },
+        vec![Some(ra), Some(rb)],
+        vec![y],
+    );
+    g.outputs.push(y);
+    let (g, _) = qtune_exec::prepare(g, &PrepareOptions::default()).unwrap();
+    g
+}
+
+fn input() -> Tensor {
+    let data: Vec<f32> = (0..72).map(|i| ((i * 7) % 13) as f32 * 0.3 - 1.7).collect();
+    Tensor::from_f32(vec![1, 2, 6, 6], data).unwrap()
+}
+
+fn run(g: &Graph, x: Tensor) -> Tensor {
+    let (g, _) = qtune_exec::prepare(g.clone(), &PrepareOptions::default()).unwrap();
+    let exec = Executor::new(g).unwrap();
+    let id = exec.graph().inputs[0];
+    let mut r = exec
+        .run_samples(vec![vec![(id, x)]], &Keep::Outputs, |_| NoHook)
+        .unwrap();
+    let (values, _) = r.pop().unwrap();
+    values.get(exec.graph().outputs[0]).unwrap().clone()
+}
+
+#[test]
+fn concat_branches_share_the_output_range() {
+    let g = two_branches();
+    let t = table(&[
+        ("x", 1.7, -1.7),
+        ("a", 5.0, -5.0),
+        ("ra", 4.0, 0.0),
+        ("b", 9.0, -9.0),
+        ("rb", 8.0, 0.0),
+        ("y", 6.0, 0.0),
+    ]);
+    let q = quantize(&g, Processor::Bm1684x, &int8(&t)).unwrap();
+    let r = |name: &str| q.plan.range(g.find_value(name).unwrap()).unwrap();
+    let concat = Range { lo: 0.0, hi: 6.0 };
+    // Backward into the Concat inputs, then through the Relus into the Convs.
+    assert_eq!(r("ra"), concat);
+    assert_eq!(r("rb"), concat);
+    assert_eq!(r("a"), concat);
+    assert_eq!(r("b"), concat);
+    assert_eq!(r("x"), Range { lo: -1.7, hi: 1.7 });
+    // The Relus and the Concat are on their inputs' grid: only x, a and b
+    // get a Q/DQ pair.
+    assert_eq!(q.report.quantized_tensors, 3);
+    assert_eq!(q.report.int8_weights, 2);
+}
+
+#[test]
+fn unsigned_after_relu_signed_otherwise_and_always_signed_on_cv18xx() {
+    let g = two_branches();
+    let t = table(&[
+        ("x", 1.7, -1.7),
+        ("a", 5.0, -5.0),
+        ("ra", 4.0, 0.0),
+        ("b", 9.0, -9.0),
+        ("rb", 8.0, 0.0),
+        ("y", 6.0, 0.0),
+    ]);
+    let q = quantize(&g, Processor::Bm1684x, &int8(&t)).unwrap();
+    let y = q.plan.range(g.find_value("y").unwrap()).unwrap();
+    assert!(!y.signed());
+    assert_eq!(y.scale(), (6.0f64 / 255.0) as f32);
+    let x = q.plan.range(g.find_value("x").unwrap()).unwrap();
+    assert!(x.signed());
+    assert_eq!(x.scale(), (1.7f64 / 127.0) as f32);
+    let cv = quantize(&g, Processor::Cv183x, &int8(&t)).unwrap();
+    let y = cv.plan.range(g.find_value("y").unwrap()).unwrap();
+    assert_eq!(y, Range { lo: -6.0, hi: 6.0 });
+    assert_eq!(y.scale(), (6.0f64 / 127.0) as f32);
+}
+
+#[test]
+fn identity_plan_is_the_float_graph() {
+    let g = two_branches();
+    let t = table(&[]);
+    let req = PlanRequest {
+        quantize: QuantMode::F32,
+        calibration: Some(&t),
+        qtable: &[],
+        fp_type: QuantMode::F16,
+    };
+    let q = quantize(&g, Processor::Bm1684x, &req).unwrap();
+    assert_eq!(q.report, Default::default());
+    assert_eq!(q.qdq.node_count(), g.node_count());
+    let a = run(&g, input());
+    let b = run(&q.qdq, input());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn identity_plan_reproduces_mobilenet_bit_for_bit() {
+    let root = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/workloads"
+    ));
+    assert!(
+        root.is_dir(),
+        "{} is missing: run scripts/fetch-workloads.sh",
+        root.display()
+    );
+    let graph = qtune_onnx::import_onnx(
+        &root.join("models/mobilenetv2_nsfw.onnx"),
+        &Default::default(),
+    )
+    .unwrap();
+    let mut opts = PrepareOptions::default();
+    opts.fold_batchnorm = true;
+    let (graph, _) = qtune_exec::prepare(graph, &opts).unwrap();
+    let req = PlanRequest {
+        quantize: QuantMode::F32,
+        calibration: None,
+        qtable: &[],
+        fp_type: QuantMode::F16,
+    };
+    let q = quantize(&graph, Processor::Bm1684x, &req).unwrap();
+    let golden = qtune_tensor::read_npz(&root.join("golden/mobilenetv2_nsfw/input.npz")).unwrap();
+    let x = golden[0].1.slice_outer(0, 1).unwrap();
+    assert_eq!(run(&graph, x.clone()), run(&q.qdq, x));
+}
+
+#[test]
+fn qtable_f16_layer_is_rounded_and_close() {
+    let g = two_branches();
+    let t = table(&[
+        ("x", 1.7, -1.7),
+        ("a", 5.0, -5.0),
+        ("ra", 4.0, 0.0),
+        ("b", 9.0, -9.0),
+        ("rb", 8.0, 0.0),
+        ("y", 6.0, 0.0),
+    ]);
+    let qtable = vec![("a".to_string(), QuantMode::F16)];
+    let req = PlanRequest {
+        quantize: QuantMode::Int8,
+        calibration: Some(&t),
+        qtable: &qtable,
+        fp_type: QuantMode::F16,
+    };
+    let q = quantize(&g, Processor::Bm1684x, &req).unwrap();
+    // The input and the output of `a` are rounded (its weight is a rounded constant).
+    assert_eq!(q.report.rounded_tensors, 2);
+    let bad = vec![("nope".to_string(), QuantMode::F16)];
+    let req = PlanRequest {
+        qtable: &bad,
+        ..req
+    };
+    let err = quantize(&g, Processor::Bm1684x, &req)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`nope`"), "{err}");
+}
+
+#[test]
+fn missing_row_names_the_tensor_and_its_reader() {
+    let g = two_branches();
+    let t = table(&[("x", 1.7, -1.7), ("a", 5.0, -5.0), ("ra", 4.0, 0.0)]);
+    let err = quantize(&g, Processor::Bm1684x, &int8(&t))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`b`") || err.contains("`rb`") || err.contains("`y`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn build_is_deterministic() {
+    let g = two_branches();
+    let t = table(&[
+        ("x", 1.7, -1.7),
+        ("a", 5.0, -5.0),
+        ("ra", 4.0, 0.0),
+        ("b", 9.0, -9.0),
+        ("rb", 8.0, 0.0),
+        ("y", 6.0, 0.0),
+    ]);
+    let q = quantize(&g, Processor::Bm1684x, &int8(&t)).unwrap();
+    let (again, _) = build_qdq(&g, &q.plan).unwrap();
+    let names = |g: &Graph| g.values().map(|(_, v)| v.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&q.qdq), names(&again));
+    assert_eq!(run(&q.qdq, input()), run(&again, input()));
+}
