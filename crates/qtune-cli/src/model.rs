@@ -336,9 +336,13 @@ impl QuantArgs {
         };
         let q = qtune_deploy::quantize(graph, processor, &req).map_err(|e| {
             let ctx = match (&self.calibration_table, &self.quantize_table) {
-                (Some(c), Some(t)) => format!(" ({} and {})", c.display(), t.display()),
-                (Some(c), None) => format!(" ({})", c.display()),
-                (None, Some(t)) => format!(" ({})", t.display()),
+                (Some(c), Some(t)) => format!(
+                    " (calibration table `{}`, qtable `{}`)",
+                    c.display(),
+                    t.display()
+                ),
+                (Some(c), None) => format!(" (calibration table `{}`)", c.display()),
+                (None, Some(t)) => format!(" (qtable `{}`)", t.display()),
                 (None, None) => String::new(),
             };
             anyhow::anyhow!("{e}{ctx}")

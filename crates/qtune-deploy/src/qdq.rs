@@ -195,17 +195,16 @@ impl Builder<'_> {
         out_name: Option<String>,
     ) -> ValueId {
         let scale = self.constant(&format!("{base}_scale"), Tensor::scalar_f32(range.scale()));
-        let (zp, qtype) = if range.signed() {
-            (
-                Tensor::new(Vec::<usize>::new(), TensorData::I8(vec![0].into())),
-                DType::I8,
-            )
-        } else {
-            (
-                Tensor::new(Vec::<usize>::new(), TensorData::U8(vec![0].into())),
-                DType::U8,
-            )
-        };
+        // Signed tensors are stored as uint8 with zero point 128: the same
+        // 256 values as int8 with zero point 0 (`q - 128` is the int8 code),
+        // and one activation type in the whole model lets runtimes use their
+        // integer kernels for every layer (ONNX Runtime's QLinearConv needs
+        // its input and output of one type).
+        let zp = if range.signed() { 128u8 } else { 0 };
+        let (zp, qtype) = (
+            Tensor::new(Vec::<usize>::new(), TensorData::U8(vec![zp].into())),
+            DType::U8,
+        );
         let zp = self.constant(
             &format!("{base}_zero_point"),
             zp.expect("a scalar zero point"),

@@ -16,11 +16,13 @@ use std::collections::HashMap;
 use qtune_ir::{Graph, NodeId, Op, ValueId};
 use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
-/// Quantization parameters of a DequantizeLinear with zero points 0.
+/// Quantization parameters of a DequantizeLinear with one zero point (or
+/// zero points 0).
 struct Dq {
     /// The integer input (QuantizeLinear output or constant).
     int: ValueId,
     scale: Vec<f32>,
+    zero_point: f32,
 }
 
 fn dequantize_of(g: &Graph, v: ValueId) -> Option<Dq> {
@@ -33,11 +35,20 @@ fn dequantize_of(g: &Graph, v: ValueId) -> Option<Dq> {
     let scale = g
         .constant_of(n.inputs.get(1).copied().flatten()?)?
         .to_f32_vec();
-    let zero = match n.inputs.get(2).copied().flatten() {
-        None => true,
-        Some(z) => g.constant_of(z)?.to_f32_vec().iter().all(|&v| v == 0.0),
+    let zp = match n.inputs.get(2).copied().flatten() {
+        None => vec![0.0],
+        Some(z) => g.constant_of(z)?.to_f32_vec(),
     };
-    zero.then_some(Dq { int, scale })
+    let zero_point = match zp.as_slice() {
+        [z] => *z,
+        many if many.iter().all(|&v| v == 0.0) => 0.0,
+        _ => return None,
+    };
+    Some(Dq {
+        int,
+        scale,
+        zero_point,
+    })
 }
 
 fn as_f32_ints(t: &Tensor) -> Option<Tensor> {
@@ -55,6 +66,7 @@ fn as_f32_ints(t: &Tensor) -> Option<Tensor> {
 /// What to do with one int8 layer.
 struct Rewrite {
     x: ValueId,
+    x_zp: f32,
     w: Rewritten,
     bias: Option<ValueId>,
     /// Output scale per channel (or one).
@@ -66,8 +78,8 @@ struct Rewrite {
 enum Rewritten {
     /// An int8 constant weight.
     Const(ValueId),
-    /// A quantized activation (MatMul of two activations).
-    Act(ValueId),
+    /// A quantized activation (MatMul of two activations) and its zero point.
+    Act(ValueId, f32),
 }
 
 fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
@@ -85,6 +97,9 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
     }
     let w = dequantize_of(g, n.inputs.get(1).copied().flatten()?)?;
     let w_is_const = g.constant_of(w.int).is_some();
+    if w_is_const && w.zero_point != 0.0 {
+        return None;
+    }
     if !w_is_const && w.scale.len() != 1 {
         return None;
     }
@@ -106,10 +121,11 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
     Some(Rewrite {
         w_rank,
         x: x.int,
+        x_zp: x.zero_point,
         w: if w_is_const {
             Rewritten::Const(w.int)
         } else {
-            Rewritten::Act(w.int)
+            Rewritten::Act(w.int, w.zero_point)
         },
         bias,
         scale,
@@ -121,7 +137,7 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
 pub fn integer_exact(qdq: &Graph) -> Graph {
     let mut g = Graph::new(qdq.name.clone());
     let mut map: Vec<Option<ValueId>> = vec![None; qdq.value_count()];
-    let mut casts: HashMap<ValueId, ValueId> = HashMap::new();
+    let mut casts: HashMap<(ValueId, u32), ValueId> = HashMap::new();
     let mut int_consts: HashMap<ValueId, ValueId> = HashMap::new();
     fn copy(g: &mut Graph, src: &Graph, map: &mut [Option<ValueId>], v: ValueId) -> ValueId {
         if let Some(n) = map[v.index()] {
@@ -193,22 +209,35 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
             g.add_node(n.name.clone(), n.op.clone(), inputs, outputs);
             continue;
         };
-        let mut int_input = |g: &mut Graph, map: &mut Vec<Option<ValueId>>, q: ValueId| {
-            if let Some(&c) = casts.get(&q) {
-                return c;
-            }
-            let src = copy(g, qdq, map, q);
-            let name = fresh(g, format!("{}_int", qdq.value(q).name));
-            let out = g.add_value(name.clone(), DType::F32, qdq.value(q).shape.clone());
-            g.add_node(
-                name,
-                Op::Cast { to: DType::F32 },
-                vec![Some(src)],
-                vec![out],
-            );
-            casts.insert(q, out);
-            out
-        };
+        // `q - zp` as exact float integers.
+        let mut int_input =
+            |g: &mut Graph, map: &mut Vec<Option<ValueId>>, q: ValueId, zp: f32| -> ValueId {
+                if let Some(&c) = casts.get(&(q, zp.to_bits())) {
+                    return c;
+                }
+                let src = copy(g, qdq, map, q);
+                let name = fresh(g, format!("{}_int", qdq.value(q).name));
+                let shape = qdq.value(q).shape.clone();
+                let out = g.add_value(name.clone(), DType::F32, shape.clone());
+                g.add_node(
+                    name.clone(),
+                    Op::Cast { to: DType::F32 },
+                    vec![Some(src)],
+                    vec![out],
+                );
+                let out = if zp == 0.0 {
+                    out
+                } else {
+                    let zname = fresh(g, format!("{name}_zero_point"));
+                    let z = g.add_constant(zname, Tensor::scalar_f32(zp));
+                    let cname = fresh(g, format!("{name}_centred"));
+                    let centred = g.add_value(cname.clone(), DType::F32, shape);
+                    g.add_node(cname, Op::Sub, vec![Some(out), Some(z)], vec![centred]);
+                    centred
+                };
+                casts.insert((q, zp.to_bits()), out);
+                out
+            };
         let mut int_const = |g: &mut Graph, c: ValueId| -> Option<ValueId> {
             if let Some(&v) = int_consts.get(&c) {
                 return Some(v);
@@ -219,10 +248,10 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
             int_consts.insert(c, v);
             Some(v)
         };
-        let x = int_input(&mut g, &mut map, rw.x);
+        let x = int_input(&mut g, &mut map, rw.x, rw.x_zp);
         let w = match rw.w {
             Rewritten::Const(c) => int_const(&mut g, c),
-            Rewritten::Act(q) => Some(int_input(&mut g, &mut map, q)),
+            Rewritten::Act(q, zp) => Some(int_input(&mut g, &mut map, q, zp)),
         };
         let b = rw.bias.map(|c| int_const(&mut g, c));
         let (Some(w), Some(b)) = (w, b.map_or(Some(None), |b| b.map(Some))) else {

@@ -4,6 +4,7 @@ mod calibrate;
 mod classify;
 mod common;
 mod compare;
+mod deploy;
 mod detect;
 mod errors;
 mod export;

@@ -1,0 +1,518 @@
+//! model_deploy: the seed's commands, its errors, and the QDQ ONNX model
+//! checked against ONNX Runtime on every validation sample of the six
+//! workloads.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+use crate::common::{model, qtune, scratch, stderr_of, stdout_of, workloads};
+
+/// ONNX Runtime running the exported QDQ model vs qtune's simulation of the
+/// same quantized model: the lowest output cosine allowed on any sample.
+const MIN_AGREEMENT_COS: f64 = 0.999;
+
+/// model_transform flags of each workload (models.toml's).
+fn transform_flags(name: &str) -> &'static [&'static str] {
+    match name {
+        "efficientnet_lite0" => &[
+            "--input_shapes",
+            "[[1,3,224,224]]",
+            "--resize_dims",
+            "224,224",
+            "--pixel_format",
+            "rgb",
+            "--mean",
+            "127,127,127",
+            "--scale",
+            "0.0078125,0.0078125,0.0078125",
+        ],
+        "mobilenetv2_nsfw" => &[
+            "--input_shapes",
+            "[[1,3,224,224]]",
+            "--resize_dims",
+            "224,224",
+            "--pixel_format",
+            "rgb",
+            "--mean",
+            "0,0,0",
+            "--scale",
+            "0.00392156862745098,0.00392156862745098,0.00392156862745098",
+        ],
+        "yolox_det416" => &[
+            "--input_shapes",
+            "[[1,3,416,416]]",
+            "--resize_dims",
+            "416,416",
+            "--keep_aspect_ratio",
+            "--pad_type",
+            "normal",
+            "--pad_value",
+            "114",
+            "--pixel_format",
+            "bgr",
+            "--mean",
+            "0,0,0",
+            "--scale",
+            "1,1,1",
+        ],
+        "yolov8n_320" => &[
+            "--input_shapes",
+            "[[1,3,320,320]]",
+            "--resize_dims",
+            "320,320",
+            "--keep_aspect_ratio",
+            "--pad_type",
+            "normal",
+            "--pad_value",
+            "0",
+            "--pixel_format",
+            "rgb",
+            "--mean",
+            "0,0,0",
+            "--scale",
+            "0.00392156862745098,0.00392156862745098,0.00392156862745098",
+        ],
+        "ppocr_v4_det640" => &[
+            "--input_shapes",
+            "[[1,3,640,640]]",
+            "--resize_dims",
+            "640,640",
+            "--pixel_format",
+            "bgr",
+            "--mean",
+            "123.675,116.28,103.53",
+            "--scale",
+            "0.017124753831663668,0.01750700280112045,0.017429193899782137",
+        ],
+        "minilm_l6_s128" => &["--input_shapes", "[[1,128],[1,128],[1,128]]"],
+        other => panic!("no flags for {other}"),
+    }
+}
+
+fn tool(name: &str) -> Command {
+    Command::cargo_bin(name).unwrap_or_else(|e| panic!("{name} binary: {e}"))
+}
+
+fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
+    out
+}
+
+/// model_transform + run_calibration (kl, the calibration set) in `dir`;
+/// returns the .mlir and the table.
+fn transform_and_calibrate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    run_ok(
+        tool("model_transform")
+            .current_dir(dir)
+            .args(["--model_name", name, "--model_def"])
+            .arg(model(name))
+            .args(transform_flags(name))
+            .args(["--mlir", &format!("{name}.mlir")]),
+    );
+    let (dataset, num) = if name == "minilm_l6_s128" {
+        (workloads().join("text/calib"), "100")
+    } else {
+        (workloads().join("images/calib"), "65")
+    };
+    let table = format!("{name}_cali_table");
+    run_ok(
+        tool("run_calibration")
+            .current_dir(dir)
+            .arg(format!("{name}.mlir"))
+            .arg("--dataset")
+            .arg(&dataset)
+            .args(["--input_num", num, "-o", &table]),
+    );
+    (dir.join(format!("{name}.mlir")), dir.join(table))
+}
+
+fn python_ready() {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import onnxruntime, numpy, PIL"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "python3 with onnxruntime, numpy and pillow is required for this test (pip install onnxruntime numpy pillow)"
+    );
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/qdq_agreement.py"
+    ))
+}
+
+/// Calibrates `name` with kl, deploys it INT8 for bm1684x, and compares
+/// ONNX Runtime on the QDQ model with `qtune run` on the quantized model,
+/// sample by sample over the validation set.
+fn agreement(name: &str) {
+    python_ready();
+    let dir = scratch(&format!("deploy_agree_{name}"));
+    let (mlir, table) = transform_and_calibrate(&dir, name);
+    let onnx = dir.join(format!("{name}_int8.onnx"));
+    run_ok(
+        tool("model_deploy")
+            .arg("--mlir")
+            .arg(&mlir)
+            .args(["--quantize", "INT8", "--processor", "bm1684x"])
+            .arg("--calibration_table")
+            .arg(&table)
+            .arg("--model")
+            .arg(&onnx),
+    );
+    let inputs = dir.join("val_inputs.npz");
+    let out = std::process::Command::new("python3")
+        .arg(script())
+        .arg("inputs")
+        .arg(workloads())
+        .arg(name)
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let sim = dir.join("sim.npz");
+    run_ok(
+        qtune()
+            .arg("run")
+            .arg(&mlir)
+            .arg("--input")
+            .arg(&inputs)
+            .arg("-o")
+            .arg(&sim)
+            .arg("--calibration_table")
+            .arg(&table)
+            .args(["--processor", "bm1684x"]),
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script())
+        .arg("compare")
+        .arg(&onnx)
+        .arg(&inputs)
+        .arg(&sim)
+        .arg(MIN_AGREEMENT_COS.to_string())
+        .output()
+        .unwrap();
+    let text = stdout_of(&out);
+    println!("{name}: {text}");
+    assert!(
+        out.status.success(),
+        "{name}: ONNX Runtime and qtune disagree below {MIN_AGREEMENT_COS}:\n{text}{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn qdq_agrees_with_simulation_efficientnet_lite0() {
+    agreement("efficientnet_lite0");
+}
+
+#[test]
+fn qdq_agrees_with_simulation_mobilenetv2_nsfw() {
+    agreement("mobilenetv2_nsfw");
+}
+
+#[test]
+fn qdq_agrees_with_simulation_yolox_det416() {
+    agreement("yolox_det416");
+}
+
+#[test]
+fn qdq_agrees_with_simulation_yolov8n_320() {
+    agreement("yolov8n_320");
+}
+
+#[test]
+fn qdq_agrees_with_simulation_ppocr_v4_det640() {
+    agreement("ppocr_v4_det640");
+}
+
+#[test]
+fn qdq_agrees_with_simulation_minilm_l6_s128() {
+    agreement("minilm_l6_s128");
+}
+
+/// The seed's model_deploy commands (F32, INT8, INT8 with a qtable) on the
+/// seed's model name, with workload paths and `.onnx` outputs; plus the
+/// reference check and the .bmodel explanation.
+#[test]
+fn seed_commands_run_with_onnx_outputs() {
+    let dir = scratch("deploy_seed");
+    let img = workloads().join("images/val/ultralytics_bus.jpg");
+    run_ok(
+        tool("model_transform")
+            .current_dir(&dir)
+            .args(["--model_name", "mobilenet_v2", "--model_def"])
+            .arg(model("mobilenetv2_nsfw"))
+            .args([
+                "--input_shapes",
+                "[[1,3,224,224]]",
+                "--resize_dims",
+                "256,256",
+            ])
+            .args(["--mean", "123.675,116.28,103.53"])
+            .args(["--scale", "0.0171,0.0175,0.0174", "--pixel_format", "rgb"])
+            .arg("--test_input")
+            .arg(&img)
+            .args(["--test_result", "mobilenet_v2_top_outputs.npz"])
+            .args(["--mlir", "mobilenet_v2.mlir"]),
+    );
+    run_ok(
+        tool("run_calibration")
+            .current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .arg("--dataset")
+            .arg(workloads().join("images/calib"))
+            .args(["--input_num", "65", "-o", "mobilenet_v2_cali_table"]),
+    );
+    // Step 3 of the seed: F32.
+    run_ok(tool("model_deploy").current_dir(&dir).args([
+        "--mlir",
+        "mobilenet_v2.mlir",
+        "--quantize",
+        "F32",
+        "--processor",
+        "bm1684",
+        "--model",
+        "mobilenet_v2_bm1684_f32.onnx",
+    ]));
+    // Step 4: symmetric INT8.
+    let sym = run_ok(tool("model_deploy").current_dir(&dir).args([
+        "--mlir",
+        "mobilenet_v2.mlir",
+        "--quantize",
+        "INT8",
+        "--processor",
+        "bm1684",
+        "--calibration_table",
+        "mobilenet_v2_cali_table",
+        "--model",
+        "mobilenet_v2_bm1684_int8_sym.onnx",
+    ]));
+    // Checked against the float reference: bm1684x (per-channel weights)
+    // passes TPU-MLIR's INT8 tolerance; a stricter one fails with exit 1 and
+    // writes nothing.
+    let out = run_ok(tool("model_deploy").current_dir(&dir).args([
+        "--mlir",
+        "mobilenet_v2.mlir",
+        "--quantize",
+        "INT8",
+        "--processor",
+        "bm1684x",
+        "--calibration_table",
+        "mobilenet_v2_cali_table",
+        "--test_input",
+        "mobilenet_v2_in_f32.npz",
+        "--test_reference",
+        "mobilenet_v2_top_outputs.npz",
+        "--model",
+        "mobilenet_v2_bm1684x_int8_sym.onnx",
+    ]));
+    assert!(stdout_of(&out).contains("1 passed"), "{}", stdout_of(&out));
+    let out = tool("model_deploy")
+        .current_dir(&dir)
+        .args([
+            "--mlir",
+            "mobilenet_v2.mlir",
+            "--quantize",
+            "INT8",
+            "--processor",
+            "bm1684",
+            "--calibration_table",
+            "mobilenet_v2_cali_table",
+            "--test_input",
+            "mobilenet_v2_in_f32.npz",
+            "--test_reference",
+            "mobilenet_v2_top_outputs.npz",
+            "--tolerance",
+            "0.9999,0.999",
+            "--model",
+            "strict.onnx",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("below tolerance"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!dir.join("strict.onnx").exists());
+    // Mixed precision: a qtable as search_qtable writes it.
+    std::fs::write(
+        dir.join("mobilenet_v2_qtable"),
+        "# op_name   quantize_mode\nConv1_relu_Clip F32\ndense_3_lin_Gemm F32\n",
+    )
+    .unwrap();
+    let out = run_ok(tool("model_deploy").current_dir(&dir).args([
+        "--mlir",
+        "mobilenet_v2.mlir",
+        "--quantize",
+        "INT8",
+        "--processor",
+        "bm1684",
+        "--calibration_table",
+        "mobilenet_v2_cali_table",
+        "--quantize_table",
+        "mobilenet_v2_qtable",
+        "--model",
+        "mobilenet_v2_bm1684_int8_mix.onnx",
+    ]));
+    // The summary counts ops per precision: two more F32 than all-INT8.
+    let f32_ops = |text: &str| -> usize {
+        text.split([',', '(', ')'])
+            .find_map(|part| part.trim().strip_suffix(" F32")?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        f32_ops(&stderr_of(&out)),
+        f32_ops(&stderr_of(&sym)) + 2,
+        "{}\n{}",
+        stderr_of(&sym),
+        stderr_of(&out)
+    );
+    for f in [
+        "mobilenet_v2_bm1684_f32.onnx",
+        "mobilenet_v2_bm1684_int8_sym.onnx",
+        "mobilenet_v2_bm1684_int8_mix.onnx",
+    ] {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        assert!(bytes.len() > 1_000_000, "{f} is {} bytes", bytes.len());
+    }
+    // The F32 deploy is the float model: qtune runs it to the reference.
+    let out = run_ok(qtune().current_dir(&dir).args([
+        "run",
+        "mobilenet_v2_bm1684_f32.onnx",
+        "--input",
+        "mobilenet_v2_in_f32.npz",
+        "-o",
+        "f32_out.npz",
+    ]));
+    assert!(stderr_of(&out).contains("wrote"));
+    let out = run_ok(qtune().current_dir(&dir).args([
+        "compare",
+        "f32_out.npz",
+        "mobilenet_v2_top_outputs.npz",
+        "--tolerance",
+        "0.99999,0.9999",
+    ]));
+    assert!(stdout_of(&out).contains("1 passed"), "{}", stdout_of(&out));
+
+    // A .bmodel names what qtune writes instead and exits 2.
+    let out = tool("model_deploy")
+        .current_dir(&dir)
+        .args([
+            "--mlir",
+            "mobilenet_v2.mlir",
+            "--quantize",
+            "INT8",
+            "--processor",
+            "bm1684",
+            "--calibration_table",
+            "mobilenet_v2_cali_table",
+            "--model",
+            "mobilenet_v2_bm1684_int8_sym.bmodel",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("TPU-MLIR") && err.contains("mobilenet_v2_bm1684_int8_sym.onnx"),
+        "{err}"
+    );
+    assert!(!dir.join("mobilenet_v2_bm1684_int8_sym.bmodel").exists());
+}
+
+#[test]
+fn bad_tables_are_named() {
+    let dir = scratch("deploy_errors");
+    run_ok(
+        tool("model_transform")
+            .current_dir(&dir)
+            .args(["--model_name", "m", "--model_def"])
+            .arg(model("mobilenetv2_nsfw"))
+            .args(transform_flags("mobilenetv2_nsfw"))
+            .args(["--mlir", "m.mlir"]),
+    );
+    // INT8 without a table.
+    let out = tool("model_deploy")
+        .current_dir(&dir)
+        .args([
+            "--mlir",
+            "m.mlir",
+            "--quantize",
+            "INT8",
+            "--model",
+            "m.onnx",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("calibration table"),
+        "{}",
+        stderr_of(&out)
+    );
+    // A table that misses a tensor names it.
+    std::fs::write(dir.join("t"), "# header\ninput_1 1.0 -1.0 1.0\n").unwrap();
+    let out = tool("model_deploy")
+        .current_dir(&dir)
+        .args([
+            "--mlir",
+            "m.mlir",
+            "--calibration_table",
+            "t",
+            "--model",
+            "m.onnx",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("no row for tensor") && err.contains("table `t`"),
+        "{err}"
+    );
+    // A qtable layer that is not in the model.
+    std::fs::write(dir.join("q"), "nope F16\n").unwrap();
+    let out = tool("model_deploy")
+        .current_dir(&dir)
+        .args([
+            "--mlir",
+            "m.mlir",
+            "--quantize",
+            "F16",
+            "--quantize_table",
+            "q",
+        ])
+        .args(["--model", "m.onnx"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("`nope`"), "{}", stderr_of(&out));
+    // An unknown processor.
+    let out = tool("model_deploy")
+        .current_dir(&dir)
+        .args([
+            "--mlir",
+            "m.mlir",
+            "--processor",
+            "bm9999",
+            "--model",
+            "m.onnx",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("bm1684x"), "{}", stderr_of(&out));
+    assert!(!dir.join("m.onnx").exists());
+}
