@@ -6,7 +6,7 @@
 //! Runtime's MLAS kernels: `q = clamp(round_half_even(x / scale), qmin - zp,
 //! qmax - zp) + zp` (clamping an integer-bounded interval before rounding equals
 //! clamping after it), `x' = (q - zp) * scale` in f32. A NaN quantizes to the
-//! zero point.
+//! type's minimum, as ONNX Runtime 1.32 does (ONNX leaves it undefined).
 
 use qtune_simd::dispatch;
 
@@ -40,8 +40,11 @@ fn quantize_one(x: f32, scale: f32, zp: i32, range: QRange) -> i32 {
     #[allow(clippy::cast_precision_loss)]
     let (lo, hi) = ((range.min - zp) as f32, (range.max - zp) as f32);
     let v = (x / scale).clamp(lo, hi).round_ties_even();
+    if v.is_nan() {
+        return range.min;
+    }
     #[allow(clippy::cast_possible_truncation)]
-    let q = v as i32; // exact: v is an integer in [lo, hi]; NaN gives 0
+    let q = v as i32; // exact: v is an integer in [lo, hi]
     q + zp
 }
 
@@ -93,9 +96,10 @@ dispatch! {
         let (lo, hi) = ((range.min - zp) as f32, (range.max - zp) as f32);
         for v in x.iter_mut() {
             // `q - zp` of the two-step form is this rounded value exactly (an
-            // integer, so -0 becomes +0); a NaN becomes 0 as in `quantize_one`.
+            // integer, so -0 becomes +0); a NaN becomes the type's minimum as
+            // in `quantize_one`.
             let q = (*v / scale).clamp(lo, hi).round_ties_even() + 0.0;
-            let q = if q.is_nan() { 0.0 } else { q };
+            let q = if q.is_nan() { lo } else { q };
             *v = q * scale;
         }
     }
@@ -141,9 +145,9 @@ mod tests {
         let x = [0.5f32, 1.5, 2.5, -0.5, 300.0, -300.0, f32::NAN, 0.26];
         let mut q = [0i32; 8];
         quantize_linear(&x, &[1.0], &[0], QRange::I8, 1, 8, &mut q);
-        assert_eq!(q, [0, 2, 2, 0, 127, -128, 0, 0]);
+        assert_eq!(q, [0, 2, 2, 0, 127, -128, -128, 0]);
         quantize_linear(&x, &[0.5], &[10], QRange::U8, 1, 8, &mut q);
-        assert_eq!(q, [11, 13, 15, 9, 255, 0, 10, 11]);
+        assert_eq!(q, [11, 13, 15, 9, 255, 0, 0, 11]);
     }
 
     #[test]
