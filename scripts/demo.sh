@@ -2,7 +2,9 @@
 # Quickstart, end to end on the bundled demo (EfficientNet-Lite0, 32 photos):
 #   1. model_transform: ONNX -> TPU-MLIR Top-dialect .mlir with the preprocessing flags
 #   2. run_calibration: int8 thresholds for every tensor (KL, with tuning) -> calibration table
-#   3. qtune classify: float top-5 of the photos with the same preprocessing
+#   3. model_deploy: the INT8 model for bm1684x, checked against the float reference,
+#      written as a QDQ ONNX model (ONNX Runtime, TensorRT, OpenVINO run it)
+#   4. qtune classify: top-5 of the photos, float and quantized side by side
 # Outputs go to ./out/demo. Runs on a fresh machine with only cargo.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,11 +33,30 @@ echo "== run_calibration"
     -o efficientnet_lite0_cali_table
 head -n 14 efficientnet_lite0_cali_table
 
-echo "== classify (float model, top-5)"
+echo "== model_deploy (INT8, bm1684x, QDQ ONNX)"
+"$bin/model_deploy" --mlir efficientnet_lite0.mlir \
+    --quantize INT8 --processor bm1684x \
+    --calibration_table efficientnet_lite0_cali_table \
+    --test_input efficientnet_lite0_in_f32.npz \
+    --test_reference efficientnet_lite0_top_outputs.npz \
+    --model efficientnet_lite0_int8.onnx
+
+echo "== classify (float model, top-3)"
 "$bin/qtune" classify efficientnet_lite0.mlir \
     --dataset "$demo/images" \
     --labels "$demo/imagenet1k_classes.txt" \
     --resize_dims 224,224 --pixel_format rgb \
     --mean 127,127,127 --scale 0.0078125,0.0078125,0.0078125 \
-    --top 5 "$@"
+    --top 3 "$@" > classify_f32.txt
+echo "== classify (INT8 QDQ model, top-3)"
+"$bin/qtune" classify efficientnet_lite0_int8.onnx \
+    --dataset "$demo/images" \
+    --labels "$demo/imagenet1k_classes.txt" \
+    --resize_dims 224,224 --pixel_format rgb \
+    --mean 127,127,127 --scale 0.0078125,0.0078125,0.0078125 \
+    --top 3 "$@" > classify_int8.txt
+paste -d '|' classify_f32.txt classify_int8.txt | sed 's/|/   |   /' | head -n 40
+top1() { awk '/^[^ ]/ {f=$1} /^  / && !seen[f]++ {print f, $NF}' "$1"; }
+agree=$(join <(top1 classify_f32.txt | sort) <(top1 classify_int8.txt | sort) | awk '$2==$3' | wc -l)
+echo "top-1 agreement float vs INT8: $agree of $(top1 classify_f32.txt | wc -l) photos"
 echo "outputs in $out"

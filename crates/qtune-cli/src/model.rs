@@ -263,6 +263,10 @@ pub struct QuantArgs {
     /// cv182x, cv181x, cv180x.
     #[arg(long, visible_alias = "chip", default_value = "bm1684x")]
     pub processor: String,
+    /// INT8 asymmetric: activations use the table's (min, max) with a zero
+    /// point instead of the symmetric threshold (TPU-MLIR's --asymmetric).
+    #[arg(long)]
+    pub asymmetric: bool,
     /// Float type of the ops the chip keeps in float (auto: the chip's).
     #[arg(long = "fp_type", alias = "fp-type", default_value = "auto")]
     pub fp_type: String,
@@ -271,7 +275,10 @@ pub struct QuantArgs {
 impl QuantArgs {
     /// Whether any quantization was asked for.
     pub fn requested(&self) -> bool {
-        self.quantize.is_some() || self.calibration_table.is_some() || self.quantize_table.is_some()
+        self.quantize.is_some()
+            || self.calibration_table.is_some()
+            || self.quantize_table.is_some()
+            || self.asymmetric
     }
 
     /// The `--quantize` mode.
@@ -333,6 +340,7 @@ impl QuantArgs {
             calibration: table.as_ref(),
             qtable: &qtable,
             fp_type,
+            asymmetric: self.asymmetric,
         };
         let q = qtune_deploy::quantize(graph, processor, &req).map_err(|e| {
             let ctx = match (&self.calibration_table, &self.quantize_table) {

@@ -11,29 +11,64 @@ use qtune_tensor::DType;
 use crate::DeployError;
 use crate::profile::{Family, Profile};
 
-/// The calibrated range of one tensor as the chip sees it: `lo` is `-th`
-/// (signed, int8 `th/127`) or `0` (unsigned, uint8 `th/255`), `hi` is `th`.
+/// The calibrated range of one tensor as the chip sees it. Symmetric (the
+/// default): `lo` is `-th` (signed, int8 `th/127`) or `0` (unsigned, uint8
+/// `th/255`), `hi` is `th`, zero point 0. Asymmetric (`--asymmetric`): the
+/// observed `(min, max)`, 256 levels between them and a zero point.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Range {
     pub lo: f64,
     pub hi: f64,
+    pub asymmetric: bool,
 }
 
 /// Smallest threshold used for a tensor (near-zero tensors, spec 3.3.6).
 const MIN_THRESHOLD: f64 = 1e-5;
 
 impl Range {
+    /// A symmetric range.
+    pub fn symmetric(lo: f64, hi: f64) -> Self {
+        Range {
+            lo,
+            hi,
+            asymmetric: false,
+        }
+    }
+
     pub fn signed(&self) -> bool {
         self.lo < 0.0
     }
-    /// Scale and zero point of the 8-bit type: `th/127` int8 when signed,
-    /// `th/255` uint8 otherwise; zero point 0.
+
+    /// The scale of the 8-bit type: `th/127` int8 when signed, `th/255`
+    /// uint8 otherwise; asymmetric `(max - min)/255` (TPU-MLIR's
+    /// `getScaleAndZeroPoint`).
     pub fn scale(&self) -> f32 {
-        let th = self.hi.max(MIN_THRESHOLD);
-        let q = if self.signed() { 127.0 } else { 255.0 };
+        let s = if self.asymmetric {
+            (self.hi - self.lo.min(0.0)).max(MIN_THRESHOLD) / 255.0
+        } else {
+            let th = self.hi.max(MIN_THRESHOLD);
+            th / if self.signed() { 127.0 } else { 255.0 }
+        };
         #[allow(clippy::cast_possible_truncation)]
-        let s = (th / q) as f32; // scales are float32 in QDQ models
+        let s = s as f32; // scales are float32 in QDQ models
         s
+    }
+
+    /// The zero point of the uint8 storage of this range: 0 (unsigned), 128
+    /// (symmetric signed: the int8 codes shifted), or `round(-min/scale)`
+    /// (asymmetric; the range always includes 0).
+    pub fn zero_point_u8(&self) -> u8 {
+        if self.asymmetric {
+            let z = (-self.lo.min(0.0) / f64::from(self.scale())).round();
+            // Clamped to the type; `as` is exact on the clamped integer.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let z = z.clamp(0.0, 255.0) as u8;
+            z
+        } else if self.signed() {
+            128
+        } else {
+            0
+        }
     }
 }
 
@@ -89,6 +124,9 @@ pub struct PlanRequest<'a> {
     pub qtable: &'a [(String, QuantMode)],
     /// The float type of ops kept in float by the chip (`fp_type auto`).
     pub fp_type: QuantMode,
+    /// `--asymmetric`: activations use their observed (min, max) with a
+    /// zero point instead of the symmetric threshold.
+    pub asymmetric: bool,
 }
 
 fn is_float_data(graph: &Graph, node: NodeId) -> bool {
@@ -467,6 +505,12 @@ impl Plan {
                 )));
             }
         }
+        if req.asymmetric && profile.signed_only {
+            return Err(DeployError::Unsupported(format!(
+                "--asymmetric: {} quantizes activations symmetrically only",
+                profile.processor
+            )));
+        }
         let ln = layer_norm_nodes(graph);
         let thresholds: HashMap<&str, f64> = req
             .calibration
@@ -547,7 +591,7 @@ impl Plan {
                     "INT8 layers need a calibration table (--calibration_table)".into(),
                 )
             })?;
-            plan.ranges = initial_ranges(graph, table, &plan.profile);
+            plan.ranges = initial_ranges(graph, table, &plan.profile, req.asymmetric);
             propagate(graph, &mut plan.ranges, &plan.profile, &plan.modes);
         }
         Ok(plan)
@@ -583,11 +627,12 @@ fn initial_ranges(
     graph: &Graph,
     table: &CalibrationTable,
     profile: &Profile,
+    asymmetric: bool,
 ) -> Vec<Option<Range>> {
-    let rows: HashMap<&str, (f64, f64)> = table
+    let rows: HashMap<&str, (f64, f64, f64)> = table
         .rows
         .iter()
-        .map(|r| (r.name.as_str(), (r.threshold, r.min)))
+        .map(|r| (r.name.as_str(), (r.threshold, r.min, r.max)))
         .collect();
     let from_sigmoid_or_relu = |v: Option<ValueId>| {
         v.and_then(|v| graph.value(v).producer)
@@ -601,8 +646,13 @@ fn initial_ranges(
         let producer = v.producer.map(|p| graph.node(p));
         let row = rows.get(v.name.as_str()).copied();
         let range = match producer.map(|n| &n.op) {
-            Some(Op::Sigmoid | Op::Softmax { .. }) => Some(Range { lo: 0.0, hi: 1.0 }),
-            _ => row.map(|(th, tmin)| {
+            _ if asymmetric => row.map(|(_, tmin, tmax)| Range {
+                lo: tmin.min(0.0),
+                hi: tmax.max(0.0),
+                asymmetric: true,
+            }),
+            Some(Op::Sigmoid | Op::Softmax { .. }) => Some(Range::symmetric(0.0, 1.0)),
+            _ => row.map(|(th, tmin, _)| {
                 let th = th.abs();
                 let signed = match producer.map(|n| (&n.op, n)) {
                     Some((Op::Abs, _)) => true,
@@ -614,18 +664,12 @@ fn initial_ranges(
                     Some((Op::Sub, _)) => true,
                     _ => tmin < 0.0,
                 };
-                Range {
-                    lo: if signed { -th } else { 0.0 },
-                    hi: th,
-                }
+                Range::symmetric(if signed { -th } else { 0.0 }, th)
             }),
         };
         ranges[id.index()] = range.map(|r| {
             if profile.signed_only {
-                Range {
-                    lo: -r.hi,
-                    hi: r.hi,
-                }
+                Range::symmetric(-r.hi, r.hi)
             } else {
                 r
             }

@@ -199,8 +199,9 @@ impl Builder<'_> {
         // 256 values as int8 with zero point 0 (`q - 128` is the int8 code),
         // and one activation type in the whole model lets runtimes use their
         // integer kernels for every layer (ONNX Runtime's QLinearConv needs
-        // its input and output of one type).
-        let zp = if range.signed() { 128u8 } else { 0 };
+        // its input and output of one type). Asymmetric ranges carry their
+        // own zero point.
+        let zp = range.zero_point_u8();
         let (zp, qtype) = (
             Tensor::new(Vec::<usize>::new(), TensorData::U8(vec![zp].into())),
             DType::U8,

@@ -25,6 +25,7 @@ fn int8(t: &CalibrationTable) -> PlanRequest<'_> {
         calibration: Some(t),
         qtable: &[],
         fp_type: QuantMode::F16,
+        asymmetric: false,
     }
 }
 
@@ -111,13 +112,13 @@ fn concat_branches_share_the_output_range() {
     ]);
     let q = quantize(&g, Processor::Bm1684x, &int8(&t)).unwrap();
     let r = |name: &str| q.plan.range(g.find_value(name).unwrap()).unwrap();
-    let concat = Range { lo: 0.0, hi: 6.0 };
+    let concat = Range::symmetric(0.0, 6.0);
     // Backward into the Concat inputs, then through the Relus into the Convs.
     assert_eq!(r("ra"), concat);
     assert_eq!(r("rb"), concat);
     assert_eq!(r("a"), concat);
     assert_eq!(r("b"), concat);
-    assert_eq!(r("x"), Range { lo: -1.7, hi: 1.7 });
+    assert_eq!(r("x"), Range::symmetric(-1.7, 1.7));
     // The Relus and the Concat are on their inputs' grid: only x, a and b
     // get a Q/DQ pair.
     assert_eq!(q.report.quantized_tensors, 3);
@@ -144,7 +145,7 @@ fn unsigned_after_relu_signed_otherwise_and_always_signed_on_cv18xx() {
     assert_eq!(x.scale(), (1.7f64 / 127.0) as f32);
     let cv = quantize(&g, Processor::Cv183x, &int8(&t)).unwrap();
     let y = cv.plan.range(g.find_value("y").unwrap()).unwrap();
-    assert_eq!(y, Range { lo: -6.0, hi: 6.0 });
+    assert_eq!(y, Range::symmetric(-6.0, 6.0));
     assert_eq!(y.scale(), (6.0f64 / 127.0) as f32);
 }
 
@@ -157,6 +158,7 @@ fn identity_plan_is_the_float_graph() {
         calibration: Some(&t),
         qtable: &[],
         fp_type: QuantMode::F16,
+        asymmetric: false,
     };
     let q = quantize(&g, Processor::Bm1684x, &req).unwrap();
     assert_eq!(q.report, Default::default());
@@ -190,6 +192,7 @@ fn identity_plan_reproduces_mobilenet_bit_for_bit() {
         calibration: None,
         qtable: &[],
         fp_type: QuantMode::F16,
+        asymmetric: false,
     };
     let q = quantize(&graph, Processor::Bm1684x, &req).unwrap();
     let golden = qtune_tensor::read_npz(&root.join("golden/mobilenetv2_nsfw/input.npz")).unwrap();
@@ -214,6 +217,7 @@ fn qtable_f16_layer_is_rounded_and_close() {
         calibration: Some(&t),
         qtable: &qtable,
         fp_type: QuantMode::F16,
+        asymmetric: false,
     };
     let q = quantize(&g, Processor::Bm1684x, &req).unwrap();
     // The input and the output of `a` are rounded (its weight is a rounded constant).
@@ -258,4 +262,42 @@ fn build_is_deterministic() {
     let names = |g: &Graph| g.values().map(|(_, v)| v.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(&q.qdq), names(&again));
     assert_eq!(run(&q.qdq, input()), run(&again, input()));
+}
+
+#[test]
+fn asymmetric_ranges_use_min_max_and_a_zero_point() {
+    let g = two_branches();
+    let t = table(&[
+        ("x", 1.7, -1.7),
+        ("a", 5.0, -5.0),
+        ("ra", 4.0, 0.0),
+        ("b", 9.0, -9.0),
+        ("rb", 8.0, 0.0),
+        ("y", 6.0, 0.0),
+    ]);
+    // Rows are (th, min, max = th); make x's observed range lopsided.
+    let mut t = t;
+    t.rows[0].min = -0.5;
+    let req = PlanRequest {
+        asymmetric: true,
+        ..int8(&t)
+    };
+    let q = quantize(&g, Processor::Bm1684x, &req).unwrap();
+    let x = q.plan.range(g.find_value("x").unwrap()).unwrap();
+    assert!(x.asymmetric);
+    assert_eq!((x.lo, x.hi), (-0.5, 1.7));
+    assert_eq!(x.scale(), (2.2f64 / 255.0) as f32);
+    assert_eq!(x.zero_point_u8(), 58); // round(0.5 / (2.2 / 255))
+    // Symmetric storage: signed tensors are uint8 with zero point 128.
+    let sym = quantize(&g, Processor::Bm1684x, &int8(&t)).unwrap();
+    let x = sym.plan.range(g.find_value("x").unwrap()).unwrap();
+    assert_eq!(x.zero_point_u8(), 128);
+    // The asymmetric graph runs, and values inside x's range survive Q/DQ.
+    let y = run(&q.qdq, input());
+    assert_eq!(y.dims(), &[1, 6, 6, 6]);
+    // cv18xx has no asymmetric mode.
+    let err = quantize(&g, Processor::Cv182x, &req)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--asymmetric"), "{err}");
 }

@@ -42,10 +42,6 @@ pub struct Args {
     /// Comma-separated tensor names not to compare.
     #[arg(long)]
     pub excepts: Option<String>,
-    /// INT8 asymmetric quantization (not supported: TPU-MLIR's default and
-    /// qtune's are symmetric).
-    #[arg(long)]
-    pub asymmetric: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -101,9 +97,6 @@ pub fn run(args: Args) -> Result<()> {
 fn run_inner(args: Args) -> Result<()> {
     let start = std::time::Instant::now();
     check_output(&args.model)?;
-    if args.asymmetric {
-        bail!("--asymmetric: qtune quantizes symmetrically (TPU-MLIR's default)");
-    }
     let mode = args.quant.mode()?;
     let tol_text = args
         .tolerance
