@@ -267,6 +267,10 @@ pub struct QuantArgs {
     /// point instead of the symmetric threshold (TPU-MLIR's --asymmetric).
     #[arg(long)]
     pub asymmetric: bool,
+    /// Gemm / fully connected weights per output channel instead of per
+    /// tensor (TPU-MLIR's --matmul_perchannel; BM1684X family and cv18xx).
+    #[arg(long = "matmul_perchannel", alias = "matmul-perchannel")]
+    pub matmul_perchannel: bool,
     /// Float type of the ops the chip keeps in float (auto: the chip's).
     #[arg(long = "fp_type", alias = "fp-type", default_value = "auto")]
     pub fp_type: String,
@@ -341,6 +345,7 @@ impl QuantArgs {
             qtable: &qtable,
             fp_type,
             asymmetric: self.asymmetric,
+            matmul_per_channel: self.matmul_perchannel,
         };
         let q = qtune_deploy::quantize(graph, processor, &req).map_err(|e| {
             let ctx = match (&self.calibration_table, &self.quantize_table) {

@@ -112,6 +112,8 @@ pub struct Plan {
     /// By value index: values inside a fused activation (see
     /// [`fused_activation_inner`]), never quantized.
     pub fused_inner: Vec<bool>,
+    /// Gemm weights per output channel (see [`PlanRequest`]).
+    pub matmul_per_channel: bool,
 }
 
 /// The main precision of a deploy and its overrides.
@@ -127,6 +129,9 @@ pub struct PlanRequest<'a> {
     /// `--asymmetric`: activations use their observed (min, max) with a
     /// zero point instead of the symmetric threshold.
     pub asymmetric: bool,
+    /// `--matmul_perchannel`: Gemm weights get one scale per output channel
+    /// (per-channel chips only; TPU-MLIR's default is per tensor).
+    pub matmul_per_channel: bool,
 }
 
 fn is_float_data(graph: &Graph, node: NodeId) -> bool {
@@ -584,6 +589,7 @@ impl Plan {
             reasons,
             ranges: vec![None; graph.value_count()],
             fused_inner: fused_activation_inner(graph),
+            matmul_per_channel: req.matmul_per_channel,
         };
         if plan.modes.contains(&QuantMode::Int8) {
             let table = req.calibration.ok_or_else(|| {

@@ -121,11 +121,12 @@ fn pow2_shift(w_absmax: f32, bias: Option<&[f32]>, s_in: f32, s_out: f32) -> Opt
 
 /// The output-channel axis of the weight of an int8 layer, or `None` for
 /// per-tensor weights.
-fn weight_axis(op: &Op, scheme: WeightScheme) -> Option<usize> {
+fn weight_axis(op: &Op, scheme: WeightScheme, matmul_per_channel: bool) -> Option<usize> {
     match (op, scheme) {
         (_, WeightScheme::PerTensorPow2) => None,
         (Op::Conv(_), _) => Some(0),
         (Op::ConvTranspose(a), _) if a.conv.group <= 1 => Some(1),
+        (Op::Gemm(a), _) if matmul_per_channel => Some(if a.trans_b { 0 } else { 1 }),
         _ => None,
     }
 }
@@ -457,7 +458,11 @@ impl Builder<'_> {
                 let wname = self.src.value(w).name.clone();
                 let built = match scheme {
                     WeightScheme::PerChannel => {
-                        let wq = quantize_weight(&wdata, wt.dims(), weight_axis(&n.op, scheme));
+                        let wq = quantize_weight(
+                            &wdata,
+                            wt.dims(),
+                            weight_axis(&n.op, scheme, self.plan.matmul_per_channel),
+                        );
                         let bias_scale: Vec<f32> = wq.scale.iter().map(|&s| s * s_in).collect();
                         let wv = self.add_weight(&wname, wt.dims(), wq);
                         Some((

@@ -105,7 +105,7 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
     }
     // Per-channel scales are along the output-channel axis of Conv (axis 0
     // of the weight) and ConvTranspose (axis 1); other layers are per tensor.
-    if w.scale.len() != 1 && !matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_)) {
+    if w.scale.len() != 1 && !matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_)) {
         return None;
     }
     let bias = match n.inputs.get(2).copied().flatten() {

@@ -26,6 +26,7 @@ fn int8(t: &CalibrationTable) -> PlanRequest<'_> {
         qtable: &[],
         fp_type: QuantMode::F16,
         asymmetric: false,
+        matmul_per_channel: false,
     }
 }
 
@@ -159,6 +160,7 @@ fn identity_plan_is_the_float_graph() {
         qtable: &[],
         fp_type: QuantMode::F16,
         asymmetric: false,
+        matmul_per_channel: false,
     };
     let q = quantize(&g, Processor::Bm1684x, &req).unwrap();
     assert_eq!(q.report, Default::default());
@@ -193,6 +195,7 @@ fn identity_plan_reproduces_mobilenet_bit_for_bit() {
         qtable: &[],
         fp_type: QuantMode::F16,
         asymmetric: false,
+        matmul_per_channel: false,
     };
     let q = quantize(&graph, Processor::Bm1684x, &req).unwrap();
     let golden = qtune_tensor::read_npz(&root.join("golden/mobilenetv2_nsfw/input.npz")).unwrap();
@@ -218,6 +221,7 @@ fn qtable_f16_layer_is_rounded_and_close() {
         qtable: &qtable,
         fp_type: QuantMode::F16,
         asymmetric: false,
+        matmul_per_channel: false,
     };
     let q = quantize(&g, Processor::Bm1684x, &req).unwrap();
     // The input and the output of `a` are rounded (its weight is a rounded constant).
