@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# QUALITY.md, reproduced: for each workload, model_transform + run_calibration (kl, the
-# calibration set) + model_deploy (bm1684x, INT8) in three configurations, then
+# QUALITY.md, reproduced: for each workload, model_transform + run_calibration (kl, and
+# percentile9999 and max, on the calibration set) + model_deploy (bm1684x, INT8) in five
+# configurations, then
 # bench/quality.py compares each against the float model and ONNX Runtime's quantize_static.
 #   bench/quality.sh [OUT_DIR]      (default /tmp/qtune-quality/qtune)
 set -euo pipefail
@@ -27,12 +28,22 @@ for m in $models; do
         --mlir "$m.mlir" > /dev/null
     if [ "$m" = minilm_l6_s128 ]; then data=$work/text/calib; num=100; else data=$work/images/calib; num=65; fi
     "$bin/run_calibration" "$m.mlir" --dataset "$data" --input_num $num -o "${m}_cali_table" 2>&1 | tail -n 2
-    common=(--mlir "$m.mlir" --quantize INT8 --processor bm1684x --calibration_table "${m}_cali_table" --quiet)
-    "$bin/model_deploy" "${common[@]}" --model "${m}_sym.onnx"
-    "$bin/model_deploy" "${common[@]}" --matmul_perchannel --model "${m}_sympc.onnx"
-    "$bin/model_deploy" "${common[@]}" --asymmetric --matmul_perchannel --model "${m}_asympc.onnx"
+    for meth in percentile9999 max; do
+        "$bin/run_calibration" "$m.mlir" --dataset "$data" --input_num $num --cali_method $meth \
+            -o "${m}_$meth" > /dev/null 2>&1
+    done
+    common=(--mlir "$m.mlir" --quantize INT8 --processor bm1684x --quiet)
+    "$bin/model_deploy" "${common[@]}" --calibration_table "${m}_cali_table" --model "${m}_sym.onnx"
+    "$bin/model_deploy" "${common[@]}" --calibration_table "${m}_cali_table" --matmul_perchannel \
+        --model "${m}_sympc.onnx"
+    "$bin/model_deploy" "${common[@]}" --calibration_table "${m}_cali_table" --asymmetric \
+        --matmul_perchannel --model "${m}_asympc.onnx"
+    "$bin/model_deploy" "${common[@]}" --calibration_table "${m}_percentile9999" --asymmetric \
+        --matmul_perchannel --model "${m}_pctasympc.onnx"
+    "$bin/model_deploy" "${common[@]}" --calibration_table "${m}_max" --matmul_perchannel \
+        --model "${m}_maxsympc.onnx"
 done
-for v in sym sympc asympc; do
+for v in sym sympc asympc pctasympc maxsympc; do
     args=()
     for m in $models; do args+=(--qtune "$m=$out/${m}_$v.onnx"); done
     python3 "$root/bench/quality.py" --markdown "${args[@]}" > "quality_$v.md"
