@@ -41,14 +41,12 @@ echo "== model_deploy (INT8, bm1684x, QDQ ONNX)"
     --test_reference efficientnet_lite0_top_outputs.npz \
     --model efficientnet_lite0_int8.onnx
 
-echo "== classify (float model, top-3)"
+echo "== classify (float model, top-3; the .mlir carries its preprocessing)"
 "$bin/qtune" classify efficientnet_lite0.mlir \
     --dataset "$demo/images" \
     --labels "$demo/imagenet1k_classes.txt" \
-    --resize_dims 224,224 --pixel_format rgb \
-    --mean 127,127,127 --scale 0.0078125,0.0078125,0.0078125 \
     --top 3 "$@" > classify_f32.txt
-echo "== classify (INT8 QDQ model, top-3)"
+echo "== classify (INT8 QDQ model, top-3; an .onnx takes the preprocessing flags)"
 "$bin/qtune" classify efficientnet_lite0_int8.onnx \
     --dataset "$demo/images" \
     --labels "$demo/imagenet1k_classes.txt" \

@@ -74,17 +74,15 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn run_inner(args: Args) -> Result<()> {
-    let exec = model::load_runnable(&args.model, &args.quant)?.exec;
-    let g = exec.graph();
-    if g.inputs.len() != 1 {
-        bail!(
-            "model `{}` has {} inputs; classify needs one image input",
-            args.model.display(),
-            g.inputs.len()
-        );
-    }
-    let input = g.inputs[0];
-    let cfg = args.preprocess.config(g.shape_of(input)?.dims())?;
+    let loaded = model::load_model_quantized(&args.model, &args.quant)?;
+    let cfg = super::preprocess_args::model_preprocess(
+        &args.preprocess,
+        &loaded,
+        &args.model,
+        "classify",
+    )?;
+    let exec = loaded.exec;
+    let input = exec.graph().inputs[0];
     let labels: Vec<String> = match &args.labels {
         Some(p) => std::fs::read_to_string(p)
             .with_context(|| format!("labels file `{}`", p.display()))?

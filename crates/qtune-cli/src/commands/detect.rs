@@ -86,34 +86,8 @@ fn read_labels(path: &Path) -> Result<Vec<String>> {
     Ok(labels)
 }
 
-/// The preprocessing of the model's input: the flags, or for a .mlir made
-/// by model_transform the `top.Input` attributes it carries.
 fn preprocess_config(args: &Args, loaded: &model::LoadedModel) -> Result<PreprocessConfig> {
-    let g = loaded.exec.graph();
-    if g.inputs.len() != 1 {
-        bail!(
-            "model `{}` has {} inputs; detect needs one image input",
-            args.model.display(),
-            g.inputs.len()
-        );
-    }
-    let input = g.inputs[0];
-    let from_file = loaded
-        .input_attrs
-        .iter()
-        .find(|a| a.name == g.value(input).name)
-        .and_then(|a| PreprocessArgs::from_input_attrs(&a.attrs));
-    let given = format!("{:?}", args.preprocess) != format!("{:?}", PreprocessArgs::default());
-    let pre = match from_file {
-        Some(_) if given => bail!(
-            "preprocessing flags apply to .onnx models only; `{}` carries its own (top.Input attributes)",
-            args.model.display()
-        ),
-        Some(p) => p,
-        None => args.preprocess.clone(),
-    };
-    pre.config(g.shape_of(input)?.dims())
-        .with_context(|| format!("model `{}`", args.model.display()))
+    super::preprocess_args::model_preprocess(&args.preprocess, loaded, &args.model, "detect")
 }
 
 fn run_inner(args: Args) -> Result<()> {

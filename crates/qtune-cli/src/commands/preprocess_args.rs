@@ -163,3 +163,40 @@ impl PreprocessArgs {
         Ok(PreprocessConfig::from_flags(shape, &f)?)
     }
 }
+
+/// The preprocessing of a one-image-input model: the flags, or for a .mlir
+/// made by model_transform the `top.Input` attributes it carries (flags
+/// are then an error: the file already says).
+pub fn model_preprocess(
+    flags: &PreprocessArgs,
+    loaded: &crate::model::LoadedModel,
+    model: &std::path::Path,
+    command: &str,
+) -> Result<PreprocessConfig> {
+    let g = loaded.exec.graph();
+    if g.inputs.len() != 1 {
+        anyhow::bail!(
+            "model `{}` has {} inputs; {command} needs one image input",
+            model.display(),
+            g.inputs.len()
+        );
+    }
+    let input = g.inputs[0];
+    let from_file = loaded
+        .input_attrs
+        .iter()
+        .find(|a| a.name == g.value(input).name)
+        .and_then(|a| PreprocessArgs::from_input_attrs(&a.attrs));
+    let given = format!("{flags:?}") != format!("{:?}", PreprocessArgs::default());
+    let pre = match from_file {
+        Some(_) if given => anyhow::bail!(
+            "preprocessing flags apply to .onnx models only; `{}` carries its own (top.Input attributes)",
+            model.display()
+        ),
+        Some(p) => p,
+        None => flags.clone(),
+    };
+    anyhow::Context::with_context(pre.config(g.shape_of(input)?.dims()), || {
+        format!("model `{}`", model.display())
+    })
+}
