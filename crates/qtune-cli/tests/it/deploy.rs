@@ -516,3 +516,136 @@ fn bad_tables_are_named() {
     assert!(stderr_of(&out).contains("bm1684x"), "{}", stderr_of(&out));
     assert!(!dir.join("m.onnx").exists());
 }
+
+/// The examples run on the fake-quantized model (tables) and on the
+/// deployed QDQ ONNX model, with the same results: qtune runs a QDQ model's
+/// int8 layers on integers, as its simulation does.
+#[test]
+fn classify_and_detect_run_quantized_and_deployed_models_alike() {
+    let dir = scratch("deploy_examples");
+    let demo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/demo"));
+    let flags = [
+        "--resize_dims",
+        "224,224",
+        "--pixel_format",
+        "rgb",
+        "--mean",
+        "127,127,127",
+        "--scale",
+        "0.0078125,0.0078125,0.0078125",
+    ];
+    run_ok(
+        tool("model_transform")
+            .current_dir(&dir)
+            .args(["--model_name", "e", "--model_def"])
+            .arg(demo.join("efficientnet_lite0.onnx"))
+            .args(["--input_shapes", "[[1,3,224,224]]"])
+            .args(flags)
+            .args(["--mlir", "e.mlir"]),
+    );
+    run_ok(
+        tool("run_calibration")
+            .current_dir(&dir)
+            .arg("e.mlir")
+            .arg("--dataset")
+            .arg(demo.join("images"))
+            .args(["--input_num", "32", "-o", "e_cali_table"]),
+    );
+    run_ok(tool("model_deploy").current_dir(&dir).args([
+        "--mlir",
+        "e.mlir",
+        "--calibration_table",
+        "e_cali_table",
+        "--model",
+        "e_int8.onnx",
+    ]));
+    let classify = |model: &str, extra: &[&str]| {
+        let out = run_ok(
+            qtune()
+                .current_dir(&dir)
+                .args(["classify", model, "--dataset"])
+                .arg(demo.join("images"))
+                .arg("--labels")
+                .arg(demo.join("imagenet1k_classes.txt"))
+                .args(extra),
+        );
+        stdout_of(&out)
+    };
+    let float = classify("e.mlir", &[]);
+    let fake = classify("e.mlir", &["--calibration_table", "e_cali_table"]);
+    let deployed = classify("e_int8.onnx", &flags);
+    assert_eq!(fake, deployed);
+    assert_ne!(
+        float, fake,
+        "the quantized model printed the float probabilities"
+    );
+    // Top-1 agreement with the float model on the 32 photos.
+    let top1 = |s: &str| -> Vec<String> {
+        s.lines()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| !w[0].starts_with(' ') && w[1].starts_with(' '))
+            .map(|w| w[1].rsplit(' ').next().unwrap_or("").to_string())
+            .collect()
+    };
+    let (a, b) = (top1(&float), top1(&fake));
+    assert_eq!(a.len(), 32);
+    let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    assert!(agree >= 26, "top-1 agreement {agree}/32");
+
+    // Detection on a YOLOv8 model: tables vs deployed QDQ give the same boxes.
+    let y = workloads().join("models/yolov8n_320.onnx");
+    let yflags = transform_flags("yolov8n_320");
+    run_ok(
+        tool("model_transform")
+            .current_dir(&dir)
+            .args(["--model_name", "y", "--model_def"])
+            .arg(&y)
+            .args(yflags)
+            .args(["--mlir", "y.mlir"]),
+    );
+    run_ok(
+        tool("run_calibration")
+            .current_dir(&dir)
+            .arg("y.mlir")
+            .arg("--dataset")
+            .arg(workloads().join("images/calib"))
+            .args(["--input_num", "16", "-o", "y_cali_table"]),
+    );
+    run_ok(tool("model_deploy").current_dir(&dir).args([
+        "--mlir",
+        "y.mlir",
+        "--calibration_table",
+        "y_cali_table",
+        "--model",
+        "y_int8.onnx",
+    ]));
+    let img = workloads().join("images/val/matplotlib_grace_hopper.jpg");
+    let fake = run_ok(
+        qtune()
+            .current_dir(&dir)
+            .args([
+                "detect",
+                "y.mlir",
+                "--calibration_table",
+                "y_cali_table",
+                "--input",
+            ])
+            .arg(&img)
+            .args(["-o", "boxes.png"]),
+    );
+    // The .onnx takes the preprocessing flags (minus --input_shapes).
+    let deployed = run_ok(
+        qtune()
+            .current_dir(&dir)
+            .args(["detect", "y_int8.onnx", "--input"])
+            .arg(&img)
+            .args(&yflags[2..]),
+    );
+    assert_eq!(stdout_of(&fake), stdout_of(&deployed));
+    assert!(
+        !stdout_of(&fake).trim().is_empty(),
+        "no box on the portrait"
+    );
+    assert!(dir.join("boxes.png").is_file());
+}
