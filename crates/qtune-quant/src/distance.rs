@@ -173,22 +173,19 @@ mod tests {
         // Lengths around the 8-element blocks, outputs far from and close
         // to the reference, signed zeros and subnormals.
         for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 64, 67] {
-            let r: Vec<f32> = (0..n)
-                .map(|i| {
-                    let i = f32::from(u16::try_from(i).unwrap());
-                    match i as u32 % 5 {
-                        0 => -0.0,
-                        1 => 1e-40,
-                        _ => (i * 0.731).sin() * 37.0,
-                    }
+            let r: Vec<f32> = (0..u16::try_from(n).unwrap())
+                .map(|i| match i % 5 {
+                    0 => -0.0,
+                    1 => 1e-40,
+                    _ => (f32::from(i) * 0.731).sin() * 37.0,
                 })
                 .collect();
-            let outs: Vec<Vec<f32>> = (0..WAYS)
+            let outs: Vec<Vec<f32>> = (0..u16::try_from(WAYS).unwrap())
                 .map(|k| {
                     r.iter()
-                        .enumerate()
-                        .map(|(i, &v)| {
-                            v * (1.0 + 1e-3 * (i * (k + 1) % 7) as f32) - 0.01 * k as f32
+                        .zip(0u16..)
+                        .map(|(&v, i)| {
+                            v * (1.0 + 1e-3 * f32::from(i * (k + 1) % 7)) - 0.01 * f32::from(k)
                         })
                         .collect()
                 })
