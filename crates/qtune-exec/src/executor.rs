@@ -102,6 +102,11 @@ impl Values {
     pub fn get(&self, id: ValueId) -> Option<&Tensor> {
         self.slots.get(id.index()).and_then(Option::as_ref)
     }
+    /// Moves a kept tensor out (its buffer is then unshared if the run
+    /// kept no other handle to it).
+    pub fn take(&mut self, id: ValueId) -> Option<Tensor> {
+        self.slots.get_mut(id.index()).and_then(Option::take)
+    }
     /// Kept tensors in value-id order.
     pub fn iter(&self) -> impl Iterator<Item = (ValueId, &Tensor)> {
         self.slots

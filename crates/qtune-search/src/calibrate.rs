@@ -40,7 +40,10 @@ use qtune_quant::{
 use qtune_tensor::{DType, Tensor};
 
 use crate::SearchError;
-use crate::fake_quant::{fake_quant_tensor, fake_quant_weight_per_channel, weight_channel_axis};
+use crate::fake_quant::{
+    fake_quant_activation_into, fake_quant_tensor, fake_quant_weight_per_channel,
+    weight_channel_axis,
+};
 use crate::inputs::SampleLoader;
 
 /// Settings of one calibration run.
@@ -698,36 +701,49 @@ fn tune(
                 }
                 base.push(inputs);
             }
-            // Candidates are evaluated in groups: the outputs of a group
-            // are computed first, then their distances to the reference in
-            // one pass ([`squared_distances`]), which keeps several independent
-            // f64 sums in flight instead of one latency-bound sum per pass.
-            // Each candidate's sum still runs in element order, so the
-            // distances are bit-identical to one candidate at a time.
+            // Candidates are evaluated in groups of `WAYS`, one task per
+            // (tuning batch, group) so that the tasks are many and of equal
+            // size: the outputs of a group are computed first, then their
+            // distances to the reference in one pass ([`squared_distances`]),
+            // which keeps several independent f64 sums in flight instead of
+            // one latency-bound sum per pass. Each candidate's sum still runs
+            // in element order and the per-batch terms are added in batch
+            // order below, so the distances are bit-identical to one
+            // candidate at a time.
             let candidates: Vec<u32> = (0..=steps).collect();
-            let per_task = qtune_quant::distance::WAYS;
+            let groups: Vec<&[u32]> = candidates.chunks(qtune_quant::distance::WAYS).collect();
             let opts = RunOptions::new(Keep::Outputs, Parallelism::Sequential);
-            let grouped: Vec<Vec<f64>> = candidates
-                .par_chunks(per_task)
-                .map(|ks| -> Result<Vec<f64>, SearchError> {
-                    let mut totals = vec![0.0f64; ks.len()];
-                    for (values, inputs) in refs.iter().zip(&base) {
-                        let mut outs = Vec::with_capacity(ks.len());
-                        for &k in ks {
+            let tasks: Vec<(usize, usize)> = (0..refs.len())
+                .flat_map(|b| (0..groups.len()).map(move |g| (b, g)))
+                .collect();
+            let terms: Vec<Vec<f64>> = tasks
+                .par_iter()
+                .map_init(
+                    Vec::new,
+                    |pool: &mut Vec<Vec<f32>>, &(b, g)| -> Result<Vec<f64>, SearchError> {
+                        let (values, inputs) = (&refs[b], &base[b]);
+                        // The tuned input is fake-quantized into a buffer from
+                        // `pool`: the outputs of the previous group, given back
+                        // below (an op that works in place returns its input's
+                        // buffer as its output).
+                        let mut outs = Vec::with_capacity(groups[g].len());
+                        for &k in groups[g] {
                             let candidate = t0 + f64::from(k) * step;
-                            let inputs = inputs
-                                .iter()
-                                .map(|(id, t, tuned_here)| {
-                                    let t = if *tuned_here {
-                                        fake_quant_tensor(t, candidate)
-                                    } else {
-                                        t.clone()
-                                    };
-                                    (*id, t)
-                                })
-                                .collect();
-                            let out = exec1.run(inputs, &opts, &mut NoHook)?;
-                            let out = out.get(*new_out).cloned().ok_or_else(|| {
+                            let mut run_inputs = Vec::with_capacity(inputs.len());
+                            for (id, t, tuned_here) in inputs {
+                                let t = match (*tuned_here, t.as_f32()) {
+                                    (true, Ok(src)) => {
+                                        let mut v = pool.pop().unwrap_or_default();
+                                        fake_quant_activation_into(src, &mut v, candidate);
+                                        Tensor::from_f32(t.shape().clone(), v)?
+                                    }
+                                    (true, Err(_)) => fake_quant_tensor(t, candidate),
+                                    (false, _) => t.clone(),
+                                };
+                                run_inputs.push((*id, t));
+                            }
+                            let mut out = exec1.run(run_inputs, &opts, &mut NoHook)?;
+                            let out = out.take(*new_out).ok_or_else(|| {
                                 SearchError::Settings(format!(
                                     "node `{}` gave no output",
                                     node.name
@@ -741,21 +757,30 @@ fn tune(
                                 graph.value(out0).name
                             ))
                         })?;
-                        let outs = outs
+                        let outs_owned = outs;
+                        let outs = outs_owned
                             .iter()
                             .map(Tensor::as_f32)
                             .collect::<Result<Vec<_>, _>>()?;
-                        let reference = reference.as_f32()?;
-                        let (l2, l1) = squared_distances(reference, &outs);
-                        for (total, l2) in totals.iter_mut().zip(l2) {
-                            *total += l2.sqrt() / l1;
+                        let (l2, l1) = squared_distances(reference.as_f32()?, &outs);
+                        drop(outs);
+                        for out in outs_owned {
+                            if let Ok(v) = out.into_f32_vec() {
+                                pool.push(v);
+                            }
                         }
-                    }
-                    let n = f64::from(u32::try_from(refs.len()).unwrap_or(u32::MAX));
-                    Ok(totals.into_iter().map(|t| t / n).collect())
-                })
+                        Ok(l2.into_iter().map(|l2| l2.sqrt() / l1).collect())
+                    },
+                )
                 .collect::<Result<_, _>>()?;
-            let distances: Vec<f64> = grouped.into_iter().flatten().collect();
+            let mut totals = vec![0.0f64; candidates.len()];
+            for per_batch in terms.chunks(groups.len()) {
+                for (total, term) in totals.iter_mut().zip(per_batch.iter().flatten()) {
+                    *total += term;
+                }
+            }
+            let n = f64::from(u32::try_from(refs.len()).unwrap_or(u32::MAX));
+            let distances: Vec<f64> = totals.into_iter().map(|t| t / n).collect();
             let mut best_k = 0u32;
             let mut best = distances[0];
             for (k, &d) in (0u32..).zip(&distances) {

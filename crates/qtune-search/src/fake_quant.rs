@@ -27,11 +27,18 @@ pub fn fake_quant_activation(x: &mut [f32], threshold: f64) {
     if !s32.is_finite() || s32 <= 0.0 {
         return;
     }
-    for v in x.iter_mut() {
-        // Clamping first is exact (the bounds are integers and rounding is
-        // monotonic) and keeps |y| small enough for `round_half_even`.
-        let y = (*v * s32).clamp(-128.0, 127.0);
-        *v = round_half_even(y) / s32;
+    fq_in_place(x, s32);
+}
+
+qtune_simd::dispatch! {
+    /// The loop of [`fake_quant_activation`].
+    fn fq_in_place(x: &mut [f32], s32: f32) {
+        for v in x.iter_mut() {
+            // Clamping first is exact (the bounds are integers and rounding is
+            // monotonic) and keeps |y| small enough for `round_half_even`.
+            let y = (*v * s32).clamp(-128.0, 127.0);
+            *v = round_half_even(y) / s32;
+        }
     }
 }
 
@@ -45,14 +52,43 @@ fn round_half_even(y: f32) -> f32 {
     (y + MAGIC) - MAGIC
 }
 
+/// [`fake_quant_activation`] of `src` written to `dst` (resized to it), in
+/// one pass: bit-identical to copying `src` and fake-quantizing the copy,
+/// without the copy. `dst` keeps its allocation between calls.
+pub fn fake_quant_activation_into(src: &[f32], dst: &mut Vec<f32>, threshold: f64) {
+    let s = 127.0 / threshold;
+    #[allow(clippy::as_conversions, clippy::cast_possible_truncation)]
+    let s32 = s as f32; // as in `fake_quant_activation`
+    if !s32.is_finite() || s32 <= 0.0 {
+        dst.clear();
+        dst.extend_from_slice(src);
+        return;
+    }
+    // Every element is overwritten: only a growing `dst` is filled first.
+    dst.resize(src.len(), 0.0);
+    fq_into(src, dst, s32);
+}
+
+qtune_simd::dispatch! {
+    /// `dst[i] = round_half_even(clamp(src[i] * s32)) / s32`, the loop of
+    /// [`fake_quant_activation`] (IEEE operations only, so every compiled
+    /// copy rounds alike).
+    fn fq_into(src: &[f32], dst: &mut [f32], s32: f32) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            let y = (v * s32).clamp(-128.0, 127.0);
+            *d = round_half_even(y) / s32;
+        }
+    }
+}
+
 /// The activation fake quantization of a whole tensor (f32 only; other
 /// dtypes are returned unchanged).
 pub fn fake_quant_tensor(t: &Tensor, threshold: f64) -> Tensor {
     let Ok(data) = t.as_f32() else {
         return t.clone();
     };
-    let mut v = data.to_vec();
-    fake_quant_activation(&mut v, threshold);
+    let mut v = Vec::new();
+    fake_quant_activation_into(data, &mut v, threshold);
     Tensor::from_f32(t.shape().clone(), v).unwrap_or_else(|_| t.clone())
 }
 
@@ -127,6 +163,24 @@ mod tests {
             assert_eq!(round_half_even(y), y.round_ties_even(), "{y}");
         }
         assert!(round_half_even(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn into_equals_in_place() {
+        let src: Vec<f32> = (0u16..1000)
+            .map(|i| (f32::from(i) - 500.0) * 0.0137)
+            .chain([f32::NAN, f32::INFINITY, -f32::INFINITY, -0.0, 1e-30])
+            .collect();
+        let mut dst = vec![7.0f32; 3];
+        for th in [0.3, 1.0, 2.7, 6.0, 1e-40, 0.0, f64::INFINITY] {
+            let mut want = src.clone();
+            fake_quant_activation(&mut want, th);
+            fake_quant_activation_into(&src, &mut dst, th);
+            assert_eq!(want.len(), dst.len());
+            for (a, b) in want.iter().zip(&dst) {
+                assert_eq!(a.to_bits(), b.to_bits(), "threshold {th}");
+            }
+        }
     }
 
     #[test]
