@@ -44,6 +44,8 @@ enum Command {
     Calibrate(Box<commands::calibrate::Args>),
     /// Quantizes a model, checks it, and writes QDQ ONNX (same as `model_deploy`).
     Deploy(Box<commands::deploy::Args>),
+    /// Writes a qtable keeping layers before/after/between named ops in float (same as `fp_forward`).
+    FpForward(commands::fp_forward::Args),
     /// Writes a model as ONNX (opset 17) after constant folding and, unless
     /// --no_fold_bn, BatchNormalization folding.
     Export(commands::export::Args),
@@ -107,6 +109,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(a) => commands::run::run(a),
         Command::Compare(a) => commands::compare::run(a),
         Command::Deploy(a) => commands::deploy::run(*a),
+        Command::FpForward(a) => commands::fp_forward::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Classify(a) => commands::classify::run(a),
         Command::Detect(a) => commands::detect::run(a),

@@ -577,6 +577,16 @@ impl Plan {
             modes.push(mode);
             reasons.push(reason);
         }
+        // Graph inputs (`top.Input` ops, which fp_forward may list) have no
+        // precision of their own: their readers decide.
+        for &i in &graph.inputs {
+            let name = graph.value(i).name.as_str();
+            for (k, (l, _)) in req.qtable.iter().enumerate() {
+                if l == name {
+                    matched[k] = true;
+                }
+            }
+        }
         if let Some(i) = matched.iter().position(|m| !m) {
             return Err(DeployError::Input(format!(
                 "qtable layer `{}` is not an op of the model",

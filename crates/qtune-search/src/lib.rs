@@ -13,6 +13,7 @@
 mod calibrate;
 mod error;
 pub mod fake_quant;
+mod fp_forward;
 mod inputs;
 mod shape_ops;
 
@@ -21,6 +22,7 @@ pub use calibrate::{
     ThresholdRows, calibrate, collect_statistics, table_entries, thresholds_to_rows, untuned_path,
 };
 pub use error::SearchError;
+pub use fp_forward::{fp_forward_layers, fp_forward_table, parse_block};
 pub use inputs::SampleLoader;
 pub use shape_ops::shape_layers;
 // The calibration-math types callers need alongside the driver.

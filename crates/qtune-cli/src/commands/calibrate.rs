@@ -220,7 +220,7 @@ fn float_mode(processor: &str) -> QuantMode {
 }
 
 /// `str(datetime.now())` in UTC: `YYYY-MM-DD HH:MM:SS.ffffff`.
-fn python_now() -> String {
+pub(crate) fn python_now() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

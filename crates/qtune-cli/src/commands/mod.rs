@@ -5,6 +5,7 @@ pub mod compare;
 pub mod deploy;
 pub mod detect;
 pub mod export;
+pub mod fp_forward;
 pub mod info;
 pub mod preprocess_args;
 pub mod run;

@@ -8,6 +8,7 @@ mod deploy;
 mod detect;
 mod errors;
 mod export;
+mod fp_forward;
 mod info;
 mod run;
 mod transform;
