@@ -226,7 +226,7 @@ mod tests {
         let x = g.add_value("x", DType::F32, shape.clone());
         let y = g.add_value("y", DType::F32, shape.clone());
         g.inputs = vec![x, y];
-        let mut node = |g: &mut Graph, name: &str, inputs: &[ValueId]| {
+        let node = |g: &mut Graph, name: &str, inputs: &[ValueId]| {
             let v = g.add_value(name, DType::F32, shape.clone());
             g.add_node(
                 name,
