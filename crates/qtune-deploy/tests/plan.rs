@@ -19,6 +19,19 @@ fn table(rows: &[(&str, f64, f64)]) -> CalibrationTable {
     }
 }
 
+/// A table for [`two_branches`]: signed inputs and Conv outputs, unsigned
+/// Relu and Concat outputs.
+fn branch_table() -> CalibrationTable {
+    table(&[
+        ("x", 1.7, -1.7),
+        ("a", 5.0, -5.0),
+        ("ra", 4.0, 0.0),
+        ("b", 9.0, -9.0),
+        ("rb", 8.0, 0.0),
+        ("y", 6.0, 0.0),
+    ])
+}
+
 fn int8(t: &CalibrationTable) -> PlanRequest<'_> {
     PlanRequest {
         quantize: QuantMode::Int8,
@@ -103,14 +116,7 @@ fn run(g: &Graph, x: Tensor) -> Tensor {
 #[test]
 fn concat_branches_share_the_output_range() {
     let g = two_branches();
-    let t = table(&[
-        ("x", 1.7, -1.7),
-        ("a", 5.0, -5.0),
-        ("ra", 4.0, 0.0),
-        ("b", 9.0, -9.0),
-        ("rb", 8.0, 0.0),
-        ("y", 6.0, 0.0),
-    ]);
+    let t = branch_table();
     let q = quantize(&g, Processor::Bm1684x, &int8(&t)).unwrap();
     let r = |name: &str| q.plan.range(g.find_value(name).unwrap()).unwrap();
     let concat = Range::symmetric(0.0, 6.0);
@@ -129,14 +135,7 @@ fn concat_branches_share_the_output_range() {
 #[test]
 fn unsigned_after_relu_signed_otherwise_and_always_signed_on_cv18xx() {
     let g = two_branches();
-    let t = table(&[
-        ("x", 1.7, -1.7),
-        ("a", 5.0, -5.0),
-        ("ra", 4.0, 0.0),
-        ("b", 9.0, -9.0),
-        ("rb", 8.0, 0.0),
-        ("y", 6.0, 0.0),
-    ]);
+    let t = branch_table();
     let q = quantize(&g, Processor::Bm1684x, &int8(&t)).unwrap();
     let y = q.plan.range(g.find_value("y").unwrap()).unwrap();
     assert!(!y.signed());
@@ -206,14 +205,7 @@ fn identity_plan_reproduces_mobilenet_bit_for_bit() {
 #[test]
 fn qtable_f16_layer_is_rounded_and_close() {
     let g = two_branches();
-    let t = table(&[
-        ("x", 1.7, -1.7),
-        ("a", 5.0, -5.0),
-        ("ra", 4.0, 0.0),
-        ("b", 9.0, -9.0),
-        ("rb", 8.0, 0.0),
-        ("y", 6.0, 0.0),
-    ]);
+    let t = branch_table();
     let qtable = vec![("a".to_string(), QuantMode::F16)];
     let req = PlanRequest {
         quantize: QuantMode::Int8,
@@ -253,14 +245,7 @@ fn missing_row_names_the_tensor_and_its_reader() {
 #[test]
 fn build_is_deterministic() {
     let g = two_branches();
-    let t = table(&[
-        ("x", 1.7, -1.7),
-        ("a", 5.0, -5.0),
-        ("ra", 4.0, 0.0),
-        ("b", 9.0, -9.0),
-        ("rb", 8.0, 0.0),
-        ("y", 6.0, 0.0),
-    ]);
+    let t = branch_table();
     let q = quantize(&g, Processor::Bm1684x, &int8(&t)).unwrap();
     let (again, _) = build_qdq(&g, &q.plan).unwrap();
     let names = |g: &Graph| g.values().map(|(_, v)| v.name.clone()).collect::<Vec<_>>();
@@ -271,14 +256,7 @@ fn build_is_deterministic() {
 #[test]
 fn asymmetric_ranges_use_min_max_and_a_zero_point() {
     let g = two_branches();
-    let t = table(&[
-        ("x", 1.7, -1.7),
-        ("a", 5.0, -5.0),
-        ("ra", 4.0, 0.0),
-        ("b", 9.0, -9.0),
-        ("rb", 8.0, 0.0),
-        ("y", 6.0, 0.0),
-    ]);
+    let t = branch_table();
     // Rows are (th, min, max = th); make x's observed range lopsided.
     let mut t = t;
     t.rows[0].min = -0.5;

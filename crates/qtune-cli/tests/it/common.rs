@@ -38,3 +38,90 @@ pub fn stderr_of(out: &std::process::Output) -> String {
 pub fn stdout_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// models.toml's preprocessing of the YOLOv8 workload, as flags.
+pub const YOLOV8_FLAGS: &[&str] = &[
+    "--resize_dims",
+    "320,320",
+    "--keep_aspect_ratio",
+    "--pad_type",
+    "normal",
+    "--pad_value",
+    "0",
+    "--pixel_format",
+    "rgb",
+    "--mean",
+    "0,0,0",
+    "--scale",
+    "0.00392156862745098,0.00392156862745098,0.00392156862745098",
+];
+
+/// models.toml's preprocessing of the YOLOX workload, as flags.
+pub const YOLOX_FLAGS: &[&str] = &[
+    "--resize_dims",
+    "416,416",
+    "--keep_aspect_ratio",
+    "--pad_type",
+    "normal",
+    "--pad_value",
+    "114",
+    "--pixel_format",
+    "bgr",
+    "--mean",
+    "0,0,0",
+    "--scale",
+    "1,1,1",
+];
+
+/// models.toml's preprocessing of each workload, as model_transform /
+/// classify / detect flags (none for MiniLM's token inputs).
+pub fn preprocess_flags(name: &str) -> &'static [&'static str] {
+    match name {
+        "efficientnet_lite0" => &[
+            "--resize_dims",
+            "224,224",
+            "--pixel_format",
+            "rgb",
+            "--mean",
+            "127,127,127",
+            "--scale",
+            "0.0078125,0.0078125,0.0078125",
+        ],
+        "mobilenetv2_nsfw" => &[
+            "--resize_dims",
+            "224,224",
+            "--pixel_format",
+            "rgb",
+            "--mean",
+            "0,0,0",
+            "--scale",
+            "0.00392156862745098,0.00392156862745098,0.00392156862745098",
+        ],
+        "yolox_det416" => YOLOX_FLAGS,
+        "yolov8n_320" => YOLOV8_FLAGS,
+        "ppocr_v4_det640" => &[
+            "--resize_dims",
+            "640,640",
+            "--pixel_format",
+            "bgr",
+            "--mean",
+            "123.675,116.28,103.53",
+            "--scale",
+            "0.017124753831663668,0.01750700280112045,0.017429193899782137",
+        ],
+        "minilm_l6_s128" => &[],
+        other => panic!("no preprocessing flags for {other}"),
+    }
+}
+
+/// models.toml's static input shapes of each workload, as `--input_shapes`.
+pub fn input_shapes(name: &str) -> &'static str {
+    match name {
+        "efficientnet_lite0" | "mobilenetv2_nsfw" => "[[1,3,224,224]]",
+        "yolox_det416" => "[[1,3,416,416]]",
+        "yolov8n_320" => "[[1,3,320,320]]",
+        "ppocr_v4_det640" => "[[1,3,640,640]]",
+        "minilm_l6_s128" => "[[1,128],[1,128],[1,128]]",
+        other => panic!("no input shapes for {other}"),
+    }
+}

@@ -6,89 +6,13 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
-use crate::common::{model, qtune, scratch, stderr_of, stdout_of, workloads};
+use crate::common::{
+    input_shapes, model, preprocess_flags, qtune, scratch, stderr_of, stdout_of, workloads,
+};
 
 /// ONNX Runtime running the exported QDQ model vs qtune's simulation of the
 /// same quantized model: the lowest output cosine allowed on any sample.
 const MIN_AGREEMENT_COS: f64 = 0.999;
-
-/// model_transform flags of each workload (models.toml's).
-fn transform_flags(name: &str) -> &'static [&'static str] {
-    match name {
-        "efficientnet_lite0" => &[
-            "--input_shapes",
-            "[[1,3,224,224]]",
-            "--resize_dims",
-            "224,224",
-            "--pixel_format",
-            "rgb",
-            "--mean",
-            "127,127,127",
-            "--scale",
-            "0.0078125,0.0078125,0.0078125",
-        ],
-        "mobilenetv2_nsfw" => &[
-            "--input_shapes",
-            "[[1,3,224,224]]",
-            "--resize_dims",
-            "224,224",
-            "--pixel_format",
-            "rgb",
-            "--mean",
-            "0,0,0",
-            "--scale",
-            "0.00392156862745098,0.00392156862745098,0.00392156862745098",
-        ],
-        "yolox_det416" => &[
-            "--input_shapes",
-            "[[1,3,416,416]]",
-            "--resize_dims",
-            "416,416",
-            "--keep_aspect_ratio",
-            "--pad_type",
-            "normal",
-            "--pad_value",
-            "114",
-            "--pixel_format",
-            "bgr",
-            "--mean",
-            "0,0,0",
-            "--scale",
-            "1,1,1",
-        ],
-        "yolov8n_320" => &[
-            "--input_shapes",
-            "[[1,3,320,320]]",
-            "--resize_dims",
-            "320,320",
-            "--keep_aspect_ratio",
-            "--pad_type",
-            "normal",
-            "--pad_value",
-            "0",
-            "--pixel_format",
-            "rgb",
-            "--mean",
-            "0,0,0",
-            "--scale",
-            "0.00392156862745098,0.00392156862745098,0.00392156862745098",
-        ],
-        "ppocr_v4_det640" => &[
-            "--input_shapes",
-            "[[1,3,640,640]]",
-            "--resize_dims",
-            "640,640",
-            "--pixel_format",
-            "bgr",
-            "--mean",
-            "123.675,116.28,103.53",
-            "--scale",
-            "0.017124753831663668,0.01750700280112045,0.017429193899782137",
-        ],
-        "minilm_l6_s128" => &["--input_shapes", "[[1,128],[1,128],[1,128]]"],
-        other => panic!("no flags for {other}"),
-    }
-}
 
 fn tool(name: &str) -> Command {
     Command::cargo_bin(name).unwrap_or_else(|e| panic!("{name} binary: {e}"))
@@ -113,7 +37,8 @@ fn transform_and_calibrate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
             .current_dir(dir)
             .args(["--model_name", name, "--model_def"])
             .arg(model(name))
-            .args(transform_flags(name))
+            .args(["--input_shapes", input_shapes(name)])
+            .args(preprocess_flags(name))
             .args(["--mlir", &format!("{name}.mlir")]),
     );
     let (dataset, num) = if name == "minilm_l6_s128" {
@@ -440,7 +365,8 @@ fn bad_tables_are_named() {
             .current_dir(&dir)
             .args(["--model_name", "m", "--model_def"])
             .arg(model("mobilenetv2_nsfw"))
-            .args(transform_flags("mobilenetv2_nsfw"))
+            .args(["--input_shapes", input_shapes("mobilenetv2_nsfw")])
+            .args(preprocess_flags("mobilenetv2_nsfw"))
             .args(["--mlir", "m.mlir"]),
     );
     // INT8 without a table.
@@ -595,12 +521,13 @@ fn classify_and_detect_run_quantized_and_deployed_models_alike() {
 
     // Detection on a YOLOv8 model: tables vs deployed QDQ give the same boxes.
     let y = workloads().join("models/yolov8n_320.onnx");
-    let yflags = transform_flags("yolov8n_320");
+    let yflags = preprocess_flags("yolov8n_320");
     run_ok(
         tool("model_transform")
             .current_dir(&dir)
             .args(["--model_name", "y", "--model_def"])
             .arg(&y)
+            .args(["--input_shapes", input_shapes("yolov8n_320")])
             .args(yflags)
             .args(["--mlir", "y.mlir"]),
     );
@@ -634,13 +561,13 @@ fn classify_and_detect_run_quantized_and_deployed_models_alike() {
             .arg(&img)
             .args(["-o", "boxes.png"]),
     );
-    // The .onnx takes the preprocessing flags (minus --input_shapes).
+    // The .onnx takes the preprocessing flags.
     let deployed = run_ok(
         qtune()
             .current_dir(&dir)
             .args(["detect", "y_int8.onnx", "--input"])
             .arg(&img)
-            .args(&yflags[2..]),
+            .args(yflags),
     );
     assert_eq!(stdout_of(&fake), stdout_of(&deployed));
     assert!(

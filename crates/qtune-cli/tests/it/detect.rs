@@ -24,38 +24,6 @@ struct Case {
     output: &'static str,
 }
 
-const YOLOV8_FLAGS: &[&str] = &[
-    "--resize_dims",
-    "320,320",
-    "--keep_aspect_ratio",
-    "--pad_type",
-    "normal",
-    "--pad_value",
-    "0",
-    "--pixel_format",
-    "rgb",
-    "--mean",
-    "0,0,0",
-    "--scale",
-    "0.00392156862745098,0.00392156862745098,0.00392156862745098",
-];
-
-const YOLOX_FLAGS: &[&str] = &[
-    "--resize_dims",
-    "416,416",
-    "--keep_aspect_ratio",
-    "--pad_type",
-    "normal",
-    "--pad_value",
-    "114",
-    "--pixel_format",
-    "bgr",
-    "--mean",
-    "0,0,0",
-    "--scale",
-    "1,1,1",
-];
-
 const CASES: &[Case] = &[
     Case {
         model: "yolov8n_320",
