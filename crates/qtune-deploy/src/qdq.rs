@@ -138,6 +138,19 @@ fn has_weight(op: &Op) -> bool {
     )
 }
 
+/// `base`, or `base_1`, `base_2`, ...: the first name neither the graph
+/// being built nor its source uses.
+pub(crate) fn unused_name(building: &Graph, source: &Graph, base: &str) -> String {
+    let free = |n: &str| building.find_value(n).is_none() && source.find_value(n).is_none();
+    if free(base) {
+        return base.to_string();
+    }
+    (1..)
+        .map(|i| format!("{base}_{i}"))
+        .find(|n| free(n))
+        .unwrap_or_else(|| base.to_string())
+}
+
 struct Builder<'a> {
     src: &'a Graph,
     plan: &'a Plan,
@@ -162,13 +175,7 @@ fn format_of(mode: QuantMode) -> Option<FloatFormat> {
 
 impl Builder<'_> {
     fn fresh_name(&self, base: &str) -> String {
-        if self.g.find_value(base).is_none() && self.src.find_value(base).is_none() {
-            return base.to_string();
-        }
-        (1..)
-            .map(|i| format!("{base}_{i}"))
-            .find(|n| self.g.find_value(n).is_none() && self.src.find_value(n).is_none())
-            .unwrap_or_else(|| base.to_string())
+        unused_name(&self.g, self.src, base)
     }
 
     fn value_like(&mut self, base: &str, dtype: DType, shape: Option<Shape>) -> ValueId {

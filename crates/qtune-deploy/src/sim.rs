@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use qtune_ir::{Graph, NodeId, Op, ValueId};
 use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
+use crate::qdq::unused_name;
+
 /// Quantization parameters of a DequantizeLinear with one zero point (or
 /// zero points 0).
 struct Dq {
@@ -51,16 +53,50 @@ fn dequantize_of(g: &Graph, v: ValueId) -> Option<Dq> {
     })
 }
 
-fn as_f32_ints(t: &Tensor) -> Option<Tensor> {
+/// An integer constant (I8, U8 or I32, checked by `plan_rewrite`) as f32.
+fn as_f32_ints(t: &Tensor) -> Tensor {
     let data: Vec<f32> = match t.data() {
         TensorData::I8(v) => v.iter().map(|&x| f32::from(x)).collect(),
         TensorData::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
         // Biases: exact below 2^24 in magnitude.
         #[allow(clippy::cast_precision_loss)]
         TensorData::I32(v) => v.iter().map(|&x| x as f32).collect(),
-        _ => return None,
+        other => unreachable!(
+            "plan_rewrite admits integer constants only, got {}",
+            other.dtype()
+        ),
     };
-    Tensor::from_f32(t.shape().clone(), data).ok()
+    Tensor::from_f32(t.shape().clone(), data).expect("same number of elements")
+}
+
+/// Copies `node` of `src` into `g` unchanged.
+fn copy_node(g: &mut Graph, src: &Graph, map: &mut [Option<ValueId>], id: NodeId) {
+    let n = src.node(id);
+    let inputs = n
+        .inputs
+        .iter()
+        .map(|i| i.map(|v| copy_value(g, src, map, v)))
+        .collect();
+    let outputs = n
+        .outputs
+        .iter()
+        .map(|&o| copy_value(g, src, map, o))
+        .collect();
+    g.add_node(n.name.clone(), n.op.clone(), inputs, outputs);
+}
+
+/// The value of `g` standing for `v` of `src`, added on first use.
+fn copy_value(g: &mut Graph, src: &Graph, map: &mut [Option<ValueId>], v: ValueId) -> ValueId {
+    if let Some(n) = map[v.index()] {
+        return n;
+    }
+    let val = src.value(v);
+    let n = match &val.constant {
+        Some(t) => g.add_constant(val.name.clone(), t.clone()),
+        None => g.add_value(val.name.clone(), val.dtype, val.shape.clone()),
+    };
+    map[v.index()] = Some(n);
+    n
 }
 
 /// What to do with one int8 layer.
@@ -100,6 +136,14 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
     if w_is_const && w.zero_point != 0.0 {
         return None;
     }
+    // Constant weights and biases must be integers the rewrite can cast.
+    let integer_const = |v: ValueId| {
+        g.constant_of(v)
+            .is_none_or(|t| matches!(t.dtype(), DType::I8 | DType::U8 | DType::I32))
+    };
+    if !integer_const(w.int) {
+        return None;
+    }
     if !w_is_const && w.scale.len() != 1 {
         return None;
     }
@@ -113,6 +157,9 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
         Some(b) => {
             let d = dequantize_of(g, b)?;
             g.constant_of(d.int)?;
+            if !integer_const(d.int) {
+                return None;
+            }
             Some(d.int)
         }
     };
@@ -139,29 +186,9 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
     let mut map: Vec<Option<ValueId>> = vec![None; qdq.value_count()];
     let mut casts: HashMap<(ValueId, u32), ValueId> = HashMap::new();
     let mut int_consts: HashMap<ValueId, ValueId> = HashMap::new();
-    fn copy(g: &mut Graph, src: &Graph, map: &mut [Option<ValueId>], v: ValueId) -> ValueId {
-        if let Some(n) = map[v.index()] {
-            return n;
-        }
-        let val = src.value(v);
-        let n = match &val.constant {
-            Some(t) => g.add_constant(val.name.clone(), t.clone()),
-            None => g.add_value(val.name.clone(), val.dtype, val.shape.clone()),
-        };
-        map[v.index()] = Some(n);
-        n
-    }
-    let fresh = |g: &Graph, base: String| -> String {
-        if g.find_value(&base).is_none() && qdq.find_value(&base).is_none() {
-            return base;
-        }
-        (1..)
-            .map(|i| format!("{base}_{i}"))
-            .find(|n| g.find_value(n).is_none() && qdq.find_value(n).is_none())
-            .unwrap_or(base)
-    };
+    let fresh = |g: &Graph, base: String| -> String { unused_name(g, qdq, &base) };
     for &i in &qdq.inputs {
-        let n = copy(&mut g, qdq, &mut map, i);
+        let n = copy_value(&mut g, qdq, &mut map, i);
         g.inputs.push(n);
     }
     let consumers = qdq.consumers();
@@ -181,11 +208,11 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
                 .get(2)
                 .copied()
                 .flatten()
-                .map(|z| copy(&mut g, qdq, &mut map, z));
+                .map(|z| copy_value(&mut g, qdq, &mut map, z));
             let outputs = n
                 .outputs
                 .iter()
-                .map(|&o| copy(&mut g, qdq, &mut map, o))
+                .map(|&o| copy_value(&mut g, qdq, &mut map, o))
                 .collect();
             g.add_node(
                 n.name.clone(),
@@ -196,17 +223,7 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
             continue;
         }
         let Some(rw) = plan_rewrite(qdq, id) else {
-            let inputs = n
-                .inputs
-                .iter()
-                .map(|i| i.map(|v| copy(&mut g, qdq, &mut map, v)))
-                .collect();
-            let outputs = n
-                .outputs
-                .iter()
-                .map(|&o| copy(&mut g, qdq, &mut map, o))
-                .collect();
-            g.add_node(n.name.clone(), n.op.clone(), inputs, outputs);
+            copy_node(&mut g, qdq, &mut map, id);
             continue;
         };
         // `q - zp` as exact float integers.
@@ -215,7 +232,7 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
                 if let Some(&c) = casts.get(&(q, zp.to_bits())) {
                     return c;
                 }
-                let src = copy(g, qdq, map, q);
+                let src = copy_value(g, qdq, map, q);
                 let name = fresh(g, format!("{}_int", qdq.value(q).name));
                 let shape = qdq.value(q).shape.clone();
                 let out = g.add_value(name.clone(), DType::F32, shape.clone());
@@ -238,37 +255,22 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
                 casts.insert((q, zp.to_bits()), out);
                 out
             };
-        let mut int_const = |g: &mut Graph, c: ValueId| -> Option<ValueId> {
+        let mut int_const = |g: &mut Graph, c: ValueId| -> ValueId {
             if let Some(&v) = int_consts.get(&c) {
-                return Some(v);
+                return v;
             }
-            let t = as_f32_ints(qdq.constant_of(c)?)?;
+            let t = as_f32_ints(qdq.constant_of(c).expect("a constant"));
             let name = fresh(g, format!("{}_f32", qdq.value(c).name));
             let v = g.add_constant(name, t);
             int_consts.insert(c, v);
-            Some(v)
+            v
         };
         let x = int_input(&mut g, &mut map, rw.x, rw.x_zp);
         let w = match rw.w {
             Rewritten::Const(c) => int_const(&mut g, c),
-            Rewritten::Act(q, zp) => Some(int_input(&mut g, &mut map, q, zp)),
+            Rewritten::Act(q, zp) => int_input(&mut g, &mut map, q, zp),
         };
         let b = rw.bias.map(|c| int_const(&mut g, c));
-        let (Some(w), Some(b)) = (w, b.map_or(Some(None), |b| b.map(Some))) else {
-            // Not representable (unexpected integer types): copy as is.
-            let inputs = n
-                .inputs
-                .iter()
-                .map(|i| i.map(|v| copy(&mut g, qdq, &mut map, v)))
-                .collect();
-            let outputs = n
-                .outputs
-                .iter()
-                .map(|&o| copy(&mut g, qdq, &mut map, o))
-                .collect();
-            g.add_node(n.name.clone(), n.op.clone(), inputs, outputs);
-            continue;
-        };
         let out = n.outputs[0];
         let oval = qdq.value(out);
         let raw_name = fresh(&g, format!("{}_int", oval.name));
@@ -326,7 +328,7 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
                 requant.insert(q, v);
                 (t, v)
             }
-            None => (scale, copy(&mut g, qdq, &mut map, out)),
+            None => (scale, copy_value(&mut g, qdq, &mut map, out)),
         };
         let sname = fresh(&g, format!("{}_scale", oval.name));
         let s = g.add_constant(sname, scale);
@@ -340,7 +342,7 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
     g.outputs = qdq
         .outputs
         .iter()
-        .map(|&o| copy(&mut g, qdq, &mut map, o))
+        .map(|&o| copy_value(&mut g, qdq, &mut map, o))
         .collect();
     g
 }
