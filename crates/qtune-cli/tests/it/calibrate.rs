@@ -2,7 +2,7 @@
 //! workload paths and few samples.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use assert_cmd::Command;
 use qtune_tensor::read_npz;
@@ -21,31 +21,6 @@ fn run_calibration() -> Command {
 
 fn calib_images() -> PathBuf {
     workloads().join("images/calib")
-}
-
-/// The seed's model_transform for mobilenet_v2 (workload model), in `dir`,
-/// writing `mobilenet_v2.mlir`; with a test input it also writes the
-/// preprocessed input `<name>_in_f32.npz`, whose path is returned.
-fn transform_mobilenet(dir: &Path, name: &str, test_input: Option<&Path>) -> PathBuf {
-    let mut cmd = Command::cargo_bin("model_transform").expect("model_transform binary");
-    cmd.current_dir(dir)
-        .args(["--model_name", name, "--model_def"])
-        .arg(model("mobilenetv2_nsfw"))
-        .args([
-            "--input_shapes",
-            "[[1,3,224,224]]",
-            "--resize_dims",
-            "256,256",
-        ])
-        .args(["--mean", "123.675,116.28,103.53"])
-        .args(["--scale", "0.0171,0.0175,0.0174", "--pixel_format", "rgb"])
-        .args(["--mlir", "mobilenet_v2.mlir"]);
-    if let Some(img) = test_input {
-        cmd.arg("--test_input").arg(img);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    dir.join(format!("{name}_in_f32.npz"))
 }
 
 /// `(threshold, min, max)` of a table row.
@@ -108,7 +83,7 @@ fn mlir_op_names(text: &str) -> Vec<String> {
 #[test]
 fn seed_case2_mse_writes_tpu_mlir_table() {
     let dir = scratch("calibrate_seed_mse");
-    transform_mobilenet(&dir, "mobilenet_v2", None);
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
     // Seed: run_calibration mobilenet_v2.mlir --dataset ../ILSVRC2012 --input_num 100
     //       --cali_method use_mse -o mobilenet_v2_cali_table
     let out = run_calibration()
@@ -163,7 +138,7 @@ fn seed_case2_mse_writes_tpu_mlir_table() {
 #[test]
 fn seed_case2_default_kl_is_tuned() {
     let dir = scratch("calibrate_seed_kl");
-    transform_mobilenet(&dir, "mobilenet_v2", None);
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
     // Seed: run_calibration mobilenet_v2.mlir --dataset ../ILSVRC2012 --input_num 100 -o mobilenet_v2_cali_table
     let out = run_calibration()
         .current_dir(&dir)
@@ -216,7 +191,7 @@ fn seed_case2_default_kl_is_tuned() {
 #[test]
 fn one_and_two_threads_give_identical_tables() {
     let dir = scratch("calibrate_threads");
-    transform_mobilenet(&dir, "mobilenet_v2", None);
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
     let run = |threads: &str, method: &str, out_name: &str| {
         let out = Command::cargo_bin("qtune")
             .unwrap()
@@ -267,7 +242,7 @@ fn max_method_equals_abs_max_of_float_activations() {
     let mut image_list = String::new();
     for (i, img) in images.iter().enumerate() {
         let name = format!("m{i}");
-        let input = transform_mobilenet(&dir, &name, Some(&w.join("images/calib").join(img)));
+        let input = transform_mobilenet(&dir, &name, Some(&w.join("images/calib").join(img)), None);
         npz_list.push_str(&format!(
             "{}\n",
             input.file_name().unwrap().to_string_lossy()
@@ -326,7 +301,7 @@ fn max_method_equals_abs_max_of_float_activations() {
 #[test]
 fn bad_inputs_fail_with_one_line_and_no_table() {
     let dir = scratch("calibrate_errors");
-    transform_mobilenet(&dir, "mobilenet_v2", None);
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     std::fs::write(dir.join("empty/notes.txt"), "not an image").unwrap();
     let cases: [(&[&str], &str); 5] = [
@@ -384,7 +359,7 @@ fn max_method_matches_onnxruntime_minmax() {
     let mut npz = Vec::new();
     for (i, img) in ["darknet_dog.jpg", "darknet_kite.jpg"].iter().enumerate() {
         let name = format!("m{i}");
-        let input = transform_mobilenet(&dir, &name, Some(&w.join("images/calib").join(img)));
+        let input = transform_mobilenet(&dir, &name, Some(&w.join("images/calib").join(img)), None);
         npz.push(input);
     }
     let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ort_minmax.py"));
@@ -410,7 +385,7 @@ fn max_method_matches_onnxruntime_minmax() {
 #[test]
 fn killed_run_leaves_the_old_table_intact() {
     let dir = scratch("calibrate_kill");
-    transform_mobilenet(&dir, "mobilenet_v2", None);
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
     let old = "# an older table\ninput_1 1.0000000 -1.0000000 1.0000000\n";
     std::fs::write(dir.join("cali_table"), old).unwrap();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("run_calibration"))
@@ -437,7 +412,7 @@ fn killed_run_leaves_the_old_table_intact() {
 #[test]
 fn onnx_with_preprocessing_flags_matches_its_mlir() {
     let dir = scratch("calibrate_onnx");
-    transform_mobilenet(&dir, "mobilenet_v2", None);
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
     let run = |model_arg: PathBuf, flags: &[&str], out_name: &str| {
         let out = run_calibration()
             .current_dir(&dir)

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
@@ -124,4 +124,38 @@ pub fn input_shapes(name: &str) -> &'static str {
         "minilm_l6_s128" => "[[1,128],[1,128],[1,128]]",
         other => panic!("no input shapes for {other}"),
     }
+}
+
+/// The seed's model_transform for mobilenet_v2 (workload model), in `dir`,
+/// writing `mobilenet_v2.mlir`; with a test input it also writes the
+/// preprocessed input `<name>_in_f32.npz`, whose path is returned, and
+/// with a test result name the float model's tensors keyed by op name.
+pub fn transform_mobilenet(
+    dir: &Path,
+    name: &str,
+    test_input: Option<&Path>,
+    test_result: Option<&str>,
+) -> PathBuf {
+    let mut cmd = Command::cargo_bin("model_transform").expect("model_transform binary");
+    cmd.current_dir(dir)
+        .args(["--model_name", name, "--model_def"])
+        .arg(model("mobilenetv2_nsfw"))
+        .args([
+            "--input_shapes",
+            "[[1,3,224,224]]",
+            "--resize_dims",
+            "256,256",
+        ])
+        .args(["--mean", "123.675,116.28,103.53"])
+        .args(["--scale", "0.0171,0.0175,0.0174", "--pixel_format", "rgb"])
+        .args(["--mlir", "mobilenet_v2.mlir"]);
+    if let Some(img) = test_input {
+        cmd.arg("--test_input").arg(img);
+    }
+    if let Some(r) = test_result {
+        cmd.args(["--test_result", r]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    dir.join(format!("{name}_in_f32.npz"))
 }

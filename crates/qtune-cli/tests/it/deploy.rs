@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 
 use crate::common::{
-    input_shapes, model, preprocess_flags, qtune, scratch, stderr_of, stdout_of, workloads,
+    input_shapes, model, preprocess_flags, qtune, scratch, stderr_of, stdout_of,
+    transform_mobilenet, workloads,
 };
 
 /// ONNX Runtime running the exported QDQ model vs qtune's simulation of the
@@ -172,23 +173,11 @@ fn qdq_agrees_with_simulation_minilm_l6_s128() {
 fn seed_commands_run_with_onnx_outputs() {
     let dir = scratch("deploy_seed");
     let img = workloads().join("images/val/ultralytics_bus.jpg");
-    run_ok(
-        tool("model_transform")
-            .current_dir(&dir)
-            .args(["--model_name", "mobilenet_v2", "--model_def"])
-            .arg(model("mobilenetv2_nsfw"))
-            .args([
-                "--input_shapes",
-                "[[1,3,224,224]]",
-                "--resize_dims",
-                "256,256",
-            ])
-            .args(["--mean", "123.675,116.28,103.53"])
-            .args(["--scale", "0.0171,0.0175,0.0174", "--pixel_format", "rgb"])
-            .arg("--test_input")
-            .arg(&img)
-            .args(["--test_result", "mobilenet_v2_top_outputs.npz"])
-            .args(["--mlir", "mobilenet_v2.mlir"]),
+    transform_mobilenet(
+        &dir,
+        "mobilenet_v2",
+        Some(&img),
+        Some("mobilenet_v2_top_outputs.npz"),
     );
     run_ok(
         tool("run_calibration")
