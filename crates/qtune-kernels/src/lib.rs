@@ -79,7 +79,8 @@ pub use pool::{
     Pool2dParams, avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, pool2d_out_dims,
 };
 pub use quant::{
-    QRange, dequantize_linear, fake_quantize, quantize_linear, round_to_bf16, round_to_f16,
+    QRange, dequantize_linear, fake_quantize, quantize_linear, quantize_linear_reference,
+    round_to_bf16, round_to_f16,
 };
 pub use reduce::{ReduceOp, reduce, reduce_out_dims};
 pub use resize::{

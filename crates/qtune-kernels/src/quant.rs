@@ -48,6 +48,22 @@ fn quantize_one(x: f32, scale: f32, zp: i32, range: QRange) -> i32 {
     q + zp
 }
 
+dispatch! {
+    fn quantize_block(x: &[f32], scale: f32, zp: i32, range: QRange, out: &mut [i32]) {
+        #[allow(clippy::cast_precision_loss)]
+        let (lo, hi) = ((range.min - zp) as f32, (range.max - zp) as f32);
+        for (o, &v) in out.iter_mut().zip(x) {
+            // As `quantize_one`, written so that it vectorizes (a NaN
+            // becomes `lo`, i.e. the type's minimum once `zp` is added).
+            let q = (v / scale).clamp(lo, hi).round_ties_even();
+            let q = if q.is_nan() { lo } else { q };
+            #[allow(clippy::cast_possible_truncation)]
+            let q = q as i32; // exact: q is an integer in [lo, hi]
+            *o = q + zp;
+        }
+    }
+}
+
 /// ONNX QuantizeLinear to integers in `range` (stored as i32; the caller
 /// narrows to i8/u8).
 pub fn quantize_linear(
@@ -63,9 +79,25 @@ pub fn quantize_linear(
     assert_eq!(out.len(), x.len(), "quantize: output length");
     for (i, (xs, os)) in x.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
         let c = i % channels;
-        for (o, &v) in os.iter_mut().zip(xs) {
-            *o = quantize_one(v, scale[c], zp[c], range);
-        }
+        quantize_block(xs, scale[c], zp[c], range, os);
+    }
+}
+
+/// The slow, obviously correct form of [`quantize_linear`] (one element at
+/// a time), for differential tests.
+pub fn quantize_linear_reference(
+    x: &[f32],
+    scale: &[f32],
+    zp: &[i32],
+    range: QRange,
+    channels: usize,
+    inner: usize,
+    out: &mut [i32],
+) {
+    check(x.len(), scale, zp, channels, inner);
+    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+        let c = (i / inner) % channels;
+        *o = quantize_one(v, scale[c], zp[c], range);
     }
 }
 
@@ -138,6 +170,40 @@ pub fn round_to_bf16(x: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fast_quantize_equals_reference() {
+        let x: Vec<f32> = (0..3 * 5 * 37)
+            .map(|i| {
+                let i = i as f32;
+                (i * 0.37).sin() * 40.0
+                    + if (i as usize).is_multiple_of(11) {
+                        0.5
+                    } else {
+                        0.0
+                    }
+            })
+            .chain([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 2.5, -2.5])
+            .collect();
+        let n = x.len();
+        for (range, zp) in [
+            (super::QRange::I8, 0),
+            (super::QRange::U8, 128),
+            (super::QRange::U8, 3),
+        ] {
+            for (channels, inner) in [(1, n), (n / 3, 3)] {
+                if !n.is_multiple_of(channels * inner) {
+                    continue;
+                }
+                let scale: Vec<f32> = (0..channels).map(|c| 0.1 + c as f32 * 0.013).collect();
+                let zps = vec![zp; channels];
+                let (mut a, mut b) = (vec![0; n], vec![0; n]);
+                super::quantize_linear(&x, &scale, &zps, range, channels, inner, &mut a);
+                super::quantize_linear_reference(&x, &scale, &zps, range, channels, inner, &mut b);
+                assert_eq!(a, b, "{range:?} zp {zp} channels {channels}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
