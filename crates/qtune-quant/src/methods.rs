@@ -23,39 +23,137 @@ pub const ACIQ_LAPLACE_BETA_4: f64 = 5.02864014;
 /// \(|s_{n+1}-s_n| < 10^{-6}\). A sample without non-zero values gives 1.0.
 /// NaN elements never compare greater or smaller and are ignored.
 pub fn threshold_mse(x: &[f32], bits: u32) -> f64 {
-    let (min, _) = min_max(x);
+    let (min, max) = min_max(x);
     let unsigned = if f64::from(min).abs() < 1e-6 {
         4.0
     } else {
         1.0
     };
-    let total: f64 = x.iter().map(|v| f64::from(v.abs())).sum();
-    let nonzero = x.iter().filter(|v| v.abs() > 0.0).count();
-    if nonzero == 0 {
+    let bins = MseBins::new(x, min, max);
+    let (total, nonzero, _) = bins.split(0.0);
+    if nonzero == 0.0 {
         return 1.0;
     }
     let factor = 1.0 / 4f64.powi(i32::try_from(bits).unwrap_or(8)) / 3.0 / unsigned;
-    let mut s = total / usize_f64(nonzero);
+    let mut s = total / nonzero;
     for _ in 0..20 {
-        let mut above_sum = 0.0f64;
-        let mut above = 0usize;
-        let mut below = 0usize;
-        for v in x {
-            let a = f64::from(v.abs());
-            if a > s {
-                above_sum += a;
-                above += 1;
-            } else if a <= s {
-                below += 1;
-            }
-        }
-        let next = above_sum / (factor * usize_f64(below) + usize_f64(above));
+        let (above_sum, above, below) = bins.split(s);
+        let next = above_sum / (factor * below + above);
         if (next - s).abs() < 1e-6 {
             break;
         }
         s = next;
     }
     s
+}
+
+/// `|x|` grouped into bins of equal width over `[0, max|x|]`, with each
+/// bin's sum and count, so that one OCTAV iteration reads the bin totals
+/// and scans only the bin holding the threshold, instead of all the data.
+/// The bin of a value is a monotone function of it, so every value of a
+/// lower bin is below the threshold's bin and every value of a higher bin
+/// above it. NaNs are left out (they count on neither side).
+struct MseBins {
+    /// `MSE_BINS / max|x|` (0 when every value is 0).
+    scale: f64,
+    /// Per bin: `(sum, count)` in f64, summed in data order.
+    totals: Vec<(f64, f64)>,
+    /// Start of each bin in `values` (plus the end).
+    starts: Vec<usize>,
+    /// `|x|` grouped by bin, in data order within a bin.
+    values: Vec<f32>,
+}
+
+const MSE_BINS: usize = 4096;
+const MSE_BINS_F64: f64 = 4096.0;
+const MSE_LAST_BIN_F64: f64 = 4095.0;
+
+impl MseBins {
+    /// `floor(a * MSE_BINS / amax)` clamped to the last bin (`scale` is
+    /// `MSE_BINS / amax`): monotone in `a`.
+    fn bin_of(scale: f64, a: f64) -> usize {
+        let b = a * scale;
+        if b >= MSE_LAST_BIN_F64 {
+            MSE_BINS - 1
+        } else if b > 0.0 {
+            // Truncation of a value in (0, MSE_BINS - 1): exact.
+            #[allow(
+                clippy::as_conversions,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss
+            )]
+            let b = b as usize;
+            b
+        } else {
+            0
+        }
+    }
+
+    fn new(x: &[f32], min: f32, max: f32) -> Self {
+        let amax = f64::from(min.abs().max(max.abs()));
+        let scale = if amax > 0.0 { MSE_BINS_F64 / amax } else { 0.0 };
+        let mut totals = vec![(0.0f64, 0.0f64); MSE_BINS];
+        let mut counts = vec![0usize; MSE_BINS];
+        let mut index: Vec<u16> = Vec::with_capacity(x.len());
+        for &v in x {
+            if v.is_nan() {
+                index.push(u16::MAX);
+                continue;
+            }
+            let a = f64::from(v.abs());
+            let b = Self::bin_of(scale, a);
+            totals[b].0 += a;
+            totals[b].1 += 1.0;
+            counts[b] += 1;
+            index.push(u16::try_from(b).unwrap_or(0)); // b < MSE_BINS < u16::MAX
+        }
+        let mut starts = Vec::with_capacity(MSE_BINS + 1);
+        let mut acc = 0usize;
+        for &c in &counts {
+            starts.push(acc);
+            acc += c;
+        }
+        starts.push(acc);
+        let mut fill = starts.clone();
+        let mut values = vec![0.0f32; acc];
+        for (&v, &b) in x.iter().zip(&index) {
+            if b == u16::MAX {
+                continue;
+            }
+            let b = usize::from(b);
+            values[fill[b]] = v.abs();
+            fill[b] += 1;
+        }
+        MseBins {
+            scale,
+            totals,
+            starts,
+            values,
+        }
+    }
+
+    /// `(sum of |v| > s, count of |v| > s, count of |v| <= s)`.
+    fn split(&self, s: f64) -> (f64, f64, f64) {
+        let b = Self::bin_of(self.scale, s.max(0.0));
+        let (mut above_sum, mut above, mut below) = (0.0, 0.0, 0.0);
+        for &(_, c) in &self.totals[..b] {
+            below += c;
+        }
+        for &v in &self.values[self.starts[b]..self.starts[b + 1]] {
+            let a = f64::from(v);
+            if a > s {
+                above_sum += a;
+                above += 1.0;
+            } else {
+                below += 1.0;
+            }
+        }
+        for &(sum, c) in &self.totals[b + 1..] {
+            above_sum += sum;
+            above += c;
+        }
+        (above_sum, above, below)
+    }
 }
 
 /// ACIQ Gauss (`threshold_aciq_gauss`):
