@@ -46,6 +46,12 @@ enum Command {
     Deploy(Box<commands::deploy::Args>),
     /// Writes a qtable keeping layers before/after/between named ops in float (same as `fp_forward`).
     FpForward(commands::fp_forward::Args),
+    /// Mixed-precision qtable by per-layer similarity (same as `run_qtable`).
+    #[command(name = "run_qtable", alias = "run-qtable")]
+    RunQtable(Box<commands::search::QtableArgs>),
+    /// Sensitive-layer search (same as `run_sensitive_layer`).
+    #[command(name = "run_sensitive_layer", alias = "run-sensitive-layer")]
+    RunSensitiveLayer(Box<commands::search::SensitiveArgs>),
     /// Writes a model as ONNX (opset 17) after constant folding and, unless
     /// --no_fold_bn, BatchNormalization folding.
     Export(commands::export::Args),
@@ -110,6 +116,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Compare(a) => commands::compare::run(a),
         Command::Deploy(a) => commands::deploy::run(*a),
         Command::FpForward(a) => commands::fp_forward::run(a),
+        Command::RunQtable(a) => commands::search::run_qtable(*a),
+        Command::RunSensitiveLayer(a) => commands::search::run_sensitive_layer(*a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Classify(a) => commands::classify::run(a),
         Command::Detect(a) => commands::detect::run(a),

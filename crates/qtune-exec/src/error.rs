@@ -28,6 +28,8 @@ pub enum ExecError {
     MissingInput(String),
     #[error("`{0}` is not a graph input")]
     NotAnInput(String),
+    #[error("run mask has {mask} entries, the graph has {nodes} nodes")]
+    RunMask { mask: usize, nodes: usize },
     #[error("tensor `{0}` was not kept by this run")]
     NotKept(String),
     #[error("node `{node}`: {source}")]

@@ -645,6 +645,28 @@ impl Executor {
         self.execute(slots, &dirty, Some(cache), opts, hook)
     }
 
+    /// Runs exactly the nodes set in `run_mask` (by node index); every
+    /// tensor they read that none of them computes comes from `cache`
+    /// (graph inputs included). Callers that know which tensors are still
+    /// valid (e.g. by content, as the mixed-precision searches do) use it
+    /// to recompute the smallest set of nodes.
+    pub fn run_masked(
+        &self,
+        cache: &Values,
+        run_mask: &[bool],
+        opts: &RunOptions,
+        hook: &mut dyn ValueHook,
+    ) -> Result<Values, ExecError> {
+        if run_mask.len() != self.graph.node_count() {
+            return Err(ExecError::RunMask {
+                mask: run_mask.len(),
+                nodes: self.graph.node_count(),
+            });
+        }
+        let slots: Vec<Option<Tensor>> = vec![None; self.graph.value_count()];
+        self.execute(slots, run_mask, Some(cache), opts, hook)
+    }
+
     fn execute(
         &self,
         slots: Vec<Option<Tensor>>,

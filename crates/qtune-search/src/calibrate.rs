@@ -62,6 +62,9 @@ pub struct CalibrationSettings {
     /// `debug_cmd use_torch_observer_for_cali`: the kl threshold comes from
     /// PyTorch's HistogramObserver instead of KLD.
     pub torch_observer: bool,
+    /// Methods whose statistics the same pass also collects (the searches
+    /// calibrate several methods at once).
+    pub extra_methods: Vec<CalibrationMethod>,
 }
 
 impl Default for CalibrationSettings {
@@ -72,6 +75,7 @@ impl Default for CalibrationSettings {
             tune_num: 5,
             tune_steps: 21,
             torch_observer: false,
+            extra_methods: Vec::new(),
         }
     }
 }
@@ -275,7 +279,9 @@ pub fn collect_statistics(
 ) -> Result<Vec<TensorStats>, SearchError> {
     let graph = exec.graph();
     let n = loader.batch_count();
-    let mut config = StatsConfig::with_methods(&[settings.method]);
+    let mut methods = vec![settings.method];
+    methods.extend(settings.extra_methods.iter().copied());
+    let mut config = StatsConfig::with_methods(&methods);
     config.histogram_bin_num = settings.histogram_bin_num;
     if settings.torch_observer && settings.method == CalibrationMethod::Kl {
         // The observer replaces KLD: no histogram is needed.
@@ -283,7 +289,12 @@ pub fn collect_statistics(
         config.torch_observer = true;
     }
     let mut tail_config = config.clone();
-    tail_config.collect_tails = settings.special_cases();
+    tail_config.collect_tails = methods.iter().any(|&m| {
+        matches!(
+            m,
+            CalibrationMethod::Mse | CalibrationMethod::AciqGauss | CalibrationMethod::AciqLaplace
+        )
+    });
     let last_five: Vec<usize> = (entries.len().saturating_sub(5)..entries.len()).collect();
     let configs: Vec<StatsConfig> = (0..entries.len())
         .map(|slot| {
@@ -453,74 +464,131 @@ pub fn calibrate(
     settings: &CalibrationSettings,
     progress: &dyn Progress,
 ) -> Result<CalibrationOutcome, SearchError> {
+    let mut s = settings.clone();
+    s.extra_methods.clear();
+    let mut out = calibrate_methods(
+        exec,
+        loader,
+        tune_loader,
+        &[settings.method],
+        &s,
+        false,
+        progress,
+    )?;
+    out.pop()
+        .ok_or_else(|| SearchError::Settings("no calibration method".into()))
+}
+
+/// Calibrates several methods from one statistics pass (the search modes,
+/// spec 2.1.1). With `tune_all`, every method is tuned when `tune_num > 0`
+/// (TPU-MLIR's `gen_multiple_thresholds`); otherwise only kl and aciq.
+pub fn calibrate_methods(
+    exec: &Executor,
+    loader: &SampleLoader,
+    tune_loader: Option<&SampleLoader>,
+    methods: &[CalibrationMethod],
+    settings: &CalibrationSettings,
+    tune_all: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<CalibrationOutcome>, SearchError> {
     if settings.histogram_bin_num < 2 {
         return Err(SearchError::Settings(format!(
             "--histogram_bin_num must be at least 2, got {}",
             settings.histogram_bin_num
         )));
     }
+    let Some(&first) = methods.first() else {
+        return Err(SearchError::Settings("no calibration method".into()));
+    };
     let graph = exec.graph();
     let (entries, op_count) = table_entries(graph);
     let start = Instant::now();
-    let stats = collect_statistics(exec, &entries, op_count, loader, settings, progress)?;
-    let ThresholdRows {
-        rows,
-        abs_max,
-        warnings,
-    } = thresholds_to_rows(&entries, &stats, settings)?;
-    drop(stats);
+    let mut pass = settings.clone();
+    pass.method = first;
+    pass.extra_methods = methods[1..].to_vec();
+    let stats = collect_statistics(exec, &entries, op_count, loader, &pass, progress)?;
     let statistics_time = start.elapsed();
-    let mut outcome = CalibrationOutcome {
-        method: settings.method,
-        histogram_bin_num: settings.histogram_bin_num,
-        batches: loader.batch_count(),
-        untuned_rows: rows,
-        tuned_rows: None,
-        tune_batches: 0,
-        tuned_changes: 0,
-        warnings,
-        statistics_time,
-        tuning_time: Duration::ZERO,
-    };
-    if settings.tunes() {
-        let start = Instant::now();
-        let tl = tune_loader.unwrap_or(loader);
-        let count = settings.tune_num.min(tl.batch_count());
-        let refs = (0..count)
-            .map(|i| {
-                let inputs = tl.load(i)?;
-                let opts = RunOptions::new(Keep::All, Parallelism::Rayon);
-                Ok(exec.run(inputs, &opts, &mut NoHook)?)
-            })
-            .collect::<Result<Vec<Values>, SearchError>>()?;
-        // TPU-MLIR's tuner reads its starting thresholds back from the
-        // `<cali>.1` text, so it starts from the 7-decimal values.
-        let mut thresholds: Vec<f64> = outcome
-            .untuned_rows
-            .iter()
-            .map(|r| format_7f(r.threshold).parse().unwrap_or(r.threshold))
-            .collect();
-        let changes = tune(
-            graph,
-            &entries,
-            &abs_max,
-            &mut thresholds,
-            &refs,
-            settings.tune_steps,
-            progress,
-        )?;
-        let tuned = outcome
-            .untuned_rows
-            .iter()
-            .zip(&thresholds)
-            .map(|(r, &th)| CalibrationRow::new(r.name.clone(), th, r.min, r.max))
-            .collect();
-        outcome.tuned_rows = Some(tuned);
-        outcome.tune_batches = count;
-        outcome.tuned_changes = changes;
-        outcome.tuning_time = start.elapsed();
+    let mut per_method = Vec::with_capacity(methods.len());
+    for &m in methods {
+        let mut sm = settings.clone();
+        sm.method = m;
+        sm.extra_methods.clear();
+        per_method.push((sm.clone(), thresholds_to_rows(&entries, &stats, &sm)?));
     }
-    Ok(outcome)
+    drop(stats);
+    let tunes = |sm: &CalibrationSettings| {
+        if tune_all {
+            sm.tune_num > 0
+        } else {
+            sm.tunes()
+        }
+    };
+    let mut refs: Option<Vec<Values>> = None;
+    let mut outcomes = Vec::with_capacity(methods.len());
+    for (sm, rows) in per_method {
+        let ThresholdRows {
+            rows,
+            abs_max,
+            warnings,
+        } = rows;
+        let mut outcome = CalibrationOutcome {
+            method: sm.method,
+            histogram_bin_num: sm.histogram_bin_num,
+            batches: loader.batch_count(),
+            untuned_rows: rows,
+            tuned_rows: None,
+            tune_batches: 0,
+            tuned_changes: 0,
+            warnings,
+            statistics_time,
+            tuning_time: Duration::ZERO,
+        };
+        if tunes(&sm) {
+            let start = Instant::now();
+            let tl = tune_loader.unwrap_or(loader);
+            let count = sm.tune_num.min(tl.batch_count());
+            if refs.is_none() {
+                refs = Some(
+                    (0..count)
+                        .map(|i| {
+                            let inputs = tl.load(i)?;
+                            let opts = RunOptions::new(Keep::All, Parallelism::Rayon);
+                            Ok(exec.run(inputs, &opts, &mut NoHook)?)
+                        })
+                        .collect::<Result<Vec<Values>, SearchError>>()?,
+                );
+            }
+            let refs = refs.as_deref().unwrap_or_default();
+            // TPU-MLIR's tuner reads its starting thresholds back from the
+            // `<cali>.1` text, so it starts from the 7-decimal values.
+            let mut thresholds: Vec<f64> = outcome
+                .untuned_rows
+                .iter()
+                .map(|r| format_7f(r.threshold).parse().unwrap_or(r.threshold))
+                .collect();
+            let changes = tune(
+                graph,
+                &entries,
+                &abs_max,
+                &mut thresholds,
+                refs,
+                sm.tune_steps,
+                progress,
+            )?;
+            let tuned = outcome
+                .untuned_rows
+                .iter()
+                .zip(&thresholds)
+                .map(|(r, &th)| CalibrationRow::new(r.name.clone(), th, r.min, r.max))
+                .collect();
+            outcome.tuned_rows = Some(tuned);
+            outcome.tune_batches = count;
+            outcome.tuned_changes = changes;
+            outcome.tuning_time = start.elapsed();
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
 }
 
 /// One op as a graph of its own, to run it alone.
@@ -820,7 +888,8 @@ pub fn untuned_path(path: &Path) -> PathBuf {
 }
 
 impl CalibrationOutcome {
-    fn table(&self, header: &TableHeader, tuned: bool) -> CalibrationTable {
+    /// The untuned (`tuned = false`) or tuned table.
+    pub fn table(&self, header: &TableHeader, tuned: bool) -> CalibrationTable {
         CalibrationTable {
             mlir_version: header.version.clone(),
             mlir_file: header.mlir_file.clone(),

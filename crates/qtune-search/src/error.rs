@@ -15,6 +15,8 @@ pub enum SearchError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
+    Deploy(#[from] qtune_deploy::DeployError),
+    #[error(transparent)]
     Exec(#[from] ExecError),
     #[error(transparent)]
     Ir(#[from] qtune_ir::IrError),

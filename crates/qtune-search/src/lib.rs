@@ -15,11 +15,13 @@ mod error;
 pub mod fake_quant;
 mod fp_forward;
 mod inputs;
+pub mod mix;
 mod shape_ops;
 
 pub use calibrate::{
     CalibrationOutcome, CalibrationSettings, NoProgress, Progress, TableEntry, TableHeader,
-    ThresholdRows, calibrate, collect_statistics, table_entries, thresholds_to_rows, untuned_path,
+    ThresholdRows, calibrate, calibrate_methods, collect_statistics, table_entries,
+    thresholds_to_rows, untuned_path,
 };
 pub use error::SearchError;
 pub use fp_forward::{fp_forward_layers, fp_forward_table, parse_block};

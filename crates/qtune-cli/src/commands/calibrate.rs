@@ -28,104 +28,111 @@ const PROCESSORS: &[&str] = &[
 pub struct Args {
     /// The float model: a Top-dialect .mlir from model_transform (its
     /// top.Input attributes give the image preprocessing) or an .onnx file.
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// Folder of samples, searched recursively (images, npz or npy); the
     /// files are shuffled as TPU-MLIR does (seed 1684).
     #[arg(long)]
-    dataset: Option<PathBuf>,
+    pub(crate) dataset: Option<PathBuf>,
     /// Text file with one sample per line (comma-separated files for
     /// multi-input models); takes precedence over --dataset.
     #[arg(long = "data_list", alias = "data-list")]
-    data_list: Option<PathBuf>,
+    pub(crate) data_list: Option<PathBuf>,
     /// Number of calibration samples (0: all).
     #[arg(long = "input_num", alias = "input-num", default_value_t = 0)]
-    input_num: usize,
+    pub(crate) input_num: usize,
     /// kl | mse | max | percentile9999 | aciq_gauss | aciq_laplace (also
     /// use_kl, use_mse, use_max, use_percentile9999; qtune also accepts
     /// use_aciq_gauss and use_aciq_laplace, which TPU-MLIR 1.30 rejects).
     #[arg(long = "cali_method", alias = "cali-method", default_value = "kl")]
-    cali_method: String,
+    pub(crate) cali_method: String,
     /// Initial bins of the KLD histogram (and of the torch observer).
     #[arg(
         long = "histogram_bin_num",
         alias = "histogram-bin-num",
         default_value_t = 2048
     )]
-    histogram_bin_num: usize,
+    pub(crate) histogram_bin_num: usize,
     /// Data list of the tuning samples (tune_num becomes its length).
     #[arg(long = "tune_list", alias = "tune-list")]
-    tune_list: Option<PathBuf>,
+    pub(crate) tune_list: Option<PathBuf>,
     /// Tuning samples (first of the calibration samples); 0 turns tuning
     /// off. Tuning runs for kl, aciq_gauss and aciq_laplace only.
     #[arg(long = "tune_num", alias = "tune-num", default_value_t = 5)]
-    tune_num: usize,
+    pub(crate) tune_num: usize,
     /// Target processor (recorded in the qtable; sets its float mode).
     #[arg(long, alias = "chip", default_value = "bm1684x")]
-    processor: String,
+    pub(crate) processor: String,
     /// The calibration table to write.
     #[arg(short = 'o', long = "calibration_table", alias = "calibration-table")]
-    calibration_table: PathBuf,
+    pub(crate) calibration_table: PathBuf,
     /// The qtable of shape-computing ops kept float (default:
     /// `shape_pattern_qtable` next to the calibration table).
     #[arg(long = "quantize_table", alias = "quantize-table")]
-    quantize_table: Option<PathBuf>,
+    pub(crate) quantize_table: Option<PathBuf>,
     /// TPU-MLIR debug keys, `;`- or `,`-separated. Honoured:
     /// use_torch_observer_for_cali, a method name (overrides --cali_method),
     /// tune_steps=N. Other keys are reported and ignored.
     #[arg(long = "debug_cmd", alias = "debug-cmd", default_value = "")]
-    debug_cmd: String,
+    pub(crate) debug_cmd: String,
     /// Static shapes for dynamic inputs of an .onnx model, e.g. [[1,3,224,224]].
     #[arg(long = "input_shapes", alias = "input-shapes")]
-    input_shapes: Option<String>,
+    pub(crate) input_shapes: Option<String>,
     /// Image preprocessing for an .onnx model (a .mlir carries its own).
     #[command(flatten)]
-    preprocess: PreprocessArgs,
+    pub(crate) preprocess: PreprocessArgs,
     /// Write this text as the table's `# genetated time:` (reproducible files).
     #[arg(long = "fixed_time", alias = "fixed-time", conflicts_with = "no_time")]
-    fixed_time: Option<String>,
+    pub(crate) fixed_time: Option<String>,
     /// Leave the `# genetated time:` line out (reproducible files).
     #[arg(long = "no_time", alias = "no-time")]
-    no_time: bool,
+    pub(crate) no_time: bool,
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
-    threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// No progress bar and no summary.
     #[arg(short, long)]
-    quiet: bool,
-    /// Not yet supported by qtune (planned): search_threshold, search_qtable,
-    /// fast_search, mix_search. `False` (TPU-MLIR's default) is plain calibration.
+    pub(crate) quiet: bool,
+    /// search_threshold | search_qtable | mix_search (fast_search: not yet
+    /// supported). `False` (TPU-MLIR's default) is plain calibration. See
+    /// the searches' section below.
     #[arg(long)]
-    search: Option<String>,
+    pub(crate) search: Option<String>,
     /// Weight equalization: not yet supported by qtune (planned).
     #[arg(long)]
-    we: bool,
+    pub(crate) we: bool,
     /// Bias correction: not yet supported by qtune (planned).
     #[arg(long)]
-    bc: bool,
+    pub(crate) bc: bool,
     /// SmoothQuant: not yet supported by qtune (planned).
     #[arg(long)]
-    sq: bool,
+    pub(crate) sq: bool,
     /// Softmax correction: not yet supported by qtune (planned).
     #[arg(long)]
-    smc: bool,
-    /// Used by --search (not yet supported); reported and ignored otherwise.
+    pub(crate) smc: bool,
+    /// Samples the searches compare model outputs on (the first of the
+    /// shuffled list; default 30).
     #[arg(long = "inference_num", alias = "inference-num")]
-    inference_num: Option<usize>,
+    pub(crate) inference_num: Option<usize>,
     /// Used by --bc (not yet supported).
     #[arg(long = "bc_inference_num", alias = "bc-inference-num")]
-    bc_inference_num: Option<usize>,
-    /// Used by --search (not yet supported); reported and ignored otherwise.
+    pub(crate) bc_inference_num: Option<usize>,
+    /// Target output similarity of the searches, on TPU-MLIR's mapped scale
+    /// 0.5 + 0.5*cos (default 0.99).
     #[arg(long = "expected_cos", alias = "expected-cos")]
-    expected_cos: Option<f64>,
-    /// Used by --search (not yet supported); reported and ignored otherwise.
+    pub(crate) expected_cos: Option<f64>,
+    /// Methods search_qtable tries per layer: KL, MSE, MAX, Percentile9999
+    /// (comma-separated; default MSE).
     #[arg(long = "quantize_method_list", alias = "quantize-method-list")]
-    quantize_method_list: Option<String>,
-    /// Used by --search (not yet supported); reported and ignored otherwise.
+    pub(crate) quantize_method_list: Option<String>,
+    /// Float layers search_qtable aims at (default 5), and mix_search's cap.
     #[arg(long = "max_float_layers", alias = "max-float-layers")]
-    max_float_layers: Option<usize>,
-    /// Used by --search (not yet supported); reported and ignored otherwise.
+    pub(crate) max_float_layers: Option<usize>,
+    /// A Python file defining `PostProcess(data)`, applied to the model
+    /// outputs before the searches compare them.
     #[arg(long = "post_process", alias = "post-process")]
-    post_process: Option<PathBuf>,
+    pub(crate) post_process: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) search_flags: super::search::SearchFlags,
 }
 
 const AFTER_HELP: &str = "\
@@ -172,16 +179,16 @@ pub struct ToolArgs {
 
 /// What `--debug_cmd` asks for.
 #[derive(Debug, Default, PartialEq)]
-struct DebugCmd {
-    method: Option<CalibrationMethod>,
-    torch_observer: bool,
-    tune_steps: Option<u32>,
-    ignored: Vec<String>,
+pub(crate) struct DebugCmd {
+    pub(crate) method: Option<CalibrationMethod>,
+    pub(crate) torch_observer: bool,
+    pub(crate) tune_steps: Option<u32>,
+    pub(crate) ignored: Vec<String>,
 }
 
 /// Parses `k1;k2=v;...` (also `,`-separated) as TPU-MLIR's
 /// `parse_debug_cmd`: keys are lowercased and `use_<method>` means `<method>`.
-fn parse_debug_cmd(s: &str) -> Result<DebugCmd> {
+pub(crate) fn parse_debug_cmd(s: &str) -> Result<DebugCmd> {
     let mut out = DebugCmd::default();
     for item in s.split([';', ',']) {
         let item = item.trim();
@@ -210,7 +217,7 @@ fn parse_debug_cmd(s: &str) -> Result<DebugCmd> {
 }
 
 /// TPU-MLIR's `FLOAT_MAP` (spec 4.4): the float mode of the qtable.
-fn float_mode(processor: &str) -> QuantMode {
+pub(crate) fn float_mode(processor: &str) -> QuantMode {
     match processor {
         "bm1684" => QuantMode::F32,
         p if p.starts_with("cv18") && p != "cv186x" => QuantMode::BF16,
@@ -248,9 +255,9 @@ pub(crate) fn python_now() -> String {
 
 /// A progress bar on stderr, one per stage; hidden when stderr is not a
 /// terminal or with --quiet.
-struct Bar {
-    visible: bool,
-    bar: Mutex<Option<ProgressBar>>,
+pub(crate) struct Bar {
+    pub(crate) visible: bool,
+    pub(crate) bar: Mutex<Option<ProgressBar>>,
 }
 
 impl Progress for Bar {
@@ -289,13 +296,7 @@ impl Progress for Bar {
 
 pub fn run(args: Args) -> Result<()> {
     // Unsupported modes fail before any work, never silently ignored.
-    if let Some(s) = &args.search
-        && s != "False"
-    {
-        bail!(
-            "--search {s} is not yet supported by qtune (planned: search_threshold, search_qtable, fast_search, mix_search); run without --search for plain calibration"
-        );
-    }
+    let searching = args.search.as_deref().is_some_and(|s| s != "False");
     for (given, flag) in [
         (args.we, "--we"),
         (args.bc, "--bc"),
@@ -305,6 +306,11 @@ pub fn run(args: Args) -> Result<()> {
         if given {
             bail!("{flag} is not yet supported by qtune (planned); run without it");
         }
+    }
+    if searching {
+        return super::with_threads(args.threads, || {
+            super::search::run_calibration_search(&args)
+        });
     }
     super::with_threads(args.threads, || run_inner(args))
 }
@@ -371,57 +377,25 @@ fn run_inner(args: Args) -> Result<()> {
         bail!("give the calibration samples with --dataset <folder> or --data_list <file>");
     }
 
-    let loaded = model::load_model(
+    let CalibrationInput {
+        loaded,
+        loader,
+        tune_loader,
+        tune_num,
+    } = calibration_input(
         model_path,
         args.input_shapes.as_deref(),
-        &PrepareOptions::default(),
-        Naming::TopOps,
+        &args.preprocess,
+        &SampleArgs {
+            dataset: args.dataset.as_deref(),
+            data_list: args.data_list.as_deref(),
+            input_num: args.input_num,
+            tune_list: args.tune_list.as_deref(),
+            tune_num: args.tune_num,
+        },
     )?;
     let exec = loaded.exec;
     let graph = exec.graph();
-    let inputs = graph.inputs.len();
-    let selection: Selection = match (&args.data_list, &args.dataset) {
-        (Some(list), _) => select_data_list(list, args.input_num, inputs)?,
-        (None, Some(dir)) => select_dataset(dir, args.input_num)?,
-        (None, None) => unreachable!("checked above"),
-    };
-
-    let mut configs = Vec::with_capacity(inputs);
-    let image_samples = selection.kind == qtune_data::SampleKind::Image;
-    for &id in &graph.inputs {
-        let name = &graph.value(id).name;
-        let shape = graph.shape_of(id)?.dims().to_vec();
-        let pre = if is_mlir {
-            loaded
-                .input_attrs
-                .iter()
-                .find(|a| &a.name == name)
-                .and_then(|a| PreprocessArgs::from_input_attrs(&a.attrs))
-        } else {
-            Some(args.preprocess.clone())
-        };
-        let cfg = match pre {
-            Some(p) if image_samples => Some(p.config(&shape).with_context(|| {
-                format!(
-                    "model `{}`, input `{name}`: cannot preprocess images for it",
-                    model_path.display()
-                )
-            })?),
-            _ => None,
-        };
-        configs.push(cfg);
-    }
-    let loader = SampleLoader::new(graph, selection, configs.clone())
-        .with_context(|| format!("model `{}`", model_path.display()))?;
-    let mut tune_num = args.tune_num;
-    let tune_loader = match &args.tune_list {
-        Some(list) => {
-            let sel = select_data_list(list, 0, inputs)?;
-            tune_num = sel.samples.len();
-            Some(SampleLoader::new(graph, sel, configs)?)
-        }
-        None => None,
-    };
 
     let mut settings = CalibrationSettings::new(method);
     settings.histogram_bin_num = args.histogram_bin_num;
@@ -500,6 +474,106 @@ fn run_inner(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where the calibration samples come from.
+pub(crate) struct SampleArgs<'a> {
+    pub dataset: Option<&'a Path>,
+    pub data_list: Option<&'a Path>,
+    pub input_num: usize,
+    pub tune_list: Option<&'a Path>,
+    pub tune_num: usize,
+}
+
+/// The model (TPU-MLIR op names, BatchNorm not folded: the statistics see
+/// every Top op's output) and its sample loaders.
+pub(crate) struct CalibrationInput {
+    pub loaded: model::LoadedModel,
+    pub loader: SampleLoader,
+    pub tune_loader: Option<SampleLoader>,
+    /// `--tune_num`, or the length of `--tune_list`.
+    pub tune_num: usize,
+}
+
+/// Loads the model and selects its calibration (and tuning) samples.
+pub(crate) fn calibration_input(
+    model_path: &Path,
+    input_shapes: Option<&str>,
+    preprocess: &PreprocessArgs,
+    samples: &SampleArgs,
+) -> Result<CalibrationInput> {
+    let ext = model_path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let is_mlir = ext == "mlir";
+    let preprocess_given =
+        format!("{:?}", preprocess) != format!("{:?}", PreprocessArgs::default());
+    if is_mlir && preprocess_given {
+        bail!(
+            "preprocessing flags apply to .onnx models only; `{}` carries its own (top.Input attributes)",
+            model_path.display()
+        );
+    }
+    if samples.dataset.is_none() && samples.data_list.is_none() {
+        bail!("give the calibration samples with --dataset <folder> or --data_list <file>");
+    }
+    let loaded = model::load_model(
+        model_path,
+        input_shapes,
+        &PrepareOptions::default(),
+        Naming::TopOps,
+    )?;
+    let graph = loaded.exec.graph();
+    let inputs = graph.inputs.len();
+    let selection: Selection = match (samples.data_list, samples.dataset) {
+        (Some(list), _) => select_data_list(list, samples.input_num, inputs)?,
+        (None, Some(dir)) => select_dataset(dir, samples.input_num)?,
+        (None, None) => unreachable!("checked above"),
+    };
+    let mut configs = Vec::with_capacity(inputs);
+    let image_samples = selection.kind == qtune_data::SampleKind::Image;
+    for &id in &graph.inputs {
+        let name = &graph.value(id).name;
+        let shape = graph.shape_of(id)?.dims().to_vec();
+        let pre = if is_mlir {
+            loaded
+                .input_attrs
+                .iter()
+                .find(|a| &a.name == name)
+                .and_then(|a| PreprocessArgs::from_input_attrs(&a.attrs))
+        } else {
+            Some(preprocess.clone())
+        };
+        let cfg = match pre {
+            Some(p) if image_samples => Some(p.config(&shape).with_context(|| {
+                format!(
+                    "model `{}`, input `{name}`: cannot preprocess images for it",
+                    model_path.display()
+                )
+            })?),
+            _ => None,
+        };
+        configs.push(cfg);
+    }
+    let loader = SampleLoader::new(graph, selection, configs.clone())
+        .with_context(|| format!("model `{}`", model_path.display()))?;
+    let mut tune_num = samples.tune_num;
+    let tune_loader = match samples.tune_list {
+        Some(list) => {
+            let sel = select_data_list(list, 0, inputs)?;
+            tune_num = sel.samples.len();
+            Some(SampleLoader::new(graph, sel, configs)?)
+        }
+        None => None,
+    };
+    Ok(CalibrationInput {
+        loaded,
+        loader,
+        tune_loader,
+        tune_num,
+    })
 }
 
 /// `shape_pattern_qtable`, in the calibration table's folder when its path

@@ -9,6 +9,7 @@ pub mod fp_forward;
 pub mod info;
 pub mod preprocess_args;
 pub mod run;
+pub mod search;
 pub mod transform;
 
 /// Runs a command inside a rayon pool of `threads` workers (default: all

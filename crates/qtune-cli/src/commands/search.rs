@@ -1,0 +1,1117 @@
+//! The mixed-precision searches: `run_calibration --search
+//! search_threshold|search_qtable|mix_search`, `run_qtable` and
+//! `run_sensitive_layer` (spec sections 3.6 to 3.10). The work is in
+//! `qtune_search::mix`; this is flag handling, sample loading and output.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use qtune_deploy::Processor;
+use qtune_exec::PrepareOptions;
+use qtune_ir::Graph;
+use qtune_search::mix::{
+    self, Benchmark, LayerSearch, MethodTable, MixEvaluator, MixSearch, Precision,
+    journal::Journal, log::SearchLog,
+};
+use qtune_search::{
+    CalibrationMethod, CalibrationSettings, CalibrationTable, QuantMode, QuantizeTable,
+    TableHeader, TimeLine, calibrate_methods,
+};
+use qtune_tensor::Tensor;
+
+use super::calibrate::{
+    Bar, CalibrationInput, SampleArgs, calibration_input, parse_debug_cmd, python_now,
+};
+use super::preprocess_args::PreprocessArgs;
+use crate::model::{self, Naming};
+
+/// Flags of the searches beyond run_calibration's own.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SearchFlags {
+    /// Per-layer similarity floor of mix_search / run_qtable, on the mapped
+    /// scale 0.5 + 0.5*cos (default 0.99).
+    #[arg(long = "min_layer_cos", alias = "min-layer-cos")]
+    pub min_layer_cos: Option<f64>,
+    /// How search_threshold scores a table: cos (mean mapped output cosine)
+    /// or snr (1 - noise/signal power).
+    #[arg(
+        long = "benchmark_method",
+        alias = "benchmark-method",
+        default_value = "cos"
+    )]
+    pub benchmark_method: String,
+    /// Float type of the layers a search keeps in float: auto (the chip's:
+    /// F16 on bm1684x/bm1688/cv186x/bm1690, F32 on bm1684, BF16 on cv18xx),
+    /// F16, F32 or BF16 (must be one the chip runs).
+    #[arg(long = "fp_type", alias = "fp-type", default_value = "auto")]
+    pub fp_type: String,
+    /// Compare these tensors instead of the model outputs: `a,b` or
+    /// `a:0.3,b:0.7` (rates summing to 1).
+    #[arg(long = "global_compare_layers", alias = "global-compare-layers")]
+    pub global_compare_layers: Option<String>,
+    /// Accepted for TPU-MLIR compatibility (True/False). qtune's searches
+    /// already recompute only what a trial changes, for every model kind.
+    #[arg(long, default_value = "False")]
+    pub transformer: String,
+    /// Loss table of mix_search (default `<quantize_table>_loss.txt`).
+    #[arg(long = "loss_table", alias = "loss-table")]
+    pub loss_table: Option<PathBuf>,
+    /// Continue an interrupted search from its journal
+    /// (`<qtable>.journal`) without redoing finished layers.
+    #[arg(long)]
+    pub resume: bool,
+    /// Memory for cached activations, in MiB; past it tensors are
+    /// recomputed when needed.
+    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 2048)]
+    pub cache_mb: usize,
+}
+
+/// What every search needs.
+struct SearchContext {
+    cal: CalibrationInput,
+    /// The evaluation graph: TPU-MLIR op names, BatchNorm folded into Conv
+    /// (as TPU-MLIR's lowering and model_deploy do).
+    graph: Graph,
+    processor: Processor,
+    chip: String,
+    /// Float mode of the layers the search puts in float (and the qtable's).
+    float_mode: QuantMode,
+    /// Float type of the ops the chip keeps in float.
+    chip_fp: QuantMode,
+    shape_qtable: Vec<(String, QuantMode)>,
+    time_text: Option<String>,
+    model_path: PathBuf,
+    quiet: bool,
+}
+
+struct ContextArgs<'a> {
+    model: &'a Path,
+    input_shapes: Option<&'a str>,
+    preprocess: &'a PreprocessArgs,
+    samples: SampleArgs<'a>,
+    processor: &'a str,
+    fp_type: &'a str,
+    fixed_time: Option<&'a str>,
+    no_time: bool,
+    quiet: bool,
+}
+
+fn context(a: &ContextArgs) -> Result<SearchContext> {
+    let processor = Processor::parse(a.processor).with_context(|| {
+        let all: Vec<&str> = Processor::ALL.iter().map(|p| p.name()).collect();
+        format!(
+            "--processor {}: the searches simulate {}",
+            a.processor,
+            all.join(", ")
+        )
+    })?;
+    let profile = processor.profile();
+    let chip_fp = profile
+        .float_type(a.fp_type)
+        .map_err(|e| anyhow::anyhow!("--fp_type: {e}"))?;
+    let float_mode = chip_fp;
+    let cal = calibration_input(a.model, a.input_shapes, a.preprocess, &a.samples)?;
+    let mut prepare = PrepareOptions::default();
+    prepare.fold_batchnorm = true;
+    let graph = model::load_model(a.model, a.input_shapes, &prepare, Naming::TopOps)?
+        .exec
+        .graph()
+        .clone();
+    let shape_qtable = qtune_search::shape_layers(cal.loaded.exec.graph())
+        .into_iter()
+        .map(|l| (l, float_mode))
+        .collect();
+    let time_text = match (a.fixed_time, a.no_time) {
+        (Some(t), _) => Some(t.to_string()),
+        (None, true) => None,
+        (None, false) => Some(python_now()),
+    };
+    Ok(SearchContext {
+        cal,
+        graph,
+        processor,
+        chip: a.processor.to_string(),
+        float_mode,
+        chip_fp,
+        shape_qtable,
+        time_text,
+        model_path: a.model.to_path_buf(),
+        quiet: a.quiet,
+    })
+}
+
+impl SearchContext {
+    fn bar(&self) -> Bar {
+        Bar {
+            visible: !self.quiet && std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+        }
+    }
+
+    /// The graph inputs of the first `n` sample batches, by name.
+    fn inference_samples(&self, n: usize) -> Result<Vec<Vec<(String, Tensor)>>> {
+        let g = self.cal.loaded.exec.graph();
+        let n = n.min(self.cal.loader.batch_count());
+        (0..n)
+            .map(|i| {
+                Ok(self
+                    .cal
+                    .loader
+                    .load(i)?
+                    .into_iter()
+                    .map(|(id, t)| (g.value(id).name.clone(), t))
+                    .collect())
+            })
+            .collect()
+    }
+
+    fn evaluator(
+        &self,
+        n: usize,
+        compare: Option<&str>,
+        cache_mb: usize,
+    ) -> Result<MixEvaluator<'_>> {
+        let compare = match compare {
+            Some(s) => parse_compare_layers(s)?,
+            None => Vec::new(),
+        };
+        Ok(MixEvaluator::new(
+            &self.graph,
+            self.processor,
+            self.chip_fp,
+            self.inference_samples(n)?,
+            compare,
+            cache_mb.saturating_mul(1 << 20),
+        )?)
+    }
+
+    fn header(&self, tune_num: usize) -> TableHeader {
+        TableHeader {
+            version: format!("qtune-{}", env!("CARGO_PKG_VERSION")),
+            mlir_file: self.model_path.display().to_string(),
+            time: self
+                .time_text
+                .clone()
+                .map_or(TimeLine::Omit, TimeLine::Text),
+            tune_number: i64::try_from(tune_num).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Calibrates `methods` in one statistics pass (every method tuned
+    /// when tune_num > 0, as TPU-MLIR's search modes do) and writes each
+    /// method's tables as TPU-MLIR names them (spec 2.1.1): `<cali>_<m>`
+    /// without tuning, `<cali>_<m>.1` and `<cali>_<m>_tune` with it.
+    fn calibrate_methods(
+        &self,
+        methods: &[CalibrationMethod],
+        histogram_bin_num: usize,
+        tune_steps: Option<u32>,
+        cali: &Path,
+    ) -> Result<Vec<(CalibrationMethod, CalibrationTable)>> {
+        let mut settings = CalibrationSettings::new(methods[0]);
+        settings.histogram_bin_num = histogram_bin_num;
+        settings.tune_num = self.cal.tune_num;
+        if let Some(s) = tune_steps {
+            settings.tune_steps = s;
+        }
+        let bar = self.bar();
+        let outcomes = calibrate_methods(
+            &self.cal.loaded.exec,
+            &self.cal.loader,
+            self.cal.tune_loader.as_ref(),
+            methods,
+            &settings,
+            true,
+            &bar,
+        )
+        .with_context(|| format!("calibrating `{}`", self.model_path.display()))?;
+        let header = self.header(self.cal.tune_num);
+        let mut out = Vec::new();
+        for o in outcomes {
+            let base = format!("{}_{}", cali.display(), o.method.name());
+            let table = if o.tuned_rows.is_some() {
+                o.table(&header, false)
+                    .write(Path::new(&format!("{base}.1")))?;
+                let t = o.table(&header, true);
+                t.write(Path::new(&format!("{base}_tune")))?;
+                t
+            } else {
+                let t = o.table(&header, false);
+                t.write(Path::new(&base))?;
+                t
+            };
+            out.push((o.method, table));
+        }
+        Ok(out)
+    }
+
+    fn qtable(&self, custom: &[String]) -> QuantizeTable {
+        QuantizeTable {
+            time: self.time_text.clone(),
+            sample_number: self.cal.loader.batch_count(),
+            chip: self.chip.clone(),
+            shape_layers: self.shape_qtable.iter().map(|(n, _)| n.clone()).collect(),
+            shape_mode: self.float_mode,
+            pattern_mode: self.float_mode,
+            custom_layers: custom
+                .iter()
+                .map(|n| (n.clone(), self.float_mode))
+                .collect(),
+            ..QuantizeTable::default()
+        }
+    }
+
+    /// The float reference (F32 model) of the evaluator.
+    fn f32_reference(&self, ev: &mut MixEvaluator) -> Result<()> {
+        let b = ev.build(&Precision {
+            quantize: QuantMode::F32,
+            table: None,
+            qtable: &[],
+        })?;
+        ev.set_reference(&b)?;
+        Ok(())
+    }
+}
+
+/// `a,b` (rates 1) or `a:0.3,b:0.7` (rates summing to 1).
+fn parse_compare_layers(s: &str) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    let mut with_rate = 0;
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match item.rsplit_once(':') {
+            Some((name, rate)) => {
+                let r: f64 = rate.parse().with_context(|| {
+                    format!("--global_compare_layers `{item}`: `{rate}` is not a rate")
+                })?;
+                with_rate += 1;
+                out.push((name.to_string(), r));
+            }
+            None => out.push((item.to_string(), 1.0)),
+        }
+    }
+    if out.is_empty() {
+        bail!("--global_compare_layers `{s}`: no layer named");
+    }
+    if with_rate > 0 {
+        if with_rate != out.len() {
+            bail!("--global_compare_layers `{s}`: give a rate for every layer or for none");
+        }
+        let sum: f64 = out.iter().map(|(_, r)| r).sum();
+        if (sum - 1.0).abs() > 1e-9 {
+            bail!("--global_compare_layers `{s}`: the rates sum to {sum}, expected 1");
+        }
+    }
+    Ok(out)
+}
+
+/// `KL,MSE` -> methods with their log labels; unknown names are an error
+/// (TPU-MLIR drops them silently).
+fn parse_method_list(s: &str) -> Result<Vec<(CalibrationMethod, String)>> {
+    let mut out: Vec<(CalibrationMethod, String)> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let m = CalibrationMethod::parse(item)
+            .filter(|m| {
+                matches!(
+                    m,
+                    CalibrationMethod::Kl
+                        | CalibrationMethod::Mse
+                        | CalibrationMethod::Max
+                        | CalibrationMethod::Percentile9999
+                )
+            })
+            .with_context(|| {
+                format!(
+                    "--quantize_method_list: `{item}` is not one of KL, MSE, MAX, Percentile9999"
+                )
+            })?;
+        if !out.iter().any(|(x, _)| *x == m) {
+            out.push((m, method_label(m).to_string()));
+        }
+    }
+    if out.is_empty() {
+        bail!("--quantize_method_list `{s}`: no method");
+    }
+    Ok(out)
+}
+
+fn method_label(m: CalibrationMethod) -> &'static str {
+    match m {
+        CalibrationMethod::Kl => "KL",
+        CalibrationMethod::Mse => "MSE",
+        CalibrationMethod::Max => "MAX",
+        CalibrationMethod::Percentile9999 => "Percentile9999",
+        CalibrationMethod::AciqGauss => "ACIQ_GAUSS",
+        CalibrationMethod::AciqLaplace => "ACIQ_LAPLACE",
+    }
+}
+
+fn console(quiet: bool) -> Box<dyn FnMut(&str)> {
+    Box::new(move |line: &str| {
+        if !quiet {
+            println!("{line}");
+        }
+    })
+}
+
+/// `<path>.journal`.
+fn journal_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".journal");
+    PathBuf::from(s)
+}
+
+/// A fingerprint of everything a layer search's result depends on.
+fn fingerprint(parts: &[String]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update(b"\0");
+    }
+    format!("{:032x}", h.digest128())
+}
+
+fn model_fingerprint(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?;
+    let mut parts = vec![xxhash_rust::xxh3::xxh3_128(&bytes).to_string()];
+    // A .mlir's weights are in its npz.
+    if let Some(text) = std::str::from_utf8(&bytes).ok()
+        && let Some(i) = text.find("module.weight_file = \"")
+    {
+        let rest = &text[i + 22..];
+        if let Some(end) = rest.find('"') {
+            let w = path.with_file_name(&rest[..end]);
+            if let Ok(b) = std::fs::read(&w) {
+                parts.push(xxhash_rust::xxh3::xxh3_128(&b).to_string());
+            }
+        }
+    }
+    Ok(parts.join(","))
+}
+
+/// Atomic text write with the path in errors.
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    qtune_tensor::write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))
+        .with_context(|| format!("writing `{}`", path.display()))
+}
+
+/// `run_calibration --search ...`.
+pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
+    let start = Instant::now();
+    let mode = args.search.as_deref().unwrap_or("False");
+    let flags = &args.search_flags;
+    if !matches!(
+        mode,
+        "search_threshold" | "search_qtable" | "mix_search" | "fast_search"
+    ) {
+        bail!(
+            "--search {mode}: expected search_threshold, search_qtable, fast_search, mix_search or False"
+        );
+    }
+    if mode == "fast_search" {
+        bail!(
+            "--search fast_search is not yet supported by qtune; search_qtable gives the same kind of qtable"
+        );
+    }
+    let Some(qtable_path) = args.quantize_table.clone() else {
+        bail!("--search {mode} needs --quantize_table (the qtable to write), as TPU-MLIR requires");
+    };
+    let debug = parse_debug_cmd(&args.debug_cmd)?;
+    for key in &debug.ignored {
+        eprintln!("warning: --debug_cmd key `{key}` is not honoured by qtune; ignored");
+    }
+    let benchmark = match flags.benchmark_method.as_str() {
+        "cos" => Benchmark::Cos,
+        "snr" => Benchmark::Snr,
+        other => bail!("--benchmark_method {other}: expected cos or snr"),
+    };
+    let inference_num = args.inference_num.unwrap_or(30);
+    let expected_cos = args.expected_cos.unwrap_or(0.99);
+    let ctx = context(&ContextArgs {
+        model: &args.model,
+        input_shapes: args.input_shapes.as_deref(),
+        preprocess: &args.preprocess,
+        samples: SampleArgs {
+            dataset: args.dataset.as_deref(),
+            data_list: args.data_list.as_deref(),
+            input_num: args.input_num,
+            tune_list: args.tune_list.as_deref(),
+            tune_num: args.tune_num,
+        },
+        processor: &args.processor,
+        fp_type: &flags.fp_type,
+        fixed_time: args.fixed_time.as_deref(),
+        no_time: args.no_time,
+        quiet: args.quiet,
+    })?;
+    // TPU-MLIR writes the shape/pattern qtable at start-up, whatever the mode.
+    ctx.qtable(&[]).write(&qtable_path)?;
+    let cali = &args.calibration_table;
+    match mode {
+        "search_threshold" => {
+            let mut log = SearchLog::new("Search_Threshold", console(args.quiet));
+            if cali.exists() {
+                log.warning(format!(
+                    "[search_threshold] {} already exists; skip threshold search and use it as-is.",
+                    cali.display()
+                ));
+                log.write()?;
+                return Ok(());
+            }
+            let methods = [
+                CalibrationMethod::Kl,
+                CalibrationMethod::Max,
+                CalibrationMethod::Percentile9999,
+                CalibrationMethod::Mse,
+            ];
+            log.info(
+                "Quantization threshold calculation method: ['kl', 'max', 'percentile9999', 'mse']",
+            );
+            let tables =
+                ctx.calibrate_methods(&methods, args.histogram_bin_num, debug.tune_steps, cali)?;
+            let cal_time = start.elapsed();
+            let mut ev = ctx.evaluator(
+                inference_num,
+                flags.global_compare_layers.as_deref(),
+                flags.cache_mb,
+            )?;
+            ctx.f32_reference(&mut ev)?;
+            let tables: Vec<MethodTable> = tables
+                .into_iter()
+                .map(|(m, table)| MethodTable {
+                    label: m.name().to_string(),
+                    table,
+                })
+                .collect();
+            for t in &tables {
+                log.info(format!(
+                    "Trying multi algorithm threshold of {} with {}_{} in {:?}",
+                    t.label,
+                    cali.display(),
+                    t.label,
+                    ["kl", "max", "percentile9999", "mse"]
+                ));
+            }
+            let (best, _) =
+                mix::threshold_search(&mut ev, &tables, &ctx.shape_qtable, benchmark, &mut log)?;
+            tables[best].table.write(cali)?;
+            tables[best].table.write(Path::new("new_cali_table.txt"))?;
+            log.print_info("success");
+            log.write()?;
+            if !args.quiet {
+                println!(
+                    "search_threshold: {} chosen, wrote {} (calibration {:.2} s, total {:.2} s)",
+                    tables[best].label,
+                    cali.display(),
+                    cal_time.as_secs_f64(),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            Ok(())
+        }
+        "search_qtable" => {
+            let list = args.quantize_method_list.as_deref().unwrap_or("mse");
+            let methods = parse_method_list(list)?;
+            let labels: Vec<&str> = methods.iter().map(|(_, l)| l.as_str()).collect();
+            let mut log = SearchLog::new("Search_Qtable", console(args.quiet));
+            log.info(format!("quantize_method_list ={labels:?}"));
+            let t0 = Instant::now();
+            let (method_tables, table) = if cali.exists() {
+                // TPU-MLIR: only the first method, thresholds from -o.
+                let t = CalibrationTable::read(cali)?;
+                (
+                    vec![MethodTable {
+                        label: methods[0].1.clone(),
+                        table: t.clone(),
+                    }],
+                    t,
+                )
+            } else {
+                let ms: Vec<CalibrationMethod> = methods.iter().map(|(m, _)| *m).collect();
+                let tables =
+                    ctx.calibrate_methods(&ms, args.histogram_bin_num, debug.tune_steps, cali)?;
+                let default = tables
+                    .iter()
+                    .find(|(m, _)| *m == CalibrationMethod::Mse)
+                    .unwrap_or(&tables[0])
+                    .1
+                    .clone();
+                default.write(cali)?;
+                let mt = tables
+                    .into_iter()
+                    .map(|(m, table)| MethodTable {
+                        label: method_label(m).to_string(),
+                        table,
+                    })
+                    .collect();
+                (mt, default)
+            };
+            let cal_time = t0.elapsed();
+            let t1 = Instant::now();
+            let mut ev = ctx.evaluator(
+                inference_num,
+                flags.global_compare_layers.as_deref(),
+                flags.cache_mb,
+            )?;
+            log.info(format!("run float mode: {}", ctx.model_path.display()));
+            ctx.f32_reference(&mut ev)?;
+            let ref_time = t1.elapsed();
+            log.info(format!("run int8 mode: {}", ctx.model_path.display()));
+            let search = LayerSearch {
+                methods: method_tables,
+                table,
+                base_qtable: ctx.shape_qtable.clone(),
+                float_mode: ctx.float_mode,
+                expected_cos,
+                max_float_layers: args.max_float_layers.unwrap_or(5),
+                prescreen: true,
+                adjust: true,
+            };
+            let mut parts = vec![
+                model_fingerprint(&args.model)?,
+                format!(
+                    "{mode} {list} {inference_num} {expected_cos} {}",
+                    search.max_float_layers
+                ),
+                format!(
+                    "{} {} {}",
+                    ctx.chip,
+                    ctx.float_mode,
+                    flags.global_compare_layers.as_deref().unwrap_or("")
+                ),
+                args.post_process
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ];
+            parts.extend(search.methods.iter().map(|m| m.table.to_text()));
+            parts.push(search.table.to_text());
+            run_layer_search(
+                &ctx,
+                &mut ev,
+                &search,
+                &mut log,
+                &qtable_path,
+                &fingerprint(&parts),
+                flags.resume,
+                "success search qtable",
+                start,
+                [cal_time, ref_time],
+            )
+        }
+        "mix_search" => {
+            if !cali.exists() {
+                bail!(
+                    "--search mix_search needs an existing calibration table at `{}` (it does not calibrate)",
+                    cali.display()
+                );
+            }
+            let table = CalibrationTable::read(cali)?;
+            let mut log = SearchLog::new("Mix_Search", console(args.quiet));
+            let loss_path = flags
+                .loss_table
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}_loss.txt", qtable_path.display())));
+            let ev = ctx.evaluator(
+                inference_num,
+                flags.global_compare_layers.as_deref(),
+                flags.cache_mb,
+            )?;
+            run_mix_search(
+                &ctx,
+                ev,
+                MixSearch {
+                    table,
+                    base_qtable: ctx.shape_qtable.clone(),
+                    float_mode: ctx.float_mode,
+                    expected_cos,
+                    min_layer_cos: flags.min_layer_cos.unwrap_or(0.99),
+                    max_float_layers: args.max_float_layers,
+                },
+                &mut log,
+                &qtable_path,
+                &loss_path,
+                LossHeader::Search,
+                start,
+            )
+        }
+        _ => unreachable!("checked above"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_layer_search(
+    ctx: &SearchContext,
+    ev: &mut MixEvaluator,
+    search: &LayerSearch,
+    log: &mut SearchLog,
+    qtable_path: &Path,
+    fingerprint: &str,
+    resume: bool,
+    success: &str,
+    start: Instant,
+    [cal_time, ref_time]: [std::time::Duration; 2],
+) -> Result<()> {
+    let jpath = journal_path(qtable_path);
+    if resume && !jpath.exists() {
+        eprintln!(
+            "warning: --resume: no journal at `{}`; starting from the beginning",
+            jpath.display()
+        );
+    }
+    let mut journal = Journal::open(&jpath, fingerprint, resume)?;
+    let bar = ctx.bar();
+    let t2 = Instant::now();
+    let outcome = mix::layer_search(ev, search, log, &bar, Some(&mut journal));
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            // The log up to the failure; the journal stays for --resume.
+            let _ = log.write();
+            return Err(e.into());
+        }
+    };
+    let search_time = t2.elapsed();
+    if !outcome.early_exit {
+        ctx.qtable(&outcome.float_layers).write(qtable_path)?;
+        outcome.table.write(Path::new("new_cali_table.txt"))?;
+        log.print_info(">>>run result:");
+        log.print_info(format!("int8 outputs_cos:{:.6} old", outcome.all_int8_cos));
+        log.print_info(format!("mix model outputs_cos:{:.6}", outcome.mix_cos));
+        log.print_info(format!(
+            "Output mix quantization table to {}",
+            qtable_path.display()
+        ));
+        log.print_info(format!("total time:{}", start.elapsed().as_secs_f64()));
+        log.print(success);
+    }
+    log.write()?;
+    journal.finish()?;
+    if !ctx.quiet {
+        let s = &ev.stats;
+        println!(
+            "time: calibration {:.2} s, float reference {:.2} s, layer search {:.2} s ({} models built in {:.2} s, {} runs; {:.1}% of the nodes recomputed; cache peak {} MiB)",
+            cal_time.as_secs_f64(),
+            ref_time.as_secs_f64(),
+            search_time.as_secs_f64(),
+            s.builds,
+            s.build_time.as_secs_f64(),
+            s.runs,
+            100.0 * s.nodes_run as f64 / s.nodes_total.max(1) as f64,
+            s.cache_peak_bytes >> 20
+        );
+    }
+    Ok(())
+}
+
+/// Which loss-table header to write.
+enum LossHeader {
+    /// `--search mix_search` (spec 2.5).
+    Search,
+    /// The seed's run_qtable `full_loss_table.txt`.
+    RunQtable,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_mix_search(
+    ctx: &SearchContext,
+    mut ev: MixEvaluator,
+    s: MixSearch,
+    log: &mut SearchLog,
+    qtable_path: &Path,
+    loss_path: &Path,
+    header: LossHeader,
+    start: Instant,
+) -> Result<()> {
+    // The reference: the model at the float type (TPU-MLIR lowers it at
+    // high precision).
+    let reference = ev.build(&Precision {
+        quantize: ctx.float_mode,
+        table: None,
+        qtable: &[],
+    })?;
+    ev.set_reference(&reference)?;
+    let bar = ctx.bar();
+    let outcome = match mix::mix_search(&mut ev, &reference, &s, log, &bar) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = log.write();
+            return Err(e.into());
+        }
+    };
+    let mut qtable = String::from("# op_name   quantize_mode\n");
+    for (n, m) in &ctx.shape_qtable {
+        qtable.push_str(&format!("{n} {m}\n"));
+    }
+    for n in &outcome.float_layers {
+        qtable.push_str(&format!("{n} {}\n", ctx.float_mode));
+    }
+    write_text(qtable_path, &qtable)?;
+    let mut rows = outcome.losses.clone();
+    rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut loss = String::new();
+    match header {
+        LossHeader::Search => {
+            if let Some(t) = &ctx.time_text {
+                loss.push_str(&format!("# genetated time: {t}\n"));
+            }
+            loss.push_str(&format!("# sample number: {}\n", ev.sample_count()));
+            loss.push_str(&format!(
+                "# chip: {}  mix_mode: {}\n",
+                ctx.chip, ctx.float_mode
+            ));
+        }
+        LossHeader::RunQtable => {
+            loss.push_str(&format!(
+                "# platform: {}  mix_mode: {}\n",
+                ctx.chip, ctx.float_mode
+            ));
+        }
+    }
+    loss.push_str("###\n");
+    for (i, (name, c)) in rows.iter().enumerate() {
+        loss.push_str(&format!("No.{i:<4}: Layer: {name:<50}\t\t\tCos: {c:.6}\n"));
+    }
+    write_text(loss_path, &loss)?;
+    for (i, (name, c)) in rows.iter().enumerate() {
+        log.info(format!("No.{i}: Layer: {name} Cos: {c}"));
+    }
+    if !outcome.early_exit {
+        log.print_info(format!("int8 outputs_cos:{:.6} old", outcome.int8_cos));
+        log.print_info(format!("mix model outputs_cos:{:.6}", outcome.mix_cos));
+    }
+    log.print_info(format!(
+        "Output mix quantization table to {}",
+        qtable_path.display()
+    ));
+    log.print_info(format!("total time:{} second", start.elapsed().as_secs()));
+    log.write()?;
+    if !ctx.quiet {
+        println!(
+            "{} float layer(s), {} configurations scored in {:.2} s",
+            outcome.float_layers.len(),
+            outcome.trials,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// `run_qtable`: the seed's mix-precision search for a model and an
+/// existing calibration table (TPU-MLIR's old run_qtable, now
+/// `--search mix_search`).
+#[derive(clap::Args)]
+#[command(after_long_help = QTABLE_HELP)]
+pub struct QtableArgs {
+    /// The float model (.mlir from model_transform, or .onnx).
+    model: PathBuf,
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    #[arg(long = "data_list", alias = "data-list")]
+    data_list: Option<PathBuf>,
+    /// The calibration table (input).
+    #[arg(long = "calibration_table", alias = "calibration-table")]
+    calibration_table: PathBuf,
+    /// Target processor.
+    #[arg(long, alias = "chip", default_value = "bm1684x")]
+    processor: String,
+    /// Samples compared (default 10).
+    #[arg(long = "input_num", alias = "input-num", default_value_t = 10)]
+    input_num: usize,
+    /// Target output similarity (mapped scale 0.5 + 0.5*cos).
+    #[arg(long = "expected_cos", alias = "expected-cos", default_value_t = 0.99)]
+    expected_cos: f64,
+    /// Float layers cap (default: a quarter of the ops).
+    #[arg(long = "max_float_layers", alias = "max-float-layers")]
+    max_float_layers: Option<usize>,
+    /// TPU-MLIR debug keys (reported and ignored).
+    #[arg(long = "debug_cmd", alias = "debug-cmd", default_value = "")]
+    debug_cmd: String,
+    /// The qtable to write.
+    #[arg(short = 'o')]
+    output: PathBuf,
+    /// A Python file defining `PostProcess(data)`.
+    #[arg(long = "post_process", alias = "post-process")]
+    post_process: Option<PathBuf>,
+    #[command(flatten)]
+    flags: SearchFlags,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Flags every standalone search shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Static shapes for dynamic inputs of an .onnx model.
+    #[arg(long = "input_shapes", alias = "input-shapes")]
+    input_shapes: Option<String>,
+    #[command(flatten)]
+    preprocess: PreprocessArgs,
+    /// Write this text as the files' time line (reproducible files).
+    #[arg(long = "fixed_time", alias = "fixed-time", conflicts_with = "no_time")]
+    fixed_time: Option<String>,
+    /// Leave the time lines out (reproducible files).
+    #[arg(long = "no_time", alias = "no-time")]
+    no_time: bool,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bar and no console lines.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+const QTABLE_HELP: &str = "\
+Walks the ops in order. Where an op's own output similarity to the float model (mapped scale,
+mean over the samples) is below --min_layer_cos, the op and the ops since the previous visited
+op go to float; the change is kept unless the model output gets worse than all-int8, and the
+walk stops once the output similarity exceeds --expected_cos. The reference is the model at the
+float type (F16 on bm1684x, as TPU-MLIR). Outputs: the qtable (-o), the loss table
+(--loss_table, default full_loss_table.txt: every visited op's similarity, ascending) and the
+log `Mix_Search`, written atomically.
+
+Exit codes: 0 success; 2 bad input or usage.";
+
+/// `run_qtable`.
+#[derive(clap::Parser)]
+#[command(
+    name = "run_qtable",
+    version,
+    about = "Mixed-precision qtable by per-layer similarity (exit codes: 0 ok, 2 bad input)"
+)]
+pub struct QtableTool {
+    #[command(flatten)]
+    pub args: QtableArgs,
+}
+
+pub fn run_qtable(args: QtableArgs) -> Result<()> {
+    let threads = args.common.threads;
+    super::with_threads(threads, || run_qtable_inner(args))
+}
+
+fn run_qtable_inner(args: QtableArgs) -> Result<()> {
+    let start = Instant::now();
+    let debug = parse_debug_cmd(&args.debug_cmd)?;
+    for key in &debug.ignored {
+        eprintln!("warning: --debug_cmd key `{key}` is not honoured by qtune; ignored");
+    }
+    let ctx = context(&ContextArgs {
+        model: &args.model,
+        input_shapes: args.common.input_shapes.as_deref(),
+        preprocess: &args.common.preprocess,
+        samples: SampleArgs {
+            dataset: args.dataset.as_deref(),
+            data_list: args.data_list.as_deref(),
+            input_num: args.input_num,
+            tune_list: None,
+            tune_num: 0,
+        },
+        processor: &args.processor,
+        fp_type: &args.flags.fp_type,
+        fixed_time: args.common.fixed_time.as_deref(),
+        no_time: args.common.no_time,
+        quiet: args.common.quiet,
+    })?;
+    let table = CalibrationTable::read(&args.calibration_table)?;
+    let mut log = SearchLog::new("Mix_Search", console(args.common.quiet));
+    let loss_path = args
+        .flags
+        .loss_table
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("full_loss_table.txt"));
+    let ev = ctx.evaluator(
+        args.input_num,
+        args.flags.global_compare_layers.as_deref(),
+        args.flags.cache_mb,
+    )?;
+    run_mix_search(
+        &ctx,
+        ev,
+        MixSearch {
+            table,
+            base_qtable: ctx.shape_qtable.clone(),
+            float_mode: ctx.float_mode,
+            expected_cos: args.expected_cos,
+            min_layer_cos: args.flags.min_layer_cos.unwrap_or(0.99),
+            max_float_layers: args.max_float_layers,
+        },
+        &mut log,
+        &args.output,
+        &loss_path,
+        LossHeader::RunQtable,
+        start,
+    )
+}
+
+/// `run_sensitive_layer`.
+#[derive(clap::Args)]
+#[command(after_long_help = SENSITIVE_HELP)]
+pub struct SensitiveArgs {
+    /// The float model (.mlir from model_transform, or .onnx).
+    model: PathBuf,
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    #[arg(long = "data_list", alias = "data-list")]
+    data_list: Option<PathBuf>,
+    /// The calibration table (input; the starting thresholds).
+    #[arg(long = "calibration_table", alias = "calibration-table")]
+    calibration_table: PathBuf,
+    #[arg(long, alias = "chip", default_value = "bm1684x")]
+    processor: String,
+    /// Samples of the per-method calibration (default 10).
+    #[arg(long = "input_num", alias = "input-num", default_value_t = 10)]
+    input_num: usize,
+    /// Samples the outputs are compared on (default 10).
+    #[arg(long = "inference_num", alias = "inference-num", default_value_t = 10)]
+    inference_num: usize,
+    /// Layers written to the qtable.
+    #[arg(
+        long = "max_float_layers",
+        alias = "max-float-layers",
+        default_value_t = 5
+    )]
+    max_float_layers: usize,
+    #[arg(long = "tune_list", alias = "tune-list")]
+    tune_list: Option<PathBuf>,
+    #[arg(long = "tune_num", alias = "tune-num", default_value_t = 5)]
+    tune_num: usize,
+    #[arg(
+        long = "histogram_bin_num",
+        alias = "histogram-bin-num",
+        default_value_t = 2048
+    )]
+    histogram_bin_num: usize,
+    /// A Python file defining `PostProcess(data)`.
+    #[arg(long = "post_process", alias = "post-process")]
+    post_process: Option<PathBuf>,
+    /// Accepted for TPU-MLIR compatibility (the old tool ignored it too).
+    #[arg(long = "expected_cos", alias = "expected-cos", default_value_t = 0.99)]
+    expected_cos: f64,
+    #[arg(long = "debug_cmd", alias = "debug-cmd", default_value = "")]
+    debug_cmd: String,
+    /// The qtable to write.
+    #[arg(short = 'o')]
+    output: PathBuf,
+    #[command(flatten)]
+    flags: SearchFlags,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+const SENSITIVE_HELP: &str = "\
+For every layer the chip runs in int8, with every other such layer in float: the output loss
+(1 - mapped cos) of the layer's int8 form with the MAX, Percentile9999 and KL thresholds; the
+best threshold is kept. The --max_float_layers layers with the largest losses go to the qtable
+(-o); new_cali_table.txt (current folder) holds the best thresholds; the log is
+`SensitiveLayerSearch`. --resume continues from `<qtable>.journal`.
+
+Exit codes: 0 success; 2 bad input or usage.";
+
+/// `run_sensitive_layer`.
+#[derive(clap::Parser)]
+#[command(
+    name = "run_sensitive_layer",
+    version,
+    about = "Sensitive-layer search: per-layer best thresholds and the layers to keep in float (exit codes: 0 ok, 2 bad input)"
+)]
+pub struct SensitiveTool {
+    #[command(flatten)]
+    pub args: SensitiveArgs,
+}
+
+pub fn run_sensitive_layer(args: SensitiveArgs) -> Result<()> {
+    let threads = args.common.threads;
+    super::with_threads(threads, || run_sensitive_inner(args))
+}
+
+fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
+    let start = Instant::now();
+    let debug = parse_debug_cmd(&args.debug_cmd)?;
+    for key in &debug.ignored {
+        eprintln!("warning: --debug_cmd key `{key}` is not honoured by qtune; ignored");
+    }
+    let ctx = context(&ContextArgs {
+        model: &args.model,
+        input_shapes: args.common.input_shapes.as_deref(),
+        preprocess: &args.common.preprocess,
+        samples: SampleArgs {
+            dataset: args.dataset.as_deref(),
+            data_list: args.data_list.as_deref(),
+            input_num: args.input_num,
+            tune_list: args.tune_list.as_deref(),
+            tune_num: args.tune_num,
+        },
+        processor: &args.processor,
+        fp_type: &args.flags.fp_type,
+        fixed_time: args.common.fixed_time.as_deref(),
+        no_time: args.common.no_time,
+        quiet: args.common.quiet,
+    })?;
+    let table = CalibrationTable::read(&args.calibration_table)?;
+    let methods = [
+        CalibrationMethod::Max,
+        CalibrationMethod::Percentile9999,
+        CalibrationMethod::Kl,
+    ];
+    let t0 = Instant::now();
+    let tables = ctx.calibrate_methods(
+        &methods,
+        args.histogram_bin_num,
+        debug.tune_steps,
+        &args.calibration_table,
+    )?;
+    let cal_time = t0.elapsed();
+    let t1 = Instant::now();
+    let mut log = SearchLog::new("SensitiveLayerSearch", console(args.common.quiet));
+    let mut ev = ctx.evaluator(
+        args.inference_num,
+        args.flags.global_compare_layers.as_deref(),
+        args.flags.cache_mb,
+    )?;
+    ctx.f32_reference(&mut ev)?;
+    let ref_time = t1.elapsed();
+    let search = LayerSearch {
+        methods: tables
+            .into_iter()
+            .map(|(m, table)| MethodTable {
+                label: method_label(m).to_string(),
+                table,
+            })
+            .collect(),
+        table,
+        base_qtable: ctx.shape_qtable.clone(),
+        float_mode: ctx.float_mode,
+        expected_cos: args.expected_cos,
+        max_float_layers: args.max_float_layers,
+        prescreen: false,
+        adjust: false,
+    };
+    let mut parts = vec![
+        model_fingerprint(&args.model)?,
+        format!(
+            "sensitive {} {} {}",
+            args.inference_num, args.max_float_layers, ctx.chip
+        ),
+        format!(
+            "{} {}",
+            ctx.float_mode,
+            args.flags.global_compare_layers.as_deref().unwrap_or("")
+        ),
+    ];
+    parts.extend(search.methods.iter().map(|m| m.table.to_text()));
+    parts.push(search.table.to_text());
+    run_layer_search(
+        &ctx,
+        &mut ev,
+        &search,
+        &mut log,
+        &args.output,
+        &fingerprint(&parts),
+        args.flags.resume,
+        "success sensitive layer search",
+        start,
+        [cal_time, ref_time],
+    )
+}

@@ -1,0 +1,582 @@
+//! Evaluating mixed-precision configurations fast: build the quantized
+//! model once per configuration (no re-import, no re-lowering from text),
+//! and recompute only the tensors the configuration changed.
+//!
+//! Every tensor of a built model gets a content key: a 128-bit hash of its
+//! op, the op's attributes, the bytes of its constant inputs and the keys
+//! of its other inputs (a Merkle hash over the graph; graph inputs are keyed
+//! by name). Two configurations that agree upstream of a layer give the
+//! upstream tensors the same keys, so a trial that changes one layer's
+//! precision or threshold finds every tensor above that layer in the cache
+//! and recomputes only what lies downstream of it. Tensors are cached per
+//! sample for the evaluation samples, within a memory budget; past the
+//! budget the remaining tensors are recomputed when needed, never an error.
+//!
+//! Results do not depend on the cache: a cached tensor is bit-identical to
+//! the tensor a full run computes (the executor is deterministic whatever
+//! the thread count), which the tests check.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use qtune_deploy::{Plan, PlanRequest, Processor, build_qdq, integer_exact};
+use qtune_exec::{Executor, Keep, NoHook, Parallelism, PrepareOptions, RunOptions, Values};
+use qtune_ir::{Graph, NodeId, ValueId};
+use qtune_quant::{CalibrationTable, QuantMode};
+use qtune_tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+use xxhash_rust::xxh3::Xxh3;
+
+use super::similarity::{OutputScore, score_outputs};
+use crate::SearchError;
+
+/// The precision settings of one model to evaluate.
+#[derive(Debug, Clone, Copy)]
+pub struct Precision<'a> {
+    /// INT8 for (mixed) quantized models; F32/F16/BF16 for float references.
+    pub quantize: QuantMode,
+    pub table: Option<&'a CalibrationTable>,
+    /// Layers kept at another precision (`name -> mode`).
+    pub qtable: &'a [(String, QuantMode)],
+}
+
+/// A model built for one [`Precision`]: the simulation graph (int8 layers
+/// computing on integers, as `model_deploy` runs them), its plan and the
+/// content key of every tensor.
+pub struct Built {
+    exec: Executor,
+    keys: Vec<u128>,
+    compare: Vec<ValueId>,
+    pub plan: Plan,
+}
+
+impl Built {
+    pub fn graph(&self) -> &Graph {
+        self.exec.graph()
+    }
+
+    pub fn exec(&self) -> &Executor {
+        &self.exec
+    }
+}
+
+/// Counters for the run summary.
+#[derive(Debug, Clone, Default)]
+pub struct EvalStats {
+    /// Models built.
+    pub builds: usize,
+    pub build_time: Duration,
+    /// Model runs (each over several samples).
+    pub runs: usize,
+    pub run_time: Duration,
+    /// Nodes executed, and nodes a full run would have executed, per sample.
+    pub nodes_run: usize,
+    pub nodes_total: usize,
+    /// Peak bytes held by the tensor cache.
+    pub cache_peak_bytes: usize,
+}
+
+/// Applied to the compared tensors of every sample before the loss
+/// (`--post_process`).
+pub trait OutputTransform {
+    fn apply(
+        &mut self,
+        outputs: Vec<(String, Tensor)>,
+    ) -> Result<Vec<(String, Tensor)>, SearchError>;
+}
+
+/// Evaluates configurations of one float model on a fixed set of samples.
+pub struct MixEvaluator<'g> {
+    graph: &'g Graph,
+    processor: Processor,
+    /// Float type of the ops the chip keeps in float.
+    fp_type: QuantMode,
+    /// Per sample: the graph inputs by name.
+    samples: Vec<Vec<(String, Tensor)>>,
+    /// The compared tensors and their rates (`--global_compare_layers`, or
+    /// the graph outputs with rate 1).
+    compare: Vec<(String, f64)>,
+    /// Per sample: the reference tensors (after post-processing).
+    reference: Vec<Vec<(String, Tensor)>>,
+    post: Option<Box<dyn OutputTransform + 'g>>,
+    cache: HashMap<u128, Vec<Tensor>>,
+    cache_bytes: usize,
+    budget: usize,
+    pub stats: EvalStats,
+}
+
+fn tensor_bytes(t: &Tensor) -> usize {
+    match t.data() {
+        TensorData::F32(_) | TensorData::I32(_) => t.numel() * 4,
+        TensorData::I64(_) => t.numel() * 8,
+        TensorData::Bool(_) | TensorData::U8(_) | TensorData::I8(_) => t.numel(),
+    }
+}
+
+fn hash_constant(h: &mut Xxh3, t: &Tensor) {
+    h.update(t.dtype().name().as_bytes());
+    for &d in t.dims() {
+        h.update(&(d as u64).to_le_bytes());
+    }
+    let mut buf = Vec::with_capacity(4096);
+    macro_rules! words {
+        ($v:expr, $to:expr) => {
+            for chunk in $v.chunks(512) {
+                buf.clear();
+                for &x in chunk {
+                    buf.extend_from_slice(&$to(x));
+                }
+                h.update(&buf);
+            }
+        };
+    }
+    match t.data() {
+        TensorData::F32(v) => words!(v.as_slice(), |x: f32| x.to_bits().to_le_bytes()),
+        TensorData::I64(v) => words!(v.as_slice(), |x: i64| x.to_le_bytes()),
+        TensorData::I32(v) => words!(v.as_slice(), |x: i32| x.to_le_bytes()),
+        TensorData::Bool(v) => words!(v.as_slice(), |x: bool| [u8::from(x)]),
+        TensorData::U8(v) => h.update(v.as_slice()),
+        TensorData::I8(v) => words!(v.as_slice(), |x: i8| x.to_le_bytes()),
+    }
+}
+
+/// The content key of every value of `g` (see the module docs).
+fn content_keys(g: &Graph) -> Vec<u128> {
+    let mut keys = vec![0u128; g.value_count()];
+    for (id, v) in g.values() {
+        let mut h = Xxh3::new();
+        if let Some(c) = &v.constant {
+            h.update(b"const");
+            hash_constant(&mut h, c);
+            keys[id.index()] = h.digest128();
+        } else if v.producer.is_none() {
+            h.update(b"input");
+            h.update(v.name.as_bytes());
+            keys[id.index()] = h.digest128();
+        }
+    }
+    for (_, n) in g.nodes() {
+        let mut h = Xxh3::new();
+        h.update(format!("{:?}", n.op).as_bytes());
+        for i in &n.inputs {
+            match i {
+                Some(i) => h.update(&keys[i.index()].to_le_bytes()),
+                None => h.update(b"none"),
+            }
+        }
+        let base = h.clone();
+        for (k, &o) in n.outputs.iter().enumerate() {
+            let mut h = base.clone();
+            h.update(&(k as u64).to_le_bytes());
+            h.update(g.value(o).dtype.name().as_bytes());
+            keys[o.index()] = h.digest128();
+        }
+    }
+    keys
+}
+
+impl<'g> MixEvaluator<'g> {
+    /// An evaluator of `graph` (prepared, named by TPU-MLIR op names) on
+    /// `samples` (graph inputs by name). `compare` names the compared
+    /// tensors with their rates; empty means the graph outputs, rate 1.
+    /// `cache_budget` bounds the bytes of cached tensors.
+    pub fn new(
+        graph: &'g Graph,
+        processor: Processor,
+        fp_type: QuantMode,
+        samples: Vec<Vec<(String, Tensor)>>,
+        compare: Vec<(String, f64)>,
+        cache_budget: usize,
+    ) -> Result<Self, SearchError> {
+        let compare = if compare.is_empty() {
+            graph
+                .outputs
+                .iter()
+                .map(|&o| (graph.value(o).name.clone(), 1.0))
+                .collect()
+        } else {
+            for (name, _) in &compare {
+                if graph.find_value(name).is_none() {
+                    return Err(SearchError::Settings(format!(
+                        "--global_compare_layers: `{name}` is not a tensor of the model"
+                    )));
+                }
+            }
+            compare
+        };
+        let mut ev = MixEvaluator {
+            graph,
+            processor,
+            fp_type,
+            samples,
+            compare,
+            reference: Vec::new(),
+            post: None,
+            cache: HashMap::new(),
+            cache_bytes: 0,
+            budget: cache_budget,
+            stats: EvalStats::default(),
+        };
+        ev.seed_inputs();
+        Ok(ev)
+    }
+
+    /// Graph inputs are always in the cache.
+    fn seed_inputs(&mut self) {
+        let Some(first) = self.samples.first() else {
+            return;
+        };
+        for (k, (name, _)) in first.iter().enumerate() {
+            let mut h = Xxh3::new();
+            h.update(b"input");
+            h.update(name.as_bytes());
+            let tensors: Vec<Tensor> = self.samples.iter().map(|s| s[k].1.clone()).collect();
+            self.cache_bytes += tensors.iter().map(tensor_bytes).sum::<usize>();
+            self.cache.insert(h.digest128(), tensors);
+        }
+    }
+
+    pub fn sample_count(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The graph inputs of sample `s` for the model `built`.
+    pub fn inputs_for(
+        &self,
+        built: &Built,
+        s: usize,
+    ) -> Result<Vec<(ValueId, Tensor)>, SearchError> {
+        let g = built.exec.graph();
+        self.samples[s]
+            .iter()
+            .map(|(name, t)| Ok((g.value_by_name(name)?, t.clone())))
+            .collect()
+    }
+
+    /// Applies the post-processing (if any) to one sample's compared
+    /// tensors.
+    pub fn post_process(
+        &mut self,
+        outputs: Vec<(String, Tensor)>,
+    ) -> Result<Vec<(String, Tensor)>, SearchError> {
+        match self.post.as_mut() {
+            Some(p) => p.apply(outputs),
+            None => Ok(outputs),
+        }
+    }
+
+    pub fn graph(&self) -> &'g Graph {
+        self.graph
+    }
+
+    pub fn processor(&self) -> Processor {
+        self.processor
+    }
+
+    pub fn fp_type(&self) -> QuantMode {
+        self.fp_type
+    }
+
+    /// The reference's compared tensors, per sample.
+    pub fn reference(&self) -> &[Vec<(String, Tensor)>] {
+        &self.reference
+    }
+
+    /// The compared tensors and their rates.
+    pub fn compare(&self) -> &[(String, f64)] {
+        &self.compare
+    }
+
+    /// Post-processing of the compared tensors (set it before the
+    /// reference).
+    pub fn set_post_process(&mut self, post: Box<dyn OutputTransform + 'g>) {
+        self.post = Some(post);
+    }
+
+    /// Builds the simulation model of `p`.
+    pub fn build(&mut self, p: &Precision) -> Result<Built, SearchError> {
+        let start = Instant::now();
+        let req = PlanRequest {
+            quantize: p.quantize,
+            calibration: p.table,
+            qtable: p.qtable,
+            fp_type: self.fp_type,
+            asymmetric: false,
+            matmul_per_channel: false,
+        };
+        let plan = Plan::new(self.graph, self.processor.profile(), &req)?;
+        let (qdq, _) = build_qdq(self.graph, &plan)?;
+        let sim = integer_exact(&qdq);
+        let (g, _) = qtune_exec::prepare(sim, &PrepareOptions::default())?;
+        let exec = Executor::new(g)?;
+        let g = exec.graph();
+        let keys = content_keys(g);
+        let compare = self
+            .compare
+            .iter()
+            .map(|(name, _)| {
+                g.find_value(name).ok_or_else(|| {
+                    SearchError::Settings(format!(
+                        "tensor `{name}` is missing from the quantized model"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        self.stats.builds += 1;
+        self.stats.build_time += start.elapsed();
+        Ok(Built {
+            exec,
+            keys,
+            compare,
+            plan,
+        })
+    }
+
+    /// Runs `built` on the first `n` samples and returns, per sample, the
+    /// values the run kept: the compared tensors (and every computed tensor
+    /// with `keep_all`). With `store`, every tensor of this model is
+    /// computed (or found) and the cache is replaced by this model's
+    /// tensors, within the budget; `store` needs all samples.
+    fn run(
+        &mut self,
+        built: &Built,
+        n: usize,
+        store: bool,
+        keep_all: bool,
+    ) -> Result<Vec<Values>, SearchError> {
+        let start = Instant::now();
+        let n = n.min(self.samples.len());
+        let g = built.exec.graph();
+        let keys = &built.keys;
+        // Walk back from the wanted values: a value in the cache stops the
+        // walk; any other value makes its producer run.
+        let wanted: Vec<ValueId> = if store {
+            g.nodes()
+                .flat_map(|(_, n)| n.outputs.iter().copied())
+                .filter(|&v| self.cacheable(g, v))
+                .collect()
+        } else {
+            built.compare.clone()
+        };
+        let mut run_mask = vec![false; g.node_count()];
+        let mut seen = vec![false; g.value_count()];
+        let mut frontier = Vec::new();
+        let mut stack = wanted;
+        while let Some(v) = stack.pop() {
+            if std::mem::replace(&mut seen[v.index()], true) {
+                continue;
+            }
+            let value = g.value(v);
+            if value.constant.is_some() {
+                continue;
+            }
+            if self.cache.contains_key(&keys[v.index()]) {
+                frontier.push(v);
+                continue;
+            }
+            let Some(p) = value.producer else {
+                return Err(SearchError::Settings(format!(
+                    "graph input `{}` has no sample data",
+                    value.name
+                )));
+            };
+            if !std::mem::replace(&mut run_mask[p.index()], true) {
+                stack.extend(g.node(p).inputs.iter().flatten().copied());
+            }
+        }
+        let nodes_run = run_mask.iter().filter(|&&r| r).count();
+        self.stats.nodes_run += nodes_run * n;
+        self.stats.nodes_total += g.node_count() * n;
+        let keep = if store || keep_all {
+            Keep::All
+        } else {
+            Keep::Values(built.compare.clone())
+        };
+        let par = if n > 1 {
+            Parallelism::Sequential
+        } else {
+            Parallelism::Rayon
+        };
+        let opts = RunOptions::new(keep, par);
+        let cache = &self.cache;
+        let run_one = |s: usize| -> Result<Values, SearchError> {
+            let mut given = Values::default();
+            for &v in &frontier {
+                if let Some(t) = cache.get(&keys[v.index()]).and_then(|ts| ts.get(s)) {
+                    given.insert(v, t.clone());
+                }
+            }
+            let mut out = if nodes_run == 0 {
+                Values::default()
+            } else {
+                built
+                    .exec
+                    .run_masked(&given, &run_mask, &opts, &mut NoHook)?
+            };
+            // Values found in the cache are part of this model's result too.
+            for &v in &frontier {
+                if out.get(v).is_none()
+                    && let Some(t) = given.get(v)
+                {
+                    out.insert(v, t.clone());
+                }
+            }
+            Ok(out)
+        };
+        let results: Vec<Values> = if n > 1 {
+            (0..n)
+                .into_par_iter()
+                .map(run_one)
+                .collect::<Result<_, _>>()?
+        } else {
+            (0..n).map(run_one).collect::<Result<_, _>>()?
+        };
+        if store {
+            self.replace_cache(built, &results)?;
+        }
+        self.stats.runs += 1;
+        self.stats.run_time += start.elapsed();
+        Ok(results)
+    }
+
+    /// Tensors the cache keeps: graph inputs and the tensors of the float
+    /// graph (layer outputs, as the quantized model computes them), not
+    /// the integer intermediates of a quantized layer. A trial walks back
+    /// to the nearest cached layer output.
+    fn cacheable(&self, g: &Graph, v: ValueId) -> bool {
+        let value = g.value(v);
+        value.producer.is_none() || self.graph.find_value(&value.name).is_some()
+    }
+
+    fn replace_cache(&mut self, built: &Built, results: &[Values]) -> Result<(), SearchError> {
+        if results.len() != self.samples.len() {
+            return Err(SearchError::Settings(
+                "a stored run must cover every sample".into(),
+            ));
+        }
+        let g = built.exec.graph();
+        let mut cache = HashMap::new();
+        let mut bytes = 0usize;
+        // Graph inputs first, then node outputs in execution order: past
+        // the budget, the earliest tensors stay cached (every trial needs
+        // them), later ones are recomputed.
+        let order = g.inputs.iter().copied().chain(
+            g.nodes()
+                .flat_map(|(_, n)| n.outputs.iter().copied())
+                .collect::<Vec<_>>(),
+        );
+        for v in order {
+            let key = built.keys[v.index()];
+            if cache.contains_key(&key) {
+                continue;
+            }
+            let tensors: Option<Vec<Tensor>> = results.iter().map(|r| r.get(v).cloned()).collect();
+            let Some(tensors) = tensors else { continue };
+            let size: usize = tensors.iter().map(tensor_bytes).sum();
+            let is_input = g.value(v).producer.is_none();
+            if !is_input && (!self.cacheable(g, v) || bytes + size > self.budget) {
+                continue;
+            }
+            bytes += size;
+            cache.insert(key, tensors);
+        }
+        self.cache = cache;
+        self.cache_bytes = bytes;
+        self.stats.cache_peak_bytes = self.stats.cache_peak_bytes.max(bytes);
+        Ok(())
+    }
+
+    /// The compared tensors of each sample, post-processed.
+    fn compared(
+        &mut self,
+        built: &Built,
+        values: Vec<Values>,
+    ) -> Result<Vec<Vec<(String, Tensor)>>, SearchError> {
+        let g = built.exec.graph();
+        let mut out = Vec::with_capacity(values.len());
+        for (s, v) in values.into_iter().enumerate() {
+            let mut ts = Vec::with_capacity(built.compare.len());
+            for &c in &built.compare {
+                let t = v
+                    .get(c)
+                    .cloned()
+                    .or_else(|| {
+                        self.cache
+                            .get(&built.keys[c.index()])
+                            .and_then(|ts| ts.get(s).cloned())
+                    })
+                    .ok_or_else(|| {
+                        SearchError::Exec(qtune_exec::ExecError::NotKept(g.value(c).name.clone()))
+                    })?;
+                ts.push((g.value(c).name.clone(), t));
+            }
+            let ts = match self.post.as_mut() {
+                Some(p) => p.apply(ts)?,
+                None => ts,
+            };
+            out.push(ts);
+        }
+        Ok(out)
+    }
+
+    /// Runs `built` on every sample, keeps its tensors in the cache and
+    /// makes its compared tensors the reference of later scores.
+    pub fn set_reference(&mut self, built: &Built) -> Result<(), SearchError> {
+        let n = self.samples.len();
+        let values = self.run(built, n, true, false)?;
+        self.reference = self.compared(built, values)?;
+        Ok(())
+    }
+
+    /// Scores `built` against the reference on the first `n` samples.
+    /// With `store`, its tensors replace the cache (for a configuration
+    /// that later trials derive from).
+    pub fn score(
+        &mut self,
+        built: &Built,
+        n: usize,
+        store: bool,
+    ) -> Result<OutputScore, SearchError> {
+        if self.reference.is_empty() {
+            return Err(SearchError::Settings("no reference model was run".into()));
+        }
+        let n = if store { self.samples.len() } else { n.max(1) };
+        let values = self.run(built, n, store, false)?;
+        let outputs = self.compared(built, values)?;
+        let rates: Vec<f64> = self.compare.iter().map(|(_, r)| *r).collect();
+        score_outputs(&self.reference[..outputs.len()], &outputs, &rates)
+    }
+
+    /// Runs `built` on every sample keeping every tensor; `visit(sample,
+    /// graph, values)` sees each sample's values (e.g. to compare layers).
+    /// The tensors also replace the cache.
+    pub fn run_all<F>(&mut self, built: &Built, mut visit: F) -> Result<(), SearchError>
+    where
+        F: FnMut(usize, &Graph, &Values) -> Result<(), SearchError>,
+    {
+        let n = self.samples.len();
+        let values = self.run(built, n, true, true)?;
+        for (s, v) in values.iter().enumerate() {
+            visit(s, built.exec.graph(), v)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes currently held by the cache.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_bytes
+    }
+
+    /// Drops every cached tensor but the graph inputs (tests compare cached
+    /// and uncached results with it).
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+        self.cache_bytes = 0;
+        self.seed_inputs();
+    }
+}
+
+/// The nodes of `g` whose first output is named `name`.
+pub fn node_by_output(g: &Graph, name: &str) -> Option<NodeId> {
+    g.find_value(name).and_then(|v| g.value(v).producer)
+}

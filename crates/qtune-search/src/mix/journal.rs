@@ -1,0 +1,152 @@
+//! The journal of a search: one line per finished unit of work, appended and
+//! flushed as the search goes, so `--resume` continues an interrupted
+//! search without redoing finished trials. Numbers are stored as the hex
+//! bits of their f64, so a resumed search computes exactly what an
+//! uninterrupted one does. The first line fingerprints the search (model,
+//! tables, settings); a journal of another search is refused.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::SearchError;
+
+const MAGIC: &str = "# qtune search journal v1";
+
+/// An open journal.
+pub struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Records read back on resume, in order.
+    records: Vec<Vec<String>>,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> SearchError {
+    SearchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Encodes an f64 exactly.
+pub fn f64_hex(x: f64) -> String {
+    format!("{:016x}", x.to_bits())
+}
+
+/// Decodes [`f64_hex`].
+pub fn parse_f64_hex(s: &str) -> Option<f64> {
+    u64::from_str_radix(s, 16).ok().map(f64::from_bits)
+}
+
+impl Journal {
+    /// Opens the journal at `path`. With `resume`, an existing journal of
+    /// the same `fingerprint` is read back and appended to; otherwise any
+    /// old journal is replaced.
+    pub fn open(path: &Path, fingerprint: &str, resume: bool) -> Result<Self, SearchError> {
+        let mut records: Vec<Vec<String>> = Vec::new();
+        let header = format!("{MAGIC}\n# fingerprint {fingerprint}\n");
+        if resume && path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+            let mut lines = text.lines();
+            if lines.next() != Some(MAGIC) {
+                return Err(SearchError::Settings(format!(
+                    "--resume: `{}` is not a qtune search journal",
+                    path.display()
+                )));
+            }
+            let fp = lines
+                .next()
+                .and_then(|l| l.strip_prefix("# fingerprint "))
+                .unwrap_or("");
+            if fp != fingerprint {
+                return Err(SearchError::Settings(format!(
+                    "--resume: `{}` was written by a search with another model, tables or settings; \
+                     remove it or run without --resume",
+                    path.display()
+                )));
+            }
+            // A line cut by the interruption (no newline) is dropped.
+            let complete = text.ends_with('\n');
+            let body: Vec<&str> = lines.collect();
+            let n = body.len();
+            for (i, l) in body.into_iter().enumerate() {
+                if i + 1 == n && !complete {
+                    break;
+                }
+                records.push(l.split('\t').map(str::to_string).collect());
+            }
+            // Rewrite without a cut line, then append.
+            let mut text = header.clone();
+            for r in &records {
+                text.push_str(&r.join("\t"));
+                text.push('\n');
+            }
+            std::fs::write(path, text).map_err(|e| io_err(path, e))?;
+        } else {
+            std::fs::write(path, &header).map_err(|e| io_err(path, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| io_err(path, e))?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            records,
+        })
+    }
+
+    /// Records read back by `--resume`.
+    pub fn records(&self) -> &[Vec<String>] {
+        &self.records
+    }
+
+    /// Appends one record and flushes it to the file.
+    pub fn append(&mut self, fields: &[String]) -> Result<(), SearchError> {
+        let mut line = fields.join("\t");
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(|e| io_err(&self.path, e))
+    }
+
+    /// Removes the journal once the search's outputs are written.
+    pub fn finish(self) -> Result<(), SearchError> {
+        drop(self.file);
+        std::fs::remove_file(&self.path).map_err(|e| io_err(&self.path, e))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_reads_complete_records() {
+        let dir = std::env::temp_dir().join(format!("qtune-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("j");
+        let mut j = Journal::open(&p, "abc", false).unwrap();
+        j.append(&["layer".into(), "a".into(), f64_hex(0.1)])
+            .unwrap();
+        drop(j);
+        // An interrupted write leaves a partial line.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"layer\tb").unwrap();
+        drop(f);
+        let j = Journal::open(&p, "abc", true).unwrap();
+        assert_eq!(j.records().len(), 1);
+        assert_eq!(parse_f64_hex(&j.records()[0][2]), Some(0.1));
+        drop(j);
+        assert!(Journal::open(&p, "other", true).is_err());
+        let j = Journal::open(&p, "abc", false).unwrap();
+        assert!(j.records().is_empty());
+        j.finish().unwrap();
+        assert!(!p.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,272 @@
+//! run_qtable / `--search mix_search` (spec section 3.10): walk the ops in
+//! order; where an op's own output similarity falls below `min_layer_cos`,
+//! put it (and the ops since the previous visited op) in float, keep the
+//! change if the model output does not get worse, and stop once the output
+//! similarity exceeds `expected_cos`.
+//!
+//! Each configuration is scored in one pass per sample that runs the
+//! reference (the model at the float type) and the mixed model and compares
+//! every layer and the outputs.
+
+use std::collections::HashMap;
+
+use qtune_exec::{Keep, NoHook, Parallelism, RunOptions};
+use qtune_quant::{CalibrationTable, QuantMode};
+use rayon::prelude::*;
+
+use super::layers::layers;
+use super::log::SearchLog;
+use super::similarity::{OutputScore, cos_sim, score_outputs};
+use super::{Built, MixEvaluator, Precision};
+use crate::{Progress, SearchError};
+
+/// Op types TPU-MLIR's mix_search never puts in float on their own
+/// (`SKIP_OPERATION`).
+const SKIP_TYPES: [&str; 8] = [
+    "top.Reshape",
+    "top.Softmax",
+    "top.MaxPool",
+    "top.Slice",
+    "top.Tile",
+    "top.Permute",
+    "top.Upsample",
+    "top.Interp",
+];
+
+/// Settings of mix_search.
+#[derive(Debug, Clone)]
+pub struct MixSearch {
+    pub table: CalibrationTable,
+    /// The qtable the search starts from (its layers stay as listed).
+    pub base_qtable: Vec<(String, QuantMode)>,
+    pub float_mode: QuantMode,
+    pub expected_cos: f64,
+    pub min_layer_cos: f64,
+    /// Cap on float layers (`None`: a quarter of the ops, TPU-MLIR's cap).
+    pub max_float_layers: Option<usize>,
+}
+
+/// What mix_search found.
+#[derive(Debug, Clone)]
+pub struct MixSearchOutcome {
+    pub int8_cos: f64,
+    pub early_exit: bool,
+    pub mix_cos: f64,
+    /// Float layers in op order.
+    pub float_layers: Vec<String>,
+    /// `(layer, layer cos)` for every visited op, in visiting order.
+    pub losses: Vec<(String, f64)>,
+    /// Configurations scored.
+    pub trials: usize,
+}
+
+/// Layer similarities (by op name) and the output score of `mix`.
+fn layer_pass(
+    ev: &mut MixEvaluator,
+    reference: &Built,
+    mix: &Built,
+    names: &[String],
+) -> Result<(HashMap<String, f64>, OutputScore), SearchError> {
+    let n = ev.sample_count();
+    let inputs: Vec<_> = (0..n)
+        .map(|s| Ok((ev.inputs_for(reference, s)?, ev.inputs_for(mix, s)?)))
+        .collect::<Result<_, SearchError>>()?;
+    let rg = reference.graph();
+    let mg = mix.graph();
+    let pairs: Vec<Option<(qtune_ir::ValueId, qtune_ir::ValueId)>> = names
+        .iter()
+        .map(|name| Some((rg.find_value(name)?, mg.find_value(name)?)))
+        .collect();
+    let compare: Vec<qtune_ir::ValueId> = ev
+        .compare()
+        .iter()
+        .map(|(name, _)| {
+            mg.find_value(name).ok_or_else(|| {
+                SearchError::Settings(format!("tensor `{name}` is missing from the mixed model"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let par = if n > 1 {
+        Parallelism::Sequential
+    } else {
+        Parallelism::Rayon
+    };
+    let opts = RunOptions::new(Keep::All, par);
+    let per_sample = |(ri, mi): (Vec<_>, Vec<_>)| -> Result<_, SearchError> {
+        let rv = reference.exec().run(ri, &opts, &mut NoHook)?;
+        let mv = mix.exec().run(mi, &opts, &mut NoHook)?;
+        let cos: Vec<Option<f64>> = pairs
+            .iter()
+            .map(|p| {
+                let (r, m) = (*p)?;
+                let (a, b) = (rv.get(r)?.to_f32_vec(), mv.get(m)?.to_f32_vec());
+                (a.len() == b.len()).then(|| cos_sim(&a, &b))
+            })
+            .collect();
+        let outs: Vec<(String, qtune_tensor::Tensor)> = compare
+            .iter()
+            .map(|&c| {
+                mv.get(c)
+                    .cloned()
+                    .map(|t| (mg.value(c).name.clone(), t))
+                    .ok_or_else(|| {
+                        SearchError::Exec(qtune_exec::ExecError::NotKept(mg.value(c).name.clone()))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((cos, outs))
+    };
+    let results: Vec<_> = if n > 1 {
+        inputs
+            .into_par_iter()
+            .map(per_sample)
+            .collect::<Result<_, _>>()?
+    } else {
+        inputs
+            .into_iter()
+            .map(per_sample)
+            .collect::<Result<_, _>>()?
+    };
+    let mut sums: Vec<(f64, usize)> = vec![(0.0, 0); names.len()];
+    let mut outputs = Vec::with_capacity(n);
+    for (cos, outs) in results {
+        for (slot, c) in sums.iter_mut().zip(cos) {
+            if let Some(c) = c {
+                slot.0 += c;
+                slot.1 += 1;
+            }
+        }
+        outputs.push(ev.post_process(outs)?);
+    }
+    let mut map = HashMap::new();
+    for (name, (sum, count)) in names.iter().zip(sums) {
+        if count > 0 {
+            map.insert(name.clone(), sum / count as f64);
+        }
+    }
+    let rates: Vec<f64> = ev.compare().iter().map(|(_, r)| *r).collect();
+    let score = score_outputs(ev.reference(), &outputs, &rates)?;
+    Ok((map, score))
+}
+
+/// Runs mix_search. The evaluator's reference must be the model at the
+/// float type, built as `reference`.
+pub fn mix_search(
+    ev: &mut MixEvaluator,
+    reference: &Built,
+    s: &MixSearch,
+    log: &mut SearchLog,
+    progress: &dyn Progress,
+) -> Result<MixSearchOutcome, SearchError> {
+    let graph = ev.graph();
+    let all = layers(graph);
+    let names: Vec<String> = all.iter().map(|l| l.name.clone()).collect();
+    let build = |ev: &mut MixEvaluator, qtable: &[(String, QuantMode)]| {
+        ev.build(&Precision {
+            quantize: QuantMode::Int8,
+            table: Some(&s.table),
+            qtable,
+        })
+    };
+    let base = build(ev, &s.base_qtable)?;
+    let (mut layer_cos, int8) = layer_pass(ev, reference, &base, &names)?;
+    let mut trials = 1usize;
+    let mut outcome = MixSearchOutcome {
+        int8_cos: int8.cos,
+        early_exit: false,
+        mix_cos: int8.cos,
+        float_layers: Vec::new(),
+        losses: Vec::new(),
+        trials,
+    };
+    log.info(format!("all_int8_cos={}", int8.cos));
+    if int8.cos > s.expected_cos {
+        log.print_info(format!(
+            "job success, current int8 cos:{} is higher than expected_cos:{},no need for mix precsion",
+            int8.cos, s.expected_cos
+        ));
+        outcome.early_exit = true;
+        return Ok(outcome);
+    }
+    let max_fp = s
+        .max_float_layers
+        .map_or(all.len() / 4, |m| m.min(all.len() / 4));
+    let listed: std::collections::HashSet<&str> =
+        s.base_qtable.iter().map(|(n, _)| n.as_str()).collect();
+    let mut plan = base.plan.clone();
+    let mut float: Vec<String> = Vec::new();
+    let mut last_visited: Option<usize> = None;
+    progress.start("layers", all.len());
+    for (i, layer) in all.iter().enumerate() {
+        progress.advance(1);
+        let is_int8 = plan.mode(layer.node) == QuantMode::Int8;
+        if SKIP_TYPES.contains(&layer.top_type.as_str())
+            || listed.contains(layer.name.as_str())
+            || !is_int8
+        {
+            last_visited = Some(i);
+            continue;
+        }
+        let Some(&c) = layer_cos.get(&layer.name) else {
+            last_visited = Some(i);
+            continue;
+        };
+        outcome.losses.push((layer.name.clone(), c));
+        log.info(format!("layer {}, layer cos: {c}", layer.name));
+        if c < s.min_layer_cos {
+            let from = last_visited.map_or(0, |l| l + 1);
+            let range: Vec<String> = all[from..=i]
+                .iter()
+                .map(|l| l.name.clone())
+                .filter(|n| !listed.contains(n.as_str()) && !float.contains(n))
+                .collect();
+            let mut trial = s.base_qtable.clone();
+            trial.extend(
+                float
+                    .iter()
+                    .chain(&range)
+                    .map(|n| (n.clone(), s.float_mode)),
+            );
+            let b = build(ev, &trial)?;
+            let (lc, score) = layer_pass(ev, reference, &b, &names)?;
+            trials += 1;
+            log.info(format!(
+                "set float layers {range:?}, mix model outputs_cos: {}",
+                score.cos
+            ));
+            if score.cos < outcome.int8_cos {
+                log.info(format!("revert {range:?}: output cos below all-int8"));
+            } else {
+                float.extend(range);
+                layer_cos = lc;
+                plan = b.plan.clone();
+                outcome.mix_cos = score.cos;
+                if score.cos > s.expected_cos {
+                    log.info("mix model reaches expected_cos");
+                    last_visited = Some(i);
+                    break;
+                }
+                if float.len() > max_fp {
+                    log.info(format!(
+                        "float layer number {} exceeds {max_fp}",
+                        float.len()
+                    ));
+                    break;
+                }
+            }
+        }
+        last_visited = Some(i);
+    }
+    progress.finish();
+    let _ = last_visited;
+    // Float layers in op order.
+    let order: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    float.sort_by_key(|n| order.get(n.as_str()).copied().unwrap_or(usize::MAX));
+    outcome.float_layers = float;
+    outcome.trials = trials;
+    Ok(outcome)
+}
