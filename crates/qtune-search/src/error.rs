@@ -34,6 +34,14 @@ pub enum SearchError {
         #[source]
         source: std::io::Error,
     },
+    /// A `--post_process` script or its python3 child failed. The problem
+    /// is part of the message rather than a `source`, so that printing the
+    /// error chain does not repeat it.
+    #[error("post_process script `{script}`: {problem}")]
+    PostProcess {
+        script: PathBuf,
+        problem: crate::post_process::PostProcessError,
+    },
     #[error("invalid calibration settings: {0}")]
     Settings(String),
 }

@@ -16,6 +16,7 @@ pub mod fake_quant;
 mod fp_forward;
 mod inputs;
 pub mod mix;
+pub mod post_process;
 mod shape_ops;
 
 pub use calibrate::{
@@ -26,6 +27,7 @@ pub use calibrate::{
 pub use error::SearchError;
 pub use fp_forward::{fp_forward_layers, fp_forward_table, parse_block};
 pub use inputs::SampleLoader;
+pub use post_process::{PostProcess, PostProcessError, parse_compare_layers};
 pub use shape_ops::shape_layers;
 // The calibration-math types callers need alongside the driver.
 pub use qtune_quant::{

@@ -3,9 +3,11 @@
 
 mod atomic;
 pub mod compare;
+mod npy;
 mod npz;
 mod tensor;
 
 pub use atomic::write_atomic;
+pub use npy::{NpyError, npy_from_bytes, npy_to_bytes};
 pub use npz::{NpzError, read_npz, write_npz};
 pub use tensor::{DType, Shape, Tensor, TensorData, TensorError};

@@ -21,7 +21,7 @@ pub enum NpzError {
     Write { path: PathBuf, message: String },
 }
 
-fn to_tensor<T: Clone>(a: ArrayD<T>, wrap: impl FnOnce(Vec<T>) -> TensorData) -> Tensor {
+pub(crate) fn to_tensor<T: Clone>(a: ArrayD<T>, wrap: impl FnOnce(Vec<T>) -> TensorData) -> Tensor {
     let shape = a.shape().to_vec();
     let data = a.as_standard_layout().iter().cloned().collect::<Vec<T>>();
     // The element count always matches the shape it came from.
@@ -114,7 +114,7 @@ pub fn write_npz(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), NpzErr
         .map_err(|e| write_err(e.to_string()))
 }
 
-fn arr<T: Clone>(shape: IxDyn, v: &[T]) -> ArrayD<T> {
+pub(crate) fn arr<T: Clone>(shape: IxDyn, v: &[T]) -> ArrayD<T> {
     // The tensor's element count always matches its shape.
     ArrayD::from_shape_vec(shape, v.to_vec()).unwrap_or_else(|_| unreachable!())
 }
