@@ -10,6 +10,7 @@ pub mod info;
 pub mod preprocess_args;
 pub mod run;
 pub mod transform;
+pub mod weight_transforms;
 
 /// Runs a command inside a rayon pool of `threads` workers (default: all
 /// cores). The whole command runs on a pool thread, so the kernels' parallel
