@@ -44,4 +44,12 @@ pub enum SearchError {
     },
     #[error("invalid calibration settings: {0}")]
     Settings(String),
+    /// A graph transform (weight equalization, SmoothQuant) cannot handle
+    /// a node.
+    #[error("node `{node}` ({op}): {message}")]
+    Transform {
+        node: String,
+        op: &'static str,
+        message: String,
+    },
 }

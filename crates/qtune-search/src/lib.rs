@@ -9,8 +9,11 @@
 //! * [`CalibrationOutcome::write_tables`]: the table files, as TPU-MLIR
 //!   writes them (`<cali>.1` first).
 //! * [`shape_layers`]: the shape-computing ops for the float qtable.
+//! * [`equalize_weights`] (`--we`) and [`smooth_quant`] (`--sq`): graph
+//!   transforms that keep the float function and ease int8 quantization.
 
 mod calibrate;
+mod equalize;
 mod error;
 pub mod fake_quant;
 mod fp_forward;
@@ -18,17 +21,22 @@ mod inputs;
 pub mod mix;
 pub mod post_process;
 mod shape_ops;
+mod smooth_quant;
 
 pub use calibrate::{
     CalibrationOutcome, CalibrationSettings, NoProgress, Progress, TableEntry, TableHeader,
     ThresholdRows, calibrate, calibrate_methods, collect_statistics, table_entries,
     thresholds_to_rows, untuned_path,
 };
+pub use equalize::{
+    ChannelRanges, EqualizeReport, EqualizeSettings, EqualizedPair, SkippedPair, equalize_weights,
+};
 pub use error::SearchError;
 pub use fp_forward::{fp_forward_layers, fp_forward_table, parse_block};
 pub use inputs::SampleLoader;
 pub use post_process::{PostProcess, PostProcessError, parse_compare_layers};
 pub use shape_ops::shape_layers;
+pub use smooth_quant::{SmoothQuantReport, SmoothQuantSettings, SmoothedLayerNorm, smooth_quant};
 // The calibration-math types callers need alongside the driver.
 pub use qtune_quant::{
     CalibrationMethod, CalibrationRow, CalibrationTable, QuantMode, QuantizeTable, TimeLine,

@@ -15,6 +15,7 @@ use qtune_search::{CalibrationMethod, QuantMode, QuantizeTable, TimeLine};
 use qtune_search::{CalibrationSettings, Progress, SampleLoader, TableHeader, calibrate};
 
 use super::preprocess_args::PreprocessArgs;
+use super::weight_transforms::{self, TransformRequest};
 use crate::model::{self, Naming};
 
 /// Processors TPU-MLIR accepts for `--processor` / `--chip`.
@@ -97,15 +98,21 @@ pub struct Args {
     /// the searches' section below.
     #[arg(long)]
     pub(crate) search: Option<String>,
-    /// Weight equalization: not yet supported by qtune (planned).
+    /// Weight equalization (spec 3.11) of Conv -> [Relu|LeakyRelu] -> Conv
+    /// pairs before calibrating; the equalized model is written as
+    /// `<table>_we.mlir` (see below), the input model is left unchanged.
     #[arg(long)]
     pub(crate) we: bool,
     /// Bias correction: not yet supported by qtune (planned).
     #[arg(long)]
     pub(crate) bc: bool,
-    /// SmoothQuant: not yet supported by qtune (planned).
+    /// SmoothQuant (spec 3.17) of Gemm/MatMul layers fed by LayerNorms,
+    /// before --we and calibration; the model is written as `<table>_sq.mlir`.
     #[arg(long)]
     pub(crate) sq: bool,
+    /// SmoothQuant migration strength alpha in [0, 1] (TPU-MLIR searches it).
+    #[arg(long = "sq_alpha", alias = "sq-alpha", default_value_t = 0.5)]
+    pub(crate) sq_alpha: f64,
     /// Softmax correction: not yet supported by qtune (planned).
     #[arg(long)]
     pub(crate) smc: bool,
@@ -162,8 +169,19 @@ Memory: the statistics pass holds the activations of at most 2 x min(threads, 8)
 percentile9999 tails grow with it by definition); tuning keeps the float activations of the
 tuning samples.
 
+--sq and --we (in this order, then calibration, as TPU-MLIR runs them) transform the float
+model without changing its function and write it as a new Top .mlir next to the table:
+`<table>_sq.mlir`, `<table>_we.mlir` or `<table>_sq_we.mlir`, weights in
+`<same stem>_weight.npz` (TPU-MLIR rewrites the input's weight file instead). BatchNorm is
+folded into Conv first. The table is computed on, and keyed by, that model: deploy it with the
+table. The logs `SmoothQuant` and `Weight_Equalization` go to the current directory in
+TPU-MLIR's format; the summary lists the layers touched with their ranges before and after.
+Weight equalization skips pairs behind ReLU6/Clip (the clip bound does not scale, TPU-MLIR
+changes the function there); SmoothQuant uses one alpha (--sq_alpha) instead of TPU-MLIR's
+search.
+
 Exit codes: 0 success; 2 bad input or usage (unreadable model or data, unsupported flag such
-as --search, --we, --bc, --sq, --smc).";
+as --search, --bc, --smc).";
 
 /// `run_calibration` under its own name.
 #[derive(clap::Parser)]
@@ -297,12 +315,12 @@ impl Progress for Bar {
 pub fn run(args: Args) -> Result<()> {
     // Unsupported modes fail before any work, never silently ignored.
     let searching = args.search.as_deref().is_some_and(|s| s != "False");
-    for (given, flag) in [
-        (args.we, "--we"),
-        (args.bc, "--bc"),
-        (args.sq, "--sq"),
-        (args.smc, "--smc"),
-    ] {
+    if searching && (args.we || args.sq) {
+        bail!(
+            "--we and --sq apply to plain calibration (as in TPU-MLIR); run them without --search"
+        );
+    }
+    for (given, flag) in [(args.bc, "--bc"), (args.smc, "--smc")] {
         if given {
             bail!("{flag} is not yet supported by qtune (planned); run without it");
         }
@@ -377,11 +395,14 @@ fn run_inner(args: Args) -> Result<()> {
         bail!("give the calibration samples with --dataset <folder> or --data_list <file>");
     }
 
+    // --sq and --we work on the model TPU-MLIR deploys: BatchNorm folded.
     let CalibrationInput {
         loaded,
         loader,
         tune_loader,
         tune_num,
+        selection,
+        configs,
     } = calibration_input(
         model_path,
         args.input_shapes.as_deref(),
@@ -393,9 +414,9 @@ fn run_inner(args: Args) -> Result<()> {
             tune_list: args.tune_list.as_deref(),
             tune_num: args.tune_num,
         },
+        args.we || args.sq,
     )?;
     let exec = loaded.exec;
-    let graph = exec.graph();
 
     let mut settings = CalibrationSettings::new(method);
     settings.histogram_bin_num = args.histogram_bin_num;
@@ -408,6 +429,24 @@ fn run_inner(args: Args) -> Result<()> {
         visible: !args.quiet && std::io::stderr().is_terminal(),
         bar: Mutex::new(None),
     };
+    let request = TransformRequest {
+        we: args.we,
+        sq: args.sq,
+        sq_alpha: args.sq_alpha,
+        model: model_path,
+        calibration_table: &args.calibration_table,
+        tune_list: args.tune_list.as_deref(),
+        input_attrs: &loaded.input_attrs,
+        quiet: args.quiet,
+    };
+    let transformed = weight_transforms::apply(&request, &exec, &loader, selection, configs, &bar)?;
+    // With --sq/--we, calibration runs on the transformed model.
+    let (exec, loader, tune_loader, model_path) = match transformed {
+        Some(t) => (t.exec, t.loader, t.tune_loader, t.model),
+        None => (exec, loader, tune_loader, model_path.clone()),
+    };
+    let model_path = &model_path;
+    let graph = exec.graph();
     let outcome = calibrate(&exec, &loader, tune_loader.as_ref(), &settings, &bar)
         .with_context(|| format!("calibrating `{}`", model_path.display()))?;
     let mut warnings = outcome.warnings.clone();
@@ -493,6 +532,9 @@ pub(crate) struct CalibrationInput {
     pub tune_loader: Option<SampleLoader>,
     /// `--tune_num`, or the length of `--tune_list`.
     pub tune_num: usize,
+    pub selection: Selection,
+    /// Per graph input, its image preprocessing (image samples only).
+    pub configs: Vec<Option<qtune_data::PreprocessConfig>>,
 }
 
 /// Loads the model and selects its calibration (and tuning) samples.
@@ -501,6 +543,7 @@ pub(crate) fn calibration_input(
     input_shapes: Option<&str>,
     preprocess: &PreprocessArgs,
     samples: &SampleArgs,
+    fold_batchnorm: bool,
 ) -> Result<CalibrationInput> {
     let ext = model_path
         .extension()
@@ -519,12 +562,9 @@ pub(crate) fn calibration_input(
     if samples.dataset.is_none() && samples.data_list.is_none() {
         bail!("give the calibration samples with --dataset <folder> or --data_list <file>");
     }
-    let loaded = model::load_model(
-        model_path,
-        input_shapes,
-        &PrepareOptions::default(),
-        Naming::TopOps,
-    )?;
+    let mut prepare = PrepareOptions::default();
+    prepare.fold_batchnorm = fold_batchnorm;
+    let loaded = model::load_model(model_path, input_shapes, &prepare, Naming::TopOps)?;
     let graph = loaded.exec.graph();
     let inputs = graph.inputs.len();
     let selection: Selection = match (samples.data_list, samples.dataset) {
@@ -557,14 +597,14 @@ pub(crate) fn calibration_input(
         };
         configs.push(cfg);
     }
-    let loader = SampleLoader::new(graph, selection, configs.clone())
+    let loader = SampleLoader::new(graph, selection.clone(), configs.clone())
         .with_context(|| format!("model `{}`", model_path.display()))?;
     let mut tune_num = samples.tune_num;
     let tune_loader = match samples.tune_list {
         Some(list) => {
             let sel = select_data_list(list, 0, inputs)?;
             tune_num = sel.samples.len();
-            Some(SampleLoader::new(graph, sel, configs)?)
+            Some(SampleLoader::new(graph, sel, configs.clone())?)
         }
         None => None,
     };
@@ -573,6 +613,8 @@ pub(crate) fn calibration_input(
         loader,
         tune_loader,
         tune_num,
+        selection,
+        configs,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod preprocess_args;
 pub mod run;
 pub mod search;
 pub mod transform;
+pub mod weight_transforms;
 
 /// Runs a command inside a rayon pool of `threads` workers (default: all
 /// cores). The whole command runs on a pool thread, so the kernels' parallel

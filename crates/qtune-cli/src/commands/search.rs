@@ -113,7 +113,7 @@ fn context(a: &ContextArgs) -> Result<SearchContext> {
         .float_type(a.fp_type)
         .map_err(|e| anyhow::anyhow!("--fp_type: {e}"))?;
     let float_mode = chip_fp;
-    let cal = calibration_input(a.model, a.input_shapes, a.preprocess, &a.samples)?;
+    let cal = calibration_input(a.model, a.input_shapes, a.preprocess, &a.samples, false)?;
     let mut prepare = PrepareOptions::default();
     prepare.fold_batchnorm = true;
     let graph = model::load_model(a.model, a.input_shapes, &prepare, Naming::TopOps)?

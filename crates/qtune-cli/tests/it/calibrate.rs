@@ -314,7 +314,7 @@ fn bad_inputs_fail_with_one_line_and_no_table() {
         ),
         (
             &["--dataset", "empty", "--we", "--bc"],
-            "--we is not yet supported by qtune",
+            "--bc is not yet supported by qtune",
         ),
     ];
     let mut failures = Vec::new();

@@ -12,3 +12,4 @@ mod fp_forward;
 mod info;
 mod run;
 mod transform;
+mod weight_transforms;

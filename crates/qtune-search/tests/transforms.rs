@@ -1,0 +1,138 @@
+//! Weight equalization and SmoothQuant on the workload models: the
+//! transformed float model computes the same function (golden inputs).
+
+use std::path::PathBuf;
+
+use qtune_exec::{Executor, Keep, NoHook, Parallelism, PrepareOptions, RunOptions};
+use qtune_ir::Graph;
+use qtune_search::{
+    EqualizeSettings, NoProgress, SampleLoader, SmoothQuantSettings, equalize_weights, smooth_quant,
+};
+use qtune_tensor::{Tensor, read_npz};
+
+/// The transforms only reassociate float products: outputs may differ by
+/// a few ulps of the largest output, far below this.
+const SAME_FUNCTION_REL_TOL: f64 = 1e-5;
+
+fn workloads() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/workloads"
+    ))
+}
+
+/// The prepared float graph, BatchNorm folded (as calibration with --we sees it).
+fn prepared(name: &str) -> Graph {
+    let path = workloads().join(format!("models/{name}.onnx"));
+    let graph = qtune_onnx::import_onnx(&path, &qtune_onnx::ImportOptions::default()).unwrap();
+    let mut opts = PrepareOptions::default();
+    opts.fold_batchnorm = true;
+    qtune_exec::prepare(graph, &opts).unwrap().0
+}
+
+/// The outputs of `graph` on each golden sample.
+fn outputs(graph: &Graph, name: &str) -> Vec<Vec<f32>> {
+    let exec = Executor::new(graph.clone()).unwrap();
+    let arrays = read_npz(&workloads().join(format!("golden/{name}/input.npz"))).unwrap();
+    let samples = arrays[0].1.dims()[0];
+    let opts = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
+    let mut all = Vec::new();
+    for s in 0..samples {
+        let inputs: Vec<(qtune_ir::ValueId, Tensor)> = graph
+            .inputs
+            .iter()
+            .map(|&id| {
+                let (_, t) = arrays
+                    .iter()
+                    .find(|(n, _)| *n == graph.value(id).name)
+                    .unwrap();
+                (id, t.slice_outer(s, s + 1).unwrap())
+            })
+            .collect();
+        let values = exec.run(inputs, &opts, &mut NoHook).unwrap();
+        for &o in &graph.outputs {
+            all.push(values.get(o).unwrap().to_f32_vec());
+        }
+    }
+    all
+}
+
+/// max |a - b| / max |a| over every output.
+fn max_relative_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let scale = x.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
+            let diff = x
+                .iter()
+                .zip(y)
+                .fold(0.0f64, |m, (p, q)| m.max(f64::from((p - q).abs())));
+            diff / scale.max(f64::MIN_POSITIVE)
+        })
+        .fold(0.0, f64::max)
+}
+
+fn check_equalization(name: &str) -> usize {
+    let graph = prepared(name);
+    let before = outputs(&graph, name);
+    let mut equalized = graph.clone();
+    let report = equalize_weights(&mut equalized, &EqualizeSettings::default()).unwrap();
+    for p in &report.pairs {
+        assert!(
+            p.converged,
+            "{name}: {} --- {} did not converge",
+            p.first, p.second
+        );
+        assert!(p.first_after.max.is_finite() && p.second_after.max.is_finite());
+    }
+    let after = outputs(&equalized, name);
+    let rel = max_relative_difference(&before, &after);
+    assert!(
+        rel <= SAME_FUNCTION_REL_TOL,
+        "{name}: equalized outputs differ by {rel:e} (relative)"
+    );
+    report.pairs.len()
+}
+
+#[test]
+fn equalized_mobilenet_computes_the_same_function() {
+    // Only the linear projection convs feeding an expansion conv qualify:
+    // every other pair has a ReLU6 between the convs.
+    let pairs = check_equalization("mobilenetv2_nsfw");
+    assert!(pairs > 0, "no pair was equalized");
+}
+
+#[test]
+fn equalized_efficientnet_computes_the_same_function() {
+    check_equalization("efficientnet_lite0");
+}
+
+#[test]
+fn smoothed_minilm_computes_the_same_function() {
+    let name = "minilm_l6_s128";
+    let graph = prepared(name);
+    let before = outputs(&graph, name);
+    let exec = Executor::new(graph.clone()).unwrap();
+    let selection = qtune_data::select_dataset(&workloads().join("text/calib"), 4).unwrap();
+    let loader = SampleLoader::new(&graph, selection, vec![None; graph.inputs.len()]).unwrap();
+    let (smoothed, report) =
+        smooth_quant(&exec, &loader, &SmoothQuantSettings::default(), &NoProgress).unwrap();
+    // The embedding LayerNorm and the two of each of the 6 layers but the
+    // last one (which feeds the pooling, no Gemm).
+    assert_eq!(report.smoothed.len(), 12, "{:?}", report.skipped);
+    for s in &report.smoothed {
+        assert!(s.duplicate.is_some(), "{}: residual readers", s.layer_norm);
+        assert!(s.activation_after < s.activation_before, "{}", s.layer_norm);
+    }
+    assert_eq!(
+        report.smoothed[0].users.len(),
+        3,
+        "Q, K and V share a scale"
+    );
+    let after = outputs(&smoothed, name);
+    let rel = max_relative_difference(&before, &after);
+    assert!(
+        rel <= SAME_FUNCTION_REL_TOL,
+        "smoothed outputs differ by {rel:e} (relative)"
+    );
+}
