@@ -173,19 +173,26 @@ impl SearchContext {
         n: usize,
         compare: Option<&str>,
         cache_mb: usize,
+        post_process: Option<&Path>,
     ) -> Result<MixEvaluator<'_>> {
         let compare = match compare {
-            Some(s) => parse_compare_layers(s)?,
+            Some(s) => qtune_search::parse_compare_layers(s)
+                .map_err(|e| anyhow::anyhow!("--global_compare_layers: {e}"))?,
             None => Vec::new(),
         };
-        Ok(MixEvaluator::new(
+        let mut ev = MixEvaluator::new(
             &self.graph,
             self.processor,
             self.chip_fp,
             self.inference_samples(n)?,
             compare,
             cache_mb.saturating_mul(1 << 20),
-        )?)
+        )?;
+        if let Some(script) = post_process {
+            let p = qtune_search::PostProcess::start(script)?;
+            ev.set_post_process(Box::new(p));
+        }
+        Ok(ev)
     }
 
     fn header(&self, tune_num: usize) -> TableHeader {
@@ -274,37 +281,6 @@ impl SearchContext {
         ev.set_reference(&b)?;
         Ok(())
     }
-}
-
-/// `a,b` (rates 1) or `a:0.3,b:0.7` (rates summing to 1).
-fn parse_compare_layers(s: &str) -> Result<Vec<(String, f64)>> {
-    let mut out = Vec::new();
-    let mut with_rate = 0;
-    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        match item.rsplit_once(':') {
-            Some((name, rate)) => {
-                let r: f64 = rate.parse().with_context(|| {
-                    format!("--global_compare_layers `{item}`: `{rate}` is not a rate")
-                })?;
-                with_rate += 1;
-                out.push((name.to_string(), r));
-            }
-            None => out.push((item.to_string(), 1.0)),
-        }
-    }
-    if out.is_empty() {
-        bail!("--global_compare_layers `{s}`: no layer named");
-    }
-    if with_rate > 0 {
-        if with_rate != out.len() {
-            bail!("--global_compare_layers `{s}`: give a rate for every layer or for none");
-        }
-        let sum: f64 = out.iter().map(|(_, r)| r).sum();
-        if (sum - 1.0).abs() > 1e-9 {
-            bail!("--global_compare_layers `{s}`: the rates sum to {sum}, expected 1");
-        }
-    }
-    Ok(out)
 }
 
 /// `KL,MSE` -> methods with their log labels; unknown names are an error
@@ -476,6 +452,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 inference_num,
                 flags.global_compare_layers.as_deref(),
                 flags.cache_mb,
+                args.post_process.as_deref(),
             )?;
             ctx.f32_reference(&mut ev)?;
             let tables: Vec<MethodTable> = tables
@@ -554,6 +531,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 inference_num,
                 flags.global_compare_layers.as_deref(),
                 flags.cache_mb,
+                args.post_process.as_deref(),
             )?;
             log.info(format!("run float mode: {}", ctx.model_path.display()));
             ctx.f32_reference(&mut ev)?;
@@ -618,6 +596,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 inference_num,
                 flags.global_compare_layers.as_deref(),
                 flags.cache_mb,
+                args.post_process.as_deref(),
             )?;
             run_mix_search(
                 &ctx,
@@ -925,6 +904,7 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
         args.input_num,
         args.flags.global_compare_layers.as_deref(),
         args.flags.cache_mb,
+        args.post_process.as_deref(),
     )?;
     run_mix_search(
         &ctx,
@@ -1069,6 +1049,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         args.inference_num,
         args.flags.global_compare_layers.as_deref(),
         args.flags.cache_mb,
+        args.post_process.as_deref(),
     )?;
     ctx.f32_reference(&mut ev)?;
     let ref_time = t1.elapsed();

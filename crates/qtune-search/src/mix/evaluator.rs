@@ -580,3 +580,12 @@ impl<'g> MixEvaluator<'g> {
 pub fn node_by_output(g: &Graph, name: &str) -> Option<NodeId> {
     g.find_value(name).and_then(|v| g.value(v).producer)
 }
+
+impl OutputTransform for crate::PostProcess {
+    fn apply(
+        &mut self,
+        outputs: Vec<(String, Tensor)>,
+    ) -> Result<Vec<(String, Tensor)>, SearchError> {
+        crate::PostProcess::apply(self, &outputs)
+    }
+}
