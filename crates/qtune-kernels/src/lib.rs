@@ -80,7 +80,7 @@ pub use pool::{
 };
 pub use quant::{
     QRange, dequantize_linear, fake_quantize, quantize_linear, quantize_linear_reference,
-    round_to_bf16, round_to_f16,
+    round_to_bf16, round_to_bf16_reference, round_to_f16, round_to_f16_reference,
 };
 pub use reduce::{ReduceOp, reduce, reduce_out_dims};
 pub use resize::{

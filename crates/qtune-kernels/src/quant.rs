@@ -154,15 +154,78 @@ pub fn fake_quantize(
     }
 }
 
+dispatch! {
+    fn round_to_f16_block(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = f16_round(*v);
+        }
+    }
+}
+
+dispatch! {
+    fn round_to_bf16_block(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = bf16_round(*v);
+        }
+    }
+}
+
+/// `x` rounded to the nearest IEEE half (ties to even), as f32: values the
+/// half range cannot hold become infinite, half subnormals keep their
+/// 2^-24 quantum, NaN and infinities pass through. Branch-free so that it
+/// vectorizes; [`round_to_f16_reference`] is the `half` crate's conversion.
+#[inline(always)]
+fn f16_round(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let abs = bits & 0x7FFF_FFFF;
+    // Normal halves: drop 13 mantissa bits, ties to even.
+    let lsb = (bits >> 13) & 1;
+    let normal = f32::from_bits(bits.wrapping_add(0x0FFF + lsb) & !0x1FFF);
+    let normal = if normal.abs() > 65504.0 {
+        f32::INFINITY.copysign(x)
+    } else {
+        normal
+    };
+    // Subnormal halves (|x| < 2^-14): multiples of 2^-24 (exact scalings).
+    let sub = (x * 16_777_216.0).round_ties_even() * (1.0 / 16_777_216.0);
+    if abs >= 0x7F80_0000 {
+        x
+    } else if abs < 0x3880_0000 {
+        sub
+    } else {
+        normal
+    }
+}
+
+/// `x` rounded to the nearest bfloat16 (ties to even), as f32; NaN stays
+/// NaN.
+#[inline(always)]
+fn bf16_round(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let lsb = (bits >> 16) & 1;
+    let r = f32::from_bits(bits.wrapping_add(0x7FFF + lsb) & 0xFFFF_0000);
+    if x.is_nan() { x } else { r }
+}
+
 /// Rounds f32 values to the nearest IEEE half (ties to even) and back.
 pub fn round_to_f16(x: &mut [f32]) {
+    round_to_f16_block(x);
+}
+
+/// Rounds f32 values to the nearest bfloat16 (ties to even) and back.
+pub fn round_to_bf16(x: &mut [f32]) {
+    round_to_bf16_block(x);
+}
+
+/// [`round_to_f16`] through the `half` crate, one value at a time.
+pub fn round_to_f16_reference(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v = half::f16::from_f32(*v).to_f32();
     }
 }
 
-/// Rounds f32 values to the nearest bfloat16 (ties to even) and back.
-pub fn round_to_bf16(x: &mut [f32]) {
+/// [`round_to_bf16`] through the `half` crate, one value at a time.
+pub fn round_to_bf16_reference(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v = half::bf16::from_f32(*v).to_f32();
     }
@@ -170,6 +233,53 @@ pub fn round_to_bf16(x: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fast_float_rounding_equals_half() {
+        // A sweep over the whole f32 bit space plus the edges.
+        let mut x: Vec<f32> = (0..=u32::MAX / 4099)
+            .map(|i| f32::from_bits(i * 4099))
+            .collect();
+        x.extend([
+            0.0,
+            -0.0,
+            65504.0,
+            65519.99,
+            65520.0,
+            -65520.0,
+            6.1035156e-5,
+            5.9604645e-8,
+            2.9802322e-8,
+            2.9802326e-8,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.0 + 2f32.powi(-10),
+            1.0 + 2f32.powi(-11),
+            3.3895314e38,
+        ]);
+        let mut a = x.clone();
+        let mut b = x.clone();
+        super::round_to_f16(&mut a);
+        super::round_to_f16_reference(&mut b);
+        for ((&v, &p), &q) in x.iter().zip(&a).zip(&b) {
+            assert!(
+                p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
+                "f16 {v:e}: {p:e} vs {q:e}"
+            );
+        }
+        let mut a = x.clone();
+        let mut b = x.clone();
+        super::round_to_bf16(&mut a);
+        super::round_to_bf16_reference(&mut b);
+        for ((&v, &p), &q) in x.iter().zip(&a).zip(&b) {
+            assert!(
+                p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
+                "bf16 {v:e}: {p:e} vs {q:e}"
+            );
+        }
+    }
+
     #[test]
     fn fast_quantize_equals_reference() {
         let x: Vec<f32> = (0..3 * 5 * 37)
