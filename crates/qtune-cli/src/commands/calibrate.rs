@@ -620,7 +620,7 @@ pub(crate) fn calibration_input(
 
 /// `shape_pattern_qtable`, in the calibration table's folder when its path
 /// has one (TPU-MLIR: when `-o` contains `/`).
-fn qtable_default_path(cali: &Path) -> PathBuf {
+pub(crate) fn qtable_default_path(cali: &Path) -> PathBuf {
     match cali.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join("shape_pattern_qtable"),
         _ => PathBuf::from("shape_pattern_qtable"),

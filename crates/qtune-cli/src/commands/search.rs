@@ -65,7 +65,7 @@ pub struct SearchFlags {
     pub resume: bool,
     /// Memory for cached activations, in MiB; past it tensors are
     /// recomputed when needed.
-    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 2048)]
+    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 4096)]
     pub cache_mb: usize,
 }
 
@@ -391,8 +391,17 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
             "--search fast_search is not yet supported by qtune; search_qtable gives the same kind of qtable"
         );
     }
-    let Some(qtable_path) = args.quantize_table.clone() else {
-        bail!("--search {mode} needs --quantize_table (the qtable to write), as TPU-MLIR requires");
+    // TPU-MLIR's parser demands --quantize_table with --search, yet the
+    // seed's search_threshold command has none: default as plain
+    // calibration does.
+    let qtable_path = match &args.quantize_table {
+        Some(p) => p.clone(),
+        None if mode == "search_threshold" => {
+            super::calibrate::qtable_default_path(&args.calibration_table)
+        }
+        None => bail!(
+            "--search {mode} needs --quantize_table (the qtable to write), as TPU-MLIR requires"
+        ),
     };
     let debug = parse_debug_cmd(&args.debug_cmd)?;
     for key in &debug.ignored {
@@ -464,11 +473,11 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 .collect();
             for t in &tables {
                 log.info(format!(
-                    "Trying multi algorithm threshold of {} with {}_{} in {:?}",
+                    "Trying multi algorithm threshold of {} with {}_{} in {}",
                     t.label,
                     cali.display(),
                     t.label,
-                    ["kl", "max", "percentile9999", "mse"]
+                    mix::log::py_list(&["kl", "max", "percentile9999", "mse"])
                 ));
             }
             let (best, _) =
@@ -493,7 +502,10 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
             let methods = parse_method_list(list)?;
             let labels: Vec<&str> = methods.iter().map(|(_, l)| l.as_str()).collect();
             let mut log = SearchLog::new("Search_Qtable", console(args.quiet));
-            log.info(format!("quantize_method_list ={labels:?}"));
+            log.info(format!(
+                "quantize_method_list ={}",
+                mix::log::py_list(&labels)
+            ));
             let t0 = Instant::now();
             let (method_tables, table) = if cali.exists() {
                 // TPU-MLIR: only the first method, thresholds from -o.

@@ -230,9 +230,13 @@ impl<'g> MixEvaluator<'g> {
             let mut h = Xxh3::new();
             h.update(b"input");
             h.update(name.as_bytes());
+            let key = h.digest128();
+            if self.cache.contains_key(&key) {
+                continue;
+            }
             let tensors: Vec<Tensor> = self.samples.iter().map(|s| s[k].1.clone()).collect();
             self.cache_bytes += tensors.iter().map(tensor_bytes).sum::<usize>();
-            self.cache.insert(h.digest128(), tensors);
+            self.cache.insert(key, tensors);
         }
     }
 
@@ -344,6 +348,17 @@ impl<'g> MixEvaluator<'g> {
         store: bool,
         keep_all: bool,
     ) -> Result<Vec<Values>, SearchError> {
+        Ok(self.run_masked(built, n, store, keep_all)?.0)
+    }
+
+    /// [`Self::run`], also returning which nodes ran (by node index).
+    fn run_masked(
+        &mut self,
+        built: &Built,
+        n: usize,
+        store: bool,
+        keep_all: bool,
+    ) -> Result<(Vec<Values>, Vec<bool>), SearchError> {
         let start = Instant::now();
         let n = n.min(self.samples.len());
         let g = built.exec.graph();
@@ -436,7 +451,7 @@ impl<'g> MixEvaluator<'g> {
         }
         self.stats.runs += 1;
         self.stats.run_time += start.elapsed();
-        Ok(results)
+        Ok((results, run_mask))
     }
 
     /// Tensors the cache keeps: graph inputs and the tensors of the float
@@ -482,7 +497,9 @@ impl<'g> MixEvaluator<'g> {
         }
         self.cache = cache;
         self.cache_bytes = bytes;
-        self.stats.cache_peak_bytes = self.stats.cache_peak_bytes.max(bytes);
+        // Graph inputs stay whether or not this run read them.
+        self.seed_inputs();
+        self.stats.cache_peak_bytes = self.stats.cache_peak_bytes.max(self.cache_bytes);
         Ok(())
     }
 
@@ -560,6 +577,93 @@ impl<'g> MixEvaluator<'g> {
             visit(s, built.exec.graph(), v)?;
         }
         Ok(())
+    }
+
+    /// Runs `built` on every sample (its tensors replace the cache, see
+    /// [`Self::score`]) and returns its output score and, for every tensor
+    /// of `reference` this run recomputed (not found in the cache), the
+    /// mean mapped cosine to the reference over the samples. Tensors found
+    /// in the cache are the ones an earlier run of a configuration with the
+    /// same upstream computed, so their similarity is unchanged.
+    pub fn score_layers(
+        &mut self,
+        built: &Built,
+        reference: &HashMap<String, Vec<Tensor>>,
+    ) -> Result<(OutputScore, HashMap<String, f64>), SearchError> {
+        if self.reference.is_empty() {
+            return Err(SearchError::Settings("no reference model was run".into()));
+        }
+        let n = self.samples.len();
+        let (values, ran) = self.run_masked(built, n, true, false)?;
+        let g = built.exec.graph();
+        let mut items: Vec<(String, ValueId, &Vec<Tensor>)> = Vec::new();
+        for (id, node) in g.nodes() {
+            if !ran[id.index()] {
+                continue;
+            }
+            for &o in &node.outputs {
+                let name = &g.value(o).name;
+                if let Some(r) = reference.get(name) {
+                    items.push((name.clone(), o, r));
+                }
+            }
+        }
+        if std::env::var_os("QTUNE_DEBUG_MIX").is_some() {
+            eprintln!(
+                "score_layers: {} nodes ran, {} items, {} reference tensors",
+                ran.iter().filter(|&&r| r).count(),
+                items.len(),
+                reference.len()
+            );
+        }
+        let layer_cos: Vec<(String, f64)> = items
+            .par_iter()
+            .filter_map(|(name, v, r)| {
+                let mut sum = 0.0;
+                for (s, vals) in values.iter().enumerate() {
+                    let (a, b) = (r.get(s)?, vals.get(*v)?);
+                    if a.numel() != b.numel() {
+                        return None;
+                    }
+                    sum += super::similarity::cos_sim(&a.to_f32_vec(), &b.to_f32_vec());
+                }
+                Some((name.clone(), sum / values.len().max(1) as f64))
+            })
+            .collect();
+        let outputs = self.compared(built, values)?;
+        let rates: Vec<f64> = self.compare.iter().map(|(_, r)| *r).collect();
+        let score = score_outputs(&self.reference[..outputs.len()], &outputs, &rates)?;
+        Ok((score, layer_cos.into_iter().collect()))
+    }
+
+    /// Runs `built` (a reference model) on every sample and returns the
+    /// tensors named in `names`, per sample, within the cache budget
+    /// (`None` when they do not fit).
+    pub fn layer_tensors(
+        &mut self,
+        built: &Built,
+        names: &[String],
+    ) -> Result<Option<HashMap<String, Vec<Tensor>>>, SearchError> {
+        let n = self.samples.len();
+        // A stored run: every layer tensor is computed or found.
+        let values = self.run(built, n, true, true)?;
+        let g = built.exec.graph();
+        let mut out = HashMap::new();
+        let mut bytes = 0usize;
+        for name in names {
+            let Some(v) = g.find_value(name) else {
+                continue;
+            };
+            let ts: Option<Vec<Tensor>> = values.iter().map(|x| x.get(v).cloned()).collect();
+            if let Some(ts) = ts {
+                bytes += ts.iter().map(tensor_bytes).sum::<usize>();
+                if bytes > self.budget / 2 {
+                    return Ok(None);
+                }
+                out.insert(name.clone(), ts);
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Bytes currently held by the cache.

@@ -67,3 +67,9 @@ impl<'a> SearchLog<'a> {
         })
     }
 }
+
+/// A Python list repr of strings: `['a', 'b']`.
+pub fn py_list<S: AsRef<str>>(items: &[S]) -> String {
+    let inner: Vec<String> = items.iter().map(|s| format!("'{}'", s.as_ref())).collect();
+    format!("[{}]", inner.join(", "))
+}

@@ -168,8 +168,26 @@ pub fn mix_search(
             qtable,
         })
     };
+    // The reference's layer tensors are kept when they fit in half the
+    // cache budget: each configuration then recomputes (and compares) only
+    // what it changed. Otherwise every pass runs both models in full.
+    let ref_tensors = ev.layer_tensors(reference, &names)?;
+    let score = |ev: &mut MixEvaluator,
+                 b: &Built,
+                 previous: Option<&HashMap<String, f64>>|
+     -> Result<(HashMap<String, f64>, OutputScore), SearchError> {
+        match &ref_tensors {
+            Some(r) => {
+                let (sc, changed) = ev.score_layers(b, r)?;
+                let mut lc = previous.cloned().unwrap_or_default();
+                lc.extend(changed);
+                Ok((lc, sc))
+            }
+            None => layer_pass(ev, reference, b, &names),
+        }
+    };
     let base = build(ev, &s.base_qtable)?;
-    let (mut layer_cos, int8) = layer_pass(ev, reference, &base, &names)?;
+    let (mut layer_cos, int8) = score(ev, &base, None)?;
     let mut trials = 1usize;
     let mut outcome = MixSearchOutcome {
         int8_cos: int8.cos,
@@ -228,14 +246,18 @@ pub fn mix_search(
                     .map(|n| (n.clone(), s.float_mode)),
             );
             let b = build(ev, &trial)?;
-            let (lc, score) = layer_pass(ev, reference, &b, &names)?;
+            let (lc, score) = score(ev, &b, Some(&layer_cos))?;
             trials += 1;
             log.info(format!(
-                "set float layers {range:?}, mix model outputs_cos: {}",
+                "set float layers {}, mix model outputs_cos: {}",
+                super::log::py_list(&range),
                 score.cos
             ));
             if score.cos < outcome.int8_cos {
-                log.info(format!("revert {range:?}: output cos below all-int8"));
+                log.info(format!(
+                    "revert {}: output cos below all-int8",
+                    super::log::py_list(&range)
+                ));
             } else {
                 float.extend(range);
                 layer_cos = lc;

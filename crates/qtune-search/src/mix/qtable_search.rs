@@ -189,7 +189,8 @@ pub fn layer_search(
             sensitive.push(t);
         }
         log.print_info(format!(
-            "sensitive_op_type : {sensitive:?}, please pay attention to these types of operations"
+            "sensitive_op_type : {}, please pay attention to these types of operations",
+            super::log::py_list(&sensitive)
         ));
         candidates
             .iter()
@@ -210,7 +211,10 @@ pub fn layer_search(
     {
         log.info("Global metrics layer is : None");
     } else {
-        log.info(format!("Global metrics layer is : {compare:?}"));
+        log.info(format!(
+            "Global metrics layer is : {}",
+            super::log::py_list(&compare)
+        ));
     }
 
     // Per-layer method search.
@@ -367,7 +371,10 @@ pub fn layer_search(
             qtable: &qtable,
         })?;
         let c = ev.score(&b, n, false)?.cos;
-        log.info(format!("set_fp_layer_list = {:?}", &names[..k]));
+        log.info(format!(
+            "set_fp_layer_list = {}",
+            super::log::py_list(&names[..k])
+        ));
         log.info(format!(
             "float layer number: {k}, mix model outputs_cos: {c}"
         ));
