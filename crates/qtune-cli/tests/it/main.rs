@@ -11,5 +11,6 @@ mod export;
 mod fp_forward;
 mod info;
 mod run;
+mod search;
 mod transform;
 mod weight_transforms;

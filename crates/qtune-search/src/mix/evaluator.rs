@@ -608,14 +608,6 @@ impl<'g> MixEvaluator<'g> {
                 }
             }
         }
-        if std::env::var_os("QTUNE_DEBUG_MIX").is_some() {
-            eprintln!(
-                "score_layers: {} nodes ran, {} items, {} reference tensors",
-                ran.iter().filter(|&&r| r).count(),
-                items.len(),
-                reference.len()
-            );
-        }
         let layer_cos: Vec<(String, f64)> = items
             .par_iter()
             .filter_map(|(name, v, r)| {

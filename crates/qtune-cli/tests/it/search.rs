@@ -1,0 +1,417 @@
+//! The mixed-precision searches: the seed's commands verbatim (workload
+//! paths), incremental evaluation against full re-evaluation, thread-count
+//! determinism and `--resume`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+use super::common::{
+    YOLOX_FLAGS, model, scratch, stderr_of, stdout_of, transform_mobilenet, workloads,
+};
+
+fn tool(name: &str) -> Command {
+    Command::cargo_bin(name).unwrap_or_else(|e| panic!("{name} binary: {e}"))
+}
+
+fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
+    out
+}
+
+fn calib() -> PathBuf {
+    workloads().join("images/calib")
+}
+
+/// The seed's example `post_process_func.py`.
+fn write_post_process(dir: &Path) {
+    std::fs::write(
+        dir.join("post_process_func.py"),
+        "def PostProcess(data):\n    print(\"in post process\")\n    return data\n",
+    )
+    .unwrap();
+}
+
+/// `name threshold` rows of a calibration table.
+fn rows(path: &Path) -> Vec<(String, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[1].parse().unwrap())
+        })
+        .collect()
+}
+
+/// `name mode` rows of a qtable.
+fn qtable_rows(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[1].to_string())
+        })
+        .collect()
+}
+
+fn cos_of(stdout: &str, prefix: &str) -> f64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{stdout}"))
+}
+
+#[test]
+fn seed_search_qtable_on_mobilenet_bm1684() {
+    let dir = scratch("search_qtable_seed");
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
+    write_post_process(&dir);
+    let start = Instant::now();
+    // The seed's command (its tool is spelled `run_calibration.py`).
+    let out = run_ok(
+        tool("run_calibration")
+            .current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args(["--input_num", "100"])
+            .args(["--inference_num", "30"])
+            .args(["--expected_cos", "0.99"])
+            .args(["--quantize_method_list", "KL,MSE"])
+            .args(["--search", "search_qtable"])
+            .args(["--transformer", "False"])
+            .args(["--processor", "bm1684"])
+            .args(["--post_process", "post_process_func.py"])
+            .args(["--quantize_table", "mobilenet_v2_qtable"])
+            .args(["--calibration_table", "mobilenet_v2_cali_table"]),
+    );
+    let elapsed = start.elapsed();
+    let stdout = stdout_of(&out);
+    let stderr = stderr_of(&out);
+    // The script's prints go to stderr, the protocol is intact.
+    assert!(stderr.contains("in post process"), "{stderr}");
+    for line in [
+        "sensitive layer, loss is",
+        ">>>run result:",
+        "Output mix quantization table to mobilenet_v2_qtable",
+        "total time:",
+        "success search qtable",
+    ] {
+        assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}");
+    }
+    let int8 = cos_of(&stdout, "int8 outputs_cos:");
+    let mix = cos_of(&stdout, "mix model outputs_cos:");
+    // BM1684's per-tensor power-of-two weights lose accuracy; the mixed
+    // model must be strictly better.
+    assert!(int8 < 0.99, "all-int8 already meets the target: {int8}");
+    assert!(mix > int8, "mix {mix} <= int8 {int8}");
+    let layers = qtable_rows(&dir.join("mobilenet_v2_qtable"));
+    assert!(!layers.is_empty());
+    assert!(layers.iter().all(|(_, m)| m == "F32"), "{layers:?}");
+    let log = std::fs::read_to_string(dir.join("Search_Qtable")).unwrap();
+    assert!(
+        log.starts_with("INFO:root:quantize_method_list =['KL', 'MSE']"),
+        "{log}"
+    );
+    assert!(log.contains("INFO:root:adjust layer "), "{log}");
+    assert!(log.contains(", with method KL, and threshlod "), "{log}");
+    // Every method's tables, the -o table (mse) and the best thresholds.
+    for f in [
+        "mobilenet_v2_cali_table_kl.1",
+        "mobilenet_v2_cali_table_kl_tune",
+        "mobilenet_v2_cali_table_mse_tune",
+        "mobilenet_v2_cali_table",
+        "new_cali_table.txt",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let best = rows(&dir.join("new_cali_table.txt"));
+    assert_eq!(best.len(), rows(&dir.join("mobilenet_v2_cali_table")).len());
+    // The seed's next step: deploy with the new table and the qtable.
+    run_ok(
+        tool("model_deploy")
+            .current_dir(&dir)
+            .args(["--mlir", "mobilenet_v2.mlir", "--quantize", "INT8"])
+            .args(["--processor", "bm1684"])
+            .args(["--calibration_table", "new_cali_table.txt"])
+            .args(["--quantize_table", "mobilenet_v2_qtable"])
+            .args(["--model", "mobilenet_v2_bm1684_int8_mix.onnx"]),
+    );
+    eprintln!(
+        "search_qtable (seed command) took {:.1} s",
+        elapsed.as_secs_f64()
+    );
+}
+
+#[test]
+fn seed_search_threshold_picks_the_best_method() {
+    let dir = scratch("search_threshold_seed");
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
+    // The seed's case 1, verbatim.
+    let out = run_ok(
+        tool("run_calibration")
+            .current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args(["--input_num", "100"])
+            .args(["--processor", "bm1684x"])
+            .args(["--search", "search_threshold"])
+            .args(["--inference_num", "30"])
+            .args(["-o", "cali_table"]),
+    );
+    let log = std::fs::read_to_string(dir.join("Search_Threshold")).unwrap();
+    let chosen = log
+        .lines()
+        .find_map(|l| l.strip_prefix("INFO:root:optimal_method_name: "))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("{log}"))
+        .to_string();
+    assert!(
+        log.contains("INFO:root:cos similarity scores: {'kl': "),
+        "{log}"
+    );
+    // -o holds the chosen method's tuned table.
+    let table = rows(&dir.join("cali_table"));
+    let chosen_table = rows(&dir.join(format!("cali_table_{chosen}_tune")));
+    assert_eq!(table, chosen_table);
+    assert!(stdout_of(&out).contains(&format!("search_threshold: {chosen} chosen")));
+    // An existing table is kept as is (TPU-MLIR's cache rule).
+    let before = std::fs::read(dir.join("cali_table")).unwrap();
+    let out = run_ok(
+        tool("run_calibration")
+            .current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args(["--input_num", "10"])
+            .args(["--search", "search_threshold"])
+            .args(["-o", "cali_table"]),
+    );
+    assert!(
+        stdout_of(&out).contains("already exists"),
+        "{}",
+        stdout_of(&out)
+    );
+    assert_eq!(before, std::fs::read(dir.join("cali_table")).unwrap());
+}
+
+/// model_transform + run_calibration of yolox_det416 (the seed's yolov3
+/// steps 0 and 1 with this workload).
+fn yolox_with_table(dir: &Path) {
+    run_ok(
+        tool("model_transform")
+            .current_dir(dir)
+            .args(["--model_name", "yolox", "--model_def"])
+            .arg(model("yolox_det416"))
+            .args(["--input_shapes", "[[1,3,416,416]]"])
+            .args(YOLOX_FLAGS)
+            .args(["--mlir", "yolox.mlir"]),
+    );
+    run_ok(
+        tool("run_calibration")
+            .current_dir(dir)
+            .arg("yolox.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args(["--input_num", "100", "-o", "yolox_cali_table"]),
+    );
+}
+
+#[test]
+fn seed_run_qtable_on_yolox_and_incremental_equals_full() {
+    let dir = scratch("run_qtable_seed");
+    yolox_with_table(&dir);
+    let start = Instant::now();
+    // The seed's run_qtable command.
+    let out = run_ok(
+        tool("run_qtable")
+            .current_dir(&dir)
+            .arg("yolox.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args(["--calibration_table", "yolox_cali_table"])
+            .args(["--processor", "bm1684x"])
+            .args(["--min_layer_cos", "0.999"])
+            .args(["--expected_cos", "0.9999"])
+            .args(["-o", "yolox_qtable"]),
+    );
+    let elapsed = start.elapsed();
+    let stdout = stdout_of(&out);
+    let int8 = cos_of(&stdout, "int8 outputs_cos:");
+    let mix = cos_of(&stdout, "mix model outputs_cos:");
+    assert!(mix > int8, "mix {mix} <= int8 {int8}\n{stdout}");
+    assert!(stdout.contains("Output mix quantization table to yolox_qtable"));
+    let qtable = std::fs::read_to_string(dir.join("yolox_qtable")).unwrap();
+    assert!(
+        qtable.starts_with("# op_name   quantize_mode\n"),
+        "{qtable}"
+    );
+    assert!(
+        qtable_rows(&dir.join("yolox_qtable"))
+            .iter()
+            .all(|(_, m)| m == "F16")
+    );
+    let loss = std::fs::read_to_string(dir.join("full_loss_table.txt")).unwrap();
+    assert!(
+        loss.starts_with("# platform: bm1684x  mix_mode: F16\n###\nNo.0   : Layer: "),
+        "{loss}"
+    );
+    // Rows ascend by cos.
+    let cos: Vec<f64> = loss
+        .lines()
+        .filter_map(|l| l.rsplit_once("Cos: ").and_then(|(_, c)| c.parse().ok()))
+        .collect();
+    assert!(cos.windows(2).all(|w| w[0] <= w[1]), "{loss}");
+    // With no cache every configuration is evaluated in full: the same
+    // files, byte for byte.
+    run_ok(
+        tool("run_qtable")
+            .current_dir(&dir)
+            .arg("yolox.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args(["--calibration_table", "yolox_cali_table"])
+            .args(["--processor", "bm1684x"])
+            .args(["--min_layer_cos", "0.999"])
+            .args(["--expected_cos", "0.9999"])
+            .args(["--cache_mb", "0", "--loss_table", "full_loss_nocache.txt"])
+            .args(["-o", "yolox_qtable_nocache"]),
+    );
+    assert_eq!(
+        std::fs::read(dir.join("yolox_qtable")).unwrap(),
+        std::fs::read(dir.join("yolox_qtable_nocache")).unwrap()
+    );
+    assert_eq!(
+        loss,
+        std::fs::read_to_string(dir.join("full_loss_nocache.txt")).unwrap()
+    );
+    eprintln!(
+        "run_qtable (seed command) took {:.1} s",
+        elapsed.as_secs_f64()
+    );
+}
+
+fn sensitive(dir: &Path, extra: &[&str], qtable: &str) -> Command {
+    let mut cmd = tool("run_sensitive_layer");
+    cmd.current_dir(dir)
+        .arg("mobilenet_v2.mlir")
+        .arg("--dataset")
+        .arg(calib())
+        .args(["--input_num", "20", "--inference_num", "4"])
+        .args(["--calibration_table", "mobilenet_v2_cali_table"])
+        .args(["--processor", "bm1684", "--no_time", "-q"])
+        .args(extra)
+        .args(["-o", qtable]);
+    cmd
+}
+
+/// The files a sensitive-layer search writes, to compare runs.
+fn outputs(dir: &Path, qtable: &str) -> (Vec<u8>, Vec<u8>) {
+    (
+        std::fs::read(dir.join(qtable)).unwrap(),
+        std::fs::read(dir.join("new_cali_table.txt")).unwrap(),
+    )
+}
+
+#[test]
+fn seed_run_sensitive_layer_threads_cache_and_resume() {
+    let dir = scratch("sensitive_seed");
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
+    write_post_process(&dir);
+    run_ok(
+        tool("run_calibration")
+            .current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args(["--input_num", "100", "-o", "mobilenet_v2_cali_table"]),
+    );
+    // The seed's command.
+    let out = run_ok(
+        tool("run_sensitive_layer")
+            .current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args(["--input_num", "100", "--inference_num", "30"])
+            .args(["--calibration_table", "mobilenet_v2_cali_table"])
+            .args(["--processor", "bm1684"])
+            .args(["--post_process", "post_process_func.py"])
+            .args(["-o", "mobilenet_v2_qtable"]),
+    );
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout.contains("success sensitive layer search"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the layer "), "{stdout}");
+    assert_eq!(qtable_rows(&dir.join("mobilenet_v2_qtable")).len(), 5);
+    let log = std::fs::read_to_string(dir.join("SensitiveLayerSearch")).unwrap();
+    for m in ["MAX", "Percentile9999", "KL"] {
+        assert!(
+            log.contains(&format!(", with method {m}, and threshlod ")),
+            "{log}"
+        );
+    }
+
+    // Smaller runs: threads, cache and resume give the same files.
+    run_ok(&mut sensitive(&dir, &["--threads", "2"], "q2"));
+    let reference = outputs(&dir, "q2");
+    run_ok(&mut sensitive(&dir, &["--threads", "1"], "q1"));
+    assert_eq!(outputs(&dir, "q1"), reference, "1 thread vs 2");
+    run_ok(&mut sensitive(&dir, &["--cache_mb", "0"], "q0"));
+    assert_eq!(outputs(&dir, "q0"), reference, "no cache vs cache");
+
+    // Kill a search once its journal holds a few layers, then resume.
+    let journal = dir.join("qr.journal");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("run_sensitive_layer"))
+        .current_dir(&dir)
+        .arg("mobilenet_v2.mlir")
+        .arg("--dataset")
+        .arg(calib())
+        .args(["--input_num", "20", "--inference_num", "4"])
+        .args(["--calibration_table", "mobilenet_v2_cali_table"])
+        .args(["--processor", "bm1684", "--no_time", "-q", "-o", "qr"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let records = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().filter(|l| l.starts_with("layer\t")).count())
+            .unwrap_or(0)
+    };
+    while records(&journal) < 3 && Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(records(&journal) >= 3, "the search ended before 3 layers");
+    assert!(
+        !dir.join("qr").exists(),
+        "an interrupted search wrote its qtable"
+    );
+    run_ok(&mut sensitive(&dir, &["--resume"], "qr"));
+    assert_eq!(outputs(&dir, "qr"), reference, "resumed vs uninterrupted");
+    let log = std::fs::read_to_string(dir.join("SensitiveLayerSearch")).unwrap();
+    assert!(log.contains("resumed "), "{log}");
+    assert!(!journal.exists(), "the journal outlived a finished search");
+}
