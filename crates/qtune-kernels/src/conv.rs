@@ -17,6 +17,7 @@ use crate::simd::dispatch;
 use crate::unary::{UnaryOp, apply_in_place};
 use crate::util::{SendPtr, for_each_tile};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// Largest number of output pixels per GEMM tile.
 const MAX_TILE_PIXELS: usize = 256;
@@ -253,6 +254,49 @@ pub fn conv2d_fused(
             input, in_dims, weight, m, bias, g, &geom, activation, out, par,
         );
     }
+}
+
+/// Views an output buffer that the caller has not initialised as `f32`s, for the kernels
+/// below that write every element before anything reads it.
+///
+/// # Safety
+/// The caller must only write to the returned slice before reading an element, and must
+/// write every element it later reads (the convolution kernels write every output element
+/// exactly once with plain stores: the `gemm` crate is called without `read_dst`, the
+/// depthwise planes are copied in, and the bias and activation passes only read elements
+/// their own tile has just written).
+unsafe fn assume_written(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; see the function's contract for
+    // why no uninitialised element is ever read.
+    unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) }
+}
+
+/// [`conv2d_fused`] into a buffer that need not be initialised (a fresh `Vec`'s spare
+/// capacity): the executor allocates every Conv output, and zero-filling it first was a
+/// full extra pass over memory (plus a parallel region for large outputs) that the
+/// convolution overwrites anyway. Every element of `out` is written; the result is
+/// bit-identical to [`conv2d_fused`].
+///
+/// # Panics
+/// Same shape contract as [`conv2d`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_fused_uninit(
+    input: &[f32],
+    in_dims: [usize; 4],
+    weight: &[f32],
+    w_dims: [usize; 4],
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    activation: Option<UnaryOp>,
+    out: &mut [MaybeUninit<f32>],
+    par: Parallelism,
+) {
+    // SAFETY: `conv2d_fused` writes every output element before reading it (see
+    // `assume_written`); the differential tests fill outputs with NaN first to check that.
+    let out = unsafe { assume_written(out) };
+    conv2d_fused(
+        input, in_dims, weight, w_dims, bias, p, activation, out, par,
+    );
 }
 
 thread_local! {
@@ -594,6 +638,49 @@ pub fn conv2d_pointwise_depthwise(
             }
         });
     });
+}
+
+/// [`conv2d_pointwise_depthwise`] into a buffer that need not be initialised (see
+/// [`conv2d_fused_uninit`]). Every element of `out` is written.
+///
+/// # Panics
+/// Same contract as [`conv2d_pointwise_depthwise`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_pointwise_depthwise_uninit(
+    input: &[f32],
+    in_dims: [usize; 4],
+    pw_weight: &[f32],
+    pw_bias: Option<&[f32]>,
+    pw_activation: Option<UnaryOp>,
+    dw_weight: &[f32],
+    dw_dims: [usize; 4],
+    dw_bias: Option<&[f32]>,
+    dw_params: &Conv2dParams,
+    dw_activation: Option<UnaryOp>,
+    out: &mut [MaybeUninit<f32>],
+    par: Parallelism,
+) {
+    // An empty input plane leaves the output untouched in the kernel: define it as zeros.
+    if in_dims[2] * in_dims[3] == 0 {
+        out.fill(MaybeUninit::new(0.0));
+    }
+    // SAFETY: the kernel writes every output element before reading it (it computes each
+    // tile's planes in a scratch buffer and copies them in, then applies the activation).
+    let out = unsafe { assume_written(out) };
+    conv2d_pointwise_depthwise(
+        input,
+        in_dims,
+        pw_weight,
+        pw_bias,
+        pw_activation,
+        dw_weight,
+        dw_dims,
+        dw_bias,
+        dw_params,
+        dw_activation,
+        out,
+        par,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
