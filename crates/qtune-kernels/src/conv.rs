@@ -14,7 +14,7 @@
 use crate::Parallelism;
 use crate::gemm_kernel::{MatRef, gemm_tile};
 use crate::simd::dispatch;
-use crate::unary::{UnaryOp, apply_in_place};
+use crate::unary::{UnaryOp, add_bias_then_apply, apply_in_place};
 use crate::util::{SendPtr, for_each_tile};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -382,14 +382,13 @@ fn im2col_gemm(
             for i in 0..mm {
                 // SAFETY: row i of this tile, columns j0..j0+nn, written by this tile only.
                 let row = unsafe { std::slice::from_raw_parts_mut(dst.add(i * ohw), nn) };
-                if let Some(b) = bias {
-                    let bv = b[gi * m_g + m0 + i];
-                    for v in row.iter_mut() {
-                        *v += bv;
+                match bias {
+                    Some(b) => add_bias_then_apply(row, b[gi * m_g + m0 + i], activation),
+                    None => {
+                        if let Some(act) = activation {
+                            apply_in_place(act, row);
+                        }
                     }
-                }
-                if let Some(act) = activation {
-                    apply_in_place(act, row);
                 }
             }
         }
@@ -607,14 +606,13 @@ pub fn conv2d_pointwise_depthwise(
             unsafe { gemm_tile(mm, hw, c, mid.as_mut_ptr(), hw as isize, lhs, rhs, false) };
             // The same per-element steps as `im2col_gemm`: bias, then the activation.
             for (i, row) in mid.chunks_exact_mut(hw).enumerate() {
-                if let Some(b) = pw_bias {
-                    let bv = b[m0 + i];
-                    for v in row.iter_mut() {
-                        *v += bv;
+                match pw_bias {
+                    Some(b) => add_bias_then_apply(row, b[m0 + i], pw_activation),
+                    None => {
+                        if let Some(act) = pw_activation {
+                            apply_in_place(act, row);
+                        }
                     }
-                }
-                if let Some(act) = pw_activation {
-                    apply_in_place(act, row);
                 }
             }
             // SAFETY: planes (ni, m0..m0 + mm) of `out`, written by this tile only.
