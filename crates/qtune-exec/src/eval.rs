@@ -174,8 +174,9 @@ pub(crate) fn eval_node_fused(
                 None => None,
             };
             let od = cx.out_dims(0)?;
-            let mut out = zeroed(od.iter().product(), cx.par);
-            k::conv2d_fused(x, xd, w, wd, bias, &p, cx.activation, &mut out, cx.par);
+            let out = written_by(od.iter().product(), |o| {
+                k::conv2d_fused_uninit(x, xd, w, wd, bias, &p, cx.activation, o, cx.par);
+            });
             cx.f32_out(od, out)
         }
         Op::ConvTranspose(a) => {
@@ -1106,21 +1107,22 @@ pub(crate) fn eval_pointwise_depthwise(
     };
     let p = conv_params(a, &xd[2..], &wt.dims()[2..]).map_err(|m| cx.err(m))?;
     let od = graph.shape_of(output)?.0.clone();
-    let mut out = zeroed(od.iter().product(), par);
-    k::conv2d_pointwise_depthwise(
-        x,
-        xd,
-        w1,
-        b1,
-        pw_activation,
-        w2,
-        w2d,
-        b2,
-        &p,
-        dw_activation,
-        &mut out,
-        par,
-    );
+    let out = written_by(od.iter().product(), |o| {
+        k::conv2d_pointwise_depthwise_uninit(
+            x,
+            xd,
+            w1,
+            b1,
+            pw_activation,
+            w2,
+            w2d,
+            b2,
+            &p,
+            dw_activation,
+            o,
+            par,
+        );
+    });
     cx.f32_out(od, out)
 }
 
@@ -1187,6 +1189,17 @@ fn zeroed(n: usize, par: Parallelism) -> Vec<f32> {
             }
         });
     // SAFETY: the first `n` elements were all initialised above.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// A buffer of `n` elements filled by `write`, a kernel that writes every element of the
+/// uninitialised slice it is given (the `*_uninit` convolutions): no zero-fill pass first.
+fn written_by(n: usize, write: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    write(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: `write` initialised the first `n` elements (the contract of the `*_uninit`
+    // kernels it is used with).
     unsafe { v.set_len(n) };
     v
 }

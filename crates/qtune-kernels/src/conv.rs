@@ -14,9 +14,10 @@
 use crate::Parallelism;
 use crate::gemm_kernel::{MatRef, gemm_tile};
 use crate::simd::dispatch;
-use crate::unary::{UnaryOp, apply_in_place};
+use crate::unary::{UnaryOp, add_bias_then_apply, apply_in_place};
 use crate::util::{SendPtr, for_each_tile};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// Largest number of output pixels per GEMM tile.
 const MAX_TILE_PIXELS: usize = 256;
@@ -255,6 +256,49 @@ pub fn conv2d_fused(
     }
 }
 
+/// Views an output buffer that the caller has not initialised as `f32`s, for the kernels
+/// below that write every element before anything reads it.
+///
+/// # Safety
+/// The caller must only write to the returned slice before reading an element, and must
+/// write every element it later reads (the convolution kernels write every output element
+/// exactly once with plain stores: the `gemm` crate is called without `read_dst`, the
+/// depthwise planes are copied in, and the bias and activation passes only read elements
+/// their own tile has just written).
+unsafe fn assume_written(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; see the function's contract for
+    // why no uninitialised element is ever read.
+    unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) }
+}
+
+/// [`conv2d_fused`] into a buffer that need not be initialised (a fresh `Vec`'s spare
+/// capacity): the executor allocates every Conv output, and zero-filling it first was a
+/// full extra pass over memory (plus a parallel region for large outputs) that the
+/// convolution overwrites anyway. Every element of `out` is written; the result is
+/// bit-identical to [`conv2d_fused`].
+///
+/// # Panics
+/// Same shape contract as [`conv2d`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_fused_uninit(
+    input: &[f32],
+    in_dims: [usize; 4],
+    weight: &[f32],
+    w_dims: [usize; 4],
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    activation: Option<UnaryOp>,
+    out: &mut [MaybeUninit<f32>],
+    par: Parallelism,
+) {
+    // SAFETY: `conv2d_fused` writes every output element before reading it (see
+    // `assume_written`); the differential tests fill outputs with NaN first to check that.
+    let out = unsafe { assume_written(out) };
+    conv2d_fused(
+        input, in_dims, weight, w_dims, bias, p, activation, out, par,
+    );
+}
+
 thread_local! {
     /// Per-thread im2col scratch, reused across tiles and calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -338,14 +382,13 @@ fn im2col_gemm(
             for i in 0..mm {
                 // SAFETY: row i of this tile, columns j0..j0+nn, written by this tile only.
                 let row = unsafe { std::slice::from_raw_parts_mut(dst.add(i * ohw), nn) };
-                if let Some(b) = bias {
-                    let bv = b[gi * m_g + m0 + i];
-                    for v in row.iter_mut() {
-                        *v += bv;
+                match bias {
+                    Some(b) => add_bias_then_apply(row, b[gi * m_g + m0 + i], activation),
+                    None => {
+                        if let Some(act) = activation {
+                            apply_in_place(act, row);
+                        }
                     }
-                }
-                if let Some(act) = activation {
-                    apply_in_place(act, row);
                 }
             }
         }
@@ -563,14 +606,13 @@ pub fn conv2d_pointwise_depthwise(
             unsafe { gemm_tile(mm, hw, c, mid.as_mut_ptr(), hw as isize, lhs, rhs, false) };
             // The same per-element steps as `im2col_gemm`: bias, then the activation.
             for (i, row) in mid.chunks_exact_mut(hw).enumerate() {
-                if let Some(b) = pw_bias {
-                    let bv = b[m0 + i];
-                    for v in row.iter_mut() {
-                        *v += bv;
+                match pw_bias {
+                    Some(b) => add_bias_then_apply(row, b[m0 + i], pw_activation),
+                    None => {
+                        if let Some(act) = pw_activation {
+                            apply_in_place(act, row);
+                        }
                     }
-                }
-                if let Some(act) = pw_activation {
-                    apply_in_place(act, row);
                 }
             }
             // SAFETY: planes (ni, m0..m0 + mm) of `out`, written by this tile only.
@@ -594,6 +636,49 @@ pub fn conv2d_pointwise_depthwise(
             }
         });
     });
+}
+
+/// [`conv2d_pointwise_depthwise`] into a buffer that need not be initialised (see
+/// [`conv2d_fused_uninit`]). Every element of `out` is written.
+///
+/// # Panics
+/// Same contract as [`conv2d_pointwise_depthwise`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_pointwise_depthwise_uninit(
+    input: &[f32],
+    in_dims: [usize; 4],
+    pw_weight: &[f32],
+    pw_bias: Option<&[f32]>,
+    pw_activation: Option<UnaryOp>,
+    dw_weight: &[f32],
+    dw_dims: [usize; 4],
+    dw_bias: Option<&[f32]>,
+    dw_params: &Conv2dParams,
+    dw_activation: Option<UnaryOp>,
+    out: &mut [MaybeUninit<f32>],
+    par: Parallelism,
+) {
+    // An empty input plane leaves the output untouched in the kernel: define it as zeros.
+    if in_dims[2] * in_dims[3] == 0 {
+        out.fill(MaybeUninit::new(0.0));
+    }
+    // SAFETY: the kernel writes every output element before reading it (it computes each
+    // tile's planes in a scratch buffer and copies them in, then applies the activation).
+    let out = unsafe { assume_written(out) };
+    conv2d_pointwise_depthwise(
+        input,
+        in_dims,
+        pw_weight,
+        pw_bias,
+        pw_activation,
+        dw_weight,
+        dw_dims,
+        dw_bias,
+        dw_params,
+        dw_activation,
+        out,
+        par,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]

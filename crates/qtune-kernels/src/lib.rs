@@ -24,7 +24,7 @@
 //!
 //! | area | functions |
 //! |---|---|
-//! | convolution | [`conv2d`], [`conv2d_fused`] (+ activation), [`conv2d_out_dims`], [`conv_transpose2d`], [`conv_transpose2d_out_dims`] |
+//! | convolution | [`conv2d`], [`conv2d_fused`] (+ activation), [`conv2d_fused_uninit`] and [`conv2d_pointwise_depthwise_uninit`] (into uninitialised buffers), [`conv2d_out_dims`], [`conv_transpose2d`], [`conv_transpose2d_out_dims`] |
 //! | matrix multiply | [`gemm()`], [`batched_gemm`] |
 //! | pooling | [`max_pool2d`], [`avg_pool2d`], [`pool2d_out_dims`], [`global_avg_pool`], [`global_max_pool`] |
 //! | normalisation | [`batch_norm`], [`softmax`] |
@@ -68,8 +68,8 @@ mod tests;
 
 pub use binary::{BinaryOp, binary, broadcast_shape};
 pub use conv::{
-    Conv2dParams, POINTWISE_DEPTHWISE_MAX_DEPTH, conv2d, conv2d_fused, conv2d_out_dims,
-    conv2d_pointwise_depthwise,
+    Conv2dParams, POINTWISE_DEPTHWISE_MAX_DEPTH, conv2d, conv2d_fused, conv2d_fused_uninit,
+    conv2d_out_dims, conv2d_pointwise_depthwise, conv2d_pointwise_depthwise_uninit,
 };
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_out_dims};
 pub use gemm_kernel::{batched_gemm, gemm};

@@ -1117,3 +1117,49 @@ fn erf_approx_is_accurate() {
     assert!(worst_rel < 1e-6, "max rel error {worst_rel:e}");
     assert!(crate::simd::erf_approx(f32::NAN).is_nan());
 }
+
+/// The one-pass bias + activation epilogue of the convolution tiles equals the bias loop
+/// followed by the activation, bit for bit, on edge values (NaN, -0, infinities).
+#[test]
+fn bias_then_activation_is_one_pass_of_the_same_bits() {
+    let xs = [
+        -3.5f32,
+        -0.0,
+        0.0,
+        0.25,
+        5.999_999,
+        6.0,
+        7.5,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e-40,
+    ];
+    let acts = [
+        None,
+        Some(UnaryOp::Relu),
+        Some(UnaryOp::Clip { lo: 0.0, hi: 6.0 }),
+        Some(UnaryOp::Clip {
+            lo: f32::NEG_INFINITY,
+            hi: 1.0,
+        }),
+        Some(UnaryOp::Silu),
+        Some(UnaryOp::HardSwish),
+    ];
+    for bias in [0.0f32, -0.0, 1.5, -2.0, f32::NAN] {
+        for act in acts {
+            // 37 elements: whole vectors and a tail.
+            let x: Vec<f32> = (0..37).map(|i| xs[i % xs.len()]).collect();
+            let mut want = x.clone();
+            for v in want.iter_mut() {
+                *v += bias;
+            }
+            if let Some(op) = act {
+                crate::unary::apply_in_place(op, &mut want);
+            }
+            let mut got = x;
+            crate::unary::add_bias_then_apply(&mut got, bias, act);
+            assert_eq!(bits(&got), bits(&want), "bias {bias} act {act:?}");
+        }
+    }
+}

@@ -2,7 +2,6 @@
 //! disjoint tile writes, shape and stride arithmetic.
 
 use crate::Parallelism;
-use rayon::prelude::*;
 
 /// Whether to hand tiles to rayon. A one-thread pool gains nothing and, when the caller is
 /// not a worker of that pool, costs a thread hand-off per call; the tiling (and so every
@@ -33,10 +32,39 @@ where
     F: Fn(usize) + Sync + Send,
 {
     if use_rayon(par) && tiles > 1 {
-        (0..tiles).into_par_iter().for_each(f)
+        claim_tiles(tiles, &f)
     } else {
         (0..tiles).for_each(f)
     }
+}
+
+/// Runs `f(tile)` for `0..tiles` with one task per pool thread (at most one per tile), each
+/// claiming the next unclaimed tile from a shared counter until none is left. One parallel
+/// region per call: a recursive split of the range (`into_par_iter`) costs a join, and
+/// often a steal, per level, which on the small layers of a batch-1 CNN is a noticeable
+/// share of the layer. Which thread runs a tile never changes what the tile computes.
+fn claim_tiles<F>(tiles: usize, f: &F)
+where
+    F: Fn(usize) + Sync,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let t = next.fetch_add(1, Ordering::Relaxed);
+            if t >= tiles {
+                break;
+            }
+            f(t);
+        }
+    };
+    let helpers = rayon::current_num_threads().min(tiles) - 1;
+    rayon::in_place_scope(|scope| {
+        for _ in 0..helpers {
+            scope.spawn(|_| work());
+        }
+        work();
+    });
 }
 
 /// Runs `f(chunk_index, chunk)` over fixed-size chunks of `data`.
@@ -46,15 +74,21 @@ where
     F: Fn(usize, &mut [T]) + Sync + Send,
 {
     let chunk = chunk.max(1);
-    match par {
-        Parallelism::Rayon if data.len() > chunk => data
-            .par_chunks_mut(chunk)
+    if use_rayon(par) && data.len() > chunk {
+        let len = data.len();
+        let ptr = SendPtr(data.as_mut_ptr());
+        claim_tiles(len.div_ceil(chunk), &|i| {
+            let start = i * chunk;
+            let n = chunk.min(len - start);
+            // SAFETY: chunk `i` is `start..start + n` of `data`, which outlives the loop;
+            // every chunk index is claimed exactly once, so the slices are disjoint.
+            let c = unsafe { std::slice::from_raw_parts_mut(ptr.base().add(start), n) };
+            f(i, c)
+        });
+    } else {
+        data.chunks_mut(chunk)
             .enumerate()
-            .for_each(|(i, c)| f(i, c)),
-        _ => data
-            .chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c)),
+            .for_each(|(i, c)| f(i, c));
     }
 }
 
@@ -71,6 +105,10 @@ unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 impl<T> SendPtr<T> {
     pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+    /// The pointer, through a shared reference (for element types that are not `Copy`).
+    pub(crate) fn base(&self) -> *mut T {
         self.0
     }
 }
