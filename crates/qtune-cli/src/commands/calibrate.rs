@@ -93,9 +93,9 @@ pub struct Args {
     /// No progress bar and no summary.
     #[arg(short, long)]
     pub(crate) quiet: bool,
-    /// search_threshold | search_qtable | mix_search (fast_search: not yet
-    /// supported). `False` (TPU-MLIR's default) is plain calibration. See
-    /// the searches' section below.
+    /// search_threshold | search_qtable | fast_search | mix_search (spec 3.8
+    /// to 3.10; see the searches' section below). `False` (TPU-MLIR's
+    /// default) is plain calibration.
     #[arg(long)]
     pub(crate) search: Option<String>,
     /// Weight equalization (spec 3.11) of Conv -> [Relu|LeakyRelu] -> Conv
@@ -180,8 +180,34 @@ Weight equalization skips pairs behind ReLU6/Clip (the clip bound does not scale
 changes the function there); SmoothQuant uses one alpha (--sq_alpha) instead of TPU-MLIR's
 search.
 
+Searches (--search; need --quantize_table, except search_threshold). Similarities are on
+TPU-MLIR's mapped scale cos_sim = 0.5 + 0.5*cos (so --expected_cos 0.99 is a plain cosine of
+0.98); a loss is 1 - cos_sim. Every quantized model is qtune's simulation of the chip
+(--processor), as model_deploy builds it; a trial recomputes only the tensors its change
+affects (activations cached per sample up to --cache_mb), samples run on every core, and
+results do not depend on the thread count.
+  search_threshold: calibrates kl, max, percentile9999 and mse in one statistics pass (each
+    tuned), scores each all-int8 model on --inference_num samples (--benchmark_method cos or
+    snr), copies the best table to -o (an existing -o is kept as is). Log: Search_Threshold.
+  search_qtable: calibrates --quantize_method_list (writes <cali>_<m>[.1|_tune] and -o = the
+    mse table; an existing -o is reused with the first method). If all-int8 meets
+    --expected_cos it stops. Otherwise every op type is tried in int8 alone on one sample; for
+    each layer of the sensitive types, in op order, with every other searched layer in float,
+    each method's threshold is tried and the lowest loss kept (new_cali_table.txt in the
+    current folder holds the best thresholds); then the fewest most-sensitive layers whose float
+    form reaches --expected_cos, up to --max_float_layers, or up to a fifth of the layers when
+    that is not enough (TPU-MLIR's expansion; TPU-MLIR writes every searched layer instead).
+    Log: Search_Qtable. --resume continues from <quantize_table>.journal.
+  fast_search: rounds of one-sample trials against the model at the float type, five layers
+    to float per round (spec 3.9.8). Log: Search_Qtable.
+  mix_search: needs an existing -o; walks the ops, puts layers whose own similarity is below
+    --min_layer_cos in float while the output improves, until --expected_cos (spec 3.10).
+    Outputs the qtable and <quantize_table>_loss.txt. Log: Mix_Search.
+--post_process FILE.py (a PostProcess(data) function, run in one python3 process) transforms
+the compared outputs; --global_compare_layers compares named tensors instead (a:0.3,b:0.7).
+
 Exit codes: 0 success; 2 bad input or usage (unreadable model or data, unsupported flag such
-as --search, --bc, --smc).";
+as --bc, --smc).";
 
 /// `run_calibration` under its own name.
 #[derive(clap::Parser)]

@@ -386,11 +386,6 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
             "--search {mode}: expected search_threshold, search_qtable, fast_search, mix_search or False"
         );
     }
-    if mode == "fast_search" {
-        bail!(
-            "--search fast_search is not yet supported by qtune; search_qtable gives the same kind of qtable"
-        );
-    }
     // TPU-MLIR's parser demands --quantize_table with --search, yet the
     // seed's search_threshold command has none: default as plain
     // calibration does.
@@ -590,6 +585,88 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 start,
                 [cal_time, ref_time],
             )
+        }
+        "fast_search" => {
+            let mut log = SearchLog::new("Search_Qtable", console(args.quiet));
+            let t0 = Instant::now();
+            let table = if cali.exists() {
+                CalibrationTable::read(cali)?
+            } else {
+                let m = CalibrationMethod::parse(&args.cali_method).with_context(|| {
+                    format!(
+                        "--cali_method `{}`: not a calibration method",
+                        args.cali_method
+                    )
+                })?;
+                let mut settings = CalibrationSettings::new(m);
+                settings.histogram_bin_num = args.histogram_bin_num;
+                settings.tune_num = ctx.cal.tune_num;
+                let bar = ctx.bar();
+                let o = qtune_search::calibrate(
+                    &ctx.cal.loaded.exec,
+                    &ctx.cal.loader,
+                    ctx.cal.tune_loader.as_ref(),
+                    &settings,
+                    &bar,
+                )?;
+                o.write_tables(&ctx.header(ctx.cal.tune_num), cali)?;
+                CalibrationTable::read(cali)?
+            };
+            let cal_time = t0.elapsed();
+            let mut ev = ctx.evaluator(
+                inference_num,
+                flags.global_compare_layers.as_deref(),
+                flags.cache_mb,
+                args.post_process.as_deref(),
+            )?;
+            // The reference is the model at the float type (spec 3.9.8).
+            let reference = ev.build(&Precision {
+                quantize: ctx.float_mode,
+                table: None,
+                qtable: &[],
+            })?;
+            ev.set_reference(&reference)?;
+            let bar = ctx.bar();
+            let outcome = match mix::fast_search(
+                &mut ev,
+                &mix::FastSearch {
+                    table,
+                    base_qtable: ctx.shape_qtable.clone(),
+                    float_mode: ctx.float_mode,
+                    expected_cos,
+                    max_rounds: inference_num,
+                },
+                &mut log,
+                &bar,
+            ) {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = log.write();
+                    return Err(e.into());
+                }
+            };
+            if !outcome.early_exit {
+                ctx.qtable(&outcome.float_layers).write(&qtable_path)?;
+                log.print_info(">>>run result:");
+                log.print_info(format!("int8 outputs_cos:{:.6} old", outcome.int8_cos));
+                log.print_info(format!("mix model outputs_cos:{:.6}", outcome.mix_cos));
+                log.print_info(format!(
+                    "Output mix quantization table to {}",
+                    qtable_path.display()
+                ));
+                log.print_info(format!("total time:{}", start.elapsed().as_secs_f64()));
+                log.print("success search qtable");
+            }
+            log.write()?;
+            if !args.quiet {
+                println!(
+                    "fast_search: {} round(s), calibration {:.2} s, total {:.2} s",
+                    outcome.rounds,
+                    cal_time.as_secs_f64(),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            Ok(())
         }
         "mix_search" => {
             if !cali.exists() {

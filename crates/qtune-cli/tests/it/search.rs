@@ -277,28 +277,28 @@ fn seed_run_qtable_on_yolox_and_incremental_equals_full() {
         .collect();
     assert!(cos.windows(2).all(|w| w[0] <= w[1]), "{loss}");
     // With no cache every configuration is evaluated in full: the same
-    // files, byte for byte.
-    run_ok(
-        tool("run_qtable")
-            .current_dir(&dir)
-            .arg("yolox.mlir")
-            .arg("--dataset")
-            .arg(calib())
-            .args(["--calibration_table", "yolox_cali_table"])
-            .args(["--processor", "bm1684x"])
-            .args(["--min_layer_cos", "0.999"])
-            .args(["--expected_cos", "0.9999"])
-            .args(["--cache_mb", "0", "--loss_table", "full_loss_nocache.txt"])
-            .args(["-o", "yolox_qtable_nocache"]),
-    );
-    assert_eq!(
-        std::fs::read(dir.join("yolox_qtable")).unwrap(),
-        std::fs::read(dir.join("yolox_qtable_nocache")).unwrap()
-    );
-    assert_eq!(
-        loss,
-        std::fs::read_to_string(dir.join("full_loss_nocache.txt")).unwrap()
-    );
+    // files, byte for byte (3 samples keep the uncached run short).
+    let small = |cache: &str, qtable: &str, loss: &str| {
+        run_ok(
+            tool("run_qtable")
+                .current_dir(&dir)
+                .arg("yolox.mlir")
+                .arg("--dataset")
+                .arg(calib())
+                .args(["--calibration_table", "yolox_cali_table"])
+                .args(["--processor", "bm1684x", "--input_num", "3"])
+                .args(["--min_layer_cos", "0.999", "--expected_cos", "0.9999"])
+                .args(["--cache_mb", cache, "--loss_table", loss, "-q"])
+                .args(["-o", qtable]),
+        );
+        (
+            std::fs::read(dir.join(qtable)).unwrap(),
+            std::fs::read(dir.join(loss)).unwrap(),
+        )
+    };
+    let cached = small("4096", "q_cached", "loss_cached.txt");
+    assert!(cached.0.len() > 30, "no float layer chosen on 3 samples");
+    assert_eq!(cached, small("0", "q_full", "loss_full.txt"));
     eprintln!(
         "run_qtable (seed command) took {:.1} s",
         elapsed.as_secs_f64()

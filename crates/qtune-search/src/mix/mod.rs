@@ -3,6 +3,7 @@
 //! searches built on it.
 
 mod evaluator;
+mod fast_search;
 pub mod journal;
 mod layers;
 pub mod log;
@@ -12,6 +13,7 @@ mod similarity;
 mod threshold_search;
 
 pub use evaluator::{Built, EvalStats, MixEvaluator, OutputTransform, Precision, node_by_output};
+pub use fast_search::{FastSearch, FastSearchOutcome, fast_search};
 pub use layers::{Layer, int8_layers, layers, top_type};
 pub use mix_search::{MixSearch, MixSearchOutcome, mix_search};
 pub use qtable_search::{LayerResult, LayerSearch, LayerSearchOutcome, MethodTable, layer_search};
