@@ -402,8 +402,19 @@ impl<'g> MixEvaluator<'g> {
         let nodes_run = run_mask.iter().filter(|&&r| r).count();
         self.stats.nodes_run += nodes_run * n;
         self.stats.nodes_total += g.node_count() * n;
-        let keep = if store || keep_all {
+        // A stored run keeps what the cache can hold (layer outputs), not
+        // the integer intermediates: with every sample in flight at once,
+        // keeping everything would multiply the memory.
+        let keep = if keep_all {
             Keep::All
+        } else if store {
+            let mut list: Vec<ValueId> = g
+                .nodes()
+                .flat_map(|(_, n)| n.outputs.iter().copied())
+                .filter(|&v| self.cacheable(g, v))
+                .collect();
+            list.extend(built.compare.iter().copied());
+            Keep::Values(list)
         } else {
             Keep::Values(built.compare.clone())
         };
@@ -637,8 +648,8 @@ impl<'g> MixEvaluator<'g> {
         names: &[String],
     ) -> Result<Option<HashMap<String, Vec<Tensor>>>, SearchError> {
         let n = self.samples.len();
-        // A stored run: every layer tensor is computed or found.
-        let values = self.run(built, n, true, true)?;
+        // A stored run: every layer tensor is computed or found, and kept.
+        let values = self.run(built, n, true, false)?;
         let g = built.exec.graph();
         let mut out = HashMap::new();
         let mut bytes = 0usize;
