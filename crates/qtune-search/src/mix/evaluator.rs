@@ -113,6 +113,15 @@ fn tensor_bytes(t: &Tensor) -> usize {
     }
 }
 
+fn dtype_bytes(d: qtune_tensor::DType) -> usize {
+    use qtune_tensor::DType;
+    match d {
+        DType::F32 | DType::I32 => 4,
+        DType::I64 => 8,
+        DType::Bool | DType::U8 | DType::I8 => 1,
+    }
+}
+
 fn hash_constant(h: &mut Xxh3, t: &Tensor) {
     h.update(t.dtype().name().as_bytes());
     for &d in t.dims() {
@@ -295,6 +304,14 @@ impl<'g> MixEvaluator<'g> {
 
     /// Builds the simulation model of `p`.
     pub fn build(&mut self, p: &Precision) -> Result<Built, SearchError> {
+        self.build_from(self.graph, p)
+    }
+
+    /// Builds the simulation model of `p` from `graph`, a variant of the
+    /// evaluator's float graph with the same tensor names (e.g. with other
+    /// constants, as bias correction makes). Tensors upstream of what
+    /// differs keep their content keys, so they are found in the cache.
+    pub fn build_from(&mut self, graph: &Graph, p: &Precision) -> Result<Built, SearchError> {
         let start = Instant::now();
         let req = PlanRequest {
             quantize: p.quantize,
@@ -304,8 +321,8 @@ impl<'g> MixEvaluator<'g> {
             asymmetric: false,
             matmul_per_channel: false,
         };
-        let plan = Plan::new(self.graph, self.processor.profile(), &req)?;
-        let (qdq, _) = build_qdq(self.graph, &plan)?;
+        let plan = Plan::new(graph, self.processor.profile(), &req)?;
+        let (qdq, _) = build_qdq(graph, &plan)?;
         let sim = integer_exact(&qdq);
         let (g, _) = qtune_exec::prepare(sim, &PrepareOptions::default())?;
         let exec = Executor::new(g)?;
@@ -333,16 +350,30 @@ impl<'g> MixEvaluator<'g> {
     }
 
     /// Runs `built` on the first `n` samples and returns, per sample, the
-    /// values the run kept: the compared tensors (and every computed tensor
-    /// with `keep_all`). With `store`, every tensor of this model is
-    /// computed (or found) and the cache is replaced by this model's
-    /// tensors, within the budget; `store` needs all samples.
+    /// values the run kept: the compared tensors and `extra` (and every
+    /// computed tensor with `keep_all`). With `store`, every tensor of this
+    /// model is computed (or found) and, with `replace`, the cache is
+    /// replaced by this model's tensors, within the budget; `store` needs
+    /// all samples. Without `keep_all`, a stored run keeps only the tensors
+    /// the cache will take, so its memory stays within the budget.
     fn run(
         &mut self,
         built: &Built,
         n: usize,
         store: bool,
         keep_all: bool,
+    ) -> Result<Vec<Values>, SearchError> {
+        self.run_with(built, n, store, keep_all, &[], store)
+    }
+
+    fn run_with(
+        &mut self,
+        built: &Built,
+        n: usize,
+        store: bool,
+        keep_all: bool,
+        extra: &[ValueId],
+        replace: bool,
     ) -> Result<Vec<Values>, SearchError> {
         let start = Instant::now();
         let n = n.min(self.samples.len());
@@ -354,9 +385,10 @@ impl<'g> MixEvaluator<'g> {
             g.nodes()
                 .flat_map(|(_, n)| n.outputs.iter().copied())
                 .filter(|&v| self.cacheable(g, v))
+                .chain(extra.iter().copied())
                 .collect()
         } else {
-            built.compare.clone()
+            built.compare.iter().chain(extra).copied().collect()
         };
         let mut run_mask = vec![false; g.node_count()];
         let mut seen = vec![false; g.value_count()];
@@ -387,10 +419,14 @@ impl<'g> MixEvaluator<'g> {
         let nodes_run = run_mask.iter().filter(|&&r| r).count();
         self.stats.nodes_run += nodes_run * n;
         self.stats.nodes_total += g.node_count() * n;
-        let keep = if store || keep_all {
+        let keep = if keep_all {
             Keep::All
+        } else if store {
+            let mut kept = self.cache_plan(built, n);
+            kept.extend(built.compare.iter().chain(extra));
+            Keep::Values(kept)
         } else {
-            Keep::Values(built.compare.clone())
+            Keep::Values(built.compare.iter().chain(extra).copied().collect())
         };
         let par = if n > 1 {
             Parallelism::Sequential
@@ -431,7 +467,7 @@ impl<'g> MixEvaluator<'g> {
         } else {
             (0..n).map(run_one).collect::<Result<_, _>>()?
         };
-        if store {
+        if store && replace {
             self.replace_cache(built, &results)?;
         }
         self.stats.runs += 1;
@@ -446,6 +482,44 @@ impl<'g> MixEvaluator<'g> {
     fn cacheable(&self, g: &Graph, v: ValueId) -> bool {
         let value = g.value(v);
         value.producer.is_none() || self.graph.find_value(&value.name).is_some()
+    }
+
+    /// The tensors a stored run of `built` on `n` samples keeps for the
+    /// cache, chosen from their shapes as `replace_cache` chooses them from
+    /// the results (a tensor of unknown shape is kept; `replace_cache`
+    /// still bounds the cache).
+    fn cache_plan(&self, built: &Built, n: usize) -> Vec<ValueId> {
+        let g = built.exec.graph();
+        let mut seen = std::collections::HashSet::new();
+        let mut bytes = 0usize;
+        let mut kept = Vec::new();
+        for v in g.inputs.iter().copied().chain(
+            g.nodes()
+                .flat_map(|(_, n)| n.outputs.iter().copied())
+                .collect::<Vec<_>>(),
+        ) {
+            if !seen.insert(built.keys[v.index()]) {
+                continue;
+            }
+            let value = g.value(v);
+            if value.producer.is_none() {
+                kept.push(v);
+                continue;
+            }
+            if !self.cacheable(g, v) {
+                continue;
+            }
+            let size = value
+                .shape
+                .as_ref()
+                .map_or(0, |s| s.numel() * dtype_bytes(value.dtype) * n);
+            if bytes + size > self.budget {
+                continue;
+            }
+            bytes += size;
+            kept.push(v);
+        }
+        kept
     }
 
     fn replace_cache(&mut self, built: &Built, results: &[Values]) -> Result<(), SearchError> {
@@ -490,11 +564,11 @@ impl<'g> MixEvaluator<'g> {
     fn compared(
         &mut self,
         built: &Built,
-        values: Vec<Values>,
+        values: &[Values],
     ) -> Result<Vec<Vec<(String, Tensor)>>, SearchError> {
         let g = built.exec.graph();
         let mut out = Vec::with_capacity(values.len());
-        for (s, v) in values.into_iter().enumerate() {
+        for (s, v) in values.iter().enumerate() {
             let mut ts = Vec::with_capacity(built.compare.len());
             for &c in &built.compare {
                 let t = v
@@ -524,7 +598,7 @@ impl<'g> MixEvaluator<'g> {
     pub fn set_reference(&mut self, built: &Built) -> Result<(), SearchError> {
         let n = self.samples.len();
         let values = self.run(built, n, true, false)?;
-        self.reference = self.compared(built, values)?;
+        self.reference = self.compared(built, &values)?;
         Ok(())
     }
 
@@ -542,9 +616,52 @@ impl<'g> MixEvaluator<'g> {
         }
         let n = if store { self.samples.len() } else { n.max(1) };
         let values = self.run(built, n, store, false)?;
-        let outputs = self.compared(built, values)?;
+        let outputs = self.compared(built, &values)?;
         let rates: Vec<f64> = self.compare.iter().map(|(_, r)| *r).collect();
         score_outputs(&self.reference[..outputs.len()], &outputs, &rates)
+    }
+
+    /// The tensors `names` of `built` on every sample (`[sample][name]`),
+    /// computing only what the cache lacks. The cache is left as it is.
+    pub fn tensors(
+        &mut self,
+        built: &Built,
+        names: &[&str],
+    ) -> Result<Vec<Vec<Tensor>>, SearchError> {
+        let ids = value_ids(built, names)?;
+        let n = self.samples.len();
+        let values = self.run_with(built, n, false, false, &ids, false)?;
+        pick(built, &values, &ids)
+    }
+
+    /// Scores `built` on every sample and returns the tensors `names` with
+    /// the score, without touching the cache: every tensor the cache lacks
+    /// is computed (only what is downstream of a change, for a variant of
+    /// the cached model) and kept in the trial, within the cache budget.
+    /// [`MixEvaluator::commit`] then makes the trial the cached model, so
+    /// an accepted change is not computed twice and a rejected one leaves
+    /// the cache as it was.
+    pub fn trial(&mut self, built: &Built, names: &[&str]) -> Result<Trial, SearchError> {
+        if self.reference.is_empty() {
+            return Err(SearchError::Settings("no reference model was run".into()));
+        }
+        let ids = value_ids(built, names)?;
+        let n = self.samples.len();
+        let values = self.run_with(built, n, true, false, &ids, false)?;
+        let outputs = self.compared(built, &values)?;
+        let rates: Vec<f64> = self.compare.iter().map(|(_, r)| *r).collect();
+        let score = score_outputs(&self.reference[..outputs.len()], &outputs, &rates)?;
+        let tensors = pick(built, &values, &ids)?;
+        Ok(Trial {
+            score,
+            tensors,
+            values,
+        })
+    }
+
+    /// Makes `trial` (a trial of `built`) the cached model.
+    pub fn commit(&mut self, built: &Built, trial: Trial) -> Result<(), SearchError> {
+        self.replace_cache(built, &trial.values)
     }
 
     /// Runs `built` on every sample keeping every tensor; `visit(sample,
@@ -574,6 +691,46 @@ impl<'g> MixEvaluator<'g> {
         self.cache_bytes = 0;
         self.seed_inputs();
     }
+}
+
+/// The result of [`MixEvaluator::trial`].
+pub struct Trial {
+    pub score: OutputScore,
+    /// The requested tensors, `[sample][name]`.
+    pub tensors: Vec<Vec<Tensor>>,
+    values: Vec<Values>,
+}
+
+fn value_ids(built: &Built, names: &[&str]) -> Result<Vec<ValueId>, SearchError> {
+    let g = built.exec.graph();
+    names
+        .iter()
+        .map(|name| {
+            g.find_value(name).ok_or_else(|| {
+                SearchError::Settings(format!("tensor `{name}` is missing from the model"))
+            })
+        })
+        .collect()
+}
+
+fn pick(
+    built: &Built,
+    values: &[Values],
+    ids: &[ValueId],
+) -> Result<Vec<Vec<Tensor>>, SearchError> {
+    let g = built.exec.graph();
+    values
+        .iter()
+        .map(|v| {
+            ids.iter()
+                .map(|&id| {
+                    v.get(id).cloned().ok_or_else(|| {
+                        SearchError::Exec(qtune_exec::ExecError::NotKept(g.value(id).name.clone()))
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The nodes of `g` whose first output is named `name`.

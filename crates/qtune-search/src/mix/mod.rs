@@ -11,7 +11,9 @@ mod qtable_search;
 mod similarity;
 mod threshold_search;
 
-pub use evaluator::{Built, EvalStats, MixEvaluator, OutputTransform, Precision, node_by_output};
+pub use evaluator::{
+    Built, EvalStats, MixEvaluator, OutputTransform, Precision, Trial, node_by_output,
+};
 pub use layers::{Layer, int8_layers, layers, top_type};
 pub use mix_search::{MixSearch, MixSearchOutcome, mix_search};
 pub use qtable_search::{LayerResult, LayerSearch, LayerSearchOutcome, MethodTable, layer_search};
