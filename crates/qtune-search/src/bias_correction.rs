@@ -136,6 +136,7 @@ impl BiasCorrectionReport {
 /// A Conv with a constant float bias: node, output name, bias value.
 struct Candidate {
     node: NodeId,
+    out: ValueId,
     name: String,
     bias: ValueId,
 }
@@ -164,6 +165,7 @@ fn candidates(graph: &Graph, skipped: &mut Vec<(String, String)>) -> Vec<Candida
             Some(r) => skipped.push((name, r.to_string())),
             None => out.push(Candidate {
                 node: id,
+                out: out_id,
                 name,
                 bias,
             }),
@@ -172,35 +174,26 @@ fn candidates(graph: &Graph, skipped: &mut Vec<(String, String)>) -> Vec<Candida
     out
 }
 
-/// Where the simulation model `g` holds the output of the Conv writing
-/// `name` before output quantization, and the factor to float units. An
-/// int8 Conv requantized by one multiplier writes `<name>_requant` (or
-/// `<name>_raw_requant` for a graph output) in units of the output scale,
-/// which the DequantizeLinear behind its QuantizeLinear gives; a Conv left
-/// in float writes `<name>` (`<name>_raw` for a graph output) itself.
-fn pre_quant_output(g: &Graph, name: &str) -> Result<(String, f32), SearchError> {
-    let consumers = g.consumers();
+/// Where the simulation model holds the output of the Conv writing `out`
+/// (named `name`) before output quantization, and the factor to float
+/// units. An int8 Conv requantized by one multiplier writes
+/// `<name>_requant` (or `<name>_raw_requant` for a graph output) in units
+/// of the output scale, the scale of the tensor's planned range; a Conv
+/// left in float writes `<name>` (`<name>_raw` for a graph output) itself.
+fn pre_quant_output(
+    model: &crate::mix::Built,
+    out: ValueId,
+    name: &str,
+) -> Result<(String, f32), SearchError> {
+    let g = model.graph();
     for requant in [format!("{name}_raw_requant"), format!("{name}_requant")] {
-        let Some(v) = g.find_value(&requant) else {
+        if g.find_value(&requant).is_none() {
             continue;
-        };
-        let scale = consumers[v.index()]
-            .iter()
-            .find(|&&q| matches!(g.node(q).op, Op::QuantizeLinear { .. }))
-            .and_then(|&q| g.node(q).outputs.first().copied())
-            .and_then(|qo| {
-                consumers[qo.index()]
-                    .iter()
-                    .find(|&&d| matches!(g.node(d).op, Op::DequantizeLinear { .. }))
-            })
-            .and_then(|&d| g.node(d).inputs.get(1).copied().flatten())
-            .and_then(|s| g.constant_of(s))
-            .filter(|t| t.numel() == 1)
-            .map(|t| t.to_f32_vec()[0]);
-        return match scale {
-            Some(s) => Ok((requant, s)),
+        }
+        return match model.plan.range(out) {
+            Some(r) => Ok((requant, r.scale())),
             None => Err(SearchError::Settings(format!(
-                "Conv output `{name}`: `{requant}` of the int8 model is not read by a per-tensor QuantizeLinear/DequantizeLinear pair"
+                "Conv output `{name}` is requantized in the int8 model but has no planned range"
             ))),
         };
     }
@@ -219,9 +212,10 @@ fn pre_quant_output(g: &Graph, name: &str) -> Result<(String, f32), SearchError>
 fn int8_output(
     ev: &mut MixEvaluator,
     model: &crate::mix::Built,
+    out: ValueId,
     name: &str,
 ) -> Result<Vec<Vec<Tensor>>, SearchError> {
-    let (value, scale) = pre_quant_output(model.graph(), name)?;
+    let (value, scale) = pre_quant_output(model, out, name)?;
     let raw = ev.tensors(model, &[value.as_str()])?;
     Ok(scaled(raw, scale))
 }
@@ -446,7 +440,7 @@ fn correct(
             ));
             continue;
         }
-        let q = int8_output(&mut ev, &model, &c.name)?;
+        let q = int8_output(&mut ev, &model, c.out, &c.name)?;
         let old = layer_cos(float, &q);
         if old >= settings.min_layer_cos {
             report.convs.push(ConvCorrection {
@@ -462,7 +456,7 @@ fn correct(
         let delta = channel_delta(&c.name, float, &q)?;
         let trial_graph = with_bias_delta(&current, c, &delta)?;
         let trial_model = ev.build_from(&trial_graph, &int8(table))?;
-        let (value, scale) = pre_quant_output(trial_model.graph(), &c.name)?;
+        let (value, scale) = pre_quant_output(&trial_model, c.out, &c.name)?;
         let trial = ev.trial(&trial_model, &[value.as_str()])?;
         let new = layer_cos(float, &scaled(trial.tensors.clone(), scale));
         let outputs_cos = trial.score.cos;
@@ -590,12 +584,13 @@ mod tests {
                 }
             }
         }
-        let mut t = CalibrationTable::default();
-        t.rows = range
-            .into_iter()
-            .map(|(n, lo, hi)| CalibrationRow::new(n, lo.abs().max(hi), lo, hi))
-            .collect();
-        t
+        CalibrationTable {
+            rows: range
+                .into_iter()
+                .map(|(n, lo, hi)| CalibrationRow::new(n, lo.abs().max(hi), lo, hi))
+                .collect(),
+            ..CalibrationTable::default()
+        }
     }
 
     #[test]

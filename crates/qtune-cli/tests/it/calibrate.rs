@@ -313,8 +313,8 @@ fn bad_inputs_fail_with_one_line_and_no_table() {
             "--search search_threshold is not yet supported by qtune",
         ),
         (
-            &["--dataset", "empty", "--we", "--bc"],
-            "--bc is not yet supported by qtune",
+            &["--dataset", "empty", "--we", "--bc", "--smc"],
+            "--smc is not yet supported by qtune",
         ),
     ];
     let mut failures = Vec::new();
