@@ -172,7 +172,12 @@ pub(crate) fn apply(
     let stem = output_stem(req.calibration_table, req.sq, req.we, true);
     let (mlir_path, weight_path) =
         weight_transforms::write_model(&corrected, &stem, req.input_model, req.input_attrs)?;
-    if !req.quiet {
+    if !req.quiet && report.already_accurate {
+        println!(
+            "bias correction on {} sample(s): the int8 output cos (mapped) {:.6} is above --expected_cos {}; no bias changed (log: Bias_Correction)",
+            report.samples, report.int8_cos, req.settings.expected_cos
+        );
+    } else if !req.quiet {
         for line in &console {
             println!("{line}");
         }
