@@ -11,7 +11,10 @@
 //! * [`shape_layers`]: the shape-computing ops for the float qtable.
 //! * [`equalize_weights`] (`--we`) and [`smooth_quant`] (`--sq`): graph
 //!   transforms that keep the float function and ease int8 quantization.
+//! * [`bias_correction`] (`--bc`): per-channel bias correction of the int8
+//!   model's mean error, Conv by Conv.
 
+mod bias_correction;
 mod calibrate;
 mod equalize;
 mod error;
@@ -23,6 +26,10 @@ pub mod post_process;
 mod shape_ops;
 mod smooth_quant;
 
+pub use bias_correction::{
+    BiasCorrectionReport, BiasCorrectionSettings, ConvCorrection, CorrectionOutcome,
+    bias_correction,
+};
 pub use calibrate::{
     CalibrationOutcome, CalibrationSettings, NoProgress, Progress, TableEntry, TableHeader,
     ThresholdRows, calibrate, calibrate_methods, collect_statistics, table_entries,

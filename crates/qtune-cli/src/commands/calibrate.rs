@@ -11,9 +11,10 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qtune_data::{Selection, select_data_list, select_dataset};
 use qtune_exec::PrepareOptions;
-use qtune_search::{CalibrationMethod, QuantMode, QuantizeTable, TimeLine};
+use qtune_search::{BiasCorrectionSettings, CalibrationMethod, QuantMode, QuantizeTable, TimeLine};
 use qtune_search::{CalibrationSettings, Progress, SampleLoader, TableHeader, calibrate};
 
+use super::bias_correction::{self, BcRequest};
 use super::preprocess_args::PreprocessArgs;
 use super::weight_transforms::{self, TransformRequest};
 use crate::model::{self, Naming};
@@ -103,7 +104,10 @@ pub struct Args {
     /// `<table>_we.mlir` (see below), the input model is left unchanged.
     #[arg(long)]
     pub(crate) we: bool,
-    /// Bias correction: not yet supported by qtune (planned).
+    /// Bias correction (spec 3.12) after calibration: Conv biases absorb
+    /// the int8 model's mean per-channel error; the corrected model is
+    /// written as `<table>_bc.mlir` (`<table>_we_bc.mlir` with --we) and
+    /// calibrated again (see below).
     #[arg(long)]
     pub(crate) bc: bool,
     /// SmoothQuant (spec 3.17) of Gemm/MatMul layers fed by LayerNorms,
@@ -120,7 +124,8 @@ pub struct Args {
     /// shuffled list; default 30).
     #[arg(long = "inference_num", alias = "inference-num")]
     pub(crate) inference_num: Option<usize>,
-    /// Used by --bc (not yet supported).
+    /// Samples of bias correction (the first of the shuffled dataset;
+    /// default 30).
     #[arg(long = "bc_inference_num", alias = "bc-inference-num")]
     pub(crate) bc_inference_num: Option<usize>,
     /// Target output similarity of the searches, on TPU-MLIR's mapped scale
@@ -206,8 +211,24 @@ results do not depend on the thread count.
 --post_process FILE.py (a PostProcess(data) function, run in one python3 process) transforms
 the compared outputs; --global_compare_layers compares named tensors instead (a:0.3,b:0.7).
 
+
+--bc (after calibration, as TPU-MLIR runs it; spec 3.12): the int8 model as model_deploy
+builds it is simulated on the first --bc_inference_num samples (default 30) of the dataset.
+Conv by Conv in op order (Convs with a bias), where the int8 output's mean mapped cosine
+0.5 + 0.5*cos to the float output is below --min_layer_cos (default 0.99), the per-channel mean
+of (float - int8) is added to the bias; the change is kept only if neither that Conv's cosine
+nor the model output cosine gets worse, and the walk stops once the output cosine exceeds
+--expected_cos (default 0.99; nothing is corrected when the int8 model is already above it).
+The corrected model is written as `<table>_bc.mlir` (`<table>_we_bc.mlir`, `<table>_sq_we_bc.mlir`
+after the other transforms), weights in `<same stem>_weight.npz`, and calibrated again: the
+table (-o) is that model's, and its `# mlir:` line names it. The log `Bias_Correction` goes to the
+current directory; the summary gives the Convs corrected and reverted and the output cosine
+before and after. TPU-MLIR instead compares a trial's layer cosine with the best of all earlier
+Convs (which rejects most later corrections) and rewrites the weight file in place.
+--cache_mb bounds the cached activations of the trials.
+
 Exit codes: 0 success; 2 bad input or usage (unreadable model or data, unsupported flag such
-as --bc, --smc).";
+as --smc).";
 
 /// `run_calibration` under its own name.
 #[derive(clap::Parser)]
@@ -341,15 +362,13 @@ impl Progress for Bar {
 pub fn run(args: Args) -> Result<()> {
     // Unsupported modes fail before any work, never silently ignored.
     let searching = args.search.as_deref().is_some_and(|s| s != "False");
-    if searching && (args.we || args.sq) {
+    if searching && (args.we || args.sq || args.bc) {
         bail!(
-            "--we and --sq apply to plain calibration (as in TPU-MLIR); run them without --search"
+            "--we, --sq and --bc apply to plain calibration (as in TPU-MLIR); run them without --search"
         );
     }
-    for (given, flag) in [(args.bc, "--bc"), (args.smc, "--smc")] {
-        if given {
-            bail!("{flag} is not yet supported by qtune (planned); run without it");
-        }
+    if args.smc {
+        bail!("--smc is not yet supported by qtune (planned); run without it");
     }
     if searching {
         return super::with_threads(args.threads, || {
@@ -381,8 +400,11 @@ fn run_inner(args: Args) -> Result<()> {
     }
     for (given, flag) in [
         (args.inference_num.is_some(), "--inference_num"),
-        (args.bc_inference_num.is_some(), "--bc_inference_num"),
-        (args.expected_cos.is_some(), "--expected_cos"),
+        (
+            args.bc_inference_num.is_some() && !args.bc,
+            "--bc_inference_num",
+        ),
+        (args.expected_cos.is_some() && !args.bc, "--expected_cos"),
         (
             args.quantize_method_list.is_some(),
             "--quantize_method_list",
@@ -421,7 +443,7 @@ fn run_inner(args: Args) -> Result<()> {
         bail!("give the calibration samples with --dataset <folder> or --data_list <file>");
     }
 
-    // --sq and --we work on the model TPU-MLIR deploys: BatchNorm folded.
+    // --sq, --we and --bc work on the model TPU-MLIR deploys: BatchNorm folded.
     let CalibrationInput {
         loaded,
         loader,
@@ -440,9 +462,11 @@ fn run_inner(args: Args) -> Result<()> {
             tune_list: args.tune_list.as_deref(),
             tune_num: args.tune_num,
         },
-        args.we || args.sq,
+        args.we || args.sq || args.bc,
     )?;
     let exec = loaded.exec;
+    // --bc reloads the corrected model on the same samples.
+    let bc_inputs = args.bc.then(|| (selection.clone(), configs.clone()));
 
     let mut settings = CalibrationSettings::new(method);
     settings.histogram_bin_num = args.histogram_bin_num;
@@ -471,10 +495,29 @@ fn run_inner(args: Args) -> Result<()> {
         Some(t) => (t.exec, t.loader, t.tune_loader, t.model),
         None => (exec, loader, tune_loader, model_path.clone()),
     };
-    let model_path = &model_path;
-    let graph = exec.graph();
     let outcome = calibrate(&exec, &loader, tune_loader.as_ref(), &settings, &bar)
         .with_context(|| format!("calibrating `{}`", model_path.display()))?;
+    // --bc: correct the biases with this table, then calibrate the
+    // corrected model (TPU-MLIR's order); that table is the result.
+    let (exec, loader, model_path, outcome) = match bc_inputs {
+        Some((selection, configs)) => {
+            let bc = bias_correction_request(&args, &loaded.input_attrs);
+            // Only the rows matter to the int8 model; the header is not written.
+            let table = outcome.final_table(&TableHeader {
+                version: String::new(),
+                mlir_file: model_path.display().to_string(),
+                time: TimeLine::Omit,
+                tune_number: 0,
+            });
+            let c = bias_correction::apply(&bc, &exec, &table, selection, configs, &bar)?;
+            let outcome = calibrate(&c.exec, &c.loader, c.tune_loader.as_ref(), &settings, &bar)
+                .with_context(|| format!("calibrating `{}`", c.model.display()))?;
+            (c.exec, c.loader, c.model, outcome)
+        }
+        None => (exec, loader, model_path, outcome),
+    };
+    let model_path = &model_path;
+    let graph = exec.graph();
     let mut warnings = outcome.warnings.clone();
     warnings.dedup();
     for w in &warnings {
@@ -539,6 +582,31 @@ fn run_inner(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn bias_correction_request<'a>(
+    args: &'a Args,
+    input_attrs: &'a [qtune_ir::mlir::InputAttrs],
+) -> BcRequest<'a> {
+    let mut settings = BiasCorrectionSettings::default();
+    settings.min_layer_cos = args.search_flags.min_layer_cos.unwrap_or(0.99);
+    settings.expected_cos = args.expected_cos.unwrap_or(0.99);
+    settings.cache_budget = args.search_flags.cache_mb.saturating_mul(1 << 20);
+    BcRequest {
+        input_model: &args.model,
+        calibration_table: &args.calibration_table,
+        sq: args.sq,
+        we: args.we,
+        processor: &args.processor,
+        fp_type: &args.search_flags.fp_type,
+        bc_inference_num: args.bc_inference_num.unwrap_or(30),
+        settings,
+        dataset: args.dataset.as_deref(),
+        data_list: args.data_list.as_deref(),
+        tune_list: args.tune_list.as_deref(),
+        input_attrs,
+        quiet: args.quiet,
+    }
 }
 
 /// Where the calibration samples come from.

@@ -1,4 +1,5 @@
 pub mod bench;
+pub(crate) mod bias_correction;
 pub mod calibrate;
 pub mod classify;
 pub mod compare;

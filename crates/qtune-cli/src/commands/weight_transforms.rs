@@ -43,23 +43,25 @@ pub(crate) struct Transformed {
     pub tune_loader: Option<SampleLoader>,
 }
 
-/// The transformed model's file stem: `<table>_sq`, `_we` or `_sq_we`.
-fn output_stem(table: &Path, sq: bool, we: bool) -> PathBuf {
+/// The transformed model's file stem: `<table>` followed by `_sq`, `_we`
+/// and `_bc` for the transforms applied, in that order.
+pub(crate) fn output_stem(table: &Path, sq: bool, we: bool, bc: bool) -> PathBuf {
     let name = table
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "cali_table".to_string());
-    let tag = match (sq, we) {
-        (true, true) => "_sq_we",
-        (true, false) => "_sq",
-        _ => "_we",
-    };
+    let mut tag = String::new();
+    for (on, t) in [(sq, "_sq"), (we, "_we"), (bc, "_bc")] {
+        if on {
+            tag.push_str(t);
+        }
+    }
     table.with_file_name(format!("{name}{tag}"))
 }
 
 /// A TPU-MLIR log file (`logging.basicConfig(filename=...)`): the old file
 /// is replaced, every line is `INFO:root:<message>`.
-fn write_log(name: &str, messages: &[String]) -> Result<()> {
+pub(crate) fn write_log(name: &str, messages: &[String]) -> Result<()> {
     let path = Path::new(name);
     write_atomic(path, |w| {
         for m in messages {
@@ -74,7 +76,7 @@ use std::io::Write as _;
 
 /// The op name the .mlir writer gives a Conv writing tensor `name` (a
 /// Conv with BatchNorm folded writes the BatchNorm's tensor).
-fn conv_op_name(name: &str) -> String {
+pub(crate) fn conv_op_name(name: &str) -> String {
     if name.ends_with("_Conv") {
         name.to_string()
     } else {
@@ -234,8 +236,32 @@ pub(crate) fn apply(
         }
     }
 
-    // The new model: weights first, then the .mlir that names them.
-    let stem = output_stem(req.calibration_table, req.sq, req.we);
+    let stem = output_stem(req.calibration_table, req.sq, req.we, false);
+    let (mlir_path, weight_path) = write_model(&graph, &stem, req.model, req.input_attrs)?;
+    summary.push(format!(
+        "wrote the transformed model {} and {} (the input model is unchanged)",
+        mlir_path.display(),
+        weight_path.display()
+    ));
+    let reloaded = reload(&mlir_path, selection, configs, req.tune_list)?;
+    if !req.quiet {
+        for line in &summary {
+            println!("{line}");
+        }
+    }
+    Ok(Some(reloaded))
+}
+
+/// Writes `graph` as `<stem>.mlir` with its weights in
+/// `<stem>_weight.npz` (weights first, then the .mlir that names them;
+/// both atomically) and returns both paths. `model` is the input model
+/// (its stem names the module).
+pub(crate) fn write_model(
+    graph: &qtune_ir::Graph,
+    stem: &Path,
+    model: &Path,
+    input_attrs: &[InputAttrs],
+) -> Result<(PathBuf, PathBuf)> {
     let mlir_path = stem.with_file_name(format!(
         "{}.mlir",
         stem.file_name()
@@ -248,32 +274,35 @@ pub(crate) fn apply(
             .map(|n| n.to_string_lossy())
             .unwrap_or_default()
     );
-    let model_name = req
-        .model
+    let model_name = model
         .file_stem()
         .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
     let mut wopts = MlirWriteOptions::new(model_name);
     wopts.weight_file = weight_name.clone();
-    wopts.input_attrs = req.input_attrs.to_vec();
-    let (text, weights) = write_top_mlir(&graph, &wopts)
-        .with_context(|| format!("writing the transformed model of `{}`", req.model.display()))?;
+    wopts.input_attrs = input_attrs.to_vec();
+    let (text, weights) = write_top_mlir(graph, &wopts)
+        .with_context(|| format!("writing the transformed model of `{}`", model.display()))?;
     let weight_path = mlir_path.with_file_name(&weight_name);
     write_npz(&weight_path, &weights)?;
     write_atomic(&mlir_path, |w| w.write_all(text.as_bytes()))
         .with_context(|| format!("cannot write `{}`", mlir_path.display()))?;
-    summary.push(format!(
-        "wrote the transformed model {} and {} (the input model is unchanged)",
-        mlir_path.display(),
-        weight_path.display()
-    ));
+    Ok((mlir_path, weight_path))
+}
 
-    // Calibrate what was written: the table is keyed by its op names.
-    let loaded = model::load_model(&mlir_path, None, &PrepareOptions::default(), Naming::TopOps)?;
+/// Loads a written model with loaders for its inputs: what is calibrated
+/// next (the table is keyed by its op names).
+pub(crate) fn reload(
+    mlir_path: &Path,
+    selection: Selection,
+    configs: Vec<Option<PreprocessConfig>>,
+    tune_list: Option<&Path>,
+) -> Result<Transformed> {
+    let loaded = model::load_model(mlir_path, None, &PrepareOptions::default(), Naming::TopOps)?;
     let exec = loaded.exec;
     let g = exec.graph();
     let loader = SampleLoader::new(g, selection, configs.clone())
         .with_context(|| format!("model `{}`", mlir_path.display()))?;
-    let tune_loader = match req.tune_list {
+    let tune_loader = match tune_list {
         Some(list) => Some(SampleLoader::new(
             g,
             select_data_list(list, 0, g.inputs.len())?,
@@ -281,17 +310,12 @@ pub(crate) fn apply(
         )?),
         None => None,
     };
-    if !req.quiet {
-        for line in &summary {
-            println!("{line}");
-        }
-    }
-    Ok(Some(Transformed {
-        model: mlir_path,
+    Ok(Transformed {
+        model: mlir_path.to_path_buf(),
         exec,
         loader,
         tune_loader,
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -301,16 +325,24 @@ mod tests {
     #[test]
     fn output_names_follow_the_table() {
         assert_eq!(
-            output_stem(Path::new("out/cali_table"), false, true),
+            output_stem(Path::new("out/cali_table"), false, true, false),
             PathBuf::from("out/cali_table_we")
         );
         assert_eq!(
-            output_stem(Path::new("t"), true, true),
+            output_stem(Path::new("t"), true, true, false),
             PathBuf::from("t_sq_we")
         );
         assert_eq!(
-            output_stem(Path::new("t"), true, false),
+            output_stem(Path::new("t"), true, false, false),
             PathBuf::from("t_sq")
+        );
+        assert_eq!(
+            output_stem(Path::new("t"), false, false, true),
+            PathBuf::from("t_bc")
+        );
+        assert_eq!(
+            output_stem(Path::new("t"), false, true, true),
+            PathBuf::from("t_we_bc")
         );
     }
 }

@@ -310,11 +310,11 @@ fn bad_inputs_fail_with_one_line_and_no_table() {
         (&["--data_list", "no_such_list.txt"], "no_such_list.txt"),
         (
             &["--dataset", "empty", "--search", "search_threshold"],
-            "--search search_threshold is not yet supported by qtune",
+            "--search search_threshold needs --quantize_table",
         ),
         (
-            &["--dataset", "empty", "--we", "--bc"],
-            "--bc is not yet supported by qtune",
+            &["--dataset", "empty", "--we", "--bc", "--smc"],
+            "--smc is not yet supported by qtune",
         ),
     ];
     let mut failures = Vec::new();

@@ -113,6 +113,15 @@ fn tensor_bytes(t: &Tensor) -> usize {
     }
 }
 
+fn dtype_bytes(d: qtune_tensor::DType) -> usize {
+    use qtune_tensor::DType;
+    match d {
+        DType::F32 | DType::I32 => 4,
+        DType::I64 => 8,
+        DType::Bool | DType::U8 | DType::I8 => 1,
+    }
+}
+
 fn hash_constant(h: &mut Xxh3, t: &Tensor) {
     h.update(t.dtype().name().as_bytes());
     for &d in t.dims() {
@@ -299,6 +308,14 @@ impl<'g> MixEvaluator<'g> {
 
     /// Builds the simulation model of `p`.
     pub fn build(&mut self, p: &Precision) -> Result<Built, SearchError> {
+        self.build_from(self.graph, p)
+    }
+
+    /// Builds the simulation model of `p` from `graph`, a variant of the
+    /// evaluator's float graph with the same tensor names (e.g. with other
+    /// constants, as bias correction makes). Tensors upstream of what
+    /// differs keep their content keys, so they are found in the cache.
+    pub fn build_from(&mut self, graph: &Graph, p: &Precision) -> Result<Built, SearchError> {
         let start = Instant::now();
         let req = PlanRequest {
             quantize: p.quantize,
@@ -308,8 +325,8 @@ impl<'g> MixEvaluator<'g> {
             asymmetric: false,
             matmul_per_channel: false,
         };
-        let plan = Plan::new(self.graph, self.processor.profile(), &req)?;
-        let (qdq, _) = build_qdq(self.graph, &plan)?;
+        let plan = Plan::new(graph, self.processor.profile(), &req)?;
+        let (qdq, _) = build_qdq(graph, &plan)?;
         let sim = integer_exact(&qdq);
         let (g, _) = qtune_exec::prepare(sim, &PrepareOptions::default())?;
         let exec = Executor::new(g)?;
@@ -337,10 +354,12 @@ impl<'g> MixEvaluator<'g> {
     }
 
     /// Runs `built` on the first `n` samples and returns, per sample, the
-    /// values the run kept: the compared tensors (and every computed tensor
-    /// with `keep_all`). With `store`, every tensor of this model is
-    /// computed (or found) and the cache is replaced by this model's
-    /// tensors, within the budget; `store` needs all samples.
+    /// values the run kept: the compared tensors and `extra` (and every
+    /// computed tensor with `keep_all`). With `store`, every tensor of this
+    /// model is computed (or found) and, with `replace`, the cache is
+    /// replaced by this model's tensors, within the budget; `store` needs
+    /// all samples. Without `keep_all`, a stored run keeps only the tensors
+    /// the cache will take, so its memory stays within the budget.
     fn run(
         &mut self,
         built: &Built,
@@ -348,16 +367,20 @@ impl<'g> MixEvaluator<'g> {
         store: bool,
         keep_all: bool,
     ) -> Result<Vec<Values>, SearchError> {
-        Ok(self.run_masked(built, n, store, keep_all)?.0)
+        Ok(self.run_with(built, n, store, keep_all, &[], store)?.0)
     }
 
-    /// [`Self::run`], also returning which nodes ran (by node index).
-    fn run_masked(
+    /// Runs `built`; `extra` values are also computed and kept; with
+    /// `replace` a stored run's tensors replace the cache. Also returns
+    /// which nodes ran (by node index).
+    fn run_with(
         &mut self,
         built: &Built,
         n: usize,
         store: bool,
         keep_all: bool,
+        extra: &[ValueId],
+        replace: bool,
     ) -> Result<(Vec<Values>, Vec<bool>), SearchError> {
         let start = Instant::now();
         let n = n.min(self.samples.len());
@@ -369,9 +392,10 @@ impl<'g> MixEvaluator<'g> {
             g.nodes()
                 .flat_map(|(_, n)| n.outputs.iter().copied())
                 .filter(|&v| self.cacheable(g, v))
+                .chain(extra.iter().copied())
                 .collect()
         } else {
-            built.compare.clone()
+            built.compare.iter().chain(extra).copied().collect()
         };
         let mut run_mask = vec![false; g.node_count()];
         let mut seen = vec![false; g.value_count()];
@@ -402,21 +426,18 @@ impl<'g> MixEvaluator<'g> {
         let nodes_run = run_mask.iter().filter(|&&r| r).count();
         self.stats.nodes_run += nodes_run * n;
         self.stats.nodes_total += g.node_count() * n;
-        // A stored run keeps what the cache can hold (layer outputs), not
-        // the integer intermediates: with every sample in flight at once,
-        // keeping everything would multiply the memory.
         let keep = if keep_all {
             Keep::All
         } else if store {
-            let mut list: Vec<ValueId> = g
-                .nodes()
-                .flat_map(|(_, n)| n.outputs.iter().copied())
-                .filter(|&v| self.cacheable(g, v))
-                .collect();
-            list.extend(built.compare.iter().copied());
-            Keep::Values(list)
+            // A stored run keeps what the cache can hold (layer outputs
+            // within the budget), not the integer intermediates: with every
+            // sample in flight at once, keeping everything would multiply
+            // the memory.
+            let mut kept = self.cache_plan(built, n);
+            kept.extend(built.compare.iter().chain(extra));
+            Keep::Values(kept)
         } else {
-            Keep::Values(built.compare.clone())
+            Keep::Values(built.compare.iter().chain(extra).copied().collect())
         };
         let par = if n > 1 {
             Parallelism::Sequential
@@ -457,7 +478,7 @@ impl<'g> MixEvaluator<'g> {
         } else {
             (0..n).map(run_one).collect::<Result<_, _>>()?
         };
-        if store {
+        if store && replace {
             self.replace_cache(built, &results)?;
         }
         self.stats.runs += 1;
@@ -471,7 +492,48 @@ impl<'g> MixEvaluator<'g> {
     /// to the nearest cached layer output.
     fn cacheable(&self, g: &Graph, v: ValueId) -> bool {
         let value = g.value(v);
-        value.producer.is_none() || self.graph.find_value(&value.name).is_some()
+        let of_layer = |n: &str| self.graph.find_value(n).is_some();
+        value.producer.is_none()
+            || of_layer(&value.name)
+            || value.name.strip_suffix(DEQUANTIZED).is_some_and(of_layer)
+    }
+
+    /// The tensors a stored run of `built` on `n` samples keeps for the
+    /// cache, chosen from their shapes as `replace_cache` chooses them from
+    /// the results (a tensor of unknown shape is kept; `replace_cache`
+    /// still bounds the cache).
+    fn cache_plan(&self, built: &Built, n: usize) -> Vec<ValueId> {
+        let g = built.exec.graph();
+        let mut seen = std::collections::HashSet::new();
+        let mut bytes = 0usize;
+        let mut kept = Vec::new();
+        for v in g.inputs.iter().copied().chain(
+            g.nodes()
+                .flat_map(|(_, n)| n.outputs.iter().copied())
+                .collect::<Vec<_>>(),
+        ) {
+            if !seen.insert(built.keys[v.index()]) {
+                continue;
+            }
+            let value = g.value(v);
+            if value.producer.is_none() {
+                kept.push(v);
+                continue;
+            }
+            if !self.cacheable(g, v) {
+                continue;
+            }
+            let size = value
+                .shape
+                .as_ref()
+                .map_or(0, |s| s.numel() * dtype_bytes(value.dtype) * n);
+            if bytes + size > self.budget {
+                continue;
+            }
+            bytes += size;
+            kept.push(v);
+        }
+        kept
     }
 
     fn replace_cache(&mut self, built: &Built, results: &[Values]) -> Result<(), SearchError> {
@@ -518,11 +580,11 @@ impl<'g> MixEvaluator<'g> {
     fn compared(
         &mut self,
         built: &Built,
-        values: Vec<Values>,
+        values: &[Values],
     ) -> Result<Vec<Vec<(String, Tensor)>>, SearchError> {
         let g = built.exec.graph();
         let mut out = Vec::with_capacity(values.len());
-        for (s, v) in values.into_iter().enumerate() {
+        for (s, v) in values.iter().enumerate() {
             let mut ts = Vec::with_capacity(built.compare.len());
             for &c in &built.compare {
                 let t = v
@@ -552,7 +614,7 @@ impl<'g> MixEvaluator<'g> {
     pub fn set_reference(&mut self, built: &Built) -> Result<(), SearchError> {
         let n = self.samples.len();
         let values = self.run(built, n, true, false)?;
-        self.reference = self.compared(built, values)?;
+        self.reference = self.compared(built, &values)?;
         Ok(())
     }
 
@@ -570,9 +632,52 @@ impl<'g> MixEvaluator<'g> {
         }
         let n = if store { self.samples.len() } else { n.max(1) };
         let values = self.run(built, n, store, false)?;
-        let outputs = self.compared(built, values)?;
+        let outputs = self.compared(built, &values)?;
         let rates: Vec<f64> = self.compare.iter().map(|(_, r)| *r).collect();
         score_outputs(&self.reference[..outputs.len()], &outputs, &rates)
+    }
+
+    /// The tensors `names` of `built` on every sample (`[sample][name]`),
+    /// computing only what the cache lacks. The cache is left as it is.
+    pub fn tensors(
+        &mut self,
+        built: &Built,
+        names: &[&str],
+    ) -> Result<Vec<Vec<Tensor>>, SearchError> {
+        let ids = value_ids(built, names)?;
+        let n = self.samples.len();
+        let values = self.run_with(built, n, false, false, &ids, false)?.0;
+        pick(built, &values, &ids)
+    }
+
+    /// Scores `built` on every sample and returns the tensors `names` with
+    /// the score, without touching the cache: every tensor the cache lacks
+    /// is computed (only what is downstream of a change, for a variant of
+    /// the cached model) and kept in the trial, within the cache budget.
+    /// [`MixEvaluator::commit`] then makes the trial the cached model, so
+    /// an accepted change is not computed twice and a rejected one leaves
+    /// the cache as it was.
+    pub fn trial(&mut self, built: &Built, names: &[&str]) -> Result<Trial, SearchError> {
+        if self.reference.is_empty() {
+            return Err(SearchError::Settings("no reference model was run".into()));
+        }
+        let ids = value_ids(built, names)?;
+        let n = self.samples.len();
+        let values = self.run_with(built, n, true, false, &ids, false)?.0;
+        let outputs = self.compared(built, &values)?;
+        let rates: Vec<f64> = self.compare.iter().map(|(_, r)| *r).collect();
+        let score = score_outputs(&self.reference[..outputs.len()], &outputs, &rates)?;
+        let tensors = pick(built, &values, &ids)?;
+        Ok(Trial {
+            score,
+            tensors,
+            values,
+        })
+    }
+
+    /// Makes `trial` (a trial of `built`) the cached model.
+    pub fn commit(&mut self, built: &Built, trial: Trial) -> Result<(), SearchError> {
+        self.replace_cache(built, &trial.values)
     }
 
     /// Runs `built` on every sample keeping every tensor; `visit(sample,
@@ -605,20 +710,21 @@ impl<'g> MixEvaluator<'g> {
             return Err(SearchError::Settings("no reference model was run".into()));
         }
         let n = self.samples.len();
-        let (values, ran) = self.run_masked(built, n, true, false)?;
         let g = built.exec.graph();
+        let extra: Vec<ValueId> = reference
+            .keys()
+            .filter_map(|name| layer_value(g, name))
+            .collect();
+        let (values, ran) = self.run_with(built, n, true, false, &extra, true)?;
         let mut items: Vec<(String, ValueId, &Vec<Tensor>)> = Vec::new();
-        for (id, node) in g.nodes() {
-            if !ran[id.index()] {
-                continue;
-            }
-            for &o in &node.outputs {
-                let name = &g.value(o).name;
-                if let Some(r) = reference.get(name) {
-                    items.push((name.clone(), o, r));
-                }
+        for (name, r) in reference {
+            if let Some(v) = layer_value(g, name)
+                && g.value(v).producer.is_some_and(|p| ran[p.index()])
+            {
+                items.push((name.clone(), v, r));
             }
         }
+        items.sort_by(|a, b| a.0.cmp(&b.0));
         let layer_cos: Vec<(String, f64)> = items
             .par_iter()
             .filter_map(|(name, v, r)| {
@@ -633,7 +739,7 @@ impl<'g> MixEvaluator<'g> {
                 Some((name.clone(), sum / values.len().max(1) as f64))
             })
             .collect();
-        let outputs = self.compared(built, values)?;
+        let outputs = self.compared(built, &values)?;
         let rates: Vec<f64> = self.compare.iter().map(|(_, r)| *r).collect();
         let score = score_outputs(&self.reference[..outputs.len()], &outputs, &rates)?;
         Ok((score, layer_cos.into_iter().collect()))
@@ -648,22 +754,25 @@ impl<'g> MixEvaluator<'g> {
         names: &[String],
     ) -> Result<Option<HashMap<String, Vec<Tensor>>>, SearchError> {
         let n = self.samples.len();
-        // A stored run: every layer tensor is computed or found, and kept.
-        let values = self.run(built, n, true, false)?;
         let g = built.exec.graph();
+        let ids: Vec<(String, ValueId)> = names
+            .iter()
+            .filter_map(|name| Some((name.clone(), layer_value(g, name)?)))
+            .collect();
+        let extra: Vec<ValueId> = ids.iter().map(|(_, v)| *v).collect();
+        // A stored run (the cache then holds this model), keeping every
+        // layer tensor asked for.
+        let values = self.run_with(built, n, true, false, &extra, true)?.0;
         let mut out = HashMap::new();
         let mut bytes = 0usize;
-        for name in names {
-            let Some(v) = g.find_value(name) else {
-                continue;
-            };
+        for (name, v) in ids {
             let ts: Option<Vec<Tensor>> = values.iter().map(|x| x.get(v).cloned()).collect();
             if let Some(ts) = ts {
                 bytes += ts.iter().map(tensor_bytes).sum::<usize>();
                 if bytes > self.budget / 2 {
                     return Ok(None);
                 }
-                out.insert(name.clone(), ts);
+                out.insert(name, ts);
             }
         }
         Ok(Some(out))
@@ -681,6 +790,61 @@ impl<'g> MixEvaluator<'g> {
         self.cache_bytes = 0;
         self.seed_inputs();
     }
+}
+
+/// The result of [`MixEvaluator::trial`].
+pub struct Trial {
+    pub score: OutputScore,
+    /// The requested tensors, `[sample][name]`.
+    pub tensors: Vec<Vec<Tensor>>,
+    values: Vec<Values>,
+}
+
+fn value_ids(built: &Built, names: &[&str]) -> Result<Vec<ValueId>, SearchError> {
+    let g = built.exec.graph();
+    names
+        .iter()
+        .map(|name| {
+            g.find_value(name).ok_or_else(|| {
+                SearchError::Settings(format!("tensor `{name}` is missing from the model"))
+            })
+        })
+        .collect()
+}
+
+fn pick(
+    built: &Built,
+    values: &[Values],
+    ids: &[ValueId],
+) -> Result<Vec<Vec<Tensor>>, SearchError> {
+    let g = built.exec.graph();
+    values
+        .iter()
+        .map(|v| {
+            ids.iter()
+                .map(|&id| {
+                    v.get(id).cloned().ok_or_else(|| {
+                        SearchError::Exec(qtune_exec::ExecError::NotKept(g.value(id).name.clone()))
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Suffix of the dequantized form of a quantized tensor in a built model.
+const DEQUANTIZED: &str = "_DequantizeLinear";
+
+/// The tensor of layer `name` in a built model: its dequantized int8 output
+/// when the layer's output is quantized (`<name>_DequantizeLinear`; an int8
+/// Conv then computes no float output of its own), else the tensor itself.
+/// This is what TPU-MLIR compares: the int8 output read back as float.
+pub fn layer_value(g: &Graph, name: &str) -> Option<ValueId> {
+    // Values of removed nodes stay in the arena without a producer.
+    let live = |v: ValueId| g.value(v).producer.is_some() || g.inputs.contains(&v);
+    g.find_value(&format!("{name}{DEQUANTIZED}"))
+        .filter(|&v| live(v))
+        .or_else(|| g.find_value(name).filter(|&v| live(v)))
 }
 
 /// The nodes of `g` whose first output is named `name`.

@@ -14,6 +14,7 @@ use qtune_exec::{Keep, NoHook, Parallelism, RunOptions};
 use qtune_quant::{CalibrationTable, QuantMode};
 use rayon::prelude::*;
 
+use super::evaluator::layer_value;
 use super::layers::layers;
 use super::log::SearchLog;
 use super::similarity::{OutputScore, cos_sim, score_outputs};
@@ -75,7 +76,7 @@ fn layer_pass(
     let mg = mix.graph();
     let pairs: Vec<Option<(qtune_ir::ValueId, qtune_ir::ValueId)>> = names
         .iter()
-        .map(|name| Some((rg.find_value(name)?, mg.find_value(name)?)))
+        .map(|name| Some((layer_value(rg, name)?, layer_value(mg, name)?)))
         .collect();
     let compare: Vec<qtune_ir::ValueId> = ev
         .compare()

@@ -12,7 +12,9 @@ mod qtable_search;
 mod similarity;
 mod threshold_search;
 
-pub use evaluator::{Built, EvalStats, MixEvaluator, OutputTransform, Precision, node_by_output};
+pub use evaluator::{
+    Built, EvalStats, MixEvaluator, OutputTransform, Precision, Trial, node_by_output,
+};
 pub use fast_search::{FastSearch, FastSearchOutcome, fast_search};
 pub use layers::{Layer, int8_layers, layers, top_type};
 pub use mix_search::{MixSearch, MixSearchOutcome, mix_search};
