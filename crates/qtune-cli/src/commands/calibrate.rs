@@ -362,9 +362,12 @@ impl Progress for Bar {
 pub fn run(args: Args) -> Result<()> {
     // Unsupported modes fail before any work, never silently ignored.
     let searching = args.search.as_deref().is_some_and(|s| s != "False");
-    if searching && (args.we || args.sq || args.bc) {
+    // The seed's case 4 combines --we --bc with search_threshold (TPU-MLIR
+    // itself ignores them there); the other searches refuse them.
+    let threshold_search = args.search.as_deref() == Some("search_threshold");
+    if searching && (args.sq || ((args.we || args.bc) && !threshold_search)) {
         bail!(
-            "--we, --sq and --bc apply to plain calibration (as in TPU-MLIR); run them without --search"
+            "--we and --bc go with plain calibration or --search search_threshold, --sq with plain calibration; run without --search or with search_threshold"
         );
     }
     if args.smc {
@@ -584,7 +587,7 @@ fn run_inner(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn bias_correction_request<'a>(
+pub(crate) fn bias_correction_request<'a>(
     args: &'a Args,
     input_attrs: &'a [qtune_ir::mlir::InputAttrs],
 ) -> BcRequest<'a> {

@@ -65,7 +65,7 @@ pub struct SearchFlags {
     pub resume: bool,
     /// Memory for cached activations, in MiB; past it tensors are
     /// recomputed when needed.
-    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 4096)]
+    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 2048)]
     pub cache_mb: usize,
 }
 
@@ -373,6 +373,101 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("writing `{}`", path.display()))
 }
 
+/// `--we` before search_threshold: the equalized model's path.
+fn equalized_model(args: &super::calibrate::Args) -> Result<PathBuf> {
+    let cal = calibration_input(
+        &args.model,
+        args.input_shapes.as_deref(),
+        &args.preprocess,
+        &SampleArgs {
+            dataset: args.dataset.as_deref(),
+            data_list: args.data_list.as_deref(),
+            input_num: args.input_num,
+            tune_list: args.tune_list.as_deref(),
+            tune_num: args.tune_num,
+        },
+        true,
+    )?;
+    let bar = Bar {
+        visible: !args.quiet && std::io::stderr().is_terminal(),
+        bar: Mutex::new(None),
+    };
+    let request = super::weight_transforms::TransformRequest {
+        we: true,
+        sq: false,
+        sq_alpha: args.sq_alpha,
+        model: &args.model,
+        calibration_table: &args.calibration_table,
+        tune_list: args.tune_list.as_deref(),
+        input_attrs: &cal.loaded.input_attrs,
+        quiet: args.quiet,
+    };
+    let t = super::weight_transforms::apply(
+        &request,
+        &cal.loaded.exec,
+        &cal.loader,
+        cal.selection,
+        cal.configs,
+        &bar,
+    )?
+    .context("weight equalization produced no model")?;
+    Ok(t.model)
+}
+
+/// `--bc` after search_threshold: corrects the biases with the chosen
+/// table, calibrates the corrected model again with the chosen method (tuned
+/// as the search tunes) and writes that table to -o.
+fn bias_correct_and_recalibrate(
+    args: &super::calibrate::Args,
+    ctx: &SearchContext,
+    table: &CalibrationTable,
+    method: CalibrationMethod,
+    tune_steps: Option<u32>,
+) -> Result<()> {
+    let bc = super::calibrate::bias_correction_request(args, &ctx.cal.loaded.input_attrs);
+    let exec = qtune_exec::Executor::new(ctx.graph.clone())?;
+    let bar = ctx.bar();
+    let c = super::bias_correction::apply(
+        &bc,
+        &exec,
+        table,
+        ctx.cal.selection.clone(),
+        ctx.cal.configs.clone(),
+        &bar,
+    )?;
+    let mut settings = CalibrationSettings::new(method);
+    settings.histogram_bin_num = args.histogram_bin_num;
+    settings.tune_num = ctx.cal.tune_num;
+    if let Some(s) = tune_steps {
+        settings.tune_steps = s;
+    }
+    let mut outcomes = calibrate_methods(
+        &c.exec,
+        &c.loader,
+        c.tune_loader.as_ref(),
+        &[method],
+        &settings,
+        true,
+        &bar,
+    )
+    .with_context(|| format!("calibrating `{}`", c.model.display()))?;
+    let o = outcomes
+        .pop()
+        .context("calibration of the corrected model gave no table")?;
+    let mut header = ctx.header(ctx.cal.tune_num);
+    header.mlir_file = c.model.display().to_string();
+    o.final_table(&header).write(&args.calibration_table)?;
+    if !args.quiet {
+        println!(
+            "bias correction: wrote {} and its {} table {}",
+            c.model.display(),
+            method,
+            args.calibration_table.display()
+        );
+    }
+    Ok(())
+}
+
 /// `run_calibration --search ...`.
 pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
     let start = Instant::now();
@@ -409,8 +504,14 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
     };
     let inference_num = args.inference_num.unwrap_or(30);
     let expected_cos = args.expected_cos.unwrap_or(0.99);
+    // search_threshold with --we (the seed's case 4): equalize first, then
+    // search on the equalized model (written next to the table).
+    let mut model_path = args.model.clone();
+    if args.we {
+        model_path = equalized_model(args)?;
+    }
     let ctx = context(&ContextArgs {
-        model: &args.model,
+        model: &model_path,
         input_shapes: args.input_shapes.as_deref(),
         preprocess: &args.preprocess,
         samples: SampleArgs {
@@ -477,10 +578,23 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
             }
             let (best, _) =
                 mix::threshold_search(&mut ev, &tables, &ctx.shape_qtable, benchmark, &mut log)?;
+            drop(ev);
             tables[best].table.write(cali)?;
             tables[best].table.write(Path::new("new_cali_table.txt"))?;
             log.print_info("success");
             log.write()?;
+            if args.bc {
+                // Then bias correction with the chosen table and a new
+                // calibration of the corrected model by the chosen method.
+                let method = methods[best];
+                bias_correct_and_recalibrate(
+                    args,
+                    &ctx,
+                    &tables[best].table,
+                    method,
+                    debug.tune_steps,
+                )?;
+            }
             if !args.quiet {
                 println!(
                     "search_threshold: {} chosen, wrote {} (calibration {:.2} s, total {:.2} s)",

@@ -415,3 +415,56 @@ fn seed_run_sensitive_layer_threads_cache_and_resume() {
     assert!(log.contains("resumed "), "{log}");
     assert!(!journal.exists(), "the journal outlived a finished search");
 }
+
+#[test]
+fn seed_case4_we_bc_with_search_threshold() {
+    let dir = scratch("search_threshold_we_bc");
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
+    // The seed's case 4 with search_threshold, verbatim.
+    let out = run_ok(
+        tool("run_calibration")
+            .current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .args(["--we", "--bc"])
+            .arg("--dataset")
+            .arg(calib())
+            .args(["--input_num", "100"])
+            .args(["--processor", "bm1684"])
+            .args(["--search", "search_threshold"])
+            .args(["--inference_num", "30"])
+            .args(["--bc_inference_num", "100"])
+            .args(["-o", "cali_table"]),
+    );
+    let stdout = stdout_of(&out);
+    for f in [
+        "Weight_Equalization",
+        "Search_Threshold",
+        "Bias_Correction",
+        "cali_table_we.mlir",
+        "cali_table_we_bc.mlir",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing\n{stdout}");
+    }
+    // The final table is the corrected model's, by the chosen method.
+    let text = std::fs::read_to_string(dir.join("cali_table")).unwrap();
+    assert!(text.contains("# mlir: cali_table_we_bc.mlir"), "{text}");
+    let log = std::fs::read_to_string(dir.join("Search_Threshold")).unwrap();
+    let chosen = log
+        .lines()
+        .find_map(|l| l.strip_prefix("INFO:root:optimal_method_name: "))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("{log}"))
+        .to_string();
+    assert!(
+        stdout.contains(&format!("its {chosen} table cali_table")),
+        "{stdout}"
+    );
+    // And it deploys with the corrected model.
+    run_ok(
+        tool("model_deploy")
+            .current_dir(&dir)
+            .args(["--mlir", "cali_table_we_bc.mlir", "--quantize", "INT8"])
+            .args(["--processor", "bm1684", "--calibration_table", "cali_table"])
+            .args(["--model", "m_we_bc.onnx"]),
+    );
+}

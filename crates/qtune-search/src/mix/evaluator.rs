@@ -747,7 +747,7 @@ impl<'g> MixEvaluator<'g> {
 
     /// Runs `built` (a reference model) on every sample and returns the
     /// tensors named in `names`, per sample, within the cache budget
-    /// (`None` when they do not fit).
+    /// (`None` when they do not fit; they are held beside the cache).
     pub fn layer_tensors(
         &mut self,
         built: &Built,
@@ -769,7 +769,7 @@ impl<'g> MixEvaluator<'g> {
             let ts: Option<Vec<Tensor>> = values.iter().map(|x| x.get(v).cloned()).collect();
             if let Some(ts) = ts {
                 bytes += ts.iter().map(tensor_bytes).sum::<usize>();
-                if bytes > self.budget / 2 {
+                if bytes > self.budget {
                     return Ok(None);
                 }
                 out.insert(name, ts);

@@ -169,8 +169,8 @@ pub fn mix_search(
             qtable,
         })
     };
-    // The reference's layer tensors are kept when they fit in half the
-    // cache budget: each configuration then recomputes (and compares) only
+    // The reference's layer tensors are kept when they fit in the cache
+    // budget (beside the cache): each configuration then recomputes (and compares) only
     // what it changed. Otherwise every pass runs both models in full.
     let ref_tensors = ev.layer_tensors(reference, &names)?;
     let score = |ev: &mut MixEvaluator,
