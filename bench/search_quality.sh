@@ -4,6 +4,7 @@
 # with model_deploy and compared with the float model on images/val by bench/quality.py.
 # The searches see only the calibration photos; the figures are on the held-out val photos.
 #   bench/search_quality.sh [OUT_DIR]      (default /tmp/qtune-quality/search)
+#   MODELS="yolov8n_320" bench/search_quality.sh   redoes one model, then the tables
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${WORKLOADS:-$root/../shared/workloads}
@@ -44,9 +45,12 @@ for m in $models; do
     common=(--mlir "$m.mlir" --quantize INT8 --processor bm1684x --quiet)
     "$bin/model_deploy" "${common[@]}" --calibration_table "${m}_cali_table" \
         --model "../${m}_int8.onnx"
-    if [ -s "${m}_search_qtable" ]; then
+    if [ -f "${m}_search_new_cali_table" ]; then
         "$bin/model_deploy" "${common[@]}" --calibration_table "${m}_search_new_cali_table" \
             --quantize_table "${m}_search_qtable" --model "../${m}_search.onnx"
+    else
+        # all-int8 met --expected_cos: the search keeps the all-int8 model
+        cp "../${m}_int8.onnx" "../${m}_search.onnx"
     fi
     "$bin/model_deploy" "${common[@]}" --calibration_table "${m}_cali_table" \
         --quantize_table "${m}_run_qtable" --model "../${m}_run_qtable.onnx"
@@ -54,9 +58,10 @@ for m in $models; do
         "run_qtable $(grep -vc '^#' "${m}_run_qtable" || true)"
     cd ..
 done
+all_models="mobilenetv2_nsfw efficientnet_lite0 yolox_det416 yolov8n_320"
 for v in int8 search run_qtable; do
     args=()
-    for m in $models; do
+    for m in $all_models; do
         [ -f "${m}_$v.onnx" ] && args+=(--qtune "$m=$out/${m}_$v.onnx")
     done
     python3 "$root/bench/quality.py" --no-ort --markdown "${args[@]}" > "quality_$v.md"

@@ -304,13 +304,17 @@ fn bad_inputs_fail_with_one_line_and_no_table() {
     transform_mobilenet(&dir, "mobilenet_v2", None, None);
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     std::fs::write(dir.join("empty/notes.txt"), "not an image").unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--dataset", "no_such_folder"], "no such folder"),
         (&["--dataset", "empty"], "no usable file"),
         (&["--data_list", "no_such_list.txt"], "no_such_list.txt"),
         (
-            &["--dataset", "empty", "--search", "search_threshold"],
-            "--search search_threshold needs --quantize_table",
+            &["--dataset", "empty", "--search", "search_qtable"],
+            "--search search_qtable needs --quantize_table",
+        ),
+        (
+            &["--dataset", "empty", "--search", "search_qtable", "--we"],
+            "--we and --bc go with plain calibration or --search search_threshold",
         ),
         (
             &["--dataset", "empty", "--we", "--bc", "--smc"],

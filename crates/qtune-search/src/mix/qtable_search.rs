@@ -7,7 +7,9 @@
 //!    output cosine already exceeds `expected_cos`;
 //! 2. candidates: the layers the plan runs in INT8; with the type
 //!    pre-screen, only the op types whose int8 form costs most (on one
-//!    sample, every other type in float);
+//!    sample, every other type in float): those below
+//!    `max(0.999, expected_cos)`, or if none is, those whose loss is at
+//!    least half the worst type's (TPU-MLIR takes the worst type alone);
 //! 3. per candidate L, in op order: every other candidate in float, L in
 //!    int8 with each method's threshold; the lowest loss wins and its
 //!    threshold is kept for the next layers (cumulative, as TPU-MLIR);
@@ -183,10 +185,19 @@ pub fn layer_search(
             .filter(|&(_, &c)| c < bar)
             .map(|(t, _)| t)
             .collect();
-        if sensitive.is_empty()
-            && let Some((t, _)) = types.iter().zip(&sims).min_by(|a, b| a.1.total_cmp(b.1))
-        {
-            sensitive.push(t);
+        if sensitive.is_empty() {
+            // No type below the bar: TPU-MLIR takes the single worst type.
+            // When types are nearly tied that leaves out layers that matter
+            // (on MobileNetV2 it keeps the Convs out and floats ReLU6 Clips,
+            // which changes nothing); qtune takes every type whose loss is at
+            // least half the worst one's.
+            let worst = sims.iter().map(|c| 1.0 - c).fold(0.0f64, f64::max);
+            sensitive = types
+                .iter()
+                .zip(&sims)
+                .filter(|&(_, &c)| 1.0 - c >= 0.5 * worst)
+                .map(|(t, _)| t)
+                .collect();
         }
         log.print_info(format!(
             "sensitive_op_type : {}, please pay attention to these types of operations",
