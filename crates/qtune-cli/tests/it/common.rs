@@ -159,3 +159,15 @@ pub fn transform_mobilenet(
     assert!(out.status.success(), "{}", stderr_of(&out));
     dir.join(format!("{name}_in_f32.npz"))
 }
+
+/// Held by tests whose runs need several GB (bias correction on 65 samples
+/// holds every sample's Conv outputs), so that two of them never run at
+/// once on a small CI machine.
+pub static MEMORY_HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`MEMORY_HEAVY`] (a panicking holder does not block the others).
+pub fn memory_heavy() -> std::sync::MutexGuard<'static, ()> {
+    MEMORY_HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -418,6 +418,7 @@ fn seed_run_sensitive_layer_threads_cache_and_resume() {
 
 #[test]
 fn seed_case4_we_bc_with_search_threshold() {
+    let _heavy = super::common::memory_heavy();
     let dir = scratch("search_threshold_we_bc");
     transform_mobilenet(&dir, "mobilenet_v2", None, None);
     // The seed's case 4 with search_threshold, verbatim.

@@ -211,6 +211,7 @@ fn int8_outputs(dir: &Path, model: &str, table: &str, input: &Path, out: &str) -
 
 #[test]
 fn seed_case4_we_bc_with_fixed_method() {
+    let _heavy = memory_heavy();
     let dir = scratch("calibrate_seed_case4_we_bc");
     // Three held-out images (images/val; calibration uses images/calib).
     let mut held_out = Vec::new();
