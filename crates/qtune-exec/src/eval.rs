@@ -615,14 +615,14 @@ pub(crate) fn eval_node_fused(
         Op::QuantizeLinear { axis } => {
             let q = QuantParams::of(&cx, *axis)?;
             let x = cx.f32_input(0)?;
-            let mut out = vec![0i32; x.len()];
-            k::quantize_linear(x, &q.scale, &q.zp, q.range, q.channels, q.inner, &mut out);
-            // In range by construction (saturated to `q.range`).
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let data = if q.range == k::QRange::U8 {
-                TensorData::U8(Arc::new(out.iter().map(|&v| v as u8).collect()))
+                let mut out = vec![0u8; x.len()];
+                k::quantize_linear_u8(x, &q.scale, &q.zp, q.range, q.channels, q.inner, &mut out);
+                TensorData::U8(Arc::new(out))
             } else {
-                TensorData::I8(Arc::new(out.iter().map(|&v| v as i8).collect()))
+                let mut out = vec![0i8; x.len()];
+                k::quantize_linear_i8(x, &q.scale, &q.zp, q.range, q.channels, q.inner, &mut out);
+                TensorData::I8(Arc::new(out))
             };
             Ok(vec![cx.tensor(cx.input(0)?.dims().to_vec(), data)?])
         }

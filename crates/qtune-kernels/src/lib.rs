@@ -79,8 +79,9 @@ pub use pool::{
     Pool2dParams, avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, pool2d_out_dims,
 };
 pub use quant::{
-    QRange, dequantize_linear, fake_quantize, quantize_linear, quantize_linear_reference,
-    round_to_bf16, round_to_bf16_reference, round_to_f16, round_to_f16_reference,
+    QRange, dequantize_linear, fake_quantize, quantize_linear, quantize_linear_i8,
+    quantize_linear_reference, quantize_linear_u8, round_to_bf16, round_to_bf16_reference,
+    round_to_f16, round_to_f16_reference,
 };
 pub use reduce::{ReduceOp, reduce, reduce_out_dims};
 pub use resize::{

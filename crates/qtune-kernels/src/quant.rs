@@ -83,6 +83,78 @@ pub fn quantize_linear(
     }
 }
 
+dispatch! {
+    fn quantize_block_u8(x: &[f32], scale: f32, zp: i32, range: QRange, out: &mut [u8]) {
+        #[allow(clippy::cast_precision_loss)]
+        let (lo, hi) = ((range.min - zp) as f32, (range.max - zp) as f32);
+        #[allow(clippy::cast_precision_loss)]
+        let zpf = zp as f32;
+        for (o, &v) in out.iter_mut().zip(x) {
+            let q = (v / scale).clamp(lo, hi).round_ties_even();
+            let q = if q.is_nan() { lo } else { q };
+            // q + zp is an integer in [range.min, range.max] within u8.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let b = (q + zpf) as u8;
+            *o = b;
+        }
+    }
+}
+
+dispatch! {
+    fn quantize_block_i8(x: &[f32], scale: f32, zp: i32, range: QRange, out: &mut [i8]) {
+        #[allow(clippy::cast_precision_loss)]
+        let (lo, hi) = ((range.min - zp) as f32, (range.max - zp) as f32);
+        #[allow(clippy::cast_precision_loss)]
+        let zpf = zp as f32;
+        for (o, &v) in out.iter_mut().zip(x) {
+            let q = (v / scale).clamp(lo, hi).round_ties_even();
+            let q = if q.is_nan() { lo } else { q };
+            // q + zp is an integer in [range.min, range.max] within i8.
+            #[allow(clippy::cast_possible_truncation)]
+            let b = (q + zpf) as i8;
+            *o = b;
+        }
+    }
+}
+
+/// [`quantize_linear`] into uint8 storage (`range` within 0..=255).
+pub fn quantize_linear_u8(
+    x: &[f32],
+    scale: &[f32],
+    zp: &[i32],
+    range: QRange,
+    channels: usize,
+    inner: usize,
+    out: &mut [u8],
+) {
+    check(x.len(), scale, zp, channels, inner);
+    assert!(range.min >= 0 && range.max <= 255, "quantize: u8 range");
+    assert_eq!(out.len(), x.len(), "quantize: output length");
+    for (i, (xs, os)) in x.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
+        let c = i % channels;
+        quantize_block_u8(xs, scale[c], zp[c], range, os);
+    }
+}
+
+/// [`quantize_linear`] into int8 storage (`range` within -128..=127).
+pub fn quantize_linear_i8(
+    x: &[f32],
+    scale: &[f32],
+    zp: &[i32],
+    range: QRange,
+    channels: usize,
+    inner: usize,
+    out: &mut [i8],
+) {
+    check(x.len(), scale, zp, channels, inner);
+    assert!(range.min >= -128 && range.max <= 127, "quantize: i8 range");
+    assert_eq!(out.len(), x.len(), "quantize: output length");
+    for (i, (xs, os)) in x.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
+        let c = i % channels;
+        quantize_block_i8(xs, scale[c], zp[c], range, os);
+    }
+}
+
 /// The slow, obviously correct form of [`quantize_linear`] (one element at
 /// a time), for differential tests.
 pub fn quantize_linear_reference(
@@ -310,6 +382,15 @@ mod tests {
                 super::quantize_linear(&x, &scale, &zps, range, channels, inner, &mut a);
                 super::quantize_linear_reference(&x, &scale, &zps, range, channels, inner, &mut b);
                 assert_eq!(a, b, "{range:?} zp {zp} channels {channels}");
+                if range == super::QRange::U8 {
+                    let mut c = vec![0u8; n];
+                    super::quantize_linear_u8(&x, &scale, &zps, range, channels, inner, &mut c);
+                    assert!(c.iter().zip(&b).all(|(&c, &b)| i32::from(c) == b));
+                } else {
+                    let mut c = vec![0i8; n];
+                    super::quantize_linear_i8(&x, &scale, &zps, range, channels, inner, &mut c);
+                    assert!(c.iter().zip(&b).all(|(&c, &b)| i32::from(c) == b));
+                }
             }
         }
     }
