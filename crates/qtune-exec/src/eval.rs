@@ -1027,6 +1027,13 @@ fn cast(data: &TensorData, to: DType) -> TensorData {
         }
         (TensorData::F32(v), DType::U8) => TensorData::U8(Arc::new(conv!(v, |x: f32| x as u8))),
         (TensorData::F32(v), DType::I8) => TensorData::I8(Arc::new(conv!(v, |x: f32| x as i8))),
+        // The integer simulation's casts, direct (same values as through
+        // i64: every i32 rounds to the same f32 either way).
+        (TensorData::I32(v), DType::F32) => TensorData::F32(Arc::new(conv!(v, |x: i32| x as f32))),
+        (TensorData::U8(v), DType::F32) => TensorData::F32(Arc::new(conv!(v, f32::from))),
+        (TensorData::I8(v), DType::F32) => TensorData::F32(Arc::new(conv!(v, f32::from))),
+        (TensorData::U8(v), DType::I32) => TensorData::I32(Arc::new(conv!(v, i32::from))),
+        (TensorData::I8(v), DType::I32) => TensorData::I32(Arc::new(conv!(v, i32::from))),
         (other, to) => {
             // Integer and boolean sources go through i64.
             let wide: Vec<i64> = match other {

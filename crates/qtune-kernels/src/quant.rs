@@ -48,24 +48,87 @@ fn quantize_one(x: f32, scale: f32, zp: i32, range: QRange) -> i32 {
     q + zp
 }
 
-dispatch! {
-    fn quantize_block(x: &[f32], scale: f32, zp: i32, range: QRange, out: &mut [i32]) {
-        #[allow(clippy::cast_precision_loss)]
-        let (lo, hi) = ((range.min - zp) as f32, (range.max - zp) as f32);
-        for (o, &v) in out.iter_mut().zip(x) {
-            // As `quantize_one`, written so that it vectorizes (a NaN
-            // becomes `lo`, i.e. the type's minimum once `zp` is added).
-            let q = (v / scale).clamp(lo, hi).round_ties_even();
-            let q = if q.is_nan() { lo } else { q };
-            #[allow(clippy::cast_possible_truncation)]
-            let q = q as i32; // exact: q is an integer in [lo, hi]
-            *o = q + zp;
-        }
+/// `round_half_even(x / scale)` clamped so that adding `zp` stays in
+/// `range` (a NaN gives the type's minimum), plus `zp`, as f32, stored
+/// through `store`. Written so that it vectorizes; the three storage types
+/// share it.
+#[inline(always)]
+fn quantize_values<T>(
+    x: &[f32],
+    scale: f32,
+    zp: i32,
+    range: QRange,
+    out: &mut [T],
+    store: impl Fn(f32) -> T,
+) {
+    #[allow(clippy::cast_precision_loss)]
+    let (lo, hi, zpf) = ((range.min - zp) as f32, (range.max - zp) as f32, zp as f32);
+    for (o, &v) in out.iter_mut().zip(x) {
+        let q = (v / scale).clamp(lo, hi).round_ties_even();
+        let q = if q.is_nan() { lo } else { q };
+        *o = store(q + zpf); // an integer in [range.min, range.max]
     }
 }
 
-/// ONNX QuantizeLinear to integers in `range` (stored as i32; the caller
-/// narrows to i8/u8).
+// The casts below are exact: the value is an integer within the storage
+// type (the public functions check `range` against it).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+mod stores {
+    pub(super) fn i32_of(v: f32) -> i32 {
+        v as i32
+    }
+    // `v + 1.5 * 2^23` puts the integer `v` (|v| < 2^22) in the low
+    // mantissa bits, `v + 2^22` exactly; its low byte is `v`'s two's
+    // complement low byte. Integer lanes vectorize where a float -> int
+    // cast (saturating, NaN-checked) stays scalar.
+    const MAGIC: f32 = 12_582_912.0;
+    pub(super) fn u8_of(v: f32) -> u8 {
+        (v + MAGIC).to_bits() as u8
+    }
+    pub(super) fn i8_of(v: f32) -> i8 {
+        (v + MAGIC).to_bits() as u8 as i8
+    }
+}
+
+dispatch! {
+    fn quantize_block(x: &[f32], scale: f32, zp: i32, range: QRange, out: &mut [i32]) {
+        quantize_values(x, scale, zp, range, out, stores::i32_of);
+    }
+}
+
+dispatch! {
+    fn quantize_block_u8(x: &[f32], scale: f32, zp: i32, range: QRange, out: &mut [u8]) {
+        quantize_values(x, scale, zp, range, out, stores::u8_of);
+    }
+}
+
+dispatch! {
+    fn quantize_block_i8(x: &[f32], scale: f32, zp: i32, range: QRange, out: &mut [i8]) {
+        quantize_values(x, scale, zp, range, out, stores::i8_of);
+    }
+}
+
+/// Runs `block` over each `[inner]` run of `x` with its channel's scale
+/// and zero point.
+fn per_channel<T>(
+    x: &[f32],
+    scale: &[f32],
+    zp: &[i32],
+    range: QRange,
+    channels: usize,
+    inner: usize,
+    out: &mut [T],
+    block: fn(&[f32], f32, i32, QRange, &mut [T]),
+) {
+    check(x.len(), scale, zp, channels, inner);
+    assert_eq!(out.len(), x.len(), "quantize: output length");
+    for (i, (xs, os)) in x.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
+        let c = i % channels;
+        block(xs, scale[c], zp[c], range, os);
+    }
+}
+
+/// ONNX QuantizeLinear to integers in `range` (stored as i32).
 pub fn quantize_linear(
     x: &[f32],
     scale: &[f32],
@@ -75,46 +138,7 @@ pub fn quantize_linear(
     inner: usize,
     out: &mut [i32],
 ) {
-    check(x.len(), scale, zp, channels, inner);
-    assert_eq!(out.len(), x.len(), "quantize: output length");
-    for (i, (xs, os)) in x.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
-        let c = i % channels;
-        quantize_block(xs, scale[c], zp[c], range, os);
-    }
-}
-
-dispatch! {
-    fn quantize_block_u8(x: &[f32], scale: f32, zp: i32, range: QRange, out: &mut [u8]) {
-        #[allow(clippy::cast_precision_loss)]
-        let (lo, hi) = ((range.min - zp) as f32, (range.max - zp) as f32);
-        #[allow(clippy::cast_precision_loss)]
-        let zpf = zp as f32;
-        for (o, &v) in out.iter_mut().zip(x) {
-            let q = (v / scale).clamp(lo, hi).round_ties_even();
-            let q = if q.is_nan() { lo } else { q };
-            // q + zp is an integer in [range.min, range.max] within u8.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let b = (q + zpf) as u8;
-            *o = b;
-        }
-    }
-}
-
-dispatch! {
-    fn quantize_block_i8(x: &[f32], scale: f32, zp: i32, range: QRange, out: &mut [i8]) {
-        #[allow(clippy::cast_precision_loss)]
-        let (lo, hi) = ((range.min - zp) as f32, (range.max - zp) as f32);
-        #[allow(clippy::cast_precision_loss)]
-        let zpf = zp as f32;
-        for (o, &v) in out.iter_mut().zip(x) {
-            let q = (v / scale).clamp(lo, hi).round_ties_even();
-            let q = if q.is_nan() { lo } else { q };
-            // q + zp is an integer in [range.min, range.max] within i8.
-            #[allow(clippy::cast_possible_truncation)]
-            let b = (q + zpf) as i8;
-            *o = b;
-        }
-    }
+    per_channel(x, scale, zp, range, channels, inner, out, quantize_block);
 }
 
 /// [`quantize_linear`] into uint8 storage (`range` within 0..=255).
@@ -127,13 +151,8 @@ pub fn quantize_linear_u8(
     inner: usize,
     out: &mut [u8],
 ) {
-    check(x.len(), scale, zp, channels, inner);
     assert!(range.min >= 0 && range.max <= 255, "quantize: u8 range");
-    assert_eq!(out.len(), x.len(), "quantize: output length");
-    for (i, (xs, os)) in x.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
-        let c = i % channels;
-        quantize_block_u8(xs, scale[c], zp[c], range, os);
-    }
+    per_channel(x, scale, zp, range, channels, inner, out, quantize_block_u8);
 }
 
 /// [`quantize_linear`] into int8 storage (`range` within -128..=127).
@@ -146,13 +165,8 @@ pub fn quantize_linear_i8(
     inner: usize,
     out: &mut [i8],
 ) {
-    check(x.len(), scale, zp, channels, inner);
     assert!(range.min >= -128 && range.max <= 127, "quantize: i8 range");
-    assert_eq!(out.len(), x.len(), "quantize: output length");
-    for (i, (xs, os)) in x.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
-        let c = i % channels;
-        quantize_block_i8(xs, scale[c], zp[c], range, os);
-    }
+    per_channel(x, scale, zp, range, channels, inner, out, quantize_block_i8);
 }
 
 /// The slow, obviously correct form of [`quantize_linear`] (one element at
