@@ -251,6 +251,15 @@ pub(crate) struct DebugCmd {
     pub(crate) ignored: Vec<String>,
 }
 
+impl DebugCmd {
+    /// Reports the keys qtune does not honour (they are ignored).
+    pub(crate) fn warn_ignored(&self) {
+        for key in &self.ignored {
+            eprintln!("warning: --debug_cmd key `{key}` is not honoured by qtune; ignored");
+        }
+    }
+}
+
 /// Parses `k1;k2=v;...` (also `,`-separated) as TPU-MLIR's
 /// `parse_debug_cmd`: keys are lowercased and `use_<method>` means `<method>`.
 pub(crate) fn parse_debug_cmd(s: &str) -> Result<DebugCmd> {
@@ -398,9 +407,7 @@ fn run_inner(args: Args) -> Result<()> {
         )
     })?;
     let debug = parse_debug_cmd(&args.debug_cmd)?;
-    for key in &debug.ignored {
-        eprintln!("warning: --debug_cmd key `{key}` is not honoured by qtune; ignored");
-    }
+    debug.warn_ignored();
     for (given, flag) in [
         (args.inference_num.is_some(), "--inference_num"),
         (

@@ -494,9 +494,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
         ),
     };
     let debug = parse_debug_cmd(&args.debug_cmd)?;
-    for key in &debug.ignored {
-        eprintln!("warning: --debug_cmd key `{key}` is not honoured by qtune; ignored");
-    }
+    debug.warn_ignored();
     let benchmark = match flags.benchmark_method.as_str() {
         "cos" => Benchmark::Cos,
         "snr" => Benchmark::Snr,
@@ -1045,6 +1043,29 @@ pub struct CommonArgs {
     quiet: bool,
 }
 
+impl CommonArgs {
+    /// The search context of a standalone tool.
+    fn context(
+        &self,
+        model: &Path,
+        samples: SampleArgs<'_>,
+        processor: &str,
+        fp_type: &str,
+    ) -> Result<SearchContext> {
+        context(&ContextArgs {
+            model,
+            input_shapes: self.input_shapes.as_deref(),
+            preprocess: &self.preprocess,
+            samples,
+            processor,
+            fp_type,
+            fixed_time: self.fixed_time.as_deref(),
+            no_time: self.no_time,
+            quiet: self.quiet,
+        })
+    }
+}
+
 const QTABLE_HELP: &str = "\
 Walks the ops in order. Where an op's own output similarity to the float model (mapped scale,
 mean over the samples) is below --min_layer_cos, the op and the ops since the previous visited
@@ -1076,26 +1097,19 @@ pub fn run_qtable(args: QtableArgs) -> Result<()> {
 fn run_qtable_inner(args: QtableArgs) -> Result<()> {
     let start = Instant::now();
     let debug = parse_debug_cmd(&args.debug_cmd)?;
-    for key in &debug.ignored {
-        eprintln!("warning: --debug_cmd key `{key}` is not honoured by qtune; ignored");
-    }
-    let ctx = context(&ContextArgs {
-        model: &args.model,
-        input_shapes: args.common.input_shapes.as_deref(),
-        preprocess: &args.common.preprocess,
-        samples: SampleArgs {
+    debug.warn_ignored();
+    let ctx = args.common.context(
+        &args.model,
+        SampleArgs {
             dataset: args.dataset.as_deref(),
             data_list: args.data_list.as_deref(),
             input_num: args.input_num,
             tune_list: None,
             tune_num: 0,
         },
-        processor: &args.processor,
-        fp_type: &args.flags.fp_type,
-        fixed_time: args.common.fixed_time.as_deref(),
-        no_time: args.common.no_time,
-        quiet: args.common.quiet,
-    })?;
+        &args.processor,
+        &args.flags.fp_type,
+    )?;
     let table = CalibrationTable::read(&args.calibration_table)?;
     let mut log = SearchLog::new("Mix_Search", console(args.common.quiet));
     let loss_path = args
@@ -1212,26 +1226,19 @@ pub fn run_sensitive_layer(args: SensitiveArgs) -> Result<()> {
 fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
     let start = Instant::now();
     let debug = parse_debug_cmd(&args.debug_cmd)?;
-    for key in &debug.ignored {
-        eprintln!("warning: --debug_cmd key `{key}` is not honoured by qtune; ignored");
-    }
-    let ctx = context(&ContextArgs {
-        model: &args.model,
-        input_shapes: args.common.input_shapes.as_deref(),
-        preprocess: &args.common.preprocess,
-        samples: SampleArgs {
+    debug.warn_ignored();
+    let ctx = args.common.context(
+        &args.model,
+        SampleArgs {
             dataset: args.dataset.as_deref(),
             data_list: args.data_list.as_deref(),
             input_num: args.input_num,
             tune_list: args.tune_list.as_deref(),
             tune_num: args.tune_num,
         },
-        processor: &args.processor,
-        fp_type: &args.flags.fp_type,
-        fixed_time: args.common.fixed_time.as_deref(),
-        no_time: args.common.no_time,
-        quiet: args.common.quiet,
-    })?;
+        &args.processor,
+        &args.flags.fp_type,
+    )?;
     let table = CalibrationTable::read(&args.calibration_table)?;
     let methods = [
         CalibrationMethod::Max,
