@@ -6,7 +6,7 @@
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 
-use crate::npz::{arr, to_tensor};
+use crate::npz::{arr, to_tensor, try_element_types};
 use crate::tensor::{Tensor, TensorData};
 
 /// Why an in-memory `.npy` payload could not be decoded or encoded.
@@ -41,19 +41,7 @@ pub fn npy_from_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
             }
         };
     }
-    attempt!(f32, |v| TensorData::F32(v.into()));
-    attempt!(i64, |v| TensorData::I64(v.into()));
-    attempt!(f64, |v: Vec<f64>| {
-        // Deliberate narrowing: qtune computes in float32; values outside
-        // the f32 range become infinities, as numpy's astype would make them.
-        #[allow(clippy::cast_possible_truncation)]
-        let f: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
-        TensorData::F32(f.into())
-    });
-    attempt!(i32, |v| TensorData::I32(v.into()));
-    attempt!(bool, |v| TensorData::Bool(v.into()));
-    attempt!(u8, |v| TensorData::U8(v.into()));
-    attempt!(i8, |v| TensorData::I8(v.into()));
+    try_element_types!(attempt);
     Err(NpyError::UnsupportedType {
         descr: stored_descr.unwrap_or_default(),
     })

@@ -21,6 +21,28 @@ pub enum NpzError {
     Write { path: PathBuf, message: String },
 }
 
+/// The element types the npz and npy readers accept, in the order they are
+/// tried, each with how its data becomes [`TensorData`]: `$attempt!(type,
+/// wrap)` per type, with the caller's own `attempt` macro. float64 is
+/// narrowed to float32 on purpose: qtune computes in float32, and values
+/// outside its range become infinities, as numpy's `astype` makes them.
+macro_rules! try_element_types {
+    ($attempt:ident) => {
+        $attempt!(f32, |v| $crate::TensorData::F32(v.into()));
+        $attempt!(i64, |v| $crate::TensorData::I64(v.into()));
+        $attempt!(f64, |v: Vec<f64>| {
+            #[allow(clippy::cast_possible_truncation)]
+            let f: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
+            $crate::TensorData::F32(f.into())
+        });
+        $attempt!(i32, |v| $crate::TensorData::I32(v.into()));
+        $attempt!(bool, |v| $crate::TensorData::Bool(v.into()));
+        $attempt!(u8, |v| $crate::TensorData::U8(v.into()));
+        $attempt!(i8, |v| $crate::TensorData::I8(v.into()));
+    };
+}
+pub(crate) use try_element_types;
+
 pub(crate) fn to_tensor<T: Clone>(a: ArrayD<T>, wrap: impl FnOnce(Vec<T>) -> TensorData) -> Tensor {
     let shape = a.shape().to_vec();
     let data = a.as_standard_layout().iter().cloned().collect::<Vec<T>>();
@@ -49,17 +71,7 @@ fn read_array(
             }
         };
     }
-    attempt!(f32, |v| TensorData::F32(v.into()));
-    attempt!(i64, |v| TensorData::I64(v.into()));
-    attempt!(f64, |v: Vec<f64>| {
-        #[allow(clippy::cast_possible_truncation)]
-        let f: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
-        TensorData::F32(f.into())
-    });
-    attempt!(i32, |v| TensorData::I32(v.into()));
-    attempt!(bool, |v| TensorData::Bool(v.into()));
-    attempt!(u8, |v| TensorData::U8(v.into()));
-    attempt!(i8, |v| TensorData::I8(v.into()));
+    try_element_types!(attempt);
     Err(NpzError::UnsupportedType {
         path: path.to_path_buf(),
         name: name.to_string(),
