@@ -344,25 +344,21 @@ mod tests {
             1.0 + 2f32.powi(-11),
             3.3895314e38,
         ]);
-        let mut a = x.clone();
-        let mut b = x.clone();
-        super::round_to_f16(&mut a);
-        super::round_to_f16_reference(&mut b);
-        for ((&v, &p), &q) in x.iter().zip(&a).zip(&b) {
-            assert!(
-                p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
-                "f16 {v:e}: {p:e} vs {q:e}"
-            );
-        }
-        let mut a = x.clone();
-        let mut b = x.clone();
-        super::round_to_bf16(&mut a);
-        super::round_to_bf16_reference(&mut b);
-        for ((&v, &p), &q) in x.iter().zip(&a).zip(&b) {
-            assert!(
-                p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
-                "bf16 {v:e}: {p:e} vs {q:e}"
-            );
+        let pairs: [(&str, fn(&mut [f32]), fn(&mut [f32])); 2] = [
+            ("f16", super::round_to_f16, super::round_to_f16_reference),
+            ("bf16", super::round_to_bf16, super::round_to_bf16_reference),
+        ];
+        for (name, fast, reference) in pairs {
+            let mut a = x.clone();
+            let mut b = x.clone();
+            fast(&mut a);
+            reference(&mut b);
+            for ((&v, &p), &q) in x.iter().zip(&a).zip(&b) {
+                assert!(
+                    p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
+                    "{name} {v:e}: {p:e} vs {q:e}"
+                );
+            }
         }
     }
 
