@@ -344,7 +344,8 @@ mod tests {
             1.0 + 2f32.powi(-11),
             3.3895314e38,
         ]);
-        let pairs: [(&str, fn(&mut [f32]), fn(&mut [f32])); 2] = [
+        type Rounding = fn(&mut [f32]);
+        let pairs: [(&str, Rounding, Rounding); 2] = [
             ("f16", super::round_to_f16, super::round_to_f16_reference),
             ("bf16", super::round_to_bf16, super::round_to_bf16_reference),
         ];

@@ -171,3 +171,20 @@ pub fn memory_heavy() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// One of the workspace's binaries.
+pub fn tool(name: &str) -> Command {
+    Command::cargo_bin(name).unwrap_or_else(|e| panic!("{name} binary: {e}"))
+}
+
+/// Runs `cmd`, asserting success (its output in the message otherwise).
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
+    out
+}

@@ -4,31 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
-
 use crate::common::{
-    input_shapes, model, preprocess_flags, qtune, scratch, stderr_of, stdout_of,
+    input_shapes, model, preprocess_flags, qtune, run_ok, scratch, stderr_of, stdout_of, tool,
     transform_mobilenet, workloads,
 };
 
 /// ONNX Runtime running the exported QDQ model vs qtune's simulation of the
 /// same quantized model: the lowest output cosine allowed on any sample.
 const MIN_AGREEMENT_COS: f64 = 0.999;
-
-fn tool(name: &str) -> Command {
-    Command::cargo_bin(name).unwrap_or_else(|e| panic!("{name} binary: {e}"))
-}
-
-fn run_ok(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
-    out
-}
 
 /// model_transform + run_calibration (kl, the calibration set) in `dir`;
 /// returns the .mlir and the table.

@@ -4,11 +4,7 @@ use std::path::PathBuf;
 
 use assert_cmd::Command;
 
-use crate::common::{scratch, stderr_of};
-
-fn tool(name: &str) -> Command {
-    Command::cargo_bin(name).unwrap_or_else(|e| panic!("{name} binary: {e}"))
-}
+use crate::common::{scratch, stderr_of, tool};
 
 #[test]
 fn seed_command_writes_a_qtable_model_deploy_reads() {

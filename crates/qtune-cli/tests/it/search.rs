@@ -8,23 +8,8 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 
 use super::common::{
-    YOLOX_FLAGS, model, scratch, stderr_of, stdout_of, transform_mobilenet, workloads,
+    YOLOX_FLAGS, model, run_ok, scratch, stderr_of, stdout_of, tool, transform_mobilenet, workloads,
 };
-
-fn tool(name: &str) -> Command {
-    Command::cargo_bin(name).unwrap_or_else(|e| panic!("{name} binary: {e}"))
-}
-
-fn run_ok(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
-    out
-}
 
 fn calib() -> PathBuf {
     workloads().join("images/calib")
