@@ -53,7 +53,7 @@ echo "== classify (INT8 QDQ model, top-3; an .onnx takes the preprocessing flags
     --resize_dims 224,224 --pixel_format rgb \
     --mean 127,127,127 --scale 0.0078125,0.0078125,0.0078125 \
     --top 3 "$@" > classify_int8.txt
-paste -d '|' classify_f32.txt classify_int8.txt | sed 's/|/   |   /' | head -n 40
+paste -d '|' classify_f32.txt classify_int8.txt | sed 's/|/   |   /' | awk 'NR <= 40'
 top1() { awk '/^[^ ]/ {f=$1} /^  / && !seen[f]++ {print f, $NF}' "$1"; }
 agree=$(join <(top1 classify_f32.txt | sort) <(top1 classify_int8.txt | sort) | awk '$2==$3' | wc -l)
 echo "top-1 agreement float vs INT8: $agree of $(top1 classify_f32.txt | wc -l) photos"
