@@ -219,17 +219,11 @@ pub(crate) fn eval_node_fused(
         }
         Op::BatchNormalization { epsilon } => {
             let dims = cx.input(0)?.dims().to_vec();
-            let mut out = zeroed(dims.iter().product(), cx.par);
-            k::batch_norm(
-                cx.f32_input(0)?,
-                &dims,
-                cx.f32_input(1)?,
-                cx.f32_input(2)?,
-                cx.f32_input(3)?,
-                cx.f32_input(4)?,
-                *epsilon,
-                &mut out,
-            );
+            let (x, scale, bias) = (cx.f32_input(0)?, cx.f32_input(1)?, cx.f32_input(2)?);
+            let (mean, var) = (cx.f32_input(3)?, cx.f32_input(4)?);
+            let out = written_by(dims.iter().product(), |out| {
+                k::batch_norm_uninit(x, &dims, scale, bias, mean, var, *epsilon, out);
+            });
             cx.f32_out(dims, out)
         }
         Op::Gemm(a) => {
@@ -714,9 +708,27 @@ pub(crate) fn eval_node_fused(
 
 fn eval_unary(cx: &mut Cx, op: k::UnaryOp) -> Result<Vec<Tensor>, ExecError> {
     let dims = cx.input(0)?.dims().to_vec();
-    let mut x = cx.take_f32(0)?;
-    k::unary(op, &mut x, cx.par);
-    cx.f32_out(dims, x)
+    let t = cx
+        .inputs
+        .get_mut(0)
+        .and_then(Option::take)
+        .ok_or_else(|| cx.err("input 0 is missing"))?;
+    let out = match t.into_unshared_f32_vec() {
+        Ok(mut x) => {
+            k::unary(op, &mut x, cx.par);
+            x
+        }
+        // Shared (another reader or a hook holds it): one pass from the
+        // input into a new buffer, instead of a copy and a pass over it.
+        Err(t) => {
+            let dtype = t.dtype();
+            let x = t
+                .as_f32()
+                .map_err(|_| cx.err(format!("input 0 must be float32, got {dtype}")))?;
+            written_by(x.len(), |out| k::unary_into(op, x, out, cx.par))
+        }
+    };
+    cx.f32_out(dims, out)
 }
 
 fn eval_binary(cx: &mut Cx) -> Result<Vec<Tensor>, ExecError> {

@@ -74,7 +74,7 @@ pub use conv::{
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_out_dims};
 pub use gemm_kernel::{batched_gemm, gemm};
 pub use layout::{concat, expand, gather, slice, transpose, where_select};
-pub use norm::{batch_norm, softmax};
+pub use norm::{affine_in_place, batch_norm, batch_norm_coefficients, batch_norm_uninit, softmax};
 pub use pool::{
     Pool2dParams, avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, pool2d_out_dims,
 };
@@ -87,7 +87,7 @@ pub use reduce::{ReduceOp, reduce, reduce_out_dims};
 pub use resize::{
     CoordinateTransformMode, NearestMode, resize_linear, resize_nearest, resize_scales,
 };
-pub use unary::{UnaryOp, unary};
+pub use unary::{UnaryOp, unary, unary_into};
 
 /// How a kernel may use threads.
 ///

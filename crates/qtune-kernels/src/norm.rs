@@ -5,6 +5,7 @@
 
 use crate::simd::{dispatch, exp_approx};
 use crate::util::numel;
+use std::mem::MaybeUninit;
 
 /// Inference batch normalisation over input `[n, c, ...]` (any trailing spatial axes):
 /// `y = (x - mean) / sqrt(var + epsilon) * scale + bias`, computed as `x * a + b` with
@@ -23,6 +24,28 @@ pub fn batch_norm(
     var: &[f32],
     epsilon: f32,
     out: &mut [f32],
+) {
+    // SAFETY: `batch_norm_uninit` only writes initialised f32 values, so
+    // `out` stays initialised.
+    let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [MaybeUninit<f32>]) };
+    batch_norm_uninit(input, in_dims, scale, bias, mean, var, epsilon, out);
+}
+
+/// [`batch_norm`] into an uninitialised buffer; every element of `out` is
+/// written.
+///
+/// # Panics
+/// As [`batch_norm`].
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_uninit(
+    input: &[f32],
+    in_dims: &[usize],
+    scale: &[f32],
+    bias: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f32,
+    out: &mut [MaybeUninit<f32>],
 ) {
     assert!(in_dims.len() >= 2, "batch_norm: input rank must be >= 2");
     let c = in_dims[1];
@@ -46,10 +69,36 @@ pub fn batch_norm(
         .enumerate()
     {
         let ch = i % c;
-        let a = scale[ch] / (var[ch] + epsilon).sqrt();
-        let b = bias[ch] - mean[ch] * a;
+        let (a, b) = batch_norm_coefficients(scale[ch], bias[ch], mean[ch], var[ch], epsilon);
         affine(o, x, a, b);
     }
+}
+
+/// `(a, b)` of one channel of [`batch_norm`]: `a = scale / sqrt(var + epsilon)`,
+/// `b = bias - mean * a`, so that `y = x * a + b` ([`affine_in_place`]).
+pub fn batch_norm_coefficients(
+    scale: f32,
+    bias: f32,
+    mean: f32,
+    var: f32,
+    epsilon: f32,
+) -> (f32, f32) {
+    let a = scale / (var + epsilon).sqrt();
+    (a, bias - mean * a)
+}
+
+/// `x = x * a + b`, the per-channel step of [`batch_norm`] (the same
+/// operations, so the same bits), in place.
+pub fn affine_in_place(x: &mut [f32], a: f32, b: f32) {
+    affine_inplace(x, a, b);
+}
+
+dispatch! {
+fn affine_inplace(x: &mut [f32], a: f32, b: f32) {
+    for v in x.iter_mut() {
+        *v = *v * a + b;
+    }
+}
 }
 
 /// Softmax along `axis`, in place: `exp(x - max) / sum(exp(x - max))` (numerically stable).
@@ -102,9 +151,9 @@ pub fn softmax(x: &mut [f32], dims: &[usize], axis: usize) {
 
 crate::simd::dispatch! {
 /// `o = x * a + b`.
-fn affine(o: &mut [f32], x: &[f32], a: f32, b: f32) {
+fn affine(o: &mut [MaybeUninit<f32>], x: &[f32], a: f32, b: f32) {
     for (o, x) in o.iter_mut().zip(x) {
-        *o = *x * a + b;
+        o.write(*x * a + b);
     }
 }
 }

@@ -565,6 +565,22 @@ fn unary_ops_match_reference() {
         let mut want = x.clone();
         unary(op, &mut got, Parallelism::Rayon);
         r::unary(op, &mut want);
+        // Out of place: the same bits as in place, whatever the threads.
+        for par in [Parallelism::Sequential, Parallelism::Rayon] {
+            let mut out = vec![std::mem::MaybeUninit::uninit(); x.len()];
+            unary_into(op, &x, &mut out, par);
+            // SAFETY: `unary_into` writes every element.
+            let out: Vec<f32> = out
+                .into_iter()
+                .map(|v| unsafe { v.assume_init() })
+                .collect();
+            assert!(
+                out.iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{op:?} unary_into differs from unary"
+            );
+        }
         // Exp and Softplus map [-8, 8] to values with larger ulps; compare relatively.
         assert_close(
             &format!("{op:?}"),

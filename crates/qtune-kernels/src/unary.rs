@@ -12,6 +12,7 @@
 use crate::Parallelism;
 use crate::simd::{dispatch, erf_approx, erf_f64, sigmoid_approx};
 use crate::util::for_each_chunk_mut;
+use std::mem::MaybeUninit;
 
 /// Elements per parallel chunk.
 const CHUNK: usize = 16 * 1024;
@@ -259,4 +260,23 @@ pub(crate) fn apply_in_place(op: UnaryOp, x: &mut [f32]) {
 /// Applies `op` to every element of `x` in place.
 pub fn unary(op: UnaryOp, x: &mut [f32], par: Parallelism) {
     for_each_chunk_mut(x, CHUNK, par, |_, c| apply_in_place(op, c));
+}
+
+/// [`unary`] of `x` written to `out` (uninitialised, the length of `x`),
+/// chunk by chunk: each chunk is copied and then transformed while it is in
+/// cache, so the result is [`unary`] on a copy, in one pass over memory.
+///
+/// # Panics
+/// When the lengths differ.
+pub fn unary_into(op: UnaryOp, x: &[f32], out: &mut [MaybeUninit<f32>], par: Parallelism) {
+    assert_eq!(x.len(), out.len(), "unary_into: lengths");
+    for_each_chunk_mut(out, CHUNK, par, |i, c| {
+        let src = &x[i * CHUNK..i * CHUNK + c.len()];
+        for (o, &v) in c.iter_mut().zip(src) {
+            o.write(v);
+        }
+        // SAFETY: every element of `c` was written just above.
+        let c = unsafe { &mut *(std::ptr::from_mut(c) as *mut [f32]) };
+        apply_in_place(op, c);
+    });
 }

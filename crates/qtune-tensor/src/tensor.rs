@@ -250,6 +250,21 @@ impl Tensor {
         }
     }
 
+    /// The f32 buffer when this tensor holds the only reference to it;
+    /// otherwise (shared, or not f32) the tensor back, untouched.
+    pub fn into_unshared_f32_vec(self) -> Result<Vec<f32>, Tensor> {
+        match self.data {
+            TensorData::F32(v) => Arc::try_unwrap(v).map_err(|shared| Tensor {
+                shape: self.shape,
+                data: TensorData::F32(shared),
+            }),
+            data => Err(Tensor {
+                shape: self.shape,
+                data,
+            }),
+        }
+    }
+
     /// Integer view used for shape-like inputs (Reshape shapes, Slice
     /// starts, axes): int64 and int32 tensors are accepted.
     pub fn to_i64_vec(&self) -> Result<Vec<i64>, TensorError> {
