@@ -66,3 +66,8 @@ pub(crate) fn f32_index_i32(x: f32) -> i32 {
 pub(crate) fn index_i32_usize(n: i32) -> usize {
     n as usize
 }
+
+/// A u32 index as usize (lossless on the 32- and 64-bit targets qtune builds for).
+pub(crate) fn index_u32_usize(n: u32) -> usize {
+    n as usize
+}

@@ -7,7 +7,12 @@
 //! operands. Counts are `u64` (the Python code uses int32, which would wrap
 //! past 2^31 counts per bin).
 
-use crate::conv::{f32_index_i32, f32_trunc_usize, f64_f32, index_i32_usize, usize_f32, usize_f64};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use crate::conv::{
+    f32_index_i32, f32_trunc_usize, f64_f32, index_i32_usize, index_u32_usize, usize_f32, usize_f64,
+};
 use crate::simd::dispatch;
 
 /// Above this many bins the growth rule gives up and restarts from the
@@ -85,6 +90,31 @@ impl GrowingHistogram {
                 Some(HISTOGRAM_RESET_WARNING.to_string())
             }
         }
+    }
+
+    /// [`Self::add`] with the sample already binned by [`PreBinned::bin`]:
+    /// the counts are added when the histogram still has the layout they
+    /// were binned for and does not grow for this sample (the common case:
+    /// `running_abs_max` within the range), which is exactly what `add`
+    /// would count; otherwise `add` bins `x`.
+    pub fn add_prebinned(
+        &mut self,
+        x: &[f32],
+        pre: Option<&PreBinned>,
+        running_abs_max: f32,
+        initial_bins: usize,
+    ) -> Option<String> {
+        if let Some(pre) = pre
+            && running_abs_max <= self.range
+            && pre.range.to_bits() == self.range.to_bits()
+            && pre.counts.len() == self.counts.len()
+        {
+            for (c, v) in self.counts.iter_mut().zip(&pre.counts) {
+                *c += *v;
+            }
+            return None;
+        }
+        self.add(x, running_abs_max, initial_bins)
     }
 
     pub fn counts(&self) -> &[u64] {
@@ -196,6 +226,26 @@ impl GrowingHistogram {
     }
 }
 
+/// A sample's histogram over a given range and bin count, computed ahead
+/// of [`GrowingHistogram::add_prebinned`] (while the sample is in cache,
+/// with the layout the histogram is expected to have by then).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreBinned {
+    range: f32,
+    counts: Vec<u64>,
+}
+
+impl PreBinned {
+    /// `x` binned over `[0, range]` in `bins` bins, as
+    /// [`GrowingHistogram::add`] bins a sample that does not grow the range.
+    pub fn bin(x: &[f32], range: f32, bins: usize) -> PreBinned {
+        PreBinned {
+            range,
+            counts: bin_abs_values(x, range, bins).0,
+        }
+    }
+}
+
 enum Growth {
     Extend { bins: usize, range: f32 },
     Reset,
@@ -262,7 +312,8 @@ pub(crate) fn floor_divide_f32(a: f32, b: f32) -> f32 {
 pub(crate) fn bin_abs_values(x: &[f32], range: f32, bins: usize) -> (Vec<u64>, f32) {
     /// Elements per index buffer (16 KiB on the stack).
     const CHUNK: usize = 4096;
-    /// Interleaved count arrays.
+    /// Interleaved count arrays (runs of one index, e.g. the saturated
+    /// values of a ReLU6, then chain only every `WAYS` elements).
     const WAYS: usize = 4;
     if !(2..=(1 << 24)).contains(&bins) || u32::try_from(x.len()).is_err() {
         return bin_abs_values_reference(x, range, bins);
@@ -272,32 +323,133 @@ pub(crate) fn bin_abs_values(x: &[f32], range: f32, bins: usize) -> (Vec<u64>, f
     let stride = bins + 1;
     let mut local = vec![0u32; WAYS * stride];
     let mut idx = [0i32; CHUNK];
-    for xs in x.chunks(CHUNK) {
-        let out = &mut idx[..xs.len()];
-        abs_bin_indices(xs, width, bins_f, out);
-        let mut quads = out.chunks_exact(WAYS);
-        for q in &mut quads {
-            local[index_i32_usize(q[0])] += 1;
-            local[stride + index_i32_usize(q[1])] += 1;
-            local[2 * stride + index_i32_usize(q[2])] += 1;
-            local[3 * stride + index_i32_usize(q[3])] += 1;
-        }
-        for &q in quads.remainder() {
-            local[index_i32_usize(q)] += 1;
+    {
+        let mut ways: [&mut [u32]; WAYS] = {
+            let mut rest = local.as_mut_slice();
+            std::array::from_fn(|_| {
+                let (w, r) = std::mem::take(&mut rest).split_at_mut(stride);
+                rest = r;
+                w
+            })
+        };
+        // Indices are at most `bins` (the sentinel); the `min` only lets the
+        // compiler drop the bounds checks.
+        let at = |q: i32| index_i32_usize(q).min(bins);
+        for xs in x.chunks(CHUNK) {
+            let kept = bin_indices(xs, width, bins_f, &mut idx[..xs.len()]);
+            let mut groups = idx[..kept].chunks_exact(WAYS);
+            for g in &mut groups {
+                for (w, &q) in ways.iter_mut().zip(g) {
+                    w[at(q)] += 1;
+                }
+            }
+            for &q in groups.remainder() {
+                ways[0][at(q)] += 1;
+            }
         }
     }
     let mut counts = vec![0u64; bins];
-    let binner = NumpyUniformBins::new(bins);
-    for q in 0..bins {
+    let map = numpy_bin_map(bins);
+    for (q, &b) in map.iter().enumerate() {
         let c: u64 = (0..WAYS).map(|w| u64::from(local[w * stride + q])).sum();
-        if c == 0 {
-            continue;
-        }
-        if let Some(b) = binner.bin(usize_f32(q)) {
-            counts[b] += c;
+        if c != 0 && b != NO_BIN {
+            counts[index_u32_usize(b)] += c;
         }
     }
     (counts, width)
+}
+
+/// Step 1 of [`bin_abs_values`]: writes the indices `q` to count to the
+/// front of `out` and returns how many there are. The AVX-512 form writes
+/// only the kept values' indices; [`abs_bin_indices`] writes one per
+/// element, dropped ones as the sentinel `bins_f`.
+fn bin_indices(x: &[f32], width: f32, bins_f: f32, out: &mut [i32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if qtune_simd::has_avx512()
+        && std::arch::is_x86_feature_detected!("popcnt")
+        && bins_f <= avx512::MAX_BINS
+    {
+        // SAFETY: the CPU supports AVX-512 F and POPCNT (checked above).
+        return unsafe { avx512::kept_bin_indices(x, width, bins_f, out) };
+    }
+    abs_bin_indices(x, width, bins_f, out);
+    x.len()
+}
+
+/// The AVX-512 form of step 1, without a division per element: `q` is first
+/// estimated as `trunc(fma(t, 1/width, 0.5))`, which is within
+/// `bins * 2^-22` of the exact `t/width + 0.5` (four f32 roundings of
+/// relative size at most `2^-24` of a value below `bins`). When every lane's
+/// estimate lies more than twice that from an integer, the truncations
+/// agree; otherwise the 16 values are recomputed with the division, as the
+/// reference does. Kept indices are compressed to the front of the output,
+/// so dropped values (zeros, the ReLU's many) cost no counting.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::index_u32_usize;
+    use std::arch::x86_64::*;
+
+    /// Bins up to which the estimate's margin (`bins * 2^-21`) stays small.
+    pub(super) const MAX_BINS: f32 = 65_536.0;
+
+    /// # Safety
+    /// The CPU must support AVX-512 F and POPCNT; `out` is at least as long
+    /// as `x`.
+    #[target_feature(enable = "avx512f,popcnt")]
+    pub(super) unsafe fn kept_bin_indices(
+        x: &[f32],
+        width: f32,
+        bins_f: f32,
+        out: &mut [i32],
+    ) -> usize {
+        assert!(out.len() >= x.len());
+        let eps = bins_f * (1.0 / 2_097_152.0);
+        let inv = _mm512_set1_ps(1.0 / width);
+        let w = _mm512_set1_ps(width);
+        let half = _mm512_set1_ps(0.5);
+        let lo = _mm512_set1_ps(eps);
+        let hi = _mm512_set1_ps(1.0 - eps);
+        let b = _mm512_set1_ps(bins_f);
+        let zero = _mm512_setzero_ps();
+        let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+        let mut n = 0usize;
+        let mut chunks = x.chunks_exact(16);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 16 f32.
+            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+            let t = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
+            let mut y = _mm512_fmadd_ps(t, inv, half);
+            let k = _mm512_cvttps_epi32(y);
+            let f = _mm512_sub_ps(y, _mm512_cvtepi32_ps(k));
+            let near =
+                _mm512_cmp_ps_mask::<_CMP_LT_OQ>(f, lo) | _mm512_cmp_ps_mask::<_CMP_GT_OQ>(f, hi);
+            let mut k = k;
+            if near != 0 {
+                y = _mm512_add_ps(_mm512_div_ps(t, w), half);
+                k = _mm512_cvttps_epi32(y);
+            }
+            let keep =
+                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(t, zero) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, b);
+            // SAFETY: n + 16 <= x.len() <= out.len(): n counts kept lanes
+            // of the chunks before this one.
+            unsafe {
+                _mm512_storeu_si512(
+                    out.as_mut_ptr().add(n).cast(),
+                    _mm512_maskz_compress_epi32(keep, k),
+                );
+            }
+            n += index_u32_usize(keep.count_ones());
+        }
+        for &v in chunks.remainder() {
+            let t = v.abs();
+            let y = t / width + 0.5;
+            if t > 0.0 && y < bins_f {
+                out[n] = super::f32_index_i32(y);
+                n += 1;
+            }
+        }
+        n
+    }
 }
 
 dispatch! {
@@ -331,6 +483,39 @@ pub(crate) fn bin_abs_values_reference(x: &[f32], range: f32, bins: usize) -> (V
         }
     }
     (counts, width)
+}
+
+/// [`numpy_bin_map`] entry of an index NumPy drops.
+const NO_BIN: u32 = u32::MAX;
+
+/// `map[q]` = the NumPy bin of the integer index `q < bins`
+/// ([`NumpyUniformBins::bin`]), computed once per bin count and shared.
+fn numpy_bin_map(bins: usize) -> Arc<[u32]> {
+    static MAPS: OnceLock<Mutex<HashMap<usize, Arc<[u32]>>>> = OnceLock::new();
+    let maps = MAPS.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(m) = maps
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&bins)
+    {
+        return Arc::clone(m);
+    }
+    let binner = NumpyUniformBins::new(bins);
+    let map: Arc<[u32]> = (0..bins)
+        .map(|q| {
+            binner
+                .bin(usize_f32(q))
+                .and_then(|b| u32::try_from(b).ok())
+                .unwrap_or(NO_BIN)
+        })
+        .collect();
+    let mut maps = maps.lock().unwrap_or_else(PoisonError::into_inner);
+    // Grown histograms make many bin counts: keep the map small.
+    if maps.len() > 256 {
+        maps.clear();
+    }
+    maps.insert(bins, Arc::clone(&map));
+    map
 }
 
 /// `numpy.histogram(a, bins=B, range=(0, B-1))` for float32 input, bin by
@@ -419,6 +604,17 @@ mod tests {
                             2 => range / usize_f32(bins - 1) * usize_f32((r % 64) as usize),
                             3 => range / usize_f32(bins - 1) * (usize_f32((r % 64) as usize) + 0.5),
                             4 => range,
+                            // one ulp either side of half-way points, where
+                            // an estimate without the division can be off
+                            5 | 6 => {
+                                let k = usize_f32((r % (bins as u64)) as usize);
+                                let h = range / usize_f32(bins - 1) * (k + 0.5);
+                                if i % 9 == 5 {
+                                    h.next_up()
+                                } else {
+                                    h.next_down()
+                                }
+                            }
                             _ => {
                                 let u = f64_f32((r >> 11) as f64 / (1u64 << 53) as f64);
                                 if r & 1 == 0 { u * range } else { -u * range }

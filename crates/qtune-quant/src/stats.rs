@@ -4,7 +4,7 @@
 use crate::conv::usize_f64;
 use crate::error::QuantError;
 use crate::exact_sum::ExactSum;
-use crate::histogram::{GrowingHistogram, HistogramLayout};
+use crate::histogram::{GrowingHistogram, HistogramLayout, PreBinned};
 use crate::kl::{KL_BINS_INT4, KL_BINS_INT8, kl_threshold};
 use crate::methods::{
     PercentileSchedule, Tails, interpolate_tails, numpy_cmp, threshold_aciq_gauss,
@@ -117,6 +117,11 @@ impl StatsConfig {
             || self.methods.iter().any(|&m| m != CalibrationMethod::Max)
     }
 
+    /// Whether samples feed the growing histogram (KLD).
+    pub fn wants_histogram(&self) -> bool {
+        self.wants(CalibrationMethod::Kl)
+    }
+
     fn wants(&self, m: CalibrationMethod) -> bool {
         self.methods.contains(&m)
     }
@@ -162,6 +167,15 @@ impl SampleSummary {
         };
         summarize(x, &mut s);
         s
+    }
+
+    /// The largest `|v|` over the non-NaN elements (0 when there are none).
+    pub fn abs_max(&self) -> f32 {
+        if self.min <= self.max {
+            self.min.abs().max(self.max.abs())
+        } else {
+            0.0
+        }
     }
 }
 
@@ -350,6 +364,27 @@ impl TensorStats {
         x: &[f32],
         summary: SampleSummary,
     ) -> Result<(), QuantError> {
+        self.observe_prebinned(x, summary, None)
+    }
+
+    /// The histogram's current range and bin count, if it has one: the
+    /// layout a sample within the range will be binned with by the next
+    /// observe (see [`PreBinned`]).
+    pub fn histogram_layout(&self) -> Option<(f32, usize)> {
+        self.histogram
+            .as_ref()
+            .map(|h| (h.range(), h.counts().len()))
+    }
+
+    /// [`Self::observe_summarized`] with the sample possibly binned ahead
+    /// (see [`GrowingHistogram::add_prebinned`]); the result is the same
+    /// whatever `pre` holds.
+    pub fn observe_prebinned(
+        &mut self,
+        x: &[f32],
+        summary: SampleSummary,
+        pre: Option<&PreBinned>,
+    ) -> Result<(), QuantError> {
         let summary = if summary.len == x.len() {
             summary
         } else {
@@ -407,11 +442,7 @@ impl TensorStats {
         }
         if self.config.wants(CalibrationMethod::Kl) {
             // max |v| over the non-NaN elements (0 when there are none).
-            let sample_abs = if summary.min <= summary.max {
-                summary.min.abs().max(summary.max.abs())
-            } else {
-                0.0
-            };
+            let sample_abs = summary.abs_max();
             let all_zero = sample_abs < 1e-8 && !summary.has_nan;
             if !all_zero {
                 let bins = self.config.histogram_bin_num;
@@ -420,7 +451,7 @@ impl TensorStats {
                         self.histogram = Some(GrowingHistogram::first(x, self.abs_max, bins));
                     }
                     Some(h) => {
-                        if let Some(w) = h.add(x, self.abs_max, bins) {
+                        if let Some(w) = h.add_prebinned(x, pre, self.abs_max, bins) {
                             self.histogram_warnings.push(w);
                         }
                     }
