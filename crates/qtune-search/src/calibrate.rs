@@ -25,17 +25,18 @@
 //! tensor's statistics.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
 use qtune_exec::{Executor, Keep, NoHook, Parallelism, RunOptions, ValueHook, Values};
 use qtune_ir::{Graph, NodeId, Op, ValueId};
-use qtune_quant::distance::squared_distances;
+use qtune_quant::distance::{abs_sum, squared_distance};
 use qtune_quant::{
     CalibrationMethod, CalibrationRow, CalibrationTable, HistogramLine, PercentileSchedule,
-    SampleSummary, SpecialCaseTensor, StatsConfig, TensorStats, Thresholds, TimeLine, format_7f,
-    special_case_overrides,
+    PreBinned, SampleSummary, SpecialCaseTensor, StatsConfig, TensorStats, Thresholds, TimeLine,
+    format_7f, special_case_overrides,
 };
 use qtune_tensor::{DType, Tensor};
 
@@ -45,6 +46,7 @@ use crate::fake_quant::{
     weight_channel_axis,
 };
 use crate::inputs::SampleLoader;
+use crate::tune_elementwise::{Elementwise, candidate_squared_distances};
 
 /// Settings of one calibration run.
 #[non_exhaustive]
@@ -195,8 +197,37 @@ impl CalibrationOutcome {
 }
 
 /// A hooked tensor (`None` when its statistics need only the summary), with
-/// the summary of its f32 data taken while it was still in cache.
-type Captured = (Option<Tensor>, Option<SampleSummary>);
+/// the summary of its f32 data taken while it was still in cache, and its
+/// histogram binned there too when the histogram's layout could be guessed.
+type Captured = (Option<Tensor>, Option<SampleSummary>, Option<PreBinned>);
+
+/// The histogram layout of each slot as of the last observed sample, for
+/// binning the next samples while they are in cache: `range` bits in the
+/// high half, bins in the low half, [`NO_LAYOUT`] when there is none. Only a
+/// guess: [`TensorStats::observe_prebinned`] checks it and bins again when
+/// the histogram has moved on, so timing never changes the statistics.
+type LayoutHints = [AtomicU64];
+
+const NO_LAYOUT: u64 = u64::MAX;
+
+fn encode_layout(layout: Option<(f32, usize)>) -> u64 {
+    match layout {
+        Some((range, bins)) => match u32::try_from(bins) {
+            Ok(bins) => (u64::from(range.to_bits()) << 32) | u64::from(bins),
+            Err(_) => NO_LAYOUT,
+        },
+        None => NO_LAYOUT,
+    }
+}
+
+fn decode_layout(code: u64) -> Option<(f32, usize)> {
+    if code == NO_LAYOUT {
+        return None;
+    }
+    let range = f32::from_bits(u32::try_from(code >> 32).ok()?);
+    let bins = usize::try_from(code & u64::from(u32::MAX)).ok()?;
+    Some((range, bins))
+}
 
 /// Collects the hooked tensors of one run, by table slot.
 struct CaptureHook<'a> {
@@ -204,6 +235,7 @@ struct CaptureHook<'a> {
     /// The statistics settings of each slot.
     configs: &'a [StatsConfig],
     captured: Vec<Option<Captured>>,
+    hints: &'a LayoutHints,
 }
 
 impl ValueHook for CaptureHook<'_> {
@@ -217,11 +249,20 @@ impl ValueHook for CaptureHook<'_> {
             // Tensor data is shared (Arc): this clone does not copy. The
             // summary pass reads the tensor now, from cache, rather than
             // from memory when the statistics are updated.
-            let summary = tensor.as_f32().ok().map(SampleSummary::of);
+            let data = tensor.as_f32().ok();
+            let summary = data.map(SampleSummary::of);
             let keep = summary
                 .as_ref()
                 .is_none_or(|sm| self.configs[*slot].needs_data(sm));
-            self.captured[*slot] = Some((keep.then(|| tensor.clone()), summary));
+            let pre = match (data, summary) {
+                (Some(x), Some(sm)) if self.configs[*slot].wants_histogram() => {
+                    decode_layout(self.hints[*slot].load(Ordering::Relaxed))
+                        .filter(|&(range, _)| sm.abs_max() <= range)
+                        .map(|(range, bins)| PreBinned::bin(x, range, bins))
+                }
+                _ => None,
+            };
+            self.captured[*slot] = Some((keep.then(|| tensor.clone()), summary, pre));
         }
         Ok(())
     }
@@ -234,6 +275,7 @@ impl ValueHook for CaptureHook<'_> {
 fn observe_batch(
     stats: &mut [TensorStats],
     captured: Option<Vec<Option<Captured>>>,
+    hints: &LayoutHints,
 ) -> Result<(), SearchError> {
     let Some(captured) = captured else {
         return Ok(());
@@ -241,8 +283,9 @@ fn observe_batch(
     stats
         .par_iter_mut()
         .zip(captured.into_par_iter())
-        .try_for_each(|(s, t)| {
-            let (t, summary) = t.ok_or_else(|| {
+        .zip(hints.par_iter())
+        .try_for_each(|((s, t), hint)| {
+            let (t, summary, pre) = t.ok_or_else(|| {
                 SearchError::Settings(format!("tensor `{}` was not computed", s.name()))
             })?;
             match (t, summary) {
@@ -254,11 +297,12 @@ fn observe_batch(
                     )));
                 }
                 (Some(t), summary) => match (t.as_f32(), summary) {
-                    (Ok(x), Some(summary)) => s.observe_summarized(x, summary)?,
+                    (Ok(x), Some(summary)) => s.observe_prebinned(x, summary, pre.as_ref())?,
                     (Ok(x), None) => s.observe(x)?,
                     (Err(_), _) => s.observe(&t.to_f32_vec())?,
                 },
             }
+            hint.store(encode_layout(s.histogram_layout()), Ordering::Relaxed);
             Ok(())
         })
 }
@@ -334,12 +378,16 @@ pub fn collect_statistics(
         Parallelism::Sequential
     };
     let opts = RunOptions::new(Keep::Outputs, par);
+    let hints: Vec<AtomicU64> = (0..entries.len())
+        .map(|_| AtomicU64::new(NO_LAYOUT))
+        .collect();
     let run_one = |i: usize| -> Result<Vec<Option<Captured>>, SearchError> {
         let inputs = loader.load(i)?;
         let mut hook = CaptureHook {
             slot_of: &slot_of,
             configs: &configs,
             captured: vec![None; entries.len()],
+            hints: &hints,
         };
         exec.run(inputs, &opts, &mut hook)?;
         Ok(hook.captured)
@@ -357,7 +405,7 @@ pub fn collect_statistics(
             },
             || -> Result<(), SearchError> {
                 for c in pending.drain(..) {
-                    observe_batch(&mut stats, Some(c))?;
+                    observe_batch(&mut stats, Some(c), &hints)?;
                 }
                 Ok(())
             },
@@ -368,7 +416,7 @@ pub fn collect_statistics(
         start = end;
     }
     for c in pending.drain(..) {
-        observe_batch(&mut stats, Some(c))?;
+        observe_batch(&mut stats, Some(c), &hints)?;
     }
     progress.finish();
     Ok(stats)
@@ -650,19 +698,8 @@ fn single_node(graph: &Graph, node_id: NodeId) -> Result<SingleNode, SearchError
     })
 }
 
-/// `||ref - out||_2 / ||ref||_1` over the flattened tensors: what the tuner
-/// computes with [`squared_distances`], kept as the specification.
-#[cfg(test)]
-fn relative_distance(reference: &[f32], out: &[f32]) -> f64 {
-    let mut l2 = 0.0f64;
-    let mut l1 = 0.0f64;
-    for (&r, &o) in reference.iter().zip(out) {
-        let d = f64::from(r) - f64::from(o);
-        l2 += d * d;
-        l1 += f64::from(r).abs();
-    }
-    l2.sqrt() / l1
-}
+/// Tuning candidates evaluated by one task (one tuning batch each).
+const CANDIDATES_PER_TASK: usize = 8;
 
 /// Threshold tuning (spec 3.4, `SimpleTuner`). Ops are visited in order
 /// (graph inputs are not ops here). For each op E, the producers of E's
@@ -694,11 +731,10 @@ fn tune(
     for (slot, e) in entries.iter().enumerate() {
         slot_of[e.value.index()] = Some(slot);
     }
+    // The (op, tensor) pairs to tune, in TPU-MLIR's order.
+    let mut jobs: Vec<TuneJob> = Vec::new();
     let mut tuned = vec![false; entries.len()];
-    let mut changes = 0;
-    progress.start("tuning", graph.node_count());
     for (node_id, node) in graph.nodes() {
-        progress.advance(1);
         let Some(&out0) = node.outputs.first() else {
             continue;
         };
@@ -724,148 +760,258 @@ fn tune(
         } else {
             producers.iter().copied().filter(|&p| !tuned[p]).collect()
         };
-        let mut single: Option<SingleNode> = None;
         for p in to_tune {
+            // A first tuning of `p` against an op that reads no other tuned
+            // tensor sees only `p`'s initial threshold: it depends on no
+            // other job's result.
+            let independent = !tuned[p] && producers.len() == 1;
             tuned[p] = true;
-            let t0 = thresholds[p];
-            let span = abs_max[p] - t0;
-            let step = span / f64::from(steps);
-            if !(step > 0.0 && span.abs() > 0.01) {
-                continue;
+            jobs.push(TuneJob {
+                node: node_id,
+                slot: p,
+                independent,
+            });
+        }
+    }
+    let cx = TuneContext {
+        graph,
+        slot_of: &slot_of,
+        abs_max,
+        refs,
+        steps,
+    };
+    progress.start("tuning", jobs.len());
+    // The independent jobs all at once (many jobs keep both cores busy
+    // where one job's few tasks would not), then every job in order.
+    let initial: &[f64] = thresholds;
+    let early: Vec<Option<Option<f64>>> = jobs
+        .par_iter()
+        .map(|job| -> Result<Option<Option<f64>>, SearchError> {
+            if !job.independent {
+                return Ok(None);
             }
-            if single.is_none() {
-                single = Some(single_node(graph, node_id)?);
+            let best = cx.best_threshold(job, initial)?;
+            progress.advance(1);
+            Ok(Some(best))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut changes = 0;
+    for (job, early) in jobs.iter().zip(early) {
+        let best = match early {
+            Some(best) => best,
+            None => {
+                let best = cx.best_threshold(job, thresholds)?;
+                progress.advance(1);
+                best
             }
-            let Some(SingleNode {
-                exec: exec1,
-                inputs: map,
-                output: new_out,
-            }) = single.as_ref()
-            else {
-                continue;
-            };
-            // The inputs of every tuning batch with all but the tuned one
-            // already fake-quantized: they do not depend on the candidate.
-            let current: &[f64] = thresholds;
-            let mut base: Vec<Vec<(ValueId, Tensor, bool)>> = Vec::with_capacity(refs.len());
-            for values in refs {
-                let mut inputs = Vec::with_capacity(map.len());
-                for &(orig, new) in map {
-                    let t = values.get(orig).ok_or_else(|| {
-                        SearchError::Settings(format!(
-                            "tensor `{}` was not kept for tuning",
-                            graph.value(orig).name
-                        ))
-                    })?;
-                    let slot = slot_of[orig.index()];
-                    let tuned_here = slot == Some(p);
-                    let t = match slot {
-                        Some(s) if !tuned_here && t.dtype() == DType::F32 => {
-                            fake_quant_tensor(t, current[s])
-                        }
-                        _ => t.clone(),
-                    };
-                    inputs.push((new, t, tuned_here));
-                }
-                base.push(inputs);
-            }
-            // Candidates are evaluated in groups of `WAYS`, one task per
-            // (tuning batch, group) so that the tasks are many and of equal
-            // size: the outputs of a group are computed first, then their
-            // distances to the reference in one pass ([`squared_distances`]),
-            // which keeps several independent f64 sums in flight instead of
-            // one latency-bound sum per pass. Each candidate's sum still runs
-            // in element order and the per-batch terms are added in batch
-            // order below, so the distances are bit-identical to one
-            // candidate at a time.
-            let candidates: Vec<u32> = (0..=steps).collect();
-            let groups: Vec<&[u32]> = candidates.chunks(qtune_quant::distance::WAYS).collect();
-            let opts = RunOptions::new(Keep::Outputs, Parallelism::Sequential);
-            let tasks: Vec<(usize, usize)> = (0..refs.len())
-                .flat_map(|b| (0..groups.len()).map(move |g| (b, g)))
-                .collect();
-            let terms: Vec<Vec<f64>> = tasks
-                .par_iter()
-                .map_init(
-                    Vec::new,
-                    |pool: &mut Vec<Vec<f32>>, &(b, g)| -> Result<Vec<f64>, SearchError> {
-                        let (values, inputs) = (&refs[b], &base[b]);
-                        // The tuned input is fake-quantized into a buffer from
-                        // `pool`: the outputs of the previous group, given back
-                        // below (an op that works in place returns its input's
-                        // buffer as its output).
-                        let mut outs = Vec::with_capacity(groups[g].len());
-                        for &k in groups[g] {
-                            let candidate = t0 + f64::from(k) * step;
-                            let mut run_inputs = Vec::with_capacity(inputs.len());
-                            for (id, t, tuned_here) in inputs {
-                                let t = match (*tuned_here, t.as_f32()) {
-                                    (true, Ok(src)) => {
-                                        let mut v = pool.pop().unwrap_or_default();
-                                        fake_quant_activation_into(src, &mut v, candidate);
-                                        Tensor::from_f32(t.shape().clone(), v)?
-                                    }
-                                    (true, Err(_)) => fake_quant_tensor(t, candidate),
-                                    (false, _) => t.clone(),
-                                };
-                                run_inputs.push((*id, t));
-                            }
-                            let mut out = exec1.run(run_inputs, &opts, &mut NoHook)?;
-                            let out = out.take(*new_out).ok_or_else(|| {
-                                SearchError::Settings(format!(
-                                    "node `{}` gave no output",
-                                    node.name
-                                ))
-                            })?;
-                            outs.push(out);
-                        }
-                        let reference = values.get(out0).ok_or_else(|| {
-                            SearchError::Settings(format!(
-                                "tensor `{}` was not kept for tuning",
-                                graph.value(out0).name
-                            ))
-                        })?;
-                        let outs_owned = outs;
-                        let outs = outs_owned
-                            .iter()
-                            .map(Tensor::as_f32)
-                            .collect::<Result<Vec<_>, _>>()?;
-                        let (l2, l1) = squared_distances(reference.as_f32()?, &outs);
-                        drop(outs);
-                        for out in outs_owned {
-                            if let Ok(v) = out.into_f32_vec() {
-                                pool.push(v);
-                            }
-                        }
-                        Ok(l2.into_iter().map(|l2| l2.sqrt() / l1).collect())
-                    },
-                )
-                .collect::<Result<_, _>>()?;
-            let mut totals = vec![0.0f64; candidates.len()];
-            for per_batch in terms.chunks(groups.len()) {
-                for (total, term) in totals.iter_mut().zip(per_batch.iter().flatten()) {
-                    *total += term;
-                }
-            }
-            let n = f64::from(u32::try_from(refs.len()).unwrap_or(u32::MAX));
-            let distances: Vec<f64> = totals.into_iter().map(|t| t / n).collect();
-            let mut best_k = 0u32;
-            let mut best = distances[0];
-            for (k, &d) in (0u32..).zip(&distances) {
-                if d < best {
-                    best = d;
-                    best_k = k;
-                }
-            }
-            let best_th = t0 + f64::from(best_k) * step;
-            if best_th > thresholds[p] {
-                thresholds[p] = best_th;
-                changes += 1;
-            }
+        };
+        if let Some(best_th) = best
+            && best_th > thresholds[job.slot]
+        {
+            thresholds[job.slot] = best_th;
+            changes += 1;
         }
     }
     progress.finish();
     Ok(changes)
+}
+
+/// Tensor `slot` tuned against the op `node` ([`tune`]).
+struct TuneJob {
+    node: NodeId,
+    slot: usize,
+    /// Depends on no other job's result (see [`tune`]).
+    independent: bool,
+}
+
+/// What every tuning job reads.
+struct TuneContext<'a> {
+    graph: &'a Graph,
+    slot_of: &'a [Option<usize>],
+    abs_max: &'a [f64],
+    refs: &'a [Values],
+    steps: u32,
+}
+
+impl TuneContext<'_> {
+    /// The best candidate threshold of `job` given the `current` thresholds
+    /// (of the op's other inputs and of the tuned tensor itself), or `None`
+    /// when the tensor has no candidates (spec 3.4).
+    fn best_threshold(&self, job: &TuneJob, current: &[f64]) -> Result<Option<f64>, SearchError> {
+        let TuneContext {
+            graph,
+            slot_of,
+            abs_max,
+            refs,
+            steps,
+        } = *self;
+        let (node_id, p) = (job.node, job.slot);
+        let node = graph.node(node_id);
+        let Some(&out0) = node.outputs.first() else {
+            return Ok(None);
+        };
+        let t0 = current[p];
+        let span = abs_max[p] - t0;
+        let step = span / f64::from(steps);
+        if !(step > 0.0 && span.abs() > 0.01) {
+            return Ok(None);
+        }
+        let SingleNode {
+            exec: exec1,
+            inputs: map,
+            output: new_out,
+        } = single_node(graph, node_id)?;
+        let (exec1, map, new_out) = (&exec1, &map, &new_out);
+        // The inputs of every tuning batch with all but the tuned one
+        // already fake-quantized: they do not depend on the candidate.
+        let mut base: Vec<Vec<(ValueId, Tensor, bool)>> = Vec::with_capacity(refs.len());
+        for values in refs {
+            let mut inputs = Vec::with_capacity(map.len());
+            for &(orig, new) in map {
+                let t = values.get(orig).ok_or_else(|| {
+                    SearchError::Settings(format!(
+                        "tensor `{}` was not kept for tuning",
+                        graph.value(orig).name
+                    ))
+                })?;
+                let slot = slot_of[orig.index()];
+                let tuned_here = slot == Some(p);
+                let t = match slot {
+                    Some(s) if !tuned_here && t.dtype() == DType::F32 => {
+                        fake_quant_tensor(t, current[s])
+                    }
+                    _ => t.clone(),
+                };
+                inputs.push((new, t, tuned_here));
+            }
+            base.push(inputs);
+        }
+        // `||ref||_1` of every tuning batch: the same for every candidate.
+        let l1s: Vec<f64> = refs
+            .par_iter()
+            .map(|values| -> Result<f64, SearchError> {
+                let reference = values.get(out0).ok_or_else(|| {
+                    SearchError::Settings(format!(
+                        "tensor `{}` was not kept for tuning",
+                        graph.value(out0).name
+                    ))
+                })?;
+                Ok(abs_sum(reference.as_f32()?))
+            })
+            .collect::<Result<_, _>>()?;
+        // Candidates are evaluated in groups of `CANDIDATES_PER_TASK`,
+        // one task per (tuning batch, group), so that the tasks are many
+        // and of equal size. Each output's distance to the reference is
+        // taken right after it is computed, while it is still in cache;
+        // the per-batch terms are added in batch order below, so the
+        // distances do not depend on the grouping or the thread count.
+        let candidates: Vec<u32> = (0..=steps).collect();
+        let groups: Vec<&[u32]> = candidates.chunks(CANDIDATES_PER_TASK).collect();
+        // An elementwise E whose one variable input is the tuned tensor:
+        // the candidates run block by block in cache
+        // ([`candidate_squared_distances`], the same distances).
+        let fused = Elementwise::of(graph, node).filter(|(e, input)| {
+            slot_of[input.index()] == Some(p)
+                && refs.iter().all(|values| {
+                    values
+                        .get(*input)
+                        .is_some_and(|t| t.dtype() == DType::F32 && e.fits(t.dims()))
+                })
+        });
+        let opts = RunOptions::new(Keep::Outputs, Parallelism::Sequential);
+        let tasks: Vec<(usize, usize)> = (0..refs.len())
+            .flat_map(|b| (0..groups.len()).map(move |g| (b, g)))
+            .collect();
+        let terms: Vec<Vec<f64>> = tasks
+            .par_iter()
+            .map_init(
+                || None,
+                |spare: &mut Option<Vec<f32>>, &(b, g)| -> Result<Vec<f64>, SearchError> {
+                    let (values, inputs) = (&refs[b], &base[b]);
+                    let reference = values.get(out0).ok_or_else(|| {
+                        SearchError::Settings(format!(
+                            "tensor `{}` was not kept for tuning",
+                            graph.value(out0).name
+                        ))
+                    })?;
+                    let reference = reference.as_f32()?;
+                    if let Some((e, input)) = &fused {
+                        let x = values.get(*input).ok_or_else(|| {
+                            SearchError::Settings(format!(
+                                "tensor `{}` was not kept for tuning",
+                                graph.value(*input).name
+                            ))
+                        })?;
+                        if x.as_f32()?.len() == reference.len() {
+                            let ths: Vec<f64> = groups[g]
+                                .iter()
+                                .map(|&k| t0 + f64::from(k) * step)
+                                .collect();
+                            let l2 = candidate_squared_distances(
+                                e,
+                                x.as_f32()?,
+                                x.dims(),
+                                reference,
+                                &ths,
+                            );
+                            return Ok(l2.into_iter().map(|l2| l2.sqrt() / l1s[b]).collect());
+                        }
+                    }
+                    let mut terms = Vec::with_capacity(groups[g].len());
+                    for &k in groups[g] {
+                        let candidate = t0 + f64::from(k) * step;
+                        let mut run_inputs = Vec::with_capacity(inputs.len());
+                        for (id, t, tuned_here) in inputs {
+                            let t = match (*tuned_here, t.as_f32()) {
+                                (true, Ok(src)) => {
+                                    // Into the previous candidate's
+                                    // output buffer (an op that works in
+                                    // place returns its input's buffer).
+                                    let mut v = spare.take().unwrap_or_default();
+                                    fake_quant_activation_into(src, &mut v, candidate);
+                                    Tensor::from_f32(t.shape().clone(), v)?
+                                }
+                                (true, Err(_)) => fake_quant_tensor(t, candidate),
+                                (false, _) => t.clone(),
+                            };
+                            run_inputs.push((*id, t));
+                        }
+                        let mut values = exec1.run(run_inputs, &opts, &mut NoHook)?;
+                        let out = values.take(*new_out).ok_or_else(|| {
+                            SearchError::Settings(format!("node `{}` gave no output", node.name))
+                        })?;
+                        // Other kept handles (e.g. the input an
+                        // in-place op wrote to) go first, so that the
+                        // buffer is reused below without a copy.
+                        drop(values);
+                        let l2 = squared_distance(reference, out.as_f32()?);
+                        terms.push(l2.sqrt() / l1s[b]);
+                        if let Ok(v) = out.into_f32_vec() {
+                            *spare = Some(v);
+                        }
+                    }
+                    Ok(terms)
+                },
+            )
+            .collect::<Result<_, _>>()?;
+        let mut totals = vec![0.0f64; candidates.len()];
+        for per_batch in terms.chunks(groups.len()) {
+            for (total, term) in totals.iter_mut().zip(per_batch.iter().flatten()) {
+                *total += term;
+            }
+        }
+        let n = f64::from(u32::try_from(refs.len()).unwrap_or(u32::MAX));
+        let distances: Vec<f64> = totals.into_iter().map(|t| t / n).collect();
+        let mut best_k = 0u32;
+        let mut best = distances[0];
+        for (k, &d) in (0u32..).zip(&distances) {
+            if d < best {
+                best = d;
+                best_k = k;
+            }
+        }
+        Ok(Some(t0 + f64::from(best_k) * step))
+    }
 }
 
 /// Header fields of the written tables that do not come from the run.
@@ -937,34 +1083,5 @@ impl CalibrationOutcome {
             })?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grouped_distances_equal_one_at_a_time() {
-        let reference: Vec<f32> = (0..1001u16)
-            .map(|i| f32::from(i % 97) * 0.37 - 11.0)
-            .collect();
-        let outs: Vec<Vec<f32>> = (0..7u16)
-            .map(|k| {
-                reference
-                    .iter()
-                    .zip(0u16..)
-                    .map(|(&r, i)| r + f32::from((i * (k + 3)) % 13) * 1e-3)
-                    .collect()
-            })
-            .collect();
-        let refs: Vec<&[f32]> = outs.iter().map(Vec::as_slice).collect();
-        let (l2s, l1) = squared_distances(&reference, &refs);
-        for (o, l2) in outs.iter().zip(l2s) {
-            assert_eq!(
-                (l2.sqrt() / l1).to_bits(),
-                relative_distance(&reference, o).to_bits()
-            );
-        }
     }
 }

@@ -19,25 +19,111 @@ use qtune_tensor::Tensor;
 
 /// Fake-quantizes `x` in place with threshold `threshold` (int8, symmetric).
 pub fn fake_quant_activation(x: &mut [f32], threshold: f64) {
-    // The scale is computed in float64 and applied in float32, as numpy
-    // does for a float32 array times a Python float.
-    let s = 127.0 / threshold;
-    #[allow(clippy::as_conversions, clippy::cast_possible_truncation)]
-    let s32 = s as f32; // narrowing to the data's precision is intended
-    if !s32.is_finite() || s32 <= 0.0 {
-        return;
+    ActivationFakeQuant::new(threshold).apply_in_place(x);
+}
+
+/// The activation fake quantization for one threshold, prepared once:
+/// `q = round_half_even(clamp(v*s, -128, 127))`, result `q/s`, with
+/// `s = f32(127/T)` (the scale is computed in float64 and applied in
+/// float32, as numpy does for a float32 array times a Python float). A
+/// threshold whose scale is not a positive finite f32 leaves data as is.
+///
+/// `q/s` is one of 256 values, so the division can be checked once, for
+/// every `q`, against `t = q*r; q/s ~ fma(fma(-t, s, q), r, t)` with
+/// `r = 1/s` (Markstein's correction step; three cheap operations instead
+/// of a division). When all 256 agree bit for bit the loop uses it,
+/// otherwise the division: either way the results are those of `q/s`.
+#[derive(Clone, Copy, Debug)]
+pub struct ActivationFakeQuant {
+    s32: f32,
+    inv: f32,
+    identity: bool,
+    corrected_reciprocal: bool,
+}
+
+impl ActivationFakeQuant {
+    pub fn new(threshold: f64) -> Self {
+        let s = 127.0 / threshold;
+        #[allow(clippy::as_conversions, clippy::cast_possible_truncation)]
+        let s32 = s as f32; // narrowing to the data's precision is intended
+        if !s32.is_finite() || s32 <= 0.0 {
+            return ActivationFakeQuant {
+                s32,
+                inv: 1.0,
+                identity: true,
+                corrected_reciprocal: false,
+            };
+        }
+        let inv = 1.0 / s32;
+        let corrected_reciprocal = (-128i16..=127).all(|q| {
+            let q = f32::from(q);
+            divide_corrected(q, s32, inv).to_bits() == (q / s32).to_bits()
+        });
+        ActivationFakeQuant {
+            s32,
+            inv,
+            identity: false,
+            corrected_reciprocal,
+        }
     }
-    fq_in_place(x, s32);
+
+    /// `dst = fq(src)`.
+    ///
+    /// # Panics
+    /// When the lengths differ.
+    pub fn apply(&self, src: &[f32], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len(), "fake quantization: slice lengths");
+        if self.identity {
+            dst.copy_from_slice(src);
+        } else if self.corrected_reciprocal {
+            fq_into_corrected(src, dst, self.s32, self.inv);
+        } else {
+            fq_into(src, dst, self.s32);
+        }
+    }
+
+    pub fn apply_in_place(&self, x: &mut [f32]) {
+        if self.identity {
+            return;
+        }
+        if self.corrected_reciprocal {
+            fq_in_place_corrected(x, self.s32, self.inv);
+        } else {
+            fq_in_place(x, self.s32);
+        }
+    }
+}
+
+/// `q/s` from `r = 1/s` by one correction step (exact when checked, see
+/// [`ActivationFakeQuant`]).
+#[inline]
+fn divide_corrected(q: f32, s: f32, r: f32) -> f32 {
+    let t = q * r;
+    (-t).mul_add(s, q).mul_add(r, t)
+}
+
+/// `round_half_even(clamp(v * s32, -128, 127))`. Clamping first is exact
+/// (the bounds are integers and rounding is monotonic) and keeps |y| small
+/// enough for [`round_half_even`].
+#[inline]
+fn quantize(v: f32, s32: f32) -> f32 {
+    round_half_even((v * s32).clamp(-128.0, 127.0))
 }
 
 qtune_simd::dispatch! {
-    /// The loop of [`fake_quant_activation`].
+    /// The loop of [`fake_quant_activation`], with the division.
     fn fq_in_place(x: &mut [f32], s32: f32) {
         for v in x.iter_mut() {
-            // Clamping first is exact (the bounds are integers and rounding is
-            // monotonic) and keeps |y| small enough for `round_half_even`.
-            let y = (*v * s32).clamp(-128.0, 127.0);
-            *v = round_half_even(y) / s32;
+            *v = quantize(*v, s32) / s32;
+        }
+    }
+}
+
+qtune_simd::dispatch! {
+    /// [`fq_in_place`] with the checked corrected reciprocal.
+    fn fq_in_place_corrected(x: &mut [f32], s32: f32, inv: f32) {
+        for v in x.iter_mut() {
+            *v = divide_corrected(quantize(*v, s32), s32, inv);
         }
     }
 }
@@ -56,27 +142,27 @@ fn round_half_even(y: f32) -> f32 {
 /// one pass: bit-identical to copying `src` and fake-quantizing the copy,
 /// without the copy. `dst` keeps its allocation between calls.
 pub fn fake_quant_activation_into(src: &[f32], dst: &mut Vec<f32>, threshold: f64) {
-    let s = 127.0 / threshold;
-    #[allow(clippy::as_conversions, clippy::cast_possible_truncation)]
-    let s32 = s as f32; // as in `fake_quant_activation`
-    if !s32.is_finite() || s32 <= 0.0 {
-        dst.clear();
-        dst.extend_from_slice(src);
-        return;
-    }
     // Every element is overwritten: only a growing `dst` is filled first.
     dst.resize(src.len(), 0.0);
-    fq_into(src, dst, s32);
+    ActivationFakeQuant::new(threshold).apply(src, dst);
 }
 
 qtune_simd::dispatch! {
-    /// `dst[i] = round_half_even(clamp(src[i] * s32)) / s32`, the loop of
+    /// `dst[i] = quantize(src[i]) / s32`, the loop of
     /// [`fake_quant_activation`] (IEEE operations only, so every compiled
     /// copy rounds alike).
     fn fq_into(src: &[f32], dst: &mut [f32], s32: f32) {
         for (d, &v) in dst.iter_mut().zip(src) {
-            let y = (v * s32).clamp(-128.0, 127.0);
-            *d = round_half_even(y) / s32;
+            *d = quantize(v, s32) / s32;
+        }
+    }
+}
+
+qtune_simd::dispatch! {
+    /// [`fq_into`] with the checked corrected reciprocal.
+    fn fq_into_corrected(src: &[f32], dst: &mut [f32], s32: f32, inv: f32) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = divide_corrected(quantize(v, s32), s32, inv);
         }
     }
 }
@@ -163,6 +249,35 @@ mod tests {
             assert_eq!(round_half_even(y), y.round_ties_even(), "{y}");
         }
         assert!(round_half_even(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn prepared_fake_quant_equals_the_division_for_every_threshold() {
+        let src: Vec<f32> = (0u16..3000)
+            .map(|i| (f32::from(i) - 1500.0) * 0.00731)
+            .chain([f32::INFINITY, -f32::INFINITY, -0.0, 1e-30, 0.0])
+            .collect();
+        let mut corrected = 0u32;
+        let mut total = 0u32;
+        let mut dst = vec![0.0f32; src.len()];
+        for k in 1u16..=2000 {
+            let th = f64::from(k) * 0.0137;
+            let fq = ActivationFakeQuant::new(th);
+            total += 1;
+            corrected += u32::from(fq.corrected_reciprocal);
+            fq.apply(&src, &mut dst);
+            let mut in_place = src.clone();
+            fq.apply_in_place(&mut in_place);
+            #[allow(clippy::as_conversions, clippy::cast_possible_truncation)]
+            let s32 = (127.0 / th) as f32;
+            for ((&v, &got), &got2) in src.iter().zip(&dst).zip(&in_place) {
+                let want = quantize(v, s32) / s32;
+                assert_eq!(got.to_bits(), want.to_bits(), "threshold {th} value {v}");
+                assert_eq!(got2.to_bits(), want.to_bits(), "threshold {th} value {v}");
+            }
+        }
+        // The division-free loop is the common case (else it buys nothing).
+        assert!(corrected * 10 >= total * 9, "{corrected} of {total}");
     }
 
     #[test]

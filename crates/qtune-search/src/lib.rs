@@ -25,6 +25,7 @@ pub mod mix;
 pub mod post_process;
 mod shape_ops;
 mod smooth_quant;
+mod tune_elementwise;
 
 pub use bias_correction::{
     BiasCorrectionReport, BiasCorrectionSettings, ConvCorrection, CorrectionOutcome,
