@@ -232,3 +232,55 @@ fn summary_min_max_equal_sequential_fold() {
     );
     assert!(full.observe_summary(SampleSummary::of(&[1.0])).is_err());
 }
+
+#[test]
+fn prebinned_samples_give_the_same_statistics_whatever_the_guess() {
+    use crate::{PreBinned, SampleSummary};
+    // Samples whose abs-max grows, stays, and grows again, so that guesses
+    // made from an earlier layout go stale.
+    let samples: Vec<Vec<f32>> = (0..12u16)
+        .map(|k| {
+            let scale = [
+                1.0f32, 1.0, 3.0, 3.0, 2.0, 7.5, 7.5, 1.0, 9.0, 9.0, 4.0, 9.0,
+            ][usize::from(k)];
+            (0..5000u16)
+                .map(|i| {
+                    (f32::from(i % 97) / 97.0 - 0.3) * scale * if i % 5 == 0 { -1.0 } else { 1.0 }
+                })
+                .collect()
+        })
+        .collect();
+    let config = StatsConfig::with_methods(&[M::Kl]);
+    let new =
+        || TensorStats::new("t", &config, PercentileSchedule::new(0, 1, samples.len())).unwrap();
+    let mut plain = new();
+    let mut fresh = new(); // guesses from the state just before each sample
+    let mut stale = new(); // guesses from two samples before
+    let mut layouts = vec![None, None];
+    for x in &samples {
+        plain.observe(x).unwrap();
+        let sm = SampleSummary::of(x);
+        let guess = |l: Option<(f32, usize)>| l.map(|(range, bins)| PreBinned::bin(x, range, bins));
+        let pre = guess(fresh.histogram_layout());
+        fresh.observe_prebinned(x, sm, pre.as_ref()).unwrap();
+        let pre = guess(layouts[0]);
+        stale.observe_prebinned(x, sm, pre.as_ref()).unwrap();
+        layouts = vec![layouts[1], stale.histogram_layout()];
+    }
+    assert_eq!(plain, fresh);
+    assert_eq!(plain, stale);
+    // A guess for a wrong range or bin count is not used either (a sample
+    // within the range, so that only the layout check can reject it).
+    let x = &samples[1];
+    for (range_factor, extra_bins) in [(2.0f32, 0usize), (1.0, 1)] {
+        let mut a = new();
+        a.observe(&samples[0]).unwrap();
+        let mut b = a.clone();
+        a.observe(x).unwrap();
+        let (range, bins) = b.histogram_layout().unwrap();
+        let wrong = PreBinned::bin(x, range * range_factor, bins + extra_bins);
+        b.observe_prebinned(x, SampleSummary::of(x), Some(&wrong))
+            .unwrap();
+        assert_eq!(a, b);
+    }
+}
