@@ -236,6 +236,9 @@ struct CaptureHook<'a> {
     configs: &'a [StatsConfig],
     captured: Vec<Option<Captured>>,
     hints: &'a LayoutHints,
+    /// Every tensor of the run, when it is one of the first samples whose
+    /// activations the tuner reuses.
+    keep_all: Option<Values>,
 }
 
 impl ValueHook for CaptureHook<'_> {
@@ -245,6 +248,9 @@ impl ValueHook for CaptureHook<'_> {
         value: ValueId,
         tensor: &mut Tensor,
     ) -> Result<(), qtune_exec::ExecError> {
+        if let Some(all) = &mut self.keep_all {
+            all.insert(value, tensor.clone());
+        }
         if let Some(Some(slot)) = self.slot_of.get(value.index()) {
             // Tensor data is shared (Arc): this clone does not copy. The
             // summary pass reads the tensor now, from cache, rather than
@@ -268,7 +274,7 @@ impl ValueHook for CaptureHook<'_> {
     }
 
     fn wants(&self, value: ValueId) -> bool {
-        matches!(self.slot_of.get(value.index()), Some(Some(_)))
+        self.keep_all.is_some() || matches!(self.slot_of.get(value.index()), Some(Some(_)))
     }
 }
 
@@ -321,6 +327,22 @@ pub fn collect_statistics(
     settings: &CalibrationSettings,
     progress: &dyn Progress,
 ) -> Result<Vec<TensorStats>, SearchError> {
+    collect_statistics_keeping(exec, entries, op_count, loader, settings, 0, progress)
+        .map(|(stats, _)| stats)
+}
+
+/// [`collect_statistics`] that also returns every tensor of the first
+/// `keep_first` batches (what a run with `Keep::All` returns), for the
+/// tuner.
+fn collect_statistics_keeping(
+    exec: &Executor,
+    entries: &[TableEntry],
+    op_count: usize,
+    loader: &SampleLoader,
+    settings: &CalibrationSettings,
+    keep_first: usize,
+    progress: &dyn Progress,
+) -> Result<(Vec<TensorStats>, Vec<Values>), SearchError> {
     let graph = exec.graph();
     let n = loader.batch_count();
     let mut methods = vec![settings.method];
@@ -381,17 +403,19 @@ pub fn collect_statistics(
     let hints: Vec<AtomicU64> = (0..entries.len())
         .map(|_| AtomicU64::new(NO_LAYOUT))
         .collect();
-    let run_one = |i: usize| -> Result<Vec<Option<Captured>>, SearchError> {
+    let run_one = |i: usize| -> Result<(Vec<Option<Captured>>, Option<Values>), SearchError> {
         let inputs = loader.load(i)?;
         let mut hook = CaptureHook {
             slot_of: &slot_of,
             configs: &configs,
             captured: vec![None; entries.len()],
             hints: &hints,
+            keep_all: (i < keep_first).then(Values::default),
         };
         exec.run(inputs, &opts, &mut hook)?;
-        Ok(hook.captured)
+        Ok((hook.captured, hook.keep_all))
     };
+    let mut kept: Vec<Values> = Vec::with_capacity(keep_first.min(n));
     let mut pending: Vec<Vec<Option<Captured>>> = Vec::new();
     let mut start = 0;
     while start < n {
@@ -411,7 +435,10 @@ pub fn collect_statistics(
             },
         );
         observed?;
-        pending = captured?;
+        for (captured, all) in captured? {
+            pending.push(captured);
+            kept.extend(all);
+        }
         progress.advance(end - start);
         start = end;
     }
@@ -419,7 +446,7 @@ pub fn collect_statistics(
         observe_batch(&mut stats, Some(c), &hints)?;
     }
     progress.finish();
-    Ok(stats)
+    Ok((stats, kept))
 }
 
 /// Table rows with what tuning needs beside them.
@@ -554,7 +581,31 @@ pub fn calibrate_methods(
     let mut pass = settings.clone();
     pass.method = first;
     pass.extra_methods = methods[1..].to_vec();
-    let stats = collect_statistics(exec, &entries, op_count, loader, &pass, progress)?;
+    // Without a tune list the tuner runs on the first batches: their
+    // activations are kept from this pass instead of being computed again.
+    let tune_count = methods
+        .iter()
+        .map(|&m| {
+            let mut sm = settings.clone();
+            sm.method = m;
+            let tunes = if tune_all {
+                sm.tune_num > 0
+            } else {
+                sm.tunes()
+            };
+            if tunes {
+                sm.tune_num.min(loader.batch_count())
+            } else {
+                0
+            }
+        })
+        .max()
+        .unwrap_or(0);
+    let keep_first = if tune_loader.is_none() { tune_count } else { 0 };
+    let (stats, kept) = collect_statistics_keeping(
+        exec, &entries, op_count, loader, &pass, keep_first, progress,
+    )?;
+    let mut kept = Some(kept).filter(|k| !k.is_empty());
     let statistics_time = start.elapsed();
     let mut per_method = Vec::with_capacity(methods.len());
     for &m in methods {
@@ -595,6 +646,9 @@ pub fn calibrate_methods(
             let start = Instant::now();
             let tl = tune_loader.unwrap_or(loader);
             let count = sm.tune_num.min(tl.batch_count());
+            if refs.is_none() && tune_loader.is_none() {
+                refs = kept.take().filter(|k| k.len() == count);
+            }
             if refs.is_none() {
                 refs = Some(
                     (0..count)
