@@ -97,8 +97,10 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpzError> {
     Ok(out)
 }
 
-/// Writes tensors to a compressed npz file atomically (temporary file, then
-/// rename), so a failed run never leaves a half-written archive.
+/// Writes tensors to an npz file atomically (temporary file, then rename), so
+/// a failed run never leaves a half-written archive. The arrays are stored
+/// uncompressed, as `numpy.savez` (and TPU-MLIR's weight files) store them:
+/// loading a model's weights then needs no inflate pass.
 pub fn write_npz(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), NpzError> {
     let write_err = |message: String| NpzError::Write {
         path: path.to_path_buf(),
@@ -106,7 +108,7 @@ pub fn write_npz(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), NpzErr
     };
     let mut buf = std::io::Cursor::new(Vec::new());
     {
-        let mut npz = NpzWriter::new_compressed(&mut buf);
+        let mut npz = NpzWriter::new(&mut buf);
         for (name, t) in tensors {
             let shape = IxDyn(t.dims());
             let res = match t.data() {
