@@ -24,8 +24,10 @@
 //! threshold candidates when tuning, never across the samples of one
 //! tensor's statistics.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -387,18 +389,22 @@ fn collect_statistics_keeping(
         slot_of[e.value.index()] = Some(slot);
     }
     progress.start("statistics", n);
-    // Samples are inferred `group` at a time, one sample per worker with
-    // sequential kernels (on a small CNN this uses the cores better than
-    // one sample with parallel kernels, whose many short kernels leave
-    // workers waiting), while the statistics of the previous group are
-    // updated, in sample order. At most two groups of activations are alive.
+    // `workers` samples are inferred at once, one per worker with
+    // sequential kernels (on a small CNN this uses the cores better than one
+    // sample with parallel kernels, whose many short kernels leave workers
+    // waiting). Each worker takes the next sample as soon as it is done with
+    // one; finished samples wait in `ready` until the statistics have taken
+    // every earlier one (they are updated in sample order, whichever worker
+    // does it), and no worker runs more than `AHEAD` samples past the
+    // statistics, which bounds the activations alive.
     let threads = rayon::current_num_threads().max(1);
-    let group = threads.min(MAX_CONCURRENT_SAMPLES);
-    let par = if group < threads {
+    let workers = threads.min(MAX_CONCURRENT_SAMPLES);
+    let par = if workers < threads {
         Parallelism::Rayon
     } else {
         Parallelism::Sequential
     };
+    let ahead = 2 * workers;
     let opts = RunOptions::new(Keep::Outputs, par);
     let hints: Vec<AtomicU64> = (0..entries.len())
         .map(|_| AtomicU64::new(NO_LAYOUT))
@@ -415,38 +421,90 @@ fn collect_statistics_keeping(
         exec.run(inputs, &opts, &mut hook)?;
         Ok((hook.captured, hook.keep_all))
     };
-    let mut kept: Vec<Values> = Vec::with_capacity(keep_first.min(n));
-    let mut pending: Vec<Vec<Option<Captured>>> = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let end = (start + group).min(n);
-        let (captured, observed) = rayon::join(
-            || {
-                (start..end)
-                    .into_par_iter()
-                    .map(run_one)
-                    .collect::<Result<Vec<_>, SearchError>>()
-            },
-            || -> Result<(), SearchError> {
-                for c in pending.drain(..) {
-                    observe_batch(&mut stats, Some(c), &hints)?;
-                }
-                Ok(())
-            },
-        );
-        observed?;
-        for (captured, all) in captured? {
-            pending.push(captured);
-            kept.extend(all);
+    let next_sample = AtomicUsize::new(0);
+    let observed = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let ready: Mutex<BTreeMap<usize, Vec<Option<Captured>>>> = Mutex::new(BTreeMap::new());
+    let kept: Mutex<Vec<Option<Values>>> = Mutex::new(vec![None; keep_first.min(n)]);
+    let first_error: Mutex<Option<(usize, SearchError)>> = Mutex::new(None);
+    let fail = |i: usize, e: SearchError| {
+        failed.store(true, Ordering::SeqCst);
+        let mut slot = lock(&first_error);
+        if slot.as_ref().is_none_or(|(j, _)| i < *j) {
+            *slot = Some((i, e));
         }
-        progress.advance(end - start);
-        start = end;
+    };
+    let state = Mutex::new(&mut stats);
+    // Updates the statistics with every ready sample that is next in order;
+    // returns without waiting when another worker is doing it.
+    let drain = || loop {
+        let Ok(mut stats) = state.try_lock() else {
+            return;
+        };
+        loop {
+            let i = observed.load(Ordering::SeqCst);
+            let Some(c) = lock(&ready).remove(&i) else {
+                break;
+            };
+            if let Err(e) = observe_batch(&mut stats, Some(c), &hints) {
+                fail(i, e);
+            }
+            observed.store(i + 1, Ordering::SeqCst);
+            progress.advance(1);
+        }
+        drop(stats);
+        // A sample that became ready while this worker held the lock was
+        // left to it (its worker's `try_lock` failed): look once more.
+        let i = observed.load(Ordering::SeqCst);
+        if !lock(&ready).contains_key(&i) {
+            return;
+        }
+    };
+    (0..workers).into_par_iter().for_each(|_| {
+        while !failed.load(Ordering::SeqCst) {
+            let i = next_sample.fetch_add(1, Ordering::SeqCst);
+            if i >= n {
+                break;
+            }
+            while i >= observed.load(Ordering::SeqCst) + ahead && !failed.load(Ordering::SeqCst) {
+                drain();
+                std::thread::yield_now();
+            }
+            match run_one(i) {
+                Ok((captured, all)) => {
+                    if let Some(all) = all {
+                        lock(&kept)[i] = Some(all);
+                    }
+                    lock(&ready).insert(i, captured);
+                }
+                Err(e) => fail(i, e),
+            }
+            drain();
+        }
+    });
+    drain();
+    if let Some((_, e)) = lock(&first_error).take() {
+        return Err(e);
     }
-    for c in pending.drain(..) {
-        observe_batch(&mut stats, Some(c), &hints)?;
+    if observed.load(Ordering::SeqCst) != n {
+        return Err(SearchError::Settings(format!(
+            "statistics: {} of {n} batches observed",
+            observed.load(Ordering::SeqCst)
+        )));
     }
     progress.finish();
+    let kept = kept
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .flatten()
+        .collect();
     Ok((stats, kept))
+}
+
+/// Locks `m`, also after a panic elsewhere (the data is plain values).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Table rows with what tuning needs beside them.
