@@ -45,7 +45,21 @@ pub(crate) use try_element_types;
 
 pub(crate) fn to_tensor<T: Clone>(a: ArrayD<T>, wrap: impl FnOnce(Vec<T>) -> TensorData) -> Tensor {
     let shape = a.shape().to_vec();
-    let data = a.as_standard_layout().iter().cloned().collect::<Vec<T>>();
+    // A C-order array read from a file owns its elements in order from the
+    // start of its buffer: take the buffer as it is (no copy). Otherwise
+    // (Fortran order) copy in C order.
+    let len = a.len();
+    let data = if a.is_standard_layout() {
+        match a.into_raw_vec_and_offset() {
+            (v, Some(0) | None) if v.len() == len => v,
+            (v, off) => {
+                let off = off.unwrap_or(0);
+                v[off..off + len].to_vec()
+            }
+        }
+    } else {
+        a.as_standard_layout().iter().cloned().collect::<Vec<T>>()
+    };
     // The element count always matches the shape it came from.
     Tensor::new(shape, wrap(data)).unwrap_or_else(|_| unreachable!())
 }
@@ -136,6 +150,26 @@ pub(crate) fn arr<T: Clone>(shape: IxDyn, v: &[T]) -> ArrayD<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrays_become_c_order_tensors_with_or_without_a_copy() {
+        use ndarray::ShapeBuilder;
+        let c =
+            ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let f = ArrayD::from_shape_vec(IxDyn(&[2, 3]).f(), vec![0.0f32, 3.0, 1.0, 4.0, 2.0, 5.0])
+            .unwrap();
+        let sliced = c.slice(ndarray::s![1.., ..]).to_owned().into_dyn();
+        for (a, want) in [
+            (c, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]),
+            (f, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]),
+            (sliced, vec![3.0, 4.0, 5.0]),
+        ] {
+            let dims = a.shape().to_vec();
+            let t = to_tensor(a, |v| TensorData::F32(v.into()));
+            assert_eq!(t.dims(), dims.as_slice());
+            assert_eq!(t.as_f32().unwrap(), want.as_slice());
+        }
+    }
 
     #[test]
     fn round_trip_keeps_names_types_and_order() {
