@@ -7,9 +7,10 @@
 //! `i % LANES`, each lane adds its elements in element order, and the lanes
 //! are added in lane order at the end. `LANES` independent chains keep the
 //! adder busy (one chain in element order is bound by the latency of one
-//! f64 addition per element); every lane does the scalar operations (f32 to
-//! f64, subtract, multiply, add; never fused), so the vectorised copies and
-//! [`squared_distance_reference`] agree bit for bit.
+//! f64 addition per element); every lane does the same scalar operations
+//! (f32 to f64, subtract, then `acc = d*d + acc` as one fused multiply-add),
+//! so the vectorised copies and [`squared_distance_reference`] agree bit for
+//! bit.
 //!
 //! TPU-MLIR computes these in float32 with NumPy's pairwise sums; f64 lanes
 //! are at least as accurate.
@@ -56,6 +57,25 @@ impl SquaredDistance {
         self.len += reference.len();
     }
 
+    /// [`Self::add`] with the reference piece already widened to f64 (for
+    /// callers comparing several outputs with one reference piece).
+    ///
+    /// # Panics
+    /// As [`Self::add`].
+    pub fn add_widened(&mut self, reference: &[f64], out: &[f32]) {
+        assert_eq!(
+            reference.len(),
+            out.len(),
+            "squared distance: piece lengths"
+        );
+        assert!(
+            self.len.is_multiple_of(LANES),
+            "squared distance: only the last piece may end inside a lane block"
+        );
+        lane_squares_widened(reference, out, &mut self.lanes);
+        self.len += reference.len();
+    }
+
     pub fn total(&self) -> f64 {
         self.lanes.iter().fold(0.0, |a, &s| a + s)
     }
@@ -77,12 +97,32 @@ dispatch! {
         for (rb, ob) in (&mut rc).zip(&mut oc) {
             for j in 0..LANES {
                 let d = f64::from(rb[j]) - f64::from(ob[j]);
-                acc[j] += d * d;
+                acc[j] = d.mul_add(d, acc[j]);
             }
         }
         for (j, (&a, &b)) in rc.remainder().iter().zip(oc.remainder()).enumerate() {
             let d = f64::from(a) - f64::from(b);
-            acc[j] += d * d;
+            acc[j] = d.mul_add(d, acc[j]);
+        }
+        *lanes = acc;
+    }
+}
+
+dispatch! {
+    /// [`lane_squares`] with the reference in f64.
+    fn lane_squares_widened(r: &[f64], o: &[f32], lanes: &mut [f64; LANES]) {
+        let mut acc = *lanes;
+        let mut rc = r.chunks_exact(LANES);
+        let mut oc = o.chunks_exact(LANES);
+        for (rb, ob) in (&mut rc).zip(&mut oc) {
+            for j in 0..LANES {
+                let d = rb[j] - f64::from(ob[j]);
+                acc[j] = d.mul_add(d, acc[j]);
+            }
+        }
+        for (j, (&a, &b)) in rc.remainder().iter().zip(oc.remainder()).enumerate() {
+            let d = a - f64::from(b);
+            acc[j] = d.mul_add(d, acc[j]);
         }
         *lanes = acc;
     }
@@ -111,7 +151,7 @@ pub fn squared_distance_reference(reference: &[f32], out: &[f32]) -> f64 {
     let mut lanes = [0.0f64; LANES];
     for (i, (&a, &b)) in reference.iter().zip(out).enumerate() {
         let d = f64::from(a) - f64::from(b);
-        lanes[i % LANES] += d * d;
+        lanes[i % LANES] = d.mul_add(d, lanes[i % LANES]);
     }
     lanes.iter().fold(0.0, |a, &s| a + s)
 }
@@ -187,6 +227,12 @@ mod tests {
             d.add(rp, op);
         }
         assert_eq!(d.total().to_bits(), squared_distance(&r, &o).to_bits());
+        let r64: Vec<f64> = r.iter().map(|&v| f64::from(v)).collect();
+        let mut w = SquaredDistance::default();
+        for (rp, op) in r64.chunks(2048).zip(o.chunks(2048)) {
+            w.add_widened(rp, op);
+        }
+        assert_eq!(w.total().to_bits(), squared_distance(&r, &o).to_bits());
         // A shorter output: only the common prefix counts.
         assert_eq!(
             squared_distance(&r, &o[..77]).to_bits(),

@@ -141,12 +141,18 @@ pub(crate) fn candidate_squared_distances(
         .collect();
     let mut sums = vec![SquaredDistance::default(); thresholds.len()];
     let mut buf = [0.0f32; BLOCK];
+    let mut wide = [0.0f64; BLOCK];
     for (b, (xb, rb)) in x.chunks(BLOCK).zip(reference.chunks(BLOCK)).enumerate() {
         let out = &mut buf[..xb.len()];
+        // The reference block widened once for all the candidates.
+        let r64 = &mut wide[..rb.len()];
+        for (w, &v) in r64.iter_mut().zip(rb) {
+            *w = f64::from(v);
+        }
         for (sum, fq) in sums.iter_mut().zip(&fqs) {
             fq.apply(xb, out);
             e.apply(out, b * BLOCK, dims);
-            sum.add(rb, out);
+            sum.add_widened(r64, out);
         }
     }
     sums.iter().map(SquaredDistance::total).collect()
