@@ -395,7 +395,7 @@ fn collect_statistics_keeping(
     // waiting). Each worker takes the next sample as soon as it is done with
     // one; finished samples wait in `ready` until the statistics have taken
     // every earlier one (they are updated in sample order, whichever worker
-    // does it), and no worker runs more than `AHEAD` samples past the
+    // does it), and no worker runs more than `workers + 1` samples past the
     // statistics, which bounds the activations alive.
     let threads = rayon::current_num_threads().max(1);
     let workers = threads.min(MAX_CONCURRENT_SAMPLES);
@@ -404,7 +404,7 @@ fn collect_statistics_keeping(
     } else {
         Parallelism::Sequential
     };
-    let ahead = 2 * workers;
+    let ahead = workers + 1;
     let opts = RunOptions::new(Keep::Outputs, par);
     let hints: Vec<AtomicU64> = (0..entries.len())
         .map(|_| AtomicU64::new(NO_LAYOUT))
