@@ -92,31 +92,6 @@ impl GrowingHistogram {
         }
     }
 
-    /// [`Self::add`] with the sample already binned by [`PreBinned::bin`]:
-    /// the counts are added when the histogram still has the layout they
-    /// were binned for and does not grow for this sample (the common case:
-    /// `running_abs_max` within the range), which is exactly what `add`
-    /// would count; otherwise `add` bins `x`.
-    pub fn add_prebinned(
-        &mut self,
-        x: &[f32],
-        pre: Option<&PreBinned>,
-        running_abs_max: f32,
-        initial_bins: usize,
-    ) -> Option<String> {
-        if let Some(pre) = pre
-            && running_abs_max <= self.range
-            && pre.range.to_bits() == self.range.to_bits()
-            && pre.counts.len() == self.counts.len()
-        {
-            for (c, v) in self.counts.iter_mut().zip(&pre.counts) {
-                *c += *v;
-            }
-            return None;
-        }
-        self.add(x, running_abs_max, initial_bins)
-    }
-
     pub fn counts(&self) -> &[u64] {
         &self.counts
     }
@@ -223,26 +198,6 @@ impl GrowingHistogram {
             },
             warning,
         )
-    }
-}
-
-/// A sample's histogram over a given range and bin count, computed ahead
-/// of [`GrowingHistogram::add_prebinned`] (while the sample is in cache,
-/// with the layout the histogram is expected to have by then).
-#[derive(Clone, Debug, PartialEq)]
-pub struct PreBinned {
-    range: f32,
-    counts: Vec<u64>,
-}
-
-impl PreBinned {
-    /// `x` binned over `[0, range]` in `bins` bins, as
-    /// [`GrowingHistogram::add`] bins a sample that does not grow the range.
-    pub fn bin(x: &[f32], range: f32, bins: usize) -> PreBinned {
-        PreBinned {
-            range,
-            counts: bin_abs_values(x, range, bins).0,
-        }
     }
 }
 

@@ -23,7 +23,7 @@ pub mod torch_observer;
 
 pub use cali_table::{CalibrationRow, CalibrationTable, HistogramLine, TimeLine, format_7f};
 pub use error::QuantError;
-pub use histogram::{GrowingHistogram, HistogramLayout, MAX_HISTOGRAM_BINS, PreBinned};
+pub use histogram::{GrowingHistogram, HistogramLayout, MAX_HISTOGRAM_BINS};
 pub use kl::{kl_diversity_hist, kl_threshold};
 pub use methods::{
     PercentileSchedule, threshold_aciq_gauss, threshold_aciq_laplace, threshold_mse,

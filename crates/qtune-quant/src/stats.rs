@@ -4,7 +4,7 @@
 use crate::conv::usize_f64;
 use crate::error::QuantError;
 use crate::exact_sum::ExactSum;
-use crate::histogram::{GrowingHistogram, HistogramLayout, PreBinned};
+use crate::histogram::{GrowingHistogram, HistogramLayout};
 use crate::kl::{KL_BINS_INT4, KL_BINS_INT8, kl_threshold};
 use crate::methods::{
     PercentileSchedule, Tails, interpolate_tails, numpy_cmp, threshold_aciq_gauss,
@@ -115,11 +115,6 @@ impl StatsConfig {
             || self.wants_tails()
             || self.torch_observer
             || self.methods.iter().any(|&m| m != CalibrationMethod::Max)
-    }
-
-    /// Whether samples feed the growing histogram (KLD).
-    pub fn wants_histogram(&self) -> bool {
-        self.wants(CalibrationMethod::Kl)
     }
 
     fn wants(&self, m: CalibrationMethod) -> bool {
@@ -364,27 +359,6 @@ impl TensorStats {
         x: &[f32],
         summary: SampleSummary,
     ) -> Result<(), QuantError> {
-        self.observe_prebinned(x, summary, None)
-    }
-
-    /// The histogram's current range and bin count, if it has one: the
-    /// layout a sample within the range will be binned with by the next
-    /// observe (see [`PreBinned`]).
-    pub fn histogram_layout(&self) -> Option<(f32, usize)> {
-        self.histogram
-            .as_ref()
-            .map(|h| (h.range(), h.counts().len()))
-    }
-
-    /// [`Self::observe_summarized`] with the sample possibly binned ahead
-    /// (see [`GrowingHistogram::add_prebinned`]); the result is the same
-    /// whatever `pre` holds.
-    pub fn observe_prebinned(
-        &mut self,
-        x: &[f32],
-        summary: SampleSummary,
-        pre: Option<&PreBinned>,
-    ) -> Result<(), QuantError> {
         let summary = if summary.len == x.len() {
             summary
         } else {
@@ -451,7 +425,7 @@ impl TensorStats {
                         self.histogram = Some(GrowingHistogram::first(x, self.abs_max, bins));
                     }
                     Some(h) => {
-                        if let Some(w) = h.add_prebinned(x, pre, self.abs_max, bins) {
+                        if let Some(w) = h.add(x, self.abs_max, bins) {
                             self.histogram_warnings.push(w);
                         }
                     }

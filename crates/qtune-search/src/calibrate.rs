@@ -24,9 +24,8 @@
 //! threshold candidates when tuning, never across the samples of one
 //! tensor's statistics.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -37,8 +36,8 @@ use qtune_ir::{Graph, NodeId, Op, ValueId};
 use qtune_quant::distance::{abs_sum, squared_distance};
 use qtune_quant::{
     CalibrationMethod, CalibrationRow, CalibrationTable, HistogramLine, PercentileSchedule,
-    PreBinned, SampleSummary, SpecialCaseTensor, StatsConfig, TensorStats, Thresholds, TimeLine,
-    format_7f, special_case_overrides,
+    SpecialCaseTensor, StatsConfig, TensorStats, Thresholds, TimeLine, format_7f,
+    special_case_overrides,
 };
 use qtune_tensor::{DType, Tensor};
 
@@ -198,52 +197,70 @@ impl CalibrationOutcome {
     }
 }
 
-/// A hooked tensor (`None` when its statistics need only the summary), with
-/// the summary of its f32 data taken while it was still in cache, and its
-/// histogram binned there too when the histogram's layout could be guessed.
-type Captured = (Option<Tensor>, Option<SampleSummary>, Option<PreBinned>);
-
-/// The histogram layout of each slot as of the last observed sample, for
-/// binning the next samples while they are in cache: `range` bits in the
-/// high half, bins in the low half, [`NO_LAYOUT`] when there is none. Only a
-/// guess: [`TensorStats::observe_prebinned`] checks it and bins again when
-/// the histogram has moved on, so timing never changes the statistics.
-type LayoutHints = [AtomicU64];
-
-const NO_LAYOUT: u64 = u64::MAX;
-
-fn encode_layout(layout: Option<(f32, usize)>) -> u64 {
-    match layout {
-        Some((range, bins)) => match u32::try_from(bins) {
-            Ok(bins) => (u64::from(range.to_bits()) << 32) | u64::from(bins),
-            Err(_) => NO_LAYOUT,
-        },
-        None => NO_LAYOUT,
-    }
-}
-
-fn decode_layout(code: u64) -> Option<(f32, usize)> {
-    if code == NO_LAYOUT {
-        return None;
-    }
-    let range = f32::from_bits(u32::try_from(code >> 32).ok()?);
-    let bins = usize::try_from(code & u64::from(u32::MAX)).ok()?;
-    Some((range, bins))
-}
-
-/// Collects the hooked tensors of one run, by table slot.
-struct CaptureHook<'a> {
+/// The statistics of every table entry, updated from inside the runs: each
+/// tensor is observed by the hook right after it is produced (in cache), and
+/// then released, so a run keeps no more activations than a plain run. Each
+/// entry takes its samples in sample order (`turn`): a run that reaches an
+/// entry before the previous sample has observed it waits. The oldest running
+/// sample never waits (every earlier sample is done), so the runs always make
+/// progress, and the statistics equal one sequential pass.
+struct Wavefront<'a> {
     slot_of: &'a [Option<usize>],
-    /// The statistics settings of each slot.
-    configs: &'a [StatsConfig],
-    captured: Vec<Option<Captured>>,
-    hints: &'a LayoutHints,
+    stats: Vec<Mutex<TensorStats>>,
+    /// The sample each entry observes next.
+    turn: Vec<AtomicUsize>,
+    /// Set when a run failed: waiting runs give up.
+    failed: AtomicBool,
+    /// The first error by sample index.
+    first_error: Mutex<Option<(usize, SearchError)>>,
+}
+
+impl Wavefront<'_> {
+    fn fail(&self, sample: usize, e: SearchError) {
+        self.failed.store(true, Ordering::SeqCst);
+        let mut slot = lock(&self.first_error);
+        if slot.as_ref().is_none_or(|(j, _)| sample < *j) {
+            *slot = Some((sample, e));
+        }
+    }
+
+    /// Observes `tensor` as sample `sample` of entry `slot`, in turn.
+    fn observe(&self, slot: usize, sample: usize, tensor: &Tensor) -> Result<(), SearchError> {
+        let mut spins = 0u32;
+        while self.turn[slot].load(Ordering::Acquire) != sample {
+            if self.failed.load(Ordering::SeqCst) {
+                return Err(SearchError::Settings("another sample failed".into()));
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let result = {
+            let mut st = lock(&self.stats[slot]);
+            match tensor.as_f32() {
+                Ok(x) => st.observe(x),
+                Err(_) => st.observe(&tensor.to_f32_vec()),
+            }
+        };
+        // The turn moves on even after an error, so that no run waits for it.
+        self.turn[slot].store(sample + 1, Ordering::Release);
+        result.map_err(SearchError::from)
+    }
+}
+
+/// The hook of one statistics run (sample `sample`).
+struct StatsHook<'a, 'w> {
+    wavefront: &'a Wavefront<'w>,
+    sample: usize,
     /// Every tensor of the run, when it is one of the first samples whose
     /// activations the tuner reuses.
     keep_all: Option<Values>,
 }
 
-impl ValueHook for CaptureHook<'_> {
+impl ValueHook for StatsHook<'_, '_> {
     fn on_value(
         &mut self,
         _graph: &Graph,
@@ -253,70 +270,22 @@ impl ValueHook for CaptureHook<'_> {
         if let Some(all) = &mut self.keep_all {
             all.insert(value, tensor.clone());
         }
-        if let Some(Some(slot)) = self.slot_of.get(value.index()) {
-            // Tensor data is shared (Arc): this clone does not copy. The
-            // summary pass reads the tensor now, from cache, rather than
-            // from memory when the statistics are updated.
-            let data = tensor.as_f32().ok();
-            let summary = data.map(SampleSummary::of);
-            let keep = summary
-                .as_ref()
-                .is_none_or(|sm| self.configs[*slot].needs_data(sm));
-            let pre = match (data, summary) {
-                (Some(x), Some(sm)) if self.configs[*slot].wants_histogram() => {
-                    decode_layout(self.hints[*slot].load(Ordering::Relaxed))
-                        .filter(|&(range, _)| sm.abs_max() <= range)
-                        .map(|(range, bins)| PreBinned::bin(x, range, bins))
-                }
-                _ => None,
-            };
-            self.captured[*slot] = Some((keep.then(|| tensor.clone()), summary, pre));
+        if let Some(Some(slot)) = self.wavefront.slot_of.get(value.index())
+            && let Err(e) = self.wavefront.observe(*slot, self.sample, tensor)
+        {
+            self.wavefront.fail(self.sample, e);
         }
         Ok(())
     }
 
     fn wants(&self, value: ValueId) -> bool {
-        self.keep_all.is_some() || matches!(self.slot_of.get(value.index()), Some(Some(_)))
+        self.keep_all.is_some()
+            || matches!(self.wavefront.slot_of.get(value.index()), Some(Some(_)))
     }
 }
 
-fn observe_batch(
-    stats: &mut [TensorStats],
-    captured: Option<Vec<Option<Captured>>>,
-    hints: &LayoutHints,
-) -> Result<(), SearchError> {
-    let Some(captured) = captured else {
-        return Ok(());
-    };
-    stats
-        .par_iter_mut()
-        .zip(captured.into_par_iter())
-        .zip(hints.par_iter())
-        .try_for_each(|((s, t), hint)| {
-            let (t, summary, pre) = t.ok_or_else(|| {
-                SearchError::Settings(format!("tensor `{}` was not computed", s.name()))
-            })?;
-            match (t, summary) {
-                (None, Some(summary)) => s.observe_summary(summary)?,
-                (None, None) => {
-                    return Err(SearchError::Settings(format!(
-                        "tensor `{}` was not captured",
-                        s.name()
-                    )));
-                }
-                (Some(t), summary) => match (t.as_f32(), summary) {
-                    (Ok(x), Some(summary)) => s.observe_prebinned(x, summary, pre.as_ref())?,
-                    (Ok(x), None) => s.observe(x)?,
-                    (Err(_), _) => s.observe(&t.to_f32_vec())?,
-                },
-            }
-            hint.store(encode_layout(s.histogram_layout()), Ordering::Relaxed);
-            Ok(())
-        })
-}
-
-/// Cap on the samples inferred at once by [`collect_statistics`] (memory:
-/// each holds its activations until its statistics are updated).
+/// Cap on the samples inferred at once by [`collect_statistics`] (beyond it,
+/// each sample runs parallel kernels).
 const MAX_CONCURRENT_SAMPLES: usize = 8;
 
 /// One streaming pass over the batches of `loader`: runs the float model
@@ -373,7 +342,7 @@ fn collect_statistics_keeping(
             }
         })
         .collect();
-    let mut stats = entries
+    let stats = entries
         .iter()
         .zip(&configs)
         .map(|(e, cfg)| {
@@ -389,14 +358,10 @@ fn collect_statistics_keeping(
         slot_of[e.value.index()] = Some(slot);
     }
     progress.start("statistics", n);
-    // `workers` samples are inferred at once, one per worker with
-    // sequential kernels (on a small CNN this uses the cores better than one
-    // sample with parallel kernels, whose many short kernels leave workers
-    // waiting). Each worker takes the next sample as soon as it is done with
-    // one; finished samples wait in `ready` until the statistics have taken
-    // every earlier one (they are updated in sample order, whichever worker
-    // does it), and no worker runs more than `workers + 1` samples past the
-    // statistics, which bounds the activations alive.
+    // `workers` samples run at once, one per worker with sequential kernels
+    // (on a small CNN this uses the cores better than one sample with
+    // parallel kernels, whose many short kernels leave workers waiting);
+    // each worker takes the next sample as soon as it is done with one.
     let threads = rayon::current_num_threads().max(1);
     let workers = threads.min(MAX_CONCURRENT_SAMPLES);
     let par = if workers < threads {
@@ -404,95 +369,61 @@ fn collect_statistics_keeping(
     } else {
         Parallelism::Sequential
     };
-    let ahead = workers + 1;
     let opts = RunOptions::new(Keep::Outputs, par);
-    let hints: Vec<AtomicU64> = (0..entries.len())
-        .map(|_| AtomicU64::new(NO_LAYOUT))
-        .collect();
-    let run_one = |i: usize| -> Result<(Vec<Option<Captured>>, Option<Values>), SearchError> {
-        let inputs = loader.load(i)?;
-        let mut hook = CaptureHook {
-            slot_of: &slot_of,
-            configs: &configs,
-            captured: vec![None; entries.len()],
-            hints: &hints,
-            keep_all: (i < keep_first).then(Values::default),
-        };
-        exec.run(inputs, &opts, &mut hook)?;
-        Ok((hook.captured, hook.keep_all))
+    let wavefront = Wavefront {
+        slot_of: &slot_of,
+        turn: (0..stats.len()).map(|_| AtomicUsize::new(0)).collect(),
+        stats: stats.into_iter().map(Mutex::new).collect(),
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
     };
     let next_sample = AtomicUsize::new(0);
-    let observed = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let ready: Mutex<BTreeMap<usize, Vec<Option<Captured>>>> = Mutex::new(BTreeMap::new());
     let kept: Mutex<Vec<Option<Values>>> = Mutex::new(vec![None; keep_first.min(n)]);
-    let first_error: Mutex<Option<(usize, SearchError)>> = Mutex::new(None);
-    let fail = |i: usize, e: SearchError| {
-        failed.store(true, Ordering::SeqCst);
-        let mut slot = lock(&first_error);
-        if slot.as_ref().is_none_or(|(j, _)| i < *j) {
-            *slot = Some((i, e));
-        }
-    };
-    let state = Mutex::new(&mut stats);
-    // Updates the statistics with every ready sample that is next in order;
-    // returns without waiting when another worker is doing it.
-    let drain = || loop {
-        let Ok(mut stats) = state.try_lock() else {
-            return;
-        };
-        loop {
-            let i = observed.load(Ordering::SeqCst);
-            let Some(c) = lock(&ready).remove(&i) else {
-                break;
-            };
-            if let Err(e) = observe_batch(&mut stats, Some(c), &hints) {
-                fail(i, e);
-            }
-            observed.store(i + 1, Ordering::SeqCst);
-            progress.advance(1);
-        }
-        drop(stats);
-        // A sample that became ready while this worker held the lock was
-        // left to it (its worker's `try_lock` failed): look once more.
-        let i = observed.load(Ordering::SeqCst);
-        if !lock(&ready).contains_key(&i) {
-            return;
-        }
-    };
     (0..workers).into_par_iter().for_each(|_| {
-        while !failed.load(Ordering::SeqCst) {
+        while !wavefront.failed.load(Ordering::SeqCst) {
             let i = next_sample.fetch_add(1, Ordering::SeqCst);
             if i >= n {
                 break;
             }
-            while i >= observed.load(Ordering::SeqCst) + ahead && !failed.load(Ordering::SeqCst) {
-                drain();
-                std::thread::yield_now();
-            }
-            match run_one(i) {
-                Ok((captured, all)) => {
-                    if let Some(all) = all {
+            let mut hook = StatsHook {
+                wavefront: &wavefront,
+                sample: i,
+                keep_all: (i < keep_first).then(Values::default),
+            };
+            let run = loader
+                .load(i)
+                .and_then(|inputs| Ok(exec.run(inputs, &opts, &mut hook)?));
+            match run {
+                Ok(_) => {
+                    if let Some(all) = hook.keep_all {
                         lock(&kept)[i] = Some(all);
                     }
-                    lock(&ready).insert(i, captured);
+                    progress.advance(1);
                 }
-                Err(e) => fail(i, e),
+                Err(e) => wavefront.fail(i, e),
             }
-            drain();
         }
     });
-    drain();
-    if let Some((_, e)) = lock(&first_error).take() {
+    if let Some((_, e)) = lock(&wavefront.first_error).take() {
         return Err(e);
     }
-    if observed.load(Ordering::SeqCst) != n {
+    if let Some((slot, _)) = wavefront
+        .turn
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.load(Ordering::SeqCst) != n)
+    {
         return Err(SearchError::Settings(format!(
-            "statistics: {} of {n} batches observed",
-            observed.load(Ordering::SeqCst)
+            "tensor `{}` was not computed for every sample",
+            entries[slot].name
         )));
     }
     progress.finish();
+    let stats = wavefront
+        .stats
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect();
     let kept = kept
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner)

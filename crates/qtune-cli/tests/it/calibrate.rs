@@ -392,11 +392,26 @@ fn killed_run_leaves_the_old_table_intact() {
     transform_mobilenet(&dir, "mobilenet_v2", None, None);
     let old = "# an older table\ninput_1 1.0000000 -1.0000000 1.0000000\n";
     std::fs::write(dir.join("cali_table"), old).unwrap();
+    // A long run whatever the machine: the photos repeated to 3,000 samples.
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(calib_images())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "jpg" || x == "JPEG" || x == "jpeg")
+        })
+        .collect();
+    photos.sort();
+    assert!(!photos.is_empty());
+    let list: String = (0..3000)
+        .map(|i| format!("{}\n", photos[i % photos.len()].display()))
+        .collect();
+    std::fs::write(dir.join("long_list.txt"), list).unwrap();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("run_calibration"))
         .current_dir(&dir)
         .arg("mobilenet_v2.mlir")
-        .arg("--dataset")
-        .arg(calib_images())
+        .arg("--data_list")
+        .arg("long_list.txt")
         .args(["-o", "cali_table", "--quiet"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
