@@ -208,7 +208,7 @@ pub fn fake_quant_weight_per_channel(w: &Tensor, axis: usize) -> Tensor {
             let scale = m / 127.0;
             let start = (o * channels + c) * inner;
             for v in &mut out[start..start + inner] {
-                *v = (*v / scale).round_ties_even().clamp(-127.0, 127.0) * scale;
+                *v = round_half_even(*v / scale).clamp(-127.0, 127.0) * scale;
             }
         }
     }
