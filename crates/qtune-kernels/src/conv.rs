@@ -146,7 +146,7 @@ pub fn conv2d_out_dims(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dParams
 }
 
 /// Geometry of one convolution, shared by the tile workers.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Geom {
     c_g: usize,
     h: usize,
@@ -712,6 +712,12 @@ const DW_TILE_OUTPUTS: usize = 4096;
 
 dispatch! {
 /// Depthwise planes `p0..` of the output tile `out` (whole planes).
+///
+/// Everything that depends on the geometry only (layout, tap offsets, which phase planes
+/// are read, the column range each phase copies) is worked out once per call in a
+/// [`DwPlan`]; on 7x7 and 14x14 maps, where a plane is a few hundred multiply-adds, working
+/// it out per plane (with integer divisions per tap) and zeroing every phase plane again
+/// took more time than the taps.
 fn dw_planes(
     input: &[f32],
     weight: &[f32],
@@ -720,21 +726,52 @@ fn dw_planes(
     c: usize,
     out: &mut [f32],
     g: &Geom,
-    scratch: &mut Vec<f32>,
+    scratch: &mut DwScratch,
 ) {
     let (hw, ohw, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let plan = DwPlan::new(g);
+    let lay = &plan.lay;
+    let phases = g.sh * g.sw;
+    let need = phases * lay.plane + lay.wide_len;
+    let fresh = scratch.buf.len() < need || scratch.zeroed_for != Some(*g);
+    if scratch.buf.len() < need {
+        scratch.buf.resize(need, 0.0);
+    }
+    let (ph, rest) = scratch.buf[..need].split_at_mut(phases * lay.plane);
+    let wide = &mut rest[..lay.wide_len];
+    // The padding of the phase planes is the same for every plane of a geometry and no
+    // plane writes it: it is zeroed when the scratch changes geometry, and each plane then
+    // writes only the input's columns.
+    if fresh {
+        ph.fill(0.0);
+        scratch.zeroed_for = Some(*g);
+    }
     for (i, o) in out.chunks_exact_mut(ohw).enumerate() {
         let pi = p0 + i;
         let ch = pi % c;
         let b = bias.map_or(0.0, |b| b[ch]);
-        dw_plane(&input[pi * hw..(pi + 1) * hw], &weight[ch * kk..(ch + 1) * kk], b, o, g, scratch);
+        let x = &input[pi * hw..(pi + 1) * hw];
+        fill_phases(x, g, &plan, ph);
+        dw_taps(ph, &weight[ch * kk..(ch + 1) * kk], b, wide, g, &plan);
+        copy_out(wide, o, g, lay);
     }
 }
 }
 
+/// Per-thread scratch of the depthwise kernel: the phase planes, then the wide output.
+struct DwScratch {
+    buf: Vec<f32>,
+    /// The geometry whose phase-plane padding `buf` holds as zeros, if any.
+    zeroed_for: Option<Geom>,
+}
+
 thread_local! {
-    /// Per-thread scratch of the depthwise kernel: phase planes and the wide output.
-    static DW_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static DW_SCRATCH: RefCell<DwScratch> = const {
+        RefCell::new(DwScratch {
+            buf: Vec::new(),
+            zeroed_for: None,
+        })
+    };
 }
 
 /// Depthwise layout of one plane.
@@ -756,9 +793,6 @@ struct DwLayout {
     wide_len: usize,
 }
 
-/// Phase-plane width below which [`fill_phase`] zeroes whole planes at once.
-const NARROW_PLANE: usize = 32;
-
 /// Vector width in f32 lanes the depthwise loops are padded to (one AVX-512 register).
 const DW_LANES: usize = 16;
 
@@ -776,88 +810,139 @@ impl DwLayout {
     }
 }
 
-/// Fills one phase plane from the unpadded input plane `x`.
-#[inline(always)]
-fn fill_phase(x: &[f32], g: &Geom, lay: &DwLayout, pr: usize, pc: usize, dst: &mut [f32]) {
-    let (h, w, wp) = (g.h, g.w, lay.wp);
-    // Columns j whose source column j * sw + pc - pl lies inside the input.
-    let off = pc as isize - g.pl as isize;
-    let lo = if off >= 0 {
-        0
-    } else {
-        ((-off) as usize).div_ceil(g.sw)
-    }
-    .min(wp);
-    let hi = if (w as isize) <= off {
-        0
-    } else {
-        ((w as isize - off) as usize).div_ceil(g.sw)
-    }
-    .clamp(lo, wp);
-    // Narrow planes (7x7, 14x14) are common: there one memset for the whole plane beats
-    // two tiny ones per row; wide planes would be written twice, so they zero only the
-    // border columns of each row.
-    let narrow = wp < NARROW_PLANE;
-    if narrow {
-        dst.fill(0.0);
-    }
-    for (i, row) in dst.chunks_exact_mut(wp).enumerate() {
-        let iy = (i * g.sh + pr) as isize - g.pt as isize;
-        if iy < 0 || iy >= h as isize || hi == lo {
-            if !narrow {
-                row.fill(0.0);
+/// Columns of one phase plane that come from the input (the others are padding).
+#[derive(Clone, Copy)]
+struct PhaseCols {
+    /// Phase-plane columns `lo..hi` are input columns `start, start + sw, ...`.
+    lo: usize,
+    hi: usize,
+    start: usize,
+}
+
+/// The geometry-only part of a depthwise convolution, computed once per call of
+/// [`dw_planes`].
+struct DwPlan {
+    lay: DwLayout,
+    /// Whether some tap reads phase `id` (`id = pr * sw + pc`).
+    used: Vec<bool>,
+    /// Input columns of each column phase `pc`.
+    cols: Vec<PhaseCols>,
+    /// Offset in the phase planes of the window each tap `(ky, kx)` reads, row-major.
+    taps: Vec<usize>,
+}
+
+impl DwPlan {
+    fn new(g: &Geom) -> Self {
+        let lay = DwLayout::new(g);
+        let mut used = vec![false; g.sh * g.sw];
+        let mut taps = Vec::with_capacity(g.kh * g.kw);
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let (y, x) = (ky * g.dh, kx * g.dw);
+                let id = (y % g.sh) * g.sw + x % g.sw;
+                used[id] = true;
+                taps.push(id * lay.plane + (y / g.sh) * lay.wp + x / g.sw);
             }
+        }
+        let cols = (0..g.sw)
+            .map(|pc| {
+                // Columns j whose source column j * sw + pc - pl lies inside the input.
+                let off = pc as isize - g.pl as isize;
+                let lo = if off >= 0 {
+                    0
+                } else {
+                    ((-off) as usize).div_ceil(g.sw)
+                }
+                .min(lay.wp);
+                let hi = if (g.w as isize) <= off {
+                    0
+                } else {
+                    ((g.w as isize - off) as usize).div_ceil(g.sw)
+                }
+                .clamp(lo, lay.wp);
+                let start = if hi > lo {
+                    ((lo * g.sw) as isize + off) as usize
+                } else {
+                    0
+                };
+                PhaseCols { lo, hi, start }
+            })
+            .collect();
+        Self {
+            lay,
+            used,
+            cols,
+            taps,
+        }
+    }
+}
+
+/// `dst.copy_from_slice(&src[..dst.len()])` for the short rows of small maps, in whole
+/// vectors and halves of vectors: `copy_from_slice` calls `memmove`, whose call and
+/// dispatch cost more than copying a 7- or 14-element row.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    let src = &src[..n];
+    let mut i = 0;
+    while i + 16 <= n {
+        let d: &mut [f32; 16] = (&mut dst[i..i + 16]).try_into().expect("16 elements");
+        d.copy_from_slice(&src[i..i + 16]);
+        i += 16;
+    }
+    if i + 8 <= n {
+        let d: &mut [f32; 8] = (&mut dst[i..i + 8]).try_into().expect("8 elements");
+        d.copy_from_slice(&src[i..i + 8]);
+        i += 8;
+    }
+    if i + 4 <= n {
+        let d: &mut [f32; 4] = (&mut dst[i..i + 4]).try_into().expect("4 elements");
+        d.copy_from_slice(&src[i..i + 4]);
+        i += 4;
+    }
+    // At most three left: unrolled, so the compiler does not turn a loop into `memmove`.
+    if i < n {
+        dst[i] = src[i];
+    }
+    if i + 1 < n {
+        dst[i + 1] = src[i + 1];
+    }
+    if i + 2 < n {
+        dst[i + 2] = src[i + 2];
+    }
+}
+
+/// Writes the input columns of the phase planes that some tap reads, from the unpadded
+/// input plane `x`; their padding is already zero (see [`dw_planes`]).
+#[inline(always)]
+fn fill_phases(x: &[f32], g: &Geom, plan: &DwPlan, ph: &mut [f32]) {
+    let lay = &plan.lay;
+    let (sh, sw, wp, plane) = (g.sh, g.sw, lay.wp, lay.plane);
+    if sw == 2 {
+        fill_phases_sw2(x, g, lay, ph, &plan.used);
+        return;
+    }
+    let (h, w) = (g.h, g.w);
+    for (id, dst) in ph.chunks_exact_mut(plane).enumerate() {
+        if !plan.used[id] {
             continue;
         }
-        let src = &x[iy as usize * w..(iy as usize + 1) * w];
-        if !narrow {
-            row[..lo].fill(0.0);
-            row[hi..].fill(0.0);
+        let (pr, pc) = (id / sw, id % sw);
+        let PhaseCols { lo, hi, start } = plan.cols[pc];
+        let dst = &mut dst[..lay.hp * wp];
+        for (i, row) in dst.chunks_exact_mut(wp).enumerate() {
+            let iy = (i * sh + pr) as isize - g.pt as isize;
+            if iy < 0 || iy >= h as isize || hi == lo {
+                continue;
+            }
+            let src = &x[iy as usize * w..(iy as usize + 1) * w];
+            if sw == 1 {
+                copy_row(&mut row[lo..hi], &src[start..]);
+            } else {
+                strided_copy(&mut row[lo..hi], &src[start..], sw);
+            }
         }
-        let start = ((lo * g.sw) as isize + off) as usize;
-        if g.sw == 1 {
-            row[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
-        } else {
-            strided_copy(&mut row[lo..hi], &src[start..], g.sw);
-        }
     }
-}
-
-/// Cuts every source to length `n` (so the tap loops carry no bounds checks). A plain loop
-/// rather than `array::map`, which was not inlined into the target-feature copies.
-#[inline(always)]
-fn trim<const K: usize>(srcs: [&[f32]; K], n: usize) -> [&[f32]; K] {
-    let mut out: [&[f32]; K] = [&[]; K];
-    for (o, s) in out.iter_mut().zip(srcs) {
-        *o = &s[..n];
-    }
-    out
-}
-
-/// The `K` taps of kernel row `ky` starting at column `kx0`.
-#[inline(always)]
-fn row_srcs<'a, const K: usize>(
-    ph: &'a [f32],
-    g: &Geom,
-    lay: &DwLayout,
-    ky: usize,
-    kx0: usize,
-) -> [&'a [f32]; K] {
-    let mut out: [&[f32]; K] = [&[]; K];
-    for (t, o) in out.iter_mut().enumerate() {
-        *o = tap_src(ph, g, lay, ky, kx0 + t);
-    }
-    out
-}
-
-/// Phase-plane window read by tap `(ky, kx)` (see [`DwLayout`]).
-#[inline(always)]
-fn tap_src<'a>(ph: &'a [f32], g: &Geom, lay: &DwLayout, ky: usize, kx: usize) -> &'a [f32] {
-    let plane = lay.plane;
-    let (y, x) = (ky * g.dh, kx * g.dw);
-    let id = (y % g.sh) * g.sw + x % g.sw;
-    let off = (y / g.sh) * lay.wp + x / g.sw;
-    &ph[id * plane + off..(id + 1) * plane]
 }
 
 /// `dst[i] = bias + w[0] * s[0][i] + ... + w[K-1] * s[K-1][i]`, summed in tap order.
@@ -872,6 +957,33 @@ fn taps_fixed<const K: usize>(dst: &mut [f32], srcs: [&[f32]; K], wts: [f32; K],
         }
         dst[i] = acc;
     }
+}
+
+/// Cuts every source to length `n` (so the tap loops carry no bounds checks). A plain loop
+/// rather than `array::map`, which was not inlined into the target-feature copies.
+#[inline(always)]
+fn trim<const K: usize>(srcs: [&[f32]; K], n: usize) -> [&[f32]; K] {
+    let mut out: [&[f32]; K] = [&[]; K];
+    for (o, s) in out.iter_mut().zip(srcs) {
+        *o = &s[..n];
+    }
+    out
+}
+
+/// The windows read by the `K` taps `t0..t0 + K` (indices into [`DwPlan::taps`]).
+#[inline(always)]
+fn tap_srcs<'a, const K: usize>(
+    ph: &'a [f32],
+    plan: &DwPlan,
+    t0: usize,
+    n: usize,
+) -> [&'a [f32]; K] {
+    let mut out: [&[f32]; K] = [&[]; K];
+    for (t, o) in out.iter_mut().enumerate() {
+        let off = plan.taps[t0 + t];
+        *o = &ph[off..off + n];
+    }
+    out
 }
 
 /// `dst[i] = (init or dst[i]) + w[0] * s[0][i] + ... + w[K-1] * s[K-1][i]`, in tap order.
@@ -896,7 +1008,8 @@ fn taps_row<const K: usize>(dst: &mut [f32], srcs: [&[f32]; K], w: &[f32], init:
 }
 
 /// Stride-2 columns: de-interleaves each input row straight into the two column phases
-/// (no intermediate padded row, which caused store-forwarding stalls).
+/// (no intermediate padded row, which caused store-forwarding stalls). The padding is
+/// already zero (see [`dw_planes`]).
 #[inline(always)]
 fn fill_phases_sw2(x: &[f32], g: &Geom, lay: &DwLayout, ph: &mut [f32], used: &[bool]) {
     let (h, w, wp, sh, pl) = (g.h, g.w, lay.wp, g.sh, g.pl);
@@ -912,8 +1025,6 @@ fn fill_phases_sw2(x: &[f32], g: &Geom, lay: &DwLayout, ph: &mut [f32], used: &[
             .zip(p1[..rows].chunks_exact_mut(wp))
             .enumerate()
         {
-            r0.fill(0.0);
-            r1.fill(0.0);
             let iy = (i * sh + pr) as isize - g.pt as isize;
             if iy < 0 || iy >= h as isize {
                 continue;
@@ -953,77 +1064,51 @@ fn deinterleave(src: &[f32], a: &mut [f32], b: &mut [f32]) -> usize {
     n
 }
 
-/// One depthwise output plane. Accumulation order per output element: bias, then the taps
-/// in `(ky, kx)` row-major order, padded taps contributing `w * 0`.
+/// The taps of one plane into the wide output. Accumulation order per output element:
+/// bias, then the taps in `(ky, kx)` row-major order, padded taps contributing `w * 0`.
 #[inline(always)]
-fn dw_plane(x: &[f32], wt: &[f32], bias: f32, out: &mut [f32], g: &Geom, scratch: &mut Vec<f32>) {
-    let lay = DwLayout::new(g);
-    let (sh, sw, kh, kw) = (g.sh, g.sw, g.kh, g.kw);
-    let plane = lay.plane;
-    let phases = sh * sw;
-    let wide_len = lay.wide_len;
-    let need = phases * plane + wide_len;
-    if scratch.len() < need {
-        scratch.resize(need, 0.0);
-    }
-    let (ph, rest) = scratch.split_at_mut(phases * plane);
-    let wide = &mut rest[..wide_len];
-    // Only the phases some tap reads are filled.
-    let mut used = [false; 64];
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let id = ((ky * g.dh) % sh) * sw + (kx * g.dw) % sw;
-            if id < used.len() {
-                used[id] = true;
-            }
-        }
-    }
-    if sw == 2 && phases <= used.len() {
-        fill_phases_sw2(x, g, &lay, ph, &used);
-    } else {
-        for (id, dst) in ph.chunks_exact_mut(plane).enumerate() {
-            if id >= used.len() || used[id] {
-                fill_phase(x, g, &lay, id / sw, id % sw, &mut dst[..lay.hp * lay.wp]);
-            }
-        }
-    }
-    let ph = &*ph;
+fn dw_taps(ph: &[f32], wt: &[f32], bias: f32, wide: &mut [f32], g: &Geom, plan: &DwPlan) {
+    let (kh, kw) = (g.kh, g.kw);
+    let n = wide.len();
     if kh == 3 && kw == 3 {
-        let [a, b, c]: [&[f32]; 3] = row_srcs(ph, g, &lay, 0, 0);
-        let [d, e, f]: [&[f32]; 3] = row_srcs(ph, g, &lay, 1, 0);
-        let [p, q, r]: [&[f32]; 3] = row_srcs(ph, g, &lay, 2, 0);
-        let srcs = [a, b, c, d, e, f, p, q, r];
+        let srcs: [&[f32]; 9] = tap_srcs(ph, plan, 0, n);
         let mut w9 = [0.0; 9];
         w9.copy_from_slice(wt);
         taps_fixed(wide, srcs, w9, bias);
-    } else {
-        // One pass per kernel row, fused over the row's taps when the width is common.
-        let n = wide.len();
-        for ky in 0..kh {
-            let wrow = &wt[ky * kw..(ky + 1) * kw];
-            let init = if ky == 0 { Some(bias) } else { None };
-            match kw {
-                3 => taps_row::<3>(wide, row_srcs(ph, g, &lay, ky, 0), wrow, init),
-                5 => taps_row::<5>(wide, row_srcs(ph, g, &lay, ky, 0), wrow, init),
-                7 => taps_row::<7>(wide, row_srcs(ph, g, &lay, ky, 0), wrow, init),
-                _ => {
-                    if let Some(b) = init {
-                        wide.fill(b);
-                    }
-                    for (kx, &wv) in wrow.iter().enumerate() {
-                        for (d, s) in wide.iter_mut().zip(&tap_src(ph, g, &lay, ky, kx)[..n]) {
-                            *d += wv * *s;
-                        }
+        return;
+    }
+    // One pass per kernel row, fused over the row's taps when the width is common.
+    for ky in 0..kh {
+        let t0 = ky * kw;
+        let wrow = &wt[t0..t0 + kw];
+        let init = if ky == 0 { Some(bias) } else { None };
+        match kw {
+            3 => taps_row::<3>(wide, tap_srcs(ph, plan, t0, n), wrow, init),
+            5 => taps_row::<5>(wide, tap_srcs(ph, plan, t0, n), wrow, init),
+            7 => taps_row::<7>(wide, tap_srcs(ph, plan, t0, n), wrow, init),
+            _ => {
+                if let Some(b) = init {
+                    wide.fill(b);
+                }
+                for (kx, &wv) in wrow.iter().enumerate() {
+                    let off = plan.taps[t0 + kx];
+                    for (d, s) in wide.iter_mut().zip(&ph[off..off + n]) {
+                        *d += wv * *s;
                     }
                 }
             }
         }
     }
+}
+
+/// Copies the `ow` valid columns of each wide row into the output plane.
+#[inline(always)]
+fn copy_out(wide: &[f32], out: &mut [f32], g: &Geom, lay: &DwLayout) {
     if lay.wp == g.ow {
         out.copy_from_slice(&wide[..out.len()]);
     } else {
         for (oy, orow) in out.chunks_exact_mut(g.ow).enumerate() {
-            orow.copy_from_slice(&wide[oy * lay.wp..oy * lay.wp + g.ow]);
+            copy_row(orow, &wide[oy * lay.wp..]);
         }
     }
 }
