@@ -263,9 +263,10 @@ fn conv2d_matches_reference() {
 
 /// The depthwise kernel against the f32 reference that sums in the same order, bit for
 /// bit: random shapes (odd sizes, small maps with many channels so that tiles hold many
-/// planes, batch > 1, strides, dilations, asymmetric pads), one and two threads. The cases
-/// run one after another on the same threads, so the per-thread scratch changes geometry
-/// between calls and is reused within one.
+/// planes, batch > 1, strides, dilations, asymmetric pads), one and two threads, and on one
+/// thread with the plane-by-plane path forced for small maps too (what CPUs without
+/// AVX-512 run). The cases run one after another on the same threads, so the per-thread
+/// scratch changes geometry between calls and is reused within one.
 #[test]
 fn depthwise_matches_ordered_reference_bit_for_bit() {
     let mut rng = Rng::new(21);
@@ -302,8 +303,9 @@ fn depthwise_matches_ordered_reference_bit_for_bit() {
         );
         cases.push((rng.range(1, 3), rng.range(1, 40), h, w, k, s, d, pads));
     }
-    for threads in [1, 2] {
+    for (threads, planes_only) in [(1, false), (2, false), (1, true)] {
         pool(threads).install(|| {
+            crate::conv::DW_PLANES_ONLY.set(planes_only);
             for (i, &(n, c, h, w, k, s, d, pads)) in cases.iter().enumerate() {
                 let p = Conv2dParams::new(s, pads, d, c);
                 let in_dims = [n, c, h, w];
@@ -316,23 +318,22 @@ fn depthwise_matches_ordered_reference_bit_for_bit() {
                 let len = od.iter().product();
                 let mut got = vec![f32::NAN; len];
                 let mut want = vec![0.0; len];
-                conv2d(
-                    &x,
-                    in_dims,
-                    &wt,
-                    w_dims,
-                    bias,
-                    &p,
-                    &mut got,
-                    Parallelism::Rayon,
-                );
+                // Forcing the plane path is per thread: run on this one.
+                let par = if planes_only {
+                    Parallelism::Sequential
+                } else {
+                    Parallelism::Rayon
+                };
+                conv2d(&x, in_dims, &wt, w_dims, bias, &p, &mut got, par);
                 r::depthwise_conv2d_f32(&x, in_dims, &wt, k, bias, &p, &mut want);
                 assert_eq!(
                     bits(&got),
                     bits(&want),
-                    "depthwise case {i} ({threads} threads): {in_dims:?} k {k:?} {p:?}"
+                    "depthwise case {i} ({threads} threads, planes only {planes_only}): \
+                     {in_dims:?} k {k:?} {p:?}"
                 );
             }
+            crate::conv::DW_PLANES_ONLY.set(false);
         });
     }
 }
