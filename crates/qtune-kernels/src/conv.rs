@@ -44,9 +44,10 @@ const DW_WORK_PER_ELEMENT: usize = 64;
 
 /// Fixed tiling of one convolution's GEMMs: `(pixels, channels)` per tile.
 ///
-/// It depends on the shape only. Pixels are split first (each pixel tile builds its
-/// im2col block once); channels are split only when pixel tiles alone give fewer than
-/// [`MIN_TILES`] tiles, because each channel tile repeats the im2col of its pixel tile.
+/// It depends on the shape only. Pixels are split first; channels are split only when pixel
+/// tiles alone give fewer than [`MIN_TILES`] tiles, because the channel tiles of a pixel
+/// tile each pack its pixel panel again (inside the `gemm` crate) and need its im2col block
+/// built before them (`im2col_gemm` then builds the blocks in a pass of their own).
 fn conv_tiles(units: usize, ohw: usize, m_g: usize) -> (usize, usize) {
     let units = units.max(1);
     let tile_pixels = if units * ohw.div_ceil(MAX_TILE_PIXELS) >= MIN_TILES {
@@ -337,6 +338,35 @@ fn im2col_gemm(
     let tc = m_g.div_ceil(tile_channels);
     let per_group = tp * tc;
     let outp = SendPtr(out.as_mut_ptr());
+    // When the channels are split, the channel tiles of a pixel tile share one im2col block,
+    // built first (in its own parallel pass): each used to build its own copy, and on the
+    // 13x13 and 26x26 maps of YOLOX, cut into three channel tiles, the im2col was done
+    // three times.
+    let shared = !pointwise && tc > 1;
+    let per_block = kdim * tile_pixels;
+    let mut blocks: Vec<f32> = Vec::new();
+    if shared {
+        blocks.reserve_exact(n * g * tp * per_block);
+        let blocksp = SendPtr(blocks.as_mut_ptr());
+        for_each_tile(n * g * tp, par, |u| {
+            let (ng, pi) = (u / tp, u % tp);
+            let (ni, gi) = (ng / g, ng % g);
+            let j0 = pi * tile_pixels;
+            let nn = tile_pixels.min(ohw - j0);
+            let plane0 = (ni * c + gi * geo.c_g) * h * w;
+            // SAFETY: block `u` is `u * per_block..` of the reserved capacity, written by
+            // this task only; nothing reads it before the pass ends (and then only these
+            // `kdim * nn` elements, all written by `im2col_tile`).
+            let col = unsafe {
+                std::slice::from_raw_parts_mut(blocksp.get().add(u * per_block), kdim * nn)
+            };
+            IM2COL_ROWS.with(|rows| {
+                let x = &input[plane0..plane0 + geo.c_g * h * w];
+                im2col_tile(x, &geo, j0, nn, col, &mut rows.borrow_mut());
+            });
+        });
+    }
+    let blocks_ptr = SendPtr(blocks.as_mut_ptr());
     for_each_tile(n * g * per_group, par, |t| {
         let ng = t / per_group;
         let (ni, gi) = (ng / g, ng % g);
@@ -362,6 +392,15 @@ fn im2col_gemm(
                 cs: 1,
             };
             // SAFETY: views are inside `input`, `weight` and `out`.
+            unsafe { gemm_tile(mm, nn, kdim, dst, ohw as isize, lhs, rhs, false) };
+        } else if shared {
+            let rhs = MatRef {
+                // The block of pixel tile `pi` of image and group `ng` (see above).
+                ptr: blocks_ptr.get().wrapping_add((ng * tp + pi) * per_block),
+                rs: nn as isize,
+                cs: 1,
+            };
+            // SAFETY: the block's `kdim * nn` elements were written by the first pass.
             unsafe { gemm_tile(mm, nn, kdim, dst, ohw as isize, lhs, rhs, false) };
         } else {
             SCRATCH.with(|s| {
