@@ -25,6 +25,10 @@ use std::mem::MaybeUninit;
 const MAX_TILE_PIXELS: usize = 256;
 /// Smallest pixel tile used to create more tiles on small outputs.
 const MIN_TILE_PIXELS: usize = 64;
+/// Pixel tiles of small outputs are rounded up to a multiple of this: the rows of the
+/// `gemm` crate's widest AVX-512 micro-kernel (4 vectors of 16 pixels). Tiles of 96 pixels
+/// (a 26x26 map in 8 tiles) ran a third of their work in its 2-vector kernel.
+const GEMM_TILE_ROWS: usize = 64;
 /// Largest number of output channels per GEMM tile.
 const MAX_TILE_CHANNELS: usize = 512;
 /// Smallest channel tile used to create more tiles on tiny outputs.
@@ -55,7 +59,7 @@ fn conv_tiles(units: usize, ohw: usize, m_g: usize) -> (usize, usize) {
     } else {
         let splits = MIN_TILES.div_ceil(units);
         ohw.div_ceil(splits)
-            .next_multiple_of(16)
+            .next_multiple_of(GEMM_TILE_ROWS)
             .clamp(MIN_TILE_PIXELS, MAX_TILE_PIXELS)
     };
     let pixel_tiles = units * ohw.div_ceil(tile_pixels);
