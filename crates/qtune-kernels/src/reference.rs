@@ -121,6 +121,53 @@ pub fn conv2d(
     }
 }
 
+/// Depthwise ONNX `Conv` (`group == C == M`, weight `[C, 1, kh, kw]`) summed in f32 in the
+/// order the fast kernel promises: the bias, then `w * x` for every tap in `(ky, kx)`
+/// row-major order, a tap over the padding adding `w * 0`; each product and sum rounded
+/// separately (no fused multiply-add). The fast depthwise kernels must match it bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_conv2d_f32(
+    input: &[f32],
+    in_dims: [usize; 4],
+    weight: &[f32],
+    k: [usize; 2],
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    out: &mut [f32],
+) {
+    let [n, c, h, w] = in_dims;
+    let [kh, kw] = k;
+    assert_eq!(p.group, c, "depthwise reference: group must equal C");
+    let oh = conv_out_len(h, p.pads[0], p.pads[2], kh, p.strides[0], p.dilations[0]);
+    let ow = conv_out_len(w, p.pads[1], p.pads[3], kw, p.strides[1], p.dilations[1]);
+    assert_eq!(out.len(), n * c * oh * ow);
+    for ni in 0..n {
+        for ch in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias.map_or(0.0f32, |b| b[ch]);
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * p.strides[0] + ky * p.dilations[0]) as isize
+                                - p.pads[0] as isize;
+                            let ix = (ox * p.strides[1] + kx * p.dilations[1]) as isize
+                                - p.pads[1] as isize;
+                            let inside = iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize;
+                            let xv = if inside {
+                                input[((ni * c + ch) * h + iy as usize) * w + ix as usize]
+                            } else {
+                                0.0
+                            };
+                            acc += weight[(ch * kh + ky) * kw + kx] * xv;
+                        }
+                    }
+                    out[((ni * c + ch) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+}
+
 /// ONNX `ConvTranspose`, scattering each input element.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d(

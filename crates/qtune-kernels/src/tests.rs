@@ -261,6 +261,83 @@ fn conv2d_matches_reference() {
     }
 }
 
+/// The depthwise kernel against the f32 reference that sums in the same order, bit for
+/// bit: random shapes (odd sizes, small maps with many channels so that tiles hold many
+/// planes, batch > 1, strides, dilations, asymmetric pads), one and two threads, and on one
+/// thread with the plane-by-plane path forced for small maps too (what CPUs without
+/// AVX-512 run). The cases run one after another on the same threads, so the per-thread
+/// scratch changes geometry between calls and is reused within one.
+#[test]
+fn depthwise_matches_ordered_reference_bit_for_bit() {
+    let mut rng = Rng::new(21);
+    let mut cases = vec![
+        // (n, c, h, w, k, stride, dilation, pads): the MobileNetV2 / EfficientNet small maps.
+        (1, 96, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        (1, 90, 7, 7, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
+        (2, 50, 14, 14, [3, 3], [2, 2], [1, 1], [0, 0, 1, 1]),
+        (1, 70, 14, 14, [5, 5], [2, 2], [1, 1], [1, 1, 2, 2]),
+        (1, 3, 40, 37, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        (1, 2, 70, 66, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+    ];
+    for _ in 0..40 {
+        let k = [rng.range(1, 6), rng.range(1, 6)];
+        let d = [rng.range(1, 2), rng.range(1, 2)];
+        let s = [rng.range(1, 3), rng.range(1, 3)];
+        let pads = [
+            rng.range(0, 3),
+            rng.range(0, 3),
+            rng.range(0, 3),
+            rng.range(0, 3),
+        ];
+        let h = rng.range(
+            ((k[0] - 1) * d[0] + 1)
+                .saturating_sub(pads[0] + pads[2])
+                .max(1),
+            20,
+        );
+        let w = rng.range(
+            ((k[1] - 1) * d[1] + 1)
+                .saturating_sub(pads[1] + pads[3])
+                .max(1),
+            20,
+        );
+        cases.push((rng.range(1, 3), rng.range(1, 40), h, w, k, s, d, pads));
+    }
+    for (threads, planes_only) in [(1, false), (2, false), (1, true)] {
+        pool(threads).install(|| {
+            crate::conv::DW_PLANES_ONLY.set(planes_only);
+            for (i, &(n, c, h, w, k, s, d, pads)) in cases.iter().enumerate() {
+                let p = Conv2dParams::new(s, pads, d, c);
+                let in_dims = [n, c, h, w];
+                let w_dims = [c, 1, k[0], k[1]];
+                let x = rng.vec(n * c * h * w);
+                let wt = rng.vec(c * k[0] * k[1]);
+                let b = rng.vec(c);
+                let bias = (i % 3 != 0).then_some(b.as_slice());
+                let od = conv2d_out_dims(in_dims, w_dims, &p);
+                let len = od.iter().product();
+                let mut got = vec![f32::NAN; len];
+                let mut want = vec![0.0; len];
+                // Forcing the plane path is per thread: run on this one.
+                let par = if planes_only {
+                    Parallelism::Sequential
+                } else {
+                    Parallelism::Rayon
+                };
+                conv2d(&x, in_dims, &wt, w_dims, bias, &p, &mut got, par);
+                r::depthwise_conv2d_f32(&x, in_dims, &wt, k, bias, &p, &mut want);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "depthwise case {i} ({threads} threads, planes only {planes_only}): \
+                     {in_dims:?} k {k:?} {p:?}"
+                );
+            }
+            crate::conv::DW_PLANES_ONLY.set(false);
+        });
+    }
+}
+
 #[test]
 fn strided_copy_matches_indexing() {
     for stride in 1..4 {
