@@ -44,17 +44,8 @@ impl SquaredDistance {
     /// When the lengths differ, or a piece follows one whose length was not
     /// a multiple of [`LANES`] (the lanes would no longer line up).
     pub fn add(&mut self, reference: &[f32], out: &[f32]) {
-        assert_eq!(
-            reference.len(),
-            out.len(),
-            "squared distance: piece lengths"
-        );
-        assert!(
-            self.len.is_multiple_of(LANES),
-            "squared distance: only the last piece may end inside a lane block"
-        );
+        self.next_piece(reference.len(), out.len());
         lane_squares(reference, out, &mut self.lanes);
-        self.len += reference.len();
     }
 
     /// [`Self::add`] with the reference piece already widened to f64 (for
@@ -63,17 +54,18 @@ impl SquaredDistance {
     /// # Panics
     /// As [`Self::add`].
     pub fn add_widened(&mut self, reference: &[f64], out: &[f32]) {
-        assert_eq!(
-            reference.len(),
-            out.len(),
-            "squared distance: piece lengths"
-        );
+        self.next_piece(reference.len(), out.len());
+        lane_squares_widened(reference, out, &mut self.lanes);
+    }
+
+    /// Checks a piece's lengths and counts it.
+    fn next_piece(&mut self, reference: usize, out: usize) {
+        assert_eq!(reference, out, "squared distance: piece lengths");
         assert!(
             self.len.is_multiple_of(LANES),
             "squared distance: only the last piece may end inside a lane block"
         );
-        lane_squares_widened(reference, out, &mut self.lanes);
-        self.len += reference.len();
+        self.len += reference;
     }
 
     pub fn total(&self) -> f64 {

@@ -101,22 +101,6 @@ impl StatsConfig {
         }
     }
 
-    /// Whether [`TensorStats::observe`] needs a sample's data or
-    /// [`TensorStats::observe_summary`] can take its summary alone: the data
-    /// is needed unless `max` is the only method (no tails, no torch
-    /// observer) and the sample's min or max is not a zero that appears
-    /// with both signs (which of `+0`/`-0` a sequential fold keeps depends
-    /// on the order of the elements).
-    pub fn needs_data(&self, summary: &SampleSummary) -> bool {
-        let zero_tie =
-            summary.pos_zero && summary.neg_zero && (summary.min == 0.0 || summary.max == 0.0);
-        summary.len == 0
-            || zero_tie
-            || self.wants_tails()
-            || self.torch_observer
-            || self.methods.iter().any(|&m| m != CalibrationMethod::Max)
-    }
-
     fn wants(&self, m: CalibrationMethod) -> bool {
         self.methods.contains(&m)
     }
@@ -135,11 +119,8 @@ struct SampleMeans {
 }
 
 /// Min and max of one sample's non-NaN elements (`+inf`/`-inf` when there
-/// are none) and which special values occur, from one vectorised pass.
-///
-/// [`TensorStats::observe_summarized`] takes it precomputed, so that a
-/// driver can summarise a tensor while it is still in cache (right after it
-/// is produced) and update the statistics later.
+/// are none) and which special values occur, from one vectorised pass
+/// ([`TensorStats::observe`] takes it first).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampleSummary {
     len: usize,
@@ -323,47 +304,9 @@ impl TensorStats {
         self.histogram_exact
     }
 
-    /// Whether observing a sample with this summary needs its data
-    /// ([`StatsConfig::needs_data`]).
-    pub fn needs_data(&self, summary: &SampleSummary) -> bool {
-        self.config.needs_data(summary)
-    }
-
-    /// Observes a sample from its summary alone (the driver can then free
-    /// the data as soon as it is summarised). Same result as
-    /// [`Self::observe`] on the data; an error when [`Self::needs_data`].
-    pub fn observe_summary(&mut self, summary: SampleSummary) -> Result<(), QuantError> {
-        if self.needs_data(&summary) {
-            return Err(QuantError::InvalidConfig(format!(
-                "tensor {}: these statistics need the sample's data, not only its summary",
-                self.name
-            )));
-        }
-        self.samples += 1;
-        self.min = self.min.min(summary.min);
-        self.max = self.max.max(summary.max);
-        self.abs_max = self.min.abs().max(self.max.abs());
-        Ok(())
-    }
-
     /// Observes one sample (the flattened tensor of one batch).
     pub fn observe(&mut self, x: &[f32]) -> Result<(), QuantError> {
-        self.observe_summarized(x, SampleSummary::of(x))
-    }
-
-    /// [`Self::observe`] with `SampleSummary::of(x)` already computed. A
-    /// summary of another length is recomputed; the caller must not pass the
-    /// summary of different data of the same length.
-    pub fn observe_summarized(
-        &mut self,
-        x: &[f32],
-        summary: SampleSummary,
-    ) -> Result<(), QuantError> {
-        let summary = if summary.len == x.len() {
-            summary
-        } else {
-            SampleSummary::of(x)
-        };
+        let summary = SampleSummary::of(x);
         if x.is_empty() {
             return Err(QuantError::EmptySample {
                 tensor: self.name.clone(),
