@@ -570,27 +570,25 @@ pub fn calibrate_methods(
     let mut pass = settings.clone();
     pass.method = first;
     pass.extra_methods = methods[1..].to_vec();
+    let tunes = |sm: &CalibrationSettings| {
+        if tune_all {
+            sm.tune_num > 0
+        } else {
+            sm.tunes()
+        }
+    };
     // Without a tune list the tuner runs on the first batches: their
     // activations are kept from this pass instead of being computed again.
-    let tune_count = methods
-        .iter()
-        .map(|&m| {
-            let mut sm = settings.clone();
-            sm.method = m;
-            let tunes = if tune_all {
-                sm.tune_num > 0
-            } else {
-                sm.tunes()
-            };
-            if tunes {
-                sm.tune_num.min(loader.batch_count())
-            } else {
-                0
-            }
-        })
-        .max()
-        .unwrap_or(0);
-    let keep_first = if tune_loader.is_none() { tune_count } else { 0 };
+    let any_tuned = methods.iter().any(|&m| {
+        let mut sm = settings.clone();
+        sm.method = m;
+        tunes(&sm)
+    });
+    let keep_first = if tune_loader.is_none() && any_tuned {
+        settings.tune_num.min(loader.batch_count())
+    } else {
+        0
+    };
     let (stats, kept) = collect_statistics_keeping(
         exec, &entries, op_count, loader, &pass, keep_first, progress,
     )?;
@@ -604,13 +602,6 @@ pub fn calibrate_methods(
         per_method.push((sm.clone(), thresholds_to_rows(&entries, &stats, &sm)?));
     }
     drop(stats);
-    let tunes = |sm: &CalibrationSettings| {
-        if tune_all {
-            sm.tune_num > 0
-        } else {
-            sm.tunes()
-        }
-    };
     let mut refs: Option<Vec<Values>> = None;
     let mut outcomes = Vec::with_capacity(methods.len());
     for (sm, rows) in per_method {
