@@ -63,14 +63,17 @@ impl Cx<'_> {
     /// only reference when this node is the value's last reader, so the
     /// buffer can be reused in place.
     fn take_f32(&mut self, i: usize) -> Result<Vec<f32>, ExecError> {
-        let t = self
-            .inputs
-            .get_mut(i)
-            .and_then(Option::take)
-            .ok_or_else(|| self.err(format!("input {i} is missing")))?;
+        let t = self.take(i)?;
         let dtype = t.dtype();
         t.into_f32_vec()
             .map_err(|_| self.err(format!("input {i} must be float32, got {dtype}")))
+    }
+    /// Moves input `i` out (see [`Self::take_f32`]).
+    fn take(&mut self, i: usize) -> Result<Tensor, ExecError> {
+        self.inputs
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or_else(|| self.err(format!("input {i} is missing")))
     }
     fn out_value(&self, i: usize) -> ValueId {
         self.node.outputs[i]
@@ -708,12 +711,7 @@ pub(crate) fn eval_node_fused(
 
 fn eval_unary(cx: &mut Cx, op: k::UnaryOp) -> Result<Vec<Tensor>, ExecError> {
     let dims = cx.input(0)?.dims().to_vec();
-    let t = cx
-        .inputs
-        .get_mut(0)
-        .and_then(Option::take)
-        .ok_or_else(|| cx.err("input 0 is missing"))?;
-    let out = match t.into_unshared_f32_vec() {
+    let out = match cx.take(0)?.into_unshared_f32_vec() {
         Ok(mut x) => {
             k::unary(op, &mut x, cx.par);
             x
