@@ -95,7 +95,7 @@ pub fn load_model(
         "onnx" => {
             let graph = qtune_onnx::import_onnx(path, &opts)?;
             if naming == Naming::TopOps {
-                let graph = prepare_graph(graph, &PrepareOptions::default(), path)?;
+                let graph = canonical_top_graph(graph, path)?;
                 let stem = path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
@@ -134,6 +134,16 @@ pub fn load_model(
     let graph = prepare_graph(graph, prepare, path)?;
     let exec = Executor::new(graph).with_context(|| format!("model `{}`", path.display()))?;
     Ok(LoadedModel { exec, input_attrs })
+}
+
+/// TPU-MLIR's canonical Top graph of an imported ONNX model, as
+/// `model_transform` writes it: constants folded and shapes inferred, then
+/// the canonicalization of `qtune_ir::passes::canonical` (fused ops, TPU-MLIR
+/// op names), then shapes inferred again for the ops it created.
+pub fn canonical_top_graph(graph: qtune_ir::Graph, path: &Path) -> Result<qtune_ir::Graph> {
+    let mut graph = prepare_graph(graph, &PrepareOptions::default(), path)?;
+    qtune_ir::passes::canonicalize(&mut graph);
+    prepare_graph(graph, &PrepareOptions::default(), path)
 }
 
 fn prepare_graph(

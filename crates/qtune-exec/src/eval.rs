@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use qtune_ir::{
-    AutoPad, CoordMode, FloatFormat, Graph, Node, NodeId, Op, ResizeMode, ValueId,
+    AutoPad, CoordMode, FloatFormat, FusedRelu, GeluApproximation, Graph, Node, NodeId, Op,
+    ResizeMode, ValueId,
     resolve_reduce_axes, resolve_slice, resolve_split, resolve_window, shape_range,
 };
 use qtune_kernels::{self as k, Parallelism};
@@ -134,14 +135,53 @@ fn pads4(begin: &[usize], end: &[usize]) -> [usize; 4] {
     }
 }
 
-/// Evaluates one node on its inputs (`None` for omitted optional inputs).
+/// The kernel form of a Relu fused into an op (TPU-MLIR's `do_relu`): the
+/// same `Relu` / `Clip` a separate activation node runs, so a fused op is
+/// bit-identical to the op followed by that node.
+pub(crate) fn fused_relu_op(relu: FusedRelu) -> k::UnaryOp {
+    match relu.limit {
+        None => k::UnaryOp::Relu,
+        Some(hi) => k::UnaryOp::Clip { lo: 0.0, hi },
+    }
+}
+
+/// Evaluates one node on its inputs (`None` for omitted optional inputs),
+/// its fused Relu included.
 pub(crate) fn eval_node(
     graph: &Graph,
     id: NodeId,
     inputs: Vec<Option<Tensor>>,
     par: Parallelism,
 ) -> Result<Vec<Tensor>, ExecError> {
-    eval_node_fused(graph, id, inputs, par, None)
+    let node = graph.node(id);
+    let Some(relu) = node.relu else {
+        return eval_node_fused(graph, id, inputs, par, None);
+    };
+    let op = fused_relu_op(relu);
+    if matches!(node.op, Op::Conv(_)) {
+        // The convolution kernels apply it while the tile is in cache.
+        return eval_node_fused(graph, id, inputs, par, Some(op));
+    }
+    let mut outputs = eval_node_fused(graph, id, inputs, par, None)?;
+    let Some(first) = outputs.first_mut() else {
+        return Ok(outputs);
+    };
+    let shape = first.shape().clone();
+    let mut data = std::mem::replace(first, Tensor::scalar_f32(0.0))
+        .into_unshared_f32_vec()
+        .or_else(|t| t.as_f32().map(<[f32]>::to_vec))
+        .map_err(|e| ExecError::Node {
+            node: node.name.clone(),
+            op: node.op.op_type(),
+            message: format!("a fused Relu needs a float32 output: {e}"),
+        })?;
+    k::unary(op, &mut data, par);
+    *first = Tensor::from_f32(shape, data).map_err(|e| ExecError::Node {
+        node: node.name.clone(),
+        op: node.op.op_type(),
+        message: e.to_string(),
+    })?;
+    Ok(outputs)
 }
 
 /// Evaluates a Conv node with an activation applied to its output inside
@@ -302,6 +342,35 @@ pub(crate) fn eval_node_fused(
         Op::Relu => eval_unary(&mut cx, k::UnaryOp::Relu),
         Op::Sigmoid => eval_unary(&mut cx, k::UnaryOp::Sigmoid),
         Op::HardSwish => eval_unary(&mut cx, k::UnaryOp::HardSwish),
+        Op::SiLU => eval_unary(&mut cx, k::UnaryOp::Silu),
+        Op::Gelu { approximate } => eval_unary(
+            &mut cx,
+            match approximate {
+                GeluApproximation::None => k::UnaryOp::Gelu,
+                GeluApproximation::Tanh => k::UnaryOp::GeluTanh,
+            },
+        ),
+        Op::LayerNormalization { axis, epsilon } => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let ax = qtune_ir::normalize_axis(*axis, dims.len())
+                .ok_or_else(|| cx.err("axis out of range"))?;
+            let inner: usize = dims[ax..].iter().product();
+            let param = |cx: &Cx, i: usize| -> Result<Option<Vec<f32>>, ExecError> {
+                let Some(t) = cx.opt_input(i) else {
+                    return Ok(None);
+                };
+                let v = cx.f32_input(i)?;
+                // Broadcast to the normalized shape (shape inference checked it).
+                let mut full = vec![0f32; inner];
+                k::expand(v, t.dims(), &dims[ax..], &mut full);
+                Ok(Some(full))
+            };
+            let scale = param(&cx, 1)?;
+            let bias = param(&cx, 2)?;
+            let mut x = cx.take_f32(0)?;
+            layer_norm_rows(&mut x, inner, *epsilon, scale.as_deref(), bias.as_deref());
+            cx.f32_out(dims, x)
+        }
         Op::LeakyRelu { alpha } => eval_unary(&mut cx, k::UnaryOp::LeakyRelu { alpha: *alpha }),
         Op::HardSigmoid { alpha, beta } => eval_unary(
             &mut cx,
@@ -709,6 +778,43 @@ pub(crate) fn eval_node_fused(
     }
 }
 
+/// LayerNorm over rows of `inner` values, in the order of the decomposed
+/// ONNX pattern it replaces (`mean = sum / n`, `d = x - mean`, `var =
+/// sum(d^2) / n`, `y = d / sqrt(var + eps) * scale + bias`), so that the
+/// fused op agrees with it within float rounding.
+fn layer_norm_rows(
+    x: &mut [f32],
+    inner: usize,
+    epsilon: f32,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+) {
+    if inner == 0 {
+        return;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let n = inner as f32;
+    for row in x.chunks_exact_mut(inner) {
+        let mean = row.iter().sum::<f32>() / n;
+        let mut var = 0f32;
+        for v in row.iter_mut() {
+            *v -= mean;
+            var += *v * *v;
+        }
+        let den = (var / n + epsilon).sqrt();
+        for (i, v) in row.iter_mut().enumerate() {
+            let mut y = *v / den;
+            if let Some(s) = scale {
+                y *= s[i];
+            }
+            if let Some(b) = bias {
+                y += b[i];
+            }
+            *v = y;
+        }
+    }
+}
+
 fn eval_unary(cx: &mut Cx, op: k::UnaryOp) -> Result<Vec<Tensor>, ExecError> {
     let dims = cx.input(0)?.dims().to_vec();
     let out = match cx.take(0)?.into_unshared_f32_vec() {
@@ -927,6 +1033,22 @@ fn eval_matmul(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
                 cx.par,
             );
         }
+    }
+    // The optional bias (a fused MatMul + Add): the same per-element add
+    // the separate Add node would do.
+    if let Some(bt) = cx.opt_input(2) {
+        let bias = cx.f32_input(2)?;
+        let mut sum = zeroed(out.len(), cx.par);
+        k::binary(
+            k::BinaryOp::Add,
+            &out,
+            &od,
+            bias,
+            bt.dims(),
+            &mut sum,
+            cx.par,
+        );
+        out = sum;
     }
     cx.f32_out(od, out)
 }

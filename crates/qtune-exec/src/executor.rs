@@ -14,6 +14,7 @@ use qtune_tensor::Tensor;
 
 use crate::eval::{
     activation_of, eval_fake_quant, eval_node, eval_node_fused, eval_pointwise_depthwise,
+    fused_relu_op,
 };
 use crate::{ExecError, PrepareOptions, PrepareReport, prepare};
 
@@ -403,6 +404,16 @@ fn find_fusions(graph: &Graph, consumers: &[Vec<NodeId>]) -> Vec<Option<Fusion>>
                 return None;
             }
             let v = n.outputs[0];
+            // A Relu fused into the Conv in the graph (TPU-MLIR's
+            // `do_relu`) runs in the kernel, like a separate activation.
+            if let Some(relu) = n.relu {
+                return Some(Fusion {
+                    activation: fused_relu_op(relu),
+                    absorbed: Vec::new(),
+                    intermediates: Vec::new(),
+                    output: v,
+                });
+            }
             if graph.outputs.contains(&v) {
                 return None;
             }

@@ -17,15 +17,66 @@ pub struct Value {
     pub constant: Option<Tensor>,
 }
 
+/// TPU-MLIR's `do_relu` / `relu_limit`: the op's (only) output goes through
+/// a Relu, capped at `limit` when there is one (`Clip(0, limit)`). TPU-MLIR
+/// fuses a Relu (or `Clip(0, max)`) into the op before it this way, and the
+/// fused op is one op with one output: the value before the Relu does not
+/// exist in the graph.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedRelu {
+    /// `relu_limit` when positive; `None` for a plain Relu (TPU-MLIR prints
+    /// `relu_limit = -1.0` then).
+    pub limit: Option<f32>,
+}
+
+impl FusedRelu {
+    /// A plain Relu.
+    pub const RELU: FusedRelu = FusedRelu { limit: None };
+
+    /// From TPU-MLIR's attribute: a limit that is not positive means none.
+    pub fn from_limit(limit: f64) -> FusedRelu {
+        #[allow(clippy::cast_possible_truncation)]
+        let l = limit as f32;
+        FusedRelu {
+            limit: (limit > 0.0 && l.is_finite()).then_some(l),
+        }
+    }
+
+    /// TPU-MLIR's `relu_limit` attribute value (`-1.0` for none).
+    pub fn limit_attr(self) -> f64 {
+        self.limit.map_or(-1.0, f64::from)
+    }
+
+    /// The upper bound (`+inf` without a limit).
+    pub fn upper(self) -> f32 {
+        self.limit.unwrap_or(f32::INFINITY)
+    }
+
+    /// Applies the activation to one value (NaN stays NaN, as with `Clip`).
+    pub fn apply(self, x: f32) -> f32 {
+        if x < 0.0 {
+            0.0
+        } else if x > self.upper() {
+            self.upper()
+        } else {
+            x
+        }
+    }
+}
+
 /// An operator application.
 #[derive(Debug, Clone)]
 pub struct Node {
-    /// The ONNX node name, or `<first output>_<OpType>` when the model left it empty.
+    /// The ONNX node name, or `<first output>_<OpType>` when the model left it
+    /// empty; a `.mlir` op's loc name.
     pub name: String,
     pub op: Op,
     /// `None` marks an omitted optional input (ONNX's empty name).
     pub inputs: Vec<Option<ValueId>>,
     pub outputs: Vec<ValueId>,
+    /// A Relu fused into the op (TPU-MLIR's `do_relu`); see [`FusedRelu`].
+    /// Only single-output float ops carry one.
+    pub relu: Option<FusedRelu>,
 }
 
 /// A computation graph with nodes in topological order.
@@ -99,8 +150,41 @@ impl Graph {
             op,
             inputs,
             outputs,
+            relu: None,
         });
         id
+    }
+
+    /// Appends a node like [`Graph::add_node`], with a fused Relu.
+    pub fn add_node_with_relu(
+        &mut self,
+        name: impl Into<String>,
+        op: Op,
+        inputs: Vec<Option<ValueId>>,
+        outputs: Vec<ValueId>,
+        relu: Option<FusedRelu>,
+    ) -> NodeId {
+        let id = self.add_node(name, op, inputs, outputs);
+        self.nodes[id.index()].relu = relu;
+        id
+    }
+
+    /// Renames a value. Names are unique: when `name` is taken by another
+    /// value, `_1`, `_2`, ... is appended; returns the name given.
+    pub fn rename_value(&mut self, id: ValueId, name: &str) -> String {
+        if self.values[id.index()].name == name {
+            return name.to_string();
+        }
+        let mut new = name.to_string();
+        let mut n = 1;
+        while self.by_name.contains_key(&new) {
+            new = format!("{name}_{n}");
+            n += 1;
+        }
+        let old = std::mem::replace(&mut self.values[id.index()].name, new.clone());
+        self.by_name.remove(&old);
+        self.by_name.insert(new.clone(), id);
+        new
     }
 
     pub fn value(&self, id: ValueId) -> &Value {
@@ -181,6 +265,43 @@ impl Graph {
         }
         for (i, n) in old.into_iter().enumerate() {
             if keep(NodeId::from_index(i), &n) {
+                let id = NodeId::from_index(self.nodes.len());
+                for &o in &n.outputs {
+                    self.values[o.index()].producer = Some(id);
+                }
+                self.nodes.push(n);
+            }
+        }
+    }
+
+    /// Moves `nodes` (in the given order) to just after `after`, keeping the
+    /// order of every other node, and re-links producers. The caller keeps
+    /// the order topological (the moved nodes must only read values
+    /// produced up to `after`). Node ids change.
+    pub fn move_nodes_after(&mut self, nodes: &[NodeId], after: NodeId) {
+        if nodes.is_empty() {
+            return;
+        }
+        let mut moved = vec![false; self.nodes.len()];
+        for n in nodes {
+            moved[n.index()] = true;
+        }
+        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
+        let mut order = Vec::with_capacity(old.len());
+        for i in 0..old.len() {
+            if moved[i] {
+                continue;
+            }
+            order.push(i);
+            if i == after.index() {
+                order.extend(nodes.iter().map(|n| n.index()));
+            }
+        }
+        for v in &mut self.values {
+            v.producer = None;
+        }
+        for i in order {
+            if let Some(n) = old[i].take() {
                 let id = NodeId::from_index(self.nodes.len());
                 for &o in &n.outputs {
                     self.values[o.index()].producer = Some(id);

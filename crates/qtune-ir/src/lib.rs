@@ -18,7 +18,7 @@ pub mod passes;
 mod shape_infer;
 
 pub use error::IrError;
-pub use graph::{Graph, Node, Value};
+pub use graph::{FusedRelu, Graph, Node, Value};
 pub use ids::{NodeId, ValueId};
 pub use op::*;
 pub use shape_infer::{

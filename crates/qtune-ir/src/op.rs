@@ -145,6 +145,10 @@ pub enum Op {
         epsilon: f32,
     },
     Gemm(GemmAttrs),
+    /// ONNX MatMul; qtune also accepts an optional third input, a bias added
+    /// along the last axis (TPU-MLIR's `top.MatMul` bias operand, which its
+    /// canonicalizer fuses from a following Add). The ONNX export writes
+    /// MatMul + Add for it.
     MatMul,
     Add,
     Sub,
@@ -170,6 +174,24 @@ pub enum Op {
     HardSwish,
     Softmax {
         axis: i64,
+    },
+    /// `x * sigmoid(x)` (TPU-MLIR's `top.SiLU`; ONNX has no such op, the
+    /// export writes Sigmoid + Mul).
+    SiLU,
+    /// GELU: <https://onnx.ai/onnx/operators/onnx__Gelu.html> (opset 20),
+    /// TPU-MLIR's `top.GELU`. `0.5 x (1 + erf(x / sqrt 2))`, or with
+    /// `approximate` the tanh form `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715
+    /// x^3)))`. The opset-17 export writes the decomposed pattern.
+    Gelu {
+        approximate: GeluApproximation,
+    },
+    /// LayerNormalization: <https://onnx.ai/onnx/operators/onnx__LayerNormalization.html>
+    /// (opset 17), TPU-MLIR's `top.LayerNorm`: inputs X, scale?, bias?
+    /// (qtune allows omitting the scale, as `top.LayerNorm` does); normalises
+    /// over the axes from `axis` to the last; only the first output (Y).
+    LayerNormalization {
+        axis: i64,
+        epsilon: f32,
     },
     MaxPool(PoolAttrs),
     AveragePool(PoolAttrs),
@@ -246,6 +268,17 @@ pub enum Op {
     RoundFloat(FloatFormat),
 }
 
+/// The form of [`Op::Gelu`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GeluApproximation {
+    /// The exact erf form (ONNX `approximate = "none"`, TPU-MLIR
+    /// `approx_mode = "normal"`).
+    #[default]
+    None,
+    /// The tanh form (ONNX and TPU-MLIR `"tanh"`).
+    Tanh,
+}
+
 /// A reduced-precision float format (see [`Op::RoundFloat`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FloatFormat {
@@ -270,6 +303,7 @@ macro_rules! op_names {
             pub fn op_type(&self) -> &'static str {
                 match self {
                     $(Op::$variant { .. } => stringify!($variant),)*
+                    Op::SiLU => "SiLU",
                     Op::RoundFloat(_) => "RoundFloat",
                 }
             }
@@ -303,6 +337,8 @@ op_names!(
     HardSigmoid,
     HardSwish,
     Softmax,
+    Gelu,
+    LayerNormalization,
     MaxPool,
     AveragePool,
     GlobalAveragePool,
@@ -360,6 +396,8 @@ impl Op {
                 | Op::Sigmoid
                 | Op::HardSigmoid { .. }
                 | Op::HardSwish
+                | Op::SiLU
+                | Op::Gelu { .. }
         )
     }
 
@@ -391,6 +429,6 @@ mod tests {
         assert_eq!(Op::Conv(ConvAttrs::default()).op_type(), "Conv");
         assert_eq!(Op::Softmax { axis: 1 }.op_type(), "Softmax");
         assert!(SUPPORTED_OPS.contains(&"BatchNormalization"));
-        assert_eq!(SUPPORTED_OPS.len(), 55);
+        assert_eq!(SUPPORTED_OPS.len(), 57);
     }
 }

@@ -383,6 +383,18 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
                     Shape(b.clone())
                 ))
             })?;
+            // The optional bias (qtune's fused MatMul + Add) runs along the
+            // last axis and must not change the output shape.
+            if cx.has_input(2) {
+                let bias = cx.shape(2)?;
+                if broadcast_shapes(&out, &bias).as_deref() != Some(out.as_slice()) {
+                    return Err(cx.err(format!(
+                        "bias of shape {} does not broadcast to the output {}",
+                        Shape(bias),
+                        Shape(out)
+                    )));
+                }
+            }
             one(out, cx.dtype(0)?)
         }
         Op::Add
@@ -430,8 +442,28 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
         | Op::Sigmoid
         | Op::HardSigmoid { .. }
         | Op::HardSwish
+        | Op::SiLU
+        | Op::Gelu { .. }
         | Op::Not
         | Op::Identity => same(&cx),
+        Op::LayerNormalization { axis, .. } => {
+            let s = cx.shape(0)?;
+            let ax = cx.axis(*axis, s.len())?;
+            let normalized = &s[ax..];
+            for i in [1, 2] {
+                if cx.has_input(i) {
+                    let p = cx.shape(i)?;
+                    if broadcast_shapes(normalized, &p).as_deref() != Some(normalized) {
+                        return Err(cx.err(format!(
+                            "input {i} of shape {} does not broadcast to the normalized shape {}",
+                            Shape(p),
+                            Shape(normalized.to_vec())
+                        )));
+                    }
+                }
+            }
+            same(&cx)
+        }
         Op::Softmax { axis } => {
             let s = cx.shape(0)?;
             cx.axis(*axis, s.len())?;

@@ -355,6 +355,10 @@ pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
         UnaryOp::Erf => erf_taylor(x),
         UnaryOp::Gelu => 0.5 * x * (1.0 + erf_taylor(x / std::f64::consts::SQRT_2)),
+        UnaryOp::GeluTanh => {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (k * (x + 0.044715 * x.powi(3))).tanh())
+        }
         UnaryOp::Sqrt => x.sqrt(),
         UnaryOp::Exp => x.exp(),
         UnaryOp::Log => x.ln(),

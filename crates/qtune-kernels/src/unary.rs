@@ -37,6 +37,9 @@ pub enum UnaryOp {
     Erf,
     /// `0.5 * x * (1 + erf(x / sqrt(2)))`.
     Gelu,
+    /// `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`, ONNX
+    /// Gelu's `approximate = "tanh"`.
+    GeluTanh,
     /// Square root.
     Sqrt,
     /// `e^x`.
@@ -89,6 +92,11 @@ pub(crate) fn apply(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Gelu => {
             let xd = f64::from(x);
             (0.5 * xd * (1.0 + erf_f64(xd * std::f64::consts::FRAC_1_SQRT_2))) as f32
+        }
+        UnaryOp::GeluTanh => {
+            let xd = f64::from(x);
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            (0.5 * xd * (1.0 + (k * (xd + 0.044715 * xd * xd * xd)).tanh())) as f32
         }
         UnaryOp::Sqrt => x.sqrt(),
         UnaryOp::Exp => x.exp(),

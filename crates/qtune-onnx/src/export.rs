@@ -52,8 +52,8 @@ use std::path::Path;
 use bytes::Bytes;
 use prost::Message;
 use qtune_ir::{
-    AutoPad, ConvAttrs, CoordMode, FloatFormat, Graph, NearestMode, Node, Op, PoolAttrs,
-    ReduceAttrs, ResizeMode, ValueId,
+    AutoPad, ConvAttrs, CoordMode, FloatFormat, GeluApproximation, Graph, NearestMode, Node, Op,
+    PoolAttrs, ReduceAttrs, ResizeMode, ValueId,
 };
 use qtune_tensor::{DType, Tensor};
 
@@ -403,11 +403,24 @@ impl<'g> Exporter<'g> {
             .iter()
             .map(|i| i.map_or_else(String::new, |v| self.names[v.index()].clone()))
             .collect();
-        let outputs: Vec<String> = node
+        let mut outputs: Vec<String> = node
             .outputs
             .iter()
             .map(|o| self.names[o.index()].clone())
             .collect();
+        // A fused Relu (TPU-MLIR's `do_relu`) is written as the op into a
+        // fresh tensor, then Relu / Clip(0, limit) into the op's output.
+        let relu = match (node.relu, outputs.as_mut_slice()) {
+            (None, _) => None,
+            (Some(r), [y]) => {
+                let mid = fresh(&mut self.taken_values, format!("{y}_before_relu"));
+                Some((r, std::mem::replace(y, mid)))
+            }
+            (Some(_), _) => return Err(cx.err("a fused Relu needs exactly one output")),
+        };
+        if self.export_composite(&cx, node, &inputs, &outputs)? {
+            return self.export_fused_relu(&cx, relu, &outputs);
+        }
         let mut attrs = Vec::new();
         match &node.op {
             Op::Conv(a) => conv_attrs(&cx, a, &mut attrs)?,
@@ -558,19 +571,179 @@ impl<'g> Exporter<'g> {
             Op::RoundFloat(format) => {
                 return self.round_float(&cx, *format, inputs, outputs);
             }
+            Op::SiLU
+            | Op::Gelu { .. }
+            | Op::LayerNormalization { .. } => {
+                return Err(cx.err("internal: composite op not written"));
+            }
         }
         while inputs.last().is_some_and(String::is_empty) {
             inputs.pop();
         }
         self.nodes.push(NodeProto {
             input: inputs,
-            output: outputs,
+            output: outputs.clone(),
             name: Some(name.clone()),
             op_type: Some(op_type.to_string()),
             attribute: attrs,
             ..Default::default()
         });
+        self.export_fused_relu(&cx, relu, &outputs)
+    }
+
+    /// Pushes one node.
+    fn emit(
+        &mut self,
+        name: String,
+        op_type: &str,
+        input: Vec<String>,
+        output: Vec<String>,
+        attribute: Vec<AttributeProto>,
+    ) {
+        let name = self.unique_node(name);
+        self.emit_own(name, op_type, input, output, attribute);
+    }
+
+    /// Pushes one node under a name already reserved (the IR node's own).
+    fn emit_own(
+        &mut self,
+        name: String,
+        op_type: &str,
+        input: Vec<String>,
+        output: Vec<String>,
+        attribute: Vec<AttributeProto>,
+    ) {
+        self.nodes.push(NodeProto {
+            input,
+            output,
+            name: Some(name),
+            op_type: Some(op_type.to_string()),
+            attribute,
+            ..Default::default()
+        });
+    }
+
+    /// The Relu / Clip of a fused Relu, from the op's written output to the
+    /// IR value's name.
+    fn export_fused_relu(
+        &mut self,
+        cx: &NodeCx<'_>,
+        relu: Option<(qtune_ir::FusedRelu, String)>,
+        outputs: &[String],
+    ) -> Result<(), OnnxError> {
+        let Some((r, y)) = relu else { return Ok(()) };
+        let mid = outputs[0].clone();
+        match r.limit {
+            None => self.emit(format!("{}_relu", cx.name), "Relu", vec![mid], vec![y], vec![]),
+            Some(hi) => {
+                let lo = self.add_initializer(format!("{}_relu_min", cx.name), &Tensor::scalar_f32(0.0))?;
+                let hi = self.add_initializer(format!("{}_relu_max", cx.name), &Tensor::scalar_f32(hi))?;
+                self.emit(format!("{}_relu", cx.name), "Clip", vec![mid, lo, hi], vec![y], vec![]);
+            }
+        }
         Ok(())
+    }
+
+    /// Ops ONNX opset 17 has no single node for (or that qtune extends),
+    /// written as the ONNX nodes they stand for. Returns whether `node` was
+    /// one of them.
+    fn export_composite(
+        &mut self,
+        cx: &NodeCx<'_>,
+        node: &Node,
+        inputs: &[String],
+        outputs: &[String],
+    ) -> Result<bool, OnnxError> {
+        let base = cx.name.to_string();
+        let y = || outputs.first().cloned().unwrap_or_default();
+        let x = || inputs.first().cloned().unwrap_or_default();
+        let c = |s: &mut Self, what: &str, v: f32| {
+            s.add_initializer(format!("{base}_{what}"), &Tensor::scalar_f32(v))
+        };
+        match &node.op {
+            Op::MatMul if inputs.len() > 2 && !inputs[2].is_empty() => {
+                // MatMul with a bias: MatMul then Add.
+                let mid = fresh(&mut self.taken_values, format!("{}_matmul", y()));
+                self.emit_own(base.clone(), "MatMul", inputs[..2].to_vec(), vec![mid.clone()], vec![]);
+                self.emit(format!("{base}_bias"), "Add", vec![mid, inputs[2].clone()], vec![y()], vec![]);
+            }
+            Op::SiLU => {
+                let s = fresh(&mut self.taken_values, format!("{}_sigmoid", y()));
+                self.emit(format!("{base}_sigmoid"), "Sigmoid", vec![x()], vec![s.clone()], vec![]);
+                self.emit_own(base.clone(), "Mul", vec![x(), s], vec![y()], vec![]);
+            }
+            Op::Gelu { approximate } => {
+                let t = |s: &mut Self, what: &str| fresh(&mut s.taken_values, format!("{}_{what}", y()));
+                match approximate {
+                    GeluApproximation::None => {
+                        // x * (erf(x / sqrt 2) + 1) * 0.5, the pattern the
+                        // ONNX exporters write.
+                        let sqrt2 = c(self, "sqrt2", std::f32::consts::SQRT_2)?;
+                        let one = c(self, "one", 1.0)?;
+                        let half = c(self, "half", 0.5)?;
+                        let (d, e, a, m) = (t(self, "div"), t(self, "erf"), t(self, "add"), t(self, "mul"));
+                        self.emit(format!("{base}_div"), "Div", vec![x(), sqrt2], vec![d.clone()], vec![]);
+                        self.emit(format!("{base}_erf"), "Erf", vec![d], vec![e.clone()], vec![]);
+                        self.emit(format!("{base}_add"), "Add", vec![e, one], vec![a.clone()], vec![]);
+                        self.emit(format!("{base}_mul"), "Mul", vec![x(), a], vec![m.clone()], vec![]);
+                        self.emit_own(base.clone(), "Mul", vec![m, half], vec![y()], vec![]);
+                    }
+                    GeluApproximation::Tanh => {
+                        // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+                        let three = c(self, "three", 3.0)?;
+                        let k3 = c(self, "cubic", 0.044715)?;
+                        let k = c(self, "sqrt_2_over_pi", (2.0 / std::f32::consts::PI).sqrt())?;
+                        let one = c(self, "one", 1.0)?;
+                        let half = c(self, "half", 0.5)?;
+                        let names: Vec<String> =
+                            ["pow", "cubic", "inner", "scaled", "tanh", "add", "half"]
+                                .iter()
+                                .map(|w| t(self, w))
+                                .collect();
+                        let steps: [(&str, Vec<String>, &String); 7] = [
+                            ("Pow", vec![x(), three], &names[0]),
+                            ("Mul", vec![names[0].clone(), k3], &names[1]),
+                            ("Add", vec![x(), names[1].clone()], &names[2]),
+                            ("Mul", vec![names[2].clone(), k], &names[3]),
+                            ("Tanh", vec![names[3].clone()], &names[4]),
+                            ("Add", vec![names[4].clone(), one], &names[5]),
+                            ("Mul", vec![x(), half], &names[6]),
+                        ];
+                        for (i, (op, ins, out)) in steps.into_iter().enumerate() {
+                            self.emit(format!("{base}_{i}"), op, ins, vec![out.clone()], vec![]);
+                        }
+                        self.emit_own(base.clone(), "Mul", vec![names[6].clone(), names[5].clone()], vec![y()], vec![]);
+                    }
+                }
+            }
+            Op::LayerNormalization { axis, epsilon } => {
+                // ONNX LayerNormalization (opset 17) needs the scale; a
+                // missing one is ones over the normalized shape.
+                let mut ins = inputs.to_vec();
+                ins.resize(3, String::new());
+                if ins[1].is_empty() {
+                    let x_id = node.inputs.first().copied().flatten().ok_or_else(|| cx.err("input 0 is missing"))?;
+                    let dims = self.graph.shape_of(x_id).map_err(|e| cx.err(e.to_string()))?.dims().to_vec();
+                    let ax = qtune_ir::normalize_axis(*axis, dims.len()).ok_or_else(|| cx.err("axis out of range"))?;
+                    let inner = dims[ax..].to_vec();
+                    let n = inner.iter().product();
+                    let ones = Tensor::from_f32(inner, vec![1.0; n]).map_err(|e| cx.err(e.to_string()))?;
+                    ins[1] = self.add_initializer(format!("{base}_scale"), &ones)?;
+                }
+                while ins.last().is_some_and(String::is_empty) {
+                    ins.pop();
+                }
+                self.emit(
+                    base.clone(),
+                    "LayerNormalization",
+                    ins,
+                    vec![y()],
+                    vec![attr_int("axis", *axis), attr_float("epsilon", *epsilon)],
+                );
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     /// RoundFloat as Cast(to=FLOAT16|BFLOAT16) -> Cast(to=FLOAT).

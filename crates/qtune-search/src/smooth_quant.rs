@@ -564,6 +564,7 @@ pub fn smooth_quant(
                     op: n.op.clone(),
                     inputs,
                     outputs,
+                    relu: n.relu,
                 });
             }
             let Some(&new_out) = map.get(&cand.output) else {

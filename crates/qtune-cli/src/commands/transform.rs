@@ -106,8 +106,7 @@ fn run_inner(args: Args) -> Result<()> {
         .iter()
         .map(|&o| graph.value(o).name.clone())
         .collect();
-    let (graph, _) = qtune_exec::prepare(graph, &PrepareOptions::default())
-        .with_context(|| format!("model `{}`", args.model_def.display()))?;
+    let graph = model::canonical_top_graph(graph, &args.model_def)?;
 
     // Preprocessing attributes of the image inputs.
     let mut input_attrs = Vec::new();

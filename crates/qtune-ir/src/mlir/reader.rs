@@ -8,8 +8,8 @@ use qtune_tensor::{DType, Shape, Tensor, TensorData};
 use super::parse::{Loc, ParsedModule, ParsedOp, Parser, TypeSpec};
 use super::{InputAttrs, MlirAttr, MlirError, dtype_of_element, dtype_of_name};
 use crate::{
-    AutoPad, ClipAttrs, ConvAttrs, ConvTransposeAttrs, CoordMode, GemmAttrs, Graph, NearestMode,
-    Op, PoolAttrs, ReduceAttrs, ResizeAttrs, ResizeMode, ValueId,
+    AutoPad, ClipAttrs, ConvAttrs, ConvTransposeAttrs, CoordMode, FusedRelu, GeluApproximation,
+    GemmAttrs, Graph, NearestMode, Op, PoolAttrs, ReduceAttrs, ResizeAttrs, ResizeMode, ValueId,
 };
 
 /// Reads Top-dialect text. `weights` are the contents of the module's
@@ -511,19 +511,12 @@ impl<'a> Builder<'a> {
                         line,
                         "`top.MatMul` with transposes needs a 2-D left operand",
                     );
-                } else if let Some(b) = bias {
-                    // Batched MatMul with bias: MatMul then Add.
-                    let mid = self.result_value(op, 0, &format!("{loc}_matmul"))?;
-                    self.graph.add_node(
-                        format!("{loc}_matmul"),
-                        Op::MatMul,
-                        vec![Some(lhs), Some(rhs)],
-                        vec![mid],
-                    );
-                    inputs = vec![Some(mid), Some(b)];
-                    Op::Add
                 } else {
-                    inputs = vec![Some(lhs), Some(rhs)];
+                    // A batched MatMul keeps its bias as a third input.
+                    inputs = vec![Some(lhs), Some(rhs), bias];
+                    if bias.is_none() {
+                        inputs.pop();
+                    }
                     Op::MatMul
                 }
             }
@@ -625,13 +618,46 @@ impl<'a> Builder<'a> {
                 Op::Sigmoid
             }
             "top.SiLU" => {
-                let x = req(0)?;
-                let name = format!("{loc}_sigmoid");
-                let mid = self.result_value(op, 0, &name)?;
-                self.graph
-                    .add_node(name, Op::Sigmoid, vec![Some(x)], vec![mid]);
-                inputs = vec![Some(x), Some(mid)];
-                Op::Mul
+                inputs = unary(self)?;
+                Op::SiLU
+            }
+            "top.GELU" => {
+                inputs = unary(self)?;
+                let approximate = match a.str("approx_mode").unwrap_or("normal") {
+                    "normal" => GeluApproximation::None,
+                    "tanh" => GeluApproximation::Tanh,
+                    m => {
+                        return self.err(
+                            line,
+                            format!("`top.GELU` approx_mode `{m}` is not supported (normal, tanh)"),
+                        );
+                    }
+                };
+                Op::Gelu { approximate }
+            }
+            "top.LayerNorm" => {
+                inputs = vec![
+                    Some(req(0)?),
+                    self.operand(op, 1).unwrap_or(None),
+                    self.operand(op, 2).unwrap_or(None),
+                ];
+                let rank = self.graph.value(req(0)?).shape.as_ref().map(Shape::rank);
+                let axis = a.i64_or("axis", -1);
+                if let (Some(ns), Some(rank)) = (a.ints("normalized_shape"), rank) {
+                    let ax = crate::normalize_axis(axis, rank);
+                    if ax.is_some_and(|ax| rank - ax != ns.len()) {
+                        return self.err(
+                            line,
+                            format!(
+                                "`top.LayerNorm` normalized_shape {ns:?} does not match axis {axis} of a rank-{rank} input"
+                            ),
+                        );
+                    }
+                }
+                Op::LayerNormalization {
+                    axis,
+                    epsilon: f32_of(a.f64_or("eps", 1e-5)),
+                }
             }
             "top.Relu" => {
                 inputs = unary(self)?;
@@ -679,7 +705,22 @@ impl<'a> Builder<'a> {
                 fuse_relu = a.bool_or("do_relu", false);
                 let max = op.name == "top.MaxPool";
                 let kernel = usz("kernel_shape")?;
-                if kernel.is_empty() {
+                // A kernel over the whole map, stride 1, no padding is the
+                // global pool (TPU-MLIR's shape inference fills the empty
+                // kernel of a converted GlobalAveragePool this way).
+                let in_dims = self
+                    .graph
+                    .value(req(0)?)
+                    .shape
+                    .as_ref()
+                    .map(|s| s.dims().to_vec())
+                    .unwrap_or_default();
+                let whole_map = !kernel.is_empty()
+                    && in_dims.get(2..) == Some(kernel.as_slice())
+                    && usz("strides")?.iter().all(|&s| s == 1)
+                    && usz("pads")?.iter().all(|&p| p == 0)
+                    && !a.bool_or("ceil_mode", false);
+                if kernel.is_empty() || whole_map {
                     if max {
                         Op::GlobalMaxPool
                     } else {
@@ -961,33 +1002,23 @@ impl<'a> Builder<'a> {
         if names.len() != op.results.len() {
             return self.err(line, "result names do not match the results");
         }
-        if fuse_relu {
+        // `do_relu` stays on the op: the fused op is one op with one output,
+        // named by its loc, as TPU-MLIR's tools see it.
+        let relu = if fuse_relu {
             if op.results.len() != 1 {
                 return self.err(line, "do_relu on a multi-result op");
             }
-            let pre = format!("{loc}_before_relu");
-            let mid = self.result_value(op, 0, &pre)?;
-            self.graph.add_node(pre, node_op, inputs, vec![mid]);
-            let limit = a.f64_or("relu_limit", -1.0);
-            let relu = if limit > 0.0 {
-                Op::Clip(ClipAttrs {
-                    min: Some(0.0),
-                    max: Some(f32_of(limit)),
-                })
-            } else {
-                Op::Relu
-            };
-            let out = self.result_value(op, 0, &loc)?;
-            self.graph.add_node(loc, relu, vec![Some(mid)], vec![out]);
-            self.bind(op, vec![out]);
-            return Ok(());
-        }
+            Some(FusedRelu::from_limit(a.f64_or("relu_limit", -1.0)))
+        } else {
+            None
+        };
         let outs: Vec<ValueId> = names
             .iter()
             .enumerate()
             .map(|(i, n)| self.result_value(op, i, n))
             .collect::<Result<_, _>>()?;
-        self.graph.add_node(loc, node_op, inputs, outs.clone());
+        self.graph
+            .add_node_with_relu(loc, node_op, inputs, outs.clone(), relu);
         self.bind(op, outs);
         Ok(())
     }

@@ -7,7 +7,9 @@ use qtune_tensor::{Tensor, TensorData};
 
 use super::attr::quote;
 use super::{InputAttrs, MlirAttr, MlirError, MlirWriteOptions, dtype_name, tensor_type};
-use crate::{AutoPad, CoordMode, Graph, NearestMode, Node, NodeId, Op, ResizeMode, ValueId};
+use crate::{
+    AutoPad, CoordMode, GeluApproximation, Graph, NearestMode, Node, NodeId, Op, ResizeMode, ValueId,
+};
 
 /// Largest integer magnitude float32 holds exactly.
 const F32_EXACT_INT: i64 = 1 << 24;
@@ -250,16 +252,11 @@ impl<'g> Writer<'g> {
                 }
             }
         }
-        let suffix = format!("_{}", node.op.op_type());
+        // The op's loc is its output's name: run
+        // `passes::name_as_top_ops` on a graph with ONNX tensor names first.
         let mut names = Vec::new();
         for &o in &node.outputs {
-            let base = g.value(o).name.clone();
-            let base = if base.ends_with(&suffix) {
-                base
-            } else {
-                format!("{base}{suffix}")
-            };
-            names.push(self.unique(base));
+            names.push(self.unique(g.value(o).name.clone()));
         }
         let loc = if names.len() == 1 {
             quote(&names[0])
@@ -519,12 +516,42 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
         }
         Op::MatMul => mk(
             "top.MatMul",
-            vec![Operand::Value(x(0)?), Operand::Value(x(1)?), Operand::None],
+            vec![Operand::Value(x(0)?), Operand::Value(x(1)?), opt(2)],
             vec![("do_relu", A::Bool(false))],
         ),
-        Op::Add => mk("top.Add", values(2)?, vec![("do_relu", A::Bool(false))]),
-        Op::Sub => mk("top.Sub", values(2)?, vec![("do_relu", A::Bool(false))]),
-        Op::Mul => mk("top.Mul", values(2)?, vec![("do_relu", A::Bool(false))]),
+        Op::Add | Op::Sub | Op::Mul => {
+            // An operand that is a one-element constant becomes `const_val`
+            // of `top.AddConst` / `top.SubConst` / `top.MulConst`, as
+            // TPU-MLIR's converter and canonicalizer write them (`x - c` is
+            // written as AddConst(-c), the same number).
+            let scalar = |i: usize| -> Option<f32> {
+                let v = input(i)?;
+                let t = g.constant_of(v)?;
+                let other = input(1 - i)?;
+                (t.numel() == 1
+                    && t.dtype() == qtune_tensor::DType::F32
+                    && g.constant_of(other).is_none()
+                    && shape_dims(g, other).ok()? == out_dims(0).ok()?)
+                .then(|| t.to_f32_vec()[0])
+            };
+            let cv = |c: f32| ("const_val", A::F64(f64::from(c)));
+            let relu = ("do_relu", A::Bool(false));
+            match (&node.op, scalar(1), scalar(0)) {
+                (Op::Add, Some(c), _) => mk("top.AddConst", vec![Operand::Value(x(0)?)], vec![cv(c), relu]),
+                (Op::Add, None, Some(c)) => mk("top.AddConst", vec![Operand::Value(x(1)?)], vec![cv(c), relu]),
+                (Op::Mul, Some(c), _) => mk("top.MulConst", vec![Operand::Value(x(0)?)], vec![cv(c), relu]),
+                (Op::Mul, None, Some(c)) => mk("top.MulConst", vec![Operand::Value(x(1)?)], vec![cv(c), relu]),
+                (Op::Sub, Some(c), _) => mk("top.AddConst", vec![Operand::Value(x(0)?)], vec![cv(-c), relu]),
+                (Op::Sub, None, Some(c)) => mk(
+                    "top.SubConst",
+                    vec![Operand::Value(x(1)?)],
+                    vec![cv(c), ("is_reverse", A::Bool(true)), relu],
+                ),
+                (Op::Add, ..) => mk("top.Add", values(2)?, vec![relu]),
+                (Op::Sub, ..) => mk("top.Sub", values(2)?, vec![relu]),
+                _ => mk("top.Mul", values(2)?, vec![relu]),
+            }
+        }
         Op::Div => mk("top.Div", values(2)?, vec![]),
         Op::Pow => {
             // A scalar constant exponent is an attribute, as TPU-MLIR writes it.
@@ -604,6 +631,39 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
             ],
         ),
         Op::HardSwish => mk("top.HardSwish", values(1)?, vec![]),
+        Op::SiLU => mk("top.SiLU", values(1)?, vec![]),
+        Op::Gelu { approximate } => mk(
+            "top.GELU",
+            values(1)?,
+            vec![(
+                "approx_mode",
+                A::Str(
+                    match approximate {
+                        GeluApproximation::None => "normal",
+                        GeluApproximation::Tanh => "tanh",
+                    }
+                    .into(),
+                ),
+            )],
+        ),
+        Op::LayerNormalization { axis, epsilon } => {
+            let rank = in_rank(0)?;
+            let ax = crate::normalize_axis(*axis, rank)
+                .ok_or_else(|| err("axis out of range".into()))?;
+            let dims = shape_dims(g, x(0)?)?;
+            mk(
+                "top.LayerNorm",
+                vec![Operand::Value(x(0)?), opt(1), opt(2)],
+                vec![
+                    (
+                        "axis",
+                        A::SI32(i32::try_from(ax).map_err(|_| err("axis out of range".into()))?),
+                    ),
+                    ("eps", A::F64(f64::from(*epsilon))),
+                    ("normalized_shape", usizes(&dims[ax..])),
+                ],
+            )
+        }
         Op::Softmax { axis } => mk(
             "top.Softmax",
             values(1)?,
@@ -645,13 +705,17 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
             } else {
                 "top.AvgPool"
             };
+            // As TPU-MLIR's shape inference leaves them: the kernel is the
+            // whole map, strides 1, no padding.
+            let dims = shape_dims(g, x(0)?)?;
+            let spatial = dims.get(2..).unwrap_or(&[]);
             mk(
                 name,
                 values(1)?,
                 vec![
-                    ("kernel_shape", A::I64Array(vec![])),
-                    ("strides", A::I64Array(vec![])),
-                    ("pads", A::I64Array(vec![])),
+                    ("kernel_shape", usizes(spatial)),
+                    ("strides", usizes(&vec![1; spatial.len()])),
+                    ("pads", usizes(&vec![0; 2 * spatial.len()])),
                     ("count_include_pad", A::Bool(true)),
                     ("keepdims", A::Bool(true)),
                     ("do_relu", A::Bool(false)),
@@ -718,6 +782,41 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
             let axes = const_ints(3)?
                 .unwrap_or_else(|| (0..i64::try_from(starts.len()).unwrap_or(0)).collect());
             let steps = const_ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+            // TPU-MLIR's shape inference (`SliceOp::paramConvert`) writes
+            // the parameters for every axis, ends clamped to the input, and
+            // keeps the ONNX axes in `hasparamConvert_axes`. With a negative
+            // step an end of -1 would read as "the last element", so those
+            // keep the ONNX form.
+            let xd = shape_dims(g, x(0)?)?;
+            if let Ok(plan) = crate::resolve_slice(g, id, xd)
+                && plan.iter().all(|p| p.step > 0)
+            {
+                let mut offset = Vec::new();
+                let mut full_ends = Vec::new();
+                let mut full_steps = Vec::new();
+                for p in &plan {
+                    let len = i64::try_from(p.len).unwrap_or(0);
+                    offset.push(p.start);
+                    full_steps.push(p.step);
+                    full_ends.push(if len == 0 { p.start } else { p.start + (len - 1) * p.step + 1 });
+                }
+                return Ok(mk(
+                    "top.Slice",
+                    vec![
+                        Operand::Value(x(0)?),
+                        Operand::None,
+                        Operand::None,
+                        Operand::None,
+                    ],
+                    vec![
+                        ("offset", A::I64Array(offset)),
+                        ("ends", A::I64Array(full_ends)),
+                        ("steps", A::I64Array(full_steps)),
+                        ("axes", A::I64Array(vec![])),
+                        ("hasparamConvert_axes", A::I64Array(axes)),
+                    ],
+                ));
+            }
             mk(
                 "top.Slice",
                 vec![
@@ -814,6 +913,25 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 attrs.push(("scale_h", A::F64(f64::from(sh))));
                 attrs.push(("scale_w", A::F64(f64::from(s[rank - 1]))));
             }
+            if crate::passes::canonical::is_upsample(g, id) {
+                // Nearest with one integer factor: TPU-MLIR's `top.Upsample`
+                // (`InterpToUpsampleMergePattern`).
+                let (xd, yd) = (shape_dims(g, x(0)?)?, out_dims(0)?);
+                let f = |i: usize| A::I64(i64::try_from(yd[i] / xd[i].max(1)).unwrap_or(1));
+                return with_fused_relu(
+                    mk(
+                        "top.Upsample",
+                        values(1)?,
+                        vec![
+                            ("scale_h", f(rank - 2)),
+                            ("scale_w", f(rank - 1)),
+                            ("do_relu", A::Bool(false)),
+                        ],
+                    ),
+                    node,
+                )
+                .map_err(err);
+            }
             mk(
                 "top.Interp",
                 vec![Operand::Value(x(0)?), Operand::None],
@@ -857,5 +975,27 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
             mk("top.Shape", values(1)?, attrs)
         }
     };
+    with_fused_relu(top, node).map_err(err)
+}
+
+/// Sets `do_relu` / `relu_limit` of a Top op from the node's fused Relu.
+/// Only ops that carry a `do_relu` attribute can have one.
+fn with_fused_relu(mut top: TopOp, node: &Node) -> Result<TopOp, String> {
+    let Some(relu) = node.relu else {
+        // TPU-MLIR prints the default limit beside `do_relu = false`.
+        if top.attrs.iter().any(|(k, _)| *k == "do_relu") {
+            top.attrs.push(("relu_limit", MlirAttr::F64(-1.0)));
+        }
+        return Ok(top);
+    };
+    let Some(slot) = top.attrs.iter_mut().find(|(k, _)| *k == "do_relu") else {
+        return Err(format!(
+            "`{}` has no do_relu attribute, so it cannot carry a fused Relu",
+            top.name
+        ));
+    };
+    slot.1 = MlirAttr::Bool(true);
+    top.attrs
+        .push(("relu_limit", MlirAttr::F64(relu.limit_attr())));
     Ok(top)
 }

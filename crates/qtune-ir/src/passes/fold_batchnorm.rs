@@ -1,16 +1,35 @@
 //! Folds an inference BatchNormalization into the Conv that feeds it:
 //! `w' = w * s`, `b' = (b - mean) * s + beta` with `s = gamma / sqrt(var + eps)`
-//! per output channel. The fused Conv writes the BatchNormalization's output
-//! value, so the tensor name that tables and npz files refer to is kept.
-//! Only applied when the Conv output has no other reader and all parameters
-//! are constants.
+//! per output channel. Which tensor the fused Conv writes is the caller's
+//! choice ([`FoldedName`]). Only applied when the Conv output has no other
+//! reader and all parameters are constants.
 
 use qtune_tensor::Tensor;
 
 use crate::{Graph, Op};
 
-/// Returns how many BatchNormalization nodes were folded.
+/// Which tensor a Conv with a folded BatchNormalization writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoldedName {
+    /// The BatchNormalization's output: the tensor after the pair keeps its
+    /// name (what a plain run of the ONNX model calls it).
+    BatchNorm,
+    /// The Conv's own output, as onnx-simplifier's `fuse_bn_into_conv` does
+    /// in TPU-MLIR's ONNX frontend (`block_1_project_lin_Conv`, not
+    /// `..._BatchNormalization`). A BatchNormalization output that is a
+    /// graph output keeps its name anyway.
+    Conv,
+}
+
+/// Folds with the BatchNormalization's name kept; returns how many
+/// BatchNormalization nodes were folded.
 pub fn fold_batchnorm_into_conv(graph: &mut Graph) -> usize {
+    fold_batchnorm_into_conv_named(graph, FoldedName::BatchNorm)
+}
+
+/// Folds every foldable BatchNormalization; the fused Conv writes the tensor
+/// `name` says. Returns how many were folded.
+pub fn fold_batchnorm_into_conv_named(graph: &mut Graph, name: FoldedName) -> usize {
     let uses = graph.use_counts();
     let mut folds = Vec::new();
     for (bn_id, bn) in graph.nodes() {
@@ -89,7 +108,12 @@ pub fn fold_batchnorm_into_conv(graph: &mut Graph) -> usize {
         conv.inputs.truncate(1);
         conv.inputs.push(Some(w_id));
         conv.inputs.push(Some(b_id));
-        conv.outputs = vec![bn_out];
+        let conv_out = conv.outputs[0];
+        if name == FoldedName::BatchNorm || graph.outputs.contains(&bn_out) {
+            graph.node_mut(conv_id).outputs = vec![bn_out];
+        } else {
+            super::canonical::replace_uses(graph, bn_out, conv_out);
+        }
         dead[bn_id.index()] = true;
     }
     graph.retain_nodes(|id, _| !dead[id.index()]);
