@@ -137,13 +137,11 @@ pub fn load_model(
 }
 
 /// TPU-MLIR's canonical Top graph of an imported ONNX model, as
-/// `model_transform` writes it: constants folded and shapes inferred, then
-/// the canonicalization of `qtune_ir::passes::canonical` (fused ops, TPU-MLIR
-/// op names), then shapes inferred again for the ops it created.
+/// `model_transform` writes it (`qtune_exec::prepare_top`).
 pub fn canonical_top_graph(graph: qtune_ir::Graph, path: &Path) -> Result<qtune_ir::Graph> {
-    let mut graph = prepare_graph(graph, &PrepareOptions::default(), path)?;
-    qtune_ir::passes::canonicalize(&mut graph);
-    prepare_graph(graph, &PrepareOptions::default(), path)
+    let (graph, _) =
+        qtune_exec::prepare_top(graph).with_context(|| format!("model `{}`", path.display()))?;
+    Ok(graph)
 }
 
 fn prepare_graph(

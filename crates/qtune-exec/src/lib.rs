@@ -14,5 +14,5 @@ mod prepare;
 
 pub use error::ExecError;
 pub use executor::{Executor, FnHook, Keep, NoHook, RunOptions, ValueHook, Values};
-pub use prepare::{PrepareOptions, PrepareReport, prepare};
+pub use prepare::{PrepareOptions, PrepareReport, prepare, prepare_top};
 pub use qtune_kernels::Parallelism;

@@ -88,3 +88,14 @@ pub fn prepare(
     report.dead_nodes = passes::remove_dead_nodes(&mut graph);
     Ok((graph, report))
 }
+
+/// TPU-MLIR's canonical Top graph of an imported ONNX model, as
+/// `model_transform` writes it: [`prepare`] (constants folded, shapes
+/// inferred), then [`qtune_ir::passes::canonicalize`] (fused ops, TPU-MLIR op
+/// names), then [`prepare`] again for the values the rewrites created.
+pub fn prepare_top(graph: Graph) -> Result<(Graph, qtune_ir::passes::CanonicalReport), ExecError> {
+    let (mut graph, _) = prepare(graph, &PrepareOptions::default())?;
+    let report = passes::canonicalize(&mut graph);
+    let (graph, _) = prepare(graph, &PrepareOptions::default())?;
+    Ok((graph, report))
+}

@@ -784,10 +784,26 @@ impl<'a> Builder<'a> {
                     }
                 }
                 let x = req(0)?;
-                let starts = a.ints("offset").unwrap_or_default();
-                let ends = a.ints("ends").unwrap_or_default();
-                let steps = a.ints("steps").unwrap_or_else(|| vec![1; starts.len()]);
+                let mut starts = a.ints("offset").unwrap_or_default();
+                let mut ends = a.ints("ends").unwrap_or_default();
+                let mut steps = a.ints("steps").unwrap_or_else(|| vec![1; starts.len()]);
                 let mut axes = a.ints("axes").unwrap_or_default();
+                // TPU-MLIR's shape inference writes full-rank parameters and
+                // keeps the sliced axes in `hasparamConvert_axes`: read back
+                // the Slice over those axes.
+                let converted = a.ints("hasparamConvert_axes").unwrap_or_default();
+                let full = |v: &Vec<i64>| v.len() == starts.len();
+                if axes.is_empty() && !converted.is_empty() && full(&ends) && full(&steps) {
+                    let pick = |v: &[i64]| -> Option<Vec<i64>> {
+                        converted
+                            .iter()
+                            .map(|&ax| usize::try_from(ax).ok().and_then(|i| v.get(i).copied()))
+                            .collect()
+                    };
+                    if let (Some(s2), Some(e2), Some(t2)) = (pick(&starts), pick(&ends), pick(&steps)) {
+                        (starts, ends, steps, axes) = (s2, e2, t2, converted);
+                    }
+                }
                 if axes.is_empty() {
                     axes = (0..i64::try_from(starts.len()).unwrap_or(0)).collect();
                 }

@@ -813,7 +813,18 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                         ("ends", A::I64Array(full_ends)),
                         ("steps", A::I64Array(full_steps)),
                         ("axes", A::I64Array(vec![])),
-                        ("hasparamConvert_axes", A::I64Array(axes)),
+                        (
+                            "hasparamConvert_axes",
+                            A::I64Array(
+                                axes.iter()
+                                    .map(|&a| {
+                                        crate::normalize_axis(a, xd.len())
+                                            .and_then(|a| i64::try_from(a).ok())
+                                            .unwrap_or(a)
+                                    })
+                                    .collect(),
+                            ),
+                        ),
                     ],
                 ));
             }
