@@ -17,7 +17,7 @@ mod qdq;
 pub mod sim;
 
 pub use plan::{
-    FloatReason, HUGE_THRESHOLD, Plan, PlanRequest, Range, fused_activation_inner, layer_norm_nodes,
+    FloatReason, HUGE_THRESHOLD, Plan, PlanRequest, Range,
 };
 pub use profile::{Family, Processor, Profile, WeightScheme};
 pub use qdq::{QdqReport, build_qdq};

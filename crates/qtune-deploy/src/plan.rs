@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use qtune_ir::passes::canonical::is_upsample;
 use qtune_ir::{Graph, NodeId, Op, ValueId};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_tensor::DType;
@@ -109,9 +110,6 @@ pub struct Plan {
     pub reasons: Vec<Option<FloatReason>>,
     /// By value index; float tensors with a table row (after propagation).
     pub ranges: Vec<Option<Range>>,
-    /// By value index: values inside a fused activation (see
-    /// [`fused_activation_inner`]), never quantized.
-    pub fused_inner: Vec<bool>,
     /// Gemm weights per output channel (see [`PlanRequest`]).
     pub matmul_per_channel: bool,
 }
@@ -173,175 +171,12 @@ pub(crate) fn is_relu_like(graph: &Graph, node: NodeId) -> bool {
     }
 }
 
-/// Resize that TPU-MLIR turns into `top.Upsample`: nearest with integer
-/// scales.
-fn is_upsample(graph: &Graph, node: NodeId) -> bool {
-    let n = graph.node(node);
-    let Op::Resize(a) = &n.op else { return false };
-    if a.mode != qtune_ir::ResizeMode::Nearest {
-        return false;
-    }
-    let (Some(&x), Some(&y)) = (n.inputs.first(), n.outputs.first()) else {
-        return false;
-    };
-    let (Some(x), Ok(ys)) = (x.and_then(|x| graph.shape_of(x).ok()), graph.shape_of(y)) else {
-        return false;
-    };
-    x.0.len() == ys.0.len() && x.0.iter().zip(&ys.0).all(|(&a, &b)| a > 0 && b % a == 0)
-}
-
-/// The nodes of decomposed LayerNorms (`ReduceMean -> Sub -> Pow ->
-/// ReduceMean -> Add -> Sqrt -> Div`, then the optional `Mul` by gamma and
-/// `Add` of beta): TPU-MLIR fuses them into `top.LayerNorm`, which no chip
-/// runs in int8.
-pub fn layer_norm_nodes(graph: &Graph) -> Vec<bool> {
-    let consumers = graph.consumers();
-    let producer = |v: Option<ValueId>| v.and_then(|v| graph.value(v).producer);
-    let op_of = |n: Option<NodeId>| n.map(|n| &graph.node(n).op);
-    let mut mark = vec![false; graph.node_count()];
-    for (div, n) in graph.nodes() {
-        if !matches!(n.op, Op::Div) {
-            continue;
-        }
-        let (num, den) = (n.inputs[0], n.inputs.get(1).copied().flatten());
-        let sub = producer(num);
-        let sqrt = producer(den);
-        let add = sqrt.and_then(|s| producer(graph.node(s).inputs[0]));
-        let var = add.and_then(|a| producer(graph.node(a).inputs[0]));
-        let pow = var.and_then(|m| producer(graph.node(m).inputs[0]));
-        let ok = matches!(op_of(sub), Some(Op::Sub))
-            && matches!(op_of(sqrt), Some(Op::Sqrt))
-            && matches!(op_of(add), Some(Op::Add))
-            && matches!(op_of(var), Some(Op::ReduceMean(_)))
-            && matches!(op_of(pow), Some(Op::Pow))
-            && pow.is_some_and(|p| producer(graph.node(p).inputs[0]) == sub);
-        if !ok {
-            continue;
-        }
-        let (Some(sub), Some(sqrt), Some(add), Some(var), Some(pow)) = (sub, sqrt, add, var, pow)
-        else {
-            continue;
-        };
-        let mean = producer(graph.node(sub).inputs.get(1).copied().flatten());
-        if !matches!(op_of(mean), Some(Op::ReduceMean(_))) {
-            continue;
-        }
-        let mut nodes = vec![div, sub, sqrt, add, var, pow];
-        nodes.extend(mean);
-        // The affine tail: Div -> Mul(const) -> Add(const), each the only reader.
-        let only_reader = |v: ValueId| -> Option<NodeId> {
-            let l = &consumers[v.index()];
-            (l.len() == 1 && !graph.outputs.contains(&v)).then(|| l[0])
-        };
-        let mut last = div;
-        for want_mul in [true, false] {
-            let Some(next) = only_reader(graph.node(last).outputs[0]) else {
-                break;
-            };
-            let nn = graph.node(next);
-            let fits = if want_mul {
-                matches!(nn.op, Op::Mul)
-            } else {
-                matches!(nn.op, Op::Add)
-            } && nn.inputs.iter().any(|i| is_const(graph, Some(i)));
-            if !fits {
-                break;
-            }
-            nodes.push(next);
-            last = next;
-        }
-        for x in nodes {
-            mark[x.index()] = true;
-        }
-    }
-    mark
-}
-
-/// Values inside decomposed activations that TPU-MLIR imports as one op
-/// with an int8 lookup table (`top.SiLU` for `x * Sigmoid(x)`, `top.GELU`
-/// for `x * (Erf(x / c) + 1) * 0.5`): only the pattern's input and output
-/// are quantized, the values between them stay float. By value index.
-pub fn fused_activation_inner(graph: &Graph) -> Vec<bool> {
-    let consumers = graph.consumers();
-    let only_reader = |v: ValueId| -> Option<NodeId> {
-        let l = &consumers[v.index()];
-        (l.len() == 1 && !graph.outputs.contains(&v)).then(|| l[0])
-    };
-    let has_const = |n: NodeId| {
-        graph
-            .node(n)
-            .inputs
-            .iter()
-            .any(|i| is_const(graph, Some(i)))
-    };
-    let mut inner = vec![false; graph.value_count()];
-    for (id, n) in graph.nodes() {
-        match n.op {
-            // SiLU: s = Sigmoid(x) read only by Mul(x, s).
-            Op::Sigmoid => {
-                let (Some(x), s) = (n.inputs[0], n.outputs[0]) else {
-                    continue;
-                };
-                if let Some(m) = only_reader(s) {
-                    let mn = graph.node(m);
-                    if matches!(mn.op, Op::Mul)
-                        && mn.inputs.contains(&Some(x))
-                        && mn.inputs.contains(&Some(s))
-                    {
-                        inner[s.index()] = true;
-                    }
-                }
-            }
-            // GELU: d = x / c (or x * c); e = Erf(d); a = e + 1; m = x * a;
-            // y = m * 0.5 (optional).
-            Op::Erf => {
-                let e = n.outputs[0];
-                let Some(d) = n.inputs[0] else { continue };
-                let Some(div) = graph.value(d).producer else {
-                    continue;
-                };
-                let dn = graph.node(div);
-                if !matches!(dn.op, Op::Div | Op::Mul) || !has_const(div) {
-                    continue;
-                }
-                let Some(x) = dn.inputs[0] else { continue };
-                if only_reader(d) != Some(id) {
-                    continue;
-                }
-                let Some(add) = only_reader(e) else { continue };
-                if !matches!(graph.node(add).op, Op::Add) || !has_const(add) {
-                    continue;
-                }
-                let a = graph.node(add).outputs[0];
-                let Some(mul) = only_reader(a) else { continue };
-                let mn = graph.node(mul);
-                if !matches!(mn.op, Op::Mul) || !mn.inputs.contains(&Some(x)) {
-                    continue;
-                }
-                for v in [d, e, a] {
-                    inner[v.index()] = true;
-                }
-                let m = mn.outputs[0];
-                if let Some(half) = only_reader(m)
-                    && matches!(graph.node(half).op, Op::Mul)
-                    && has_const(half)
-                {
-                    inner[m.index()] = true;
-                }
-            }
-            _ => {}
-        }
-    }
-    inner
-}
-
 /// The float type the chip keeps `node` in, when it has no int8 form.
 fn chip_float(
     graph: &Graph,
     node: NodeId,
     profile: &Profile,
     fp: QuantMode,
-    layer_norm: bool,
 ) -> Option<(QuantMode, &'static str)> {
     let n = graph.node(node);
     let f32_ = QuantMode::F32;
@@ -353,7 +188,9 @@ fn chip_float(
             .and_then(|v| graph.shape_of(v).ok())
             .map_or(0, |s| s.0.len())
     };
-    if layer_norm {
+    // TPU-MLIR keeps LayerNorm in float on every chip; SiLU and GELU are
+    // int8 lookup tables (quantized at their input and output only).
+    if matches!(n.op, Op::LayerNormalization { .. }) {
         return Some((fp, "LayerNorm has no int8 form"));
     }
     let non_const_weight =
@@ -516,7 +353,6 @@ impl Plan {
                 profile.processor
             )));
         }
-        let ln = layer_norm_nodes(graph);
         let thresholds: HashMap<&str, f64> = req
             .calibration
             .map(|t| {
@@ -560,7 +396,7 @@ impl Plan {
             } else if req.quantize != QuantMode::Int8 {
                 (req.quantize, None)
             } else if let Some((m, why)) =
-                chip_float(graph, id, &profile, req.fp_type, ln[id.index()])
+                chip_float(graph, id, &profile, req.fp_type)
             {
                 (m, Some(FloatReason::Chip(why)))
             } else if n
@@ -598,7 +434,6 @@ impl Plan {
             modes,
             reasons,
             ranges: vec![None; graph.value_count()],
-            fused_inner: fused_activation_inner(graph),
             matmul_per_channel: req.matmul_per_channel,
         };
         if plan.modes.contains(&QuantMode::Int8) {
@@ -651,8 +486,10 @@ fn initial_ranges(
         .map(|r| (r.name.as_str(), (r.threshold, r.min, r.max)))
         .collect();
     let from_sigmoid_or_relu = |v: Option<ValueId>| {
-        v.and_then(|v| graph.value(v).producer)
-            .is_some_and(|p| matches!(graph.node(p).op, Op::Sigmoid | Op::Relu))
+        v.and_then(|v| graph.value(v).producer).is_some_and(|p| {
+            let n = graph.node(p);
+            matches!(n.op, Op::Sigmoid | Op::Relu) || n.relu.is_some()
+        })
     };
     let mut ranges = vec![None; graph.value_count()];
     for (id, v) in graph.values() {
@@ -671,6 +508,8 @@ fn initial_ranges(
             _ => row.map(|(th, tmin, _)| {
                 let th = th.abs();
                 let signed = match producer.map(|n| (&n.op, n)) {
+                    // TPU-MLIR's ops with `do_relu` never output negatives.
+                    Some((_, n)) if n.relu.is_some() => false,
                     Some((Op::Abs, _)) => true,
                     Some((Op::Mul, n)) => {
                         let same = n.inputs.len() == 2 && n.inputs[0] == n.inputs[1];

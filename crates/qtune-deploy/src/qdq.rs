@@ -359,9 +359,6 @@ impl Builder<'_> {
     /// The int8 view of source activation `v` for an INT8 reader.
     fn int8_view(&mut self, v: ValueId, reader: NodeId) -> Result<ValueId, DeployError> {
         let cur = self.cur[v.index()].expect("values are produced before use");
-        if self.plan.fused_inner[v.index()] {
-            return Ok(cur);
-        }
         let produced_int8 = self
             .src
             .value(v)
@@ -574,9 +571,7 @@ impl Builder<'_> {
             let float = val.dtype == DType::F32;
             let view = float
                 && match mode {
-                    QuantMode::Int8 => {
-                        !self.plan.fused_inner[o.index()] && !self.output_on_input_grid(id, o)
-                    }
+                    QuantMode::Int8 => !self.output_on_input_grid(id, o),
                     m => format_of(m).is_some(),
                 };
             let is_output = self.src.outputs.contains(&o);
@@ -593,7 +588,8 @@ impl Builder<'_> {
                 self.cur[o.index()] = Some(raw);
             }
         }
-        self.g.add_node(n.name.clone(), n.op.clone(), inputs, outs);
+        self.g
+            .add_node_with_relu(n.name.clone(), n.op.clone(), inputs, outs, n.relu);
         for (o, raw) in post {
             let name = self.src.value(o).name.clone();
             let out_name = self.src.outputs.contains(&o).then(|| name.clone());

@@ -82,7 +82,7 @@ fn copy_node(g: &mut Graph, src: &Graph, map: &mut [Option<ValueId>], id: NodeId
         .iter()
         .map(|&o| copy_value(g, src, map, o))
         .collect();
-    g.add_node(n.name.clone(), n.op.clone(), inputs, outputs);
+    g.add_node_with_relu(n.name.clone(), n.op.clone(), inputs, outputs, n.relu);
 }
 
 /// The value of `g` standing for `v` of `src`, added on first use.
@@ -299,8 +299,11 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
         // the accumulator with one combined multiplier `(s_x s_w) / s_y`, as
         // integer kernels (and the chip's multiplier and shift) do, instead
         // of rescaling to float and dividing again.
+        // A fused Relu applies to the rescaled float value (a Relu6 caps it
+        // at 6, not the accumulator), so such a layer rescales first and
+        // quantizes after the Relu.
         let next_q = match consumers[out.index()].as_slice() {
-            [c] if !qdq.outputs.contains(&out) => {
+            [c] if !qdq.outputs.contains(&out) && n.relu.is_none() => {
                 let cn = qdq.node(*c);
                 let scalar_scale = cn
                     .inputs
@@ -332,11 +335,12 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
         };
         let sname = fresh(&g, format!("{}_scale", oval.name));
         let s = g.add_constant(sname, scale);
-        g.add_node(
+        g.add_node_with_relu(
             format!("{}_rescale", n.name),
             Op::Mul,
             vec![Some(raw), Some(s)],
             vec![target],
+            n.relu,
         );
     }
     g.outputs = qdq

@@ -723,7 +723,13 @@ fn single_node(graph: &Graph, node_id: NodeId) -> Result<SingleNode, SearchError
     let first = *outputs
         .first()
         .ok_or_else(|| SearchError::Settings(format!("node `{}` has no output", node.name)))?;
-    g.add_node(node.name.clone(), node.op.clone(), inputs, outputs.clone());
+    g.add_node_with_relu(
+        node.name.clone(),
+        node.op.clone(),
+        inputs,
+        outputs.clone(),
+        node.relu,
+    );
     g.outputs = outputs;
     Ok(SingleNode {
         exec: Executor::new(g)?,

@@ -174,7 +174,15 @@ fn find_successor(
     let out = *graph.node(c1).outputs.first()?;
     let next = only_reader(graph, consumers, out)?;
     if conv_reading(graph, next, out) {
-        return Some(Ok((None, next)));
+        // A Relu fused into C1 (`do_relu`) is positively homogeneous; a
+        // capped one (ReLU6) is not.
+        return match graph.node(c1).relu {
+            Some(r) if r.limit.is_some() => Some(Err("Relu with relu_limit")),
+            _ => Some(Ok((None, next))),
+        };
+    }
+    if graph.node(c1).relu.is_some_and(|r| r.limit.is_some()) {
+        return None;
     }
     let act = graph.node(next);
     let act_out = *act.outputs.first()?;

@@ -12,9 +12,8 @@
 //! `max|W_j|` over row `j` of every user's weight: several users of one
 //! LayerNorm (Q, K, V) share one scale vector. A non-finite or zero `s_j`
 //! becomes 1. The division of `X` is folded into the LayerNorm's gamma and
-//! beta (`Mul` and `Add` after the decomposed `ReduceMean / Sub / Pow /
-//! ReduceMean / Add / Sqrt / Div`, as `qtune_deploy::layer_norm_nodes`
-//! recognises it), so the float model computes the same function.
+//! beta (the `LayerNormalization` op of the canonical graph, TPU-MLIR's
+//! `top.LayerNorm`), so the float model computes the same function.
 //!
 //! # Deviations from TPU-MLIR
 //!
@@ -100,14 +99,14 @@ struct LinearUse {
     transposed: bool,
 }
 
-/// A decomposed LayerNorm with its affine tail.
+/// A LayerNorm with its affine parameters.
 #[derive(Debug, Clone)]
 struct Candidate {
-    /// All its nodes, in graph order.
+    /// Its nodes, in graph order (the one LayerNormalization op).
     nodes: Vec<NodeId>,
-    /// The gamma `Mul` and its constant input index.
+    /// The node and input index of gamma.
     mul: (NodeId, usize),
-    /// The beta `Add` and its constant input index.
+    /// The node and input index of beta.
     add: Option<(NodeId, usize)>,
     output: ValueId,
     channels: usize,
@@ -115,14 +114,6 @@ struct Candidate {
     branches: Vec<NodeId>,
     linear: Vec<LinearUse>,
     other_readers: bool,
-}
-
-fn const_index(graph: &Graph, node: NodeId) -> Option<usize> {
-    graph
-        .node(node)
-        .inputs
-        .iter()
-        .position(|i| i.is_some_and(|v| graph.constant_of(v).is_some()))
 }
 
 /// The linear users reached from `node` reading `v`, or `None` when the
@@ -191,77 +182,49 @@ fn linear_uses(
     }
 }
 
-/// The decomposed LayerNorms of `graph` that feed Gemm/MatMul layers, and
-/// the reasons others were left alone.
+/// The LayerNorms of `graph` (`LayerNormalization` ops, TPU-MLIR's
+/// `top.LayerNorm`) over the last axis that feed Gemm/MatMul layers, and the
+/// reasons others were left alone.
 fn candidates(graph: &Graph) -> (Vec<Candidate>, Vec<(String, String)>) {
-    let marks = qtune_deploy::layer_norm_nodes(graph);
     let consumers = graph.consumers();
-    let producer = |v: Option<ValueId>| v.and_then(|v| graph.value(v).producer);
-    let only_reader = |v: ValueId| -> Option<NodeId> {
-        let l = &consumers[v.index()];
-        (l.len() == 1 && !graph.outputs.contains(&v)).then(|| l[0])
-    };
     let mut out = Vec::new();
     let mut skipped = Vec::new();
-    for (div, n) in graph.nodes() {
-        if !matches!(n.op, Op::Div) || !marks[div.index()] {
-            continue;
-        }
-        // The pattern's nodes, as layer_norm_nodes matched them.
-        let sub = producer(n.inputs[0]);
-        let sqrt = producer(n.inputs.get(1).copied().flatten());
-        let add_eps = sqrt.and_then(|s| producer(graph.node(s).inputs[0]));
-        let var = add_eps.and_then(|a| producer(graph.node(a).inputs[0]));
-        let pow = var.and_then(|m| producer(graph.node(m).inputs[0]));
-        let mean = sub.and_then(|s| producer(graph.node(s).inputs.get(1).copied().flatten()));
-        let (Some(sub), Some(sqrt), Some(add_eps), Some(var), Some(pow), Some(mean)) =
-            (sub, sqrt, add_eps, var, pow, mean)
-        else {
+    for (ln, n) in graph.nodes() {
+        let Op::LayerNormalization { axis, .. } = n.op else {
             continue;
         };
-        let mut nodes = vec![mean, sub, pow, var, add_eps, sqrt, div];
-        let name_of = |id: NodeId| graph.value(graph.node(id).outputs[0]).name.clone();
-        let Some(mul) = only_reader(n.outputs[0])
-            .filter(|&m| marks[m.index()] && matches!(graph.node(m).op, Op::Mul))
-        else {
-            skipped.push((name_of(div), "no gamma Mul after the LayerNorm".to_string()));
-            continue;
-        };
-        let Some(gamma) = const_index(graph, mul) else {
-            continue;
-        };
-        nodes.push(mul);
-        let mut add = None;
-        let mut output = graph.node(mul).outputs[0];
-        if let Some(a) =
-            only_reader(output).filter(|&a| marks[a.index()] && matches!(graph.node(a).op, Op::Add))
-            && let Some(beta) = const_index(graph, a)
-        {
-            nodes.push(a);
-            add = Some((a, beta));
-            output = graph.node(a).outputs[0];
-        }
-        nodes.sort();
+        let output = n.outputs[0];
         let name = graph.value(output).name.clone();
-        let Some(channels) = graph
-            .shape_of(output)
-            .ok()
-            .and_then(|s| s.dims().last().copied())
-            .filter(|&c| c > 0)
-        else {
+        let Some(dims) = graph.shape_of(output).ok().map(|s| s.dims().to_vec()) else {
+            skipped.push((name, "unknown shape".to_string()));
+            continue;
+        };
+        let Some(channels) = dims.last().copied().filter(|&c| c > 0) else {
             skipped.push((name, "unknown channel count".to_string()));
             continue;
         };
+        if qtune_ir::normalize_axis(axis, dims.len()) != Some(dims.len() - 1) {
+            skipped.push((name, "it normalizes over more than the last axis".to_string()));
+            continue;
+        }
         // gamma and beta must be per channel (or scalars) to take 1/s.
-        let per_channel = |node: NodeId, idx: usize| {
-            graph.node(node).inputs[idx]
+        let per_channel = |idx: usize| {
+            n.inputs
+                .get(idx)
+                .copied()
+                .flatten()
                 .and_then(|v| graph.constant_of(v))
                 .is_some_and(|t| {
                     (t.numel() == channels && t.dims().last() == Some(&channels) || t.numel() == 1)
                         && t.as_f32().is_ok()
                 })
         };
-        if !per_channel(mul, gamma) || add.is_some_and(|(a, b)| !per_channel(a, b)) {
+        if n.inputs.get(1).copied().flatten().is_none() {
+            skipped.push((name, "no gamma on the LayerNorm".to_string()));
+            continue;
+        }
+        let has_beta = n.inputs.get(2).copied().flatten().is_some();
+        if !per_channel(1) || (has_beta && !per_channel(2)) {
             skipped.push((name, "gamma or beta is not per channel".to_string()));
             continue;
         }
@@ -285,9 +248,9 @@ fn candidates(graph: &Graph) -> (Vec<Candidate>, Vec<(String, String)>) {
             continue;
         }
         out.push(Candidate {
-            nodes,
-            mul: (mul, gamma),
-            add,
+            nodes: vec![ln],
+            mul: (ln, 1),
+            add: has_beta.then_some((ln, 2)),
             output,
             channels,
             branches,
@@ -644,14 +607,15 @@ fn with_inserted_nodes(
     out.inputs = graph.inputs.clone();
     out.outputs = graph.outputs.clone();
     for (id, n) in graph.nodes() {
-        out.add_node(
+        out.add_node_with_relu(
             n.name.clone(),
             n.op.clone(),
             n.inputs.clone(),
             n.outputs.clone(),
+            n.relu,
         );
         for m in extra.remove(&id).unwrap_or_default() {
-            out.add_node(m.name, m.op, m.inputs, m.outputs);
+            out.add_node_with_relu(m.name, m.op, m.inputs, m.outputs, m.relu);
         }
     }
     Ok(out)

@@ -38,7 +38,9 @@ impl Elementwise {
     /// has one.
     pub(crate) fn of(graph: &Graph, node: &Node) -> Option<(Elementwise, ValueId)> {
         let input = (*node.inputs.first()?)?;
-        if graph.constant_of(input).is_some() || node.outputs.len() != 1 {
+        // A fused Relu is a second step this form does not apply: such ops
+        // take the general path.
+        if graph.constant_of(input).is_some() || node.outputs.len() != 1 || node.relu.is_some() {
             return None;
         }
         let constant = |i: usize| -> Option<&[f32]> {

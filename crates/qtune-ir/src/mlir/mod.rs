@@ -12,20 +12,23 @@
 //!
 //! # Naming contract
 //!
-//! * The writer names each op `<first output tensor>_<ONNX op type>`, as
-//!   TPU-MLIR's `OnnxConverter` does (`474_Conv`). A tensor whose name
-//!   already ends with `_<op type>` keeps its name, so writing a graph that
-//!   was read from a `.mlir` does not stack suffixes. Graph inputs use the
-//!   input name; weights use the constant's tensor name. Multi-result ops
-//!   (Split) get `loc(fused["<out0>_Split", "<out1>_Split"])`. Names are made
-//!   unique with a `_<n>` suffix when two would collide.
+//! * Op names are TPU-MLIR's: `<first output tensor>_<ONNX op type>`, as its
+//!   `OnnxConverter` names them (`474_Conv`), and after canonicalization a
+//!   fused op keeps the name of the op it replaced (Conv + Relu is named
+//!   after the Relu). Graph inputs use the input name; weights use the
+//!   constant's tensor name. Multi-result ops (Split) get
+//!   `loc(fused["<out0>_Split", "<out1>_Split"])`. Names are made unique
+//!   with a `_<n>` suffix when two would collide.
 //! * The reader names every value by its op's loc: calibration tables and
 //!   qtables written against a `.mlir` use these names.
-//! * A TPU-MLIR op with `do_relu = true` is read as the op followed by a
-//!   `Relu` (or `Clip(0, relu_limit)` when `relu_limit > 0`). The second node
-//!   produces the value named by the loc, because that is the tensor
-//!   TPU-MLIR's tools see under that name; the op before it writes
-//!   `<loc>_before_relu`.
+//! * The writer takes each op's loc from its output's name: run
+//!   `passes::name_as_top_ops` (or `passes::canonicalize`) on a graph with
+//!   ONNX tensor names first.
+//! * A TPU-MLIR op with `do_relu = true` stays one op: the IR node carries
+//!   the fused Relu (`Node::relu`, with `relu_limit` when positive), and its
+//!   one output is named by the loc, as TPU-MLIR's tools see it. `top.SiLU`,
+//!   `top.GELU`, `top.LayerNorm`, `top.AddConst` / `top.SubConst` /
+//!   `top.MulConst` and a `top.MatMul` with a bias are one IR op each too.
 //!
 //! # Types
 //!
@@ -46,7 +49,7 @@ use std::path::PathBuf;
 
 pub use attr::{MlirAttr, format_f64};
 pub use reader::{read_top_mlir, read_top_mlir_file};
-pub use writer::write_top_mlir;
+pub use writer::{top_op_type, write_top_mlir};
 
 use qtune_tensor::DType;
 

@@ -378,6 +378,13 @@ pub(crate) fn nearest_mode_name(n: NearestMode) -> &'static str {
     }
 }
 
+/// The Top op a node is written as (`top.Conv`, `top.AddConst`, ...), or
+/// `None` when it has no Top form (quantized ops) or the graph lacks the
+/// static shapes the mapping needs.
+pub fn top_op_type(graph: &Graph, id: NodeId) -> Option<&'static str> {
+    lower(graph, id, graph.node(id)).ok().map(|t| t.name)
+}
+
 /// Maps one IR node to its Top op. See the table in the crate docs.
 fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let op_type = node.op.op_type();

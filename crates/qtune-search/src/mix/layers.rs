@@ -3,28 +3,15 @@
 //! type TPU-MLIR prints (`top.Conv`, ...).
 
 use qtune_deploy::Plan;
-use qtune_ir::{Graph, NodeId, Op};
+use qtune_ir::{Graph, NodeId};
 use qtune_quant::QuantMode;
 
-/// The Top dialect op type of an IR op, as TPU-MLIR's logs print it.
-pub fn top_type(op: &Op) -> String {
-    let t = match op {
-        Op::Gemm { .. } | Op::MatMul => "MatMul",
-        Op::ConvTranspose { .. } => "Deconv",
-        Op::BatchNormalization { .. } => "BatchNorm",
-        Op::AveragePool { .. } | Op::GlobalAveragePool => "AvgPool",
-        Op::GlobalMaxPool | Op::MaxPool { .. } => "MaxPool",
-        Op::ReduceMean { .. }
-        | Op::ReduceSum { .. }
-        | Op::ReduceL2 { .. }
-        | Op::ReduceMax { .. }
-        | Op::ReduceMin { .. } => "Reduce",
-        Op::Transpose { .. } => "Permute",
-        Op::Resize { .. } => "Interp",
-        Op::Equal | Op::Less | Op::Greater => "Compare",
-        other => other.op_type(),
-    };
-    format!("top.{t}")
+/// The Top dialect op type of a node, as TPU-MLIR's logs print it
+/// (`top.Conv`, `top.AddConst`, ...): what the `.mlir` writer writes it as.
+pub fn top_type(graph: &Graph, node: NodeId) -> String {
+    qtune_ir::mlir::top_op_type(graph, node)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("top.{}", graph.node(node).op.op_type()))
 }
 
 /// A layer of the float graph.
@@ -46,7 +33,7 @@ pub fn layers(graph: &Graph) -> Vec<Layer> {
             Some(Layer {
                 node: id,
                 name: graph.value(first).name.clone(),
-                top_type: top_type(&n.op),
+                top_type: top_type(graph, id),
             })
         })
         .collect()
