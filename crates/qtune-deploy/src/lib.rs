@@ -16,9 +16,7 @@ pub mod profile;
 mod qdq;
 pub mod sim;
 
-pub use plan::{
-    FloatReason, HUGE_THRESHOLD, Plan, PlanRequest, Range,
-};
+pub use plan::{FloatReason, HUGE_THRESHOLD, Plan, PlanRequest, Range};
 pub use profile::{Family, Processor, Profile, WeightScheme};
 pub use qdq::{QdqReport, build_qdq};
 pub use sim::integer_exact;

@@ -395,9 +395,7 @@ impl Plan {
                 (m, (m != QuantMode::Int8).then_some(FloatReason::Qtable))
             } else if req.quantize != QuantMode::Int8 {
                 (req.quantize, None)
-            } else if let Some((m, why)) =
-                chip_float(graph, id, &profile, req.fp_type)
-            {
+            } else if let Some((m, why)) = chip_float(graph, id, &profile, req.fp_type) {
                 (m, Some(FloatReason::Chip(why)))
             } else if n
                 .outputs

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use qtune_ir::{
     AutoPad, CoordMode, FloatFormat, FusedRelu, GeluApproximation, Graph, Node, NodeId, Op,
-    ResizeMode, ValueId,
-    resolve_reduce_axes, resolve_slice, resolve_split, resolve_window, shape_range,
+    ResizeMode, ValueId, resolve_reduce_axes, resolve_slice, resolve_split, resolve_window,
+    shape_range,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
@@ -334,6 +334,7 @@ pub(crate) fn eval_node_fused(
             )?])
         }
         Op::Sqrt => eval_unary(&mut cx, k::UnaryOp::Sqrt),
+        Op::Floor => eval_unary(&mut cx, k::UnaryOp::Floor),
         Op::Exp => eval_unary(&mut cx, k::UnaryOp::Exp),
         Op::Erf => eval_unary(&mut cx, k::UnaryOp::Erf),
         Op::Tanh => eval_unary(&mut cx, k::UnaryOp::Tanh),
@@ -730,6 +731,56 @@ pub(crate) fn eval_node_fused(
             let data = map_any!(x.data(), |v| {
                 let mut out = vec![v[0]; n];
                 k::expand(v, &dims, &od, &mut out);
+                out
+            });
+            Ok(vec![cx.tensor(od, data)?])
+        }
+        Op::Tile => {
+            // Tile(x, r) is x seen as [1, d0, 1, d1, ...] expanded to
+            // [r0, d0, r1, d1, ...]: the repeats are the outer index of
+            // each output axis.
+            let x = cx.input(0)?;
+            let dims = x.dims().to_vec();
+            let od = cx.out_dims(0)?;
+            let n: usize = od.iter().product();
+            if n == 0 || x.numel() == 0 {
+                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
+            }
+            let src: Vec<usize> = dims.iter().flat_map(|&d| [1, d]).collect();
+            let dst: Vec<usize> = dims
+                .iter()
+                .zip(&od)
+                .flat_map(|(&d, &o)| [o / d.max(1), d])
+                .collect();
+            let data = map_any!(x.data(), |v| {
+                let mut out = vec![v[0]; n];
+                k::expand(v, &src, &dst, &mut out);
+                out
+            });
+            Ok(vec![cx.tensor(od, data)?])
+        }
+        Op::SpaceToDepth { blocksize } | Op::DepthToSpace { blocksize, .. } => {
+            // Both are a reshape to 6-D, a transpose and a reshape back
+            // (the ONNX definitions).
+            let x = cx.input(0)?;
+            let b = *blocksize;
+            let [n, c, h, w] = *x.dims() else {
+                return Err(cx.err("expected a 4-D input"));
+            };
+            let (dims6, perm): ([usize; 6], [usize; 6]) = match cx.node.op {
+                Op::SpaceToDepth { .. } => ([n, c, h / b, b, w / b, b], [0, 3, 5, 1, 2, 4]),
+                Op::DepthToSpace { crd: false, .. } => {
+                    ([n, b, b, c / (b * b), h, w], [0, 3, 4, 1, 5, 2])
+                }
+                _ => ([n, c / (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3]),
+            };
+            let od = cx.out_dims(0)?;
+            if x.numel() == 0 {
+                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
+            }
+            let data = map_any!(x.data(), |v| {
+                let mut out = vec![v[0]; v.len()];
+                k::transpose(v, &dims6, &perm, &mut out);
                 out
             });
             Ok(vec![cx.tensor(od, data)?])

@@ -286,7 +286,10 @@ impl Graph {
         for n in nodes {
             moved[n.index()] = true;
         }
-        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
+        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes)
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut order = Vec::with_capacity(old.len());
         for i in 0..old.len() {
             if moved[i] {

@@ -156,6 +156,9 @@ pub enum Op {
     Div,
     Pow,
     Sqrt,
+    /// Floor: <https://onnx.ai/onnx/operators/onnx__Floor.html>; TPU-MLIR's
+    /// `top.Floor` (its converter writes one after an integer Div).
+    Floor,
     Exp,
     Erf,
     Tanh,
@@ -236,6 +239,24 @@ pub enum Op {
         to: DType,
     },
     Expand,
+    /// Tile: <https://onnx.ai/onnx/operators/onnx__Tile.html>; inputs
+    /// input, repeats (TPU-MLIR's `top.Tile`, which its canonicalizer makes
+    /// of an Expand that broadcasts).
+    Tile,
+    /// SpaceToDepth: <https://onnx.ai/onnx/operators/onnx__SpaceToDepth.html>
+    /// (DCR order: output channel `(by * b + bx) * C + c`); TPU-MLIR's
+    /// `top.Depth2Space` with `is_inversed = true`, which its canonicalizer
+    /// makes of YOLO's "Focus" slices.
+    SpaceToDepth {
+        blocksize: usize,
+    },
+    /// DepthToSpace: <https://onnx.ai/onnx/operators/onnx__DepthToSpace.html>;
+    /// TPU-MLIR's `top.Depth2Space`.
+    DepthToSpace {
+        blocksize: usize,
+        /// `CRD` (column-row-depth) instead of the default `DCR`.
+        crd: bool,
+    },
     Where,
     And,
     Or,
@@ -325,6 +346,7 @@ op_names!(
     Div,
     Pow,
     Sqrt,
+    Floor,
     Exp,
     Erf,
     Tanh,
@@ -360,6 +382,9 @@ op_names!(
     Gather,
     Cast,
     Expand,
+    Tile,
+    SpaceToDepth,
+    DepthToSpace,
     Where,
     And,
     Or,
@@ -385,6 +410,7 @@ impl Op {
                 | Op::Div
                 | Op::Pow
                 | Op::Sqrt
+                | Op::Floor
                 | Op::Exp
                 | Op::Erf
                 | Op::Tanh
@@ -415,6 +441,9 @@ impl Op {
                 | Op::Unsqueeze { .. }
                 | Op::Gather { .. }
                 | Op::Expand
+                | Op::Tile
+                | Op::SpaceToDepth { .. }
+                | Op::DepthToSpace { .. }
                 | Op::Identity
         )
     }
@@ -429,6 +458,6 @@ mod tests {
         assert_eq!(Op::Conv(ConvAttrs::default()).op_type(), "Conv");
         assert_eq!(Op::Softmax { axis: 1 }.op_type(), "Softmax");
         assert!(SUPPORTED_OPS.contains(&"BatchNormalization"));
-        assert_eq!(SUPPORTED_OPS.len(), 57);
+        assert_eq!(SUPPORTED_OPS.len(), 61);
     }
 }

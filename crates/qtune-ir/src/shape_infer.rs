@@ -430,7 +430,49 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
                 .ok_or_else(|| cx.err("condition, X and Y cannot be broadcast together"))?;
             one(out, cx.dtype(1)?)
         }
+        Op::Tile => {
+            let x = cx.shape(0)?;
+            let reps = cx.const_ints(1)?;
+            if reps.len() != x.len() || reps.iter().any(|&r| r < 0) {
+                return Err(cx.err(format!(
+                    "repeats {reps:?} must be {} non-negative values",
+                    x.len()
+                )));
+            }
+            let mut out = Vec::with_capacity(x.len());
+            for (&d, &r) in x.iter().zip(&reps) {
+                let r = usize::try_from(r).map_err(|_| cx.err("repeat out of range"))?;
+                out.push(
+                    d.checked_mul(r)
+                        .ok_or_else(|| cx.err(format!("{d} x {r} repeats overflow")))?,
+                );
+            }
+            one(out, cx.dtype(0)?)
+        }
+        Op::SpaceToDepth { blocksize } | Op::DepthToSpace { blocksize, .. } => {
+            let x = cx.shape(0)?;
+            let b = *blocksize;
+            let [n, c, h, w] = *x.as_slice() else {
+                return Err(cx.err(format!("expected a 4-D input, got {}", Shape(x.clone()))));
+            };
+            if b == 0 {
+                return Err(cx.err("blocksize 0"));
+            }
+            let out = if matches!(node.op, Op::SpaceToDepth { .. }) {
+                if h % b != 0 || w % b != 0 {
+                    return Err(cx.err(format!("{h}x{w} is not divisible by blocksize {b}")));
+                }
+                vec![n, c * b * b, h / b, w / b]
+            } else {
+                if c % (b * b) != 0 {
+                    return Err(cx.err(format!("{c} channels are not divisible by {b}x{b}")));
+                }
+                vec![n, c / (b * b), h * b, w * b]
+            };
+            one(out, cx.dtype(0)?)
+        }
         Op::Sqrt
+        | Op::Floor
         | Op::Exp
         | Op::Erf
         | Op::Tanh

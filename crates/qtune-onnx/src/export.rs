@@ -447,6 +447,8 @@ impl<'g> Exporter<'g> {
             | Op::Div
             | Op::Pow
             | Op::Sqrt
+            | Op::Floor
+            | Op::Tile
             | Op::Exp
             | Op::Erf
             | Op::Tanh
@@ -492,6 +494,19 @@ impl<'g> Exporter<'g> {
                         }
                     }
                 }
+            }
+            Op::SpaceToDepth { blocksize } => {
+                attrs.push(attr_int(
+                    "blocksize",
+                    i64::try_from(*blocksize).unwrap_or(1),
+                ));
+            }
+            Op::DepthToSpace { blocksize, crd } => {
+                attrs.push(attr_int(
+                    "blocksize",
+                    i64::try_from(*blocksize).unwrap_or(1),
+                ));
+                attrs.push(attr_string("mode", if *crd { "CRD" } else { "DCR" }));
             }
             Op::LeakyRelu { alpha } => attrs.push(attr_float("alpha", *alpha)),
             Op::HardSigmoid { alpha, beta } => {
@@ -571,9 +586,7 @@ impl<'g> Exporter<'g> {
             Op::RoundFloat(format) => {
                 return self.round_float(&cx, *format, inputs, outputs);
             }
-            Op::SiLU
-            | Op::Gelu { .. }
-            | Op::LayerNormalization { .. } => {
+            Op::SiLU | Op::Gelu { .. } | Op::LayerNormalization { .. } => {
                 return Err(cx.err("internal: composite op not written"));
             }
         }
@@ -634,11 +647,25 @@ impl<'g> Exporter<'g> {
         let Some((r, y)) = relu else { return Ok(()) };
         let mid = outputs[0].clone();
         match r.limit {
-            None => self.emit(format!("{}_relu", cx.name), "Relu", vec![mid], vec![y], vec![]),
+            None => self.emit(
+                format!("{}_relu", cx.name),
+                "Relu",
+                vec![mid],
+                vec![y],
+                vec![],
+            ),
             Some(hi) => {
-                let lo = self.add_initializer(format!("{}_relu_min", cx.name), &Tensor::scalar_f32(0.0))?;
-                let hi = self.add_initializer(format!("{}_relu_max", cx.name), &Tensor::scalar_f32(hi))?;
-                self.emit(format!("{}_relu", cx.name), "Clip", vec![mid, lo, hi], vec![y], vec![]);
+                let lo = self
+                    .add_initializer(format!("{}_relu_min", cx.name), &Tensor::scalar_f32(0.0))?;
+                let hi =
+                    self.add_initializer(format!("{}_relu_max", cx.name), &Tensor::scalar_f32(hi))?;
+                self.emit(
+                    format!("{}_relu", cx.name),
+                    "Clip",
+                    vec![mid, lo, hi],
+                    vec![y],
+                    vec![],
+                );
             }
         }
         Ok(())
@@ -664,16 +691,36 @@ impl<'g> Exporter<'g> {
             Op::MatMul if inputs.len() > 2 && !inputs[2].is_empty() => {
                 // MatMul with a bias: MatMul then Add.
                 let mid = fresh(&mut self.taken_values, format!("{}_matmul", y()));
-                self.emit_own(base.clone(), "MatMul", inputs[..2].to_vec(), vec![mid.clone()], vec![]);
-                self.emit(format!("{base}_bias"), "Add", vec![mid, inputs[2].clone()], vec![y()], vec![]);
+                self.emit_own(
+                    base.clone(),
+                    "MatMul",
+                    inputs[..2].to_vec(),
+                    vec![mid.clone()],
+                    vec![],
+                );
+                self.emit(
+                    format!("{base}_bias"),
+                    "Add",
+                    vec![mid, inputs[2].clone()],
+                    vec![y()],
+                    vec![],
+                );
             }
             Op::SiLU => {
                 let s = fresh(&mut self.taken_values, format!("{}_sigmoid", y()));
-                self.emit(format!("{base}_sigmoid"), "Sigmoid", vec![x()], vec![s.clone()], vec![]);
+                self.emit(
+                    format!("{base}_sigmoid"),
+                    "Sigmoid",
+                    vec![x()],
+                    vec![s.clone()],
+                    vec![],
+                );
                 self.emit_own(base.clone(), "Mul", vec![x(), s], vec![y()], vec![]);
             }
             Op::Gelu { approximate } => {
-                let t = |s: &mut Self, what: &str| fresh(&mut s.taken_values, format!("{}_{what}", y()));
+                let t = |s: &mut Self, what: &str| {
+                    fresh(&mut s.taken_values, format!("{}_{what}", y()))
+                };
                 match approximate {
                     GeluApproximation::None => {
                         // x * (erf(x / sqrt 2) + 1) * 0.5, the pattern the
@@ -681,11 +728,40 @@ impl<'g> Exporter<'g> {
                         let sqrt2 = c(self, "sqrt2", std::f32::consts::SQRT_2)?;
                         let one = c(self, "one", 1.0)?;
                         let half = c(self, "half", 0.5)?;
-                        let (d, e, a, m) = (t(self, "div"), t(self, "erf"), t(self, "add"), t(self, "mul"));
-                        self.emit(format!("{base}_div"), "Div", vec![x(), sqrt2], vec![d.clone()], vec![]);
-                        self.emit(format!("{base}_erf"), "Erf", vec![d], vec![e.clone()], vec![]);
-                        self.emit(format!("{base}_add"), "Add", vec![e, one], vec![a.clone()], vec![]);
-                        self.emit(format!("{base}_mul"), "Mul", vec![x(), a], vec![m.clone()], vec![]);
+                        let (d, e, a, m) = (
+                            t(self, "div"),
+                            t(self, "erf"),
+                            t(self, "add"),
+                            t(self, "mul"),
+                        );
+                        self.emit(
+                            format!("{base}_div"),
+                            "Div",
+                            vec![x(), sqrt2],
+                            vec![d.clone()],
+                            vec![],
+                        );
+                        self.emit(
+                            format!("{base}_erf"),
+                            "Erf",
+                            vec![d],
+                            vec![e.clone()],
+                            vec![],
+                        );
+                        self.emit(
+                            format!("{base}_add"),
+                            "Add",
+                            vec![e, one],
+                            vec![a.clone()],
+                            vec![],
+                        );
+                        self.emit(
+                            format!("{base}_mul"),
+                            "Mul",
+                            vec![x(), a],
+                            vec![m.clone()],
+                            vec![],
+                        );
                         self.emit_own(base.clone(), "Mul", vec![m, half], vec![y()], vec![]);
                     }
                     GeluApproximation::Tanh => {
@@ -712,7 +788,13 @@ impl<'g> Exporter<'g> {
                         for (i, (op, ins, out)) in steps.into_iter().enumerate() {
                             self.emit(format!("{base}_{i}"), op, ins, vec![out.clone()], vec![]);
                         }
-                        self.emit_own(base.clone(), "Mul", vec![names[6].clone(), names[5].clone()], vec![y()], vec![]);
+                        self.emit_own(
+                            base.clone(),
+                            "Mul",
+                            vec![names[6].clone(), names[5].clone()],
+                            vec![y()],
+                            vec![],
+                        );
                     }
                 }
             }
@@ -722,12 +804,24 @@ impl<'g> Exporter<'g> {
                 let mut ins = inputs.to_vec();
                 ins.resize(3, String::new());
                 if ins[1].is_empty() {
-                    let x_id = node.inputs.first().copied().flatten().ok_or_else(|| cx.err("input 0 is missing"))?;
-                    let dims = self.graph.shape_of(x_id).map_err(|e| cx.err(e.to_string()))?.dims().to_vec();
-                    let ax = qtune_ir::normalize_axis(*axis, dims.len()).ok_or_else(|| cx.err("axis out of range"))?;
+                    let x_id = node
+                        .inputs
+                        .first()
+                        .copied()
+                        .flatten()
+                        .ok_or_else(|| cx.err("input 0 is missing"))?;
+                    let dims = self
+                        .graph
+                        .shape_of(x_id)
+                        .map_err(|e| cx.err(e.to_string()))?
+                        .dims()
+                        .to_vec();
+                    let ax = qtune_ir::normalize_axis(*axis, dims.len())
+                        .ok_or_else(|| cx.err("axis out of range"))?;
                     let inner = dims[ax..].to_vec();
                     let n = inner.iter().product();
-                    let ones = Tensor::from_f32(inner, vec![1.0; n]).map_err(|e| cx.err(e.to_string()))?;
+                    let ones =
+                        Tensor::from_f32(inner, vec![1.0; n]).map_err(|e| cx.err(e.to_string()))?;
                     ins[1] = self.add_initializer(format!("{base}_scale"), &ones)?;
                 }
                 while ins.last().is_some_and(String::is_empty) {

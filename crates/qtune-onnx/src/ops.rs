@@ -162,12 +162,13 @@ pub(crate) fn import_node(
                 _ => Op::Greater,
             }
         }
-        "Sqrt" | "Exp" | "Erf" | "Tanh" | "Neg" | "Abs" | "Relu" | "Sigmoid" | "HardSwish"
-        | "Not" | "GlobalAveragePool" | "GlobalMaxPool" | "Identity" => {
+        "Sqrt" | "Floor" | "Exp" | "Erf" | "Tanh" | "Neg" | "Abs" | "Relu" | "Sigmoid"
+        | "HardSwish" | "Not" | "GlobalAveragePool" | "GlobalMaxPool" | "Identity" => {
             arity(cx, n, 1, 1)?;
             cx.check_known(&[])?;
             match cx.op_type {
                 "Sqrt" => Op::Sqrt,
+                "Floor" => Op::Floor,
                 "Exp" => Op::Exp,
                 "Erf" => Op::Erf,
                 "Tanh" => Op::Tanh,
@@ -186,6 +187,56 @@ pub(crate) fn import_node(
             arity(cx, n, 2, 2)?;
             cx.check_known(&[])?;
             Op::Expand
+        }
+        "Tile" => {
+            arity(cx, n, 2, 2)?;
+            cx.check_known(&[])?;
+            Op::Tile
+        }
+        "SpaceToDepth" | "DepthToSpace" => {
+            arity(cx, n, 1, 1)?;
+            let blocksize = usize::try_from(cx.int_or("blocksize", 0)?)
+                .ok()
+                .filter(|&b| b > 0)
+                .ok_or_else(|| cx.attr_err("blocksize", "expected a positive integer"))?;
+            if cx.op_type == "SpaceToDepth" {
+                cx.check_known(&["blocksize"])?;
+                Op::SpaceToDepth { blocksize }
+            } else {
+                cx.check_known(&["blocksize", "mode"])?;
+                let crd = match cx.string("mode")?.as_deref().unwrap_or("DCR") {
+                    "DCR" => false,
+                    "CRD" => true,
+                    m => return Err(cx.attr_err("mode", format!("expected DCR or CRD, got {m}"))),
+                };
+                Op::DepthToSpace { blocksize, crd }
+            }
+        }
+        "LayerNormalization" => {
+            arity(cx, n, 1, 3)?;
+            cx.check_known(&["axis", "epsilon", "stash_type"])?;
+            // Only output Y: the mean and inverse deviation outputs are
+            // training outputs qtune does not compute. `stash_type` only sets
+            // the precision of the statistics.
+            keep = Outputs::First("Mean and InvStdDev outputs");
+            Op::LayerNormalization {
+                axis: cx.int_or("axis", -1)?,
+                epsilon: cx.float_or("epsilon", 1e-5)?,
+            }
+        }
+        "Gelu" => {
+            arity(cx, n, 1, 1)?;
+            cx.check_known(&["approximate"])?;
+            let approximate = match cx.string("approximate")?.as_deref().unwrap_or("none") {
+                "none" => GeluApproximation::None,
+                "tanh" => GeluApproximation::Tanh,
+                m => {
+                    return Err(
+                        cx.attr_err("approximate", format!("expected none or tanh, got {m}"))
+                    );
+                }
+            };
+            Op::Gelu { approximate }
         }
         "Where" => {
             arity(cx, n, 3, 3)?;

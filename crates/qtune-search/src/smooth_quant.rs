@@ -204,7 +204,10 @@ fn candidates(graph: &Graph) -> (Vec<Candidate>, Vec<(String, String)>) {
             continue;
         };
         if qtune_ir::normalize_axis(axis, dims.len()) != Some(dims.len() - 1) {
-            skipped.push((name, "it normalizes over more than the last axis".to_string()));
+            skipped.push((
+                name,
+                "it normalizes over more than the last axis".to_string(),
+            ));
             continue;
         }
         // gamma and beta must be per channel (or scalars) to take 1/s.

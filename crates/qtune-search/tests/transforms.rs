@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use qtune_exec::{Executor, Keep, NoHook, Parallelism, PrepareOptions, RunOptions};
+use qtune_exec::{Executor, Keep, NoHook, Parallelism, RunOptions};
 use qtune_ir::Graph;
 use qtune_search::{
     EqualizeSettings, NoProgress, SampleLoader, SmoothQuantSettings, equalize_weights, smooth_quant,
@@ -21,13 +21,12 @@ fn workloads() -> PathBuf {
     ))
 }
 
-/// The prepared float graph, BatchNorm folded (as calibration with --we sees it).
+/// The canonical Top graph (BatchNorm folded, Relu fused, LayerNorm as one
+/// op), as calibration with `--we` / `--sq` sees it.
 fn prepared(name: &str) -> Graph {
     let path = workloads().join(format!("models/{name}.onnx"));
     let graph = qtune_onnx::import_onnx(&path, &qtune_onnx::ImportOptions::default()).unwrap();
-    let mut opts = PrepareOptions::default();
-    opts.fold_batchnorm = true;
-    qtune_exec::prepare(graph, &opts).unwrap().0
+    qtune_exec::prepare_top(graph).unwrap().0
 }
 
 /// The outputs of `graph` on each golden sample.

@@ -1,55 +1,93 @@
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use qtune_ir::{Graph, NodeId};
 
 use crate::model;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model (.onnx).
+    /// The model (.onnx or .mlir).
     model: PathBuf,
     /// Static shapes for dynamic inputs, e.g. [[1,3,224,224]].
     #[arg(long = "input_shapes", alias = "input-shapes")]
     input_shapes: Option<String>,
 }
 
+/// The op of a node as TPU-MLIR prints it (`top.Conv`), with its fused
+/// Relu (`do_relu`, and the limit when there is one).
+fn op_label(g: &Graph, id: NodeId) -> String {
+    let n = g.node(id);
+    let top = qtune_ir::mlir::top_op_type(g, id)
+        .map_or_else(|| n.op.op_type().to_string(), str::to_string);
+    match n.relu.map(|r| r.limit) {
+        None => top,
+        Some(None) => format!("{top} do_relu"),
+        Some(Some(l)) => format!("{top} do_relu relu_limit={l}"),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let exec = model::load(&args.model, args.input_shapes.as_deref())?;
     let g = exec.graph();
-    println!("model: {}", args.model.display());
-    println!("inputs:");
+    match print(g, &args) {
+        // `qtune info m | head` closes the pipe early: not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn print(g: &Graph, args: &Args) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    writeln!(out, "model: {}", args.model.display())?;
+    writeln!(out, "inputs:")?;
+    let shape = |v| g.shape_of(v).map(ToString::to_string).unwrap_or_default();
     for &i in &g.inputs {
         let v = g.value(i);
-        println!("  {} {} {}", v.name, v.dtype, g.shape_of(i)?);
+        writeln!(out, "  {} {} {}", v.name, v.dtype, shape(i))?;
     }
-    println!("outputs:");
+    writeln!(out, "outputs:")?;
     for &o in &g.outputs {
         let v = g.value(o);
-        println!("  {} {} {}", v.name, v.dtype, g.shape_of(o)?);
+        writeln!(out, "  {} {} {}", v.name, v.dtype, shape(o))?;
     }
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, n) in g.nodes() {
-        *counts.entry(n.op.op_type()).or_default() += 1;
+    // Counted by Top op, with how many carry a fused Relu.
+    let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (id, n) in g.nodes() {
+        let top = qtune_ir::mlir::top_op_type(g, id)
+            .map_or_else(|| n.op.op_type().to_string(), str::to_string);
+        let c = counts.entry(top).or_default();
+        c.0 += 1;
+        c.1 += usize::from(n.relu.is_some());
     }
-    println!("ops ({} nodes after constant folding):", g.node_count());
-    for (op, c) in &counts {
-        println!("  {op} {c}");
+    writeln!(
+        out,
+        "ops ({} nodes after constant folding):",
+        g.node_count()
+    )?;
+    for (op, (c, relu)) in &counts {
+        if *relu > 0 {
+            writeln!(out, "  {op} {c} ({relu} with do_relu)")?;
+        } else {
+            writeln!(out, "  {op} {c}")?;
+        }
     }
-    println!("nodes (name, op, outputs with shapes):");
-    for (_, n) in g.nodes() {
+    writeln!(out, "nodes (name, op, outputs with shapes):")?;
+    for (id, n) in g.nodes() {
         let outs: Vec<String> = n
             .outputs
             .iter()
-            .map(|&o| {
-                format!(
-                    "{} {}",
-                    g.value(o).name,
-                    g.shape_of(o).map(ToString::to_string).unwrap_or_default()
-                )
-            })
+            .map(|&o| format!("{} {}", g.value(o).name, shape(o)))
             .collect();
-        println!("  {} {} -> {}", n.name, n.op.op_type(), outs.join(", "));
+        writeln!(
+            out,
+            "  {} {} -> {}",
+            n.name,
+            op_label(g, id),
+            outs.join(", ")
+        )?;
     }
-    Ok(())
+    out.flush()
 }

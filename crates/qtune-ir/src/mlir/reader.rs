@@ -800,7 +800,9 @@ impl<'a> Builder<'a> {
                             .map(|&ax| usize::try_from(ax).ok().and_then(|i| v.get(i).copied()))
                             .collect()
                     };
-                    if let (Some(s2), Some(e2), Some(t2)) = (pick(&starts), pick(&ends), pick(&steps)) {
+                    if let (Some(s2), Some(e2), Some(t2)) =
+                        (pick(&starts), pick(&ends), pick(&steps))
+                    {
                         (starts, ends, steps, axes) = (s2, e2, t2, converted);
                     }
                 }
@@ -983,8 +985,151 @@ impl<'a> Builder<'a> {
                 Op::Expand
             }
             "top.Where" => {
-                inputs = (0..3).map(|i| req(i).map(Some)).collect::<Result<_, _>>()?;
+                // Scalar branches may be attributes (`x_is_const`,
+                // `x_const_val`) with a `none` operand.
+                let mut ins = vec![Some(self.required(op, 0)?)];
+                for (i, flag, val) in [
+                    (1, "x_is_const", "x_const_val"),
+                    (2, "y_is_const", "y_const_val"),
+                ] {
+                    if a.bool_or(flag, false) {
+                        let c = self.f32_const(
+                            format!("{loc}_{val}"),
+                            vec![],
+                            vec![f32_of(a.f64_or(val, 0.0))],
+                        )?;
+                        ins.push(Some(c));
+                    } else {
+                        ins.push(Some(self.required(op, i)?));
+                    }
+                }
+                inputs = ins;
                 Op::Where
+            }
+            "top.CompareConst" => {
+                let x = self.required(op, 0)?;
+                let c = self.f32_const(
+                    format!("{loc}_const_val"),
+                    vec![],
+                    vec![f32_of(a.f64_or("const_val", 0.0))],
+                )?;
+                inputs = if a.bool_or("inversed", false) {
+                    vec![Some(c), Some(x)]
+                } else {
+                    vec![Some(x), Some(c)]
+                };
+                match a.str("mode").unwrap_or("") {
+                    "Equal" => Op::Equal,
+                    "Less" => Op::Less,
+                    "Greater" => Op::Greater,
+                    "And" => Op::And,
+                    m => {
+                        return self.err(
+                            line,
+                            format!("`top.CompareConst` mode `{m}` is not supported (Equal, Less, Greater, And)"),
+                        );
+                    }
+                }
+            }
+            "top.Reciprocal" => {
+                // `const_val / x`.
+                let c = self.f32_const(
+                    format!("{loc}_const_val"),
+                    vec![],
+                    vec![f32_of(a.f64_or("const_val", 1.0))],
+                )?;
+                fuse_relu = a.bool_or("do_relu", false);
+                let x = self.required(op, 0)?;
+                inputs = vec![Some(c), Some(x)];
+                Op::Div
+            }
+            "top.Pow2" => {
+                // `const_val ^ x`.
+                let c = self.f32_const(
+                    format!("{loc}_const_val"),
+                    vec![],
+                    vec![f32_of(a.f64_or("const_val", 1.0))],
+                )?;
+                let x = self.required(op, 0)?;
+                inputs = vec![Some(c), Some(x)];
+                Op::Pow
+            }
+            "top.Pow3" => {
+                inputs = binary(self)?;
+                Op::Pow
+            }
+            "top.Scale" => {
+                // `x * scale[c] + bias[c]`: a BatchNormalization with mean 0,
+                // variance 1 and epsilon 0 computes exactly that (the divisor
+                // is sqrt(1) = 1).
+                let x = self.required(op, 0)?;
+                let scale = self.required(op, 1)?;
+                let bias = self.required(op, 2)?;
+                let c = self
+                    .graph
+                    .constant_of(scale)
+                    .map(Tensor::numel)
+                    .unwrap_or(0);
+                let flat = |s: &mut Self, v: ValueId, what: &str| -> Result<ValueId, MlirError> {
+                    let Some(t) = s.graph.constant_of(v) else {
+                        return s.err(line, format!("`top.Scale` {what} must be a weight"));
+                    };
+                    let data = t.to_f32_vec();
+                    s.f32_const(format!("{loc}_{what}"), vec![data.len()], data)
+                };
+                let gamma = flat(self, scale, "scale")?;
+                let beta = flat(self, bias, "bias")?;
+                let mean = self.f32_const(format!("{loc}_mean"), vec![c], vec![0.0; c])?;
+                let var = self.f32_const(format!("{loc}_variance"), vec![c], vec![1.0; c])?;
+                fuse_relu = a.bool_or("do_relu", false);
+                inputs = vec![Some(x), Some(gamma), Some(beta), Some(mean), Some(var)];
+                Op::BatchNormalization { epsilon: 0.0 }
+            }
+            "top.Floor" => {
+                inputs = unary(self)?;
+                Op::Floor
+            }
+            "top.Tile" => {
+                let x = self.required(op, 0)?;
+                if op.operands.len() > 1 && self.operand(op, 1)?.is_some() {
+                    return self.err(line, "`top.Tile` with a tensor of repeats is not supported");
+                }
+                let Some(tile) = a.ints("tile") else {
+                    return self.err(line, "`top.Tile` needs a `tile` attribute");
+                };
+                let t = self.i64_const(format!("{loc}_tile"), tile)?;
+                inputs = vec![Some(x), Some(t)];
+                Op::Tile
+            }
+            "top.Depth2Space" => {
+                let (bh, bw) = (a.i64_or("block_h", 0), a.i64_or("block_w", 0));
+                let plain = bh == bw
+                    && bh > 0
+                    && a.bool_or("in_is_NCHW", true)
+                    && a.bool_or("out_is_NCHW", true)
+                    && !a.bool_or("swap_cr", false);
+                let Ok(blocksize) = usize::try_from(bh) else {
+                    return self.err(line, "`top.Depth2Space` block sizes must be positive");
+                };
+                if !plain {
+                    return self.err(
+                        line,
+                        "`top.Depth2Space` is supported with equal block sizes, NCHW in and out and no swap_cr",
+                    );
+                }
+                inputs = unary(self)?;
+                let crd = a.bool_or("is_CRD", false);
+                if a.bool_or("is_inversed", false) {
+                    if crd {
+                        return self.err(
+                            line,
+                            "`top.Depth2Space` inversed with is_CRD is not supported",
+                        );
+                    }
+                    Op::SpaceToDepth { blocksize }
+                } else {
+                    Op::DepthToSpace { blocksize, crd }
+                }
             }
             "top.Compare" => {
                 let mode = a.str("mode").unwrap_or("");

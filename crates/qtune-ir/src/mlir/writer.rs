@@ -8,7 +8,8 @@ use qtune_tensor::{Tensor, TensorData};
 use super::attr::quote;
 use super::{InputAttrs, MlirAttr, MlirError, MlirWriteOptions, dtype_name, tensor_type};
 use crate::{
-    AutoPad, CoordMode, GeluApproximation, Graph, NearestMode, Node, NodeId, Op, ResizeMode, ValueId,
+    AutoPad, CoordMode, GeluApproximation, Graph, NearestMode, Node, NodeId, Op, ResizeMode,
+    ValueId,
 };
 
 /// Largest integer magnitude float32 holds exactly.
@@ -544,11 +545,31 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
             let cv = |c: f32| ("const_val", A::F64(f64::from(c)));
             let relu = ("do_relu", A::Bool(false));
             match (&node.op, scalar(1), scalar(0)) {
-                (Op::Add, Some(c), _) => mk("top.AddConst", vec![Operand::Value(x(0)?)], vec![cv(c), relu]),
-                (Op::Add, None, Some(c)) => mk("top.AddConst", vec![Operand::Value(x(1)?)], vec![cv(c), relu]),
-                (Op::Mul, Some(c), _) => mk("top.MulConst", vec![Operand::Value(x(0)?)], vec![cv(c), relu]),
-                (Op::Mul, None, Some(c)) => mk("top.MulConst", vec![Operand::Value(x(1)?)], vec![cv(c), relu]),
-                (Op::Sub, Some(c), _) => mk("top.AddConst", vec![Operand::Value(x(0)?)], vec![cv(-c), relu]),
+                (Op::Add, Some(c), _) => mk(
+                    "top.AddConst",
+                    vec![Operand::Value(x(0)?)],
+                    vec![cv(c), relu],
+                ),
+                (Op::Add, None, Some(c)) => mk(
+                    "top.AddConst",
+                    vec![Operand::Value(x(1)?)],
+                    vec![cv(c), relu],
+                ),
+                (Op::Mul, Some(c), _) => mk(
+                    "top.MulConst",
+                    vec![Operand::Value(x(0)?)],
+                    vec![cv(c), relu],
+                ),
+                (Op::Mul, None, Some(c)) => mk(
+                    "top.MulConst",
+                    vec![Operand::Value(x(1)?)],
+                    vec![cv(c), relu],
+                ),
+                (Op::Sub, Some(c), _) => mk(
+                    "top.AddConst",
+                    vec![Operand::Value(x(0)?)],
+                    vec![cv(-c), relu],
+                ),
                 (Op::Sub, None, Some(c)) => mk(
                     "top.SubConst",
                     vec![Operand::Value(x(1)?)],
@@ -559,7 +580,18 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 _ => mk("top.Mul", values(2)?, vec![relu]),
             }
         }
-        Op::Div => mk("top.Div", values(2)?, vec![]),
+        Op::Div => match input(0).and_then(|v| g.constant_of(v)) {
+            // `c / x`: TPU-MLIR's `top.Reciprocal` (`convert_div_op`).
+            Some(t) if t.numel() == 1 && t.dtype() == qtune_tensor::DType::F32 => mk(
+                "top.Reciprocal",
+                vec![Operand::Value(x(1)?)],
+                vec![
+                    ("const_val", A::F64(f64::from(t.to_f32_vec()[0]))),
+                    ("do_relu", A::Bool(false)),
+                ],
+            ),
+            _ => mk("top.Div", values(2)?, vec![]),
+        },
         Op::Pow => {
             // A scalar constant exponent is an attribute, as TPU-MLIR writes it.
             let exp = match input(1) {
@@ -569,16 +601,52 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                     .map(|t| t.to_f32_vec()[0]),
                 None => None,
             };
-            match exp {
-                Some(e) => mk(
+            let base = input(0)
+                .and_then(|v| g.constant_of(v))
+                .filter(|t| t.numel() == 1)
+                .map(|t| t.to_f32_vec()[0]);
+            match (exp, base) {
+                (Some(e), _) => mk(
                     "top.Pow",
                     values(1)?,
                     vec![("exponent", A::F64(f64::from(e)))],
                 ),
-                None => mk("top.Pow", values(2)?, vec![]),
+                // `c ^ x`: TPU-MLIR's `top.Pow2`.
+                (None, Some(c)) => mk(
+                    "top.Pow2",
+                    vec![Operand::Value(x(1)?)],
+                    vec![("const_val", A::F64(f64::from(c)))],
+                ),
+                // Two tensors: `top.Pow3`.
+                (None, None) => mk("top.Pow3", values(2)?, vec![]),
             }
         }
         Op::Sqrt => mk("top.Sqrt", values(1)?, vec![]),
+        Op::Floor => mk("top.Floor", values(1)?, vec![]),
+        Op::Tile => {
+            let reps = const_ints(1)?.ok_or_else(|| err("repeats are missing".into()))?;
+            mk("top.Tile", values(1)?, vec![("tile", A::I64Array(reps))])
+        }
+        Op::SpaceToDepth { blocksize } | Op::DepthToSpace { blocksize, .. } => {
+            let b = A::I64(i64::try_from(*blocksize).unwrap_or(1));
+            let (inversed, crd) = match node.op {
+                Op::DepthToSpace { crd, .. } => (false, crd),
+                _ => (true, false),
+            };
+            mk(
+                "top.Depth2Space",
+                values(1)?,
+                vec![
+                    ("block_h", b.clone()),
+                    ("block_w", b),
+                    ("is_CRD", A::Bool(crd)),
+                    ("is_inversed", A::Bool(inversed)),
+                    ("in_is_NCHW", A::Bool(true)),
+                    ("out_is_NCHW", A::Bool(true)),
+                    ("swap_cr", A::Bool(false)),
+                ],
+            )
+        }
         Op::Exp => mk("top.Exp", values(1)?, vec![]),
         Op::Erf => mk("top.Erf", values(1)?, vec![]),
         Op::Tanh => mk("top.Tanh", values(1)?, vec![]),
@@ -805,7 +873,11 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                     let len = i64::try_from(p.len).unwrap_or(0);
                     offset.push(p.start);
                     full_steps.push(p.step);
-                    full_ends.push(if len == 0 { p.start } else { p.start + (len - 1) * p.step + 1 });
+                    full_ends.push(if len == 0 {
+                        p.start
+                    } else {
+                        p.start + (len - 1) * p.step + 1
+                    });
                 }
                 return Ok(mk(
                     "top.Slice",
@@ -974,7 +1046,32 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 vec![("shape", A::I64Array(shape))],
             )
         }
-        Op::Where => mk("top.Where", values(3)?, vec![]),
+        Op::Where => {
+            // A one-element constant branch is an attribute, as TPU-MLIR's
+            // converter writes it (`x_is_const`, `x_const_val`).
+            let scalar = |i: usize| {
+                input(i)
+                    .and_then(|v| g.constant_of(v))
+                    .filter(|t| t.numel() == 1 && t.dtype() == qtune_tensor::DType::F32)
+                    .map(|t| t.to_f32_vec()[0])
+            };
+            let mut operands = vec![Operand::Value(x(0)?)];
+            let mut attrs = Vec::new();
+            for (i, is_const, val) in [
+                (1, "x_is_const", "x_const_val"),
+                (2, "y_is_const", "y_const_val"),
+            ] {
+                match scalar(i) {
+                    Some(c) => {
+                        operands.push(Operand::None);
+                        attrs.push((is_const, A::Bool(true)));
+                        attrs.push((val, A::F64(f64::from(c))));
+                    }
+                    None => operands.push(Operand::Value(x(i)?)),
+                }
+            }
+            mk("top.Where", operands, attrs)
+        }
         Op::And | Op::Or | Op::Equal | Op::Less | Op::Greater => mk(
             "top.Compare",
             values(2)?,

@@ -60,7 +60,10 @@ mod tests {
         assert_eq!(g.value(x).name, "x");
         // Nodes are renamed in order: `y` becomes `y_Relu_1` only if the
         // other value held the name first.
-        let names: Vec<&str> = [y, taken].iter().map(|&v| g.value(v).name.as_str()).collect();
+        let names: Vec<&str> = [y, taken]
+            .iter()
+            .map(|&v| g.value(v).name.as_str())
+            .collect();
         assert_eq!(names, ["y_Relu_1", "y_Relu_Sigmoid"]);
         let node_names: Vec<&str> = g.nodes().map(|(_, n)| n.name.as_str()).collect();
         assert_eq!(node_names, ["y_Relu_1", "y_Relu_Sigmoid"]);

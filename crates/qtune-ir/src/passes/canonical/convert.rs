@@ -54,12 +54,10 @@ pub(super) fn convert_ops(g: &mut Graph) -> Converted {
                 };
                 // The constant operand becomes an attribute only when it
                 // does not widen the output by broadcasting.
-                let rhs = uniform_const(g, Some(b)).filter(|_| {
-                    g.constant_of(a).is_none() && broadcasts_into(g, a, b)
-                });
-                let lhs = uniform_const(g, Some(a)).filter(|_| {
-                    g.constant_of(b).is_none() && broadcasts_into(g, b, a)
-                });
+                let rhs = uniform_const(g, Some(b))
+                    .filter(|_| g.constant_of(a).is_none() && broadcasts_into(g, a, b));
+                let lhs = uniform_const(g, Some(a))
+                    .filter(|_| g.constant_of(b).is_none() && broadcasts_into(g, b, a));
                 let (x, c, op) = match (&n.op, rhs, lhs) {
                     (Op::Sub, Some(c), _) => (a, -c, Op::Add),
                     (Op::Div, Some(c), _) => (a, 1.0 / c, Op::Mul),
@@ -69,7 +67,8 @@ pub(super) fn convert_ops(g: &mut Graph) -> Converted {
                 };
                 let already_scalar = op == n.op
                     && x == a
-                    && g.constant_of(b).is_some_and(|t| t.numel() == 1 && t.dims().is_empty());
+                    && g.constant_of(b)
+                        .is_some_and(|t| t.numel() == 1 && t.dims().is_empty());
                 if already_scalar {
                     continue;
                 }
@@ -158,7 +157,12 @@ fn split_to_slices(g: &mut Graph) -> usize {
         let sizes: Option<Vec<usize>> = n
             .outputs
             .iter()
-            .map(|&o| g.value(o).shape.as_ref().and_then(|s| s.dims().get(ax).copied()))
+            .map(|&o| {
+                g.value(o)
+                    .shape
+                    .as_ref()
+                    .and_then(|s| s.dims().get(ax).copied())
+            })
             .collect();
         if let Some(sizes) = sizes {
             splits.push((id, x, ax, sizes));
@@ -182,7 +186,11 @@ fn split_to_slices(g: &mut Graph) -> usize {
             ];
             let mut inputs = vec![Some(x)];
             for (suffix, v) in consts {
-                inputs.push(Some(add_const(g, &format!("{base}_{suffix}"), i64_tensor(v))));
+                inputs.push(Some(add_const(
+                    g,
+                    &format!("{base}_{suffix}"),
+                    i64_tensor(v),
+                )));
             }
             start += len;
             if k == 0 {

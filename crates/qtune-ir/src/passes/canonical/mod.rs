@@ -13,7 +13,8 @@
 //!    as AddConst/MulConst, `Pow 2` as `Mul`, `Neg` as `MulConst(-1)`,
 //!    Flatten as Reshape, Split as Slices;
 //! 4. the Top canonicalization patterns ([`top_stage`]): MatMul + bias, Relu
-//!    fused into its producer (`do_relu`), SiLU, identity Expands.
+//!    fused into its producer (`do_relu`), SiLU, Expands (removed or
+//!    Tiles), space-to-depth (`top.Depth2Space`).
 //!
 //! The float function is unchanged up to float rounding (Div by a constant
 //! becomes a product with its reciprocal; fused LayerNorm and GELU round
@@ -52,6 +53,10 @@ pub struct CanonicalReport {
     pub relus_fused: usize,
     pub silus: usize,
     pub expands_removed: usize,
+    /// Expands that broadcast, as Tiles.
+    pub tiles: usize,
+    /// YOLO Focus slices + Concat as SpaceToDepth (`top.Depth2Space`).
+    pub space_to_depth: usize,
     /// Ops before and after.
     pub ops_before: usize,
     pub ops_after: usize,
@@ -68,8 +73,7 @@ pub fn canonicalize(graph: &mut Graph) -> CanonicalReport {
         ..Default::default()
     };
     // 1. ONNX frontend.
-    r.batchnorms_folded =
-        super::fold_batchnorm_into_conv_named(graph, super::FoldedName::Conv);
+    r.batchnorms_folded = super::fold_batchnorm_into_conv_named(graph, super::FoldedName::Conv);
     r.layer_norms = onnx_stage::layer_norm(graph);
     r.gelus = onnx_stage::gelu_erf(graph) + onnx_stage::gelu_tanh(graph);
     let (sigmoids, swishes) = onnx_stage::hard_sigmoid_swish(graph);
@@ -91,6 +95,8 @@ pub fn canonicalize(graph: &mut Graph) -> CanonicalReport {
     r.silus = top_stage::silu(graph);
     r.relus_fused = top_stage::fuse_relu(graph);
     r.expands_removed = top_stage::identity_expand(graph);
+    r.tiles = top_stage::expand_to_tile(graph);
+    r.space_to_depth = top_stage::space_to_depth(graph);
     r.ops_after = graph.node_count();
     r
 }

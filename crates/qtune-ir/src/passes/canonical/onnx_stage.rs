@@ -112,7 +112,11 @@ fn trailing_mean_axis(g: &Graph, id: NodeId) -> Option<i64> {
     let first = *axes.first()?;
     let trailing = axes.iter().enumerate().all(|(k, &ax)| ax == first + k);
     (trailing && axes.last() == Some(&(rank - 1)))
-        .then(|| i64::try_from(first).ok().map(|f| f - i64::try_from(rank).unwrap_or(0)))
+        .then(|| {
+            i64::try_from(first)
+                .ok()
+                .map(|f| f - i64::try_from(rank).unwrap_or(0))
+        })
         .flatten()
 }
 
@@ -228,7 +232,9 @@ pub(super) fn gelu_erf(g: &mut Graph) -> usize {
             continue;
         }
         let a = g.node(add_id).outputs[0];
-        let Some(mul_id) = r.only_reader(a) else { continue };
+        let Some(mul_id) = r.only_reader(a) else {
+            continue;
+        };
         let mul = g.node(mul_id);
         let pair = [input(mul, 0), input(mul, 1)];
         if !matches!(mul.op, Op::Mul)
@@ -295,7 +301,9 @@ pub(super) fn gelu_tanh(g: &mut Graph) -> usize {
     }
     let count = rewrites.len();
     for (nodes, x) in rewrites {
-        let (last, rest) = nodes.split_last().unwrap_or_else(|| unreachable!("eight nodes"));
+        let (last, rest) = nodes
+            .split_last()
+            .unwrap_or_else(|| unreachable!("eight nodes"));
         for n in rest {
             claims.dead[n.index()] = true;
         }
@@ -376,7 +384,9 @@ fn match_gelu_tanh(g: &Graph, r: &Readers, tanh_id: NodeId) -> Option<([NodeId; 
         return None;
     }
     Some((
-        [half_id, pow_id, cm_id, inner_id, scale_id, tanh_id, add1_id, out_id],
+        [
+            half_id, pow_id, cm_id, inner_id, scale_id, tanh_id, add1_id, out_id,
+        ],
         x,
     ))
 }
@@ -397,8 +407,10 @@ fn add3_clip6(g: &Graph, r: &Readers, clip_id: NodeId) -> Option<(ValueId, NodeI
     } else {
         return None;
     };
-    (matches!(add.op, Op::Add) && add.relu.is_none() && r.only_reader(add.outputs[0]) == Some(clip_id))
-        .then_some((x, add_id))
+    (matches!(add.op, Op::Add)
+        && add.relu.is_none()
+        && r.only_reader(add.outputs[0]) == Some(clip_id))
+    .then_some((x, add_id))
 }
 
 /// HardSigmoid (`TorchHardSigmoidPattern`): `Add(x, 3) -> Clip(0, 6) ->
@@ -476,7 +488,9 @@ pub(super) fn hard_sigmoid_swish(g: &mut Graph) -> (usize, usize) {
         node.inputs = vec![Some(x)];
     }
     for (nodes, x) in swishes {
-        let (last, rest) = nodes.split_last().unwrap_or_else(|| unreachable!("non-empty"));
+        let (last, rest) = nodes
+            .split_last()
+            .unwrap_or_else(|| unreachable!("non-empty"));
         for n in rest {
             claims.dead[n.index()] = true;
         }
@@ -544,8 +558,14 @@ pub(super) fn merge_slices(g: &mut Graph) -> usize {
         claims.dead[first_id.index()] = true;
         let base = g.node(second_id).name.clone();
         let mut inputs = vec![x];
-        for (suffix, v) in [("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps)] {
-            let c = super::util::add_const(g, &format!("{base}_{suffix}"), super::util::i64_tensor(v));
+        for (suffix, v) in [
+            ("starts", starts),
+            ("ends", ends),
+            ("axes", axes),
+            ("steps", steps),
+        ] {
+            let c =
+                super::util::add_const(g, &format!("{base}_{suffix}"), super::util::i64_tensor(v));
             inputs.push(Some(c));
         }
         g.node_mut(second_id).inputs = inputs;

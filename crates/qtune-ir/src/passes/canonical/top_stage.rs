@@ -85,7 +85,9 @@ pub(super) fn fuse_relu(g: &mut Graph) -> usize {
         let Some(relu) = as_relu(g, relu_id) else {
             continue;
         };
-        let Some(x) = input(relu_node, 0) else { continue };
+        let Some(x) = input(relu_node, 0) else {
+            continue;
+        };
         let Some((p, _)) = producer(g, Some(x)) else {
             continue;
         };
@@ -140,7 +142,9 @@ pub(super) fn silu(g: &mut Graph) -> usize {
                 && !dead[sid.index()])
             .then_some(sid)
         };
-        let found = sig_of(b, a).map(|s| (s, a)).or_else(|| sig_of(a, b).map(|s| (s, b)));
+        let found = sig_of(b, a)
+            .map(|s| (s, a))
+            .or_else(|| sig_of(a, b).map(|s| (s, b)));
         if let Some((sid, x)) = found {
             dead[sid.index()] = true;
             rewrites.push((mul_id, x));
@@ -233,4 +237,193 @@ pub(super) fn identity_expand(g: &mut Graph) -> usize {
     }
     sweep(g, &dead);
     gone.len()
+}
+
+/// An Expand of the same rank that broadcasts becomes a Tile with the
+/// Expand's name (`Expand.cpp: ConvertExpand`). A rank-growing Expand stays
+/// an Expand (TPU-MLIR writes it as a Reshape then a Tile).
+pub(super) fn expand_to_tile(g: &mut Graph) -> usize {
+    let mut rewrites = Vec::new();
+    for (id, n) in g.nodes() {
+        if !matches!(n.op, Op::Expand) {
+            continue;
+        }
+        let (Some(x), Some(&y)) = (input(n, 0), n.outputs.first()) else {
+            continue;
+        };
+        let (Some(xs), Some(ys)) = (g.value(x).shape.as_ref(), g.value(y).shape.as_ref()) else {
+            continue;
+        };
+        let (xs, ys) = (xs.dims(), ys.dims());
+        if xs.len() != ys.len() || xs == ys {
+            continue;
+        }
+        let reps: Option<Vec<i64>> = xs
+            .iter()
+            .zip(ys)
+            .map(|(&a, &b)| {
+                if a == b {
+                    Some(1)
+                } else if a == 1 {
+                    i64::try_from(b).ok()
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if let Some(reps) = reps {
+            rewrites.push((id, x, reps));
+        }
+    }
+    let count = rewrites.len();
+    for (id, x, reps) in rewrites {
+        let name = g.node(id).name.clone();
+        let r = super::util::add_const(g, &format!("{name}_tile"), super::util::i64_tensor(reps));
+        let node = g.node_mut(id);
+        node.op = Op::Tile;
+        node.inputs = vec![Some(x), Some(r)];
+    }
+    count
+}
+
+/// A Concat of `b * b` stride-`b` Slices of one 4-D tensor on the channel
+/// axis, read only by a Conv, becomes `SpaceToDepth(x)` (YOLO's "Focus";
+/// `Concat.cpp: ConcatToDepth2SpacePattern`, TPU-MLIR's `top.Depth2Space`
+/// with `is_inversed`). SpaceToDepth orders the blocks row-major; when the
+/// Concat's order differs, the Conv's filter channels are reordered to
+/// match and the op is named `<concat>_r_Depth2Space`, as TPU-MLIR does.
+pub(super) fn space_to_depth(g: &mut Graph) -> usize {
+    let r = Readers::new(g);
+    let mut dead = vec![false; g.node_count()];
+    let mut rewrites = Vec::new();
+    for (cat_id, cat) in g.nodes() {
+        if let Some(m) = match_space_to_depth(g, &r, cat_id, cat) {
+            for &s in &m.slices {
+                dead[s.index()] = true;
+            }
+            rewrites.push(m);
+        }
+    }
+    let count = rewrites.len();
+    for m in rewrites {
+        let reordered = m.order.iter().enumerate().any(|(k, &o)| k != o);
+        if reordered {
+            // Input-channel block order[k] of the new filter is block k of
+            // the old one.
+            let Some(wt) = g.constant_of(m.weight).cloned() else {
+                continue;
+            };
+            let Ok(w) = wt.as_f32() else { continue };
+            let d = wt.dims().to_vec();
+            let (oc, ic, per) = (d[0], d[1], d[2..].iter().product::<usize>());
+            let c = ic / m.order.len();
+            let mut nw = vec![0f32; w.len()];
+            for o in 0..oc {
+                for (k, &dst) in m.order.iter().enumerate() {
+                    for ch in 0..c {
+                        let from = ((o * ic) + k * c + ch) * per;
+                        let to = ((o * ic) + dst * c + ch) * per;
+                        nw[to..to + per].copy_from_slice(&w[from..from + per]);
+                    }
+                }
+            }
+            let Ok(t) = qtune_tensor::Tensor::from_f32(d, nw) else {
+                continue;
+            };
+            let base = format!("{}_filter_S2D", g.value(m.weight).name);
+            let nwv = super::util::add_const(g, &base, t);
+            g.node_mut(m.conv).inputs[1] = Some(nwv);
+            let out = g.node(m.concat).outputs[0];
+            let name = format!("{}_r_Depth2Space", g.node(m.concat).name);
+            let given = g.rename_value(out, &name);
+            g.node_mut(m.concat).name = given;
+        }
+        let node = g.node_mut(m.concat);
+        node.op = Op::SpaceToDepth { blocksize: m.block };
+        node.inputs = vec![Some(m.x)];
+    }
+    sweep(g, &dead);
+    count
+}
+
+struct SpaceToDepthMatch {
+    concat: NodeId,
+    slices: Vec<NodeId>,
+    conv: NodeId,
+    weight: ValueId,
+    x: ValueId,
+    block: usize,
+    /// For each Concat input, its row-major block index.
+    order: Vec<usize>,
+}
+
+fn match_space_to_depth(
+    g: &Graph,
+    r: &Readers,
+    cat_id: NodeId,
+    cat: &crate::Node,
+) -> Option<SpaceToDepthMatch> {
+    let Op::Concat { axis } = cat.op else {
+        return None;
+    };
+    let y = *cat.outputs.first()?;
+    let rank = g.value(y).shape.as_ref()?.rank();
+    if rank != 4 || crate::normalize_axis(axis, rank) != Some(1) || cat.relu.is_some() {
+        return None;
+    }
+    let conv = r.only_reader(y)?;
+    let cn = g.node(conv);
+    let weight = input(cn, 1)?;
+    if !matches!(cn.op, Op::Conv(_)) || input(cn, 0) != Some(y) || g.constant_of(weight).is_none() {
+        return None;
+    }
+    let count = cat.inputs.len();
+    let block = (1..=count).find(|b| b * b == count).filter(|&b| b > 1)?;
+    let mut x = None;
+    let mut slices = Vec::new();
+    let mut order = Vec::new();
+    for &v in &cat.inputs {
+        let (sid, s) = producer(g, v)?;
+        if !matches!(s.op, Op::Slice) || r.only_reader(v?) != Some(cat_id) {
+            return None;
+        }
+        let src = input(s, 0)?;
+        if *x.get_or_insert(src) != src {
+            return None;
+        }
+        let dims = g.value(src).shape.as_ref()?.dims().to_vec();
+        let plan = crate::resolve_slice(g, sid, &dims).ok()?;
+        // N and C whole; H and W from an offset below the block, stride b,
+        // to the end.
+        let whole = |a: usize| plan[a].start == 0 && plan[a].step == 1 && plan[a].len == dims[a];
+        let b = i64::try_from(block).ok()?;
+        let strided = |a: usize| {
+            let p = plan[a];
+            p.step == b
+                && (0..b).contains(&p.start)
+                && p.len == dims[a] / block
+                && dims[a] % block == 0
+        };
+        if !(whole(0) && whole(1) && strided(2) && strided(3)) {
+            return None;
+        }
+        let (oh, ow) = (
+            usize::try_from(plan[2].start).ok()?,
+            usize::try_from(plan[3].start).ok()?,
+        );
+        order.push(oh * block + ow);
+        slices.push(sid);
+    }
+    let mut seen = order.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    (seen.len() == count).then_some(SpaceToDepthMatch {
+        concat: cat_id,
+        slices,
+        conv,
+        weight,
+        x: x?,
+        block,
+        order,
+    })
 }

@@ -103,7 +103,8 @@ pub(super) fn binary_with_const(
         return false;
     }
     let (a, b) = (input(n, 0), input(n, 1));
-    (a == Some(x) && is_const(g, b, value)) || (commutative && b == Some(x) && is_const(g, a, value))
+    (a == Some(x) && is_const(g, b, value))
+        || (commutative && b == Some(x) && is_const(g, a, value))
 }
 
 /// The bounds of a Clip with constant (or attribute) bounds.
@@ -148,8 +149,11 @@ pub(super) fn add_const(g: &mut Graph, base: &str, t: Tensor) -> ValueId {
 /// A 1-D int64 tensor.
 pub(super) fn i64_tensor(data: Vec<i64>) -> Tensor {
     let n = data.len();
-    Tensor::new(vec![n], qtune_tensor::TensorData::I64(std::sync::Arc::new(data)))
-        .unwrap_or_else(|_| unreachable!("a 1-D shape of the data's length"))
+    Tensor::new(
+        vec![n],
+        qtune_tensor::TensorData::I64(std::sync::Arc::new(data)),
+    )
+    .unwrap_or_else(|_| unreachable!("a 1-D shape of the data's length"))
 }
 
 /// `base`, or `base_1`, `base_2`, ... when taken.
