@@ -4,7 +4,7 @@
 Both see the same preprocessed inputs (npz files keyed by input name). ORT's
 MinMaxCalibrater gives a (min, max) range per ONNX tensor; qtune's table is
 keyed by TPU-MLIR op names, which are the ONNX output name plus `_<OpType>`
-(graph inputs keep their names). The threshold of the max method must equal
+(graph inputs keep their names); a fused op's row is the last fused tensor. The threshold of the max method must equal
 max(|min|, |max|) of ORT's range within --rtol (the table prints 7 decimals,
 so an absolute slack of 5e-8 is allowed too).
 
@@ -81,13 +81,26 @@ def main():
     ranges = calibrator.compute_data()
     data = ranges.data if hasattr(ranges, "data") else ranges
 
-    # ONNX tensor name -> TPU-MLIR op name.
+    # ONNX tensor name -> TPU-MLIR op name. A Conv followed by a
+    # BatchNormalization is one Conv in TPU-MLIR's graph (onnx-simplifier
+    # folds the BN and the Conv keeps its name): the BN's output is the
+    # Conv's row, and the Conv's own output has none.
     model = onnx.load(a.model)
     to_op = {i.name: i.name for i in model.graph.input}
+    readers = {}
+    for node in model.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
     for node in model.graph.node:
         for o in node.output:
-            suffix = "_" + node.op_type
-            to_op[o] = o if o.endswith(suffix) else o + suffix
+            to_op[o] = o + "_" + node.op_type
+    for node in model.graph.node:
+        if node.op_type != "BatchNormalization":
+            continue
+        prod = next((n for n in model.graph.node if node.input[0] in n.output), None)
+        if prod is not None and prod.op_type == "Conv" and len(readers.get(node.input[0], [])) == 1:
+            to_op[node.output[0]] = node.input[0] + "_Conv"
+            to_op[node.input[0]] = None
 
     failures, compared = [], 0
     for tensor, value in data.items():

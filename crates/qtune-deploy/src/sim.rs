@@ -299,11 +299,8 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
         // the accumulator with one combined multiplier `(s_x s_w) / s_y`, as
         // integer kernels (and the chip's multiplier and shift) do, instead
         // of rescaling to float and dividing again.
-        // A fused Relu applies to the rescaled float value (a Relu6 caps it
-        // at 6, not the accumulator), so such a layer rescales first and
-        // quantizes after the Relu.
         let next_q = match consumers[out.index()].as_slice() {
-            [c] if !qdq.outputs.contains(&out) && n.relu.is_none() => {
+            [c] if !qdq.outputs.contains(&out) => {
                 let cn = qdq.node(*c);
                 let scalar_scale = cn
                     .inputs
@@ -322,8 +319,16 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
             }
             _ => None,
         };
+        // A fused Relu applies to the float value `acc * s`. Quantizing is
+        // monotone, so clipping to `[0, limit]` before it equals clipping
+        // the requantized value `acc * s / s_y` to `[0, limit / s_y]`, as
+        // integer kernels fold the Relu into their output clamp.
+        let mut relu = n.relu;
         let (scale, target) = match next_q {
             Some((q, sy)) => {
+                relu = relu.map(|r| qtune_ir::FusedRelu {
+                    limit: r.limit.map(|l| l / sy),
+                });
                 let m: Vec<f32> = scale.to_f32_vec().iter().map(|&s| s / sy).collect();
                 let t = Tensor::from_f32(scale.shape().clone(), m).expect("same shape");
                 let name = fresh(&g, format!("{}_requant", oval.name));
@@ -340,7 +345,7 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
             Op::Mul,
             vec![Some(raw), Some(s)],
             vec![target],
-            n.relu,
+            relu,
         );
     }
     g.outputs = qdq

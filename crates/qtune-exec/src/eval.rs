@@ -829,10 +829,14 @@ pub(crate) fn eval_node_fused(
     }
 }
 
-/// LayerNorm over rows of `inner` values, in the order of the decomposed
-/// ONNX pattern it replaces (`mean = sum / n`, `d = x - mean`, `var =
-/// sum(d^2) / n`, `y = d / sqrt(var + eps) * scale + bias`), so that the
-/// fused op agrees with it within float rounding.
+/// LayerNorm over rows of `inner` values, computed as ONNX Runtime's CPU
+/// kernel computes it (`layer_norm_impl.cc: ComputeJob`): one in-order
+/// pass for the sum and the sum of squares, `mean = sum / n`, `d =
+/// sqrt(sum_sq / n - mean^2 + eps)`, `y = (x - mean) / d * scale + bias`,
+/// every step one float32 rounding. A quantized model's export runs its
+/// LayerNorms in ONNX Runtime, and the simulation must agree with it:
+/// attention's coarse int8 grids turn a last-bit difference into a flipped
+/// code.
 fn layer_norm_rows(
     x: &mut [f32],
     inner: usize,
@@ -846,15 +850,19 @@ fn layer_norm_rows(
     #[allow(clippy::cast_precision_loss)]
     let n = inner as f32;
     for row in x.chunks_exact_mut(inner) {
-        let mean = row.iter().sum::<f32>() / n;
-        let mut var = 0f32;
-        for v in row.iter_mut() {
-            *v -= mean;
-            var += *v * *v;
+        let mut sum = 0f32;
+        let mut sum_sq = 0f32;
+        for &v in row.iter() {
+            sum += v;
+            // Separate multiply and add (no fused multiply-add), as the
+            // reference kernel is compiled.
+            let sq = std::hint::black_box(v * v);
+            sum_sq += sq;
         }
-        let den = (var / n + epsilon).sqrt();
+        let mean = sum / n;
+        let den = (sum_sq / n - mean * mean + epsilon).sqrt();
         for (i, v) in row.iter_mut().enumerate() {
-            let mut y = *v / den;
+            let mut y = (*v - mean) / den;
             if let Some(s) = scale {
                 y *= s[i];
             }

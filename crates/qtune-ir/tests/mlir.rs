@@ -291,7 +291,7 @@ fn syntax_errors_name_the_line_and_what_was_expected() {
         },
         Case {
             text: "module {\n func.func @main() -> () {\n  %0 = \"top.Frobnicate\"() : () -> tensor<1xf32> loc(\"r\")\n  return\n }\n}",
-            expected: "x.mlir:3: unsupported op `top.Frobnicate`",
+            expected: "x.mlir:3: unsupported op `top.Frobnicate` (qtune runs the Top ops listed in docs/tpu-mlir-top-ops.md)",
         },
     ];
     let mut failures = Vec::new();
@@ -342,4 +342,27 @@ fn truncated_and_garbage_input_fail_cleanly() {
         "[".repeat(100_000)
     );
     assert!(read_top_mlir(&deep, &[], "d.mlir").is_err());
+}
+
+#[test]
+fn top_ops_doc_is_generated_from_the_op_list() {
+    let path = tests_dir().join("../../../docs/tpu-mlir-top-ops.md");
+    let text = qtune_ir::mlir::ops::top_ops_markdown();
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let doc = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        doc,
+        text,
+        "{} is stale; UPDATE_SNAPSHOTS=1 regenerates it",
+        path.display()
+    );
+}
+
+#[test]
+fn an_unknown_top_op_is_an_error_naming_it_and_its_line() {
+    let text = "module @m attributes {module.chip = \"ALL\", module.platform = \"ONNX\", module.state = \"TOP_F32\", module.weight_file = \"w.npz\"} {\n  func.func @main(%arg0: tensor<1x4xf32> loc(unknown)) -> tensor<1x4xf32> {\n    %0 = \"top.None\"() : () -> none loc(#loc)\n    %1 = \"top.Input\"(%arg0) : (tensor<1x4xf32>) -> tensor<1x4xf32> loc(#loc1)\n    %2 = \"top.AbsAdd\"(%1) {b_val = 1.0 : f64} : (tensor<1x4xf32>) -> tensor<1x4xf32> loc(#loc2)\n    return %2 : tensor<1x4xf32> loc(#loc)\n  } loc(#loc)\n} loc(#loc)\n#loc = loc(unknown)\n#loc1 = loc(\"x\")\n#loc2 = loc(\"y_AbsAdd\")\n";
+    let err = read_top_mlir(text, &[], "m.mlir").unwrap_err().to_string();
+    assert!(err.contains("top.AbsAdd") && err.contains("m.mlir:5"), "{err}");
 }

@@ -41,6 +41,7 @@
 //! integers that float32 cannot hold exactly).
 
 mod attr;
+pub mod ops;
 mod parse;
 mod reader;
 mod writer;

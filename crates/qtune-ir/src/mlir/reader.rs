@@ -371,6 +371,12 @@ impl<'a> Builder<'a> {
                 self.bind(op, vec![v]);
                 Ok(())
             }
+            name if !super::ops::is_supported(name) => self.err(
+                op.line,
+                format!(
+                    "unsupported op `{name}` (qtune runs the Top ops listed in docs/tpu-mlir-top-ops.md)"
+                ),
+            ),
             _ => self.compute_op(op, &names),
         }
     }
@@ -520,7 +526,7 @@ impl<'a> Builder<'a> {
                     Op::MatMul
                 }
             }
-            "top.Add" | "top.Sub" | "top.Mul" | "top.Div" | "top.Max" | "top.Min" => {
+            "top.Add" | "top.Sub" | "top.Mul" | "top.Div" => {
                 let base = match op.name.as_str() {
                     "top.Add" => Op::Add,
                     "top.Sub" => Op::Sub,

@@ -1,0 +1,126 @@
+//! The Top ops qtune reads and writes, with their operands and attributes
+//! as TPU-MLIR prints them. `docs/tpu-mlir-top-ops.md` is generated from
+//! this list (a test keeps it current), and the reader refuses any other op
+//! with an error naming it and its line.
+
+/// One Top op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopOpSpec {
+    /// `top.Conv`, ...
+    pub name: &'static str,
+    /// Operands in order; `?` marks one that may be `none`.
+    pub operands: &'static str,
+    /// The attributes qtune reads (and writes), as TPU-MLIR names them.
+    pub attributes: &'static str,
+    /// The IR op it becomes.
+    pub ir: &'static str,
+    /// What is not supported, or how it maps.
+    pub notes: &'static str,
+}
+
+const fn op(
+    name: &'static str,
+    operands: &'static str,
+    attributes: &'static str,
+    ir: &'static str,
+    notes: &'static str,
+) -> TopOpSpec {
+    TopOpSpec {
+        name,
+        operands,
+        attributes,
+        ir,
+        notes,
+    }
+}
+
+/// `do_relu`, `relu_limit`: the fused Relu of the ops that carry one.
+const RELU: &str = "do_relu, relu_limit";
+
+/// Every Top op the reader accepts, in alphabetical order.
+pub const TOP_OPS: &[TopOpSpec] = &[
+    op("top.Abs", "input", "", "Abs", ""),
+    op("top.Add", "inputs (2)", "do_relu, relu_limit, coeff (all 1)", "Add", "more than two inputs are a chain of Adds; coeff other than 1 is an error"),
+    op("top.AddConst", "input", "const_val, do_relu, relu_limit", "Add (scalar constant)", ""),
+    op("top.AvgPool", "input", "kernel_shape, strides, pads, ceil_mode, count_include_pad, auto_pad, keepdims, do_relu, relu_limit", "AveragePool / GlobalAveragePool", "a kernel over the whole map (stride 1, no pads) is the global pool"),
+    op("top.BatchNorm", "input, mean, variance, gamma?, beta?", "epsilon, do_relu, relu_limit", "BatchNormalization", ""),
+    op("top.Cast", "input", "to", "Cast", "qtune keeps real element types (TPU-MLIR's frontend removes ONNX Casts)"),
+    op("top.Clip", "input", "min, max", "Clip", ""),
+    op("top.Compare", "lhs, rhs", "mode (Equal, Less, Greater, And, Or, Not)", "Equal / Less / Greater / And / Or / Not", "other modes are an error"),
+    op("top.CompareConst", "input", "mode, const_val, inversed", "Equal / Less / Greater / And (scalar constant)", ""),
+    op("top.Concat", "inputs", "axis, do_relu, relu_limit", "Concat", ""),
+    op("top.Conv", "input, filter, bias?", "kernel_shape, strides, pads, dilations, group, auto_pad, do_relu, relu_limit", "Conv", "1-D and 2-D"),
+    op("top.Deconv", "input, filter, bias?", "kernel_shape, strides, pads, dilations, group, output_padding, do_relu, relu_limit", "ConvTranspose", ""),
+    op("top.Depth2Space", "input", "block_h, block_w, is_CRD, is_inversed, in_is_NCHW, out_is_NCHW, swap_cr", "SpaceToDepth (is_inversed) / DepthToSpace", "equal blocks, NCHW, no swap_cr; inversed only in DCR order"),
+    op("top.Div", "lhs, rhs", "", "Div", ""),
+    op("top.Erf", "input", "", "Erf", ""),
+    op("top.Exp", "input", "", "Exp", ""),
+    op("top.Expand", "input", "shape", "Expand", ""),
+    op("top.Flatten", "input", "start_dim, end_dim", "Flatten / Reshape", ""),
+    op("top.Floor", "input", "", "Floor", ""),
+    op("top.GELU", "input", "approx_mode (normal, tanh)", "Gelu", "approx_mode absent is the erf form"),
+    op("top.Gather", "input, indices", "axis, keepdims", "Gather", ""),
+    op("top.HardSigmoid", "input", "alpha, beta", "HardSigmoid", ""),
+    op("top.HardSwish", "input", "", "HardSwish", ""),
+    op("top.Identity", "input", "", "Identity", ""),
+    op("top.Input", "function argument", "preprocessing (pixel_format, channel_format, mean, scale, resize_dims, keep_aspect_ratio, keep_ratio_mode, pad_value, pad_type, ...)", "graph input", ""),
+    op("top.Interp", "input, target_shape?", "mode, coord_mode, scale_h, scale_w", "Resize", ""),
+    op("top.LayerNorm", "input, weight?, bias?", "axis, eps, normalized_shape", "LayerNormalization", ""),
+    op("top.LeakyRelu", "input", "alpha", "LeakyRelu", ""),
+    op("top.MatMul", "input, right, bias?", "left_transpose, right_transpose, do_relu, relu_limit", "Gemm (2-D) / MatMul (with its bias)", "output_transpose and hdim_is_batch are an error"),
+    op("top.MaxPool", "input", "kernel_shape, strides, pads, ceil_mode, auto_pad, do_relu, relu_limit", "MaxPool / GlobalMaxPool", ""),
+    op("top.Mul", "inputs (2)", RELU, "Mul", ""),
+    op("top.MulConst", "input", "const_val, do_relu, relu_limit", "Mul (scalar constant)", ""),
+    op("top.Neg", "input", "", "Neg", "TPU-MLIR's converter writes MulConst(-1) instead"),
+    op("top.None", "", "", "(absent operand)", ""),
+    op("top.Permute", "input", "order", "Transpose", ""),
+    op("top.Pow", "input, exponent?", "exponent", "Pow", ""),
+    op("top.Pow2", "input", "const_val", "Pow (constant base)", ""),
+    op("top.Pow3", "input, exponent", "", "Pow", ""),
+    op("top.Reciprocal", "input", "const_val, do_relu, relu_limit", "Div (constant numerator)", ""),
+    op("top.Reduce", "input", "axes, keepdims, mode (ReduceMean, ReduceSum, ReduceL2, ReduceMax, ReduceMin)", "Reduce*", ""),
+    op("top.Relu", "input", "relu_limit", "Relu / Clip(0, limit)", ""),
+    op("top.Reshape", "input", "shape", "Reshape", "a tensor shape operand is an error"),
+    op("top.Scale", "input, scale, bias", "do_relu, relu_limit", "BatchNormalization (mean 0, variance 1, epsilon 0)", "written back as top.BatchNorm"),
+    op("top.Shape", "input", "start, end, step", "Shape", ""),
+    op("top.SiLU", "input", "", "SiLU", ""),
+    op("top.Sigmoid", "input", "scale (1), bias (0), log (false)", "Sigmoid", "other scale, bias or log is an error"),
+    op("top.Slice", "input, offsetT?, endsT?, stepsT?", "offset, ends, steps, axes, hasparamConvert_axes", "Slice", "tensor offsets are an error"),
+    op("top.Softmax", "input", "axis, beta (1), log (false)", "Softmax", ""),
+    op("top.Split", "input", "axis, num, split_size", "Split", ""),
+    op("top.Sqrt", "input", "", "Sqrt", ""),
+    op("top.Squeeze", "input", "axes", "Squeeze", ""),
+    op("top.Sub", "inputs (2)", "do_relu, relu_limit, is_reverse", "Sub", ""),
+    op("top.SubConst", "input", "const_val, is_reverse, do_relu, relu_limit", "Sub (scalar constant)", ""),
+    op("top.Tanh", "input", "", "Tanh", ""),
+    op("top.Tile", "input", "tile", "Tile", "a tensor of repeats is an error"),
+    op("top.Unsqueeze", "input", "axes", "Unsqueeze", ""),
+    op("top.Upsample", "input", "scale_h, scale_w, do_relu, relu_limit", "Resize (nearest, integer factor)", ""),
+    op("top.Weight", "", "", "constant (from the weight file)", ""),
+    op("top.Where", "cond, x?, y?", "x_is_const, x_const_val, y_is_const, y_const_val", "Where", ""),
+];
+
+/// Whether the reader accepts this Top op.
+pub fn is_supported(name: &str) -> bool {
+    TOP_OPS.iter().any(|s| s.name == name)
+}
+
+/// The table of [`TOP_OPS`] as Markdown (`docs/tpu-mlir-top-ops.md`).
+pub fn top_ops_markdown() -> String {
+    let mut s = String::from(
+        "# Top ops qtune reads and writes\n\n\
+         Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`); a test keeps this file \
+         current. The reader accepts exactly these ops, with the attributes as TPU-MLIR prints \
+         them (`include/tpu_mlir/Dialect/Top/IR/TopOps.td`); any other op is an error that names \
+         it and its line. Attributes not listed are ignored (TPU-MLIR's optional attributes for \
+         its backends, e.g. `weight_is_coeff`, `round_mode`).\n\n\
+         | Top op | operands | attributes | IR op | notes |\n|---|---|---|---|---|\n",
+    );
+    for o in TOP_OPS {
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            o.name, o.operands, o.attributes, o.ir, o.notes
+        ));
+    }
+    s
+}
