@@ -54,7 +54,7 @@ def cosine(a, b):
     return float(a @ b / (na * nb))
 
 
-def compare(model, inputs_npz, sim_npz, min_cos):
+def compare(model, inputs_npz, sim_npz, min_cos, min_mean=None):
     import onnxruntime as ort
 
     sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
@@ -62,25 +62,34 @@ def compare(model, inputs_npz, sim_npz, min_cos):
     sim = np.load(sim_npz)
     n = feeds[sess.get_inputs()[0].name].shape[0]
     worst = {o.name: (2.0, -1) for o in sess.get_outputs()}
+    # The per-sample cosine of the least similar output.
+    per_sample = []
     for i in range(n):
         feed = {x.name: feeds[x.name][i : i + 1] for x in sess.get_inputs()}
         outs = sess.run(None, feed)
+        sample = 2.0
         for o, v in zip(sess.get_outputs(), outs):
             c = cosine(v, sim[o.name][i : i + 1])
+            sample = min(sample, c)
             if c < worst[o.name][0]:
                 worst[o.name] = (c, i)
+        per_sample.append(sample)
     for name, (c, i) in worst.items():
         print(f"{name}: min cos {c:.6f} (sample {i})")
     overall = min(c for c, _ in worst.values())
-    print(f"min_cos {overall:.6f} over {n} samples")
-    return 0 if overall >= min_cos else 1
+    mean = float(np.mean(per_sample))
+    below = sum(1 for c in per_sample if c < 0.999)
+    print(f"min_cos {overall:.6f} mean_cos {mean:.6f} over {n} samples ({below} below 0.999)")
+    ok = overall >= min_cos and (min_mean is None or mean >= min_mean)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "inputs":
         inputs(*sys.argv[2:])
         sys.exit(0)
-    if len(sys.argv) == 6 and sys.argv[1] == "compare":
-        sys.exit(compare(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])))
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "compare":
+        min_mean = float(sys.argv[6]) if len(sys.argv) == 7 else None
+        sys.exit(compare(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]), min_mean))
     print(__doc__, file=sys.stderr)
     sys.exit(2)

