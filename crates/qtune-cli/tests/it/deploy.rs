@@ -380,7 +380,9 @@ fn bad_tables_are_named() {
         err.contains("no row for tensor") && err.contains("table `t`"),
         "{err}"
     );
-    // A qtable layer that is not in the model.
+    // A qtable layer that is not in the model: TPU-MLIR ignores it, qtune
+    // too, with a warning naming it; --strict refuses it (readers.rs has
+    // the details).
     std::fs::write(dir.join("q"), "nope F16\n").unwrap();
     let out = tool("model_deploy")
         .current_dir(&dir)
@@ -391,6 +393,7 @@ fn bad_tables_are_named() {
             "F16",
             "--quantize_table",
             "q",
+            "--strict",
         ])
         .args(["--model", "m.onnx"])
         .output()
