@@ -10,6 +10,7 @@ mod errors;
 mod export;
 mod fp_forward;
 mod info;
+mod py_names;
 mod readers;
 mod run;
 mod search;
