@@ -302,7 +302,9 @@ pub struct QuantArgs {
     /// Calibration table (run_calibration's output) for the INT8 layers.
     #[arg(long = "calibration_table", alias = "calibration-table")]
     pub calibration_table: Option<std::path::PathBuf>,
-    /// Qtable: layers kept at another precision (`name F16` per line).
+    /// Qtable: layers kept at another precision (`name F16` per line, mode in
+    /// any case). Rows naming no op of the model and one-token lines are
+    /// skipped with a warning, as TPU-MLIR skips them (see --strict).
     #[arg(long = "quantize_table", alias = "quantize-table")]
     pub quantize_table: Option<std::path::PathBuf>,
     /// Target processor: bm1684x, bm1684, bm1688, bm1690, cv186x, cv183x,

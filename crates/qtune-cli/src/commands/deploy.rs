@@ -21,7 +21,8 @@ pub struct Args {
     pub mlir: PathBuf,
     #[command(flatten)]
     pub quant: QuantArgs,
-    /// Output model: `.onnx` (QDQ ONNX for ONNX Runtime, TensorRT, OpenVINO).
+    /// Output model: `.onnx` (QDQ ONNX for ONNX Runtime, TensorRT, OpenVINO),
+    /// with the source ONNX model's input and output names.
     #[arg(long)]
     pub model: PathBuf,
     /// Input arrays (npz keyed by input name, e.g. model_transform's
