@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::{
-    input_shapes, model, preprocess_flags, qtune, run_ok, scratch, stderr_of, stdout_of, tool,
-    transform_mobilenet, workloads,
+    deploy_int8_bm1684x, input_shapes, model, preprocess_flags, qtune, run_ok, scratch, stderr_of,
+    stdout_of, tool, transform_mobilenet, transform_workload, workloads,
 };
 
 /// ONNX Runtime running the exported QDQ model vs qtune's simulation of the
@@ -16,15 +16,7 @@ const MIN_AGREEMENT_COS: f64 = 0.999;
 /// model_transform + run_calibration (kl, the calibration set) in `dir`;
 /// returns the .mlir and the table.
 fn transform_and_calibrate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    run_ok(
-        tool("model_transform")
-            .current_dir(dir)
-            .args(["--model_name", name, "--model_def"])
-            .arg(model(name))
-            .args(["--input_shapes", input_shapes(name)])
-            .args(preprocess_flags(name))
-            .args(["--mlir", &format!("{name}.mlir")]),
-    );
+    transform_workload(dir, name);
     let (dataset, num) = if name == "minilm_l6_s128" {
         (workloads().join("text/calib"), "100")
     } else {
@@ -68,16 +60,7 @@ fn agreement(name: &str) {
     let dir = scratch(&format!("deploy_agree_{name}"));
     let (mlir, table) = transform_and_calibrate(&dir, name);
     let onnx = dir.join(format!("{name}_int8.onnx"));
-    run_ok(
-        tool("model_deploy")
-            .arg("--mlir")
-            .arg(&mlir)
-            .args(["--quantize", "INT8", "--processor", "bm1684x"])
-            .arg("--calibration_table")
-            .arg(&table)
-            .arg("--model")
-            .arg(&onnx),
-    );
+    deploy_int8_bm1684x(&mlir, &table, &onnx);
     let inputs = dir.join("val_inputs.npz");
     let out = std::process::Command::new("python3")
         .arg(script())

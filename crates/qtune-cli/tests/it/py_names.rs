@@ -6,17 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::cargo::cargo_bin;
+use qtune_cli::py_names::PY_TOOLS;
 
-use crate::common::{model, run_ok, scratch, stderr_of, tool, workloads};
-
-const PY_TOOLS: [&str; 6] = [
-    "model_transform",
-    "run_calibration",
-    "model_deploy",
-    "fp_forward",
-    "run_qtable",
-    "run_sensitive_layer",
-];
+use crate::common::{run_ok, scratch, stderr_of, tool, transform_mobilenet_as, workloads};
 
 /// The seed's commands, run under `tool_name` (plain or `.py`) in `dir`,
 /// with the workload model and images for the seed's `.pt` and ImageNet
@@ -29,21 +21,7 @@ fn seed_steps(dir: &Path, py: bool) -> Vec<String> {
     // ../mobilenet_v2.pt --input_shapes [[1,3,224,224]] --resize_dims 256,256
     // --mean 123.675,116.28,103.53 --scale 0.0171,0.0175,0.0174
     // --pixel_format rgb --mlir mobilenet_v2.mlir
-    run_ok(
-        tool(&name("model_transform"))
-            .current_dir(dir)
-            .args(["--model_name", "mobilenet_v2", "--model_def"])
-            .arg(model("mobilenetv2_nsfw"))
-            .args([
-                "--input_shapes",
-                "[[1,3,224,224]]",
-                "--resize_dims",
-                "256,256",
-            ])
-            .args(["--mean", "123.675,116.28,103.53"])
-            .args(["--scale", "0.0171,0.0175,0.0174", "--pixel_format", "rgb"])
-            .args(["--mlir", "mobilenet_v2.mlir"]),
-    );
+    transform_mobilenet_as(&name("model_transform"), dir, "mobilenet_v2", None, None);
     // Step 2: run_calibration.py mobilenet_v2.mlir --dataset ../ILSVRC2012
     // --input_num 100 --cali_method use_mse -o mobilenet_v2_cali_table
     run_ok(

@@ -6,22 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::{
-    input_shapes, model, preprocess_flags, qtune, run_ok, scratch, stderr_of, tool, workloads,
+    deploy_int8_bm1684x, input_shapes, model, preprocess_flags, qtune, run_ok, scratch, stderr_of,
+    tool, transform_workload, workloads,
 };
-
-/// model_transform of workload `name` into `dir/<name>.mlir`.
-fn transform(dir: &Path, name: &str) -> PathBuf {
-    run_ok(
-        tool("model_transform")
-            .current_dir(dir)
-            .args(["--model_name", name, "--model_def"])
-            .arg(model(name))
-            .args(["--input_shapes", input_shapes(name)])
-            .args(preprocess_flags(name))
-            .args(["--mlir", &format!("{name}.mlir")]),
-    );
-    dir.join(format!("{name}.mlir"))
-}
 
 /// A max-method table of `mlir` on two samples (fast; the values do not
 /// matter to these tests).
@@ -62,7 +49,7 @@ fn warning_lines(stderr: &str) -> Vec<&str> {
 #[test]
 fn qtable_skips_what_tpu_mlir_skips_with_one_warning_and_strict_refuses() {
     let dir = scratch("readers_qtable");
-    let mlir = transform(&dir, "mobilenetv2_nsfw");
+    let mlir = transform_workload(&dir, "mobilenetv2_nsfw");
     let deploy = |qtable: &str, strict: bool, out: &str| {
         let mut cmd = tool("model_deploy");
         cmd.current_dir(&dir)
@@ -164,7 +151,7 @@ fn qtable_skips_what_tpu_mlir_skips_with_one_warning_and_strict_refuses() {
 fn non_finite_rows_are_ignored_as_tpu_mlir_ignores_them() {
     let dir = scratch("readers_non_finite");
     let name = "mobilenetv2_nsfw";
-    let mlir = transform(&dir, name);
+    let mlir = transform_workload(&dir, name);
     let table = quick_table(&dir, name, &mlir);
     let text = std::fs::read_to_string(&table).unwrap();
     // A row for a tensor the model does not have: ignored with a warning.
@@ -269,19 +256,10 @@ fn ort_io_names(path: &Path) -> String {
 /// exactly the source ONNX model's input and output names, in order.
 fn qdq_keeps_names(name: &str) {
     let dir = scratch(&format!("readers_names_{name}"));
-    let mlir = transform(&dir, name);
+    let mlir = transform_workload(&dir, name);
     let table = quick_table(&dir, name, &mlir);
     let onnx = dir.join(format!("{name}_int8.onnx"));
-    run_ok(
-        tool("model_deploy")
-            .arg("--mlir")
-            .arg(&mlir)
-            .args(["--quantize", "INT8", "--processor", "bm1684x"])
-            .arg("--calibration_table")
-            .arg(&table)
-            .arg("--model")
-            .arg(&onnx),
-    );
+    deploy_int8_bm1684x(&mlir, &table, &onnx);
     let want = onnx_io_names(&model(name));
     assert_eq!(ort_io_names(&onnx), want, "{name}");
 }
