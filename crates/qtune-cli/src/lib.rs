@@ -8,6 +8,7 @@
 
 pub mod commands;
 pub mod model;
+pub mod py_names;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,41 @@ enum Command {
     /// Writes a model as ONNX (opset 17) after constant folding and, unless
     /// --no_fold_bn, BatchNormalization folding.
     Export(commands::export::Args),
+    /// Makes `model_transform.py`, `run_calibration.py`, `model_deploy.py`,
+    /// `fp_forward.py`, `run_qtable.py` and `run_sensitive_layer.py` next to
+    /// the installed tools (links; run once after `cargo install`, since
+    /// Cargo cannot name a binary with a dot).
+    #[command(name = "install-py-names", alias = "install_py_names")]
+    InstallPyNames(InstallPyNamesArgs),
+}
+
+#[derive(clap::Args)]
+struct InstallPyNamesArgs {
+    /// Directory of the tools (default: the directory of this `qtune`).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+fn install_py_names(args: InstallPyNamesArgs) -> anyhow::Result<()> {
+    let dir = match args.dir {
+        Some(d) => d,
+        None => {
+            let exe = std::env::current_exe()
+                .map_err(|e| anyhow::anyhow!("cannot find the qtune executable: {e}"))?;
+            exe.parent()
+                .map(std::path::Path::to_path_buf)
+                .ok_or_else(|| anyhow::anyhow!("`{}` has no directory", exe.display()))?
+        }
+    };
+    let done = py_names::link_py_names(&dir, true)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    for outcome in done {
+        match outcome {
+            py_names::PyNameOutcome::Created(p) => println!("created {}", p.display()),
+            py_names::PyNameOutcome::Present(p) => println!("present {}", p.display()),
+        }
+    }
+    Ok(())
 }
 
 /// An error that maps to exit code 1 (a check ran and failed) rather than 2.
@@ -124,6 +160,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Transform(a) => commands::transform::run(a),
         Command::Calibrate(a) => commands::calibrate::run(*a),
         Command::Export(a) => commands::export::run(a),
+        Command::InstallPyNames(a) => install_py_names(a),
     }
 }
 

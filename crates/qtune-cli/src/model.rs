@@ -73,6 +73,45 @@ pub struct LoadedModel {
     pub exec: Executor,
     /// `top.Input` attributes per graph input (empty for ONNX files).
     pub input_attrs: Vec<InputAttrs>,
+    /// The graph's input and output names as the source ONNX model has
+    /// them (see [`OnnxIoNames`]).
+    pub onnx_io: OnnxIoNames,
+}
+
+/// The graph input and output names of the source ONNX model, in graph
+/// order: what ONNX Runtime feeds and fetches by. Exact for a `.onnx` file;
+/// for a `.mlir` the outputs are derived from TPU-MLIR's op names
+/// (`<output>_<OnnxOpType>`, [`qtune_deploy::onnx_name_of`]) and the inputs
+/// are the `top.Input` names, which TPU-MLIR takes from the ONNX inputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnnxIoNames {
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+impl OnnxIoNames {
+    fn of_onnx(graph: &qtune_ir::Graph) -> Self {
+        let names = |ids: &[ValueId]| ids.iter().map(|&v| graph.value(v).name.clone()).collect();
+        OnnxIoNames {
+            inputs: names(&graph.inputs),
+            outputs: names(&graph.outputs),
+        }
+    }
+
+    fn of_top(graph: &qtune_ir::Graph) -> Self {
+        OnnxIoNames {
+            inputs: graph
+                .inputs
+                .iter()
+                .map(|&v| graph.value(v).name.clone())
+                .collect(),
+            outputs: graph
+                .outputs
+                .iter()
+                .map(|&v| qtune_deploy::onnx_name_of(&graph.value(v).name).to_string())
+                .collect(),
+        }
+    }
 }
 
 /// Imports a model file into an executor; see [`Naming`].
@@ -91,9 +130,11 @@ pub fn load_model(
     if let Some(s) = input_shapes {
         opts = ImportOptions::with_input_shapes(parse_input_shapes(s)?);
     }
+    let mut onnx_io = None;
     let (graph, input_attrs) = match ext.as_str() {
         "onnx" => {
             let graph = qtune_onnx::import_onnx(path, &opts)?;
+            onnx_io = Some(OnnxIoNames::of_onnx(&graph));
             if naming == Naming::TopOps {
                 let graph = canonical_top_graph(graph, path)?;
                 let stem = path
@@ -131,9 +172,14 @@ pub fn load_model(
     } else {
         graph
     };
+    let onnx_io = onnx_io.unwrap_or_else(|| OnnxIoNames::of_top(&graph));
     let graph = prepare_graph(graph, prepare, path)?;
     let exec = Executor::new(graph).with_context(|| format!("model `{}`", path.display()))?;
-    Ok(LoadedModel { exec, input_attrs })
+    Ok(LoadedModel {
+        exec,
+        input_attrs,
+        onnx_io,
+    })
 }
 
 /// TPU-MLIR's canonical Top graph of an imported ONNX model, as
@@ -264,7 +310,9 @@ pub struct QuantArgs {
     /// Calibration table (run_calibration's output) for the INT8 layers.
     #[arg(long = "calibration_table", alias = "calibration-table")]
     pub calibration_table: Option<std::path::PathBuf>,
-    /// Qtable: layers kept at another precision (`name F16` per line).
+    /// Qtable: layers kept at another precision (`name F16` per line, mode in
+    /// any case). Rows naming no op of the model and one-token lines are
+    /// skipped with a warning, as TPU-MLIR skips them (see --strict).
     #[arg(long = "quantize_table", alias = "quantize-table")]
     pub quantize_table: Option<std::path::PathBuf>,
     /// Target processor: bm1684x, bm1684, bm1688, bm1690, cv186x, cv183x,
@@ -282,6 +330,10 @@ pub struct QuantArgs {
     /// Float type of the ops the chip keeps in float (auto: the chip's).
     #[arg(long = "fp_type", alias = "fp-type", default_value = "auto")]
     pub fp_type: String,
+    /// Qtable lines TPU-MLIR skips (rows naming no op of the model, lines
+    /// with one token) are errors (exit 2) instead of one warning line.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 impl QuantArgs {
@@ -310,6 +362,10 @@ impl QuantArgs {
             Some(m @ (QuantMode::Int8 | QuantMode::F16 | QuantMode::BF16 | QuantMode::F32)) => {
                 Ok(m)
             }
+            Some(m) if m.is_weight_only() => bail!(
+                "--quantize {s}: weight-only modes are recognised but not deployed yet \
+                 (issue 14); qtune simulates and exports INT8, F16, BF16 and F32"
+            ),
             _ => bail!(
                 "--quantize {s}: qtune simulates and exports INT8, F16, BF16 and F32 \
                  (TPU-MLIR's other modes need its backend)"
@@ -331,6 +387,26 @@ impl QuantArgs {
         })
     }
 
+    /// The rows of the qtable at `path` that apply to `graph`. Lines
+    /// TPU-MLIR skips are skipped with one warning line, or refused with
+    /// `--strict`; rows with a mode qtune cannot deploy are refused.
+    fn read_qtable_for(
+        &self,
+        graph: &qtune_ir::Graph,
+        path: &Path,
+    ) -> Result<Vec<(String, qtune_quant::QuantMode)>> {
+        let file = qtune_quant::read_qtable(path)?;
+        let matched = qtune_deploy::match_qtable(graph, &file);
+        if let Some(summary) = matched.skipped_summary(path) {
+            if self.strict {
+                bail!("{summary} (refused: --strict)");
+            }
+            eprintln!("warning: {summary} (skipped; --strict makes this an error)");
+        }
+        matched.check_modes(path)?;
+        Ok(matched.pairs())
+    }
+
     /// Plans and builds the quantized model of `graph`.
     pub fn quantize(&self, graph: &qtune_ir::Graph) -> Result<qtune_deploy::QuantizedModel> {
         let quantize = self.mode()?;
@@ -340,11 +416,14 @@ impl QuantArgs {
             .float_type(&self.fp_type)
             .map_err(anyhow::Error::msg)?;
         let table = match &self.calibration_table {
-            Some(p) => Some(qtune_quant::CalibrationTable::read(p)?),
+            Some(p) => Some(read_calibration_table(p)?),
             None => None,
         };
+        if let (Some(t), Some(p)) = (&table, &self.calibration_table) {
+            warn_unapplied_sections(t, p);
+        }
         let qtable = match &self.quantize_table {
-            Some(p) => qtune_quant::read_qtable(p)?,
+            Some(p) => self.read_qtable_for(graph, p)?,
             None => Vec::new(),
         };
         let req = qtune_deploy::PlanRequest {
@@ -372,11 +451,54 @@ impl QuantArgs {
     }
 }
 
+/// Reads a calibration table and prints its reader warnings (rows set
+/// aside because a number is not finite) on stderr.
+pub fn read_calibration_table(path: &Path) -> Result<qtune_quant::CalibrationTable> {
+    let table = qtune_quant::CalibrationTable::read(path)?;
+    for w in table.warnings() {
+        eprintln!("warning: calibration table `{}`: {w}", path.display());
+    }
+    Ok(table)
+}
+
+/// Says which sections of a calibration table qtune reads but does not
+/// apply when it deploys: `#asym_op` (TPU-MLIR quantizes the listed
+/// SiLU/GELU outputs and Conv/MatMul inputs asymmetrically) and
+/// `#weight_scale` (MQBench's weight scales). `#int4_th` and `#int4_op`
+/// only matter to INT4 layers, which qtune does not deploy.
+fn warn_unapplied_sections(table: &qtune_quant::CalibrationTable, path: &Path) {
+    if !table.asym_ops.is_empty() {
+        eprintln!(
+            "warning: calibration table `{}`: the #asym_op section ({} ops: {}) is not applied: \
+             qtune quantizes those ops as the rest of the model",
+            path.display(),
+            table.asym_ops.len(),
+            table.asym_ops.join(", ")
+        );
+    }
+    if !table.weight_scales.is_empty() {
+        let names: Vec<&str> = table
+            .weight_scales
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        eprintln!(
+            "warning: calibration table `{}`: the #weight_scale section ({} weights: {}) is not \
+             applied: qtune computes weight scales from the weights",
+            path.display(),
+            names.len(),
+            names.join(", ")
+        );
+    }
+}
+
 /// A model ready to run: float, or quantized per `quant` (the QDQ graph,
 /// run with fake quantization).
 pub struct RunnableModel {
     pub exec: Executor,
     pub quantized: Option<qtune_deploy::QuantizedModel>,
+    /// The source model's graph input and output names.
+    pub onnx_io: OnnxIoNames,
 }
 
 /// Loads `path` and, when `quant` asks for it, quantizes it. Quantized
@@ -384,9 +506,11 @@ pub struct RunnableModel {
 /// BatchNorm folded into Conv, as TPU-MLIR's lowering does.
 pub fn load_runnable(path: &Path, quant: &QuantArgs) -> Result<RunnableModel> {
     if !quant.requested() {
+        let loaded = load_model(path, None, &PrepareOptions::default(), Naming::AsInFile)?;
         return Ok(RunnableModel {
-            exec: load(path, None)?,
+            exec: loaded.exec,
             quantized: None,
+            onnx_io: loaded.onnx_io,
         });
     }
     let mut prepare = PrepareOptions::default();
@@ -397,6 +521,7 @@ pub fn load_runnable(path: &Path, quant: &QuantArgs) -> Result<RunnableModel> {
     Ok(RunnableModel {
         exec,
         quantized: Some(q),
+        onnx_io: loaded.onnx_io,
     })
 }
 
@@ -414,6 +539,7 @@ pub fn load_model_quantized(path: &Path, quant: &QuantArgs) -> Result<LoadedMode
     Ok(LoadedModel {
         exec: executor_of(&q.simulation_graph(), path)?,
         input_attrs: loaded.input_attrs,
+        onnx_io: loaded.onnx_io,
     })
 }
 

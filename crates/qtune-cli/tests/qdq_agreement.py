@@ -10,7 +10,8 @@ model must agree with qtune's own simulation of the quantized model.
     qdq_agreement.py compare MODEL.onnx INPUTS.npz SIM.npz MIN_COS
         Runs MODEL.onnx in ONNX Runtime on every sample of INPUTS.npz and
         compares each output with the same sample of SIM.npz (qtune's
-        outputs, same names) by cosine similarity. Prints the minimum per
+        outputs, keyed by TPU-MLIR op names: the QDQ model's output `o` is
+        SIM's `o`, or its one key `o_<OpType>`) by cosine similarity. Prints the minimum per
         output and `min_cos <value> over <n> samples`; exits 1 if any sample
         is below MIN_COS.
 """
@@ -64,12 +65,22 @@ def compare(model, inputs_npz, sim_npz, min_cos, min_mean=None):
     worst = {o.name: (2.0, -1) for o in sess.get_outputs()}
     # The per-sample cosine of the least similar output.
     per_sample = []
+
+    def sim_key(name):
+        if name in sim.files:
+            return name
+        keys = [k for k in sim.files if k.startswith(name + "_")]
+        if len(keys) != 1:
+            raise SystemExit(f"output {name}: no single simulated tensor {name}_<OpType> in {sim.files}")
+        return keys[0]
+
+    keys = {o.name: sim_key(o.name) for o in sess.get_outputs()}
     for i in range(n):
         feed = {x.name: feeds[x.name][i : i + 1] for x in sess.get_inputs()}
         outs = sess.run(None, feed)
         sample = 2.0
         for o, v in zip(sess.get_outputs(), outs):
-            c = cosine(v, sim[o.name][i : i + 1])
+            c = cosine(v, sim[keys[o.name]][i : i + 1])
             sample = min(sample, c)
             if c < worst[o.name][0]:
                 worst[o.name] = (c, i)

@@ -11,14 +11,18 @@
 //!   pass; int8 layers run on integers, see [`sim`]) and `qtune_onnx`
 //!   writes it as a QDQ ONNX model for ONNX Runtime.
 
+mod io_names;
 mod plan;
 pub mod profile;
 mod qdq;
+mod qtable;
 pub mod sim;
 
+pub use io_names::{onnx_name_of, rename_io};
 pub use plan::{FloatReason, HUGE_THRESHOLD, Plan, PlanRequest, Range};
 pub use profile::{Family, Processor, Profile, WeightScheme};
 pub use qdq::{QdqReport, build_qdq};
+pub use qtable::{QtableMatch, match_qtable};
 pub use sim::integer_exact;
 
 /// Errors of planning and building a quantized model.

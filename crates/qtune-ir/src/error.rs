@@ -44,6 +44,8 @@ pub enum IrError {
     UnknownShape(String),
     #[error("no tensor named `{0}` in the graph")]
     NoSuchValue(String),
+    #[error("a tensor named `{0}` is already in the graph")]
+    DuplicateValue(String),
     #[error("the graph has a cycle or a node reads a value produced later (at node `{0}`)")]
     NotTopological(String),
 }

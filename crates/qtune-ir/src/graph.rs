@@ -218,6 +218,20 @@ impl Graph {
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
+    /// Renames value `id` to `name`, which no other value may hold.
+    pub fn rename_value_exact(&mut self, id: ValueId, name: &str) -> Result<(), IrError> {
+        match self.by_name.get(name) {
+            Some(&other) if other == id => return Ok(()),
+            Some(_) => return Err(IrError::DuplicateValue(name.to_string())),
+            None => {}
+        }
+        let old = std::mem::replace(&mut self.values[id.index()].name, name.to_string());
+        if self.by_name.get(&old) == Some(&id) {
+            self.by_name.remove(&old);
+        }
+        self.by_name.insert(name.to_string(), id);
+        Ok(())
+    }
     pub fn find_value(&self, name: &str) -> Option<ValueId> {
         self.by_name.get(name).copied()
     }

@@ -28,7 +28,7 @@ pub use kl::{kl_diversity_hist, kl_threshold};
 pub use methods::{
     PercentileSchedule, threshold_aciq_gauss, threshold_aciq_laplace, threshold_mse,
 };
-pub use qtable::{QuantMode, QuantizeTable, parse_qtable, read_qtable};
+pub use qtable::{QtableFile, QtableRow, QuantMode, QuantizeTable, parse_qtable, read_qtable};
 pub use special::{SpecialCaseTensor, special_case_overrides};
 pub use stats::{
     CalibrationMethod, PercentileThreshold, SampleSummary, StatsConfig, TensorStats, Thresholds,

@@ -4,7 +4,8 @@ use crate::error::QuantError;
 use std::io::Write;
 use std::path::Path;
 
-/// Precision of one op.
+/// Precision of one op: the modes of TPU-MLIR's `module::Mode` that a
+/// qtable row may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QuantMode {
     F32,
@@ -13,6 +14,14 @@ pub enum QuantMode {
     Int8,
     Int4,
     W4Int8,
+    /// Weight-only: int8 MatMul/Gemm weights, F16 activations.
+    W8F16,
+    /// Weight-only: int8 MatMul/Gemm weights, BF16 activations.
+    W8BF16,
+    /// Weight-only: int4 MatMul/Gemm weights, F16 activations.
+    W4F16,
+    /// Weight-only: int4 MatMul/Gemm weights, BF16 activations.
+    W4BF16,
     F8E4M3,
     F8E4M3F16Dyn,
     F8E4M3BF16Dyn,
@@ -21,13 +30,17 @@ pub enum QuantMode {
 }
 
 impl QuantMode {
-    pub const ALL: [QuantMode; 11] = [
+    pub const ALL: [QuantMode; 15] = [
         QuantMode::F32,
         QuantMode::F16,
         QuantMode::BF16,
         QuantMode::Int8,
         QuantMode::Int4,
         QuantMode::W4Int8,
+        QuantMode::W8F16,
+        QuantMode::W8BF16,
+        QuantMode::W4F16,
+        QuantMode::W4BF16,
         QuantMode::F8E4M3,
         QuantMode::F8E4M3F16Dyn,
         QuantMode::F8E4M3BF16Dyn,
@@ -44,6 +57,10 @@ impl QuantMode {
             QuantMode::Int8 => "INT8",
             QuantMode::Int4 => "INT4",
             QuantMode::W4Int8 => "W4INT8",
+            QuantMode::W8F16 => "W8F16",
+            QuantMode::W8BF16 => "W8BF16",
+            QuantMode::W4F16 => "W4F16",
+            QuantMode::W4BF16 => "W4BF16",
             QuantMode::F8E4M3 => "F8E4M3",
             QuantMode::F8E4M3F16Dyn => "F8E4M3F16DYN",
             QuantMode::F8E4M3BF16Dyn => "F8E4M3BF16DYN",
@@ -52,9 +69,22 @@ impl QuantMode {
         }
     }
 
-    /// Exact (case-sensitive) match of the file spelling.
+    /// The mode spelled `s`, in any case: TPU-MLIR's lowering upper-cases a
+    /// qtable's mode before looking it up (`ConvertTopToTpu::qmode`), so
+    /// `f16` and `F16` are the same mode.
     pub fn parse(s: &str) -> Option<Self> {
-        QuantMode::ALL.into_iter().find(|m| m.name() == s)
+        QuantMode::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s))
+    }
+
+    /// The weight-only modes (`W8F16`, `W8BF16`, `W4F16`, `W4BF16`):
+    /// quantized weights, float activations.
+    pub fn is_weight_only(self) -> bool {
+        matches!(
+            self,
+            QuantMode::W8F16 | QuantMode::W8BF16 | QuantMode::W4F16 | QuantMode::W4BF16
+        )
     }
 }
 
@@ -175,10 +205,41 @@ impl QuantizeTable {
     }
 }
 
-/// Reads qtable rows (`QuantizeTable.read`): `#` and blank lines skipped,
-/// the first two whitespace-separated tokens are `name mode`.
-pub fn parse_qtable(text: &str, path: &Path) -> Result<Vec<(String, QuantMode)>, QuantError> {
-    let mut rows = Vec::new();
+/// One `op_name mode` row of a qtable file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QtableRow {
+    /// 1-based line number in the file.
+    pub line: usize,
+    pub name: String,
+    pub mode: QuantMode,
+}
+
+/// A qtable file as read: its rows, and the lines TPU-MLIR skips.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QtableFile {
+    pub rows: Vec<QtableRow>,
+    /// `(line number, text)` of the lines holding one token, which
+    /// TPU-MLIR's lowering skips (`init_qtable`: a line matching `\S+`).
+    pub one_token_lines: Vec<(usize, String)>,
+}
+
+impl QtableFile {
+    /// The rows as `(name, mode)` pairs, in file order.
+    pub fn pairs(&self) -> Vec<(String, QuantMode)> {
+        self.rows.iter().map(|r| (r.name.clone(), r.mode)).collect()
+    }
+}
+
+/// Reads a qtable as TPU-MLIR's lowering does (`ConvertTopToTpu::init_qtable`,
+/// with `QuantizeTable.read`'s token rule): blank lines and `#` lines are
+/// skipped; a line with one token is skipped (kept in
+/// [`QtableFile::one_token_lines`] so that callers can say so); otherwise
+/// the first two whitespace-separated tokens are `name mode`, the mode in any
+/// case. A mode TPU-MLIR does not know is an error, as it is there (its
+/// lowering aborts on it). Whether a name is an op of the model is for the
+/// caller, which knows the model.
+pub fn parse_qtable(text: &str, path: &Path) -> Result<QtableFile, QuantError> {
+    let mut file = QtableFile::default();
     for (idx, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -187,11 +248,8 @@ pub fn parse_qtable(text: &str, path: &Path) -> Result<Vec<(String, QuantMode)>,
         let mut it = line.split_whitespace();
         let name = it.next().unwrap_or_default();
         let Some(mode) = it.next() else {
-            return Err(QuantError::Parse {
-                path: path.to_path_buf(),
-                line: idx + 1,
-                message: format!("expected `op_name quantize_mode`, got `{line}`"),
-            });
+            file.one_token_lines.push((idx + 1, line.to_string()));
+            continue;
         };
         let Some(mode) = QuantMode::parse(mode) else {
             let known: Vec<&str> = QuantMode::ALL.iter().map(|m| m.name()).collect();
@@ -199,18 +257,22 @@ pub fn parse_qtable(text: &str, path: &Path) -> Result<Vec<(String, QuantMode)>,
                 path: path.to_path_buf(),
                 line: idx + 1,
                 message: format!(
-                    "op `{name}`: unknown quantize mode `{mode}` (expected one of {})",
+                    "op `{name}`: unknown quantize mode `{mode}` (expected one of {}, in any case)",
                     known.join(", ")
                 ),
             });
         };
-        rows.push((name.to_string(), mode));
+        file.rows.push(QtableRow {
+            line: idx + 1,
+            name: name.to_string(),
+            mode,
+        });
     }
-    Ok(rows)
+    Ok(file)
 }
 
-/// Reads a qtable file.
-pub fn read_qtable(path: &Path) -> Result<Vec<(String, QuantMode)>, QuantError> {
+/// Reads a qtable file (see [`parse_qtable`]).
+pub fn read_qtable(path: &Path) -> Result<QtableFile, QuantError> {
     let text = fs_err::read_to_string(path).map_err(|source| QuantError::Io {
         path: path.to_path_buf(),
         source,
@@ -233,7 +295,7 @@ mod tests {
         };
         let want = "# sample number: 3\n# chip: bm1684x\n# total layers: 6 (unique list blow)\n# number of shape layers: 2\n# number of pattern layers: 3\n# number of custom layers: 1\n###\n# op_name   quantize_mode\n# pattern layers\npat1 F32\n# shape layers\nshape1 F32\nboth F32\n# custom layers\ncust F16\n";
         assert_eq!(t.to_text(), want);
-        let rows = parse_qtable(want, Path::new("q")).unwrap();
+        let rows = parse_qtable(want, Path::new("q")).unwrap().pairs();
         assert_eq!(rows.len(), 4);
         assert_eq!(rows[3], ("cust".to_string(), QuantMode::F16));
     }
@@ -245,5 +307,32 @@ mod tests {
             e.to_string()
                 .starts_with("q.txt, line 2: op `conv1`: unknown quantize mode `INT9`")
         );
+    }
+
+    #[test]
+    fn modes_in_any_case_and_one_token_lines_kept_apart() {
+        let text = "# c\n\nconv1 f16\n  relu1\tbf16 extra\nlonely\nfc W8f16\n\tw4BF16\n";
+        let f = parse_qtable(text, Path::new("q")).unwrap();
+        let want = [
+            (3, "conv1", QuantMode::F16),
+            (4, "relu1", QuantMode::BF16),
+            (6, "fc", QuantMode::W8F16),
+        ];
+        assert_eq!(f.rows.len(), want.len());
+        for (row, (line, name, mode)) in f.rows.iter().zip(want) {
+            assert_eq!((row.line, row.name.as_str(), row.mode), (line, name, mode));
+        }
+        assert_eq!(
+            f.one_token_lines,
+            vec![(5, "lonely".to_string()), (7, "w4BF16".to_string())]
+        );
+        for m in QuantMode::ALL {
+            assert_eq!(QuantMode::parse(&m.name().to_ascii_lowercase()), Some(m));
+            assert_eq!(
+                m.is_weight_only(),
+                m.name().starts_with("W8")
+                    || m.name().starts_with("W4") && m.name().ends_with("16")
+            );
+        }
     }
 }

@@ -21,7 +21,8 @@ pub struct Args {
     pub mlir: PathBuf,
     #[command(flatten)]
     pub quant: QuantArgs,
-    /// Output model: `.onnx` (QDQ ONNX for ONNX Runtime, TensorRT, OpenVINO).
+    /// Output model: `.onnx` (QDQ ONNX for ONNX Runtime, TensorRT, OpenVINO),
+    /// with the source ONNX model's input and output names.
     #[arg(long)]
     pub model: PathBuf,
     /// Input arrays (npz keyed by input name, e.g. model_transform's
@@ -138,7 +139,18 @@ fn run_inner(args: Args) -> Result<()> {
     if let Some(input) = &args.test_input {
         verify(&args, &runnable.exec, input, tol, &tol_text)?;
     }
-    write_model(&q.qdq, &args.model)?;
+    // The exported model is a drop-in replacement for the source model, so
+    // its inputs and outputs carry the source's ONNX names; the npz written
+    // above keeps TPU-MLIR's op names, as TPU-MLIR's `_tpu_outputs.npz` and
+    // `--test_reference` files do.
+    let mut qdq = q.qdq.clone();
+    qtune_deploy::rename_io(
+        &mut qdq,
+        &runnable.onnx_io.inputs,
+        &runnable.onnx_io.outputs,
+    )
+    .with_context(|| format!("naming the outputs of `{}`", args.model.display()))?;
+    write_model(&qdq, &args.model)?;
     if !args.quiet {
         eprintln!(
             "wrote {} in {:.2} s",

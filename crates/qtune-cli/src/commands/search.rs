@@ -616,7 +616,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
             let t0 = Instant::now();
             let (method_tables, table) = if cali.exists() {
                 // TPU-MLIR: only the first method, thresholds from -o.
-                let t = CalibrationTable::read(cali)?;
+                let t = crate::model::read_calibration_table(cali)?;
                 (
                     vec![MethodTable {
                         label: methods[0].1.clone(),
@@ -702,7 +702,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
             let mut log = SearchLog::new("Search_Qtable", console(args.quiet));
             let t0 = Instant::now();
             let table = if cali.exists() {
-                CalibrationTable::read(cali)?
+                crate::model::read_calibration_table(cali)?
             } else {
                 let m = CalibrationMethod::parse(&args.cali_method).with_context(|| {
                     format!(
@@ -722,7 +722,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                     &bar,
                 )?;
                 o.write_tables(&ctx.header(ctx.cal.tune_num), cali)?;
-                CalibrationTable::read(cali)?
+                crate::model::read_calibration_table(cali)?
             };
             let cal_time = t0.elapsed();
             let mut ev = ctx.evaluator(
@@ -787,7 +787,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                     cali.display()
                 );
             }
-            let table = CalibrationTable::read(cali)?;
+            let table = crate::model::read_calibration_table(cali)?;
             let mut log = SearchLog::new("Mix_Search", console(args.quiet));
             let loss_path = flags
                 .loss_table
@@ -1110,7 +1110,7 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
         &args.processor,
         &args.flags.fp_type,
     )?;
-    let table = CalibrationTable::read(&args.calibration_table)?;
+    let table = crate::model::read_calibration_table(&args.calibration_table)?;
     let mut log = SearchLog::new("Mix_Search", console(args.common.quiet));
     let loss_path = args
         .flags
@@ -1239,7 +1239,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         &args.processor,
         &args.flags.fp_type,
     )?;
-    let table = CalibrationTable::read(&args.calibration_table)?;
+    let table = crate::model::read_calibration_table(&args.calibration_table)?;
     let methods = [
         CalibrationMethod::Max,
         CalibrationMethod::Percentile9999,

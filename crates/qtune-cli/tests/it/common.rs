@@ -136,7 +136,19 @@ pub fn transform_mobilenet(
     test_input: Option<&Path>,
     test_result: Option<&str>,
 ) -> PathBuf {
-    let mut cmd = Command::cargo_bin("model_transform").expect("model_transform binary");
+    transform_mobilenet_as("model_transform", dir, name, test_input, test_result)
+}
+
+/// [`transform_mobilenet`] run under the tool name `tool`
+/// (`model_transform` or `model_transform.py`).
+pub fn transform_mobilenet_as(
+    tool: &str,
+    dir: &Path,
+    name: &str,
+    test_input: Option<&Path>,
+    test_result: Option<&str>,
+) -> PathBuf {
+    let mut cmd = Command::cargo_bin(tool).unwrap_or_else(|e| panic!("{tool} binary: {e}"));
     cmd.current_dir(dir)
         .args(["--model_name", name, "--model_def"])
         .arg(model("mobilenetv2_nsfw"))
@@ -187,4 +199,33 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
         stderr_of(&out)
     );
     out
+}
+
+/// model_transform of workload `name` with models.toml's shapes and
+/// preprocessing, writing `dir/<name>.mlir`, which is returned.
+pub fn transform_workload(dir: &Path, name: &str) -> PathBuf {
+    run_ok(
+        tool("model_transform")
+            .current_dir(dir)
+            .args(["--model_name", name, "--model_def"])
+            .arg(model(name))
+            .args(["--input_shapes", input_shapes(name)])
+            .args(preprocess_flags(name))
+            .args(["--mlir", &format!("{name}.mlir")]),
+    );
+    dir.join(format!("{name}.mlir"))
+}
+
+/// model_deploy `mlir` INT8 for bm1684x with `table`, writing `onnx`.
+pub fn deploy_int8_bm1684x(mlir: &Path, table: &Path, onnx: &Path) {
+    run_ok(
+        tool("model_deploy")
+            .arg("--mlir")
+            .arg(mlir)
+            .args(["--quantize", "INT8", "--processor", "bm1684x"])
+            .arg("--calibration_table")
+            .arg(table)
+            .arg("--model")
+            .arg(onnx),
+    );
 }

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::{
-    input_shapes, model, preprocess_flags, qtune, run_ok, scratch, stderr_of, stdout_of, tool,
-    transform_mobilenet, workloads,
+    deploy_int8_bm1684x, input_shapes, model, preprocess_flags, qtune, run_ok, scratch, stderr_of,
+    stdout_of, tool, transform_mobilenet, transform_workload, workloads,
 };
 
 /// ONNX Runtime running the exported QDQ model vs qtune's simulation of the
@@ -30,15 +30,7 @@ const MINILM_MIN_MEAN_COS: f64 = 0.995;
 /// model_transform + run_calibration (kl, the calibration set) in `dir`;
 /// returns the .mlir and the table.
 fn transform_and_calibrate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    run_ok(
-        tool("model_transform")
-            .current_dir(dir)
-            .args(["--model_name", name, "--model_def"])
-            .arg(model(name))
-            .args(["--input_shapes", input_shapes(name)])
-            .args(preprocess_flags(name))
-            .args(["--mlir", &format!("{name}.mlir")]),
-    );
+    transform_workload(dir, name);
     let (dataset, num) = if name == "minilm_l6_s128" {
         (workloads().join("text/calib"), "100")
     } else {
@@ -86,16 +78,7 @@ fn agreement_within(name: &str, min_cos: f64, min_mean: Option<f64>) {
     let dir = scratch(&format!("deploy_agree_{name}"));
     let (mlir, table) = transform_and_calibrate(&dir, name);
     let onnx = dir.join(format!("{name}_int8.onnx"));
-    run_ok(
-        tool("model_deploy")
-            .arg("--mlir")
-            .arg(&mlir)
-            .args(["--quantize", "INT8", "--processor", "bm1684x"])
-            .arg("--calibration_table")
-            .arg(&table)
-            .arg("--model")
-            .arg(&onnx),
-    );
+    deploy_int8_bm1684x(&mlir, &table, &onnx);
     let inputs = dir.join("val_inputs.npz");
     let out = std::process::Command::new("python3")
         .arg(script())
@@ -303,20 +286,24 @@ fn seed_commands_run_with_onnx_outputs() {
         let bytes = std::fs::read(dir.join(f)).unwrap();
         assert!(bytes.len() > 1_000_000, "{f} is {} bytes", bytes.len());
     }
-    // The F32 deploy is the float model: qtune runs it to the reference.
-    let out = run_ok(qtune().current_dir(&dir).args([
-        "run",
-        "mobilenet_v2_bm1684_f32.onnx",
-        "--input",
-        "mobilenet_v2_in_f32.npz",
-        "-o",
-        "f32_out.npz",
-    ]));
-    assert!(stderr_of(&out).contains("wrote"));
+    // The F32 deploy is the float model, a drop-in for it: run on the same
+    // input, it gives the source ONNX model's output under the same name.
+    for (m, out) in [
+        (dir.join("mobilenet_v2_bm1684_f32.onnx"), "f32_out.npz"),
+        (model("mobilenetv2_nsfw"), "float_out.npz"),
+    ] {
+        let o = run_ok(qtune().current_dir(&dir).arg("run").arg(&m).args([
+            "--input",
+            "mobilenet_v2_in_f32.npz",
+            "-o",
+            out,
+        ]));
+        assert!(stderr_of(&o).contains("wrote"));
+    }
     let out = run_ok(qtune().current_dir(&dir).args([
         "compare",
         "f32_out.npz",
-        "mobilenet_v2_top_outputs.npz",
+        "float_out.npz",
         "--tolerance",
         "0.99999,0.9999",
     ]));
@@ -399,7 +386,9 @@ fn bad_tables_are_named() {
         err.contains("no row for tensor") && err.contains("table `t`"),
         "{err}"
     );
-    // A qtable layer that is not in the model.
+    // A qtable layer that is not in the model: TPU-MLIR ignores it, qtune
+    // too, with a warning naming it; --strict refuses it (readers.rs has
+    // the details).
     std::fs::write(dir.join("q"), "nope F16\n").unwrap();
     let out = tool("model_deploy")
         .current_dir(&dir)
@@ -410,6 +399,7 @@ fn bad_tables_are_named() {
             "F16",
             "--quantize_table",
             "q",
+            "--strict",
         ])
         .args(["--model", "m.onnx"])
         .output()

@@ -10,6 +10,8 @@ mod errors;
 mod export;
 mod fp_forward;
 mod info;
+mod py_names;
+mod readers;
 mod run;
 mod search;
 mod transform;
