@@ -4,6 +4,7 @@
 # configurations, then
 # bench/quality.py compares each against the float model and ONNX Runtime's quantize_static.
 #   bench/quality.sh [OUT_DIR]      (default /tmp/qtune-quality/qtune)
+#   NO_ORT=1 bench/quality.sh       qtune's columns only (ONNX Runtime's do not depend on qtune)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${WORKLOADS:-$root/../shared/workloads}
@@ -46,6 +47,8 @@ done
 for v in sym sympc asympc pctasympc maxsympc; do
     args=()
     for m in $models; do args+=(--qtune "$m=$out/${m}_$v.onnx"); done
-    python3 "$root/bench/quality.py" --markdown "${args[@]}" > "quality_$v.md"
+    ort=()
+    [ -n "${NO_ORT:-}" ] && ort=(--no-ort)
+    python3 "$root/bench/quality.py" --markdown "${ort[@]}" "${args[@]}" > "quality_$v.md"
     echo "wrote $out/quality_$v.md"
 done

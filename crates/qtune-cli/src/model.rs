@@ -163,11 +163,17 @@ pub fn load_model(
         ),
     };
     // A QDQ model (e.g. model_deploy's output) runs its int8 layers on
-    // integers, as the quantized-model simulation does.
+    // integers, as the quantized-model simulation does. Its `Conv -> Relu
+    // -> QuantizeLinear` chains become fused Conv+Relu first, so that the
+    // requantization clamps the activation as the simulation and ONNX
+    // Runtime's integer kernels do (clamping the float value and then
+    // quantizing rounds differently).
     let graph = if graph
         .nodes()
         .any(|(_, n)| matches!(n.op, qtune_ir::Op::DequantizeLinear { .. }))
     {
+        let mut graph = graph;
+        qtune_ir::passes::fuse_relus(&mut graph);
         qtune_deploy::integer_exact(&graph)
     } else {
         graph

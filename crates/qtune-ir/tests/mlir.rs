@@ -364,5 +364,8 @@ fn top_ops_doc_is_generated_from_the_op_list() {
 fn an_unknown_top_op_is_an_error_naming_it_and_its_line() {
     let text = "module @m attributes {module.chip = \"ALL\", module.platform = \"ONNX\", module.state = \"TOP_F32\", module.weight_file = \"w.npz\"} {\n  func.func @main(%arg0: tensor<1x4xf32> loc(unknown)) -> tensor<1x4xf32> {\n    %0 = \"top.None\"() : () -> none loc(#loc)\n    %1 = \"top.Input\"(%arg0) : (tensor<1x4xf32>) -> tensor<1x4xf32> loc(#loc1)\n    %2 = \"top.AbsAdd\"(%1) {b_val = 1.0 : f64} : (tensor<1x4xf32>) -> tensor<1x4xf32> loc(#loc2)\n    return %2 : tensor<1x4xf32> loc(#loc)\n  } loc(#loc)\n} loc(#loc)\n#loc = loc(unknown)\n#loc1 = loc(\"x\")\n#loc2 = loc(\"y_AbsAdd\")\n";
     let err = read_top_mlir(text, &[], "m.mlir").unwrap_err().to_string();
-    assert!(err.contains("top.AbsAdd") && err.contains("m.mlir:5"), "{err}");
+    assert!(
+        err.contains("top.AbsAdd") && err.contains("m.mlir:5"),
+        "{err}"
+    );
 }

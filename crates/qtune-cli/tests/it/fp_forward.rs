@@ -50,22 +50,25 @@ fn seed_command_writes_a_qtable_model_deploy_reads() {
         "{}",
         stderr_of(&out)
     );
-    // After BatchNorm folding the head Conv is named after its BatchNorm: the
-    // name given is not an op of the deployed model, so only the warning is left.
+    // In the canonical graph the head Conv, its folded BatchNorm and its
+    // ReLU6 are one op named after the ReLU6 (`/_swish_1/Clip_output_0_Clip`):
+    // the Conv's own ONNX name is not an op, so only the warning is left.
     let text = std::fs::read_to_string(dir.join("e_qtable")).unwrap();
     assert!(
         text.starts_with("# chip: bm1684x  mix_mode: F16\n"),
         "{text}"
     );
-    // Names of the deployed model: the head (BatchNorm-named Conv) and everything after.
+    // Canonical names: the head (Conv + BN + ReLU6) and everything after it;
+    // block 0's depthwise Conv (+ BN + ReLU6) through its projection Conv
+    // (+ BN, no activation: TPU-MLIR keeps the Conv's name).
     ok(tool("fp_forward").current_dir(&dir).args([
         "e.mlir",
         "--processor",
         "bm1684x",
         "--fpfwd_outputs",
-        "/_bn1/BatchNormalization_output_0_BatchNormalization",
+        "/_swish_1/Clip_output_0_Clip",
         "--fpfwd_blocks",
-        "/_blocks.0/_bn1/BatchNormalization_output_0_BatchNormalization:/_blocks.0/_swish/Clip_output_0_Clip",
+        "/_blocks.0/_swish/Clip_output_0_Clip:/_blocks.0/_project_conv/Conv_output_0_Conv",
         "--no_time",
         "-o",
         "e_qtable",
@@ -75,9 +78,8 @@ fn seed_command_writes_a_qtable_model_deploy_reads() {
     assert_eq!(
         layers,
         [
-            "/_blocks.0/_bn1/BatchNormalization_output_0_BatchNormalization F16",
             "/_blocks.0/_swish/Clip_output_0_Clip F16",
-            "/_bn1/BatchNormalization_output_0_BatchNormalization F16",
+            "/_blocks.0/_project_conv/Conv_output_0_Conv F16",
             "/_swish_1/Clip_output_0_Clip F16",
             "/_avg_pooling/GlobalAveragePool_output_0_GlobalAveragePool F16",
             "/Reshape_output_0_Reshape F16",
@@ -85,8 +87,8 @@ fn seed_command_writes_a_qtable_model_deploy_reads() {
         ],
         "{text}"
     );
-    assert!(text.contains("# number of F16 layer: 7\n"), "{text}");
-    // model_deploy reads it: 7 F16 layers, with --quantize F32 for the rest (no table needed).
+    assert!(text.contains("# number of F16 layer: 6\n"), "{text}");
+    // model_deploy reads it: 6 F16 layers, with --quantize F32 for the rest (no table needed).
     let out = ok(tool("model_deploy").current_dir(&dir).args([
         "--mlir",
         "e.mlir",
@@ -97,7 +99,7 @@ fn seed_command_writes_a_qtable_model_deploy_reads() {
         "--model",
         "e_mix.onnx",
     ]));
-    assert!(stderr_of(&out).contains("7 F16"), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("6 F16"), "{}", stderr_of(&out));
     // bm1684 has no F16.
     let out = tool("fp_forward")
         .current_dir(&dir)

@@ -1,6 +1,7 @@
 //! CLI tests, one module per command, compiled into one test binary.
 
 mod calibrate;
+mod canonical;
 mod classify;
 mod common;
 mod compare;

@@ -135,6 +135,13 @@ fn seed_search_qtable_on_mobilenet_bm1684() {
             .args(["--quantize_table", "mobilenet_v2_qtable"])
             .args(["--model", "mobilenet_v2_bm1684_int8_mix.onnx"]),
     );
+    crate::canonical::assert_qtable_floats_exactly(
+        &dir,
+        "mobilenet_v2.mlir",
+        "new_cali_table.txt",
+        "mobilenet_v2_qtable",
+        "bm1684",
+    );
     eprintln!(
         "search_qtable (seed command) took {:.1} s",
         elapsed.as_secs_f64()
@@ -281,6 +288,14 @@ fn seed_run_qtable_on_yolox_and_incremental_equals_full() {
             std::fs::read(dir.join(loss)).unwrap(),
         )
     };
+    // The qtable names canonical ops, and deploying it floats exactly them.
+    crate::canonical::assert_qtable_floats_exactly(
+        &dir,
+        "yolox.mlir",
+        "yolox_cali_table",
+        "yolox_qtable",
+        "bm1684x",
+    );
     let cached = small("4096", "q_cached", "loss_cached.txt");
     assert!(cached.0.len() > 30, "no float layer chosen on 3 samples");
     assert_eq!(cached, small("0", "q_full", "loss_full.txt"));

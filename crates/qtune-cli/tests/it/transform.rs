@@ -60,7 +60,12 @@ fn seed_example_writes_mlir_weights_and_test_files() {
     let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[0], "input_1");
     assert!(names.contains(&"dense_3_Softmax"), "{names:?}");
-    assert!(names.iter().filter(|n| n.ends_with("_Conv")).count() == 52);
+    // 52 Convs (BatchNorm folded, ReLU6 fused), and the npz holds one
+    // tensor per op keyed by the op's TPU-MLIR name.
+    assert_eq!(text.matches("\"top.Conv\"").count(), 52);
+    let ops = crate::canonical::op_names(&text);
+    assert!(ops.iter().all(|o| names.contains(&o.as_str())), "{ops:?}");
+    assert!(ops.len() > 52, "{ops:?}");
     // qtune runs the .mlir directly and agrees with the test result.
     let run = qtune()
         .current_dir(&dir)
@@ -108,7 +113,7 @@ fn output_names_cut_the_graph() {
         .unwrap();
     let conv = stdout_of(&info)
         .lines()
-        .find(|l| l.contains(" Conv -> "))
+        .find(|l| l.contains(" top.Conv -> "))
         .and_then(|l| l.split(" -> ").nth(1))
         .and_then(|s| s.split(' ').next())
         .unwrap()

@@ -26,6 +26,15 @@ mod top_stage;
 mod util;
 
 pub use top_stage::is_upsample;
+
+/// Fuses every Relu / Clip(0, x) whose input only it reads into the op
+/// producing that input (`do_relu` / `relu_limit`, named after the
+/// activation), as the Top canonicalization does; returns the count. Run on
+/// a QDQ graph it gives `Conv -> Relu -> QuantizeLinear` the fused form whose
+/// requantization clamps the activation, as integer runtimes do.
+pub fn fuse_relus(graph: &mut Graph) -> usize {
+    top_stage::fuse_relu(graph)
+}
 pub(crate) use util::replace_uses;
 
 use crate::{Graph, Op};
