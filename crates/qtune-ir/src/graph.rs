@@ -305,8 +305,8 @@ impl Graph {
             .map(Some)
             .collect();
         let mut order = Vec::with_capacity(old.len());
-        for i in 0..old.len() {
-            if moved[i] {
+        for (i, &was_moved) in moved.iter().enumerate().take(old.len()) {
+            if was_moved {
                 continue;
             }
             order.push(i);

@@ -89,7 +89,7 @@ pub(super) fn convert_ops(g: &mut Graph) -> Converted {
                     continue;
                 }
                 match uniform_const(g, Some(ev)) {
-                    Some(e) if e == 2.0 => {
+                    Some(2.0) => {
                         let node = g.node_mut(id);
                         node.op = Op::Mul;
                         node.inputs = vec![Some(x), Some(x)];
