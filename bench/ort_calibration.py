@@ -138,9 +138,10 @@ def ort_run(model: Path, method: str, list_file: Path, ranges_out: Path) -> tupl
 # qtune
 # ---------------------------------------------------------------------------------------------
 def qtune_run(mlir: Path, list_file: Path, method: str, table: Path,
-              extra: list[str] | None = None) -> tuple[float, int]:
+              extra: list[str] | None = None, bin_dir: Path | None = None) -> tuple[float, int]:
     """(wall seconds, peak RSS KiB) of one run_calibration process under /usr/bin/time -v."""
-    cmd = ["/usr/bin/time", "-v", str(REPO / "target" / "release" / "run_calibration"), str(mlir),
+    bin_dir = bin_dir or REPO / "target" / "release"
+    cmd = ["/usr/bin/time", "-v", str(bin_dir / "run_calibration"), str(mlir),
            "--data_list", str(list_file), "--cali_method", method, "--threads", str(THREADS),
            "--no_time", "-q", "-o", str(table)] + (extra or [])
     t0 = time.perf_counter()
@@ -192,6 +193,18 @@ def compare_minmax(onnx_path: Path, table: Path, ranges: Path) -> tuple[int, int
 # ---------------------------------------------------------------------------------------------
 # setup
 # ---------------------------------------------------------------------------------------------
+def transform(model: str, cfg: dict, onnx_path: Path, d: Path, bin_dir: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    mlir = d / f"{model}.mlir"
+    if not mlir.exists():
+        flags = shlex.split(cfg["preprocess"]["model_transform"])
+        cmd = [str(bin_dir / "model_transform"), "--model_name", model,
+               "--model_def", str(onnx_path), "--mlir", str(mlir)] + flags
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=d)
+        raise_if(p.returncode, cmd, p.stderr)
+    return mlir
+
+
 def prepare(model: str, work: Path, samples: int, big: int) -> tuple[Path, Path, Path, Path]:
     """model_transform + preprocessed npz inputs; returns (onnx, mlir, list, big list)."""
     import numpy as np
@@ -202,13 +215,7 @@ def prepare(model: str, work: Path, samples: int, big: int) -> tuple[Path, Path,
     onnx_path = WORKLOADS / "models" / cfg["file"]
     d = work / model
     (d / "inputs").mkdir(parents=True, exist_ok=True)
-    mlir = d / f"{model}.mlir"
-    if not mlir.exists():
-        flags = shlex.split(cfg["preprocess"]["model_transform"])
-        cmd = [str(REPO / "target" / "release" / "model_transform"), "--model_name", model,
-               "--model_def", str(onnx_path), "--mlir", str(mlir)] + flags
-        p = subprocess.run(cmd, capture_output=True, text=True, cwd=d)
-        raise_if(p.returncode, cmd, p.stderr)
+    mlir = transform(model, cfg, onnx_path, d, REPO / "target" / "release")
     images = sorted(p for p in (WORKLOADS / "images" / "calib").iterdir()
                     if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:samples]
     if len(images) < samples:
@@ -235,6 +242,9 @@ def main() -> None:
     ap.add_argument("--big-samples", type=int, default=1000)
     ap.add_argument("--no-big", action="store_true", help="skip the 1,000-sample RSS check")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--baseline", type=Path, default=None, metavar="BIN_DIR",
+                    help="also time kl with another build's model_transform + run_calibration "
+                         "(e.g. main's target/release), alternating with the others")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temp dir)")
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     ap.add_argument("--ort-child", nargs=4, metavar=("MODEL", "METHOD", "LIST", "OUT"),
@@ -260,6 +270,12 @@ def main() -> None:
             # ORT's calibration step, which has no tuning).
             variants = [("", [])] + ([(" --tune_num 0", ["--tune_num", "0"])]
                                      if q_method == "kl" else [])
+            if args.baseline and q_method == "kl":
+                variants.append((" (baseline build)", []))
+                sys.path.insert(0, str(WORKLOADS / "tools"))
+                from preprocess import load_models_toml
+                base_mlir = transform(model, load_models_toml()[model], onnx_path,
+                                      work / model / "baseline", args.baseline)
             qt = {v: [] for v, _ in variants}
             qr = {v: [] for v, _ in variants}
             ot, orr = [], []
@@ -270,7 +286,14 @@ def main() -> None:
                 if r % 2 == 1:
                     runs.reverse()
                 for who, v, extra in runs:
-                    if who == "q":
+                    if who == "q" and v == " (baseline build)":
+                        t, rss = qtune_run(base_mlir, lst, q_method,
+                                           work / model / "baseline" / "table.txt", extra,
+                                           args.baseline)
+                        qt[v].append(t)
+                        qr[v].append(rss)
+                        label = f"{q_method}{v}"
+                    elif who == "q":
                         t, rss = qtune_run(mlir, lst, q_method, table, extra)
                         qt[v].append(t)
                         qr[v].append(rss)

@@ -15,5 +15,6 @@ mod py_names;
 mod readers;
 mod run;
 mod search;
+mod tpu_fixtures;
 mod transform;
 mod weight_transforms;
