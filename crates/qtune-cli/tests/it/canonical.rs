@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::common::{
-    input_shapes, model, preprocess_flags, qtune, run_ok, scratch, stdout_of, tool, workloads,
+    model, qtune, run_ok, scratch, stdout_of, tool, transform_workload, workloads,
 };
 
 const WORKLOADS: [&str; 6] = [
@@ -85,17 +85,7 @@ fn mlir_opt() -> Option<PathBuf> {
 
 fn canonical(name: &str) {
     let dir = scratch(&format!("canonical_{name}"));
-    let mlir = dir.join(format!("{name}.mlir"));
-    run_ok(
-        tool("model_transform")
-            .current_dir(&dir)
-            .args(["--model_name", name, "--model_def"])
-            .arg(model(name))
-            .args(["--input_shapes", input_shapes(name)])
-            .args(preprocess_flags(name))
-            .arg("--mlir")
-            .arg(&mlir),
-    );
+    let mlir = transform_workload(&dir, name);
     let text = std::fs::read_to_string(&mlir).expect("mlir text");
     let ops = ops_of(&text);
     let producer: HashMap<&str, &str> = ops
