@@ -21,7 +21,7 @@ pub use plan::{
 };
 pub use profile::{Family, Processor, Profile, WeightScheme};
 pub use qdq::{QdqReport, build_qdq};
-pub use sim::integer_exact;
+pub use sim::{SimOptions, integer_exact, integer_exact_with};
 
 /// Errors of planning and building a quantized model.
 #[derive(Debug, thiserror::Error)]
