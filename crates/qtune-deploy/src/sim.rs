@@ -36,6 +36,8 @@ struct Dq {
     int: ValueId,
     scale: Vec<f32>,
     zero_point: f32,
+    /// The code type: the zero point's (uint8 without one, as ONNX says).
+    code: DType,
 }
 
 fn dequantize_of(g: &Graph, v: ValueId) -> Option<Dq> {
@@ -48,9 +50,12 @@ fn dequantize_of(g: &Graph, v: ValueId) -> Option<Dq> {
     let scale = g
         .constant_of(n.inputs.get(1).copied().flatten()?)?
         .to_f32_vec();
-    let zp = match n.inputs.get(2).copied().flatten() {
-        None => vec![0.0],
-        Some(z) => g.constant_of(z)?.to_f32_vec(),
+    let (zp, code) = match n.inputs.get(2).copied().flatten() {
+        None => (vec![0.0], DType::U8),
+        Some(z) => {
+            let z = g.constant_of(z)?;
+            (z.to_f32_vec(), z.dtype())
+        }
     };
     let zero_point = match zp.as_slice() {
         [z] => *z,
@@ -61,6 +66,7 @@ fn dequantize_of(g: &Graph, v: ValueId) -> Option<Dq> {
         int,
         scale,
         zero_point,
+        code,
     })
 }
 
@@ -114,6 +120,8 @@ fn copy_value(g: &mut Graph, src: &Graph, map: &mut [Option<ValueId>], v: ValueI
 struct Rewrite {
     x: ValueId,
     x_zp: f32,
+    /// The type of `x`'s codes.
+    x_code: DType,
     w: Rewritten,
     bias: Option<ValueId>,
     /// Output scale per channel (or one).
@@ -180,6 +188,7 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
         w_rank,
         x: x.int,
         x_zp: x.zero_point,
+        x_code: x.code,
         w: if w_is_const {
             Rewritten::Const(w.int)
         } else {
@@ -205,15 +214,10 @@ fn integer_form(g: &Graph, id: NodeId, rw: &Rewrite) -> Option<IntegerLayerAttrs
         return None;
     }
     let dims = w.dims();
-    let x_rank = g.value(rw.x).shape.as_ref().map(|s| s.0.len());
     let (kind, outputs) = match &n.op {
         Op::Conv(a) if matches!(dims.len(), 3 | 4) => (IntegerKind::Conv(a.clone()), dims[0]),
-        Op::Gemm(a)
-            if a.alpha == 1.0
-                && (a.beta == 1.0 || rw.bias.is_none())
-                && !a.trans_a
-                && x_rank == Some(2) =>
-        {
+        // Gemm's A is 2-D by definition.
+        Op::Gemm(a) if a.alpha == 1.0 && (a.beta == 1.0 || rw.bias.is_none()) && !a.trans_a => {
             let [r0, r1] = *dims else { return None };
             let m = if a.trans_b { r0 } else { r1 };
             (
@@ -223,12 +227,10 @@ fn integer_form(g: &Graph, id: NodeId, rw: &Rewrite) -> Option<IntegerLayerAttrs
                 m,
             )
         }
-        Op::MatMul if dims.len() == 2 && x_rank.is_some_and(|r| r >= 2) => {
-            (IntegerKind::MatMul { transposed: false }, dims[1])
-        }
+        Op::MatMul if dims.len() == 2 => (IntegerKind::MatMul { transposed: false }, dims[1]),
         _ => return None,
     };
-    let zp_range = match g.value(rw.x).dtype {
+    let zp_range = match rw.x_code {
         DType::U8 => 0.0..=255.0,
         DType::I8 => -128.0..=127.0,
         _ => return None,

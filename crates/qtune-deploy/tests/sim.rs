@@ -176,6 +176,21 @@ fn check(name: &str) {
     for ((n, t), (_, u)) in a.iter().zip(&b) {
         assert!(bits(t) == bits(u), "{name}: output `{n}` differs (fused)");
     }
+    // The QDQ model as written to ONNX and read back (what `qtune run
+    // model_int8.onnx` simulates) gets the same integer layers.
+    let path = std::env::temp_dir().join(format!("qtune_sim_{name}_{}.onnx", std::process::id()));
+    qtune_onnx::write_onnx(&q.qdq, &path, &Default::default()).unwrap();
+    let back = qtune_onnx::import_onnx(&path, &Default::default()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let sim = integer_exact_with(&back, SimOptions::default());
+    let reread = sim
+        .nodes()
+        .filter(|(_, n)| matches!(n.op, Op::IntegerLayer(_)))
+        .count();
+    assert_eq!(
+        reread, layers,
+        "{name}: integer layers of the re-imported QDQ model"
+    );
     println!("{name}: {layers} integer layers, {compared} tensors equal");
 }
 

@@ -43,54 +43,87 @@ pub(super) fn conv(
             plane.clear();
             plane.resize(hp * wp, 0);
             acc.clear();
-            acc.resize(ow, 0);
             let base = (b * c + ic) * h * wd;
             for y in 0..h {
                 let dst = &mut plane[(y + pt) * wp + pl..][..wd];
-                for (i, d) in dst.iter_mut().enumerate() {
-                    // In [-255, 255] for codes and zero points of one byte type.
-                    #[allow(clippy::cast_possible_truncation)]
-                    {
-                        *d = x.centred(base + y * wd + i, x_zp) as i16;
-                    }
+                let at = base + y * wd;
+                match x {
+                    Int8In::U8(v) => centre_u8(&v[at..at + wd], x_zp, dst),
+                    Int8In::I8(v) => centre_i8(&v[at..at + wd], x_zp, dst),
                 }
             }
-            let [sh, sw] = geom.strides;
-            let [dh, dw] = geom.dilations;
-            for oy in 0..oh {
-                acc.fill(0);
-                for ky in 0..kh {
-                    let row = &plane[(oy * sh + ky * dh) * wp..][..wp];
-                    for kx in 0..kw {
-                        let src = &row[kx * dw..];
-                        let wv = wk[ky * kw + kx];
-                        if sw == 1 {
-                            tap_unit(acc, &src[..ow], wv);
-                        } else {
-                            tap_strided(acc, src, sw, wv);
-                        }
-                    }
-                }
-                let o = ((b * m + oc) * oh + oy) * ow;
-                // SAFETY: tile (b, oc) alone writes this output plane.
-                unsafe { write_row(out, stage, oc, corr, acc, o, 1) };
-            }
+            acc.resize(oh * ow, 0);
+            let shape = DwShape {
+                kh,
+                kw,
+                strides: geom.strides,
+                dilations: geom.dilations,
+                ow,
+                wp,
+            };
+            dw_plane(plane, wk, shape, acc);
+            let o = (b * m + oc) * oh * ow;
+            // SAFETY: tile (b, oc) alone writes this output plane.
+            unsafe { write_row(out, stage, oc, corr, acc, o, 1) };
         });
     });
 }
 
+/// Geometry of one depthwise channel over its padded plane.
+#[derive(Clone, Copy)]
+struct DwShape {
+    kh: usize,
+    kw: usize,
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    ow: usize,
+    /// Padded plane width.
+    wp: usize,
+}
+
 qtune_simd::dispatch! {
-    fn tap_unit(acc: &mut [i32], src: &[i16], w: i32) {
-        for (a, &s) in acc.iter_mut().zip(src) {
-            *a = a.wrapping_add(i32::from(s) * w);
+    /// `acc[oy][ox] = sum_taps w[ky][kx] * plane[oy sh + ky dh][ox sw + kx dw]`.
+    fn dw_plane(plane: &[i16], w: &[i32], s: DwShape, acc: &mut [i32]) {
+        let [sh, sw] = s.strides;
+        let [dh, dw] = s.dilations;
+        for (oy, row) in acc.chunks_exact_mut(s.ow).enumerate() {
+            row.fill(0);
+            for ky in 0..s.kh {
+                let src = &plane[(oy * sh + ky * dh) * s.wp..][..s.wp];
+                for kx in 0..s.kw {
+                    let wv = w[ky * s.kw + kx];
+                    let src = &src[kx * dw..];
+                    if sw == 1 {
+                        for (a, &x) in row.iter_mut().zip(&src[..s.ow]) {
+                            *a = a.wrapping_add(i32::from(x) * wv);
+                        }
+                    } else {
+                        for (a, &x) in row.iter_mut().zip(src.iter().step_by(sw)) {
+                            *a = a.wrapping_add(i32::from(x) * wv);
+                        }
+                    }
+                }
+            }
         }
     }
 }
 
-qtune_simd::dispatch! {
-    fn tap_strided(acc: &mut [i32], src: &[i16], stride: usize, w: i32) {
-        for (a, &s) in acc.iter_mut().zip(src.iter().step_by(stride)) {
-            *a = a.wrapping_add(i32::from(s) * w);
+// Codes minus a zero point of the same type lie in [-255, 255].
+#[allow(clippy::cast_possible_truncation)]
+mod centre {
+    qtune_simd::dispatch! {
+        pub(super) fn centre_u8(src: &[u8], zp: i32, dst: &mut [i16]) {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = (i32::from(s) - zp) as i16;
+            }
+        }
+    }
+    qtune_simd::dispatch! {
+        pub(super) fn centre_i8(src: &[i8], zp: i32, dst: &mut [i16]) {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = (i32::from(s) - zp) as i16;
+            }
         }
     }
 }
+use centre::{centre_i8, centre_u8};

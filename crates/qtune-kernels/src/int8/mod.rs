@@ -61,7 +61,7 @@ mod vnni;
 use std::sync::OnceLock;
 
 use crate::Parallelism;
-use crate::quant::QRange;
+pub use crate::quant::QRange;
 use crate::util::{SendPtr, for_each_tile, par_for_work};
 
 pub use pack::{MatrixLayout, PackedInt8};
@@ -258,9 +258,10 @@ pub(crate) fn rescale(acc: i32, scale: f32) -> f32 {
 }
 
 /// Quantizes a rescaled value as the Relu/Clip kernel followed by ONNX
-/// QuantizeLinear does (qtune's `quantize_linear`).
+/// QuantizeLinear does (qtune's `quantize_linear`): the code, an integer
+/// within `t.range`, as f32.
 #[inline(always)]
-pub(crate) fn quantize(y: f32, t: &QuantTail) -> i32 {
+pub(crate) fn quantize(y: f32, t: &QuantTail) -> f32 {
     let y = match t.clamp {
         Some((lo, hi)) => {
             let y = if y < lo { lo } else { y };
@@ -269,16 +270,32 @@ pub(crate) fn quantize(y: f32, t: &QuantTail) -> i32 {
         None => y,
     };
     #[allow(clippy::cast_precision_loss)]
-    let (lo, hi) = (
+    let (lo, hi, zp) = (
         (t.range.min - t.zero_point) as f32,
         (t.range.max - t.zero_point) as f32,
+        t.zero_point as f32,
     );
     let q = (y / t.scale).clamp(lo, hi).round_ties_even();
     let q = if q.is_nan() { lo } else { q };
-    // An integer in [lo, hi]: exact.
-    #[allow(clippy::cast_possible_truncation)]
-    let q = q as i32;
-    q + t.zero_point
+    q + zp
+}
+
+// Stores of a code (an integer within the output type, |v| < 2^22): `v +
+// 1.5 * 2^23` holds `v` in its low mantissa bits, so its low byte is `v`'s
+// two's-complement byte. Integer lanes vectorize where a saturating float
+// -> int cast stays scalar.
+const MAGIC: f32 = 12_582_912.0;
+
+#[allow(clippy::cast_possible_truncation)]
+#[inline(always)]
+pub(crate) fn u8_code(v: f32) -> u8 {
+    (v + MAGIC).to_bits() as u8
+}
+
+#[allow(clippy::cast_possible_truncation)]
+#[inline(always)]
+pub(crate) fn i8_code(v: f32) -> i8 {
+    ((v + MAGIC).to_bits() as u8).cast_signed()
 }
 
 /// Writes finished values of output channel `c`: `acc[j] + corr` goes to
@@ -319,11 +336,8 @@ unsafe fn write_row(
             } else {
                 for (j, &a) in acc.iter().enumerate() {
                     let q = quantize(rescale(a.wrapping_add(corr), scale), &t);
-                    // SAFETY: as above; `q` is within the u8 range (checked).
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    unsafe {
-                        *p.get().add(base + j * step) = q as u8;
-                    }
+                    // SAFETY: as above.
+                    unsafe { *p.get().add(base + j * step) = u8_code(q) };
                 }
             }
         }
@@ -335,11 +349,8 @@ unsafe fn write_row(
             } else {
                 for (j, &a) in acc.iter().enumerate() {
                     let q = quantize(rescale(a.wrapping_add(corr), scale), &t);
-                    // SAFETY: as above; `q` is within the i8 range (checked).
-                    #[allow(clippy::cast_possible_truncation)]
-                    unsafe {
-                        *p.get().add(base + j * step) = q as i8;
-                    }
+                    // SAFETY: as above.
+                    unsafe { *p.get().add(base + j * step) = i8_code(q) };
                 }
             }
         }
@@ -355,15 +366,10 @@ qtune_simd::dispatch! {
     }
 }
 
-// Stores below: the value is an integer within the output type (see
-// `quantize`), so the casts are exact.
 qtune_simd::dispatch! {
     fn finish_u8(acc: &[i32], corr: i32, scale: f32, t: QuantTail, out: &mut [u8]) {
         for (o, &a) in out.iter_mut().zip(acc) {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            {
-                *o = quantize(rescale(a.wrapping_add(corr), scale), &t) as u8;
-            }
+            *o = u8_code(quantize(rescale(a.wrapping_add(corr), scale), &t));
         }
     }
 }
@@ -371,10 +377,7 @@ qtune_simd::dispatch! {
 qtune_simd::dispatch! {
     fn finish_i8(acc: &[i32], corr: i32, scale: f32, t: QuantTail, out: &mut [i8]) {
         for (o, &a) in out.iter_mut().zip(acc) {
-            #[allow(clippy::cast_possible_truncation)]
-            {
-                *o = quantize(rescale(a.wrapping_add(corr), scale), &t) as i8;
-            }
+            *o = i8_code(quantize(rescale(a.wrapping_add(corr), scale), &t));
         }
     }
 }
@@ -462,18 +465,19 @@ fn corrections(w: &PackedInt8, stage: &OutputStage, zp_u: i32) -> Vec<i32> {
 }
 
 /// Runs the microkernel over one packed panel of `cols` columns for the
-/// output channels of group `g`; `emit(c, col, acc)` receives each row of
-/// finished tiles.
+/// weight blocks `blocks` of group `g`; `emit(c, col, acc)` receives each
+/// row of finished tiles.
 fn panel_product(
     w: &PackedInt8,
     g: usize,
+    blocks: std::ops::Range<usize>,
     panel: &[u8],
     cols: usize,
     vnni: bool,
     mut emit: impl FnMut(usize, usize, &[i32]),
 ) {
     let mut tile = [[0i32; TILE_COLS]; MR];
-    for mb in 0..w.m_blocks {
+    for mb in blocks {
         let a = w.block(g, mb);
         let rows = MR.min(w.m_g - mb * MR);
         let mut j = 0;
@@ -502,6 +506,29 @@ fn panel_product(
             j += nv * 16;
         }
     }
+}
+
+/// Tiles of at least this many are made by splitting the weight blocks
+/// when the panels alone are fewer (small feature maps), so that both
+/// threads have work; a split repacks the panel, so it keeps at least
+/// `MIN_SPLIT_BLOCKS` blocks per tile. Integer results do not depend on it.
+const MIN_TILES: usize = 8;
+const MIN_SPLIT_BLOCKS: usize = 4;
+
+/// Ranges of weight blocks, one per tile, for `units` panels.
+fn block_chunks(m_blocks: usize, units: usize) -> Vec<std::ops::Range<usize>> {
+    let split = if units >= MIN_TILES {
+        1
+    } else {
+        MIN_TILES
+            .div_ceil(units)
+            .min((m_blocks / MIN_SPLIT_BLOCKS).max(1))
+    };
+    let chunk = m_blocks.div_ceil(split).max(1);
+    (0..m_blocks)
+        .step_by(chunk)
+        .map(|s| s..(s + chunk).min(m_blocks))
+        .collect()
 }
 
 thread_local! {
@@ -564,19 +591,21 @@ pub fn conv2d_int8(
     let corr = corrections(w, stage, zp_u);
     let vnni = path.use_vnni();
     let panels = pixels.div_ceil(PANEL);
-    let tiles = n * geom.group * panels;
-    for_each_tile(tiles, par, |t| {
-        let (b, rest) = (t / (geom.group * panels), t % (geom.group * panels));
+    let units = n * geom.group * panels;
+    let chunks = block_chunks(w.m_blocks, units);
+    for_each_tile(units * chunks.len(), par, |t| {
+        let (u, ch) = (t / chunks.len(), t % chunks.len());
+        let (b, rest) = (u / (geom.group * panels), u % (geom.group * panels));
         let (g, p) = (rest / panels, rest % panels);
         let p0 = p * PANEL;
         let cols = PANEL.min(pixels - p0);
         with_scratch(w.k4 * PANEL * 4, |panel| {
             pack::im2col_panel(bytes, flip, pad, geom, b, g, p0, cols, w.k4, panel);
-            panel_product(w, g, panel, cols, vnni, |ch, j, acc| {
-                let base = (b * m + ch) * pixels + p0 + j;
-                // SAFETY: tile (b, g, p) alone writes rows of group g,
-                // columns p0..p0 + cols of sample b.
-                unsafe { write_row(optr, stage, ch, corr[ch], acc, base, 1) };
+            panel_product(w, g, chunks[ch].clone(), panel, cols, vnni, |c, j, acc| {
+                let base = (b * m + c) * pixels + p0 + j;
+                // SAFETY: tile (b, g, p, chunk) alone writes the rows of its
+                // weight blocks in group g, columns p0..p0 + cols of sample b.
+                unsafe { write_row(optr, stage, c, corr[c], acc, base, 1) };
             });
         });
     });
@@ -616,14 +645,17 @@ pub fn matmul_int8(
     let vnni = path.use_vnni();
     let par = par_for_work(par, 2 * rows * m * k);
     let panels = rows.div_ceil(PANEL);
-    for_each_tile(panels, par, |p| {
+    let chunks = block_chunks(w.m_blocks, panels);
+    for_each_tile(panels * chunks.len(), par, |t| {
+        let (p, ch) = (t / chunks.len(), t % chunks.len());
         let r0 = p * PANEL;
         let cols = PANEL.min(rows - r0);
         with_scratch(w.k4 * PANEL * 4, |panel| {
             pack::rows_panel(bytes, flip, k, r0, cols, w.k4, panel);
-            panel_product(w, 0, panel, cols, vnni, |ch, j, acc| {
-                // SAFETY: panel p alone writes rows r0..r0 + cols.
-                unsafe { write_row(optr, stage, ch, corr[ch], acc, (r0 + j) * m + ch, m) };
+            panel_product(w, 0, chunks[ch].clone(), panel, cols, vnni, |c, j, acc| {
+                // SAFETY: tile (p, chunk) alone writes rows r0..r0 + cols,
+                // columns of its weight blocks.
+                unsafe { write_row(optr, stage, c, corr[c], acc, (r0 + j) * m + c, m) };
             });
         });
     });

@@ -215,10 +215,23 @@ fn fetch_row(
             seg.fill(pad);
         } else {
             let src = &plane[iy * w..][..w];
+            // Output columns ox + i read input column (ox + i) sw + kx dw - pl;
+            // those before `lo` or from `hi` on fall in the padding.
             let x0 = kx * dw;
-            for (i, d) in seg.iter_mut().enumerate() {
-                let ix = ((ox + i) * sw + x0).wrapping_sub(pl);
-                *d = if ix < w { src[ix] ^ flip } else { pad };
+            let first = ox * sw + x0;
+            let lo = pl.saturating_sub(first).div_ceil(sw).min(n);
+            let hi = (w + pl).saturating_sub(first).div_ceil(sw).clamp(lo, n);
+            seg[..lo].fill(pad);
+            seg[hi..].fill(pad);
+            let start = first + lo * sw - pl;
+            if sw == 1 {
+                for (d, &s) in seg[lo..hi].iter_mut().zip(&src[start..]) {
+                    *d = s ^ flip;
+                }
+            } else {
+                for (d, &s) in seg[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw)) {
+                    *d = s ^ flip;
+                }
             }
         }
         j += n;

@@ -9,6 +9,7 @@ fn store(out: &mut Int8Out, i: usize, acc: i32, c: usize, stage: &OutputStage) {
     let y = rescale(acc, stage.scale_of(c));
     match (out, stage.tail) {
         (Int8Out::F32(o), None) => o[i] = y,
+        // The code is an integer within the output type: exact casts.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         (Int8Out::U8(o), Some(t)) => o[i] = quantize(y, &t) as u8,
         #[allow(clippy::cast_possible_truncation)]
