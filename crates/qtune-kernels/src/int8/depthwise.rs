@@ -89,8 +89,18 @@ pub(super) fn conv(
                         for (yy, y) in (py..hp).step_by(sh).enumerate() {
                             let src = &s.plane[y * wp..][..wp];
                             let row = &mut dst[yy * pw..][..pw];
-                            for (d, &v) in row.iter_mut().zip(src.iter().skip(px).step_by(sw)) {
-                                *d = v;
+                            if sw == 2 {
+                                // Deinterleaving pairs vectorizes; a general stride does not.
+                                for (d, p) in row.iter_mut().zip(src[px..].chunks_exact(2)) {
+                                    *d = p[0];
+                                }
+                                if (wp - px) % 2 == 1 {
+                                    row[(wp - px) / 2] = src[wp - 1];
+                                }
+                            } else {
+                                for (d, &v) in row.iter_mut().zip(src.iter().skip(px).step_by(sw)) {
+                                    *d = v;
+                                }
                             }
                         }
                     }

@@ -476,7 +476,7 @@ fn panel_product(
     vnni: bool,
     mut emit: impl FnMut(usize, usize, &[i32]),
 ) {
-    let mut tile = [[0i32; TILE_COLS]; MR];
+    let mut tile = [[0i32; PANEL]; MR];
     for mb in blocks {
         let a = w.block(g, mb);
         let rows = MR.min(w.m_g - mb * MR);
@@ -490,20 +490,20 @@ fn panel_product(
                 // the packing guarantees `a` holds `k4` blocks of MR x 4
                 // bytes and `x` (a PANEL-wide panel, j + 16 nv <= PANEL) `k4`
                 // rows of PANEL x 4 bytes.
-                unsafe { vnni::tile(nv, w.k4, a, x, PANEL * 4, &mut tile) };
+                unsafe { vnni::tile(nv, w.k4, a, x, PANEL * 4, &mut tile, j) };
             } else {
-                portable::tile(nv, w.k4, a, x, PANEL * 4, &mut tile);
+                portable::tile(nv, w.k4, a, x, PANEL * 4, &mut tile, j);
             }
             #[cfg(not(target_arch = "x86_64"))]
             {
                 let _ = vnni;
-                portable::tile(nv, w.k4, a, x, PANEL * 4, &mut tile);
-            }
-            let n = (nv * 16).min(cols - j);
-            for (r, row) in tile.iter().enumerate().take(rows) {
-                emit(g * w.m_g + mb * MR + r, j, &row[..n]);
+                portable::tile(nv, w.k4, a, x, PANEL * 4, &mut tile, j);
             }
             j += nv * 16;
+        }
+        // Finished a whole panel row at a time: fewer, longer output runs.
+        for (r, row) in tile.iter().enumerate().take(rows) {
+            emit(g * w.m_g + mb * MR + r, 0, &row[..cols]);
         }
     }
 }

@@ -6,31 +6,33 @@ use std::arch::x86_64::{
     _mm512_storeu_si512,
 };
 
-use super::{MR, TILE_COLS};
+use super::{MR, PANEL};
 
-/// `tile[r][16 v + l] = sum_kk sum_t a[kk][r][t] * x[kk * xs + 4 (16 v + l) + t]`
+/// `tile[r][j + 16 v + l] = sum_kk sum_t a[kk][r][t] * x[kk * xs + 4 (16 v + l) + t]`
 /// for `v < nv` (1 to 4).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW and VNNI; `a` must hold `k4 * MR * 4`
-/// bytes and `x` at least `(k4 - 1) * xs + 64 nv` bytes.
+/// bytes, `x` at least `(k4 - 1) * xs + 64 nv` bytes, and `j + 16 nv <= PANEL`.
 pub(super) unsafe fn tile(
     nv: usize,
     k4: usize,
     a: &[i8],
     x: &[u8],
     xs: usize,
-    tile: &mut [[i32; TILE_COLS]; MR],
+    tile: &mut [[i32; PANEL]; MR],
+    j: usize,
 ) {
+    debug_assert!(j + 16 * nv <= PANEL);
     debug_assert!(a.len() >= k4 * MR * 4);
     debug_assert!(k4 == 0 || x.len() >= (k4 - 1) * xs + 64 * nv);
     // SAFETY: forwarded from the caller.
     unsafe {
         match nv {
-            1 => tile_n::<1>(k4, a, x, xs, tile),
-            2 => tile_n::<2>(k4, a, x, xs, tile),
-            3 => tile_n::<3>(k4, a, x, xs, tile),
-            _ => tile_n::<4>(k4, a, x, xs, tile),
+            1 => tile_n::<1>(k4, a, x, xs, tile, j),
+            2 => tile_n::<2>(k4, a, x, xs, tile, j),
+            3 => tile_n::<3>(k4, a, x, xs, tile, j),
+            _ => tile_n::<4>(k4, a, x, xs, tile, j),
         }
     }
 }
@@ -41,7 +43,8 @@ unsafe fn tile_n<const NV: usize>(
     a: &[i8],
     x: &[u8],
     xs: usize,
-    tile: &mut [[i32; TILE_COLS]; MR],
+    tile: &mut [[i32; PANEL]; MR],
+    j: usize,
 ) {
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
     let (ap, xp) = (a.as_ptr(), x.as_ptr());
@@ -63,8 +66,9 @@ unsafe fn tile_n<const NV: usize>(
     }
     for (row, acc) in tile.iter_mut().zip(&acc) {
         for (v, &acc) in acc.iter().enumerate() {
-            // SAFETY: 16 int32 lanes at 16 v < TILE_COLS within the row.
-            unsafe { _mm512_storeu_si512(row.as_mut_ptr().add(16 * v).cast::<__m512i>(), acc) };
+            let dst = &mut row[j + 16 * v..j + 16 * v + 16];
+            // SAFETY: 16 int32 lanes, the slice just checked.
+            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast::<__m512i>(), acc) };
         }
     }
 }
