@@ -67,13 +67,15 @@ fn peak(threads: usize) -> f64 {
     }
 }
 
+/// Name, input `[n, c, h, w]`, weight `[m, c / g, kh, kw]`, stride, pad, group.
+type Layer = (&'static str, [usize; 4], [usize; 4], usize, usize, usize);
+
 fn main() {
     println!("vnni available: {}", vnni_available());
     for t in [1, 2] {
         println!("vpdpbusd peak, {t} thread(s): {:.1} GOP/s", peak(t));
     }
-    // (name, input [n,c,h,w], weight [m, c/g, kh, kw], stride, pad, group)
-    let layers: &[(&str, [usize; 4], [usize; 4], usize, usize, usize)] = &[
+    let layers: &[Layer] = &[
         (
             "1x1 96->576 14x14",
             [1, 96, 14, 14],

@@ -313,11 +313,11 @@ fn conv_matches_reference() {
             let packed = PackedInt8::conv(&w, c.weight, c.group);
             let bias: Vec<i32> = (0..m).map(|_| rng.int(-5000, 5000)).collect();
             for form in [Form::F32, Form::U8Relu6, Form::I8] {
-                let per_channel = rng.byte() % 2 == 0;
+                let per_channel = rng.byte().is_multiple_of(2);
                 let scale: Vec<f32> = (0..if per_channel { m } else { 1 })
                     .map(|_| 1e-4 + rng.unit() * 1e-3)
                     .collect();
-                let use_bias = rng.byte() % 3 != 0;
+                let use_bias = !rng.byte().is_multiple_of(3);
                 let stage = stage_for(form, &scale, use_bias.then_some(&bias[..]), &mut rng);
                 let (xi, zp) = x.input();
                 let want = run_into(form, out_len, |o| {
