@@ -1,6 +1,6 @@
 //! The machine's int8 peak (a register-only `vpdpbusd` loop, 1 and 2
 //! threads) and the rate the int8 conv kernels reach on a few layer shapes,
-//! VNNI and portable paths, 1 and 2 threads.
+//! VNNI and portable paths, 1 and 2 threads; best of repeated runs.
 //!
 //!     cargo run --release -p qtune-kernels --example int8_peak
 
@@ -41,24 +41,30 @@ fn peak(threads: usize) -> f64 {
         if !vnni_available() {
             return 0.0;
         }
-        let iters = 20_000_000;
-        let start = Instant::now();
-        let total: f64 = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads)
-                .map(|_| {
-                    // SAFETY: the CPU has AVX-512 VNNI (checked above).
-                    s.spawn(move || unsafe { vnni_loop(iters) })
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    let (ops, sum) = h.join().expect("peak thread");
-                    std::hint::black_box(sum);
-                    ops
-                })
-                .sum()
-        });
-        total / start.elapsed().as_secs_f64() / 1e9
+        // The best of short bursts: on a shared machine a long run measures
+        // the other processes as much as the CPU.
+        let iters = 2_000_000;
+        let mut best = 0f64;
+        for _ in 0..15 {
+            let start = Instant::now();
+            let total: f64 = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|_| {
+                        // SAFETY: the CPU has AVX-512 VNNI (checked above).
+                        s.spawn(move || unsafe { vnni_loop(iters) })
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        let (ops, sum) = h.join().expect("peak thread");
+                        std::hint::black_box(sum);
+                        ops
+                    })
+                    .sum()
+            });
+            best = best.max(total / start.elapsed().as_secs_f64() / 1e9);
+        }
+        best
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -172,12 +178,14 @@ fn main() {
                     );
                 };
                 pool.install(&mut run);
-                let reps = (2e9 / macs as f64).clamp(3.0, 2000.0) as usize;
-                let start = Instant::now();
+                // The fastest of the repetitions (see `peak`).
+                let reps = (2e9 / macs as f64).clamp(5.0, 2000.0) as usize;
+                let mut secs = f64::INFINITY;
                 for _ in 0..reps {
+                    let start = Instant::now();
                     pool.install(&mut run);
+                    secs = secs.min(start.elapsed().as_secs_f64());
                 }
-                let secs = start.elapsed().as_secs_f64() / reps as f64;
                 println!(
                     "{name:24} {path:?} {} thread(s): {:8.3} ms {:6.1} GOP/s",
                     pool.current_num_threads(),
