@@ -711,6 +711,10 @@ pub(crate) fn eval_node_fused(
             k::dequantize_linear(&wide, &q.scale, &q.zp, q.channels, q.inner, &mut out);
             cx.f32_out(x.dims().to_vec(), out)
         }
+        Op::IntegerLayer(_) => {
+            let inputs = std::mem::take(&mut cx.inputs);
+            crate::integer::eval_integer(graph, id, inputs, par, None, None)
+        }
         Op::RoundFloat(format) => {
             let dims = cx.input(0)?.dims().to_vec();
             let mut x = cx.take_f32(0)?;

@@ -16,6 +16,7 @@ use crate::eval::{
     activation_of, eval_fake_quant, eval_node, eval_node_fused, eval_pointwise_depthwise,
     fused_relu_op,
 };
+use crate::integer::{IntegerPrep, eval_integer, find_integer_layers};
 use crate::{ExecError, PrepareOptions, PrepareReport, prepare};
 
 /// Which computed tensors a run keeps in its [`Values`]. Graph outputs are
@@ -377,6 +378,8 @@ pub struct Executor {
     pairs: Vec<Option<PairFusion>>,
     /// QuantizeLinear -> DequantizeLinear pair headed by each node.
     qdq: Vec<Option<QdqFusion>>,
+    /// Packed weights and fusable requantization of each integer layer.
+    integer: Vec<Option<IntegerPrep>>,
 }
 
 /// Finds Conv -> activation and Conv -> SiLU (`x * Sigmoid(x)`) chains
@@ -464,12 +467,14 @@ impl Executor {
         let fusions = find_fusions(&graph, &consumers);
         let pairs = find_pairs(&graph, &consumers, &fusions);
         let qdq = find_qdq(&graph, &consumers);
+        let integer = find_integer_layers(&graph, &consumers);
         Ok(Executor {
             graph,
             consumers,
             fusions,
             pairs,
             qdq,
+            integer,
         })
     }
 
@@ -495,6 +500,15 @@ impl Executor {
     /// fake-quantization pass.
     pub fn fake_quant_fusion_count(&self) -> usize {
         self.qdq.iter().flatten().count()
+    }
+
+    /// How many integer layers can write their requantized codes directly.
+    pub fn integer_tail_count(&self) -> usize {
+        self.integer
+            .iter()
+            .flatten()
+            .filter(|p| p.tail.is_some())
+            .count()
     }
 
     /// How many pointwise -> depthwise Conv pairs can run as one kernel.
@@ -789,10 +803,29 @@ impl Executor {
                     let t = eval_node_fused(g, id, inputs, opts.parallelism, Some(f.activation))?;
                     (t, std::slice::from_ref(&f.output))
                 }
-                (None, None) => (
-                    eval_node(g, id, inputs, opts.parallelism)?,
-                    n.outputs.as_slice(),
-                ),
+                (None, None) => match &self.integer[id.index()] {
+                    Some(prep) => {
+                        let tail = prep.tail.as_ref().filter(|t| {
+                            t.absorbed.iter().all(|a| run_mask[a.index()])
+                                && t.intermediates
+                                    .iter()
+                                    .all(|&v| !kept[v.index()] && !hook.wants(v))
+                        });
+                        for a in tail.iter().flat_map(|t| &t.absorbed) {
+                            skip[a.index()] = true;
+                        }
+                        let t = eval_integer(g, id, inputs, opts.parallelism, Some(prep), tail)?;
+                        let ids = match tail {
+                            Some(t) => std::slice::from_ref(&t.output),
+                            None => n.outputs.as_slice(),
+                        };
+                        (t, ids)
+                    }
+                    None => (
+                        eval_node(g, id, inputs, opts.parallelism)?,
+                        n.outputs.as_slice(),
+                    ),
+                },
             };
             for (&o, mut t) in out_ids.iter().zip(outputs) {
                 debug_assert_eq!(

@@ -30,6 +30,7 @@
 //! | normalisation | [`batch_norm`], [`softmax`] |
 //! | elementwise | [`unary`] with [`UnaryOp`], [`binary`] with [`BinaryOp`], [`broadcast_shape`] |
 //! | reductions | [`reduce`] with [`ReduceOp`], [`reduce_out_dims`] |
+//! | int8 layers (integer simulation) | [`int8::conv2d_int8`], [`int8::matmul_int8`] on packed weights ([`int8::PackedInt8`]), VNNI or portable, with fused requantization |
 //! | quantization | [`quantize_linear`], [`dequantize_linear`], [`fake_quantize`], [`round_to_f16`], [`round_to_bf16`] |
 //! | resize | [`resize_nearest`], [`resize_linear`], [`resize_scales`] |
 //! | data movement (generic `T: Copy`) | [`transpose`], [`slice()`], [`concat()`], [`gather`], [`expand`], [`where_select`] |
@@ -52,6 +53,7 @@ mod binary;
 mod conv;
 mod conv_transpose;
 mod gemm_kernel;
+pub mod int8;
 mod layout;
 mod norm;
 mod pool;
