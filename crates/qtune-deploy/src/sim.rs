@@ -15,7 +15,8 @@
 //! [`Op::IntegerLayer`] reading the activation codes directly: the
 //! executor computes it on integer kernels (VNNI where the CPU has it) with
 //! exact int32 accumulation and the same final float operations, and fuses
-//! the requantization (`-> [Relu | Clip] -> QuantizeLinear`) into it. Its
+//! the requantization (the layer's fused Relu, as in the float form, or a
+//! `Relu | Clip` node, then the QuantizeLinear) into it. Its
 //! results equal the float form above bit for bit whenever that form is
 //! exact (every partial sum below 2^24); past that the float form rounds
 //! partial sums and the integer layer does not. ConvTranspose and products
@@ -402,9 +403,15 @@ pub fn integer_exact_with(qdq: &Graph, opts: SimOptions) -> Graph {
         {
             let out = n.outputs[0];
             let oval = qdq.value(out);
+            // A fused Relu as in the float form below: its limit in the
+            // requantized domain when the multiplier is combined.
+            let mut relu = n.relu;
             let (multiplier, target) = match requantizer(qdq, &consumers, out) {
                 // Requantized by one combined multiplier, as below.
                 Some((q, sy)) => {
+                    relu = relu.map(|r| qtune_ir::FusedRelu {
+                        limit: r.limit.map(|l| l / sy),
+                    });
                     let name = fresh(&g, format!("{}_requant", oval.name));
                     let v = g.add_value(name, DType::F32, oval.shape.clone());
                     requant.insert(q, v);
@@ -425,11 +432,12 @@ pub fn integer_exact_with(qdq: &Graph, opts: SimOptions) -> Graph {
             };
             let w = copy_value(&mut g, qdq, &mut map, wv);
             let b = rw.bias.map(|c| copy_value(&mut g, qdq, &mut map, c));
-            g.add_node(
+            g.add_node_with_relu(
                 n.name.clone(),
                 Op::IntegerLayer(attrs),
                 vec![Some(x), Some(w), b, Some(s)],
                 vec![target],
+                relu,
             );
             continue;
         }

@@ -32,9 +32,9 @@ fn model(name: &str) -> (Graph, Vec<(ValueId, Tensor)>) {
         &Default::default(),
     )
     .unwrap();
-    let mut opts = PrepareOptions::default();
-    opts.fold_batchnorm = true;
-    let (graph, _) = qtune_exec::prepare(graph, &opts).unwrap();
+    // The canonical Top graph every tool quantizes: BatchNorm folded, Relu
+    // and Clip(0, max) fused into their producers.
+    let (graph, _) = qtune_exec::prepare_top(graph).unwrap();
     let golden = qtune_tensor::read_npz(&root.join(format!("golden/{name}/input.npz"))).unwrap();
     let inputs = graph
         .inputs
@@ -97,7 +97,10 @@ fn bits(t: &Tensor) -> Vec<u64> {
     }
 }
 
-fn check(name: &str) {
+/// `fused_relus`: whether the workload's int8 layers carry fused Relus
+/// (`do_relu`), which the integer layers must clamp exactly as the float
+/// form does.
+fn check(name: &str, fused_relus: bool) {
     let (graph, inputs) = model(name);
     let table = max_table(&graph, &inputs);
     let req = PlanRequest {
@@ -123,6 +126,16 @@ fn check(name: &str) {
         .filter(|(_, n)| matches!(n.op, Op::IntegerLayer(_)))
         .count();
     assert!(layers > 0, "{name}: no integer layer was built");
+    let relu_layers = int
+        .graph()
+        .nodes()
+        .filter(|(_, n)| matches!(n.op, Op::IntegerLayer(_)) && n.relu.is_some())
+        .count();
+    assert_eq!(
+        relu_layers > 0,
+        fused_relus,
+        "{name}: {relu_layers} integer layers with a fused Relu"
+    );
     assert!(
         int.integer_tail_count() > 0,
         "{name}: no requantization to fuse"
@@ -180,8 +193,11 @@ fn check(name: &str) {
     // model_int8.onnx` simulates) gets the same integer layers.
     let path = std::env::temp_dir().join(format!("qtune_sim_{name}_{}.onnx", std::process::id()));
     qtune_onnx::write_onnx(&q.qdq, &path, &Default::default()).unwrap();
-    let back = qtune_onnx::import_onnx(&path, &Default::default()).unwrap();
+    let mut back = qtune_onnx::import_onnx(&path, &Default::default()).unwrap();
     std::fs::remove_file(&path).unwrap();
+    // As `qtune_cli::model::load_model` reads a QDQ model: the exported
+    // `Conv -> Relu -> QuantizeLinear` chains fused again.
+    qtune_ir::passes::fuse_relus(&mut back);
     let sim = integer_exact_with(&back, SimOptions::default());
     let reread = sim
         .nodes()
@@ -191,35 +207,47 @@ fn check(name: &str) {
         reread, layers,
         "{name}: integer layers of the re-imported QDQ model"
     );
-    println!("{name}: {layers} integer layers, {compared} tensors equal");
+    let reread_relu = sim
+        .nodes()
+        .filter(|(_, n)| matches!(n.op, Op::IntegerLayer(_)) && n.relu.is_some())
+        .count();
+    assert_eq!(
+        reread_relu, relu_layers,
+        "{name}: fused Relus of the re-imported QDQ model's integer layers"
+    );
+    println!(
+        "{name}: {layers} integer layers ({relu_layers} with a fused Relu, {} requantizations \
+         fused), {compared} tensors equal",
+        int.integer_tail_count()
+    );
 }
 
 #[test]
 fn integer_layers_equal_float_form_mobilenetv2_nsfw() {
-    check("mobilenetv2_nsfw");
+    check("mobilenetv2_nsfw", true);
 }
 
 #[test]
 fn integer_layers_equal_float_form_efficientnet_lite0() {
-    check("efficientnet_lite0");
+    check("efficientnet_lite0", true);
 }
 
 #[test]
 fn integer_layers_equal_float_form_yolov8n_320() {
-    check("yolov8n_320");
+    check("yolov8n_320", false);
 }
 
 #[test]
 fn integer_layers_equal_float_form_yolox_det416() {
-    check("yolox_det416");
+    check("yolox_det416", false);
 }
 
 #[test]
 fn integer_layers_equal_float_form_ppocr_v4_det640() {
-    check("ppocr_v4_det640");
+    check("ppocr_v4_det640", true);
 }
 
 #[test]
 fn integer_layers_equal_float_form_minilm_l6_s128() {
-    check("minilm_l6_s128");
+    check("minilm_l6_s128", false);
 }

@@ -158,8 +158,9 @@ pub(crate) fn eval_node(
         return eval_node_fused(graph, id, inputs, par, None);
     };
     let op = fused_relu_op(relu);
-    if matches!(node.op, Op::Conv(_)) {
-        // The convolution kernels apply it while the tile is in cache.
+    if matches!(node.op, Op::Conv(_) | Op::IntegerLayer(_)) {
+        // The convolution kernels apply it while the tile is in cache; an
+        // integer layer applies its own (`integer::eval_integer`).
         return eval_node_fused(graph, id, inputs, par, Some(op));
     }
     let mut outputs = eval_node_fused(graph, id, inputs, par, None)?;

@@ -1,9 +1,12 @@
 //! Evaluation of [`Op::IntegerLayer`] (the int8 layers of the quantized
 //! simulation) on the integer kernels of `qtune_kernels::int8`, and the
 //! executor's fusion of such a layer with the requantization that follows
-//! it: `IntegerLayer -> [Relu | Clip] -> QuantizeLinear` runs as one kernel
-//! writing the codes, bit-identical to the three nodes (the kernel finishes
-//! each accumulator with the same float operations, see the kernels' docs).
+//! it: `IntegerLayer -> [Relu | Clip] -> QuantizeLinear`, or on the
+//! canonical graph an `IntegerLayer` with a fused Relu (`do_relu`, its
+//! limit in the requantized domain) `-> QuantizeLinear`, runs as one kernel
+//! writing the codes, bit-identical to the separate nodes (the kernel
+//! finishes each accumulator with the same float operations and clamp, see
+//! the kernels' docs).
 //!
 //! Weights are packed once per executor, on the layer's first run.
 
@@ -18,7 +21,7 @@ use qtune_kernels::{Parallelism, QRange, UnaryOp};
 use qtune_tensor::{DType, Tensor, TensorData};
 
 use crate::ExecError;
-use crate::eval::activation_of;
+use crate::eval::{activation_of, fused_relu_op};
 
 /// A requantization absorbed into an integer layer (see the module docs).
 #[derive(Debug, Clone)]
@@ -75,16 +78,25 @@ fn single_reader(graph: &Graph, consumers: &[Vec<NodeId>], v: ValueId) -> Option
 }
 
 fn find_tail(graph: &Graph, consumers: &[Vec<NodeId>], id: NodeId) -> Option<IntegerTail> {
-    let v = *graph.node(id).outputs.first()?;
+    let node = graph.node(id);
+    let v = *node.outputs.first()?;
     let mut reader = single_reader(graph, consumers, v)?;
     let mut absorbed = Vec::new();
     let mut intermediates = vec![v];
-    let clamp = match activation_of(graph, reader) {
-        Some(UnaryOp::Relu) => Some((0.0, f32::INFINITY)),
-        Some(UnaryOp::Clip { lo, hi }) => Some((lo, hi)),
-        _ => None,
+    // A Relu fused into the layer (the canonical graph's `do_relu`, its
+    // limit already in the requantized domain when `integer_exact`
+    // combined the multiplier) is the same clamp as a Relu / Clip node
+    // would be. A second activation node after it is not absorbed: two
+    // clamps are not always one.
+    let clamp = match node.relu {
+        Some(relu) => Some((0.0, relu.upper())),
+        None => match activation_of(graph, reader) {
+            Some(UnaryOp::Relu) if graph.node(reader).relu.is_none() => Some((0.0, f32::INFINITY)),
+            Some(UnaryOp::Clip { lo, hi }) if graph.node(reader).relu.is_none() => Some((lo, hi)),
+            _ => None,
+        },
     };
-    if clamp.is_some() {
+    if node.relu.is_none() && clamp.is_some() {
         let r = *graph.node(reader).outputs.first()?;
         absorbed.push(reader);
         intermediates.push(r);
@@ -184,9 +196,12 @@ fn pair(v: &[usize]) -> [usize; 2] {
 }
 
 /// Evaluates an integer layer; with `tail`, writes the requantized codes of
-/// the tail's output instead of the float output. `prep` holds the packed
-/// weight of an executor (packing on the first run); without it the
-/// weight is packed for this call (constant folding).
+/// the tail's output instead of the float output (the tail's clamp holds
+/// the layer's fused Relu). Without a tail the layer's fused Relu, if any,
+/// is applied to the float output by the same kernel as a Relu / Clip
+/// node. `prep` holds the packed weight of an executor (packing on the
+/// first run); without it the weight is packed for this call (constant
+/// folding).
 pub(crate) fn eval_integer(
     graph: &Graph,
     id: NodeId,
@@ -196,6 +211,10 @@ pub(crate) fn eval_integer(
     tail: Option<&IntegerTail>,
 ) -> Result<Vec<Tensor>, ExecError> {
     let node = graph.node(id);
+    let activation = match tail {
+        Some(_) => None,
+        None => node.relu.map(fused_relu_op),
+    };
     let Op::IntegerLayer(a) = &node.op else {
         unreachable!("eval_integer of a {}", node.op.op_type())
     };
@@ -375,6 +394,9 @@ pub(crate) fn eval_integer(
                 Int8Path::Auto,
             );
         }
+    }
+    if let (Some(op), TensorData::F32(v)) = (activation, &mut out) {
+        qtune_kernels::unary(op, Arc::make_mut(v).as_mut_slice(), par);
     }
     Ok(vec![Tensor::new(od, out).map_err(|source| {
         ExecError::Tensor {
