@@ -1,0 +1,560 @@
+//! Direct 2-D convolution (no im2col) for the dense (non-depthwise) layers, on CPUs with
+//! AVX-512: the 3x3 and strided convolutions of the detection models, where im2col copied
+//! every input element `kh * kw` times and the `gemm` crate packed the copy once more.
+//!
+//! Layout ("wide rows", the same idea as the depthwise plane kernel): the zero-padded input
+//! of a tile's rows is split into `sh * sw` column/row phases,
+//! `P[pr][pc][i][j] = padded[i * sh + pr][j * sw + pc]`, each of row pitch `wq = ow + rx`.
+//! Output pixel `(oy, ox)` gets the "wide" index `oy * wq + ox`, and tap `(ky, kx)` reads
+//! phase `((ky dh) % sh, (kx dw) % sw)` at the constant offset `((ky dh) / sh) * wq +
+//! (kx dw) / sw` from it: every tap of every output row is one contiguous run of the
+//! window, for any stride, dilation and padding. The `wq - ow` columns past each row are
+//! computed and dropped.
+//!
+//! Arithmetic: weights are packed once (per model, by the executor; see
+//! [`PackedConvWeights`]) into blocks of [`MR`] output channels, `[group][block][c_g][kh kw]
+//! [MR]`. A micro-kernel keeps `MR x NV` vectors of 16 wide output pixels in registers and
+//! adds `w * x` with fused multiply-adds in the order `ci`, then `(ky, kx)` row-major, a tap
+//! over the padding adding `w * 0`, starting from 0; the bias is added after the sum, then
+//! the activation. [`crate::reference::conv2d_fma_ordered`] sums in the same order and the
+//! differential tests compare bit for bit. The depth is cut into chunks of [`KSTEPS`]
+//! multiply-adds (so the window part a micro-tile reads stays in L1); the partial sums go
+//! through memory between chunks unchanged, so chunking does not change the bits.
+//!
+//! Tiles are `(image, group, block of output rows, block of output channels)`, sized from
+//! the shape only: results are bit-identical for any thread count.
+
+use crate::conv::{Geom, copy_row, strided_copy, zero_row};
+use crate::unary::{UnaryOp, add_bias_then_apply, apply_in_place};
+use crate::util::{SendPtr, for_each_tile};
+use crate::{Conv2dParams, Parallelism};
+use std::cell::RefCell;
+
+/// Output channels per weight block and micro-kernel (rows of the register tile).
+pub(crate) const MR: usize = 8;
+/// Vectors of 16 wide output pixels per micro-kernel (its columns): `MR * NV = 24`
+/// accumulators, plus `NV` input vectors and a broadcast weight, of the 32 registers.
+const NV: usize = 3;
+/// f32 lanes of one vector.
+const LANES: usize = 16;
+/// Multiply-adds per output element in one depth chunk (see the module docs).
+const KSTEPS: usize = 256;
+/// Wide output pixels per tile (before splitting for threads).
+const TILE_PIXELS: usize = 512;
+/// Output channels per tile (before splitting for threads): a multiple of [`MR`].
+const TILE_CHANNELS: usize = 64;
+/// Tiles a convolution is cut into at least, when its shape allows (never the thread count).
+const MIN_TILES: usize = 8;
+/// Slack after every window plane, so a micro-tile may read whole vectors past the last
+/// wide pixel it needs (those lanes are computed and dropped).
+const SLACK: usize = NV * LANES;
+
+/// Weights of a convolution packed for the direct kernel: `[group][block][c_g][kh kw][MR]`,
+/// the last block of each group padded with zero weights. Built once per model by the
+/// executor (and per call by [`crate::conv2d_fused`] when no packed copy is given).
+#[derive(Clone)]
+pub struct PackedConvWeights {
+    w_dims: [usize; 4],
+    group: usize,
+    blocks: usize,
+    data: Vec<f32>,
+}
+
+impl std::fmt::Debug for PackedConvWeights {
+    /// The shape only: the data is as large as the weights.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedConvWeights")
+            .field("w_dims", &self.w_dims)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackedConvWeights {
+    /// Packs `weight` (`[m, c/group, kh, kw]`, ONNX layout).
+    ///
+    /// # Panics
+    /// If `group` is 0 or does not divide `m`, or `weight` does not hold `w_dims`.
+    pub fn new(weight: &[f32], w_dims: [usize; 4], group: usize) -> Self {
+        let [m, c_g, kh, kw] = w_dims;
+        assert!(
+            group >= 1 && m.is_multiple_of(group),
+            "PackedConvWeights: group {group} must divide M={m}"
+        );
+        assert_eq!(
+            weight.len(),
+            m * c_g * kh * kw,
+            "PackedConvWeights: weight length"
+        );
+        let m_g = m / group;
+        let blocks = m_g.div_ceil(MR);
+        let kk = c_g * kh * kw;
+        let mut data = vec![0.0f32; group * blocks * kk * MR];
+        for gi in 0..group {
+            for oc in 0..m_g {
+                let (b, r) = (oc / MR, oc % MR);
+                let src = &weight[(gi * m_g + oc) * kk..(gi * m_g + oc + 1) * kk];
+                let base = (gi * blocks + b) * kk * MR;
+                for (k, &v) in src.iter().enumerate() {
+                    data[base + k * MR + r] = v;
+                }
+            }
+        }
+        Self {
+            w_dims,
+            group,
+            blocks,
+            data,
+        }
+    }
+
+    /// The weight dims `[m, c/group, kh, kw]` this was packed from.
+    pub fn w_dims(&self) -> [usize; 4] {
+        self.w_dims
+    }
+
+    /// The number of groups this was packed for.
+    pub fn group(&self) -> usize {
+        self.group
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes [`direct_available`] false on this thread, so that tests cover the im2col path
+    /// (what CPUs without AVX-512 run) too.
+    pub(crate) static DIRECT_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the direct kernel can run on this CPU.
+pub(crate) fn direct_available() -> bool {
+    #[cfg(test)]
+    if DIRECT_OFF.get() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        qtune_simd::has_avx512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether a convolution of this shape runs on the direct kernel (on this CPU). Depthwise
+/// layers have their own kernel; 1x1 layers with stride 1 and no padding stay on the `gemm`
+/// crate, which reads their input in place already (the direct kernel in place measured
+/// 5-15 % slower on the YOLOX 1x1 layers, up to 2x on those with 1 or 4 output channels,
+/// which fill a fraction of its 8-channel blocks).
+pub fn conv2d_uses_direct(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dParams) -> bool {
+    let [_, c, _, _] = in_dims;
+    let [m, c_g, kh, kw] = w_dims;
+    let group = p.group;
+    let depthwise = group == c && group == m;
+    let pointwise = kh == 1 && kw == 1 && p.strides == [1, 1] && p.pads == [0; 4];
+    !depthwise && !pointwise && c_g * kh * kw > 0 && direct_available()
+}
+
+/// The fixed plan of one call: window layout and tiling, from the shape only.
+struct Plan {
+    g: Geom,
+    /// Row pitch of the wide layout.
+    wq: usize,
+    /// Extra phase rows a tile's window needs below its output rows.
+    ry: usize,
+    /// Phase planes per channel.
+    phases: usize,
+    /// Whether some tap reads phase `id` (`id = pr * sw + pc`).
+    used: Vec<bool>,
+    /// Offset of each tap `(ky, kx)` (row-major) from the wide index, in the window.
+    taps: Vec<isize>,
+    /// Elements per phase plane of the window (all output rows plus slack).
+    plen: usize,
+    /// Elements per channel of the window.
+    cst: usize,
+    rows_per_tile: usize,
+    channels_per_tile: usize,
+    /// Channels per depth chunk.
+    kc: usize,
+}
+
+impl Plan {
+    fn new(g: &Geom, m_g: usize, units: usize) -> Self {
+        let ry = ((g.kh - 1) * g.dh) / g.sh;
+        let rx = ((g.kw - 1) * g.dw) / g.sw;
+        let wq = g.ow + rx;
+        // Tiling: rows first, then channels, until there are enough tiles for two or more
+        // threads; never below about 256 wide pixels per tile when splitting rows.
+        let mut rows = (TILE_PIXELS / wq).clamp(1, g.oh);
+        let mut chans = m_g.next_multiple_of(MR).min(TILE_CHANNELS);
+        loop {
+            let tiles = units * g.oh.div_ceil(rows) * m_g.div_ceil(chans);
+            if tiles >= MIN_TILES {
+                break;
+            }
+            if rows > 1 && rows * wq >= 2 * 256 {
+                rows = rows.div_ceil(2);
+            } else if chans > MR {
+                chans = (chans / 2).next_multiple_of(MR);
+            } else if rows > 1 && rows * wq >= 2 * 64 {
+                rows = rows.div_ceil(2);
+            } else {
+                break;
+            }
+        }
+        let phases = g.sh * g.sw;
+        let plen = (g.oh + ry) * wq + SLACK;
+        let cst = phases * plen;
+        let mut used = vec![false; phases];
+        let mut taps = Vec::with_capacity(g.kh * g.kw);
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let (y, x) = (ky * g.dh, kx * g.dw);
+                let id = (y % g.sh) * g.sw + x % g.sw;
+                used[id] = true;
+                taps.push((id * plen + (y / g.sh) * wq + x / g.sw) as isize);
+            }
+        }
+        let kc = (KSTEPS / (g.kh * g.kw)).clamp(1, g.c_g);
+        Self {
+            g: *g,
+            wq,
+            ry,
+            phases,
+            used,
+            taps,
+            plen,
+            cst,
+            rows_per_tile: rows,
+            channels_per_tile: chans,
+            kc,
+        }
+    }
+
+    /// Writes the window of input channels `ci0..ci0 + x.len() / (h w)` of one group (`x`:
+    /// their input planes) into `win` (their `cst`-element parts of the window): every
+    /// element a valid wide pixel's taps read, the padding as zeros.
+    fn fill_window(&self, x: &[f32], win: &mut [f32]) {
+        let g = &self.g;
+        let (h, w, wq) = (g.h, g.w, self.wq);
+        let rows = g.oh + self.ry;
+        for ci in 0..x.len() / (h * w) {
+            let plane = &x[ci * h * w..(ci + 1) * h * w];
+            for id in 0..self.phases {
+                if !self.used[id] {
+                    continue;
+                }
+                let (pr, pc) = (id / g.sw, id % g.sw);
+                // Phase columns lo..hi come from input columns start, start + sw, ...
+                let off = pc as isize - g.pl as isize;
+                let lo = if off >= 0 {
+                    0
+                } else {
+                    ((-off) as usize).div_ceil(g.sw)
+                }
+                .min(wq);
+                let hi = if (w as isize) <= off {
+                    0
+                } else {
+                    ((w as isize - off) as usize).div_ceil(g.sw)
+                }
+                .clamp(lo, wq);
+                let start = ((lo * g.sw) as isize + off).max(0) as usize;
+                let base = ci * self.cst + id * self.plen;
+                let dst_plane = &mut win[base..base + rows * wq];
+                for (r, row) in dst_plane.chunks_exact_mut(wq).enumerate() {
+                    let iy = (r * g.sh + pr) as isize - g.pt as isize;
+                    if iy < 0 || iy >= h as isize || hi == lo {
+                        zero_row(row);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                    zero_row(&mut row[..lo]);
+                    zero_row(&mut row[hi..]);
+                    if g.sw == 1 {
+                        copy_row(&mut row[lo..hi], &src[start..]);
+                    } else {
+                        strided_copy(&mut row[lo..hi], &src[start..], g.sw);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One vector of f32, 64-byte aligned (the wide output scratch).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Lanes([f32; LANES]);
+
+/// Input channels per task when the window is built (about 64K elements of input each).
+const FILL_ELEMENTS: usize = 1 << 16;
+
+thread_local! {
+    /// The window of the convolution this thread is running (all images and groups),
+    /// reused across calls: taken out while in use, so a call nested in the parallel
+    /// region (rayon may run other work while a thread waits) gets a buffer of its own.
+    static WINDOW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread wide output of the current tile, `[channels][wide pixels]`.
+    static WIDE: RefCell<Vec<Lanes>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The direct convolution (see the module docs) of `input` (`[n, c, h, w]`) into `out`
+/// (`[n, m, oh, ow]`), every element of which it writes. The caller has checked the
+/// shapes, that [`direct_available`] holds, and that `packed` holds these weights.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_direct(
+    input: &[f32],
+    in_dims: [usize; 4],
+    packed: &PackedConvWeights,
+    bias: Option<&[f32]>,
+    geom: &Geom,
+    activation: Option<UnaryOp>,
+    out: &mut [f32],
+    par: Parallelism,
+) {
+    let [n, c, h, w] = in_dims;
+    let m = packed.w_dims[0];
+    let groups = packed.group;
+    let m_g = m / groups;
+    let plan = Plan::new(geom, m_g, n * groups);
+    let g = &plan.g;
+    let ohw = g.oh * g.ow;
+    let row_tiles = g.oh.div_ceil(plan.rows_per_tile);
+    let chan_tiles = m_g.div_ceil(plan.channels_per_tile);
+    let per_unit = row_tiles * chan_tiles;
+    let outp = SendPtr(out.as_mut_ptr());
+    let kk = g.kh * g.kw;
+    // The window of every image and group, built once in a parallel pass of its own and
+    // shared by the tiles (each tile building its rows' window made the channel tiles of a
+    // row block repeat the copy: 6-12 times on the stride-2 layers).
+    let mut win = WINDOW.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    {
+        let need = n * groups * g.c_g * plan.cst;
+        if win.len() < need {
+            win.resize(need, 0.0);
+        }
+        let hw = h * w;
+        let per_task = (FILL_ELEMENTS / hw.max(1)).clamp(1, g.c_g);
+        let tasks_per_unit = g.c_g.div_ceil(per_task);
+        let winp = SendPtr(win.as_mut_ptr());
+        for_each_tile(n * groups * tasks_per_unit, par, |t| {
+            let (unit, k) = (t / tasks_per_unit, t % tasks_per_unit);
+            let (ni, gi) = (unit / groups, unit % groups);
+            let ci0 = k * per_task;
+            let nc = per_task.min(g.c_g - ci0);
+            let ch0 = ni * c + gi * g.c_g + ci0;
+            // SAFETY: channels `ci0..ci0 + nc` of unit `unit` of the window, written by
+            // this task only; the buffer outlives the loop.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(
+                    winp.get().add((unit * g.c_g + ci0) * plan.cst),
+                    nc * plan.cst,
+                )
+            };
+            plan.fill_window(&input[ch0 * hw..(ch0 + nc) * hw], dst);
+        });
+    }
+    let win_ref: &[f32] = &win;
+    for_each_tile(n * groups * per_unit, par, |t| {
+        let (unit, r) = (t / per_unit, t % per_unit);
+        let (ni, gi) = (unit / groups, unit % groups);
+        let (rt, ct) = (r / chan_tiles, r % chan_tiles);
+        let oy0 = rt * plan.rows_per_tile;
+        let nr = plan.rows_per_tile.min(g.oh - oy0);
+        let m0 = ct * plan.channels_per_tile;
+        let mm = plan.channels_per_tile.min(m_g - m0);
+        let wide_len = (nr - 1) * plan.wq + g.ow;
+        let nvec = wide_len.div_ceil(LANES);
+        let blocks = mm.div_ceil(MR);
+        WIDE.with(|wide| {
+            let mut wide = wide.borrow_mut();
+            if wide.len() < blocks * MR * nvec {
+                wide.resize(blocks * MR * nvec, Lanes([0.0; LANES]));
+            }
+            let wide = &mut wide[..blocks * MR * nvec];
+            let wbase = &packed.data[((gi * packed.blocks + m0 / MR) * g.c_g * kk) * MR..];
+            let x = &win_ref[unit * g.c_g * plan.cst..(unit + 1) * g.c_g * plan.cst];
+            run_tile(&plan, &x[oy0 * plan.wq..], wbase, blocks, nvec, wide);
+            // Epilogue: the valid columns into the output planes, then bias and activation
+            // over each channel's rows (contiguous in the output).
+            for i in 0..mm {
+                let oc = gi * m_g + m0 + i;
+                let src = lanes_as_f32(&wide[i * nvec..(i + 1) * nvec]);
+                // SAFETY: rows oy0..oy0 + nr of channel `oc` of image `ni`, written by this
+                // tile only.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        outp.get().add((ni * m + oc) * ohw + oy0 * g.ow),
+                        nr * g.ow,
+                    )
+                };
+                if plan.wq == g.ow {
+                    dst.copy_from_slice(&src[..nr * g.ow]);
+                } else {
+                    for (r, row) in dst.chunks_exact_mut(g.ow).enumerate() {
+                        copy_row(row, &src[r * plan.wq..]);
+                    }
+                }
+                match bias {
+                    Some(b) => add_bias_then_apply(dst, b[oc], activation),
+                    None => {
+                        if let Some(act) = activation {
+                            apply_in_place(act, dst);
+                        }
+                    }
+                }
+            }
+        });
+    });
+    WINDOW.with(|w| *w.borrow_mut() = win);
+}
+
+fn lanes_as_f32(v: &[Lanes]) -> &[f32] {
+    // SAFETY: `Lanes` is `LANES` f32s with no padding (64 bytes, aligned to 64).
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len() * LANES) }
+}
+
+/// The register tiles of one tile: for each depth chunk, each group of [`NV`] vectors of
+/// wide pixels, each block of [`MR`] channels. `x` is the window from the tile's first
+/// row, `wbase` the tile's first weight block, `wide` the `[blocks * MR][nvec]` output.
+fn run_tile(plan: &Plan, x: &[f32], wbase: &[f32], blocks: usize, nvec: usize, wide: &mut [Lanes]) {
+    let g = &plan.g;
+    let kk = g.kh * g.kw;
+    let c_g = g.c_g;
+    let mut ci0 = 0;
+    while ci0 < c_g {
+        let kc = plan.kc.min(c_g - ci0);
+        let mut v0 = 0;
+        while v0 < nvec {
+            let nv = NV.min(nvec - v0);
+            for b in 0..blocks {
+                let w = &wbase[(b * c_g + ci0) * kk * MR..(b * c_g + ci0 + kc) * kk * MR];
+                let xs = &x[ci0 * plan.cst + v0 * LANES..];
+                let acc = &mut wide[b * MR * nvec + v0..];
+                let args = MicroArgs {
+                    kc,
+                    taps: &plan.taps,
+                    cst: plan.cst,
+                    acc_stride: nvec,
+                    load: ci0 > 0,
+                };
+                micro(nv, kk, xs, w, acc, &args);
+            }
+            v0 += nv;
+        }
+        ci0 += kc;
+    }
+}
+
+/// Arguments of one micro-kernel call besides its slices.
+struct MicroArgs<'a> {
+    /// Channels of this depth chunk.
+    kc: usize,
+    /// Tap offsets.
+    taps: &'a [isize],
+    /// Elements per channel in `x`.
+    cst: usize,
+    /// Vectors per channel row in the wide output.
+    acc_stride: usize,
+    /// Continue from the partial sums in the wide output (later depth chunks).
+    load: bool,
+}
+
+/// Dispatches to the micro-kernel for `nv` vectors and the tap count.
+fn micro(nv: usize, kk: usize, x: &[f32], w: &[f32], acc: &mut [Lanes], a: &MicroArgs) {
+    // Bounds: every read is inside `x` (checked once here, not in the loop).
+    let reach =
+        (a.kc - 1) * a.cst + a.taps.iter().copied().max().unwrap_or(0) as usize + nv * LANES;
+    assert!(reach <= x.len(), "direct conv: window too short");
+    assert!(w.len() >= a.kc * kk * MR, "direct conv: weights too short");
+    assert!(
+        acc.len() >= (MR - 1) * a.acc_stride + nv,
+        "direct conv: wide output too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `direct_available` (checked by the caller) implies AVX-512; the asserts
+        // above bound every access.
+        unsafe {
+            match (nv, kk) {
+                (3, 9) => avx512::micro::<3, 9>(x, w, acc, a),
+                (2, 9) => avx512::micro::<2, 9>(x, w, acc, a),
+                (1, 9) => avx512::micro::<1, 9>(x, w, acc, a),
+                (3, _) => avx512::micro::<3, 0>(x, w, acc, a),
+                (2, _) => avx512::micro::<2, 0>(x, w, acc, a),
+                _ => avx512::micro::<1, 0>(x, w, acc, a),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, w, acc, a);
+        unreachable!("the direct convolution needs AVX-512");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{LANES, Lanes, MR, MicroArgs};
+    use std::arch::x86_64::*;
+
+    /// `acc[r][v] (+)= sum over the chunk's (ci, tap) of w[ci][tap][r] * x[ci][tap + 16 v ..]`
+    /// for `r < MR`, `v < V`, with one FMA per term in `(ci, tap)` order. `TAPS` is the tap
+    /// count when it is a constant the loop can be unrolled for, else 0.
+    ///
+    /// # Safety
+    /// AVX-512 F; the slices must cover the reads and writes (see `super::micro`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    pub(super) unsafe fn micro<const V: usize, const TAPS: usize>(
+        x: &[f32],
+        w: &[f32],
+        acc_out: &mut [Lanes],
+        a: &MicroArgs,
+    ) {
+        let ntaps = if TAPS == 0 { a.taps.len() } else { TAPS };
+        let taps = &a.taps[..ntaps];
+        let accp = acc_out.as_mut_ptr().cast::<f32>();
+        let stride = a.acc_stride * LANES;
+        let mut acc = [[_mm512_setzero_ps(); V]; MR];
+        if a.load {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, av) in row.iter_mut().enumerate() {
+                    // SAFETY: inside `acc_out` (asserted by the caller); 64-byte aligned.
+                    *av = unsafe { _mm512_load_ps(accp.add(r * stride + v * LANES)) };
+                }
+            }
+        }
+        let xp = x.as_ptr();
+        let mut wp = w.as_ptr();
+        for ci in 0..a.kc {
+            // SAFETY: channel `ci` of the chunk lies inside `x`.
+            let xc = unsafe { xp.add(ci * a.cst) };
+            for &t in taps {
+                // SAFETY: tap windows of this channel lie inside `x` (see the caller).
+                let xt = unsafe { xc.offset(t) };
+                let mut xv = [_mm512_setzero_ps(); V];
+                for (v, xvv) in xv.iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    *xvv = unsafe { _mm512_loadu_ps(xt.add(v * LANES)) };
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    // SAFETY: `w` holds `kc * taps * MR` weights.
+                    let wv = unsafe { _mm512_set1_ps(*wp.add(r)) };
+                    for (av, &xvv) in row.iter_mut().zip(&xv) {
+                        *av = _mm512_fmadd_ps(wv, xvv, *av);
+                    }
+                }
+                // SAFETY: stays inside (or one past) `w`.
+                wp = unsafe { wp.add(MR) };
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, &av) in row.iter().enumerate() {
+                // SAFETY: inside `acc_out`; 64-byte aligned.
+                unsafe { _mm512_store_ps(accp.add(r * stride + v * LANES), av) };
+            }
+        }
+    }
+}
