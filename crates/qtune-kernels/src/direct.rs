@@ -157,19 +157,30 @@ pub fn conv2d_uses_direct(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dPar
 }
 
 /// The fixed plan of one call: window layout and tiling, from the shape only.
+///
+/// Window layout, per input channel and used phase `(py, px)`: phase row `R` (input row
+/// `R sh + py`) is window row `t = R + rtop`, and phase column `C` (input column
+/// `C sw + px`) sits at `t wq + gl + C`. Between the data of two rows lies one run of
+/// `wq - ncols` zeros that is both the right padding of one row and the left padding of
+/// the next, so `wq = ncols + max(left, right padding)`: a 3x3 "same" convolution computes
+/// one dropped column per row, not two. Rows above and below the input are zero rows.
 struct Plan {
     g: Geom,
-    /// Row pitch of the wide layout.
+    /// Row pitch of the window and of the wide output.
     wq: usize,
-    /// Extra phase rows a tile's window needs below its output rows.
-    ry: usize,
+    /// Zeros before the first data column of a window row.
+    gl: usize,
+    /// Zero rows above the first input row of every phase.
+    rtop: usize,
+    /// Window rows per phase plane holding data or padding (`t < trows`).
+    trows: usize,
     /// Phase planes per channel.
     phases: usize,
-    /// Whether some tap reads phase `id` (`id = pr * sw + pc`).
+    /// Whether some tap reads phase `id` (`id = py * sw + px`).
     used: Vec<bool>,
     /// Offset of each tap `(ky, kx)` (row-major) from the wide index, in the window.
     taps: Vec<isize>,
-    /// Elements per phase plane of the window (all output rows plus slack).
+    /// Elements per phase plane of the window (its rows, one zero row, slack).
     plen: usize,
     /// Elements per channel of the window.
     cst: usize,
@@ -179,48 +190,88 @@ struct Plan {
     kc: usize,
 }
 
+/// Phase and shift of a tap along one axis: input index `o s + k d - pad` is
+/// `(o + q) s + p` with `p = (k d - pad) mod s`, `q = (k d - pad) div s` (floor).
+fn phase_shift(k: usize, d: usize, pad: usize, s: usize) -> (usize, isize) {
+    let off = (k * d) as isize - pad as isize;
+    (
+        off.rem_euclid(s as isize) as usize,
+        off.div_euclid(s as isize),
+    )
+}
+
+/// Entries `p, p + s, ...` below `n`: the rows (columns) of phase `p`.
+fn phase_len(n: usize, p: usize, s: usize) -> usize {
+    if p < n { (n - p).div_ceil(s) } else { 0 }
+}
+
 impl Plan {
     fn new(g: &Geom, m_g: usize, units: usize) -> Self {
-        let ry = ((g.kh - 1) * g.dh) / g.sh;
-        let rx = ((g.kw - 1) * g.dw) / g.sw;
-        let wq = g.ow + rx;
-        // Tiling: rows first, then channels, until there are enough tiles for two or more
-        // threads; never below about 256 wide pixels per tile when splitting rows.
-        let mut rows = (TILE_PIXELS / wq).clamp(1, g.oh);
+        let (mut qy_min, mut qy_max, mut qx_min) = (isize::MAX, isize::MIN, isize::MAX);
+        let mut gr = 0isize;
+        let mut max_cols = 0;
+        for ky in 0..g.kh {
+            let (_, qy) = phase_shift(ky, g.dh, g.pt, g.sh);
+            qy_min = qy_min.min(qy);
+            qy_max = qy_max.max(qy);
+        }
+        for kx in 0..g.kw {
+            let (px, qx) = phase_shift(kx, g.dw, g.pl, g.sw);
+            qx_min = qx_min.min(qx);
+            let ncols = phase_len(g.w, px, g.sw);
+            max_cols = max_cols.max(ncols);
+            // Columns past the data that the last output column reads.
+            gr = gr.max(g.ow as isize - 1 + qx - (ncols as isize - 1));
+        }
+        let gl = (-qx_min).max(0) as usize;
+        let gap = gl.max(gr.max(0) as usize);
+        let wq = (max_cols + gap).max(g.ow).max(1);
+        let rtop = (-qy_min).max(0) as usize;
+        let trows = (g.oh as isize + qy_max + rtop as isize).max(1) as usize;
+        let rows = Self::row_tiling(g.oh, wq, g.ow);
+        // Enough tiles for two or more threads: channels first (a row block's window part
+        // is shared, so channel tiles cost nothing extra), then rows down to about 128
+        // wide pixels.
+        let mut rows = rows;
         let mut chans = m_g.next_multiple_of(MR).min(TILE_CHANNELS);
         loop {
             let tiles = units * g.oh.div_ceil(rows) * m_g.div_ceil(chans);
             if tiles >= MIN_TILES {
                 break;
             }
-            if rows > 1 && rows * wq >= 2 * 256 {
+            if chans > 2 * MR {
+                chans = (chans / 2).next_multiple_of(MR);
+            } else if rows > 1 && rows * wq >= 2 * 128 {
                 rows = rows.div_ceil(2);
             } else if chans > MR {
-                chans = (chans / 2).next_multiple_of(MR);
-            } else if rows > 1 && rows * wq >= 2 * 64 {
-                rows = rows.div_ceil(2);
+                chans = MR;
             } else {
                 break;
             }
         }
         let phases = g.sh * g.sw;
-        let plen = (g.oh + ry) * wq + SLACK;
+        let plen = (trows + 1) * wq + SLACK;
         let cst = phases * plen;
         let mut used = vec![false; phases];
         let mut taps = Vec::with_capacity(g.kh * g.kw);
         for ky in 0..g.kh {
+            let (py, qy) = phase_shift(ky, g.dh, g.pt, g.sh);
             for kx in 0..g.kw {
-                let (y, x) = (ky * g.dh, kx * g.dw);
-                let id = (y % g.sh) * g.sw + x % g.sw;
+                let (px, qx) = phase_shift(kx, g.dw, g.pl, g.sw);
+                let id = py * g.sw + px;
                 used[id] = true;
-                taps.push((id * plen + (y / g.sh) * wq + x / g.sw) as isize);
+                let row = (qy + rtop as isize) as usize;
+                let col = (qx + gl as isize) as usize;
+                taps.push((id * plen + row * wq + col) as isize);
             }
         }
         let kc = (KSTEPS / (g.kh * g.kw)).clamp(1, g.c_g);
         Self {
             g: *g,
             wq,
-            ry,
+            gl,
+            rtop,
+            trows,
             phases,
             used,
             taps,
@@ -232,50 +283,55 @@ impl Plan {
         }
     }
 
-    /// Writes the window of input channels `ci0..ci0 + x.len() / (h w)` of one group (`x`:
-    /// their input planes) into `win` (their `cst`-element parts of the window): every
-    /// element a valid wide pixel's taps read, the padding as zeros.
+    /// Output rows per tile: about [`TILE_PIXELS`] wide pixels, choosing among nearby row
+    /// counts the one that computes the fewest vectors in all (each tile rounds its wide
+    /// length up to whole vectors).
+    fn row_tiling(oh: usize, wq: usize, ow: usize) -> usize {
+        let target = (TILE_PIXELS / wq).clamp(1, oh);
+        let lo = (target / 2).max(1);
+        let hi = (target + target / 2).clamp(1, oh);
+        let cost = |r: usize| -> usize {
+            (0..oh)
+                .step_by(r)
+                .map(|oy0| ((r.min(oh - oy0) - 1) * wq + ow).div_ceil(LANES))
+                .sum()
+        };
+        // Ties go to the larger tile (fewer per-tile costs).
+        (lo..=hi).rev().min_by_key(|&r| cost(r)).unwrap_or(target)
+    }
+
+    /// Writes the window of input channels `0..x.len() / (h w)` of one group (`x`: their
+    /// input planes) into `win` (their `cst`-element parts of the window): every element a
+    /// valid wide pixel's taps read, the padding as zeros.
     fn fill_window(&self, x: &[f32], win: &mut [f32]) {
         let g = &self.g;
-        let (h, w, wq) = (g.h, g.w, self.wq);
-        let rows = g.oh + self.ry;
+        let (h, w, wq, gl) = (g.h, g.w, self.wq, self.gl);
         for ci in 0..x.len() / (h * w) {
             let plane = &x[ci * h * w..(ci + 1) * h * w];
             for id in 0..self.phases {
                 if !self.used[id] {
                     continue;
                 }
-                let (pr, pc) = (id / g.sw, id % g.sw);
-                // Phase columns lo..hi come from input columns start, start + sw, ...
-                let off = pc as isize - g.pl as isize;
-                let lo = if off >= 0 {
-                    0
-                } else {
-                    ((-off) as usize).div_ceil(g.sw)
-                }
-                .min(wq);
-                let hi = if (w as isize) <= off {
-                    0
-                } else {
-                    ((w as isize - off) as usize).div_ceil(g.sw)
-                }
-                .clamp(lo, wq);
-                let start = ((lo * g.sw) as isize + off).max(0) as usize;
+                let (py, px) = (id / g.sw, id % g.sw);
+                let (nrows, ncols) = (phase_len(h, py, g.sh), phase_len(w, px, g.sw));
                 let base = ci * self.cst + id * self.plen;
-                let dst_plane = &mut win[base..base + rows * wq];
-                for (r, row) in dst_plane.chunks_exact_mut(wq).enumerate() {
-                    let iy = (r * g.sh + pr) as isize - g.pt as isize;
-                    if iy < 0 || iy >= h as isize || hi == lo {
+                // One row past `trows`: the last row's right padding is the zero run at the
+                // start of the next row.
+                let dst_plane = &mut win[base..base + (self.trows + 1) * wq];
+                for (t, row) in dst_plane.chunks_exact_mut(wq).enumerate() {
+                    let r = t as isize - self.rtop as isize;
+                    if r < 0 || r >= nrows as isize || ncols == 0 {
                         zero_row(row);
                         continue;
                     }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    zero_row(&mut row[..lo]);
-                    zero_row(&mut row[hi..]);
+                    let iy = r as usize * g.sh + py;
+                    let src = &plane[iy * w..(iy + 1) * w];
+                    zero_row(&mut row[..gl]);
+                    zero_row(&mut row[gl + ncols..]);
                     if g.sw == 1 {
-                        copy_row(&mut row[lo..hi], &src[start..]);
+                        copy_row(&mut row[gl..gl + ncols], &src[px..]);
                     } else {
-                        strided_copy(&mut row[lo..hi], &src[start..], g.sw);
+                        strided_copy(&mut row[gl..gl + ncols], &src[px..], g.sw);
                     }
                 }
             }
@@ -335,6 +391,10 @@ pub(crate) fn conv2d_direct(
         if win.len() < need {
             win.resize(need, 0.0);
         }
+        // Tests poison the reused window, so that an element the fill forgot to write (and a
+        // valid output reads) shows as NaN instead of a stale value.
+        #[cfg(test)]
+        win[..need].fill(f32::NAN);
         let hw = h * w;
         let per_task = (FILL_ELEMENTS / hw.max(1)).clamp(1, g.c_g);
         let tasks_per_unit = g.c_g.div_ceil(per_task);
