@@ -17,14 +17,14 @@
 //! adds `w * x` with fused multiply-adds in the order `ci`, then `(ky, kx)` row-major, a tap
 //! over the padding adding `w * 0`, starting from 0; the bias is added after the sum, then
 //! the activation. [`crate::reference::conv2d_fma_ordered`] sums in the same order and the
-//! differential tests compare bit for bit. The depth is cut into chunks of [`KSTEPS`]
-//! multiply-adds (so the window part a micro-tile reads stays in L1); the partial sums go
+//! differential tests compare bit for bit. The depth is cut into chunks (so the window part
+//! a micro-tile reads stays in L1, see [`L1_WINDOW_BYTES`]); the partial sums go
 //! through memory between chunks unchanged, so chunking does not change the bits.
 //!
 //! Tiles are `(image, group, block of output rows, block of output channels)`, sized from
 //! the shape only: results are bit-identical for any thread count.
 
-use crate::conv::{Geom, copy_row, strided_copy, zero_row};
+use crate::conv::{Geom, copy_row, deinterleave, strided_copy, zero_row};
 use crate::unary::{UnaryOp, add_bias_then_apply, apply_in_place};
 use crate::util::{SendPtr, for_each_tile};
 use crate::{Conv2dParams, Parallelism};
@@ -37,8 +37,9 @@ pub(crate) const MR: usize = 8;
 const NV: usize = 3;
 /// f32 lanes of one vector.
 const LANES: usize = 16;
-/// Multiply-adds per output element in one depth chunk (see the module docs).
-const KSTEPS: usize = 256;
+/// Bytes of window one register tile may read per depth chunk (of a 32-48 KiB L1 data
+/// cache, the rest holds the weights it streams and the wide output).
+const L1_WINDOW_BYTES: usize = 20 * 1024;
 /// Wide output pixels per tile (before splitting for threads).
 const TILE_PIXELS: usize = 512;
 /// Output channels per tile (before splitting for threads): a multiple of [`MR`].
@@ -142,6 +143,16 @@ pub(crate) fn direct_available() -> bool {
     }
 }
 
+/// Smallest depth `c/group * kh * kw` for the direct kernel. The RGB first layers (depth 27)
+/// ran 1.1-1.4x slower on it than on im2col + `gemm` (one thread): with so few multiply-adds
+/// per output, building the window and the epilogue weigh more than im2col does.
+const MIN_DEPTH: usize = 64;
+
+/// Smallest output map of a strided layer on the direct kernel. The stride-2 layers with
+/// 13x13 and 10x10 outputs ran 1.03-1.18x slower on it (one thread): the wide rows round
+/// up to whole vectors, 13 % more work at 13x13, and the four phase planes fill L1 sooner.
+const MIN_STRIDED_PIXELS: usize = 16 * 16;
+
 /// Whether a convolution of this shape runs on the direct kernel (on this CPU). Depthwise
 /// layers have their own kernel; 1x1 layers with stride 1 and no padding stay on the `gemm`
 /// crate, which reads their input in place already (the direct kernel in place measured
@@ -153,7 +164,9 @@ pub fn conv2d_uses_direct(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dPar
     let group = p.group;
     let depthwise = group == c && group == m;
     let pointwise = kh == 1 && kw == 1 && p.strides == [1, 1] && p.pads == [0; 4];
-    !depthwise && !pointwise && c_g * kh * kw > 0 && direct_available()
+    let od = crate::conv2d_out_dims(in_dims, w_dims, p);
+    let small_strided = p.strides != [1, 1] && od[2] * od[3] < MIN_STRIDED_PIXELS;
+    !depthwise && !pointwise && !small_strided && c_g * kh * kw >= MIN_DEPTH && direct_available()
 }
 
 /// The fixed plan of one call: window layout and tiling, from the shape only.
@@ -265,7 +278,36 @@ impl Plan {
                 taps.push((id * plen + row * wq + col) as isize);
             }
         }
-        let kc = (KSTEPS / (g.kh * g.kw)).clamp(1, g.c_g);
+        // Depth chunk: as many channels as keep the window part one register tile reads
+        // within an L1 budget. Per channel and used phase, the tile reads one run of
+        // `NV * 16` wide pixels (plus the tap columns' spread) per distinct tap row: a 3x3
+        // stride-2 layer reads about twice the cache lines of a stride-1 one (4 phases).
+        let mut lines = 0;
+        for id in 0..phases {
+            let (mut rows_seen, mut cmin, mut cmax) = (Vec::new(), usize::MAX, 0);
+            for (t, &off) in taps.iter().enumerate() {
+                let (ky, kx) = (t / g.kw, t % g.kw);
+                let (py, _) = phase_shift(ky, g.dh, g.pt, g.sh);
+                let (px, _) = phase_shift(kx, g.dw, g.pl, g.sw);
+                if py * g.sw + px != id {
+                    continue;
+                }
+                let rel = off as usize - id * plen;
+                let (row, col) = (rel / wq, rel % wq);
+                if !rows_seen.contains(&row) {
+                    rows_seen.push(row);
+                }
+                cmin = cmin.min(col);
+                cmax = cmax.max(col);
+            }
+            if !rows_seen.is_empty() {
+                lines += rows_seen.len() * ((NV * LANES + cmax - cmin).div_ceil(LANES) + 1);
+            }
+        }
+        let kc = (L1_WINDOW_BYTES / (lines * 64).max(1)).clamp(1, g.c_g);
+        // Chunks of equal size: a short last chunk pays the partial sums' round trip for
+        // few multiply-adds.
+        let kc = g.c_g.div_ceil(g.c_g.div_ceil(kc));
         Self {
             g: *g,
             wq,
@@ -313,6 +355,13 @@ impl Plan {
                     continue;
                 }
                 let (py, px) = (id / g.sw, id % g.sw);
+                if g.sw == 2 && px == 0 && self.used[id + 1] {
+                    self.fill_pair(plane, ci, py, win);
+                    continue;
+                }
+                if g.sw == 2 && px == 1 && self.used[id - 1] {
+                    continue; // Filled with its even twin.
+                }
                 let (nrows, ncols) = (phase_len(h, py, g.sh), phase_len(w, px, g.sw));
                 let base = ci * self.cst + id * self.plen;
                 // One row past `trows`: the last row's right padding is the zero run at the
@@ -334,6 +383,45 @@ impl Plan {
                         strided_copy(&mut row[gl..gl + ncols], &src[px..], g.sw);
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Plan {
+    /// [`Self::fill_window`] for both column phases of phase row `py` of a stride-2
+    /// convolution at once: each input row is de-interleaved in one pass (two strided
+    /// copies read it twice and made the stride-2 layers with large inputs slower than
+    /// im2col).
+    fn fill_pair(&self, plane: &[f32], ci: usize, py: usize, win: &mut [f32]) {
+        let g = &self.g;
+        let (h, w, wq, gl) = (g.h, g.w, self.wq, self.gl);
+        let nrows = phase_len(h, py, g.sh);
+        let (n0, n1) = (phase_len(w, 0, 2), phase_len(w, 1, 2));
+        let id = py * 2;
+        let base = ci * self.cst + id * self.plen;
+        let rows = (self.trows + 1) * wq;
+        let (p0, p1) = win[base..base + 2 * self.plen].split_at_mut(self.plen);
+        for (t, (r0, r1)) in p0[..rows]
+            .chunks_exact_mut(wq)
+            .zip(p1[..rows].chunks_exact_mut(wq))
+            .enumerate()
+        {
+            let r = t as isize - self.rtop as isize;
+            if r < 0 || r >= nrows as isize {
+                zero_row(r0);
+                zero_row(r1);
+                continue;
+            }
+            let iy = r as usize * g.sh + py;
+            let src = &plane[iy * w..(iy + 1) * w];
+            zero_row(&mut r0[..gl]);
+            zero_row(&mut r0[gl + n0..]);
+            zero_row(&mut r1[..gl]);
+            zero_row(&mut r1[gl + n1..]);
+            let pairs = deinterleave(src, &mut r0[gl..gl + n0], &mut r1[gl..gl + n1]);
+            if n0 > pairs {
+                r0[gl + pairs] = src[2 * pairs];
             }
         }
     }
