@@ -127,6 +127,13 @@ thread_local! {
     pub(crate) static DIRECT_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Makes [`conv2d_uses_direct`] ignore its size rules (not the CPU) on this thread, so
+    /// that the differential tests run every geometry through the direct kernel.
+    pub(crate) static DIRECT_ALWAYS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Whether the direct kernel can run on this CPU.
 pub(crate) fn direct_available() -> bool {
     #[cfg(test)]
@@ -166,6 +173,10 @@ pub fn conv2d_uses_direct(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dPar
     let pointwise = kh == 1 && kw == 1 && p.strides == [1, 1] && p.pads == [0; 4];
     let od = crate::conv2d_out_dims(in_dims, w_dims, p);
     let small_strided = p.strides != [1, 1] && od[2] * od[3] < MIN_STRIDED_PIXELS;
+    #[cfg(test)]
+    if DIRECT_ALWAYS.get() {
+        return !depthwise && c_g * kh * kw > 0 && direct_available();
+    }
     !depthwise && !pointwise && !small_strided && c_g * kh * kw >= MIN_DEPTH && direct_available()
 }
 
