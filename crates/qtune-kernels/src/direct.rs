@@ -24,7 +24,7 @@
 //! Tiles are `(image, group, block of output rows, block of output channels)`, sized from
 //! the shape only: results are bit-identical for any thread count.
 
-use crate::conv::{Geom, copy_row, deinterleave, strided_copy, zero_row};
+use crate::conv::{Geom, assume_written, copy_row, deinterleave, strided_copy, zero_row};
 use crate::unary::{UnaryOp, add_bias_then_apply, apply_in_place};
 use crate::util::{SendPtr, for_each_tile};
 use crate::{Conv2dParams, Parallelism};
@@ -362,9 +362,14 @@ impl Plan {
         for ci in 0..x.len() / (h * w) {
             let plane = &x[ci * h * w..(ci + 1) * h * w];
             for id in 0..self.phases {
+                let base = ci * self.cst + id * self.plen;
+                // Every element of the window is written (it is not zero-initialised): the
+                // planes no tap reads and the slack after each plane's rows as zeros.
                 if !self.used[id] {
+                    zero_row(&mut win[base..base + self.plen]);
                     continue;
                 }
+                zero_row(&mut win[base + (self.trows + 1) * wq..base + self.plen]);
                 let (py, px) = (id / g.sw, id % g.sw);
                 if g.sw == 2 && px == 0 && self.used[id + 1] {
                     self.fill_pair(plane, ci, py, win);
@@ -374,7 +379,6 @@ impl Plan {
                     continue; // Filled with its even twin.
                 }
                 let (nrows, ncols) = (phase_len(h, py, g.sh), phase_len(w, px, g.sw));
-                let base = ci * self.cst + id * self.plen;
                 // One row past `trows`: the last row's right padding is the zero run at the
                 // start of the next row.
                 let dst_plane = &mut win[base..base + (self.trows + 1) * wq];
@@ -447,11 +451,6 @@ struct Lanes([f32; LANES]);
 const FILL_ELEMENTS: usize = 1 << 16;
 
 thread_local! {
-    /// The window of the convolution this thread is running (all images and groups),
-    /// reused across calls: taken out while in use, so a call nested in the parallel
-    /// region (rayon may run other work while a thread waits) gets a buffer of its own.
-    static WINDOW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// Per-thread wide output of the current tile, `[channels][wide pixels]`.
     static WIDE: RefCell<Vec<Lanes>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -484,20 +483,25 @@ pub(crate) fn conv2d_direct(
     // The window of every image and group, built once in a parallel pass of its own and
     // shared by the tiles (each tile building its rows' window made the channel tiles of a
     // row block repeat the copy: 6-12 times on the stride-2 layers).
-    let mut win = WINDOW.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    //
+    // The window is allocated per call and every element written once by the fill (no
+    // zeroing pass). A window kept per thread across calls was tried: it never returns to
+    // the allocator, and glibc then kept its mmap threshold at the 128 KiB default, so the
+    // executor's large tensors were mmapped and faulted in again on every run (22,000 page
+    // faults and about 15 % of a ppocr_v4_det640 run; freeing a large block per call, as
+    // im2col's shared blocks did, raises the threshold).
+    let need = n * groups * g.c_g * plan.cst;
+    let mut win: Vec<f32> = Vec::with_capacity(need);
     {
-        let need = n * groups * g.c_g * plan.cst;
-        if win.len() < need {
-            win.resize(need, 0.0);
-        }
-        // Tests poison the reused window, so that an element the fill forgot to write (and a
-        // valid output reads) shows as NaN instead of a stale value.
+        // SAFETY: the fill pass below writes every one of the `need` elements before the
+        // compute pass reads any (see `fill_window`); tests check it by poisoning them.
+        let all = unsafe { assume_written(&mut win.spare_capacity_mut()[..need]) };
         #[cfg(test)]
-        win[..need].fill(f32::NAN);
+        all.fill(f32::NAN);
+        let winp = SendPtr(all.as_mut_ptr());
         let hw = h * w;
         let per_task = (FILL_ELEMENTS / hw.max(1)).clamp(1, g.c_g);
         let tasks_per_unit = g.c_g.div_ceil(per_task);
-        let winp = SendPtr(win.as_mut_ptr());
         for_each_tile(n * groups * tasks_per_unit, par, |t| {
             let (unit, k) = (t / tasks_per_unit, t % tasks_per_unit);
             let (ni, gi) = (unit / groups, unit % groups);
@@ -515,6 +519,8 @@ pub(crate) fn conv2d_direct(
             plan.fill_window(&input[ch0 * hw..(ch0 + nc) * hw], dst);
         });
     }
+    // SAFETY: all `need` elements were written above.
+    unsafe { win.set_len(need) };
     let win_ref: &[f32] = &win;
     for_each_tile(n * groups * per_unit, par, |t| {
         let (unit, r) = (t / per_unit, t % per_unit);
@@ -567,7 +573,6 @@ pub(crate) fn conv2d_direct(
             }
         });
     });
-    WINDOW.with(|w| *w.borrow_mut() = win);
 }
 
 fn lanes_as_f32(v: &[Lanes]) -> &[f32] {
