@@ -226,8 +226,8 @@ fn conv_cases() -> Vec<ConvCase> {
     v
 }
 
-#[test]
-fn conv2d_matches_reference() {
+/// Every conv case against the f64 reference, within the per-term tolerance.
+fn check_conv_cases(label: &str, par: Parallelism) {
     let mut rng = Rng::new(4);
     for (i, cs) in conv_cases().iter().enumerate() {
         let input = rng.vec(cs.in_dims.iter().product());
@@ -238,52 +238,7 @@ fn conv2d_matches_reference() {
         let mut got = vec![f32::NAN; od.iter().product()];
         let mut want = vec![0.0; got.len()];
         conv2d(
-            &input,
-            cs.in_dims,
-            &weight,
-            cs.w_dims,
-            bias,
-            &cs.p,
-            &mut got,
-            Parallelism::Rayon,
-        );
-        r::conv2d(
-            &input, cs.in_dims, &weight, cs.w_dims, bias, &cs.p, &mut want,
-        );
-        let terms = cs.w_dims[1] * cs.w_dims[2] * cs.w_dims[3] + 1;
-        assert_close(
-            &format!("conv case {i} {:?} {:?} {:?}", cs.in_dims, cs.w_dims, cs.p),
-            &got,
-            &want,
-            TOL_PER_TERM * terms as f32,
-            0.0,
-        );
-    }
-}
-
-/// `conv2d_matches_reference` with the direct kernel switched off on this thread: the
-/// im2col + `gemm` path, which CPUs without AVX-512 run.
-#[test]
-fn conv2d_im2col_path_matches_reference() {
-    crate::direct::DIRECT_OFF.set(true);
-    let mut rng = Rng::new(4);
-    for (i, cs) in conv_cases().iter().enumerate() {
-        let input = rng.vec(cs.in_dims.iter().product());
-        let weight = rng.vec(cs.w_dims.iter().product());
-        let bias = rng.vec(cs.w_dims[0]);
-        let bias = cs.bias.then_some(bias.as_slice());
-        let od = conv2d_out_dims(cs.in_dims, cs.w_dims, &cs.p);
-        let mut got = vec![f32::NAN; od.iter().product()];
-        let mut want = vec![0.0; got.len()];
-        conv2d(
-            &input,
-            cs.in_dims,
-            &weight,
-            cs.w_dims,
-            bias,
-            &cs.p,
-            &mut got,
-            Parallelism::Sequential,
+            &input, cs.in_dims, &weight, cs.w_dims, bias, &cs.p, &mut got, par,
         );
         r::conv2d(
             &input, cs.in_dims, &weight, cs.w_dims, bias, &cs.p, &mut want,
@@ -291,7 +246,7 @@ fn conv2d_im2col_path_matches_reference() {
         let terms = cs.w_dims[1] * cs.w_dims[2] * cs.w_dims[3] + 1;
         assert_close(
             &format!(
-                "im2col case {i} {:?} {:?} {:?}",
+                "{label} case {i} {:?} {:?} {:?}",
                 cs.in_dims, cs.w_dims, cs.p
             ),
             &got,
@@ -300,6 +255,19 @@ fn conv2d_im2col_path_matches_reference() {
             0.0,
         );
     }
+}
+
+#[test]
+fn conv2d_matches_reference() {
+    check_conv_cases("conv", Parallelism::Rayon);
+}
+
+/// `conv2d_matches_reference` with the direct kernel switched off on this thread: the
+/// im2col + `gemm` path, which CPUs without AVX-512 run.
+#[test]
+fn conv2d_im2col_path_matches_reference() {
+    crate::direct::DIRECT_OFF.set(true);
+    check_conv_cases("im2col", Parallelism::Sequential);
     crate::direct::DIRECT_OFF.set(false);
 }
 
