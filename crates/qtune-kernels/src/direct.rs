@@ -25,7 +25,8 @@
 //! the shape only: results are bit-identical for any thread count.
 
 use crate::conv::{Geom, assume_written, copy_row, deinterleave, strided_copy, zero_row};
-use crate::unary::{UnaryOp, add_bias_then_apply, apply_in_place};
+use crate::simd::dispatch;
+use crate::unary::{UnaryOp, apply_in_place};
 use crate::util::{SendPtr, for_each_tile};
 use crate::{Conv2dParams, Parallelism};
 use std::cell::RefCell;
@@ -542,8 +543,16 @@ pub(crate) fn conv2d_direct(
             let wbase = &packed.data[((gi * packed.blocks + m0 / MR) * g.c_g * kk) * MR..];
             let x = &win_ref[unit * g.c_g * plan.cst..(unit + 1) * g.c_g * plan.cst];
             run_tile(&plan, &x[oy0 * plan.wq..], wbase, blocks, nvec, wide);
-            // Epilogue: the valid columns into the output planes, then bias and activation
-            // over each channel's rows (contiguous in the output).
+            // Epilogue: the valid columns into the output planes, adding the bias (and
+            // clamping, for Relu / Clip) in the same pass; other activations then run over
+            // each channel's rows (contiguous in the output). The same operations in the
+            // same order as a copy followed by `add_bias_then_apply`.
+            let (lo, hi, rest) = match activation {
+                Some(UnaryOp::Relu) => (0.0, f32::INFINITY, None),
+                Some(UnaryOp::Clip { lo, hi }) => (lo, hi, None),
+                other => (f32::NEG_INFINITY, f32::INFINITY, other),
+            };
+            let clamp = rest.is_none() && activation.is_some();
             for i in 0..mm {
                 let oc = gi * m_g + m0 + i;
                 let src = lanes_as_f32(&wide[i * nvec..(i + 1) * nvec]);
@@ -555,24 +564,45 @@ pub(crate) fn conv2d_direct(
                         nr * g.ow,
                     )
                 };
-                if plan.wq == g.ow {
-                    dst.copy_from_slice(&src[..nr * g.ow]);
-                } else {
-                    for (r, row) in dst.chunks_exact_mut(g.ow).enumerate() {
-                        copy_row(row, &src[r * plan.wq..]);
-                    }
+                let b = bias.map(|b| b[oc]);
+                for (r, row) in dst.chunks_exact_mut(g.ow).enumerate() {
+                    store_row(row, &src[r * plan.wq..r * plan.wq + g.ow], b, clamp, lo, hi);
                 }
-                match bias {
-                    Some(b) => add_bias_then_apply(dst, b[oc], activation),
-                    None => {
-                        if let Some(act) = activation {
-                            apply_in_place(act, dst);
-                        }
-                    }
+                if let Some(act) = rest {
+                    apply_in_place(act, dst);
                 }
             }
         });
     });
+}
+
+dispatch! {
+/// `dst[i] = src[i] (+ bias)`, then clamped to `[lo, hi]` when `clamp` (`x < lo -> lo`, then
+/// `x > hi -> hi`: NaN stays NaN, as in the activation kernels).
+fn store_row(dst: &mut [f32], src: &[f32], bias: Option<f32>, clamp: bool, lo: f32, hi: f32) {
+    let src = &src[..dst.len()];
+    match (bias, clamp) {
+        (Some(b), true) => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                let x = v + b;
+                let x = if x < lo { lo } else { x };
+                *d = if x > hi { hi } else { x };
+            }
+        }
+        (Some(b), false) => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = v + b;
+            }
+        }
+        (None, true) => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                let x = if v < lo { lo } else { v };
+                *d = if x > hi { hi } else { x };
+            }
+        }
+        (None, false) => dst.copy_from_slice(src),
+    }
+}
 }
 
 fn lanes_as_f32(v: &[Lanes]) -> &[f32] {
