@@ -193,3 +193,58 @@ fn fused_activations_are_bit_identical() {
         }
     }
 }
+
+/// Conv weights packed once per model (the default) give the same bits as weights packed
+/// per call, fused activations included, in pools of 1 and 2 threads; the packed copies are
+/// made on the first run and used by the dense non-1x1 convolutions (the direct kernel).
+#[test]
+fn packed_conv_weights_give_the_same_bits() {
+    let root = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/workloads"
+    ));
+    for name in ["yolox_det416", "yolov8n_320"] {
+        let graph = qtune_onnx::import_onnx(
+            &root.join(format!("models/{name}.onnx")),
+            &Default::default(),
+        )
+        .unwrap();
+        let mut opts = PrepareOptions::default();
+        opts.fold_batchnorm = true;
+        let (exec, _) = Executor::from_graph(graph, &opts).unwrap();
+        let per_call = exec.clone().with_packed_conv_weights(false);
+        let input = read_npz(&root.join(format!("golden/{name}/input.npz"))).unwrap();
+        let inputs = vec![(
+            exec.graph().inputs[0],
+            input[0].1.slice_outer(0, 1).unwrap(),
+        )];
+        let run = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
+        let results: Vec<Values> = [(&exec, 1), (&per_call, 2), (&exec, 2), (&per_call, 1)]
+            .iter()
+            .map(|&(e, threads)| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| e.run(inputs.clone(), &run, &mut NoHook).unwrap())
+            })
+            .collect();
+        assert_eq!(per_call.packed_conv_count(), 0, "{name}");
+        if qtune_kernels::conv2d_uses_direct([1, 8, 8, 8], [8, 8, 3, 3], &Default::default()) {
+            assert!(
+                exec.packed_conv_count() >= 20,
+                "{name}: {} packed convolutions",
+                exec.packed_conv_count()
+            );
+        }
+        for &o in &exec.graph().outputs {
+            for r in &results[1..] {
+                assert_eq!(
+                    results[0].get(o),
+                    r.get(o),
+                    "{name}: packed and per-call outputs differ"
+                );
+            }
+        }
+    }
+}

@@ -24,7 +24,7 @@
 //!
 //! | area | functions |
 //! |---|---|
-//! | convolution | [`conv2d`], [`conv2d_fused`] (+ activation), [`conv2d_fused_uninit`] and [`conv2d_pointwise_depthwise_uninit`] (into uninitialised buffers), [`conv2d_out_dims`], [`conv_transpose2d`], [`conv_transpose2d_out_dims`] |
+//! | convolution | [`conv2d`], [`conv2d_fused`] (+ activation), [`conv2d_fused_packed_uninit`] with [`PackedConvWeights`] (weights packed once), [`conv2d_fused_uninit`] and [`conv2d_pointwise_depthwise_uninit`] (into uninitialised buffers), [`conv2d_out_dims`], [`conv_transpose2d`], [`conv_transpose2d_out_dims`] |
 //! | matrix multiply | [`gemm()`], [`batched_gemm`] |
 //! | pooling | [`max_pool2d`], [`avg_pool2d`], [`pool2d_out_dims`], [`global_avg_pool`], [`global_max_pool`] |
 //! | normalisation | [`batch_norm`], [`softmax`] |
@@ -52,6 +52,7 @@
 mod binary;
 mod conv;
 mod conv_transpose;
+mod direct;
 mod gemm_kernel;
 pub mod int8;
 mod layout;
@@ -70,10 +71,12 @@ mod tests;
 
 pub use binary::{BinaryOp, binary, broadcast_shape};
 pub use conv::{
-    Conv2dParams, POINTWISE_DEPTHWISE_MAX_DEPTH, conv2d, conv2d_fused, conv2d_fused_uninit,
-    conv2d_out_dims, conv2d_pointwise_depthwise, conv2d_pointwise_depthwise_uninit,
+    Conv2dParams, POINTWISE_DEPTHWISE_MAX_DEPTH, conv2d, conv2d_fused, conv2d_fused_packed_uninit,
+    conv2d_fused_uninit, conv2d_out_dims, conv2d_pointwise_depthwise,
+    conv2d_pointwise_depthwise_uninit,
 };
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_out_dims};
+pub use direct::{PackedConvWeights, conv2d_uses_direct};
 pub use gemm_kernel::{batched_gemm, gemm};
 pub use layout::{concat, expand, gather, slice, transpose, where_select};
 pub use norm::{affine_in_place, batch_norm, batch_norm_coefficients, batch_norm_uninit, softmax};
