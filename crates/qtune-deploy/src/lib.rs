@@ -23,7 +23,7 @@ pub use plan::{FloatReason, HUGE_THRESHOLD, Plan, PlanRequest, Range};
 pub use profile::{Family, Processor, Profile, WeightScheme};
 pub use qdq::{QdqReport, build_qdq};
 pub use qtable::{QtableMatch, match_qtable};
-pub use sim::integer_exact;
+pub use sim::{SimOptions, integer_exact, integer_exact_with};
 
 /// Errors of planning and building a quantized model.
 #[derive(Debug, thiserror::Error)]

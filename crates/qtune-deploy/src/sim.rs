@@ -10,10 +10,22 @@
 //! product and sum, and those differences flip a few values to the next
 //! quantization step in every later layer; on deep models the flips add up
 //! (a cosine of 0.998 between two correct runs of EfficientNet-Lite0).
+//!
+//! Layers with a constant int8 weight (Conv, Gemm, MatMul) become one
+//! [`Op::IntegerLayer`] reading the activation codes directly: the
+//! executor computes it on integer kernels (VNNI where the CPU has it) with
+//! exact int32 accumulation and the same final float operations, and fuses
+//! the requantization (the layer's fused Relu, as in the float form, or a
+//! `Relu | Clip` node, then the QuantizeLinear) into it. Its
+//! results equal the float form above bit for bit whenever that form is
+//! exact (every partial sum below 2^24); past that the float form rounds
+//! partial sums and the integer layer does not. ConvTranspose and products
+//! of two activations keep the float form. [`integer_exact_with`] builds
+//! either form, for comparisons.
 
 use std::collections::HashMap;
 
-use qtune_ir::{Graph, NodeId, Op, ValueId};
+use qtune_ir::{Graph, IntegerKind, IntegerLayerAttrs, NodeId, Op, ValueId};
 use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
 use crate::qdq::unused_name;
@@ -25,6 +37,8 @@ struct Dq {
     int: ValueId,
     scale: Vec<f32>,
     zero_point: f32,
+    /// The code type: the zero point's (uint8 without one, as ONNX says).
+    code: DType,
 }
 
 fn dequantize_of(g: &Graph, v: ValueId) -> Option<Dq> {
@@ -37,9 +51,12 @@ fn dequantize_of(g: &Graph, v: ValueId) -> Option<Dq> {
     let scale = g
         .constant_of(n.inputs.get(1).copied().flatten()?)?
         .to_f32_vec();
-    let zp = match n.inputs.get(2).copied().flatten() {
-        None => vec![0.0],
-        Some(z) => g.constant_of(z)?.to_f32_vec(),
+    let (zp, code) = match n.inputs.get(2).copied().flatten() {
+        None => (vec![0.0], DType::U8),
+        Some(z) => {
+            let z = g.constant_of(z)?;
+            (z.to_f32_vec(), z.dtype())
+        }
     };
     let zero_point = match zp.as_slice() {
         [z] => *z,
@@ -50,6 +67,7 @@ fn dequantize_of(g: &Graph, v: ValueId) -> Option<Dq> {
         int,
         scale,
         zero_point,
+        code,
     })
 }
 
@@ -103,6 +121,8 @@ fn copy_value(g: &mut Graph, src: &Graph, map: &mut [Option<ValueId>], v: ValueI
 struct Rewrite {
     x: ValueId,
     x_zp: f32,
+    /// The type of `x`'s codes.
+    x_code: DType,
     w: Rewritten,
     bias: Option<ValueId>,
     /// Output scale per channel (or one).
@@ -169,6 +189,7 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
         w_rank,
         x: x.int,
         x_zp: x.zero_point,
+        x_code: x.code,
         w: if w_is_const {
             Rewritten::Const(w.int)
         } else {
@@ -179,9 +200,119 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
     })
 }
 
+/// The [`Op::IntegerLayer`] form of a rewritable layer, when it has one:
+/// a constant int8 weight of a Conv (1-D or 2-D), a plain Gemm (alpha and
+/// beta 1, A not transposed) or a MatMul with a 2-D weight; activation
+/// codes of type uint8 or int8 with an integer zero point of that type; an
+/// int32 bias, one value per output channel.
+fn integer_form(g: &Graph, id: NodeId, rw: &Rewrite) -> Option<IntegerLayerAttrs> {
+    let n = g.node(id);
+    let Rewritten::Const(wv) = rw.w else {
+        return None;
+    };
+    let w = g.constant_of(wv)?;
+    if w.dtype() != DType::I8 {
+        return None;
+    }
+    let dims = w.dims();
+    let (kind, outputs) = match &n.op {
+        Op::Conv(a) if matches!(dims.len(), 3 | 4) => (IntegerKind::Conv(a.clone()), dims[0]),
+        // Gemm's A is 2-D by definition.
+        Op::Gemm(a) if a.alpha == 1.0 && (a.beta == 1.0 || rw.bias.is_none()) && !a.trans_a => {
+            let [r0, r1] = *dims else { return None };
+            let m = if a.trans_b { r0 } else { r1 };
+            (
+                IntegerKind::MatMul {
+                    transposed: a.trans_b,
+                },
+                m,
+            )
+        }
+        Op::MatMul if dims.len() == 2 => (IntegerKind::MatMul { transposed: false }, dims[1]),
+        _ => return None,
+    };
+    let zp_range = match rw.x_code {
+        DType::U8 => 0.0..=255.0,
+        DType::I8 => -128.0..=127.0,
+        _ => return None,
+    };
+    if !zp_range.contains(&rw.x_zp) || rw.x_zp.fract() != 0.0 {
+        return None;
+    }
+    if let Some(b) = rw.bias {
+        let b = g.constant_of(b)?;
+        if b.dtype() != DType::I32 || b.numel() != outputs {
+            return None;
+        }
+    }
+    if rw.scale.len() != 1 && rw.scale.len() != outputs {
+        return None;
+    }
+    // An integer within the code type (checked above).
+    #[allow(clippy::cast_possible_truncation)]
+    let x_zero_point = rw.x_zp as i32;
+    Some(IntegerLayerAttrs { kind, x_zero_point })
+}
+
+/// The QuantizeLinear that alone reads `out` (not a graph output) with a
+/// per-tensor constant scale, and that scale.
+fn requantizer(qdq: &Graph, consumers: &[Vec<NodeId>], out: ValueId) -> Option<(NodeId, f32)> {
+    match consumers[out.index()].as_slice() {
+        [c] if !qdq.outputs.contains(&out) => {
+            let cn = qdq.node(*c);
+            let scalar_scale = cn
+                .inputs
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|s| qdq.constant_of(s))
+                .filter(|t| t.numel() == 1)
+                .map(|t| t.to_f32_vec()[0]);
+            match (&cn.op, scalar_scale) {
+                (Op::QuantizeLinear { .. }, Some(sy)) if cn.inputs[0] == Some(out) => {
+                    Some((*c, sy))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Options of [`integer_exact_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimOptions {
+    /// Build [`Op::IntegerLayer`] nodes where possible (else every layer
+    /// takes the float form).
+    pub integer_layers: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            integer_layers: true,
+        }
+    }
+}
+
+impl SimOptions {
+    /// Every layer in the float form (integer-valued float operands).
+    pub fn float_form() -> Self {
+        SimOptions {
+            integer_layers: false,
+        }
+    }
+}
+
 /// Rewrites the int8 layers of a QDQ graph to integer arithmetic (see the
 /// module docs). Values keep their names; new ones get `_int` suffixes.
 pub fn integer_exact(qdq: &Graph) -> Graph {
+    integer_exact_with(qdq, SimOptions::default())
+}
+
+/// [`integer_exact`] with options.
+pub fn integer_exact_with(qdq: &Graph, opts: SimOptions) -> Graph {
     let mut g = Graph::new(qdq.name.clone());
     let mut map: Vec<Option<ValueId>> = vec![None; qdq.value_count()];
     let mut casts: HashMap<(ValueId, u32), ValueId> = HashMap::new();
@@ -265,6 +396,51 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
             int_consts.insert(c, v);
             v
         };
+        if let Some(attrs) = opts
+            .integer_layers
+            .then(|| integer_form(qdq, id, &rw))
+            .flatten()
+        {
+            let out = n.outputs[0];
+            let oval = qdq.value(out);
+            // A fused Relu as in the float form below: its limit in the
+            // requantized domain when the multiplier is combined.
+            let mut relu = n.relu;
+            let (multiplier, target) = match requantizer(qdq, &consumers, out) {
+                // Requantized by one combined multiplier, as below.
+                Some((q, sy)) => {
+                    relu = relu.map(|r| qtune_ir::FusedRelu {
+                        limit: r.limit.map(|l| l / sy),
+                    });
+                    let name = fresh(&g, format!("{}_requant", oval.name));
+                    let v = g.add_value(name, DType::F32, oval.shape.clone());
+                    requant.insert(q, v);
+                    (rw.scale.iter().map(|&s| s / sy).collect(), v)
+                }
+                None => (rw.scale.clone(), copy_value(&mut g, qdq, &mut map, out)),
+            };
+            let scale = if multiplier.len() == 1 {
+                Tensor::scalar_f32(multiplier[0])
+            } else {
+                Tensor::from_f32(vec![multiplier.len()], multiplier).expect("scale dims")
+            };
+            let sname = fresh(&g, format!("{}_scale", oval.name));
+            let s = g.add_constant(sname, scale);
+            let x = copy_value(&mut g, qdq, &mut map, rw.x);
+            let Rewritten::Const(wv) = rw.w else {
+                unreachable!("integer_form takes constant weights only")
+            };
+            let w = copy_value(&mut g, qdq, &mut map, wv);
+            let b = rw.bias.map(|c| copy_value(&mut g, qdq, &mut map, c));
+            g.add_node_with_relu(
+                n.name.clone(),
+                Op::IntegerLayer(attrs),
+                vec![Some(x), Some(w), b, Some(s)],
+                vec![target],
+                relu,
+            );
+            continue;
+        }
         let x = int_input(&mut g, &mut map, rw.x, rw.x_zp);
         let w = match rw.w {
             Rewritten::Const(c) => int_const(&mut g, c),
@@ -299,26 +475,7 @@ pub fn integer_exact(qdq: &Graph) -> Graph {
         // the accumulator with one combined multiplier `(s_x s_w) / s_y`, as
         // integer kernels (and the chip's multiplier and shift) do, instead
         // of rescaling to float and dividing again.
-        let next_q = match consumers[out.index()].as_slice() {
-            [c] if !qdq.outputs.contains(&out) => {
-                let cn = qdq.node(*c);
-                let scalar_scale = cn
-                    .inputs
-                    .get(1)
-                    .copied()
-                    .flatten()
-                    .and_then(|s| qdq.constant_of(s))
-                    .filter(|t| t.numel() == 1)
-                    .map(|t| t.to_f32_vec()[0]);
-                match (&cn.op, scalar_scale) {
-                    (Op::QuantizeLinear { .. }, Some(sy)) if cn.inputs[0] == Some(out) => {
-                        Some((*c, sy))
-                    }
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
+        let next_q = requantizer(qdq, &consumers, out);
         // A fused Relu applies to the float value `acc * s`. Quantizing is
         // monotone, so clipping to `[0, limit]` before it equals clipping
         // the requantized value `acc * s / s_y` to `[0, limit / s_y]`, as

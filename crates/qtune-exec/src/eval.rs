@@ -158,8 +158,9 @@ pub(crate) fn eval_node(
         return eval_node_fused(graph, id, inputs, par, None);
     };
     let op = fused_relu_op(relu);
-    if matches!(node.op, Op::Conv(_)) {
-        // The convolution kernels apply it while the tile is in cache.
+    if matches!(node.op, Op::Conv(_) | Op::IntegerLayer(_)) {
+        // The convolution kernels apply it while the tile is in cache; an
+        // integer layer applies its own (`integer::eval_integer`).
         return eval_node_fused(graph, id, inputs, par, Some(op));
     }
     let mut outputs = eval_node_fused(graph, id, inputs, par, None)?;
@@ -202,26 +203,7 @@ pub(crate) fn eval_node_fused(
         par,
     };
     match &node.op {
-        Op::Conv(a) => {
-            let x = cx.f32_input(0)?;
-            let wt = cx.input(1)?;
-            let w = cx.f32_input(1)?;
-            let xd = as_4d(cx.input(0)?.dims())
-                .ok_or_else(|| cx.err("only 1-D and 2-D convolutions are supported"))?;
-            let wd = as_4d(wt.dims()).ok_or_else(|| cx.err("weight must have rank 3 or 4"))?;
-            let spatial = &cx.input(0)?.dims()[2..];
-            let kernel = &wt.dims()[2..];
-            let p = conv_params(a, spatial, kernel).map_err(|m| cx.err(m))?;
-            let bias = match cx.opt_input(2) {
-                Some(_) => Some(cx.f32_input(2)?),
-                None => None,
-            };
-            let od = cx.out_dims(0)?;
-            let out = written_by(od.iter().product(), |o| {
-                k::conv2d_fused_uninit(x, xd, w, wd, bias, &p, cx.activation, o, cx.par);
-            });
-            cx.f32_out(od, out)
-        }
+        Op::Conv(a) => eval_conv(&cx, a, None),
         Op::ConvTranspose(a) => {
             let x = cx.f32_input(0)?;
             let w = cx.f32_input(1)?;
@@ -710,6 +692,10 @@ pub(crate) fn eval_node_fused(
             let mut out = vec![0f32; wide.len()];
             k::dequantize_linear(&wide, &q.scale, &q.zp, q.channels, q.inner, &mut out);
             cx.f32_out(x.dims().to_vec(), out)
+        }
+        Op::IntegerLayer(_) => {
+            let inputs = std::mem::take(&mut cx.inputs);
+            crate::integer::eval_integer(graph, id, inputs, par, None, None)
         }
         Op::RoundFloat(format) => {
             let dims = cx.input(0)?.dims().to_vec();
@@ -1245,6 +1231,81 @@ fn cast(data: &TensorData, to: DType) -> TensorData {
             }
         }
     }
+}
+
+/// A Conv (with `cx.activation` fused), on weights packed once beforehand if given.
+fn eval_conv(
+    cx: &Cx,
+    a: &qtune_ir::ConvAttrs,
+    packed: Option<&k::PackedConvWeights>,
+) -> Result<Vec<Tensor>, ExecError> {
+    let x = cx.f32_input(0)?;
+    let wt = cx.input(1)?;
+    let w = cx.f32_input(1)?;
+    let xd = as_4d(cx.input(0)?.dims())
+        .ok_or_else(|| cx.err("only 1-D and 2-D convolutions are supported"))?;
+    let wd = as_4d(wt.dims()).ok_or_else(|| cx.err("weight must have rank 3 or 4"))?;
+    let spatial = &cx.input(0)?.dims()[2..];
+    let kernel = &wt.dims()[2..];
+    let p = conv_params(a, spatial, kernel).map_err(|m| cx.err(m))?;
+    let bias = match cx.opt_input(2) {
+        Some(_) => Some(cx.f32_input(2)?),
+        None => None,
+    };
+    // Weights packed for other dims (a graph edited after packing) are not used.
+    let packed = packed.filter(|pk| pk.w_dims() == wd && pk.group() == p.group);
+    let od = cx.out_dims(0)?;
+    let out = written_by(od.iter().product(), |o| {
+        k::conv2d_fused_packed_uninit(x, xd, w, wd, packed, bias, &p, cx.activation, o, cx.par);
+    });
+    cx.f32_out(od, out)
+}
+
+/// Evaluates Conv node `id` (with `activation` fused) on weights packed once per model
+/// (see `Executor`); the same bits as [`eval_node_fused`].
+pub(crate) fn eval_conv_packed(
+    graph: &Graph,
+    id: NodeId,
+    inputs: Vec<Option<Tensor>>,
+    par: Parallelism,
+    activation: Option<k::UnaryOp>,
+    packed: &k::PackedConvWeights,
+) -> Result<Vec<Tensor>, ExecError> {
+    let node = graph.node(id);
+    let cx = Cx {
+        activation,
+        graph,
+        node,
+        inputs,
+        par,
+    };
+    let Op::Conv(a) = &node.op else {
+        return Err(cx.err("packed weights given for a node that is not a Conv"));
+    };
+    eval_conv(&cx, a, Some(packed))
+}
+
+/// Packs the constant weights of Conv node `id` for the direct convolution kernel, when
+/// its static shapes run on it (see [`k::conv2d_uses_direct`]); `None` otherwise (other
+/// shapes, a non-constant weight, or a CPU without the kernel).
+pub(crate) fn pack_conv_weights(graph: &Graph, id: NodeId) -> Option<k::PackedConvWeights> {
+    let node = graph.node(id);
+    let Op::Conv(a) = &node.op else { return None };
+    let x = (*node.inputs.first()?)?;
+    let wv = (*node.inputs.get(1)?)?;
+    let wt = graph.constant_of(wv)?;
+    let w = wt.as_f32().ok()?;
+    let xdims = &graph.shape_of(x).ok()?.0;
+    let xd = as_4d(xdims)?;
+    let wd = as_4d(wt.dims())?;
+    let p = conv_params(a, &xdims[2..], &wt.dims()[2..]).ok()?;
+    let shapes_ok = p.group >= 1
+        && xd[1] % p.group == 0
+        && wd[0] % p.group == 0
+        && wd[1] * p.group == xd[1]
+        && w.len() == wd.iter().product::<usize>();
+    (shapes_ok && k::conv2d_uses_direct(xd, wd, &p))
+        .then(|| k::PackedConvWeights::new(w, wd, p.group))
 }
 
 /// Evaluates a pointwise Conv `pw` (its inputs in `inputs`) and the depthwise Conv `dw` that

@@ -5,6 +5,7 @@
 //! an earlier run's values.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
@@ -13,9 +14,10 @@ use qtune_kernels::{Parallelism, UnaryOp};
 use qtune_tensor::Tensor;
 
 use crate::eval::{
-    activation_of, eval_fake_quant, eval_node, eval_node_fused, eval_pointwise_depthwise,
-    fused_relu_op,
+    activation_of, eval_conv_packed, eval_fake_quant, eval_node, eval_node_fused,
+    eval_pointwise_depthwise, fused_relu_op, pack_conv_weights,
 };
+use crate::integer::{IntegerPrep, eval_integer, find_integer_layers};
 use crate::{ExecError, PrepareOptions, PrepareReport, prepare};
 
 /// Which computed tensors a run keeps in its [`Values`]. Graph outputs are
@@ -377,6 +379,14 @@ pub struct Executor {
     pairs: Vec<Option<PairFusion>>,
     /// QuantizeLinear -> DequantizeLinear pair headed by each node.
     qdq: Vec<Option<QdqFusion>>,
+    /// Packed weights and fusable requantization of each integer layer.
+    integer: Vec<Option<IntegerPrep>>,
+    /// Weights of each Conv node packed for the direct convolution kernel, by node index:
+    /// packed on the node's first run (once per model, not once per call) and shared by
+    /// every later run and sample; `None` inside when the node does not run on that kernel.
+    packed: Vec<OnceLock<Option<Arc<qtune_kernels::PackedConvWeights>>>>,
+    /// Whether Conv weights are packed once per model (the default) or per call.
+    pack_weights: bool,
 }
 
 /// Finds Conv -> activation and Conv -> SiLU (`x * Sigmoid(x)`) chains
@@ -464,12 +474,17 @@ impl Executor {
         let fusions = find_fusions(&graph, &consumers);
         let pairs = find_pairs(&graph, &consumers, &fusions);
         let qdq = find_qdq(&graph, &consumers);
+        let integer = find_integer_layers(&graph, &consumers);
+        let packed = (0..graph.node_count()).map(|_| OnceLock::new()).collect();
         Ok(Executor {
             graph,
             consumers,
             fusions,
             pairs,
             qdq,
+            integer,
+            packed,
+            pack_weights: true,
         })
     }
 
@@ -495,6 +510,15 @@ impl Executor {
     /// fake-quantization pass.
     pub fn fake_quant_fusion_count(&self) -> usize {
         self.qdq.iter().flatten().count()
+    }
+
+    /// How many integer layers can write their requantized codes directly.
+    pub fn integer_tail_count(&self) -> usize {
+        self.integer
+            .iter()
+            .flatten()
+            .filter(|p| p.tail.is_some())
+            .count()
     }
 
     /// How many pointwise -> depthwise Conv pairs can run as one kernel.
@@ -786,13 +810,44 @@ impl Executor {
                     for a in &f.absorbed {
                         skip[a.index()] = true;
                     }
-                    let t = eval_node_fused(g, id, inputs, opts.parallelism, Some(f.activation))?;
+                    let act = Some(f.activation);
+                    let t = match self.packed_conv(id) {
+                        Some(pk) => eval_conv_packed(g, id, inputs, opts.parallelism, act, pk)?,
+                        None => eval_node_fused(g, id, inputs, opts.parallelism, act)?,
+                    };
                     (t, std::slice::from_ref(&f.output))
                 }
-                (None, None) => (
-                    eval_node(g, id, inputs, opts.parallelism)?,
-                    n.outputs.as_slice(),
-                ),
+                (None, None) => match &self.integer[id.index()] {
+                    Some(prep) => {
+                        let tail = prep.tail.as_ref().filter(|t| {
+                            t.absorbed.iter().all(|a| run_mask[a.index()])
+                                && t.intermediates
+                                    .iter()
+                                    .all(|&v| !kept[v.index()] && !hook.wants(v))
+                        });
+                        for a in tail.iter().flat_map(|t| &t.absorbed) {
+                            skip[a.index()] = true;
+                        }
+                        let t = eval_integer(g, id, inputs, opts.parallelism, Some(prep), tail)?;
+                        let ids = match tail {
+                            Some(t) => std::slice::from_ref(&t.output),
+                            None => n.outputs.as_slice(),
+                        };
+                        (t, ids)
+                    }
+                    None => {
+                        let t = match self.packed_conv(id) {
+                            // A Conv with a fused Relu has a `Fusion` (above);
+                            // should one come here, its Relu still applies.
+                            Some(pk) => {
+                                let act = n.relu.map(fused_relu_op);
+                                eval_conv_packed(g, id, inputs, opts.parallelism, act, pk)?
+                            }
+                            None => eval_node(g, id, inputs, opts.parallelism)?,
+                        };
+                        (t, n.outputs.as_slice())
+                    }
+                },
             };
             for (&o, mut t) in out_ids.iter().zip(outputs) {
                 debug_assert_eq!(
@@ -821,6 +876,32 @@ impl Executor {
             }
         }
         Ok(Values { slots })
+    }
+
+    /// Whether to pack each Conv's weights once per model for the direct convolution
+    /// kernel (the default; it keeps a packed copy of those weights, about their size) or
+    /// per call. The results are the same bits either way.
+    pub fn with_packed_conv_weights(mut self, on: bool) -> Self {
+        self.pack_weights = on;
+        self
+    }
+
+    /// The packed weights of Conv node `id`, packed on first use (see `packed`).
+    fn packed_conv(&self, id: NodeId) -> Option<&qtune_kernels::PackedConvWeights> {
+        if !self.pack_weights || !matches!(self.graph.node(id).op, Op::Conv(_)) {
+            return None;
+        }
+        self.packed[id.index()]
+            .get_or_init(|| pack_conv_weights(&self.graph, id).map(Arc::new))
+            .as_deref()
+    }
+
+    /// How many Conv nodes have run on weights packed once for the direct kernel.
+    pub fn packed_conv_count(&self) -> usize {
+        self.packed
+            .iter()
+            .filter(|p| p.get().is_some_and(Option::is_some))
+            .count()
     }
 
     /// The graph outputs of a run, by name, in model order.

@@ -10,6 +10,7 @@
 mod error;
 mod eval;
 mod executor;
+mod integer;
 mod prepare;
 
 pub use error::ExecError;

@@ -193,3 +193,139 @@ fn fused_activations_are_bit_identical() {
         }
     }
 }
+
+/// Conv weights packed once per model (the default) give the same bits as weights packed
+/// per call, fused activations included, in pools of 1 and 2 threads; the packed copies are
+/// made on the first run and used by the dense non-1x1 convolutions (the direct kernel).
+#[test]
+fn packed_conv_weights_give_the_same_bits() {
+    let root = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/workloads"
+    ));
+    for name in ["yolox_det416", "yolov8n_320"] {
+        let graph = qtune_onnx::import_onnx(
+            &root.join(format!("models/{name}.onnx")),
+            &Default::default(),
+        )
+        .unwrap();
+        let mut opts = PrepareOptions::default();
+        opts.fold_batchnorm = true;
+        let (exec, _) = Executor::from_graph(graph, &opts).unwrap();
+        let per_call = exec.clone().with_packed_conv_weights(false);
+        let input = read_npz(&root.join(format!("golden/{name}/input.npz"))).unwrap();
+        let inputs = vec![(
+            exec.graph().inputs[0],
+            input[0].1.slice_outer(0, 1).unwrap(),
+        )];
+        let run = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
+        let results: Vec<Values> = [(&exec, 1), (&per_call, 2), (&exec, 2), (&per_call, 1)]
+            .iter()
+            .map(|&(e, threads)| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| e.run(inputs.clone(), &run, &mut NoHook).unwrap())
+            })
+            .collect();
+        assert_eq!(per_call.packed_conv_count(), 0, "{name}");
+        if qtune_kernels::conv2d_uses_direct([1, 8, 8, 8], [8, 8, 3, 3], &Default::default()) {
+            assert!(
+                exec.packed_conv_count() >= 20,
+                "{name}: {} packed convolutions",
+                exec.packed_conv_count()
+            );
+        }
+        for &o in &exec.graph().outputs {
+            for r in &results[1..] {
+                assert_eq!(
+                    results[0].get(o),
+                    r.get(o),
+                    "{name}: packed and per-call outputs differ"
+                );
+            }
+        }
+    }
+}
+
+/// A dense 3x3 Conv (on the direct kernel where the CPU has it) with a Relu
+/// fused in the graph (the canonical graph's `do_relu` / `relu_limit`):
+/// the packed and per-call weights, 1 and 2 threads, all give exactly the
+/// Relu (`FusedRelu::apply`) of the same Conv without it, and both bounds
+/// bite.
+#[test]
+fn packed_conv_applies_the_fused_relu() {
+    use qtune_ir::{ConvAttrs, FusedRelu, Op};
+    use qtune_tensor::DType;
+    let (c, m, h, w) = (16, 24, 11, 13);
+    let wave = |n: usize, seed: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 * 0.618 + seed).sin() * 43.758).fract() * 0.5)
+            .collect()
+    };
+    let build = |relu: Option<FusedRelu>| {
+        let mut g = Graph::new("conv_relu");
+        let x = g.add_value("x", DType::F32, Some(vec![1, c, h, w].into()));
+        g.inputs.push(x);
+        let wt = g.add_constant(
+            "w",
+            Tensor::from_f32(vec![m, c, 3, 3], wave(m * c * 9, 0.5)).unwrap(),
+        );
+        let b = g.add_constant("b", Tensor::from_f32(vec![m], wave(m, 2.0)).unwrap());
+        let y = g.add_value("y", DType::F32, Some(vec![1, m, h, w].into()));
+        let attrs = ConvAttrs {
+            pads: vec![1, 1, 1, 1],
+            group: 1,
+            ..Default::default()
+        };
+        g.add_node_with_relu(
+            "conv",
+            Op::Conv(attrs),
+            vec![Some(x), Some(wt), Some(b)],
+            vec![y],
+            relu,
+        );
+        g.outputs.push(y);
+        Executor::from_graph(g, &PrepareOptions::default())
+            .unwrap()
+            .0
+    };
+    let input = Tensor::from_f32(vec![1, c, h, w], wave(c * h * w, 1.0)).unwrap();
+    let run = |e: &Executor, threads: usize| -> Vec<f32> {
+        let id = e.graph().inputs[0];
+        let out = e.graph().outputs[0];
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                let opts = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
+                let v = e.run(vec![(id, input.clone())], &opts, &mut NoHook);
+                v.unwrap().get(out).unwrap().to_f32_vec()
+            })
+    };
+    let plain = build(None);
+    let pre = run(&plain, 1);
+    assert_eq!(pre, run(&plain.clone().with_packed_conv_weights(false), 2));
+    for relu in [FusedRelu::RELU, FusedRelu { limit: Some(0.75) }] {
+        let want: Vec<u32> = pre.iter().map(|&v| relu.apply(v).to_bits()).collect();
+        assert!(pre.iter().any(|&v| v < 0.0) && pre.iter().any(|&v| v > 0.0));
+        if let Some(l) = relu.limit {
+            assert!(
+                pre.iter().filter(|&&v| v > l).count() > 10,
+                "the limit bites"
+            );
+        }
+        let exec = build(Some(relu));
+        let per_call = exec.clone().with_packed_conv_weights(false);
+        for (e, threads) in [(&exec, 1), (&exec, 2), (&per_call, 1), (&per_call, 2)] {
+            let got: Vec<u32> = run(e, threads).iter().map(|v| v.to_bits()).collect();
+            assert!(got == want, "{relu:?}, {threads} threads");
+        }
+        let mut params = qtune_kernels::Conv2dParams::default();
+        params.pads = [1; 4];
+        let direct = qtune_kernels::conv2d_uses_direct([1, c, h, w], [m, c, 3, 3], &params);
+        assert_eq!(exec.packed_conv_count(), usize::from(direct));
+    }
+}

@@ -287,6 +287,33 @@ pub enum Op {
     /// following `Cast(to=FLOAT)` is then an identity), and it exports as
     /// that pair of Casts.
     RoundFloat(FloatFormat),
+    /// qtune-internal (not an ONNX op type): an int8 Conv, Gemm or MatMul
+    /// computed on integer codes, as integer kernels (ONNX ConvInteger /
+    /// MatMulInteger) do, and rescaled to float32. Inputs: x (UINT8 or INT8
+    /// codes), w (INT8 constant), bias (INT32 constant, one per output
+    /// channel; optional), scale (FLOAT32 constant, one or one per output
+    /// channel). `y = f32(sum (x - x_zero_point) * w + bias) * scale`, the
+    /// sum exact in int32. `qtune_deploy::integer_exact` builds it for the
+    /// simulation; it is never imported or exported.
+    IntegerLayer(IntegerLayerAttrs),
+}
+
+/// What [`Op::IntegerLayer`] computes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IntegerKind {
+    /// A convolution (NCHW input, OIHW weight).
+    Conv(ConvAttrs),
+    /// `x [..., k]` times the 2-D weight, `[k, m]` (MatMul, Gemm) or, when
+    /// `transposed`, `[m, k]` (Gemm with transB); output `[..., m]`.
+    MatMul { transposed: bool },
+}
+
+/// Attributes of [`Op::IntegerLayer`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntegerLayerAttrs {
+    pub kind: IntegerKind,
+    /// The zero point of input 0's codes.
+    pub x_zero_point: i32,
 }
 
 /// The form of [`Op::Gelu`].
@@ -326,6 +353,7 @@ macro_rules! op_names {
                     $(Op::$variant { .. } => stringify!($variant),)*
                     Op::SiLU => "SiLU",
                     Op::RoundFloat(_) => "RoundFloat",
+                    Op::IntegerLayer(_) => "IntegerLayer",
                 }
             }
         }

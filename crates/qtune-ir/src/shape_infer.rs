@@ -777,6 +777,7 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
             one(cx.shape(0)?, DType::F32)
         }
         Op::RoundFloat(_) => same(&cx),
+        Op::IntegerLayer(a) => one(integer_layer_shape(&cx, a)?, DType::F32),
         Op::Expand => {
             let x = cx.shape(0)?;
             let spec: Vec<usize> = cx
@@ -809,6 +810,51 @@ pub fn shape_range(start: i64, end: Option<i64>, rank: usize) -> (usize, usize) 
         usize::try_from(v.clamp(0, r)).unwrap_or(0)
     };
     (clamp(start), end.map_or(rank, clamp))
+}
+
+/// The output shape of [`Op::IntegerLayer`]: that of the float layer it
+/// computes.
+fn integer_layer_shape(cx: &Ctx, a: &IntegerLayerAttrs) -> Result<Vec<usize>, IrError> {
+    let x = cx.shape(0)?;
+    let w = cx.shape(1)?;
+    match &a.kind {
+        IntegerKind::Conv(c) => {
+            if x.len() < 3 || w.len() != x.len() || x[1] != w[1] * c.group.max(1) {
+                return Err(cx.err(format!(
+                    "input {} and weight {} are not a convolution in {} groups",
+                    Shape(x.clone()),
+                    Shape(w.clone()),
+                    c.group.max(1)
+                )));
+            }
+            let win = resolve_window(
+                &x[2..],
+                &w[2..],
+                &c.strides,
+                &c.pads,
+                &c.dilations,
+                c.auto_pad,
+                false,
+            )
+            .map_err(|m| cx.err(m))?;
+            let mut out = vec![x[0], w[0]];
+            out.extend(win.out);
+            Ok(out)
+        }
+        IntegerKind::MatMul { transposed } => {
+            let (k, m) = match (w.as_slice(), transposed) {
+                ([m, k], true) | ([k, m], false) => (*k, *m),
+                _ => return Err(cx.err("the weight must be 2-D")),
+            };
+            match x.split_last() {
+                Some((&xk, lead)) if xk == k => Ok(lead.iter().copied().chain([m]).collect()),
+                _ => Err(cx.err(format!(
+                    "input {} does not end in the reduction length {k}",
+                    Shape(x.clone())
+                ))),
+            }
+        }
+    }
 }
 
 fn matmul_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {

@@ -5,6 +5,10 @@
 //!
 //! `cargo run --release -p qtune-kernels --example convlayers -- SHAPES [ROUNDS]`, where SHAPES
 //! has one layer a line: `n c h w m c_g kh kw sh sw pad_top pad_left pad_bottom pad_right group`.
+//!
+//! `CPUTIME=1` (Linux, with `THREADS=1`) times each layer by the thread's CPU time instead of
+//! the wall clock: on a host shared with other jobs the wall clock counts the time slices
+//! other processes took, the thread's CPU time does not (cache pollution remains).
 
 use qtune_kernels::{Conv2dParams, Parallelism, conv2d, conv2d_out_dims};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +23,33 @@ struct Layer {
     b: Vec<f32>,
     out: Vec<f32>,
     flops: f64,
+}
+
+/// CPU time of the calling thread, in seconds (Linux `CLOCK_THREAD_CPUTIME_ID`).
+#[cfg(target_os = "linux")]
+fn thread_cpu_seconds() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut t = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid `struct timespec` for the call to write.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime");
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_seconds() -> f64 {
+    panic!("CPUTIME=1 needs Linux")
 }
 
 fn filled(n: usize, seed: u32) -> Vec<f32> {
@@ -69,7 +100,9 @@ fn main() {
         .split(',')
         .map(|t| t.parse().expect("threads"))
         .collect();
+    let cputime = std::env::var("CPUTIME").is_ok_and(|v| v == "1");
     for threads in threads_list {
+        assert!(!cputime || threads == 1, "CPUTIME=1 needs THREADS=1");
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -96,6 +129,7 @@ fn main() {
                     {
                         for (l, s) in layers.iter_mut().zip(samples.iter_mut()) {
                             let t = Instant::now();
+                            let c0 = if cputime { thread_cpu_seconds() } else { 0.0 };
                             conv2d(
                                 &l.x,
                                 l.in_dims,
@@ -107,7 +141,11 @@ fn main() {
                                 Parallelism::Rayon,
                             );
                             if r >= 3 {
-                                s.push(t.elapsed().as_secs_f64());
+                                s.push(if cputime {
+                                    thread_cpu_seconds() - c0
+                                } else {
+                                    t.elapsed().as_secs_f64()
+                                });
                             }
                         }
                     }

@@ -14,6 +14,7 @@
 //! sizes, so results are bit-identical for any thread count.
 
 use crate::Parallelism;
+use crate::direct::PackedConvWeights;
 use crate::gemm_kernel::{MatRef, gemm_tile};
 use crate::simd::dispatch;
 use crate::unary::{UnaryOp, add_bias_then_apply, apply_in_place};
@@ -155,20 +156,20 @@ pub fn conv2d_out_dims(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dParams
 
 /// Geometry of one convolution, shared by the tile workers.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Geom {
-    c_g: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    sh: usize,
-    sw: usize,
-    dh: usize,
-    dw: usize,
-    pt: usize,
-    pl: usize,
+pub(crate) struct Geom {
+    pub(crate) c_g: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) sh: usize,
+    pub(crate) sw: usize,
+    pub(crate) dh: usize,
+    pub(crate) dw: usize,
+    pub(crate) pt: usize,
+    pub(crate) pl: usize,
 }
 
 /// 2-D convolution (ONNX `Conv`): input `[n, c, h, w]`, weight `[m, c/group, kh, kw]`,
@@ -211,6 +212,42 @@ pub fn conv2d_fused(
     out: &mut [f32],
     par: Parallelism,
 ) {
+    let [n, c, _, _] = in_dims;
+    let [m, c_g, kh, kw] = w_dims;
+    let g = p.group;
+    let Some(geom) = checked_geom(input, in_dims, weight, w_dims, bias, p, out) else {
+        return;
+    };
+    let (oh, ow) = (geom.oh, geom.ow);
+    // `flops` only decides whether to use threads; tiling never depends on it.
+    let mut flops = 2 * n * m * oh * ow * c_g * kh * kw;
+    if g == c && g == m {
+        flops += DW_WORK_PER_ELEMENT * (input.len() + out.len());
+    }
+    let par = crate::util::par_for_work(par, flops);
+    if g == c && g == m {
+        depthwise(input, weight, bias, &geom, c, activation, out, par);
+    } else if crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
+        let packed = PackedConvWeights::new(weight, w_dims, g);
+        crate::direct::conv2d_direct(input, in_dims, &packed, bias, &geom, activation, out, par);
+    } else {
+        im2col_gemm(
+            input, in_dims, weight, m, bias, g, &geom, activation, out, par,
+        );
+    }
+}
+
+/// Checks the shape contract of [`conv2d`] (panicking with the argument's name) and
+/// returns the geometry, or `None` when the output is empty.
+fn checked_geom(
+    input: &[f32],
+    in_dims: [usize; 4],
+    weight: &[f32],
+    w_dims: [usize; 4],
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    out: &[f32],
+) -> Option<Geom> {
     let [n, c, h, w] = in_dims;
     let [m, c_g, kh, kw] = w_dims;
     let g = p.group;
@@ -232,9 +269,9 @@ pub fn conv2d_fused(
         assert_eq!(b.len(), m, "conv2d: bias length");
     }
     if out.is_empty() {
-        return;
+        return None;
     }
-    let geom = Geom {
+    Some(Geom {
         c_g,
         h,
         w,
@@ -248,20 +285,7 @@ pub fn conv2d_fused(
         dw: p.dilations[1],
         pt: p.pads[0],
         pl: p.pads[1],
-    };
-    // `flops` only decides whether to use threads; tiling never depends on it.
-    let mut flops = 2 * n * m * oh * ow * c_g * kh * kw;
-    if g == c && g == m {
-        flops += DW_WORK_PER_ELEMENT * (input.len() + out.len());
-    }
-    let par = crate::util::par_for_work(par, flops);
-    if g == c && g == m {
-        depthwise(input, weight, bias, &geom, c, activation, out, par);
-    } else {
-        im2col_gemm(
-            input, in_dims, weight, m, bias, g, &geom, activation, out, par,
-        );
-    }
+    })
 }
 
 /// Views an output buffer that the caller has not initialised as `f32`s, for the kernels
@@ -273,7 +297,7 @@ pub fn conv2d_fused(
 /// exactly once with plain stores: the `gemm` crate is called without `read_dst`, the
 /// depthwise planes are copied in, and the bias and activation passes only read elements
 /// their own tile has just written).
-unsafe fn assume_written(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+pub(crate) unsafe fn assume_written(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; see the function's contract for
     // why no uninitialised element is ever read.
     unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) }
@@ -305,6 +329,54 @@ pub fn conv2d_fused_uninit(
     conv2d_fused(
         input, in_dims, weight, w_dims, bias, p, activation, out, par,
     );
+}
+
+/// [`conv2d_fused_uninit`] with the weights already packed for the direct kernel (the
+/// executor packs each Conv's constant weights once per model instead of once per call).
+/// `weight` is still needed: shapes the direct kernel does not take, and CPUs without
+/// AVX-512, use it. The result is bit-identical to [`conv2d_fused`] on `weight`.
+///
+/// # Panics
+/// Same shape contract as [`conv2d`]; also if `packed` was not packed from `w_dims` and
+/// `p.group`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_fused_packed_uninit(
+    input: &[f32],
+    in_dims: [usize; 4],
+    weight: &[f32],
+    w_dims: [usize; 4],
+    packed: Option<&PackedConvWeights>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    activation: Option<UnaryOp>,
+    out: &mut [MaybeUninit<f32>],
+    par: Parallelism,
+) {
+    let Some(packed) = packed else {
+        conv2d_fused_uninit(
+            input, in_dims, weight, w_dims, bias, p, activation, out, par,
+        );
+        return;
+    };
+    assert!(
+        packed.w_dims() == w_dims && packed.group() == p.group,
+        "conv2d_fused_packed_uninit: packed weights are for another shape"
+    );
+    if !crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
+        conv2d_fused_uninit(
+            input, in_dims, weight, w_dims, bias, p, activation, out, par,
+        );
+        return;
+    }
+    // SAFETY: the direct kernel writes every output element before reading it (its
+    // epilogue copies each tile's rows in, then adds the bias and applies the activation).
+    let out = unsafe { assume_written(out) };
+    let Some(geom) = checked_geom(input, in_dims, weight, w_dims, bias, p, out) else {
+        return;
+    };
+    let flops = 2 * in_dims[0] * w_dims[0] * geom.oh * geom.ow * w_dims[1] * w_dims[2] * w_dims[3];
+    let par = crate::util::par_for_work(par, flops);
+    crate::direct::conv2d_direct(input, in_dims, packed, bias, &geom, activation, out, par);
 }
 
 thread_local! {
@@ -468,7 +540,7 @@ struct KernelColumn {
 
 /// `dst.fill(0.0)` in whole vectors, without a `memset` call (see [`copy_row`]).
 #[inline(always)]
-fn zero_row(dst: &mut [f32]) {
+pub(crate) fn zero_row(dst: &mut [f32]) {
     let mut chunks = dst.chunks_exact_mut(16);
     for c in &mut chunks {
         let c: &mut [f32; 16] = c.try_into().expect("16 elements");
@@ -1424,7 +1496,7 @@ impl DwPlan {
 /// vectors and halves of vectors: `copy_from_slice` calls `memmove`, whose call and
 /// dispatch cost more than copying a 7- or 14-element row.
 #[inline(always)]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
+pub(crate) fn copy_row(dst: &mut [f32], src: &[f32]) {
     let n = dst.len();
     let src = &src[..n];
     let mut i = 0;
@@ -1601,7 +1673,7 @@ fn fill_phases_sw2(x: &[f32], g: &Geom, lay: &DwLayout, ph: &mut [f32], used: &[
 /// that into vector truncations, while the same loop over `f32` indices (and
 /// [`strided_copy`]) stayed scalar.
 #[inline(always)]
-fn deinterleave(src: &[f32], a: &mut [f32], b: &mut [f32]) -> usize {
+pub(crate) fn deinterleave(src: &[f32], a: &mut [f32], b: &mut [f32]) -> usize {
     let n = a.len().min(b.len()).min(src.len() / 2);
     let (a, b, src) = (&mut a[..n], &mut b[..n], &src[..2 * n]);
     for j in 0..n {

@@ -24,12 +24,13 @@
 //!
 //! | area | functions |
 //! |---|---|
-//! | convolution | [`conv2d`], [`conv2d_fused`] (+ activation), [`conv2d_fused_uninit`] and [`conv2d_pointwise_depthwise_uninit`] (into uninitialised buffers), [`conv2d_out_dims`], [`conv_transpose2d`], [`conv_transpose2d_out_dims`] |
+//! | convolution | [`conv2d`], [`conv2d_fused`] (+ activation), [`conv2d_fused_packed_uninit`] with [`PackedConvWeights`] (weights packed once), [`conv2d_fused_uninit`] and [`conv2d_pointwise_depthwise_uninit`] (into uninitialised buffers), [`conv2d_out_dims`], [`conv_transpose2d`], [`conv_transpose2d_out_dims`] |
 //! | matrix multiply | [`gemm()`], [`batched_gemm`] |
 //! | pooling | [`max_pool2d`], [`avg_pool2d`], [`pool2d_out_dims`], [`global_avg_pool`], [`global_max_pool`] |
 //! | normalisation | [`batch_norm`], [`softmax`] |
 //! | elementwise | [`unary`] with [`UnaryOp`], [`binary`] with [`BinaryOp`], [`broadcast_shape`] |
 //! | reductions | [`reduce`] with [`ReduceOp`], [`reduce_out_dims`] |
+//! | int8 layers (integer simulation) | [`int8::conv2d_int8`], [`int8::matmul_int8`] on packed weights ([`int8::PackedInt8`]), VNNI or portable, with fused requantization |
 //! | quantization | [`quantize_linear`], [`dequantize_linear`], [`fake_quantize`], [`round_to_f16`], [`round_to_bf16`] |
 //! | resize | [`resize_nearest`], [`resize_linear`], [`resize_scales`] |
 //! | data movement (generic `T: Copy`) | [`transpose`], [`slice()`], [`concat()`], [`gather`], [`expand`], [`where_select`] |
@@ -51,7 +52,9 @@
 mod binary;
 mod conv;
 mod conv_transpose;
+mod direct;
 mod gemm_kernel;
+pub mod int8;
 mod layout;
 mod norm;
 mod pool;
@@ -68,10 +71,12 @@ mod tests;
 
 pub use binary::{BinaryOp, binary, broadcast_shape};
 pub use conv::{
-    Conv2dParams, POINTWISE_DEPTHWISE_MAX_DEPTH, conv2d, conv2d_fused, conv2d_fused_uninit,
-    conv2d_out_dims, conv2d_pointwise_depthwise, conv2d_pointwise_depthwise_uninit,
+    Conv2dParams, POINTWISE_DEPTHWISE_MAX_DEPTH, conv2d, conv2d_fused, conv2d_fused_packed_uninit,
+    conv2d_fused_uninit, conv2d_out_dims, conv2d_pointwise_depthwise,
+    conv2d_pointwise_depthwise_uninit,
 };
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_out_dims};
+pub use direct::{PackedConvWeights, conv2d_uses_direct};
 pub use gemm_kernel::{batched_gemm, gemm};
 pub use layout::{concat, expand, gather, slice, transpose, where_select};
 pub use norm::{affine_in_place, batch_norm, batch_norm_coefficients, batch_norm_uninit, softmax};

@@ -649,3 +649,72 @@ pub fn where_select<T: Copy>(
         };
     }
 }
+
+/// Dense ONNX `Conv` summed in f32 in the order the direct kernel promises (see
+/// `direct.rs`): per output element, from 0, one fused multiply-add `w * x + acc` per term in
+/// the order input channel, then `(ky, kx)` row-major, a tap over the padding adding
+/// `w * 0`; then `+ bias` (rounded), then the activation (`Relu` / `Clip` only: others are
+/// approximations whose exact bits belong to the fast kernels). The direct kernel must
+/// match it bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_fma_ordered(
+    input: &[f32],
+    in_dims: [usize; 4],
+    weight: &[f32],
+    w_dims: [usize; 4],
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    clamp: Option<(f32, f32)>,
+    out: &mut [f32],
+) {
+    let [n, c, h, w] = in_dims;
+    let [m, cg, kh, kw] = w_dims;
+    let mg = m / p.group;
+    let oh = conv_out_len(h, p.pads[0], p.pads[2], kh, p.strides[0], p.dilations[0]);
+    let ow = conv_out_len(w, p.pads[1], p.pads[3], kw, p.strides[1], p.dilations[1]);
+    assert_eq!(out.len(), n * m * oh * ow);
+    for ni in 0..n {
+        for oc in 0..m {
+            let g = oc / mg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = 0.0f32;
+                    for ci in 0..cg {
+                        let ic = g * cg + ci;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * p.strides[0] + ky * p.dilations[0]) as isize
+                                    - p.pads[0] as isize;
+                                let ix = (ox * p.strides[1] + kx * p.dilations[1]) as isize
+                                    - p.pads[1] as isize;
+                                let inside =
+                                    iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize;
+                                let xv = if inside {
+                                    input[((ni * c + ic) * h + iy as usize) * w + ix as usize]
+                                } else {
+                                    0.0
+                                };
+                                let wv = weight[((oc * cg + ci) * kh + ky) * kw + kx];
+                                s = wv.mul_add(xv, s);
+                            }
+                        }
+                    }
+                    if let Some(b) = bias {
+                        s += b[oc];
+                    }
+                    if let Some((lo, hi)) = clamp {
+                        // As the fast kernels clamp: NaN stays NaN.
+                        s = if s < lo {
+                            lo
+                        } else if s > hi {
+                            hi
+                        } else {
+                            s
+                        };
+                    }
+                    out[((ni * m + oc) * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+    }
+}

@@ -226,8 +226,8 @@ fn conv_cases() -> Vec<ConvCase> {
     v
 }
 
-#[test]
-fn conv2d_matches_reference() {
+/// Every conv case against the f64 reference, within the per-term tolerance.
+fn check_conv_cases(label: &str, par: Parallelism) {
     let mut rng = Rng::new(4);
     for (i, cs) in conv_cases().iter().enumerate() {
         let input = rng.vec(cs.in_dims.iter().product());
@@ -238,27 +238,176 @@ fn conv2d_matches_reference() {
         let mut got = vec![f32::NAN; od.iter().product()];
         let mut want = vec![0.0; got.len()];
         conv2d(
-            &input,
-            cs.in_dims,
-            &weight,
-            cs.w_dims,
-            bias,
-            &cs.p,
-            &mut got,
-            Parallelism::Rayon,
+            &input, cs.in_dims, &weight, cs.w_dims, bias, &cs.p, &mut got, par,
         );
         r::conv2d(
             &input, cs.in_dims, &weight, cs.w_dims, bias, &cs.p, &mut want,
         );
         let terms = cs.w_dims[1] * cs.w_dims[2] * cs.w_dims[3] + 1;
         assert_close(
-            &format!("conv case {i} {:?} {:?} {:?}", cs.in_dims, cs.w_dims, cs.p),
+            &format!(
+                "{label} case {i} {:?} {:?} {:?}",
+                cs.in_dims, cs.w_dims, cs.p
+            ),
             &got,
             &want,
             TOL_PER_TERM * terms as f32,
             0.0,
         );
     }
+}
+
+#[test]
+fn conv2d_matches_reference() {
+    check_conv_cases("conv", Parallelism::Rayon);
+}
+
+/// `conv2d_matches_reference` with the direct kernel switched off on this thread: the
+/// im2col + `gemm` path, which CPUs without AVX-512 run.
+#[test]
+fn conv2d_im2col_path_matches_reference() {
+    crate::direct::DIRECT_OFF.set(true);
+    check_conv_cases("im2col", Parallelism::Sequential);
+    crate::direct::DIRECT_OFF.set(false);
+}
+
+/// Random dense convolutions for the direct kernel: strides 1-3, dilations 1-2, groups,
+/// asymmetric pads, batch 1-3, kernels 1x1 to 5x5 (3x3 and 1x1 have their own unrolled
+/// loops), depths above one depth chunk, channel counts that are not a multiple of the
+/// weight block, maps from one pixel to more than one row tile.
+fn direct_cases() -> Vec<ConvCase> {
+    let mut v = vec![
+        // The shapes of the detection models, reduced in depth.
+        conv_case(1, 40, 52, 52, 24, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(1, 12, 41, 40, 16, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(2, 64, 13, 13, 20, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(1, 300, 7, 9, 9, [1, 1], [1, 1], [0; 4], [1, 1], 1),
+        conv_case(3, 7, 30, 33, 17, [1, 1], [1, 1], [0; 4], [1, 1], 1),
+        conv_case(1, 6, 20, 21, 8, [1, 1], [2, 2], [0; 4], [1, 1], 1),
+        conv_case(1, 3, 64, 64, 16, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 1),
+        conv_case(1, 4, 1, 1, 8, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(1, 8, 11, 70, 12, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1], 2),
+        conv_case(1, 6, 15, 16, 9, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2], 3),
+        conv_case(2, 16, 9, 9, 16, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 4),
+    ];
+    let mut rng = Rng::new(31);
+    for _ in 0..60 {
+        let g = [1, 1, 1, 2, 3][rng.range(0, 4)];
+        let c = g * rng.range(1, 40);
+        let m = g * rng.range(1, 20);
+        let k = [rng.range(1, 5), rng.range(1, 5)];
+        let s = [rng.range(1, 3), rng.range(1, 3)];
+        let d = [rng.range(1, 2), rng.range(1, 2)];
+        let pads = [
+            rng.range(0, 2),
+            rng.range(0, 3),
+            rng.range(0, 2),
+            rng.range(0, 3),
+        ];
+        let h = rng.range(
+            ((k[0] - 1) * d[0] + 1)
+                .saturating_sub(pads[0] + pads[2])
+                .max(1),
+            30,
+        );
+        let w = rng.range(
+            ((k[1] - 1) * d[1] + 1)
+                .saturating_sub(pads[1] + pads[3])
+                .max(1),
+            45,
+        );
+        v.push(conv_case(rng.range(1, 3), c, h, w, m, k, s, pads, d, g));
+    }
+    v
+}
+
+/// The direct kernel against the reference that sums in its order, bit for bit, with and
+/// without bias and a fused Relu6, in pools of 1 and 2 threads and sequentially, through
+/// both entry points (weights packed per call, and packed once beforehand). Outputs start
+/// as NaN, so an element the kernel forgot to write fails.
+#[test]
+fn direct_conv_matches_ordered_reference_bit_for_bit() {
+    // Every geometry, also those the size rules send to im2col (small strided maps, depth
+    // below 64, 1x1): the kernel must be right on all of them.
+    crate::direct::DIRECT_ALWAYS.set(true);
+    let mut rng = Rng::new(32);
+    let relu6 = UnaryOp::Clip { lo: 0.0, hi: 6.0 };
+    let mut covered = 0;
+    for (i, cs) in direct_cases().iter().enumerate() {
+        let od = conv2d_out_dims(cs.in_dims, cs.w_dims, &cs.p);
+        let len: usize = od.iter().product();
+        if len == 0 {
+            continue;
+        }
+        let direct = conv2d_uses_direct(cs.in_dims, cs.w_dims, &cs.p);
+        covered += usize::from(direct);
+        let input = rng.vec(cs.in_dims.iter().product());
+        let weight: Vec<f32> = rng.vec(cs.w_dims.iter().product());
+        let bias = rng.vec(cs.w_dims[0]);
+        let bias = cs.bias.then_some(bias.as_slice());
+        let act = (i % 3 == 0).then_some(relu6);
+        let mut want = vec![0.0; len];
+        r::conv2d_fma_ordered(
+            &input,
+            cs.in_dims,
+            &weight,
+            cs.w_dims,
+            bias,
+            &cs.p,
+            act.map(|_| (0.0, 6.0)),
+            &mut want,
+        );
+        let name = format!(
+            "direct case {i} {:?} {:?} {:?}",
+            cs.in_dims, cs.w_dims, cs.p
+        );
+        let packed = PackedConvWeights::new(&weight, cs.w_dims, cs.p.group);
+        let run = |par, pre: bool| {
+            // The size rules are switched off per thread: here, on whichever pool thread
+            // runs this closure.
+            crate::direct::DIRECT_ALWAYS.set(true);
+            let mut got = vec![std::mem::MaybeUninit::new(f32::NAN); len];
+            conv2d_fused_packed_uninit(
+                &input,
+                cs.in_dims,
+                &weight,
+                cs.w_dims,
+                pre.then_some(&packed),
+                bias,
+                &cs.p,
+                act,
+                &mut got,
+                par,
+            );
+            // SAFETY: initialised with NaN above.
+            got.iter()
+                .map(|v| unsafe { v.assume_init() })
+                .collect::<Vec<f32>>()
+        };
+        check_deterministic(&name, |par| run(par, true));
+        let got = run(Parallelism::Sequential, true);
+        assert_eq!(
+            bits(&got),
+            bits(&run(Parallelism::Rayon, false)),
+            "{name}: packed once vs per call"
+        );
+        if direct {
+            for (j, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == w.to_bits(),
+                    "{name}: element {j}: got {g}, want {w}"
+                );
+            }
+        } else {
+            let terms = cs.w_dims[1] * cs.w_dims[2] * cs.w_dims[3] + 1;
+            assert_close(&name, &got, &want, TOL_PER_TERM * terms as f32, 0.0);
+        }
+    }
+    crate::direct::DIRECT_ALWAYS.set(false);
+    assert!(
+        covered > 60 || !crate::direct::direct_available(),
+        "only {covered} cases ran the direct kernel"
+    );
 }
 
 /// The depthwise kernel against the f32 reference that sums in the same order, bit for

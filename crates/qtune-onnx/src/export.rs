@@ -423,6 +423,12 @@ impl<'g> Exporter<'g> {
         }
         let mut attrs = Vec::new();
         match &node.op {
+            Op::IntegerLayer(_) => {
+                return Err(cx.err(
+                    "IntegerLayer is qtune's simulation op and has no ONNX form; export the QDQ \
+                     model it was built from",
+                ));
+            }
             Op::Conv(a) => conv_attrs(&cx, a, &mut attrs)?,
             Op::ConvTranspose(a) => {
                 conv_attrs(&cx, &a.conv, &mut attrs)?;

@@ -453,7 +453,10 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
         };
     use MlirAttr as A;
     let top = match &node.op {
-        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_) => {
+        Op::QuantizeLinear { .. }
+        | Op::DequantizeLinear { .. }
+        | Op::RoundFloat(_)
+        | Op::IntegerLayer(_) => {
             return Err(err(
                 "a quantized graph has no Top-dialect form (the Top .mlir is the float model; \
                  write quantized models as QDQ ONNX)"

@@ -1,0 +1,272 @@
+//! Packing: weights once per model, activations per panel.
+//!
+//! A weight block holds `MR` output channels for the whole reduction,
+//! `[k4][MR][4]` (four consecutive reduction elements of a channel form the
+//! 32-bit word `vpdpbusd` broadcasts). An activation panel holds `PANEL`
+//! columns (output pixels or matrix rows), `[k4][PANEL][4]`: four
+//! consecutive reduction elements of one column are the four bytes one
+//! int32 lane sums. Reduction lengths are padded to a multiple of 4 with
+//! zero weights.
+
+use super::{ConvGeometry, MR, PANEL};
+
+/// An int8 weight packed for the kernels of this module, with the per-channel
+/// weight sums the zero-point correction needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedInt8 {
+    /// Output channels (all groups).
+    pub(crate) m: usize,
+    /// Reduction length per group.
+    pub(crate) k: usize,
+    pub(crate) k4: usize,
+    pub(crate) groups: usize,
+    /// Output channels per group.
+    pub(crate) m_g: usize,
+    pub(crate) m_blocks: usize,
+    data: Vec<i8>,
+    pub(crate) wsum: Vec<i32>,
+    /// Depthwise weights `[m][kh * kw]` widened to i32 (instead of `data`).
+    pub(crate) depthwise: Option<Vec<i32>>,
+    /// The OIHW dims of a convolution weight.
+    conv_dims: Option<[usize; 4]>,
+}
+
+/// Layout of a matrix weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatrixLayout {
+    /// `[m][k]`: Gemm with `transB`.
+    OutputsByReduction,
+    /// `[k][m]`: MatMul, Gemm without `transB`.
+    ReductionByOutputs,
+}
+
+impl PackedInt8 {
+    /// Packs an OIHW convolution weight `[m, c / group, kh, kw]`.
+    pub fn conv(w: &[i8], dims: [usize; 4], group: usize) -> PackedInt8 {
+        let [m, cg, kh, kw] = dims;
+        assert!(group >= 1 && m.is_multiple_of(group), "int8 pack: groups");
+        let k = cg * kh * kw;
+        assert_eq!(w.len(), m * k, "int8 pack: weight length");
+        let wsum: Vec<i32> = w
+            .chunks(k.max(1))
+            .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+            .collect();
+        if cg == 1 && group > 1 {
+            return PackedInt8 {
+                m,
+                k,
+                k4: k.div_ceil(4),
+                groups: group,
+                m_g: m / group,
+                m_blocks: 0,
+                data: Vec::new(),
+                wsum,
+                depthwise: Some(w.iter().map(|&v| i32::from(v)).collect()),
+                conv_dims: Some(dims),
+            };
+        }
+        let mut p = Self::blocks(m, k, group, |c, kk| w[c * k + kk]);
+        p.wsum = wsum;
+        p.conv_dims = Some(dims);
+        p
+    }
+
+    /// Packs a matrix weight with `m` outputs and reduction length `k`.
+    pub fn matrix(w: &[i8], m: usize, k: usize, layout: MatrixLayout) -> PackedInt8 {
+        assert_eq!(w.len(), m * k, "int8 pack: weight length");
+        let at = |c: usize, kk: usize| match layout {
+            MatrixLayout::OutputsByReduction => w[c * k + kk],
+            MatrixLayout::ReductionByOutputs => w[kk * m + c],
+        };
+        let mut p = Self::blocks(m, k, 1, at);
+        p.wsum = (0..m)
+            .map(|c| (0..k).map(|kk| i32::from(at(c, kk))).sum())
+            .collect();
+        p
+    }
+
+    fn blocks(m: usize, k: usize, groups: usize, at: impl Fn(usize, usize) -> i8) -> PackedInt8 {
+        let m_g = m / groups;
+        let k4 = k.div_ceil(4);
+        let m_blocks = m_g.div_ceil(MR);
+        let block = k4 * MR * 4;
+        let mut data = vec![0i8; groups * m_blocks * block];
+        for g in 0..groups {
+            for mb in 0..m_blocks {
+                let dst = &mut data[(g * m_blocks + mb) * block..][..block];
+                for r in 0..MR.min(m_g - mb * MR) {
+                    let c = g * m_g + mb * MR + r;
+                    for kk in 0..k {
+                        dst[(kk / 4) * MR * 4 + r * 4 + kk % 4] = at(c, kk);
+                    }
+                }
+            }
+        }
+        PackedInt8 {
+            m,
+            k,
+            k4,
+            groups,
+            m_g,
+            m_blocks,
+            data,
+            wsum: Vec::new(),
+            depthwise: None,
+            conv_dims: None,
+        }
+    }
+
+    /// Output channels.
+    pub fn outputs(&self) -> usize {
+        self.m
+    }
+
+    /// Reduction length (per group).
+    pub fn reduction(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() + 4 * (self.wsum.len() + self.depthwise.as_ref().map_or(0, Vec::len))
+    }
+
+    pub(crate) fn block(&self, g: usize, mb: usize) -> &[i8] {
+        let block = self.k4 * MR * 4;
+        &self.data[(g * self.m_blocks + mb) * block..][..block]
+    }
+
+    pub(crate) fn matches_conv(&self, geom: &ConvGeometry) -> bool {
+        self.conv_dims == Some(geom.weight) && self.groups == geom.group
+    }
+}
+
+/// The im2col panel of columns `p0..p0 + cols` (output pixels of sample
+/// `b`, group `g`): `panel[kk][j][t]` is input element `4 kk + t` of the
+/// reduction `(ci, ky, kx)` for pixel `p0 + j`, as an unsigned code
+/// (`^ flip`); padding reads `pad` (the zero point's code).
+pub(crate) fn im2col_panel(
+    x: &[u8],
+    flip: u8,
+    pad: u8,
+    geom: &ConvGeometry,
+    b: usize,
+    g: usize,
+    p0: usize,
+    cols: usize,
+    k4: usize,
+    panel: &mut [u8],
+) {
+    let [_, c, h, w] = geom.input;
+    let [_, cg, kh, kw] = geom.weight;
+    let [_, _, _, ow] = geom.output();
+    let k = cg * kh * kw;
+    let pointwise = kh == 1
+        && kw == 1
+        && geom.strides == [1, 1]
+        && geom.pads == [0; 4]
+        && geom.output()[2..] == geom.input[2..];
+    let mut rows = [[0u8; PANEL]; 4];
+    for kk in 0..k4 {
+        for (t, row) in rows.iter_mut().enumerate() {
+            let r = kk * 4 + t;
+            if r >= k {
+                row[..cols].fill(0);
+                continue;
+            }
+            let (ci, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+            let plane = &x[(b * c + g * cg + ci) * h * w..][..h * w];
+            if pointwise {
+                for (d, &s) in row[..cols].iter_mut().zip(&plane[p0..p0 + cols]) {
+                    *d = s ^ flip;
+                }
+                continue;
+            }
+            fetch_row(plane, flip, pad, geom, ow, ky, kx, p0, &mut row[..cols]);
+        }
+        let dst = &mut panel[kk * PANEL * 4..][..cols * 4];
+        interleave(&rows, dst);
+    }
+}
+
+/// Input values under kernel tap `(ky, kx)` for output pixels `p0..`.
+fn fetch_row(
+    plane: &[u8],
+    flip: u8,
+    pad: u8,
+    geom: &ConvGeometry,
+    ow: usize,
+    ky: usize,
+    kx: usize,
+    p0: usize,
+    row: &mut [u8],
+) {
+    let [_, _, h, w] = geom.input;
+    let [sh, sw] = geom.strides;
+    let [dh, dw] = geom.dilations;
+    let (pt, pl) = (geom.pads[0], geom.pads[1]);
+    let mut j = 0;
+    let (mut oy, mut ox) = (p0 / ow, p0 % ow);
+    while j < row.len() {
+        let n = (ow - ox).min(row.len() - j);
+        let seg = &mut row[j..j + n];
+        let iy = (oy * sh + ky * dh).wrapping_sub(pt);
+        if iy >= h {
+            seg.fill(pad);
+        } else {
+            let src = &plane[iy * w..][..w];
+            // Output columns ox + i read input column (ox + i) sw + kx dw - pl;
+            // those before `lo` or from `hi` on fall in the padding.
+            let x0 = kx * dw;
+            let first = ox * sw + x0;
+            let lo = pl.saturating_sub(first).div_ceil(sw).min(n);
+            let hi = (w + pl).saturating_sub(first).div_ceil(sw).clamp(lo, n);
+            seg[..lo].fill(pad);
+            seg[hi..].fill(pad);
+            let start = first + lo * sw - pl;
+            if sw == 1 {
+                for (d, &s) in seg[lo..hi].iter_mut().zip(&src[start..]) {
+                    *d = s ^ flip;
+                }
+            } else {
+                for (d, &s) in seg[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw)) {
+                    *d = s ^ flip;
+                }
+            }
+        }
+        j += n;
+        ox = 0;
+        oy += 1;
+    }
+}
+
+qtune_simd::dispatch! {
+    fn interleave(rows: &[[u8; PANEL]; 4], dst: &mut [u8]) {
+        let [r0, r1, r2, r3] = rows;
+        for (j, d) in dst.chunks_exact_mut(4).enumerate() {
+            d.copy_from_slice(&[r0[j], r1[j], r2[j], r3[j]]);
+        }
+    }
+}
+
+/// The panel of matrix rows `r0..r0 + cols` of `x` (`[rows, k]`):
+/// `panel[kk][j][t]` is `x[r0 + j][4 kk + t] ^ flip` (0 past `k`).
+pub(crate) fn rows_panel(
+    x: &[u8],
+    flip: u8,
+    k: usize,
+    r0: usize,
+    cols: usize,
+    k4: usize,
+    panel: &mut [u8],
+) {
+    for j in 0..cols {
+        let row = &x[(r0 + j) * k..][..k];
+        for kk in 0..k4 {
+            let d = &mut panel[kk * PANEL * 4 + j * 4..][..4];
+            for (t, v) in d.iter_mut().enumerate() {
+                *v = row.get(kk * 4 + t).map_or(0, |&b| b ^ flip);
+            }
+        }
+    }
+}
