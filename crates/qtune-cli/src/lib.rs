@@ -55,6 +55,9 @@ enum Command {
     /// Writes a model as ONNX (opset 17) after constant folding and, unless
     /// --no_fold_bn, BatchNormalization folding.
     Export(commands::export::Args),
+    /// Writes the HTML report of a model quantized with a calibration table
+    /// (and a qtable): per-layer similarity, histograms, weight ranges.
+    Report(Box<commands::report::Args>),
 }
 
 /// An error that maps to exit code 1 (a check ran and failed) rather than 2.
@@ -124,6 +127,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Transform(a) => commands::transform::run(a),
         Command::Calibrate(a) => commands::calibrate::run(*a),
         Command::Export(a) => commands::export::run(a),
+        Command::Report(a) => commands::report::run(*a),
     }
 }
 

@@ -203,7 +203,12 @@ fn embedded_json(report: &Report) -> Result<String, ReportError> {
 }
 
 fn section(o: &mut String, title: &str, caption: &str) {
-    let _ = write!(o, "<h2>{}</h2><p class=\"caption\">{}</p>", esc(title), caption);
+    let _ = write!(
+        o,
+        "<h2>{}</h2><p class=\"caption\">{}</p>",
+        esc(title),
+        caption
+    );
 }
 
 fn header(o: &mut String, r: &Report) {
@@ -264,13 +269,16 @@ fn layer_section(o: &mut String, r: &Report) {
             "Cosine and SQNR of each layer's output against the float model's, mean over {} sample(s). \
              <b>Cumulative</b>: the whole quantized model as deployed up to that layer (errors add up along the network). \
              <b>Isolated</b>: only that layer quantized, fed the float model's inputs (its own quantization error). \
+             A Conv read only by its Relu/Clip is quantized with the activation's range and runs fused with it: it is measured at the activation. \
              Vertical marks: layers not run in INT8 (red: put in float by the qtable; grey: the chip's float ops). \
              Click a point to see that layer's histogram and weights below.",
             r.similarity_samples
         ),
     );
     if r.measured_layers().next().is_none() {
-        o.push_str("<p class=\"empty\">not measured in this run (no samples; see the notes above)</p>");
+        o.push_str(
+            "<p class=\"empty\">not measured in this run (no samples; see the notes above)</p>",
+        );
         return;
     }
     card(o, &render(&layer_chart(r, 1100.0)));
@@ -330,7 +338,13 @@ fn selector_section(o: &mut String, r: &Report) {
                     l.index as f64,
                     s,
                     l.index,
-                    format!("{} ({}, {}): per-tensor max|w| = {} x the median channel's", w.layer, w.op_type, w.scheme, num(s)),
+                    format!(
+                        "{} ({}, {}): per-tensor max|w| = {} x the median channel's",
+                        w.layer,
+                        w.op_type,
+                        w.scheme,
+                        num(s)
+                    ),
                 ))
             })
             .collect();
@@ -390,11 +404,19 @@ fn search_section(o: &mut String, r: &Report) {
                     p.float_layers as f64,
                     p.cos,
                     i,
-                    format!("{}: {} float layer(s), similarity {:.6}", p.label, p.float_layers, p.cos),
+                    format!(
+                        "{}: {} float layer(s), similarity {:.6}",
+                        p.label, p.float_layers, p.cos
+                    ),
                 )
             })
             .collect();
-        let xmax = s.trajectory.iter().map(|p| p.float_layers).max().unwrap_or(1);
+        let xmax = s
+            .trajectory
+            .iter()
+            .map(|p| p.float_layers)
+            .max()
+            .unwrap_or(1);
         let chart = Chart {
             id: "trajectory".into(),
             x_label: "float layers".into(),
@@ -507,7 +529,11 @@ fn search_section(o: &mut String, r: &Report) {
 
 fn transform_section(o: &mut String, r: &Report) {
     for (k, t) in r.transforms.iter().enumerate() {
-        section(o, &format!("--{}: before and after", t.kind), &esc(&t.caption));
+        section(
+            o,
+            &format!("--{}: before and after", t.kind),
+            &esc(&t.caption),
+        );
         if t.rows.is_empty() {
             o.push_str("<p class=\"empty\">nothing was changed</p>");
             continue;
@@ -522,7 +548,13 @@ fn transform_section(o: &mut String, r: &Report) {
                         i as f64,
                         v,
                         i,
-                        format!("{}: {} {} -> {}", row.name, t.quantity, num(row.before), num(row.after)),
+                        format!(
+                            "{}: {} {} -> {}",
+                            row.name,
+                            t.quantity,
+                            num(row.before),
+                            num(row.after)
+                        ),
                     )
                 })
                 .collect()
@@ -590,7 +622,11 @@ fn table_section(o: &mut String, r: &Report) {
             o,
             "<tr data-name=\"{n}\"{cls}><td class=\"num\" data-v=\"{i}\">{i}</td><td data-v=\"{n}\">{n}</td><td data-v=\"{t}\">{t}</td><td data-v=\"{m}\">{m}</td>",
             n = esc(&l.name),
-            cls = if l.mode != "INT8" { " class=\"float\"" } else { "" },
+            cls = if l.mode != "INT8" {
+                " class=\"float\""
+            } else {
+                ""
+            },
             i = l.index,
             t = esc(&l.op_type),
             m = esc(&mode),
@@ -656,7 +692,11 @@ mod tests {
             ..Report::default()
         };
         let html = to_html(&r).unwrap();
-        assert_eq!(html.matches("</script>").count(), 2, "only the two real closings");
+        assert_eq!(
+            html.matches("</script>").count(),
+            2,
+            "only the two real closings"
+        );
         let start = html.find("id=\"report-data\">").unwrap() + 17;
         let end = start + html[start..].find("</script>").unwrap();
         let v: serde_json::Value = serde_json::from_str(&html[start..end]).unwrap();

@@ -142,7 +142,10 @@ fn y_range(panel: &Panel) -> (f64, f64) {
         let h = if h <= l { l + 1.0 } else { h };
         (10f64.powf(l), 10f64.powf(h))
     } else if hi - lo < 1e-12 {
-        (lo - 0.5f64.max(lo.abs() * 0.01), hi + 0.5f64.max(hi.abs() * 0.01))
+        (
+            lo - 0.5f64.max(lo.abs() * 0.01),
+            hi + 0.5f64.max(hi.abs() * 0.01),
+        )
     } else {
         let pad = (hi - lo) * 0.05;
         (lo - pad, hi + pad)
@@ -309,12 +312,18 @@ pub fn layer_chart(report: &Report, width: f64) -> Chart {
     for l in &report.layers {
         let x = l.index as f64;
         if let Some(s) = l.cumulative {
-            let t = format!("{} ({}) cumulative: cos {:.6}, SQNR {:.2} dB", l.name, l.op_type, s.cos, s.sqnr_db);
+            let t = format!(
+                "{} ({}) cumulative: cos {:.6}, SQNR {:.2} dB",
+                l.name, l.op_type, s.cos, s.sqnr_db
+            );
             cos_cum.push((x, s.cos, l.index, t.clone()));
             snr_cum.push((x, s.sqnr_db, l.index, t));
         }
         if let Some(s) = l.isolated {
-            let t = format!("{} ({}) isolated: cos {:.6}, SQNR {:.2} dB", l.name, l.op_type, s.cos, s.sqnr_db);
+            let t = format!(
+                "{} ({}) isolated: cos {:.6}, SQNR {:.2} dB",
+                l.name, l.op_type, s.cos, s.sqnr_db
+            );
             cos_iso.push((x, s.cos, l.index, t.clone()));
             snr_iso.push((x, s.sqnr_db, l.index, t));
         }

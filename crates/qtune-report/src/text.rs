@@ -113,6 +113,10 @@ mod tests {
         // Caption, header, two measured layers, the worst-layers line.
         assert_eq!(lines.len(), 5, "{t}");
         assert!(lines[2].contains("0.990000") && lines[2].contains("~"));
-        assert!(lines[4].starts_with("lowest isolated SQNR: layer_with_a_rather_long_name_number_2 28.0 dB"));
+        assert!(
+            lines[4].starts_with(
+                "lowest isolated SQNR: layer_with_a_rather_long_name_number_2 28.0 dB"
+            )
+        );
     }
 }
