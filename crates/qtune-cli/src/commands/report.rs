@@ -107,6 +107,11 @@ pub fn finish(flags: &ReportFlags, quiet: bool, facts: RunFacts) -> Result<()> {
     }
     let start = Instant::now();
     let mut notes = facts.notes;
+    let mut facts_samples = facts.samples;
+    if flags.report.is_none() && flags.plot.is_none() {
+        // The text table alone: one sample keeps it a small part of any run.
+        facts_samples.truncate(1);
+    }
     let processor = Processor::parse(facts.processor);
     let (gathered, samples) = match processor {
         Some(p) => {
@@ -114,7 +119,7 @@ pub fn finish(flags: &ReportFlags, quiet: bool, facts: RunFacts) -> Result<()> {
                 .profile()
                 .float_type(facts.fp_type)
                 .map_err(anyhow::Error::msg)?;
-            let n = facts.samples.len();
+            let n = facts_samples.len();
             let g = gather(&GatherRequest {
                 graph: facts.graph,
                 processor: p,
@@ -124,7 +129,7 @@ pub fn finish(flags: &ReportFlags, quiet: bool, facts: RunFacts) -> Result<()> {
                 fp_type,
                 asymmetric: facts.asymmetric,
                 matmul_per_channel: facts.matmul_per_channel,
-                samples: facts.samples,
+                samples: facts_samples,
                 method_tables: facts.method_tables,
                 histograms: flags.report.is_some(),
             })

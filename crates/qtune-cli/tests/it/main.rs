@@ -10,6 +10,7 @@ mod errors;
 mod export;
 mod fp_forward;
 mod info;
+mod report;
 mod run;
 mod search;
 mod transform;
