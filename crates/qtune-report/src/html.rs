@@ -290,7 +290,7 @@ fn selector_section(o: &mut String, r: &Report) {
         "Tensor distributions and weight ranges",
         &format!(
             "Pick a layer (or click one in the chart above). Histogram of |x| of its output, log counts, with the \
-             thresholds of kl, mse, max and percentile9999 (dashed) and the threshold of the calibration table (solid red); \
+             thresholds of the methods (dashed: kl, max and percentile9999, and each method's own table in a search) and the threshold of the calibration table (solid red); \
              {}. Weights: each output channel's min and max against the per-tensor range, which is what a per-tensor \
              int8 weight (bm1684, Gemm/MatMul) must cover with 255 steps: a channel far inside it loses precision.",
             esc(&r.histogram_source)
@@ -653,9 +653,9 @@ pub fn to_html(report: &Report) -> Result<String, ReportError> {
     search_section(&mut o, report);
     transform_section(&mut o, report);
     table_section(&mut o, report);
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "</main><script type=\"application/json\" id=\"report-data\">{}</script><script>{SCRIPT}</script></body></html>\n",
+        "</main><script type=\"application/json\" id=\"report-data\">{}</script><script>{SCRIPT}</script></body></html>",
         embedded_json(report)?
     );
     Ok(o)

@@ -46,13 +46,24 @@ use crate::fake_quant::weight_channel_axis;
 /// 2048 or more; the report sums neighbours).
 pub const REPORT_BINS: usize = 128;
 
-/// The methods whose thresholds the histograms show.
-pub const HISTOGRAM_METHODS: [CalibrationMethod; 4] = [
+/// The methods whose thresholds the histograms show when the run has no
+/// tables of its own. mse is left out: its per-sample search over each
+/// tensor cost more than the rest of a report (75 % of it on MiniLM); the
+/// searches' reports draw the mse threshold from their own table.
+pub const HISTOGRAM_METHODS: [CalibrationMethod; 3] = [
     CalibrationMethod::Kl,
-    CalibrationMethod::Mse,
     CalibrationMethod::Max,
     CalibrationMethod::Percentile9999,
 ];
+
+/// A quantized model the caller already built from the request (model_deploy
+/// has one): the report runs it instead of building its own.
+#[derive(Clone, Copy)]
+pub struct Prebuilt<'a> {
+    pub plan: &'a Plan,
+    /// The simulation executor of that plan (`integer_exact` of its QDQ graph).
+    pub sim: &'a Executor,
+}
 
 /// What to measure.
 pub struct GatherRequest<'a> {
@@ -77,6 +88,7 @@ pub struct GatherRequest<'a> {
     pub method_tables: Vec<(String, &'a CalibrationTable)>,
     /// Collect the histograms (the text table needs none).
     pub histograms: bool,
+    pub prebuilt: Option<Prebuilt<'a>>,
 }
 
 /// What was measured.
@@ -394,9 +406,16 @@ pub fn gather(req: &GatherRequest) -> Result<Gathered, SearchError> {
         asymmetric: req.asymmetric,
         matmul_per_channel: req.matmul_per_channel,
     };
-    let plan = Plan::new(graph, req.processor.profile(), &plan_req)?;
-    let mut layers = layer_rows(graph, &plan, req.table);
-    let weights = weight_ranges(graph, &plan);
+    let own_plan;
+    let plan = match req.prebuilt {
+        Some(p) => p.plan,
+        None => {
+            own_plan = Plan::new(graph, req.processor.profile(), &plan_req)?;
+            &own_plan
+        }
+    };
+    let mut layers = layer_rows(graph, plan, req.table);
+    let weights = weight_ranges(graph, plan);
     let mut out = Gathered {
         layers: Vec::new(),
         histograms: Vec::new(),
@@ -410,12 +429,19 @@ pub fn gather(req: &GatherRequest) -> Result<Gathered, SearchError> {
     }
 
     // The deployed model's simulation, as model_deploy and the searches run it.
-    let (qdq, _) = qtune_deploy::build_qdq(graph, &plan)?;
-    let (sim, _) = qtune_exec::prepare(
-        qtune_deploy::integer_exact(&qdq),
-        &PrepareOptions::default(),
-    )?;
-    let sim = Executor::new(sim)?;
+    let own_sim;
+    let sim = match req.prebuilt {
+        Some(p) => p.sim,
+        None => {
+            let (qdq, _) = qtune_deploy::build_qdq(graph, plan)?;
+            let (g, _) = qtune_exec::prepare(
+                qtune_deploy::integer_exact(&qdq),
+                &PrepareOptions::default(),
+            )?;
+            own_sim = Executor::new(g)?;
+            &own_sim
+        }
+    };
     let float = Executor::new(graph.clone())?;
     let sg = sim.graph();
 
@@ -519,7 +545,7 @@ pub fn gather(req: &GatherRequest) -> Result<Gathered, SearchError> {
         for (isolate, acc) in [(false, &mut cumulative), (true, &mut isolated)] {
             let mut hook = LayerHook {
                 forms: &forms,
-                plan: &plan,
+                plan,
                 float: &fvals,
                 seen: vec![false; names.len()],
                 acc,

@@ -108,6 +108,7 @@ fn isolated_similarity_equals_one_layer_models() {
         samples: vec![s.clone()],
         method_tables: Vec::new(),
         histograms: true,
+        prebuilt: None,
     })
     .unwrap();
     let measured: Vec<_> = gathered
@@ -205,7 +206,7 @@ fn isolated_similarity_equals_one_layer_models() {
     for h in &gathered.histograms {
         let t = table.get(&h.tensor).unwrap();
         assert_eq!(h.chosen, Some(t.threshold));
-        assert_eq!(h.thresholds.len(), 4, "{}", h.tensor);
+        assert_eq!(h.thresholds.len(), 3, "{}", h.tensor);
         assert!(h.counts.len() <= qtune_search::report::REPORT_BINS);
     }
     // Weights: one entry per Conv/Gemm, the per-tensor max above each channel's.

@@ -670,6 +670,7 @@ fn run_inner(args: Args) -> Result<()> {
                 search: None,
                 transforms,
                 notes: Vec::new(),
+                prebuilt: None,
             },
         )?;
     }

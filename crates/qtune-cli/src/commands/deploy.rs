@@ -111,11 +111,16 @@ fn run_inner(args: Args) -> Result<()> {
     }
     let mut quant = args.quant.clone();
     quant.quantize = Some(mode.name().to_string());
-    let runnable = model::load_runnable(&args.mlir, &quant)?;
-    let q = runnable
-        .quantized
-        .as_ref()
-        .context("quantization was requested")?;
+    // The model as load_runnable loads a quantized one (TPU-MLIR op names,
+    // BatchNorm folded), kept for the report.
+    let mut prepare = qtune_exec::PrepareOptions::default();
+    prepare.fold_batchnorm = true;
+    let graph = model::load_model(&args.mlir, None, &prepare, model::Naming::TopOps)?
+        .exec
+        .graph()
+        .clone();
+    let q = &quant.quantize(&graph)?;
+    let exec = model::executor_of(&q.simulation_graph(), &args.mlir)?;
     if !args.quiet {
         let counts: Vec<String> = q
             .plan
@@ -139,7 +144,7 @@ fn run_inner(args: Args) -> Result<()> {
         }
     }
     if let Some(input) = &args.test_input {
-        verify(&args, &runnable.exec, input, tol, &tol_text)?;
+        verify(&args, &exec, input, tol, &tol_text)?;
     }
     write_model(&q.qdq, &args.model)?;
     let deploy_time = start.elapsed().as_secs_f64();
@@ -147,14 +152,23 @@ fn run_inner(args: Args) -> Result<()> {
         eprintln!("wrote {} in {deploy_time:.2} s", args.model.display());
     }
     if args.report.wanted(args.quiet) {
-        report(&args, mode, deploy_time)?;
+        let prebuilt = qtune_search::report::Prebuilt {
+            plan: &q.plan,
+            sim: &exec,
+        };
+        report(&args, mode, deploy_time, &graph, prebuilt)?;
     }
     Ok(())
 }
 
 /// The report of the deployed model, measured on `--test_input`.
-fn report(args: &Args, mode: QuantMode, deploy_time: f64) -> Result<()> {
-    let graph = super::report::deploy_graph(&args.mlir, None)?;
+fn report(
+    args: &Args,
+    mode: QuantMode,
+    deploy_time: f64,
+    graph: &qtune_ir::Graph,
+    prebuilt: qtune_search::report::Prebuilt,
+) -> Result<()> {
     let table = match &args.quant.calibration_table {
         Some(p) => Some(qtune_quant::CalibrationTable::read(p)?),
         None => None,
@@ -197,7 +211,7 @@ fn report(args: &Args, mode: QuantMode, deploy_time: f64) -> Result<()> {
         super::report::RunFacts {
             title: "model_deploy".into(),
             model: &args.mlir,
-            graph: &graph,
+            graph,
             processor: &args.quant.processor,
             dataset: args
                 .test_input
@@ -218,6 +232,7 @@ fn report(args: &Args, mode: QuantMode, deploy_time: f64) -> Result<()> {
             search: None,
             transforms: Vec::new(),
             notes: Vec::new(),
+            prebuilt: Some(prebuilt),
         },
     )
 }

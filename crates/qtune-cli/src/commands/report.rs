@@ -98,6 +98,8 @@ pub struct RunFacts<'a> {
     pub search: Option<qtune_report::Search>,
     pub transforms: Vec<qtune_report::Transform>,
     pub notes: Vec<String>,
+    /// The quantized model of `graph`, when the command built it already.
+    pub prebuilt: Option<qtune_search::report::Prebuilt<'a>>,
 }
 
 /// Measures, then writes the report and chart, or prints the text table.
@@ -132,6 +134,7 @@ pub fn finish(flags: &ReportFlags, quiet: bool, facts: RunFacts) -> Result<()> {
                 samples: facts_samples,
                 method_tables: facts.method_tables,
                 histograms: flags.report.is_some(),
+                prebuilt: facts.prebuilt,
             })
             .context("measuring the report")?;
             (Some(g), n)
@@ -384,6 +387,7 @@ fn run_inner(args: Args) -> Result<()> {
             search: None,
             transforms: Vec::new(),
             notes: Vec::new(),
+            prebuilt: None,
         },
     )
 }

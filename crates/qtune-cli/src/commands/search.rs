@@ -333,6 +333,7 @@ impl SearchContext {
                 search,
                 transforms: Vec::new(),
                 notes: Vec::new(),
+                prebuilt: None,
             },
         )
     }
