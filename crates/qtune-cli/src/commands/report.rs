@@ -18,9 +18,11 @@ use qtune_tensor::Tensor;
 use crate::model::{self, Naming};
 
 /// Samples the per-layer similarities and histograms of a run's report are
-/// measured on (the first of the run's samples): enough to rank layers,
-/// few enough to keep the report a small part of the run.
-pub const RUN_REPORT_SAMPLES: usize = 2;
+/// measured on (the first of the run's samples), as TPU-MLIR's visual tool
+/// compares one input: enough to rank layers, and the report stays a small
+/// part of the run (each sample costs a float run and two runs of the
+/// quantized model). `qtune report --input_num N` measures on more.
+pub const RUN_REPORT_SAMPLES: usize = 1;
 
 /// The report flags every quantization command takes.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -112,7 +114,7 @@ pub fn finish(flags: &ReportFlags, quiet: bool, facts: RunFacts) -> Result<()> {
     let mut facts_samples = facts.samples;
     if flags.report.is_none() && flags.plot.is_none() {
         // The text table alone: one sample keeps it a small part of any run.
-        facts_samples.truncate(1);
+        facts_samples.truncate(RUN_REPORT_SAMPLES);
     }
     let processor = Processor::parse(facts.processor);
     let (gathered, samples) = match processor {
