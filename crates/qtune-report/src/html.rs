@@ -54,6 +54,7 @@ const SCRIPT: &str = r###"
     if (v === null || v === undefined) { return "-"; }
     if (v === 0) { return "0"; }
     var a = Math.abs(v);
+    if (a > 0.99 && a < 1) { return v.toFixed(6); }
     return (a >= 1e-3 && a < 1e5) ? String(Number(v.toPrecision(4))) : v.toExponential(3);
   }
   var hists = {}, weights = {};
@@ -150,8 +151,8 @@ const SCRIPT: &str = r###"
     if (info && layer) {
       info.textContent = layer.name + " (" + layer.op_type + ", " + layer.mode + ")" +
         (layer.threshold !== null ? ", threshold " + fmt(layer.threshold) : "") +
-        (layer.cumulative ? ", cumulative cos " + layer.cumulative.cos.toFixed(6) : "") +
-        (layer.isolated ? ", isolated cos " + layer.isolated.cos.toFixed(6) : "");
+        (layer.cumulative ? ", cumulative cos " + fmt(layer.cumulative.cos) : "") +
+        (layer.isolated ? ", isolated cos " + fmt(layer.isolated.cos) : "");
     }
     document.querySelectorAll("circle.pt.sel").forEach(function (c) { c.classList.remove("sel"); });
     if (layer) {

@@ -122,7 +122,9 @@ fn reason_text(r: &FloatReason) -> String {
     }
 }
 
-/// Running sums of one layer's similarity.
+/// Running sums of one layer's similarity. Elements whose float value is a
+/// masking constant (at least [`qtune_deploy::HUGE_THRESHOLD`]) or not finite
+/// are left out.
 #[derive(Debug, Clone, Copy, Default)]
 struct Acc {
     cos_sum: f64,
@@ -135,6 +137,12 @@ impl Acc {
     fn add(&mut self, reference: &[f32], x: &[f32]) {
         let (mut dot, mut na, mut nb, mut noise) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
         for (&a, &b) in reference.iter().zip(x) {
+            // Masking constants (-FLT_MAX attention masks) are not values:
+            // an F16 layer rounds them to -inf, which would make every
+            // measure of the tensor infinite. They are left out.
+            if !a.is_finite() || f64::from(a.abs()) >= qtune_deploy::HUGE_THRESHOLD {
+                continue;
+            }
             let (a, b) = (f64::from(a), f64::from(b));
             dot += a * b;
             na += a * a;
@@ -157,7 +165,9 @@ impl Acc {
     }
 
     fn similarity(&self) -> Option<Similarity> {
-        (self.samples > 0).then(|| Similarity {
+        // JSON has no NaN: a tensor without a finite measure has none.
+        let finite = self.cos_sum.is_finite() && self.signal.is_finite() && self.noise.is_finite();
+        (self.samples > 0 && finite).then(|| Similarity {
             cos: self.cos_sum / self.samples as f64,
             sqnr_db: sqnr_db(self.signal, self.noise),
         })
