@@ -643,12 +643,10 @@ fn run_inner(args: Args) -> Result<()> {
                 model: model_path,
                 graph: &deploy,
                 processor: &args.processor,
-                dataset: args
-                    .data_list
-                    .as_ref()
-                    .or(args.dataset.as_ref())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
+                dataset: super::report::dataset_label(
+                    args.data_list.as_ref(),
+                    args.dataset.as_ref(),
+                ),
                 table: Some(&table),
                 qtable: &qtable_rows,
                 fp_type: "auto",

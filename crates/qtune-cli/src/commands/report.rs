@@ -238,6 +238,29 @@ pub fn deploy_graph(model: &Path, input_shapes: Option<&str>) -> Result<Graph> {
     )
 }
 
+/// A search's `(float layers, cos)` trajectory; the first point is all-int8.
+pub fn trajectory(
+    points: &[(usize, f64)],
+    label: impl Fn(usize) -> String,
+) -> Vec<qtune_report::TrajectoryPoint> {
+    points
+        .iter()
+        .map(|&(k, cos)| qtune_report::TrajectoryPoint {
+            float_layers: k,
+            cos,
+            label: if k == 0 { "all int8".into() } else { label(k) },
+        })
+        .collect()
+}
+
+/// `--data_list` or else `--dataset`, for the report header.
+pub fn dataset_label(data_list: Option<&PathBuf>, dataset: Option<&PathBuf>) -> String {
+    data_list
+        .or(dataset)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
 /// A search's figures for the report.
 pub fn search_of_layers(
     kind: &str,
@@ -251,19 +274,9 @@ pub fn search_of_layers(
         scale: "TPU-MLIR's mapped scale 0.5 + 0.5 cos; a loss is 1 minus it".into(),
         expected_cos: Some(expected_cos),
         methods: methods.to_vec(),
-        trajectory: outcome
-            .trajectory
-            .iter()
-            .map(|&(k, cos)| qtune_report::TrajectoryPoint {
-                float_layers: k,
-                cos,
-                label: if k == 0 {
-                    "all int8".into()
-                } else {
-                    format!("{k} most sensitive in float")
-                },
-            })
-            .collect(),
+        trajectory: trajectory(&outcome.trajectory, |k| {
+            format!("{k} most sensitive in float")
+        }),
         layers: outcome
             .results
             .iter()
@@ -366,12 +379,7 @@ fn run_inner(args: Args) -> Result<()> {
             model: &args.model,
             graph: &graph,
             processor: &args.processor,
-            dataset: args
-                .data_list
-                .as_ref()
-                .or(args.dataset.as_ref())
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            dataset: dataset_label(args.data_list.as_ref(), args.dataset.as_ref()),
             table: Some(&table),
             qtable: &qtable,
             fp_type: &args.fp_type,

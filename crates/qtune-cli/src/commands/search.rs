@@ -1133,19 +1133,9 @@ fn run_mix_search(
             scale: "TPU-MLIR's mapped scale 0.5 + 0.5 cos; a loss is 1 minus it".into(),
             expected_cos: Some(s.expected_cos),
             methods: vec!["layer loss".into()],
-            trajectory: outcome
-                .trajectory
-                .iter()
-                .map(|&(k, cos)| qtune_report::TrajectoryPoint {
-                    float_layers: k,
-                    cos,
-                    label: if k == 0 {
-                        "all int8".into()
-                    } else {
-                        "trial".into()
-                    },
-                })
-                .collect(),
+            trajectory: super::report::trajectory(&outcome.trajectory, |k| {
+                format!("trial with {k} float layer(s)")
+            }),
             layers: outcome
                 .losses
                 .iter()
