@@ -62,6 +62,9 @@ enum Command {
     /// Cargo cannot name a binary with a dot).
     #[command(name = "install-py-names", alias = "install_py_names")]
     InstallPyNames(InstallPyNamesArgs),
+    /// Writes the HTML report of a model quantized with a calibration table
+    /// (and a qtable): per-layer similarity, histograms, weight ranges.
+    Report(Box<commands::report::Args>),
 }
 
 #[derive(clap::Args)]
@@ -161,6 +164,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Calibrate(a) => commands::calibrate::run(*a),
         Command::Export(a) => commands::export::run(a),
         Command::InstallPyNames(a) => install_py_names(a),
+        Command::Report(a) => commands::report::run(*a),
     }
 }
 

@@ -23,6 +23,7 @@ mod fp_forward;
 mod inputs;
 pub mod mix;
 pub mod post_process;
+pub mod report;
 mod shape_ops;
 mod smooth_quant;
 mod tune_elementwise;

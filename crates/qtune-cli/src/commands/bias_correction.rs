@@ -204,5 +204,9 @@ pub(crate) fn apply(
             weight_path.display()
         );
     }
-    weight_transforms::reload(&mlir_path, selection, configs, req.tune_list)
+    let mut reloaded = weight_transforms::reload(&mlir_path, selection, configs, req.tune_list)?;
+    reloaded
+        .transforms
+        .push(qtune_search::report::bias_correction_transform(&report));
+    Ok(reloaded)
 }

@@ -145,6 +145,8 @@ pub struct Args {
     pub(crate) post_process: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) search_flags: super::search::SearchFlags,
+    #[command(flatten)]
+    pub(crate) report_flags: super::report::ReportFlags,
 }
 
 const AFTER_HELP: &str = "\
@@ -382,6 +384,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.smc {
         bail!("--smc is not yet supported by qtune (planned); run without it");
     }
+    args.report_flags.check()?;
     if searching {
         return super::with_threads(args.threads, || {
             super::search::run_calibration_search(&args)
@@ -500,9 +503,13 @@ fn run_inner(args: Args) -> Result<()> {
         quiet: args.quiet,
     };
     let transformed = weight_transforms::apply(&request, &exec, &loader, selection, configs, &bar)?;
+    let mut transforms = Vec::new();
     // With --sq/--we, calibration runs on the transformed model.
     let (exec, loader, tune_loader, model_path) = match transformed {
-        Some(t) => (t.exec, t.loader, t.tune_loader, t.model),
+        Some(t) => {
+            transforms.extend(t.transforms);
+            (t.exec, t.loader, t.tune_loader, t.model)
+        }
         None => (exec, loader, tune_loader, model_path.clone()),
     };
     let outcome = calibrate(&exec, &loader, tune_loader.as_ref(), &settings, &bar)
@@ -519,7 +526,8 @@ fn run_inner(args: Args) -> Result<()> {
                 time: TimeLine::Omit,
                 tune_number: 0,
             });
-            let c = bias_correction::apply(&bc, &exec, &table, selection, configs, &bar)?;
+            let mut c = bias_correction::apply(&bc, &exec, &table, selection, configs, &bar)?;
+            transforms.append(&mut c.transforms);
             let outcome = calibrate(&c.exec, &c.loader, c.tune_loader.as_ref(), &settings, &bar)
                 .with_context(|| format!("calibrating `{}`", c.model.display()))?;
             (c.exec, c.loader, c.model, outcome)
@@ -590,6 +598,79 @@ fn run_inner(args: Args) -> Result<()> {
             qtable_path.display(),
             qtable.shape_layers.len()
         );
+    }
+    let run_time = start.elapsed().as_secs_f64();
+    if args.report_flags.wanted(args.quiet) {
+        // The transformed models are .mlir files with static shapes.
+        let shapes = if model_path.extension().is_some_and(|e| e == "mlir") {
+            None
+        } else {
+            args.input_shapes.as_deref()
+        };
+        let deploy = super::report::deploy_graph(model_path, shapes)?;
+        let table = outcome.final_table(&header);
+        let float = float_mode(&args.processor);
+        let qtable_rows: Vec<(String, QuantMode)> = qtable
+            .shape_layers
+            .iter()
+            .map(|n| (n.clone(), float))
+            .collect();
+        let mut timings = vec![qtune_report::Timing::new(
+            "statistics",
+            outcome.statistics_time.as_secs_f64(),
+        )];
+        if outcome.tuned_rows.is_some() {
+            timings.push(qtune_report::Timing::new(
+                "tuning",
+                outcome.tuning_time.as_secs_f64(),
+            ));
+        }
+        timings.push(qtune_report::Timing::new("run", run_time));
+        let mut counts = vec![
+            qtune_report::Entry::new("calibration samples", loader.sample_count()),
+            qtune_report::Entry::new("calibration batches", outcome.batches),
+            qtune_report::Entry::new("method", method),
+            qtune_report::Entry::new("tuning batches", outcome.tune_batches),
+            qtune_report::Entry::new("thresholds raised by tuning", outcome.tuned_changes),
+            qtune_report::Entry::new("tensors calibrated", outcome.rows().len()),
+        ];
+        counts.retain(|e| e.value != "0" || e.label == "tensors calibrated");
+        super::report::finish(
+            &args.report_flags,
+            args.quiet,
+            super::report::RunFacts {
+                title: "run_calibration".into(),
+                model: model_path,
+                graph: &deploy,
+                processor: &args.processor,
+                dataset: super::report::dataset_label(
+                    args.data_list.as_ref(),
+                    args.dataset.as_ref(),
+                ),
+                table: Some(&table),
+                qtable: &qtable_rows,
+                fp_type: "auto",
+                quantize: QuantMode::Int8,
+                asymmetric: false,
+                matmul_per_channel: false,
+                samples: super::report::loader_samples(
+                    exec.graph(),
+                    &loader,
+                    super::report::RUN_REPORT_SAMPLES,
+                )?,
+                method_tables: Vec::new(),
+                counts,
+                timings,
+                outputs: vec![
+                    args.calibration_table.display().to_string(),
+                    qtable_path.display().to_string(),
+                ],
+                search: None,
+                transforms,
+                notes: Vec::new(),
+                prebuilt: None,
+            },
+        )?;
     }
     Ok(())
 }

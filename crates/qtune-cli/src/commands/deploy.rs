@@ -49,6 +49,8 @@ pub struct Args {
     /// No summary on stderr.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub report: super::report::ReportFlags,
 }
 
 /// `model_deploy`: the same flags under TPU-MLIR's tool name.
@@ -98,6 +100,7 @@ pub fn run(args: Args) -> Result<()> {
 fn run_inner(args: Args) -> Result<()> {
     let start = std::time::Instant::now();
     check_output(&args.model)?;
+    args.report.check()?;
     let mode = args.quant.mode()?;
     let tol_text = args
         .tolerance
@@ -109,11 +112,15 @@ fn run_inner(args: Args) -> Result<()> {
     }
     let mut quant = args.quant.clone();
     quant.quantize = Some(mode.name().to_string());
-    let runnable = model::load_runnable(&args.mlir, &quant)?;
-    let q = runnable
-        .quantized
-        .as_ref()
-        .context("quantization was requested")?;
+    // The model as load_runnable loads a quantized one (TPU-MLIR op names,
+    // BatchNorm folded), kept for the report.
+    let mut prepare = qtune_exec::PrepareOptions::default();
+    prepare.fold_batchnorm = true;
+    let loaded = model::load_model(&args.mlir, None, &prepare, model::Naming::TopOps)?;
+    let onnx_io = loaded.onnx_io;
+    let graph = loaded.exec.graph().clone();
+    let q = &quant.quantize(&graph)?;
+    let exec = model::executor_of(&q.simulation_graph(), &args.mlir)?;
     if !args.quiet {
         let counts: Vec<String> = q
             .plan
@@ -137,28 +144,104 @@ fn run_inner(args: Args) -> Result<()> {
         }
     }
     if let Some(input) = &args.test_input {
-        verify(&args, &runnable.exec, input, tol, &tol_text)?;
+        verify(&args, &exec, input, tol, &tol_text)?;
     }
     // The exported model is a drop-in replacement for the source model, so
     // its inputs and outputs carry the source's ONNX names; the npz written
     // above keeps TPU-MLIR's op names, as TPU-MLIR's `_tpu_outputs.npz` and
     // `--test_reference` files do.
     let mut qdq = q.qdq.clone();
-    qtune_deploy::rename_io(
-        &mut qdq,
-        &runnable.onnx_io.inputs,
-        &runnable.onnx_io.outputs,
-    )
-    .with_context(|| format!("naming the outputs of `{}`", args.model.display()))?;
+    qtune_deploy::rename_io(&mut qdq, &onnx_io.inputs, &onnx_io.outputs)
+        .with_context(|| format!("naming the outputs of `{}`", args.model.display()))?;
     write_model(&qdq, &args.model)?;
+    let deploy_time = start.elapsed().as_secs_f64();
     if !args.quiet {
-        eprintln!(
-            "wrote {} in {:.2} s",
-            args.model.display(),
-            start.elapsed().as_secs_f64()
-        );
+        eprintln!("wrote {} in {deploy_time:.2} s", args.model.display());
+    }
+    if args.report.wanted(args.quiet) {
+        let prebuilt = qtune_search::report::Prebuilt {
+            plan: &q.plan,
+            sim: &exec,
+        };
+        report(&args, mode, deploy_time, &graph, prebuilt)?;
     }
     Ok(())
+}
+
+/// The report of the deployed model, measured on `--test_input`.
+fn report(
+    args: &Args,
+    mode: QuantMode,
+    deploy_time: f64,
+    graph: &qtune_ir::Graph,
+    prebuilt: qtune_search::report::Prebuilt,
+) -> Result<()> {
+    let table = match &args.quant.calibration_table {
+        Some(p) => Some(qtune_quant::CalibrationTable::read(p)?),
+        None => None,
+    };
+    let qtable = match &args.quant.quantize_table {
+        Some(p) => super::report::qtable_rows(graph, p, false)?,
+        None => Vec::new(),
+    };
+    let mut samples = Vec::new();
+    if let Some(input) = &args.test_input {
+        let arrays = read_npz(input)?;
+        let mut one = Vec::new();
+        for &id in &graph.inputs {
+            let name = &graph.value(id).name;
+            let t = arrays
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .with_context(|| {
+                    format!("--test_input {} has no array `{name}`", input.display())
+                })?;
+            one.push((name.clone(), t));
+        }
+        samples.push(one);
+    }
+    let mut outputs = vec![args.model.display().to_string()];
+    if args.test_input.is_some() {
+        outputs.push(outputs_path(&args.model).display().to_string());
+    }
+    let mut counts = vec![qtune_report::Entry::new("quantize", mode)];
+    if let Some(p) = &args.quant.calibration_table {
+        counts.push(qtune_report::Entry::new("calibration table", p.display()));
+    }
+    if let Some(p) = &args.quant.quantize_table {
+        counts.push(qtune_report::Entry::new("qtable", p.display()));
+    }
+    super::report::finish(
+        &args.report,
+        args.quiet,
+        super::report::RunFacts {
+            title: "model_deploy".into(),
+            model: &args.mlir,
+            graph,
+            processor: &args.quant.processor,
+            dataset: args
+                .test_input
+                .as_ref()
+                .map(|p| format!("{} (--test_input)", p.display()))
+                .unwrap_or_else(|| "none (no --test_input)".into()),
+            table: table.as_ref(),
+            qtable: &qtable,
+            fp_type: &args.quant.fp_type,
+            quantize: mode,
+            asymmetric: args.quant.asymmetric,
+            matmul_per_channel: args.quant.matmul_perchannel,
+            samples,
+            method_tables: Vec::new(),
+            counts,
+            timings: vec![qtune_report::Timing::new("deploy", deploy_time)],
+            outputs,
+            search: None,
+            transforms: Vec::new(),
+            notes: Vec::new(),
+            prebuilt: Some(prebuilt),
+        },
+    )
 }
 
 fn verify(

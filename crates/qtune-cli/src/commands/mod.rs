@@ -9,6 +9,7 @@ pub mod export;
 pub mod fp_forward;
 pub mod info;
 pub mod preprocess_args;
+pub mod report;
 pub mod run;
 pub mod search;
 pub mod transform;

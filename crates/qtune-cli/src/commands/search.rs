@@ -85,6 +85,17 @@ struct SearchContext {
     time_text: Option<String>,
     model_path: PathBuf,
     quiet: bool,
+    /// `--data_list` or `--dataset`, for the report.
+    dataset: String,
+}
+
+/// What the report of a search says about it.
+struct ReportSpec<'a> {
+    flags: &'a super::report::ReportFlags,
+    /// `search_qtable`, `run_sensitive_layer`, ...
+    kind: &'a str,
+    /// What a per-layer loss measures.
+    layer_loss: &'a str,
 }
 
 struct ContextArgs<'a> {
@@ -140,6 +151,12 @@ fn context(a: &ContextArgs) -> Result<SearchContext> {
         time_text,
         model_path: a.model.to_path_buf(),
         quiet: a.quiet,
+        dataset: a
+            .samples
+            .data_list
+            .or(a.samples.dataset)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
     })
 }
 
@@ -269,6 +286,56 @@ impl SearchContext {
                 .collect(),
             ..QuantizeTable::default()
         }
+    }
+
+    /// Measures and writes the report of a search (or prints the text table).
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        flags: &super::report::ReportFlags,
+        title: &str,
+        table: &CalibrationTable,
+        float_layers: &[String],
+        method_tables: Vec<(String, &CalibrationTable)>,
+        search: Option<qtune_report::Search>,
+        timings: Vec<qtune_report::Timing>,
+        outputs: Vec<String>,
+    ) -> Result<()> {
+        if !flags.wanted(self.quiet) {
+            return Ok(());
+        }
+        let mut qtable = self.shape_qtable.clone();
+        qtable.extend(float_layers.iter().map(|n| (n.clone(), self.float_mode)));
+        let fp = self.chip_fp.to_string();
+        super::report::finish(
+            flags,
+            self.quiet,
+            super::report::RunFacts {
+                title: title.to_string(),
+                model: &self.model_path,
+                graph: &self.graph,
+                processor: &self.chip,
+                dataset: self.dataset.clone(),
+                table: Some(table),
+                qtable: &qtable,
+                fp_type: &fp,
+                quantize: QuantMode::Int8,
+                asymmetric: false,
+                matmul_per_channel: false,
+                samples: self.inference_samples(super::report::RUN_REPORT_SAMPLES)?,
+                method_tables,
+                counts: vec![
+                    qtune_report::Entry::new("calibration samples", self.cal.loader.sample_count()),
+                    qtune_report::Entry::new("float layers chosen", float_layers.len()),
+                ],
+                timings,
+                outputs,
+                search,
+                transforms: Vec::new(),
+                notes: Vec::new(),
+                prebuilt: None,
+            },
+        )
     }
 
     /// The float reference (F32 model) of the evaluator.
@@ -471,6 +538,7 @@ fn bias_correct_and_recalibrate(
 /// `run_calibration --search ...`.
 pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
     let start = Instant::now();
+    args.report_flags.check()?;
     let mode = args.search.as_deref().unwrap_or("False");
     let flags = &args.search_flags;
     if !matches!(
@@ -574,7 +642,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                     mix::log::py_list(&["kl", "max", "percentile9999", "mse"])
                 ));
             }
-            let (best, _) =
+            let (best, scores) =
                 mix::threshold_search(&mut ev, &tables, &ctx.shape_qtable, benchmark, &mut log)?;
             drop(ev);
             tables[best].table.write(cali)?;
@@ -591,6 +659,39 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                     &tables[best].table,
                     method,
                     debug.tune_steps,
+                )?;
+            }
+            if args.report_flags.wanted(args.quiet) && !args.bc {
+                ctx.report(
+                    &args.report_flags,
+                    "run_calibration --search search_threshold",
+                    &tables[best].table,
+                    &[],
+                    tables.iter().map(|t| (t.label.clone(), &t.table)).collect(),
+                    Some(qtune_report::Search {
+                        kind: "search_threshold".into(),
+                        scale: format!(
+                            "{} of the all-int8 model with each method's table",
+                            flags.benchmark_method
+                        ),
+                        methods: tables.iter().map(|t| t.label.clone()).collect(),
+                        trajectory: tables
+                            .iter()
+                            .zip(&scores)
+                            .map(|(t, &sc)| qtune_report::TrajectoryPoint {
+                                float_layers: 0,
+                                cos: sc,
+                                label: t.label.clone(),
+                            })
+                            .collect(),
+                        layer_loss: String::new(),
+                        ..qtune_report::Search::default()
+                    }),
+                    vec![
+                        qtune_report::Timing::new("calibration", cal_time.as_secs_f64()),
+                        qtune_report::Timing::new("run", start.elapsed().as_secs_f64()),
+                    ],
+                    vec![cali.display().to_string()],
                 )?;
             }
             if !args.quiet {
@@ -696,6 +797,11 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 "success search qtable",
                 start,
                 [cal_time, ref_time],
+                &ReportSpec {
+                    flags: &args.report_flags,
+                    kind: "search_qtable",
+                    layer_loss: "the output loss (1 - mapped cos) with only this layer of the searched ones in int8, at each method's threshold",
+                },
             )
         }
         "fast_search" => {
@@ -815,6 +921,11 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 &loss_path,
                 LossHeader::Search,
                 start,
+                &ReportSpec {
+                    flags: &args.report_flags,
+                    kind: "mix_search",
+                    layer_loss: "1 - the layer's own output similarity (mapped) in the configuration the walk had reached",
+                },
             )
         }
         _ => unreachable!("checked above"),
@@ -833,6 +944,7 @@ fn run_layer_search(
     success: &str,
     start: Instant,
     [cal_time, ref_time]: [std::time::Duration; 2],
+    report: &ReportSpec,
 ) -> Result<()> {
     let jpath = journal_path(qtable_path);
     if resume && !jpath.exists() {
@@ -883,6 +995,43 @@ fn run_layer_search(
             s.cache_peak_bytes >> 20
         );
     }
+    if report.flags.wanted(ctx.quiet) {
+        let methods: Vec<String> = search.methods.iter().map(|m| m.label.clone()).collect();
+        let table = if outcome.early_exit {
+            &search.table
+        } else {
+            &outcome.table
+        };
+        let mut outputs = vec![qtable_path.display().to_string()];
+        if !outcome.early_exit {
+            outputs.push("new_cali_table.txt".into());
+        }
+        ctx.report(
+            report.flags,
+            report.kind,
+            table,
+            &outcome.float_layers,
+            search
+                .methods
+                .iter()
+                .map(|m| (m.label.clone(), &m.table))
+                .collect(),
+            Some(super::report::search_of_layers(
+                report.kind,
+                search.expected_cos,
+                &methods,
+                &outcome,
+                report.layer_loss,
+            )),
+            vec![
+                qtune_report::Timing::new("calibration", cal_time.as_secs_f64()),
+                qtune_report::Timing::new("float reference", ref_time.as_secs_f64()),
+                qtune_report::Timing::new("layer search", search_time.as_secs_f64()),
+                qtune_report::Timing::new("run", start.elapsed().as_secs_f64()),
+            ],
+            outputs,
+        )?;
+    }
     Ok(())
 }
 
@@ -904,6 +1053,7 @@ fn run_mix_search(
     loss_path: &Path,
     header: LossHeader,
     start: Instant,
+    report: &ReportSpec,
 ) -> Result<()> {
     // The reference: the model at the float type (TPU-MLIR lowers it at
     // high precision).
@@ -976,6 +1126,53 @@ fn run_mix_search(
             start.elapsed().as_secs_f64()
         );
     }
+    if report.flags.wanted(ctx.quiet) {
+        let graph_layers = mix::layers(&ctx.graph);
+        let search = qtune_report::Search {
+            kind: report.kind.into(),
+            scale: "TPU-MLIR's mapped scale 0.5 + 0.5 cos; a loss is 1 minus it".into(),
+            expected_cos: Some(s.expected_cos),
+            methods: vec!["layer loss".into()],
+            trajectory: super::report::trajectory(&outcome.trajectory, |k| {
+                format!("trial with {k} float layer(s)")
+            }),
+            layers: outcome
+                .losses
+                .iter()
+                .map(|(name, c)| qtune_report::SearchLayer {
+                    name: name.clone(),
+                    op_type: graph_layers
+                        .iter()
+                        .find(|l| &l.name == name)
+                        .map(|l| l.top_type.clone())
+                        .unwrap_or_default(),
+                    losses: vec![Some(1.0 - c)],
+                    chosen_method: None,
+                    threshold: s.table.get(name).map(|r| r.threshold),
+                })
+                .collect(),
+            layer_loss: report.layer_loss.into(),
+            float_layers: outcome.float_layers.clone(),
+            all_int8_cos: Some(outcome.int8_cos),
+            final_cos: Some(outcome.mix_cos),
+        };
+        ctx.report(
+            report.flags,
+            report.kind,
+            &s.table,
+            &outcome.float_layers,
+            Vec::new(),
+            Some(search),
+            vec![qtune_report::Timing::new(
+                "run",
+                start.elapsed().as_secs_f64(),
+            )],
+            vec![
+                qtable_path.display().to_string(),
+                loss_path.display().to_string(),
+            ],
+        )?;
+    }
     Ok(())
 }
 
@@ -1019,6 +1216,8 @@ pub struct QtableArgs {
     flags: SearchFlags,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    report: super::report::ReportFlags,
 }
 
 /// Flags every standalone search shares.
@@ -1096,6 +1295,7 @@ pub fn run_qtable(args: QtableArgs) -> Result<()> {
 
 fn run_qtable_inner(args: QtableArgs) -> Result<()> {
     let start = Instant::now();
+    args.report.check()?;
     let debug = parse_debug_cmd(&args.debug_cmd)?;
     debug.warn_ignored();
     let ctx = args.common.context(
@@ -1139,6 +1339,11 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
         &loss_path,
         LossHeader::RunQtable,
         start,
+        &ReportSpec {
+            flags: &args.report,
+            kind: "run_qtable",
+            layer_loss: "1 - the layer's own output similarity (mapped) in the configuration the walk had reached",
+        },
     )
 }
 
@@ -1195,6 +1400,8 @@ pub struct SensitiveArgs {
     flags: SearchFlags,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    report: super::report::ReportFlags,
 }
 
 const SENSITIVE_HELP: &str = "\
@@ -1225,6 +1432,7 @@ pub fn run_sensitive_layer(args: SensitiveArgs) -> Result<()> {
 
 fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
     let start = Instant::now();
+    args.report.check()?;
     let debug = parse_debug_cmd(&args.debug_cmd)?;
     debug.warn_ignored();
     let ctx = args.common.context(
@@ -1304,5 +1512,10 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         "success sensitive layer search",
         start,
         [cal_time, ref_time],
+        &ReportSpec {
+            flags: &args.report,
+            kind: "run_sensitive_layer",
+            layer_loss: "the output loss (1 - mapped cos) with only this layer in int8, at each method's threshold",
+        },
     )
 }

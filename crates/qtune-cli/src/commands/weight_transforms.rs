@@ -41,6 +41,8 @@ pub(crate) struct Transformed {
     pub exec: Executor,
     pub loader: SampleLoader,
     pub tune_loader: Option<SampleLoader>,
+    /// Before/after figures for the report.
+    pub transforms: Vec<qtune_report::Transform>,
 }
 
 /// The transformed model's file stem: `<table>` followed by `_sq`, `_we`
@@ -173,6 +175,7 @@ pub(crate) fn apply(
         return Ok(None);
     }
     let mut summary = Vec::new();
+    let mut transforms = Vec::new();
     let mut graph = exec.graph().clone();
     if req.sq {
         let mut settings = SmoothQuantSettings::default();
@@ -180,6 +183,7 @@ pub(crate) fn apply(
         let (smoothed, report) = smooth_quant(exec, loader, &settings, progress)
             .with_context(|| format!("SmoothQuant of `{}`", req.model.display()))?;
         graph = smoothed;
+        transforms.push(qtune_search::report::smooth_quant_transform(&report));
         write_log("SmoothQuant", &smooth_quant_log(&report))?;
         let users: usize = report.smoothed.iter().map(|s| s.users.len()).sum();
         let dup = report
@@ -209,6 +213,7 @@ pub(crate) fn apply(
         let report = equalize_weights(&mut graph, &EqualizeSettings::default())
             .with_context(|| format!("weight equalization of `{}`", req.model.display()))?;
         let report = with_file_names(report);
+        transforms.push(qtune_search::report::equalize_transform(&report));
         write_log("Weight_Equalization", &equalization_log(&report))?;
         let not_converged = report.pairs.iter().filter(|p| !p.converged).count();
         summary.push(format!(
@@ -243,7 +248,8 @@ pub(crate) fn apply(
         mlir_path.display(),
         weight_path.display()
     ));
-    let reloaded = reload(&mlir_path, selection, configs, req.tune_list)?;
+    let mut reloaded = reload(&mlir_path, selection, configs, req.tune_list)?;
+    reloaded.transforms = transforms;
     if !req.quiet {
         for line in &summary {
             println!("{line}");
@@ -315,6 +321,7 @@ pub(crate) fn reload(
         exec,
         loader,
         tune_loader,
+        transforms: Vec::new(),
     })
 }
 

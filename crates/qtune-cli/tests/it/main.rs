@@ -13,6 +13,7 @@ mod fp_forward;
 mod info;
 mod py_names;
 mod readers;
+mod report;
 mod run;
 mod search;
 mod tpu_fixtures;

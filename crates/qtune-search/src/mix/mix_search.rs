@@ -59,6 +59,9 @@ pub struct MixSearchOutcome {
     pub losses: Vec<(String, f64)>,
     /// Configurations scored.
     pub trials: usize,
+    /// `(float layers, output cos)` of every configuration scored, all-int8
+    /// (0) first, in the order tried (rejected trials included).
+    pub trajectory: Vec<(usize, f64)>,
 }
 
 /// Layer similarities (by op name) and the output score of `mix`.
@@ -197,6 +200,7 @@ pub fn mix_search(
         float_layers: Vec::new(),
         losses: Vec::new(),
         trials,
+        trajectory: vec![(0, int8.cos)],
     };
     log.info(format!("all_int8_cos={}", int8.cos));
     if int8.cos > s.expected_cos {
@@ -249,6 +253,9 @@ pub fn mix_search(
             let b = build(ev, &trial)?;
             let (lc, score) = score(ev, &b, Some(&layer_cos))?;
             trials += 1;
+            outcome
+                .trajectory
+                .push((float.len() + range.len(), score.cos));
             log.info(format!(
                 "set float layers {}, mix model outputs_cos: {}",
                 super::log::py_list(&range),

@@ -72,6 +72,9 @@ pub struct LayerResult {
     pub method: String,
     pub threshold: f64,
     pub loss: f64,
+    /// The loss of each method, in [`LayerSearch::methods`] order (`None`
+    /// for layers resumed from a journal, which keeps only the best).
+    pub losses: Vec<Option<f64>>,
 }
 
 /// What a layer search found.
@@ -87,6 +90,9 @@ pub struct LayerSearchOutcome {
     pub mix_cos: f64,
     /// The table with every layer's best threshold (`new_cali_table.txt`).
     pub table: CalibrationTable,
+    /// `(float layers, output cos)` of every configuration scored for the
+    /// choice, all-int8 (0) first, in the order tried.
+    pub trajectory: Vec<(usize, f64)>,
 }
 
 fn set_threshold(table: &mut CalibrationTable, name: &str, th: f64) {
@@ -136,6 +142,7 @@ pub fn layer_search(
         float_layers: Vec::new(),
         mix_cos: all_int8.cos,
         table: table.clone(),
+        trajectory: vec![(0, all_int8.cos)],
     };
     if s.adjust && all_int8.cos > s.expected_cos {
         log.print_info(format!(
@@ -266,6 +273,9 @@ pub fn layer_search(
                 method: label,
                 threshold: th,
                 loss,
+                losses: (0..s.methods.len())
+                    .map(|k| (k == m).then_some(loss))
+                    .collect(),
             });
             resumed += 1;
             progress.advance(s.methods.len());
@@ -290,6 +300,7 @@ pub fn layer_search(
             s.float_mode,
         );
         let mut best: Option<(usize, f64, f64)> = None;
+        let mut losses = Vec::with_capacity(s.methods.len());
         for (m, mt) in s.methods.iter().enumerate() {
             let th = mt
                 .table
@@ -314,6 +325,7 @@ pub fn layer_search(
             })?;
             let loss = ev.score(&b, n, false)?.loss();
             log.info(format!("outputs_cos_los = {loss}"));
+            losses.push(Some(loss));
             if best.is_none_or(|(_, _, l)| loss < l) {
                 best = Some((m, th, loss));
             }
@@ -345,6 +357,7 @@ pub fn layer_search(
             method: label,
             threshold: th,
             loss,
+            losses,
         });
     }
     progress.finish();
@@ -433,6 +446,7 @@ pub fn layer_search(
         .iter()
         .find(|(kk, _)| *kk == k)
         .map_or(all_int8.cos, |&(_, c)| c);
+    outcome.trajectory.extend(tried.iter().copied());
     outcome.float_layers = names[..k].to_vec();
     outcome.mix_cos = mix_cos;
     outcome.table = table;

@@ -1,0 +1,718 @@
+//! What a report shows (issue 17), measured on the model the run deployed
+//! or searched: every layer's precision and threshold, its similarity to
+//! the float model (cumulative and isolated), |x| histograms with each
+//! method's threshold, and per-output-channel weight ranges. The data types
+//! are `qtune_report`'s; this module only gathers.
+//!
+//! # Cumulative and isolated similarity
+//!
+//! Both compare a layer's output, in the form the deployed model hands it on
+//! (an int8 tensor read back through its scale, an F16 tensor rounded), with
+//! the float model's tensor of the same name, on the same samples.
+//!
+//! * Cumulative: one run of the quantized model as deployed.
+//! * Isolated: one more run of the same model, with a value hook that, as
+//!   soon as a layer's output is produced, records it and replaces it with
+//!   the float model's tensor (quantized to the layer's int8 type where the
+//!   deployed model stores it as int8). Every layer thus computes from the
+//!   float model's inputs: only that layer's own quantization (its inputs'
+//!   quantization, its weights, its arithmetic, its output rounding) shows.
+//!   One run measures every layer, instead of one model per layer.
+//!
+//! A layer's output in the simulation graph is the first of `<t>_raw`,
+//! `<t>`, `<t>_QuantizeLinear` that the run produces (see
+//! `qtune_deploy::build_qdq`'s naming). The graph is TPU-MLIR's canonical
+//! Top graph: a Relu its producer alone reads is fused into it
+//! (`Node::relu`, named after the Relu), so a layer's output is already
+//! after its activation, as TPU-MLIR compares it.
+
+use std::collections::HashMap;
+
+use qtune_deploy::{FloatReason, Plan, PlanRequest, Processor, Range, WeightScheme};
+use qtune_exec::{ExecError, Executor, Keep, NoHook, PrepareOptions, RunOptions, ValueHook};
+use qtune_ir::{Graph, Op, ValueId};
+use qtune_kernels::{Parallelism, QRange};
+use qtune_quant::{
+    CalibrationMethod, CalibrationTable, PercentileSchedule, QuantMode, StatsConfig, TensorStats,
+};
+use qtune_report::{Histogram, Layer, Similarity, Threshold, WeightRanges, sqnr_db};
+use qtune_tensor::{DType, Tensor, TensorData};
+
+use crate::SearchError;
+use crate::calibrate::table_entries;
+use crate::fake_quant::weight_channel_axis;
+
+/// Initial bins of the report's histograms. The kl threshold drawn for a
+/// run without tables of its own comes from this histogram: a quarter of
+/// run_calibration's 2048 bins makes its search 16 times cheaper (it is
+/// quadratic in the bins) and moves the threshold by less than a bin of
+/// the drawn histogram.
+pub const REPORT_HISTOGRAM_BINS: usize = 512;
+
+/// Bins a report keeps per histogram (the calibration histograms have
+/// 2048 or more; the report sums neighbours).
+pub const REPORT_BINS: usize = 128;
+
+/// The methods whose thresholds the histograms show when the run has no
+/// tables of its own. mse is left out: its per-sample search over each
+/// tensor cost more than the rest of a report (75 % of it on MiniLM); the
+/// searches' reports draw the mse threshold from their own table.
+pub const HISTOGRAM_METHODS: [CalibrationMethod; 3] = [
+    CalibrationMethod::Kl,
+    CalibrationMethod::Max,
+    CalibrationMethod::Percentile9999,
+];
+
+/// A quantized model the caller already built from the request (model_deploy
+/// has one): the report runs it instead of building its own.
+#[derive(Clone, Copy)]
+pub struct Prebuilt<'a> {
+    pub plan: &'a Plan,
+    /// The simulation executor of that plan (`integer_exact` of its QDQ graph).
+    pub sim: &'a Executor,
+}
+
+/// What to measure.
+pub struct GatherRequest<'a> {
+    /// The float model (prepared, BatchNorm folded, named by the table's op
+    /// names), as the quantized model is planned from it.
+    pub graph: &'a Graph,
+    pub processor: Processor,
+    /// `INT8` (or a float type: then nothing is quantized).
+    pub quantize: QuantMode,
+    pub table: Option<&'a CalibrationTable>,
+    pub qtable: &'a [(String, QuantMode)],
+    /// Float type of the layers the chip keeps in float.
+    pub fp_type: QuantMode,
+    pub asymmetric: bool,
+    pub matmul_per_channel: bool,
+    /// Samples (graph inputs by name) for the similarities and histograms;
+    /// none: only the plan, thresholds and weights are reported.
+    pub samples: Vec<Vec<(String, Tensor)>>,
+    /// Threshold tables of named methods computed by the run itself (the
+    /// searches calibrate several methods); the histograms show these
+    /// instead of thresholds computed on the report's samples.
+    pub method_tables: Vec<(String, &'a CalibrationTable)>,
+    /// Collect the histograms (the text table needs none).
+    pub histograms: bool,
+    pub prebuilt: Option<Prebuilt<'a>>,
+}
+
+/// What was measured.
+#[derive(Debug, Clone, Default)]
+pub struct Gathered {
+    pub layers: Vec<Layer>,
+    pub histograms: Vec<Histogram>,
+    pub histogram_source: String,
+    pub weights: Vec<WeightRanges>,
+    pub samples: usize,
+}
+
+fn mode_name(m: QuantMode) -> String {
+    m.to_string()
+}
+
+fn reason_text(r: &FloatReason) -> String {
+    match r {
+        FloatReason::Qtable => "qtable".into(),
+        FloatReason::Chip(why) => format!("chip: {why}"),
+        FloatReason::NotFloatData => "not float data".into(),
+        FloatReason::HugeRange => "range beyond 1e30".into(),
+        FloatReason::ConcatRanges => "concat ranges differ".into(),
+    }
+}
+
+/// Running sums of one layer's similarity. Elements whose float value is a
+/// masking constant (at least [`qtune_deploy::HUGE_THRESHOLD`]) or not finite
+/// are left out.
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    cos_sum: f64,
+    signal: f64,
+    noise: f64,
+    samples: usize,
+}
+
+impl Acc {
+    fn add(&mut self, reference: &[f32], x: &[f32]) {
+        let (mut dot, mut na, mut nb, mut noise) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (&a, &b) in reference.iter().zip(x) {
+            // Masking constants (-FLT_MAX attention masks) are not values:
+            // an F16 layer rounds them to -inf, which would make every
+            // measure of the tensor infinite. They are left out.
+            if !a.is_finite() || f64::from(a.abs()) >= qtune_deploy::HUGE_THRESHOLD {
+                continue;
+            }
+            let (a, b) = (f64::from(a), f64::from(b));
+            dot += a * b;
+            na += a * a;
+            nb += b * b;
+            noise += (a - b) * (a - b);
+        }
+        let denom = na.sqrt() * nb.sqrt();
+        // Two zero tensors are identical; one zero tensor has no direction.
+        let cos = if denom > 0.0 {
+            dot / denom
+        } else if na == 0.0 && nb == 0.0 {
+            1.0
+        } else {
+            0.0
+        };
+        self.cos_sum += cos;
+        self.signal += na;
+        self.noise += noise;
+        self.samples += 1;
+    }
+
+    fn similarity(&self) -> Option<Similarity> {
+        // JSON has no NaN: a tensor without a finite measure has none.
+        let finite = self.cos_sum.is_finite() && self.signal.is_finite() && self.noise.is_finite();
+        (self.samples > 0 && finite).then(|| Similarity {
+            cos: self.cos_sum / self.samples as f64,
+            sqnr_db: sqnr_db(self.signal, self.noise),
+        })
+    }
+}
+
+/// How a simulation value relates to a float layer output.
+#[derive(Debug, Clone, Copy)]
+struct Form {
+    /// Index into the measured layer list.
+    layer: usize,
+    /// The float graph's value (its range, its tensor).
+    float_value: ValueId,
+    /// The value is integer-coded (`<t>_QuantizeLinear`).
+    int_coded: bool,
+    /// A float value that the deployed model quantizes next: the comparison
+    /// takes its quantize-dequantize.
+    quantized_next: bool,
+    /// A float value the deployed model rounds to F16 / BF16 next.
+    rounded: Option<QuantMode>,
+}
+
+/// The hook of the similarity runs.
+struct LayerHook<'a> {
+    forms: &'a HashMap<ValueId, Form>,
+    plan: &'a Plan,
+    /// The float model's tensors of this sample, by float value.
+    float: &'a qtune_exec::Values,
+    /// Per layer: already seen in this run.
+    seen: Vec<bool>,
+    acc: &'a mut [Acc],
+    /// Replace each layer's output with the float model's (isolated run).
+    isolate: bool,
+    error: Option<String>,
+}
+
+/// Integer parameters of a quantized value: its range's scale, zero point
+/// and integer type, from the storage type the simulation chose.
+fn qparams(range: &Range, dtype: DType) -> (f32, i32, QRange) {
+    match dtype {
+        DType::I8 => (range.scale(), 0, QRange::I8),
+        _ => (range.scale(), i32::from(range.zero_point_u8()), QRange::U8),
+    }
+}
+
+fn ints_of(t: &Tensor) -> Option<Vec<i32>> {
+    match t.data() {
+        TensorData::U8(v) => Some(v.iter().map(|&x| i32::from(x)).collect()),
+        TensorData::I8(v) => Some(v.iter().map(|&x| i32::from(x)).collect()),
+        TensorData::I32(v) => Some(v.to_vec()),
+        _ => None,
+    }
+}
+
+impl LayerHook<'_> {
+    /// The layer output as the deployed model hands it on, and the float
+    /// model's tensor to replace it with.
+    fn handle(&mut self, form: Form, tensor: &mut Tensor) -> Result<(), String> {
+        let Some(reference) = self.float.get(form.float_value) else {
+            return Ok(());
+        };
+        let reference = reference.to_f32_vec();
+        if reference.len() != tensor.numel() {
+            return Ok(());
+        }
+        let range = self.plan.range(form.float_value);
+        let deployed: Vec<f32> = if form.int_coded {
+            let Some(range) = range else { return Ok(()) };
+            let Some(q) = ints_of(tensor) else {
+                return Ok(());
+            };
+            let (s, zp, _) = qparams(&range, tensor.dtype());
+            let mut out = vec![0f32; q.len()];
+            qtune_kernels::dequantize_linear(&q, &[s], &[zp], 1, q.len().max(1), &mut out);
+            out
+        } else {
+            let mut x = tensor.to_f32_vec();
+            if form.quantized_next
+                && let Some(range) = range
+            {
+                let (s, zp, qr) =
+                    qparams(&range, if range.signed() { DType::I8 } else { DType::U8 });
+                let n = x.len().max(1);
+                qtune_kernels::fake_quantize(&mut x, &[s], &[zp], qr, 1, n);
+            }
+            match form.rounded {
+                Some(QuantMode::F16) => qtune_kernels::round_to_f16(&mut x),
+                Some(QuantMode::BF16) => qtune_kernels::round_to_bf16(&mut x),
+                _ => {}
+            }
+            x
+        };
+        self.acc[form.layer].add(&reference, &deployed);
+        if self.isolate {
+            *tensor = if form.int_coded {
+                let Some(range) = range else { return Ok(()) };
+                let (s, zp, qr) = qparams(&range, tensor.dtype());
+                let n = reference.len();
+                let shape = tensor.shape().clone();
+                let t = match tensor.dtype() {
+                    DType::I8 => {
+                        let mut q = vec![0i8; n];
+                        qtune_kernels::quantize_linear_i8(
+                            &reference,
+                            &[s],
+                            &[zp],
+                            qr,
+                            1,
+                            n.max(1),
+                            &mut q,
+                        );
+                        Tensor::new(shape, TensorData::I8(q.into()))
+                    }
+                    _ => {
+                        let mut q = vec![0u8; n];
+                        qtune_kernels::quantize_linear_u8(
+                            &reference,
+                            &[s],
+                            &[zp],
+                            qr,
+                            1,
+                            n.max(1),
+                            &mut q,
+                        );
+                        Tensor::new(shape, TensorData::U8(q.into()))
+                    }
+                };
+                t.map_err(|e| e.to_string())?
+            } else {
+                Tensor::from_f32(tensor.shape().clone(), reference).map_err(|e| e.to_string())?
+            };
+        }
+        Ok(())
+    }
+}
+
+impl ValueHook for LayerHook<'_> {
+    fn on_value(
+        &mut self,
+        _: &Graph,
+        value: ValueId,
+        tensor: &mut Tensor,
+    ) -> Result<(), ExecError> {
+        let Some(&form) = self.forms.get(&value) else {
+            return Ok(());
+        };
+        if std::mem::replace(&mut self.seen[form.layer], true) {
+            return Ok(());
+        }
+        if let Err(e) = self.handle(form, tensor) {
+            self.error.get_or_insert(e);
+        }
+        Ok(())
+    }
+
+    fn wants(&self, value: ValueId) -> bool {
+        self.forms.contains_key(&value)
+    }
+}
+
+/// The layer rows of `graph` planned by `plan`, with their thresholds.
+fn layer_rows(graph: &Graph, plan: &Plan, table: Option<&CalibrationTable>) -> Vec<Layer> {
+    crate::mix::layers(graph)
+        .into_iter()
+        .enumerate()
+        .map(|(index, l)| {
+            let mode = plan.mode(l.node);
+            Layer {
+                index,
+                threshold: table.and_then(|t| t.get(&l.name)).map(|r| r.threshold),
+                float_reason: plan.reasons[l.node.index()].as_ref().map(reason_text),
+                mode: mode_name(mode),
+                name: l.name,
+                op_type: l.top_type,
+                cumulative: None,
+                isolated: None,
+            }
+        })
+        .collect()
+}
+
+/// Per-output-channel ranges of every Conv / Gemm / MatMul weight.
+pub fn weight_ranges(graph: &Graph, plan: &Plan) -> Vec<WeightRanges> {
+    let mut out = Vec::new();
+    for (id, n) in graph.nodes() {
+        let Some(&first) = n.outputs.first() else {
+            continue;
+        };
+        let Some(Some(w)) = n.inputs.get(1) else {
+            continue;
+        };
+        let Some(wt) = graph.constant_of(*w) else {
+            continue;
+        };
+        let Some(axis) = weight_channel_axis(&n.op, 1, wt.dims().len()) else {
+            continue;
+        };
+        let dims = wt.dims();
+        let channels = dims[axis];
+        let inner: usize = dims[axis + 1..].iter().product::<usize>().max(1);
+        if channels == 0 {
+            continue;
+        }
+        let data = wt.to_f32_vec();
+        let mut lo = vec![f32::INFINITY; channels];
+        let mut hi = vec![f32::NEG_INFINITY; channels];
+        for (i, block) in data.chunks(inner).enumerate() {
+            let c = i % channels;
+            for &v in block {
+                lo[c] = lo[c].min(v);
+                hi[c] = hi[c].max(v);
+            }
+        }
+        let abs_max = data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let is_conv = matches!(n.op, Op::Conv(_));
+        let scheme = match plan.mode(id) {
+            QuantMode::Int8 => match plan.profile.weights {
+                WeightScheme::PerTensorPow2 => "per tensor (power-of-two shift)",
+                WeightScheme::PerChannel if is_conv || plan.matmul_per_channel => "per channel",
+                WeightScheme::PerChannel => "per tensor",
+            }
+            .to_string(),
+            m => format!("{m} (not quantized)"),
+        };
+        out.push(WeightRanges {
+            layer: graph.value(first).name.clone(),
+            op_type: crate::mix::top_type(graph, id),
+            weight: graph.value(*w).name.clone(),
+            scheme,
+            channel_min: lo,
+            channel_max: hi,
+            tensor_abs_max: abs_max,
+        });
+    }
+    out
+}
+
+/// `counts` summed into at most [`REPORT_BINS`] bins.
+fn downsample(counts: &[u64], width: f64) -> (Vec<u64>, f64) {
+    let k = counts.len().div_ceil(REPORT_BINS).max(1);
+    let out = counts.chunks(k).map(|c| c.iter().sum()).collect();
+    (out, width * k as f64)
+}
+
+/// Measures what the report shows (see the module docs).
+pub fn gather(req: &GatherRequest) -> Result<Gathered, SearchError> {
+    let graph = req.graph;
+    let plan_req = PlanRequest {
+        quantize: req.quantize,
+        calibration: req.table,
+        qtable: req.qtable,
+        fp_type: req.fp_type,
+        asymmetric: req.asymmetric,
+        matmul_per_channel: req.matmul_per_channel,
+    };
+    let own_plan;
+    let plan = match req.prebuilt {
+        Some(p) => p.plan,
+        None => {
+            own_plan = Plan::new(graph, req.processor.profile(), &plan_req)?;
+            &own_plan
+        }
+    };
+    let mut layers = layer_rows(graph, plan, req.table);
+    let weights = weight_ranges(graph, plan);
+    let mut out = Gathered {
+        layers: Vec::new(),
+        histograms: Vec::new(),
+        histogram_source: String::new(),
+        weights,
+        samples: req.samples.len(),
+    };
+    if req.samples.is_empty() {
+        out.layers = layers;
+        return Ok(out);
+    }
+
+    // The deployed model's simulation, as model_deploy and the searches run it.
+    let own_sim;
+    let sim = match req.prebuilt {
+        Some(p) => p.sim,
+        None => {
+            let (qdq, _) = qtune_deploy::build_qdq(graph, plan)?;
+            let (g, _) = qtune_exec::prepare(
+                qtune_deploy::integer_exact(&qdq),
+                &PrepareOptions::default(),
+            )?;
+            own_sim = Executor::new(g)?;
+            &own_sim
+        }
+    };
+    let float = Executor::new(graph.clone())?;
+    let sg = sim.graph();
+
+    // Each measured layer's forms in the simulation graph.
+    let names = crate::mix::layers(graph);
+    let mut forms: HashMap<ValueId, Form> = HashMap::new();
+    for (idx, l) in names.iter().enumerate() {
+        let Some(fv) = graph.find_value(&l.name) else {
+            continue;
+        };
+        if graph.value(fv).dtype != DType::F32 {
+            continue;
+        }
+        let has = |suffix: &str| {
+            sg.find_value(&format!("{}{suffix}", l.name))
+                .filter(|&v| sg.value(v).producer.is_some())
+        };
+        let quantized_next = has("_QuantizeLinear").is_some();
+        let rounded = if has("_F16").is_some() {
+            Some(QuantMode::F16)
+        } else if has("_BF16").is_some() {
+            Some(QuantMode::BF16)
+        } else {
+            None
+        };
+        for (suffix, int_coded) in [("_raw", false), ("", false), ("_QuantizeLinear", true)] {
+            let Some(v) = has(suffix) else { continue };
+            // A value a DequantizeLinear produced is already downstream of
+            // an earlier form.
+            let producer = sg.value(v).producer.map(|p| &sg.node(p).op);
+            if !int_coded && matches!(producer, Some(Op::DequantizeLinear { .. })) {
+                continue;
+            }
+            let dtype = sg.value(v).dtype;
+            if int_coded != matches!(dtype, DType::U8 | DType::I8) {
+                continue;
+            }
+            forms.insert(
+                v,
+                Form {
+                    layer: idx,
+                    float_value: fv,
+                    int_coded,
+                    quantized_next: !int_coded && quantized_next,
+                    rounded: if int_coded { None } else { rounded },
+                },
+            );
+        }
+    }
+    let mut cumulative = vec![Acc::default(); names.len()];
+    let mut isolated = vec![Acc::default(); names.len()];
+
+    // Histograms: statistics of every table tensor over the samples.
+    let (entries, op_count) = table_entries(graph);
+    let from_run = !req.method_tables.is_empty();
+    // With the run's own tables only the histogram is needed.
+    let mut config = if from_run {
+        StatsConfig::with_methods(&[CalibrationMethod::Kl])
+    } else {
+        StatsConfig::with_methods(&HISTOGRAM_METHODS)
+    };
+    config.histogram_bin_num = REPORT_HISTOGRAM_BINS;
+    let mut stats: Vec<TensorStats> = entries
+        .iter()
+        .map(|e| {
+            TensorStats::new(
+                e.name.clone(),
+                &config,
+                PercentileSchedule::new(e.op_index, op_count, req.samples.len()),
+            )
+        })
+        .collect::<Result<_, _>>()?;
+
+    let opts_all = RunOptions::new(Keep::All, Parallelism::Rayon);
+    let opts_out = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
+    for sample in &req.samples {
+        let inputs = |g: &Graph| -> Result<Vec<(ValueId, Tensor)>, SearchError> {
+            sample
+                .iter()
+                .map(|(n, t)| Ok((g.value_by_name(n)?, t.clone())))
+                .collect()
+        };
+        let fvals = float.run(inputs(graph)?, &opts_all, &mut NoHook)?;
+        for (e, st) in entries.iter().zip(stats.iter_mut()) {
+            if !req.histograms {
+                break;
+            }
+            if let Some(t) = fvals.get(e.value)
+                && t.dtype() == DType::F32
+            {
+                st.observe(&t.to_f32_vec())?;
+            }
+        }
+        for (isolate, acc) in [(false, &mut cumulative), (true, &mut isolated)] {
+            let mut hook = LayerHook {
+                forms: &forms,
+                plan,
+                float: &fvals,
+                seen: vec![false; names.len()],
+                acc,
+                isolate,
+                error: None,
+            };
+            sim.run(inputs(sg)?, &opts_out, &mut hook)?;
+            if let Some(e) = hook.error {
+                return Err(SearchError::Settings(format!("report similarity: {e}")));
+            }
+        }
+    }
+    // Layer rows get their similarities by name (the layer list and the
+    // measured list are both in op order, but non-float layers are skipped).
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, l) in names.iter().enumerate() {
+        by_name.insert(l.name.as_str(), i);
+    }
+    for row in &mut layers {
+        if let Some(&i) = by_name.get(row.name.as_str())
+            && i < cumulative.len()
+        {
+            row.cumulative = cumulative[i].similarity();
+            row.isolated = isolated[i].similarity();
+        }
+    }
+    out.layers = layers;
+
+    // Histograms with the thresholds of each method.
+    if !req.histograms {
+        return Ok(out);
+    }
+    for (e, st) in entries.iter().zip(&stats) {
+        if st.samples() == 0 {
+            continue;
+        }
+        let Some(h) = st.histogram() else { continue };
+        let thresholds: Vec<Threshold> = if from_run {
+            req.method_tables
+                .iter()
+                .filter_map(|(label, table)| {
+                    Some(Threshold {
+                        method: label.to_ascii_lowercase(),
+                        value: table.get(&e.name)?.threshold,
+                    })
+                })
+                .collect()
+        } else {
+            let t = st.thresholds()?;
+            HISTOGRAM_METHODS
+                .iter()
+                .filter_map(|&m| {
+                    Some(Threshold {
+                        method: m.name().to_string(),
+                        value: t.get(m)?,
+                    })
+                })
+                .collect()
+        };
+        let (counts, bin_width) = downsample(h.counts(), f64::from(h.width()));
+        out.histograms.push(Histogram {
+            tensor: e.name.clone(),
+            min: f64::from(st.min()),
+            max: f64::from(st.max()),
+            bin_width,
+            counts,
+            thresholds,
+            chosen: req
+                .table
+                .and_then(|tb| tb.get(&e.name))
+                .map(|r| r.threshold),
+        });
+    }
+    let n = req.samples.len();
+    out.histogram_source = if from_run {
+        format!(
+            "histograms of the report's {n} sample(s); the method thresholds are the run's own tables ({})",
+            req.method_tables
+                .iter()
+                .map(|(l, _)| l.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!(
+            "histograms and the kl (on {REPORT_HISTOGRAM_BINS} bins), max and percentile9999 thresholds are computed on the report's {n} sample(s); the chosen threshold is the calibration table's, computed on all calibration samples"
+        )
+    };
+    Ok(out)
+}
+
+/// `--we` before/after: the spread of W1's per-output-channel abs-max
+/// (largest over smallest channel) of each equalized pair.
+pub fn equalize_transform(report: &crate::EqualizeReport) -> qtune_report::Transform {
+    let ratio = |r: &crate::ChannelRanges| {
+        if r.min > 0.0 {
+            f64::from(r.max) / f64::from(r.min)
+        } else {
+            f64::from(r.max)
+        }
+    };
+    qtune_report::Transform {
+        kind: "we".into(),
+        caption: "Weight equalization: for each equalized Conv pair, the spread of the first Conv's per-output-channel max|w| (largest channel over smallest) before and after; 1 means every channel uses the same int8 range.".into(),
+        quantity: "channel max|w| spread".into(),
+        rows: report
+            .pairs
+            .iter()
+            .map(|p| qtune_report::BeforeAfter {
+                name: format!("{} -> {}", p.first, p.second),
+                before: ratio(&p.first_before),
+                after: ratio(&p.first_after),
+            })
+            .collect(),
+    }
+}
+
+/// `--sq` before/after: each smoothed LayerNorm's activation abs-max.
+pub fn smooth_quant_transform(report: &crate::SmoothQuantReport) -> qtune_report::Transform {
+    qtune_report::Transform {
+        kind: "sq".into(),
+        caption: format!(
+            "SmoothQuant (alpha {}): the largest activation magnitude of each smoothed LayerNorm before and after (the weights of its Gemm/MatMul readers absorb the scale).",
+            report.alpha
+        ),
+        quantity: "activation max|x|".into(),
+        rows: report
+            .smoothed
+            .iter()
+            .map(|s| qtune_report::BeforeAfter {
+                name: s.layer_norm.clone(),
+                before: f64::from(s.activation_before),
+                after: f64::from(s.activation_after),
+            })
+            .collect(),
+    }
+}
+
+/// `--bc` before/after: each tried Conv's mapped cosine, int8 vs float.
+pub fn bias_correction_transform(report: &crate::BiasCorrectionReport) -> qtune_report::Transform {
+    qtune_report::Transform {
+        kind: "bc".into(),
+        caption: format!(
+            "Bias correction on {} sample(s): each Conv whose int8 output was below --min_layer_cos, its mapped cosine 0.5 + 0.5 cos to the float output before and with the corrected bias (kept only when neither it nor the output got worse); model output {:.6} -> {:.6}.",
+            report.samples, report.int8_cos, report.final_cos
+        ),
+        quantity: "layer cos (mapped)".into(),
+        rows: report
+            .convs
+            .iter()
+            .filter_map(|c| {
+                Some(qtune_report::BeforeAfter {
+                    name: format!("{} ({:?})", c.name, c.outcome),
+                    before: c.old_layer_cos,
+                    after: c.new_layer_cos?,
+                })
+            })
+            .collect(),
+    }
+}
