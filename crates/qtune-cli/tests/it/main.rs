@@ -9,6 +9,7 @@ mod detect;
 mod errors;
 mod export;
 mod fp_forward;
+mod hostile;
 mod info;
 mod run;
 mod search;
