@@ -509,3 +509,78 @@ fn seed_case4_we_bc_with_search_threshold() {
             .args(["--model", "m_we_bc.onnx"]),
     );
 }
+
+/// search_qtable with two methods (the seed's `--quantize_method_list
+/// KL,MSE`), killed once its journal holds a few layers, resumes to the
+/// same qtable, tables and -o as an uninterrupted run, and the killed run
+/// left no `-o` behind (it is written when the search has finished).
+#[test]
+fn search_qtable_two_methods_resumes_byte_identical() {
+    let dir = scratch("search_qtable_resume");
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
+    let cmd = |cali: &str, qtable: &str, extra: &[&str]| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("run_calibration"));
+        c.current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args([
+                "--input_num",
+                "12",
+                "--inference_num",
+                "3",
+                "--tune_num",
+                "2",
+            ])
+            .args([
+                "--quantize_method_list",
+                "KL,MSE",
+                "--search",
+                "search_qtable",
+            ])
+            .args(["--expected_cos", "0.9999", "--processor", "bm1684"])
+            .args(["--no_time", "-q", "--quantize_table", qtable])
+            .args(["--calibration_table", cali])
+            .args(extra);
+        c
+    };
+    let files = |cali: &str, qtable: &str| {
+        (
+            std::fs::read(dir.join(qtable)).unwrap(),
+            std::fs::read(dir.join(cali)).unwrap(),
+            std::fs::read(dir.join("new_cali_table.txt")).unwrap(),
+        )
+    };
+    let out = cmd("ref_cali", "ref_q", &[]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let reference = files("ref_cali", "ref_q");
+
+    let journal = dir.join("q.journal");
+    let mut child = cmd("cali", "q", &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let records = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().filter(|l| l.starts_with("layer\t")).count())
+            .unwrap_or(0)
+    };
+    while records(&journal) < 2 && Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(records(&journal) >= 2, "the search ended before 2 layers");
+    assert!(!dir.join("cali").exists(), "a killed search left its -o");
+    let out = cmd("cali", "q", &["--resume"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let log = std::fs::read_to_string(dir.join("Search_Qtable")).unwrap();
+    assert!(log.contains("resumed "), "{log}");
+    assert_eq!(files("cali", "q"), reference, "resumed vs uninterrupted");
+    assert!(!journal.exists(), "the journal outlived a finished search");
+}
