@@ -1295,3 +1295,48 @@ fn non_finite_table_rows_warn_with_the_ops_they_affect() {
         stderr_of(&out)
     );
 }
+
+/// Two runs writing the same outputs at once each leave whole files: after
+/// both, every output equals a lone run's, and no temporary is left.
+#[test]
+fn concurrent_runs_writing_the_same_outputs_leave_whole_files() {
+    let dir = scratch("hostile_concurrent");
+    std::fs::write(dir.join("base.mlir"), BASE_MLIR).unwrap();
+    write_base_weights(&dir, 54);
+    let deploy = || {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("model_deploy"));
+        c.current_dir(&dir)
+            .args(["--mlir", "base.mlir", "--quantize", "F32"])
+            .args(["--processor", "bm1684x", "--model", "out.onnx"]);
+        c
+    };
+    let out = deploy().output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let lone = std::fs::read(dir.join("out.onnx")).unwrap();
+    std::fs::remove_file(dir.join("out.onnx")).unwrap();
+    for round in 0..5 {
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                deploy()
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success(), "round {round}");
+        }
+        assert_eq!(
+            std::fs::read(dir.join("out.onnx")).unwrap(),
+            lone,
+            "round {round}"
+        );
+        let temporaries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(temporaries.is_empty(), "{temporaries:?}");
+    }
+}

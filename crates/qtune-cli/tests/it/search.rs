@@ -526,9 +526,9 @@ fn search_qtable_two_methods_resumes_byte_identical() {
             .arg(calib())
             .args([
                 "--input_num",
-                "12",
+                "6",
                 "--inference_num",
-                "3",
+                "2",
                 "--tune_num",
                 "2",
             ])
