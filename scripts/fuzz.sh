@@ -26,7 +26,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(onnx mlir npz npy cali_table qtable image)
-work=../shared/workloads
+work=$(realpath ../shared/workloads)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
@@ -63,11 +63,17 @@ PY
     # A workload .mlir, its calibration table and a qtable, written by qtune itself.
     local tmp
     tmp=$(mktemp -d)
-    cargo build -q --release -p qtune-cli --bins
+    # QTUNE_BIN: a directory with built qtune binaries (default: a release build here).
+    local bin=${QTUNE_BIN:-}
+    if [ -z "$bin" ]; then
+        cargo build -q --release -p qtune-cli --bins
+        bin=target/release
+    fi
+    bin=$(realpath "$bin")
     (cd "$tmp" &&
-        "$OLDPWD/target/release/model_transform" --model_name m --model_def "$work/models/mobilenetv2_nsfw.onnx" \
+        "$bin/model_transform" --model_name m --model_def "$work/models/mobilenetv2_nsfw.onnx" \
             --input_shapes '[[1,3,224,224]]' --mlir m.mlir >/dev/null &&
-        "$OLDPWD/target/release/run_calibration" m.mlir --dataset "$work/images/calib" --input_num 2 \
+        "$bin/run_calibration" m.mlir --dataset "$work/images/calib" --input_num 2 \
             --tune_num 0 --no_time -o table.txt >/dev/null) || true
     [ -f "$tmp/m.mlir" ] && cp "$tmp/m.mlir" "$seeds/mlir/mobilenetv2.mlir"
     [ -f "$tmp/table.txt" ] && cp "$tmp/table.txt" "$seeds/cali_table/mobilenetv2.txt"

@@ -48,7 +48,7 @@ spec() {
     deploy) echo "d.onnx|no|$bin/model_deploy --mlir m.mlir --quantize INT8 --processor bm1684x --calibration_table table --model d.onnx" ;;
     run_qtable) echo "rq full_loss_table.txt|no|$bin/run_qtable m.mlir --dataset $calib --input_num 4 --calibration_table table --processor bm1684x --no_time -q -o rq" ;;
     sensitive) echo "sl new_cali_table.txt|sl|$bin/run_sensitive_layer m.mlir --dataset $calib --input_num 8 --inference_num 3 --calibration_table table --processor bm1684 --no_time -q -o sl" ;;
-    fp_forward) echo "fq|no|$bin/fp_forward m.mlir --processor bm1684x --fpfwd_outputs $(awk '!/^#/ && NF == 4 {n++; if (n == 10) print $1}' "$base/table") -o fq" ;;
+    fp_forward) echo "fq|no|$bin/fp_forward m.mlir --processor bm1684x --no_time --fpfwd_outputs $(awk '!/^#/ && NF == 4 {n++; if (n == 10) print $1}' "$base/table") -o fq" ;;
     esac
 }
 
