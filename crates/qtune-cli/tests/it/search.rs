@@ -313,6 +313,26 @@ fn seed_run_qtable_on_yolox_and_incremental_equals_full() {
     );
 }
 
+/// Kills `child` once its search journal holds `n` finished layers (asserting
+/// that it got that far).
+fn kill_after_journal_layers(child: &mut std::process::Child, journal: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let records = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().filter(|l| l.starts_with("layer\t")).count())
+            .unwrap_or(0)
+    };
+    while records(journal) < n && Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(records(journal) >= n, "the search ended before {n} layers");
+}
+
 fn sensitive(dir: &Path, extra: &[&str], qtable: &str) -> Command {
     let mut cmd = tool("run_sensitive_layer");
     cmd.current_dir(dir)
@@ -430,21 +450,7 @@ fn seed_run_sensitive_layer_threads_cache_and_resume() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let records = |p: &Path| {
-        std::fs::read_to_string(p)
-            .map(|t| t.lines().filter(|l| l.starts_with("layer\t")).count())
-            .unwrap_or(0)
-    };
-    while records(&journal) < 3 && Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(records(&journal) >= 3, "the search ended before 3 layers");
+    kill_after_journal_layers(&mut child, &journal, 3);
     assert!(
         !dir.join("qr").exists(),
         "an interrupted search wrote its qtable"
@@ -561,21 +567,7 @@ fn search_qtable_two_methods_resumes_byte_identical() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let records = |p: &Path| {
-        std::fs::read_to_string(p)
-            .map(|t| t.lines().filter(|l| l.starts_with("layer\t")).count())
-            .unwrap_or(0)
-    };
-    while records(&journal) < 2 && Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(records(&journal) >= 2, "the search ended before 2 layers");
+    kill_after_journal_layers(&mut child, &journal, 2);
     assert!(!dir.join("cali").exists(), "a killed search left its -o");
     let out = cmd("cali", "q", &["--resume"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
