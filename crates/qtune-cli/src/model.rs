@@ -133,7 +133,7 @@ pub fn load_model(
     let mut onnx_io = None;
     let (graph, input_attrs) = match ext.as_str() {
         "onnx" => {
-            let graph = qtune_onnx::import_onnx(path, &opts)?;
+            let graph = import_onnx_named(path, &opts)?;
             onnx_io = Some(OnnxIoNames::of_onnx(&graph));
             if naming == Naming::TopOps {
                 let graph = canonical_top_graph(graph, path)?;
@@ -432,6 +432,9 @@ impl QuantArgs {
             Some(p) => self.read_qtable_for(graph, p)?,
             None => Vec::new(),
         };
+        if let (Some(t), Some(p)) = (&table, &self.calibration_table) {
+            warn_non_finite_rows(t, p, graph);
+        }
         let req = qtune_deploy::PlanRequest {
             quantize,
             calibration: table.as_ref(),
@@ -554,4 +557,66 @@ pub fn executor_of(qdq: &qtune_ir::Graph, path: &Path) -> Result<Executor> {
     let (graph, _) = qtune_exec::prepare(qdq.clone(), &PrepareOptions::default())
         .with_context(|| format!("quantized model of `{}`", path.display()))?;
     Executor::new(graph).with_context(|| format!("quantized model of `{}`", path.display()))
+}
+
+/// One warning per calibration-table row that is not finite, naming the ops
+/// that produce and read its tensor: the plan cannot quantize that tensor
+/// (no scale is made of NaN or infinity) and leaves it in float, which the
+/// summary counts but a user would otherwise have to guess the cause of.
+pub fn warn_non_finite_rows(
+    table: &qtune_quant::CalibrationTable,
+    path: &Path,
+    graph: &qtune_ir::Graph,
+) {
+    for row in table.non_finite_rows() {
+        let mut ops = Vec::new();
+        if let Some(v) = graph.find_value(&row.name) {
+            for (_, n) in graph.nodes() {
+                let writes = n.outputs.contains(&v);
+                if writes || n.inputs.contains(&Some(v)) {
+                    ops.push(format!(
+                        "{} ({}, {})",
+                        n.name,
+                        n.op.op_type(),
+                        if writes { "writes it" } else { "reads it" }
+                    ));
+                }
+            }
+        }
+        let ops = if ops.is_empty() {
+            "no op of the model uses it".to_string()
+        } else {
+            format!("ops affected: {}", ops.join(", "))
+        };
+        // The plan keeps a tensor with a NaN or infinite threshold in float
+        // (`HUGE_THRESHOLD`); a finite threshold with a non-finite min or
+        // max still quantizes symmetrically, but not with --asymmetric.
+        let effect = if row.threshold.is_finite() {
+            "its min or max is not finite (unusable with --asymmetric)"
+        } else {
+            "not finite: the tensor stays in float"
+        };
+        eprintln!(
+            "warning: calibration table `{}`: tensor `{}` has threshold {}, min {}, max {} ({effect}); {ops}",
+            path.display(),
+            row.name,
+            row.threshold,
+            row.min,
+            row.max
+        );
+    }
+}
+
+/// [`qtune_onnx::import_onnx`] with every error naming the model file
+/// (the importer names the file for file-level errors, and the tensor or
+/// node for the others).
+pub fn import_onnx_named(path: &Path, opts: &qtune_onnx::ImportOptions) -> Result<qtune_ir::Graph> {
+    qtune_onnx::import_onnx(path, opts).map_err(|e| {
+        let shown = path.display().to_string();
+        if e.to_string().contains(&shown) {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(format!("model `{shown}`"))
+        }
+    })
 }
