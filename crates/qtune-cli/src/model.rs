@@ -560,24 +560,26 @@ pub fn executor_of(qdq: &qtune_ir::Graph, path: &Path) -> Result<Executor> {
 }
 
 /// One warning per calibration-table row that is not finite, naming the ops
-/// that produce and read its tensor: the plan cannot quantize that tensor
-/// (no scale is made of NaN or infinity) and leaves it in float, which the
-/// summary counts but a user would otherwise have to guess the cause of.
+/// that produce and read its tensor. The reader has set the row aside, as
+/// TPU-MLIR's importer ignores it, and says so in one line for the whole
+/// table; the tensor is then uncalibrated, so an INT8 op reading it fails
+/// the plan unless the qtable keeps it in float: these names are what the
+/// user needs for that qtable.
 pub fn warn_non_finite_rows(
     table: &qtune_quant::CalibrationTable,
     path: &Path,
     graph: &qtune_ir::Graph,
 ) {
-    for row in table.non_finite_rows() {
+    for row in &table.non_finite_rows {
         let mut ops = Vec::new();
         if let Some(v) = graph.find_value(&row.name) {
-            for (_, n) in graph.nodes() {
+            for (id, n) in graph.nodes() {
                 let writes = n.outputs.contains(&v);
                 if writes || n.inputs.contains(&Some(v)) {
                     ops.push(format!(
                         "{} ({}, {})",
                         n.name,
-                        n.op.op_type(),
+                        crate::commands::info::op_label(graph, id),
                         if writes { "writes it" } else { "reads it" }
                     ));
                 }
@@ -588,16 +590,9 @@ pub fn warn_non_finite_rows(
         } else {
             format!("ops affected: {}", ops.join(", "))
         };
-        // The plan keeps a tensor with a NaN or infinite threshold in float
-        // (`HUGE_THRESHOLD`); a finite threshold with a non-finite min or
-        // max still quantizes symmetrically, but not with --asymmetric.
-        let effect = if row.threshold.is_finite() {
-            "its min or max is not finite (unusable with --asymmetric)"
-        } else {
-            "not finite: the tensor stays in float"
-        };
         eprintln!(
-            "warning: calibration table `{}`: tensor `{}` has threshold {}, min {}, max {} ({effect}); {ops}",
+            "warning: calibration table `{}`: tensor `{}` has threshold {}, min {}, max {} \
+             (not finite: the row is ignored and the tensor is uncalibrated); {ops}",
             path.display(),
             row.name,
             row.threshold,

@@ -477,16 +477,20 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
             if b == 0 {
                 return Err(cx.err("blocksize 0"));
             }
+            // The blocksize comes from the file: every product is checked.
+            let overflow = || cx.err(format!("blocksize {b} overflows the {n}x{c}x{h}x{w} input"));
+            let bb = b.checked_mul(b).ok_or_else(overflow)?;
             let out = if matches!(node.op, Op::SpaceToDepth { .. }) {
                 if h % b != 0 || w % b != 0 {
                     return Err(cx.err(format!("{h}x{w} is not divisible by blocksize {b}")));
                 }
-                vec![n, c * b * b, h / b, w / b]
+                vec![n, c.checked_mul(bb).ok_or_else(overflow)?, h / b, w / b]
             } else {
-                if c % (b * b) != 0 {
+                if c % bb != 0 {
                     return Err(cx.err(format!("{c} channels are not divisible by {b}x{b}")));
                 }
-                vec![n, c / (b * b), h * b, w * b]
+                let hb = h.checked_mul(b).ok_or_else(overflow)?;
+                vec![n, c / bb, hb, w.checked_mul(b).ok_or_else(overflow)?]
             };
             one(out, cx.dtype(0)?)
         }

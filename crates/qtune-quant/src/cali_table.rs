@@ -195,18 +195,6 @@ impl CalibrationTable {
         })
     }
 
-    /// Rows (main and `#int4_th`) whose threshold, min or max is NaN or
-    /// infinite. Python's `float()` reads `nan` and `inf`, so such rows parse;
-    /// no scale can be made of them, so the tensor is left unquantized, and
-    /// callers warn about each with the ops it affects.
-    pub fn non_finite_rows(&self) -> Vec<&CalibrationRow> {
-        self.rows
-            .iter()
-            .chain(&self.int4_rows)
-            .filter(|r| !(r.threshold.is_finite() && r.min.is_finite() && r.max.is_finite()))
-            .collect()
-    }
-
     /// Reads a table file.
     pub fn read(path: &Path) -> Result<Self, QuantError> {
         let text = fs_err::read_to_string(path).map_err(|source| QuantError::Io {
