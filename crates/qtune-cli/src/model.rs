@@ -421,20 +421,20 @@ impl QuantArgs {
         let fp_type = profile
             .float_type(&self.fp_type)
             .map_err(anyhow::Error::msg)?;
+        // The reader's warning about rows that are not finite is given
+        // here, once, with the ops of this graph each row affects.
         let table = match &self.calibration_table {
-            Some(p) => Some(read_calibration_table(p)?),
+            Some(p) => Some(qtune_quant::CalibrationTable::read(p)?),
             None => None,
         };
         if let (Some(t), Some(p)) = (&table, &self.calibration_table) {
+            warn_non_finite_rows(t, p, graph);
             warn_unapplied_sections(t, p);
         }
         let qtable = match &self.quantize_table {
             Some(p) => self.read_qtable_for(graph, p)?,
             None => Vec::new(),
         };
-        if let (Some(t), Some(p)) = (&table, &self.calibration_table) {
-            warn_non_finite_rows(t, p, graph);
-        }
         let req = qtune_deploy::PlanRequest {
             quantize,
             calibration: table.as_ref(),
@@ -559,47 +559,50 @@ pub fn executor_of(qdq: &qtune_ir::Graph, path: &Path) -> Result<Executor> {
     Executor::new(graph).with_context(|| format!("quantized model of `{}`", path.display()))
 }
 
-/// One warning per calibration-table row that is not finite, naming the ops
-/// that produce and read its tensor. The reader has set the row aside, as
-/// TPU-MLIR's importer ignores it, and says so in one line for the whole
-/// table; the tensor is then uncalibrated, so an INT8 op reading it fails
-/// the plan unless the qtable keeps it in float: these names are what the
-/// user needs for that qtable.
+/// The reader's warning about calibration-table rows that are not finite
+/// (one line, as [`read_calibration_table`] gives it), followed by the ops
+/// of `graph` that write and read each such tensor. The reader has set the
+/// rows aside, as TPU-MLIR's importer ignores them: the tensors are
+/// uncalibrated, so an INT8 op reading one fails the plan unless the qtable
+/// keeps it in float, and these names are what the user needs for that.
 pub fn warn_non_finite_rows(
     table: &qtune_quant::CalibrationTable,
     path: &Path,
     graph: &qtune_ir::Graph,
 ) {
-    for row in &table.non_finite_rows {
-        let mut ops = Vec::new();
-        if let Some(v) = graph.find_value(&row.name) {
-            for (id, n) in graph.nodes() {
-                let writes = n.outputs.contains(&v);
-                if writes || n.inputs.contains(&Some(v)) {
-                    ops.push(format!(
-                        "{} ({}, {})",
-                        n.name,
-                        crate::commands::info::op_label(graph, id),
-                        if writes { "writes it" } else { "reads it" }
-                    ));
+    let Some(head) = table.warnings().into_iter().next() else {
+        return;
+    };
+    let per_row: Vec<String> = table
+        .non_finite_rows
+        .iter()
+        .map(|row| {
+            let mut ops = Vec::new();
+            if let Some(v) = graph.find_value(&row.name) {
+                for (id, n) in graph.nodes() {
+                    let writes = n.outputs.contains(&v);
+                    if writes || n.inputs.contains(&Some(v)) {
+                        ops.push(format!(
+                            "{} ({}, {})",
+                            n.name,
+                            crate::commands::info::op_label(graph, id),
+                            if writes { "writes it" } else { "reads it" }
+                        ));
+                    }
                 }
             }
-        }
-        let ops = if ops.is_empty() {
-            "no op of the model uses it".to_string()
-        } else {
-            format!("ops affected: {}", ops.join(", "))
-        };
-        eprintln!(
-            "warning: calibration table `{}`: tensor `{}` has threshold {}, min {}, max {} \
-             (not finite: the row is ignored and the tensor is uncalibrated); {ops}",
-            path.display(),
-            row.name,
-            row.threshold,
-            row.min,
-            row.max
-        );
-    }
+            if ops.is_empty() {
+                format!("`{}`: no op of the model uses it", row.name)
+            } else {
+                format!("`{}`: ops affected: {}", row.name, ops.join(", "))
+            }
+        })
+        .collect();
+    eprintln!(
+        "warning: calibration table `{}`: {head}; {}",
+        path.display(),
+        per_row.join("; ")
+    );
 }
 
 /// [`qtune_onnx::import_onnx`] with every error naming the model file

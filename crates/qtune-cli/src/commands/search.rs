@@ -68,11 +68,21 @@ pub struct SearchFlags {
     #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 2048)]
     pub cache_mb: usize,
     /// Memory, in MiB, for the tuner's float activations (every tensor of
-    /// the tuning samples); past it they go to a scratch file in the
-    /// temporary directory and are read back when needed. Results do not
-    /// depend on it.
-    #[arg(long = "memory_mb", alias = "memory-mb", default_value_t = DEFAULT_MEMORY_MB)]
-    pub memory_mb: usize,
+    /// the tuning samples) of the calibrations a search runs; past it they
+    /// go to a scratch file in the temporary directory and are read back
+    /// when needed. Results do not depend on it. Default 512. run_qtable
+    /// calibrates nothing: there it has no effect (a warning says so).
+    #[arg(long = "memory_mb", alias = "memory-mb")]
+    pub memory_mb: Option<usize>,
+}
+
+impl SearchFlags {
+    /// `--memory_mb` (or its default) in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mb
+            .unwrap_or(DEFAULT_MEMORY_MB)
+            .saturating_mul(1 << 20)
+    }
 }
 
 /// Default of `--memory_mb` (with it, kl with tuning on ppocr_v4_det640
@@ -541,7 +551,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
         quiet: args.quiet,
     })?;
     let mut ctx = ctx;
-    ctx.keep_memory_bytes = flags.memory_mb.saturating_mul(1 << 20);
+    ctx.keep_memory_bytes = flags.memory_bytes();
     // TPU-MLIR writes the shape/pattern qtable at start-up, whatever the mode.
     ctx.qtable(&[]).write(&qtable_path)?;
     let cali = &args.calibration_table;
@@ -1138,8 +1148,12 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
         &args.processor,
         &args.flags.fp_type,
     )?;
-    let mut ctx = ctx;
-    ctx.keep_memory_bytes = args.flags.memory_mb.saturating_mul(1 << 20);
+    if args.flags.memory_mb.is_some() {
+        eprintln!(
+            "warning: --memory_mb has no effect on run_qtable: it runs no calibration (the \
+             activations it keeps are bounded by --cache_mb)"
+        );
+    }
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     let mut log = SearchLog::new("Mix_Search", console(args.common.quiet));
     let loss_path = args
@@ -1270,7 +1284,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         &args.flags.fp_type,
     )?;
     let mut ctx = ctx;
-    ctx.keep_memory_bytes = args.flags.memory_mb.saturating_mul(1 << 20);
+    ctx.keep_memory_bytes = args.flags.memory_bytes();
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     let methods = [
         CalibrationMethod::Max,

@@ -1263,6 +1263,58 @@ fn catalogue_of_hostile_inputs_exits_2_with_the_file_and_problem() {
     );
 }
 
+/// Writes the base `.mlir` model, its weights, a one-photo dataset `d` and
+/// its calibration table `table.txt` into `dir`.
+fn base_with_table(dir: &Path) {
+    std::fs::create_dir_all(dir.join("d")).unwrap();
+    std::fs::write(dir.join("base.mlir"), BASE_MLIR).unwrap();
+    write_base_weights(dir, 54);
+    std::fs::copy(
+        workloads().join("images/calib/darknet_dog.jpg"),
+        dir.join("d/dog.jpg"),
+    )
+    .unwrap();
+    run_ok(
+        tool("run_calibration")
+            .current_dir(dir)
+            .args(["base.mlir", "--dataset", "d", "--input_num", "1"])
+            .args(["--tune_num", "0", "--no_time", "-o", "table.txt"]),
+    );
+}
+
+/// `--memory_mb` bounds calibration activations; run_qtable calibrates
+/// nothing, so it says the flag has no effect there instead of taking it
+/// silently, and the qtable and loss table are those of a run without it.
+#[test]
+fn run_qtable_says_memory_mb_has_no_effect() {
+    let dir = scratch("hostile_qtable_memory_mb");
+    base_with_table(&dir);
+    let run = |extra: &[&str], qtable: &str, loss: &str| {
+        let out = run_ok(
+            tool("run_qtable")
+                .current_dir(&dir)
+                .args(["base.mlir", "--dataset", "d", "--input_num", "1"])
+                .args(["--calibration_table", "table.txt"])
+                .args(["--processor", "bm1684x", "-q", "--loss_table", loss])
+                .args(extra)
+                .args(["-o", qtable]),
+        );
+        let files = (
+            std::fs::read(dir.join(qtable)).unwrap(),
+            std::fs::read(dir.join(loss)).unwrap(),
+        );
+        (stderr_of(&out), files)
+    };
+    let (err, with) = run(&["--memory_mb", "64"], "q1", "l1");
+    assert!(
+        err.contains("warning: --memory_mb has no effect on run_qtable"),
+        "{err}"
+    );
+    let (err, without) = run(&[], "q2", "l2");
+    assert!(!err.contains("--memory_mb"), "{err}");
+    assert_eq!(with, without);
+}
+
 /// A non-finite threshold parses (Python's `float` reads `nan` and `inf`)
 /// and the row is ignored, as TPU-MLIR's importer ignores it: the tensor is
 /// uncalibrated, so the INT8 deploy fails naming it, after a warning that
@@ -1271,20 +1323,7 @@ fn catalogue_of_hostile_inputs_exits_2_with_the_file_and_problem() {
 #[test]
 fn non_finite_table_rows_warn_with_the_ops_they_affect() {
     let dir = scratch("hostile_nan_row");
-    std::fs::create_dir_all(dir.join("d")).unwrap();
-    std::fs::write(dir.join("base.mlir"), BASE_MLIR).unwrap();
-    write_base_weights(&dir, 54);
-    std::fs::copy(
-        workloads().join("images/calib/darknet_dog.jpg"),
-        dir.join("d/dog.jpg"),
-    )
-    .unwrap();
-    run_ok(
-        tool("run_calibration")
-            .current_dir(&dir)
-            .args(["base.mlir", "--dataset", "d", "--input_num", "1"])
-            .args(["--tune_num", "0", "--no_time", "-o", "table.txt"]),
-    );
+    base_with_table(&dir);
     let table = std::fs::read_to_string(dir.join("table.txt")).unwrap();
     let table: String = table
         .lines()
@@ -1312,16 +1351,22 @@ fn non_finite_table_rows_warn_with_the_ops_they_affect() {
         err.contains("error: ") && err.contains("`3_Conv`") && err.contains("nan.txt"),
         "{err}"
     );
-    let warning = err
-        .lines()
-        .find(|l| l.starts_with("warning: calibration table `nan.txt`: tensor `3_Conv`"))
-        .unwrap_or_else(|| panic!("no warning in:\n{err}"));
+    // One warning line for the table, naming the row and its ops.
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    let warning = warnings[0];
+    assert!(
+        warning.starts_with("warning: calibration table `nan.txt`: 1 row(s) with a number that is not finite are ignored"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("3_Conv (nan 0.0000000 6.0000000)"),
+        "{warning}"
+    );
     // The Conv with its fused Relu6 writes it (it keeps the name of the
     // .mlir's loc), the pool reads it; nothing else touches it.
-    assert!(warning.contains("threshold NaN"), "{warning}");
-    assert!(warning.contains("the row is ignored"), "{warning}");
     let ops = warning
-        .split_once("ops affected: ")
+        .split_once("`3_Conv`: ops affected: ")
         .unwrap_or_else(|| panic!("{warning}"))
         .1;
     assert_eq!(
