@@ -67,7 +67,27 @@ pub struct SearchFlags {
     /// recomputed when needed.
     #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 2048)]
     pub cache_mb: usize,
+    /// Memory, in MiB, for the tuner's float activations (every tensor of
+    /// the tuning samples) of the calibrations a search runs; past it they
+    /// go to a scratch file in the temporary directory and are read back
+    /// when needed. Results do not depend on it. Default 512. run_qtable
+    /// calibrates nothing: there it has no effect (a warning says so).
+    #[arg(long = "memory_mb", alias = "memory-mb")]
+    pub memory_mb: Option<usize>,
 }
+
+impl SearchFlags {
+    /// `--memory_mb` (or its default) in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mb
+            .unwrap_or(DEFAULT_MEMORY_MB)
+            .saturating_mul(1 << 20)
+    }
+}
+
+/// Default of `--memory_mb` (with it, kl with tuning on ppocr_v4_det640
+/// stays under 2 GB).
+pub const DEFAULT_MEMORY_MB: usize = qtune_search::DEFAULT_KEEP_MEMORY_BYTES >> 20;
 
 /// What every search needs.
 struct SearchContext {
@@ -85,6 +105,8 @@ struct SearchContext {
     time_text: Option<String>,
     model_path: PathBuf,
     quiet: bool,
+    /// `--memory_mb` in bytes.
+    keep_memory_bytes: usize,
 }
 
 struct ContextArgs<'a> {
@@ -140,6 +162,7 @@ fn context(a: &ContextArgs) -> Result<SearchContext> {
         time_text,
         model_path: a.model.to_path_buf(),
         quiet: a.quiet,
+        keep_memory_bytes: qtune_search::DEFAULT_KEEP_MEMORY_BYTES,
     })
 }
 
@@ -221,6 +244,7 @@ impl SearchContext {
         let mut settings = CalibrationSettings::new(methods[0]);
         settings.histogram_bin_num = histogram_bin_num;
         settings.tune_num = self.cal.tune_num;
+        settings.keep_memory_bytes = self.keep_memory_bytes;
         if let Some(s) = tune_steps {
             settings.tune_steps = s;
         }
@@ -438,6 +462,7 @@ fn bias_correct_and_recalibrate(
     let mut settings = CalibrationSettings::new(method);
     settings.histogram_bin_num = args.histogram_bin_num;
     settings.tune_num = ctx.cal.tune_num;
+    settings.keep_memory_bytes = ctx.keep_memory_bytes;
     if let Some(s) = tune_steps {
         settings.tune_steps = s;
     }
@@ -525,6 +550,8 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
         no_time: args.no_time,
         quiet: args.quiet,
     })?;
+    let mut ctx = ctx;
+    ctx.keep_memory_bytes = flags.memory_bytes();
     // TPU-MLIR writes the shape/pattern qtable at start-up, whatever the mode.
     ctx.qtable(&[]).write(&qtable_path)?;
     let cali = &args.calibration_table;
@@ -614,6 +641,12 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 mix::log::py_list(&labels)
             ));
             let t0 = Instant::now();
+            // `-o` is written once the search has finished, not before as
+            // TPU-MLIR does: an interrupted run then leaves no `-o`, and its
+            // --resume calibrates every method again (the same tables, so
+            // the journal's fingerprint matches) instead of taking the
+            // "-o exists: first method only" branch, whose tables differ.
+            let mut write_cali_after: Option<CalibrationTable> = None;
             let (method_tables, table) = if cali.exists() {
                 // TPU-MLIR: only the first method, thresholds from -o.
                 let t = crate::model::read_calibration_table(cali)?;
@@ -634,7 +667,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                     .unwrap_or(&tables[0])
                     .1
                     .clone();
-                default.write(cali)?;
+                write_cali_after = Some(default.clone());
                 let mt = tables
                     .into_iter()
                     .map(|(m, table)| MethodTable {
@@ -696,7 +729,11 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 "success search qtable",
                 start,
                 [cal_time, ref_time],
-            )
+            )?;
+            if let Some(t) = write_cali_after {
+                t.write(cali)?;
+            }
+            Ok(())
         }
         "fast_search" => {
             let mut log = SearchLog::new("Search_Qtable", console(args.quiet));
@@ -713,6 +750,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 let mut settings = CalibrationSettings::new(m);
                 settings.histogram_bin_num = args.histogram_bin_num;
                 settings.tune_num = ctx.cal.tune_num;
+                settings.keep_memory_bytes = ctx.keep_memory_bytes;
                 let bar = ctx.bar();
                 let o = qtune_search::calibrate(
                     &ctx.cal.loaded.exec,
@@ -1110,6 +1148,12 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
         &args.processor,
         &args.flags.fp_type,
     )?;
+    if args.flags.memory_mb.is_some() {
+        eprintln!(
+            "warning: --memory_mb has no effect on run_qtable: it runs no calibration (the \
+             activations it keeps are bounded by --cache_mb)"
+        );
+    }
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     let mut log = SearchLog::new("Mix_Search", console(args.common.quiet));
     let loss_path = args
@@ -1239,6 +1283,8 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         &args.processor,
         &args.flags.fp_type,
     )?;
+    let mut ctx = ctx;
+    ctx.keep_memory_bytes = args.flags.memory_bytes();
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     let methods = [
         CalibrationMethod::Max,
