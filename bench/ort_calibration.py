@@ -170,16 +170,32 @@ def compare_minmax(onnx_path: Path, table: Path, ranges: Path) -> tuple[int, int
     `<output tensor>_<OpType>` (graph inputs keep their name)."""
     import onnx
 
-    op_of = {}
-    for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
+    # ONNX tensor -> TPU-MLIR op name (as crates/qtune-cli/tests/ort_minmax.py): a Conv
+    # followed by a BatchNormalization is one Conv keeping the Conv's name, whose value is the
+    # BatchNormalization's output; the Conv's own output has no row. A fused activation's
+    # output is `<its output>_<Relu|Clip>`; the tensor before it has no row.
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    to_op = {i.name: i.name for i in model.graph.input}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            readers[i] = readers.get(i, 0) + 1
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
         for o in node.output:
-            op_of[o] = node.op_type
+            to_op[o] = f"{o}_{node.op_type}"
+    for node in model.graph.node:
+        prod = producer.get(node.input[0]) if node.input else None
+        if (node.op_type == "BatchNormalization" and prod is not None
+                and prod.op_type == "Conv" and readers.get(node.input[0]) == 1):
+            to_op[node.output[0]] = f"{node.input[0]}_Conv"
+            to_op[node.input[0]] = None
     q = read_table(table)
     matched, total, worst = 0, 0, 0.0
     for line in ranges.read_text().splitlines():
         name, lo, hi = line.split()
         total += 1
-        key = name if name in q else f"{name}_{op_of.get(name, '')}"
+        key = name if name in q else to_op.get(name)
         if key not in q:
             continue
         name = key

@@ -133,7 +133,7 @@ pub fn load_model(
     let mut onnx_io = None;
     let (graph, input_attrs) = match ext.as_str() {
         "onnx" => {
-            let graph = qtune_onnx::import_onnx(path, &opts)?;
+            let graph = import_onnx_named(path, &opts)?;
             onnx_io = Some(OnnxIoNames::of_onnx(&graph));
             if naming == Naming::TopOps {
                 let graph = canonical_top_graph(graph, path)?;
@@ -421,11 +421,14 @@ impl QuantArgs {
         let fp_type = profile
             .float_type(&self.fp_type)
             .map_err(anyhow::Error::msg)?;
+        // The reader's warning about rows that are not finite is given
+        // here, once, with the ops of this graph each row affects.
         let table = match &self.calibration_table {
-            Some(p) => Some(read_calibration_table(p)?),
+            Some(p) => Some(qtune_quant::CalibrationTable::read(p)?),
             None => None,
         };
         if let (Some(t), Some(p)) = (&table, &self.calibration_table) {
+            warn_non_finite_rows(t, p, graph);
             warn_unapplied_sections(t, p);
         }
         let qtable = match &self.quantize_table {
@@ -554,4 +557,64 @@ pub fn executor_of(qdq: &qtune_ir::Graph, path: &Path) -> Result<Executor> {
     let (graph, _) = qtune_exec::prepare(qdq.clone(), &PrepareOptions::default())
         .with_context(|| format!("quantized model of `{}`", path.display()))?;
     Executor::new(graph).with_context(|| format!("quantized model of `{}`", path.display()))
+}
+
+/// The reader's warning about calibration-table rows that are not finite
+/// (one line, as [`read_calibration_table`] gives it), followed by the ops
+/// of `graph` that write and read each such tensor. The reader has set the
+/// rows aside, as TPU-MLIR's importer ignores them: the tensors are
+/// uncalibrated, so an INT8 op reading one fails the plan unless the qtable
+/// keeps it in float, and these names are what the user needs for that.
+pub fn warn_non_finite_rows(
+    table: &qtune_quant::CalibrationTable,
+    path: &Path,
+    graph: &qtune_ir::Graph,
+) {
+    let Some(head) = table.warnings().into_iter().next() else {
+        return;
+    };
+    let per_row: Vec<String> = table
+        .non_finite_rows
+        .iter()
+        .map(|row| {
+            let mut ops = Vec::new();
+            if let Some(v) = graph.find_value(&row.name) {
+                for (id, n) in graph.nodes() {
+                    let writes = n.outputs.contains(&v);
+                    if writes || n.inputs.contains(&Some(v)) {
+                        ops.push(format!(
+                            "{} ({}, {})",
+                            n.name,
+                            crate::commands::info::op_label(graph, id),
+                            if writes { "writes it" } else { "reads it" }
+                        ));
+                    }
+                }
+            }
+            if ops.is_empty() {
+                format!("`{}`: no op of the model uses it", row.name)
+            } else {
+                format!("`{}`: ops affected: {}", row.name, ops.join(", "))
+            }
+        })
+        .collect();
+    eprintln!(
+        "warning: calibration table `{}`: {head}; {}",
+        path.display(),
+        per_row.join("; ")
+    );
+}
+
+/// [`qtune_onnx::import_onnx`] with every error naming the model file
+/// (the importer names the file for file-level errors, and the tensor or
+/// node for the others).
+pub fn import_onnx_named(path: &Path, opts: &qtune_onnx::ImportOptions) -> Result<qtune_ir::Graph> {
+    qtune_onnx::import_onnx(path, opts).map_err(|e| {
+        let shown = path.display().to_string();
+        if e.to_string().contains(&shown) {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(format!("model `{shown}`"))
+        }
+    })
 }

@@ -208,9 +208,10 @@ pub fn load_image_as(path: impl AsRef<Path>, layout: ColorLayout) -> Result<Imag
 /// Decodes an in-memory image file; `path` is only used for the format
 /// fallback and in error messages.
 pub fn decode_image(bytes: &[u8], path: &Path, layout: ColorLayout) -> Result<Image, DataError> {
+    // Some decoders end their messages with a newline: one line per error.
     let fail = |message: String| DataError::Decode {
         path: path.to_path_buf(),
-        message,
+        message: message.trim_end().replace('\n', "; "),
     };
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -232,6 +233,7 @@ pub fn decode_image(bytes: &[u8], path: &Path, layout: ColorLayout) -> Result<Im
     reader.set_format(format);
     // Only the headers are parsed here; pixels are decoded below.
     let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
+    check_dimensions(decoder.dimensions()).map_err(fail)?;
     let orientation = decoder.orientation().map_err(|e| fail(e.to_string()))?;
     let jpeg = if format == ImageFormat::Jpeg {
         decode_jpeg(bytes, layout).map_err(fail)?
@@ -258,6 +260,27 @@ pub fn decode_image(bytes: &[u8], path: &Path, layout: ColorLayout) -> Result<Im
     } else {
         image.to_layout(layout)
     })
+}
+
+/// OpenCV's limits on a decoded image (`CV_IO_MAX_IMAGE_WIDTH`,
+/// `CV_IO_MAX_IMAGE_HEIGHT`, `CV_IO_MAX_IMAGE_PIXELS`, which `cv2.imread`
+/// applies): a header claiming more is refused before any pixel buffer is
+/// allocated. A few bytes of JPEG can claim 65500 x 65500 pixels.
+pub const MAX_IMAGE_SIDE: u32 = 1 << 20;
+/// See [`MAX_IMAGE_SIDE`].
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 30;
+
+fn check_dimensions((width, height): (u32, u32)) -> Result<(), String> {
+    let pixels = u64::from(width) * u64::from(height);
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || pixels > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "the header claims {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS} pixels (and {MAX_IMAGE_SIDE} per side) that OpenCV's imread accepts"
+        ));
+    }
+    if width == 0 || height == 0 {
+        return Err(format!("the header claims {width} x {height} pixels"));
+    }
+    Ok(())
 }
 
 /// Decodes gray, YCbCr and RGB JPEGs with libjpeg-turbo; `None` for the
@@ -290,6 +313,12 @@ fn decode_jpeg(bytes: &[u8], layout: ColorLayout) -> Result<Option<Image>, Strin
         };
         let mut started = started.map_err(|e| e.to_string())?;
         let (width, height) = (started.width(), started.height());
+        // libjpeg's own view of the header (the one `read_scanlines` sizes
+        // its buffer by) is checked as well as `image`'s.
+        check_dimensions((
+            u32::try_from(width).unwrap_or(u32::MAX),
+            u32::try_from(height).unwrap_or(u32::MAX),
+        ))?;
         let pixels = started.read_scanlines::<u8>().map_err(|e| e.to_string())?;
         started.finish().map_err(|e| e.to_string())?;
         Image::new(width, height, out_layout, pixels)

@@ -113,6 +113,23 @@ fn run(g: &Graph, x: Tensor) -> Tensor {
     values.get(exec.graph().outputs[0]).unwrap().clone()
 }
 
+/// The values of `name` after its QuantizeLinear / DequantizeLinear pair in
+/// the QDQ graph `g`, on [`input`].
+fn dequantized(g: &Graph, name: &str) -> Vec<f32> {
+    let v = g.find_value(name).unwrap();
+    let consumer = |input: ValueId, pick: fn(&Op) -> bool| {
+        g.nodes()
+            .find(|(_, n)| pick(&n.op) && n.inputs.first() == Some(&Some(input)))
+            .map(|(_, n)| n.outputs[0])
+            .unwrap_or_else(|| panic!("no Q/DQ after `{}`", g.value(input).name))
+    };
+    let q = consumer(v, |op| matches!(op, Op::QuantizeLinear { .. }));
+    let dq = consumer(q, |op| matches!(op, Op::DequantizeLinear { .. }));
+    let mut g = g.clone();
+    g.outputs = vec![dq];
+    run(&g, input()).as_f32().unwrap().to_vec()
+}
+
 #[test]
 fn concat_branches_share_the_output_range() {
     let g = two_branches();
@@ -242,15 +259,64 @@ fn missing_row_names_the_tensor_and_its_reader() {
     );
 }
 
-#[test]
-fn build_is_deterministic() {
+/// A fingerprint of the QDQ build of [`two_branches`]: every value's name,
+/// shape and constant bits in graph order, every node's op and wiring, and
+/// the bits of the output on [`input`].
+fn build_fingerprint() -> String {
     let g = two_branches();
     let t = branch_table();
     let q = quantize(&g, Processor::Bm1684x, &int8(&t)).unwrap();
     let (again, _) = build_qdq(&g, &q.plan).unwrap();
-    let names = |g: &Graph| g.values().map(|(_, v)| v.name.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&q.qdq), names(&again));
-    assert_eq!(run(&q.qdq, input()), run(&again, input()));
+    let mut s = String::new();
+    for graph in [&q.qdq, &again] {
+        for (_, v) in graph.values() {
+            let bits: Vec<u32> = v
+                .constant
+                .as_ref()
+                .map(|c| c.to_f32_vec().iter().map(|x| x.to_bits()).collect())
+                .unwrap_or_default();
+            s.push_str(&format!("{} {:?} {:?}\n", v.name, v.shape, bits));
+        }
+        for (_, n) in graph.nodes() {
+            s.push_str(&format!(
+                "{} {:?} {:?} {:?}\n",
+                n.name, n.op, n.inputs, n.outputs
+            ));
+        }
+        let out: Vec<u32> = run(graph, input())
+            .as_f32()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        s.push_str(&format!("{out:?}\n"));
+    }
+    s
+}
+
+/// Two builds in one process, and a build in another process (its own hash
+/// seeds, allocation addresses and thread start-up), give the same graph and
+/// outputs bit for bit.
+#[test]
+fn build_is_deterministic() {
+    const CHILD: &str = "QTUNE_PLAN_FINGERPRINT_OUT";
+    if let Some(out) = std::env::var_os(CHILD) {
+        std::fs::write(out, build_fingerprint()).unwrap();
+        return;
+    }
+    let here = build_fingerprint();
+    assert_eq!(here, build_fingerprint(), "two builds in one process");
+    let out = std::env::temp_dir().join(format!("qtune-plan-fp-{}", std::process::id()));
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "build_is_deterministic", "--test-threads", "1"])
+        .env(CHILD, &out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let there = std::fs::read_to_string(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    assert_eq!(here, there, "a build in another process differs");
 }
 
 #[test]
@@ -274,9 +340,26 @@ fn asymmetric_ranges_use_min_max_and_a_zero_point() {
     let sym = quantize(&g, Processor::Bm1684x, &int8(&t)).unwrap();
     let x = sym.plan.range(g.find_value("x").unwrap()).unwrap();
     assert_eq!(x.zero_point_u8(), 128);
-    // The asymmetric graph runs, and values inside x's range survive Q/DQ.
+    // The asymmetric graph runs, and values inside x's range survive Q/DQ:
+    // the dequantized x equals an independent uint8 fake quantization
+    // (round half to even, zero point 58) and is within half a step of x.
     let y = run(&q.qdq, input());
     assert_eq!(y.dims(), &[1, 6, 6, 6]);
+    let x_dq = dequantized(&q.qdq, "x");
+    let xa = q.plan.range(g.find_value("x").unwrap()).unwrap();
+    assert!(xa.asymmetric);
+    let (scale, zp) = (xa.scale(), f32::from(xa.zero_point_u8()));
+    let mut inside = 0;
+    for (&v, &got) in input().as_f32().unwrap().iter().zip(&x_dq) {
+        let want = ((v / scale).round_ties_even() + zp).clamp(0.0, 255.0);
+        let want = (want - zp) * scale;
+        assert_eq!(got.to_bits(), want.to_bits(), "x = {v}: {got} vs {want}");
+        if (-0.5..=1.7).contains(&v) {
+            inside += 1;
+            assert!((got - v).abs() <= scale / 2.0 * 1.0001, "x = {v}: {got}");
+        }
+    }
+    assert!(inside > 10, "too few inputs inside the range: {inside}");
     // cv18xx has no asymmetric mode.
     let err = quantize(&g, Processor::Cv182x, &req)
         .unwrap_err()

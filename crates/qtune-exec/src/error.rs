@@ -24,6 +24,8 @@ pub enum ExecError {
         expected: DType,
         actual: DType,
     },
+    #[error(transparent)]
+    Size(#[from] qtune_tensor::SizeError),
     #[error("missing value for graph input `{0}`")]
     MissingInput(String),
     #[error("`{0}` is not a graph input")]

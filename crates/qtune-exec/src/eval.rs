@@ -246,9 +246,13 @@ pub(crate) fn eval_node_fused(
             let dims = cx.input(0)?.dims().to_vec();
             let (x, scale, bias) = (cx.f32_input(0)?, cx.f32_input(1)?, cx.f32_input(2)?);
             let (mean, var) = (cx.f32_input(3)?, cx.f32_input(4)?);
-            let out = written_by(dims.iter().product(), |out| {
-                k::batch_norm_uninit(x, &dims, scale, bias, mean, var, *epsilon, out);
-            });
+            // SAFETY: `batch_norm_uninit` writes one output per input element and asserts
+            // that `out` has the input's length, `dims.iter().product()`.
+            let out = unsafe {
+                written_by(dims.iter().product(), |out| {
+                    k::batch_norm_uninit(x, &dims, scale, bias, mean, var, *epsilon, out);
+                })
+            };
             cx.f32_out(dims, out)
         }
         Op::Gemm(a) => {
@@ -874,7 +878,9 @@ fn eval_unary(cx: &mut Cx, op: k::UnaryOp) -> Result<Vec<Tensor>, ExecError> {
             let x = t
                 .as_f32()
                 .map_err(|_| cx.err(format!("input 0 must be float32, got {dtype}")))?;
-            written_by(x.len(), |out| k::unary_into(op, x, out, cx.par))
+            // SAFETY: `unary_into` writes every element of `out`, asserting it has `x`'s
+            // length.
+            unsafe { written_by(x.len(), |out| k::unary_into(op, x, out, cx.par)) }
         }
     };
     cx.f32_out(dims, out)
@@ -1255,9 +1261,13 @@ fn eval_conv(
     // Weights packed for other dims (a graph edited after packing) are not used.
     let packed = packed.filter(|pk| pk.w_dims() == wd && pk.group() == p.group);
     let od = cx.out_dims(0)?;
-    let out = written_by(od.iter().product(), |o| {
-        k::conv2d_fused_packed_uninit(x, xd, w, wd, packed, bias, &p, cx.activation, o, cx.par);
-    });
+    // SAFETY: `od` is the inferred output shape of this Conv over `xd` and `wd` with `p`,
+    // which `conv2d_fused_packed_uninit` writes in full (it asserts the length).
+    let out = unsafe {
+        written_by(od.iter().product(), |o| {
+            k::conv2d_fused_packed_uninit(x, xd, w, wd, packed, bias, &p, cx.activation, o, cx.par);
+        })
+    };
     cx.f32_out(od, out)
 }
 
@@ -1366,22 +1376,26 @@ pub(crate) fn eval_pointwise_depthwise(
     };
     let p = conv_params(a, &xd[2..], &wt.dims()[2..]).map_err(|m| cx.err(m))?;
     let od = graph.shape_of(output)?.0.clone();
-    let out = written_by(od.iter().product(), |o| {
-        k::conv2d_pointwise_depthwise_uninit(
-            x,
-            xd,
-            w1,
-            b1,
-            pw_activation,
-            w2,
-            w2d,
-            b2,
-            &p,
-            dw_activation,
-            o,
-            par,
-        );
-    });
+    // SAFETY: `od` is the inferred shape of the depthwise Conv's output, which the fused
+    // kernel writes in full (it asserts the length against its own dims).
+    let out = unsafe {
+        written_by(od.iter().product(), |o| {
+            k::conv2d_pointwise_depthwise_uninit(
+                x,
+                xd,
+                w1,
+                b1,
+                pw_activation,
+                w2,
+                w2d,
+                b2,
+                &p,
+                dw_activation,
+                o,
+                par,
+            );
+        })
+    };
     cx.f32_out(od, out)
 }
 
@@ -1453,12 +1467,18 @@ fn zeroed(n: usize, par: Parallelism) -> Vec<f32> {
 }
 
 /// A buffer of `n` elements filled by `write`, a kernel that writes every element of the
-/// uninitialised slice it is given (the `*_uninit` convolutions): no zero-fill pass first.
-fn written_by(n: usize, write: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
+/// uninitialised slice it is given (the `*_uninit` kernels): no zero-fill pass first.
+///
+/// # Safety
+/// `write` must initialise all `n` elements of the slice it is given, whatever it
+/// returns through, unless it panics (the buffer is then dropped unread). The `*_uninit`
+/// kernels promise this when their shape arguments describe exactly `n` output elements
+/// (and assert their shapes otherwise); callers pass `n` from the same dims they give the
+/// kernel.
+unsafe fn written_by(n: usize, write: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(n);
     write(&mut v.spare_capacity_mut()[..n]);
-    // SAFETY: `write` initialised the first `n` elements (the contract of the `*_uninit`
-    // kernels it is used with).
+    // SAFETY: the caller's contract: `write` initialised the first `n` elements.
     unsafe { v.set_len(n) };
     v
 }

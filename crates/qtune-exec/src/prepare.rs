@@ -35,6 +35,15 @@ pub fn prepare(
     opts: &PrepareOptions,
 ) -> Result<(Graph, PrepareReport), ExecError> {
     graph.check_topological()?;
+    // Declared input shapes come from the model file (or --input_shapes):
+    // a crafted one must not reach preprocessing or the executor's buffers.
+    for &i in &graph.inputs {
+        let v = graph.value(i);
+        if let Some(shape) = &v.shape {
+            let what = || format!("graph input `{}`", v.name);
+            qtune_tensor::check_shape(&what, shape.dims(), v.dtype)?;
+        }
+    }
     let mut report = PrepareReport::default();
     let mut folded = vec![false; graph.node_count()];
     for (i, is_folded) in folded.iter_mut().enumerate() {

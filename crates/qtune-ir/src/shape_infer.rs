@@ -238,8 +238,27 @@ fn usize_of(v: i64) -> Option<usize> {
     usize::try_from(v).ok()
 }
 
-/// Infers the output shapes and dtypes of one node from its inputs.
+/// Infers the output shapes and dtypes of one node from its inputs. Every
+/// output is checked to be allocatable (element count without overflow,
+/// bytes within the machine's memory): shapes come from files, and the
+/// executor allocates what is inferred here.
 pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrError> {
+    let outs = infer_unchecked(graph, id)?;
+    let node = graph.node(id);
+    for (i, o) in outs.iter().enumerate() {
+        let what = || format!("output {i}");
+        qtune_tensor::check_shape(&what, o.shape.dims(), o.dtype).map_err(|e| {
+            IrError::BadNode {
+                node: node.name.clone(),
+                op: node.op.op_type(),
+                message: e.to_string(),
+            }
+        })?;
+    }
+    Ok(outs)
+}
+
+fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrError> {
     let node = graph.node(id);
     let cx = Ctx { graph, node };
     let same = |cx: &Ctx| -> Result<Vec<InferredOutput>, IrError> {
@@ -458,16 +477,20 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
             if b == 0 {
                 return Err(cx.err("blocksize 0"));
             }
+            // The blocksize comes from the file: every product is checked.
+            let overflow = || cx.err(format!("blocksize {b} overflows the {n}x{c}x{h}x{w} input"));
+            let bb = b.checked_mul(b).ok_or_else(overflow)?;
             let out = if matches!(node.op, Op::SpaceToDepth { .. }) {
                 if h % b != 0 || w % b != 0 {
                     return Err(cx.err(format!("{h}x{w} is not divisible by blocksize {b}")));
                 }
-                vec![n, c * b * b, h / b, w / b]
+                vec![n, c.checked_mul(bb).ok_or_else(overflow)?, h / b, w / b]
             } else {
-                if c % (b * b) != 0 {
+                if c % bb != 0 {
                     return Err(cx.err(format!("{c} channels are not divisible by {b}x{b}")));
                 }
-                vec![n, c / (b * b), h * b, w * b]
+                let hb = h.checked_mul(b).ok_or_else(overflow)?;
+                vec![n, c / bb, hb, w.checked_mul(b).ok_or_else(overflow)?]
             };
             one(out, cx.dtype(0)?)
         }
@@ -646,7 +669,10 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
                 .filter(|&a| a <= x.len())
                 .ok_or_else(|| cx.err(format!("axis {axis} out of range")))?;
             one(
-                vec![x[..a].iter().product(), x[a..].iter().product()],
+                vec![
+                    qtune_tensor::checked_numel(&x[..a]).unwrap_or(usize::MAX),
+                    qtune_tensor::checked_numel(&x[a..]).unwrap_or(usize::MAX),
+                ],
                 cx.dtype(0)?,
             )
         }
@@ -719,7 +745,11 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
                 }
                 sizes
                     .into_iter()
-                    .map(|s| usize_of(s).ok_or_else(|| cx.err("negative size")))
+                    .map(|s| {
+                        usize_of(s).filter(|&s| s > 0).ok_or_else(|| {
+                            cx.err(format!("'sizes' holds {s}; sizes must be positive"))
+                        })
+                    })
                     .collect::<Result<_, _>>()?
             } else if cx.has_input(2) {
                 let scales = cx.const_floats(2)?;
@@ -730,6 +760,9 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
                         x.len()
                     )));
                 }
+                // A scale that is not a positive finite number, or that gives
+                // an empty or unrepresentable extent, is an error here rather
+                // than a zero-size or saturated dimension downstream.
                 #[allow(
                     clippy::cast_possible_truncation,
                     clippy::cast_sign_loss,
@@ -737,8 +770,21 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
                 )]
                 x.iter()
                     .zip(&scales)
-                    .map(|(&d, &s)| (d as f64 * f64::from(s)).floor() as usize)
-                    .collect()
+                    .map(|(&d, &s)| {
+                        if !(s.is_finite() && s > 0.0) {
+                            return Err(cx.err(format!(
+                                "'scales' holds {s}; scales must be positive and finite"
+                            )));
+                        }
+                        let out = (d as f64 * f64::from(s)).floor();
+                        if d > 0 && !(1.0..=(1u64 << 53) as f64).contains(&out) {
+                            return Err(cx.err(format!(
+                                "scale {s} turns extent {d} into {out}, not a valid extent"
+                            )));
+                        }
+                        Ok(out as usize)
+                    })
+                    .collect::<Result<_, _>>()?
             } else {
                 return Err(cx.err("neither 'scales' nor 'sizes' is given"));
             };
@@ -748,6 +794,18 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
             let x = cx.shape(0)?;
             let idx = cx.shape(1)?;
             let ax = cx.axis(*axis, x.len())?;
+            // Constant indices (the usual case: embedding ids, shape parts)
+            // are checked here; computed ones are checked by the kernel.
+            if let Some(t) = cx.graph.constant_of(cx.input_id(1)?)
+                && let Ok(ids) = t.to_i64_vec()
+            {
+                let dim = i64::try_from(x[ax]).unwrap_or(i64::MAX);
+                if let Some(bad) = ids.iter().find(|&&i| i >= dim || i < -dim) {
+                    return Err(cx.err(format!(
+                        "index {bad} is out of range for axis {ax} of extent {dim}"
+                    )));
+                }
+            }
             let mut out = x[..ax].to_vec();
             out.extend(idx);
             out.extend_from_slice(&x[ax + 1..]);
@@ -780,11 +838,19 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
         Op::IntegerLayer(a) => one(integer_layer_shape(&cx, a)?, DType::F32),
         Op::Expand => {
             let x = cx.shape(0)?;
+            // ONNX Expand's shape holds extents (1 broadcasts); a negative one
+            // is invalid, not a 1.
             let spec: Vec<usize> = cx
                 .const_ints(1)?
                 .into_iter()
-                .map(|d| usize_of(d).unwrap_or(1))
-                .collect();
+                .map(|d| {
+                    usize_of(d).ok_or_else(|| {
+                        cx.err(format!(
+                            "the target shape holds {d}; extents cannot be negative"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
             let out = broadcast_shapes(&x, &spec).ok_or_else(|| {
                 cx.err(format!(
                     "cannot expand {} to {}",
@@ -1008,22 +1074,28 @@ fn slice_plan(cx: &Ctx, x: &[usize]) -> Result<Vec<SliceAxis>, IrError> {
             return Err(cx.err("slice step 0"));
         }
         let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+        // `max(0)` / `max(-1)` keep the clamp bounds ordered on an empty
+        // axis (dim 0 with a negative step); the length is computed in i128
+        // so that extreme steps from a file cannot overflow.
         let (start, end) = if step > 0 {
             (fix(starts[i]).clamp(0, dim), fix(ends[i]).clamp(0, dim))
         } else {
             (
-                fix(starts[i]).clamp(0, dim - 1),
-                fix(ends[i]).clamp(-1, dim - 1),
+                fix(starts[i]).clamp(0, (dim - 1).max(0)),
+                fix(ends[i]).clamp(-1, (dim - 1).max(-1)),
             )
         };
-        let len = if step > 0 {
-            if end > start {
-                (end - start + step - 1) / step
+        let (s128, e128, st128) = (i128::from(start), i128::from(end), i128::from(step));
+        let len = if dim == 0 {
+            0
+        } else if step > 0 {
+            if e128 > s128 {
+                (e128 - s128 + st128 - 1) / st128
             } else {
                 0
             }
-        } else if start > end {
-            (start - end + (-step) - 1) / (-step)
+        } else if s128 > e128 {
+            (s128 - e128 - st128 - 1) / (-st128)
         } else {
             0
         };
@@ -1049,7 +1121,7 @@ pub fn resolve_slice(graph: &Graph, id: NodeId, x: &[usize]) -> Result<Vec<Slice
 
 /// ONNX Reshape: 0 copies the input extent (unless `allowzero`), -1 is inferred.
 pub fn reshape_shape(x: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>, String> {
-    let total: usize = x.iter().product();
+    let total = qtune_tensor::checked_numel(x).ok_or("the input's element count overflows")?;
     let mut out = Vec::with_capacity(spec.len());
     let mut infer = None;
     for (i, &s) in spec.iter().enumerate() {
@@ -1068,7 +1140,8 @@ pub fn reshape_shape(x: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<u
             s => return Err(format!("invalid extent {s} in the target shape")),
         }
     }
-    let known: usize = out.iter().product();
+    let known = qtune_tensor::checked_numel(&out)
+        .ok_or_else(|| format!("the element count of the target shape {spec:?} overflows"))?;
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {} elements into {spec:?}", total));

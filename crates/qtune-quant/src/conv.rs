@@ -49,14 +49,17 @@ pub(crate) fn i64_f32(n: i64) -> f32 {
     n as f32
 }
 
-/// Truncation toward zero of a histogram index `x`, which the caller
-/// guarantees to be finite and in `[0, 2^24]`; compiles to one `cvttps2dq`,
-/// so loops over it vectorise.
+/// Truncation toward zero of a histogram index `x`; compiles to one
+/// `cvttps2dq`, so loops over it vectorise.
+///
+/// # Safety
+/// `x` must be finite and in `[0, 2^24]` (not NaN): its truncation is then
+/// an i32 exactly. Anything else is undefined behaviour
+/// (`f32::to_int_unchecked`). Checked in debug builds only.
 #[inline(always)]
-pub(crate) fn f32_index_i32(x: f32) -> i32 {
+pub(crate) unsafe fn f32_index_i32(x: f32) -> i32 {
     debug_assert!((0.0..=16_777_216.0).contains(&x));
-    // SAFETY: `x` is finite and in [0, 2^24], which i32 represents exactly
-    // after truncation (the caller's contract, checked in debug builds).
+    // SAFETY: the caller's contract: `x` is finite and in [0, 2^24].
     unsafe { x.to_int_unchecked::<i32>() }
 }
 

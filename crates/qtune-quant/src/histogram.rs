@@ -270,7 +270,14 @@ pub(crate) fn bin_abs_values(x: &[f32], range: f32, bins: usize) -> (Vec<u64>, f
     /// Interleaved count arrays (runs of one index, e.g. the saturated
     /// values of a ReLU6, then chain only every `WAYS` elements).
     const WAYS: usize = 4;
-    if !(2..=(1 << 24)).contains(&bins) || u32::try_from(x.len()).is_err() {
+    // The fast path's unchecked index conversion (`f32_index_i32`) relies on
+    // `bins <= 2^24` and a width that is not negative (a kept `y` is then in
+    // [0.5, bins)): anything else goes through the checked reference.
+    if !(2..=(1 << 24)).contains(&bins)
+        || u32::try_from(x.len()).is_err()
+        || range.is_nan()
+        || range < 0.0
+    {
         return bin_abs_values_reference(x, range, bins);
     }
     let width = range / usize_f32(bins - 1);
@@ -399,7 +406,10 @@ mod avx512 {
             let t = v.abs();
             let y = t / width + 0.5;
             if t > 0.0 && y < bins_f {
-                out[n] = super::f32_index_i32(y);
+                // SAFETY: `y < bins_f <= 2^24` and `y >= 0.5` since `t > 0`
+                // and the width is not negative (both checked by
+                // `bin_abs_values`); neither comparison holds for NaN.
+                out[n] = unsafe { super::f32_index_i32(y) };
                 n += 1;
             }
         }
@@ -415,7 +425,10 @@ dispatch! {
             let t = v.abs();
             let y = t / width + 0.5;
             let keep = (t > 0.0) & (y < bins_f);
-            *o = f32_index_i32(if keep { y } else { bins_f });
+            // SAFETY: a kept `y` is in [0.5, bins_f) (the width is not
+            // negative and NaN fails both tests); `bins_f` is an integer in
+            // [2, 2^24]; both checked by `bin_abs_values` before any binning.
+            *o = unsafe { f32_index_i32(if keep { y } else { bins_f }) };
         }
     }
 }

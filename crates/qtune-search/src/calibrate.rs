@@ -68,7 +68,15 @@ pub struct CalibrationSettings {
     /// Methods whose statistics the same pass also collects (the searches
     /// calibrate several methods at once).
     pub extra_methods: Vec<CalibrationMethod>,
+    /// Bytes of the tuner's float activations (every tensor of the tuning
+    /// batches) held in memory; beyond them they go to a scratch file
+    /// (`--memory_mb`). The thresholds do not depend on it.
+    pub keep_memory_bytes: usize,
 }
+
+/// Default of [`CalibrationSettings::keep_memory_bytes`]: with it, kl with
+/// tuning on the workloads (ppocr_v4_det640 included) peaks under 2 GB.
+pub const DEFAULT_KEEP_MEMORY_BYTES: usize = 512 << 20;
 
 impl Default for CalibrationSettings {
     fn default() -> Self {
@@ -79,6 +87,7 @@ impl Default for CalibrationSettings {
             tune_steps: 21,
             torch_observer: false,
             extra_methods: Vec::new(),
+            keep_memory_bytes: DEFAULT_KEEP_MEMORY_BYTES,
         }
     }
 }
@@ -255,9 +264,9 @@ impl Wavefront<'_> {
 struct StatsHook<'a, 'w> {
     wavefront: &'a Wavefront<'w>,
     sample: usize,
-    /// Every tensor of the run, when it is one of the first samples whose
-    /// activations the tuner reuses.
-    keep_all: Option<Values>,
+    /// Where every tensor of the run goes, when it is one of the first
+    /// samples whose activations the tuner reuses.
+    keep_all: Option<&'a TuneRefs>,
 }
 
 impl ValueHook for StatsHook<'_, '_> {
@@ -267,8 +276,10 @@ impl ValueHook for StatsHook<'_, '_> {
         value: ValueId,
         tensor: &mut Tensor,
     ) -> Result<(), qtune_exec::ExecError> {
-        if let Some(all) = &mut self.keep_all {
-            all.insert(value, tensor.clone());
+        if let Some(refs) = self.keep_all
+            && let Err(e) = refs.insert(self.sample, value, tensor)
+        {
+            self.wavefront.fail(self.sample, e);
         }
         if let Some(Some(slot)) = self.wavefront.slot_of.get(value.index())
             && let Err(e) = self.wavefront.observe(*slot, self.sample, tensor)
@@ -302,6 +313,8 @@ pub fn collect_statistics(
         .map(|(stats, _)| stats)
 }
 
+use crate::tune_refs::TuneRefs;
+
 /// [`collect_statistics`] that also returns every tensor of the first
 /// `keep_first` batches (what a run with `Keep::All` returns), for the
 /// tuner.
@@ -313,7 +326,7 @@ fn collect_statistics_keeping(
     settings: &CalibrationSettings,
     keep_first: usize,
     progress: &dyn Progress,
-) -> Result<(Vec<TensorStats>, Vec<Values>), SearchError> {
+) -> Result<(Vec<TensorStats>, Option<TuneRefs>), SearchError> {
     let graph = exec.graph();
     let n = loader.batch_count();
     let mut methods = vec![settings.method];
@@ -378,7 +391,13 @@ fn collect_statistics_keeping(
         first_error: Mutex::new(None),
     };
     let next_sample = AtomicUsize::new(0);
-    let kept: Mutex<Vec<Option<Values>>> = Mutex::new(vec![None; keep_first.min(n)]);
+    let kept = (keep_first.min(n) > 0).then(|| {
+        TuneRefs::new(
+            keep_first.min(n),
+            graph.value_count(),
+            settings.keep_memory_bytes,
+        )
+    });
     (0..workers).into_par_iter().for_each(|_| {
         while !wavefront.failed.load(Ordering::SeqCst) {
             let i = next_sample.fetch_add(1, Ordering::SeqCst);
@@ -388,18 +407,13 @@ fn collect_statistics_keeping(
             let mut hook = StatsHook {
                 wavefront: &wavefront,
                 sample: i,
-                keep_all: (i < keep_first).then(Values::default),
+                keep_all: kept.as_ref().filter(|_| i < keep_first),
             };
             let run = loader
                 .load(i)
                 .and_then(|inputs| Ok(exec.run(inputs, &opts, &mut hook)?));
             match run {
-                Ok(_) => {
-                    if let Some(all) = hook.keep_all {
-                        lock(&kept)[i] = Some(all);
-                    }
-                    progress.advance(1);
-                }
+                Ok(_) => progress.advance(1),
                 Err(e) => wavefront.fail(i, e),
             }
         }
@@ -423,12 +437,6 @@ fn collect_statistics_keeping(
         .stats
         .into_iter()
         .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .collect();
-    let kept = kept
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .into_iter()
-        .flatten()
         .collect();
     Ok((stats, kept))
 }
@@ -592,7 +600,7 @@ pub fn calibrate_methods(
     let (stats, kept) = collect_statistics_keeping(
         exec, &entries, op_count, loader, &pass, keep_first, progress,
     )?;
-    let mut kept = Some(kept).filter(|k| !k.is_empty());
+    let mut kept = kept;
     let statistics_time = start.elapsed();
     let mut per_method = Vec::with_capacity(methods.len());
     for &m in methods {
@@ -602,7 +610,7 @@ pub fn calibrate_methods(
         per_method.push((sm.clone(), thresholds_to_rows(&entries, &stats, &sm)?));
     }
     drop(stats);
-    let mut refs: Option<Vec<Values>> = None;
+    let mut refs: Option<TuneRefs> = None;
     let mut outcomes = Vec::with_capacity(methods.len());
     for (sm, rows) in per_method {
         let ThresholdRows {
@@ -630,17 +638,17 @@ pub fn calibrate_methods(
                 refs = kept.take().filter(|k| k.len() == count);
             }
             if refs.is_none() {
-                refs = Some(
-                    (0..count)
-                        .map(|i| {
-                            let inputs = tl.load(i)?;
-                            let opts = RunOptions::new(Keep::All, Parallelism::Rayon);
-                            Ok(exec.run(inputs, &opts, &mut NoHook)?)
-                        })
-                        .collect::<Result<Vec<Values>, SearchError>>()?,
-                );
+                let r = TuneRefs::new(count, graph.value_count(), sm.keep_memory_bytes);
+                for i in 0..count {
+                    let inputs = tl.load(i)?;
+                    let opts = RunOptions::new(Keep::All, Parallelism::Rayon);
+                    r.insert_all(i, &exec.run(inputs, &opts, &mut NoHook)?)?;
+                }
+                refs = Some(r);
             }
-            let refs = refs.as_deref().unwrap_or_default();
+            let Some(refs) = refs.as_ref() else {
+                return Err(SearchError::Settings("no tuning activations".into()));
+            };
             // TPU-MLIR's tuner reads its starting thresholds back from the
             // `<cali>.1` text, so it starts from the 7-decimal values.
             let mut thresholds: Vec<f64> = outcome
@@ -760,7 +768,7 @@ fn tune(
     entries: &[TableEntry],
     abs_max: &[f64],
     thresholds: &mut [f64],
-    refs: &[Values],
+    refs: &TuneRefs,
     steps: u32,
     progress: &dyn Progress,
 ) -> Result<usize, SearchError> {
@@ -869,7 +877,7 @@ struct TuneContext<'a> {
     graph: &'a Graph,
     slot_of: &'a [Option<usize>],
     abs_max: &'a [f64],
-    refs: &'a [Values],
+    refs: &'a TuneRefs,
     steps: u32,
 }
 
@@ -901,6 +909,12 @@ impl TuneContext<'_> {
             inputs: map,
             output: new_out,
         } = single_node(graph, node_id)?;
+        // This op's inputs and output in every tuning batch, from memory or
+        // the scratch file (see `TuneRefs`).
+        let mut ids: Vec<ValueId> = map.iter().map(|&(orig, _)| orig).collect();
+        ids.push(out0);
+        let local = refs.load(&ids)?;
+        let refs: &[Values] = &local;
         let (exec1, map, new_out) = (&exec1, &map, &new_out);
         // The inputs of every tuning batch with all but the tuned one
         // already fake-quantized: they do not depend on the candidate.

@@ -220,6 +220,20 @@ fn fit(t: Tensor, input: &InputSpec, path: &Path) -> Result<Tensor, SearchError>
             ),
         });
     }
+    // A NaN or an infinity in a calibration sample poisons every statistic
+    // downstream of it (histograms, thresholds, similarities): refused here,
+    // naming the file, rather than found later as a NaN table row.
+    if let Ok(v) = t.as_f32()
+        && let Some(i) = v.iter().position(|x| !x.is_finite())
+    {
+        return Err(SearchError::Sample {
+            path: path.to_path_buf(),
+            message: format!(
+                "model input `{}`: element {i} of the sample is {} (calibration samples must be finite)",
+                input.name, v[i]
+            ),
+        });
+    }
     if t.shape() == &input.shape {
         return Ok(t);
     }
@@ -237,33 +251,22 @@ fn fit(t: Tensor, input: &InputSpec, path: &Path) -> Result<Tensor, SearchError>
     })
 }
 
-/// Reads a `.npy` file holding float32, int64 or int32 data.
+/// Reads a `.npy` file holding float32, int64 or int32 data (int32 becomes
+/// int64, the type of the models' integer inputs). The payload goes through
+/// `qtune_tensor::npy_from_bytes`, which checks the header's shape against
+/// the bytes present before allocating.
 fn read_npy(path: &Path) -> Result<Tensor, SearchError> {
-    use ndarray::ArrayD;
-    use ndarray_npy::ReadNpyExt;
-    let open = || {
-        std::fs::File::open(path).map_err(|source| SearchError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let bad = |e: ndarray_npy::ReadNpyError| SearchError::Sample {
+    let bytes = std::fs::read(path).map_err(|source| SearchError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let t = qtune_tensor::npy_from_bytes(&bytes).map_err(|e| SearchError::Sample {
         path: path.to_path_buf(),
         message: format!("cannot read npy: {e}"),
-    };
-    if let Ok(a) = ArrayD::<f32>::read_npy(open()?) {
-        let dims = a.shape().to_vec();
-        // Logical (C) order whatever the file's memory order.
-        let data: Vec<f32> = a.iter().copied().collect();
-        return Ok(Tensor::from_f32(dims, data)?);
+    })?;
+    if t.dtype() == DType::I32 {
+        let v = t.to_i64_vec()?;
+        return Ok(Tensor::from_i64(t.dims().to_vec(), v)?);
     }
-    if let Ok(a) = ArrayD::<i64>::read_npy(open()?) {
-        let dims = a.shape().to_vec();
-        let data: Vec<i64> = a.iter().copied().collect();
-        return Ok(Tensor::from_i64(dims, data)?);
-    }
-    let a = ArrayD::<i32>::read_npy(open()?).map_err(bad)?;
-    let dims = a.shape().to_vec();
-    let data: Vec<i64> = a.iter().map(|&v| i64::from(v)).collect();
-    Ok(Tensor::from_i64(dims, data)?)
+    Ok(t)
 }

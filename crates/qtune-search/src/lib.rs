@@ -27,15 +27,16 @@ pub mod report;
 mod shape_ops;
 mod smooth_quant;
 mod tune_elementwise;
+mod tune_refs;
 
 pub use bias_correction::{
     BiasCorrectionReport, BiasCorrectionSettings, ConvCorrection, CorrectionOutcome,
     bias_correction,
 };
 pub use calibrate::{
-    CalibrationOutcome, CalibrationSettings, NoProgress, Progress, TableEntry, TableHeader,
-    ThresholdRows, calibrate, calibrate_methods, collect_statistics, table_entries,
-    thresholds_to_rows, untuned_path,
+    CalibrationOutcome, CalibrationSettings, DEFAULT_KEEP_MEMORY_BYTES, NoProgress, Progress,
+    TableEntry, TableHeader, ThresholdRows, calibrate, calibrate_methods, collect_statistics,
+    table_entries, thresholds_to_rows, untuned_path,
 };
 pub use equalize::{
     ChannelRanges, EqualizeReport, EqualizeSettings, EqualizedPair, SkippedPair, equalize_weights,

@@ -22,10 +22,86 @@ pub enum NpyError {
     Write(String),
 }
 
+/// Checks a `.npy` payload's header against the bytes present before any
+/// element buffer is allocated: the shape's element count times the element
+/// size must not overflow and must equal the data that follows the header
+/// (the decoder allocates the count the header states, so a header claiming
+/// 2^40 elements over a few bytes would otherwise abort the process).
+pub(crate) fn check_npy_header(bytes: &[u8]) -> Result<(), String> {
+    let magic = b"\x93NUMPY";
+    if bytes.len() < 10 || &bytes[..6] != magic {
+        return Err("not an npy payload (no \\x93NUMPY magic)".into());
+    }
+    let (len, start): (usize, usize) = match bytes[6] {
+        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+        2 | 3 if bytes.len() >= 12 => (
+            usize::try_from(u32::from_le_bytes([
+                bytes[8], bytes[9], bytes[10], bytes[11],
+            ]))
+            .map_err(|e| e.to_string())?,
+            12,
+        ),
+        v => return Err(format!("unsupported npy format version {v}")),
+    };
+    let end = start
+        .checked_add(len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or("the npy header runs past the end of the payload")?;
+    let header = std::str::from_utf8(&bytes[start..end])
+        .map_err(|_| "the npy header is not text".to_string())?;
+    let shape_at = header
+        .find("'shape'")
+        .ok_or("the npy header has no 'shape'")?;
+    let rest = &header[shape_at..];
+    let open = rest.find('(').ok_or("the npy 'shape' is not a tuple")?;
+    let close = rest.find(')').ok_or("the npy 'shape' is not a tuple")?;
+    if close < open {
+        return Err("the npy 'shape' is not a tuple".into());
+    }
+    let mut dims = Vec::new();
+    for d in rest[open + 1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        let d = d.trim_end_matches('L');
+        dims.push(
+            d.parse::<usize>()
+                .map_err(|_| format!("the npy shape holds `{d}`, not an extent"))?,
+        );
+    }
+    let descr_at = header
+        .find("'descr'")
+        .ok_or("the npy header has no 'descr'")?;
+    let descr = header[descr_at + 7..]
+        .split('\'')
+        .nth(1)
+        .ok_or("the npy 'descr' is not a string")?;
+    // '<f4', '|b1', '|u1': the digits after the kind are the element size.
+    let item: usize = descr
+        .trim_start_matches(['<', '>', '|', '='])
+        .get(1..)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("unsupported npy element type {descr}"))?;
+    let what = || "npy array".to_string();
+    let count = crate::checked_numel(&dims)
+        .ok_or_else(|| format!("the element count of shape {dims:?} overflows"))?;
+    let need = crate::check_bytes(&what, count, item).map_err(|e| e.to_string())?;
+    let have = bytes.len() - end;
+    if need != have {
+        return Err(format!(
+            "shape {dims:?} of {descr} needs {need} data bytes, the payload has {have}"
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes one `.npy` payload (header and data, nothing after it). float64
 /// arrays become float32, as in [`crate::read_npz`]; Fortran-ordered arrays
-/// come back in row-major order.
+/// come back in row-major order. The header is checked against the data
+/// present before anything is allocated ([`check_npy_header`]).
 pub fn npy_from_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
+    check_npy_header(bytes).map_err(NpyError::Malformed)?;
     // Every attempt sees the same stored descriptor; keep it for the error.
     let mut stored_descr: Option<String> = None;
     // ndarray-npy checks the stored descriptor against the requested element

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
-use ndarray_npy::{NpzReader, NpzWriter, ReadNpzError};
+use ndarray_npy::NpzWriter;
 
 use crate::tensor::{Tensor, TensorData};
 
@@ -64,48 +64,62 @@ pub(crate) fn to_tensor<T: Clone>(a: ArrayD<T>, wrap: impl FnOnce(Vec<T>) -> Ten
     Tensor::new(shape, wrap(data)).unwrap_or_else(|_| unreachable!())
 }
 
-fn read_array(
-    npz: &mut NpzReader<fs_err::File>,
-    name: &str,
-    path: &Path,
-) -> Result<Tensor, NpzError> {
-    // ndarray-npy checks the stored dtype against the requested one, so try
-    // each supported type in turn; only a type mismatch moves on.
-    macro_rules! attempt {
-        ($t:ty, $wrap:expr) => {
-            match npz.by_name::<ndarray::OwnedRepr<$t>, IxDyn>(name) {
-                Ok(a) => return Ok(to_tensor(a, $wrap)),
-                Err(ReadNpzError::Npy(ndarray_npy::ReadNpyError::WrongDescriptor(_))) => {}
-                Err(e) => {
-                    return Err(NpzError::Read {
-                        path: path.to_path_buf(),
-                        message: format!("array `{name}`: {e}"),
-                    })
-                }
-            }
-        };
-    }
-    try_element_types!(attempt);
-    Err(NpzError::UnsupportedType {
-        path: path.to_path_buf(),
-        name: name.to_string(),
-    })
-}
-
 /// Reads every array of an npz file, in archive order. Names lose numpy's
-/// `.npy` suffix.
+/// `.npy` suffix. Each member is read whole (its declared size checked
+/// against the machine's memory, and the bytes actually present against
+/// the size) and its npy header checked against its data before the array
+/// is decoded: sizes in a file are never trusted for an allocation.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpzError> {
     let read_err = |message: String| NpzError::Read {
         path: path.to_path_buf(),
         message,
     };
     let file = fs_err::File::open(path).map_err(|e| read_err(e.to_string()))?;
-    let mut npz = NpzReader::new(file).map_err(|e| read_err(e.to_string()))?;
-    let names = npz.names().map_err(|e| read_err(e.to_string()))?;
-    let mut out = Vec::with_capacity(names.len());
-    for raw in names {
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| read_err(e.to_string()))?;
+    let mut out = Vec::with_capacity(zip.len().min(1 << 16));
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| read_err(e.to_string()))?;
+        let raw = entry.name().to_string();
         let name = raw.strip_suffix(".npy").unwrap_or(&raw).to_string();
-        let t = read_array(&mut npz, &raw, path)?;
+        let member_err = |message: String| read_err(format!("array `{name}`: {message}"));
+        let declared = entry.size();
+        let what = || format!("array `{name}`");
+        // A stored member cannot be larger than the file; a deflated one is
+        // bounded by the machine's memory (and the bytes read are checked
+        // against the declared size below).
+        if entry.compression() == zip::CompressionMethod::Stored && declared > file_len {
+            return Err(member_err(format!(
+                "declares {declared} bytes, the file has {file_len}"
+            )));
+        }
+        let cap = usize::try_from(declared).unwrap_or(usize::MAX);
+        crate::check_bytes(&what, cap, 1).map_err(|e| read_err(e.to_string()))?;
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(cap)
+            .map_err(|e| member_err(e.to_string()))?;
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&mut entry, declared.saturating_add(1)),
+            &mut bytes,
+        )
+        .map_err(|e| member_err(e.to_string()))?;
+        if u64::try_from(bytes.len()).ok() != Some(declared) {
+            return Err(member_err(format!(
+                "declares {declared} bytes, holds {}",
+                bytes.len()
+            )));
+        }
+        let t = match crate::npy_from_bytes(&bytes) {
+            Ok(t) => t,
+            Err(crate::NpyError::UnsupportedType { .. }) => {
+                return Err(NpzError::UnsupportedType {
+                    path: path.to_path_buf(),
+                    name,
+                });
+            }
+            Err(e) => return Err(member_err(e.to_string())),
+        };
         out.push((name, t));
     }
     Ok(out)

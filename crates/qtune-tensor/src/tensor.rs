@@ -24,6 +24,14 @@ impl DType {
             DType::I8 => "int8",
         }
     }
+    /// Bytes per element as qtune stores it (`bool` takes one byte).
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::I64 => 8,
+            DType::Bool | DType::U8 | DType::I8 => 1,
+        }
+    }
 }
 
 impl fmt::Display for DType {
@@ -49,15 +57,24 @@ impl Shape {
     pub fn dims(&self) -> &[usize] {
         &self.0
     }
-    /// Number of elements (1 for a scalar).
+    /// Number of elements (1 for a scalar); `usize::MAX` when the product
+    /// overflows, so that a wrapped count can never equal a buffer's length
+    /// (a shape from a file is checked with [`Shape::checked_numel`] or
+    /// [`crate::check_shape`] before anything is allocated for it).
     pub fn numel(&self) -> usize {
-        self.0.iter().product()
+        self.checked_numel().unwrap_or(usize::MAX)
+    }
+    /// Number of elements, or `None` when the product overflows `usize`.
+    pub fn checked_numel(&self) -> Option<usize> {
+        crate::checked_numel(&self.0)
     }
     /// Row-major strides in elements.
     pub fn strides(&self) -> Vec<usize> {
         let mut strides = vec![1usize; self.0.len()];
         for i in (0..self.0.len().saturating_sub(1)).rev() {
-            strides[i] = strides[i + 1] * self.0[i + 1];
+            // Saturating: strides of an overflowing shape are never used to
+            // index (its tensor cannot exist), but must not wrap either.
+            strides[i] = strides[i + 1].saturating_mul(self.0[i + 1]);
         }
         strides
     }

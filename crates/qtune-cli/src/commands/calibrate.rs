@@ -484,6 +484,7 @@ fn run_inner(args: Args) -> Result<()> {
     let mut settings = CalibrationSettings::new(method);
     settings.histogram_bin_num = args.histogram_bin_num;
     settings.tune_num = tune_num;
+    settings.keep_memory_bytes = args.search_flags.memory_bytes();
     settings.torch_observer = debug.torch_observer;
     if let Some(steps) = debug.tune_steps {
         settings.tune_steps = steps;

@@ -18,7 +18,7 @@ pub struct Args {
 
 /// The op of a node as TPU-MLIR prints it (`top.Conv`), with its fused
 /// Relu (`do_relu`, and the limit when there is one).
-fn op_label(g: &Graph, id: NodeId) -> String {
+pub(crate) fn op_label(g: &Graph, id: NodeId) -> String {
     let n = g.node(id);
     let top = qtune_ir::mlir::top_op_type(g, id)
         .map_or_else(|| n.op.op_type().to_string(), str::to_string);

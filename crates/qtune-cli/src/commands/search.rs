@@ -67,7 +67,27 @@ pub struct SearchFlags {
     /// recomputed when needed.
     #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 2048)]
     pub cache_mb: usize,
+    /// Memory, in MiB, for the tuner's float activations (every tensor of
+    /// the tuning samples) of the calibrations a search runs; past it they
+    /// go to a scratch file in the temporary directory and are read back
+    /// when needed. Results do not depend on it. Default 512. run_qtable
+    /// calibrates nothing: there it has no effect (a warning says so).
+    #[arg(long = "memory_mb", alias = "memory-mb")]
+    pub memory_mb: Option<usize>,
 }
+
+impl SearchFlags {
+    /// `--memory_mb` (or its default) in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mb
+            .unwrap_or(DEFAULT_MEMORY_MB)
+            .saturating_mul(1 << 20)
+    }
+}
+
+/// Default of `--memory_mb` (with it, kl with tuning on ppocr_v4_det640
+/// stays under 2 GB).
+pub const DEFAULT_MEMORY_MB: usize = qtune_search::DEFAULT_KEEP_MEMORY_BYTES >> 20;
 
 /// What every search needs.
 struct SearchContext {
@@ -87,6 +107,8 @@ struct SearchContext {
     quiet: bool,
     /// `--data_list` or `--dataset`, for the report.
     dataset: String,
+    /// `--memory_mb` in bytes.
+    keep_memory_bytes: usize,
 }
 
 /// What the report of a search says about it.
@@ -157,6 +179,7 @@ fn context(a: &ContextArgs) -> Result<SearchContext> {
             .or(a.samples.dataset)
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
+        keep_memory_bytes: qtune_search::DEFAULT_KEEP_MEMORY_BYTES,
     })
 }
 
@@ -238,6 +261,7 @@ impl SearchContext {
         let mut settings = CalibrationSettings::new(methods[0]);
         settings.histogram_bin_num = histogram_bin_num;
         settings.tune_num = self.cal.tune_num;
+        settings.keep_memory_bytes = self.keep_memory_bytes;
         if let Some(s) = tune_steps {
             settings.tune_steps = s;
         }
@@ -505,6 +529,7 @@ fn bias_correct_and_recalibrate(
     let mut settings = CalibrationSettings::new(method);
     settings.histogram_bin_num = args.histogram_bin_num;
     settings.tune_num = ctx.cal.tune_num;
+    settings.keep_memory_bytes = ctx.keep_memory_bytes;
     if let Some(s) = tune_steps {
         settings.tune_steps = s;
     }
@@ -593,6 +618,8 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
         no_time: args.no_time,
         quiet: args.quiet,
     })?;
+    let mut ctx = ctx;
+    ctx.keep_memory_bytes = flags.memory_bytes();
     // TPU-MLIR writes the shape/pattern qtable at start-up, whatever the mode.
     ctx.qtable(&[]).write(&qtable_path)?;
     let cali = &args.calibration_table;
@@ -715,6 +742,12 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 mix::log::py_list(&labels)
             ));
             let t0 = Instant::now();
+            // `-o` is written once the search has finished, not before as
+            // TPU-MLIR does: an interrupted run then leaves no `-o`, and its
+            // --resume calibrates every method again (the same tables, so
+            // the journal's fingerprint matches) instead of taking the
+            // "-o exists: first method only" branch, whose tables differ.
+            let mut write_cali_after: Option<CalibrationTable> = None;
             let (method_tables, table) = if cali.exists() {
                 // TPU-MLIR: only the first method, thresholds from -o.
                 let t = crate::model::read_calibration_table(cali)?;
@@ -735,7 +768,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                     .unwrap_or(&tables[0])
                     .1
                     .clone();
-                default.write(cali)?;
+                write_cali_after = Some(default.clone());
                 let mt = tables
                     .into_iter()
                     .map(|(m, table)| MethodTable {
@@ -802,7 +835,11 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                     kind: "search_qtable",
                     layer_loss: "the output loss (1 - mapped cos) with only this layer of the searched ones in int8, at each method's threshold",
                 },
-            )
+            )?;
+            if let Some(t) = write_cali_after {
+                t.write(cali)?;
+            }
+            Ok(())
         }
         "fast_search" => {
             let mut log = SearchLog::new("Search_Qtable", console(args.quiet));
@@ -819,6 +856,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 let mut settings = CalibrationSettings::new(m);
                 settings.histogram_bin_num = args.histogram_bin_num;
                 settings.tune_num = ctx.cal.tune_num;
+                settings.keep_memory_bytes = ctx.keep_memory_bytes;
                 let bar = ctx.bar();
                 let o = qtune_search::calibrate(
                     &ctx.cal.loaded.exec,
@@ -1310,6 +1348,12 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
         &args.processor,
         &args.flags.fp_type,
     )?;
+    if args.flags.memory_mb.is_some() {
+        eprintln!(
+            "warning: --memory_mb has no effect on run_qtable: it runs no calibration (the \
+             activations it keeps are bounded by --cache_mb)"
+        );
+    }
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     let mut log = SearchLog::new("Mix_Search", console(args.common.quiet));
     let loss_path = args
@@ -1447,6 +1491,8 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         &args.processor,
         &args.flags.fp_type,
     )?;
+    let mut ctx = ctx;
+    ctx.keep_memory_bytes = args.flags.memory_bytes();
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     let methods = [
         CalibrationMethod::Max,

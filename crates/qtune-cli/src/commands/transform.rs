@@ -97,7 +97,7 @@ fn run_inner(args: Args) -> Result<()> {
     if let Some(s) = &args.input_shapes {
         opts = ImportOptions::with_input_shapes(model::parse_input_shapes(s)?);
     }
-    let mut graph = qtune_onnx::import_onnx(&args.model_def, &opts)?;
+    let mut graph = crate::model::import_onnx_named(&args.model_def, &opts)?;
     if let Some(names) = &args.output_names {
         cut_at(&mut graph, names)?;
     }

@@ -10,6 +10,7 @@ mod detect;
 mod errors;
 mod export;
 mod fp_forward;
+mod hostile;
 mod info;
 mod py_names;
 mod readers;

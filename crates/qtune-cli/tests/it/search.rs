@@ -176,6 +176,27 @@ fn seed_search_threshold_picks_the_best_method() {
         log.contains("INFO:root:cos similarity scores: {'kl': "),
         "{log}"
     );
+    // The choice is the argmax of the logged scores (the first of equals,
+    // as Python's max), recomputed here from the scores themselves.
+    let scores: Vec<(String, f64)> = log
+        .lines()
+        .find_map(|l| l.strip_prefix("INFO:root:cos similarity scores: {"))
+        .and_then(|l| l.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("{log}"))
+        .split(", ")
+        .map(|kv| {
+            let (k, v) = kv.split_once(": ").unwrap();
+            (k.trim_matches('\'').to_string(), v.parse().unwrap())
+        })
+        .collect();
+    assert!(scores.len() >= 3, "{scores:?}");
+    let mut argmax = 0;
+    for (i, (_, v)) in scores.iter().enumerate() {
+        if *v > scores[argmax].1 {
+            argmax = i;
+        }
+    }
+    assert_eq!(chosen, scores[argmax].0, "not the best score: {scores:?}");
     // -o holds the chosen method's tuned table.
     let table = rows(&dir.join("cali_table"));
     let chosen_table = rows(&dir.join(format!("cali_table_{chosen}_tune")));
@@ -297,12 +318,34 @@ fn seed_run_qtable_on_yolox_and_incremental_equals_full() {
         "bm1684x",
     );
     let cached = small("4096", "q_cached", "loss_cached.txt");
-    assert!(cached.0.len() > 30, "no float layer chosen on 3 samples");
+    let chosen = qtable_rows(&dir.join("q_cached"));
+    assert!(!chosen.is_empty(), "no float layer chosen on 3 samples");
+    assert!(chosen.iter().all(|(_, m)| m == "F16"), "{chosen:?}");
     assert_eq!(cached, small("0", "q_full", "loss_full.txt"));
     eprintln!(
         "run_qtable (seed command) took {:.1} s",
         elapsed.as_secs_f64()
     );
+}
+
+/// Kills `child` once its search journal holds `n` finished layers (asserting
+/// that it got that far).
+fn kill_after_journal_layers(child: &mut std::process::Child, journal: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let records = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().filter(|l| l.starts_with("layer\t")).count())
+            .unwrap_or(0)
+    };
+    while records(journal) < n && Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(records(journal) >= n, "the search ended before {n} layers");
 }
 
 fn sensitive(dir: &Path, extra: &[&str], qtable: &str) -> Command {
@@ -359,8 +402,40 @@ fn seed_run_sensitive_layer_threads_cache_and_resume() {
         "{stdout}"
     );
     assert!(stdout.contains("the layer "), "{stdout}");
-    assert_eq!(qtable_rows(&dir.join("mobilenet_v2_qtable")).len(), 5);
     let log = std::fs::read_to_string(dir.join("SensitiveLayerSearch")).unwrap();
+    // The qtable holds the 5 layers of largest loss, each layer's loss being
+    // the smallest of its methods' trial losses: recomputed here from every
+    // trial's logged loss, not from the search's own ranking.
+    let mut losses: Vec<(String, f64)> = Vec::new();
+    let mut current: Option<(String, f64)> = None;
+    for l in log.lines() {
+        if let Some(rest) = l.strip_prefix("INFO:root:adjust layer ") {
+            let name = rest.split(" th, with method ").next().unwrap().to_string();
+            match &current {
+                Some((n, _)) if *n == name => {}
+                _ => {
+                    losses.extend(current.take());
+                    current = Some((name, f64::INFINITY));
+                }
+            }
+        } else if let Some(v) = l.strip_prefix("INFO:root:outputs_cos_los = ") {
+            let c = current.as_mut().expect("a loss before its layer");
+            c.1 = c.1.min(v.parse::<f64>().unwrap());
+        }
+    }
+    losses.extend(current);
+    assert!(losses.len() > 5, "{} layers searched", losses.len());
+    losses.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut want: Vec<String> = losses[..5].iter().map(|(n, _)| n.clone()).collect();
+    // No tie at the cut, or the 5 would not be unique.
+    assert!(losses[4].1 > losses[5].1, "{losses:?}");
+    let mut got: Vec<String> = qtable_rows(&dir.join("mobilenet_v2_qtable"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "not the 5 largest losses: {losses:?}");
     for m in ["MAX", "Percentile9999", "KL"] {
         assert!(
             log.contains(&format!(", with method {m}, and threshlod ")),
@@ -390,21 +465,7 @@ fn seed_run_sensitive_layer_threads_cache_and_resume() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let records = |p: &Path| {
-        std::fs::read_to_string(p)
-            .map(|t| t.lines().filter(|l| l.starts_with("layer\t")).count())
-            .unwrap_or(0)
-    };
-    while records(&journal) < 3 && Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(records(&journal) >= 3, "the search ended before 3 layers");
+    kill_after_journal_layers(&mut child, &journal, 3);
     assert!(
         !dir.join("qr").exists(),
         "an interrupted search wrote its qtable"
@@ -468,4 +529,65 @@ fn seed_case4_we_bc_with_search_threshold() {
             .args(["--processor", "bm1684", "--calibration_table", "cali_table"])
             .args(["--model", "m_we_bc.onnx"]),
     );
+}
+
+/// search_qtable with two methods (the seed's `--quantize_method_list
+/// KL,MSE`), killed once its journal holds a few layers, resumes to the
+/// same qtable, tables and -o as an uninterrupted run, and the killed run
+/// left no `-o` behind (it is written when the search has finished).
+#[test]
+fn search_qtable_two_methods_resumes_byte_identical() {
+    let dir = scratch("search_qtable_resume");
+    transform_mobilenet(&dir, "mobilenet_v2", None, None);
+    let cmd = |cali: &str, qtable: &str, extra: &[&str]| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("run_calibration"));
+        c.current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args([
+                "--input_num",
+                "6",
+                "--inference_num",
+                "2",
+                "--tune_num",
+                "2",
+            ])
+            .args([
+                "--quantize_method_list",
+                "KL,MSE",
+                "--search",
+                "search_qtable",
+            ])
+            .args(["--expected_cos", "0.9999", "--processor", "bm1684"])
+            .args(["--no_time", "-q", "--quantize_table", qtable])
+            .args(["--calibration_table", cali])
+            .args(extra);
+        c
+    };
+    let files = |cali: &str, qtable: &str| {
+        (
+            std::fs::read(dir.join(qtable)).unwrap(),
+            std::fs::read(dir.join(cali)).unwrap(),
+            std::fs::read(dir.join("new_cali_table.txt")).unwrap(),
+        )
+    };
+    let out = cmd("ref_cali", "ref_q", &[]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let reference = files("ref_cali", "ref_q");
+
+    let journal = dir.join("q.journal");
+    let mut child = cmd("cali", "q", &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    kill_after_journal_layers(&mut child, &journal, 2);
+    assert!(!dir.join("cali").exists(), "a killed search left its -o");
+    let out = cmd("cali", "q", &["--resume"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let log = std::fs::read_to_string(dir.join("Search_Qtable")).unwrap();
+    assert!(log.contains("resumed "), "{log}");
+    assert_eq!(files("cali", "q"), reference, "resumed vs uninterrupted");
+    assert!(!journal.exists(), "the journal outlived a finished search");
 }

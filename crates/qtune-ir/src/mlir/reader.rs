@@ -243,13 +243,20 @@ impl<'a> Builder<'a> {
         };
         let dims = shape.map(|s| s.0).unwrap_or_else(|| t.dims().to_vec());
         let vals = t.to_f32_vec();
-        if vals.len() != dims.iter().product::<usize>() {
+        // Checked: a type like tensor<4294967296x4294967296x5x5xf32> must not
+        // wrap to a count that some array matches.
+        let Some(needed) = qtune_tensor::checked_numel(&dims) else {
+            return self.err(
+                op.line,
+                format!("weight `{name}`: the element count of its type {ty:?} overflows"),
+            );
+        };
+        if vals.len() != needed {
             return self.err(
                 op.line,
                 format!(
-                    "weight `{name}` has {} elements, its type {ty:?} needs {}",
+                    "weight `{name}` has {} elements, its type {ty:?} needs {needed}",
                     vals.len(),
-                    dims.iter().product::<usize>()
                 ),
             );
         }
