@@ -14,6 +14,8 @@ use crate::{
     Pool2dParams, ReduceOp, UnaryOp,
 };
 
+pub use crate::transformer_reference::{gelu, layer_norm, matmul};
+
 fn numel(d: &[usize]) -> usize {
     d.iter().product()
 }
