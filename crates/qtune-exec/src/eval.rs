@@ -510,7 +510,7 @@ pub(crate) fn eval_node_fused(
             }
             let data = map_any!(x.data(), |v| {
                 let mut out = vec![v[0]; n];
-                k::transpose(v, &dims, &perm, &mut out);
+                k::transpose_blocked(v, &dims, &perm, &mut out, cx.par);
                 out
             });
             Ok(vec![cx.tensor(od, data)?])

@@ -7,7 +7,7 @@
 
 use qtune_kernels::{
     BinaryOp, Parallelism, ReduceOp, UnaryOp, batched_gemm, binary, gemm, reduce, softmax,
-    transpose, unary,
+    transpose, transpose_blocked, unary,
 };
 use std::time::{Duration, Instant};
 
@@ -166,10 +166,19 @@ fn main() {
     ] {
         let x = filled(s * hid, 8);
         let mut o = vec![0.0; s * hid];
+        let mut o2 = vec![0.0; s * hid];
+        let x2 = x.clone();
         benches.push(Bench {
             name: name.into(),
             work: (s * hid) as f64,
             run: Box::new(move || transpose(&x, &[1, s, h, d], &perm, &mut o)),
+        });
+        benches.push(Bench {
+            name: name.replace("transpose", "transpose_blocked"),
+            work: (s * hid) as f64,
+            run: Box::new(move || {
+                transpose_blocked(&x2, &[1, s, h, d], &perm, &mut o2, Parallelism::Rayon)
+            }),
         });
     }
     println!(

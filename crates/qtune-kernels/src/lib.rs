@@ -32,7 +32,7 @@
 //! | reductions | [`reduce`] with [`ReduceOp`], [`reduce_out_dims`] |
 //! | quantization | [`quantize_linear`], [`dequantize_linear`], [`fake_quantize`], [`round_to_f16`], [`round_to_bf16`] |
 //! | resize | [`resize_nearest`], [`resize_linear`], [`resize_scales`] |
-//! | data movement (generic `T: Copy`) | [`transpose`], [`slice()`], [`concat()`], [`gather`], [`expand`], [`where_select`] |
+//! | data movement (generic `T: Copy`) | [`transpose`], [`transpose_blocked`] (blocked, threaded), [`slice()`], [`concat()`], [`gather`], [`expand`], [`where_select`] |
 //!
 //! # CPU features
 //!
@@ -57,6 +57,7 @@ mod layer_norm;
 mod layout;
 mod matmul;
 mod norm;
+mod permute;
 mod pool;
 mod quant;
 mod reduce;
@@ -87,6 +88,7 @@ pub use matmul::{
     StridedMatrix, matmul, matmul_out_dims, matmul_strided, matmul_transposed, matmul_uninit,
 };
 pub use norm::{affine_in_place, batch_norm, batch_norm_coefficients, batch_norm_uninit};
+pub use permute::transpose_blocked;
 pub use pool::{
     Pool2dParams, avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, pool2d_out_dims,
 };

@@ -246,6 +246,47 @@ fn gemm_tiles_do_not_depend_on_threads_for_transformer_shapes() {
     }
 }
 
+// ---------------------------------------------------------------- transpose
+
+#[test]
+fn transpose_blocked_matches_reference() {
+    let mut rng = Rng::new(109);
+    let cases: &[(&[usize], &[usize])] = &[
+        // Attention: [B, S, H, D] -> [B, H, S, D], -> [B, H, D, S], and back.
+        (&[1, 128, 12, 32], &[0, 2, 1, 3]),
+        (&[1, 128, 12, 32], &[0, 2, 3, 1]),
+        (&[2, 12, 128, 32], &[0, 2, 1, 3]),
+        // Odd sizes around the 8 x 8 blocks, unit axes, a plain 2-D transpose, rank 5.
+        (&[3, 17, 5, 9], &[0, 2, 3, 1]),
+        (&[2, 1, 13, 1, 7], &[4, 2, 0, 3, 1]),
+        (&[33, 70], &[1, 0]),
+        (&[7, 8, 9], &[2, 1, 0]),
+        (&[4, 5, 6], &[1, 2, 0]),
+        (&[1, 1, 1], &[2, 0, 1]),
+        (&[6, 300, 2], &[2, 0, 1]),
+        (&[5, 0, 3], &[2, 1, 0]),
+    ];
+    for &(dims, perm) in cases {
+        let name = format!("transpose {dims:?} {perm:?}");
+        let x = rng.vec(dims.iter().product());
+        let mut want = vec![0.0; x.len()];
+        r::transpose(&x, dims, perm, &mut want);
+        check_deterministic(&name, |par| {
+            let mut got = vec![f32::NAN; x.len()];
+            transpose_blocked(&x, dims, perm, &mut got, par);
+            assert_eq!(bits(&got), bits(&want), "{name}");
+            got
+        });
+        // Other element types move the same way.
+        let xi: Vec<i64> = (0..x.len() as i64).collect();
+        let mut wi = vec![0i64; x.len()];
+        r::transpose(&xi, dims, perm, &mut wi);
+        let mut gi = vec![-1i64; x.len()];
+        transpose_blocked(&xi, dims, perm, &mut gi, Parallelism::Rayon);
+        assert_eq!(gi, wi, "{name} (i64)");
+    }
+}
+
 // ---------------------------------------------------------------- softmax
 
 #[test]
