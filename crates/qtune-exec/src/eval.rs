@@ -732,17 +732,39 @@ fn eval_unary(cx: &mut Cx, op: k::UnaryOp) -> Result<Vec<Tensor>, ExecError> {
 }
 
 fn eval_binary(cx: &mut Cx) -> Result<Vec<Tensor>, ExecError> {
-    let (a, b) = (cx.input(0)?, cx.input(1)?);
     let od = cx.out_dims(0)?;
+    let op = match cx.node.op {
+        Op::Add => k::BinaryOp::Add,
+        Op::Sub => k::BinaryOp::Sub,
+        Op::Mul => k::BinaryOp::Mul,
+        Op::Div => k::BinaryOp::Div,
+        _ => k::BinaryOp::Pow,
+    };
+    // Float operands: when one of them has the output's dims and this node holds its only
+    // reference, the result is written over it (no new buffer, no zero-fill).
+    for (i, side) in [(0, k::InPlace::Left), (1, k::InPlace::Right)] {
+        let fits = |t: &Tensor| t.dims() == od.as_slice() && t.dtype() == DType::F32;
+        let other_f32 = cx.input(1 - i)?.dtype() == DType::F32;
+        if !other_f32 || !fits(cx.input(i)?) {
+            continue;
+        }
+        match cx.take(i)?.into_unshared_f32_vec() {
+            Ok(mut target) => {
+                let other = cx.input(1 - i)?;
+                let (ov, odims) = (
+                    other.as_f32().map_err(|e| cx.err(e.to_string()))?,
+                    other.dims(),
+                );
+                k::binary_in_place(op, side, &mut target, &od, ov, odims, cx.par);
+                return cx.f32_out(od, target);
+            }
+            // Shared: put it back and try the other operand, or compute into a new buffer.
+            Err(t) => cx.inputs[i] = Some(t),
+        }
+    }
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
     match (a.data(), b.data()) {
         (TensorData::F32(av), TensorData::F32(bv)) => {
-            let op = match cx.node.op {
-                Op::Add => k::BinaryOp::Add,
-                Op::Sub => k::BinaryOp::Sub,
-                Op::Mul => k::BinaryOp::Mul,
-                Op::Div => k::BinaryOp::Div,
-                _ => k::BinaryOp::Pow,
-            };
             let mut out = zeroed(od.iter().product(), cx.par);
             k::binary(op, av, a.dims(), bv, b.dims(), &mut out, cx.par);
             cx.f32_out(od, out)

@@ -74,7 +74,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 mod tests_transformer;
 
-pub use binary::{BinaryOp, binary, broadcast_shape};
+pub use binary::{BinaryOp, InPlace, binary, binary_in_place, broadcast_shape};
 pub use conv::{
     Conv2dParams, POINTWISE_DEPTHWISE_MAX_DEPTH, conv2d, conv2d_fused, conv2d_fused_uninit,
     conv2d_out_dims, conv2d_pointwise_depthwise, conv2d_pointwise_depthwise_uninit,

@@ -246,6 +246,83 @@ fn gemm_tiles_do_not_depend_on_threads_for_transformer_shapes() {
     }
 }
 
+// ---------------------------------------------------------------- elementwise in place
+
+#[test]
+fn binary_in_place_is_bit_identical_to_binary() {
+    // The LayerNorm and GELU patterns (row vectors, per-row scalars, scalars) and plain
+    // same-shape operands, with the overwritten operand on either side.
+    let mut rng = Rng::new(110);
+    let full: &[usize] = &[2, 37, 19];
+    let others: &[&[usize]] = &[&[2, 37, 19], &[2, 37, 1], &[19], &[], &[1, 1, 19], &[37, 1]];
+    let ops = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Pow,
+        BinaryOp::Max,
+        BinaryOp::Min,
+    ];
+    let x: Vec<f32> = rng
+        .vec(full.iter().product())
+        .iter()
+        .map(|v| v * 3.0)
+        .collect();
+    for other_dims in others {
+        let mut y: Vec<f32> = rng.vec(other_dims.iter().product());
+        if other_dims.is_empty() {
+            y = vec![2.0]; // the exponent shortcut of Pow
+        }
+        for op in ops {
+            let name = format!("{op:?} {full:?} with {other_dims:?}");
+            // Pow of negative bases with fractional exponents is NaN either way, fine.
+            let mut want = vec![0.0; x.len()];
+            binary(
+                op,
+                &x,
+                full,
+                &y,
+                other_dims,
+                &mut want,
+                Parallelism::Sequential,
+            );
+            let mut left = x.clone();
+            binary_in_place(
+                op,
+                InPlace::Left,
+                &mut left,
+                full,
+                &y,
+                other_dims,
+                Parallelism::Rayon,
+            );
+            assert_eq!(bits(&left), bits(&want), "{name}, left in place");
+            let mut want_r = vec![0.0; x.len()];
+            binary(
+                op,
+                &y,
+                other_dims,
+                &x,
+                full,
+                &mut want_r,
+                Parallelism::Sequential,
+            );
+            let mut right = x.clone();
+            binary_in_place(
+                op,
+                InPlace::Right,
+                &mut right,
+                full,
+                &y,
+                other_dims,
+                Parallelism::Rayon,
+            );
+            assert_eq!(bits(&right), bits(&want_r), "{name}, right in place");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- transpose
 
 #[test]
