@@ -278,6 +278,15 @@ pub fn binary(
     });
 }
 
+dispatch! {
+/// `o = o * o`.
+fn square(o: &mut [f32]) {
+    for v in o.iter_mut() {
+        *v *= *v;
+    }
+}
+}
+
 /// Which operand of [`binary_in_place`] is overwritten with the result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InPlace {
@@ -308,13 +317,14 @@ fn row_in_place(op: BinaryOp, side: InPlace, o: &mut [f32], other: &[f32], so: u
         BinaryOp::Div => go!(div_lv, div_ls, div_rv, div_rs),
         BinaryOp::Max => go!(max_lv, max_ls, max_rv, max_rs),
         BinaryOp::Min => go!(min_lv, min_ls, min_rv, min_rs),
+        // Same shortcuts as `row`: exponent 2 is `a * a` (LayerNorm's `Pow(d, 2)`), exponent 1
+        // a copy.
+        BinaryOp::Pow if side == InPlace::Left && so == 0 && other[0] == 2.0 => square(o),
+        BinaryOp::Pow if side == InPlace::Left && so == 0 && other[0] == 1.0 => {}
         BinaryOp::Pow => {
-            // Same shortcuts as `row`: exponent 2 is `a * a`, exponent 1 a copy.
             for (i, o) in o.iter_mut().enumerate() {
                 let x = other[i * so];
                 *o = match side {
-                    InPlace::Left if so == 0 && x == 2.0 => *o * *o,
-                    InPlace::Left if so == 0 && x == 1.0 => *o,
                     InPlace::Left => o.powf(x),
                     InPlace::Right => x.powf(*o),
                 };

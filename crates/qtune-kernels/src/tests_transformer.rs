@@ -269,11 +269,14 @@ fn binary_in_place_is_bit_identical_to_binary() {
         .iter()
         .map(|v| v * 3.0)
         .collect();
-    for other_dims in others {
-        let mut y: Vec<f32> = rng.vec(other_dims.iter().product());
-        if other_dims.is_empty() {
-            y = vec![2.0]; // the exponent shortcut of Pow
-        }
+    let mut cases: Vec<(&[usize], Vec<f32>)> = others
+        .iter()
+        .map(|d| (*d, rng.vec(d.iter().product())))
+        .collect();
+    // The exponent shortcuts of Pow.
+    cases.push((&[], vec![2.0]));
+    cases.push((&[], vec![1.0]));
+    for (other_dims, y) in &cases {
         for op in ops {
             let name = format!("{op:?} {full:?} with {other_dims:?}");
             // Pow of negative bases with fractional exponents is NaN either way, fine.
