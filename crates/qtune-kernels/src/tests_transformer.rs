@@ -285,7 +285,7 @@ fn binary_in_place_is_bit_identical_to_binary() {
                 op,
                 &x,
                 full,
-                &y,
+                y,
                 other_dims,
                 &mut want,
                 Parallelism::Sequential,
@@ -296,7 +296,7 @@ fn binary_in_place_is_bit_identical_to_binary() {
                 InPlace::Left,
                 &mut left,
                 full,
-                &y,
+                y,
                 other_dims,
                 Parallelism::Rayon,
             );
@@ -304,7 +304,7 @@ fn binary_in_place_is_bit_identical_to_binary() {
             let mut want_r = vec![0.0; x.len()];
             binary(
                 op,
-                &y,
+                y,
                 other_dims,
                 &x,
                 full,
@@ -317,7 +317,7 @@ fn binary_in_place_is_bit_identical_to_binary() {
                 InPlace::Right,
                 &mut right,
                 full,
-                &y,
+                y,
                 other_dims,
                 Parallelism::Rayon,
             );
