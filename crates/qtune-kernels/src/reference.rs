@@ -21,7 +21,7 @@ fn numel(d: &[usize]) -> usize {
 }
 
 /// Unravels flat index `i` into a multi-index of `dims`.
-fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
+pub(crate) fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
     let mut idx = vec![0; dims.len()];
     for d in (0..dims.len()).rev() {
         idx[d] = i % dims[d];

@@ -3,15 +3,7 @@
 //! straight from the operator definitions, in f64, rounded to f32 once at the end.
 
 use crate::GeluApproximation;
-
-fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; dims.len()];
-    for d in (0..dims.len()).rev() {
-        idx[d] = i % dims[d];
-        i /= dims[d];
-    }
-    idx
-}
+use crate::reference::unravel;
 
 /// ONNX `MatMul` by output multi-index (numpy `matmul`: 1-D operands promoted, batch axes
 /// broadcast), with the operands' last two axes stored swapped when `a_trans` / `b_trans`;
