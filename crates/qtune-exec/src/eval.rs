@@ -1050,9 +1050,13 @@ fn eval_matmul(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
             "the product of {ad:?} and {bd:?} is {od:?}, but the output is declared {expected:?}"
         )));
     }
-    let mut out = written_by(od.iter().product(), |o| {
-        k::matmul_uninit(a, &ad, b, &bd, o, cx.par);
-    });
+    // SAFETY: `od` is `matmul_out_dims` of the operand dims given to `matmul_uninit`, which
+    // writes every element of an output of those dims (it asserts the length).
+    let mut out = unsafe {
+        written_by(od.iter().product(), |o| {
+            k::matmul_uninit(a, &ad, b, &bd, o, cx.par);
+        })
+    };
     // The optional bias (a fused MatMul + Add): the same per-element add the separate Add
     // node would do, written over the product (`binary_in_place` is bit-identical to
     // `binary`). The bias must broadcast to the product's dims without widening them.
@@ -1412,13 +1416,17 @@ fn broadcast_matrix(c: &[f32], cd: &[usize], m: usize, n: usize, par: Parallelis
     let row_vector =
         c.len() == n && cd.last() == Some(&n) && cd.iter().rev().skip(1).all(|&d| d == 1);
     if row_vector && n > 0 {
-        return written_by(m * n, |o| {
-            for row in o.chunks_exact_mut(n) {
-                for (o, &v) in row.iter_mut().zip(c) {
-                    o.write(v);
+        // SAFETY: `c` holds `n` values (`row_vector`), so each of the `m` rows of `n`
+        // elements is written in full.
+        return unsafe {
+            written_by(m * n, |o| {
+                for row in o.chunks_exact_mut(n) {
+                    for (o, &v) in row.iter_mut().zip(c) {
+                        o.write(v);
+                    }
                 }
-            }
-        });
+            })
+        };
     }
     let mut out = zeroed(m * n, par);
     k::expand(c, cd, &[m, n], &mut out);
