@@ -34,6 +34,8 @@ Method
   W warm-up runs then N timed runs, median of the N. The reported figure is the median over
   rounds. ORT sessions are created once per (model, batch), outside the timing; qtune is a
   fresh process per round (its own warm-up covers that; only its printed figure is used).
+* Load: the 1-minute load average when each row finishes is printed with it (the machine is
+  shared; ratios measured at a load above the CPU count say little).
 * N: ``--iters`` (default: auto, so that one ORT measurement takes about ``--round-seconds``,
   at least 5 runs); the same N and W are passed to qtune.
 """
@@ -285,17 +287,20 @@ def main() -> None:
                        "ratio": (q_img / o_img) if q_img is not None else None,
                        "ort_mode": runner.mode, "iters": iters,
                        "ort_spread": (min(o_ms) / batch, max(o_ms) / batch)}
+                row["load"] = os.getloadavg()[0]
                 rows.append(row)
                 print(f"{model} b{batch}: ORT {fmt(o_img)} ms/img"
                       + (f", qtune {fmt(q_img)} ms/img" if q_img is not None else "")
-                      + f" ({args.rounds} rounds x {iters} iters)", file=sys.stderr, flush=True)
+                      + f" ({args.rounds} rounds x {iters} iters, load average {row['load']:.1f})",
+                      file=sys.stderr, flush=True)
 
-    lines = ["| model | batch | qtune ms/img | ORT ms/img | ratio (qtune/ORT) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| model | batch | qtune ms/img | ORT ms/img | ratio (qtune/ORT) | load avg |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         b = f"{r['batch']}" + (" (8x b1)" if r["ort_mode"] == "loop" else "")
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"| {r['model']} | {b} | {fmt(r['qtune'])} | {fmt(r['ort'])} | {ratio} |")
+        lines.append(f"| {r['model']} | {b} | {fmt(r['qtune'])} | {fmt(r['ort'])} | {ratio} "
+                     f"| {r['load']:.1f} |")
     table = "\n".join(lines)
     print(table)
     for n in notes:

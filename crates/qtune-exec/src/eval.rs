@@ -264,17 +264,19 @@ pub(crate) fn eval_node_fused(
                 (ad[0], ad[1])
             };
             let n = if a.trans_b { bd[0] } else { bd[1] };
-            let mut out = zeroed(m * n, cx.par);
             let has_c = cx.opt_input(2).is_some() && a.beta != 0.0;
-            if has_c {
+            let mut out = if has_c {
                 // out = beta * C broadcast to [m, n]; the product is added on top.
                 let c = cx.f32_input(2)?;
                 let cd = cx.input(2)?.dims().to_vec();
-                k::expand(c, &cd, &[m, n], &mut out);
+                let mut out = broadcast_matrix(c, &cd, m, n, cx.par);
                 if a.beta != 1.0 {
                     out.iter_mut().for_each(|v| *v *= a.beta);
                 }
-            }
+                out
+            } else {
+                zeroed(m * n, cx.par)
+            };
             if a.alpha == 1.0 {
                 k::gemm(
                     m,
@@ -376,7 +378,7 @@ pub(crate) fn eval_node_fused(
             let ax = qtune_ir::normalize_axis(*axis, dims.len())
                 .ok_or_else(|| cx.err("axis out of range"))?;
             let mut x = cx.take_f32(0)?;
-            k::softmax(&mut x, &dims, ax);
+            k::softmax(&mut x, &dims, ax, cx.par);
             cx.f32_out(dims, x)
         }
         Op::MaxPool(a) | Op::AveragePool(a) => {
@@ -564,7 +566,7 @@ pub(crate) fn eval_node_fused(
             }
             let data = map_any!(x.data(), |v| {
                 let mut out = vec![v[0]; n];
-                k::transpose(v, &dims, &perm, &mut out);
+                k::transpose_blocked(v, &dims, &perm, &mut out, cx.par);
                 out
             });
             Ok(vec![cx.tensor(od, data)?])
@@ -887,17 +889,39 @@ fn eval_unary(cx: &mut Cx, op: k::UnaryOp) -> Result<Vec<Tensor>, ExecError> {
 }
 
 fn eval_binary(cx: &mut Cx) -> Result<Vec<Tensor>, ExecError> {
-    let (a, b) = (cx.input(0)?, cx.input(1)?);
     let od = cx.out_dims(0)?;
+    let op = match cx.node.op {
+        Op::Add => k::BinaryOp::Add,
+        Op::Sub => k::BinaryOp::Sub,
+        Op::Mul => k::BinaryOp::Mul,
+        Op::Div => k::BinaryOp::Div,
+        _ => k::BinaryOp::Pow,
+    };
+    // Float operands: when one of them has the output's dims and this node holds its only
+    // reference, the result is written over it (no new buffer, no zero-fill).
+    for (i, side) in [(0, k::InPlace::Left), (1, k::InPlace::Right)] {
+        let fits = |t: &Tensor| t.dims() == od.as_slice() && t.dtype() == DType::F32;
+        let other_f32 = cx.input(1 - i)?.dtype() == DType::F32;
+        if !other_f32 || !fits(cx.input(i)?) {
+            continue;
+        }
+        match cx.take(i)?.into_unshared_f32_vec() {
+            Ok(mut target) => {
+                let other = cx.input(1 - i)?;
+                let (ov, odims) = (
+                    other.as_f32().map_err(|e| cx.err(e.to_string()))?,
+                    other.dims(),
+                );
+                k::binary_in_place(op, side, &mut target, &od, ov, odims, cx.par);
+                return cx.f32_out(od, target);
+            }
+            // Shared: put it back and try the other operand, or compute into a new buffer.
+            Err(t) => cx.inputs[i] = Some(t),
+        }
+    }
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
     match (a.data(), b.data()) {
         (TensorData::F32(av), TensorData::F32(bv)) => {
-            let op = match cx.node.op {
-                Op::Add => k::BinaryOp::Add,
-                Op::Sub => k::BinaryOp::Sub,
-                Op::Mul => k::BinaryOp::Mul,
-                Op::Div => k::BinaryOp::Div,
-                _ => k::BinaryOp::Pow,
-            };
             let mut out = zeroed(od.iter().product(), cx.par);
             k::binary(op, av, a.dims(), bv, b.dims(), &mut out, cx.par);
             cx.f32_out(od, out)
@@ -1015,100 +1039,46 @@ fn eval_matmul(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
     let (a, b) = (cx.f32_input(0)?, cx.f32_input(1)?);
     let ad = cx.input(0)?.dims().to_vec();
     let bd = cx.input(1)?.dims().to_vec();
-    let od = cx.out_dims(0)?;
-    let a2: Vec<usize> = if ad.len() == 1 {
-        vec![1, ad[0]]
-    } else {
-        ad.clone()
-    };
-    let b2: Vec<usize> = if bd.len() == 1 {
-        vec![bd[0], 1]
-    } else {
-        bd.clone()
-    };
-    let (m, kk) = (a2[a2.len() - 2], a2[a2.len() - 1]);
-    let n = b2[b2.len() - 1];
-    let a_batch = &a2[..a2.len() - 2];
-    let b_batch = &b2[..b2.len() - 2];
-    let batch_dims = qtune_ir::broadcast_shapes(a_batch, b_batch)
-        .ok_or_else(|| cx.err("batch dimensions do not broadcast"))?;
-    let batch: usize = batch_dims.iter().product();
-    let mut out = zeroed(batch * m * n, cx.par);
-    let a_count: usize = a_batch.iter().product();
-    let b_count: usize = b_batch.iter().product();
-    if a_count == batch && b_count == batch {
-        k::batched_gemm(
-            batch,
-            m,
-            kk,
-            n,
-            a,
-            m * kk,
-            false,
-            b,
-            kk * n,
-            false,
-            &mut out,
-            cx.par,
-        );
-    } else if b_count == 1 && a_count == batch {
-        // [.., m, k] x [k, n]: one tall GEMM.
-        k::gemm(
-            batch * m,
-            kk,
-            n,
-            a,
-            false,
-            b,
-            false,
-            &mut out,
-            false,
-            cx.par,
-        );
-    } else {
-        // General broadcast: map every output batch index to its operands.
-        let a_idx = batch_index_map(a_batch, &batch_dims);
-        let b_idx = batch_index_map(b_batch, &batch_dims);
-        for (i, chunk) in out.chunks_exact_mut(m * n).enumerate() {
-            let (ai, bi) = (a_idx[i], b_idx[i]);
-            k::gemm(
-                m,
-                kk,
-                n,
-                &a[ai * m * kk..(ai + 1) * m * kk],
-                false,
-                &b[bi * kk * n..(bi + 1) * kk * n],
-                false,
-                chunk,
-                false,
-                cx.par,
-            );
-        }
+    let od = k::matmul_out_dims(&ad, false, &bd, false).ok_or_else(|| {
+        cx.err(format!(
+            "inputs {ad:?} and {bd:?} do not multiply (inner dimensions or batch axes differ)"
+        ))
+    })?;
+    let expected = cx.out_dims(0)?;
+    if od != expected {
+        return Err(cx.err(format!(
+            "the product of {ad:?} and {bd:?} is {od:?}, but the output is declared {expected:?}"
+        )));
     }
-    // The optional bias (a fused MatMul + Add): the same per-element add
-    // the separate Add node would do.
+    // SAFETY: `od` is `matmul_out_dims` of the operand dims given to `matmul_uninit`, which
+    // writes every element of an output of those dims (it asserts the length).
+    let mut out = unsafe {
+        written_by(od.iter().product(), |o| {
+            k::matmul_uninit(a, &ad, b, &bd, o, cx.par);
+        })
+    };
+    // The optional bias (a fused MatMul + Add): the same per-element add the separate Add
+    // node would do, written over the product (`binary_in_place` is bit-identical to
+    // `binary`). The bias must broadcast to the product's dims without widening them.
     if let Some(bt) = cx.opt_input(2) {
         let bias = cx.f32_input(2)?;
-        let mut sum = zeroed(out.len(), cx.par);
-        k::binary(
+        let bdims = bt.dims();
+        if k::broadcast_shape(&od, bdims).as_deref() != Some(od.as_slice()) {
+            return Err(cx.err(format!(
+                "the bias {bdims:?} does not broadcast to the product's dims {od:?}"
+            )));
+        }
+        k::binary_in_place(
             k::BinaryOp::Add,
-            &out,
+            k::InPlace::Left,
+            &mut out,
             &od,
             bias,
-            bt.dims(),
-            &mut sum,
+            bdims,
             cx.par,
         );
-        out = sum;
     }
     cx.f32_out(od, out)
-}
-
-/// For each flat index of `out_batch`, the flat index into a broadcast
-/// operand with batch dims `dims`.
-fn batch_index_map(dims: &[usize], out_batch: &[usize]) -> Vec<usize> {
-    let src: Vec<usize> = (0..dims.iter().product::<usize>()).collect();
-    broadcast_to(&src, dims, out_batch)
 }
 
 /// The scale, zero point and blocking of a QuantizeLinear or
@@ -1437,6 +1407,30 @@ pub(crate) fn activation_of(graph: &Graph, id: NodeId) -> Option<k::UnaryOp> {
         }
         _ => return None,
     })
+}
+
+/// Gemm's `C` (dims `cd`, unidirectionally broadcastable to `[m, n]`) broadcast to a new
+/// `[m, n]` buffer. The usual bias shapes (`[n]`, `[1, n]`, a scalar) are copied row by row
+/// into an uninitialised buffer, without a zero-fill pass first.
+fn broadcast_matrix(c: &[f32], cd: &[usize], m: usize, n: usize, par: Parallelism) -> Vec<f32> {
+    let row_vector =
+        c.len() == n && cd.last() == Some(&n) && cd.iter().rev().skip(1).all(|&d| d == 1);
+    if row_vector && n > 0 {
+        // SAFETY: `c` holds `n` values (`row_vector`), so each of the `m` rows of `n`
+        // elements is written in full.
+        return unsafe {
+            written_by(m * n, |o| {
+                for row in o.chunks_exact_mut(n) {
+                    for (o, &v) in row.iter_mut().zip(c) {
+                        o.write(v);
+                    }
+                }
+            })
+        };
+    }
+    let mut out = zeroed(m * n, par);
+    k::expand(c, cd, &[m, n], &mut out);
+    out
 }
 
 /// Elements below which an output buffer is zeroed on the calling thread.

@@ -329,3 +329,108 @@ fn packed_conv_applies_the_fused_relu() {
         assert_eq!(exec.packed_conv_count(), usize::from(direct));
     }
 }
+
+/// MatMul with the canonical graph's optional bias (third input, a fused MatMul + Add): the
+/// same bits as a MatMul node followed by an Add node, on a plain, a batched and a broadcast
+/// product with row and matrix biases, and close to an f64 product plus bias; a bias that
+/// would widen the product is an error, not a panic.
+#[test]
+fn matmul_bias_equals_matmul_then_add() {
+    use qtune_ir::Op;
+    use qtune_tensor::DType;
+    let wave = |n: usize, seed: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 * 0.618 + seed).sin() * 43.758).fract())
+            .collect()
+    };
+    let numel = |d: &[usize]| d.iter().product::<usize>();
+    // (a, b, bias, output) dims.
+    type Case<'a> = (&'a [usize], &'a [usize], &'a [usize], &'a [usize]);
+    let cases: [Case; 4] = [
+        (&[5, 7], &[7, 9], &[9], &[5, 9]),
+        (&[2, 5, 7], &[7, 9], &[5, 9], &[2, 5, 9]),
+        (&[2, 3, 5, 7], &[3, 7, 9], &[9], &[2, 3, 5, 9]),
+        (&[1, 4, 6, 8], &[1, 4, 8, 6], &[1, 4, 1, 6], &[1, 4, 6, 6]),
+    ];
+    let run = |g: Graph, a: &Tensor| -> Result<Vec<f32>, String> {
+        let (e, _) =
+            Executor::from_graph(g, &PrepareOptions::default()).map_err(|e| e.to_string())?;
+        let opts = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
+        let out = e.graph().outputs[0];
+        let v = e
+            .run(vec![(e.graph().inputs[0], a.clone())], &opts, &mut NoHook)
+            .map_err(|e| e.to_string())?;
+        Ok(v.get(out).ok_or("no output")?.to_f32_vec())
+    };
+    for (ad, bd, cd, od) in cases {
+        let (av, bv, cv) = (
+            wave(numel(ad), 0.3),
+            wave(numel(bd), 1.1),
+            wave(numel(cd), 2.7),
+        );
+        let a = Tensor::from_f32(ad.to_vec(), av.clone()).unwrap();
+        let build = |fused: bool| {
+            let mut g = Graph::new("matmul_bias");
+            let x = g.add_value("a", DType::F32, Some(ad.to_vec().into()));
+            g.inputs.push(x);
+            let b = g.add_constant("b", Tensor::from_f32(bd.to_vec(), bv.clone()).unwrap());
+            let c = g.add_constant("c", Tensor::from_f32(cd.to_vec(), cv.clone()).unwrap());
+            let y = g.add_value("y", DType::F32, Some(od.to_vec().into()));
+            if fused {
+                g.add_node("mm", Op::MatMul, vec![Some(x), Some(b), Some(c)], vec![y]);
+            } else {
+                let p = g.add_value("p", DType::F32, Some(od.to_vec().into()));
+                g.add_node("mm", Op::MatMul, vec![Some(x), Some(b)], vec![p]);
+                g.add_node("add", Op::Add, vec![Some(p), Some(c)], vec![y]);
+            }
+            g.outputs.push(y);
+            g
+        };
+        let fused = run(build(true), &a).unwrap();
+        let split = run(build(false), &a).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&split), "{ad:?} x {bd:?} + {cd:?}");
+        // f64 product plus bias, every operand indexed by broadcasting over the output.
+        let (m, kk, n) = (od[od.len() - 2], ad[ad.len() - 1], od[od.len() - 1]);
+        let idx = |d: &[usize], o: &[usize]| -> usize {
+            let off = o.len() - d.len();
+            d.iter().enumerate().fold(0, |acc, (i, &di)| {
+                acc * di + if di == 1 { 0 } else { o[off + i] }
+            })
+        };
+        let mut o = vec![0usize; od.len()];
+        for (flat, &got) in fused.iter().enumerate() {
+            let mut r = flat;
+            for i in (0..od.len()).rev() {
+                o[i] = r % od[i];
+                r /= od[i];
+            }
+            let mut want = f64::from(cv[idx(cd, &o)]);
+            for p in 0..kk {
+                let mut oa = o.clone();
+                oa[od.len() - 1] = p;
+                let mut ob = o.clone();
+                ob[od.len() - 2] = p;
+                want += f64::from(av[idx(ad, &oa)]) * f64::from(bv[idx(bd, &ob)]);
+            }
+            assert!(
+                (f64::from(got) - want).abs() < 1e-5 * (1.0 + want.abs()),
+                "{ad:?} x {bd:?} + {cd:?} at {o:?}: {got} vs {want} (m {m}, n {n})"
+            );
+        }
+    }
+    // A bias wider than the product: refused with an error naming the problem.
+    let mut g = Graph::new("matmul_wide_bias");
+    let x = g.add_value("a", DType::F32, Some(vec![5, 7].into()));
+    g.inputs.push(x);
+    let b = g.add_constant("b", Tensor::from_f32(vec![7, 9], wave(63, 1.1)).unwrap());
+    let c = g.add_constant(
+        "c",
+        Tensor::from_f32(vec![3, 5, 9], wave(135, 2.7)).unwrap(),
+    );
+    let y = g.add_value("y", DType::F32, Some(vec![5, 9].into()));
+    g.add_node("mm", Op::MatMul, vec![Some(x), Some(b), Some(c)], vec![y]);
+    g.outputs.push(y);
+    let a = Tensor::from_f32(vec![5, 7], wave(35, 0.3)).unwrap();
+    assert!(run(g, &a).is_err(), "a widening bias is refused");
+}

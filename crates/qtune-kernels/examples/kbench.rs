@@ -2,11 +2,14 @@
 //! shapes the product is judged on, in rayon pools of 1 and 2 threads.
 //!
 //! Run with `cargo run --release -p qtune-kernels --example kbench` (add an argument, e.g.
-//! `conv`, to run only the benchmarks whose name contains it).
+//! `conv`, to run only the benchmarks whose name contains it; `bert` runs the shapes of
+//! minilm_l6_s128, a BERT layer at batch 1: hidden 384, 12 heads of 32, sequence 128, FFN
+//! 1536).
 
 use qtune_kernels::{
-    Conv2dParams, Parallelism, Pool2dParams, UnaryOp, conv2d, conv2d_out_dims, gemm, max_pool2d,
-    pool2d_out_dims, unary,
+    BinaryOp, Conv2dParams, Parallelism, Pool2dParams, ReduceOp, UnaryOp, binary, conv2d,
+    conv2d_out_dims, gemm, matmul, max_pool2d, pool2d_out_dims, reduce, softmax, transpose_blocked,
+    unary,
 };
 use std::time::{Duration, Instant};
 
@@ -37,7 +40,7 @@ fn filled(n: usize, seed: u32) -> Vec<f32> {
 }
 
 struct Bench {
-    name: &'static str,
+    name: String,
     flops: f64,
     run: Box<dyn FnMut() + Send>,
 }
@@ -55,7 +58,7 @@ fn conv_bench(
     let mut out = vec![0.0; od.iter().product()];
     let flops = 2.0 * (od.iter().product::<usize>() * w_dims[1] * w_dims[2] * w_dims[3]) as f64;
     Bench {
-        name,
+        name: name.into(),
         flops,
         run: Box::new(move || {
             conv2d(
@@ -83,9 +86,9 @@ fn main() {
     let pool_in = filled(256 * 20 * 20, 7);
     let pool_p = Pool2dParams::new([13, 13]).pads([6; 4]);
     let mut pool_out = vec![0.0; pool2d_out_dims([1, 256, 20, 20], &pool_p).iter().product()];
-    let benches = vec![
+    let mut benches = vec![
         Bench {
-            name: "sgemm 1024^3",
+            name: "sgemm 1024^3".into(),
             flops: 2.0 * (n * n * n) as f64,
             run: Box::new(move || {
                 gemm(
@@ -163,7 +166,7 @@ fn main() {
             Conv2dParams::new([1, 1], [1; 4], [1, 1], 1),
         ),
         Bench {
-            name: "maxpool 13x13 256x20x20 (Gop/s)",
+            name: "maxpool 13x13 256x20x20 (Gop/s)".into(),
             flops: (256 * 20 * 20 * 169) as f64,
             run: Box::new(move || {
                 max_pool2d(
@@ -176,7 +179,7 @@ fn main() {
             }),
         },
         Bench {
-            name: "sigmoid 64x112x112 (Gelem/s)",
+            name: "sigmoid 64x112x112 (Gelem/s)".into(),
             flops: (64 * 112 * 112) as f64,
             run: Box::new(move || {
                 act_out.copy_from_slice(&act);
@@ -184,8 +187,9 @@ fn main() {
             }),
         },
     ];
+    benches.extend(bert_benches());
     println!(
-        "{:<34} {:>8} {:>22} {:>22}",
+        "{:<44} {:>8} {:>22} {:>22}",
         "kernel", "MFLOP", "1 thread best/median", "2 threads best/median"
     );
     for mut b in benches {
@@ -200,18 +204,130 @@ fn main() {
                 .expect("rayon pool");
             let (best, med) = pool.install(|| time(Duration::from_millis(1000), &mut b.run));
             cols.push(format!(
-                "{:>7.1} / {:>6.1} ({:.3} ms)",
+                "{:>7.1} / {:>6.1} ({:.4} ms)",
                 b.flops / best * 1e-9,
                 b.flops / med * 1e-9,
                 med * 1e3
             ));
         }
         println!(
-            "{:<34} {:>8.1} {:>22} {:>22}",
+            "{:<44} {:>8.1} {:>22} {:>22}",
             b.name,
             b.flops * 1e-6,
             cols[0],
             cols[1]
         );
     }
+}
+
+/// A batched ONNX MatMul `[1, batch.., m, k] x [1, batch.., k, n]` (or a 2-D right operand).
+fn matmul_bench(name: &str, a_dims: &[usize], b_dims: &[usize]) -> Bench {
+    let (a_dims, b_dims) = (a_dims.to_vec(), b_dims.to_vec());
+    let a = filled(a_dims.iter().product(), 1);
+    let b = filled(b_dims.iter().product(), 2);
+    let od = qtune_kernels::matmul_out_dims(&a_dims, false, &b_dims, false).expect("dims");
+    let k = a_dims[a_dims.len() - 1];
+    let mut c = vec![0.0; od.iter().product()];
+    Bench {
+        name: name.into(),
+        flops: 2.0 * (c.len() * k) as f64,
+        run: Box::new(move || matmul(&a, &a_dims, &b, &b_dims, &mut c, Parallelism::Rayon)),
+    }
+}
+
+/// The kernels of one minilm_l6_s128 layer at batch 1 (`bert` in the names).
+fn bert_benches() -> Vec<Bench> {
+    let (s, h, d, hid, ffn) = (128, 12, 32, 384, 1536);
+    let mut v = vec![
+        matmul_bench(
+            "bert gemm 128x384x384 (QKV, dense)",
+            &[1, s, hid],
+            &[hid, hid],
+        ),
+        matmul_bench("bert gemm 128x384x1536 (FFN up)", &[1, s, hid], &[hid, ffn]),
+        matmul_bench(
+            "bert gemm 128x1536x384 (FFN down)",
+            &[1, s, ffn],
+            &[ffn, hid],
+        ),
+        matmul_bench(
+            "bert attention Q K^T 12x128x32x128",
+            &[1, h, s, d],
+            &[1, h, d, s],
+        ),
+        matmul_bench(
+            "bert attention P V 12x128x128x32",
+            &[1, h, s, s],
+            &[1, h, s, d],
+        ),
+    ];
+    let scores = filled(h * s * s, 3);
+    let mut work = scores.clone();
+    v.push(Bench {
+        name: "bert softmax [12,128,128] (Gelem/s)".into(),
+        flops: (h * s * s) as f64,
+        run: Box::new(move || {
+            work.copy_from_slice(&scores);
+            softmax(&mut work, &[1, h, s, s], 3, Parallelism::Rayon);
+        }),
+    });
+    let act = filled(s * ffn, 4);
+    let mut work = act.clone();
+    v.push(Bench {
+        name: "bert erf [128,1536] (Gelem/s)".into(),
+        flops: (s * ffn) as f64,
+        run: Box::new(move || {
+            work.copy_from_slice(&act);
+            unary(UnaryOp::Erf, &mut work, Parallelism::Rayon);
+        }),
+    });
+    for (name, op, bd) in [
+        (
+            "bert add [128,384]+[128,384] (Gelem/s)",
+            BinaryOp::Add,
+            vec![1, s, hid],
+        ),
+        (
+            "bert sub [128,384]-[128,1] (Gelem/s)",
+            BinaryOp::Sub,
+            vec![1, s, 1],
+        ),
+        (
+            "bert mul [128,384]*[384] (Gelem/s)",
+            BinaryOp::Mul,
+            vec![hid],
+        ),
+    ] {
+        let ad = vec![1, s, hid];
+        let a = filled(s * hid, 5);
+        let b = filled(bd.iter().product(), 6);
+        let mut o = vec![0.0; a.len()];
+        v.push(Bench {
+            name: name.into(),
+            flops: (s * hid) as f64,
+            run: Box::new(move || binary(op, &a, &ad, &b, &bd, &mut o, Parallelism::Rayon)),
+        });
+    }
+    let x = filled(s * hid, 7);
+    let mut mean = vec![0.0; s];
+    v.push(Bench {
+        name: "bert reducemean [128,384] axis -1 (Gelem/s)".into(),
+        flops: (s * hid) as f64,
+        run: Box::new(move || reduce(ReduceOp::Mean, &x, &[1, s, hid], &[2], &mut mean)),
+    });
+    for (name, perm) in [
+        ("bert transpose [1,128,12,32] 0213 (Gelem/s)", [0, 2, 1, 3]),
+        ("bert transpose [1,128,12,32] 0231 (Gelem/s)", [0, 2, 3, 1]),
+    ] {
+        let x = filled(s * hid, 8);
+        let mut o = vec![0.0; s * hid];
+        v.push(Bench {
+            name: name.into(),
+            flops: (s * hid) as f64,
+            run: Box::new(move || {
+                transpose_blocked(&x, &[1, s, h, d], &perm, &mut o, Parallelism::Rayon)
+            }),
+        });
+    }
+    v
 }

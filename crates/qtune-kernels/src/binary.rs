@@ -121,6 +121,47 @@ macro_rules! row_kernels {
     };
 }
 
+/// In-place row kernels: `o = f(o, b)` with `b` a vector or a scalar, and `o = f(a, o)` with
+/// `a` a vector or a scalar (the same formula as the out-of-place kernels, so the same bits).
+macro_rules! in_place_kernels {
+    ($lv:ident, $ls:ident, $rv:ident, $rs:ident, $op:expr) => {
+        dispatch! {
+        fn $lv(o: &mut [f32], b: &[f32]) {
+            let f = $op;
+            let n = o.len();
+            for (o, b) in o.iter_mut().zip(&b[..n]) {
+                *o = f(*o, *b);
+            }
+        }
+        }
+        dispatch! {
+        fn $ls(o: &mut [f32], b: f32) {
+            let f = $op;
+            for o in o.iter_mut() {
+                *o = f(*o, b);
+            }
+        }
+        }
+        dispatch! {
+        fn $rv(a: &[f32], o: &mut [f32]) {
+            let f = $op;
+            let n = o.len();
+            for (o, a) in o.iter_mut().zip(&a[..n]) {
+                *o = f(*a, *o);
+            }
+        }
+        }
+        dispatch! {
+        fn $rs(a: f32, o: &mut [f32]) {
+            let f = $op;
+            for o in o.iter_mut() {
+                *o = f(a, *o);
+            }
+        }
+        }
+    };
+}
+
 #[inline(always)]
 fn max_nan(a: f32, b: f32) -> f32 {
     // NaN-propagating max written as selects so it vectorises.
@@ -137,6 +178,13 @@ row_kernels!(mul_vv, mul_vs, mul_sv, |a: f32, b: f32| a * b);
 row_kernels!(div_vv, div_vs, div_sv, |a: f32, b: f32| a / b);
 row_kernels!(max_vv, max_vs, max_sv, max_nan);
 row_kernels!(min_vv, min_vs, min_sv, min_nan);
+
+in_place_kernels!(add_lv, add_ls, add_rv, add_rs, |a: f32, b: f32| a + b);
+in_place_kernels!(sub_lv, sub_ls, sub_rv, sub_rs, |a: f32, b: f32| a - b);
+in_place_kernels!(mul_lv, mul_ls, mul_rv, mul_rs, |a: f32, b: f32| a * b);
+in_place_kernels!(div_lv, div_ls, div_rv, div_rs, |a: f32, b: f32| a / b);
+in_place_kernels!(max_lv, max_ls, max_rv, max_rs, max_nan);
+in_place_kernels!(min_lv, min_ls, min_rv, min_rs, min_nan);
 
 /// One output row: `a` and `b` are either vectors (`sa`/`sb == 1`) or scalars (stride 0).
 #[inline]
@@ -226,6 +274,115 @@ pub fn binary(
             let oa = row_offset(rowi, &dims, sa);
             let ob = row_offset(rowi, &dims, sb);
             row(op, orow, &a[oa..], ia, &b[ob..], ib);
+        }
+    });
+}
+
+dispatch! {
+/// `o = o * o`.
+fn square(o: &mut [f32]) {
+    for v in o.iter_mut() {
+        *v *= *v;
+    }
+}
+}
+
+/// Which operand of [`binary_in_place`] is overwritten with the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InPlace {
+    /// The left operand `a` (it has the output's dims): `a = a op b`.
+    Left,
+    /// The right operand `b` (it has the output's dims): `b = a op b`.
+    Right,
+}
+
+/// One output row in place: `o` is the overwritten operand's row, `other` the other operand's
+/// (a vector with stride 1 or a scalar with stride 0).
+#[inline]
+fn row_in_place(op: BinaryOp, side: InPlace, o: &mut [f32], other: &[f32], so: usize) {
+    macro_rules! go {
+        ($lv:ident, $ls:ident, $rv:ident, $rs:ident) => {
+            match (side, so) {
+                (InPlace::Left, 1) => $lv(o, other),
+                (InPlace::Left, _) => $ls(o, other[0]),
+                (InPlace::Right, 1) => $rv(other, o),
+                (InPlace::Right, _) => $rs(other[0], o),
+            }
+        };
+    }
+    match op {
+        BinaryOp::Add => go!(add_lv, add_ls, add_rv, add_rs),
+        BinaryOp::Sub => go!(sub_lv, sub_ls, sub_rv, sub_rs),
+        BinaryOp::Mul => go!(mul_lv, mul_ls, mul_rv, mul_rs),
+        BinaryOp::Div => go!(div_lv, div_ls, div_rv, div_rs),
+        BinaryOp::Max => go!(max_lv, max_ls, max_rv, max_rs),
+        BinaryOp::Min => go!(min_lv, min_ls, min_rv, min_rs),
+        // Same shortcuts as `row`: exponent 2 is `a * a` (LayerNorm's `Pow(d, 2)`), exponent 1
+        // a copy.
+        BinaryOp::Pow if side == InPlace::Left && so == 0 && other[0] == 2.0 => square(o),
+        BinaryOp::Pow if side == InPlace::Left && so == 0 && other[0] == 1.0 => {}
+        BinaryOp::Pow => {
+            for (i, o) in o.iter_mut().enumerate() {
+                let x = other[i * so];
+                *o = match side {
+                    InPlace::Left => o.powf(x),
+                    InPlace::Right => x.powf(*o),
+                };
+            }
+        }
+    }
+}
+
+/// [`binary`] written over one of its operands, `target`, which must have the output's dims
+/// (`other` broadcasts to them): `target = target op other` ([`InPlace::Left`]) or
+/// `target = other op target` ([`InPlace::Right`]). Bit-identical to [`binary`]; saves the output buffer and its
+/// zero-fill when the executor holds the last reference to that operand.
+///
+/// # Panics
+/// Shape contract: panics if the shapes do not broadcast, the overwritten operand's dims are
+/// not the output's, or a slice length does not match its dims.
+pub fn binary_in_place(
+    op: BinaryOp,
+    side: InPlace,
+    target: &mut [f32],
+    target_dims: &[usize],
+    other: &[f32],
+    other_dims: &[usize],
+    par: Parallelism,
+) {
+    let out_dims = broadcast_shape(target_dims, other_dims).unwrap_or_else(|| {
+        panic!("binary_in_place: shapes {target_dims:?} and {other_dims:?} do not broadcast")
+    });
+    assert_eq!(
+        out_dims.as_slice(),
+        target_dims,
+        "binary_in_place: the overwritten operand {target_dims:?} is not the output {out_dims:?}"
+    );
+    assert_eq!(
+        target.len(),
+        numel(target_dims),
+        "binary_in_place: target length"
+    );
+    assert_eq!(
+        other.len(),
+        numel(other_dims),
+        "binary_in_place: other length"
+    );
+    if target.is_empty() {
+        return;
+    }
+    let so = broadcast_strides(other_dims, &out_dims);
+    let own = crate::util::strides(&out_dims);
+    let (dims, st) = merge_axes(&out_dims, &[own, so]);
+    let so = &st[1];
+    let inner = *dims.last().unwrap_or(&1);
+    let io = *so.last().unwrap_or(&0);
+    let rows_per_chunk = (CHUNK / inner).max(1);
+    for_each_chunk_mut(target, rows_per_chunk * inner, par, |ci, o| {
+        for (r, orow) in o.chunks_exact_mut(inner).enumerate() {
+            let rowi = ci * rows_per_chunk + r;
+            let off = row_offset(rowi, &dims, so);
+            row_in_place(op, side, orow, &other[off..], io);
         }
     });
 }

@@ -1,18 +1,14 @@
 //! Matrix multiply: ONNX `MatMul` / `Gemm` core (`C = A * B`, optional transposes, optional
 //! accumulation into C), built on the `gemm` crate's microkernels.
 //!
-//! `gemm::gemm` is always called with `gemm::Parallelism::None` on fixed-size tiles of C;
-//! the tiles are spread over rayon by this crate. The tile size never depends on the
-//! thread count, so the arithmetic for each element of C is the same for any number of
+//! `gemm::gemm` is always called with `gemm::Parallelism::None` on tiles of C whose size
+//! depends only on the shape (chosen in [`crate::matmul`], which also runs the batched and
+//! strided forms); the tiles are spread over rayon by this crate. The tile size never depends
+//! on the thread count, so the arithmetic for each element of C is the same for any number of
 //! threads.
 
 use crate::Parallelism;
-use crate::util::{SendPtr, for_each_tile};
-
-/// Rows of C per tile.
-const TILE_M: usize = 256;
-/// Columns of C per tile.
-const TILE_N: usize = 512;
+use crate::matmul::{self, StridedMatrix, as_uninit};
 
 /// A strided matrix view passed to the `gemm` crate: element `(i, j)` is at
 /// `ptr + i * rs + j * cs`.
@@ -79,100 +75,6 @@ pub(crate) unsafe fn gemm_tile(
     }
 }
 
-fn views(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    a_trans: bool,
-    b: &[f32],
-    b_trans: bool,
-) -> (MatRef, MatRef) {
-    let a_view = if a_trans {
-        MatRef {
-            ptr: a.as_ptr(),
-            rs: 1,
-            cs: m as isize,
-        }
-    } else {
-        MatRef {
-            ptr: a.as_ptr(),
-            rs: k as isize,
-            cs: 1,
-        }
-    };
-    let b_view = if b_trans {
-        MatRef {
-            ptr: b.as_ptr(),
-            rs: 1,
-            cs: k as isize,
-        }
-    } else {
-        MatRef {
-            ptr: b.as_ptr(),
-            rs: n as isize,
-            cs: 1,
-        }
-    };
-    (a_view, b_view)
-}
-
-/// Tiled `C(m x n) = A * B` over raw views; tiles of `TILE_M x TILE_N`.
-fn tiled(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: MatRef,
-    b: MatRef,
-    c: SendPtr<f32>,
-    accumulate: bool,
-    par: Parallelism,
-) {
-    let tm = m.div_ceil(TILE_M);
-    let tn = n.div_ceil(TILE_N);
-    let (a, b) = (SendView(a), SendView(b));
-    for_each_tile(tm * tn, par, |t| {
-        let (a, b) = (a.get(), b.get());
-        let i0 = (t / tn) * TILE_M;
-        let j0 = (t % tn) * TILE_N;
-        let mm = TILE_M.min(m - i0);
-        let nn = TILE_N.min(n - j0);
-        let a_t = MatRef {
-            ptr: a.ptr.wrapping_offset(i0 as isize * a.rs),
-            ..a
-        };
-        let b_t = MatRef {
-            ptr: b.ptr.wrapping_offset(j0 as isize * b.cs),
-            ..b
-        };
-        // SAFETY: tile (i0, j0) lies inside C, A and B; tiles write disjoint parts of C.
-        unsafe {
-            gemm_tile(
-                mm,
-                nn,
-                k,
-                c.get().add(i0 * n + j0),
-                n as isize,
-                a_t,
-                b_t,
-                accumulate,
-            )
-        };
-    });
-}
-
-#[derive(Clone, Copy)]
-struct SendView(MatRef);
-impl SendView {
-    fn get(self) -> MatRef {
-        self.0
-    }
-}
-// SAFETY: the views are read-only for the duration of the parallel loop.
-unsafe impl Send for SendView {}
-// SAFETY: as above.
-unsafe impl Sync for SendView {}
-
 /// `C = A * B`, or `C += A * B` when `accumulate`. ONNX `MatMul` (2-D) and the matrix part of
 /// `Gemm` (the caller applies `alpha`, `beta` and `C` bias).
 ///
@@ -212,16 +114,26 @@ pub fn gemm(
         c.len(),
         m * n
     );
-    let (av, bv) = views(m, k, n, a, a_trans, b, b_trans);
-    let par = crate::util::par_for_work(par, 2 * m * n * k);
-    tiled(m, k, n, av, bv, SendPtr(c.as_mut_ptr()), accumulate, par);
+    let av = StridedMatrix::dense(a, &[], m, k, a_trans);
+    let bv = StridedMatrix::dense(b, &[], k, n, b_trans);
+    matmul::run(
+        &[],
+        m,
+        k,
+        n,
+        av,
+        bv,
+        as_uninit(&mut c[..m * n]),
+        accumulate,
+        par,
+    );
 }
 
 /// Batched matmul `C[i] = A[i] * B[i]` for `i in 0..batch`, ONNX `MatMul` with leading
 /// batch axes. `a_stride` / `b_stride` are the element distances between consecutive
 /// matrices (0 broadcasts one matrix over the batch); C is dense `[batch, m, n]`.
-/// Broadcasting patterns that are not a single batch stride are handled by the caller
-/// with a loop over calls.
+/// Other broadcasting patterns and layouts: [`crate::matmul()`],
+/// [`crate::matmul_strided`].
 ///
 /// # Panics
 /// Shape contract: panics if a slice is too short for `batch` matrices at its stride.
@@ -252,48 +164,18 @@ pub fn batched_gemm(
         "batched_gemm: B too short"
     );
     assert!(c.len() >= batch * m * n, "batched_gemm: C too short");
-    let tm = m.div_ceil(TILE_M);
-    let tn = n.div_ceil(TILE_N);
-    let per = tm * tn;
-    let cp = SendPtr(c.as_mut_ptr());
-    let (a_all, b_all) = (a, b);
-    let par = crate::util::par_for_work(par, 2 * batch * m * n * k);
-    for_each_tile(batch * per, par, |t| {
-        let bi = t / per;
-        let r = t % per;
-        let (av, bv) = views(
-            m,
-            k,
-            n,
-            &a_all[bi * a_stride..],
-            a_trans,
-            &b_all[bi * b_stride..],
-            b_trans,
-        );
-        let i0 = (r / tn) * TILE_M;
-        let j0 = (r % tn) * TILE_N;
-        let mm = TILE_M.min(m - i0);
-        let nn = TILE_N.min(n - j0);
-        let a_t = MatRef {
-            ptr: av.ptr.wrapping_offset(i0 as isize * av.rs),
-            ..av
-        };
-        let b_t = MatRef {
-            ptr: bv.ptr.wrapping_offset(j0 as isize * bv.cs),
-            ..bv
-        };
-        // SAFETY: the tile lies inside matrix `bi` of C; tiles write disjoint parts of C.
-        unsafe {
-            gemm_tile(
-                mm,
-                nn,
-                k,
-                cp.get().add(bi * m * n + i0 * n + j0),
-                n as isize,
-                a_t,
-                b_t,
-                false,
-            )
-        };
-    });
+    let (a_bs, b_bs) = ([a_stride], [b_stride]);
+    let av = StridedMatrix::dense(a, &a_bs, m, k, a_trans);
+    let bv = StridedMatrix::dense(b, &b_bs, k, n, b_trans);
+    matmul::run(
+        &[batch],
+        m,
+        k,
+        n,
+        av,
+        bv,
+        as_uninit(&mut c[..batch * m * n]),
+        false,
+        par,
+    );
 }

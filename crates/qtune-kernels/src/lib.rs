@@ -25,15 +25,15 @@
 //! | area | functions |
 //! |---|---|
 //! | convolution | [`conv2d`], [`conv2d_fused`] (+ activation), [`conv2d_fused_packed_uninit`] with [`PackedConvWeights`] (weights packed once), [`conv2d_fused_uninit`] and [`conv2d_pointwise_depthwise_uninit`] (into uninitialised buffers), [`conv2d_out_dims`], [`conv_transpose2d`], [`conv_transpose2d_out_dims`] |
-//! | matrix multiply | [`gemm()`], [`batched_gemm`] |
+//! | matrix multiply | [`gemm()`], [`batched_gemm`], [`matmul()`] (ONNX `MatMul`, broadcasting), [`matmul_transposed`], [`matmul_strided`] |
 //! | pooling | [`max_pool2d`], [`avg_pool2d`], [`pool2d_out_dims`], [`global_avg_pool`], [`global_max_pool`] |
-//! | normalisation | [`batch_norm`], [`softmax`] |
-//! | elementwise | [`unary`] with [`UnaryOp`], [`binary`] with [`BinaryOp`], [`broadcast_shape`] |
+//! | normalisation | [`batch_norm`], [`softmax`], [`layer_norm`], [`layer_norm_in_place`] |
+//! | elementwise | [`unary`] with [`UnaryOp`], [`binary`] with [`BinaryOp`], [`broadcast_shape`], [`gelu`] / [`gelu_into`] with [`GeluApproximation`] |
 //! | reductions | [`reduce`] with [`ReduceOp`], [`reduce_out_dims`] |
 //! | int8 layers (integer simulation) | [`int8::conv2d_int8`], [`int8::matmul_int8`] on packed weights ([`int8::PackedInt8`]), VNNI or portable, with fused requantization |
 //! | quantization | [`quantize_linear`], [`dequantize_linear`], [`fake_quantize`], [`round_to_f16`], [`round_to_bf16`] |
 //! | resize | [`resize_nearest`], [`resize_linear`], [`resize_scales`] |
-//! | data movement (generic `T: Copy`) | [`transpose`], [`slice()`], [`concat()`], [`gather`], [`expand`], [`where_select`] |
+//! | data movement (generic `T: Copy`) | [`transpose`], [`transpose_blocked`] (blocked, threaded), [`slice()`], [`concat()`], [`gather`], [`expand`], [`where_select`] |
 //!
 //! # CPU features
 //!
@@ -53,23 +53,31 @@ mod binary;
 mod conv;
 mod conv_transpose;
 mod direct;
+mod gelu;
 mod gemm_kernel;
 pub mod int8;
+mod layer_norm;
 mod layout;
+mod matmul;
 mod norm;
+mod permute;
 mod pool;
 mod quant;
 mod reduce;
 pub mod reference;
 mod resize;
 mod simd;
+mod softmax;
+mod transformer_reference;
 mod unary;
 mod util;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
+#[cfg(test)]
+mod tests_transformer;
 
-pub use binary::{BinaryOp, binary, broadcast_shape};
+pub use binary::{BinaryOp, InPlace, binary, binary_in_place, broadcast_shape};
 pub use conv::{
     Conv2dParams, POINTWISE_DEPTHWISE_MAX_DEPTH, conv2d, conv2d_fused, conv2d_fused_packed_uninit,
     conv2d_fused_uninit, conv2d_out_dims, conv2d_pointwise_depthwise,
@@ -77,9 +85,15 @@ pub use conv::{
 };
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_out_dims};
 pub use direct::{PackedConvWeights, conv2d_uses_direct};
+pub use gelu::{GeluApproximation, gelu, gelu_into};
 pub use gemm_kernel::{batched_gemm, gemm};
+pub use layer_norm::{layer_norm, layer_norm_in_place};
 pub use layout::{concat, expand, gather, slice, transpose, where_select};
-pub use norm::{affine_in_place, batch_norm, batch_norm_coefficients, batch_norm_uninit, softmax};
+pub use matmul::{
+    StridedMatrix, matmul, matmul_out_dims, matmul_strided, matmul_transposed, matmul_uninit,
+};
+pub use norm::{affine_in_place, batch_norm, batch_norm_coefficients, batch_norm_uninit};
+pub use permute::transpose_blocked;
 pub use pool::{
     Pool2dParams, avg_pool2d, global_avg_pool, global_max_pool, max_pool2d, pool2d_out_dims,
 };
@@ -92,6 +106,7 @@ pub use reduce::{ReduceOp, reduce, reduce_out_dims};
 pub use resize::{
     CoordinateTransformMode, NearestMode, resize_linear, resize_nearest, resize_scales,
 };
+pub use softmax::softmax;
 pub use unary::{UnaryOp, unary, unary_into};
 
 /// How a kernel may use threads.

@@ -1,9 +1,8 @@
-//! Normalisations: ONNX `BatchNormalization` (opset 9-15, inference form: running mean and
-//! variance, `training_mode = 0`) and `Softmax` (opset 13 semantics: along one axis;
-//! opset < 13's "flatten from axis" form is handled by the caller by passing `[outer, inner]`
-//! dims and axis 1).
+//! Batch normalisation: ONNX `BatchNormalization` (opset 9-15, inference form: running mean
+//! and variance, `training_mode = 0`). `Softmax` is in `softmax.rs`, `LayerNormalization` in
+//! `layer_norm.rs`.
 
-use crate::simd::{dispatch, exp_approx};
+use crate::simd::dispatch;
 use crate::util::numel;
 use std::mem::MaybeUninit;
 
@@ -101,78 +100,11 @@ fn affine_inplace(x: &mut [f32], a: f32, b: f32) {
 }
 }
 
-/// Softmax along `axis`, in place: `exp(x - max) / sum(exp(x - max))` (numerically stable).
-/// A slice along `axis` that is all `-inf` gives NaN, as in ONNX Runtime.
-///
-/// # Panics
-/// Shape contract: panics if `axis >= dims.len()` or `x.len()` does not match `dims`.
-pub fn softmax(x: &mut [f32], dims: &[usize], axis: usize) {
-    assert!(
-        axis < dims.len(),
-        "softmax: axis {axis} out of range for rank {}",
-        dims.len()
-    );
-    assert_eq!(x.len(), numel(dims), "softmax: input length");
-    let n = dims[axis];
-    let inner: usize = dims[axis + 1..].iter().product();
-    if n == 0 || inner == 0 || x.is_empty() {
-        return;
-    }
-    if inner == 1 {
-        softmax_rows(x, n);
-        return;
-    }
-    let mut mx = vec![0.0f32; inner];
-    let mut sum = vec![0.0f32; inner];
-    for block in x.chunks_exact_mut(n * inner) {
-        mx.fill(f32::NEG_INFINITY);
-        for row in block.chunks_exact(inner) {
-            for (m, v) in mx.iter_mut().zip(row) {
-                *m = m.max(*v);
-            }
-        }
-        sum.fill(0.0);
-        for row in block.chunks_exact_mut(inner) {
-            for ((v, m), s) in row.iter_mut().zip(&mx).zip(sum.iter_mut()) {
-                *v = (*v - *m).exp();
-                *s += *v;
-            }
-        }
-        for s in sum.iter_mut() {
-            *s = 1.0 / *s;
-        }
-        for row in block.chunks_exact_mut(inner) {
-            for (v, s) in row.iter_mut().zip(&sum) {
-                *v *= *s;
-            }
-        }
-    }
-}
-
 crate::simd::dispatch! {
 /// `o = x * a + b`.
 fn affine(o: &mut [MaybeUninit<f32>], x: &[f32], a: f32, b: f32) {
     for (o, x) in o.iter_mut().zip(x) {
         o.write(*x * a + b);
-    }
-}
-}
-
-dispatch! {
-/// Softmax over contiguous rows of `n`: the exponentials use the vectorised
-/// [`exp_approx`] (relative error below 1e-6), the sum stays sequential so the
-/// result does not depend on the vector width.
-fn softmax_rows(x: &mut [f32], n: usize) {
-    for row in x.chunks_exact_mut(n) {
-        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        for v in row.iter_mut() {
-            *v = exp_approx(*v - mx);
-        }
-        let sum = row.iter().fold(0.0f32, |a, &b| a + b);
-        let inv = 1.0 / sum;
-        for v in row.iter_mut() {
-            *v *= inv;
-        }
     }
 }
 }

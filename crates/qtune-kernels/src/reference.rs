@@ -14,12 +14,14 @@ use crate::{
     Pool2dParams, ReduceOp, UnaryOp,
 };
 
+pub use crate::transformer_reference::{gelu, layer_norm, matmul};
+
 fn numel(d: &[usize]) -> usize {
     d.iter().product()
 }
 
 /// Unravels flat index `i` into a multi-index of `dims`.
-fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
+pub(crate) fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
     let mut idx = vec![0; dims.len()];
     for d in (0..dims.len()).rev() {
         idx[d] = i % dims[d];

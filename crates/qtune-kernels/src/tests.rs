@@ -7,20 +7,20 @@ use crate::*;
 
 /// Allowed absolute error per accumulated term for inputs in [-1, 1] (f32 sums of products
 /// against an f64 reference).
-const TOL_PER_TERM: f32 = 2e-6;
+pub(crate) const TOL_PER_TERM: f32 = 2e-6;
 /// Relative tolerance for elementwise ops computed with std f32 math vs f64.
-const TOL_ELEMENTWISE_REL: f32 = 4e-6;
+pub(crate) const TOL_ELEMENTWISE_REL: f32 = 4e-6;
 /// Absolute floor of elementwise comparisons (for results near zero).
-const TOL_ELEMENTWISE_ABS: f32 = 1e-6;
+pub(crate) const TOL_ELEMENTWISE_ABS: f32 = 1e-6;
 /// Maximum relative error of the vectorised sigmoid / exp and of erf against f64.
 const TOL_APPROX_REL: f64 = 1e-6;
 /// Tolerance for bilinear resize (a few f32 roundings of values in [-1, 1]).
 const TOL_RESIZE: f32 = 1e-6;
 
 /// A tiny xorshift64* generator: deterministic and dependency-free.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
     fn next_u64(&mut self) -> u64 {
@@ -30,19 +30,19 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
+    pub(crate) fn range(&mut self, lo: usize, hi: usize) -> usize {
         lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
     }
     /// Uniform in [-1, 1).
-    fn f(&mut self) -> f32 {
+    pub(crate) fn f(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
+    pub(crate) fn vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.f()).collect()
     }
 }
 
-fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+pub(crate) fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     assert_eq!(got.len(), want.len(), "{name}: length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         if g.is_nan() && w.is_nan() {
@@ -53,7 +53,7 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     }
 }
 
-fn bits(x: &[f32]) -> Vec<u32> {
+pub(crate) fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }
 
@@ -739,7 +739,7 @@ fn batch_norm_and_softmax_match_reference() {
     for axis in 0..4 {
         let mut got: Vec<f32> = x.iter().map(|v| v * 30.0).collect();
         let mut want = got.clone();
-        softmax(&mut got, &dims, axis);
+        softmax(&mut got, &dims, axis, Parallelism::Sequential);
         r::softmax(&mut want, &dims, axis);
         assert_close(
             &format!("softmax axis {axis}"),
@@ -1234,7 +1234,7 @@ fn pointwise_depthwise_equals_two_convolutions_bit_for_bit() {
 // ---------------------------------------------------------------- determinism
 
 /// Runs `f` in rayon pools of 1 and 2 threads and sequentially; all must agree bit for bit.
-fn check_deterministic(name: &str, f: impl Fn(Parallelism) -> Vec<f32> + Sync) {
+pub(crate) fn check_deterministic(name: &str, f: impl Fn(Parallelism) -> Vec<f32> + Sync) {
     let seq = bits(&f(Parallelism::Sequential));
     let one = pool(1).install(|| bits(&f(Parallelism::Rayon)));
     let two = pool(2).install(|| bits(&f(Parallelism::Rayon)));
