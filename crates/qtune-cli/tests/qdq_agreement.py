@@ -14,9 +14,22 @@ model must agree with qtune's own simulation of the quantized model.
         SIM's `o`, or its one key `o_<OpType>`) by cosine similarity. Prints the minimum per
         output and `min_cos <value> over <n> samples`; exits 1 if any sample
         is below MIN_COS.
+
+    qdq_agreement.py codes QTUNE MLIR TABLE MODEL.onnx INPUTS.npz MAX_FRACTION
+        Code by code, sample by sample: ONNX Runtime runs MODEL.onnx with
+        every quantized tensor of the .mlir's ops exposed, `QTUNE run MLIR
+        --dump_all` runs the simulation, and the int8 codes are compared in
+        the ONNX graph's order. Up to the first tensor with a differing code
+        every tensor must agree exactly; that first tensor may differ in at
+        most MAX_FRACTION of its codes, by one step each (a float rounding
+        at a grid boundary). What follows it is downstream of the flip and
+        is not compared. Exits 1 otherwise.
 """
 import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -95,7 +108,68 @@ def compare(model, inputs_npz, sim_npz, min_cos, min_mean=None):
     return 0 if ok else 1
 
 
+def codes(qtune, mlir, table, model, inputs_npz, max_fraction):
+    import onnx
+    import onnxruntime as ort
+
+    ops = set(re.findall(r'loc\("([^"]+)"\)', open(mlir).read()))
+    m = onnx.load(model)
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    # The DequantizeLinear of each op's quantized output, in graph order.
+    watched = []
+    for n in m.graph.node:
+        if n.op_type == "DequantizeLinear" and n.output[0].endswith("_DequantizeLinear"):
+            base = n.output[0][: -len("_DequantizeLinear")]
+            if base in ops and n.input[1] in init:
+                watched.append((base, n.output[0], float(np.max(init[n.input[1]]))))
+    have = {o.name for o in m.graph.output}
+    for _, out, _ in watched:
+        if out not in have:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    feeds = np.load(inputs_npz)
+    names = [x.name for x in sess.get_inputs()]
+    n = feeds[names[0]].shape[0]
+    failures, exact = [], 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            one = {k: feeds[k][i : i + 1] for k in names}
+            x = os.path.join(tmp, "x.npz")
+            y = os.path.join(tmp, "y.npz")
+            np.savez(x, **one)
+            subprocess.run([qtune, "run", mlir, "--input", x, "-o", y, "--dump_all",
+                            "--calibration_table", table, "--processor", "bm1684x"],
+                           check=True, capture_output=True)
+            sim = np.load(y)
+            res = sess.run([out for _, out, _ in watched], one)
+            first = None
+            for (base, out, step), r in zip(watched, res):
+                if out not in sim.files:
+                    # A weight's DequantizeLinear: a constant, not an activation.
+                    continue
+                d = np.rint(np.abs(r.astype(np.float64) - sim[out].astype(np.float64)) / step)
+                if d.max() > 0:
+                    first = (base, int((d > 0).sum()), d.size, int(d.max()))
+                    break
+            if first is None:
+                exact += 1
+                continue
+            base, bad, size, worst = first
+            line = f"sample {i}: first flip in {base}: {bad}/{size} codes, up to {worst} step(s)"
+            print(line)
+            if worst > 1 or bad > max_fraction * size:
+                failures.append(line)
+    print(f"{exact} of {n} samples agree code for code on all {len(watched)} quantized tensors")
+    for f in failures:
+        print("FAIL", f)
+    return 0 if not failures and watched else 1
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 8 and sys.argv[1] == "codes":
+        sys.exit(codes(*sys.argv[2:7], float(sys.argv[7])))
     if len(sys.argv) == 5 and sys.argv[1] == "inputs":
         inputs(*sys.argv[2:])
         sys.exit(0)
