@@ -392,21 +392,7 @@ pub struct Executor {
 /// Finds Conv -> activation and Conv -> SiLU (`x * Sigmoid(x)`) chains
 /// whose intermediate values have no other reader.
 fn find_fusions(graph: &Graph, consumers: &[Vec<NodeId>]) -> Vec<Option<Fusion>> {
-    let single_use = |v: ValueId| -> Option<NodeId> {
-        let list = &consumers[v.index()];
-        let reads: usize = list
-            .iter()
-            .map(|&c| {
-                graph
-                    .node(c)
-                    .inputs
-                    .iter()
-                    .filter(|&&i| i == Some(v))
-                    .count()
-            })
-            .sum();
-        (list.len() == 1 && reads == 1 && !graph.outputs.contains(&v)).then(|| list[0])
-    };
+    let single_use = |v: ValueId| crate::integer::single_reader(graph, consumers, v);
     graph
         .nodes()
         .map(|(_, n)| {

@@ -60,8 +60,13 @@ pub(crate) fn find_integer_layers(
         .collect()
 }
 
-/// The only reader of `v` (reading it once), unless `v` is a graph output.
-fn single_reader(graph: &Graph, consumers: &[Vec<NodeId>], v: ValueId) -> Option<NodeId> {
+/// The only reader of `v` (reading it once), unless `v` is a graph output:
+/// the condition for fusing `v`'s producer with that reader.
+pub(crate) fn single_reader(
+    graph: &Graph,
+    consumers: &[Vec<NodeId>],
+    v: ValueId,
+) -> Option<NodeId> {
     let list = &consumers[v.index()];
     let reads = list
         .iter()
