@@ -8,12 +8,9 @@
 use crate::binary::broadcast_shape;
 use crate::util::{broadcast_strides, merge_axes, numel, row_offset, strides};
 
-/// ONNX `Transpose`: `out` has dims `dims[perm[i]]`.
-///
-/// # Panics
-/// Shape contract: panics if `perm` is not a permutation of `0..dims.len()` or a slice
-/// length does not match `dims`.
-pub fn transpose<T: Copy>(input: &[T], dims: &[usize], perm: &[usize], out: &mut [T]) {
+/// The shape contract of a transpose: `perm` is a permutation of `0..dims.len()`, the input
+/// holds `dims`' elements and the output as many.
+pub(crate) fn check_transpose(in_len: usize, dims: &[usize], perm: &[usize], out_len: usize) {
     assert_eq!(perm.len(), dims.len(), "transpose: perm length");
     let mut seen = vec![false; dims.len()];
     for &p in perm {
@@ -23,8 +20,17 @@ pub fn transpose<T: Copy>(input: &[T], dims: &[usize], perm: &[usize], out: &mut
         );
         seen[p] = true;
     }
-    assert_eq!(input.len(), numel(dims), "transpose: input length");
-    assert_eq!(out.len(), input.len(), "transpose: output length");
+    assert_eq!(in_len, numel(dims), "transpose: input length");
+    assert_eq!(out_len, in_len, "transpose: output length");
+}
+
+/// ONNX `Transpose`: `out` has dims `dims[perm[i]]`.
+///
+/// # Panics
+/// Shape contract: panics if `perm` is not a permutation of `0..dims.len()` or a slice
+/// length does not match `dims`.
+pub fn transpose<T: Copy>(input: &[T], dims: &[usize], perm: &[usize], out: &mut [T]) {
+    check_transpose(input.len(), dims, perm, out.len());
     if out.is_empty() {
         return;
     }

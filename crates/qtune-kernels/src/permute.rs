@@ -7,7 +7,7 @@
 //! runs. Pure data movement, so the result never depends on the blocking or the thread count.
 
 use crate::Parallelism;
-use crate::util::{SendPtr, for_each_tile, merge_axes, numel, strides};
+use crate::util::{SendPtr, for_each_tile, merge_axes, strides};
 
 /// Side of the square blocks of the 2-D transposes.
 const BLOCK: usize = 8;
@@ -53,17 +53,7 @@ fn run<T: Copy + Send + Sync>(
     par: Parallelism,
     full: FullBlock<T>,
 ) {
-    assert_eq!(perm.len(), dims.len(), "transpose: perm length");
-    let mut seen = vec![false; dims.len()];
-    for &p in perm {
-        assert!(
-            p < dims.len() && !seen[p],
-            "transpose: {perm:?} is not a permutation"
-        );
-        seen[p] = true;
-    }
-    assert_eq!(input.len(), numel(dims), "transpose: input length");
-    assert_eq!(out.len(), input.len(), "transpose: output length");
+    crate::layout::check_transpose(input.len(), dims, perm, out.len());
     if out.is_empty() {
         return;
     }
