@@ -332,13 +332,21 @@ pub(crate) fn eval_node_fused(
         Op::Sigmoid => eval_unary(&mut cx, k::UnaryOp::Sigmoid),
         Op::HardSwish => eval_unary(&mut cx, k::UnaryOp::HardSwish),
         Op::SiLU => eval_unary(&mut cx, k::UnaryOp::Silu),
-        Op::Gelu { approximate } => eval_unary(
-            &mut cx,
-            match approximate {
-                GeluApproximation::None => k::UnaryOp::Gelu,
-                GeluApproximation::Tanh => k::UnaryOp::GeluTanh,
-            },
-        ),
+        // The exact GELU as one vector pass in the f32 sequence of the
+        // pattern it was fused from and is exported as (`Div`, `Erf`, `Add`,
+        // `Mul`, `Mul`): the canonical graph computes what the source ONNX
+        // model and the QDQ export compute, bit for bit on qtune.
+        Op::Gelu {
+            approximate: GeluApproximation::None,
+        } => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let mut x = cx.take_f32(0)?;
+            k::gelu(&mut x, k::GeluApproximation::Erf, cx.par);
+            cx.f32_out(dims, x)
+        }
+        Op::Gelu {
+            approximate: GeluApproximation::Tanh,
+        } => eval_unary(&mut cx, k::UnaryOp::GeluTanh),
         Op::LayerNormalization { axis, epsilon } => {
             let dims = cx.input(0)?.dims().to_vec();
             let ax = qtune_ir::normalize_axis(*axis, dims.len())
@@ -357,7 +365,14 @@ pub(crate) fn eval_node_fused(
             let scale = param(&cx, 1)?;
             let bias = param(&cx, 2)?;
             let mut x = cx.take_f32(0)?;
-            layer_norm_rows(&mut x, inner, *epsilon, scale.as_deref(), bias.as_deref());
+            k::layer_norm_sequential_in_place(
+                &mut x,
+                inner,
+                scale.as_deref(),
+                bias.as_deref(),
+                *epsilon,
+                cx.par,
+            );
             cx.f32_out(dims, x)
         }
         Op::LeakyRelu { alpha } => eval_unary(&mut cx, k::UnaryOp::LeakyRelu { alpha: *alpha }),
@@ -817,51 +832,6 @@ pub(crate) fn eval_node_fused(
             Ok(vec![
                 cx.tensor(vec![v.len()], TensorData::I64(Arc::new(v)))?,
             ])
-        }
-    }
-}
-
-/// LayerNorm over rows of `inner` values, computed as ONNX Runtime's CPU
-/// kernel computes it (`layer_norm_impl.cc: ComputeJob`): one in-order
-/// pass for the sum and the sum of squares, `mean = sum / n`, `d =
-/// sqrt(sum_sq / n - mean^2 + eps)`, `y = (x - mean) / d * scale + bias`,
-/// every step one float32 rounding. A quantized model's export runs its
-/// LayerNorms in ONNX Runtime, and the simulation must agree with it:
-/// attention's coarse int8 grids turn a last-bit difference into a flipped
-/// code.
-fn layer_norm_rows(
-    x: &mut [f32],
-    inner: usize,
-    epsilon: f32,
-    scale: Option<&[f32]>,
-    bias: Option<&[f32]>,
-) {
-    if inner == 0 {
-        return;
-    }
-    #[allow(clippy::cast_precision_loss)]
-    let n = inner as f32;
-    for row in x.chunks_exact_mut(inner) {
-        let mut sum = 0f32;
-        let mut sum_sq = 0f32;
-        for &v in row.iter() {
-            sum += v;
-            // Separate multiply and add (no fused multiply-add), as the
-            // reference kernel is compiled.
-            let sq = std::hint::black_box(v * v);
-            sum_sq += sq;
-        }
-        let mean = sum / n;
-        let den = (sum_sq / n - mean * mean + epsilon).sqrt();
-        for (i, v) in row.iter_mut().enumerate() {
-            let mut y = (*v - mean) / den;
-            if let Some(s) = scale {
-                y *= s[i];
-            }
-            if let Some(b) = bias {
-                y += b[i];
-            }
-            *v = y;
         }
     }
 }

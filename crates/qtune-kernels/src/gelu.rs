@@ -13,10 +13,11 @@
 //!
 //! Elementwise, so results do not depend on the chunking or the thread count.
 //!
-//! Not the executor's `Gelu` op: qtune-exec evaluates that with [`crate::UnaryOp::Gelu`] /
-//! [`crate::UnaryOp::GeluTanh`] (each element in f64, rounded once), whose results the golden
-//! and ONNX Runtime agreement tests pin; this kernel's f32 sequence differs from them in the
-//! last bits on most inputs, so it is kept for the decomposed pattern and must not replace them.
+//! The executor's `Gelu` with `approximate = "none"` (the op TPU-MLIR's canonical graph
+//! fuses from the `Div`/`Erf`/`Add`/`Mul`/`Mul` pattern, and that the QDQ export writes back
+//! as that pattern) is this kernel, so the fused graph computes what the source model
+//! computes on qtune. The tanh form stays [`crate::UnaryOp::GeluTanh`] on the executor (each
+//! element in f64, rounded once): this kernel's sigmoid form differs from it in the last bits.
 
 use crate::Parallelism;
 use crate::simd::{dispatch, erf_approx, exp_approx};

@@ -14,8 +14,9 @@
 //! the thread count.
 //!
 //! Not the executor's `LayerNormalization`: qtune-exec computes that op as ONNX Runtime's CPU
-//! kernel does (one in-order pass for the sum and the sum of squares, `eval.rs`
-//! `layer_norm_rows`), so that the int8 simulation agrees with ONNX Runtime on the QDQ export.
+//! kernel does (one in-order pass for the sum and the sum of squares,
+//! [`layer_norm_sequential_in_place`]), so that the int8 simulation agrees with ONNX Runtime
+//! on the QDQ export.
 //! The two orders round differently (on a `[1, 128, 384]` input about 60 % of the outputs
 //! differ in the last bits), so this kernel is kept for graphs that still hold the decomposed
 //! pattern and must not replace the executor's arithmetic.
@@ -158,4 +159,116 @@ fn rows(x: &mut [f32], n: usize, scale: Option<&[f32]>, bias: Option<&[f32]>, ep
         }
     }
 }
+}
+
+/// Rows summed together by [`layer_norm_sequential_in_place`]: independent accumulator
+/// chains that the core overlaps (one row's in-order sum is a chain of dependent adds).
+const SEQ_ROWS: usize = 8;
+
+/// Layer normalisation of contiguous rows of `n` values in place, in ONNX Runtime's CPU
+/// arithmetic (`layer_norm_impl.cc: ComputeJob`): one in-order pass per row for the sum and
+/// the sum of squares (`v * v` rounded, then added: no fused multiply-add), `mean = sum / n`,
+/// `d = sqrt(sum_sq / n - mean² + epsilon)`, `y = (x - mean) / d * scale + bias`, each step
+/// one f32 rounding. This is the executor's `LayerNormalization`: a quantized model's export
+/// runs its LayerNorms in ONNX Runtime, and the simulation must agree with it bit for bit
+/// (attention's coarse int8 grids turn a last-bit difference into a flipped code).
+///
+/// The in-order sums cannot be split into lanes without changing the rounding, so speed comes
+/// from elsewhere: [`SEQ_ROWS`] rows are summed side by side (independent chains), the
+/// normalisation pass is vectorised (element-wise, exact), and row groups are spread over the
+/// threads. Every row is computed by the same sequence of operations whatever the grouping or
+/// the thread count: results are bit-identical to `reference::layer_norm_sequential`.
+///
+/// # Panics
+/// Shape contract: panics if `n == 0` while `x` is not empty, if `x.len()` is not a multiple
+/// of `n`, or if `scale`/`bias` do not hold `n` values.
+pub fn layer_norm_sequential_in_place(
+    x: &mut [f32],
+    n: usize,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    epsilon: f32,
+    par: Parallelism,
+) {
+    if x.is_empty() {
+        return;
+    }
+    assert!(
+        n > 0 && x.len() % n == 0,
+        "layer_norm_sequential: length {} is not a multiple of the row length {n}",
+        x.len()
+    );
+    if let Some(s) = scale {
+        assert_eq!(s.len(), n, "layer_norm_sequential: scale length");
+    }
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "layer_norm_sequential: bias length");
+    }
+    let rows_per_chunk = (CHUNK / n).max(1);
+    let par = crate::util::par_for_work(par, 8 * x.len());
+    for_each_chunk_mut(x, rows_per_chunk * n, par, |_, c| {
+        seq_rows(c, n, scale, bias, epsilon);
+    });
+}
+
+dispatch! {
+/// [`layer_norm_sequential_in_place`] on whole rows, one thread.
+fn seq_rows(x: &mut [f32], n: usize, scale: Option<&[f32]>, bias: Option<&[f32]>, epsilon: f32) {
+    let mut groups = x.chunks_exact_mut(SEQ_ROWS * n);
+    for g in &mut groups {
+        let mut sum = [0f32; SEQ_ROWS];
+        let mut sum_sq = [0f32; SEQ_ROWS];
+        {
+            let rows: [&[f32]; SEQ_ROWS] = std::array::from_fn(|r| &g[r * n..(r + 1) * n]);
+            for h in 0..n {
+                for r in 0..SEQ_ROWS {
+                    let v = rows[r][h];
+                    sum[r] += v;
+                    sum_sq[r] += v * v;
+                }
+            }
+        }
+        for (r, row) in g.chunks_exact_mut(n).enumerate() {
+            seq_finish(row, sum[r], sum_sq[r], scale, bias, epsilon);
+        }
+    }
+    for row in groups.into_remainder().chunks_exact_mut(n) {
+        let mut sum = 0f32;
+        let mut sum_sq = 0f32;
+        for &v in row.iter() {
+            sum += v;
+            sum_sq += v * v;
+        }
+        seq_finish(row, sum, sum_sq, scale, bias, epsilon);
+    }
+}
+}
+
+/// The normalisation of one row from its in-order sums (element-wise: vectorises exactly).
+#[inline(always)]
+fn seq_finish(
+    row: &mut [f32],
+    sum: f32,
+    sum_sq: f32,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    epsilon: f32,
+) {
+    #[allow(clippy::cast_precision_loss)]
+    let count = row.len() as f32;
+    let mean = sum / count;
+    let den = (sum_sq / count - mean * mean + epsilon).sqrt();
+    for v in row.iter_mut() {
+        *v = (*v - mean) / den;
+    }
+    if let Some(s) = scale {
+        for (v, &s) in row.iter_mut().zip(s) {
+            *v *= s;
+        }
+    }
+    if let Some(b) = bias {
+        for (v, &b) in row.iter_mut().zip(b) {
+            *v += b;
+        }
+    }
 }

@@ -87,7 +87,7 @@ pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose
 pub use direct::{PackedConvWeights, conv2d_uses_direct};
 pub use gelu::{GeluApproximation, gelu, gelu_into};
 pub use gemm_kernel::{batched_gemm, gemm};
-pub use layer_norm::{layer_norm, layer_norm_in_place};
+pub use layer_norm::{layer_norm, layer_norm_in_place, layer_norm_sequential_in_place};
 pub use layout::{concat, expand, gather, slice, transpose, where_select};
 pub use matmul::{
     StridedMatrix, matmul, matmul_out_dims, matmul_strided, matmul_transposed, matmul_uninit,

@@ -14,7 +14,7 @@ use crate::{
     Pool2dParams, ReduceOp, UnaryOp,
 };
 
-pub use crate::transformer_reference::{gelu, layer_norm, matmul};
+pub use crate::transformer_reference::{gelu, layer_norm, layer_norm_sequential, matmul};
 
 fn numel(d: &[usize]) -> usize {
     d.iter().product()

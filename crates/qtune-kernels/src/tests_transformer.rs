@@ -537,6 +537,49 @@ fn layer_norm_matches_reference_and_the_decomposed_graph() {
     }
 }
 
+/// The executor's LayerNorm (ONNX Runtime's arithmetic) against its scalar twin, bit for bit:
+/// odd row lengths, row counts around the 8-row groups, with and without the affine terms,
+/// rows with a large mean (where `sum_sq / n - mean^2` cancels), 1 and 2 threads.
+#[test]
+fn layer_norm_sequential_matches_its_scalar_twin_bit_for_bit() {
+    let mut rng = Rng::new(107);
+    for (rows, n) in [
+        (1, 1),
+        (3, 5),
+        (7, 33),
+        (8, 16),
+        (9, 384),
+        (17, 7),
+        (128, 384),
+        (300, 64),
+    ] {
+        for (offset, affine) in [(0.5, true), (40.0, true), (-3.0, false)] {
+            let x: Vec<f32> = rng.vec(rows * n).iter().map(|v| v * 3.0 + offset).collect();
+            let (scale, bias) = (rng.vec(n), rng.vec(n));
+            let (s, b) = if affine {
+                (Some(&scale[..]), Some(&bias[..]))
+            } else {
+                (None, None)
+            };
+            let name = format!("layer_norm_sequential {rows}x{n} offset {offset}");
+            let mut want = x.clone();
+            r::layer_norm_sequential(&mut want, n, s, b, 1e-5);
+            let run = |par| {
+                let mut got = x.clone();
+                layer_norm_sequential_in_place(&mut got, n, s, b, 1e-5, par);
+                got
+            };
+            let got = run(Parallelism::Sequential);
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{name}: differs from the scalar twin"
+            );
+            check_deterministic(&name, run);
+        }
+    }
+}
+
 #[test]
 fn layer_norm_over_several_axes_and_without_affine() {
     let mut rng = Rng::new(107);

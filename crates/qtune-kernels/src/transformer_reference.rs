@@ -118,6 +118,50 @@ pub fn layer_norm(
     }
 }
 
+/// Layer normalisation of contiguous rows of `n` values in ONNX Runtime's CPU arithmetic
+/// (`layer_norm_impl.cc: ComputeJob`), one row at a time and one element at a time: the
+/// scalar twin of [`crate::layer_norm_sequential_in_place`], which must match it bit for bit.
+///
+/// # Panics
+/// If `n == 0` while `x` is not empty, or a length does not match.
+pub fn layer_norm_sequential(
+    x: &mut [f32],
+    n: usize,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    epsilon: f32,
+) {
+    if x.is_empty() {
+        return;
+    }
+    assert!(
+        n > 0 && x.len() % n == 0,
+        "reference::layer_norm_sequential: length"
+    );
+    let count = n as f32;
+    for row in x.chunks_exact_mut(n) {
+        let mut sum = 0f32;
+        let mut sum_sq = 0f32;
+        for &v in row.iter() {
+            sum += v;
+            let sq = v * v;
+            sum_sq += sq;
+        }
+        let mean = sum / count;
+        let den = (sum_sq / count - mean * mean + epsilon).sqrt();
+        for (i, v) in row.iter_mut().enumerate() {
+            let mut y = (*v - mean) / den;
+            if let Some(s) = scale {
+                y *= s[i];
+            }
+            if let Some(b) = bias {
+                y += b[i];
+            }
+            *v = y;
+        }
+    }
+}
+
 /// GELU in f64 (ONNX `Gelu`, opset 20): `0.5 x (1 + erf(x / sqrt 2))`, or with
 /// [`GeluApproximation::Tanh`] `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`.
 pub fn gelu(x: &mut [f32], approximation: GeluApproximation) {
