@@ -194,7 +194,7 @@ pub fn layer_norm_sequential_in_place(
         return;
     }
     assert!(
-        n > 0 && x.len() % n == 0,
+        n > 0 && x.len().is_multiple_of(n),
         "layer_norm_sequential: length {} is not a multiple of the row length {n}",
         x.len()
     );
@@ -220,11 +220,13 @@ fn seq_rows(x: &mut [f32], n: usize, scale: Option<&[f32]>, bias: Option<&[f32]>
         let mut sum_sq = [0f32; SEQ_ROWS];
         {
             let rows: [&[f32]; SEQ_ROWS] = std::array::from_fn(|r| &g[r * n..(r + 1) * n]);
+            // Column by column, the rows side by side: each row's sums stay
+            // in element order.
             for h in 0..n {
-                for r in 0..SEQ_ROWS {
-                    let v = rows[r][h];
-                    sum[r] += v;
-                    sum_sq[r] += v * v;
+                for ((s, q), row) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(&rows) {
+                    let v = row[h];
+                    *s += v;
+                    *q += v * v;
                 }
             }
         }

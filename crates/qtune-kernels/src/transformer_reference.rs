@@ -135,7 +135,7 @@ pub fn layer_norm_sequential(
         return;
     }
     assert!(
-        n > 0 && x.len() % n == 0,
+        n > 0 && x.len().is_multiple_of(n),
         "reference::layer_norm_sequential: length"
     );
     let count = n as f32;

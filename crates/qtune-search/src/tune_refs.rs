@@ -135,6 +135,32 @@ impl TuneRefs {
         Ok(out)
     }
 
+    /// Bytes kept in memory.
+    pub(crate) fn in_memory_bytes(&self) -> usize {
+        self.in_memory.load(Ordering::SeqCst)
+    }
+
+    /// Value `id` of batch `batch`, if kept.
+    pub(crate) fn get(&self, batch: usize, id: ValueId) -> Result<Option<Tensor>, SearchError> {
+        let Some(slots) = self.batches.get(batch) else {
+            return Ok(None);
+        };
+        let disk = match lock(slots).get(id.index()) {
+            Some(Some(Kept::Memory(t))) => return Ok(Some(t.clone())),
+            Some(Some(Kept::Disk {
+                offset,
+                bytes,
+                dtype,
+                dims,
+            })) => (*offset, *bytes, *dtype, dims.clone()),
+            _ => return Ok(None),
+        };
+        let (offset, bytes, dtype, dims) = disk;
+        let mut raw = vec![0u8; bytes];
+        self.read_at(&mut raw, offset).map_err(scratch_error)?;
+        Ok(Some(from_bytes(&raw, dtype, dims)?))
+    }
+
     fn write_at(&self, raw: &[u8], offset: u64) -> io::Result<()> {
         let mut spill = lock(&self.spill);
         if spill.is_none() {
@@ -161,7 +187,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn scratch_error(e: io::Error) -> SearchError {
     SearchError::Settings(format!(
-        "tuning scratch file in `{}`: {e}",
+        "scratch file in `{}`: {e}",
         std::env::temp_dir().display()
     ))
 }

@@ -63,9 +63,11 @@ pub struct SearchFlags {
     /// (`<qtable>.journal`) without redoing finished layers.
     #[arg(long)]
     pub resume: bool,
-    /// Memory for cached activations, in MiB; past it tensors are
-    /// recomputed when needed.
-    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 2048)]
+    /// Memory for the activations a search keeps, in MiB: the float
+    /// model's layer tensors (up to half; the rest go to a scratch file)
+    /// and the cached tensors of the configuration being refined (past it
+    /// they are recomputed when needed). Results do not depend on it.
+    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 1024)]
     pub cache_mb: usize,
     /// Memory, in MiB, for the tuner's float activations (every tensor of
     /// the tuning samples) of the calibrations a search runs; past it they

@@ -20,15 +20,117 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use qtune_deploy::{Plan, PlanRequest, Processor, build_qdq, integer_exact};
-use qtune_exec::{Executor, Keep, NoHook, Parallelism, PrepareOptions, RunOptions, Values};
+use qtune_exec::{
+    ExecError, Executor, Keep, NoHook, Parallelism, PrepareOptions, RunOptions, ValueHook, Values,
+};
 use qtune_ir::{Graph, NodeId, ValueId};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::similarity::{OutputScore, score_outputs};
+use super::similarity::{OutputScore, cos_sim, score_outputs};
 use crate::SearchError;
+use crate::tune_refs::TuneRefs;
+
+/// The reference model's layer tensors on every sample (see
+/// [`MixEvaluator::layer_tensors`]): in memory up to a share of the cache
+/// budget, beyond it in an unlinked scratch file, read back one tensor at a
+/// time when a layer is compared. The bytes read back are the bytes
+/// written, so the similarities do not depend on the budget.
+pub struct LayerRefs {
+    names: Vec<String>,
+    store: TuneRefs,
+}
+
+impl LayerRefs {
+    /// Bytes written to the scratch file.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.store
+            .spilled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// What a run does with each layer tensor it computes, sample by sample,
+/// instead of keeping it: with every sample in flight, keeping the layer
+/// tensors of all samples would hold a whole model's activations per sample.
+#[derive(Clone, Copy)]
+enum LayerWork<'a> {
+    None,
+    /// Store it as the reference tensor (values found in the cache too).
+    Record(&'a LayerRefs, &'a HashMap<ValueId, usize>),
+    /// Its similarity to the reference tensor (computed values only: a
+    /// value found in the cache is unchanged).
+    Compare(&'a LayerRefs, &'a HashMap<ValueId, usize>),
+}
+
+/// A run's kept values per sample, which nodes ran, and per sample the
+/// layer similarities (by layer index) its [`LayerWork`] computed.
+type RunResult = (Vec<Values>, Vec<bool>, Vec<Vec<Option<f64>>>);
+
+/// The [`ValueHook`] of [`LayerWork`] for one sample.
+struct LayerHook<'a> {
+    sample: usize,
+    work: LayerWork<'a>,
+    /// By layer index: the mapped cosine to the reference.
+    cos: Vec<Option<f64>>,
+    error: Option<SearchError>,
+}
+
+impl LayerHook<'_> {
+    fn visit(&mut self, value: ValueId, tensor: &Tensor) {
+        if self.error.is_some() {
+            return;
+        }
+        let result = match self.work {
+            LayerWork::None => Ok(()),
+            LayerWork::Record(refs, index) => match index.get(&value) {
+                Some(&i) => refs
+                    .store
+                    .insert(self.sample, ValueId::from_index(i), tensor),
+                None => Ok(()),
+            },
+            LayerWork::Compare(refs, index) => match index.get(&value) {
+                Some(&i) => refs
+                    .store
+                    .get(self.sample, ValueId::from_index(i))
+                    .map(|r| {
+                        if let Some(r) = r
+                            && r.numel() == tensor.numel()
+                        {
+                            self.cos[i] = Some(cos_sim(&r.to_f32_vec(), &tensor.to_f32_vec()));
+                        }
+                    }),
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = result {
+            self.error = Some(e);
+        }
+    }
+}
+
+impl ValueHook for LayerHook<'_> {
+    fn on_value(
+        &mut self,
+        _: &Graph,
+        value: ValueId,
+        tensor: &mut Tensor,
+    ) -> Result<(), ExecError> {
+        self.visit(value, tensor);
+        Ok(())
+    }
+
+    fn wants(&self, value: ValueId) -> bool {
+        match self.work {
+            LayerWork::None => false,
+            LayerWork::Record(_, index) | LayerWork::Compare(_, index) => {
+                index.contains_key(&value)
+            }
+        }
+    }
+}
 
 /// The precision settings of one model to evaluate.
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +203,12 @@ pub struct MixEvaluator<'g> {
     post: Option<Box<dyn OutputTransform + 'g>>,
     cache: HashMap<u128, Vec<Tensor>>,
     cache_bytes: usize,
+    /// `--cache_mb`: bounds every tensor the evaluator holds between runs
+    /// and keeps from a run (see [`Self::cache_budget`]).
     budget: usize,
+    /// Bytes of reference layer tensors handed out by
+    /// [`Self::layer_tensors`], held by the caller beside the cache.
+    held: usize,
     pub stats: EvalStats,
 }
 
@@ -188,7 +295,9 @@ impl<'g> MixEvaluator<'g> {
     /// An evaluator of `graph` (prepared, named by TPU-MLIR op names) on
     /// `samples` (graph inputs by name). `compare` names the compared
     /// tensors with their rates; empty means the graph outputs, rate 1.
-    /// `cache_budget` bounds the bytes of cached tensors.
+    /// `cache_budget` bounds the bytes of every tensor the evaluator keeps:
+    /// the reference layer tensors, the cache, and a stored run's tensors
+    /// (which exist beside the cache they replace).
     pub fn new(
         graph: &'g Graph,
         processor: Processor,
@@ -224,10 +333,18 @@ impl<'g> MixEvaluator<'g> {
             cache: HashMap::new(),
             cache_bytes: 0,
             budget: cache_budget,
+            held: 0,
             stats: EvalStats::default(),
         };
         ev.seed_inputs();
         Ok(ev)
+    }
+
+    /// Bytes the cache may hold: half of what the reference layer tensors
+    /// leave of the budget, since a stored run keeps its tensors while the
+    /// cache it replaces is still held.
+    fn cache_budget(&self) -> usize {
+        self.budget.saturating_sub(self.held) / 2
     }
 
     /// Graph inputs are always in the cache.
@@ -367,12 +484,16 @@ impl<'g> MixEvaluator<'g> {
         store: bool,
         keep_all: bool,
     ) -> Result<Vec<Values>, SearchError> {
-        Ok(self.run_with(built, n, store, keep_all, &[], store)?.0)
+        Ok(self
+            .run_with(built, n, store, keep_all, &[], store, LayerWork::None)?
+            .0)
     }
 
     /// Runs `built`; `extra` values are also computed and kept; with
     /// `replace` a stored run's tensors replace the cache. Also returns
-    /// which nodes ran (by node index).
+    /// which nodes ran (by node index), and per sample the layer
+    /// similarities `work` computed.
+    #[allow(clippy::too_many_arguments)]
     fn run_with(
         &mut self,
         built: &Built,
@@ -381,7 +502,8 @@ impl<'g> MixEvaluator<'g> {
         keep_all: bool,
         extra: &[ValueId],
         replace: bool,
-    ) -> Result<(Vec<Values>, Vec<bool>), SearchError> {
+        work: LayerWork,
+    ) -> Result<RunResult, SearchError> {
         let start = Instant::now();
         let n = n.min(self.samples.len());
         let g = built.exec.graph();
@@ -446,20 +568,40 @@ impl<'g> MixEvaluator<'g> {
         };
         let opts = RunOptions::new(keep, par);
         let cache = &self.cache;
-        let run_one = |s: usize| -> Result<Values, SearchError> {
+        let layers = match work {
+            LayerWork::None => 0,
+            LayerWork::Record(r, _) | LayerWork::Compare(r, _) => r.names.len(),
+        };
+        let run_one = |s: usize| -> Result<(Values, Vec<Option<f64>>), SearchError> {
             let mut given = Values::default();
             for &v in &frontier {
                 if let Some(t) = cache.get(&keys[v.index()]).and_then(|ts| ts.get(s)) {
                     given.insert(v, t.clone());
                 }
             }
+            let mut hook = LayerHook {
+                sample: s,
+                work,
+                cos: vec![None; layers],
+                error: None,
+            };
             let mut out = if nodes_run == 0 {
                 Values::default()
-            } else {
+            } else if matches!(work, LayerWork::None) {
                 built
                     .exec
                     .run_masked(&given, &run_mask, &opts, &mut NoHook)?
+            } else {
+                built.exec.run_masked(&given, &run_mask, &opts, &mut hook)?
             };
+            if matches!(work, LayerWork::Record(..)) {
+                for (&v, t) in frontier.iter().filter_map(|v| Some((v, given.get(*v)?))) {
+                    hook.visit(v, t);
+                }
+            }
+            if let Some(e) = hook.error {
+                return Err(e);
+            }
             // Values found in the cache are part of this model's result too.
             for &v in &frontier {
                 if out.get(v).is_none()
@@ -468,22 +610,28 @@ impl<'g> MixEvaluator<'g> {
                     out.insert(v, t.clone());
                 }
             }
-            Ok(out)
+            Ok((out, hook.cos))
         };
-        let results: Vec<Values> = if n > 1 {
+        let (results, cos): (Vec<Values>, Vec<Vec<Option<f64>>>) = if n > 1 {
             (0..n)
                 .into_par_iter()
                 .map(run_one)
-                .collect::<Result<_, _>>()?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .unzip()
         } else {
-            (0..n).map(run_one).collect::<Result<_, _>>()?
+            (0..n)
+                .map(run_one)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .unzip()
         };
         if store && replace {
             self.replace_cache(built, &results)?;
         }
         self.stats.runs += 1;
         self.stats.run_time += start.elapsed();
-        Ok((results, run_mask))
+        Ok((results, run_mask, cos))
     }
 
     /// Tensors the cache keeps: graph inputs and the tensors of the float
@@ -506,6 +654,7 @@ impl<'g> MixEvaluator<'g> {
         let g = built.exec.graph();
         let mut seen = std::collections::HashSet::new();
         let mut bytes = 0usize;
+        let budget = self.cache_budget();
         let mut kept = Vec::new();
         for v in g.inputs.iter().copied().chain(
             g.nodes()
@@ -527,7 +676,7 @@ impl<'g> MixEvaluator<'g> {
                 .shape
                 .as_ref()
                 .map_or(0, |s| s.numel() * dtype_bytes(value.dtype) * n);
-            if bytes + size > self.budget {
+            if bytes + size > budget {
                 continue;
             }
             bytes += size;
@@ -545,6 +694,7 @@ impl<'g> MixEvaluator<'g> {
         let g = built.exec.graph();
         let mut cache = HashMap::new();
         let mut bytes = 0usize;
+        let budget = self.cache_budget();
         // Graph inputs first, then node outputs in execution order: past
         // the budget, the earliest tensors stay cached (every trial needs
         // them), later ones are recomputed.
@@ -562,7 +712,7 @@ impl<'g> MixEvaluator<'g> {
             let Some(tensors) = tensors else { continue };
             let size: usize = tensors.iter().map(tensor_bytes).sum();
             let is_input = g.value(v).producer.is_none();
-            if !is_input && (!self.cacheable(g, v) || bytes + size > self.budget) {
+            if !is_input && (!self.cacheable(g, v) || bytes + size > budget) {
                 continue;
             }
             bytes += size;
@@ -646,7 +796,9 @@ impl<'g> MixEvaluator<'g> {
     ) -> Result<Vec<Vec<Tensor>>, SearchError> {
         let ids = value_ids(built, names)?;
         let n = self.samples.len();
-        let values = self.run_with(built, n, false, false, &ids, false)?.0;
+        let values = self
+            .run_with(built, n, false, false, &ids, false, LayerWork::None)?
+            .0;
         pick(built, &values, &ids)
     }
 
@@ -663,7 +815,9 @@ impl<'g> MixEvaluator<'g> {
         }
         let ids = value_ids(built, names)?;
         let n = self.samples.len();
-        let values = self.run_with(built, n, true, false, &ids, false)?.0;
+        let values = self
+            .run_with(built, n, true, false, &ids, false, LayerWork::None)?
+            .0;
         let outputs = self.compared(built, &values)?;
         let rates: Vec<f64> = self.compare.iter().map(|(_, r)| *r).collect();
         let score = score_outputs(&self.reference[..outputs.len()], &outputs, &rates)?;
@@ -696,86 +850,76 @@ impl<'g> MixEvaluator<'g> {
     }
 
     /// Runs `built` on every sample (its tensors replace the cache, see
-    /// [`Self::score`]) and returns its output score and, for every tensor
-    /// of `reference` this run recomputed (not found in the cache), the
-    /// mean mapped cosine to the reference over the samples. Tensors found
-    /// in the cache are the ones an earlier run of a configuration with the
-    /// same upstream computed, so their similarity is unchanged.
+    /// [`Self::score`]) and returns its output score and, for every layer of
+    /// `refs` this run recomputed (not found in the cache), the mean mapped
+    /// cosine to the reference over the samples. Tensors found in the cache
+    /// are the ones an earlier run of a configuration with the same upstream
+    /// computed, so their similarity is unchanged. Each layer tensor is
+    /// compared as it is computed and not kept.
     pub fn score_layers(
         &mut self,
         built: &Built,
-        reference: &HashMap<String, Vec<Tensor>>,
+        refs: &LayerRefs,
     ) -> Result<(OutputScore, HashMap<String, f64>), SearchError> {
         if self.reference.is_empty() {
             return Err(SearchError::Settings("no reference model was run".into()));
         }
         let n = self.samples.len();
-        let g = built.exec.graph();
-        let extra: Vec<ValueId> = reference
-            .keys()
-            .filter_map(|name| layer_value(g, name))
-            .collect();
-        let (values, ran) = self.run_with(built, n, true, false, &extra, true)?;
-        let mut items: Vec<(String, ValueId, &Vec<Tensor>)> = Vec::new();
-        for (name, r) in reference {
-            if let Some(v) = layer_value(g, name)
-                && g.value(v).producer.is_some_and(|p| ran[p.index()])
+        let index = layer_index(built.exec.graph(), &refs.names);
+        let (values, _, cos) = self.run_with(
+            built,
+            n,
+            true,
+            false,
+            &[],
+            true,
+            LayerWork::Compare(refs, &index),
+        )?;
+        let mut layer_cos = HashMap::new();
+        for (i, name) in refs.names.iter().enumerate() {
+            // A layer counts when every sample compared it (in sample
+            // order, so the mean does not depend on the threads).
+            let per_sample: Option<Vec<f64>> = cos.iter().map(|c| c[i]).collect();
+            if let Some(v) = per_sample
+                && !v.is_empty()
             {
-                items.push((name.clone(), v, r));
+                layer_cos.insert(name.clone(), v.iter().sum::<f64>() / v.len() as f64);
             }
         }
-        items.sort_by(|a, b| a.0.cmp(&b.0));
-        let layer_cos: Vec<(String, f64)> = items
-            .par_iter()
-            .filter_map(|(name, v, r)| {
-                let mut sum = 0.0;
-                for (s, vals) in values.iter().enumerate() {
-                    let (a, b) = (r.get(s)?, vals.get(*v)?);
-                    if a.numel() != b.numel() {
-                        return None;
-                    }
-                    sum += super::similarity::cos_sim(&a.to_f32_vec(), &b.to_f32_vec());
-                }
-                Some((name.clone(), sum / values.len().max(1) as f64))
-            })
-            .collect();
         let outputs = self.compared(built, &values)?;
         let rates: Vec<f64> = self.compare.iter().map(|(_, r)| *r).collect();
         let score = score_outputs(&self.reference[..outputs.len()], &outputs, &rates)?;
-        Ok((score, layer_cos.into_iter().collect()))
+        Ok((score, layer_cos))
     }
 
-    /// Runs `built` (a reference model) on every sample and returns the
-    /// tensors named in `names`, per sample, within the cache budget
-    /// (`None` when they do not fit; they are held beside the cache).
+    /// Runs `built` (a reference model) on every sample and keeps its layer
+    /// tensors `names` for [`Self::score_layers`]: up to half the budget in
+    /// memory (the cache then gets what they leave), the rest in a scratch
+    /// file. Its tensors replace the cache.
     pub fn layer_tensors(
         &mut self,
         built: &Built,
         names: &[String],
-    ) -> Result<Option<HashMap<String, Vec<Tensor>>>, SearchError> {
+    ) -> Result<LayerRefs, SearchError> {
         let n = self.samples.len();
-        let g = built.exec.graph();
-        let ids: Vec<(String, ValueId)> = names
-            .iter()
-            .filter_map(|name| Some((name.clone(), layer_value(g, name)?)))
-            .collect();
-        let extra: Vec<ValueId> = ids.iter().map(|(_, v)| *v).collect();
-        // A stored run (the cache then holds this model), keeping every
-        // layer tensor asked for.
-        let values = self.run_with(built, n, true, false, &extra, true)?.0;
-        let mut out = HashMap::new();
-        let mut bytes = 0usize;
-        for (name, v) in ids {
-            let ts: Option<Vec<Tensor>> = values.iter().map(|x| x.get(v).cloned()).collect();
-            if let Some(ts) = ts {
-                bytes += ts.iter().map(tensor_bytes).sum::<usize>();
-                if bytes > self.budget {
-                    return Ok(None);
-                }
-                out.insert(name, ts);
-            }
-        }
-        Ok(Some(out))
+        let refs = LayerRefs {
+            names: names.to_vec(),
+            store: TuneRefs::new(n, names.len(), self.budget / 2),
+        };
+        // The tensors this run records are held from now on.
+        self.held = self.budget / 2;
+        let index = layer_index(built.exec.graph(), names);
+        self.run_with(
+            built,
+            n,
+            true,
+            false,
+            &[],
+            true,
+            LayerWork::Record(&refs, &index),
+        )?;
+        self.held = refs.store.in_memory_bytes();
+        Ok(refs)
     }
 
     /// Bytes currently held by the cache.
@@ -790,6 +934,15 @@ impl<'g> MixEvaluator<'g> {
         self.cache_bytes = 0;
         self.seed_inputs();
     }
+}
+
+/// The value of each layer of `names` in `g`, by layer index.
+fn layer_index(g: &Graph, names: &[String]) -> HashMap<ValueId, usize> {
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| Some((layer_value(g, name)?, i)))
+        .collect()
 }
 
 /// The result of [`MixEvaluator::trial`].

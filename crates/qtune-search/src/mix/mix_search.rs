@@ -4,20 +4,17 @@
 //! change if the model output does not get worse, and stop once the output
 //! similarity exceeds `expected_cos`.
 //!
-//! Each configuration is scored in one pass per sample that runs the
-//! reference (the model at the float type) and the mixed model and compares
-//! every layer and the outputs.
+//! The reference (the model at the float type) runs once and its layer
+//! tensors are kept; each configuration then recomputes what it changed and
+//! compares those layers and the outputs.
 
 use std::collections::HashMap;
 
-use qtune_exec::{Keep, NoHook, Parallelism, RunOptions};
 use qtune_quant::{CalibrationTable, QuantMode};
-use rayon::prelude::*;
 
-use super::evaluator::layer_value;
 use super::layers::layers;
 use super::log::SearchLog;
-use super::similarity::{OutputScore, cos_sim, score_outputs};
+use super::similarity::OutputScore;
 use super::{Built, MixEvaluator, Precision};
 use crate::{Progress, SearchError};
 
@@ -64,95 +61,6 @@ pub struct MixSearchOutcome {
     pub trajectory: Vec<(usize, f64)>,
 }
 
-/// Layer similarities (by op name) and the output score of `mix`.
-fn layer_pass(
-    ev: &mut MixEvaluator,
-    reference: &Built,
-    mix: &Built,
-    names: &[String],
-) -> Result<(HashMap<String, f64>, OutputScore), SearchError> {
-    let n = ev.sample_count();
-    let inputs: Vec<_> = (0..n)
-        .map(|s| Ok((ev.inputs_for(reference, s)?, ev.inputs_for(mix, s)?)))
-        .collect::<Result<_, SearchError>>()?;
-    let rg = reference.graph();
-    let mg = mix.graph();
-    let pairs: Vec<Option<(qtune_ir::ValueId, qtune_ir::ValueId)>> = names
-        .iter()
-        .map(|name| Some((layer_value(rg, name)?, layer_value(mg, name)?)))
-        .collect();
-    let compare: Vec<qtune_ir::ValueId> = ev
-        .compare()
-        .iter()
-        .map(|(name, _)| {
-            mg.find_value(name).ok_or_else(|| {
-                SearchError::Settings(format!("tensor `{name}` is missing from the mixed model"))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let par = if n > 1 {
-        Parallelism::Sequential
-    } else {
-        Parallelism::Rayon
-    };
-    let opts = RunOptions::new(Keep::All, par);
-    let per_sample = |(ri, mi): (Vec<_>, Vec<_>)| -> Result<_, SearchError> {
-        let rv = reference.exec().run(ri, &opts, &mut NoHook)?;
-        let mv = mix.exec().run(mi, &opts, &mut NoHook)?;
-        let cos: Vec<Option<f64>> = pairs
-            .iter()
-            .map(|p| {
-                let (r, m) = (*p)?;
-                let (a, b) = (rv.get(r)?.to_f32_vec(), mv.get(m)?.to_f32_vec());
-                (a.len() == b.len()).then(|| cos_sim(&a, &b))
-            })
-            .collect();
-        let outs: Vec<(String, qtune_tensor::Tensor)> = compare
-            .iter()
-            .map(|&c| {
-                mv.get(c)
-                    .cloned()
-                    .map(|t| (mg.value(c).name.clone(), t))
-                    .ok_or_else(|| {
-                        SearchError::Exec(qtune_exec::ExecError::NotKept(mg.value(c).name.clone()))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok((cos, outs))
-    };
-    let results: Vec<_> = if n > 1 {
-        inputs
-            .into_par_iter()
-            .map(per_sample)
-            .collect::<Result<_, _>>()?
-    } else {
-        inputs
-            .into_iter()
-            .map(per_sample)
-            .collect::<Result<_, _>>()?
-    };
-    let mut sums: Vec<(f64, usize)> = vec![(0.0, 0); names.len()];
-    let mut outputs = Vec::with_capacity(n);
-    for (cos, outs) in results {
-        for (slot, c) in sums.iter_mut().zip(cos) {
-            if let Some(c) = c {
-                slot.0 += c;
-                slot.1 += 1;
-            }
-        }
-        outputs.push(ev.post_process(outs)?);
-    }
-    let mut map = HashMap::new();
-    for (name, (sum, count)) in names.iter().zip(sums) {
-        if count > 0 {
-            map.insert(name.clone(), sum / count as f64);
-        }
-    }
-    let rates: Vec<f64> = ev.compare().iter().map(|(_, r)| *r).collect();
-    let score = score_outputs(ev.reference(), &outputs, &rates)?;
-    Ok((map, score))
-}
-
 /// Runs mix_search. The evaluator's reference must be the model at the
 /// float type, built as `reference`.
 pub fn mix_search(
@@ -172,23 +80,18 @@ pub fn mix_search(
             qtable,
         })
     };
-    // The reference's layer tensors are kept when they fit in the cache
-    // budget (beside the cache): each configuration then recomputes (and compares) only
-    // what it changed. Otherwise every pass runs both models in full.
+    // The reference's layer tensors are kept (in memory within the budget,
+    // beyond it in a scratch file): each configuration then recomputes, and
+    // compares, only what it changed.
     let ref_tensors = ev.layer_tensors(reference, &names)?;
     let score = |ev: &mut MixEvaluator,
                  b: &Built,
                  previous: Option<&HashMap<String, f64>>|
      -> Result<(HashMap<String, f64>, OutputScore), SearchError> {
-        match &ref_tensors {
-            Some(r) => {
-                let (sc, changed) = ev.score_layers(b, r)?;
-                let mut lc = previous.cloned().unwrap_or_default();
-                lc.extend(changed);
-                Ok((lc, sc))
-            }
-            None => layer_pass(ev, reference, b, &names),
-        }
+        let (sc, changed) = ev.score_layers(b, &ref_tensors)?;
+        let mut lc = previous.cloned().unwrap_or_default();
+        lc.extend(changed);
+        Ok((lc, sc))
     };
     let base = build(ev, &s.base_qtable)?;
     let (mut layer_cos, int8) = score(ev, &base, None)?;
