@@ -129,7 +129,7 @@ fn run_inner(args: Args) -> Result<()> {
             .map(|(m, n)| format!("{n} {m}"))
             .collect();
         eprintln!(
-            "{}: {} for {} ({}); {} tensors quantized, {} int8 weights, {} int32 biases, {} tensors rounded to a float type",
+            "{}: {} for {} ({}); {} tensors quantized, {} int8 weights, {} int32 biases, {} tensors rounded to a float type{}",
             args.mlir.display(),
             mode,
             q.plan.profile.processor,
@@ -137,7 +137,11 @@ fn run_inner(args: Args) -> Result<()> {
             q.report.quantized_tensors,
             q.report.int8_weights,
             q.report.int32_biases,
-            q.report.rounded_tensors
+            q.report.rounded_tensors,
+            match q.report.weight_only_weights {
+                0 => String::new(),
+                n => format!(", {n} weight-only weights"),
+            }
         );
         for name in &q.report.f32_fallbacks {
             eprintln!("  {name}: F32 (the weight shift would be negative on this chip)");
