@@ -4,8 +4,8 @@ W4F16, W4BF16), in numpy, from the source ONNX model's float weights.
 
     weight_only_oracle.py codes SOURCE.onnx EXPORT.onnx BITS GROUP SYMMETRIC FORMAT
 
-For every weight-only weight of EXPORT.onnx (initializers `W_int8` or
-`W_uint4` with `W_scale` and `W_zero_point`, W the source initializer's name),
+For every BITS-bit weight-only weight of EXPORT.onnx (initializers `W_wo8`
+or `W_wo4` with `W_scale` and `W_zero_point`, W the source initializer's name),
 recomputes the integer codes, scales and zero points from SOURCE.onnx's float
 W with TPU-MLIR's rules (lib/Dialect/Tpu/Canonicalize/A16MatMul.cpp:
 computePerChannelParam, computePerGroupParam, weightQuantization), written
@@ -86,7 +86,7 @@ def codes(source, export, bits, group, symmetric, fmt):
             tb = any(a.name == "transB" and a.i == 1 for a in node.attribute)
             trans_b[node.input[1]] = node.op_type == "Gemm" and tb
     out = {i.name: numpy_helper.to_array(i) for i in onnx.load(export).graph.initializer}
-    suffix = "_uint4" if bits == 4 else "_int8"
+    suffix = f"_wo{bits}"
     names = [n[: -len(suffix)] for n in out if n.endswith(suffix)]
     if not names:
         print(f"no {suffix} weights in {export}")

@@ -8,7 +8,8 @@
 //! Tensor names: a quantized tensor `t` is read through
 //! `t_QuantizeLinear` -> `t_DequantizeLinear`; a rounded one through
 //! `t_F16` / `t_BF16`; int8 weights are `w_int8` with `w_scale`, biases
-//! `b_int32`. Graph outputs keep their names (the float value before the
+//! `b_int32`; weight-only codes are `w_wo8` / `w_wo4` with `w_scale` and
+//! `w_zero_point` (see [`crate::weight_only`]). Graph outputs keep their names (the float value before the
 //! last Q/DQ or rounding is renamed `t_raw`).
 
 use std::collections::HashMap;
@@ -399,7 +400,7 @@ impl Builder<'_> {
         let base = self.src.value(layer.weight).name.clone();
         let rows = q.scale.len();
         let g = q.group;
-        let code_name = format!("{base}_{}", if bits == 4 { "uint4" } else { "int8" });
+        let code_name = format!("{base}_wo{bits}");
         let codes = match q.codes {
             crate::weight_only::Codes::I8(c) => {
                 Tensor::new(vec![rows, g], TensorData::I8(c.into()))

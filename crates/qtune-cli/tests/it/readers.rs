@@ -122,9 +122,9 @@ fn qtable_skips_what_tpu_mlir_skips_with_one_warning_and_strict_refuses() {
     assert_eq!(out.status.code(), Some(2), "{all}");
     let err = all.lines().find(|l| l.starts_with("error:")).unwrap_or("");
     assert!(
-        err.contains("qtable row `dense_3_Softmax W8F16`")
-            && err.contains("not a MatMul/Gemm with a constant 2-D weight")
-            && err.contains("write F16")
+        err.contains("qtable row `Conv1_relu_Clip W4BF16`")
+            && err.contains("(Conv) is not a MatMul/Gemm with a constant 2-D weight")
+            && err.contains("write BF16")
             && !err.contains("elsewhere_MatMul"),
         "{all}"
     );
