@@ -359,8 +359,12 @@ mod tests {
         };
         let q = quantize(&w, 1, 4, 4, opts, FloatFormat::F16);
         assert_eq!(q.zero_point, vec![8]);
-        // s = 2/15: -7.5 -> -8 -> 0; 7.5 -> 8 -> 16, clamped to 15.
-        assert_eq!(q.codes, Codes::U8(vec![0, 15, 12, 8]));
+        // s = 2/15 rounds up in f32, so +-1 / s = +-7.4999996 -> +-7, + 8.
+        assert_eq!(q.codes, Codes::U8(vec![1, 15, 12, 8]));
+        // 8 bits: +-absmax land on codes 1 and 255 around zero point 128.
+        let q = quantize(&[-1.0, 0.999_999], 1, 2, 8, opts, FloatFormat::F16);
+        assert_eq!(q.zero_point, vec![128]);
+        assert_eq!(q.codes, Codes::U8(vec![1, 255]));
     }
 
     #[test]
