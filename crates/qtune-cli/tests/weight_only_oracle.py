@@ -21,6 +21,10 @@ here from the rules, not from qtune's code:
 * codes = clamp(round(w / s) + zp), round half away from zero, in float32;
 * scales stored rounded to FORMAT (F16 or BF16, nearest even).
 
+4-bit layers written as com.microsoft MatMulNBits are unpacked first (two
+codes per byte, low nibble first; scales and zero points per block of
+`block_size`, each group's repeated over its blocks).
+
 Codes, zero points and scales must agree exactly (exit 1 otherwise). Prints
 per-weight relative RMS error of the dequantized weight and the count.
 """
@@ -85,13 +89,20 @@ def codes(source, export, bits, group, symmetric, fmt):
         if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1:
             tb = any(a.name == "transB" and a.i == 1 for a in node.attribute)
             trans_b[node.input[1]] = node.op_type == "Gemm" and tb
-    out = {i.name: numpy_helper.to_array(i) for i in onnx.load(export).graph.initializer}
+    exported = onnx.load(export)
+    out = {i.name: numpy_helper.to_array(i) for i in exported.graph.initializer}
+    nbits = {}
+    for node in exported.graph.node:
+        if node.op_type == "MatMulNBits" and node.domain == "com.microsoft":
+            at = {a.name: a.i for a in node.attribute}
+            nbits[node.input[1]] = at
     suffix = f"_wo{bits}"
     names = [n[: -len(suffix)] for n in out if n.endswith(suffix)]
     if not names:
         print(f"no {suffix} weights in {export}")
         return 1
     bad = 0
+    packed = 0
     errs = []
     for name in sorted(names):
         w = inits[name].astype(np.float32)
@@ -101,6 +112,24 @@ def codes(source, export, bits, group, symmetric, fmt):
         got_q = out[name + suffix]
         got_s = out[name + "_scale"]
         got_zp = out[name + "_zero_point"]
+        at = nbits.get(name + suffix)
+        if at is not None:
+            # MatMulNBits: codes two per byte (low nibble first) as
+            # [N, K / block, block / 2], one scale and zero point per block
+            # (zero points packed too): unpack, and expect each group's
+            # scale / zero point repeated over its blocks.
+            n, k = w_nk.shape
+            block = at["block_size"]
+            assert at["bits"] == 4 and at["K"] == k and at["N"] == n, at
+            nb = k // block
+            got_q = np.stack([got_q & 0x0F, got_q >> 4], axis=-1).reshape(n, k)
+            zrow = (nb + 1) // 2
+            z = got_zp.reshape(n, zrow)
+            got_zp = np.stack([z & 0x0F, z >> 4], axis=-1).reshape(n, -1)[:, :nb].reshape(-1)
+            rep = (k // (len(s) // n)) // block
+            s = np.repeat(s, rep)
+            zp = np.repeat(zp, rep)
+            q = q.reshape(n, k)
         ok = (
             got_q.size == q.size
             and np.array_equal(got_q.reshape(-1).astype(np.float32), q.reshape(-1))
@@ -114,8 +143,9 @@ def codes(source, export, bits, group, symmetric, fmt):
             print(f"MISMATCH {name}: {diff} codes differ; scales equal {np.array_equal(got_s, s)}; "
                   f"zero points equal {np.array_equal(got_zp.astype(np.float32), zp)}; dtype {got_q.dtype}")
         deq = ((q.reshape(len(s), -1) - zp.reshape(-1, 1)) * s.reshape(-1, 1)).reshape(w_nk.shape)
+        packed += at is not None
         errs.append(float(np.sqrt(np.mean((deq - w_nk) ** 2)) / np.sqrt(np.mean(w_nk**2))))
-    print(f"{len(names)} weights checked, {bad} mismatched; relative RMS weight error "
+    print(f"{len(names)} weights checked ({packed} as MatMulNBits), {bad} mismatched; relative RMS weight error "
           f"mean {np.mean(errs):.4f} max {np.max(errs):.4f}")
     return 1 if bad else 0
 

@@ -41,7 +41,14 @@ fn val_inputs(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// The numpy oracle on the `bits`-bit weight-only weights of `onnx`.
-fn check_codes(name: &str, onnx: &Path, bits: u32, group: usize, symmetric: bool, fmt: &str) {
+fn check_codes(
+    name: &str,
+    onnx: &Path,
+    bits: u32,
+    group: usize,
+    symmetric: bool,
+    fmt: &str,
+) -> String {
     let source = workloads().join("models").join(format!("{name}.onnx"));
     let (bits, group) = (bits.to_string(), group.to_string());
     let out = python(&[
@@ -57,11 +64,12 @@ fn check_codes(name: &str, onnx: &Path, bits: u32, group: usize, symmetric: bool
     let text = stdout_of(&out);
     println!("{}: {text}", onnx.display());
     assert!(
-        out.status.success() && text.contains(" weights checked, 0 mismatched"),
+        out.status.success() && text.contains(", 0 mismatched;"),
         "{}: integer weights differ from the numpy computation:\n{text}{}",
         onnx.display(),
         stderr_of(&out)
     );
+    text
 }
 
 /// ONNX Runtime on `onnx` vs `sim` on every sample of `inputs`.
@@ -128,12 +136,16 @@ fn minilm_weight_only_codes_match_numpy_and_onnx_runtime_matches_simulation() {
     let mlir = transform_workload(&dir, name);
     let inputs = val_inputs(&dir, name);
     // (mode, bits, group, symmetric, float type): per channel and per group,
-    // 8 and 4 bits, F16 and BF16, asymmetric and symmetric groups.
-    let configs: [(&str, u32, usize, bool, &str); 4] = [
+    // 8 and 4 bits, F16 and BF16, asymmetric and symmetric groups. 4-bit
+    // layers are written as MatMulNBits when the group is a multiple of 16
+    // (per channel: K = 384 and 1536, blocks of 128 and 512), else (group 8)
+    // as DequantizeLinear.
+    let configs: [(&str, u32, usize, bool, &str); 5] = [
         ("W8F16", 8, 0, false, "F16"),
         ("W4F16", 4, 128, false, "F16"),
         ("W8BF16", 8, 64, true, "BF16"),
         ("W4BF16", 4, 0, false, "BF16"),
+        ("W4F16", 4, 8, true, "F16"),
     ];
     for (mode, bits, group, symmetric, fmt) in configs {
         let g = group.to_string();
@@ -153,7 +165,19 @@ fn minilm_weight_only_codes_match_numpy_and_onnx_runtime_matches_simulation() {
             "{text}"
         );
         assert!(text.contains("over 60 samples (0 below"), "{text}");
-        check_codes(name, &onnx, bits, group, symmetric, fmt);
+        let nbits = bits == 4 && group % 16 == 0;
+        assert_eq!(
+            text.contains("36 4-bit weight-only layers as com.microsoft MatMulNBits"),
+            nbits,
+            "{text}"
+        );
+        let oracle = check_codes(name, &onnx, bits, group, symmetric, fmt);
+        let want = if nbits {
+            "(36 as MatMulNBits)"
+        } else {
+            "(0 as MatMulNBits)"
+        };
+        assert!(oracle.contains(want), "{oracle}");
     }
 }
 
@@ -190,12 +214,16 @@ fn int8_model_with_weight_only_qtable_rows_runs_in_onnx_runtime() {
     ];
     let (onnx, text) = deploy_and_check(&dir, &mlir, &inputs, "mixed", &flags);
     assert!(
-        text.contains("1 W8F16, 1 W4F16") && text.contains("2 weight-only weights"),
+        text.contains("1 W8F16, 1 W4F16")
+            && text.contains("2 weight-only weights")
+            && text.contains("(1 4-bit weight-only layers as com.microsoft MatMulNBits)"),
         "{text}"
     );
     assert!(text.contains("over 32 samples (0 below"), "{text}");
     check_codes(name, &onnx, 8, 0, false, "F16");
-    check_codes(name, &onnx, 4, 0, false, "F16");
+    // dense_2: K = 1280 per channel, written as blocks of 256.
+    let oracle = check_codes(name, &onnx, 4, 0, false, "F16");
+    assert!(oracle.contains("(1 as MatMulNBits)"), "{oracle}");
 }
 
 #[test]
