@@ -45,8 +45,10 @@
 //! the same as one per group) -> rounding to the float type -> Reshape to
 //! `[N, K]` -> Transpose to the layer's layout. Those are opset-17 ops that
 //! ONNX Runtime and qtune's executor both run, with the same single
-//! rounding of `(q - zp) * s`. 4-bit codes are stored one per byte (ONNX
-//! has 4-bit types from opset 21 only, and the exporter writes opset 17).
+//! rounding of `(q - zp) * s`. 4-bit codes take one byte each here (ONNX
+//! has 4-bit types from opset 21 only, and the exporter writes opset 17);
+//! `model_deploy` packs them into ONNX Runtime's MatMulNBits when it writes
+//! the file (`qtune_cli::int4_pack`).
 
 use qtune_ir::{FloatFormat, Graph, NodeId, Op, ValueId};
 use qtune_quant::QuantMode;
