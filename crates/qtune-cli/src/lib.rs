@@ -7,6 +7,7 @@
 //! files, unknown flags).
 
 pub mod commands;
+pub mod int4_pack;
 pub mod model;
 pub mod py_names;
 

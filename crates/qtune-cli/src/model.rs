@@ -340,6 +340,16 @@ pub struct QuantArgs {
     /// with one token) are errors (exit 2) instead of one warning line.
     #[arg(long)]
     pub strict: bool,
+    /// Weight-only layers (W8F16, W8BF16, W4F16, W4BF16): one scale per
+    /// group of N weights along the input (reduction) axis; N must divide
+    /// every such layer's K. Omitted: one scale per output channel
+    /// (TPU-MLIR's default 0).
+    #[arg(long = "q_group_size", alias = "q-group-size")]
+    pub q_group_size: Option<usize>,
+    /// Weight-only groups are symmetric (zero point 128 / 8) instead of
+    /// asymmetric (TPU-MLIR's --q_symmetric; needs --q_group_size).
+    #[arg(long = "q_symmetric", alias = "q-symmetric")]
+    pub q_symmetric: bool,
 }
 
 impl QuantArgs {
@@ -368,15 +378,37 @@ impl QuantArgs {
             Some(m @ (QuantMode::Int8 | QuantMode::F16 | QuantMode::BF16 | QuantMode::F32)) => {
                 Ok(m)
             }
-            Some(m) if m.is_weight_only() => bail!(
-                "--quantize {s}: weight-only modes are recognised but not deployed yet \
-                 (issue 14); qtune simulates and exports INT8, F16, BF16 and F32"
-            ),
+            Some(m) if m.is_weight_only() => Ok(m),
             _ => bail!(
-                "--quantize {s}: qtune simulates and exports INT8, F16, BF16 and F32 \
-                 (TPU-MLIR's other modes need its backend)"
+                "--quantize {s}: qtune simulates and exports INT8, F16, BF16, F32 and the \
+                 weight-only W8F16, W8BF16, W4F16, W4BF16 (TPU-MLIR's other modes need its \
+                 backend)"
             ),
         }
+    }
+
+    /// `--q_group_size` / `--q_symmetric`. An explicit 0 is refused (TPU-MLIR
+    /// reads 0 as per channel; here that is the flag's absence, so that a 0
+    /// computed by a script by mistake does not silently change the scheme).
+    pub fn weight_only(&self) -> Result<qtune_deploy::WeightOnly> {
+        let group_size = match self.q_group_size {
+            Some(0) => bail!(
+                "--q_group_size 0: expected a positive group size (values per scale along the \
+                 input axis); omit the flag for one scale per output channel"
+            ),
+            Some(g) => g,
+            None => 0,
+        };
+        if self.q_symmetric && group_size == 0 {
+            bail!(
+                "--q_symmetric needs --q_group_size: TPU-MLIR applies it to per-group weights \
+                 only (per-channel weights follow fixed rules)"
+            );
+        }
+        Ok(qtune_deploy::WeightOnly {
+            group_size,
+            symmetric: self.q_symmetric,
+        })
     }
 
     pub fn processor(&self) -> Result<qtune_deploy::Processor> {
@@ -443,7 +475,8 @@ impl QuantArgs {
             asymmetric: self.asymmetric,
             matmul_per_channel: self.matmul_perchannel,
         };
-        let q = qtune_deploy::quantize(graph, processor, &req).map_err(|e| {
+        let wo = self.weight_only()?;
+        let q = qtune_deploy::quantize_with(graph, processor, &req, wo).map_err(|e| {
             let ctx = match (&self.calibration_table, &self.quantize_table) {
                 (Some(c), Some(t)) => format!(
                     " (calibration table `{}`, qtable `{}`)",

@@ -17,6 +17,7 @@ pub mod profile;
 mod qdq;
 mod qtable;
 pub mod sim;
+pub mod weight_only;
 
 pub use io_names::{onnx_name_of, rename_io};
 pub use plan::{FloatReason, HUGE_THRESHOLD, Plan, PlanRequest, Range};
@@ -24,6 +25,7 @@ pub use profile::{Family, Processor, Profile, WeightScheme};
 pub use qdq::{QdqReport, build_qdq};
 pub use qtable::{QtableMatch, match_qtable};
 pub use sim::{SimOptions, integer_exact, integer_exact_with};
+pub use weight_only::WeightOnly;
 
 /// Errors of planning and building a quantized model.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +61,17 @@ pub fn quantize(
     processor: Processor,
     req: &PlanRequest,
 ) -> Result<QuantizedModel, DeployError> {
-    let plan = Plan::new(graph, processor.profile(), req)?;
+    quantize_with(graph, processor, req, WeightOnly::default())
+}
+
+/// [`quantize`] with the options of weight-only layers.
+pub fn quantize_with(
+    graph: &qtune_ir::Graph,
+    processor: Processor,
+    req: &PlanRequest,
+    wo: WeightOnly,
+) -> Result<QuantizedModel, DeployError> {
+    let plan = Plan::new_with(graph, processor.profile(), req, wo)?;
     let (qdq, report) = build_qdq(graph, &plan)?;
     Ok(QuantizedModel { plan, qdq, report })
 }

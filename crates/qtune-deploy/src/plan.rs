@@ -11,6 +11,7 @@ use qtune_tensor::DType;
 
 use crate::DeployError;
 use crate::profile::{Family, Profile};
+use crate::weight_only::{self, WeightOnly};
 
 /// The calibrated range of one tensor as the chip sees it. Symmetric (the
 /// default): `lo` is `-th` (signed, int8 `th/127`) or `0` (unsigned, uint8
@@ -112,6 +113,8 @@ pub struct Plan {
     pub ranges: Vec<Option<Range>>,
     /// Gemm weights per output channel (see [`PlanRequest`]).
     pub matmul_per_channel: bool,
+    /// Group size and symmetry of the weight-only layers.
+    pub weight_only: WeightOnly,
 }
 
 /// The main precision of a deploy and its overrides.
@@ -334,6 +337,17 @@ fn data_input(graph: &Graph, node: NodeId) -> Option<ValueId> {
 impl Plan {
     /// Builds the plan of `graph` (value names are the table's op names).
     pub fn new(graph: &Graph, profile: Profile, req: &PlanRequest) -> Result<Plan, DeployError> {
+        Plan::new_with(graph, profile, req, WeightOnly::default())
+    }
+
+    /// [`Plan::new`] with the options of weight-only layers (`--quantize`
+    /// or qtable rows W8F16, W8BF16, W4F16, W4BF16; see [`weight_only`]).
+    pub fn new_with(
+        graph: &Graph,
+        profile: Profile,
+        req: &PlanRequest,
+        wo: WeightOnly,
+    ) -> Result<Plan, DeployError> {
         let qt: HashMap<&str, QuantMode> =
             req.qtable.iter().map(|(n, m)| (n.as_str(), *m)).collect();
         let mut matched = vec![false; req.qtable.len()];
@@ -341,12 +355,15 @@ impl Plan {
             if !matches!(
                 m,
                 QuantMode::F32 | QuantMode::F16 | QuantMode::BF16 | QuantMode::Int8
-            ) {
+            ) && !m.is_weight_only()
+            {
                 return Err(DeployError::Unsupported(format!(
-                    "qtable mode {m}: only INT8, F16, BF16 and F32 layers are supported"
+                    "qtable mode {m}: only INT8, F16, BF16, F32 and weight-only (W8F16, W8BF16, \
+                     W4F16, W4BF16) layers are supported"
                 )));
             }
         }
+        check_weight_only_request(graph, &profile, req, wo)?;
         if req.asymmetric && profile.signed_only {
             return Err(DeployError::Unsupported(format!(
                 "--asymmetric: {} quantizes activations symmetrically only",
@@ -392,7 +409,13 @@ impl Plan {
             let (mode, reason) = if !is_float_data(graph, id) {
                 (QuantMode::F32, Some(FloatReason::NotFloatData))
             } else if let Some(m) = listed {
-                (m, (m != QuantMode::Int8).then_some(FloatReason::Qtable))
+                if m.is_weight_only() {
+                    weight_only_mode(graph, id, m, &profile, wo, true)?
+                } else {
+                    (m, (m != QuantMode::Int8).then_some(FloatReason::Qtable))
+                }
+            } else if req.quantize.is_weight_only() {
+                weight_only_mode(graph, id, req.quantize, &profile, wo, false)?
             } else if req.quantize != QuantMode::Int8 {
                 (req.quantize, None)
             } else if let Some((m, why)) = chip_float(graph, id, &profile, req.fp_type) {
@@ -433,6 +456,7 @@ impl Plan {
             reasons,
             ranges: vec![None; graph.value_count()],
             matmul_per_channel: req.matmul_per_channel,
+            weight_only: wo,
         };
         if plan.modes.contains(&QuantMode::Int8) {
             let table = req.calibration.ok_or_else(|| {
@@ -468,6 +492,105 @@ impl Plan {
         }
         out
     }
+}
+
+/// Refuses weight-only requests TPU-MLIR does not lower: on chips outside
+/// the BM1684X family (only its lowering has `A16MatMul`), and a group size
+/// with no weight-only layer to apply it to.
+fn check_weight_only_request(
+    graph: &Graph,
+    profile: &Profile,
+    req: &PlanRequest,
+    wo: WeightOnly,
+) -> Result<(), DeployError> {
+    let rows: Vec<&(String, QuantMode)> = req
+        .qtable
+        .iter()
+        .filter(|(_, m)| m.is_weight_only())
+        .collect();
+    let any = req.quantize.is_weight_only() || !rows.is_empty();
+    if any && profile.family != Family::Bm1684x {
+        let what = if req.quantize.is_weight_only() {
+            format!("--quantize {}", req.quantize)
+        } else {
+            format!("qtable row `{} {}`", rows[0].0, rows[0].1)
+        };
+        return Err(DeployError::Unsupported(format!(
+            "{what}: weight-only modes are lowered for bm1684x, bm1688, bm1690 and cv186x only \
+             (TPU-MLIR's A16MatMul), not for {}",
+            profile.processor
+        )));
+    }
+    if !any && (wo.group_size > 0 || wo.symmetric) {
+        return Err(DeployError::Input(format!(
+            "--q_group_size / --q_symmetric apply to weight-only layers (W8F16, W8BF16, W4F16, \
+             W4BF16); this deploy of `{}` has none",
+            graph.name
+        )));
+    }
+    Ok(())
+}
+
+/// The mode of a float-data node under weight-only mode `m`: `m` for a
+/// MatMul/Gemm with a constant 2-D weight (checked against the group
+/// size), else the mode's float type. A qtable row (`from_qtable`) naming
+/// an op without such a weight is refused: TPU-MLIR would quietly run it
+/// in F16/BF16, which is most likely not what the row's author meant.
+fn weight_only_mode(
+    graph: &Graph,
+    id: NodeId,
+    m: QuantMode,
+    profile: &Profile,
+    wo: WeightOnly,
+    from_qtable: bool,
+) -> Result<(QuantMode, Option<FloatReason>), DeployError> {
+    let n = graph.node(id);
+    let float = weight_only::float_mode(m);
+    let qreason = from_qtable.then_some(FloatReason::Qtable);
+    let Some(layer) = weight_only::weight_layer(graph, id) else {
+        if from_qtable {
+            return Err(DeployError::Input(format!(
+                "qtable row `{} {m}`: op `{}` ({}) is not a MatMul/Gemm with a constant 2-D \
+                 weight, so it has no weight to quantize; write {float} for it",
+                n.outputs
+                    .first()
+                    .map_or(n.name.as_str(), |&o| graph.value(o).name.as_str()),
+                n.name,
+                n.op.op_type()
+            )));
+        }
+        return Ok((float, None));
+    };
+    if wo.group_size > 0 && layer.k % wo.group_size != 0 {
+        let w = graph.value(layer.weight);
+        return Err(DeployError::Input(format!(
+            "--q_group_size {}: does not divide K = {} of {} `{}` (weight `{}`, {} x {} \
+             outputs); TPU-MLIR needs every weight-only layer's K to be a multiple of the group \
+             size",
+            wo.group_size,
+            layer.k,
+            n.op.op_type(),
+            n.name,
+            w.name,
+            layer.k,
+            layer.n
+        )));
+    }
+    // TPU-MLIR's W4A16MatMulPreparePattern: grouped int4 layers need N at
+    // least the chip's NPU count (the rest of a larger N is split off in
+    // float when building the weight).
+    if weight_only::weight_bits(m) == Some(4)
+        && wo.group_size > 0
+        && layer.n < weight_only::npu_num(profile.processor)
+    {
+        return Ok((
+            float,
+            Some(FloatReason::Chip(
+                "grouped int4 weights need at least NPU-count output channels",
+            )),
+        ));
+    }
+    Ok((m, qreason))
 }
 
 /// Step 0: each tensor's range from its table row and its producer

@@ -8,7 +8,8 @@
 //! Tensor names: a quantized tensor `t` is read through
 //! `t_QuantizeLinear` -> `t_DequantizeLinear`; a rounded one through
 //! `t_F16` / `t_BF16`; int8 weights are `w_int8` with `w_scale`, biases
-//! `b_int32`. Graph outputs keep their names (the float value before the
+//! `b_int32`; weight-only codes are `w_wo8` / `w_wo4` with `w_scale` and
+//! `w_zero_point` (see [`crate::weight_only`]). Graph outputs keep their names (the float value before the
 //! last Q/DQ or rounding is renamed `t_raw`).
 
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ pub struct QdqReport {
     pub rounded_tensors: usize,
     /// INT8 layers that had to run in F32 (BM1684: negative weight shift).
     pub f32_fallbacks: Vec<String>,
+    /// Weights stored as 8- or 4-bit integers by weight-only layers.
+    pub weight_only_weights: usize,
 }
 
 /// The int32 bias of an int8 layer: its value, scale per channel (or one)
@@ -166,7 +169,7 @@ struct Builder<'a> {
 }
 
 fn format_of(mode: QuantMode) -> Option<FloatFormat> {
-    match mode {
+    match crate::weight_only::float_mode(mode) {
         QuantMode::F16 => Some(FloatFormat::F16),
         QuantMode::BF16 => Some(FloatFormat::BF16),
         _ => None,
@@ -346,6 +349,148 @@ impl Builder<'_> {
         out
     }
 
+    /// The dequantized weight of weight-only layer `id` (see
+    /// [`crate::weight_only`]): DequantizeLinear of the codes as `[N K / g,
+    /// g]` -> rounding to the float type -> Reshape `[N, K]` (with the
+    /// float rows of a split grouped int4 layer concatenated) -> Transpose
+    /// to `[K, N]` unless the layer reads `[N, K]`.
+    fn weight_only(&mut self, id: NodeId, mode: QuantMode) -> Result<ValueId, DeployError> {
+        let n = self.src.node(id);
+        let layer = crate::weight_only::weight_layer(self.src, id).ok_or_else(|| {
+            DeployError::Input(format!(
+                "op `{}` ({}) is planned weight-only but has no constant 2-D weight",
+                n.name,
+                n.op.op_type()
+            ))
+        })?;
+        let (bits, format) = match (crate::weight_only::weight_bits(mode), format_of(mode)) {
+            (Some(b), Some(f)) => (b, f),
+            _ => {
+                return Err(DeployError::Input(format!(
+                    "op `{}`: {mode} is not a weight-only mode",
+                    n.name
+                )));
+            }
+        };
+        let (k, nn) = (layer.k, layer.n);
+        let w = self.src.constant_of(layer.weight).expect("a constant");
+        let data = w.to_f32_vec();
+        // TPU-MLIR's layout: [N, K].
+        let wt: Vec<f32> = if layer.stored_nk {
+            data
+        } else {
+            let mut t = vec![0f32; k * nn];
+            for (ki, row) in data.chunks(nn).enumerate() {
+                for (ni, &v) in row.iter().enumerate() {
+                    t[ni * k + ki] = v;
+                }
+            }
+            t
+        };
+        let wo = self.plan.weight_only;
+        // Grouped int4: only the first multiple of the NPU count is
+        // quantized (the plan already sent layers below it to float).
+        let npu = crate::weight_only::npu_num(self.plan.profile.processor);
+        let n0 = if bits == 4 && wo.group_size > 0 {
+            nn - nn % npu
+        } else {
+            nn
+        };
+        let q = crate::weight_only::quantize(&wt[..n0 * k], n0, k, bits, wo, format);
+        let base = self.src.value(layer.weight).name.clone();
+        let rows = q.scale.len();
+        let g = q.group;
+        let code_name = format!("{base}_wo{bits}");
+        let codes = match q.codes {
+            crate::weight_only::Codes::I8(c) => {
+                Tensor::new(vec![rows, g], TensorData::I8(c.into()))
+            }
+            crate::weight_only::Codes::U8(c) => {
+                Tensor::new(vec![rows, g], TensorData::U8(c.into()))
+            }
+        }
+        .map_err(|e| DeployError::Input(format!("weight `{base}`: {e}")))?;
+        let signed = codes.dtype() == DType::I8;
+        let codes = self.constant(&code_name, codes);
+        let scale = Tensor::from_f32(vec![rows], q.scale).expect("scale dims");
+        let zp = if signed {
+            #[allow(clippy::cast_possible_wrap)]
+            let z: Vec<i8> = q.zero_point.iter().map(|&z| z as i8).collect();
+            Tensor::new(vec![rows], TensorData::I8(z.into()))
+        } else {
+            Tensor::new(vec![rows], TensorData::U8(q.zero_point.into()))
+        }
+        .expect("zero point dims");
+        let scale = self.constant(&format!("{base}_scale"), scale);
+        let zp = self.constant(&format!("{base}_zero_point"), zp);
+        let dq = self.value_like(
+            &format!("{base}_DequantizeLinear"),
+            DType::F32,
+            Some(Shape(vec![rows, g])),
+        );
+        self.g.add_node(
+            format!("{base}_DequantizeLinear"),
+            Op::DequantizeLinear { axis: 0 },
+            vec![Some(codes), Some(scale), Some(zp)],
+            vec![dq],
+        );
+        // The chip dequantizes into the float type.
+        let mut cur = self.add_round(&base, dq, Some(Shape(vec![rows, g])), format, None);
+        self.report.rounded_tensors -= 1; // a weight, not a tensor of the model
+        if g != k {
+            let dim = |d: usize| i64::try_from(d).unwrap_or(i64::MAX);
+            let shape = Tensor::from_i64(vec![2], vec![dim(n0), dim(k)]).expect("shape dims");
+            let shape = self.constant(&format!("{base}_shape"), shape);
+            let out = self.value_like(
+                &format!("{base}_grouped"),
+                DType::F32,
+                Some(Shape(vec![n0, k])),
+            );
+            self.g.add_node(
+                format!("{base}_Reshape"),
+                Op::Reshape { allowzero: false },
+                vec![Some(cur), Some(shape)],
+                vec![out],
+            );
+            cur = out;
+        }
+        if n0 < nn {
+            let mut rest = wt[n0 * k..].to_vec();
+            match format {
+                FloatFormat::F16 => qtune_kernels::round_to_f16(&mut rest),
+                FloatFormat::BF16 => qtune_kernels::round_to_bf16(&mut rest),
+            }
+            let rest = Tensor::from_f32(vec![nn - n0, k], rest).expect("rest dims");
+            let rest = self.constant(&format!("{base}_float_rows"), rest);
+            let out = self.value_like(
+                &format!("{base}_joined"),
+                DType::F32,
+                Some(Shape(vec![nn, k])),
+            );
+            self.g.add_node(
+                format!("{base}_Concat"),
+                Op::Concat { axis: 0 },
+                vec![Some(cur), Some(rest)],
+                vec![out],
+            );
+            cur = out;
+        }
+        if !layer.stored_nk {
+            let out = self.value_like(&format!("{base}_KN"), DType::F32, Some(Shape(vec![k, nn])));
+            self.g.add_node(
+                format!("{base}_Transpose"),
+                Op::Transpose {
+                    perm: Some(vec![1, 0]),
+                },
+                vec![Some(cur)],
+                vec![out],
+            );
+            cur = out;
+        }
+        self.report.weight_only_weights += 1;
+        Ok(cur)
+    }
+
     fn range_of(&self, v: ValueId, reader: NodeId) -> Result<Range, DeployError> {
         self.plan.range(v).ok_or_else(|| {
             DeployError::Input(format!(
@@ -444,6 +589,11 @@ impl Builder<'_> {
         let scheme = self.plan.profile.weights;
         // INT8 weights and bias of Conv / Gemm / MatMul with a constant B.
         let mut weight_q: Option<(ValueId, Option<BiasQ>)> = None;
+        if mode.is_weight_only() {
+            // The bias (no BiasQ) is read as any constant of the layer:
+            // rounded to the float type, as TPU-MLIR clones it.
+            weight_q = Some((self.weight_only(id, mode)?, None));
+        }
         if mode == QuantMode::Int8 && has_weight(&n.op) {
             let x = n.inputs.first().copied().flatten();
             let w = n.inputs.get(1).copied().flatten();

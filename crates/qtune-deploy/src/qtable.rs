@@ -97,9 +97,8 @@ impl QtableMatch {
         ))
     }
 
-    /// Refuses the rows whose mode qtune cannot deploy, naming them: the
-    /// weight-only modes (read, deployed once issue 14 lands) and TPU-MLIR's
-    /// INT4 / F8 / F4 modes (which need its backend). The rows that do not
+    /// Refuses the rows whose mode qtune cannot deploy, naming them:
+    /// TPU-MLIR's INT4 / F8 / F4 modes (which need its backend). The rows that do not
     /// apply to the model are not checked, as TPU-MLIR never looks at them.
     pub fn check_modes(&self, path: &Path) -> Result<(), DeployError> {
         let list = |pick: &dyn Fn(QuantMode) -> bool| -> Vec<String> {
@@ -109,7 +108,6 @@ impl QtableMatch {
                 .map(|r| format!("line {} `{} {}`", r.line, r.name, r.mode))
                 .collect()
         };
-        let weight_only = list(&|m| m.is_weight_only());
         let other = list(&|m| {
             !m.is_weight_only()
                 && !matches!(
@@ -118,17 +116,10 @@ impl QtableMatch {
                 )
         });
         let mut problems = Vec::new();
-        if !weight_only.is_empty() {
-            problems.push(format!(
-                "weight-only modes (W8F16, W8BF16, W4F16, W4BF16) are recognised but not \
-                 deployed yet (issue 14): {}",
-                weight_only.join(", ")
-            ));
-        }
         if !other.is_empty() {
             problems.push(format!(
-                "qtune deploys INT8, F16, BF16 and F32 layers; TPU-MLIR's INT4, F8 and F4 \
-                 modes need its backend: {}",
+                "qtune deploys INT8, F16, BF16, F32 and weight-only (W8F16, W8BF16, W4F16, \
+                 W4BF16) layers; TPU-MLIR's INT4, F8 and F4 modes need its backend: {}",
                 other.join(", ")
             ));
         }

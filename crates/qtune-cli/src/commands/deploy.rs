@@ -129,7 +129,7 @@ fn run_inner(args: Args) -> Result<()> {
             .map(|(m, n)| format!("{n} {m}"))
             .collect();
         eprintln!(
-            "{}: {} for {} ({}); {} tensors quantized, {} int8 weights, {} int32 biases, {} tensors rounded to a float type",
+            "{}: {} for {} ({}); {} tensors quantized, {} int8 weights, {} int32 biases, {} tensors rounded to a float type{}",
             args.mlir.display(),
             mode,
             q.plan.profile.processor,
@@ -137,7 +137,11 @@ fn run_inner(args: Args) -> Result<()> {
             q.report.quantized_tensors,
             q.report.int8_weights,
             q.report.int32_biases,
-            q.report.rounded_tensors
+            q.report.rounded_tensors,
+            match q.report.weight_only_weights {
+                0 => String::new(),
+                n => format!(", {n} weight-only weights"),
+            }
         );
         for name in &q.report.f32_fallbacks {
             eprintln!("  {name}: F32 (the weight shift would be negative on this chip)");
@@ -153,10 +157,17 @@ fn run_inner(args: Args) -> Result<()> {
     let mut qdq = q.qdq.clone();
     qtune_deploy::rename_io(&mut qdq, &onnx_io.inputs, &onnx_io.outputs)
         .with_context(|| format!("naming the outputs of `{}`", args.model.display()))?;
-    write_model(&qdq, &args.model)?;
+    let packed = write_model(&qdq, &args.model)?;
     let deploy_time = start.elapsed().as_secs_f64();
     if !args.quiet {
-        eprintln!("wrote {} in {deploy_time:.2} s", args.model.display());
+        let nbits = match packed {
+            0 => String::new(),
+            n => format!(" ({n} 4-bit weight-only layers as com.microsoft MatMulNBits)"),
+        };
+        eprintln!(
+            "wrote {}{nbits} in {deploy_time:.2} s",
+            args.model.display()
+        );
     }
     if args.report.wanted(args.quiet) {
         let prebuilt = qtune_search::report::Prebuilt {
@@ -312,7 +323,20 @@ fn outputs_path(model: &Path) -> PathBuf {
     model.with_file_name(format!("{stem}_tpu_outputs.npz"))
 }
 
-fn write_model(qdq: &qtune_ir::Graph, path: &Path) -> Result<()> {
-    qtune_onnx::write_onnx(qdq, path, &qtune_onnx::ExportOptions::default())
-        .with_context(|| format!("writing `{}`", path.display()))
+/// Writes the QDQ model, its 4-bit weight-only layers packed as
+/// MatMulNBits where they fit (see [`crate::int4_pack`]); returns how many.
+fn write_model(qdq: &qtune_ir::Graph, path: &Path) -> Result<usize> {
+    use prost::Message;
+    let mut model = qtune_onnx::export_model(qdq, &qtune_onnx::ExportOptions::default())
+        .with_context(|| format!("writing `{}`", path.display()))?;
+    let packed = crate::int4_pack::pack_int4(qdq, &mut model);
+    if packed == 0 {
+        qtune_onnx::write_onnx(qdq, path, &qtune_onnx::ExportOptions::default())
+            .with_context(|| format!("writing `{}`", path.display()))?;
+        return Ok(0);
+    }
+    let bytes = model.encode_to_vec();
+    qtune_tensor::write_atomic(path, |w| std::io::Write::write_all(w, &bytes))
+        .with_context(|| format!("writing `{}`", path.display()))?;
+    Ok(packed)
 }

@@ -19,4 +19,5 @@ mod run;
 mod search;
 mod tpu_fixtures;
 mod transform;
+mod weight_only;
 mod weight_transforms;

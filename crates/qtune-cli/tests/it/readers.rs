@@ -109,8 +109,9 @@ fn qtable_skips_what_tpu_mlir_skips_with_one_warning_and_strict_refuses() {
     // A clean qtable passes --strict.
     let out = deploy("ok", true, "ok_strict.onnx");
     assert!(out.status.success(), "{}", stderr_of(&out));
-    // Weight-only rows are recognised, and refused by name until they are
-    // deployed; rows for other models are not looked at, as in TPU-MLIR.
+    // Weight-only rows on ops without a MatMul/Gemm weight are refused by
+    // name (TPU-MLIR would quietly run them in F16); rows for other models
+    // are not looked at, as in TPU-MLIR.
     std::fs::write(
         dir.join("w"),
         "dense_3_Softmax W8F16\nConv1_relu_Clip w4bf16\nelsewhere_MatMul W4F16\n",
@@ -121,10 +122,9 @@ fn qtable_skips_what_tpu_mlir_skips_with_one_warning_and_strict_refuses() {
     assert_eq!(out.status.code(), Some(2), "{all}");
     let err = all.lines().find(|l| l.starts_with("error:")).unwrap_or("");
     assert!(
-        err.contains("weight-only modes")
-            && err.contains("issue 14")
-            && err.contains("line 1 `dense_3_Softmax W8F16`")
-            && err.contains("line 2 `Conv1_relu_Clip W4BF16`")
+        err.contains("qtable row `Conv1_relu_Clip W4BF16`")
+            && err.contains("(Conv) is not a MatMul/Gemm with a constant 2-D weight")
+            && err.contains("write BF16")
             && !err.contains("elsewhere_MatMul"),
         "{all}"
     );
