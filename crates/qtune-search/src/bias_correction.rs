@@ -217,23 +217,33 @@ fn int8_output(
 ) -> Result<Vec<Vec<Tensor>>, SearchError> {
     let (value, scale) = pre_quant_output(model, out, name)?;
     let raw = ev.tensors(model, &[value.as_str()])?;
-    Ok(scaled(raw, scale))
+    scaled(raw, scale)
 }
 
-fn scaled(raw: Vec<Vec<Tensor>>, scale: f32) -> Vec<Vec<Tensor>> {
+fn scaled(raw: Vec<Vec<Tensor>>, scale: f32) -> Result<Vec<Vec<Tensor>>, SearchError> {
     if scale == 1.0 {
-        return raw;
+        return Ok(raw);
     }
+    // One sample at a time, in place where the tensor is f32 and not
+    // shared: the raw tensors of every sample are not held twice.
     raw.into_iter()
         .map(|ts| {
             ts.into_iter()
                 .map(|t| {
-                    let v: Vec<f32> = t.to_f32_vec().iter().map(|x| x * scale).collect();
-                    Tensor::from_f32(t.dims().to_vec(), v).unwrap_or(t)
+                    let dims = t.dims().to_vec();
+                    let mut v = match t.into_unshared_f32_vec() {
+                        Ok(v) => v,
+                        Err(t) => t.to_f32_vec(),
+                    };
+                    for x in &mut v {
+                        *x *= scale;
+                    }
+                    Tensor::from_f32(dims, v)
                 })
-                .collect()
+                .collect::<Result<Vec<_>, _>>()
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map_err(SearchError::from)
 }
 
 /// Mean over samples of the mapped cosine.
@@ -391,20 +401,19 @@ fn correct(
         qtable,
     };
 
-    // The float model, once: the reference outputs and every Conv output.
+    // The float model, once: the reference outputs and every Conv output
+    // (within half the cache budget in memory, the rest in a scratch file;
+    // read back one Conv at a time).
     progress.start("float", 1);
-    let names: Vec<&str> = convs.iter().map(|c| c.name.as_str()).collect();
-    let float_by_conv: Vec<Vec<Tensor>> = {
+    let names: Vec<String> = convs.iter().map(|c| c.name.clone()).collect();
+    let float_by_conv = {
         let f32_model = ev.build(&Precision {
             quantize: QuantMode::F32,
             table: None,
             qtable: &[],
         })?;
         ev.set_reference(&f32_model)?;
-        let per_sample = ev.tensors(&f32_model, &names)?;
-        (0..convs.len())
-            .map(|k| per_sample.iter().map(|s| s[k].clone()).collect())
-            .collect()
+        ev.layer_tensors(&f32_model, &names)?
     };
     progress.finish();
 
@@ -431,7 +440,7 @@ fn correct(
     }
 
     progress.start("convs", convs.len());
-    for (c, float) in convs.iter().zip(&float_by_conv) {
+    for (k, c) in convs.iter().enumerate() {
         progress.advance(1);
         if model.plan.mode(c.node) != QuantMode::Int8 {
             report.skipped.push((
@@ -440,6 +449,7 @@ fn correct(
             ));
             continue;
         }
+        let float = &float_by_conv.layer(k)?;
         let q = int8_output(&mut ev, &model, c.out, &c.name)?;
         let old = layer_cos(float, &q);
         if old >= settings.min_layer_cos {
@@ -454,11 +464,13 @@ fn correct(
             continue;
         }
         let delta = channel_delta(&c.name, float, &q)?;
+        // Every sample's output of this Conv: not held through the trial.
+        drop(q);
         let trial_graph = with_bias_delta(&current, c, &delta)?;
         let trial_model = ev.build_from(&trial_graph, &int8(table))?;
         let (value, scale) = pre_quant_output(&trial_model, c.out, &c.name)?;
-        let trial = ev.trial(&trial_model, &[value.as_str()])?;
-        let new = layer_cos(float, &scaled(trial.tensors.clone(), scale));
+        let mut trial = ev.trial(&trial_model, &[value.as_str()])?;
+        let new = layer_cos(float, &scaled(std::mem::take(&mut trial.tensors), scale)?);
         let outputs_cos = trial.score.cos;
         let apply = outputs_cos >= report.final_cos && new >= old;
         report.convs.push(ConvCorrection {

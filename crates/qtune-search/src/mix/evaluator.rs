@@ -44,6 +44,21 @@ pub struct LayerRefs {
 }
 
 impl LayerRefs {
+    /// The tensors of layer `k` (its index in the names given to
+    /// [`MixEvaluator::layer_tensors`]), one per sample.
+    pub fn layer(&self, k: usize) -> Result<Vec<Tensor>, SearchError> {
+        let name = self.names.get(k).map_or("?", String::as_str);
+        (0..self.store.len())
+            .map(|s| {
+                self.store.get(s, ValueId::from_index(k))?.ok_or_else(|| {
+                    SearchError::Settings(format!(
+                        "the float model has no tensor `{name}` for sample {s}"
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// Bytes written to the scratch file.
     pub fn spilled_bytes(&self) -> u64 {
         self.store

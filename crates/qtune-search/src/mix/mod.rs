@@ -13,7 +13,8 @@ mod similarity;
 mod threshold_search;
 
 pub use evaluator::{
-    Built, EvalStats, MixEvaluator, OutputTransform, Precision, Trial, layer_value, node_by_output,
+    Built, EvalStats, LayerRefs, MixEvaluator, OutputTransform, Precision, Trial, layer_value,
+    node_by_output,
 };
 pub use fast_search::{FastSearch, FastSearchOutcome, fast_search};
 pub use layers::{Layer, int8_layers, layers, top_type};
