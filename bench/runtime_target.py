@@ -67,7 +67,9 @@ def ort_quantize(model: str, cfg: dict, calib: dict, out: Path, method: str) -> 
                                           QuantType, quantize_static)
 
     src = q.WORKLOADS / "models" / cfg["file"]
-    pre, _notes = q.pre_process(model, src, out / f"{model}_ortpre", False)
+    qdir = out / f"{model}_ortpre"
+    qdir.mkdir(parents=True, exist_ok=True)
+    pre, _notes = q.pre_process(model, src, qdir, False)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
