@@ -23,8 +23,20 @@ use crate::model::{self, Naming};
 /// QDQ-runtime profile (`onnxruntime`, alias `qdq`), whose searches simulate
 /// that profile's plan.
 const PROCESSORS: &[&str] = &[
-    "bm1684x", "bm1684", "cv183x", "cv182x", "cv181x", "cv180x", "cv186x", "bm1688", "bm1690",
-    "cv184x", "sgtpuv8", "sg2262", "onnxruntime", "qdq",
+    "bm1684x",
+    "bm1684",
+    "cv183x",
+    "cv182x",
+    "cv181x",
+    "cv180x",
+    "cv186x",
+    "bm1688",
+    "bm1690",
+    "cv184x",
+    "sgtpuv8",
+    "sg2262",
+    "onnxruntime",
+    "qdq",
 ];
 
 #[derive(clap::Args)]
