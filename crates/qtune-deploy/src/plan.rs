@@ -199,6 +199,7 @@ fn chip_float(
     let non_const_weight =
         matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_)) && !is_const(graph, n.inputs.get(1));
     match profile.family {
+        Family::Runtime => runtime_float(graph, node, non_const_weight),
         Family::Bm1684x => match &n.op {
             _ if non_const_weight => Some((f32_, "Conv with a non-constant filter")),
             Op::Clip(_) if !is_relu_like(graph, node) => Some((fp, "Clip other than Clip(0, max)")),
@@ -263,6 +264,38 @@ fn chip_float(
             }
             _ => None,
         },
+    }
+}
+
+/// The runtime profile (`--processor onnxruntime`): only the ops that ONNX
+/// Runtime's QDQ transformers turn into integer kernels are INT8 (their
+/// inputs get Q/DQ, their outputs do not); every other op stays F32.
+///
+/// Conv / ConvTranspose with a constant filter -> QLinearConv (when the
+/// next layer's input Q follows) or DQ + Conv; MatMul -> MatMulIntegerToFloat
+/// or QLinearMatMul; Gemm -> QGemm (ORT's `qdq_selectors.cc` and
+/// `quantization/registry.py`). Relu / Clip(0, max) fused into the layer
+/// (`relu`) are part of it. The element-wise and pooling ops ORT can also run
+/// in int8 (QLinearAdd, QLinearConcat, QLinearAveragePool, ...) are kept in
+/// float: each would add a Q/DQ pair of its own on a tensor (a residual sum,
+/// an FFN output) that no weight layer reads on the grid. With this set ONNX
+/// Runtime runs all of MiniLM's MatMul/Gemm on integer kernels; on the CNNs
+/// the layers whose output feeds a residual Add stay DQ + float Conv.
+/// Adding Add/Concat/pooling inputs to the set has not been measured yet
+/// (QUALITY.md, "Runtime target").
+fn runtime_float(
+    graph: &Graph,
+    node: NodeId,
+    non_const_weight: bool,
+) -> Option<(QuantMode, &'static str)> {
+    let n = graph.node(node);
+    match &n.op {
+        Op::Conv(_) | Op::ConvTranspose(_) if !non_const_weight => None,
+        Op::MatMul | Op::Gemm(_) => None,
+        _ => Some((
+            QuantMode::F32,
+            "QDQ runtimes compute it in float (only Conv/ConvTranspose/MatMul/Gemm are int8)",
+        )),
     }
 }
 

@@ -6,6 +6,7 @@
 //! | bm1684x, bm1688, bm1690, cv186x | int8 per output channel, `max|W_c|/127` | int8 per tensor | uint8 `th/255` when the calibrated min is >= 0, else int8 `th/127` | F16 | bm1684x: F16, F32; bm1688, cv186x: F16, BF16, F32; bm1690: F16, F32 (TPU-MLIR has no list and crashes) |
 //! | bm1684 | int8 per tensor, power-of-two shift (`W_q = W 2^r s_in / s_out`) | same | same rule | F32 | F32 |
 //! | cv183x, cv182x, cv181x, cv180x | int8 per output channel | int8 per tensor | always int8 `th/127` | BF16 | BF16 |
+//! | onnxruntime (alias `qdq`; QDQ runtimes: ONNX Runtime, TensorRT, OpenVINO) | int8 per output channel | int8 per output channel (MatMul's constant B per column) | at the inputs of Conv/ConvTranspose/MatMul/Gemm only (same uint8/int8 rule, `--asymmetric` allowed); no Q/DQ on layer outputs | F32 | F32 |
 //!
 //! Ops each family keeps in float in INT8 mode (the type is the family's
 //! float type unless the row says F32):
@@ -14,6 +15,7 @@
 //! |---|---|
 //! | bm1684x | Clip other than `Clip(0, max)` (F16), Reduce* (F16), LayerNorm pattern (F16), Resize other than integer-scale nearest (F16), Gather of data (F16), Softmax unless `axis == 1` and rank <= 4 (F16), MatMul with a constant left operand (F16), Div of two tensors (F32), Conv whose filter is not a constant (F32), Erf/Exp/Tanh when not a lookup table (never: they are LUT int8) |
 //! | bm1684 | Div, Softmax, Reduce*, LayerNorm pattern, Resize (non-upsample), Gather, MatMul other than 2-D fully connected (all F32), Conv/ConvTranspose whose weight shift would be negative (F32) |
+//! | runtime | everything but Conv/ConvTranspose with a constant filter, MatMul and Gemm (F32): ONNX Runtime fuses `DQ -> layer [-> Relu] -> Q` into QLinearConv / QLinearMatMul / QGemm and `DQ -> MatMul` into MatMulIntegerToFloat (its `qdq_selectors.cc`), and runs the rest in float |
 //! | cv18xx | Softmax, LayerNorm pattern, Clip, Gather, ReduceL2, MatMul of two activations, Add/Sub with a constant operand (all BF16), Conv with a non-constant filter (BF16) |
 //!
 //! Rounding: the simulator and the exported QDQ model quantize activations
@@ -40,6 +42,9 @@ pub enum Processor {
     Cv182x,
     Cv181x,
     Cv180x,
+    /// Not a chip: QDQ runtimes (ONNX Runtime, TensorRT, OpenVINO). Only
+    /// the ops their int8 kernels compute are quantized; see [`Family::Runtime`].
+    OnnxRuntime,
 }
 
 /// The processor families that share quantization rules.
@@ -50,6 +55,12 @@ pub enum Family {
     Bm1684,
     /// cv183x, cv182x, cv181x, cv180x.
     Cv18xx,
+    /// `onnxruntime` (alias `qdq`): activations quantized at the inputs of
+    /// Conv, ConvTranspose, MatMul and Gemm only (what ONNX Runtime's QDQ
+    /// transformers fuse into QLinearConv / QLinearMatMul /
+    /// MatMulIntegerToFloat / QGemm), weights per output channel, every
+    /// other op in F32 and no Q/DQ on layer outputs.
+    Runtime,
 }
 
 /// How Conv/MatMul weights are quantized.
@@ -63,7 +74,7 @@ pub enum WeightScheme {
 }
 
 impl Processor {
-    pub const ALL: [Processor; 9] = [
+    pub const ALL: [Processor; 10] = [
         Processor::Bm1684x,
         Processor::Bm1684,
         Processor::Bm1688,
@@ -73,6 +84,7 @@ impl Processor {
         Processor::Cv182x,
         Processor::Cv181x,
         Processor::Cv180x,
+        Processor::OnnxRuntime,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,12 +98,16 @@ impl Processor {
             Processor::Cv182x => "cv182x",
             Processor::Cv181x => "cv181x",
             Processor::Cv180x => "cv180x",
+            Processor::OnnxRuntime => "onnxruntime",
         }
     }
 
     /// Case-insensitive, as TPU-MLIR lowercases `--processor`.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.to_ascii_lowercase();
+        if s == "qdq" {
+            return Some(Processor::OnnxRuntime);
+        }
         Processor::ALL.into_iter().find(|p| p.name() == s)
     }
 
@@ -104,6 +120,7 @@ impl Processor {
             Processor::Cv183x | Processor::Cv182x | Processor::Cv181x | Processor::Cv180x => {
                 Family::Cv18xx
             }
+            Processor::OnnxRuntime => Family::Runtime,
         }
     }
 
@@ -114,13 +131,14 @@ impl Processor {
             Family::Bm1684x => (WeightScheme::PerChannel, false, QuantMode::F16),
             Family::Bm1684 => (WeightScheme::PerTensorPow2, false, QuantMode::F32),
             Family::Cv18xx => (WeightScheme::PerChannel, true, QuantMode::BF16),
+            Family::Runtime => (WeightScheme::PerChannel, false, QuantMode::F32),
         };
         let mix_types: &'static [QuantMode] = match self {
             Processor::Bm1684x | Processor::Bm1690 => &[QuantMode::F16, QuantMode::F32],
             Processor::Bm1688 | Processor::Cv186x => {
                 &[QuantMode::F16, QuantMode::BF16, QuantMode::F32]
             }
-            Processor::Bm1684 => &[QuantMode::F32],
+            Processor::Bm1684 | Processor::OnnxRuntime => &[QuantMode::F32],
             _ => &[QuantMode::BF16],
         };
         Profile {
@@ -187,6 +205,11 @@ mod tests {
         for p in Processor::ALL {
             assert_eq!(Processor::parse(p.name()), Some(p));
         }
+        assert_eq!(Processor::parse("QDQ"), Some(Processor::OnnxRuntime));
+        assert_eq!(
+            Processor::parse("onnxruntime").map(|p| p.family()),
+            Some(Family::Runtime)
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
 use crate::DeployError;
 use crate::plan::{Plan, Range, is_relu_like};
-use crate::profile::WeightScheme;
+use crate::profile::{Family, Profile, WeightScheme};
 
 /// What the QDQ graph contains, for summaries.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -130,6 +130,20 @@ fn weight_axis(op: &Op, scheme: WeightScheme, matmul_per_channel: bool) -> Optio
         (Op::Conv(_), _) => Some(0),
         (Op::ConvTranspose(a), _) if a.conv.group <= 1 => Some(1),
         (Op::Gemm(a), _) if matmul_per_channel => Some(if a.trans_b { 0 } else { 1 }),
+        _ => None,
+    }
+}
+
+/// The runtime profile's weights are per output channel for every layer:
+/// a MatMul's constant B `[.., K, N]` per column (its last axis), a Gemm's
+/// per output row or column (ONNX Runtime's `per_channel=True`).
+fn runtime_matmul_axis(op: &Op, profile: &Profile, dims: &[usize]) -> Option<usize> {
+    if profile.family != Family::Runtime {
+        return None;
+    }
+    match op {
+        Op::MatMul if dims.len() >= 2 => Some(dims.len() - 1),
+        Op::Gemm(a) => Some(if a.trans_b { 0 } else { 1 }),
         _ => None,
     }
 }
@@ -518,7 +532,10 @@ impl Builder<'_> {
         // the value is already on the grid (the output of an int8 Relu,
         // MaxPool, Concat, ...): the pair is then exact, and it is what lets
         // runtimes run the layer on integers (QLinearConv, QGemm).
-        if produced_int8 && (on_dq || !has_weight(&self.src.node(reader).op)) {
+        // The runtime profile quantizes layer inputs only: nothing upstream
+        // is on the grid, every int8 reader gets its own (shared) Q/DQ view.
+        let inputs_only = self.plan.profile.family == Family::Runtime;
+        if !inputs_only && produced_int8 && (on_dq || !has_weight(&self.src.node(reader).op)) {
             return Ok(cur);
         }
         let r = self.range_of(v, reader)?;
@@ -615,7 +632,9 @@ impl Builder<'_> {
                         let wq = quantize_weight(
                             &wdata,
                             wt.dims(),
-                            weight_axis(&n.op, scheme, self.plan.matmul_per_channel),
+                            runtime_matmul_axis(&n.op, &self.plan.profile, wt.dims()).or_else(
+                                || weight_axis(&n.op, scheme, self.plan.matmul_per_channel),
+                            ),
                         );
                         let bias_scale: Vec<f32> = wq.scale.iter().map(|&s| s * s_in).collect();
                         let wv = self.add_weight(&wname, wt.dims(), wq);
@@ -721,6 +740,7 @@ impl Builder<'_> {
             let float = val.dtype == DType::F32;
             let view = float
                 && match mode {
+                    QuantMode::Int8 if self.plan.profile.family == Family::Runtime => false,
                     QuantMode::Int8 => !self.output_on_input_grid(id, o),
                     m => format_of(m).is_some(),
                 };

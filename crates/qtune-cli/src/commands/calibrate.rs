@@ -19,10 +19,24 @@ use super::preprocess_args::PreprocessArgs;
 use super::weight_transforms::{self, TransformRequest};
 use crate::model::{self, Naming};
 
-/// Processors TPU-MLIR accepts for `--processor` / `--chip`.
+/// Processors TPU-MLIR accepts for `--processor` / `--chip`, plus qtune's
+/// QDQ-runtime profile (`onnxruntime`, alias `qdq`), whose searches simulate
+/// that profile's plan.
 const PROCESSORS: &[&str] = &[
-    "bm1684x", "bm1684", "cv183x", "cv182x", "cv181x", "cv180x", "cv186x", "bm1688", "bm1690",
-    "cv184x", "sgtpuv8", "sg2262",
+    "bm1684x",
+    "bm1684",
+    "cv183x",
+    "cv182x",
+    "cv181x",
+    "cv180x",
+    "cv186x",
+    "bm1688",
+    "bm1690",
+    "cv184x",
+    "sgtpuv8",
+    "sg2262",
+    "onnxruntime",
+    "qdq",
 ];
 
 #[derive(clap::Args)]

@@ -16,6 +16,7 @@ mod py_names;
 mod readers;
 mod report;
 mod run;
+mod runtime_target;
 mod search;
 mod tpu_fixtures;
 mod transform;
