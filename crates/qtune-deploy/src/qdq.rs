@@ -131,6 +131,25 @@ fn weight_axis(op: &Op, scheme: WeightScheme, matmul_per_channel: bool) -> Optio
     }
 }
 
+/// `--matmul_perchannel` for a MatMul with a constant `[.., K, N]` weight
+/// (a canonical MatMul with its bias, e.g. BERT's attention output dense):
+/// per output channel, the weight's last axis, as for Gemm. TPU-MLIR's
+/// flag covers every MatMul with a constant right operand (its Gemms are
+/// MatMuls).
+fn matmul_weight_axis(
+    op: &Op,
+    scheme: WeightScheme,
+    matmul_per_channel: bool,
+    rank: usize,
+) -> Option<usize> {
+    match (op, scheme) {
+        (Op::MatMul, WeightScheme::PerChannel) if matmul_per_channel && rank >= 2 => {
+            Some(rank - 1)
+        }
+        _ => None,
+    }
+}
+
 fn has_weight(op: &Op) -> bool {
     matches!(
         op,
@@ -465,7 +484,14 @@ impl Builder<'_> {
                         let wq = quantize_weight(
                             &wdata,
                             wt.dims(),
-                            weight_axis(&n.op, scheme, self.plan.matmul_per_channel),
+                            weight_axis(&n.op, scheme, self.plan.matmul_per_channel).or(
+                                matmul_weight_axis(
+                                    &n.op,
+                                    scheme,
+                                    self.plan.matmul_per_channel,
+                                    wt.dims().len(),
+                                ),
+                            ),
                         );
                         let bias_scale: Vec<f32> = wq.scale.iter().map(|&s| s * s_in).collect();
                         let wv = self.add_weight(&wname, wt.dims(), wq);
