@@ -143,9 +143,7 @@ fn matmul_weight_axis(
     rank: usize,
 ) -> Option<usize> {
     match (op, scheme) {
-        (Op::MatMul, WeightScheme::PerChannel) if matmul_per_channel && rank >= 2 => {
-            Some(rank - 1)
-        }
+        (Op::MatMul, WeightScheme::PerChannel) if matmul_per_channel && rank >= 2 => Some(rank - 1),
         _ => None,
     }
 }

@@ -47,8 +47,8 @@ pub use fp_forward::{fp_forward_layers, fp_forward_table, parse_block};
 pub use inputs::SampleLoader;
 pub use post_process::{PostProcess, PostProcessError, parse_compare_layers};
 pub use shape_ops::shape_layers;
-pub use transformer_pattern::transformer_pattern_layers;
 pub use smooth_quant::{SmoothQuantReport, SmoothQuantSettings, SmoothedLayerNorm, smooth_quant};
+pub use transformer_pattern::transformer_pattern_layers;
 // The calibration-math types callers need alongside the driver.
 pub use qtune_quant::{
     CalibrationMethod, CalibrationRow, CalibrationTable, QuantMode, QuantizeTable, TimeLine,

@@ -7,7 +7,8 @@
 //!   below 2, that no per-tensor int8 grid holds);
 //! * every GELU and SiLU;
 //! * the MatMul that reads a GELU (the FFN down projection; TPU-MLIR adds it
-//!   for its bert blocks).
+//!   for its bert blocks);
+//! * a Reshape between two of these (see below).
 //!
 //! TPU-MLIR applies these only when the op-type string of the model
 //! contains one of its block signatures, and always (run_calibration writes
@@ -72,6 +73,49 @@ pub fn transformer_pattern_layers(graph: &Graph) -> Vec<String> {
                 }
             }
             _ => {}
+        }
+    }
+    // qtune's canonical graph keeps a Reshape between the FFN down MatMul
+    // ([S, 1536] x [1536, 384]) and its residual Add ([1, S, 384]), which
+    // TPU-MLIR's graph does not have: left int8 between two float ops it
+    // would quantize the very tensor the pattern keeps in float. Shape-only
+    // ops whose producer and readers are all pattern layers follow them.
+    loop {
+        let mut added = false;
+        for (id, n) in graph.nodes() {
+            if !matches!(
+                top_type(graph, id).as_str(),
+                "top.Reshape" | "top.Squeeze" | "top.Unsqueeze"
+            ) {
+                continue;
+            }
+            let Some(name) = name_of(id) else { continue };
+            if out.contains(&name) {
+                continue;
+            }
+            let from_pattern = n.inputs.first().copied().flatten().is_some_and(|v| {
+                graph
+                    .value(v)
+                    .producer
+                    .and_then(name_of)
+                    .is_some_and(|p| out.contains(&p))
+            });
+            let readers: Vec<_> = n
+                .outputs
+                .iter()
+                .flat_map(|o| consumers[o.index()].iter().copied())
+                .collect();
+            let to_pattern = !readers.is_empty()
+                && readers
+                    .iter()
+                    .all(|&r| name_of(r).is_some_and(|x| out.contains(&x)));
+            if from_pattern && to_pattern {
+                out.push(name);
+                added = true;
+            }
+        }
+        if !added {
+            break;
         }
     }
     out

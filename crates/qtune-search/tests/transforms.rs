@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use qtune_exec::{Executor, Keep, NoHook, Parallelism, RunOptions};
 use qtune_ir::Graph;
 use qtune_search::{
-    EqualizeSettings, NoProgress, SampleLoader, SmoothQuantSettings, equalize_weights, smooth_quant,
-    transformer_pattern_layers,
+    EqualizeSettings, NoProgress, SampleLoader, SmoothQuantSettings, equalize_weights,
+    smooth_quant, transformer_pattern_layers,
 };
 use qtune_tensor::{Tensor, read_npz};
 
@@ -177,9 +177,32 @@ fn transformer_pattern_of_minilm_and_none_on_a_cnn() {
             }
         }
     }
+    // The Reshape between each FFN down MatMul and its residual Add: read
+    // from a wanted op, read only by wanted ops.
+    let mut reshapes = 0;
+    for (id, n) in graph.nodes() {
+        if n.op.op_type() != "Reshape" {
+            continue;
+        }
+        let src = n.inputs[0]
+            .and_then(|v| op_of(v))
+            .map(|(p, _)| first_name(p));
+        let readers: Vec<String> = graph
+            .nodes()
+            .filter(|(_, r)| r.inputs.iter().flatten().any(|v| *v == n.outputs[0]))
+            .map(|(rid, _)| first_name(rid))
+            .collect();
+        if src.is_some_and(|p| want.contains(&p))
+            && !readers.is_empty()
+            && readers.iter().all(|r| want.contains(r))
+        {
+            want.push(first_name(id));
+            reshapes += 1;
+        }
+    }
     // 1 embedding + 2 per layer residual Adds; 6 GELUs, each read by one
-    // MatMul.
-    assert_eq!((adds, gelus, downs), (13, 6, 6), "{want:?}");
+    // MatMul, whose output reaches its Add through one Reshape.
+    assert_eq!((adds, gelus, downs, reshapes), (13, 6, 6, 6), "{want:?}");
     let mut g = got.clone();
     g.sort();
     want.sort();

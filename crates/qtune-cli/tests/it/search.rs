@@ -650,7 +650,10 @@ fn sensitivity_table_is_reproducible_and_ranks_like_independent_runs() {
     let two = report("2", "s2.md");
     let one = report("1", "s1.md");
     assert_eq!(one, two, "1 thread vs 2");
-    assert!(!dir.join("new_cali_table.txt").exists(), "no search without -o");
+    assert!(
+        !dir.join("new_cali_table.txt").exists(),
+        "no search without -o"
+    );
     let rows = sensitivity_rows(&String::from_utf8(two).unwrap());
     assert!(rows.len() > 20, "{} rows", rows.len());
 
@@ -685,13 +688,19 @@ fn sensitivity_table_is_reproducible_and_ranks_like_independent_runs() {
     // One sample: mean = min = the cosine, printed to 6 decimals.
     for ((name, mean, min), (_, c)) in rows.iter().zip(&independent) {
         assert_eq!(mean, min, "{name}");
-        assert!((mean - c).abs() <= 1e-6, "{name}: report {mean}, qtune run {c}");
+        assert!(
+            (mean - c).abs() <= 1e-6,
+            "{name}: report {mean}, qtune run {c}"
+        );
     }
     let worst = independent
         .iter()
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap();
-    assert_eq!(rows[0].0, worst.0, "the report's first row is not the argmin");
+    assert_eq!(
+        rows[0].0, worst.0,
+        "the report's first row is not the argmin"
+    );
     let mut sorted = independent.clone();
     sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
     for w in rows.windows(2) {
