@@ -185,7 +185,7 @@ fn transformer_pattern_of_minilm_and_none_on_a_cnn() {
             continue;
         }
         let src = n.inputs[0]
-            .and_then(|v| op_of(v))
+            .and_then(&op_of)
             .map(|(p, _)| first_name(p));
         let readers: Vec<String> = graph
             .nodes()

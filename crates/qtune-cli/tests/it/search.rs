@@ -10,6 +10,7 @@ use assert_cmd::Command;
 use super::common::{
     YOLOX_FLAGS, model, run_ok, scratch, stderr_of, stdout_of, tool, transform_mobilenet, workloads,
 };
+use super::weight_transforms::cosine;
 
 fn calib() -> PathBuf {
     workloads().join("images/calib")
@@ -605,17 +606,6 @@ fn sensitivity_rows(text: &str) -> Vec<(String, f64, f64)> {
             )
         })
         .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        d += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    d / (na.sqrt() * nb.sqrt())
 }
 
 /// The per-layer sensitivity report: byte-identical whatever the thread
