@@ -148,6 +148,23 @@ fn runtime_matmul_axis(op: &Op, profile: &Profile, dims: &[usize]) -> Option<usi
     }
 }
 
+/// `--matmul_perchannel` for a MatMul with a constant `[.., K, N]` weight
+/// (a canonical MatMul with its bias, e.g. BERT's attention output dense):
+/// per output channel, the weight's last axis, as for Gemm. TPU-MLIR's
+/// flag covers every MatMul with a constant right operand (its Gemms are
+/// MatMuls).
+fn matmul_weight_axis(
+    op: &Op,
+    scheme: WeightScheme,
+    matmul_per_channel: bool,
+    rank: usize,
+) -> Option<usize> {
+    match (op, scheme) {
+        (Op::MatMul, WeightScheme::PerChannel) if matmul_per_channel && rank >= 2 => Some(rank - 1),
+        _ => None,
+    }
+}
+
 fn has_weight(op: &Op) -> bool {
     matches!(
         op,
@@ -632,9 +649,16 @@ impl Builder<'_> {
                         let wq = quantize_weight(
                             &wdata,
                             wt.dims(),
-                            runtime_matmul_axis(&n.op, &self.plan.profile, wt.dims()).or_else(
-                                || weight_axis(&n.op, scheme, self.plan.matmul_per_channel),
-                            ),
+                            runtime_matmul_axis(&n.op, &self.plan.profile, wt.dims())
+                                .or_else(|| {
+                                    weight_axis(&n.op, scheme, self.plan.matmul_per_channel)
+                                })
+                                .or(matmul_weight_axis(
+                                    &n.op,
+                                    scheme,
+                                    self.plan.matmul_per_channel,
+                                    wt.dims().len(),
+                                )),
                         );
                         let bias_scale: Vec<f32> = wq.scale.iter().map(|&s| s * s_in).collect();
                         let wv = self.add_weight(&wname, wt.dims(), wq);

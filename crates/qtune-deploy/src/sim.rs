@@ -169,7 +169,12 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
     }
     // Per-channel scales are along the output-channel axis of Conv (axis 0
     // of the weight) and ConvTranspose (axis 1); other layers are per tensor.
-    if w.scale.len() != 1 && !matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_)) {
+    // A MatMul's constant weight may be per channel along its last axis
+    // (`--matmul_perchannel`), which is the output's last axis.
+    if w.scale.len() != 1
+        && !matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_))
+        && !(matches!(n.op, Op::MatMul) && w_is_const)
+    {
         return None;
     }
     let bias = match n.inputs.get(2).copied().flatten() {
@@ -466,6 +471,9 @@ pub fn integer_exact_with(qdq: &Graph, opts: SimOptions) -> Graph {
             .unwrap_or(0);
         let scale = if rw.scale.len() == 1 {
             Tensor::scalar_f32(rw.scale[0])
+        } else if matches!(n.op, Op::MatMul) {
+            // Along the last axis of the output (the weight's last axis).
+            Tensor::from_f32(Shape(vec![rw.scale.len()]), rw.scale.clone()).expect("scale dims")
         } else {
             let mut dims = vec![rw.scale.len()];
             dims.extend(std::iter::repeat_n(1, rank.saturating_sub(2)));

@@ -26,6 +26,7 @@ pub mod post_process;
 pub mod report;
 mod shape_ops;
 mod smooth_quant;
+mod transformer_pattern;
 mod tune_elementwise;
 mod tune_refs;
 
@@ -47,6 +48,7 @@ pub use inputs::SampleLoader;
 pub use post_process::{PostProcess, PostProcessError, parse_compare_layers};
 pub use shape_ops::shape_layers;
 pub use smooth_quant::{SmoothQuantReport, SmoothQuantSettings, SmoothedLayerNorm, smooth_quant};
+pub use transformer_pattern::transformer_pattern_layers;
 // The calibration-math types callers need alongside the driver.
 pub use qtune_quant::{
     CalibrationMethod, CalibrationRow, CalibrationTable, QuantMode, QuantizeTable, TimeLine,

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use qtune_exec::{Executor, Keep, NoHook, Parallelism, RunOptions};
 use qtune_ir::Graph;
 use qtune_search::{
-    EqualizeSettings, NoProgress, SampleLoader, SmoothQuantSettings, equalize_weights, smooth_quant,
+    EqualizeSettings, NoProgress, SampleLoader, SmoothQuantSettings, equalize_weights,
+    smooth_quant, transformer_pattern_layers,
 };
 use qtune_tensor::{Tensor, read_npz};
 
@@ -134,4 +135,76 @@ fn smoothed_minilm_computes_the_same_function() {
         rel <= SAME_FUNCTION_REL_TOL,
         "smoothed outputs differ by {rel:e} (relative)"
     );
+}
+
+/// `--transformer True`'s pattern layers on MiniLM, against a count made
+/// here from the value graph (not the op-name walk of the library): each
+/// LayerNorm's data input produced by an Add, each GELU, and the one reader
+/// of each GELU (the FFN down projection). On a CNN the list is empty, so
+/// the flag cannot change a CNN's plan.
+#[test]
+fn transformer_pattern_of_minilm_and_none_on_a_cnn() {
+    let graph = prepared("minilm_l6_s128");
+    let got = transformer_pattern_layers(&graph);
+    let op_of = |v: qtune_ir::ValueId| {
+        graph
+            .value(v)
+            .producer
+            .map(|p| (p, graph.node(p).op.op_type().to_string()))
+    };
+    let first_name = |p: qtune_ir::NodeId| graph.value(graph.node(p).outputs[0]).name.clone();
+    let mut want: Vec<String> = Vec::new();
+    let (mut adds, mut gelus, mut downs) = (0, 0, 0);
+    for (id, n) in graph.nodes() {
+        let t = n.op.op_type();
+        if t == "LayerNormalization" || t == "LayerNorm" {
+            let x = n.inputs[0].unwrap();
+            if let Some((p, pt)) = op_of(x)
+                && pt == "Add"
+            {
+                want.push(first_name(p));
+                adds += 1;
+            }
+        }
+        if t == "Gelu" || t == "GELU" {
+            want.push(first_name(id));
+            gelus += 1;
+            for (rid, r) in graph.nodes() {
+                if r.inputs.iter().flatten().any(|v| *v == n.outputs[0]) {
+                    want.push(first_name(rid));
+                    downs += 1;
+                }
+            }
+        }
+    }
+    // The Reshape between each FFN down MatMul and its residual Add: read
+    // from a wanted op, read only by wanted ops.
+    let mut reshapes = 0;
+    for (id, n) in graph.nodes() {
+        if n.op.op_type() != "Reshape" {
+            continue;
+        }
+        let src = n.inputs[0].and_then(&op_of).map(|(p, _)| first_name(p));
+        let readers: Vec<String> = graph
+            .nodes()
+            .filter(|(_, r)| r.inputs.iter().flatten().any(|v| *v == n.outputs[0]))
+            .map(|(rid, _)| first_name(rid))
+            .collect();
+        if src.is_some_and(|p| want.contains(&p))
+            && !readers.is_empty()
+            && readers.iter().all(|r| want.contains(r))
+        {
+            want.push(first_name(id));
+            reshapes += 1;
+        }
+    }
+    // 1 embedding + 2 per layer residual Adds; 6 GELUs, each read by one
+    // MatMul, whose output reaches its Add through one Reshape.
+    assert_eq!((adds, gelus, downs, reshapes), (13, 6, 6, 6), "{want:?}");
+    let mut g = got.clone();
+    g.sort();
+    want.sort();
+    assert_eq!(g, want);
+    let cnn = prepared("mobilenetv2_nsfw");
+    assert!(transformer_pattern_layers(&cnn).is_empty());
 }

@@ -52,8 +52,10 @@ pub struct SearchFlags {
     /// `a:0.3,b:0.7` (rates summing to 1).
     #[arg(long = "global_compare_layers", alias = "global-compare-layers")]
     pub global_compare_layers: Option<String>,
-    /// Accepted for TPU-MLIR compatibility (True/False). qtune's searches
-    /// already recompute only what a trial changes, for every model kind.
+    /// True: keep TPU-MLIR's transformer pattern layers in float throughout
+    /// the search and in its qtable (spec 3.13: the Adds feeding a
+    /// LayerNorm, every GELU / SiLU, the MatMul reading a GELU). The op-type
+    /// pre-screen (spec 3.9.3) runs in search_qtable either way.
     #[arg(long, default_value = "False")]
     pub transformer: String,
     /// Loss table of mix_search (default `<quantize_table>_loss.txt`).
@@ -104,6 +106,9 @@ struct SearchContext {
     /// Float type of the ops the chip keeps in float.
     chip_fp: QuantMode,
     shape_qtable: Vec<(String, QuantMode)>,
+    /// `--transformer True`: the pattern layers (also in `shape_qtable`,
+    /// the fixed float layers of every search; written as pattern layers).
+    pattern_layers: Vec<String>,
     time_text: Option<String>,
     model_path: PathBuf,
     quiet: bool,
@@ -172,6 +177,7 @@ fn context(a: &ContextArgs) -> Result<SearchContext> {
         float_mode,
         chip_fp,
         shape_qtable,
+        pattern_layers: Vec::new(),
         time_text,
         model_path: a.model.to_path_buf(),
         quiet: a.quiet,
@@ -303,8 +309,14 @@ impl SearchContext {
             time: self.time_text.clone(),
             sample_number: self.cal.loader.batch_count(),
             chip: self.chip.clone(),
-            shape_layers: self.shape_qtable.iter().map(|(n, _)| n.clone()).collect(),
+            shape_layers: self
+                .shape_qtable
+                .iter()
+                .map(|(n, _)| n.clone())
+                .filter(|n| !self.pattern_layers.contains(n))
+                .collect(),
             shape_mode: self.float_mode,
+            pattern_layers: self.pattern_layers.clone(),
             pattern_mode: self.float_mode,
             custom_layers: custom
                 .iter()
@@ -362,6 +374,29 @@ impl SearchContext {
                 prebuilt: None,
             },
         )
+    }
+
+    /// `--transformer`: `True` adds the transformer pattern layers to the
+    /// fixed float layers (spec 3.13); `False` leaves them int8.
+    fn apply_transformer(&mut self, flag: &str) -> Result<()> {
+        if !parse_bool_flag("--transformer", flag)? {
+            return Ok(());
+        }
+        let pattern = qtune_search::transformer_pattern_layers(&self.graph);
+        for n in &pattern {
+            if !self.shape_qtable.iter().any(|(s, _)| s == n) {
+                self.shape_qtable.push((n.clone(), self.float_mode));
+            }
+        }
+        if !self.quiet {
+            println!(
+                "--transformer: {} pattern layers in {} (Adds feeding a LayerNorm, GELU / SiLU, MatMuls after a GELU)",
+                pattern.len(),
+                self.float_mode
+            );
+        }
+        self.pattern_layers = pattern;
+        Ok(())
     }
 
     /// The float reference (F32 model) of the evaluator.
@@ -622,6 +657,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
     })?;
     let mut ctx = ctx;
     ctx.keep_memory_bytes = flags.memory_bytes();
+    ctx.apply_transformer(&flags.transformer)?;
     // TPU-MLIR writes the shape/pattern qtable at start-up, whatever the mode.
     ctx.qtable(&[]).write(&qtable_path)?;
     let cali = &args.calibration_table;
@@ -1350,6 +1386,8 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
         &args.processor,
         &args.flags.fp_type,
     )?;
+    let mut ctx = ctx;
+    ctx.apply_transformer(&args.flags.transformer)?;
     if args.flags.memory_mb.is_some() {
         eprintln!(
             "warning: --memory_mb has no effect on run_qtable: it runs no calibration (the \
@@ -1439,9 +1477,22 @@ pub struct SensitiveArgs {
     expected_cos: f64,
     #[arg(long = "debug_cmd", alias = "debug-cmd", default_value = "")]
     debug_cmd: String,
-    /// The qtable to write.
-    #[arg(short = 'o')]
-    output: PathBuf,
+    /// The qtable to write (not needed with --sensitivity_table alone).
+    #[arg(short = 'o', required_unless_present = "sensitivity_table")]
+    output: Option<PathBuf>,
+    /// Write the per-layer sensitivity report (Markdown) here: each int8
+    /// layer alone in int8 at the --calibration_table threshold, every
+    /// other in float; plain cosine of --sensitivity_output to the float
+    /// model, mean and min over the inference samples, worst first.
+    #[arg(long = "sensitivity_table", alias = "sensitivity-table")]
+    sensitivity_table: Option<PathBuf>,
+    /// The output the sensitivity report compares (default: the first).
+    #[arg(
+        long = "sensitivity_output",
+        alias = "sensitivity-output",
+        requires = "sensitivity_table"
+    )]
+    sensitivity_output: Option<String>,
     #[command(flatten)]
     flags: SearchFlags,
     #[command(flatten)]
@@ -1456,6 +1507,9 @@ For every layer the chip runs in int8, with every other such layer in float: the
 best threshold is kept. The --max_float_layers layers with the largest losses go to the qtable
 (-o); new_cali_table.txt (current folder) holds the best thresholds; the log is
 `SensitiveLayerSearch`. --resume continues from `<qtable>.journal`.
+
+With --sensitivity_table FILE: first the per-layer sensitivity report (see the flag); without
+-o, only the report is computed (no method calibration, no qtable).
 
 Exit codes: 0 success; 2 bad input or usage.";
 
@@ -1495,7 +1549,14 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
     )?;
     let mut ctx = ctx;
     ctx.keep_memory_bytes = args.flags.memory_bytes();
+    ctx.apply_transformer(&args.flags.transformer)?;
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
+    if let Some(path) = &args.sensitivity_table {
+        sensitivity_report(&ctx, &args, &table, path)?;
+    }
+    let Some(output) = args.output.clone() else {
+        return Ok(());
+    };
     let methods = [
         CalibrationMethod::Max,
         CalibrationMethod::Percentile9999,
@@ -1554,7 +1615,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         &mut ev,
         &search,
         &mut log,
-        &args.output,
+        &output,
         &fingerprint(&parts),
         args.flags.resume,
         "success sensitive layer search",
@@ -1566,4 +1627,63 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
             layer_loss: "the output loss (1 - mapped cos) with only this layer in int8, at each method's threshold",
         },
     )
+}
+
+/// `run_sensitive_layer --sensitivity_table`: the per-layer report.
+fn sensitivity_report(
+    ctx: &SearchContext,
+    args: &SensitiveArgs,
+    table: &CalibrationTable,
+    path: &Path,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let mut ev = ctx.evaluator(
+        args.inference_num,
+        None,
+        args.flags.cache_mb,
+        args.post_process.as_deref(),
+    )?;
+    ctx.f32_reference(&mut ev)?;
+    let output = match &args.sensitivity_output {
+        Some(o) => o.clone(),
+        None => ev
+            .reference()
+            .first()
+            .and_then(|s| s.first())
+            .map(|(n, _)| n.clone())
+            .ok_or_else(|| anyhow::anyhow!("the model has no output to compare"))?,
+    };
+    let bar = ctx.bar();
+    let rep = mix::sensitivity(
+        &mut ev,
+        table,
+        &ctx.shape_qtable,
+        // "Everything else float" in F32, so a row measures the int8 form
+        // of its layer alone, not the chip float type's rounding too.
+        QuantMode::F32,
+        &output,
+        &bar,
+    )?;
+    write_text(
+        path,
+        &rep.to_markdown(&args.calibration_table.display().to_string()),
+    )?;
+    if !ctx.quiet {
+        println!(
+            "sensitivity report of {} layers written to {} ({:.1} s)",
+            rep.rows.len(),
+            path.display(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// TPU-MLIR's `str2bool` values of a True/False flag.
+fn parse_bool_flag(flag: &str, v: &str) -> Result<bool> {
+    match v {
+        "True" | "true" | "1" | "yes" => Ok(true),
+        "False" | "false" | "0" | "no" => Ok(false),
+        other => bail!("{flag} {other}: expected True or False"),
+    }
 }

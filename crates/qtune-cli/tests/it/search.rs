@@ -10,6 +10,7 @@ use assert_cmd::Command;
 use super::common::{
     YOLOX_FLAGS, model, run_ok, scratch, stderr_of, stdout_of, tool, transform_mobilenet, workloads,
 };
+use super::weight_transforms::cosine;
 
 fn calib() -> PathBuf {
     workloads().join("images/calib")
@@ -590,4 +591,118 @@ fn search_qtable_two_methods_resumes_byte_identical() {
     assert!(log.contains("resumed "), "{log}");
     assert_eq!(files("cali", "q"), reference, "resumed vs uninterrupted");
     assert!(!journal.exists(), "the journal outlived a finished search");
+}
+
+/// `| rank | layer | type | mean | min |` rows of a sensitivity report.
+fn sensitivity_rows(text: &str) -> Vec<(String, f64, f64)> {
+    text.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| rank"))
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                f[2].to_string(),
+                f[4].parse().unwrap(),
+                f[5].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The per-layer sensitivity report: byte-identical whatever the thread
+/// count, and its order is the one `qtune run` gives when each layer is
+/// simulated alone in int8 (every other report layer in F32 by qtable),
+/// computed here without the search's evaluator.
+#[test]
+fn sensitivity_table_is_reproducible_and_ranks_like_independent_runs() {
+    let dir = scratch("sensitivity_table");
+    let image = calib().join("darknet_dog.jpg");
+    let input = transform_mobilenet(&dir, "mobilenet_v2", Some(&image), None);
+    run_ok(
+        tool("run_calibration")
+            .current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .arg("--dataset")
+            .arg(calib())
+            .args(["--input_num", "8", "-o", "cali"]),
+    );
+    std::fs::write(dir.join("list.txt"), format!("{}\n", image.display())).unwrap();
+    let report = |threads: &str, out: &str| {
+        let mut cmd = tool("run_sensitive_layer");
+        cmd.current_dir(&dir)
+            .arg("mobilenet_v2.mlir")
+            .args(["--data_list", "list.txt", "--input_num", "1"])
+            .args(["--inference_num", "1", "--calibration_table", "cali"])
+            .args(["--processor", "bm1684x", "--no_time", "-q"])
+            .args(["--threads", threads, "--sensitivity_table", out]);
+        run_ok(&mut cmd);
+        std::fs::read(dir.join(out)).unwrap()
+    };
+    let two = report("2", "s2.md");
+    let one = report("1", "s1.md");
+    assert_eq!(one, two, "1 thread vs 2");
+    assert!(
+        !dir.join("new_cali_table.txt").exists(),
+        "no search without -o"
+    );
+    let rows = sensitivity_rows(&String::from_utf8(two).unwrap());
+    assert!(rows.len() > 20, "{} rows", rows.len());
+
+    // Independent: the float output, then each layer alone in int8.
+    let run = |extra: &[&str], out: &str| -> Vec<f32> {
+        let mut cmd = tool("qtune");
+        cmd.current_dir(&dir)
+            .args(["run", "mobilenet_v2.mlir", "--input"])
+            .arg(&input)
+            .args(["-o", out, "--processor", "bm1684x"])
+            .args(extra);
+        run_ok(&mut cmd);
+        let npz = qtune_tensor::read_npz(&dir.join(out)).unwrap();
+        assert_eq!(npz.len(), 1, "mobilenet has one output");
+        npz[0].1.to_f32_vec()
+    };
+    let float = run(&["--quantize", "F32"], "f.npz");
+    let mut independent: Vec<(String, f64)> = Vec::new();
+    for (name, _, _) in &rows {
+        let q: String = rows
+            .iter()
+            .filter(|(n, _, _)| n != name)
+            .map(|(n, _, _)| format!("{n} F32\n"))
+            .collect();
+        std::fs::write(dir.join("q"), q).unwrap();
+        let got = run(
+            &["--calibration_table", "cali", "--quantize_table", "q"],
+            "i.npz",
+        );
+        independent.push((name.clone(), cosine(&float, &got)));
+    }
+    // One sample: mean = min = the cosine, printed to 6 decimals.
+    for ((name, mean, min), (_, c)) in rows.iter().zip(&independent) {
+        assert_eq!(mean, min, "{name}");
+        assert!(
+            (mean - c).abs() <= 1e-6,
+            "{name}: report {mean}, qtune run {c}"
+        );
+    }
+    let worst = independent
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    assert_eq!(
+        rows[0].0, worst.0,
+        "the report's first row is not the argmin"
+    );
+    let mut sorted = independent.clone();
+    sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
+    for w in rows.windows(2) {
+        assert!(w[0].1 <= w[1].1, "not sorted: {w:?}");
+    }
+    // The order agrees wherever the independent cosines differ by more
+    // than the report's printed precision.
+    for (i, a) in independent.iter().enumerate() {
+        for b in &independent[i + 1..] {
+            if b.1 < a.1 - 2e-6 {
+                panic!("{} ({}) ranks before {} ({})", a.0, a.1, b.0, b.1);
+            }
+        }
+    }
 }

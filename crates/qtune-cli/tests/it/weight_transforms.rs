@@ -184,7 +184,8 @@ fn write_list(dir: &Path) -> std::path::PathBuf {
 /// three images; the correction is fitted on other images).
 const BC_NOT_WORSE_TOL: f64 = 0.005;
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
+/// Plain cosine in f64 (also used by the sensitivity test in `search.rs`).
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
     for (&x, &y) in a.iter().zip(b) {
         let (x, y) = (f64::from(x), f64::from(y));

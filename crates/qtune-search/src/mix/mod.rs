@@ -9,6 +9,7 @@ mod layers;
 pub mod log;
 mod mix_search;
 mod qtable_search;
+mod sensitivity;
 mod similarity;
 mod threshold_search;
 
@@ -20,5 +21,6 @@ pub use fast_search::{FastSearch, FastSearchOutcome, fast_search};
 pub use layers::{Layer, int8_layers, layers, top_type};
 pub use mix_search::{MixSearch, MixSearchOutcome, mix_search};
 pub use qtable_search::{LayerResult, LayerSearch, LayerSearchOutcome, MethodTable, layer_search};
+pub use sensitivity::{Sensitivity, SensitivityRow, plain_cos, sensitivity, sort_rows};
 pub use similarity::{OutputScore, cos_sim, score_outputs, snr};
 pub use threshold_search::{Benchmark, threshold_search};
