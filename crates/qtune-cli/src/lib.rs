@@ -7,7 +7,6 @@
 //! files, unknown flags).
 
 pub mod commands;
-pub mod int4_pack;
 pub mod model;
 pub mod py_names;
 

@@ -117,7 +117,11 @@ pub fn export_model(graph: &Graph, opts: &ExportOptions) -> Result<ModelProto, O
 
 /// Exports `graph` as a serialized ONNX `ModelProto`.
 pub fn export_onnx(graph: &Graph, opts: &ExportOptions) -> Result<Vec<u8>, OnnxError> {
-    let model = export_model(graph, opts)?;
+    encode_model(&export_model(graph, opts)?)
+}
+
+/// Serializes `model`, within protobuf's 2 GiB limit.
+fn encode_model(model: &ModelProto) -> Result<Vec<u8>, OnnxError> {
     let len = model.encoded_len();
     if len > MAX_MODEL_BYTES {
         return Err(OnnxError::Export {
@@ -132,7 +136,13 @@ pub fn export_onnx(graph: &Graph, opts: &ExportOptions) -> Result<Vec<u8>, OnnxE
 /// Exports `graph` to `path`. The file is replaced atomically: readers see
 /// the old file or the complete new one, never a partial write.
 pub fn write_onnx(graph: &Graph, path: &Path, opts: &ExportOptions) -> Result<(), OnnxError> {
-    let bytes = export_onnx(graph, opts)?;
+    write_model(&export_model(graph, opts)?, path)
+}
+
+/// Writes `model` (e.g. [`export_model`]'s, rewritten) to `path`,
+/// atomically as [`write_onnx`].
+pub fn write_model(model: &ModelProto, path: &Path) -> Result<(), OnnxError> {
+    let bytes = encode_model(model)?;
     qtune_tensor::write_atomic(path, |w| std::io::Write::write_all(w, &bytes)).map_err(|source| {
         OnnxError::Write {
             path: path.to_path_buf(),
@@ -994,7 +1004,7 @@ fn attr(name: &str, kind: AttributeType) -> AttributeProto {
     }
 }
 
-fn attr_int(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         i: Some(v),
         ..attr(name, AttributeType::Int)

@@ -23,6 +23,7 @@ mod attrs;
 mod error;
 pub mod export;
 mod import;
+mod int4_pack;
 mod ops;
 mod tensor;
 
@@ -46,8 +47,10 @@ use qtune_ir::Graph;
 
 pub use error::OnnxError;
 pub use export::{
-    EXPORT_IR_VERSION, EXPORT_OPSET, ExportOptions, export_model, export_onnx, write_onnx,
+    EXPORT_IR_VERSION, EXPORT_OPSET, ExportOptions, export_model, export_onnx, write_model,
+    write_onnx,
 };
+pub use int4_pack::pack_int4;
 
 /// The oldest default-domain opset the importer accepts.
 pub const MIN_OPSET: i64 = 7;

@@ -324,19 +324,13 @@ fn outputs_path(model: &Path) -> PathBuf {
 }
 
 /// Writes the QDQ model, its 4-bit weight-only layers packed as
-/// MatMulNBits where they fit (see [`crate::int4_pack`]); returns how many.
+/// MatMulNBits where they fit (see [`qtune_onnx::pack_int4`]); returns how
+/// many.
 fn write_model(qdq: &qtune_ir::Graph, path: &Path) -> Result<usize> {
-    use prost::Message;
+    let context = || format!("writing `{}`", path.display());
     let mut model = qtune_onnx::export_model(qdq, &qtune_onnx::ExportOptions::default())
-        .with_context(|| format!("writing `{}`", path.display()))?;
-    let packed = crate::int4_pack::pack_int4(qdq, &mut model);
-    if packed == 0 {
-        qtune_onnx::write_onnx(qdq, path, &qtune_onnx::ExportOptions::default())
-            .with_context(|| format!("writing `{}`", path.display()))?;
-        return Ok(0);
-    }
-    let bytes = model.encode_to_vec();
-    qtune_tensor::write_atomic(path, |w| std::io::Write::write_all(w, &bytes))
-        .with_context(|| format!("writing `{}`", path.display()))?;
+        .with_context(context)?;
+    let packed = qtune_onnx::pack_int4(qdq, &mut model);
+    qtune_onnx::write_model(&model, path).with_context(context)?;
     Ok(packed)
 }

@@ -27,8 +27,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::export::attr_int;
+use crate::proto::{ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 use qtune_ir::{Graph, NodeId, Op, ValueId};
-use qtune_onnx::proto::{AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 use qtune_tensor::TensorData;
 
 /// One 4-bit layer to pack, found on the IR graph.
@@ -192,15 +193,6 @@ fn tensor(name: &str, dims: &[usize], data_type: i32, raw: Vec<u8>) -> TensorPro
     }
 }
 
-fn attr_int(name: &str, v: usize) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.to_string()),
-        r#type: Some(qtune_onnx::proto::attribute_proto::AttributeType::Int as i32),
-        i: Some(i64::try_from(v).unwrap_or(i64::MAX)),
-        ..Default::default()
-    }
-}
-
 /// Rewrites the 4-bit weight-only layers of `model` (exported from `qdq`)
 /// as MatMulNBits; returns how many it packed.
 pub fn pack_int4(qdq: &Graph, model: &mut ModelProto) -> usize {
@@ -276,10 +268,10 @@ pub fn pack_int4(qdq: &Graph, model: &mut ModelProto) -> usize {
             op_type: Some("MatMulNBits".into()),
             domain: Some("com.microsoft".into()),
             attribute: vec![
-                attr_int("K", l.k),
-                attr_int("N", l.n),
+                attr_int("K", i64::try_from(l.k).unwrap_or(i64::MAX)),
+                attr_int("N", i64::try_from(l.n).unwrap_or(i64::MAX)),
                 attr_int("bits", 4),
-                attr_int("block_size", l.block),
+                attr_int("block_size", i64::try_from(l.block).unwrap_or(i64::MAX)),
                 attr_int("accuracy_level", 0),
             ],
             ..Default::default()
@@ -301,8 +293,8 @@ pub fn pack_int4(qdq: &Graph, model: &mut ModelProto) -> usize {
             .initializer
             .retain(|t| !replaced.contains(t.name.as_deref().unwrap_or("")));
         let nb = l.k / l.block;
-        let uint8 = qtune_onnx::proto::tensor_proto::DataType::Uint8 as i32;
-        let float = qtune_onnx::proto::tensor_proto::DataType::Float as i32;
+        let uint8 = crate::proto::tensor_proto::DataType::Uint8 as i32;
+        let float = crate::proto::tensor_proto::DataType::Float as i32;
         graph.initializer.push(tensor(
             &l.codes_name,
             &[l.n, nb, l.block / 2],
