@@ -425,6 +425,12 @@ fn run_inner(args: Args) -> Result<()> {
     })?;
     let debug = parse_debug_cmd(&args.debug_cmd)?;
     debug.warn_ignored();
+    // Plain calibration has no float layers to add the pattern to.
+    if super::search::parse_bool_flag("--transformer", &args.search_flags.transformer)? {
+        bail!(
+            "--transformer True keeps the transformer pattern layers in float during a mixed-precision search: use it with --search (search_qtable, mix_search, fast_search, search_threshold), run_qtable or run_sensitive_layer"
+        );
+    }
     for (given, flag) in [
         (args.inference_num.is_some(), "--inference_num"),
         (

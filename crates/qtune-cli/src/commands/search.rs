@@ -1680,7 +1680,7 @@ fn sensitivity_report(
 }
 
 /// TPU-MLIR's `str2bool` values of a True/False flag.
-fn parse_bool_flag(flag: &str, v: &str) -> Result<bool> {
+pub(crate) fn parse_bool_flag(flag: &str, v: &str) -> Result<bool> {
     match v {
         "True" | "true" | "1" | "yes" => Ok(true),
         "False" | "false" | "0" | "no" => Ok(false),

@@ -304,8 +304,16 @@ fn bad_inputs_fail_with_one_line_and_no_table() {
     transform_mobilenet(&dir, "mobilenet_v2", None, None);
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     std::fs::write(dir.join("empty/notes.txt"), "not an image").unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--dataset", "no_such_folder"], "no such folder"),
+        (
+            &["--dataset", "empty", "--transformer", "True"],
+            "--transformer True keeps the transformer pattern layers in float during a mixed-precision search",
+        ),
+        (
+            &["--dataset", "empty", "--transformer", "maybe"],
+            "--transformer maybe: expected True or False",
+        ),
         (&["--dataset", "empty"], "no usable file"),
         (&["--data_list", "no_such_list.txt"], "no_such_list.txt"),
         (
