@@ -30,12 +30,20 @@ pub struct SensitivityRow {
     pub cos: Vec<f64>,
 }
 
+fn mean_of(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn min_of(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
 impl SensitivityRow {
     pub fn mean(&self) -> f64 {
-        self.cos.iter().sum::<f64>() / self.cos.len().max(1) as f64
+        mean_of(&self.cos)
     }
     pub fn min(&self) -> f64 {
-        self.cos.iter().copied().fold(f64::INFINITY, f64::min)
+        min_of(&self.cos)
     }
 }
 
@@ -191,8 +199,6 @@ impl Sensitivity {
     /// The report as a Markdown table (fixed decimals: byte-identical for
     /// identical numbers).
     pub fn to_markdown(&self, table_name: &str) -> String {
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         let mut s = format!(
             "# per-layer sensitivity: `{}` cosine to the float model, {} samples, thresholds of `{}`\n\
              # all-int8: {:.5} / {:.5} (mean / min)\n\n\
@@ -200,8 +206,8 @@ impl Sensitivity {
             self.output,
             self.all_int8.len(),
             table_name,
-            mean(&self.all_int8),
-            min(&self.all_int8)
+            mean_of(&self.all_int8),
+            min_of(&self.all_int8)
         );
         for (i, r) in self.rows.iter().enumerate() {
             s.push_str(&format!(
