@@ -474,9 +474,9 @@ impl QuantArgs {
             fp_type,
             asymmetric: self.asymmetric,
             matmul_per_channel: self.matmul_perchannel,
+            weight_only: self.weight_only()?,
         };
-        let wo = self.weight_only()?;
-        let q = qtune_deploy::quantize_with(graph, processor, &req, wo).map_err(|e| {
+        let q = qtune_deploy::quantize(graph, processor, &req).map_err(|e| {
             let ctx = match (&self.calibration_table, &self.quantize_table) {
                 (Some(c), Some(t)) => format!(
                     " (calibration table `{}`, qtable `{}`)",

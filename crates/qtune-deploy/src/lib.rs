@@ -61,17 +61,7 @@ pub fn quantize(
     processor: Processor,
     req: &PlanRequest,
 ) -> Result<QuantizedModel, DeployError> {
-    quantize_with(graph, processor, req, WeightOnly::default())
-}
-
-/// [`quantize`] with the options of weight-only layers.
-pub fn quantize_with(
-    graph: &qtune_ir::Graph,
-    processor: Processor,
-    req: &PlanRequest,
-    wo: WeightOnly,
-) -> Result<QuantizedModel, DeployError> {
-    let plan = Plan::new_with(graph, processor.profile(), req, wo)?;
+    let plan = Plan::new(graph, processor.profile(), req)?;
     let (qdq, report) = build_qdq(graph, &plan)?;
     Ok(QuantizedModel { plan, qdq, report })
 }

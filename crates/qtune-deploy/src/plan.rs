@@ -133,6 +133,10 @@ pub struct PlanRequest<'a> {
     /// `--matmul_perchannel`: Gemm weights get one scale per output channel
     /// (per-channel chips only; TPU-MLIR's default is per tensor).
     pub matmul_per_channel: bool,
+    /// `--q_group_size` / `--q_symmetric` of the weight-only layers
+    /// (`--quantize` or qtable rows W8F16, W8BF16, W4F16, W4BF16; see
+    /// [`weight_only`]).
+    pub weight_only: WeightOnly,
 }
 
 fn is_float_data(graph: &Graph, node: NodeId) -> bool {
@@ -370,17 +374,7 @@ fn data_input(graph: &Graph, node: NodeId) -> Option<ValueId> {
 impl Plan {
     /// Builds the plan of `graph` (value names are the table's op names).
     pub fn new(graph: &Graph, profile: Profile, req: &PlanRequest) -> Result<Plan, DeployError> {
-        Plan::new_with(graph, profile, req, WeightOnly::default())
-    }
-
-    /// [`Plan::new`] with the options of weight-only layers (`--quantize`
-    /// or qtable rows W8F16, W8BF16, W4F16, W4BF16; see [`weight_only`]).
-    pub fn new_with(
-        graph: &Graph,
-        profile: Profile,
-        req: &PlanRequest,
-        wo: WeightOnly,
-    ) -> Result<Plan, DeployError> {
+        let wo = req.weight_only;
         let qt: HashMap<&str, QuantMode> =
             req.qtable.iter().map(|(n, m)| (n.as_str(), *m)).collect();
         let mut matched = vec![false; req.qtable.len()];

@@ -40,6 +40,7 @@ fn int8(t: &CalibrationTable) -> PlanRequest<'_> {
         fp_type: QuantMode::F16,
         asymmetric: false,
         matmul_per_channel: false,
+        weight_only: Default::default(),
     }
 }
 
@@ -177,6 +178,7 @@ fn identity_plan_is_the_float_graph() {
         fp_type: QuantMode::F16,
         asymmetric: false,
         matmul_per_channel: false,
+        weight_only: Default::default(),
     };
     let q = quantize(&g, Processor::Bm1684x, &req).unwrap();
     assert_eq!(q.report, Default::default());
@@ -212,6 +214,7 @@ fn identity_plan_reproduces_mobilenet_bit_for_bit() {
         fp_type: QuantMode::F16,
         asymmetric: false,
         matmul_per_channel: false,
+        weight_only: Default::default(),
     };
     let q = quantize(&graph, Processor::Bm1684x, &req).unwrap();
     let golden = qtune_tensor::read_npz(&root.join("golden/mobilenetv2_nsfw/input.npz")).unwrap();
@@ -231,6 +234,7 @@ fn qtable_f16_layer_is_rounded_and_close() {
         fp_type: QuantMode::F16,
         asymmetric: false,
         matmul_per_channel: false,
+        weight_only: Default::default(),
     };
     let q = quantize(&g, Processor::Bm1684x, &req).unwrap();
     // The input and the output of `a` are rounded (its weight is a rounded constant).

@@ -110,6 +110,7 @@ fn check(name: &str, fused_relus: bool) {
         fp_type: QuantMode::F16,
         asymmetric: false,
         matmul_per_channel: false,
+        weight_only: Default::default(),
     };
     let q = quantize(&graph, Processor::Bm1684x, &req).unwrap();
     let build = |opts: SimOptions| {

@@ -4,7 +4,7 @@
 //! a direct computation with the dequantized weight.
 
 use qtune_deploy::weight_only::{self, WeightOnly};
-use qtune_deploy::{FloatReason, PlanRequest, Processor, quantize_with};
+use qtune_deploy::{DeployError, FloatReason, PlanRequest, Processor, QuantizedModel, quantize};
 use qtune_exec::{Executor, Keep, NoHook, PrepareOptions};
 use qtune_ir::{FloatFormat, Graph, Op};
 use qtune_quant::QuantMode;
@@ -43,7 +43,25 @@ fn request(mode: QuantMode) -> PlanRequest<'static> {
         fp_type: QuantMode::F16,
         asymmetric: false,
         matmul_per_channel: false,
+        weight_only: Default::default(),
     }
+}
+
+/// [`quantize`] with `req`'s weight-only options replaced by `wo`.
+fn quantize_with(
+    g: &Graph,
+    p: Processor,
+    req: &PlanRequest,
+    wo: WeightOnly,
+) -> Result<QuantizedModel, DeployError> {
+    quantize(
+        g,
+        p,
+        &PlanRequest {
+            weight_only: wo,
+            ..req.clone()
+        },
+    )
 }
 
 fn run(g: &Graph, x: Tensor) -> Vec<f32> {

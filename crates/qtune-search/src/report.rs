@@ -422,6 +422,7 @@ pub fn gather(req: &GatherRequest) -> Result<Gathered, SearchError> {
         fp_type: req.fp_type,
         asymmetric: req.asymmetric,
         matmul_per_channel: req.matmul_per_channel,
+        weight_only: qtune_deploy::WeightOnly::default(),
     };
     let own_plan;
     let plan = match req.prebuilt {

@@ -456,6 +456,7 @@ impl<'g> MixEvaluator<'g> {
             fp_type: self.fp_type,
             asymmetric: false,
             matmul_per_channel: false,
+            weight_only: qtune_deploy::WeightOnly::default(),
         };
         let plan = Plan::new(graph, self.processor.profile(), &req)?;
         let (qdq, _) = build_qdq(graph, &plan)?;
