@@ -487,10 +487,7 @@ impl Builder<'_> {
         }
         if n0 < nn {
             let mut rest = wt[n0 * k..].to_vec();
-            match format {
-                FloatFormat::F16 => qtune_kernels::round_to_f16(&mut rest),
-                FloatFormat::BF16 => qtune_kernels::round_to_bf16(&mut rest),
-            }
+            crate::weight_only::round_to(&mut rest, format);
             let rest = Tensor::from_f32(vec![nn - n0, k], rest).expect("rest dims");
             let rest = self.constant(&format!("{base}_float_rows"), rest);
             let out = self.value_like(
@@ -591,10 +588,7 @@ impl Builder<'_> {
         }
         let t = self.src.constant_of(v).expect("a constant");
         let mut data = t.to_f32_vec();
-        match format {
-            FloatFormat::F16 => qtune_kernels::round_to_f16(&mut data),
-            FloatFormat::BF16 => qtune_kernels::round_to_bf16(&mut data),
-        }
+        crate::weight_only::round_to(&mut data, format);
         let rt = Tensor::from_f32(t.shape().clone(), data).expect("same shape");
         let name = format!("{}_{}", self.src.value(v).name, format.name());
         let c = self.constant(&name, rt);

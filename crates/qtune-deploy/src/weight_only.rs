@@ -156,7 +156,9 @@ pub enum Codes {
     U8(Vec<u8>),
 }
 
-fn round_scales(s: &mut [f32], format: FloatFormat) {
+/// Rounds `s` in place to `format` (the export's and the chip's float
+/// types).
+pub(crate) fn round_to(s: &mut [f32], format: FloatFormat) {
     match format {
         FloatFormat::F16 => qtune_kernels::round_to_f16(s),
         FloatFormat::BF16 => qtune_kernels::round_to_bf16(s),
@@ -207,7 +209,7 @@ pub fn quantize(
                     })
                 })
                 .collect();
-            round_scales(&mut scale, format);
+            round_to(&mut scale, format);
             // Integers clamped to the code type above.
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let codes = if signed {
@@ -241,7 +243,7 @@ pub fn quantize(
         }
         scale.push(s);
     }
-    round_scales(&mut scale, format);
+    round_to(&mut scale, format);
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let zpu = zp as u8;
     QuantizedWeight {
@@ -274,7 +276,7 @@ fn asymmetric(wt: &[f32], g: usize, max_int: f32, format: FloatFormat) -> Quanti
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         zero_point.push(zp as u8);
     }
-    round_scales(&mut scale, format);
+    round_to(&mut scale, format);
     QuantizedWeight {
         codes: Codes::U8(codes),
         scale,
