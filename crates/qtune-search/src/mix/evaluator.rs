@@ -29,7 +29,7 @@ use qtune_tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::similarity::{OutputScore, cos_sim, score_outputs};
+use super::similarity::{OutputScore, cos_sim, f32_of, score_outputs};
 use crate::SearchError;
 use crate::tune_refs::TuneRefs;
 
@@ -114,7 +114,7 @@ impl LayerHook<'_> {
                         if let Some(r) = r
                             && r.numel() == tensor.numel()
                         {
-                            self.cos[i] = Some(cos_sim(&r.to_f32_vec(), &tensor.to_f32_vec()));
+                            self.cos[i] = Some(cos_sim(&f32_of(&r), &f32_of(tensor)));
                         }
                     }),
                 None => Ok(()),

@@ -55,7 +55,8 @@ impl OutputScore {
     }
 }
 
-fn f32_of(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
+/// The values of `t` as f32, borrowed when it holds f32 (no copy).
+pub(crate) fn f32_of(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_f32() {
         Ok(x) => std::borrow::Cow::Borrowed(x),
         Err(_) => std::borrow::Cow::Owned(t.to_f32_vec()),
