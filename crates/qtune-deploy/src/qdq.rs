@@ -291,8 +291,20 @@ impl Builder<'_> {
             vec![Some(x)],
             vec![y],
         );
-        self.report.rounded_tensors += 1;
         y
+    }
+
+    /// [`Self::add_round`] of a tensor of the model (counted in the report).
+    fn add_round_tensor(
+        &mut self,
+        base: &str,
+        x: ValueId,
+        shape: Option<Shape>,
+        format: FloatFormat,
+        out_name: Option<String>,
+    ) -> ValueId {
+        self.report.rounded_tensors += 1;
+        self.add_round(base, x, shape, format, out_name)
     }
 
     /// Dequantized int8 weight (`DequantizeLinear(w_int8, w_scale)`).
@@ -467,7 +479,6 @@ impl Builder<'_> {
         );
         // The chip dequantizes into the float type.
         let mut cur = self.add_round(&base, dq, Some(Shape(vec![rows, g])), format, None);
-        self.report.rounded_tensors -= 1; // a weight, not a tensor of the model
         if g != k {
             let dim = |d: usize| i64::try_from(d).unwrap_or(i64::MAX);
             let shape = Tensor::from_i64(vec![2], vec![dim(n0), dim(k)]).expect("shape dims");
@@ -577,7 +588,7 @@ impl Builder<'_> {
             return r;
         }
         let name = self.src.value(v).name.clone();
-        let r = self.add_round(&name, cur, self.shape(v), format, None);
+        let r = self.add_round_tensor(&name, cur, self.shape(v), format, None);
         self.rviews.insert((v, format), r);
         r
     }
@@ -783,7 +794,7 @@ impl Builder<'_> {
             let out_name = self.src.outputs.contains(&o).then(|| name.clone());
             let shape = self.shape(o);
             let v = match format {
-                Some(f) => self.add_round(&name, raw, shape, f, out_name),
+                Some(f) => self.add_round_tensor(&name, raw, shape, f, out_name),
                 None => {
                     let r = self.range_of(o, id)?;
                     self.add_qdq(&name, raw, shape, r, out_name)
