@@ -1533,6 +1533,25 @@ pub fn run_sensitive_layer(args: SensitiveArgs) -> Result<()> {
 fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
     let start = Instant::now();
     args.report.check()?;
+    if args.output.is_none() {
+        // Report-only mode runs no method search: its flags would be
+        // ignored. (Values at their defaults cannot be told from absent.)
+        for (given, flag) in [
+            (args.max_float_layers != 5, "--max_float_layers"),
+            (args.tune_num != 5, "--tune_num"),
+            (args.tune_list.is_some(), "--tune_list"),
+            (args.histogram_bin_num != 2048, "--histogram_bin_num"),
+            (args.flags.resume, "--resume"),
+            (args.report.report.is_some(), "--report"),
+            (args.report.plot.is_some(), "--plot"),
+        ] {
+            if given {
+                bail!(
+                    "{flag} applies to the sensitive-layer search, which runs only with -o;                      --sensitivity_table alone writes the report only"
+                );
+            }
+        }
+    }
     let debug = parse_debug_cmd(&args.debug_cmd)?;
     debug.warn_ignored();
     let ctx = args.common.context(

@@ -107,3 +107,25 @@ fn missing_files() {
         .unwrap();
     assert_clean_failure(&out, &["/nonexistent/in.npz"]);
 }
+
+/// `run_sensitive_layer --sensitivity_table` without `-o` runs no method
+/// search: the search's own flags are refused, not ignored.
+#[test]
+fn sensitivity_report_alone_refuses_search_flags() {
+    for extra in [
+        &["--max_float_layers", "3"][..],
+        &["--tune_num", "2"],
+        &["--histogram_bin_num", "1024"],
+        &["--resume"],
+        &["--report", "r.html"],
+    ] {
+        let out = tool("run_sensitive_layer")
+            .arg("/nonexistent/m.mlir")
+            .args(["--dataset", "/nonexistent", "--calibration_table", "t"])
+            .args(["--sensitivity_table", "s.md"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_clean_failure(&out, &[extra[0], "runs only with -o"]);
+    }
+}
