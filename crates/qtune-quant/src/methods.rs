@@ -253,6 +253,15 @@ pub(crate) fn numpy_cmp(a: &f32, b: &f32) -> Ordering {
     }
 }
 
+/// NumPy's order with ties broken by the bit pattern: a total order, so the
+/// `k` smallest or largest values of a list are one multiset of bit patterns
+/// whatever the list's order (`+0.0` and `-0.0`, or NaNs with different
+/// payloads, are equal for [`numpy_cmp`] and would otherwise be picked by the
+/// selection's internal permutation). Numerically it is NumPy's order.
+pub(crate) fn total_cmp(a: &f32, b: &f32) -> Ordering {
+    numpy_cmp(a, b).then_with(|| a.to_bits().cmp(&b.to_bits()))
+}
+
 /// Keeps the `k` smallest values of `v` (unordered).
 pub(crate) fn keep_smallest(v: &mut Vec<f32>, k: usize) {
     if v.len() > k {
@@ -260,7 +269,7 @@ pub(crate) fn keep_smallest(v: &mut Vec<f32>, k: usize) {
             v.clear();
             return;
         }
-        v.select_nth_unstable_by(k - 1, numpy_cmp);
+        v.select_nth_unstable_by(k - 1, total_cmp);
         v.truncate(k);
     }
 }
@@ -268,10 +277,71 @@ pub(crate) fn keep_smallest(v: &mut Vec<f32>, k: usize) {
 /// Keeps the `k` largest values of `v` (unordered).
 pub(crate) fn keep_largest(v: &mut Vec<f32>, k: usize) {
     if v.len() > k {
+        if k == 0 {
+            v.clear();
+            return;
+        }
         let drop = v.len() - k;
-        v.select_nth_unstable_by(drop, numpy_cmp);
+        v.select_nth_unstable_by(drop, total_cmp);
         v.drain(..drop);
     }
+}
+
+/// Subsample size of [`tail_of`]'s threshold estimate.
+const TAIL_SUBSAMPLE: usize = 4096;
+
+/// The `k` largest (`largest`) or smallest values of `x`: the multiset
+/// `keep_largest` / `keep_smallest` leave from a copy of all of `x`, found by
+/// copying only the values beyond a threshold `t` estimated from a strided
+/// subsample (about `2k + 64` of them) and selecting among those. Exact:
+/// when at least `k` values of `x` lie beyond `t`, the `k` extremes of `x`
+/// all do. Falls back to selecting over a full copy when `k` is not small
+/// against `x.len()`, when the estimate leaves fewer than `k` values, or when
+/// `t` is zero or NaN (where `<=` and the total order disagree on ties).
+fn tail_of(x: &[f32], k: usize, largest: bool) -> Vec<f32> {
+    let full = || {
+        let mut v = x.to_vec();
+        if largest {
+            keep_largest(&mut v, k);
+        } else {
+            keep_smallest(&mut v, k);
+        }
+        v
+    };
+    let n = x.len();
+    if k == 0 || k.saturating_mul(8) > n {
+        return full();
+    }
+    let stride = (n / TAIL_SUBSAMPLE).max(1);
+    let mut sample: Vec<f32> = x.iter().step_by(stride).copied().collect();
+    let m = sample.len();
+    // Rank (from the extreme end) of the subsample value expected to leave
+    // about 2k + 64 values of x beyond it, with a margin for sampling error.
+    let rank = (2 * k + 64).saturating_mul(m).div_ceil(n) + 8;
+    if rank >= m {
+        return full();
+    }
+    let idx = if largest { m - rank } else { rank - 1 };
+    let (_, &mut t, _) = sample.select_nth_unstable_by(idx, total_cmp);
+    if t == 0.0 || t.is_nan() {
+        return full();
+    }
+    // For a non-zero, non-NaN t these are exactly the values at or beyond t
+    // in the total order (NaN is the largest value).
+    let mut beyond: Vec<f32> = if largest {
+        x.iter().copied().filter(|&v| !(v < t)).collect()
+    } else {
+        x.iter().copied().filter(|&v| v <= t).collect()
+    };
+    if beyond.len() < k {
+        return full();
+    }
+    if largest {
+        keep_largest(&mut beyond, k);
+    } else {
+        keep_smallest(&mut beyond, k);
+    }
+    beyond
 }
 
 /// The tails of the percentile method, with bounded memory.
@@ -305,10 +375,8 @@ impl Tails {
 
     pub(crate) fn observe(&mut self, x: &[f32]) {
         let kk = self.k.min(x.len());
-        let mut small = x.to_vec();
-        keep_smallest(&mut small, kk);
-        let mut large = x.to_vec();
-        keep_largest(&mut large, kk);
+        let small = tail_of(x, kk, false);
+        let large = tail_of(x, kk, true);
         self.d_len += 2 * kk;
         self.push(&small, &large);
     }
@@ -342,9 +410,9 @@ impl Tails {
     /// disjoint union of its `R` smallest and `R` largest values; sorted.
     pub(crate) fn sorted_d_extremes(&self) -> Vec<f32> {
         let mut bottom = self.bottom.clone();
-        bottom.sort_by(numpy_cmp);
+        bottom.sort_by(total_cmp);
         let mut top = self.top.clone();
-        top.sort_by(numpy_cmp);
+        top.sort_by(total_cmp);
         if self.d_len <= bottom.len() + top.len() {
             let rest = self.d_len.saturating_sub(bottom.len());
             let skip = top.len().saturating_sub(rest);
@@ -400,6 +468,73 @@ mod tests {
         // D = [1,2,3, 3,4,5, -1,0,7, 7,8,9]; sorted extremes
         let d = t.sorted_d_extremes();
         assert_eq!(d, vec![-1.0, 0.0, 1.0, 7.0, 8.0, 9.0]);
+    }
+
+    /// The full-copy selection `tail_of` replaces (the reference).
+    fn tail_reference(x: &[f32], k: usize, largest: bool) -> Vec<u32> {
+        let mut v = x.to_vec();
+        if largest {
+            keep_largest(&mut v, k);
+        } else {
+            keep_smallest(&mut v, k);
+        }
+        v.sort_by(total_cmp);
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    #[test]
+    fn tail_of_is_the_full_selection() {
+        // Values drawn from a few regimes: spread out, heavy ties (a handful
+        // of distinct values), both zeros, NaNs with two payloads, a long
+        // tail; sizes around the subsample size and k from 1 to above n/8.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut cases = 0;
+        for &n in &[1usize, 7, 64, 1000, 4096, 5000, 20_000, 100_003] {
+            for regime in 0..5 {
+                let x: Vec<f32> = (0..n)
+                    .map(|_| {
+                        let r = next();
+                        let u = f32::from(u16::try_from(r >> 48).unwrap()) / 65536.0;
+                        match regime {
+                            0 => u * 2.0 - 1.0,
+                            1 => f32::from(u8::try_from(r >> 56).unwrap() % 5) - 2.0,
+                            2 => match r % 4 {
+                                0 => 0.0,
+                                1 => -0.0,
+                                _ => u - 0.5,
+                            },
+                            3 => match r % 50 {
+                                0 => f32::NAN,
+                                1 => f32::from_bits(0x7fc0_0001),
+                                _ => u,
+                            },
+                            _ => (u * 20.0).exp() * if r % 2 == 0 { 1.0 } else { -1.0 },
+                        }
+                    })
+                    .collect();
+                for k in [1, 2, 3, n / 10_000 + 1, n / 100 + 1, n / 9 + 1, n / 4, n] {
+                    let k = k.min(n);
+                    for largest in [false, true] {
+                        let mut got = tail_of(&x, k, largest);
+                        got.sort_by(total_cmp);
+                        let got: Vec<u32> = got.iter().map(|f| f.to_bits()).collect();
+                        assert_eq!(
+                            got,
+                            tail_reference(&x, k, largest),
+                            "n {n} regime {regime} k {k} largest {largest}"
+                        );
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 8 * 5 * 8 * 2);
     }
 
     #[test]
