@@ -26,7 +26,9 @@ pub struct Args {
     #[arg(long)]
     pub model: PathBuf,
     /// Input arrays (npz keyed by input name, e.g. model_transform's
-    /// `<name>_in_f32.npz`) to run the quantized model on.
+    /// `<name>_in_f32.npz`) to run the quantized model on. Several samples
+    /// stacked on axis 0 run one by one and their outputs are written
+    /// stacked (a comparison with --test_reference takes one sample).
     #[arg(long = "test_input", alias = "test-input")]
     pub test_input: Option<PathBuf>,
     /// Reference arrays (npz keyed by op name, e.g. model_transform's
