@@ -408,6 +408,7 @@ impl QuantArgs {
         Ok(qtune_deploy::WeightOnly {
             group_size,
             symmetric: self.q_symmetric,
+            ..Default::default()
         })
     }
 
@@ -447,6 +448,20 @@ impl QuantArgs {
 
     /// Plans and builds the quantized model of `graph`.
     pub fn quantize(&self, graph: &qtune_ir::Graph) -> Result<qtune_deploy::QuantizedModel> {
+        self.quantize_with(graph, qtune_deploy::WeightOnly::default(), None)
+    }
+
+    /// [`QuantArgs::quantize`] with a weight-only method other than
+    /// TPU-MLIR's (model_deploy's `--q_method`, `--q_act_order`,
+    /// `--q_damp`: the `method`, `act_order` and `damp_ppm` of `method`;
+    /// the group size and symmetry come from these flags) and the input
+    /// Hessians the GPTQ methods need.
+    pub fn quantize_with(
+        &self,
+        graph: &qtune_ir::Graph,
+        method: qtune_deploy::WeightOnly,
+        hessians: Option<&qtune_deploy::gptq::Hessians>,
+    ) -> Result<qtune_deploy::QuantizedModel> {
         let quantize = self.mode()?;
         let processor = self.processor()?;
         let profile = processor.profile();
@@ -474,21 +489,28 @@ impl QuantArgs {
             fp_type,
             asymmetric: self.asymmetric,
             matmul_per_channel: self.matmul_perchannel,
-            weight_only: self.weight_only()?,
+            weight_only: qtune_deploy::WeightOnly {
+                method: method.method,
+                act_order: method.act_order,
+                damp_ppm: method.damp_ppm,
+                ..self.weight_only()?
+            },
         };
-        let q = qtune_deploy::quantize(graph, processor, &req).map_err(|e| {
-            let ctx = match (&self.calibration_table, &self.quantize_table) {
-                (Some(c), Some(t)) => format!(
-                    " (calibration table `{}`, qtable `{}`)",
-                    c.display(),
-                    t.display()
-                ),
-                (Some(c), None) => format!(" (calibration table `{}`)", c.display()),
-                (None, Some(t)) => format!(" (qtable `{}`)", t.display()),
-                (None, None) => String::new(),
-            };
-            anyhow::anyhow!("{e}{ctx}")
-        })?;
+        let q = qtune_deploy::quantize_with_hessians(graph, processor, &req, hessians).map_err(
+            |e| {
+                let ctx = match (&self.calibration_table, &self.quantize_table) {
+                    (Some(c), Some(t)) => format!(
+                        " (calibration table `{}`, qtable `{}`)",
+                        c.display(),
+                        t.display()
+                    ),
+                    (Some(c), None) => format!(" (calibration table `{}`)", c.display()),
+                    (None, Some(t)) => format!(" (qtable `{}`)", t.display()),
+                    (None, None) => String::new(),
+                };
+                anyhow::anyhow!("{e}{ctx}")
+            },
+        )?;
         Ok(q)
     }
 }

@@ -11,6 +11,7 @@
 //!   pass; int8 layers run on integers, see [`sim`]) and `qtune_onnx`
 //!   writes it as a QDQ ONNX model for ONNX Runtime.
 
+pub mod gptq;
 mod io_names;
 mod plan;
 pub mod profile;
@@ -22,10 +23,10 @@ pub mod weight_only;
 pub use io_names::{onnx_name_of, rename_io};
 pub use plan::{FloatReason, HUGE_THRESHOLD, Plan, PlanRequest, Range};
 pub use profile::{Family, Processor, Profile, WeightScheme};
-pub use qdq::{QdqReport, build_qdq};
+pub use qdq::{QdqReport, build_qdq, build_qdq_with};
 pub use qtable::{QtableMatch, match_qtable};
 pub use sim::{SimOptions, integer_exact, integer_exact_with};
-pub use weight_only::WeightOnly;
+pub use weight_only::{WeightMethod, WeightOnly};
 
 /// Errors of planning and building a quantized model.
 #[derive(Debug, thiserror::Error)]
@@ -63,5 +64,18 @@ pub fn quantize(
 ) -> Result<QuantizedModel, DeployError> {
     let plan = Plan::new(graph, processor.profile(), req)?;
     let (qdq, report) = build_qdq(graph, &plan)?;
+    Ok(QuantizedModel { plan, qdq, report })
+}
+
+/// [`quantize`] with the input Hessians of the weight-only layers, which
+/// the GPTQ methods of [`WeightMethod`] need.
+pub fn quantize_with_hessians(
+    graph: &qtune_ir::Graph,
+    processor: Processor,
+    req: &PlanRequest,
+    hessians: Option<&gptq::Hessians>,
+) -> Result<QuantizedModel, DeployError> {
+    let plan = Plan::new(graph, processor.profile(), req)?;
+    let (qdq, report) = build_qdq_with(graph, &plan, hessians)?;
     Ok(QuantizedModel { plan, qdq, report })
 }

@@ -197,6 +197,8 @@ struct Builder<'a> {
     rviews: HashMap<(ValueId, FloatFormat), ValueId>,
     rconsts: HashMap<(ValueId, FloatFormat), ValueId>,
     report: QdqReport,
+    /// Input Hessians of the weight-only layers (GPTQ), by weight name.
+    hessians: Option<&'a crate::gptq::Hessians>,
 }
 
 fn format_of(mode: QuantMode) -> Option<FloatFormat> {
@@ -398,49 +400,36 @@ impl Builder<'_> {
     /// float rows of a split grouped int4 layer concatenated) -> Transpose
     /// to `[K, N]` unless the layer reads `[N, K]`.
     fn weight_only(&mut self, id: NodeId, mode: QuantMode) -> Result<ValueId, DeployError> {
-        let n = self.src.node(id);
-        let layer = crate::weight_only::weight_layer(self.src, id).ok_or_else(|| {
-            DeployError::Input(format!(
-                "op `{}` ({}) is planned weight-only but has no constant 2-D weight",
-                n.name,
-                n.op.op_type()
-            ))
-        })?;
-        let (bits, format) = match (crate::weight_only::weight_bits(mode), format_of(mode)) {
-            (Some(b), Some(f)) => (b, f),
-            _ => {
-                return Err(DeployError::Input(format!(
-                    "op `{}`: {mode} is not a weight-only mode",
-                    n.name
-                )));
-            }
-        };
+        let base = self
+            .src
+            .value(
+                crate::weight_only::weight_layer(self.src, id)
+                    .map(|l| l.weight)
+                    .ok_or_else(|| {
+                        let n = self.src.node(id);
+                        DeployError::Input(format!(
+                            "op `{}` ({}) is planned weight-only but has no constant 2-D weight",
+                            n.name,
+                            n.op.op_type()
+                        ))
+                    })?,
+            )
+            .name
+            .clone();
+        let hessian = self
+            .hessians
+            .and_then(|h| h.get(&base))
+            .map(std::sync::Arc::as_ref);
+        let lw = crate::weight_only::quantize_node(self.src, self.plan, id, mode, hessian)?;
+        let crate::weight_only::LayerWeights {
+            layer,
+            wt,
+            n0,
+            q,
+            bits,
+            format,
+        } = lw;
         let (k, nn) = (layer.k, layer.n);
-        let w = self.src.constant_of(layer.weight).expect("a constant");
-        let data = w.to_f32_vec();
-        // TPU-MLIR's layout: [N, K].
-        let wt: Vec<f32> = if layer.stored_nk {
-            data
-        } else {
-            let mut t = vec![0f32; k * nn];
-            for (ki, row) in data.chunks(nn).enumerate() {
-                for (ni, &v) in row.iter().enumerate() {
-                    t[ni * k + ki] = v;
-                }
-            }
-            t
-        };
-        let wo = self.plan.weight_only;
-        // Grouped int4: only the first multiple of the NPU count is
-        // quantized (the plan already sent layers below it to float).
-        let npu = crate::weight_only::npu_num(self.plan.profile.processor);
-        let n0 = if bits == 4 && wo.group_size > 0 {
-            nn - nn % npu
-        } else {
-            nn
-        };
-        let q = crate::weight_only::quantize(&wt[..n0 * k], n0, k, bits, wo, format);
-        let base = self.src.value(layer.weight).name.clone();
         let rows = q.scale.len();
         let g = q.group;
         let code_name = format!("{base}_wo{bits}");
@@ -842,7 +831,18 @@ impl Builder<'_> {
 /// Builds the QDQ graph of `graph` (a prepared graph whose value names are
 /// the calibration table's op names) under `plan`.
 pub fn build_qdq(graph: &Graph, plan: &Plan) -> Result<(Graph, QdqReport), DeployError> {
+    build_qdq_with(graph, plan, None)
+}
+
+/// [`build_qdq`] with the input Hessians the GPTQ weight-only methods need
+/// (`--q_method gptq`; see [`crate::gptq`]).
+pub fn build_qdq_with(
+    graph: &Graph,
+    plan: &Plan,
+    hessians: Option<&crate::gptq::Hessians>,
+) -> Result<(Graph, QdqReport), DeployError> {
     let mut b = Builder {
+        hessians,
         src: graph,
         plan,
         g: Graph::new(graph.name.clone()),

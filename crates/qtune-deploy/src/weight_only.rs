@@ -56,13 +56,83 @@ use qtune_tensor::DType;
 
 use crate::profile::Processor;
 
-/// The weight-only options of a deploy (`--q_group_size`, `--q_symmetric`).
+/// The weight-only options of a deploy (`--q_group_size`, `--q_symmetric`,
+/// `--q_method`, `--q_act_order`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WeightOnly {
     /// Values per group along K; 0 = one scale per output channel.
     pub group_size: usize,
     /// Symmetric groups (TPU-MLIR's `q_symmetric`; per group only).
     pub symmetric: bool,
+    /// How the codes, scales and zero points are chosen.
+    pub method: WeightMethod,
+    /// GPTQ only: quantize the columns in order of decreasing Hessian
+    /// diagonal (Frantar et al.'s act-order; the group grids are then fixed
+    /// from the original weights, see [`crate::gptq`]).
+    pub act_order: bool,
+    /// GPTQ's dampening `lambda / mean(diag H)` in millionths (0: the
+    /// paper's 0.01); an integer so that the options stay `Eq`.
+    pub damp_ppm: u32,
+}
+
+impl WeightOnly {
+    /// GPTQ's relative dampening (default 0.01, Frantar et al.).
+    pub fn damp(&self) -> f64 {
+        match self.damp_ppm {
+            0 => 0.01,
+            p => f64::from(p) / 1e6,
+        }
+    }
+}
+
+/// How the weight-only codes are chosen. Every method writes the same
+/// layout (uint / int codes, one scale and zero point per group), which the
+/// chip's `A16MatMul` and ONNX Runtime run unchanged; only TPU-MLIR's own
+/// lowering is limited to [`WeightMethod::Rtn`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WeightMethod {
+    /// TPU-MLIR's rule: the group's min / max (or absmax), round to nearest.
+    #[default]
+    Rtn,
+    /// Data-free clip search: per group, the shrink of the min / max range
+    /// (factors 1.00, 0.99, ... 0.50) whose codes reconstruct the group's
+    /// weights with the least squared error, then round to nearest.
+    Clip,
+    /// GPTQ (Frantar et al. 2022) with TPU-MLIR's min / max grids, from the
+    /// Hessians of calibration inputs.
+    Gptq,
+    /// GPTQ with the grids of the clip search.
+    GptqClip,
+}
+
+impl WeightMethod {
+    pub const ALL: [WeightMethod; 4] = [
+        WeightMethod::Rtn,
+        WeightMethod::Clip,
+        WeightMethod::Gptq,
+        WeightMethod::GptqClip,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightMethod::Rtn => "rtn",
+            WeightMethod::Clip => "clip",
+            WeightMethod::Gptq => "gptq",
+            WeightMethod::GptqClip => "gptq_clip",
+        }
+    }
+
+    /// Parses a name of [`WeightMethod::name`] (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Whether the method needs the Hessians of calibration inputs.
+    pub fn needs_calibration(self) -> bool {
+        matches!(self, WeightMethod::Gptq | WeightMethod::GptqClip)
+    }
 }
 
 /// Bits of the weights of a weight-only mode.
@@ -285,7 +355,386 @@ fn asymmetric(wt: &[f32], g: usize, max_int: f32, format: FloatFormat) -> Quanti
     }
 }
 
+/// One weight-only layer quantized as the chip stores it.
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    pub layer: WeightLayer,
+    /// The float weight as `[N, K]`.
+    pub wt: Vec<f32>,
+    /// Output channels quantized (the first `n0`; grouped int4 leaves the
+    /// rest past the NPU multiple in float).
+    pub n0: usize,
+    pub q: QuantizedWeight,
+    pub bits: u32,
+    pub format: FloatFormat,
+}
+
+/// Quantizes the weight of weight-only layer `id` (mode `mode`) under
+/// `plan`'s weight-only options; `hessian` for the GPTQ methods.
+pub fn quantize_node(
+    graph: &Graph,
+    plan: &crate::Plan,
+    id: NodeId,
+    mode: QuantMode,
+    hessian: Option<&crate::gptq::Hessian>,
+) -> Result<LayerWeights, crate::DeployError> {
+    use crate::DeployError;
+    let node = graph.node(id);
+    let layer = weight_layer(graph, id).ok_or_else(|| {
+        DeployError::Input(format!(
+            "op `{}` ({}) is planned weight-only but has no constant 2-D weight",
+            node.name,
+            node.op.op_type()
+        ))
+    })?;
+    let format = match float_mode(mode) {
+        QuantMode::F16 => FloatFormat::F16,
+        QuantMode::BF16 => FloatFormat::BF16,
+        _ => {
+            return Err(DeployError::Input(format!(
+                "op `{}`: {mode} is not a weight-only mode",
+                node.name
+            )));
+        }
+    };
+    let bits = weight_bits(mode).ok_or_else(|| {
+        DeployError::Input(format!(
+            "op `{}`: {mode} is not a weight-only mode",
+            node.name
+        ))
+    })?;
+    let (k, nn) = (layer.k, layer.n);
+    let data = graph
+        .constant_of(layer.weight)
+        .map(qtune_tensor::Tensor::to_f32_vec)
+        .ok_or_else(|| {
+            DeployError::Input(format!("op `{}`: the weight is not a constant", node.name))
+        })?;
+    // TPU-MLIR's layout: [N, K].
+    let wt: Vec<f32> = if layer.stored_nk {
+        data
+    } else {
+        let mut t = vec![0f32; k * nn];
+        for (ki, row) in data.chunks(nn).enumerate() {
+            for (ni, &v) in row.iter().enumerate() {
+                t[ni * k + ki] = v;
+            }
+        }
+        t
+    };
+    let wo = plan.weight_only;
+    // Grouped int4: only the first multiple of the NPU count is quantized
+    // (the plan already sent layers below it to float).
+    let npu = npu_num(plan.profile.processor);
+    let n0 = if bits == 4 && wo.group_size > 0 {
+        nn - nn % npu
+    } else {
+        nn
+    };
+    let base = &graph.value(layer.weight).name;
+    let q = quantize_layer(&wt[..n0 * k], n0, k, bits, wo, format, hessian)
+        .map_err(|e| DeployError::Input(format!("op `{}`, weight `{base}`: {e}", node.name)))?;
+    Ok(LayerWeights {
+        layer,
+        wt,
+        n0,
+        q,
+        bits,
+        format,
+    })
+}
+
+impl LayerWeights {
+    /// The weight the chip multiplies with, in the layer's stored layout:
+    /// `(q - zp) * s` rounded to the float type, and the float rows past
+    /// `n0` rounded to it (the values the QDQ export computes).
+    pub fn dequantized(&self) -> qtune_tensor::Tensor {
+        let (k, nn) = (self.layer.k, self.layer.n);
+        let mut nk = self.q.dequantized();
+        round_to(&mut nk, self.format);
+        let mut rest = self.wt[self.n0 * k..].to_vec();
+        round_to(&mut rest, self.format);
+        nk.extend(rest);
+        let (dims, data) = if self.layer.stored_nk {
+            (vec![nn, k], nk)
+        } else {
+            let mut t = vec![0f32; k * nn];
+            for (ni, row) in nk.chunks(k).enumerate() {
+                for (ki, &v) in row.iter().enumerate() {
+                    t[ki * nn + ni] = v;
+                }
+            }
+            (vec![k, nn], t)
+        };
+        qtune_tensor::Tensor::from_f32(dims, data).expect("dims match the data")
+    }
+}
+
+/// The code range and the scale rule of one layer's groups, as
+/// [`quantize`] picks them for TPU-MLIR's rules (bits, group size,
+/// symmetry and, for 8-bit per channel, the sign of the whole weight).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Scheme {
+    /// 8-bit per channel, a weight with a value <= 0: int8 codes, zero
+    /// point 0, `s = absmax / 127`.
+    Signed,
+    /// 8-bit per channel, an all-positive weight: uint8 codes, zero point
+    /// 0, `s = absmax / 255`.
+    Unsigned,
+    /// Asymmetric min / max groups, codes `0..=max_int`.
+    Asymmetric { max_int: f32 },
+    /// Symmetric groups around the middle zero point (`--q_symmetric`).
+    Middle { max_int: f32, zero_point: f32 },
+}
+
+/// The grid of one group: codes `clamp(round(w / scale) + zero_point, lo,
+/// hi)`, dequantized as `(code - zero_point) * scale`. The scale is already
+/// rounded to the float type, so the codes are chosen for the scale the
+/// chip uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Grid {
+    pub scale: f32,
+    pub zero_point: f32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Grid {
+    /// The code of `w`.
+    pub fn code(&self, w: f32) -> f32 {
+        code(w, self.scale, self.zero_point, self.lo, self.hi)
+    }
+
+    /// The dequantized value of `w`'s code.
+    pub fn dequantize(&self, w: f32) -> f32 {
+        (self.code(w) - self.zero_point) * self.scale
+    }
+}
+
+fn round_one(s: f32, format: FloatFormat) -> f32 {
+    let mut v = [s];
+    round_to(&mut v, format);
+    v[0]
+}
+
+impl Scheme {
+    /// The scheme of weight `wt` (`[N, K]`) under `bits` and `opts`, and
+    /// its group length.
+    pub fn of(wt: &[f32], k: usize, bits: u32, opts: WeightOnly) -> (Scheme, usize) {
+        let max_int: f32 = if bits == 4 { 15.0 } else { 255.0 };
+        if opts.group_size == 0 {
+            if bits == 8 {
+                if wt.iter().any(|&v| v <= 0.0) {
+                    return (Scheme::Signed, k);
+                }
+                return (Scheme::Unsigned, k);
+            }
+            return (Scheme::Asymmetric { max_int }, k);
+        }
+        if opts.symmetric {
+            let zero_point = if bits == 4 { 8.0 } else { 128.0 };
+            return (
+                Scheme::Middle {
+                    max_int,
+                    zero_point,
+                },
+                opts.group_size,
+            );
+        }
+        (Scheme::Asymmetric { max_int }, opts.group_size)
+    }
+
+    /// The grid for a group whose values span `[lo, hi]`, with the range
+    /// shrunk by `alpha` (1: TPU-MLIR's rule), the scale rounded to
+    /// `format` before the zero point and the codes are derived from it.
+    pub fn grid(self, lo: f32, hi: f32, alpha: f32, format: FloatFormat) -> Grid {
+        let absmax = lo.abs().max(hi.abs()) * alpha;
+        match self {
+            Scheme::Signed => Grid {
+                scale: round_one(absmax / 127.0, format),
+                zero_point: 0.0,
+                lo: -128.0,
+                hi: 127.0,
+            },
+            Scheme::Unsigned => Grid {
+                scale: round_one(absmax / 255.0, format),
+                zero_point: 0.0,
+                lo: 0.0,
+                hi: 255.0,
+            },
+            Scheme::Asymmetric { max_int } => {
+                let (lo, hi) = (lo * alpha, hi * alpha);
+                let scale = round_one((hi - lo).max(1e-5) / max_int, format);
+                let zero_point = if scale > 0.0 {
+                    (-(lo / scale).round()).clamp(0.0, max_int)
+                } else {
+                    0.0
+                };
+                Grid {
+                    scale,
+                    zero_point,
+                    lo: 0.0,
+                    hi: max_int,
+                }
+            }
+            Scheme::Middle {
+                max_int,
+                zero_point,
+            } => Grid {
+                scale: round_one(2.0 * absmax / max_int, format),
+                zero_point,
+                lo: 0.0,
+                hi: max_int,
+            },
+        }
+    }
+
+    /// Whether the codes are int8 (else uint8).
+    pub fn signed(self) -> bool {
+        self == Scheme::Signed
+    }
+}
+
+/// Shrink factors the clip search tries: 1.00 down to 0.50 by 0.01.
+pub(crate) const CLIP_STEPS: usize = 51;
+
+fn clip_alpha(i: usize) -> f32 {
+    // i <= 50: exact in f32 after the division.
+    #[allow(clippy::cast_precision_loss)]
+    let f = i as f32;
+    1.0 - f / 100.0
+}
+
+fn min_max(group: &[f32]) -> (f32, f32) {
+    group
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+/// The grid of `group` under `scheme`: TPU-MLIR's min / max (`clip`
+/// false), or the shrink factor of [`CLIP_STEPS`] whose codes give the
+/// least `sum (w - dequantized)^2` over the group (`clip` true; on equal
+/// errors the wider range wins, so a group RTN already reconstructs
+/// exactly keeps it).
+pub(crate) fn group_grid(group: &[f32], scheme: Scheme, clip: bool, format: FloatFormat) -> Grid {
+    let (lo, hi) = min_max(group);
+    if !clip {
+        return scheme.grid(lo, hi, 1.0, format);
+    }
+    let mut best = scheme.grid(lo, hi, 1.0, format);
+    let mut best_err = f64::INFINITY;
+    for i in 0..CLIP_STEPS {
+        let grid = scheme.grid(lo, hi, clip_alpha(i), format);
+        let err: f64 = group
+            .iter()
+            .map(|&w| f64::from(w - grid.dequantize(w)).powi(2))
+            .sum();
+        if err < best_err {
+            best_err = err;
+            best = grid;
+        }
+    }
+    best
+}
+
+/// Quantizes `wt` (`[N, K]`) group by group on the grids of
+/// [`group_grid`] (`--q_method clip` with `clip`; with `clip` false it is
+/// round to nearest with the scale rounded first, the grid GPTQ starts
+/// from).
+pub(crate) fn quantize_on_grids(
+    wt: &[f32],
+    k: usize,
+    bits: u32,
+    opts: WeightOnly,
+    clip: bool,
+    format: FloatFormat,
+) -> QuantizedWeight {
+    let (scheme, g) = Scheme::of(wt, k, bits, opts);
+    let g = g.max(1);
+    let mut scale = Vec::with_capacity(wt.len() / g);
+    let mut zero_point = Vec::with_capacity(wt.len() / g);
+    let mut codes = Vec::with_capacity(wt.len());
+    for grp in wt.chunks(g) {
+        let grid = group_grid(grp, scheme, clip, format);
+        codes.extend(grp.iter().map(|&w| grid.code(w)));
+        scale.push(grid.scale);
+        zero_point.push(grid.zero_point);
+    }
+    QuantizedWeight::from_parts(scheme, &codes, scale, &zero_point, g)
+}
+
+/// Quantizes one layer's weight `wt` (`[N, K]`) by `opts.method`;
+/// `hessian` (the layer's input Hessian, see [`crate::gptq`]) is needed by
+/// the GPTQ methods.
+pub fn quantize_layer(
+    wt: &[f32],
+    n: usize,
+    k: usize,
+    bits: u32,
+    opts: WeightOnly,
+    format: FloatFormat,
+    hessian: Option<&crate::gptq::Hessian>,
+) -> Result<QuantizedWeight, String> {
+    match opts.method {
+        WeightMethod::Rtn => Ok(quantize(wt, n, k, bits, opts, format)),
+        WeightMethod::Clip => Ok(quantize_on_grids(wt, k, bits, opts, true, format)),
+        WeightMethod::Gptq | WeightMethod::GptqClip => {
+            let h = hessian.ok_or_else(|| {
+                format!(
+                    "{} needs the Hessian of the layer's input",
+                    opts.method.name()
+                )
+            })?;
+            if h.k != k {
+                return Err(format!(
+                    "the Hessian is {0} x {0}, the weight has K = {k}",
+                    h.k
+                ));
+            }
+            let gopts = crate::gptq::GptqOptions {
+                act_order: opts.act_order,
+                clip_grid: opts.method == WeightMethod::GptqClip,
+                damp: opts.damp(),
+                ..Default::default()
+            };
+            crate::gptq::gptq(wt, n, k, &h.sum, bits, opts, gopts, format)
+        }
+    }
+}
+
 impl QuantizedWeight {
+    /// Whether the codes are int8.
+    pub fn codes_signed(&self) -> bool {
+        matches!(self.codes, Codes::I8(_))
+    }
+
+    /// Assembles codes given as integral f32 values in the scheme's range.
+    pub(crate) fn from_parts(
+        scheme: Scheme,
+        codes: &[f32],
+        scale: Vec<f32>,
+        zero_point: &[f32],
+        group: usize,
+    ) -> Self {
+        // Integral values clamped to the code type's range by `Grid::code`.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let codes = if scheme.signed() {
+            Codes::I8(codes.iter().map(|&c| c as i8).collect())
+        } else {
+            Codes::U8(codes.iter().map(|&c| c as u8).collect())
+        };
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let zero_point = zero_point.iter().map(|&z| z as u8).collect();
+        QuantizedWeight {
+            codes,
+            scale,
+            zero_point,
+            group,
+        }
+    }
+
     /// The dequantized weight `(q - zp) * s` as `[N, K]`, in f32 (before
     /// the rounding to the float type), for tests and checks.
     pub fn dequantized(&self) -> Vec<f32> {
@@ -335,6 +784,7 @@ mod tests {
         let opts = WeightOnly {
             group_size: 8,
             symmetric: false,
+            ..Default::default()
         };
         let q = quantize(&w, 2, 8, 4, opts, FloatFormat::F16);
         let Codes::U8(c) = &q.codes else {
@@ -360,6 +810,7 @@ mod tests {
         let opts = WeightOnly {
             group_size: 4,
             symmetric: true,
+            ..Default::default()
         };
         let q = quantize(&w, 1, 4, 4, opts, FloatFormat::F16);
         assert_eq!(q.zero_point, vec![8]);
@@ -381,9 +832,88 @@ mod tests {
             WeightOnly {
                 group_size: 4,
                 symmetric: true,
+                ..Default::default()
             },
             FloatFormat::BF16,
         );
         assert!(q.dequantized().iter().all(|&v| v == 0.0));
+    }
+
+    /// Squared reconstruction error of each group.
+    fn group_errors(w: &[f32], q: &QuantizedWeight) -> Vec<f64> {
+        let d = q.dequantized();
+        w.chunks(q.group)
+            .zip(d.chunks(q.group))
+            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum())
+            .collect()
+    }
+
+    /// The clip search never reconstructs a group worse than the unclipped
+    /// grid (alpha 1 is a candidate), and at 4 bits finds a shrunk range
+    /// that does better; every scheme (8-bit signed / unsigned per channel,
+    /// asymmetric, symmetric groups).
+    #[test]
+    fn clip_search_is_never_worse_and_clips_outliers() {
+        let mut w: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.2)
+            .collect();
+        w[3] = 1.5; // an outlier in the first group of 32
+        let all_positive: Vec<f32> = w.iter().map(|v| v.abs() + 0.01).collect();
+        let cases = [
+            (&w, 8, 0, false),
+            (&all_positive, 8, 0, false),
+            (&w, 4, 0, false),
+            (&w, 4, 32, false),
+            (&w, 4, 32, true),
+            (&w, 8, 32, false),
+        ];
+        for (i, (data, bits, group, symmetric)) in cases.into_iter().enumerate() {
+            let opts = WeightOnly {
+                group_size: group,
+                symmetric,
+                ..Default::default()
+            };
+            let plain = quantize_on_grids(data, 64, bits, opts, false, FloatFormat::F16);
+            let clip = quantize_on_grids(data, 64, bits, opts, true, FloatFormat::F16);
+            assert_eq!(plain.codes_signed(), bits == 8 && group == 0 && i == 0);
+            let (pe, ce) = (group_errors(data, &plain), group_errors(data, &clip));
+            for (g, (p, c)) in pe.iter().zip(&ce).enumerate() {
+                assert!(c <= p, "case {i}, group {g}: clip {c} > plain {p}");
+            }
+            // With 16 levels a shrunk range wins somewhere (with 256 the
+            // outlier costs more clipped than the finer step saves).
+            let (ps, cs): (f64, f64) = (pe.iter().sum(), ce.iter().sum());
+            if bits == 4 {
+                assert!(
+                    cs < ps,
+                    "case {i}: clip search found nothing ({cs} vs {ps})"
+                );
+            }
+        }
+    }
+
+    /// RTN on pre-rounded scales (the grids GPTQ starts from) stays within
+    /// half a step of every weight inside the range.
+    #[test]
+    fn grids_round_to_nearest_within_half_a_step() {
+        let w: Vec<f32> = (0..64).map(|i| (i as f32 * 0.73).sin()).collect();
+        let opts = WeightOnly {
+            group_size: 16,
+            ..Default::default()
+        };
+        let q = quantize_on_grids(&w, 64, 4, opts, false, FloatFormat::F16);
+        let d = q.dequantized();
+        for (i, (a, b)) in w.iter().zip(&d).enumerate() {
+            let s = q.scale[i / 16];
+            assert!(
+                (a - b).abs() <= s * 0.5 * 1.001,
+                "{i}: {a} vs {b}, step {s}"
+            );
+        }
+        assert_eq!(
+            WeightMethod::parse("GPTQ_clip"),
+            Some(WeightMethod::GptqClip)
+        );
+        assert_eq!(WeightMethod::parse("awq"), None);
     }
 }

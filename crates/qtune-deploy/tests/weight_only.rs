@@ -86,6 +86,7 @@ fn grouped_int4_below_the_npu_count_runs_in_float() {
     let wo = WeightOnly {
         group_size: 32,
         symmetric: false,
+        ..Default::default()
     };
     let q = quantize_with(&g, Processor::Bm1684x, &request(QuantMode::W4F16), wo).unwrap();
     assert_eq!(q.plan.modes, vec![QuantMode::F16]);
@@ -112,6 +113,7 @@ fn grouped_int4_splits_off_the_columns_past_the_npu_multiple() {
     let wo = WeightOnly {
         group_size: 32,
         symmetric: false,
+        ..Default::default()
     };
     let q = quantize_with(&g, Processor::Bm1684x, &request(QuantMode::W4F16), wo).unwrap();
     assert_eq!(q.plan.modes, vec![QuantMode::W4F16]);
@@ -164,6 +166,7 @@ fn group_size_must_divide_k() {
     let wo = WeightOnly {
         group_size: 64,
         symmetric: false,
+        ..Default::default()
     };
     let err = quantize_with(&g, Processor::Bm1684x, &request(QuantMode::W8F16), wo)
         .unwrap_err()

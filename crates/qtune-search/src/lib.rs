@@ -20,6 +20,7 @@ mod equalize;
 mod error;
 pub mod fake_quant;
 mod fp_forward;
+pub mod hessian;
 mod inputs;
 pub mod mix;
 pub mod post_process;
@@ -44,6 +45,7 @@ pub use equalize::{
 };
 pub use error::SearchError;
 pub use fp_forward::{fp_forward_layers, fp_forward_table, parse_block};
+pub use hessian::{HessianSettings, Sequential, collect_hessians, sequential_hessians};
 pub use inputs::SampleLoader;
 pub use post_process::{PostProcess, PostProcessError, parse_compare_layers};
 pub use shape_ops::shape_layers;

@@ -26,7 +26,9 @@ pub struct Args {
     #[arg(long)]
     pub model: PathBuf,
     /// Input arrays (npz keyed by input name, e.g. model_transform's
-    /// `<name>_in_f32.npz`) to run the quantized model on.
+    /// `<name>_in_f32.npz`) to run the quantized model on. Several samples
+    /// stacked on axis 0 run one by one and their outputs are written
+    /// stacked (a comparison with --test_reference takes one sample).
     #[arg(long = "test_input", alias = "test-input")]
     pub test_input: Option<PathBuf>,
     /// Reference arrays (npz keyed by op name, e.g. model_transform's
@@ -43,6 +45,8 @@ pub struct Args {
     /// Comma-separated tensor names not to compare.
     #[arg(long)]
     pub excepts: Option<String>,
+    #[command(flatten)]
+    pub weights: WeightMethodArgs,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -51,6 +55,209 @@ pub struct Args {
     pub quiet: bool,
     #[command(flatten)]
     pub report: super::report::ReportFlags,
+}
+
+/// How the weight-only layers' codes are chosen (qtune's addition: the
+/// codes, scales and zero points keep TPU-MLIR's layout, which the chip's
+/// A16MatMul and ONNX Runtime run unchanged).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WeightMethodArgs {
+    /// Weight-only codes: `rtn` (TPU-MLIR's rule: each group's min / max,
+    /// round to nearest), `clip` (per group, the shrink of the range, 1.00
+    /// to 0.50, that reconstructs the group's weights best; no data),
+    /// `gptq` (GPTQ, Frantar et al. 2022: column-by-column rounding with
+    /// error compensation from the layer inputs' Hessian over
+    /// --calibration_data, min / max grids), `gptq_clip` (GPTQ on the clip
+    /// search's grids). Needs weight-only layers (--quantize W8F16, W8BF16,
+    /// W4F16, W4BF16 or qtable rows).
+    #[arg(long = "q_method", alias = "q-method", default_value = "rtn")]
+    pub q_method: String,
+    /// GPTQ: quantize the columns in order of decreasing Hessian diagonal
+    /// (act-order; the group grids are then fixed from the original weights,
+    /// as the export's groups are consecutive columns).
+    #[arg(long = "q_act_order", alias = "q-act-order")]
+    pub q_act_order: bool,
+    /// GPTQ: folder of calibration samples (npz keyed by input name, npy, or
+    /// images with the .mlir's preprocessing), as run_calibration's
+    /// --dataset.
+    #[arg(long = "calibration_data", alias = "calibration-data")]
+    pub calibration_data: Option<PathBuf>,
+    /// GPTQ: number of calibration samples (default: all).
+    #[arg(long = "calibration_num", alias = "calibration-num")]
+    pub calibration_num: Option<usize>,
+    /// GPTQ: a graph input whose zeros mark padding rows of the layer inputs
+    /// (e.g. `attention_mask` of a [batch, sequence] tokenizer input), left
+    /// out of the Hessians.
+    #[arg(long = "calibration_mask_input", alias = "calibration-mask-input")]
+    pub calibration_mask_input: Option<String>,
+    /// GPTQ: sequential form (Frantar et al.): each layer's Hessian comes
+    /// from the model whose earlier weight-only layers are already
+    /// quantized (one pass over the samples per distinct layer input)
+    /// instead of from the float model.
+    #[arg(long = "q_sequential", alias = "q-sequential")]
+    pub q_sequential: bool,
+    /// GPTQ: dampening added to the Hessian's diagonal, as a fraction of its
+    /// mean (default 0.01, as in the paper); larger values trust the
+    /// calibration inputs' correlations less.
+    #[arg(long = "q_damp", alias = "q-damp")]
+    pub q_damp: Option<f64>,
+    /// GPTQ with --q_sequential: after each layer is quantized its bias
+    /// absorbs the mean output error over the calibration rows (the biases
+    /// stay in the float type; the following layers see the corrected
+    /// outputs).
+    #[arg(long = "q_bias_correction", alias = "q-bias-correction")]
+    pub q_bias_correction: bool,
+}
+
+impl WeightMethodArgs {
+    /// `--q_damp` in millionths (0: the default).
+    fn damp_ppm(&self) -> u32 {
+        // In (0, 10] by `method`'s check: at most 1e7.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        self.q_damp.map_or(0, |d| ((d * 1e6).round() as u32).max(1))
+    }
+
+    /// The method, with every flag combination that does not apply
+    /// refused.
+    fn method(&self, mode: QuantMode, has_qtable: bool) -> Result<qtune_deploy::WeightMethod> {
+        use qtune_deploy::WeightMethod;
+        let Some(method) = WeightMethod::parse(&self.q_method) else {
+            let all: Vec<&str> = WeightMethod::ALL.iter().map(|m| m.name()).collect();
+            bail!(
+                "--q_method {}: expected one of {}",
+                self.q_method,
+                all.join(", ")
+            );
+        };
+        if method != WeightMethod::Rtn && !mode.is_weight_only() && !has_qtable {
+            bail!(
+                "--q_method {}: applies to weight-only layers (--quantize W8F16, W8BF16, W4F16, \
+                 W4BF16, or qtable rows with those modes); --quantize {mode} has none",
+                method.name()
+            );
+        }
+        let gptq = method.needs_calibration();
+        if gptq && self.calibration_data.is_none() {
+            bail!(
+                "--q_method {}: needs --calibration_data DIR (the samples whose layer inputs \
+                 give the Hessians)",
+                method.name()
+            );
+        }
+        let only_gptq = [
+            (self.calibration_data.is_some(), "--calibration_data"),
+            (self.calibration_num.is_some(), "--calibration_num"),
+            (
+                self.calibration_mask_input.is_some(),
+                "--calibration_mask_input",
+            ),
+            (self.q_act_order, "--q_act_order"),
+            (self.q_sequential, "--q_sequential"),
+            (self.q_damp.is_some(), "--q_damp"),
+            (self.q_bias_correction, "--q_bias_correction"),
+        ];
+        if !gptq && let Some((_, flag)) = only_gptq.iter().find(|(given, _)| *given) {
+            bail!(
+                "{flag}: applies to --q_method gptq / gptq_clip only (--q_method is {})",
+                method.name()
+            );
+        }
+        if let Some(d) = self.q_damp
+            && !(d > 0.0 && d <= 10.0)
+        {
+            bail!("--q_damp {d}: expected a fraction of the mean Hessian diagonal in (0, 10]");
+        }
+        if self.q_bias_correction && !self.q_sequential {
+            bail!(
+                "--q_bias_correction: needs --q_sequential (the correction of each layer is \
+                 measured on the model with the layers before it quantized)"
+            );
+        }
+        if self.calibration_num == Some(0) {
+            bail!("--calibration_num 0: expected a positive count; omit it for all samples");
+        }
+        Ok(method)
+    }
+}
+
+/// The input Hessians of the weight-only layers over `--calibration_data`:
+/// from the float model, or (`--q_sequential`) stage by stage from the
+/// model with the earlier layers quantized, planned as `quant` plans them
+/// (with `--q_bias_correction`, also the corrected biases).
+fn hessians(
+    w: &WeightMethodArgs,
+    loaded: &model::LoadedModel,
+    quant: &QuantArgs,
+    method: qtune_deploy::WeightMethod,
+    quiet: bool,
+) -> Result<Option<qtune_search::Sequential>> {
+    let Some(dir) = &w.calibration_data else {
+        return Ok(None);
+    };
+    let start = std::time::Instant::now();
+    let graph = loaded.exec.graph();
+    let selection = qtune_data::select_dataset(dir, w.calibration_num.unwrap_or(0))
+        .with_context(|| format!("--calibration_data {}", dir.display()))?;
+    let image_samples = selection.kind == qtune_data::SampleKind::Image;
+    let mut configs = Vec::with_capacity(graph.inputs.len());
+    for &id in &graph.inputs {
+        let name = &graph.value(id).name;
+        let shape = graph.shape_of(id)?.dims().to_vec();
+        let pre = loaded
+            .input_attrs
+            .iter()
+            .find(|a| &a.name == name)
+            .and_then(|a| super::preprocess_args::PreprocessArgs::from_input_attrs(&a.attrs));
+        configs.push(match pre {
+            Some(p) if image_samples => Some(p.config(&shape).with_context(|| {
+                format!("input `{name}`: cannot preprocess the --calibration_data images for it")
+            })?),
+            _ => None,
+        });
+    }
+    let loader = qtune_search::SampleLoader::new(graph, selection, configs)
+        .with_context(|| format!("--calibration_data {}", dir.display()))?;
+    let settings = qtune_search::HessianSettings::default()
+        .with_mask_input(w.calibration_mask_input.clone())
+        .with_bias_correction(w.q_bias_correction);
+    let h = if w.q_sequential {
+        // The plan of the deploy (which layers are weight-only, their
+        // groups), with the method that quantizes each stage.
+        // Planning needs no Hessian: plan through TPU-MLIR's rule (the same
+        // layers and groups), then quantize each stage by the method.
+        let plan = quant.quantize_with(graph, qtune_deploy::WeightOnly::default(), None);
+        let mut plan = plan?.plan;
+        plan.weight_only.method = method;
+        plan.weight_only.act_order = w.q_act_order;
+        plan.weight_only.damp_ppm = w.damp_ppm();
+        qtune_search::sequential_hessians(graph, &plan, &loader, &settings, &|_, _| {})
+    } else {
+        qtune_search::collect_hessians(&loaded.exec, &loader, &settings, &|_| {}).map(|h| {
+            qtune_search::Sequential {
+                hessians: h,
+                biases: Vec::new(),
+            }
+        })
+    }
+    .with_context(|| format!("--calibration_data {}", dir.display()))?;
+    if !quiet {
+        let distinct: std::collections::BTreeSet<*const qtune_deploy::gptq::Hessian> =
+            h.hessians.values().map(std::sync::Arc::as_ptr).collect();
+        eprintln!(
+            "GPTQ: {} layer Hessians ({} distinct inputs{}{}) from {} samples of {} in {:.2} s",
+            h.hessians.len(),
+            distinct.len(),
+            if w.q_sequential { ", sequential" } else { "" },
+            match h.biases.len() {
+                0 => String::new(),
+                n => format!(", {n} biases corrected"),
+            },
+            loader.sample_count(),
+            dir.display(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Some(h))
 }
 
 /// `model_deploy`: the same flags under TPU-MLIR's tool name.
@@ -110,6 +317,9 @@ fn run_inner(args: Args) -> Result<()> {
     if args.test_reference.is_some() && args.test_input.is_none() {
         bail!("--test_reference needs --test_input (the arrays to run the model on)");
     }
+    let method = args
+        .weights
+        .method(mode, args.quant.quantize_table.is_some())?;
     let mut quant = args.quant.clone();
     quant.quantize = Some(mode.name().to_string());
     // The model as load_runnable loads a quantized one (TPU-MLIR op names,
@@ -117,9 +327,30 @@ fn run_inner(args: Args) -> Result<()> {
     let mut prepare = qtune_exec::PrepareOptions::default();
     prepare.fold_batchnorm = true;
     let loaded = model::load_model(&args.mlir, None, &prepare, model::Naming::TopOps)?;
+    let hessians = hessians(&args.weights, &loaded, &quant, method, args.quiet)?;
     let onnx_io = loaded.onnx_io;
-    let graph = loaded.exec.graph().clone();
-    let q = &quant.quantize(&graph)?;
+    let mut graph = loaded.exec.graph().clone();
+    let hessians = hessians.map(|h| {
+        for (name, t) in h.biases {
+            graph.add_constant(name, t);
+        }
+        h.hessians
+    });
+    let wo = qtune_deploy::WeightOnly {
+        method,
+        act_order: args.weights.q_act_order,
+        damp_ppm: args.weights.damp_ppm(),
+        ..Default::default()
+    };
+    let q = &quant.quantize_with(&graph, wo, hessians.as_ref())?;
+    drop(hessians);
+    if method != qtune_deploy::WeightMethod::Rtn && q.report.weight_only_weights == 0 {
+        bail!(
+            "--q_method {}: the plan has no weight-only layer (the qtable's weight-only rows \
+             name none, or the chip runs them in float)",
+            method.name()
+        );
+    }
     let exec = model::executor_of(&q.simulation_graph(), &args.mlir)?;
     if !args.quiet {
         let counts: Vec<String> = q
@@ -198,7 +429,9 @@ fn report(
     let mut samples = Vec::new();
     if let Some(input) = &args.test_input {
         let arrays = read_npz(input)?;
-        let mut one = Vec::new();
+        // Arrays may stack several samples on axis 0 (as verify runs them).
+        let mut per_input = Vec::new();
+        let mut count = 1;
         for &id in &graph.inputs {
             let name = &graph.value(id).name;
             let t = arrays
@@ -208,9 +441,28 @@ fn report(
                 .with_context(|| {
                     format!("--test_input {} has no array `{name}`", input.display())
                 })?;
-            one.push((name.clone(), t));
+            let rows = graph
+                .shape_of(id)?
+                .dims()
+                .first()
+                .copied()
+                .unwrap_or(1)
+                .max(1);
+            count = t.dims().first().map_or(1, |&d| (d / rows).max(1));
+            per_input.push((name.clone(), t, rows));
         }
-        samples.push(one);
+        for s in 0..count {
+            let mut one = Vec::new();
+            for (name, t, rows) in &per_input {
+                let part = if count == 1 {
+                    t.clone()
+                } else {
+                    t.slice_outer(s * rows, (s + 1) * rows)?
+                };
+                one.push((name.clone(), part));
+            }
+            samples.push(one);
+        }
     }
     let mut outputs = vec![args.model.display().to_string()];
     if args.test_input.is_some() {
@@ -264,9 +516,12 @@ fn verify(
 ) -> Result<()> {
     let arrays = read_npz(input)?;
     let samples = model::samples_from_arrays(exec, &arrays, &input.display().to_string())?;
-    if samples.len() != 1 {
+    // Several stacked samples run one by one and their outputs are written
+    // stacked the same way (to check the export on a whole validation set);
+    // a comparison with --test_reference takes one sample, as TPU-MLIR's.
+    if samples.len() != 1 && (args.test_reference.is_some() || samples.is_empty()) {
         bail!(
-            "--test_input {}: holds {} samples for a batch-{} model; give one",
+            "--test_input {}: holds {} samples for a batch-{} model; give one with --test_reference",
             input.display(),
             samples.len(),
             exec.graph()
@@ -282,14 +537,27 @@ fn verify(
     } else {
         Keep::Outputs
     };
-    let mut results = exec.run_samples(samples, &keep, |_| NoHook)?;
-    let (values, _) = results.pop().context("one sample")?;
+    let results = exec.run_samples(samples, &keep, |_| NoHook)?;
     let g = exec.graph();
     let mut named: Vec<(String, Tensor)> = Vec::new();
-    for (id, t) in values.iter() {
-        let name = &g.value(id).name;
-        if g.constant_of(id).is_none() && t.dtype() == qtune_tensor::DType::F32 {
-            named.push((name.clone(), t.clone()));
+    let mut parts: Vec<Vec<Tensor>> = Vec::new();
+    for (s, (values, _)) in results.iter().enumerate() {
+        let mut i = 0;
+        for (id, t) in values.iter() {
+            if g.constant_of(id).is_none() && t.dtype() == qtune_tensor::DType::F32 {
+                if s == 0 {
+                    named.push((g.value(id).name.clone(), t.clone()));
+                    parts.push(vec![t.clone()]);
+                } else if let Some(p) = parts.get_mut(i) {
+                    p.push(t.clone());
+                }
+                i += 1;
+            }
+        }
+    }
+    if results.len() > 1 {
+        for ((name, t), p) in named.iter_mut().zip(&parts) {
+            *t = Tensor::concat_outer(p).with_context(|| format!("stacking `{name}`"))?;
         }
     }
     let out_npz = outputs_path(&args.model);

@@ -280,3 +280,286 @@ fn bad_weight_only_flags_are_refused_with_exit_2() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `--q_method clip` and `gptq` (with act-order and the padding mask):
+/// the export (same layout: MatMulNBits for 4 bits, DequantizeLinear for 8)
+/// agrees in ONNX Runtime with qtune's simulation of the same model on all
+/// 60 validation sentences (model_deploy's `--test_input` with the stacked
+/// sentences), and the codes are not TPU-MLIR's round to nearest.
+#[test]
+fn minilm_clip_and_gptq_exports_agree_with_simulation() {
+    let name = "minilm_l6_s128";
+    let dir = scratch("weight_only_gptq");
+    let mlir = transform_workload(&dir, name);
+    let inputs = val_inputs(&dir, name);
+    let calib = workloads().join("text/calib");
+    let calib = calib.to_str().unwrap();
+    // (tag, flags, bits, group)
+    let configs: [(&str, &[&str], u32, usize); 4] = [
+        (
+            "clip_w4_g128",
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_group_size",
+                "128",
+                "--q_method",
+                "clip",
+            ],
+            4,
+            128,
+        ),
+        (
+            "gptq_w4_g128_act",
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_group_size",
+                "128",
+                "--q_method",
+                "gptq",
+                "--q_act_order",
+                "--calibration_data",
+                calib,
+                "--calibration_num",
+                "12",
+                "--calibration_mask_input",
+                "attention_mask",
+            ],
+            4,
+            128,
+        ),
+        (
+            "gptq_w4_seq_bc",
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_group_size",
+                "128",
+                "--q_method",
+                "gptq",
+                "--q_sequential",
+                "--q_bias_correction",
+                "--q_damp",
+                "0.1",
+                "--calibration_data",
+                calib,
+                "--calibration_num",
+                "4",
+                "--calibration_mask_input",
+                "attention_mask",
+            ],
+            4,
+            128,
+        ),
+        (
+            "gptq_w8",
+            &[
+                "--quantize",
+                "W8F16",
+                "--q_method",
+                "gptq_clip",
+                "--calibration_data",
+                calib,
+                "--calibration_num",
+                "6",
+            ],
+            8,
+            0,
+        ),
+    ];
+    for (tag, flags, bits, group) in configs {
+        let onnx = dir.join(format!("{tag}.onnx"));
+        let out = run_ok(
+            tool("model_deploy")
+                .arg("--mlir")
+                .arg(&mlir)
+                .args(["--processor", "bm1684x"])
+                .args(flags)
+                .arg("--test_input")
+                .arg(&inputs)
+                .arg("--model")
+                .arg(&onnx),
+        );
+        let summary = stderr_of(&out);
+        if flags.contains(&"--calibration_data") {
+            // Q, K and V read one input: 36 layers, 24 distinct inputs.
+            let want = if flags.contains(&"--q_sequential") {
+                "GPTQ: 36 layer Hessians (24 distinct inputs, sequential, 36 biases corrected)"
+            } else {
+                "GPTQ: 36 layer Hessians (24 distinct inputs)"
+            };
+            assert!(summary.contains(want), "{summary}");
+        }
+        let sim = dir.join(format!("{tag}_tpu_outputs.npz"));
+        let text = check_agreement(&onnx, &inputs, &sim);
+        assert!(text.contains("over 60 samples (0 below"), "{text}");
+        // The oracle recomputes TPU-MLIR's rule: these codes must differ.
+        let source = workloads().join("models").join(format!("{name}.onnx"));
+        let (b, g) = (bits.to_string(), group.to_string());
+        let out = python(&[
+            tests_dir().join("weight_only_oracle.py").as_os_str(),
+            "codes".as_ref(),
+            source.as_os_str(),
+            onnx.as_os_str(),
+            b.as_ref(),
+            g.as_ref(),
+            "0".as_ref(),
+            "F16".as_ref(),
+        ]);
+        let oracle = stdout_of(&out);
+        assert!(
+            oracle.contains("36 weights checked") && !oracle.contains(", 0 mismatched;"),
+            "{tag}: expected codes other than round to nearest:\n{oracle}{}",
+            stderr_of(&out)
+        );
+    }
+}
+
+/// GPTQ's model is the same file whatever the thread count.
+#[test]
+fn gptq_export_does_not_depend_on_the_thread_count() {
+    let dir = scratch("weight_only_gptq_threads");
+    let mlir = transform_workload(&dir, "minilm_l6_s128");
+    let calib = workloads().join("text/calib");
+    let mut files = Vec::new();
+    for threads in ["1", "2"] {
+        let onnx = dir.join(format!("t{threads}.onnx"));
+        run_ok(
+            tool("model_deploy")
+                .arg("--mlir")
+                .arg(&mlir)
+                .args(["--quantize", "W4F16", "--q_group_size", "64"])
+                .args(["--q_method", "gptq", "--calibration_data"])
+                .arg(&calib)
+                .args(["--calibration_num", "5", "--threads", threads, "--quiet"])
+                .arg("--model")
+                .arg(&onnx),
+        );
+        files.push(std::fs::read(&onnx).unwrap());
+    }
+    assert!(
+        files[0] == files[1],
+        "1 and 2 threads wrote different models"
+    );
+}
+
+#[test]
+fn weight_method_flags_that_do_not_apply_are_refused() {
+    let dir = scratch("weight_only_method_flags");
+    let mlir = transform_workload(&dir, "minilm_l6_s128");
+    let calib = workloads().join("text/calib");
+    let calib = calib.to_str().unwrap();
+    let cases: [(&[&str], &str); 10] = [
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_method",
+                "gptq",
+                "--calibration_data",
+                calib,
+                "--q_bias_correction",
+            ],
+            "--q_bias_correction: needs --q_sequential",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_method",
+                "gptq",
+                "--calibration_data",
+                calib,
+                "--q_damp",
+                "0",
+            ],
+            "--q_damp 0: expected a fraction of the mean Hessian diagonal in (0, 10]",
+        ),
+        (
+            &["--quantize", "W4F16", "--q_method", "awq"],
+            "--q_method awq: expected one of rtn, clip, gptq, gptq_clip",
+        ),
+        (
+            &["--quantize", "F16", "--q_method", "clip"],
+            "--q_method clip: applies to weight-only layers",
+        ),
+        (
+            &["--quantize", "W4F16", "--q_method", "gptq"],
+            "--q_method gptq: needs --calibration_data DIR",
+        ),
+        (
+            &["--quantize", "W4F16", "--q_act_order"],
+            "--q_act_order: applies to --q_method gptq / gptq_clip only (--q_method is rtn)",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_method",
+                "clip",
+                "--calibration_data",
+                calib,
+            ],
+            "--calibration_data: applies to --q_method gptq / gptq_clip only",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_method",
+                "gptq",
+                "--calibration_data",
+                calib,
+                "--calibration_num",
+                "0",
+            ],
+            "--calibration_num 0: expected a positive count",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_method",
+                "gptq",
+                "--calibration_data",
+                calib,
+                "--calibration_num",
+                "2",
+                "--calibration_mask_input",
+                "mask",
+            ],
+            "mask input `mask` is not a graph input (the model has: input_ids, attention_mask, token_type_ids)",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_method",
+                "gptq",
+                "--calibration_data",
+                "/nonexistent/calib",
+            ],
+            "/nonexistent/calib",
+        ),
+    ];
+    for (i, (flags, want)) in cases.iter().enumerate() {
+        let out_path = dir.join(format!("bad{i}.onnx"));
+        let out = tool("model_deploy")
+            .arg("--mlir")
+            .arg(&mlir)
+            .args(*flags)
+            .arg("--model")
+            .arg(&out_path)
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(
+            err.contains(want),
+            "{flags:?}: expected `{want}` in:\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out_path.exists(), "bad{i}.onnx written despite the error");
+    }
+}
