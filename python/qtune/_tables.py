@@ -176,8 +176,10 @@ def loss_table(path: PathLike) -> List[Tuple[str, float]]:
             parts = line.split()
             if not parts or parts[0].startswith("#"):
                 continue
+            # run_qtable's rows read `No.0 : Layer: <name>  Cos: 0.97`.
+            name = parts[parts.index("Layer:") + 1] if "Layer:" in parts[:-1] else parts[0]
             try:
-                out.append((parts[0], float(parts[-1])))
+                out.append((name, float(parts[-1])))
             except ValueError:
                 continue
     return out
