@@ -63,7 +63,7 @@ if maturin build --quiet --profile dev --out "$wheels" --interpreter "$venv/bin/
         # current folder, and `import qtune` must find the installed package,
         # not python/qtune.
         work=$(mktemp -d)
-        (cd "$work" && "$venv/bin/python" -m pytest -p no:cacheprovider "$root/python/tests") || status=1
+        (cd "$work" && "$venv/bin/python" -m pytest -p no:cacheprovider --durations=5 "$root/python/tests") || status=1
         rm -rf "$work"
     else
         echo "error: installing the wheel failed" >&2
