@@ -111,16 +111,66 @@ impl std::error::Error for CheckFailed {}
 /// Parses the command line as `P` and runs `run` on it, mapping errors to
 /// exit codes (see the crate docs). Every binary's `main` is this call.
 pub fn main_with<P: Parser>(run: impl FnOnce(P) -> anyhow::Result<()>) -> ExitCode {
+    ExitCode::from(main_from(std::env::args_os(), run))
+}
+
+/// [`main_with`] on the given command line (`argv[0]` first) instead of the
+/// process's, returning the exit code as a number.
+fn main_from<P: Parser>(
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+    run: impl FnOnce(P) -> anyhow::Result<()>,
+) -> u8 {
     keep_freed_memory();
-    let parsed = match P::try_parse() {
+    let parsed = match P::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
-            return ExitCode::from(code);
+            return code;
         }
     };
-    exit_code(run(parsed))
+    match run(parsed) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<CheckFailed>().is_some() {
+                1
+            } else {
+                2
+            }
+        }
+    }
+}
+
+/// The names [`tool_main`] answers to: `qtune` and the TPU-MLIR tools.
+pub const TOOLS: [&str; 7] = [
+    "qtune",
+    "model_transform",
+    "run_calibration",
+    "model_deploy",
+    "fp_forward",
+    "run_qtable",
+    "run_sensitive_layer",
+];
+
+/// Runs the binary `tool` (one of [`TOOLS`]) in this process on `argv`
+/// (`argv[0]` first, as the binary would get it) and returns its exit code;
+/// `None` when `tool` is not one of them. The Python package's console
+/// scripts are this call.
+pub fn tool_main(tool: &str, argv: Vec<std::ffi::OsString>) -> Option<u8> {
+    use commands::{calibrate, deploy, fp_forward, search, transform};
+    Some(match tool {
+        "qtune" => main_from(argv, |cli: Cli| dispatch(cli.command)),
+        "model_transform" => main_from(argv, |a: transform::ToolArgs| transform::run(a.args)),
+        "run_calibration" => main_from(argv, |a: calibrate::ToolArgs| calibrate::run(a.args)),
+        "model_deploy" => main_from(argv, |a: deploy::ToolArgs| deploy::run(a.args)),
+        "fp_forward" => main_from(argv, |a: fp_forward::ToolArgs| fp_forward::run(a.args)),
+        "run_qtable" => main_from(argv, |a: search::QtableTool| search::run_qtable(a.args)),
+        "run_sensitive_layer" => main_from(argv, |a: search::SensitiveTool| {
+            search::run_sensitive_layer(a.args)
+        }),
+        _ => return None,
+    })
 }
 
 /// Tells glibc's allocator to keep freed memory for reuse. Calibration and
@@ -134,8 +184,9 @@ fn keep_freed_memory() {
     {
         // glibc caps the mmap threshold at 32 MiB on 64-bit targets.
         const MMAP_THRESHOLD: libc::c_int = 32 << 20;
-        // SAFETY: mallopt only changes allocator parameters; called before
-        // any other thread exists.
+        // SAFETY: mallopt only changes allocator parameters, under glibc's
+        // arena lock (it is MT-safe: the Python package's console scripts
+        // call it after the interpreter has started its threads).
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
             libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
@@ -168,16 +219,31 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn exit_code(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            if e.downcast_ref::<CheckFailed>().is_some() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::from(2)
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<std::ffi::OsString> {
+        args.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn tool_main_runs_each_tool_and_maps_exit_codes() {
+        assert_eq!(tool_main("npz_tool", argv(&["npz_tool"])), None);
+        for tool in TOOLS {
+            // --help prints to stdout and succeeds; an unknown flag is a
+            // usage error (exit 2), as with the binaries.
+            assert_eq!(tool_main(tool, argv(&[tool, "--help"])), Some(0), "{tool}");
+            assert_eq!(
+                tool_main(tool, argv(&[tool, "--no_such_flag"])),
+                Some(2),
+                "{tool}"
+            );
         }
+        // A command that runs and fails on bad input exits 2.
+        assert_eq!(
+            tool_main("qtune", argv(&["qtune", "info", "/nonexistent/m.onnx"])),
+            Some(2)
+        );
     }
 }
