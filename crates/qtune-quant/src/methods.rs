@@ -329,7 +329,10 @@ fn tail_of(x: &[f32], k: usize, largest: bool) -> Vec<f32> {
     // For a non-zero, non-NaN t these are exactly the values at or beyond t
     // in the total order (NaN is the largest value).
     let mut beyond: Vec<f32> = if largest {
-        x.iter().copied().filter(|&v| v >= t || v.is_nan()).collect()
+        x.iter()
+            .copied()
+            .filter(|&v| v >= t || v.is_nan())
+            .collect()
     } else {
         x.iter().copied().filter(|&v| v <= t).collect()
     };
