@@ -71,7 +71,7 @@ def test_script_exit_codes(tmp_path):
 def test_ctrl_c_stops_a_script(demo, tmp_path):
     """SIGINT ends a running tool at once (default action), as it ends the binary."""
     p = subprocess.Popen([script("run_calibration"), str(demo / "efficientnet_lite0.onnx"),
-                          "--dataset", str(demo / "images"), "--input_num", "32",
+                          "--dataset", str(demo / "images"), "--input_num", "32", "--tune_num", "32",
                           "--resize_dims", "224,224", "-o", str(tmp_path / "t")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
