@@ -142,16 +142,17 @@ fn main_from<P: Parser>(
     }
 }
 
-/// The names [`tool_main`] answers to: `qtune` and the TPU-MLIR tools.
-pub const TOOLS: [&str; 7] = [
-    "qtune",
-    "model_transform",
-    "run_calibration",
-    "model_deploy",
-    "fp_forward",
-    "run_qtable",
-    "run_sensitive_layer",
-];
+/// The names [`tool_main`] answers to: `qtune` and the TPU-MLIR tools
+/// ([`py_names::PY_TOOLS`], in its order).
+pub const TOOLS: [&str; 7] = {
+    let mut tools = ["qtune"; 7];
+    let mut i = 0;
+    while i < py_names::PY_TOOLS.len() {
+        tools[i + 1] = py_names::PY_TOOLS[i];
+        i += 1;
+    }
+    tools
+};
 
 /// Runs the binary `tool` (one of [`TOOLS`]) in this process on `argv`
 /// (`argv[0]` first, as the binary would get it) and returns its exit code;
