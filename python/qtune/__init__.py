@@ -423,19 +423,19 @@ def quantize(
             table_path = (
                 os.fspath(calibration_table) if calibration_table is not None else os.path.join(temp, "cali_table")
             )
-            opts: Dict[str, Any] = {
-                "cali_method": method,
-                "input_num": input_num,
-                "tune_num": tune_num,
-                "processor": processor,
-                "input_shapes": input_shapes,
-                "threads": threads,
-            }
-            opts.update(_quiet(verbose))
-            opts.update(preprocess)
-            with _Source(calibration_data) as source:
-                opts.update(source.flags)
-                table = _calibrate_to(model, table_path, opts)
+            table = calibrate(
+                model,
+                calibration_data,
+                table_path,
+                method=method,
+                input_num=input_num,
+                tune_num=tune_num,
+                processor=processor,
+                input_shapes=input_shapes,
+                threads=threads,
+                verbose=verbose,
+                **preprocess,
+            )
             summary["samples"] = table.sample_number
             summary["calibration_s"] = time.perf_counter() - t0
         else:
