@@ -351,14 +351,21 @@ macro_rules! op_names {
             pub fn op_type(&self) -> &'static str {
                 match self {
                     $(Op::$variant { .. } => stringify!($variant),)*
-                    Op::SiLU => "SiLU",
+                    unary_op!() => self.unary().map_or("", |u| u.spec.name),
                     Op::RoundFloat(_) => "RoundFloat",
                     Op::IntegerLayer(_) => "IntegerLayer",
                 }
             }
         }
-        /// Every ONNX op type the IR supports, for error messages and `qtune info`.
-        pub const SUPPORTED_OPS: &[&str] = &[$(stringify!($variant)),*];
+        /// Every ONNX op type the IR supports, for error messages and `qtune info`:
+        /// the ops listed here, then those of the unary registry ([`crate::unary`]).
+        pub static SUPPORTED_OPS: std::sync::LazyLock<Vec<&'static str>> =
+            std::sync::LazyLock::new(|| {
+                [$(stringify!($variant)),*]
+                    .into_iter()
+                    .chain(crate::unary::UNARY_OPS.iter().filter_map(|u| u.onnx))
+                    .collect()
+            });
     };
 }
 
@@ -373,19 +380,7 @@ op_names!(
     Mul,
     Div,
     Pow,
-    Sqrt,
-    Floor,
-    Exp,
-    Erf,
-    Tanh,
-    Neg,
-    Abs,
-    Relu,
     Clip,
-    LeakyRelu,
-    Sigmoid,
-    HardSigmoid,
-    HardSwish,
     Softmax,
     Gelu,
     LayerNormalization,
@@ -432,25 +427,13 @@ impl Op {
     pub fn is_elementwise(&self) -> bool {
         matches!(
             self,
-            Op::Add
+            unary_op!()
+                | Op::Add
                 | Op::Sub
                 | Op::Mul
                 | Op::Div
                 | Op::Pow
-                | Op::Sqrt
-                | Op::Floor
-                | Op::Exp
-                | Op::Erf
-                | Op::Tanh
-                | Op::Neg
-                | Op::Abs
-                | Op::Relu
                 | Op::Clip(_)
-                | Op::LeakyRelu { .. }
-                | Op::Sigmoid
-                | Op::HardSigmoid { .. }
-                | Op::HardSwish
-                | Op::SiLU
                 | Op::Gelu { .. }
         )
     }
