@@ -175,6 +175,11 @@ pub enum Op {
         beta: f32,
     },
     HardSwish,
+    /// Elu: <https://onnx.ai/onnx/operators/onnx__Elu.html>, TPU-MLIR's
+    /// `top.Elu`: `x` if `x > 0` else `alpha * (e^x - 1)`.
+    Elu {
+        alpha: f32,
+    },
     Softmax {
         axis: i64,
     },
@@ -469,6 +474,6 @@ mod tests {
         assert_eq!(Op::Conv(ConvAttrs::default()).op_type(), "Conv");
         assert_eq!(Op::Softmax { axis: 1 }.op_type(), "Softmax");
         assert!(SUPPORTED_OPS.contains(&"BatchNormalization"));
-        assert_eq!(SUPPORTED_OPS.len(), 61);
+        assert_eq!(SUPPORTED_OPS.len(), 62);
     }
 }

@@ -332,6 +332,12 @@ unary_family! {
         int8: Int8Rule::Table, output_range: None,
         top_notes: "no ONNX op: exported as Sigmoid + Mul",
     },
+    Elu { alpha = 1.0 } => {
+        onnx: Some("Elu"), top: "top.Elu", top_fixed: &[],
+        reference: |x, a| if x > 0.0 { x } else { a[0] * x.exp_m1() },
+        int8: Int8Rule::Table, output_range: None,
+        top_notes: "TPU-MLIR's ONNX converter defaults alpha to 0; qtune to ONNX's 1",
+    },
 }
 
 #[cfg(test)]
