@@ -64,13 +64,17 @@ impl std::fmt::Display for TopFixed {
 /// are int8 there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Rule {
-    /// An int8 lookup table (TPU-MLIR's `create_lookup_table`): input and
-    /// output each keep their own calibrated threshold.
+    /// int8 with its own output threshold: input and output each keep
+    /// their calibrated one. For the activations this is TPU-MLIR's lookup
+    /// table lowering (`create_lookup_table`, e.g. Sigmoid, Tanh, Elu on
+    /// every chip); Neg is a MulConst(-1) there, with the same thresholds
+    /// rule.
     Table,
     /// int8, and the output takes the input's range: forward and backward
     /// range propagation (spec "Range propagation" steps 4 and 7) pass
-    /// through it. With `cv18xx = false` CV18xx does not propagate (it uses
-    /// a table there, as TPU-MLIR does for LeakyRelu).
+    /// through it (Relu, Abs, LeakyRelu). With `cv18xx = false` the CV18xx
+    /// family does not propagate through it (TPU-MLIR's rule for
+    /// LeakyRelu/PRelu).
     SharesRange { cv18xx: bool },
 }
 
