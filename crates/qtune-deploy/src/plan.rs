@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use qtune_ir::passes::canonical::is_upsample;
+use qtune_ir::unary::Int8Rule;
 use qtune_ir::{Graph, NodeId, Op, ValueId};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_tensor::DType;
@@ -304,7 +305,8 @@ fn runtime_float(
 }
 
 /// Whether `node` is a Concat whose float inputs' thresholds differ more than
-/// [`CONCAT_RANGE_RATIO`] times (Sigmoid and Softmax outputs count as 1).
+/// [`CONCAT_RANGE_RATIO`] times (an output with a fixed range, Sigmoid's or
+/// Softmax's, counts as its bound: 1).
 fn concat_ranges_mismatch(graph: &Graph, node: NodeId, thresholds: &HashMap<&str, f64>) -> bool {
     let n = graph.node(node);
     if !matches!(n.op, Op::Concat { .. }) {
@@ -318,7 +320,9 @@ fn concat_ranges_mismatch(graph: &Graph, node: NodeId, thresholds: &HashMap<&str
         .filter_map(|&v| {
             let val = graph.value(v);
             match val.producer.map(|p| &graph.node(p).op) {
-                Some(Op::Sigmoid | Op::Softmax { .. }) => Some(1.0),
+                Some(op) if fixed_output_range(op).is_some() => {
+                    fixed_output_range(op).map(|(lo, hi)| lo.abs().max(hi.abs()))
+                }
                 _ => thresholds.get(val.name.as_str()).copied(),
             }
         })
@@ -330,12 +334,33 @@ fn concat_ranges_mismatch(graph: &Graph, node: NodeId, thresholds: &HashMap<&str
     ths.len() >= 2 && hi > lo * CONCAT_RANGE_RATIO
 }
 
+/// An op of the unary family whose output takes its input's range on this
+/// profile (its registry rule, [`Int8Rule::SharesRange`]).
+fn unary_shares_range(op: &Op, profile: &Profile) -> bool {
+    op.unary().is_some_and(|u| match u.spec.int8 {
+        Int8Rule::Table => false,
+        Int8Rule::SharesRange { cv18xx } => cv18xx || profile.family != Family::Cv18xx,
+    })
+}
+
+/// The range an op fixes for its output (Sigmoid's `[0, 1]`, Softmax's),
+/// whatever the calibration measured.
+fn fixed_output_range(op: &Op) -> Option<(f64, f64)> {
+    match op {
+        Op::Softmax { .. } => Some((0.0, 1.0)),
+        _ => op
+            .unary()
+            .and_then(|u| u.spec.output_range)
+            .map(|(lo, hi)| (f64::from(lo), f64::from(hi))),
+    }
+}
+
 /// Ops whose output takes the input's range (forward propagation, step 7).
 fn forwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
     let n = graph.node(node);
     match &n.op {
-        Op::Relu
-        | Op::MaxPool(_)
+        op if unary_shares_range(op, profile) => true,
+        Op::MaxPool(_)
         | Op::GlobalMaxPool
         | Op::Reshape { .. }
         | Op::Flatten { .. }
@@ -345,10 +370,8 @@ fn forwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
         | Op::Split { .. }
         | Op::Transpose { .. }
         | Op::Identity
-        | Op::Expand
-        | Op::Abs => true,
+        | Op::Expand => true,
         Op::Clip(_) => is_relu_like(graph, node),
-        Op::LeakyRelu { .. } => profile.family != Family::Cv18xx,
         Op::Resize(_) => is_upsample(graph, node),
         Op::AveragePool(_) | Op::GlobalAveragePool => profile.family == Family::Bm1684,
         _ => false,
@@ -359,9 +382,9 @@ fn forwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
 fn backwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
     let n = graph.node(node);
     match &n.op {
-        Op::Relu | Op::MaxPool(_) | Op::GlobalMaxPool | Op::Abs => true,
+        op if unary_shares_range(op, profile) => true,
+        Op::MaxPool(_) | Op::GlobalMaxPool => true,
         Op::Clip(_) => is_relu_like(graph, node),
-        Op::LeakyRelu { .. } => profile.family != Family::Cv18xx,
         _ => false,
     }
 }
@@ -652,7 +675,9 @@ fn initial_ranges(
                 hi: tmax.max(0.0),
                 asymmetric: true,
             }),
-            Some(Op::Sigmoid | Op::Softmax { .. }) => Some(Range::symmetric(0.0, 1.0)),
+            Some(op) if fixed_output_range(op).is_some() => {
+                fixed_output_range(op).map(|(lo, hi)| Range::symmetric(lo, hi))
+            }
             _ => row.map(|(th, tmin, _)| {
                 let th = th.abs();
                 let signed = match producer.map(|n| (&n.op, n)) {

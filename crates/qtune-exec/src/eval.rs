@@ -7,7 +7,7 @@ use std::sync::Arc;
 use qtune_ir::{
     AutoPad, CoordMode, FloatFormat, FusedRelu, GeluApproximation, Graph, Node, NodeId, Op,
     ResizeMode, ValueId, resolve_reduce_axes, resolve_slice, resolve_split, resolve_window,
-    shape_range,
+    shape_range, unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
@@ -321,17 +321,12 @@ pub(crate) fn eval_node_fused(
                 TensorData::Bool(Arc::new(out)),
             )?])
         }
-        Op::Sqrt => eval_unary(&mut cx, k::UnaryOp::Sqrt),
-        Op::Floor => eval_unary(&mut cx, k::UnaryOp::Floor),
-        Op::Exp => eval_unary(&mut cx, k::UnaryOp::Exp),
-        Op::Erf => eval_unary(&mut cx, k::UnaryOp::Erf),
-        Op::Tanh => eval_unary(&mut cx, k::UnaryOp::Tanh),
-        Op::Neg => eval_unary(&mut cx, k::UnaryOp::Neg),
-        Op::Abs => eval_unary(&mut cx, k::UnaryOp::Abs),
-        Op::Relu => eval_unary(&mut cx, k::UnaryOp::Relu),
-        Op::Sigmoid => eval_unary(&mut cx, k::UnaryOp::Sigmoid),
-        Op::HardSwish => eval_unary(&mut cx, k::UnaryOp::HardSwish),
-        Op::SiLU => eval_unary(&mut cx, k::UnaryOp::Silu),
+        // The unary family (`qtune_ir::unary`): the vectorised kernel when
+        // there is one, else the registry's scalar definition.
+        op @ unary_op!() => match fast_kernel(op) {
+            Some(kop) => eval_unary(&mut cx, kop),
+            None => eval_scalar(&mut cx, op),
+        },
         // The exact GELU as one vector pass in the f32 sequence of the
         // pattern it was fused from and is exported as (`Div`, `Erf`, `Add`,
         // `Mul`, `Mul`): the canonical graph computes what the source ONNX
@@ -375,14 +370,6 @@ pub(crate) fn eval_node_fused(
             );
             cx.f32_out(dims, x)
         }
-        Op::LeakyRelu { alpha } => eval_unary(&mut cx, k::UnaryOp::LeakyRelu { alpha: *alpha }),
-        Op::HardSigmoid { alpha, beta } => eval_unary(
-            &mut cx,
-            k::UnaryOp::HardSigmoid {
-                alpha: *alpha,
-                beta: *beta,
-            },
-        ),
         Op::Clip(a) => {
             let lo = a.min.or(cx.scalar(1)?).unwrap_or(f32::NEG_INFINITY);
             let hi = a.max.or(cx.scalar(2)?).unwrap_or(f32::INFINITY);
@@ -853,6 +840,56 @@ fn eval_unary(cx: &mut Cx, op: k::UnaryOp) -> Result<Vec<Tensor>, ExecError> {
             // SAFETY: `unary_into` writes every element of `out`, asserting it has `x`'s
             // length.
             unsafe { written_by(x.len(), |out| k::unary_into(op, x, out, cx.par)) }
+        }
+    };
+    cx.f32_out(dims, out)
+}
+
+/// The `qtune-kernels` kernel of an op of the unary family, when it has
+/// one. This is a speed-up, not a registration: an op missing here runs its
+/// registry definition ([`eval_scalar`]); `fast_kernels_match_the_registry`
+/// checks each kernel against that definition.
+pub(crate) fn fast_kernel(op: &Op) -> Option<k::UnaryOp> {
+    Some(match op {
+        Op::Sqrt => k::UnaryOp::Sqrt,
+        Op::Floor => k::UnaryOp::Floor,
+        Op::Exp => k::UnaryOp::Exp,
+        Op::Erf => k::UnaryOp::Erf,
+        Op::Tanh => k::UnaryOp::Tanh,
+        Op::Neg => k::UnaryOp::Neg,
+        Op::Abs => k::UnaryOp::Abs,
+        Op::Relu => k::UnaryOp::Relu,
+        Op::Sigmoid => k::UnaryOp::Sigmoid,
+        Op::HardSwish => k::UnaryOp::HardSwish,
+        Op::SiLU => k::UnaryOp::Silu,
+        Op::LeakyRelu { alpha } => k::UnaryOp::LeakyRelu { alpha: *alpha },
+        Op::HardSigmoid { alpha, beta } => k::UnaryOp::HardSigmoid {
+            alpha: *alpha,
+            beta: *beta,
+        },
+        _ => return None,
+    })
+}
+
+/// An op of the unary family by its registry definition, element by
+/// element (in place when the input is not shared).
+fn eval_scalar(cx: &mut Cx, op: &Op) -> Result<Vec<Tensor>, ExecError> {
+    let Some(u) = op.unary() else {
+        return Err(cx.err("internal: not in the unary registry"));
+    };
+    let dims = cx.input(0)?.dims().to_vec();
+    let out = match cx.take(0)?.into_unshared_f32_vec() {
+        Ok(mut x) => {
+            x.iter_mut().for_each(|v| *v = u.eval(*v));
+            x
+        }
+        Err(t) => {
+            let dtype = t.dtype();
+            t.as_f32()
+                .map_err(|_| cx.err(format!("input 0 must be float32, got {dtype}")))?
+                .iter()
+                .map(|&v| u.eval(v))
+                .collect()
         }
     };
     cx.f32_out(dims, out)
@@ -1505,6 +1542,42 @@ pub(crate) fn eval_fake_quant(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every vectorised kernel of the unary family computes what the
+    /// registry defines (`qtune_ir::unary`), with default and with other
+    /// attribute values (which also checks the attribute order).
+    #[test]
+    fn fast_kernels_match_the_registry() {
+        let xs: Vec<f32> = (-800..=800).map(|i| i as f32 / 100.0).collect();
+        let mut with_kernel = 0;
+        for spec in qtune_ir::unary::UNARY_OPS {
+            let defaults: Vec<f32> = spec.attrs.iter().map(|a| a.default).collect();
+            let others: Vec<f32> = defaults.iter().map(|d| d * 1.5 + 0.125).collect();
+            for params in [defaults, others] {
+                let op = (spec.build)(&params);
+                let Some(kop) = fast_kernel(&op) else {
+                    continue;
+                };
+                with_kernel += 1;
+                let u = op.unary().expect("registered");
+                let mut got = xs.clone();
+                k::unary(kop, &mut got, Parallelism::Sequential);
+                for (x, g) in xs.iter().zip(&got) {
+                    let want = u.eval(*x);
+                    if want.is_nan() {
+                        assert!(g.is_nan(), "{} at {x}: {g}", spec.name);
+                        continue;
+                    }
+                    assert!(
+                        (g - want).abs() <= 2e-6 * want.abs().max(1.0),
+                        "{} {params:?} at {x}: kernel {g}, registry {want}",
+                        spec.name
+                    );
+                }
+            }
+        }
+        assert!(with_kernel >= 26, "{with_kernel}");
+    }
 
     #[test]
     fn zeroed_buffers_are_zero_in_any_pool() {

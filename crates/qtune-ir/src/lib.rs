@@ -9,6 +9,9 @@
 //! Slice's starts, Resize's scales, ...) stay inputs here, as in ONNX; after
 //! constant folding they are constant values, which shape inference reads.
 
+// First: `unary_op!` is used by the modules below.
+#[macro_use]
+pub mod unary;
 mod error;
 mod graph;
 mod ids;

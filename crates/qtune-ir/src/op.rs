@@ -175,6 +175,11 @@ pub enum Op {
         beta: f32,
     },
     HardSwish,
+    /// Elu: <https://onnx.ai/onnx/operators/onnx__Elu.html>, TPU-MLIR's
+    /// `top.Elu`: `x` if `x > 0` else `alpha * (e^x - 1)`.
+    Elu {
+        alpha: f32,
+    },
     Softmax {
         axis: i64,
     },
@@ -351,14 +356,21 @@ macro_rules! op_names {
             pub fn op_type(&self) -> &'static str {
                 match self {
                     $(Op::$variant { .. } => stringify!($variant),)*
-                    Op::SiLU => "SiLU",
+                    unary_op!() => self.unary().map_or("", |u| u.spec.name),
                     Op::RoundFloat(_) => "RoundFloat",
                     Op::IntegerLayer(_) => "IntegerLayer",
                 }
             }
         }
-        /// Every ONNX op type the IR supports, for error messages and `qtune info`.
-        pub const SUPPORTED_OPS: &[&str] = &[$(stringify!($variant)),*];
+        /// Every ONNX op type the IR supports, for error messages and `qtune info`:
+        /// the ops listed here, then those of the unary registry ([`crate::unary`]).
+        pub static SUPPORTED_OPS: std::sync::LazyLock<Vec<&'static str>> =
+            std::sync::LazyLock::new(|| {
+                [$(stringify!($variant)),*]
+                    .into_iter()
+                    .chain(crate::unary::UNARY_OPS.iter().filter_map(|u| u.onnx))
+                    .collect()
+            });
     };
 }
 
@@ -373,19 +385,7 @@ op_names!(
     Mul,
     Div,
     Pow,
-    Sqrt,
-    Floor,
-    Exp,
-    Erf,
-    Tanh,
-    Neg,
-    Abs,
-    Relu,
     Clip,
-    LeakyRelu,
-    Sigmoid,
-    HardSigmoid,
-    HardSwish,
     Softmax,
     Gelu,
     LayerNormalization,
@@ -432,25 +432,13 @@ impl Op {
     pub fn is_elementwise(&self) -> bool {
         matches!(
             self,
-            Op::Add
+            unary_op!()
+                | Op::Add
                 | Op::Sub
                 | Op::Mul
                 | Op::Div
                 | Op::Pow
-                | Op::Sqrt
-                | Op::Floor
-                | Op::Exp
-                | Op::Erf
-                | Op::Tanh
-                | Op::Neg
-                | Op::Abs
-                | Op::Relu
                 | Op::Clip(_)
-                | Op::LeakyRelu { .. }
-                | Op::Sigmoid
-                | Op::HardSigmoid { .. }
-                | Op::HardSwish
-                | Op::SiLU
                 | Op::Gelu { .. }
         )
     }
@@ -486,6 +474,6 @@ mod tests {
         assert_eq!(Op::Conv(ConvAttrs::default()).op_type(), "Conv");
         assert_eq!(Op::Softmax { axis: 1 }.op_type(), "Softmax");
         assert!(SUPPORTED_OPS.contains(&"BatchNormalization"));
-        assert_eq!(SUPPORTED_OPS.len(), 61);
+        assert_eq!(SUPPORTED_OPS.len(), 62);
     }
 }

@@ -494,23 +494,7 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
             };
             one(out, cx.dtype(0)?)
         }
-        Op::Sqrt
-        | Op::Floor
-        | Op::Exp
-        | Op::Erf
-        | Op::Tanh
-        | Op::Neg
-        | Op::Abs
-        | Op::Relu
-        | Op::Clip(_)
-        | Op::LeakyRelu { .. }
-        | Op::Sigmoid
-        | Op::HardSigmoid { .. }
-        | Op::HardSwish
-        | Op::SiLU
-        | Op::Gelu { .. }
-        | Op::Not
-        | Op::Identity => same(&cx),
+        unary_op!() | Op::Clip(_) | Op::Gelu { .. } | Op::Not | Op::Identity => same(&cx),
         Op::LayerNormalization { axis, .. } => {
             let s = cx.shape(0)?;
             let ax = cx.axis(*axis, s.len())?;

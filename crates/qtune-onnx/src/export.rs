@@ -53,7 +53,7 @@ use bytes::Bytes;
 use prost::Message;
 use qtune_ir::{
     AutoPad, ConvAttrs, CoordMode, FloatFormat, GeluApproximation, Graph, NearestMode, Node, Op,
-    PoolAttrs, ReduceAttrs, ResizeMode, ValueId,
+    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, unary_op,
 };
 use qtune_tensor::{DType, Tensor};
 
@@ -392,7 +392,13 @@ impl<'g> Exporter<'g> {
     }
 
     fn export_node(&mut self, node: &Node) -> Result<(), OnnxError> {
-        let op_type = node.op.op_type();
+        // A registered unary op is written as its ONNX type (the IR name when
+        // ONNX lacks the op: those are decomposed below).
+        let op_type = node
+            .op
+            .unary()
+            .and_then(|u| u.spec.onnx)
+            .unwrap_or_else(|| node.op.op_type());
         let base = if node.name.is_empty() {
             let first = node
                 .outputs
@@ -462,17 +468,7 @@ impl<'g> Exporter<'g> {
             | Op::Mul
             | Op::Div
             | Op::Pow
-            | Op::Sqrt
-            | Op::Floor
             | Op::Tile
-            | Op::Exp
-            | Op::Erf
-            | Op::Tanh
-            | Op::Neg
-            | Op::Abs
-            | Op::Relu
-            | Op::Sigmoid
-            | Op::HardSwish
             | Op::GlobalAveragePool
             | Op::GlobalMaxPool
             | Op::Slice
@@ -524,11 +520,14 @@ impl<'g> Exporter<'g> {
                 ));
                 attrs.push(attr_string("mode", if *crd { "CRD" } else { "DCR" }));
             }
-            Op::LeakyRelu { alpha } => attrs.push(attr_float("alpha", *alpha)),
-            Op::HardSigmoid { alpha, beta } => {
-                attrs.push(attr_float("alpha", *alpha));
-                attrs.push(attr_float("beta", *beta));
-            }
+            // The unary family from its registry (`qtune_ir::unary`); an op
+            // ONNX lacks (SiLU) is decomposed before this match.
+            unary_op!() => match node.op.unary() {
+                Some(u) if u.spec.onnx.is_some() => {
+                    attrs.extend(u.attrs().map(|(n, v)| attr_float(n, v)));
+                }
+                _ => return Err(cx.err("internal: composite op not written")),
+            },
             Op::Softmax { axis } => attrs.push(attr_int("axis", *axis)),
             Op::MaxPool(a) => pool_attrs(&cx, a, true, &mut attrs)?,
             Op::AveragePool(a) => pool_attrs(&cx, a, false, &mut attrs)?,
@@ -602,7 +601,7 @@ impl<'g> Exporter<'g> {
             Op::RoundFloat(format) => {
                 return self.round_float(&cx, *format, inputs, outputs);
             }
-            Op::SiLU | Op::Gelu { .. } | Op::LayerNormalization { .. } => {
+            Op::Gelu { .. } | Op::LayerNormalization { .. } => {
                 return Err(cx.err("internal: composite op not written"));
             }
         }

@@ -162,21 +162,10 @@ pub(crate) fn import_node(
                 _ => Op::Greater,
             }
         }
-        "Sqrt" | "Floor" | "Exp" | "Erf" | "Tanh" | "Neg" | "Abs" | "Relu" | "Sigmoid"
-        | "HardSwish" | "Not" | "GlobalAveragePool" | "GlobalMaxPool" | "Identity" => {
+        "Not" | "GlobalAveragePool" | "GlobalMaxPool" | "Identity" => {
             arity(cx, n, 1, 1)?;
             cx.check_known(&[])?;
             match cx.op_type {
-                "Sqrt" => Op::Sqrt,
-                "Floor" => Op::Floor,
-                "Exp" => Op::Exp,
-                "Erf" => Op::Erf,
-                "Tanh" => Op::Tanh,
-                "Neg" => Op::Neg,
-                "Abs" => Op::Abs,
-                "Relu" => Op::Relu,
-                "Sigmoid" => Op::Sigmoid,
-                "HardSwish" => Op::HardSwish,
                 "Not" => Op::Not,
                 "GlobalAveragePool" => Op::GlobalAveragePool,
                 "GlobalMaxPool" => Op::GlobalMaxPool,
@@ -261,20 +250,22 @@ pub(crate) fn import_node(
                 })
             }
         }
-        "LeakyRelu" => {
+        // The elementwise unary family, from its registry
+        // (`qtune_ir::unary`): one input, float attributes with their ONNX
+        // defaults.
+        t if unary::by_onnx(t).is_some() => {
+            let Some(spec) = unary::by_onnx(t) else {
+                return Err(cx.node_err("internal: not in the unary registry"));
+            };
             arity(cx, n, 1, 1)?;
-            cx.check_known(&["alpha"])?;
-            Op::LeakyRelu {
-                alpha: cx.float_or("alpha", 0.01)?,
-            }
-        }
-        "HardSigmoid" => {
-            arity(cx, n, 1, 1)?;
-            cx.check_known(&["alpha", "beta"])?;
-            Op::HardSigmoid {
-                alpha: cx.float_or("alpha", 0.2)?,
-                beta: cx.float_or("beta", 0.5)?,
-            }
+            let names: Vec<&str> = spec.attrs.iter().map(|a| a.name).collect();
+            cx.check_known(&names)?;
+            let params = spec
+                .attrs
+                .iter()
+                .map(|a| cx.float_or(a.name, a.default))
+                .collect::<Result<Vec<f32>, _>>()?;
+            (spec.build)(&params)
         }
         "Softmax" => {
             arity(cx, n, 1, 1)?;

@@ -37,9 +37,9 @@ const fn op(
 /// `do_relu`, `relu_limit`: the fused Relu of the ops that carry one.
 const RELU: &str = "do_relu, relu_limit";
 
-/// Every Top op the reader accepts, in alphabetical order.
+/// The Top ops the reader accepts, in alphabetical order, but for the
+/// unary family, which comes from its registry ([`crate::unary`]).
 pub const TOP_OPS: &[TopOpSpec] = &[
-    op("top.Abs", "input", "", "Abs", ""),
     op(
         "top.Add",
         "inputs (2)",
@@ -119,8 +119,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "equal blocks, NCHW, no swap_cr; inversed only in DCR order",
     ),
     op("top.Div", "lhs, rhs", "", "Div", ""),
-    op("top.Erf", "input", "", "Erf", ""),
-    op("top.Exp", "input", "", "Exp", ""),
     op("top.Expand", "input", "shape", "Expand", ""),
     op(
         "top.Flatten",
@@ -129,7 +127,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "Flatten / Reshape",
         "",
     ),
-    op("top.Floor", "input", "", "Floor", ""),
     op(
         "top.GELU",
         "input",
@@ -144,8 +141,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "Gather",
         "",
     ),
-    op("top.HardSigmoid", "input", "alpha, beta", "HardSigmoid", ""),
-    op("top.HardSwish", "input", "", "HardSwish", ""),
     op("top.Identity", "input", "", "Identity", ""),
     op(
         "top.Input",
@@ -168,7 +163,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "LayerNormalization",
         "",
     ),
-    op("top.LeakyRelu", "input", "alpha", "LeakyRelu", ""),
     op(
         "top.MatMul",
         "input, right, bias?",
@@ -191,13 +185,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "Mul (scalar constant)",
         "",
     ),
-    op(
-        "top.Neg",
-        "input",
-        "",
-        "Neg",
-        "TPU-MLIR's converter writes MulConst(-1) instead",
-    ),
     op("top.None", "", "", "(absent operand)", ""),
     op("top.Permute", "input", "order", "Transpose", ""),
     op("top.Pow", "input, exponent?", "exponent", "Pow", ""),
@@ -218,13 +205,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "",
     ),
     op(
-        "top.Relu",
-        "input",
-        "relu_limit",
-        "Relu / Clip(0, limit)",
-        "",
-    ),
-    op(
         "top.Reshape",
         "input",
         "shape",
@@ -239,14 +219,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "written back as top.BatchNorm",
     ),
     op("top.Shape", "input", "start, end, step", "Shape", ""),
-    op("top.SiLU", "input", "", "SiLU", ""),
-    op(
-        "top.Sigmoid",
-        "input",
-        "scale (1), bias (0), log (false)",
-        "Sigmoid",
-        "other scale, bias or log is an error",
-    ),
     op(
         "top.Slice",
         "input, offsetT?, endsT?, stepsT?",
@@ -262,7 +234,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "",
     ),
     op("top.Split", "input", "axis, num, split_size", "Split", ""),
-    op("top.Sqrt", "input", "", "Sqrt", ""),
     op("top.Squeeze", "input", "axes", "Squeeze", ""),
     op(
         "top.Sub",
@@ -278,7 +249,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "Sub (scalar constant)",
         "",
     ),
-    op("top.Tanh", "input", "", "Tanh", ""),
     op(
         "top.Tile",
         "input",
@@ -304,26 +274,33 @@ pub const TOP_OPS: &[TopOpSpec] = &[
     ),
 ];
 
-/// Whether the reader accepts this Top op.
+/// Whether the reader accepts this Top op (one of [`TOP_OPS`] or of the
+/// unary family, [`crate::unary`]).
 pub fn is_supported(name: &str) -> bool {
-    TOP_OPS.iter().any(|s| s.name == name)
+    TOP_OPS.iter().any(|s| s.name == name) || crate::unary::by_top(name).is_some()
 }
 
 /// The table of [`TOP_OPS`] as Markdown (`docs/tpu-mlir-top-ops.md`).
 pub fn top_ops_markdown() -> String {
     let mut s = String::from(
         "# Top ops qtune reads and writes\n\n\
-         Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`); a test keeps this file \
+         Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary registry \
+         (`crates/qtune-ir/src/unary.rs`); a test keeps this file \
          current. The reader accepts exactly these ops, with the attributes as TPU-MLIR prints \
          them (`include/tpu_mlir/Dialect/Top/IR/TopOps.td`); any other op is an error that names \
          it and its line. Attributes not listed are ignored (TPU-MLIR's optional attributes for \
          its backends, e.g. `weight_is_coeff`, `round_mode`).\n\n\
          | Top op | operands | attributes | IR op | notes |\n|---|---|---|---|---|\n",
     );
-    for o in TOP_OPS {
+    let mut rows: Vec<[String; 5]> = TOP_OPS
+        .iter()
+        .map(|o| [o.name, o.operands, o.attributes, o.ir, o.notes].map(String::from))
+        .chain(crate::unary::top_rows())
+        .collect();
+    rows.sort();
+    for [name, operands, attributes, ir, notes] in rows {
         s.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} |\n",
-            o.name, o.operands, o.attributes, o.ir, o.notes
+            "| `{name}` | {operands} | {attributes} | {ir} | {notes} |\n"
         ));
     }
     s

@@ -603,36 +603,9 @@ impl<'a> Builder<'a> {
                 }
                 Op::Pow
             }
-            "top.Sqrt" | "top.Exp" | "top.Erf" | "top.Tanh" | "top.Abs" | "top.Neg"
-            | "top.HardSwish" | "top.Identity" => {
+            "top.Identity" => {
                 inputs = unary(self)?;
-                match op.name.as_str() {
-                    "top.Sqrt" => Op::Sqrt,
-                    "top.Exp" => Op::Exp,
-                    "top.Erf" => Op::Erf,
-                    "top.Tanh" => Op::Tanh,
-                    "top.Abs" => Op::Abs,
-                    "top.Neg" => Op::Neg,
-                    "top.HardSwish" => Op::HardSwish,
-                    _ => Op::Identity,
-                }
-            }
-            "top.Sigmoid" => {
-                if a.f64_or("scale", 1.0) != 1.0
-                    || a.f64_or("bias", 0.0) != 0.0
-                    || a.bool_or("log", false)
-                {
-                    return self.err(
-                        line,
-                        "`top.Sigmoid` with scale, bias or log is not supported",
-                    );
-                }
-                inputs = unary(self)?;
-                Op::Sigmoid
-            }
-            "top.SiLU" => {
-                inputs = unary(self)?;
-                Op::SiLU
+                Op::Identity
             }
             "top.GELU" => {
                 inputs = unary(self)?;
@@ -684,25 +657,39 @@ impl<'a> Builder<'a> {
                     Op::Relu
                 }
             }
+            // The rest of the unary family from its registry
+            // (`crate::unary`): attributes as F64 with their ONNX defaults;
+            // the fixed ones must have their one supported value.
+            name if crate::unary::by_top(name).is_some() => {
+                let Some(spec) = crate::unary::by_top(name) else {
+                    return self.err(line, format!("internal: `{name}` left the unary registry"));
+                };
+                for &(attr, value) in spec.top_fixed {
+                    let ok = match value {
+                        crate::unary::TopFixed::F64(v) => a.f64_or(attr, v) == v,
+                        crate::unary::TopFixed::Bool(b) => a.bool_or(attr, b) == b,
+                    };
+                    if !ok {
+                        return self.err(
+                            line,
+                            format!("`{name}` with {attr} other than {value} is not supported"),
+                        );
+                    }
+                }
+                inputs = unary(self)?;
+                let params: Vec<f32> = spec
+                    .attrs
+                    .iter()
+                    .map(|at| f32_of(a.f64_or(at.name, f64::from(at.default))))
+                    .collect();
+                (spec.build)(&params)
+            }
             "top.Clip" => {
                 inputs = unary(self)?;
                 Op::Clip(ClipAttrs {
                     min: Some(f32_of(a.f64_or("min", f64::NEG_INFINITY))),
                     max: Some(f32_of(a.f64_or("max", f64::INFINITY))),
                 })
-            }
-            "top.LeakyRelu" => {
-                inputs = unary(self)?;
-                Op::LeakyRelu {
-                    alpha: f32_of(a.f64_or("alpha", 0.01)),
-                }
-            }
-            "top.HardSigmoid" => {
-                inputs = unary(self)?;
-                Op::HardSigmoid {
-                    alpha: f32_of(a.f64_or("alpha", 0.2)),
-                    beta: f32_of(a.f64_or("beta", 0.5)),
-                }
             }
             "top.Softmax" => {
                 if a.bool_or("log", false) {
@@ -1097,10 +1084,6 @@ impl<'a> Builder<'a> {
                 fuse_relu = a.bool_or("do_relu", false);
                 inputs = vec![Some(x), Some(gamma), Some(beta), Some(mean), Some(var)];
                 Op::BatchNormalization { epsilon: 0.0 }
-            }
-            "top.Floor" => {
-                inputs = unary(self)?;
-                Op::Floor
             }
             "top.Tile" => {
                 let x = self.required(op, 0)?;

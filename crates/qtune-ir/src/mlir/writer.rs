@@ -624,8 +624,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 (None, None) => mk("top.Pow3", values(2)?, vec![]),
             }
         }
-        Op::Sqrt => mk("top.Sqrt", values(1)?, vec![]),
-        Op::Floor => mk("top.Floor", values(1)?, vec![]),
         Op::Tile => {
             let reps = const_ints(1)?.ok_or_else(|| err("repeats are missing".into()))?;
             mk("top.Tile", values(1)?, vec![("tile", A::I64Array(reps))])
@@ -650,14 +648,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 ],
             )
         }
-        Op::Exp => mk("top.Exp", values(1)?, vec![]),
-        Op::Erf => mk("top.Erf", values(1)?, vec![]),
-        Op::Tanh => mk("top.Tanh", values(1)?, vec![]),
-        Op::Abs => mk("top.Abs", values(1)?, vec![]),
-        // TPU-MLIR writes Neg as MulConst(-1); x * -1 is -x bit for bit,
-        // but a separate op keeps the IR node type on the way back.
-        Op::Neg => mk("top.Neg", values(1)?, vec![]),
-        Op::Relu => mk("top.Relu", values(1)?, vec![("relu_limit", A::F64(-1.0))]),
         Op::Clip(a) => {
             let lo = match a.min {
                 Some(v) => Some(v),
@@ -686,30 +676,30 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 )
             }
         }
-        Op::LeakyRelu { alpha } => mk(
-            "top.LeakyRelu",
-            values(1)?,
-            vec![("alpha", A::F64(f64::from(*alpha)))],
-        ),
-        Op::Sigmoid => mk(
-            "top.Sigmoid",
-            values(1)?,
-            vec![
-                ("bias", A::F64(0.0)),
-                ("log", A::Bool(false)),
-                ("scale", A::F64(1.0)),
-            ],
-        ),
-        Op::HardSigmoid { alpha, beta } => mk(
-            "top.HardSigmoid",
-            values(1)?,
-            vec![
-                ("alpha", A::F64(f64::from(*alpha))),
-                ("beta", A::F64(f64::from(*beta))),
-            ],
-        ),
-        Op::HardSwish => mk("top.HardSwish", values(1)?, vec![]),
-        Op::SiLU => mk("top.SiLU", values(1)?, vec![]),
+        // The unary family from its registry (`crate::unary`): the
+        // attributes as F64, then the fixed ones. (TPU-MLIR writes Neg as
+        // MulConst(-1); x * -1 is -x bit for bit, but a separate op keeps the
+        // IR node type on the way back.)
+        unary_op!() => {
+            let u = node
+                .op
+                .unary()
+                .ok_or_else(|| err("internal: not in the unary registry".into()))?;
+            let attrs = u
+                .attrs()
+                .map(|(n, v)| (n, A::F64(f64::from(v))))
+                .chain(u.spec.top_fixed.iter().map(|&(n, v)| {
+                    (
+                        n,
+                        match v {
+                            crate::unary::TopFixed::F64(f) => A::F64(f),
+                            crate::unary::TopFixed::Bool(b) => A::Bool(b),
+                        },
+                    )
+                }))
+                .collect();
+            mk(u.spec.top, values(1)?, attrs)
+        }
         Op::Gelu { approximate } => mk(
             "top.GELU",
             values(1)?,

@@ -1,0 +1,406 @@
+//! The elementwise unary family: one registration per op.
+//!
+//! Every op of the family is one entry of the [`unary_family!`] table at the
+//! end of this file. An entry names the [`Op`] variant and its `f32`
+//! attributes with their ONNX defaults, and holds what every crate needs to
+//! know about the op:
+//!
+//! - its ONNX op type ([`UnarySpec::onnx`]; `None` for qtune ops ONNX lacks,
+//!   which the exporter decomposes) and its Top dialect op
+//!   ([`UnarySpec::top`], attributes spelled as in ONNX, plus the fixed
+//!   attributes TPU-MLIR prints, [`UnarySpec::top_fixed`]);
+//! - its scalar definition ([`UnarySpec::reference`]), which the executor
+//!   runs when `qtune-kernels` has no vectorised kernel for the op, and which
+//!   the kernel tests compare the fast kernels against;
+//! - how the TPU profiles quantize it ([`UnarySpec::int8`],
+//!   [`UnarySpec::output_range`]).
+//!
+//! From the table come [`Op::unary`], [`UNARY_OPS`], [`by_onnx`],
+//! [`by_top`], the op type names of [`crate::SUPPORTED_OPS`], and the pattern
+//! macro [`unary_op!`](crate::unary_op) that the other crates' `match`es use
+//! for the whole family (so their matches stay exhaustive: a new entry is
+//! covered everywhere without a new arm). Shape inference, the ONNX import
+//! and export, the `.mlir` reader and writer and the executor all consult
+//! the registry; `docs/adding-an-op.md` says what is left per crate.
+//!
+//! Why here: `qtune-ir` is the lowest crate that knows [`Op`], and every
+//! crate that handles ops depends on it. It cannot see `qtune-kernels` (the
+//! numerics know nothing of graphs), so the registry carries a plain scalar
+//! function; `qtune-exec` maps the ops that have a vectorised kernel to it
+//! (`fast_kernel` in `eval.rs`, a speed-up only) and runs the scalar function
+//! for the others.
+
+use crate::Op;
+
+/// The most `f32` attributes an op of the family has.
+pub const MAX_UNARY_ATTRS: usize = 2;
+
+/// One `f32` attribute: its name (the same in ONNX and in the Top dialect)
+/// and its ONNX default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnaryAttr {
+    pub name: &'static str,
+    pub default: f32,
+}
+
+/// A Top attribute that TPU-MLIR prints with one value qtune supports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TopFixed {
+    F64(f64),
+    Bool(bool),
+}
+
+impl std::fmt::Display for TopFixed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TopFixed::F64(v) => write!(f, "{v}"),
+            TopFixed::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// How the TPU profiles (bm1684x, bm1684, cv18xx) quantize the op. The
+/// runtime profile keeps every op of the family in float (only weight layers
+/// are int8 there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Rule {
+    /// int8 with its own output threshold: input and output each keep
+    /// their calibrated one. For the activations this is TPU-MLIR's lookup
+    /// table lowering (`create_lookup_table`, e.g. Sigmoid, Tanh, Elu on
+    /// every chip); Neg is a MulConst(-1) there, with the same thresholds
+    /// rule.
+    Table,
+    /// int8, and the output takes the input's range: forward and backward
+    /// range propagation (spec "Range propagation" steps 4 and 7) pass
+    /// through it (Relu, Abs, LeakyRelu). With `cv18xx = false` the CV18xx
+    /// family does not propagate through it (TPU-MLIR's rule for
+    /// LeakyRelu/PRelu).
+    SharesRange { cv18xx: bool },
+}
+
+/// Everything qtune knows about one op of the family.
+#[derive(Debug)]
+pub struct UnarySpec {
+    /// The IR op type ([`Op::op_type`]), the variant's name.
+    pub name: &'static str,
+    /// The ONNX op type; `None` when ONNX has no such op (the exporter then
+    /// writes a decomposition, `qtune-onnx/src/export.rs`).
+    pub onnx: Option<&'static str>,
+    /// The Top dialect op (`top.Relu`).
+    pub top: &'static str,
+    /// The op's `f32` attributes, in the variant's field order.
+    pub attrs: &'static [UnaryAttr],
+    /// Top attributes written with this value; the reader rejects others.
+    pub top_fixed: &'static [(&'static str, TopFixed)],
+    /// The scalar definition, `f(x, attrs)` (attributes in [`Self::attrs`]
+    /// order), following the ONNX operator specification.
+    pub reference: fn(f32, &[f32]) -> f32,
+    /// How the TPU profiles quantize it.
+    pub int8: Int8Rule,
+    /// The output's range when the op fixes it (Sigmoid: `[0, 1]`); the
+    /// deploy plan quantizes such an output to that range, not to the
+    /// calibrated threshold.
+    pub output_range: Option<(f32, f32)>,
+    /// Notes for the Top op table (`docs/tpu-mlir-top-ops.md`).
+    pub top_notes: &'static str,
+    /// Builds the op from its attributes (in [`Self::attrs`] order; a
+    /// missing one takes its default).
+    pub build: fn(&[f32]) -> Op,
+}
+
+/// The attribute values of one op of the family, in [`UnarySpec::attrs`]
+/// order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnaryParams {
+    vals: [f32; MAX_UNARY_ATTRS],
+    len: usize,
+}
+
+impl UnaryParams {
+    fn new(v: &[f32]) -> UnaryParams {
+        let mut vals = [0.0; MAX_UNARY_ATTRS];
+        vals[..v.len()].copy_from_slice(v);
+        UnaryParams { vals, len: v.len() }
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        &self.vals[..self.len]
+    }
+}
+
+/// An op of the family seen through the registry: [`Op::unary`].
+#[derive(Debug, Clone, Copy)]
+pub struct Unary {
+    pub spec: &'static UnarySpec,
+    pub params: UnaryParams,
+}
+
+impl Unary {
+    /// `f(x)` by the registry's scalar definition.
+    pub fn eval(&self, x: f32) -> f32 {
+        (self.spec.reference)(x, self.params.as_slice())
+    }
+
+    /// `(name, value)` of each attribute, in [`UnarySpec::attrs`] order.
+    pub fn attrs(&self) -> impl Iterator<Item = (&'static str, f32)> + '_ {
+        self.spec
+            .attrs
+            .iter()
+            .zip(self.params.as_slice())
+            .map(|(a, v)| (a.name, *v))
+    }
+}
+
+/// The registration of an op whose ONNX type is `onnx`, if any.
+pub fn by_onnx(onnx: &str) -> Option<&'static UnarySpec> {
+    UNARY_OPS.iter().find(|s| s.onnx == Some(onnx))
+}
+
+/// The registration of the op written as Top op `top`, if any.
+pub fn by_top(top: &str) -> Option<&'static UnarySpec> {
+    UNARY_OPS.iter().find(|s| s.top == top)
+}
+
+/// `Top op | operands | attributes | IR op | notes` of each op of the
+/// family, for the Top op table.
+pub(crate) fn top_rows() -> impl Iterator<Item = [String; 5]> {
+    UNARY_OPS.iter().map(|s| {
+        let attrs: Vec<String> = s
+            .attrs
+            .iter()
+            .map(|a| a.name.to_string())
+            .chain(s.top_fixed.iter().map(|(n, v)| format!("{n} ({v})")))
+            .collect();
+        [
+            s.top.to_string(),
+            "input".to_string(),
+            attrs.join(", "),
+            s.name.to_string(),
+            s.top_notes.to_string(),
+        ]
+    })
+}
+
+/// The table. Each entry: `Variant { attr = default, ... } => { fields }`,
+/// the fields being those of [`UnarySpec`] but `name`, `attrs` and `build`,
+/// which come from the variant.
+macro_rules! unary_family {
+    ($(
+        $variant:ident { $($field:ident = $default:expr),* $(,)? } => { $($key:ident : $val:expr),* $(,)? }
+    ),* $(,)?) => {
+        /// Every op of the elementwise unary family.
+        pub static UNARY_OPS: &[UnarySpec] = &[$(
+            UnarySpec {
+                name: stringify!($variant),
+                attrs: &[$(UnaryAttr { name: stringify!($field), default: $default }),*],
+                build: |p: &[f32]| {
+                    #[allow(unused_mut, unused_variables)]
+                    let mut it = p.iter().copied();
+                    Op::$variant { $($field: it.next().unwrap_or($default)),* }
+                },
+                $($key: $val),*
+            }
+        ),*];
+
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        enum Ix { $($variant),* }
+
+        impl Op {
+            /// This op through the unary registry, when it belongs to the
+            /// elementwise unary family.
+            pub fn unary(&self) -> Option<Unary> {
+                let (ix, params) = match self {
+                    $(Op::$variant { $($field,)* } => {
+                        (Ix::$variant as usize, UnaryParams::new(&[$(*$field),*]))
+                    })*
+                    _ => return None,
+                };
+                Some(Unary { spec: &UNARY_OPS[ix], params })
+            }
+        }
+
+        /// A pattern matching every [`Op`] of the elementwise unary family
+        /// (generated from the registry in `qtune-ir/src/unary.rs`): a
+        /// `match` arm `unary_op!() => ...` keeps the match exhaustive
+        /// whatever the family holds. Handle it through [`Op::unary`].
+        #[macro_export]
+        macro_rules! unary_op {
+            () => { $($crate::Op::$variant { .. })|* };
+        }
+    };
+}
+
+fn clip01(v: f32) -> f32 {
+    v.clamp(0.0, 1.0)
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn erf(x: f32) -> f32 {
+    // Abramowitz-Stegun 7.1.26 is too coarse for a reference; integrate the
+    // series in f64 instead (|x| < 3), and the continued fraction beyond.
+    let x = f64::from(x);
+    let ax = x.abs();
+    let r = if ax < 3.0 {
+        let (mut term, mut sum, mut n) = (ax, ax, 0.0f64);
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -ax * ax / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc(x) ~ exp(-x^2) / (x sqrt(pi)) * (1 - 1/(2x^2) + 3/(4x^4))
+        let x2 = ax * ax;
+        1.0 - (-x2).exp() / (ax * std::f64::consts::PI.sqrt())
+            * (1.0 - 1.0 / (2.0 * x2) + 3.0 / (4.0 * x2 * x2))
+    };
+    (r.copysign(x)) as f32
+}
+
+unary_family! {
+    Sqrt {} => {
+        onnx: Some("Sqrt"), top: "top.Sqrt", top_fixed: &[],
+        reference: |x, _| x.sqrt(),
+        int8: Int8Rule::Table, output_range: None, top_notes: "",
+    },
+    Floor {} => {
+        onnx: Some("Floor"), top: "top.Floor", top_fixed: &[],
+        reference: |x, _| x.floor(),
+        int8: Int8Rule::Table, output_range: None, top_notes: "",
+    },
+    Exp {} => {
+        onnx: Some("Exp"), top: "top.Exp", top_fixed: &[],
+        reference: |x, _| x.exp(),
+        int8: Int8Rule::Table, output_range: None, top_notes: "",
+    },
+    Erf {} => {
+        onnx: Some("Erf"), top: "top.Erf", top_fixed: &[],
+        reference: |x, _| erf(x),
+        int8: Int8Rule::Table, output_range: None, top_notes: "",
+    },
+    Tanh {} => {
+        onnx: Some("Tanh"), top: "top.Tanh", top_fixed: &[],
+        reference: |x, _| x.tanh(),
+        int8: Int8Rule::Table, output_range: None, top_notes: "",
+    },
+    Neg {} => {
+        onnx: Some("Neg"), top: "top.Neg", top_fixed: &[],
+        reference: |x, _| -x,
+        int8: Int8Rule::Table, output_range: None,
+        top_notes: "TPU-MLIR's converter writes MulConst(-1) instead",
+    },
+    Abs {} => {
+        onnx: Some("Abs"), top: "top.Abs", top_fixed: &[],
+        reference: |x, _| x.abs(),
+        int8: Int8Rule::SharesRange { cv18xx: true }, output_range: None, top_notes: "",
+    },
+    Relu {} => {
+        onnx: Some("Relu"), top: "top.Relu",
+        top_fixed: &[("relu_limit", TopFixed::F64(-1.0))],
+        reference: |x, _| x.max(0.0),
+        int8: Int8Rule::SharesRange { cv18xx: true }, output_range: None,
+        top_notes: "a relu_limit > 0 reads as Clip(0, limit)",
+    },
+    LeakyRelu { alpha = 0.01 } => {
+        onnx: Some("LeakyRelu"), top: "top.LeakyRelu", top_fixed: &[],
+        reference: |x, a| if x >= 0.0 { x } else { a[0] * x },
+        int8: Int8Rule::SharesRange { cv18xx: false }, output_range: None, top_notes: "",
+    },
+    Sigmoid {} => {
+        onnx: Some("Sigmoid"), top: "top.Sigmoid",
+        top_fixed: &[
+            ("bias", TopFixed::F64(0.0)),
+            ("log", TopFixed::Bool(false)),
+            ("scale", TopFixed::F64(1.0)),
+        ],
+        reference: |x, _| sigmoid(x),
+        int8: Int8Rule::Table, output_range: Some((0.0, 1.0)),
+        top_notes: "other scale, bias or log is an error",
+    },
+    HardSigmoid { alpha = 0.2, beta = 0.5 } => {
+        onnx: Some("HardSigmoid"), top: "top.HardSigmoid", top_fixed: &[],
+        reference: |x, a| clip01(a[0] * x + a[1]),
+        int8: Int8Rule::Table, output_range: None, top_notes: "",
+    },
+    HardSwish {} => {
+        onnx: Some("HardSwish"), top: "top.HardSwish", top_fixed: &[],
+        reference: |x, _| x * clip01(x / 6.0 + 0.5),
+        int8: Int8Rule::Table, output_range: None, top_notes: "",
+    },
+    SiLU {} => {
+        onnx: None, top: "top.SiLU", top_fixed: &[],
+        reference: |x, _| x * sigmoid(x),
+        int8: Int8Rule::Table, output_range: None,
+        top_notes: "no ONNX op: exported as Sigmoid + Mul",
+    },
+    Elu { alpha = 1.0 } => {
+        onnx: Some("Elu"), top: "top.Elu", top_fixed: &[],
+        reference: |x, a| if x > 0.0 { x } else { a[0] * x.exp_m1() },
+        int8: Int8Rule::Table, output_range: None,
+        top_notes: "TPU-MLIR's ONNX converter defaults alpha to 0; qtune to ONNX's 1",
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_round_trips_through_its_op() {
+        for spec in UNARY_OPS {
+            assert!(spec.attrs.len() <= MAX_UNARY_ATTRS, "{}", spec.name);
+            let defaults: Vec<f32> = spec.attrs.iter().map(|a| a.default).collect();
+            let op = (spec.build)(&defaults);
+            let u = op.unary().expect("a registered op is unary");
+            assert!(std::ptr::eq(u.spec, spec), "{}", spec.name);
+            assert_eq!(u.params.as_slice(), &defaults[..], "{}", spec.name);
+            assert_eq!(op.op_type(), spec.name);
+            assert!(op.is_elementwise(), "{}", spec.name);
+            assert!(matches!(op, unary_op!()), "{}", spec.name);
+            if let Some(onnx) = spec.onnx {
+                assert!(std::ptr::eq(by_onnx(onnx).unwrap(), spec));
+                assert!(crate::SUPPORTED_OPS.contains(&onnx), "{onnx}");
+            }
+            assert!(std::ptr::eq(by_top(spec.top).unwrap(), spec));
+        }
+        assert!(Op::Softmax { axis: 1 }.unary().is_none());
+        assert!(by_onnx("Softmax").is_none());
+    }
+
+    #[test]
+    fn attributes_are_read_in_field_order() {
+        let op = (by_onnx("HardSigmoid").unwrap().build)(&[0.25]);
+        assert_eq!(
+            op,
+            Op::HardSigmoid {
+                alpha: 0.25,
+                beta: 0.5
+            }
+        );
+        let u = op.unary().unwrap();
+        assert_eq!(
+            u.attrs().collect::<Vec<_>>(),
+            [("alpha", 0.25), ("beta", 0.5)]
+        );
+        // 0.25 * 1 + 0.5, and the clip at 1.
+        assert_eq!(u.eval(1.0), 0.75);
+        assert_eq!(u.eval(10.0), 1.0);
+    }
+
+    #[test]
+    fn reference_erf_matches_known_values() {
+        // erf(0.5), erf(1), erf(2), erf(3.5) to 7 digits (Abramowitz-Stegun table 7.1).
+        for (x, e) in [
+            (0.5f32, 0.520_499_9f32),
+            (1.0, 0.842_700_8),
+            (2.0, 0.995_322_3),
+            (3.5, 0.999_999_3),
+        ] {
+            assert!((erf(x) - e).abs() < 2e-7, "erf({x}) = {}", erf(x));
+            assert!((erf(-x) + e).abs() < 2e-7);
+        }
+    }
+}
