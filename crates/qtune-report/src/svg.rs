@@ -234,7 +234,8 @@ pub fn render(chart: &Chart) -> String {
             );
         }
         // Series.
-        for (si, s) in panel.series.iter().enumerate() {
+        let mut lx = LEFT + 8.0;
+        for s in &panel.series {
             let pts: Vec<(f64, f64, usize, &String)> = s
                 .points
                 .iter()
@@ -266,8 +267,9 @@ pub fn render(chart: &Chart) -> String {
                 );
             }
             o.push_str("</g>");
-            // Legend entry.
-            let lx = LEFT + 8.0 + si as f64 * 170.0;
+            // Legend entry, the next one after this label's width (12 px
+            // sans-serif: at most about 7.5 px a character, DejaVu Sans
+            // being among the widest).
             let _ = write!(
                 o,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"/><text class="legend" x="{:.1}" y="{:.1}">{}</text>"#,
@@ -278,6 +280,7 @@ pub fn render(chart: &Chart) -> String {
                 top - 4.0,
                 esc(&s.label)
             );
+            lx += 8.0 + 7.5 * s.label.chars().count() as f64 + 22.0;
         }
     }
     // X axis ticks under the last panel.
@@ -389,18 +392,100 @@ pub fn layer_chart(report: &Report, width: f64) -> Chart {
     }
 }
 
-/// `--plot FILE.svg`: the per-layer chart as a standalone SVG document.
-pub fn write_layer_svg(report: &Report, path: &std::path::Path) -> Result<(), ReportError> {
+/// The per-layer chart as a standalone SVG document (its style inlined).
+pub fn layer_svg_document(report: &Report) -> String {
     let body = render(&layer_chart(report, 1100.0));
-    let doc = format!(
+    format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}\n",
         body.replacen(
             "<rect ",
             &format!("<style>{}</style><rect ", crate::html::SVG_STYLE),
             1
         )
+    )
+}
+
+/// `--plot FILE.svg`: the per-layer chart as a standalone SVG document.
+pub fn write_layer_svg(report: &Report, path: &std::path::Path) -> Result<(), ReportError> {
+    crate::write_file(path, layer_svg_document(report).as_bytes())
+}
+
+/// Pixels per SVG unit of `--plot FILE.png` (a 1100-unit wide chart becomes
+/// 2200 pixels: sharp on high-density screens and in slides).
+pub const PNG_SCALE: f32 = 2.0;
+
+/// Families tried, in order, for the chart's `sans-serif` text (fontdb's own
+/// default, Arial, is rarely installed on Linux).
+const SANS_FAMILIES: [&str; 6] = [
+    "DejaVu Sans",
+    "Liberation Sans",
+    "Noto Sans",
+    "FreeSans",
+    "Arial",
+    "Helvetica",
+];
+
+/// Rasterizes an SVG document to PNG bytes at `scale` pixels per unit, on
+/// white, with the system's fonts. Errors when no font is installed: a chart
+/// without its axis labels and legend would be unreadable.
+pub fn svg_to_png(svg: &str, scale: f32) -> Result<Vec<u8>, ReportError> {
+    use resvg::{tiny_skia, usvg};
+    let mut options = usvg::Options::default();
+    let db = options.fontdb_mut();
+    db.load_system_fonts();
+    if db.is_empty() {
+        return Err(ReportError::Input(
+            "no font is installed for the chart's text (Debian: apt-get install fonts-dejavu-core); \
+             write the chart as .svg instead"
+                .to_string(),
+        ));
+    }
+    let installed: Vec<String> = db
+        .faces()
+        .flat_map(|f| f.families.iter().map(|(name, _)| name.clone()))
+        .collect();
+    let sans = SANS_FAMILIES
+        .iter()
+        .find(|want| installed.iter().any(|have| have == *want))
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| {
+            let mut sorted = installed.clone();
+            sorted.sort();
+            sorted[0].clone()
+        });
+    db.set_sans_serif_family(sans.clone());
+    options.font_family = sans;
+    let tree = usvg::Tree::from_str(svg, &options)
+        .map_err(|e| ReportError::Input(format!("the chart's SVG does not parse: {e}")))?;
+    let size = tree.size().to_int_size().scale_by(scale).ok_or_else(|| {
+        ReportError::Input(format!(
+            "the chart ({} x {} units) at {scale} pixels per unit has no pixels",
+            tree.size().width(),
+            tree.size().height()
+        ))
+    })?;
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height()).ok_or_else(|| {
+        ReportError::Input(format!(
+            "the chart is too large to rasterize ({} x {} pixels)",
+            size.width(),
+            size.height()
+        ))
+    })?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(
+        &tree,
+        tiny_skia::Transform::from_scale(scale, scale),
+        &mut pixmap.as_mut(),
     );
-    crate::write_file(path, doc.as_bytes())
+    pixmap
+        .encode_png()
+        .map_err(|e| ReportError::Input(format!("encoding the chart as PNG: {e}")))
+}
+
+/// `--plot FILE.png`: the per-layer chart rasterized ([`PNG_SCALE`]).
+pub fn write_layer_png(report: &Report, path: &std::path::Path) -> Result<(), ReportError> {
+    let png = svg_to_png(&layer_svg_document(report), PNG_SCALE)?;
+    crate::write_file(path, &png)
 }
 
 #[cfg(test)]
@@ -450,5 +535,93 @@ mod tests {
         // The NaN point is not drawn.
         assert_eq!(svg.matches("class=\"pt\"").count(), 2);
         assert!(svg.contains("a&amp;b") && svg.contains("s&lt;1&gt;"));
+    }
+
+    fn line_chart(width: f64) -> Chart {
+        Chart {
+            id: "c".into(),
+            x_label: "layer".into(),
+            x_range: (0.0, 3.0),
+            panels: vec![Panel {
+                y_label: "cosine".into(),
+                series: vec![Series {
+                    label: "cumulative".into(),
+                    color: COLORS[0],
+                    points: (0..4)
+                        .map(|i| (i as f64, 1.0 - 0.1 * i as f64, i, format!("l{i}")))
+                        .collect(),
+                    line: true,
+                }],
+                ..Panel::default()
+            }],
+            width,
+            panel_height: 120.0,
+            ..Chart::default()
+        }
+    }
+
+    fn decode(png: &[u8]) -> resvg::tiny_skia::Pixmap {
+        resvg::tiny_skia::Pixmap::decode_png(png).expect("the PNG decodes")
+    }
+
+    fn count_rgb(p: &resvg::tiny_skia::Pixmap, rgb: (u8, u8, u8), tol: i32) -> usize {
+        p.pixels()
+            .iter()
+            .filter(|c| {
+                let c = c.demultiply();
+                (c.red() as i32 - rgb.0 as i32).abs() <= tol
+                    && (c.green() as i32 - rgb.1 as i32).abs() <= tol
+                    && (c.blue() as i32 - rgb.2 as i32).abs() <= tol
+            })
+            .count()
+    }
+
+    #[test]
+    fn png_has_the_svg_size_times_the_scale_and_draws_series_and_text() {
+        let svg = render(&line_chart(400.0));
+        // The SVG's own size, read back from its root element.
+        let attr = |name: &str| -> f32 {
+            let at = svg.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+            svg[at..at + svg[at..].find('"').unwrap()].parse().unwrap()
+        };
+        let (w, h) = (attr("width"), attr("height"));
+        let png = svg_to_png(&svg, 2.0).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let p = decode(&png);
+        assert_eq!(
+            (p.width(), p.height()),
+            ((w * 2.0) as u32, (h * 2.0) as u32)
+        );
+        // The series' colour is drawn (its line and points), on white.
+        let hex = COLORS[0].trim_start_matches('#');
+        let rgb = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap();
+        assert!(count_rgb(&p, (rgb(0), rgb(2), rgb(4)), 40) > 100);
+        assert!(count_rgb(&p, (255, 255, 255), 0) > p.pixels().len() / 2);
+        // The text (ticks, axis labels, legend) is drawn: the same chart
+        // without its <text> elements differs in many more pixels than the
+        // antialiasing of a line would explain.
+        let mut bare = String::new();
+        let mut rest = svg.as_str();
+        while let Some(a) = rest.find("<text") {
+            bare.push_str(&rest[..a]);
+            let b = rest[a..].find("</text>").unwrap() + a + "</text>".len();
+            rest = &rest[b..];
+        }
+        bare.push_str(rest);
+        assert!(bare.len() < svg.len());
+        let q = decode(&svg_to_png(&bare, 2.0).unwrap());
+        let differ = p
+            .pixels()
+            .iter()
+            .zip(q.pixels())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(differ > 2000, "text changed only {differ} pixels");
+    }
+
+    #[test]
+    fn unparsable_svg_is_an_error() {
+        let err = svg_to_png("<svg", 1.0).unwrap_err().to_string();
+        assert!(err.contains("does not parse"), "{err}");
     }
 }

@@ -33,7 +33,7 @@ pub struct ReportFlags {
     /// per-layer similarity is printed as a text table (not with --quiet).
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Write the per-layer similarity chart alone, as FILE.svg.
+    /// Write the per-layer similarity chart alone, as FILE.svg or FILE.png.
     #[arg(long)]
     pub plot: Option<PathBuf>,
 }
@@ -52,9 +52,9 @@ impl ReportFlags {
                 .and_then(|e| e.to_str())
                 .unwrap_or("")
                 .to_ascii_lowercase();
-            if ext != "svg" {
+            if ext != "svg" && ext != "png" {
                 bail!(
-                    "--plot {}: qtune writes the chart as SVG (.svg); PNG output is not supported yet",
+                    "--plot {}: the chart is written as SVG or PNG; name the file .svg or .png",
                     p.display()
                 );
             }
@@ -185,7 +185,12 @@ pub fn finish(flags: &ReportFlags, quiet: bool, facts: RunFacts) -> Result<()> {
 /// Writes the report and the chart, or prints the text table.
 pub fn write_outputs(flags: &ReportFlags, quiet: bool, report: &Report) -> Result<()> {
     if let Some(p) = &flags.plot {
-        qtune_report::svg::write_layer_svg(report, p)?;
+        let png = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        if png {
+            qtune_report::svg::write_layer_png(report, p)?;
+        } else {
+            qtune_report::svg::write_layer_svg(report, p)?;
+        }
         if !quiet {
             eprintln!("wrote the per-layer chart {}", p.display());
         }

@@ -107,7 +107,20 @@ fn reports_open_in_a_browser() {
             .args(preprocess_flags(name))
             .arg("--dataset")
             .arg(&images)
-            .args(["--input_num", "2", "--tune_num", "0", "-o", "cali2"]),
+            .args(["--input_num", "2", "--tune_num", "0", "-o", "cali2"])
+            .args(["--plot", "cal.png"]),
+    );
+    // The PNG plot is the same chart rasterized at 2 pixels per SVG unit.
+    let png = std::fs::read(dir.join("cal.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    let svg_attr = |name: &str| -> f64 {
+        let at = svg.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        svg[at..at + svg[at..].find('"').unwrap()].parse().unwrap()
+    };
+    assert_eq!(
+        (be(16) as f64, be(20) as f64),
+        (2.0 * svg_attr("width"), 2.0 * svg_attr("height"))
     );
     let text = stdout_of(&out);
     assert!(
@@ -239,17 +252,21 @@ fn reports_open_in_a_browser() {
 }
 
 #[test]
-fn plot_must_be_svg() {
-    let dir = scratch("report_plot_png");
+fn plot_must_be_svg_or_png() {
+    let dir = scratch("report_plot_jpg");
     let out = tool("run_calibration")
         .current_dir(&dir)
         .arg(model("mobilenetv2_nsfw"))
         .arg("--dataset")
         .arg(workloads().join("images/calib"))
-        .args(["--input_num", "1", "-o", "c", "--plot", "chart.png"])
+        .args(["--input_num", "1", "-o", "c", "--plot", "chart.jpg"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SVG"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("chart.jpg") && err.contains(".svg or .png"),
+        "{err}"
+    );
     assert!(!dir.join("c").exists(), "nothing runs after a bad --plot");
 }
