@@ -7,7 +7,9 @@
 //! files, unknown flags).
 
 pub mod commands;
+pub(crate) mod flags;
 pub mod model;
+pub(crate) mod progress;
 pub mod py_names;
 
 use std::process::ExitCode;

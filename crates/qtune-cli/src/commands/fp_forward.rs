@@ -111,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
     let time = match (&args.fixed_time, args.no_time) {
         (Some(t), _) => Some(t.clone()),
         (None, true) => None,
-        (None, false) => Some(super::calibrate::python_now()),
+        (None, false) => Some(qtune::python_now()),
     };
     let text =
         qtune_search::fp_forward_table(time.as_deref(), processor.name(), mode.name(), &layers);
