@@ -131,6 +131,10 @@ pub struct Args {
     pub(crate) search_flags: SearchFlags,
     #[command(flatten)]
     pub(crate) report_flags: crate::commands::report::ReportFlags,
+    /// The flags given on the command line (ids), for
+    /// [`check_search_flags`].
+    #[arg(skip)]
+    pub(crate) given: Vec<String>,
 }
 
 const AFTER_HELP: &str = "\
@@ -276,21 +280,10 @@ pub(crate) fn parse_debug_cmd(s: &str) -> Result<DebugCmd> {
     Ok(out)
 }
 
-/// Flags of the searches beyond run_calibration's own.
+/// Flags every search honours (run_calibration's search modes,
+/// run_qtable, run_sensitive_layer).
 #[derive(clap::Args, Debug, Clone)]
-pub struct SearchFlags {
-    /// Per-layer similarity floor of mix_search / run_qtable, on the mapped
-    /// scale 0.5 + 0.5*cos (default 0.99).
-    #[arg(long = "min_layer_cos", alias = "min-layer-cos")]
-    pub min_layer_cos: Option<f64>,
-    /// How search_threshold scores a table: cos (mean mapped output cosine)
-    /// or snr (1 - noise/signal power).
-    #[arg(
-        long = "benchmark_method",
-        alias = "benchmark-method",
-        default_value = "cos"
-    )]
-    pub benchmark_method: String,
+pub struct SearchCommonFlags {
     /// Float type of the layers a search keeps in float: auto (the chip's:
     /// F16 on bm1684x/bm1688/cv186x/bm1690, F32 on bm1684, BF16 on cv18xx),
     /// F16, F32 or BF16 (must be one the chip runs).
@@ -306,24 +299,43 @@ pub struct SearchFlags {
     /// pre-screen (spec 3.9.3) runs in search_qtable either way.
     #[arg(long, default_value = "False")]
     pub transformer: String,
-    /// Loss table of mix_search (default `<quantize_table>_loss.txt`).
-    #[arg(long = "loss_table", alias = "loss-table")]
-    pub loss_table: Option<PathBuf>,
-    /// Continue an interrupted search from its journal
-    /// (`<qtable>.journal`) without redoing finished layers.
-    #[arg(long)]
-    pub resume: bool,
     /// Memory for the activations a search keeps, in MiB: the float
     /// model's layer tensors (up to half; the rest go to a scratch file)
     /// and the cached tensors of the configuration being refined (past it
     /// they are recomputed when needed). Results do not depend on it.
     #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 1024)]
     pub cache_mb: usize,
+}
+
+/// Flags of run_calibration's search modes (and of --bc) beyond its own;
+/// each mode accepts only those it honours (see [`check_search_flags`]).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SearchFlags {
+    #[command(flatten)]
+    pub common: SearchCommonFlags,
+    /// Per-layer similarity floor of mix_search and --bc, on the mapped
+    /// scale 0.5 + 0.5*cos (default 0.99).
+    #[arg(long = "min_layer_cos", alias = "min-layer-cos")]
+    pub min_layer_cos: Option<f64>,
+    /// How search_threshold scores a table: cos (mean mapped output cosine)
+    /// or snr (1 - noise/signal power).
+    #[arg(
+        long = "benchmark_method",
+        alias = "benchmark-method",
+        default_value = "cos"
+    )]
+    pub benchmark_method: String,
+    /// Loss table of mix_search (default `<quantize_table>_loss.txt`).
+    #[arg(long = "loss_table", alias = "loss-table")]
+    pub loss_table: Option<PathBuf>,
+    /// Continue an interrupted search_qtable from its journal
+    /// (`<qtable>.journal`) without redoing finished layers.
+    #[arg(long)]
+    pub resume: bool,
     /// Memory, in MiB, for the tuner's float activations (every tensor of
-    /// the tuning samples) of the calibrations a search runs; past it they
-    /// go to a scratch file in the temporary directory and are read back
-    /// when needed. Results do not depend on it. Default 512. run_qtable
-    /// calibrates nothing: there it has no effect (a warning says so).
+    /// the tuning samples) of the calibrations a run makes; past it they go
+    /// to a scratch file in the temporary directory and are read back when
+    /// needed. Results do not depend on it. Default 512.
     #[arg(long = "memory_mb", alias = "memory-mb")]
     pub memory_mb: Option<usize>,
 }
@@ -331,10 +343,15 @@ pub struct SearchFlags {
 impl SearchFlags {
     /// `--memory_mb` (or its default) in bytes.
     pub fn memory_bytes(&self) -> usize {
-        self.memory_mb
-            .unwrap_or(DEFAULT_MEMORY_MB)
-            .saturating_mul(1 << 20)
+        memory_bytes(self.memory_mb)
     }
+}
+
+/// `--memory_mb` (or its default) in bytes.
+pub fn memory_bytes(memory_mb: Option<usize>) -> usize {
+    memory_mb
+        .unwrap_or(DEFAULT_MEMORY_MB)
+        .saturating_mul(1 << 20)
 }
 
 /// Default of `--memory_mb` (with it, kl with tuning on ppocr_v4_det640
@@ -369,8 +386,8 @@ impl Args {
             bc.min_layer_cos = self.search_flags.min_layer_cos.unwrap_or(0.99);
             bc.expected_cos = self.expected_cos.unwrap_or(0.99);
             bc.inference_num = self.bc_inference_num.unwrap_or(30);
-            bc.cache_bytes = self.search_flags.cache_mb.saturating_mul(1 << 20);
-            bc.fp_type = self.search_flags.fp_type.clone();
+            bc.cache_bytes = self.search_flags.common.cache_mb.saturating_mul(1 << 20);
+            bc.fp_type = self.search_flags.common.fp_type.clone();
             bc
         })
     }
@@ -447,4 +464,103 @@ pub(crate) fn calibration_input(
     settings.tune_list = samples.tune_list.map(std::path::Path::to_path_buf);
     settings.calibration.tune_num = samples.tune_num;
     Ok(qtune::calibration_input(&settings, fold_batchnorm)?)
+}
+
+/// Whether run_calibration honours `flag` in `mode` (`None`: plain
+/// calibration), with or without `--bc`; `None` for the flags every mode
+/// honours (or checks itself, like `--transformer`, `--we`, `--bc`, `--sq`).
+fn honoured(flag: &str, mode: Option<&str>, bc: bool) -> Option<bool> {
+    let threshold = mode == Some("search_threshold");
+    Some(match flag {
+        "cali_method" => matches!(mode, None | Some("fast_search")),
+        // Calibration: every mode but mix_search calibrates.
+        "histogram_bin_num" | "tune_list" | "tune_num" | "memory_mb" => mode != Some("mix_search"),
+        "sq_alpha" => mode.is_none(),
+        "bc_inference_num" => bc,
+        "inference_num" | "global_compare_layers" | "post_process" => mode.is_some(),
+        "cache_mb" | "fp_type" => mode.is_some() || bc,
+        "expected_cos" => {
+            matches!(mode, Some("search_qtable" | "fast_search" | "mix_search")) || bc
+        }
+        "min_layer_cos" => mode == Some("mix_search") || bc,
+        "quantize_method_list" => mode == Some("search_qtable"),
+        "max_float_layers" => matches!(mode, Some("search_qtable" | "mix_search")),
+        "benchmark_method" => threshold,
+        "loss_table" => mode == Some("mix_search"),
+        "resume" => mode == Some("search_qtable"),
+        // fast_search writes no report; search_threshold with --bc neither.
+        "report" | "plot" => match mode {
+            Some("fast_search") => false,
+            Some("search_threshold") => !bc,
+            _ => true,
+        },
+        _ => return None,
+    })
+}
+
+/// Refuses the flags given to run_calibration that its `--search` mode
+/// (or plain calibration) does not honour, naming the flag and the mode.
+pub(crate) fn check_search_flags(args: &Args) -> Result<()> {
+    let mode = args.search.as_deref().filter(|m| *m != "False");
+    for flag in &args.given {
+        if honoured(flag, mode, args.bc) != Some(false) {
+            continue;
+        }
+        let what = match mode {
+            Some(m) => format!("--search {m}"),
+            None => "plain calibration (no --search)".to_string(),
+        };
+        // A flag that --bc would honour says so.
+        let hint = if !args.bc && honoured(flag, mode, true) == Some(true) {
+            " without --bc"
+        } else {
+            ""
+        };
+        bail!("--{flag} is not honoured by run_calibration {what}{hint}; run without it");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::honoured;
+
+    /// Each mode-specific flag against the code paths that read it.
+    #[test]
+    fn modes_honour_their_flags_only() {
+        let modes = [
+            None,
+            Some("search_threshold"),
+            Some("search_qtable"),
+            Some("fast_search"),
+            Some("mix_search"),
+        ];
+        // (flag, honoured per mode without --bc, in the order above)
+        let cases: [(&str, [bool; 5]); 8] = [
+            ("cali_method", [true, false, false, true, false]),
+            ("tune_num", [true, true, true, true, false]),
+            ("resume", [false, false, true, false, false]),
+            ("benchmark_method", [false, true, false, false, false]),
+            ("min_layer_cos", [false, false, false, false, true]),
+            ("loss_table", [false, false, false, false, true]),
+            ("inference_num", [false, true, true, true, true]),
+            ("report", [true, true, true, false, true]),
+        ];
+        for (flag, want) in cases {
+            for (mode, w) in modes.iter().zip(want) {
+                assert_eq!(honoured(flag, *mode, false), Some(w), "{flag} {mode:?}");
+            }
+        }
+        // --bc brings its own flags to plain calibration and search_threshold.
+        assert_eq!(honoured("expected_cos", None, true), Some(true));
+        assert_eq!(
+            honoured("min_layer_cos", Some("search_threshold"), true),
+            Some(true)
+        );
+        assert_eq!(
+            honoured("report", Some("search_threshold"), true),
+            Some(false)
+        );
+        assert_eq!(honoured("model", Some("mix_search"), false), None);
+    }
 }

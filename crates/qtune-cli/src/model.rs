@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use qtune_exec::{Executor, PrepareOptions};
 
 pub use qtune::model::{
@@ -67,177 +67,56 @@ impl QuantArgs {
             || self.asymmetric
     }
 
-    /// The `--quantize` mode.
+    /// The `--quantize` mode ([`qtune::deploy::parse_quantize_mode`]).
     pub fn mode(&self) -> Result<qtune_quant::QuantMode> {
-        use qtune_quant::QuantMode;
-        let default = if self.calibration_table.is_some() {
-            "INT8"
-        } else {
-            "F32"
-        };
-        let s = self
-            .quantize
-            .as_deref()
-            .unwrap_or(default)
-            .to_ascii_uppercase();
-        match QuantMode::parse(&s) {
-            Some(m @ (QuantMode::Int8 | QuantMode::F16 | QuantMode::BF16 | QuantMode::F32)) => {
-                Ok(m)
-            }
-            Some(m) if m.is_weight_only() => Ok(m),
-            _ => bail!(
-                "--quantize {s}: qtune simulates and exports INT8, F16, BF16, F32 and the \
-                 weight-only W8F16, W8BF16, W4F16, W4BF16 (TPU-MLIR's other modes need its \
-                 backend)"
-            ),
-        }
+        Ok(qtune::deploy::parse_quantize_mode(
+            self.quantize.as_deref(),
+            self.calibration_table.is_some(),
+        )?)
     }
 
-    /// `--q_group_size` / `--q_symmetric`. An explicit 0 is refused (TPU-MLIR
-    /// reads 0 as per channel; here that is the flag's absence, so that a 0
-    /// computed by a script by mistake does not silently change the scheme).
+    /// `--q_group_size` / `--q_symmetric` ([`qtune::deploy::weight_only`]).
     pub fn weight_only(&self) -> Result<qtune_deploy::WeightOnly> {
-        let group_size = match self.q_group_size {
-            Some(0) => bail!(
-                "--q_group_size 0: expected a positive group size (values per scale along the \
-                 input axis); omit the flag for one scale per output channel"
-            ),
-            Some(g) => g,
-            None => 0,
-        };
-        if self.q_symmetric && group_size == 0 {
-            bail!(
-                "--q_symmetric needs --q_group_size: TPU-MLIR applies it to per-group weights \
-                 only (per-channel weights follow fixed rules)"
-            );
-        }
-        Ok(qtune_deploy::WeightOnly {
-            group_size,
-            symmetric: self.q_symmetric,
-        })
+        Ok(qtune::deploy::weight_only(
+            self.q_group_size,
+            self.q_symmetric,
+        )?)
     }
 
     pub fn processor(&self) -> Result<qtune_deploy::Processor> {
-        qtune_deploy::Processor::parse(&self.processor).with_context(|| {
-            let all: Vec<&str> = qtune_deploy::Processor::ALL
-                .iter()
-                .map(|p| p.name())
-                .collect();
-            format!(
-                "--processor {}: expected one of {}",
-                self.processor,
-                all.join(", ")
-            )
-        })
+        Ok(qtune::deploy::parse_processor(&self.processor)?)
     }
 
-    /// The rows of the qtable at `path` that apply to `graph`. Lines
-    /// TPU-MLIR skips are skipped with one warning line, or refused with
-    /// `--strict`; rows with a mode qtune cannot deploy are refused.
-    fn read_qtable_for(
-        &self,
-        graph: &qtune_ir::Graph,
-        path: &Path,
-    ) -> Result<Vec<(String, qtune_quant::QuantMode)>> {
-        let file = qtune_quant::read_qtable(path)?;
-        let matched = qtune_deploy::match_qtable(graph, &file);
-        if let Some(summary) = matched.skipped_summary(path) {
-            if self.strict {
-                bail!("{summary} (refused: --strict)");
-            }
-            eprintln!("warning: {summary} (skipped; --strict makes this an error)");
-        }
-        matched.check_modes(path)?;
-        Ok(matched.pairs())
+    /// The library's settings of these flags.
+    pub fn settings(&self) -> Result<qtune::QuantizeSettings> {
+        let mut s = qtune::QuantizeSettings::default();
+        s.mode = self.mode()?;
+        s.calibration_table = self.calibration_table.clone();
+        s.quantize_table = self.quantize_table.clone();
+        s.processor = self.processor.clone();
+        s.asymmetric = self.asymmetric;
+        s.matmul_per_channel = self.matmul_perchannel;
+        s.fp_type = self.fp_type.clone();
+        s.strict = self.strict;
+        s.weight_only = self.weight_only()?;
+        Ok(s)
     }
 
-    /// Plans and builds the quantized model of `graph`.
+    /// Plans and builds the quantized model of `graph`; warnings go to
+    /// stderr.
     pub fn quantize(&self, graph: &qtune_ir::Graph) -> Result<qtune_deploy::QuantizedModel> {
-        let quantize = self.mode()?;
-        let processor = self.processor()?;
-        let profile = processor.profile();
-        let fp_type = profile
-            .float_type(&self.fp_type)
-            .map_err(anyhow::Error::msg)?;
-        // The reader's warning about rows that are not finite is given
-        // here, once, with the ops of this graph each row affects.
-        let table = match &self.calibration_table {
-            Some(p) => Some(qtune_quant::CalibrationTable::read(p)?),
-            None => None,
-        };
-        if let (Some(t), Some(p)) = (&table, &self.calibration_table) {
-            warn_non_finite_rows(t, p, graph);
-            warn_unapplied_sections(t, p);
-        }
-        let qtable = match &self.quantize_table {
-            Some(p) => self.read_qtable_for(graph, p)?,
-            None => Vec::new(),
-        };
-        let req = qtune_deploy::PlanRequest {
-            quantize,
-            calibration: table.as_ref(),
-            qtable: &qtable,
-            fp_type,
-            asymmetric: self.asymmetric,
-            matmul_per_channel: self.matmul_perchannel,
-            weight_only: self.weight_only()?,
-        };
-        let q = qtune_deploy::quantize(graph, processor, &req).map_err(|e| {
-            let ctx = match (&self.calibration_table, &self.quantize_table) {
-                (Some(c), Some(t)) => format!(
-                    " (calibration table `{}`, qtable `{}`)",
-                    c.display(),
-                    t.display()
-                ),
-                (Some(c), None) => format!(" (calibration table `{}`)", c.display()),
-                (None, Some(t)) => format!(" (qtable `{}`)", t.display()),
-                (None, None) => String::new(),
-            };
-            anyhow::anyhow!("{e}{ctx}")
-        })?;
-        Ok(q)
+        let settings = self.settings()?;
+        Ok(qtune::quantize(graph, &settings, &crate::progress::Stderr)?)
     }
 }
 
 /// Reads a calibration table and prints its reader warnings (rows set
 /// aside because a number is not finite) on stderr.
 pub fn read_calibration_table(path: &Path) -> Result<qtune_quant::CalibrationTable> {
-    let table = qtune_quant::CalibrationTable::read(path)?;
-    for w in table.warnings() {
-        eprintln!("warning: calibration table `{}`: {w}", path.display());
-    }
-    Ok(table)
-}
-
-/// Says which sections of a calibration table qtune reads but does not
-/// apply when it deploys: `#asym_op` (TPU-MLIR quantizes the listed
-/// SiLU/GELU outputs and Conv/MatMul inputs asymmetrically) and
-/// `#weight_scale` (MQBench's weight scales). `#int4_th` and `#int4_op`
-/// only matter to INT4 layers, which qtune does not deploy.
-fn warn_unapplied_sections(table: &qtune_quant::CalibrationTable, path: &Path) {
-    if !table.asym_ops.is_empty() {
-        eprintln!(
-            "warning: calibration table `{}`: the #asym_op section ({} ops: {}) is not applied: \
-             qtune quantizes those ops as the rest of the model",
-            path.display(),
-            table.asym_ops.len(),
-            table.asym_ops.join(", ")
-        );
-    }
-    if !table.weight_scales.is_empty() {
-        let names: Vec<&str> = table
-            .weight_scales
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect();
-        eprintln!(
-            "warning: calibration table `{}`: the #weight_scale section ({} weights: {}) is not \
-             applied: qtune computes weight scales from the weights",
-            path.display(),
-            names.len(),
-            names.join(", ")
-        );
-    }
+    Ok(qtune::deploy::read_calibration_table(
+        path,
+        &crate::progress::Stderr,
+    )?)
 }
 
 /// A model ready to run: float, or quantized per `quant` (the QDQ graph,

@@ -33,6 +33,20 @@ impl qtune::Reporter for Bar {
             println!("{line}");
         }
     }
+    fn warning(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+/// Warnings on stderr, nothing else (no progress, no console lines).
+pub(crate) struct Stderr;
+
+impl Progress for Stderr {}
+
+impl qtune::Reporter for Stderr {
+    fn warning(&self, line: &str) {
+        eprintln!("{line}");
+    }
 }
 
 impl Progress for Bar {

@@ -9,6 +9,11 @@
 //! * [`calibrate`]: `--sq`, `--we`, the statistics and thresholds, `--bc`,
 //!   giving a [`Calibration`] (the table as a value, written by
 //!   [`Calibration::write`]).
+//! * [`deploy`]: quantize a model per processor, calibration table and
+//!   qtable ([`QuantizeSettings`]) into a [`Deployment`]: the plan, its
+//!   integer simulation, the QDQ ONNX export.
+//! * [`compare::compare`]: two sets of named tensors compared as
+//!   `npz_tool compare` does.
 //! * [`processor`]: the processors `--processor` names.
 //! * [`Error`]: one error type whose variants say what kind of problem it
 //!   is (a wrong setting, a file, the input's content, something
@@ -33,6 +38,8 @@
 
 mod bias_correction;
 pub mod calibration;
+pub mod compare;
+pub mod deploy;
 mod error;
 pub mod model;
 mod preprocess;
@@ -45,6 +52,7 @@ pub use calibration::{
     BiasCorrection, CalibrateSettings, Calibration, CalibrationInput, bias_correction_request,
     calibrate, calibration_input, check_preprocess, parse_method, python_now, qtable_default_path,
 };
+pub use deploy::{Deployment, QuantizeSettings, deploy, quantize};
 pub(crate) use error::bail;
 pub use error::{Error, Result};
 pub use model::{LoadedModel, Naming, OnnxIoNames, load_model, parse_input_shapes};
@@ -65,6 +73,9 @@ pub use qtune_tensor::Tensor;
 pub trait Reporter: Progress {
     /// One line of console output (no trailing newline).
     fn line(&self, _line: &str) {}
+    /// One warning line (the CLI prints them on stderr, even with
+    /// `--quiet`).
+    fn warning(&self, _line: &str) {}
 }
 
 /// A [`Reporter`] that shows nothing.

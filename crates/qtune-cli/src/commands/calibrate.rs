@@ -28,6 +28,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--smc is not yet supported by qtune (planned); run without it");
     }
     args.report_flags.check()?;
+    crate::flags::check_search_flags(&args)?;
     if searching {
         return super::with_threads(args.threads, || {
             super::search::run_calibration_search(&args)
@@ -44,28 +45,10 @@ fn run_inner(args: Args) -> Result<()> {
     let debug = parse_debug_cmd(&args.debug_cmd)?;
     debug.warn_ignored();
     // Plain calibration has no float layers to add the pattern to.
-    if parse_bool_flag("--transformer", &args.search_flags.transformer)? {
+    if parse_bool_flag("--transformer", &args.search_flags.common.transformer)? {
         bail!(
             "--transformer True keeps the transformer pattern layers in float during a mixed-precision search: use it with --search (search_qtable, mix_search, fast_search, search_threshold), run_qtable or run_sensitive_layer"
         );
-    }
-    for (given, flag) in [
-        (args.inference_num.is_some(), "--inference_num"),
-        (
-            args.bc_inference_num.is_some() && !args.bc,
-            "--bc_inference_num",
-        ),
-        (args.expected_cos.is_some() && !args.bc, "--expected_cos"),
-        (
-            args.quantize_method_list.is_some(),
-            "--quantize_method_list",
-        ),
-        (args.max_float_layers.is_some(), "--max_float_layers"),
-        (args.post_process.is_some(), "--post_process"),
-    ] {
-        if given {
-            eprintln!("warning: {flag} is only used by --search or --bc; ignored");
-        }
     }
     if let Some(m) = debug.method {
         method = m;

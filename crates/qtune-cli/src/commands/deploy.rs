@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use qtune_exec::{Keep, NoHook};
+
 use qtune_quant::QuantMode;
 use qtune_tensor::compare::Tolerance;
-use qtune_tensor::{Tensor, read_npz, write_npz};
+use qtune_tensor::{read_npz, write_npz};
 
-use crate::model::{self, QuantArgs};
+use crate::model::QuantArgs;
 
 /// Quantizes a model and writes it as a QDQ ONNX model (TPU-MLIR's
 /// `model_deploy`; a `.bmodel` needs TPU-MLIR's backend).
@@ -35,13 +35,13 @@ pub struct Args {
     pub test_reference: Option<PathBuf>,
     /// Minimum similarity `cos,euclid` (default by --quantize: INT8
     /// 0.90,0.80; F16/BF16 0.99,0.90; F32 0.99,0.99).
-    #[arg(long)]
+    #[arg(long, requires = "test_reference")]
     pub tolerance: Option<String>,
-    /// Compare every tensor both files hold, not only the model outputs.
-    #[arg(long = "compare_all", alias = "compare-all")]
+    /// Compare (and write) every tensor, not only the model outputs.
+    #[arg(long = "compare_all", alias = "compare-all", requires = "test_input")]
     pub compare_all: bool,
     /// Comma-separated tensor names not to compare.
-    #[arg(long)]
+    #[arg(long, requires = "test_reference")]
     pub excepts: Option<String>,
     /// Worker threads (default: all cores).
     #[arg(long)]
@@ -69,37 +69,13 @@ fn default_tolerance(mode: QuantMode) -> &'static str {
     }
 }
 
-/// The output path, checked before any work: `.onnx` only.
-fn check_output(path: &Path) -> Result<()> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "onnx" => Ok(()),
-        "bmodel" | "cvimodel" => bail!(
-            "--model {}: a .{ext} is compiled by TPU-MLIR's backend (tpuc-opt and the chip's code \
-             generator), which qtune does not include. The calibration table and qtable qtune \
-             wrote are TPU-MLIR files: pass them to TPU-MLIR's model_deploy as they are. qtune \
-             writes the quantized model as QDQ ONNX: use --model {}",
-            path.display(),
-            path.with_extension("onnx").display()
-        ),
-        _ => bail!(
-            "--model {}: expected a .onnx output (a QDQ ONNX model)",
-            path.display()
-        ),
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
     super::with_threads(args.threads, || run_inner(args))
 }
 
 fn run_inner(args: Args) -> Result<()> {
     let start = std::time::Instant::now();
-    check_output(&args.model)?;
+    qtune::deploy::check_output(&args.model)?;
     args.report.check()?;
     let mode = args.quant.mode()?;
     let tol_text = args
@@ -110,54 +86,24 @@ fn run_inner(args: Args) -> Result<()> {
     if args.test_reference.is_some() && args.test_input.is_none() {
         bail!("--test_reference needs --test_input (the arrays to run the model on)");
     }
-    let mut quant = args.quant.clone();
-    quant.quantize = Some(mode.name().to_string());
-    // The model as load_runnable loads a quantized one (TPU-MLIR op names,
-    // BatchNorm folded), kept for the report.
-    let mut prepare = qtune_exec::PrepareOptions::default();
-    prepare.fold_batchnorm = true;
-    let loaded = model::load_model(&args.mlir, None, &prepare, model::Naming::TopOps)?;
-    let onnx_io = loaded.onnx_io;
-    let graph = loaded.exec.graph().clone();
-    let q = &quant.quantize(&graph)?;
-    let exec = model::executor_of(&q.simulation_graph(), &args.mlir)?;
+    let mut settings = args.quant.settings()?;
+    settings.mode = mode;
+    let deployment = qtune::deploy(&args.mlir, &settings, &crate::progress::Stderr)?;
+    let graph = &deployment.graph;
+    let q = &deployment.quantized;
+    let exec = &deployment.simulation;
     if !args.quiet {
-        let counts: Vec<String> = q
-            .plan
-            .counts()
-            .iter()
-            .map(|(m, n)| format!("{n} {m}"))
-            .collect();
-        eprintln!(
-            "{}: {} for {} ({}); {} tensors quantized, {} int8 weights, {} int32 biases, {} tensors rounded to a float type{}",
-            args.mlir.display(),
-            mode,
-            q.plan.profile.processor,
-            counts.join(", "),
-            q.report.quantized_tensors,
-            q.report.int8_weights,
-            q.report.int32_biases,
-            q.report.rounded_tensors,
-            match q.report.weight_only_weights {
-                0 => String::new(),
-                n => format!(", {n} weight-only weights"),
-            }
-        );
-        for name in &q.report.f32_fallbacks {
-            eprintln!("  {name}: F32 (the weight shift would be negative on this chip)");
+        for line in deployment.summary() {
+            eprintln!("{line}");
         }
     }
     if let Some(input) = &args.test_input {
-        verify(&args, &exec, input, tol, &tol_text)?;
+        verify(&args, &deployment, input, tol, &tol_text)?;
     }
-    // The exported model is a drop-in replacement for the source model, so
-    // its inputs and outputs carry the source's ONNX names; the npz written
-    // above keeps TPU-MLIR's op names, as TPU-MLIR's `_tpu_outputs.npz` and
-    // `--test_reference` files do.
-    let mut qdq = q.qdq.clone();
-    qtune_deploy::rename_io(&mut qdq, &onnx_io.inputs, &onnx_io.outputs)
-        .with_context(|| format!("naming the outputs of `{}`", args.model.display()))?;
-    let packed = write_model(&qdq, &args.model)?;
+    // The npz written above keeps TPU-MLIR's op names, as TPU-MLIR's
+    // `_tpu_outputs.npz` and `--test_reference` files do; the model takes
+    // the source's ONNX names.
+    let packed = deployment.write_onnx(&args.model)?;
     let deploy_time = start.elapsed().as_secs_f64();
     if !args.quiet {
         let nbits = match packed {
@@ -172,9 +118,9 @@ fn run_inner(args: Args) -> Result<()> {
     if args.report.wanted(args.quiet) {
         let prebuilt = qtune_search::report::Prebuilt {
             plan: &q.plan,
-            sim: &exec,
+            sim: exec,
         };
-        report(&args, mode, deploy_time, &graph, prebuilt)?;
+        report(&args, mode, deploy_time, graph, prebuilt)?;
     }
     Ok(())
 }
@@ -257,41 +203,13 @@ fn report(
 
 fn verify(
     args: &Args,
-    exec: &qtune_exec::Executor,
+    deployment: &qtune::Deployment,
     input: &Path,
     tol: Tolerance,
     tol_text: &str,
 ) -> Result<()> {
     let arrays = read_npz(input)?;
-    let samples = model::samples_from_arrays(exec, &arrays, &input.display().to_string())?;
-    if samples.len() != 1 {
-        bail!(
-            "--test_input {}: holds {} samples for a batch-{} model; give one",
-            input.display(),
-            samples.len(),
-            exec.graph()
-                .inputs
-                .first()
-                .and_then(|&i| exec.graph().shape_of(i).ok())
-                .and_then(|s| s.dims().first().copied())
-                .unwrap_or(1)
-        );
-    }
-    let keep = if args.compare_all {
-        Keep::All
-    } else {
-        Keep::Outputs
-    };
-    let mut results = exec.run_samples(samples, &keep, |_| NoHook)?;
-    let (values, _) = results.pop().context("one sample")?;
-    let g = exec.graph();
-    let mut named: Vec<(String, Tensor)> = Vec::new();
-    for (id, t) in values.iter() {
-        let name = &g.value(id).name;
-        if g.constant_of(id).is_none() && t.dtype() == qtune_tensor::DType::F32 {
-            named.push((name.clone(), t.clone()));
-        }
-    }
+    let named = deployment.simulate(&arrays, args.compare_all, &input.display().to_string())?;
     let out_npz = outputs_path(&args.model);
     write_npz(&out_npz, &named)?;
     if let Some(reference) = &args.test_reference {
@@ -321,16 +239,4 @@ fn outputs_path(model: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     model.with_file_name(format!("{stem}_tpu_outputs.npz"))
-}
-
-/// Writes the QDQ model, its 4-bit weight-only layers packed as
-/// MatMulNBits where they fit (see [`qtune_onnx::pack_int4`]); returns how
-/// many.
-fn write_model(qdq: &qtune_ir::Graph, path: &Path) -> Result<usize> {
-    let context = || format!("writing `{}`", path.display());
-    let mut model = qtune_onnx::export_model(qdq, &qtune_onnx::ExportOptions::default())
-        .with_context(context)?;
-    let packed = qtune_onnx::pack_int4(qdq, &mut model);
-    qtune_onnx::write_model(&model, path).with_context(context)?;
-    Ok(packed)
 }

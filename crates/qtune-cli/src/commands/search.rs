@@ -23,10 +23,10 @@ use qtune_tensor::Tensor;
 use qtune::CalibrationInput;
 
 use super::preprocess_args::PreprocessArgs;
-pub use crate::flags::SearchFlags;
 use crate::flags::{
     Args as CalibrateArgs, SampleArgs, calibration_input, parse_bool_flag, parse_debug_cmd,
 };
+pub use crate::flags::{SearchCommonFlags, SearchFlags};
 use crate::model::{self, Naming};
 use crate::progress::Bar;
 
@@ -580,14 +580,14 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
             tune_num: args.tune_num,
         },
         processor: &args.processor,
-        fp_type: &flags.fp_type,
+        fp_type: &flags.common.fp_type,
         fixed_time: args.fixed_time.as_deref(),
         no_time: args.no_time,
         quiet: args.quiet,
     })?;
     let mut ctx = ctx;
     ctx.keep_memory_bytes = flags.memory_bytes();
-    ctx.apply_transformer(&flags.transformer)?;
+    ctx.apply_transformer(&flags.common.transformer)?;
     // TPU-MLIR writes the shape/pattern qtable at start-up, whatever the mode.
     ctx.qtable(&[]).write(&qtable_path)?;
     let cali = &args.calibration_table;
@@ -616,8 +616,8 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
             let cal_time = start.elapsed();
             let mut ev = ctx.evaluator(
                 inference_num,
-                flags.global_compare_layers.as_deref(),
-                flags.cache_mb,
+                flags.common.global_compare_layers.as_deref(),
+                flags.common.cache_mb,
                 args.post_process.as_deref(),
             )?;
             ctx.f32_reference(&mut ev)?;
@@ -750,8 +750,8 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
             let t1 = Instant::now();
             let mut ev = ctx.evaluator(
                 inference_num,
-                flags.global_compare_layers.as_deref(),
-                flags.cache_mb,
+                flags.common.global_compare_layers.as_deref(),
+                flags.common.cache_mb,
                 args.post_process.as_deref(),
             )?;
             log.info(format!("run float mode: {}", ctx.model_path.display()));
@@ -778,7 +778,7 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
                     "{} {} {}",
                     ctx.chip,
                     ctx.float_mode,
-                    flags.global_compare_layers.as_deref().unwrap_or("")
+                    flags.common.global_compare_layers.as_deref().unwrap_or("")
                 ),
                 args.post_process
                     .as_ref()
@@ -839,8 +839,8 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
             let cal_time = t0.elapsed();
             let mut ev = ctx.evaluator(
                 inference_num,
-                flags.global_compare_layers.as_deref(),
-                flags.cache_mb,
+                flags.common.global_compare_layers.as_deref(),
+                flags.common.cache_mb,
                 args.post_process.as_deref(),
             )?;
             // The reference is the model at the float type (spec 3.9.8).
@@ -907,8 +907,8 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
                 .unwrap_or_else(|| PathBuf::from(format!("{}_loss.txt", qtable_path.display())));
             let ev = ctx.evaluator(
                 inference_num,
-                flags.global_compare_layers.as_deref(),
-                flags.cache_mb,
+                flags.common.global_compare_layers.as_deref(),
+                flags.common.cache_mb,
                 args.post_process.as_deref(),
             )?;
             run_mix_search(
@@ -1218,8 +1218,15 @@ pub struct QtableArgs {
     /// A Python file defining `PostProcess(data)`.
     #[arg(long = "post_process", alias = "post-process")]
     post_process: Option<PathBuf>,
+    /// Per-layer similarity floor, on the mapped scale 0.5 + 0.5*cos
+    /// (default 0.99).
+    #[arg(long = "min_layer_cos", alias = "min-layer-cos")]
+    min_layer_cos: Option<f64>,
+    /// The loss table to write (default `full_loss_table.txt`).
+    #[arg(long = "loss_table", alias = "loss-table")]
+    loss_table: Option<PathBuf>,
     #[command(flatten)]
-    flags: SearchFlags,
+    flags: SearchCommonFlags,
     #[command(flatten)]
     common: CommonArgs,
     #[command(flatten)]
@@ -1318,16 +1325,9 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
     )?;
     let mut ctx = ctx;
     ctx.apply_transformer(&args.flags.transformer)?;
-    if args.flags.memory_mb.is_some() {
-        eprintln!(
-            "warning: --memory_mb has no effect on run_qtable: it runs no calibration (the \
-             activations it keeps are bounded by --cache_mb)"
-        );
-    }
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     let mut log = SearchLog::new("Mix_Search", console(args.common.quiet));
     let loss_path = args
-        .flags
         .loss_table
         .clone()
         .unwrap_or_else(|| PathBuf::from("full_loss_table.txt"));
@@ -1345,7 +1345,7 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
             base_qtable: ctx.shape_qtable.clone(),
             float_mode: ctx.float_mode,
             expected_cos: args.expected_cos,
-            min_layer_cos: args.flags.min_layer_cos.unwrap_or(0.99),
+            min_layer_cos: args.min_layer_cos.unwrap_or(0.99),
             max_float_layers: args.max_float_layers,
         },
         &mut log,
@@ -1423,8 +1423,17 @@ pub struct SensitiveArgs {
         requires = "sensitivity_table"
     )]
     sensitivity_output: Option<String>,
+    /// Continue an interrupted search from its journal (`<-o>.journal`)
+    /// without redoing finished layers.
+    #[arg(long)]
+    resume: bool,
+    /// Memory, in MiB, for the tuner's float activations of the per-method
+    /// calibrations (past it they go to a scratch file). Results do not
+    /// depend on it. Default 512.
+    #[arg(long = "memory_mb", alias = "memory-mb")]
+    memory_mb: Option<usize>,
     #[command(flatten)]
-    flags: SearchFlags,
+    flags: SearchCommonFlags,
     #[command(flatten)]
     common: CommonArgs,
     #[command(flatten)]
@@ -1471,7 +1480,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
             (args.tune_num != 5, "--tune_num"),
             (args.tune_list.is_some(), "--tune_list"),
             (args.histogram_bin_num != 2048, "--histogram_bin_num"),
-            (args.flags.resume, "--resume"),
+            (args.resume, "--resume"),
             (args.report.report.is_some(), "--report"),
             (args.report.plot.is_some(), "--plot"),
         ] {
@@ -1497,7 +1506,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         &args.flags.fp_type,
     )?;
     let mut ctx = ctx;
-    ctx.keep_memory_bytes = args.flags.memory_bytes();
+    ctx.keep_memory_bytes = crate::flags::memory_bytes(args.memory_mb);
     ctx.apply_transformer(&args.flags.transformer)?;
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     if let Some(path) = &args.sensitivity_table {
@@ -1566,7 +1575,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         &mut log,
         &output,
         &fingerprint(&parts),
-        args.flags.resume,
+        args.resume,
         "success sensitive layer search",
         start,
         [cal_time, ref_time],
