@@ -87,68 +87,92 @@ impl Error {
     }
 }
 
-/// The kind of the innermost error of a chain that says one: an [`Error`]
-/// raised by the facade keeps its kind; the lower crates' errors are
-/// classified by variant.
+/// What a lower crate's error says about its kind: `Some(File(path))` for
+/// a file that cannot be found, read or written, `Some(Unsupported)` for
+/// what qtune does not support, `None` otherwise. Transparent wrappers
+/// (`SearchError::Npz`, ...) forward `source()` past the wrapped error, so
+/// they are opened here.
+enum Kind {
+    File(Option<PathBuf>),
+    Unsupported,
+}
+
+fn kind_of_lower(e: &(dyn std::error::Error + 'static)) -> Option<Kind> {
+    use qtune_data::DataError;
+    use qtune_onnx::OnnxError;
+    use qtune_search::SearchError;
+    if e.downcast_ref::<std::io::Error>().is_some() {
+        return Some(Kind::File(None));
+    }
+    if let Some(s) = e.downcast_ref::<SearchError>() {
+        return match s {
+            SearchError::Io { path, .. } => Some(Kind::File(Some(path.clone()))),
+            SearchError::Npz(n) => kind_of_lower(n),
+            SearchError::Data(d) => kind_of_lower(d),
+            SearchError::Quant(q) => kind_of_lower(q),
+            _ => None,
+        };
+    }
+    if let Some(d) = e.downcast_ref::<DataError>() {
+        return match d {
+            DataError::Io { path, .. } | DataError::Dataset { path, .. } => {
+                Some(Kind::File(Some(path.clone())))
+            }
+            _ => None,
+        };
+    }
+    if let Some(qtune_quant::QuantError::Io { path, .. }) = e.downcast_ref() {
+        return Some(Kind::File(Some(path.clone())));
+    }
+    if let Some(n) = e.downcast_ref::<qtune_tensor::NpzError>() {
+        return match n {
+            qtune_tensor::NpzError::Read { path, .. }
+            | qtune_tensor::NpzError::Write { path, .. } => Some(Kind::File(Some(path.clone()))),
+            qtune_tensor::NpzError::UnsupportedType { .. } => Some(Kind::Unsupported),
+        };
+    }
+    if let Some(m) = e.downcast_ref::<qtune_ir::mlir::MlirError>() {
+        return match m {
+            qtune_ir::mlir::MlirError::Io { path, .. } => Some(Kind::File(Some(path.clone()))),
+            qtune_ir::mlir::MlirError::Unsupported { .. } => Some(Kind::Unsupported),
+            _ => None,
+        };
+    }
+    if let Some(o) = e.downcast_ref::<OnnxError>() {
+        return match o {
+            OnnxError::Io(_) => Some(Kind::File(None)),
+            OnnxError::UnsupportedOpset { .. }
+            | OnnxError::UnsupportedDomain { .. }
+            | OnnxError::UnsupportedOp { .. }
+            | OnnxError::UnsupportedDType { .. } => Some(Kind::Unsupported),
+            _ => None,
+        };
+    }
+    None
+}
+
+/// The kind of an error chain: an [`Error`] raised by the facade keeps its
+/// kind; otherwise the innermost lower-crate error that says one decides
+/// (the rest is context); anything else is about the input's content.
 fn kind_of(e: &anyhow::Error, message: String) -> Error {
     for cause in e.chain() {
         if let Some(own) = cause.downcast_ref::<Error>() {
             return own.with_message(message);
         }
     }
-    let file = |path: Option<&Path>| Error::File {
-        path: path.map(Path::to_path_buf),
-        message: message.clone(),
-    };
-    let unsupported = Error::Unsupported {
-        message: message.clone(),
-    };
-    // The root cause decides: it is what went wrong; the rest is context.
-    let Some(root) = e.chain().last() else {
-        return Error::Input { message };
-    };
-    if root.downcast_ref::<std::io::Error>().is_some() {
-        // The path is in the context above it.
-        let path = e.chain().find_map(|c| {
-            if let Some(qtune_data::DataError::Io { path, .. }) = c.downcast_ref() {
-                return Some(path.clone());
-            }
-            if let Some(qtune_search::SearchError::Io { path, .. }) = c.downcast_ref() {
-                return Some(path.clone());
-            }
-            if let Some(qtune_quant::QuantError::Io { path, .. }) = c.downcast_ref() {
-                return Some(path.clone());
-            }
-            None
-        });
-        return file(path.as_deref());
-    }
-    if let Some(npz) = root.downcast_ref::<qtune_tensor::NpzError>() {
-        return match npz {
-            qtune_tensor::NpzError::Read { path, .. }
-            | qtune_tensor::NpzError::Write { path, .. } => file(Some(path)),
-            qtune_tensor::NpzError::UnsupportedType { .. } => unsupported,
-        };
-    }
-    if let Some(qtune_ir::mlir::MlirError::Io { path, .. }) = root.downcast_ref() {
-        return file(Some(path));
-    }
-    if let Some(onnx) = root.downcast_ref::<qtune_onnx::OnnxError>() {
-        use qtune_onnx::OnnxError as O;
-        if matches!(
-            onnx,
-            O::UnsupportedOpset { .. }
-                | O::UnsupportedDomain { .. }
-                | O::UnsupportedOp { .. }
-                | O::UnsupportedDType { .. }
-        ) {
-            return unsupported;
+    let kinds: Vec<Kind> = e.chain().filter_map(kind_of_lower).collect();
+    match kinds.last() {
+        Some(Kind::Unsupported) => Error::Unsupported { message },
+        Some(Kind::File(_)) => {
+            // A bare I/O error at the root: the path is in its context.
+            let path = kinds.iter().rev().find_map(|k| match k {
+                Kind::File(p) => p.clone(),
+                Kind::Unsupported => None,
+            });
+            Error::File { path, message }
         }
+        None => Error::Input { message },
     }
-    if let Some(qtune_ir::mlir::MlirError::Unsupported { .. }) = root.downcast_ref() {
-        return unsupported;
-    }
-    Error::Input { message }
 }
 
 impl From<anyhow::Error> for Error {

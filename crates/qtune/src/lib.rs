@@ -14,6 +14,8 @@
 //!   integer simulation, the QDQ ONNX export.
 //! * [`compare::compare`]: two sets of named tensors compared as
 //!   `npz_tool compare` does.
+//! * [`search::fp_forward`]: the float layers before, after and between
+//!   named ops (TPU-MLIR's `fp_forward`).
 //! * [`processor`]: the processors `--processor` names.
 //! * [`Error`]: one error type whose variants say what kind of problem it
 //!   is (a wrong setting, a file, the input's content, something
@@ -44,6 +46,7 @@ mod error;
 pub mod model;
 mod preprocess;
 pub mod processor;
+pub mod search;
 mod source;
 pub mod transforms;
 mod weight_transforms;
