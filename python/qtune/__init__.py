@@ -217,11 +217,14 @@ def transform(
 
 
 class _Source:
-    """The samples of a calibration, as the command's flags."""
+    """The samples of a calibration: the command's flags for files, and for
+    samples in memory either the list of dicts of arrays (``in_memory``, for
+    calls the library takes them in) or npz files in a temporary data list."""
 
-    def __init__(self, data: Any) -> None:
+    def __init__(self, data: Any, in_memory: bool = False) -> None:
         self.temp: Optional[str] = None
         self.count: Optional[int] = None
+        self.samples: Optional[List[Dict[str, np.ndarray]]] = None
         if isinstance(data, (str, os.PathLike)):
             path = os.fspath(data)
             if os.path.isdir(path):
@@ -231,9 +234,21 @@ class _Source:
             else:
                 raise InputError(f"calibration_data `{path}`: no such folder (dataset) or file (data list)")
             return
-        # Samples in memory: written as npz files listed in a data list, in
-        # the order given (a data list is not shuffled), until the library
-        # facade takes samples from memory directly.
+        if in_memory:
+            samples = []
+            for sample in _samples(data):
+                if isinstance(sample, Mapping):
+                    samples.append({str(k): np.asarray(v) for k, v in sample.items()})
+                else:
+                    samples.append({"input": np.asarray(sample)})
+            if not samples:
+                raise InputError("calibration_data: no samples (the iterable or data reader gave none)")
+            self.count = len(samples)
+            self.samples = samples
+            self.flags = {}
+            return
+        # Samples in memory for a search: written as npz files listed in a
+        # data list, in the order given (a data list is not shuffled).
         self.temp = os.fspath(_native.temp_dir("qtune-samples"))
         lines = []
         try:
@@ -323,8 +338,10 @@ def calibrate(
     ``calibration_data`` is a folder of samples (images, npz or npy; shuffled
     as TPU-MLIR does), a data list file, or samples in memory: an iterable
     of arrays (single-input model) or dicts of arrays, or an ONNX Runtime
-    ``CalibrationDataReader``. Samples in memory are written to npz files in
-    a temporary folder, listed in their order, and removed afterwards.
+    ``CalibrationDataReader``. Samples in memory are used in their order;
+    plain calibration takes them as they are, a search (``search=...``) or
+    a report reads them from npz files in a temporary folder, removed
+    afterwards.
 
     ``method`` is kl, mse, max, percentile9999, aciq_gauss or aciq_laplace;
     ``input_num`` the number of samples (0: all); ``tune_num`` the tuning
@@ -345,19 +362,27 @@ def calibrate(
     }
     opts.update(_quiet(verbose))
     opts.update(options)
-    with _Source(calibration_data) as source:
+    # Plain calibration takes samples in memory as they are; a search or a
+    # report runs the command, which reads files.
+    plain = all(options.get(k) in (None, False, "False") for k in ("search", "report", "plot", "fixed_time"))
+    with _Source(calibration_data, in_memory=plain) as source:
         opts.update(source.flags)
-        return _calibrate_to(model, output, opts)
+        return _calibrate_to(model, output, opts, source.samples)
 
 
-def _calibrate_to(model: PathLike, output: Optional[PathLike], opts: Dict[str, Any]) -> CalibrationTable:
+def _calibrate_to(
+    model: PathLike,
+    output: Optional[PathLike],
+    opts: Dict[str, Any],
+    samples: Optional[List[Dict[str, np.ndarray]]] = None,
+) -> CalibrationTable:
     if output is not None:
-        _native.calibrate(os.fspath(model), os.fspath(output), _flags(opts))
+        _native.calibrate(os.fspath(model), os.fspath(output), _flags(opts), samples)
         return CalibrationTable.load(output)
     temp = os.fspath(_native.temp_dir("qtune-calibration"))
     try:
         table_path = os.path.join(temp, "cali_table")
-        _native.calibrate(os.fspath(model), table_path, _flags(opts))
+        _native.calibrate(os.fspath(model), table_path, _flags(opts), samples)
         return CalibrationTable.load(table_path)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
@@ -449,18 +474,19 @@ def quantize(
             qtable_path = os.fspath(qtable)
         summary["quantize_table"] = qtable_path
         t1 = time.perf_counter()
-        deploy_opts: Dict[str, Any] = {
-            "quantize": quantize,
-            "processor": processor,
-            "calibration_table": table_path,
-            "quantize_table": qtable_path,
-            "asymmetric": asymmetric,
-            "test_input": test_input,
-            "test_reference": test_reference,
-            "threads": threads,
-        }
-        deploy_opts.update(_quiet(verbose))
-        _native.deploy(os.fspath(model), os.fspath(output), _flags(deploy_opts))
+        _native.deploy(
+            os.fspath(model),
+            os.fspath(output),
+            quantize=quantize,
+            processor=processor,
+            calibration_table=table_path,
+            quantize_table=qtable_path,
+            asymmetric=asymmetric,
+            test_input=None if test_input is None else os.fspath(test_input),
+            test_reference=None if test_reference is None else os.fspath(test_reference),
+            threads=threads,
+            verbose=verbose,
+        )
         summary["deploy_s"] = time.perf_counter() - t1
         summary["quantize"] = quantize
     finally:

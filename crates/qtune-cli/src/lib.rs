@@ -7,7 +7,9 @@
 //! files, unknown flags).
 
 pub mod commands;
+pub(crate) mod flags;
 pub mod model;
+pub(crate) mod progress;
 pub mod py_names;
 
 use std::process::ExitCode;
@@ -108,27 +110,61 @@ impl std::fmt::Display for CheckFailed {
 
 impl std::error::Error for CheckFailed {}
 
+/// A parsed command line that wants to know which flags were given on it
+/// (not defaulted): `run_calibration` checks them against its `--search`
+/// mode.
+pub trait GivenFlags {
+    /// `given`: the ids (field names, which are the long flag names) of the
+    /// arguments given on the command line.
+    fn set_given(&mut self, _given: Vec<String>) {}
+}
+
+/// The ids of the arguments given on the command line, in the innermost
+/// subcommand's matches.
+fn given_ids(matches: &clap::ArgMatches) -> Vec<String> {
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    m.ids()
+        .filter(|id| {
+            // Groups (one per flattened struct) have no value source.
+            m.try_get_raw(id.as_str()).is_ok()
+                && m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
 /// Parses the command line as `P` and runs `run` on it, mapping errors to
 /// exit codes (see the crate docs). Every binary's `main` is this call.
-pub fn main_with<P: Parser>(run: impl FnOnce(P) -> anyhow::Result<()>) -> ExitCode {
+pub fn main_with<P: Parser + GivenFlags>(run: impl FnOnce(P) -> anyhow::Result<()>) -> ExitCode {
     ExitCode::from(main_from(std::env::args_os(), run))
 }
 
 /// [`main_with`] on the given command line (`argv[0]` first) instead of the
 /// process's, returning the exit code as a number.
-fn main_from<P: Parser>(
+fn main_from<P: Parser + GivenFlags>(
     argv: impl IntoIterator<Item = std::ffi::OsString>,
     run: impl FnOnce(P) -> anyhow::Result<()>,
 ) -> u8 {
     keep_freed_memory();
-    let parsed = match P::try_parse_from(argv) {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
-        }
+    let fail = |e: clap::Error| {
+        let code = if e.use_stderr() { 2 } else { 0 };
+        let _ = e.print();
+        code
     };
+    let mut command = P::command();
+    let mut matches = match command.try_get_matches_from_mut(argv) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    let given = given_ids(&matches);
+    let mut parsed = match P::from_arg_matches_mut(&mut matches) {
+        Ok(p) => p,
+        Err(e) => return fail(e.format(&mut command)),
+    };
+    parsed.set_given(given);
     match run(parsed) {
         Ok(()) => 0,
         Err(e) => {
@@ -173,6 +209,26 @@ pub fn tool_main(tool: &str, argv: Vec<std::ffi::OsString>) -> Option<u8> {
         _ => return None,
     })
 }
+
+impl GivenFlags for Cli {
+    fn set_given(&mut self, given: Vec<String>) {
+        if let Command::Calibrate(args) = &mut self.command {
+            args.given = given;
+        }
+    }
+}
+
+impl GivenFlags for commands::calibrate::ToolArgs {
+    fn set_given(&mut self, given: Vec<String>) {
+        self.args.given = given;
+    }
+}
+
+impl GivenFlags for commands::transform::ToolArgs {}
+impl GivenFlags for commands::deploy::ToolArgs {}
+impl GivenFlags for commands::fp_forward::ToolArgs {}
+impl GivenFlags for commands::search::QtableTool {}
+impl GivenFlags for commands::search::SensitiveTool {}
 
 /// Tells glibc's allocator to keep freed memory for reuse. Calibration and
 /// tuning free and allocate activations of the same few sizes over and over;

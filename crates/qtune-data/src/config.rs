@@ -385,30 +385,6 @@ pub fn parse_usize_list(flag: &'static str, s: &str) -> Result<Vec<usize>, DataE
         .collect()
 }
 
-/// Parses `--input_shapes` text such as `[[1,3,224,224],[1,128]]` into one
-/// shape per input.
-pub fn parse_input_shapes(s: &str) -> Result<Vec<Vec<usize>>, DataError> {
-    let bad = |message: String| DataError::Flag {
-        flag: "input_shapes",
-        value: s.to_string(),
-        message,
-    };
-    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    let inner = compact
-        .strip_prefix("[[")
-        .and_then(|r| r.strip_suffix("]]"))
-        .ok_or_else(|| bad("expected `[[d0,d1,...],[...]]`".to_string()))?;
-    inner
-        .split("],[")
-        .map(|shape| {
-            parse_usize_list("input_shapes", shape).map_err(|e| match e {
-                DataError::Flag { message, .. } => bad(message),
-                other => other,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,19 +416,6 @@ mod tests {
         assert!(e.contains("item 2 `-1`"), "{e}");
         assert!(parse_f32_list("mean", "").is_err());
         assert!(parse_f32_list("mean", "nan,1,1").is_err());
-    }
-
-    #[test]
-    fn parses_input_shapes() {
-        assert_eq!(
-            parse_input_shapes("[[1,3,224,224]]").unwrap(),
-            vec![vec![1, 3, 224, 224]]
-        );
-        assert_eq!(
-            parse_input_shapes("[[1, 128],[1,128]]").unwrap(),
-            vec![vec![1, 128], vec![1, 128]]
-        );
-        assert!(parse_input_shapes("[1,3,224,224]").is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod stream;
 
 pub use config::{
     ChannelFormat, KeepRatioMode, PadType, PixelFormat, PreprocessConfig, PreprocessFlags,
-    parse_f32_list, parse_input_shapes, parse_usize_list,
+    parse_f32_list, parse_usize_list,
 };
 pub use decode::{ColorLayout, Image, decode_image, load_image, load_image_as};
 pub use error::DataError;

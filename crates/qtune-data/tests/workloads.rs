@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use qtune_data::{
-    ColorLayout, Image, PreprocessConfig, PreprocessFlags, load_image_as, parse_input_shapes,
+    ColorLayout, Image, PreprocessConfig, PreprocessFlags, load_image_as, parse_usize_list,
     preprocess, preprocess_files,
 };
 use qtune_tensor::{Tensor, TensorData, read_npz};
@@ -129,7 +129,13 @@ fn config_from_command_line(model: &toml::Table) -> PreprocessConfig {
         let name = words[i];
         let value = words.get(i + 1).filter(|v| !v.starts_with("--")).copied();
         if name == "--input_shapes" {
-            shape = Some(parse_input_shapes(value.unwrap()).unwrap().remove(0));
+            // The one `[[d0,d1,...]]` of a single-input model (the full
+            // parser is `qtune::parse_input_shapes`, above this crate).
+            let dims = value
+                .unwrap()
+                .trim_start_matches("[[")
+                .trim_end_matches("]]");
+            shape = Some(parse_usize_list("input_shapes", dims).unwrap());
         } else {
             flags.set(name, value).unwrap();
         }

@@ -60,6 +60,14 @@ fn is_unsupported(e: &anyhow::Error) -> bool {
 /// one message, as the tools print it after `error:`.
 pub fn to_py(e: anyhow::Error) -> PyErr {
     let message = format!("{e:#}");
+    // The facade's errors say their kind.
+    if let Some(kind) = e.chain().find_map(|c| c.downcast_ref::<qtune::Error>()) {
+        return match kind {
+            qtune::Error::Unsupported { .. } => UnsupportedError::new_err(message),
+            qtune::Error::Internal { .. } => QtuneError::new_err(message),
+            _ => InputError::new_err(message),
+        };
+    }
     if e.downcast_ref::<qtune_cli::CheckFailed>().is_some() {
         QtuneError::new_err(message)
     } else if is_unsupported(&e) {

@@ -152,7 +152,12 @@ fn compare_arrays(
     let a = convert::tensor_of(target, "target")?;
     let b = convert::tensor_of(reference, "reference")?;
     let tol = qtune_tensor::compare::Tolerance { cosine, euclidean };
-    let c = py.detach(|| qtune_tensor::compare::compare_tensors(&a, &b, tol));
+    let mut c = py.detach(|| pipeline::compare(&[(String::new(), a)], &[(String::new(), b)], tol));
+    let Some((_, c)) = c.pop() else {
+        return Err(QtuneError::new_err(
+            "internal error: the comparison of two arrays gave no result",
+        ));
+    };
     Ok((
         c.verdict.name(),
         c.similarity
@@ -180,28 +185,78 @@ fn transform(
     work(py, move || pipeline::transform(&model_def, &mlir, &flags))
 }
 
-/// `run_calibration` in this process; see `qtune.calibrate`.
+/// Calibration in this process (the facade's `calibrate`; a search runs
+/// `run_calibration`); see `qtune.calibrate`. `samples`: calibration
+/// samples in memory (dicts of arrays), instead of a dataset flag.
 #[pyfunction]
+#[pyo3(signature = (model, table, flags, samples=None))]
 fn calibrate(
     py: Python<'_>,
     model: PathBuf,
     table: PathBuf,
     flags: Vec<(String, Option<String>)>,
+    samples: Option<Vec<Bound<'_, PyDict>>>,
 ) -> PyResult<()> {
     let flags = flags_of(flags);
-    work(py, move || pipeline::calibrate(&model, &table, &flags))
+    let samples = match samples {
+        None => None,
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, d) in list.iter().enumerate() {
+                let mut sample = std::collections::BTreeMap::new();
+                for (k, v) in d.iter() {
+                    let name: String = k.extract().map_err(|_| {
+                        errors::InputError::new_err(format!(
+                            "calibration_data sample {i}: keys must be graph input names (str)"
+                        ))
+                    })?;
+                    let t = convert::tensor_of(&v, &format!("sample {i} `{name}`"))?;
+                    sample.insert(name, t);
+                }
+                out.push(sample);
+            }
+            Some(out)
+        }
+    };
+    work(py, move || {
+        pipeline::calibrate(&model, &table, &flags, samples)
+    })
 }
 
-/// `model_deploy` in this process; see `qtune.quantize`.
+/// The facade's deploy in this process; see `qtune.quantize`.
 #[pyfunction]
+#[pyo3(signature = (model, output, *, quantize, processor, calibration_table=None,
+    quantize_table=None, asymmetric=false, test_input=None, test_reference=None,
+    threads=None, verbose=true))]
+#[allow(clippy::too_many_arguments)]
 fn deploy(
     py: Python<'_>,
     model: PathBuf,
     output: PathBuf,
-    flags: Vec<(String, Option<String>)>,
+    quantize: String,
+    processor: String,
+    calibration_table: Option<PathBuf>,
+    quantize_table: Option<PathBuf>,
+    asymmetric: bool,
+    test_input: Option<PathBuf>,
+    test_reference: Option<PathBuf>,
+    threads: Option<usize>,
+    verbose: bool,
 ) -> PyResult<()> {
-    let flags = flags_of(flags);
-    work(py, move || pipeline::deploy(&model, &output, &flags))
+    let request = pipeline::DeployRequest {
+        model,
+        output,
+        quantize,
+        processor,
+        calibration_table,
+        quantize_table,
+        asymmetric,
+        test_input,
+        test_reference,
+        threads,
+        verbose,
+    };
+    work(py, move || pipeline::deploy(&request))
 }
 
 /// `run_qtable` in this process; see `qtune.run_qtable`.

@@ -1,24 +1,26 @@
 //! The one place where the Python package reaches qtune's pipeline.
 //!
-//! Today the pipeline (calibration, searches, deployment, model_transform)
-//! lives in the command functions of `qtune-cli`, so each entry point here
-//! builds the command's flags, parses them with the command's own flag
-//! struct (so a flag the command does not take is rejected with clap's
-//! message, as on the command line) and runs the command in this process.
-//! When the `qtune` facade crate lands, these functions are re-pointed to
-//! its typed calls; nothing else in this crate calls `qtune-cli`'s commands.
-//!
-//! Float inference (`run`) and the comparison use the library crates
-//! directly and do not go through the commands.
+//! Model loading, float inference, plain calibration, deployment and the
+//! comparison are the library facade's typed calls (`qtune::model::load`,
+//! `qtune::calibrate`, `qtune::deploy`, `qtune::compare::compare`). The
+//! calls whose options are documented as a tool's flags by name
+//! (`calibrate`'s options, `transform`) parse them with that tool's own flag
+//! struct, so a flag the tool does not take is rejected with clap's message
+//! as on the command line; the searches (`run_calibration --search`,
+//! `run_qtable`, `run_sensitive_layer`) and `model_transform`, which the
+//! facade does not offer yet, run the command in this process.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use qtune_cli::commands::{calibrate, deploy, search, transform};
+use qtune_cli::commands::{calibrate, search, transform};
 use qtune_exec::{Keep, NoHook};
 use qtune_tensor::Tensor;
+use qtune_tensor::compare::Tolerance;
 
 /// One command-line flag: `--name` alone (a switch) or `--name value`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,19 +81,219 @@ pub fn transform(model_def: &Path, mlir: &Path, flags: &[Flag]) -> Result<()> {
     transform::run(a.args)
 }
 
-/// `run_calibration` (plain calibration, or a search with `search=...`):
-/// writes the calibration table to `table`.
-pub fn calibrate(model: &Path, table: &Path, flags: &[Flag]) -> Result<()> {
-    let head = [os(model), "-o".into(), os(table)];
-    let a: calibrate::ToolArgs = parse(argv("run_calibration", &head, flags)?)?;
-    calibrate::run(a.args)
+/// Where console lines and warnings of a facade call go: stdout and
+/// stderr as the tools print them, lines only when `verbose`.
+struct Console {
+    verbose: bool,
 }
 
-/// `model_deploy`: quantizes `model` and writes the QDQ ONNX model `output`.
-pub fn deploy(model: &Path, output: &Path, flags: &[Flag]) -> Result<()> {
-    let head = ["--mlir".into(), os(model), "--model".into(), os(output)];
-    let a: deploy::ToolArgs = parse(argv("model_deploy", &head, flags)?)?;
-    deploy::run(a.args)
+impl qtune::Progress for Console {}
+
+impl qtune::Reporter for Console {
+    fn line(&self, line: &str) {
+        if self.verbose {
+            println!("{line}");
+        }
+    }
+    fn warning(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+/// `run_calibration` (plain calibration, or a search with `search=...`):
+/// writes the calibration table to `table`. `flags` are run_calibration's
+/// flags by name; `samples`, when given, are the calibration samples in
+/// memory (each maps input names to arrays; a single-input model may use
+/// any one key) instead of `--dataset` / `--data_list`.
+pub fn calibrate(
+    model: &Path,
+    table: &Path,
+    flags: &[Flag],
+    samples: Option<Vec<BTreeMap<String, Tensor>>>,
+) -> Result<()> {
+    let head = [os(model), "-o".into(), os(table)];
+    let a: calibrate::ToolArgs = parse(argv("run_calibration", &head, flags)?)?;
+    let args = a.args;
+    let searching = args.search.as_deref().is_some_and(|s| s != "False");
+    if searching || args.report_flags.wanted(args.quiet) || args.fixed_time.is_some() {
+        // The searches are not in the facade yet; the report is the
+        // command's. Samples in memory are not taken there.
+        if samples.is_some() {
+            bail!(
+                "calibration_data in memory goes with plain calibration; give a folder or a \
+                 data list with search= or a report"
+            );
+        }
+        return calibrate::run(args);
+    }
+    if args.smc {
+        bail!("--smc is not yet supported by qtune (planned); run without it");
+    }
+    qtune::with_threads(args.threads, || {
+        let start = std::time::Instant::now();
+        let source = samples.map(qtune::CalibrationSource::from_samples);
+        let settings = calibrate::plain_settings(&args, source).map_err(qtune::Error::from)?;
+        let console = Console {
+            verbose: !args.quiet,
+        };
+        let calibration = qtune::calibrate(&settings, &console)?;
+        let mut warnings = calibration.outcome.warnings.clone();
+        warnings.dedup();
+        for w in &warnings {
+            eprintln!("{w}");
+        }
+        let time = if args.no_time {
+            None
+        } else {
+            Some(qtune::python_now())
+        };
+        let qtable_path = match &args.quantize_table {
+            Some(p) => p.clone(),
+            None => qtune::qtable_default_path(table),
+        };
+        let qtable = calibration.write(table, &qtable_path, time.as_deref())?;
+        if !args.quiet {
+            for line in calibrate::summary_lines(&calibration, start, table, &qtable_path, &qtable)
+            {
+                println!("{line}");
+            }
+        }
+        Ok(())
+    })
+    .map_err(anyhow::Error::from)
+}
+
+/// What `qtune.quantize` deploys: `model_deploy`'s settings as values.
+pub struct DeployRequest {
+    pub model: PathBuf,
+    pub output: PathBuf,
+    /// `--quantize` (INT8, F16, ...; any case).
+    pub quantize: String,
+    pub processor: String,
+    pub calibration_table: Option<PathBuf>,
+    pub quantize_table: Option<PathBuf>,
+    pub asymmetric: bool,
+    /// npz of input arrays to run the quantized model on (its outputs are
+    /// written to `<output stem>_tpu_outputs.npz`).
+    pub test_input: Option<PathBuf>,
+    /// npz of reference outputs the quantized model must match (within
+    /// model_deploy's default tolerance) before anything is written.
+    pub test_reference: Option<PathBuf>,
+    pub threads: Option<usize>,
+    pub verbose: bool,
+}
+
+/// `model_deploy` through the facade: quantizes `r.model`, checks it on the
+/// test arrays when given, and writes the QDQ ONNX model `r.output`.
+pub fn deploy(r: &DeployRequest) -> Result<()> {
+    if r.test_reference.is_some() && r.test_input.is_none() {
+        bail!("test_reference needs test_input (the arrays to run the model on)");
+    }
+    let failed = qtune::with_threads(r.threads, || {
+        let start = std::time::Instant::now();
+        qtune::deploy::check_output(&r.output)?;
+        let mut settings = qtune::QuantizeSettings::default();
+        settings.mode =
+            qtune::deploy::parse_quantize_mode(Some(&r.quantize), r.calibration_table.is_some())?;
+        settings.processor = r.processor.clone();
+        settings.calibration_table = r.calibration_table.clone();
+        settings.quantize_table = r.quantize_table.clone();
+        settings.asymmetric = r.asymmetric;
+        let console = Console { verbose: r.verbose };
+        let deployment = qtune::deploy(&r.model, &settings, &console)?;
+        if r.verbose {
+            for line in deployment.summary() {
+                eprintln!("{line}");
+            }
+        }
+        if let Some(input) = &r.test_input
+            && let Some(failure) = verify(r, &deployment, input)?
+        {
+            return Ok(Some(failure));
+        }
+        deployment.write_onnx(&r.output)?;
+        if r.verbose {
+            eprintln!(
+                "wrote {} in {:.2} s",
+                r.output.display(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+        Ok(None)
+    })?;
+    match failed {
+        // A check that ran and failed is not a bad input.
+        Some(failure) => Err(qtune_cli::CheckFailed(failure).into()),
+        None => Ok(()),
+    }
+}
+
+/// Runs the deployment on `input`, writes its outputs, and compares them
+/// with `r.test_reference` within model_deploy's default tolerance; says
+/// how the comparison failed, if it did.
+fn verify(r: &DeployRequest, d: &qtune::Deployment, input: &Path) -> qtune::Result<Option<String>> {
+    let source = input.display().to_string();
+    let arrays = qtune_tensor::read_npz(input)?;
+    if r.test_reference.is_some() {
+        let n = d.sample_count(&arrays, &source)?;
+        if n != 1 {
+            return Err(qtune::Error::setting(
+                "test_input",
+                format!("test_input {source}: holds {n} samples; give one with test_reference"),
+            ));
+        }
+    }
+    let named = d.simulate(&arrays, false, &source)?;
+    let stem = r
+        .output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    qtune_tensor::write_npz(
+        &r.output.with_file_name(format!("{stem}_tpu_outputs.npz")),
+        &named,
+    )?;
+    let Some(reference) = &r.test_reference else {
+        return Ok(None);
+    };
+    let refs = qtune_tensor::read_npz(reference)?;
+    let tol_text = qtune::deploy::default_tolerance(d.mode);
+    let tol = Tolerance::parse(tol_text).map_err(|e| qtune::Error::Internal {
+        message: format!("tolerance {tol_text}: {e}"),
+    })?;
+    let report = qtune::compare::compare(&named, &refs, tol, &[]);
+    if r.verbose {
+        for line in report.lines(false) {
+            println!("{line}");
+        }
+    }
+    let (compared, failed) = (report.compared(), report.failed());
+    Ok(if compared == 0 {
+        Some(format!(
+            "no tensor names in common between the outputs on `{source}` and `{}`",
+            reference.display()
+        ))
+    } else if failed > 0 {
+        Some(format!(
+            "{failed} of {compared} tensors below tolerance {tol_text}"
+        ))
+    } else {
+        None
+    })
+}
+
+/// Compares named target and reference arrays as `npz_tool compare` does
+/// (the names both hold, in the target's order).
+pub fn compare(
+    target: &[(String, Tensor)],
+    reference: &[(String, Tensor)],
+    tolerance: Tolerance,
+) -> Vec<(String, qtune_tensor::compare::Comparison)> {
+    qtune::compare::compare(target, reference, tolerance, &[])
+        .tensors
+        .into_iter()
+        .map(|t| (t.name, t.comparison))
+        .collect()
 }
 
 /// `run_qtable`: writes the qtable `qtable` (and the loss table).
@@ -117,9 +319,9 @@ pub fn run(
     inputs: &[(String, Tensor)],
     threads: Option<usize>,
 ) -> Result<Vec<(String, Tensor)>> {
-    qtune_cli::commands::with_threads(threads, || {
-        let exec = qtune_cli::model::load(model, input_shapes)?;
-        let samples = qtune_cli::model::samples_from_arrays(&exec, inputs, "inputs")?;
+    qtune::with_threads(threads, || -> qtune::Result<_> {
+        let exec = qtune::model::load(model, input_shapes)?;
+        let samples = qtune::model::samples_from_arrays(&exec, inputs, "inputs")?;
         let mut results = exec.run_samples(samples, &Keep::Outputs, |_| NoHook)?;
         let g = exec.graph();
         let mut out = Vec::with_capacity(g.outputs.len());
@@ -148,6 +350,7 @@ pub fn run(
         }
         Ok(out)
     })
+    .map_err(anyhow::Error::from)
 }
 
 /// A fresh temporary directory for outputs the caller does not keep.

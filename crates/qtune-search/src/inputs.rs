@@ -15,7 +15,9 @@
 //! up to the batch size; that matters only for batch > 1 models and is not
 //! implemented yet; such data gives a clear error).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use qtune_data::{PreprocessConfig, SampleKind, Selection, preprocess_file};
 use qtune_ir::{Graph, ValueId};
@@ -40,6 +42,9 @@ pub struct SampleLoader {
     selection: Selection,
     preprocess: Vec<Option<PreprocessConfig>>,
     batch: usize,
+    /// Samples given in memory instead of files (`selection` is then empty):
+    /// arrays keyed by input name, matched like an npz file's.
+    memory: Option<Arc<[BTreeMap<String, Tensor>]>>,
 }
 
 impl SampleLoader {
@@ -94,21 +99,53 @@ impl SampleLoader {
             selection,
             preprocess,
             batch,
+            memory: None,
         })
+    }
+
+    /// A loader over samples held in memory: each sample maps input names
+    /// to arrays, matched to the graph inputs as an npz file's arrays are
+    /// (a single-input model may use any one key). One sample is one batch.
+    pub fn from_memory(
+        graph: &Graph,
+        samples: Arc<[BTreeMap<String, Tensor>]>,
+    ) -> Result<Self, SearchError> {
+        let mut loader = SampleLoader::new(
+            graph,
+            Selection {
+                kind: SampleKind::Npz,
+                samples: vec![qtune_data::Sample { files: Vec::new() }],
+            },
+            Vec::new(),
+        )?;
+        if samples.is_empty() {
+            return Err(SearchError::Settings(
+                "there are no calibration samples".to_string(),
+            ));
+        }
+        loader.selection.samples.clear();
+        loader.memory = Some(samples);
+        Ok(loader)
     }
 
     /// Number of batches `N` (the table's `# sample number`).
     pub fn batch_count(&self) -> usize {
-        self.selection.samples.len().div_ceil(self.batch)
+        self.sample_count().div_ceil(self.batch)
     }
 
     /// Number of selected sample files (before batching).
     pub fn sample_count(&self) -> usize {
-        self.selection.samples.len()
+        match &self.memory {
+            Some(m) => m.len(),
+            None => self.selection.samples.len(),
+        }
     }
 
     /// The graph inputs of batch `index`.
     pub fn load(&self, index: usize) -> Result<Vec<(ValueId, Tensor)>, SearchError> {
+        if let Some(memory) = &self.memory {
+            return self.load_memory(memory, index);
+        }
         match self.selection.kind {
             SampleKind::Image => self.load_images(index),
             SampleKind::Npz => self.load_npz(index),
@@ -147,6 +184,44 @@ impl SampleLoader {
                 Tensor::concat_outer(&parts)?
             };
             out.push((input.id, fit(t, input, &members_path(samples, &members))?));
+        }
+        Ok(out)
+    }
+
+    fn load_memory(
+        &self,
+        memory: &[BTreeMap<String, Tensor>],
+        index: usize,
+    ) -> Result<Vec<(ValueId, Tensor)>, SearchError> {
+        let arrays = memory.get(index).ok_or_else(|| {
+            SearchError::Settings(format!(
+                "sample {index} asked of {} in-memory sample(s)",
+                memory.len()
+            ))
+        })?;
+        let label = PathBuf::from(format!("<in-memory sample {index}>"));
+        let mut out = Vec::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            let t = match arrays.get(&input.name) {
+                Some(t) => t.clone(),
+                None if self.inputs.len() == 1 && arrays.len() == 1 => arrays
+                    .values()
+                    .next()
+                    .cloned()
+                    .unwrap_or_else(|| unreachable!()),
+                None => {
+                    let have: Vec<&str> = arrays.keys().map(String::as_str).collect();
+                    return Err(SearchError::Sample {
+                        path: label,
+                        message: format!(
+                            "no array for model input `{}` (the sample has: {})",
+                            input.name,
+                            have.join(", ")
+                        ),
+                    });
+                }
+            };
+            out.push((input.id, fit(t, input, &label)?));
         }
         Ok(out)
     }
@@ -199,7 +274,7 @@ impl SampleLoader {
     }
 }
 
-fn members_path(samples: &[qtune_data::Sample], members: &[usize]) -> std::path::PathBuf {
+fn members_path(samples: &[qtune_data::Sample], members: &[usize]) -> PathBuf {
     members
         .first()
         .and_then(|&m| samples[m].files.first().cloned())

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use qtune_tensor::compare::{Tolerance, Verdict, compare_tensors};
+use qtune_tensor::compare::Tolerance;
 use qtune_tensor::{Tensor, read_npz};
 
 use crate::CheckFailed;
@@ -56,64 +56,11 @@ pub fn check(
     verbose: bool,
     files: (&Path, &Path),
 ) -> Result<()> {
-    let (mut compared, mut failed) = (0usize, 0usize);
-    let (mut equal, mut close, mut similar, mut not_similar, mut not_match) = (0, 0, 0, 0, 0);
-    let mut min = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
-    for (name, t) in target {
-        if excepts.contains(&name.as_str()) {
-            continue;
-        }
-        let Some((_, r)) = reference.iter().find(|(n, _)| n == name) else {
-            continue;
-        };
-        compared += 1;
-        let c = compare_tensors(t, r, tol);
-        match c.verdict {
-            Verdict::Equal => equal += 1,
-            Verdict::Close => close += 1,
-            Verdict::Similar => similar += 1,
-            Verdict::NotSimilar => not_similar += 1,
-            Verdict::NotMatch => not_match += 1,
-        }
-        if let Some(s) = c.similarity {
-            min = (
-                min.0.min(s.cosine),
-                min.1.min(s.euclidean),
-                min.2.min(s.sqnr),
-            );
-        }
-        if !c.verdict.passed() {
-            failed += 1;
-        }
-        if verbose || !c.verdict.passed() {
-            match c.similarity {
-                Some(s) => println!(
-                    "{name:<40} {:<12} cos {:.6} euclid {:.6} sqnr {:.3} max_abs_diff {:.6e} {}",
-                    c.verdict.name(),
-                    s.cosine,
-                    s.euclidean,
-                    s.sqnr,
-                    s.max_abs_diff,
-                    t.shape()
-                ),
-                None => println!(
-                    "{name:<40} {:<12} shapes {} vs {}",
-                    c.verdict.name(),
-                    t.shape(),
-                    r.shape()
-                ),
-            }
-        }
+    let report = qtune::compare::compare(target, reference, tol, excepts);
+    for line in report.lines(verbose) {
+        println!("{line}");
     }
-    println!("{compared} compared");
-    println!("{} passed", compared - failed);
-    println!("  {equal} equal, {close} close, {similar} similar");
-    println!("{failed} failed");
-    println!("  {not_match} not equal, {not_similar} not similar");
-    println!(
-        "min_similarity = ({:.6}, {:.6}, {:.6})",
-        min.0, min.1, min.2
-    );
+    let (compared, failed) = (report.compared(), report.failed());
     if compared == 0 {
         return Err(CheckFailed(format!(
             "no tensor names in common between `{}` and `{}`",

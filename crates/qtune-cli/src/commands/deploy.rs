@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use qtune_exec::{Keep, NoHook};
+
 use qtune_quant::QuantMode;
 use qtune_tensor::compare::Tolerance;
-use qtune_tensor::{Tensor, read_npz, write_npz};
+use qtune_tensor::{read_npz, write_npz};
 
-use crate::model::{self, QuantArgs};
+use crate::model::QuantArgs;
 
 /// Quantizes a model and writes it as a QDQ ONNX model (TPU-MLIR's
 /// `model_deploy`; a `.bmodel` needs TPU-MLIR's backend).
@@ -37,13 +37,13 @@ pub struct Args {
     pub test_reference: Option<PathBuf>,
     /// Minimum similarity `cos,euclid` (default by --quantize: INT8
     /// 0.90,0.80; F16/BF16 0.99,0.90; F32 0.99,0.99).
-    #[arg(long)]
+    #[arg(long, requires = "test_reference")]
     pub tolerance: Option<String>,
-    /// Compare every tensor both files hold, not only the model outputs.
-    #[arg(long = "compare_all", alias = "compare-all")]
+    /// Compare (and write) every tensor, not only the model outputs.
+    #[arg(long = "compare_all", alias = "compare-all", requires = "test_input")]
     pub compare_all: bool,
     /// Comma-separated tensor names not to compare.
-    #[arg(long)]
+    #[arg(long, requires = "test_reference")]
     pub excepts: Option<String>,
     #[command(flatten)]
     pub weights: WeightMethodArgs,
@@ -110,154 +110,53 @@ pub struct WeightMethodArgs {
 }
 
 impl WeightMethodArgs {
-    /// `--q_damp` in millionths (0: the default).
-    fn damp_ppm(&self) -> u32 {
-        // In (0, 10] by `method`'s check: at most 1e7.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        self.q_damp.map_or(0, |d| ((d * 1e6).round() as u32).max(1))
-    }
-
-    /// The method, with every flag combination that does not apply
-    /// refused.
-    fn method(&self, mode: QuantMode, has_qtable: bool) -> Result<qtune_deploy::WeightMethod> {
-        use qtune_deploy::WeightMethod;
-        let Some(method) = WeightMethod::parse(&self.q_method) else {
-            let all: Vec<&str> = WeightMethod::ALL.iter().map(|m| m.name()).collect();
-            bail!(
-                "--q_method {}: expected one of {}",
-                self.q_method,
-                all.join(", ")
-            );
+    /// Sets the weight-only method and GPTQ's calibration of `settings`
+    /// from these flags; flags that do not apply are refused (by
+    /// [`qtune::deploy::check_weight_method`], and here those that only
+    /// refine `--calibration_data`).
+    fn apply(&self, settings: &mut qtune::QuantizeSettings) -> Result<()> {
+        let method = qtune::deploy::parse_weight_method(&self.q_method)?;
+        settings.weight_only.method = method;
+        settings.weight_only.act_order = self.q_act_order;
+        settings.weight_only.damp_ppm = match self.q_damp {
+            Some(d) => qtune::deploy::damp_ppm(d)?,
+            None => 0,
         };
-        if method != WeightMethod::Rtn && !mode.is_weight_only() && !has_qtable {
-            bail!(
-                "--q_method {}: applies to weight-only layers (--quantize W8F16, W8BF16, W4F16, \
-                 W4BF16, or qtable rows with those modes); --quantize {mode} has none",
-                method.name()
-            );
-        }
-        let gptq = method.needs_calibration();
-        if gptq && self.calibration_data.is_none() {
-            bail!(
-                "--q_method {}: needs --calibration_data DIR (the samples whose layer inputs \
-                 give the Hessians)",
-                method.name()
-            );
-        }
-        let only_gptq = [
-            (self.calibration_data.is_some(), "--calibration_data"),
-            (self.calibration_num.is_some(), "--calibration_num"),
-            (
-                self.calibration_mask_input.is_some(),
-                "--calibration_mask_input",
-            ),
-            (self.q_act_order, "--q_act_order"),
-            (self.q_sequential, "--q_sequential"),
-            (self.q_damp.is_some(), "--q_damp"),
-            (self.q_bias_correction, "--q_bias_correction"),
-        ];
-        if !gptq && let Some((_, flag)) = only_gptq.iter().find(|(given, _)| *given) {
-            bail!(
-                "{flag}: applies to --q_method gptq / gptq_clip only (--q_method is {})",
-                method.name()
-            );
-        }
-        if let Some(d) = self.q_damp
-            && !(d > 0.0 && d <= 10.0)
-        {
-            bail!("--q_damp {d}: expected a fraction of the mean Hessian diagonal in (0, 10]");
-        }
-        if self.q_bias_correction && !self.q_sequential {
-            bail!(
-                "--q_bias_correction: needs --q_sequential (the correction of each layer is \
-                 measured on the model with the layers before it quantized)"
-            );
+        if self.calibration_data.is_none() {
+            let refine = [
+                (self.calibration_num.is_some(), "--calibration_num"),
+                (
+                    self.calibration_mask_input.is_some(),
+                    "--calibration_mask_input",
+                ),
+                (self.q_sequential, "--q_sequential"),
+                (self.q_bias_correction, "--q_bias_correction"),
+            ];
+            if let Some((_, flag)) = refine.iter().find(|(given, _)| *given) {
+                if method.needs_calibration() {
+                    bail!("{flag}: needs --calibration_data DIR");
+                }
+                bail!(
+                    "{flag}: applies to --q_method gptq / gptq_clip only (--q_method is {})",
+                    method.name()
+                );
+            }
         }
         if self.calibration_num == Some(0) {
             bail!("--calibration_num 0: expected a positive count; omit it for all samples");
         }
-        Ok(method)
-    }
-}
-
-/// The input Hessians of the weight-only layers over `--calibration_data`:
-/// from the float model, or (`--q_sequential`) stage by stage from the
-/// model with the earlier layers quantized, planned as `quant` plans them
-/// (with `--q_bias_correction`, also the corrected biases).
-fn hessians(
-    w: &WeightMethodArgs,
-    loaded: &model::LoadedModel,
-    quant: &QuantArgs,
-    method: qtune_deploy::WeightMethod,
-    quiet: bool,
-) -> Result<Option<qtune_search::Sequential>> {
-    let Some(dir) = &w.calibration_data else {
-        return Ok(None);
-    };
-    let start = std::time::Instant::now();
-    let graph = loaded.exec.graph();
-    let selection = qtune_data::select_dataset(dir, w.calibration_num.unwrap_or(0))
-        .with_context(|| format!("--calibration_data {}", dir.display()))?;
-    let image_samples = selection.kind == qtune_data::SampleKind::Image;
-    let mut configs = Vec::with_capacity(graph.inputs.len());
-    for &id in &graph.inputs {
-        let name = &graph.value(id).name;
-        let shape = graph.shape_of(id)?.dims().to_vec();
-        let pre = loaded
-            .input_attrs
-            .iter()
-            .find(|a| &a.name == name)
-            .and_then(|a| super::preprocess_args::PreprocessArgs::from_input_attrs(&a.attrs));
-        configs.push(match pre {
-            Some(p) if image_samples => Some(p.config(&shape).with_context(|| {
-                format!("input `{name}`: cannot preprocess the --calibration_data images for it")
-            })?),
-            _ => None,
+        settings.weight_calibration = self.calibration_data.as_ref().map(|dir| {
+            let mut c =
+                qtune::WeightCalibration::new(qtune::CalibrationSource::Dataset(dir.clone()));
+            c.num = self.calibration_num.unwrap_or(0);
+            c.mask_input = self.calibration_mask_input.clone();
+            c.sequential = self.q_sequential;
+            c.bias_correction = self.q_bias_correction;
+            c
         });
+        qtune::deploy::check_weight_method(settings)?;
+        Ok(())
     }
-    let loader = qtune_search::SampleLoader::new(graph, selection, configs)
-        .with_context(|| format!("--calibration_data {}", dir.display()))?;
-    let settings = qtune_search::HessianSettings::default()
-        .with_mask_input(w.calibration_mask_input.clone())
-        .with_bias_correction(w.q_bias_correction);
-    let h = if w.q_sequential {
-        // The plan of the deploy (which layers are weight-only, their
-        // groups), with the method that quantizes each stage.
-        // Planning needs no Hessian: plan through TPU-MLIR's rule (the same
-        // layers and groups), then quantize each stage by the method.
-        let plan = quant.quantize_with(graph, qtune_deploy::WeightOnly::default(), None);
-        let mut plan = plan?.plan;
-        plan.weight_only.method = method;
-        plan.weight_only.act_order = w.q_act_order;
-        plan.weight_only.damp_ppm = w.damp_ppm();
-        qtune_search::sequential_hessians(graph, &plan, &loader, &settings, &|_, _| {})
-    } else {
-        qtune_search::collect_hessians(&loaded.exec, &loader, &settings, &|_| {}).map(|h| {
-            qtune_search::Sequential {
-                hessians: h,
-                biases: Vec::new(),
-            }
-        })
-    }
-    .with_context(|| format!("--calibration_data {}", dir.display()))?;
-    if !quiet {
-        let distinct: std::collections::BTreeSet<*const qtune_deploy::gptq::Hessian> =
-            h.hessians.values().map(std::sync::Arc::as_ptr).collect();
-        eprintln!(
-            "GPTQ: {} layer Hessians ({} distinct inputs{}{}) from {} samples of {} in {:.2} s",
-            h.hessians.len(),
-            distinct.len(),
-            if w.q_sequential { ", sequential" } else { "" },
-            match h.biases.len() {
-                0 => String::new(),
-                n => format!(", {n} biases corrected"),
-            },
-            loader.sample_count(),
-            dir.display(),
-            start.elapsed().as_secs_f64()
-        );
-    }
-    Ok(Some(h))
 }
 
 /// `model_deploy`: the same flags under TPU-MLIR's tool name.
@@ -268,127 +167,42 @@ pub struct ToolArgs {
     pub args: Args,
 }
 
-fn default_tolerance(mode: QuantMode) -> &'static str {
-    match mode {
-        QuantMode::F32 => "0.99,0.99",
-        QuantMode::F16 | QuantMode::BF16 => "0.99,0.90",
-        _ => "0.90,0.80",
-    }
-}
-
-/// The output path, checked before any work: `.onnx` only.
-fn check_output(path: &Path) -> Result<()> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "onnx" => Ok(()),
-        "bmodel" | "cvimodel" => bail!(
-            "--model {}: a .{ext} is compiled by TPU-MLIR's backend (tpuc-opt and the chip's code \
-             generator), which qtune does not include. The calibration table and qtable qtune \
-             wrote are TPU-MLIR files: pass them to TPU-MLIR's model_deploy as they are. qtune \
-             writes the quantized model as QDQ ONNX: use --model {}",
-            path.display(),
-            path.with_extension("onnx").display()
-        ),
-        _ => bail!(
-            "--model {}: expected a .onnx output (a QDQ ONNX model)",
-            path.display()
-        ),
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
     super::with_threads(args.threads, || run_inner(args))
 }
 
 fn run_inner(args: Args) -> Result<()> {
     let start = std::time::Instant::now();
-    check_output(&args.model)?;
+    qtune::deploy::check_output(&args.model)?;
     args.report.check()?;
     let mode = args.quant.mode()?;
     let tol_text = args
         .tolerance
         .clone()
-        .unwrap_or_else(|| default_tolerance(mode).to_string());
+        .unwrap_or_else(|| qtune::deploy::default_tolerance(mode).to_string());
     let tol = Tolerance::parse(&tol_text).map_err(|e| anyhow::anyhow!("--tolerance: {e}"))?;
     if args.test_reference.is_some() && args.test_input.is_none() {
         bail!("--test_reference needs --test_input (the arrays to run the model on)");
     }
-    let method = args
-        .weights
-        .method(mode, args.quant.quantize_table.is_some())?;
-    let mut quant = args.quant.clone();
-    quant.quantize = Some(mode.name().to_string());
-    // The model as load_runnable loads a quantized one (TPU-MLIR op names,
-    // BatchNorm folded), kept for the report.
-    let mut prepare = qtune_exec::PrepareOptions::default();
-    prepare.fold_batchnorm = true;
-    let loaded = model::load_model(&args.mlir, None, &prepare, model::Naming::TopOps)?;
-    let hessians = hessians(&args.weights, &loaded, &quant, method, args.quiet)?;
-    let onnx_io = loaded.onnx_io;
-    let mut graph = loaded.exec.graph().clone();
-    let hessians = hessians.map(|h| {
-        for (name, t) in h.biases {
-            graph.add_constant(name, t);
-        }
-        h.hessians
-    });
-    let wo = qtune_deploy::WeightOnly {
-        method,
-        act_order: args.weights.q_act_order,
-        damp_ppm: args.weights.damp_ppm(),
-        ..Default::default()
-    };
-    let q = &quant.quantize_with(&graph, wo, hessians.as_ref())?;
-    drop(hessians);
-    if method != qtune_deploy::WeightMethod::Rtn && q.report.weight_only_weights == 0 {
-        bail!(
-            "--q_method {}: the plan has no weight-only layer (the qtable's weight-only rows \
-             name none, or the chip runs them in float)",
-            method.name()
-        );
-    }
-    let exec = model::executor_of(&q.simulation_graph(), &args.mlir)?;
+    let mut settings = args.quant.settings()?;
+    settings.mode = mode;
+    args.weights.apply(&mut settings)?;
+    let deployment = qtune::deploy(&args.mlir, &settings, &crate::progress::Stderr)?;
+    let graph = &deployment.graph;
+    let q = &deployment.quantized;
+    let exec = &deployment.simulation;
     if !args.quiet {
-        let counts: Vec<String> = q
-            .plan
-            .counts()
-            .iter()
-            .map(|(m, n)| format!("{n} {m}"))
-            .collect();
-        eprintln!(
-            "{}: {} for {} ({}); {} tensors quantized, {} int8 weights, {} int32 biases, {} tensors rounded to a float type{}",
-            args.mlir.display(),
-            mode,
-            q.plan.profile.processor,
-            counts.join(", "),
-            q.report.quantized_tensors,
-            q.report.int8_weights,
-            q.report.int32_biases,
-            q.report.rounded_tensors,
-            match q.report.weight_only_weights {
-                0 => String::new(),
-                n => format!(", {n} weight-only weights"),
-            }
-        );
-        for name in &q.report.f32_fallbacks {
-            eprintln!("  {name}: F32 (the weight shift would be negative on this chip)");
+        for line in deployment.summary() {
+            eprintln!("{line}");
         }
     }
     if let Some(input) = &args.test_input {
-        verify(&args, &exec, input, tol, &tol_text)?;
+        verify(&args, &deployment, input, tol, &tol_text)?;
     }
-    // The exported model is a drop-in replacement for the source model, so
-    // its inputs and outputs carry the source's ONNX names; the npz written
-    // above keeps TPU-MLIR's op names, as TPU-MLIR's `_tpu_outputs.npz` and
-    // `--test_reference` files do.
-    let mut qdq = q.qdq.clone();
-    qtune_deploy::rename_io(&mut qdq, &onnx_io.inputs, &onnx_io.outputs)
-        .with_context(|| format!("naming the outputs of `{}`", args.model.display()))?;
-    let packed = write_model(&qdq, &args.model)?;
+    // The npz written above keeps TPU-MLIR's op names, as TPU-MLIR's
+    // `_tpu_outputs.npz` and `--test_reference` files do; the model takes
+    // the source's ONNX names.
+    let packed = deployment.write_onnx(&args.model)?;
     let deploy_time = start.elapsed().as_secs_f64();
     if !args.quiet {
         let nbits = match packed {
@@ -403,9 +217,9 @@ fn run_inner(args: Args) -> Result<()> {
     if args.report.wanted(args.quiet) {
         let prebuilt = qtune_search::report::Prebuilt {
             plan: &q.plan,
-            sim: &exec,
+            sim: exec,
         };
-        report(&args, mode, deploy_time, &graph, prebuilt)?;
+        report(&args, mode, deploy_time, graph, prebuilt)?;
     }
     Ok(())
 }
@@ -509,57 +323,32 @@ fn report(
 
 fn verify(
     args: &Args,
-    exec: &qtune_exec::Executor,
+    deployment: &qtune::Deployment,
     input: &Path,
     tol: Tolerance,
     tol_text: &str,
 ) -> Result<()> {
     let arrays = read_npz(input)?;
-    let samples = model::samples_from_arrays(exec, &arrays, &input.display().to_string())?;
+    let source = input.display().to_string();
     // Several stacked samples run one by one and their outputs are written
     // stacked the same way (to check the export on a whole validation set);
     // a comparison with --test_reference takes one sample, as TPU-MLIR's.
-    if samples.len() != 1 && (args.test_reference.is_some() || samples.is_empty()) {
-        bail!(
-            "--test_input {}: holds {} samples for a batch-{} model; give one with --test_reference",
-            input.display(),
-            samples.len(),
-            exec.graph()
-                .inputs
-                .first()
-                .and_then(|&i| exec.graph().shape_of(i).ok())
-                .and_then(|s| s.dims().first().copied())
-                .unwrap_or(1)
-        );
-    }
-    let keep = if args.compare_all {
-        Keep::All
-    } else {
-        Keep::Outputs
-    };
-    let results = exec.run_samples(samples, &keep, |_| NoHook)?;
-    let g = exec.graph();
-    let mut named: Vec<(String, Tensor)> = Vec::new();
-    let mut parts: Vec<Vec<Tensor>> = Vec::new();
-    for (s, (values, _)) in results.iter().enumerate() {
-        let mut i = 0;
-        for (id, t) in values.iter() {
-            if g.constant_of(id).is_none() && t.dtype() == qtune_tensor::DType::F32 {
-                if s == 0 {
-                    named.push((g.value(id).name.clone(), t.clone()));
-                    parts.push(vec![t.clone()]);
-                } else if let Some(p) = parts.get_mut(i) {
-                    p.push(t.clone());
-                }
-                i += 1;
-            }
+    if args.test_reference.is_some() {
+        let n = deployment.sample_count(&arrays, &source)?;
+        if n != 1 {
+            let g = deployment.simulation.graph();
+            bail!(
+                "--test_input {source}: holds {n} samples for a batch-{} model; give one with \
+                 --test_reference",
+                g.inputs
+                    .first()
+                    .and_then(|&i| g.shape_of(i).ok())
+                    .and_then(|s| s.dims().first().copied())
+                    .unwrap_or(1)
+            );
         }
     }
-    if results.len() > 1 {
-        for ((name, t), p) in named.iter_mut().zip(&parts) {
-            *t = Tensor::concat_outer(p).with_context(|| format!("stacking `{name}`"))?;
-        }
-    }
+    let named = deployment.simulate(&arrays, args.compare_all, &source)?;
     let out_npz = outputs_path(&args.model);
     write_npz(&out_npz, &named)?;
     if let Some(reference) = &args.test_reference {
@@ -589,16 +378,4 @@ fn outputs_path(model: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     model.with_file_name(format!("{stem}_tpu_outputs.npz"))
-}
-
-/// Writes the QDQ model, its 4-bit weight-only layers packed as
-/// MatMulNBits where they fit (see [`qtune_onnx::pack_int4`]); returns how
-/// many.
-fn write_model(qdq: &qtune_ir::Graph, path: &Path) -> Result<usize> {
-    let context = || format!("writing `{}`", path.display());
-    let mut model = qtune_onnx::export_model(qdq, &qtune_onnx::ExportOptions::default())
-        .with_context(context)?;
-    let packed = qtune_onnx::pack_int4(qdq, &mut model);
-    qtune_onnx::write_model(&model, path).with_context(context)?;
-    Ok(packed)
 }

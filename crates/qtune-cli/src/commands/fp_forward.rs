@@ -4,10 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use qtune_exec::PrepareOptions;
-
-use crate::model::{self, Naming};
+use anyhow::{Result, bail};
 
 /// Writes a qtable that keeps the layers before (`--fpfwd_inputs`), after
 /// (`--fpfwd_outputs`) or between (`--fpfwd_blocks`) named ops in float.
@@ -72,58 +69,25 @@ pub fn run(args: Args) -> Result<()> {
             args.quantize
         );
     }
-    let processor = qtune_deploy::Processor::parse(&args.processor).with_context(|| {
-        let all: Vec<&str> = qtune_deploy::Processor::ALL
-            .iter()
-            .map(|p| p.name())
-            .collect();
-        format!(
-            "--processor {}: expected one of {}",
-            args.processor,
-            all.join(", ")
-        )
-    })?;
-    let mode = processor
-        .profile()
-        .float_type(&args.fp_type)
-        .map_err(anyhow::Error::msg)?;
-    let inputs = list(&args.fpfwd_inputs);
-    let outputs = list(&args.fpfwd_outputs);
-    let blocks = args
-        .fpfwd_blocks
-        .iter()
-        .map(|b| qtune_search::parse_block(b))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
-    if inputs.is_empty() && outputs.is_empty() && blocks.is_empty() {
-        bail!("give at least one of --fpfwd_inputs, --fpfwd_outputs, --fpfwd_blocks");
-    }
-    // The ops as model_deploy plans them: BatchNorm folded into its Conv
-    // (the Conv takes the BatchNorm's name), as TPU-MLIR's canonicalization does.
-    let mut prepare = PrepareOptions::default();
-    prepare.fold_batchnorm = true;
-    let loaded = model::load_model(&args.mlir_file, None, &prepare, Naming::TopOps)?;
-    let (layers, warnings) =
-        qtune_search::fp_forward_layers(loaded.exec.graph(), &inputs, &outputs, &blocks);
-    for w in &warnings {
-        eprintln!("{w}");
-    }
+    let mut settings = qtune::search::FpForwardSettings::default();
+    settings.model = args.mlir_file.clone();
+    settings.processor = args.processor.clone();
+    settings.fp_type = args.fp_type.clone();
+    settings.inputs = list(&args.fpfwd_inputs);
+    settings.outputs = list(&args.fpfwd_outputs);
+    settings.blocks = args.fpfwd_blocks.clone();
+    let found = qtune::search::fp_forward(&settings, &crate::progress::Stderr)?;
     let time = match (&args.fixed_time, args.no_time) {
         (Some(t), _) => Some(t.clone()),
         (None, true) => None,
-        (None, false) => Some(super::calibrate::python_now()),
+        (None, false) => Some(qtune::python_now()),
     };
-    let text =
-        qtune_search::fp_forward_table(time.as_deref(), processor.name(), mode.name(), &layers);
-    qtune_tensor::write_atomic(&args.output, |w| {
-        std::io::Write::write_all(w, text.as_bytes())
-    })
-    .with_context(|| format!("writing `{}`", args.output.display()))?;
+    found.write(&args.output, time.as_deref())?;
     eprintln!(
         "wrote {} ({} {} layer(s))",
         args.output.display(),
-        layers.len(),
-        mode
+        found.layers.len(),
+        found.mode
     );
     Ok(())
 }

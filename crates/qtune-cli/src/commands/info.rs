@@ -3,7 +3,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use qtune_ir::{Graph, NodeId};
+use qtune_ir::Graph;
 
 use crate::model;
 
@@ -16,18 +16,8 @@ pub struct Args {
     input_shapes: Option<String>,
 }
 
-/// The op of a node as TPU-MLIR prints it (`top.Conv`), with its fused
-/// Relu (`do_relu`, and the limit when there is one).
-pub(crate) fn op_label(g: &Graph, id: NodeId) -> String {
-    let n = g.node(id);
-    let top = qtune_ir::mlir::top_op_type(g, id)
-        .map_or_else(|| n.op.op_type().to_string(), str::to_string);
-    match n.relu.map(|r| r.limit) {
-        None => top,
-        Some(None) => format!("{top} do_relu"),
-        Some(Some(l)) => format!("{top} do_relu relu_limit={l}"),
-    }
-}
+/// The op of a node as TPU-MLIR prints it ([`qtune::deploy::op_label`]).
+pub(crate) use qtune::deploy::op_label;
 
 pub fn run(args: Args) -> Result<()> {
     let exec = model::load(&args.model, args.input_shapes.as_deref())?;

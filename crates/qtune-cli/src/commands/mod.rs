@@ -1,5 +1,4 @@
 pub mod bench;
-pub(crate) mod bias_correction;
 pub mod calibrate;
 pub mod classify;
 pub mod compare;
@@ -13,7 +12,6 @@ pub mod report;
 pub mod run;
 pub mod search;
 pub mod transform;
-pub mod weight_transforms;
 
 /// Runs a command inside a rayon pool of `threads` workers (default: all
 /// cores). The whole command runs on a pool thread, so the kernels' parallel

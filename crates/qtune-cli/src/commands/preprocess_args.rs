@@ -1,11 +1,13 @@
 //! The image preprocessing flags of TPU-MLIR's `model_transform`, shared by
-//! every command that reads images.
+//! every command that reads images. The settings and their validation are
+//! the library's ([`qtune::Preprocess`]).
 
 use anyhow::Result;
-use qtune_data::{PreprocessConfig, PreprocessFlags};
+use qtune::Preprocess;
+use qtune_data::PreprocessConfig;
 use qtune_ir::mlir::MlirAttr;
 
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
 pub struct PreprocessArgs {
     /// Resize the image to h,w before cropping to the network input (default: the input size).
     #[arg(long = "resize_dims", alias = "resize-dims")]
@@ -37,166 +39,69 @@ pub struct PreprocessArgs {
 }
 
 impl PreprocessArgs {
+    /// The library's settings of these flags.
+    pub fn settings(&self) -> Preprocess {
+        let mut p = Preprocess::default();
+        p.resize_dims = self.resize_dims.clone();
+        p.keep_aspect_ratio = self.keep_aspect_ratio;
+        p.keep_ratio_mode = self.keep_ratio_mode.clone();
+        p.mean = self.mean.clone();
+        p.scale = self.scale.clone();
+        p.pixel_format = self.pixel_format.clone();
+        p.channel_format = self.channel_format.clone();
+        p.pad_value = self.pad_value.clone();
+        p.pad_type = self.pad_type.clone();
+        p
+    }
+
+    fn of(p: Preprocess) -> Self {
+        PreprocessArgs {
+            resize_dims: p.resize_dims,
+            keep_aspect_ratio: p.keep_aspect_ratio,
+            keep_ratio_mode: p.keep_ratio_mode,
+            mean: p.mean,
+            scale: p.scale,
+            pixel_format: p.pixel_format,
+            channel_format: p.channel_format,
+            pad_value: p.pad_value,
+            pad_type: p.pad_type,
+        }
+    }
+
     /// Whether `--channel_format nhwc` was given.
     pub fn is_nhwc(&self) -> bool {
-        self.channel_format.as_deref().map(str::trim) == Some("nhwc")
+        self.settings().is_nhwc()
     }
 
     /// The `top.Input` attributes TPU-MLIR's model_transform stores for an
-    /// image input, from the resolved configuration. Mean and scale keep
-    /// the flag's decimal values (as f64, as TPU-MLIR's Python does).
+    /// image input ([`Preprocess::input_attrs`]).
     pub fn input_attrs(&self, cfg: &PreprocessConfig) -> Result<Vec<(String, MlirAttr)>> {
-        let floats = |flag: &str, given: &Option<String>, fallback: &[f32]| -> Result<Vec<f64>> {
-            match given {
-                Some(s) => s
-                    .split(',')
-                    .map(|v| {
-                        v.trim()
-                            .parse::<f64>()
-                            .map_err(|_| anyhow::anyhow!("--{flag} `{s}`: `{v}` is not a number"))
-                    })
-                    .collect(),
-                None => Ok(fallback.iter().map(|&v| f64::from(v)).collect()),
-            }
-        };
-        let dims = cfg.effective_resize_dims();
-        let to_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-        Ok(vec![
-            (
-                "channel_format".into(),
-                MlirAttr::Str(cfg.channel_format.to_string()),
-            ),
-            (
-                "keep_aspect_ratio".into(),
-                MlirAttr::Bool(cfg.keep_aspect_ratio),
-            ),
-            (
-                "keep_ratio_mode".into(),
-                MlirAttr::Str(cfg.keep_ratio_mode.to_string()),
-            ),
-            (
-                "mean".into(),
-                MlirAttr::F64Array(floats("mean", &self.mean, &cfg.mean)?),
-            ),
-            ("pad_type".into(), MlirAttr::Str(cfg.pad_type.to_string())),
-            ("pad_value".into(), MlirAttr::I64(i64::from(cfg.pad_value))),
-            (
-                "pixel_format".into(),
-                MlirAttr::Str(cfg.pixel_format.to_string()),
-            ),
-            (
-                "resize_dims".into(),
-                MlirAttr::I64Array(dims.iter().map(|&d| to_i64(d)).collect()),
-            ),
-            (
-                "scale".into(),
-                MlirAttr::F64Array(floats("scale", &self.scale, &cfg.scale)?),
-            ),
-        ])
+        Ok(self.settings().input_attrs(cfg)?)
     }
 
-    /// Rebuilds the flags from `top.Input` attributes of an .mlir, so tools
-    /// that read an .mlir preprocess images exactly as model_transform was
-    /// told to. Returns `None` when the input carries no preprocessing.
+    /// The flags of the `top.Input` attributes of an .mlir
+    /// ([`Preprocess::from_input_attrs`]).
     pub fn from_input_attrs(attrs: &[(String, MlirAttr)]) -> Option<Self> {
-        let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v);
-        let list = |k: &str| -> Option<String> {
-            let v = get(k)?;
-            if let Some(a) = v.as_i64_array() {
-                return Some(
-                    a.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-            }
-            v.as_f64_vec().map(|a| {
-                a.iter()
-                    .map(|x| format!("{x}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-        };
-        let text = |k: &str| get(k).and_then(|v| v.as_str().map(str::to_string));
-        let mean = list("mean")?;
-        Some(PreprocessArgs {
-            resize_dims: list("resize_dims"),
-            keep_aspect_ratio: get("keep_aspect_ratio")
-                .and_then(MlirAttr::as_bool)
-                .unwrap_or(false),
-            keep_ratio_mode: text("keep_ratio_mode"),
-            mean: Some(mean),
-            scale: list("scale"),
-            pixel_format: text("pixel_format"),
-            channel_format: text("channel_format"),
-            pad_value: get("pad_value")
-                .and_then(MlirAttr::as_i64)
-                .map(|v| v.to_string()),
-            pad_type: text("pad_type"),
-        })
+        Preprocess::from_input_attrs(attrs).map(Self::of)
     }
 
     /// The validated configuration for a network input of `shape`.
     pub fn config(&self, shape: &[usize]) -> Result<PreprocessConfig> {
-        let shape: [usize; 4] = shape.try_into().map_err(|_| {
-            anyhow::anyhow!("image input must have rank 4, the model's has shape {shape:?}")
-        })?;
-        let mut f = PreprocessFlags::default();
-        let pairs = [
-            ("resize_dims", &self.resize_dims),
-            ("keep_ratio_mode", &self.keep_ratio_mode),
-            ("mean", &self.mean),
-            ("scale", &self.scale),
-            ("pixel_format", &self.pixel_format),
-            ("channel_format", &self.channel_format),
-            ("pad_value", &self.pad_value),
-            ("pad_type", &self.pad_type),
-        ];
-        for (name, value) in pairs {
-            if let Some(v) = value {
-                f.set(name, Some(v))?;
-            }
-        }
-        if self.keep_aspect_ratio {
-            f.set("keep_aspect_ratio", None)?;
-        }
-        Ok(PreprocessConfig::from_flags(shape, &f)?)
+        Ok(self.settings().config(shape)?)
     }
 }
 
-/// The preprocessing of a one-image-input model: the flags, or for a .mlir
-/// made by model_transform the `top.Input` attributes it carries (flags
-/// are then an error: the file already says).
+/// The preprocessing of a one-image-input model ([`qtune::model_preprocess`]).
 pub fn model_preprocess(
     flags: &PreprocessArgs,
     loaded: &crate::model::LoadedModel,
     model: &std::path::Path,
     command: &str,
 ) -> Result<PreprocessConfig> {
-    let g = loaded.exec.graph();
-    if g.inputs.len() != 1 {
-        anyhow::bail!(
-            "model `{}` has {} inputs; {command} needs one image input",
-            model.display(),
-            g.inputs.len()
-        );
-    }
-    let input = g.inputs[0];
-    let from_file = loaded
-        .input_attrs
-        .iter()
-        .find(|a| a.name == g.value(input).name)
-        .and_then(|a| PreprocessArgs::from_input_attrs(&a.attrs));
-    let given = format!("{flags:?}") != format!("{:?}", PreprocessArgs::default());
-    let pre = match from_file {
-        Some(_) if given => anyhow::bail!(
-            "preprocessing flags apply to .onnx models only; `{}` carries its own (top.Input attributes)",
-            model.display()
-        ),
-        Some(p) => p,
-        None => flags.clone(),
-    };
-    anyhow::Context::with_context(pre.config(g.shape_of(input)?.dims()), || {
-        format!("model `{}`", model.display())
-    })
+    Ok(qtune::model_preprocess(
+        &flags.settings(),
+        loaded,
+        model,
+        command,
+    )?)
 }

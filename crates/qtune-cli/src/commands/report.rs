@@ -370,11 +370,11 @@ fn run_inner(args: Args) -> Result<()> {
     if args.input_num == 0 {
         bail!("--input_num must be at least 1");
     }
-    let cal = super::calibrate::calibration_input(
+    let cal = crate::flags::calibration_input(
         &args.model,
         args.input_shapes.as_deref(),
         &args.preprocess,
-        &super::calibrate::SampleArgs {
+        &crate::flags::SampleArgs {
             dataset: args.dataset.as_deref(),
             data_list: args.data_list.as_deref(),
             input_num: args.input_num,

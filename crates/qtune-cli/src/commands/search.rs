@@ -3,9 +3,7 @@
 //! `run_sensitive_layer` (spec sections 3.6 to 3.10). The work is in
 //! `qtune_search::mix`; this is flag handling, sample loading and output.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -22,76 +20,15 @@ use qtune_search::{
 };
 use qtune_tensor::Tensor;
 
-use super::calibrate::{
-    Bar, CalibrationInput, SampleArgs, calibration_input, parse_debug_cmd, python_now,
-};
+use qtune::CalibrationInput;
+
 use super::preprocess_args::PreprocessArgs;
+use crate::flags::{
+    Args as CalibrateArgs, SampleArgs, calibration_input, parse_bool_flag, parse_debug_cmd,
+};
+pub use crate::flags::{SearchCommonFlags, SearchFlags};
 use crate::model::{self, Naming};
-
-/// Flags of the searches beyond run_calibration's own.
-#[derive(clap::Args, Debug, Clone)]
-pub struct SearchFlags {
-    /// Per-layer similarity floor of mix_search / run_qtable, on the mapped
-    /// scale 0.5 + 0.5*cos (default 0.99).
-    #[arg(long = "min_layer_cos", alias = "min-layer-cos")]
-    pub min_layer_cos: Option<f64>,
-    /// How search_threshold scores a table: cos (mean mapped output cosine)
-    /// or snr (1 - noise/signal power).
-    #[arg(
-        long = "benchmark_method",
-        alias = "benchmark-method",
-        default_value = "cos"
-    )]
-    pub benchmark_method: String,
-    /// Float type of the layers a search keeps in float: auto (the chip's:
-    /// F16 on bm1684x/bm1688/cv186x/bm1690, F32 on bm1684, BF16 on cv18xx),
-    /// F16, F32 or BF16 (must be one the chip runs).
-    #[arg(long = "fp_type", alias = "fp-type", default_value = "auto")]
-    pub fp_type: String,
-    /// Compare these tensors instead of the model outputs: `a,b` or
-    /// `a:0.3,b:0.7` (rates summing to 1).
-    #[arg(long = "global_compare_layers", alias = "global-compare-layers")]
-    pub global_compare_layers: Option<String>,
-    /// True: keep TPU-MLIR's transformer pattern layers in float throughout
-    /// the search and in its qtable (spec 3.13: the Adds feeding a
-    /// LayerNorm, every GELU / SiLU, the MatMul reading a GELU). The op-type
-    /// pre-screen (spec 3.9.3) runs in search_qtable either way.
-    #[arg(long, default_value = "False")]
-    pub transformer: String,
-    /// Loss table of mix_search (default `<quantize_table>_loss.txt`).
-    #[arg(long = "loss_table", alias = "loss-table")]
-    pub loss_table: Option<PathBuf>,
-    /// Continue an interrupted search from its journal
-    /// (`<qtable>.journal`) without redoing finished layers.
-    #[arg(long)]
-    pub resume: bool,
-    /// Memory for the activations a search keeps, in MiB: the float
-    /// model's layer tensors (up to half; the rest go to a scratch file)
-    /// and the cached tensors of the configuration being refined (past it
-    /// they are recomputed when needed). Results do not depend on it.
-    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 1024)]
-    pub cache_mb: usize,
-    /// Memory, in MiB, for the tuner's float activations (every tensor of
-    /// the tuning samples) of the calibrations a search runs; past it they
-    /// go to a scratch file in the temporary directory and are read back
-    /// when needed. Results do not depend on it. Default 512. run_qtable
-    /// calibrates nothing: there it has no effect (a warning says so).
-    #[arg(long = "memory_mb", alias = "memory-mb")]
-    pub memory_mb: Option<usize>,
-}
-
-impl SearchFlags {
-    /// `--memory_mb` (or its default) in bytes.
-    pub fn memory_bytes(&self) -> usize {
-        self.memory_mb
-            .unwrap_or(DEFAULT_MEMORY_MB)
-            .saturating_mul(1 << 20)
-    }
-}
-
-/// Default of `--memory_mb` (with it, kl with tuning on ppocr_v4_det640
-/// stays under 2 GB).
-pub const DEFAULT_MEMORY_MB: usize = qtune_search::DEFAULT_KEEP_MEMORY_BYTES >> 20;
+use crate::progress::Bar;
 
 /// What every search needs.
 struct SearchContext {
@@ -167,7 +104,7 @@ fn context(a: &ContextArgs) -> Result<SearchContext> {
     let time_text = match (a.fixed_time, a.no_time) {
         (Some(t), _) => Some(t.to_string()),
         (None, true) => None,
-        (None, false) => Some(python_now()),
+        (None, false) => Some(qtune::python_now()),
     };
     Ok(SearchContext {
         cal,
@@ -193,10 +130,7 @@ fn context(a: &ContextArgs) -> Result<SearchContext> {
 
 impl SearchContext {
     fn bar(&self) -> Bar {
-        Bar {
-            visible: !self.quiet && std::io::stderr().is_terminal(),
-            bar: Mutex::new(None),
-        }
+        Bar::new(self.quiet)
     }
 
     /// The graph inputs of the first `n` sample batches, by name.
@@ -502,7 +436,7 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
 }
 
 /// `--we` before search_threshold: the equalized model's path.
-fn equalized_model(args: &super::calibrate::Args) -> Result<PathBuf> {
+fn equalized_model(args: &CalibrateArgs) -> Result<PathBuf> {
     let cal = calibration_input(
         &args.model,
         args.input_shapes.as_deref(),
@@ -516,11 +450,8 @@ fn equalized_model(args: &super::calibrate::Args) -> Result<PathBuf> {
         },
         true,
     )?;
-    let bar = Bar {
-        visible: !args.quiet && std::io::stderr().is_terminal(),
-        bar: Mutex::new(None),
-    };
-    let request = super::weight_transforms::TransformRequest {
+    let bar = Bar::new(args.quiet);
+    let request = qtune::transforms::TransformRequest {
         we: true,
         sq: false,
         sq_alpha: args.sq_alpha,
@@ -528,9 +459,8 @@ fn equalized_model(args: &super::calibrate::Args) -> Result<PathBuf> {
         calibration_table: &args.calibration_table,
         tune_list: args.tune_list.as_deref(),
         input_attrs: &cal.loaded.input_attrs,
-        quiet: args.quiet,
     };
-    let t = super::weight_transforms::apply(
+    let t = qtune::transforms::apply_weight_transforms(
         &request,
         &cal.loaded.exec,
         &cal.loader,
@@ -546,16 +476,18 @@ fn equalized_model(args: &super::calibrate::Args) -> Result<PathBuf> {
 /// table, calibrates the corrected model again with the chosen method (tuned
 /// as the search tunes) and writes that table to -o.
 fn bias_correct_and_recalibrate(
-    args: &super::calibrate::Args,
+    args: &CalibrateArgs,
     ctx: &SearchContext,
     table: &CalibrationTable,
     method: CalibrationMethod,
     tune_steps: Option<u32>,
 ) -> Result<()> {
-    let bc = super::calibrate::bias_correction_request(args, &ctx.cal.loaded.input_attrs);
+    let settings = args.settings(method, &parse_debug_cmd(&args.debug_cmd)?, None)?;
+    let bc_settings = args.bias_correction().unwrap_or_default();
+    let bc = qtune::bias_correction_request(&settings, &bc_settings, &ctx.cal.loaded.input_attrs);
     let exec = qtune_exec::Executor::new(ctx.graph.clone())?;
     let bar = ctx.bar();
-    let c = super::bias_correction::apply(
+    let c = qtune::transforms::correct_biases(
         &bc,
         &exec,
         table,
@@ -598,7 +530,7 @@ fn bias_correct_and_recalibrate(
 }
 
 /// `run_calibration --search ...`.
-pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
+pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
     let start = Instant::now();
     args.report_flags.check()?;
     let mode = args.search.as_deref().unwrap_or("False");
@@ -616,9 +548,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
     // calibration does.
     let qtable_path = match &args.quantize_table {
         Some(p) => p.clone(),
-        None if mode == "search_threshold" => {
-            super::calibrate::qtable_default_path(&args.calibration_table)
-        }
+        None if mode == "search_threshold" => qtune::qtable_default_path(&args.calibration_table),
         None => bail!(
             "--search {mode} needs --quantize_table (the qtable to write), as TPU-MLIR requires"
         ),
@@ -650,14 +580,14 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
             tune_num: args.tune_num,
         },
         processor: &args.processor,
-        fp_type: &flags.fp_type,
+        fp_type: &flags.common.fp_type,
         fixed_time: args.fixed_time.as_deref(),
         no_time: args.no_time,
         quiet: args.quiet,
     })?;
     let mut ctx = ctx;
     ctx.keep_memory_bytes = flags.memory_bytes();
-    ctx.apply_transformer(&flags.transformer)?;
+    ctx.apply_transformer(&flags.common.transformer)?;
     // TPU-MLIR writes the shape/pattern qtable at start-up, whatever the mode.
     ctx.qtable(&[]).write(&qtable_path)?;
     let cali = &args.calibration_table;
@@ -686,8 +616,8 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
             let cal_time = start.elapsed();
             let mut ev = ctx.evaluator(
                 inference_num,
-                flags.global_compare_layers.as_deref(),
-                flags.cache_mb,
+                flags.common.global_compare_layers.as_deref(),
+                flags.common.cache_mb,
                 args.post_process.as_deref(),
             )?;
             ctx.f32_reference(&mut ev)?;
@@ -820,8 +750,8 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
             let t1 = Instant::now();
             let mut ev = ctx.evaluator(
                 inference_num,
-                flags.global_compare_layers.as_deref(),
-                flags.cache_mb,
+                flags.common.global_compare_layers.as_deref(),
+                flags.common.cache_mb,
                 args.post_process.as_deref(),
             )?;
             log.info(format!("run float mode: {}", ctx.model_path.display()));
@@ -848,7 +778,7 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                     "{} {} {}",
                     ctx.chip,
                     ctx.float_mode,
-                    flags.global_compare_layers.as_deref().unwrap_or("")
+                    flags.common.global_compare_layers.as_deref().unwrap_or("")
                 ),
                 args.post_process
                     .as_ref()
@@ -909,8 +839,8 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
             let cal_time = t0.elapsed();
             let mut ev = ctx.evaluator(
                 inference_num,
-                flags.global_compare_layers.as_deref(),
-                flags.cache_mb,
+                flags.common.global_compare_layers.as_deref(),
+                flags.common.cache_mb,
                 args.post_process.as_deref(),
             )?;
             // The reference is the model at the float type (spec 3.9.8).
@@ -977,8 +907,8 @@ pub fn run_calibration_search(args: &super::calibrate::Args) -> Result<()> {
                 .unwrap_or_else(|| PathBuf::from(format!("{}_loss.txt", qtable_path.display())));
             let ev = ctx.evaluator(
                 inference_num,
-                flags.global_compare_layers.as_deref(),
-                flags.cache_mb,
+                flags.common.global_compare_layers.as_deref(),
+                flags.common.cache_mb,
                 args.post_process.as_deref(),
             )?;
             run_mix_search(
@@ -1288,8 +1218,15 @@ pub struct QtableArgs {
     /// A Python file defining `PostProcess(data)`.
     #[arg(long = "post_process", alias = "post-process")]
     post_process: Option<PathBuf>,
+    /// Per-layer similarity floor, on the mapped scale 0.5 + 0.5*cos
+    /// (default 0.99).
+    #[arg(long = "min_layer_cos", alias = "min-layer-cos")]
+    min_layer_cos: Option<f64>,
+    /// The loss table to write (default `full_loss_table.txt`).
+    #[arg(long = "loss_table", alias = "loss-table")]
+    loss_table: Option<PathBuf>,
     #[command(flatten)]
-    flags: SearchFlags,
+    flags: SearchCommonFlags,
     #[command(flatten)]
     common: CommonArgs,
     #[command(flatten)]
@@ -1388,16 +1325,9 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
     )?;
     let mut ctx = ctx;
     ctx.apply_transformer(&args.flags.transformer)?;
-    if args.flags.memory_mb.is_some() {
-        eprintln!(
-            "warning: --memory_mb has no effect on run_qtable: it runs no calibration (the \
-             activations it keeps are bounded by --cache_mb)"
-        );
-    }
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     let mut log = SearchLog::new("Mix_Search", console(args.common.quiet));
     let loss_path = args
-        .flags
         .loss_table
         .clone()
         .unwrap_or_else(|| PathBuf::from("full_loss_table.txt"));
@@ -1415,7 +1345,7 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
             base_qtable: ctx.shape_qtable.clone(),
             float_mode: ctx.float_mode,
             expected_cos: args.expected_cos,
-            min_layer_cos: args.flags.min_layer_cos.unwrap_or(0.99),
+            min_layer_cos: args.min_layer_cos.unwrap_or(0.99),
             max_float_layers: args.max_float_layers,
         },
         &mut log,
@@ -1493,8 +1423,17 @@ pub struct SensitiveArgs {
         requires = "sensitivity_table"
     )]
     sensitivity_output: Option<String>,
+    /// Continue an interrupted search from its journal (`<-o>.journal`)
+    /// without redoing finished layers.
+    #[arg(long)]
+    resume: bool,
+    /// Memory, in MiB, for the tuner's float activations of the per-method
+    /// calibrations (past it they go to a scratch file). Results do not
+    /// depend on it. Default 512.
+    #[arg(long = "memory_mb", alias = "memory-mb")]
+    memory_mb: Option<usize>,
     #[command(flatten)]
-    flags: SearchFlags,
+    flags: SearchCommonFlags,
     #[command(flatten)]
     common: CommonArgs,
     #[command(flatten)]
@@ -1541,7 +1480,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
             (args.tune_num != 5, "--tune_num"),
             (args.tune_list.is_some(), "--tune_list"),
             (args.histogram_bin_num != 2048, "--histogram_bin_num"),
-            (args.flags.resume, "--resume"),
+            (args.resume, "--resume"),
             (args.report.report.is_some(), "--report"),
             (args.report.plot.is_some(), "--plot"),
         ] {
@@ -1567,7 +1506,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         &args.flags.fp_type,
     )?;
     let mut ctx = ctx;
-    ctx.keep_memory_bytes = args.flags.memory_bytes();
+    ctx.keep_memory_bytes = crate::flags::memory_bytes(args.memory_mb);
     ctx.apply_transformer(&args.flags.transformer)?;
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     if let Some(path) = &args.sensitivity_table {
@@ -1636,7 +1575,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         &mut log,
         &output,
         &fingerprint(&parts),
-        args.flags.resume,
+        args.resume,
         "success sensitive layer search",
         start,
         [cal_time, ref_time],
@@ -1696,13 +1635,4 @@ fn sensitivity_report(
         );
     }
     Ok(())
-}
-
-/// TPU-MLIR's `str2bool` values of a True/False flag.
-pub(crate) fn parse_bool_flag(flag: &str, v: &str) -> Result<bool> {
-    match v {
-        "True" | "true" | "1" | "yes" => Ok(true),
-        "False" | "false" | "0" | "no" => Ok(false),
-        other => bail!("{flag} {other}: expected True or False"),
-    }
 }

@@ -129,3 +129,189 @@ fn sensitivity_report_alone_refuses_search_flags() {
         assert_clean_failure(&out, &[extra[0], "runs only with -o"]);
     }
 }
+
+/// Every command refuses a flag it does not honour (exit 2, the flag and,
+/// for run_calibration's modes, the mode named) before any work: the
+/// standalone tools through clap (their flag structs lack the flag),
+/// run_calibration per `--search` mode through its validation stage.
+#[test]
+fn inapplicable_flags_are_refused_by_every_command() {
+    let base = |name: &str| {
+        let mut c = tool(name);
+        c.arg("/nonexistent/m.mlir");
+        c
+    };
+    // Clap's own refusal: the flag is not in the command's flag struct.
+    let search: &[&str] = &[
+        "/nonexistent/m.mlir",
+        "--dataset",
+        "/nonexistent",
+        "--calibration_table",
+        "t",
+        "-o",
+        "q",
+    ];
+    let fp: &[&str] = &["/nonexistent/m.mlir", "--processor", "bm1684x", "-o", "q"];
+    let transform: &[&str] = &[
+        "--model_name",
+        "m",
+        "--model_def",
+        "/nonexistent/m.onnx",
+        "--mlir",
+        "m.mlir",
+    ];
+    let deploy: &[&str] = &["--mlir", "/nonexistent/m.mlir", "--model", "o.onnx"];
+    let clap_cases: [(&str, &[&str], &[&str], &str); 9] = [
+        ("run_qtable", search, &["--resume"], "'--resume'"),
+        (
+            "run_qtable",
+            search,
+            &["--benchmark_method", "cos"],
+            "'--benchmark_method'",
+        ),
+        (
+            "run_qtable",
+            search,
+            &["--memory_mb", "64"],
+            "'--memory_mb'",
+        ),
+        (
+            "run_sensitive_layer",
+            search,
+            &["--min_layer_cos", "0.9"],
+            "'--min_layer_cos'",
+        ),
+        (
+            "run_sensitive_layer",
+            search,
+            &["--loss_table", "l.txt"],
+            "'--loss_table'",
+        ),
+        (
+            "run_sensitive_layer",
+            search,
+            &["--benchmark_method", "snr"],
+            "'--benchmark_method'",
+        ),
+        ("fp_forward", fp, &["--resume"], "'--resume'"),
+        ("model_transform", transform, &["--resume"], "'--resume'"),
+        (
+            "model_deploy",
+            deploy,
+            &["--inference_num", "3"],
+            "'--inference_num'",
+        ),
+    ];
+    for (name, args, extra, needle) in clap_cases {
+        let out = tool(name).args(args).args(extra).output().unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{name} {extra:?}: {err}");
+        assert!(
+            err.contains("unexpected argument") && err.contains(needle),
+            "{name} {extra:?}: {err}"
+        );
+    }
+    // model_deploy's comparison flags need what they compare.
+    let out = tool("model_deploy")
+        .args(["--mlir", "/nonexistent/m.mlir", "--model", "o.onnx"])
+        .args(["--tolerance", "0.9,0.9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("--test_reference"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // run_calibration: the mode's validation stage, one line naming both.
+    let cali_cases: [(&[&str], &str); 12] = [
+        (
+            &["--search", "search_threshold", "--resume"],
+            "--resume is not honoured by run_calibration --search search_threshold",
+        ),
+        (
+            &["--search", "fast_search", "--resume"],
+            "--resume is not honoured by run_calibration --search fast_search",
+        ),
+        (
+            &["--search", "mix_search", "--resume"],
+            "--resume is not honoured by run_calibration --search mix_search",
+        ),
+        (
+            &["--search", "mix_search", "--tune_num", "3"],
+            "--tune_num is not honoured by run_calibration --search mix_search",
+        ),
+        (
+            &["--search", "search_qtable", "--cali_method", "kl"],
+            "--cali_method is not honoured by run_calibration --search search_qtable",
+        ),
+        (
+            &["--search", "search_qtable", "--min_layer_cos", "0.9"],
+            "--min_layer_cos is not honoured by run_calibration --search search_qtable",
+        ),
+        (
+            &["--search", "search_threshold", "--max_float_layers", "3"],
+            "--max_float_layers is not honoured by run_calibration --search search_threshold",
+        ),
+        (
+            &["--search", "fast_search", "--report", "r.html"],
+            "--report is not honoured by run_calibration --search fast_search",
+        ),
+        (
+            &["--search", "mix_search", "--benchmark_method", "snr"],
+            "--benchmark_method is not honoured by run_calibration --search mix_search",
+        ),
+        (
+            &["--inference_num", "10"],
+            "--inference_num is not honoured by run_calibration plain calibration (no --search)",
+        ),
+        (
+            &["--expected_cos", "0.9"],
+            "--expected_cos is not honoured by run_calibration plain calibration (no --search) without --bc",
+        ),
+        (
+            &["--loss_table", "l.txt"],
+            "--loss_table is not honoured by run_calibration plain calibration",
+        ),
+    ];
+    for (extra, needle) in cali_cases {
+        let out = base("run_calibration")
+            .args(["--dataset", "/nonexistent", "-o", "t"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_clean_failure(&out, &[needle]);
+    }
+    // The same through `qtune calibrate`; a flag left at its default value
+    // is not "given".
+    let out = qtune()
+        .args([
+            "calibrate",
+            "/nonexistent/m.mlir",
+            "--dataset",
+            "/nonexistent",
+            "-o",
+            "t",
+        ])
+        .args(["--search", "mix_search", "--resume"])
+        .output()
+        .unwrap();
+    assert_clean_failure(
+        &out,
+        &["--resume is not honoured by run_calibration --search mix_search"],
+    );
+    let out = qtune()
+        .args([
+            "calibrate",
+            "/nonexistent/m.mlir",
+            "--dataset",
+            "/nonexistent",
+            "-o",
+            "t",
+        ])
+        .args(["--search", "mix_search"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, &["--search mix_search needs --quantize_table"]);
+}

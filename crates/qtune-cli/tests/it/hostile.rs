@@ -1283,36 +1283,24 @@ fn base_with_table(dir: &Path) {
 }
 
 /// `--memory_mb` bounds calibration activations; run_qtable calibrates
-/// nothing, so it says the flag has no effect there instead of taking it
-/// silently, and the qtable and loss table are those of a run without it.
+/// nothing, so it refuses the flag (exit 2, no qtable, no loss table)
+/// instead of taking it silently.
 #[test]
-fn run_qtable_says_memory_mb_has_no_effect() {
+fn run_qtable_refuses_memory_mb() {
     let dir = scratch("hostile_qtable_memory_mb");
     base_with_table(&dir);
-    let run = |extra: &[&str], qtable: &str, loss: &str| {
-        let out = run_ok(
-            tool("run_qtable")
-                .current_dir(&dir)
-                .args(["base.mlir", "--dataset", "d", "--input_num", "1"])
-                .args(["--calibration_table", "table.txt"])
-                .args(["--processor", "bm1684x", "-q", "--loss_table", loss])
-                .args(extra)
-                .args(["-o", qtable]),
-        );
-        let files = (
-            std::fs::read(dir.join(qtable)).unwrap(),
-            std::fs::read(dir.join(loss)).unwrap(),
-        );
-        (stderr_of(&out), files)
-    };
-    let (err, with) = run(&["--memory_mb", "64"], "q1", "l1");
-    assert!(
-        err.contains("warning: --memory_mb has no effect on run_qtable"),
-        "{err}"
-    );
-    let (err, without) = run(&[], "q2", "l2");
-    assert!(!err.contains("--memory_mb"), "{err}");
-    assert_eq!(with, without);
+    let out = tool("run_qtable")
+        .current_dir(&dir)
+        .args(["base.mlir", "--dataset", "d", "--input_num", "1"])
+        .args(["--calibration_table", "table.txt"])
+        .args(["--processor", "bm1684x", "-q", "--loss_table", "l1"])
+        .args(["--memory_mb", "64", "-o", "q1"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unexpected argument '--memory_mb'"), "{err}");
+    assert!(!dir.join("q1").exists() && !dir.join("l1").exists());
 }
 
 /// A non-finite threshold parses (Python's `float` reads `nan` and `inf`)

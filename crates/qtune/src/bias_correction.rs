@@ -1,4 +1,4 @@
-//! `run_calibration --bc`: bias correction after the main calibration
+//! `--bc`: bias correction after the main calibration
 //! (spec 1.1 and 3.12), with its log file `Bias_Correction` (spec 2.3).
 //! The work is in `qtune_search::bias_correction`.
 //!
@@ -11,22 +11,24 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use qtune_data::{PreprocessConfig, Selection, select_data_list, select_dataset};
+use anyhow::Context;
+use qtune_data::PreprocessConfig;
 use qtune_deploy::Processor;
 use qtune_exec::Executor;
 use qtune_ir::mlir::InputAttrs;
 use qtune_search::mix::log::SearchLog;
 use qtune_search::{
     BiasCorrectionReport, BiasCorrectionSettings, CalibrationTable, CorrectionOutcome, Progress,
-    QuantMode, SampleLoader, bias_correction,
+    QuantMode, bias_correction,
 };
 use qtune_tensor::Tensor;
 
-use super::weight_transforms::{self, Transformed, conv_op_name, output_stem};
+use crate::source::Selected;
+use crate::weight_transforms::{self, Transformed, conv_op_name, output_stem};
+use crate::{Reporter, Result};
 
-/// What bias correction needs from the command line.
-pub(crate) struct BcRequest<'a> {
+/// What bias correction needs.
+pub struct BcRequest<'a> {
     /// The input model (its stem names the written module).
     pub input_model: &'a Path,
     pub calibration_table: &'a Path,
@@ -37,11 +39,10 @@ pub(crate) struct BcRequest<'a> {
     pub fp_type: &'a str,
     pub bc_inference_num: usize,
     pub settings: BiasCorrectionSettings,
-    pub dataset: Option<&'a Path>,
-    pub data_list: Option<&'a Path>,
+    /// The samples (the first `bc_inference_num` are used).
+    pub source: &'a crate::CalibrationSource,
     pub tune_list: Option<&'a Path>,
     pub input_attrs: &'a [InputAttrs],
-    pub quiet: bool,
 }
 
 /// The first `n` samples of the dataset (or data list) for `graph`, as the
@@ -53,12 +54,8 @@ fn bc_samples(
     configs: &[Option<PreprocessConfig>],
 ) -> Result<Vec<Vec<(String, Tensor)>>> {
     let n = req.bc_inference_num;
-    let selection = match (req.data_list, req.dataset) {
-        (Some(list), _) => select_data_list(list, n, graph.inputs.len())?,
-        (None, Some(dir)) => select_dataset(dir, n)?,
-        (None, None) => anyhow::bail!("--bc needs samples: give --dataset or --data_list"),
-    };
-    let loader = SampleLoader::new(graph, selection, configs.to_vec())?;
+    let selection = req.source.select(n, graph.inputs.len())?;
+    let loader = selection.loader(graph, configs.to_vec())?;
     (0..loader.batch_count())
         .map(|i| {
             Ok(loader
@@ -119,30 +116,34 @@ fn log_lines(report: &BiasCorrectionReport, expected_cos: f64, log: &mut SearchL
 /// table was computed on) with `table`, writes the corrected model and the
 /// log, and returns the corrected model loaded for recalibration on
 /// `selection`.
-pub(crate) fn apply(
+pub fn apply(
     req: &BcRequest<'_>,
     exec: &Executor,
     table: &CalibrationTable,
-    selection: Selection,
+    selection: Selected,
     configs: Vec<Option<PreprocessConfig>>,
-    progress: &dyn Progress,
+    reporter: &dyn Reporter,
 ) -> Result<Transformed> {
+    let progress: &dyn Progress = reporter;
     let start = Instant::now();
-    let processor = Processor::parse(req.processor).with_context(|| {
+    let processor = Processor::parse(req.processor).ok_or_else(|| {
         let all: Vec<&str> = Processor::ALL.iter().map(|p| p.name()).collect();
-        format!(
-            "--bc simulates the int8 model of {}, not --processor {}",
-            all.join(", "),
-            req.processor
+        crate::Error::setting(
+            "processor",
+            format!(
+                "--bc simulates the int8 model of {}, not --processor {}",
+                all.join(", "),
+                req.processor
+            ),
         )
     })?;
     let fp_type = processor
         .profile()
         .float_type(req.fp_type)
-        .map_err(|e| anyhow::anyhow!("--fp_type: {e}"))?;
+        .map_err(|e| crate::Error::setting("fp_type", format!("--fp_type: {e}")))?;
     let graph = exec.graph();
     // The shape-computing ops stay float, as in the written qtable.
-    let float_mode = super::calibrate::float_mode(req.processor);
+    let float_mode = processor.profile().fp_auto;
     let qtable: Vec<(String, QuantMode)> = qtune_search::shape_layers(graph)
         .into_iter()
         .map(|l| (l, float_mode))
@@ -172,17 +173,17 @@ pub(crate) fn apply(
     let stem = output_stem(req.calibration_table, req.sq, req.we, true);
     let (mlir_path, weight_path) =
         weight_transforms::write_model(&corrected, &stem, req.input_model, req.input_attrs)?;
-    if !req.quiet && report.already_accurate {
-        println!(
+    if report.already_accurate {
+        reporter.line(&format!(
             "bias correction on {} sample(s): the int8 output cos (mapped) {:.6} is above --expected_cos {}; no bias changed (log: Bias_Correction)",
             report.samples, report.int8_cos, req.settings.expected_cos
-        );
-    } else if !req.quiet {
+        ));
+    } else {
         for line in &console {
-            println!("{line}");
+            reporter.line(line);
         }
         let trials = report.applied() + report.reverted();
-        println!(
+        reporter.line(&format!(
             "bias correction on {} sample(s): {} Conv(s) with a bias visited, {trials} below --min_layer_cos {}: {} corrected, {} reverted; output cos (mapped) {:.6} -> {:.6}{} in {:.2} s (log: Bias_Correction)",
             report.samples,
             report.convs.len(),
@@ -197,12 +198,12 @@ pub(crate) fn apply(
                 ""
             },
             start.elapsed().as_secs_f64()
-        );
-        println!(
+        ));
+        reporter.line(&format!(
             "wrote the bias-corrected model {} and {}; calibrating it",
             mlir_path.display(),
             weight_path.display()
-        );
+        ));
     }
     let mut reloaded = weight_transforms::reload(&mlir_path, selection, configs, req.tune_list)?;
     reloaded

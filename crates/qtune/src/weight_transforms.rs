@@ -1,4 +1,4 @@
-//! `run_calibration --sq` and `--we`: the float-preserving transforms run
+//! `--sq` and `--we`: the float-preserving transforms run
 //! before calibration, in TPU-MLIR's order (SmoothQuant, then weight
 //! equalization; spec 1.1), with their log files (spec 2.3).
 //!
@@ -11,8 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use qtune_data::{PreprocessConfig, Selection, select_data_list};
+use anyhow::Context;
+use qtune_data::{PreprocessConfig, select_data_list};
 use qtune_exec::{Executor, PrepareOptions};
 use qtune_ir::mlir::{InputAttrs, MlirWriteOptions, write_top_mlir};
 use qtune_search::{
@@ -21,10 +21,13 @@ use qtune_search::{
 };
 use qtune_tensor::{write_atomic, write_npz};
 
+use crate::Reporter;
+use crate::Result;
 use crate::model::{self, Naming};
+use crate::source::Selected;
 
-/// What the transforms need from the command line.
-pub(crate) struct TransformRequest<'a> {
+/// What the transforms need to know.
+pub struct TransformRequest<'a> {
     pub we: bool,
     pub sq: bool,
     pub sq_alpha: f64,
@@ -32,11 +35,10 @@ pub(crate) struct TransformRequest<'a> {
     pub calibration_table: &'a Path,
     pub tune_list: Option<&'a Path>,
     pub input_attrs: &'a [InputAttrs],
-    pub quiet: bool,
 }
 
 /// The transformed model, ready to calibrate.
-pub(crate) struct Transformed {
+pub struct Transformed {
     pub model: PathBuf,
     pub exec: Executor,
     pub loader: SampleLoader,
@@ -47,7 +49,7 @@ pub(crate) struct Transformed {
 
 /// The transformed model's file stem: `<table>` followed by `_sq`, `_we`
 /// and `_bc` for the transforms applied, in that order.
-pub(crate) fn output_stem(table: &Path, sq: bool, we: bool, bc: bool) -> PathBuf {
+pub fn output_stem(table: &Path, sq: bool, we: bool, bc: bool) -> PathBuf {
     let name = table
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -63,22 +65,22 @@ pub(crate) fn output_stem(table: &Path, sq: bool, we: bool, bc: bool) -> PathBuf
 
 /// A TPU-MLIR log file (`logging.basicConfig(filename=...)`): the old file
 /// is replaced, every line is `INFO:root:<message>`.
-pub(crate) fn write_log(name: &str, messages: &[String]) -> Result<()> {
+pub fn write_log(name: &str, messages: &[String]) -> Result<()> {
     let path = Path::new(name);
-    write_atomic(path, |w| {
+    Ok(write_atomic(path, |w| {
         for m in messages {
             writeln!(w, "INFO:root:{m}")?;
         }
         Ok(())
     })
-    .with_context(|| format!("cannot write log `{name}`"))
+    .with_context(|| format!("cannot write log `{name}`"))?)
 }
 
 use std::io::Write as _;
 
 /// The op name the .mlir writer gives a Conv writing tensor `name` (a
 /// Conv with BatchNorm folded writes the BatchNorm's tensor).
-pub(crate) fn conv_op_name(name: &str) -> String {
+pub fn conv_op_name(name: &str) -> String {
     if name.ends_with("_Conv") {
         name.to_string()
     } else {
@@ -163,14 +165,15 @@ fn smooth_quant_log(report: &SmoothQuantReport) -> Vec<String> {
 /// Runs `--sq` then `--we` on `exec`'s graph (BatchNorm folded), writes the
 /// new model and the logs, and returns it loaded with loaders for its
 /// inputs. `None` when neither is asked for.
-pub(crate) fn apply(
+pub fn apply(
     req: &TransformRequest<'_>,
     exec: &Executor,
     loader: &SampleLoader,
-    selection: Selection,
+    selection: Selected,
     configs: Vec<Option<PreprocessConfig>>,
-    progress: &dyn Progress,
+    reporter: &dyn Reporter,
 ) -> Result<Option<Transformed>> {
+    let progress: &dyn Progress = reporter;
     if !req.we && !req.sq {
         return Ok(None);
     }
@@ -250,10 +253,8 @@ pub(crate) fn apply(
     ));
     let mut reloaded = reload(&mlir_path, selection, configs, req.tune_list)?;
     reloaded.transforms = transforms;
-    if !req.quiet {
-        for line in &summary {
-            println!("{line}");
-        }
+    for line in &summary {
+        reporter.line(line);
     }
     Ok(Some(reloaded))
 }
@@ -262,7 +263,7 @@ pub(crate) fn apply(
 /// `<stem>_weight.npz` (weights first, then the .mlir that names them;
 /// both atomically) and returns both paths. `model` is the input model
 /// (its stem names the module).
-pub(crate) fn write_model(
+pub fn write_model(
     graph: &qtune_ir::Graph,
     stem: &Path,
     model: &Path,
@@ -297,16 +298,17 @@ pub(crate) fn write_model(
 
 /// Loads a written model with loaders for its inputs: what is calibrated
 /// next (the table is keyed by its op names).
-pub(crate) fn reload(
+pub fn reload(
     mlir_path: &Path,
-    selection: Selection,
+    selection: Selected,
     configs: Vec<Option<PreprocessConfig>>,
     tune_list: Option<&Path>,
 ) -> Result<Transformed> {
     let loaded = model::load_model(mlir_path, None, &PrepareOptions::default(), Naming::TopOps)?;
     let exec = loaded.exec;
     let g = exec.graph();
-    let loader = SampleLoader::new(g, selection, configs.clone())
+    let loader = selection
+        .loader(g, configs.clone())
         .with_context(|| format!("model `{}`", mlir_path.display()))?;
     let tune_loader = match tune_list {
         Some(list) => Some(SampleLoader::new(
