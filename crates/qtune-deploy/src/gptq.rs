@@ -55,6 +55,9 @@ pub struct Hessian {
     pub sum: Vec<f64>,
     /// The sum of the rows (`K` values), for the mean input.
     pub row_sum: Vec<f64>,
+    /// The sum of the absolute values of the rows (`K` values), for the
+    /// mean input magnitude per channel (AWQ's statistic, [`crate::awq`]).
+    pub abs_sum: Vec<f64>,
 }
 
 impl Hessian {
@@ -64,6 +67,7 @@ impl Hessian {
             rows: 0,
             sum: vec![0.0; k * k],
             row_sum: vec![0.0; k],
+            abs_sum: vec![0.0; k],
         }
     }
 
@@ -72,8 +76,9 @@ impl Hessian {
     pub fn add_rows(&mut self, x: &[f32]) {
         let k = self.k;
         for row in x.chunks_exact(k) {
-            for (s, &a) in self.row_sum.iter_mut().zip(row) {
+            for ((s, t), &a) in self.row_sum.iter_mut().zip(&mut self.abs_sum).zip(row) {
                 *s += f64::from(a);
+                *t += f64::from(a.abs());
             }
             for (i, &a) in row.iter().enumerate() {
                 let a = f64::from(a);
@@ -92,8 +97,9 @@ impl Hessian {
             *s += f64::from(g);
         }
         for row in x.chunks_exact(self.k) {
-            for (s, &a) in self.row_sum.iter_mut().zip(row) {
+            for ((s, t), &a) in self.row_sum.iter_mut().zip(&mut self.abs_sum).zip(row) {
                 *s += f64::from(a);
+                *t += f64::from(a.abs());
             }
             self.rows += 1;
         }
@@ -105,6 +111,29 @@ impl Hessian {
         #[allow(clippy::cast_precision_loss)]
         let n = self.rows.max(1) as f64;
         self.row_sum.iter().map(|s| s / n).collect()
+    }
+
+    /// The mean absolute input per channel (zeros before any row).
+    pub fn mean_abs(&self) -> Vec<f64> {
+        // Row counts stay far below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        let n = self.rows.max(1) as f64;
+        self.abs_sum.iter().map(|s| s / n).collect()
+    }
+
+    /// The Hessian of the inputs `x / s` (channel `c` divided by `s[c]`):
+    /// `S^-1 H S^-1`, the sums divided alike.
+    pub fn scaled_inputs(&self, s: &[f64]) -> Hessian {
+        let k = self.k;
+        let mut out = self.clone();
+        for i in 0..k {
+            for j in 0..k {
+                out.sum[i * k + j] = self.sum[i * k + j] / (s[i] * s[j]);
+            }
+            out.row_sum[i] = self.row_sum[i] / s[i];
+            out.abs_sum[i] = self.abs_sum[i] / s[i];
+        }
+        out
     }
 }
 

@@ -107,6 +107,15 @@ pub struct WeightMethodArgs {
     /// outputs).
     #[arg(long = "q_bias_correction", alias = "q-bias-correction")]
     pub q_bias_correction: bool,
+    /// AWQ (Lin et al. 2023) before --q_method: per input channel of each
+    /// weight-only layer a scale `mean|x|^alpha` (alpha searched per layer
+    /// input on 0, 0.05, ..., 1 for the least output error over
+    /// --calibration_data), folded exactly into what produces the input (a
+    /// LayerNorm's gamma / beta, the output channels of a projection
+    /// reached through Reshape / Transpose / attention's P V); layers
+    /// without such a fold stay unscaled. The graph keeps its ops.
+    #[arg(long = "q_awq", alias = "q-awq")]
+    pub q_awq: bool,
 }
 
 impl WeightMethodArgs {
@@ -136,6 +145,24 @@ impl WeightMethodArgs {
                 method.name()
             );
         }
+        if self.q_awq && !mode.is_weight_only() && !has_qtable {
+            bail!(
+                "--q_awq: applies to weight-only layers (--quantize W8F16, W8BF16, W4F16, \
+                 W4BF16, or qtable rows with those modes); --quantize {mode} has none"
+            );
+        }
+        if self.q_awq && self.calibration_data.is_none() {
+            bail!(
+                "--q_awq: needs --calibration_data DIR (the samples whose layer inputs give the \
+                 activation scales and the errors alpha is searched on)"
+            );
+        }
+        if self.q_awq && self.q_sequential {
+            bail!(
+                "--q_awq: not with --q_sequential (the scales are searched on the float model's \
+                 layer inputs)"
+            );
+        }
         let gptq = method.needs_calibration();
         if gptq && self.calibration_data.is_none() {
             bail!(
@@ -144,11 +171,15 @@ impl WeightMethodArgs {
                 method.name()
             );
         }
+        let data = !self.q_awq;
         let only_gptq = [
-            (self.calibration_data.is_some(), "--calibration_data"),
-            (self.calibration_num.is_some(), "--calibration_num"),
             (
-                self.calibration_mask_input.is_some(),
+                data && self.calibration_data.is_some(),
+                "--calibration_data",
+            ),
+            (data && self.calibration_num.is_some(), "--calibration_num"),
+            (
+                data && self.calibration_mask_input.is_some(),
                 "--calibration_mask_input",
             ),
             (self.q_act_order, "--q_act_order"),
@@ -158,7 +189,12 @@ impl WeightMethodArgs {
         ];
         if !gptq && let Some((_, flag)) = only_gptq.iter().find(|(given, _)| *given) {
             bail!(
-                "{flag}: applies to --q_method gptq / gptq_clip only (--q_method is {})",
+                "{flag}: applies to --q_method gptq / gptq_clip{} only (--q_method is {})",
+                if flag.starts_with("--calibration") {
+                    " or --q_awq"
+                } else {
+                    ""
+                },
                 method.name()
             );
         }
@@ -190,7 +226,7 @@ fn hessians(
     quant: &QuantArgs,
     method: qtune_deploy::WeightMethod,
     quiet: bool,
-) -> Result<Option<qtune_search::Sequential>> {
+) -> Result<Option<(qtune_search::Sequential, Option<qtune_ir::Graph>)>> {
     let Some(dir) = &w.calibration_data else {
         return Ok(None);
     };
@@ -240,6 +276,20 @@ fn hessians(
         })
     }
     .with_context(|| format!("--calibration_data {}", dir.display()))?;
+    let mut h = h;
+    let scaled = if w.q_awq {
+        Some(awq(
+            w,
+            graph,
+            quant,
+            method,
+            &loader,
+            &mut h.hessians,
+            quiet,
+        )?)
+    } else {
+        None
+    };
     if !quiet {
         let distinct: std::collections::BTreeSet<*const qtune_deploy::gptq::Hessian> =
             h.hessians.values().map(std::sync::Arc::as_ptr).collect();
@@ -257,7 +307,88 @@ fn hessians(
             start.elapsed().as_secs_f64()
         );
     }
-    Ok(Some(h))
+    Ok(Some((h, scaled)))
+}
+
+/// `--q_awq`: searches and folds the scales of every weight-only layer
+/// input with an exact fold ([`qtune_deploy::awq`]), replaces the layers'
+/// Hessians by those of the scaled inputs, and checks on the first
+/// calibration sample that the scaled float graph computes the original's
+/// outputs (within 1e-4 of each output's largest magnitude). Returns the
+/// scaled graph.
+fn awq(
+    w: &WeightMethodArgs,
+    graph: &qtune_ir::Graph,
+    quant: &QuantArgs,
+    method: qtune_deploy::WeightMethod,
+    loader: &qtune_search::SampleLoader,
+    hessians: &mut qtune_deploy::gptq::Hessians,
+    quiet: bool,
+) -> Result<qtune_ir::Graph> {
+    let start = std::time::Instant::now();
+    // Which layers are weight-only, and their modes: TPU-MLIR's plan.
+    let plan = quant
+        .quantize_with(graph, qtune_deploy::WeightOnly::default(), None)?
+        .plan;
+    let mode_of = |id: qtune_ir::NodeId| {
+        plan.modes
+            .get(id.index())
+            .copied()
+            .filter(|m| m.is_weight_only())
+    };
+    let wo = qtune_deploy::WeightOnly {
+        method,
+        act_order: w.q_act_order,
+        damp_ppm: w.damp_ppm(),
+        ..plan.weight_only
+    };
+    let mut scaled = graph.clone();
+    let report = qtune_deploy::awq::apply_awq(&mut scaled, hessians, &mode_of, wo)?;
+    // The float function is unchanged.
+    let sample = loader.load(0)?;
+    let opts = qtune_exec::RunOptions::new(Keep::Outputs, qtune_exec::Parallelism::Rayon);
+    let before =
+        qtune_exec::Executor::new(graph.clone())?.run(sample.clone(), &opts, &mut NoHook)?;
+    let after = qtune_exec::Executor::new(scaled.clone())?.run(sample, &opts, &mut NoHook)?;
+    for &o in &graph.outputs {
+        let (Some(a), Some(b)) = (before.get(o), after.get(o)) else {
+            bail!("--q_awq: output `{}` was not computed", graph.value(o).name);
+        };
+        let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
+        let top = a
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()))
+            .max(f32::MIN_POSITIVE);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        if !(worst <= 1e-4 * top) {
+            bail!(
+                "--q_awq: the scaled float model's output `{}` differs from the original by {worst} \
+                 (largest magnitude {top}): a fold is not exact",
+                graph.value(o).name
+            );
+        }
+    }
+    if !quiet {
+        let alphas: Vec<String> = report
+            .scaled
+            .iter()
+            .map(|s| format!("{:.2}", s.alpha))
+            .collect();
+        let unscaled: usize = report.unscaled.iter().map(|u| u.layers.len()).sum();
+        eprintln!(
+            "AWQ: {} layer inputs scaled (alpha {}), {unscaled} layers unscaled, in {:.2} s",
+            report.scaled.len(),
+            alphas.join(" "),
+            start.elapsed().as_secs_f64()
+        );
+        for u in &report.unscaled {
+            eprintln!("  unscaled {}: {}", u.layers.join(", "), u.reason);
+        }
+    }
+    Ok(scaled)
 }
 
 /// `model_deploy`: the same flags under TPU-MLIR's tool name.
@@ -329,7 +460,11 @@ fn run_inner(args: Args) -> Result<()> {
     let loaded = model::load_model(&args.mlir, None, &prepare, model::Naming::TopOps)?;
     let hessians = hessians(&args.weights, &loaded, &quant, method, args.quiet)?;
     let onnx_io = loaded.onnx_io;
-    let mut graph = loaded.exec.graph().clone();
+    let (hessians, scaled) = match hessians {
+        Some((h, g)) => (Some(h), g),
+        None => (None, None),
+    };
+    let mut graph = scaled.unwrap_or_else(|| loaded.exec.graph().clone());
     let hessians = hessians.map(|h| {
         for (name, t) in h.biases {
             graph.add_constant(name, t);
