@@ -493,6 +493,7 @@ impl QuantArgs {
                 method: method.method,
                 act_order: method.act_order,
                 damp_ppm: method.damp_ppm,
+                clip_by_output: method.clip_by_output,
                 ..self.weight_only()?
             },
         };

@@ -49,7 +49,8 @@ use qtune_tensor::Tensor;
 use crate::DeployError;
 use crate::gptq::{Hessian, Hessians};
 use crate::weight_only::{
-    WeightLayer, WeightOnly, float_mode, quantize_on_grids, round_to, weight_bits, weight_layer,
+    WeightLayer, WeightOnly, float_mode, quantize_on_grids, quantize_on_output_grids, round_to,
+    weight_bits, weight_layer,
 };
 
 /// Points of the `alpha` grid: 0, 0.05, ..., 1.
@@ -99,7 +100,17 @@ pub fn scaled_error(
         .enumerate()
         .map(|(i, &w)| (f64::from(w) * s[i % k]) as f32)
         .collect();
-    let mut q = quantize_on_grids(&scaled, k, bits, wo, clip, format).dequantized();
+    let mut q = if clip && wo.clip_by_output {
+        // The clip search on the error of the scaled layer: the inputs are
+        // X / s, their Hessian S^-1 H S^-1.
+        let hs: Vec<f64> = (0..k * k)
+            .map(|i| h[i] / (s[i / k] * s[i % k]))
+            .collect();
+        quantize_on_output_grids(&scaled, k, bits, wo, format, &hs)
+    } else {
+        quantize_on_grids(&scaled, k, bits, wo, clip, format)
+    }
+    .dequantized();
     round_to(&mut q, format);
     let rows: Vec<f64> = (0..n)
         .into_par_iter()

@@ -116,6 +116,12 @@ pub struct WeightMethodArgs {
     /// without such a fold stay unscaled. The graph keeps its ops.
     #[arg(long = "q_awq", alias = "q-awq")]
     pub q_awq: bool,
+    /// AWQ's clip search for --q_method clip / gptq_clip: each group's
+    /// shrink of the range (1.00 to 0.50 by 0.025) minimises its output
+    /// error over --calibration_data (`d^T H d` on the group's block of the
+    /// input Hessian) instead of its weight error.
+    #[arg(long = "q_awq_clip", alias = "q-awq-clip")]
+    pub q_awq_clip: bool,
 }
 
 impl WeightMethodArgs {
@@ -163,6 +169,23 @@ impl WeightMethodArgs {
                  layer inputs)"
             );
         }
+        if self.q_awq_clip {
+            if !matches!(method, WeightMethod::Clip | WeightMethod::GptqClip) {
+                bail!(
+                    "--q_awq_clip: applies to --q_method clip / gptq_clip only (--q_method is {})",
+                    method.name()
+                );
+            }
+            if self.calibration_data.is_none() {
+                bail!(
+                    "--q_awq_clip: needs --calibration_data DIR (the samples whose layer inputs \
+                     weigh each group's output error)"
+                );
+            }
+            if self.q_sequential {
+                bail!("--q_awq_clip: not with --q_sequential");
+            }
+        }
         let gptq = method.needs_calibration();
         if gptq && self.calibration_data.is_none() {
             bail!(
@@ -171,7 +194,7 @@ impl WeightMethodArgs {
                 method.name()
             );
         }
-        let data = !self.q_awq;
+        let data = !(self.q_awq || self.q_awq_clip);
         let only_gptq = [
             (
                 data && self.calibration_data.is_some(),
@@ -191,7 +214,7 @@ impl WeightMethodArgs {
             bail!(
                 "{flag}: applies to --q_method gptq / gptq_clip{} only (--q_method is {})",
                 if flag.starts_with("--calibration") {
-                    " or --q_awq"
+                    " or --q_awq / --q_awq_clip"
                 } else {
                     ""
                 },
@@ -340,6 +363,7 @@ fn awq(
         method,
         act_order: w.q_act_order,
         damp_ppm: w.damp_ppm(),
+        clip_by_output: w.q_awq_clip,
         ..plan.weight_only
     };
     let mut scaled = graph.clone();
@@ -475,6 +499,7 @@ fn run_inner(args: Args) -> Result<()> {
         method,
         act_order: args.weights.q_act_order,
         damp_ppm: args.weights.damp_ppm(),
+        clip_by_output: args.weights.q_awq_clip,
         ..Default::default()
     };
     let q = &quant.quantize_with(&graph, wo, hessians.as_ref())?;

@@ -522,7 +522,7 @@ fn weight_method_flags_that_do_not_apply_are_refused() {
                 "--calibration_data",
                 calib,
             ],
-            "--calibration_data: applies to --q_method gptq / gptq_clip or --q_awq only",
+            "--calibration_data: applies to --q_method gptq / gptq_clip or --q_awq / --q_awq_clip only",
         ),
         (
             &[
