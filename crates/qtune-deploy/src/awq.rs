@@ -103,9 +103,7 @@ pub fn scaled_error(
     let mut q = if clip && wo.clip_by_output {
         // The clip search on the error of the scaled layer: the inputs are
         // X / s, their Hessian S^-1 H S^-1.
-        let hs: Vec<f64> = (0..k * k)
-            .map(|i| h[i] / (s[i / k] * s[i % k]))
-            .collect();
+        let hs: Vec<f64> = (0..k * k).map(|i| h[i] / (s[i / k] * s[i % k])).collect();
         quantize_on_output_grids(&scaled, k, bits, wo, format, &hs)
     } else {
         quantize_on_grids(&scaled, k, bits, wo, clip, format)

@@ -397,7 +397,15 @@ impl State {
                 .flat_map_iter(|r| {
                     (0..groups).map(move |grp| {
                         let vals = &wt[r * k + grp * g..r * k + (grp + 1) * g];
-                        Some(grid_of(vals, scheme, opts.clip_grid, format, hv, k, grp * g))
+                        Some(grid_of(
+                            vals,
+                            scheme,
+                            opts.clip_grid,
+                            format,
+                            hv,
+                            k,
+                            grp * g,
+                        ))
                     })
                 })
                 .collect();

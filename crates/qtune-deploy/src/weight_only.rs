@@ -807,11 +807,11 @@ pub fn quantize_layer(
 }
 
 /// The layer's input Hessian, which the method needs, with `K` checked.
-fn checked_hessian<'a>(
+fn checked_hessian(
     opts: WeightOnly,
-    hessian: Option<&'a crate::gptq::Hessian>,
+    hessian: Option<&crate::gptq::Hessian>,
     k: usize,
-) -> Result<&'a crate::gptq::Hessian, String> {
+) -> Result<&crate::gptq::Hessian, String> {
     let h = hessian.ok_or_else(|| {
         format!(
             "{} needs the Hessian of the layer's input",

@@ -387,7 +387,7 @@ fn awq(
             .iter()
             .zip(&b)
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        if !(worst <= 1e-4 * top) {
+        if worst.is_nan() || worst > 1e-4 * top {
             bail!(
                 "--q_awq: the scaled float model's output `{}` differs from the original by {worst} \
                  (largest magnitude {top}): a fold is not exact",

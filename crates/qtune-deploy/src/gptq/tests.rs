@@ -463,7 +463,9 @@ fn output_clip_picks_the_least_output_error_per_group() {
             let vals = &w[r * k + grp * g..r * k + (grp + 1) * g];
             let (lo, hi) = vals
                 .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
             let mut best = (f64::INFINITY, 0f32, 0f32);
             for i in 0..OUTPUT_CLIP_STEPS {
                 let grid = scheme.grid(lo, hi, 1.0 - i as f32 * 0.025, FloatFormat::F16);
