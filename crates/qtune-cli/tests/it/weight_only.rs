@@ -450,10 +450,24 @@ fn weight_method_flags_that_do_not_apply_are_refused() {
     let mlir = transform_workload(&dir, "minilm_l6_s128");
     let calib = workloads().join("text/calib");
     let calib = calib.to_str().unwrap();
-    let cases: [(&[&str], &str); 13] = [
+    let cases: [(&[&str], &str); 15] = [
         (
             &["--quantize", "W4F16", "--q_awq"],
             "--q_awq: needs --calibration_data DIR",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_awq_clip",
+                "--calibration_data",
+                calib,
+            ],
+            "--q_awq_clip: applies to --q_method clip / gptq_clip only (--q_method is rtn)",
+        ),
+        (
+            &["--quantize", "W4F16", "--q_method", "clip", "--q_awq_clip"],
+            "--q_awq_clip: needs --calibration_data DIR",
         ),
         (
             &["--quantize", "F16", "--q_awq", "--calibration_data", calib],
@@ -585,7 +599,7 @@ fn weight_method_flags_that_do_not_apply_are_refused() {
     }
 }
 
-/// `--q_awq` with `gptq_clip` and with `rtn`: the 6 attention output
+/// `--q_awq` with `gptq_clip --q_awq_clip` and with `rtn`: the 6 attention output
 /// projections are scaled (the other 30 layers have no exact fold in
 /// post-LN BERT), and the export agrees in ONNX Runtime with qtune's
 /// simulation on all 60 validation sentences.
@@ -605,6 +619,7 @@ fn minilm_awq_exports_agree_with_simulation() {
                 "--q_act_order",
                 "--q_damp",
                 "0.1",
+                "--q_awq_clip",
             ],
         ),
         ("awq_rtn", &[]),
