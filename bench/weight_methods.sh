@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # QUALITY.md "Weight-only modes", weight quantizers: model_deploy's --q_method (rtn = TPU-MLIR's
-# rule, clip, gptq, gptq_clip; --q_act_order) on minilm_l6_s128 (W4F16 g128 and per channel,
+# rule, clip, gptq, gptq_clip; --q_act_order; --q_awq, --q_awq_clip) on minilm_l6_s128 (W4F16 g128 and per channel,
 # W8F16 per channel) and mobilenetv2_nsfw (W4F16 g128), bm1684x. Each deploy runs under
 # /usr/bin/time -v (wall time, peak RSS); each export runs in ONNX Runtime through
 # bench/quality.py against the float model on the validation set (text/val 60 sentences,
@@ -48,11 +48,19 @@ minilm_l6_s128|W4F16_g128_gptqclip_act|--quantize W4F16 --q_group_size 128 --q_m
 minilm_l6_s128|W4F16_g128_gptqclip_act_d0.1|--quantize W4F16 --q_group_size 128 --q_method gptq_clip --q_act_order --q_damp 0.1 $text $mask
 minilm_l6_s128|W4F16_g128_gptqclip_act_d0.1_seq|--quantize W4F16 --q_group_size 128 --q_method gptq_clip --q_act_order --q_damp 0.1 --q_sequential $text $mask
 minilm_l6_s128|W4F16_g128_gptqclip_act_d0.1_seq_bc|--quantize W4F16 --q_group_size 128 --q_method gptq_clip --q_act_order --q_damp 0.1 --q_sequential --q_bias_correction $text $mask
+minilm_l6_s128|W4F16_g128_awq_rtn|--quantize W4F16 --q_group_size 128 --q_awq $text $mask
+minilm_l6_s128|W4F16_g128_awq_clip|--quantize W4F16 --q_group_size 128 --q_awq --q_method clip $text $mask
+minilm_l6_s128|W4F16_g128_awq_gptqclip_act_d0.1|--quantize W4F16 --q_group_size 128 --q_awq --q_method gptq_clip --q_act_order --q_damp 0.1 $text $mask
+minilm_l6_s128|W4F16_g128_awqclip_clip|--quantize W4F16 --q_group_size 128 --q_method clip --q_awq_clip $text $mask
+minilm_l6_s128|W4F16_g128_awqclip_gptqclip_act_d0.1|--quantize W4F16 --q_group_size 128 --q_method gptq_clip --q_awq_clip --q_act_order --q_damp 0.1 $text $mask
+minilm_l6_s128|W4F16_g128_awq_awqclip_gptqclip_act_d0.1|--quantize W4F16 --q_group_size 128 --q_awq --q_awq_clip --q_method gptq_clip --q_act_order --q_damp 0.1 $text $mask
 minilm_l6_s128|W4F16_pc_rtn|--quantize W4F16
 minilm_l6_s128|W4F16_pc_clip|--quantize W4F16 --q_method clip
 minilm_l6_s128|W4F16_pc_gptq|--quantize W4F16 --q_method gptq $text $mask
 minilm_l6_s128|W4F16_pc_gptq_act|--quantize W4F16 --q_method gptq --q_act_order $text $mask
 minilm_l6_s128|W4F16_pc_gptqclip_act|--quantize W4F16 --q_method gptq_clip --q_act_order $text $mask
+minilm_l6_s128|W4F16_pc_awq_rtn|--quantize W4F16 --q_awq $text $mask
+minilm_l6_s128|W4F16_pc_awq_gptqclip_act|--quantize W4F16 --q_awq --q_method gptq_clip --q_act_order $text $mask
 minilm_l6_s128|W8F16_pc_rtn|--quantize W8F16
 minilm_l6_s128|W8F16_pc_clip|--quantize W8F16 --q_method clip
 minilm_l6_s128|W8F16_pc_gptq|--quantize W8F16 --q_method gptq $text $mask

@@ -44,7 +44,9 @@ use std::sync::Arc;
 
 use qtune_ir::FloatFormat;
 
-use crate::weight_only::{Grid, QuantizedWeight, Scheme, WeightOnly, group_grid};
+use crate::weight_only::{
+    Grid, HBlock, QuantizedWeight, Scheme, WeightOnly, group_grid, group_grid_output,
+};
 
 /// `X^T X` of a layer's calibration inputs, `K x K` row-major, summed in
 /// f64 over `rows` rows of `K` values.
@@ -55,6 +57,9 @@ pub struct Hessian {
     pub sum: Vec<f64>,
     /// The sum of the rows (`K` values), for the mean input.
     pub row_sum: Vec<f64>,
+    /// The sum of the absolute values of the rows (`K` values), for the
+    /// mean input magnitude per channel (AWQ's statistic, [`crate::awq`]).
+    pub abs_sum: Vec<f64>,
 }
 
 impl Hessian {
@@ -64,6 +69,7 @@ impl Hessian {
             rows: 0,
             sum: vec![0.0; k * k],
             row_sum: vec![0.0; k],
+            abs_sum: vec![0.0; k],
         }
     }
 
@@ -72,8 +78,9 @@ impl Hessian {
     pub fn add_rows(&mut self, x: &[f32]) {
         let k = self.k;
         for row in x.chunks_exact(k) {
-            for (s, &a) in self.row_sum.iter_mut().zip(row) {
+            for ((s, t), &a) in self.row_sum.iter_mut().zip(&mut self.abs_sum).zip(row) {
                 *s += f64::from(a);
+                *t += f64::from(a.abs());
             }
             for (i, &a) in row.iter().enumerate() {
                 let a = f64::from(a);
@@ -92,8 +99,9 @@ impl Hessian {
             *s += f64::from(g);
         }
         for row in x.chunks_exact(self.k) {
-            for (s, &a) in self.row_sum.iter_mut().zip(row) {
+            for ((s, t), &a) in self.row_sum.iter_mut().zip(&mut self.abs_sum).zip(row) {
                 *s += f64::from(a);
+                *t += f64::from(a.abs());
             }
             self.rows += 1;
         }
@@ -105,6 +113,29 @@ impl Hessian {
         #[allow(clippy::cast_precision_loss)]
         let n = self.rows.max(1) as f64;
         self.row_sum.iter().map(|s| s / n).collect()
+    }
+
+    /// The mean absolute input per channel (zeros before any row).
+    pub fn mean_abs(&self) -> Vec<f64> {
+        // Row counts stay far below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        let n = self.rows.max(1) as f64;
+        self.abs_sum.iter().map(|s| s / n).collect()
+    }
+
+    /// The Hessian of the inputs `x / s` (channel `c` divided by `s[c]`):
+    /// `S^-1 H S^-1`, the sums divided alike.
+    pub fn scaled_inputs(&self, s: &[f64]) -> Hessian {
+        let k = self.k;
+        let mut out = self.clone();
+        for i in 0..k {
+            for j in 0..k {
+                out.sum[i * k + j] = self.sum[i * k + j] / (s[i] * s[j]);
+            }
+            out.row_sum[i] = self.row_sum[i] / s[i];
+            out.abs_sum[i] = self.abs_sum[i] / s[i];
+        }
+        out
     }
 }
 
@@ -120,6 +151,10 @@ pub struct GptqOptions {
     pub act_order: bool,
     /// Grids from the clip search instead of the min / max rule.
     pub clip_grid: bool,
+    /// With `clip_grid`: the clip search minimises the group's output
+    /// error over its block of `H` (the undampened Hessian in the original
+    /// column order) instead of its weight error.
+    pub output_clip: bool,
     /// `lambda / mean(diag H)`.
     pub damp: f64,
     /// Columns per lazy batch (adjusted to the group, see the module docs).
@@ -131,6 +166,7 @@ impl Default for GptqOptions {
         GptqOptions {
             act_order: false,
             clip_grid: false,
+            output_clip: false,
             damp: 0.01,
             block: 128,
         }
@@ -306,6 +342,25 @@ struct State {
     /// By (output channel, group).
     grids: Vec<Option<Grid>>,
     codes: Vec<f32>,
+    /// The Hessian the output-error clip search weighs groups with.
+    output_h: Option<Vec<f64>>,
+}
+
+/// The grid of the group of columns `c0..c0 + vals.len()`: the clip search
+/// on the output error when `h` is given, else [`group_grid`].
+fn grid_of(
+    vals: &[f32],
+    scheme: Scheme,
+    clip: bool,
+    format: FloatFormat,
+    h: Option<&[f64]>,
+    k: usize,
+    c0: usize,
+) -> Grid {
+    match h {
+        Some(h) if clip => group_grid_output(vals, scheme, format, HBlock { h, k, c0 }),
+        _ => group_grid(vals, scheme, clip, format),
+    }
 }
 
 impl State {
@@ -319,6 +374,7 @@ impl State {
         opts: GptqOptions,
         format: FloatFormat,
         perm: Vec<usize>,
+        h: Option<&[f64]>,
     ) -> State {
         let (scheme, g) = Scheme::of(wt, k, bits, wo);
         let g = g.max(1);
@@ -329,16 +385,30 @@ impl State {
             }
         }
         let groups = k / g;
+        let output_h = h.filter(|_| opts.output_clip).map(<[f64]>::to_vec);
         let mut grids = vec![None; n * groups];
-        // With act-order the grids are fixed from the original weights.
+        // With act-order the grids are fixed from the original weights
+        // (rows in parallel: each row's grids depend on that row only).
         if opts.act_order {
-            for r in 0..n {
-                for grp in 0..groups {
-                    let vals = &wt[r * k + grp * g..r * k + (grp + 1) * g];
-                    grids[r * groups + grp] =
-                        Some(group_grid(vals, scheme, opts.clip_grid, format));
-                }
-            }
+            use rayon::prelude::*;
+            let hv = output_h.as_deref();
+            grids = (0..n)
+                .into_par_iter()
+                .flat_map_iter(|r| {
+                    (0..groups).map(move |grp| {
+                        let vals = &wt[r * k + grp * g..r * k + (grp + 1) * g];
+                        Some(grid_of(
+                            vals,
+                            scheme,
+                            opts.clip_grid,
+                            format,
+                            hv,
+                            k,
+                            grp * g,
+                        ))
+                    })
+                })
+                .collect();
         }
         State {
             n,
@@ -352,6 +422,7 @@ impl State {
             w,
             grids,
             codes: vec![0.0; n * k],
+            output_h,
         }
     }
 
@@ -370,8 +441,15 @@ impl State {
                     let x = self.w[(a + t) * n + r] as f32;
                     *v = x;
                 }
-                self.grids[r * groups + a / g] =
-                    Some(group_grid(&vals, self.scheme, self.clip, self.format));
+                self.grids[r * groups + a / g] = Some(grid_of(
+                    &vals,
+                    self.scheme,
+                    self.clip,
+                    self.format,
+                    self.output_h.as_deref(),
+                    k,
+                    a,
+                ));
             }
         }
         let c = self.perm[a];
@@ -432,7 +510,7 @@ pub fn gptq(
     check(wt, n, k, wo)?;
     let p = prepare(h, k, opts)?;
     let u = p.u;
-    let mut st = State::new(wt, n, k, bits, wo, opts, format, p.perm);
+    let mut st = State::new(wt, n, k, bits, wo, opts, format, p.perm, Some(h));
     let b = block_len(opts.block, st.g);
     let mut err = vec![0f64; b * n];
     let mut b0 = 0;
@@ -480,7 +558,7 @@ pub fn gptq_reference(
     check(wt, n, k, wo)?;
     let p = prepare(h, k, opts)?;
     let u = p.u;
-    let mut st = State::new(wt, n, k, bits, wo, opts, format, p.perm);
+    let mut st = State::new(wt, n, k, bits, wo, opts, format, p.perm, Some(h));
     let mut err = vec![0f64; n];
     for a in 0..k {
         st.quantize_column(a, u[a * k + a], &mut err);

@@ -11,6 +11,7 @@
 //!   pass; int8 layers run on integers, see [`sim`]) and `qtune_onnx`
 //!   writes it as a QDQ ONNX model for ONNX Runtime.
 
+pub mod awq;
 pub mod gptq;
 mod io_names;
 mod plan;

@@ -73,6 +73,11 @@ pub struct WeightOnly {
     /// GPTQ's dampening `lambda / mean(diag H)` in millionths (0: the
     /// paper's 0.01); an integer so that the options stay `Eq`.
     pub damp_ppm: u32,
+    /// `clip` / `gptq_clip`: the clip search minimises each group's output
+    /// error `d^T H_g d` (`H_g` the group's block of the input Hessian)
+    /// instead of its weight error `d^T d` (AWQ's `auto_clip`,
+    /// `--q_awq_clip`).
+    pub clip_by_output: bool,
 }
 
 impl WeightOnly {
@@ -639,6 +644,109 @@ pub(crate) fn group_grid(group: &[f32], scheme: Scheme, clip: bool, format: Floa
     best
 }
 
+/// Shrink factors the output-error clip search tries: 1.00 down to 0.50 by
+/// 0.025 (AWQ's `auto_clip` grid is 1.00 to 0.55 by 0.05).
+pub(crate) const OUTPUT_CLIP_STEPS: usize = 21;
+
+/// The input Hessian (`K x K`) whose diagonal block weighs a group's
+/// error, and the group's first column.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HBlock<'a> {
+    pub h: &'a [f64],
+    pub k: usize,
+    pub c0: usize,
+}
+
+/// `d^T H_g d` of the group starting at column `hb.c0`.
+pub(crate) fn block_error(d: &[f64], hb: HBlock) -> f64 {
+    let mut e = 0.0;
+    for (i, &di) in d.iter().enumerate() {
+        let row = &hb.h[(hb.c0 + i) * hb.k + hb.c0..(hb.c0 + i) * hb.k + hb.c0 + d.len()];
+        let mut t = [0f64; 4];
+        let chunks = d.len() / 4;
+        for c in 0..chunks {
+            for l in 0..4 {
+                t[l] += row[c * 4 + l] * d[c * 4 + l];
+            }
+        }
+        let mut tail = 0.0;
+        for j in chunks * 4..d.len() {
+            tail += row[j] * d[j];
+        }
+        e += di * ((t[0] + t[1]) + (t[2] + t[3]) + tail);
+    }
+    e
+}
+
+/// The grid of `group` (columns `hb.c0..`) whose codes give the least
+/// output error `d^T H_g d` among the shrink factors of
+/// [`OUTPUT_CLIP_STEPS`] (on equal errors the wider range wins).
+pub(crate) fn group_grid_output(
+    group: &[f32],
+    scheme: Scheme,
+    format: FloatFormat,
+    hb: HBlock,
+) -> Grid {
+    let (lo, hi) = min_max(group);
+    let mut best = scheme.grid(lo, hi, 1.0, format);
+    let mut best_err = f64::INFINITY;
+    let mut d = vec![0f64; group.len()];
+    for i in 0..OUTPUT_CLIP_STEPS {
+        // i <= 20: exact.
+        #[allow(clippy::cast_precision_loss)]
+        let alpha = 1.0 - i as f32 * 0.025;
+        let grid = scheme.grid(lo, hi, alpha, format);
+        for (e, &w) in d.iter_mut().zip(group) {
+            *e = f64::from(w - grid.dequantize(w));
+        }
+        let err = block_error(&d, hb);
+        if err < best_err {
+            best_err = err;
+            best = grid;
+        }
+    }
+    best
+}
+
+/// [`quantize_on_grids`] with the output-error clip search: `h` the
+/// layer's input Hessian (`K x K`).
+pub(crate) fn quantize_on_output_grids(
+    wt: &[f32],
+    k: usize,
+    bits: u32,
+    opts: WeightOnly,
+    format: FloatFormat,
+    h: &[f64],
+) -> QuantizedWeight {
+    use rayon::prelude::*;
+    let (scheme, g) = Scheme::of(wt, k, bits, opts);
+    let g = g.max(1);
+    let rows: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = wt
+        .par_chunks(k)
+        .map(|row| {
+            let mut codes = Vec::with_capacity(k);
+            let mut scale = Vec::new();
+            let mut zero_point = Vec::new();
+            for (j, grp) in row.chunks(g).enumerate() {
+                let grid = group_grid_output(grp, scheme, format, HBlock { h, k, c0: j * g });
+                codes.extend(grp.iter().map(|&w| grid.code(w)));
+                scale.push(grid.scale);
+                zero_point.push(grid.zero_point);
+            }
+            (codes, scale, zero_point)
+        })
+        .collect();
+    let mut codes = Vec::with_capacity(wt.len());
+    let mut scale = Vec::new();
+    let mut zero_point = Vec::new();
+    for (c, s, z) in rows {
+        codes.extend(c);
+        scale.extend(s);
+        zero_point.extend(z);
+    }
+    QuantizedWeight::from_parts(scheme, &codes, scale, &zero_point, g)
+}
+
 /// Quantizes `wt` (`[N, K]`) group by group on the grids of
 /// [`group_grid`] (`--q_method clip` with `clip`; with `clip` false it is
 /// round to nearest with the scale rounded first, the grid GPTQ starts
@@ -679,29 +787,44 @@ pub fn quantize_layer(
 ) -> Result<QuantizedWeight, String> {
     match opts.method {
         WeightMethod::Rtn => Ok(quantize(wt, n, k, bits, opts, format)),
+        WeightMethod::Clip if opts.clip_by_output => {
+            let h = checked_hessian(opts, hessian, k)?;
+            Ok(quantize_on_output_grids(wt, k, bits, opts, format, &h.sum))
+        }
         WeightMethod::Clip => Ok(quantize_on_grids(wt, k, bits, opts, true, format)),
         WeightMethod::Gptq | WeightMethod::GptqClip => {
-            let h = hessian.ok_or_else(|| {
-                format!(
-                    "{} needs the Hessian of the layer's input",
-                    opts.method.name()
-                )
-            })?;
-            if h.k != k {
-                return Err(format!(
-                    "the Hessian is {0} x {0}, the weight has K = {k}",
-                    h.k
-                ));
-            }
+            let h = checked_hessian(opts, hessian, k)?;
             let gopts = crate::gptq::GptqOptions {
                 act_order: opts.act_order,
                 clip_grid: opts.method == WeightMethod::GptqClip,
+                output_clip: opts.clip_by_output && opts.method == WeightMethod::GptqClip,
                 damp: opts.damp(),
                 ..Default::default()
             };
             crate::gptq::gptq(wt, n, k, &h.sum, bits, opts, gopts, format)
         }
     }
+}
+
+/// The layer's input Hessian, which the method needs, with `K` checked.
+fn checked_hessian(
+    opts: WeightOnly,
+    hessian: Option<&crate::gptq::Hessian>,
+    k: usize,
+) -> Result<&crate::gptq::Hessian, String> {
+    let h = hessian.ok_or_else(|| {
+        format!(
+            "{} needs the Hessian of the layer's input",
+            opts.method.name()
+        )
+    })?;
+    if h.k != k {
+        return Err(format!(
+            "the Hessian is {0} x {0}, the weight has K = {k}",
+            h.k
+        ));
+    }
+    Ok(h)
 }
 
 impl QuantizedWeight {

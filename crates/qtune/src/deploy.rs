@@ -37,12 +37,22 @@ pub struct QuantizeSettings {
     pub strict: bool,
     /// Weight-only groups (`--q_group_size`, `--q_symmetric`; see
     /// [`weight_only`]) and how their codes are chosen (`--q_method`,
-    /// `--q_act_order`, `--q_damp`: `method`, `act_order`, `damp_ppm`).
+    /// `--q_act_order`, `--q_damp`, `--q_awq_clip`: `method`, `act_order`,
+    /// `damp_ppm`, `clip_by_output`).
     pub weight_only: WeightOnly,
     /// The samples whose layer inputs give GPTQ's Hessians
     /// (`--calibration_data` and the flags that go with it); needed by
-    /// [`WeightMethod::needs_calibration`] methods, refused by the others.
+    /// [`WeightMethod::needs_calibration`] methods, by `awq` and by
+    /// `weight_only.clip_by_output`, refused otherwise.
     pub weight_calibration: Option<WeightCalibration>,
+    /// AWQ before the weight-only method (`--q_awq`, see
+    /// [`qtune_deploy::awq`]): per input channel of each weight-only layer
+    /// a scale `mean|x|^alpha`, alpha searched per layer input over
+    /// `weight_calibration`'s samples, folded exactly into what produces
+    /// the input (a LayerNorm's gamma / beta, a projection's output
+    /// channels); layers without such a fold stay unscaled. Needs
+    /// `weight_calibration`, not `sequential`.
+    pub awq: bool,
 }
 
 /// Where the GPTQ methods' layer-input Hessians come from (model_deploy's
@@ -92,6 +102,7 @@ impl Default for QuantizeSettings {
             strict: false,
             weight_only: WeightOnly::default(),
             weight_calibration: None,
+            awq: false,
         }
     }
 }
@@ -170,15 +181,15 @@ pub fn damp_ppm(damp: f64) -> Result<u32> {
 }
 
 /// Refuses weight-method settings that do not go together: a method other
-/// than TPU-MLIR's for a mode without weight-only layers, GPTQ without
-/// calibration samples, GPTQ's settings with another method.
+/// than TPU-MLIR's (or AWQ) for a mode without weight-only layers, GPTQ or
+/// AWQ without calibration samples, AWQ with sequential GPTQ, GPTQ's
+/// settings with another method, the output-error clip search with a
+/// method without the clip search.
 pub fn check_weight_method(settings: &QuantizeSettings) -> Result<()> {
     let wo = &settings.weight_only;
     let method = wo.method;
-    if method != WeightMethod::Rtn
-        && !settings.mode.is_weight_only()
-        && settings.quantize_table.is_none()
-    {
+    let no_weight_only = !settings.mode.is_weight_only() && settings.quantize_table.is_none();
+    if method != WeightMethod::Rtn && no_weight_only {
         return Err(Error::setting(
             "q_method",
             format!(
@@ -189,8 +200,58 @@ pub fn check_weight_method(settings: &QuantizeSettings) -> Result<()> {
             ),
         ));
     }
-    let gptq = method.needs_calibration();
     let cal = settings.weight_calibration.as_ref();
+    if settings.awq {
+        if no_weight_only {
+            return Err(Error::setting(
+                "q_awq",
+                format!(
+                    "--q_awq: applies to weight-only layers (--quantize W8F16, W8BF16, W4F16, \
+                     W4BF16, or qtable rows with those modes); --quantize {} has none",
+                    settings.mode
+                ),
+            ));
+        }
+        if cal.is_none() {
+            return Err(Error::setting(
+                "q_awq",
+                "--q_awq: needs --calibration_data DIR (the samples whose layer inputs give the \
+                 activation scales and the errors alpha is searched on)",
+            ));
+        }
+        if cal.is_some_and(|c| c.sequential) {
+            return Err(Error::setting(
+                "q_awq",
+                "--q_awq: not with --q_sequential (the scales are searched on the float model's \
+                 layer inputs)",
+            ));
+        }
+    }
+    if wo.clip_by_output {
+        if !matches!(method, WeightMethod::Clip | WeightMethod::GptqClip) {
+            return Err(Error::setting(
+                "q_awq_clip",
+                format!(
+                    "--q_awq_clip: applies to --q_method clip / gptq_clip only (--q_method is {})",
+                    method.name()
+                ),
+            ));
+        }
+        if cal.is_none() {
+            return Err(Error::setting(
+                "q_awq_clip",
+                "--q_awq_clip: needs --calibration_data DIR (the samples whose layer inputs \
+                 weigh each group's output error)",
+            ));
+        }
+        if cal.is_some_and(|c| c.sequential) {
+            return Err(Error::setting(
+                "q_awq_clip",
+                "--q_awq_clip: not with --q_sequential",
+            ));
+        }
+    }
+    let gptq = method.needs_calibration();
     if gptq && cal.is_none() {
         return Err(Error::setting(
             "q_method",
@@ -202,8 +263,9 @@ pub fn check_weight_method(settings: &QuantizeSettings) -> Result<()> {
         ));
     }
     if !gptq {
+        let awq = settings.awq || wo.clip_by_output;
         let only_gptq = [
-            (cal.is_some(), "--calibration_data"),
+            (!awq && cal.is_some(), "--calibration_data"),
             (wo.act_order, "--q_act_order"),
             (wo.damp_ppm != 0, "--q_damp"),
         ];
@@ -211,7 +273,12 @@ pub fn check_weight_method(settings: &QuantizeSettings) -> Result<()> {
             return Err(Error::setting(
                 flag.trim_start_matches("--"),
                 format!(
-                    "{flag}: applies to --q_method gptq / gptq_clip only (--q_method is {})",
+                    "{flag}: applies to --q_method gptq / gptq_clip{} only (--q_method is {})",
+                    if *flag == "--calibration_data" {
+                        " or --q_awq / --q_awq_clip"
+                    } else {
+                        ""
+                    },
                     method.name()
                 ),
             ));
@@ -233,14 +300,15 @@ pub fn check_weight_method(settings: &QuantizeSettings) -> Result<()> {
 /// The input Hessians of the weight-only layers of `loaded` over
 /// `cal`'s samples: from the float model, or (`sequential`) stage by stage
 /// from the model with the earlier layers quantized as `settings` plans
-/// them (with `bias_correction`, also the corrected biases). Returns them
-/// with the summary line.
+/// them (with `bias_correction`, also the corrected biases). With
+/// `settings.awq`, the AWQ scales are then folded into a copy of the graph
+/// and the Hessians become those of the scaled layer inputs (see [`awq`]).
 fn hessians(
     cal: &WeightCalibration,
     loaded: &model::LoadedModel,
     settings: &QuantizeSettings,
     reporter: &dyn Reporter,
-) -> Result<(qtune_search::Sequential, String)> {
+) -> Result<Collected> {
     let start = std::time::Instant::now();
     let graph = loaded.exec.graph();
     let what = match &cal.source {
@@ -301,6 +369,12 @@ fn hessians(
         })
     }
     .map_err(|e| Error::from(e).context(&what))?;
+    let mut h = h;
+    let awq = if settings.awq {
+        Some(awq(graph, settings, &loader, &mut h.hessians).map_err(ctx)?)
+    } else {
+        None
+    };
     let distinct: std::collections::BTreeSet<*const qtune_deploy::gptq::Hessian> =
         h.hessians.values().map(std::sync::Arc::as_ptr).collect();
     let line = format!(
@@ -316,7 +390,108 @@ fn hessians(
         what.trim_start_matches("--calibration_data "),
         start.elapsed().as_secs_f64()
     );
-    Ok((h, line))
+    Ok(Collected {
+        hessians: h,
+        line,
+        awq,
+    })
+}
+
+/// What [`hessians`] collects.
+struct Collected {
+    hessians: qtune_search::Sequential,
+    /// The GPTQ line of the summary.
+    line: String,
+    /// With AWQ: the scaled graph and the AWQ lines of the summary.
+    awq: Option<(Graph, Vec<String>)>,
+}
+
+/// AWQ (`settings.awq`): searches and folds the scales of every
+/// weight-only layer input with an exact fold ([`qtune_deploy::awq`]),
+/// replaces the layers' Hessians by those of the scaled inputs, and checks
+/// on the first sample of `loader` that the scaled float graph computes the
+/// original's outputs (within 1e-4 of each output's largest magnitude).
+/// Returns the scaled graph and the summary lines: the alphas, then one
+/// line per group of layers left unscaled with the reason.
+fn awq(
+    graph: &Graph,
+    settings: &QuantizeSettings,
+    loader: &qtune_search::SampleLoader,
+    hessians: &mut qtune_deploy::gptq::Hessians,
+) -> Result<(Graph, Vec<String>)> {
+    let start = std::time::Instant::now();
+    // Which layers are weight-only, and their modes: TPU-MLIR's plan (the
+    // final quantization gives the plan's warnings).
+    let mut rtn = settings.clone();
+    rtn.weight_only = WeightOnly {
+        method: WeightMethod::Rtn,
+        act_order: false,
+        damp_ppm: 0,
+        clip_by_output: false,
+        ..settings.weight_only
+    };
+    let plan = quantize_with_hessians(graph, &rtn, None, &crate::Silent)?.plan;
+    let mode_of = |id: qtune_ir::NodeId| {
+        plan.modes
+            .get(id.index())
+            .copied()
+            .filter(|m| m.is_weight_only())
+    };
+    let wo = WeightOnly {
+        method: settings.weight_only.method,
+        act_order: settings.weight_only.act_order,
+        damp_ppm: settings.weight_only.damp_ppm,
+        clip_by_output: settings.weight_only.clip_by_output,
+        ..plan.weight_only
+    };
+    let mut scaled = graph.clone();
+    let report = qtune_deploy::awq::apply_awq(&mut scaled, hessians, &mode_of, wo)?;
+    // The float function is unchanged.
+    let sample = loader.load(0)?;
+    let opts = qtune_exec::RunOptions::new(Keep::Outputs, qtune_exec::Parallelism::Rayon);
+    let before = Executor::new(graph.clone())?.run(sample.clone(), &opts, &mut NoHook)?;
+    let after = Executor::new(scaled.clone())?.run(sample, &opts, &mut NoHook)?;
+    for &o in &graph.outputs {
+        let name = &graph.value(o).name;
+        let (Some(a), Some(b)) = (before.get(o), after.get(o)) else {
+            return Err(Error::Internal {
+                message: format!("--q_awq: output `{name}` was not computed"),
+            });
+        };
+        let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
+        let top = a
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()))
+            .max(f32::MIN_POSITIVE);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        if worst.is_nan() || worst > 1e-4 * top {
+            return Err(Error::Internal {
+                message: format!(
+                    "--q_awq: the scaled float model's output `{name}` differs from the original \
+                     by {worst} (largest magnitude {top}): a fold is not exact"
+                ),
+            });
+        }
+    }
+    let alphas: Vec<String> = report
+        .scaled
+        .iter()
+        .map(|s| format!("{:.2}", s.alpha))
+        .collect();
+    let unscaled: usize = report.unscaled.iter().map(|u| u.layers.len()).sum();
+    let mut lines = vec![format!(
+        "AWQ: {} layer inputs scaled (alpha {}), {unscaled} layers unscaled, in {:.2} s",
+        report.scaled.len(),
+        alphas.join(" "),
+        start.elapsed().as_secs_f64()
+    )];
+    for u in &report.unscaled {
+        lines.push(format!("  unscaled {}: {}", u.layers.join(", "), u.reason));
+    }
+    Ok((scaled, lines))
 }
 
 /// `model_deploy`'s default minimum similarity `cos,euclid` of the
@@ -538,7 +713,8 @@ pub fn load_for_quantization(path: &Path) -> Result<model::LoadedModel> {
 /// A quantized model: the float graph it came from, the plan and QDQ
 /// graph, and the simulation that runs it.
 pub struct Deployment {
-    /// The float model (TPU-MLIR op names, BatchNorm folded).
+    /// The float model (TPU-MLIR op names, BatchNorm folded; with AWQ its
+    /// scales folded, which leaves the float outputs unchanged).
     pub graph: Graph,
     /// The plan, the QDQ graph and its counts.
     pub quantized: QuantizedModel,
@@ -553,6 +729,9 @@ pub struct Deployment {
     /// The GPTQ methods' line about the Hessians (how many, from how many
     /// samples, how long).
     pub hessian_summary: Option<String>,
+    /// With AWQ: the line of the alphas, then one line per group of layers
+    /// left unscaled and why.
+    pub awq_summary: Vec<String>,
 }
 
 /// Quantizes the model at `model` per `settings` (`model_deploy` up to the
@@ -564,14 +743,18 @@ pub fn deploy(
 ) -> Result<Deployment> {
     check_weight_method(settings)?;
     let loaded = load_for_quantization(model)?;
-    let (hessians, hessian_summary) = match &settings.weight_calibration {
+    let (hessians, hessian_summary, awq) = match &settings.weight_calibration {
         Some(cal) => {
-            let (h, line) = hessians(cal, &loaded, settings, reporter)?;
-            (Some(h), Some(line))
+            let c = hessians(cal, &loaded, settings, reporter)?;
+            (Some(c.hessians), Some(c.line), c.awq)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
-    let mut graph = loaded.exec.graph().clone();
+    // With AWQ the scaled graph (the same float function) is quantized.
+    let (mut graph, awq_summary) = match awq {
+        Some((g, lines)) => (g, lines),
+        None => (loaded.exec.graph().clone(), Vec::new()),
+    };
     // Sequential GPTQ with bias correction: the corrected biases replace
     // the float ones.
     let hessians = hessians.map(|h| {
@@ -602,6 +785,7 @@ pub fn deploy(
         model: model.to_path_buf(),
         mode: settings.mode,
         hessian_summary,
+        awq_summary,
     })
 }
 
@@ -647,7 +831,8 @@ impl Deployment {
             .iter()
             .map(|(m, n)| format!("{n} {m}"))
             .collect();
-        let mut lines: Vec<String> = self.hessian_summary.iter().cloned().collect();
+        let mut lines = self.awq_summary.clone();
+        lines.extend(self.hessian_summary.iter().cloned());
         lines.push(format!(
             "{}: {} for {} ({}); {} tensors quantized, {} int8 weights, {} int32 biases, {} tensors rounded to a float type{}",
             self.model.display(),
@@ -788,6 +973,73 @@ mod tests {
         assert!(e.message().contains("--quantize INT8 has none"), "{e}");
         s.quantize_table = Some("qtable".into());
         assert!(check_weight_method(&s).is_ok());
+    }
+
+    #[test]
+    fn awq_settings_are_checked_against_the_mode_method_and_samples() {
+        let cal = WeightCalibration::new(CalibrationSource::Dataset("d".into()));
+        let mut s = QuantizeSettings {
+            mode: QuantMode::W4F16,
+            awq: true,
+            ..QuantizeSettings::default()
+        };
+        // AWQ needs samples, with any method (rtn included).
+        let e = check_weight_method(&s).unwrap_err();
+        assert_eq!(setting_of(Err(e.clone())), "q_awq");
+        assert!(e.message().contains("needs --calibration_data"), "{e}");
+        s.weight_calibration = Some(cal.clone());
+        assert!(check_weight_method(&s).is_ok());
+        // Its samples are not a GPTQ-only setting then; sequential GPTQ is
+        // refused (the scales come from the float model's inputs).
+        s.weight_only.method = WeightMethod::Gptq;
+        assert!(check_weight_method(&s).is_ok());
+        let mut seq = cal.clone();
+        seq.sequential = true;
+        s.weight_calibration = Some(seq.clone());
+        let e = check_weight_method(&s).unwrap_err();
+        assert!(e.message().contains("not with --q_sequential"), "{e}");
+        // A mode without weight-only layers and no qtable: nothing to scale.
+        s.weight_only.method = WeightMethod::Rtn;
+        s.weight_calibration = Some(cal.clone());
+        s.mode = QuantMode::F16;
+        let e = check_weight_method(&s).unwrap_err();
+        assert_eq!(setting_of(Err(e.clone())), "q_awq");
+        assert!(e.message().contains("--quantize F16 has none"), "{e}");
+        s.quantize_table = Some("qtable".into());
+        assert!(check_weight_method(&s).is_ok());
+
+        // The output-error clip search: clip / gptq_clip only, with samples,
+        // not sequential.
+        let mut s = QuantizeSettings {
+            mode: QuantMode::W4F16,
+            ..QuantizeSettings::default()
+        };
+        s.weight_only.clip_by_output = true;
+        s.weight_calibration = Some(cal.clone());
+        let e = check_weight_method(&s).unwrap_err();
+        assert_eq!(setting_of(Err(e.clone())), "q_awq_clip");
+        assert!(e.message().contains("(--q_method is rtn)"), "{e}");
+        s.weight_only.method = WeightMethod::Clip;
+        assert!(check_weight_method(&s).is_ok());
+        s.weight_only.method = WeightMethod::GptqClip;
+        assert!(check_weight_method(&s).is_ok());
+        s.weight_calibration = Some(seq);
+        assert_eq!(setting_of(check_weight_method(&s)), "q_awq_clip");
+        s.weight_only.method = WeightMethod::Clip;
+        s.weight_calibration = None;
+        let e = check_weight_method(&s).unwrap_err();
+        assert!(e.message().contains("needs --calibration_data"), "{e}");
+        // Without AWQ, samples with clip are GPTQ's setting, and the message
+        // says what else takes them.
+        s.weight_only.clip_by_output = false;
+        s.weight_calibration = Some(cal);
+        let e = check_weight_method(&s).unwrap_err();
+        assert_eq!(setting_of(Err(e.clone())), "calibration_data");
+        assert!(
+            e.message()
+                .contains("gptq / gptq_clip or --q_awq / --q_awq_clip only"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -107,10 +107,25 @@ pub struct WeightMethodArgs {
     /// outputs).
     #[arg(long = "q_bias_correction", alias = "q-bias-correction")]
     pub q_bias_correction: bool,
+    /// AWQ (Lin et al. 2023) before --q_method: per input channel of each
+    /// weight-only layer a scale `mean|x|^alpha` (alpha searched per layer
+    /// input on 0, 0.05, ..., 1 for the least output error over
+    /// --calibration_data), folded exactly into what produces the input (a
+    /// LayerNorm's gamma / beta, the output channels of a projection
+    /// reached through Reshape / Transpose / attention's P V); layers
+    /// without such a fold stay unscaled. The graph keeps its ops.
+    #[arg(long = "q_awq", alias = "q-awq")]
+    pub q_awq: bool,
+    /// AWQ's clip search for --q_method clip / gptq_clip: each group's
+    /// shrink of the range (1.00 to 0.50 by 0.025) minimises its output
+    /// error over --calibration_data (`d^T H d` on the group's block of the
+    /// input Hessian) instead of its weight error.
+    #[arg(long = "q_awq_clip", alias = "q-awq-clip")]
+    pub q_awq_clip: bool,
 }
 
 impl WeightMethodArgs {
-    /// Sets the weight-only method and GPTQ's calibration of `settings`
+    /// Sets the weight-only method, AWQ and the calibration of `settings`
     /// from these flags; flags that do not apply are refused (by
     /// [`qtune::deploy::check_weight_method`], and here those that only
     /// refine `--calibration_data`).
@@ -122,6 +137,8 @@ impl WeightMethodArgs {
             Some(d) => qtune::deploy::damp_ppm(d)?,
             None => 0,
         };
+        settings.weight_only.clip_by_output = self.q_awq_clip;
+        settings.awq = self.q_awq;
         if self.calibration_data.is_none() {
             let refine = [
                 (self.calibration_num.is_some(), "--calibration_num"),
@@ -133,11 +150,20 @@ impl WeightMethodArgs {
                 (self.q_bias_correction, "--q_bias_correction"),
             ];
             if let Some((_, flag)) = refine.iter().find(|(given, _)| *given) {
-                if method.needs_calibration() {
+                // --calibration_num / --calibration_mask_input also refine
+                // AWQ's samples; --q_sequential / --q_bias_correction are
+                // GPTQ's only.
+                let awq_too = flag.starts_with("--calibration");
+                if method.needs_calibration() || (awq_too && (self.q_awq || self.q_awq_clip)) {
                     bail!("{flag}: needs --calibration_data DIR");
                 }
                 bail!(
-                    "{flag}: applies to --q_method gptq / gptq_clip only (--q_method is {})",
+                    "{flag}: applies to --q_method gptq / gptq_clip{} only (--q_method is {})",
+                    if awq_too {
+                        " or --q_awq / --q_awq_clip"
+                    } else {
+                        ""
+                    },
                     method.name()
                 );
             }

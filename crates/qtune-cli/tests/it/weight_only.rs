@@ -450,7 +450,42 @@ fn weight_method_flags_that_do_not_apply_are_refused() {
     let mlir = transform_workload(&dir, "minilm_l6_s128");
     let calib = workloads().join("text/calib");
     let calib = calib.to_str().unwrap();
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 15] = [
+        (
+            &["--quantize", "W4F16", "--q_awq"],
+            "--q_awq: needs --calibration_data DIR",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_awq_clip",
+                "--calibration_data",
+                calib,
+            ],
+            "--q_awq_clip: applies to --q_method clip / gptq_clip only (--q_method is rtn)",
+        ),
+        (
+            &["--quantize", "W4F16", "--q_method", "clip", "--q_awq_clip"],
+            "--q_awq_clip: needs --calibration_data DIR",
+        ),
+        (
+            &["--quantize", "F16", "--q_awq", "--calibration_data", calib],
+            "--q_awq: applies to weight-only layers",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_awq",
+                "--q_method",
+                "gptq",
+                "--q_sequential",
+                "--calibration_data",
+                calib,
+            ],
+            "--q_awq: not with --q_sequential",
+        ),
         (
             &[
                 "--quantize",
@@ -501,7 +536,7 @@ fn weight_method_flags_that_do_not_apply_are_refused() {
                 "--calibration_data",
                 calib,
             ],
-            "--calibration_data: applies to --q_method gptq / gptq_clip only",
+            "--calibration_data: applies to --q_method gptq / gptq_clip or --q_awq / --q_awq_clip only",
         ),
         (
             &[
@@ -561,5 +596,58 @@ fn weight_method_flags_that_do_not_apply_are_refused() {
         );
         assert!(!err.contains("panicked"), "{err}");
         assert!(!out_path.exists(), "bad{i}.onnx written despite the error");
+    }
+}
+
+/// `--q_awq` with `gptq_clip --q_awq_clip` and with `rtn`: the 6 attention output
+/// projections are scaled (the other 30 layers have no exact fold in
+/// post-LN BERT), and the export agrees in ONNX Runtime with qtune's
+/// simulation on all 60 validation sentences.
+#[test]
+fn minilm_awq_exports_agree_with_simulation() {
+    let dir = scratch("weight_only_awq");
+    let mlir = transform_workload(&dir, "minilm_l6_s128");
+    let inputs = val_inputs(&dir, "minilm_l6_s128");
+    let calib = workloads().join("text/calib");
+    let calib = calib.to_str().unwrap();
+    let configs: [(&str, &[&str]); 2] = [
+        (
+            "awq_gptq_clip",
+            &[
+                "--q_method",
+                "gptq_clip",
+                "--q_act_order",
+                "--q_damp",
+                "0.1",
+                "--q_awq_clip",
+            ],
+        ),
+        ("awq_rtn", &[]),
+    ];
+    for (tag, method) in configs {
+        let onnx = dir.join(format!("{tag}.onnx"));
+        let out = run_ok(
+            tool("model_deploy")
+                .arg("--mlir")
+                .arg(&mlir)
+                .args(["--processor", "bm1684x", "--quantize", "W4F16"])
+                .args(["--q_group_size", "128", "--q_awq"])
+                .args(method)
+                .args(["--calibration_data", calib, "--calibration_num", "8"])
+                .args(["--calibration_mask_input", "attention_mask"])
+                .arg("--test_input")
+                .arg(&inputs)
+                .arg("--model")
+                .arg(&onnx),
+        );
+        let summary = stderr_of(&out);
+        assert!(
+            summary.contains("AWQ: 6 layer inputs scaled")
+                && summary.contains("30 layers unscaled"),
+            "{summary}"
+        );
+        let sim = dir.join(format!("{tag}_tpu_outputs.npz"));
+        let text = check_agreement(&onnx, &inputs, &sim);
+        assert!(text.contains("over 60 samples (0 below"), "{text}");
     }
 }

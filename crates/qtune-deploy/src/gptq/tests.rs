@@ -82,6 +82,7 @@ fn wo(group_size: usize, method: WeightMethod, act_order: bool) -> WeightOnly {
         method,
         act_order,
         damp_ppm: 0,
+        clip_by_output: false,
     }
 }
 
@@ -195,18 +196,22 @@ fn lazy_batches_match_the_reference_bit_for_bit() {
         let x = inputs(&mut rng, 64, c.k);
         let w = weights(&mut rng, n, c.k);
         let h = hessian_of(&x, c.k);
-        let opts = GptqOptions {
-            act_order: c.act_order,
-            clip_grid: c.clip,
-            block: 8,
-            ..Default::default()
-        };
-        let mut o = wo(c.group, WeightMethod::Gptq, c.act_order);
-        o.symmetric = c.symmetric;
-        let fast = gptq(&w, n, c.k, &h.sum, c.bits, o, opts, FloatFormat::F16).unwrap();
-        let slow = gptq_reference(&w, n, c.k, &h.sum, c.bits, o, opts, FloatFormat::F16).unwrap();
-        if fast != slow {
-            failures.push(i);
+        for output_clip in [false, c.clip] {
+            let opts = GptqOptions {
+                act_order: c.act_order,
+                clip_grid: c.clip,
+                output_clip,
+                block: 8,
+                ..Default::default()
+            };
+            let mut o = wo(c.group, WeightMethod::Gptq, c.act_order);
+            o.symmetric = c.symmetric;
+            let fast = gptq(&w, n, c.k, &h.sum, c.bits, o, opts, FloatFormat::F16).unwrap();
+            let slow =
+                gptq_reference(&w, n, c.k, &h.sum, c.bits, o, opts, FloatFormat::F16).unwrap();
+            if fast != slow {
+                failures.push((i, output_clip));
+            }
         }
     }
     assert!(failures.is_empty(), "cases {failures:?} differ");
@@ -424,4 +429,66 @@ fn dead_inputs_and_bad_hessians() {
     )
     .unwrap_err();
     assert!(e.contains("expected 8 x 8"), "{e}");
+}
+
+/// The output-error clip search (`--q_awq_clip`) picks, per group, the
+/// shrink factor whose codes give the least `||X_g d||^2` computed from the
+/// inputs themselves (not from `H`), and its total output error is not
+/// above the weight-error clip search's nor TPU-MLIR's min / max grid's.
+#[test]
+fn output_clip_picks_the_least_output_error_per_group() {
+    use crate::weight_only::{OUTPUT_CLIP_STEPS, Scheme, quantize_on_output_grids};
+    let (k, n, g, rows) = (48, 6, 16, 80);
+    let mut rng = Rng(77);
+    let x = inputs(&mut rng, rows, k);
+    let w = weights(&mut rng, n, k);
+    let h = hessian_of(&x, k);
+    let o = WeightOnly {
+        group_size: g,
+        ..Default::default()
+    };
+    let q = quantize_on_output_grids(&w, k, 4, o, FloatFormat::F16, &h.sum);
+    let (scheme, _) = Scheme::of(&w, k, 4, o);
+    // ||X_g d||^2 of one group, from the rows of x.
+    let group_error = |c0: usize, d: &[f64]| -> f64 {
+        x.chunks_exact(k)
+            .map(|row| {
+                let y: f64 = (0..g).map(|t| f64::from(row[c0 + t]) * d[t]).sum();
+                y * y
+            })
+            .sum()
+    };
+    for r in 0..n {
+        for grp in 0..k / g {
+            let vals = &w[r * k + grp * g..r * k + (grp + 1) * g];
+            let (lo, hi) = vals
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            let mut best = (f64::INFINITY, 0f32, 0f32);
+            for i in 0..OUTPUT_CLIP_STEPS {
+                let grid = scheme.grid(lo, hi, 1.0 - i as f32 * 0.025, FloatFormat::F16);
+                let d: Vec<f64> = vals
+                    .iter()
+                    .map(|&v| f64::from(v - grid.dequantize(v)))
+                    .collect();
+                let e = group_error(grp * g, &d);
+                if e < best.0 * (1.0 - 1e-9) {
+                    best = (e, grid.scale, grid.zero_point);
+                }
+            }
+            let at = r * (k / g) + grp;
+            assert_eq!(
+                (q.scale[at], f32::from(q.zero_point[at])),
+                (best.1, best.2),
+                "row {r}, group {grp}"
+            );
+        }
+    }
+    let weight_clip = quantize_on_grids(&w, k, 4, o, true, FloatFormat::F16);
+    let plain = quantize_on_grids(&w, k, 4, o, false, FloatFormat::F16);
+    let e = |qw: &QuantizedWeight| output_error(&x, &w, &qw.dequantized(), n, k);
+    assert!(e(&q) <= e(&weight_clip), "{} vs {}", e(&q), e(&weight_clip));
+    assert!(e(&q) < e(&plain), "{} vs {}", e(&q), e(&plain));
 }
