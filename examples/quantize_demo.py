@@ -53,7 +53,10 @@ table = qtune.CalibrationTable.load("efficientnet_lite0_cali_table")
 print(f"{len(table)} thresholds; the input's: {table['input']}")
 
 # 4. The float model (qtune's executor) and the INT8 model (ONNX Runtime) on the photo.
-import onnxruntime as ort  # noqa: E402
+try:
+    import onnxruntime as ort  # noqa: E402
+except ImportError:
+    sys.exit("step 4 runs the INT8 model in ONNX Runtime: pip install onnxruntime")
 
 x = qtune.load_npz("efficientnet_lite0_in_f32.npz")["input"]
 float_logits = qtune.run(demo / "efficientnet_lite0.onnx", {"input": x})["logits"][0]
