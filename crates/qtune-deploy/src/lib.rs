@@ -19,6 +19,8 @@ pub mod profile;
 mod qdq;
 mod qtable;
 pub mod sim;
+#[cfg(test)]
+mod test_rng;
 pub mod weight_only;
 
 pub use io_names::{onnx_name_of, rename_io};

@@ -3,24 +3,7 @@ use qtune_ir::{GemmAttrs, Graph, Op};
 use qtune_tensor::{DType, Shape};
 
 use crate::WeightMethod;
-
-/// A small xorshift generator (reproducible, not good, random numbers).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        #[allow(clippy::cast_precision_loss)]
-        let u = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
-        u
-    }
-
-    fn normal(&mut self) -> f64 {
-        (self.next() + self.next() + self.next() + self.next() - 2.0) * 1.7
-    }
-}
+use crate::test_rng::Rng;
 
 /// Inputs with a few large channels (as transformer activations have).
 fn inputs(rng: &mut Rng, rows: usize, k: usize) -> Vec<f32> {

@@ -1,28 +1,9 @@
 use super::*;
+use crate::test_rng::Rng;
 use crate::weight_only::{WeightMethod, quantize, quantize_on_grids};
 
 /// Largest deviation of `U^T U H` from the identity.
 const INVERSE_TOLERANCE: f64 = 1e-9;
-
-/// A small xorshift generator: the tests need reproducible, not good,
-/// random numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        #[allow(clippy::cast_precision_loss)]
-        let u = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
-        u
-    }
-
-    /// Roughly normal (sum of four uniforms, centred).
-    fn normal(&mut self) -> f64 {
-        (self.next() + self.next() + self.next() + self.next() - 2.0) * 1.7
-    }
-}
 
 /// Calibration inputs with correlated columns (`rows x k`): a random mix
 /// of a few latent factors plus noise, some columns much larger than
