@@ -13,6 +13,9 @@ use qtune_ir::{Graph, NodeId};
 use qtune_quant::QuantMode;
 use qtune_search::{HessianSettings, SampleLoader, collect_hessians};
 
+mod common;
+use common::max_relative_difference;
+
 /// The folds only reassociate float products.
 const SAME_FUNCTION_REL_TOL: f64 = 1e-4;
 
@@ -48,21 +51,6 @@ fn outputs(graph: &Graph, loader: &SampleLoader) -> Vec<Vec<f32>> {
         }
     }
     all
-}
-
-/// max |a - b| / max |a| over every output of every sample.
-fn max_relative_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let scale = x.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
-            let diff = x
-                .iter()
-                .zip(y)
-                .fold(0.0f64, |m, (p, q)| m.max(f64::from((p - q).abs())));
-            diff / scale.max(f64::MIN_POSITIVE)
-        })
-        .fold(0.0, f64::max)
 }
 
 #[test]

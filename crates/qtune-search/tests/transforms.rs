@@ -11,6 +11,9 @@ use qtune_search::{
 };
 use qtune_tensor::{Tensor, read_npz};
 
+mod common;
+use common::max_relative_difference;
+
 /// The transforms only reassociate float products: outputs may differ by
 /// a few ulps of the largest output, far below this.
 const SAME_FUNCTION_REL_TOL: f64 = 1e-5;
@@ -55,21 +58,6 @@ fn outputs(graph: &Graph, name: &str) -> Vec<Vec<f32>> {
         }
     }
     all
-}
-
-/// max |a - b| / max |a| over every output.
-fn max_relative_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let scale = x.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
-            let diff = x
-                .iter()
-                .zip(y)
-                .fold(0.0f64, |m, (p, q)| m.max(f64::from((p - q).abs())));
-            diff / scale.max(f64::MIN_POSITIVE)
-        })
-        .fold(0.0, f64::max)
 }
 
 fn check_equalization(name: &str) -> usize {
