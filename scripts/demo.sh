@@ -6,11 +6,19 @@
 #      written as a QDQ ONNX model (ONNX Runtime, TensorRT, OpenVINO run it)
 #   4. qtune classify: top-5 of the photos, float and quantized side by side
 # Outputs go to ./out/demo. Runs on a fresh machine with only cargo.
+#
+#   QTUNE_PROFILE=dev scripts/demo.sh   # the dev-profile binaries (opt-level 2), which
+#                                       # `cargo test` has already built: CI uses this
+#                                       # instead of a second, release build
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-cargo build --release --quiet --bins
-bin=$root/target/release
+profile=${QTUNE_PROFILE:-release}
+case $profile in
+    release) cargo build --release --quiet --bins; bin=$root/target/release ;;
+    dev) cargo build --quiet --bins; bin=$root/target/debug ;;
+    *) echo "error: QTUNE_PROFILE must be release or dev, not \`$profile'" >&2; exit 2 ;;
+esac
 demo=$root/assets/demo
 out=$root/out/demo
 mkdir -p "$out"
