@@ -7,28 +7,36 @@ use qtune_data::{PreprocessConfig, PreprocessFlags};
 use qtune_ir::mlir::MlirAttr;
 
 /// Image preprocessing as TPU-MLIR's flags spell it; `None` fields take
-/// model_transform's defaults.
+/// model_transform's defaults. The flags themselves are
+/// [`qtune_data::PreprocessFlags`] (read and set its fields through this
+/// type: `p.mean = Some("127,127,127".into())`); this type adds what needs
+/// the IR (the `top.Input` attributes) and the library's errors.
 #[derive(Debug, Clone, Default, PartialEq)]
-#[non_exhaustive]
-pub struct Preprocess {
-    /// Resize the image to h,w before cropping to the network input (default: the input size).
-    pub resize_dims: Option<String>,
-    /// Keep the aspect ratio when resizing (letterbox or short-side scale).
-    pub keep_aspect_ratio: bool,
-    /// letterbox | short_side_scale.
-    pub keep_ratio_mode: Option<String>,
-    /// Per-channel mean, e.g. 127,127,127: y = (x - mean) * scale on 0..255 pixels.
-    pub mean: Option<String>,
-    /// Per-channel scale, e.g. 0.0078125,0.0078125,0.0078125.
-    pub scale: Option<String>,
-    /// rgb | bgr | gray | rgba: channel order fed to the network.
-    pub pixel_format: Option<String>,
-    /// nchw | nhwc.
-    pub channel_format: Option<String>,
-    /// Letterbox fill value (0..255).
-    pub pad_value: Option<String>,
-    /// center | normal (normal: image at the top-left).
-    pub pad_type: Option<String>,
+pub struct Preprocess(PreprocessFlags);
+
+impl std::ops::Deref for Preprocess {
+    type Target = PreprocessFlags;
+    fn deref(&self) -> &PreprocessFlags {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Preprocess {
+    fn deref_mut(&mut self) -> &mut PreprocessFlags {
+        &mut self.0
+    }
+}
+
+impl From<PreprocessFlags> for Preprocess {
+    fn from(flags: PreprocessFlags) -> Self {
+        Preprocess(flags)
+    }
+}
+
+impl From<Preprocess> for PreprocessFlags {
+    fn from(p: Preprocess) -> Self {
+        p.0
+    }
 }
 
 impl Preprocess {
@@ -119,21 +127,21 @@ impl Preprocess {
         };
         let text = |k: &str| get(k).and_then(|v| v.as_str().map(str::to_string));
         let mean = list("mean")?;
-        Some(Preprocess {
-            resize_dims: list("resize_dims"),
-            keep_aspect_ratio: get("keep_aspect_ratio")
-                .and_then(MlirAttr::as_bool)
-                .unwrap_or(false),
-            keep_ratio_mode: text("keep_ratio_mode"),
-            mean: Some(mean),
-            scale: list("scale"),
-            pixel_format: text("pixel_format"),
-            channel_format: text("channel_format"),
-            pad_value: get("pad_value")
-                .and_then(MlirAttr::as_i64)
-                .map(|v| v.to_string()),
-            pad_type: text("pad_type"),
-        })
+        let mut p = Preprocess::default();
+        p.resize_dims = list("resize_dims");
+        p.keep_aspect_ratio = get("keep_aspect_ratio")
+            .and_then(MlirAttr::as_bool)
+            .unwrap_or(false);
+        p.keep_ratio_mode = text("keep_ratio_mode");
+        p.mean = Some(mean);
+        p.scale = list("scale");
+        p.pixel_format = text("pixel_format");
+        p.channel_format = text("channel_format");
+        p.pad_value = get("pad_value")
+            .and_then(MlirAttr::as_i64)
+            .map(|v| v.to_string());
+        p.pad_type = text("pad_type");
+        Some(p)
     }
 
     /// The validated configuration for a network input of `shape`.
@@ -141,26 +149,7 @@ impl Preprocess {
         let shape: [usize; 4] = shape.try_into().map_err(|_| Error::Input {
             message: format!("image input must have rank 4, the model's has shape {shape:?}"),
         })?;
-        let mut f = PreprocessFlags::default();
-        let pairs = [
-            ("resize_dims", &self.resize_dims),
-            ("keep_ratio_mode", &self.keep_ratio_mode),
-            ("mean", &self.mean),
-            ("scale", &self.scale),
-            ("pixel_format", &self.pixel_format),
-            ("channel_format", &self.channel_format),
-            ("pad_value", &self.pad_value),
-            ("pad_type", &self.pad_type),
-        ];
-        for (name, value) in pairs {
-            if let Some(v) = value {
-                f.set(name, Some(v))?;
-            }
-        }
-        if self.keep_aspect_ratio {
-            f.set("keep_aspect_ratio", None)?;
-        }
-        Ok(PreprocessConfig::from_flags(shape, &f)?)
+        Ok(PreprocessConfig::from_flags(shape, &self.0)?)
     }
 }
 

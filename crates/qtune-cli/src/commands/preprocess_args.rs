@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use qtune::Preprocess;
-use qtune_data::PreprocessConfig;
+use qtune_data::{PreprocessConfig, PreprocessFlags};
 use qtune_ir::mlir::MlirAttr;
 
 #[derive(clap::Args, Debug, Clone, Default, PartialEq)]
@@ -55,6 +55,7 @@ impl PreprocessArgs {
     }
 
     fn of(p: Preprocess) -> Self {
+        let p = PreprocessFlags::from(p);
         PreprocessArgs {
             resize_dims: p.resize_dims,
             keep_aspect_ratio: p.keep_aspect_ratio,
