@@ -12,7 +12,7 @@ Typical use::
                                    resize_dims="224,224", mean="127,127,127",
                                    scale="0.0078125,0.0078125,0.0078125", pixel_format="rgb")
 
-Work runs without the GIL; Ctrl-C raises ``KeyboardInterrupt`` at once.
+Work runs without the GIL; Ctrl-C raises ``KeyboardInterrupt`` at once and stops the work.
 Errors are :class:`QtuneError` (base), :class:`InputError` (a bad file,
 array or argument) and :class:`UnsupportedError` (an op or model qtune does
 not support); a qtune bug is a ``QtuneError``, never a crash.

@@ -125,7 +125,7 @@ def test_quantize_with_qtable_keeps_layer_in_float(demo, tmp_path):
 
 
 CHILD = """
-import sys, time, qtune
+import os, sys, time, qtune
 t = time.monotonic()
 try:
     print("calling", flush=True)
@@ -134,28 +134,45 @@ try:
                     resize_dims="224,224")
 except KeyboardInterrupt:
     print("interrupted", flush=True)
+    # The work itself stopped: this process burns (almost) no CPU in the next second.
+    c0 = time.process_time()
+    time.sleep(1.0)
+    print("cpu", time.process_time() - c0, flush=True)
+    print("table", os.path.exists(sys.argv[3]), flush=True)
+    # The cancellation does not stop the next call.
+    qtune.calibrate(sys.argv[1], sys.argv[2], sys.argv[3], input_num=2, tune_num=1, verbose=False,
+                    resize_dims="224,224")
+    print("again", os.path.exists(sys.argv[3]), flush=True)
     sys.exit(3)
 print("finished", flush=True)
 """
 
 
 def test_ctrl_c_interrupts_an_api_call(demo, tmp_path):
-    """SIGINT during a long call raises KeyboardInterrupt at once in the caller."""
+    """SIGINT during a long call raises KeyboardInterrupt at once in the caller and stops the work:
+    no CPU is spent after it, no table is written, and the next call runs."""
     import signal
     import subprocess
     import sys
     import time
 
+    table = tmp_path / "t"
     p = subprocess.Popen([sys.executable, "-c", CHILD, str(demo / "efficientnet_lite0.onnx"), str(demo / "images"),
-                          str(tmp_path / "t")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          str(table)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "calling"
     time.sleep(1.0)  # model load: the call is running by then
     assert p.poll() is None, p.communicate()
     t0 = time.monotonic()
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=30)
-    assert p.returncode == 3 and out.strip() == "interrupted", (out, err)
+    assert p.stdout.readline().strip() == "interrupted"
     assert time.monotonic() - t0 < 2.0
+    out, err = p.communicate(timeout=60)
+    lines = dict(line.split(" ", 1) for line in out.strip().splitlines())
+    assert p.returncode == 3, (out, err)
+    # A calibration still running would take a second of CPU per core here.
+    assert float(lines["cpu"]) < 0.3, (out, err)
+    assert lines["table"] == "False", (out, err)
+    assert lines["again"] == "True", (out, err)
 
 
 def test_run_qtable_and_sensitive_layers_match_the_tools(demo, tmp_path, monkeypatch):

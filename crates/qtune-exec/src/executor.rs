@@ -725,6 +725,9 @@ impl Executor {
             if !run_mask[id.index()] || skip[id.index()] {
                 continue;
             }
+            // A host's cancellation request stops the run here (an unwind,
+            // see `cancel`); one relaxed load per node.
+            crate::cancel::checkpoint();
             let pair = self.pairs[id.index()].as_ref().filter(|p| {
                 p.absorbed
                     .iter()

@@ -7,6 +7,7 @@
 //! samples in parallel, and re-runs only what is downstream of changed
 //! nodes from cached values. Results never depend on the thread count.
 
+pub mod cancel;
 mod error;
 mod eval;
 mod executor;

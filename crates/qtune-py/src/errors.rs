@@ -84,6 +84,9 @@ pub fn no_panic<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, Failure> 
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Failure::Error(e)),
+        Err(payload) if qtune_exec::cancel::is_cancelled(payload.as_ref()) => {
+            Err(Failure::Cancelled)
+        }
         Err(payload) => {
             let what = payload
                 .downcast_ref::<&str>()
@@ -95,11 +98,13 @@ pub fn no_panic<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, Failure> 
     }
 }
 
-/// Why a call failed: an error of the work, or a panic (a qtune bug).
+/// Why a call failed: an error of the work, a panic (a qtune bug), or a
+/// cancellation (Ctrl-C, see `work`).
 #[derive(Debug)]
 pub enum Failure {
     Error(anyhow::Error),
     Panic(String),
+    Cancelled,
 }
 
 impl From<Failure> for PyErr {
@@ -109,6 +114,9 @@ impl From<Failure> for PyErr {
             Failure::Panic(what) => QtuneError::new_err(format!(
                 "internal error (a qtune bug, please report it): {what}"
             )),
+            Failure::Cancelled => {
+                pyo3::exceptions::PyKeyboardInterrupt::new_err("the qtune call was cancelled")
+            }
         }
     }
 }

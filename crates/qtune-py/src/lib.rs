@@ -24,22 +24,41 @@ use qtune_tensor::Tensor;
 use errors::{QtuneError, no_panic};
 use pipeline::Flag;
 
+/// A worker whose call was cancelled by Ctrl-C and had not stopped when
+/// the caller got its `KeyboardInterrupt`; the next call waits for it.
+static STOPPING: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(None);
+
 /// Runs `f` on a worker thread while the calling thread waits without the
-/// GIL, checking for signals ten times a second: Ctrl-C raises
-/// `KeyboardInterrupt` at once instead of when the work ends. The work
-/// itself cannot be stopped half-way; it goes on in the background and its
-/// outputs, written atomically, appear only if it completes.
+/// GIL, checking for signals ten times a second. Ctrl-C raises
+/// `KeyboardInterrupt` at once and cancels the work (`qtune_exec::cancel`:
+/// the graph runs stop at their next node and unwind); the caller waits up
+/// to a second for that, and a call that had not stopped by then is waited
+/// for by the next call, which its cancellation would otherwise stop too.
+/// Outputs are written atomically: a cancelled call leaves none. The
+/// cancellation is process-wide: Ctrl-C stops every qtune call running in
+/// the process, as it would end the command-line tools.
 fn work<T: Send + 'static>(
     py: Python<'_>,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> PyResult<T> {
+    let previous = STOPPING.lock().map(|mut s| s.take()).unwrap_or(None);
+    if let Some(h) = previous {
+        py.detach(move || {
+            let _ = h.join();
+        });
+    }
     let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("qtune-work".to_string())
         // The command-line tools run on the main thread's 8 MiB stack.
         .stack_size(8 << 20)
         .spawn(move || {
-            let _ = tx.send(no_panic(f));
+            let result = no_panic(f);
+            // The work is over (finished, failed or unwound): a request
+            // made for it must not stop the next call.
+            qtune_exec::cancel::clear();
+            let _ = tx.send(result);
         })
         .map_err(|e| QtuneError::new_err(format!("cannot start a worker thread: {e}")))?;
     let mut rx = rx;
@@ -49,8 +68,27 @@ fn work<T: Send + 'static>(
         let (got, back) = py.detach(move || (rx.recv_timeout(Duration::from_millis(100)), rx));
         rx = back;
         match got {
-            Ok(result) => return result.map_err(PyErr::from),
-            Err(mpsc::RecvTimeoutError::Timeout) => py.check_signals()?,
+            Ok(result) => {
+                let _ = handle.join();
+                return result.map_err(PyErr::from);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(interrupt) = py.check_signals() {
+                    qtune_exec::cancel::request();
+                    let (got, _) = py.detach(move || (rx.recv_timeout(Duration::from_secs(1)), rx));
+                    match got {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if let Ok(mut s) = STOPPING.lock() {
+                                *s = Some(handle);
+                            }
+                        }
+                        _ => {
+                            let _ = handle.join();
+                        }
+                    }
+                    return Err(interrupt);
+                }
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(QtuneError::new_err(
                     "internal error: the worker thread ended without a result",
