@@ -127,7 +127,7 @@ impl Preprocess {
         };
         let text = |k: &str| get(k).and_then(|v| v.as_str().map(str::to_string));
         let mean = list("mean")?;
-        let mut p = Preprocess::default();
+        let mut p = PreprocessFlags::default();
         p.resize_dims = list("resize_dims");
         p.keep_aspect_ratio = get("keep_aspect_ratio")
             .and_then(MlirAttr::as_bool)
@@ -141,7 +141,7 @@ impl Preprocess {
             .and_then(MlirAttr::as_i64)
             .map(|v| v.to_string());
         p.pad_type = text("pad_type");
-        Some(p)
+        Some(Preprocess(p))
     }
 
     /// The validated configuration for a network input of `shape`.
