@@ -2,6 +2,10 @@
 //! `conv2d_pointwise_depthwise`, median microseconds in pools of 1 and 2 threads.
 //!
 //! `cargo run --release -p qtune-kernels --example pwdw`
+//!
+//! `THREADS` (comma-separated pool sizes, default `1,2`); `CPUTIME=1` (Linux) times each
+//! call by the calling thread's CPU time instead of the wall clock (meaningful with
+//! `THREADS=1` on a host shared with other jobs); `ROUNDS` (default 300).
 
 use qtune_kernels::{
     Conv2dParams, Parallelism, UnaryOp, conv2d_fused, conv2d_out_dims, conv2d_pointwise_depthwise,
@@ -20,6 +24,42 @@ fn filled(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// CPU time of the calling thread, in seconds (Linux `CLOCK_THREAD_CPUTIME_ID`).
+#[cfg(target_os = "linux")]
+fn thread_cpu_seconds() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut t = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid `struct timespec` for the call to write.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime");
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_seconds() -> f64 {
+    panic!("CPUTIME=1 needs Linux")
+}
+
+/// Seconds since an arbitrary origin: the thread's CPU time or the wall clock.
+fn now(cputime: bool, origin: Instant) -> f64 {
+    if cputime {
+        thread_cpu_seconds()
+    } else {
+        origin.elapsed().as_secs_f64()
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -34,7 +74,15 @@ fn main() {
         (24, 56, 56, 144, 2, [0, 0, 1, 1]),
         (32, 28, 28, 192, 1, [1, 1, 1, 1]),
     ];
-    for threads in [1, 2] {
+    let threads_list: Vec<usize> = std::env::var("THREADS")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .map(|t| t.trim().parse().expect("THREADS: comma-separated counts"))
+        .collect();
+    let cputime = std::env::var("CPUTIME").is_ok_and(|v| v == "1");
+    let rounds: usize = std::env::var("ROUNDS").map_or(300, |r| r.parse().expect("ROUNDS"));
+    let origin = Instant::now();
+    for threads in threads_list {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -51,8 +99,8 @@ fn main() {
             let mut o = vec![0.0; od.iter().product()];
             let (mut a, mut b) = (Vec::new(), Vec::new());
             pool.install(|| {
-                for _ in 0..300 {
-                    let t = Instant::now();
+                for _ in 0..rounds {
+                    let t = now(cputime, origin);
                     conv2d_fused(
                         &x,
                         [1, c, h, w],
@@ -75,8 +123,8 @@ fn main() {
                         &mut o,
                         Parallelism::Rayon,
                     );
-                    a.push(t.elapsed().as_secs_f64());
-                    let t = Instant::now();
+                    a.push(now(cputime, origin) - t);
+                    let t = now(cputime, origin);
                     conv2d_pointwise_depthwise(
                         &x,
                         [1, c, h, w],
@@ -91,7 +139,7 @@ fn main() {
                         &mut o,
                         Parallelism::Rayon,
                     );
-                    b.push(t.elapsed().as_secs_f64());
+                    b.push(now(cputime, origin) - t);
                 }
             });
             println!(

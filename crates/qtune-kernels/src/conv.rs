@@ -684,8 +684,15 @@ pub const POINTWISE_DEPTHWISE_MAX_DEPTH: usize = 512;
 /// Intermediate elements per tile of [`conv2d_pointwise_depthwise`] (about 384 KiB, so a
 /// tile's expanded planes stay in L2 between the two convolutions).
 const PW_DW_TILE_ELEMENTS: usize = 96 * 1024;
-/// Channel tiles of [`conv2d_pointwise_depthwise`] are a multiple of this.
+/// Channel tiles of [`conv2d_pointwise_depthwise`] on the plane path are a multiple of this:
+/// the columns of the `gemm` crate's AVX-512 micro-kernel.
 const PW_DW_CHANNEL_STEP: usize = 6;
+/// Tiles per image [`conv2d_pointwise_depthwise`] makes at least when the channels allow, so
+/// that two threads share a pair evenly. Fitting the cache budget alone made 5 tiles of the
+/// 144-channel pairs of 56x56 maps (3 for one thread, 2 for the other: a fifth of the pair
+/// with one thread idle) and 2 of the 28x28 ones (nothing to rebalance when one thread runs
+/// late). A constant: never the thread count.
+const PW_DW_MIN_TILES: usize = 8;
 
 thread_local! {
     /// Per-thread intermediate planes of [`conv2d_pointwise_depthwise`].
@@ -796,18 +803,26 @@ pub fn conv2d_pointwise_depthwise(
         pt: dw_params.pads[0],
         pl: dw_params.pads[1],
     };
-    // Channels per tile: as many planes as fit the budget, evened out over the tiles (no
-    // sliver tile) and rounded up to whole 6-column blocks of the `gemm` crate's AVX-512
-    // micro-kernel. Shape-only, never the thread count.
+    let blocked = ohw <= DW_BLOCKED_MAX_PIXELS && dw_blocks_available();
+    // Channels per tile: as many planes as fit the budget, but at least PW_DW_MIN_TILES
+    // tiles per batch when there are channels enough, evened out over the tiles (no sliver
+    // tile) and rounded up to whole 6-column blocks of the `gemm` crate's AVX-512
+    // micro-kernel, or to whole 16-channel blocks of the channel-blocked depthwise kernel
+    // (whose partial blocks cost as much as full ones). Shape (and CPU) only, never the
+    // thread count; the tiling does not change any result bit (each output element is one
+    // sum in the `gemm` crate and one plane's taps, whichever tile holds it).
     let target = (PW_DW_TILE_ELEMENTS / hw).max(2);
-    let cb = m
-        .div_ceil(m.div_ceil(target))
-        .next_multiple_of(PW_DW_CHANNEL_STEP);
+    let step = if blocked {
+        dw_block_channels()
+    } else {
+        PW_DW_CHANNEL_STEP
+    };
+    let wanted = m.div_ceil(target).max(PW_DW_MIN_TILES.div_ceil(n));
+    let cb = m.div_ceil(wanted).next_multiple_of(step);
     let tiles = m.div_ceil(cb);
     let flops = 2 * n * m * hw * c + 2 * n * m * ohw * kk;
     let par = crate::util::par_for_work(par, flops);
     let outp = SendPtr(out.as_mut_ptr());
-    let blocked = ohw <= DW_BLOCKED_MAX_PIXELS && dw_blocks_available();
     for_each_tile(n * tiles, par, |t| {
         let (ni, ti) = (t / tiles, t % tiles);
         let m0 = ti * cb;
@@ -998,6 +1013,18 @@ thread_local! {
     /// Makes [`dw_blocks_available`] false on this thread, so that tests cover the
     /// plane-by-plane path on small maps too.
     pub(crate) static DW_PLANES_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Channels per block of the channel-blocked depthwise kernel (1 where there is none).
+fn dw_block_channels() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        DW_BLOCK
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        1
+    }
 }
 
 /// Whether [`dw_avx512::dw_blocks`] can run here. Either path gives the same bits, so the

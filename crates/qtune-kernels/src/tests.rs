@@ -508,6 +508,9 @@ fn conv2d_fused_equals_conv_then_unary() {
         conv_case(1, 8, 9, 9, 16, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
         conv_case(1, 8, 9, 9, 16, [1, 1], [1, 1], [0; 4], [1, 1], 1),
         conv_case(2, 6, 9, 10, 6, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 6),
+        // Depthwise maps above 28x28 run plane by plane (activation applied per plane).
+        conv_case(1, 5, 40, 37, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 5),
+        conv_case(1, 4, 41, 38, 4, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 4),
     ] {
         for act in [
             UnaryOp::Clip { lo: 0.0, hi: 6.0 },
@@ -1166,11 +1169,57 @@ fn pointwise_depthwise_equals_two_convolutions_bit_for_bit() {
         ),
         (1, 512, 8, 9, 20, 3, 2, [1, 1, 1, 1], relu6, relu6),
         (1, 1, 5, 5, 4, 3, 1, [0; 4], None, None),
+        // Plane path (maps above 28x28), stride 2 with both pad parities, Relu.
+        (
+            1,
+            8,
+            45,
+            33,
+            12,
+            3,
+            2,
+            [1, 1, 1, 1],
+            Some(UnaryOp::Relu),
+            relu6,
+        ),
+        (
+            1,
+            8,
+            31,
+            40,
+            12,
+            3,
+            2,
+            [0, 1, 1, 0],
+            relu6,
+            Some(UnaryOp::Relu),
+        ),
+        // A 1x1 depthwise at stride 2 never reads the odd rows and columns.
+        (1, 6, 40, 41, 9, 1, 2, [0; 4], relu6, None),
+        // Stride 1 with a 5x5 window and odd padding.
+        (
+            1,
+            7,
+            36,
+            30,
+            10,
+            5,
+            1,
+            [2, 1, 2, 3],
+            Some(UnaryOp::Silu),
+            relu6,
+        ),
     ];
-    for (i, &(n, c, h, w, m, k, s, pads, pw_act, dw_act)) in cases.iter().enumerate() {
+    let cases = cases
+        .iter()
+        .flat_map(|&cs| [(cs, true, false), (cs, false, false), (cs, true, true)]);
+    for (i, ((n, c, h, w, m, k, s, pads, pw_act, dw_act), with_pw_bias, planes_only)) in
+        cases.enumerate()
+    {
         let x = rng.vec(n * c * h * w);
         let w1 = rng.vec(m * c);
         let b1 = rng.vec(m);
+        let pw_b = with_pw_bias.then_some(b1.as_slice());
         let w2 = rng.vec(m * k * k);
         let b2 = rng.vec(m);
         let pw_p = Conv2dParams::default();
@@ -1184,7 +1233,7 @@ fn pointwise_depthwise_equals_two_convolutions_bit_for_bit() {
                 [n, c, h, w],
                 &w1,
                 [m, c, 1, 1],
-                Some(&b1),
+                pw_b,
                 &pw_p,
                 pw_act,
                 &mut mid,
@@ -1205,12 +1254,14 @@ fn pointwise_depthwise_equals_two_convolutions_bit_for_bit() {
             o
         });
         let fused = |par| {
+            // Forcing the plane path is per thread; the kernel decides on the calling one.
+            crate::conv::DW_PLANES_ONLY.set(planes_only);
             let mut o = vec![f32::NAN; od.iter().product()];
             conv2d_pointwise_depthwise(
                 &x,
                 [n, c, h, w],
                 &w1,
-                Some(&b1),
+                pw_b,
                 pw_act,
                 &w2,
                 dw_dims,
@@ -1220,9 +1271,12 @@ fn pointwise_depthwise_equals_two_convolutions_bit_for_bit() {
                 &mut o,
                 par,
             );
+            crate::conv::DW_PLANES_ONLY.set(false);
             o
         };
-        let name = format!("pointwise+depthwise case {i}");
+        let name = format!(
+            "pointwise+depthwise case {i} (pointwise bias {with_pw_bias}, planes only {planes_only})"
+        );
         check_deterministic(&name, fused);
         assert!(
             bits(&fused(Parallelism::Sequential)) == bits(&want),
