@@ -2,10 +2,11 @@
 """Oracle for the QDQ export: ONNX Runtime running model_deploy's QDQ ONNX
 model must agree with qtune's own simulation of the quantized model.
 
-    qdq_agreement.py inputs  WORKLOADS MODEL OUT.npz
+    qdq_agreement.py inputs  WORKLOADS MODEL OUT.npz [LIMIT]
         Stacks the model's validation inputs (images/val through
         tools/preprocess.py, or text/val for MiniLM) into one npz keyed by
-        input name, axis 0 = sample, in file-name order.
+        input name, axis 0 = sample, in file-name order. With LIMIT, at most
+        LIMIT of them, spread evenly over the file list (every k-th).
 
     qdq_agreement.py compare MODEL.onnx INPUTS.npz SIM.npz MIN_COS
         Runs MODEL.onnx in ONNX Runtime on every sample of INPUTS.npz and
@@ -34,13 +35,20 @@ import tempfile
 import numpy as np
 
 
-def inputs(workloads, model, out):
+def spread(files, limit):
+    if limit is None or len(files) <= limit:
+        return files
+    step = -(-len(files) // limit)
+    return files[::step][:limit]
+
+
+def inputs(workloads, model, out, limit=None):
     sys.path.insert(0, os.path.join(workloads, "tools"))
     from preprocess import load_models_toml, preprocess_image
 
     if model == "minilm_l6_s128":
         folder = os.path.join(workloads, "text", "val")
-        files = sorted(f for f in os.listdir(folder) if f.endswith(".npz"))
+        files = spread(sorted(f for f in os.listdir(folder) if f.endswith(".npz")), limit)
         arrays = {}
         for f in files:
             d = np.load(os.path.join(folder, f))
@@ -50,7 +58,7 @@ def inputs(workloads, model, out):
     else:
         cfg = load_models_toml()[model]
         folder = os.path.join(workloads, "images", "val")
-        files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".jpg", ".jpeg", ".png")))
+        files = spread(sorted(f for f in os.listdir(folder) if f.lower().endswith((".jpg", ".jpeg", ".png"))), limit)
         name = cfg["inputs"][0]["name"]
         stacked = {name: np.concatenate([preprocess_image(os.path.join(folder, f), cfg) for f in files])}
     np.savez(out, **stacked)
@@ -170,8 +178,8 @@ def codes(qtune, mlir, table, model, inputs_npz, max_fraction):
 if __name__ == "__main__":
     if len(sys.argv) == 8 and sys.argv[1] == "codes":
         sys.exit(codes(*sys.argv[2:7], float(sys.argv[7])))
-    if len(sys.argv) == 5 and sys.argv[1] == "inputs":
-        inputs(*sys.argv[2:])
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "inputs":
+        inputs(*sys.argv[2:5], int(sys.argv[5]) if len(sys.argv) == 6 else None)
         sys.exit(0)
     if len(sys.argv) in (6, 7) and sys.argv[1] == "compare":
         min_mean = float(sys.argv[6]) if len(sys.argv) == 7 else None

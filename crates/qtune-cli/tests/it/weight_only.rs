@@ -26,15 +26,24 @@ fn python(args: &[&std::ffi::OsStr]) -> std::process::Output {
         .expect("python3 with numpy, onnx and onnxruntime (pip install numpy onnx onnxruntime)")
 }
 
-/// The validation inputs of `name` stacked into `dir/val_inputs.npz`.
+/// How many validation samples the weight-only tests compare (of 60
+/// sentences: every third; of 32 photos: 20 spread over them). Their
+/// agreement is code for code, so a third of the set checks the same
+/// kernels at a third of the suite's time.
+const VAL_SENTENCES: usize = 20;
+
+/// `VAL_SENTENCES` validation inputs of `name`, spread over the set,
+/// stacked into `dir/val_inputs.npz`.
 fn val_inputs(dir: &Path, name: &str) -> PathBuf {
     let inputs = dir.join("val_inputs.npz");
+    let limit = VAL_SENTENCES.to_string();
     let out = python(&[
         tests_dir().join("qdq_agreement.py").as_os_str(),
         "inputs".as_ref(),
         workloads().as_os_str(),
         name.as_ref(),
         inputs.as_os_str(),
+        limit.as_ref(),
     ]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     inputs
@@ -159,12 +168,15 @@ fn minilm_weight_only_codes_match_numpy_and_onnx_runtime_matches_simulation() {
         let tag = format!("{mode}_g{group}{}", if symmetric { "s" } else { "" });
         let (onnx, text) = deploy_and_check(&dir, &mlir, &inputs, &tag, &flags);
         // Every MatMul/Gemm with a weight (6 layers x 6) is weight-only;
-        // nothing is int8-quantized; the 60 sentences were all compared.
+        // nothing is int8-quantized; every sentence was compared.
         assert!(
             text.contains(&format!("36 {mode}")) && text.contains("0 tensors quantized"),
             "{text}"
         );
-        assert!(text.contains("over 60 samples (0 below"), "{text}");
+        assert!(
+            text.contains(&format!("over {VAL_SENTENCES} samples (0 below")),
+            "{text}"
+        );
         let nbits = bits == 4 && group % 16 == 0;
         assert_eq!(
             text.contains("36 4-bit weight-only layers as com.microsoft MatMulNBits"),
@@ -219,7 +231,10 @@ fn int8_model_with_weight_only_qtable_rows_runs_in_onnx_runtime() {
             && text.contains("(1 4-bit weight-only layers as com.microsoft MatMulNBits)"),
         "{text}"
     );
-    assert!(text.contains("over 32 samples (0 below"), "{text}");
+    assert!(
+        text.contains(&format!("over {VAL_SENTENCES} samples (0 below")),
+        "{text}"
+    );
     check_codes(name, &onnx, 8, 0, false, "F16");
     // dense_2: K = 1280 per channel, written as blocks of 256.
     let oracle = check_codes(name, &onnx, 4, 0, false, "F16");
@@ -283,8 +298,8 @@ fn bad_weight_only_flags_are_refused_with_exit_2() {
 
 /// `--q_method clip` and `gptq` (with act-order and the padding mask):
 /// the export (same layout: MatMulNBits for 4 bits, DequantizeLinear for 8)
-/// agrees in ONNX Runtime with qtune's simulation of the same model on all
-/// 60 validation sentences (model_deploy's `--test_input` with the stacked
+/// agrees in ONNX Runtime with qtune's simulation of the same model on
+/// `VAL_SENTENCES` validation sentences (model_deploy's `--test_input` with the stacked
 /// sentences), and the codes are not TPU-MLIR's round to nearest.
 #[test]
 fn minilm_clip_and_gptq_exports_agree_with_simulation() {
@@ -393,7 +408,10 @@ fn minilm_clip_and_gptq_exports_agree_with_simulation() {
         }
         let sim = dir.join(format!("{tag}_tpu_outputs.npz"));
         let text = check_agreement(&onnx, &inputs, &sim);
-        assert!(text.contains("over 60 samples (0 below"), "{text}");
+        assert!(
+            text.contains(&format!("over {VAL_SENTENCES} samples (0 below")),
+            "{text}"
+        );
         // The oracle recomputes TPU-MLIR's rule: these codes must differ.
         let source = workloads().join("models").join(format!("{name}.onnx"));
         let (b, g) = (bits.to_string(), group.to_string());
@@ -602,7 +620,7 @@ fn weight_method_flags_that_do_not_apply_are_refused() {
 /// `--q_awq` with `gptq_clip --q_awq_clip` and with `rtn`: the 6 attention output
 /// projections are scaled (the other 30 layers have no exact fold in
 /// post-LN BERT), and the export agrees in ONNX Runtime with qtune's
-/// simulation on all 60 validation sentences.
+/// simulation on `VAL_SENTENCES` validation sentences.
 #[test]
 fn minilm_awq_exports_agree_with_simulation() {
     let dir = scratch("weight_only_awq");
@@ -648,6 +666,9 @@ fn minilm_awq_exports_agree_with_simulation() {
         );
         let sim = dir.join(format!("{tag}_tpu_outputs.npz"));
         let text = check_agreement(&onnx, &inputs, &sim);
-        assert!(text.contains("over 60 samples (0 below"), "{text}");
+        assert!(
+            text.contains(&format!("over {VAL_SENTENCES} samples (0 below")),
+            "{text}"
+        );
     }
 }
