@@ -119,8 +119,8 @@ impl Journal {
                 .unwrap_or("");
             if fp != fingerprint {
                 return Err(SearchError::Settings(format!(
-                    "--resume: `{}` was written by a search with another model, tables or settings; \
-                     remove it or run without --resume",
+                    "--resume: the journal `{}` was written by a run with other inputs (model, \
+                     tables, samples or settings); remove it or run without --resume",
                     path.display()
                 )));
             }
