@@ -849,9 +849,11 @@ mod tests {
             processor: Processor::Bm1684x,
             fp_type: QuantMode::F16,
         };
-        let mut settings = BiasCorrectionSettings::default();
-        settings.min_layer_cos = 0.99999;
-        settings.expected_cos = 0.99999;
+        let settings = BiasCorrectionSettings {
+            min_layer_cos: 0.99999,
+            expected_cos: 0.99999,
+            ..BiasCorrectionSettings::default()
+        };
         let dir = std::env::temp_dir().join(format!("qtune-bc-journal-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("j");
