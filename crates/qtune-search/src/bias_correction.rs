@@ -258,6 +258,31 @@ fn layer_cos(float: &[Tensor], int8: &[Vec<Tensor>]) -> f64 {
     sum / float.len().max(1) as f64
 }
 
+/// [`layer_cos`] of `float` and `raw * scale` (the int8 output in float
+/// units, see [`scaled`]), scaling one sample at a time: the raw tensors
+/// are shared with the trial's values, so scaling them all would copy the
+/// Conv's output on every sample at once. The same f32 products and the
+/// same sums as `layer_cos(float, &scaled(raw, scale))`.
+fn scaled_layer_cos(float: &[Tensor], raw: Vec<Vec<Tensor>>, scale: f32) -> f64 {
+    let mut sum = 0.0;
+    for (f, q) in float.iter().zip(raw) {
+        let Some(t) = q.into_iter().next() else {
+            continue;
+        };
+        let mut v = match t.into_unshared_f32_vec() {
+            Ok(v) => v,
+            Err(t) => t.to_f32_vec(),
+        };
+        if scale != 1.0 {
+            for x in &mut v {
+                *x *= scale;
+            }
+        }
+        sum += cos_sim(&f.to_f32_vec(), &v);
+    }
+    sum / float.len().max(1) as f64
+}
+
 /// Per channel (axis 1), the mean over samples, N and the spatial
 /// positions of `float - int8`.
 fn channel_delta(
@@ -506,6 +531,8 @@ fn correct(
         ));
     }
     let n_samples = samples.len();
+    // What the steps before (a search, a calibration) freed.
+    qtune_tensor::release_free_memory();
     let mut skipped = Vec::new();
     let convs = candidates(start, &mut skipped);
     let mut ev = MixEvaluator::new(
@@ -569,6 +596,10 @@ fn correct(
     progress.start("convs", convs.len());
     for (k, c) in convs.iter().enumerate() {
         progress.advance(1);
+        // What the previous Conv's trial freed (its cache or its values,
+        // its int8 outputs) goes back to the kernel: without it, the peak
+        // resident size is that of every thread's arena at its own peak.
+        qtune_tensor::release_free_memory();
         if model.plan.mode(c.node) != QuantMode::Int8 {
             report.skipped.push((
                 c.name.clone(),
@@ -620,7 +651,7 @@ fn correct(
         let trial_model = ev.build_from(&trial_graph, &int8(table))?;
         let (value, scale) = pre_quant_output(&trial_model, c.out, &c.name)?;
         let mut trial = ev.trial(&trial_model, &[value.as_str()])?;
-        let new = layer_cos(float, &scaled(std::mem::take(&mut trial.tensors), scale)?);
+        let new = scaled_layer_cos(float, std::mem::take(&mut trial.tensors), scale);
         let outputs_cos = trial.score.cos;
         let apply = outputs_cos >= report.final_cos && new >= old;
         let conv = ConvCorrection {
