@@ -183,7 +183,8 @@ affects (activations cached per sample up to --cache_mb), samples run on every c
 results do not depend on the thread count.
   search_threshold: calibrates kl, max, percentile9999 and mse in one statistics pass (each
     tuned), scores each all-int8 model on --inference_num samples (--benchmark_method cos or
-    snr), copies the best table to -o (an existing -o is kept as is). Log: Search_Threshold.
+    snr), copies the best table to -o (an existing -o is kept as is; with --bc -o is written
+    once, by the bias correction). Log: Search_Threshold. --resume continues from <-o>.journal.
   search_qtable: calibrates --quantize_method_list (writes <cali>_<m>[.1|_tune] and -o = the
     mse table; an existing -o is reused with the first method). If all-int8 meets
     --expected_cos it stops. Otherwise every op type is tried in int8 alone on one sample; for
@@ -197,7 +198,8 @@ results do not depend on the thread count.
     to float per round (spec 3.9.8). Log: Search_Qtable.
   mix_search: needs an existing -o; walks the ops, puts layers whose own similarity is below
     --min_layer_cos in float while the output improves, until --expected_cos (spec 3.10).
-    Outputs the qtable and <quantize_table>_loss.txt. Log: Mix_Search.
+    Outputs the qtable and <quantize_table>_loss.txt. Log: Mix_Search. --resume continues from
+    <quantize_table>.journal.
 --post_process FILE.py (a PostProcess(data) function, run in one python3 process) transforms
 the compared outputs; --global_compare_layers compares named tensors instead (a:0.3,b:0.7).
 
@@ -215,7 +217,14 @@ table (-o) is that model's, and its `# mlir:` line names it. The log `Bias_Corre
 current directory; the summary gives the Convs corrected and reverted and the output cosine
 before and after. TPU-MLIR instead compares a trial's layer cosine with the best of all earlier
 Convs (which rejects most later corrections) and rewrites the weight file in place.
---cache_mb bounds the cached activations of the trials.
+--cache_mb bounds the cached activations of the trials. Each visited Conv is recorded in
+`<corrected model>.mlir.journal` (removed once the model is written); --resume continues an
+interrupted run from it, to the same files.
+
+Interrupted runs: a journal is written beside the output of each search but fast_search and
+of --bc, one synced record per finished unit of work, headed by a fingerprint of the model,
+tables, samples and settings. --resume reads it back (a journal of other inputs is refused,
+exit 2) and gives byte-identical outputs; without --resume an old journal is replaced.
 
 Exit codes: 0 success; 2 bad input or usage (unreadable model or data, unsupported flag such
 as --smc).";
@@ -328,8 +337,13 @@ pub struct SearchFlags {
     /// Loss table of mix_search (default `<quantize_table>_loss.txt`).
     #[arg(long = "loss_table", alias = "loss-table")]
     pub loss_table: Option<PathBuf>,
-    /// Continue an interrupted search_qtable from its journal
-    /// (`<qtable>.journal`) without redoing finished layers.
+    /// Continue an interrupted run from the journal it left, without
+    /// redoing finished work: search_qtable from `<quantize_table>.journal`
+    /// (one record per layer), mix_search from `<quantize_table>.journal`
+    /// (per configuration), search_threshold from `<-o>.journal` (per
+    /// method), --bc from `<corrected model>.mlir.journal` (per Conv). A
+    /// journal of other inputs is refused; the outputs are those of an
+    /// uninterrupted run.
     #[arg(long)]
     pub resume: bool,
     /// Memory, in MiB, for the tuner's float activations (every tensor of
@@ -388,6 +402,7 @@ impl Args {
             bc.inference_num = self.bc_inference_num.unwrap_or(30);
             bc.cache_bytes = self.search_flags.common.cache_mb.saturating_mul(1 << 20);
             bc.fp_type = self.search_flags.common.fp_type.clone();
+            bc.resume = self.search_flags.resume;
             bc
         })
     }
@@ -492,7 +507,12 @@ fn honoured(flag: &str, mode: Option<&str>, bc: bool) -> Option<bool> {
         "max_float_layers" => matches!(mode, Some("search_qtable" | "mix_search")),
         "benchmark_method" => threshold,
         "loss_table" => mode == Some("mix_search"),
-        "resume" => mode == Some("search_qtable"),
+        "resume" => {
+            matches!(
+                mode,
+                Some("search_qtable" | "search_threshold" | "mix_search")
+            ) || bc
+        }
         // fast_search writes no report; search_threshold with --bc neither.
         "report" | "plot" => match mode {
             Some("fast_search") => false,
@@ -544,7 +564,7 @@ mod tests {
         let cases: [(&str, [bool; 5]); 8] = [
             ("cali_method", [true, false, false, true, false]),
             ("tune_num", [true, true, true, true, false]),
-            ("resume", [false, false, true, false, false]),
+            ("resume", [false, true, true, false, true]),
             ("benchmark_method", [false, true, false, false, false]),
             ("min_layer_cos", [false, false, false, false, true]),
             ("loss_table", [false, false, false, false, true]),
@@ -558,6 +578,7 @@ mod tests {
         }
         // --bc brings its own flags to plain calibration and search_threshold.
         assert_eq!(honoured("expected_cos", None, true), Some(true));
+        assert_eq!(honoured("resume", None, true), Some(true));
         assert_eq!(
             honoured("min_layer_cos", Some("search_threshold"), true),
             Some(true)

@@ -45,7 +45,10 @@ use qtune_ir::{Graph, NodeId, Op, ValueId};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_tensor::Tensor;
 
-use crate::mix::{EvalStats, MixEvaluator, Precision, cos_sim};
+use crate::mix::journal::{
+    Journal, f32_hex, f64_hex, graph_key, parse_f32_hex, parse_f64_hex, replayed, samples_key,
+};
+use crate::mix::{EvalStats, LayerRefs, MixEvaluator, Precision, cos_sim};
 use crate::{Progress, SearchError};
 
 /// Settings of [`bias_correction`].
@@ -255,6 +258,31 @@ fn layer_cos(float: &[Tensor], int8: &[Vec<Tensor>]) -> f64 {
     sum / float.len().max(1) as f64
 }
 
+/// [`layer_cos`] of `float` and `raw * scale` (the int8 output in float
+/// units, see [`scaled`]), scaling one sample at a time: the raw tensors
+/// are shared with the trial's values, so scaling them all would copy the
+/// Conv's output on every sample at once. The same f32 products and the
+/// same sums as `layer_cos(float, &scaled(raw, scale))`.
+fn scaled_layer_cos(float: &[Tensor], raw: Vec<Vec<Tensor>>, scale: f32) -> f64 {
+    let mut sum = 0.0;
+    for (f, q) in float.iter().zip(raw) {
+        let Some(t) = q.into_iter().next() else {
+            continue;
+        };
+        let mut v = match t.into_unshared_f32_vec() {
+            Ok(v) => v,
+            Err(t) => t.to_f32_vec(),
+        };
+        if scale != 1.0 {
+            for x in &mut v {
+                *x *= scale;
+            }
+        }
+        sum += cos_sim(&f.to_f32_vec(), &v);
+    }
+    sum / float.len().max(1) as f64
+}
+
 /// Per channel (axis 1), the mean over samples, N and the spatial
 /// positions of `float - int8`.
 fn channel_delta(
@@ -337,6 +365,13 @@ fn with_bias_delta(graph: &Graph, c: &Candidate, delta: &[f32]) -> Result<Graph,
 /// by TPU-MLIR op names) quantized with `table` (and `qtable`'s float
 /// layers) for `processor`, on `samples` (graph inputs by name). Returns
 /// the corrected copy of the graph and the report; `graph` is unchanged.
+///
+/// With a journal (opened with [`bias_correction_fingerprint`]), the
+/// all-int8 score and every visited Conv are recorded once computed (the
+/// delta of a trial as the f32 bits of each channel), and what it already
+/// holds (`--resume`) is replayed instead of run: the corrected graph and
+/// the report (but its times and statistics) are those of an
+/// uninterrupted run.
 #[allow(clippy::too_many_arguments)]
 pub fn bias_correction(
     graph: &Graph,
@@ -347,6 +382,7 @@ pub fn bias_correction(
     samples: Vec<Vec<(String, Tensor)>>,
     settings: &BiasCorrectionSettings,
     progress: &dyn Progress,
+    journal: Option<&mut Journal>,
 ) -> Result<(Graph, BiasCorrectionReport), SearchError> {
     let model = Model {
         table,
@@ -354,7 +390,116 @@ pub fn bias_correction(
         processor,
         fp_type,
     };
-    correct(graph, graph, &model, samples, settings, progress)
+    correct(graph, graph, &model, samples, settings, progress, journal)
+}
+
+/// The fingerprint of a bias correction's journal: everything its result
+/// depends on (the graph with its weights, the table, the float layers,
+/// the processor and float type, the samples and the cosine settings; not
+/// the cache budget, which does not change the result).
+#[allow(clippy::too_many_arguments)]
+pub fn bias_correction_fingerprint(
+    graph: &Graph,
+    table: &CalibrationTable,
+    qtable: &[(String, QuantMode)],
+    processor: Processor,
+    fp_type: QuantMode,
+    samples: &[Vec<(String, Tensor)>],
+    settings: &BiasCorrectionSettings,
+) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [
+        "bias_correction v1".to_string(),
+        graph_key(graph),
+        table.to_text(),
+        format!("{qtable:?}"),
+        format!("{} {fp_type}", processor.name()),
+        samples_key(samples),
+        format!(
+            "{} {}",
+            f64_hex(settings.min_layer_cos),
+            f64_hex(settings.expected_cos)
+        ),
+    ] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    format!("{:032x}", h.digest128())
+}
+
+/// A visited Conv as a journal record: `conv <index> <name> above <old>`,
+/// or `conv <index> <name> trial <old> <new> <outputs> <applied> <delta>`
+/// (the delta's channels as f32 bits, comma-separated).
+fn conv_record(k: usize, c: &ConvCorrection, delta: &[f32]) -> Vec<String> {
+    let mut r = vec![
+        "conv".to_string(),
+        k.to_string(),
+        c.name.clone(),
+        if c.new_layer_cos.is_some() {
+            "trial"
+        } else {
+            "above"
+        }
+        .to_string(),
+        f64_hex(c.old_layer_cos),
+    ];
+    if let (Some(new), Some(out)) = (c.new_layer_cos, c.outputs_cos) {
+        r.push(f64_hex(new));
+        r.push(f64_hex(out));
+        r.push(u8::from(c.outcome == CorrectionOutcome::Applied).to_string());
+        r.push(
+            delta
+                .iter()
+                .map(|&d| f32_hex(d))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    r
+}
+
+/// Parses [`conv_record`] for Conv `k` named `name`.
+fn parse_conv_record(r: &[String], k: usize, name: &str) -> Option<(ConvCorrection, Vec<f32>)> {
+    if r.len() < 5 || r[1] != k.to_string() || r[2] != name {
+        return None;
+    }
+    let old = parse_f64_hex(&r[4])?;
+    match (r[3].as_str(), r.len()) {
+        ("above", 5) => Some((
+            ConvCorrection {
+                name: name.to_string(),
+                old_layer_cos: old,
+                new_layer_cos: None,
+                outputs_cos: None,
+                max_abs_delta: None,
+                outcome: CorrectionOutcome::AboveThreshold,
+            },
+            Vec::new(),
+        )),
+        ("trial", 9) => {
+            let delta = r[8]
+                .split(',')
+                .map(parse_f32_hex)
+                .collect::<Option<Vec<f32>>>()?;
+            let outcome = match r[7].as_str() {
+                "1" => CorrectionOutcome::Applied,
+                "0" => CorrectionOutcome::Reverted,
+                _ => return None,
+            };
+            Some((
+                ConvCorrection {
+                    name: name.to_string(),
+                    old_layer_cos: old,
+                    new_layer_cos: Some(parse_f64_hex(&r[5])?),
+                    outputs_cos: Some(parse_f64_hex(&r[6])?),
+                    max_abs_delta: Some(delta.iter().fold(0f32, |m, d| m.max(d.abs()))),
+                    outcome,
+                },
+                delta,
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// How the int8 model is made.
@@ -376,6 +521,7 @@ fn correct(
     samples: Vec<Vec<(String, Tensor)>>,
     settings: &BiasCorrectionSettings,
     progress: &dyn Progress,
+    mut journal: Option<&mut Journal>,
 ) -> Result<(Graph, BiasCorrectionReport), SearchError> {
     let (table, qtable) = (m.table, m.qtable);
     let started = Instant::now();
@@ -385,6 +531,8 @@ fn correct(
         ));
     }
     let n_samples = samples.len();
+    // What the steps before (a search, a calibration) freed.
+    qtune_tensor::release_free_memory();
     let mut skipped = Vec::new();
     let convs = candidates(start, &mut skipped);
     let mut ev = MixEvaluator::new(
@@ -400,28 +548,34 @@ fn correct(
         table: Some(table),
         qtable,
     };
-
-    // The float model, once: the reference outputs and every Conv output
-    // (within half the cache budget in memory, the rest in a scratch file;
-    // read back one Conv at a time).
-    progress.start("float", 1);
     let names: Vec<String> = convs.iter().map(|c| c.name.clone()).collect();
-    let float_by_conv = {
-        let f32_model = ev.build(&Precision {
-            quantize: QuantMode::F32,
-            table: None,
-            qtable: &[],
-        })?;
-        ev.set_reference(&f32_model)?;
-        ev.layer_tensors(&f32_model, &names)?
+    // The float model: the reference outputs and every Conv output, once,
+    // before the first step the journal does not hold.
+    let mut float_by_conv: Option<LayerRefs> = None;
+    let mismatch = |j: Option<&Journal>, index: usize| match j {
+        Some(j) => j.mismatch(index),
+        None => SearchError::Settings("no journal".into()),
     };
-    progress.finish();
 
     let mut current = start.clone();
     let mut model = ev.build_from(&current, &int8(table))?;
-    let base = ev.trial(&model, &[])?;
-    let int8_cos = base.score.cos;
-    ev.commit(&model, base)?;
+    let int8_cos = match replayed(journal.as_deref(), 0, "base")? {
+        Some(r) => {
+            let c = (r.len() == 2).then(|| parse_f64_hex(&r[1])).flatten();
+            c.ok_or_else(|| mismatch(journal.as_deref(), 0))?
+        }
+        None => {
+            float_refs(&mut ev, &mut float_by_conv, &names, progress)?;
+            let base = ev.trial(&model, &[])?;
+            let c = base.score.cos;
+            ev.commit(&model, base)?;
+            if let Some(j) = journal.as_deref_mut() {
+                j.append(&["base".into(), f64_hex(c)])?;
+            }
+            c
+        }
+    };
+    let mut record = 1usize;
     let mut report = BiasCorrectionReport {
         int8_cos,
         final_cos: int8_cos,
@@ -442,6 +596,10 @@ fn correct(
     progress.start("convs", convs.len());
     for (k, c) in convs.iter().enumerate() {
         progress.advance(1);
+        // What the previous Conv's trial freed (its cache or its values,
+        // its int8 outputs) goes back to the kernel: without it, the peak
+        // resident size is that of every thread's arena at its own peak.
+        qtune_tensor::release_free_memory();
         if model.plan.mode(c.node) != QuantMode::Int8 {
             report.skipped.push((
                 c.name.clone(),
@@ -449,18 +607,41 @@ fn correct(
             ));
             continue;
         }
-        let float = &float_by_conv.layer(k)?;
+        if let Some(r) = replayed(journal.as_deref(), record, "conv")? {
+            let (conv, delta) = parse_conv_record(r, k, &c.name)
+                .ok_or_else(|| mismatch(journal.as_deref(), record))?;
+            record += 1;
+            let applied = conv.outcome == CorrectionOutcome::Applied;
+            let outputs_cos = conv.outputs_cos;
+            report.convs.push(conv);
+            if applied && let Some(outputs_cos) = outputs_cos {
+                current = with_bias_delta(&current, c, &delta)?;
+                model = ev.build_from(&current, &int8(table))?;
+                report.final_cos = outputs_cos;
+                if outputs_cos > settings.expected_cos {
+                    report.reached_expected = true;
+                    break;
+                }
+            }
+            continue;
+        }
+        let float = &float_refs(&mut ev, &mut float_by_conv, &names, progress)?.layer(k)?;
         let q = int8_output(&mut ev, &model, c.out, &c.name)?;
         let old = layer_cos(float, &q);
         if old >= settings.min_layer_cos {
-            report.convs.push(ConvCorrection {
+            let conv = ConvCorrection {
                 name: c.name.clone(),
                 old_layer_cos: old,
                 new_layer_cos: None,
                 outputs_cos: None,
                 max_abs_delta: None,
                 outcome: CorrectionOutcome::AboveThreshold,
-            });
+            };
+            if let Some(j) = journal.as_deref_mut() {
+                j.append(&conv_record(k, &conv, &[]))?;
+            }
+            record += 1;
+            report.convs.push(conv);
             continue;
         }
         let delta = channel_delta(&c.name, float, &q)?;
@@ -470,10 +651,10 @@ fn correct(
         let trial_model = ev.build_from(&trial_graph, &int8(table))?;
         let (value, scale) = pre_quant_output(&trial_model, c.out, &c.name)?;
         let mut trial = ev.trial(&trial_model, &[value.as_str()])?;
-        let new = layer_cos(float, &scaled(std::mem::take(&mut trial.tensors), scale)?);
+        let new = scaled_layer_cos(float, std::mem::take(&mut trial.tensors), scale);
         let outputs_cos = trial.score.cos;
         let apply = outputs_cos >= report.final_cos && new >= old;
-        report.convs.push(ConvCorrection {
+        let conv = ConvCorrection {
             name: c.name.clone(),
             old_layer_cos: old,
             new_layer_cos: Some(new),
@@ -484,7 +665,12 @@ fn correct(
             } else {
                 CorrectionOutcome::Reverted
             },
-        });
+        };
+        if let Some(j) = journal.as_deref_mut() {
+            j.append(&conv_record(k, &conv, &delta))?;
+        }
+        record += 1;
+        report.convs.push(conv);
         if apply {
             ev.commit(&trial_model, trial)?;
             current = trial_graph;
@@ -500,6 +686,29 @@ fn correct(
     report.stats = ev.stats.clone();
     report.time = started.elapsed();
     Ok((current, report))
+}
+
+/// The float model's reference outputs and Conv outputs `names` (within
+/// half the cache budget in memory, the rest in a scratch file; read back
+/// one Conv at a time), computed on the first call.
+fn float_refs<'a>(
+    ev: &mut MixEvaluator,
+    slot: &'a mut Option<LayerRefs>,
+    names: &[String],
+    progress: &dyn Progress,
+) -> Result<&'a LayerRefs, SearchError> {
+    if slot.is_none() {
+        progress.start("float", 1);
+        let f32_model = ev.build(&Precision {
+            quantize: QuantMode::F32,
+            table: None,
+            qtable: &[],
+        })?;
+        ev.set_reference(&f32_model)?;
+        *slot = Some(ev.layer_tensors(&f32_model, names)?);
+        progress.finish();
+    }
+    Ok(slot.as_ref().expect("computed above"))
 }
 
 #[cfg(test)]
@@ -633,6 +842,7 @@ mod tests {
             data,
             &settings,
             &crate::NoProgress,
+            None,
         )
         .unwrap();
         let first = &report.convs[0];
@@ -649,6 +859,105 @@ mod tests {
         }
         assert_eq!(wrong.constant_of(b1).unwrap().to_f32_vec(), bad);
         assert_eq!(reference.constant_of(b1).unwrap().to_f32_vec(), original);
+    }
+
+    /// A run resumed from a journal cut after each of its records gives
+    /// the corrected graph and Conv reports of the uninterrupted run, and
+    /// runs fewer samples the more the journal holds.
+    #[test]
+    fn resume_from_a_cut_journal_is_identical() {
+        let reference = two_convs();
+        let data = samples(6);
+        let table = max_table(&reference, &data);
+        let b1 = reference.value_by_name("b1").unwrap();
+        let mut wrong = reference.clone();
+        let mut bad = reference.constant_of(b1).unwrap().to_f32_vec();
+        bad[1] += 1.5;
+        wrong.value_mut(b1).constant = Some(Tensor::from_f32(vec![8], bad).unwrap());
+        let model = Model {
+            table: &table,
+            qtable: &[],
+            processor: Processor::Bm1684x,
+            fp_type: QuantMode::F16,
+        };
+        let settings = BiasCorrectionSettings {
+            min_layer_cos: 0.99999,
+            expected_cos: 0.99999,
+            ..BiasCorrectionSettings::default()
+        };
+        let dir = std::env::temp_dir().join(format!("qtune-bc-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("j");
+        let run = |resume: bool| {
+            let mut j = Journal::open(&path, "fp", resume).unwrap();
+            let out = correct(
+                &reference,
+                &wrong,
+                &model,
+                data.clone(),
+                &settings,
+                &crate::NoProgress,
+                Some(&mut j),
+            )
+            .unwrap();
+            (out, j.records().len())
+        };
+        let ((full, report), _) = run(false);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Header (2 lines), the base score, one record per Conv.
+        assert_eq!(lines.len(), 2 + 1 + report.convs.len(), "{text}");
+        assert!(report.convs.len() == 2, "{report:#?}");
+        assert!(report.applied() >= 1, "{report:#?}");
+        let key = |g: &Graph| {
+            ["b1", "b2"].map(|n| {
+                g.constant_of(g.value_by_name(n).unwrap())
+                    .unwrap()
+                    .to_f32_vec()
+            })
+        };
+        let summary = |r: &BiasCorrectionReport| {
+            (
+                r.int8_cos,
+                r.final_cos,
+                r.reached_expected,
+                format!("{:?}", r.convs),
+                r.skipped.clone(),
+            )
+        };
+        let mut runs = Vec::new();
+        for keep in 0..=lines.len() - 2 {
+            // The journal as a kill after `keep` records left it, with
+            // half of the next record written.
+            let mut cut = lines[..2 + keep].join("\n");
+            cut.push('\n');
+            if let Some(next) = lines.get(2 + keep) {
+                cut.push_str(&next[..next.len() / 2]);
+            }
+            std::fs::write(&path, cut).unwrap();
+            let ((g, r), read) = run(true);
+            assert_eq!(read, keep);
+            assert_eq!(key(&g), key(&full), "resumed after {keep} records");
+            assert_eq!(
+                summary(&r),
+                summary(&report),
+                "resumed after {keep} records"
+            );
+            runs.push(r.stats.runs);
+        }
+        assert!(runs.windows(2).all(|w| w[0] >= w[1]), "{runs:?}");
+        assert_eq!(
+            *runs.last().unwrap(),
+            0,
+            "a whole journal still ran samples"
+        );
+        // Another fingerprint is refused, naming the journal.
+        let err = Journal::open(&path, "other", true)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

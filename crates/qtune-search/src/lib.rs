@@ -33,7 +33,7 @@ mod tune_refs;
 
 pub use bias_correction::{
     BiasCorrectionReport, BiasCorrectionSettings, ConvCorrection, CorrectionOutcome,
-    bias_correction,
+    bias_correction, bias_correction_fingerprint,
 };
 pub use calibrate::{
     CalibrationOutcome, CalibrationSettings, DEFAULT_KEEP_MEMORY_BYTES, NoProgress, Progress,

@@ -16,6 +16,7 @@ use qtune_data::PreprocessConfig;
 use qtune_deploy::Processor;
 use qtune_exec::Executor;
 use qtune_ir::mlir::InputAttrs;
+use qtune_search::mix::journal::Journal;
 use qtune_search::mix::log::SearchLog;
 use qtune_search::{
     BiasCorrectionReport, BiasCorrectionSettings, CalibrationTable, CorrectionOutcome, Progress,
@@ -43,6 +44,9 @@ pub struct BcRequest<'a> {
     pub source: &'a crate::CalibrationSource,
     pub tune_list: Option<&'a Path>,
     pub input_attrs: &'a [InputAttrs],
+    /// Continue from the journal an interrupted run left
+    /// (`<corrected model>.mlir.journal`).
+    pub resume: bool,
 }
 
 /// The first `n` samples of the dataset (or data list) for `graph`, as the
@@ -149,6 +153,37 @@ pub fn apply(
         .map(|l| (l, float_mode))
         .collect();
     let samples = bc_samples(req, graph, &configs)?;
+    let stem = output_stem(req.calibration_table, req.sq, req.we, true);
+    // One record per visited Conv, beside the corrected model; removed once
+    // that model is written.
+    let journal_path = {
+        let mut p = weight_transforms::model_path(&stem).into_os_string();
+        p.push(".journal");
+        std::path::PathBuf::from(p)
+    };
+    if req.resume && !journal_path.exists() {
+        eprintln!(
+            "warning: --resume: no journal at `{}`; starting the bias correction from the beginning",
+            journal_path.display()
+        );
+    }
+    let fingerprint = qtune_search::bias_correction_fingerprint(
+        graph,
+        table,
+        &qtable,
+        processor,
+        fp_type,
+        &samples,
+        &req.settings,
+    );
+    let mut journal = Journal::open(&journal_path, &fingerprint, req.resume)?;
+    let resumed = journal.records().len();
+    if resumed > 0 {
+        reporter.line(&format!(
+            "--resume: {resumed} record(s) of the bias correction read from `{}`",
+            journal_path.display()
+        ));
+    }
     let (corrected, report) = bias_correction(
         graph,
         table,
@@ -158,6 +193,7 @@ pub fn apply(
         samples,
         &req.settings,
         progress,
+        Some(&mut journal),
     )
     .with_context(|| format!("bias correction of `{}`", req.input_model.display()))?;
 
@@ -170,9 +206,9 @@ pub fn apply(
     log.write()?;
     drop(log);
 
-    let stem = output_stem(req.calibration_table, req.sq, req.we, true);
     let (mlir_path, weight_path) =
         weight_transforms::write_model(&corrected, &stem, req.input_model, req.input_attrs)?;
+    journal.finish()?;
     if report.already_accurate {
         reporter.line(&format!(
             "bias correction on {} sample(s): the int8 output cos (mapped) {:.6} is above --expected_cos {}; no bias changed (log: Bias_Correction)",

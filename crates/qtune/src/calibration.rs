@@ -36,6 +36,9 @@ pub struct BiasCorrection {
     pub cache_bytes: usize,
     /// Float type of the ops the chip keeps in float (`--fp_type`, `auto`).
     pub fp_type: String,
+    /// Continue from the journal an interrupted run left beside the
+    /// corrected model (`--resume`); without it an old journal is replaced.
+    pub resume: bool,
 }
 
 impl Default for BiasCorrection {
@@ -46,6 +49,7 @@ impl Default for BiasCorrection {
             inference_num: 30,
             cache_bytes: 1024 << 20,
             fp_type: "auto".to_string(),
+            resume: false,
         }
     }
 }
@@ -409,6 +413,7 @@ pub fn bias_correction_request<'a>(
         source: &settings.source,
         tune_list: settings.tune_list.as_deref(),
         input_attrs,
+        resume: bc.resume,
     }
 }
 

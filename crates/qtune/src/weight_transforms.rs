@@ -259,6 +259,16 @@ pub fn apply(
     Ok(Some(reloaded))
 }
 
+/// The `.mlir` [`write_model`] writes for `stem`: `<stem>.mlir`.
+pub fn model_path(stem: &Path) -> PathBuf {
+    stem.with_file_name(format!(
+        "{}.mlir",
+        stem.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ))
+}
+
 /// Writes `graph` as `<stem>.mlir` with its weights in
 /// `<stem>_weight.npz` (weights first, then the .mlir that names them;
 /// both atomically) and returns both paths. `model` is the input model
@@ -269,12 +279,7 @@ pub fn write_model(
     model: &Path,
     input_attrs: &[InputAttrs],
 ) -> Result<(PathBuf, PathBuf)> {
-    let mlir_path = stem.with_file_name(format!(
-        "{}.mlir",
-        stem.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
+    let mlir_path = model_path(stem);
     let weight_name = format!(
         "{}_weight.npz",
         stem.file_name()

@@ -401,6 +401,29 @@ fn journal_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Opens the journal at `path` (see [`Journal::open`]), warning when
+/// --resume finds none and saying how many records it reads back.
+fn open_journal(
+    path: &Path,
+    fingerprint: &str,
+    resume: bool,
+    what: &str,
+    quiet: bool,
+) -> Result<Journal> {
+    if resume && !path.exists() {
+        eprintln!(
+            "warning: --resume: no journal at `{}`; starting from the beginning",
+            path.display()
+        );
+    }
+    let journal = Journal::open(path, fingerprint, resume)?;
+    let n = journal.records().len();
+    if n > 0 && !quiet {
+        println!("--resume: {n} {what} read from `{}`", path.display());
+    }
+    Ok(journal)
+}
+
 /// A fingerprint of everything a layer search's result depends on.
 fn fingerprint(parts: &[String]) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -427,6 +450,21 @@ fn model_fingerprint(path: &Path) -> Result<String> {
         }
     }
     Ok(parts.join(","))
+}
+
+/// The `--post_process` script for a fingerprint: its path and content.
+fn post_process_key(p: Option<&Path>) -> Result<String> {
+    Ok(match p {
+        None => String::new(),
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading `{}`", p.display()))?;
+            format!(
+                "{} {:032x}",
+                p.display(),
+                xxhash_rust::xxh3::xxh3_128(&bytes)
+            )
+        }
+    })
 }
 
 /// Atomic text write with the path in errors.
@@ -637,10 +675,50 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
                     mix::log::py_list(&["kl", "max", "percentile9999", "mse"])
                 ));
             }
-            let (best, scores) =
-                mix::threshold_search(&mut ev, &tables, &ctx.shape_qtable, benchmark, &mut log)?;
+            // One record per scored table in `<-o>.journal`, kept until the
+            // run (with --bc, the bias correction too) has finished.
+            let mut parts = vec![
+                model_fingerprint(&model_path)?,
+                format!("{mode} {} {inference_num}", flags.benchmark_method),
+                format!(
+                    "{} {} {}",
+                    ctx.chip,
+                    ctx.float_mode,
+                    flags.common.global_compare_layers.as_deref().unwrap_or("")
+                ),
+                post_process_key(args.post_process.as_deref())?,
+                format!("{:?}", ctx.shape_qtable),
+                ev.samples_key(),
+            ];
+            parts.extend(tables.iter().map(|t| t.table.to_text()));
+            let mut journal = open_journal(
+                &journal_path(cali),
+                &fingerprint(&parts),
+                flags.resume,
+                "table score(s)",
+                args.quiet,
+            )?;
+            let (best, scores) = match mix::threshold_search(
+                &mut ev,
+                &tables,
+                &ctx.shape_qtable,
+                benchmark,
+                &mut log,
+                Some(&mut journal),
+            ) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = log.write();
+                    return Err(e.into());
+                }
+            };
             drop(ev);
-            tables[best].table.write(cali)?;
+            // With --bc, -o is the corrected model's table, written once at
+            // the end: a killed run leaves no -o (which would make its
+            // --resume take the "-o exists" branch).
+            if !args.bc {
+                tables[best].table.write(cali)?;
+            }
             tables[best].table.write(Path::new("new_cali_table.txt"))?;
             log.print_info("success");
             log.write()?;
@@ -656,6 +734,7 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
                     debug.tune_steps,
                 )?;
             }
+            journal.finish()?;
             if args.report_flags.wanted(args.quiet) && !args.bc {
                 ctx.report(
                     &args.report_flags,
@@ -787,6 +866,7 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
             ];
             parts.extend(search.methods.iter().map(|m| m.table.to_text()));
             parts.push(search.table.to_text());
+            parts.push(ev.samples_key());
             run_layer_search(
                 &ctx,
                 &mut ev,
@@ -932,6 +1012,11 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
                     kind: "mix_search",
                     layer_loss: "1 - the layer's own output similarity (mapped) in the configuration the walk had reached",
                 },
+                (
+                    flags.common.global_compare_layers.as_deref(),
+                    args.post_process.as_deref(),
+                ),
+                flags.resume,
             )
         }
         _ => unreachable!("checked above"),
@@ -1060,7 +1145,34 @@ fn run_mix_search(
     header: LossHeader,
     start: Instant,
     report: &ReportSpec,
+    (compare, post_process): (Option<&str>, Option<&Path>),
+    resume: bool,
 ) -> Result<()> {
+    // One record per scored configuration in `<qtable>.journal`.
+    let parts = vec![
+        "mix_search".to_string(),
+        model_fingerprint(&ctx.model_path)?,
+        format!(
+            "{} {} {:?} {} {} {}",
+            mix::journal::f64_hex(s.expected_cos),
+            mix::journal::f64_hex(s.min_layer_cos),
+            s.max_float_layers,
+            ctx.chip,
+            ctx.float_mode,
+            compare.unwrap_or("")
+        ),
+        post_process_key(post_process)?,
+        format!("{:?}", s.base_qtable),
+        s.table.to_text(),
+        ev.samples_key(),
+    ];
+    let mut journal = open_journal(
+        &journal_path(qtable_path),
+        &fingerprint(&parts),
+        resume,
+        "scored configuration(s)",
+        ctx.quiet,
+    )?;
     // The reference: the model at the float type (TPU-MLIR lowers it at
     // high precision).
     let reference = ev.build(&Precision {
@@ -1070,7 +1182,7 @@ fn run_mix_search(
     })?;
     ev.set_reference(&reference)?;
     let bar = ctx.bar();
-    let outcome = match mix::mix_search(&mut ev, &reference, &s, log, &bar) {
+    let outcome = match mix::mix_search(&mut ev, &reference, &s, log, &bar, Some(&mut journal)) {
         Ok(o) => o,
         Err(e) => {
             let _ = log.write();
@@ -1124,6 +1236,7 @@ fn run_mix_search(
     ));
     log.print_info(format!("total time:{} second", start.elapsed().as_secs()));
     log.write()?;
+    journal.finish()?;
     if !ctx.quiet {
         println!(
             "{} float layer(s), {} configurations scored in {:.2} s",
@@ -1225,6 +1338,12 @@ pub struct QtableArgs {
     /// The loss table to write (default `full_loss_table.txt`).
     #[arg(long = "loss_table", alias = "loss-table")]
     loss_table: Option<PathBuf>,
+    /// Continue an interrupted run from its journal (`<-o>.journal`, one
+    /// record per scored configuration) without scoring those again; the
+    /// outputs are those of an uninterrupted run. A journal of other
+    /// inputs is refused.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     flags: SearchCommonFlags,
     #[command(flatten)]
@@ -1285,7 +1404,8 @@ op go to float; the change is kept unless the model output gets worse than all-i
 walk stops once the output similarity exceeds --expected_cos. The reference is the model at the
 float type (F16 on bm1684x, as TPU-MLIR). Outputs: the qtable (-o), the loss table
 (--loss_table, default full_loss_table.txt: every visited op's similarity, ascending) and the
-log `Mix_Search`, written atomically.
+log `Mix_Search`, written atomically. Each scored configuration is recorded in `<-o>.journal`
+(removed at the end); --resume continues an interrupted run from it to the same files.
 
 Exit codes: 0 success; 2 bad input or usage.";
 
@@ -1358,6 +1478,11 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
             kind: "run_qtable",
             layer_loss: "1 - the layer's own output similarity (mapped) in the configuration the walk had reached",
         },
+        (
+            args.flags.global_compare_layers.as_deref(),
+            args.post_process.as_deref(),
+        ),
+        args.resume,
     )
 }
 

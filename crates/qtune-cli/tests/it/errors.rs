@@ -162,7 +162,12 @@ fn inapplicable_flags_are_refused_by_every_command() {
     ];
     let deploy: &[&str] = &["--mlir", "/nonexistent/m.mlir", "--model", "o.onnx"];
     let clap_cases: [(&str, &[&str], &[&str], &str); 9] = [
-        ("run_qtable", search, &["--resume"], "'--resume'"),
+        (
+            "run_qtable",
+            search,
+            &["--quantize_method_list", "KL"],
+            "'--quantize_method_list'",
+        ),
         (
             "run_qtable",
             search,
@@ -227,16 +232,16 @@ fn inapplicable_flags_are_refused_by_every_command() {
     // run_calibration: the mode's validation stage, one line naming both.
     let cali_cases: [(&[&str], &str); 12] = [
         (
-            &["--search", "search_threshold", "--resume"],
-            "--resume is not honoured by run_calibration --search search_threshold",
+            &["--resume"],
+            "--resume is not honoured by run_calibration plain calibration (no --search) without --bc",
         ),
         (
             &["--search", "fast_search", "--resume"],
             "--resume is not honoured by run_calibration --search fast_search",
         ),
         (
-            &["--search", "mix_search", "--resume"],
-            "--resume is not honoured by run_calibration --search mix_search",
+            &["--search", "search_threshold", "--loss_table", "l.txt"],
+            "--loss_table is not honoured by run_calibration --search search_threshold",
         ),
         (
             &["--search", "mix_search", "--tune_num", "3"],
@@ -294,12 +299,12 @@ fn inapplicable_flags_are_refused_by_every_command() {
             "-o",
             "t",
         ])
-        .args(["--search", "mix_search", "--resume"])
+        .args(["--search", "fast_search", "--resume"])
         .output()
         .unwrap();
     assert_clean_failure(
         &out,
-        &["--resume is not honoured by run_calibration --search mix_search"],
+        &["--resume is not honoured by run_calibration --search fast_search"],
     );
     let out = qtune()
         .args([

@@ -15,6 +15,7 @@ mod info;
 mod py_names;
 mod readers;
 mod report;
+mod resume;
 mod run;
 mod runtime_target;
 mod search;

@@ -244,7 +244,7 @@ fn dtype_bytes(d: qtune_tensor::DType) -> usize {
     }
 }
 
-fn hash_constant(h: &mut Xxh3, t: &Tensor) {
+pub(crate) fn hash_tensor(h: &mut Xxh3, t: &Tensor) {
     h.update(t.dtype().name().as_bytes());
     for &d in t.dims() {
         h.update(&(d as u64).to_le_bytes());
@@ -272,13 +272,13 @@ fn hash_constant(h: &mut Xxh3, t: &Tensor) {
 }
 
 /// The content key of every value of `g` (see the module docs).
-fn content_keys(g: &Graph) -> Vec<u128> {
+pub(crate) fn content_keys(g: &Graph) -> Vec<u128> {
     let mut keys = vec![0u128; g.value_count()];
     for (id, v) in g.values() {
         let mut h = Xxh3::new();
         if let Some(c) = &v.constant {
             h.update(b"const");
-            hash_constant(&mut h, c);
+            hash_tensor(&mut h, c);
             keys[id.index()] = h.digest128();
         } else if v.producer.is_none() {
             h.update(b"input");
@@ -383,6 +383,16 @@ impl<'g> MixEvaluator<'g> {
 
     pub fn sample_count(&self) -> usize {
         self.samples.len()
+    }
+
+    /// A key of the samples (for a search journal's fingerprint).
+    pub fn samples_key(&self) -> String {
+        super::journal::samples_key(&self.samples)
+    }
+
+    /// A key of the float graph the evaluator simulates.
+    pub fn graph_key(&self) -> String {
+        super::journal::graph_key(self.graph)
     }
 
     /// The graph inputs of sample `s` for the model `built`.

@@ -32,6 +32,66 @@ pub fn f64_hex(x: f64) -> String {
     format!("{:016x}", x.to_bits())
 }
 
+/// Encodes an f32 exactly.
+pub fn f32_hex(x: f32) -> String {
+    format!("{:08x}", x.to_bits())
+}
+
+/// Decodes [`f32_hex`].
+pub fn parse_f32_hex(s: &str) -> Option<f32> {
+    u32::from_str_radix(s, 16).ok().map(f32::from_bits)
+}
+
+/// A key of sample tensors (names, types, shapes and every value), for
+/// the fingerprint of a journal: a journal of other samples is refused.
+pub fn samples_key(samples: &[Vec<(String, qtune_tensor::Tensor)>]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(samples.len() as u64).to_le_bytes());
+    for s in samples {
+        h.update(&(s.len() as u64).to_le_bytes());
+        for (name, t) in s {
+            h.update(name.as_bytes());
+            h.update(b"\0");
+            super::evaluator::hash_tensor(&mut h, t);
+        }
+    }
+    format!("{:032x}", h.digest128())
+}
+
+/// A key of a graph: the content key (op, inputs, constants) of every
+/// value with its name.
+pub fn graph_key(g: &qtune_ir::Graph) -> String {
+    let keys = super::evaluator::content_keys(g);
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (id, v) in g.values() {
+        h.update(v.name.as_bytes());
+        h.update(b"\0");
+        h.update(&keys[id.index()].to_le_bytes());
+    }
+    for &o in &g.outputs {
+        h.update(&keys[o.index()].to_le_bytes());
+    }
+    format!("{:032x}", h.digest128())
+}
+
+/// The record of `journal` at `index`, if the journal holds it and its
+/// first field is `kind`; a record of another kind is an error naming the
+/// journal (the search went another way than the one that wrote it).
+pub fn replayed<'j>(
+    journal: Option<&'j Journal>,
+    index: usize,
+    kind: &str,
+) -> Result<Option<&'j [String]>, SearchError> {
+    let Some(j) = journal else {
+        return Ok(None);
+    };
+    match j.records().get(index) {
+        None => Ok(None),
+        Some(r) if r.first().map(String::as_str) == Some(kind) => Ok(Some(r)),
+        Some(_) => Err(j.mismatch(index)),
+    }
+}
+
 /// Decodes [`f64_hex`].
 pub fn parse_f64_hex(s: &str) -> Option<f64> {
     u64::from_str_radix(s, 16).ok().map(f64::from_bits)
@@ -59,8 +119,8 @@ impl Journal {
                 .unwrap_or("");
             if fp != fingerprint {
                 return Err(SearchError::Settings(format!(
-                    "--resume: `{}` was written by a search with another model, tables or settings; \
-                     remove it or run without --resume",
+                    "--resume: the journal `{}` was written by a run with other inputs (model, \
+                     tables, samples or settings); remove it or run without --resume",
                     path.display()
                 )));
             }
@@ -80,9 +140,11 @@ impl Journal {
                 text.push_str(&r.join("\t"));
                 text.push('\n');
             }
-            std::fs::write(path, text).map_err(|e| io_err(path, e))?;
+            qtune_tensor::write_atomic(path, |w| w.write_all(text.as_bytes()))
+                .map_err(|e| io_err(path, e))?;
         } else {
-            std::fs::write(path, &header).map_err(|e| io_err(path, e))?;
+            qtune_tensor::write_atomic(path, |w| w.write_all(header.as_bytes()))
+                .map_err(|e| io_err(path, e))?;
         }
         let file = std::fs::OpenOptions::new()
             .append(true)
@@ -100,13 +162,15 @@ impl Journal {
         &self.records
     }
 
-    /// Appends one record and flushes it to the file.
+    /// Appends one record (one `write` of the whole line) and syncs it to
+    /// the disk: a kill at any moment leaves whole records, and at most
+    /// one line without its newline, which [`Journal::open`] drops.
     pub fn append(&mut self, fields: &[String]) -> Result<(), SearchError> {
         let mut line = fields.join("\t");
         line.push('\n');
         self.file
             .write_all(line.as_bytes())
-            .and_then(|()| self.file.flush())
+            .and_then(|()| self.file.sync_data())
             .map_err(|e| io_err(&self.path, e))
     }
 
@@ -118,6 +182,16 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The error for record `index` (0-based) not matching the work it
+    /// should replace.
+    pub fn mismatch(&self, index: usize) -> SearchError {
+        SearchError::Settings(format!(
+            "--resume: record {} of `{}` does not match this search; remove the journal or run without --resume",
+            index + 1,
+            self.path.display()
+        ))
     }
 }
 

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use qtune_quant::{CalibrationTable, QuantMode};
 
+use super::journal::{Journal, f64_hex, parse_f64_hex, replayed};
 use super::layers::layers;
 use super::log::SearchLog;
 use super::similarity::OutputScore;
@@ -61,14 +62,65 @@ pub struct MixSearchOutcome {
     pub trajectory: Vec<(usize, f64)>,
 }
 
+/// One scored configuration as a journal record: `config <index> <float
+/// layers> <cos> <snr> <layer>=<cos> ...` (the layers the run recomputed).
+fn config_record(
+    index: usize,
+    float: usize,
+    score: &OutputScore,
+    changed: &HashMap<String, f64>,
+) -> Vec<String> {
+    let mut names: Vec<&String> = changed.keys().collect();
+    names.sort();
+    let mut r = vec![
+        "config".to_string(),
+        index.to_string(),
+        float.to_string(),
+        f64_hex(score.cos),
+        f64_hex(score.snr),
+    ];
+    r.extend(
+        names
+            .into_iter()
+            .map(|n| format!("{}={}", f64_hex(changed[n]), n)),
+    );
+    r
+}
+
+fn parse_config_record(
+    r: &[String],
+    index: usize,
+    float: usize,
+) -> Option<(OutputScore, HashMap<String, f64>)> {
+    if r.len() < 5 || r[1] != index.to_string() || r[2] != float.to_string() {
+        return None;
+    }
+    let score = OutputScore {
+        cos: parse_f64_hex(&r[3])?,
+        snr: parse_f64_hex(&r[4])?,
+    };
+    let changed = r[5..]
+        .iter()
+        .map(|f| {
+            let (c, n) = f.split_once('=')?;
+            Some((n.to_string(), parse_f64_hex(c)?))
+        })
+        .collect::<Option<HashMap<_, _>>>()?;
+    Some((score, changed))
+}
+
 /// Runs mix_search. The evaluator's reference must be the model at the
-/// float type, built as `reference`.
+/// float type, built as `reference`. With a journal, every scored
+/// configuration is recorded once computed, and the ones it already holds
+/// (`--resume`) are taken from it instead of run: the walk, its log and
+/// its outcome are those of an uninterrupted search.
 pub fn mix_search(
     ev: &mut MixEvaluator,
     reference: &Built,
     s: &MixSearch,
     log: &mut SearchLog,
     progress: &dyn Progress,
+    mut journal: Option<&mut Journal>,
 ) -> Result<MixSearchOutcome, SearchError> {
     let graph = ev.graph();
     let all = layers(graph);
@@ -84,17 +136,35 @@ pub fn mix_search(
     // beyond it in a scratch file): each configuration then recomputes, and
     // compares, only what it changed.
     let ref_tensors = ev.layer_tensors(reference, &names)?;
-    let score = |ev: &mut MixEvaluator,
-                 b: &Built,
-                 previous: Option<&HashMap<String, f64>>|
+    // The `index`-th configuration scored, with `float` float layers.
+    let mut score = |ev: &mut MixEvaluator,
+                     b: &Built,
+                     previous: Option<&HashMap<String, f64>>,
+                     index: usize,
+                     float: usize|
      -> Result<(HashMap<String, f64>, OutputScore), SearchError> {
-        let (sc, changed) = ev.score_layers(b, &ref_tensors)?;
+        let (sc, changed) = match replayed(journal.as_deref(), index, "config")? {
+            Some(r) => match parse_config_record(r, index, float) {
+                Some(x) => x,
+                None => {
+                    let j = journal.as_deref().expect("a replayed record has a journal");
+                    return Err(j.mismatch(index));
+                }
+            },
+            None => {
+                let (sc, changed) = ev.score_layers(b, &ref_tensors)?;
+                if let Some(j) = journal.as_deref_mut() {
+                    j.append(&config_record(index, float, &sc, &changed))?;
+                }
+                (sc, changed)
+            }
+        };
         let mut lc = previous.cloned().unwrap_or_default();
         lc.extend(changed);
         Ok((lc, sc))
     };
     let base = build(ev, &s.base_qtable)?;
-    let (mut layer_cos, int8) = score(ev, &base, None)?;
+    let (mut layer_cos, int8) = score(ev, &base, None, 0, 0)?;
     let mut trials = 1usize;
     let mut outcome = MixSearchOutcome {
         int8_cos: int8.cos,
@@ -154,7 +224,7 @@ pub fn mix_search(
                     .map(|n| (n.clone(), s.float_mode)),
             );
             let b = build(ev, &trial)?;
-            let (lc, score) = score(ev, &b, Some(&layer_cos))?;
+            let (lc, score) = score(ev, &b, Some(&layer_cos), trials, float.len() + range.len())?;
             trials += 1;
             outcome
                 .trajectory

@@ -3,6 +3,7 @@
 
 use qtune_quant::QuantMode;
 
+use super::journal::{Journal, f64_hex, parse_f64_hex, replayed};
 use super::log::SearchLog;
 use super::qtable_search::MethodTable;
 use super::{MixEvaluator, Precision};
@@ -19,23 +20,53 @@ pub enum Benchmark {
 }
 
 /// Scores every table (in order) and returns the index of the best (the
-/// first of equal scores) with all scores.
+/// first of equal scores) with all scores. With a journal, each table's
+/// score is recorded (`score <index> <label> <cos> <snr>`) once computed,
+/// and the scores it already holds (`--resume`) are not computed again.
 pub fn threshold_search(
     ev: &mut MixEvaluator,
     tables: &[MethodTable],
     base_qtable: &[(String, QuantMode)],
     benchmark: Benchmark,
     log: &mut SearchLog,
+    mut journal: Option<&mut Journal>,
 ) -> Result<(usize, Vec<f64>), SearchError> {
     let n = ev.sample_count();
     let mut scores = Vec::with_capacity(tables.len());
-    for t in tables {
-        let b = ev.build(&Precision {
-            quantize: QuantMode::Int8,
-            table: Some(&t.table),
-            qtable: base_qtable,
-        })?;
-        let s = ev.score(&b, n, false)?;
+    for (i, t) in tables.iter().enumerate() {
+        let s = match replayed(journal.as_deref(), i, "score")? {
+            Some(r) => {
+                let parsed = (|| {
+                    if r.len() != 5 || r[1] != i.to_string() || r[2] != t.label {
+                        return None;
+                    }
+                    Some(super::OutputScore {
+                        cos: parse_f64_hex(&r[3])?,
+                        snr: parse_f64_hex(&r[4])?,
+                    })
+                })();
+                let j = journal.as_deref().expect("a replayed record has a journal");
+                parsed.ok_or_else(|| j.mismatch(i))?
+            }
+            None => {
+                let b = ev.build(&Precision {
+                    quantize: QuantMode::Int8,
+                    table: Some(&t.table),
+                    qtable: base_qtable,
+                })?;
+                let s = ev.score(&b, n, false)?;
+                if let Some(j) = journal.as_deref_mut() {
+                    j.append(&[
+                        "score".into(),
+                        i.to_string(),
+                        t.label.clone(),
+                        f64_hex(s.cos),
+                        f64_hex(s.snr),
+                    ])?;
+                }
+                s
+            }
+        };
         scores.push(match benchmark {
             Benchmark::Cos => s.cos,
             Benchmark::Snr => 1.0 - s.snr,
