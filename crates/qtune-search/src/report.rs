@@ -231,15 +231,24 @@ impl LayerHook<'_> {
     /// The layer output as the deployed model hands it on, and the float
     /// model's tensor to replace it with.
     fn handle(&mut self, form: Form, tensor: &mut Tensor) -> Result<(), String> {
-        let Some(reference) = self.float.get(form.float_value) else {
+        let Some(reference_tensor) = self.float.get(form.float_value) else {
             return Ok(());
         };
-        let reference = reference.to_f32_vec();
+        // Read in place where the tensors are f32 (no copy per layer).
+        let reference_copy;
+        let reference: &[f32] = match reference_tensor.as_f32() {
+            Ok(r) => r,
+            Err(_) => {
+                reference_copy = reference_tensor.to_f32_vec();
+                &reference_copy
+            }
+        };
         if reference.len() != tensor.numel() {
             return Ok(());
         }
         let range = self.plan.range(form.float_value);
-        let deployed: Vec<f32> = if form.int_coded {
+        let deployed_copy: Vec<f32>;
+        let deployed: &[f32] = if form.int_coded {
             let Some(range) = range else { return Ok(()) };
             let Some(q) = ints_of(tensor) else {
                 return Ok(());
@@ -247,25 +256,33 @@ impl LayerHook<'_> {
             let (s, zp, _) = qparams(&range, tensor.dtype());
             let mut out = vec![0f32; q.len()];
             qtune_kernels::dequantize_linear(&q, &[s], &[zp], 1, q.len().max(1), &mut out);
-            out
+            deployed_copy = out;
+            &deployed_copy
         } else {
-            let mut x = tensor.to_f32_vec();
-            if form.quantized_next
-                && let Some(range) = range
-            {
-                let (s, zp, qr) =
-                    qparams(&range, if range.signed() { DType::I8 } else { DType::U8 });
-                let n = x.len().max(1);
-                qtune_kernels::fake_quantize(&mut x, &[s], &[zp], qr, 1, n);
+            let requantized = form.quantized_next && range.is_some();
+            match tensor.as_f32() {
+                Ok(x) if !requantized && form.rounded.is_none() => x,
+                _ => {
+                    let mut x = tensor.to_f32_vec();
+                    if form.quantized_next
+                        && let Some(range) = range
+                    {
+                        let (s, zp, qr) =
+                            qparams(&range, if range.signed() { DType::I8 } else { DType::U8 });
+                        let n = x.len().max(1);
+                        qtune_kernels::fake_quantize(&mut x, &[s], &[zp], qr, 1, n);
+                    }
+                    match form.rounded {
+                        Some(QuantMode::F16) => qtune_kernels::round_to_f16(&mut x),
+                        Some(QuantMode::BF16) => qtune_kernels::round_to_bf16(&mut x),
+                        _ => {}
+                    }
+                    deployed_copy = x;
+                    &deployed_copy
+                }
             }
-            match form.rounded {
-                Some(QuantMode::F16) => qtune_kernels::round_to_f16(&mut x),
-                Some(QuantMode::BF16) => qtune_kernels::round_to_bf16(&mut x),
-                _ => {}
-            }
-            x
         };
-        self.acc[form.layer].add(&reference, &deployed);
+        self.acc[form.layer].add(reference, deployed);
         if self.isolate {
             *tensor = if form.int_coded {
                 let Some(range) = range else { return Ok(()) };
@@ -276,7 +293,7 @@ impl LayerHook<'_> {
                     DType::I8 => {
                         let mut q = vec![0i8; n];
                         qtune_kernels::quantize_linear_i8(
-                            &reference,
+                            reference,
                             &[s],
                             &[zp],
                             qr,
@@ -289,7 +306,7 @@ impl LayerHook<'_> {
                     _ => {
                         let mut q = vec![0u8; n];
                         qtune_kernels::quantize_linear_u8(
-                            &reference,
+                            reference,
                             &[s],
                             &[zp],
                             qr,
@@ -301,8 +318,14 @@ impl LayerHook<'_> {
                     }
                 };
                 t.map_err(|e| e.to_string())?
+            } else if reference_tensor.dtype() == DType::F32
+                && reference_tensor.dims() == tensor.dims()
+            {
+                // The float tensor itself (shared, not copied).
+                reference_tensor.clone()
             } else {
-                Tensor::from_f32(tensor.shape().clone(), reference).map_err(|e| e.to_string())?
+                Tensor::from_f32(tensor.shape().clone(), reference.to_vec())
+                    .map_err(|e| e.to_string())?
             };
         }
         Ok(())
@@ -376,17 +399,29 @@ pub fn weight_ranges(graph: &Graph, plan: &Plan) -> Vec<WeightRanges> {
         if channels == 0 {
             continue;
         }
-        let data = wt.to_f32_vec();
+        // F32 weights are read in place (MiniLM's are 90 MB).
+        let copy;
+        let data: &[f32] = match wt.as_f32() {
+            Ok(d) => d,
+            Err(_) => {
+                copy = wt.to_f32_vec();
+                &copy
+            }
+        };
         let mut lo = vec![f32::INFINITY; channels];
         let mut hi = vec![f32::NEG_INFINITY; channels];
         for (i, block) in data.chunks(inner).enumerate() {
             let c = i % channels;
-            for &v in block {
-                lo[c] = lo[c].min(v);
-                hi[c] = hi[c].max(v);
-            }
+            let (l, h) = block
+                .iter()
+                .fold((lo[c], hi[c]), |(l, h), &v| (l.min(v), h.max(v)));
+            lo[c] = l;
+            hi[c] = h;
         }
-        let abs_max = data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let abs_max = lo
+            .iter()
+            .zip(&hi)
+            .fold(0f32, |m, (l, h)| m.max(l.abs()).max(h.abs()));
         let is_conv = matches!(n.op, Op::Conv(_));
         let scheme = match plan.mode(id) {
             QuantMode::Int8 => match plan.profile.weights {
