@@ -93,7 +93,8 @@ pub struct GatherRequest<'a> {
     /// searches calibrate several methods); the histograms show these
     /// instead of thresholds computed on the report's samples.
     pub method_tables: Vec<(String, &'a CalibrationTable)>,
-    /// Collect the histograms (the text table needs none).
+    /// Collect the histograms and weight ranges (the HTML report shows
+    /// them; the text table and the chart need neither).
     pub histograms: bool,
     pub prebuilt: Option<Prebuilt<'a>>,
 }
@@ -140,20 +141,38 @@ struct Acc {
 
 impl Acc {
     fn add(&mut self, reference: &[f32], x: &[f32]) {
-        let (mut dot, mut na, mut nb, mut noise) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for (&a, &b) in reference.iter().zip(x) {
-            // Masking constants (-FLT_MAX attention masks) are not values:
-            // an F16 layer rounds them to -inf, which would make every
-            // measure of the tensor infinite. They are left out.
-            if !a.is_finite() || f64::from(a.abs()) >= qtune_deploy::HUGE_THRESHOLD {
-                continue;
+        // Masking constants (-FLT_MAX attention masks) are not values:
+        // an F16 layer rounds them to -inf, which would make every
+        // measure of the tensor infinite. They are left out (NaN and inf
+        // fail the comparison too). Independent f64 sums per lane let the
+        // loop vectorize; only the order of the additions changes.
+        const LANES: usize = 4;
+        let keep = |a: f32| f64::from(a.abs()) < qtune_deploy::HUGE_THRESHOLD;
+        let mut sums = [[0.0f64; LANES]; 4];
+        let n = reference.len().min(x.len());
+        let (r, r_tail) = reference[..n].as_chunks::<LANES>();
+        let (xs, x_tail) = x[..n].as_chunks::<LANES>();
+        for (ra, xb) in r.iter().zip(xs) {
+            for i in 0..LANES {
+                let k = keep(ra[i]);
+                let a = if k { f64::from(ra[i]) } else { 0.0 };
+                let b = if k { f64::from(xb[i]) } else { 0.0 };
+                sums[0][i] += a * b;
+                sums[1][i] += a * a;
+                sums[2][i] += b * b;
+                sums[3][i] += (a - b) * (a - b);
             }
-            let (a, b) = (f64::from(a), f64::from(b));
-            dot += a * b;
-            na += a * a;
-            nb += b * b;
-            noise += (a - b) * (a - b);
         }
+        for (&a, &b) in r_tail.iter().zip(x_tail) {
+            if keep(a) {
+                let (a, b) = (f64::from(a), f64::from(b));
+                sums[0][0] += a * b;
+                sums[1][0] += a * a;
+                sums[2][0] += b * b;
+                sums[3][0] += (a - b) * (a - b);
+            }
+        }
+        let [dot, na, nb, noise] = sums.map(|l| l.iter().sum::<f64>());
         let denom = na.sqrt() * nb.sqrt();
         // Two zero tensors are identical; one zero tensor has no direction.
         let cos = if denom > 0.0 {
@@ -412,11 +431,9 @@ pub fn weight_ranges(graph: &Graph, plan: &Plan) -> Vec<WeightRanges> {
         let mut hi = vec![f32::NEG_INFINITY; channels];
         for (i, block) in data.chunks(inner).enumerate() {
             let c = i % channels;
-            let (l, h) = block
-                .iter()
-                .fold((lo[c], hi[c]), |(l, h), &v| (l.min(v), h.max(v)));
-            lo[c] = l;
-            hi[c] = h;
+            let (l, h) = min_max(block);
+            lo[c] = lo[c].min(l);
+            hi[c] = hi[c].max(h);
         }
         let abs_max = lo
             .iter()
@@ -443,6 +460,26 @@ pub fn weight_ranges(graph: &Graph, plan: &Plan) -> Vec<WeightRanges> {
         });
     }
     out
+}
+
+/// The least and greatest of `x` (NaN ignored), in lanes that vectorize.
+fn min_max(x: &[f32]) -> (f32, f32) {
+    const LANES: usize = 16;
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let (chunks, rest) = x.as_chunks::<LANES>();
+    for c in chunks {
+        for i in 0..LANES {
+            // Compare-and-select (NaN compares false and is skipped).
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        }
+    }
+    let init = (
+        lo.iter().fold(f32::INFINITY, |m, &v| m.min(v)),
+        hi.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
+    );
+    rest.iter().fold(init, |(l, h), &v| (l.min(v), h.max(v)))
 }
 
 /// `counts` summed into at most [`REPORT_BINS`] bins.
@@ -496,7 +533,6 @@ pub struct Measurer<'a> {
     method_tables: Vec<(String, &'a CalibrationTable)>,
     histograms: bool,
     layers: Vec<Layer>,
-    weights: Vec<WeightRanges>,
     names: Vec<crate::mix::Layer>,
     forms: HashMap<ValueId, Form>,
     /// Float values the measures read, in id order.
@@ -538,7 +574,6 @@ impl<'a> Measurer<'a> {
             }
         };
         let layers = layer_rows(graph, &plan, req.table);
-        let weights = weight_ranges(graph, &plan);
         let mut m = Measurer {
             graph,
             plan,
@@ -548,7 +583,6 @@ impl<'a> Measurer<'a> {
             method_tables: req.method_tables.clone(),
             histograms: req.histograms,
             layers,
-            weights,
             names: Vec::new(),
             forms: HashMap::new(),
             needed: Vec::new(),
@@ -761,7 +795,12 @@ impl<'a> Measurer<'a> {
             layers,
             histograms: Vec::new(),
             histogram_source: String::new(),
-            weights: std::mem::take(&mut self.weights),
+            // Only the HTML report shows them (not the text table or chart).
+            weights: if self.histograms {
+                weight_ranges(self.graph, &self.plan)
+            } else {
+                Vec::new()
+            },
             samples: self.samples,
             float_from_reference: self.from_reference,
             extra_seconds: 0.0,
