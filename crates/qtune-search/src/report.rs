@@ -237,15 +237,6 @@ fn qparams(range: &Range, dtype: DType) -> (f32, i32, QRange) {
     }
 }
 
-fn ints_of(t: &Tensor) -> Option<Vec<i32>> {
-    match t.data() {
-        TensorData::U8(v) => Some(v.iter().map(|&x| i32::from(x)).collect()),
-        TensorData::I8(v) => Some(v.iter().map(|&x| i32::from(x)).collect()),
-        TensorData::I32(v) => Some(v.to_vec()),
-        _ => None,
-    }
-}
-
 impl LayerHook<'_> {
     /// The layer output as the deployed model hands it on, and the float
     /// model's tensor to replace it with.
@@ -269,13 +260,17 @@ impl LayerHook<'_> {
         let deployed_copy: Vec<f32>;
         let deployed: &[f32] = if form.int_coded {
             let Some(range) = range else { return Ok(()) };
-            let Some(q) = ints_of(tensor) else {
-                return Ok(());
-            };
             let (s, zp, _) = qparams(&range, tensor.dtype());
-            let mut out = vec![0f32; q.len()];
-            qtune_kernels::dequantize_linear(&q, &[s], &[zp], 1, q.len().max(1), &mut out);
-            deployed_copy = out;
+            // DequantizeLinear's arithmetic (`qtune_kernels::dequantize_linear`),
+            // read from the integer tensor in one pass.
+            #[allow(clippy::cast_precision_loss)]
+            let dq = |q: i32| (q - zp) as f32 * s;
+            deployed_copy = match tensor.data() {
+                TensorData::U8(v) => v.iter().map(|&q| dq(i32::from(q))).collect(),
+                TensorData::I8(v) => v.iter().map(|&q| dq(i32::from(q))).collect(),
+                TensorData::I32(v) => v.iter().map(|&q| dq(q)).collect(),
+                _ => return Ok(()),
+            };
             &deployed_copy
         } else {
             let requantized = form.quantized_next && range.is_some();
@@ -429,11 +424,22 @@ pub fn weight_ranges(graph: &Graph, plan: &Plan) -> Vec<WeightRanges> {
         };
         let mut lo = vec![f32::INFINITY; channels];
         let mut hi = vec![f32::NEG_INFINITY; channels];
-        for (i, block) in data.chunks(inner).enumerate() {
-            let c = i % channels;
-            let (l, h) = min_max(block);
-            lo[c] = lo[c].min(l);
-            hi[c] = hi[c].max(h);
+        if inner == 1 {
+            // Channels last (MatMul / Gemm weights): row by row, in lanes.
+            for row in data.chunks(channels) {
+                for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(row) {
+                    // Compare-and-select (NaN compares false and is skipped).
+                    *l = if v < *l { v } else { *l };
+                    *h = if v > *h { v } else { *h };
+                }
+            }
+        } else {
+            for (i, block) in data.chunks(inner).enumerate() {
+                let c = i % channels;
+                let (l, h) = min_max(block);
+                lo[c] = lo[c].min(l);
+                hi[c] = hi[c].max(h);
+            }
         }
         let abs_max = lo
             .iter()
