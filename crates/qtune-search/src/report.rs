@@ -29,7 +29,9 @@
 use std::collections::HashMap;
 
 use qtune_deploy::{FloatReason, Plan, PlanRequest, Processor, Range, WeightScheme};
-use qtune_exec::{ExecError, Executor, Keep, NoHook, PrepareOptions, RunOptions, ValueHook};
+use qtune_exec::{
+    ExecError, Executor, Keep, NoHook, PrepareOptions, RunOptions, ValueHook, Values,
+};
 use qtune_ir::{Graph, Op, ValueId};
 use qtune_kernels::{Parallelism, QRange};
 use qtune_quant::{
@@ -72,7 +74,8 @@ pub struct Prebuilt<'a> {
     pub sim: &'a Executor,
 }
 
-/// What to measure.
+/// What to measure. The samples are handed to [`Measurer::sample`] one by
+/// one (or to [`gather`] all at once).
 pub struct GatherRequest<'a> {
     /// The float model (prepared, BatchNorm folded, named by the table's op
     /// names), as the quantized model is planned from it.
@@ -86,14 +89,12 @@ pub struct GatherRequest<'a> {
     pub fp_type: QuantMode,
     pub asymmetric: bool,
     pub matmul_per_channel: bool,
-    /// Samples (graph inputs by name) for the similarities and histograms;
-    /// none: only the plan, thresholds and weights are reported.
-    pub samples: Vec<Vec<(String, Tensor)>>,
     /// Threshold tables of named methods computed by the run itself (the
     /// searches calibrate several methods); the histograms show these
     /// instead of thresholds computed on the report's samples.
     pub method_tables: Vec<(String, &'a CalibrationTable)>,
-    /// Collect the histograms (the text table needs none).
+    /// Collect the histograms and weight ranges (the HTML report shows
+    /// them; the text table and the chart need neither).
     pub histograms: bool,
     pub prebuilt: Option<Prebuilt<'a>>,
 }
@@ -106,6 +107,11 @@ pub struct Gathered {
     pub histogram_source: String,
     pub weights: Vec<WeightRanges>,
     pub samples: usize,
+    /// Samples whose float tensors came from the caller's reference
+    /// instead of a float run.
+    pub float_from_reference: usize,
+    /// Time spent measuring beyond the caller's own runs of the simulation.
+    pub extra_seconds: f64,
 }
 
 fn mode_name(m: QuantMode) -> String {
@@ -135,20 +141,38 @@ struct Acc {
 
 impl Acc {
     fn add(&mut self, reference: &[f32], x: &[f32]) {
-        let (mut dot, mut na, mut nb, mut noise) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for (&a, &b) in reference.iter().zip(x) {
-            // Masking constants (-FLT_MAX attention masks) are not values:
-            // an F16 layer rounds them to -inf, which would make every
-            // measure of the tensor infinite. They are left out.
-            if !a.is_finite() || f64::from(a.abs()) >= qtune_deploy::HUGE_THRESHOLD {
-                continue;
+        // Masking constants (-FLT_MAX attention masks) are not values:
+        // an F16 layer rounds them to -inf, which would make every
+        // measure of the tensor infinite. They are left out (NaN and inf
+        // fail the comparison too). Independent f64 sums per lane let the
+        // loop vectorize; only the order of the additions changes.
+        const LANES: usize = 4;
+        let keep = |a: f32| f64::from(a.abs()) < qtune_deploy::HUGE_THRESHOLD;
+        let mut sums = [[0.0f64; LANES]; 4];
+        let n = reference.len().min(x.len());
+        let (r, r_tail) = reference[..n].as_chunks::<LANES>();
+        let (xs, x_tail) = x[..n].as_chunks::<LANES>();
+        for (ra, xb) in r.iter().zip(xs) {
+            for i in 0..LANES {
+                let k = keep(ra[i]);
+                let a = if k { f64::from(ra[i]) } else { 0.0 };
+                let b = if k { f64::from(xb[i]) } else { 0.0 };
+                sums[0][i] += a * b;
+                sums[1][i] += a * a;
+                sums[2][i] += b * b;
+                sums[3][i] += (a - b) * (a - b);
             }
-            let (a, b) = (f64::from(a), f64::from(b));
-            dot += a * b;
-            na += a * a;
-            nb += b * b;
-            noise += (a - b) * (a - b);
         }
+        for (&a, &b) in r_tail.iter().zip(x_tail) {
+            if keep(a) {
+                let (a, b) = (f64::from(a), f64::from(b));
+                sums[0][0] += a * b;
+                sums[1][0] += a * a;
+                sums[2][0] += b * b;
+                sums[3][0] += (a - b) * (a - b);
+            }
+        }
+        let [dot, na, nb, noise] = sums.map(|l| l.iter().sum::<f64>());
         let denom = na.sqrt() * nb.sqrt();
         // Two zero tensors are identical; one zero tensor has no direction.
         let cos = if denom > 0.0 {
@@ -195,7 +219,7 @@ struct LayerHook<'a> {
     forms: &'a HashMap<ValueId, Form>,
     plan: &'a Plan,
     /// The float model's tensors of this sample, by float value.
-    float: &'a qtune_exec::Values,
+    float: &'a Values,
     /// Per layer: already seen in this run.
     seen: Vec<bool>,
     acc: &'a mut [Acc],
@@ -213,54 +237,66 @@ fn qparams(range: &Range, dtype: DType) -> (f32, i32, QRange) {
     }
 }
 
-fn ints_of(t: &Tensor) -> Option<Vec<i32>> {
-    match t.data() {
-        TensorData::U8(v) => Some(v.iter().map(|&x| i32::from(x)).collect()),
-        TensorData::I8(v) => Some(v.iter().map(|&x| i32::from(x)).collect()),
-        TensorData::I32(v) => Some(v.to_vec()),
-        _ => None,
-    }
-}
-
 impl LayerHook<'_> {
     /// The layer output as the deployed model hands it on, and the float
     /// model's tensor to replace it with.
     fn handle(&mut self, form: Form, tensor: &mut Tensor) -> Result<(), String> {
-        let Some(reference) = self.float.get(form.float_value) else {
+        let Some(reference_tensor) = self.float.get(form.float_value) else {
             return Ok(());
         };
-        let reference = reference.to_f32_vec();
+        // Read in place where the tensors are f32 (no copy per layer).
+        let reference_copy;
+        let reference: &[f32] = match reference_tensor.as_f32() {
+            Ok(r) => r,
+            Err(_) => {
+                reference_copy = reference_tensor.to_f32_vec();
+                &reference_copy
+            }
+        };
         if reference.len() != tensor.numel() {
             return Ok(());
         }
         let range = self.plan.range(form.float_value);
-        let deployed: Vec<f32> = if form.int_coded {
+        let deployed_copy: Vec<f32>;
+        let deployed: &[f32] = if form.int_coded {
             let Some(range) = range else { return Ok(()) };
-            let Some(q) = ints_of(tensor) else {
-                return Ok(());
-            };
             let (s, zp, _) = qparams(&range, tensor.dtype());
-            let mut out = vec![0f32; q.len()];
-            qtune_kernels::dequantize_linear(&q, &[s], &[zp], 1, q.len().max(1), &mut out);
-            out
+            // DequantizeLinear's arithmetic (`qtune_kernels::dequantize_linear`),
+            // read from the integer tensor in one pass.
+            #[allow(clippy::cast_precision_loss)]
+            let dq = |q: i32| (q - zp) as f32 * s;
+            deployed_copy = match tensor.data() {
+                TensorData::U8(v) => v.iter().map(|&q| dq(i32::from(q))).collect(),
+                TensorData::I8(v) => v.iter().map(|&q| dq(i32::from(q))).collect(),
+                TensorData::I32(v) => v.iter().map(|&q| dq(q)).collect(),
+                _ => return Ok(()),
+            };
+            &deployed_copy
         } else {
-            let mut x = tensor.to_f32_vec();
-            if form.quantized_next
-                && let Some(range) = range
-            {
-                let (s, zp, qr) =
-                    qparams(&range, if range.signed() { DType::I8 } else { DType::U8 });
-                let n = x.len().max(1);
-                qtune_kernels::fake_quantize(&mut x, &[s], &[zp], qr, 1, n);
+            let requantized = form.quantized_next && range.is_some();
+            match tensor.as_f32() {
+                Ok(x) if !requantized && form.rounded.is_none() => x,
+                _ => {
+                    let mut x = tensor.to_f32_vec();
+                    if form.quantized_next
+                        && let Some(range) = range
+                    {
+                        let (s, zp, qr) =
+                            qparams(&range, if range.signed() { DType::I8 } else { DType::U8 });
+                        let n = x.len().max(1);
+                        qtune_kernels::fake_quantize(&mut x, &[s], &[zp], qr, 1, n);
+                    }
+                    match form.rounded {
+                        Some(QuantMode::F16) => qtune_kernels::round_to_f16(&mut x),
+                        Some(QuantMode::BF16) => qtune_kernels::round_to_bf16(&mut x),
+                        _ => {}
+                    }
+                    deployed_copy = x;
+                    &deployed_copy
+                }
             }
-            match form.rounded {
-                Some(QuantMode::F16) => qtune_kernels::round_to_f16(&mut x),
-                Some(QuantMode::BF16) => qtune_kernels::round_to_bf16(&mut x),
-                _ => {}
-            }
-            x
         };
-        self.acc[form.layer].add(&reference, &deployed);
+        self.acc[form.layer].add(reference, deployed);
         if self.isolate {
             *tensor = if form.int_coded {
                 let Some(range) = range else { return Ok(()) };
@@ -271,7 +307,7 @@ impl LayerHook<'_> {
                     DType::I8 => {
                         let mut q = vec![0i8; n];
                         qtune_kernels::quantize_linear_i8(
-                            &reference,
+                            reference,
                             &[s],
                             &[zp],
                             qr,
@@ -284,7 +320,7 @@ impl LayerHook<'_> {
                     _ => {
                         let mut q = vec![0u8; n];
                         qtune_kernels::quantize_linear_u8(
-                            &reference,
+                            reference,
                             &[s],
                             &[zp],
                             qr,
@@ -296,8 +332,14 @@ impl LayerHook<'_> {
                     }
                 };
                 t.map_err(|e| e.to_string())?
+            } else if reference_tensor.dtype() == DType::F32
+                && reference_tensor.dims() == tensor.dims()
+            {
+                // The float tensor itself (shared, not copied).
+                reference_tensor.clone()
             } else {
-                Tensor::from_f32(tensor.shape().clone(), reference).map_err(|e| e.to_string())?
+                Tensor::from_f32(tensor.shape().clone(), reference.to_vec())
+                    .map_err(|e| e.to_string())?
             };
         }
         Ok(())
@@ -371,17 +413,38 @@ pub fn weight_ranges(graph: &Graph, plan: &Plan) -> Vec<WeightRanges> {
         if channels == 0 {
             continue;
         }
-        let data = wt.to_f32_vec();
+        // F32 weights are read in place (MiniLM's are 90 MB).
+        let copy;
+        let data: &[f32] = match wt.as_f32() {
+            Ok(d) => d,
+            Err(_) => {
+                copy = wt.to_f32_vec();
+                &copy
+            }
+        };
         let mut lo = vec![f32::INFINITY; channels];
         let mut hi = vec![f32::NEG_INFINITY; channels];
-        for (i, block) in data.chunks(inner).enumerate() {
-            let c = i % channels;
-            for &v in block {
-                lo[c] = lo[c].min(v);
-                hi[c] = hi[c].max(v);
+        if inner == 1 {
+            // Channels last (MatMul / Gemm weights): row by row, in lanes.
+            for row in data.chunks(channels) {
+                for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(row) {
+                    // Compare-and-select (NaN compares false and is skipped).
+                    *l = if v < *l { v } else { *l };
+                    *h = if v > *h { v } else { *h };
+                }
+            }
+        } else {
+            for (i, block) in data.chunks(inner).enumerate() {
+                let c = i % channels;
+                let (l, h) = min_max(block);
+                lo[c] = lo[c].min(l);
+                hi[c] = hi[c].max(h);
             }
         }
-        let abs_max = data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let abs_max = lo
+            .iter()
+            .zip(&hi)
+            .fold(0f32, |m, (l, h)| m.max(l.abs()).max(h.abs()));
         let is_conv = matches!(n.op, Op::Conv(_));
         let scheme = match plan.mode(id) {
             QuantMode::Int8 => match plan.profile.weights {
@@ -405,6 +468,26 @@ pub fn weight_ranges(graph: &Graph, plan: &Plan) -> Vec<WeightRanges> {
     out
 }
 
+/// The least and greatest of `x` (NaN ignored), in lanes that vectorize.
+fn min_max(x: &[f32]) -> (f32, f32) {
+    const LANES: usize = 16;
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let (chunks, rest) = x.as_chunks::<LANES>();
+    for c in chunks {
+        for i in 0..LANES {
+            // Compare-and-select (NaN compares false and is skipped).
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        }
+    }
+    let init = (
+        lo.iter().fold(f32::INFINITY, |m, &v| m.min(v)),
+        hi.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
+    );
+    rest.iter().fold(init, |(l, h), &v| (l.min(v), h.max(v)))
+}
+
 /// `counts` summed into at most [`REPORT_BINS`] bins.
 fn downsample(counts: &[u64], width: f64) -> (Vec<u64>, f64) {
     let k = counts.len().div_ceil(REPORT_BINS).max(1);
@@ -412,59 +495,425 @@ fn downsample(counts: &[u64], width: f64) -> (Vec<u64>, f64) {
     (out, width * k as f64)
 }
 
-/// Measures what the report shows (see the module docs).
-pub fn gather(req: &GatherRequest) -> Result<Gathered, SearchError> {
-    let graph = req.graph;
-    let plan_req = PlanRequest {
-        quantize: req.quantize,
-        calibration: req.table,
-        qtable: req.qtable,
-        fp_type: req.fp_type,
-        asymmetric: req.asymmetric,
-        matmul_per_channel: req.matmul_per_channel,
-        weight_only: qtune_deploy::WeightOnly::default(),
-    };
-    let own_plan;
-    let plan = match req.prebuilt {
-        Some(p) => p.plan,
-        None => {
-            own_plan = Plan::new(graph, req.processor.profile(), &plan_req)?;
-            &own_plan
+/// A value borrowed from the caller or built here.
+enum Held<'a, T> {
+    Borrowed(&'a T),
+    Owned(Box<T>),
+}
+
+impl<T> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Held::Borrowed(t) => t,
+            Held::Owned(t) => t,
         }
-    };
-    let mut layers = layer_rows(graph, plan, req.table);
-    let weights = weight_ranges(graph, plan);
-    let mut out = Gathered {
-        layers: Vec::new(),
-        histograms: Vec::new(),
-        histogram_source: String::new(),
-        weights,
-        samples: req.samples.len(),
-    };
-    if req.samples.is_empty() {
-        out.layers = layers;
-        return Ok(out);
+    }
+}
+
+/// A sample whose histograms and isolated run are still to be done, with
+/// the float tensors they read.
+struct Pending {
+    inputs: Vec<(String, Tensor)>,
+    float: Values,
+}
+
+/// Measures what the report shows, one sample at a time, beside the runs
+/// of the quantized model a command makes anyway (see the module docs).
+///
+/// For each sample, [`Measurer::sample`] takes the float model's tensors
+/// from the caller's reference when it holds every one the measures read
+/// (model_deploy's `--test_reference`), or else runs the float model; then
+/// makes the caller's own run of the simulation, with the hook that records
+/// the cumulative similarity (the hook only reads: the run's values are the
+/// same as without it). The histograms and the isolated run of that sample
+/// are left pending until the next sample or [`Measurer::flush`], so that a
+/// caller can overlap the last of them with other work (model_deploy writes
+/// its model meanwhile). At most one sample's float tensors are held.
+pub struct Measurer<'a> {
+    graph: &'a Graph,
+    plan: Held<'a, Plan>,
+    sim: Option<Held<'a, Executor>>,
+    float: Option<Executor>,
+    table: Option<&'a CalibrationTable>,
+    method_tables: Vec<(String, &'a CalibrationTable)>,
+    histograms: bool,
+    layers: Vec<Layer>,
+    names: Vec<crate::mix::Layer>,
+    forms: HashMap<ValueId, Form>,
+    /// Float values the measures read, in id order.
+    needed: Vec<ValueId>,
+    cumulative: Vec<Acc>,
+    isolated: Vec<Acc>,
+    entries: Vec<crate::calibrate::TableEntry>,
+    stats: Vec<TensorStats>,
+    sample_count: usize,
+    samples: usize,
+    from_reference: usize,
+    pending: Option<Pending>,
+    extra: std::time::Duration,
+}
+
+impl<'a> Measurer<'a> {
+    /// Plans (or takes the prebuilt plan and simulation of) `req`'s model
+    /// for `sample_count` samples.
+    pub fn new(req: &GatherRequest<'a>, sample_count: usize) -> Result<Self, SearchError> {
+        let start = std::time::Instant::now();
+        let graph = req.graph;
+        let plan = match req.prebuilt {
+            Some(p) => Held::Borrowed(p.plan),
+            None => {
+                let plan_req = PlanRequest {
+                    quantize: req.quantize,
+                    calibration: req.table,
+                    qtable: req.qtable,
+                    fp_type: req.fp_type,
+                    asymmetric: req.asymmetric,
+                    matmul_per_channel: req.matmul_per_channel,
+                    weight_only: qtune_deploy::WeightOnly::default(),
+                };
+                Held::Owned(Box::new(Plan::new(
+                    graph,
+                    req.processor.profile(),
+                    &plan_req,
+                )?))
+            }
+        };
+        let layers = layer_rows(graph, &plan, req.table);
+        let mut m = Measurer {
+            graph,
+            plan,
+            sim: None,
+            float: None,
+            table: req.table,
+            method_tables: req.method_tables.clone(),
+            histograms: req.histograms,
+            layers,
+            names: Vec::new(),
+            forms: HashMap::new(),
+            needed: Vec::new(),
+            cumulative: Vec::new(),
+            isolated: Vec::new(),
+            entries: Vec::new(),
+            stats: Vec::new(),
+            sample_count,
+            samples: 0,
+            from_reference: 0,
+            pending: None,
+            extra: std::time::Duration::ZERO,
+        };
+        if sample_count == 0 {
+            m.extra = start.elapsed();
+            return Ok(m);
+        }
+        // The deployed model's simulation, as model_deploy and the searches run it.
+        let sim = match req.prebuilt {
+            Some(p) => Held::Borrowed(p.sim),
+            None => {
+                let (qdq, _) = qtune_deploy::build_qdq(graph, &m.plan)?;
+                let (g, _) = qtune_exec::prepare(
+                    qtune_deploy::integer_exact(&qdq),
+                    &PrepareOptions::default(),
+                )?;
+                Held::Owned(Box::new(Executor::new(g)?))
+            }
+        };
+        m.names = crate::mix::layers(graph);
+        m.forms = layer_forms(graph, sim.graph(), &m.names);
+        m.sim = Some(sim);
+        m.cumulative = vec![Acc::default(); m.names.len()];
+        m.isolated = vec![Acc::default(); m.names.len()];
+        let mut needed: Vec<ValueId> = m.forms.values().map(|f| f.float_value).collect();
+        if req.histograms {
+            // Histograms: statistics of every table tensor over the samples.
+            let (entries, op_count) = table_entries(graph);
+            // With the run's own tables only the histogram is needed.
+            let mut config = if m.method_tables.is_empty() {
+                StatsConfig::with_methods(&HISTOGRAM_METHODS)
+            } else {
+                StatsConfig::with_methods(&[CalibrationMethod::Kl])
+            };
+            config.histogram_bin_num = REPORT_HISTOGRAM_BINS;
+            m.stats = entries
+                .iter()
+                .map(|e| {
+                    TensorStats::new(
+                        e.name.clone(),
+                        &config,
+                        PercentileSchedule::new(e.op_index, op_count, sample_count),
+                    )
+                })
+                .collect::<Result<_, _>>()?;
+            // Only float tensors have histograms (integer inputs have none).
+            needed.extend(
+                entries
+                    .iter()
+                    .map(|e| e.value)
+                    .filter(|&v| graph.value(v).dtype == DType::F32),
+            );
+            m.entries = entries;
+        }
+        needed.sort_by_key(|v| v.index());
+        needed.dedup();
+        m.needed = needed;
+        m.extra = start.elapsed();
+        Ok(m)
     }
 
-    // The deployed model's simulation, as model_deploy and the searches run it.
-    let own_sim;
-    let sim = match req.prebuilt {
-        Some(p) => p.sim,
-        None => {
-            let (qdq, _) = qtune_deploy::build_qdq(graph, plan)?;
-            let (g, _) = qtune_exec::prepare(
-                qtune_deploy::integer_exact(&qdq),
-                &PrepareOptions::default(),
-            )?;
-            own_sim = Executor::new(g)?;
-            &own_sim
-        }
-    };
-    let float = Executor::new(graph.clone())?;
-    let sg = sim.graph();
+    /// Whether the next sample is one of those the measurer was made for
+    /// (a caller runs the rest without it).
+    pub fn wants_sample(&self) -> bool {
+        self.samples < self.sample_count
+    }
 
-    // Each measured layer's forms in the simulation graph.
-    let names = crate::mix::layers(graph);
+    /// The float tensors the measures read, from `reference` (tensors by
+    /// name), when it holds every one with the float model's shape.
+    fn reference_values(&self, reference: &[(String, Tensor)]) -> Option<Values> {
+        let by_name: HashMap<&str, &Tensor> =
+            reference.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut values = Values::default();
+        for &v in &self.needed {
+            let t = by_name.get(self.graph.value(v).name.as_str())?;
+            let shape = self.graph.shape_of(v).ok()?;
+            if t.dtype() != DType::F32 || t.dims() != shape.dims() {
+                return None;
+            }
+            values.insert(v, (*t).clone());
+        }
+        Some(values)
+    }
+
+    /// Measures one sample (graph inputs by name): see the type's docs.
+    /// `reference` holds the float model's tensors of this sample by name,
+    /// if the caller has them; returns the values the simulation run kept
+    /// per `keep`.
+    pub fn sample(
+        &mut self,
+        inputs: &[(String, Tensor)],
+        reference: Option<&[(String, Tensor)]>,
+        keep: &Keep,
+    ) -> Result<Values, SearchError> {
+        self.flush()?;
+        let start = std::time::Instant::now();
+        if self.sim.is_none() || self.samples >= self.sample_count {
+            return Err(beyond_count());
+        }
+        let float = match reference.and_then(|r| self.reference_values(r)) {
+            Some(v) => {
+                self.from_reference += 1;
+                v
+            }
+            None => {
+                let exec = match &self.float {
+                    Some(e) => e,
+                    None => self.float.insert(Executor::new(self.graph.clone())?),
+                };
+                let opts = RunOptions::new(Keep::Values(self.needed.clone()), Parallelism::Rayon);
+                exec.run(by_id(self.graph, inputs)?, &opts, &mut NoHook)?
+            }
+        };
+        let Some(sim) = &self.sim else {
+            return Err(beyond_count());
+        };
+        self.extra += start.elapsed();
+        let mut hook = LayerHook {
+            forms: &self.forms,
+            plan: &self.plan,
+            float: &float,
+            seen: vec![false; self.names.len()],
+            acc: &mut self.cumulative,
+            isolate: false,
+            error: None,
+        };
+        let opts = RunOptions::new(keep.clone(), Parallelism::Rayon);
+        let values = sim.run(by_id(sim.graph(), inputs)?, &opts, &mut hook)?;
+        if let Some(e) = hook.error {
+            return Err(SearchError::Settings(format!("report similarity: {e}")));
+        }
+        self.samples += 1;
+        self.pending = Some(Pending {
+            inputs: inputs.to_vec(),
+            float,
+        });
+        Ok(values)
+    }
+
+    /// Does the pending sample's histograms and isolated run.
+    pub fn flush(&mut self) -> Result<(), SearchError> {
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        let start = std::time::Instant::now();
+        if self.histograms {
+            use rayon::prelude::*;
+            self.entries
+                .par_iter()
+                .zip(self.stats.par_iter_mut())
+                .try_for_each(|(e, st)| match p.float.get(e.value) {
+                    Some(t) if t.dtype() == DType::F32 => match t.as_f32() {
+                        Ok(x) => st.observe(x),
+                        Err(_) => st.observe(&t.to_f32_vec()),
+                    },
+                    _ => Ok(()),
+                })?;
+        }
+        let Some(sim) = &self.sim else {
+            return Ok(());
+        };
+        let mut hook = LayerHook {
+            forms: &self.forms,
+            plan: &self.plan,
+            float: &p.float,
+            seen: vec![false; self.names.len()],
+            acc: &mut self.isolated,
+            isolate: true,
+            error: None,
+        };
+        let opts = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
+        sim.run(by_id(sim.graph(), &p.inputs)?, &opts, &mut hook)?;
+        if let Some(e) = hook.error {
+            return Err(SearchError::Settings(format!("report similarity: {e}")));
+        }
+        self.extra += start.elapsed();
+        Ok(())
+    }
+
+    /// The measures, after the pending sample's.
+    pub fn finish(mut self) -> Result<Gathered, SearchError> {
+        self.flush()?;
+        let start = std::time::Instant::now();
+        // Layer rows get their similarities by name (the layer list and the
+        // measured list are both in op order, but non-float layers are skipped).
+        let by_name: HashMap<&str, usize> = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.as_str(), i))
+            .collect();
+        let mut layers = std::mem::take(&mut self.layers);
+        for row in &mut layers {
+            if let Some(&i) = by_name.get(row.name.as_str()) {
+                row.cumulative = self.cumulative[i].similarity();
+                row.isolated = self.isolated[i].similarity();
+            }
+        }
+        let mut out = Gathered {
+            layers,
+            histograms: Vec::new(),
+            histogram_source: String::new(),
+            // Only the HTML report shows them (not the text table or chart).
+            weights: if self.histograms {
+                weight_ranges(self.graph, &self.plan)
+            } else {
+                Vec::new()
+            },
+            samples: self.samples,
+            float_from_reference: self.from_reference,
+            extra_seconds: 0.0,
+        };
+        if !self.histograms || self.samples == 0 {
+            self.extra += start.elapsed();
+            out.extra_seconds = self.extra.as_secs_f64();
+            return Ok(out);
+        }
+        // Histograms with the thresholds of each method.
+        let from_run = !self.method_tables.is_empty();
+        let histograms: Vec<Option<Histogram>> = {
+            use rayon::prelude::*;
+            self.entries
+                .par_iter()
+                .zip(self.stats.par_iter())
+                .map(|(e, st)| self.histogram(e, st, from_run))
+                .collect::<Result<_, _>>()?
+        };
+        out.histograms = histograms.into_iter().flatten().collect();
+        let n = self.samples;
+        out.histogram_source = if from_run {
+            format!(
+                "histograms of the report's {n} sample(s); the method thresholds are the run's own tables ({})",
+                self.method_tables
+                    .iter()
+                    .map(|(l, _)| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!(
+                "histograms and the kl (on {REPORT_HISTOGRAM_BINS} bins), max and percentile9999 thresholds are computed on the report's {n} sample(s); the chosen threshold is the calibration table's, computed on all calibration samples"
+            )
+        };
+        self.extra += start.elapsed();
+        out.extra_seconds = self.extra.as_secs_f64();
+        Ok(out)
+    }
+
+    fn histogram(
+        &self,
+        e: &crate::calibrate::TableEntry,
+        st: &TensorStats,
+        from_run: bool,
+    ) -> Result<Option<Histogram>, SearchError> {
+        if st.samples() == 0 {
+            return Ok(None);
+        }
+        let Some(h) = st.histogram() else {
+            return Ok(None);
+        };
+        let thresholds: Vec<Threshold> = if from_run {
+            self.method_tables
+                .iter()
+                .filter_map(|(label, table)| {
+                    Some(Threshold {
+                        method: label.to_ascii_lowercase(),
+                        value: table.get(&e.name)?.threshold,
+                    })
+                })
+                .collect()
+        } else {
+            let t = st.thresholds()?;
+            HISTOGRAM_METHODS
+                .iter()
+                .filter_map(|&m| {
+                    Some(Threshold {
+                        method: m.name().to_string(),
+                        value: t.get(m)?,
+                    })
+                })
+                .collect()
+        };
+        let (counts, bin_width) = downsample(h.counts(), f64::from(h.width()));
+        Ok(Some(Histogram {
+            tensor: e.name.clone(),
+            min: f64::from(st.min()),
+            max: f64::from(st.max()),
+            bin_width,
+            counts,
+            thresholds,
+            chosen: self
+                .table
+                .and_then(|tb| tb.get(&e.name))
+                .map(|r| r.threshold),
+        }))
+    }
+}
+
+fn beyond_count() -> SearchError {
+    SearchError::Settings("report: more samples than the measurer was made for".into())
+}
+
+/// Graph inputs by name as `graph`'s value ids.
+fn by_id(
+    graph: &Graph,
+    inputs: &[(String, Tensor)],
+) -> Result<Vec<(ValueId, Tensor)>, SearchError> {
+    inputs
+        .iter()
+        .map(|(n, t)| Ok((graph.value_by_name(n)?, t.clone())))
+        .collect()
+}
+
+/// Each measured layer's forms in the simulation graph `sg`.
+fn layer_forms(graph: &Graph, sg: &Graph, names: &[crate::mix::Layer]) -> HashMap<ValueId, Form> {
     let mut forms: HashMap<ValueId, Form> = HashMap::new();
     for (idx, l) in names.iter().enumerate() {
         let Some(fv) = graph.find_value(&l.name) else {
@@ -509,143 +958,19 @@ pub fn gather(req: &GatherRequest) -> Result<Gathered, SearchError> {
             );
         }
     }
-    let mut cumulative = vec![Acc::default(); names.len()];
-    let mut isolated = vec![Acc::default(); names.len()];
+    forms
+}
 
-    // Histograms: statistics of every table tensor over the samples.
-    let (entries, op_count) = table_entries(graph);
-    let from_run = !req.method_tables.is_empty();
-    // With the run's own tables only the histogram is needed.
-    let mut config = if from_run {
-        StatsConfig::with_methods(&[CalibrationMethod::Kl])
-    } else {
-        StatsConfig::with_methods(&HISTOGRAM_METHODS)
-    };
-    config.histogram_bin_num = REPORT_HISTOGRAM_BINS;
-    let mut stats: Vec<TensorStats> = entries
-        .iter()
-        .map(|e| {
-            TensorStats::new(
-                e.name.clone(),
-                &config,
-                PercentileSchedule::new(e.op_index, op_count, req.samples.len()),
-            )
-        })
-        .collect::<Result<_, _>>()?;
-
-    let opts_all = RunOptions::new(Keep::All, Parallelism::Rayon);
-    let opts_out = RunOptions::new(Keep::Outputs, Parallelism::Rayon);
-    for sample in &req.samples {
-        let inputs = |g: &Graph| -> Result<Vec<(ValueId, Tensor)>, SearchError> {
-            sample
-                .iter()
-                .map(|(n, t)| Ok((g.value_by_name(n)?, t.clone())))
-                .collect()
-        };
-        let fvals = float.run(inputs(graph)?, &opts_all, &mut NoHook)?;
-        for (e, st) in entries.iter().zip(stats.iter_mut()) {
-            if !req.histograms {
-                break;
-            }
-            if let Some(t) = fvals.get(e.value)
-                && t.dtype() == DType::F32
-            {
-                st.observe(&t.to_f32_vec())?;
-            }
-        }
-        for (isolate, acc) in [(false, &mut cumulative), (true, &mut isolated)] {
-            let mut hook = LayerHook {
-                forms: &forms,
-                plan,
-                float: &fvals,
-                seen: vec![false; names.len()],
-                acc,
-                isolate,
-                error: None,
-            };
-            sim.run(inputs(sg)?, &opts_out, &mut hook)?;
-            if let Some(e) = hook.error {
-                return Err(SearchError::Settings(format!("report similarity: {e}")));
-            }
-        }
+/// Measures what the report shows on `samples` (graph inputs by name).
+pub fn gather(
+    req: &GatherRequest,
+    samples: &[Vec<(String, Tensor)>],
+) -> Result<Gathered, SearchError> {
+    let mut m = Measurer::new(req, samples.len())?;
+    for s in samples {
+        m.sample(s, None, &Keep::Outputs)?;
     }
-    // Layer rows get their similarities by name (the layer list and the
-    // measured list are both in op order, but non-float layers are skipped).
-    let mut by_name: HashMap<&str, usize> = HashMap::new();
-    for (i, l) in names.iter().enumerate() {
-        by_name.insert(l.name.as_str(), i);
-    }
-    for row in &mut layers {
-        if let Some(&i) = by_name.get(row.name.as_str())
-            && i < cumulative.len()
-        {
-            row.cumulative = cumulative[i].similarity();
-            row.isolated = isolated[i].similarity();
-        }
-    }
-    out.layers = layers;
-
-    // Histograms with the thresholds of each method.
-    if !req.histograms {
-        return Ok(out);
-    }
-    for (e, st) in entries.iter().zip(&stats) {
-        if st.samples() == 0 {
-            continue;
-        }
-        let Some(h) = st.histogram() else { continue };
-        let thresholds: Vec<Threshold> = if from_run {
-            req.method_tables
-                .iter()
-                .filter_map(|(label, table)| {
-                    Some(Threshold {
-                        method: label.to_ascii_lowercase(),
-                        value: table.get(&e.name)?.threshold,
-                    })
-                })
-                .collect()
-        } else {
-            let t = st.thresholds()?;
-            HISTOGRAM_METHODS
-                .iter()
-                .filter_map(|&m| {
-                    Some(Threshold {
-                        method: m.name().to_string(),
-                        value: t.get(m)?,
-                    })
-                })
-                .collect()
-        };
-        let (counts, bin_width) = downsample(h.counts(), f64::from(h.width()));
-        out.histograms.push(Histogram {
-            tensor: e.name.clone(),
-            min: f64::from(st.min()),
-            max: f64::from(st.max()),
-            bin_width,
-            counts,
-            thresholds,
-            chosen: req
-                .table
-                .and_then(|tb| tb.get(&e.name))
-                .map(|r| r.threshold),
-        });
-    }
-    let n = req.samples.len();
-    out.histogram_source = if from_run {
-        format!(
-            "histograms of the report's {n} sample(s); the method thresholds are the run's own tables ({})",
-            req.method_tables
-                .iter()
-                .map(|(l, _)| l.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    } else {
-        format!(
-            "histograms and the kl (on {REPORT_HISTOGRAM_BINS} bins), max and percentile9999 thresholds are computed on the report's {n} sample(s); the chosen threshold is the calibration table's, computed on all calibration samples"
-        )
-    };
-    Ok(out)
+    m.finish()
 }
 
 /// `--we` before/after: the spread of W1's per-output-channel abs-max

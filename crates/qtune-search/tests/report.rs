@@ -96,20 +96,22 @@ fn isolated_similarity_equals_one_layer_models() {
     let graph = prepared(name);
     let s = sample(&graph, name);
     let table = max_table(&graph, &s);
-    let gathered = gather(&GatherRequest {
-        graph: &graph,
-        processor: Processor::Bm1684x,
-        quantize: QuantMode::Int8,
-        table: Some(&table),
-        qtable: &[],
-        fp_type: QuantMode::F16,
-        asymmetric: false,
-        matmul_per_channel: false,
-        samples: vec![s.clone()],
-        method_tables: Vec::new(),
-        histograms: true,
-        prebuilt: None,
-    })
+    let gathered = gather(
+        &GatherRequest {
+            graph: &graph,
+            processor: Processor::Bm1684x,
+            quantize: QuantMode::Int8,
+            table: Some(&table),
+            qtable: &[],
+            fp_type: QuantMode::F16,
+            asymmetric: false,
+            matmul_per_channel: false,
+            method_tables: Vec::new(),
+            histograms: true,
+            prebuilt: None,
+        },
+        std::slice::from_ref(&s),
+    )
     .unwrap();
     let measured: Vec<_> = gathered
         .layers

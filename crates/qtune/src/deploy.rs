@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use qtune_deploy::{Processor, QuantizedModel, WeightMethod, WeightOnly};
-use qtune_exec::{Executor, Keep, NoHook, PrepareOptions};
-use qtune_ir::Graph;
+use qtune_exec::{Executor, Keep, NoHook, PrepareOptions, Values};
+use qtune_ir::{Graph, ValueId};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_tensor::Tensor;
 
@@ -734,6 +734,10 @@ pub struct Deployment {
     pub awq_summary: Vec<String>,
 }
 
+/// One run of the simulation on a sample's inputs, keeping what `Keep`
+/// says (see [`Deployment::simulate_each`]).
+pub type SampleRun<'a> = dyn FnMut(Vec<(ValueId, Tensor)>, &Keep) -> Result<Values> + 'a;
+
 /// Quantizes the model at `model` per `settings` (`model_deploy` up to the
 /// export).
 pub fn deploy(
@@ -873,17 +877,52 @@ impl Deployment {
         all: bool,
         source: &str,
     ) -> Result<Vec<(String, Tensor)>> {
-        let exec = &self.simulation;
-        let samples = model::samples_from_arrays(exec, arrays, source)?;
+        let samples = self.simulation_samples(arrays, source)?;
+        let keep = if all { Keep::All } else { Keep::Outputs };
+        let results = self.simulation.run_samples(samples, &keep, |_| NoHook)?;
+        self.stack_results(results.into_iter().map(|(v, _)| v).collect())
+    }
+
+    /// [`Deployment::simulate`] with each sample's run made by `run`, one
+    /// sample after the other in order: a caller that watches the runs (a
+    /// report's value hook, measurements beside each run) makes them with
+    /// `self.simulation` and returns the values it kept with the `Keep`
+    /// given. The tensors returned are the same as `simulate`'s when `run`
+    /// runs the simulation unchanged.
+    pub fn simulate_each(
+        &self,
+        arrays: &[(String, Tensor)],
+        all: bool,
+        source: &str,
+        run: &mut SampleRun<'_>,
+    ) -> Result<Vec<(String, Tensor)>> {
+        let samples = self.simulation_samples(arrays, source)?;
+        let keep = if all { Keep::All } else { Keep::Outputs };
+        let results = samples
+            .into_iter()
+            .map(|s| run(s, &keep))
+            .collect::<Result<Vec<_>>>()?;
+        self.stack_results(results)
+    }
+
+    fn simulation_samples(
+        &self,
+        arrays: &[(String, Tensor)],
+        source: &str,
+    ) -> Result<Vec<Vec<(ValueId, Tensor)>>> {
+        let samples = model::samples_from_arrays(&self.simulation, arrays, source)?;
         if samples.is_empty() {
             bail!("--test_input {source}: holds no sample");
         }
-        let keep = if all { Keep::All } else { Keep::Outputs };
-        let results = exec.run_samples(samples, &keep, |_| NoHook)?;
-        let g = exec.graph();
+        Ok(samples)
+    }
+
+    /// The float tensors the runs kept, by name, stacked over the samples.
+    fn stack_results(&self, results: Vec<Values>) -> Result<Vec<(String, Tensor)>> {
+        let g = self.simulation.graph();
         let mut named: Vec<(String, Tensor)> = Vec::new();
         let mut parts: Vec<Vec<Tensor>> = Vec::new();
-        for (s, (values, _)) in results.iter().enumerate() {
+        for (s, values) in results.iter().enumerate() {
             let mut i = 0;
             for (id, t) in values.iter() {
                 if g.constant_of(id).is_none() && t.dtype() == qtune_tensor::DType::F32 {

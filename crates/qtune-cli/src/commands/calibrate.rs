@@ -225,6 +225,7 @@ fn run_inner(args: Args) -> Result<()> {
                 transforms: transforms.clone(),
                 notes: Vec::new(),
                 prebuilt: None,
+                measured: None,
             },
         )?;
     }

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use qtune_deploy::Processor;
+use qtune_exec::{NoHook, Parallelism, RunOptions};
 use qtune_quant::QuantMode;
+use qtune_search::report::{GatherRequest, Gathered, Measurer, Prebuilt};
 use qtune_tensor::compare::Tolerance;
 use qtune_tensor::{read_npz, write_npz};
 
@@ -215,20 +218,55 @@ fn run_inner(args: Args) -> Result<()> {
     args.weights.apply(&mut settings)?;
     let deployment = qtune::deploy(&args.mlir, &settings, &crate::progress::Stderr)?;
     let graph = &deployment.graph;
-    let q = &deployment.quantized;
-    let exec = &deployment.simulation;
     if !args.quiet {
         for line in deployment.summary() {
             eprintln!("{line}");
         }
     }
-    if let Some(input) = &args.test_input {
-        verify(&args, &deployment, input, tol, &tol_text)?;
+    let arrays = match &args.test_input {
+        Some(p) => Some(read_npz(p)?),
+        None => None,
+    };
+    // The report is measured beside the runs the command makes anyway: its
+    // tables are read and its measurer made before them.
+    let tables = if args.report.wanted(args.quiet) {
+        Some(ReportTables::read(&args, graph)?)
+    } else {
+        None
+    };
+    let mut measurer = match &tables {
+        Some(t) => measurer(&args, &deployment, t, arrays.as_deref())?,
+        None => None,
+    };
+    if let (Some(input), Some(arrays)) = (&args.test_input, &arrays) {
+        verify(
+            &args,
+            &deployment,
+            input,
+            arrays,
+            tol,
+            &tol_text,
+            measurer.as_mut(),
+        )?;
     }
     // The npz written above keeps TPU-MLIR's op names, as TPU-MLIR's
     // `_tpu_outputs.npz` and `--test_reference` files do; the model takes
-    // the source's ONNX names.
-    let packed = deployment.write_onnx(&args.model)?;
+    // the source's ONNX names. The report's last pending measures (the
+    // last sample's isolated run and histograms) run meanwhile.
+    let (packed, measured) = std::thread::scope(|s| {
+        let pending = measurer.map(|m| s.spawn(move || m.finish()));
+        let packed = deployment.write_onnx(&args.model);
+        let measured = pending.map(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("measuring the report: the thread panicked"))
+        });
+        (packed, measured)
+    });
+    let packed = packed?;
+    let measured = match measured {
+        Some(m) => Some(m?.context("measuring the report")?),
+        None => None,
+    };
     let deploy_time = start.elapsed().as_secs_f64();
     if !args.quiet {
         let nbits = match packed {
@@ -240,14 +278,81 @@ fn run_inner(args: Args) -> Result<()> {
             args.model.display()
         );
     }
-    if args.report.wanted(args.quiet) {
-        let prebuilt = qtune_search::report::Prebuilt {
-            plan: &q.plan,
-            sim: exec,
-        };
-        report(&args, mode, deploy_time, graph, prebuilt)?;
+    if let Some(t) = &tables {
+        report(&args, mode, deploy_time, graph, t, measured)?;
     }
     Ok(())
+}
+
+/// The tables a report of the deployment shows.
+struct ReportTables {
+    table: Option<qtune_quant::CalibrationTable>,
+    qtable: Vec<(String, QuantMode)>,
+}
+
+impl ReportTables {
+    fn read(args: &Args, graph: &qtune_ir::Graph) -> Result<Self> {
+        Ok(ReportTables {
+            table: match &args.quant.calibration_table {
+                Some(p) => Some(qtune_quant::CalibrationTable::read(p)?),
+                None => None,
+            },
+            qtable: match &args.quant.quantize_table {
+                Some(p) => super::report::qtable_rows(graph, p, false)?,
+                None => Vec::new(),
+            },
+        })
+    }
+}
+
+/// The measurer of the report, for the samples of `--test_input` it
+/// measures: all of them for a report or chart, the first for the text
+/// table alone. None when qtune does not simulate the processor.
+fn measurer<'a>(
+    args: &Args,
+    deployment: &'a qtune::Deployment,
+    tables: &'a ReportTables,
+    arrays: Option<&[(String, qtune_tensor::Tensor)]>,
+) -> Result<Option<Measurer<'a>>> {
+    let Some(processor) = Processor::parse(&args.quant.processor) else {
+        return Ok(None);
+    };
+    let fp_type = processor
+        .profile()
+        .float_type(&args.quant.fp_type)
+        .map_err(anyhow::Error::msg)?;
+    let count = match (arrays, &args.test_input) {
+        (Some(a), Some(p)) => {
+            let n = deployment.sample_count(a, &p.display().to_string())?;
+            if args.report.report.is_some() || args.report.plot.is_some() {
+                n
+            } else {
+                n.min(super::report::RUN_REPORT_SAMPLES)
+            }
+        }
+        _ => 0,
+    };
+    let m = Measurer::new(
+        &GatherRequest {
+            graph: &deployment.graph,
+            processor,
+            quantize: deployment.mode,
+            table: tables.table.as_ref(),
+            qtable: &tables.qtable,
+            fp_type,
+            asymmetric: args.quant.asymmetric,
+            matmul_per_channel: args.quant.matmul_perchannel,
+            method_tables: Vec::new(),
+            histograms: args.report.report.is_some(),
+            prebuilt: Some(Prebuilt {
+                plan: &deployment.quantized.plan,
+                sim: &deployment.simulation,
+            }),
+        },
+        count,
+    )
+    .context("measuring the report")?;
+    Ok(Some(m))
 }
 
 /// The report of the deployed model, measured on `--test_input`.
@@ -256,54 +361,9 @@ fn report(
     mode: QuantMode,
     deploy_time: f64,
     graph: &qtune_ir::Graph,
-    prebuilt: qtune_search::report::Prebuilt,
+    tables: &ReportTables,
+    measured: Option<Gathered>,
 ) -> Result<()> {
-    let table = match &args.quant.calibration_table {
-        Some(p) => Some(qtune_quant::CalibrationTable::read(p)?),
-        None => None,
-    };
-    let qtable = match &args.quant.quantize_table {
-        Some(p) => super::report::qtable_rows(graph, p, false)?,
-        None => Vec::new(),
-    };
-    let mut samples = Vec::new();
-    if let Some(input) = &args.test_input {
-        let arrays = read_npz(input)?;
-        // Arrays may stack several samples on axis 0 (as verify runs them).
-        let mut per_input = Vec::new();
-        let mut count = 1;
-        for &id in &graph.inputs {
-            let name = &graph.value(id).name;
-            let t = arrays
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.clone())
-                .with_context(|| {
-                    format!("--test_input {} has no array `{name}`", input.display())
-                })?;
-            let rows = graph
-                .shape_of(id)?
-                .dims()
-                .first()
-                .copied()
-                .unwrap_or(1)
-                .max(1);
-            count = t.dims().first().map_or(1, |&d| (d / rows).max(1));
-            per_input.push((name.clone(), t, rows));
-        }
-        for s in 0..count {
-            let mut one = Vec::new();
-            for (name, t, rows) in &per_input {
-                let part = if count == 1 {
-                    t.clone()
-                } else {
-                    t.slice_outer(s * rows, (s + 1) * rows)?
-                };
-                one.push((name.clone(), part));
-            }
-            samples.push(one);
-        }
-    }
     let mut outputs = vec![args.model.display().to_string()];
     if args.test_input.is_some() {
         outputs.push(outputs_path(&args.model).display().to_string());
@@ -328,13 +388,13 @@ fn report(
                 .as_ref()
                 .map(|p| format!("{} (--test_input)", p.display()))
                 .unwrap_or_else(|| "none (no --test_input)".into()),
-            table: table.as_ref(),
-            qtable: &qtable,
+            table: tables.table.as_ref(),
+            qtable: &tables.qtable,
             fp_type: &args.quant.fp_type,
             quantize: mode,
             asymmetric: args.quant.asymmetric,
             matmul_per_channel: args.quant.matmul_perchannel,
-            samples,
+            samples: Vec::new(),
             method_tables: Vec::new(),
             counts,
             timings: vec![qtune_report::Timing::new("deploy", deploy_time)],
@@ -342,25 +402,31 @@ fn report(
             search: None,
             transforms: Vec::new(),
             notes: Vec::new(),
-            prebuilt: Some(prebuilt),
+            prebuilt: None,
+            measured,
         },
     )
 }
 
+/// Runs the simulation on `--test_input` (`arrays`), writes its outputs,
+/// and compares them with `--test_reference`. With a report, `measurer`
+/// measures beside the runs (the reference arrays serve as the float
+/// model's tensors when they hold every one it reads).
 fn verify(
     args: &Args,
     deployment: &qtune::Deployment,
     input: &Path,
+    arrays: &[(String, qtune_tensor::Tensor)],
     tol: Tolerance,
     tol_text: &str,
+    measurer: Option<&mut Measurer>,
 ) -> Result<()> {
-    let arrays = read_npz(input)?;
     let source = input.display().to_string();
     // Several stacked samples run one by one and their outputs are written
     // stacked the same way (to check the export on a whole validation set);
     // a comparison with --test_reference takes one sample, as TPU-MLIR's.
     if args.test_reference.is_some() {
-        let n = deployment.sample_count(&arrays, &source)?;
+        let n = deployment.sample_count(arrays, &source)?;
         if n != 1 {
             let g = deployment.simulation.graph();
             bail!(
@@ -374,11 +440,32 @@ fn verify(
             );
         }
     }
-    let named = deployment.simulate(&arrays, args.compare_all, &source)?;
+    let refs = match &args.test_reference {
+        Some(p) => Some(read_npz(p)?),
+        None => None,
+    };
+    let named = match measurer {
+        None => deployment.simulate(arrays, args.compare_all, &source)?,
+        Some(m) => {
+            let sim = &deployment.simulation;
+            let g = sim.graph();
+            deployment.simulate_each(arrays, args.compare_all, &source, &mut |inputs, keep| {
+                if m.wants_sample() {
+                    let named: Vec<(String, qtune_tensor::Tensor)> = inputs
+                        .into_iter()
+                        .map(|(id, t)| (g.value(id).name.clone(), t))
+                        .collect();
+                    Ok(m.sample(&named, refs.as_deref(), keep)?)
+                } else {
+                    let opts = RunOptions::new(keep.clone(), Parallelism::Rayon);
+                    Ok(sim.run(inputs, &opts, &mut NoHook)?)
+                }
+            })?
+        }
+    };
     let out_npz = outputs_path(&args.model);
     write_npz(&out_npz, &named)?;
-    if let Some(reference) = &args.test_reference {
-        let refs = read_npz(reference)?;
+    if let (Some(reference), Some(refs)) = (&args.test_reference, &refs) {
         let excepts: Vec<&str> = args
             .excepts
             .as_deref()
@@ -386,7 +473,7 @@ fn verify(
             .unwrap_or_default();
         super::compare::check(
             &named,
-            &refs,
+            refs,
             tol,
             tol_text,
             &excepts,

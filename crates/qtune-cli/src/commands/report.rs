@@ -12,7 +12,7 @@ use qtune_exec::PrepareOptions;
 use qtune_ir::Graph;
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_report::{Entry, Report, Timing};
-use qtune_search::report::{GatherRequest, gather};
+use qtune_search::report::{GatherRequest, Gathered, gather};
 use qtune_tensor::Tensor;
 
 use crate::model::{self, Naming};
@@ -102,6 +102,9 @@ pub struct RunFacts<'a> {
     pub notes: Vec<String>,
     /// The quantized model of `graph`, when the command built it already.
     pub prebuilt: Option<qtune_search::report::Prebuilt<'a>>,
+    /// The measures, when the command took them beside its own runs
+    /// (`samples` is then empty).
+    pub measured: Option<Gathered>,
 }
 
 /// Measures, then writes the report and chart, or prints the text table.
@@ -117,31 +120,37 @@ pub fn finish(flags: &ReportFlags, quiet: bool, facts: RunFacts) -> Result<()> {
         facts_samples.truncate(RUN_REPORT_SAMPLES);
     }
     let processor = Processor::parse(facts.processor);
-    let (gathered, samples) = match processor {
-        Some(p) => {
+    let measured_by_command = facts.measured.is_some();
+    let (gathered, samples) = match (facts.measured, processor) {
+        (Some(g), _) => {
+            let n = g.samples;
+            (Some(g), n)
+        }
+        (None, Some(p)) => {
             let fp_type = p
                 .profile()
                 .float_type(facts.fp_type)
                 .map_err(anyhow::Error::msg)?;
-            let n = facts_samples.len();
-            let g = gather(&GatherRequest {
-                graph: facts.graph,
-                processor: p,
-                quantize: facts.quantize,
-                table: facts.table,
-                qtable: facts.qtable,
-                fp_type,
-                asymmetric: facts.asymmetric,
-                matmul_per_channel: facts.matmul_per_channel,
-                samples: facts_samples,
-                method_tables: facts.method_tables,
-                histograms: flags.report.is_some(),
-                prebuilt: facts.prebuilt,
-            })
+            let g = gather(
+                &GatherRequest {
+                    graph: facts.graph,
+                    processor: p,
+                    quantize: facts.quantize,
+                    table: facts.table,
+                    qtable: facts.qtable,
+                    fp_type,
+                    asymmetric: facts.asymmetric,
+                    matmul_per_channel: facts.matmul_per_channel,
+                    method_tables: facts.method_tables,
+                    histograms: flags.report.is_some(),
+                    prebuilt: facts.prebuilt,
+                },
+                &facts_samples,
+            )
             .context("measuring the report")?;
-            (Some(g), n)
+            (Some(g), facts_samples.len())
         }
-        None => {
+        (None, None) => {
             notes.push(format!(
                 "qtune does not simulate processor {}: no per-layer similarity",
                 facts.processor
@@ -152,8 +161,19 @@ pub fn finish(flags: &ReportFlags, quiet: bool, facts: RunFacts) -> Result<()> {
     if samples == 0 && processor.is_some() {
         notes.push("no samples to run: the per-layer similarity and histograms are not measured (model_deploy measures them on --test_input)".into());
     }
+    // Measures taken beside the command's own runs were timed there.
+    let extra = gathered.as_ref().map_or(0.0, |g| g.extra_seconds);
+    let own = if measured_by_command { extra } else { 0.0 };
+    if let Some(g) = &gathered
+        && g.float_from_reference > 0
+    {
+        notes.push(format!(
+            "the float tensors of {} sample(s) are the reference arrays the run compared with (--test_reference), not a float run of qtune's",
+            g.float_from_reference
+        ));
+    }
     let mut timings = facts.timings;
-    timings.push(Timing::new("report", start.elapsed().as_secs_f64()));
+    timings.push(Timing::new("report", own + start.elapsed().as_secs_f64()));
     let mut counts = facts.counts;
     counts.push(Entry::new("layers (ops)", facts.graph.node_count()));
     counts.push(Entry::new("report samples", samples));
@@ -418,6 +438,7 @@ fn run_inner(args: Args) -> Result<()> {
             transforms: Vec::new(),
             notes: Vec::new(),
             prebuilt: None,
+            measured: None,
         },
     )
 }

@@ -306,6 +306,7 @@ impl SearchContext {
                 transforms: Vec::new(),
                 notes: Vec::new(),
                 prebuilt: None,
+                measured: None,
             },
         )
     }

@@ -19,6 +19,10 @@ const LOSS_TABLE_ROUNDING: f64 = 1e-6;
 /// table's 6 decimals.
 const F16_REFERENCE_COS: f64 = 1e-4;
 
+/// Float tensors from model_transform's run and from the report's own
+/// float run differ by float rounding at most.
+const SAME_FLOAT_REFERENCE_COS: f64 = 1e-5;
+
 /// A report of a 150-layer model must stay light enough to mail.
 const MAX_REPORT_BYTES: u64 = 3 << 20;
 
@@ -159,6 +163,67 @@ fn reports_open_in_a_browser() {
     let dep = embedded(&dir.join("deploy.html"));
     assert_eq!(dep["similarity_samples"], 1);
     check_in_browser(&dir.join("deploy.html"));
+    // The report is measured beside the deploy's own runs: its simulation
+    // run carries the report's hook, and the outputs it writes are the same
+    // bytes as without a report.
+    let with_report = std::fs::read(dir.join("m_tpu_outputs.npz")).unwrap();
+    run_ok(
+        tool("model_deploy")
+            .current_dir(&dir)
+            .arg("--mlir")
+            .arg(&onnx)
+            .args(["--quantize", "INT8", "--calibration_table", "cali"])
+            .args(["--test_input", "in.npz", "--model", "m.onnx", "--quiet"]),
+    );
+    assert_eq!(
+        with_report,
+        std::fs::read(dir.join("m_tpu_outputs.npz")).unwrap()
+    );
+    // With --test_reference holding every tensor (model_transform's
+    // --test_result of the float model), the report takes the float tensors
+    // from it instead of running the float model: the same similarities,
+    // up to the float rounding of the two float runs.
+    run_ok(
+        tool("model_transform")
+            .current_dir(&dir)
+            .args(["--model_name", "nsfw", "--model_def"])
+            .arg(&onnx)
+            .args(["--test_input", "in.npz", "--test_result", "top.npz"])
+            .args(["--mlir", "nsfw.mlir"]),
+    );
+    run_ok(
+        tool("model_deploy")
+            .current_dir(&dir)
+            .args(["--mlir", "nsfw.mlir", "--quantize", "INT8"])
+            .args(["--calibration_table", "cali", "--test_input", "in.npz"])
+            .args(["--test_reference", "top.npz", "--tolerance", "0.5,0.0"])
+            .args(["--model", "r.onnx", "--quiet", "--report", "ref.html"]),
+    );
+    let by_ref = embedded(&dir.join("ref.html"));
+    let notes = by_ref["notes"].to_string();
+    assert!(notes.contains("--test_reference"), "{notes}");
+    let mut compared = 0;
+    for (a, b) in dep["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(by_ref["layers"].as_array().unwrap())
+    {
+        assert_eq!(a["name"], b["name"]);
+        for kind in ["cumulative", "isolated"] {
+            if let (Some(x), Some(y)) = (a[kind]["cos"].as_f64(), b[kind]["cos"].as_f64()) {
+                assert!(
+                    (x - y).abs() < SAME_FLOAT_REFERENCE_COS,
+                    "{} {kind}: float run {x}, --test_reference {y}",
+                    a["name"]
+                );
+                compared += 1;
+            } else {
+                assert_eq!(a[kind].is_null(), b[kind].is_null(), "{}", a["name"]);
+            }
+        }
+    }
+    assert!(compared > 80, "only {compared} similarities compared");
 
     // run_qtable: a search with a trajectory and per-layer losses.
     run_ok(
