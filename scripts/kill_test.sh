@@ -11,8 +11,8 @@
 # holds records is resumed and its outputs compared with the reference. Prints one line per command and exits 1 if any
 # partial file, leftover temporary or resume mismatch was found.
 #
-# Commands: transform calibrate search_threshold search_qtable deploy run_qtable sensitive
-# fp_forward bc we_bc (default: all). Workload: mobilenetv2_nsfw, small sample counts.
+# Commands: transform calibrate search_threshold search_qtable fast_search deploy run_qtable
+# sensitive fp_forward bc we_bc (default: all). Workload: mobilenetv2_nsfw, small sample counts.
 # Choose commands by naming them after the first two arguments, e.g.
 #   scripts/kill_test.sh 20 target/debug run_qtable search_threshold bc we_bc
 # The resume column says how many journal records the resumed run found (a kill before
@@ -23,7 +23,7 @@ kills=${1:-20}
 bin=$(realpath "${2:-target/release}")
 shift 2 2>/dev/null || shift $#
 cmds=("$@")
-[ ${#cmds[@]} -eq 0 ] && cmds=(transform calibrate search_threshold search_qtable deploy run_qtable sensitive fp_forward bc we_bc)
+[ ${#cmds[@]} -eq 0 ] && cmds=(transform calibrate search_threshold search_qtable fast_search deploy run_qtable sensitive fp_forward bc we_bc)
 work=$(realpath ../shared/workloads)
 root=$(mktemp -d /tmp/qtune-kill.XXXXXX)
 calib="$work/images/calib"
@@ -53,6 +53,7 @@ spec() {
     deploy) echo "d.onnx|no|$bin/model_deploy --mlir m.mlir --quantize INT8 --processor bm1684x --calibration_table table --model d.onnx" ;;
     run_qtable) echo "rq full_loss_table.txt|rq|$bin/run_qtable m.mlir --dataset $calib --input_num 4 --calibration_table table --processor bm1684x --expected_cos 0.9999 --min_layer_cos 0.999 --no_time -q -o rq" ;;
     sensitive) echo "sl new_cali_table.txt|sl|$bin/run_sensitive_layer m.mlir --dataset $calib --input_num 8 --inference_num 3 --calibration_table table --processor bm1684 --no_time -q -o sl" ;;
+    fast_search) echo "fs|fs_q|$bin/run_calibration m.mlir --dataset $calib --input_num 8 --inference_num 2 --tune_num 2 --search fast_search --expected_cos 0.99999 --processor bm1684x --no_time -q --quantize_table fs_q -o fs" ;;
     bc) echo "bt bt_bc.mlir bt_bc_weight.npz|bt|$bin/run_calibration m.mlir --dataset $calib --input_num 8 --tune_num 2 --bc --bc_inference_num 2 --min_layer_cos 0.9999 --expected_cos 0.99999 --processor bm1684x --no_time -q -o bt" ;;
     we_bc) echo "wt wt_we.mlir wt_we_weight.npz wt_we_bc.mlir wt_we_bc_weight.npz|wt|$bin/run_calibration m.mlir --dataset $calib --input_num 8 --tune_num 2 --we --bc --bc_inference_num 2 --min_layer_cos 0.9999 --expected_cos 0.99999 --processor bm1684x --no_time -q -o wt" ;;
     fp_forward) echo "fq|no|$bin/fp_forward m.mlir --processor bm1684x --no_time --fpfwd_outputs $(awk '!/^#/ && NF == 4 {n++; if (n == 10) print $1}' "$base/table") -o fq" ;;

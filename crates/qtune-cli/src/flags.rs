@@ -195,7 +195,8 @@ results do not depend on the thread count.
     that is not enough (TPU-MLIR's expansion; TPU-MLIR writes every searched layer instead).
     Log: Search_Qtable. --resume continues from <quantize_table>.journal.
   fast_search: rounds of one-sample trials against the model at the float type, five layers
-    to float per round (spec 3.9.8). Log: Search_Qtable.
+    to float per round (spec 3.9.8). Log: Search_Qtable. --resume continues from
+    <quantize_table>.journal.
   mix_search: needs an existing -o; walks the ops, puts layers whose own similarity is below
     --min_layer_cos in float while the output improves, until --expected_cos (spec 3.10).
     Outputs the qtable and <quantize_table>_loss.txt. Log: Mix_Search. --resume continues from
@@ -221,8 +222,7 @@ Convs (which rejects most later corrections) and rewrites the weight file in pla
 `<corrected model>.mlir.journal` (removed once the model is written); --resume continues an
 interrupted run from it, to the same files.
 
-Interrupted runs: a journal is written beside the output of each search but fast_search and
-of --bc, one synced record per finished unit of work, headed by a fingerprint of the model,
+Interrupted runs: a journal is written beside the output of each search and of --bc, one synced record per finished unit of work, headed by a fingerprint of the model,
 tables, samples and settings. --resume reads it back (a journal of other inputs is refused,
 exit 2) and gives byte-identical outputs; without --resume an old journal is replaced.
 
@@ -507,12 +507,8 @@ fn honoured(flag: &str, mode: Option<&str>, bc: bool) -> Option<bool> {
         "max_float_layers" => matches!(mode, Some("search_qtable" | "mix_search")),
         "benchmark_method" => threshold,
         "loss_table" => mode == Some("mix_search"),
-        "resume" => {
-            matches!(
-                mode,
-                Some("search_qtable" | "search_threshold" | "mix_search")
-            ) || bc
-        }
+        // Every search journals its work, and so does --bc.
+        "resume" => mode.is_some() || bc,
         // fast_search writes no report; search_threshold with --bc neither.
         "report" | "plot" => match mode {
             Some("fast_search") => false,
@@ -564,7 +560,7 @@ mod tests {
         let cases: [(&str, [bool; 5]); 8] = [
             ("cali_method", [true, false, false, true, false]),
             ("tune_num", [true, true, true, true, false]),
-            ("resume", [false, true, true, false, true]),
+            ("resume", [false, true, true, true, true]),
             ("benchmark_method", [false, true, false, false, false]),
             ("min_layer_cos", [false, false, false, false, true]),
             ("loss_table", [false, false, false, false, true]),

@@ -931,25 +931,51 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
                 qtable: &[],
             })?;
             ev.set_reference(&reference)?;
-            let bar = ctx.bar();
-            let outcome = match mix::fast_search(
-                &mut ev,
-                &mix::FastSearch {
-                    table,
-                    base_qtable: ctx.shape_qtable.clone(),
-                    float_mode: ctx.float_mode,
-                    expected_cos,
-                    max_rounds: inference_num,
-                },
-                &mut log,
-                &bar,
-            ) {
-                Ok(o) => o,
-                Err(e) => {
-                    let _ = log.write();
-                    return Err(e.into());
-                }
+            let search = mix::FastSearch {
+                table,
+                base_qtable: ctx.shape_qtable.clone(),
+                float_mode: ctx.float_mode,
+                expected_cos,
+                max_rounds: inference_num,
             };
+            // One record per score in `<quantize_table>.journal`, kept
+            // until the qtable is written. An interrupted first run left
+            // its calibration table (written whole) for the resumed one to
+            // read, so both search the same table.
+            let parts = vec![
+                "fast_search".to_string(),
+                model_fingerprint(&args.model)?,
+                format!(
+                    "{} {} {} {} {}",
+                    mix::journal::f64_hex(expected_cos),
+                    search.max_rounds,
+                    ctx.chip,
+                    ctx.float_mode,
+                    flags.common.global_compare_layers.as_deref().unwrap_or("")
+                ),
+                post_process_key(args.post_process.as_deref())?,
+                format!("{:?}", search.base_qtable),
+                search.table.to_text(),
+                ev.samples_key(),
+            ];
+            let mut journal = open_journal(
+                &journal_path(&qtable_path),
+                &fingerprint(&parts),
+                flags.resume,
+                "score(s)",
+                ctx.quiet,
+            )?;
+            let bar = ctx.bar();
+            let outcome =
+                match mix::fast_search(&mut ev, &search, &mut log, &bar, Some(&mut journal)) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // The log up to the failure; the journal stays for
+                        // --resume.
+                        let _ = log.write();
+                        return Err(e.into());
+                    }
+                };
             if !outcome.early_exit {
                 ctx.qtable(&outcome.float_layers).write(&qtable_path)?;
                 log.print_info(">>>run result:");
@@ -963,6 +989,7 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
                 log.print("success search qtable");
             }
             log.write()?;
+            journal.finish()?;
             if !args.quiet {
                 println!(
                     "fast_search: {} round(s), calibration {:.2} s, total {:.2} s",

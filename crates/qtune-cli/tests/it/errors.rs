@@ -236,8 +236,8 @@ fn inapplicable_flags_are_refused_by_every_command() {
             "--resume is not honoured by run_calibration plain calibration (no --search) without --bc",
         ),
         (
-            &["--search", "fast_search", "--resume"],
-            "--resume is not honoured by run_calibration --search fast_search",
+            &["--search", "fast_search", "--quantize_method_list", "KL"],
+            "--quantize_method_list is not honoured by run_calibration --search fast_search",
         ),
         (
             &["--search", "search_threshold", "--loss_table", "l.txt"],
@@ -299,12 +299,12 @@ fn inapplicable_flags_are_refused_by_every_command() {
             "-o",
             "t",
         ])
-        .args(["--search", "fast_search", "--resume"])
+        .args(["--search", "fast_search", "--max_float_layers", "3"])
         .output()
         .unwrap();
     assert_clean_failure(
         &out,
-        &["--resume is not honoured by run_calibration --search fast_search"],
+        &["--max_float_layers is not honoured by run_calibration --search fast_search"],
     );
     let out = qtune()
         .args([

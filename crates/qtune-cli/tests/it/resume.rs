@@ -1,4 +1,4 @@
-//! `--resume` of run_qtable, search_threshold and `--bc`: a run killed
+//! `--resume` of run_qtable, search_threshold, fast_search and `--bc`: a run killed
 //! part-way through its journal, then resumed, writes the same bytes as an
 //! uninterrupted run; a journal of other inputs is refused.
 //!
@@ -273,6 +273,66 @@ fn search_threshold_resume_is_byte_identical() {
         stdout_of(&out).contains(&format!(
             "--resume: {n} table score(s) read from `st.journal`"
         )),
+        "{}",
+        stdout_of(&out)
+    );
+    assert_eq!(files(&run, &names), want, "resumed vs uninterrupted");
+    assert!(!journal.exists(), "the journal outlived the run");
+}
+
+#[test]
+fn fast_search_resume_is_byte_identical() {
+    let (reference, run) = setup("resume_fast_search", true);
+    let calib = calib();
+    let args = [
+        "mobilenet_v2.mlir",
+        "--dataset",
+        &calib,
+        "--input_num",
+        "4",
+        "--inference_num",
+        "2",
+        "--search",
+        "fast_search",
+        "--processor",
+        "bm1684x",
+        "--expected_cos",
+        "0.99999",
+        "--no_time",
+        "--quantize_table",
+        "q",
+        "-o",
+        "table",
+    ];
+    let out = success(&reference, "run_calibration", &args, &[]);
+    let stdout = stdout_of(&out);
+    let rounds: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fast_search: "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no round count in {stdout}"));
+    // A round scores every remaining int8 layer (dozens in MobileNetV2)
+    // one at a time: 8 scores are well inside the first round.
+    assert!(rounds >= 1, "{stdout}");
+    let names = ["q", "table", "Search_Qtable"];
+    let want = files(&reference, &names);
+    assert!(!reference.join("q.journal").exists());
+
+    let journal = run.join("q.journal");
+    let child = spawn(&run, "run_calibration", &[&args[..], &["-q"]].concat());
+    let n = kill_after(child, &journal, "score", 8);
+    refused(
+        &run,
+        "run_calibration",
+        &args,
+        ["--inference_num", "3"],
+        &journal,
+    );
+
+    let out = success(&run, "run_calibration", &args, &["--resume"]);
+    assert!(
+        stdout_of(&out).contains(&format!("--resume: {n} score(s) read from `q.journal`")),
         "{}",
         stdout_of(&out)
     );

@@ -16,14 +16,21 @@
 //! the best round (none when no round beats all-int8), where TPU-MLIR keeps
 //! the last round's. Candidates are every layer the chip runs in int8
 //! (TPU-MLIR first narrows them to the sensitive op types).
+//!
+//! With a journal, every score is recorded once computed (`score <index>
+//! <samples> <cos> <snr>`), and the ones it already holds (`--resume`) are
+//! read from it instead of run (their models are not even built): the
+//! rounds, the log and the outcome are those of an uninterrupted search.
 
 use std::collections::HashSet;
 
 use qtune_quant::{CalibrationTable, QuantMode};
 
+use super::journal::{Journal, f64_hex, parse_f64_hex, replayed};
 use super::layers::int8_layers;
 use super::log::{SearchLog, py_list};
-use super::{MixEvaluator, Precision};
+use super::similarity::OutputScore;
+use super::{Built, MixEvaluator, Precision};
 use crate::{Progress, SearchError};
 
 /// Settings of fast_search.
@@ -48,12 +55,36 @@ pub struct FastSearchOutcome {
     pub rounds: usize,
 }
 
-/// Runs fast_search. The evaluator's reference must be set.
+/// The `index`-th score of a journal: `score <index> <samples> <cos>
+/// <snr>`.
+fn score_record(index: usize, samples: usize, sc: &OutputScore) -> Vec<String> {
+    vec![
+        "score".to_string(),
+        index.to_string(),
+        samples.to_string(),
+        f64_hex(sc.cos),
+        f64_hex(sc.snr),
+    ]
+}
+
+fn parse_score_record(r: &[String], index: usize, samples: usize) -> Option<OutputScore> {
+    if r.len() != 5 || r[1] != index.to_string() || r[2] != samples.to_string() {
+        return None;
+    }
+    Some(OutputScore {
+        cos: parse_f64_hex(&r[3])?,
+        snr: parse_f64_hex(&r[4])?,
+    })
+}
+
+/// Runs fast_search. The evaluator's reference must be set. With a
+/// journal, scores are recorded and replayed (see the module docs).
 pub fn fast_search(
     ev: &mut MixEvaluator,
     s: &FastSearch,
     log: &mut SearchLog,
     progress: &dyn Progress,
+    mut journal: Option<&mut Journal>,
 ) -> Result<FastSearchOutcome, SearchError> {
     let n = ev.sample_count();
     let graph = ev.graph();
@@ -67,8 +98,39 @@ pub fn fast_search(
             qtable: &q,
         })
     };
+    // The `index`-th score: from the journal when it holds it, else the
+    // model with `floats` in float (or `built`) scored on `samples`
+    // samples (all of them, stored in the cache, when `samples` is `n`).
+    let mut scored = 0usize;
+    let mut score = |ev: &mut MixEvaluator,
+                     floats: &[String],
+                     samples: usize,
+                     built: Option<&Built>|
+     -> Result<OutputScore, SearchError> {
+        let index = scored;
+        scored += 1;
+        if let Some(r) = replayed(journal.as_deref(), index, "score")? {
+            return parse_score_record(r, index, samples).ok_or_else(|| {
+                journal
+                    .as_deref()
+                    .expect("a replayed record has a journal")
+                    .mismatch(index)
+            });
+        }
+        let sc = match built {
+            Some(b) => ev.score(b, samples, samples == n)?,
+            None => {
+                let b = build(ev, floats)?;
+                ev.score(&b, samples, samples == n)?
+            }
+        };
+        if let Some(j) = journal.as_deref_mut() {
+            j.append(&score_record(index, samples, &sc))?;
+        }
+        Ok(sc)
+    };
     let base = build(ev, &[])?;
-    let int8 = ev.score(&base, n, true)?;
+    let int8 = score(ev, &[], n, Some(&base))?;
     log.info(format!("all_int8_cos={}", int8.cos));
     let mut outcome = FastSearchOutcome {
         int8_cos: int8.cos,
@@ -105,8 +167,7 @@ pub fn fast_search(
         for l in &candidates {
             let mut floats = chosen.clone();
             floats.extend(candidates.iter().filter(|c| *c != l).cloned());
-            let b = build(ev, &floats)?;
-            let sc = ev.score(&b, 1, false)?;
+            let sc = score(ev, &floats, 1, None)?;
             losses.push((sc.loss(), sc.snr));
         }
         let rank = |key: &dyn Fn(&(f64, f64)) -> f64| {
@@ -141,8 +202,7 @@ pub fn fast_search(
             .map(|(_, c)| c)
             .collect();
         chosen.extend(picked.iter().cloned());
-        let b = build(ev, &chosen)?;
-        let cos = ev.score(&b, n, true)?.cos;
+        let cos = score(ev, &chosen, n, None)?.cos;
         log.info(format!(
             "round {}: sensitive layers {}, mix model outputs_cos: {cos}",
             outcome.rounds,
