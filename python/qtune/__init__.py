@@ -530,7 +530,7 @@ def search_qtable(
     0.5 + 0.5*cos) and writes the qtable to ``qtable`` and the calibration
     table to ``calibration_table``. ``calibration_data`` is as for
     :func:`calibrate`; ``options`` are run_calibration's other flags by name
-    (``resume=True``, ``cache_mb=...``, ``transformer="True"``, ...). The log
+    (``resume=True``, ``memory_mb=...``, ``transformer="True"``, ...). The log
     ``Search_Qtable`` and ``new_cali_table.txt`` go to the current folder, as
     with the tool. ``losses`` is empty: this search logs its losses in
     ``Search_Qtable`` only.

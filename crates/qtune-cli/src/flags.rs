@@ -179,7 +179,7 @@ Searches (--search; need --quantize_table, except search_threshold). Similaritie
 TPU-MLIR's mapped scale cos_sim = 0.5 + 0.5*cos (so --expected_cos 0.99 is a plain cosine of
 0.98); a loss is 1 - cos_sim. Every quantized model is qtune's simulation of the chip
 (--processor), as model_deploy builds it; a trial recomputes only the tensors its change
-affects (activations cached per sample up to --cache_mb), samples run on every core, and
+affects (activations cached per sample within --memory_mb), samples run on every core, and
 results do not depend on the thread count.
   search_threshold: calibrates kl, max, percentile9999 and mse in one statistics pass (each
     tuned), scores each all-int8 model on --inference_num samples (--benchmark_method cos or
@@ -218,7 +218,7 @@ table (-o) is that model's, and its `# mlir:` line names it. The log `Bias_Corre
 current directory; the summary gives the Convs corrected and reverted and the output cosine
 before and after. TPU-MLIR instead compares a trial's layer cosine with the best of all earlier
 Convs (which rejects most later corrections) and rewrites the weight file in place.
---cache_mb bounds the cached activations of the trials. Each visited Conv is recorded in
+--memory_mb bounds the cached activations of the trials. Each visited Conv is recorded in
 `<corrected model>.mlir.journal` (removed once the model is written); --resume continues an
 interrupted run from it, to the same files.
 
@@ -308,12 +308,21 @@ pub struct SearchCommonFlags {
     /// pre-screen (spec 3.9.3) runs in search_qtable either way.
     #[arg(long, default_value = "False")]
     pub transformer: String,
-    /// Memory for the activations a search keeps, in MiB: the float
-    /// model's layer tensors (up to half; the rest go to a scratch file)
-    /// and the cached tensors of the configuration being refined (past it
-    /// they are recomputed when needed). Results do not depend on it.
-    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 1024)]
-    pub cache_mb: usize,
+    /// The memory budget, in MiB, of what the command keeps beside the
+    /// model, phase by phase: the calibration tuner's float activations
+    /// (past it they go to a scratch file in the temporary directory), then
+    /// a search's or --bc's activations: the float model's layer tensors
+    /// (up to half; the rest go to a scratch file) and the cached tensors
+    /// of the configuration being refined (past it they are recomputed when
+    /// needed). Results do not depend on it. `--cache_mb` is its former
+    /// name, still accepted.
+    #[arg(
+        long = "memory_mb",
+        visible_alias = "cache_mb",
+        aliases = ["memory-mb", "cache-mb"],
+        default_value_t = DEFAULT_MEMORY_MB
+    )]
+    pub memory_mb: usize,
 }
 
 /// Flags of run_calibration's search modes (and of --bc) beyond its own;
@@ -346,30 +355,24 @@ pub struct SearchFlags {
     /// uninterrupted run.
     #[arg(long)]
     pub resume: bool,
-    /// Memory, in MiB, for the tuner's float activations (every tensor of
-    /// the tuning samples) of the calibrations a run makes; past it they go
-    /// to a scratch file in the temporary directory and are read back when
-    /// needed. Results do not depend on it. Default 512.
-    #[arg(long = "memory_mb", alias = "memory-mb")]
-    pub memory_mb: Option<usize>,
 }
 
 impl SearchFlags {
-    /// `--memory_mb` (or its default) in bytes.
+    /// `--memory_mb` in bytes.
     pub fn memory_bytes(&self) -> usize {
-        memory_bytes(self.memory_mb)
+        self.common.memory_bytes()
     }
 }
 
-/// `--memory_mb` (or its default) in bytes.
-pub fn memory_bytes(memory_mb: Option<usize>) -> usize {
-    memory_mb
-        .unwrap_or(DEFAULT_MEMORY_MB)
-        .saturating_mul(1 << 20)
+impl SearchCommonFlags {
+    /// `--memory_mb` in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mb.saturating_mul(1 << 20)
+    }
 }
 
-/// Default of `--memory_mb` (with it, kl with tuning on ppocr_v4_det640
-/// stays under 2 GB).
+/// Default of `--memory_mb`: with it, each of the seed's long commands on
+/// the workloads stays under 2 GB peak RSS (BENCHMARKS.md, Memory).
 pub const DEFAULT_MEMORY_MB: usize = qtune_search::DEFAULT_KEEP_MEMORY_BYTES >> 20;
 
 /// TPU-MLIR's `str2bool` values of a True/False flag.
@@ -400,7 +403,7 @@ impl Args {
             bc.min_layer_cos = self.search_flags.min_layer_cos.unwrap_or(0.99);
             bc.expected_cos = self.expected_cos.unwrap_or(0.99);
             bc.inference_num = self.bc_inference_num.unwrap_or(30);
-            bc.cache_bytes = self.search_flags.common.cache_mb.saturating_mul(1 << 20);
+            bc.cache_bytes = self.search_flags.memory_bytes();
             bc.fp_type = self.search_flags.common.fp_type.clone();
             bc.resume = self.search_flags.resume;
             bc
@@ -494,11 +497,13 @@ fn honoured(flag: &str, mode: Option<&str>, bc: bool) -> Option<bool> {
     Some(match flag {
         "cali_method" => matches!(mode, None | Some("fast_search")),
         // Calibration: every mode but mix_search calibrates.
-        "histogram_bin_num" | "tune_list" | "tune_num" | "memory_mb" => mode != Some("mix_search"),
+        "histogram_bin_num" | "tune_list" | "tune_num" => mode != Some("mix_search"),
         "sq_alpha" => mode.is_none(),
         "bc_inference_num" => bc,
         "inference_num" | "global_compare_layers" | "post_process" => mode.is_some(),
-        "cache_mb" | "fp_type" => mode.is_some() || bc,
+        "fp_type" => mode.is_some() || bc,
+        // The budget of the tuner (every mode but mix_search calibrates),
+        // of the searches and of --bc: every mode honours it.
         "expected_cos" => {
             matches!(mode, Some("search_qtable" | "fast_search" | "mix_search")) || bc
         }

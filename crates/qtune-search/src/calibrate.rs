@@ -76,7 +76,7 @@ pub struct CalibrationSettings {
 
 /// Default of [`CalibrationSettings::keep_memory_bytes`]: with it, kl with
 /// tuning on the workloads (ppocr_v4_det640 included) peaks under 2 GB.
-pub const DEFAULT_KEEP_MEMORY_BYTES: usize = 512 << 20;
+pub const DEFAULT_KEEP_MEMORY_BYTES: usize = 1024 << 20;
 
 impl Default for CalibrationSettings {
     fn default() -> Self {

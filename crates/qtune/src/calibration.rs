@@ -32,7 +32,7 @@ pub struct BiasCorrection {
     pub expected_cos: f64,
     /// Samples simulated (`--bc_inference_num`, default 30).
     pub inference_num: usize,
-    /// Bytes of cached activations of the trials (`--cache_mb`).
+    /// Bytes of cached activations of the trials (`--memory_mb`).
     pub cache_bytes: usize,
     /// Float type of the ops the chip keeps in float (`--fp_type`, `auto`).
     pub fp_type: String,

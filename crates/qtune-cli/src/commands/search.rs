@@ -154,7 +154,7 @@ impl SearchContext {
         &self,
         n: usize,
         compare: Option<&str>,
-        cache_mb: usize,
+        memory_bytes: usize,
         post_process: Option<&Path>,
     ) -> Result<MixEvaluator<'_>> {
         let compare = match compare {
@@ -168,7 +168,7 @@ impl SearchContext {
             self.chip_fp,
             self.inference_samples(n)?,
             compare,
-            cache_mb.saturating_mul(1 << 20),
+            memory_bytes,
         )?;
         if let Some(script) = post_process {
             let p = qtune_search::PostProcess::start(script)?;
@@ -656,7 +656,7 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
             let mut ev = ctx.evaluator(
                 inference_num,
                 flags.common.global_compare_layers.as_deref(),
-                flags.common.cache_mb,
+                flags.common.memory_bytes(),
                 args.post_process.as_deref(),
             )?;
             ctx.f32_reference(&mut ev)?;
@@ -831,7 +831,7 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
             let mut ev = ctx.evaluator(
                 inference_num,
                 flags.common.global_compare_layers.as_deref(),
-                flags.common.cache_mb,
+                flags.common.memory_bytes(),
                 args.post_process.as_deref(),
             )?;
             log.info(format!("run float mode: {}", ctx.model_path.display()));
@@ -921,7 +921,7 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
             let mut ev = ctx.evaluator(
                 inference_num,
                 flags.common.global_compare_layers.as_deref(),
-                flags.common.cache_mb,
+                flags.common.memory_bytes(),
                 args.post_process.as_deref(),
             )?;
             // The reference is the model at the float type (spec 3.9.8).
@@ -1016,7 +1016,7 @@ pub fn run_calibration_search(args: &CalibrateArgs) -> Result<()> {
             let ev = ctx.evaluator(
                 inference_num,
                 flags.common.global_compare_layers.as_deref(),
-                flags.common.cache_mb,
+                flags.common.memory_bytes(),
                 args.post_process.as_deref(),
             )?;
             run_mix_search(
@@ -1482,7 +1482,7 @@ fn run_qtable_inner(args: QtableArgs) -> Result<()> {
     let ev = ctx.evaluator(
         args.input_num,
         args.flags.global_compare_layers.as_deref(),
-        args.flags.cache_mb,
+        args.flags.memory_bytes(),
         args.post_process.as_deref(),
     )?;
     run_mix_search(
@@ -1580,11 +1580,6 @@ pub struct SensitiveArgs {
     /// without redoing finished layers.
     #[arg(long)]
     resume: bool,
-    /// Memory, in MiB, for the tuner's float activations of the per-method
-    /// calibrations (past it they go to a scratch file). Results do not
-    /// depend on it. Default 512.
-    #[arg(long = "memory_mb", alias = "memory-mb")]
-    memory_mb: Option<usize>,
     #[command(flatten)]
     flags: SearchCommonFlags,
     #[command(flatten)]
@@ -1659,7 +1654,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
         &args.flags.fp_type,
     )?;
     let mut ctx = ctx;
-    ctx.keep_memory_bytes = crate::flags::memory_bytes(args.memory_mb);
+    ctx.keep_memory_bytes = args.flags.memory_bytes();
     ctx.apply_transformer(&args.flags.transformer)?;
     let table = crate::model::read_calibration_table(&args.calibration_table)?;
     if let Some(path) = &args.sensitivity_table {
@@ -1686,7 +1681,7 @@ fn run_sensitive_inner(args: SensitiveArgs) -> Result<()> {
     let mut ev = ctx.evaluator(
         args.inference_num,
         args.flags.global_compare_layers.as_deref(),
-        args.flags.cache_mb,
+        args.flags.memory_bytes(),
         args.post_process.as_deref(),
     )?;
     ctx.f32_reference(&mut ev)?;
@@ -1751,7 +1746,7 @@ fn sensitivity_report(
     let mut ev = ctx.evaluator(
         args.inference_num,
         None,
-        args.flags.cache_mb,
+        args.flags.memory_bytes(),
         args.post_process.as_deref(),
     )?;
     ctx.f32_reference(&mut ev)?;

@@ -174,12 +174,7 @@ fn inapplicable_flags_are_refused_by_every_command() {
             &["--benchmark_method", "cos"],
             "'--benchmark_method'",
         ),
-        (
-            "run_qtable",
-            search,
-            &["--memory_mb", "64"],
-            "'--memory_mb'",
-        ),
+        ("run_qtable", search, &["--tune_num", "3"], "'--tune_num'"),
         (
             "run_sensitive_layer",
             search,

@@ -1282,27 +1282,6 @@ fn base_with_table(dir: &Path) {
     );
 }
 
-/// `--memory_mb` bounds calibration activations; run_qtable calibrates
-/// nothing, so it refuses the flag (exit 2, no qtable, no loss table)
-/// instead of taking it silently.
-#[test]
-fn run_qtable_refuses_memory_mb() {
-    let dir = scratch("hostile_qtable_memory_mb");
-    base_with_table(&dir);
-    let out = tool("run_qtable")
-        .current_dir(&dir)
-        .args(["base.mlir", "--dataset", "d", "--input_num", "1"])
-        .args(["--calibration_table", "table.txt"])
-        .args(["--processor", "bm1684x", "-q", "--loss_table", "l1"])
-        .args(["--memory_mb", "64", "-o", "q1"])
-        .output()
-        .unwrap();
-    let err = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("unexpected argument '--memory_mb'"), "{err}");
-    assert!(!dir.join("q1").exists() && !dir.join("l1").exists());
-}
-
 /// A non-finite threshold parses (Python's `float` reads `nan` and `inf`)
 /// and the row is ignored, as TPU-MLIR's importer ignores it: the tensor is
 /// uncalibrated, so the INT8 deploy fails naming it, after a warning that

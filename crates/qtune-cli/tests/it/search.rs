@@ -302,7 +302,7 @@ fn seed_run_qtable_on_yolox_and_incremental_equals_full() {
                 .args(["--calibration_table", "yolox_cali_table"])
                 .args(["--processor", "bm1684x", "--input_num", "3"])
                 .args(["--min_layer_cos", "0.999", "--expected_cos", "0.9999"])
-                .args(["--cache_mb", cache, "--loss_table", loss, "-q"])
+                .args(["--memory_mb", cache, "--loss_table", loss, "-q"])
                 .args(["-o", qtable]),
         );
         (
@@ -449,6 +449,7 @@ fn seed_run_sensitive_layer_threads_cache_and_resume() {
     let reference = outputs(&dir, "q2");
     run_ok(&mut sensitive(&dir, &["--threads", "1"], "q1"));
     assert_eq!(outputs(&dir, "q1"), reference, "1 thread vs 2");
+    // (--cache_mb: the budget's former name)
     run_ok(&mut sensitive(&dir, &["--cache_mb", "0"], "q0"));
     assert_eq!(outputs(&dir, "q0"), reference, "no cache vs cache");
 

@@ -218,7 +218,7 @@ pub struct MixEvaluator<'g> {
     post: Option<Box<dyn OutputTransform + 'g>>,
     cache: HashMap<u128, Vec<Tensor>>,
     cache_bytes: usize,
-    /// `--cache_mb`: bounds every tensor the evaluator holds between runs
+    /// `--memory_mb`: bounds every tensor the evaluator holds between runs
     /// and keeps from a run (see [`Self::cache_budget`]).
     budget: usize,
     /// Bytes of reference layer tensors handed out by
