@@ -16,6 +16,8 @@
 #                                   (bm1684, --inference_num 30 --bc_inference_num 100)
 # The models are transformed (and, for run_qtable and run_sensitive_layer, calibrated) in
 # OUT_DIR/setup first; that is not measured. Default: every case.
+# MEMORY_MB=N adds `--memory_mb N` to every measured command (e.g. 100000: no budget, to
+# measure what the budget costs in time with the same build).
 # Compare two builds by running this script for each, alternately, in the same period;
 # the calibration tables they write are compared byte for byte with cmp.
 set -euo pipefail
@@ -32,7 +34,9 @@ run() {
     shift
     local dir="$out/$name"
     rm -rf "$dir" && mkdir -p "$dir"
-    (cd "$dir" && /usr/bin/time -f '%M %e' -o time.txt "$@" >stdout.txt 2>stderr.txt) || {
+    local extra=()
+    [ -n "${MEMORY_MB:-}" ] && extra=(--memory_mb "$MEMORY_MB")
+    (cd "$dir" && /usr/bin/time -f '%M %e' -o time.txt "$@" "${extra[@]}" >stdout.txt 2>stderr.txt) || {
         echo "$name failed: $(tail -1 "$dir/stderr.txt")" >&2
         return 1
     }

@@ -674,40 +674,34 @@ impl<'g> MixEvaluator<'g> {
 
     /// The tensors a stored run of `built` on `n` samples keeps for the
     /// cache, chosen from their shapes as `replace_cache` chooses them from
-    /// the results (a tensor of unknown shape is kept; `replace_cache`
-    /// still bounds the cache).
+    /// the results (see [`spread_within`]; a tensor of unknown shape is
+    /// kept, `replace_cache` still bounds the cache).
     fn cache_plan(&self, built: &Built, n: usize) -> Vec<ValueId> {
         let g = built.exec.graph();
         let mut seen = std::collections::HashSet::new();
-        let mut bytes = 0usize;
-        let budget = self.cache_budget();
+        let size_of = |v: ValueId| {
+            let value = g.value(v);
+            value
+                .shape
+                .as_ref()
+                .map_or(0, |s| s.numel() * dtype_bytes(value.dtype) * n)
+        };
         let mut kept = Vec::new();
-        for v in g.inputs.iter().copied().chain(
-            g.nodes()
-                .flat_map(|(_, n)| n.outputs.iter().copied())
-                .collect::<Vec<_>>(),
-        ) {
+        let mut input_bytes = 0usize;
+        let mut candidates = Vec::new();
+        for v in cache_order(g) {
             if !seen.insert(built.keys[v.index()]) {
                 continue;
             }
-            let value = g.value(v);
-            if value.producer.is_none() {
+            if g.value(v).producer.is_none() {
+                input_bytes += size_of(v);
                 kept.push(v);
-                continue;
+            } else if self.cacheable(g, v) {
+                candidates.push((v, size_of(v)));
             }
-            if !self.cacheable(g, v) {
-                continue;
-            }
-            let size = value
-                .shape
-                .as_ref()
-                .map_or(0, |s| s.numel() * dtype_bytes(value.dtype) * n);
-            if bytes + size > budget {
-                continue;
-            }
-            bytes += size;
-            kept.push(v);
         }
+        let budget = self.cache_budget().saturating_sub(input_bytes);
+        kept.extend(spread_within(&candidates, budget));
         kept
     }
 
@@ -720,29 +714,32 @@ impl<'g> MixEvaluator<'g> {
         let g = built.exec.graph();
         let mut cache = HashMap::new();
         let mut bytes = 0usize;
-        let budget = self.cache_budget();
-        // Graph inputs first, then node outputs in execution order: past
-        // the budget, the earliest tensors stay cached (every trial needs
-        // them), later ones are recomputed.
-        let order = g.inputs.iter().copied().chain(
-            g.nodes()
-                .flat_map(|(_, n)| n.outputs.iter().copied())
-                .collect::<Vec<_>>(),
-        );
-        for v in order {
+        let mut candidates: Vec<(ValueId, usize)> = Vec::new();
+        let mut found: HashMap<ValueId, Vec<Tensor>> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for v in cache_order(g) {
             let key = built.keys[v.index()];
-            if cache.contains_key(&key) {
+            if !seen.insert(key) {
                 continue;
             }
             let tensors: Option<Vec<Tensor>> = results.iter().map(|r| r.get(v).cloned()).collect();
             let Some(tensors) = tensors else { continue };
             let size: usize = tensors.iter().map(tensor_bytes).sum();
-            let is_input = g.value(v).producer.is_none();
-            if !is_input && (!self.cacheable(g, v) || bytes + size > budget) {
-                continue;
+            if g.value(v).producer.is_none() {
+                bytes += size;
+                cache.insert(key, tensors);
+            } else if self.cacheable(g, v) {
+                candidates.push((v, size));
+                found.insert(v, tensors);
             }
-            bytes += size;
-            cache.insert(key, tensors);
+        }
+        let budget = self.cache_budget().saturating_sub(bytes);
+        for v in spread_within(&candidates, budget) {
+            let tensors = found
+                .remove(&v)
+                .expect("a candidate was found in the results");
+            bytes += tensors.iter().map(tensor_bytes).sum::<usize>();
+            cache.insert(built.keys[v.index()], tensors);
         }
         self.cache = cache;
         self.cache_bytes = bytes;
@@ -962,6 +959,51 @@ impl<'g> MixEvaluator<'g> {
     }
 }
 
+/// The graph inputs, then the node outputs in execution order: the order
+/// in which the cache considers a stored run's tensors.
+fn cache_order(g: &Graph) -> Vec<ValueId> {
+    let mut order: Vec<ValueId> = g.inputs.clone();
+    order.extend(g.nodes().flat_map(|(_, n)| n.outputs.iter().copied()));
+    order
+}
+
+/// Which of `candidates` (tensors with their bytes, in execution order)
+/// the cache keeps within `budget` bytes: all of them when they fit, else
+/// the smallest first (ties in execution order) while they fit.
+///
+/// A trial recomputes what is downstream of its change from the nearest
+/// cached tensors upstream of it, so a cached tensor is worth the compute
+/// upstream of it that later trials skip, and costs its bytes. Per byte,
+/// small tensors win: in a CNN they are the later stages (all of them
+/// fit) and, earlier, the narrow tensors between wide ones (a bottleneck's
+/// projection, a CSP block's halves), which are natural checkpoints. The
+/// former rule (the earliest tensors until the budget is spent) made every
+/// trial past that prefix recompute everything after it.
+fn spread_within(candidates: &[(ValueId, usize)], budget: usize) -> Vec<ValueId> {
+    let total: usize = candidates.iter().map(|c| c.1).sum();
+    if total <= budget {
+        return candidates.iter().map(|c| c.0).collect();
+    }
+    let mut by_size: Vec<usize> = (0..candidates.len()).collect();
+    by_size.sort_by_key(|&i| (candidates[i].1, i));
+    let mut keep = vec![false; candidates.len()];
+    let mut used = 0usize;
+    for i in by_size {
+        let size = candidates[i].1;
+        if used + size > budget {
+            break;
+        }
+        used += size;
+        keep[i] = true;
+    }
+    candidates
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(c, _)| c.0)
+        .collect()
+}
+
 /// The value of each layer of `names` in `g`, by layer index.
 fn layer_index(g: &Graph, names: &[String]) -> HashMap<ValueId, usize> {
     names
@@ -1037,5 +1079,45 @@ impl OutputTransform for crate::PostProcess {
         outputs: Vec<(String, Tensor)>,
     ) -> Result<Vec<(String, Tensor)>, SearchError> {
         crate::PostProcess::apply(self, &outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache takes the smallest tensors while they fit (all when they
+    /// all fit), returned in execution order: checked against a brute
+    /// force over every subset (the largest count of tensors within the
+    /// budget, and among those the fewest bytes).
+    #[test]
+    fn cache_keeps_the_smallest_tensors_within_the_budget() {
+        let ids: Vec<ValueId> = (0..6).map(ValueId::from_index).collect();
+        let sizes = [50usize, 10, 30, 10, 40, 25];
+        let candidates: Vec<(ValueId, usize)> = ids.iter().copied().zip(sizes).collect();
+        assert_eq!(spread_within(&candidates, 1000), ids);
+        for budget in [0usize, 9, 10, 20, 45, 55, 75, 100, 164, 165] {
+            let got = spread_within(&candidates, budget);
+            let mut best: Option<(usize, usize, u32)> = None;
+            for mask in 0u32..64 {
+                let bytes: usize = (0..6)
+                    .filter(|i| mask >> i & 1 == 1)
+                    .map(|i| sizes[i])
+                    .sum();
+                if bytes > budget {
+                    continue;
+                }
+                let key = (mask.count_ones() as usize, usize::MAX - bytes, mask);
+                if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+                    best = Some(key);
+                }
+            }
+            let mask = best.unwrap().2;
+            let want: Vec<ValueId> = (0..6)
+                .filter(|i| mask >> i & 1 == 1)
+                .map(|i| ids[i])
+                .collect();
+            assert_eq!(got, want, "budget {budget}");
+        }
     }
 }
