@@ -355,11 +355,60 @@ impl<'g> MixEvaluator<'g> {
         Ok(ev)
     }
 
-    /// Bytes the cache may hold: half of what the reference layer tensors
-    /// leave of the budget, since a stored run keeps its tensors while the
-    /// cache it replaces is still held.
-    fn cache_budget(&self) -> usize {
-        self.budget.saturating_sub(self.held) / 2
+    /// Bytes the cache may hold: what the reference layer tensors leave of
+    /// the budget for a stored run that replaces the cache (the entries it
+    /// will not keep are dropped before it runs, see [`Self::evict`]), half
+    /// of it for a trial, whose tensors are kept beside the cache until it
+    /// is committed or dropped.
+    fn cache_budget(&self, replacing: bool) -> usize {
+        let free = self.budget.saturating_sub(self.held);
+        if replacing { free } else { free / 2 }
+    }
+
+    /// Drops the cache entries a run of `built` neither reads (`frontier`)
+    /// nor will keep (`kept`); graph inputs stay. With `limit`, instead
+    /// drops entries but those, largest first, until the cache holds at
+    /// most `limit` bytes.
+    fn evict(
+        &mut self,
+        built: &Built,
+        frontier: &[ValueId],
+        kept: &[ValueId],
+        limit: Option<usize>,
+    ) {
+        let g = built.exec.graph();
+        let keys = &built.keys;
+        let mut protected: std::collections::HashSet<u128> = frontier
+            .iter()
+            .chain(&g.inputs)
+            .map(|v| keys[v.index()])
+            .collect();
+        if limit.is_none() {
+            protected.extend(kept.iter().map(|v| keys[v.index()]));
+        }
+        // Inputs of the evaluator's graph, whatever `built` names them.
+        let mut h = Xxh3::new();
+        for (name, _) in self.samples.first().map(Vec::as_slice).unwrap_or(&[]) {
+            h.reset();
+            h.update(b"input");
+            h.update(name.as_bytes());
+            protected.insert(h.digest128());
+        }
+        let mut victims: Vec<(usize, u128)> = self
+            .cache
+            .iter()
+            .filter(|(k, _)| !protected.contains(*k))
+            .map(|(k, ts)| (ts.iter().map(tensor_bytes).sum::<usize>(), *k))
+            .collect();
+        // Largest first, ties by key: the same entries on every run.
+        victims.sort_by(|a, b| b.cmp(a));
+        for (size, key) in victims {
+            if limit.is_some_and(|l| self.cache_bytes <= l) {
+                break;
+            }
+            self.cache.remove(&key);
+            self.cache_bytes = self.cache_bytes.saturating_sub(size);
+        }
     }
 
     /// Graph inputs are always in the cache.
@@ -581,7 +630,17 @@ impl<'g> MixEvaluator<'g> {
             // within the budget), not the integer intermediates: with every
             // sample in flight at once, keeping everything would multiply
             // the memory.
-            let mut kept = self.cache_plan(built, n);
+            let mut kept = self.cache_plan(built, n, replace);
+            // The memory of the run: what it keeps beside what the cache
+            // still holds. A run that replaces the cache needs only what it
+            // reads or keeps; a trial's tensors live beside the cache, which
+            // gives up what exceeds its half.
+            if replace {
+                self.evict(built, &frontier, &kept, None);
+            } else {
+                let limit = self.cache_budget(false);
+                self.evict(built, &frontier, &kept, Some(limit));
+            }
             kept.extend(built.compare.iter().chain(extra));
             Keep::Values(kept)
         } else {
@@ -676,7 +735,7 @@ impl<'g> MixEvaluator<'g> {
     /// cache, chosen from their shapes as `replace_cache` chooses them from
     /// the results (see [`spread_within`]; a tensor of unknown shape is
     /// kept, `replace_cache` still bounds the cache).
-    fn cache_plan(&self, built: &Built, n: usize) -> Vec<ValueId> {
+    fn cache_plan(&self, built: &Built, n: usize, replacing: bool) -> Vec<ValueId> {
         let g = built.exec.graph();
         let mut seen = std::collections::HashSet::new();
         let size_of = |v: ValueId| {
@@ -700,7 +759,7 @@ impl<'g> MixEvaluator<'g> {
                 candidates.push((v, size_of(v)));
             }
         }
-        let budget = self.cache_budget().saturating_sub(input_bytes);
+        let budget = self.cache_budget(replacing).saturating_sub(input_bytes);
         kept.extend(spread_within(&candidates, budget));
         kept
     }
@@ -733,7 +792,7 @@ impl<'g> MixEvaluator<'g> {
                 found.insert(v, tensors);
             }
         }
-        let budget = self.cache_budget().saturating_sub(bytes);
+        let budget = self.cache_budget(true).saturating_sub(bytes);
         for v in spread_within(&candidates, budget) {
             let tensors = found
                 .remove(&v)
