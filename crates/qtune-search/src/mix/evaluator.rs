@@ -271,6 +271,14 @@ pub(crate) fn hash_tensor(h: &mut Xxh3, t: &Tensor) {
     }
 }
 
+/// The content key of the graph input `name`.
+fn input_key(name: &str) -> u128 {
+    let mut h = Xxh3::new();
+    h.update(b"input");
+    h.update(name.as_bytes());
+    h.digest128()
+}
+
 /// The content key of every value of `g` (see the module docs).
 pub(crate) fn content_keys(g: &Graph) -> Vec<u128> {
     let mut keys = vec![0u128; g.value_count()];
@@ -281,9 +289,7 @@ pub(crate) fn content_keys(g: &Graph) -> Vec<u128> {
             hash_tensor(&mut h, c);
             keys[id.index()] = h.digest128();
         } else if v.producer.is_none() {
-            h.update(b"input");
-            h.update(v.name.as_bytes());
-            keys[id.index()] = h.digest128();
+            keys[id.index()] = input_key(&v.name);
         }
     }
     for (_, n) in g.nodes() {
@@ -387,12 +393,8 @@ impl<'g> MixEvaluator<'g> {
             protected.extend(kept.iter().map(|v| keys[v.index()]));
         }
         // Inputs of the evaluator's graph, whatever `built` names them.
-        let mut h = Xxh3::new();
         for (name, _) in self.samples.first().map(Vec::as_slice).unwrap_or(&[]) {
-            h.reset();
-            h.update(b"input");
-            h.update(name.as_bytes());
-            protected.insert(h.digest128());
+            protected.insert(input_key(name));
         }
         let mut victims: Vec<(usize, u128)> = self
             .cache
@@ -417,10 +419,7 @@ impl<'g> MixEvaluator<'g> {
             return;
         };
         for (k, (name, _)) in first.iter().enumerate() {
-            let mut h = Xxh3::new();
-            h.update(b"input");
-            h.update(name.as_bytes());
-            let key = h.digest128();
+            let key = input_key(name);
             if self.cache.contains_key(&key) {
                 continue;
             }
