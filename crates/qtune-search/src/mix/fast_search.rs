@@ -99,14 +99,15 @@ pub fn fast_search(
         })
     };
     // The `index`-th score: from the journal when it holds it, else the
-    // model with `floats` in float (or `built`) scored on `samples`
-    // samples (all of them, stored in the cache, when `samples` is `n`).
+    // model with `floats` in float (or `built`) scored on every sample and
+    // stored in the cache (`all`), or on the first sample alone (a trial).
     let mut scored = 0usize;
     let mut score = |ev: &mut MixEvaluator,
                      floats: &[String],
-                     samples: usize,
+                     all: bool,
                      built: Option<&Built>|
      -> Result<OutputScore, SearchError> {
+        let samples = if all { n } else { 1 };
         let index = scored;
         scored += 1;
         if let Some(r) = replayed(journal.as_deref(), index, "score")? {
@@ -118,10 +119,10 @@ pub fn fast_search(
             });
         }
         let sc = match built {
-            Some(b) => ev.score(b, samples, samples == n)?,
+            Some(b) => ev.score(b, samples, all)?,
             None => {
                 let b = build(ev, floats)?;
-                ev.score(&b, samples, samples == n)?
+                ev.score(&b, samples, all)?
             }
         };
         if let Some(j) = journal.as_deref_mut() {
@@ -130,7 +131,7 @@ pub fn fast_search(
         Ok(sc)
     };
     let base = build(ev, &[])?;
-    let int8 = score(ev, &[], n, Some(&base))?;
+    let int8 = score(ev, &[], true, Some(&base))?;
     log.info(format!("all_int8_cos={}", int8.cos));
     let mut outcome = FastSearchOutcome {
         int8_cos: int8.cos,
@@ -167,7 +168,7 @@ pub fn fast_search(
         for l in &candidates {
             let mut floats = chosen.clone();
             floats.extend(candidates.iter().filter(|c| *c != l).cloned());
-            let sc = score(ev, &floats, 1, None)?;
+            let sc = score(ev, &floats, false, None)?;
             losses.push((sc.loss(), sc.snr));
         }
         let rank = |key: &dyn Fn(&(f64, f64)) -> f64| {
@@ -202,7 +203,7 @@ pub fn fast_search(
             .map(|(_, c)| c)
             .collect();
         chosen.extend(picked.iter().cloned());
-        let cos = score(ev, &chosen, n, None)?.cos;
+        let cos = score(ev, &chosen, true, None)?.cos;
         log.info(format!(
             "round {}: sensitive layers {}, mix model outputs_cos: {cos}",
             outcome.rounds,
