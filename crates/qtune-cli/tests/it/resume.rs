@@ -152,6 +152,26 @@ fn refused(dir: &Path, bin: &str, args: &[&str], other: [&str; 2], journal: &Pat
     );
 }
 
+/// Resumes the killed run in `run` (`args` plus `--resume`) and checks
+/// it: stdout says `read` (how many records it read back, and from which
+/// journal), the outputs `names` equal `want` (the uninterrupted run's),
+/// and the journal is gone. Returns the resumed run's stdout.
+fn resume_matches(
+    run: &Path,
+    bin: &str,
+    args: &[&str],
+    read: &str,
+    (names, want): (&[&str], &[(String, Vec<u8>)]),
+    journal: &Path,
+) -> String {
+    let out = success(run, bin, args, &["--resume"]);
+    let stdout = stdout_of(&out);
+    assert!(stdout.contains(read), "{stdout}");
+    assert_eq!(files(run, names), want, "resumed vs uninterrupted");
+    assert!(!journal.exists(), "the journal outlived the run");
+    stdout
+}
+
 #[test]
 fn run_qtable_resume_is_byte_identical() {
     let (reference, run) = setup("resume_run_qtable", true);
@@ -200,16 +220,14 @@ fn run_qtable_resume_is_byte_identical() {
         &journal,
     );
 
-    let out = success(&run, "run_qtable", &args, &["--resume"]);
-    assert!(
-        stdout_of(&out).contains(&format!(
-            "--resume: {n} scored configuration(s) read from `q.journal`"
-        )),
-        "{}",
-        stdout_of(&out)
+    resume_matches(
+        &run,
+        "run_qtable",
+        &args,
+        &format!("--resume: {n} scored configuration(s) read from `q.journal`"),
+        (&names, &want),
+        &journal,
     );
-    assert_eq!(files(&run, &names), want, "resumed vs uninterrupted");
-    assert!(!journal.exists(), "the journal outlived the run");
 }
 
 const METHOD_TABLES: [&str; 8] = [
@@ -268,16 +286,14 @@ fn search_threshold_resume_is_byte_identical() {
         &journal,
     );
 
-    let out = success(&run, "run_calibration", &args, &["--resume"]);
-    assert!(
-        stdout_of(&out).contains(&format!(
-            "--resume: {n} table score(s) read from `st.journal`"
-        )),
-        "{}",
-        stdout_of(&out)
+    resume_matches(
+        &run,
+        "run_calibration",
+        &args,
+        &format!("--resume: {n} table score(s) read from `st.journal`"),
+        (&names, &want),
+        &journal,
     );
-    assert_eq!(files(&run, &names), want, "resumed vs uninterrupted");
-    assert!(!journal.exists(), "the journal outlived the run");
 }
 
 #[test]
@@ -330,14 +346,14 @@ fn fast_search_resume_is_byte_identical() {
         &journal,
     );
 
-    let out = success(&run, "run_calibration", &args, &["--resume"]);
-    assert!(
-        stdout_of(&out).contains(&format!("--resume: {n} score(s) read from `q.journal`")),
-        "{}",
-        stdout_of(&out)
+    resume_matches(
+        &run,
+        "run_calibration",
+        &args,
+        &format!("--resume: {n} score(s) read from `q.journal`"),
+        (&names, &want),
+        &journal,
     );
-    assert_eq!(files(&run, &names), want, "resumed vs uninterrupted");
-    assert!(!journal.exists(), "the journal outlived the run");
 }
 
 /// The bias-correction flags of the tests: a cosine floor that sends most
@@ -385,18 +401,17 @@ fn interrupt_and_resume_bc(
         &journal,
     );
 
-    let out = success(run, "run_calibration", args, &["--resume"]);
-    let stdout = stdout_of(&out);
-    assert!(
-        stdout.contains(&format!(
+    resume_matches(
+        run,
+        "run_calibration",
+        args,
+        &format!(
             "--resume: {} record(s) of the bias correction read from `{journal_name}`",
             n + 1
-        )),
-        "{stdout}"
-    );
-    assert_eq!(files(run, outputs), want, "resumed vs uninterrupted");
-    assert!(!journal.exists(), "the journal outlived the run");
-    stdout
+        ),
+        (outputs, &want),
+        &journal,
+    )
 }
 
 #[test]
