@@ -38,6 +38,13 @@ pub struct Args {
         default_value_t = 2048
     )]
     pub(crate) histogram_bin_num: usize,
+    /// The table's min/max columns, which --asymmetric quantizes with:
+    /// `minmax` (TPU-MLIR's: the observed min and max) or `mean` (the mean
+    /// over samples of each sample's min and max, NNCF's activation range:
+    /// rare extremes no longer stretch the grid). The threshold column is
+    /// the method's either way.
+    #[arg(long = "range", value_enum, default_value_t = RangeColumns::Minmax)]
+    pub(crate) range: RangeColumns,
     /// Data list of the tuning samples (tune_num becomes its length).
     #[arg(long = "tune_list", alias = "tune-list")]
     pub(crate) tune_list: Option<PathBuf>,
@@ -98,9 +105,18 @@ pub struct Args {
     /// before --we and calibration; the model is written as `<table>_sq.mlir`.
     #[arg(long)]
     pub(crate) sq: bool,
-    /// SmoothQuant migration strength alpha in [0, 1] (TPU-MLIR searches it).
-    #[arg(long = "sq_alpha", alias = "sq-alpha", default_value_t = 0.5)]
-    pub(crate) sq_alpha: f64,
+    /// SmoothQuant migration strength alpha in [0, 1] (TPU-MLIR searches
+    /// it); default 0.5, 0.85 with --sq_scope all.
+    #[arg(long = "sq_alpha", alias = "sq-alpha")]
+    pub(crate) sq_alpha: Option<f64>,
+    /// Which layers --sq smooths: `layernorm` (TPU-MLIR's candidates: the
+    /// Gemm/MatMul layers fed by a LayerNorm, the scale folded into it) or
+    /// `all` (also every other Gemm/MatMul with a constant weight, through
+    /// an inserted per-channel Mul; scales clipped to [10% quantile, 100]
+    /// as NNCF does). `all` suits `--processor onnxruntime`, which runs the
+    /// Mul in float.
+    #[arg(long = "sq_scope", alias = "sq-scope", value_enum, default_value_t = SqScope::Layernorm)]
+    pub(crate) sq_scope: SqScope,
     /// Softmax correction: not yet supported by qtune (planned).
     #[arg(long)]
     pub smc: bool,
@@ -173,7 +189,10 @@ table. The logs `SmoothQuant` and `Weight_Equalization` go to the current direct
 TPU-MLIR's format; the summary lists the layers touched with their ranges before and after.
 Weight equalization skips pairs behind ReLU6/Clip (the clip bound does not scale, TPU-MLIR
 changes the function there); SmoothQuant uses one alpha (--sq_alpha) instead of TPU-MLIR's
-search.
+search. --sq_scope all also smooths the Gemm/MatMul layers no LayerNorm feeds (BERT's attention
+output and FFN down projections) through an inserted per-channel Mul, as NNCF does: made for
+--processor onnxruntime, where that Mul runs in float (MiniLM: 0.9981 embedding cosine with
+--sq_alpha 0.85, its default there, and --asymmetric).
 
 Searches (--search; need --quantize_table, except search_threshold). Similarities are on
 TPU-MLIR's mapped scale cos_sim = 0.5 + 0.5*cos (so --expected_cos 0.99 is a plain cosine of
@@ -433,6 +452,7 @@ impl Args {
         s.tune_list = self.tune_list.clone();
         let mut c = qtune::CalibrationSettings::new(method);
         c.histogram_bin_num = self.histogram_bin_num;
+        c.mean_range = self.range == RangeColumns::Mean;
         c.tune_num = self.tune_num;
         c.keep_memory_bytes = self.search_flags.memory_bytes();
         c.torch_observer = debug.torch_observer;
@@ -441,7 +461,7 @@ impl Args {
         }
         s.calibration = c;
         s.processor = self.processor.clone();
-        s.smooth_quant = self.sq.then_some(self.sq_alpha);
+        s.smooth_quant = self.sq.then(|| self.sq_scope.settings(self.sq_alpha));
         s.weight_equalization = self.we;
         s.bias_correction = self.bias_correction();
         Ok(s)
@@ -497,8 +517,8 @@ fn honoured(flag: &str, mode: Option<&str>, bc: bool) -> Option<bool> {
     Some(match flag {
         "cali_method" => matches!(mode, None | Some("fast_search")),
         // Calibration: every mode but mix_search calibrates.
-        "histogram_bin_num" | "tune_list" | "tune_num" => mode != Some("mix_search"),
-        "sq_alpha" => mode.is_none(),
+        "histogram_bin_num" | "tune_list" | "tune_num" | "range" => mode != Some("mix_search"),
+        "sq_alpha" | "sq_scope" => mode.is_none(),
         "bc_inference_num" => bc,
         "inference_num" | "global_compare_layers" | "post_process" => mode.is_some(),
         "fp_type" => mode.is_some() || bc,
@@ -544,7 +564,53 @@ pub(crate) fn check_search_flags(args: &Args) -> Result<()> {
         };
         bail!("--{flag} is not honoured by run_calibration {what}{hint}; run without it");
     }
+    if !args.sq
+        && let Some(flag) = args
+            .given
+            .iter()
+            .find(|f| matches!(f.as_str(), "sq_alpha" | "sq_scope"))
+    {
+        bail!("--{flag} sets up SmoothQuant, which runs only with --sq");
+    }
     Ok(())
+}
+
+/// `--range`: what the table's min/max columns hold.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RangeColumns {
+    /// The observed min and max over every sample (TPU-MLIR's).
+    Minmax,
+    /// The mean over samples of each sample's min and max.
+    Mean,
+}
+
+/// `--sq_scope`: which layers SmoothQuant smooths.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SqScope {
+    /// TPU-MLIR's: the Gemm/MatMul layers a LayerNorm feeds.
+    Layernorm,
+    /// Every Gemm/MatMul with a constant weight (inserted Muls where no
+    /// LayerNorm can take the scale), scales clipped as NNCF does.
+    All,
+}
+
+impl SqScope {
+    /// The library's settings for this scope and `--sq_alpha` (its default
+    /// when absent: 0.5, TPU-MLIR's, or 0.85 with `all`, the best of 0.5,
+    /// 0.65, 0.75, 0.85 and 0.95 on MiniLM for `--processor onnxruntime`).
+    pub(crate) fn settings(self, alpha: Option<f64>) -> qtune::SmoothQuantSettings {
+        let mut sq = qtune::SmoothQuantSettings::default();
+        match self {
+            SqScope::Layernorm => sq.alpha = alpha.unwrap_or(0.5),
+            SqScope::All => {
+                sq.alpha = alpha.unwrap_or(0.85);
+                sq.scope = qtune::SmoothQuantScope::AllLinear;
+                sq.min_scale_quantile = Some(0.1);
+                sq.max_scale = Some(100.0);
+            }
+        }
+        sq
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,9 @@ pub struct StatsConfig {
     pub int4: bool,
     /// Feed a PyTorch `HistogramObserver` (`debug_cmd use_torch_observer_for_cali`).
     pub torch_observer: bool,
+    /// Also keep the mean over samples of each sample's min and max
+    /// ([`Thresholds::mean_range`]; NNCF's activation range estimator).
+    pub mean_range: bool,
 }
 
 impl Default for StatsConfig {
@@ -89,6 +92,7 @@ impl Default for StatsConfig {
             collect_tails: false,
             int4: false,
             torch_observer: false,
+            mean_range: false,
         }
     }
 }
@@ -116,6 +120,9 @@ struct SampleMeans {
     mse: [ExactSum; 2],
     aciq_gauss: [ExactSum; 2],
     aciq_laplace: [ExactSum; 2],
+    /// Each sample's min and max (samples with a non-NaN element).
+    min: ExactSum,
+    max: ExactSum,
 }
 
 /// Min and max of one sample's non-NaN elements (`+inf`/`-inf` when there
@@ -341,6 +348,10 @@ impl TensorStats {
             self.max = self.max.max(summary.max);
         }
         self.abs_max = self.min.abs().max(self.max.abs());
+        if self.config.mean_range && summary.min <= summary.max {
+            self.means.min.add(f64::from(summary.min));
+            self.means.max.add(f64::from(summary.max));
+        }
         let bits: &[(usize, u32)] = if self.config.int4 {
             &[(0, 8), (1, 4)]
         } else {
@@ -474,6 +485,8 @@ impl TensorStats {
             out.means.aciq_gauss[i].merge(&later.means.aciq_gauss[i]);
             out.means.aciq_laplace[i].merge(&later.means.aciq_laplace[i]);
         }
+        out.means.min.merge(&later.means.min);
+        out.means.max.merge(&later.means.max);
         out.histogram_warnings.extend(later.histogram_warnings);
         out.histogram_exact &= later.histogram_exact;
         out.histogram = match (out.histogram.take(), later.histogram) {
@@ -528,6 +541,9 @@ impl TensorStats {
             abs_max,
             ..Thresholds::default()
         };
+        if self.config.mean_range && abs_max > 1e-5 && self.means.min.count() > 0 {
+            t.mean_range = Some((mean(&self.means.min), mean(&self.means.max)));
+        }
         if wants(CalibrationMethod::Max) {
             t.max_method = Some(abs_max);
         }
@@ -652,6 +668,10 @@ pub struct Thresholds {
     pub abs_percentile: Option<f64>,
     /// PyTorch HistogramObserver threshold (stored by TPU-MLIR in the kl slot).
     pub torch_observer: Option<f64>,
+    /// The means over samples of each sample's min and max, when
+    /// [`StatsConfig::mean_range`] asked for them (and the tensor is not
+    /// near zero): they replace the min/max columns of every method's row.
+    pub mean_range: Option<(f64, f64)>,
     /// Warnings, in the order TPU-MLIR would print them.
     pub warnings: Vec<String>,
 }
@@ -683,13 +703,17 @@ impl Thresholds {
 
     /// `(threshold, min, max)` as written to the calibration table: the
     /// percentile method writes its interpolated range, the others the
-    /// observed one.
+    /// observed one; [`Self::mean_range`] replaces either.
     pub fn table_row(&self, method: CalibrationMethod) -> Option<(f64, f64, f64)> {
-        match method {
+        let row = match method {
             CalibrationMethod::Percentile9999 => {
                 self.percentile.map(|p| (p.threshold, p.v_min, p.v_max))
             }
             m => self.get(m).map(|th| (th, self.min, self.max)),
+        };
+        match (row, self.mean_range) {
+            (Some((th, _, _)), Some((lo, hi))) => Some((th, lo, hi)),
+            (row, _) => row,
         }
     }
 

@@ -227,3 +227,57 @@ fn summary_min_max_equal_sequential_fold() {
         }
     }
 }
+
+/// `mean_range`: the min/max columns become the means of the per-sample
+/// min and max (hand computed here), for a histogram method and for the
+/// percentile row alike; the thresholds stay the method's; a split pass
+/// merged back equals the sequential one; a near-zero tensor keeps the
+/// near-zero rule's range; a sample of NaNs only does not count.
+#[test]
+fn mean_range_columns_are_the_mean_of_per_sample_extremes() {
+    let samples = vec![
+        vec![-1.0, 2.0, 0.5],
+        vec![-4.0, 1.0, f32::NAN],
+        vec![f32::NAN, f32::NAN, f32::NAN],
+        vec![0.25, 3.0, 0.5],
+    ];
+    let mut config = StatsConfig::with_methods(&[M::Max, M::Kl, M::Percentile9999]);
+    config.mean_range = true;
+    let schedule = PercentileSchedule::new(0, 1, samples.len());
+    let mut seq = TensorStats::new("t", &config, schedule).unwrap();
+    for x in &samples {
+        seq.observe(x).unwrap();
+    }
+    let t = seq.thresholds().unwrap();
+    // Per-sample (min, max) of the three samples with numbers.
+    let (lo, hi) = ((-1.0 - 4.0 + 0.25) / 3.0, (2.0 + 1.0 + 3.0) / 3.0);
+    assert_eq!(t.mean_range, Some((lo, hi)));
+    let plain = run(&samples, &[M::Max, M::Kl, M::Percentile9999]);
+    assert_eq!(plain.mean_range, None);
+    for m in [M::Max, M::Kl, M::Percentile9999] {
+        let (th, a, b) = t.table_row(m).unwrap();
+        assert_eq!((a, b), (lo, hi), "{m}");
+        assert_eq!(
+            th,
+            plain.table_row(m).unwrap().0,
+            "{m}: threshold unchanged"
+        );
+    }
+    // Split after the second sample, merged: the same sums.
+    let mut a = TensorStats::new("t", &config, schedule).unwrap();
+    for x in &samples[..2] {
+        a.observe(x).unwrap();
+    }
+    let mut b = a.fork();
+    for x in &samples[2..] {
+        b.observe(x).unwrap();
+    }
+    let merged = TensorStats::merge(a, b).unwrap().thresholds().unwrap();
+    assert_eq!(merged.mean_range, t.mean_range);
+    // Near zero: the near-zero rule's range, no mean.
+    let mut z = TensorStats::new("z", &config, PercentileSchedule::new(0, 1, 1)).unwrap();
+    z.observe(&[1e-7, -1e-7]).unwrap();
+    let zt = z.thresholds().unwrap();
+    assert_eq!(zt.mean_range, None);
+    assert_eq!(zt.table_row(M::Max).unwrap(), (1e-5, -1e-5, 1e-5));
+}

@@ -72,6 +72,10 @@ pub struct CalibrationSettings {
     /// batches) held in memory; beyond them they go to a scratch file
     /// (`--memory_mb`). The thresholds do not depend on it.
     pub keep_memory_bytes: usize,
+    /// `--range mean`: the table's min/max columns (what `--asymmetric`
+    /// quantizes with) are the means over samples of each sample's min and
+    /// max instead of the observed min and max.
+    pub mean_range: bool,
 }
 
 /// Default of [`CalibrationSettings::keep_memory_bytes`]: with it, kl with
@@ -88,6 +92,7 @@ impl Default for CalibrationSettings {
             torch_observer: false,
             extra_methods: Vec::new(),
             keep_memory_bytes: DEFAULT_KEEP_MEMORY_BYTES,
+            mean_range: false,
         }
     }
 }
@@ -333,6 +338,7 @@ fn collect_statistics_keeping(
     methods.extend(settings.extra_methods.iter().copied());
     let mut config = StatsConfig::with_methods(&methods);
     config.histogram_bin_num = settings.histogram_bin_num;
+    config.mean_range = settings.mean_range;
     if settings.torch_observer && settings.method == CalibrationMethod::Kl {
         // The observer replaces KLD: no histogram is needed.
         config.methods = Vec::new();

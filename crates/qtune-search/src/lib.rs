@@ -49,7 +49,9 @@ pub use hessian::{HessianSettings, Sequential, collect_hessians, sequential_hess
 pub use inputs::SampleLoader;
 pub use post_process::{PostProcess, PostProcessError, parse_compare_layers};
 pub use shape_ops::shape_layers;
-pub use smooth_quant::{SmoothQuantReport, SmoothQuantSettings, SmoothedLayerNorm, smooth_quant};
+pub use smooth_quant::{
+    SmoothQuantReport, SmoothQuantScope, SmoothQuantSettings, SmoothedLayerNorm, smooth_quant,
+};
 pub use transformer_pattern::transformer_pattern_layers;
 // The calibration-math types callers need alongside the driver.
 pub use qtune_quant::{

@@ -1012,7 +1012,7 @@ pub fn smooth_quant_transform(report: &crate::SmoothQuantReport) -> qtune_report
             .smoothed
             .iter()
             .map(|s| qtune_report::BeforeAfter {
-                name: s.layer_norm.clone(),
+                name: s.source.clone(),
                 before: f64::from(s.activation_before),
                 after: f64::from(s.activation_after),
             })

@@ -30,8 +30,22 @@
 //!   readers, and leaves the original for the others. This costs one more
 //!   LayerNorm per block and gives the smoothed layers an input whose own
 //!   threshold has the outliers removed.
-//! * Only LayerNorm candidates: TPU-MLIR's other candidates (a `Mul` by a
-//!   weight, BERT v-proj MatMuls) are not handled.
+//! * Only LayerNorm candidates by default: TPU-MLIR's other candidates (a
+//!   `Mul` by a weight, BERT v-proj MatMuls) are not handled.
+//!
+//! # Every linear layer: [`SmoothQuantScope::AllLinear`] (`--sq_scope all`)
+//!
+//! The other Gemm/MatMul layers with a constant weight (BERT's attention
+//! output and FFN down projections: their inputs come from `P V` and GELU,
+//! where no fold is exact) get a `Mul` by `1/s` inserted before them, one
+//! per distinct input, shared by the layers that read it, as NNCF's
+//! SmoothQuant does. A runtime that computes only Conv/MatMul/Gemm in int8
+//! (`--processor onnxruntime`) runs that `Mul` in float, so the smoothing
+//! is free there; on a TPU the `Mul` is one more int8 op (TPU-MLIR's own
+//! "Mul by ones" after a shared LayerNorm is the same op). Scales may be
+//! clipped to `[quantile_q(s), max_scale]` ([`SmoothQuantSettings`]; NNCF:
+//! q = 0.1, max 100) so that near-silent channels do not shrink their
+//! weight rows to nothing.
 
 use std::collections::HashMap;
 
@@ -52,22 +66,49 @@ pub struct SmoothQuantSettings {
     /// Migration strength: 0 leaves activations alone, 1 moves all of
     /// their range into the weights.
     pub alpha: f64,
+    /// Which layers are smoothed.
+    pub scope: SmoothQuantScope,
+    /// Scales below this quantile of a group's scales are raised to it
+    /// (`None`: no floor).
+    pub min_scale_quantile: Option<f64>,
+    /// Scales above this are lowered to it (`None`: no ceiling).
+    pub max_scale: Option<f64>,
 }
 
 impl Default for SmoothQuantSettings {
     fn default() -> Self {
-        SmoothQuantSettings { alpha: 0.5 }
+        SmoothQuantSettings {
+            alpha: 0.5,
+            scope: SmoothQuantScope::LayerNorm,
+            min_scale_quantile: None,
+            max_scale: None,
+        }
     }
 }
 
-/// One smoothed LayerNorm.
+/// The layers [`smooth_quant`] smooths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SmoothQuantScope {
+    /// Gemm/MatMul layers fed by a LayerNorm, the scale folded into its
+    /// gamma and beta (TPU-MLIR's candidates).
+    #[default]
+    LayerNorm,
+    /// Those, and every other Gemm/MatMul with a constant weight through an
+    /// inserted per-channel `Mul`.
+    AllLinear,
+}
+
+/// One smoothed LayerNorm, or one input of layers smoothed through an
+/// inserted `Mul`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SmoothedLayerNorm {
-    /// Op name (output tensor) of the LayerNorm.
-    pub layer_norm: String,
+    /// Op name (output tensor) of the LayerNorm, or of the smoothed input.
+    pub source: String,
     /// The duplicate that now feeds the smoothed layers, when the original
     /// has other readers.
     pub duplicate: Option<String>,
+    /// The `Mul` inserted between `source` and the smoothed layers.
+    pub inserted: Option<String>,
     /// Op names of the smoothed Gemm/MatMul layers.
     pub users: Vec<String>,
     /// Channels (last axis).
@@ -395,6 +436,167 @@ fn abs_max(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
 }
 
+/// Gemm/MatMul layers with a constant weight that no LayerNorm candidate
+/// covers, grouped by their data input.
+struct InsertCandidate {
+    input: ValueId,
+    producer: NodeId,
+    channels: usize,
+    linear: Vec<LinearUse>,
+}
+
+/// The layers [`SmoothQuantScope::AllLinear`] adds: every Gemm (`transA`
+/// unset) or MatMul whose weight is a constant `[C, N]` (`[N, C]` with
+/// `transB`) and whose data input, made by a node, has `C` channels on its
+/// last axis. Layers reached from a LayerNorm candidate are left to it.
+fn insert_candidates(graph: &Graph, cands: &[Candidate]) -> Vec<InsertCandidate> {
+    let covered: std::collections::HashSet<NodeId> = cands
+        .iter()
+        .flat_map(|c| c.linear.iter().map(|u| u.node))
+        .collect();
+    let consumers = graph.consumers();
+    let mut groups: std::collections::BTreeMap<ValueId, InsertCandidate> =
+        std::collections::BTreeMap::new();
+    for (id, n) in graph.nodes() {
+        if covered.contains(&id) || !matches!(n.op, Op::Gemm(_) | Op::MatMul) {
+            continue;
+        }
+        let Some(x) = n.inputs.first().copied().flatten() else {
+            continue;
+        };
+        let value = graph.value(x);
+        let Some(producer) = value.producer else {
+            continue;
+        };
+        if value.constant.is_some() {
+            continue;
+        }
+        let Some(channels) = graph
+            .shape_of(x)
+            .ok()
+            .and_then(|s| s.dims().last().copied())
+            .filter(|&c| c > 0)
+        else {
+            continue;
+        };
+        let Some(uses) = linear_uses(graph, &consumers, id, x, channels) else {
+            continue;
+        };
+        groups
+            .entry(x)
+            .or_insert_with(|| InsertCandidate {
+                input: x,
+                producer,
+                channels,
+                linear: Vec::new(),
+            })
+            .linear
+            .extend(uses);
+    }
+    groups.into_values().collect()
+}
+
+/// Per input channel, the largest weight magnitude over `linear`'s weights,
+/// and the largest over all of them.
+fn weight_row_max(graph: &Graph, linear: &[LinearUse], c: usize) -> (Vec<f32>, f32) {
+    let mut w_max = vec![0.0f32; c];
+    let mut largest = 0.0f32;
+    for u in linear {
+        let Some(w) = graph.node(u.node).inputs[u.weight].and_then(|v| graph.constant_of(v)) else {
+            continue;
+        };
+        let (d, data) = (w.dims().to_vec(), w.to_f32_vec());
+        largest = largest.max(abs_max(&data));
+        for (i, x) in data.iter().enumerate() {
+            let j = if u.transposed { i % d[1] } else { i / d[1] };
+            w_max[j] = w_max[j].max(x.abs());
+        }
+    }
+    (w_max, largest)
+}
+
+/// `s_j = max|X_j|^alpha / max|W_j|^(1-alpha)` (1 where not finite or not
+/// positive), clipped as `settings` asks.
+fn scales(a: &[f32], w_max: &[f32], settings: &SmoothQuantSettings) -> Vec<f64> {
+    let alpha = settings.alpha;
+    let mut s: Vec<f64> = a
+        .iter()
+        .zip(w_max)
+        .map(|(&aj, &wj)| {
+            let sj = f64::from(aj).powf(alpha) / f64::from(wj).powf(1.0 - alpha);
+            if sj.is_finite() && sj > 0.0 { sj } else { 1.0 }
+        })
+        .collect();
+    let floor = settings.min_scale_quantile.map(|q| quantile(&s, q));
+    for sj in &mut s {
+        if let Some(lo) = floor {
+            *sj = sj.max(lo);
+        }
+        if let Some(hi) = settings.max_scale {
+            *sj = sj.min(hi);
+        }
+    }
+    s
+}
+
+/// The `q` quantile of `x` with linear interpolation between order
+/// statistics (numpy's default).
+fn quantile(x: &[f64], q: f64) -> f64 {
+    let mut v = x.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return 1.0;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let lo = (pos.floor() as usize).min(v.len() - 1);
+    let hi = (lo + 1).min(v.len() - 1);
+    #[allow(clippy::cast_precision_loss)]
+    let frac = pos - lo as f64;
+    v[lo] + (v[hi] - v[lo]) * frac
+}
+
+/// Row `j` of every weight of `linear` times `s_j`, in place when only its
+/// layer reads the weight (a scaled copy otherwise); the largest magnitude
+/// after.
+fn scale_weights(
+    graph: &mut Graph,
+    uses: &[usize],
+    linear: &[LinearUse],
+    s: &[f64],
+) -> Result<f32, SearchError> {
+    let mut weight_after = 0.0f32;
+    for u in linear {
+        let Some(wid) = graph.node(u.node).inputs[u.weight] else {
+            continue;
+        };
+        let Some(w) = graph.constant_of(wid) else {
+            continue;
+        };
+        let d1 = w.dims()[1];
+        let data: Vec<f32> = w
+            .to_f32_vec()
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let j = if u.transposed { i % d1 } else { i / d1 };
+                scale_f32(x, s[j])
+            })
+            .collect();
+        weight_after = weight_after.max(abs_max(&data));
+        let t = Tensor::from_f32(w.shape().clone(), data)?;
+        if uses[wid.index()] == 1 {
+            graph.value_mut(wid).constant = Some(t);
+        } else {
+            let name = unique(graph, format!("{}_sq", graph.value(wid).name));
+            let nid = graph.add_constant(name, t);
+            graph.node_mut(u.node).inputs[u.weight] = Some(nid);
+        }
+    }
+    Ok(weight_after)
+}
+
 /// Smooths every LayerNorm -> Gemm/MatMul group of the executor's graph
 /// (see the module docs) and returns the new graph. The calibration samples
 /// of `loader` give the activation maxima.
@@ -410,19 +612,46 @@ pub fn smooth_quant(
             "SmoothQuant alpha {alpha}: expected a value in [0, 1]"
         )));
     }
+    if let Some(q) = settings.min_scale_quantile
+        && !(0.0..=1.0).contains(&q)
+    {
+        return Err(SearchError::Settings(format!(
+            "SmoothQuant scale quantile {q}: expected a value in [0, 1]"
+        )));
+    }
+    if let Some(m) = settings.max_scale
+        && !(m.is_finite() && m > 0.0)
+    {
+        return Err(SearchError::Settings(format!(
+            "SmoothQuant largest scale {m}: expected a positive number"
+        )));
+    }
     let source = exec.graph();
     let (cands, skipped) = candidates(source);
+    let inserts = match settings.scope {
+        SmoothQuantScope::LayerNorm => Vec::new(),
+        SmoothQuantScope::AllLinear => insert_candidates(source, &cands),
+    };
     let mut report = SmoothQuantReport {
         alpha,
         smoothed: Vec::new(),
         skipped,
     };
-    if cands.is_empty() {
+    if cands.is_empty() && inserts.is_empty() {
         return Ok((source.clone(), report));
     }
-    let outputs: Vec<ValueId> = cands.iter().map(|c| c.output).collect();
-    let channels: Vec<usize> = cands.iter().map(|c| c.channels).collect();
-    let act_max = channel_abs_max(exec, &outputs, &channels, loader, progress)?;
+    let outputs: Vec<ValueId> = cands
+        .iter()
+        .map(|c| c.output)
+        .chain(inserts.iter().map(|c| c.input))
+        .collect();
+    let channels: Vec<usize> = cands
+        .iter()
+        .map(|c| c.channels)
+        .chain(inserts.iter().map(|c| c.channels))
+        .collect();
+    let mut act_max = channel_abs_max(exec, &outputs, &channels, loader, progress)?;
+    let insert_max = act_max.split_off(cands.len());
 
     let mut graph = source.clone();
     let uses = graph.use_counts();
@@ -433,58 +662,9 @@ pub fn smooth_quant(
     for (cand, a) in cands.iter().zip(&act_max) {
         let c = cand.channels;
         let name_of = |g: &Graph, n: NodeId| g.value(g.node(n).outputs[0]).name.clone();
-        // Weight row maxima over every user.
-        let mut w_max = vec![0.0f32; c];
-        let mut weight_before = 0.0f32;
-        for u in &cand.linear {
-            let Some(w) = graph.node(u.node).inputs[u.weight].and_then(|v| graph.constant_of(v))
-            else {
-                continue;
-            };
-            let (d, data) = (w.dims().to_vec(), w.to_f32_vec());
-            weight_before = weight_before.max(abs_max(&data));
-            for (i, x) in data.iter().enumerate() {
-                let j = if u.transposed { i % d[1] } else { i / d[1] };
-                w_max[j] = w_max[j].max(x.abs());
-            }
-        }
-        let s: Vec<f64> = a
-            .iter()
-            .zip(&w_max)
-            .map(|(&aj, &wj)| {
-                let sj = f64::from(aj).powf(alpha) / f64::from(wj).powf(1.0 - alpha);
-                if sj.is_finite() && sj > 0.0 { sj } else { 1.0 }
-            })
-            .collect();
-        // Weights: row j times s_j, in place when only this node reads them.
-        let mut weight_after = 0.0f32;
-        for u in &cand.linear {
-            let Some(wid) = graph.node(u.node).inputs[u.weight] else {
-                continue;
-            };
-            let Some(w) = graph.constant_of(wid) else {
-                continue;
-            };
-            let d1 = w.dims()[1];
-            let data: Vec<f32> = w
-                .to_f32_vec()
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| {
-                    let j = if u.transposed { i % d1 } else { i / d1 };
-                    scale_f32(x, s[j])
-                })
-                .collect();
-            weight_after = weight_after.max(abs_max(&data));
-            let t = Tensor::from_f32(w.shape().clone(), data)?;
-            if uses[wid.index()] == 1 {
-                graph.value_mut(wid).constant = Some(t);
-            } else {
-                let name = unique(&graph, format!("{}_sq", graph.value(wid).name));
-                let nid = graph.add_constant(name, t);
-                graph.node_mut(u.node).inputs[u.weight] = Some(nid);
-            }
-        }
+        let (w_max, weight_before) = weight_row_max(&graph, &cand.linear, c);
+        let s = scales(a, &w_max, settings);
+        let weight_after = scale_weights(&mut graph, &uses, &cand.linear, &s)?;
         // gamma / s and beta / s, as new constants (they may be shared).
         let (mul, gi) = cand.mul;
         let mut new_consts = Vec::new();
@@ -559,8 +739,9 @@ pub fn smooth_quant(
             .map(|(&aj, &sj)| scale_f32(aj, 1.0 / sj))
             .fold(0.0f32, f32::max);
         report.smoothed.push(SmoothedLayerNorm {
-            layer_norm: ln_name,
+            source: ln_name,
             duplicate,
+            inserted: None,
             users: cand
                 .linear
                 .iter()
@@ -569,6 +750,48 @@ pub fn smooth_quant(
             channels: c,
             activation_before: act_before,
             activation_after: act_after,
+            weight_before,
+            weight_after,
+        });
+    }
+    for (cand, a) in inserts.iter().zip(&insert_max) {
+        let c = cand.channels;
+        let (w_max, weight_before) = weight_row_max(&graph, &cand.linear, c);
+        let s = scales(a, &w_max, settings);
+        let weight_after = scale_weights(&mut graph, &uses, &cand.linear, &s)?;
+        let x = graph.value(cand.input).clone();
+        let inverse: Vec<f32> = s.iter().map(|&sj| scale_f32(1.0, 1.0 / sj)).collect();
+        let scale_name = unique(&graph, format!("{}_sq_scale", x.name));
+        let scale_id =
+            graph.add_constant(scale_name, Tensor::from_f32(Shape::new(vec![c]), inverse)?);
+        let name = unique(&graph, format!("{}_sq_Mul", x.name));
+        let y = graph.add_value(name.clone(), x.dtype, x.shape.clone());
+        insert_after.entry(cand.producer).or_default().push(Node {
+            name: name.clone(),
+            op: Op::Mul,
+            inputs: vec![Some(cand.input), Some(scale_id)],
+            outputs: vec![y],
+            relu: None,
+        });
+        for u in &cand.linear {
+            redirect.push((u.node, cand.input, y));
+        }
+        report.smoothed.push(SmoothedLayerNorm {
+            source: x.name.clone(),
+            duplicate: None,
+            inserted: Some(name),
+            users: cand
+                .linear
+                .iter()
+                .map(|u| graph.value(graph.node(u.node).outputs[0]).name.clone())
+                .collect(),
+            channels: c,
+            activation_before: abs_max(a),
+            activation_after: a
+                .iter()
+                .zip(&s)
+                .map(|(&aj, &sj)| scale_f32(aj, 1.0 / sj))
+                .fold(0.0f32, f32::max),
             weight_before,
             weight_after,
         });
@@ -622,4 +845,21 @@ fn with_inserted_nodes(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    /// numpy's `np.quantile(x, q)` (linear): 0.1 of 1..=10 is 1.9, of one
+    /// value that value, the ends are the min and max.
+    #[test]
+    fn quantile_interpolates_like_numpy() {
+        let x: Vec<f64> = (1..=10).rev().map(f64::from).collect();
+        assert!((quantile(&x, 0.1) - 1.9).abs() < 1e-12);
+        assert!((quantile(&x, 0.5) - 5.5).abs() < 1e-12);
+        assert_eq!(quantile(&x, 0.0), 1.0);
+        assert_eq!(quantile(&x, 1.0), 10.0);
+        assert_eq!(quantile(&[3.0], 0.1), 3.0);
+    }
 }

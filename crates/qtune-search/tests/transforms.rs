@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use qtune_exec::{Executor, Keep, NoHook, Parallelism, RunOptions};
 use qtune_ir::Graph;
 use qtune_search::{
-    EqualizeSettings, NoProgress, SampleLoader, SmoothQuantSettings, equalize_weights,
-    smooth_quant, transformer_pattern_layers,
+    EqualizeSettings, NoProgress, SampleLoader, SmoothQuantScope, SmoothQuantSettings,
+    equalize_weights, smooth_quant, transformer_pattern_layers,
 };
 use qtune_tensor::{Tensor, read_npz};
 
@@ -109,14 +109,117 @@ fn smoothed_minilm_computes_the_same_function() {
     // last one (which feeds the pooling, no Gemm).
     assert_eq!(report.smoothed.len(), 12, "{:?}", report.skipped);
     for s in &report.smoothed {
-        assert!(s.duplicate.is_some(), "{}: residual readers", s.layer_norm);
-        assert!(s.activation_after < s.activation_before, "{}", s.layer_norm);
+        assert!(s.duplicate.is_some(), "{}: residual readers", s.source);
+        assert!(s.activation_after < s.activation_before, "{}", s.source);
     }
     assert_eq!(
         report.smoothed[0].users.len(),
         3,
         "Q, K and V share a scale"
     );
+    let after = outputs(&smoothed, name);
+    let rel = max_relative_difference(&before, &after);
+    assert!(
+        rel <= SAME_FUNCTION_REL_TOL,
+        "smoothed outputs differ by {rel:e} (relative)"
+    );
+}
+
+/// `--sq_scope all` on MiniLM: besides the 12 LayerNorm groups, every other
+/// Gemm/MatMul with a constant weight (counted here from the graph: the 6
+/// attention output and 6 FFN down projections) is smoothed through one
+/// inserted `Mul` per distinct input, that `Mul` is the only thing between
+/// the input and those layers, the scales respect the clipping, and the
+/// model computes the same function.
+#[test]
+fn smoothed_every_linear_layer_of_minilm_computes_the_same_function() {
+    let name = "minilm_l6_s128";
+    let graph = prepared(name);
+    let before = outputs(&graph, name);
+    let exec = Executor::new(graph.clone()).unwrap();
+    let selection = qtune_data::select_dataset(&workloads().join("text/calib"), 4).unwrap();
+    let loader = SampleLoader::new(&graph, selection, vec![None; graph.inputs.len()]).unwrap();
+    let mut settings = SmoothQuantSettings::default();
+    settings.alpha = 0.95;
+    settings.scope = SmoothQuantScope::AllLinear;
+    settings.min_scale_quantile = Some(0.1);
+    settings.max_scale = Some(100.0);
+    let (smoothed, report) = smooth_quant(&exec, &loader, &settings, &NoProgress).unwrap();
+
+    // Independent count: linear layers with a constant 2-D weight, minus
+    // those the LayerNorm groups reach.
+    let linear: Vec<String> = graph
+        .nodes()
+        .filter(|(_, n)| matches!(n.op, qtune_ir::Op::Gemm(_) | qtune_ir::Op::MatMul))
+        .filter(|(_, n)| {
+            n.inputs
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|w| graph.constant_of(w))
+                .is_some_and(|t| t.dims().len() == 2)
+        })
+        .map(|(_, n)| graph.value(n.outputs[0]).name.clone())
+        .collect();
+    let by_layer_norm: Vec<&String> = report
+        .smoothed
+        .iter()
+        .filter(|s| s.inserted.is_none())
+        .flat_map(|s| &s.users)
+        .collect();
+    let inserted: Vec<_> = report
+        .smoothed
+        .iter()
+        .filter(|s| s.inserted.is_some())
+        .collect();
+    assert_eq!(report.smoothed.len() - inserted.len(), 12);
+    assert_eq!(
+        inserted.len(),
+        12,
+        "one Mul per attention output and FFN down input"
+    );
+    let mut all: Vec<&String> = by_layer_norm
+        .into_iter()
+        .chain(inserted.iter().flat_map(|s| &s.users))
+        .collect();
+    all.sort();
+    let mut expected: Vec<&String> = linear.iter().collect();
+    expected.sort();
+    assert_eq!(all, expected, "every linear layer, each once");
+
+    for s in &inserted {
+        let mul = smoothed.find_value(s.inserted.as_ref().unwrap()).unwrap();
+        let node = smoothed.node(smoothed.value(mul).producer.unwrap());
+        assert_eq!(node.op, qtune_ir::Op::Mul);
+        assert_eq!(smoothed.value(node.inputs[0].unwrap()).name, s.source);
+        let inv = smoothed
+            .constant_of(node.inputs[1].unwrap())
+            .unwrap()
+            .to_f32_vec();
+        assert_eq!(inv.len(), s.channels);
+        // 1/s with s <= 100, and s at least its 10% quantile: at most 10 %
+        // of the channels sit at the floor's value or below.
+        assert!(
+            inv.iter().all(|&v| v >= 0.01 * (1.0 - 1e-6)),
+            "{}",
+            s.source
+        );
+        let floor = inv.iter().copied().fold(0.0f32, f32::max);
+        let at_floor = inv.iter().filter(|&&v| v >= floor * (1.0 - 1e-6)).count();
+        assert!(
+            at_floor >= s.channels / 10,
+            "{}: {at_floor} at the floor",
+            s.source
+        );
+        // Its readers are exactly the smoothed layers.
+        let readers: Vec<String> = smoothed
+            .nodes()
+            .filter(|(_, n)| n.inputs.contains(&Some(mul)))
+            .map(|(_, n)| smoothed.value(n.outputs[0]).name.clone())
+            .collect();
+        assert_eq!(readers, s.users, "{}", s.source);
+        assert!(s.activation_after < s.activation_before, "{}", s.source);
+    }
     let after = outputs(&smoothed, name);
     let rel = max_relative_difference(&before, &after);
     assert!(

@@ -11,7 +11,8 @@ use qtune_exec::{Executor, PrepareOptions};
 use qtune_ir::mlir::InputAttrs;
 use qtune_search::{
     BiasCorrectionSettings, CalibrationMethod, CalibrationOutcome, CalibrationSettings,
-    CalibrationTable, QuantMode, QuantizeTable, SampleLoader, TableHeader, TimeLine,
+    CalibrationTable, QuantMode, QuantizeTable, SampleLoader, SmoothQuantSettings, TableHeader,
+    TimeLine,
 };
 
 use crate::bias_correction::{self, BcRequest};
@@ -81,8 +82,9 @@ pub struct CalibrateSettings {
     /// and `bc` are written next to it (`<table>_we.mlir`, ...). The table
     /// itself is written by [`Calibration::write`].
     pub table_path: PathBuf,
-    /// SmoothQuant (`--sq`) with its alpha (`--sq_alpha`).
-    pub smooth_quant: Option<f64>,
+    /// SmoothQuant (`--sq`) with its alpha, scope and scale clipping
+    /// (`--sq_alpha`, `--sq_scope`).
+    pub smooth_quant: Option<SmoothQuantSettings>,
     /// Weight equalization (`--we`).
     pub weight_equalization: bool,
     /// Bias correction (`--bc`).
@@ -333,8 +335,7 @@ pub fn calibrate(settings: &CalibrateSettings, reporter: &dyn Reporter) -> Resul
 
     let request = TransformRequest {
         we,
-        sq,
-        sq_alpha: settings.smooth_quant.unwrap_or(0.5),
+        sq: settings.smooth_quant.clone(),
         model: model_path,
         calibration_table: &settings.table_path,
         tune_list: settings.tune_list.as_deref(),

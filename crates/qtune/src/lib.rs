@@ -66,7 +66,8 @@ pub use source::{CalibrationSource, Selected};
 pub use qtune_deploy::{WeightMethod, WeightOnly};
 pub use qtune_search::{
     CalibrationMethod, CalibrationOutcome, CalibrationSettings, CalibrationTable, NoProgress,
-    Progress, QuantMode, QuantizeTable, SampleLoader, TableHeader, TimeLine,
+    Progress, QuantMode, QuantizeTable, SampleLoader, SmoothQuantScope, SmoothQuantSettings,
+    TableHeader, TimeLine,
 };
 pub use qtune_tensor::Tensor;
 

@@ -29,8 +29,8 @@ use crate::source::Selected;
 /// What the transforms need to know.
 pub struct TransformRequest<'a> {
     pub we: bool,
-    pub sq: bool,
-    pub sq_alpha: f64,
+    /// SmoothQuant (`--sq`) and its settings.
+    pub sq: Option<SmoothQuantSettings>,
     pub model: &'a Path,
     pub calibration_table: &'a Path,
     pub tune_list: Option<&'a Path>,
@@ -144,10 +144,12 @@ fn smooth_quant_log(report: &SmoothQuantReport) -> Vec<String> {
     for s in &report.smoothed {
         lines.push(format!(
             "smooth {}{} -> [{}] channels: {} act_max: {} -> {} weight_max: {} -> {}",
-            s.layer_norm,
-            s.duplicate
-                .as_ref()
-                .map_or_else(String::new, |d| format!(" (as {d})")),
+            s.source,
+            match (&s.duplicate, &s.inserted) {
+                (Some(d), _) => format!(" (as {d})"),
+                (None, Some(m)) => format!(" (through {m})"),
+                (None, None) => String::new(),
+            },
             s.users.join(", "),
             s.channels,
             s.activation_before,
@@ -174,16 +176,14 @@ pub fn apply(
     reporter: &dyn Reporter,
 ) -> Result<Option<Transformed>> {
     let progress: &dyn Progress = reporter;
-    if !req.we && !req.sq {
+    if !req.we && req.sq.is_none() {
         return Ok(None);
     }
     let mut summary = Vec::new();
     let mut transforms = Vec::new();
     let mut graph = exec.graph().clone();
-    if req.sq {
-        let mut settings = SmoothQuantSettings::default();
-        settings.alpha = req.sq_alpha;
-        let (smoothed, report) = smooth_quant(exec, loader, &settings, progress)
+    if let Some(settings) = &req.sq {
+        let (smoothed, report) = smooth_quant(exec, loader, settings, progress)
             .with_context(|| format!("SmoothQuant of `{}`", req.model.display()))?;
         graph = smoothed;
         transforms.push(qtune_search::report::smooth_quant_transform(&report));
@@ -194,16 +194,21 @@ pub fn apply(
             .iter()
             .filter(|s| s.duplicate.is_some())
             .count();
+        let inserted = report
+            .smoothed
+            .iter()
+            .filter(|s| s.inserted.is_some())
+            .count();
         summary.push(format!(
-            "SmoothQuant (alpha {}): {} LayerNorm(s) ({dup} duplicated for their other readers), {users} Gemm/MatMul layer(s), {} LayerNorm(s) skipped (log: SmoothQuant)",
+            "SmoothQuant (alpha {}): {} LayerNorm(s) ({dup} duplicated for their other readers), {inserted} inserted Mul(s), {users} Gemm/MatMul layer(s), {} LayerNorm(s) skipped (log: SmoothQuant)",
             report.alpha,
-            report.smoothed.len(),
+            report.smoothed.len() - inserted,
             report.skipped.len()
         ));
         for s in &report.smoothed {
             summary.push(format!(
                 "  {} -> {} layer(s): activation abs-max {:.4} -> {:.4}, weight abs-max {:.4} -> {:.4}",
-                s.layer_norm,
+                s.source,
                 s.users.len(),
                 s.activation_before,
                 s.activation_after,
@@ -244,7 +249,7 @@ pub fn apply(
         }
     }
 
-    let stem = output_stem(req.calibration_table, req.sq, req.we, false);
+    let stem = output_stem(req.calibration_table, req.sq.is_some(), req.we, false);
     let (mlir_path, weight_path) = write_model(&graph, &stem, req.model, req.input_attrs)?;
     summary.push(format!(
         "wrote the transformed model {} and {} (the input model is unchanged)",

@@ -492,8 +492,7 @@ fn equalized_model(args: &CalibrateArgs) -> Result<PathBuf> {
     let bar = Bar::new(args.quiet);
     let request = qtune::transforms::TransformRequest {
         we: true,
-        sq: false,
-        sq_alpha: args.sq_alpha,
+        sq: None,
         model: &args.model,
         calibration_table: &args.calibration_table,
         tune_list: args.tune_list.as_deref(),

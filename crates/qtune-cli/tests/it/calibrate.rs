@@ -253,6 +253,8 @@ fn max_method_equals_abs_max_of_float_activations() {
     std::fs::write(dir.join("image_list.txt"), image_list).unwrap();
     // Every float activation of every image, by `qtune run --dump_all`.
     let mut expected: HashMap<String, f64> = HashMap::new();
+    // Per image (min, max), for `--range mean`.
+    let mut extremes: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
     for i in 0..images.len() {
         let out = Command::cargo_bin("qtune")
             .unwrap()
@@ -268,10 +270,13 @@ fn max_method_equals_abs_max_of_float_activations() {
             .unwrap();
         assert!(out.status.success(), "{}", stderr_of(&out));
         for (name, t) in read_npz(&dir.join(format!("all{i}.npz"))).unwrap() {
-            let m = t
-                .to_f32_vec()
+            let v = t.to_f32_vec();
+            let lo = v.iter().fold(f64::INFINITY, |m, &x| m.min(f64::from(x)));
+            let hi = v
                 .iter()
-                .fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
+                .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+            extremes.entry(name.clone()).or_default().push((lo, hi));
+            let m = v.iter().fold(0.0f64, |m, x| m.max(f64::from(x.abs())));
             let e = expected.entry(name).or_insert(0.0);
             *e = e.max(m);
         }
@@ -296,6 +301,50 @@ fn max_method_equals_abs_max_of_float_activations() {
         }
         assert!(failures.is_empty(), "{list}: {failures:#?}");
     }
+    // `--range mean`: the min/max columns are the means of the per-image
+    // extremes of the same dumps; the thresholds stay max's.
+    let out = run_calibration()
+        .current_dir(&dir)
+        .args(["mobilenet_v2.mlir", "--data_list", "npz_list.txt"])
+        .args([
+            "--cali_method",
+            "use_max",
+            "--range",
+            "mean",
+            "-o",
+            "cali_mean",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (_, rows) = parse_table(&std::fs::read_to_string(dir.join("cali_mean")).unwrap());
+    let mut failures = Vec::new();
+    let mut moved = 0;
+    for (name, &(th, lo, hi)) in &rows {
+        let e = &extremes[name];
+        let n = e.len() as f64;
+        let (want_lo, want_hi) = (
+            e.iter().map(|p| p.0).sum::<f64>() / n,
+            e.iter().map(|p| p.1).sum::<f64>() / n,
+        );
+        if expected[name] <= 1e-5 {
+            continue;
+        }
+        let off = |a: f64, b: f64| (a - b).abs() > MAX_METHOD_REL_TOL * b.abs() + SEVEN_DECIMALS;
+        if off(lo, want_lo) || off(hi, want_hi) || off(th, expected[name]) {
+            failures.push(format!(
+                "{name}: table ({th}, {lo}, {hi}), dumps ({}, {want_lo}, {want_hi})",
+                expected[name]
+            ));
+        }
+        moved += usize::from(hi < expected[name] - 1e-6);
+    }
+    assert!(failures.is_empty(), "--range mean: {failures:#?}");
+    assert!(
+        moved > 0,
+        "no max column below the observed max: the mean was not taken"
+    );
 }
 
 #[test]
