@@ -141,38 +141,26 @@ struct Acc {
 
 impl Acc {
     fn add(&mut self, reference: &[f32], x: &[f32]) {
-        // Masking constants (-FLT_MAX attention masks) are not values:
-        // an F16 layer rounds them to -inf, which would make every
-        // measure of the tensor infinite. They are left out (NaN and inf
-        // fail the comparison too). Independent f64 sums per lane let the
-        // loop vectorize; only the order of the additions changes.
-        const LANES: usize = 4;
-        let keep = |a: f32| f64::from(a.abs()) < qtune_deploy::HUGE_THRESHOLD;
-        let mut sums = [[0.0f64; LANES]; 4];
-        let n = reference.len().min(x.len());
-        let (r, r_tail) = reference[..n].as_chunks::<LANES>();
-        let (xs, x_tail) = x[..n].as_chunks::<LANES>();
-        for (ra, xb) in r.iter().zip(xs) {
-            for i in 0..LANES {
-                let k = keep(ra[i]);
-                let a = if k { f64::from(ra[i]) } else { 0.0 };
-                let b = if k { f64::from(xb[i]) } else { 0.0 };
-                sums[0][i] += a * b;
-                sums[1][i] += a * a;
-                sums[2][i] += b * b;
-                sums[3][i] += (a - b) * (a - b);
-            }
-        }
-        for (&a, &b) in r_tail.iter().zip(x_tail) {
-            if keep(a) {
-                let (a, b) = (f64::from(a), f64::from(b));
-                sums[0][0] += a * b;
-                sums[1][0] += a * a;
-                sums[2][0] += b * b;
-                sums[3][0] += (a - b) * (a - b);
-            }
-        }
-        let [dot, na, nb, noise] = sums.map(|l| l.iter().sum::<f64>());
+        let mut sums = [0.0f64; 4];
+        similarity_sums(reference, x, &mut sums);
+        self.add_sums(sums);
+    }
+
+    /// [`Acc::add`] of an integer tensor read as `(q - zp) * s` (what
+    /// DequantizeLinear computes), without materializing it.
+    fn add_u8(&mut self, reference: &[f32], q: &[u8], s: f32, zp: i32) {
+        let mut sums = [0.0f64; 4];
+        similarity_sums_u8(reference, q, s, zp, &mut sums);
+        self.add_sums(sums);
+    }
+
+    fn add_i8(&mut self, reference: &[f32], q: &[i8], s: f32, zp: i32) {
+        let mut sums = [0.0f64; 4];
+        similarity_sums_i8(reference, q, s, zp, &mut sums);
+        self.add_sums(sums);
+    }
+
+    fn add_sums(&mut self, [dot, na, nb, noise]: [f64; 4]) {
         let denom = na.sqrt() * nb.sqrt();
         // Two zero tensors are identical; one zero tensor has no direction.
         let cos = if denom > 0.0 {
@@ -195,6 +183,71 @@ impl Acc {
             cos: self.cos_sum / self.samples as f64,
             sqnr_db: sqnr_db(self.signal, self.noise),
         })
+    }
+}
+
+/// Lanes of the similarity sums: independent f64 partial sums, so that the
+/// loop vectorizes; the result depends on this order, not on the CPU.
+const SUM_LANES: usize = 8;
+
+/// Masking constants (-FLT_MAX attention masks) are not values: an F16
+/// layer rounds them to -inf, which would make every measure of the tensor
+/// infinite. They are left out (NaN and inf fail the comparison too).
+#[inline(always)]
+fn is_value(a: f32) -> bool {
+    f64::from(a.abs()) < qtune_deploy::HUGE_THRESHOLD
+}
+
+/// Adds `a . b`, `a . a`, `b . b` and `(a - b) . (a - b)` of one pair to the
+/// lane sums (nothing when `a` is not a value).
+#[inline(always)]
+fn add_pair(sums: &mut [[f64; SUM_LANES]; 4], lane: usize, a: f32, b: f32) {
+    let k = is_value(a);
+    let a = if k { f64::from(a) } else { 0.0 };
+    let b = if k { f64::from(b) } else { 0.0 };
+    sums[0][lane] += a * b;
+    sums[1][lane] += a * a;
+    sums[2][lane] += b * b;
+    sums[3][lane] += (a - b) * (a - b);
+}
+
+/// The four similarity sums of `reference` against `x(i)`.
+#[inline(always)]
+fn sums_of(reference: &[f32], n: usize, x: impl Fn(usize) -> f32, out: &mut [f64; 4]) {
+    let mut sums = [[0.0f64; SUM_LANES]; 4];
+    let n = reference.len().min(n);
+    let full = n / SUM_LANES * SUM_LANES;
+    for base in (0..full).step_by(SUM_LANES) {
+        for lane in 0..SUM_LANES {
+            add_pair(&mut sums, lane, reference[base + lane], x(base + lane));
+        }
+    }
+    for (i, &a) in reference.iter().enumerate().take(n).skip(full) {
+        add_pair(&mut sums, 0, a, x(i));
+    }
+    *out = sums.map(|l| l.iter().sum::<f64>());
+}
+
+qtune_simd::dispatch! {
+    /// [`sums_of`] against an f32 tensor.
+    fn similarity_sums(reference: &[f32], x: &[f32], out: &mut [f64; 4]) {
+        sums_of(reference, x.len(), |i| x[i], out);
+    }
+}
+
+qtune_simd::dispatch! {
+    /// [`sums_of`] against a uint8 tensor dequantized on the fly.
+    fn similarity_sums_u8(reference: &[f32], q: &[u8], s: f32, zp: i32, out: &mut [f64; 4]) {
+        #[allow(clippy::cast_precision_loss)]
+        sums_of(reference, q.len(), |i| (i32::from(q[i]) - zp) as f32 * s, out);
+    }
+}
+
+qtune_simd::dispatch! {
+    /// [`sums_of`] against an int8 tensor dequantized on the fly.
+    fn similarity_sums_i8(reference: &[f32], q: &[i8], s: f32, zp: i32, out: &mut [f64; 4]) {
+        #[allow(clippy::cast_precision_loss)]
+        sums_of(reference, q.len(), |i| (i32::from(q[i]) - zp) as f32 * s, out);
     }
 }
 
@@ -262,16 +315,18 @@ impl LayerHook<'_> {
             let Some(range) = range else { return Ok(()) };
             let (s, zp, _) = qparams(&range, tensor.dtype());
             // DequantizeLinear's arithmetic (`qtune_kernels::dequantize_linear`),
-            // read from the integer tensor in one pass.
-            #[allow(clippy::cast_precision_loss)]
-            let dq = |q: i32| (q - zp) as f32 * s;
-            deployed_copy = match tensor.data() {
-                TensorData::U8(v) => v.iter().map(|&q| dq(i32::from(q))).collect(),
-                TensorData::I8(v) => v.iter().map(|&q| dq(i32::from(q))).collect(),
-                TensorData::I32(v) => v.iter().map(|&q| dq(q)).collect(),
+            // read from the integer tensor in the same pass as the sums.
+            match tensor.data() {
+                TensorData::U8(v) => self.acc[form.layer].add_u8(reference, v, s, zp),
+                TensorData::I8(v) => self.acc[form.layer].add_i8(reference, v, s, zp),
+                TensorData::I32(v) => {
+                    #[allow(clippy::cast_precision_loss)]
+                    let x: Vec<f32> = v.iter().map(|&q| (q - zp) as f32 * s).collect();
+                    self.acc[form.layer].add(reference, &x);
+                }
                 _ => return Ok(()),
-            };
-            &deployed_copy
+            }
+            &[]
         } else {
             let requantized = form.quantized_next && range.is_some();
             match tensor.as_f32() {
@@ -296,7 +351,9 @@ impl LayerHook<'_> {
                 }
             }
         };
-        self.acc[form.layer].add(reference, deployed);
+        if !form.int_coded {
+            self.acc[form.layer].add(reference, deployed);
+        }
         if self.isolate {
             *tensor = if form.int_coded {
                 let Some(range) = range else { return Ok(()) };
@@ -516,6 +573,71 @@ impl<T> std::ops::Deref for Held<'_, T> {
 struct Pending {
     inputs: Vec<(String, Tensor)>,
     float: Values,
+    /// The histograms of this sample came from [`EarlyHistograms`].
+    histograms_done: bool,
+}
+
+/// The report's histogram statistics of one sample whose float tensors a
+/// reference holds (model_deploy's `--test_reference`), computed before
+/// the [`Measurer`] exists: model_deploy computes them on a spare core
+/// while the model is quantized. A measurer made for that one sample takes
+/// them instead of observing the same tensors again, when its float tensors
+/// do come from that reference; the statistics are the same either way.
+pub struct EarlyHistograms {
+    names: Vec<String>,
+    stats: Vec<TensorStats>,
+}
+
+impl EarlyHistograms {
+    /// The statistics [`Measurer`] would gather (its histogram config, one
+    /// sample) from `reference` for every table tensor of `graph`, on the
+    /// calling thread. `None` when the reference lacks a float tensor of
+    /// the table or holds it with another shape (the measurer then runs the
+    /// float model and observes its own tensors).
+    pub fn compute(
+        graph: &Graph,
+        reference: &[(String, Tensor)],
+    ) -> Result<Option<Self>, SearchError> {
+        let by_name: HashMap<&str, &Tensor> =
+            reference.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let (entries, op_count) = table_entries(graph);
+        let config = histogram_config(false);
+        let mut names = Vec::with_capacity(entries.len());
+        let mut stats = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let mut st = TensorStats::new(
+                e.name.clone(),
+                &config,
+                PercentileSchedule::new(e.op_index, op_count, 1),
+            )?;
+            if graph.value(e.value).dtype == DType::F32 {
+                let Some(t) = by_name.get(e.name.as_str()) else {
+                    return Ok(None);
+                };
+                let shape = graph.shape_of(e.value)?;
+                if t.dtype() != DType::F32 || t.dims() != shape.dims() {
+                    return Ok(None);
+                }
+                st.observe(t.as_f32()?)?;
+            }
+            names.push(e.name.clone());
+            stats.push(st);
+        }
+        Ok(Some(EarlyHistograms { names, stats }))
+    }
+}
+
+/// The statistics the report's histograms are made of: kl, max and
+/// percentile9999 on [`REPORT_HISTOGRAM_BINS`] bins, or the histogram alone
+/// when the run brings its own method tables.
+fn histogram_config(from_run: bool) -> StatsConfig {
+    let mut config = if from_run {
+        StatsConfig::with_methods(&[CalibrationMethod::Kl])
+    } else {
+        StatsConfig::with_methods(&HISTOGRAM_METHODS)
+    };
+    config.histogram_bin_num = REPORT_HISTOGRAM_BINS;
+    config
 }
 
 /// Measures what the report shows, one sample at a time, beside the runs
@@ -551,6 +673,7 @@ pub struct Measurer<'a> {
     samples: usize,
     from_reference: usize,
     pending: Option<Pending>,
+    early: Option<EarlyHistograms>,
     extra: std::time::Duration,
 }
 
@@ -600,6 +723,7 @@ impl<'a> Measurer<'a> {
             samples: 0,
             from_reference: 0,
             pending: None,
+            early: None,
             extra: std::time::Duration::ZERO,
         };
         if sample_count == 0 {
@@ -628,12 +752,7 @@ impl<'a> Measurer<'a> {
             // Histograms: statistics of every table tensor over the samples.
             let (entries, op_count) = table_entries(graph);
             // With the run's own tables only the histogram is needed.
-            let mut config = if m.method_tables.is_empty() {
-                StatsConfig::with_methods(&HISTOGRAM_METHODS)
-            } else {
-                StatsConfig::with_methods(&[CalibrationMethod::Kl])
-            };
-            config.histogram_bin_num = REPORT_HISTOGRAM_BINS;
+            let config = histogram_config(!m.method_tables.is_empty());
             m.stats = entries
                 .iter()
                 .map(|e| {
@@ -658,6 +777,14 @@ impl<'a> Measurer<'a> {
         m.needed = needed;
         m.extra = start.elapsed();
         Ok(m)
+    }
+
+    /// Statistics computed beforehand for the one sample this measurer is
+    /// for (see [`EarlyHistograms`]); ignored unless that sample's float
+    /// tensors come from the same reference.
+    pub fn with_early_histograms(mut self, early: Option<EarlyHistograms>) -> Self {
+        self.early = early;
+        self
     }
 
     /// Whether the next sample is one of those the measurer was made for
@@ -698,9 +825,27 @@ impl<'a> Measurer<'a> {
         if self.sim.is_none() || self.samples >= self.sample_count {
             return Err(beyond_count());
         }
+        let mut histograms_done = false;
         let float = match reference.and_then(|r| self.reference_values(r)) {
             Some(v) => {
                 self.from_reference += 1;
+                // The early statistics are of this very sample when the
+                // measurer is for one sample and they match its tensors.
+                if let Some(early) = self.early.take()
+                    && self.histograms
+                    && self.sample_count == 1
+                    && self.samples == 0
+                    && self.method_tables.is_empty()
+                    && early.names.len() == self.entries.len()
+                    && early
+                        .names
+                        .iter()
+                        .zip(&self.entries)
+                        .all(|(n, e)| *n == e.name)
+                {
+                    self.stats = early.stats;
+                    histograms_done = true;
+                }
                 v
             }
             None => {
@@ -734,6 +879,7 @@ impl<'a> Measurer<'a> {
         self.pending = Some(Pending {
             inputs: inputs.to_vec(),
             float,
+            histograms_done,
         });
         Ok(values)
     }
@@ -744,7 +890,7 @@ impl<'a> Measurer<'a> {
             return Ok(());
         };
         let start = std::time::Instant::now();
-        if self.histograms {
+        if self.histograms && !p.histograms_done {
             use rayon::prelude::*;
             self.entries
                 .par_iter()

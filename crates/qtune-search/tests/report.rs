@@ -10,7 +10,7 @@ use qtune_exec::{Executor, Keep, NoHook, Parallelism, PrepareOptions, RunOptions
 use qtune_ir::Graph;
 use qtune_quant::{CalibrationRow, CalibrationTable, QuantMode};
 use qtune_search::mix::{MixEvaluator, Precision, layer_value};
-use qtune_search::report::{GatherRequest, gather};
+use qtune_search::report::{EarlyHistograms, GatherRequest, Measurer, gather};
 use qtune_tensor::{Tensor, read_npz};
 
 /// The hook run and the one-layer models compute the same integers; their
@@ -218,4 +218,81 @@ fn isolated_similarity_equals_one_layer_models() {
             assert!(lo <= hi && hi.abs() <= w.tensor_abs_max && lo.abs() <= w.tensor_abs_max);
         }
     }
+}
+
+/// model_deploy computes the report's histograms of a `--test_reference`
+/// sample while it quantizes the model (`EarlyHistograms`): the measurer
+/// that takes them reports the same histograms, bit for bit, as one that
+/// observes the reference's tensors itself; a reference that lacks a table
+/// tensor gives none.
+#[test]
+fn early_histograms_equal_the_measurers_own() {
+    let name = "mobilenetv2_nsfw";
+    let graph = prepared(name);
+    let s = sample(&graph, name);
+    let table = max_table(&graph, &s);
+    // The float model's every tensor, by name: a model_transform
+    // --test_result.
+    let exec = Executor::new(graph.clone()).unwrap();
+    let inputs = s
+        .iter()
+        .map(|(n, t)| (graph.value_by_name(n).unwrap(), t.clone()))
+        .collect();
+    let values = exec
+        .run(
+            inputs,
+            &RunOptions::new(Keep::All, Parallelism::Rayon),
+            &mut NoHook,
+        )
+        .unwrap();
+    let reference: Vec<(String, Tensor)> = values
+        .iter()
+        .filter(|(id, _)| graph.constant_of(*id).is_none())
+        .map(|(id, t)| (graph.value(id).name.clone(), t.clone()))
+        .collect();
+    let req = GatherRequest {
+        graph: &graph,
+        processor: Processor::Bm1684x,
+        quantize: QuantMode::Int8,
+        table: Some(&table),
+        qtable: &[],
+        fp_type: QuantMode::F16,
+        asymmetric: false,
+        matmul_per_channel: false,
+        method_tables: Vec::new(),
+        histograms: true,
+        prebuilt: None,
+    };
+    let measure = |early: Option<EarlyHistograms>| {
+        let mut m = Measurer::new(&req, 1).unwrap().with_early_histograms(early);
+        m.sample(&s, Some(&reference), &Keep::Outputs).unwrap();
+        m.finish().unwrap()
+    };
+    let own = measure(None);
+    let early = EarlyHistograms::compute(&graph, &reference).unwrap();
+    assert!(early.is_some(), "the reference holds every table tensor");
+    let taken = measure(early);
+    assert_eq!(own.float_from_reference, 1);
+    assert_eq!(taken.float_from_reference, 1);
+    assert!(
+        own.histograms.len() > 100,
+        "{} histograms",
+        own.histograms.len()
+    );
+    assert_eq!(own.histograms, taken.histograms);
+    assert_eq!(own.histogram_source, taken.histogram_source);
+
+    // Without one float table tensor the early statistics are refused.
+    let dropped = table.rows[5].name.clone();
+    let partial: Vec<(String, Tensor)> = reference
+        .iter()
+        .filter(|(n, _)| *n != dropped)
+        .cloned()
+        .collect();
+    assert!(
+        EarlyHistograms::compute(&graph, &partial)
+            .unwrap()
+            .is_none(),
+        "{dropped} is missing"
+    );
 }

@@ -745,6 +745,19 @@ pub fn deploy(
     settings: &QuantizeSettings,
     reporter: &dyn Reporter,
 ) -> Result<Deployment> {
+    deploy_observed(model, settings, reporter, &mut |_| {})
+}
+
+/// [`deploy`], handing `on_graph` the float graph it quantizes (the
+/// [`Deployment::graph`] to be) as soon as it is known, before the plan
+/// and the weights are computed: a caller can start work on it meanwhile
+/// (model_deploy's report computes its histograms then).
+pub fn deploy_observed(
+    model: &Path,
+    settings: &QuantizeSettings,
+    reporter: &dyn Reporter,
+    on_graph: &mut dyn FnMut(&Graph),
+) -> Result<Deployment> {
     check_weight_method(settings)?;
     let loaded = load_for_quantization(model)?;
     let (hessians, hessian_summary, awq) = match &settings.weight_calibration {
@@ -767,6 +780,7 @@ pub fn deploy(
         }
         h.hessians
     });
+    on_graph(&graph);
     let quantized = quantize_with_hessians(&graph, settings, hessians.as_ref(), reporter)?;
     drop(hessians);
     let method = settings.weight_only.method;

@@ -55,7 +55,9 @@ pub use calibration::{
     BiasCorrection, CalibrateSettings, Calibration, CalibrationInput, bias_correction_request,
     calibrate, calibration_input, check_preprocess, parse_method, python_now, qtable_default_path,
 };
-pub use deploy::{Deployment, QuantizeSettings, WeightCalibration, deploy, quantize};
+pub use deploy::{
+    Deployment, QuantizeSettings, WeightCalibration, deploy, deploy_observed, quantize,
+};
 pub(crate) use error::bail;
 pub use error::{Error, Result};
 pub use model::{LoadedModel, Naming, OnnxIoNames, load_model, parse_input_shapes};

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use qtune_deploy::Processor;
 use qtune_exec::{NoHook, Parallelism, RunOptions};
 use qtune_quant::QuantMode;
-use qtune_search::report::{GatherRequest, Gathered, Measurer, Prebuilt};
+use qtune_search::report::{EarlyHistograms, GatherRequest, Gathered, Measurer, Prebuilt};
 use qtune_tensor::compare::Tolerance;
 use qtune_tensor::{read_npz, write_npz};
 
@@ -216,7 +216,48 @@ fn run_inner(args: Args) -> Result<()> {
     let mut settings = args.quant.settings()?;
     settings.mode = mode;
     args.weights.apply(&mut settings)?;
-    let deployment = qtune::deploy(&args.mlir, &settings, &crate::progress::Stderr)?;
+    // `--test_reference` is read on another thread while the model is
+    // quantized (which leaves a core idle); with an HTML report that thread
+    // also computes the report's histograms of the reference's tensors.
+    let early_wanted = args.report.report.is_some()
+        && args.test_input.is_some()
+        && Processor::parse(&args.quant.processor).is_some();
+    let (deployment, reference) = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel::<qtune_ir::Graph>();
+        let reader = args.test_reference.as_deref().map(|p| {
+            s.spawn(move || -> Result<(Arrays, Option<EarlyHistograms>)> {
+                let refs = read_npz(p)?;
+                let early = match rx.recv() {
+                    Ok(g) => EarlyHistograms::compute(&g, &refs).context("measuring the report")?,
+                    Err(_) => None,
+                };
+                Ok((refs, early))
+            })
+        });
+        let mut tx = early_wanted.then_some(tx);
+        let deployment =
+            qtune::deploy_observed(&args.mlir, &settings, &crate::progress::Stderr, &mut |g| {
+                if let Some(tx) = tx.take() {
+                    // A closed channel only means the reader stopped on an
+                    // error, which it reports itself.
+                    let _ = tx.send(g.clone());
+                }
+            });
+        drop(tx);
+        let reference = reader.map(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("reading --test_reference: the thread panicked"))
+        });
+        (deployment, reference)
+    });
+    let deployment = deployment?;
+    let (refs, early) = match reference {
+        Some(r) => {
+            let (refs, early) = r??;
+            (Some(refs), early)
+        }
+        None => (None, None),
+    };
     let graph = &deployment.graph;
     if !args.quiet {
         for line in deployment.summary() {
@@ -235,7 +276,8 @@ fn run_inner(args: Args) -> Result<()> {
         None
     };
     let mut measurer = match &tables {
-        Some(t) => measurer(&args, &deployment, t, arrays.as_deref())?,
+        Some(t) => measurer(&args, &deployment, t, arrays.as_deref())?
+            .map(|m| m.with_early_histograms(early)),
         None => None,
     };
     if let (Some(input), Some(arrays)) = (&args.test_input, &arrays) {
@@ -244,8 +286,8 @@ fn run_inner(args: Args) -> Result<()> {
             &deployment,
             input,
             arrays,
-            tol,
-            &tol_text,
+            refs.as_deref(),
+            (tol, &tol_text),
             measurer.as_mut(),
         )?;
     }
@@ -283,6 +325,9 @@ fn run_inner(args: Args) -> Result<()> {
     }
     Ok(())
 }
+
+/// Named arrays, as an npz file holds them.
+type Arrays = Vec<(String, qtune_tensor::Tensor)>;
 
 /// The tables a report of the deployment shows.
 struct ReportTables {
@@ -417,8 +462,8 @@ fn verify(
     deployment: &qtune::Deployment,
     input: &Path,
     arrays: &[(String, qtune_tensor::Tensor)],
-    tol: Tolerance,
-    tol_text: &str,
+    refs: Option<&[(String, qtune_tensor::Tensor)]>,
+    (tol, tol_text): (Tolerance, &str),
     measurer: Option<&mut Measurer>,
 ) -> Result<()> {
     let source = input.display().to_string();
@@ -440,10 +485,6 @@ fn verify(
             );
         }
     }
-    let refs = match &args.test_reference {
-        Some(p) => Some(read_npz(p)?),
-        None => None,
-    };
     let named = match measurer {
         None => deployment.simulate(arrays, args.compare_all, &source)?,
         Some(m) => {
@@ -455,7 +496,7 @@ fn verify(
                         .into_iter()
                         .map(|(id, t)| (g.value(id).name.clone(), t))
                         .collect();
-                    Ok(m.sample(&named, refs.as_deref(), keep)?)
+                    Ok(m.sample(&named, refs, keep)?)
                 } else {
                     let opts = RunOptions::new(keep.clone(), Parallelism::Rayon);
                     Ok(sim.run(inputs, &opts, &mut NoHook)?)
@@ -465,7 +506,7 @@ fn verify(
     };
     let out_npz = outputs_path(&args.model);
     write_npz(&out_npz, &named)?;
-    if let (Some(reference), Some(refs)) = (&args.test_reference, &refs) {
+    if let (Some(reference), Some(refs)) = (&args.test_reference, refs) {
         let excepts: Vec<&str> = args
             .excepts
             .as_deref()
