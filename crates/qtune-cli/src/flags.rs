@@ -517,7 +517,9 @@ fn honoured(flag: &str, mode: Option<&str>, bc: bool) -> Option<bool> {
     Some(match flag {
         "cali_method" => matches!(mode, None | Some("fast_search")),
         // Calibration: every mode but mix_search calibrates.
-        "histogram_bin_num" | "tune_list" | "tune_num" | "range" => mode != Some("mix_search"),
+        "histogram_bin_num" | "tune_list" | "tune_num" => mode != Some("mix_search"),
+        // The searches calibrate with TPU-MLIR's observed ranges.
+        "range" => mode.is_none(),
         "sq_alpha" | "sq_scope" => mode.is_none(),
         "bc_inference_num" => bc,
         "inference_num" | "global_compare_layers" | "post_process" => mode.is_some(),

@@ -46,20 +46,24 @@ fn sample(graph: &Graph, name: &str) -> Vec<(String, Tensor)> {
         .collect()
 }
 
-/// A max-method table of every float tensor on the sample.
-fn max_table(graph: &Graph, sample: &[(String, Tensor)]) -> CalibrationTable {
+/// Every tensor of the float model on the sample.
+fn float_run(graph: &Graph, sample: &[(String, Tensor)]) -> qtune_exec::Values {
     let exec = Executor::new(graph.clone()).unwrap();
     let inputs = sample
         .iter()
         .map(|(n, t)| (graph.value_by_name(n).unwrap(), t.clone()))
         .collect();
-    let values = exec
-        .run(
-            inputs,
-            &RunOptions::new(Keep::All, Parallelism::Rayon),
-            &mut NoHook,
-        )
-        .unwrap();
+    exec.run(
+        inputs,
+        &RunOptions::new(Keep::All, Parallelism::Rayon),
+        &mut NoHook,
+    )
+    .unwrap()
+}
+
+/// A max-method table of every float tensor on the sample.
+fn max_table(graph: &Graph, sample: &[(String, Tensor)]) -> CalibrationTable {
+    let values = float_run(graph, sample);
     let mut table = CalibrationTable::default();
     for (id, t) in values.iter() {
         if t.dtype() != qtune_tensor::DType::F32 || graph.constant_of(id).is_some() {
@@ -233,18 +237,7 @@ fn early_histograms_equal_the_measurers_own() {
     let table = max_table(&graph, &s);
     // The float model's every tensor, by name: a model_transform
     // --test_result.
-    let exec = Executor::new(graph.clone()).unwrap();
-    let inputs = s
-        .iter()
-        .map(|(n, t)| (graph.value_by_name(n).unwrap(), t.clone()))
-        .collect();
-    let values = exec
-        .run(
-            inputs,
-            &RunOptions::new(Keep::All, Parallelism::Rayon),
-            &mut NoHook,
-        )
-        .unwrap();
+    let values = float_run(&graph, &s);
     let reference: Vec<(String, Tensor)> = values
         .iter()
         .filter(|(id, _)| graph.constant_of(*id).is_none())

@@ -95,14 +95,21 @@ fn equalized_efficientnet_computes_the_same_function() {
     check_equalization("efficientnet_lite0");
 }
 
-#[test]
-fn smoothed_minilm_computes_the_same_function() {
-    let name = "minilm_l6_s128";
-    let graph = prepared(name);
-    let before = outputs(&graph, name);
+/// MiniLM's canonical graph, its golden outputs, an executor and a loader
+/// of 4 calibration sentences: what SmoothQuant starts from.
+fn minilm_to_smooth() -> (Graph, Vec<Vec<f32>>, Executor, SampleLoader) {
+    let graph = prepared("minilm_l6_s128");
+    let before = outputs(&graph, "minilm_l6_s128");
     let exec = Executor::new(graph.clone()).unwrap();
     let selection = qtune_data::select_dataset(&workloads().join("text/calib"), 4).unwrap();
     let loader = SampleLoader::new(&graph, selection, vec![None; graph.inputs.len()]).unwrap();
+    (graph, before, exec, loader)
+}
+
+#[test]
+fn smoothed_minilm_computes_the_same_function() {
+    let name = "minilm_l6_s128";
+    let (_, before, exec, loader) = minilm_to_smooth();
     let (smoothed, report) =
         smooth_quant(&exec, &loader, &SmoothQuantSettings::default(), &NoProgress).unwrap();
     // The embedding LayerNorm and the two of each of the 6 layers but the
@@ -134,11 +141,7 @@ fn smoothed_minilm_computes_the_same_function() {
 #[test]
 fn smoothed_every_linear_layer_of_minilm_computes_the_same_function() {
     let name = "minilm_l6_s128";
-    let graph = prepared(name);
-    let before = outputs(&graph, name);
-    let exec = Executor::new(graph.clone()).unwrap();
-    let selection = qtune_data::select_dataset(&workloads().join("text/calib"), 4).unwrap();
-    let loader = SampleLoader::new(&graph, selection, vec![None; graph.inputs.len()]).unwrap();
+    let (graph, before, exec, loader) = minilm_to_smooth();
     let mut settings = SmoothQuantSettings::default();
     settings.alpha = 0.95;
     settings.scope = SmoothQuantScope::AllLinear;

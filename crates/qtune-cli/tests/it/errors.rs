@@ -225,7 +225,7 @@ fn inapplicable_flags_are_refused_by_every_command() {
     );
 
     // run_calibration: the mode's validation stage, one line naming both.
-    let cali_cases: [(&[&str], &str); 12] = [
+    let cali_cases: [(&[&str], &str); 15] = [
         (
             &["--resume"],
             "--resume is not honoured by run_calibration plain calibration (no --search) without --bc",
@@ -273,6 +273,18 @@ fn inapplicable_flags_are_refused_by_every_command() {
         (
             &["--loss_table", "l.txt"],
             "--loss_table is not honoured by run_calibration plain calibration",
+        ),
+        (
+            &["--search", "search_qtable", "--range", "mean"],
+            "--range is not honoured by run_calibration --search search_qtable",
+        ),
+        (
+            &["--sq_alpha", "0.7"],
+            "--sq_alpha sets up SmoothQuant, which runs only with --sq",
+        ),
+        (
+            &["--sq_scope", "all"],
+            "--sq_scope sets up SmoothQuant, which runs only with --sq",
         ),
     ];
     for (extra, needle) in cali_cases {
