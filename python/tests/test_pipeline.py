@@ -241,3 +241,26 @@ def test_search_qtable_matches_the_tool(demo, tmp_path, monkeypatch):
     subprocess.run(args, check=True)
     assert open("q_cli").read() == open("q_api").read()
     assert open("cali_cli").read() == open("cali_api").read()
+
+
+def test_mean_range_is_the_mean_of_per_sample_tables(demo, tmp_path):
+    """``range="mean"`` (run_calibration's ``--range mean``) from Python: the min/max columns are
+    the means of the one-sample tables' observed min/max (computed here from three separate
+    calibrations), the thresholds stay the method's."""
+    model = demo / "efficientnet_lite0.onnx"
+    arrays = [preprocess(p) for p in images(demo, 3)]
+    common = dict(method="max", input_num=0, tune_num=0, verbose=False)
+    mean = qtune.calibrate(model, arrays, range="mean", **common)
+    plain = qtune.calibrate(model, arrays, **common)
+    singles = [qtune.calibrate(model, [a], **common) for a in arrays]
+    moved = 0
+    for name, row in mean.items():
+        assert row.threshold == plain[name].threshold, name
+        if plain[name].threshold <= 1e-5:
+            continue
+        want_min = float(np.mean([t[name].min for t in singles]))
+        want_max = float(np.mean([t[name].max for t in singles]))
+        assert row.min == pytest.approx(want_min, rel=1e-6, abs=2e-7), name
+        assert row.max == pytest.approx(want_max, rel=1e-6, abs=2e-7), name
+        moved += row.max < plain[name].max - 1e-6
+    assert moved > 0, "no max column below the observed max"
