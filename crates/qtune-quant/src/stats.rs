@@ -717,6 +717,13 @@ impl Thresholds {
         }
     }
 
+    /// The min and max columns of a row whose threshold comes from
+    /// elsewhere (the torch observer's): [`Self::mean_range`] when it was
+    /// asked for, else the observed range.
+    pub fn range(&self) -> (f64, f64) {
+        self.mean_range.unwrap_or((self.min, self.max))
+    }
+
     fn slots_mut(&mut self, method: CalibrationMethod) -> Vec<&mut Option<f64>> {
         match method {
             CalibrationMethod::Kl => vec![&mut self.kl, &mut self.kl_int4],

@@ -254,6 +254,10 @@ fn mean_range_columns_are_the_mean_of_per_sample_extremes() {
     assert_eq!(t.mean_range, Some((lo, hi)));
     let plain = run(&samples, &[M::Max, M::Kl, M::Percentile9999]);
     assert_eq!(plain.mean_range, None);
+    // The range of a row whose threshold comes from elsewhere (the torch
+    // observer's) follows the same choice.
+    assert_eq!(t.range(), (lo, hi));
+    assert_eq!(plain.range(), (-4.0, 3.0));
     for m in [M::Max, M::Kl, M::Percentile9999] {
         let (th, a, b) = t.table_row(m).unwrap();
         assert_eq!((a, b), (lo, hi), "{m}");

@@ -483,7 +483,8 @@ pub fn thresholds_to_rows(
         {
             // Spec 3.3.7: stored in the kl slot, clamped to >= 1e-5.
             let th = t.torch_observer.unwrap_or(1e-5).max(1e-5);
-            (th, t.min, t.max)
+            let (min, max) = t.range();
+            (th, min, max)
         } else {
             t.table_row(settings.method).ok_or_else(|| {
                 SearchError::Settings(format!(

@@ -432,6 +432,15 @@ fn scale_f32(x: f32, s: f64) -> f32 {
     y
 }
 
+/// The largest channel maximum `a_j / s_j` once the activations are
+/// divided by the scales.
+fn scaled_abs_max(a: &[f32], s: &[f64]) -> f32 {
+    a.iter()
+        .zip(s)
+        .map(|(&aj, &sj)| scale_f32(aj, 1.0 / sj))
+        .fold(0.0f32, f32::max)
+}
+
 fn abs_max(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
 }
@@ -733,11 +742,7 @@ pub fn smooth_quant(
             None
         };
         let act_before = abs_max(a);
-        let act_after = a
-            .iter()
-            .zip(&s)
-            .map(|(&aj, &sj)| scale_f32(aj, 1.0 / sj))
-            .fold(0.0f32, f32::max);
+        let act_after = scaled_abs_max(a, &s);
         report.smoothed.push(SmoothedLayerNorm {
             source: ln_name,
             duplicate,
@@ -787,11 +792,7 @@ pub fn smooth_quant(
                 .collect(),
             channels: c,
             activation_before: abs_max(a),
-            activation_after: a
-                .iter()
-                .zip(&s)
-                .map(|(&aj, &sj)| scale_f32(aj, 1.0 / sj))
-                .fold(0.0f32, f32::max),
+            activation_after: scaled_abs_max(a, &s),
             weight_before,
             weight_after,
         });

@@ -83,6 +83,23 @@ fn max_table(graph: &Graph, sample: &[(String, Tensor)]) -> CalibrationTable {
     table
 }
 
+/// All-int8 bm1684x with every table tensor's histogram.
+fn int8_request<'a>(graph: &'a Graph, table: &'a CalibrationTable) -> GatherRequest<'a> {
+    GatherRequest {
+        graph,
+        processor: Processor::Bm1684x,
+        quantize: QuantMode::Int8,
+        table: Some(table),
+        qtable: &[],
+        fp_type: QuantMode::F16,
+        asymmetric: false,
+        matmul_per_channel: false,
+        method_tables: Vec::new(),
+        histograms: true,
+        prebuilt: None,
+    }
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
     for (&x, &y) in a.iter().zip(b) {
@@ -100,23 +117,7 @@ fn isolated_similarity_equals_one_layer_models() {
     let graph = prepared(name);
     let s = sample(&graph, name);
     let table = max_table(&graph, &s);
-    let gathered = gather(
-        &GatherRequest {
-            graph: &graph,
-            processor: Processor::Bm1684x,
-            quantize: QuantMode::Int8,
-            table: Some(&table),
-            qtable: &[],
-            fp_type: QuantMode::F16,
-            asymmetric: false,
-            matmul_per_channel: false,
-            method_tables: Vec::new(),
-            histograms: true,
-            prebuilt: None,
-        },
-        std::slice::from_ref(&s),
-    )
-    .unwrap();
+    let gathered = gather(&int8_request(&graph, &table), std::slice::from_ref(&s)).unwrap();
     let measured: Vec<_> = gathered
         .layers
         .iter()
@@ -243,19 +244,7 @@ fn early_histograms_equal_the_measurers_own() {
         .filter(|(id, _)| graph.constant_of(*id).is_none())
         .map(|(id, t)| (graph.value(id).name.clone(), t.clone()))
         .collect();
-    let req = GatherRequest {
-        graph: &graph,
-        processor: Processor::Bm1684x,
-        quantize: QuantMode::Int8,
-        table: Some(&table),
-        qtable: &[],
-        fp_type: QuantMode::F16,
-        asymmetric: false,
-        matmul_per_channel: false,
-        method_tables: Vec::new(),
-        histograms: true,
-        prebuilt: None,
-    };
+    let req = int8_request(&graph, &table);
     let measure = |early: Option<EarlyHistograms>| {
         let mut m = Measurer::new(&req, 1).unwrap().with_early_histograms(early);
         m.sample(&s, Some(&reference), &Keep::Outputs).unwrap();
