@@ -217,11 +217,11 @@ def transform(
 
 
 class _Source:
-    """The samples of a calibration: the command's flags for files, and for
-    samples in memory either the list of dicts of arrays (``in_memory``, for
-    calls the library takes them in) or npz files in a temporary data list."""
+    """The samples of a call: the tool's flag for a folder or data list, or
+    the list of dicts of arrays for samples in memory (the library takes
+    them as they are, in their order)."""
 
-    def __init__(self, data: Any, in_memory: bool = False) -> None:
+    def __init__(self, data: Any) -> None:
         self.temp: Optional[str] = None
         self.count: Optional[int] = None
         self.samples: Optional[List[Dict[str, np.ndarray]]] = None
@@ -234,43 +234,17 @@ class _Source:
             else:
                 raise InputError(f"calibration_data `{path}`: no such folder (dataset) or file (data list)")
             return
-        if in_memory:
-            samples = []
-            for sample in _samples(data):
-                if isinstance(sample, Mapping):
-                    samples.append({str(k): np.asarray(v) for k, v in sample.items()})
-                else:
-                    samples.append({"input": np.asarray(sample)})
-            if not samples:
-                raise InputError("calibration_data: no samples (the iterable or data reader gave none)")
-            self.count = len(samples)
-            self.samples = samples
-            self.flags = {}
-            return
-        # Samples in memory for a search: written as npz files listed in a
-        # data list, in the order given (a data list is not shuffled).
-        self.temp = os.fspath(_native.temp_dir("qtune-samples"))
-        lines = []
-        try:
-            for i, sample in enumerate(_samples(data)):
-                path = os.path.join(self.temp, f"sample_{i:06d}.npz")
-                if isinstance(sample, Mapping):
-                    arrays = {str(k): np.asarray(v) for k, v in sample.items()}
-                else:
-                    arrays = {"input": np.asarray(sample)}
-                _native.write_npz(path, arrays)
-                lines.append(path)
-        except BaseException:
-            self.close()
-            raise
-        if not lines:
-            self.close()
+        samples = []
+        for sample in _samples(data):
+            if isinstance(sample, Mapping):
+                samples.append({str(k): np.asarray(v) for k, v in sample.items()})
+            else:
+                samples.append({"input": np.asarray(sample)})
+        if not samples:
             raise InputError("calibration_data: no samples (the iterable or data reader gave none)")
-        self.count = len(lines)
-        list_path = os.path.join(self.temp, "data_list.txt")
-        with open(list_path, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        self.flags = {"data_list": list_path}
+        self.count = len(samples)
+        self.samples = samples
+        self.flags = {}
 
     def close(self) -> None:
         if self.temp is not None:
@@ -338,10 +312,8 @@ def calibrate(
     ``calibration_data`` is a folder of samples (images, npz or npy; shuffled
     as TPU-MLIR does), a data list file, or samples in memory: an iterable
     of arrays (single-input model) or dicts of arrays, or an ONNX Runtime
-    ``CalibrationDataReader``. Samples in memory are used in their order;
-    plain calibration takes them as they are, a search (``search=...``) or
-    a report reads them from npz files in a temporary folder, removed
-    afterwards.
+    ``CalibrationDataReader``. Samples in memory are used in their order,
+    as they are (no copy to files).
 
     ``method`` is kl, mse, max, percentile9999, aciq_gauss or aciq_laplace;
     ``input_num`` the number of samples (0: all); ``tune_num`` the tuning
@@ -362,10 +334,7 @@ def calibrate(
     }
     opts.update(_quiet(verbose))
     opts.update(options)
-    # Plain calibration takes samples in memory as they are; a search or a
-    # report runs the command, which reads files.
-    plain = all(options.get(k) in (None, False, "False") for k in ("search", "report", "plot", "fixed_time"))
-    with _Source(calibration_data, in_memory=plain) as source:
+    with _Source(calibration_data) as source:
         opts.update(source.flags)
         return _calibrate_to(model, output, opts, source.samples)
 
@@ -376,14 +345,25 @@ def _calibrate_to(
     opts: Dict[str, Any],
     samples: Optional[List[Dict[str, np.ndarray]]] = None,
 ) -> CalibrationTable:
+    table, _ = _calibrate_found(model, output, opts, samples)
+    return table
+
+
+def _calibrate_found(
+    model: PathLike,
+    output: Optional[PathLike],
+    opts: Dict[str, Any],
+    samples: Optional[List[Dict[str, np.ndarray]]] = None,
+) -> Tuple[CalibrationTable, Optional[Dict[str, Any]]]:
+    """The table written, and what a search found (``None`` without one)."""
     if output is not None:
-        _native.calibrate(os.fspath(model), os.fspath(output), _flags(opts), samples)
-        return CalibrationTable.load(output)
+        found = _native.calibrate(os.fspath(model), os.fspath(output), _flags(opts), samples)
+        return CalibrationTable.load(output), found
     temp = os.fspath(_native.temp_dir("qtune-calibration"))
     try:
         table_path = os.path.join(temp, "cali_table")
-        _native.calibrate(os.fspath(model), table_path, _flags(opts), samples)
-        return CalibrationTable.load(table_path)
+        found = _native.calibrate(os.fspath(model), table_path, _flags(opts), samples)
+        return CalibrationTable.load(table_path), found
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -506,7 +486,14 @@ class SearchResult(NamedTuple):
     calibration_table: Optional[CalibrationTable]
     """The thresholds the search settled on (``None`` when it writes none)."""
     losses: List[Tuple[str, float]]
-    """The loss table as ``(layer, value)`` rows, as the search's file lists them."""
+    """Per layer, what the search measured, as ``(layer, value)`` rows:
+    run_qtable the layer's own similarity (its loss table, ascending);
+    search_qtable and sensitive_layers the best output loss (1 - mapped
+    cos) of the layer alone in int8, in the order the search visited."""
+    all_int8_cos: Optional[float] = None
+    """The output similarity of the all-int8 model (mapped scale)."""
+    final_cos: Optional[float] = None
+    """The output similarity with the qtable applied (mapped scale)."""
 
 
 def search_qtable(
@@ -532,8 +519,7 @@ def search_qtable(
     :func:`calibrate`; ``options`` are run_calibration's other flags by name
     (``resume=True``, ``memory_mb=...``, ``transformer="True"``, ...). The log
     ``Search_Qtable`` and ``new_cali_table.txt`` go to the current folder, as
-    with the tool. ``losses`` is empty: this search logs its losses in
-    ``Search_Qtable`` only.
+    with the tool.
     """
     opts: Dict[str, Any] = {
         "search": "search_qtable",
@@ -549,8 +535,8 @@ def search_qtable(
     opts.update(options)
     with _Source(calibration_data) as source:
         opts.update(source.flags)
-        table = _calibrate_to(model, calibration_table, opts)
-    return SearchResult(QuantizeTable.load(qtable, chip=processor), table, [])
+        table, found = _calibrate_found(model, calibration_table, opts, source.samples)
+    return _search_result(qtable, processor, table, found)
 
 
 def run_qtable(
@@ -584,9 +570,8 @@ def run_qtable(
     opts.update(options)
     with _Source(calibration_data) as source:
         opts.update(source.flags)
-        _native.run_qtable(os.fspath(model), os.fspath(qtable), _flags(opts))
-    losses_path = os.fspath(loss_table) if loss_table is not None else "full_loss_table.txt"
-    return SearchResult(QuantizeTable.load(qtable, chip=processor), None, _loss_table(losses_path))
+        found = _native.run_qtable(os.fspath(model), os.fspath(qtable), _flags(opts), source.samples)
+    return _search_result(qtable, processor, None, found)
 
 
 def sensitive_layers(
@@ -619,10 +604,19 @@ def sensitive_layers(
     opts.update(options)
     with _Source(calibration_data) as source:
         opts.update(source.flags)
-        _native.sensitive_layers(os.fspath(model), os.fspath(qtable), _flags(opts))
+        found = _native.sensitive_layers(os.fspath(model), os.fspath(qtable), _flags(opts), source.samples)
     table = CalibrationTable.load("new_cali_table.txt") if os.path.exists("new_cali_table.txt") else None
-    return SearchResult(QuantizeTable.load(qtable, chip=processor), table, [])
+    return _search_result(qtable, processor, table, found)
 
 
-def _loss_table(path: str) -> List[Tuple[str, float]]:
-    return loss_table(path) if os.path.exists(path) else []
+def _search_result(
+    qtable: PathLike, processor: str, table: Optional[CalibrationTable], found: Optional[Dict[str, Any]]
+) -> SearchResult:
+    found = found or {}
+    return SearchResult(
+        QuantizeTable.load(qtable, chip=processor),
+        table,
+        [(str(n), float(v)) for n, v in found.get("layer_scores", [])],
+        found.get("all_int8_cos"),
+        found.get("final_cos"),
+    )

@@ -187,8 +187,11 @@ def test_run_qtable_and_sensitive_layers_match_the_tools(demo, tmp_path, monkeyp
     assert dict(r.qtable) == dict(qtune.QuantizeTable.load("qtable"))
     rows = [l for l in open("full_loss_table.txt") if l.startswith("No.")]
     assert len(r.losses) == len(rows) > 0
-    assert r.losses[0] == (rows[0].split()[3], float(rows[0].split()[-1]))
+    # The file rounds to 6 decimals; the data is the search's own value.
+    for (name, value), row in zip(r.losses, rows):
+        assert name == row.split()[3] and abs(value - float(row.split()[-1])) <= 5e-7
     assert [v for _, v in r.losses] == sorted(v for _, v in r.losses)
+    assert r.all_int8_cos is not None and r.final_cos is not None
     # The tool on the same inputs writes the same qtable.
     args = [shutil.which("run_qtable"), str(model), "--dataset", str(demo / "images"), "--calibration_table", "cali",
             "--input_num", "2", "--no_time", "-q", "-o", "qtable_cli", "--loss_table", "loss_cli"]
@@ -241,6 +244,36 @@ def test_search_qtable_matches_the_tool(demo, tmp_path, monkeypatch):
     subprocess.run(args, check=True)
     assert open("q_cli").read() == open("q_api").read()
     assert open("cali_cli").read() == open("cali_api").read()
+
+
+def test_searches_take_samples_in_memory(demo, tmp_path, monkeypatch):
+    """search_qtable and sensitive_layers on arrays in memory write what they write on the same
+    arrays as npz files in a data list, and return the losses their choice is made from."""
+    monkeypatch.chdir(tmp_path)
+    model = demo / "efficientnet_lite0.onnx"
+    arrays = [preprocess(p) for p in images(demo, 4)]
+    lines = []
+    for i, a in enumerate(arrays):
+        qtune.save_npz(tmp_path / f"s{i}.npz", {"input": a})
+        lines.append(str(tmp_path / f"s{i}.npz"))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    opts = dict(input_num=4, inference_num=2, tune_num=0, no_time=True, verbose=False)
+    # All-int8 is at 0.9975 here: a higher target makes the search run.
+    search = dict(methods=("KL", "MSE"), expected_cos=0.9999, max_float_layers=2)
+    mem = qtune.search_qtable(model, arrays, "q_mem", "cali_mem", **search, **opts)
+    lst = qtune.search_qtable(model, tmp_path / "list.txt", "q_list", "cali_list", **search, **opts)
+    assert open("q_mem").read() == open("q_list").read()
+    assert open("cali_mem").read() == open("cali_list").read()
+    assert mem.losses == lst.losses and len(mem.losses) > 0
+    assert mem.all_int8_cos == lst.all_int8_cos and 0 < mem.all_int8_cos <= 1
+    # run_sensitive_layer puts the max_float_layers layers of largest loss in float: the
+    # qtable's searched layers are the top 3 of the returned losses.
+    r = qtune.sensitive_layers(model, arrays, "cali_mem", "q_sens", max_float_layers=3, input_num=4,
+                               inference_num=2, tune_num=0, no_time=True, verbose=False)
+    searched = {name for name, _ in r.losses}
+    top = {name for name, _ in sorted(r.losses, key=lambda x: -x[1])[:3]}
+    assert len(searched) > 3
+    assert {name for name in r.qtable if name in searched} == top
 
 
 def test_mean_range_is_the_mean_of_per_sample_tables(demo, tmp_path):

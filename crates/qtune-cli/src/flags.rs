@@ -404,6 +404,11 @@ pub(crate) fn parse_bool_flag(flag: &str, v: &str) -> Result<bool> {
 }
 
 impl Args {
+    /// Whether `--search` names a search mode (not `False`).
+    pub fn searching(&self) -> bool {
+        self.search.as_deref().is_some_and(|s| s != "False")
+    }
+
     /// The calibration samples: `--data_list` (first) or `--dataset`.
     pub(crate) fn source(&self) -> Result<qtune::CalibrationSource> {
         match (&self.data_list, &self.dataset) {

@@ -36,6 +36,11 @@ impl qtune::Reporter for Bar {
     fn warning(&self, line: &str) {
         eprintln!("{line}");
     }
+    fn note(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
 }
 
 /// Warnings on stderr, nothing else (no progress, no console lines).

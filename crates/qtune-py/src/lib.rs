@@ -223,42 +223,67 @@ fn transform(
     work(py, move || pipeline::transform(&model_def, &mlir, &flags))
 }
 
-/// Calibration in this process (the facade's `calibrate`; a search runs
-/// `run_calibration`); see `qtune.calibrate`. `samples`: calibration
-/// samples in memory (dicts of arrays), instead of a dataset flag.
+/// Calibration in this process (the facade's `calibrate`, or with
+/// `search` its searches); see `qtune.calibrate`. `samples`: calibration
+/// samples in memory (dicts of arrays), instead of a dataset flag. A search
+/// returns what it found (see `outcome_dict`), plain calibration `None`.
 #[pyfunction]
 #[pyo3(signature = (model, table, flags, samples=None))]
-fn calibrate(
-    py: Python<'_>,
+fn calibrate<'py>(
+    py: Python<'py>,
     model: PathBuf,
     table: PathBuf,
     flags: Vec<(String, Option<String>)>,
-    samples: Option<Vec<Bound<'_, PyDict>>>,
-) -> PyResult<()> {
+    samples: Option<Vec<Bound<'py, PyDict>>>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
     let flags = flags_of(flags);
-    let samples = match samples {
-        None => None,
-        Some(list) => {
-            let mut out = Vec::with_capacity(list.len());
-            for (i, d) in list.iter().enumerate() {
-                let mut sample = std::collections::BTreeMap::new();
-                for (k, v) in d.iter() {
-                    let name: String = k.extract().map_err(|_| {
-                        errors::InputError::new_err(format!(
-                            "calibration_data sample {i}: keys must be graph input names (str)"
-                        ))
-                    })?;
-                    let t = convert::tensor_of(&v, &format!("sample {i} `{name}`"))?;
-                    sample.insert(name, t);
-                }
-                out.push(sample);
-            }
-            Some(out)
-        }
-    };
-    work(py, move || {
+    let samples = samples_of(samples)?;
+    let found = work(py, move || {
         pipeline::calibrate(&model, &table, &flags, samples)
-    })
+    })?;
+    found.map(|f| outcome_dict(py, &f)).transpose()
+}
+
+/// Calibration samples in memory: each a dict of graph input name -> array.
+type Samples = Option<Vec<std::collections::BTreeMap<String, Tensor>>>;
+
+fn samples_of(samples: Option<Vec<Bound<'_, PyDict>>>) -> PyResult<Samples> {
+    let Some(list) = samples else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, d) in list.iter().enumerate() {
+        let mut sample = std::collections::BTreeMap::new();
+        for (k, v) in d.iter() {
+            let name: String = k.extract().map_err(|_| {
+                errors::InputError::new_err(format!(
+                    "calibration_data sample {i}: keys must be graph input names (str)"
+                ))
+            })?;
+            let t = convert::tensor_of(&v, &format!("sample {i} `{name}`"))?;
+            sample.insert(name, t);
+        }
+        out.push(sample);
+    }
+    Ok(Some(out))
+}
+
+/// What a search found, as a dict: `float_layers`, `chosen_method`,
+/// `all_int8_cos`, `final_cos`, `layer_scores` (list of (name, value)),
+/// `early_exit`, `written` (paths).
+fn outcome_dict<'py>(
+    py: Python<'py>,
+    o: &qtune::search::SearchOutcome,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("float_layers", o.float_layers.clone())?;
+    d.set_item("chosen_method", o.chosen_method.clone())?;
+    d.set_item("all_int8_cos", o.all_int8_cos)?;
+    d.set_item("final_cos", o.final_cos)?;
+    d.set_item("layer_scores", o.layer_scores.clone())?;
+    d.set_item("early_exit", o.early_exit)?;
+    d.set_item("written", o.written.clone())?;
+    Ok(d)
 }
 
 /// The facade's deploy in this process; see `qtune.quantize`.
@@ -297,30 +322,42 @@ fn deploy(
     work(py, move || pipeline::deploy(&request))
 }
 
-/// `run_qtable` in this process; see `qtune.run_qtable`.
+/// `run_qtable` in this process (the facade's `mix_search`); see
+/// `qtune.run_qtable`.
 #[pyfunction]
-fn run_qtable(
-    py: Python<'_>,
+#[pyo3(signature = (model, qtable, flags, samples=None))]
+fn run_qtable<'py>(
+    py: Python<'py>,
     model: PathBuf,
     qtable: PathBuf,
     flags: Vec<(String, Option<String>)>,
-) -> PyResult<()> {
+    samples: Option<Vec<Bound<'py, PyDict>>>,
+) -> PyResult<Bound<'py, PyDict>> {
     let flags = flags_of(flags);
-    work(py, move || pipeline::run_qtable(&model, &qtable, &flags))
+    let samples = samples_of(samples)?;
+    let found = work(py, move || {
+        pipeline::run_qtable(&model, &qtable, &flags, samples)
+    })?;
+    outcome_dict(py, &found)
 }
 
-/// `run_sensitive_layer` in this process; see `qtune.sensitive_layers`.
+/// `run_sensitive_layer` in this process (the facade's
+/// `sensitive_layers`); see `qtune.sensitive_layers`.
 #[pyfunction]
-fn sensitive_layers(
-    py: Python<'_>,
+#[pyo3(signature = (model, qtable, flags, samples=None))]
+fn sensitive_layers<'py>(
+    py: Python<'py>,
     model: PathBuf,
     qtable: PathBuf,
     flags: Vec<(String, Option<String>)>,
-) -> PyResult<()> {
+    samples: Option<Vec<Bound<'py, PyDict>>>,
+) -> PyResult<Bound<'py, PyDict>> {
     let flags = flags_of(flags);
-    work(py, move || {
-        pipeline::sensitive_layers(&model, &qtable, &flags)
-    })
+    let samples = samples_of(samples)?;
+    let found = work(py, move || {
+        pipeline::sensitive_layers(&model, &qtable, &flags, samples)
+    })?;
+    outcome_dict(py, &found)
 }
 
 /// A fresh temporary directory (for outputs the caller does not keep).

@@ -6,9 +6,9 @@
 //! calls whose options are documented as a tool's flags by name
 //! (`calibrate`'s options, `transform`) parse them with that tool's own flag
 //! struct, so a flag the tool does not take is rejected with clap's message
-//! as on the command line; the searches (`run_calibration --search`,
-//! `run_qtable`, `run_sensitive_layer`) and `model_transform`, which the
-//! facade does not offer yet, run the command in this process.
+//! as on the command line, then make the facade's calls as the command
+//! does (the searches: `qtune::search`); `model_transform`, which the
+//! facade does not offer yet, runs the command in this process.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use qtune::search::SearchOutcome;
 use qtune_cli::commands::{calibrate, search, transform};
 use qtune_exec::{Keep, NoHook};
 use qtune_tensor::Tensor;
@@ -98,69 +99,42 @@ impl qtune::Reporter for Console {
     fn warning(&self, line: &str) {
         eprintln!("{line}");
     }
+    fn note(&self, line: &str) {
+        if self.verbose {
+            eprintln!("{line}");
+        }
+    }
 }
 
 /// `run_calibration` (plain calibration, or a search with `search=...`):
 /// writes the calibration table to `table`. `flags` are run_calibration's
 /// flags by name; `samples`, when given, are the calibration samples in
 /// memory (each maps input names to arrays; a single-input model may use
-/// any one key) instead of `--dataset` / `--data_list`.
+/// any one key) instead of `--dataset` / `--data_list`. A search returns
+/// what it found.
 pub fn calibrate(
     model: &Path,
     table: &Path,
     flags: &[Flag],
     samples: Option<Vec<BTreeMap<String, Tensor>>>,
-) -> Result<()> {
+) -> Result<Option<SearchOutcome>> {
     let head = [os(model), "-o".into(), os(table)];
     let a: calibrate::ToolArgs = parse(argv("run_calibration", &head, flags)?)?;
     let args = a.args;
-    let searching = args.search.as_deref().is_some_and(|s| s != "False");
-    if searching || args.report_flags.wanted(args.quiet) || args.fixed_time.is_some() {
-        // The searches are not in the facade yet; the report is the
-        // command's. Samples in memory are not taken there.
-        if samples.is_some() {
-            bail!(
-                "calibration_data in memory goes with plain calibration; give a folder or a \
-                 data list with search= or a report"
-            );
-        }
-        return calibrate::run(args);
-    }
-    if args.smc {
-        bail!("--smc is not yet supported by qtune (planned); run without it");
+    calibrate::check(&args)?;
+    let source = samples.map(qtune::CalibrationSource::from_samples);
+    let console = Console {
+        verbose: !args.quiet,
+    };
+    if args.searching() {
+        let search = search::CalibrationSearch::from_args(&args, source)?;
+        let found = qtune::with_threads(args.threads, || search.run(&console))?;
+        return Ok(Some(found));
     }
     qtune::with_threads(args.threads, || {
-        let start = std::time::Instant::now();
-        let source = samples.map(qtune::CalibrationSource::from_samples);
-        let settings = calibrate::plain_settings(&args, source).map_err(qtune::Error::from)?;
-        let console = Console {
-            verbose: !args.quiet,
-        };
-        let calibration = qtune::calibrate(&settings, &console)?;
-        let mut warnings = calibration.outcome.warnings.clone();
-        warnings.dedup();
-        for w in &warnings {
-            eprintln!("{w}");
-        }
-        let time = if args.no_time {
-            None
-        } else {
-            Some(qtune::python_now())
-        };
-        let qtable_path = match &args.quantize_table {
-            Some(p) => p.clone(),
-            None => qtune::qtable_default_path(table),
-        };
-        let qtable = calibration.write(table, &qtable_path, time.as_deref())?;
-        if !args.quiet {
-            for line in calibrate::summary_lines(&calibration, start, table, &qtable_path, &qtable)
-            {
-                println!("{line}");
-            }
-        }
-        Ok(())
-    })
-    .map_err(anyhow::Error::from)
+        calibrate::run_plain(&args, source, &console).map_err(qtune::Error::from)
+    })?;
+    Ok(None)
 }
 
 /// What `qtune.quantize` deploys: `model_deploy`'s settings as values.
@@ -297,17 +271,35 @@ pub fn compare(
 }
 
 /// `run_qtable`: writes the qtable `qtable` (and the loss table).
-pub fn run_qtable(model: &Path, qtable: &Path, flags: &[Flag]) -> Result<()> {
+pub fn run_qtable(
+    model: &Path,
+    qtable: &Path,
+    flags: &[Flag],
+    samples: Option<Vec<BTreeMap<String, Tensor>>>,
+) -> Result<SearchOutcome> {
     let head = [os(model), "-o".into(), os(qtable)];
     let a: search::QtableTool = parse(argv("run_qtable", &head, flags)?)?;
-    search::run_qtable(a.args)
+    let console = Console {
+        verbose: !a.args.quiet(),
+    };
+    let source = samples.map(qtune::CalibrationSource::from_samples);
+    a.args.execute(source, &console)
 }
 
 /// `run_sensitive_layer`: writes the qtable `qtable`.
-pub fn sensitive_layers(model: &Path, qtable: &Path, flags: &[Flag]) -> Result<()> {
+pub fn sensitive_layers(
+    model: &Path,
+    qtable: &Path,
+    flags: &[Flag],
+    samples: Option<Vec<BTreeMap<String, Tensor>>>,
+) -> Result<SearchOutcome> {
     let head = [os(model), "-o".into(), os(qtable)];
     let a: search::SensitiveTool = parse(argv("run_sensitive_layer", &head, flags)?)?;
-    search::run_sensitive_layer(a.args)
+    let console = Console {
+        verbose: !a.args.quiet(),
+    };
+    let source = samples.map(qtune::CalibrationSource::from_samples);
+    a.args.execute(source, &console)
 }
 
 /// Float inference: runs `model` on `inputs` (keyed by graph input name;

@@ -243,6 +243,24 @@ pub struct Calibration {
     pub processor: String,
 }
 
+/// What a calibration's report says about the run: the files
+/// [`Calibration::write`] wrote and how the run was set up.
+#[derive(Debug, Clone, Copy)]
+pub struct WrittenTables<'a> {
+    pub table_path: &'a Path,
+    pub qtable_path: &'a Path,
+    /// The qtable [`Calibration::write`] returned.
+    pub qtable: &'a QuantizeTable,
+    /// The time line written (`None`: none).
+    pub time: Option<&'a str>,
+    /// The `.onnx` model's static input shapes, as calibrated.
+    pub input_shapes: Option<&'a str>,
+    /// How the report names the samples.
+    pub dataset: &'a str,
+    /// The run's wall time so far, in seconds.
+    pub run_seconds: f64,
+}
+
 /// The default path of the shape-ops qtable: `shape_pattern_qtable` in the
 /// calibration table's folder when its path has one (TPU-MLIR: when `-o`
 /// contains `/`).
@@ -254,6 +272,91 @@ pub fn qtable_default_path(table: &Path) -> PathBuf {
 }
 
 impl Calibration {
+    /// Measures and writes the report of this calibration (`--report`,
+    /// `--plot`, or the text table): the tables just written
+    /// (`table_path`, `qtable_path` holding `qtable`) on the model as
+    /// model_deploy plans it, measured on the first sample.
+    pub fn report(
+        &self,
+        out: &crate::report::ReportOutputs,
+        written: &WrittenTables<'_>,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        if !out.wanted() {
+            return Ok(());
+        }
+        let outcome = &self.outcome;
+        // The transformed models are .mlir files with static shapes.
+        let shapes = if self.model.extension().is_some_and(|e| e == "mlir") {
+            None
+        } else {
+            written.input_shapes
+        };
+        let deploy = crate::report::deploy_graph(&self.model, shapes)?;
+        let table = outcome.final_table(&self.header(written.time));
+        let float = self.float_mode();
+        let qtable_rows: Vec<(String, QuantMode)> = written
+            .qtable
+            .shape_layers
+            .iter()
+            .map(|n| (n.clone(), float))
+            .collect();
+        let mut timings = vec![qtune_report::Timing::new(
+            "statistics",
+            outcome.statistics_time.as_secs_f64(),
+        )];
+        if outcome.tuned_rows.is_some() {
+            timings.push(qtune_report::Timing::new(
+                "tuning",
+                outcome.tuning_time.as_secs_f64(),
+            ));
+        }
+        timings.push(qtune_report::Timing::new("run", written.run_seconds));
+        let mut counts = vec![
+            qtune_report::Entry::new("calibration samples", self.loader.sample_count()),
+            qtune_report::Entry::new("calibration batches", outcome.batches),
+            qtune_report::Entry::new("method", outcome.method),
+            qtune_report::Entry::new("tuning batches", outcome.tune_batches),
+            qtune_report::Entry::new("thresholds raised by tuning", outcome.tuned_changes),
+            qtune_report::Entry::new("tensors calibrated", outcome.rows().len()),
+        ];
+        counts.retain(|e| e.value != "0" || e.label == "tensors calibrated");
+        crate::report::finish(
+            out,
+            crate::report::RunFacts {
+                title: "run_calibration".into(),
+                model: &self.model,
+                graph: &deploy,
+                processor: &self.processor,
+                dataset: written.dataset.to_string(),
+                table: Some(&table),
+                qtable: &qtable_rows,
+                fp_type: "auto",
+                quantize: QuantMode::Int8,
+                asymmetric: false,
+                matmul_per_channel: false,
+                samples: crate::report::loader_samples(
+                    self.executor.graph(),
+                    &self.loader,
+                    crate::report::RUN_REPORT_SAMPLES,
+                )?,
+                method_tables: Vec::new(),
+                counts,
+                timings,
+                outputs: vec![
+                    written.table_path.display().to_string(),
+                    written.qtable_path.display().to_string(),
+                ],
+                search: None,
+                transforms: self.transforms.clone(),
+                notes: Vec::new(),
+                prebuilt: None,
+                measured: None,
+            },
+            reporter,
+        )
+    }
+
     /// The table's header: this qtune's version, the model, `time`
     /// (`None`: no time line), the tune number.
     pub fn header(&self, time: Option<&str>) -> TableHeader {

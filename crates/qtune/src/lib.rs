@@ -9,13 +9,18 @@
 //! * [`calibrate`]: `--sq`, `--we`, the statistics and thresholds, `--bc`,
 //!   giving a [`Calibration`] (the table as a value, written by
 //!   [`Calibration::write`]).
-//! * [`deploy`]: quantize a model per processor, calibration table and
+//! * [`deploy()`]: quantize a model per processor, calibration table and
 //!   qtable ([`QuantizeSettings`]) into a [`Deployment`]: the plan, its
 //!   integer simulation, the QDQ ONNX export.
 //! * [`compare::compare`]: two sets of named tensors compared as
 //!   `npz_tool compare` does.
-//! * [`search::fp_forward`]: the float layers before, after and between
-//!   named ops (TPU-MLIR's `fp_forward`).
+//! * [`search`]: the mixed-precision tools (`search_threshold`,
+//!   `search_qtable`, `fast_search`, `mix_search` / run_qtable,
+//!   `sensitive_layers`, `fp_forward`): settings in, TPU-MLIR's files
+//!   written, a [`search::SearchOutcome`] back; resumable from their
+//!   journals.
+//! * [`report`]: the HTML report, chart or text table of a run
+//!   ([`Calibration::report`], the searches' and model_deploy's).
 //! * [`processor`]: the processors `--processor` names.
 //! * [`Error`]: one error type whose variants say what kind of problem it
 //!   is (a wrong setting, a file, the input's content, something
@@ -46,14 +51,16 @@ mod error;
 pub mod model;
 mod preprocess;
 pub mod processor;
+pub mod report;
 pub mod search;
 mod source;
 pub mod transforms;
 mod weight_transforms;
 
 pub use calibration::{
-    BiasCorrection, CalibrateSettings, Calibration, CalibrationInput, bias_correction_request,
-    calibrate, calibration_input, check_preprocess, parse_method, python_now, qtable_default_path,
+    BiasCorrection, CalibrateSettings, Calibration, CalibrationInput, WrittenTables,
+    bias_correction_request, calibrate, calibration_input, check_preprocess, parse_method,
+    python_now, qtable_default_path,
 };
 pub use deploy::{
     Deployment, QuantizeSettings, WeightCalibration, deploy, deploy_observed, quantize,
@@ -83,6 +90,9 @@ pub trait Reporter: Progress {
     /// One warning line (the CLI prints them on stderr, even with
     /// `--quiet`).
     fn warning(&self, _line: &str) {}
+    /// One status line about files written (the CLI prints them on stderr
+    /// unless `--quiet`).
+    fn note(&self, _line: &str) {}
 }
 
 /// A [`Reporter`] that shows nothing.

@@ -40,6 +40,18 @@ impl CalibrationSource {
         CalibrationSource::Samples(samples.into_iter().collect())
     }
 
+    /// How a report names the samples: the folder or data list, or what
+    /// was given instead.
+    pub fn label(&self) -> String {
+        match self {
+            CalibrationSource::Dataset(p) | CalibrationSource::DataList(p) => {
+                p.display().to_string()
+            }
+            CalibrationSource::NpzFiles(f) => format!("{} npz file(s)", f.len()),
+            CalibrationSource::Samples(s) => format!("{} sample(s) in memory", s.len()),
+        }
+    }
+
     /// The first `input_num` samples (0: all) for a model with `inputs`
     /// graph inputs.
     pub fn select(&self, input_num: usize, inputs: usize) -> Result<Selected> {

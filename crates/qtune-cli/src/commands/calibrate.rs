@@ -7,15 +7,27 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use qtune_search::{CalibrationMethod, QuantMode};
+use qtune_search::CalibrationMethod;
 
 pub use crate::flags::{Args, ToolArgs};
 use crate::flags::{parse_bool_flag, parse_debug_cmd};
 use crate::progress::Bar;
 
 pub fn run(args: Args) -> Result<()> {
-    // Unsupported modes fail before any work, never silently ignored.
-    let searching = args.search.as_deref().is_some_and(|s| s != "False");
+    check(&args)?;
+    if args.searching() {
+        return super::with_threads(args.threads, || {
+            super::search::run_calibration_search(&args)
+        });
+    }
+    let bar = Bar::new(args.quiet);
+    super::with_threads(args.threads, || run_plain(&args, None, &bar))
+}
+
+/// The checks of flag combinations before any work: unsupported modes
+/// fail, never silently ignored.
+pub fn check(args: &Args) -> Result<()> {
+    let searching = args.searching();
     // The seed's case 4 combines --we --bc with search_threshold (TPU-MLIR
     // itself ignores them there); the other searches refuse them.
     let threshold_search = args.search.as_deref() == Some("search_threshold");
@@ -28,13 +40,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--smc is not yet supported by qtune (planned); run without it");
     }
     args.report_flags.check()?;
-    crate::flags::check_search_flags(&args)?;
-    if searching {
-        return super::with_threads(args.threads, || {
-            super::search::run_calibration_search(&args)
-        });
-    }
-    super::with_threads(args.threads, || run_inner(args))
+    crate::flags::check_search_flags(args)
 }
 
 /// The library's settings of plain calibration (no `--search`) from these
@@ -114,21 +120,25 @@ pub fn summary_lines(
     ]
 }
 
-fn run_inner(args: Args) -> Result<()> {
+/// Plain calibration (no `--search`): the table, the shape-ops qtable, the
+/// summary lines and the report. `source` replaces `--dataset` /
+/// `--data_list` when given (samples in memory from the Python package).
+pub fn run_plain(
+    args: &Args,
+    source: Option<qtune::CalibrationSource>,
+    reporter: &dyn qtune::Reporter,
+) -> Result<()> {
     let start = Instant::now();
-    let settings = plain_settings(&args, None)?;
-    let method = settings.calibration.method;
-    let bar = Bar::new(args.quiet);
-    let calibration = qtune::calibrate(&settings, &bar)?;
-    let outcome = &calibration.outcome;
-    let model_path = &calibration.model;
-    let exec = &calibration.executor;
-    let loader = &calibration.loader;
-    let transforms = &calibration.transforms;
-    let mut warnings = outcome.warnings.clone();
+    let dataset = match &source {
+        Some(s) => s.label(),
+        None => qtune::report::dataset_label(args.data_list.as_ref(), args.dataset.as_ref()),
+    };
+    let settings = plain_settings(args, source)?;
+    let calibration = qtune::calibrate(&settings, reporter)?;
+    let mut warnings = calibration.outcome.warnings.clone();
     warnings.dedup();
     for w in &warnings {
-        eprintln!("{w}");
+        reporter.warning(w);
     }
 
     let time_text = match (&args.fixed_time, args.no_time) {
@@ -136,7 +146,6 @@ fn run_inner(args: Args) -> Result<()> {
         (None, true) => None,
         (None, false) => Some(qtune::python_now()),
     };
-    let header = calibration.header(time_text.as_deref());
     // The shape-ops qtable (TPU-MLIR always writes it).
     let qtable_path = match &args.quantize_table {
         Some(p) => p.clone(),
@@ -144,91 +153,29 @@ fn run_inner(args: Args) -> Result<()> {
     };
     let qtable = calibration.write(&args.calibration_table, &qtable_path, time_text.as_deref())?;
 
-    if !args.quiet {
-        for line in summary_lines(
-            &calibration,
-            start,
-            &args.calibration_table,
-            &qtable_path,
-            &qtable,
-        ) {
-            println!("{line}");
-        }
+    for line in summary_lines(
+        &calibration,
+        start,
+        &args.calibration_table,
+        &qtable_path,
+        &qtable,
+    ) {
+        reporter.line(&line);
     }
-    let run_time = start.elapsed().as_secs_f64();
-    if args.report_flags.wanted(args.quiet) {
-        // The transformed models are .mlir files with static shapes.
-        let shapes = if model_path.extension().is_some_and(|e| e == "mlir") {
-            None
-        } else {
-            args.input_shapes.as_deref()
-        };
-        let deploy = super::report::deploy_graph(model_path, shapes)?;
-        let table = outcome.final_table(&header);
-        let float = calibration.float_mode();
-        let qtable_rows: Vec<(String, QuantMode)> = qtable
-            .shape_layers
-            .iter()
-            .map(|n| (n.clone(), float))
-            .collect();
-        let mut timings = vec![qtune_report::Timing::new(
-            "statistics",
-            outcome.statistics_time.as_secs_f64(),
-        )];
-        if outcome.tuned_rows.is_some() {
-            timings.push(qtune_report::Timing::new(
-                "tuning",
-                outcome.tuning_time.as_secs_f64(),
-            ));
-        }
-        timings.push(qtune_report::Timing::new("run", run_time));
-        let mut counts = vec![
-            qtune_report::Entry::new("calibration samples", loader.sample_count()),
-            qtune_report::Entry::new("calibration batches", outcome.batches),
-            qtune_report::Entry::new("method", method),
-            qtune_report::Entry::new("tuning batches", outcome.tune_batches),
-            qtune_report::Entry::new("thresholds raised by tuning", outcome.tuned_changes),
-            qtune_report::Entry::new("tensors calibrated", outcome.rows().len()),
-        ];
-        counts.retain(|e| e.value != "0" || e.label == "tensors calibrated");
-        super::report::finish(
-            &args.report_flags,
-            args.quiet,
-            super::report::RunFacts {
-                title: "run_calibration".into(),
-                model: model_path,
-                graph: &deploy,
-                processor: &args.processor,
-                dataset: super::report::dataset_label(
-                    args.data_list.as_ref(),
-                    args.dataset.as_ref(),
-                ),
-                table: Some(&table),
-                qtable: &qtable_rows,
-                fp_type: "auto",
-                quantize: QuantMode::Int8,
-                asymmetric: false,
-                matmul_per_channel: false,
-                samples: super::report::loader_samples(
-                    exec.graph(),
-                    loader,
-                    super::report::RUN_REPORT_SAMPLES,
-                )?,
-                method_tables: Vec::new(),
-                counts,
-                timings,
-                outputs: vec![
-                    args.calibration_table.display().to_string(),
-                    qtable_path.display().to_string(),
-                ],
-                search: None,
-                transforms: transforms.clone(),
-                notes: Vec::new(),
-                prebuilt: None,
-                measured: None,
-            },
-        )?;
-    }
+    let run_seconds = start.elapsed().as_secs_f64();
+    calibration.report(
+        &args.report_flags.outputs(args.quiet),
+        &qtune::WrittenTables {
+            table_path: &args.calibration_table,
+            qtable_path: &qtable_path,
+            qtable: &qtable,
+            time: time_text.as_deref(),
+            input_shapes: args.input_shapes.as_deref(),
+            dataset: &dataset,
+            run_seconds,
+        },
+        reporter,
+    )?;
     Ok(())
 }
 

@@ -343,7 +343,7 @@ impl ReportTables {
                 None => None,
             },
             qtable: match &args.quant.quantize_table {
-                Some(p) => super::report::qtable_rows(graph, p, false)?,
+                Some(p) => qtune::report::qtable_rows(graph, p, None)?,
                 None => Vec::new(),
             },
         })
@@ -372,7 +372,7 @@ fn measurer<'a>(
             if args.report.report.is_some() || args.report.plot.is_some() {
                 n
             } else {
-                n.min(super::report::RUN_REPORT_SAMPLES)
+                n.min(qtune::report::RUN_REPORT_SAMPLES)
             }
         }
         _ => 0,
@@ -420,10 +420,9 @@ fn report(
     if let Some(p) = &args.quant.quantize_table {
         counts.push(qtune_report::Entry::new("qtable", p.display()));
     }
-    super::report::finish(
-        &args.report,
-        args.quiet,
-        super::report::RunFacts {
+    qtune::report::finish(
+        &args.report.outputs(args.quiet),
+        qtune::report::RunFacts {
             title: "model_deploy".into(),
             model: &args.mlir,
             graph,
@@ -450,7 +449,9 @@ fn report(
             prebuilt: None,
             measured,
         },
-    )
+        &crate::progress::Bar::new(args.quiet),
+    )?;
+    Ok(())
 }
 
 /// Runs the simulation on `--test_input` (`arrays`), writes its outputs,

@@ -1,28 +1,17 @@
-//! `--report FILE.html` / `--plot FILE.svg` on the quantization commands,
-//! the per-layer text table at the end of a run, and `qtune report` (a
-//! report built afterwards from a model and its tables). The measuring is
-//! `qtune_search::report::gather`; the writing is `qtune_report`'s.
+//! `--report FILE.html` / `--plot FILE.svg` on the quantization commands
+//! (their flags), and `qtune report` (a report built afterwards from a
+//! model and its tables). The measuring and writing are the library's
+//! (`qtune::report`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use qtune_deploy::Processor;
-use qtune_exec::PrepareOptions;
-use qtune_ir::Graph;
+use anyhow::{Result, bail};
+use qtune::report::{self, ReportOutputs, RunFacts, dataset_label, deploy_graph, loader_samples};
 use qtune_quant::{CalibrationTable, QuantMode};
-use qtune_report::{Entry, Report, Timing};
-use qtune_search::report::{GatherRequest, Gathered, gather};
-use qtune_tensor::Tensor;
+use qtune_report::{Entry, Timing};
 
-use crate::model::{self, Naming};
-
-/// Samples the per-layer similarities and histograms of a run's report are
-/// measured on (the first of the run's samples), as TPU-MLIR's visual tool
-/// compares one input: enough to rank layers, and the report stays a small
-/// part of the run (each sample costs a float run and two runs of the
-/// quantized model). `qtune report --input_num N` measures on more.
-pub const RUN_REPORT_SAMPLES: usize = 1;
+use crate::progress::Bar;
 
 /// The report flags every quantization command takes.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -46,20 +35,18 @@ impl ReportFlags {
 
     /// Checks the output paths before any work.
     pub fn check(&self) -> Result<()> {
-        if let Some(p) = &self.plot {
-            let ext = p
-                .extension()
-                .and_then(|e| e.to_str())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            if ext != "svg" && ext != "png" {
-                bail!(
-                    "--plot {}: the chart is written as SVG or PNG; name the file .svg or .png",
-                    p.display()
-                );
-            }
+        Ok(self.outputs(true).check()?)
+    }
+
+    /// The library's report outputs: the report and chart asked for, and
+    /// the text table unless `quiet`.
+    pub fn outputs(&self, quiet: bool) -> ReportOutputs {
+        ReportOutputs {
+            html: self.report.clone(),
+            plot: self.plot.clone(),
+            text_table: !quiet,
+            command_line: command_line(),
         }
-        Ok(())
     }
 }
 
@@ -76,263 +63,6 @@ pub fn command_line() -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// What a command knows of its run, for the report.
-pub struct RunFacts<'a> {
-    pub title: String,
-    pub model: &'a Path,
-    /// The model as the tables name it (BatchNorm folded).
-    pub graph: &'a Graph,
-    pub processor: &'a str,
-    pub dataset: String,
-    pub table: Option<&'a CalibrationTable>,
-    pub qtable: &'a [(String, QuantMode)],
-    pub fp_type: &'a str,
-    pub quantize: QuantMode,
-    pub asymmetric: bool,
-    pub matmul_per_channel: bool,
-    pub samples: Vec<Vec<(String, Tensor)>>,
-    pub method_tables: Vec<(String, &'a CalibrationTable)>,
-    pub counts: Vec<Entry>,
-    pub timings: Vec<Timing>,
-    pub outputs: Vec<String>,
-    pub search: Option<qtune_report::Search>,
-    pub transforms: Vec<qtune_report::Transform>,
-    pub notes: Vec<String>,
-    /// The quantized model of `graph`, when the command built it already.
-    pub prebuilt: Option<qtune_search::report::Prebuilt<'a>>,
-    /// The measures, when the command took them beside its own runs
-    /// (`samples` is then empty).
-    pub measured: Option<Gathered>,
-}
-
-/// Measures, then writes the report and chart, or prints the text table.
-pub fn finish(flags: &ReportFlags, quiet: bool, facts: RunFacts) -> Result<()> {
-    if !flags.wanted(quiet) {
-        return Ok(());
-    }
-    let start = Instant::now();
-    let mut notes = facts.notes;
-    let mut facts_samples = facts.samples;
-    if flags.report.is_none() && flags.plot.is_none() {
-        // The text table alone: one sample keeps it a small part of any run.
-        facts_samples.truncate(RUN_REPORT_SAMPLES);
-    }
-    let processor = Processor::parse(facts.processor);
-    let measured_by_command = facts.measured.is_some();
-    let (gathered, samples) = match (facts.measured, processor) {
-        (Some(g), _) => {
-            let n = g.samples;
-            (Some(g), n)
-        }
-        (None, Some(p)) => {
-            let fp_type = p
-                .profile()
-                .float_type(facts.fp_type)
-                .map_err(anyhow::Error::msg)?;
-            let g = gather(
-                &GatherRequest {
-                    graph: facts.graph,
-                    processor: p,
-                    quantize: facts.quantize,
-                    table: facts.table,
-                    qtable: facts.qtable,
-                    fp_type,
-                    asymmetric: facts.asymmetric,
-                    matmul_per_channel: facts.matmul_per_channel,
-                    method_tables: facts.method_tables,
-                    histograms: flags.report.is_some(),
-                    prebuilt: facts.prebuilt,
-                },
-                &facts_samples,
-            )
-            .context("measuring the report")?;
-            (Some(g), facts_samples.len())
-        }
-        (None, None) => {
-            notes.push(format!(
-                "qtune does not simulate processor {}: no per-layer similarity",
-                facts.processor
-            ));
-            (None, 0)
-        }
-    };
-    if samples == 0 && processor.is_some() {
-        notes.push("no samples to run: the per-layer similarity and histograms are not measured (model_deploy measures them on --test_input)".into());
-    }
-    // Measures taken beside the command's own runs were timed there.
-    let extra = gathered.as_ref().map_or(0.0, |g| g.extra_seconds);
-    let own = if measured_by_command { extra } else { 0.0 };
-    if let Some(g) = &gathered
-        && g.float_from_reference > 0
-    {
-        notes.push(format!(
-            "the float tensors of {} sample(s) are the reference arrays the run compared with (--test_reference), not a float run of qtune's",
-            g.float_from_reference
-        ));
-    }
-    let mut timings = facts.timings;
-    timings.push(Timing::new("report", own + start.elapsed().as_secs_f64()));
-    let mut counts = facts.counts;
-    counts.push(Entry::new("layers (ops)", facts.graph.node_count()));
-    counts.push(Entry::new("report samples", samples));
-    let g = gathered.unwrap_or_default();
-    let report = Report {
-        header: qtune_report::Header {
-            title: facts.title,
-            command_line: command_line(),
-            model: facts.model.display().to_string(),
-            processor: facts.processor.to_string(),
-            dataset: facts.dataset,
-            counts,
-            versions: vec![Entry::new("qtune", env!("CARGO_PKG_VERSION"))],
-            timings,
-            outputs: facts.outputs,
-        },
-        layers: g.layers,
-        similarity_samples: g.samples,
-        histograms: g.histograms,
-        histogram_source: g.histogram_source,
-        weights: g.weights,
-        search: facts.search,
-        transforms: facts.transforms,
-        notes,
-    };
-    write_outputs(flags, quiet, &report)
-}
-
-/// Writes the report and the chart, or prints the text table.
-pub fn write_outputs(flags: &ReportFlags, quiet: bool, report: &Report) -> Result<()> {
-    if let Some(p) = &flags.plot {
-        let png = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-        if png {
-            qtune_report::svg::write_layer_png(report, p)?;
-        } else {
-            qtune_report::svg::write_layer_svg(report, p)?;
-        }
-        if !quiet {
-            eprintln!("wrote the per-layer chart {}", p.display());
-        }
-    }
-    match &flags.report {
-        Some(p) => {
-            qtune_report::html::write_html(report, p)?;
-            if !quiet {
-                let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-                eprintln!(
-                    "wrote the report {} ({} KiB)",
-                    p.display(),
-                    size.div_ceil(1024)
-                );
-            }
-        }
-        None if !quiet => print!("{}", qtune_report::text::layer_table(report)),
-        None => {}
-    }
-    Ok(())
-}
-
-/// The first `n` batches of `loader` as graph inputs by name.
-pub fn loader_samples(
-    graph: &Graph,
-    loader: &qtune_search::SampleLoader,
-    n: usize,
-) -> Result<Vec<Vec<(String, Tensor)>>> {
-    (0..n.min(loader.batch_count()))
-        .map(|i| {
-            Ok(loader
-                .load(i)?
-                .into_iter()
-                .map(|(id, t)| (graph.value(id).name.clone(), t))
-                .collect())
-        })
-        .collect()
-}
-
-/// The rows of the qtable at `path` that name an op of `graph`, as the
-/// deployment reads them (`qtune_deploy::match_qtable`): rows naming no op
-/// and lines TPU-MLIR skips are left out, with one warning line when `warn`
-/// (a command that quantized already warned); modes qtune cannot deploy
-/// are refused.
-pub fn qtable_rows(graph: &Graph, path: &Path, warn: bool) -> Result<Vec<(String, QuantMode)>> {
-    let file = qtune_quant::read_qtable(path)?;
-    let matched = qtune_deploy::match_qtable(graph, &file);
-    if warn && let Some(summary) = matched.skipped_summary(path) {
-        eprintln!("warning: {summary} (skipped)");
-    }
-    matched.check_modes(path)?;
-    Ok(matched.pairs())
-}
-
-/// The model with BatchNorm folded and TPU-MLIR op names: what the tables
-/// key and the deployed model is planned from.
-pub fn deploy_graph(model: &Path, input_shapes: Option<&str>) -> Result<Graph> {
-    let mut prepare = PrepareOptions::default();
-    prepare.fold_batchnorm = true;
-    Ok(
-        model::load_model(model, input_shapes, &prepare, Naming::TopOps)?
-            .exec
-            .graph()
-            .clone(),
-    )
-}
-
-/// A search's `(float layers, cos)` trajectory; the first point is all-int8.
-pub fn trajectory(
-    points: &[(usize, f64)],
-    label: impl Fn(usize) -> String,
-) -> Vec<qtune_report::TrajectoryPoint> {
-    points
-        .iter()
-        .map(|&(k, cos)| qtune_report::TrajectoryPoint {
-            float_layers: k,
-            cos,
-            label: if k == 0 { "all int8".into() } else { label(k) },
-        })
-        .collect()
-}
-
-/// `--data_list` or else `--dataset`, for the report header.
-pub fn dataset_label(data_list: Option<&PathBuf>, dataset: Option<&PathBuf>) -> String {
-    data_list
-        .or(dataset)
-        .map(|p| p.display().to_string())
-        .unwrap_or_default()
-}
-
-/// A search's figures for the report.
-pub fn search_of_layers(
-    kind: &str,
-    expected_cos: f64,
-    methods: &[String],
-    outcome: &qtune_search::mix::LayerSearchOutcome,
-    what: &str,
-) -> qtune_report::Search {
-    qtune_report::Search {
-        kind: kind.into(),
-        scale: "TPU-MLIR's mapped scale 0.5 + 0.5 cos; a loss is 1 minus it".into(),
-        expected_cos: Some(expected_cos),
-        methods: methods.to_vec(),
-        trajectory: trajectory(&outcome.trajectory, |k| {
-            format!("{k} most sensitive in float")
-        }),
-        layers: outcome
-            .results
-            .iter()
-            .map(|r| qtune_report::SearchLayer {
-                name: r.name.clone(),
-                op_type: r.top_type.clone(),
-                losses: r.losses.clone(),
-                chosen_method: Some(r.method.clone()),
-                threshold: Some(r.threshold),
-            })
-            .collect(),
-        layer_loss: what.into(),
-        float_layers: outcome.float_layers.clone(),
-        all_int8_cos: Some(outcome.all_int8_cos),
-        final_cos: Some(outcome.mix_cos),
-    }
 }
 
 /// `qtune report`: a report of a model quantized with existing tables.
@@ -406,14 +136,14 @@ fn run_inner(args: Args) -> Result<()> {
     let samples = loader_samples(cal.loaded.exec.graph(), &cal.loader, args.input_num)?;
     let graph = deploy_graph(&args.model, args.input_shapes.as_deref())?;
     let table = CalibrationTable::read(&args.calibration_table)?;
+    let bar = Bar::new(args.quiet);
     let qtable = match &args.quantize_table {
-        Some(p) => qtable_rows(&graph, p, !args.quiet)?,
+        Some(p) => report::qtable_rows(&graph, p, (!args.quiet).then_some(&bar as _))?,
         None => Vec::new(),
     };
     let load_time = start.elapsed().as_secs_f64();
-    finish(
-        &flags,
-        args.quiet,
+    report::finish(
+        &flags.outputs(args.quiet),
         RunFacts {
             title: "qtune report".into(),
             model: &args.model,
@@ -440,5 +170,7 @@ fn run_inner(args: Args) -> Result<()> {
             prebuilt: None,
             measured: None,
         },
-    )
+        &bar,
+    )?;
+    Ok(())
 }

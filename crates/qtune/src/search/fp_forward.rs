@@ -1,7 +1,4 @@
-//! The mixed-precision tools that run as library calls so far:
-//! `fp_forward` (the float layers before, after and between named ops).
-//! The other searches (`run_calibration --search`, `run_qtable`,
-//! `run_sensitive_layer`) still run from the CLI's `commands/search.rs`.
+//! `fp_forward`: the float layers before, after and between named ops.
 
 use std::path::{Path, PathBuf};
 
