@@ -110,6 +110,18 @@ impl std::fmt::Display for CheckFailed {
 
 impl std::error::Error for CheckFailed {}
 
+/// Whether `e` says a check ran and failed (exit code 1): the CLI's own
+/// [`CheckFailed`] or the library's [`qtune::Error::CheckFailed`].
+pub fn is_check_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<CheckFailed>().is_some()
+            || matches!(
+                c.downcast_ref::<qtune::Error>(),
+                Some(qtune::Error::CheckFailed { .. })
+            )
+    })
+}
+
 /// A parsed command line that wants to know which flags were given on it
 /// (not defaulted): `run_calibration` checks them against its `--search`
 /// mode.
@@ -169,11 +181,7 @@ fn main_from<P: Parser + GivenFlags>(
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<CheckFailed>().is_some() {
-                1
-            } else {
-                2
-            }
+            if is_check_failure(&e) { 1 } else { 2 }
         }
     }
 }

@@ -64,7 +64,9 @@ pub fn to_py(e: anyhow::Error) -> PyErr {
     if let Some(kind) = e.chain().find_map(|c| c.downcast_ref::<qtune::Error>()) {
         return match kind {
             qtune::Error::Unsupported { .. } => UnsupportedError::new_err(message),
-            qtune::Error::Internal { .. } => QtuneError::new_err(message),
+            qtune::Error::Internal { .. } | qtune::Error::CheckFailed { .. } => {
+                QtuneError::new_err(message)
+            }
             _ => InputError::new_err(message),
         };
     }

@@ -7,8 +7,7 @@
 //! (`calibrate`'s options, `transform`) parse them with that tool's own flag
 //! struct, so a flag the tool does not take is rejected with clap's message
 //! as on the command line, then make the facade's calls as the command
-//! does (the searches: `qtune::search`); `model_transform`, which the
-//! facade does not offer yet, runs the command in this process.
+//! does (`qtune::model_transform`, the searches of `qtune::search`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -79,7 +78,11 @@ pub fn transform(model_def: &Path, mlir: &Path, flags: &[Flag]) -> Result<()> {
         os(mlir),
     ];
     let a: transform::ToolArgs = parse(argv("model_transform", &head, flags)?)?;
-    transform::run(a.args)
+    let settings = a.args.settings();
+    qtune::with_threads(a.args.threads(), || {
+        qtune::model_transform(&settings, &Console { verbose: true })
+    })?;
+    Ok(())
 }
 
 /// Where console lines and warnings of a facade call go: stdout and
@@ -157,103 +160,24 @@ pub struct DeployRequest {
     pub verbose: bool,
 }
 
-/// `model_deploy` through the facade: quantizes `r.model`, checks it on the
-/// test arrays when given, and writes the QDQ ONNX model `r.output`.
+/// `model_deploy` through the facade (`qtune::model_deploy`): quantizes
+/// `r.model`, checks it on the test arrays when given (a failed check is a
+/// `qtune::Error::CheckFailed`, and nothing is written), and writes the QDQ
+/// ONNX model `r.output`.
 pub fn deploy(r: &DeployRequest) -> Result<()> {
-    if r.test_reference.is_some() && r.test_input.is_none() {
-        bail!("test_reference needs test_input (the arrays to run the model on)");
-    }
-    let failed = qtune::with_threads(r.threads, || {
-        let start = std::time::Instant::now();
-        qtune::deploy::check_output(&r.output)?;
-        let mut settings = qtune::QuantizeSettings::default();
-        settings.mode =
-            qtune::deploy::parse_quantize_mode(Some(&r.quantize), r.calibration_table.is_some())?;
-        settings.processor = r.processor.clone();
-        settings.calibration_table = r.calibration_table.clone();
-        settings.quantize_table = r.quantize_table.clone();
-        settings.asymmetric = r.asymmetric;
-        let console = Console { verbose: r.verbose };
-        let deployment = qtune::deploy(&r.model, &settings, &console)?;
-        if r.verbose {
-            for line in deployment.summary() {
-                eprintln!("{line}");
-            }
-        }
-        if let Some(input) = &r.test_input
-            && let Some(failure) = verify(r, &deployment, input)?
-        {
-            return Ok(Some(failure));
-        }
-        deployment.write_onnx(&r.output)?;
-        if r.verbose {
-            eprintln!(
-                "wrote {} in {:.2} s",
-                r.output.display(),
-                start.elapsed().as_secs_f64()
-            );
-        }
-        Ok(None)
-    })?;
-    match failed {
-        // A check that ran and failed is not a bad input.
-        Some(failure) => Err(qtune_cli::CheckFailed(failure).into()),
-        None => Ok(()),
-    }
-}
-
-/// Runs the deployment on `input`, writes its outputs, and compares them
-/// with `r.test_reference` within model_deploy's default tolerance; says
-/// how the comparison failed, if it did.
-fn verify(r: &DeployRequest, d: &qtune::Deployment, input: &Path) -> qtune::Result<Option<String>> {
-    let source = input.display().to_string();
-    let arrays = qtune_tensor::read_npz(input)?;
-    if r.test_reference.is_some() {
-        let n = d.sample_count(&arrays, &source)?;
-        if n != 1 {
-            return Err(qtune::Error::setting(
-                "test_input",
-                format!("test_input {source}: holds {n} samples; give one with test_reference"),
-            ));
-        }
-    }
-    let named = d.simulate(&arrays, false, &source)?;
-    let stem = r
-        .output
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    qtune_tensor::write_npz(
-        &r.output.with_file_name(format!("{stem}_tpu_outputs.npz")),
-        &named,
-    )?;
-    let Some(reference) = &r.test_reference else {
-        return Ok(None);
-    };
-    let refs = qtune_tensor::read_npz(reference)?;
-    let tol_text = qtune::deploy::default_tolerance(d.mode);
-    let tol = Tolerance::parse(tol_text).map_err(|e| qtune::Error::Internal {
-        message: format!("tolerance {tol_text}: {e}"),
-    })?;
-    let report = qtune::compare::compare(&named, &refs, tol, &[]);
-    if r.verbose {
-        for line in report.lines(false) {
-            println!("{line}");
-        }
-    }
-    let (compared, failed) = (report.compared(), report.failed());
-    Ok(if compared == 0 {
-        Some(format!(
-            "no tensor names in common between the outputs on `{source}` and `{}`",
-            reference.display()
-        ))
-    } else if failed > 0 {
-        Some(format!(
-            "{failed} of {compared} tensors below tolerance {tol_text}"
-        ))
-    } else {
-        None
-    })
+    let mut settings = qtune::QuantizeSettings::default();
+    settings.mode =
+        qtune::deploy::parse_quantize_mode(Some(&r.quantize), r.calibration_table.is_some())?;
+    settings.processor = r.processor.clone();
+    settings.calibration_table = r.calibration_table.clone();
+    settings.quantize_table = r.quantize_table.clone();
+    settings.asymmetric = r.asymmetric;
+    let mut d = qtune::ModelDeploy::new(&r.model, settings, &r.output);
+    d.test_input = r.test_input.clone();
+    d.test_reference = r.test_reference.clone();
+    let console = Console { verbose: r.verbose };
+    qtune::with_threads(r.threads, || qtune::model_deploy(&d, &console))?;
+    Ok(())
 }
 
 /// Compares named target and reference arrays as `npz_tool compare` does

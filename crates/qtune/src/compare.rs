@@ -132,6 +132,45 @@ pub fn compare(
     Report { tensors }
 }
 
+/// Compares the tensors two sets have in common (by name) as `npz_tool
+/// compare` does, gives its summary lines to the reporter (every tensor
+/// when `verbose`, else the failures), and returns (compared, failed); a
+/// tensor below the tolerance, or no name shared, is
+/// [`Error::CheckFailed`](crate::Error::CheckFailed). `files` name the two
+/// sets in that message.
+#[allow(clippy::too_many_arguments)]
+pub fn check(
+    target: &[(String, Tensor)],
+    reference: &[(String, Tensor)],
+    tolerance: Tolerance,
+    tolerance_text: &str,
+    excepts: &[&str],
+    verbose: bool,
+    files: (&std::path::Path, &std::path::Path),
+    reporter: &dyn crate::Reporter,
+) -> crate::Result<(usize, usize)> {
+    let report = compare(target, reference, tolerance, excepts);
+    for line in report.lines(verbose) {
+        reporter.line(&line);
+    }
+    let (compared, failed) = (report.compared(), report.failed());
+    if compared == 0 {
+        return Err(crate::Error::CheckFailed {
+            message: format!(
+                "no tensor names in common between `{}` and `{}`",
+                files.0.display(),
+                files.1.display()
+            ),
+        });
+    }
+    if failed > 0 {
+        return Err(crate::Error::CheckFailed {
+            message: format!("{failed} of {compared} tensors below tolerance {tolerance_text}"),
+        });
+    }
+    Ok((compared, failed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,11 @@ pub enum Error {
     /// opset, a domain, a data type).
     #[error("{message}")]
     Unsupported { message: String },
+    /// A check ran and failed: the quantized model's outputs are below the
+    /// tolerance against the reference (the command-line tools exit 1, not
+    /// 2: the inputs were fine).
+    #[error("{message}")]
+    CheckFailed { message: String },
     /// An invariant of qtune does not hold: a bug.
     #[error("{message}")]
     Internal { message: String },
@@ -65,6 +70,7 @@ impl Error {
             | Error::File { message, .. }
             | Error::Input { message }
             | Error::Unsupported { message }
+            | Error::CheckFailed { message }
             | Error::Internal { message } => message,
         }
     }
@@ -90,6 +96,7 @@ impl Error {
             },
             Error::Input { .. } => Error::Input { message },
             Error::Unsupported { .. } => Error::Unsupported { message },
+            Error::CheckFailed { .. } => Error::CheckFailed { message },
             Error::Internal { .. } => Error::Internal { message },
         }
     }

@@ -2,6 +2,8 @@
 //! (`run_calibration`, `model_deploy`, ...) do, as typed calls a Rust
 //! program (and the Python package) makes.
 //!
+//! * [`model_transform()`]: TPU-MLIR's `model_transform` (ONNX to Top
+//!   `.mlir` and its weights, validated on a test input).
 //! * [`model`]: load a model (`.onnx` or Top-dialect `.mlir`) with its
 //!   preprocessing ([`Preprocess`]); [`parse_input_shapes`].
 //! * [`CalibrationSource`]: the samples (a dataset folder, a data list, npz
@@ -12,6 +14,8 @@
 //! * [`deploy()`]: quantize a model per processor, calibration table and
 //!   qtable ([`QuantizeSettings`]) into a [`Deployment`]: the plan, its
 //!   integer simulation, the QDQ ONNX export.
+//! * [`model_deploy()`]: TPU-MLIR's `model_deploy` as one call (quantize,
+//!   check on test arrays, write the QDQ model and the report).
 //! * [`compare::compare`]: two sets of named tensors compared as
 //!   `npz_tool compare` does.
 //! * [`search`]: the mixed-precision tools (`search_threshold`,
@@ -49,6 +53,8 @@ pub mod compare;
 pub mod deploy;
 mod error;
 pub mod model;
+mod model_deploy;
+mod model_transform;
 mod preprocess;
 pub mod processor;
 pub mod report;
@@ -68,6 +74,8 @@ pub use deploy::{
 pub(crate) use error::bail;
 pub use error::{Error, Result};
 pub use model::{LoadedModel, Naming, OnnxIoNames, load_model, parse_input_shapes};
+pub use model_deploy::{Deployed, ModelDeploy, model_deploy, outputs_path};
+pub use model_transform::{TransformSettings, model_transform};
 pub use preprocess::{Preprocess, model_preprocess};
 pub use processor::{check_processor, float_mode, processor_names};
 pub use source::{CalibrationSource, Selected};

@@ -1,10 +1,8 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use qtune_tensor::compare::Tolerance;
-use qtune_tensor::{Tensor, read_npz};
-
-use crate::CheckFailed;
+use qtune_tensor::read_npz;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +31,7 @@ pub fn run(args: Args) -> Result<()> {
         .as_deref()
         .map(|s| s.split(',').map(str::trim).collect())
         .unwrap_or_default();
-    check(
+    qtune::compare::check(
         &target,
         &reference,
         tol,
@@ -41,39 +39,7 @@ pub fn run(args: Args) -> Result<()> {
         &excepts,
         args.verbose,
         (&args.target, &args.reference),
-    )
-}
-
-/// Compares the tensors two sets have in common (by name), prints
-/// `npz_tool compare`'s summary, and fails with [`CheckFailed`] when a tensor
-/// is below the tolerance or no name is shared.
-pub fn check(
-    target: &[(String, Tensor)],
-    reference: &[(String, Tensor)],
-    tol: Tolerance,
-    tol_text: &str,
-    excepts: &[&str],
-    verbose: bool,
-    files: (&Path, &Path),
-) -> Result<()> {
-    let report = qtune::compare::compare(target, reference, tol, excepts);
-    for line in report.lines(verbose) {
-        println!("{line}");
-    }
-    let (compared, failed) = (report.compared(), report.failed());
-    if compared == 0 {
-        return Err(CheckFailed(format!(
-            "no tensor names in common between `{}` and `{}`",
-            files.0.display(),
-            files.1.display()
-        ))
-        .into());
-    }
-    if failed > 0 {
-        return Err(CheckFailed(format!(
-            "{failed} of {compared} tensors below tolerance {tol_text}"
-        ))
-        .into());
-    }
+        &crate::progress::Bar::new(false),
+    )?;
     Ok(())
 }

@@ -1,17 +1,12 @@
 //! `model_deploy` / `qtune deploy`: quantizes a model per processor profile,
 //! calibration table and qtable, simulates it (fake quantization on the
-//! executor), checks it against a reference, and writes it as a QDQ ONNX model.
+//! executor), checks it against a reference, and writes it as a QDQ ONNX
+//! model. The work is the library's (`qtune::model_deploy`); this is flags
+//! to settings and one call.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-
-use qtune_deploy::Processor;
-use qtune_exec::{NoHook, Parallelism, RunOptions};
-use qtune_quant::QuantMode;
-use qtune_search::report::{EarlyHistograms, GatherRequest, Gathered, Measurer, Prebuilt};
-use qtune_tensor::compare::Tolerance;
-use qtune_tensor::{read_npz, write_npz};
+use anyhow::{Result, bail};
 
 use crate::model::QuantArgs;
 
@@ -196,341 +191,30 @@ pub struct ToolArgs {
     pub args: Args,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    super::with_threads(args.threads, || run_inner(args))
-}
-
-fn run_inner(args: Args) -> Result<()> {
-    let start = std::time::Instant::now();
-    qtune::deploy::check_output(&args.model)?;
-    args.report.check()?;
-    let mode = args.quant.mode()?;
-    let tol_text = args
-        .tolerance
-        .clone()
-        .unwrap_or_else(|| qtune::deploy::default_tolerance(mode).to_string());
-    let tol = Tolerance::parse(&tol_text).map_err(|e| anyhow::anyhow!("--tolerance: {e}"))?;
-    if args.test_reference.is_some() && args.test_input.is_none() {
-        bail!("--test_reference needs --test_input (the arrays to run the model on)");
-    }
-    let mut settings = args.quant.settings()?;
-    settings.mode = mode;
-    args.weights.apply(&mut settings)?;
-    // `--test_reference` is read on another thread while the model is
-    // quantized (which leaves a core idle); with an HTML report that thread
-    // also computes the report's histograms of the reference's tensors.
-    let early_wanted = args.report.report.is_some()
-        && args.test_input.is_some()
-        && Processor::parse(&args.quant.processor).is_some();
-    let (deployment, reference) = std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::channel::<qtune_ir::Graph>();
-        let reader = args.test_reference.as_deref().map(|p| {
-            s.spawn(move || -> Result<(Arrays, Option<EarlyHistograms>)> {
-                let refs = read_npz(p)?;
-                let early = match rx.recv() {
-                    Ok(g) => EarlyHistograms::compute(&g, &refs).context("measuring the report")?,
-                    Err(_) => None,
-                };
-                Ok((refs, early))
-            })
-        });
-        let mut tx = early_wanted.then_some(tx);
-        let deployment =
-            qtune::deploy_observed(&args.mlir, &settings, &crate::progress::Stderr, &mut |g| {
-                if let Some(tx) = tx.take() {
-                    // A closed channel only means the reader stopped on an
-                    // error, which it reports itself.
-                    let _ = tx.send(g.clone());
-                }
-            });
-        drop(tx);
-        let reference = reader.map(|h| {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("reading --test_reference: the thread panicked"))
-        });
-        (deployment, reference)
-    });
-    let deployment = deployment?;
-    let (refs, early) = match reference {
-        Some(r) => {
-            let (refs, early) = r??;
-            (Some(refs), early)
-        }
-        None => (None, None),
-    };
-    let graph = &deployment.graph;
-    if !args.quiet {
-        for line in deployment.summary() {
-            eprintln!("{line}");
-        }
-    }
-    let arrays = match &args.test_input {
-        Some(p) => Some(read_npz(p)?),
-        None => None,
-    };
-    // The report is measured beside the runs the command makes anyway: its
-    // tables are read and its measurer made before them.
-    let tables = if args.report.wanted(args.quiet) {
-        Some(ReportTables::read(&args, graph)?)
-    } else {
-        None
-    };
-    let mut measurer = match &tables {
-        Some(t) => measurer(&args, &deployment, t, arrays.as_deref())?
-            .map(|m| m.with_early_histograms(early)),
-        None => None,
-    };
-    if let (Some(input), Some(arrays)) = (&args.test_input, &arrays) {
-        verify(
-            &args,
-            &deployment,
-            input,
-            arrays,
-            refs.as_deref(),
-            (tol, &tol_text),
-            measurer.as_mut(),
-        )?;
-    }
-    // The npz written above keeps TPU-MLIR's op names, as TPU-MLIR's
-    // `_tpu_outputs.npz` and `--test_reference` files do; the model takes
-    // the source's ONNX names. The report's last pending measures (the
-    // last sample's isolated run and histograms) run meanwhile.
-    let (packed, measured) = std::thread::scope(|s| {
-        let pending = measurer.map(|m| s.spawn(move || m.finish()));
-        let packed = deployment.write_onnx(&args.model);
-        let measured = pending.map(|h| {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("measuring the report: the thread panicked"))
-        });
-        (packed, measured)
-    });
-    let packed = packed?;
-    let measured = match measured {
-        Some(m) => Some(m?.context("measuring the report")?),
-        None => None,
-    };
-    let deploy_time = start.elapsed().as_secs_f64();
-    if !args.quiet {
-        let nbits = match packed {
-            0 => String::new(),
-            n => format!(" ({n} 4-bit weight-only layers as com.microsoft MatMulNBits)"),
-        };
-        eprintln!(
-            "wrote {}{nbits} in {deploy_time:.2} s",
-            args.model.display()
-        );
-    }
-    if let Some(t) = &tables {
-        report(&args, mode, deploy_time, graph, t, measured)?;
-    }
-    Ok(())
-}
-
-/// Named arrays, as an npz file holds them.
-type Arrays = Vec<(String, qtune_tensor::Tensor)>;
-
-/// The tables a report of the deployment shows.
-struct ReportTables {
-    table: Option<qtune_quant::CalibrationTable>,
-    qtable: Vec<(String, QuantMode)>,
-}
-
-impl ReportTables {
-    fn read(args: &Args, graph: &qtune_ir::Graph) -> Result<Self> {
-        Ok(ReportTables {
-            table: match &args.quant.calibration_table {
-                Some(p) => Some(qtune_quant::CalibrationTable::read(p)?),
-                None => None,
-            },
-            qtable: match &args.quant.quantize_table {
-                Some(p) => qtune::report::qtable_rows(graph, p, None)?,
-                None => Vec::new(),
-            },
-        })
-    }
-}
-
-/// The measurer of the report, for the samples of `--test_input` it
-/// measures: all of them for a report or chart, the first for the text
-/// table alone. None when qtune does not simulate the processor.
-fn measurer<'a>(
-    args: &Args,
-    deployment: &'a qtune::Deployment,
-    tables: &'a ReportTables,
-    arrays: Option<&[(String, qtune_tensor::Tensor)]>,
-) -> Result<Option<Measurer<'a>>> {
-    let Some(processor) = Processor::parse(&args.quant.processor) else {
-        return Ok(None);
-    };
-    let fp_type = processor
-        .profile()
-        .float_type(&args.quant.fp_type)
-        .map_err(anyhow::Error::msg)?;
-    let count = match (arrays, &args.test_input) {
-        (Some(a), Some(p)) => {
-            let n = deployment.sample_count(a, &p.display().to_string())?;
-            if args.report.report.is_some() || args.report.plot.is_some() {
-                n
-            } else {
-                n.min(qtune::report::RUN_REPORT_SAMPLES)
-            }
-        }
-        _ => 0,
-    };
-    let m = Measurer::new(
-        &GatherRequest {
-            graph: &deployment.graph,
-            processor,
-            quantize: deployment.mode,
-            table: tables.table.as_ref(),
-            qtable: &tables.qtable,
-            fp_type,
-            asymmetric: args.quant.asymmetric,
-            matmul_per_channel: args.quant.matmul_perchannel,
-            method_tables: Vec::new(),
-            histograms: args.report.report.is_some(),
-            prebuilt: Some(Prebuilt {
-                plan: &deployment.quantized.plan,
-                sim: &deployment.simulation,
-            }),
-        },
-        count,
-    )
-    .context("measuring the report")?;
-    Ok(Some(m))
-}
-
-/// The report of the deployed model, measured on `--test_input`.
-fn report(
-    args: &Args,
-    mode: QuantMode,
-    deploy_time: f64,
-    graph: &qtune_ir::Graph,
-    tables: &ReportTables,
-    measured: Option<Gathered>,
-) -> Result<()> {
-    let mut outputs = vec![args.model.display().to_string()];
-    if args.test_input.is_some() {
-        outputs.push(outputs_path(&args.model).display().to_string());
-    }
-    let mut counts = vec![qtune_report::Entry::new("quantize", mode)];
-    if let Some(p) = &args.quant.calibration_table {
-        counts.push(qtune_report::Entry::new("calibration table", p.display()));
-    }
-    if let Some(p) = &args.quant.quantize_table {
-        counts.push(qtune_report::Entry::new("qtable", p.display()));
-    }
-    qtune::report::finish(
-        &args.report.outputs(args.quiet),
-        qtune::report::RunFacts {
-            title: "model_deploy".into(),
-            model: &args.mlir,
-            graph,
-            processor: &args.quant.processor,
-            dataset: args
-                .test_input
-                .as_ref()
-                .map(|p| format!("{} (--test_input)", p.display()))
-                .unwrap_or_else(|| "none (no --test_input)".into()),
-            table: tables.table.as_ref(),
-            qtable: &tables.qtable,
-            fp_type: &args.quant.fp_type,
-            quantize: mode,
-            asymmetric: args.quant.asymmetric,
-            matmul_per_channel: args.quant.matmul_perchannel,
-            samples: Vec::new(),
-            method_tables: Vec::new(),
-            counts,
-            timings: vec![qtune_report::Timing::new("deploy", deploy_time)],
-            outputs,
-            search: None,
-            transforms: Vec::new(),
-            notes: Vec::new(),
-            prebuilt: None,
-            measured,
-        },
-        &crate::progress::Bar::new(args.quiet),
-    )?;
-    Ok(())
-}
-
-/// Runs the simulation on `--test_input` (`arrays`), writes its outputs,
-/// and compares them with `--test_reference`. With a report, `measurer`
-/// measures beside the runs (the reference arrays serve as the float
-/// model's tensors when they hold every one it reads).
-fn verify(
-    args: &Args,
-    deployment: &qtune::Deployment,
-    input: &Path,
-    arrays: &[(String, qtune_tensor::Tensor)],
-    refs: Option<&[(String, qtune_tensor::Tensor)]>,
-    (tol, tol_text): (Tolerance, &str),
-    measurer: Option<&mut Measurer>,
-) -> Result<()> {
-    let source = input.display().to_string();
-    // Several stacked samples run one by one and their outputs are written
-    // stacked the same way (to check the export on a whole validation set);
-    // a comparison with --test_reference takes one sample, as TPU-MLIR's.
-    if args.test_reference.is_some() {
-        let n = deployment.sample_count(arrays, &source)?;
-        if n != 1 {
-            let g = deployment.simulation.graph();
-            bail!(
-                "--test_input {source}: holds {n} samples for a batch-{} model; give one with \
-                 --test_reference",
-                g.inputs
-                    .first()
-                    .and_then(|&i| g.shape_of(i).ok())
-                    .and_then(|s| s.dims().first().copied())
-                    .unwrap_or(1)
-            );
-        }
-    }
-    let named = match measurer {
-        None => deployment.simulate(arrays, args.compare_all, &source)?,
-        Some(m) => {
-            let sim = &deployment.simulation;
-            let g = sim.graph();
-            deployment.simulate_each(arrays, args.compare_all, &source, &mut |inputs, keep| {
-                if m.wants_sample() {
-                    let named: Vec<(String, qtune_tensor::Tensor)> = inputs
-                        .into_iter()
-                        .map(|(id, t)| (g.value(id).name.clone(), t))
-                        .collect();
-                    Ok(m.sample(&named, refs, keep)?)
-                } else {
-                    let opts = RunOptions::new(keep.clone(), Parallelism::Rayon);
-                    Ok(sim.run(inputs, &opts, &mut NoHook)?)
-                }
-            })?
-        }
-    };
-    let out_npz = outputs_path(&args.model);
-    write_npz(&out_npz, &named)?;
-    if let (Some(reference), Some(refs)) = (&args.test_reference, refs) {
-        let excepts: Vec<&str> = args
+impl Args {
+    /// The library's settings of this model_deploy run.
+    pub fn settings(&self) -> Result<qtune::ModelDeploy> {
+        let mut settings = self.quant.settings()?;
+        settings.mode = self.quant.mode()?;
+        self.weights.apply(&mut settings)?;
+        let mut d = qtune::ModelDeploy::new(&self.mlir, settings, &self.model);
+        d.test_input = self.test_input.clone();
+        d.test_reference = self.test_reference.clone();
+        d.tolerance = self.tolerance.clone();
+        d.compare_all = self.compare_all;
+        d.excepts = self
             .excepts
             .as_deref()
-            .map(|s| s.split(',').map(str::trim).collect())
+            .map(|s| s.split(',').map(|e| e.trim().to_string()).collect())
             .unwrap_or_default();
-        super::compare::check(
-            &named,
-            refs,
-            tol,
-            tol_text,
-            &excepts,
-            !args.quiet,
-            (&out_npz, reference),
-        )?;
+        d.report = self.report.outputs(self.quiet);
+        Ok(d)
     }
-    Ok(())
 }
 
-/// `<model without extension>_tpu_outputs.npz`, as TPU-MLIR names it.
-fn outputs_path(model: &Path) -> PathBuf {
-    let stem = model
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    model.with_file_name(format!("{stem}_tpu_outputs.npz"))
+pub fn run(args: Args) -> Result<()> {
+    let settings = args.settings()?;
+    let bar = crate::progress::Bar::new(args.quiet);
+    qtune::with_threads(args.threads, || qtune::model_deploy(&settings, &bar))?;
+    Ok(())
 }
