@@ -311,4 +311,118 @@ mod tests {
             Some(2)
         );
     }
+
+    /// The modules of this crate (`flags`, `commands::search`, ...) with
+    /// the source of each.
+    fn crate_modules() -> Vec<(String, String)> {
+        fn walk(dir: &std::path::Path, prefix: &str, out: &mut Vec<(String, String)>) {
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            entries.sort();
+            for p in entries {
+                let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+                if p.is_dir() {
+                    if stem != "bin" {
+                        walk(&p, &format!("{prefix}{stem}::"), out);
+                    }
+                } else if p.extension().is_some_and(|e| e == "rs") {
+                    let name = match stem.as_str() {
+                        "mod" => prefix.trim_end_matches("::").to_string(),
+                        "lib" => String::new(),
+                        _ => format!("{prefix}{stem}"),
+                    };
+                    out.push((name, std::fs::read_to_string(&p).unwrap()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            "",
+            &mut out,
+        );
+        out
+    }
+
+    /// The modules `source` (module `module`) names through `crate::` or
+    /// `super::` paths, resolved to the longest module prefix.
+    fn imports(module: &str, source: &str, modules: &[String]) -> Vec<String> {
+        let parent: Vec<&str> = module
+            .rsplit_once("::")
+            .map_or(Vec::new(), |(p, _)| p.split("::").collect());
+        let mut out = Vec::new();
+        for (i, _) in source
+            .match_indices("crate::")
+            .chain(source.match_indices("super::"))
+        {
+            if source[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let path: String = source[i..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let mut parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
+            if parts[0] == "super" {
+                parts.splice(0..1, parent.iter().copied());
+            } else {
+                parts.remove(0);
+            }
+            for k in (1..=parts.len()).rev() {
+                let candidate = parts[..k].join("::");
+                if candidate != module && modules.contains(&candidate) {
+                    out.push(candidate);
+                    break;
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// No two modules of the CLI import each other, directly or through
+    /// others: the flag structs, the printing and the commands form a
+    /// layering, not a circle.
+    #[test]
+    fn no_module_imports_form_a_circle() {
+        let sources = crate_modules();
+        let names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
+        assert!(
+            names.contains(&"commands::search".to_string()) && names.contains(&"flags".to_string())
+        );
+        let edges: Vec<Vec<String>> = sources.iter().map(|(n, s)| imports(n, s, &names)).collect();
+        // The import list of `flags` names what it uses (a check that the
+        // scan sees imports at all).
+        let flags = names.iter().position(|n| n == "flags").unwrap();
+        assert!(edges[flags].contains(&"commands::preprocess_args".to_string()));
+        let index = |n: &str| names.iter().position(|m| m == n).unwrap();
+        for start in 0..names.len() {
+            // Depth-first from `start`: reaching it again is a circle.
+            let mut stack: Vec<(usize, Vec<usize>)> = vec![(start, vec![start])];
+            let mut seen = vec![false; names.len()];
+            while let Some((node, path)) = stack.pop() {
+                for next in &edges[node] {
+                    let j = index(next);
+                    assert!(
+                        j != start,
+                        "modules import each other in a circle: {}",
+                        path.iter()
+                            .chain(std::iter::once(&j))
+                            .map(|&k| names[k].as_str())
+                            .collect::<Vec<_>>()
+                            .join(" -> ")
+                    );
+                    if !seen[j] {
+                        seen[j] = true;
+                        let mut p = path.clone();
+                        p.push(j);
+                        stack.push((j, p));
+                    }
+                }
+            }
+        }
+    }
 }

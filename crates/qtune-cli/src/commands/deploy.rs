@@ -52,7 +52,7 @@ pub struct Args {
     #[arg(long)]
     pub quiet: bool,
     #[command(flatten)]
-    pub report: super::report::ReportFlags,
+    pub report: crate::flags::ReportFlags,
 }
 
 /// How the weight-only layers' codes are chosen (qtune's addition: the

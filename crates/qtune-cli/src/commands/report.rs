@@ -7,63 +7,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use qtune::report::{self, ReportOutputs, RunFacts, dataset_label, deploy_graph, loader_samples};
+use qtune::report::{self, RunFacts, dataset_label, deploy_graph, loader_samples};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_report::{Entry, Timing};
 
+pub use crate::flags::ReportFlags;
 use crate::progress::Bar;
-
-/// The report flags every quantization command takes.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct ReportFlags {
-    /// Write a self-contained HTML report of the run (per-layer similarity
-    /// to the float model, tensor histograms with each method's threshold,
-    /// weight ranges, the search, a sortable layer table). Without it, the
-    /// per-layer similarity is printed as a text table (not with --quiet).
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Write the per-layer similarity chart alone, as FILE.svg or FILE.png.
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
-}
-
-impl ReportFlags {
-    /// Whether the run measures anything for a report, chart or table.
-    pub fn wanted(&self, quiet: bool) -> bool {
-        self.report.is_some() || self.plot.is_some() || !quiet
-    }
-
-    /// Checks the output paths before any work.
-    pub fn check(&self) -> Result<()> {
-        Ok(self.outputs(true).check()?)
-    }
-
-    /// The library's report outputs: the report and chart asked for, and
-    /// the text table unless `quiet`.
-    pub fn outputs(&self, quiet: bool) -> ReportOutputs {
-        ReportOutputs {
-            html: self.report.clone(),
-            plot: self.plot.clone(),
-            text_table: !quiet,
-            command_line: command_line(),
-        }
-    }
-}
-
-/// The command line as typed, for the report header.
-pub fn command_line() -> String {
-    std::env::args()
-        .map(|a| {
-            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "\"'$;&|<>()".contains(c))
-            {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            } else {
-                a
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 /// `qtune report`: a report of a model quantized with existing tables.
 #[derive(clap::Args)]

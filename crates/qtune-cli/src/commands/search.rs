@@ -215,7 +215,7 @@ pub struct QtableArgs {
     #[command(flatten)]
     common: CommonArgs,
     #[command(flatten)]
-    report: super::report::ReportFlags,
+    report: crate::flags::ReportFlags,
 }
 
 /// Flags every standalone search shares.
@@ -335,7 +335,7 @@ pub struct SensitiveArgs {
     #[command(flatten)]
     common: CommonArgs,
     #[command(flatten)]
-    report: super::report::ReportFlags,
+    report: crate::flags::ReportFlags,
 }
 
 const SENSITIVE_HELP: &str = "\
