@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use anyhow::Result;
-use qtune_exec::{Executor, PrepareOptions};
 
 pub use qtune::model::{
     LoadedModel, Naming, OnnxIoNames, canonical_top_graph, executor_of, import_onnx_named, load,
@@ -119,58 +118,17 @@ pub fn read_calibration_table(path: &Path) -> Result<qtune_quant::CalibrationTab
     )?)
 }
 
-/// A model ready to run: float, or quantized per `quant` (the QDQ graph,
-/// run with fake quantization).
-pub struct RunnableModel {
-    pub exec: Executor,
-    pub quantized: Option<qtune_deploy::QuantizedModel>,
-    /// The source model's graph input and output names.
-    pub onnx_io: OnnxIoNames,
-}
-
-/// Loads `path` and, when `quant` asks for it, quantizes it. Quantized
-/// models are loaded with TPU-MLIR op names (the tables' keys) and
-/// BatchNorm folded into Conv, as TPU-MLIR's lowering does.
-pub fn load_runnable(path: &Path, quant: &QuantArgs) -> Result<RunnableModel> {
-    if !quant.requested() {
-        let loaded = load_model(path, None, &PrepareOptions::default(), Naming::AsInFile)?;
-        return Ok(RunnableModel {
-            exec: loaded.exec,
-            quantized: None,
-            onnx_io: loaded.onnx_io,
-        });
-    }
-    let mut prepare = PrepareOptions::default();
-    prepare.fold_batchnorm = true;
-    let loaded = load_model(path, None, &prepare, Naming::TopOps)?;
-    let q = quant.quantize(loaded.exec.graph())?;
-    let exec = executor_of(&q.simulation_graph(), path)?;
-    Ok(RunnableModel {
-        exec,
-        quantized: Some(q),
-        onnx_io: loaded.onnx_io,
-    })
-}
-
-/// [`load_model`] with the model's own names when `quant` asks for no
-/// quantization; else the quantized model (TPU-MLIR op names), with the
-/// input attributes of the file.
-pub fn load_model_quantized(path: &Path, quant: &QuantArgs) -> Result<LoadedModel> {
-    if !quant.requested() {
-        return Ok(load_model(
-            path,
-            None,
-            &PrepareOptions::default(),
-            Naming::AsInFile,
-        )?);
-    }
-    let mut prepare = PrepareOptions::default();
-    prepare.fold_batchnorm = true;
-    let loaded = load_model(path, None, &prepare, Naming::TopOps)?;
-    let q = quant.quantize(loaded.exec.graph())?;
-    Ok(LoadedModel {
-        exec: executor_of(&q.simulation_graph(), path)?,
-        input_attrs: loaded.input_attrs,
-        onnx_io: loaded.onnx_io,
-    })
+/// [`qtune::deploy::load_runnable`] with these flags: the model as it is
+/// when they ask for no quantization, else quantized and simulated.
+pub fn load_runnable(path: &Path, quant: &QuantArgs) -> Result<LoadedModel> {
+    let settings = if quant.requested() {
+        Some(quant.settings()?)
+    } else {
+        None
+    };
+    Ok(qtune::deploy::load_runnable(
+        path,
+        settings.as_ref(),
+        &crate::progress::Stderr,
+    )?)
 }

@@ -976,6 +976,29 @@ impl Deployment {
     }
 }
 
+/// `path` loaded to run: as it is (the file's names) when `settings` is
+/// `None`, else quantized per `settings` and simulated (TPU-MLIR op names,
+/// BatchNorm folded into Conv, as TPU-MLIR's lowering does); the input
+/// attributes and ONNX names are the file's either way.
+pub fn load_runnable(
+    path: &Path,
+    settings: Option<&QuantizeSettings>,
+    reporter: &dyn Reporter,
+) -> Result<model::LoadedModel> {
+    let Some(settings) = settings else {
+        return crate::model::load_model(path, None, &PrepareOptions::default(), Naming::AsInFile);
+    };
+    let mut prepare = PrepareOptions::default();
+    prepare.fold_batchnorm = true;
+    let loaded = crate::model::load_model(path, None, &prepare, Naming::TopOps)?;
+    let q = quantize(loaded.exec.graph(), settings, reporter)?;
+    Ok(model::LoadedModel {
+        exec: crate::model::executor_of(&q.simulation_graph(), path)?,
+        input_attrs: loaded.input_attrs,
+        onnx_io: loaded.onnx_io,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,7 +74,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn run_inner(args: Args) -> Result<()> {
-    let loaded = model::load_model_quantized(&args.model, &args.quant)?;
+    let loaded = model::load_runnable(&args.model, &args.quant)?;
     let cfg = super::preprocess_args::model_preprocess(
         &args.preprocess,
         &loaded,

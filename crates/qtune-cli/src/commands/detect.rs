@@ -102,7 +102,7 @@ fn run_inner(args: Args) -> Result<()> {
         Some(p) => Some(read_labels(p)?),
         None => None,
     };
-    let loaded = model::load_model_quantized(&args.model, &args.quant)?;
+    let loaded = model::load_runnable(&args.model, &args.quant)?;
     let cfg = preprocess_config(&args, &loaded)?;
     let exec = &loaded.exec;
     let input = exec.graph().inputs[0];
