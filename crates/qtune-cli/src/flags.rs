@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use qtune::report::ReportOutputs;
-use qtune_search::CalibrationMethod;
+use qtune_calibrate::CalibrationMethod;
 
 use crate::commands::preprocess_args::PreprocessArgs;
 
@@ -393,7 +393,7 @@ impl SearchCommonFlags {
 
 /// Default of `--memory_mb`: with it, each of the seed's long commands on
 /// the workloads stays under 2 GB peak RSS (BENCHMARKS.md, Memory).
-pub const DEFAULT_MEMORY_MB: usize = qtune_search::DEFAULT_KEEP_MEMORY_BYTES >> 20;
+pub const DEFAULT_MEMORY_MB: usize = qtune_calibrate::DEFAULT_KEEP_MEMORY_BYTES >> 20;
 
 /// TPU-MLIR's `str2bool` values of a True/False flag.
 pub(crate) fn parse_bool_flag(flag: &str, v: &str) -> Result<bool> {

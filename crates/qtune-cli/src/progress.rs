@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use qtune_search::Progress;
+use qtune_calibrate::Progress;
 
 /// A progress bar on stderr, one per stage; hidden when stderr is not a
 /// terminal or with --quiet.

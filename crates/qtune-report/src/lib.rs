@@ -13,7 +13,7 @@
 //! * [`text::layer_table`]: the same similarity as a compact text table.
 //!
 //! This crate knows nothing of graphs: the data is gathered where it is
-//! computed (`qtune_search::report`) and handed over here.
+//! computed (`qtune_mixed::report`) and handed over here.
 
 pub mod html;
 pub mod svg;

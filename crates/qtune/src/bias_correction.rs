@@ -1,6 +1,6 @@
 //! `--bc`: bias correction after the main calibration
 //! (spec 1.1 and 3.12), with its log file `Bias_Correction` (spec 2.3).
-//! The work is in `qtune_search::bias_correction`.
+//! The work is in `qtune_transforms::bias_correction`.
 //!
 //! Unlike TPU-MLIR, which rewrites the model's weight npz in place, the
 //! corrected model is a new Top .mlir next to the table, named like the
@@ -12,17 +12,17 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use qtune_calibrate::{CalibrationTable, Progress, QuantMode};
 use qtune_data::PreprocessConfig;
 use qtune_deploy::Processor;
 use qtune_exec::Executor;
 use qtune_ir::mlir::InputAttrs;
-use qtune_search::mix::journal::Journal;
-use qtune_search::mix::log::SearchLog;
-use qtune_search::{
-    BiasCorrectionReport, BiasCorrectionSettings, CalibrationTable, CorrectionOutcome, Progress,
-    QuantMode, bias_correction,
-};
+use qtune_mixed::journal::Journal;
+use qtune_mixed::log::SearchLog;
 use qtune_tensor::Tensor;
+use qtune_transforms::{
+    BiasCorrectionReport, BiasCorrectionSettings, CorrectionOutcome, bias_correction,
+};
 
 use crate::source::Selected;
 use crate::weight_transforms::{self, Transformed, conv_op_name, output_stem};
@@ -148,7 +148,7 @@ pub fn apply(
     let graph = exec.graph();
     // The shape-computing ops stay float, as in the written qtable.
     let float_mode = processor.profile().fp_auto;
-    let qtable: Vec<(String, QuantMode)> = qtune_search::shape_layers(graph)
+    let qtable: Vec<(String, QuantMode)> = qtune_calibrate::shape_layers(graph)
         .into_iter()
         .map(|l| (l, float_mode))
         .collect();
@@ -167,7 +167,7 @@ pub fn apply(
             journal_path.display()
         );
     }
-    let fingerprint = qtune_search::bias_correction_fingerprint(
+    let fingerprint = qtune_transforms::bias_correction_fingerprint(
         graph,
         table,
         &qtable,
@@ -244,6 +244,6 @@ pub fn apply(
     let mut reloaded = weight_transforms::reload(&mlir_path, selection, configs, req.tune_list)?;
     reloaded
         .transforms
-        .push(qtune_search::report::bias_correction_transform(&report));
+        .push(qtune_transforms::report::bias_correction_transform(&report));
     Ok(reloaded)
 }

@@ -6,14 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use qtune_calibrate::{
+    CalibrationMethod, CalibrationOutcome, CalibrationSettings, CalibrationTable, QuantMode,
+    QuantizeTable, SampleLoader, TableHeader, TimeLine,
+};
 use qtune_data::PreprocessConfig;
 use qtune_exec::{Executor, PrepareOptions};
 use qtune_ir::mlir::InputAttrs;
-use qtune_search::{
-    BiasCorrectionSettings, CalibrationMethod, CalibrationOutcome, CalibrationSettings,
-    CalibrationTable, QuantMode, QuantizeTable, SampleLoader, SmoothQuantSettings, TableHeader,
-    TimeLine,
-};
+use qtune_transforms::{BiasCorrectionSettings, SmoothQuantSettings};
 
 use crate::bias_correction::{self, BcRequest};
 use crate::model::{self, LoadedModel, Naming};
@@ -385,7 +385,7 @@ impl Calibration {
             time: time.map(str::to_string),
             sample_number: self.outcome.batches,
             chip: self.processor.clone(),
-            shape_layers: qtune_search::shape_layers(self.executor.graph()),
+            shape_layers: qtune_calibrate::shape_layers(self.executor.graph()),
             shape_mode: self.float_mode(),
             pattern_mode: self.float_mode(),
             ..QuantizeTable::default()
@@ -456,7 +456,7 @@ pub fn calibrate(settings: &CalibrateSettings, reporter: &dyn Reporter) -> Resul
         None => (exec, loader, tune_loader, model_path.clone()),
     };
     let outcome =
-        qtune_search::calibrate(&exec, &loader, tune_loader.as_ref(), &calibration, reporter)
+        qtune_calibrate::calibrate(&exec, &loader, tune_loader.as_ref(), &calibration, reporter)
             .with_context(|| format!("calibrating `{}`", model_path.display()))?;
     // --bc: correct the biases with this table, then calibrate the
     // corrected model (TPU-MLIR's order); that table is the result.
@@ -472,7 +472,7 @@ pub fn calibrate(settings: &CalibrateSettings, reporter: &dyn Reporter) -> Resul
             });
             let mut c = bias_correction::apply(&req, &exec, &table, selection, configs, reporter)?;
             transforms.append(&mut c.transforms);
-            let outcome = qtune_search::calibrate(
+            let outcome = qtune_calibrate::calibrate(
                 &c.exec,
                 &c.loader,
                 c.tune_loader.as_ref(),

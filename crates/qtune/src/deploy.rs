@@ -342,7 +342,7 @@ fn hessians(
         });
     }
     let loader = selected.loader(graph, configs).map_err(ctx)?;
-    let hs = qtune_search::HessianSettings::default()
+    let hs = qtune_calibrate::HessianSettings::default()
         .with_mask_input(cal.mask_input.clone())
         .with_bias_correction(cal.bias_correction);
     let h = if cal.sequential {
@@ -359,10 +359,10 @@ fn hessians(
         plan.weight_only.method = settings.weight_only.method;
         plan.weight_only.act_order = settings.weight_only.act_order;
         plan.weight_only.damp_ppm = settings.weight_only.damp_ppm;
-        qtune_search::sequential_hessians(graph, &plan, &loader, &hs, &|_, _| {})
+        qtune_calibrate::sequential_hessians(graph, &plan, &loader, &hs, &|_, _| {})
     } else {
-        qtune_search::collect_hessians(&loaded.exec, &loader, &hs, &|_| {}).map(|h| {
-            qtune_search::Sequential {
+        qtune_calibrate::collect_hessians(&loaded.exec, &loader, &hs, &|_| {}).map(|h| {
+            qtune_calibrate::Sequential {
                 hessians: h,
                 biases: Vec::new(),
             }
@@ -399,7 +399,7 @@ fn hessians(
 
 /// What [`hessians`] collects.
 struct Collected {
-    hessians: qtune_search::Sequential,
+    hessians: qtune_calibrate::Sequential,
     /// The GPTQ line of the summary.
     line: String,
     /// With AWQ: the scaled graph and the AWQ lines of the summary.
@@ -416,7 +416,7 @@ struct Collected {
 fn awq(
     graph: &Graph,
     settings: &QuantizeSettings,
-    loader: &qtune_search::SampleLoader,
+    loader: &qtune_calibrate::SampleLoader,
     hessians: &mut qtune_deploy::gptq::Hessians,
 ) -> Result<(Graph, Vec<String>)> {
     let start = std::time::Instant::now();

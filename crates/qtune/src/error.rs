@@ -105,7 +105,7 @@ impl Error {
 /// What a lower crate's error says about its kind: `Some(File(path))` for
 /// a file that cannot be found, read or written, `Some(Unsupported)` for
 /// what qtune does not support, `None` otherwise. Transparent wrappers
-/// (`SearchError::Npz`, ...) forward `source()` past the wrapped error, so
+/// (`PipelineError::Npz`, ...) forward `source()` past the wrapped error, so
 /// they are opened here.
 enum Kind {
     File(Option<PathBuf>),
@@ -113,18 +113,18 @@ enum Kind {
 }
 
 fn kind_of_lower(e: &(dyn std::error::Error + 'static)) -> Option<Kind> {
+    use qtune_calibrate::PipelineError;
     use qtune_data::DataError;
     use qtune_onnx::OnnxError;
-    use qtune_search::SearchError;
     if e.downcast_ref::<std::io::Error>().is_some() {
         return Some(Kind::File(None));
     }
-    if let Some(s) = e.downcast_ref::<SearchError>() {
+    if let Some(s) = e.downcast_ref::<PipelineError>() {
         return match s {
-            SearchError::Io { path, .. } => Some(Kind::File(Some(path.clone()))),
-            SearchError::Npz(n) => kind_of_lower(n),
-            SearchError::Data(d) => kind_of_lower(d),
-            SearchError::Quant(q) => kind_of_lower(q),
+            PipelineError::Io { path, .. } => Some(Kind::File(Some(path.clone()))),
+            PipelineError::Npz(n) => kind_of_lower(n),
+            PipelineError::Data(d) => kind_of_lower(d),
+            PipelineError::Quant(q) => kind_of_lower(q),
             _ => None,
         };
     }
@@ -220,7 +220,7 @@ from_lower!(
     qtune_data::DataError,
     qtune_quant::QuantError,
     qtune_deploy::DeployError,
-    qtune_search::SearchError,
+    qtune_calibrate::PipelineError,
     qtune_report::ReportError,
 );
 

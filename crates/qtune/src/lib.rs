@@ -80,13 +80,13 @@ pub use preprocess::{Preprocess, model_preprocess};
 pub use processor::{check_processor, float_mode, processor_names};
 pub use source::{CalibrationSource, Selected};
 // The types the results are made of.
-pub use qtune_deploy::{WeightMethod, WeightOnly};
-pub use qtune_search::{
+pub use qtune_calibrate::{
     CalibrationMethod, CalibrationOutcome, CalibrationSettings, CalibrationTable, NoProgress,
-    Progress, QuantMode, QuantizeTable, SampleLoader, SmoothQuantScope, SmoothQuantSettings,
-    TableHeader, TimeLine,
+    Progress, QuantMode, QuantizeTable, SampleLoader, TableHeader, TimeLine,
 };
+pub use qtune_deploy::{WeightMethod, WeightOnly};
 pub use qtune_tensor::Tensor;
+pub use qtune_transforms::{SmoothQuantScope, SmoothQuantSettings};
 
 /// Receives what a long operation has to say: progress of its stages
 /// ([`Progress`]) and console lines (summaries of the transforms, the

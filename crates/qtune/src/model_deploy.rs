@@ -9,8 +9,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use qtune_deploy::Processor;
 use qtune_exec::{NoHook, Parallelism, RunOptions};
+use qtune_mixed::report::{EarlyHistograms, GatherRequest, Gathered, Measurer, Prebuilt};
 use qtune_quant::{CalibrationTable, QuantMode};
-use qtune_search::report::{EarlyHistograms, GatherRequest, Gathered, Measurer, Prebuilt};
 use qtune_tensor::compare::Tolerance;
 use qtune_tensor::{Tensor, read_npz, write_npz};
 

@@ -1,6 +1,6 @@
 //! The report of a run: `--report FILE.html`, `--plot FILE.svg|png` and the
 //! per-layer text table at the end of a command. The measuring is
-//! `qtune_search::report::gather`; the writing is `qtune_report`'s; this
+//! `qtune_mixed::report::gather`; the writing is `qtune_report`'s; this
 //! joins a run's facts to the measures and writes the files.
 
 use std::path::{Path, PathBuf};
@@ -10,9 +10,9 @@ use anyhow::Context;
 use qtune_deploy::Processor;
 use qtune_exec::PrepareOptions;
 use qtune_ir::Graph;
+use qtune_mixed::report::{GatherRequest, Gathered, gather};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_report::{Entry, Report, Timing};
-use qtune_search::report::{GatherRequest, Gathered, gather};
 use qtune_tensor::Tensor;
 
 use crate::model::{self, Naming};
@@ -95,7 +95,7 @@ pub struct RunFacts<'a> {
     pub transforms: Vec<qtune_report::Transform>,
     pub notes: Vec<String>,
     /// The quantized model of `graph`, when the command built it already.
-    pub prebuilt: Option<qtune_search::report::Prebuilt<'a>>,
+    pub prebuilt: Option<qtune_mixed::report::Prebuilt<'a>>,
     /// The measures, when the command took them beside its own runs
     /// (`samples` is then empty).
     pub measured: Option<Gathered>,
@@ -231,7 +231,7 @@ pub fn write_outputs(out: &ReportOutputs, report: &Report, reporter: &dyn Report
 /// The first `n` batches of `loader` as graph inputs by name.
 pub fn loader_samples(
     graph: &Graph,
-    loader: &qtune_search::SampleLoader,
+    loader: &qtune_calibrate::SampleLoader,
     n: usize,
 ) -> Result<Vec<Vec<(String, Tensor)>>> {
     (0..n.min(loader.batch_count()))
@@ -307,7 +307,7 @@ pub fn search_of_layers(
     kind: &str,
     expected_cos: f64,
     methods: &[String],
-    outcome: &qtune_search::mix::LayerSearchOutcome,
+    outcome: &qtune_mixed::LayerSearchOutcome,
     what: &str,
 ) -> qtune_report::Search {
     qtune_report::Search {

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use qtune_calibrate::SampleLoader;
 use qtune_data::{
     PreprocessConfig, Sample, SampleKind, Selection, select_data_list, select_dataset,
 };
 use qtune_ir::Graph;
-use qtune_search::SampleLoader;
 use qtune_tensor::Tensor;
 
 use crate::{Error, Result};

@@ -12,14 +12,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use qtune_calibrate::{Progress, SampleLoader};
 use qtune_data::{PreprocessConfig, select_data_list};
 use qtune_exec::{Executor, PrepareOptions};
 use qtune_ir::mlir::{InputAttrs, MlirWriteOptions, write_top_mlir};
-use qtune_search::{
-    EqualizeReport, EqualizeSettings, Progress, SampleLoader, SmoothQuantReport,
-    SmoothQuantSettings, equalize_weights, smooth_quant,
-};
 use qtune_tensor::{write_atomic, write_npz};
+use qtune_transforms::{
+    EqualizeReport, EqualizeSettings, SmoothQuantReport, SmoothQuantSettings, equalize_weights,
+    smooth_quant,
+};
 
 use crate::Reporter;
 use crate::Result;
@@ -186,7 +187,7 @@ pub fn apply(
         let (smoothed, report) = smooth_quant(exec, loader, settings, progress)
             .with_context(|| format!("SmoothQuant of `{}`", req.model.display()))?;
         graph = smoothed;
-        transforms.push(qtune_search::report::smooth_quant_transform(&report));
+        transforms.push(qtune_transforms::report::smooth_quant_transform(&report));
         write_log("SmoothQuant", &smooth_quant_log(&report))?;
         let users: usize = report.smoothed.iter().map(|s| s.users.len()).sum();
         let dup = report
@@ -221,7 +222,7 @@ pub fn apply(
         let report = equalize_weights(&mut graph, &EqualizeSettings::default())
             .with_context(|| format!("weight equalization of `{}`", req.model.display()))?;
         let report = with_file_names(report);
-        transforms.push(qtune_search::report::equalize_transform(&report));
+        transforms.push(qtune_transforms::report::equalize_transform(&report));
         write_log("Weight_Equalization", &equalization_log(&report))?;
         let not_converged = report.pairs.iter().filter(|p| !p.converged).count();
         summary.push(format!(

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use qtune_search::CalibrationMethod;
+use qtune_calibrate::CalibrationMethod;
 
 pub use crate::flags::{Args, ToolArgs};
 use crate::flags::{parse_bool_flag, parse_debug_cmd};
@@ -182,7 +182,7 @@ pub fn run_plain(
 #[cfg(test)]
 mod tests {
     use crate::flags::{DebugCmd, parse_debug_cmd};
-    use qtune_search::CalibrationMethod;
+    use qtune_calibrate::CalibrationMethod;
 
     #[test]
     fn debug_cmd_keys() {

@@ -1,6 +1,6 @@
 //! `fp_forward` / `qtune fp-forward`: a qtable keeping the layers before,
 //! after or between named ops in float (TPU-MLIR's `fp_forward`; semantics
-//! in `qtune_search::fp_forward_layers`).
+//! in `qtune_mixed::fp_forward_layers`).
 
 use std::path::PathBuf;
 

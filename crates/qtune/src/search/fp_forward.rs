@@ -39,7 +39,7 @@ pub struct FpForward {
 impl FpForward {
     /// The qtable text, with `time` as its time line (`None`: none).
     pub fn qtable_text(&self, time: Option<&str>) -> String {
-        qtune_search::fp_forward_table(time, self.processor.name(), self.mode.name(), &self.layers)
+        qtune_mixed::fp_forward_table(time, self.processor.name(), self.mode.name(), &self.layers)
     }
 
     /// Writes the qtable at `path` (atomically).
@@ -63,7 +63,7 @@ pub fn fp_forward(settings: &FpForwardSettings, reporter: &dyn Reporter) -> Resu
     let blocks = settings
         .blocks
         .iter()
-        .map(|b| qtune_search::parse_block(b))
+        .map(|b| qtune_mixed::parse_block(b))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::setting("fpfwd_blocks", e))?;
     if settings.inputs.is_empty() && settings.outputs.is_empty() && blocks.is_empty() {
@@ -73,7 +73,7 @@ pub fn fp_forward(settings: &FpForwardSettings, reporter: &dyn Reporter) -> Resu
         ));
     }
     let loaded = load_for_quantization(&settings.model)?;
-    let (layers, warnings) = qtune_search::fp_forward_layers(
+    let (layers, warnings) = qtune_mixed::fp_forward_layers(
         loaded.exec.graph(),
         &settings.inputs,
         &settings.outputs,

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use qtune_search::mix::{self, LayerSearch, MethodTable, MixEvaluator};
-use qtune_search::{CalibrationMethod, CalibrationTable, QuantMode};
+use qtune_calibrate::{CalibrationMethod, CalibrationTable, QuantMode};
+use qtune_mixed::{self as mix, LayerSearch, MethodTable, MixEvaluator};
 
 use super::{
     Context, SearchOutcome, SearchReport, SearchSettings, failed, fingerprint, journal_path,
@@ -336,7 +336,7 @@ fn run_layer_search(
             jpath.display()
         ));
     }
-    let mut journal = qtune_search::mix::journal::Journal::open(&jpath, fingerprint, resume)?;
+    let mut journal = qtune_mixed::journal::Journal::open(&jpath, fingerprint, resume)?;
     let t2 = Instant::now();
     let outcome = match mix::layer_search(ev, search, log, ctx.reporter, Some(&mut journal)) {
         Ok(o) => o,

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use qtune_search::mix::{self, MixSearch, Precision};
-use qtune_search::{CalibrationMethod, calibrate};
+use qtune_calibrate::{CalibrationMethod, calibrate};
+use qtune_mixed::{self as mix, MixSearch, Precision};
 
 use super::{
     Context, SearchOutcome, SearchReport, SearchSettings, failed, fingerprint, journal_path,

@@ -16,7 +16,7 @@
 //! table, the log), atomically, and returns a [`SearchOutcome`]; long
 //! searches record their progress in a journal beside their output so that
 //! `resume` continues an interrupted run to the same files. The algorithms
-//! are `qtune_search::mix`'s; this is the pipeline around them.
+//! are `qtune_mixed::mix`'s; this is the pipeline around them.
 
 mod fp_forward;
 mod layers;
@@ -26,15 +26,15 @@ mod threshold;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use qtune_deploy::Processor;
-use qtune_exec::PrepareOptions;
-use qtune_ir::Graph;
-use qtune_search::mix::journal::Journal;
-use qtune_search::mix::{MixEvaluator, Precision};
-use qtune_search::{
+use qtune_calibrate::{
     CalibrationMethod, CalibrationSettings, CalibrationTable, QuantMode, QuantizeTable,
     TableHeader, TimeLine, calibrate_methods,
 };
+use qtune_deploy::Processor;
+use qtune_exec::PrepareOptions;
+use qtune_ir::Graph;
+use qtune_mixed::journal::Journal;
+use qtune_mixed::{MixEvaluator, Precision};
 use qtune_tensor::Tensor;
 
 use crate::calibration::{CalibrateSettings, CalibrationInput, calibration_input};
@@ -45,7 +45,7 @@ use crate::{CalibrationSource, Error, Preprocess, Reporter, Result};
 pub use fp_forward::{FpForward, FpForwardSettings, fp_forward};
 pub use layers::{QtableSearchSettings, SensitiveSettings, search_qtable, sensitive_layers};
 pub use mix::{FastSearchSettings, LossTableStyle, MixSearchSettings, fast_search, mix_search};
-pub use qtune_search::mix::Benchmark;
+pub use qtune_mixed::Benchmark;
 pub use threshold::{ThresholdSearchSettings, search_threshold};
 
 /// What every search needs: the model, its samples, the chip, and how the
@@ -120,7 +120,7 @@ impl SearchSettings {
             inference_num: 30,
             compare_layers: None,
             post_process: None,
-            memory_bytes: qtune_search::DEFAULT_KEEP_MEMORY_BYTES,
+            memory_bytes: qtune_calibrate::DEFAULT_KEEP_MEMORY_BYTES,
             resume: false,
             report: ReportOutputs::none(),
         }
@@ -242,7 +242,7 @@ impl<'r> Context<'r> {
         .exec
         .graph()
         .clone();
-        let shape_qtable = qtune_search::shape_layers(cal.loaded.exec.graph())
+        let shape_qtable = qtune_calibrate::shape_layers(cal.loaded.exec.graph())
             .into_iter()
             .map(|l| (l, float_mode))
             .collect();
@@ -275,7 +275,7 @@ impl<'r> Context<'r> {
     /// The evaluator of `n` samples, comparing as `s` says.
     fn evaluator(&self, n: usize, s: &SearchSettings) -> Result<MixEvaluator<'_>> {
         let compare = match s.compare_layers.as_deref() {
-            Some(c) => qtune_search::parse_compare_layers(c).map_err(|e| {
+            Some(c) => qtune_mixed::parse_compare_layers(c).map_err(|e| {
                 Error::setting(
                     "global_compare_layers",
                     format!("--global_compare_layers: {e}"),
@@ -292,7 +292,7 @@ impl<'r> Context<'r> {
             s.memory_bytes,
         )?;
         if let Some(script) = &s.post_process {
-            let p = qtune_search::PostProcess::start(script)?;
+            let p = qtune_mixed::PostProcess::start(script)?;
             ev.set_post_process(Box::new(p));
         }
         Ok(ev)
@@ -422,7 +422,7 @@ impl<'r> Context<'r> {
     /// `transformer`: adds the transformer pattern layers to the fixed
     /// float layers (spec 3.13).
     fn apply_transformer(&mut self) {
-        let pattern = qtune_search::transformer_pattern_layers(&self.graph);
+        let pattern = qtune_mixed::transformer_pattern_layers(&self.graph);
         for n in &pattern {
             if !self.shape_qtable.iter().any(|(s, _)| s == n) {
                 self.shape_qtable.push((n.clone(), self.float_mode));
@@ -448,9 +448,9 @@ impl<'r> Context<'r> {
     }
 
     /// A search log whose console lines go to the reporter.
-    fn log(&self, name: &str) -> qtune_search::mix::log::SearchLog<'r> {
+    fn log(&self, name: &str) -> qtune_mixed::log::SearchLog<'r> {
         let reporter = self.reporter;
-        qtune_search::mix::log::SearchLog::new(name, Box::new(move |l: &str| reporter.line(l)))
+        qtune_mixed::log::SearchLog::new(name, Box::new(move |l: &str| reporter.line(l)))
     }
 
     /// Opens the journal at `path` (see [`Journal::open`]), warning when
@@ -598,7 +598,7 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
 
 /// Writes the log (its lines up to a failure) and passes the failure on;
 /// the journal stays for `resume`.
-fn failed<T>(log: &qtune_search::mix::log::SearchLog, e: qtune_search::SearchError) -> Result<T> {
+fn failed<T>(log: &qtune_mixed::log::SearchLog, e: qtune_calibrate::PipelineError) -> Result<T> {
     let _ = log.write();
     Err(e.into())
 }

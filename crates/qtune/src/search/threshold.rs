@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use qtune_search::mix::{self, Benchmark, MethodTable};
-use qtune_search::{CalibrationMethod, CalibrationTable, calibrate_methods};
+use qtune_calibrate::{CalibrationMethod, CalibrationTable, calibrate_methods};
+use qtune_mixed::{self as mix, Benchmark, MethodTable};
 
 use super::{
     Context, SearchOutcome, SearchReport, SearchSettings, failed, fingerprint, journal_path,
