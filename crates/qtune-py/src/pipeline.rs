@@ -18,7 +18,6 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use qtune::search::SearchOutcome;
 use qtune_cli::commands::{calibrate, search, transform};
-use qtune_exec::{Keep, NoHook};
 use qtune_tensor::Tensor;
 use qtune_tensor::compare::Tolerance;
 
@@ -237,34 +236,7 @@ pub fn run(
 ) -> Result<Vec<(String, Tensor)>> {
     qtune::with_threads(threads, || -> qtune::Result<_> {
         let exec = qtune::model::load(model, input_shapes)?;
-        let samples = qtune::model::samples_from_arrays(&exec, inputs, "inputs")?;
-        let mut results = exec.run_samples(samples, &Keep::Outputs, |_| NoHook)?;
-        let g = exec.graph();
-        let mut out = Vec::with_capacity(g.outputs.len());
-        for &id in &g.outputs {
-            let name = g.value(id).name.clone();
-            // `take` hands each output's buffer over without a copy; an
-            // output listed twice is cloned from the first.
-            let mut parts = Vec::with_capacity(results.len());
-            for (values, _) in &mut results {
-                let t = match values.take(id) {
-                    Some(t) => t,
-                    None => out
-                        .iter()
-                        .find(|(n, _): &&(String, Tensor)| *n == name)
-                        .map(|(_, t)| t.clone())
-                        .with_context(|| format!("output `{name}` was not computed"))?,
-                };
-                parts.push(t);
-            }
-            let t = if parts.len() == 1 {
-                parts.pop().unwrap_or_else(|| unreachable!())
-            } else {
-                Tensor::concat_outer(&parts)?
-            };
-            out.push((name, t));
-        }
-        Ok(out)
+        Ok(qtune::model::run_arrays(&exec, inputs, "inputs", false)?.0)
     })
     .map_err(anyhow::Error::from)
 }

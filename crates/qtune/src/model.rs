@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::{Error, Result, bail};
-use qtune_exec::{Executor, PrepareOptions};
+use qtune_exec::{Executor, Keep, NoHook, PrepareOptions};
 use qtune_ir::ValueId;
 use qtune_ir::mlir::{
     InputAttrs, MlirWriteOptions, read_top_mlir, read_top_mlir_file, write_top_mlir,
@@ -310,6 +310,60 @@ pub fn import_onnx_named(path: &Path, opts: &qtune_onnx::ImportOptions) -> Resul
             Error::from(anyhow::Error::new(e).context(format!("model `{shown}`")))
         }
     })
+}
+
+/// Runs `exec` on named arrays (keyed by graph input name; an array may
+/// stack several samples on axis 0, which run one by one) and returns the
+/// tensors by name with the samples stacked again on axis 0: the graph
+/// outputs, in graph order, or with `all` the graph inputs and every node
+/// output, in graph order. `source` names the arrays in errors. Also
+/// returns the number of samples run.
+pub fn run_arrays(
+    exec: &Executor,
+    arrays: &[(String, Tensor)],
+    source: &str,
+    all: bool,
+) -> Result<(Vec<(String, Tensor)>, usize)> {
+    let samples = samples_from_arrays(exec, arrays, source)?;
+    let keep = if all { Keep::All } else { Keep::Outputs };
+    let mut results = exec.run_samples(samples, &keep, |_| NoHook)?;
+    let g = exec.graph();
+    let ids: Vec<ValueId> = if all {
+        let mut ids = g.inputs.clone();
+        for (_, n) in g.nodes() {
+            ids.extend(n.outputs.iter().copied());
+        }
+        ids
+    } else {
+        g.outputs.clone()
+    };
+    let mut out: Vec<(String, Tensor)> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let name = g.value(id).name.clone();
+        // `take` hands each buffer over without a copy; a tensor listed
+        // twice (an output named twice) is cloned from the first.
+        let mut parts = Vec::with_capacity(results.len());
+        for (values, _) in &mut results {
+            let t = match values.take(id) {
+                Some(t) => t,
+                None => out
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, t)| t.clone())
+                    .ok_or_else(|| Error::Internal {
+                        message: format!("tensor `{name}` was not computed"),
+                    })?,
+            };
+            parts.push(t);
+        }
+        let t = if parts.len() == 1 {
+            parts.pop().unwrap_or_else(|| unreachable!())
+        } else {
+            Tensor::concat_outer(&parts)?
+        };
+        out.push((name, t));
+    }
+    Ok((out, results.len()))
 }
 
 #[cfg(test)]

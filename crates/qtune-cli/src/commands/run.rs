@@ -1,8 +1,7 @@
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use qtune_exec::{Keep, NoHook};
-use qtune_tensor::{Tensor, read_npz, write_npz};
+use anyhow::Result;
+use qtune_tensor::{read_npz, write_npz};
 
 use crate::model;
 
@@ -48,42 +47,12 @@ fn run_inner(args: Args) -> Result<()> {
     };
     let arrays = read_npz(&args.input)?;
     let source = format!("input file `{}`", args.input.display());
-    let samples = model::samples_from_arrays(&exec, &arrays, &source)?;
-    let keep = if args.dump_all {
-        Keep::All
-    } else {
-        Keep::Outputs
-    };
-    let results = exec.run_samples(samples, &keep, |_| NoHook)?;
-    let g = exec.graph();
-    let ids: Vec<_> = if args.dump_all {
-        let mut ids: Vec<_> = g.inputs.clone();
-        for (_, n) in g.nodes() {
-            ids.extend(n.outputs.iter().copied());
-        }
-        ids
-    } else {
-        g.outputs.clone()
-    };
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let parts: Vec<Tensor> = results
-            .iter()
-            .map(|(v, _)| v.get(id).cloned())
-            .collect::<Option<_>>()
-            .with_context(|| format!("tensor `{}` was not computed", g.value(id).name))?;
-        let t = if parts.len() == 1 {
-            parts.into_iter().next().unwrap_or_else(|| unreachable!())
-        } else {
-            Tensor::concat_outer(&parts)?
-        };
-        out.push((g.value(id).name.clone(), t));
-    }
+    let (out, samples) = qtune::model::run_arrays(&exec, &arrays, &source, args.dump_all)?;
     write_npz(&args.output, &out)?;
     eprintln!(
         "wrote {} tensors for {} samples to {}",
         out.len(),
-        results.len(),
+        samples,
         args.output.display()
     );
     Ok(())
