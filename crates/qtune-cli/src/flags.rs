@@ -412,13 +412,7 @@ impl Args {
 
     /// The calibration samples: `--data_list` (first) or `--dataset`.
     pub(crate) fn source(&self) -> Result<qtune::CalibrationSource> {
-        match (&self.data_list, &self.dataset) {
-            (Some(list), _) => Ok(qtune::CalibrationSource::DataList(list.clone())),
-            (None, Some(dir)) => Ok(qtune::CalibrationSource::Dataset(dir.clone())),
-            (None, None) => {
-                bail!("give the calibration samples with --dataset <folder> or --data_list <file>")
-            }
-        }
+        flag_source(self.data_list.as_ref(), self.dataset.as_ref())
     }
 
     /// `--bc`'s settings (`None` without --bc).
@@ -474,45 +468,18 @@ impl Args {
     }
 }
 
-/// Where the calibration samples come from, as the flags give them.
-pub(crate) struct SampleArgs<'a> {
-    pub dataset: Option<&'a std::path::Path>,
-    pub data_list: Option<&'a std::path::Path>,
-    pub input_num: usize,
-    pub tune_list: Option<&'a std::path::Path>,
-    pub tune_num: usize,
-}
-
-impl SampleArgs<'_> {
-    /// `--data_list` (first) or `--dataset`.
-    pub(crate) fn source(&self) -> Result<qtune::CalibrationSource> {
-        match (self.data_list, self.dataset) {
-            (Some(list), _) => Ok(qtune::CalibrationSource::DataList(list.to_path_buf())),
-            (None, Some(dir)) => Ok(qtune::CalibrationSource::Dataset(dir.to_path_buf())),
-            (None, None) => {
-                bail!("give the calibration samples with --dataset <folder> or --data_list <file>")
-            }
+/// The samples `--data_list` (first) or `--dataset` name.
+pub(crate) fn flag_source(
+    data_list: Option<&PathBuf>,
+    dataset: Option<&PathBuf>,
+) -> Result<qtune::CalibrationSource> {
+    match (data_list, dataset) {
+        (Some(list), _) => Ok(qtune::CalibrationSource::DataList(list.clone())),
+        (None, Some(dir)) => Ok(qtune::CalibrationSource::Dataset(dir.clone())),
+        (None, None) => {
+            bail!("give the calibration samples with --dataset <folder> or --data_list <file>")
         }
     }
-}
-
-/// Loads the model and selects its samples ([`qtune::calibration_input`]).
-pub(crate) fn calibration_input(
-    model: &std::path::Path,
-    input_shapes: Option<&str>,
-    preprocess: &PreprocessArgs,
-    samples: &SampleArgs,
-    fold_batchnorm: bool,
-) -> Result<qtune::CalibrationInput> {
-    let preprocess = preprocess.settings();
-    qtune::check_preprocess(model, &preprocess)?;
-    let mut settings = qtune::CalibrateSettings::new(model, samples.source()?, "");
-    settings.input_shapes = input_shapes.map(str::to_string);
-    settings.preprocess = preprocess;
-    settings.input_num = samples.input_num;
-    settings.tune_list = samples.tune_list.map(std::path::Path::to_path_buf);
-    settings.calibration.tune_num = samples.tune_num;
-    Ok(qtune::calibration_input(&settings, fold_batchnorm)?)
 }
 
 /// Whether run_calibration honours `flag` in `mode` (`None`: plain

@@ -335,3 +335,114 @@ pub fn search_of_layers(
         final_cos: Some(outcome.mix_cos),
     }
 }
+
+/// A report built afterwards (`qtune report`): a model quantized with
+/// existing tables, measured on samples.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TablesReport {
+    /// The float model (`.mlir` or `.onnx`).
+    pub model: PathBuf,
+    /// The calibration table.
+    pub calibration_table: PathBuf,
+    /// A qtable of layers kept in float.
+    pub quantize_table: Option<PathBuf>,
+    /// The samples, chosen as run_calibration chooses them.
+    pub source: crate::CalibrationSource,
+    /// Samples measured (at least 1).
+    pub input_num: usize,
+    pub processor: String,
+    /// Float type of the layers kept in float (`auto`: the chip's).
+    pub fp_type: String,
+    /// Static shapes for dynamic inputs of an `.onnx` model.
+    pub input_shapes: Option<String>,
+    /// Image preprocessing of an `.onnx` model.
+    pub preprocess: crate::Preprocess,
+    /// The report (and chart) written.
+    pub outputs: ReportOutputs,
+}
+
+impl TablesReport {
+    pub fn new(
+        model: impl Into<PathBuf>,
+        calibration_table: impl Into<PathBuf>,
+        source: crate::CalibrationSource,
+        outputs: ReportOutputs,
+    ) -> Self {
+        TablesReport {
+            model: model.into(),
+            calibration_table: calibration_table.into(),
+            quantize_table: None,
+            source,
+            input_num: 4,
+            processor: "bm1684x".to_string(),
+            fp_type: "auto".to_string(),
+            input_shapes: None,
+            preprocess: crate::Preprocess::default(),
+            outputs,
+        }
+    }
+}
+
+/// Measures and writes the report of `r.model` quantized with its tables
+/// on its first `input_num` samples.
+pub fn report_of_tables(r: &TablesReport, reporter: &dyn Reporter) -> Result<()> {
+    let start = Instant::now();
+    r.outputs.check()?;
+    if r.input_num == 0 {
+        return Err(Error::setting(
+            "input_num",
+            "--input_num must be at least 1",
+        ));
+    }
+    let mut settings = crate::CalibrateSettings::new(r.model.clone(), r.source.clone(), "");
+    settings.input_shapes = r.input_shapes.clone();
+    settings.preprocess = r.preprocess.clone();
+    settings.input_num = r.input_num;
+    settings.calibration.tune_num = 0;
+    let cal = crate::calibration_input(&settings, false)?;
+    let samples = loader_samples(cal.loaded.exec.graph(), &cal.loader, r.input_num)?;
+    let graph = deploy_graph(&r.model, r.input_shapes.as_deref())?;
+    let table = CalibrationTable::read(&r.calibration_table)?;
+    let qtable = match &r.quantize_table {
+        Some(p) => qtable_rows(&graph, p, Some(reporter))?,
+        None => Vec::new(),
+    };
+    let load_time = start.elapsed().as_secs_f64();
+    let outputs = r
+        .outputs
+        .html
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    finish(
+        &r.outputs,
+        RunFacts {
+            title: "qtune report".into(),
+            model: &r.model,
+            graph: &graph,
+            processor: &r.processor,
+            dataset: r.source.label(),
+            table: Some(&table),
+            qtable: &qtable,
+            fp_type: &r.fp_type,
+            quantize: QuantMode::Int8,
+            asymmetric: false,
+            matmul_per_channel: false,
+            samples,
+            method_tables: Vec::new(),
+            counts: vec![Entry::new(
+                "calibration table",
+                r.calibration_table.display(),
+            )],
+            timings: vec![Timing::new("load", load_time)],
+            outputs,
+            search: None,
+            transforms: Vec::new(),
+            notes: Vec::new(),
+            prebuilt: None,
+            measured: None,
+        },
+        reporter,
+    )
+}

@@ -4,12 +4,9 @@
 //! (`qtune::report`).
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{Result, bail};
-use qtune::report::{self, RunFacts, dataset_label, deploy_graph, loader_samples};
-use qtune_quant::{CalibrationTable, QuantMode};
-use qtune_report::{Entry, Timing};
+use anyhow::Result;
+use qtune::report;
 
 pub use crate::flags::ReportFlags;
 use crate::progress::Bar;
@@ -60,66 +57,19 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn run_inner(args: Args) -> Result<()> {
-    let start = Instant::now();
-    let flags = ReportFlags {
+    let outputs = ReportFlags {
         report: Some(args.output.clone()),
         plot: args.plot.clone(),
-    };
-    flags.check()?;
-    if args.input_num == 0 {
-        bail!("--input_num must be at least 1");
     }
-    let cal = crate::flags::calibration_input(
-        &args.model,
-        args.input_shapes.as_deref(),
-        &args.preprocess,
-        &crate::flags::SampleArgs {
-            dataset: args.dataset.as_deref(),
-            data_list: args.data_list.as_deref(),
-            input_num: args.input_num,
-            tune_list: None,
-            tune_num: 0,
-        },
-        false,
-    )?;
-    let samples = loader_samples(cal.loaded.exec.graph(), &cal.loader, args.input_num)?;
-    let graph = deploy_graph(&args.model, args.input_shapes.as_deref())?;
-    let table = CalibrationTable::read(&args.calibration_table)?;
-    let bar = Bar::new(args.quiet);
-    let qtable = match &args.quantize_table {
-        Some(p) => report::qtable_rows(&graph, p, (!args.quiet).then_some(&bar as _))?,
-        None => Vec::new(),
-    };
-    let load_time = start.elapsed().as_secs_f64();
-    report::finish(
-        &flags.outputs(args.quiet),
-        RunFacts {
-            title: "qtune report".into(),
-            model: &args.model,
-            graph: &graph,
-            processor: &args.processor,
-            dataset: dataset_label(args.data_list.as_ref(), args.dataset.as_ref()),
-            table: Some(&table),
-            qtable: &qtable,
-            fp_type: &args.fp_type,
-            quantize: QuantMode::Int8,
-            asymmetric: false,
-            matmul_per_channel: false,
-            samples,
-            method_tables: Vec::new(),
-            counts: vec![Entry::new(
-                "calibration table",
-                args.calibration_table.display(),
-            )],
-            timings: vec![Timing::new("load", load_time)],
-            outputs: vec![args.output.display().to_string()],
-            search: None,
-            transforms: Vec::new(),
-            notes: Vec::new(),
-            prebuilt: None,
-            measured: None,
-        },
-        &bar,
-    )?;
+    .outputs(args.quiet);
+    let source = crate::flags::flag_source(args.data_list.as_ref(), args.dataset.as_ref())?;
+    let mut r = report::TablesReport::new(&args.model, &args.calibration_table, source, outputs);
+    r.quantize_table = args.quantize_table.clone();
+    r.input_num = args.input_num;
+    r.processor = args.processor.clone();
+    r.fp_type = args.fp_type.clone();
+    r.input_shapes = args.input_shapes.clone();
+    r.preprocess = args.preprocess.settings();
+    report::report_of_tables(&r, &Bar::new(args.quiet))?;
     Ok(())
 }

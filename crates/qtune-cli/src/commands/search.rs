@@ -14,7 +14,7 @@ use qtune::search::{
 use qtune::{CalibrationSource, Reporter};
 
 use super::preprocess_args::PreprocessArgs;
-use crate::flags::{Args as CalibrateArgs, parse_bool_flag, parse_debug_cmd};
+use crate::flags::{Args as CalibrateArgs, flag_source, parse_bool_flag, parse_debug_cmd};
 pub use crate::flags::{SearchCommonFlags, SearchFlags};
 use crate::progress::Bar;
 
@@ -376,20 +376,6 @@ impl CommonArgs {
         s.preprocess = self.preprocess.settings();
         s.time = time_line(self.fixed_time.as_deref(), self.no_time);
         Ok(s)
-    }
-}
-
-/// `--data_list` (first) or `--dataset`.
-fn flag_source(
-    data_list: Option<&PathBuf>,
-    dataset: Option<&PathBuf>,
-) -> Result<CalibrationSource> {
-    match (data_list, dataset) {
-        (Some(list), _) => Ok(CalibrationSource::DataList(list.clone())),
-        (None, Some(dir)) => Ok(CalibrationSource::Dataset(dir.clone())),
-        (None, None) => {
-            bail!("give the calibration samples with --dataset <folder> or --data_list <file>")
-        }
     }
 }
 
