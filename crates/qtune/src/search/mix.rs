@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use qtune_calibrate::{CalibrationMethod, calibrate};
-use qtune_mixed::{self as mix, MixSearch, Precision};
+use qtune_mixed::{self as mix, MixSearch};
 
 use super::{
     Context, SearchOutcome, SearchReport, SearchSettings, failed, fingerprint, journal_path,
@@ -126,12 +126,7 @@ pub fn fast_search(s: &FastSearchSettings, reporter: &dyn Reporter) -> Result<Se
     let cal_time = t0.elapsed();
     let mut ev = ctx.evaluator(cs.inference_num, cs)?;
     // The reference is the model at the float type (spec 3.9.8).
-    let reference = ev.build(&Precision {
-        quantize: ctx.float_mode,
-        table: None,
-        qtable: &[],
-    })?;
-    ev.set_reference(&reference)?;
+    ctx.reference_at(&mut ev, ctx.float_mode)?;
     let search = mix::FastSearch {
         table,
         base_qtable: ctx.shape_qtable.clone(),
@@ -255,12 +250,7 @@ pub fn mix_search(s: &MixSearchSettings, reporter: &dyn Reporter) -> Result<Sear
     )?;
     // The reference: the model at the float type (TPU-MLIR lowers it at
     // high precision).
-    let reference = ev.build(&Precision {
-        quantize: ctx.float_mode,
-        table: None,
-        qtable: &[],
-    })?;
-    ev.set_reference(&reference)?;
+    let reference = ctx.reference_at(&mut ev, ctx.float_mode)?;
     let outcome = match mix::mix_search(
         &mut ev,
         &reference,

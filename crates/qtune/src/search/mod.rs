@@ -34,7 +34,7 @@ use qtune_deploy::Processor;
 use qtune_exec::PrepareOptions;
 use qtune_ir::Graph;
 use qtune_mixed::journal::Journal;
-use qtune_mixed::{MixEvaluator, Precision};
+use qtune_mixed::{Built, MixEvaluator, Precision};
 use qtune_tensor::Tensor;
 
 use crate::calibration::{CalibrateSettings, CalibrationInput, calibration_input};
@@ -438,13 +438,20 @@ impl<'r> Context<'r> {
 
     /// The float reference (F32 model) of the evaluator.
     fn f32_reference(&self, ev: &mut MixEvaluator) -> Result<()> {
+        self.reference_at(ev, QuantMode::F32)?;
+        Ok(())
+    }
+
+    /// Makes the whole model at `mode` the evaluator's reference; returns
+    /// that model.
+    fn reference_at(&self, ev: &mut MixEvaluator, mode: QuantMode) -> Result<Built> {
         let b = ev.build(&Precision {
-            quantize: QuantMode::F32,
+            quantize: mode,
             table: None,
             qtable: &[],
         })?;
         ev.set_reference(&b)?;
-        Ok(())
+        Ok(b)
     }
 
     /// A search log whose console lines go to the reporter.
