@@ -16,7 +16,26 @@
 //! table, the log), atomically, and returns a [`SearchOutcome`]; long
 //! searches record their progress in a journal beside their output so that
 //! `resume` continues an interrupted run to the same files. The algorithms
-//! are `qtune_mixed::mix`'s; this is the pipeline around them.
+//! are `qtune_mixed`'s; this is the pipeline around them.
+//!
+//! ```no_run
+//! use qtune::CalibrationSource;
+//! use qtune::search::{QtableSearchSettings, SearchSettings, parse_method_list, search_qtable};
+//!
+//! // run_calibration mobilenet_v2.mlir --dataset images --input_num 100
+//! //   --inference_num 30 --expected_cos 0.99 --quantize_method_list KL,MSE
+//! //   --search search_qtable --processor bm1684 --quantize_table qtable -o cali_table
+//! let images = CalibrationSource::Dataset("images".into());
+//! let mut common = SearchSettings::new("mobilenet_v2.mlir", images);
+//! common.input_num = 100;
+//! common.inference_num = 30;
+//! common.processor = "bm1684".into();
+//! let mut settings = QtableSearchSettings::new(common, "cali_table", "qtable");
+//! settings.methods = parse_method_list("KL,MSE")?;
+//! let found = search_qtable(&settings, &qtune::Silent)?;
+//! println!("{} float layer(s), output cos {:?}", found.float_layers.len(), found.final_cos);
+//! # Ok::<(), qtune::Error>(())
+//! ```
 
 mod fp_forward;
 mod layers;
