@@ -3,7 +3,7 @@
 //! correct the int8 model's mean error) and ease int8 quantization.
 //!
 //! * [`equalize_weights`] (`--we`): cross-layer equalization of
-//!   Conv -> [Relu] -> Conv pairs.
+//!   Conv -> (Relu) -> Conv pairs.
 //! * [`smooth_quant`] (`--sq`): SmoothQuant's per-channel migration of
 //!   activation outliers into the weights of Gemm/MatMul layers.
 //! * [`bias_correction`] (`--bc`): per-channel bias correction of the int8
