@@ -472,6 +472,28 @@ fn seed_run_sensitive_layer_threads_cache_and_resume() {
         !dir.join("qr").exists(),
         "an interrupted search wrote its qtable"
     );
+    // With a post-process script it is another search: the journal (whose
+    // fingerprint covers the script's content) is refused and left as it was.
+    write_post_process(&dir);
+    let before = std::fs::read(&journal).unwrap();
+    let out = sensitive(
+        &dir,
+        &["--resume", "--post_process", "post_process_func.py"],
+        "qr",
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("qr.journal") && err.contains("other inputs"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        before,
+        "the journal changed"
+    );
     run_ok(&mut sensitive(&dir, &["--resume"], "qr"));
     assert_eq!(outputs(&dir, "qr"), reference, "resumed vs uninterrupted");
     let log = std::fs::read_to_string(dir.join("SensitiveLayerSearch")).unwrap();

@@ -8,8 +8,7 @@ use qtune_calibrate::{CalibrationMethod, CalibrationTable, QuantMode};
 use qtune_mixed::{self as mix, LayerSearch, MethodTable, MixEvaluator};
 
 use super::{
-    Context, SearchOutcome, SearchReport, SearchSettings, failed, fingerprint, journal_path,
-    method_label, model_fingerprint, write_text,
+    Context, SearchOutcome, SearchReport, SearchSettings, failed, method_label, write_text,
 };
 use crate::deploy::read_calibration_table;
 use crate::{Error, Reporter, Result};
@@ -162,29 +161,15 @@ pub fn search_qtable(s: &QtableSearchSettings, reporter: &dyn Reporter) -> Resul
         prescreen: true,
         adjust: true,
     };
-    let mut parts = vec![
-        model_fingerprint(&cs.model)?,
-        format!(
-            "search_qtable {} {} {} {}",
-            labels.join(","),
-            cs.inference_num,
-            s.expected_cos,
-            search.max_float_layers
-        ),
-        format!(
-            "{} {} {}",
-            ctx.chip,
-            ctx.float_mode,
-            cs.compare_layers.as_deref().unwrap_or("")
-        ),
-        cs.post_process
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-    ];
-    parts.extend(search.methods.iter().map(|m| m.table.to_text()));
-    parts.push(search.table.to_text());
-    parts.push(ev.samples_key());
+    let mut own = vec![format!(
+        "search_qtable {} {} {} {}",
+        labels.join(","),
+        cs.inference_num,
+        s.expected_cos,
+        search.max_float_layers
+    )];
+    own.extend(search.methods.iter().map(|m| m.table.to_text()));
+    own.push(search.table.to_text());
     run_layer_search(
         &ctx,
         &mut ev,
@@ -192,8 +177,8 @@ pub fn search_qtable(s: &QtableSearchSettings, reporter: &dyn Reporter) -> Resul
         LayerRun {
             log: &mut log,
             qtable_path: &s.qtable,
-            fingerprint: &fingerprint(&parts),
-            resume: cs.resume,
+            settings: cs,
+            own,
             success: "success search qtable",
             start,
             times: [cal_time, ref_time],
@@ -261,20 +246,12 @@ pub fn sensitive_layers(s: &SensitiveSettings, reporter: &dyn Reporter) -> Resul
         prescreen: false,
         adjust: false,
     };
-    let mut parts = vec![
-        model_fingerprint(&cs.model)?,
-        format!(
-            "sensitive {} {} {}",
-            cs.inference_num, s.max_float_layers, ctx.chip
-        ),
-        format!(
-            "{} {}",
-            ctx.float_mode,
-            cs.compare_layers.as_deref().unwrap_or("")
-        ),
-    ];
-    parts.extend(search.methods.iter().map(|m| m.table.to_text()));
-    parts.push(search.table.to_text());
+    let mut own = vec![format!(
+        "sensitive {} {}",
+        cs.inference_num, s.max_float_layers
+    )];
+    own.extend(search.methods.iter().map(|m| m.table.to_text()));
+    own.push(search.table.to_text());
     run_layer_search(
         &ctx,
         &mut ev,
@@ -282,8 +259,8 @@ pub fn sensitive_layers(s: &SensitiveSettings, reporter: &dyn Reporter) -> Resul
         LayerRun {
             log: &mut log,
             qtable_path: output,
-            fingerprint: &fingerprint(&parts),
-            resume: cs.resume,
+            settings: cs,
+            own,
             success: "success sensitive layer search",
             start,
             times: [cal_time, ref_time],
@@ -299,8 +276,9 @@ pub fn sensitive_layers(s: &SensitiveSettings, reporter: &dyn Reporter) -> Resul
 struct LayerRun<'a, 'l> {
     log: &'a mut mix::log::SearchLog<'l>,
     qtable_path: &'a Path,
-    fingerprint: &'a str,
-    resume: bool,
+    settings: &'a SearchSettings,
+    /// The search's own part of its journal's fingerprint.
+    own: Vec<String>,
     success: &'a str,
     start: Instant,
     /// Calibration and float reference times.
@@ -321,22 +299,15 @@ fn run_layer_search(
     let LayerRun {
         log,
         qtable_path,
-        fingerprint,
-        resume,
+        settings,
+        own,
         success,
         start,
         times: [cal_time, ref_time],
         kind,
         layer_loss,
     } = run;
-    let jpath = journal_path(qtable_path);
-    if resume && !jpath.exists() {
-        ctx.reporter.warning(&format!(
-            "warning: --resume: no journal at `{}`; starting from the beginning",
-            jpath.display()
-        ));
-    }
-    let mut journal = qtune_mixed::journal::Journal::open(&jpath, fingerprint, resume)?;
+    let mut journal = ctx.open_journal(settings, ev, qtable_path, own, "layer result(s)")?;
     let t2 = Instant::now();
     let outcome = match mix::layer_search(ev, search, log, ctx.reporter, Some(&mut journal)) {
         Ok(o) => o,

@@ -8,10 +8,7 @@ use std::time::Instant;
 use qtune_calibrate::{CalibrationMethod, calibrate};
 use qtune_mixed::{self as mix, MixSearch};
 
-use super::{
-    Context, SearchOutcome, SearchReport, SearchSettings, failed, fingerprint, journal_path,
-    model_fingerprint, post_process_key, write_text,
-};
+use super::{Context, SearchOutcome, SearchReport, SearchSettings, failed, write_text};
 use crate::deploy::read_calibration_table;
 use crate::{Error, Reporter, Result};
 
@@ -137,28 +134,15 @@ pub fn fast_search(s: &FastSearchSettings, reporter: &dyn Reporter) -> Result<Se
     // One record per score in `<qtable>.journal`, kept until the qtable is
     // written. An interrupted first run left its calibration table (written
     // whole) for the resumed one to read, so both search the same table.
-    let parts = vec![
-        "fast_search".to_string(),
-        model_fingerprint(&cs.model)?,
+    let own = vec![
         format!(
-            "{} {} {} {} {}",
+            "fast_search {} {}",
             mix::journal::f64_hex(s.expected_cos),
-            search.max_rounds,
-            ctx.chip,
-            ctx.float_mode,
-            cs.compare_layers.as_deref().unwrap_or("")
+            search.max_rounds
         ),
-        post_process_key(cs.post_process.as_deref())?,
-        format!("{:?}", search.base_qtable),
         search.table.to_text(),
-        ev.samples_key(),
     ];
-    let mut journal = ctx.open_journal(
-        &journal_path(&s.qtable),
-        &fingerprint(&parts),
-        cs.resume,
-        "score(s)",
-    )?;
+    let mut journal = ctx.open_journal(cs, &ev, &s.qtable, own, "score(s)")?;
     let outcome = match mix::fast_search(&mut ev, &search, &mut log, reporter, Some(&mut journal)) {
         Ok(o) => o,
         Err(e) => return failed(&log, e),
@@ -225,29 +209,16 @@ pub fn mix_search(s: &MixSearchSettings, reporter: &dyn Reporter) -> Result<Sear
         max_float_layers: s.max_float_layers,
     };
     // One record per scored configuration in `<qtable>.journal`.
-    let parts = vec![
-        "mix_search".to_string(),
-        model_fingerprint(&ctx.model_path)?,
+    let own = vec![
         format!(
-            "{} {} {:?} {} {} {}",
+            "mix_search {} {} {:?}",
             mix::journal::f64_hex(search.expected_cos),
             mix::journal::f64_hex(search.min_layer_cos),
-            search.max_float_layers,
-            ctx.chip,
-            ctx.float_mode,
-            cs.compare_layers.as_deref().unwrap_or("")
+            search.max_float_layers
         ),
-        post_process_key(cs.post_process.as_deref())?,
-        format!("{:?}", search.base_qtable),
         search.table.to_text(),
-        ev.samples_key(),
     ];
-    let mut journal = ctx.open_journal(
-        &journal_path(&s.qtable),
-        &fingerprint(&parts),
-        cs.resume,
-        "scored configuration(s)",
-    )?;
+    let mut journal = ctx.open_journal(cs, &ev, &s.qtable, own, "scored configuration(s)")?;
     // The reference: the model at the float type (TPU-MLIR lowers it at
     // high precision).
     let reference = ctx.reference_at(&mut ev, ctx.float_mode)?;

@@ -479,22 +479,47 @@ impl<'r> Context<'r> {
         qtune_mixed::log::SearchLog::new(name, Box::new(move |l: &str| reporter.line(l)))
     }
 
-    /// Opens the journal at `path` (see [`Journal::open`]), warning when
-    /// `resume` finds none and saying how many records it reads back.
+    /// Opens the journal of a search beside its output (`<output>.journal`,
+    /// see [`Journal::open`]), warning when `s.resume` finds none and saying
+    /// how many records it reads back.
+    ///
+    /// Its fingerprint covers what every search's result depends on: the
+    /// model's bytes (and its weights), the chip and float type, the
+    /// compared tensors, the post-process script's content, the fixed float
+    /// layers (shape and `--transformer` pattern layers) and the compared
+    /// samples; then `own`, the search's kind, parameters and tables. A
+    /// journal of other inputs is refused.
     fn open_journal(
         &self,
-        path: &Path,
-        fingerprint: &str,
-        resume: bool,
+        s: &SearchSettings,
+        ev: &MixEvaluator,
+        output: &Path,
+        own: Vec<String>,
         what: &str,
     ) -> Result<Journal> {
+        let mut parts = vec![
+            model_fingerprint(&self.model_path)?,
+            format!(
+                "{} {} {}",
+                self.chip,
+                self.float_mode,
+                s.compare_layers.as_deref().unwrap_or("")
+            ),
+            post_process_key(s.post_process.as_deref())?,
+            format!("{:?}", self.shape_qtable),
+            ev.samples_key(),
+        ];
+        parts.extend(own);
+        let path = &journal_path(output);
+        let resume = s.resume;
+        let fingerprint = fingerprint(&parts);
         if resume && !path.exists() {
             self.reporter.warning(&format!(
                 "warning: --resume: no journal at `{}`; starting from the beginning",
                 path.display()
             ));
         }
-        let journal = Journal::open(path, fingerprint, resume)?;
+        let journal = Journal::open(path, &fingerprint, resume)?;
         let n = journal.records().len();
         if n > 0 {
             self.reporter.line(&format!(

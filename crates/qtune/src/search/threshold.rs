@@ -9,10 +9,7 @@ use anyhow::Context as _;
 use qtune_calibrate::{CalibrationMethod, CalibrationTable, calibrate_methods};
 use qtune_mixed::{self as mix, Benchmark, MethodTable};
 
-use super::{
-    Context, SearchOutcome, SearchReport, SearchSettings, failed, fingerprint, journal_path,
-    model_fingerprint, post_process_key,
-};
+use super::{Context, SearchOutcome, SearchReport, SearchSettings, failed};
 use crate::calibration::{BiasCorrection, bias_correction_request, calibration_input};
 use crate::weight_transforms::{self, TransformRequest};
 use crate::{Reporter, Result};
@@ -119,30 +116,13 @@ pub fn search_threshold(
     }
     // One record per scored table in `<-o>.journal`, kept until the run
     // (with --bc, the bias correction too) has finished.
-    let mut parts = vec![
-        model_fingerprint(&ctx.model_path)?,
-        format!(
-            "search_threshold {} {}",
-            benchmark_name(s.benchmark),
-            cs.inference_num
-        ),
-        format!(
-            "{} {} {}",
-            ctx.chip,
-            ctx.float_mode,
-            cs.compare_layers.as_deref().unwrap_or("")
-        ),
-        post_process_key(cs.post_process.as_deref())?,
-        format!("{:?}", ctx.shape_qtable),
-        ev.samples_key(),
-    ];
-    parts.extend(tables.iter().map(|t| t.table.to_text()));
-    let mut journal = ctx.open_journal(
-        &journal_path(cali),
-        &fingerprint(&parts),
-        cs.resume,
-        "table score(s)",
-    )?;
+    let mut own = vec![format!(
+        "search_threshold {} {}",
+        benchmark_name(s.benchmark),
+        cs.inference_num
+    )];
+    own.extend(tables.iter().map(|t| t.table.to_text()));
+    let mut journal = ctx.open_journal(cs, &ev, cali, own, "table score(s)")?;
     let (best, scores) = match mix::threshold_search(
         &mut ev,
         &tables,
