@@ -222,8 +222,6 @@ class _Source:
     them as they are, in their order)."""
 
     def __init__(self, data: Any) -> None:
-        self.temp: Optional[str] = None
-        self.count: Optional[int] = None
         self.samples: Optional[List[Dict[str, np.ndarray]]] = None
         if isinstance(data, (str, os.PathLike)):
             path = os.fspath(data)
@@ -242,20 +240,8 @@ class _Source:
                 samples.append({"input": np.asarray(sample)})
         if not samples:
             raise InputError("calibration_data: no samples (the iterable or data reader gave none)")
-        self.count = len(samples)
         self.samples = samples
         self.flags = {}
-
-    def close(self) -> None:
-        if self.temp is not None:
-            shutil.rmtree(self.temp, ignore_errors=True)
-            self.temp = None
-
-    def __enter__(self) -> "_Source":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def _samples(data: Any) -> Iterable[Any]:
@@ -334,9 +320,9 @@ def calibrate(
     }
     opts.update(_quiet(verbose))
     opts.update(options)
-    with _Source(calibration_data) as source:
-        opts.update(source.flags)
-        return _calibrate_to(model, output, opts, source.samples)
+    source = _Source(calibration_data)
+    opts.update(source.flags)
+    return _calibrate_to(model, output, opts, source.samples)
 
 
 def _calibrate_to(
@@ -533,9 +519,9 @@ def search_qtable(
     }
     opts.update(_quiet(verbose))
     opts.update(options)
-    with _Source(calibration_data) as source:
-        opts.update(source.flags)
-        table, found = _calibrate_found(model, calibration_table, opts, source.samples)
+    source = _Source(calibration_data)
+    opts.update(source.flags)
+    table, found = _calibrate_found(model, calibration_table, opts, source.samples)
     return _search_result(qtable, processor, table, found)
 
 
@@ -568,9 +554,9 @@ def run_qtable(
     }
     opts.update(_quiet(verbose))
     opts.update(options)
-    with _Source(calibration_data) as source:
-        opts.update(source.flags)
-        found = _native.run_qtable(os.fspath(model), os.fspath(qtable), _flags(opts), source.samples)
+    source = _Source(calibration_data)
+    opts.update(source.flags)
+    found = _native.run_qtable(os.fspath(model), os.fspath(qtable), _flags(opts), source.samples)
     return _search_result(qtable, processor, None, found)
 
 
@@ -602,9 +588,9 @@ def sensitive_layers(
     }
     opts.update(_quiet(verbose))
     opts.update(options)
-    with _Source(calibration_data) as source:
-        opts.update(source.flags)
-        found = _native.sensitive_layers(os.fspath(model), os.fspath(qtable), _flags(opts), source.samples)
+    source = _Source(calibration_data)
+    opts.update(source.flags)
+    found = _native.sensitive_layers(os.fspath(model), os.fspath(qtable), _flags(opts), source.samples)
     table = CalibrationTable.load("new_cali_table.txt") if os.path.exists("new_cali_table.txt") else None
     return _search_result(qtable, processor, table, found)
 

@@ -206,10 +206,9 @@ struct Context<'r> {
     graph: Graph,
     processor: Processor,
     chip: String,
-    /// Float mode of the layers the search puts in float (and the qtable's).
+    /// Float mode of the layers the search puts in float (and the qtable's),
+    /// which is also the type of the ops the chip keeps in float.
     float_mode: QuantMode,
-    /// Float type of the ops the chip keeps in float.
-    chip_fp: QuantMode,
     shape_qtable: Vec<(String, QuantMode)>,
     /// `transformer`: the pattern layers (also in `shape_qtable`, the fixed
     /// float layers of every search; written as pattern layers).
@@ -241,11 +240,10 @@ impl<'r> Context<'r> {
     fn new(s: &SearchSettings, model: Option<&Path>, reporter: &'r dyn Reporter) -> Result<Self> {
         s.report.check()?;
         let processor = search_processor(&s.processor)?;
-        let chip_fp = processor
+        let float_mode = processor
             .profile()
             .float_type(&s.fp_type)
             .map_err(|e| Error::setting("fp_type", format!("--fp_type: {e}")))?;
-        let float_mode = chip_fp;
         let model_path = model.unwrap_or(&s.model).to_path_buf();
         let mut cs = s.calibrate_settings(CalibrationMethod::Kl, Path::new(""));
         cs.model = model_path.clone();
@@ -271,7 +269,6 @@ impl<'r> Context<'r> {
             processor,
             chip: s.processor.clone(),
             float_mode,
-            chip_fp,
             shape_qtable,
             pattern_layers: Vec::new(),
             time_text: s.time.clone(),
@@ -305,7 +302,7 @@ impl<'r> Context<'r> {
         let mut ev = MixEvaluator::new(
             &self.graph,
             self.processor,
-            self.chip_fp,
+            self.float_mode,
             self.inference_samples(n)?,
             compare,
             s.memory_bytes,
@@ -405,7 +402,7 @@ impl<'r> Context<'r> {
         }
         let mut qtable = self.shape_qtable.clone();
         qtable.extend(r.float_layers.iter().map(|n| (n.clone(), self.float_mode)));
-        let fp = self.chip_fp.to_string();
+        let fp = self.float_mode.to_string();
         report::finish(
             &self.report,
             RunFacts {
