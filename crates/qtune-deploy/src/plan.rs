@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use qtune_ir::binary::BinaryRange;
 use qtune_ir::passes::canonical::is_upsample;
 use qtune_ir::unary::Int8Rule;
 use qtune_ir::{Graph, NodeId, Op, ValueId};
@@ -355,11 +356,22 @@ fn fixed_output_range(op: &Op) -> Option<(f64, f64)> {
     }
 }
 
+/// A binary op that outputs one of its inputs (Max, Min: its registry
+/// rule, [`BinaryRange::Selects`]), and whether an operand is a constant
+/// (TPU-MLIR's `MaxConst`/`MinConst`).
+fn selects(graph: &Graph, node: NodeId) -> Option<bool> {
+    let n = graph.node(node);
+    n.op.binary()
+        .filter(|b| b.range == BinaryRange::Selects)
+        .map(|_| n.inputs.iter().any(|i| is_const(graph, Some(i))))
+}
+
 /// Ops whose output takes the input's range (forward propagation, step 7).
 fn forwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
     let n = graph.node(node);
     match &n.op {
         op if unary_shares_range(op, profile) => true,
+        _ if selects(graph, node) == Some(true) => true,
         Op::MaxPool(_)
         | Op::GlobalMaxPool
         | Op::Reshape { .. }
@@ -389,9 +401,17 @@ fn backwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
     }
 }
 
-/// The data input of an op with one (the first input).
+/// The data input of an op with one: the first input, but for a binary op
+/// with a constant operand (`MaxConst`), the other.
 fn data_input(graph: &Graph, node: NodeId) -> Option<ValueId> {
-    graph.node(node).inputs.first().copied().flatten()
+    let n = graph.node(node);
+    let first = n.inputs.first().copied().flatten();
+    match first {
+        Some(v) if n.op.binary().is_some() && graph.constant_of(v).is_some() => {
+            n.inputs.get(1).copied().flatten()
+        }
+        _ => first,
+    }
 }
 
 impl Plan {
@@ -707,7 +727,7 @@ fn initial_ranges(
 }
 
 /// TPU-MLIR's `calibration_process` order (spec 4.2): forward through
-/// reshapes, backward into Concat inputs, backward through Relu/MaxPool-like
+/// reshapes, backward into Concat (and Max/Min) inputs, backward through Relu/MaxPool-like
 /// ops, forward through every pass-through op.
 fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, modes: &[QuantMode]) {
     let consumers = graph.consumers();
@@ -724,10 +744,10 @@ fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, mod
             ranges[n.outputs[0].index()] = Some(r);
         }
     }
-    // 3. Backward into Concat inputs.
+    // 3. Backward into the inputs of Concat, and of Max and Min of tensors.
     for &id in node_ids.iter().rev() {
         let n = graph.node(id);
-        if let Op::Concat { .. } = n.op
+        if (matches!(n.op, Op::Concat { .. }) || selects(graph, id) == Some(false))
             && modes[id.index()] == QuantMode::Int8
             && let Some(r) = ranges[n.outputs[0].index()]
         {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use qtune_ir::{
     AutoPad, CoordMode, FloatFormat, FusedRelu, GeluApproximation, Graph, Node, NodeId, Op,
-    ResizeMode, ValueId, resolve_reduce_axes, resolve_slice, resolve_split, resolve_window,
-    shape_range, unary_op,
+    ResizeMode, ValueId, binary_op, resolve_reduce_axes, resolve_slice, resolve_split,
+    resolve_window, shape_range, unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
@@ -311,8 +311,14 @@ pub(crate) fn eval_node_fused(
             cx.f32_out(vec![m, n], out)
         }
         Op::MatMul => eval_matmul(&cx),
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => eval_binary(&mut cx),
-        Op::And | Op::Or | Op::Equal | Op::Less | Op::Greater => eval_compare(&cx),
+        // The binary family (`qtune_ir::binary`).
+        binary_op!() => match cx.node.op.binary().map(|b| b.kind) {
+            Some(qtune_ir::binary::BinaryKind::Arith { f32, i64 }) => {
+                eval_binary(&mut cx, f32, i64)
+            }
+            Some(kind) => eval_compare(&cx, kind),
+            None => Err(cx.err("internal: not in the binary registry")),
+        },
         Op::Not => {
             let v = cx.input(0)?.as_bool().map_err(|e| cx.err(e.to_string()))?;
             let out: Vec<bool> = v.iter().map(|b| !b).collect();
@@ -895,42 +901,68 @@ fn eval_scalar(cx: &mut Cx, op: &Op) -> Result<Vec<Tensor>, ExecError> {
     cx.f32_out(dims, out)
 }
 
-fn eval_binary(cx: &mut Cx) -> Result<Vec<Tensor>, ExecError> {
-    let od = cx.out_dims(0)?;
-    let op = match cx.node.op {
+/// The vectorised kernel of an arithmetic op of the binary family, when
+/// `qtune-kernels` has one (a speed-up only: the registry's scalar
+/// definition is the reference, `fast_binary_kernels_match_the_registry`).
+pub(crate) fn fast_binary(op: &Op) -> Option<k::BinaryOp> {
+    Some(match op {
         Op::Add => k::BinaryOp::Add,
         Op::Sub => k::BinaryOp::Sub,
         Op::Mul => k::BinaryOp::Mul,
         Op::Div => k::BinaryOp::Div,
-        _ => k::BinaryOp::Pow,
-    };
-    // Float operands: when one of them has the output's dims and this node holds its only
-    // reference, the result is written over it (no new buffer, no zero-fill).
-    for (i, side) in [(0, k::InPlace::Left), (1, k::InPlace::Right)] {
-        let fits = |t: &Tensor| t.dims() == od.as_slice() && t.dtype() == DType::F32;
-        let other_f32 = cx.input(1 - i)?.dtype() == DType::F32;
-        if !other_f32 || !fits(cx.input(i)?) {
-            continue;
-        }
-        match cx.take(i)?.into_unshared_f32_vec() {
-            Ok(mut target) => {
-                let other = cx.input(1 - i)?;
-                let (ov, odims) = (
-                    other.as_f32().map_err(|e| cx.err(e.to_string()))?,
-                    other.dims(),
-                );
-                k::binary_in_place(op, side, &mut target, &od, ov, odims, cx.par);
-                return cx.f32_out(od, target);
+        Op::Pow => k::BinaryOp::Pow,
+        _ => return None,
+    })
+}
+
+/// An arithmetic op of the binary family: its vectorised kernel on float32
+/// operands when it has one (in place over an operand this node holds the
+/// only reference to), else the registry's scalar definitions on the
+/// broadcast operands.
+fn eval_binary(
+    cx: &mut Cx,
+    f32_def: fn(f32, f32) -> f32,
+    i64_def: fn(i64, i64) -> Result<i64, &'static str>,
+) -> Result<Vec<Tensor>, ExecError> {
+    let od = cx.out_dims(0)?;
+    if let Some(op) = fast_binary(&cx.node.op) {
+        // Float operands: when one of them has the output's dims and this node holds its
+        // only reference, the result is written over it (no new buffer, no zero-fill).
+        for (i, side) in [(0, k::InPlace::Left), (1, k::InPlace::Right)] {
+            let fits = |t: &Tensor| t.dims() == od.as_slice() && t.dtype() == DType::F32;
+            let other_f32 = cx.input(1 - i)?.dtype() == DType::F32;
+            if !other_f32 || !fits(cx.input(i)?) {
+                continue;
             }
-            // Shared: put it back and try the other operand, or compute into a new buffer.
-            Err(t) => cx.inputs[i] = Some(t),
+            match cx.take(i)?.into_unshared_f32_vec() {
+                Ok(mut target) => {
+                    let other = cx.input(1 - i)?;
+                    let (ov, odims) = (
+                        other.as_f32().map_err(|e| cx.err(e.to_string()))?,
+                        other.dims(),
+                    );
+                    k::binary_in_place(op, side, &mut target, &od, ov, odims, cx.par);
+                    return cx.f32_out(od, target);
+                }
+                // Shared: put it back and try the other operand, or compute into a new buffer.
+                Err(t) => cx.inputs[i] = Some(t),
+            }
+        }
+        let (a, b) = (cx.input(0)?, cx.input(1)?);
+        if let (TensorData::F32(av), TensorData::F32(bv)) = (a.data(), b.data()) {
+            let mut out = zeroed(od.iter().product(), cx.par);
+            k::binary(op, av, a.dims(), bv, b.dims(), &mut out, cx.par);
+            return cx.f32_out(od, out);
         }
     }
     let (a, b) = (cx.input(0)?, cx.input(1)?);
     match (a.data(), b.data()) {
         (TensorData::F32(av), TensorData::F32(bv)) => {
-            let mut out = zeroed(od.iter().product(), cx.par);
-            k::binary(op, av, a.dims(), bv, b.dims(), &mut out, cx.par);
+            let (ea, eb) = (
+                broadcast_to(av, a.dims(), &od),
+                broadcast_to(bv, b.dims(), &od),
+            );
+            let out = ea.iter().zip(&eb).map(|(&x, &y)| f32_def(x, y)).collect();
             cx.f32_out(od, out)
         }
         (TensorData::I64(av), TensorData::I64(bv)) => {
@@ -938,26 +970,12 @@ fn eval_binary(cx: &mut Cx) -> Result<Vec<Tensor>, ExecError> {
                 broadcast_to(av, a.dims(), &od),
                 broadcast_to(bv, b.dims(), &od),
             );
-            let op = cx.node.op.clone();
-            let mut out = Vec::with_capacity(ea.len());
-            for (&x, &y) in ea.iter().zip(&eb) {
-                out.push(match op {
-                    Op::Add => x.wrapping_add(y),
-                    Op::Sub => x.wrapping_sub(y),
-                    Op::Mul => x.wrapping_mul(y),
-                    Op::Div => {
-                        if y == 0 {
-                            return Err(cx.err("integer division by zero"));
-                        }
-                        x.wrapping_div(y)
-                    }
-                    _ => {
-                        let e =
-                            u32::try_from(y).map_err(|_| cx.err("negative integer exponent"))?;
-                        x.wrapping_pow(e)
-                    }
-                });
-            }
+            let out = ea
+                .iter()
+                .zip(&eb)
+                .map(|(&x, &y)| i64_def(x, y))
+                .collect::<Result<Vec<i64>, _>>()
+                .map_err(|e| cx.err(e))?;
             Ok(vec![cx.tensor(od, TensorData::I64(Arc::new(out)))?])
         }
         _ => Err(cx.err(format!(
@@ -982,46 +1000,32 @@ fn broadcast_to<T: Copy>(v: &[T], dims: &[usize], out_dims: &[usize]) -> Vec<T> 
     }
 }
 
-fn eval_compare(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
+/// A comparison or logic op of the binary family, by its registry
+/// definitions.
+fn eval_compare(cx: &Cx, kind: qtune_ir::binary::BinaryKind) -> Result<Vec<Tensor>, ExecError> {
+    use qtune_ir::binary::BinaryKind as K;
     let (a, b) = (cx.input(0)?, cx.input(1)?);
     let od = cx.out_dims(0)?;
-    let op = cx.node.op.clone();
-    let out: Vec<bool> = match (a.data(), b.data()) {
-        (TensorData::Bool(av), TensorData::Bool(bv)) => {
-            let (ea, eb) = (
-                broadcast_to(av, a.dims(), &od),
-                broadcast_to(bv, b.dims(), &od),
-            );
-            ea.iter()
-                .zip(&eb)
-                .map(|(&x, &y)| match op {
-                    Op::And => x && y,
-                    Op::Or => x || y,
-                    Op::Equal => x == y,
-                    Op::Less => !x & y,
-                    _ => x & !y,
-                })
-                .collect()
+    fn apply<T: Copy>(
+        (a, ad): (&[T], &[usize]),
+        (b, bd): (&[T], &[usize]),
+        od: &[usize],
+        f: impl Fn(T, T) -> bool,
+    ) -> Vec<bool> {
+        let (ea, eb) = (broadcast_to(a, ad, od), broadcast_to(b, bd, od));
+        ea.iter().zip(&eb).map(|(&x, &y)| f(x, y)).collect()
+    }
+    let (ad, bd) = (a.dims(), b.dims());
+    let out: Vec<bool> = match (a.data(), b.data(), kind) {
+        (TensorData::Bool(av), TensorData::Bool(bv), K::Logic(f))
+        | (TensorData::Bool(av), TensorData::Bool(bv), K::Compare { bool: Some(f), .. }) => {
+            apply((av, ad), (bv, bd), &od, f)
         }
-        (TensorData::I64(av), TensorData::I64(bv)) if !matches!(op, Op::And | Op::Or) => {
-            let (ea, eb) = (
-                broadcast_to(av, a.dims(), &od),
-                broadcast_to(bv, b.dims(), &od),
-            );
-            ea.iter()
-                .zip(&eb)
-                .map(|(x, y)| compare(&op, x, y))
-                .collect()
+        (TensorData::I64(av), TensorData::I64(bv), K::Compare { i64: f, .. }) => {
+            apply((av, ad), (bv, bd), &od, f)
         }
-        (TensorData::F32(av), TensorData::F32(bv)) if !matches!(op, Op::And | Op::Or) => {
-            let (ea, eb) = (
-                broadcast_to(av, a.dims(), &od),
-                broadcast_to(bv, b.dims(), &od),
-            );
-            ea.iter()
-                .zip(&eb)
-                .map(|(x, y)| compare(&op, x, y))
-                .collect()
+        (TensorData::F32(av), TensorData::F32(bv), K::Compare { f32: f, .. }) => {
+            apply((av, ad), (bv, bd), &od, f)
         }
         _ => {
             return Err(cx.err(format!(
@@ -1032,14 +1036,6 @@ fn eval_compare(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
         }
     };
     Ok(vec![cx.tensor(od, TensorData::Bool(Arc::new(out)))?])
-}
-
-fn compare<T: PartialOrd>(op: &Op, x: &T, y: &T) -> bool {
-    match op {
-        Op::Equal => x == y,
-        Op::Less => x < y,
-        _ => x > y,
-    }
 }
 
 fn eval_matmul(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
@@ -1577,6 +1573,47 @@ mod tests {
             }
         }
         assert!(with_kernel >= 26, "{with_kernel}");
+    }
+
+    /// Every vectorised kernel of the binary family computes what the
+    /// registry defines (`qtune_ir::binary`), broadcast both ways.
+    #[test]
+    fn fast_binary_kernels_match_the_registry() {
+        let a: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) / 7.0).collect();
+        let b: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 2.0).collect();
+        let (ad, bd) = ([8usize, 8], [8usize]);
+        let mut with_kernel = 0;
+        for spec in qtune_ir::binary::BINARY_OPS {
+            let op = (spec.build)();
+            let Some(kop) = fast_binary(&op) else {
+                continue;
+            };
+            let qtune_ir::binary::BinaryKind::Arith { f32: def, .. } = spec.kind else {
+                panic!("{} has a float kernel but is not arithmetic", spec.name);
+            };
+            with_kernel += 1;
+            for swap in [false, true] {
+                let ((x, xd), (y, yd)) = if swap {
+                    ((&b, &bd[..]), (&a, &ad[..]))
+                } else {
+                    ((&a, &ad[..]), (&b, &bd[..]))
+                };
+                let mut got = vec![0.0; 64];
+                k::binary(kop, x, xd, y, yd, &mut got, Parallelism::Sequential);
+                for (i, g) in got.iter().enumerate() {
+                    let (p, q) = (a[i], b[i % 8]);
+                    let want = if swap { def(q, p) } else { def(p, q) };
+                    assert!(
+                        g.to_bits() == want.to_bits()
+                            || (g.is_nan() && want.is_nan())
+                            || (g - want).abs() <= 1e-6 * want.abs().max(1.0),
+                        "{} at ({p}, {q}) swapped {swap}: kernel {g}, registry {want}",
+                        spec.name
+                    );
+                }
+            }
+        }
+        assert_eq!(with_kernel, 5);
     }
 
     #[test]

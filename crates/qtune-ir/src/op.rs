@@ -357,18 +357,21 @@ macro_rules! op_names {
                 match self {
                     $(Op::$variant { .. } => stringify!($variant),)*
                     unary_op!() => self.unary().map_or("", |u| u.spec.name),
+                    binary_op!() => self.binary().map_or("", |b| b.name),
                     Op::RoundFloat(_) => "RoundFloat",
                     Op::IntegerLayer(_) => "IntegerLayer",
                 }
             }
         }
         /// Every ONNX op type the IR supports, for error messages and `qtune info`:
-        /// the ops listed here, then those of the unary registry ([`crate::unary`]).
+        /// the ops listed here, then those of the unary and binary registries
+        /// ([`crate::unary`], [`crate::binary`]).
         pub static SUPPORTED_OPS: std::sync::LazyLock<Vec<&'static str>> =
             std::sync::LazyLock::new(|| {
                 [$(stringify!($variant)),*]
                     .into_iter()
                     .chain(crate::unary::UNARY_OPS.iter().filter_map(|u| u.onnx))
+                    .chain(crate::binary::BINARY_OPS.iter().map(|b| b.name))
                     .collect()
             });
     };
@@ -380,11 +383,6 @@ op_names!(
     BatchNormalization,
     Gemm,
     MatMul,
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Pow,
     Clip,
     Softmax,
     Gelu,
@@ -414,12 +412,7 @@ op_names!(
     SpaceToDepth,
     DepthToSpace,
     Where,
-    And,
-    Or,
     Not,
-    Equal,
-    Less,
-    Greater,
     Shape,
     Identity,
     QuantizeLinear,
@@ -430,17 +423,11 @@ impl Op {
     /// Ops whose output element at each position depends only on the input
     /// elements at the same (broadcast) position.
     pub fn is_elementwise(&self) -> bool {
-        matches!(
-            self,
-            unary_op!()
-                | Op::Add
-                | Op::Sub
-                | Op::Mul
-                | Op::Div
-                | Op::Pow
-                | Op::Clip(_)
-                | Op::Gelu { .. }
-        )
+        match self {
+            unary_op!() | Op::Clip(_) | Op::Gelu { .. } => true,
+            binary_op!() => self.binary().is_some_and(|b| !b.kind.is_bool()),
+            _ => false,
+        }
     }
 
     /// Ops that only move or reinterpret data (no arithmetic).

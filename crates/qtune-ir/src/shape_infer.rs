@@ -416,16 +416,9 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
             }
             one(out, cx.dtype(0)?)
         }
-        Op::Add
-        | Op::Sub
-        | Op::Mul
-        | Op::Div
-        | Op::Pow
-        | Op::And
-        | Op::Or
-        | Op::Equal
-        | Op::Less
-        | Op::Greater => {
+        // The binary family (`crate::binary`): numpy broadcasting; a
+        // comparison or logic op gives booleans.
+        binary_op!() => {
             let a = cx.shape(0)?;
             let b = cx.shape(1)?;
             let out = broadcast_shapes(&a, &b).ok_or_else(|| IrError::Broadcast {
@@ -434,9 +427,10 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
                 a: Shape(a.clone()),
                 b: Shape(b.clone()),
             })?;
-            let dtype = match node.op {
-                Op::And | Op::Or | Op::Equal | Op::Less | Op::Greater => DType::Bool,
-                _ => cx.dtype(0)?,
+            let dtype = if node.op.binary().is_some_and(|b| b.kind.is_bool()) {
+                DType::Bool
+            } else {
+                cx.dtype(0)?
             };
             one(out, dtype)
         }

@@ -53,7 +53,7 @@ use bytes::Bytes;
 use prost::Message;
 use qtune_ir::{
     AutoPad, ConvAttrs, CoordMode, FloatFormat, GeluApproximation, Graph, NearestMode, Node, Op,
-    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, unary_op,
+    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, binary_op, unary_op,
 };
 use qtune_tensor::{DType, Tensor};
 
@@ -463,23 +463,14 @@ impl<'g> Exporter<'g> {
                 attrs.push(attr_int("transB", i64::from(a.trans_b)));
             }
             Op::MatMul
-            | Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Pow
+            | binary_op!()
             | Op::Tile
             | Op::GlobalAveragePool
             | Op::GlobalMaxPool
             | Op::Slice
             | Op::Expand
             | Op::Where
-            | Op::And
-            | Op::Or
             | Op::Not
-            | Op::Equal
-            | Op::Less
-            | Op::Greater
             | Op::Identity => {}
             Op::Clip(a) => {
                 // Opset 11 moved the bounds to inputs 1 and 2, typed like x.

@@ -144,23 +144,20 @@ pub(crate) fn import_node(
                 trans_b: cx.flag("transB", false)?,
             })
         }
-        "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "And" | "Or" | "Equal" | "Less"
-        | "Greater" => {
+        "MatMul" => {
             arity(cx, n, 2, 2)?;
             cx.check_known(&[])?;
-            match cx.op_type {
-                "MatMul" => Op::MatMul,
-                "Add" => Op::Add,
-                "Sub" => Op::Sub,
-                "Mul" => Op::Mul,
-                "Div" => Op::Div,
-                "Pow" => Op::Pow,
-                "And" => Op::And,
-                "Or" => Op::Or,
-                "Equal" => Op::Equal,
-                "Less" => Op::Less,
-                _ => Op::Greater,
-            }
+            Op::MatMul
+        }
+        // The binary family from its registry (`qtune_ir::binary`): two
+        // inputs, no attributes.
+        t if binary::by_onnx(t).is_some() => {
+            let Some(spec) = binary::by_onnx(t) else {
+                return Err(cx.node_err("internal: not in the binary registry"));
+            };
+            arity(cx, n, 2, 2)?;
+            cx.check_known(&[])?;
+            (spec.build)()
         }
         "Not" | "GlobalAveragePool" | "GlobalMaxPool" | "Identity" => {
             arity(cx, n, 1, 1)?;

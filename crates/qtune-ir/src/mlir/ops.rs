@@ -34,26 +34,10 @@ const fn op(
     }
 }
 
-/// `do_relu`, `relu_limit`: the fused Relu of the ops that carry one.
-const RELU: &str = "do_relu, relu_limit";
-
 /// The Top ops the reader accepts, in alphabetical order, but for the
-/// unary family, which comes from its registry ([`crate::unary`]).
+/// unary and binary families, which come from their registries
+/// ([`crate::unary`], [`crate::binary`]).
 pub const TOP_OPS: &[TopOpSpec] = &[
-    op(
-        "top.Add",
-        "inputs (2)",
-        "do_relu, relu_limit, coeff (all 1)",
-        "Add",
-        "more than two inputs are a chain of Adds; coeff other than 1 is an error",
-    ),
-    op(
-        "top.AddConst",
-        "input",
-        "const_val, do_relu, relu_limit",
-        "Add (scalar constant)",
-        "",
-    ),
     op(
         "top.AvgPool",
         "input",
@@ -78,17 +62,10 @@ pub const TOP_OPS: &[TopOpSpec] = &[
     op("top.Clip", "input", "min, max", "Clip", ""),
     op(
         "top.Compare",
-        "lhs, rhs",
-        "mode (Equal, Less, Greater, And, Or, Not)",
-        "Equal / Less / Greater / And / Or / Not",
-        "other modes are an error",
-    ),
-    op(
-        "top.CompareConst",
         "input",
-        "mode, const_val, inversed",
-        "Equal / Less / Greater / And (scalar constant)",
-        "",
+        "mode (Not)",
+        "Not",
+        "the binary modes are in the binary family's rows",
     ),
     op(
         "top.Concat",
@@ -118,7 +95,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "SpaceToDepth (is_inversed) / DepthToSpace",
         "equal blocks, NCHW, no swap_cr; inversed only in DCR order",
     ),
-    op("top.Div", "lhs, rhs", "", "Div", ""),
     op("top.Expand", "input", "shape", "Expand", ""),
     op(
         "top.Flatten",
@@ -177,26 +153,8 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "MaxPool / GlobalMaxPool",
         "",
     ),
-    op("top.Mul", "inputs (2)", RELU, "Mul", ""),
-    op(
-        "top.MulConst",
-        "input",
-        "const_val, do_relu, relu_limit",
-        "Mul (scalar constant)",
-        "",
-    ),
     op("top.None", "", "", "(absent operand)", ""),
     op("top.Permute", "input", "order", "Transpose", ""),
-    op("top.Pow", "input, exponent?", "exponent", "Pow", ""),
-    op("top.Pow2", "input", "const_val", "Pow (constant base)", ""),
-    op("top.Pow3", "input, exponent", "", "Pow", ""),
-    op(
-        "top.Reciprocal",
-        "input",
-        "const_val, do_relu, relu_limit",
-        "Div (constant numerator)",
-        "",
-    ),
     op(
         "top.Reduce",
         "input",
@@ -236,20 +194,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
     op("top.Split", "input", "axis, num, split_size", "Split", ""),
     op("top.Squeeze", "input", "axes", "Squeeze", ""),
     op(
-        "top.Sub",
-        "inputs (2)",
-        "do_relu, relu_limit, is_reverse",
-        "Sub",
-        "",
-    ),
-    op(
-        "top.SubConst",
-        "input",
-        "const_val, is_reverse, do_relu, relu_limit",
-        "Sub (scalar constant)",
-        "",
-    ),
-    op(
         "top.Tile",
         "input",
         "tile",
@@ -275,17 +219,19 @@ pub const TOP_OPS: &[TopOpSpec] = &[
 ];
 
 /// Whether the reader accepts this Top op (one of [`TOP_OPS`] or of the
-/// unary family, [`crate::unary`]).
+/// unary or binary family, [`crate::unary`], [`crate::binary`]).
 pub fn is_supported(name: &str) -> bool {
-    TOP_OPS.iter().any(|s| s.name == name) || crate::unary::by_top(name).is_some()
+    TOP_OPS.iter().any(|s| s.name == name)
+        || crate::unary::by_top(name).is_some()
+        || crate::binary::is_top(name)
 }
 
 /// The table of [`TOP_OPS`] as Markdown (`docs/tpu-mlir-top-ops.md`).
 pub fn top_ops_markdown() -> String {
     let mut s = String::from(
         "# Top ops qtune reads and writes\n\n\
-         Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary registry \
-         (`crates/qtune-ir/src/unary.rs`); a test keeps this file \
+         Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary and binary \
+         registries (`crates/qtune-ir/src/unary.rs`, `binary.rs`); a test keeps this file \
          current. The reader accepts exactly these ops, with the attributes as TPU-MLIR prints \
          them (`include/tpu_mlir/Dialect/Top/IR/TopOps.td`); any other op is an error that names \
          it and its line. Attributes not listed are ignored (TPU-MLIR's optional attributes for \
@@ -296,6 +242,7 @@ pub fn top_ops_markdown() -> String {
         .iter()
         .map(|o| [o.name, o.operands, o.attributes, o.ir, o.notes].map(String::from))
         .chain(crate::unary::top_rows())
+        .chain(crate::binary::top_rows())
         .collect();
     rows.sort();
     for [name, operands, attributes, ir, notes] in rows {

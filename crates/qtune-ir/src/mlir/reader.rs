@@ -533,75 +533,85 @@ impl<'a> Builder<'a> {
                     Op::MatMul
                 }
             }
-            "top.Add" | "top.Sub" | "top.Mul" | "top.Div" => {
-                let base = match op.name.as_str() {
-                    "top.Add" => Op::Add,
-                    "top.Sub" => Op::Sub,
-                    "top.Mul" => Op::Mul,
-                    "top.Div" => Op::Div,
-                    other => return self.err(line, format!("unsupported op `{other}`")),
-                };
-                if let Some(c) = a.get("coeff").and_then(MlirAttr::as_f64_vec)
-                    && c.iter().any(|&x| x != 1.0)
-                {
-                    return self.err(
-                        line,
-                        format!("`{}` with coeff {c:?} is not supported", op.name),
-                    );
-                }
-                fuse_relu = a.bool_or("do_relu", false);
-                let mut ops: Vec<ValueId> =
-                    (0..op.operands.len()).map(&req).collect::<Result<_, _>>()?;
-                if ops.len() < 2 {
-                    return self.err(line, format!("`{}` needs two operands", op.name));
-                }
-                if a.bool_or("is_reverse", false) {
-                    ops.swap(0, 1);
-                }
-                // More than two operands: a left-to-right chain.
-                let mut acc = ops[0];
-                for (k, &next) in ops[1..ops.len() - 1].iter().enumerate() {
-                    let name = format!("{loc}_part{k}");
-                    let mid = self.result_value(op, 0, &name)?;
-                    self.graph
-                        .add_node(name, base.clone(), vec![Some(acc), Some(next)], vec![mid]);
-                    acc = mid;
-                }
-                inputs = vec![Some(acc), ops.last().copied()];
-                base
+            // The binary family from its registry (`crate::binary`): the
+            // two-tensor form (a longer operand list of a variadic op is a
+            // left-to-right chain), or a `*Const` form whose attribute is the
+            // constant operand.
+            "top.Compare" if a.str("mode") == Some("Not") => {
+                inputs = unary(self)?;
+                Op::Not
             }
-            "top.AddConst" | "top.SubConst" | "top.MulConst" => {
-                let x = req(0)?;
-                let c = self.f32_const(
-                    format!("{loc}_const"),
-                    vec![],
-                    vec![f32_of(a.f64_or("const_val", 0.0))],
-                )?;
-                fuse_relu = a.bool_or("do_relu", false);
-                inputs = if a.bool_or("is_reverse", false) {
-                    vec![Some(c), Some(x)]
-                } else {
-                    vec![Some(x), Some(c)]
-                };
-                match op.name.as_str() {
-                    "top.AddConst" => Op::Add,
-                    "top.SubConst" => Op::Sub,
-                    _ => Op::Mul,
+            name if crate::binary::is_top(name) => {
+                let mode = a.str("mode");
+                let read = crate::binary::by_top(name, mode, op.operands.len());
+                match read {
+                    Some(crate::binary::TopRead::Tensors(spec)) => {
+                        if let Some(c) = a.get("coeff").and_then(MlirAttr::as_f64_vec)
+                            && c.iter().any(|&x| x != 1.0)
+                        {
+                            return self.err(
+                                line,
+                                format!("`{}` with coeff {c:?} is not supported", op.name),
+                            );
+                        }
+                        fuse_relu = spec.top.relu && a.bool_or("do_relu", false);
+                        let mut ops: Vec<ValueId> =
+                            (0..op.operands.len()).map(&req).collect::<Result<_, _>>()?;
+                        if ops.len() > 2 && !spec.top.variadic {
+                            return self.err(
+                                line,
+                                format!("`{}` takes two operands, not {}", op.name, ops.len()),
+                            );
+                        }
+                        if a.bool_or("is_reverse", false) {
+                            ops.swap(0, 1);
+                        }
+                        let base = (spec.build)();
+                        let mut acc = ops[0];
+                        for (k, &next) in ops[1..ops.len() - 1].iter().enumerate() {
+                            let name = format!("{loc}_part{k}");
+                            let mid = self.result_value(op, 0, &name)?;
+                            self.graph.add_node(
+                                name,
+                                base.clone(),
+                                vec![Some(acc), Some(next)],
+                                vec![mid],
+                            );
+                            acc = mid;
+                        }
+                        inputs = vec![Some(acc), ops.last().copied()];
+                        base
+                    }
+                    Some(crate::binary::TopRead::Const(spec, form)) => {
+                        let x = req(0)?;
+                        let c = self.f32_const(
+                            format!("{loc}_{}", form.attr),
+                            vec![],
+                            vec![f32_of(a.f64_or(form.attr, form.default))],
+                        )?;
+                        fuse_relu = form.relu && a.bool_or("do_relu", false);
+                        let reversed = form.reverse.is_some_and(|r| a.bool_or(r, false));
+                        inputs = if form.left != reversed {
+                            vec![Some(c), Some(x)]
+                        } else {
+                            vec![Some(x), Some(c)]
+                        };
+                        (spec.build)()
+                    }
+                    None => {
+                        let what = match mode {
+                            Some(m) => format!("`{name}` mode `{m}`"),
+                            None => format!("`{name}`"),
+                        };
+                        return self.err(
+                            line,
+                            format!(
+                                "{what} with {} operand(s) is not supported",
+                                op.operands.len()
+                            ),
+                        );
+                    }
                 }
-            }
-            "top.Pow" => {
-                if op.operands.len() >= 2 {
-                    inputs = binary(self)?;
-                } else {
-                    let x = req(0)?;
-                    let e = self.f32_const(
-                        format!("{loc}_exponent"),
-                        vec![],
-                        vec![f32_of(a.f64_or("exponent", 1.0))],
-                    )?;
-                    inputs = vec![Some(x), Some(e)];
-                }
-                Op::Pow
             }
             "top.Identity" => {
                 inputs = unary(self)?;
@@ -1006,58 +1016,6 @@ impl<'a> Builder<'a> {
                 inputs = ins;
                 Op::Where
             }
-            "top.CompareConst" => {
-                let x = self.required(op, 0)?;
-                let c = self.f32_const(
-                    format!("{loc}_const_val"),
-                    vec![],
-                    vec![f32_of(a.f64_or("const_val", 0.0))],
-                )?;
-                inputs = if a.bool_or("inversed", false) {
-                    vec![Some(c), Some(x)]
-                } else {
-                    vec![Some(x), Some(c)]
-                };
-                match a.str("mode").unwrap_or("") {
-                    "Equal" => Op::Equal,
-                    "Less" => Op::Less,
-                    "Greater" => Op::Greater,
-                    "And" => Op::And,
-                    m => {
-                        return self.err(
-                            line,
-                            format!("`top.CompareConst` mode `{m}` is not supported (Equal, Less, Greater, And)"),
-                        );
-                    }
-                }
-            }
-            "top.Reciprocal" => {
-                // `const_val / x`.
-                let c = self.f32_const(
-                    format!("{loc}_const_val"),
-                    vec![],
-                    vec![f32_of(a.f64_or("const_val", 1.0))],
-                )?;
-                fuse_relu = a.bool_or("do_relu", false);
-                let x = self.required(op, 0)?;
-                inputs = vec![Some(c), Some(x)];
-                Op::Div
-            }
-            "top.Pow2" => {
-                // `const_val ^ x`.
-                let c = self.f32_const(
-                    format!("{loc}_const_val"),
-                    vec![],
-                    vec![f32_of(a.f64_or("const_val", 1.0))],
-                )?;
-                let x = self.required(op, 0)?;
-                inputs = vec![Some(c), Some(x)];
-                Op::Pow
-            }
-            "top.Pow3" => {
-                inputs = binary(self)?;
-                Op::Pow
-            }
             "top.Scale" => {
                 // `x * scale[c] + bias[c]`: a BatchNormalization with mean 0,
                 // variance 1 and epsilon 0 computes exactly that (the divisor
@@ -1125,26 +1083,6 @@ impl<'a> Builder<'a> {
                     Op::SpaceToDepth { blocksize }
                 } else {
                     Op::DepthToSpace { blocksize, crd }
-                }
-            }
-            "top.Compare" => {
-                let mode = a.str("mode").unwrap_or("");
-                if mode == "Not" {
-                    inputs = unary(self)?;
-                    Op::Not
-                } else {
-                    inputs = binary(self)?;
-                    match mode {
-                        "Equal" => Op::Equal,
-                        "Less" => Op::Less,
-                        "Greater" => Op::Greater,
-                        "And" => Op::And,
-                        "Or" => Op::Or,
-                        m => {
-                            return self
-                                .err(line, format!("`top.Compare` mode `{m}` is not supported"));
-                        }
-                    }
                 }
             }
             "top.Shape" => {

@@ -530,14 +530,19 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
             vec![Operand::Value(x(0)?), Operand::Value(x(1)?), opt(2)],
             vec![("do_relu", A::Bool(false))],
         ),
-        Op::Add | Op::Sub | Op::Mul => {
-            // An operand that is a one-element constant becomes `const_val`
-            // of `top.AddConst` / `top.SubConst` / `top.MulConst`, as
-            // TPU-MLIR's converter and canonicalizer write them (`x - c` is
-            // written as AddConst(-c), the same number).
+        // The binary family from its registry (`crate::binary`): an
+        // operand that is a one-element constant, beside a tensor of the
+        // output's dims, becomes the constant attribute of the op's `*Const`
+        // form (`top.AddConst`, `top.Reciprocal`, `top.Pow2`,
+        // `top.CompareConst`, ...), as TPU-MLIR's converter and
+        // canonicalizer write them; else the two-tensor op.
+        binary_op!() => {
+            let spec = node
+                .op
+                .binary()
+                .ok_or_else(|| err("internal: not in the binary registry".into()))?;
             let scalar = |i: usize| -> Option<f32> {
-                let v = input(i)?;
-                let t = g.constant_of(v)?;
+                let t = g.constant_of(input(i)?)?;
                 let other = input(1 - i)?;
                 (t.numel() == 1
                     && t.dtype() == qtune_tensor::DType::F32
@@ -545,83 +550,34 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                     && shape_dims(g, other).ok()? == out_dims(0).ok()?)
                 .then(|| t.to_f32_vec()[0])
             };
-            let cv = |c: f32| ("const_val", A::F64(f64::from(c)));
-            let relu = ("do_relu", A::Bool(false));
-            match (&node.op, scalar(1), scalar(0)) {
-                (Op::Add, Some(c), _) => mk(
-                    "top.AddConst",
-                    vec![Operand::Value(x(0)?)],
-                    vec![cv(c), relu],
-                ),
-                (Op::Add, None, Some(c)) => mk(
-                    "top.AddConst",
-                    vec![Operand::Value(x(1)?)],
-                    vec![cv(c), relu],
-                ),
-                (Op::Mul, Some(c), _) => mk(
-                    "top.MulConst",
-                    vec![Operand::Value(x(0)?)],
-                    vec![cv(c), relu],
-                ),
-                (Op::Mul, None, Some(c)) => mk(
-                    "top.MulConst",
-                    vec![Operand::Value(x(1)?)],
-                    vec![cv(c), relu],
-                ),
-                (Op::Sub, Some(c), _) => mk(
-                    "top.AddConst",
-                    vec![Operand::Value(x(0)?)],
-                    vec![cv(-c), relu],
-                ),
-                (Op::Sub, None, Some(c)) => mk(
-                    "top.SubConst",
-                    vec![Operand::Value(x(1)?)],
-                    vec![cv(c), ("is_reverse", A::Bool(true)), relu],
-                ),
-                (Op::Add, ..) => mk("top.Add", values(2)?, vec![relu]),
-                (Op::Sub, ..) => mk("top.Sub", values(2)?, vec![relu]),
-                _ => mk("top.Mul", values(2)?, vec![relu]),
-            }
-        }
-        Op::Div => match input(0).and_then(|v| g.constant_of(v)) {
-            // `c / x`: TPU-MLIR's `top.Reciprocal` (`convert_div_op`).
-            Some(t) if t.numel() == 1 && t.dtype() == qtune_tensor::DType::F32 => mk(
-                "top.Reciprocal",
-                vec![Operand::Value(x(1)?)],
-                vec![
-                    ("const_val", A::F64(f64::from(t.to_f32_vec()[0]))),
-                    ("do_relu", A::Bool(false)),
-                ],
-            ),
-            _ => mk("top.Div", values(2)?, vec![]),
-        },
-        Op::Pow => {
-            // A scalar constant exponent is an attribute, as TPU-MLIR writes it.
-            let exp = match input(1) {
-                Some(v) => g
-                    .constant_of(v)
-                    .filter(|t| t.numel() == 1 && t.dims().is_empty())
-                    .map(|t| t.to_f32_vec()[0]),
-                None => None,
+            let mode = spec.top.mode.map(|m| ("mode", A::Str(m.to_string())));
+            let constant = match (scalar(1), scalar(0)) {
+                (Some(c), _) => spec.const_form(false).map(|f| (f, c, 0)),
+                (None, Some(c)) => spec.const_form(true).map(|f| (f, c, 1)),
+                (None, None) => None,
             };
-            let base = input(0)
-                .and_then(|v| g.constant_of(v))
-                .filter(|t| t.numel() == 1)
-                .map(|t| t.to_f32_vec()[0]);
-            match (exp, base) {
-                (Some(e), _) => mk(
-                    "top.Pow",
-                    values(1)?,
-                    vec![("exponent", A::F64(f64::from(e)))],
-                ),
-                // `c ^ x`: TPU-MLIR's `top.Pow2`.
-                (None, Some(c)) => mk(
-                    "top.Pow2",
-                    vec![Operand::Value(x(1)?)],
-                    vec![("const_val", A::F64(f64::from(c)))],
-                ),
-                // Two tensors: `top.Pow3`.
-                (None, None) => mk("top.Pow3", values(2)?, vec![]),
+            match constant {
+                Some(((form, reversed), c, tensor)) => {
+                    let c = if form.negated { -c } else { c };
+                    let attrs = mode
+                        .into_iter()
+                        .chain([(form.attr, A::F64(f64::from(c)))])
+                        .chain(
+                            form.reverse
+                                .filter(|_| reversed)
+                                .map(|r| (r, A::Bool(true))),
+                        )
+                        .chain(form.relu.then_some(("do_relu", A::Bool(false))))
+                        .collect();
+                    mk(form.op, vec![Operand::Value(x(tensor)?)], attrs)
+                }
+                None => {
+                    let attrs = mode
+                        .into_iter()
+                        .chain(spec.top.relu.then_some(("do_relu", A::Bool(false))))
+                        .collect();
+                    mk(spec.top.op, values(2)?, attrs)
+                }
             }
         }
         Op::Tile => {
@@ -1065,11 +1021,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
             }
             mk("top.Where", operands, attrs)
         }
-        Op::And | Op::Or | Op::Equal | Op::Less | Op::Greater => mk(
-            "top.Compare",
-            values(2)?,
-            vec![("mode", A::Str(op_type.to_string()))],
-        ),
         Op::Not => mk(
             "top.Compare",
             values(1)?,
