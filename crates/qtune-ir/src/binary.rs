@@ -409,6 +409,34 @@ binary_family! {
         },
         range: BinaryRange::Own, top_notes: "",
     },
+    Max => {
+        kind: BinaryKind::Arith {
+            f32: |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) },
+            i64: |a, b| Ok(a.max(b)),
+        },
+        commutative: true,
+        top: TopBinary {
+            op: "top.Max",
+            relu: false,
+            consts: &[TopConst { reverse: None, relu: false, ..TopConst::rhs("top.MaxConst") }],
+            ..ARITH_TOP
+        },
+        range: BinaryRange::Selects, top_notes: "NaN if either input is NaN",
+    },
+    Min => {
+        kind: BinaryKind::Arith {
+            f32: |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.min(b) },
+            i64: |a, b| Ok(a.min(b)),
+        },
+        commutative: true,
+        top: TopBinary {
+            op: "top.Min",
+            relu: false,
+            consts: &[TopConst { reverse: None, relu: false, ..TopConst::rhs("top.MinConst") }],
+            ..ARITH_TOP
+        },
+        range: BinaryRange::Selects, top_notes: "NaN if either input is NaN",
+    },
     And => {
         kind: BinaryKind::Logic(|a, b| a && b),
         commutative: true, top: compare("And"), range: BinaryRange::Boolean, top_notes: "",

@@ -155,6 +155,12 @@ pub enum Op {
     Mul,
     Div,
     Pow,
+    /// Max of two inputs: <https://onnx.ai/onnx/operators/onnx__Max.html>
+    /// (ONNX's variadic form with two inputs), TPU-MLIR's `top.Max`.
+    Max,
+    /// Min of two inputs: <https://onnx.ai/onnx/operators/onnx__Min.html>
+    /// (ONNX's variadic form with two inputs), TPU-MLIR's `top.Min`.
+    Min,
     Sqrt,
     /// Floor: <https://onnx.ai/onnx/operators/onnx__Floor.html>; TPU-MLIR's
     /// `top.Floor` (its converter writes one after an integer Div).
@@ -461,6 +467,6 @@ mod tests {
         assert_eq!(Op::Conv(ConvAttrs::default()).op_type(), "Conv");
         assert_eq!(Op::Softmax { axis: 1 }.op_type(), "Softmax");
         assert!(SUPPORTED_OPS.contains(&"BatchNormalization"));
-        assert_eq!(SUPPORTED_OPS.len(), 62);
+        assert_eq!(SUPPORTED_OPS.len(), 64);
     }
 }
