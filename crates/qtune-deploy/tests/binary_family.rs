@@ -8,8 +8,9 @@
 //! - written to Top `.mlir` and read back: the Top op the registry names for
 //!   the form (`top.AddConst`, `top.Reciprocal`, `top.CompareConst`, ...),
 //!   the same op read back, and the same output bits;
-//! - the arithmetic ops quantized for bm1684x with a max table and
-//!   simulated: int8 close to float.
+//! - the arithmetic ops quantized for bm1684x with a max table: the plan's
+//!   ranges follow the registry's range rule, and the simulation is close to
+//!   float.
 //!
 //! A new entry of the registry is covered without a change here.
 
@@ -18,7 +19,7 @@ use std::process::Command;
 
 use qtune_deploy::{PlanRequest, Processor, quantize};
 use qtune_exec::{Executor, Keep, NoHook, PrepareOptions, prepare};
-use qtune_ir::binary::{BINARY_OPS, BinaryKind, BinarySpec};
+use qtune_ir::binary::{BINARY_OPS, BinaryKind, BinaryRange, BinarySpec};
 use qtune_ir::mlir::{MlirWriteOptions, read_top_mlir, write_top_mlir};
 use qtune_ir::{Graph, Op};
 use qtune_quant::{CalibrationRow, CalibrationTable, QuantMode};
@@ -36,8 +37,9 @@ from onnx import helper, numpy_helper, TensorProto
 out = sys.argv[1]
 dims, bdims = [2, 3, 8, 8], [1, 3, 1, 8]
 n, nb = int(np.prod(dims)), int(np.prod(bdims))
-# Deterministic values: a over [-4, 4], b over [-2, 2] without 0.
-a = ((np.arange(n) * 7 % n) / n * 8 - 4).astype(np.float32).reshape(dims)
+# Deterministic values: a over [-3, 4] (asymmetric, so that Max and Min
+# with a constant change its range), b over [-2, 2] without 0.
+a = ((np.arange(n) * 7 % n) / n * 7 - 3).astype(np.float32).reshape(dims)
 b = ((np.arange(nb) * 5 % nb) / nb * 3 + 0.5).astype(np.float32)
 b = np.where(np.arange(nb) % 2 == 0, b, -b).astype(np.float32).reshape(bdims)
 for arg in sys.argv[2:]:
@@ -279,6 +281,55 @@ fn every_binary_op_matches_onnxruntime_round_trips_and_quantizes() {
             };
             let q = quantize(&prepared, Processor::Bm1684x, &req)
                 .unwrap_or_else(|e| panic!("{stem}: {e}"));
+            // The registry's range rule, against the table: `Selects` (Max,
+            // Min) gives the inputs the output's range with two tensors
+            // (spec 4.2 step 3) and the output the input's range with a
+            // constant (step 7); `Own` keeps each value's calibrated range.
+            let range = |id| {
+                q.plan
+                    .range(id)
+                    .unwrap_or_else(|| panic!("{stem}: no range"))
+            };
+            let (a_id, y_id) = (
+                prepared
+                    .inputs
+                    .iter()
+                    .copied()
+                    .find(|&id| prepared.value(id).name == "a")
+                    .unwrap(),
+                prepared.outputs[0],
+            );
+            // (threshold, min) as calibrated: the values a rule ties differ.
+            let calibrated = |id| {
+                let name = &prepared.value(id).name;
+                let r = table.rows.iter().find(|r| &r.name == name).unwrap();
+                (r.threshold, r.min)
+            };
+            assert!(
+                prepared
+                    .inputs
+                    .iter()
+                    .any(|&i| calibrated(i) != calibrated(y_id)),
+                "{stem}: a weak case"
+            );
+            let node_id = prepared.nodes().next().unwrap().0;
+            let int8 = q.plan.mode(node_id) == QuantMode::Int8;
+            match (spec.range, form) {
+                _ if !int8 => println!("{stem:<16} kept in {}", q.plan.mode(node_id)),
+                (BinaryRange::Selects, "tensors") => {
+                    for &i in &prepared.inputs {
+                        assert_eq!(range(i), range(y_id), "{stem}: input takes the output's");
+                    }
+                }
+                (BinaryRange::Selects, _) => {
+                    assert_eq!(range(y_id), range(a_id), "{stem}: output takes the input's");
+                }
+                _ => {
+                    for id in [a_id, y_id] {
+                        assert_eq!(range(id).hi, calibrated(id).0, "{stem}: own range");
+                    }
+                }
+            }
             let sim = run(q.simulation_graph(), &feeds);
             let s = similarity(&f64s(&sim), &f64s(&before));
             println!("{stem:<16} int8 vs float: cosine {:.6}", s.cosine);
