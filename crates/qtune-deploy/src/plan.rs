@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use qtune_ir::binary::BinaryRange;
 use qtune_ir::passes::canonical::is_upsample;
 use qtune_ir::unary::Int8Rule;
-use qtune_ir::{Graph, NodeId, Op, ValueId};
+use qtune_ir::{Graph, NodeId, Op, ValueId, reduce_op};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_tensor::DType;
 
@@ -209,11 +209,7 @@ fn chip_float(
         Family::Bm1684x => match &n.op {
             _ if non_const_weight => Some((f32_, "Conv with a non-constant filter")),
             Op::Clip(_) if !is_relu_like(graph, node) => Some((fp, "Clip other than Clip(0, max)")),
-            Op::ReduceMean(_)
-            | Op::ReduceSum(_)
-            | Op::ReduceL2(_)
-            | Op::ReduceMax(_)
-            | Op::ReduceMin(_) => Some((fp, "Reduce has no int8 form")),
+            reduce_op!() => Some((fp, "Reduce has no int8 form")),
             Op::Resize(_) if !is_upsample(graph, node) => {
                 Some((fp, "Resize other than integer-scale nearest"))
             }
@@ -237,11 +233,7 @@ fn chip_float(
                 Some((f32_, "Div has no int8 form"))
             }
             Op::Softmax { .. } => Some((f32_, "Softmax has no int8 form")),
-            Op::ReduceMean(_)
-            | Op::ReduceSum(_)
-            | Op::ReduceL2(_)
-            | Op::ReduceMax(_)
-            | Op::ReduceMin(_) => Some((f32_, "Reduce has no int8 form")),
+            reduce_op!() => Some((f32_, "Reduce has no int8 form")),
             Op::Resize(_) if !is_upsample(graph, node) => {
                 Some((f32_, "Resize other than integer-scale nearest"))
             }
@@ -256,7 +248,10 @@ fn chip_float(
             Op::Softmax { .. } => Some((fp, "Softmax has no int8 form")),
             Op::Clip(_) if !is_relu_like(graph, node) => Some((fp, "Clip has no int8 form")),
             Op::Gather { .. } => Some((fp, "Gather has no int8 form")),
-            Op::ReduceL2(_) => Some((fp, "ReduceL2 has no int8 form")),
+            // The reduction family's registry rule (`qtune_ir::reduce`).
+            op @ reduce_op!() if !op.reduce().is_some_and(|(r, _)| r.cv18xx_int8) => {
+                Some((fp, "this Reduce has no int8 form on CV18xx"))
+            }
             Op::MatMul
                 if !is_const(graph, n.inputs.first()) && !is_const(graph, n.inputs.get(1)) =>
             {

@@ -9,11 +9,14 @@
 //! Slice's starts, Resize's scales, ...) stay inputs here, as in ONNX; after
 //! constant folding they are constant values, which shape inference reads.
 
-// First: `unary_op!` and `binary_op!` are used by the modules below.
+// First: `unary_op!`, `binary_op!` and `reduce_op!` are used by the
+// modules below.
 #[macro_use]
 pub mod unary;
 #[macro_use]
 pub mod binary;
+#[macro_use]
+pub mod reduce;
 mod error;
 mod graph;
 mod ids;

@@ -73,7 +73,7 @@ impl Default for GemmAttrs {
     }
 }
 
-/// ReduceMean / ReduceSum / ReduceL2 / ReduceMax / ReduceMin.
+/// The attributes of the reduction family ([`crate::reduce`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReduceAttrs {
     /// Axes from the attribute (opset < 13/18); `None` when absent (then the
@@ -364,20 +364,22 @@ macro_rules! op_names {
                     $(Op::$variant { .. } => stringify!($variant),)*
                     unary_op!() => self.unary().map_or("", |u| u.spec.name),
                     binary_op!() => self.binary().map_or("", |b| b.name),
+                    reduce_op!() => self.reduce().map_or("", |(r, _)| r.name),
                     Op::RoundFloat(_) => "RoundFloat",
                     Op::IntegerLayer(_) => "IntegerLayer",
                 }
             }
         }
         /// Every ONNX op type the IR supports, for error messages and `qtune info`:
-        /// the ops listed here, then those of the unary and binary registries
-        /// ([`crate::unary`], [`crate::binary`]).
+        /// the ops listed here, then those of the unary, binary and reduction
+        /// registries ([`crate::unary`], [`crate::binary`], [`crate::reduce`]).
         pub static SUPPORTED_OPS: std::sync::LazyLock<Vec<&'static str>> =
             std::sync::LazyLock::new(|| {
                 [$(stringify!($variant)),*]
                     .into_iter()
                     .chain(crate::unary::UNARY_OPS.iter().filter_map(|u| u.onnx))
                     .chain(crate::binary::BINARY_OPS.iter().map(|b| b.name))
+                    .chain(crate::reduce::REDUCE_OPS.iter().map(|r| r.name))
                     .collect()
             });
     };
@@ -397,11 +399,6 @@ op_names!(
     AveragePool,
     GlobalAveragePool,
     GlobalMaxPool,
-    ReduceMean,
-    ReduceSum,
-    ReduceL2,
-    ReduceMax,
-    ReduceMin,
     Concat,
     Split,
     Slice,

@@ -550,11 +550,11 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
             out.extend(std::iter::repeat_n(1, x.len() - 2));
             one(out, cx.dtype(0)?)
         }
-        Op::ReduceMean(a)
-        | Op::ReduceSum(a)
-        | Op::ReduceL2(a)
-        | Op::ReduceMax(a)
-        | Op::ReduceMin(a) => {
+        // The reduction family (`crate::reduce`).
+        reduce_op!() => {
+            let Some((_, a)) = node.op.reduce() else {
+                return Err(cx.err("internal: not in the reduction registry"));
+            };
             let x = cx.shape(0)?;
             let axes = reduce_axes(&cx, a, x.len())?;
             let mut out = Vec::new();

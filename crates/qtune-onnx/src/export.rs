@@ -53,7 +53,7 @@ use bytes::Bytes;
 use prost::Message;
 use qtune_ir::{
     AutoPad, ConvAttrs, CoordMode, FloatFormat, GeluApproximation, Graph, NearestMode, Node, Op,
-    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, binary_op, unary_op,
+    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, binary_op, reduce_op, unary_op,
 };
 use qtune_tensor::{DType, Tensor};
 
@@ -350,7 +350,8 @@ impl<'g> Exporter<'g> {
         Ok(())
     }
 
-    /// Reduce* other than ReduceSum at opset 17: axes must be an attribute.
+    /// A reduction whose axes opset 17 takes as an attribute (all but
+    /// ReduceSum).
     fn reduce_axes_attr(
         &self,
         cx: &NodeCx<'_>,
@@ -522,16 +523,19 @@ impl<'g> Exporter<'g> {
             Op::Softmax { axis } => attrs.push(attr_int("axis", *axis)),
             Op::MaxPool(a) => pool_attrs(&cx, a, true, &mut attrs)?,
             Op::AveragePool(a) => pool_attrs(&cx, a, false, &mut attrs)?,
-            Op::ReduceSum(a) => {
-                self.ints_to_input(&cx, "axes", &a.axes, &mut inputs)?;
-                attrs.push(attr_int("keepdims", i64::from(a.keepdims)));
-                if a.noop_with_empty_axes {
-                    attrs.push(attr_int("noop_with_empty_axes", 1));
+            // The reduction family from its registry (`qtune_ir::reduce`):
+            // the axes as input 1 when the export's opset takes them so.
+            reduce_op!() => match node.op.reduce() {
+                Some((spec, a)) if spec.axes_input_from <= EXPORT_OPSET => {
+                    self.ints_to_input(&cx, "axes", &a.axes, &mut inputs)?;
+                    attrs.push(attr_int("keepdims", i64::from(a.keepdims)));
+                    if a.noop_with_empty_axes {
+                        attrs.push(attr_int("noop_with_empty_axes", 1));
+                    }
                 }
-            }
-            Op::ReduceMean(a) | Op::ReduceL2(a) | Op::ReduceMax(a) | Op::ReduceMin(a) => {
-                self.reduce_axes_attr(&cx, node, a, &mut inputs, &mut attrs)?;
-            }
+                Some((_, a)) => self.reduce_axes_attr(&cx, node, a, &mut inputs, &mut attrs)?,
+                None => return Err(cx.err("internal: not in the reduction registry")),
+            },
             Op::Concat { axis } => attrs.push(attr_int("axis", *axis)),
             Op::Split { axis, split } => {
                 attrs.push(attr_int("axis", *axis));

@@ -307,11 +307,14 @@ pub(crate) fn import_node(
                 Op::AveragePool(attrs)
             }
         }
-        "ReduceMean" | "ReduceSum" | "ReduceL2" | "ReduceMax" | "ReduceMin" => {
+        // The reduction family from its registry (`qtune_ir::reduce`): the
+        // axes as an attribute, or as input 1 from the op's opset on.
+        t if reduce::by_onnx(t).is_some() => {
+            let Some(spec) = reduce::by_onnx(t) else {
+                return Err(cx.node_err("internal: not in the reduction registry"));
+            };
             cx.check_known(REDUCE)?;
-            // ReduceSum took axes as an input from opset 13, the others from 18.
-            let axes_input_from = if cx.op_type == "ReduceSum" { 13 } else { 18 };
-            let axes = ints_moved_to_input(cx, n, opset, axes_input_from, "axes")?;
+            let axes = ints_moved_to_input(cx, n, opset, spec.axes_input_from, "axes")?;
             if let Some(a) = &axes {
                 check_distinct(cx, "axes", a)?;
             }
@@ -320,13 +323,7 @@ pub(crate) fn import_node(
                 keepdims: cx.flag("keepdims", true)?,
                 noop_with_empty_axes: cx.flag("noop_with_empty_axes", false)?,
             };
-            match cx.op_type {
-                "ReduceMean" => Op::ReduceMean(attrs),
-                "ReduceSum" => Op::ReduceSum(attrs),
-                "ReduceL2" => Op::ReduceL2(attrs),
-                "ReduceMax" => Op::ReduceMax(attrs),
-                _ => Op::ReduceMin(attrs),
-            }
+            (spec.build)(attrs)
         }
         "Concat" => {
             if n == 0 {

@@ -35,8 +35,8 @@ const fn op(
 }
 
 /// The Top ops the reader accepts, in alphabetical order, but for the
-/// unary and binary families, which come from their registries
-/// ([`crate::unary`], [`crate::binary`]).
+/// unary, binary and reduction families, which come from their registries
+/// ([`crate::unary`], [`crate::binary`], [`crate::reduce`]).
 pub const TOP_OPS: &[TopOpSpec] = &[
     op(
         "top.AvgPool",
@@ -156,13 +156,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
     op("top.None", "", "", "(absent operand)", ""),
     op("top.Permute", "input", "order", "Transpose", ""),
     op(
-        "top.Reduce",
-        "input",
-        "axes, keepdims, mode (ReduceMean, ReduceSum, ReduceL2, ReduceMax, ReduceMin)",
-        "Reduce*",
-        "",
-    ),
-    op(
         "top.Reshape",
         "input",
         "shape",
@@ -219,19 +212,21 @@ pub const TOP_OPS: &[TopOpSpec] = &[
 ];
 
 /// Whether the reader accepts this Top op (one of [`TOP_OPS`] or of the
-/// unary or binary family, [`crate::unary`], [`crate::binary`]).
+/// unary, binary or reduction family, [`crate::unary`], [`crate::binary`],
+/// [`crate::reduce`]).
 pub fn is_supported(name: &str) -> bool {
     TOP_OPS.iter().any(|s| s.name == name)
         || crate::unary::by_top(name).is_some()
         || crate::binary::is_top(name)
+        || name == "top.Reduce"
 }
 
 /// The table of [`TOP_OPS`] as Markdown (`docs/tpu-mlir-top-ops.md`).
 pub fn top_ops_markdown() -> String {
     let mut s = String::from(
         "# Top ops qtune reads and writes\n\n\
-         Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary and binary \
-         registries (`crates/qtune-ir/src/unary.rs`, `binary.rs`); a test keeps this file \
+         Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary, binary and \
+         reduction registries (`crates/qtune-ir/src/unary.rs`, `binary.rs`, `reduce.rs`); a test keeps this file \
          current. The reader accepts exactly these ops, with the attributes as TPU-MLIR prints \
          them (`include/tpu_mlir/Dialect/Top/IR/TopOps.td`); any other op is an error that names \
          it and its line. Attributes not listed are ignored (TPU-MLIR's optional attributes for \
@@ -243,6 +238,7 @@ pub fn top_ops_markdown() -> String {
         .map(|o| [o.name, o.operands, o.attributes, o.ir, o.notes].map(String::from))
         .chain(crate::unary::top_rows())
         .chain(crate::binary::top_rows())
+        .chain(crate::reduce::top_rows())
         .collect();
     rows.sort();
     for [name, operands, attributes, ir, notes] in rows {

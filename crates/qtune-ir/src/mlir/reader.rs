@@ -760,13 +760,11 @@ impl<'a> Builder<'a> {
                     keepdims: a.bool_or("keepdims", true),
                     noop_with_empty_axes: a.bool_or("noop_with_empty_axes", false),
                 };
-                match a.str("mode") {
-                    Some("ReduceMean") => Op::ReduceMean(r),
-                    Some("ReduceSum") => Op::ReduceSum(r),
-                    Some("ReduceL2") => Op::ReduceL2(r),
-                    Some("ReduceMax") => Op::ReduceMax(r),
-                    Some("ReduceMin") => Op::ReduceMin(r),
-                    m => {
+                // The reduction family from its registry (`crate::reduce`).
+                match a.str("mode").and_then(crate::reduce::by_top_mode) {
+                    Some(spec) => (spec.build)(r),
+                    None => {
+                        let m = a.str("mode");
                         return self.err(line, format!("`top.Reduce` mode {m:?} is not supported"));
                     }
                 }

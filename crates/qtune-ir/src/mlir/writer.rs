@@ -746,18 +746,19 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 ],
             )
         }
-        Op::ReduceMean(a)
-        | Op::ReduceSum(a)
-        | Op::ReduceL2(a)
-        | Op::ReduceMax(a)
-        | Op::ReduceMin(a) => {
+        // The reduction family from its registry (`crate::reduce`).
+        reduce_op!() => {
+            let (spec, a) = node
+                .op
+                .reduce()
+                .ok_or_else(|| err("internal: not in the reduction registry".into()))?;
             let rank = in_rank(0)?;
             let axes =
                 crate::resolve_reduce_axes(g, id, a, rank).map_err(|e| err(e.to_string()))?;
             let mut attrs = vec![
                 ("axes", usizes(&axes)),
                 ("keepdims", A::Bool(a.keepdims)),
-                ("mode", A::Str(op_type.to_string())),
+                ("mode", A::Str(spec.top_mode.to_string())),
             ];
             if axes.is_empty() && a.noop_with_empty_axes {
                 attrs.push(("noop_with_empty_axes", A::Bool(true)));
