@@ -216,6 +216,12 @@ pub enum Op {
     ReduceL2(ReduceAttrs),
     ReduceMax(ReduceAttrs),
     ReduceMin(ReduceAttrs),
+    /// ReduceL1: <https://onnx.ai/onnx/operators/onnx__ReduceL1.html>, the
+    /// sum of absolute values; TPU-MLIR's `top.Reduce` mode `ReduceL1`.
+    ReduceL1(ReduceAttrs),
+    /// ReduceProd: <https://onnx.ai/onnx/operators/onnx__ReduceProd.html>;
+    /// TPU-MLIR's `top.Reduce` mode `ReduceProd`.
+    ReduceProd(ReduceAttrs),
     Concat {
         axis: i64,
     },
@@ -464,6 +470,6 @@ mod tests {
         assert_eq!(Op::Conv(ConvAttrs::default()).op_type(), "Conv");
         assert_eq!(Op::Softmax { axis: 1 }.op_type(), "Softmax");
         assert!(SUPPORTED_OPS.contains(&"BatchNormalization"));
-        assert_eq!(SUPPORTED_OPS.len(), 64);
+        assert_eq!(SUPPORTED_OPS.len(), 66);
     }
 }

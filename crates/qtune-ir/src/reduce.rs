@@ -179,6 +179,14 @@ reduce_family! {
         finish: done,
         cv18xx_int8: true, top_notes: "",
     },
+    ReduceL1 => {
+        axes_input_from: 18, init: 0.0, map: f64::abs, combine: sum, finish: done,
+        cv18xx_int8: false, top_notes: "",
+    },
+    ReduceProd => {
+        axes_input_from: 18, init: 1.0, map: same, combine: |a, b| a * b, finish: done,
+        cv18xx_int8: false, top_notes: "",
+    },
 }
 
 #[cfg(test)]
