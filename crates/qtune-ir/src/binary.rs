@@ -2,7 +2,7 @@
 //!
 //! Every op of the family (two inputs broadcast against each other, one
 //! output of the broadcast shape, no attributes) is one entry of the
-//! [`binary_family!`] table at the end of this file, which holds what every
+//! `binary_family!` table at the end of this file, which holds what every
 //! crate needs to know about it:
 //!
 //! - its ONNX op type (the entry's name: every op of the family is an ONNX
@@ -18,7 +18,7 @@
 //! - how the TPU profiles propagate its range ([`BinaryRange`]).
 //!
 //! From the table come [`Op::binary`], [`BINARY_OPS`], [`by_onnx`],
-//! [`by_top`], the op type names of [`crate::SUPPORTED_OPS`], and the pattern
+//! [`by_top`], and the pattern
 //! macro [`binary_op!`](crate::binary_op) that the other crates' `match`es
 //! use for the whole family. Shape inference, the ONNX import and export, the
 //! `.mlir` reader and writer, the executor and the deploy plan's range rules

@@ -136,6 +136,52 @@ pub struct ClipAttrs {
     pub max: Option<f32>,
 }
 
+/// Defines [`Op`] from its one list of variants, and from the same list
+/// [`Op::op_type`] (the variant's name) and [`SUPPORTED_OPS`] (every
+/// variant but those marked `@internal`, the qtune-internal ops that ONNX
+/// lacks).
+macro_rules! ops {
+    ($(#[$enum_meta:meta])* pub enum Op { $(
+        $(#[$meta:meta])*
+        $(@$internal:ident)?
+        $variant:ident
+        $( ( $($tuple:ty),* $(,)? ) )?
+        $( { $( $(#[$fmeta:meta])* $field:ident : $fty:ty ),* $(,)? } )?
+    ),* $(,)? }) => {
+        $(#[$enum_meta])*
+        pub enum Op { $(
+            $(#[$meta])*
+            $variant
+            $( ( $($tuple),* ) )?
+            $( { $( $(#[$fmeta])* $field : $fty ),* } )?
+        ),* }
+
+        impl Op {
+            /// The ONNX op type (or the name of a qtune-internal op): the
+            /// variant's name.
+            pub fn op_type(&self) -> &'static str {
+                match self {
+                    $(Op::$variant { .. } => stringify!($variant),)*
+                }
+            }
+        }
+
+        /// Every ONNX op type the IR supports, for error messages and `qtune
+        /// info`: the variants of [`Op`] in order, but the qtune-internal
+        /// ones.
+        pub static SUPPORTED_OPS: std::sync::LazyLock<Vec<&'static str>> =
+            std::sync::LazyLock::new(|| {
+                [$( ops!(@onnx $($internal)? $variant) ),*]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            });
+    };
+    (@onnx internal $variant:ident) => { None };
+    (@onnx $variant:ident) => { Some(stringify!($variant)) };
+}
+
+ops! {
 /// The operators of the IR. Variant names are ONNX op types.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -191,7 +237,7 @@ pub enum Op {
     },
     /// `x * sigmoid(x)` (TPU-MLIR's `top.SiLU`; ONNX has no such op, the
     /// export writes Sigmoid + Mul).
-    SiLU,
+    @internal SiLU,
     /// GELU: <https://onnx.ai/onnx/operators/onnx__Gelu.html> (opset 20),
     /// TPU-MLIR's `top.GELU`. `0.5 x (1 + erf(x / sqrt 2))`, or with
     /// `approximate` the tanh form `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715
@@ -303,7 +349,7 @@ pub enum Op {
     /// float32. ONNX `Cast(to=FLOAT16|BFLOAT16)` imports as this op (the
     /// following `Cast(to=FLOAT)` is then an identity), and it exports as
     /// that pair of Casts.
-    RoundFloat(FloatFormat),
+    @internal RoundFloat(FloatFormat),
     /// qtune-internal (not an ONNX op type): an int8 Conv, Gemm or MatMul
     /// computed on integer codes, as integer kernels (ONNX ConvInteger /
     /// MatMulInteger) do, and rescaled to float32. Inputs: x (UINT8 or INT8
@@ -312,7 +358,8 @@ pub enum Op {
     /// channel). `y = f32(sum (x - x_zero_point) * w + bias) * scale`, the
     /// sum exact in int32. `qtune_deploy::integer_exact` builds it for the
     /// simulation; it is never imported or exported.
-    IntegerLayer(IntegerLayerAttrs),
+    @internal IntegerLayer(IntegerLayerAttrs),
+}
 }
 
 /// What [`Op::IntegerLayer`] computes.
@@ -360,73 +407,6 @@ impl FloatFormat {
         }
     }
 }
-
-macro_rules! op_names {
-    ($($variant:ident),* $(,)?) => {
-        impl Op {
-            /// The ONNX op type (or the name of a qtune-internal op).
-            pub fn op_type(&self) -> &'static str {
-                match self {
-                    $(Op::$variant { .. } => stringify!($variant),)*
-                    unary_op!() => self.unary().map_or("", |u| u.spec.name),
-                    binary_op!() => self.binary().map_or("", |b| b.name),
-                    reduce_op!() => self.reduce().map_or("", |(r, _)| r.name),
-                    Op::RoundFloat(_) => "RoundFloat",
-                    Op::IntegerLayer(_) => "IntegerLayer",
-                }
-            }
-        }
-        /// Every ONNX op type the IR supports, for error messages and `qtune info`:
-        /// the ops listed here, then those of the unary, binary and reduction
-        /// registries ([`crate::unary`], [`crate::binary`], [`crate::reduce`]).
-        pub static SUPPORTED_OPS: std::sync::LazyLock<Vec<&'static str>> =
-            std::sync::LazyLock::new(|| {
-                [$(stringify!($variant)),*]
-                    .into_iter()
-                    .chain(crate::unary::UNARY_OPS.iter().filter_map(|u| u.onnx))
-                    .chain(crate::binary::BINARY_OPS.iter().map(|b| b.name))
-                    .chain(crate::reduce::REDUCE_OPS.iter().map(|r| r.name))
-                    .collect()
-            });
-    };
-}
-
-op_names!(
-    Conv,
-    ConvTranspose,
-    BatchNormalization,
-    Gemm,
-    MatMul,
-    Clip,
-    Softmax,
-    Gelu,
-    LayerNormalization,
-    MaxPool,
-    AveragePool,
-    GlobalAveragePool,
-    GlobalMaxPool,
-    Concat,
-    Split,
-    Slice,
-    Reshape,
-    Transpose,
-    Flatten,
-    Squeeze,
-    Unsqueeze,
-    Resize,
-    Gather,
-    Cast,
-    Expand,
-    Tile,
-    SpaceToDepth,
-    DepthToSpace,
-    Where,
-    Not,
-    Shape,
-    Identity,
-    QuantizeLinear,
-    DequantizeLinear,
-);
 
 impl Op {
     /// Ops whose output element at each position depends only on the input

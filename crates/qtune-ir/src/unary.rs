@@ -1,6 +1,6 @@
 //! The elementwise unary family: one registration per op.
 //!
-//! Every op of the family is one entry of the [`unary_family!`] table at the
+//! Every op of the family is one entry of the `unary_family!` table at the
 //! end of this file. An entry names the [`Op`] variant and its `f32`
 //! attributes with their ONNX defaults, and holds what every crate needs to
 //! know about the op:
@@ -16,7 +16,7 @@
 //!   [`UnarySpec::output_range`]).
 //!
 //! From the table come [`Op::unary`], [`UNARY_OPS`], [`by_onnx`],
-//! [`by_top`], the op type names of [`crate::SUPPORTED_OPS`], and the pattern
+//! [`by_top`], and the pattern
 //! macro [`unary_op!`](crate::unary_op) that the other crates' `match`es use
 //! for the whole family (so their matches stay exhaustive: a new entry is
 //! covered everywhere without a new arm). Shape inference, the ONNX import

@@ -4,15 +4,15 @@
 //! TPU-MLIR source it follows, are listed in
 //! `docs/tpu-mlir-canonical-graph.md`; in order:
 //!
-//! 1. the ONNX frontend's rewrites ([`onnx_stage`]): BatchNormalization
+//! 1. the ONNX frontend's rewrites (`onnx_stage`): BatchNormalization
 //!    folded into its Conv (the Conv keeps its name), LayerNorm, GELU (erf
 //!    and tanh), HardSigmoid and HardSwish patterns, consecutive Slices;
 //! 2. naming: every op `<first output>_<ONNX op type>`
 //!    ([`crate::passes::name_as_top_ops`]);
-//! 3. the ONNX converter's op choices ([`convert`]): constants of Sub/Div
+//! 3. the ONNX converter's op choices (`convert`): constants of Sub/Div
 //!    as AddConst/MulConst, `Pow 2` as `Mul`, `Neg` as `MulConst(-1)`,
 //!    Flatten as Reshape, Split as Slices;
-//! 4. the Top canonicalization patterns ([`top_stage`]): MatMul + bias, Relu
+//! 4. the Top canonicalization patterns (`top_stage`): MatMul + bias, Relu
 //!    fused into its producer (`do_relu`), SiLU, Expands (removed or
 //!    Tiles), space-to-depth (`top.Depth2Space`).
 //!
