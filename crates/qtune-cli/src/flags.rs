@@ -346,7 +346,7 @@ pub struct SearchCommonFlags {
 }
 
 /// Flags of run_calibration's search modes (and of --bc) beyond its own;
-/// each mode accepts only those it honours (see [`check_search_flags`]).
+/// each mode accepts only those it honours (see `check_search_flags`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct SearchFlags {
     #[command(flatten)]

@@ -5,7 +5,7 @@
 //! numpy arrays and qtune tensors, releases the GIL while qtune works, runs
 //! the work so that Ctrl-C reaches Python at once, and turns every error
 //! (and any panic) into an exception of `qtune.QtuneError`'s hierarchy.
-//! The pipeline itself is reached through [`pipeline`] only.
+//! The pipeline itself is reached through `pipeline` only.
 
 mod convert;
 mod errors;
