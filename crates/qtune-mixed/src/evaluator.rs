@@ -23,9 +23,9 @@ use qtune_deploy::{Plan, PlanRequest, Processor, build_qdq, integer_exact};
 use qtune_exec::{
     ExecError, Executor, Keep, NoHook, Parallelism, PrepareOptions, RunOptions, ValueHook, Values,
 };
-use qtune_ir::{Graph, NodeId, ValueId};
+use qtune_ir::{Graph, NodeId, Op, ValueId};
 use qtune_quant::{CalibrationTable, QuantMode};
-use qtune_tensor::{Tensor, TensorData};
+use qtune_tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -719,15 +719,60 @@ impl<'g> MixEvaluator<'g> {
     }
 
     /// Tensors the cache keeps: graph inputs and the tensors of the float
-    /// graph (layer outputs, as the quantized model computes them), not
-    /// the integer intermediates of a quantized layer. A trial walks back
-    /// to the nearest cached layer output.
+    /// graph (layer outputs, as the quantized model computes them, and the
+    /// int8 codes of the quantized ones), not the integer intermediates of
+    /// a quantized layer. A trial walks back to the nearest cached layer
+    /// output.
     fn cacheable(&self, g: &Graph, v: ValueId) -> bool {
         let value = g.value(v);
         let of_layer = |n: &str| self.graph.find_value(n).is_some();
         value.producer.is_none()
             || of_layer(&value.name)
             || value.name.strip_suffix(DEQUANTIZED).is_some_and(of_layer)
+            || self.codes(g, v)
+    }
+
+    /// Whether `v` holds the int8 codes of a layer tensor
+    /// (`<name>_QuantizeLinear`, INT8 or UINT8).
+    fn codes(&self, g: &Graph, v: ValueId) -> bool {
+        let value = g.value(v);
+        matches!(value.dtype, DType::I8 | DType::U8)
+            && value.producer.is_some()
+            && value
+                .name
+                .strip_suffix(QUANTIZED)
+                .is_some_and(|n| self.graph.find_value(n).is_some())
+    }
+
+    /// Whether a cacheable `v` is better cached as the int8 codes it is
+    /// computed from or computes: a layer's dequantized tensor (from its
+    /// codes, by a DequantizeLinear), or its float output whose only reader
+    /// is the QuantizeLinear making its codes. The cache then keeps the codes
+    /// (a quarter of the bytes), and a trial recomputes the dequantized
+    /// tensor from them (one multiply per element); results are the same
+    /// bits, as the nodes are the same.
+    fn held_as_codes(&self, g: &Graph, v: ValueId, readers: &[Vec<NodeId>]) -> bool {
+        let value = g.value(v);
+        let Some(p) = value.producer else {
+            return false;
+        };
+        let node = g.node(p);
+        if matches!(node.op, Op::DequantizeLinear { .. }) {
+            return node
+                .inputs
+                .first()
+                .copied()
+                .flatten()
+                .is_some_and(|c| self.codes(g, c));
+        }
+        let r = &readers[v.index()];
+        !g.outputs.contains(&v)
+            && r.len() == 1
+            && matches!(g.node(r[0]).op, Op::QuantizeLinear { .. })
+            && g.node(r[0])
+                .outputs
+                .first()
+                .is_some_and(|&c| self.codes(g, c))
     }
 
     /// The tensors a stored run of `built` on `n` samples keeps for the
@@ -747,6 +792,7 @@ impl<'g> MixEvaluator<'g> {
         let mut kept = Vec::new();
         let mut input_bytes = 0usize;
         let mut candidates = Vec::new();
+        let readers = g.consumers();
         for v in cache_order(g) {
             if !seen.insert(built.keys[v.index()]) {
                 continue;
@@ -754,7 +800,7 @@ impl<'g> MixEvaluator<'g> {
             if g.value(v).producer.is_none() {
                 input_bytes += size_of(v);
                 kept.push(v);
-            } else if self.cacheable(g, v) {
+            } else if self.cacheable(g, v) && !self.held_as_codes(g, v, &readers) {
                 candidates.push((v, size_of(v)));
             }
         }
@@ -775,6 +821,7 @@ impl<'g> MixEvaluator<'g> {
         let mut candidates: Vec<(ValueId, usize)> = Vec::new();
         let mut found: HashMap<ValueId, Vec<Tensor>> = HashMap::new();
         let mut seen = std::collections::HashSet::new();
+        let readers = g.consumers();
         for v in cache_order(g) {
             let key = built.keys[v.index()];
             if !seen.insert(key) {
@@ -786,7 +833,7 @@ impl<'g> MixEvaluator<'g> {
             if g.value(v).producer.is_none() {
                 bytes += size;
                 cache.insert(key, tensors);
-            } else if self.cacheable(g, v) {
+            } else if self.cacheable(g, v) && !self.held_as_codes(g, v, &readers) {
                 candidates.push((v, size));
                 found.insert(v, tensors);
             }
@@ -1116,6 +1163,9 @@ fn pick(
 /// Suffix of the dequantized form of a quantized tensor in a built model.
 const DEQUANTIZED: &str = "_DequantizeLinear";
 
+/// Suffix of the int8 codes of a quantized tensor in a built model.
+const QUANTIZED: &str = "_QuantizeLinear";
+
 /// The tensor of layer `name` in a built model: its dequantized int8 output
 /// when the layer's output is quantized (`<name>_DequantizeLinear`; an int8
 /// Conv then computes no float output of its own), else the tensor itself.
@@ -1179,5 +1229,146 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "budget {budget}");
         }
+    }
+
+    /// A stored int8 run keeps each quantized layer as its int8 codes, not
+    /// beside them its dequantized (or pre-quantization) float form; and a
+    /// variant scored from that cache, under a budget that holds all of it
+    /// and under one that holds a fraction, gives the bits of an
+    /// evaluation without a cache (every tensor computed from the input).
+    #[test]
+    fn quantized_layers_are_cached_as_codes() {
+        use qtune_quant::CalibrationRow;
+        let workloads = std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/workloads"
+        ));
+        let graph = qtune_onnx::import_onnx(
+            &workloads.join("models/mobilenetv2_nsfw.onnx"),
+            &Default::default(),
+        )
+        .unwrap();
+        let mut opts = PrepareOptions::default();
+        opts.fold_batchnorm = true;
+        let graph = qtune_exec::prepare(graph, &opts).unwrap().0;
+        let input = &graph.value(graph.inputs[0]).name;
+        let arrays =
+            qtune_tensor::read_npz(&workloads.join("golden/mobilenetv2_nsfw/input.npz")).unwrap();
+        let x = arrays
+            .iter()
+            .find(|(k, _)| k == input)
+            .unwrap()
+            .1
+            .slice_outer(0, 1)
+            .unwrap();
+        let sample = vec![(input.clone(), x.clone())];
+        // A max table of every float tensor.
+        let float = Executor::new(graph.clone())
+            .unwrap()
+            .run(
+                vec![(graph.inputs[0], x)],
+                &RunOptions::new(Keep::All, Parallelism::Rayon),
+                &mut NoHook,
+            )
+            .unwrap();
+        let mut table = CalibrationTable::default();
+        for (id, t) in float.iter() {
+            if t.dtype() == DType::F32 && graph.constant_of(id).is_none() {
+                let th = t.to_f32_vec().iter().fold(1e-5f32, |m, v| m.max(v.abs()));
+                let name = graph.value(id).name.clone();
+                table.rows.push(CalibrationRow::new(
+                    name,
+                    f64::from(th),
+                    -f64::from(th),
+                    f64::from(th),
+                ));
+            }
+        }
+        let layers: Vec<String> = crate::layers(&graph).into_iter().map(|l| l.name).collect();
+        let variant: Vec<(String, QuantMode)> =
+            vec![(layers[layers.len() / 2].clone(), QuantMode::F32)];
+        let precision = |qtable| Precision {
+            quantize: QuantMode::Int8,
+            table: Some(&table),
+            qtable,
+        };
+        let run = |budget: usize| {
+            let mut ev = MixEvaluator::new(
+                &graph,
+                Processor::Bm1684x,
+                QuantMode::F16,
+                vec![sample.clone()],
+                vec![],
+                budget,
+            )
+            .unwrap();
+            let reference = ev
+                .build(&Precision {
+                    quantize: QuantMode::F32,
+                    table: None,
+                    qtable: &[],
+                })
+                .unwrap();
+            ev.set_reference(&reference).unwrap();
+            let int8 = ev.build(&precision(&[])).unwrap();
+            ev.score(&int8, 1, true).unwrap();
+            // What the cache holds of the all-int8 model.
+            let g = int8.graph();
+            let readers = g.consumers();
+            let cached: Vec<ValueId> = (0..g.value_count())
+                .map(ValueId::from_index)
+                .filter(|v| {
+                    g.value(*v).producer.is_some() && ev.cache.contains_key(&int8.keys[v.index()])
+                })
+                .collect();
+            let codes = cached.iter().filter(|v| ev.codes(g, **v)).count();
+            let beside = cached
+                .iter()
+                .filter(|v| ev.held_as_codes(g, **v, &readers))
+                .count();
+            let bytes = ev.cache_bytes;
+            let built = ev.build(&precision(&variant)).unwrap();
+            let out = g.value(g.outputs[0]).name.clone();
+            let t = ev
+                .tensors(&built, &[out.as_str()])
+                .unwrap()
+                .remove(0)
+                .remove(0);
+            (
+                codes,
+                beside,
+                bytes,
+                t.to_f32_vec()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (codes, beside, bytes, all) = run(1 << 32);
+        assert!(codes > 40, "{codes} layers cached as codes");
+        assert_eq!(beside, 0, "float forms cached beside their codes");
+        let (_, _, small_bytes, some) = run(bytes / 4);
+        assert!(
+            small_bytes <= bytes / 4,
+            "{small_bytes} over the budget {}",
+            bytes / 4
+        );
+        let (_, _, none_bytes, none) = run(0);
+        assert!(
+            none_bytes <= x_bytes(&sample),
+            "{none_bytes} cached with no budget"
+        );
+        assert_eq!(
+            all, none,
+            "the cached evaluation differs from the uncached one"
+        );
+        assert_eq!(
+            some, none,
+            "a partly cached evaluation differs from the uncached one"
+        );
+    }
+
+    fn x_bytes(sample: &[(String, Tensor)]) -> usize {
+        sample.iter().map(|(_, t)| tensor_bytes(t)).sum()
     }
 }
