@@ -5,9 +5,10 @@
 //!
 //! - imported and run by qtune against ONNX Runtime's output (the oracle:
 //!   `python3` with `onnx`, `onnxruntime` and `numpy`, required);
-//! - written to Top `.mlir` and read back: the Top op the registry names for
-//!   the form (`top.AddConst`, `top.Reciprocal`, `top.CompareConst`, ...),
-//!   the same op read back, and the same output bits;
+//! - written to Top `.mlir` and read back: the Top op the registry names
+//!   for the form (`top.AddConst`, `top.Reciprocal`, `top.CompareConst`,
+//!   ...), a file `mlir-opt` parses, the same op read back, and the same
+//!   output bits;
 //! - the arithmetic ops quantized for bm1684x with a max table: the plan's
 //!   ranges follow the registry's range rule, and the simulation is close to
 //!   float.
@@ -89,6 +90,33 @@ fn python(args: &[&std::ffi::OsStr]) {
         out.status.success(),
         "python3 failed (onnx, onnxruntime and numpy are required):\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `mlir-opt` (Debian's mlir-19-tools), required under CI: every written
+/// file must parse (generic syntax, unregistered dialect).
+fn mlir_parses(dir: &Path, stem: &str, text: &str) {
+    let opt = PathBuf::from("/usr/lib/llvm-19/bin/mlir-opt");
+    if !opt.is_file() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "mlir-opt is required under CI (apt-get install mlir-19-tools)"
+        );
+        return;
+    }
+    let path = dir.join(format!("{stem}.mlir"));
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(opt)
+        .arg("--allow-unregistered-dialect")
+        .arg(&path)
+        .arg("-o")
+        .arg(dir.join(format!("{stem}_parsed.mlir")))
+        .output()
+        .expect("mlir-opt runs");
+    assert!(
+        out.status.success(),
+        "{stem}: mlir-opt rejected the file: {}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -239,6 +267,7 @@ fn every_binary_op_matches_onnxruntime_round_trips_and_quantizes() {
                 text.contains(&format!("\"{top_op}\"")),
                 "{stem}: not written as {top_op}:\n{text}"
             );
+            mlir_parses(&dir, &stem, &text);
             let (read, _) = read_top_mlir(&text, &weights, &format!("{stem}.mlir"))
                 .unwrap_or_else(|e| panic!("{stem}: {e}\n{text}"));
             let ops: Vec<Op> = read.nodes().map(|(_, n)| n.op.clone()).collect();

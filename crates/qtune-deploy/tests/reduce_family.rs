@@ -6,8 +6,8 @@
 //!
 //! - imported and run by qtune against ONNX Runtime's output (the oracle:
 //!   `python3` with `onnx`, `onnxruntime` and `numpy`, required);
-//! - written to Top `.mlir` (`top.Reduce` with the registry's mode) and
-//!   read back: the same output bits;
+//! - written to Top `.mlir` (`top.Reduce` with the registry's mode, a file
+//!   `mlir-opt` parses) and read back: the same output bits;
 //! - exported to ONNX (opset 17) and run by ONNX Runtime again: the same
 //!   output;
 //! - planned for bm1684x (float, TPU-MLIR has no int8 reduction there) and
@@ -82,6 +82,33 @@ fn python(args: &[&std::ffi::OsStr]) {
         out.status.success(),
         "python3 failed (onnx, onnxruntime and numpy are required):\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `mlir-opt` (Debian's mlir-19-tools), required under CI: every written
+/// file must parse (generic syntax, unregistered dialect).
+fn mlir_parses(dir: &Path, stem: &str, text: &str) {
+    let opt = PathBuf::from("/usr/lib/llvm-19/bin/mlir-opt");
+    if !opt.is_file() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "mlir-opt is required under CI (apt-get install mlir-19-tools)"
+        );
+        return;
+    }
+    let path = dir.join(format!("{stem}.mlir"));
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(opt)
+        .arg("--allow-unregistered-dialect")
+        .arg(&path)
+        .arg("-o")
+        .arg(dir.join(format!("{stem}_parsed.mlir")))
+        .output()
+        .expect("mlir-opt runs");
+    assert!(
+        out.status.success(),
+        "{stem}: mlir-opt rejected the file: {}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -173,6 +200,7 @@ fn every_reduction_matches_onnxruntime_round_trips_and_plans() {
             "{stem}: not written as top.Reduce {}:\n{text}",
             spec.top_mode
         );
+        mlir_parses(&dir, &stem, &text);
         let (read, _) = read_top_mlir(&text, &weights, &format!("{stem}.mlir"))
             .unwrap_or_else(|e| panic!("{stem}: {e}\n{text}"));
         let back = run(read, &x);
