@@ -15,11 +15,11 @@
 //!
 //! A new entry of the registry is covered without a change here.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{int8_request, mlir_parses, onnxruntime, python, run, scratch};
 
-use qtune_deploy::{PlanRequest, Processor, quantize};
-use qtune_exec::{Executor, Keep, NoHook, PrepareOptions, prepare};
+use qtune_deploy::{Processor, quantize};
+use qtune_exec::{PrepareOptions, prepare};
 use qtune_ir::binary::{BINARY_OPS, BinaryKind, BinaryRange, BinarySpec};
 use qtune_ir::mlir::{MlirWriteOptions, read_top_mlir, write_top_mlir};
 use qtune_ir::{Graph, Op};
@@ -75,52 +75,6 @@ for arg in sys.argv[2:]:
         np.savez(f"{out}/{name}_{form}_in.npz", **feeds)
 "#;
 
-fn scratch(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qtune_binary_{test}_{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn python(args: &[&std::ffi::OsStr]) {
-    let out = Command::new("python3")
-        .args(args)
-        .output()
-        .expect("python3 with onnx, onnxruntime and numpy is required for this test");
-    assert!(
-        out.status.success(),
-        "python3 failed (onnx, onnxruntime and numpy are required):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `mlir-opt` (Debian's mlir-19-tools), required under CI: every written
-/// file must parse (generic syntax, unregistered dialect).
-fn mlir_parses(dir: &Path, stem: &str, text: &str) {
-    let opt = PathBuf::from("/usr/lib/llvm-19/bin/mlir-opt");
-    if !opt.is_file() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "mlir-opt is required under CI (apt-get install mlir-19-tools)"
-        );
-        return;
-    }
-    let path = dir.join(format!("{stem}.mlir"));
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(opt)
-        .arg("--allow-unregistered-dialect")
-        .arg(&path)
-        .arg("-o")
-        .arg(dir.join(format!("{stem}_parsed.mlir")))
-        .output()
-        .expect("mlir-opt runs");
-    assert!(
-        out.status.success(),
-        "{stem}: mlir-opt rejected the file: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn kind(spec: &BinarySpec) -> &'static str {
     match spec.kind {
         BinaryKind::Arith { .. } => "arith",
@@ -134,24 +88,6 @@ fn forms(spec: &BinarySpec) -> &'static [&'static str] {
         BinaryKind::Logic(_) => &["tensors"],
         _ => &["tensors", "rhs", "lhs"],
     }
-}
-
-fn run(graph: Graph, feeds: &[(String, Tensor)]) -> Tensor {
-    let (exec, _) = Executor::from_graph(graph, &PrepareOptions::default()).unwrap();
-    let g = exec.graph();
-    let sample = g
-        .inputs
-        .iter()
-        .map(|&id| {
-            let name = &g.value(id).name;
-            let t = feeds.iter().find(|(n, _)| n == name).unwrap();
-            (id, t.1.clone())
-        })
-        .collect();
-    let results = exec
-        .run_samples(vec![sample], &Keep::Outputs, |_| NoHook)
-        .unwrap();
-    results[0].0.get(g.outputs[0]).unwrap().clone()
 }
 
 fn f64s(t: &Tensor) -> Vec<f64> {
@@ -203,25 +139,25 @@ fn max_table(graph: &Graph, values: &[(qtune_ir::ValueId, &Tensor)]) -> Calibrat
 
 #[test]
 fn every_binary_op_matches_onnxruntime_round_trips_and_quantizes() {
-    let dir = scratch("family");
+    let dir = scratch("binary", "family");
     let mut make: Vec<std::ffi::OsString> =
         vec!["-c".into(), MAKE_MODELS.into(), dir.clone().into()];
     for spec in BINARY_OPS {
         make.push(format!("{}:{}", spec.name, kind(spec)).into());
     }
     python(&make.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qtune-exec/tests/ort_run.py");
-    let mut ort: Vec<std::ffi::OsString> = vec![script.into()];
+    let mut runs = vec![];
     for spec in BINARY_OPS {
         for form in forms(spec) {
             let stem = format!("{}_{form}", spec.name);
-            ort.push("--run".into());
-            ort.push(dir.join(format!("{stem}.onnx")).into());
-            ort.push(dir.join(format!("{stem}_in.npz")).into());
-            ort.push(dir.join(format!("{stem}_ort.npz")).into());
+            runs.push((
+                dir.join(format!("{stem}.onnx")),
+                dir.join(format!("{stem}_in.npz")),
+                dir.join(format!("{stem}_ort.npz")),
+            ));
         }
     }
-    python(&ort.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    onnxruntime(&runs);
 
     let mut cases = 0;
     for spec in BINARY_OPS {
@@ -299,15 +235,7 @@ fn every_binary_op_matches_onnxruntime_round_trips_and_quantizes() {
                 .collect();
             values.push((prepared.outputs[0], &before));
             let table = max_table(&prepared, &values);
-            let req = PlanRequest {
-                quantize: QuantMode::Int8,
-                calibration: Some(&table),
-                qtable: &[],
-                fp_type: QuantMode::F16,
-                asymmetric: false,
-                matmul_per_channel: false,
-                weight_only: Default::default(),
-            };
+            let req = int8_request(&table);
             let q = quantize(&prepared, Processor::Bm1684x, &req)
                 .unwrap_or_else(|e| panic!("{stem}: {e}"));
             // The registry's range rule, against the table: `Selects` (Max,

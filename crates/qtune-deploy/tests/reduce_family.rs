@@ -15,11 +15,11 @@
 //!
 //! A new entry of the registry is covered without a change here.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{int8_request, mlir_parses, onnxruntime, python, scratch};
 
-use qtune_deploy::{PlanRequest, Processor, quantize};
-use qtune_exec::{Executor, Keep, NoHook, PrepareOptions, prepare};
+use qtune_deploy::{Processor, quantize};
+use qtune_exec::{PrepareOptions, prepare};
 use qtune_ir::Graph;
 use qtune_ir::mlir::{MlirWriteOptions, read_top_mlir, write_top_mlir};
 use qtune_ir::reduce::REDUCE_OPS;
@@ -67,60 +67,9 @@ for arg in sys.argv[2:]:
 
 const FORMS: [&str; 3] = ["attr", "input", "all"];
 
-fn scratch(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qtune_reduce_{test}_{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn python(args: &[&std::ffi::OsStr]) {
-    let out = Command::new("python3")
-        .args(args)
-        .output()
-        .expect("python3 with onnx, onnxruntime and numpy is required for this test");
-    assert!(
-        out.status.success(),
-        "python3 failed (onnx, onnxruntime and numpy are required):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `mlir-opt` (Debian's mlir-19-tools), required under CI: every written
-/// file must parse (generic syntax, unregistered dialect).
-fn mlir_parses(dir: &Path, stem: &str, text: &str) {
-    let opt = PathBuf::from("/usr/lib/llvm-19/bin/mlir-opt");
-    if !opt.is_file() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "mlir-opt is required under CI (apt-get install mlir-19-tools)"
-        );
-        return;
-    }
-    let path = dir.join(format!("{stem}.mlir"));
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(opt)
-        .arg("--allow-unregistered-dialect")
-        .arg(&path)
-        .arg("-o")
-        .arg(dir.join(format!("{stem}_parsed.mlir")))
-        .output()
-        .expect("mlir-opt runs");
-    assert!(
-        out.status.success(),
-        "{stem}: mlir-opt rejected the file: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
+/// The graph's output on input `x`.
 fn run(graph: Graph, x: &Tensor) -> Tensor {
-    let (exec, _) = Executor::from_graph(graph, &PrepareOptions::default()).unwrap();
-    let g = exec.graph();
-    let sample = vec![(g.inputs[0], x.clone())];
-    let results = exec
-        .run_samples(vec![sample], &Keep::Outputs, |_| NoHook)
-        .unwrap();
-    results[0].0.get(g.outputs[0]).unwrap().clone()
+    common::run(graph, &[("x".to_string(), x.clone())])
 }
 
 fn close(stem: &str, what: &str, ours: &Tensor, reference: &Tensor) {
@@ -137,7 +86,7 @@ fn close(stem: &str, what: &str, ours: &Tensor, reference: &Tensor) {
 
 #[test]
 fn every_reduction_matches_onnxruntime_round_trips_and_plans() {
-    let dir = scratch("family");
+    let dir = scratch("reduce", "family");
     let mut make: Vec<std::ffi::OsString> =
         vec!["-c".into(), MAKE_MODELS.into(), dir.clone().into()];
     for spec in REDUCE_OPS {
@@ -148,8 +97,7 @@ fn every_reduction_matches_onnxruntime_round_trips_and_plans() {
 
     // qtune's import, run and ONNX export of every case; then ONNX Runtime
     // on the originals and the exports.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qtune-exec/tests/ort_run.py");
-    let mut ort: Vec<std::ffi::OsString> = vec![script.into()];
+    let mut runs = vec![];
     let mut cases = vec![];
     for spec in REDUCE_OPS {
         for form in FORMS {
@@ -171,15 +119,16 @@ fn every_reduction_matches_onnxruntime_round_trips_and_plans() {
             )
             .unwrap_or_else(|e| panic!("{stem}: export: {e}"));
             for (model, out) in [("", "ort"), ("_export", "ort_export")] {
-                ort.push("--run".into());
-                ort.push(dir.join(format!("{stem}{model}.onnx")).into());
-                ort.push(dir.join("in.npz").into());
-                ort.push(dir.join(format!("{stem}_{out}.npz")).into());
+                runs.push((
+                    dir.join(format!("{stem}{model}.onnx")),
+                    dir.join("in.npz"),
+                    dir.join(format!("{stem}_{out}.npz")),
+                ));
             }
             cases.push((spec, stem, prepared));
         }
     }
-    python(&ort.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    onnxruntime(&runs);
 
     for (spec, stem, prepared) in cases {
         let reference = read_npz(&dir.join(format!("{stem}_ort.npz"))).unwrap();
@@ -226,15 +175,7 @@ fn every_reduction_matches_onnxruntime_round_trips_and_plans() {
             rows: vec![row("x", &x), row(&y_name, &ours)],
             ..Default::default()
         };
-        let req = PlanRequest {
-            quantize: QuantMode::Int8,
-            calibration: Some(&table),
-            qtable: &[],
-            fp_type: QuantMode::F16,
-            asymmetric: false,
-            matmul_per_channel: false,
-            weight_only: Default::default(),
-        };
+        let req = int8_request(&table);
         let node_id = prepared.nodes().next().unwrap().0;
         for (processor, int8) in [
             (Processor::Bm1684x, false),

@@ -13,15 +13,15 @@
 //! attribute values are not the defaults, so that their import, `.mlir` and
 //! export paths are exercised.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{int8_request, onnxruntime, python, scratch};
 
-use qtune_deploy::{PlanRequest, Processor, quantize};
-use qtune_exec::{Executor, Keep, NoHook, PrepareOptions, prepare, prepare_top};
+use qtune_deploy::{Processor, quantize};
+use qtune_exec::{PrepareOptions, prepare, prepare_top};
 use qtune_ir::mlir::{MlirWriteOptions, read_top_mlir, write_top_mlir};
 use qtune_ir::unary::{UNARY_OPS, UnarySpec};
 use qtune_ir::{Graph, Op};
-use qtune_quant::{CalibrationRow, CalibrationTable, QuantMode};
+use qtune_quant::{CalibrationRow, CalibrationTable};
 use qtune_tensor::compare::similarity;
 use qtune_tensor::{Tensor, read_npz, write_npz};
 
@@ -50,25 +50,6 @@ for arg in sys.argv[2:]:
     onnx.save(m, f"{out}/{name}.onnx")
 "#;
 
-fn scratch(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qtune_unary_{test}_{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn python(args: &[&std::ffi::OsStr]) {
-    let out = Command::new("python3")
-        .args(args)
-        .output()
-        .expect("python3 with onnx, onnxruntime and numpy is required for this test");
-    assert!(
-        out.status.success(),
-        "python3 failed (onnx, onnxruntime and numpy are required):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Attribute values other than the defaults (a `1.5 d + 0.125` of each).
 fn attr_values(spec: &UnarySpec) -> Vec<f32> {
     spec.attrs.iter().map(|a| a.default * 1.5 + 0.125).collect()
@@ -89,14 +70,9 @@ fn input(spec: &UnarySpec, params: &[f32]) -> Tensor {
     Tensor::from_f32(DIMS.to_vec(), v).unwrap()
 }
 
+/// The graph's output on input `x`.
 fn run(graph: Graph, x: &Tensor) -> Tensor {
-    let (exec, _) = Executor::from_graph(graph, &PrepareOptions::default()).unwrap();
-    let g = exec.graph();
-    let sample = vec![(g.inputs[0], x.clone())];
-    let results = exec
-        .run_samples(vec![sample], &Keep::Outputs, |_| NoHook)
-        .unwrap();
-    results[0].0.get(g.outputs[0]).unwrap().clone()
+    common::run(graph, &[("x".to_string(), x.clone())])
 }
 
 fn f64s(t: &Tensor) -> Vec<f64> {
@@ -125,7 +101,7 @@ fn max_table(graph: &Graph, x: &Tensor, y: &Tensor) -> CalibrationTable {
 
 #[test]
 fn every_unary_op_matches_onnxruntime_round_trips_and_quantizes() {
-    let dir = scratch("family");
+    let dir = scratch("unary", "family");
     let specs: Vec<&UnarySpec> = UNARY_OPS.iter().filter(|s| s.onnx.is_some()).collect();
     // The models and inputs.
     let mut make: Vec<std::ffi::OsString> =
@@ -148,17 +124,17 @@ fn every_unary_op_matches_onnxruntime_round_trips_and_quantizes() {
     let args: Vec<&std::ffi::OsStr> = make.iter().map(|a| a.as_os_str()).collect();
     python(&args);
     // ONNX Runtime on all of them.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qtune-exec/tests/ort_run.py");
-    let mut ort: Vec<std::ffi::OsString> = vec![script.into()];
-    for spec in &specs {
-        let onnx = spec.onnx.unwrap();
-        ort.push("--run".into());
-        ort.push(dir.join(format!("{onnx}.onnx")).into());
-        ort.push(dir.join(format!("{}_in.npz", spec.name)).into());
-        ort.push(dir.join(format!("{}_ort.npz", spec.name)).into());
-    }
-    let args: Vec<&std::ffi::OsStr> = ort.iter().map(|a| a.as_os_str()).collect();
-    python(&args);
+    let runs: Vec<_> = specs
+        .iter()
+        .map(|spec| {
+            (
+                dir.join(format!("{}.onnx", spec.onnx.unwrap())),
+                dir.join(format!("{}_in.npz", spec.name)),
+                dir.join(format!("{}_ort.npz", spec.name)),
+            )
+        })
+        .collect();
+    onnxruntime(&runs);
 
     for spec in &specs {
         let name = spec.name;
@@ -227,15 +203,7 @@ fn every_unary_op_matches_onnxruntime_round_trips_and_quantizes() {
 
         // Quantized: int8 on x and y, close to float.
         let table = max_table(&top, &x, &float);
-        let req = PlanRequest {
-            quantize: QuantMode::Int8,
-            calibration: Some(&table),
-            qtable: &[],
-            fp_type: QuantMode::F16,
-            asymmetric: false,
-            matmul_per_channel: false,
-            weight_only: Default::default(),
-        };
+        let req = int8_request(&table);
         let q = quantize(&top, Processor::Bm1684x, &req).unwrap_or_else(|e| panic!("{name}: {e}"));
         let qnodes = q
             .qdq
@@ -260,16 +228,15 @@ fn every_unary_op_matches_onnxruntime_round_trips_and_quantizes() {
 /// not always: it reads a missing Elu alpha as 0.)
 #[test]
 fn missing_attributes_take_the_onnx_defaults() {
-    let dir = scratch("defaults");
+    let dir = scratch("unary", "defaults");
     let specs: Vec<&UnarySpec> = UNARY_OPS
         .iter()
         .filter(|s| s.onnx.is_some() && !s.attrs.is_empty())
         .collect();
     assert!(!specs.is_empty());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qtune-exec/tests/ort_run.py");
     let mut make: Vec<std::ffi::OsString> =
         vec!["-c".into(), MAKE_MODELS.into(), dir.clone().into()];
-    let mut ort: Vec<std::ffi::OsString> = vec![script.into()];
+    let mut runs = vec![];
     for spec in &specs {
         let onnx = spec.onnx.unwrap();
         let defaults: Vec<f32> = spec.attrs.iter().map(|a| a.default).collect();
@@ -279,13 +246,14 @@ fn missing_attributes_take_the_onnx_defaults() {
             &[("x".to_string(), input(spec, &defaults))],
         )
         .unwrap();
-        ort.push("--run".into());
-        ort.push(dir.join(format!("{onnx}.onnx")).into());
-        ort.push(dir.join(format!("{onnx}_in.npz")).into());
-        ort.push(dir.join(format!("{onnx}_ort.npz")).into());
+        runs.push((
+            dir.join(format!("{onnx}.onnx")),
+            dir.join(format!("{onnx}_in.npz")),
+            dir.join(format!("{onnx}_ort.npz")),
+        ));
     }
     python(&make.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
-    python(&ort.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    onnxruntime(&runs);
     for spec in &specs {
         let onnx = spec.onnx.unwrap();
         let defaults: Vec<f32> = spec.attrs.iter().map(|a| a.default).collect();

@@ -1,0 +1,108 @@
+//! Helpers of the op-family tests (`unary_family.rs`, `binary_family.rs`,
+//! `reduce_family.rs`): a scratch folder, the python oracles, a run of a
+//! one-node graph, the all-int8 plan request.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use qtune_deploy::PlanRequest;
+use qtune_exec::{Executor, Keep, NoHook, PrepareOptions};
+use qtune_ir::Graph;
+use qtune_quant::{CalibrationTable, QuantMode};
+use qtune_tensor::Tensor;
+
+/// A fresh folder for test `test` of `family`.
+pub fn scratch(family: &str, test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qtune_{family}_{test}_{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs `python3 args...`; it must succeed.
+pub fn python(args: &[&OsStr]) {
+    let out = Command::new("python3")
+        .args(args)
+        .output()
+        .expect("python3 with onnx, onnxruntime and numpy is required for this test");
+    assert!(
+        out.status.success(),
+        "python3 failed (onnx, onnxruntime and numpy are required):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `python3 ort_run.py --run MODEL IN OUT ...` for each `(model, in, out)`.
+pub fn onnxruntime(runs: &[(PathBuf, PathBuf, PathBuf)]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qtune-exec/tests/ort_run.py");
+    let mut args: Vec<std::ffi::OsString> = vec![script.into()];
+    for (model, input, output) in runs {
+        args.extend(["--run".into(), model.into(), input.into(), output.into()]);
+    }
+    python(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+}
+
+/// The first output of `graph` on the inputs `feeds` (by name).
+pub fn run(graph: Graph, feeds: &[(String, Tensor)]) -> Tensor {
+    let (exec, _) = Executor::from_graph(graph, &PrepareOptions::default()).unwrap();
+    let g = exec.graph();
+    let sample = g
+        .inputs
+        .iter()
+        .map(|&id| {
+            let name = &g.value(id).name;
+            let (_, t) = feeds
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("no input `{name}`"));
+            (id, t.clone())
+        })
+        .collect();
+    let results = exec
+        .run_samples(vec![sample], &Keep::Outputs, |_| NoHook)
+        .unwrap();
+    results[0].0.get(g.outputs[0]).unwrap().clone()
+}
+
+/// All-int8 with `table`, F16 for the float layers, symmetric.
+pub fn int8_request(table: &CalibrationTable) -> PlanRequest<'_> {
+    PlanRequest {
+        quantize: QuantMode::Int8,
+        calibration: Some(table),
+        qtable: &[],
+        fp_type: QuantMode::F16,
+        asymmetric: false,
+        matmul_per_channel: false,
+        weight_only: Default::default(),
+    }
+}
+
+/// `mlir-opt` (Debian's mlir-19-tools), required under CI: `text` must
+/// parse (generic syntax, unregistered dialect).
+pub fn mlir_parses(dir: &Path, stem: &str, text: &str) {
+    let opt = PathBuf::from("/usr/lib/llvm-19/bin/mlir-opt");
+    if !opt.is_file() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "mlir-opt is required under CI (apt-get install mlir-19-tools)"
+        );
+        return;
+    }
+    let path = dir.join(format!("{stem}.mlir"));
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(opt)
+        .arg("--allow-unregistered-dialect")
+        .arg(&path)
+        .arg("-o")
+        .arg(dir.join(format!("{stem}_parsed.mlir")))
+        .output()
+        .expect("mlir-opt runs");
+    assert!(
+        out.status.success(),
+        "{stem}: mlir-opt rejected the file: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
