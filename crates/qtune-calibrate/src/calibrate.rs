@@ -433,7 +433,7 @@ fn collect_statistics_keeping(
         .enumerate()
         .find(|(_, t)| t.load(Ordering::SeqCst) != n)
     {
-        return Err(PipelineError::Settings(format!(
+        return Err(PipelineError::Internal(format!(
             "tensor `{}` was not computed for every sample",
             entries[slot].name
         )));
@@ -654,7 +654,7 @@ pub fn calibrate_methods(
                 refs = Some(r);
             }
             let Some(refs) = refs.as_ref() else {
-                return Err(PipelineError::Settings("no tuning activations".into()));
+                return Err(PipelineError::Internal("no tuning activations".into()));
             };
             // TPU-MLIR's tuner reads its starting thresholds back from the
             // `<cali>.1` text, so it starts from the 7-decimal values.
@@ -737,7 +737,7 @@ fn single_node(graph: &Graph, node_id: NodeId) -> Result<SingleNode, PipelineErr
         .collect();
     let first = *outputs
         .first()
-        .ok_or_else(|| PipelineError::Settings(format!("node `{}` has no output", node.name)))?;
+        .ok_or_else(|| PipelineError::Internal(format!("node `{}` has no output", node.name)))?;
     g.add_node_with_relu(
         node.name.clone(),
         node.op.clone(),
@@ -930,7 +930,7 @@ impl TuneContext<'_> {
             let mut inputs = Vec::with_capacity(map.len());
             for &(orig, new) in map {
                 let t = values.get(orig).ok_or_else(|| {
-                    PipelineError::Settings(format!(
+                    PipelineError::Internal(format!(
                         "tensor `{}` was not kept for tuning",
                         graph.value(orig).name
                     ))
@@ -952,7 +952,7 @@ impl TuneContext<'_> {
             .par_iter()
             .map(|values| -> Result<f64, PipelineError> {
                 let reference = values.get(out0).ok_or_else(|| {
-                    PipelineError::Settings(format!(
+                    PipelineError::Internal(format!(
                         "tensor `{}` was not kept for tuning",
                         graph.value(out0).name
                     ))
@@ -990,7 +990,7 @@ impl TuneContext<'_> {
                 |spare: &mut Option<Vec<f32>>, &(b, g)| -> Result<Vec<f64>, PipelineError> {
                     let (values, inputs) = (&refs[b], &base[b]);
                     let reference = values.get(out0).ok_or_else(|| {
-                        PipelineError::Settings(format!(
+                        PipelineError::Internal(format!(
                             "tensor `{}` was not kept for tuning",
                             graph.value(out0).name
                         ))
@@ -998,7 +998,7 @@ impl TuneContext<'_> {
                     let reference = reference.as_f32()?;
                     if let Some((e, input)) = &fused {
                         let x = values.get(*input).ok_or_else(|| {
-                            PipelineError::Settings(format!(
+                            PipelineError::Internal(format!(
                                 "tensor `{}` was not kept for tuning",
                                 graph.value(*input).name
                             ))
@@ -1039,7 +1039,7 @@ impl TuneContext<'_> {
                         }
                         let mut values = exec1.run(run_inputs, &opts, &mut NoHook)?;
                         let out = values.take(*new_out).ok_or_else(|| {
-                            PipelineError::Settings(format!("node `{}` gave no output", node.name))
+                            PipelineError::Internal(format!("node `{}` gave no output", node.name))
                         })?;
                         // Other kept handles (e.g. the input an
                         // in-place op wrote to) go first, so that the

@@ -44,8 +44,14 @@ pub enum PipelineError {
         /// `qtune_mixed::PostProcessError`.
         problem: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A setting (a flag, an option of a call) is wrong or does not fit
+    /// the model.
     #[error("invalid calibration settings: {0}")]
     Settings(String),
+    /// An invariant of the pipeline does not hold: a bug in qtune, not a
+    /// problem of the inputs.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A graph transform (weight equalization, SmoothQuant) cannot handle
     /// a node.
     #[error("node `{node}` ({op}): {message}")]

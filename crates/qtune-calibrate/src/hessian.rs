@@ -393,7 +393,7 @@ pub fn sequential_hessians(
                     };
                     exec.run_masked(&cache, &run, &opts, &mut hook)?;
                     let t = hook.got.pop().map(|(_, t)| t).ok_or_else(|| {
-                        PipelineError::Settings(format!(
+                        PipelineError::Internal(format!(
                             "tensor `{}` was not computed",
                             cur.value(*x).name
                         ))

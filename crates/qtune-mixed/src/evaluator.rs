@@ -811,7 +811,7 @@ impl<'g> MixEvaluator<'g> {
 
     fn replace_cache(&mut self, built: &Built, results: &[Values]) -> Result<(), PipelineError> {
         if results.len() != self.samples.len() {
-            return Err(PipelineError::Settings(
+            return Err(PipelineError::Internal(
                 "a stored run must cover every sample".into(),
             ));
         }
@@ -906,7 +906,7 @@ impl<'g> MixEvaluator<'g> {
         store: bool,
     ) -> Result<OutputScore, PipelineError> {
         if self.reference.is_empty() {
-            return Err(PipelineError::Settings("no reference model was run".into()));
+            return Err(PipelineError::Internal("no reference model was run".into()));
         }
         let n = if store { self.samples.len() } else { n.max(1) };
         let values = self.run(built, n, store, false)?;
@@ -939,7 +939,7 @@ impl<'g> MixEvaluator<'g> {
     /// the cache as it was.
     pub fn trial(&mut self, built: &Built, names: &[&str]) -> Result<Trial, PipelineError> {
         if self.reference.is_empty() {
-            return Err(PipelineError::Settings("no reference model was run".into()));
+            return Err(PipelineError::Internal("no reference model was run".into()));
         }
         let ids = value_ids(built, names)?;
         let n = self.samples.len();
@@ -990,7 +990,7 @@ impl<'g> MixEvaluator<'g> {
         refs: &LayerRefs,
     ) -> Result<(OutputScore, HashMap<String, f64>), PipelineError> {
         if self.reference.is_empty() {
-            return Err(PipelineError::Settings("no reference model was run".into()));
+            return Err(PipelineError::Internal("no reference model was run".into()));
         }
         let n = self.samples.len();
         let index = layer_index(built.exec.graph(), &refs.names);

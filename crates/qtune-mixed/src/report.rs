@@ -1044,7 +1044,7 @@ impl<'a> Measurer<'a> {
 }
 
 fn beyond_count() -> PipelineError {
-    PipelineError::Settings("report: more samples than the measurer was made for".into())
+    PipelineError::Internal("report: more samples than the measurer was made for".into())
 }
 
 /// Graph inputs by name as `graph`'s value ids.

@@ -195,7 +195,7 @@ fn pre_quant_output(
         }
         return match model.plan.range(out) {
             Some(r) => Ok((requant, r.scale())),
-            None => Err(PipelineError::Settings(format!(
+            None => Err(PipelineError::Internal(format!(
                 "Conv output `{name}` is requantized in the int8 model but has no planned range"
             ))),
         };
@@ -205,7 +205,7 @@ fn pre_quant_output(
             return Ok((plain, 1.0));
         }
     }
-    Err(PipelineError::Settings(format!(
+    Err(PipelineError::Internal(format!(
         "Conv output `{name}` is missing from the int8 model"
     )))
 }
@@ -554,7 +554,7 @@ fn correct(
     let mut float_by_conv: Option<LayerRefs> = None;
     let mismatch = |j: Option<&Journal>, index: usize| match j {
         Some(j) => j.mismatch(index),
-        None => PipelineError::Settings("no journal".into()),
+        None => PipelineError::Internal("no journal".into()),
     };
 
     let mut current = start.clone();

@@ -110,6 +110,10 @@ impl Error {
 enum Kind {
     File(Option<PathBuf>),
     Unsupported,
+    /// A wrong setting (the pipeline's `Settings`).
+    Setting,
+    /// A broken invariant (the pipeline's `Internal`).
+    Internal,
 }
 
 fn kind_of_lower(e: &(dyn std::error::Error + 'static)) -> Option<Kind> {
@@ -125,6 +129,8 @@ fn kind_of_lower(e: &(dyn std::error::Error + 'static)) -> Option<Kind> {
             PipelineError::Npz(n) => kind_of_lower(n),
             PipelineError::Data(d) => kind_of_lower(d),
             PipelineError::Quant(q) => kind_of_lower(q),
+            PipelineError::Settings(_) => Some(Kind::Setting),
+            PipelineError::Internal(_) => Some(Kind::Internal),
             _ => None,
         };
     }
@@ -178,11 +184,16 @@ fn kind_of(e: &anyhow::Error, message: String) -> Error {
     let kinds: Vec<Kind> = e.chain().filter_map(kind_of_lower).collect();
     match kinds.last() {
         Some(Kind::Unsupported) => Error::Unsupported { message },
+        Some(Kind::Setting) => Error::Setting {
+            setting: String::new(),
+            message,
+        },
+        Some(Kind::Internal) => Error::Internal { message },
         Some(Kind::File(_)) => {
             // A bare I/O error at the root: the path is in its context.
             let path = kinds.iter().rev().find_map(|k| match k {
                 Kind::File(p) => p.clone(),
-                Kind::Unsupported => None,
+                _ => None,
             });
             Error::File { path, message }
         }
@@ -270,5 +281,21 @@ mod tests {
         }
         let e = Error::from(anyhow::anyhow!("node `n`: wrong"));
         assert!(matches!(e, Error::Input { .. }));
+        // The pipeline's wrong setting and broken invariant keep their kinds.
+        use qtune_calibrate::PipelineError;
+        let e = Error::from(PipelineError::Settings(
+            "--histogram_bin_num must be at least 2".into(),
+        ));
+        assert!(matches!(e, Error::Setting { .. }), "{e:?}");
+        let e = Error::from(
+            anyhow::Error::new(PipelineError::Internal("no reference model was run".into()))
+                .context("run_qtable"),
+        );
+        assert_eq!(
+            e,
+            Error::Internal {
+                message: "run_qtable: internal error: no reference model was run".into()
+            }
+        );
     }
 }
