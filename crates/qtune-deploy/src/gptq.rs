@@ -30,7 +30,7 @@
 //!   act-order every grid is fixed beforehand from the original weights
 //!   (the "static groups" variant).
 //!
-//! The grids follow the layer's [`Scheme`] (TPU-MLIR's min / max rule, or
+//! The grids follow the layer's `Scheme` (TPU-MLIR's min / max rule, or
 //! the clip search with `gptq_clip`), with the scale rounded to the float
 //! type first. `U` comes from one Cholesky factorisation of the reversed
 //! matrix: if `P` reverses the order, `P H P = L L^T` gives

@@ -89,7 +89,7 @@ pub enum FloatReason {
     /// carries masking constants (`-FLT_MAX` attention masks) that no 8-bit
     /// scale can hold together with the real values.
     HugeRange,
-    /// A Concat whose inputs' ranges differ more than [`CONCAT_RANGE_RATIO`]
+    /// A Concat whose inputs' ranges differ more than `CONCAT_RANGE_RATIO`
     /// times: one 8-bit scale cannot hold them all (TPU-MLIR would give
     /// every input the output's range and flatten the smaller ones, e.g.
     /// YOLOv8's class scores next to its box coordinates).

@@ -174,7 +174,7 @@ const SEQ_ROWS: usize = 8;
 /// (attention's coarse int8 grids turn a last-bit difference into a flipped code).
 ///
 /// The in-order sums cannot be split into lanes without changing the rounding, so speed comes
-/// from elsewhere: [`SEQ_ROWS`] rows are summed side by side (independent chains), the
+/// from elsewhere: `SEQ_ROWS` rows are summed side by side (independent chains), the
 /// normalisation pass is vectorised (element-wise, exact), and row groups are spread over the
 /// threads. Every row is computed by the same sequence of operations whatever the grouping or
 /// the thread count: results are bit-identical to `reference::layer_norm_sequential`.

@@ -3,7 +3,7 @@
 //! [`import_onnx`] reads an ONNX model and builds a [`qtune_ir::Graph`]:
 //! initializers and `Constant` nodes become constant values, every other
 //! node becomes one IR node (a few legacy forms are rewritten, see
-//! [`ops`](crate::ops)), and every value keeps its ONNX name. The importer
+//! `ops`), and every value keeps its ONNX name. The importer
 //! is faithful and strict: it keeps every attribute the IR can express and
 //! rejects, with an error naming the node and attribute, whatever qtune
 //! could not run later.

@@ -99,7 +99,7 @@ pub(crate) fn check_npy_header(bytes: &[u8]) -> Result<(), String> {
 /// Decodes one `.npy` payload (header and data, nothing after it). float64
 /// arrays become float32, as in [`crate::read_npz`]; Fortran-ordered arrays
 /// come back in row-major order. The header is checked against the data
-/// present before anything is allocated ([`check_npy_header`]).
+/// present before anything is allocated (`check_npy_header`).
 pub fn npy_from_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
     check_npy_header(bytes).map_err(NpyError::Malformed)?;
     // Every attempt sees the same stored descriptor; keep it for the error.

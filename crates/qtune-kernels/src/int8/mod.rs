@@ -41,7 +41,7 @@
 //! * Depthwise convolutions (one input channel per group) use a direct
 //!   kernel on zero-point-centred 16-bit planes on both paths (a reduction
 //!   of `kh * kw` values is too short for the packed product).
-//! * [`reference`]: slow scalar twins for the differential tests.
+//! * [`reference`](mod@reference): slow scalar twins for the differential tests.
 //!
 //! AMX tiles are not used: the CPUs qtune is measured on (AMD EPYC, Zen 4)
 //! have no AMX, so such a path could not be tested here.
