@@ -140,11 +140,7 @@ pub fn fast_search(
         float_layers: Vec::new(),
         rounds: 0,
     };
-    if int8.cos > s.expected_cos {
-        log.print_info(format!(
-            "job success, current int8 cos:{} is higher than expected_cos:{},no need for mix precsion",
-            int8.cos, s.expected_cos
-        ));
+    if log.int8_is_enough(int8.cos, s.expected_cos) {
         outcome.early_exit = true;
         return Ok(outcome);
     }

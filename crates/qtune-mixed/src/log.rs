@@ -35,6 +35,18 @@ impl<'a> SearchLog<'a> {
         (self.console)(msg.as_ref());
     }
 
+    /// Whether the all-int8 model already beats `expected_cos`; if so,
+    /// logs and prints TPU-MLIR's early-exit line (its spelling kept).
+    pub fn int8_is_enough(&mut self, int8_cos: f64, expected_cos: f64) -> bool {
+        let enough = int8_cos > expected_cos;
+        if enough {
+            self.print_info(format!(
+                "job success, current int8 cos:{int8_cos} is higher than expected_cos:{expected_cos},no need for mix precsion"
+            ));
+        }
+        enough
+    }
+
     /// A `WARNING:root:` line, also printed as `WARNING: <msg>`.
     pub fn warning(&mut self, msg: impl AsRef<str>) {
         self.lines.push(format!("WARNING:root:{}", msg.as_ref()));

@@ -176,11 +176,7 @@ pub fn mix_search(
         trajectory: vec![(0, int8.cos)],
     };
     log.info(format!("all_int8_cos={}", int8.cos));
-    if int8.cos > s.expected_cos {
-        log.print_info(format!(
-            "job success, current int8 cos:{} is higher than expected_cos:{},no need for mix precsion",
-            int8.cos, s.expected_cos
-        ));
+    if log.int8_is_enough(int8.cos, s.expected_cos) {
         outcome.early_exit = true;
         return Ok(outcome);
     }

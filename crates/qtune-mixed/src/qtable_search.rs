@@ -144,11 +144,7 @@ pub fn layer_search(
         table: table.clone(),
         trajectory: vec![(0, all_int8.cos)],
     };
-    if s.adjust && all_int8.cos > s.expected_cos {
-        log.print_info(format!(
-            "job success, current int8 cos:{} is higher than expected_cos:{},no need for mix precsion",
-            all_int8.cos, s.expected_cos
-        ));
+    if s.adjust && log.int8_is_enough(all_int8.cos, s.expected_cos) {
         outcome.early_exit = true;
         return Ok(outcome);
     }
