@@ -16,7 +16,7 @@
 //! A new entry of the registry is covered without a change here.
 
 mod common;
-use common::{int8_request, mlir_parses, onnxruntime, python, run, scratch};
+use common::{close, f64s, int8_request, mlir_parses, onnxruntime, python, run, scratch};
 
 use qtune_deploy::{Processor, quantize};
 use qtune_exec::{PrepareOptions, prepare};
@@ -88,10 +88,6 @@ fn forms(spec: &BinarySpec) -> &'static [&'static str] {
         BinaryKind::Logic(_) => &["tensors"],
         _ => &["tensors", "rhs", "lhs"],
     }
-}
-
-fn f64s(t: &Tensor) -> Vec<f64> {
-    t.to_f32_vec().into_iter().map(f64::from).collect()
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {
@@ -184,14 +180,7 @@ fn every_binary_op_matches_onnxruntime_round_trips_and_quantizes() {
             if spec.kind.is_bool() {
                 assert_eq!(bits(&ours), bits(reference), "{stem}: as onnxruntime");
             } else {
-                let (a, b) = (f64s(&ours), f64s(reference));
-                let worst = a
-                    .iter()
-                    .zip(&b)
-                    .map(|(p, q)| (p - q).abs() / q.abs().max(1.0))
-                    .fold(0f64, f64::max);
-                println!("{stem:<16} vs onnxruntime: max relative difference {worst:.2e}");
-                assert!(worst <= 1e-6, "{stem}: {worst:e} from onnxruntime");
+                close(&stem, "onnxruntime", &ours, reference, 1e-6);
             }
 
             // Through the Top dialect: the registry's form, the op read back

@@ -14,7 +14,7 @@
 //! export paths are exercised.
 
 mod common;
-use common::{int8_request, onnxruntime, python, scratch};
+use common::{close, f64s, int8_request, onnxruntime, python, scratch};
 
 use qtune_deploy::{Processor, quantize};
 use qtune_exec::{PrepareOptions, prepare, prepare_top};
@@ -73,10 +73,6 @@ fn input(spec: &UnarySpec, params: &[f32]) -> Tensor {
 /// The graph's output on input `x`.
 fn run(graph: Graph, x: &Tensor) -> Tensor {
     common::run(graph, &[("x".to_string(), x.clone())])
-}
-
-fn f64s(t: &Tensor) -> Vec<f64> {
-    t.to_f32_vec().into_iter().map(f64::from).collect()
 }
 
 /// A max table of the one-node graph: x and y.
@@ -158,15 +154,7 @@ fn every_unary_op_matches_onnxruntime_round_trips_and_quantizes() {
             "{name}: attributes"
         );
         let ours = run(graph.clone(), &x);
-        assert_eq!(ours.dims(), reference.dims(), "{name}");
-        let (a, b) = (f64s(&ours), f64s(reference));
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(p, q)| (p - q).abs() / q.abs().max(1.0))
-            .fold(0f64, f64::max);
-        println!("{name:<12} vs onnxruntime: max relative difference {worst:.2e}");
-        assert!(worst <= 1e-5, "{name}: {worst:e} from onnxruntime");
+        close(name, "onnxruntime", &ours, reference, 1e-5);
 
         // Through the Top dialect, as imported (the op itself) and as
         // canonicalized (what the tools write: Neg becomes MulConst(-1)):

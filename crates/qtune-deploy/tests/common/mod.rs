@@ -67,6 +67,25 @@ pub fn run(graph: Graph, feeds: &[(String, Tensor)]) -> Tensor {
     results[0].0.get(g.outputs[0]).unwrap().clone()
 }
 
+/// The elements of a float tensor as f64.
+pub fn f64s(t: &Tensor) -> Vec<f64> {
+    t.to_f32_vec().into_iter().map(f64::from).collect()
+}
+
+/// Asserts that `ours` has `reference`'s dims and is within `tol` of it,
+/// relative to each reference value (at least 1), and prints the largest
+/// difference.
+pub fn close(stem: &str, what: &str, ours: &Tensor, reference: &Tensor, tol: f64) {
+    assert_eq!(ours.dims(), reference.dims(), "{stem}: {what} dims");
+    let worst = f64s(ours)
+        .iter()
+        .zip(f64s(reference))
+        .map(|(p, q)| (p - q).abs() / q.abs().max(1.0))
+        .fold(0f64, f64::max);
+    println!("{stem:<18} vs {what}: max relative difference {worst:.2e}");
+    assert!(worst <= tol, "{stem}: {worst:e} from {what}");
+}
+
 /// All-int8 with `table`, F16 for the float layers, symmetric.
 pub fn int8_request(table: &CalibrationTable) -> PlanRequest<'_> {
     PlanRequest {
