@@ -546,11 +546,11 @@ impl<'g> MixEvaluator<'g> {
 
     /// Runs `built` on the first `n` samples and returns, per sample, the
     /// values the run kept: the compared tensors and `extra` (and every
-    /// computed tensor with `keep_all`). With `store`, every tensor of this
-    /// model is computed (or found) and, with `replace`, the cache is
-    /// replaced by this model's tensors, within the budget; `store` needs
-    /// all samples. Without `keep_all`, a stored run keeps only the tensors
-    /// the cache will take, so its memory stays within the budget.
+    /// computed tensor with `keep_all`). With `store` the cache is replaced
+    /// by this model's tensors, within the budget (only those are computed
+    /// or found, see [`Self::cache_plan`]); `store` needs all samples.
+    /// Without `keep_all`, a stored run keeps only the tensors the cache
+    /// will take, so its memory stays within the budget.
     fn run(
         &mut self,
         built: &Built,
@@ -582,9 +582,26 @@ impl<'g> MixEvaluator<'g> {
         let n = n.min(self.samples.len());
         let g = built.exec.graph();
         let keys = &built.keys;
+        // A stored run that replaces the cache keeps only the tensors of
+        // its plan (all of them when they fit the budget): it computes
+        // those, the compared ones and `extra`, not the tensors it would
+        // drop again. Without a budget it is the same run; within one, a
+        // configuration whose tensors were stored before (the float model
+        // each layer's trials of search_qtable derive from) finds its plan
+        // in the cache instead of recomputing what did not fit. Layer work
+        // visits every layer and `keep_all` returns every tensor, so they
+        // compute them all.
+        let plan = (store && replace && !keep_all && matches!(work, LayerWork::None))
+            .then(|| self.cache_plan(built, n, true));
         // Walk back from the wanted values: a value in the cache stops the
         // walk; any other value makes its producer run.
-        let wanted: Vec<ValueId> = if store {
+        let wanted: Vec<ValueId> = if let Some(plan) = &plan {
+            plan.iter()
+                .chain(&built.compare)
+                .chain(extra)
+                .copied()
+                .collect()
+        } else if store {
             g.nodes()
                 .flat_map(|(_, n)| n.outputs.iter().copied())
                 .filter(|&v| self.cacheable(g, v))
@@ -629,7 +646,10 @@ impl<'g> MixEvaluator<'g> {
             // within the budget), not the integer intermediates: with every
             // sample in flight at once, keeping everything would multiply
             // the memory.
-            let mut kept = self.cache_plan(built, n, replace);
+            let mut kept = match plan {
+                Some(p) => p,
+                None => self.cache_plan(built, n, replace),
+            };
             // The memory of the run: what it keeps beside what the cache
             // still holds. A run that replaces the cache needs only what it
             // reads or keeps; a trial's tensors live beside the cache, which
@@ -1236,8 +1256,9 @@ mod tests {
     /// variant scored from that cache, under a budget that holds all of it
     /// and under one that holds a fraction, gives the bits of an
     /// evaluation without a cache (every tensor computed from the input).
-    #[test]
-    fn quantized_layers_are_cached_as_codes() {
+    /// MobileNetV2 (BatchNorm folded), its first golden sample and a max
+    /// table of every float tensor.
+    fn mobilenet_fixture() -> (Graph, Vec<(String, Tensor)>, CalibrationTable) {
         use qtune_quant::CalibrationRow;
         let workloads = std::path::PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -1284,6 +1305,12 @@ mod tests {
                 ));
             }
         }
+        (graph, sample, table)
+    }
+
+    #[test]
+    fn quantized_layers_are_cached_as_codes() {
+        let (graph, sample, table) = mobilenet_fixture();
         let layers: Vec<String> = crate::layers(&graph).into_iter().map(|l| l.name).collect();
         let variant: Vec<(String, QuantMode)> =
             vec![(layers[layers.len() / 2].clone(), QuantMode::F32)];
@@ -1366,6 +1393,67 @@ mod tests {
             some, none,
             "a partly cached evaluation differs from the uncached one"
         );
+    }
+
+    /// Within a budget that holds a fraction of a configuration's tensors,
+    /// storing that configuration again (as search_qtable does before each
+    /// layer's trials) finds its whole plan in the cache and runs no node,
+    /// and a variant scored from that cache gives the bits of one scored
+    /// with no cache at all.
+    #[test]
+    fn a_stored_configuration_is_not_recomputed_within_a_budget() {
+        let (graph, sample, table) = mobilenet_fixture();
+        let layers: Vec<String> = crate::layers(&graph).into_iter().map(|l| l.name).collect();
+        let float_all: Vec<(String, QuantMode)> =
+            layers.iter().map(|l| (l.clone(), QuantMode::F32)).collect();
+        let mut one_int8 = float_all.clone();
+        one_int8.remove(layers.len() / 3);
+        let precision = |qtable| Precision {
+            quantize: QuantMode::Int8,
+            table: Some(&table),
+            qtable,
+        };
+        let new = |budget: usize| {
+            let mut ev = MixEvaluator::new(
+                &graph,
+                Processor::Bm1684x,
+                QuantMode::F32,
+                vec![sample.clone()],
+                vec![],
+                budget,
+            )
+            .unwrap();
+            let reference = ev
+                .build(&Precision {
+                    quantize: QuantMode::F32,
+                    table: None,
+                    qtable: &[],
+                })
+                .unwrap();
+            ev.set_reference(&reference).unwrap();
+            ev
+        };
+        let bits = |s: OutputScore| s.cos.to_bits();
+        let mut ev = new(1 << 32);
+        let base = ev.build(&precision(&float_all)).unwrap();
+        ev.score(&base, 1, true).unwrap();
+        let whole = ev.cache_bytes;
+        let mut ev = new(whole / 3);
+        let base = ev.build(&precision(&float_all)).unwrap();
+        ev.score(&base, 1, true).unwrap();
+        let (held, before) = (ev.cache_bytes, ev.stats.nodes_run);
+        assert!(held > 0 && held <= whole / 3, "{held} cached of {whole}");
+        ev.score(&base, 1, true).unwrap();
+        assert_eq!(
+            ev.stats.nodes_run, before,
+            "storing the cached configuration again recomputed nodes"
+        );
+        assert_eq!(ev.cache_bytes, held);
+        let trial = ev.build(&precision(&one_int8)).unwrap();
+        let cached = bits(ev.score(&trial, 1, false).unwrap());
+        let mut bare = new(0);
+        let trial = bare.build(&precision(&one_int8)).unwrap();
+        assert_eq!(cached, bits(bare.score(&trial, 1, false).unwrap()));
     }
 
     fn x_bytes(sample: &[(String, Tensor)]) -> usize {
