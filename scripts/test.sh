@@ -42,7 +42,14 @@ status=0
 
 # --- Rust -------------------------------------------------------------------
 if [ "${QTUNE_SKIP_RUST:-0}" != 1 ]; then
-    if [ $# -eq 0 ]; then set -- --workspace; fi
+    if [ $# -eq 0 ]; then
+        # The kernels are built without debug assertions and overflow
+        # checks in the test profile (Cargo.toml); their own tests run
+        # again with both on.
+        echo "== cargo test --profile checked -p qtune-kernels -p qtune-simd"
+        cargo test --profile checked -p qtune-kernels -p qtune-simd || status=1
+        set -- --workspace
+    fi
     echo "== cargo test $*"
     cargo test "$@" || status=1
 fi
