@@ -67,6 +67,7 @@ mod reduce;
 pub mod reference;
 mod resize;
 mod simd;
+pub mod similarity;
 mod softmax;
 mod transformer_reference;
 mod unary;

@@ -14,15 +14,10 @@ use qtune_tensor::Tensor;
 
 use crate::PipelineError;
 
-/// `0.5 + 0.5 * cos(a, b)`, NaN counted as cosine 0.
+/// `0.5 + 0.5 * cos(a, b)`, NaN counted as cosine 0. The sums are
+/// [`qtune_kernels::similarity::cos_sums`] (f64, in a fixed lane order).
 pub fn cos_sim(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
+    let [dot, na, nb] = qtune_kernels::similarity::cos_sums(a, b);
     let cos = dot / (na.sqrt() * nb.sqrt());
     let cos = if cos.is_nan() { 0.0 } else { cos };
     0.5 + 0.5 * cos
@@ -30,12 +25,7 @@ pub fn cos_sim(a: &[f32], b: &[f32]) -> f64 {
 
 /// `sum((b - a)^2) / (sum(a^2) + 1e-7)` with `a` the reference.
 pub fn snr(reference: &[f32], b: &[f32]) -> f64 {
-    let (mut noise, mut power) = (0.0f64, 0.0f64);
-    for (&x, &y) in reference.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        noise += (y - x) * (y - x);
-        power += x * x;
-    }
+    let [noise, power] = qtune_kernels::similarity::snr_sums(reference, b);
     noise / (power + 1e-7)
 }
 
