@@ -141,10 +141,12 @@ impl PackedInt8 {
     }
 }
 
+qtune_simd::dispatch! {
 /// The im2col panel of columns `p0..p0 + cols` (output pixels of sample
 /// `b`, group `g`): `panel[kk][j][t]` is input element `4 kk + t` of the
 /// reduction `(ci, ky, kx)` for pixel `p0 + j`, as an unsigned code
-/// (`^ flip`); padding reads `pad` (the zero point's code).
+/// (`^ flip`); padding reads `pad` (the zero point's code). Compiled per
+/// instruction set (AVX-512 / AVX2 / baseline), like the other packing.
 pub(crate) fn im2col_panel(
     x: &[u8],
     flip: u8,
@@ -167,6 +169,10 @@ pub(crate) fn im2col_panel(
         && geom.pads == [0; 4]
         && geom.output()[2..] == geom.input[2..];
     let mut rows = [[0u8; PANEL]; 4];
+    // Reduction row r = (ci, ky, kx), counted up instead of divided out
+    // (three divisions per row cost as much as copying it).
+    let (mut ci, mut ky, mut kx) = (0usize, 0usize, 0usize);
+    let first = (p0 / ow, p0 % ow);
     for kk in 0..k4 {
         for (t, row) in rows.iter_mut().enumerate() {
             let r = kk * 4 + t;
@@ -174,22 +180,33 @@ pub(crate) fn im2col_panel(
                 row[..cols].fill(0);
                 continue;
             }
-            let (ci, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
             let plane = &x[(b * c + g * cg + ci) * h * w..][..h * w];
             if pointwise {
                 for (d, &s) in row[..cols].iter_mut().zip(&plane[p0..p0 + cols]) {
                     *d = s ^ flip;
                 }
-                continue;
+            } else {
+                fetch_row(plane, flip, pad, geom, ow, ky, kx, first, &mut row[..cols]);
             }
-            fetch_row(plane, flip, pad, geom, ow, ky, kx, p0, &mut row[..cols]);
+            kx += 1;
+            if kx == kw {
+                kx = 0;
+                ky += 1;
+                if ky == kh {
+                    ky = 0;
+                    ci += 1;
+                }
+            }
         }
         let dst = &mut panel[kk * PANEL * 4..][..cols * 4];
         interleave(&rows, dst);
     }
 }
+}
 
-/// Input values under kernel tap `(ky, kx)` for output pixels `p0..`.
+/// Input values under kernel tap `(ky, kx)` for output pixels `p0..`,
+/// `first` = `(p0 / ow, p0 % ow)`.
+#[inline(always)]
 fn fetch_row(
     plane: &[u8],
     flip: u8,
@@ -198,7 +215,7 @@ fn fetch_row(
     ow: usize,
     ky: usize,
     kx: usize,
-    p0: usize,
+    first: (usize, usize),
     row: &mut [u8],
 ) {
     let [_, _, h, w] = geom.input;
@@ -206,7 +223,7 @@ fn fetch_row(
     let [dh, dw] = geom.dilations;
     let (pt, pl) = (geom.pads[0], geom.pads[1]);
     let mut j = 0;
-    let (mut oy, mut ox) = (p0 / ow, p0 % ow);
+    let (mut oy, mut ox) = first;
     while j < row.len() {
         let n = (ow - ox).min(row.len() - j);
         let seg = &mut row[j..j + n];
@@ -219,18 +236,38 @@ fn fetch_row(
             // those before `lo` or from `hi` on fall in the padding.
             let x0 = kx * dw;
             let first = ox * sw + x0;
-            let lo = pl.saturating_sub(first).div_ceil(sw).min(n);
-            let hi = (w + pl).saturating_sub(first).div_ceil(sw).clamp(lo, n);
+            // (Strides 1 and 2, the common cases, need no division.)
+            let steps = |v: usize| match sw {
+                1 => v,
+                2 => v.div_ceil(2),
+                _ => v.div_ceil(sw),
+            };
+            let lo = steps(pl.saturating_sub(first)).min(n);
+            let hi = steps((w + pl).saturating_sub(first)).clamp(lo, n);
             seg[..lo].fill(pad);
             seg[hi..].fill(pad);
             let start = first + lo * sw - pl;
-            if sw == 1 {
-                for (d, &s) in seg[lo..hi].iter_mut().zip(&src[start..]) {
-                    *d = s ^ flip;
-                }
-            } else {
-                for (d, &s) in seg[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw)) {
-                    *d = s ^ flip;
+            // Source and destination cut to the lengths the loop reads, so
+            // that it runs without bounds checks, in vectors for stride 1.
+            let dst = &mut seg[lo..hi];
+            if let Some(last) = dst.len().checked_sub(1) {
+                let src = &src[start..=start + last * sw];
+                if sw == 1 {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = s ^ flip;
+                    }
+                } else if sw == 2 {
+                    // Even bytes: the low byte of each little-endian pair
+                    // (one truncating vector move on AVX-512).
+                    let (pairs, _) = src.as_chunks::<2>();
+                    for (d, &p) in dst.iter_mut().zip(pairs) {
+                        *d = (u16::from_le_bytes(p) as u8) ^ flip;
+                    }
+                    dst[last] = src[last * 2] ^ flip;
+                } else {
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d = src[i * sw] ^ flip;
+                    }
                 }
             }
         }
