@@ -1308,6 +1308,34 @@ mod tests {
         (graph, sample, table)
     }
 
+    /// An evaluator of `graph` on `sample` (bm1684x) with the float model
+    /// as its reference.
+    fn evaluator<'g>(
+        graph: &'g Graph,
+        sample: &[(String, Tensor)],
+        fp_type: QuantMode,
+        budget: usize,
+    ) -> MixEvaluator<'g> {
+        let mut ev = MixEvaluator::new(
+            graph,
+            Processor::Bm1684x,
+            fp_type,
+            vec![sample.to_vec()],
+            vec![],
+            budget,
+        )
+        .unwrap();
+        let reference = ev
+            .build(&Precision {
+                quantize: QuantMode::F32,
+                table: None,
+                qtable: &[],
+            })
+            .unwrap();
+        ev.set_reference(&reference).unwrap();
+        ev
+    }
+
     #[test]
     fn quantized_layers_are_cached_as_codes() {
         let (graph, sample, table) = mobilenet_fixture();
@@ -1320,23 +1348,7 @@ mod tests {
             qtable,
         };
         let run = |budget: usize| {
-            let mut ev = MixEvaluator::new(
-                &graph,
-                Processor::Bm1684x,
-                QuantMode::F16,
-                vec![sample.clone()],
-                vec![],
-                budget,
-            )
-            .unwrap();
-            let reference = ev
-                .build(&Precision {
-                    quantize: QuantMode::F32,
-                    table: None,
-                    qtable: &[],
-                })
-                .unwrap();
-            ev.set_reference(&reference).unwrap();
+            let mut ev = evaluator(&graph, &sample, QuantMode::F16, budget);
             let int8 = ev.build(&precision(&[])).unwrap();
             ev.score(&int8, 1, true).unwrap();
             // What the cache holds of the all-int8 model.
@@ -1413,26 +1425,7 @@ mod tests {
             table: Some(&table),
             qtable,
         };
-        let new = |budget: usize| {
-            let mut ev = MixEvaluator::new(
-                &graph,
-                Processor::Bm1684x,
-                QuantMode::F32,
-                vec![sample.clone()],
-                vec![],
-                budget,
-            )
-            .unwrap();
-            let reference = ev
-                .build(&Precision {
-                    quantize: QuantMode::F32,
-                    table: None,
-                    qtable: &[],
-                })
-                .unwrap();
-            ev.set_reference(&reference).unwrap();
-            ev
-        };
+        let new = |budget: usize| evaluator(&graph, &sample, QuantMode::F32, budget);
         let bits = |s: OutputScore| s.cos.to_bits();
         let mut ev = new(1 << 32);
         let base = ev.build(&precision(&float_all)).unwrap();
