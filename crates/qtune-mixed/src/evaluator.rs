@@ -1251,11 +1251,6 @@ mod tests {
         }
     }
 
-    /// A stored int8 run keeps each quantized layer as its int8 codes, not
-    /// beside them its dequantized (or pre-quantization) float form; and a
-    /// variant scored from that cache, under a budget that holds all of it
-    /// and under one that holds a fraction, gives the bits of an
-    /// evaluation without a cache (every tensor computed from the input).
     /// MobileNetV2 (BatchNorm folded), its first golden sample and a max
     /// table of every float tensor.
     fn mobilenet_fixture() -> (Graph, Vec<(String, Tensor)>, CalibrationTable) {
@@ -1336,6 +1331,11 @@ mod tests {
         ev
     }
 
+    /// A stored int8 run keeps each quantized layer as its int8 codes, not
+    /// beside them its dequantized (or pre-quantization) float form; and a
+    /// variant scored from that cache, under a budget that holds all of it
+    /// and under one that holds a fraction, gives the bits of an
+    /// evaluation without a cache (every tensor computed from the input).
     #[test]
     fn quantized_layers_are_cached_as_codes() {
         let (graph, sample, table) = mobilenet_fixture();
