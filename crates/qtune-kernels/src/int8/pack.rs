@@ -172,7 +172,7 @@ pub(crate) fn im2col_panel(
     // Reduction row r = (ci, ky, kx), counted up instead of divided out
     // (three divisions per row cost as much as copying it).
     let (mut ci, mut ky, mut kx) = (0usize, 0usize, 0usize);
-    let first = (p0 / ow, p0 % ow);
+    let start_pixel = (p0 / ow, p0 % ow);
     for kk in 0..k4 {
         for (t, row) in rows.iter_mut().enumerate() {
             let r = kk * 4 + t;
@@ -186,7 +186,7 @@ pub(crate) fn im2col_panel(
                     *d = s ^ flip;
                 }
             } else {
-                fetch_row(plane, flip, pad, geom, ow, ky, kx, first, &mut row[..cols]);
+                fetch_row(plane, flip, pad, geom, ow, ky, kx, start_pixel, &mut row[..cols]);
             }
             kx += 1;
             if kx == kw {
@@ -205,7 +205,7 @@ pub(crate) fn im2col_panel(
 }
 
 /// Input values under kernel tap `(ky, kx)` for output pixels `p0..`,
-/// `first` = `(p0 / ow, p0 % ow)`.
+/// `start_pixel` = `(p0 / ow, p0 % ow)`.
 #[inline(always)]
 fn fetch_row(
     plane: &[u8],
@@ -215,7 +215,7 @@ fn fetch_row(
     ow: usize,
     ky: usize,
     kx: usize,
-    first: (usize, usize),
+    start_pixel: (usize, usize),
     row: &mut [u8],
 ) {
     let [_, _, h, w] = geom.input;
@@ -223,7 +223,7 @@ fn fetch_row(
     let [dh, dw] = geom.dilations;
     let (pt, pl) = (geom.pads[0], geom.pads[1]);
     let mut j = 0;
-    let (mut oy, mut ox) = first;
+    let (mut oy, mut ox) = start_pixel;
     while j < row.len() {
         let n = (ow - ox).min(row.len() - j);
         let seg = &mut row[j..j + n];
