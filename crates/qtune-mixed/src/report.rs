@@ -142,7 +142,7 @@ struct Acc {
 impl Acc {
     fn add(&mut self, reference: &[f32], x: &[f32]) {
         let mut sums = [0.0f64; 4];
-        similarity_sums(reference, x, &mut sums);
+        fast_sums::f32s(reference, x, &mut sums);
         self.add_sums(sums);
     }
 
@@ -150,13 +150,13 @@ impl Acc {
     /// DequantizeLinear computes), without materializing it.
     fn add_u8(&mut self, reference: &[f32], q: &[u8], s: f32, zp: i32) {
         let mut sums = [0.0f64; 4];
-        similarity_sums_u8(reference, q, s, zp, &mut sums);
+        fast_sums::u8s(reference, q, s, zp, &mut sums);
         self.add_sums(sums);
     }
 
     fn add_i8(&mut self, reference: &[f32], q: &[i8], s: f32, zp: i32) {
         let mut sums = [0.0f64; 4];
-        similarity_sums_i8(reference, q, s, zp, &mut sums);
+        fast_sums::i8s(reference, q, s, zp, &mut sums);
         self.add_sums(sums);
     }
 
@@ -248,6 +248,156 @@ qtune_simd::dispatch! {
     fn similarity_sums_i8(reference: &[f32], q: &[i8], s: f32, zp: i32, out: &mut [f64; 4]) {
         #[allow(clippy::cast_precision_loss)]
         sums_of(reference, q.len(), |i| (i32::from(q[i]) - zp) as f32 * s, out);
+    }
+}
+
+/// The similarity sums on AVX-512, with the bits of [`sums_of`] (its lane
+/// order, its masking, its f32 dequantization; no fused multiply-add): the
+/// portable copies above are their reference (test
+/// `fast_similarity_sums_equal_the_portable_ones`). Elsewhere the portable
+/// copies run.
+mod fast_sums {
+    pub(super) fn f32s(reference: &[f32], x: &[f32], out: &mut [f64; 4]) {
+        #[cfg(target_arch = "x86_64")]
+        if qtune_simd::has_avx512() {
+            // SAFETY: the CPU has the features `avx512` is compiled for.
+            return unsafe { avx512::f32s(reference, x, out) };
+        }
+        super::similarity_sums(reference, x, out);
+    }
+
+    pub(super) fn u8s(reference: &[f32], q: &[u8], s: f32, zp: i32, out: &mut [f64; 4]) {
+        #[cfg(target_arch = "x86_64")]
+        if qtune_simd::has_avx512() {
+            // SAFETY: as in `f32s`.
+            return unsafe { avx512::u8s(reference, q, s, zp, out) };
+        }
+        super::similarity_sums_u8(reference, q, s, zp, out);
+    }
+
+    pub(super) fn i8s(reference: &[f32], q: &[i8], s: f32, zp: i32, out: &mut [f64; 4]) {
+        #[cfg(target_arch = "x86_64")]
+        if qtune_simd::has_avx512() {
+            // SAFETY: as in `f32s`.
+            return unsafe { avx512::i8s(reference, q, s, zp, out) };
+        }
+        super::similarity_sums_i8(reference, q, s, zp, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx512 {
+        use super::super::{SUM_LANES, add_pair};
+        use std::arch::x86_64::*;
+
+        /// One step of 8 pairs: `a` the reference, `b` the compared values
+        /// (f32); pairs whose `|a|` is not below the masking threshold
+        /// count as zeros, as in `add_pair`.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2")]
+        fn step(acc: &mut [__m512d; 4], a: __m256, b: __m256) {
+            let huge = _mm512_set1_pd(qtune_deploy::HUGE_THRESHOLD);
+            let abs = _mm256_andnot_ps(_mm256_set1_ps(-0.0), a);
+            let keep = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(_mm512_cvtps_pd(abs), huge);
+            let a = _mm512_maskz_mov_pd(keep, _mm512_cvtps_pd(a));
+            let b = _mm512_maskz_mov_pd(keep, _mm512_cvtps_pd(b));
+            let d = _mm512_sub_pd(a, b);
+            acc[0] = _mm512_add_pd(acc[0], _mm512_mul_pd(a, b));
+            acc[1] = _mm512_add_pd(acc[1], _mm512_mul_pd(a, a));
+            acc[2] = _mm512_add_pd(acc[2], _mm512_mul_pd(b, b));
+            acc[3] = _mm512_add_pd(acc[3], _mm512_mul_pd(d, d));
+        }
+
+        /// The lane sums of `acc`, the tail added to lane 0 as `sums_of`
+        /// does, then the lanes in order.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2")]
+        fn finish(acc: [__m512d; 4], tail: impl Iterator<Item = (f32, f32)>, out: &mut [f64; 4]) {
+            let mut sums = [[0.0f64; SUM_LANES]; 4];
+            for (l, v) in sums.iter_mut().zip(acc) {
+                // SAFETY: `l` holds 8 f64.
+                unsafe { _mm512_storeu_pd(l.as_mut_ptr(), v) };
+            }
+            for (a, b) in tail {
+                add_pair(&mut sums, 0, a, b);
+            }
+            *out = sums.map(|l| l.iter().sum::<f64>());
+        }
+
+        /// `(q - zp) * s` of 8 integer codes already widened to i32.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2")]
+        fn dequantized(q: __m256i, s: f32, zp: i32) -> __m256 {
+            let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(zp)));
+            _mm256_mul_ps(v, _mm256_set1_ps(s))
+        }
+
+        /// # Safety
+        /// AVX-512F and AVX2.
+        #[target_feature(enable = "avx512f,avx2")]
+        pub(super) unsafe fn f32s(reference: &[f32], x: &[f32], out: &mut [f64; 4]) {
+            let n = reference.len().min(x.len());
+            let (ca, ra) = reference[..n].as_chunks::<SUM_LANES>();
+            let (cb, rb) = x[..n].as_chunks::<SUM_LANES>();
+            let mut acc = [_mm512_setzero_pd(); 4];
+            for (a, b) in ca.iter().zip(cb) {
+                // SAFETY: 8 f32 each, unaligned loads.
+                let (a, b) = unsafe { (_mm256_loadu_ps(a.as_ptr()), _mm256_loadu_ps(b.as_ptr())) };
+                step(&mut acc, a, b);
+            }
+            finish(acc, ra.iter().copied().zip(rb.iter().copied()), out);
+        }
+
+        /// # Safety
+        /// AVX-512F and AVX2.
+        #[target_feature(enable = "avx512f,avx2")]
+        pub(super) unsafe fn u8s(reference: &[f32], q: &[u8], s: f32, zp: i32, out: &mut [f64; 4]) {
+            let n = reference.len().min(q.len());
+            let (ca, ra) = reference[..n].as_chunks::<SUM_LANES>();
+            let (cb, rb) = q[..n].as_chunks::<SUM_LANES>();
+            let mut acc = [_mm512_setzero_pd(); 4];
+            for (a, b) in ca.iter().zip(cb) {
+                // SAFETY: 8 f32 and 8 bytes, unaligned loads.
+                let (a, b) = unsafe {
+                    (
+                        _mm256_loadu_ps(a.as_ptr()),
+                        _mm_loadl_epi64(b.as_ptr().cast::<__m128i>()),
+                    )
+                };
+                step(&mut acc, a, dequantized(_mm256_cvtepu8_epi32(b), s, zp));
+            }
+            #[allow(clippy::cast_precision_loss)]
+            let tail = ra
+                .iter()
+                .zip(rb)
+                .map(|(&a, &q)| (a, (i32::from(q) - zp) as f32 * s));
+            finish(acc, tail, out);
+        }
+
+        /// # Safety
+        /// AVX-512F and AVX2.
+        #[target_feature(enable = "avx512f,avx2")]
+        pub(super) unsafe fn i8s(reference: &[f32], q: &[i8], s: f32, zp: i32, out: &mut [f64; 4]) {
+            let n = reference.len().min(q.len());
+            let (ca, ra) = reference[..n].as_chunks::<SUM_LANES>();
+            let (cb, rb) = q[..n].as_chunks::<SUM_LANES>();
+            let mut acc = [_mm512_setzero_pd(); 4];
+            for (a, b) in ca.iter().zip(cb) {
+                // SAFETY: 8 f32 and 8 bytes, unaligned loads.
+                let (a, b) = unsafe {
+                    (
+                        _mm256_loadu_ps(a.as_ptr()),
+                        _mm_loadl_epi64(b.as_ptr().cast::<__m128i>()),
+                    )
+                };
+                step(&mut acc, a, dequantized(_mm256_cvtepi8_epi32(b), s, zp));
+            }
+            #[allow(clippy::cast_precision_loss)]
+            let tail = ra
+                .iter()
+                .zip(rb)
+                .map(|(&a, &q)| (a, (i32::from(q) - zp) as f32 * s));
+            finish(acc, tail, out);
+        }
     }
 }
 
@@ -1117,4 +1267,53 @@ pub fn gather(
         m.sample(s, None, &Keep::Outputs)?;
     }
     m.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 similarity sums have the bits of the portable ones (the
+    /// dispatched `sums_of`), for f32, uint8 and int8 tensors, on lengths
+    /// around the lane count, with masking constants, infinities and NaN
+    /// in the reference and mismatched lengths.
+    #[test]
+    fn fast_similarity_sums_equal_the_portable_ones() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for n in [0usize, 1, 7, 8, 9, 17, 64, 1003] {
+            let mut reference: Vec<f32> = (0..n)
+                .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0)
+                .collect();
+            for (i, v) in reference.iter_mut().enumerate() {
+                match i % 23 {
+                    5 => *v = -f32::MAX,
+                    11 => *v = f32::INFINITY,
+                    17 => *v = f32::NAN,
+                    _ => {}
+                }
+            }
+            let x: Vec<f32> = (0..n + 2)
+                .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0)
+                .collect();
+            let q: Vec<u8> = (0..n + 1).map(|_| (next() >> 56) as u8).collect();
+            let qi: Vec<i8> = q.iter().map(|&b| b.cast_signed()).collect();
+            let bits = |s: [f64; 4]| s.map(f64::to_bits);
+            let (mut fast, mut portable) = ([0.0f64; 4], [0.0f64; 4]);
+            fast_sums::f32s(&reference, &x, &mut fast);
+            similarity_sums(&reference, &x, &mut portable);
+            assert_eq!(bits(fast), bits(portable), "f32, n = {n}");
+            fast_sums::u8s(&reference, &q, 0.031, 97, &mut fast);
+            similarity_sums_u8(&reference, &q, 0.031, 97, &mut portable);
+            assert_eq!(bits(fast), bits(portable), "u8, n = {n}");
+            fast_sums::i8s(&reference, &qi, 0.017, -3, &mut fast);
+            similarity_sums_i8(&reference, &qi, 0.017, -3, &mut portable);
+            assert_eq!(bits(fast), bits(portable), "i8, n = {n}");
+        }
+    }
 }
