@@ -351,32 +351,24 @@ mod fast_sums {
         /// AVX-512F and AVX2.
         #[target_feature(enable = "avx512f,avx2")]
         pub(super) unsafe fn u8s(reference: &[f32], q: &[u8], s: f32, zp: i32, out: &mut [f64; 4]) {
-            let n = reference.len().min(q.len());
-            let (ca, ra) = reference[..n].as_chunks::<SUM_LANES>();
-            let (cb, rb) = q[..n].as_chunks::<SUM_LANES>();
-            let mut acc = [_mm512_setzero_pd(); 4];
-            for (a, b) in ca.iter().zip(cb) {
-                // SAFETY: 8 f32 and 8 bytes, unaligned loads.
-                let (a, b) = unsafe {
-                    (
-                        _mm256_loadu_ps(a.as_ptr()),
-                        _mm_loadl_epi64(b.as_ptr().cast::<__m128i>()),
-                    )
-                };
-                step(&mut acc, a, dequantized(_mm256_cvtepu8_epi32(b), s, zp));
-            }
-            #[allow(clippy::cast_precision_loss)]
-            let tail = ra
-                .iter()
-                .zip(rb)
-                .map(|(&a, &q)| (a, (i32::from(q) - zp) as f32 * s));
-            finish(acc, tail, out);
+            codes(reference, q, false, s, zp, out);
         }
 
         /// # Safety
         /// AVX-512F and AVX2.
         #[target_feature(enable = "avx512f,avx2")]
         pub(super) unsafe fn i8s(reference: &[f32], q: &[i8], s: f32, zp: i32, out: &mut [f64; 4]) {
+            // SAFETY: i8 and u8 have the same size and alignment, and every
+            // bit pattern is valid for both.
+            let bytes = unsafe { std::slice::from_raw_parts(q.as_ptr().cast::<u8>(), q.len()) };
+            codes(reference, bytes, true, s, zp, out);
+        }
+
+        /// The sums against integer codes `q` (int8 when `signed`, read as
+        /// bytes), dequantized as `(q - zp) * s` in f32.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2")]
+        fn codes(reference: &[f32], q: &[u8], signed: bool, s: f32, zp: i32, out: &mut [f64; 4]) {
             let n = reference.len().min(q.len());
             let (ca, ra) = reference[..n].as_chunks::<SUM_LANES>();
             let (cb, rb) = q[..n].as_chunks::<SUM_LANES>();
@@ -389,13 +381,25 @@ mod fast_sums {
                         _mm_loadl_epi64(b.as_ptr().cast::<__m128i>()),
                     )
                 };
-                step(&mut acc, a, dequantized(_mm256_cvtepi8_epi32(b), s, zp));
+                let wide = if signed {
+                    _mm256_cvtepi8_epi32(b)
+                } else {
+                    _mm256_cvtepu8_epi32(b)
+                };
+                step(&mut acc, a, dequantized(wide, s, zp));
             }
+            let code = |b: u8| {
+                if signed {
+                    i32::from(b.cast_signed())
+                } else {
+                    i32::from(b)
+                }
+            };
             #[allow(clippy::cast_precision_loss)]
             let tail = ra
                 .iter()
                 .zip(rb)
-                .map(|(&a, &q)| (a, (i32::from(q) - zp) as f32 * s));
+                .map(|(&a, &b)| (a, (code(b) - zp) as f32 * s));
             finish(acc, tail, out);
         }
     }
