@@ -34,9 +34,20 @@ pub struct HessianSettings {
     /// [`sequential_hessians`]: after each layer is quantized, its bias
     /// absorbs the mean output error over the calibration rows.
     pub bias_correction: bool,
+    /// [`sequential_hessians`]: before it is quantized, each layer's float
+    /// weight is refit to the one that, fed the quantized model's layer
+    /// inputs, best gives the float model's outputs
+    /// ([`qtune_deploy::gptq::asymmetric_target`]), with this relative
+    /// dampening.
+    pub float_target: Option<f64>,
 }
 
 impl HessianSettings {
+    pub fn with_float_target(mut self, damp: Option<f64>) -> Self {
+        self.float_target = damp;
+        self
+    }
+
     pub fn with_mask_input(mut self, name: Option<String>) -> Self {
         self.mask_input = name;
         self
@@ -48,13 +59,15 @@ impl HessianSettings {
     }
 }
 
-/// What [`sequential_hessians`] found: the Hessians, and with bias
-/// correction the corrected biases (constant name, tensor) to put in the
-/// model before it is built.
+/// What [`sequential_hessians`] found: the Hessians, and the constants
+/// (name, tensor) to put in the model before it is built: the corrected
+/// biases with bias correction, the refit weights with a float target.
 #[derive(Debug, Clone, Default)]
 pub struct Sequential {
     pub hessians: Hessians,
-    pub biases: Vec<(String, Tensor)>,
+    pub constants: Vec<(String, Tensor)>,
+    /// How many of `constants` are refit weights (the rest are biases).
+    pub refit_weights: usize,
 }
 
 /// The bias correction of layer `id` quantized as `lw`: the bias `b`
@@ -232,6 +245,88 @@ pub fn collect_hessians(
     Ok(out)
 }
 
+/// The weight of layer `id` refit to the float target
+/// ([`qtune_deploy::gptq::asymmetric_target`] with `h = X_q^T X_q`,
+/// `cross = X_q^T X_f` and relative dampening `damp`), as the constant
+/// (name, tensor in the stored layout) that replaces it.
+fn refit_weight(
+    graph: &Graph,
+    id: qtune_ir::NodeId,
+    h: &Hessian,
+    cross: &[f64],
+    damp: f64,
+) -> Result<(String, Tensor), PipelineError> {
+    let node = &graph.node(id).name;
+    let internal = |what: &str| PipelineError::Internal(format!("op `{node}`: {what}"));
+    let l = qtune_deploy::weight_only::weight_layer(graph, id)
+        .ok_or_else(|| internal("no constant 2-D weight"))?;
+    let stored = graph
+        .constant_of(l.weight)
+        .ok_or_else(|| internal("the weight is not a constant"))?;
+    let w = stored.to_f32_vec();
+    let (k, n) = (l.k, l.n);
+    // As [N, K] rows, one per output channel.
+    let wt: Vec<f32> = if l.stored_nk {
+        w
+    } else {
+        (0..n * k).map(|i| w[(i % k) * n + i / k]).collect()
+    };
+    let moved = qtune_deploy::gptq::asymmetric_target(h, cross, &wt, n, damp)
+        .map_err(|e| PipelineError::Settings(format!("op `{node}`: {e}")))?;
+    let back: Vec<f32> = if l.stored_nk {
+        moved
+    } else {
+        (0..k * n).map(|i| moved[(i % n) * k + i / n]).collect()
+    };
+    let t = Tensor::from_f32(stored.shape().clone(), back)?;
+    Ok((graph.value(l.weight).name.clone(), t))
+}
+
+/// Adds `X_q^T X_f` of one sample's layer inputs (quantized model `xq`,
+/// float model `xf`, the same rows kept) to `cross` (`K x K`).
+fn add_cross(
+    cross: &mut [f64],
+    k: usize,
+    xq: &Tensor,
+    xf: &Tensor,
+    keep: Option<&[bool]>,
+) -> Result<(), PipelineError> {
+    let pick = |t: &Tensor| -> Result<Vec<f32>, PipelineError> {
+        let x = t.as_f32()?;
+        Ok(match keep {
+            None => x.to_vec(),
+            Some(keep) => x
+                .chunks_exact(k)
+                .zip(keep)
+                .filter(|(_, on)| **on)
+                .flat_map(|(r, _)| r.iter().copied())
+                .collect(),
+        })
+    };
+    let (a, b) = (pick(xq)?, pick(xf)?);
+    let rows = a.len() / k;
+    if rows == 0 || b.len() != a.len() {
+        return Ok(());
+    }
+    let mut gram = vec![0f32; k * k];
+    qtune_kernels::gemm(
+        k,
+        rows,
+        k,
+        &a,
+        true,
+        &b,
+        false,
+        &mut gram,
+        false,
+        Parallelism::Rayon,
+    );
+    for (s, &g) in cross.iter_mut().zip(&gram) {
+        *s += f64::from(g);
+    }
+    Ok(())
+}
+
 /// Adds one sample's layer input to its Hessian.
 fn add_sample(
     input: &mut Input,
@@ -300,8 +395,11 @@ fn add_sample(
 /// computes with them: `(q - zp) * s` in the float type), then its layers
 /// are quantized by `plan.weight_only` and put in the model. Only the
 /// nodes the stage's input depends on run. The returned Hessians give the
-/// same codes when the QDQ model is built from them. `progress(stage,
-/// stages)` after each stage.
+/// same codes when the QDQ model is built from them (and from the returned
+/// constants). With `settings.float_target` each stage also runs the float
+/// model to its input (`X_f` beside `X_q`), and each layer's weight is
+/// refit to the float target before it is quantized (GPTAQ's asymmetric
+/// calibration). `progress(stage, stages)` after each stage.
 pub fn sequential_hessians(
     graph: &Graph,
     plan: &qtune_deploy::Plan,
@@ -330,8 +428,16 @@ pub fn sequential_hessians(
     }
     let mask_id = mask_value(graph, settings)?;
     let mut cur = graph.clone();
+    // With a float target, the float model gives each stage's X_f, and
+    // `refit` holds the refit weights (the float graph otherwise).
+    let float_exec = match settings.float_target {
+        Some(_) => Some(Executor::new(graph.clone())?),
+        None => None,
+    };
+    let mut refit = graph.clone();
     let mut out = Hessians::new();
-    let mut biases = Vec::new();
+    let mut constants = Vec::new();
+    let mut refit_weights = 0;
     let total = loader.batch_count();
     let chunk = rayon::current_num_threads().max(1);
     let opts = qtune_exec::RunOptions::new(Keep::Outputs, Parallelism::Sequential);
@@ -364,13 +470,15 @@ pub fn sequential_hessians(
         }
         let mut wanted = vec![false; cur.value_count()];
         wanted[x.index()] = true;
+        // X_q^T X_f, with a float target.
+        let mut cross = settings.float_target.map(|_| vec![0f64; k * k]);
         let mut start = 0;
         while start < total {
             let end = (start + chunk).min(total);
             let samples = (start..end)
                 .map(|i| loader.load(i))
                 .collect::<Result<Vec<_>, _>>()?;
-            let got: Vec<(Option<Vec<bool>>, Tensor)> = samples
+            let got: Vec<(Option<Vec<bool>>, Tensor, Option<Tensor>)> = samples
                 .into_par_iter()
                 .map(|sample| {
                     let keep = mask_id.map(|m| {
@@ -381,7 +489,7 @@ pub fn sequential_hessians(
                             .unwrap_or_default()
                     });
                     if let Some((_, t)) = sample.iter().find(|(id, _)| id == x) {
-                        return Ok((keep, t.clone()));
+                        return Ok((keep, t.clone(), float_exec.as_ref().map(|_| t.clone())));
                     }
                     let mut cache = qtune_exec::Values::default();
                     for (id, t) in sample {
@@ -398,24 +506,48 @@ pub fn sequential_hessians(
                             cur.value(*x).name
                         ))
                     })?;
-                    Ok((keep, t))
+                    let tf = match &float_exec {
+                        None => None,
+                        Some(fe) => {
+                            let mut hook = Capture {
+                                wanted: &wanted,
+                                got: Vec::new(),
+                            };
+                            fe.run_masked(&cache, &run, &opts, &mut hook)?;
+                            hook.got.pop().map(|(_, t)| t)
+                        }
+                    };
+                    Ok((keep, t, tf))
                 })
                 .collect::<Result<Vec<_>, PipelineError>>()?;
-            for (keep, t) in &got {
+            for (keep, t, tf) in &got {
                 add_sample(&mut input, &cur, t, keep.as_deref())?;
+                if let (Some(c), Some(tf)) = (cross.as_mut(), tf) {
+                    add_cross(c, k, t, tf, keep.as_deref())?;
+                }
             }
             start = end;
         }
         let h = Arc::new(input.sum);
         for &id in ids {
             let mode = plan.modes[id.index()];
-            let lw = qtune_deploy::weight_only::quantize_node(graph, plan, id, mode, Some(&h))?;
+            let source = match (&cross, settings.float_target) {
+                (Some(c), Some(damp)) => {
+                    let (name, t) = refit_weight(graph, id, &h, c, damp)?;
+                    refit.add_constant(name.clone(), t.clone());
+                    constants.push((name, t));
+                    refit_weights += 1;
+                    &refit
+                }
+                _ => graph,
+            };
+            let lw = qtune_deploy::weight_only::quantize_node(source, plan, id, mode, Some(&h))?;
             let name = graph.value(lw.layer.weight).name.clone();
             if settings.bias_correction
-                && let Some((b, t)) = corrected_bias(graph, id, &lw, &h.mean())
+                && let Some((b, t)) = corrected_bias(source, id, &lw, &h.mean())
             {
                 cur.add_constant(b.clone(), t.clone());
-                biases.push((b, t));
+                constants.push((b, t));
             }
             cur.add_constant(name.clone(), lw.dequantized());
             out.insert(name, Arc::clone(&h));
@@ -424,7 +556,8 @@ pub fn sequential_hessians(
     }
     Ok(Sequential {
         hessians: out,
-        biases,
+        constants,
+        refit_weights,
     })
 }
 

@@ -478,6 +478,76 @@ impl State {
     }
 }
 
+/// The float weight that, fed the inputs the quantized model gives a
+/// layer, best reproduces the float model's output (the asymmetric target
+/// of GPTAQ, Li et al. 2025): with `X_q` the layer inputs once the earlier
+/// layers are quantized and `X_f` the float model's, each output channel
+/// `w` (a row of `wt`, `[N, K]`) becomes
+/// `argmin ||X_f w - X_q v||^2 + lambda ||v - w||^2
+///  = (H + lambda I)^-1 (C w + lambda w)`, `H = X_q^T X_q` (`h`),
+/// `C = X_q^T X_f` (`cross`, `K x K` row-major), `lambda = damp mean(diag H)`.
+/// Quantizing that weight with GPTQ on `H` then minimises
+/// `||X_f w - X_q q||^2`: the least-squares residual is orthogonal to `X_q`,
+/// so the two errors add. With `X_q = X_f` the weight is unchanged.
+pub fn asymmetric_target(
+    h: &Hessian,
+    cross: &[f64],
+    wt: &[f32],
+    n: usize,
+    damp: f64,
+) -> Result<Vec<f32>, String> {
+    let k = h.k;
+    if cross.len() != k * k || wt.len() != n * k {
+        return Err(format!(
+            "asymmetric target: {} cross products and {} weights for K = {k}, N = {n}",
+            cross.len(),
+            wt.len()
+        ));
+    }
+    let diag: Vec<f64> = (0..k)
+        .map(|i| {
+            let d = h.sum[i * k + i];
+            if d > 0.0 { d } else { 1.0 }
+        })
+        .collect();
+    // k >= 1 here; the cast only feeds a mean.
+    #[allow(clippy::cast_precision_loss)]
+    let lambda = damp * diag.iter().sum::<f64>() / k.max(1) as f64;
+    let mut a = h.sum.clone();
+    for i in 0..k {
+        a[i * k + i] = diag[i] + lambda;
+    }
+    cholesky_lower(&mut a, k).ok_or_else(|| {
+        format!("asymmetric target: H + lambda I ({k} x {k}) is not positive definite")
+    })?;
+    // L^T, so that both substitutions read rows.
+    let mut lt = vec![0f64; k * k];
+    for i in 0..k {
+        for j in 0..=i {
+            lt[j * k + i] = a[i * k + j];
+        }
+    }
+    let mut out = Vec::with_capacity(n * k);
+    let mut y = vec![0f64; k];
+    for row in wt.chunks_exact(k) {
+        let w: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+        // r = C w + lambda w, then L y = r.
+        for i in 0..k {
+            let r = dot(&cross[i * k..(i + 1) * k], &w) + lambda * w[i];
+            y[i] = (r - dot(&a[i * k..i * k + i], &y[..i])) / a[i * k + i];
+        }
+        // L^T x = y, from the last row up.
+        for i in (0..k).rev() {
+            let s = y[i] - dot(&lt[i * k + i + 1..(i + 1) * k], &y[i + 1..]);
+            y[i] = s / lt[i * k + i];
+        }
+        // Back to the weight's type.
+        #[allow(clippy::cast_possible_truncation)]
+        out.extend(y.iter().map(|&v| v as f32));
+    }
+    Ok(out)
+}
+
 fn check(wt: &[f32], n: usize, k: usize, wo: WeightOnly) -> Result<(), String> {
     if wt.len() != n * k || k == 0 {
         return Err(format!(

@@ -74,6 +74,13 @@ pub struct WeightCalibration {
     /// With `sequential`: each quantized layer's bias absorbs the mean
     /// output error over the calibration rows.
     pub bias_correction: bool,
+    /// With `sequential`: before it is quantized, each layer's weight is
+    /// refit so that, fed the quantized model's layer inputs, it gives the
+    /// float model's outputs (GPTAQ's asymmetric calibration, see
+    /// [`qtune_deploy::gptq::asymmetric_target`]); the value is the
+    /// dampening of that least-squares fit relative to the mean of the
+    /// Hessian's diagonal.
+    pub float_target: Option<f64>,
 }
 
 impl WeightCalibration {
@@ -85,6 +92,7 @@ impl WeightCalibration {
             mask_input: None,
             sequential: false,
             bias_correction: false,
+            float_target: None,
         }
     }
 }
@@ -294,6 +302,23 @@ pub fn check_weight_method(settings: &QuantizeSettings) -> Result<()> {
              measured on the model with the layers before it quantized)",
         ));
     }
+    if let Some(c) = cal
+        && let Some(d) = c.float_target
+    {
+        if !c.sequential {
+            return Err(Error::setting(
+                "q_float_target",
+                "--q_float_target: needs --q_sequential (the target compares the inputs of the \
+                 quantized model with the float model's, stage by stage)",
+            ));
+        }
+        if !(d.is_finite() && d > 0.0) {
+            return Err(Error::setting(
+                "q_target_damp",
+                format!("--q_target_damp {d}: expected a positive number (e.g. 1)"),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -344,7 +369,8 @@ fn hessians(
     let loader = selected.loader(graph, configs).map_err(ctx)?;
     let hs = qtune_calibrate::HessianSettings::default()
         .with_mask_input(cal.mask_input.clone())
-        .with_bias_correction(cal.bias_correction);
+        .with_bias_correction(cal.bias_correction)
+        .with_float_target(cal.float_target);
     let h = if cal.sequential {
         // Planning needs no Hessian: plan through TPU-MLIR's rule (the same
         // layers and groups), then quantize each stage by the method.
@@ -364,7 +390,8 @@ fn hessians(
         qtune_calibrate::collect_hessians(&loaded.exec, &loader, &hs, &|_| {}).map(|h| {
             qtune_calibrate::Sequential {
                 hessians: h,
-                biases: Vec::new(),
+                constants: Vec::new(),
+                refit_weights: 0,
             }
         })
     }
@@ -378,11 +405,15 @@ fn hessians(
     let distinct: std::collections::BTreeSet<*const qtune_deploy::gptq::Hessian> =
         h.hessians.values().map(std::sync::Arc::as_ptr).collect();
     let line = format!(
-        "GPTQ: {} layer Hessians ({} distinct inputs{}{}) from {} samples of {} in {:.2} s",
+        "GPTQ: {} layer Hessians ({} distinct inputs{}{}{}) from {} samples of {} in {:.2} s",
         h.hessians.len(),
         distinct.len(),
         if cal.sequential { ", sequential" } else { "" },
-        match h.biases.len() {
+        match (h.refit_weights, cal.float_target) {
+            (0, _) | (_, None) => String::new(),
+            (n, Some(d)) => format!(", {n} weights refit to the float target (damp {d})"),
+        },
+        match h.constants.len() - h.refit_weights {
             0 => String::new(),
             n => format!(", {n} biases corrected"),
         },
@@ -772,10 +803,10 @@ pub fn deploy_observed(
         Some((g, lines)) => (g, lines),
         None => (loaded.exec.graph().clone(), Vec::new()),
     };
-    // Sequential GPTQ with bias correction: the corrected biases replace
-    // the float ones.
+    // Sequential GPTQ with bias correction or a float target: the
+    // corrected biases and refit weights replace the float ones.
     let hessians = hessians.map(|h| {
-        for (name, t) in h.biases {
+        for (name, t) in h.constants {
             graph.add_constant(name, t);
         }
         h.hessians

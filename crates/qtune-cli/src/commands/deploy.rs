@@ -105,6 +105,19 @@ pub struct WeightMethodArgs {
     /// outputs).
     #[arg(long = "q_bias_correction", alias = "q-bias-correction")]
     pub q_bias_correction: bool,
+    /// GPTQ with --q_sequential: before it is quantized, each layer's
+    /// weight is refit by least squares so that, fed the inputs of the
+    /// model whose earlier layers are quantized, it gives the float
+    /// model's outputs (GPTAQ's asymmetric calibration, Li et al. 2025);
+    /// GPTQ then quantizes the refit weight. One more float pass per
+    /// stage.
+    #[arg(long = "q_float_target", alias = "q-float-target")]
+    pub q_float_target: bool,
+    /// --q_float_target: the least-squares fit's dampening towards the
+    /// original weight, as a fraction of the mean of the Hessian's
+    /// diagonal (default 1).
+    #[arg(long = "q_target_damp", alias = "q-target-damp")]
+    pub q_target_damp: Option<f64>,
     /// AWQ (Lin et al. 2023) before --q_method: per input channel of each
     /// weight-only layer a scale `mean|x|^alpha` (alpha searched per layer
     /// input on 0, 0.05, ..., 1 for the least output error over
@@ -146,11 +159,12 @@ impl WeightMethodArgs {
                 ),
                 (self.q_sequential, "--q_sequential"),
                 (self.q_bias_correction, "--q_bias_correction"),
+                (self.q_float_target, "--q_float_target"),
             ];
             if let Some((_, flag)) = refine.iter().find(|(given, _)| *given) {
                 // --calibration_num / --calibration_mask_input also refine
-                // AWQ's samples; --q_sequential / --q_bias_correction are
-                // GPTQ's only.
+                // AWQ's samples; --q_sequential, --q_bias_correction and
+                // --q_float_target are GPTQ's only.
                 let awq_too = flag.starts_with("--calibration");
                 if method.needs_calibration() || (awq_too && (self.q_awq || self.q_awq_clip)) {
                     bail!("{flag}: needs --calibration_data DIR");
@@ -166,6 +180,9 @@ impl WeightMethodArgs {
                 );
             }
         }
+        if self.q_target_damp.is_some() && !self.q_float_target {
+            bail!("--q_target_damp: applies to --q_float_target only");
+        }
         if self.calibration_num == Some(0) {
             bail!("--calibration_num 0: expected a positive count; omit it for all samples");
         }
@@ -176,6 +193,9 @@ impl WeightMethodArgs {
             c.mask_input = self.calibration_mask_input.clone();
             c.sequential = self.q_sequential;
             c.bias_correction = self.q_bias_correction;
+            c.float_target = self
+                .q_float_target
+                .then(|| self.q_target_damp.unwrap_or(1.0));
             c
         });
         qtune::deploy::check_weight_method(settings)?;

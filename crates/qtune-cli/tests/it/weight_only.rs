@@ -310,7 +310,7 @@ fn minilm_clip_and_gptq_exports_agree_with_simulation() {
     let calib = workloads().join("text/calib");
     let calib = calib.to_str().unwrap();
     // (tag, flags, bits, group)
-    let configs: [(&str, &[&str], u32, usize); 4] = [
+    let configs: [(&str, &[&str], u32, usize); 5] = [
         (
             "clip_w4_g128",
             &[
@@ -368,6 +368,29 @@ fn minilm_clip_and_gptq_exports_agree_with_simulation() {
             128,
         ),
         (
+            "gptq_w4_seq_target",
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_group_size",
+                "128",
+                "--q_method",
+                "gptq_clip",
+                "--q_sequential",
+                "--q_float_target",
+                "--q_target_damp",
+                "0.5",
+                "--calibration_data",
+                calib,
+                "--calibration_num",
+                "4",
+                "--calibration_mask_input",
+                "attention_mask",
+            ],
+            4,
+            128,
+        ),
+        (
             "gptq_w8",
             &[
                 "--quantize",
@@ -399,7 +422,10 @@ fn minilm_clip_and_gptq_exports_agree_with_simulation() {
         let summary = stderr_of(&out);
         if flags.contains(&"--calibration_data") {
             // Q, K and V read one input: 36 layers, 24 distinct inputs.
-            let want = if flags.contains(&"--q_sequential") {
+            let want = if flags.contains(&"--q_float_target") {
+                "GPTQ: 36 layer Hessians (24 distinct inputs, sequential, 36 weights refit to \
+                 the float target (damp 0.5))"
+            } else if flags.contains(&"--q_sequential") {
                 "GPTQ: 36 layer Hessians (24 distinct inputs, sequential, 36 biases corrected)"
             } else {
                 "GPTQ: 36 layer Hessians (24 distinct inputs)"
@@ -468,7 +494,7 @@ fn weight_method_flags_that_do_not_apply_are_refused() {
     let mlir = transform_workload(&dir, "minilm_l6_s128");
     let calib = workloads().join("text/calib");
     let calib = calib.to_str().unwrap();
-    let cases: [(&[&str], &str); 15] = [
+    let cases: [(&[&str], &str); 19] = [
         (
             &["--quantize", "W4F16", "--q_awq"],
             "--q_awq: needs --calibration_data DIR",
@@ -515,6 +541,51 @@ fn weight_method_flags_that_do_not_apply_are_refused() {
                 "--q_bias_correction",
             ],
             "--q_bias_correction: needs --q_sequential",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_method",
+                "gptq",
+                "--calibration_data",
+                calib,
+                "--q_float_target",
+            ],
+            "--q_float_target: needs --q_sequential",
+        ),
+        (
+            &["--quantize", "W4F16", "--q_float_target"],
+            "--q_float_target: applies to --q_method gptq / gptq_clip only (--q_method is rtn)",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_method",
+                "gptq",
+                "--calibration_data",
+                calib,
+                "--q_sequential",
+                "--q_target_damp",
+                "1",
+            ],
+            "--q_target_damp: applies to --q_float_target only",
+        ),
+        (
+            &[
+                "--quantize",
+                "W4F16",
+                "--q_method",
+                "gptq",
+                "--calibration_data",
+                calib,
+                "--q_sequential",
+                "--q_float_target",
+                "--q_target_damp",
+                "0",
+            ],
+            "--q_target_damp 0: expected a positive number",
         ),
         (
             &[

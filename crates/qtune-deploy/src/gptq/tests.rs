@@ -473,3 +473,155 @@ fn output_clip_picks_the_least_output_error_per_group() {
     assert!(e(&q) <= e(&weight_clip), "{} vs {}", e(&q), e(&weight_clip));
     assert!(e(&q) < e(&plain), "{} vs {}", e(&q), e(&plain));
 }
+
+/// `X_q`: the float inputs `x_f` as a quantized model would give them
+/// (each value moved by a few percent, correlated across columns).
+fn perturbed(rng: &mut Rng, xf: &[f32], k: usize) -> Vec<f32> {
+    let tilt: Vec<f64> = (0..k).map(|_| 1.0 + 0.05 * rng.normal()).collect();
+    #[allow(clippy::cast_possible_truncation)]
+    xf.iter()
+        .enumerate()
+        .map(|(i, &v)| (f64::from(v) * tilt[i % k] + 0.05 * rng.normal()) as f32)
+        .collect()
+}
+
+/// `X_q^T X_f`, one product at a time in f64.
+fn cross_of(xq: &[f32], xf: &[f32], k: usize) -> Vec<f64> {
+    let mut c = vec![0f64; k * k];
+    for (a, b) in xq.chunks_exact(k).zip(xf.chunks_exact(k)) {
+        for i in 0..k {
+            for j in 0..k {
+                c[i * k + j] += f64::from(a[i]) * f64::from(b[j]);
+            }
+        }
+    }
+    c
+}
+
+/// `||X_f w - X_q v||^2` per output channel summed, from the rows.
+fn target_error(xf: &[f32], xq: &[f32], w: &[f32], v: &[f32], n: usize, k: usize) -> f64 {
+    let mut e = 0.0;
+    for (rf, rq) in xf.chunks_exact(k).zip(xq.chunks_exact(k)) {
+        for r in 0..n {
+            let d: f64 = (0..k)
+                .map(|c| {
+                    f64::from(rf[c]) * f64::from(w[r * k + c])
+                        - f64::from(rq[c]) * f64::from(v[r * k + c])
+                })
+                .sum();
+            e += d * d;
+        }
+    }
+    e
+}
+
+/// The refit weight is the minimiser of `||X_f w - X_q v||^2 +
+/// lambda ||v - w||^2`: its gradient, computed from the rows (not from
+/// `H` and `C`), vanishes, and moving it in any direction costs more.
+#[test]
+fn asymmetric_target_minimises_the_float_target_error() {
+    let (n, k, rows) = (5, 12, 60);
+    let mut rng = Rng(23);
+    let xf = inputs(&mut rng, rows, k);
+    let xq = perturbed(&mut rng, &xf, k);
+    let w = weights(&mut rng, n, k);
+    let h = hessian_of(&xq, k);
+    let damp = 0.05;
+    let v = asymmetric_target(&h, &cross_of(&xq, &xf, k), &w, n, damp).unwrap();
+    #[allow(clippy::cast_precision_loss)]
+    let lambda = damp * (0..k).map(|i| h.sum[i * k + i]).sum::<f64>() / k as f64;
+    let objective = |v: &[f32]| {
+        target_error(&xf, &xq, &w, v, n, k)
+            + lambda
+                * v.iter()
+                    .zip(&w)
+                    .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                    .sum::<f64>()
+    };
+    let scale: f64 = h.sum.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    for r in 0..n {
+        for c in 0..k {
+            // d/dv_rc = 2 (sum_rows xq_c (xq . v_r - xf . w_r) + lambda (v_rc - w_rc)).
+            let mut g = lambda * (f64::from(v[r * k + c]) - f64::from(w[r * k + c]));
+            for (rf, rq) in xf.chunks_exact(k).zip(xq.chunks_exact(k)) {
+                let out: f64 = (0..k)
+                    .map(|j| {
+                        f64::from(rq[j]) * f64::from(v[r * k + j])
+                            - f64::from(rf[j]) * f64::from(w[r * k + j])
+                    })
+                    .sum();
+                g += f64::from(rq[c]) * out;
+            }
+            let wmax = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(
+                g.abs() < 1e-4 * scale * f64::from(wmax),
+                "channel {r}, input {c}: gradient {g}"
+            );
+        }
+    }
+    let best = objective(&v);
+    for step in 0..8 {
+        let mut moved = v.clone();
+        #[allow(clippy::cast_possible_truncation)]
+        for x in &mut moved {
+            *x += (1e-3 * rng.normal()) as f32;
+        }
+        assert!(
+            objective(&moved) > best,
+            "step {step}: {} <= {best}",
+            objective(&moved)
+        );
+    }
+    // Against the untouched weight, the float target error falls.
+    assert!(target_error(&xf, &xq, &w, &v, n, k) < 0.5 * target_error(&xf, &xq, &w, &w, n, k));
+}
+
+/// When the quantized model's inputs are the float model's, the target is
+/// the weight itself.
+#[test]
+fn asymmetric_target_keeps_the_weight_when_the_inputs_agree() {
+    let (n, k) = (4, 10);
+    let mut rng = Rng(29);
+    let x = inputs(&mut rng, 50, k);
+    let w = weights(&mut rng, n, k);
+    let h = hessian_of(&x, k);
+    let v = asymmetric_target(&h, &h.sum, &w, n, 0.01).unwrap();
+    for (i, (a, b)) in v.iter().zip(&w).enumerate() {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-3), "{i}: {a} vs {b}");
+    }
+}
+
+/// Why GPTQ runs on the refit weight: with no dampening the least-squares
+/// residual is orthogonal to `X_q`, so for any quantized `q`
+/// `||X_f w - X_q q||^2 = ||X_f w - X_q v||^2 + ||X_q (v - q)||^2`, and GPTQ
+/// of `v` (which minimises the second term) ends with a lower float target
+/// error than GPTQ of `w`.
+#[test]
+fn gptq_of_the_refit_weight_is_closer_to_the_float_target() {
+    let (n, k, rows) = (8, 32, 200);
+    let mut rng = Rng(31);
+    let xf = inputs(&mut rng, rows, k);
+    let xq = perturbed(&mut rng, &xf, k);
+    let w = weights(&mut rng, n, k);
+    let h = hessian_of(&xq, k);
+    let v = asymmetric_target(&h, &cross_of(&xq, &xf, k), &w, n, 1e-9).unwrap();
+    let o = wo(16, WeightMethod::Gptq, false);
+    let opts = GptqOptions::default();
+    let q_v = gptq(&v, n, k, &h.sum, 4, o, opts, FloatFormat::F16)
+        .unwrap()
+        .dequantized();
+    let q_w = gptq(&w, n, k, &h.sum, 4, o, opts, FloatFormat::F16)
+        .unwrap()
+        .dequantized();
+    let total = target_error(&xf, &xq, &w, &q_v, n, k);
+    let parts = target_error(&xf, &xq, &w, &v, n, k) + output_error(&xq, &v, &q_v, n, k);
+    assert!(
+        (total - parts).abs() <= 1e-3 * total,
+        "{total} vs {parts} (residual + quantization error)"
+    );
+    let without = target_error(&xf, &xq, &w, &q_w, n, k);
+    assert!(
+        total < 0.8 * without,
+        "refit {total} vs plain GPTQ {without}"
+    );
+}
