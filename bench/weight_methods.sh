@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # QUALITY.md "Weight-only modes", weight quantizers: model_deploy's --q_method (rtn = TPU-MLIR's
-# rule, clip, gptq, gptq_clip; --q_act_order; --q_awq, --q_awq_clip) on minilm_l6_s128 (W4F16 g128 and per channel,
+# rule, clip, gptq, gptq_clip; --q_act_order; --q_sequential, --q_float_target, --q_bias_correction; --q_awq, --q_awq_clip) on minilm_l6_s128 (W4F16 g128 and per channel,
 # W8F16 per channel) and mobilenetv2_nsfw (W4F16 g128), bm1684x. Each deploy runs under
 # /usr/bin/time -v (wall time, peak RSS); each export runs in ONNX Runtime through
 # bench/quality.py against the float model on the validation set (text/val 60 sentences,
@@ -48,6 +48,10 @@ minilm_l6_s128|W4F16_g128_gptqclip_act|--quantize W4F16 --q_group_size 128 --q_m
 minilm_l6_s128|W4F16_g128_gptqclip_act_d0.1|--quantize W4F16 --q_group_size 128 --q_method gptq_clip --q_act_order --q_damp 0.1 $text $mask
 minilm_l6_s128|W4F16_g128_gptqclip_act_d0.1_seq|--quantize W4F16 --q_group_size 128 --q_method gptq_clip --q_act_order --q_damp 0.1 --q_sequential $text $mask
 minilm_l6_s128|W4F16_g128_gptqclip_act_d0.1_seq_bc|--quantize W4F16 --q_group_size 128 --q_method gptq_clip --q_act_order --q_damp 0.1 --q_sequential --q_bias_correction $text $mask
+minilm_l6_s128|W4F16_g128_gptqclip_act_d0.1_seq_target|--quantize W4F16 --q_group_size 128 --q_method gptq_clip --q_act_order --q_damp 0.1 --q_sequential --q_float_target $text $mask
+minilm_l6_s128|W4F16_g128_gptqclip_act_d0.1_seq_target_bc|--quantize W4F16 --q_group_size 128 --q_method gptq_clip --q_act_order --q_damp 0.1 --q_sequential --q_float_target --q_bias_correction $text $mask
+minilm_l6_s128|W4F16_g128_gptqclip_d0.1_seq_target|--quantize W4F16 --q_group_size 128 --q_method gptq_clip --q_damp 0.1 --q_sequential --q_float_target $text $mask
+minilm_l6_s128|W4F16_g128_gptq_act_d0.1_seq_target|--quantize W4F16 --q_group_size 128 --q_method gptq --q_act_order --q_damp 0.1 --q_sequential --q_float_target $text $mask
 minilm_l6_s128|W4F16_g128_awq_rtn|--quantize W4F16 --q_group_size 128 --q_awq $text $mask
 minilm_l6_s128|W4F16_g128_awq_clip|--quantize W4F16 --q_group_size 128 --q_awq --q_method clip $text $mask
 minilm_l6_s128|W4F16_g128_awq_gptqclip_act_d0.1|--quantize W4F16 --q_group_size 128 --q_awq --q_method gptq_clip --q_act_order --q_damp 0.1 $text $mask
