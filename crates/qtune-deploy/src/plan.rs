@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use qtune_ir::binary::BinaryRange;
 use qtune_ir::passes::canonical::is_upsample;
+use qtune_ir::pool::PoolRange;
 use qtune_ir::unary::Int8Rule;
-use qtune_ir::{Graph, NodeId, Op, ValueId, reduce_op};
+use qtune_ir::{Graph, NodeId, Op, ValueId, pool_op, reduce_op};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_tensor::DType;
 
@@ -361,15 +362,27 @@ fn selects(graph: &Graph, node: NodeId) -> Option<bool> {
         .map(|_| n.inputs.iter().any(|i| is_const(graph, Some(i))))
 }
 
+/// A pooling op whose output is one of its inputs (max pools,
+/// [`PoolRange::SharesRange`]).
+pub(crate) fn pool_shares_range(op: &Op) -> bool {
+    op.pool()
+        .is_some_and(|(s, _)| s.range == PoolRange::SharesRange)
+}
+
 /// Ops whose output takes the input's range (forward propagation, step 7).
 fn forwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
     let n = graph.node(node);
     match &n.op {
         op if unary_shares_range(op, profile) => true,
         _ if selects(graph, node) == Some(true) => true,
-        Op::MaxPool(_)
-        | Op::GlobalMaxPool
-        | Op::Reshape { .. }
+        // The pooling family (`qtune_ir::pool`): max pools share the
+        // range; average pools forward it on the BM1684 family only.
+        pool_op!() => match n.op.pool().map(|(s, _)| s.range) {
+            Some(PoolRange::SharesRange) => true,
+            Some(PoolRange::OwnRangeButBm1684) => profile.family == Family::Bm1684,
+            None => false,
+        },
+        Op::Reshape { .. }
         | Op::Flatten { .. }
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
@@ -380,7 +393,6 @@ fn forwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
         | Op::Expand => true,
         Op::Clip(_) => is_relu_like(graph, node),
         Op::Resize(_) => is_upsample(graph, node),
-        Op::AveragePool(_) | Op::GlobalAveragePool => profile.family == Family::Bm1684,
         _ => false,
     }
 }
@@ -390,7 +402,7 @@ fn backwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
     let n = graph.node(node);
     match &n.op {
         op if unary_shares_range(op, profile) => true,
-        Op::MaxPool(_) | Op::GlobalMaxPool => true,
+        op if pool_shares_range(op) => true,
         Op::Clip(_) => is_relu_like(graph, node),
         _ => false,
     }

@@ -808,9 +808,8 @@ impl Builder<'_> {
             | Op::Split { .. }
             | Op::Identity
             | Op::Expand
-            | Op::MaxPool(_)
-            | Op::GlobalMaxPool
             | Op::Concat { .. } => true,
+            op if crate::plan::pool_shares_range(op) => true,
             Op::Relu | Op::Clip(_) => is_relu_like(self.src, id),
             _ => false,
         };

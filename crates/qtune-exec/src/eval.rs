@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use qtune_ir::{
     AutoPad, CoordMode, FloatFormat, FusedRelu, GeluApproximation, Graph, Node, NodeId, Op,
-    ResizeMode, ValueId, binary_op, reduce_op, resolve_reduce_axes, resolve_slice, resolve_split,
-    resolve_window, shape_range, unary_op,
+    ResizeMode, ValueId, binary_op, pool_op, reduce_op, resolve_reduce_axes, resolve_slice,
+    resolve_split, resolve_window, shape_range, unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
@@ -389,7 +389,25 @@ pub(crate) fn eval_node_fused(
             k::softmax(&mut x, &dims, ax, cx.par);
             cx.f32_out(dims, x)
         }
-        Op::MaxPool(a) | Op::AveragePool(a) => {
+        // The pooling family (`qtune_ir::pool`): a window, or the whole map.
+        pool_op!() => {
+            let Some((spec, window)) = node.op.pool() else {
+                return Err(cx.err("internal: not in the pooling registry"));
+            };
+            let max = spec.kind == qtune_ir::pool::PoolKind::Max;
+            let Some(a) = window else {
+                let dims = cx.input(0)?.dims().to_vec();
+                let spatial: usize = dims[2..].iter().product();
+                let xd = [dims[0], dims[1], 1, spatial];
+                let od = cx.out_dims(0)?;
+                let mut out = zeroed(od.iter().product(), cx.par);
+                if max {
+                    k::global_max_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
+                } else {
+                    k::global_avg_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
+                }
+                return cx.f32_out(od, out);
+            };
             let xd = as_4d(cx.input(0)?.dims())
                 .ok_or_else(|| cx.err("only 1-D and 2-D pooling is supported"))?;
             let spatial = &cx.input(0)?.dims()[2..];
@@ -412,26 +430,13 @@ pub(crate) fn eval_node_fused(
             p.count_include_pad = a.count_include_pad;
             let od = cx.out_dims(0)?;
             let mut out = zeroed(od.iter().product(), cx.par);
-            if matches!(node.op, Op::MaxPool(_)) {
+            if max {
                 if node.outputs.len() > 1 {
                     return Err(cx.err("the Indices output of MaxPool is not supported"));
                 }
                 k::max_pool2d(cx.f32_input(0)?, xd, &p, &mut out, cx.par);
             } else {
                 k::avg_pool2d(cx.f32_input(0)?, xd, &p, &mut out, cx.par);
-            }
-            cx.f32_out(od, out)
-        }
-        Op::GlobalAveragePool | Op::GlobalMaxPool => {
-            let dims = cx.input(0)?.dims().to_vec();
-            let spatial: usize = dims[2..].iter().product();
-            let xd = [dims[0], dims[1], 1, spatial];
-            let od = cx.out_dims(0)?;
-            let mut out = zeroed(od.iter().product(), cx.par);
-            if matches!(node.op, Op::GlobalAveragePool) {
-                k::global_avg_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
-            } else {
-                k::global_max_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
             }
             cx.f32_out(od, out)
         }

@@ -17,6 +17,8 @@ pub mod unary;
 pub mod binary;
 #[macro_use]
 pub mod reduce;
+#[macro_use]
+pub mod pool;
 mod error;
 mod graph;
 mod ids;

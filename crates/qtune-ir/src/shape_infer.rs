@@ -512,8 +512,20 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
             cx.axis(*axis, s.len())?;
             same(&cx)
         }
-        Op::MaxPool(a) | Op::AveragePool(a) => {
+        // The pooling family (`crate::pool`): a window, or the whole map.
+        pool_op!() => {
             let x = cx.shape(0)?;
+            let Some((_, window)) = node.op.pool() else {
+                return Err(cx.err("internal: not in the pooling registry"));
+            };
+            let Some(a) = window else {
+                if x.len() < 3 {
+                    return Err(cx.err("global pooling needs an input of rank 3 or more"));
+                }
+                let mut out = x[..2].to_vec();
+                out.extend(std::iter::repeat_n(1, x.len() - 2));
+                return one(out, cx.dtype(0)?);
+            };
             if x.len() < 3 {
                 return Err(cx.err("pooling needs an input of rank 3 or more"));
             }
@@ -540,15 +552,6 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
                 });
             }
             Ok(outs)
-        }
-        Op::GlobalAveragePool | Op::GlobalMaxPool => {
-            let x = cx.shape(0)?;
-            if x.len() < 3 {
-                return Err(cx.err("global pooling needs an input of rank 3 or more"));
-            }
-            let mut out = x[..2].to_vec();
-            out.extend(std::iter::repeat_n(1, x.len() - 2));
-            one(out, cx.dtype(0)?)
         }
         // The reduction family (`crate::reduce`).
         reduce_op!() => {

@@ -53,7 +53,7 @@ use bytes::Bytes;
 use prost::Message;
 use qtune_ir::{
     AutoPad, ConvAttrs, CoordMode, FloatFormat, GeluApproximation, Graph, NearestMode, Node, Op,
-    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, binary_op, reduce_op, unary_op,
+    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, binary_op, pool, pool_op, reduce_op, unary_op,
 };
 use qtune_tensor::{DType, Tensor};
 
@@ -466,8 +466,6 @@ impl<'g> Exporter<'g> {
             Op::MatMul
             | binary_op!()
             | Op::Tile
-            | Op::GlobalAveragePool
-            | Op::GlobalMaxPool
             | Op::Slice
             | Op::Expand
             | Op::Where
@@ -521,8 +519,15 @@ impl<'g> Exporter<'g> {
                 _ => return Err(cx.err("internal: composite op not written")),
             },
             Op::Softmax { axis } => attrs.push(attr_int("axis", *axis)),
-            Op::MaxPool(a) => pool_attrs(&cx, a, true, &mut attrs)?,
-            Op::AveragePool(a) => pool_attrs(&cx, a, false, &mut attrs)?,
+            // The pooling family from its registry (`qtune_ir::pool`): the
+            // window's attributes; a global pool has none.
+            pool_op!() => match node.op.pool() {
+                Some((spec, Some(a))) => {
+                    pool_attrs(&cx, a, spec.kind == pool::PoolKind::Max, &mut attrs)?;
+                }
+                Some((_, None)) => {}
+                None => return Err(cx.err("internal: not in the pooling registry")),
+            },
             // The reduction family from its registry (`qtune_ir::reduce`):
             // the axes as input 1 when the export's opset takes them so.
             reduce_op!() => match node.op.reduce() {

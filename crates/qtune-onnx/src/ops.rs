@@ -159,13 +159,11 @@ pub(crate) fn import_node(
             cx.check_known(&[])?;
             (spec.build)()
         }
-        "Not" | "GlobalAveragePool" | "GlobalMaxPool" | "Identity" => {
+        "Not" | "Identity" => {
             arity(cx, n, 1, 1)?;
             cx.check_known(&[])?;
             match cx.op_type {
                 "Not" => Op::Not,
-                "GlobalAveragePool" => Op::GlobalAveragePool,
-                "GlobalMaxPool" => Op::GlobalMaxPool,
                 _ => Op::Identity,
             }
         }
@@ -273,38 +271,24 @@ pub(crate) fn import_node(
             }
             Op::Softmax { axis }
         }
-        "MaxPool" | "AveragePool" => {
+        // The pooling family from its registry (`qtune_ir::pool`).
+        t if pool::by_onnx(t).is_some() => {
+            let Some(spec) = pool::by_onnx(t) else {
+                return Err(cx.node_err("internal: not in the pooling registry"));
+            };
             arity(cx, n, 1, 1)?;
-            let max = cx.op_type == "MaxPool";
-            if max {
-                cx.check_known(&[
-                    "auto_pad",
-                    "ceil_mode",
-                    "dilations",
-                    "kernel_shape",
-                    "pads",
-                    "storage_order",
-                    "strides",
-                ])?;
-                // storage_order only affects the Indices output, which must be unused.
-                cx.flag("storage_order", false)?;
-                keep = Outputs::First("Indices output");
+            cx.check_known(spec.onnx_attrs)?;
+            if spec.global {
+                (spec.build)(PoolAttrs::default())
             } else {
-                cx.check_known(&[
-                    "auto_pad",
-                    "ceil_mode",
-                    "count_include_pad",
-                    "dilations",
-                    "kernel_shape",
-                    "pads",
-                    "strides",
-                ])?;
-            }
-            let attrs = pool_attrs(cx, !max)?;
-            if max {
-                Op::MaxPool(attrs)
-            } else {
-                Op::AveragePool(attrs)
+                let max = spec.kind == pool::PoolKind::Max;
+                if max {
+                    // storage_order only affects the Indices output, which
+                    // must be unused.
+                    cx.flag("storage_order", false)?;
+                    keep = Outputs::First("Indices output");
+                }
+                (spec.build)(pool_attrs(cx, !max)?)
             }
         }
         // The reduction family from its registry (`qtune_ir::reduce`): the

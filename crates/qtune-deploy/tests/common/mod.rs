@@ -1,5 +1,5 @@
 //! Helpers of the op-family tests (`unary_family.rs`, `binary_family.rs`,
-//! `reduce_family.rs`): a scratch folder, the python oracles, a run of a
+//! `reduce_family.rs`, `pool_family.rs`): a scratch folder, the python oracles, a run of a
 //! one-node graph, the all-int8 plan request.
 
 #![allow(dead_code)]

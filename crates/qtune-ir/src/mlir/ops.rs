@@ -35,16 +35,10 @@ const fn op(
 }
 
 /// The Top ops the reader accepts, in alphabetical order, but for the
-/// unary, binary and reduction families, which come from their registries
-/// ([`crate::unary`], [`crate::binary`], [`crate::reduce`]).
+/// unary, binary, reduction and pooling families, which come from their
+/// registries ([`crate::unary`], [`crate::binary`], [`crate::reduce`],
+/// [`crate::pool`]).
 pub const TOP_OPS: &[TopOpSpec] = &[
-    op(
-        "top.AvgPool",
-        "input",
-        "kernel_shape, strides, pads, ceil_mode, count_include_pad, auto_pad, keepdims, do_relu, relu_limit",
-        "AveragePool / GlobalAveragePool",
-        "a kernel over the whole map (stride 1, no pads) is the global pool",
-    ),
     op(
         "top.BatchNorm",
         "input, mean, variance, gamma?, beta?",
@@ -146,13 +140,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "Gemm (2-D) / MatMul (with its bias)",
         "output_transpose and hdim_is_batch are an error",
     ),
-    op(
-        "top.MaxPool",
-        "input",
-        "kernel_shape, strides, pads, ceil_mode, auto_pad, do_relu, relu_limit",
-        "MaxPool / GlobalMaxPool",
-        "",
-    ),
     op("top.None", "", "", "(absent operand)", ""),
     op("top.Permute", "input", "order", "Transpose", ""),
     op(
@@ -212,21 +199,23 @@ pub const TOP_OPS: &[TopOpSpec] = &[
 ];
 
 /// Whether the reader accepts this Top op (one of [`TOP_OPS`] or of the
-/// unary, binary or reduction family, [`crate::unary`], [`crate::binary`],
-/// [`crate::reduce`]).
+/// unary, binary, reduction or pooling family, [`crate::unary`],
+/// [`crate::binary`], [`crate::reduce`], [`crate::pool`]).
 pub fn is_supported(name: &str) -> bool {
     TOP_OPS.iter().any(|s| s.name == name)
         || crate::unary::by_top(name).is_some()
         || crate::binary::is_top(name)
         || name == "top.Reduce"
+        || crate::pool::is_top(name)
 }
 
 /// The table of [`TOP_OPS`] as Markdown (`docs/tpu-mlir-top-ops.md`).
 pub fn top_ops_markdown() -> String {
     let mut s = String::from(
         "# Top ops qtune reads and writes\n\n\
-         Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary, binary and \
-         reduction registries (`crates/qtune-ir/src/unary.rs`, `binary.rs`, `reduce.rs`); a test keeps this file \
+         Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary, binary, \
+         reduction and pooling registries (`crates/qtune-ir/src/unary.rs`, `binary.rs`, `reduce.rs`, \
+         `pool.rs`); a test keeps this file \
          current. The reader accepts exactly these ops, with the attributes as TPU-MLIR prints \
          them (`include/tpu_mlir/Dialect/Top/IR/TopOps.td`); any other op is an error that names \
          it and its line. Attributes not listed are ignored (TPU-MLIR's optional attributes for \
@@ -239,6 +228,7 @@ pub fn top_ops_markdown() -> String {
         .chain(crate::unary::top_rows())
         .chain(crate::binary::top_rows())
         .chain(crate::reduce::top_rows())
+        .chain(crate::pool::top_rows())
         .collect();
     rows.sort();
     for [name, operands, attributes, ir, notes] in rows {

@@ -710,10 +710,10 @@ impl<'a> Builder<'a> {
                     axis: a.i64_or("axis", 1),
                 }
             }
-            "top.MaxPool" | "top.AvgPool" => {
+            // The pooling family from its registry (`crate::pool`).
+            name if crate::pool::is_top(name) => {
                 inputs = unary(self)?;
                 fuse_relu = a.bool_or("do_relu", false);
-                let max = op.name == "top.MaxPool";
                 let kernel = usz("kernel_shape")?;
                 // A kernel over the whole map, stride 1, no padding is the
                 // global pool (TPU-MLIR's shape inference fills the empty
@@ -730,14 +730,17 @@ impl<'a> Builder<'a> {
                     && usz("strides")?.iter().all(|&s| s == 1)
                     && usz("pads")?.iter().all(|&p| p == 0)
                     && !a.bool_or("ceil_mode", false);
-                if kernel.is_empty() || whole_map {
-                    if max {
-                        Op::GlobalMaxPool
-                    } else {
-                        Op::GlobalAveragePool
-                    }
+                let global = kernel.is_empty() || whole_map;
+                let Some(spec) = crate::pool::by_top(name, global) else {
+                    return self.err(
+                        line,
+                        format!("internal: `{name}` left the pooling registry"),
+                    );
+                };
+                let p = if global {
+                    PoolAttrs::default()
                 } else {
-                    let p = PoolAttrs {
+                    PoolAttrs {
                         kernel_shape: kernel,
                         strides: usz("strides")?,
                         pads: usz("pads")?,
@@ -745,13 +748,9 @@ impl<'a> Builder<'a> {
                         ceil_mode: a.bool_or("ceil_mode", false),
                         count_include_pad: a.bool_or("count_include_pad", false),
                         auto_pad,
-                    };
-                    if max {
-                        Op::MaxPool(p)
-                    } else {
-                        Op::AveragePool(p)
                     }
-                }
+                };
+                (spec.build)(p)
             }
             "top.Reduce" => {
                 inputs = unary(self)?;

@@ -700,51 +700,47 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 ("log", A::Bool(false)),
             ],
         ),
-        Op::MaxPool(a) | Op::AveragePool(a) => {
-            let mut attrs = vec![
-                ("kernel_shape", usizes(&a.kernel_shape)),
-                ("strides", usizes(&a.strides)),
-                ("pads", usizes(&a.pads)),
-                ("ceil_mode", A::Bool(a.ceil_mode)),
-                ("count_include_pad", A::Bool(a.count_include_pad)),
-                ("keepdims", A::Bool(true)),
-                ("do_relu", A::Bool(false)),
-            ];
-            if !a.dilations.is_empty() {
-                attrs.push(("dilations", usizes(&a.dilations)));
-            }
-            if a.auto_pad != AutoPad::NotSet {
-                attrs.push(("auto_pad", A::Str(auto_pad_name(a.auto_pad).into())));
-            }
-            let name = if matches!(node.op, Op::MaxPool(_)) {
-                "top.MaxPool"
-            } else {
-                "top.AvgPool"
+        // The pooling family from its registry (`crate::pool`).
+        pool_op!() => {
+            let (spec, window) = node
+                .op
+                .pool()
+                .ok_or_else(|| err("internal: not in the pooling registry".into()))?;
+            let attrs = match window {
+                // As TPU-MLIR's shape inference leaves a global pool: the
+                // kernel is the whole map, strides 1, no padding.
+                None => {
+                    let dims = shape_dims(g, x(0)?)?;
+                    let spatial = dims.get(2..).unwrap_or(&[]);
+                    vec![
+                        ("kernel_shape", usizes(spatial)),
+                        ("strides", usizes(&vec![1; spatial.len()])),
+                        ("pads", usizes(&vec![0; 2 * spatial.len()])),
+                        ("count_include_pad", A::Bool(true)),
+                        ("keepdims", A::Bool(true)),
+                        ("do_relu", A::Bool(false)),
+                    ]
+                }
+                Some(a) => {
+                    let mut attrs = vec![
+                        ("kernel_shape", usizes(&a.kernel_shape)),
+                        ("strides", usizes(&a.strides)),
+                        ("pads", usizes(&a.pads)),
+                        ("ceil_mode", A::Bool(a.ceil_mode)),
+                        ("count_include_pad", A::Bool(a.count_include_pad)),
+                        ("keepdims", A::Bool(true)),
+                        ("do_relu", A::Bool(false)),
+                    ];
+                    if !a.dilations.is_empty() {
+                        attrs.push(("dilations", usizes(&a.dilations)));
+                    }
+                    if a.auto_pad != AutoPad::NotSet {
+                        attrs.push(("auto_pad", A::Str(auto_pad_name(a.auto_pad).into())));
+                    }
+                    attrs
+                }
             };
-            mk(name, values(1)?, attrs)
-        }
-        Op::GlobalAveragePool | Op::GlobalMaxPool => {
-            let name = if matches!(node.op, Op::GlobalMaxPool) {
-                "top.MaxPool"
-            } else {
-                "top.AvgPool"
-            };
-            // As TPU-MLIR's shape inference leaves them: the kernel is the
-            // whole map, strides 1, no padding.
-            let dims = shape_dims(g, x(0)?)?;
-            let spatial = dims.get(2..).unwrap_or(&[]);
-            mk(
-                name,
-                values(1)?,
-                vec![
-                    ("kernel_shape", usizes(spatial)),
-                    ("strides", usizes(&vec![1; spatial.len()])),
-                    ("pads", usizes(&vec![0; 2 * spatial.len()])),
-                    ("count_include_pad", A::Bool(true)),
-                    ("keepdims", A::Bool(true)),
-                    ("do_relu", A::Bool(false)),
-                ],
-            )
+            mk(spec.top, values(1)?, attrs)
         }
         // The reduction family from its registry (`crate::reduce`).
         reduce_op!() => {

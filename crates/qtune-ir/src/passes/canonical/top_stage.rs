@@ -57,10 +57,7 @@ fn supports_fused_relu(g: &Graph, id: NodeId) -> bool {
             Op::Conv(_)
             | Op::ConvTranspose(_)
             | Op::BatchNormalization { .. }
-            | Op::AveragePool(_)
-            | Op::MaxPool(_)
-            | Op::GlobalAveragePool
-            | Op::GlobalMaxPool
+            | pool_op!()
             | Op::Add
             | Op::Sub
             | Op::Mul

@@ -1,0 +1,251 @@
+//! The pooling family: one registration per op.
+//!
+//! Every op of the family (ONNX's `MaxPool`, `AveragePool` with a window
+//! in [`PoolAttrs`], and their global forms over the whole spatial map,
+//! which have no attributes) is one entry of the `pool_family!` table at
+//! the end of this file, which holds what every crate needs to know about
+//! it:
+//!
+//! - its ONNX op type (the entry's name) and the ONNX attributes the
+//!   import knows ([`PoolSpec::onnx_attrs`]; any other is an error);
+//! - what it computes ([`PoolSpec::kind`], [`PoolSpec::global`]), which
+//!   the executor, shape inference and the ONNX export follow;
+//! - its Top dialect op ([`PoolSpec::top`]: TPU-MLIR has `top.MaxPool` and
+//!   `top.AvgPool` only, the global form being a window over the whole
+//!   map) and the notes of the Top op table;
+//! - how a TPU profile quantizes it ([`PoolSpec::range`]).
+//!
+//! From the table come [`Op::pool`], [`POOL_OPS`], [`by_onnx`], [`by_top`],
+//! the Top op table's rows and the pattern macro [`pool_op!`](crate::pool_op)
+//! that the other crates' `match`es use for the whole family. Shape
+//! inference, the ONNX import and export, the `.mlir` reader and writer,
+//! the Top canonicalization's fused-ReLU rule, the executor, the deploy
+//! plan and the QDQ export consult the registry; `docs/adding-an-op.md`
+//! says what is left per crate.
+
+use crate::{Op, PoolAttrs};
+
+/// What a pooling op takes of its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// The largest value.
+    Max,
+    /// The mean (`count_include_pad` decides whether padding counts).
+    Average,
+}
+
+/// How a TPU profile's int8 plan treats the op's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolRange {
+    /// The output is one of the inputs: it takes the input's range, forward
+    /// and backward (TPU-MLIR's `BackwardCalibration` / `ForwardCalibration`
+    /// for MaxPool), and the QDQ export lets one Q/DQ pair through it.
+    SharesRange,
+    /// The output keeps its own threshold, but for the BM1684 family, whose
+    /// int8 AvgPool takes the input's (forward only).
+    OwnRangeButBm1684,
+}
+
+/// Everything qtune knows about one op of the family.
+#[derive(Debug)]
+pub struct PoolSpec {
+    /// The IR and ONNX op type, the variant's name.
+    pub name: &'static str,
+    pub kind: PoolKind,
+    /// The window is the whole spatial map; the op has no attributes.
+    pub global: bool,
+    /// The ONNX attributes the import reads (any other is rejected).
+    pub onnx_attrs: &'static [&'static str],
+    /// TPU-MLIR's Top op for it.
+    pub top: &'static str,
+    pub range: PoolRange,
+    /// Notes for the Top op table (`docs/tpu-mlir-top-ops.md`).
+    pub top_notes: &'static str,
+    /// The op with these attributes (ignored by the global forms).
+    pub build: fn(PoolAttrs) -> Op,
+}
+
+/// The registration of the op whose ONNX type is `onnx`, if any.
+pub fn by_onnx(onnx: &str) -> Option<&'static PoolSpec> {
+    POOL_OPS.iter().find(|s| s.name == onnx)
+}
+
+/// The registration for Top op `top`, windowed or `global`, if any.
+pub fn by_top(top: &str, global: bool) -> Option<&'static PoolSpec> {
+    POOL_OPS.iter().find(|s| s.top == top && s.global == global)
+}
+
+/// Whether `top` is the Top op of a registered pooling op.
+pub fn is_top(top: &str) -> bool {
+    POOL_OPS.iter().any(|s| s.top == top)
+}
+
+/// The attributes of the Top pooling ops qtune reads, as TPU-MLIR prints
+/// them: `top.MaxPool`'s, and `top.AvgPool`'s (which has
+/// `count_include_pad` and `keepdims` too).
+const TOP_ATTRS_MAX: &str = "kernel_shape, strides, pads, ceil_mode, auto_pad, do_relu, relu_limit";
+const TOP_ATTRS_AVERAGE: &str = "kernel_shape, strides, pads, ceil_mode, count_include_pad, \
+     auto_pad, keepdims, do_relu, relu_limit";
+
+/// One row of the Top op table per Top op, naming the IR ops it becomes.
+pub(crate) fn top_rows() -> impl Iterator<Item = [String; 5]> {
+    let mut tops: Vec<&str> = POOL_OPS.iter().map(|s| s.top).collect();
+    tops.sort_unstable();
+    tops.dedup();
+    tops.into_iter().map(|top| {
+        let specs: Vec<&PoolSpec> = POOL_OPS.iter().filter(|s| s.top == top).collect();
+        let average = specs.iter().any(|s| s.kind == PoolKind::Average);
+        let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
+        let notes: Vec<&str> = specs
+            .iter()
+            .map(|s| s.top_notes)
+            .filter(|n| !n.is_empty())
+            .collect();
+        [
+            top.to_string(),
+            "input".to_string(),
+            if average {
+                TOP_ATTRS_AVERAGE
+            } else {
+                TOP_ATTRS_MAX
+            }
+            .to_string(),
+            names.join(" / "),
+            notes.join("; "),
+        ]
+    })
+}
+
+/// The table. Each entry: `Variant(attrs) => { fields }` for an op with a
+/// window, `Variant => { fields }` for a global one; the fields are those
+/// of [`PoolSpec`] but `name`, `global` and `build`, which come from the
+/// variant.
+macro_rules! pool_family {
+    ($(
+        $variant:ident $(($a:ident))? => { $($key:ident : $val:expr),* $(,)? }
+    ),* $(,)?) => {
+        /// Every op of the pooling family.
+        pub static POOL_OPS: &[PoolSpec] = &[$(
+            PoolSpec {
+                name: stringify!($variant),
+                global: pool_family!(@global $($a)?),
+                build: pool_family!(@build $variant $($a)?),
+                $($key: $val),*
+            }
+        ),*];
+
+        #[allow(clippy::enum_variant_names)]
+        enum Ix { $($variant),* }
+
+        impl Op {
+            /// This op's registration and window (`None` for a global
+            /// pool), when it belongs to the pooling family.
+            pub fn pool(&self) -> Option<(&'static PoolSpec, Option<&PoolAttrs>)> {
+                let (ix, a) = match self {
+                    $(Op::$variant $(($a))? => (Ix::$variant as usize, pool_family!(@some $($a)?)),)*
+                    _ => return None,
+                };
+                Some((&POOL_OPS[ix], a))
+            }
+        }
+
+        /// A pattern matching every [`Op`] of the pooling family (generated
+        /// from the registry in `qtune-ir/src/pool.rs`): a `match` arm
+        /// `pool_op!() => ...` keeps the match exhaustive whatever the
+        /// family holds. Handle it through [`Op::pool`].
+        #[macro_export]
+        macro_rules! pool_op {
+            () => { $($crate::Op::$variant { .. })|* };
+        }
+    };
+    (@global $a:ident) => { false };
+    (@global) => { true };
+    (@build $variant:ident $a:ident) => { Op::$variant };
+    (@build $variant:ident) => { |_: PoolAttrs| Op::$variant };
+    (@some $a:ident) => { Some($a) };
+    (@some) => { None };
+}
+
+pool_family! {
+    MaxPool(a) => {
+        kind: PoolKind::Max,
+        onnx_attrs: &[
+            "auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order",
+            "strides",
+        ],
+        top: "top.MaxPool", range: PoolRange::SharesRange, top_notes: "",
+    },
+    AveragePool(a) => {
+        kind: PoolKind::Average,
+        onnx_attrs: &[
+            "auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads",
+            "strides",
+        ],
+        top: "top.AvgPool", range: PoolRange::OwnRangeButBm1684,
+        top_notes: "a kernel over the whole map (stride 1, no pads) is the global pool",
+    },
+    GlobalMaxPool => {
+        kind: PoolKind::Max, onnx_attrs: &[],
+        top: "top.MaxPool", range: PoolRange::SharesRange, top_notes: "",
+    },
+    GlobalAveragePool => {
+        kind: PoolKind::Average, onnx_attrs: &[],
+        top: "top.AvgPool", range: PoolRange::OwnRangeButBm1684, top_notes: "",
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_round_trips_through_its_op() {
+        let window = PoolAttrs {
+            kernel_shape: vec![3, 3],
+            strides: vec![2, 2],
+            ..Default::default()
+        };
+        for spec in POOL_OPS {
+            let op = (spec.build)(window.clone());
+            let (s, a) = op.pool().expect("a registered op pools");
+            assert!(std::ptr::eq(s, spec), "{}", spec.name);
+            assert_eq!(a.is_none(), spec.global, "{}", spec.name);
+            if let Some(a) = a {
+                assert_eq!(a, &window);
+            }
+            assert_eq!(op.op_type(), spec.name);
+            assert!(matches!(op, pool_op!()), "{}", spec.name);
+            assert!(std::ptr::eq(by_onnx(spec.name).unwrap(), spec));
+            assert!(std::ptr::eq(by_top(spec.top, spec.global).unwrap(), spec));
+            assert!(crate::SUPPORTED_OPS.contains(&spec.name), "{}", spec.name);
+        }
+        assert!(Op::Relu.pool().is_none());
+        assert!(!matches!(Op::Relu, pool_op!()));
+        assert!(by_onnx("LpPool").is_none());
+        assert!(by_top("top.Pool", false).is_none());
+    }
+
+    /// Each Top op has its windowed and its global form, and ONNX's names
+    /// say which is which.
+    #[test]
+    fn the_family_pairs_each_kind_with_its_global_form() {
+        for kind in [PoolKind::Max, PoolKind::Average] {
+            let forms: Vec<&PoolSpec> = POOL_OPS.iter().filter(|s| s.kind == kind).collect();
+            assert_eq!(forms.len(), 2, "{kind:?}");
+            assert_eq!(forms[0].top, forms[1].top);
+            assert_ne!(forms[0].global, forms[1].global);
+            for s in forms {
+                assert_eq!(s.name.starts_with("Global"), s.global, "{}", s.name);
+                assert_eq!(s.onnx_attrs.is_empty(), s.global, "{}", s.name);
+            }
+        }
+        let rows: Vec<[String; 5]> = top_rows().collect();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().any(|r| r[0] == "top.AvgPool"
+            && r[2].contains("count_include_pad")
+            && r[3] == "AveragePool / GlobalAveragePool"));
+        assert!(rows.iter().any(|r| r[0] == "top.MaxPool"
+            && !r[2].contains("count_include_pad")
+            && r[3] == "MaxPool / GlobalMaxPool"));
+    }
+}
