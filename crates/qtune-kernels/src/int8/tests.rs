@@ -203,6 +203,16 @@ const CONV_CASES: &[ConvCase] = &[
         1,
     ),
     case(
+        // Padding 1, 2 and 3 wide at the ends of the im2col rows.
+        "5x5 wide pads",
+        [1, 4, 9, 10],
+        [5, 4, 5, 5],
+        [1, 1],
+        [2, 3, 2, 3],
+        [1, 1],
+        1,
+    ),
+    case(
         "grouped",
         [1, 8, 7, 7],
         [6, 4, 3, 3],
