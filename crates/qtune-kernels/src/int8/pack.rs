@@ -204,6 +204,62 @@ pub(crate) fn im2col_panel(
 }
 }
 
+/// `dst[i] = src[i] ^ flip` (`src` as long as `dst`). The rows of small
+/// maps are shorter than one AVX-512 vector, where the compiler's loop runs
+/// scalar: this copies 16-byte blocks, the last one overlapping the one
+/// before it (each byte gets the same value either way).
+#[inline(always)]
+fn copy_stride1(dst: &mut [u8], src: &[u8], flip: u8) {
+    let n = dst.len();
+    let src = &src[..n];
+    let block = |d: &mut [u8], s: &[u8]| {
+        if let (Ok(d), Ok(s)) = (<&mut [u8; 16]>::try_from(d), <&[u8; 16]>::try_from(s)) {
+            *d = s.map(|b| b ^ flip);
+        }
+    };
+    if n >= 16 {
+        let mut i = 0;
+        while i + 16 <= n {
+            block(&mut dst[i..i + 16], &src[i..i + 16]);
+            i += 16;
+        }
+        if i < n {
+            block(&mut dst[n - 16..], &src[n - 16..]);
+        }
+    } else {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s ^ flip;
+        }
+    }
+}
+
+/// `dst[i] = src[2 i] ^ flip` (`src` holds `2 dst.len() - 1` bytes), in
+/// blocks of 16 outputs as [`copy_stride1`].
+#[inline(always)]
+fn copy_stride2(dst: &mut [u8], src: &[u8], flip: u8) {
+    let n = dst.len();
+    let block = |d: &mut [u8], s: &[u8]| {
+        if let (Ok(d), Ok(s)) = (<&mut [u8; 16]>::try_from(d), <&[u8; 31]>::try_from(s)) {
+            *d = std::array::from_fn(|i| s[2 * i] ^ flip);
+        }
+    };
+    if n >= 16 {
+        let mut i = 0;
+        while i + 16 <= n {
+            block(&mut dst[i..i + 16], &src[2 * i..2 * i + 31]);
+            i += 16;
+        }
+        if i < n {
+            let j = n - 16;
+            block(&mut dst[j..], &src[2 * j..2 * j + 31]);
+        }
+    } else {
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = src[2 * i] ^ flip;
+        }
+    }
+}
+
 /// `s.fill(v)` for the padding at a row's ends, which is 0 to a few bytes
 /// wide: a call to `memset` per end cost more than the row's copy on the
 /// short rows of small maps (YOLOX's 13 x 13 ... 52 x 52 heads).
@@ -266,17 +322,9 @@ fn fetch_row(
             if let Some(last) = dst.len().checked_sub(1) {
                 let src = &src[start..=start + last * sw];
                 if sw == 1 {
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d = s ^ flip;
-                    }
+                    copy_stride1(dst, src, flip);
                 } else if sw == 2 {
-                    // Even bytes: the low byte of each little-endian pair
-                    // (one truncating vector move on AVX-512).
-                    let (pairs, _) = src.as_chunks::<2>();
-                    for (d, &p) in dst.iter_mut().zip(pairs) {
-                        *d = (u16::from_le_bytes(p) as u8) ^ flip;
-                    }
-                    dst[last] = src[last * 2] ^ flip;
+                    copy_stride2(dst, src, flip);
                 } else {
                     for (i, d) in dst.iter_mut().enumerate() {
                         *d = src[i * sw] ^ flip;

@@ -203,6 +203,26 @@ const CONV_CASES: &[ConvCase] = &[
         1,
     ),
     case(
+        // im2col rows of 37 bytes: 16-byte blocks and an overlapping tail.
+        "3x3 wide rows",
+        [1, 4, 6, 37],
+        [5, 4, 3, 3],
+        [1, 1],
+        [1; 4],
+        [1, 1],
+        1,
+    ),
+    case(
+        // Stride 2 rows of 22 outputs: one block and an overlapping tail.
+        "3x3 stride 2 wide rows",
+        [1, 3, 7, 45],
+        [4, 3, 3, 3],
+        [2, 2],
+        [1, 1, 1, 0],
+        [1, 1],
+        1,
+    ),
+    case(
         // Padding 1, 2 and 3 wide at the ends of the im2col rows.
         "5x5 wide pads",
         [1, 4, 9, 10],
