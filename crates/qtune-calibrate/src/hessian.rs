@@ -428,13 +428,11 @@ pub fn sequential_hessians(
     }
     let mask_id = mask_value(graph, settings)?;
     let mut cur = graph.clone();
-    // With a float target, the float model gives each stage's X_f, and
-    // `refit` holds the refit weights (the float graph otherwise).
+    // With a float target, the float model gives each stage's X_f.
     let float_exec = match settings.float_target {
         Some(_) => Some(Executor::new(graph.clone())?),
         None => None,
     };
-    let mut refit = graph.clone();
     let mut out = Hessians::new();
     let mut constants = Vec::new();
     let mut refit_weights = 0;
@@ -531,13 +529,16 @@ pub fn sequential_hessians(
         let h = Arc::new(input.sum);
         for &id in ids {
             let mode = plan.modes[id.index()];
+            // The weight quantized: the float one, or its refit, put in
+            // `cur` until the dequantized weight replaces it below (`cur`
+            // differs from the float graph only in layers already done).
             let source = match (&cross, settings.float_target) {
                 (Some(c), Some(damp)) => {
                     let (name, t) = refit_weight(graph, id, &h, c, damp)?;
-                    refit.add_constant(name.clone(), t.clone());
+                    cur.add_constant(name.clone(), t.clone());
                     constants.push((name, t));
                     refit_weights += 1;
-                    &refit
+                    &cur
                 }
                 _ => graph,
             };
