@@ -16,10 +16,9 @@
 //! A new entry of the registry is covered without a change here.
 
 mod common;
-use common::{close, int8_request, mlir_parses, onnxruntime, python, scratch};
+use common::{close, import_and_export, int8_request, mlir_parses, onnxruntime, python, scratch};
 
 use qtune_deploy::{Processor, quantize};
-use qtune_exec::{PrepareOptions, prepare};
 use qtune_ir::Graph;
 use qtune_ir::mlir::{MlirWriteOptions, read_top_mlir, write_top_mlir};
 use qtune_ir::reduce::REDUCE_OPS;
@@ -90,29 +89,11 @@ fn every_reduction_matches_onnxruntime_round_trips_and_plans() {
     for spec in REDUCE_OPS {
         for form in FORMS {
             let stem = format!("{}_{form}", spec.name);
-            let graph =
-                qtune_onnx::import_onnx(&dir.join(format!("{stem}.onnx")), &Default::default())
-                    .unwrap_or_else(|e| panic!("{stem}: {e}"));
-            let node = graph.nodes().next().unwrap().1.clone();
+            let (op, prepared) = import_and_export(&dir, &stem, &mut runs);
             assert!(
-                node.op.reduce().is_some_and(|(s, _)| std::ptr::eq(s, spec)),
-                "{stem}: imported as {:?}",
-                node.op
+                op.reduce().is_some_and(|(s, _)| std::ptr::eq(s, spec)),
+                "{stem}: imported as {op:?}"
             );
-            let (prepared, _) = prepare(graph, &PrepareOptions::default()).unwrap();
-            qtune_onnx::write_onnx(
-                &prepared,
-                &dir.join(format!("{stem}_export.onnx")),
-                &Default::default(),
-            )
-            .unwrap_or_else(|e| panic!("{stem}: export: {e}"));
-            for (model, out) in [("", "ort"), ("_export", "ort_export")] {
-                runs.push((
-                    dir.join(format!("{stem}{model}.onnx")),
-                    dir.join("in.npz"),
-                    dir.join(format!("{stem}_{out}.npz")),
-                ));
-            }
             cases.push((spec, stem, prepared));
         }
     }

@@ -45,6 +45,35 @@ pub fn onnxruntime(runs: &[(PathBuf, PathBuf, PathBuf)]) {
     python(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
 }
 
+/// Imports `<dir>/<stem>.onnx` and prepares it, writes its ONNX export to
+/// `<stem>_export.onnx`, and queues ONNX Runtime runs of both on
+/// `<dir>/in.npz` (outputs `<stem>_ort.npz` and `<stem>_ort_export.npz`).
+/// Returns the imported model's first op and the prepared graph.
+pub fn import_and_export(
+    dir: &Path,
+    stem: &str,
+    runs: &mut Vec<(PathBuf, PathBuf, PathBuf)>,
+) -> (qtune_ir::Op, Graph) {
+    let graph = qtune_onnx::import_onnx(&dir.join(format!("{stem}.onnx")), &Default::default())
+        .unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let op = graph.nodes().next().unwrap().1.op.clone();
+    let (prepared, _) = qtune_exec::prepare(graph, &PrepareOptions::default()).unwrap();
+    qtune_onnx::write_onnx(
+        &prepared,
+        &dir.join(format!("{stem}_export.onnx")),
+        &Default::default(),
+    )
+    .unwrap_or_else(|e| panic!("{stem}: export: {e}"));
+    for (model, out) in [("", "ort"), ("_export", "ort_export")] {
+        runs.push((
+            dir.join(format!("{stem}{model}.onnx")),
+            dir.join("in.npz"),
+            dir.join(format!("{stem}_{out}.npz")),
+        ));
+    }
+    (op, prepared)
+}
+
 /// The first output of `graph` on the inputs `feeds` (by name).
 pub fn run(graph: Graph, feeds: &[(String, Tensor)]) -> Tensor {
     let (exec, _) = Executor::from_graph(graph, &PrepareOptions::default()).unwrap();
