@@ -116,11 +116,7 @@ impl TuneRefs {
                         bytes,
                         dtype,
                         dims,
-                    })) => {
-                        let mut raw = vec![0u8; *bytes];
-                        self.read_at(&mut raw, *offset).map_err(scratch_error)?;
-                        from_bytes(&raw, *dtype, dims.clone())?
-                    }
+                    })) => self.read_tensor(*offset, *bytes, *dtype, dims.clone())?,
                     _ => continue,
                 };
                 values.insert(id, t);
@@ -151,9 +147,28 @@ impl TuneRefs {
             _ => return Ok(None),
         };
         let (offset, bytes, dtype, dims) = disk;
+        Ok(Some(self.read_tensor(offset, bytes, dtype, dims)?))
+    }
+
+    /// The tensor spilled at `offset` (`bytes` long). An f32 tensor (the
+    /// float references) is read straight into its buffer on a
+    /// little-endian machine, where the file's bytes are its layout.
+    fn read_tensor(
+        &self,
+        offset: u64,
+        bytes: usize,
+        dtype: DType,
+        dims: Vec<usize>,
+    ) -> Result<Tensor, PipelineError> {
+        if dtype == DType::F32 && cfg!(target_endian = "little") {
+            let mut v = vec![0f32; bytes / 4];
+            self.read_at(bytemuck::cast_slice_mut(&mut v), offset)
+                .map_err(scratch_error)?;
+            return Ok(Tensor::new(dims, TensorData::F32(v.into()))?);
+        }
         let mut raw = vec![0u8; bytes];
         self.read_at(&mut raw, offset).map_err(scratch_error)?;
-        Ok(Some(from_bytes(&raw, dtype, dims)?))
+        from_bytes(&raw, dtype, dims)
     }
 
     fn write_at(&self, raw: &[u8], offset: u64) -> io::Result<()> {
