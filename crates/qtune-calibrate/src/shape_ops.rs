@@ -5,10 +5,12 @@
 //! static input shapes every `Shape` op and what it feeds is folded away,
 //! so for the workload models the list is empty; what remains (shape
 //! arithmetic on dynamic data, integer casts) is listed. TopK and ArgMax
-//! generators do not exist in the qtune IR yet; `Pack`, `Repeat`, `Tile`,
+//! generators do not exist in the qtune IR yet; `Pack`, `Repeat`,
 //! `GatherElements` and `Interp` have no IR op either (Resize plays
-//! `Interp`'s role as a stop point).
+//! `Interp`'s role as a stop point). The data-movement ops take their role
+//! from their registry entry ([`qtune_ir::movement::ShapeRole`]).
 
+use qtune_ir::movement::ShapeRole;
 use qtune_ir::{Graph, NodeId, Op};
 use qtune_tensor::DType;
 
@@ -22,22 +24,17 @@ fn is_generator(op: &Op) -> bool {
     )
 }
 
+fn shape_role(op: &Op) -> Option<ShapeRole> {
+    op.movement().map(|s| s.shape_role)
+}
+
 fn is_stop(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Reshape { .. } | Op::Resize(_) | Op::Cast { to: DType::F32 }
-    )
+    matches!(op, Op::Resize(_) | Op::Cast { to: DType::F32 })
+        || shape_role(op) == Some(ShapeRole::Stop)
 }
 
 fn is_transparent(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Concat { .. }
-            | Op::Slice
-            | Op::Split { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-    )
+    shape_role(op) == Some(ShapeRole::Transparent)
 }
 
 /// The op names (first output names) of the shape layers, in op order.
@@ -184,6 +181,79 @@ mod tests {
         g.add_node("out", Op::Relu, vec![Some(r)], vec![out]);
         g.outputs.push(out);
         assert_eq!(shape_layers(&g), vec!["s_Shape", "cat_Concat"]);
+    }
+
+    /// The data-movement ops take their role from their registry entry: a
+    /// Tile is transparent (spec 3.15), a Transpose is not. Shape(x) is
+    /// concatenated with Tile(i) and with Transpose(i) (`i` an integer
+    /// input), each Concat feeding a Reshape of x: the Concats join forward,
+    /// and backward from them the Tile joins, the Transpose does not.
+    #[test]
+    fn the_backward_rule_takes_a_tile_but_not_a_transpose() {
+        let mut g = Graph::new("t");
+        let x = g.add_value("x", DType::F32, Some(Shape::new(vec![2, 3])));
+        let i = g.add_value("i", DType::I64, Some(Shape::new(vec![1])));
+        g.inputs.extend([x, i]);
+        let s = g.add_value("s_Shape", DType::I64, Some(Shape::new(vec![2])));
+        g.add_node(
+            "s",
+            Op::Shape {
+                start: 0,
+                end: None,
+            },
+            vec![Some(x)],
+            vec![s],
+        );
+        let reps = g.add_constant(
+            "reps",
+            qtune_tensor::Tensor::from_i64(vec![1], vec![1]).unwrap(),
+        );
+        let t = g.add_value("t_Tile", DType::I64, Some(Shape::new(vec![1])));
+        g.add_node("t", Op::Tile, vec![Some(i), Some(reps)], vec![t]);
+        let p = g.add_value("p_Transpose", DType::I64, Some(Shape::new(vec![1])));
+        g.add_node(
+            "p",
+            Op::Transpose {
+                perm: Some(vec![0]),
+            },
+            vec![Some(i)],
+            vec![p],
+        );
+        for (k, other) in [(1, t), (2, p)] {
+            let c = g.add_value(
+                format!("c{k}_Concat"),
+                DType::I64,
+                Some(Shape::new(vec![3])),
+            );
+            g.add_node(
+                format!("c{k}"),
+                Op::Concat { axis: 0 },
+                vec![Some(s), Some(other)],
+                vec![c],
+            );
+            let r = g.add_value(
+                format!("r{k}_Reshape"),
+                DType::F32,
+                Some(Shape::new(vec![2, 3, 1])),
+            );
+            g.add_node(
+                format!("r{k}"),
+                Op::Reshape { allowzero: false },
+                vec![Some(x), Some(c)],
+                vec![r],
+            );
+            let out = g.add_value(
+                format!("o{k}_Relu"),
+                DType::F32,
+                Some(Shape::new(vec![2, 3, 1])),
+            );
+            g.add_node(format!("o{k}"), Op::Relu, vec![Some(r)], vec![out]);
+            g.outputs.push(out);
+        }
+        assert_eq!(
+            shape_layers(&g),
+            vec!["s_Shape", "t_Tile", "c1_Concat", "c2_Concat"]
+        );
     }
 
     #[test]

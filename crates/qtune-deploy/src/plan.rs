@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 
 use qtune_ir::binary::BinaryRange;
+use qtune_ir::movement::MoveRange;
 use qtune_ir::passes::canonical::is_upsample;
 use qtune_ir::pool::PoolRange;
 use qtune_ir::unary::Int8Rule;
-use qtune_ir::{Graph, NodeId, Op, ValueId, pool_op, reduce_op};
+use qtune_ir::{Graph, NodeId, Op, ValueId, movement_op, pool_op, reduce_op};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_tensor::DType;
 
@@ -214,7 +215,7 @@ fn chip_float(
             Op::Resize(_) if !is_upsample(graph, node) => {
                 Some((fp, "Resize other than integer-scale nearest"))
             }
-            Op::Gather { .. } => Some((fp, "Gather has no int8 form")),
+            op if let Some(why) = movement_float(op) => Some((fp, why)),
             Op::Softmax { axis } => {
                 let r = i64::try_from(rank(0)).unwrap_or(0);
                 let ax = if *axis < 0 { axis + r } else { *axis };
@@ -238,7 +239,7 @@ fn chip_float(
             Op::Resize(_) if !is_upsample(graph, node) => {
                 Some((f32_, "Resize other than integer-scale nearest"))
             }
-            Op::Gather { .. } => Some((f32_, "Gather has no int8 form")),
+            op if let Some(why) = movement_float(op) => Some((f32_, why)),
             Op::MatMul if !(rank(0) == 2 && is_const(graph, n.inputs.get(1))) => {
                 Some((f32_, "MatMul other than a 2-D fully connected layer"))
             }
@@ -248,7 +249,7 @@ fn chip_float(
             _ if non_const_weight => Some((fp, "Conv with a non-constant filter")),
             Op::Softmax { .. } => Some((fp, "Softmax has no int8 form")),
             Op::Clip(_) if !is_relu_like(graph, node) => Some((fp, "Clip has no int8 form")),
-            Op::Gather { .. } => Some((fp, "Gather has no int8 form")),
+            op if let Some(why) = movement_float(op) => Some((fp, why)),
             // The reduction family's registry rule (`qtune_ir::reduce`).
             op @ reduce_op!() if !op.reduce().is_some_and(|(r, _)| r.cv18xx_int8) => {
                 Some((fp, "this Reduce has no int8 form on CV18xx"))
@@ -382,15 +383,12 @@ fn forwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
             Some(PoolRange::OwnRangeButBm1684) => profile.family == Family::Bm1684,
             None => false,
         },
-        Op::Reshape { .. }
-        | Op::Flatten { .. }
-        | Op::Squeeze { .. }
-        | Op::Unsqueeze { .. }
-        | Op::Slice
-        | Op::Split { .. }
-        | Op::Transpose { .. }
-        | Op::Identity
-        | Op::Expand => true,
+        // The data-movement family (`qtune_ir::movement`): its forward
+        // rules.
+        movement_op!() => matches!(
+            movement_range(&n.op),
+            Some(MoveRange::ForwardsFirst | MoveRange::Forwards)
+        ),
         Op::Clip(_) => is_relu_like(graph, node),
         Op::Resize(_) => is_upsample(graph, node),
         _ => false,
@@ -403,9 +401,22 @@ fn backwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
     match &n.op {
         op if unary_shares_range(op, profile) => true,
         op if pool_shares_range(op) => true,
+        op if movement_range(op) == Some(MoveRange::Backwards) => true,
         Op::Clip(_) => is_relu_like(graph, node),
         _ => false,
     }
+}
+
+/// Why the TPU profiles keep a data-movement op in float, if they do (its
+/// registry entry, [`qtune_ir::movement`]).
+fn movement_float(op: &Op) -> Option<&'static str> {
+    op.movement().and_then(|s| s.tpu_float)
+}
+
+/// A data-movement op's range rule (its registry entry,
+/// [`qtune_ir::movement`]).
+fn movement_range(op: &Op) -> Option<MoveRange> {
+    op.movement().map(|s| s.range)
 }
 
 /// The data input of an op with one: the first input, but for a binary op
@@ -739,22 +750,22 @@ fn initial_ranges(
 fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, modes: &[QuantMode]) {
     let consumers = graph.consumers();
     let node_ids: Vec<NodeId> = graph.nodes().map(|(id, _)| id).collect();
-    // 1. Forward Reshape / Transpose.
+    // 1. Forward Reshape / Transpose (`MoveRange::ForwardsFirst`).
     for &id in &node_ids {
         let n = graph.node(id);
-        if matches!(
-            n.op,
-            Op::Reshape { .. } | Op::Flatten { .. } | Op::Transpose { .. }
-        ) && let Some(x) = data_input(graph, id)
+        if movement_range(&n.op) == Some(MoveRange::ForwardsFirst)
+            && let Some(x) = data_input(graph, id)
             && let Some(r) = ranges[x.index()]
         {
             ranges[n.outputs[0].index()] = Some(r);
         }
     }
-    // 3. Backward into the inputs of Concat, and of Max and Min of tensors.
+    // 3. Backward into the inputs of Concat (`MoveRange::IntoInputs`), and
+    // of Max and Min of tensors.
     for &id in node_ids.iter().rev() {
         let n = graph.node(id);
-        if (matches!(n.op, Op::Concat { .. }) || selects(graph, id) == Some(false))
+        if (movement_range(&n.op) == Some(MoveRange::IntoInputs)
+            || selects(graph, id) == Some(false))
             && modes[id.index()] == QuantMode::Int8
             && let Some(r) = ranges[n.outputs[0].index()]
         {
@@ -765,8 +776,8 @@ fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, mod
             }
         }
     }
-    // 4. Backward through Relu, MaxPool, Abs (and LeakyRelu): the producer
-    // takes the range when this op is its only reader.
+    // 4. Backward through Relu, MaxPool, Depth2Space, Abs (and LeakyRelu):
+    // the producer takes the range when this op is its only reader.
     for &id in node_ids.iter().rev() {
         if !backwards_range(graph, id, profile) {
             continue;

@@ -799,16 +799,7 @@ impl Builder<'_> {
     fn output_on_input_grid(&self, id: NodeId, o: ValueId) -> bool {
         let n = self.src.node(id);
         let passthrough = match &n.op {
-            Op::Reshape { .. }
-            | Op::Flatten { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Transpose { .. }
-            | Op::Slice
-            | Op::Split { .. }
-            | Op::Identity
-            | Op::Expand
-            | Op::Concat { .. } => true,
+            op if op.movement().is_some_and(|s| s.range.shares_range()) => true,
             op if crate::plan::pool_shares_range(op) => true,
             Op::Relu | Op::Clip(_) => is_relu_like(self.src, id),
             _ => false,

@@ -19,6 +19,8 @@ pub mod binary;
 pub mod reduce;
 #[macro_use]
 pub mod pool;
+#[macro_use]
+pub mod movement;
 mod error;
 mod graph;
 mod ids;

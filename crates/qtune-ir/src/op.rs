@@ -418,27 +418,6 @@ impl Op {
             _ => false,
         }
     }
-
-    /// Ops that only move or reinterpret data (no arithmetic).
-    pub fn is_data_movement(&self) -> bool {
-        matches!(
-            self,
-            Op::Concat { .. }
-                | Op::Split { .. }
-                | Op::Slice
-                | Op::Reshape { .. }
-                | Op::Transpose { .. }
-                | Op::Flatten { .. }
-                | Op::Squeeze { .. }
-                | Op::Unsqueeze { .. }
-                | Op::Gather { .. }
-                | Op::Expand
-                | Op::Tile
-                | Op::SpaceToDepth { .. }
-                | Op::DepthToSpace { .. }
-                | Op::Identity
-        )
-    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use qtune_exec::{Executor, Keep, Parallelism, RunOptions, ValueHook};
+use qtune_ir::movement::MoveKind;
 use qtune_ir::{Graph, Node, NodeId, Op, ValueId};
 use qtune_tensor::{Shape, Tensor};
 
@@ -200,7 +201,9 @@ fn linear_uses(
                 transposed: false,
             }]
         }),
-        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+        // A view (`qtune_ir::movement::MoveKind::View`) keeps the elements
+        // in order.
+        op if op.movement().is_some_and(|s| s.kind == MoveKind::View) => {
             let out = *n.outputs.first()?;
             // Row-major: the last axis keeps its elements when its size is
             // unchanged.

@@ -35,9 +35,9 @@ const fn op(
 }
 
 /// The Top ops the reader accepts, in alphabetical order, but for the
-/// unary, binary, reduction and pooling families, which come from their
-/// registries ([`crate::unary`], [`crate::binary`], [`crate::reduce`],
-/// [`crate::pool`]).
+/// unary, binary, reduction, pooling and data-movement families, which come
+/// from their registries ([`crate::unary`], [`crate::binary`],
+/// [`crate::reduce`], [`crate::pool`], [`crate::movement`]).
 pub const TOP_OPS: &[TopOpSpec] = &[
     op(
         "top.BatchNorm",
@@ -62,13 +62,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "the binary modes are in the binary family's rows",
     ),
     op(
-        "top.Concat",
-        "inputs",
-        "axis, do_relu, relu_limit",
-        "Concat",
-        "",
-    ),
-    op(
         "top.Conv",
         "input, filter, bias?",
         "kernel_shape, strides, pads, dilations, group, auto_pad, do_relu, relu_limit",
@@ -83,35 +76,12 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "",
     ),
     op(
-        "top.Depth2Space",
-        "input",
-        "block_h, block_w, is_CRD, is_inversed, in_is_NCHW, out_is_NCHW, swap_cr",
-        "SpaceToDepth (is_inversed) / DepthToSpace",
-        "equal blocks, NCHW, no swap_cr; inversed only in DCR order",
-    ),
-    op("top.Expand", "input", "shape", "Expand", ""),
-    op(
-        "top.Flatten",
-        "input",
-        "start_dim, end_dim",
-        "Flatten / Reshape",
-        "",
-    ),
-    op(
         "top.GELU",
         "input",
         "approx_mode (normal, tanh)",
         "Gelu",
         "approx_mode absent is the erf form",
     ),
-    op(
-        "top.Gather",
-        "input, indices",
-        "axis, keepdims",
-        "Gather",
-        "",
-    ),
-    op("top.Identity", "input", "", "Identity", ""),
     op(
         "top.Input",
         "function argument",
@@ -141,14 +111,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "output_transpose and hdim_is_batch are an error",
     ),
     op("top.None", "", "", "(absent operand)", ""),
-    op("top.Permute", "input", "order", "Transpose", ""),
-    op(
-        "top.Reshape",
-        "input",
-        "shape",
-        "Reshape",
-        "a tensor shape operand is an error",
-    ),
     op(
         "top.Scale",
         "input, scale, bias",
@@ -158,29 +120,12 @@ pub const TOP_OPS: &[TopOpSpec] = &[
     ),
     op("top.Shape", "input", "start, end, step", "Shape", ""),
     op(
-        "top.Slice",
-        "input, offsetT?, endsT?, stepsT?",
-        "offset, ends, steps, axes, hasparamConvert_axes",
-        "Slice",
-        "tensor offsets are an error",
-    ),
-    op(
         "top.Softmax",
         "input",
         "axis, beta (1), log (false)",
         "Softmax",
         "",
     ),
-    op("top.Split", "input", "axis, num, split_size", "Split", ""),
-    op("top.Squeeze", "input", "axes", "Squeeze", ""),
-    op(
-        "top.Tile",
-        "input",
-        "tile",
-        "Tile",
-        "a tensor of repeats is an error",
-    ),
-    op("top.Unsqueeze", "input", "axes", "Unsqueeze", ""),
     op(
         "top.Upsample",
         "input",
@@ -199,14 +144,16 @@ pub const TOP_OPS: &[TopOpSpec] = &[
 ];
 
 /// Whether the reader accepts this Top op (one of [`TOP_OPS`] or of the
-/// unary, binary, reduction or pooling family, [`crate::unary`],
-/// [`crate::binary`], [`crate::reduce`], [`crate::pool`]).
+/// unary, binary, reduction, pooling or data-movement family,
+/// [`crate::unary`], [`crate::binary`], [`crate::reduce`], [`crate::pool`],
+/// [`crate::movement`]).
 pub fn is_supported(name: &str) -> bool {
     TOP_OPS.iter().any(|s| s.name == name)
         || crate::unary::by_top(name).is_some()
         || crate::binary::is_top(name)
         || name == "top.Reduce"
         || crate::pool::is_top(name)
+        || crate::movement::is_top(name)
 }
 
 /// The table of [`TOP_OPS`] as Markdown (`docs/tpu-mlir-top-ops.md`).
@@ -214,8 +161,8 @@ pub fn top_ops_markdown() -> String {
     let mut s = String::from(
         "# Top ops qtune reads and writes\n\n\
          Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary, binary, \
-         reduction and pooling registries (`crates/qtune-ir/src/unary.rs`, `binary.rs`, `reduce.rs`, \
-         `pool.rs`); a test keeps this file \
+         reduction, pooling and data-movement registries (`crates/qtune-ir/src/unary.rs`, \
+         `binary.rs`, `reduce.rs`, `pool.rs`, `movement.rs`); a test keeps this file \
          current. The reader accepts exactly these ops, with the attributes as TPU-MLIR prints \
          them (`include/tpu_mlir/Dialect/Top/IR/TopOps.td`); any other op is an error that names \
          it and its line. Attributes not listed are ignored (TPU-MLIR's optional attributes for \
@@ -229,6 +176,7 @@ pub fn top_ops_markdown() -> String {
         .chain(crate::binary::top_rows())
         .chain(crate::reduce::top_rows())
         .chain(crate::pool::top_rows())
+        .chain(crate::movement::top_rows())
         .collect();
     rows.sort();
     for [name, operands, attributes, ir, notes] in rows {
