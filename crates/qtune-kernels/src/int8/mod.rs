@@ -38,6 +38,12 @@
 //! * The portable path: the same packing and tiling with a plain-Rust
 //!   microkernel (compiled per feature level, see `qtune_simd::dispatch`),
 //!   for CPUs without VNNI and for testing ([`Int8Path::Portable`]).
+//! * Convolutions with strides and dilations 1 (but plain 1x1 ones) run
+//!   over the padded grid: the input is padded once per call, which makes
+//!   each im2col row one contiguous run, and the columns past each output
+//!   row's end (`kw - 1` per row) are computed and dropped
+//!   (`pack::PaddedInput`). The others build their im2col rows pixel run by
+//!   pixel run.
 //! * Depthwise convolutions (one input channel per group) use a direct
 //!   kernel on zero-point-centred 16-bit planes on both paths (a reduction
 //!   of `kh * kw` values is too short for the packed product).
@@ -64,6 +70,7 @@ use crate::Parallelism;
 pub use crate::quant::QRange;
 use crate::util::{SendPtr, for_each_tile, par_for_work};
 
+use pack::PaddedInput;
 pub use pack::{MatrixLayout, PackedInt8};
 
 /// Output channels per packed weight block (rows of a microkernel tile).
@@ -590,7 +597,12 @@ pub fn conv2d_int8(
     let pad = zp_u as u8;
     let corr = corrections(w, stage, zp_u);
     let vnni = path.use_vnni();
-    let panels = pixels.div_ceil(PANEL);
+    // Stride-1 layers run over the padded grid (`PaddedInput`): columns
+    // are padded-grid positions, of which those past an output row's end
+    // are dropped; the others' columns are the output pixels.
+    let padded = PaddedInput::applies(geom).then(|| PaddedInput::new(bytes, flip, pad, geom));
+    let columns = padded.as_ref().map_or(pixels, |p| p.columns(geom));
+    let panels = columns.div_ceil(PANEL);
     let units = n * geom.group * panels;
     let chunks = block_chunks(w.m_blocks, units);
     for_each_tile(units * chunks.len(), par, |t| {
@@ -598,14 +610,38 @@ pub fn conv2d_int8(
         let (b, rest) = (u / (geom.group * panels), u % (geom.group * panels));
         let (g, p) = (rest / panels, rest % panels);
         let p0 = p * PANEL;
-        let cols = PANEL.min(pixels - p0);
+        let cols = PANEL.min(columns - p0);
         with_scratch(w.k4 * PANEL * 4, |panel| {
-            pack::im2col_panel(bytes, flip, pad, geom, b, g, p0, cols, w.k4, panel);
+            match &padded {
+                Some(pi) => pack::padded_panel(pi, geom, b, g, p0, cols, w.k4, panel),
+                None => pack::im2col_panel(bytes, flip, pad, geom, b, g, p0, cols, w.k4, panel),
+            }
             panel_product(w, g, chunks[ch].clone(), panel, cols, vnni, |c, j, acc| {
-                let base = (b * m + c) * pixels + p0 + j;
-                // SAFETY: tile (b, g, p, chunk) alone writes the rows of its
-                // weight blocks in group g, columns p0..p0 + cols of sample b.
-                unsafe { write_row(optr, stage, c, corr[c], acc, base, 1) };
+                let plane = (b * m + c) * pixels;
+                let Some(pi) = &padded else {
+                    // SAFETY: tile (b, g, p, chunk) alone writes the rows of
+                    // its weight blocks in group g, columns p0..p0 + cols of
+                    // sample b.
+                    unsafe { write_row(optr, stage, c, corr[c], acc, plane + p0 + j, 1) };
+                    return;
+                };
+                // One run per output row: the columns before its end.
+                let (first, end) = (p0 + j, p0 + j + acc.len());
+                let mut q = first;
+                while q < end {
+                    let (oy, ox) = (q / pi.wp, q % pi.wp);
+                    if ox >= ow {
+                        q += pi.wp - ox;
+                        continue;
+                    }
+                    let run = (ow - ox).min(end - q);
+                    let a = &acc[q - first..q - first + run];
+                    // SAFETY: as above; padded-grid column q = oy wp + ox,
+                    // ox < ow, is output pixel oy ow + ox, written by this
+                    // tile alone.
+                    unsafe { write_row(optr, stage, c, corr[c], a, plane + oy * ow + ox, 1) };
+                    q += run;
+                }
             });
         });
     });

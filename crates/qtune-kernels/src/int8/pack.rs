@@ -351,6 +351,116 @@ qtune_simd::dispatch! {
     }
 }
 
+/// The stride-1 convolutions over the padded width: the input padded once
+/// per call, `[n, c, hp, wp]` unsigned codes (the padding the zero point's
+/// code), makes every im2col row a contiguous run. Reduction element
+/// `(ci, ky, kx)` of padded-grid column `q = oy * wp + ox` is
+/// `padded[ci][ky * wp + kx + q]`, so a panel row is one slice, and the
+/// product runs over `(oh - 1) * wp + ow` columns, of which the `wp - ow`
+/// past each output row's end are computed and dropped (their reads stay
+/// within the plane).
+pub(crate) struct PaddedInput {
+    pub(crate) bytes: Vec<u8>,
+    /// Padded height and width.
+    pub(crate) hp: usize,
+    pub(crate) wp: usize,
+}
+
+impl PaddedInput {
+    /// Whether `geom` is a convolution the padded-width path computes:
+    /// strides and dilations 1, and not a plain pointwise one (whose
+    /// im2col rows are already contiguous).
+    pub(crate) fn applies(geom: &ConvGeometry) -> bool {
+        let [_, _, kh, kw] = geom.weight;
+        geom.strides == [1, 1]
+            && geom.dilations == [1, 1]
+            && !(kh == 1 && kw == 1 && geom.pads == [0; 4])
+    }
+
+    /// `x` (`[n, c, h, w]` codes, `^ flip` makes them unsigned) padded by
+    /// `geom.pads` with `pad`.
+    pub(crate) fn new(x: &[u8], flip: u8, pad: u8, geom: &ConvGeometry) -> PaddedInput {
+        let [n, c, h, w] = geom.input;
+        let [pt, pl, pb, pr] = geom.pads;
+        let (hp, wp) = (h + pt + pb, w + pl + pr);
+        let mut bytes = vec![pad; n * c * hp * wp];
+        if h * w == 0 {
+            // An empty map: all padding.
+            return PaddedInput { bytes, hp, wp };
+        }
+        for (src, dst) in x.chunks_exact(h * w).zip(bytes.chunks_exact_mut(hp * wp)) {
+            for (s, d) in src.chunks_exact(w).zip(dst[pt * wp..].chunks_exact_mut(wp)) {
+                copy_stride1(&mut d[pl..pl + w], s, flip);
+            }
+        }
+        PaddedInput { bytes, hp, wp }
+    }
+
+    /// Columns of the product: the padded-grid positions from the first
+    /// output pixel to the last.
+    pub(crate) fn columns(&self, geom: &ConvGeometry) -> usize {
+        let [_, _, oh, ow] = geom.output();
+        (oh - 1) * self.wp + ow
+    }
+}
+
+/// Zeros for the reduction rows past `k` (the padding to a multiple of 4).
+static ZERO_ROW: [u8; PANEL] = [0; PANEL];
+
+/// The panel of padded-grid columns `q0..q0 + cols` of sample `b`, group
+/// `g` ([`PaddedInput`]): `panel[kk][j][t]` is reduction element
+/// `4 kk + t` = `(ci, ky, kx)` of column `q0 + j`.
+pub(crate) fn padded_panel(
+    p: &PaddedInput,
+    geom: &ConvGeometry,
+    b: usize,
+    g: usize,
+    q0: usize,
+    cols: usize,
+    k4: usize,
+    panel: &mut [u8],
+) {
+    let [_, c, _, _] = geom.input;
+    let [_, cg, kh, kw] = geom.weight;
+    let k = cg * kh * kw;
+    let plane = p.hp * p.wp;
+    let base = (b * c + g * cg) * plane + q0;
+    let (mut ci, mut ky, mut kx) = (0usize, 0usize, 0usize);
+    for kk in 0..k4 {
+        let rows: [&[u8]; 4] = std::array::from_fn(|t| {
+            if kk * 4 + t >= k {
+                return &ZERO_ROW[..cols];
+            }
+            let row = &p.bytes[base + ci * plane + ky * p.wp + kx..][..cols];
+            kx += 1;
+            if kx == kw {
+                kx = 0;
+                ky += 1;
+                if ky == kh {
+                    ky = 0;
+                    ci += 1;
+                }
+            }
+            row
+        });
+        interleave_slices(rows, &mut panel[kk * PANEL * 4..][..cols * 4]);
+    }
+}
+
+qtune_simd::dispatch! {
+    /// `dst[4 j + t] = rows[t][j]`, as [`interleave`] for four slices.
+    fn interleave_slices(rows: [&[u8]; 4], dst: &mut [u8]) {
+        let [r0, r1, r2, r3] = rows;
+        let (words, _) = dst.as_chunks_mut::<4>();
+        let n = words.len();
+        let (r0, r1, r2, r3) = (&r0[..n], &r1[..n], &r2[..n], &r3[..n]);
+        for (((d, &a), &b), (&c, &e)) in words.iter_mut().zip(r0).zip(r1).zip(r2.iter().zip(r3)) {
+            let v = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16 | u32::from(e) << 24;
+            *d = v.to_le_bytes();
+        }
+    }
+}
+
 /// The panel of matrix rows `r0..r0 + cols` of `x` (`[rows, k]`):
 /// `panel[kk][j][t]` is `x[r0 + j][4 kk + t] ^ flip` (0 past `k`).
 pub(crate) fn rows_panel(

@@ -233,6 +233,47 @@ const CONV_CASES: &[ConvCase] = &[
         1,
     ),
     case(
+        // Two samples, asymmetric pads, two panels over the padded grid.
+        "3x3 batch 2 asymmetric pads",
+        [2, 3, 20, 17],
+        [5, 3, 3, 3],
+        [1, 1],
+        [1, 0, 2, 1],
+        [1, 1],
+        1,
+    ),
+    case(
+        // A 1x1 kernel with padding runs over the padded grid too.
+        "1x1 padded",
+        [1, 3, 4, 5],
+        [4, 3, 1, 1],
+        [1, 1],
+        [1, 0, 0, 2],
+        [1, 1],
+        1,
+    ),
+    case(
+        // Stride 1 along the rows only: im2col rows of 37 bytes copied
+        // pixel run by pixel run (16-byte blocks and an overlapping tail).
+        "3x3 stride (2, 1) wide rows",
+        [1, 4, 9, 37],
+        [5, 4, 3, 3],
+        [2, 1],
+        [1; 4],
+        [1, 1],
+        1,
+    ),
+    case(
+        // An empty map with padding: every output reads only padding.
+        "empty map, padded",
+        [1, 3, 0, 4],
+        [2, 3, 1, 1],
+        [1, 1],
+        [1, 0, 1, 0],
+        [1, 1],
+        1,
+    ),
+    case(
         "grouped",
         [1, 8, 7, 7],
         [6, 4, 3, 3],
