@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use qtune_exec::{Executor, Keep, NoHook, Parallelism, RunOptions, ValueHook, Values};
-use qtune_ir::{Graph, NodeId, Op, ValueId};
+use qtune_ir::{Graph, NodeId, ValueId};
 use qtune_quant::distance::{abs_sum, squared_distance};
 use qtune_quant::{
     CalibrationMethod, CalibrationRow, CalibrationTable, HistogramLine, PercentileSchedule,
@@ -169,7 +169,13 @@ pub fn table_entries(graph: &Graph) -> (Vec<TableEntry>, usize) {
     }
     let base = graph.inputs.len();
     for (id, node) in graph.nodes() {
-        let conv = matches!(node.op, Op::Conv(_) | Op::MatMul | Op::Gemm(_));
+        // TPU-MLIR's rule names `top.Conv` and `top.MatMul` (spec 3.9):
+        // the weighted layers written as those (not ConvTranspose's
+        // `top.Deconv`).
+        let conv = node
+            .op
+            .linear()
+            .is_some_and(|s| matches!(s.top, "top.Conv" | "top.MatMul"));
         for &o in &node.outputs {
             out.push(TableEntry {
                 value: o,

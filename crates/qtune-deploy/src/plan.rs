@@ -9,7 +9,7 @@ use qtune_ir::movement::MoveRange;
 use qtune_ir::passes::canonical::is_upsample;
 use qtune_ir::pool::PoolRange;
 use qtune_ir::unary::Int8Rule;
-use qtune_ir::{Graph, NodeId, Op, ValueId, movement_op, pool_op, reduce_op};
+use qtune_ir::{Graph, NodeId, Op, ValueId, linear_op, movement_op, pool_op, reduce_op};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_tensor::DType;
 
@@ -293,8 +293,9 @@ fn runtime_float(
 ) -> Option<(QuantMode, &'static str)> {
     let n = graph.node(node);
     match &n.op {
-        Op::Conv(_) | Op::ConvTranspose(_) if !non_const_weight => None,
-        Op::MatMul | Op::Gemm(_) => None,
+        // The weighted layers (`qtune_ir::linear`), a convolution only
+        // with a constant filter.
+        linear_op!() if !non_const_weight => None,
         _ => Some((
             QuantMode::F32,
             "QDQ runtimes compute it in float (only Conv/ConvTranspose/MatMul/Gemm are int8)",

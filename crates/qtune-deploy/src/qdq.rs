@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use qtune_ir::linear::TpuWeights;
 use qtune_ir::{FloatFormat, Graph, NodeId, Op, ValueId};
 use qtune_quant::QuantMode;
 use qtune_tensor::{DType, Shape, Tensor, TensorData};
@@ -122,54 +123,39 @@ fn pow2_shift(w_absmax: f32, bias: Option<&[f32]>, s_in: f32, s_out: f32) -> Opt
     Some(r)
 }
 
-/// The output-channel axis of the weight of an int8 layer, or `None` for
-/// per-tensor weights.
-fn weight_axis(op: &Op, scheme: WeightScheme, matmul_per_channel: bool) -> Option<usize> {
-    match (op, scheme) {
-        (_, WeightScheme::PerTensorPow2) => None,
-        (Op::Conv(_), _) => Some(0),
-        (Op::ConvTranspose(a), _) if a.conv.group <= 1 => Some(1),
-        (Op::Gemm(a), _) if matmul_per_channel => Some(if a.trans_b { 0 } else { 1 }),
-        _ => None,
-    }
-}
-
-/// The runtime profile's weights are per output channel for every layer:
-/// a MatMul's constant B `[.., K, N]` per column (its last axis), a Gemm's
-/// per output row or column (ONNX Runtime's `per_channel=True`).
-fn runtime_matmul_axis(op: &Op, profile: &Profile, dims: &[usize]) -> Option<usize> {
-    if profile.family != Family::Runtime {
-        return None;
-    }
-    match op {
-        Op::MatMul if dims.len() >= 2 => Some(dims.len() - 1),
-        Op::Gemm(a) => Some(if a.trans_b { 0 } else { 1 }),
-        _ => None,
-    }
-}
-
-/// `--matmul_perchannel` for a MatMul with a constant `[.., K, N]` weight
-/// (a canonical MatMul with its bias, e.g. BERT's attention output dense):
-/// per output channel, the weight's last axis, as for Gemm. TPU-MLIR's
-/// flag covers every MatMul with a constant right operand (its Gemms are
-/// MatMuls).
-fn matmul_weight_axis(
+/// The output-channel axis of the weight (`dims`) of an int8 layer, or
+/// `None` for per-tensor weights: per output channel for every layer on the
+/// runtime profile (ONNX Runtime's `per_channel=True`); on the TPU profiles
+/// as its registry entry says ([`TpuWeights`]: Conv and ConvTranspose per
+/// channel, Gemm and MatMul with `--matmul_perchannel`, TPU-MLIR's flag,
+/// which covers every MatMul with a constant right operand), and per tensor
+/// on BM1684's power-of-two scheme. The axis is the entry's `out_axis` (a
+/// grouped ConvTranspose has none).
+fn weight_axis(
     op: &Op,
+    profile: &Profile,
     scheme: WeightScheme,
     matmul_per_channel: bool,
-    rank: usize,
+    dims: &[usize],
 ) -> Option<usize> {
-    match (op, scheme) {
-        (Op::MatMul, WeightScheme::PerChannel) if matmul_per_channel && rank >= 2 => Some(rank - 1),
-        _ => None,
+    let spec = op.linear()?;
+    let per_channel = profile.family == Family::Runtime
+        || match (scheme, spec.tpu_weights) {
+            (WeightScheme::PerTensorPow2, _) => false,
+            (WeightScheme::PerChannel, TpuWeights::PerChannel) => true,
+            (WeightScheme::PerChannel, TpuWeights::PerTensorUnlessMatmulPerChannel) => {
+                matmul_per_channel
+            }
+        };
+    if !per_channel {
+        return None;
     }
+    (spec.out_axis)(op, dims.len())
 }
 
+/// A weighted layer (`qtune_ir::linear`): input 1 is its weight.
 fn has_weight(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul
-    )
+    op.linear().is_some()
 }
 
 /// `base`, or `base_1`, `base_2`, ...: the first name neither the graph
@@ -643,16 +629,13 @@ impl Builder<'_> {
                         let wq = quantize_weight(
                             &wdata,
                             wt.dims(),
-                            runtime_matmul_axis(&n.op, &self.plan.profile, wt.dims())
-                                .or_else(|| {
-                                    weight_axis(&n.op, scheme, self.plan.matmul_per_channel)
-                                })
-                                .or(matmul_weight_axis(
-                                    &n.op,
-                                    scheme,
-                                    self.plan.matmul_per_channel,
-                                    wt.dims().len(),
-                                )),
+                            weight_axis(
+                                &n.op,
+                                &self.plan.profile,
+                                scheme,
+                                self.plan.matmul_per_channel,
+                                wt.dims(),
+                            ),
                         );
                         let bias_scale: Vec<f32> = wq.scale.iter().map(|&s| s * s_in).collect();
                         let wv = self.add_weight(&wname, wt.dims(), wq);

@@ -140,11 +140,8 @@ enum Rewritten {
 
 fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
     let n = g.node(id);
-    if !matches!(
-        n.op,
-        Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul
-    ) || n.outputs.len() != 1
-    {
+    // The weighted layers (`qtune_ir::linear`).
+    if n.op.linear().is_none() || n.outputs.len() != 1 {
         return None;
     }
     let x = dequantize_of(g, n.inputs.first().copied().flatten()?)?;

@@ -21,6 +21,8 @@ pub mod reduce;
 pub mod pool;
 #[macro_use]
 pub mod movement;
+#[macro_use]
+pub mod linear;
 mod error;
 mod graph;
 mod ids;

@@ -54,15 +54,12 @@ fn supports_fused_relu(g: &Graph, id: NodeId) -> bool {
     let n = g.node(id);
     n.outputs.len() == 1
         && match &n.op {
-            Op::Conv(_)
-            | Op::ConvTranspose(_)
+            linear_op!()
             | Op::BatchNormalization { .. }
             | pool_op!()
             | Op::Add
             | Op::Sub
-            | Op::Mul
-            | Op::MatMul
-            | Op::Gemm(_) => true,
+            | Op::Mul => true,
             Op::Resize(_) => is_upsample(g, id),
             _ => false,
         }
