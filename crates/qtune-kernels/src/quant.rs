@@ -293,9 +293,58 @@ fn bf16_round(x: f32) -> f32 {
     if x.is_nan() { x } else { r }
 }
 
-/// Rounds f32 values to the nearest IEEE half (ties to even) and back.
+/// Rounds f32 values to the nearest IEEE half (ties to even) and back. On
+/// AVX-512 CPUs with the conversion instructions enabled (not
+/// `QTUNE_F16_CONVERT=0`) through `vcvtps2ph` / `vcvtph2ps`, which round
+/// the same way (overflow to infinity, half subnormals kept, f32
+/// subnormals to zero); NaNs are copied back unchanged, as the portable
+/// loop leaves them, so both paths give the same bits (tested).
 pub fn round_to_f16(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if f16_convert_available() {
+        // SAFETY: the CPU has AVX-512 F (checked by `f16_convert_available`).
+        unsafe { round_to_f16_convert(x) };
+        return;
+    }
     round_to_f16_block(x);
+}
+
+/// Whether [`round_to_f16`] uses the conversion instructions.
+#[cfg(target_arch = "x86_64")]
+fn f16_convert_available() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::env::var("QTUNE_F16_CONVERT").map_or(true, |v| v != "0")
+    })
+}
+
+/// [`round_to_f16`] by the AVX-512 conversions, 16 values at a time (the
+/// tail by [`f16_round`]).
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn round_to_f16_convert(x: &mut [f32]) {
+    use std::arch::x86_64::{
+        _CMP_UNORD_Q, _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT, _mm512_cmp_ps_mask,
+        _mm512_cvtph_ps, _mm512_cvtps_ph, _mm512_loadu_ps, _mm512_mask_mov_ps, _mm512_storeu_ps,
+    };
+    let (blocks, tail) = x.as_chunks_mut::<16>();
+    for b in blocks {
+        let p = b.as_mut_ptr();
+        // SAFETY: `p` points at 16 f32 values of `x`.
+        let v = unsafe { _mm512_loadu_ps(p) };
+        let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+        let r = _mm512_cvtph_ps(h);
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_ps(p, _mm512_mask_mov_ps(r, nan, v)) };
+    }
+    for v in tail {
+        *v = f16_round(*v);
+    }
 }
 
 /// Rounds f32 values to the nearest bfloat16 (ties to even) and back.
@@ -358,6 +407,46 @@ mod tests {
                 assert!(
                     p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
                     "{name} {v:e}: {p:e} vs {q:e}"
+                );
+            }
+        }
+    }
+
+    /// The conversion instructions against the portable loop, bit for bit
+    /// (NaN payloads included), over the f32 bit space: lengths that leave
+    /// a tail, and NaNs of several payloads.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f16_conversion_instructions_equal_the_portable_loop() {
+        if !super::f16_convert_available() {
+            eprintln!("no AVX-512 here (or QTUNE_F16_CONVERT=0): the portable loop alone runs");
+            return;
+        }
+        let mut x: Vec<f32> = (0..=u32::MAX / 4093)
+            .map(|i| f32::from_bits(i * 4093))
+            .collect();
+        x.extend([
+            f32::from_bits(0x7FC0_0001),
+            f32::from_bits(0xFF80_0001),
+            f32::from_bits(0x7F80_1234),
+            65519.99,
+            65520.0,
+            2.9802322e-8,
+            2.9802326e-8,
+        ]);
+        for len in [x.len(), x.len() - 5, 15, 16, 17] {
+            let mut a = x[..len].to_vec();
+            let mut b = a.clone();
+            // SAFETY: checked above.
+            unsafe { super::round_to_f16_convert(&mut a) };
+            super::round_to_f16_block(&mut b);
+            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                assert_eq!(
+                    p.to_bits(),
+                    q.to_bits(),
+                    "{:e} (bits {:#x})",
+                    x[i],
+                    x[i].to_bits()
                 );
             }
         }
