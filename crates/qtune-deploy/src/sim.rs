@@ -164,14 +164,10 @@ fn plan_rewrite(g: &Graph, id: NodeId) -> Option<Rewrite> {
     if !w_is_const && w.scale.len() != 1 {
         return None;
     }
-    // Per-channel scales are along the output-channel axis of Conv (axis 0
-    // of the weight) and ConvTranspose (axis 1); other layers are per tensor.
-    // A MatMul's constant weight may be per channel along its last axis
-    // (`--matmul_perchannel`), which is the output's last axis.
-    if w.scale.len() != 1
-        && !matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_))
-        && !(matches!(n.op, Op::MatMul) && w_is_const)
-    {
+    // Per-channel scales run along the weight's output-channel axis
+    // (`qtune_ir::linear`'s `out_axis`): every weighted layer may have them
+    // but a MatMul of two activations.
+    if w.scale.len() != 1 && matches!(n.op, Op::MatMul) && !w_is_const {
         return None;
     }
     let bias = match n.inputs.get(2).copied().flatten() {

@@ -381,7 +381,9 @@ impl<'a> Importer<'a> {
         let dtype = match op {
             Op::Shape { .. } => DType::I64,
             Op::Cast { to } => *to,
-            Op::Equal | Op::Less | Op::Greater | Op::And | Op::Or | Op::Not => DType::Bool,
+            // Comparisons and logic (the binary registry's boolean kinds).
+            Op::Not => DType::Bool,
+            op if op.binary().is_some_and(|b| b.kind.is_bool()) => DType::Bool,
             // A placeholder when the model does not say; inference overwrites it.
             _ => self
                 .value_types
