@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 
-use super::{ConvGeometry, Int8In, OutPtr, OutputStage, PackedInt8, write_row};
+use super::{ConvGeometry, Int8In, OutPtr, OutputStage, PackedInt8, write_row_by};
 use crate::Parallelism;
 use crate::util::for_each_tile;
 
@@ -40,18 +40,9 @@ pub(super) fn conv(
     out: OutPtr,
     par: Parallelism,
 ) {
-    let [n, c, h, wd] = geom.input;
-    let [_, m, oh, ow] = geom.output();
+    let [n, c, _, _] = geom.input;
+    let [_, m, _, _] = geom.output();
     let [_, _, kh, kw] = geom.weight;
-    let [pt, pl, pb, pr] = geom.pads;
-    let [sh, sw] = geom.strides;
-    let [dh, dw] = geom.dilations;
-    let (hp, wp) = (h + pt + pb, wd + pl + pr);
-    // Phase planes: `ph` rows of `pw`, with room for the farthest tap read
-    // from the last accumulator row (`oh - 1 + (kh - 1) dh / sh`, columns
-    // up to `pw - 1 + (kw - 1) dw / sw`, so one more row).
-    let pw = wp.div_ceil(sw);
-    let ph = (oh + (kh - 1) * dh / sh + 2).max(hp.div_ceil(sh));
     let m_g = m / c;
     let taps = w
         .depthwise
@@ -59,99 +50,130 @@ pub(super) fn conv(
         .expect("depthwise convolutions are packed as such");
     for_each_tile(n * m, par, |t| {
         let (b, oc) = (t / m, t % m);
-        let ic = oc / m_g;
-        let wk = &taps[oc * kh * kw..][..kh * kw];
-        let corr = stage.bias.map_or(0, |bias| bias[oc]);
-        SCRATCH.with(|s| {
-            let s = &mut *s.borrow_mut();
-            let unit = sh == 1 && sw == 1;
-            // With unit strides the padded plane is the only phase.
-            let (plane_rows, plane_cols) = if unit { (ph, pw) } else { (hp, wp) };
-            s.plane.clear();
-            s.plane.resize(plane_rows * plane_cols, 0);
-            let base = (b * c + ic) * h * wd;
-            for y in 0..h {
-                let dst = &mut s.plane[(y + pt) * plane_cols + pl..][..wd];
-                let at = base + y * wd;
-                match x {
-                    Int8In::U8(v) => centre_u8(&v[at..at + wd], x_zp, dst),
-                    Int8In::I8(v) => centre_i8(&v[at..at + wd], x_zp, dst),
-                }
+        let job = Channel {
+            x,
+            x_zp,
+            geom,
+            stage,
+            out,
+            b,
+            oc,
+            ic: oc / m_g,
+            taps: &taps[oc * kh * kw..][..kh * kw],
+        };
+        SCRATCH.with(|s| channel(&job, &mut s.borrow_mut()));
+    });
+}
+
+/// One output channel of one sample.
+struct Channel<'a> {
+    x: Int8In<'a>,
+    x_zp: i32,
+    geom: &'a ConvGeometry,
+    stage: &'a OutputStage<'a>,
+    out: OutPtr,
+    b: usize,
+    oc: usize,
+    ic: usize,
+    /// The channel's `kh * kw` weights.
+    taps: &'a [i32],
+}
+
+qtune_simd::dispatch! {
+    /// Computes and writes one output channel: centring, phase planes, taps
+    /// and the output stage in one call compiled per feature level (the
+    /// maps of late layers are 7x7, where a dispatched call per row or tap
+    /// cost more than its work).
+    fn channel(j: &Channel<'_>, s: &mut Scratch) {
+        let geom = j.geom;
+        let [_, c, h, wd] = geom.input;
+        let [_, m, oh, ow] = geom.output();
+        let [_, _, kh, kw] = geom.weight;
+        let [pt, pl, pb, pr] = geom.pads;
+        let [sh, sw] = geom.strides;
+        let [dh, dw] = geom.dilations;
+        let (hp, wp) = (h + pt + pb, wd + pl + pr);
+        // Phase planes: `ph` rows of `pw`, with room for the farthest tap read
+        // from the last accumulator row (`oh - 1 + (kh - 1) dh / sh`, columns
+        // up to `pw - 1 + (kw - 1) dw / sw`, so one more row).
+        let pw = wp.div_ceil(sw);
+        let ph = (oh + (kh - 1) * dh / sh + 2).max(hp.div_ceil(sh));
+        let unit = sh == 1 && sw == 1;
+        // With unit strides the padded plane is the only phase.
+        let (plane_rows, plane_cols) = if unit { (ph, pw) } else { (hp, wp) };
+        s.plane.clear();
+        s.plane.resize(plane_rows * plane_cols, 0);
+        let base = (j.b * c + j.ic) * h * wd;
+        for y in 0..h {
+            let dst = &mut s.plane[(y + pt) * plane_cols + pl..][..wd];
+            let at = base + y * wd;
+            match j.x {
+                Int8In::U8(v) => centre(&v[at..at + wd], j.x_zp, dst),
+                Int8In::I8(v) => centre(&v[at..at + wd], j.x_zp, dst),
             }
-            let phases: &[i16] = if unit {
-                &s.plane
-            } else {
-                s.phases.clear();
-                s.phases.resize(sh * sw * ph * pw, 0);
-                for py in 0..sh {
-                    for px in 0..sw {
-                        let dst = &mut s.phases[(py * sw + px) * ph * pw..][..ph * pw];
-                        for (yy, y) in (py..hp).step_by(sh).enumerate() {
-                            let src = &s.plane[y * wp..][..wp];
-                            let row = &mut dst[yy * pw..][..pw];
-                            if sw == 2 {
-                                // Deinterleaving pairs vectorizes; a general stride does not.
-                                for (d, p) in row.iter_mut().zip(src[px..].chunks_exact(2)) {
-                                    *d = p[0];
-                                }
-                                if (wp - px) % 2 == 1 {
-                                    row[(wp - px) / 2] = src[wp - 1];
-                                }
-                            } else {
-                                for (d, &v) in row.iter_mut().zip(src.iter().skip(px).step_by(sw)) {
-                                    *d = v;
-                                }
+        }
+        let phases: &[i16] = if unit {
+            &s.plane
+        } else {
+            s.phases.clear();
+            s.phases.resize(sh * sw * ph * pw, 0);
+            for py in 0..sh {
+                for px in 0..sw {
+                    let dst = &mut s.phases[(py * sw + px) * ph * pw..][..ph * pw];
+                    for (yy, y) in (py..hp).step_by(sh).enumerate() {
+                        let src = &s.plane[y * wp..][..wp];
+                        let row = &mut dst[yy * pw..][..pw];
+                        if sw == 2 {
+                            // Deinterleaving pairs vectorizes; a general stride does not.
+                            for (d, p) in row.iter_mut().zip(src[px..].chunks_exact(2)) {
+                                *d = p[0];
+                            }
+                            if (wp - px) % 2 == 1 {
+                                row[(wp - px) / 2] = src[wp - 1];
+                            }
+                        } else {
+                            for (d, &v) in row.iter_mut().zip(src.iter().skip(px).step_by(sw)) {
+                                *d = v;
                             }
                         }
                     }
                 }
-                &s.phases
-            };
-            s.acc.clear();
-            s.acc.resize(oh * pw, 0);
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let (py, yy) = ((ky * dh) % sh, (ky * dh) / sh);
-                    let (px, xx) = ((kx * dw) % sw, (kx * dw) / sw);
-                    let phase = &phases[(py * sw + px) * ph * pw..][..ph * pw];
-                    let src = &phase[yy * pw + xx..][..oh * pw];
-                    tap(&mut s.acc, src, wk[ky * kw + kx]);
+            }
+            &s.phases
+        };
+        s.acc.clear();
+        s.acc.resize(oh * pw, 0);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let (py, yy) = ((ky * dh) % sh, (ky * dh) / sh);
+                let (px, xx) = ((kx * dw) % sw, (kx * dw) / sw);
+                let phase = &phases[(py * sw + px) * ph * pw..][..ph * pw];
+                let src = &phase[yy * pw + xx..][..oh * pw];
+                let w = j.taps[ky * kw + kx];
+                // acc += w * src
+                for (a, &x) in s.acc.iter_mut().zip(src) {
+                    *a = a.wrapping_add(i32::from(x) * w);
                 }
             }
-            for oy in 0..oh {
-                let o = ((b * m + oc) * oh + oy) * ow;
-                // SAFETY: tile (b, oc) alone writes this output plane.
-                unsafe { write_row(out, stage, oc, corr, &s.acc[oy * pw..][..ow], o, 1) };
+        }
+        let corr = j.stage.bias.map_or(0, |bias| bias[j.oc]);
+        for oy in 0..oh {
+            let o = ((j.b * m + j.oc) * oh + oy) * ow;
+            // SAFETY: tile (b, oc) alone writes this output plane.
+            unsafe {
+                write_row_by::<false>(j.out, j.stage, j.oc, corr, &s.acc[oy * pw..][..ow], o, 1);
             }
-        });
-    });
-}
-
-qtune_simd::dispatch! {
-    /// `acc[i] += w * src[i]`.
-    fn tap(acc: &mut [i32], src: &[i16], w: i32) {
-        for (a, &x) in acc.iter_mut().zip(src) {
-            *a = a.wrapping_add(i32::from(x) * w);
         }
     }
 }
 
-// Codes minus a zero point of the same type lie in [-255, 255].
-#[allow(clippy::cast_possible_truncation)]
-mod centre {
-    qtune_simd::dispatch! {
-        pub(super) fn centre_u8(src: &[u8], zp: i32, dst: &mut [i16]) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = (i32::from(s) - zp) as i16;
-            }
-        }
-    }
-    qtune_simd::dispatch! {
-        pub(super) fn centre_i8(src: &[i8], zp: i32, dst: &mut [i16]) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = (i32::from(s) - zp) as i16;
-            }
-        }
+/// Codes minus a zero point of the same type: `dst[i] = src[i] - zp`, in
+/// [-255, 255].
+#[inline(always)]
+fn centre<T: Copy + Into<i32>>(src: &[T], zp: i32, dst: &mut [i16]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        #[allow(clippy::cast_possible_truncation)]
+        let v = (s.into() - zp) as i16;
+        *d = v;
     }
 }
-use centre::{centre_i8, centre_u8};

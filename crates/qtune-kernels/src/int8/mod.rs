@@ -321,13 +321,38 @@ unsafe fn write_row(
     base: usize,
     step: usize,
 ) {
+    // SAFETY: forwarded.
+    unsafe { write_row_by::<true>(out, stage, c, corr, acc, base, step) }
+}
+
+/// [`write_row`]; `DISPATCH = false` for callers that are themselves
+/// compiled per feature level (inside a `dispatch!` function), where the
+/// finishing loops inline into the caller instead of a dispatched call per
+/// row.
+///
+/// # Safety
+/// As [`write_row`].
+#[inline(always)]
+unsafe fn write_row_by<const DISPATCH: bool>(
+    out: OutPtr,
+    stage: &OutputStage,
+    c: usize,
+    corr: i32,
+    acc: &[i32],
+    base: usize,
+    step: usize,
+) {
     let scale = stage.scale_of(c);
     match (out, stage.tail) {
         (OutPtr::F32(p), _) => {
             if step == 1 {
                 // SAFETY: the caller's contract covers `base..base + len`.
                 let o = unsafe { std::slice::from_raw_parts_mut(p.get().add(base), acc.len()) };
-                finish_f32(acc, corr, scale, o);
+                if DISPATCH {
+                    finish_f32(acc, corr, scale, o);
+                } else {
+                    finish_f32_body(acc, corr, scale, o);
+                }
             } else {
                 for (j, &a) in acc.iter().enumerate() {
                     // SAFETY: as above, element by element.
@@ -339,7 +364,11 @@ unsafe fn write_row(
             if step == 1 {
                 // SAFETY: as above.
                 let o = unsafe { std::slice::from_raw_parts_mut(p.get().add(base), acc.len()) };
-                finish_u8(acc, corr, scale, t, o);
+                if DISPATCH {
+                    finish_u8(acc, corr, scale, t, o);
+                } else {
+                    finish_u8_body(acc, corr, scale, t, o);
+                }
             } else {
                 for (j, &a) in acc.iter().enumerate() {
                     let q = quantize(rescale(a.wrapping_add(corr), scale), &t);
@@ -352,7 +381,11 @@ unsafe fn write_row(
             if step == 1 {
                 // SAFETY: as above.
                 let o = unsafe { std::slice::from_raw_parts_mut(p.get().add(base), acc.len()) };
-                finish_i8(acc, corr, scale, t, o);
+                if DISPATCH {
+                    finish_i8(acc, corr, scale, t, o);
+                } else {
+                    finish_i8_body(acc, corr, scale, t, o);
+                }
             } else {
                 for (j, &a) in acc.iter().enumerate() {
                     let q = quantize(rescale(a.wrapping_add(corr), scale), &t);
@@ -365,27 +398,42 @@ unsafe fn write_row(
     }
 }
 
+#[inline(always)]
+fn finish_f32_body(acc: &[i32], corr: i32, scale: f32, out: &mut [f32]) {
+    for (o, &a) in out.iter_mut().zip(acc) {
+        *o = rescale(a.wrapping_add(corr), scale);
+    }
+}
+
+#[inline(always)]
+fn finish_u8_body(acc: &[i32], corr: i32, scale: f32, t: QuantTail, out: &mut [u8]) {
+    for (o, &a) in out.iter_mut().zip(acc) {
+        *o = u8_code(quantize(rescale(a.wrapping_add(corr), scale), &t));
+    }
+}
+
+#[inline(always)]
+fn finish_i8_body(acc: &[i32], corr: i32, scale: f32, t: QuantTail, out: &mut [i8]) {
+    for (o, &a) in out.iter_mut().zip(acc) {
+        *o = i8_code(quantize(rescale(a.wrapping_add(corr), scale), &t));
+    }
+}
+
 qtune_simd::dispatch! {
     fn finish_f32(acc: &[i32], corr: i32, scale: f32, out: &mut [f32]) {
-        for (o, &a) in out.iter_mut().zip(acc) {
-            *o = rescale(a.wrapping_add(corr), scale);
-        }
+        finish_f32_body(acc, corr, scale, out);
     }
 }
 
 qtune_simd::dispatch! {
     fn finish_u8(acc: &[i32], corr: i32, scale: f32, t: QuantTail, out: &mut [u8]) {
-        for (o, &a) in out.iter_mut().zip(acc) {
-            *o = u8_code(quantize(rescale(a.wrapping_add(corr), scale), &t));
-        }
+        finish_u8_body(acc, corr, scale, t, out);
     }
 }
 
 qtune_simd::dispatch! {
     fn finish_i8(acc: &[i32], corr: i32, scale: f32, t: QuantTail, out: &mut [i8]) {
-        for (o, &a) in out.iter_mut().zip(acc) {
-            *o = i8_code(quantize(rescale(a.wrapping_add(corr), scale), &t));
-        }
+        finish_i8_body(acc, corr, scale, t, out);
     }
 }
 
