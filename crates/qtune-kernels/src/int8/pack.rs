@@ -199,7 +199,8 @@ pub(crate) fn im2col_panel(
             }
         }
         let dst = &mut panel[kk * PANEL * 4..][..cols * 4];
-        interleave(&rows, dst);
+        let [r0, r1, r2, r3] = &rows;
+        interleave_slices([r0, r1, r2, r3], dst);
     }
 }
 }
@@ -338,19 +339,6 @@ fn fetch_row(
     }
 }
 
-qtune_simd::dispatch! {
-    fn interleave(rows: &[[u8; PANEL]; 4], dst: &mut [u8]) {
-        let [r0, r1, r2, r3] = rows;
-        // One little-endian word per column: zero-extensions, shifts and
-        // ors, which vectorize (a byte shuffle per column did not).
-        let (words, _) = dst.as_chunks_mut::<4>();
-        for (((d, &a), &b), (&c, &e)) in words.iter_mut().zip(r0).zip(r1).zip(r2.iter().zip(r3)) {
-            let v = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16 | u32::from(e) << 24;
-            *d = v.to_le_bytes();
-        }
-    }
-}
-
 /// The stride-1 convolutions over the padded width: the input padded once
 /// per call, `[n, c, hp, wp]` unsigned codes (the padding the zero point's
 /// code), makes every im2col row a contiguous run. Reduction element
@@ -448,7 +436,9 @@ pub(crate) fn padded_panel(
 }
 
 qtune_simd::dispatch! {
-    /// `dst[4 j + t] = rows[t][j]`, as [`interleave`] for four slices.
+    /// `dst[4 j + t] = rows[t][j]` for the `dst.len() / 4` columns: one
+    /// little-endian word per column, from zero-extensions, shifts and ors,
+    /// which vectorize (a byte shuffle per column did not).
     fn interleave_slices(rows: [&[u8]; 4], dst: &mut [u8]) {
         let [r0, r1, r2, r3] = rows;
         let (words, _) = dst.as_chunks_mut::<4>();
