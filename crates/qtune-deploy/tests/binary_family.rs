@@ -16,7 +16,7 @@
 //! A new entry of the registry is covered without a change here.
 
 mod common;
-use common::{close, f64s, int8_request, mlir_parses, onnxruntime, python, run, scratch};
+use common::{bits, close, f64s, int8_request, mlir_parses, onnxruntime, python, run, scratch};
 
 use qtune_deploy::{Processor, quantize};
 use qtune_exec::{PrepareOptions, prepare};
@@ -87,13 +87,6 @@ fn forms(spec: &BinarySpec) -> &'static [&'static str] {
     match spec.kind {
         BinaryKind::Logic(_) => &["tensors"],
         _ => &["tensors", "rhs", "lhs"],
-    }
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    match t.as_bool() {
-        Ok(b) => b.iter().map(|&v| u32::from(v)).collect(),
-        Err(_) => t.to_f32_vec().iter().map(|v| v.to_bits()).collect(),
     }
 }
 

@@ -21,14 +21,16 @@
 //! script fails on a name it does not know).
 
 mod common;
-use common::{close, import_and_export, int8_request, mlir_parses, onnxruntime, python, scratch};
+use common::{
+    bits, close, import_and_export, int8_request, mlir_parses, onnxruntime, python, run_x, scratch,
+};
 
 use qtune_deploy::{Processor, quantize};
 use qtune_ir::mlir::{MlirWriteOptions, read_top_mlir, write_top_mlir};
 use qtune_ir::movement::{MOVEMENT_OPS, MoveRange, MoveSpec};
 use qtune_ir::{Graph, NodeId, Op};
 use qtune_quant::{CalibrationRow, CalibrationTable, QuantMode};
-use qtune_tensor::{Tensor, read_npz};
+use qtune_tensor::read_npz;
 
 /// Writes `<dir>/<op>.onnx` for each op named after the folder, and
 /// `<dir>/in.npz`.
@@ -78,15 +80,6 @@ for name in sys.argv[2:]:
     onnx.save(m, f"{out}/{name}.onnx")
 "#;
 
-/// The graph's first output on input `x`.
-fn run(graph: Graph, x: &Tensor) -> Tensor {
-    common::run(graph, &[("x".to_string(), x.clone())])
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.to_f32_vec().iter().map(|v| v.to_bits()).collect()
-}
-
 /// The graph's data-movement node.
 fn movement_node(g: &Graph) -> NodeId {
     let found: Vec<NodeId> = g
@@ -125,7 +118,7 @@ fn every_movement_op_matches_onnxruntime_round_trips_and_plans() {
     let m = f64::from(x.to_f32_vec().iter().fold(0f32, |m, v| m.max(v.abs())));
     for (spec, stem, prepared) in cases {
         let reference = read_npz(&dir.join(format!("{stem}_ort.npz"))).unwrap();
-        let ours = run(prepared.clone(), &x);
+        let ours = run_x(prepared.clone(), &x);
         close(stem, "onnxruntime", &ours, &reference[0].1, 0.0);
         let exported = read_npz(&dir.join(format!("{stem}_ort_export.npz"))).unwrap();
         close(
@@ -150,7 +143,7 @@ fn every_movement_op_matches_onnxruntime_round_trips_and_plans() {
         assert!(is_spec(op, spec), "{stem}: read back as {op:?}");
         assert_eq!(
             bits(&ours),
-            bits(&run(read, &x)),
+            bits(&run_x(read, &x)),
             "{stem}: the .mlir round trip changed the output"
         );
 

@@ -16,14 +16,15 @@
 //! A new entry of the registry is covered without a change here.
 
 mod common;
-use common::{close, import_and_export, int8_request, mlir_parses, onnxruntime, python, scratch};
+use common::{
+    bits, close, import_and_export, int8_request, mlir_parses, onnxruntime, python, run_x, scratch,
+};
 
 use qtune_deploy::{Processor, quantize};
-use qtune_ir::Graph;
 use qtune_ir::mlir::{MlirWriteOptions, read_top_mlir, write_top_mlir};
 use qtune_ir::pool::{POOL_OPS, PoolKind, PoolRange};
 use qtune_quant::{CalibrationRow, CalibrationTable};
-use qtune_tensor::{Tensor, read_npz};
+use qtune_tensor::read_npz;
 
 /// Writes `<dir>/<op>.onnx` for each `op:kind:global` argument and
 /// `<dir>/in.npz`.
@@ -58,15 +59,6 @@ for arg in sys.argv[2:]:
     onnx.save(m, f"{out}/{name}.onnx")
 "#;
 
-/// The graph's output on input `x`.
-fn run(graph: Graph, x: &Tensor) -> Tensor {
-    common::run(graph, &[("x".to_string(), x.clone())])
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.to_f32_vec().iter().map(|v| v.to_bits()).collect()
-}
-
 #[test]
 fn every_pool_matches_onnxruntime_round_trips_and_plans() {
     let dir = scratch("pool", "family");
@@ -94,7 +86,7 @@ fn every_pool_matches_onnxruntime_round_trips_and_plans() {
 
     for (spec, stem, prepared) in cases {
         let reference = read_npz(&dir.join(format!("{stem}_ort.npz"))).unwrap();
-        let ours = run(prepared.clone(), &x);
+        let ours = run_x(prepared.clone(), &x);
         close(stem, "onnxruntime", &ours, &reference[0].1, 1e-6);
         let exported = read_npz(&dir.join(format!("{stem}_ort_export.npz"))).unwrap();
         close(
@@ -122,7 +114,7 @@ fn every_pool_matches_onnxruntime_round_trips_and_plans() {
         );
         assert_eq!(
             bits(&ours),
-            bits(&run(read, &x)),
+            bits(&run_x(read, &x)),
             "{stem}: the .mlir round trip changed the output"
         );
 

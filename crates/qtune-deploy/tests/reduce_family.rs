@@ -16,10 +16,11 @@
 //! A new entry of the registry is covered without a change here.
 
 mod common;
-use common::{close, import_and_export, int8_request, mlir_parses, onnxruntime, python, scratch};
+use common::{
+    close, import_and_export, int8_request, mlir_parses, onnxruntime, python, run_x, scratch,
+};
 
 use qtune_deploy::{Processor, quantize};
-use qtune_ir::Graph;
 use qtune_ir::mlir::{MlirWriteOptions, read_top_mlir, write_top_mlir};
 use qtune_ir::reduce::REDUCE_OPS;
 use qtune_quant::{CalibrationRow, CalibrationTable, QuantMode};
@@ -66,11 +67,6 @@ for arg in sys.argv[2:]:
 
 const FORMS: [&str; 3] = ["attr", "input", "all"];
 
-/// The graph's output on input `x`.
-fn run(graph: Graph, x: &Tensor) -> Tensor {
-    common::run(graph, &[("x".to_string(), x.clone())])
-}
-
 #[test]
 fn every_reduction_matches_onnxruntime_round_trips_and_plans() {
     let dir = scratch("reduce", "family");
@@ -101,7 +97,7 @@ fn every_reduction_matches_onnxruntime_round_trips_and_plans() {
 
     for (spec, stem, prepared) in cases {
         let reference = read_npz(&dir.join(format!("{stem}_ort.npz"))).unwrap();
-        let ours = run(prepared.clone(), &x);
+        let ours = run_x(prepared.clone(), &x);
         close(&stem, "onnxruntime", &ours, &reference[0].1, 1e-5);
         let exported = read_npz(&dir.join(format!("{stem}_ort_export.npz"))).unwrap();
         close(
@@ -122,7 +118,7 @@ fn every_reduction_matches_onnxruntime_round_trips_and_plans() {
         mlir_parses(&dir, &stem, &text);
         let (read, _) = read_top_mlir(&text, &weights, &format!("{stem}.mlir"))
             .unwrap_or_else(|e| panic!("{stem}: {e}\n{text}"));
-        let back = run(read, &x);
+        let back = run_x(read, &x);
         assert_eq!(
             ours.to_f32_vec()
                 .iter()

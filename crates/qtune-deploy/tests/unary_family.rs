@@ -14,7 +14,7 @@
 //! export paths are exercised.
 
 mod common;
-use common::{close, f64s, int8_request, onnxruntime, python, scratch};
+use common::{close, f64s, int8_request, onnxruntime, python, run_x, scratch};
 
 use qtune_deploy::{Processor, quantize};
 use qtune_exec::{PrepareOptions, prepare, prepare_top};
@@ -68,11 +68,6 @@ fn input(spec: &UnarySpec, params: &[f32]) -> Tensor {
         signed
     };
     Tensor::from_f32(DIMS.to_vec(), v).unwrap()
-}
-
-/// The graph's output on input `x`.
-fn run(graph: Graph, x: &Tensor) -> Tensor {
-    common::run(graph, &[("x".to_string(), x.clone())])
 }
 
 /// A max table of the one-node graph: x and y.
@@ -153,7 +148,7 @@ fn every_unary_op_matches_onnxruntime_round_trips_and_quantizes() {
             &attr_values(spec)[..],
             "{name}: attributes"
         );
-        let ours = run(graph.clone(), &x);
+        let ours = run_x(graph.clone(), &x);
         close(name, "onnxruntime", &ours, reference, 1e-5);
 
         // Through the Top dialect, as imported (the op itself) and as
@@ -176,8 +171,8 @@ fn every_unary_op_matches_onnxruntime_round_trips_and_quantizes() {
             if i == 0 {
                 assert_eq!(ops(&read), vec![node.op.clone()], "{name}: read back");
             }
-            let before = run(g, &x);
-            let after = run(read, &x);
+            let before = run_x(g, &x);
+            let after = run_x(read, &x);
             assert!(
                 before
                     .to_f32_vec()
@@ -187,7 +182,7 @@ fn every_unary_op_matches_onnxruntime_round_trips_and_quantizes() {
                 "{name}: the .mlir round trip changed the output"
             );
         }
-        let float = run(top.clone(), &x);
+        let float = run_x(top.clone(), &x);
 
         // Quantized: int8 on x and y, close to float.
         let table = max_table(&top, &x, &float);
@@ -199,7 +194,7 @@ fn every_unary_op_matches_onnxruntime_round_trips_and_quantizes() {
             .filter(|(_, n)| matches!(n.op, Op::QuantizeLinear { .. }))
             .count();
         assert!(qnodes >= 1, "{name}: nothing quantized");
-        let sim = run(q.simulation_graph(), &x);
+        let sim = run_x(q.simulation_graph(), &x);
         let s = similarity(&f64s(&sim), &f64s(&float));
         let range = f64s(&float).iter().fold(0f64, |m, v| m.max(v.abs()));
         println!(
@@ -249,7 +244,7 @@ fn missing_attributes_take_the_onnx_defaults() {
             .unwrap_or_else(|e| panic!("{onnx}: {e}"));
         let op = graph.nodes().next().unwrap().1.op.clone();
         assert_eq!(op, (spec.build)(&defaults), "{onnx}");
-        let ours = run(graph, &input(spec, &defaults));
+        let ours = run_x(graph, &input(spec, &defaults));
         let ort = read_npz(&dir.join(format!("{onnx}_ort.npz"))).unwrap();
         let (a, b) = (f64s(&ours), f64s(&ort[0].1));
         for (p, q) in a.iter().zip(&b) {

@@ -1,4 +1,4 @@
-//! Helpers of the op-family tests (`unary_family.rs`, `binary_family.rs`,
+//! Helpers of the op-family tests (`unary_family.rs`, `binary_family.rs`, `movement_family.rs`,
 //! `reduce_family.rs`, `pool_family.rs`): a scratch folder, the python oracles, a run of a
 //! one-node graph, the all-int8 plan request.
 
@@ -94,6 +94,20 @@ pub fn run(graph: Graph, feeds: &[(String, Tensor)]) -> Tensor {
         .run_samples(vec![sample], &Keep::Outputs, |_| NoHook)
         .unwrap();
     results[0].0.get(g.outputs[0]).unwrap().clone()
+}
+
+/// The first output of `graph` on its one input, named `x`.
+pub fn run_x(graph: Graph, x: &Tensor) -> Tensor {
+    run(graph, &[("x".to_string(), x.clone())])
+}
+
+/// The bits of each element (a float's IEEE bits, a boolean as 0 or 1),
+/// for comparisons that must be exact.
+pub fn bits(t: &Tensor) -> Vec<u32> {
+    match t.as_bool() {
+        Ok(b) => b.iter().map(|&v| u32::from(v)).collect(),
+        Err(_) => t.to_f32_vec().iter().map(|v| v.to_bits()).collect(),
+    }
 }
 
 /// The elements of a float tensor as f64.
