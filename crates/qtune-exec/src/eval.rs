@@ -1324,9 +1324,9 @@ pub(crate) fn eval_conv_packed(
     eval_conv(&cx, a, Some(packed))
 }
 
-/// Packs the constant weights of Conv node `id` for the direct convolution kernel, when
-/// its static shapes run on it (see [`k::conv2d_uses_direct`]); `None` otherwise (other
-/// shapes, a non-constant weight, or a CPU without the kernel).
+/// Packs the constant weights of Conv node `id` for the pointwise or the direct convolution
+/// kernel, when its static shapes run on one (see [`k::PackedConvWeights::for_conv`]);
+/// `None` otherwise (other shapes, a non-constant weight, or a CPU without the kernels).
 pub(crate) fn pack_conv_weights(graph: &Graph, id: NodeId) -> Option<k::PackedConvWeights> {
     let node = graph.node(id);
     let Op::Conv(a) = &node.op else { return None };
@@ -1343,8 +1343,10 @@ pub(crate) fn pack_conv_weights(graph: &Graph, id: NodeId) -> Option<k::PackedCo
         && wd[0] % p.group == 0
         && wd[1] * p.group == xd[1]
         && w.len() == wd.iter().product::<usize>();
-    (shapes_ok && k::conv2d_uses_direct(xd, wd, &p))
-        .then(|| k::PackedConvWeights::new(w, wd, p.group))
+    if !shapes_ok {
+        return None;
+    }
+    k::PackedConvWeights::for_conv(w, xd, wd, &p)
 }
 
 /// Evaluates a pointwise Conv `pw` (its inputs in `inputs`) and the depthwise Conv `dw` that
@@ -1362,6 +1364,7 @@ pub(crate) fn eval_pointwise_depthwise(
     dw: NodeId,
     dw_activation: Option<k::UnaryOp>,
     output: ValueId,
+    pw_packed: Option<&k::PackedConvWeights>,
 ) -> Result<Vec<Tensor>, ExecError> {
     let cx = Cx {
         activation: None,
@@ -1413,6 +1416,7 @@ pub(crate) fn eval_pointwise_depthwise(
                 x,
                 xd,
                 w1,
+                pw_packed,
                 b1,
                 pw_activation,
                 w2,

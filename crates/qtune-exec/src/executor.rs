@@ -792,6 +792,7 @@ impl Executor {
                         p.depthwise,
                         p.dw_activation,
                         p.output,
+                        self.packed_conv(id),
                     )?;
                     (t, std::slice::from_ref(&p.output))
                 }

@@ -227,6 +227,23 @@ pub fn conv2d_fused(
     let par = crate::util::par_for_work(par, flops);
     if g == c && g == m {
         depthwise(input, weight, bias, &geom, c, activation, out, par);
+    } else if crate::pointwise::uses_pointwise(in_dims, w_dims, p) {
+        let packed = PackedConvWeights::pointwise(weight, w_dims);
+        let data = packed
+            .pointwise_data()
+            .expect("packed for the pointwise kernel");
+        crate::pointwise::conv2d_pointwise(
+            input,
+            n,
+            c,
+            oh * ow,
+            m,
+            data,
+            bias,
+            activation,
+            out,
+            par,
+        );
     } else if crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
         let packed = PackedConvWeights::new(weight, w_dims, g);
         crate::direct::conv2d_direct(input, in_dims, &packed, bias, &geom, activation, out, par);
@@ -362,7 +379,25 @@ pub fn conv2d_fused_packed_uninit(
         packed.w_dims() == w_dims && packed.group() == p.group,
         "conv2d_fused_packed_uninit: packed weights are for another shape"
     );
-    if !crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
+    if let Some(data) = packed
+        .pointwise_data()
+        .filter(|_| crate::pointwise::uses_pointwise(in_dims, w_dims, p))
+    {
+        // SAFETY: the pointwise kernel writes every output element before reading it (its
+        // register tiles store each element once; the activation pass reads only those).
+        let out = unsafe { assume_written(out) };
+        let Some(geom) = checked_geom(input, in_dims, weight, w_dims, bias, p, out) else {
+            return;
+        };
+        let [n, c, _, _] = in_dims;
+        let hw = geom.oh * geom.ow;
+        let par = crate::util::par_for_work(par, 2 * n * w_dims[0] * hw * c);
+        crate::pointwise::conv2d_pointwise(
+            input, n, c, hw, w_dims[0], data, bias, activation, out, par,
+        );
+        return;
+    }
+    if !packed.is_direct() || !crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
         conv2d_fused_uninit(
             input, in_dims, weight, w_dims, bias, p, activation, out, par,
         );
@@ -728,6 +763,39 @@ pub fn conv2d_pointwise_depthwise(
     out: &mut [f32],
     par: Parallelism,
 ) {
+    pointwise_depthwise(
+        input,
+        in_dims,
+        (pw_weight, None),
+        pw_bias,
+        pw_activation,
+        dw_weight,
+        dw_dims,
+        dw_bias,
+        dw_params,
+        dw_activation,
+        out,
+        par,
+    );
+}
+
+/// [`conv2d_pointwise_depthwise`] with the pointwise weights also packed beforehand, if
+/// given (see [`PackedConvWeights::for_conv`]).
+#[allow(clippy::too_many_arguments)]
+fn pointwise_depthwise(
+    input: &[f32],
+    in_dims: [usize; 4],
+    (pw_weight, pw_packed): (&[f32], Option<&PackedConvWeights>),
+    pw_bias: Option<&[f32]>,
+    pw_activation: Option<UnaryOp>,
+    dw_weight: &[f32],
+    dw_dims: [usize; 4],
+    dw_bias: Option<&[f32]>,
+    dw_params: &Conv2dParams,
+    dw_activation: Option<UnaryOp>,
+    out: &mut [f32],
+    par: Parallelism,
+) {
     let [n, c, h, w] = in_dims;
     let [m, one, kh, kw] = dw_dims;
     assert!(
@@ -811,9 +879,35 @@ pub fn conv2d_pointwise_depthwise(
     // (whose partial blocks cost as much as full ones). Shape (and CPU) only, never the
     // thread count; the tiling does not change any result bit (each output element is one
     // sum in the `gemm` crate and one plane's taps, whichever tile holds it).
+    // The pointwise half runs on the kernel the lone pointwise convolution of this shape
+    // runs on (the same bits), with its packed weights if given.
+    let pw_dims = [m, c, 1, 1];
+    let owned;
+    let pw_packed = if crate::pointwise::uses_pointwise(in_dims, pw_dims, &Conv2dParams::default())
+    {
+        Some(
+            match pw_packed
+                .filter(|p| p.w_dims() == pw_dims)
+                .and_then(PackedConvWeights::pointwise_data)
+            {
+                Some(data) => data,
+                None => {
+                    owned = PackedConvWeights::pointwise(pw_weight, pw_dims);
+                    owned
+                        .pointwise_data()
+                        .expect("packed for the pointwise kernel")
+                }
+            },
+        )
+    } else {
+        None
+    };
+    let pw_channel = crate::pointwise::channel_oriented(c, hw);
     let target = (PW_DW_TILE_ELEMENTS / hw).max(2);
     let step = if blocked {
         dw_block_channels()
+    } else if pw_packed.is_some() {
+        crate::pointwise::channel_step(c, hw)
     } else {
         PW_DW_CHANNEL_STEP
     };
@@ -833,25 +927,30 @@ pub fn conv2d_pointwise_depthwise(
                 s.resize(mm * hw, 0.0);
             }
             let mid = &mut s[..mm * hw];
-            let lhs = MatRef {
-                ptr: pw_weight[m0 * c..].as_ptr(),
-                rs: c as isize,
-                cs: 1,
-            };
-            let rhs = MatRef {
-                ptr: input[ni * c * hw..].as_ptr(),
-                rs: hw as isize,
-                cs: 1,
-            };
-            // SAFETY: views are inside `pw_weight`, `input` and `mid`.
-            unsafe { gemm_tile(mm, hw, c, mid.as_mut_ptr(), hw as isize, lhs, rhs, false) };
-            // The same per-element steps as `im2col_gemm`: bias, then the activation.
-            for (i, row) in mid.chunks_exact_mut(hw).enumerate() {
-                match pw_bias {
-                    Some(b) => add_bias_then_apply(row, b[m0 + i], pw_activation),
-                    None => {
-                        if let Some(act) = pw_activation {
-                            apply_in_place(act, row);
+            if let Some(data) = pw_packed {
+                let pw = (pw_channel, data);
+                pointwise_planes(input, ni, c, hw, pw, (m0, mm), pw_bias, pw_activation, mid);
+            } else {
+                let lhs = MatRef {
+                    ptr: pw_weight[m0 * c..].as_ptr(),
+                    rs: c as isize,
+                    cs: 1,
+                };
+                let rhs = MatRef {
+                    ptr: input[ni * c * hw..].as_ptr(),
+                    rs: hw as isize,
+                    cs: 1,
+                };
+                // SAFETY: views are inside `pw_weight`, `input` and `mid`.
+                unsafe { gemm_tile(mm, hw, c, mid.as_mut_ptr(), hw as isize, lhs, rhs, false) };
+                // The same per-element steps as `im2col_gemm`: bias, then the activation.
+                for (i, row) in mid.chunks_exact_mut(hw).enumerate() {
+                    match pw_bias {
+                        Some(b) => add_bias_then_apply(row, b[m0 + i], pw_activation),
+                        None => {
+                            if let Some(act) = pw_activation {
+                                apply_in_place(act, row);
+                            }
                         }
                     }
                 }
@@ -882,7 +981,9 @@ pub fn conv2d_pointwise_depthwise(
 }
 
 /// [`conv2d_pointwise_depthwise`] into a buffer that need not be initialised (see
-/// [`conv2d_fused_uninit`]). Every element of `out` is written.
+/// [`conv2d_fused_uninit`]), with the pointwise weights packed beforehand if given
+/// ([`PackedConvWeights::for_conv`]; other packings are ignored). Every element of `out`
+/// is written.
 ///
 /// # Panics
 /// Same contract as [`conv2d_pointwise_depthwise`].
@@ -891,6 +992,7 @@ pub fn conv2d_pointwise_depthwise_uninit(
     input: &[f32],
     in_dims: [usize; 4],
     pw_weight: &[f32],
+    pw_packed: Option<&PackedConvWeights>,
     pw_bias: Option<&[f32]>,
     pw_activation: Option<UnaryOp>,
     dw_weight: &[f32],
@@ -908,10 +1010,10 @@ pub fn conv2d_pointwise_depthwise_uninit(
     // SAFETY: the kernel writes every output element before reading it (it computes each
     // tile's planes in a scratch buffer and copies them in, then applies the activation).
     let out = unsafe { assume_written(out) };
-    conv2d_pointwise_depthwise(
+    pointwise_depthwise(
         input,
         in_dims,
-        pw_weight,
+        (pw_weight, pw_packed),
         pw_bias,
         pw_activation,
         dw_weight,
@@ -922,6 +1024,53 @@ pub fn conv2d_pointwise_depthwise_uninit(
         out,
         par,
     );
+}
+
+/// The pointwise half of a pair tile: channels `m0..m0 + mm` of image `ni` into `mid`
+/// (`[mm][hw]`), on the pointwise kernel in the orientation `channel` with `packed`
+/// weights, then the activation: the same steps as the lone pointwise convolution.
+#[allow(clippy::too_many_arguments)]
+fn pointwise_planes(
+    input: &[f32],
+    ni: usize,
+    c: usize,
+    hw: usize,
+    (channel, packed): (bool, &[f32]),
+    (m0, mm): (usize, usize),
+    bias: Option<&[f32]>,
+    activation: Option<UnaryOp>,
+    mid: &mut [f32],
+) {
+    let (clamp, rest) = crate::pointwise::split_activation(activation);
+    let x = &input[ni * c * hw..(ni + 1) * c * hw];
+    let dst = crate::pointwise::Dst {
+        ptr: mid.as_mut_ptr(),
+        stride: hw,
+    };
+    // SAFETY: `packed` exists only when `uses_pointwise` held (AVX-512); `mid` holds the
+    // tile's `mm` planes.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        crate::pointwise::tile(
+            channel,
+            x,
+            hw,
+            c,
+            packed,
+            (m0, mm),
+            (0, hw),
+            bias,
+            clamp,
+            dst,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the pointwise kernel needs AVX-512 ({channel} {x:?} {packed:?} {clamp:?})");
+    if let Some(act) = rest {
+        for row in mid.chunks_exact_mut(hw) {
+            apply_in_place(act, row);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

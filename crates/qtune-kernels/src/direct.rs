@@ -59,7 +59,13 @@ pub struct PackedConvWeights {
     w_dims: [usize; 4],
     group: usize,
     blocks: usize,
-    data: Vec<f32>,
+    /// Packed for the pointwise kernel (`[m / 16][c][16]`, see [`crate::pointwise`])
+    /// instead of the direct one.
+    pointwise: bool,
+    /// The packed floats, 64-byte aligned (whole vectors of the packed blocks never straddle
+    /// two cache lines); `len` of them are used.
+    data: Vec<Lanes>,
+    len: usize,
 }
 
 impl std::fmt::Debug for PackedConvWeights {
@@ -91,14 +97,16 @@ impl PackedConvWeights {
         let m_g = m / group;
         let blocks = m_g.div_ceil(MR);
         let kk = c_g * kh * kw;
-        let mut data = vec![0.0f32; group * blocks * kk * MR];
+        let len = group * blocks * kk * MR;
+        let mut data = aligned_zeros(len);
+        let floats = lanes_as_f32_mut(&mut data);
         for gi in 0..group {
             for oc in 0..m_g {
                 let (b, r) = (oc / MR, oc % MR);
                 let src = &weight[(gi * m_g + oc) * kk..(gi * m_g + oc + 1) * kk];
                 let base = (gi * blocks + b) * kk * MR;
                 for (k, &v) in src.iter().enumerate() {
-                    data[base + k * MR + r] = v;
+                    floats[base + k * MR + r] = v;
                 }
             }
         }
@@ -106,8 +114,63 @@ impl PackedConvWeights {
             w_dims,
             group,
             blocks,
+            pointwise: false,
             data,
+            len,
         }
+    }
+
+    /// Packs `weight` for the kernel a convolution of these shapes runs on (on this CPU):
+    /// the pointwise kernel, the direct one, or `None` for the others (which read the ONNX
+    /// layout).
+    pub fn for_conv(
+        weight: &[f32],
+        in_dims: [usize; 4],
+        w_dims: [usize; 4],
+        p: &Conv2dParams,
+    ) -> Option<Self> {
+        if crate::pointwise::uses_pointwise(in_dims, w_dims, p) {
+            Some(Self::pointwise(weight, w_dims))
+        } else if conv2d_uses_direct(in_dims, w_dims, p) {
+            Some(Self::new(weight, w_dims, p.group))
+        } else {
+            None
+        }
+    }
+
+    /// Packs a 1x1 convolution's weights for the pointwise kernel.
+    pub(crate) fn pointwise(weight: &[f32], w_dims: [usize; 4]) -> Self {
+        let [m, c, kh, kw] = w_dims;
+        assert!(
+            kh == 1 && kw == 1,
+            "PackedConvWeights: pointwise weights must be 1x1"
+        );
+        let len = m.div_ceil(crate::pointwise::BLOCK) * c * crate::pointwise::BLOCK;
+        let mut data = aligned_zeros(len);
+        crate::pointwise::pack(weight, m, c, &mut lanes_as_f32_mut(&mut data)[..len]);
+        Self {
+            w_dims,
+            group: 1,
+            blocks: m.div_ceil(crate::pointwise::BLOCK),
+            pointwise: true,
+            data,
+            len,
+        }
+    }
+
+    /// The packed floats.
+    fn floats(&self) -> &[f32] {
+        &lanes_as_f32(&self.data)[..self.len]
+    }
+
+    /// The pointwise kernel's packed weights, if packed for it.
+    pub(crate) fn pointwise_data(&self) -> Option<&[f32]> {
+        self.pointwise.then(|| self.floats())
+    }
+
+    /// Whether these are packed for the direct kernel.
+    pub(crate) fn is_direct(&self) -> bool {
+        !self.pointwise
     }
 
     /// The weight dims `[m, c/group, kh, kw]` this was packed from.
@@ -446,7 +509,7 @@ impl Plan {
 /// One vector of f32, 64-byte aligned (the wide output scratch).
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Lanes([f32; LANES]);
+pub(crate) struct Lanes(pub(crate) [f32; LANES]);
 
 /// Input channels per task when the window is built (about 64K elements of input each).
 const FILL_ELEMENTS: usize = 1 << 16;
@@ -540,7 +603,7 @@ pub(crate) fn conv2d_direct(
                 wide.resize(blocks * MR * nvec, Lanes([0.0; LANES]));
             }
             let wide = &mut wide[..blocks * MR * nvec];
-            let wbase = &packed.data[((gi * packed.blocks + m0 / MR) * g.c_g * kk) * MR..];
+            let wbase = &packed.floats()[((gi * packed.blocks + m0 / MR) * g.c_g * kk) * MR..];
             let x = &win_ref[unit * g.c_g * plan.cst..(unit + 1) * g.c_g * plan.cst];
             run_tile(&plan, &x[oy0 * plan.wq..], wbase, blocks, nvec, wide);
             // Epilogue: the valid columns into the output planes, adding the bias (and
@@ -603,6 +666,16 @@ fn store_row(dst: &mut [f32], src: &[f32], bias: Option<f32>, clamp: bool, lo: f
         (None, false) => dst.copy_from_slice(src),
     }
 }
+}
+
+/// `len` zeros (rounded up to whole vectors), 64-byte aligned.
+pub(crate) fn aligned_zeros(len: usize) -> Vec<Lanes> {
+    vec![Lanes([0.0; LANES]); len.div_ceil(LANES)]
+}
+
+fn lanes_as_f32_mut(v: &mut [Lanes]) -> &mut [f32] {
+    // SAFETY: `Lanes` is `LANES` f32s with no padding (64 bytes, aligned to 64).
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len() * LANES) }
 }
 
 fn lanes_as_f32(v: &[Lanes]) -> &[f32] {

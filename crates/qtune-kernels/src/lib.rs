@@ -61,6 +61,7 @@ mod layout;
 mod matmul;
 mod norm;
 mod permute;
+mod pointwise;
 mod pool;
 mod quant;
 mod reduce;

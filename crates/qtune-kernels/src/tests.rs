@@ -410,6 +410,107 @@ fn direct_conv_matches_ordered_reference_bit_for_bit() {
     );
 }
 
+/// The pointwise kernel against the reference that sums in its order, bit for bit: each
+/// orientation forced and the shapes' own choice (the `gemm` crate for some of them, then
+/// within the reference's tolerance); channel counts around the 8- and 16-channel blocks,
+/// maps of 1 pixel to past a pixel tile, depth 0 to past a depth chunk, batch 2, bias or
+/// none, Relu6, SiLU or no activation; sequentially and in pools of 1 and 2 threads, weights
+/// packed once and per call. Outputs start as NaN, so an element never written fails.
+#[test]
+fn pointwise_matches_ordered_reference_bit_for_bit() {
+    let cases = [
+        (1, 5, 7, 7, 20),
+        (2, 300, 7, 7, 33),
+        (1, 130, 8, 8, 48),
+        (1, 1, 1, 1, 16),
+        (1, 0, 3, 3, 17),
+        (1, 40, 14, 14, 24),
+        (2, 17, 9, 13, 9),
+        (1, 64, 30, 31, 19),
+        (1, 700, 5, 6, 40),
+        (1, 1000, 7, 7, 50),
+        (1, 3, 50, 3, 8),
+        (1, 16, 112, 112, 96),
+    ];
+    let mut rng = Rng::new(33);
+    let acts = [
+        None,
+        Some(UnaryOp::Clip { lo: 0.0, hi: 6.0 }),
+        Some(UnaryOp::Silu),
+    ];
+    let mut on_kernel = 0;
+    for (i, &(n, c, h, w, m)) in cases.iter().enumerate() {
+        let in_dims = [n, c, h, w];
+        let w_dims = [m, c, 1, 1];
+        let p = Conv2dParams::default();
+        let input = rng.vec(n * c * h * w);
+        let weight = rng.vec(m * c);
+        let bias_v = rng.vec(m);
+        let bias = (i % 2 == 0).then_some(bias_v.as_slice());
+        let act = acts[i % 3];
+        let len = n * m * h * w;
+        let mut want = vec![0.0; len];
+        let clamp = match act {
+            Some(UnaryOp::Clip { lo, hi }) => Some((lo, hi)),
+            _ => None,
+        };
+        r::conv2d_fma_ordered(&input, in_dims, &weight, w_dims, bias, &p, clamp, &mut want);
+        if act == Some(UnaryOp::Silu) {
+            crate::unary::apply_in_place(UnaryOp::Silu, &mut want);
+        }
+        for force in [0u8, 1, 2] {
+            let name = format!("pointwise case {i} {in_dims:?} -> {m}, orientation {force}");
+            let run = |par, once: bool| {
+                crate::pointwise::FORCE.set(force);
+                let packed = PackedConvWeights::for_conv(&weight, in_dims, w_dims, &p);
+                let mut got = vec![std::mem::MaybeUninit::new(f32::NAN); len];
+                conv2d_fused_packed_uninit(
+                    &input,
+                    in_dims,
+                    &weight,
+                    w_dims,
+                    packed.as_ref().filter(|_| once),
+                    bias,
+                    &p,
+                    act,
+                    &mut got,
+                    par,
+                );
+                crate::pointwise::FORCE.set(0);
+                // SAFETY: initialised with NaN above.
+                got.iter()
+                    .map(|v| unsafe { v.assume_init() })
+                    .collect::<Vec<f32>>()
+            };
+            check_deterministic(&name, |par| run(par, true));
+            let got = run(Parallelism::Sequential, true);
+            assert_eq!(
+                bits(&got),
+                bits(&run(Parallelism::Rayon, false)),
+                "{name}: packed once vs per call"
+            );
+            crate::pointwise::FORCE.set(force);
+            let kernel = crate::pointwise::uses_pointwise(in_dims, w_dims, &p);
+            crate::pointwise::FORCE.set(0);
+            on_kernel += usize::from(kernel);
+            if kernel {
+                for (j, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == w.to_bits(),
+                        "{name}: element {j}: got {g}, want {w}"
+                    );
+                }
+            } else {
+                assert_close(&name, &got, &want, TOL_PER_TERM * (c + 1) as f32, 0.0);
+            }
+        }
+    }
+    assert!(
+        on_kernel >= 2 * cases.len() || !crate::direct::direct_available(),
+        "only {on_kernel} runs were on the pointwise kernel"
+    );
+}
+
 /// The depthwise kernel against the f32 reference that sums in the same order, bit for
 /// bit: random shapes (odd sizes, small maps with many channels so that tiles hold many
 /// planes, batch > 1, strides, dilations, asymmetric pads), one and two threads, and on one
