@@ -6,11 +6,17 @@
 //! `cargo run --release -p qtune-kernels --example convlayers -- SHAPES [ROUNDS]`, where SHAPES
 //! has one layer a line: `n c h w m c_g kh kw sh sw pad_top pad_left pad_bottom pad_right group`.
 //!
+//! Weights are packed once per layer beforehand ([`PackedConvWeights::for_conv`]), as the
+//! executor packs them once per model.
+//!
 //! `CPUTIME=1` (Linux, with `THREADS=1`) times each layer by the thread's CPU time instead of
 //! the wall clock: on a host shared with other jobs the wall clock counts the time slices
 //! other processes took, the thread's CPU time does not (cache pollution remains).
 
-use qtune_kernels::{Conv2dParams, Parallelism, conv2d, conv2d_out_dims};
+use qtune_kernels::{
+    Conv2dParams, PackedConvWeights, Parallelism, conv2d_fused_packed_uninit, conv2d_out_dims,
+};
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -21,7 +27,9 @@ struct Layer {
     x: Vec<f32>,
     w: Vec<f32>,
     b: Vec<f32>,
-    out: Vec<f32>,
+    out: Vec<MaybeUninit<f32>>,
+    /// The weights packed once, as the executor packs them.
+    packed: Option<PackedConvWeights>,
     flops: f64,
 }
 
@@ -83,11 +91,13 @@ fn main() {
             let p = Conv2dParams::new([v[8], v[9]], [v[10], v[11], v[12], v[13]], [1, 1], v[14]);
             let od = conv2d_out_dims(in_dims, w_dims, &p);
             let flops = 2.0 * (od.iter().product::<usize>() * v[5] * v[6] * v[7]) as f64;
+            let w = filled(w_dims.iter().product(), 2);
             Layer {
                 x: filled(in_dims.iter().product(), 1 + i as u32),
-                w: filled(w_dims.iter().product(), 2),
+                packed: PackedConvWeights::for_conv(&w, in_dims, w_dims, &p),
+                w,
                 b: filled(w_dims[0], 3),
-                out: vec![0.0; od.iter().product()],
+                out: vec![MaybeUninit::new(0.0); od.iter().product()],
                 in_dims,
                 w_dims,
                 p,
@@ -130,13 +140,15 @@ fn main() {
                         for (l, s) in layers.iter_mut().zip(samples.iter_mut()) {
                             let t = Instant::now();
                             let c0 = if cputime { thread_cpu_seconds() } else { 0.0 };
-                            conv2d(
+                            conv2d_fused_packed_uninit(
                                 &l.x,
                                 l.in_dims,
                                 &l.w,
                                 l.w_dims,
+                                l.packed.as_ref(),
                                 Some(&l.b),
                                 &l.p,
+                                None,
                                 &mut l.out,
                                 Parallelism::Rayon,
                             );
