@@ -70,9 +70,13 @@ def test_script_exit_codes(tmp_path):
 
 def test_ctrl_c_stops_a_script(demo, tmp_path):
     """SIGINT ends a running tool at once (default action), as it ends the binary."""
+    # A threshold search (four calibrations, then the search: about 5 s here before it
+    # writes `t`), so that the tool is still at work when the signal comes: a plain
+    # calibration of the demo ends within the 1.5 s since the pointwise kernel.
     p = subprocess.Popen([script("run_calibration"), str(demo / "efficientnet_lite0.onnx"),
                           "--dataset", str(demo / "images"), "--input_num", "32", "--tune_num", "32",
-                          "--resize_dims", "224,224", "-o", str(tmp_path / "t")],
+                          "--resize_dims", "224,224", "--search", "search_threshold",
+                          "-o", str(tmp_path / "t")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
     assert p.poll() is None, "the calibration ended before the signal"
