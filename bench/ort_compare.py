@@ -36,6 +36,11 @@ Method
   fresh process per round (its own warm-up covers that; only its printed figure is used).
 * Load: the 1-minute load average when each row finishes is printed with it (the machine is
   shared; ratios measured at a load above the CPU count say little).
+* Settling: before the first measurement both engines run untimed, alternately, for
+  ``--settle`` seconds (default 10). On this project's VM the first seconds of a run after
+  an idle spell are slower for whichever engine runs first: without it, the first model's
+  first qtune round measured 3.96 ms against 2.06-2.16 ms in the next two rounds (ORT
+  2.79 against 1.73-1.80), and the median of that row was the slow figure.
 * N: ``--iters`` (default: auto, so that one ORT measurement takes about ``--round-seconds``,
   at least 5 runs); the same N and W are passed to qtune.
 """
@@ -245,6 +250,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="alternating (qtune, ORT) rounds (default 5)")
     ap.add_argument("--iters", type=int, default=0, help="timed runs per measurement (default: auto)")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up runs per measurement (default 3)")
+    ap.add_argument("--settle", type=float, default=10.0,
+                    help="seconds both engines run untimed before the first measurement (default 10)")
     ap.add_argument("--round-seconds", type=float, default=1.0,
                     help="target duration of one ORT measurement when --iters is auto (default 1.0)")
     ap.add_argument("--ort-only", action="store_true", help="measure ONNX Runtime only (no qtune build or run)")
@@ -273,6 +280,11 @@ def main() -> None:
                 npz = Path(tmp) / f"{model}_b{batch}.npz"
                 np.savez(npz, **load_inputs(workloads, model, batch))
                 iters = args.iters or auto_iters(runner, args.round_seconds, args.warmup)
+                if not rows and not args.ort_only:
+                    settle_until = time.perf_counter() + args.settle
+                    while time.perf_counter() < settle_until:
+                        runner.measure(iters, args.warmup)
+                        qtune_measure(args.qtune, model_path, npz, batch, iters, args.warmup)
                 q_ms, o_ms = [], []
                 for r in range(args.rounds):
                     order = ("qtune", "ort") if r % 2 == 0 else ("ort", "qtune")
