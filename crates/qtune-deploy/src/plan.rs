@@ -201,8 +201,8 @@ fn chip_float(
     };
     // TPU-MLIR keeps LayerNorm in float on every chip; SiLU and GELU are
     // int8 lookup tables (quantized at their input and output only).
-    if matches!(n.op, Op::LayerNormalization { .. }) {
-        return Some((fp, "LayerNorm has no int8 form"));
+    if let Some(why) = n.op.norm().and_then(|s| s.tpu_float) {
+        return Some((fp, why));
     }
     let non_const_weight =
         matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_)) && !is_const(graph, n.inputs.get(1));

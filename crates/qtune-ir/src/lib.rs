@@ -23,6 +23,8 @@ pub mod pool;
 pub mod movement;
 #[macro_use]
 pub mod linear;
+#[macro_use]
+pub mod norm;
 mod error;
 mod graph;
 mod ids;

@@ -84,6 +84,16 @@ fn arity(cx: &NodeCx<'_>, n: usize, min: usize, max: usize) -> Result<(), OnnxEr
     Err(cx.node_err(format!("expected {expected} inputs, got {n}")))
 }
 
+/// Checks the input count and the attribute names of normalization op `name`
+/// against its registration ([`qtune_ir::norm`]).
+fn norm_arity_and_attrs(cx: &NodeCx<'_>, n: usize, name: &str) -> Result<(), OnnxError> {
+    let spec = norm::by_onnx(name)
+        .ok_or_else(|| cx.node_err(format!("{name} is not a normalization op")))?;
+    let (least, most) = spec.onnx_inputs;
+    arity(cx, n, least, most)?;
+    cx.check_known(spec.onnx_attrs)
+}
+
 pub(crate) fn import_node(
     im: &mut Importer<'_>,
     cx: &NodeCx<'_>,
@@ -115,8 +125,7 @@ pub(crate) fn import_node(
             })
         }
         "BatchNormalization" => {
-            arity(cx, n, 5, 5)?;
-            cx.check_known(&["epsilon", "momentum", "training_mode", "spatial"])?;
+            norm_arity_and_attrs(cx, n, "BatchNormalization")?;
             if cx.flag("training_mode", false)? {
                 return Err(cx.attr_err(
                     "training_mode",
@@ -197,8 +206,7 @@ pub(crate) fn import_node(
             }
         }
         "LayerNormalization" => {
-            arity(cx, n, 1, 3)?;
-            cx.check_known(&["axis", "epsilon", "stash_type"])?;
+            norm_arity_and_attrs(cx, n, "LayerNormalization")?;
             // Only output Y: the mean and inverse deviation outputs are
             // training outputs qtune does not compute. `stash_type` only sets
             // the precision of the statistics.

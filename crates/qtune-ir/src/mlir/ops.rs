@@ -35,17 +35,11 @@ const fn op(
 }
 
 /// The Top ops the reader accepts, in alphabetical order, but for the
-/// unary, binary, reduction, pooling and data-movement families, which come
-/// from their registries ([`crate::unary`], [`crate::binary`],
-/// [`crate::reduce`], [`crate::pool`], [`crate::movement`]).
+/// unary, binary, reduction, pooling, data-movement and normalization
+/// families, which come from their registries ([`crate::unary`],
+/// [`crate::binary`], [`crate::reduce`], [`crate::pool`],
+/// [`crate::movement`], [`crate::norm`]).
 pub const TOP_OPS: &[TopOpSpec] = &[
-    op(
-        "top.BatchNorm",
-        "input, mean, variance, gamma?, beta?",
-        "epsilon, do_relu, relu_limit",
-        "BatchNormalization",
-        "",
-    ),
     op(
         "top.Cast",
         "input",
@@ -94,13 +88,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "input, target_shape?",
         "mode, coord_mode, scale_h, scale_w",
         "Resize",
-        "",
-    ),
-    op(
-        "top.LayerNorm",
-        "input, weight?, bias?",
-        "axis, eps, normalized_shape",
-        "LayerNormalization",
         "",
     ),
     op(
@@ -154,6 +141,7 @@ pub fn is_supported(name: &str) -> bool {
         || name == "top.Reduce"
         || crate::pool::is_top(name)
         || crate::movement::is_top(name)
+        || crate::norm::is_top(name)
 }
 
 /// The table of [`TOP_OPS`] as Markdown (`docs/tpu-mlir-top-ops.md`).
@@ -161,8 +149,9 @@ pub fn top_ops_markdown() -> String {
     let mut s = String::from(
         "# Top ops qtune reads and writes\n\n\
          Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary, binary, \
-         reduction, pooling and data-movement registries (`crates/qtune-ir/src/unary.rs`, \
-         `binary.rs`, `reduce.rs`, `pool.rs`, `movement.rs`); a test keeps this file \
+         reduction, pooling, data-movement and normalization registries \
+         (`crates/qtune-ir/src/unary.rs`, `binary.rs`, `reduce.rs`, `pool.rs`, `movement.rs`, \
+         `norm.rs`); a test keeps this file \
          current. The reader accepts exactly these ops, with the attributes as TPU-MLIR prints \
          them (`include/tpu_mlir/Dialect/Top/IR/TopOps.td`); any other op is an error that names \
          it and its line. Attributes not listed are ignored (TPU-MLIR's optional attributes for \
@@ -177,6 +166,7 @@ pub fn top_ops_markdown() -> String {
         .chain(crate::reduce::top_rows())
         .chain(crate::pool::top_rows())
         .chain(crate::movement::top_rows())
+        .chain(crate::norm::top_rows())
         .collect();
     rows.sort();
     for [name, operands, attributes, ir, notes] in rows {

@@ -386,6 +386,11 @@ pub fn top_op_type(graph: &Graph, id: NodeId) -> Option<&'static str> {
     lower(graph, id, graph.node(id)).ok().map(|t| t.name)
 }
 
+/// The Top op of a normalization op, from its registration ([`crate::norm`]).
+fn norm_top(op: &Op) -> &'static str {
+    op.norm().map_or("", |s| s.top)
+}
+
 /// Maps one IR node to its Top op. See the table in the crate docs.
 fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let op_type = node.op.op_type();
@@ -491,7 +496,7 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
             )
         }
         Op::BatchNormalization { epsilon } => mk(
-            "top.BatchNorm",
+            norm_top(&node.op),
             // ONNX: X, scale, B, mean, var; Top: input, mean, variance, gamma, beta.
             vec![
                 Operand::Value(x(0)?),
@@ -676,7 +681,7 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 .ok_or_else(|| err("axis out of range".into()))?;
             let dims = shape_dims(g, x(0)?)?;
             mk(
-                "top.LayerNorm",
+                norm_top(&node.op),
                 vec![Operand::Value(x(0)?), opt(1), opt(2)],
                 vec![
                     (

@@ -54,12 +54,8 @@ fn supports_fused_relu(g: &Graph, id: NodeId) -> bool {
     let n = g.node(id);
     n.outputs.len() == 1
         && match &n.op {
-            linear_op!()
-            | Op::BatchNormalization { .. }
-            | pool_op!()
-            | Op::Add
-            | Op::Sub
-            | Op::Mul => true,
+            linear_op!() | pool_op!() | Op::Add | Op::Sub | Op::Mul => true,
+            norm_op!() => n.op.norm().is_some_and(|s| s.fuses_relu),
             Op::Resize(_) => is_upsample(g, id),
             _ => false,
         }
