@@ -12,7 +12,7 @@ Method
 * Models: mobilenetv2_nsfw, efficientnet_lite0, yolox_det416 by default (``--all``: all six
   workload models, ``--models`` to choose). Input: sample 0 of the model's golden
   ``golden/<model>/input.npz``, repeated along axis 0 to the batch size.
-* Threads: 2 for both. ORT: ``intra_op_num_threads=2``, ``inter_op_num_threads=1``, sequential
+* Threads: 2 for both (``--threads`` to change). ORT: ``intra_op_num_threads=2``, ``inter_op_num_threads=1``, sequential
   execution, default graph optimisations (``ORT_ENABLE_ALL``), CPU execution provider.
   qtune: ``--threads 2``.
 * Batch 8 on ORT: the workload models have a static batch of 1, so the script makes an
@@ -250,6 +250,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="alternating (qtune, ORT) rounds (default 5)")
     ap.add_argument("--iters", type=int, default=0, help="timed runs per measurement (default: auto)")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up runs per measurement (default 3)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="threads of both engines (default 2; 1 measures the kernels alone, without "
+                         "the second vCPU, whose speed on this project's shared VM varies from "
+                         "minute to minute)")
     ap.add_argument("--settle", type=float, default=10.0,
                     help="seconds both engines run untimed before the first measurement (default 10)")
     ap.add_argument("--round-seconds", type=float, default=1.0,
@@ -259,6 +263,8 @@ def main() -> None:
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build first")
     ap.add_argument("--markdown", type=Path, help="also append the table (with a header) to this file")
     args = ap.parse_args()
+    global THREADS
+    THREADS = args.threads
 
     workloads = find_workloads(args.workloads)
     models = ALL_MODELS if args.all else (args.models or DEFAULT_MODELS)
