@@ -9,8 +9,10 @@
 //! Slice's starts, Resize's scales, ...) stay inputs here, as in ONNX; after
 //! constant folding they are constant values, which shape inference reads.
 
-// First: `unary_op!`, `binary_op!` and `reduce_op!` are used by the
-// modules below.
+// First: `op_family!` builds the registries below; `unary_op!`, `binary_op!`
+// and `reduce_op!` are used by the modules after them.
+#[macro_use]
+mod family;
 #[macro_use]
 pub mod unary;
 #[macro_use]

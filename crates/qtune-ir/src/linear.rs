@@ -4,7 +4,7 @@
 //! (input 1, usually a constant) and add an optional bias (input 2): they
 //! are the layers int8 hardware computes on integer units, the only ones
 //! the QDQ runtimes quantize, and the ones whose weights are quantized per
-//! output channel. Each is one entry of the `linear_family!` table at the
+//! output channel. Each is one entry of the `op_family!` table at the
 //! end of this file, which holds what the crates need to know about it
 //! beyond its own attributes:
 //!
@@ -58,46 +58,18 @@ pub fn by_onnx(onnx: &str) -> Option<&'static LinearSpec> {
     LINEAR_OPS.iter().find(|s| s.name == onnx)
 }
 
-/// The table. Each entry: `Variant => { fields }`, the fields those of
-/// [`LinearSpec`] but `name`, which is the variant's.
-macro_rules! linear_family {
-    ($(
-        $variant:ident => { $($key:ident : $val:expr),* $(,)? }
-    ),* $(,)?) => {
-        /// Every op of the weighted-layer family.
-        pub static LINEAR_OPS: &[LinearSpec] = &[$(
-            LinearSpec {
-                name: stringify!($variant),
-                $($key: $val),*
-            }
-        ),*];
-
-        #[allow(clippy::enum_variant_names)]
-        enum Ix { $($variant),* }
-
-        impl Op {
-            /// This op's registration, when it belongs to the weighted-layer
-            /// family.
-            pub fn linear(&self) -> Option<&'static LinearSpec> {
-                let ix = match self {
-                    $(Op::$variant { .. } => Ix::$variant as usize,)*
-                    _ => return None,
-                };
-                Some(&LINEAR_OPS[ix])
-            }
-        }
-
-        /// A pattern matching every [`Op`] of the weighted-layer family
-        /// (generated from the registry in `qtune-ir/src/linear.rs`).
-        /// Handle it through [`Op::linear`].
-        #[macro_export]
-        macro_rules! linear_op {
-            () => { $($crate::Op::$variant { .. })|* };
-        }
-    };
-}
-
-linear_family! {
+// The table (`crate::family::op_family!`). Each entry: `Variant => { fields }`,
+// the fields those of [`LinearSpec`] but `name`, which is the variant's.
+op_family! {
+    /// Every op of the weighted-layer family.
+    static LINEAR_OPS: [LinearSpec];
+    /// This op's registration, when it belongs to the weighted-layer
+    /// family.
+    fn linear;
+    /// A pattern matching every [`Op`] of the weighted-layer family
+    /// (generated from the registry in `qtune-ir/src/linear.rs`).
+    /// Handle it through [`Op::linear`].
+    macro linear_op;
     // OIHW: `[m, c / group, kh, kw]`.
     Conv => {
         top: "top.Conv", tpu_weights: TpuWeights::PerChannel,

@@ -2,7 +2,7 @@
 //!
 //! Every op that only moves, selects or repeats elements (no arithmetic:
 //! Reshape, Transpose, Slice, Concat, Tile, ...) is one entry of the
-//! `movement_family!` table at the end of this file, which holds what every
+//! `op_family!` table at the end of this file, which holds what every
 //! crate needs to know about it beyond its own attributes:
 //!
 //! - what it does to the elements ([`MoveSpec::kind`]), which SmoothQuant
@@ -29,8 +29,6 @@
 //! calibration (`top.Split` into `top.Slice`s, `Split.cpp: SplitToSlice`;
 //! an Expand into `top.Tile`, `Expand.cpp`, which qtune's Top stage does
 //! too), the entry takes the rules of what the op becomes.
-
-use crate::Op;
 
 /// What a data-movement op does to its input's elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,51 +144,23 @@ pub(crate) fn top_rows() -> impl Iterator<Item = [String; 5]> {
     })
 }
 
-/// The table. Each entry: `Variant => { fields }`, the fields those of
-/// [`MoveSpec`] but `name`, which is the variant's.
-macro_rules! movement_family {
-    ($(
-        $variant:ident => { $($key:ident : $val:expr),* $(,)? }
-    ),* $(,)?) => {
-        /// Every op of the data-movement family.
-        pub static MOVEMENT_OPS: &[MoveSpec] = &[$(
-            MoveSpec {
-                name: stringify!($variant),
-                $($key: $val),*
-            }
-        ),*];
-
-        #[allow(clippy::enum_variant_names)]
-        enum Ix { $($variant),* }
-
-        impl Op {
-            /// This op's registration, when it belongs to the data-movement
-            /// family.
-            pub fn movement(&self) -> Option<&'static MoveSpec> {
-                let ix = match self {
-                    $(Op::$variant { .. } => Ix::$variant as usize,)*
-                    _ => return None,
-                };
-                Some(&MOVEMENT_OPS[ix])
-            }
-        }
-
-        /// A pattern matching every [`Op`] of the data-movement family
-        /// (generated from the registry in `qtune-ir/src/movement.rs`): a
-        /// `match` arm `movement_op!() => ...` keeps the match exhaustive
-        /// whatever the family holds. Handle it through [`Op::movement`].
-        #[macro_export]
-        macro_rules! movement_op {
-            () => { $($crate::Op::$variant { .. })|* };
-        }
-    };
-}
-
 use MoveKind::{Join, Permute, Repeat, Select, View};
 use MoveRange::{Backwards, Forwards, ForwardsFirst, IntoInputs, Own};
 use ShapeRole::{Opaque, Stop, Transparent};
 
-movement_family! {
+// The table (`crate::family::op_family!`). Each entry: `Variant => { fields }`,
+// the fields those of [`MoveSpec`] but `name`, which is the variant's.
+op_family! {
+    /// Every op of the data-movement family.
+    static MOVEMENT_OPS: [MoveSpec];
+    /// This op's registration, when it belongs to the data-movement
+    /// family.
+    fn movement;
+    /// A pattern matching every [`Op`] of the data-movement family
+    /// (generated from the registry in `qtune-ir/src/movement.rs`): a
+    /// `match` arm `movement_op!() => ...` keeps the match exhaustive
+    /// whatever the family holds. Handle it through [`Op::movement`].
+    macro movement_op;
     Reshape => {
         kind: View, range: ForwardsFirst, shape_role: Stop, tpu_float: None,
         top: "top.Reshape", top_operands: "input", top_attrs: "shape",
@@ -270,6 +240,7 @@ movement_family! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Op;
 
     /// One op of each variant the family should hold, built by hand: the
     /// registry's list against an independent one.

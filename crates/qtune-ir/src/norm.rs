@@ -5,7 +5,7 @@
 //! (axis 1) with the mean and variance given as inputs (inference), which
 //! makes it a per-channel affine map; LayerNormalization over the axes from
 //! `axis` to the last, with the statistics computed from the input. Each is
-//! one entry of the `norm_family!` table at the end of this file, which
+//! one entry of the `op_family!` table at the end of this file, which
 //! holds what the crates need to know about it beyond its attributes:
 //!
 //! - its ONNX op type (the entry's name), the ONNX attributes the import
@@ -26,8 +26,6 @@
 //! canonicalization's fused-ReLU rule and the deploy plan's float rule
 //! consult the registry. Shape inference, evaluation, the BatchNormalization
 //! fold into Conv and the ONNX export stay per op (`docs/adding-an-op.md`).
-
-use crate::Op;
 
 /// The axes an op normalizes over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,46 +85,18 @@ pub(crate) fn top_rows() -> impl Iterator<Item = [String; 5]> {
         .map(|s| [s.top, s.top_operands, s.top_attrs, s.name, s.top_notes].map(String::from))
 }
 
-/// The table. Each entry: `Variant => { fields }`, the fields those of
-/// [`NormSpec`] but `name`, which is the variant's.
-macro_rules! norm_family {
-    ($(
-        $variant:ident => { $($key:ident : $val:expr),* $(,)? }
-    ),* $(,)?) => {
-        /// Every op of the normalization family.
-        pub static NORM_OPS: &[NormSpec] = &[$(
-            NormSpec {
-                name: stringify!($variant),
-                $($key: $val),*
-            }
-        ),*];
-
-        #[allow(clippy::enum_variant_names)]
-        enum Ix { $($variant),* }
-
-        impl Op {
-            /// This op's registration, when it belongs to the normalization
-            /// family.
-            pub fn norm(&self) -> Option<&'static NormSpec> {
-                let ix = match self {
-                    $(Op::$variant { .. } => Ix::$variant as usize,)*
-                    _ => return None,
-                };
-                Some(&NORM_OPS[ix])
-            }
-        }
-
-        /// A pattern matching every [`Op`] of the normalization family
-        /// (generated from the registry in `qtune-ir/src/norm.rs`). Handle
-        /// it through [`Op::norm`].
-        #[macro_export]
-        macro_rules! norm_op {
-            () => { $($crate::Op::$variant { .. })|* };
-        }
-    };
-}
-
-norm_family! {
+// The table (`crate::family::op_family!`). Each entry: `Variant => { fields }`,
+// the fields those of [`NormSpec`] but `name`, which is the variant's.
+op_family! {
+    /// Every op of the normalization family.
+    static NORM_OPS: [NormSpec];
+    /// This op's registration, when it belongs to the normalization
+    /// family.
+    fn norm;
+    /// A pattern matching every [`Op`] of the normalization family
+    /// (generated from the registry in `qtune-ir/src/norm.rs`). Handle
+    /// it through [`Op::norm`].
+    macro norm_op;
     // ONNX inputs X, scale, B, mean, var; `spatial` (opsets 1-8) and
     // `training_mode` (14+) are read to refuse the forms qtune does not
     // compute, `momentum` only matters in training.
@@ -160,6 +130,7 @@ norm_family! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Op;
 
     fn ops() -> [Op; 2] {
         [

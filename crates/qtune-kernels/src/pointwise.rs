@@ -190,9 +190,18 @@ pub(crate) unsafe fn tile(
     if mm == 0 || np == 0 {
         return;
     }
-    let ep = Epilogue {
+    let job = Job {
+        x,
+        hw,
+        k,
+        packed,
+        m0,
+        mm,
+        p0,
+        np,
         bias: bias.map(|b| b.as_ptr()),
         clamp,
+        dst,
     };
     // SAFETY: the asserts above bound every read; the caller vouches for `dst` and the CPU.
     unsafe {
@@ -201,34 +210,44 @@ pub(crate) unsafe fn tile(
                 m0.is_multiple_of(BLOCK),
                 "pointwise: channel tile not block-aligned"
             );
-            channel_tile(x, hw, k, packed, m0, mm, p0, np, &ep, dst);
+            channel_tile(&job);
         } else {
             assert!(m0.is_multiple_of(MR), "pointwise: channel tile not aligned");
-            pixel_tile(x, hw, k, packed, m0, mm, p0, np, &ep, dst);
+            pixel_tile(&job);
         }
     }
 }
 
-/// Bias and clamp of the stores.
-struct Epilogue {
-    bias: Option<*const f32>,
-    clamp: Option<(f32, f32)>,
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pixel_tile(
-    x: &[f32],
+/// One tile's operands (see [`tile`]): input `x` (`[k][hw]`), packed weights, output
+/// channels `m0..m0 + mm` at pixels `p0..p0 + np`, the stores' bias and clamp.
+struct Job<'a> {
+    x: &'a [f32],
     hw: usize,
     k: usize,
-    packed: &[f32],
+    packed: &'a [f32],
     m0: usize,
     mm: usize,
     p0: usize,
     np: usize,
-    ep: &Epilogue,
+    bias: Option<*const f32>,
+    clamp: Option<(f32, f32)>,
     dst: Dst,
-) {
+}
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn pixel_tile(job: &Job) {
+    let Job {
+        x,
+        hw,
+        k,
+        packed,
+        m0,
+        mm,
+        p0,
+        np,
+        dst,
+        ..
+    } = *job;
     let nvec = np.div_ceil(LANES);
     let tail = np - (nvec - 1) * LANES;
     let columns = nvec.div_ceil(NV);
@@ -266,8 +285,8 @@ unsafe fn pixel_tile(
             mask,
             rows,
             stride: dst.stride,
-            bias: ep.bias.map(|b| b.wrapping_add(co)),
-            clamp: ep.clamp,
+            bias: job.bias.map(|b| b.wrapping_add(co)),
+            clamp: job.clamp,
         };
         // SAFETY: input rows `0..k` at pixels `p0 + v0 * 16..` (the last vector masked
         // to the tile) and `k` packed rows of 16 are inside the slices (asserted by
@@ -283,19 +302,19 @@ unsafe fn pixel_tile(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn channel_tile(
-    x: &[f32],
-    hw: usize,
-    k: usize,
-    packed: &[f32],
-    m0: usize,
-    mm: usize,
-    p0: usize,
-    np: usize,
-    ep: &Epilogue,
-    dst: Dst,
-) {
+unsafe fn channel_tile(job: &Job) {
+    let Job {
+        x,
+        hw,
+        k,
+        packed,
+        m0,
+        mm,
+        p0,
+        np,
+        dst,
+        ..
+    } = *job;
     assert!(np <= MAX_CHANNEL_PIXELS, "pointwise: channel tile too wide");
     // Pixel tiles of nearly equal size (49 pixels: 7 of 7, not 6 of 8 and one of 1).
     let pt = np.div_ceil(CP);
@@ -322,8 +341,8 @@ unsafe fn channel_tile(
                     block: k * BLOCK,
                     chans,
                     stride: dst.stride,
-                    bias: ep.bias.map(|b| b.wrapping_add(co)),
-                    clamp: ep.clamp,
+                    bias: job.bias.map(|b| b.wrapping_add(co)),
+                    clamp: job.clamp,
                     partial: partial[done * CV..].as_mut_ptr().cast::<f32>(),
                     first: k0 == 0,
                     last: k0 + kn == k,
