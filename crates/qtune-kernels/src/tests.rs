@@ -321,6 +321,66 @@ fn direct_cases() -> Vec<ConvCase> {
     v
 }
 
+/// One convolution's operands, for tests that run it through
+/// [`conv2d_fused_packed_uninit`] several ways.
+struct ConvCall<'a> {
+    input: &'a [f32],
+    in_dims: [usize; 4],
+    weight: &'a [f32],
+    w_dims: [usize; 4],
+    bias: Option<&'a [f32]>,
+    p: Conv2dParams,
+    act: Option<UnaryOp>,
+}
+
+impl ConvCall<'_> {
+    /// The convolution with these packed weights (or none), into an output that starts as
+    /// NaN, so that an element the kernel forgot to write fails the comparison.
+    fn run(&self, packed: Option<&PackedConvWeights>, par: Parallelism) -> Vec<f32> {
+        let od = conv2d_out_dims(self.in_dims, self.w_dims, &self.p);
+        let mut got = vec![std::mem::MaybeUninit::new(f32::NAN); od.iter().product()];
+        conv2d_fused_packed_uninit(
+            self.input,
+            self.in_dims,
+            self.weight,
+            self.w_dims,
+            packed,
+            self.bias,
+            &self.p,
+            self.act,
+            &mut got,
+            par,
+        );
+        // SAFETY: initialised with NaN above.
+        got.iter().map(|v| unsafe { v.assume_init() }).collect()
+    }
+}
+
+/// Runs `run(par, packed_once)` sequentially and in pools of 1 and 2 threads with the
+/// weights packed once, and once with them packed per call: all must agree bit for bit.
+/// Returns the sequential result.
+fn check_packed_runs(name: &str, run: impl Fn(Parallelism, bool) -> Vec<f32> + Sync) -> Vec<f32> {
+    check_deterministic(name, |par| run(par, true));
+    let got = run(Parallelism::Sequential, true);
+    assert_eq!(
+        bits(&got),
+        bits(&run(Parallelism::Rayon, false)),
+        "{name}: packed once vs per call"
+    );
+    got
+}
+
+/// `got` equals `want` bit for bit, naming the first element that does not.
+fn assert_same_bits(name: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{name}: lengths");
+    for (j, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "{name}: element {j}: got {g}, want {w}"
+        );
+    }
+}
+
 /// The direct kernel against the reference that sums in its order, bit for bit, with and
 /// without bias and a fused Relu6, in pools of 1 and 2 threads and sequentially, through
 /// both entry points (weights packed per call, and packed once beforehand). Outputs start
@@ -362,42 +422,23 @@ fn direct_conv_matches_ordered_reference_bit_for_bit() {
             cs.in_dims, cs.w_dims, cs.p
         );
         let packed = PackedConvWeights::new(&weight, cs.w_dims, cs.p.group);
-        let run = |par, pre: bool| {
+        let call = ConvCall {
+            input: &input,
+            in_dims: cs.in_dims,
+            weight: &weight,
+            w_dims: cs.w_dims,
+            bias,
+            p: cs.p,
+            act,
+        };
+        let got = check_packed_runs(&name, |par, pre| {
             // The size rules are switched off per thread: here, on whichever pool thread
             // runs this closure.
             crate::direct::DIRECT_ALWAYS.set(true);
-            let mut got = vec![std::mem::MaybeUninit::new(f32::NAN); len];
-            conv2d_fused_packed_uninit(
-                &input,
-                cs.in_dims,
-                &weight,
-                cs.w_dims,
-                pre.then_some(&packed),
-                bias,
-                &cs.p,
-                act,
-                &mut got,
-                par,
-            );
-            // SAFETY: initialised with NaN above.
-            got.iter()
-                .map(|v| unsafe { v.assume_init() })
-                .collect::<Vec<f32>>()
-        };
-        check_deterministic(&name, |par| run(par, true));
-        let got = run(Parallelism::Sequential, true);
-        assert_eq!(
-            bits(&got),
-            bits(&run(Parallelism::Rayon, false)),
-            "{name}: packed once vs per call"
-        );
+            call.run(pre.then_some(&packed), par)
+        });
         if direct {
-            for (j, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    g.to_bits() == w.to_bits(),
-                    "{name}: element {j}: got {g}, want {w}"
-                );
-            }
+            assert_same_bits(&name, &got, &want);
         } else {
             let terms = cs.w_dims[1] * cs.w_dims[2] * cs.w_dims[3] + 1;
             assert_close(&name, &got, &want, TOL_PER_TERM * terms as f32, 0.0);
@@ -460,46 +501,28 @@ fn pointwise_matches_ordered_reference_bit_for_bit() {
         }
         for force in [0u8, 1, 2] {
             let name = format!("pointwise case {i} {in_dims:?} -> {m}, orientation {force}");
-            let run = |par, once: bool| {
+            let call = ConvCall {
+                input: &input,
+                in_dims,
+                weight: &weight,
+                w_dims,
+                bias,
+                p,
+                act,
+            };
+            let got = check_packed_runs(&name, |par, once| {
                 crate::pointwise::FORCE.set(force);
                 let packed = PackedConvWeights::for_conv(&weight, in_dims, w_dims, &p);
-                let mut got = vec![std::mem::MaybeUninit::new(f32::NAN); len];
-                conv2d_fused_packed_uninit(
-                    &input,
-                    in_dims,
-                    &weight,
-                    w_dims,
-                    packed.as_ref().filter(|_| once),
-                    bias,
-                    &p,
-                    act,
-                    &mut got,
-                    par,
-                );
+                let got = call.run(packed.as_ref().filter(|_| once), par);
                 crate::pointwise::FORCE.set(0);
-                // SAFETY: initialised with NaN above.
-                got.iter()
-                    .map(|v| unsafe { v.assume_init() })
-                    .collect::<Vec<f32>>()
-            };
-            check_deterministic(&name, |par| run(par, true));
-            let got = run(Parallelism::Sequential, true);
-            assert_eq!(
-                bits(&got),
-                bits(&run(Parallelism::Rayon, false)),
-                "{name}: packed once vs per call"
-            );
+                got
+            });
             crate::pointwise::FORCE.set(force);
             let kernel = crate::pointwise::uses_pointwise(in_dims, w_dims, &p);
             crate::pointwise::FORCE.set(0);
             on_kernel += usize::from(kernel);
             if kernel {
-                for (j, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        g.to_bits() == w.to_bits(),
-                        "{name}: element {j}: got {g}, want {w}"
-                    );
-                }
+                assert_same_bits(&name, &got, &want);
             } else {
                 assert_close(&name, &got, &want, TOL_PER_TERM * (c + 1) as f32, 0.0);
             }
