@@ -244,6 +244,12 @@ pub fn conv2d_fused(
             out,
             par,
         );
+    } else if crate::winograd::uses_winograd(in_dims, w_dims, p) {
+        let packed = PackedConvWeights::winograd(weight, w_dims);
+        let data = packed.winograd_data().expect("packed for Winograd");
+        crate::winograd::conv2d_winograd(
+            input, in_dims, m, data, bias, &geom, activation, out, par,
+        );
     } else if crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
         let packed = PackedConvWeights::new(weight, w_dims, g);
         crate::direct::conv2d_direct(input, in_dims, &packed, bias, &geom, activation, out, par);
@@ -394,6 +400,23 @@ pub fn conv2d_fused_packed_uninit(
         let par = crate::util::par_for_work(par, 2 * n * w_dims[0] * hw * c);
         crate::pointwise::conv2d_pointwise(
             input, n, c, hw, w_dims[0], data, bias, activation, out, par,
+        );
+        return;
+    }
+    if let Some(data) = packed
+        .winograd_data()
+        .filter(|_| crate::winograd::uses_winograd(in_dims, w_dims, p))
+    {
+        // SAFETY: the Winograd kernel stores every output element once (each belongs to one
+        // tile of one block) before its activation pass reads it.
+        let out = unsafe { assume_written(out) };
+        let Some(geom) = checked_geom(input, in_dims, weight, w_dims, bias, p, out) else {
+            return;
+        };
+        let flops = 2 * in_dims[0] * w_dims[0] * geom.oh * geom.ow * w_dims[1] * 9;
+        let par = crate::util::par_for_work(par, flops);
+        crate::winograd::conv2d_winograd(
+            input, in_dims, w_dims[0], data, bias, &geom, activation, out, par,
         );
         return;
     }

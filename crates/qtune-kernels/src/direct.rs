@@ -59,13 +59,23 @@ pub struct PackedConvWeights {
     w_dims: [usize; 4],
     group: usize,
     blocks: usize,
-    /// Packed for the pointwise kernel (`[m / 16][c][16]`, see [`crate::pointwise`])
-    /// instead of the direct one.
-    pointwise: bool,
+    /// The kernel these are packed for.
+    kind: Packing,
     /// The packed floats, 64-byte aligned (whole vectors of the packed blocks never straddle
     /// two cache lines); `len` of them are used.
     data: Vec<Lanes>,
     len: usize,
+}
+
+/// Which kernel a [`PackedConvWeights`] is packed for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Packing {
+    /// The direct kernel: `[group][block][c_g][kh kw][MR]`.
+    Direct,
+    /// The pointwise kernel: `[m / 16][c][16]` (see [`crate::pointwise`]).
+    Pointwise,
+    /// Winograd F(4x4, 3x3): 36 transformed pointwise sets (see [`crate::winograd`]).
+    Winograd,
 }
 
 impl std::fmt::Debug for PackedConvWeights {
@@ -114,7 +124,7 @@ impl PackedConvWeights {
             w_dims,
             group,
             blocks,
-            pointwise: false,
+            kind: Packing::Direct,
             data,
             len,
         }
@@ -131,6 +141,8 @@ impl PackedConvWeights {
     ) -> Option<Self> {
         if crate::pointwise::uses_pointwise(in_dims, w_dims, p) {
             Some(Self::pointwise(weight, w_dims))
+        } else if crate::winograd::uses_winograd(in_dims, w_dims, p) {
+            Some(Self::winograd(weight, w_dims))
         } else if conv2d_uses_direct(in_dims, w_dims, p) {
             Some(Self::new(weight, w_dims, p.group))
         } else {
@@ -152,7 +164,27 @@ impl PackedConvWeights {
             w_dims,
             group: 1,
             blocks: m.div_ceil(crate::pointwise::BLOCK),
-            pointwise: true,
+            kind: Packing::Pointwise,
+            data,
+            len,
+        }
+    }
+
+    /// Packs a 3x3 convolution's weights (one group) for Winograd F(4x4, 3x3).
+    pub(crate) fn winograd(weight: &[f32], w_dims: [usize; 4]) -> Self {
+        let [m, c, kh, kw] = w_dims;
+        assert!(
+            kh == 3 && kw == 3,
+            "PackedConvWeights: Winograd weights must be 3x3"
+        );
+        let len = crate::winograd::packed_len(m, c);
+        let mut data = aligned_zeros(len);
+        crate::winograd::pack(weight, m, c, &mut lanes_as_f32_mut(&mut data)[..len]);
+        Self {
+            w_dims,
+            group: 1,
+            blocks: m.div_ceil(crate::pointwise::BLOCK),
+            kind: Packing::Winograd,
             data,
             len,
         }
@@ -165,12 +197,17 @@ impl PackedConvWeights {
 
     /// The pointwise kernel's packed weights, if packed for it.
     pub(crate) fn pointwise_data(&self) -> Option<&[f32]> {
-        self.pointwise.then(|| self.floats())
+        (self.kind == Packing::Pointwise).then(|| self.floats())
+    }
+
+    /// The Winograd transformed weights, if packed for it.
+    pub(crate) fn winograd_data(&self) -> Option<&[f32]> {
+        (self.kind == Packing::Winograd).then(|| self.floats())
     }
 
     /// Whether these are packed for the direct kernel.
     pub(crate) fn is_direct(&self) -> bool {
-        !self.pointwise
+        self.kind == Packing::Direct
     }
 
     /// The weight dims `[m, c/group, kh, kw]` this was packed from.

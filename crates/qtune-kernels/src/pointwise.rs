@@ -432,14 +432,14 @@ struct ChannelArgs {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::{ChannelArgs, LANES, MR, PixelArgs};
     use std::arch::x86_64::*;
 
     /// `x < lo -> lo`, then `x > hi -> hi`: NaN stays NaN, as in the activation kernels.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn clamp(v: __m512, lo: __m512, hi: __m512) -> __m512 {
+    pub(crate) fn clamp(v: __m512, lo: __m512, hi: __m512) -> __m512 {
         let v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, lo), v, lo);
         _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, hi), v, hi)
     }

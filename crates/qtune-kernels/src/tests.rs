@@ -8,6 +8,8 @@ use crate::*;
 /// Allowed absolute error per accumulated term for inputs in [-1, 1] (f32 sums of products
 /// against an f64 reference).
 pub(crate) const TOL_PER_TERM: f32 = 2e-6;
+/// Error of a Winograd F(4x4, 3x3) output, relative to the sum of its terms' magnitudes.
+const TOL_WINOGRAD: f64 = 1e-5;
 /// Relative tolerance for elementwise ops computed with std f32 math vs f64.
 pub(crate) const TOL_ELEMENTWISE_REL: f32 = 4e-6;
 /// Absolute floor of elementwise comparisons (for results near zero).
@@ -532,6 +534,129 @@ fn pointwise_matches_ordered_reference_bit_for_bit() {
         on_kernel >= 2 * cases.len() || !crate::direct::direct_available(),
         "only {on_kernel} runs were on the pointwise kernel"
     );
+}
+
+/// Winograd F(4x4, 3x3) against an `f64` direct convolution: each output within
+/// `TOL_WINOGRAD` of the sum of its terms' magnitudes (the transforms round differently
+/// from a direct sum, and scale terms by up to 8 x 5 before the products), on shapes with
+/// every pad from 0 to 2 (asymmetric too), maps narrower and wider than a 16-tile run and
+/// not multiples of 4, batch > 1, depth 1 to 200, and more or fewer channels than a packed
+/// block; in pools of 1 and 2 threads and sequentially, weights packed once and per call,
+/// into NaN-filled outputs. The fused SiLU equals the convolution then SiLU bit for bit.
+#[test]
+fn winograd_matches_f64_reference() {
+    let cases = [
+        // n, c, h, w, m, pads [top, left, bottom, right]
+        (1, 16, 52, 52, 24, [1, 1, 1, 1]),
+        (2, 3, 13, 13, 17, [1, 1, 1, 1]),
+        (1, 1, 7, 9, 2, [0, 0, 0, 0]),
+        (1, 40, 9, 70, 33, [2, 0, 1, 2]),
+        (1, 200, 6, 6, 48, [1, 1, 1, 1]),
+        (1, 8, 1, 1, 16, [1, 1, 1, 1]),
+        (3, 5, 30, 3, 9, [0, 1, 2, 1]),
+        (1, 24, 104, 66, 20, [1, 1, 1, 1]),
+    ];
+    let mut rng = Rng::new(44);
+    let mut on_kernel = 0;
+    for (i, &(n, c, h, w, m, pads)) in cases.iter().enumerate() {
+        let in_dims = [n, c, h, w];
+        let w_dims = [m, c, 3, 3];
+        let p = Conv2dParams::new([1, 1], pads, [1, 1], 1);
+        let od = conv2d_out_dims(in_dims, w_dims, &p);
+        let input = rng.vec(n * c * h * w);
+        let weight = rng.vec(m * c * 9);
+        let bias_v = rng.vec(m);
+        let bias = (i % 2 == 0).then_some(bias_v.as_slice());
+        crate::winograd::FORCE.set(1);
+        let kernel = crate::winograd::uses_winograd(in_dims, w_dims, &p);
+        crate::winograd::FORCE.set(0);
+        on_kernel += usize::from(kernel);
+        // The f64 reference and, per output, the sum of its terms' magnitudes.
+        let mut want = vec![0.0f64; want_len(od)];
+        let mut scale = vec![0.0f64; want_len(od)];
+        for ni in 0..n {
+            for co in 0..m {
+                for oy in 0..od[2] {
+                    for ox in 0..od[3] {
+                        let (mut s, mut a) = (bias.map_or(0.0, |b| f64::from(b[co])), 0.0);
+                        a += s.abs();
+                        for ci in 0..c {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let y = (oy + ky) as isize - pads[0] as isize;
+                                    let x = (ox + kx) as isize - pads[1] as isize;
+                                    if y < 0 || x < 0 || y as usize >= h || x as usize >= w {
+                                        continue;
+                                    }
+                                    let xv =
+                                        input[((ni * c + ci) * h + y as usize) * w + x as usize];
+                                    let wv = weight[((co * c + ci) * 3 + ky) * 3 + kx];
+                                    s += f64::from(xv) * f64::from(wv);
+                                    a += (f64::from(xv) * f64::from(wv)).abs();
+                                }
+                            }
+                        }
+                        let at = ((ni * m + co) * od[2] + oy) * od[3] + ox;
+                        want[at] = s;
+                        scale[at] = a;
+                    }
+                }
+            }
+        }
+        for act in [
+            None,
+            Some(UnaryOp::Clip { lo: 0.0, hi: 6.0 }),
+            Some(UnaryOp::Silu),
+        ] {
+            let name = format!("winograd case {i} {in_dims:?} -> {m} pads {pads:?} {act:?}");
+            let call = ConvCall {
+                input: &input,
+                in_dims,
+                weight: &weight,
+                w_dims,
+                bias,
+                p,
+                act,
+            };
+            let run = |act: Option<UnaryOp>, par, once| {
+                crate::winograd::FORCE.set(1);
+                let packed = PackedConvWeights::for_conv(&weight, in_dims, w_dims, &p);
+                let got = ConvCall { act, ..call }.run(packed.as_ref().filter(|_| once), par);
+                crate::winograd::FORCE.set(0);
+                got
+            };
+            let got = check_packed_runs(&name, |par, once| run(act, par, once));
+            let mut worst = 0.0f64;
+            for (j, &g) in got.iter().enumerate() {
+                let wv = match act {
+                    Some(UnaryOp::Clip { lo, hi }) => want[j].clamp(f64::from(lo), f64::from(hi)),
+                    Some(UnaryOp::Silu) => continue,
+                    _ => want[j],
+                };
+                let err = (f64::from(g) - wv).abs() / scale[j].max(f64::MIN_POSITIVE);
+                assert!(
+                    err <= TOL_WINOGRAD,
+                    "{name}: element {j}: got {g}, want {wv} (error {err:e} of the terms' magnitude)"
+                );
+                worst = worst.max(err);
+            }
+            if act == Some(UnaryOp::Silu) {
+                let mut plain = run(None, Parallelism::Sequential, true);
+                crate::unary::apply_in_place(UnaryOp::Silu, &mut plain);
+                assert_same_bits(&name, &got, &plain);
+            }
+            eprintln!("{name}: worst error {worst:e}");
+        }
+    }
+    assert!(
+        on_kernel == cases.len() || !crate::direct::direct_available(),
+        "only {on_kernel} cases were on the Winograd kernel"
+    );
+}
+
+/// Outputs of a convolution of output dims `od`.
+fn want_len(od: [usize; 4]) -> usize {
+    od.iter().product()
 }
 
 /// The depthwise kernel against the f32 reference that sums in the same order, bit for
