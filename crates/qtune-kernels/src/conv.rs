@@ -244,7 +244,7 @@ pub fn conv2d_fused(
             out,
             par,
         );
-    } else if crate::winograd::uses_winograd(in_dims, w_dims, p) {
+    } else if crate::winograd::takes(weight, in_dims, w_dims, p) {
         let packed = PackedConvWeights::winograd(weight, w_dims);
         let data = packed.winograd_data().expect("packed for Winograd");
         crate::winograd::conv2d_winograd(

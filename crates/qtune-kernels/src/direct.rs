@@ -141,7 +141,7 @@ impl PackedConvWeights {
     ) -> Option<Self> {
         if crate::pointwise::uses_pointwise(in_dims, w_dims, p) {
             Some(Self::pointwise(weight, w_dims))
-        } else if crate::winograd::uses_winograd(in_dims, w_dims, p) {
+        } else if crate::winograd::takes(weight, in_dims, w_dims, p) {
             Some(Self::winograd(weight, w_dims))
         } else if conv2d_uses_direct(in_dims, w_dims, p) {
             Some(Self::new(weight, w_dims, p.group))

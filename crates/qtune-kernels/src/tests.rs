@@ -654,6 +654,47 @@ fn winograd_matches_f64_reference() {
     );
 }
 
+/// Integer weights (the int8 simulation's float form) keep a 3x3 layer that Winograd would
+/// take on the direct kernel, whose sums of integer products are exact: the result equals
+/// the ordered reference bit for bit, through both entry points.
+#[test]
+fn integer_weights_stay_exact() {
+    let in_dims = [1, 32, 28, 28];
+    let w_dims = [32, 32, 3, 3];
+    let p = Conv2dParams::new([1, 1], [1, 1, 1, 1], [1, 1], 1);
+    let mut rng = Rng::new(45);
+    let input: Vec<f32> = rng
+        .vec(32 * 28 * 28)
+        .iter()
+        .map(|v| (v * 127.0).round())
+        .collect();
+    let weight: Vec<f32> = rng
+        .vec(32 * 32 * 9)
+        .iter()
+        .map(|v| (v * 127.0).round())
+        .collect();
+    assert!(
+        crate::winograd::uses_winograd(in_dims, w_dims, &p) || !crate::direct::direct_available()
+    );
+    assert!(!crate::winograd::takes(&weight, in_dims, w_dims, &p));
+    let mut want = vec![0.0; 32 * 28 * 28];
+    r::conv2d_fma_ordered(&input, in_dims, &weight, w_dims, None, &p, None, &mut want);
+    let call = ConvCall {
+        input: &input,
+        in_dims,
+        weight: &weight,
+        w_dims,
+        bias: None,
+        p,
+        act: None,
+    };
+    let got = check_packed_runs("integer weights", |par, once| {
+        let packed = PackedConvWeights::for_conv(&weight, in_dims, w_dims, &p);
+        call.run(packed.as_ref().filter(|_| once), par)
+    });
+    assert_same_bits("integer weights", &got, &want);
+}
+
 /// Outputs of a convolution of output dims `od`.
 fn want_len(od: [usize; 4]) -> usize {
     od.iter().product()

@@ -111,6 +111,20 @@ pub(crate) fn uses_winograd(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dP
     preferred(c, m, od[2], od[3])
 }
 
+/// Whether a convolution of these shapes and weights runs on Winograd: [`uses_winograd`],
+/// unless every weight is an integer. Integer weights are the int8 simulation's float form
+/// (`qtune_deploy::sim`: codes times codes, summed exactly in f32 while the sums stay below
+/// 2^24), which a direct sum keeps exact and the transforms would not (their `1/6` and
+/// `1/24` round).
+pub(crate) fn takes(
+    weight: &[f32],
+    in_dims: [usize; 4],
+    w_dims: [usize; 4],
+    p: &Conv2dParams,
+) -> bool {
+    uses_winograd(in_dims, w_dims, p) && weight.iter().any(|w| w.fract() != 0.0)
+}
+
 /// Whether Winograd runs a 3x3 layer of depth `c`, `m` output channels and an `oh x ow`
 /// output faster than the direct kernel: measured per layer on the detection workloads
 /// (one thread, CPU time; BENCHMARKS.md). The transforms work on runs of up to 16
