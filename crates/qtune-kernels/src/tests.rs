@@ -540,7 +540,7 @@ fn pointwise_matches_ordered_reference_bit_for_bit() {
 /// `TOL_WINOGRAD` of the sum of its terms' magnitudes (the transforms round differently
 /// from a direct sum, and scale terms by up to 8 x 5 before the products), on shapes with
 /// every pad from 0 to 2 (asymmetric too), maps narrower and wider than a 16-tile run and
-/// not multiples of 4, batch > 1, depth 1 to 200, and more or fewer channels than a packed
+/// not multiples of 4, blocks that start mid-row, batch > 1, depth 1 to 200, and more or fewer channels than a packed
 /// block; in pools of 1 and 2 threads and sequentially, weights packed once and per call,
 /// into NaN-filled outputs. The fused SiLU equals the convolution then SiLU bit for bit.
 #[test]
@@ -555,6 +555,9 @@ fn winograd_matches_f64_reference() {
         (1, 8, 1, 1, 16, [1, 1, 1, 1]),
         (3, 5, 30, 3, 9, [0, 1, 2, 1]),
         (1, 24, 104, 66, 20, [1, 1, 1, 1]),
+        // Blocks that start mid-row (49 tiles: 25 + 24; 2 x 25 tiles in one block).
+        (1, 24, 26, 26, 40, [1, 1, 1, 1]),
+        (2, 32, 20, 18, 24, [1, 1, 1, 1]),
     ];
     let mut rng = Rng::new(44);
     let mut on_kernel = 0;
