@@ -385,56 +385,61 @@ pub fn conv2d_fused_packed_uninit(
         packed.w_dims() == w_dims && packed.group() == p.group,
         "conv2d_fused_packed_uninit: packed weights are for another shape"
     );
-    if let Some(data) = packed
+    enum Kernel<'a> {
+        Pointwise(&'a [f32]),
+        Winograd(&'a [f32]),
+        Direct,
+    }
+    let kernel = if let Some(data) = packed
         .pointwise_data()
         .filter(|_| crate::pointwise::uses_pointwise(in_dims, w_dims, p))
     {
-        // SAFETY: the pointwise kernel writes every output element before reading it (its
-        // register tiles store each element once; the activation pass reads only those).
-        let out = unsafe { assume_written(out) };
-        let Some(geom) = checked_geom(input, in_dims, weight, w_dims, bias, p, out) else {
-            return;
-        };
-        let [n, c, _, _] = in_dims;
-        let hw = geom.oh * geom.ow;
-        let par = crate::util::par_for_work(par, 2 * n * w_dims[0] * hw * c);
-        crate::pointwise::conv2d_pointwise(
-            input, n, c, hw, w_dims[0], data, bias, activation, out, par,
-        );
-        return;
-    }
-    if let Some(data) = packed
+        Kernel::Pointwise(data)
+    } else if let Some(data) = packed
         .winograd_data()
         .filter(|_| crate::winograd::uses_winograd(in_dims, w_dims, p))
     {
-        // SAFETY: the Winograd kernel stores every output element once (each belongs to one
-        // tile of one block) before its activation pass reads it.
-        let out = unsafe { assume_written(out) };
-        let Some(geom) = checked_geom(input, in_dims, weight, w_dims, bias, p, out) else {
-            return;
-        };
-        let flops = 2 * in_dims[0] * w_dims[0] * geom.oh * geom.ow * w_dims[1] * 9;
-        let par = crate::util::par_for_work(par, flops);
-        crate::winograd::conv2d_winograd(
-            input, in_dims, w_dims[0], data, bias, &geom, activation, out, par,
-        );
-        return;
-    }
-    if !packed.is_direct() || !crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
+        Kernel::Winograd(data)
+    } else if packed.is_direct() && crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
+        Kernel::Direct
+    } else {
         conv2d_fused_uninit(
             input, in_dims, weight, w_dims, bias, p, activation, out, par,
         );
         return;
-    }
-    // SAFETY: the direct kernel writes every output element before reading it (its
-    // epilogue copies each tile's rows in, then adds the bias and applies the activation).
+    };
+    // SAFETY: each of the three kernels writes every output element before reading it: the
+    // pointwise and Winograd register tiles store each element once and their activation
+    // passes read only those; the direct kernel's epilogue copies each tile's rows in, then
+    // adds the bias and applies the activation.
     let out = unsafe { assume_written(out) };
     let Some(geom) = checked_geom(input, in_dims, weight, w_dims, bias, p, out) else {
         return;
     };
-    let flops = 2 * in_dims[0] * w_dims[0] * geom.oh * geom.ow * w_dims[1] * w_dims[2] * w_dims[3];
+    let [n, c, _, _] = in_dims;
+    let m = w_dims[0];
+    let flops = 2 * n * m * geom.oh * geom.ow * w_dims[1] * w_dims[2] * w_dims[3];
     let par = crate::util::par_for_work(par, flops);
-    crate::direct::conv2d_direct(input, in_dims, packed, bias, &geom, activation, out, par);
+    match kernel {
+        Kernel::Pointwise(data) => crate::pointwise::conv2d_pointwise(
+            input,
+            n,
+            c,
+            geom.oh * geom.ow,
+            m,
+            data,
+            bias,
+            activation,
+            out,
+            par,
+        ),
+        Kernel::Winograd(data) => crate::winograd::conv2d_winograd(
+            input, in_dims, m, data, bias, &geom, activation, out, par,
+        ),
+        Kernel::Direct => {
+            crate::direct::conv2d_direct(input, in_dims, packed, bias, &geom, activation, out, par)
+        }
+    }
 }
 
 thread_local! {

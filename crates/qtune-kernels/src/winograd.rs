@@ -408,25 +408,9 @@ mod avx512 {
         // Column `j` of 16 tiles: elements `j, j + 4, ..., j + 60` of the run's window,
         // lanes 0-7 from its first two vectors, 8-15 from the next two.
         let pick: [__m512i; 4] = std::array::from_fn(|j| {
-            let j = j as i32;
-            _mm512_setr_epi32(
-                j,
-                j + 4,
-                j + 8,
-                j + 12,
-                j + 16,
-                j + 20,
-                j + 24,
-                j + 28,
-                j,
-                j + 4,
-                j + 8,
-                j + 12,
-                j + 16,
-                j + 20,
-                j + 24,
-                j + 28,
-            )
+            let idx: [i32; 16] = std::array::from_fn(|l| (j + 4 * (l % 8)) as i32);
+            // SAFETY: 16 i32s read from the array.
+            unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
         });
         let zero = _mm512_setzero_ps();
         let vp = v.as_mut_ptr();
