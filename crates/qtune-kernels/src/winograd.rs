@@ -149,27 +149,90 @@ fn point_stride(m: usize, c: usize) -> usize {
 
 /// Packs `weight` (`[m, c, 3, 3]`) as the 36 transformed weight sets `U[p] = (G g Gᵀ)[p]`,
 /// each laid out for the pointwise kernel, into `data` (zeros, [`packed_len`] of them).
+///
+/// Each `U` element is `((-0 + a0) + a1) + a2` in f64 for the three products `a` of its
+/// row and column (the order of `Iterator::sum`, kept by the test's one-output-at-a-time
+/// reference), rounded once to f32. The 16 output channels of a packed block are computed
+/// side by side (the loops vectorise): searches build executors, and with them this
+/// packing, many times.
 pub(crate) fn pack(weight: &[f32], m: usize, c: usize, data: &mut [f32]) {
     assert_eq!(weight.len(), m * c * 9, "winograd: weight length");
     assert_eq!(data.len(), packed_len(m, c), "winograd: packed length");
     let stride = point_stride(m, c);
-    for co in 0..m {
+    for b in 0..m.div_ceil(BLOCK) {
+        let lanes = BLOCK.min(m - b * BLOCK);
         for ci in 0..c {
-            let g = &weight[(co * c + ci) * 9..][..9];
-            let mut t = [[0.0f64; 3]; 6];
-            for (i, row) in t.iter_mut().enumerate() {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = (0..3).map(|k| G[i][k] * f64::from(g[k * 3 + j])).sum();
+            // g[k][l]: tap `k` of output channel `16 b + l`.
+            let mut g = [[0.0f64; BLOCK]; 9];
+            for l in 0..lanes {
+                let src = &weight[((b * BLOCK + l) * c + ci) * 9..][..9];
+                for (k, &v) in src.iter().enumerate() {
+                    g[k][l] = f64::from(v);
                 }
             }
-            let at = (co / BLOCK * c + ci) * BLOCK + co % BLOCK;
-            for i in 0..6 {
-                for j in 0..6 {
-                    let u: f64 = (0..3).map(|k| t[i][k] * G[j][k]).sum();
-                    data[(i * 6 + j) * stride + at] = u as f32;
+            // t = G g, per lane.
+            let mut t = [[[0.0f64; BLOCK]; 3]; 6];
+            for (i, ti) in t.iter_mut().enumerate() {
+                for (j, tij) in ti.iter_mut().enumerate() {
+                    for (l, v) in tij.iter_mut().enumerate() {
+                        *v = -0.0
+                            + G[i][0] * g[j][l]
+                            + G[i][1] * g[3 + j][l]
+                            + G[i][2] * g[6 + j][l];
+                    }
+                }
+            }
+            let at = (b * c + ci) * BLOCK;
+            for (i, ti) in t.iter().enumerate() {
+                for (j, gj) in G.iter().enumerate() {
+                    let dst = &mut data[(i * 6 + j) * stride + at..][..lanes];
+                    for (l, d) in dst.iter_mut().enumerate() {
+                        let u = -0.0 + ti[0][l] * gj[0] + ti[1][l] * gj[1] + ti[2][l] * gj[2];
+                        *d = u as f32;
+                    }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packing equals a one-output-at-a-time computation with `Iterator::sum`, bit for
+    /// bit (zeros of both signs included), on a shape whose last block is partial.
+    #[test]
+    fn pack_equals_one_at_a_time() {
+        let (m, c) = (37, 5);
+        let mut weight: Vec<f32> = (0..m * c * 9)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0)
+            .collect();
+        weight[0..9].fill(0.0);
+        weight[9..18].fill(-0.0);
+        let mut fast = vec![0.0; packed_len(m, c)];
+        pack(&weight, m, c, &mut fast);
+        let mut want = vec![0.0f32; packed_len(m, c)];
+        let stride = point_stride(m, c);
+        for co in 0..m {
+            for ci in 0..c {
+                let g = &weight[(co * c + ci) * 9..][..9];
+                let mut t = [[0.0f64; 3]; 6];
+                for (i, row) in t.iter_mut().enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = (0..3).map(|k| G[i][k] * f64::from(g[k * 3 + j])).sum();
+                    }
+                }
+                let at = (co / BLOCK * c + ci) * BLOCK + co % BLOCK;
+                for i in 0..6 {
+                    for j in 0..6 {
+                        let u: f64 = (0..3).map(|k| t[i][k] * G[j][k]).sum();
+                        want[(i * 6 + j) * stride + at] = u as f32;
+                    }
+                }
+            }
+        }
+        assert_eq!(crate::tests::bits(&fast), crate::tests::bits(&want));
     }
 }
 
