@@ -244,11 +244,11 @@ pub fn conv2d_fused(
             out,
             par,
         );
-    } else if crate::winograd::takes(weight, in_dims, w_dims, p) {
-        let packed = PackedConvWeights::winograd(weight, w_dims);
-        let data = packed.winograd_data().expect("packed for Winograd");
+    } else if let Some(variant) = crate::winograd::takes(weight, in_dims, w_dims, p) {
+        let packed = PackedConvWeights::winograd(variant, weight, w_dims);
+        let (_, data) = packed.winograd_data().expect("packed for Winograd");
         crate::winograd::conv2d_winograd(
-            input, in_dims, m, data, bias, &geom, activation, out, par,
+            variant, input, in_dims, m, data, bias, &geom, activation, out, par,
         );
     } else if crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
         let packed = PackedConvWeights::new(weight, w_dims, g);
@@ -387,7 +387,7 @@ pub fn conv2d_fused_packed_uninit(
     );
     enum Kernel<'a> {
         Pointwise(&'a [f32]),
-        Winograd(&'a [f32]),
+        Winograd(crate::winograd::Variant, &'a [f32]),
         Direct,
     }
     let kernel = if let Some(data) = packed
@@ -395,11 +395,11 @@ pub fn conv2d_fused_packed_uninit(
         .filter(|_| crate::pointwise::uses_pointwise(in_dims, w_dims, p))
     {
         Kernel::Pointwise(data)
-    } else if let Some(data) = packed
+    } else if let Some((variant, data)) = packed
         .winograd_data()
-        .filter(|_| crate::winograd::uses_winograd(in_dims, w_dims, p))
+        .filter(|&(v, _)| crate::winograd::variant(in_dims, w_dims, p) == Some(v))
     {
-        Kernel::Winograd(data)
+        Kernel::Winograd(variant, data)
     } else if packed.is_direct() && crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
         Kernel::Direct
     } else {
@@ -433,8 +433,8 @@ pub fn conv2d_fused_packed_uninit(
             out,
             par,
         ),
-        Kernel::Winograd(data) => crate::winograd::conv2d_winograd(
-            input, in_dims, m, data, bias, &geom, activation, out, par,
+        Kernel::Winograd(variant, data) => crate::winograd::conv2d_winograd(
+            variant, input, in_dims, m, data, bias, &geom, activation, out, par,
         ),
         Kernel::Direct => {
             crate::direct::conv2d_direct(input, in_dims, packed, bias, &geom, activation, out, par)

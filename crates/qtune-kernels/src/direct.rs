@@ -74,8 +74,9 @@ enum Packing {
     Direct,
     /// The pointwise kernel: `[m / 16][c][16]` (see [`crate::pointwise`]).
     Pointwise,
-    /// Winograd F(4x4, 3x3): 36 transformed pointwise sets (see [`crate::winograd`]).
-    Winograd,
+    /// Winograd: 36 (F(4x4, 3x3)) or 16 (F(2x2, 3x3)) transformed pointwise sets (see
+    /// [`crate::winograd`]).
+    Winograd(crate::winograd::Variant),
 }
 
 impl std::fmt::Debug for PackedConvWeights {
@@ -141,8 +142,8 @@ impl PackedConvWeights {
     ) -> Option<Self> {
         if crate::pointwise::uses_pointwise(in_dims, w_dims, p) {
             Some(Self::pointwise(weight, w_dims))
-        } else if crate::winograd::takes(weight, in_dims, w_dims, p) {
-            Some(Self::winograd(weight, w_dims))
+        } else if let Some(variant) = crate::winograd::takes(weight, in_dims, w_dims, p) {
+            Some(Self::winograd(variant, weight, w_dims))
         } else if conv2d_uses_direct(in_dims, w_dims, p) {
             Some(Self::new(weight, w_dims, p.group))
         } else {
@@ -170,21 +171,31 @@ impl PackedConvWeights {
         }
     }
 
-    /// Packs a 3x3 convolution's weights (one group) for Winograd F(4x4, 3x3).
-    pub(crate) fn winograd(weight: &[f32], w_dims: [usize; 4]) -> Self {
+    /// Packs a 3x3 convolution's weights (one group) for Winograd.
+    pub(crate) fn winograd(
+        variant: crate::winograd::Variant,
+        weight: &[f32],
+        w_dims: [usize; 4],
+    ) -> Self {
         let [m, c, kh, kw] = w_dims;
         assert!(
             kh == 3 && kw == 3,
             "PackedConvWeights: Winograd weights must be 3x3"
         );
-        let len = crate::winograd::packed_len(m, c);
+        let len = crate::winograd::packed_len(variant, m, c);
         let mut data = aligned_zeros(len);
-        crate::winograd::pack(weight, m, c, &mut lanes_as_f32_mut(&mut data)[..len]);
+        crate::winograd::pack(
+            variant,
+            weight,
+            m,
+            c,
+            &mut lanes_as_f32_mut(&mut data)[..len],
+        );
         Self {
             w_dims,
             group: 1,
             blocks: m.div_ceil(crate::pointwise::BLOCK),
-            kind: Packing::Winograd,
+            kind: Packing::Winograd(variant),
             data,
             len,
         }
@@ -200,9 +211,12 @@ impl PackedConvWeights {
         (self.kind == Packing::Pointwise).then(|| self.floats())
     }
 
-    /// The Winograd transformed weights, if packed for it.
-    pub(crate) fn winograd_data(&self) -> Option<&[f32]> {
-        (self.kind == Packing::Winograd).then(|| self.floats())
+    /// The Winograd transformed weights and their algorithm, if packed for it.
+    pub(crate) fn winograd_data(&self) -> Option<(crate::winograd::Variant, &[f32])> {
+        match self.kind {
+            Packing::Winograd(variant) => Some((variant, self.floats())),
+            _ => None,
+        }
     }
 
     /// Whether these are packed for the direct kernel.

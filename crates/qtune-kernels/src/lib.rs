@@ -49,9 +49,9 @@
 //!
 //! On CPUs with AVX-512, from the shapes ([`PackedConvWeights::for_conv`] packs for it):
 //! depthwise layers on the depthwise plane kernel; 1x1 stride-1 layers on the pointwise
-//! kernel or the `gemm` crate; dense 3x3 stride-1 layers on wide maps on Winograd F(4x4,
-//! 3x3) (`QTUNE_WINOGRAD=0` turns it off; its results differ from a direct sum in the last
-//! bits, about 2e-6 of the terms' magnitude); the other dense layers on the direct kernel;
+//! kernel or the `gemm` crate; dense 3x3 stride-1 layers on Winograd F(4x4, 3x3)
+//! (wide maps) or F(2x2, 3x3) (narrow ones) (`QTUNE_WINOGRAD=0` turns it off; its results
+//! differ from a direct sum in the last bits, at most about 4e-6 of the terms' magnitude); the other dense layers on the direct kernel;
 //! the RGB first layers and every layer on other CPUs on im2col + the `gemm` crate.
 
 // Kernels take shapes and attributes as separate plain arguments on purpose (they know no

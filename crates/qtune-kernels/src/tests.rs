@@ -570,89 +570,94 @@ fn winograd_matches_f64_reference() {
         let weight = rng.vec(m * c * 9);
         let bias_v = rng.vec(m);
         let bias = (i % 2 == 0).then_some(bias_v.as_slice());
-        crate::winograd::FORCE.set(1);
-        let kernel = crate::winograd::uses_winograd(in_dims, w_dims, &p);
-        crate::winograd::FORCE.set(0);
-        on_kernel += usize::from(kernel);
-        // The f64 reference and, per output, the sum of its terms' magnitudes.
-        let mut want = vec![0.0f64; want_len(od)];
-        let mut scale = vec![0.0f64; want_len(od)];
-        for ni in 0..n {
-            for co in 0..m {
-                for oy in 0..od[2] {
-                    for ox in 0..od[3] {
-                        let (mut s, mut a) = (bias.map_or(0.0, |b| f64::from(b[co])), 0.0);
-                        a += s.abs();
-                        for ci in 0..c {
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let y = (oy + ky) as isize - pads[0] as isize;
-                                    let x = (ox + kx) as isize - pads[1] as isize;
-                                    if y < 0 || x < 0 || y as usize >= h || x as usize >= w {
-                                        continue;
+        for force in [1u8, 3] {
+            crate::winograd::FORCE.set(force);
+            let kernel = crate::winograd::variant(in_dims, w_dims, &p).is_some();
+            crate::winograd::FORCE.set(0);
+            on_kernel += usize::from(kernel);
+            // The f64 reference and, per output, the sum of its terms' magnitudes.
+            let mut want = vec![0.0f64; want_len(od)];
+            let mut scale = vec![0.0f64; want_len(od)];
+            for ni in 0..n {
+                for co in 0..m {
+                    for oy in 0..od[2] {
+                        for ox in 0..od[3] {
+                            let (mut s, mut a) = (bias.map_or(0.0, |b| f64::from(b[co])), 0.0);
+                            a += s.abs();
+                            for ci in 0..c {
+                                for ky in 0..3 {
+                                    for kx in 0..3 {
+                                        let y = (oy + ky) as isize - pads[0] as isize;
+                                        let x = (ox + kx) as isize - pads[1] as isize;
+                                        if y < 0 || x < 0 || y as usize >= h || x as usize >= w {
+                                            continue;
+                                        }
+                                        let xv = input
+                                            [((ni * c + ci) * h + y as usize) * w + x as usize];
+                                        let wv = weight[((co * c + ci) * 3 + ky) * 3 + kx];
+                                        s += f64::from(xv) * f64::from(wv);
+                                        a += (f64::from(xv) * f64::from(wv)).abs();
                                     }
-                                    let xv =
-                                        input[((ni * c + ci) * h + y as usize) * w + x as usize];
-                                    let wv = weight[((co * c + ci) * 3 + ky) * 3 + kx];
-                                    s += f64::from(xv) * f64::from(wv);
-                                    a += (f64::from(xv) * f64::from(wv)).abs();
                                 }
                             }
+                            let at = ((ni * m + co) * od[2] + oy) * od[3] + ox;
+                            want[at] = s;
+                            scale[at] = a;
                         }
-                        let at = ((ni * m + co) * od[2] + oy) * od[3] + ox;
-                        want[at] = s;
-                        scale[at] = a;
                     }
                 }
             }
-        }
-        for act in [
-            None,
-            Some(UnaryOp::Clip { lo: 0.0, hi: 6.0 }),
-            Some(UnaryOp::Silu),
-        ] {
-            let name = format!("winograd case {i} {in_dims:?} -> {m} pads {pads:?} {act:?}");
-            let call = ConvCall {
-                input: &input,
-                in_dims,
-                weight: &weight,
-                w_dims,
-                bias,
-                p,
-                act,
-            };
-            let run = |act: Option<UnaryOp>, par, once| {
-                crate::winograd::FORCE.set(1);
-                let packed = PackedConvWeights::for_conv(&weight, in_dims, w_dims, &p);
-                let got = ConvCall { act, ..call }.run(packed.as_ref().filter(|_| once), par);
-                crate::winograd::FORCE.set(0);
-                got
-            };
-            let got = check_packed_runs(&name, |par, once| run(act, par, once));
-            let mut worst = 0.0f64;
-            for (j, &g) in got.iter().enumerate() {
-                let wv = match act {
-                    Some(UnaryOp::Clip { lo, hi }) => want[j].clamp(f64::from(lo), f64::from(hi)),
-                    Some(UnaryOp::Silu) => continue,
-                    _ => want[j],
+            for act in [
+                None,
+                Some(UnaryOp::Clip { lo: 0.0, hi: 6.0 }),
+                Some(UnaryOp::Silu),
+            ] {
+                let name =
+                    format!("winograd {force} case {i} {in_dims:?} -> {m} pads {pads:?} {act:?}");
+                let call = ConvCall {
+                    input: &input,
+                    in_dims,
+                    weight: &weight,
+                    w_dims,
+                    bias,
+                    p,
+                    act,
                 };
-                let err = (f64::from(g) - wv).abs() / scale[j].max(f64::MIN_POSITIVE);
-                assert!(
-                    err <= TOL_WINOGRAD,
-                    "{name}: element {j}: got {g}, want {wv} (error {err:e} of the terms' magnitude)"
-                );
-                worst = worst.max(err);
+                let run = |act: Option<UnaryOp>, par, once| {
+                    crate::winograd::FORCE.set(force);
+                    let packed = PackedConvWeights::for_conv(&weight, in_dims, w_dims, &p);
+                    let got = ConvCall { act, ..call }.run(packed.as_ref().filter(|_| once), par);
+                    crate::winograd::FORCE.set(0);
+                    got
+                };
+                let got = check_packed_runs(&name, |par, once| run(act, par, once));
+                let mut worst = 0.0f64;
+                for (j, &g) in got.iter().enumerate() {
+                    let wv = match act {
+                        Some(UnaryOp::Clip { lo, hi }) => {
+                            want[j].clamp(f64::from(lo), f64::from(hi))
+                        }
+                        Some(UnaryOp::Silu) => continue,
+                        _ => want[j],
+                    };
+                    let err = (f64::from(g) - wv).abs() / scale[j].max(f64::MIN_POSITIVE);
+                    assert!(
+                        err <= TOL_WINOGRAD,
+                        "{name}: element {j}: got {g}, want {wv} (error {err:e} of the terms' magnitude)"
+                    );
+                    worst = worst.max(err);
+                }
+                if act == Some(UnaryOp::Silu) {
+                    let mut plain = run(None, Parallelism::Sequential, true);
+                    crate::unary::apply_in_place(UnaryOp::Silu, &mut plain);
+                    assert_same_bits(&name, &got, &plain);
+                }
+                eprintln!("{name}: worst error {worst:e}");
             }
-            if act == Some(UnaryOp::Silu) {
-                let mut plain = run(None, Parallelism::Sequential, true);
-                crate::unary::apply_in_place(UnaryOp::Silu, &mut plain);
-                assert_same_bits(&name, &got, &plain);
-            }
-            eprintln!("{name}: worst error {worst:e}");
         }
     }
     assert!(
-        on_kernel == cases.len() || !crate::direct::direct_available(),
+        on_kernel == 2 * cases.len() || !crate::direct::direct_available(),
         "only {on_kernel} cases were on the Winograd kernel"
     );
 }
@@ -677,9 +682,10 @@ fn integer_weights_stay_exact() {
         .map(|v| (v * 127.0).round())
         .collect();
     assert!(
-        crate::winograd::uses_winograd(in_dims, w_dims, &p) || !crate::direct::direct_available()
+        crate::winograd::variant(in_dims, w_dims, &p).is_some()
+            || !crate::direct::direct_available()
     );
-    assert!(!crate::winograd::takes(&weight, in_dims, w_dims, &p));
+    assert!(crate::winograd::takes(&weight, in_dims, w_dims, &p).is_none());
     let mut want = vec![0.0; 32 * 28 * 28];
     r::conv2d_fma_ordered(&input, in_dims, &weight, w_dims, None, &p, None, &mut want);
     let call = ConvCall {

@@ -1,5 +1,9 @@
-//! Winograd F(4x4, 3x3) for the dense 3x3 stride-1 convolutions, on CPUs with AVX-512
-//! (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
+//! Winograd F(4x4, 3x3) and F(2x2, 3x3) for the dense 3x3 stride-1 convolutions, on CPUs
+//! with AVX-512 (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
+//!
+//! F(4x4, 3x3) is described below; F(2x2, 3x3) ([`Variant::F23`], for narrow maps) is the
+//! same with 2x2 output tiles from 4x4 input tiles, 16 points, and transforms of additions
+//! only ([`preferred`] picks one per layer).
 //!
 //! Each 4x4 output tile comes from a 6x6 input tile `d`: `Y = Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A`.
 //! The 36 element-wise products summed over the input channels are 36 matrix products,
@@ -34,9 +38,9 @@ use crate::{Conv2dParams, Parallelism};
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-/// Side of an output tile.
+/// Side of an F(4x4, 3x3) output tile.
 const TILE: usize = 4;
-/// Transform points (`6 x 6`).
+/// Transform points of F(4x4, 3x3) (`6 x 6`), the most of either variant.
 const POINTS: usize = 36;
 /// f32 lanes of one vector.
 const LANES: usize = 16;
@@ -47,6 +51,55 @@ const PANEL: usize = POINTS * BLOCK_TILES;
 /// Tasks a convolution is cut into at least when its shape allows, so that two threads
 /// share it (never the thread count).
 const MIN_TASKS: usize = 2;
+
+/// The two algorithms: F(4x4, 3x3) (6x6 input tiles, 36 points, 4x fewer multiply-adds)
+/// for maps with long rows of tiles, F(2x2, 3x3) (4x4 input tiles, 16 points, 2.25x fewer,
+/// and transforms of additions only) for narrow maps, whose rows of 2x2 tiles are twice as
+/// long and fill twice the vector lanes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Variant {
+    F43,
+    F23,
+}
+
+impl Variant {
+    /// Side of an output tile.
+    fn tile(self) -> usize {
+        match self {
+            Variant::F43 => TILE,
+            Variant::F23 => 2,
+        }
+    }
+
+    /// Transform points.
+    fn points(self) -> usize {
+        match self {
+            Variant::F43 => POINTS,
+            Variant::F23 => 16,
+        }
+    }
+
+    /// Floats of one channel's transformed block, `[points][48 tiles]`.
+    fn panel(self) -> usize {
+        self.points() * BLOCK_TILES
+    }
+
+    /// `G`: `U = G g Gᵀ`.
+    fn g(self) -> &'static [[f64; 3]] {
+        match self {
+            Variant::F43 => &G,
+            Variant::F23 => &G23,
+        }
+    }
+}
+
+/// `G` of F(2x2, 3x3).
+const G23: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
 
 /// `G` of F(4x4, 3x3): `U = G g Gᵀ`.
 const G: [[f64; 3]; 6] = [
@@ -60,8 +113,8 @@ const G: [[f64; 3]; 6] = [
 
 #[cfg(test)]
 thread_local! {
-    /// Forces the choice on this thread (tests): 1 every shape the algorithm takes, 2 none,
-    /// 0 the shape rule.
+    /// Forces the choice on this thread (tests): 1 F(4x4, 3x3) on every shape it can take,
+    /// 3 F(2x2, 3x3), 2 neither, 0 the shape rule.
     pub(crate) static FORCE: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
@@ -76,13 +129,17 @@ fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("QTUNE_WINOGRAD").map_or(true, |v| v != "0"))
 }
 
-/// Whether a convolution of these shapes runs on Winograd F(4x4, 3x3) (on this CPU).
-pub(crate) fn uses_winograd(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dParams) -> bool {
+/// Which Winograd algorithm a convolution of these shapes runs on (on this CPU), if any.
+pub(crate) fn variant(
+    in_dims: [usize; 4],
+    w_dims: [usize; 4],
+    p: &Conv2dParams,
+) -> Option<Variant> {
     let [_, c, _, _] = in_dims;
     let [m, c_g, kh, kw] = w_dims;
     #[cfg(test)]
     if crate::direct::DIRECT_ALWAYS.get() {
-        return false;
+        return None;
     }
     let takes = kh == 3
         && kw == 3
@@ -96,22 +153,23 @@ pub(crate) fn uses_winograd(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dP
         && crate::direct::direct_available()
         && enabled();
     if !takes {
-        return false;
+        return None;
     }
     let od = crate::conv2d_out_dims(in_dims, w_dims, p);
     if od[2] * od[3] == 0 {
-        return false;
+        return None;
     }
     #[cfg(test)]
     match FORCE.get() {
-        1 => return true,
-        2 => return false,
+        1 => return Some(Variant::F43),
+        3 => return Some(Variant::F23),
+        2 => return None,
         _ => {}
     }
     preferred(c, m, od[2], od[3])
 }
 
-/// Whether a convolution of these shapes and weights runs on Winograd: [`uses_winograd`],
+/// Which Winograd algorithm a convolution of these shapes and weights runs on: [`variant`],
 /// unless every weight is an integer. Integer weights are the int8 simulation's float form
 /// (`qtune_deploy::sim`: codes times codes, summed exactly in f32 while the sums stay below
 /// 2^24), which a direct sum keeps exact and the transforms would not (their `1/6` and
@@ -121,25 +179,34 @@ pub(crate) fn takes(
     in_dims: [usize; 4],
     w_dims: [usize; 4],
     p: &Conv2dParams,
-) -> bool {
-    uses_winograd(in_dims, w_dims, p) && weight.iter().any(|w| w.fract() != 0.0)
+) -> Option<Variant> {
+    variant(in_dims, w_dims, p).filter(|_| weight.iter().any(|w| w.fract() != 0.0))
 }
 
-/// Whether Winograd runs a 3x3 layer of depth `c`, `m` output channels and an `oh x ow`
-/// output faster than the direct kernel: measured per layer on the detection workloads
-/// (one thread, CPU time; BENCHMARKS.md). The transforms work on runs of up to 16
-/// horizontally adjacent tiles, so narrow maps (20x20: runs of 5) pay them at a third of
-/// their width and lose; maps whose side is not a multiple of 4 compute the tiles' outputs
-/// past the edge (13x13 computes 16x16); shallow layers (16 channels) gain nothing.
-pub(crate) fn preferred(c: usize, m: usize, oh: usize, ow: usize) -> bool {
-    let covered = (oh.next_multiple_of(TILE) * ow.next_multiple_of(TILE)) as f64;
-    let waste = covered / (oh * ow) as f64;
-    c >= 24 && m >= 16 && ow.div_ceil(TILE) >= 7 && waste <= 1.25
+/// Which Winograd algorithm runs a 3x3 layer of depth `c`, `m` output channels and an
+/// `oh x ow` output faster than the direct kernel, if one does: measured per layer on the
+/// detection workloads (one thread, CPU time; BENCHMARKS.md). The transforms work on runs
+/// of up to 16 horizontally adjacent tiles, so narrow maps pay them at a fraction of their
+/// width (20x20 has runs of 5 4x4 tiles, 10 2x2 ones); maps whose side is not a multiple
+/// of the tile compute outputs past the edge (13x13 computes 16x16 with 4x4 tiles, 14x14
+/// with 2x2 ones); shallow layers (16 channels) gain nothing.
+pub(crate) fn preferred(c: usize, m: usize, oh: usize, ow: usize) -> Option<Variant> {
+    let waste =
+        |t: usize| (oh.next_multiple_of(t) * ow.next_multiple_of(t)) as f64 / (oh * ow) as f64;
+    if c < 24 || m < 16 {
+        None
+    } else if ow.div_ceil(TILE) >= 7 && waste(TILE) <= 1.25 {
+        Some(Variant::F43)
+    } else if ow.div_ceil(2) >= 5 && waste(2) <= 1.25 {
+        Some(Variant::F23)
+    } else {
+        None
+    }
 }
 
 /// Floats of the packed weights of `m` output channels at depth `c`.
-pub(crate) fn packed_len(m: usize, c: usize) -> usize {
-    POINTS * point_stride(m, c)
+pub(crate) fn packed_len(variant: Variant, m: usize, c: usize) -> usize {
+    variant.points() * point_stride(m, c)
 }
 
 /// Floats of one point's packed weights (a pointwise weight set, `[m / 16][c][16]`).
@@ -155,9 +222,15 @@ fn point_stride(m: usize, c: usize) -> usize {
 /// reference), rounded once to f32. The 16 output channels of a packed block are computed
 /// side by side (the loops vectorise): searches build executors, and with them this
 /// packing, many times.
-pub(crate) fn pack(weight: &[f32], m: usize, c: usize, data: &mut [f32]) {
+pub(crate) fn pack(variant: Variant, weight: &[f32], m: usize, c: usize, data: &mut [f32]) {
     assert_eq!(weight.len(), m * c * 9, "winograd: weight length");
-    assert_eq!(data.len(), packed_len(m, c), "winograd: packed length");
+    assert_eq!(
+        data.len(),
+        packed_len(variant, m, c),
+        "winograd: packed length"
+    );
+    let g_rows = variant.g();
+    let alpha = g_rows.len();
     let stride = point_stride(m, c);
     for b in 0..m.div_ceil(BLOCK) {
         let lanes = BLOCK.min(m - b * BLOCK);
@@ -172,20 +245,17 @@ pub(crate) fn pack(weight: &[f32], m: usize, c: usize, data: &mut [f32]) {
             }
             // t = G g, per lane.
             let mut t = [[[0.0f64; BLOCK]; 3]; 6];
-            for (i, ti) in t.iter_mut().enumerate() {
+            for (ti, gi) in t.iter_mut().zip(g_rows) {
                 for (j, tij) in ti.iter_mut().enumerate() {
                     for (l, v) in tij.iter_mut().enumerate() {
-                        *v = -0.0
-                            + G[i][0] * g[j][l]
-                            + G[i][1] * g[3 + j][l]
-                            + G[i][2] * g[6 + j][l];
+                        *v = -0.0 + gi[0] * g[j][l] + gi[1] * g[3 + j][l] + gi[2] * g[6 + j][l];
                     }
                 }
             }
             let at = (b * c + ci) * BLOCK;
-            for (i, ti) in t.iter().enumerate() {
-                for (j, gj) in G.iter().enumerate() {
-                    let dst = &mut data[(i * 6 + j) * stride + at..][..lanes];
+            for (i, ti) in t.iter().take(alpha).enumerate() {
+                for (j, gj) in g_rows.iter().enumerate() {
+                    let dst = &mut data[(i * alpha + j) * stride + at..][..lanes];
                     for (l, d) in dst.iter_mut().enumerate() {
                         let u = -0.0 + ti[0][l] * gj[0] + ti[1][l] * gj[1] + ti[2][l] * gj[2];
                         *d = u as f32;
@@ -210,9 +280,9 @@ mod tests {
             .collect();
         weight[0..9].fill(0.0);
         weight[9..18].fill(-0.0);
-        let mut fast = vec![0.0; packed_len(m, c)];
-        pack(&weight, m, c, &mut fast);
-        let mut want = vec![0.0f32; packed_len(m, c)];
+        let mut fast = vec![0.0; packed_len(Variant::F43, m, c)];
+        pack(Variant::F43, &weight, m, c, &mut fast);
+        let mut want = vec![0.0f32; packed_len(Variant::F43, m, c)];
         let stride = point_stride(m, c);
         for co in 0..m {
             for ci in 0..c {
@@ -242,6 +312,7 @@ mod tests {
 /// available.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv2d_winograd(
+    variant: Variant,
     input: &[f32],
     in_dims: [usize; 4],
     m: usize,
@@ -256,7 +327,11 @@ pub(crate) fn conv2d_winograd(
     let (oh, ow) = (geom.oh, geom.ow);
     assert_eq!(input.len(), n * c * h * w, "winograd: input length");
     assert_eq!(out.len(), n * m * oh * ow, "winograd: output length");
-    assert_eq!(packed.len(), packed_len(m, c), "winograd: packed length");
+    assert_eq!(
+        packed.len(),
+        packed_len(variant, m, c),
+        "winograd: packed length"
+    );
     if let Some(b) = bias {
         assert_eq!(b.len(), m, "winograd: bias length");
     }
@@ -272,9 +347,10 @@ pub(crate) fn conv2d_winograd(
         pl: geom.pl,
         oh,
         ow,
-        tx: ow.div_ceil(TILE),
+        tx: ow.div_ceil(variant.tile()),
     };
-    let tiles = oh.div_ceil(TILE) * map.tx;
+    let tiles = oh.div_ceil(variant.tile()) * map.tx;
+    let (points, panel) = (variant.points(), variant.panel());
     let (bt, blocks, part) = tasks(n, tiles, m);
     let parts = m.div_ceil(part);
     let stride = point_stride(m, c);
@@ -294,7 +370,7 @@ pub(crate) fn conv2d_winograd(
             // `V` and `M` hold one `[36][48]` panel per channel (the transforms write and
             // read one channel's 36 points together); the pointwise kernel reads a point's
             // rows at a stride of one panel, so `V` has a panel of slack at its end.
-            let (vlen, mlen) = ((c + 1) * PANEL, m * PANEL);
+            let (vlen, mlen) = ((c + 1) * panel, m * panel);
             if s.len() < vlen + mlen {
                 s.resize(vlen + mlen, 0.0);
             }
@@ -303,12 +379,15 @@ pub(crate) fn conv2d_winograd(
             // SAFETY: AVX-512 checked by the caller; `v` and `mo` hold `c + 1` and `m`
             // panels; `x` is the image's input; `y` is valid for its `m` output planes.
             unsafe {
-                avx512::input_transform(x, &map, t0, nt, v);
-                for p in 0..POINTS {
+                match variant {
+                    Variant::F43 => avx512::input_transform(x, &map, t0, nt, v),
+                    Variant::F23 => avx512::input_transform_23(x, &map, t0, nt, v),
+                }
+                for p in 0..points {
                     crate::pointwise::tile(
                         false,
                         &v[p * BLOCK_TILES..],
-                        PANEL,
+                        panel,
                         c,
                         &packed[p * stride..(p + 1) * stride],
                         (m0, mm),
@@ -316,12 +395,20 @@ pub(crate) fn conv2d_winograd(
                         None,
                         None,
                         Dst {
-                            ptr: mo[m0 * PANEL + p * BLOCK_TILES..].as_mut_ptr(),
-                            stride: PANEL,
+                            ptr: mo[m0 * panel + p * BLOCK_TILES..].as_mut_ptr(),
+                            stride: panel,
                         },
                     );
                 }
-                avx512::output_transform(mo, &map, t0, nt, (m0, mm), bias, clamp, rest, y);
+                let ch = (m0, mm);
+                match variant {
+                    Variant::F43 => {
+                        avx512::output_transform(mo, &map, t0, nt, ch, bias, clamp, rest, y);
+                    }
+                    Variant::F23 => {
+                        avx512::output_transform_23(mo, &map, t0, nt, ch, bias, clamp, rest, y);
+                    }
+                }
             }
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!("Winograd needs AVX-512 ({x:?} {y:?} {v:?} {mo:?} {clamp:?} {rest:?})");
@@ -626,6 +713,202 @@ mod avx512 {
                             break;
                         }
                         // SAFETY: columns `4 tx + 16 q..` of output row `4 ty + i < oh`,
+                        // the first `n` of which are the run's and inside the row.
+                        unsafe {
+                            _mm512_mask_storeu_ps(dst.add(q * LANES), lane_mask(n), val);
+                        }
+                    }
+                    if let Some(act) = rest {
+                        // SAFETY: the `cols` outputs just stored, this task's own.
+                        let done = unsafe { std::slice::from_raw_parts_mut(dst, cols) };
+                        apply_in_place(act, done);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Bᵀ x` of F(2x2, 3x3) over one axis for 16 tiles.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn bt2(x: [__m512; 4]) -> [__m512; 4] {
+        [
+            _mm512_sub_ps(x[0], x[2]),
+            _mm512_add_ps(x[1], x[2]),
+            _mm512_sub_ps(x[2], x[1]),
+            _mm512_sub_ps(x[1], x[3]),
+        ]
+    }
+
+    /// `Aᵀ x` of F(2x2, 3x3) over one axis for 16 tiles: 4 points in, 2 outputs.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn at2(x: [__m512; 4]) -> [__m512; 2] {
+        [
+            _mm512_add_ps(_mm512_add_ps(x[0], x[1]), x[2]),
+            _mm512_sub_ps(_mm512_sub_ps(x[1], x[2]), x[3]),
+        ]
+    }
+
+    /// [`input_transform`] for F(2x2, 3x3): 4x4 input tiles two columns apart, 16 points.
+    ///
+    /// # Safety
+    /// As [`input_transform`], with `v` holding `c` panels of 16 points.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn input_transform_23(
+        x: &[f32],
+        map: &Map,
+        t0: usize,
+        nt: usize,
+        v: &mut [f32],
+    ) {
+        const T: usize = 2;
+        const PANEL23: usize = 16 * BLOCK_TILES;
+        let &Map {
+            h, w, c, pt, pl, ..
+        } = map;
+        assert!(x.len() >= c * h * w && v.len() >= c * PANEL23);
+        // Columns 0 and 1 of 16 tiles: elements `j, j + 2, ..., j + 30` of the window.
+        let pick: [__m512i; 2] = std::array::from_fn(|j| {
+            let idx: [i32; 16] = std::array::from_fn(|l| (j + T * l) as i32);
+            // SAFETY: 16 i32s read from the array.
+            unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
+        });
+        let zero = _mm512_setzero_ps();
+        let vp = v.as_mut_ptr();
+        let mut list = [Run::default(); BLOCK_TILES];
+        let nr = runs(map, t0, nt, &mut list);
+        let mut windows = [(0isize, [0u16; 3]); BLOCK_TILES];
+        for (run, win) in list[..nr].iter().zip(&mut windows) {
+            let col0 = (T * run.tx) as isize - pl as isize;
+            let masks = std::array::from_fn(|q| {
+                let mut mask = 0u16;
+                for l in 0..LANES {
+                    let col = col0 + (q * LANES + l) as isize;
+                    if col >= 0 && (col as usize) < w {
+                        mask |= 1 << l;
+                    }
+                }
+                mask
+            });
+            *win = (col0, masks);
+        }
+        for ci in 0..c {
+            let plane = x[ci * h * w..].as_ptr();
+            for (run, &(col0, masks)) in list[..nr].iter().zip(&windows) {
+                let mut e = [[zero; 4]; 4];
+                for (i, ei) in e.iter_mut().enumerate() {
+                    let y = (T * run.ty + i) as isize - pt as isize;
+                    if y < 0 || y as usize >= h {
+                        continue;
+                    }
+                    let row = plane.wrapping_add(y as usize * w);
+                    if ci + 1 < c {
+                        let next = row.wrapping_add(h * w).wrapping_offset(col0);
+                        for q in 0..3 {
+                            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(q * LANES).cast());
+                        }
+                    }
+                    // SAFETY: masked loads touch only the lanes whose columns are inside
+                    // this row (the masks above); the others are zero.
+                    let r: [__m512; 3] = std::array::from_fn(|q| unsafe {
+                        _mm512_maskz_loadu_ps(
+                            masks[q],
+                            row.wrapping_offset(col0 + (q * LANES) as isize),
+                        )
+                    });
+                    let x0 = _mm512_permutex2var_ps(r[0], pick[0], r[1]);
+                    let x1 = _mm512_permutex2var_ps(r[0], pick[1], r[1]);
+                    // Columns 2 and 3 of tile `t` are columns 0 and 1 of tile `t + 1`.
+                    let r2 = _mm512_castps_si512(r[2]);
+                    let x2 =
+                        _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(r2, _mm512_castps_si512(x0)));
+                    let r2s = _mm512_alignr_epi32::<1>(r2, r2);
+                    let x3 =
+                        _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(r2s, _mm512_castps_si512(x1)));
+                    *ei = bt2([x0, x1, x2, x3]);
+                }
+                let store = lane_mask(run.count);
+                let columns: [[__m512; 4]; 4] =
+                    std::array::from_fn(|nu| std::array::from_fn(|i| e[i][nu]));
+                for (nu, column) in columns.iter().enumerate() {
+                    let d = bt2(*column);
+                    for (xi, &val) in d.iter().enumerate() {
+                        let at = ci * PANEL23 + (xi * 4 + nu) * BLOCK_TILES + run.tl;
+                        // SAFETY: `tl + count <= 48`, inside channel `ci`'s panel.
+                        unsafe { _mm512_mask_storeu_ps(vp.add(at), store, val) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`output_transform`] for F(2x2, 3x3).
+    ///
+    /// # Safety
+    /// As [`output_transform`], with `mo` holding `m` panels of 16 points.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn output_transform_23(
+        mo: &[f32],
+        map: &Map,
+        t0: usize,
+        nt: usize,
+        (m0, mm): (usize, usize),
+        bias: Option<&[f32]>,
+        clamp: Option<(f32, f32)>,
+        rest: Option<UnaryOp>,
+        y: *mut f32,
+    ) {
+        const T: usize = 2;
+        const PANEL23: usize = 16 * BLOCK_TILES;
+        let &Map { m, oh, ow, .. } = map;
+        assert!(mo.len() >= m * PANEL23);
+        // Interleaves 16 tiles' two columns into 32 consecutive outputs.
+        // SAFETY: 16 i32s read from the array.
+        let idx = |v: [i32; 16]| unsafe { _mm512_loadu_si512(v.as_ptr().cast()) };
+        let ilo = idx([0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23]);
+        let ihi = idx([8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31]);
+        let (lo, hi) = clamp.map_or((f32::NEG_INFINITY, f32::INFINITY), |c| c);
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let mp = mo.as_ptr();
+        let mut list = [Run::default(); BLOCK_TILES];
+        let nr = runs(map, t0, nt, &mut list);
+        for co in m0..m0 + mm {
+            let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[co]));
+            let plane = y.wrapping_add(co * oh * ow);
+            for &Run { tl, ty, tx, count } in &list[..nr] {
+                let cols = (T * count).min(ow - T * tx);
+                let rows = T.min(oh - T * ty);
+                // SAFETY: point `p` of channel `co`'s panel at tiles `tl..tl + 16`, inside
+                // `mo` (48-wide rows; lanes past `count` are read and dropped).
+                let load = |p: usize| unsafe {
+                    _mm512_loadu_ps(mp.add(co * PANEL23 + p * BLOCK_TILES + tl).cast())
+                };
+                let columns: [[__m512; 2]; 4] =
+                    std::array::from_fn(|nu| at2(std::array::from_fn(|xi| load(xi * 4 + nu))));
+                let s: [[__m512; 4]; 2] =
+                    std::array::from_fn(|i| std::array::from_fn(|nu| columns[nu][i]));
+                for (i, si) in s.iter().enumerate().take(rows) {
+                    let r = at2(*si).map(|v| {
+                        let v = _mm512_add_ps(v, b);
+                        if clamp.is_some() {
+                            crate::pointwise::avx512::clamp(v, lo, hi)
+                        } else {
+                            v
+                        }
+                    });
+                    let outv = [
+                        _mm512_permutex2var_ps(r[0], ilo, r[1]),
+                        _mm512_permutex2var_ps(r[0], ihi, r[1]),
+                    ];
+                    let dst = plane.wrapping_add((T * ty + i) * ow + T * tx);
+                    for (q, &val) in outv.iter().enumerate() {
+                        let n = cols.saturating_sub(q * LANES);
+                        if n == 0 {
+                            break;
+                        }
+                        // SAFETY: columns `2 tx + 16 q..` of output row `2 ty + i < oh`,
                         // the first `n` of which are the run's and inside the row.
                         unsafe {
                             _mm512_mask_storeu_ps(dst.add(q * LANES), lane_mask(n), val);
