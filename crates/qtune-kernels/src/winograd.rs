@@ -528,6 +528,56 @@ mod avx512 {
         }
     }
 
+    /// A run's window in an input row: its first column `col0 = tile * tx - pl` and, per
+    /// vector `q` of `Q` (columns `col0 + 16 q..`), the lanes inside the row of `w` columns.
+    fn window<const Q: usize>(tile: usize, tx: usize, pl: usize, w: usize) -> (isize, [u16; Q]) {
+        let col0 = (tile * tx) as isize - pl as isize;
+        let masks = std::array::from_fn(|q| {
+            let mut mask = 0u16;
+            for l in 0..LANES {
+                let col = col0 + (q * LANES + l) as isize;
+                if col >= 0 && (col as usize) < w {
+                    mask |= 1 << l;
+                }
+            }
+            mask
+        });
+        (col0, masks)
+    }
+
+    /// Adds the bias, then the clamp when there is one.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn finish(v: __m512, bias: __m512, clamp: Option<(__m512, __m512)>) -> __m512 {
+        let v = _mm512_add_ps(v, bias);
+        match clamp {
+            Some((lo, hi)) => crate::pointwise::avx512::clamp(v, lo, hi),
+            None => v,
+        }
+    }
+
+    /// Stores the first `cols` of the consecutive outputs `outv` (16 per vector) at `dst`,
+    /// then applies `rest` to them.
+    ///
+    /// # Safety
+    /// AVX-512 F; `dst` valid for writes of `cols` floats, this task's own.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_row(dst: *mut f32, outv: &[__m512], cols: usize, rest: Option<UnaryOp>) {
+        for (q, &val) in outv.iter().enumerate() {
+            let n = cols.saturating_sub(q * LANES);
+            if n == 0 {
+                break;
+            }
+            // SAFETY: the first `n` of the 16 floats from `dst + 16 q` are among `cols`.
+            unsafe { _mm512_mask_storeu_ps(dst.add(q * LANES), lane_mask(n), val) };
+        }
+        if let Some(act) = rest {
+            // SAFETY: the `cols` outputs just stored (see above).
+            let done = unsafe { std::slice::from_raw_parts_mut(dst, cols) };
+            apply_in_place(act, done);
+        }
+    }
+
     /// Lanes `0..count` set.
     fn lane_mask(count: usize) -> u16 {
         if count >= LANES {
@@ -570,18 +620,7 @@ mod avx512 {
         // `col0..col0 + 80` of a row), the lanes inside the map.
         let mut windows = [(0isize, [0u16; 5]); BLOCK_TILES];
         for (run, win) in list[..nr].iter().zip(&mut windows) {
-            let col0 = (TILE * run.tx) as isize - pl as isize;
-            let masks = std::array::from_fn(|q| {
-                let mut mask = 0u16;
-                for l in 0..LANES {
-                    let col = col0 + (q * LANES + l) as isize;
-                    if col >= 0 && (col as usize) < w {
-                        mask |= 1 << l;
-                    }
-                }
-                mask
-            });
-            *win = (col0, masks);
+            *win = window(TILE, run.tx, pl, w);
         }
         for ci in 0..c {
             let plane = x[ci * h * w..].as_ptr();
@@ -667,8 +706,7 @@ mod avx512 {
         let i1hi = idx([8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31]);
         let i2a = idx([0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23]);
         let i2b = idx([8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31]);
-        let (lo, hi) = clamp.map_or((f32::NEG_INFINITY, f32::INFINITY), |c| c);
-        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let bounds = clamp.map(|(lo, hi)| (_mm512_set1_ps(lo), _mm512_set1_ps(hi)));
         let mp = mo.as_ptr();
         let mut list = [Run::default(); BLOCK_TILES];
         let nr = runs(map, t0, nt, &mut list);
@@ -688,14 +726,7 @@ mod avx512 {
                 let s: [[__m512; 6]; 4] =
                     std::array::from_fn(|i| std::array::from_fn(|nu| columns[nu][i]));
                 for (i, si) in s.iter().enumerate().take(rows) {
-                    let r = at(*si).map(|v| {
-                        let v = _mm512_add_ps(v, b);
-                        if clamp.is_some() {
-                            crate::pointwise::avx512::clamp(v, lo, hi)
-                        } else {
-                            v
-                        }
-                    });
+                    let r = at(*si).map(|v| finish(v, b, bounds));
                     let l01 = _mm512_permutex2var_ps(r[0], i1lo, r[1]);
                     let h01 = _mm512_permutex2var_ps(r[0], i1hi, r[1]);
                     let l23 = _mm512_permutex2var_ps(r[2], i1lo, r[3]);
@@ -707,22 +738,9 @@ mod avx512 {
                         _mm512_permutex2var_ps(h01, i2b, h23),
                     ];
                     let dst = plane.wrapping_add((TILE * ty + i) * ow + TILE * tx);
-                    for (q, &val) in outv.iter().enumerate() {
-                        let n = cols.saturating_sub(q * LANES);
-                        if n == 0 {
-                            break;
-                        }
-                        // SAFETY: columns `4 tx + 16 q..` of output row `4 ty + i < oh`,
-                        // the first `n` of which are the run's and inside the row.
-                        unsafe {
-                            _mm512_mask_storeu_ps(dst.add(q * LANES), lane_mask(n), val);
-                        }
-                    }
-                    if let Some(act) = rest {
-                        // SAFETY: the `cols` outputs just stored, this task's own.
-                        let done = unsafe { std::slice::from_raw_parts_mut(dst, cols) };
-                        apply_in_place(act, done);
-                    }
+                    // SAFETY: columns `4 tx..4 tx + cols` of output row `4 ty + i < oh`, the
+                    // run's and inside the row.
+                    unsafe { store_row(dst, &outv, cols, rest) };
                 }
             }
         }
@@ -780,18 +798,7 @@ mod avx512 {
         let nr = runs(map, t0, nt, &mut list);
         let mut windows = [(0isize, [0u16; 3]); BLOCK_TILES];
         for (run, win) in list[..nr].iter().zip(&mut windows) {
-            let col0 = (T * run.tx) as isize - pl as isize;
-            let masks = std::array::from_fn(|q| {
-                let mut mask = 0u16;
-                for l in 0..LANES {
-                    let col = col0 + (q * LANES + l) as isize;
-                    if col >= 0 && (col as usize) < w {
-                        mask |= 1 << l;
-                    }
-                }
-                mask
-            });
-            *win = (col0, masks);
+            *win = window(T, run.tx, pl, w);
         }
         for ci in 0..c {
             let plane = x[ci * h * w..].as_ptr();
@@ -869,8 +876,7 @@ mod avx512 {
         let idx = |v: [i32; 16]| unsafe { _mm512_loadu_si512(v.as_ptr().cast()) };
         let ilo = idx([0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23]);
         let ihi = idx([8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31]);
-        let (lo, hi) = clamp.map_or((f32::NEG_INFINITY, f32::INFINITY), |c| c);
-        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let bounds = clamp.map(|(lo, hi)| (_mm512_set1_ps(lo), _mm512_set1_ps(hi)));
         let mp = mo.as_ptr();
         let mut list = [Run::default(); BLOCK_TILES];
         let nr = runs(map, t0, nt, &mut list);
@@ -890,35 +896,15 @@ mod avx512 {
                 let s: [[__m512; 4]; 2] =
                     std::array::from_fn(|i| std::array::from_fn(|nu| columns[nu][i]));
                 for (i, si) in s.iter().enumerate().take(rows) {
-                    let r = at2(*si).map(|v| {
-                        let v = _mm512_add_ps(v, b);
-                        if clamp.is_some() {
-                            crate::pointwise::avx512::clamp(v, lo, hi)
-                        } else {
-                            v
-                        }
-                    });
+                    let r = at2(*si).map(|v| finish(v, b, bounds));
                     let outv = [
                         _mm512_permutex2var_ps(r[0], ilo, r[1]),
                         _mm512_permutex2var_ps(r[0], ihi, r[1]),
                     ];
                     let dst = plane.wrapping_add((T * ty + i) * ow + T * tx);
-                    for (q, &val) in outv.iter().enumerate() {
-                        let n = cols.saturating_sub(q * LANES);
-                        if n == 0 {
-                            break;
-                        }
-                        // SAFETY: columns `2 tx + 16 q..` of output row `2 ty + i < oh`,
-                        // the first `n` of which are the run's and inside the row.
-                        unsafe {
-                            _mm512_mask_storeu_ps(dst.add(q * LANES), lane_mask(n), val);
-                        }
-                    }
-                    if let Some(act) = rest {
-                        // SAFETY: the `cols` outputs just stored, this task's own.
-                        let done = unsafe { std::slice::from_raw_parts_mut(dst, cols) };
-                        apply_in_place(act, done);
-                    }
+                    // SAFETY: columns `2 tx..2 tx + cols` of output row `2 ty + i < oh`, the
+                    // run's and inside the row.
+                    unsafe { store_row(dst, &outv, cols, rest) };
                 }
             }
         }
