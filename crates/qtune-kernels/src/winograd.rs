@@ -578,6 +578,22 @@ mod avx512 {
         }
     }
 
+    /// Columns `T` and `T + 1` of 16 tiles `T` columns wide, from their columns 0 and 1
+    /// (`x0`, `x1`): the same columns of the next tile, one lane on; the last lane's come
+    /// from `tail`, the window's vector past the run (its elements 0 and 1).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn next_tile_columns(tail: __m512, x0: __m512, x1: __m512) -> (__m512, __m512) {
+        let tail = _mm512_castps_si512(tail);
+        let shift = |rest: __m512i, x: __m512| {
+            _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(rest, _mm512_castps_si512(x)))
+        };
+        (
+            shift(tail, x0),
+            shift(_mm512_alignr_epi32::<1>(tail, tail), x1),
+        )
+    }
+
     /// Lanes `0..count` set.
     fn lane_mask(count: usize) -> u16 {
         if count >= LANES {
@@ -587,12 +603,13 @@ mod avx512 {
         }
     }
 
-    /// The transformed input `V[p][ci][tl]` of the block's tiles `t0..t0 + nt` (local index
+    /// The transformed input of the block's tiles, point `p` of tile `tl` of channel `ci` at
+    /// `V[ci][p][tl]` (one panel per channel), for the tiles `t0..t0 + nt` (local index
     /// `tl`), for every input channel.
     ///
     /// # Safety
     /// AVX-512 F must be available; `x` holds the image's `[c][h][w]` input and `v` at least
-    /// `36 * c * 48` floats.
+    /// `c` panels.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn input_transform(
         x: &[f32],
@@ -655,12 +672,7 @@ mod avx512 {
                     };
                     let (x0, x1) = (col(0), col(1));
                     // Columns 4 and 5 of tile `t` are columns 0 and 1 of tile `t + 1`.
-                    let r4 = _mm512_castps_si512(r[4]);
-                    let x4 =
-                        _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(r4, _mm512_castps_si512(x0)));
-                    let r4s = _mm512_alignr_epi32::<1>(r4, r4);
-                    let x5 =
-                        _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(r4s, _mm512_castps_si512(x1)));
+                    let (x4, x5) = next_tile_columns(r[4], x0, x1);
                     *ei = bt([x0, x1, col(2), col(3), x4, x5]);
                 }
                 let store = lane_mask(run.count);
@@ -678,11 +690,11 @@ mod avx512 {
         }
     }
 
-    /// The outputs of the block's tiles at channels `m0..m0 + mm` from `M[p][co][tl]`:
+    /// The outputs of the block's tiles at channels `m0..m0 + mm` from `M[co][p][tl]`:
     /// `Aᵀ M A`, plus the bias, then the clamp and the other activation.
     ///
     /// # Safety
-    /// AVX-512 F must be available; `mo` holds `36 * m * 48` floats; `y` is valid for
+    /// AVX-512 F must be available; `mo` holds `m` panels; `y` is valid for
     /// writes of the image's `m` output planes, of which the block's tiles are its own.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
@@ -827,12 +839,7 @@ mod avx512 {
                     let x0 = _mm512_permutex2var_ps(r[0], pick[0], r[1]);
                     let x1 = _mm512_permutex2var_ps(r[0], pick[1], r[1]);
                     // Columns 2 and 3 of tile `t` are columns 0 and 1 of tile `t + 1`.
-                    let r2 = _mm512_castps_si512(r[2]);
-                    let x2 =
-                        _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(r2, _mm512_castps_si512(x0)));
-                    let r2s = _mm512_alignr_epi32::<1>(r2, r2);
-                    let x3 =
-                        _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(r2s, _mm512_castps_si512(x1)));
+                    let (x2, x3) = next_tile_columns(r[2], x0, x1);
                     *ei = bt2([x0, x1, x2, x3]);
                 }
                 let store = lane_mask(run.count);
