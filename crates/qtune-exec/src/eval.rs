@@ -6,28 +6,13 @@ use std::sync::Arc;
 
 use qtune_ir::{
     AutoPad, CoordMode, FloatFormat, FusedRelu, GeluApproximation, Graph, Node, NodeId, Op,
-    ResizeMode, ValueId, binary_op, pool_op, reduce_op, resolve_reduce_axes, resolve_slice,
-    resolve_split, resolve_window, shape_range, unary_op,
+    ResizeMode, ValueId, binary_op, movement_op, pool_op, reduce_op, resolve_reduce_axes,
+    resolve_window, shape_range, unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
 
 use crate::ExecError;
-
-/// Applies `$body` to the buffer of any dtype, producing a new buffer of the
-/// same dtype. `$body` sees `$v: &Vec<T>` and must evaluate to `Vec<T>`.
-macro_rules! map_any {
-    ($data:expr, |$v:ident| $body:expr) => {
-        match $data {
-            TensorData::F32($v) => TensorData::F32(Arc::new($body)),
-            TensorData::I64($v) => TensorData::I64(Arc::new($body)),
-            TensorData::I32($v) => TensorData::I32(Arc::new($body)),
-            TensorData::Bool($v) => TensorData::Bool(Arc::new($body)),
-            TensorData::U8($v) => TensorData::U8(Arc::new($body)),
-            TensorData::I8($v) => TensorData::I8(Arc::new($body)),
-        }
-    };
-}
 
 struct Cx<'a> {
     /// An activation fused into a Conv (see `Executor` fusion).
@@ -90,11 +75,6 @@ impl Cx<'_> {
     }
     fn f32_out(&self, dims: Vec<usize>, data: Vec<f32>) -> Result<Vec<Tensor>, ExecError> {
         Ok(vec![self.tensor(dims, TensorData::F32(Arc::new(data)))?])
-    }
-    fn ints(&self, i: usize) -> Result<Vec<i64>, ExecError> {
-        self.input(i)?
-            .to_i64_vec()
-            .map_err(|e| self.err(format!("input {i}: {e}")))
     }
     /// A float scalar parameter (Clip bounds).
     fn scalar(&self, i: usize) -> Result<Option<f32>, ExecError> {
@@ -463,127 +443,14 @@ pub(crate) fn eval_node_fused(
             };
             cx.f32_out(od, out)
         }
-        Op::Concat { axis } => {
-            let first = cx.input(0)?;
-            let ax = qtune_ir::normalize_axis(*axis, first.dims().len())
-                .ok_or_else(|| cx.err("axis out of range"))?;
-            let dtype = first.dtype();
-            let od = cx.out_dims(0)?;
-            let parts: Vec<&Tensor> = (0..node.inputs.len())
-                .map(|i| cx.input(i))
-                .collect::<Result<_, _>>()?;
-            if let Some(p) = parts.iter().find(|p| p.dtype() != dtype) {
-                return Err(cx.err(format!("inputs mix {dtype} and {}", p.dtype())));
-            }
-            macro_rules! cat {
-                ($variant:ident, $zero:expr) => {{
-                    let views: Vec<(&[_], &[usize])> = parts
-                        .iter()
-                        .map(|p| match p.data() {
-                            TensorData::$variant(v) => (v.as_slice(), p.dims()),
-                            _ => unreachable!("dtypes checked above"),
-                        })
-                        .collect();
-                    let mut out = vec![$zero; od.iter().product()];
-                    k::concat(&views, ax, &mut out);
-                    TensorData::$variant(Arc::new(out))
-                }};
-            }
-            let data = match dtype {
-                DType::F32 => cat!(F32, 0f32),
-                DType::I64 => cat!(I64, 0i64),
-                DType::I32 => cat!(I32, 0i32),
-                DType::Bool => cat!(Bool, false),
-                DType::U8 => cat!(U8, 0u8),
-                DType::I8 => cat!(I8, 0i8),
-            };
-            Ok(vec![cx.tensor(od, data)?])
-        }
-        Op::Split { axis, split } => {
-            let x = cx.input(0)?;
-            let dims = x.dims().to_vec();
-            let ax = qtune_ir::normalize_axis(*axis, dims.len())
-                .ok_or_else(|| cx.err("axis out of range"))?;
-            let sizes = resolve_split(graph, id, split.as_deref(), dims[ax])?;
-            let mut outs = Vec::with_capacity(sizes.len());
-            let mut offset = 0usize;
-            for size in sizes {
-                let mut starts = vec![0usize; dims.len()];
-                starts[ax] = offset;
-                let steps = vec![1isize; dims.len()];
-                let mut od = dims.clone();
-                od[ax] = size;
-                let n: usize = od.iter().product();
-                let data = map_any!(x.data(), |v| {
-                    let mut out = vec![v[0]; n];
-                    if n > 0 {
-                        k::slice(v, &dims, &starts, &steps, &od, &mut out);
-                    }
-                    out
-                });
-                outs.push(cx.tensor(od, data)?);
-                offset += size;
-            }
-            Ok(outs)
-        }
-        Op::Slice => {
-            let x = cx.input(0)?;
-            let dims = x.dims().to_vec();
-            let plan = resolve_slice(graph, id, &dims)?;
-            let od: Vec<usize> = plan.iter().map(|a| a.len).collect();
-            let n: usize = od.iter().product();
-            let starts: Vec<usize> = plan
-                .iter()
-                .map(|a| usize::try_from(a.start).unwrap_or(0))
-                .collect();
-            let steps: Vec<isize> = plan
-                .iter()
-                .map(|a| isize::try_from(a.step).unwrap_or(1))
-                .collect();
-            if n == 0 {
-                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
-            }
-            let data = map_any!(x.data(), |v| {
-                let mut out = vec![v[0]; n];
-                k::slice(v, &dims, &starts, &steps, &od, &mut out);
-                out
-            });
-            Ok(vec![cx.tensor(od, data)?])
-        }
-        Op::Reshape { .. }
-        | Op::Flatten { .. }
-        | Op::Squeeze { .. }
-        | Op::Unsqueeze { .. }
-        | Op::Identity => {
-            // Pure metadata: the buffer is shared, not copied.
-            let od = cx.out_dims(0)?;
-            let t = cx
-                .input(0)?
-                .reshaped(od)
-                .map_err(|source| ExecError::Tensor {
-                    node: node.name.clone(),
-                    source,
-                })?;
-            Ok(vec![t])
-        }
-        Op::Transpose { perm } => {
-            let x = cx.input(0)?;
-            let dims = x.dims().to_vec();
-            let perm = perm
-                .clone()
-                .unwrap_or_else(|| (0..dims.len()).rev().collect());
-            let od: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
-            let n = x.numel();
-            if n == 0 {
-                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
-            }
-            let data = map_any!(x.data(), |v| {
-                let mut out = vec![v[0]; n];
-                k::transpose_blocked(v, &dims, &perm, &mut out, cx.par);
-                out
-            });
-            Ok(vec![cx.tensor(od, data)?])
-        }
+        // The data-movement family (`qtune_ir::movement`).
+        movement_op!() => Ok(qtune_ir::movement::eval(&qtune_ir::movement::EvalCx {
+            graph,
+            node,
+            id,
+            inputs: &cx.inputs,
+            par: cx.par,
+        })?),
         Op::Resize(a) => {
             let xd = cx.input(0)?.dims().to_vec();
             let od = cx.out_dims(0)?;
@@ -642,40 +509,6 @@ pub(crate) fn eval_node_fused(
             }
             cx.f32_out(od, out)
         }
-        Op::Gather { axis } => {
-            let x = cx.input(0)?;
-            let dims = x.dims().to_vec();
-            let ax = qtune_ir::normalize_axis(*axis, dims.len())
-                .ok_or_else(|| cx.err("axis out of range"))?;
-            let extent = i64::try_from(dims[ax]).unwrap_or(i64::MAX);
-            let idx: Vec<usize> = cx
-                .ints(1)?
-                .into_iter()
-                .map(|i| {
-                    let j = if i < 0 { i + extent } else { i };
-                    usize::try_from(j)
-                        .ok()
-                        .filter(|&j| j < dims[ax])
-                        .ok_or_else(|| {
-                            cx.err(format!(
-                                "index {i} is out of range for axis {ax} of extent {}",
-                                dims[ax]
-                            ))
-                        })
-                })
-                .collect::<Result<_, _>>()?;
-            let od = cx.out_dims(0)?;
-            let n: usize = od.iter().product();
-            if n == 0 {
-                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
-            }
-            let data = map_any!(x.data(), |v| {
-                let mut out = vec![v[0]; n];
-                k::gather(v, &dims, ax, &idx, &mut out);
-                out
-            });
-            Ok(vec![cx.tensor(od, data)?])
-        }
         Op::Cast { to } => {
             let x = cx.input(0)?;
             Ok(vec![cx.tensor(x.dims().to_vec(), cast(x.data(), *to))?])
@@ -724,71 +557,6 @@ pub(crate) fn eval_node_fused(
                 FloatFormat::BF16 => k::round_to_bf16(&mut x),
             }
             cx.f32_out(dims, x)
-        }
-        Op::Expand => {
-            let x = cx.input(0)?;
-            let dims = x.dims().to_vec();
-            let od = cx.out_dims(0)?;
-            let n: usize = od.iter().product();
-            if n == 0 || x.numel() == 0 {
-                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
-            }
-            let data = map_any!(x.data(), |v| {
-                let mut out = vec![v[0]; n];
-                k::expand(v, &dims, &od, &mut out);
-                out
-            });
-            Ok(vec![cx.tensor(od, data)?])
-        }
-        Op::Tile => {
-            // Tile(x, r) is x seen as [1, d0, 1, d1, ...] expanded to
-            // [r0, d0, r1, d1, ...]: the repeats are the outer index of
-            // each output axis.
-            let x = cx.input(0)?;
-            let dims = x.dims().to_vec();
-            let od = cx.out_dims(0)?;
-            let n: usize = od.iter().product();
-            if n == 0 || x.numel() == 0 {
-                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
-            }
-            let src: Vec<usize> = dims.iter().flat_map(|&d| [1, d]).collect();
-            let dst: Vec<usize> = dims
-                .iter()
-                .zip(&od)
-                .flat_map(|(&d, &o)| [o / d.max(1), d])
-                .collect();
-            let data = map_any!(x.data(), |v| {
-                let mut out = vec![v[0]; n];
-                k::expand(v, &src, &dst, &mut out);
-                out
-            });
-            Ok(vec![cx.tensor(od, data)?])
-        }
-        Op::SpaceToDepth { blocksize } | Op::DepthToSpace { blocksize, .. } => {
-            // Both are a reshape to 6-D, a transpose and a reshape back
-            // (the ONNX definitions).
-            let x = cx.input(0)?;
-            let b = *blocksize;
-            let [n, c, h, w] = *x.dims() else {
-                return Err(cx.err("expected a 4-D input"));
-            };
-            let (dims6, perm): ([usize; 6], [usize; 6]) = match cx.node.op {
-                Op::SpaceToDepth { .. } => ([n, c, h / b, b, w / b, b], [0, 3, 5, 1, 2, 4]),
-                Op::DepthToSpace { crd: false, .. } => {
-                    ([n, b, b, c / (b * b), h, w], [0, 3, 4, 1, 5, 2])
-                }
-                _ => ([n, c / (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3]),
-            };
-            let od = cx.out_dims(0)?;
-            if x.numel() == 0 {
-                return Ok(vec![Tensor::zeros(x.dtype(), od)]);
-            }
-            let data = map_any!(x.data(), |v| {
-                let mut out = vec![v[0]; v.len()];
-                k::transpose(v, &dims6, &perm, &mut out);
-                out
-            });
-            Ok(vec![cx.tensor(od, data)?])
         }
         Op::Where => {
             let c = cx.input(0)?;

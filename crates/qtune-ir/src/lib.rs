@@ -31,6 +31,7 @@ mod error;
 mod graph;
 mod ids;
 pub mod mlir;
+pub mod onnx_node;
 mod op;
 pub mod passes;
 mod shape_infer;
@@ -38,8 +39,9 @@ mod shape_infer;
 pub use error::IrError;
 pub use graph::{FusedRelu, Graph, Node, Value};
 pub use ids::{NodeId, ValueId};
+pub use movement::{SliceAxis, reshape_shape, resolve_slice, resolve_split};
 pub use op::*;
 pub use shape_infer::{
-    InferredOutput, SliceAxis, Window, broadcast_shapes, infer_node, normalize_axis, reshape_shape,
-    resolve_reduce_axes, resolve_slice, resolve_split, resolve_window, shape_range,
+    InferredOutput, Window, broadcast_shapes, infer_node, normalize_axis, resolve_reduce_axes,
+    resolve_window, shape_range,
 };

@@ -16,23 +16,24 @@ pub struct InferredOutput {
     pub dtype: DType,
 }
 
-struct Ctx<'a> {
-    graph: &'a Graph,
-    node: &'a Node,
+/// The node being inferred, for the families' inference functions.
+pub(crate) struct Ctx<'a> {
+    pub(crate) graph: &'a Graph,
+    pub(crate) node: &'a Node,
 }
 
 impl Ctx<'_> {
-    fn op(&self) -> &'static str {
+    pub(crate) fn op(&self) -> &'static str {
         self.node.op.op_type()
     }
-    fn err(&self, message: impl Into<String>) -> IrError {
+    pub(crate) fn err(&self, message: impl Into<String>) -> IrError {
         IrError::BadNode {
             node: self.node.name.clone(),
             op: self.op(),
             message: message.into(),
         }
     }
-    fn input_id(&self, i: usize) -> Result<ValueId, IrError> {
+    pub(crate) fn input_id(&self, i: usize) -> Result<ValueId, IrError> {
         self.node
             .inputs
             .get(i)
@@ -45,18 +46,18 @@ impl Ctx<'_> {
                 message: "required input is missing".into(),
             })
     }
-    fn has_input(&self, i: usize) -> bool {
+    pub(crate) fn has_input(&self, i: usize) -> bool {
         matches!(self.node.inputs.get(i), Some(Some(_)))
     }
-    fn shape(&self, i: usize) -> Result<Vec<usize>, IrError> {
+    pub(crate) fn shape(&self, i: usize) -> Result<Vec<usize>, IrError> {
         let id = self.input_id(i)?;
         Ok(self.graph.shape_of(id)?.0.clone())
     }
-    fn dtype(&self, i: usize) -> Result<DType, IrError> {
+    pub(crate) fn dtype(&self, i: usize) -> Result<DType, IrError> {
         Ok(self.graph.value(self.input_id(i)?).dtype)
     }
     /// An integer parameter input that must be constant.
-    fn const_ints(&self, i: usize) -> Result<Vec<i64>, IrError> {
+    pub(crate) fn const_ints(&self, i: usize) -> Result<Vec<i64>, IrError> {
         let id = self.input_id(i)?;
         let t = self
             .graph
@@ -74,7 +75,7 @@ impl Ctx<'_> {
             message: e.to_string(),
         })
     }
-    fn const_floats(&self, i: usize) -> Result<Vec<f32>, IrError> {
+    pub(crate) fn const_floats(&self, i: usize) -> Result<Vec<f32>, IrError> {
         let id = self.input_id(i)?;
         let t = self
             .graph
@@ -87,7 +88,7 @@ impl Ctx<'_> {
             })?;
         Ok(t.to_f32_vec())
     }
-    fn axis(&self, axis: i64, rank: usize) -> Result<usize, IrError> {
+    pub(crate) fn axis(&self, axis: i64, rank: usize) -> Result<usize, IrError> {
         normalize_axis(axis, rank)
             .ok_or_else(|| self.err(format!("axis {axis} is out of range for rank {rank}")))
     }
@@ -234,7 +235,7 @@ pub fn resolve_window(
     })
 }
 
-fn usize_of(v: i64) -> Option<usize> {
+pub(crate) fn usize_of(v: i64) -> Option<usize> {
     usize::try_from(v).ok()
 }
 
@@ -265,12 +266,6 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         Ok(vec![InferredOutput {
             shape: Shape(cx.shape(0)?),
             dtype: cx.dtype(0)?,
-        }])
-    };
-    let one = |shape: Vec<usize>, dtype: DType| {
-        Ok(vec![InferredOutput {
-            shape: Shape(shape),
-            dtype,
         }])
     };
     match &node.op {
@@ -443,52 +438,9 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
                 .ok_or_else(|| cx.err("condition, X and Y cannot be broadcast together"))?;
             one(out, cx.dtype(1)?)
         }
-        Op::Tile => {
-            let x = cx.shape(0)?;
-            let reps = cx.const_ints(1)?;
-            if reps.len() != x.len() || reps.iter().any(|&r| r < 0) {
-                return Err(cx.err(format!(
-                    "repeats {reps:?} must be {} non-negative values",
-                    x.len()
-                )));
-            }
-            let mut out = Vec::with_capacity(x.len());
-            for (&d, &r) in x.iter().zip(&reps) {
-                let r = usize::try_from(r).map_err(|_| cx.err("repeat out of range"))?;
-                out.push(
-                    d.checked_mul(r)
-                        .ok_or_else(|| cx.err(format!("{d} x {r} repeats overflow")))?,
-                );
-            }
-            one(out, cx.dtype(0)?)
-        }
-        Op::SpaceToDepth { blocksize } | Op::DepthToSpace { blocksize, .. } => {
-            let x = cx.shape(0)?;
-            let b = *blocksize;
-            let [n, c, h, w] = *x.as_slice() else {
-                return Err(cx.err(format!("expected a 4-D input, got {}", Shape(x.clone()))));
-            };
-            if b == 0 {
-                return Err(cx.err("blocksize 0"));
-            }
-            // The blocksize comes from the file: every product is checked.
-            let overflow = || cx.err(format!("blocksize {b} overflows the {n}x{c}x{h}x{w} input"));
-            let bb = b.checked_mul(b).ok_or_else(overflow)?;
-            let out = if matches!(node.op, Op::SpaceToDepth { .. }) {
-                if h % b != 0 || w % b != 0 {
-                    return Err(cx.err(format!("{h}x{w} is not divisible by blocksize {b}")));
-                }
-                vec![n, c.checked_mul(bb).ok_or_else(overflow)?, h / b, w / b]
-            } else {
-                if c % bb != 0 {
-                    return Err(cx.err(format!("{c} channels are not divisible by {b}x{b}")));
-                }
-                let hb = h.checked_mul(b).ok_or_else(overflow)?;
-                vec![n, c / bb, hb, w.checked_mul(b).ok_or_else(overflow)?]
-            };
-            one(out, cx.dtype(0)?)
-        }
-        unary_op!() | Op::Clip(_) | Op::Gelu { .. } | Op::Not | Op::Identity => same(&cx),
+        unary_op!() | Op::Clip(_) | Op::Gelu { .. } | Op::Not => same(&cx),
+        // The data-movement family (`crate::movement`).
+        movement_op!() => crate::movement::infer(&cx),
         Op::LayerNormalization { axis, .. } => {
             let s = cx.shape(0)?;
             let ax = cx.axis(*axis, s.len())?;
@@ -572,147 +524,6 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
             }
             one(out, cx.dtype(0)?)
         }
-        Op::Concat { axis } => {
-            let first = cx.shape(0)?;
-            let ax = cx.axis(*axis, first.len())?;
-            let mut out = first.clone();
-            out[ax] = 0;
-            for i in 0..node.inputs.len() {
-                let s = cx.shape(i)?;
-                if s.len() != first.len()
-                    || s.iter().enumerate().any(|(j, &d)| j != ax && d != first[j])
-                {
-                    return Err(IrError::BadInput {
-                        node: node.name.clone(),
-                        op: cx.op(),
-                        index: i,
-                        message: format!(
-                            "shape {} does not match {} outside axis {ax}",
-                            Shape(s),
-                            Shape(first.clone())
-                        ),
-                    });
-                }
-                out[ax] += s[ax];
-            }
-            one(out, cx.dtype(0)?)
-        }
-        Op::Split { axis, split } => {
-            let x = cx.shape(0)?;
-            let ax = cx.axis(*axis, x.len())?;
-            let sizes = split_sizes(&cx, split.as_deref(), x[ax], node.outputs.len())?;
-            let dtype = cx.dtype(0)?;
-            Ok(sizes
-                .into_iter()
-                .map(|s| {
-                    let mut o = x.clone();
-                    o[ax] = s;
-                    InferredOutput {
-                        shape: Shape(o),
-                        dtype,
-                    }
-                })
-                .collect())
-        }
-        Op::Slice => {
-            let x = cx.shape(0)?;
-            let plan = slice_plan(&cx, &x)?;
-            one(plan.iter().map(|a| a.len).collect(), cx.dtype(0)?)
-        }
-        Op::Reshape { allowzero } => {
-            let x = cx.shape(0)?;
-            let spec = cx.const_ints(1)?;
-            let out = reshape_shape(&x, &spec, *allowzero).map_err(|m| cx.err(m))?;
-            one(out, cx.dtype(0)?)
-        }
-        Op::Transpose { perm } => {
-            let x = cx.shape(0)?;
-            let perm = perm.clone().unwrap_or_else(|| (0..x.len()).rev().collect());
-            let mut seen = vec![false; x.len()];
-            if perm.len() != x.len()
-                || perm
-                    .iter()
-                    .any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true))
-            {
-                return Err(cx.err(format!(
-                    "perm {perm:?} is not a permutation of {} axes",
-                    x.len()
-                )));
-            }
-            one(perm.iter().map(|&p| x[p]).collect(), cx.dtype(0)?)
-        }
-        Op::Flatten { axis } => {
-            let x = cx.shape(0)?;
-            let r = i64::try_from(x.len()).unwrap_or(i64::MAX);
-            let a = if *axis < 0 { axis + r } else { *axis };
-            let a = usize::try_from(a)
-                .ok()
-                .filter(|&a| a <= x.len())
-                .ok_or_else(|| cx.err(format!("axis {axis} out of range")))?;
-            one(
-                vec![
-                    qtune_tensor::checked_numel(&x[..a]).unwrap_or(usize::MAX),
-                    qtune_tensor::checked_numel(&x[a..]).unwrap_or(usize::MAX),
-                ],
-                cx.dtype(0)?,
-            )
-        }
-        Op::Squeeze { axes } => {
-            let x = cx.shape(0)?;
-            let axes = match axes {
-                Some(a) => Some(a.clone()),
-                None if cx.has_input(1) => Some(cx.const_ints(1)?),
-                None => None,
-            };
-            let out = match axes {
-                None => x.iter().copied().filter(|&d| d != 1).collect(),
-                Some(axes) => {
-                    let mut drop = vec![false; x.len()];
-                    for a in axes {
-                        let i = cx.axis(a, x.len())?;
-                        if x[i] != 1 {
-                            return Err(
-                                cx.err(format!("cannot squeeze axis {i} of extent {}", x[i]))
-                            );
-                        }
-                        drop[i] = true;
-                    }
-                    x.iter()
-                        .zip(drop)
-                        .filter(|(_, d)| !d)
-                        .map(|(&s, _)| s)
-                        .collect()
-                }
-            };
-            one(out, cx.dtype(0)?)
-        }
-        Op::Unsqueeze { axes } => {
-            let x = cx.shape(0)?;
-            let axes = match axes {
-                Some(a) => a.clone(),
-                None => cx.const_ints(1)?,
-            };
-            let r = x.len() + axes.len();
-            let mut insert = vec![false; r];
-            for a in axes {
-                let i = cx.axis(a, r)?;
-                if std::mem::replace(&mut insert[i], true) {
-                    return Err(cx.err(format!("axis {i} given twice")));
-                }
-            }
-            let mut it = x.iter();
-            let out = insert
-                .iter()
-                .map(|&ins| {
-                    if ins {
-                        1
-                    } else {
-                        it.next().copied().unwrap_or(1)
-                    }
-                })
-                .collect();
-            one(out, cx.dtype(0)?)
-        }
         Op::Resize(_) => {
             let x = cx.shape(0)?;
             let out = if cx.has_input(3) && !cx.const_ints(3)?.is_empty() {
@@ -771,27 +582,6 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
             };
             one(out, cx.dtype(0)?)
         }
-        Op::Gather { axis } => {
-            let x = cx.shape(0)?;
-            let idx = cx.shape(1)?;
-            let ax = cx.axis(*axis, x.len())?;
-            // Constant indices (the usual case: embedding ids, shape parts)
-            // are checked here; computed ones are checked by the kernel.
-            if let Some(t) = cx.graph.constant_of(cx.input_id(1)?)
-                && let Ok(ids) = t.to_i64_vec()
-            {
-                let dim = i64::try_from(x[ax]).unwrap_or(i64::MAX);
-                if let Some(bad) = ids.iter().find(|&&i| i >= dim || i < -dim) {
-                    return Err(cx.err(format!(
-                        "index {bad} is out of range for axis {ax} of extent {dim}"
-                    )));
-                }
-            }
-            let mut out = x[..ax].to_vec();
-            out.extend(idx);
-            out.extend_from_slice(&x[ax + 1..]);
-            one(out, cx.dtype(0)?)
-        }
         Op::Cast { to } => one(cx.shape(0)?, *to),
         Op::QuantizeLinear { .. } => {
             let dtype = if cx.has_input(2) {
@@ -817,36 +607,20 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         }
         Op::RoundFloat(_) => same(&cx),
         Op::IntegerLayer(a) => one(integer_layer_shape(&cx, a)?, DType::F32),
-        Op::Expand => {
-            let x = cx.shape(0)?;
-            // ONNX Expand's shape holds extents (1 broadcasts); a negative one
-            // is invalid, not a 1.
-            let spec: Vec<usize> = cx
-                .const_ints(1)?
-                .into_iter()
-                .map(|d| {
-                    usize_of(d).ok_or_else(|| {
-                        cx.err(format!(
-                            "the target shape holds {d}; extents cannot be negative"
-                        ))
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            let out = broadcast_shapes(&x, &spec).ok_or_else(|| {
-                cx.err(format!(
-                    "cannot expand {} to {}",
-                    Shape(x.clone()),
-                    Shape(spec.clone())
-                ))
-            })?;
-            one(out, cx.dtype(0)?)
-        }
         Op::Shape { start, end } => {
             let x = cx.shape(0)?;
             let (s, e) = shape_range(*start, *end, x.len());
             one(vec![e.saturating_sub(s)], DType::I64)
         }
     }
+}
+
+/// One output of `shape` and `dtype`.
+pub(crate) fn one(shape: Vec<usize>, dtype: DType) -> Result<Vec<InferredOutput>, IrError> {
+    Ok(vec![InferredOutput {
+        shape: Shape(shape),
+        dtype,
+    }])
 }
 
 /// Resolved `[start, end)` of the Shape op's optional slicing.
@@ -966,174 +740,6 @@ pub fn resolve_reduce_axes(
     Ok(v)
 }
 
-fn split_sizes(
-    cx: &Ctx,
-    split: Option<&[i64]>,
-    extent: usize,
-    outputs: usize,
-) -> Result<Vec<usize>, IrError> {
-    let given = match split {
-        Some(s) => Some(s.to_vec()),
-        None if cx.has_input(1) => Some(cx.const_ints(1)?),
-        None => None,
-    };
-    match given {
-        Some(s) => {
-            let sizes: Vec<usize> = s
-                .iter()
-                .map(|&v| usize_of(v).ok_or_else(|| cx.err("negative split size")))
-                .collect::<Result<_, _>>()?;
-            if sizes.len() != outputs || sizes.iter().sum::<usize>() != extent {
-                return Err(cx.err(format!(
-                    "split {s:?} does not divide extent {extent} into {outputs} outputs"
-                )));
-            }
-            Ok(sizes)
-        }
-        None => {
-            if outputs == 0 {
-                return Err(cx.err("no outputs"));
-            }
-            let chunk = extent.div_ceil(outputs);
-            Ok((0..outputs)
-                .map(|i| chunk.min(extent.saturating_sub(i * chunk)))
-                .collect())
-        }
-    }
-}
-
-/// Resolved split sizes of a Split node.
-pub fn resolve_split(
-    graph: &Graph,
-    id: NodeId,
-    split: Option<&[i64]>,
-    extent: usize,
-) -> Result<Vec<usize>, IrError> {
-    let node = graph.node(id);
-    split_sizes(&Ctx { graph, node }, split, extent, node.outputs.len())
-}
-
-/// One axis of a resolved Slice: output element `i` reads input index
-/// `start + i * step` along the axis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SliceAxis {
-    pub start: i64,
-    pub step: i64,
-    pub len: usize,
-}
-
-fn slice_plan(cx: &Ctx, x: &[usize]) -> Result<Vec<SliceAxis>, IrError> {
-    let starts = cx.const_ints(1)?;
-    let ends = cx.const_ints(2)?;
-    let rank = x.len();
-    let axes: Vec<i64> = if cx.has_input(3) {
-        cx.const_ints(3)?
-    } else {
-        (0..i64::try_from(rank).unwrap_or(0)).collect()
-    };
-    let steps: Vec<i64> = if cx.has_input(4) {
-        cx.const_ints(4)?
-    } else {
-        vec![1; starts.len()]
-    };
-    if starts.len() != ends.len() || starts.len() != axes.len() || steps.len() != axes.len() {
-        return Err(cx.err("starts, ends, axes and steps must have the same length"));
-    }
-    let mut plan: Vec<SliceAxis> = x
-        .iter()
-        .map(|&d| SliceAxis {
-            start: 0,
-            step: 1,
-            len: d,
-        })
-        .collect();
-    for i in 0..axes.len() {
-        let ax = cx.axis(axes[i], rank)?;
-        let dim = i64::try_from(x[ax]).unwrap_or(i64::MAX);
-        let step = steps[i];
-        if step == 0 {
-            return Err(cx.err("slice step 0"));
-        }
-        let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
-        // `max(0)` / `max(-1)` keep the clamp bounds ordered on an empty
-        // axis (dim 0 with a negative step); the length is computed in i128
-        // so that extreme steps from a file cannot overflow.
-        let (start, end) = if step > 0 {
-            (fix(starts[i]).clamp(0, dim), fix(ends[i]).clamp(0, dim))
-        } else {
-            (
-                fix(starts[i]).clamp(0, (dim - 1).max(0)),
-                fix(ends[i]).clamp(-1, (dim - 1).max(-1)),
-            )
-        };
-        let (s128, e128, st128) = (i128::from(start), i128::from(end), i128::from(step));
-        let len = if dim == 0 {
-            0
-        } else if step > 0 {
-            if e128 > s128 {
-                (e128 - s128 + st128 - 1) / st128
-            } else {
-                0
-            }
-        } else if s128 > e128 {
-            (s128 - e128 - st128 - 1) / (-st128)
-        } else {
-            0
-        };
-        plan[ax] = SliceAxis {
-            start,
-            step,
-            len: usize::try_from(len).unwrap_or(0),
-        };
-    }
-    Ok(plan)
-}
-
-/// Resolved per-axis slice of a Slice node over an input of shape `x`.
-pub fn resolve_slice(graph: &Graph, id: NodeId, x: &[usize]) -> Result<Vec<SliceAxis>, IrError> {
-    slice_plan(
-        &Ctx {
-            graph,
-            node: graph.node(id),
-        },
-        x,
-    )
-}
-
-/// ONNX Reshape: 0 copies the input extent (unless `allowzero`), -1 is inferred.
-pub fn reshape_shape(x: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>, String> {
-    let total = qtune_tensor::checked_numel(x).ok_or("the input's element count overflows")?;
-    let mut out = Vec::with_capacity(spec.len());
-    let mut infer = None;
-    for (i, &s) in spec.iter().enumerate() {
-        match s {
-            -1 => {
-                if infer.replace(i).is_some() {
-                    return Err("more than one -1 in the target shape".into());
-                }
-                out.push(1);
-            }
-            0 if !allowzero => out.push(
-                *x.get(i)
-                    .ok_or("0 in the target shape beyond the input rank")?,
-            ),
-            s if s >= 0 => out.push(usize::try_from(s).map_err(|e| e.to_string())?),
-            s => return Err(format!("invalid extent {s} in the target shape")),
-        }
-    }
-    let known = qtune_tensor::checked_numel(&out)
-        .ok_or_else(|| format!("the element count of the target shape {spec:?} overflows"))?;
-    if let Some(i) = infer {
-        if known == 0 || !total.is_multiple_of(known) {
-            return Err(format!("cannot reshape {} elements into {spec:?}", total));
-        }
-        out[i] = total / known;
-    } else if known != total {
-        return Err(format!("cannot reshape {} elements into {spec:?}", total));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1164,15 +770,6 @@ mod tests {
         assert_eq!((w.out[0], w.pads_begin[0], w.pads_end[0]), (4, 1, 1));
         let w = resolve_window(&[10], &[3], &[1], &[], &[2], AutoPad::NotSet, false).unwrap();
         assert_eq!(w.out, vec![6]);
-    }
-
-    #[test]
-    fn reshape_resolves_zero_and_minus_one() {
-        assert_eq!(
-            reshape_shape(&[2, 3, 4], &[0, -1], false).unwrap(),
-            vec![2, 12]
-        );
-        assert!(reshape_shape(&[2, 3], &[4, -1], false).is_err());
     }
 
     #[test]

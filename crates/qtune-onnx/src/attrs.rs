@@ -1,6 +1,8 @@
 //! Typed, checked access to a node's attributes. Every error speaks in one
 //! voice: `node conv1 (Conv), attribute 'pads': expected 4 values, got 2`.
 
+use qtune_ir::onnx_node::{NodeError, OnnxAttrs};
+
 use crate::OnnxError;
 use crate::proto::attribute_proto::AttributeType;
 use crate::proto::{AttributeProto, TensorProto};
@@ -210,6 +212,52 @@ impl NodeCx<'_> {
                     present.join(", ")
                 }
             ))),
+        }
+    }
+}
+
+/// The attributes as an op family's ONNX mapping reads them
+/// ([`qtune_ir::onnx_node`]); its errors come back through
+/// [`NodeCx::ir_err`] with the same message.
+impl OnnxAttrs for NodeCx<'_> {
+    fn has(&self, name: &str) -> bool {
+        NodeCx::has(self, name)
+    }
+    fn int(&self, name: &str) -> Result<Option<i64>, NodeError> {
+        NodeCx::int(self, name).map_err(node_error)
+    }
+    fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, NodeError> {
+        NodeCx::ints(self, name).map_err(node_error)
+    }
+    fn string(&self, name: &str) -> Result<Option<String>, NodeError> {
+        NodeCx::string(self, name).map_err(node_error)
+    }
+    fn names(&self) -> Vec<String> {
+        self.attrs
+            .iter()
+            .map(|a| a.name.clone().unwrap_or_default())
+            .collect()
+    }
+}
+
+fn node_error(e: OnnxError) -> NodeError {
+    match e {
+        OnnxError::Attribute {
+            attribute, message, ..
+        } => NodeError::Attribute { attribute, message },
+        OnnxError::Node { message, .. } => NodeError::Node { message },
+        other => NodeError::Node {
+            message: other.to_string(),
+        },
+    }
+}
+
+impl NodeCx<'_> {
+    /// An op family's error, named with this node.
+    pub fn ir_err(&self, e: NodeError) -> OnnxError {
+        match e {
+            NodeError::Attribute { attribute, message } => self.attr_err(&attribute, message),
+            NodeError::Node { message } => self.node_err(message),
         }
     }
 }

@@ -51,9 +51,11 @@ use std::path::Path;
 
 use bytes::Bytes;
 use prost::Message;
+use qtune_ir::onnx_node::{NodeError, OnnxOut, OnnxValue};
 use qtune_ir::{
     AutoPad, ConvAttrs, CoordMode, FloatFormat, GeluApproximation, Graph, NearestMode, Node, Op,
-    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, binary_op, pool, pool_op, reduce_op, unary_op,
+    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, binary_op, movement, movement_op, pool, pool_op,
+    reduce_op, unary_op,
 };
 use qtune_tensor::{DType, Tensor};
 
@@ -463,14 +465,28 @@ impl<'g> Exporter<'g> {
                 attrs.push(attr_int("transA", i64::from(a.trans_a)));
                 attrs.push(attr_int("transB", i64::from(a.trans_b)));
             }
-            Op::MatMul
-            | binary_op!()
-            | Op::Tile
-            | Op::Slice
-            | Op::Expand
-            | Op::Where
-            | Op::Not
-            | Op::Identity => {}
+            Op::MatMul | binary_op!() | Op::Where | Op::Not => {}
+            // The data-movement family (`qtune_ir::movement`).
+            movement_op!() => {
+                let mut out = OnnxOut::default();
+                let ir_err = |e: NodeError| match e {
+                    NodeError::Attribute { attribute, message } => {
+                        cx.err(format!("attribute '{attribute}': {message}"))
+                    }
+                    NodeError::Node { message } => cx.err(message),
+                };
+                movement::export(&node.op, inputs.len(), &mut out).map_err(ir_err)?;
+                for (name, value) in out.attrs {
+                    attrs.push(match value {
+                        OnnxValue::Int(v) => attr_int(name, v),
+                        OnnxValue::Ints(v) => attr_ints(name, v),
+                        OnnxValue::Str(v) => attr_string(name, &v),
+                    });
+                }
+                if let Some((what, values)) = out.input1 {
+                    self.ints_to_input(&cx, what, &Some(values), &mut inputs)?;
+                }
+            }
             Op::Clip(a) => {
                 // Opset 11 moved the bounds to inputs 1 and 2, typed like x.
                 if a.min.is_some() || a.max.is_some() {
@@ -496,19 +512,6 @@ impl<'g> Exporter<'g> {
                         }
                     }
                 }
-            }
-            Op::SpaceToDepth { blocksize } => {
-                attrs.push(attr_int(
-                    "blocksize",
-                    i64::try_from(*blocksize).unwrap_or(1),
-                ));
-            }
-            Op::DepthToSpace { blocksize, crd } => {
-                attrs.push(attr_int(
-                    "blocksize",
-                    i64::try_from(*blocksize).unwrap_or(1),
-                ));
-                attrs.push(attr_string("mode", if *crd { "CRD" } else { "DCR" }));
             }
             // The unary family from its registry (`qtune_ir::unary`); an op
             // ONNX lacks (SiLU) is decomposed before this match.
@@ -541,29 +544,6 @@ impl<'g> Exporter<'g> {
                 Some((_, a)) => self.reduce_axes_attr(&cx, node, a, &mut inputs, &mut attrs)?,
                 None => return Err(cx.err("internal: not in the reduction registry")),
             },
-            Op::Concat { axis } => attrs.push(attr_int("axis", *axis)),
-            Op::Split { axis, split } => {
-                attrs.push(attr_int("axis", *axis));
-                self.ints_to_input(&cx, "split", split, &mut inputs)?;
-            }
-            Op::Reshape { allowzero } => {
-                if *allowzero {
-                    attrs.push(attr_int("allowzero", 1));
-                }
-            }
-            Op::Transpose { perm } => {
-                if let Some(p) = perm {
-                    attrs.push(attr_ints("perm", usizes(&cx, p)?));
-                }
-            }
-            Op::Flatten { axis } => attrs.push(attr_int("axis", *axis)),
-            Op::Squeeze { axes } => self.ints_to_input(&cx, "axes", axes, &mut inputs)?,
-            Op::Unsqueeze { axes } => {
-                self.ints_to_input(&cx, "axes", axes, &mut inputs)?;
-                if inputs.len() < 2 {
-                    return Err(cx.err("Unsqueeze needs axes (attribute or input 1)"));
-                }
-            }
             Op::Resize(a) => {
                 let mode = match a.mode {
                     ResizeMode::Nearest => "nearest",
@@ -585,7 +565,6 @@ impl<'g> Exporter<'g> {
                 attrs.push(attr_string("coordinate_transformation_mode", coord));
                 attrs.push(attr_string("nearest_mode", nearest));
             }
-            Op::Gather { axis } => attrs.push(attr_int("axis", *axis)),
             Op::Cast { to } => attrs.push(attr_int("to", onnx_dtype(*to) as i64)),
             Op::Shape { start, end } => {
                 if *start != 0 {

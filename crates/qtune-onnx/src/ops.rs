@@ -22,6 +22,7 @@
 //!   per-axis softmax; otherwise it is imported as Flatten -> Softmax ->
 //!   Reshape(Shape(x)), which the executor folds and runs exactly.
 
+use qtune_ir::onnx_node::{self, OnnxIn};
 use qtune_ir::*;
 use qtune_tensor::Tensor;
 
@@ -73,15 +74,10 @@ enum Outputs {
 }
 
 fn arity(cx: &NodeCx<'_>, n: usize, min: usize, max: usize) -> Result<(), OnnxError> {
-    if (min..=max).contains(&n) {
-        return Ok(());
+    match onnx_node::arity_error(n, min, max) {
+        None => Ok(()),
+        Some(m) => Err(cx.node_err(m)),
     }
-    let expected = if min == max {
-        format!("{min}")
-    } else {
-        format!("{min} to {max}")
-    };
-    Err(cx.node_err(format!("expected {expected} inputs, got {n}")))
 }
 
 /// Checks the input count and the attribute names of normalization op `name`
@@ -168,42 +164,10 @@ pub(crate) fn import_node(
             cx.check_known(&[])?;
             (spec.build)()
         }
-        "Not" | "Identity" => {
+        "Not" => {
             arity(cx, n, 1, 1)?;
             cx.check_known(&[])?;
-            match cx.op_type {
-                "Not" => Op::Not,
-                _ => Op::Identity,
-            }
-        }
-        "Expand" => {
-            arity(cx, n, 2, 2)?;
-            cx.check_known(&[])?;
-            Op::Expand
-        }
-        "Tile" => {
-            arity(cx, n, 2, 2)?;
-            cx.check_known(&[])?;
-            Op::Tile
-        }
-        "SpaceToDepth" | "DepthToSpace" => {
-            arity(cx, n, 1, 1)?;
-            let blocksize = usize::try_from(cx.int_or("blocksize", 0)?)
-                .ok()
-                .filter(|&b| b > 0)
-                .ok_or_else(|| cx.attr_err("blocksize", "expected a positive integer"))?;
-            if cx.op_type == "SpaceToDepth" {
-                cx.check_known(&["blocksize"])?;
-                Op::SpaceToDepth { blocksize }
-            } else {
-                cx.check_known(&["blocksize", "mode"])?;
-                let crd = match cx.string("mode")?.as_deref().unwrap_or("DCR") {
-                    "DCR" => false,
-                    "CRD" => true,
-                    m => return Err(cx.attr_err("mode", format!("expected DCR or CRD, got {m}"))),
-                };
-                Op::DepthToSpace { blocksize, crd }
-            }
+            Op::Not
         }
         "LayerNormalization" => {
             norm_arity_and_attrs(cx, n, "LayerNormalization")?;
@@ -317,143 +281,6 @@ pub(crate) fn import_node(
             };
             (spec.build)(attrs)
         }
-        "Concat" => {
-            if n == 0 {
-                return Err(cx.node_err("expected at least 1 input, got 0"));
-            }
-            cx.check_known(&["axis"])?;
-            let axis = cx
-                .int("axis")?
-                .ok_or_else(|| cx.attr_err("axis", "required attribute is missing"))?;
-            Op::Concat { axis }
-        }
-        "Split" => {
-            cx.check_known(&["axis", "split", "num_outputs"])?;
-            let axis = cx.int_or("axis", 0)?;
-            let split = ints_moved_to_input(cx, n, opset, 13, "split")?;
-            if let Some(s) = &split {
-                if s.len() != outputs.len() {
-                    return Err(cx.attr_err(
-                        "split",
-                        format!(
-                            "expected {} values (one per output), got {}",
-                            outputs.len(),
-                            s.len()
-                        ),
-                    ));
-                }
-                if s.iter().any(|&v| v < 0) {
-                    return Err(
-                        cx.attr_err("split", format!("expected non-negative values, got {s:?}"))
-                    );
-                }
-            }
-            if let Some(k) = cx.int("num_outputs")? {
-                if n > 1 {
-                    return Err(
-                        cx.node_err("'num_outputs' and the 'split' input cannot both be given")
-                    );
-                }
-                if usize::try_from(k).ok() != Some(outputs.len()) {
-                    return Err(cx.attr_err(
-                        "num_outputs",
-                        format!("is {k}, but the node has {} outputs", outputs.len()),
-                    ));
-                }
-            }
-            Op::Split { axis, split }
-        }
-        "Slice" => {
-            if opset < 10 {
-                arity(cx, n, 1, 1)?;
-                cx.check_known(&["starts", "ends", "axes"])?;
-                let starts = cx
-                    .ints("starts")?
-                    .ok_or_else(|| cx.attr_err("starts", "required attribute is missing"))?;
-                let ends = cx
-                    .ints("ends")?
-                    .ok_or_else(|| cx.attr_err("ends", "required attribute is missing"))?;
-                if ends.len() != starts.len() {
-                    return Err(cx.attr_err(
-                        "ends",
-                        format!(
-                            "expected {} values (as many as 'starts'), got {}",
-                            starts.len(),
-                            ends.len()
-                        ),
-                    ));
-                }
-                let mut params = vec![("starts", starts), ("ends", ends)];
-                if let Some(axes) = cx.ints("axes")? {
-                    if axes.len() != params[0].1.len() {
-                        return Err(cx.attr_err(
-                            "axes",
-                            format!(
-                                "expected {} values (as many as 'starts'), got {}",
-                                params[0].1.len(),
-                                axes.len()
-                            ),
-                        ));
-                    }
-                    params.push(("axes", axes));
-                }
-                for (what, values) in params {
-                    let t = int_tensor(cx, what, values)?;
-                    let id = im.add_generated_constant(format!("{}_{what}", cx.name), t);
-                    inputs.push(Some(id));
-                }
-            } else {
-                arity(cx, n, 3, 5)?;
-                cx.check_known(&[])?;
-            }
-            Op::Slice
-        }
-        "Reshape" => {
-            arity(cx, n, 2, 2)?;
-            cx.check_known(&["allowzero"])?;
-            Op::Reshape {
-                allowzero: cx.flag("allowzero", false)?,
-            }
-        }
-        "Transpose" => {
-            arity(cx, n, 1, 1)?;
-            cx.check_known(&["perm"])?;
-            let perm = cx.usizes("perm")?;
-            if let Some(p) = &perm {
-                let mut seen = vec![false; p.len()];
-                for &a in p {
-                    if a >= p.len() || std::mem::replace(&mut seen[a], true) {
-                        return Err(cx.attr_err("perm", format!("{p:?} is not a permutation")));
-                    }
-                }
-            }
-            Op::Transpose { perm }
-        }
-        "Flatten" => {
-            arity(cx, n, 1, 1)?;
-            cx.check_known(&["axis"])?;
-            Op::Flatten {
-                axis: cx.int_or("axis", 1)?,
-            }
-        }
-        "Squeeze" | "Unsqueeze" => {
-            cx.check_known(&["axes"])?;
-            let axes = ints_moved_to_input(cx, n, opset, 13, "axes")?;
-            if let Some(a) = &axes {
-                check_distinct(cx, "axes", a)?;
-            }
-            if cx.op_type == "Squeeze" {
-                Op::Squeeze { axes }
-            } else {
-                if opset < 13 && axes.is_none() {
-                    return Err(cx.attr_err("axes", "required attribute is missing"));
-                }
-                if opset >= 13 {
-                    arity(cx, n, 2, 2)?;
-                }
-                Op::Unsqueeze { axes }
-            }
-        }
         "Resize" if opset >= 11 => {
             arity(cx, n, 1, 4)?;
             if n < 3 {
@@ -501,13 +328,6 @@ pub(crate) fn import_node(
                 nearest_mode: NearestMode::Floor,
             })
         }
-        "Gather" => {
-            arity(cx, n, 2, 2)?;
-            cx.check_known(&["axis"])?;
-            Op::Gather {
-                axis: cx.int_or("axis", 0)?,
-            }
-        }
         "Cast" => {
             arity(cx, n, 1, 1)?;
             cx.check_known(&["to", "saturate"])?;
@@ -554,6 +374,24 @@ pub(crate) fn import_node(
             } else {
                 Op::DequantizeLinear { axis }
             }
+        }
+        // The data-movement family (`qtune_ir::movement`): the mapping is
+        // the family's; this carries the values.
+        t if movement::by_onnx(t).is_some() => {
+            let mut node = OnnxIn {
+                op_type: cx.op_type,
+                opset,
+                inputs: n,
+                outputs: outputs.len(),
+                attrs: cx,
+                appended: Vec::new(),
+            };
+            let op = movement::import(&mut node).map_err(|e| cx.ir_err(e))?;
+            for (what, t) in node.appended {
+                let id = im.add_generated_constant(format!("{}_{what}", cx.name), t);
+                inputs.push(Some(id));
+            }
+            op
         }
         "Dropout" => {
             // Inference: Dropout is the identity. Inputs ratio and
@@ -692,9 +530,7 @@ fn check_len(cx: &NodeCx<'_>, what: &str, v: &[usize], want: usize) -> Result<()
 }
 
 /// An integer-list attribute that later opsets pass as the optional input 1
-/// instead (Squeeze/Unsqueeze axes, Split's split, Reduce* axes): read it
-/// before opset `since`; from `since` on, reject it as an attribute (the
-/// executor reads the input).
+/// (see [`OnnxIn::ints_moved_to_input`]).
 fn ints_moved_to_input(
     cx: &NodeCx<'_>,
     n: usize,
@@ -702,27 +538,23 @@ fn ints_moved_to_input(
     since: i64,
     name: &str,
 ) -> Result<Option<Vec<i64>>, OnnxError> {
-    if opset < since {
-        arity(cx, n, 1, 1)?;
-        return cx.ints(name);
-    }
-    arity(cx, n, 1, 2)?;
-    if cx.has(name) {
-        return Err(cx.attr_err(
-            name,
-            format!("is an input, not an attribute, from opset {since} (model opset {opset})"),
-        ));
-    }
-    Ok(None)
+    let node = OnnxIn {
+        op_type: cx.op_type,
+        opset,
+        inputs: n,
+        outputs: 0,
+        attrs: cx,
+        appended: Vec::new(),
+    };
+    node.ints_moved_to_input(since, name)
+        .map_err(|e| cx.ir_err(e))
 }
 
 fn check_distinct(cx: &NodeCx<'_>, what: &str, v: &[i64]) -> Result<(), OnnxError> {
-    for (i, a) in v.iter().enumerate() {
-        if v[..i].contains(a) {
-            return Err(cx.attr_err(what, format!("axis {a} is given twice in {v:?}")));
-        }
+    match onnx_node::repeated_axis(v) {
+        Some(a) => Err(cx.attr_err(what, format!("axis {a} is given twice in {v:?}"))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn auto_pad(cx: &NodeCx<'_>) -> Result<AutoPad, OnnxError> {

@@ -363,6 +363,35 @@ fn rejected_features_say_why() {
             node: node("add", "Add", &["x"], &["y"], vec![]),
             expected: "node add (Add): expected 2 inputs, got 1",
         },
+        // The data-movement family's import (`qtune_ir::movement::import`)
+        // speaks in the same voice: a wrong type, a wrong value, an unknown
+        // attribute and a wrong input count.
+        Case {
+            opset: 13,
+            node: node("t", "Transpose", &["x"], &["y"], vec![string("perm", "0")]),
+            expected: "node t (Transpose), attribute 'perm': expected type INTS, got STRING",
+        },
+        Case {
+            opset: 13,
+            node: node(
+                "t",
+                "Transpose",
+                &["x"],
+                &["y"],
+                vec![ints("perm", &[0, 0])],
+            ),
+            expected: "node t (Transpose), attribute 'perm': [0, 0] is not a permutation",
+        },
+        Case {
+            opset: 13,
+            node: node("c", "Concat", &["x"], &["y"], vec![int("axes", 0)]),
+            expected: "node c (Concat), attribute 'axes': not an attribute of Concat (known: axis)",
+        },
+        Case {
+            opset: 13,
+            node: node("r", "Reshape", &["x"], &["y"], vec![]),
+            expected: "node r (Reshape): expected 2 inputs, got 1",
+        },
     ];
     let mut failures = Vec::new();
     for case in cases {

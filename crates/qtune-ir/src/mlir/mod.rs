@@ -43,8 +43,8 @@
 mod attr;
 pub mod ops;
 mod parse;
-mod reader;
-mod writer;
+pub(crate) mod reader;
+pub(crate) mod writer;
 
 use std::path::PathBuf;
 

@@ -52,7 +52,7 @@ pub fn read_top_mlir_file(path: &Path) -> Result<(Graph, Vec<InputAttrs>), MlirE
     Builder::new(&module, &weights, &source).build()
 }
 
-struct Builder<'a> {
+pub(crate) struct Builder<'a> {
     m: &'a ParsedModule,
     weights: HashMap<&'a str, &'a Tensor>,
     source: &'a str,
@@ -73,28 +73,30 @@ fn type_parts(t: &TypeSpec) -> Option<(DType, Option<Shape>)> {
 }
 
 /// Attribute look-ups of one op.
-struct Attrs<'a> {
+/// The attributes of one op.
+#[derive(Clone, Copy)]
+pub(crate) struct Attrs<'a> {
     list: &'a [(String, MlirAttr)],
 }
 
 impl Attrs<'_> {
-    fn get(&self, k: &str) -> Option<&MlirAttr> {
+    pub(crate) fn get(&self, k: &str) -> Option<&MlirAttr> {
         self.list.iter().find(|(n, _)| n == k).map(|(_, v)| v)
     }
-    fn ints(&self, k: &str) -> Option<Vec<i64>> {
+    pub(crate) fn ints(&self, k: &str) -> Option<Vec<i64>> {
         self.get(k)
             .and_then(|v| v.as_i64_array().map(<[i64]>::to_vec))
     }
-    fn f64_or(&self, k: &str, d: f64) -> f64 {
+    pub(crate) fn f64_or(&self, k: &str, d: f64) -> f64 {
         self.get(k).and_then(MlirAttr::as_f64).unwrap_or(d)
     }
-    fn i64_or(&self, k: &str, d: i64) -> i64 {
+    pub(crate) fn i64_or(&self, k: &str, d: i64) -> i64 {
         self.get(k).and_then(MlirAttr::as_i64).unwrap_or(d)
     }
-    fn bool_or(&self, k: &str, d: bool) -> bool {
+    pub(crate) fn bool_or(&self, k: &str, d: bool) -> bool {
         self.get(k).and_then(MlirAttr::as_bool).unwrap_or(d)
     }
-    fn str(&self, k: &str) -> Option<&str> {
+    pub(crate) fn str(&self, k: &str) -> Option<&str> {
         self.get(k).and_then(MlirAttr::as_str)
     }
 }
@@ -103,6 +105,67 @@ impl Attrs<'_> {
 fn f32_of(v: f64) -> f32 {
     // Attributes written from f32 values convert back exactly.
     v as f32
+}
+
+/// One Top op being read, for the op families' readers
+/// ([`crate::movement::read_top`]): they set the node's inputs and whether
+/// it carries a fused Relu, and return its IR op.
+pub(crate) struct TopIn<'r, 'a> {
+    pub(crate) b: &'r mut Builder<'a>,
+    pub(crate) op: &'r ParsedOp,
+    pub(crate) a: Attrs<'r>,
+    /// The op's name (its loc), which names the constants it makes.
+    pub(crate) loc: String,
+    pub(crate) line: usize,
+    pub(crate) inputs: Vec<Option<ValueId>>,
+    pub(crate) fuse_relu: bool,
+}
+
+impl TopIn<'_, '_> {
+    pub(crate) fn err<T>(&self, message: impl Into<String>) -> Result<T, MlirError> {
+        self.b.err(self.line, message)
+    }
+    /// Operand `i`, which must not be `none`.
+    pub(crate) fn req(&self, i: usize) -> Result<ValueId, MlirError> {
+        self.b.required(self.op, i)
+    }
+    /// The one operand of a unary op.
+    pub(crate) fn unary(&self) -> Result<Vec<Option<ValueId>>, MlirError> {
+        Ok(vec![Some(self.req(0)?)])
+    }
+    /// The two operands of a binary op.
+    pub(crate) fn binary(&self) -> Result<Vec<Option<ValueId>>, MlirError> {
+        Ok(vec![Some(self.req(0)?), Some(self.req(1)?)])
+    }
+    /// The dims of result `i`, when its type is ranked.
+    pub(crate) fn result_dims(&self, i: usize) -> Option<Vec<usize>> {
+        result_dims(self.op, i)
+    }
+    /// An integer-list attribute that must not hold negative values.
+    pub(crate) fn usizes(&self, k: &str) -> Result<Vec<usize>, MlirError> {
+        usizes_attr(self.b, self.a, self.line, k)
+    }
+}
+
+fn result_dims(op: &ParsedOp, i: usize) -> Option<Vec<usize>> {
+    op.result_types
+        .get(i)
+        .and_then(type_parts)
+        .and_then(|(_, s)| s)
+        .map(|s| s.0)
+}
+
+fn usizes_attr(b: &Builder, a: Attrs, line: usize, k: &str) -> Result<Vec<usize>, MlirError> {
+    a.ints(k)
+        .unwrap_or_default()
+        .into_iter()
+        .map(usize::try_from)
+        .collect::<Result<_, _>>()
+        .map_err(|_| MlirError::Parse {
+            file: b.source.to_string(),
+            line,
+            message: format!("attribute `{k}` must not be negative"),
+        })
 }
 
 impl<'a> Builder<'a> {
@@ -118,7 +181,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn err<T>(&self, line: usize, message: impl Into<String>) -> Result<T, MlirError> {
+    pub(crate) fn err<T>(&self, line: usize, message: impl Into<String>) -> Result<T, MlirError> {
         Err(MlirError::Parse {
             file: self.source.to_string(),
             line,
@@ -177,7 +240,7 @@ impl<'a> Builder<'a> {
         Ok((self.graph, self.input_attrs))
     }
 
-    fn operand(&self, op: &ParsedOp, i: usize) -> Result<Option<ValueId>, MlirError> {
+    pub(crate) fn operand(&self, op: &ParsedOp, i: usize) -> Result<Option<ValueId>, MlirError> {
         let Some(name) = op.operands.get(i) else {
             return self.err(op.line, format!("`{}` expects operand {i}", op.name));
         };
@@ -187,7 +250,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn required(&self, op: &ParsedOp, i: usize) -> Result<ValueId, MlirError> {
+    pub(crate) fn required(&self, op: &ParsedOp, i: usize) -> Result<ValueId, MlirError> {
         match self.operand(op, i)? {
             Some(v) => Ok(v),
             None => self.err(
@@ -207,7 +270,7 @@ impl<'a> Builder<'a> {
         self.graph.add_constant(n, t)
     }
 
-    fn i64_const(&mut self, name: String, v: Vec<i64>) -> Result<ValueId, MlirError> {
+    pub(crate) fn i64_const(&mut self, name: String, v: Vec<i64>) -> Result<ValueId, MlirError> {
         let t = Tensor::from_i64(vec![v.len()], v).map_err(|e| MlirError::Value {
             name: name.clone(),
             message: e.to_string(),
@@ -413,38 +476,18 @@ impl<'a> Builder<'a> {
         let a = Attrs { list: &op.attrs };
         let loc = names.first().cloned().unwrap_or_default();
         let line = op.line;
-        let usz = |k: &str| -> Result<Vec<usize>, MlirError> {
-            a.ints(k)
-                .unwrap_or_default()
-                .into_iter()
-                .map(usize::try_from)
-                .collect::<Result<_, _>>()
-                .map_err(|_| MlirError::Parse {
-                    file: self.source.to_string(),
-                    line,
-                    message: format!("attribute `{k}` must not be negative"),
-                })
-        };
+        let usz = |k: &str| usizes_attr(self, a, line, k);
         let auto_pad = match a.str("auto_pad") {
             Some("SAME_UPPER") => AutoPad::SameUpper,
             Some("SAME_LOWER") => AutoPad::SameLower,
             Some("VALID") => AutoPad::Valid,
             _ => AutoPad::NotSet,
         };
-        let result_dims = |i: usize| -> Option<Vec<usize>> {
-            op.result_types
-                .get(i)
-                .and_then(type_parts)
-                .and_then(|(_, s)| s)
-                .map(|s| s.0)
-        };
+        let result_dims = |i: usize| result_dims(op, i);
         let req = |i: usize| self.required(op, i);
         let mut inputs: Vec<Option<ValueId>>;
         let unary = |s: &Self| -> Result<Vec<Option<ValueId>>, MlirError> {
             Ok(vec![Some(s.required(op, 0)?)])
-        };
-        let binary = |s: &Self| -> Result<Vec<Option<ValueId>>, MlirError> {
-            Ok(vec![Some(s.required(op, 0)?), Some(s.required(op, 1)?)])
         };
         let mut fuse_relu = false;
         let node_op: Op = match op.name.as_str() {
@@ -613,10 +656,6 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
-            "top.Identity" => {
-                inputs = unary(self)?;
-                Op::Identity
-            }
             "top.GELU" => {
                 inputs = unary(self)?;
                 let approximate = match a.str("approx_mode").unwrap_or("normal") {
@@ -768,116 +807,20 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
-            "top.Concat" => {
-                fuse_relu = a.bool_or("do_relu", false);
-                inputs = (0..op.operands.len())
-                    .map(|i| req(i).map(Some))
-                    .collect::<Result<_, _>>()?;
-                Op::Concat {
-                    axis: a.i64_or("axis", 1),
-                }
-            }
-            "top.Split" => {
-                inputs = unary(self)?;
-                Op::Split {
-                    axis: a.i64_or("axis", 0),
-                    split: a.ints("split_size"),
-                }
-            }
-            "top.Slice" => {
-                for i in 1..op.operands.len() {
-                    if self.operand(op, i)?.is_some() {
-                        return self.err(line, "`top.Slice` with tensor offsets is not supported");
-                    }
-                }
-                let x = req(0)?;
-                let mut starts = a.ints("offset").unwrap_or_default();
-                let mut ends = a.ints("ends").unwrap_or_default();
-                let mut steps = a.ints("steps").unwrap_or_else(|| vec![1; starts.len()]);
-                let mut axes = a.ints("axes").unwrap_or_default();
-                // TPU-MLIR's shape inference writes full-rank parameters and
-                // keeps the sliced axes in `hasparamConvert_axes`: read back
-                // the Slice over those axes.
-                let converted = a.ints("hasparamConvert_axes").unwrap_or_default();
-                let full = |v: &Vec<i64>| v.len() == starts.len();
-                if axes.is_empty() && !converted.is_empty() && full(&ends) && full(&steps) {
-                    let pick = |v: &[i64]| -> Option<Vec<i64>> {
-                        converted
-                            .iter()
-                            .map(|&ax| usize::try_from(ax).ok().and_then(|i| v.get(i).copied()))
-                            .collect()
-                    };
-                    if let (Some(s2), Some(e2), Some(t2)) =
-                        (pick(&starts), pick(&ends), pick(&steps))
-                    {
-                        (starts, ends, steps, axes) = (s2, e2, t2, converted);
-                    }
-                }
-                if axes.is_empty() {
-                    axes = (0..i64::try_from(starts.len()).unwrap_or(0)).collect();
-                }
-                if ends.len() != starts.len()
-                    || steps.len() != starts.len()
-                    || axes.len() != starts.len()
-                {
-                    return self.err(
-                        line,
-                        "`top.Slice` offset, ends, steps and axes differ in length",
-                    );
-                }
-                let s = self.i64_const(format!("{loc}_starts"), starts)?;
-                let e = self.i64_const(format!("{loc}_ends"), ends)?;
-                let ax = self.i64_const(format!("{loc}_axes"), axes)?;
-                let st = self.i64_const(format!("{loc}_steps"), steps)?;
-                inputs = vec![Some(x), Some(s), Some(e), Some(ax), Some(st)];
-                Op::Slice
-            }
-            "top.Reshape" | "top.Flatten" => {
-                let x = req(0)?;
-                if op.name == "top.Flatten"
-                    && a.i64_or("start_dim", 0) == 1
-                    && a.i64_or("end_dim", -1) == -1
-                {
-                    inputs = vec![Some(x)];
-                    Op::Flatten { axis: 1 }
-                } else {
-                    let shape = match (op.name.as_str(), a.ints("shape")) {
-                        ("top.Reshape", Some(s)) if !s.is_empty() => s,
-                        _ => match result_dims(0) {
-                            Some(d) => d
-                                .iter()
-                                .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
-                                .collect(),
-                            None => {
-                                return self.err(
-                                    line,
-                                    format!("`{}` needs a shape or a ranked result", op.name),
-                                );
-                            }
-                        },
-                    };
-                    let s = self.i64_const(format!("{loc}_shape"), shape)?;
-                    inputs = vec![Some(x), Some(s)];
-                    Op::Reshape { allowzero: false }
-                }
-            }
-            "top.Squeeze" => {
-                inputs = unary(self)?;
-                Op::Squeeze {
-                    axes: a.ints("axes"),
-                }
-            }
-            "top.Unsqueeze" => {
-                inputs = unary(self)?;
-                Op::Unsqueeze {
-                    axes: a.ints("axes"),
-                }
-            }
-            "top.Permute" => {
-                inputs = unary(self)?;
-                Op::Transpose {
-                    perm: Some(usz("order")?),
-                }
+            // The data-movement family (`crate::movement`).
+            name if crate::movement::is_top(name) => {
+                let mut r = TopIn {
+                    b: self,
+                    op,
+                    a,
+                    loc: loc.clone(),
+                    line,
+                    inputs: Vec::new(),
+                    fuse_relu: false,
+                };
+                let read = crate::movement::read_top(&mut r)?;
+                (inputs, fuse_relu) = (r.inputs, r.fuse_relu);
+                read
             }
             "top.Interp" | "top.Upsample" => {
                 let x = req(0)?;
@@ -955,12 +898,6 @@ impl<'a> Builder<'a> {
                     nearest_mode,
                 })
             }
-            "top.Gather" => {
-                inputs = binary(self)?;
-                Op::Gather {
-                    axis: a.i64_or("axis", 0),
-                }
-            }
             "top.Cast" => {
                 inputs = unary(self)?;
                 let to = a
@@ -974,22 +911,6 @@ impl<'a> Builder<'a> {
                             .err(line, "`top.Cast` needs a `to` attribute or a typed result");
                     }
                 }
-            }
-            "top.Expand" => {
-                let x = req(0)?;
-                let shape = match a.ints("shape") {
-                    Some(s) => s,
-                    None => match result_dims(0) {
-                        Some(d) => d
-                            .iter()
-                            .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
-                            .collect(),
-                        None => return self.err(line, "`top.Expand` needs a shape"),
-                    },
-                };
-                let s = self.i64_const(format!("{loc}_shape"), shape)?;
-                inputs = vec![Some(x), Some(s)];
-                Op::Expand
             }
             "top.Where" => {
                 // Scalar branches may be attributes (`x_is_const`,
@@ -1039,48 +960,6 @@ impl<'a> Builder<'a> {
                 fuse_relu = a.bool_or("do_relu", false);
                 inputs = vec![Some(x), Some(gamma), Some(beta), Some(mean), Some(var)];
                 Op::BatchNormalization { epsilon: 0.0 }
-            }
-            "top.Tile" => {
-                let x = self.required(op, 0)?;
-                if op.operands.len() > 1 && self.operand(op, 1)?.is_some() {
-                    return self.err(line, "`top.Tile` with a tensor of repeats is not supported");
-                }
-                let Some(tile) = a.ints("tile") else {
-                    return self.err(line, "`top.Tile` needs a `tile` attribute");
-                };
-                let t = self.i64_const(format!("{loc}_tile"), tile)?;
-                inputs = vec![Some(x), Some(t)];
-                Op::Tile
-            }
-            "top.Depth2Space" => {
-                let (bh, bw) = (a.i64_or("block_h", 0), a.i64_or("block_w", 0));
-                let plain = bh == bw
-                    && bh > 0
-                    && a.bool_or("in_is_NCHW", true)
-                    && a.bool_or("out_is_NCHW", true)
-                    && !a.bool_or("swap_cr", false);
-                let Ok(blocksize) = usize::try_from(bh) else {
-                    return self.err(line, "`top.Depth2Space` block sizes must be positive");
-                };
-                if !plain {
-                    return self.err(
-                        line,
-                        "`top.Depth2Space` is supported with equal block sizes, NCHW in and out and no swap_cr",
-                    );
-                }
-                inputs = unary(self)?;
-                let crd = a.bool_or("is_CRD", false);
-                if a.bool_or("is_inversed", false) {
-                    if crd {
-                        return self.err(
-                            line,
-                            "`top.Depth2Space` inversed with is_CRD is not supported",
-                        );
-                    }
-                    Op::SpaceToDepth { blocksize }
-                } else {
-                    Op::DepthToSpace { blocksize, crd }
-                }
             }
             "top.Shape" => {
                 inputs = unary(self)?;

@@ -16,13 +16,13 @@ use crate::{
 const F32_EXACT_INT: i64 = 1 << 24;
 
 /// One operand of a Top op.
-enum Operand {
+pub(crate) enum Operand {
     Value(ValueId),
     None,
 }
 
 /// A Top op ready to print.
-struct TopOp {
+pub(crate) struct TopOp {
     name: &'static str,
     operands: Vec<Operand>,
     attrs: Vec<(&'static str, MlirAttr)>,
@@ -344,7 +344,7 @@ fn weight_f32(t: &Tensor) -> Result<Vec<f32>, String> {
     }
 }
 
-fn usizes(v: &[usize]) -> MlirAttr {
+pub(crate) fn usizes(v: &[usize]) -> MlirAttr {
     MlirAttr::I64Array(
         v.iter()
             .map(|&x| i64::try_from(x).unwrap_or(i64::MAX))
@@ -393,71 +393,25 @@ fn norm_top(op: &Op) -> &'static str {
 
 /// Maps one IR node to its Top op. See the table in the crate docs.
 fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
-    let op_type = node.op.op_type();
-    let err = |message: String| MlirError::Unsupported {
-        node: node.name.clone(),
-        op: op_type,
-        message,
-    };
-    let input = |i: usize| node.inputs.get(i).copied().flatten();
-    let x = |i: usize| -> Result<ValueId, MlirError> {
-        input(i).ok_or_else(|| err(format!("input {i} is missing")))
-    };
+    let w = TopOut { g, id, node };
+    let err = |message: String| w.err(message);
+    let input = |i: usize| w.input(i);
+    let x = |i: usize| w.x(i);
     let opt = |i: usize| match input(i) {
         Some(v) => Operand::Value(v),
         None => Operand::None,
     };
-    // A constant integer input, or None when the input is absent.
-    let const_ints = |i: usize| -> Result<Option<Vec<i64>>, MlirError> {
-        let Some(v) = input(i) else { return Ok(None) };
-        let t = g.constant_of(v).ok_or_else(|| {
-            err(format!(
-                "input {i} `{}` must be a constant to be written as an attribute",
-                g.value(v).name
-            ))
-        })?;
-        t.to_i64_vec().map(Some).map_err(|e| err(e.to_string()))
-    };
     let const_f32 = |i: usize| -> Result<Option<Vec<f32>>, MlirError> {
         let Some(v) = input(i) else { return Ok(None) };
-        let t = g.constant_of(v).ok_or_else(|| {
-            err(format!(
-                "input {i} `{}` must be a constant to be written as an attribute",
-                g.value(v).name
-            ))
-        })?;
-        Ok(Some(t.to_f32_vec()))
+        Ok(Some(w.constant(v, i)?.to_f32_vec()))
     };
-    let out_dims = |i: usize| -> Result<&[usize], MlirError> {
-        let v = node
-            .outputs
-            .get(i)
-            .copied()
-            .ok_or_else(|| err("has no output".into()))?;
-        shape_dims(g, v)
-    };
-    let in_rank = |i: usize| -> Result<usize, MlirError> { Ok(shape_dims(g, x(i)?)?.len()) };
-    let values = |n: usize| -> Result<Vec<Operand>, MlirError> {
-        (0..n).map(|i| x(i).map(Operand::Value)).collect()
-    };
-    let all_inputs = || -> Result<Vec<Operand>, MlirError> {
-        node.inputs
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.map(Operand::Value)
-                    .ok_or_else(|| err(format!("input {i} is missing")))
-            })
-            .collect()
-    };
-    let mk =
-        |name: &'static str, operands: Vec<Operand>, attrs: Vec<(&'static str, MlirAttr)>| TopOp {
-            name,
-            operands,
-            attrs,
-        };
+    let out_dims = |i: usize| w.out_dims(i);
+    let in_rank = |i: usize| w.in_rank(i);
+    let values = |n: usize| w.values(n);
     use MlirAttr as A;
     let top = match &node.op {
+        // The data-movement family (`crate::movement`).
+        movement_op!() => crate::movement::write_top(&w)?,
         Op::QuantizeLinear { .. }
         | Op::DequantizeLinear { .. }
         | Op::RoundFloat(_)
@@ -584,30 +538,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                     mk(spec.top.op, values(2)?, attrs)
                 }
             }
-        }
-        Op::Tile => {
-            let reps = const_ints(1)?.ok_or_else(|| err("repeats are missing".into()))?;
-            mk("top.Tile", values(1)?, vec![("tile", A::I64Array(reps))])
-        }
-        Op::SpaceToDepth { blocksize } | Op::DepthToSpace { blocksize, .. } => {
-            let b = A::I64(i64::try_from(*blocksize).unwrap_or(1));
-            let (inversed, crd) = match node.op {
-                Op::DepthToSpace { crd, .. } => (false, crd),
-                _ => (true, false),
-            };
-            mk(
-                "top.Depth2Space",
-                values(1)?,
-                vec![
-                    ("block_h", b.clone()),
-                    ("block_w", b),
-                    ("is_CRD", A::Bool(crd)),
-                    ("is_inversed", A::Bool(inversed)),
-                    ("in_is_NCHW", A::Bool(true)),
-                    ("out_is_NCHW", A::Bool(true)),
-                    ("swap_cr", A::Bool(false)),
-                ],
-            )
         }
         Op::Clip(a) => {
             let lo = match a.min {
@@ -766,166 +696,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
             }
             mk("top.Reduce", values(1)?, attrs)
         }
-        Op::Concat { axis } => mk(
-            "top.Concat",
-            all_inputs()?,
-            vec![
-                (
-                    "axis",
-                    A::SI32(i32::try_from(*axis).map_err(|_| err("axis out of range".into()))?),
-                ),
-                ("do_relu", A::Bool(false)),
-            ],
-        ),
-        Op::Split { axis, .. } => {
-            let rank = in_rank(0)?;
-            let ax = crate::normalize_axis(*axis, rank)
-                .ok_or_else(|| err("axis out of range".into()))?;
-            let sizes: Vec<usize> = (0..node.outputs.len())
-                .map(|i| out_dims(i).map(|d| d.get(ax).copied().unwrap_or(0)))
-                .collect::<Result<_, _>>()?;
-            mk(
-                "top.Split",
-                values(1)?,
-                vec![
-                    (
-                        "axis",
-                        A::SI32(i32::try_from(*axis).map_err(|_| err("axis out of range".into()))?),
-                    ),
-                    (
-                        "num",
-                        A::I64(i64::try_from(node.outputs.len()).unwrap_or(0)),
-                    ),
-                    ("split_size", usizes(&sizes)),
-                ],
-            )
-        }
-        Op::Slice => {
-            // The ONNX values are kept as given (INT64_MAX ends included), so
-            // the reader rebuilds the same Slice.
-            let starts = const_ints(1)?.ok_or_else(|| err("starts are missing".into()))?;
-            let ends = const_ints(2)?.ok_or_else(|| err("ends are missing".into()))?;
-            let axes = const_ints(3)?
-                .unwrap_or_else(|| (0..i64::try_from(starts.len()).unwrap_or(0)).collect());
-            let steps = const_ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
-            // TPU-MLIR's shape inference (`SliceOp::paramConvert`) writes
-            // the parameters for every axis, ends clamped to the input, and
-            // keeps the ONNX axes in `hasparamConvert_axes`. With a negative
-            // step an end of -1 would read as "the last element", so those
-            // keep the ONNX form.
-            let xd = shape_dims(g, x(0)?)?;
-            if let Ok(plan) = crate::resolve_slice(g, id, xd)
-                && plan.iter().all(|p| p.step > 0)
-            {
-                let mut offset = Vec::new();
-                let mut full_ends = Vec::new();
-                let mut full_steps = Vec::new();
-                for p in &plan {
-                    let len = i64::try_from(p.len).unwrap_or(0);
-                    offset.push(p.start);
-                    full_steps.push(p.step);
-                    full_ends.push(if len == 0 {
-                        p.start
-                    } else {
-                        p.start + (len - 1) * p.step + 1
-                    });
-                }
-                return Ok(mk(
-                    "top.Slice",
-                    vec![
-                        Operand::Value(x(0)?),
-                        Operand::None,
-                        Operand::None,
-                        Operand::None,
-                    ],
-                    vec![
-                        ("offset", A::I64Array(offset)),
-                        ("ends", A::I64Array(full_ends)),
-                        ("steps", A::I64Array(full_steps)),
-                        ("axes", A::I64Array(vec![])),
-                        (
-                            "hasparamConvert_axes",
-                            A::I64Array(
-                                axes.iter()
-                                    .map(|&a| {
-                                        crate::normalize_axis(a, xd.len())
-                                            .and_then(|a| i64::try_from(a).ok())
-                                            .unwrap_or(a)
-                                    })
-                                    .collect(),
-                            ),
-                        ),
-                    ],
-                ));
-            }
-            mk(
-                "top.Slice",
-                vec![
-                    Operand::Value(x(0)?),
-                    Operand::None,
-                    Operand::None,
-                    Operand::None,
-                ],
-                vec![
-                    ("offset", A::I64Array(starts)),
-                    ("ends", A::I64Array(ends)),
-                    ("axes", A::I64Array(axes)),
-                    ("steps", A::I64Array(steps)),
-                ],
-            )
-        }
-        Op::Reshape { .. } | Op::Identity => {
-            // The graph has static shapes, so the resolved shape is exact.
-            let shape = usizes(out_dims(0)?);
-            let name = if matches!(node.op, Op::Identity) {
-                "top.Identity"
-            } else {
-                "top.Reshape"
-            };
-            let attrs = if matches!(node.op, Op::Identity) {
-                vec![]
-            } else {
-                vec![("shape", shape)]
-            };
-            mk(name, values(1)?, attrs)
-        }
-        Op::Flatten { axis } => {
-            // top.Flatten follows torch.flatten(start_dim, end_dim), which is
-            // ONNX Flatten only for axis 1; other axes are written as Reshape.
-            if *axis == 1 && in_rank(0)? >= 2 {
-                mk(
-                    "top.Flatten",
-                    values(1)?,
-                    vec![("start_dim", A::I64(1)), ("end_dim", A::I64(-1))],
-                )
-            } else {
-                mk(
-                    "top.Reshape",
-                    values(1)?,
-                    vec![("shape", usizes(out_dims(0)?))],
-                )
-            }
-        }
-        Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
-            let axes = match axes {
-                Some(a) => a.clone(),
-                None => const_ints(1)?.unwrap_or_default(),
-            };
-            let name = if matches!(node.op, Op::Squeeze { .. }) {
-                "top.Squeeze"
-            } else {
-                "top.Unsqueeze"
-            };
-            mk(name, values(1)?, vec![("axes", A::I64Array(axes))])
-        }
-        Op::Transpose { perm } => {
-            let rank = in_rank(0)?;
-            let order: Vec<usize> = match perm {
-                Some(p) => p.clone(),
-                None => (0..rank).rev().collect(),
-            };
-            mk("top.Permute", values(1)?, vec![("order", usizes(&order))])
-        }
         Op::Resize(a) => {
             let rank = in_rank(0)?;
             let mut attrs = vec![
@@ -979,24 +749,11 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 attrs,
             )
         }
-        Op::Gather { axis } => mk(
-            "top.Gather",
-            values(2)?,
-            vec![("axis", A::I64(*axis)), ("keepdims", A::Bool(true))],
-        ),
         Op::Cast { to } => mk(
             "top.Cast",
             values(1)?,
             vec![("to", A::Str(dtype_name(*to).into()))],
         ),
-        Op::Expand => {
-            let shape = const_ints(1)?.ok_or_else(|| err("shape is missing".into()))?;
-            mk(
-                "top.Expand",
-                values(1)?,
-                vec![("shape", A::I64Array(shape))],
-            )
-        }
         Op::Where => {
             // A one-element constant branch is an attribute, as TPU-MLIR's
             // converter writes it (`x_is_const`, `x_const_val`).
@@ -1037,6 +794,91 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
         }
     };
     with_fused_relu(top, node).map_err(err)
+}
+
+/// A Top op from its parts.
+pub(crate) fn mk(
+    name: &'static str,
+    operands: Vec<Operand>,
+    attrs: Vec<(&'static str, MlirAttr)>,
+) -> TopOp {
+    TopOp {
+        name,
+        operands,
+        attrs,
+    }
+}
+
+/// One node being written, for the op families' writers
+/// ([`crate::movement::write_top`]).
+pub(crate) struct TopOut<'a> {
+    pub(crate) g: &'a Graph,
+    pub(crate) id: NodeId,
+    pub(crate) node: &'a Node,
+}
+
+impl TopOut<'_> {
+    pub(crate) fn err(&self, message: String) -> MlirError {
+        MlirError::Unsupported {
+            node: self.node.name.clone(),
+            op: self.node.op.op_type(),
+            message,
+        }
+    }
+    fn input(&self, i: usize) -> Option<ValueId> {
+        self.node.inputs.get(i).copied().flatten()
+    }
+    /// Input `i`, which must be present.
+    pub(crate) fn x(&self, i: usize) -> Result<ValueId, MlirError> {
+        self.input(i)
+            .ok_or_else(|| self.err(format!("input {i} is missing")))
+    }
+    fn constant(&self, v: ValueId, i: usize) -> Result<&Tensor, MlirError> {
+        self.g.constant_of(v).ok_or_else(|| {
+            self.err(format!(
+                "input {i} `{}` must be a constant to be written as an attribute",
+                self.g.value(v).name
+            ))
+        })
+    }
+    /// A constant integer input, or `None` when the input is absent.
+    pub(crate) fn const_ints(&self, i: usize) -> Result<Option<Vec<i64>>, MlirError> {
+        let Some(v) = self.input(i) else {
+            return Ok(None);
+        };
+        self.constant(v, i)?
+            .to_i64_vec()
+            .map(Some)
+            .map_err(|e| self.err(e.to_string()))
+    }
+    /// The dims of a value.
+    pub(crate) fn dims(&self, v: ValueId) -> Result<&[usize], MlirError> {
+        shape_dims(self.g, v)
+    }
+    /// The dims of output `i`.
+    pub(crate) fn out_dims(&self, i: usize) -> Result<&[usize], MlirError> {
+        let v = self
+            .node
+            .outputs
+            .get(i)
+            .copied()
+            .ok_or_else(|| self.err("has no output".into()))?;
+        shape_dims(self.g, v)
+    }
+    /// The rank of input `i`.
+    pub(crate) fn in_rank(&self, i: usize) -> Result<usize, MlirError> {
+        Ok(self.dims(self.x(i)?)?.len())
+    }
+    /// The first `n` inputs as operands; each must be present.
+    pub(crate) fn values(&self, n: usize) -> Result<Vec<Operand>, MlirError> {
+        (0..n).map(|i| self.x(i).map(Operand::Value)).collect()
+    }
+    /// Every input as an operand; each must be present.
+    pub(crate) fn all_inputs(&self) -> Result<Vec<Operand>, MlirError> {
+        (0..self.node.inputs.len())
+            .map(|i| self.x(i).map(Operand::Value))
+            .collect()
+    }
 }
 
 /// Sets `do_relu` / `relu_limit` of a Top op from the node's fused Relu.

@@ -1,0 +1,229 @@
+//! The ONNX side of an op family's registration, without protobuf.
+//!
+//! `qtune-onnx` is the only crate that reads or writes ONNX files. What an
+//! op family's ONNX mapping needs of a node (its attributes, typed and
+//! checked; its input and output counts; the model's opset) it gets through
+//! [`OnnxIn`], and what it writes (attributes, integer lists ONNX takes as
+//! inputs) it leaves in [`OnnxOut`], so that the mapping lives in the
+//! family's module beside its shape inference, evaluation and Top mapping
+//! (`crate::movement`), and `qtune-onnx` only carries the values to and
+//! from protobuf.
+
+use qtune_tensor::Tensor;
+
+/// A node the ONNX mapping rejects. `qtune-onnx` adds the node's name and
+/// op type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeError {
+    /// An attribute's value (or presence) is wrong.
+    Attribute { attribute: String, message: String },
+    /// The node as a whole is wrong (inputs, outputs).
+    Node { message: String },
+}
+
+/// Typed, checked access to a node's attributes (implemented by
+/// `qtune-onnx` over the protobuf node): a wrong type is an error naming the
+/// attribute.
+pub trait OnnxAttrs {
+    fn has(&self, name: &str) -> bool;
+    fn int(&self, name: &str) -> Result<Option<i64>, NodeError>;
+    fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, NodeError>;
+    fn string(&self, name: &str) -> Result<Option<String>, NodeError>;
+    /// The names of the attributes the node carries.
+    fn names(&self) -> Vec<String>;
+}
+
+/// One ONNX node as an op family's import sees it.
+pub struct OnnxIn<'a> {
+    pub op_type: &'a str,
+    /// The model's default-domain opset.
+    pub opset: i64,
+    /// The number of inputs (omitted optional ones included).
+    pub inputs: usize,
+    pub outputs: usize,
+    pub attrs: &'a dyn OnnxAttrs,
+    /// Constant inputs the import appends (legacy attributes that later
+    /// opsets moved to inputs): the suffix of their name and their value.
+    pub appended: Vec<(String, Tensor)>,
+}
+
+impl OnnxIn<'_> {
+    pub fn attr_err(&self, attribute: &str, message: impl Into<String>) -> NodeError {
+        NodeError::Attribute {
+            attribute: attribute.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn node_err(&self, message: impl Into<String>) -> NodeError {
+        NodeError::Node {
+            message: message.into(),
+        }
+    }
+
+    /// Rejects attributes that the op's specification (any opset) does not
+    /// define, as the ONNX checker does: a misspelt or foreign attribute
+    /// would otherwise be silently ignored.
+    pub fn check_known(&self, known: &[&str]) -> Result<(), NodeError> {
+        for name in self.attrs.names() {
+            if !known.contains(&name.as_str()) {
+                let expected = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                return Err(self.attr_err(
+                    &name,
+                    format!("not an attribute of {} (known: {expected})", self.op_type),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the number of inputs.
+    pub fn arity(&self, min: usize, max: usize) -> Result<(), NodeError> {
+        match arity_error(self.inputs, min, max) {
+            None => Ok(()),
+            Some(m) => Err(self.node_err(m)),
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.attrs.has(name)
+    }
+
+    pub fn int(&self, name: &str) -> Result<Option<i64>, NodeError> {
+        self.attrs.int(name)
+    }
+
+    pub fn int_or(&self, name: &str, default: i64) -> Result<i64, NodeError> {
+        Ok(self.int(name)?.unwrap_or(default))
+    }
+
+    /// A 0/1 integer flag.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, NodeError> {
+        match self.int(name)? {
+            None => Ok(default),
+            Some(0) => Ok(false),
+            Some(1) => Ok(true),
+            Some(v) => Err(self.attr_err(name, format!("expected 0 or 1, got {v}"))),
+        }
+    }
+
+    pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, NodeError> {
+        self.attrs.ints(name)
+    }
+
+    /// A list of non-negative integers.
+    pub fn usizes(&self, name: &str) -> Result<Option<Vec<usize>>, NodeError> {
+        let Some(v) = self.ints(name)? else {
+            return Ok(None);
+        };
+        v.iter()
+            .map(|&x| {
+                usize::try_from(x).map_err(|_| {
+                    self.attr_err(name, format!("expected non-negative values, got {v:?}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    pub fn string(&self, name: &str) -> Result<Option<String>, NodeError> {
+        self.attrs.string(name)
+    }
+
+    /// An integer-list attribute that later opsets pass as the optional
+    /// input 1 instead (Squeeze/Unsqueeze axes, Split's split, Reduce* axes):
+    /// read it before opset `since`; from `since` on, reject it as an
+    /// attribute (the executor reads the input).
+    pub fn ints_moved_to_input(
+        &self,
+        since: i64,
+        name: &str,
+    ) -> Result<Option<Vec<i64>>, NodeError> {
+        if self.opset < since {
+            self.arity(1, 1)?;
+            return self.ints(name);
+        }
+        self.arity(1, 2)?;
+        if self.has(name) {
+            return Err(self.attr_err(
+                name,
+                format!(
+                    "is an input, not an attribute, from opset {since} (model opset {})",
+                    self.opset
+                ),
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Rejects an axis list naming an axis twice.
+    pub fn check_distinct(&self, what: &str, v: &[i64]) -> Result<(), NodeError> {
+        match repeated_axis(v) {
+            Some(a) => Err(self.attr_err(what, format!("axis {a} is given twice in {v:?}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends a constant int64 input named `<node>_<what>`.
+    pub fn append_ints(&mut self, what: &str, values: Vec<i64>) -> Result<(), NodeError> {
+        let t = Tensor::from_i64(vec![values.len()], values)
+            .map_err(|e| self.attr_err(what, e.to_string()))?;
+        self.appended.push((what.to_string(), t));
+        Ok(())
+    }
+}
+
+/// The message for `n` inputs where `min..=max` are expected, if wrong.
+pub fn arity_error(n: usize, min: usize, max: usize) -> Option<String> {
+    if (min..=max).contains(&n) {
+        return None;
+    }
+    let expected = if min == max {
+        format!("{min}")
+    } else {
+        format!("{min} to {max}")
+    };
+    Some(format!("expected {expected} inputs, got {n}"))
+}
+
+/// The first axis a list repeats.
+pub fn repeated_axis(v: &[i64]) -> Option<i64> {
+    v.iter()
+        .enumerate()
+        .find(|(i, a)| v[..*i].contains(a))
+        .map(|(_, &a)| a)
+}
+
+/// An ONNX attribute value an op family writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnnxValue {
+    Int(i64),
+    Ints(Vec<i64>),
+    Str(String),
+}
+
+/// What an op family's export writes for one node.
+#[derive(Debug, Default)]
+pub struct OnnxOut {
+    pub attrs: Vec<(&'static str, OnnxValue)>,
+    /// An integer list written as a constant input 1, the form of the
+    /// opsets the exporter targets (Split's split, Squeeze's axes): its
+    /// name suffix and its values.
+    pub input1: Option<(&'static str, Vec<i64>)>,
+}
+
+impl OnnxOut {
+    pub fn int(&mut self, name: &'static str, v: i64) {
+        self.attrs.push((name, OnnxValue::Int(v)));
+    }
+    pub fn ints(&mut self, name: &'static str, v: Vec<i64>) {
+        self.attrs.push((name, OnnxValue::Ints(v)));
+    }
+    pub fn string(&mut self, name: &'static str, v: &str) {
+        self.attrs.push((name, OnnxValue::Str(v.to_string())));
+    }
+}
