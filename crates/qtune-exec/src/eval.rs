@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use qtune_ir::{
     AutoPad, CoordMode, FloatFormat, FusedRelu, GeluApproximation, Graph, Node, NodeId, Op,
-    ResizeMode, ValueId, binary_op, movement_op, pool_op, reduce_op, resolve_reduce_axes,
+    ResizeMode, ValueId, binary_op, movement_op, norm_op, pool_op, reduce_op, resolve_reduce_axes,
     resolve_window, shape_range, unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
@@ -86,6 +86,18 @@ impl Cx<'_> {
             ),
             None => None,
         })
+    }
+}
+
+/// The node as an op family's evaluation sees it (`qtune_ir::EvalCx`), its
+/// inputs moved in.
+fn family_cx<'a>(cx: &mut Cx<'a>, id: NodeId) -> qtune_ir::EvalCx<'a> {
+    qtune_ir::EvalCx {
+        graph: cx.graph,
+        node: cx.node,
+        id,
+        inputs: std::mem::take(&mut cx.inputs),
+        par: cx.par,
     }
 }
 
@@ -222,19 +234,6 @@ pub(crate) fn eval_node_fused(
             k::conv_transpose2d(x, xd, w, wd, bias, &p, &mut out, cx.par);
             cx.f32_out(od, out)
         }
-        Op::BatchNormalization { epsilon } => {
-            let dims = cx.input(0)?.dims().to_vec();
-            let (x, scale, bias) = (cx.f32_input(0)?, cx.f32_input(1)?, cx.f32_input(2)?);
-            let (mean, var) = (cx.f32_input(3)?, cx.f32_input(4)?);
-            // SAFETY: `batch_norm_uninit` writes one output per input element and asserts
-            // that `out` has the input's length, `dims.iter().product()`.
-            let out = unsafe {
-                written_by(dims.iter().product(), |out| {
-                    k::batch_norm_uninit(x, &dims, scale, bias, mean, var, *epsilon, out);
-                })
-            };
-            cx.f32_out(dims, out)
-        }
         Op::Gemm(a) => {
             let ad = cx.input(0)?.dims().to_vec();
             let bd = cx.input(1)?.dims().to_vec();
@@ -328,34 +327,6 @@ pub(crate) fn eval_node_fused(
         Op::Gelu {
             approximate: GeluApproximation::Tanh,
         } => eval_unary(&mut cx, k::UnaryOp::GeluTanh),
-        Op::LayerNormalization { axis, epsilon } => {
-            let dims = cx.input(0)?.dims().to_vec();
-            let ax = qtune_ir::normalize_axis(*axis, dims.len())
-                .ok_or_else(|| cx.err("axis out of range"))?;
-            let inner: usize = dims[ax..].iter().product();
-            let param = |cx: &Cx, i: usize| -> Result<Option<Vec<f32>>, ExecError> {
-                let Some(t) = cx.opt_input(i) else {
-                    return Ok(None);
-                };
-                let v = cx.f32_input(i)?;
-                // Broadcast to the normalized shape (shape inference checked it).
-                let mut full = vec![0f32; inner];
-                k::expand(v, t.dims(), &dims[ax..], &mut full);
-                Ok(Some(full))
-            };
-            let scale = param(&cx, 1)?;
-            let bias = param(&cx, 2)?;
-            let mut x = cx.take_f32(0)?;
-            k::layer_norm_sequential_in_place(
-                &mut x,
-                inner,
-                scale.as_deref(),
-                bias.as_deref(),
-                *epsilon,
-                cx.par,
-            );
-            cx.f32_out(dims, x)
-        }
         Op::Clip(a) => {
             let lo = a.min.or(cx.scalar(1)?).unwrap_or(f32::NEG_INFINITY);
             let hi = a.max.or(cx.scalar(2)?).unwrap_or(f32::INFINITY);
@@ -444,13 +415,9 @@ pub(crate) fn eval_node_fused(
             cx.f32_out(od, out)
         }
         // The data-movement family (`qtune_ir::movement`).
-        movement_op!() => Ok(qtune_ir::movement::eval(&qtune_ir::movement::EvalCx {
-            graph,
-            node,
-            id,
-            inputs: &cx.inputs,
-            par: cx.par,
-        })?),
+        movement_op!() => Ok(qtune_ir::movement::eval(family_cx(&mut cx, id))?),
+        // The normalization family (`qtune_ir::norm`).
+        norm_op!() => Ok(qtune_ir::norm::eval(family_cx(&mut cx, id))?),
         Op::Resize(a) => {
             let xd = cx.input(0)?.dims().to_vec();
             let od = cx.out_dims(0)?;

@@ -28,6 +28,7 @@ pub mod linear;
 #[macro_use]
 pub mod norm;
 mod error;
+mod eval_cx;
 mod graph;
 mod ids;
 pub mod mlir;
@@ -37,6 +38,7 @@ pub mod passes;
 mod shape_infer;
 
 pub use error::IrError;
+pub use eval_cx::EvalCx;
 pub use graph::{FusedRelu, Graph, Node, Value};
 pub use ids::{NodeId, ValueId};
 pub use movement::{SliceAxis, reshape_shape, resolve_slice, resolve_split};

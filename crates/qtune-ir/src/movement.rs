@@ -45,16 +45,17 @@
 
 use std::sync::Arc;
 
-use qtune_kernels::{self as k, Parallelism};
+use qtune_kernels as k;
 use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
+use crate::eval_cx::{EvalCx, map_any};
 use crate::mlir::MlirAttr;
 use crate::mlir::MlirError;
 use crate::mlir::reader::TopIn;
 use crate::mlir::writer::{Operand, TopOp, TopOut, mk, usizes};
-use crate::onnx_node::{NodeError, OnnxIn, OnnxOut};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one, usize_of};
-use crate::{Graph, InferredOutput, IrError, Node, NodeId, Op, broadcast_shapes};
+use crate::{Graph, InferredOutput, IrError, NodeId, Op, broadcast_shapes};
 
 /// What a data-movement op does to its input's elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,8 +454,8 @@ pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
 }
 
 /// The ONNX attributes (and the constant input 1 of the opsets the
-/// exporter writes) of a data-movement node with `inputs` inputs.
-pub fn export(op: &Op, inputs: usize, out: &mut OnnxOut) -> Result<(), NodeError> {
+/// exporter writes) of a data-movement node.
+pub fn export(op: &Op, inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), NodeError> {
     let i64_of = |v: usize| {
         i64::try_from(v).map_err(|_| NodeError::Node {
             message: format!("value {v} does not fit an int64"),
@@ -470,7 +471,7 @@ pub fn export(op: &Op, inputs: usize, out: &mut OnnxOut) -> Result<(), NodeError
         Op::Concat { axis } | Op::Flatten { axis } | Op::Gather { axis } => out.int("axis", *axis),
         Op::Split { axis, split } => {
             out.int("axis", *axis);
-            out.input1 = split.clone().map(|v| ("split", v));
+            out.ints_input(1, "split", split.as_ref())?;
         }
         Op::Reshape { allowzero } => {
             if *allowzero {
@@ -485,14 +486,14 @@ pub fn export(op: &Op, inputs: usize, out: &mut OnnxOut) -> Result<(), NodeError
                 );
             }
         }
-        Op::Squeeze { axes } => out.input1 = axes.clone().map(|v| ("axes", v)),
+        Op::Squeeze { axes } => out.ints_input(1, "axes", axes.as_ref())?,
         Op::Unsqueeze { axes } => {
-            if axes.is_none() && inputs < 2 {
+            if axes.is_none() && inputs.count() < 2 {
                 return Err(NodeError::Node {
                     message: "Unsqueeze needs axes (attribute or input 1)".into(),
                 });
             }
-            out.input1 = axes.clone().map(|v| ("axes", v));
+            out.ints_input(1, "axes", axes.as_ref())?;
         }
         other => {
             return Err(NodeError::Node {
@@ -1322,67 +1323,8 @@ pub fn reshape_shape(x: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<u
 // ---------------------------------------------------------------------------
 // Evaluation (called from `qtune-exec`).
 
-/// What evaluating a data-movement node sees: the node in its prepared
-/// graph (every value has a static shape), its inputs (`None` for omitted
-/// optional ones) and the thread policy.
-pub struct EvalCx<'a> {
-    pub graph: &'a Graph,
-    pub node: &'a Node,
-    pub id: NodeId,
-    pub inputs: &'a [Option<Tensor>],
-    pub par: Parallelism,
-}
-
-impl EvalCx<'_> {
-    fn err(&self, message: impl Into<String>) -> IrError {
-        IrError::BadNode {
-            node: self.node.name.clone(),
-            op: self.node.op.op_type(),
-            message: message.into(),
-        }
-    }
-    fn input(&self, i: usize) -> Result<&Tensor, IrError> {
-        self.inputs
-            .get(i)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| self.err(format!("input {i} is missing")))
-    }
-    fn out_dims(&self, i: usize) -> Result<Vec<usize>, IrError> {
-        let v = self
-            .node
-            .outputs
-            .get(i)
-            .copied()
-            .ok_or_else(|| self.err("has no output"))?;
-        Ok(self.graph.shape_of(v)?.0.clone())
-    }
-    fn tensor(&self, dims: Vec<usize>, data: TensorData) -> Result<Tensor, IrError> {
-        Tensor::new(dims, data).map_err(|e| self.err(e.to_string()))
-    }
-    fn ints(&self, i: usize) -> Result<Vec<i64>, IrError> {
-        self.input(i)?
-            .to_i64_vec()
-            .map_err(|e| self.err(format!("input {i}: {e}")))
-    }
-}
-
-/// Applies `$body` to the buffer of any dtype, producing a new buffer of the
-/// same dtype. `$body` sees `$v: &Vec<T>` and must evaluate to `Vec<T>`.
-macro_rules! map_any {
-    ($data:expr, |$v:ident| $body:expr) => {
-        match $data {
-            TensorData::F32($v) => TensorData::F32(Arc::new($body)),
-            TensorData::I64($v) => TensorData::I64(Arc::new($body)),
-            TensorData::I32($v) => TensorData::I32(Arc::new($body)),
-            TensorData::Bool($v) => TensorData::Bool(Arc::new($body)),
-            TensorData::U8($v) => TensorData::U8(Arc::new($body)),
-            TensorData::I8($v) => TensorData::I8(Arc::new($body)),
-        }
-    };
-}
-
 /// Evaluates a data-movement node on the kernels of `qtune-kernels`.
-pub fn eval(cx: &EvalCx) -> Result<Vec<Tensor>, IrError> {
+pub fn eval(cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
     match &cx.node.op {
         Op::Concat { axis } => {
             let first = cx.input(0)?;

@@ -24,8 +24,29 @@
 //! [`norm_op!`](crate::norm_op). The ONNX import (attributes and arity),
 //! the `.mlir` reader and writer (the Top names), the Top op table, the Top
 //! canonicalization's fused-ReLU rule and the deploy plan's float rule
-//! consult the registry. Shape inference, evaluation, the BatchNormalization
-//! fold into Conv and the ONNX export stay per op (`docs/adding-an-op.md`).
+//! consult the registry.
+//!
+//! The rest of what qtune knows about each op is in this file too, one
+//! section per concern, each a `match` over the family that the other
+//! crates call through one arm (`norm_op!() => ...`): the ONNX import and
+//! export ([`import`], [`export`], through [`crate::onnx_node`]), the Top
+//! dialect ([`read_top`], which also reads TPU-MLIR's `top.Scale` as a
+//! BatchNormalization, and [`write_top`]), shape inference ([`infer`]) and
+//! evaluation ([`eval`]). Passes with their own rules about these ops stay
+//! with the pass: the BatchNormalization fold into Conv
+//! (`passes/fold_batchnorm.rs`), the calibration tuner's replay and
+//! SmoothQuant's use of a LayerNorm's scale (`docs/adding-an-op.md`).
+
+use qtune_kernels as k;
+use qtune_tensor::{Shape, Tensor};
+
+use crate::eval_cx::EvalCx;
+use crate::mlir::reader::TopIn;
+use crate::mlir::writer::{Operand, TopOp, TopOut, mk, usizes};
+use crate::mlir::{MlirAttr, MlirError};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
+use crate::shape_infer::{Ctx, one};
+use crate::{InferredOutput, IrError, Op, ValueId, broadcast_shapes};
 
 /// The axes an op normalizes over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +146,295 @@ op_family! {
         fuses_relu: false,
         tpu_float: Some("LayerNorm has no int8 form"),
     },
+}
+
+// ---------------------------------------------------------------------------
+// ONNX (called from `qtune-onnx`; `crate::onnx_node`).
+
+/// The IR op of a normalization ONNX node ([`by_onnx`]), its input count
+/// and attribute names checked against its registration.
+pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
+    let spec = by_onnx(cx.op_type)
+        .ok_or_else(|| cx.node_err(format!("{} is not a normalization op", cx.op_type)))?;
+    let (least, most) = spec.onnx_inputs;
+    cx.arity(least, most)?;
+    cx.check_known(spec.onnx_attrs)?;
+    Ok(match cx.op_type {
+        "BatchNormalization" => {
+            if cx.flag("training_mode", false)? {
+                return Err(cx.attr_err(
+                    "training_mode",
+                    "training mode (1) is not supported; export the model for inference",
+                ));
+            }
+            if !cx.flag("spatial", true)? {
+                return Err(cx.attr_err(
+                    "spatial",
+                    "per-element batch normalization (0) is not supported",
+                ));
+            }
+            cx.first_output_only = Some("training-mode statistics output");
+            Op::BatchNormalization {
+                epsilon: cx.float_or("epsilon", 1e-5)?,
+            }
+        }
+        "LayerNormalization" => {
+            // Only output Y: the mean and inverse deviation outputs are
+            // training outputs qtune does not compute. `stash_type` only sets
+            // the precision of the statistics.
+            cx.first_output_only = Some("Mean and InvStdDev outputs");
+            Op::LayerNormalization {
+                axis: cx.int_or("axis", -1)?,
+                epsilon: cx.float_or("epsilon", 1e-5)?,
+            }
+        }
+        other => return Err(cx.node_err(format!("internal: {other} has no import"))),
+    })
+}
+
+/// The ONNX attributes of a normalization node, and the scale ONNX's
+/// LayerNormalization (opset 17) requires: ones over the normalized shape
+/// when the node has none.
+pub fn export(op: &Op, inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), NodeError> {
+    match op {
+        Op::BatchNormalization { epsilon } => out.float("epsilon", *epsilon),
+        Op::LayerNormalization { axis, epsilon } => {
+            if !inputs.present(1) {
+                let dims = inputs.dims(0)?;
+                let ax =
+                    crate::normalize_axis(*axis, dims.len()).ok_or_else(|| NodeError::Node {
+                        message: "axis out of range".into(),
+                    })?;
+                let inner = dims[ax..].to_vec();
+                let n = inner.iter().product();
+                let ones = Tensor::from_f32(inner, vec![1.0; n]).map_err(|e| NodeError::Node {
+                    message: e.to_string(),
+                })?;
+                out.constants.push((1, "scale", ones));
+            }
+            out.int("axis", *axis);
+            out.float("epsilon", *epsilon);
+        }
+        other => {
+            return Err(NodeError::Node {
+                message: format!("internal: {} is not a normalization op", other.op_type()),
+            });
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The Top dialect (called from the `.mlir` reader and writer).
+
+/// Whether the `.mlir` reader reads Top op `top` through [`read_top`]: the
+/// family's Top ops and TPU-MLIR's `top.Scale`.
+pub(crate) fn reads_top(top: &str) -> bool {
+    is_top(top) || top == "top.Scale"
+}
+
+#[allow(clippy::cast_possible_truncation)]
+fn f32_of(v: f64) -> f32 {
+    // Attributes written from f32 values convert back exactly.
+    v as f32
+}
+
+/// The IR op of a normalization Top op ([`reads_top`]), its inputs set on
+/// `r`.
+pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {
+    let loc = r.loc.clone();
+    Ok(match r.op.name.as_str() {
+        "top.BatchNorm" => {
+            let x = r.req(0)?;
+            let mean = r.req(1)?;
+            let var = r.req(2)?;
+            let c = r.b.graph.constant_of(mean).map(Tensor::numel).unwrap_or(0);
+            let gamma = match r.b.operand(r.op, 3).unwrap_or(None) {
+                Some(v) => v,
+                None => {
+                    r.b.f32_const(format!("{loc}_gamma"), vec![c], vec![1.0; c])?
+                }
+            };
+            let beta = match r.b.operand(r.op, 4).unwrap_or(None) {
+                Some(v) => v,
+                None => {
+                    r.b.f32_const(format!("{loc}_beta"), vec![c], vec![0.0; c])?
+                }
+            };
+            r.inputs = vec![Some(x), Some(gamma), Some(beta), Some(mean), Some(var)];
+            r.fuse_relu = r.a.bool_or("do_relu", false);
+            Op::BatchNormalization {
+                epsilon: f32_of(r.a.f64_or("epsilon", 1e-5)),
+            }
+        }
+        "top.LayerNorm" => {
+            r.inputs = vec![
+                Some(r.req(0)?),
+                r.b.operand(r.op, 1).unwrap_or(None),
+                r.b.operand(r.op, 2).unwrap_or(None),
+            ];
+            let rank = r.b.graph.value(r.req(0)?).shape.as_ref().map(Shape::rank);
+            let axis = r.a.i64_or("axis", -1);
+            if let (Some(ns), Some(rank)) = (r.a.ints("normalized_shape"), rank) {
+                let ax = crate::normalize_axis(axis, rank);
+                if ax.is_some_and(|ax| rank - ax != ns.len()) {
+                    return r.err(format!(
+                        "`top.LayerNorm` normalized_shape {ns:?} does not match axis {axis} of a rank-{rank} input"
+                    ));
+                }
+            }
+            Op::LayerNormalization {
+                axis,
+                epsilon: f32_of(r.a.f64_or("eps", 1e-5)),
+            }
+        }
+        "top.Scale" => {
+            // `x * scale[c] + bias[c]`: a BatchNormalization with mean 0,
+            // variance 1 and epsilon 0 computes exactly that (the divisor
+            // is sqrt(1) = 1).
+            let x = r.req(0)?;
+            let scale = r.req(1)?;
+            let bias = r.req(2)?;
+            let c = r.b.graph.constant_of(scale).map(Tensor::numel).unwrap_or(0);
+            let mut flat = |v: ValueId, what: &str| -> Result<ValueId, MlirError> {
+                let Some(t) = r.b.graph.constant_of(v) else {
+                    return r.err(format!("`top.Scale` {what} must be a weight"));
+                };
+                let data = t.to_f32_vec();
+                r.b.f32_const(format!("{loc}_{what}"), vec![data.len()], data)
+            };
+            let gamma = flat(scale, "scale")?;
+            let beta = flat(bias, "bias")?;
+            let mean =
+                r.b.f32_const(format!("{loc}_mean"), vec![c], vec![0.0; c])?;
+            let var =
+                r.b.f32_const(format!("{loc}_variance"), vec![c], vec![1.0; c])?;
+            r.fuse_relu = r.a.bool_or("do_relu", false);
+            r.inputs = vec![Some(x), Some(gamma), Some(beta), Some(mean), Some(var)];
+            Op::BatchNormalization { epsilon: 0.0 }
+        }
+        other => return r.err(format!("internal: `{other}` is not a normalization Top op")),
+    })
+}
+
+/// The Top op of a normalization node.
+pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
+    use MlirAttr as A;
+    let top = w.node.op.norm().map_or("", |s| s.top);
+    Ok(match &w.node.op {
+        Op::BatchNormalization { epsilon } => mk(
+            top,
+            // ONNX: X, scale, B, mean, var; Top: input, mean, variance, gamma, beta.
+            vec![
+                Operand::Value(w.x(0)?),
+                Operand::Value(w.x(3)?),
+                Operand::Value(w.x(4)?),
+                Operand::Value(w.x(1)?),
+                Operand::Value(w.x(2)?),
+            ],
+            vec![
+                ("epsilon", A::F64(f64::from(*epsilon))),
+                ("do_relu", A::Bool(false)),
+            ],
+        ),
+        Op::LayerNormalization { axis, epsilon } => {
+            let dims = w.dims(w.x(0)?)?;
+            let ax = crate::normalize_axis(*axis, dims.len())
+                .ok_or_else(|| w.err("axis out of range".into()))?;
+            mk(
+                top,
+                vec![Operand::Value(w.x(0)?), w.opt(1), w.opt(2)],
+                vec![
+                    (
+                        "axis",
+                        A::SI32(i32::try_from(ax).map_err(|_| w.err("axis out of range".into()))?),
+                    ),
+                    ("eps", A::F64(f64::from(*epsilon))),
+                    ("normalized_shape", usizes(&dims[ax..])),
+                ],
+            )
+        }
+        other => {
+            return Err(w.err(format!(
+                "internal: {} is not a normalization op",
+                other.op_type()
+            )));
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Shape inference (called from `crate::infer_node`).
+
+/// The output shape and dtype of a normalization node: the input's.
+pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
+    if let Op::LayerNormalization { axis, .. } = &cx.node.op {
+        let s = cx.shape(0)?;
+        let ax = cx.axis(*axis, s.len())?;
+        let normalized = &s[ax..];
+        for i in [1, 2] {
+            if cx.has_input(i) {
+                let p = cx.shape(i)?;
+                if broadcast_shapes(normalized, &p).as_deref() != Some(normalized) {
+                    return Err(cx.err(format!(
+                        "input {i} of shape {} does not broadcast to the normalized shape {}",
+                        Shape(p),
+                        Shape(normalized.to_vec())
+                    )));
+                }
+            }
+        }
+    }
+    one(cx.shape(0)?, cx.dtype(0)?)
+}
+
+// ---------------------------------------------------------------------------
+// Evaluation (called from `qtune-exec`).
+
+/// Evaluates a normalization node on the kernels of `qtune-kernels`.
+pub fn eval(mut cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
+    match cx.node.op {
+        Op::BatchNormalization { epsilon } => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let (x, scale, bias) = (cx.f32_input(0)?, cx.f32_input(1)?, cx.f32_input(2)?);
+            let (mean, var) = (cx.f32_input(3)?, cx.f32_input(4)?);
+            let mut out = vec![0f32; x.len()];
+            k::batch_norm(x, &dims, scale, bias, mean, var, epsilon, &mut out);
+            cx.f32_out(dims, out)
+        }
+        Op::LayerNormalization { axis, epsilon } => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let ax = crate::normalize_axis(axis, dims.len())
+                .ok_or_else(|| cx.err("axis out of range"))?;
+            let inner: usize = dims[ax..].iter().product();
+            let param = |cx: &EvalCx, i: usize| -> Result<Option<Vec<f32>>, IrError> {
+                let Some(t) = cx.opt_input(i) else {
+                    return Ok(None);
+                };
+                let v = cx.f32_input(i)?;
+                // Broadcast to the normalized shape (shape inference checked it).
+                let mut full = vec![0f32; inner];
+                k::expand(v, t.dims(), &dims[ax..], &mut full);
+                Ok(Some(full))
+            };
+            let scale = param(&cx, 1)?;
+            let bias = param(&cx, 2)?;
+            let mut x = cx.take_f32(0)?;
+            k::layer_norm_sequential_in_place(
+                &mut x,
+                inner,
+                scale.as_deref(),
+                bias.as_deref(),
+                epsilon,
+                cx.par,
+            );
+            cx.f32_out(dims, x)
+        }
+        ref other => Err(cx.err(format!(
+            "internal: {} is not a normalization op",
+            other.op_type()
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub trait OnnxAttrs {
     fn int(&self, name: &str) -> Result<Option<i64>, NodeError>;
     fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, NodeError>;
     fn string(&self, name: &str) -> Result<Option<String>, NodeError>;
+    fn float(&self, name: &str) -> Result<Option<f32>, NodeError>;
     /// The names of the attributes the node carries.
     fn names(&self) -> Vec<String>;
 }
@@ -45,6 +46,9 @@ pub struct OnnxIn<'a> {
     /// Constant inputs the import appends (legacy attributes that later
     /// opsets moved to inputs): the suffix of their name and their value.
     pub appended: Vec<(String, Tensor)>,
+    /// Set by the import when only the first output is computed: what the
+    /// others are, for the error when the model uses them.
+    pub first_output_only: Option<&'static str>,
 }
 
 impl OnnxIn<'_> {
@@ -113,6 +117,10 @@ impl OnnxIn<'_> {
 
     pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, NodeError> {
         self.attrs.ints(name)
+    }
+
+    pub fn float_or(&self, name: &str, default: f32) -> Result<f32, NodeError> {
+        Ok(self.attrs.float(name)?.unwrap_or(default))
     }
 
     /// A list of non-negative integers.
@@ -203,20 +211,72 @@ pub fn repeated_axis(v: &[i64]) -> Option<i64> {
 pub enum OnnxValue {
     Int(i64),
     Ints(Vec<i64>),
+    Float(f32),
     Str(String),
+}
+
+/// The inputs of a node being exported: which are present, and their dims
+/// when the graph knows them.
+#[derive(Debug, Default)]
+pub struct ExportInputs {
+    /// One entry per input slot: `None` when the slot is empty, else the
+    /// dims (`None` when unknown).
+    pub slots: Vec<Option<Option<Vec<usize>>>>,
+}
+
+impl ExportInputs {
+    /// The number of input slots.
+    pub fn count(&self) -> usize {
+        self.slots.len()
+    }
+    pub fn present(&self, i: usize) -> bool {
+        matches!(self.slots.get(i), Some(Some(_)))
+    }
+    /// The dims of input `i`, which must be present with a known shape.
+    pub fn dims(&self, i: usize) -> Result<&[usize], NodeError> {
+        match self.slots.get(i) {
+            Some(Some(Some(d))) => Ok(d),
+            Some(Some(None)) => Err(NodeError::Node {
+                message: format!("input {i} has no known shape"),
+            }),
+            _ => Err(NodeError::Node {
+                message: format!("input {i} is missing"),
+            }),
+        }
+    }
 }
 
 /// What an op family's export writes for one node.
 #[derive(Debug, Default)]
 pub struct OnnxOut {
     pub attrs: Vec<(&'static str, OnnxValue)>,
-    /// An integer list written as a constant input 1, the form of the
-    /// opsets the exporter targets (Split's split, Squeeze's axes): its
-    /// name suffix and its values.
-    pub input1: Option<(&'static str, Vec<i64>)>,
+    /// Constant inputs written into slots the node leaves empty: the slot,
+    /// the suffix of the initializer's name and its value (an integer list
+    /// the exporter's opsets take as an input, as Split's split; a default
+    /// ONNX requires, as LayerNormalization's scale).
+    pub constants: Vec<(usize, &'static str, Tensor)>,
 }
 
 impl OnnxOut {
+    pub fn float(&mut self, name: &'static str, v: f32) {
+        self.attrs.push((name, OnnxValue::Float(v)));
+    }
+    /// An integer list as the constant input `slot`; nothing when `None`.
+    pub fn ints_input(
+        &mut self,
+        slot: usize,
+        what: &'static str,
+        values: Option<&Vec<i64>>,
+    ) -> Result<(), NodeError> {
+        let Some(v) = values else {
+            return Ok(());
+        };
+        let t = Tensor::from_i64(vec![v.len()], v.clone()).map_err(|e| NodeError::Node {
+            message: e.to_string(),
+        })?;
+        self.constants.push((slot, what, t));
+        Ok(())
+    }
     pub fn int(&mut self, name: &'static str, v: i64) {
         self.attrs.push((name, OnnxValue::Int(v)));
     }

@@ -361,7 +361,6 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
             }
             one(out, cx.dtype(0)?)
         }
-        Op::BatchNormalization { .. } => same(&cx),
         Op::Gemm(a) => {
             let sa = cx.shape(0)?;
             let sb = cx.shape(1)?;
@@ -441,24 +440,8 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         unary_op!() | Op::Clip(_) | Op::Gelu { .. } | Op::Not => same(&cx),
         // The data-movement family (`crate::movement`).
         movement_op!() => crate::movement::infer(&cx),
-        Op::LayerNormalization { axis, .. } => {
-            let s = cx.shape(0)?;
-            let ax = cx.axis(*axis, s.len())?;
-            let normalized = &s[ax..];
-            for i in [1, 2] {
-                if cx.has_input(i) {
-                    let p = cx.shape(i)?;
-                    if broadcast_shapes(normalized, &p).as_deref() != Some(normalized) {
-                        return Err(cx.err(format!(
-                            "input {i} of shape {} does not broadcast to the normalized shape {}",
-                            Shape(p),
-                            Shape(normalized.to_vec())
-                        )));
-                    }
-                }
-            }
-            same(&cx)
-        }
+        // The normalization family (`crate::norm`).
+        norm_op!() => crate::norm::infer(&cx),
         Op::Softmax { axis } => {
             let s = cx.shape(0)?;
             cx.axis(*axis, s.len())?;

@@ -232,6 +232,9 @@ impl OnnxAttrs for NodeCx<'_> {
     fn string(&self, name: &str) -> Result<Option<String>, NodeError> {
         NodeCx::string(self, name).map_err(node_error)
     }
+    fn float(&self, name: &str) -> Result<Option<f32>, NodeError> {
+        NodeCx::float(self, name).map_err(node_error)
+    }
     fn names(&self) -> Vec<String> {
         self.attrs
             .iter()

@@ -51,11 +51,11 @@ use std::path::Path;
 
 use bytes::Bytes;
 use prost::Message;
-use qtune_ir::onnx_node::{NodeError, OnnxOut, OnnxValue};
+use qtune_ir::onnx_node::{ExportInputs, NodeError, OnnxOut, OnnxValue};
 use qtune_ir::{
     AutoPad, ConvAttrs, CoordMode, FloatFormat, GeluApproximation, Graph, NearestMode, Node, Op,
-    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, binary_op, movement, movement_op, pool, pool_op,
-    reduce_op, unary_op,
+    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, binary_op, movement, movement_op, norm, norm_op,
+    pool, pool_op, reduce_op, unary_op,
 };
 use qtune_tensor::{DType, Tensor};
 
@@ -332,23 +332,38 @@ impl<'g> Exporter<'g> {
     fn ints_to_input(
         &mut self,
         cx: &NodeCx<'_>,
-        what: &str,
+        what: &'static str,
         values: &Option<Vec<i64>>,
         inputs: &mut Vec<String>,
     ) -> Result<(), OnnxError> {
         let Some(values) = values else {
             return Ok(());
         };
-        if inputs.len() > 1 {
-            return Err(cx.err(format!(
-                "'{what}' is given both as an attribute and as input 1"
-            )));
-        }
         let t = Tensor::from_i64(vec![values.len()], values.clone())
             .map_err(|e| cx.err(e.to_string()))?;
-        let name = self.add_initializer(format!("{}_{what}", cx.name), &t)?;
-        inputs.resize(1, String::new());
-        inputs.push(name);
+        self.constant_input(cx, 1, what, &t, inputs)
+    }
+
+    /// Writes `t` as the initializer `<node>_<what>` read by input `slot`,
+    /// which the node must leave empty.
+    fn constant_input(
+        &mut self,
+        cx: &NodeCx<'_>,
+        slot: usize,
+        what: &str,
+        t: &Tensor,
+        inputs: &mut Vec<String>,
+    ) -> Result<(), OnnxError> {
+        if inputs.get(slot).is_some_and(|i| !i.is_empty()) {
+            return Err(cx.err(format!(
+                "'{what}' is given both as an attribute and as input {slot}"
+            )));
+        }
+        let name = self.add_initializer(format!("{}_{what}", cx.name), t)?;
+        if inputs.len() <= slot {
+            inputs.resize(slot + 1, String::new());
+        }
+        inputs[slot] = name;
         Ok(())
     }
 
@@ -458,7 +473,6 @@ impl<'g> Exporter<'g> {
                     attrs.push(attr_ints("output_shape", usizes(&cx, &a.output_shape)?));
                 }
             }
-            Op::BatchNormalization { epsilon } => attrs.push(attr_float("epsilon", *epsilon)),
             Op::Gemm(a) => {
                 attrs.push(attr_float("alpha", a.alpha));
                 attrs.push(attr_float("beta", a.beta));
@@ -466,8 +480,9 @@ impl<'g> Exporter<'g> {
                 attrs.push(attr_int("transB", i64::from(a.trans_b)));
             }
             Op::MatMul | binary_op!() | Op::Where | Op::Not => {}
-            // The data-movement family (`qtune_ir::movement`).
-            movement_op!() => {
+            // The families whose ONNX mapping is in their module
+            // (`qtune_ir::movement`, `qtune_ir::norm`).
+            movement_op!() | norm_op!() => {
                 let mut out = OnnxOut::default();
                 let ir_err = |e: NodeError| match e {
                     NodeError::Attribute { attribute, message } => {
@@ -475,16 +490,29 @@ impl<'g> Exporter<'g> {
                     }
                     NodeError::Node { message } => cx.err(message),
                 };
-                movement::export(&node.op, inputs.len(), &mut out).map_err(ir_err)?;
+                let dims = ExportInputs {
+                    slots: node
+                        .inputs
+                        .iter()
+                        .map(|v| v.map(|v| self.graph.shape_of(v).ok().map(|s| s.dims().to_vec())))
+                        .collect(),
+                };
+                if node.op.movement().is_some() {
+                    movement::export(&node.op, &dims, &mut out)
+                } else {
+                    norm::export(&node.op, &dims, &mut out)
+                }
+                .map_err(ir_err)?;
                 for (name, value) in out.attrs {
                     attrs.push(match value {
                         OnnxValue::Int(v) => attr_int(name, v),
                         OnnxValue::Ints(v) => attr_ints(name, v),
+                        OnnxValue::Float(v) => attr_float(name, v),
                         OnnxValue::Str(v) => attr_string(name, &v),
                     });
                 }
-                if let Some((what, values)) = out.input1 {
-                    self.ints_to_input(&cx, what, &Some(values), &mut inputs)?;
+                for (slot, what, t) in out.constants {
+                    self.constant_input(&cx, slot, what, &t, &mut inputs)?;
                 }
             }
             Op::Clip(a) => {
@@ -580,7 +608,7 @@ impl<'g> Exporter<'g> {
             Op::RoundFloat(format) => {
                 return self.round_float(&cx, *format, inputs, outputs);
             }
-            Op::Gelu { .. } | Op::LayerNormalization { .. } => {
+            Op::Gelu { .. } => {
                 return Err(cx.err("internal: composite op not written"));
             }
         }
@@ -791,43 +819,6 @@ impl<'g> Exporter<'g> {
                         );
                     }
                 }
-            }
-            Op::LayerNormalization { axis, epsilon } => {
-                // ONNX LayerNormalization (opset 17) needs the scale; a
-                // missing one is ones over the normalized shape.
-                let mut ins = inputs.to_vec();
-                ins.resize(3, String::new());
-                if ins[1].is_empty() {
-                    let x_id = node
-                        .inputs
-                        .first()
-                        .copied()
-                        .flatten()
-                        .ok_or_else(|| cx.err("input 0 is missing"))?;
-                    let dims = self
-                        .graph
-                        .shape_of(x_id)
-                        .map_err(|e| cx.err(e.to_string()))?
-                        .dims()
-                        .to_vec();
-                    let ax = qtune_ir::normalize_axis(*axis, dims.len())
-                        .ok_or_else(|| cx.err("axis out of range"))?;
-                    let inner = dims[ax..].to_vec();
-                    let n = inner.iter().product();
-                    let ones =
-                        Tensor::from_f32(inner, vec![1.0; n]).map_err(|e| cx.err(e.to_string()))?;
-                    ins[1] = self.add_initializer(format!("{base}_scale"), &ones)?;
-                }
-                while ins.last().is_some_and(String::is_empty) {
-                    ins.pop();
-                }
-                self.emit(
-                    base.clone(),
-                    "LayerNormalization",
-                    ins,
-                    vec![y()],
-                    vec![attr_int("axis", *axis), attr_float("epsilon", *epsilon)],
-                );
             }
             _ => return Ok(false),
         }

@@ -80,16 +80,6 @@ fn arity(cx: &NodeCx<'_>, n: usize, min: usize, max: usize) -> Result<(), OnnxEr
     }
 }
 
-/// Checks the input count and the attribute names of normalization op `name`
-/// against its registration ([`qtune_ir::norm`]).
-fn norm_arity_and_attrs(cx: &NodeCx<'_>, n: usize, name: &str) -> Result<(), OnnxError> {
-    let spec = norm::by_onnx(name)
-        .ok_or_else(|| cx.node_err(format!("{name} is not a normalization op")))?;
-    let (least, most) = spec.onnx_inputs;
-    arity(cx, n, least, most)?;
-    cx.check_known(spec.onnx_attrs)
-}
-
 pub(crate) fn import_node(
     im: &mut Importer<'_>,
     cx: &NodeCx<'_>,
@@ -120,25 +110,6 @@ pub(crate) fn import_node(
                 output_shape,
             })
         }
-        "BatchNormalization" => {
-            norm_arity_and_attrs(cx, n, "BatchNormalization")?;
-            if cx.flag("training_mode", false)? {
-                return Err(cx.attr_err(
-                    "training_mode",
-                    "training mode (1) is not supported; export the model for inference",
-                ));
-            }
-            if !cx.flag("spatial", true)? {
-                return Err(cx.attr_err(
-                    "spatial",
-                    "per-element batch normalization (0) is not supported",
-                ));
-            }
-            keep = Outputs::First("training-mode statistics output");
-            Op::BatchNormalization {
-                epsilon: cx.float_or("epsilon", 1e-5)?,
-            }
-        }
         "Gemm" => {
             arity(cx, n, 2, 3)?;
             cx.check_known(&["alpha", "beta", "transA", "transB"])?;
@@ -168,17 +139,6 @@ pub(crate) fn import_node(
             arity(cx, n, 1, 1)?;
             cx.check_known(&[])?;
             Op::Not
-        }
-        "LayerNormalization" => {
-            norm_arity_and_attrs(cx, n, "LayerNormalization")?;
-            // Only output Y: the mean and inverse deviation outputs are
-            // training outputs qtune does not compute. `stash_type` only sets
-            // the precision of the statistics.
-            keep = Outputs::First("Mean and InvStdDev outputs");
-            Op::LayerNormalization {
-                axis: cx.int_or("axis", -1)?,
-                epsilon: cx.float_or("epsilon", 1e-5)?,
-            }
         }
         "Gelu" => {
             arity(cx, n, 1, 1)?;
@@ -375,9 +335,9 @@ pub(crate) fn import_node(
                 Op::DequantizeLinear { axis }
             }
         }
-        // The data-movement family (`qtune_ir::movement`): the mapping is
-        // the family's; this carries the values.
-        t if movement::by_onnx(t).is_some() => {
+        // The families whose ONNX mapping is in their module
+        // (`qtune_ir::movement`, `qtune_ir::norm`); this carries the values.
+        t if movement::by_onnx(t).is_some() || norm::by_onnx(t).is_some() => {
             let mut node = OnnxIn {
                 op_type: cx.op_type,
                 opset,
@@ -385,11 +345,20 @@ pub(crate) fn import_node(
                 outputs: outputs.len(),
                 attrs: cx,
                 appended: Vec::new(),
+                first_output_only: None,
             };
-            let op = movement::import(&mut node).map_err(|e| cx.ir_err(e))?;
+            let op = if movement::by_onnx(t).is_some() {
+                movement::import(&mut node)
+            } else {
+                norm::import(&mut node)
+            }
+            .map_err(|e| cx.ir_err(e))?;
             for (what, t) in node.appended {
                 let id = im.add_generated_constant(format!("{}_{what}", cx.name), t);
                 inputs.push(Some(id));
+            }
+            if let Some(what) = node.first_output_only {
+                keep = Outputs::First(what);
             }
             op
         }
@@ -545,6 +514,7 @@ fn ints_moved_to_input(
         outputs: 0,
         attrs: cx,
         appended: Vec::new(),
+        first_output_only: None,
     };
     node.ints_moved_to_input(since, name)
         .map_err(|e| cx.ir_err(e))

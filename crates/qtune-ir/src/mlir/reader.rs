@@ -56,7 +56,7 @@ pub(crate) struct Builder<'a> {
     m: &'a ParsedModule,
     weights: HashMap<&'a str, &'a Tensor>,
     source: &'a str,
-    graph: Graph,
+    pub(crate) graph: Graph,
     ssa: HashMap<String, Option<ValueId>>,
     names: HashSet<String>,
     input_attrs: Vec<InputAttrs>,
@@ -278,7 +278,7 @@ impl<'a> Builder<'a> {
         Ok(self.constant(name, t))
     }
 
-    fn f32_const(
+    pub(crate) fn f32_const(
         &mut self,
         name: String,
         dims: Vec<usize>,
@@ -516,25 +516,6 @@ impl<'a> Builder<'a> {
                     Op::Conv(conv)
                 }
             }
-            "top.BatchNorm" => {
-                let x = req(0)?;
-                let mean = req(1)?;
-                let var = req(2)?;
-                let c = self.graph.constant_of(mean).map(Tensor::numel).unwrap_or(0);
-                let gamma = match self.operand(op, 3).unwrap_or(None) {
-                    Some(v) => v,
-                    None => self.f32_const(format!("{loc}_gamma"), vec![c], vec![1.0; c])?,
-                };
-                let beta = match self.operand(op, 4).unwrap_or(None) {
-                    Some(v) => v,
-                    None => self.f32_const(format!("{loc}_beta"), vec![c], vec![0.0; c])?,
-                };
-                inputs = vec![Some(x), Some(gamma), Some(beta), Some(mean), Some(var)];
-                fuse_relu = a.bool_or("do_relu", false);
-                Op::BatchNormalization {
-                    epsilon: f32_of(a.f64_or("epsilon", 1e-5)),
-                }
-            }
             "top.MatMul" => {
                 let lhs = req(0)?;
                 let rhs = req(1)?;
@@ -670,30 +651,6 @@ impl<'a> Builder<'a> {
                 };
                 Op::Gelu { approximate }
             }
-            "top.LayerNorm" => {
-                inputs = vec![
-                    Some(req(0)?),
-                    self.operand(op, 1).unwrap_or(None),
-                    self.operand(op, 2).unwrap_or(None),
-                ];
-                let rank = self.graph.value(req(0)?).shape.as_ref().map(Shape::rank);
-                let axis = a.i64_or("axis", -1);
-                if let (Some(ns), Some(rank)) = (a.ints("normalized_shape"), rank) {
-                    let ax = crate::normalize_axis(axis, rank);
-                    if ax.is_some_and(|ax| rank - ax != ns.len()) {
-                        return self.err(
-                            line,
-                            format!(
-                                "`top.LayerNorm` normalized_shape {ns:?} does not match axis {axis} of a rank-{rank} input"
-                            ),
-                        );
-                    }
-                }
-                Op::LayerNormalization {
-                    axis,
-                    epsilon: f32_of(a.f64_or("eps", 1e-5)),
-                }
-            }
             "top.Relu" => {
                 inputs = unary(self)?;
                 let limit = a.f64_or("relu_limit", -1.0);
@@ -807,8 +764,9 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
-            // The data-movement family (`crate::movement`).
-            name if crate::movement::is_top(name) => {
+            // The data-movement and normalization families
+            // (`crate::movement`, `crate::norm`).
+            name if crate::movement::is_top(name) || crate::norm::reads_top(name) => {
                 let mut r = TopIn {
                     b: self,
                     op,
@@ -818,7 +776,11 @@ impl<'a> Builder<'a> {
                     inputs: Vec::new(),
                     fuse_relu: false,
                 };
-                let read = crate::movement::read_top(&mut r)?;
+                let read = if crate::movement::is_top(name) {
+                    crate::movement::read_top(&mut r)?
+                } else {
+                    crate::norm::read_top(&mut r)?
+                };
                 (inputs, fuse_relu) = (r.inputs, r.fuse_relu);
                 read
             }
@@ -933,33 +895,6 @@ impl<'a> Builder<'a> {
                 }
                 inputs = ins;
                 Op::Where
-            }
-            "top.Scale" => {
-                // `x * scale[c] + bias[c]`: a BatchNormalization with mean 0,
-                // variance 1 and epsilon 0 computes exactly that (the divisor
-                // is sqrt(1) = 1).
-                let x = self.required(op, 0)?;
-                let scale = self.required(op, 1)?;
-                let bias = self.required(op, 2)?;
-                let c = self
-                    .graph
-                    .constant_of(scale)
-                    .map(Tensor::numel)
-                    .unwrap_or(0);
-                let flat = |s: &mut Self, v: ValueId, what: &str| -> Result<ValueId, MlirError> {
-                    let Some(t) = s.graph.constant_of(v) else {
-                        return s.err(line, format!("`top.Scale` {what} must be a weight"));
-                    };
-                    let data = t.to_f32_vec();
-                    s.f32_const(format!("{loc}_{what}"), vec![data.len()], data)
-                };
-                let gamma = flat(self, scale, "scale")?;
-                let beta = flat(self, bias, "bias")?;
-                let mean = self.f32_const(format!("{loc}_mean"), vec![c], vec![0.0; c])?;
-                let var = self.f32_const(format!("{loc}_variance"), vec![c], vec![1.0; c])?;
-                fuse_relu = a.bool_or("do_relu", false);
-                inputs = vec![Some(x), Some(gamma), Some(beta), Some(mean), Some(var)];
-                Op::BatchNormalization { epsilon: 0.0 }
             }
             "top.Shape" => {
                 inputs = unary(self)?;

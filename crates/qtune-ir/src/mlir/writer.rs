@@ -386,21 +386,13 @@ pub fn top_op_type(graph: &Graph, id: NodeId) -> Option<&'static str> {
     lower(graph, id, graph.node(id)).ok().map(|t| t.name)
 }
 
-/// The Top op of a normalization op, from its registration ([`crate::norm`]).
-fn norm_top(op: &Op) -> &'static str {
-    op.norm().map_or("", |s| s.top)
-}
-
 /// Maps one IR node to its Top op. See the table in the crate docs.
 fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let w = TopOut { g, id, node };
     let err = |message: String| w.err(message);
     let input = |i: usize| w.input(i);
     let x = |i: usize| w.x(i);
-    let opt = |i: usize| match input(i) {
-        Some(v) => Operand::Value(v),
-        None => Operand::None,
-    };
+    let opt = |i: usize| w.opt(i);
     let const_f32 = |i: usize| -> Result<Option<Vec<f32>>, MlirError> {
         let Some(v) = input(i) else { return Ok(None) };
         Ok(Some(w.constant(v, i)?.to_f32_vec()))
@@ -412,6 +404,8 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let top = match &node.op {
         // The data-movement family (`crate::movement`).
         movement_op!() => crate::movement::write_top(&w)?,
+        // The normalization family (`crate::norm`).
+        norm_op!() => crate::norm::write_top(&w)?,
         Op::QuantizeLinear { .. }
         | Op::DequantizeLinear { .. }
         | Op::RoundFloat(_)
@@ -449,21 +443,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 attrs,
             )
         }
-        Op::BatchNormalization { epsilon } => mk(
-            norm_top(&node.op),
-            // ONNX: X, scale, B, mean, var; Top: input, mean, variance, gamma, beta.
-            vec![
-                Operand::Value(x(0)?),
-                Operand::Value(x(3)?),
-                Operand::Value(x(4)?),
-                Operand::Value(x(1)?),
-                Operand::Value(x(2)?),
-            ],
-            vec![
-                ("epsilon", A::F64(f64::from(*epsilon))),
-                ("do_relu", A::Bool(false)),
-            ],
-        ),
         Op::Gemm(a) => {
             // TPU-MLIR bakes transB, alpha and beta into `_fix` weights; that
             // changes the arithmetic, so they stay attributes here.
@@ -605,24 +584,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 ),
             )],
         ),
-        Op::LayerNormalization { axis, epsilon } => {
-            let rank = in_rank(0)?;
-            let ax = crate::normalize_axis(*axis, rank)
-                .ok_or_else(|| err("axis out of range".into()))?;
-            let dims = shape_dims(g, x(0)?)?;
-            mk(
-                norm_top(&node.op),
-                vec![Operand::Value(x(0)?), opt(1), opt(2)],
-                vec![
-                    (
-                        "axis",
-                        A::SI32(i32::try_from(ax).map_err(|_| err("axis out of range".into()))?),
-                    ),
-                    ("eps", A::F64(f64::from(*epsilon))),
-                    ("normalized_shape", usizes(&dims[ax..])),
-                ],
-            )
-        }
         Op::Softmax { axis } => mk(
             "top.Softmax",
             values(1)?,
@@ -868,6 +829,13 @@ impl TopOut<'_> {
     /// The rank of input `i`.
     pub(crate) fn in_rank(&self, i: usize) -> Result<usize, MlirError> {
         Ok(self.dims(self.x(i)?)?.len())
+    }
+    /// Input `i` as an operand, `none` when absent.
+    pub(crate) fn opt(&self, i: usize) -> Operand {
+        match self.input(i) {
+            Some(v) => Operand::Value(v),
+            None => Operand::None,
+        }
     }
     /// The first `n` inputs as operands; each must be present.
     pub(crate) fn values(&self, n: usize) -> Result<Vec<Operand>, MlirError> {

@@ -1,0 +1,93 @@
+//! What an op family's evaluation sees of a node ([`EvalCx`]), for the
+//! families whose evaluation lives in their module (`crate::movement`,
+//! `crate::norm`); the executor builds it and calls the family.
+
+use std::sync::Arc;
+
+use qtune_kernels::Parallelism;
+use qtune_tensor::{Tensor, TensorData};
+
+use crate::{Graph, IrError, Node, NodeId};
+
+/// What evaluating a node of an op family sees: the node in its prepared
+/// graph (every value has a static shape), its inputs (`None` for omitted
+/// optional ones) and the thread policy.
+pub struct EvalCx<'a> {
+    pub graph: &'a Graph,
+    pub node: &'a Node,
+    pub id: NodeId,
+    pub inputs: Vec<Option<Tensor>>,
+    pub par: Parallelism,
+}
+
+impl EvalCx<'_> {
+    pub(crate) fn err(&self, message: impl Into<String>) -> IrError {
+        IrError::BadNode {
+            node: self.node.name.clone(),
+            op: self.node.op.op_type(),
+            message: message.into(),
+        }
+    }
+    pub(crate) fn input(&self, i: usize) -> Result<&Tensor, IrError> {
+        self.inputs
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| self.err(format!("input {i} is missing")))
+    }
+    pub(crate) fn out_dims(&self, i: usize) -> Result<Vec<usize>, IrError> {
+        let v = self
+            .node
+            .outputs
+            .get(i)
+            .copied()
+            .ok_or_else(|| self.err("has no output"))?;
+        Ok(self.graph.shape_of(v)?.0.clone())
+    }
+    pub(crate) fn tensor(&self, dims: Vec<usize>, data: TensorData) -> Result<Tensor, IrError> {
+        Tensor::new(dims, data).map_err(|e| self.err(e.to_string()))
+    }
+    pub(crate) fn ints(&self, i: usize) -> Result<Vec<i64>, IrError> {
+        self.input(i)?
+            .to_i64_vec()
+            .map_err(|e| self.err(format!("input {i}: {e}")))
+    }
+    /// Moves input `i` out; the executor passes the only reference when this
+    /// node is the value's last reader, so the buffer can be reused in place.
+    pub(crate) fn take_f32(&mut self, i: usize) -> Result<Vec<f32>, IrError> {
+        let t = self
+            .inputs
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or_else(|| self.err(format!("input {i} is missing")))?;
+        let dtype = t.dtype();
+        t.into_f32_vec()
+            .map_err(|_| self.err(format!("input {i} must be float32, got {dtype}")))
+    }
+    pub(crate) fn f32_input(&self, i: usize) -> Result<&[f32], IrError> {
+        let t = self.input(i)?;
+        t.as_f32()
+            .map_err(|_| self.err(format!("input {i} must be float32, got {}", t.dtype())))
+    }
+    pub(crate) fn opt_input(&self, i: usize) -> Option<&Tensor> {
+        self.inputs.get(i).and_then(Option::as_ref)
+    }
+    pub(crate) fn f32_out(&self, dims: Vec<usize>, data: Vec<f32>) -> Result<Vec<Tensor>, IrError> {
+        Ok(vec![self.tensor(dims, TensorData::F32(Arc::new(data)))?])
+    }
+}
+
+/// Applies `$body` to the buffer of any dtype, producing a new buffer of the
+/// same dtype. `$body` sees `$v: &Vec<T>` and must evaluate to `Vec<T>`.
+macro_rules! map_any {
+    ($data:expr, |$v:ident| $body:expr) => {
+        match $data {
+            TensorData::F32($v) => TensorData::F32(Arc::new($body)),
+            TensorData::I64($v) => TensorData::I64(Arc::new($body)),
+            TensorData::I32($v) => TensorData::I32(Arc::new($body)),
+            TensorData::Bool($v) => TensorData::Bool(Arc::new($body)),
+            TensorData::U8($v) => TensorData::U8(Arc::new($body)),
+            TensorData::I8($v) => TensorData::I8(Arc::new($body)),
+        }
+    };
+}
+pub(crate) use map_any;
