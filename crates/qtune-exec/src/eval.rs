@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use qtune_ir::{
-    AutoPad, CoordMode, FloatFormat, FusedRelu, GeluApproximation, Graph, Node, NodeId, Op,
-    ResizeMode, ValueId, binary_op, movement_op, norm_op, pool_op, reduce_op, resolve_reduce_axes,
+    AutoPad, CoordMode, FloatFormat, FusedRelu, Graph, Node, NodeId, Op, ResizeMode, ValueId,
+    activation_op, binary_op, movement_op, norm_op, pool_op, reduce_op, resolve_reduce_axes,
     resolve_window, shape_range, unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
@@ -75,17 +75,6 @@ impl Cx<'_> {
     }
     fn f32_out(&self, dims: Vec<usize>, data: Vec<f32>) -> Result<Vec<Tensor>, ExecError> {
         Ok(vec![self.tensor(dims, TensorData::F32(Arc::new(data)))?])
-    }
-    /// A float scalar parameter (Clip bounds).
-    fn scalar(&self, i: usize) -> Result<Option<f32>, ExecError> {
-        Ok(match self.opt_input(i) {
-            Some(t) => Some(
-                *t.to_f32_vec()
-                    .first()
-                    .ok_or_else(|| self.err(format!("input {i} is empty")))?,
-            ),
-            None => None,
-        })
     }
 }
 
@@ -309,37 +298,13 @@ pub(crate) fn eval_node_fused(
         // The unary family (`qtune_ir::unary`): the vectorised kernel when
         // there is one, else the registry's scalar definition.
         op @ unary_op!() => match fast_kernel(op) {
-            Some(kop) => eval_unary(&mut cx, kop),
+            Some(kop) => Ok(family_cx(&mut cx, id).unary(kop)?),
             None => eval_scalar(&mut cx, op),
         },
         // The exact GELU as one vector pass in the f32 sequence of the
         // pattern it was fused from and is exported as (`Div`, `Erf`, `Add`,
         // `Mul`, `Mul`): the canonical graph computes what the source ONNX
         // model and the QDQ export compute, bit for bit on qtune.
-        Op::Gelu {
-            approximate: GeluApproximation::None,
-        } => {
-            let dims = cx.input(0)?.dims().to_vec();
-            let mut x = cx.take_f32(0)?;
-            k::gelu(&mut x, k::GeluApproximation::Erf, cx.par);
-            cx.f32_out(dims, x)
-        }
-        Op::Gelu {
-            approximate: GeluApproximation::Tanh,
-        } => eval_unary(&mut cx, k::UnaryOp::GeluTanh),
-        Op::Clip(a) => {
-            let lo = a.min.or(cx.scalar(1)?).unwrap_or(f32::NEG_INFINITY);
-            let hi = a.max.or(cx.scalar(2)?).unwrap_or(f32::INFINITY);
-            eval_unary(&mut cx, k::UnaryOp::Clip { lo, hi })
-        }
-        Op::Softmax { axis } => {
-            let dims = cx.input(0)?.dims().to_vec();
-            let ax = qtune_ir::normalize_axis(*axis, dims.len())
-                .ok_or_else(|| cx.err("axis out of range"))?;
-            let mut x = cx.take_f32(0)?;
-            k::softmax(&mut x, &dims, ax, cx.par);
-            cx.f32_out(dims, x)
-        }
         // The pooling family (`qtune_ir::pool`): a window, or the whole map.
         pool_op!() => {
             let Some((spec, window)) = node.op.pool() else {
@@ -418,6 +383,8 @@ pub(crate) fn eval_node_fused(
         movement_op!() => Ok(qtune_ir::movement::eval(family_cx(&mut cx, id))?),
         // The normalization family (`qtune_ir::norm`).
         norm_op!() => Ok(qtune_ir::norm::eval(family_cx(&mut cx, id))?),
+        // The activations (`qtune_ir::activation`).
+        activation_op!() => Ok(qtune_ir::activation::eval(family_cx(&mut cx, id))?),
         Op::Resize(a) => {
             let xd = cx.input(0)?.dims().to_vec();
             let od = cx.out_dims(0)?;
@@ -567,28 +534,6 @@ pub(crate) fn eval_node_fused(
             ])
         }
     }
-}
-
-fn eval_unary(cx: &mut Cx, op: k::UnaryOp) -> Result<Vec<Tensor>, ExecError> {
-    let dims = cx.input(0)?.dims().to_vec();
-    let out = match cx.take(0)?.into_unshared_f32_vec() {
-        Ok(mut x) => {
-            k::unary(op, &mut x, cx.par);
-            x
-        }
-        // Shared (another reader or a hook holds it): one pass from the
-        // input into a new buffer, instead of a copy and a pass over it.
-        Err(t) => {
-            let dtype = t.dtype();
-            let x = t
-                .as_f32()
-                .map_err(|_| cx.err(format!("input 0 must be float32, got {dtype}")))?;
-            // SAFETY: `unary_into` writes every element of `out`, asserting it has `x`'s
-            // length.
-            unsafe { written_by(x.len(), |out| k::unary_into(op, x, out, cx.par)) }
-        }
-    };
-    cx.f32_out(dims, out)
 }
 
 /// The `qtune-kernels` kernel of an op of the unary family, when it has

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use qtune_kernels::Parallelism;
+use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{Tensor, TensorData};
 
 use crate::{Graph, IrError, Node, NodeId};
@@ -70,6 +70,47 @@ impl EvalCx<'_> {
     }
     pub(crate) fn opt_input(&self, i: usize) -> Option<&Tensor> {
         self.inputs.get(i).and_then(Option::as_ref)
+    }
+    /// A float scalar parameter input (Clip's bounds), `None` when absent.
+    pub(crate) fn scalar(&self, i: usize) -> Result<Option<f32>, IrError> {
+        Ok(match self.opt_input(i) {
+            Some(t) => Some(
+                *t.to_f32_vec()
+                    .first()
+                    .ok_or_else(|| self.err(format!("input {i} is empty")))?,
+            ),
+            None => None,
+        })
+    }
+    /// Applies an elementwise kernel to input 0: in place when this node
+    /// holds the only reference to its buffer, else in one pass into a new
+    /// buffer.
+    pub fn unary(mut self, op: k::UnaryOp) -> Result<Vec<Tensor>, IrError> {
+        let dims = self.input(0)?.dims().to_vec();
+        let t = self
+            .inputs
+            .get_mut(0)
+            .and_then(Option::take)
+            .ok_or_else(|| self.err("input 0 is missing"))?;
+        let out = match t.into_unshared_f32_vec() {
+            Ok(mut x) => {
+                k::unary(op, &mut x, self.par);
+                x
+            }
+            Err(t) => {
+                let dtype = t.dtype();
+                let x = t
+                    .as_f32()
+                    .map_err(|_| self.err(format!("input 0 must be float32, got {dtype}")))?;
+                let mut out: Vec<f32> = Vec::with_capacity(x.len());
+                k::unary_into(op, x, &mut out.spare_capacity_mut()[..x.len()], self.par);
+                // SAFETY: `unary_into` wrote every one of the `x.len()` elements (it asserts
+                // the lengths are equal).
+                unsafe { out.set_len(x.len()) };
+                out
+            }
+        };
+        self.f32_out(dims, out)
     }
     pub(crate) fn f32_out(&self, dims: Vec<usize>, data: Vec<f32>) -> Result<Vec<Tensor>, IrError> {
         Ok(vec![self.tensor(dims, TensorData::F32(Arc::new(data)))?])

@@ -27,6 +27,8 @@ pub mod movement;
 pub mod linear;
 #[macro_use]
 pub mod norm;
+#[macro_use]
+pub mod activation;
 mod error;
 mod eval_cx;
 mod graph;

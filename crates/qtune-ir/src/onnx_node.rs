@@ -9,7 +9,7 @@
 //! (`crate::movement`), and `qtune-onnx` only carries the values to and
 //! from protobuf.
 
-use qtune_tensor::Tensor;
+use qtune_tensor::{DType, Tensor};
 
 /// A node the ONNX mapping rejects. `qtune-onnx` adds the node's name and
 /// op type.
@@ -119,6 +119,10 @@ impl OnnxIn<'_> {
         self.attrs.ints(name)
     }
 
+    pub fn float(&self, name: &str) -> Result<Option<f32>, NodeError> {
+        self.attrs.float(name)
+    }
+
     pub fn float_or(&self, name: &str, default: f32) -> Result<f32, NodeError> {
         Ok(self.attrs.float(name)?.unwrap_or(default))
     }
@@ -215,13 +219,20 @@ pub enum OnnxValue {
     Str(String),
 }
 
-/// The inputs of a node being exported: which are present, and their dims
-/// when the graph knows them.
+/// One present input of a node being exported.
+#[derive(Debug)]
+pub struct ExportInput {
+    /// `None` when the graph does not know the shape.
+    pub dims: Option<Vec<usize>>,
+    pub dtype: DType,
+}
+
+/// The inputs of a node being exported: which are present, their dims when
+/// the graph knows them, and their element types.
 #[derive(Debug, Default)]
 pub struct ExportInputs {
-    /// One entry per input slot: `None` when the slot is empty, else the
-    /// dims (`None` when unknown).
-    pub slots: Vec<Option<Option<Vec<usize>>>>,
+    /// One entry per input slot: `None` when the slot is empty.
+    pub slots: Vec<Option<ExportInput>>,
 }
 
 impl ExportInputs {
@@ -232,11 +243,15 @@ impl ExportInputs {
     pub fn present(&self, i: usize) -> bool {
         matches!(self.slots.get(i), Some(Some(_)))
     }
+    /// The element type of input `i`, when present.
+    pub fn dtype(&self, i: usize) -> Option<DType> {
+        self.slots.get(i)?.as_ref().map(|s| s.dtype)
+    }
     /// The dims of input `i`, which must be present with a known shape.
     pub fn dims(&self, i: usize) -> Result<&[usize], NodeError> {
         match self.slots.get(i) {
-            Some(Some(Some(d))) => Ok(d),
-            Some(Some(None)) => Err(NodeError::Node {
+            Some(Some(ExportInput { dims: Some(d), .. })) => Ok(d),
+            Some(Some(_)) => Err(NodeError::Node {
                 message: format!("input {i} has no known shape"),
             }),
             _ => Err(NodeError::Node {

@@ -437,16 +437,13 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
                 .ok_or_else(|| cx.err("condition, X and Y cannot be broadcast together"))?;
             one(out, cx.dtype(1)?)
         }
-        unary_op!() | Op::Clip(_) | Op::Gelu { .. } | Op::Not => same(&cx),
+        unary_op!() | Op::Not => same(&cx),
+        // The activations (`crate::activation`).
+        activation_op!() => crate::activation::infer(&cx),
         // The data-movement family (`crate::movement`).
         movement_op!() => crate::movement::infer(&cx),
         // The normalization family (`crate::norm`).
         norm_op!() => crate::norm::infer(&cx),
-        Op::Softmax { axis } => {
-            let s = cx.shape(0)?;
-            cx.axis(*axis, s.len())?;
-            same(&cx)
-        }
         // The pooling family (`crate::pool`): a window, or the whole map.
         pool_op!() => {
             let x = cx.shape(0)?;

@@ -51,13 +51,13 @@ use std::path::Path;
 
 use bytes::Bytes;
 use prost::Message;
-use qtune_ir::onnx_node::{ExportInputs, NodeError, OnnxOut, OnnxValue};
+use qtune_ir::onnx_node::{ExportInput, ExportInputs, NodeError, OnnxOut, OnnxValue};
 use qtune_ir::{
     AutoPad, ConvAttrs, CoordMode, FloatFormat, GeluApproximation, Graph, NearestMode, Node, Op,
-    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, binary_op, movement, movement_op, norm, norm_op,
-    pool, pool_op, reduce_op, unary_op,
+    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, activation, activation_op, binary_op, movement,
+    movement_op, norm, norm_op, pool, pool_op, reduce_op, unary_op,
 };
-use qtune_tensor::{DType, Tensor};
+use qtune_tensor::Tensor;
 
 use crate::OnnxError;
 use crate::proto::attribute_proto::AttributeType;
@@ -481,8 +481,8 @@ impl<'g> Exporter<'g> {
             }
             Op::MatMul | binary_op!() | Op::Where | Op::Not => {}
             // The families whose ONNX mapping is in their module
-            // (`qtune_ir::movement`, `qtune_ir::norm`).
-            movement_op!() | norm_op!() => {
+            // (`qtune_ir::movement`, `qtune_ir::norm`, `qtune_ir::activation`).
+            movement_op!() | norm_op!() | activation_op!() => {
                 let mut out = OnnxOut::default();
                 let ir_err = |e: NodeError| match e {
                     NodeError::Attribute { attribute, message } => {
@@ -494,13 +494,20 @@ impl<'g> Exporter<'g> {
                     slots: node
                         .inputs
                         .iter()
-                        .map(|v| v.map(|v| self.graph.shape_of(v).ok().map(|s| s.dims().to_vec())))
+                        .map(|v| {
+                            v.map(|v| ExportInput {
+                                dims: self.graph.shape_of(v).ok().map(|s| s.dims().to_vec()),
+                                dtype: self.graph.value(v).dtype,
+                            })
+                        })
                         .collect(),
                 };
                 if node.op.movement().is_some() {
                     movement::export(&node.op, &dims, &mut out)
-                } else {
+                } else if node.op.norm().is_some() {
                     norm::export(&node.op, &dims, &mut out)
+                } else {
+                    activation::export(&node.op, &dims, &mut out)
                 }
                 .map_err(ir_err)?;
                 for (name, value) in out.attrs {
@@ -515,32 +522,6 @@ impl<'g> Exporter<'g> {
                     self.constant_input(&cx, slot, what, &t, &mut inputs)?;
                 }
             }
-            Op::Clip(a) => {
-                // Opset 11 moved the bounds to inputs 1 and 2, typed like x.
-                if a.min.is_some() || a.max.is_some() {
-                    if inputs.len() > 1 {
-                        return Err(cx.err("bounds are given both as attributes and as inputs"));
-                    }
-                    let x_dtype = node
-                        .inputs
-                        .first()
-                        .copied()
-                        .flatten()
-                        .map(|x| self.graph.value(x).dtype);
-                    if x_dtype != Some(DType::F32) {
-                        return Err(cx.err("attribute bounds are only supported for float32 input"));
-                    }
-                    inputs.resize(3, String::new());
-                    for (slot, what, bound) in [(1, "min", a.min), (2, "max", a.max)] {
-                        if let Some(b) = bound {
-                            inputs[slot] = self.add_initializer(
-                                format!("{name}_{what}"),
-                                &Tensor::scalar_f32(b),
-                            )?;
-                        }
-                    }
-                }
-            }
             // The unary family from its registry (`qtune_ir::unary`); an op
             // ONNX lacks (SiLU) is decomposed before this match.
             unary_op!() => match node.op.unary() {
@@ -549,7 +530,6 @@ impl<'g> Exporter<'g> {
                 }
                 _ => return Err(cx.err("internal: composite op not written")),
             },
-            Op::Softmax { axis } => attrs.push(attr_int("axis", *axis)),
             // The pooling family from its registry (`qtune_ir::pool`): the
             // window's attributes; a global pool has none.
             pool_op!() => match node.op.pool() {
@@ -607,9 +587,6 @@ impl<'g> Exporter<'g> {
             }
             Op::RoundFloat(format) => {
                 return self.round_float(&cx, *format, inputs, outputs);
-            }
-            Op::Gelu { .. } => {
-                return Err(cx.err("internal: composite op not written"));
             }
         }
         while inputs.last().is_some_and(String::is_empty) {

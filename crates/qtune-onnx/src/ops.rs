@@ -89,6 +89,16 @@ pub(crate) fn import_node(
     let n = inputs.len();
     let opset = cx.opset;
     let mut keep = Outputs::All;
+    if cx.op_type == "Softmax" && opset < 13 {
+        // Softmax before opset 13 over an axis that is not the last:
+        // flattened to 2-D around it (the module docs).
+        let axis = cx.int_or("axis", 1)?;
+        if !is_last_axis(im, cx, inputs[0], axis) {
+            arity(cx, n, 1, 1)?;
+            cx.check_known(&["axis"])?;
+            return softmax_coerced(im, cx, inputs[0], outputs, axis);
+        }
+    }
     let op = match cx.op_type {
         "Constant" => return constant(im, cx, n, outputs),
         "Conv" => {
@@ -140,42 +150,10 @@ pub(crate) fn import_node(
             cx.check_known(&[])?;
             Op::Not
         }
-        "Gelu" => {
-            arity(cx, n, 1, 1)?;
-            cx.check_known(&["approximate"])?;
-            let approximate = match cx.string("approximate")?.as_deref().unwrap_or("none") {
-                "none" => GeluApproximation::None,
-                "tanh" => GeluApproximation::Tanh,
-                m => {
-                    return Err(
-                        cx.attr_err("approximate", format!("expected none or tanh, got {m}"))
-                    );
-                }
-            };
-            Op::Gelu { approximate }
-        }
         "Where" => {
             arity(cx, n, 3, 3)?;
             cx.check_known(&[])?;
             Op::Where
-        }
-        "Clip" => {
-            if opset < 11 {
-                arity(cx, n, 1, 1)?;
-                cx.check_known(&["min", "max"])?;
-                Op::Clip(ClipAttrs {
-                    min: cx.float("min")?,
-                    max: cx.float("max")?,
-                })
-            } else {
-                // Opset 11 moved the bounds to optional inputs 1 and 2.
-                arity(cx, n, 1, 3)?;
-                cx.check_known(&[])?;
-                Op::Clip(ClipAttrs {
-                    min: None,
-                    max: None,
-                })
-            }
         }
         // The elementwise unary family, from its registry
         // (`qtune_ir::unary`): one input, float attributes with their ONNX
@@ -193,15 +171,6 @@ pub(crate) fn import_node(
                 .map(|a| cx.float_or(a.name, a.default))
                 .collect::<Result<Vec<f32>, _>>()?;
             (spec.build)(&params)
-        }
-        "Softmax" => {
-            arity(cx, n, 1, 1)?;
-            cx.check_known(&["axis"])?;
-            let axis = cx.int_or("axis", if opset < 13 { 1 } else { -1 })?;
-            if opset < 13 && !is_last_axis(im, cx, inputs[0], axis) {
-                return softmax_coerced(im, cx, inputs[0], outputs, axis);
-            }
-            Op::Softmax { axis }
         }
         // The pooling family from its registry (`qtune_ir::pool`).
         t if pool::by_onnx(t).is_some() => {
@@ -337,7 +306,10 @@ pub(crate) fn import_node(
         }
         // The families whose ONNX mapping is in their module
         // (`qtune_ir::movement`, `qtune_ir::norm`); this carries the values.
-        t if movement::by_onnx(t).is_some() || norm::by_onnx(t).is_some() => {
+        t if movement::by_onnx(t).is_some()
+            || norm::by_onnx(t).is_some()
+            || activation::by_onnx(t).is_some() =>
+        {
             let mut node = OnnxIn {
                 op_type: cx.op_type,
                 opset,
@@ -349,8 +321,10 @@ pub(crate) fn import_node(
             };
             let op = if movement::by_onnx(t).is_some() {
                 movement::import(&mut node)
-            } else {
+            } else if norm::by_onnx(t).is_some() {
                 norm::import(&mut node)
+            } else {
+                activation::import(&mut node)
             }
             .map_err(|e| cx.ir_err(e))?;
             for (what, t) in node.appended {

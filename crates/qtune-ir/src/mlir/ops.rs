@@ -35,10 +35,10 @@ const fn op(
 }
 
 /// The Top ops the reader accepts, in alphabetical order, but for the
-/// unary, binary, reduction, pooling, data-movement and normalization
-/// families, which come from their registries ([`crate::unary`],
-/// [`crate::binary`], [`crate::reduce`], [`crate::pool`],
-/// [`crate::movement`], [`crate::norm`]).
+/// unary, binary, reduction, pooling, data-movement, normalization and
+/// activation families, which come from their registries
+/// ([`crate::unary`], [`crate::binary`], [`crate::reduce`], [`crate::pool`],
+/// [`crate::movement`], [`crate::norm`], [`crate::activation`]).
 pub const TOP_OPS: &[TopOpSpec] = &[
     op(
         "top.Cast",
@@ -47,7 +47,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "Cast",
         "qtune keeps real element types (TPU-MLIR's frontend removes ONNX Casts)",
     ),
-    op("top.Clip", "input", "min, max", "Clip", ""),
     op(
         "top.Compare",
         "input",
@@ -68,13 +67,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "kernel_shape, strides, pads, dilations, group, output_padding, do_relu, relu_limit",
         "ConvTranspose",
         "",
-    ),
-    op(
-        "top.GELU",
-        "input",
-        "approx_mode (normal, tanh)",
-        "Gelu",
-        "approx_mode absent is the erf form",
     ),
     op(
         "top.Input",
@@ -107,13 +99,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
     ),
     op("top.Shape", "input", "start, end, step", "Shape", ""),
     op(
-        "top.Softmax",
-        "input",
-        "axis, beta (1), log (false)",
-        "Softmax",
-        "",
-    ),
-    op(
         "top.Upsample",
         "input",
         "scale_h, scale_w, do_relu, relu_limit",
@@ -142,6 +127,7 @@ pub fn is_supported(name: &str) -> bool {
         || crate::pool::is_top(name)
         || crate::movement::is_top(name)
         || crate::norm::is_top(name)
+        || crate::activation::is_top(name)
 }
 
 /// The table of [`TOP_OPS`] as Markdown (`docs/tpu-mlir-top-ops.md`).
@@ -149,9 +135,9 @@ pub fn top_ops_markdown() -> String {
     let mut s = String::from(
         "# Top ops qtune reads and writes\n\n\
          Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary, binary, \
-         reduction, pooling, data-movement and normalization registries \
+         reduction, pooling, data-movement, normalization and activation registries \
          (`crates/qtune-ir/src/unary.rs`, `binary.rs`, `reduce.rs`, `pool.rs`, `movement.rs`, \
-         `norm.rs`); a test keeps this file \
+         `norm.rs`, `activation.rs`); a test keeps this file \
          current. The reader accepts exactly these ops, with the attributes as TPU-MLIR prints \
          them (`include/tpu_mlir/Dialect/Top/IR/TopOps.td`); any other op is an error that names \
          it and its line. Attributes not listed are ignored (TPU-MLIR's optional attributes for \
@@ -167,6 +153,7 @@ pub fn top_ops_markdown() -> String {
         .chain(crate::pool::top_rows())
         .chain(crate::movement::top_rows())
         .chain(crate::norm::top_rows())
+        .chain(crate::activation::top_rows())
         .collect();
     rows.sort();
     for [name, operands, attributes, ir, notes] in rows {

@@ -8,8 +8,8 @@ use qtune_tensor::{DType, Shape, Tensor, TensorData};
 use super::parse::{Loc, ParsedModule, ParsedOp, Parser, TypeSpec};
 use super::{InputAttrs, MlirAttr, MlirError, dtype_of_element, dtype_of_name};
 use crate::{
-    AutoPad, ClipAttrs, ConvAttrs, ConvTransposeAttrs, CoordMode, FusedRelu, GeluApproximation,
-    GemmAttrs, Graph, NearestMode, Op, PoolAttrs, ReduceAttrs, ResizeAttrs, ResizeMode, ValueId,
+    AutoPad, ClipAttrs, ConvAttrs, ConvTransposeAttrs, CoordMode, FusedRelu, GemmAttrs, Graph,
+    NearestMode, Op, PoolAttrs, ReduceAttrs, ResizeAttrs, ResizeMode, ValueId,
 };
 
 /// Reads Top-dialect text. `weights` are the contents of the module's
@@ -637,20 +637,6 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
-            "top.GELU" => {
-                inputs = unary(self)?;
-                let approximate = match a.str("approx_mode").unwrap_or("normal") {
-                    "normal" => GeluApproximation::None,
-                    "tanh" => GeluApproximation::Tanh,
-                    m => {
-                        return self.err(
-                            line,
-                            format!("`top.GELU` approx_mode `{m}` is not supported (normal, tanh)"),
-                        );
-                    }
-                };
-                Op::Gelu { approximate }
-            }
             "top.Relu" => {
                 inputs = unary(self)?;
                 let limit = a.f64_or("relu_limit", -1.0);
@@ -689,22 +675,6 @@ impl<'a> Builder<'a> {
                     .map(|at| f32_of(a.f64_or(at.name, f64::from(at.default))))
                     .collect();
                 (spec.build)(&params)
-            }
-            "top.Clip" => {
-                inputs = unary(self)?;
-                Op::Clip(ClipAttrs {
-                    min: Some(f32_of(a.f64_or("min", f64::NEG_INFINITY))),
-                    max: Some(f32_of(a.f64_or("max", f64::INFINITY))),
-                })
-            }
-            "top.Softmax" => {
-                if a.bool_or("log", false) {
-                    return self.err(line, "`top.Softmax` with log = true is not supported");
-                }
-                inputs = unary(self)?;
-                Op::Softmax {
-                    axis: a.i64_or("axis", 1),
-                }
             }
             // The pooling family from its registry (`crate::pool`).
             name if crate::pool::is_top(name) => {
@@ -764,9 +734,12 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
-            // The data-movement and normalization families
-            // (`crate::movement`, `crate::norm`).
-            name if crate::movement::is_top(name) || crate::norm::reads_top(name) => {
+            // The data-movement, normalization and activation families
+            // (`crate::movement`, `crate::norm`, `crate::activation`).
+            name if crate::movement::is_top(name)
+                || crate::norm::reads_top(name)
+                || crate::activation::is_top(name) =>
+            {
                 let mut r = TopIn {
                     b: self,
                     op,
@@ -778,8 +751,10 @@ impl<'a> Builder<'a> {
                 };
                 let read = if crate::movement::is_top(name) {
                     crate::movement::read_top(&mut r)?
-                } else {
+                } else if crate::norm::reads_top(name) {
                     crate::norm::read_top(&mut r)?
+                } else {
+                    crate::activation::read_top(&mut r)?
                 };
                 (inputs, fuse_relu) = (r.inputs, r.fuse_relu);
                 read

@@ -7,10 +7,7 @@ use qtune_tensor::{Tensor, TensorData};
 
 use super::attr::quote;
 use super::{InputAttrs, MlirAttr, MlirError, MlirWriteOptions, dtype_name, tensor_type};
-use crate::{
-    AutoPad, CoordMode, GeluApproximation, Graph, NearestMode, Node, NodeId, Op, ResizeMode,
-    ValueId,
-};
+use crate::{AutoPad, CoordMode, Graph, NearestMode, Node, NodeId, Op, ResizeMode, ValueId};
 
 /// Largest integer magnitude float32 holds exactly.
 const F32_EXACT_INT: i64 = 1 << 24;
@@ -393,10 +390,7 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let input = |i: usize| w.input(i);
     let x = |i: usize| w.x(i);
     let opt = |i: usize| w.opt(i);
-    let const_f32 = |i: usize| -> Result<Option<Vec<f32>>, MlirError> {
-        let Some(v) = input(i) else { return Ok(None) };
-        Ok(Some(w.constant(v, i)?.to_f32_vec()))
-    };
+    let const_f32 = |i: usize| w.const_f32(i);
     let out_dims = |i: usize| w.out_dims(i);
     let in_rank = |i: usize| w.in_rank(i);
     let values = |n: usize| w.values(n);
@@ -406,6 +400,8 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
         movement_op!() => crate::movement::write_top(&w)?,
         // The normalization family (`crate::norm`).
         norm_op!() => crate::norm::write_top(&w)?,
+        // The activations (`crate::activation`).
+        activation_op!() => crate::activation::write_top(&w)?,
         Op::QuantizeLinear { .. }
         | Op::DequantizeLinear { .. }
         | Op::RoundFloat(_)
@@ -518,34 +514,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 }
             }
         }
-        Op::Clip(a) => {
-            let lo = match a.min {
-                Some(v) => Some(v),
-                None => const_f32(1)?.and_then(|v| v.first().copied()),
-            }
-            .unwrap_or(f32::NEG_INFINITY);
-            let hi = match a.max {
-                Some(v) => Some(v),
-                None => const_f32(2)?.and_then(|v| v.first().copied()),
-            }
-            .unwrap_or(f32::INFINITY);
-            if lo == 0.0 && lo.is_sign_positive() && hi.is_finite() && hi > 0.0 {
-                mk(
-                    "top.Relu",
-                    values(1)?,
-                    vec![("relu_limit", A::F64(f64::from(hi)))],
-                )
-            } else {
-                mk(
-                    "top.Clip",
-                    values(1)?,
-                    vec![
-                        ("min", A::F64(f64::from(lo))),
-                        ("max", A::F64(f64::from(hi))),
-                    ],
-                )
-            }
-        }
         // The unary family from its registry (`crate::unary`): the
         // attributes as F64, then the fixed ones. (TPU-MLIR writes Neg as
         // MulConst(-1); x * -1 is -x bit for bit, but a separate op keeps the
@@ -570,32 +538,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 .collect();
             mk(u.spec.top, values(1)?, attrs)
         }
-        Op::Gelu { approximate } => mk(
-            "top.GELU",
-            values(1)?,
-            vec![(
-                "approx_mode",
-                A::Str(
-                    match approximate {
-                        GeluApproximation::None => "normal",
-                        GeluApproximation::Tanh => "tanh",
-                    }
-                    .into(),
-                ),
-            )],
-        ),
-        Op::Softmax { axis } => mk(
-            "top.Softmax",
-            values(1)?,
-            vec![
-                (
-                    "axis",
-                    A::SI32(i32::try_from(*axis).map_err(|_| err("axis out of range".into()))?),
-                ),
-                ("beta", A::F64(1.0)),
-                ("log", A::Bool(false)),
-            ],
-        ),
         // The pooling family from its registry (`crate::pool`).
         pool_op!() => {
             let (spec, window) = node
@@ -811,6 +753,13 @@ impl TopOut<'_> {
             .to_i64_vec()
             .map(Some)
             .map_err(|e| self.err(e.to_string()))
+    }
+    /// A constant float input, or `None` when the input is absent.
+    pub(crate) fn const_f32(&self, i: usize) -> Result<Option<Vec<f32>>, MlirError> {
+        let Some(v) = self.input(i) else {
+            return Ok(None);
+        };
+        Ok(Some(self.constant(v, i)?.to_f32_vec()))
     }
     /// The dims of a value.
     pub(crate) fn dims(&self, v: ValueId) -> Result<&[usize], MlirError> {

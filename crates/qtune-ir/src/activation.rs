@@ -1,0 +1,370 @@
+//! The activations whose attributes are not plain `f32` scalars: Softmax
+//! (an axis), Gelu (an enum) and Clip (bounds that are inputs since opset
+//! 11). Everything qtune knows about them is in this file: the registry
+//! (the `op_family!` table below: the Top op and its row of the Top op
+//! table), and one section per concern, each a `match` over the family that
+//! the other crates call through one arm (`activation_op!() => ...`):
+//!
+//! - the ONNX import and export ([`import`], [`export`], through
+//!   [`crate::onnx_node`]). Two ONNX forms are rewrites the importer and
+//!   exporter make, as for the other families: a Softmax before opset 13
+//!   over an axis that is not the last becomes Flatten -> Softmax ->
+//!   Reshape (`qtune-onnx/src/ops.rs`), and Gelu is exported as the ONNX
+//!   nodes of its pattern (`qtune-onnx/src/export.rs`, as SiLU);
+//! - the Top dialect ([`read_top`], [`write_top`]): a Clip to `[0, hi]` is
+//!   written as TPU-MLIR writes it, `top.Relu` with `relu_limit`, and the
+//!   reader's `top.Relu` arm reads that back as a Clip;
+//! - shape inference ([`infer`]) and evaluation ([`eval`]).
+//!
+//! The quantization rules that name these ops stay with the passes that
+//! apply them: the deploy plan (Softmax and Gelu in float on the chips that
+//! lower no int8 form, Clip's range), the executor's Conv+Clip fusion and
+//! the calibration tuner's replay.
+
+use qtune_kernels as k;
+use qtune_tensor::{DType, Tensor};
+
+use crate::eval_cx::EvalCx;
+use crate::mlir::reader::TopIn;
+use crate::mlir::writer::{TopOp, TopOut, mk};
+use crate::mlir::{MlirAttr, MlirError};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
+use crate::shape_infer::{Ctx, one};
+use crate::{ClipAttrs, GeluApproximation, InferredOutput, IrError, Op};
+
+/// Everything qtune knows about one op of the family beyond its code.
+#[derive(Debug)]
+pub struct ActSpec {
+    /// The IR and ONNX op type, the variant's name.
+    pub name: &'static str,
+    /// TPU-MLIR's Top op.
+    pub top: &'static str,
+    /// The Top op's operands (`?`: may be `none`), for the Top op table.
+    pub top_operands: &'static str,
+    /// The Top op's attributes the reader reads and the writer writes.
+    pub top_attrs: &'static str,
+    /// Notes for the Top op table (`docs/tpu-mlir-top-ops.md`).
+    pub top_notes: &'static str,
+}
+
+/// The registration of the op whose ONNX type is `onnx`, if any.
+pub fn by_onnx(onnx: &str) -> Option<&'static ActSpec> {
+    ACTIVATION_OPS.iter().find(|s| s.name == onnx)
+}
+
+/// Whether `top` is the Top op of an op of the family.
+pub fn is_top(top: &str) -> bool {
+    ACTIVATION_OPS.iter().any(|s| s.top == top)
+}
+
+/// One row of the Top op table per op.
+pub(crate) fn top_rows() -> impl Iterator<Item = [String; 5]> {
+    ACTIVATION_OPS
+        .iter()
+        .map(|s| [s.top, s.top_operands, s.top_attrs, s.name, s.top_notes].map(String::from))
+}
+
+// The table (`crate::family::op_family!`). Each entry: `Variant => { fields }`,
+// the fields those of [`ActSpec`] but `name`, which is the variant's.
+op_family! {
+    /// Every op of the family.
+    static ACTIVATION_OPS: [ActSpec];
+    /// This op's registration, when it belongs to the family.
+    fn activation;
+    /// A pattern matching every [`Op`] of the family (generated from the
+    /// registry in `qtune-ir/src/activation.rs`): a `match` arm
+    /// `activation_op!() => ...` keeps the match exhaustive whatever the
+    /// family holds.
+    macro activation_op;
+    Softmax => {
+        top: "top.Softmax", top_operands: "input", top_attrs: "axis, beta (1), log (false)",
+        top_notes: "",
+    },
+    Gelu => {
+        top: "top.GELU", top_operands: "input", top_attrs: "approx_mode (normal, tanh)",
+        top_notes: "approx_mode absent is the erf form",
+    },
+    Clip => {
+        top: "top.Clip", top_operands: "input", top_attrs: "min, max", top_notes: "",
+    },
+}
+
+// ---------------------------------------------------------------------------
+// ONNX (called from `qtune-onnx`; `crate::onnx_node`).
+
+/// The IR op of an ONNX node of the family ([`by_onnx`]), its attributes
+/// checked.
+pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
+    Ok(match cx.op_type {
+        "Gelu" => {
+            cx.arity(1, 1)?;
+            cx.check_known(&["approximate"])?;
+            let approximate = match cx.string("approximate")?.as_deref().unwrap_or("none") {
+                "none" => GeluApproximation::None,
+                "tanh" => GeluApproximation::Tanh,
+                m => {
+                    return Err(
+                        cx.attr_err("approximate", format!("expected none or tanh, got {m}"))
+                    );
+                }
+            };
+            Op::Gelu { approximate }
+        }
+        "Clip" => {
+            if cx.opset < 11 {
+                cx.arity(1, 1)?;
+                cx.check_known(&["min", "max"])?;
+                Op::Clip(ClipAttrs {
+                    min: cx.float("min")?,
+                    max: cx.float("max")?,
+                })
+            } else {
+                // Opset 11 moved the bounds to optional inputs 1 and 2.
+                cx.arity(1, 3)?;
+                cx.check_known(&[])?;
+                Op::Clip(ClipAttrs {
+                    min: None,
+                    max: None,
+                })
+            }
+        }
+        "Softmax" => {
+            // Before opset 13 over an axis that is not the last, the
+            // importer has already rewritten the node (see the module docs).
+            cx.arity(1, 1)?;
+            cx.check_known(&["axis"])?;
+            let axis = cx.int_or("axis", if cx.opset < 13 { 1 } else { -1 })?;
+            Op::Softmax { axis }
+        }
+        other => return Err(cx.node_err(format!("internal: {other} is not an activation"))),
+    })
+}
+
+/// The ONNX attributes of a node of the family, and Clip's attribute bounds
+/// as the inputs 1 and 2 of opset 11 on. Gelu is written by the exporter as
+/// the nodes of its pattern (see the module docs) and never reaches here.
+pub fn export(op: &Op, inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), NodeError> {
+    let node_err = |message: &str| NodeError::Node {
+        message: message.to_string(),
+    };
+    match op {
+        Op::Clip(a) => {
+            if a.min.is_some() || a.max.is_some() {
+                if inputs.count() > 1 {
+                    return Err(node_err(
+                        "bounds are given both as attributes and as inputs",
+                    ));
+                }
+                if inputs.dtype(0) != Some(DType::F32) {
+                    return Err(node_err(
+                        "attribute bounds are only supported for float32 input",
+                    ));
+                }
+                for (slot, what, bound) in [(1, "min", a.min), (2, "max", a.max)] {
+                    if let Some(b) = bound {
+                        out.constants.push((slot, what, Tensor::scalar_f32(b)));
+                    }
+                }
+            }
+        }
+        Op::Softmax { axis } => out.int("axis", *axis),
+        other => {
+            return Err(NodeError::Node {
+                message: format!("internal: {} is not written here", other.op_type()),
+            });
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The Top dialect (called from the `.mlir` reader and writer).
+
+#[allow(clippy::cast_possible_truncation)]
+fn f32_of(v: f64) -> f32 {
+    // Attributes written from f32 values convert back exactly.
+    v as f32
+}
+
+/// The IR op of a Top op of the family ([`is_top`]), its inputs set on `r`.
+pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {
+    r.inputs = r.unary()?;
+    Ok(match r.op.name.as_str() {
+        "top.GELU" => {
+            let approximate = match r.a.str("approx_mode").unwrap_or("normal") {
+                "normal" => GeluApproximation::None,
+                "tanh" => GeluApproximation::Tanh,
+                m => {
+                    return r.err(format!(
+                        "`top.GELU` approx_mode `{m}` is not supported (normal, tanh)"
+                    ));
+                }
+            };
+            Op::Gelu { approximate }
+        }
+        "top.Clip" => Op::Clip(ClipAttrs {
+            min: Some(f32_of(r.a.f64_or("min", f64::NEG_INFINITY))),
+            max: Some(f32_of(r.a.f64_or("max", f64::INFINITY))),
+        }),
+        "top.Softmax" => {
+            if r.a.bool_or("log", false) {
+                return r.err("`top.Softmax` with log = true is not supported");
+            }
+            Op::Softmax {
+                axis: r.a.i64_or("axis", 1),
+            }
+        }
+        other => return r.err(format!("internal: `{other}` is not an activation's Top op")),
+    })
+}
+
+/// The Top op of a node of the family.
+pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
+    use MlirAttr as A;
+    Ok(match &w.node.op {
+        Op::Clip(a) => {
+            let lo = match a.min {
+                Some(v) => Some(v),
+                None => w.const_f32(1)?.and_then(|v| v.first().copied()),
+            }
+            .unwrap_or(f32::NEG_INFINITY);
+            let hi = match a.max {
+                Some(v) => Some(v),
+                None => w.const_f32(2)?.and_then(|v| v.first().copied()),
+            }
+            .unwrap_or(f32::INFINITY);
+            if lo == 0.0 && lo.is_sign_positive() && hi.is_finite() && hi > 0.0 {
+                mk(
+                    "top.Relu",
+                    w.values(1)?,
+                    vec![("relu_limit", A::F64(f64::from(hi)))],
+                )
+            } else {
+                mk(
+                    "top.Clip",
+                    w.values(1)?,
+                    vec![
+                        ("min", A::F64(f64::from(lo))),
+                        ("max", A::F64(f64::from(hi))),
+                    ],
+                )
+            }
+        }
+        Op::Gelu { approximate } => mk(
+            "top.GELU",
+            w.values(1)?,
+            vec![(
+                "approx_mode",
+                A::Str(
+                    match approximate {
+                        GeluApproximation::None => "normal",
+                        GeluApproximation::Tanh => "tanh",
+                    }
+                    .into(),
+                ),
+            )],
+        ),
+        Op::Softmax { axis } => mk(
+            "top.Softmax",
+            w.values(1)?,
+            vec![
+                (
+                    "axis",
+                    A::SI32(i32::try_from(*axis).map_err(|_| w.err("axis out of range".into()))?),
+                ),
+                ("beta", A::F64(1.0)),
+                ("log", A::Bool(false)),
+            ],
+        ),
+        other => {
+            return Err(w.err(format!(
+                "internal: {} is not an activation",
+                other.op_type()
+            )));
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Shape inference (called from `crate::infer_node`).
+
+/// The output shape and dtype of a node of the family: the input's.
+pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
+    let s = cx.shape(0)?;
+    if let Op::Softmax { axis } = &cx.node.op {
+        cx.axis(*axis, s.len())?;
+    }
+    one(s, cx.dtype(0)?)
+}
+
+// ---------------------------------------------------------------------------
+// Evaluation (called from `qtune-exec`).
+
+/// Evaluates a node of the family on the kernels of `qtune-kernels`.
+pub fn eval(mut cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
+    match cx.node.op {
+        // The exact GELU as one vector pass in the f32 sequence of the
+        // pattern it was fused from and is exported as (`Div`, `Erf`, `Add`,
+        // `Mul`, `Mul`): the canonical graph computes what the source ONNX
+        // model and the QDQ export compute, bit for bit on qtune.
+        Op::Gelu {
+            approximate: GeluApproximation::None,
+        } => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let mut x = cx.take_f32(0)?;
+            k::gelu(&mut x, k::GeluApproximation::Erf, cx.par);
+            cx.f32_out(dims, x)
+        }
+        Op::Gelu {
+            approximate: GeluApproximation::Tanh,
+        } => cx.unary(k::UnaryOp::GeluTanh),
+        Op::Clip(ref a) => {
+            let lo = a.min.or(cx.scalar(1)?).unwrap_or(f32::NEG_INFINITY);
+            let hi = a.max.or(cx.scalar(2)?).unwrap_or(f32::INFINITY);
+            cx.unary(k::UnaryOp::Clip { lo, hi })
+        }
+        Op::Softmax { axis } => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let ax = crate::normalize_axis(axis, dims.len())
+                .ok_or_else(|| cx.err("axis out of range"))?;
+            let mut x = cx.take_f32(0)?;
+            k::softmax(&mut x, &dims, ax, cx.par);
+            cx.f32_out(dims, x)
+        }
+        ref other => Err(cx.err(format!(
+            "internal: {} is not an activation",
+            other.op_type()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_is_found_from_its_op() {
+        let ops = [
+            Op::Softmax { axis: -1 },
+            Op::Gelu {
+                approximate: GeluApproximation::None,
+            },
+            Op::Clip(ClipAttrs {
+                min: None,
+                max: None,
+            }),
+        ];
+        assert_eq!(ops.len(), ACTIVATION_OPS.len());
+        for op in &ops {
+            let spec = op.activation().unwrap_or_else(|| panic!("{op:?}"));
+            assert_eq!(spec.name, op.op_type());
+            assert!(matches!(op, activation_op!()));
+            assert!(std::ptr::eq(by_onnx(spec.name).unwrap(), spec));
+            assert!(is_top(spec.top));
+            assert!(crate::SUPPORTED_OPS.contains(&spec.name));
+        }
+        for op in [Op::Relu, Op::Identity, Op::Not] {
+            assert!(op.activation().is_none(), "{op:?}");
+        }
+    }
+}
