@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use qtune_ir::{
-    AutoPad, CoordMode, FloatFormat, FusedRelu, Graph, Node, NodeId, Op, ResizeMode, ValueId,
-    activation_op, binary_op, movement_op, norm_op, pool_op, reduce_op, resolve_reduce_axes,
-    resolve_window, shape_range, unary_op,
+    AutoPad, FloatFormat, FusedRelu, Graph, Node, NodeId, Op, ValueId, activation_op, binary_op,
+    movement_op, norm_op, pool_op, reduce_op, resolve_reduce_axes, resolve_window, shape_range,
+    unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
@@ -219,7 +219,7 @@ pub(crate) fn eval_node_fused(
                     "output_shape {od:?} differs from the computed {expected:?}; explicit output_shape is not supported"
                 )));
             }
-            let mut out = zeroed(od.iter().product(), cx.par);
+            let mut out = k::zeroed(od.iter().product(), cx.par);
             k::conv_transpose2d(x, xd, w, wd, bias, &p, &mut out, cx.par);
             cx.f32_out(od, out)
         }
@@ -243,7 +243,7 @@ pub(crate) fn eval_node_fused(
                 }
                 out
             } else {
-                zeroed(m * n, cx.par)
+                k::zeroed(m * n, cx.par)
             };
             if a.alpha == 1.0 {
                 k::gemm(
@@ -259,7 +259,7 @@ pub(crate) fn eval_node_fused(
                     cx.par,
                 );
             } else {
-                let mut prod = zeroed(m * n, cx.par);
+                let mut prod = k::zeroed(m * n, cx.par);
                 k::gemm(
                     m,
                     kk,
@@ -316,7 +316,7 @@ pub(crate) fn eval_node_fused(
                 let spatial: usize = dims[2..].iter().product();
                 let xd = [dims[0], dims[1], 1, spatial];
                 let od = cx.out_dims(0)?;
-                let mut out = zeroed(od.iter().product(), cx.par);
+                let mut out = k::zeroed(od.iter().product(), cx.par);
                 if max {
                     k::global_max_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
                 } else {
@@ -345,7 +345,7 @@ pub(crate) fn eval_node_fused(
             p.ceil_mode = a.ceil_mode;
             p.count_include_pad = a.count_include_pad;
             let od = cx.out_dims(0)?;
-            let mut out = zeroed(od.iter().product(), cx.par);
+            let mut out = k::zeroed(od.iter().product(), cx.par);
             if max {
                 if node.outputs.len() > 1 {
                     return Err(cx.err("the Indices output of MaxPool is not supported"));
@@ -371,7 +371,7 @@ pub(crate) fn eval_node_fused(
             }
             let out = match fast_reduce(&node.op) {
                 Some(rop) => {
-                    let mut out = zeroed(od.iter().product(), cx.par);
+                    let mut out = k::zeroed(od.iter().product(), cx.par);
                     k::reduce(rop, cx.f32_input(0)?, &dims, &axes, &mut out);
                     out
                 }
@@ -385,64 +385,8 @@ pub(crate) fn eval_node_fused(
         norm_op!() => Ok(qtune_ir::norm::eval(family_cx(&mut cx, id))?),
         // The activations (`qtune_ir::activation`).
         activation_op!() => Ok(qtune_ir::activation::eval(family_cx(&mut cx, id))?),
-        Op::Resize(a) => {
-            let xd = cx.input(0)?.dims().to_vec();
-            let od = cx.out_dims(0)?;
-            let x4 = as_4d(&xd).ok_or_else(|| cx.err("only 3-D and 4-D inputs are supported"))?;
-            let o4 = as_4d(&od).ok_or_else(|| cx.err("only 3-D and 4-D inputs are supported"))?;
-            if x4[0] != o4[0] || x4[1] != o4[1] {
-                return Err(cx.err("resizing the batch or channel axis is not supported"));
-            }
-            // ONNX: with 'scales' given, coordinates use those scales; with
-            // 'sizes', the scale is output / input.
-            let given_scales = match cx.opt_input(2) {
-                Some(t) if t.numel() == xd.len() => Some(t.to_f32_vec()),
-                _ => None,
-            };
-            let scales = match (&given_scales, cx.opt_input(3).map(Tensor::numel)) {
-                (Some(s), None | Some(0)) => [s[s.len() - 2], s[s.len() - 1]],
-                _ => k::resize_scales(x4, [o4[2], o4[3]]),
-            };
-            let mode = match a.coord_mode {
-                CoordMode::HalfPixel => k::CoordinateTransformMode::HalfPixel,
-                CoordMode::PytorchHalfPixel => k::CoordinateTransformMode::PytorchHalfPixel,
-                CoordMode::AlignCorners => k::CoordinateTransformMode::AlignCorners,
-                CoordMode::Asymmetric => k::CoordinateTransformMode::Asymmetric,
-            };
-            let mut out = zeroed(od.iter().product(), cx.par);
-            match a.mode {
-                ResizeMode::Nearest => {
-                    let nearest = match a.nearest_mode {
-                        qtune_ir::NearestMode::RoundPreferFloor => k::NearestMode::RoundPreferFloor,
-                        qtune_ir::NearestMode::RoundPreferCeil => k::NearestMode::RoundPreferCeil,
-                        qtune_ir::NearestMode::Floor => k::NearestMode::Floor,
-                        qtune_ir::NearestMode::Ceil => k::NearestMode::Ceil,
-                    };
-                    k::resize_nearest(
-                        cx.f32_input(0)?,
-                        x4,
-                        [o4[2], o4[3]],
-                        scales,
-                        mode,
-                        nearest,
-                        &mut out,
-                        cx.par,
-                    );
-                }
-                ResizeMode::Linear => {
-                    k::resize_linear(
-                        cx.f32_input(0)?,
-                        x4,
-                        [o4[2], o4[3]],
-                        scales,
-                        mode,
-                        &mut out,
-                        cx.par,
-                    );
-                }
-            }
-            cx.f32_out(od, out)
-        }
+        // Resize (`qtune_ir::resize`).
+        Op::Resize(_) => Ok(qtune_ir::resize::eval(family_cx(&mut cx, id))?),
         Op::Cast { to } => {
             let x = cx.input(0)?;
             Ok(vec![cx.tensor(x.dims().to_vec(), cast(x.data(), *to))?])
@@ -635,7 +579,7 @@ fn eval_binary(
         }
         let (a, b) = (cx.input(0)?, cx.input(1)?);
         if let (TensorData::F32(av), TensorData::F32(bv)) = (a.data(), b.data()) {
-            let mut out = zeroed(od.iter().product(), cx.par);
+            let mut out = k::zeroed(od.iter().product(), cx.par);
             k::binary(op, av, a.dims(), bv, b.dims(), &mut out, cx.par);
             return cx.f32_out(od, out);
         }
@@ -1171,36 +1115,9 @@ fn broadcast_matrix(c: &[f32], cd: &[usize], m: usize, n: usize, par: Parallelis
             })
         };
     }
-    let mut out = zeroed(m * n, par);
+    let mut out = k::zeroed(m * n, par);
     k::expand(c, cd, &[m, n], &mut out);
     out
-}
-
-/// Elements below which an output buffer is zeroed on the calling thread.
-const PARALLEL_ZERO_MIN: usize = 1 << 16;
-/// Elements zeroed per task when a large buffer is zeroed on the rayon pool.
-const ZERO_CHUNK: usize = 1 << 14;
-
-/// A zero-filled output buffer of `n` elements. Large buffers are filled on the rayon pool:
-/// the allocator hands back recycled (dirty) memory, and a single-threaded memset of a
-/// multi-megabyte activation leaves the other workers idle. The contents are the same
-/// either way.
-fn zeroed(n: usize, par: Parallelism) -> Vec<f32> {
-    use rayon::prelude::*;
-    if par != Parallelism::Rayon || n < PARALLEL_ZERO_MIN || rayon::current_num_threads() < 2 {
-        return vec![0f32; n];
-    }
-    let mut v: Vec<f32> = Vec::with_capacity(n);
-    v.spare_capacity_mut()[..n]
-        .par_chunks_mut(ZERO_CHUNK)
-        .for_each(|c| {
-            for x in c {
-                x.write(0.0);
-            }
-        });
-    // SAFETY: the first `n` elements were all initialised above.
-    unsafe { v.set_len(n) };
-    v
 }
 
 /// A buffer of `n` elements filled by `write`, a kernel that writes every element of the
@@ -1401,31 +1318,5 @@ mod tests {
             }
         }
         assert_eq!(with_kernel, 20);
-    }
-
-    #[test]
-    fn zeroed_buffers_are_zero_in_any_pool() {
-        for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("test thread pool");
-            for n in [
-                0,
-                1,
-                PARALLEL_ZERO_MIN - 1,
-                PARALLEL_ZERO_MIN,
-                3 * ZERO_CHUNK + 5 + PARALLEL_ZERO_MIN,
-            ] {
-                for par in [Parallelism::Sequential, Parallelism::Rayon] {
-                    let v = pool.install(|| zeroed(n, par));
-                    assert_eq!(v.len(), n);
-                    assert!(
-                        v.iter().all(|x| x.to_bits() == 0),
-                        "n={n} threads={threads}"
-                    );
-                }
-            }
-        }
     }
 }

@@ -37,6 +37,7 @@ pub mod mlir;
 pub mod onnx_node;
 mod op;
 pub mod passes;
+pub mod resize;
 mod shape_infer;
 
 pub use error::IrError;

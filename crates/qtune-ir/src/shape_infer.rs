@@ -440,6 +440,8 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         unary_op!() | Op::Not => same(&cx),
         // The activations (`crate::activation`).
         activation_op!() => crate::activation::infer(&cx),
+        // Resize (`crate::resize`).
+        Op::Resize(_) => crate::resize::infer(&cx),
         // The data-movement family (`crate::movement`).
         movement_op!() => crate::movement::infer(&cx),
         // The normalization family (`crate::norm`).
@@ -502,64 +504,6 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
                     out.push(d);
                 }
             }
-            one(out, cx.dtype(0)?)
-        }
-        Op::Resize(_) => {
-            let x = cx.shape(0)?;
-            let out = if cx.has_input(3) && !cx.const_ints(3)?.is_empty() {
-                let sizes = cx.const_ints(3)?;
-                if sizes.len() != x.len() {
-                    return Err(cx.err(format!(
-                        "'sizes' has {} values for rank {}",
-                        sizes.len(),
-                        x.len()
-                    )));
-                }
-                sizes
-                    .into_iter()
-                    .map(|s| {
-                        usize_of(s).filter(|&s| s > 0).ok_or_else(|| {
-                            cx.err(format!("'sizes' holds {s}; sizes must be positive"))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?
-            } else if cx.has_input(2) {
-                let scales = cx.const_floats(2)?;
-                if scales.len() != x.len() {
-                    return Err(cx.err(format!(
-                        "'scales' has {} values for rank {}",
-                        scales.len(),
-                        x.len()
-                    )));
-                }
-                // A scale that is not a positive finite number, or that gives
-                // an empty or unrepresentable extent, is an error here rather
-                // than a zero-size or saturated dimension downstream.
-                #[allow(
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss,
-                    clippy::cast_precision_loss
-                )]
-                x.iter()
-                    .zip(&scales)
-                    .map(|(&d, &s)| {
-                        if !(s.is_finite() && s > 0.0) {
-                            return Err(cx.err(format!(
-                                "'scales' holds {s}; scales must be positive and finite"
-                            )));
-                        }
-                        let out = (d as f64 * f64::from(s)).floor();
-                        if d > 0 && !(1.0..=(1u64 << 53) as f64).contains(&out) {
-                            return Err(cx.err(format!(
-                                "scale {s} turns extent {d} into {out}, not a valid extent"
-                            )));
-                        }
-                        Ok(out as usize)
-                    })
-                    .collect::<Result<_, _>>()?
-            } else {
-                return Err(cx.err("neither 'scales' nor 'sizes' is given"));
-            };
             one(out, cx.dtype(0)?)
         }
         Op::Cast { to } => one(cx.shape(0)?, *to),

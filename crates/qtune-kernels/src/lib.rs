@@ -120,6 +120,7 @@ pub use resize::{
 };
 pub use softmax::softmax;
 pub use unary::{UnaryOp, unary, unary_into};
+pub use util::zeroed;
 
 /// How a kernel may use threads.
 ///

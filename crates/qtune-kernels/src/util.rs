@@ -204,3 +204,61 @@ pub(crate) fn row_offset(row: usize, dims: &[usize], strides: &[usize]) -> usize
     }
     off
 }
+
+/// Elements below which an output buffer is zeroed on the calling thread.
+const PARALLEL_ZERO_MIN: usize = 1 << 16;
+/// Elements zeroed per task when a large buffer is zeroed on the rayon pool.
+const ZERO_CHUNK: usize = 1 << 14;
+
+/// A zero-filled output buffer of `n` elements. Large buffers are filled on the rayon pool:
+/// the allocator hands back recycled (dirty) memory, and a single-threaded memset of a
+/// multi-megabyte activation leaves the other workers idle. The contents are the same
+/// either way.
+pub fn zeroed(n: usize, par: Parallelism) -> Vec<f32> {
+    use rayon::prelude::*;
+    if par != Parallelism::Rayon || n < PARALLEL_ZERO_MIN || rayon::current_num_threads() < 2 {
+        return vec![0f32; n];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(ZERO_CHUNK)
+        .for_each(|c| {
+            for x in c {
+                x.write(0.0);
+            }
+        });
+    // SAFETY: the first `n` elements were all initialised above.
+    unsafe { v.set_len(n) };
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_buffers_are_zero_in_any_pool() {
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("test thread pool");
+            for n in [
+                0,
+                1,
+                PARALLEL_ZERO_MIN - 1,
+                PARALLEL_ZERO_MIN,
+                3 * ZERO_CHUNK + 5 + PARALLEL_ZERO_MIN,
+            ] {
+                for par in [Parallelism::Sequential, Parallelism::Rayon] {
+                    let v = pool.install(|| zeroed(n, par));
+                    assert_eq!(v.len(), n);
+                    assert!(
+                        v.iter().all(|x| x.to_bits() == 0),
+                        "n={n} threads={threads}"
+                    );
+                }
+            }
+        }
+    }
+}

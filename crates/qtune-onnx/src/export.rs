@@ -53,9 +53,9 @@ use bytes::Bytes;
 use prost::Message;
 use qtune_ir::onnx_node::{ExportInput, ExportInputs, NodeError, OnnxOut, OnnxValue};
 use qtune_ir::{
-    AutoPad, ConvAttrs, CoordMode, FloatFormat, GeluApproximation, Graph, NearestMode, Node, Op,
-    PoolAttrs, ReduceAttrs, ResizeMode, ValueId, activation, activation_op, binary_op, movement,
-    movement_op, norm, norm_op, pool, pool_op, reduce_op, unary_op,
+    AutoPad, ConvAttrs, FloatFormat, GeluApproximation, Graph, Node, Op, PoolAttrs, ReduceAttrs,
+    ValueId, activation, activation_op, binary_op, movement, movement_op, norm, norm_op, pool,
+    pool_op, reduce_op, resize, unary_op,
 };
 use qtune_tensor::Tensor;
 
@@ -481,8 +481,9 @@ impl<'g> Exporter<'g> {
             }
             Op::MatMul | binary_op!() | Op::Where | Op::Not => {}
             // The families whose ONNX mapping is in their module
-            // (`qtune_ir::movement`, `qtune_ir::norm`, `qtune_ir::activation`).
-            movement_op!() | norm_op!() | activation_op!() => {
+            // (`qtune_ir::movement`, `qtune_ir::norm`, `qtune_ir::activation`,
+            // `qtune_ir::resize`).
+            movement_op!() | norm_op!() | activation_op!() | Op::Resize(_) => {
                 let mut out = OnnxOut::default();
                 let ir_err = |e: NodeError| match e {
                     NodeError::Attribute { attribute, message } => {
@@ -502,12 +503,11 @@ impl<'g> Exporter<'g> {
                         })
                         .collect(),
                 };
-                if node.op.movement().is_some() {
-                    movement::export(&node.op, &dims, &mut out)
-                } else if node.op.norm().is_some() {
-                    norm::export(&node.op, &dims, &mut out)
-                } else {
-                    activation::export(&node.op, &dims, &mut out)
+                match &node.op {
+                    movement_op!() => movement::export(&node.op, &dims, &mut out),
+                    norm_op!() => norm::export(&node.op, &dims, &mut out),
+                    activation_op!() => activation::export(&node.op, &dims, &mut out),
+                    _ => resize::export(&node.op, &mut out),
                 }
                 .map_err(ir_err)?;
                 for (name, value) in out.attrs {
@@ -552,27 +552,6 @@ impl<'g> Exporter<'g> {
                 Some((_, a)) => self.reduce_axes_attr(&cx, node, a, &mut inputs, &mut attrs)?,
                 None => return Err(cx.err("internal: not in the reduction registry")),
             },
-            Op::Resize(a) => {
-                let mode = match a.mode {
-                    ResizeMode::Nearest => "nearest",
-                    ResizeMode::Linear => "linear",
-                };
-                let coord = match a.coord_mode {
-                    CoordMode::HalfPixel => "half_pixel",
-                    CoordMode::PytorchHalfPixel => "pytorch_half_pixel",
-                    CoordMode::AlignCorners => "align_corners",
-                    CoordMode::Asymmetric => "asymmetric",
-                };
-                let nearest = match a.nearest_mode {
-                    NearestMode::RoundPreferFloor => "round_prefer_floor",
-                    NearestMode::RoundPreferCeil => "round_prefer_ceil",
-                    NearestMode::Floor => "floor",
-                    NearestMode::Ceil => "ceil",
-                };
-                attrs.push(attr_string("mode", mode));
-                attrs.push(attr_string("coordinate_transformation_mode", coord));
-                attrs.push(attr_string("nearest_mode", nearest));
-            }
             Op::Cast { to } => attrs.push(attr_int("to", onnx_dtype(*to) as i64)),
             Op::Shape { start, end } => {
                 if *start != 0 {

@@ -54,18 +54,6 @@ const CONV_TRANSPOSE: &[&str] = &[
     "output_shape",
 ];
 const REDUCE: &[&str] = &["axes", "keepdims", "noop_with_empty_axes"];
-const RESIZE: &[&str] = &[
-    "antialias",
-    "axes",
-    "coordinate_transformation_mode",
-    "cubic_coeff_a",
-    "exclude_outside",
-    "extrapolation_value",
-    "keep_aspect_ratio_policy",
-    "mode",
-    "nearest_mode",
-];
-
 /// Which ONNX outputs become IR outputs.
 enum Outputs {
     All,
@@ -210,53 +198,6 @@ pub(crate) fn import_node(
             };
             (spec.build)(attrs)
         }
-        "Resize" if opset >= 11 => {
-            arity(cx, n, 1, 4)?;
-            if n < 3 {
-                return Err(cx.node_err("expected a 'scales' (input 2) or 'sizes' (input 3) input"));
-            }
-            cx.check_known(RESIZE)?;
-            Op::Resize(resize_attrs(cx)?)
-        }
-        "Resize" | "Upsample" => {
-            // Resize-10 takes (X, scales); Upsample-9 (X, scales); Upsample-7
-            // has a `scales` attribute. All become Resize(X, -, scales).
-            let legacy_scales = cx.op_type == "Upsample" && opset < 9;
-            if legacy_scales {
-                arity(cx, n, 1, 1)?;
-                cx.check_known(&["mode", "scales"])?;
-            } else {
-                arity(cx, n, 2, 2)?;
-                cx.check_known(&["mode"])?;
-            }
-            let mode = match cx.string("mode")?.as_deref().unwrap_or("nearest") {
-                "nearest" => ResizeMode::Nearest,
-                "linear" | "bilinear" => ResizeMode::Linear,
-                other => {
-                    return Err(cx.attr_err(
-                        "mode",
-                        format!("'{other}' is not supported (supported: nearest, linear)"),
-                    ));
-                }
-            };
-            let x = inputs[0];
-            let scales = if legacy_scales {
-                let s = cx
-                    .floats("scales")?
-                    .ok_or_else(|| cx.attr_err("scales", "required attribute is missing"))?;
-                let t = Tensor::from_f32(vec![s.len()], s)
-                    .map_err(|e| cx.attr_err("scales", e.to_string()))?;
-                Some(im.add_generated_constant(format!("{}_scales", cx.name), t))
-            } else {
-                inputs[1]
-            };
-            inputs = vec![x, None, scales];
-            Op::Resize(ResizeAttrs {
-                mode,
-                coord_mode: CoordMode::Asymmetric,
-                nearest_mode: NearestMode::Floor,
-            })
-        }
         "Cast" => {
             arity(cx, n, 1, 1)?;
             cx.check_known(&["to", "saturate"])?;
@@ -308,7 +249,8 @@ pub(crate) fn import_node(
         // (`qtune_ir::movement`, `qtune_ir::norm`); this carries the values.
         t if movement::by_onnx(t).is_some()
             || norm::by_onnx(t).is_some()
-            || activation::by_onnx(t).is_some() =>
+            || activation::by_onnx(t).is_some()
+            || (t == "Resize" && opset >= 11) =>
         {
             let mut node = OnnxIn {
                 op_type: cx.op_type,
@@ -323,8 +265,10 @@ pub(crate) fn import_node(
                 movement::import(&mut node)
             } else if norm::by_onnx(t).is_some() {
                 norm::import(&mut node)
-            } else {
+            } else if activation::by_onnx(t).is_some() {
                 activation::import(&mut node)
+            } else {
+                resize::import(&mut node)
             }
             .map_err(|e| cx.ir_err(e))?;
             for (what, t) in node.appended {
@@ -335,6 +279,45 @@ pub(crate) fn import_node(
                 keep = Outputs::First(what);
             }
             op
+        }
+        "Resize" | "Upsample" => {
+            // Resize-10 takes (X, scales); Upsample-9 (X, scales); Upsample-7
+            // has a `scales` attribute. All become Resize(X, -, scales).
+            let legacy_scales = cx.op_type == "Upsample" && opset < 9;
+            if legacy_scales {
+                arity(cx, n, 1, 1)?;
+                cx.check_known(&["mode", "scales"])?;
+            } else {
+                arity(cx, n, 2, 2)?;
+                cx.check_known(&["mode"])?;
+            }
+            let mode = match cx.string("mode")?.as_deref().unwrap_or("nearest") {
+                "nearest" => ResizeMode::Nearest,
+                "linear" | "bilinear" => ResizeMode::Linear,
+                other => {
+                    return Err(cx.attr_err(
+                        "mode",
+                        format!("'{other}' is not supported (supported: nearest, linear)"),
+                    ));
+                }
+            };
+            let x = inputs[0];
+            let scales = if legacy_scales {
+                let s = cx
+                    .floats("scales")?
+                    .ok_or_else(|| cx.attr_err("scales", "required attribute is missing"))?;
+                let t = Tensor::from_f32(vec![s.len()], s)
+                    .map_err(|e| cx.attr_err("scales", e.to_string()))?;
+                Some(im.add_generated_constant(format!("{}_scales", cx.name), t))
+            } else {
+                inputs[1]
+            };
+            inputs = vec![x, None, scales];
+            Op::Resize(ResizeAttrs {
+                mode,
+                coord_mode: CoordMode::Asymmetric,
+                nearest_mode: NearestMode::Floor,
+            })
         }
         "Dropout" => {
             // Inference: Dropout is the identity. Inputs ratio and
@@ -612,90 +595,6 @@ fn pool_attrs(cx: &NodeCx<'_>, average: bool) -> Result<PoolAttrs, OnnxError> {
         ceil_mode: cx.flag("ceil_mode", false)?,
         count_include_pad: average && cx.flag("count_include_pad", false)?,
         auto_pad: w.auto_pad,
-    })
-}
-
-fn resize_attrs(cx: &NodeCx<'_>) -> Result<ResizeAttrs, OnnxError> {
-    let mode = match cx.string("mode")?.as_deref().unwrap_or("nearest") {
-        "nearest" => ResizeMode::Nearest,
-        "linear" => ResizeMode::Linear,
-        "cubic" => {
-            return Err(cx.attr_err(
-                "mode",
-                "'cubic' is not supported (supported: nearest, linear)",
-            ));
-        }
-        other => {
-            return Err(cx.attr_err(
-                "mode",
-                format!("unknown mode '{other}' (supported: nearest, linear)"),
-            ));
-        }
-    };
-    let coord_mode = match cx
-        .string("coordinate_transformation_mode")?
-        .as_deref()
-        .unwrap_or("half_pixel")
-    {
-        "half_pixel" => CoordMode::HalfPixel,
-        "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
-        "align_corners" => CoordMode::AlignCorners,
-        "asymmetric" => CoordMode::Asymmetric,
-        other => {
-            return Err(cx.attr_err(
-                "coordinate_transformation_mode",
-                format!(
-                    "'{other}' is not supported (supported: half_pixel, pytorch_half_pixel, align_corners, asymmetric)"
-                ),
-            ));
-        }
-    };
-    let nearest_mode = match cx
-        .string("nearest_mode")?
-        .as_deref()
-        .unwrap_or("round_prefer_floor")
-    {
-        "round_prefer_floor" => NearestMode::RoundPreferFloor,
-        "round_prefer_ceil" => NearestMode::RoundPreferCeil,
-        "floor" => NearestMode::Floor,
-        "ceil" => NearestMode::Ceil,
-        other => {
-            return Err(cx.attr_err(
-                "nearest_mode",
-                format!(
-                    "expected round_prefer_floor, round_prefer_ceil, floor or ceil, got '{other}'"
-                ),
-            ));
-        }
-    };
-    if cx.flag("exclude_outside", false)? {
-        return Err(cx.attr_err("exclude_outside", "1 is not supported"));
-    }
-    if cx.flag("antialias", false)? {
-        return Err(cx.attr_err("antialias", "1 is not supported"));
-    }
-    if let Some(policy) = cx.string("keep_aspect_ratio_policy")?
-        && policy != "stretch"
-    {
-        return Err(cx.attr_err(
-            "keep_aspect_ratio_policy",
-            format!("'{policy}' is not supported (supported: stretch)"),
-        ));
-    }
-    if let Some(axes) = cx.ints("axes")? {
-        return Err(cx.attr_err(
-            "axes",
-            format!("{axes:?} is not supported; scales or sizes must cover every axis"),
-        ));
-    }
-    // cubic_coeff_a and extrapolation_value only matter for cubic mode and
-    // tf_crop_and_resize, both rejected above.
-    let _ = cx.float("cubic_coeff_a")?;
-    let _ = cx.float("extrapolation_value")?;
-    Ok(ResizeAttrs {
-        mode,
-        coord_mode,
-        nearest_mode,
     })
 }
 

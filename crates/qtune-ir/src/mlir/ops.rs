@@ -76,13 +76,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "",
     ),
     op(
-        "top.Interp",
-        "input, target_shape?",
-        "mode, coord_mode, scale_h, scale_w",
-        "Resize",
-        "",
-    ),
-    op(
         "top.MatMul",
         "input, right, bias?",
         "left_transpose, right_transpose, do_relu, relu_limit",
@@ -98,13 +91,6 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "written back as top.BatchNorm",
     ),
     op("top.Shape", "input", "start, end, step", "Shape", ""),
-    op(
-        "top.Upsample",
-        "input",
-        "scale_h, scale_w, do_relu, relu_limit",
-        "Resize (nearest, integer factor)",
-        "",
-    ),
     op("top.Weight", "", "", "constant (from the weight file)", ""),
     op(
         "top.Where",
@@ -128,6 +114,7 @@ pub fn is_supported(name: &str) -> bool {
         || crate::movement::is_top(name)
         || crate::norm::is_top(name)
         || crate::activation::is_top(name)
+        || crate::resize::TOP_OPS.contains(&name)
 }
 
 /// The table of [`TOP_OPS`] as Markdown (`docs/tpu-mlir-top-ops.md`).
@@ -154,6 +141,7 @@ pub fn top_ops_markdown() -> String {
         .chain(crate::movement::top_rows())
         .chain(crate::norm::top_rows())
         .chain(crate::activation::top_rows())
+        .chain(crate::resize::top_rows())
         .collect();
     rows.sort();
     for [name, operands, attributes, ir, notes] in rows {

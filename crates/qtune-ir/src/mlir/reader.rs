@@ -8,8 +8,8 @@ use qtune_tensor::{DType, Shape, Tensor, TensorData};
 use super::parse::{Loc, ParsedModule, ParsedOp, Parser, TypeSpec};
 use super::{InputAttrs, MlirAttr, MlirError, dtype_of_element, dtype_of_name};
 use crate::{
-    AutoPad, ClipAttrs, ConvAttrs, ConvTransposeAttrs, CoordMode, FusedRelu, GemmAttrs, Graph,
-    NearestMode, Op, PoolAttrs, ReduceAttrs, ResizeAttrs, ResizeMode, ValueId,
+    AutoPad, ClipAttrs, ConvAttrs, ConvTransposeAttrs, FusedRelu, GemmAttrs, Graph, Op, PoolAttrs,
+    ReduceAttrs, ValueId,
 };
 
 /// Reads Top-dialect text. `weights` are the contents of the module's
@@ -483,7 +483,6 @@ impl<'a> Builder<'a> {
             Some("VALID") => AutoPad::Valid,
             _ => AutoPad::NotSet,
         };
-        let result_dims = |i: usize| result_dims(op, i);
         let req = |i: usize| self.required(op, i);
         let mut inputs: Vec<Option<ValueId>>;
         let unary = |s: &Self| -> Result<Vec<Option<ValueId>>, MlirError> {
@@ -738,7 +737,8 @@ impl<'a> Builder<'a> {
             // (`crate::movement`, `crate::norm`, `crate::activation`).
             name if crate::movement::is_top(name)
                 || crate::norm::reads_top(name)
-                || crate::activation::is_top(name) =>
+                || crate::activation::is_top(name)
+                || crate::resize::TOP_OPS.contains(&name) =>
             {
                 let mut r = TopIn {
                     b: self,
@@ -753,87 +753,13 @@ impl<'a> Builder<'a> {
                     crate::movement::read_top(&mut r)?
                 } else if crate::norm::reads_top(name) {
                     crate::norm::read_top(&mut r)?
-                } else {
+                } else if crate::activation::is_top(name) {
                     crate::activation::read_top(&mut r)?
+                } else {
+                    crate::resize::read_top(&mut r)?
                 };
                 (inputs, fuse_relu) = (r.inputs, r.fuse_relu);
                 read
-            }
-            "top.Interp" | "top.Upsample" => {
-                let x = req(0)?;
-                let upsample = op.name == "top.Upsample";
-                let mode = match a.str("mode") {
-                    Some("linear") | Some("bilinear") => ResizeMode::Linear,
-                    Some("nearest") | None => ResizeMode::Nearest,
-                    Some(m) => {
-                        return self.err(line, format!("`top.Interp` mode `{m}` is not supported"));
-                    }
-                };
-                let coord_mode = match a.str("coord_mode") {
-                    Some("pytorch_half_pixel") => CoordMode::PytorchHalfPixel,
-                    Some("align_corners") => CoordMode::AlignCorners,
-                    Some("asymmetric") => CoordMode::Asymmetric,
-                    Some("half_pixel") => CoordMode::HalfPixel,
-                    None if upsample => CoordMode::Asymmetric,
-                    None => CoordMode::HalfPixel,
-                    Some(m) => {
-                        return self.err(
-                            line,
-                            format!("`top.Interp` coord_mode `{m}` is not supported"),
-                        );
-                    }
-                };
-                let nearest_mode = match a.str("nearest_mode") {
-                    Some("round_prefer_ceil") => NearestMode::RoundPreferCeil,
-                    Some("floor") => NearestMode::Floor,
-                    Some("ceil") => NearestMode::Ceil,
-                    None if upsample => NearestMode::Floor,
-                    _ => NearestMode::RoundPreferFloor,
-                };
-                let rank = self
-                    .graph
-                    .value(x)
-                    .shape
-                    .as_ref()
-                    .map(Shape::rank)
-                    .unwrap_or(4);
-                let scales = match (
-                    a.get("scale_h").and_then(MlirAttr::as_f64),
-                    a.get("scale_w").and_then(MlirAttr::as_f64),
-                ) {
-                    (Some(h), Some(w)) if w > 0.0 => Some((f32_of(h), f32_of(w))),
-                    _ => None,
-                };
-                inputs = vec![Some(x), None];
-                match scales {
-                    Some((h, w)) => {
-                        let v = if rank == 4 {
-                            vec![1.0, 1.0, h, w]
-                        } else {
-                            vec![1.0, 1.0, w]
-                        };
-                        let s = self.f32_const(format!("{loc}_scales"), vec![v.len()], v)?;
-                        inputs.push(Some(s));
-                    }
-                    None => {
-                        let Some(d) = result_dims(0) else {
-                            return self
-                                .err(line, "`top.Interp` without scales needs a ranked result");
-                        };
-                        let sizes = d
-                            .iter()
-                            .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
-                            .collect();
-                        let s = self.i64_const(format!("{loc}_sizes"), sizes)?;
-                        inputs.push(None);
-                        inputs.push(Some(s));
-                    }
-                }
-                Op::Resize(ResizeAttrs {
-                    mode,
-                    coord_mode,
-                    nearest_mode,
-                })
             }
             "top.Cast" => {
                 inputs = unary(self)?;

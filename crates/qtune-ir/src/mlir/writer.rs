@@ -7,7 +7,7 @@ use qtune_tensor::{Tensor, TensorData};
 
 use super::attr::quote;
 use super::{InputAttrs, MlirAttr, MlirError, MlirWriteOptions, dtype_name, tensor_type};
-use crate::{AutoPad, CoordMode, Graph, NearestMode, Node, NodeId, Op, ResizeMode, ValueId};
+use crate::{AutoPad, Graph, Node, NodeId, Op, ValueId};
 
 /// Largest integer magnitude float32 holds exactly.
 const F32_EXACT_INT: i64 = 1 << 24;
@@ -358,24 +358,6 @@ fn auto_pad_name(a: AutoPad) -> &'static str {
     }
 }
 
-pub(crate) fn coord_mode_name(c: CoordMode) -> &'static str {
-    match c {
-        CoordMode::HalfPixel => "half_pixel",
-        CoordMode::PytorchHalfPixel => "pytorch_half_pixel",
-        CoordMode::AlignCorners => "align_corners",
-        CoordMode::Asymmetric => "asymmetric",
-    }
-}
-
-pub(crate) fn nearest_mode_name(n: NearestMode) -> &'static str {
-    match n {
-        NearestMode::RoundPreferFloor => "round_prefer_floor",
-        NearestMode::RoundPreferCeil => "round_prefer_ceil",
-        NearestMode::Floor => "floor",
-        NearestMode::Ceil => "ceil",
-    }
-}
-
 /// The Top op a node is written as (`top.Conv`, `top.AddConst`, ...), or
 /// `None` when it has no Top form (quantized ops) or the graph lacks the
 /// static shapes the mapping needs.
@@ -390,7 +372,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let input = |i: usize| w.input(i);
     let x = |i: usize| w.x(i);
     let opt = |i: usize| w.opt(i);
-    let const_f32 = |i: usize| w.const_f32(i);
     let out_dims = |i: usize| w.out_dims(i);
     let in_rank = |i: usize| w.in_rank(i);
     let values = |n: usize| w.values(n);
@@ -402,6 +383,8 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
         norm_op!() => crate::norm::write_top(&w)?,
         // The activations (`crate::activation`).
         activation_op!() => crate::activation::write_top(&w)?,
+        // Resize (`crate::resize`).
+        Op::Resize(_) => crate::resize::write_top(&w)?,
         Op::QuantizeLinear { .. }
         | Op::DequantizeLinear { .. }
         | Op::RoundFloat(_)
@@ -598,59 +581,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 attrs.push(("noop_with_empty_axes", A::Bool(true)));
             }
             mk("top.Reduce", values(1)?, attrs)
-        }
-        Op::Resize(a) => {
-            let rank = in_rank(0)?;
-            let mut attrs = vec![
-                (
-                    "mode",
-                    A::Str(
-                        match a.mode {
-                            ResizeMode::Nearest => "nearest",
-                            ResizeMode::Linear => "linear",
-                        }
-                        .into(),
-                    ),
-                ),
-                ("coord_mode", A::Str(coord_mode_name(a.coord_mode).into())),
-            ];
-            if a.mode == ResizeMode::Nearest {
-                attrs.push((
-                    "nearest_mode",
-                    A::Str(nearest_mode_name(a.nearest_mode).into()),
-                ));
-            }
-            // Scales given in the model are kept (the kernel maps coordinates
-            // with them); with sizes, the target size is the result type.
-            if let Some(s) = const_f32(2)?.filter(|s| s.len() == rank && rank >= 3) {
-                let sh = if rank == 4 { s[2] } else { 1.0 };
-                attrs.push(("scale_h", A::F64(f64::from(sh))));
-                attrs.push(("scale_w", A::F64(f64::from(s[rank - 1]))));
-            }
-            if crate::passes::canonical::is_upsample(g, id) {
-                // Nearest with one integer factor: TPU-MLIR's `top.Upsample`
-                // (`InterpToUpsampleMergePattern`).
-                let (xd, yd) = (shape_dims(g, x(0)?)?, out_dims(0)?);
-                let f = |i: usize| A::I64(i64::try_from(yd[i] / xd[i].max(1)).unwrap_or(1));
-                return with_fused_relu(
-                    mk(
-                        "top.Upsample",
-                        values(1)?,
-                        vec![
-                            ("scale_h", f(rank - 2)),
-                            ("scale_w", f(rank - 1)),
-                            ("do_relu", A::Bool(false)),
-                        ],
-                    ),
-                    node,
-                )
-                .map_err(err);
-            }
-            mk(
-                "top.Interp",
-                vec![Operand::Value(x(0)?), Operand::None],
-                attrs,
-            )
         }
         Op::Cast { to } => mk(
             "top.Cast",
