@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use qtune_ir::{
     AutoPad, FloatFormat, FusedRelu, Graph, Node, NodeId, Op, ValueId, activation_op, binary_op,
-    movement_op, norm_op, pool_op, reduce_op, resolve_reduce_axes, resolve_window, shape_range,
-    unary_op,
+    movement_op, norm_op, pool_op, reduce_op, resolve_reduce_axes, resolve_window, unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
@@ -287,14 +286,6 @@ pub(crate) fn eval_node_fused(
             Some(kind) => eval_compare(&cx, kind),
             None => Err(cx.err("internal: not in the binary registry")),
         },
-        Op::Not => {
-            let v = cx.input(0)?.as_bool().map_err(|e| cx.err(e.to_string()))?;
-            let out: Vec<bool> = v.iter().map(|b| !b).collect();
-            Ok(vec![cx.tensor(
-                cx.input(0)?.dims().to_vec(),
-                TensorData::Bool(Arc::new(out)),
-            )?])
-        }
         // The unary family (`qtune_ir::unary`): the vectorised kernel when
         // there is one, else the registry's scalar definition.
         op @ unary_op!() => match fast_kernel(op) {
@@ -387,10 +378,9 @@ pub(crate) fn eval_node_fused(
         activation_op!() => Ok(qtune_ir::activation::eval(family_cx(&mut cx, id))?),
         // Resize (`qtune_ir::resize`).
         Op::Resize(_) => Ok(qtune_ir::resize::eval(family_cx(&mut cx, id))?),
-        Op::Cast { to } => {
-            let x = cx.input(0)?;
-            Ok(vec![cx.tensor(x.dims().to_vec(), cast(x.data(), *to))?])
-        }
+        // Not and Where (`qtune_ir::logic`), Cast and Shape (`qtune_ir::convert`).
+        Op::Not | Op::Where => Ok(qtune_ir::logic::eval(family_cx(&mut cx, id))?),
+        Op::Cast { .. } | Op::Shape { .. } => Ok(qtune_ir::convert::eval(family_cx(&mut cx, id))?),
         Op::QuantizeLinear { axis } => {
             let q = QuantParams::of(&cx, *axis)?;
             let x = cx.f32_input(0)?;
@@ -435,47 +425,6 @@ pub(crate) fn eval_node_fused(
                 FloatFormat::BF16 => k::round_to_bf16(&mut x),
             }
             cx.f32_out(dims, x)
-        }
-        Op::Where => {
-            let c = cx.input(0)?;
-            let cond = c.as_bool().map_err(|e| cx.err(format!("condition: {e}")))?;
-            let (x, y) = (cx.input(1)?, cx.input(2)?);
-            if x.dtype() != y.dtype() {
-                return Err(cx.err(format!("X is {} but Y is {}", x.dtype(), y.dtype())));
-            }
-            let od = cx.out_dims(0)?;
-            let n: usize = od.iter().product();
-            macro_rules! sel {
-                ($variant:ident, $zero:expr) => {{
-                    let (TensorData::$variant(a), TensorData::$variant(b)) = (x.data(), y.data())
-                    else {
-                        unreachable!("dtypes checked above")
-                    };
-                    let mut out = vec![$zero; n];
-                    k::where_select(cond, c.dims(), a, x.dims(), b, y.dims(), &mut out);
-                    TensorData::$variant(Arc::new(out))
-                }};
-            }
-            let data = match x.dtype() {
-                DType::F32 => sel!(F32, 0f32),
-                DType::I64 => sel!(I64, 0i64),
-                DType::I32 => sel!(I32, 0i32),
-                DType::Bool => sel!(Bool, false),
-                DType::U8 => sel!(U8, 0u8),
-                DType::I8 => sel!(I8, 0i8),
-            };
-            Ok(vec![cx.tensor(od, data)?])
-        }
-        Op::Shape { start, end } => {
-            let dims = cx.input(0)?.dims().to_vec();
-            let (s, e) = shape_range(*start, *end, dims.len());
-            let v: Vec<i64> = dims[s..e]
-                .iter()
-                .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
-                .collect();
-            Ok(vec![
-                cx.tensor(vec![v.len()], TensorData::I64(Arc::new(v)))?,
-            ])
         }
     }
 }
@@ -843,52 +792,6 @@ impl QuantParams {
             channels: dims[ax],
             inner,
         })
-    }
-}
-
-#[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-fn cast(data: &TensorData, to: DType) -> TensorData {
-    macro_rules! conv {
-        ($v:expr, $f:expr) => {{
-            let f = $f;
-            $v.iter().map(|&x| f(x)).collect::<Vec<_>>()
-        }};
-    }
-    match (data, to) {
-        (d, t) if d.dtype() == t => d.clone(),
-        (TensorData::F32(v), DType::I64) => TensorData::I64(Arc::new(conv!(v, |x: f32| x as i64))),
-        (TensorData::F32(v), DType::I32) => TensorData::I32(Arc::new(conv!(v, |x: f32| x as i32))),
-        (TensorData::F32(v), DType::Bool) => {
-            TensorData::Bool(Arc::new(conv!(v, |x: f32| x != 0.0)))
-        }
-        (TensorData::F32(v), DType::U8) => TensorData::U8(Arc::new(conv!(v, |x: f32| x as u8))),
-        (TensorData::F32(v), DType::I8) => TensorData::I8(Arc::new(conv!(v, |x: f32| x as i8))),
-        // The integer simulation's casts, direct (same values as through
-        // i64: every i32 rounds to the same f32 either way).
-        (TensorData::I32(v), DType::F32) => TensorData::F32(Arc::new(conv!(v, |x: i32| x as f32))),
-        (TensorData::U8(v), DType::F32) => TensorData::F32(Arc::new(conv!(v, f32::from))),
-        (TensorData::I8(v), DType::F32) => TensorData::F32(Arc::new(conv!(v, f32::from))),
-        (TensorData::U8(v), DType::I32) => TensorData::I32(Arc::new(conv!(v, i32::from))),
-        (TensorData::I8(v), DType::I32) => TensorData::I32(Arc::new(conv!(v, i32::from))),
-        (other, to) => {
-            // Integer and boolean sources go through i64.
-            let wide: Vec<i64> = match other {
-                TensorData::I64(v) => v.to_vec(),
-                TensorData::I32(v) => conv!(v, i64::from),
-                TensorData::Bool(v) => conv!(v, i64::from),
-                TensorData::U8(v) => conv!(v, i64::from),
-                TensorData::I8(v) => conv!(v, i64::from),
-                TensorData::F32(_) => unreachable!("handled above"),
-            };
-            match to {
-                DType::F32 => TensorData::F32(Arc::new(conv!(wide, |x: i64| x as f32))),
-                DType::I64 => TensorData::I64(Arc::new(wide)),
-                DType::I32 => TensorData::I32(Arc::new(conv!(wide, |x: i64| x as i32))),
-                DType::Bool => TensorData::Bool(Arc::new(conv!(wide, |x: i64| x != 0))),
-                DType::U8 => TensorData::U8(Arc::new(conv!(wide, |x: i64| x as u8))),
-                DType::I8 => TensorData::I8(Arc::new(conv!(wide, |x: i64| x as i8))),
-            }
-        }
     }
 }
 

@@ -29,10 +29,12 @@ pub mod linear;
 pub mod norm;
 #[macro_use]
 pub mod activation;
+pub mod convert;
 mod error;
 mod eval_cx;
 mod graph;
 mod ids;
+pub mod logic;
 pub mod mlir;
 pub mod onnx_node;
 mod op;
@@ -40,6 +42,7 @@ pub mod passes;
 pub mod resize;
 mod shape_infer;
 
+pub use convert::shape_range;
 pub use error::IrError;
 pub use eval_cx::EvalCx;
 pub use graph::{FusedRelu, Graph, Node, Value};
@@ -48,5 +51,5 @@ pub use movement::{SliceAxis, reshape_shape, resolve_slice, resolve_split};
 pub use op::*;
 pub use shape_infer::{
     InferredOutput, Window, broadcast_shapes, infer_node, normalize_axis, resolve_reduce_axes,
-    resolve_window, shape_range,
+    resolve_window,
 };

@@ -30,6 +30,8 @@ pub trait OnnxAttrs {
     fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, NodeError>;
     fn string(&self, name: &str) -> Result<Option<String>, NodeError>;
     fn float(&self, name: &str) -> Result<Option<f32>, NodeError>;
+    /// The ONNX name of element type `code` (`DOUBLE`), for messages.
+    fn type_name(&self, code: i64) -> String;
     /// The names of the attributes the node carries.
     fn names(&self) -> Vec<String>;
 }
@@ -186,6 +188,37 @@ impl OnnxIn<'_> {
             .map_err(|e| self.attr_err(what, e.to_string()))?;
         self.appended.push((what.to_string(), t));
         Ok(())
+    }
+}
+
+/// ONNX's `TensorProto.DataType` code of FLOAT16 (onnx.proto).
+pub const ONNX_FLOAT16: i64 = 10;
+/// ONNX's `TensorProto.DataType` code of BFLOAT16.
+pub const ONNX_BFLOAT16: i64 = 16;
+
+/// The element type of ONNX `TensorProto.DataType` code `code`, for the
+/// types qtune runs.
+pub fn dtype_of_onnx(code: i64) -> Option<DType> {
+    Some(match code {
+        1 => DType::F32,
+        2 => DType::U8,
+        3 => DType::I8,
+        6 => DType::I32,
+        7 => DType::I64,
+        9 => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// The ONNX `TensorProto.DataType` code of an element type.
+pub fn onnx_of_dtype(d: DType) -> i64 {
+    match d {
+        DType::F32 => 1,
+        DType::U8 => 2,
+        DType::I8 => 3,
+        DType::I32 => 6,
+        DType::I64 => 7,
+        DType::Bool => 9,
     }
 }
 

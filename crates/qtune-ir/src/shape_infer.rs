@@ -428,16 +428,10 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
             };
             one(out, dtype)
         }
-        Op::Where => {
-            let c = cx.shape(0)?;
-            let a = cx.shape(1)?;
-            let b = cx.shape(2)?;
-            let out = broadcast_shapes(&c, &a)
-                .and_then(|s| broadcast_shapes(&s, &b))
-                .ok_or_else(|| cx.err("condition, X and Y cannot be broadcast together"))?;
-            one(out, cx.dtype(1)?)
-        }
-        unary_op!() | Op::Not => same(&cx),
+        unary_op!() => same(&cx),
+        // Not and Where (`crate::logic`), Cast and Shape (`crate::convert`).
+        Op::Not | Op::Where => crate::logic::infer(&cx),
+        Op::Cast { .. } | Op::Shape { .. } => crate::convert::infer(&cx),
         // The activations (`crate::activation`).
         activation_op!() => crate::activation::infer(&cx),
         // Resize (`crate::resize`).
@@ -506,7 +500,6 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
             }
             one(out, cx.dtype(0)?)
         }
-        Op::Cast { to } => one(cx.shape(0)?, *to),
         Op::QuantizeLinear { .. } => {
             let dtype = if cx.has_input(2) {
                 cx.dtype(2)?
@@ -531,11 +524,6 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         }
         Op::RoundFloat(_) => same(&cx),
         Op::IntegerLayer(a) => one(integer_layer_shape(&cx, a)?, DType::F32),
-        Op::Shape { start, end } => {
-            let x = cx.shape(0)?;
-            let (s, e) = shape_range(*start, *end, x.len());
-            one(vec![e.saturating_sub(s)], DType::I64)
-        }
     }
 }
 
@@ -545,16 +533,6 @@ pub(crate) fn one(shape: Vec<usize>, dtype: DType) -> Result<Vec<InferredOutput>
         shape: Shape(shape),
         dtype,
     }])
-}
-
-/// Resolved `[start, end)` of the Shape op's optional slicing.
-pub fn shape_range(start: i64, end: Option<i64>, rank: usize) -> (usize, usize) {
-    let r = i64::try_from(rank).unwrap_or(i64::MAX);
-    let clamp = |v: i64| -> usize {
-        let v = if v < 0 { v + r } else { v };
-        usize::try_from(v.clamp(0, r)).unwrap_or(0)
-    };
-    (clamp(start), end.map_or(rank, clamp))
 }
 
 /// The output shape of [`Op::IntegerLayer`]: that of the float layer it

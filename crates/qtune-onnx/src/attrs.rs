@@ -235,6 +235,9 @@ impl OnnxAttrs for NodeCx<'_> {
     fn float(&self, name: &str) -> Result<Option<f32>, NodeError> {
         NodeCx::float(self, name).map_err(node_error)
     }
+    fn type_name(&self, code: i64) -> String {
+        crate::tensor::onnx_type_name(i32::try_from(code).unwrap_or(-1))
+    }
     fn names(&self) -> Vec<String> {
         self.attrs
             .iter()

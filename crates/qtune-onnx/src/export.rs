@@ -54,8 +54,8 @@ use prost::Message;
 use qtune_ir::onnx_node::{ExportInput, ExportInputs, NodeError, OnnxOut, OnnxValue};
 use qtune_ir::{
     AutoPad, ConvAttrs, FloatFormat, GeluApproximation, Graph, Node, Op, PoolAttrs, ReduceAttrs,
-    ValueId, activation, activation_op, binary_op, movement, movement_op, norm, norm_op, pool,
-    pool_op, reduce_op, resize, unary_op,
+    ValueId, activation, activation_op, binary_op, convert, movement, movement_op, norm, norm_op,
+    pool, pool_op, reduce_op, resize, unary_op,
 };
 use qtune_tensor::Tensor;
 
@@ -483,7 +483,12 @@ impl<'g> Exporter<'g> {
             // The families whose ONNX mapping is in their module
             // (`qtune_ir::movement`, `qtune_ir::norm`, `qtune_ir::activation`,
             // `qtune_ir::resize`).
-            movement_op!() | norm_op!() | activation_op!() | Op::Resize(_) => {
+            movement_op!()
+            | norm_op!()
+            | activation_op!()
+            | Op::Resize(_)
+            | Op::Cast { .. }
+            | Op::Shape { .. } => {
                 let mut out = OnnxOut::default();
                 let ir_err = |e: NodeError| match e {
                     NodeError::Attribute { attribute, message } => {
@@ -507,6 +512,7 @@ impl<'g> Exporter<'g> {
                     movement_op!() => movement::export(&node.op, &dims, &mut out),
                     norm_op!() => norm::export(&node.op, &dims, &mut out),
                     activation_op!() => activation::export(&node.op, &dims, &mut out),
+                    Op::Cast { .. } | Op::Shape { .. } => convert::export(&node.op, &mut out),
                     _ => resize::export(&node.op, &mut out),
                 }
                 .map_err(ir_err)?;
@@ -552,15 +558,6 @@ impl<'g> Exporter<'g> {
                 Some((_, a)) => self.reduce_axes_attr(&cx, node, a, &mut inputs, &mut attrs)?,
                 None => return Err(cx.err("internal: not in the reduction registry")),
             },
-            Op::Cast { to } => attrs.push(attr_int("to", onnx_dtype(*to) as i64)),
-            Op::Shape { start, end } => {
-                if *start != 0 {
-                    attrs.push(attr_int("start", *start));
-                }
-                if let Some(e) = end {
-                    attrs.push(attr_int("end", *e));
-                }
-            }
             Op::QuantizeLinear { axis } | Op::DequantizeLinear { axis } => {
                 attrs.push(attr_int("axis", *axis));
             }

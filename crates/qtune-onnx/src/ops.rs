@@ -29,8 +29,7 @@ use qtune_tensor::Tensor;
 use crate::OnnxError;
 use crate::attrs::NodeCx;
 use crate::import::Importer;
-use crate::proto::tensor_proto::DataType;
-use crate::tensor::{onnx_type_name, runtime_dtype, tensor_from_proto};
+use crate::tensor::tensor_from_proto;
 
 /// ONNX op types that are not IR ops but are imported by rewriting.
 pub(crate) const REWRITTEN_OPS: &[&str] = &["Dropout", "Upsample"];
@@ -133,16 +132,6 @@ pub(crate) fn import_node(
             cx.check_known(&[])?;
             (spec.build)()
         }
-        "Not" => {
-            arity(cx, n, 1, 1)?;
-            cx.check_known(&[])?;
-            Op::Not
-        }
-        "Where" => {
-            arity(cx, n, 3, 3)?;
-            cx.check_known(&[])?;
-            Op::Where
-        }
         // The elementwise unary family, from its registry
         // (`qtune_ir::unary`): one input, float attributes with their ONNX
         // defaults.
@@ -198,40 +187,6 @@ pub(crate) fn import_node(
             };
             (spec.build)(attrs)
         }
-        "Cast" => {
-            arity(cx, n, 1, 1)?;
-            cx.check_known(&["to", "saturate"])?;
-            let to = cx
-                .int("to")?
-                .ok_or_else(|| cx.attr_err("to", "required attribute is missing"))?;
-            let to32 = i32::try_from(to).unwrap_or(-1);
-            // Float16 / bfloat16 values are kept as float32 rounded to the
-            // narrower type (the following Cast back to FLOAT is an identity).
-            if to32 == DataType::Float16 as i32 {
-                Op::RoundFloat(FloatFormat::F16)
-            } else if to32 == DataType::Bfloat16 as i32 {
-                Op::RoundFloat(FloatFormat::BF16)
-            } else {
-                let dtype = runtime_dtype(to32).ok_or_else(|| {
-                cx.attr_err(
-                    "to",
-                    format!(
-                        "element type {} is not supported (supported: FLOAT, FLOAT16, BFLOAT16, INT64, INT32, BOOL, UINT8, INT8)",
-                        onnx_type_name(to32)
-                    ),
-                )
-            })?;
-                Op::Cast { to: dtype }
-            }
-        }
-        "Shape" => {
-            arity(cx, n, 1, 1)?;
-            cx.check_known(&["start", "end"])?;
-            Op::Shape {
-                start: cx.int_or("start", 0)?,
-                end: cx.int("end")?,
-            }
-        }
         "QuantizeLinear" | "DequantizeLinear" => {
             arity(cx, n, 2, 3)?;
             cx.check_known(&["axis", "saturate", "block_size", "output_dtype"])?;
@@ -250,7 +205,9 @@ pub(crate) fn import_node(
         t if movement::by_onnx(t).is_some()
             || norm::by_onnx(t).is_some()
             || activation::by_onnx(t).is_some()
-            || (t == "Resize" && opset >= 11) =>
+            || (t == "Resize" && opset >= 11)
+            || logic::ONNX_OPS.contains(&t)
+            || convert::ONNX_OPS.contains(&t) =>
         {
             let mut node = OnnxIn {
                 op_type: cx.op_type,
@@ -267,6 +224,10 @@ pub(crate) fn import_node(
                 norm::import(&mut node)
             } else if activation::by_onnx(t).is_some() {
                 activation::import(&mut node)
+            } else if logic::ONNX_OPS.contains(&t) {
+                logic::import(&mut node)
+            } else if convert::ONNX_OPS.contains(&t) {
+                convert::import(&mut node)
             } else {
                 resize::import(&mut node)
             }

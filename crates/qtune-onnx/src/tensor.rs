@@ -25,15 +25,7 @@ use crate::proto::tensor_proto::{DataLocation, DataType};
 /// The qtune element type of an ONNX element type, for values computed at
 /// run time (graph inputs, Cast targets).
 pub(crate) fn runtime_dtype(onnx_type: i32) -> Option<DType> {
-    match DataType::try_from(onnx_type).ok()? {
-        DataType::Float => Some(DType::F32),
-        DataType::Int64 => Some(DType::I64),
-        DataType::Int32 => Some(DType::I32),
-        DataType::Bool => Some(DType::Bool),
-        DataType::Uint8 => Some(DType::U8),
-        DataType::Int8 => Some(DType::I8),
-        _ => None,
-    }
+    qtune_ir::onnx_node::dtype_of_onnx(i64::from(onnx_type))
 }
 
 /// The ONNX spelling of an element type, for messages.
@@ -318,14 +310,11 @@ pub(crate) fn tensor_from_proto(
 
 /// The ONNX element type of a qtune element type.
 pub(crate) fn onnx_dtype(dtype: DType) -> DataType {
-    match dtype {
-        DType::F32 => DataType::Float,
-        DType::I64 => DataType::Int64,
-        DType::I32 => DataType::Int32,
-        DType::Bool => DataType::Bool,
-        DType::U8 => DataType::Uint8,
-        DType::I8 => DataType::Int8,
-    }
+    let code = qtune_ir::onnx_node::onnx_of_dtype(dtype);
+    i32::try_from(code)
+        .ok()
+        .and_then(|c| DataType::try_from(c).ok())
+        .unwrap_or(DataType::Undefined)
 }
 
 /// Converts a tensor for export: little-endian `raw_data`, as ONNX Runtime
@@ -379,6 +368,35 @@ mod tests {
             data_type: Some(data_type as i32),
             ..Default::default()
         }
+    }
+
+    /// `qtune_ir::onnx_node` keeps ONNX's element type codes without
+    /// protobuf; they must be the generated enum's.
+    #[test]
+    fn element_type_codes_are_onnx_protos() {
+        let pairs = [
+            (DType::F32, DataType::Float),
+            (DType::I64, DataType::Int64),
+            (DType::I32, DataType::Int32),
+            (DType::Bool, DataType::Bool),
+            (DType::U8, DataType::Uint8),
+            (DType::I8, DataType::Int8),
+        ];
+        for (d, proto) in pairs {
+            assert_eq!(onnx_dtype(d), proto, "{d}");
+            assert_eq!(runtime_dtype(proto as i32), Some(d), "{d}");
+        }
+        for other in [DataType::Double, DataType::Float16, DataType::String] {
+            assert_eq!(runtime_dtype(other as i32), None);
+        }
+        assert_eq!(
+            qtune_ir::onnx_node::ONNX_FLOAT16,
+            i64::from(DataType::Float16 as i32)
+        );
+        assert_eq!(
+            qtune_ir::onnx_node::ONNX_BFLOAT16,
+            i64::from(DataType::Bfloat16 as i32)
+        );
     }
 
     #[test]

@@ -41,20 +41,6 @@ const fn op(
 /// [`crate::movement`], [`crate::norm`], [`crate::activation`]).
 pub const TOP_OPS: &[TopOpSpec] = &[
     op(
-        "top.Cast",
-        "input",
-        "to",
-        "Cast",
-        "qtune keeps real element types (TPU-MLIR's frontend removes ONNX Casts)",
-    ),
-    op(
-        "top.Compare",
-        "input",
-        "mode (Not)",
-        "Not",
-        "the binary modes are in the binary family's rows",
-    ),
-    op(
         "top.Conv",
         "input, filter, bias?",
         "kernel_shape, strides, pads, dilations, group, auto_pad, do_relu, relu_limit",
@@ -90,15 +76,7 @@ pub const TOP_OPS: &[TopOpSpec] = &[
         "BatchNormalization (mean 0, variance 1, epsilon 0)",
         "written back as top.BatchNorm",
     ),
-    op("top.Shape", "input", "start, end, step", "Shape", ""),
     op("top.Weight", "", "", "constant (from the weight file)", ""),
-    op(
-        "top.Where",
-        "cond, x?, y?",
-        "x_is_const, x_const_val, y_is_const, y_const_val",
-        "Where",
-        "",
-    ),
 ];
 
 /// Whether the reader accepts this Top op (one of [`TOP_OPS`] or of the
@@ -115,6 +93,8 @@ pub fn is_supported(name: &str) -> bool {
         || crate::norm::is_top(name)
         || crate::activation::is_top(name)
         || crate::resize::TOP_OPS.contains(&name)
+        || crate::convert::TOP_OPS.contains(&name)
+        || name == "top.Where"
 }
 
 /// The table of [`TOP_OPS`] as Markdown (`docs/tpu-mlir-top-ops.md`).
@@ -142,6 +122,8 @@ pub fn top_ops_markdown() -> String {
         .chain(crate::norm::top_rows())
         .chain(crate::activation::top_rows())
         .chain(crate::resize::top_rows())
+        .chain(crate::logic::top_rows())
+        .chain(crate::convert::top_rows())
         .collect();
     rows.sort();
     for [name, operands, attributes, ir, notes] in rows {

@@ -6,7 +6,7 @@ use std::path::Path;
 use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
 use super::parse::{Loc, ParsedModule, ParsedOp, Parser, TypeSpec};
-use super::{InputAttrs, MlirAttr, MlirError, dtype_of_element, dtype_of_name};
+use super::{InputAttrs, MlirAttr, MlirError, dtype_of_element};
 use crate::{
     AutoPad, ClipAttrs, ConvAttrs, ConvTransposeAttrs, FusedRelu, GemmAttrs, Graph, Op, PoolAttrs,
     ReduceAttrs, ValueId,
@@ -72,7 +72,6 @@ fn type_parts(t: &TypeSpec) -> Option<(DType, Option<Shape>)> {
     }
 }
 
-/// Attribute look-ups of one op.
 /// The attributes of one op.
 #[derive(Clone, Copy)]
 pub(crate) struct Attrs<'a> {
@@ -122,6 +121,14 @@ pub(crate) struct TopIn<'r, 'a> {
 }
 
 impl TopIn<'_, '_> {
+    /// The element type of result `i`, when its type is a tensor.
+    pub(crate) fn result_dtype(&self, i: usize) -> Option<DType> {
+        self.op
+            .result_types
+            .get(i)
+            .and_then(type_parts)
+            .map(|(d, _)| d)
+    }
     pub(crate) fn err<T>(&self, message: impl Into<String>) -> Result<T, MlirError> {
         self.b.err(self.line, message)
     }
@@ -556,14 +563,46 @@ impl<'a> Builder<'a> {
                     Op::MatMul
                 }
             }
+            // The families whose Top mapping is in their module
+            // (`crate::movement`, `crate::norm`, `crate::activation`,
+            // `crate::resize`, `crate::convert`, `crate::logic`; the last
+            // before the binary family, whose `top.Compare` it shares).
+            name if crate::movement::is_top(name)
+                || crate::norm::reads_top(name)
+                || crate::activation::is_top(name)
+                || crate::resize::TOP_OPS.contains(&name)
+                || crate::logic::reads_top(name, a.str("mode"))
+                || crate::convert::TOP_OPS.contains(&name) =>
+            {
+                let mut r = TopIn {
+                    b: self,
+                    op,
+                    a,
+                    loc: loc.clone(),
+                    line,
+                    inputs: Vec::new(),
+                    fuse_relu: false,
+                };
+                let read = if crate::movement::is_top(name) {
+                    crate::movement::read_top(&mut r)?
+                } else if crate::norm::reads_top(name) {
+                    crate::norm::read_top(&mut r)?
+                } else if crate::activation::is_top(name) {
+                    crate::activation::read_top(&mut r)?
+                } else if crate::resize::TOP_OPS.contains(&name) {
+                    crate::resize::read_top(&mut r)?
+                } else if crate::convert::TOP_OPS.contains(&name) {
+                    crate::convert::read_top(&mut r)?
+                } else {
+                    crate::logic::read_top(&mut r)?
+                };
+                (inputs, fuse_relu) = (r.inputs, r.fuse_relu);
+                read
+            }
             // The binary family from its registry (`crate::binary`): the
             // two-tensor form (a longer operand list of a variadic op is a
             // left-to-right chain), or a `*Const` form whose attribute is the
             // constant operand.
-            "top.Compare" if a.str("mode") == Some("Not") => {
-                inputs = unary(self)?;
-                Op::Not
-            }
             name if crate::binary::is_top(name) => {
                 let mode = a.str("mode");
                 let read = crate::binary::by_top(name, mode, op.operands.len());
@@ -731,77 +770,6 @@ impl<'a> Builder<'a> {
                         let m = a.str("mode");
                         return self.err(line, format!("`top.Reduce` mode {m:?} is not supported"));
                     }
-                }
-            }
-            // The data-movement, normalization and activation families
-            // (`crate::movement`, `crate::norm`, `crate::activation`).
-            name if crate::movement::is_top(name)
-                || crate::norm::reads_top(name)
-                || crate::activation::is_top(name)
-                || crate::resize::TOP_OPS.contains(&name) =>
-            {
-                let mut r = TopIn {
-                    b: self,
-                    op,
-                    a,
-                    loc: loc.clone(),
-                    line,
-                    inputs: Vec::new(),
-                    fuse_relu: false,
-                };
-                let read = if crate::movement::is_top(name) {
-                    crate::movement::read_top(&mut r)?
-                } else if crate::norm::reads_top(name) {
-                    crate::norm::read_top(&mut r)?
-                } else if crate::activation::is_top(name) {
-                    crate::activation::read_top(&mut r)?
-                } else {
-                    crate::resize::read_top(&mut r)?
-                };
-                (inputs, fuse_relu) = (r.inputs, r.fuse_relu);
-                read
-            }
-            "top.Cast" => {
-                inputs = unary(self)?;
-                let to = a
-                    .str("to")
-                    .and_then(dtype_of_name)
-                    .or_else(|| op.result_types.first().and_then(type_parts).map(|(d, _)| d));
-                match to {
-                    Some(to) => Op::Cast { to },
-                    None => {
-                        return self
-                            .err(line, "`top.Cast` needs a `to` attribute or a typed result");
-                    }
-                }
-            }
-            "top.Where" => {
-                // Scalar branches may be attributes (`x_is_const`,
-                // `x_const_val`) with a `none` operand.
-                let mut ins = vec![Some(self.required(op, 0)?)];
-                for (i, flag, val) in [
-                    (1, "x_is_const", "x_const_val"),
-                    (2, "y_is_const", "y_const_val"),
-                ] {
-                    if a.bool_or(flag, false) {
-                        let c = self.f32_const(
-                            format!("{loc}_{val}"),
-                            vec![],
-                            vec![f32_of(a.f64_or(val, 0.0))],
-                        )?;
-                        ins.push(Some(c));
-                    } else {
-                        ins.push(Some(self.required(op, i)?));
-                    }
-                }
-                inputs = ins;
-                Op::Where
-            }
-            "top.Shape" => {
-                inputs = unary(self)?;
-                Op::Shape {
-                    start: a.i64_or("start", 0),
-                    end: a.get("end").and_then(MlirAttr::as_i64),
                 }
             }
             other => return self.err(line, format!("unsupported op `{other}`")),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use qtune_tensor::{Tensor, TensorData};
 
 use super::attr::quote;
-use super::{InputAttrs, MlirAttr, MlirError, MlirWriteOptions, dtype_name, tensor_type};
+use super::{InputAttrs, MlirAttr, MlirError, MlirWriteOptions, tensor_type};
 use crate::{AutoPad, Graph, Node, NodeId, Op, ValueId};
 
 /// Largest integer magnitude float32 holds exactly.
@@ -385,6 +385,9 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
         activation_op!() => crate::activation::write_top(&w)?,
         // Resize (`crate::resize`).
         Op::Resize(_) => crate::resize::write_top(&w)?,
+        // Not and Where (`crate::logic`), Cast and Shape (`crate::convert`).
+        Op::Not | Op::Where => crate::logic::write_top(&w)?,
+        Op::Cast { .. } | Op::Shape { .. } => crate::convert::write_top(&w)?,
         Op::QuantizeLinear { .. }
         | Op::DequantizeLinear { .. }
         | Op::RoundFloat(_)
@@ -581,49 +584,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 attrs.push(("noop_with_empty_axes", A::Bool(true)));
             }
             mk("top.Reduce", values(1)?, attrs)
-        }
-        Op::Cast { to } => mk(
-            "top.Cast",
-            values(1)?,
-            vec![("to", A::Str(dtype_name(*to).into()))],
-        ),
-        Op::Where => {
-            // A one-element constant branch is an attribute, as TPU-MLIR's
-            // converter writes it (`x_is_const`, `x_const_val`).
-            let scalar = |i: usize| {
-                input(i)
-                    .and_then(|v| g.constant_of(v))
-                    .filter(|t| t.numel() == 1 && t.dtype() == qtune_tensor::DType::F32)
-                    .map(|t| t.to_f32_vec()[0])
-            };
-            let mut operands = vec![Operand::Value(x(0)?)];
-            let mut attrs = Vec::new();
-            for (i, is_const, val) in [
-                (1, "x_is_const", "x_const_val"),
-                (2, "y_is_const", "y_const_val"),
-            ] {
-                match scalar(i) {
-                    Some(c) => {
-                        operands.push(Operand::None);
-                        attrs.push((is_const, A::Bool(true)));
-                        attrs.push((val, A::F64(f64::from(c))));
-                    }
-                    None => operands.push(Operand::Value(x(i)?)),
-                }
-            }
-            mk("top.Where", operands, attrs)
-        }
-        Op::Not => mk(
-            "top.Compare",
-            values(1)?,
-            vec![("mode", A::Str("Not".into()))],
-        ),
-        Op::Shape { start, end } => {
-            let mut attrs = vec![("start", A::I64(*start)), ("step", A::I64(1))];
-            if let Some(e) = end {
-                attrs.push(("end", A::I64(*e)));
-            }
-            mk("top.Shape", values(1)?, attrs)
         }
     };
     with_fused_relu(top, node).map_err(err)
