@@ -11,6 +11,8 @@
 
 use qtune_tensor::{DType, Tensor};
 
+use crate::AutoPad;
+
 /// A node the ONNX mapping rejects. `qtune-onnx` adds the node's name and
 /// op type.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,6 +176,81 @@ impl OnnxIn<'_> {
         Ok(None)
     }
 
+    /// A list of positive integers (strides, dilations, kernel sizes);
+    /// empty when absent.
+    pub fn positives(&self, name: &str) -> Result<Vec<usize>, NodeError> {
+        let v = self.usizes(name)?.unwrap_or_default();
+        if v.contains(&0) {
+            return Err(self.attr_err(name, format!("expected positive values, got {v:?}")));
+        }
+        Ok(v)
+    }
+
+    /// Checks that a list, when given, has `want` values.
+    pub fn check_len(&self, what: &str, v: &[usize], want: usize) -> Result<(), NodeError> {
+        if v.is_empty() || v.len() == want {
+            Ok(())
+        } else {
+            Err(self.attr_err(what, format!("expected {want} values, got {}", v.len())))
+        }
+    }
+
+    /// The `auto_pad` attribute.
+    pub fn auto_pad(&self) -> Result<AutoPad, NodeError> {
+        let s = self.string("auto_pad")?;
+        let s = s.as_deref().unwrap_or("NOTSET");
+        AutoPad::parse(s).ok_or_else(|| {
+            self.attr_err(
+                "auto_pad",
+                format!("expected NOTSET, SAME_UPPER, SAME_LOWER or VALID, got '{s}'"),
+            )
+        })
+    }
+
+    /// The window attributes shared by convs and pools, with their lengths
+    /// checked against the spatial rank (from `kernel_shape` when given).
+    pub fn window(&self, kernel_required: bool) -> Result<WindowAttrs, NodeError> {
+        let kernel_shape = self.positives("kernel_shape")?;
+        if kernel_required && kernel_shape.is_empty() {
+            return Err(self.attr_err("kernel_shape", "required attribute is missing"));
+        }
+        let strides = self.positives("strides")?;
+        let dilations = self.positives("dilations")?;
+        let pads = self.usizes("pads")?.unwrap_or_default();
+        let auto_pad = self.auto_pad()?;
+        let rank = [
+            kernel_shape.len(),
+            strides.len(),
+            dilations.len(),
+            pads.len() / 2,
+        ]
+        .into_iter()
+        .find(|&r| r > 0);
+        if let Some(rank) = rank {
+            self.check_len("strides", &strides, rank)?;
+            self.check_len("dilations", &dilations, rank)?;
+            self.check_len("pads", &pads, 2 * rank)?;
+        } else if !pads.is_empty() {
+            return Err(self.attr_err(
+                "pads",
+                format!("expected an even number of values, got {}", pads.len()),
+            ));
+        }
+        if auto_pad != AutoPad::NotSet && pads.iter().any(|&p| p != 0) {
+            return Err(self.attr_err(
+                "pads",
+                "explicit pads cannot be combined with auto_pad (ONNX forbids it)",
+            ));
+        }
+        Ok(WindowAttrs {
+            kernel_shape,
+            strides,
+            pads,
+            dilations,
+            auto_pad,
+        })
+    }
+
     /// Rejects an axis list naming an axis twice.
     pub fn check_distinct(&self, what: &str, v: &[i64]) -> Result<(), NodeError> {
         match repeated_axis(v) {
@@ -220,6 +297,16 @@ pub fn onnx_of_dtype(d: DType) -> i64 {
         DType::I64 => 7,
         DType::Bool => 9,
     }
+}
+
+/// The window attributes shared by convs and pools (empty lists: absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowAttrs {
+    pub kernel_shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub auto_pad: AutoPad,
 }
 
 /// The message for `n` inputs where `min..=max` are expected, if wrong.
@@ -306,6 +393,29 @@ pub struct OnnxOut {
 }
 
 impl OnnxOut {
+    /// A list of non-negative integers, when not empty (empty lists mean
+    /// "absent" in the IR, as on import).
+    pub fn usizes(&mut self, name: &'static str, v: &[usize]) -> Result<(), NodeError> {
+        if v.is_empty() {
+            return Ok(());
+        }
+        let ints = v
+            .iter()
+            .map(|&x| {
+                i64::try_from(x).map_err(|_| NodeError::Node {
+                    message: format!("value {x} does not fit an int64"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        self.ints(name, ints);
+        Ok(())
+    }
+    /// `auto_pad`, when set.
+    pub fn auto_pad(&mut self, a: AutoPad) {
+        if a != AutoPad::NotSet {
+            self.string("auto_pad", a.name());
+        }
+    }
     pub fn float(&mut self, name: &'static str, v: f32) {
         self.attrs.push((name, OnnxValue::Float(v)));
     }

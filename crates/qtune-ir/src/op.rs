@@ -20,6 +20,30 @@ pub enum AutoPad {
     Valid,
 }
 
+impl AutoPad {
+    /// The spelling, the same in ONNX and in the Top dialect.
+    pub fn name(self) -> &'static str {
+        match self {
+            AutoPad::NotSet => "NOTSET",
+            AutoPad::SameUpper => "SAME_UPPER",
+            AutoPad::SameLower => "SAME_LOWER",
+            AutoPad::Valid => "VALID",
+        }
+    }
+
+    /// The value spelt `s`.
+    pub fn parse(s: &str) -> Option<AutoPad> {
+        [
+            AutoPad::NotSet,
+            AutoPad::SameUpper,
+            AutoPad::SameLower,
+            AutoPad::Valid,
+        ]
+        .into_iter()
+        .find(|a| a.name() == s)
+    }
+}
+
 /// Conv: <https://onnx.ai/onnx/operators/onnx__Conv.html>. Spatial rank 1
 /// or 2 (1-D convs are run as 2-D with height 1).
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -23,6 +23,7 @@
 //! plan and the QDQ export consult the registry; `docs/adding-an-op.md`
 //! says what is left per crate.
 
+use crate::onnx_node::{NodeError, OnnxIn, OnnxOut};
 use crate::{Op, PoolAttrs};
 
 /// What a pooling op takes of its window.
@@ -192,6 +193,77 @@ pool_family! {
         kind: PoolKind::Average, onnx_attrs: &[],
         top: "top.AvgPool", range: PoolRange::OwnRangeButBm1684, top_notes: "",
     },
+}
+
+// ---------------------------------------------------------------------------
+// ONNX (called from `qtune-onnx`; `crate::onnx_node`).
+
+/// The IR op of a pooling ONNX node ([`by_onnx`]), its attributes checked
+/// against its registration.
+pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
+    let spec = by_onnx(cx.op_type)
+        .ok_or_else(|| cx.node_err(format!("internal: {} is not a pooling op", cx.op_type)))?;
+    cx.arity(1, 1)?;
+    cx.check_known(spec.onnx_attrs)?;
+    if spec.global {
+        return Ok((spec.build)(PoolAttrs::default()));
+    }
+    let max = spec.kind == PoolKind::Max;
+    if max {
+        // storage_order only affects the Indices output, which must be
+        // unused.
+        cx.flag("storage_order", false)?;
+        cx.first_output_only = Some("Indices output");
+    }
+    let w = cx.window(true)?;
+    Ok((spec.build)(PoolAttrs {
+        kernel_shape: w.kernel_shape,
+        strides: w.strides,
+        pads: w.pads,
+        dilations: w.dilations,
+        ceil_mode: cx.flag("ceil_mode", false)?,
+        count_include_pad: !max && cx.flag("count_include_pad", false)?,
+        auto_pad: w.auto_pad,
+    }))
+}
+
+/// The ONNX attributes of a pooling node (none for the global pools).
+pub fn export(op: &Op, out: &mut OnnxOut) -> Result<(), NodeError> {
+    let Some((spec, window)) = op.pool() else {
+        return Err(NodeError::Node {
+            message: format!("internal: {} is not a pooling op", op.op_type()),
+        });
+    };
+    let Some(a) = window else {
+        return Ok(());
+    };
+    let max = spec.kind == PoolKind::Max;
+    if a.kernel_shape.is_empty() {
+        return Err(NodeError::Node {
+            message: "kernel_shape is empty".into(),
+        });
+    }
+    out.usizes("kernel_shape", &a.kernel_shape)?;
+    out.usizes("strides", &a.strides)?;
+    out.usizes("pads", &a.pads)?;
+    if max {
+        out.usizes("dilations", &a.dilations)?;
+    } else if a.dilations.iter().any(|&d| d != 1) {
+        return Err(NodeError::Node {
+            message: format!(
+                "dilations {:?}: AveragePool has no dilations before opset 19",
+                a.dilations
+            ),
+        });
+    }
+    if a.ceil_mode {
+        out.int("ceil_mode", 1);
+    }
+    if !max && a.count_include_pad {
+        out.int("count_include_pad", 1);
+    }
+    out.auto_pad(a.auto_pad);
+    Ok(())
 }
 
 #[cfg(test)]

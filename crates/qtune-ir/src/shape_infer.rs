@@ -269,147 +269,6 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         }])
     };
     match &node.op {
-        Op::Conv(a) => {
-            let x = cx.shape(0)?;
-            let w = cx.shape(1)?;
-            if x.len() < 3 || w.len() != x.len() {
-                return Err(cx.err(format!(
-                    "input rank {} and weight rank {} are not a supported conv",
-                    x.len(),
-                    w.len()
-                )));
-            }
-            let group = a.group.max(1);
-            if x[1] != w[1] * group {
-                return Err(cx.err(format!(
-                    "input has {} channels, weight expects {} x group {group}",
-                    x[1], w[1]
-                )));
-            }
-            let kernel = if a.kernel_shape.is_empty() {
-                w[2..].to_vec()
-            } else {
-                a.kernel_shape.clone()
-            };
-            let win = resolve_window(
-                &x[2..],
-                &kernel,
-                &a.strides,
-                &a.pads,
-                &a.dilations,
-                a.auto_pad,
-                false,
-            )
-            .map_err(|m| cx.err(m))?;
-            let mut out = vec![x[0], w[0]];
-            out.extend(win.out);
-            one(out, cx.dtype(0)?)
-        }
-        Op::ConvTranspose(a) => {
-            let x = cx.shape(0)?;
-            let w = cx.shape(1)?;
-            if x.len() < 3 || w.len() != x.len() {
-                return Err(cx.err("unsupported input or weight rank"));
-            }
-            let r = x.len() - 2;
-            let group = a.conv.group.max(1);
-            let kernel = if a.conv.kernel_shape.is_empty() {
-                w[2..].to_vec()
-            } else {
-                a.conv.kernel_shape.clone()
-            };
-            let strides = if a.conv.strides.is_empty() {
-                vec![1; r]
-            } else {
-                a.conv.strides.clone()
-            };
-            let dil = if a.conv.dilations.is_empty() {
-                vec![1; r]
-            } else {
-                a.conv.dilations.clone()
-            };
-            let pads = if a.conv.pads.is_empty() {
-                vec![0; 2 * r]
-            } else {
-                a.conv.pads.clone()
-            };
-            let opad = if a.output_padding.is_empty() {
-                vec![0; r]
-            } else {
-                a.output_padding.clone()
-            };
-            if strides.len() != r
-                || dil.len() != r
-                || pads.len() != 2 * r
-                || opad.len() != r
-                || kernel.len() != r
-            {
-                return Err(cx.err("attribute lengths do not match the spatial rank"));
-            }
-            let mut out = vec![x[0], w[1] * group];
-            if !a.output_shape.is_empty() {
-                let tail = &a.output_shape[a.output_shape.len().saturating_sub(r)..];
-                out.extend_from_slice(tail);
-            } else {
-                for i in 0..r {
-                    let full = strides[i] * (x[2 + i] - 1) + opad[i] + (kernel[i] - 1) * dil[i] + 1;
-                    let o = full
-                        .checked_sub(pads[i] + pads[r + i])
-                        .ok_or_else(|| cx.err("pads larger than the output"))?;
-                    out.push(o);
-                }
-            }
-            one(out, cx.dtype(0)?)
-        }
-        Op::Gemm(a) => {
-            let sa = cx.shape(0)?;
-            let sb = cx.shape(1)?;
-            if sa.len() != 2 || sb.len() != 2 {
-                return Err(cx.err(format!(
-                    "Gemm needs 2-D inputs, got ranks {} and {}",
-                    sa.len(),
-                    sb.len()
-                )));
-            }
-            let (m, k) = if a.trans_a {
-                (sa[1], sa[0])
-            } else {
-                (sa[0], sa[1])
-            };
-            let (k2, n) = if a.trans_b {
-                (sb[1], sb[0])
-            } else {
-                (sb[0], sb[1])
-            };
-            if k != k2 {
-                return Err(cx.err(format!("inner dimensions differ: {k} and {k2}")));
-            }
-            one(vec![m, n], cx.dtype(0)?)
-        }
-        Op::MatMul => {
-            let a = cx.shape(0)?;
-            let b = cx.shape(1)?;
-            let out = matmul_shape(&a, &b).ok_or_else(|| {
-                cx.err(format!(
-                    "shapes {} and {} cannot be multiplied",
-                    Shape(a.clone()),
-                    Shape(b.clone())
-                ))
-            })?;
-            // The optional bias (qtune's fused MatMul + Add) runs along the
-            // last axis and must not change the output shape.
-            if cx.has_input(2) {
-                let bias = cx.shape(2)?;
-                if broadcast_shapes(&out, &bias).as_deref() != Some(out.as_slice()) {
-                    return Err(cx.err(format!(
-                        "bias of shape {} does not broadcast to the output {}",
-                        Shape(bias),
-                        Shape(out)
-                    )));
-                }
-            }
-            one(out, cx.dtype(0)?)
-        }
         // The binary family (`crate::binary`): numpy broadcasting; a
         // comparison or logic op gives booleans.
         binary_op!() => {
@@ -438,6 +297,8 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         Op::Resize(_) => crate::resize::infer(&cx),
         // The data-movement family (`crate::movement`).
         movement_op!() => crate::movement::infer(&cx),
+        // The weighted layers (`crate::linear`).
+        linear_op!() => crate::linear::infer(&cx),
         // The normalization family (`crate::norm`).
         norm_op!() => crate::norm::infer(&cx),
         // The pooling family (`crate::pool`): a window, or the whole map.
@@ -580,35 +441,6 @@ fn integer_layer_shape(cx: &Ctx, a: &IntegerLayerAttrs) -> Result<Vec<usize>, Ir
     }
 }
 
-fn matmul_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    if a.is_empty() || b.is_empty() {
-        return None;
-    }
-    let a2: Vec<usize> = if a.len() == 1 {
-        vec![1, a[0]]
-    } else {
-        a.to_vec()
-    };
-    let b2: Vec<usize> = if b.len() == 1 {
-        vec![b[0], 1]
-    } else {
-        b.to_vec()
-    };
-    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
-    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
-    if k != k2 {
-        return None;
-    }
-    let mut out = broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
-    if a.len() > 1 {
-        out.push(m);
-    }
-    if b.len() > 1 {
-        out.push(n);
-    }
-    Some(out)
-}
-
 fn reduce_axes(cx: &Ctx, a: &ReduceAttrs, rank: usize) -> Result<Vec<usize>, IrError> {
     let axes = match &a.axes {
         Some(v) => v.clone(),
@@ -677,10 +509,10 @@ mod tests {
     #[test]
     fn matmul_shapes_broadcast_batches() {
         assert_eq!(
-            matmul_shape(&[2, 1, 3, 4], &[5, 4, 6]),
+            crate::linear::matmul_shape(&[2, 1, 3, 4], &[5, 4, 6]),
             Some(vec![2, 5, 3, 6])
         );
-        assert_eq!(matmul_shape(&[4], &[4, 6]), Some(vec![6]));
-        assert_eq!(matmul_shape(&[3, 4], &[5, 6]), None);
+        assert_eq!(crate::linear::matmul_shape(&[4], &[4, 6]), Some(vec![6]));
+        assert_eq!(crate::linear::matmul_shape(&[3, 4], &[5, 6]), None);
     }
 }

@@ -158,30 +158,6 @@ impl NodeCx<'_> {
             .map(|a| a.floats.clone()))
     }
 
-    /// A list of non-negative integers (kernel sizes, strides, pads, ...).
-    pub fn usizes(&self, name: &str) -> Result<Option<Vec<usize>>, OnnxError> {
-        let Some(v) = self.ints(name)? else {
-            return Ok(None);
-        };
-        v.iter()
-            .map(|&x| {
-                usize::try_from(x).map_err(|_| {
-                    self.attr_err(name, format!("expected non-negative values, got {v:?}"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    }
-
-    /// A list of positive integers (strides, dilations, kernel sizes).
-    pub fn positives(&self, name: &str) -> Result<Vec<usize>, OnnxError> {
-        let v = self.usizes(name)?.unwrap_or_default();
-        if v.contains(&0) {
-            return Err(self.attr_err(name, format!("expected positive values, got {v:?}")));
-        }
-        Ok(v)
-    }
-
     pub fn string(&self, name: &str) -> Result<Option<String>, OnnxError> {
         let Some(a) = self.typed(name, AttributeType::String)? else {
             return Ok(None);

@@ -53,8 +53,8 @@ use bytes::Bytes;
 use prost::Message;
 use qtune_ir::onnx_node::{ExportInput, ExportInputs, NodeError, OnnxOut, OnnxValue};
 use qtune_ir::{
-    AutoPad, ConvAttrs, FloatFormat, GeluApproximation, Graph, Node, Op, PoolAttrs, ReduceAttrs,
-    ValueId, activation, activation_op, binary_op, convert, movement, movement_op, norm, norm_op,
+    FloatFormat, GeluApproximation, Graph, Node, Op, ReduceAttrs, ValueId, activation,
+    activation_op, binary_op, convert, linear, linear_op, movement, movement_op, norm, norm_op,
     pool, pool_op, reduce_op, resize, unary_op,
 };
 use qtune_tensor::Tensor;
@@ -463,23 +463,7 @@ impl<'g> Exporter<'g> {
                      model it was built from",
                 ));
             }
-            Op::Conv(a) => conv_attrs(&cx, a, &mut attrs)?,
-            Op::ConvTranspose(a) => {
-                conv_attrs(&cx, &a.conv, &mut attrs)?;
-                if !a.output_padding.is_empty() {
-                    attrs.push(attr_ints("output_padding", usizes(&cx, &a.output_padding)?));
-                }
-                if !a.output_shape.is_empty() {
-                    attrs.push(attr_ints("output_shape", usizes(&cx, &a.output_shape)?));
-                }
-            }
-            Op::Gemm(a) => {
-                attrs.push(attr_float("alpha", a.alpha));
-                attrs.push(attr_float("beta", a.beta));
-                attrs.push(attr_int("transA", i64::from(a.trans_a)));
-                attrs.push(attr_int("transB", i64::from(a.trans_b)));
-            }
-            Op::MatMul | binary_op!() | Op::Where | Op::Not => {}
+            binary_op!() | Op::Where | Op::Not => {}
             // The families whose ONNX mapping is in their module
             // (`qtune_ir::movement`, `qtune_ir::norm`, `qtune_ir::activation`,
             // `qtune_ir::resize`).
@@ -488,7 +472,9 @@ impl<'g> Exporter<'g> {
             | activation_op!()
             | Op::Resize(_)
             | Op::Cast { .. }
-            | Op::Shape { .. } => {
+            | Op::Shape { .. }
+            | linear_op!()
+            | pool_op!() => {
                 let mut out = OnnxOut::default();
                 let ir_err = |e: NodeError| match e {
                     NodeError::Attribute { attribute, message } => {
@@ -513,6 +499,8 @@ impl<'g> Exporter<'g> {
                     norm_op!() => norm::export(&node.op, &dims, &mut out),
                     activation_op!() => activation::export(&node.op, &dims, &mut out),
                     Op::Cast { .. } | Op::Shape { .. } => convert::export(&node.op, &mut out),
+                    linear_op!() => linear::export(&node.op, &mut out),
+                    pool_op!() => pool::export(&node.op, &mut out),
                     _ => resize::export(&node.op, &mut out),
                 }
                 .map_err(ir_err)?;
@@ -538,13 +526,6 @@ impl<'g> Exporter<'g> {
             },
             // The pooling family from its registry (`qtune_ir::pool`): the
             // window's attributes; a global pool has none.
-            pool_op!() => match node.op.pool() {
-                Some((spec, Some(a))) => {
-                    pool_attrs(&cx, a, spec.kind == pool::PoolKind::Max, &mut attrs)?;
-                }
-                Some((_, None)) => {}
-                None => return Err(cx.err("internal: not in the pooling registry")),
-            },
             // The reduction family from its registry (`qtune_ir::reduce`):
             // the axes as input 1 when the export's opset takes them so.
             reduce_op!() => match node.op.reduce() {
@@ -830,92 +811,6 @@ fn fresh(taken: &mut HashSet<String>, base: String) -> String {
     }
     taken.insert(name.clone());
     name
-}
-
-fn usizes(cx: &NodeCx<'_>, v: &[usize]) -> Result<Vec<i64>, OnnxError> {
-    v.iter()
-        .map(|&x| i64::try_from(x).map_err(|_| cx.err(format!("value {x} does not fit an int64"))))
-        .collect()
-}
-
-fn auto_pad_attr(auto_pad: AutoPad, attrs: &mut Vec<AttributeProto>) {
-    let s = match auto_pad {
-        AutoPad::NotSet => return,
-        AutoPad::SameUpper => "SAME_UPPER",
-        AutoPad::SameLower => "SAME_LOWER",
-        AutoPad::Valid => "VALID",
-    };
-    attrs.push(attr_string("auto_pad", s));
-}
-
-/// The window attributes; empty lists mean "absent" in the IR, as on import.
-fn window_attrs(
-    cx: &NodeCx<'_>,
-    kernel_shape: &[usize],
-    strides: &[usize],
-    pads: &[usize],
-    attrs: &mut Vec<AttributeProto>,
-) -> Result<(), OnnxError> {
-    for (what, v) in [
-        ("kernel_shape", kernel_shape),
-        ("strides", strides),
-        ("pads", pads),
-    ] {
-        if !v.is_empty() {
-            attrs.push(attr_ints(what, usizes(cx, v)?));
-        }
-    }
-    Ok(())
-}
-
-fn conv_attrs(
-    cx: &NodeCx<'_>,
-    a: &ConvAttrs,
-    attrs: &mut Vec<AttributeProto>,
-) -> Result<(), OnnxError> {
-    window_attrs(cx, &a.kernel_shape, &a.strides, &a.pads, attrs)?;
-    if !a.dilations.is_empty() {
-        attrs.push(attr_ints("dilations", usizes(cx, &a.dilations)?));
-    }
-    if a.group == 0 {
-        return Err(cx.err("group is 0; expected a positive value"));
-    }
-    attrs.push(attr_int(
-        "group",
-        i64::try_from(a.group).map_err(|_| cx.err("group does not fit an int64"))?,
-    ));
-    auto_pad_attr(a.auto_pad, attrs);
-    Ok(())
-}
-
-fn pool_attrs(
-    cx: &NodeCx<'_>,
-    a: &PoolAttrs,
-    max: bool,
-    attrs: &mut Vec<AttributeProto>,
-) -> Result<(), OnnxError> {
-    if a.kernel_shape.is_empty() {
-        return Err(cx.err("kernel_shape is empty"));
-    }
-    window_attrs(cx, &a.kernel_shape, &a.strides, &a.pads, attrs)?;
-    if max {
-        if !a.dilations.is_empty() {
-            attrs.push(attr_ints("dilations", usizes(cx, &a.dilations)?));
-        }
-    } else if a.dilations.iter().any(|&d| d != 1) {
-        return Err(cx.err(format!(
-            "dilations {:?}: AveragePool has no dilations before opset 19",
-            a.dilations
-        )));
-    }
-    if a.ceil_mode {
-        attrs.push(attr_int("ceil_mode", 1));
-    }
-    if !max && a.count_include_pad {
-        attrs.push(attr_int("count_include_pad", 1));
-    }
-    auto_pad_attr(a.auto_pad, attrs);
-    Ok(())
 }
 
 fn attr(name: &str, kind: AttributeType) -> AttributeProto {

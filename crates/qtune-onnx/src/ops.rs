@@ -34,24 +34,6 @@ use crate::tensor::tensor_from_proto;
 /// ONNX op types that are not IR ops but are imported by rewriting.
 pub(crate) const REWRITTEN_OPS: &[&str] = &["Dropout", "Upsample"];
 
-const CONV: &[&str] = &[
-    "auto_pad",
-    "dilations",
-    "group",
-    "kernel_shape",
-    "pads",
-    "strides",
-];
-const CONV_TRANSPOSE: &[&str] = &[
-    "auto_pad",
-    "dilations",
-    "group",
-    "kernel_shape",
-    "pads",
-    "strides",
-    "output_padding",
-    "output_shape",
-];
 const REDUCE: &[&str] = &["axes", "keepdims", "noop_with_empty_axes"];
 /// Which ONNX outputs become IR outputs.
 enum Outputs {
@@ -88,40 +70,6 @@ pub(crate) fn import_node(
     }
     let op = match cx.op_type {
         "Constant" => return constant(im, cx, n, outputs),
-        "Conv" => {
-            arity(cx, n, 2, 3)?;
-            cx.check_known(CONV)?;
-            Op::Conv(conv_attrs(cx)?)
-        }
-        "ConvTranspose" => {
-            arity(cx, n, 2, 3)?;
-            cx.check_known(CONV_TRANSPOSE)?;
-            let conv = conv_attrs(cx)?;
-            let rank = conv.kernel_shape.len().max(conv.strides.len());
-            let output_padding = cx.usizes("output_padding")?.unwrap_or_default();
-            check_len(cx, "output_padding", &output_padding, rank)?;
-            let output_shape = cx.usizes("output_shape")?.unwrap_or_default();
-            Op::ConvTranspose(ConvTransposeAttrs {
-                conv,
-                output_padding,
-                output_shape,
-            })
-        }
-        "Gemm" => {
-            arity(cx, n, 2, 3)?;
-            cx.check_known(&["alpha", "beta", "transA", "transB"])?;
-            Op::Gemm(GemmAttrs {
-                alpha: cx.float_or("alpha", 1.0)?,
-                beta: cx.float_or("beta", 1.0)?,
-                trans_a: cx.flag("transA", false)?,
-                trans_b: cx.flag("transB", false)?,
-            })
-        }
-        "MatMul" => {
-            arity(cx, n, 2, 2)?;
-            cx.check_known(&[])?;
-            Op::MatMul
-        }
         // The binary family from its registry (`qtune_ir::binary`): two
         // inputs, no attributes.
         t if binary::by_onnx(t).is_some() => {
@@ -148,26 +96,6 @@ pub(crate) fn import_node(
                 .map(|a| cx.float_or(a.name, a.default))
                 .collect::<Result<Vec<f32>, _>>()?;
             (spec.build)(&params)
-        }
-        // The pooling family from its registry (`qtune_ir::pool`).
-        t if pool::by_onnx(t).is_some() => {
-            let Some(spec) = pool::by_onnx(t) else {
-                return Err(cx.node_err("internal: not in the pooling registry"));
-            };
-            arity(cx, n, 1, 1)?;
-            cx.check_known(spec.onnx_attrs)?;
-            if spec.global {
-                (spec.build)(PoolAttrs::default())
-            } else {
-                let max = spec.kind == pool::PoolKind::Max;
-                if max {
-                    // storage_order only affects the Indices output, which
-                    // must be unused.
-                    cx.flag("storage_order", false)?;
-                    keep = Outputs::First("Indices output");
-                }
-                (spec.build)(pool_attrs(cx, !max)?)
-            }
         }
         // The reduction family from its registry (`qtune_ir::reduce`): the
         // axes as an attribute, or as input 1 from the op's opset on.
@@ -207,7 +135,9 @@ pub(crate) fn import_node(
             || activation::by_onnx(t).is_some()
             || (t == "Resize" && opset >= 11)
             || logic::ONNX_OPS.contains(&t)
-            || convert::ONNX_OPS.contains(&t) =>
+            || convert::ONNX_OPS.contains(&t)
+            || linear::by_onnx(t).is_some()
+            || pool::by_onnx(t).is_some() =>
         {
             let mut node = OnnxIn {
                 op_type: cx.op_type,
@@ -228,6 +158,10 @@ pub(crate) fn import_node(
                 logic::import(&mut node)
             } else if convert::ONNX_OPS.contains(&t) {
                 convert::import(&mut node)
+            } else if linear::by_onnx(t).is_some() {
+                linear::import(&mut node)
+            } else if pool::by_onnx(t).is_some() {
+                pool::import(&mut node)
             } else {
                 resize::import(&mut node)
             }
@@ -408,14 +342,6 @@ fn int_tensor(cx: &NodeCx<'_>, what: &str, values: Vec<i64>) -> Result<Tensor, O
     Tensor::from_i64(vec![values.len()], values).map_err(|e| cx.attr_err(what, e.to_string()))
 }
 
-fn check_len(cx: &NodeCx<'_>, what: &str, v: &[usize], want: usize) -> Result<(), OnnxError> {
-    if v.is_empty() || v.len() == want {
-        Ok(())
-    } else {
-        Err(cx.attr_err(what, format!("expected {want} values, got {}", v.len())))
-    }
-}
-
 /// An integer-list attribute that later opsets pass as the optional input 1
 /// (see [`OnnxIn::ints_moved_to_input`]).
 fn ints_moved_to_input(
@@ -443,120 +369,6 @@ fn check_distinct(cx: &NodeCx<'_>, what: &str, v: &[i64]) -> Result<(), OnnxErro
         Some(a) => Err(cx.attr_err(what, format!("axis {a} is given twice in {v:?}"))),
         None => Ok(()),
     }
-}
-
-fn auto_pad(cx: &NodeCx<'_>) -> Result<AutoPad, OnnxError> {
-    Ok(
-        match cx.string("auto_pad")?.as_deref().unwrap_or("NOTSET") {
-            "NOTSET" => AutoPad::NotSet,
-            "SAME_UPPER" => AutoPad::SameUpper,
-            "SAME_LOWER" => AutoPad::SameLower,
-            "VALID" => AutoPad::Valid,
-            other => {
-                return Err(cx.attr_err(
-                    "auto_pad",
-                    format!("expected NOTSET, SAME_UPPER, SAME_LOWER or VALID, got '{other}'"),
-                ));
-            }
-        },
-    )
-}
-
-/// The window attributes shared by convs and pools, with their lengths
-/// checked against the spatial rank (from `kernel_shape` when given).
-struct WindowAttrs {
-    kernel_shape: Vec<usize>,
-    strides: Vec<usize>,
-    pads: Vec<usize>,
-    dilations: Vec<usize>,
-    auto_pad: AutoPad,
-}
-
-fn window_attrs(cx: &NodeCx<'_>, kernel_required: bool) -> Result<WindowAttrs, OnnxError> {
-    let kernel_shape = cx.positives("kernel_shape")?;
-    if kernel_required && kernel_shape.is_empty() {
-        return Err(cx.attr_err("kernel_shape", "required attribute is missing"));
-    }
-    let strides = cx.positives("strides")?;
-    let dilations = cx.positives("dilations")?;
-    let pads = cx.usizes("pads")?.unwrap_or_default();
-    let auto_pad = auto_pad(cx)?;
-    let rank = [
-        kernel_shape.len(),
-        strides.len(),
-        dilations.len(),
-        pads.len() / 2,
-    ]
-    .into_iter()
-    .find(|&r| r > 0);
-    if let Some(rank) = rank {
-        check_len(cx, "strides", &strides, rank)?;
-        check_len(cx, "dilations", &dilations, rank)?;
-        check_len(cx, "pads", &pads, 2 * rank)?;
-    } else if !pads.is_empty() {
-        return Err(cx.attr_err(
-            "pads",
-            format!("expected an even number of values, got {}", pads.len()),
-        ));
-    }
-    if auto_pad != AutoPad::NotSet && pads.iter().any(|&p| p != 0) {
-        return Err(cx.attr_err(
-            "pads",
-            "explicit pads cannot be combined with auto_pad (ONNX forbids it)",
-        ));
-    }
-    Ok(WindowAttrs {
-        kernel_shape,
-        strides,
-        pads,
-        dilations,
-        auto_pad,
-    })
-}
-
-fn conv_attrs(cx: &NodeCx<'_>) -> Result<ConvAttrs, OnnxError> {
-    let w = window_attrs(cx, false)?;
-    let rank = w
-        .kernel_shape
-        .len()
-        .max(w.strides.len())
-        .max(w.dilations.len());
-    if rank > 2 {
-        return Err(cx.attr_err(
-            if w.kernel_shape.is_empty() {
-                "strides"
-            } else {
-                "kernel_shape"
-            },
-            format!("qtune runs 1-D and 2-D convolutions; got {rank} spatial axes"),
-        ));
-    }
-    let group = cx.int_or("group", 1)?;
-    let group = usize::try_from(group)
-        .ok()
-        .filter(|&g| g > 0)
-        .ok_or_else(|| cx.attr_err("group", format!("expected a positive value, got {group}")))?;
-    Ok(ConvAttrs {
-        kernel_shape: w.kernel_shape,
-        strides: w.strides,
-        pads: w.pads,
-        dilations: w.dilations,
-        group,
-        auto_pad: w.auto_pad,
-    })
-}
-
-fn pool_attrs(cx: &NodeCx<'_>, average: bool) -> Result<PoolAttrs, OnnxError> {
-    let w = window_attrs(cx, true)?;
-    Ok(PoolAttrs {
-        kernel_shape: w.kernel_shape,
-        strides: w.strides,
-        pads: w.pads,
-        dilations: w.dilations,
-        ceil_mode: cx.flag("ceil_mode", false)?,
-        count_include_pad: average && cx.flag("count_include_pad", false)?,
-        auto_pad: w.auto_pad,
-    })
 }
 
 /// Whether `axis` is certainly the last axis of `x`.

@@ -34,39 +34,20 @@ const fn op(
     }
 }
 
-/// The Top ops the reader accepts, in alphabetical order, but for the
-/// unary, binary, reduction, pooling, data-movement, normalization and
-/// activation families, which come from their registries
+/// The Top ops the reader accepts that belong to no op family (the graph's
+/// inputs, weights and `none`, and TPU-MLIR's `top.Scale`, read as a
+/// BatchNormalization). The op families' Top ops come from their modules
 /// ([`crate::unary`], [`crate::binary`], [`crate::reduce`], [`crate::pool`],
-/// [`crate::movement`], [`crate::norm`], [`crate::activation`]).
+/// [`crate::movement`], [`crate::norm`], [`crate::activation`],
+/// [`crate::linear`], [`crate::resize`], [`crate::logic`],
+/// [`crate::convert`]).
 pub const TOP_OPS: &[TopOpSpec] = &[
-    op(
-        "top.Conv",
-        "input, filter, bias?",
-        "kernel_shape, strides, pads, dilations, group, auto_pad, do_relu, relu_limit",
-        "Conv",
-        "1-D and 2-D",
-    ),
-    op(
-        "top.Deconv",
-        "input, filter, bias?",
-        "kernel_shape, strides, pads, dilations, group, output_padding, do_relu, relu_limit",
-        "ConvTranspose",
-        "",
-    ),
     op(
         "top.Input",
         "function argument",
         "preprocessing (pixel_format, channel_format, mean, scale, resize_dims, keep_aspect_ratio, keep_ratio_mode, pad_value, pad_type, ...)",
         "graph input",
         "",
-    ),
-    op(
-        "top.MatMul",
-        "input, right, bias?",
-        "left_transpose, right_transpose, do_relu, relu_limit",
-        "Gemm (2-D) / MatMul (with its bias)",
-        "output_transpose and hdim_is_batch are an error",
     ),
     op("top.None", "", "", "(absent operand)", ""),
     op(
@@ -93,6 +74,7 @@ pub fn is_supported(name: &str) -> bool {
         || crate::norm::is_top(name)
         || crate::activation::is_top(name)
         || crate::resize::TOP_OPS.contains(&name)
+        || crate::linear::is_top(name)
         || crate::convert::TOP_OPS.contains(&name)
         || name == "top.Where"
 }
@@ -102,9 +84,10 @@ pub fn top_ops_markdown() -> String {
     let mut s = String::from(
         "# Top ops qtune reads and writes\n\n\
          Generated from `crates/qtune-ir/src/mlir/ops.rs` (`TOP_OPS`) and the unary, binary, \
-         reduction, pooling, data-movement, normalization and activation registries \
-         (`crates/qtune-ir/src/unary.rs`, `binary.rs`, `reduce.rs`, `pool.rs`, `movement.rs`, \
-         `norm.rs`, `activation.rs`); a test keeps this file \
+         reduction, pooling, data-movement, normalization, activation, weighted-layer, resize, \
+         logic and conversion modules (`crates/qtune-ir/src/unary.rs`, `binary.rs`, `reduce.rs`, \
+         `pool.rs`, `movement.rs`, `norm.rs`, `activation.rs`, `linear.rs`, `resize.rs`, \
+         `logic.rs`, `convert.rs`); a test keeps this file \
          current. The reader accepts exactly these ops, with the attributes as TPU-MLIR prints \
          them (`include/tpu_mlir/Dialect/Top/IR/TopOps.td`); any other op is an error that names \
          it and its line. Attributes not listed are ignored (TPU-MLIR's optional attributes for \
@@ -122,6 +105,7 @@ pub fn top_ops_markdown() -> String {
         .chain(crate::norm::top_rows())
         .chain(crate::activation::top_rows())
         .chain(crate::resize::top_rows())
+        .chain(crate::linear::top_rows())
         .chain(crate::logic::top_rows())
         .chain(crate::convert::top_rows())
         .collect();

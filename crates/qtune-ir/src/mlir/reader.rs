@@ -7,10 +7,7 @@ use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
 use super::parse::{Loc, ParsedModule, ParsedOp, Parser, TypeSpec};
 use super::{InputAttrs, MlirAttr, MlirError, dtype_of_element};
-use crate::{
-    AutoPad, ClipAttrs, ConvAttrs, ConvTransposeAttrs, FusedRelu, GemmAttrs, Graph, Op, PoolAttrs,
-    ReduceAttrs, ValueId,
-};
+use crate::{AutoPad, ClipAttrs, FusedRelu, Graph, Op, PoolAttrs, ReduceAttrs, ValueId};
 
 /// Reads Top-dialect text. `weights` are the contents of the module's
 /// weight file (keyed by `top.Weight` loc name); `source` names the text in
@@ -121,6 +118,10 @@ pub(crate) struct TopIn<'r, 'a> {
 }
 
 impl TopIn<'_, '_> {
+    /// The `auto_pad` attribute (absent or unknown: not set).
+    pub(crate) fn auto_pad(&self) -> AutoPad {
+        auto_pad_of(self.a)
+    }
     /// The element type of result `i`, when its type is a tensor.
     pub(crate) fn result_dtype(&self, i: usize) -> Option<DType> {
         self.op
@@ -152,6 +153,13 @@ impl TopIn<'_, '_> {
     pub(crate) fn usizes(&self, k: &str) -> Result<Vec<usize>, MlirError> {
         usizes_attr(self.b, self.a, self.line, k)
     }
+}
+
+/// An op's `auto_pad` attribute (absent or unknown: not set).
+fn auto_pad_of(a: Attrs) -> AutoPad {
+    a.str("auto_pad")
+        .and_then(AutoPad::parse)
+        .unwrap_or(AutoPad::NotSet)
 }
 
 fn result_dims(op: &ParsedOp, i: usize) -> Option<Vec<usize>> {
@@ -484,85 +492,14 @@ impl<'a> Builder<'a> {
         let loc = names.first().cloned().unwrap_or_default();
         let line = op.line;
         let usz = |k: &str| usizes_attr(self, a, line, k);
-        let auto_pad = match a.str("auto_pad") {
-            Some("SAME_UPPER") => AutoPad::SameUpper,
-            Some("SAME_LOWER") => AutoPad::SameLower,
-            Some("VALID") => AutoPad::Valid,
-            _ => AutoPad::NotSet,
-        };
+        let auto_pad = auto_pad_of(a);
         let req = |i: usize| self.required(op, i);
-        let mut inputs: Vec<Option<ValueId>>;
+        let inputs: Vec<Option<ValueId>>;
         let unary = |s: &Self| -> Result<Vec<Option<ValueId>>, MlirError> {
             Ok(vec![Some(s.required(op, 0)?)])
         };
         let mut fuse_relu = false;
         let node_op: Op = match op.name.as_str() {
-            "top.Conv" | "top.Deconv" => {
-                let conv = ConvAttrs {
-                    kernel_shape: usz("kernel_shape")?,
-                    strides: usz("strides")?,
-                    pads: usz("pads")?,
-                    dilations: usz("dilations")?,
-                    group: usize::try_from(a.i64_or("group", 1)).unwrap_or(1),
-                    auto_pad,
-                };
-                inputs = vec![
-                    Some(req(0)?),
-                    Some(req(1)?),
-                    self.operand(op, 2).unwrap_or(None),
-                ];
-                fuse_relu = a.bool_or("do_relu", false);
-                if op.name == "top.Deconv" {
-                    Op::ConvTranspose(ConvTransposeAttrs {
-                        conv,
-                        output_padding: usz("output_padding")?,
-                        output_shape: usz("output_shape")?,
-                    })
-                } else {
-                    Op::Conv(conv)
-                }
-            }
-            "top.MatMul" => {
-                let lhs = req(0)?;
-                let rhs = req(1)?;
-                let bias = self.operand(op, 2).unwrap_or(None);
-                fuse_relu = a.bool_or("do_relu", false);
-                let trans_a = a.bool_or("left_transpose", false);
-                let trans_b = a.bool_or("right_transpose", false);
-                let is_gemm = bias.is_some()
-                    || trans_a
-                    || trans_b
-                    || a.get("alpha").is_some()
-                    || a.get("beta").is_some();
-                let lhs_rank = self.graph.value(lhs).shape.as_ref().map(Shape::rank);
-                if a.bool_or("output_transpose", false) || a.bool_or("hdim_is_batch", false) {
-                    return self.err(
-                        line,
-                        "`top.MatMul` with output_transpose or hdim_is_batch is not supported",
-                    );
-                }
-                if is_gemm && lhs_rank == Some(2) {
-                    inputs = vec![Some(lhs), Some(rhs), bias];
-                    Op::Gemm(GemmAttrs {
-                        alpha: f32_of(a.f64_or("alpha", 1.0)),
-                        beta: f32_of(a.f64_or("beta", 1.0)),
-                        trans_a,
-                        trans_b,
-                    })
-                } else if trans_a || trans_b {
-                    return self.err(
-                        line,
-                        "`top.MatMul` with transposes needs a 2-D left operand",
-                    );
-                } else {
-                    // A batched MatMul keeps its bias as a third input.
-                    inputs = vec![Some(lhs), Some(rhs), bias];
-                    if bias.is_none() {
-                        inputs.pop();
-                    }
-                    Op::MatMul
-                }
-            }
             // The families whose Top mapping is in their module
             // (`crate::movement`, `crate::norm`, `crate::activation`,
             // `crate::resize`, `crate::convert`, `crate::logic`; the last
@@ -572,7 +509,8 @@ impl<'a> Builder<'a> {
                 || crate::activation::is_top(name)
                 || crate::resize::TOP_OPS.contains(&name)
                 || crate::logic::reads_top(name, a.str("mode"))
-                || crate::convert::TOP_OPS.contains(&name) =>
+                || crate::convert::TOP_OPS.contains(&name)
+                || crate::linear::is_top(name) =>
             {
                 let mut r = TopIn {
                     b: self,
@@ -593,6 +531,8 @@ impl<'a> Builder<'a> {
                     crate::resize::read_top(&mut r)?
                 } else if crate::convert::TOP_OPS.contains(&name) {
                     crate::convert::read_top(&mut r)?
+                } else if crate::linear::is_top(name) {
+                    crate::linear::read_top(&mut r)?
                 } else {
                     crate::logic::read_top(&mut r)?
                 };

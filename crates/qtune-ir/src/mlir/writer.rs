@@ -349,15 +349,6 @@ pub(crate) fn usizes(v: &[usize]) -> MlirAttr {
     )
 }
 
-fn auto_pad_name(a: AutoPad) -> &'static str {
-    match a {
-        AutoPad::NotSet => "NOTSET",
-        AutoPad::SameUpper => "SAME_UPPER",
-        AutoPad::SameLower => "SAME_LOWER",
-        AutoPad::Valid => "VALID",
-    }
-}
-
 /// The Top op a node is written as (`top.Conv`, `top.AddConst`, ...), or
 /// `None` when it has no Top form (quantized ops) or the graph lacks the
 /// static shapes the mapping needs.
@@ -371,7 +362,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let err = |message: String| w.err(message);
     let input = |i: usize| w.input(i);
     let x = |i: usize| w.x(i);
-    let opt = |i: usize| w.opt(i);
     let out_dims = |i: usize| w.out_dims(i);
     let in_rank = |i: usize| w.in_rank(i);
     let values = |n: usize| w.values(n);
@@ -379,6 +369,8 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let top = match &node.op {
         // The data-movement family (`crate::movement`).
         movement_op!() => crate::movement::write_top(&w)?,
+        // The weighted layers (`crate::linear`).
+        linear_op!() => crate::linear::write_top(&w)?,
         // The normalization family (`crate::norm`).
         norm_op!() => crate::norm::write_top(&w)?,
         // The activations (`crate::activation`).
@@ -398,58 +390,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                     .into(),
             ));
         }
-        Op::Conv(a) | Op::ConvTranspose(crate::ConvTransposeAttrs { conv: a, .. }) => {
-            let mut attrs = vec![
-                ("kernel_shape", usizes(&a.kernel_shape)),
-                ("strides", usizes(&a.strides)),
-                ("pads", usizes(&a.pads)),
-                ("dilations", usizes(&a.dilations)),
-                ("group", A::I64(i64::try_from(a.group).unwrap_or(1))),
-                ("do_relu", A::Bool(false)),
-            ];
-            if a.auto_pad != AutoPad::NotSet {
-                attrs.push(("auto_pad", A::Str(auto_pad_name(a.auto_pad).into())));
-            }
-            let name = if let Op::ConvTranspose(t) = &node.op {
-                attrs.push(("output_padding", usizes(&t.output_padding)));
-                if !t.output_shape.is_empty() {
-                    attrs.push(("output_shape", usizes(&t.output_shape)));
-                }
-                "top.Deconv"
-            } else {
-                "top.Conv"
-            };
-            mk(
-                name,
-                vec![Operand::Value(x(0)?), Operand::Value(x(1)?), opt(2)],
-                attrs,
-            )
-        }
-        Op::Gemm(a) => {
-            // TPU-MLIR bakes transB, alpha and beta into `_fix` weights; that
-            // changes the arithmetic, so they stay attributes here.
-            let mut attrs = vec![
-                ("left_transpose", A::Bool(a.trans_a)),
-                ("right_transpose", A::Bool(a.trans_b)),
-                ("do_relu", A::Bool(false)),
-            ];
-            if a.alpha != 1.0 {
-                attrs.push(("alpha", A::F64(f64::from(a.alpha))));
-            }
-            if a.beta != 1.0 {
-                attrs.push(("beta", A::F64(f64::from(a.beta))));
-            }
-            mk(
-                "top.MatMul",
-                vec![Operand::Value(x(0)?), Operand::Value(x(1)?), opt(2)],
-                attrs,
-            )
-        }
-        Op::MatMul => mk(
-            "top.MatMul",
-            vec![Operand::Value(x(0)?), Operand::Value(x(1)?), opt(2)],
-            vec![("do_relu", A::Bool(false))],
-        ),
         // The binary family from its registry (`crate::binary`): an
         // operand that is a one-element constant, beside a tensor of the
         // output's dims, becomes the constant attribute of the op's `*Const`
@@ -559,7 +499,7 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                         attrs.push(("dilations", usizes(&a.dilations)));
                     }
                     if a.auto_pad != AutoPad::NotSet {
-                        attrs.push(("auto_pad", A::Str(auto_pad_name(a.auto_pad).into())));
+                        attrs.push(("auto_pad", A::Str(a.auto_pad.name().into())));
                     }
                     attrs
                 }
