@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use qtune_ir::{
-    AutoPad, FloatFormat, FusedRelu, Graph, Node, NodeId, Op, ValueId, activation_op, binary_op,
-    movement_op, norm_op, pool_op, reduce_op, resolve_reduce_axes, resolve_window, unary_op,
+    AutoPad, FloatFormat, FusedRelu, Graph, Node, NodeId, Op, ValueId, activation_op, as_4d,
+    binary_op, movement_op, norm_op, pads4, pair, pool_op, reduce_op, resolve_reduce_axes,
+    resolve_window, unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
@@ -86,32 +87,6 @@ fn family_cx<'a>(cx: &mut Cx<'a>, id: NodeId) -> qtune_ir::EvalCx<'a> {
         id,
         inputs: std::mem::take(&mut cx.inputs),
         par: cx.par,
-    }
-}
-
-/// 4-D view of an NCHW (or NCW, seen as NC1W) tensor shape.
-fn as_4d(dims: &[usize]) -> Option<[usize; 4]> {
-    match *dims {
-        [n, c, h, w] => Some([n, c, h, w]),
-        [n, c, w] => Some([n, c, 1, w]),
-        _ => None,
-    }
-}
-
-/// Spatial attributes of rank 1 or 2 as 2-D `[h, w]` pairs.
-fn pair(v: &[usize], default: usize) -> [usize; 2] {
-    match *v {
-        [h, w] => [h, w],
-        [w] => [default, w],
-        _ => [default, default],
-    }
-}
-
-fn pads4(begin: &[usize], end: &[usize]) -> [usize; 4] {
-    match (begin, end) {
-        ([t, l], [b, r]) => [*t, *l, *b, *r],
-        ([l], [r]) => [0, *l, 0, *r],
-        _ => [0; 4],
     }
 }
 
@@ -297,56 +272,6 @@ pub(crate) fn eval_node_fused(
         // `Mul`, `Mul`): the canonical graph computes what the source ONNX
         // model and the QDQ export compute, bit for bit on qtune.
         // The pooling family (`qtune_ir::pool`): a window, or the whole map.
-        pool_op!() => {
-            let Some((spec, window)) = node.op.pool() else {
-                return Err(cx.err("internal: not in the pooling registry"));
-            };
-            let max = spec.kind == qtune_ir::pool::PoolKind::Max;
-            let Some(a) = window else {
-                let dims = cx.input(0)?.dims().to_vec();
-                let spatial: usize = dims[2..].iter().product();
-                let xd = [dims[0], dims[1], 1, spatial];
-                let od = cx.out_dims(0)?;
-                let mut out = k::zeroed(od.iter().product(), cx.par);
-                if max {
-                    k::global_max_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
-                } else {
-                    k::global_avg_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
-                }
-                return cx.f32_out(od, out);
-            };
-            let xd = as_4d(cx.input(0)?.dims())
-                .ok_or_else(|| cx.err("only 1-D and 2-D pooling is supported"))?;
-            let spatial = &cx.input(0)?.dims()[2..];
-            let win = resolve_window(
-                spatial,
-                &a.kernel_shape,
-                &a.strides,
-                &a.pads,
-                &a.dilations,
-                a.auto_pad,
-                a.ceil_mode,
-            )
-            .map_err(|m| cx.err(m))?;
-            let mut p = k::Pool2dParams::new([1, 1]);
-            p.kernel = pair(&win.kernel, 1);
-            p.strides = pair(&win.strides, 1);
-            p.pads = pads4(&win.pads_begin, &win.pads_end);
-            p.dilations = pair(&win.dilations, 1);
-            p.ceil_mode = a.ceil_mode;
-            p.count_include_pad = a.count_include_pad;
-            let od = cx.out_dims(0)?;
-            let mut out = k::zeroed(od.iter().product(), cx.par);
-            if max {
-                if node.outputs.len() > 1 {
-                    return Err(cx.err("the Indices output of MaxPool is not supported"));
-                }
-                k::max_pool2d(cx.f32_input(0)?, xd, &p, &mut out, cx.par);
-            } else {
-                k::avg_pool2d(cx.f32_input(0)?, xd, &p, &mut out, cx.par);
-            }
-            cx.f32_out(od, out)
-        }
         // The reduction family (`qtune_ir::reduce`): its kernel, or the
         // registry's fold for an op without one.
         reduce_op!() => {
@@ -376,6 +301,8 @@ pub(crate) fn eval_node_fused(
         norm_op!() => Ok(qtune_ir::norm::eval(family_cx(&mut cx, id))?),
         // The activations (`qtune_ir::activation`).
         activation_op!() => Ok(qtune_ir::activation::eval(family_cx(&mut cx, id))?),
+        // The pooling family (`qtune_ir::pool`).
+        pool_op!() => Ok(qtune_ir::pool::eval(family_cx(&mut cx, id))?),
         // Resize (`qtune_ir::resize`).
         Op::Resize(_) => Ok(qtune_ir::resize::eval(family_cx(&mut cx, id))?),
         // Not and Where (`qtune_ir::logic`), Cast and Shape (`qtune_ir::convert`).

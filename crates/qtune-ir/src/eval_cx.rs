@@ -117,6 +117,33 @@ impl EvalCx<'_> {
     }
 }
 
+/// 4-D view of an NCHW (or NCW, seen as NC1W) shape.
+pub fn as_4d(dims: &[usize]) -> Option<[usize; 4]> {
+    match *dims {
+        [n, c, h, w] => Some([n, c, h, w]),
+        [n, c, w] => Some([n, c, 1, w]),
+        _ => None,
+    }
+}
+
+/// Spatial attributes of rank 1 or 2 as 2-D `[h, w]` pairs.
+pub fn pair(v: &[usize], default: usize) -> [usize; 2] {
+    match *v {
+        [h, w] => [h, w],
+        [w] => [default, w],
+        _ => [default, default],
+    }
+}
+
+/// Begin and end pads of rank 1 or 2 as `[top, left, bottom, right]`.
+pub fn pads4(begin: &[usize], end: &[usize]) -> [usize; 4] {
+    match (begin, end) {
+        ([t, l], [b, r]) => [*t, *l, *b, *r],
+        ([l], [r]) => [0, *l, 0, *r],
+        _ => [0; 4],
+    }
+}
+
 /// Applies `$body` to the buffer of any dtype, producing a new buffer of the
 /// same dtype. `$body` sees `$v: &Vec<T>` and must evaluate to `Vec<T>`.
 macro_rules! map_any {

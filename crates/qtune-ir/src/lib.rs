@@ -44,7 +44,7 @@ mod shape_infer;
 
 pub use convert::shape_range;
 pub use error::IrError;
-pub use eval_cx::EvalCx;
+pub use eval_cx::{EvalCx, as_4d, pads4, pair};
 pub use graph::{FusedRelu, Graph, Node, Value};
 pub use ids::{NodeId, ValueId};
 pub use movement::{SliceAxis, reshape_shape, resolve_slice, resolve_split};

@@ -23,8 +23,16 @@
 //! plan and the QDQ export consult the registry; `docs/adding-an-op.md`
 //! says what is left per crate.
 
+use qtune_kernels as k;
+use qtune_tensor::{DType, Shape, Tensor};
+
+use crate::eval_cx::{EvalCx, as_4d, pads4, pair};
+use crate::mlir::reader::TopIn;
+use crate::mlir::writer::{TopOp, TopOut, mk, usizes};
+use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{NodeError, OnnxIn, OnnxOut};
-use crate::{Op, PoolAttrs};
+use crate::shape_infer::{Ctx, one};
+use crate::{AutoPad, InferredOutput, IrError, Op, PoolAttrs, resolve_window};
 
 /// What a pooling op takes of its window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +272,195 @@ pub fn export(op: &Op, out: &mut OnnxOut) -> Result<(), NodeError> {
     }
     out.auto_pad(a.auto_pad);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The Top dialect (called from the `.mlir` reader and writer).
+
+/// The IR op of a pooling Top op ([`is_top`]), its inputs set on `r`.
+pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {
+    let name = r.op.name.as_str();
+    r.inputs = r.unary()?;
+    r.fuse_relu = r.a.bool_or("do_relu", false);
+    let kernel = r.usizes("kernel_shape")?;
+    // A kernel over the whole map, stride 1, no padding is the
+    // global pool (TPU-MLIR's shape inference fills the empty
+    // kernel of a converted GlobalAveragePool this way).
+    let in_dims =
+        r.b.graph
+            .value(r.req(0)?)
+            .shape
+            .as_ref()
+            .map(|s| s.dims().to_vec())
+            .unwrap_or_default();
+    let whole_map = !kernel.is_empty()
+        && in_dims.get(2..) == Some(kernel.as_slice())
+        && r.usizes("strides")?.iter().all(|&s| s == 1)
+        && r.usizes("pads")?.iter().all(|&p| p == 0)
+        && !r.a.bool_or("ceil_mode", false);
+    let global = kernel.is_empty() || whole_map;
+    let Some(spec) = by_top(name, global) else {
+        return r.err(format!("internal: `{name}` left the pooling registry"));
+    };
+    let p = if global {
+        PoolAttrs::default()
+    } else {
+        PoolAttrs {
+            kernel_shape: kernel,
+            strides: r.usizes("strides")?,
+            pads: r.usizes("pads")?,
+            dilations: r.usizes("dilations")?,
+            ceil_mode: r.a.bool_or("ceil_mode", false),
+            count_include_pad: r.a.bool_or("count_include_pad", false),
+            auto_pad: r.auto_pad(),
+        }
+    };
+    Ok((spec.build)(p))
+}
+
+/// The Top op of a pooling node.
+pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
+    use MlirAttr as A;
+    let (spec, window) = w
+        .node
+        .op
+        .pool()
+        .ok_or_else(|| w.err("internal: not in the pooling registry".into()))?;
+    let attrs = match window {
+        // As TPU-MLIR's shape inference leaves a global pool: the
+        // kernel is the whole map, strides 1, no padding.
+        None => {
+            let dims = w.dims(w.x(0)?)?;
+            let spatial = dims.get(2..).unwrap_or(&[]);
+            vec![
+                ("kernel_shape", usizes(spatial)),
+                ("strides", usizes(&vec![1; spatial.len()])),
+                ("pads", usizes(&vec![0; 2 * spatial.len()])),
+                ("count_include_pad", A::Bool(true)),
+                ("keepdims", A::Bool(true)),
+                ("do_relu", A::Bool(false)),
+            ]
+        }
+        Some(a) => {
+            let mut attrs = vec![
+                ("kernel_shape", usizes(&a.kernel_shape)),
+                ("strides", usizes(&a.strides)),
+                ("pads", usizes(&a.pads)),
+                ("ceil_mode", A::Bool(a.ceil_mode)),
+                ("count_include_pad", A::Bool(a.count_include_pad)),
+                ("keepdims", A::Bool(true)),
+                ("do_relu", A::Bool(false)),
+            ];
+            if !a.dilations.is_empty() {
+                attrs.push(("dilations", usizes(&a.dilations)));
+            }
+            if a.auto_pad != AutoPad::NotSet {
+                attrs.push(("auto_pad", A::Str(a.auto_pad.name().into())));
+            }
+            attrs
+        }
+    };
+    Ok(mk(spec.top, w.values(1)?, attrs))
+}
+
+// ---------------------------------------------------------------------------
+// Shape inference (called from `crate::infer_node`).
+
+/// The output shape of a pooling node.
+pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
+    let x = cx.shape(0)?;
+    let Some((_, window)) = cx.node.op.pool() else {
+        return Err(cx.err("internal: not in the pooling registry"));
+    };
+    let Some(a) = window else {
+        if x.len() < 3 {
+            return Err(cx.err("global pooling needs an input of rank 3 or more"));
+        }
+        let mut out = x[..2].to_vec();
+        out.extend(std::iter::repeat_n(1, x.len() - 2));
+        return one(out, cx.dtype(0)?);
+    };
+    if x.len() < 3 {
+        return Err(cx.err("pooling needs an input of rank 3 or more"));
+    }
+    let win = resolve_window(
+        &x[2..],
+        &a.kernel_shape,
+        &a.strides,
+        &a.pads,
+        &a.dilations,
+        a.auto_pad,
+        a.ceil_mode,
+    )
+    .map_err(|m| cx.err(m))?;
+    let mut out = vec![x[0], x[1]];
+    out.extend(win.out);
+    let mut outs = vec![InferredOutput {
+        shape: Shape(out.clone()),
+        dtype: cx.dtype(0)?,
+    }];
+    if cx.node.outputs.len() > 1 {
+        outs.push(InferredOutput {
+            shape: Shape(out),
+            dtype: DType::I64,
+        });
+    }
+    Ok(outs)
+}
+
+// ---------------------------------------------------------------------------
+// Evaluation (called from `qtune-exec`).
+
+/// Evaluates a pooling node on the kernels of `qtune-kernels`.
+pub fn eval(cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
+    let Some((spec, window)) = cx.node.op.pool() else {
+        return Err(cx.err("internal: not in the pooling registry"));
+    };
+    let max = spec.kind == PoolKind::Max;
+    let Some(a) = window else {
+        let dims = cx.input(0)?.dims().to_vec();
+        let spatial: usize = dims[2..].iter().product();
+        let xd = [dims[0], dims[1], 1, spatial];
+        let od = cx.out_dims(0)?;
+        let mut out = k::zeroed(od.iter().product(), cx.par);
+        if max {
+            k::global_max_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
+        } else {
+            k::global_avg_pool(cx.f32_input(0)?, xd, &mut out, cx.par);
+        }
+        return cx.f32_out(od, out);
+    };
+    let xd = as_4d(cx.input(0)?.dims())
+        .ok_or_else(|| cx.err("only 1-D and 2-D pooling is supported"))?;
+    let spatial = &cx.input(0)?.dims()[2..];
+    let win = resolve_window(
+        spatial,
+        &a.kernel_shape,
+        &a.strides,
+        &a.pads,
+        &a.dilations,
+        a.auto_pad,
+        a.ceil_mode,
+    )
+    .map_err(|m| cx.err(m))?;
+    let mut p = k::Pool2dParams::new([1, 1]);
+    p.kernel = pair(&win.kernel, 1);
+    p.strides = pair(&win.strides, 1);
+    p.pads = pads4(&win.pads_begin, &win.pads_end);
+    p.dilations = pair(&win.dilations, 1);
+    p.ceil_mode = a.ceil_mode;
+    p.count_include_pad = a.count_include_pad;
+    let od = cx.out_dims(0)?;
+    let mut out = k::zeroed(od.iter().product(), cx.par);
+    if max {
+        if cx.node.outputs.len() > 1 {
+            return Err(cx.err("the Indices output of MaxPool is not supported"));
+        }
+        k::max_pool2d(cx.f32_input(0)?, xd, &p, &mut out, cx.par);
+    } else {
+        k::avg_pool2d(cx.f32_input(0)?, xd, &p, &mut out, cx.par);
+    }
+    cx.f32_out(od, out)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 use qtune_kernels as k;
 use qtune_tensor::{Shape, Tensor};
 
-use crate::eval_cx::EvalCx;
+use crate::eval_cx::{EvalCx, as_4d};
 use crate::mlir::reader::TopIn;
 use crate::mlir::writer::{Operand, TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError};
@@ -416,15 +416,6 @@ pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
 
 // ---------------------------------------------------------------------------
 // Evaluation (called from `qtune-exec`).
-
-/// 4-D view of an NCHW (or NCW, seen as NC1W) shape.
-fn as_4d(dims: &[usize]) -> Option<[usize; 4]> {
-    match *dims {
-        [n, c, h, w] => Some([n, c, h, w]),
-        [n, c, w] => Some([n, c, 1, w]),
-        _ => None,
-    }
-}
 
 /// Evaluates a Resize on the kernels of `qtune-kernels`.
 pub fn eval(cx: EvalCx) -> Result<Vec<Tensor>, IrError> {

@@ -297,51 +297,13 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         Op::Resize(_) => crate::resize::infer(&cx),
         // The data-movement family (`crate::movement`).
         movement_op!() => crate::movement::infer(&cx),
+        // The pooling family (`crate::pool`).
+        pool_op!() => crate::pool::infer(&cx),
         // The weighted layers (`crate::linear`).
         linear_op!() => crate::linear::infer(&cx),
         // The normalization family (`crate::norm`).
         norm_op!() => crate::norm::infer(&cx),
         // The pooling family (`crate::pool`): a window, or the whole map.
-        pool_op!() => {
-            let x = cx.shape(0)?;
-            let Some((_, window)) = node.op.pool() else {
-                return Err(cx.err("internal: not in the pooling registry"));
-            };
-            let Some(a) = window else {
-                if x.len() < 3 {
-                    return Err(cx.err("global pooling needs an input of rank 3 or more"));
-                }
-                let mut out = x[..2].to_vec();
-                out.extend(std::iter::repeat_n(1, x.len() - 2));
-                return one(out, cx.dtype(0)?);
-            };
-            if x.len() < 3 {
-                return Err(cx.err("pooling needs an input of rank 3 or more"));
-            }
-            let win = resolve_window(
-                &x[2..],
-                &a.kernel_shape,
-                &a.strides,
-                &a.pads,
-                &a.dilations,
-                a.auto_pad,
-                a.ceil_mode,
-            )
-            .map_err(|m| cx.err(m))?;
-            let mut out = vec![x[0], x[1]];
-            out.extend(win.out);
-            let mut outs = vec![InferredOutput {
-                shape: Shape(out.clone()),
-                dtype: cx.dtype(0)?,
-            }];
-            if node.outputs.len() > 1 {
-                outs.push(InferredOutput {
-                    shape: Shape(out),
-                    dtype: DType::I64,
-                });
-            }
-            Ok(outs)
-        }
         // The reduction family (`crate::reduce`).
         reduce_op!() => {
             let Some((_, a)) = node.op.reduce() else {

@@ -7,7 +7,7 @@ use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
 use super::parse::{Loc, ParsedModule, ParsedOp, Parser, TypeSpec};
 use super::{InputAttrs, MlirAttr, MlirError, dtype_of_element};
-use crate::{AutoPad, ClipAttrs, FusedRelu, Graph, Op, PoolAttrs, ReduceAttrs, ValueId};
+use crate::{AutoPad, ClipAttrs, FusedRelu, Graph, Op, ReduceAttrs, ValueId};
 
 /// Reads Top-dialect text. `weights` are the contents of the module's
 /// weight file (keyed by `top.Weight` loc name); `source` names the text in
@@ -491,8 +491,6 @@ impl<'a> Builder<'a> {
         let a = Attrs { list: &op.attrs };
         let loc = names.first().cloned().unwrap_or_default();
         let line = op.line;
-        let usz = |k: &str| usizes_attr(self, a, line, k);
-        let auto_pad = auto_pad_of(a);
         let req = |i: usize| self.required(op, i);
         let inputs: Vec<Option<ValueId>>;
         let unary = |s: &Self| -> Result<Vec<Option<ValueId>>, MlirError> {
@@ -510,7 +508,8 @@ impl<'a> Builder<'a> {
                 || crate::resize::TOP_OPS.contains(&name)
                 || crate::logic::reads_top(name, a.str("mode"))
                 || crate::convert::TOP_OPS.contains(&name)
-                || crate::linear::is_top(name) =>
+                || crate::linear::is_top(name)
+                || crate::pool::is_top(name) =>
             {
                 let mut r = TopIn {
                     b: self,
@@ -533,6 +532,8 @@ impl<'a> Builder<'a> {
                     crate::convert::read_top(&mut r)?
                 } else if crate::linear::is_top(name) {
                     crate::linear::read_top(&mut r)?
+                } else if crate::pool::is_top(name) {
+                    crate::pool::read_top(&mut r)?
                 } else {
                     crate::logic::read_top(&mut r)?
                 };
@@ -655,47 +656,6 @@ impl<'a> Builder<'a> {
                 (spec.build)(&params)
             }
             // The pooling family from its registry (`crate::pool`).
-            name if crate::pool::is_top(name) => {
-                inputs = unary(self)?;
-                fuse_relu = a.bool_or("do_relu", false);
-                let kernel = usz("kernel_shape")?;
-                // A kernel over the whole map, stride 1, no padding is the
-                // global pool (TPU-MLIR's shape inference fills the empty
-                // kernel of a converted GlobalAveragePool this way).
-                let in_dims = self
-                    .graph
-                    .value(req(0)?)
-                    .shape
-                    .as_ref()
-                    .map(|s| s.dims().to_vec())
-                    .unwrap_or_default();
-                let whole_map = !kernel.is_empty()
-                    && in_dims.get(2..) == Some(kernel.as_slice())
-                    && usz("strides")?.iter().all(|&s| s == 1)
-                    && usz("pads")?.iter().all(|&p| p == 0)
-                    && !a.bool_or("ceil_mode", false);
-                let global = kernel.is_empty() || whole_map;
-                let Some(spec) = crate::pool::by_top(name, global) else {
-                    return self.err(
-                        line,
-                        format!("internal: `{name}` left the pooling registry"),
-                    );
-                };
-                let p = if global {
-                    PoolAttrs::default()
-                } else {
-                    PoolAttrs {
-                        kernel_shape: kernel,
-                        strides: usz("strides")?,
-                        pads: usz("pads")?,
-                        dilations: usz("dilations")?,
-                        ceil_mode: a.bool_or("ceil_mode", false),
-                        count_include_pad: a.bool_or("count_include_pad", false),
-                        auto_pad,
-                    }
-                };
-                (spec.build)(p)
-            }
             "top.Reduce" => {
                 inputs = unary(self)?;
                 let r = ReduceAttrs {

@@ -7,7 +7,7 @@ use qtune_tensor::{Tensor, TensorData};
 
 use super::attr::quote;
 use super::{InputAttrs, MlirAttr, MlirError, MlirWriteOptions, tensor_type};
-use crate::{AutoPad, Graph, Node, NodeId, Op, ValueId};
+use crate::{Graph, Node, NodeId, Op, ValueId};
 
 /// Largest integer magnitude float32 holds exactly.
 const F32_EXACT_INT: i64 = 1 << 24;
@@ -369,6 +369,8 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let top = match &node.op {
         // The data-movement family (`crate::movement`).
         movement_op!() => crate::movement::write_top(&w)?,
+        // The pooling family (`crate::pool`).
+        pool_op!() => crate::pool::write_top(&w)?,
         // The weighted layers (`crate::linear`).
         linear_op!() => crate::linear::write_top(&w)?,
         // The normalization family (`crate::norm`).
@@ -465,47 +467,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
             mk(u.spec.top, values(1)?, attrs)
         }
         // The pooling family from its registry (`crate::pool`).
-        pool_op!() => {
-            let (spec, window) = node
-                .op
-                .pool()
-                .ok_or_else(|| err("internal: not in the pooling registry".into()))?;
-            let attrs = match window {
-                // As TPU-MLIR's shape inference leaves a global pool: the
-                // kernel is the whole map, strides 1, no padding.
-                None => {
-                    let dims = shape_dims(g, x(0)?)?;
-                    let spatial = dims.get(2..).unwrap_or(&[]);
-                    vec![
-                        ("kernel_shape", usizes(spatial)),
-                        ("strides", usizes(&vec![1; spatial.len()])),
-                        ("pads", usizes(&vec![0; 2 * spatial.len()])),
-                        ("count_include_pad", A::Bool(true)),
-                        ("keepdims", A::Bool(true)),
-                        ("do_relu", A::Bool(false)),
-                    ]
-                }
-                Some(a) => {
-                    let mut attrs = vec![
-                        ("kernel_shape", usizes(&a.kernel_shape)),
-                        ("strides", usizes(&a.strides)),
-                        ("pads", usizes(&a.pads)),
-                        ("ceil_mode", A::Bool(a.ceil_mode)),
-                        ("count_include_pad", A::Bool(a.count_include_pad)),
-                        ("keepdims", A::Bool(true)),
-                        ("do_relu", A::Bool(false)),
-                    ];
-                    if !a.dilations.is_empty() {
-                        attrs.push(("dilations", usizes(&a.dilations)));
-                    }
-                    if a.auto_pad != AutoPad::NotSet {
-                        attrs.push(("auto_pad", A::Str(a.auto_pad.name().into())));
-                    }
-                    attrs
-                }
-            };
-            mk(spec.top, values(1)?, attrs)
-        }
         // The reduction family from its registry (`crate::reduce`).
         reduce_op!() => {
             let (spec, a) = node
