@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use qtune_ir::{
     AutoPad, FloatFormat, FusedRelu, Graph, Node, NodeId, Op, ValueId, activation_op, as_4d,
-    binary_op, movement_op, norm_op, pads4, pair, pool_op, reduce_op, resolve_reduce_axes,
-    resolve_window, unary_op,
+    binary_op, movement_op, norm_op, pads4, pair, pool_op, reduce_op, resolve_window, unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
@@ -274,33 +273,14 @@ pub(crate) fn eval_node_fused(
         // The pooling family (`qtune_ir::pool`): a window, or the whole map.
         // The reduction family (`qtune_ir::reduce`): its kernel, or the
         // registry's fold for an op without one.
-        reduce_op!() => {
-            let Some((spec, a)) = node.op.reduce() else {
-                return Err(cx.err("internal: not in the reduction registry"));
-            };
-            let dims = cx.input(0)?.dims().to_vec();
-            let axes = resolve_reduce_axes(graph, id, a, dims.len())?;
-            let od = cx.out_dims(0)?;
-            if axes.is_empty() {
-                let t = cx.input(0)?.clone();
-                return Ok(vec![t]);
-            }
-            let out = match fast_reduce(&node.op) {
-                Some(rop) => {
-                    let mut out = k::zeroed(od.iter().product(), cx.par);
-                    k::reduce(rop, cx.f32_input(0)?, &dims, &axes, &mut out);
-                    out
-                }
-                None => reduce_by_definition(spec, cx.f32_input(0)?, &dims, &axes),
-            };
-            cx.f32_out(od, out)
-        }
         // The data-movement family (`qtune_ir::movement`).
         movement_op!() => Ok(qtune_ir::movement::eval(family_cx(&mut cx, id))?),
         // The normalization family (`qtune_ir::norm`).
         norm_op!() => Ok(qtune_ir::norm::eval(family_cx(&mut cx, id))?),
         // The activations (`qtune_ir::activation`).
         activation_op!() => Ok(qtune_ir::activation::eval(family_cx(&mut cx, id))?),
+        // The reduction family (`qtune_ir::reduce`).
+        reduce_op!() => Ok(qtune_ir::reduce::eval(family_cx(&mut cx, id))?),
         // The pooling family (`qtune_ir::pool`).
         pool_op!() => Ok(qtune_ir::pool::eval(family_cx(&mut cx, id))?),
         // Resize (`qtune_ir::resize`).
@@ -489,57 +469,6 @@ fn eval_binary(
             b.dtype()
         ))),
     }
-}
-
-/// The kernel of a reduction, when `qtune-kernels` has one (a speed-up
-/// only: the registry's fold is the reference,
-/// `reduce_kernels_match_the_registry`).
-pub(crate) fn fast_reduce(op: &Op) -> Option<k::ReduceOp> {
-    Some(match op {
-        Op::ReduceMean(_) => k::ReduceOp::Mean,
-        Op::ReduceSum(_) => k::ReduceOp::Sum,
-        Op::ReduceL2(_) => k::ReduceOp::L2,
-        Op::ReduceMax(_) => k::ReduceOp::Max,
-        Op::ReduceMin(_) => k::ReduceOp::Min,
-        _ => return None,
-    })
-}
-
-/// A reduction over `axes` (sorted, non-empty) by the registry's fold, in
-/// f64, one output position at a time in input order.
-fn reduce_by_definition(
-    spec: &qtune_ir::reduce::ReduceSpec,
-    x: &[f32],
-    dims: &[usize],
-    axes: &[usize],
-) -> Vec<f32> {
-    let od = k::reduce_out_dims(dims, axes);
-    let n_out: usize = od.iter().product();
-    let mut ostride = vec![0usize; dims.len()];
-    let mut s = 1;
-    for i in (0..dims.len()).rev() {
-        if !axes.contains(&i) {
-            ostride[i] = s;
-        }
-        s *= od[i];
-    }
-    let mut acc = vec![spec.init; n_out];
-    let mut idx = vec![0usize; dims.len()];
-    for &v in x {
-        let o: usize = idx.iter().zip(&ostride).map(|(i, s)| i * s).sum();
-        acc[o] = (spec.combine)(acc[o], (spec.map)(f64::from(v)));
-        for d in (0..dims.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < dims[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    let count: usize = axes.iter().map(|&a| dims[a]).product();
-    acc.into_iter()
-        .map(|a| (spec.finish)(a, count) as f32)
-        .collect()
 }
 
 /// Broadcasts a small tensor's buffer to `out_dims` (for the integer and
@@ -1101,52 +1030,5 @@ mod tests {
             }
         }
         assert_eq!(with_kernel, 5);
-    }
-
-    /// Every reduction kernel computes what the registry defines
-    /// (`qtune_ir::reduce`), over inner, outer and several axes; and the
-    /// executor's fold by the definition agrees with the reference.
-    #[test]
-    fn reduce_kernels_match_the_registry() {
-        let dims = [3usize, 4, 5];
-        let x: Vec<f32> = (0..60)
-            .map(|i| ((i * 37) % 60) as f32 / 7.0 - 4.0)
-            .collect();
-        let mut with_kernel = 0;
-        for spec in qtune_ir::reduce::REDUCE_OPS {
-            let op = (spec.build)(Default::default());
-            for axes in [vec![2], vec![0], vec![0, 2], vec![0, 1, 2]] {
-                let od = k::reduce_out_dims(&dims, &axes);
-                // The reference: each output position's elements, in f64.
-                let want: Vec<f32> = (0..od.iter().product::<usize>())
-                    .map(|o| {
-                        let pos = |i: usize| -> usize {
-                            let c = [i / 20, i / 5 % 4, i % 5];
-                            let mut o = 0;
-                            for d in 0..3 {
-                                o = o * od[d] + if axes.contains(&d) { 0 } else { c[d] };
-                            }
-                            o
-                        };
-                        spec.reference((0..60).filter(|&i| pos(i) == o).map(|i| x[i]))
-                    })
-                    .collect();
-                let slow = reduce_by_definition(spec, &x, &dims, &axes);
-                assert_eq!(slow, want, "{} over {axes:?}: the fold", spec.name);
-                if let Some(rop) = fast_reduce(&op) {
-                    with_kernel += 1;
-                    let mut got = vec![0.0; want.len()];
-                    k::reduce(rop, &x, &dims, &axes, &mut got);
-                    for (g, w) in got.iter().zip(&want) {
-                        assert!(
-                            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
-                            "{} over {axes:?}: kernel {g}, registry {w}",
-                            spec.name
-                        );
-                    }
-                }
-            }
-        }
-        assert_eq!(with_kernel, 20);
     }
 }

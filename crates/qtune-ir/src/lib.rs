@@ -49,7 +49,7 @@ pub use graph::{FusedRelu, Graph, Node, Value};
 pub use ids::{NodeId, ValueId};
 pub use movement::{SliceAxis, reshape_shape, resolve_slice, resolve_split};
 pub use op::*;
+pub use reduce::resolve_reduce_axes;
 pub use shape_infer::{
-    InferredOutput, Window, broadcast_shapes, infer_node, normalize_axis, resolve_reduce_axes,
-    resolve_window,
+    InferredOutput, Window, broadcast_shapes, infer_node, normalize_axis, resolve_window,
 };

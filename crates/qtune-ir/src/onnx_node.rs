@@ -345,6 +345,8 @@ pub struct ExportInput {
     /// `None` when the graph does not know the shape.
     pub dims: Option<Vec<usize>>,
     pub dtype: DType,
+    /// Its values, when it is an integer constant.
+    pub ints: Option<Vec<i64>>,
 }
 
 /// The inputs of a node being exported: which are present, their dims when
@@ -362,6 +364,10 @@ impl ExportInputs {
     }
     pub fn present(&self, i: usize) -> bool {
         matches!(self.slots.get(i), Some(Some(_)))
+    }
+    /// The values of input `i`, when it is a constant of integers.
+    pub fn constant_ints(&self, i: usize) -> Option<&[i64]> {
+        self.slots.get(i)?.as_ref()?.ints.as_deref()
     }
     /// The element type of input `i`, when present.
     pub fn dtype(&self, i: usize) -> Option<DType> {
@@ -390,6 +396,9 @@ pub struct OnnxOut {
     /// the exporter's opsets take as an input, as Split's split; a default
     /// ONNX requires, as LayerNormalization's scale).
     pub constants: Vec<(usize, &'static str, Tensor)>,
+    /// When set, the node keeps only its first inputs (an input the
+    /// exporter's opset takes as an attribute is dropped).
+    pub keep_inputs: Option<usize>,
 }
 
 impl OnnxOut {

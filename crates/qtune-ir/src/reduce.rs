@@ -23,7 +23,16 @@
 //! export, the `.mlir` reader and writer, the executor and the deploy plan
 //! consult the registry; `docs/adding-an-op.md` says what is left per crate.
 
-use crate::{Op, ReduceAttrs};
+use qtune_kernels as k;
+use qtune_tensor::Tensor;
+
+use crate::eval_cx::EvalCx;
+use crate::mlir::reader::TopIn;
+use crate::mlir::writer::{TopOp, TopOut, mk, usizes};
+use crate::mlir::{MlirAttr, MlirError};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
+use crate::shape_infer::{Ctx, one};
+use crate::{Graph, InferredOutput, IrError, NodeId, Op, ReduceAttrs};
 
 /// Everything qtune knows about one op of the family.
 #[derive(Debug)]
@@ -189,9 +198,304 @@ reduce_family! {
     },
 }
 
+// ---------------------------------------------------------------------------
+// ONNX (called from `qtune-onnx`; `crate::onnx_node`).
+
+/// The IR op of a reduction ONNX node ([`by_onnx`]): the axes as an
+/// attribute, or as input 1 from the op's opset on.
+pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
+    let Some(spec) = by_onnx(cx.op_type) else {
+        return Err(cx.node_err("internal: not in the reduction registry"));
+    };
+    cx.check_known(&["axes", "keepdims", "noop_with_empty_axes"])?;
+    let axes = cx.ints_moved_to_input(spec.axes_input_from, "axes")?;
+    if let Some(a) = &axes {
+        cx.check_distinct("axes", a)?;
+    }
+    let attrs = ReduceAttrs {
+        axes,
+        keepdims: cx.flag("keepdims", true)?,
+        noop_with_empty_axes: cx.flag("noop_with_empty_axes", false)?,
+    };
+    Ok((spec.build)(attrs))
+}
+
+/// The ONNX attributes of a reduction for the exporter's `opset`: the axes
+/// as input 1 when that opset takes them so, else as the attribute (a
+/// constant axes input is folded into it).
+pub fn export(
+    op: &Op,
+    opset: i64,
+    inputs: &ExportInputs,
+    out: &mut OnnxOut,
+) -> Result<(), NodeError> {
+    let node_err = |message: String| NodeError::Node { message };
+    let Some((spec, a)) = op.reduce() else {
+        return Err(node_err(format!(
+            "internal: {} is not a reduction",
+            op.op_type()
+        )));
+    };
+    if spec.axes_input_from <= opset {
+        out.ints_input(1, "axes", a.axes.as_ref())?;
+        out.int("keepdims", i64::from(a.keepdims));
+        if a.noop_with_empty_axes {
+            out.int("noop_with_empty_axes", 1);
+        }
+        return Ok(());
+    }
+    let axes = match (&a.axes, inputs.present(1)) {
+        (Some(axes), false) => Some(axes.clone()),
+        (None, false) => None,
+        (Some(_), true) => {
+            return Err(node_err(
+                "'axes' is given both as an attribute and as input 1".into(),
+            ));
+        }
+        (None, true) => {
+            let axes = inputs.constant_ints(1).ok_or_else(|| {
+                node_err(format!(
+                    "the axes input is not a constant; opset {opset} needs the axes as an attribute"
+                ))
+            })?;
+            // An empty axes input means "all axes" like an absent one.
+            (!axes.is_empty()).then(|| axes.to_vec())
+        }
+    };
+    out.keep_inputs = Some(1);
+    let reduces_nothing = axes.as_ref().is_none_or(|v| v.is_empty());
+    if a.noop_with_empty_axes && reduces_nothing {
+        return Err(node_err(format!(
+            "noop_with_empty_axes=1 with no axes does not exist before opset 18 (export opset {opset})"
+        )));
+    }
+    if let Some(axes) = axes {
+        out.ints("axes", axes);
+    }
+    out.int("keepdims", i64::from(a.keepdims));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The Top dialect (called from the `.mlir` reader and writer).
+
+/// The reduction of a `top.Reduce` (its `mode`), its input set on `r`.
+pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {
+    r.inputs = r.unary()?;
+    let attrs = ReduceAttrs {
+        axes: Some(r.a.ints("axes").unwrap_or_default()),
+        keepdims: r.a.bool_or("keepdims", true),
+        noop_with_empty_axes: r.a.bool_or("noop_with_empty_axes", false),
+    };
+    // The reduction family from its registry (`crate::reduce`).
+    match r.a.str("mode").and_then(by_top_mode) {
+        Some(spec) => Ok((spec.build)(attrs)),
+        None => {
+            let m = r.a.str("mode");
+            r.err(format!("`top.Reduce` mode {m:?} is not supported"))
+        }
+    }
+}
+
+/// The `top.Reduce` of a reduction node.
+pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
+    use MlirAttr as A;
+    let (spec, a) = w
+        .node
+        .op
+        .reduce()
+        .ok_or_else(|| w.err("internal: not in the reduction registry".into()))?;
+    let rank = w.in_rank(0)?;
+    let axes = crate::resolve_reduce_axes(w.g, w.id, a, rank).map_err(|e| w.err(e.to_string()))?;
+    let mut attrs = vec![
+        ("axes", usizes(&axes)),
+        ("keepdims", A::Bool(a.keepdims)),
+        ("mode", A::Str(spec.top_mode.to_string())),
+    ];
+    if axes.is_empty() && a.noop_with_empty_axes {
+        attrs.push(("noop_with_empty_axes", A::Bool(true)));
+    }
+    Ok(mk("top.Reduce", w.values(1)?, attrs))
+}
+
+// ---------------------------------------------------------------------------
+// Shape inference (called from `crate::infer_node`).
+
+fn reduce_axes(cx: &Ctx, a: &ReduceAttrs, rank: usize) -> Result<Vec<usize>, IrError> {
+    let axes = match &a.axes {
+        Some(v) => v.clone(),
+        None if cx.has_input(1) => cx.const_ints(1)?,
+        None => Vec::new(),
+    };
+    if axes.is_empty() {
+        return Ok(if a.noop_with_empty_axes {
+            Vec::new()
+        } else {
+            (0..rank).collect()
+        });
+    }
+    axes.into_iter().map(|x| cx.axis(x, rank)).collect()
+}
+
+/// Resolved reduction axes of a Reduce* node (sorted, unique).
+pub fn resolve_reduce_axes(
+    graph: &Graph,
+    id: NodeId,
+    a: &ReduceAttrs,
+    rank: usize,
+) -> Result<Vec<usize>, IrError> {
+    let cx = Ctx {
+        graph,
+        node: graph.node(id),
+    };
+    let mut v = reduce_axes(&cx, a, rank)?;
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+/// The output shape of a reduction.
+pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
+    let Some((_, a)) = cx.node.op.reduce() else {
+        return Err(cx.err("internal: not in the reduction registry"));
+    };
+    let x = cx.shape(0)?;
+    let axes = reduce_axes(cx, a, x.len())?;
+    let mut out = Vec::new();
+    for (i, &d) in x.iter().enumerate() {
+        if axes.contains(&i) {
+            if a.keepdims {
+                out.push(1);
+            }
+        } else {
+            out.push(d);
+        }
+    }
+    one(out, cx.dtype(0)?)
+}
+
+// ---------------------------------------------------------------------------
+// Evaluation (called from `qtune-exec`).
+
+/// The kernel of a reduction, when `qtune-kernels` has one (a speed-up
+/// only: the registry's fold is the reference,
+/// `reduce_kernels_match_the_registry`).
+pub fn fast_reduce(op: &Op) -> Option<k::ReduceOp> {
+    Some(match op {
+        Op::ReduceMean(_) => k::ReduceOp::Mean,
+        Op::ReduceSum(_) => k::ReduceOp::Sum,
+        Op::ReduceL2(_) => k::ReduceOp::L2,
+        Op::ReduceMax(_) => k::ReduceOp::Max,
+        Op::ReduceMin(_) => k::ReduceOp::Min,
+        _ => return None,
+    })
+}
+
+/// Evaluates a reduction: its kernel, else the registry's fold.
+pub fn eval(cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
+    let Some((spec, a)) = cx.node.op.reduce() else {
+        return Err(cx.err("internal: not in the reduction registry"));
+    };
+    let dims = cx.input(0)?.dims().to_vec();
+    let axes = resolve_reduce_axes(cx.graph, cx.id, a, dims.len())?;
+    let od = cx.out_dims(0)?;
+    if axes.is_empty() {
+        let t = cx.input(0)?.clone();
+        return Ok(vec![t]);
+    }
+    let out = match fast_reduce(&cx.node.op) {
+        Some(rop) => {
+            let mut out = k::zeroed(od.iter().product(), cx.par);
+            k::reduce(rop, cx.f32_input(0)?, &dims, &axes, &mut out);
+            out
+        }
+        None => reduce_by_definition(spec, cx.f32_input(0)?, &dims, &axes),
+    };
+    cx.f32_out(od, out)
+}
+
+/// A reduction over `axes` (sorted, non-empty) by the registry's fold, in
+/// f64, one output position at a time in input order.
+fn reduce_by_definition(spec: &ReduceSpec, x: &[f32], dims: &[usize], axes: &[usize]) -> Vec<f32> {
+    let od = k::reduce_out_dims(dims, axes);
+    let n_out: usize = od.iter().product();
+    let mut ostride = vec![0usize; dims.len()];
+    let mut s = 1;
+    for i in (0..dims.len()).rev() {
+        if !axes.contains(&i) {
+            ostride[i] = s;
+        }
+        s *= od[i];
+    }
+    let mut acc = vec![spec.init; n_out];
+    let mut idx = vec![0usize; dims.len()];
+    for &v in x {
+        let o: usize = idx.iter().zip(&ostride).map(|(i, s)| i * s).sum();
+        acc[o] = (spec.combine)(acc[o], (spec.map)(f64::from(v)));
+        for d in (0..dims.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < dims[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    let count: usize = axes.iter().map(|&a| dims[a]).product();
+    acc.into_iter()
+        .map(|a| (spec.finish)(a, count) as f32)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every reduction kernel computes what the registry defines
+    /// (`qtune_ir::reduce`), over inner, outer and several axes; and the
+    /// executor's fold by the definition agrees with the reference.
+    #[test]
+    fn reduce_kernels_match_the_registry() {
+        let dims = [3usize, 4, 5];
+        let x: Vec<f32> = (0..60)
+            .map(|i| ((i * 37) % 60) as f32 / 7.0 - 4.0)
+            .collect();
+        let mut with_kernel = 0;
+        for spec in REDUCE_OPS {
+            let op = (spec.build)(Default::default());
+            for axes in [vec![2], vec![0], vec![0, 2], vec![0, 1, 2]] {
+                let od = k::reduce_out_dims(&dims, &axes);
+                // The reference: each output position's elements, in f64.
+                let want: Vec<f32> = (0..od.iter().product::<usize>())
+                    .map(|o| {
+                        let pos = |i: usize| -> usize {
+                            let c = [i / 20, i / 5 % 4, i % 5];
+                            let mut o = 0;
+                            for d in 0..3 {
+                                o = o * od[d] + if axes.contains(&d) { 0 } else { c[d] };
+                            }
+                            o
+                        };
+                        spec.reference((0..60).filter(|&i| pos(i) == o).map(|i| x[i]))
+                    })
+                    .collect();
+                let slow = reduce_by_definition(spec, &x, &dims, &axes);
+                assert_eq!(slow, want, "{} over {axes:?}: the fold", spec.name);
+                if let Some(rop) = fast_reduce(&op) {
+                    with_kernel += 1;
+                    let mut got = vec![0.0; want.len()];
+                    k::reduce(rop, &x, &dims, &axes, &mut got);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                            "{} over {axes:?}: kernel {g}, registry {w}",
+                            spec.name
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(with_kernel, 20);
+    }
 
     #[test]
     fn every_entry_round_trips_through_its_op() {

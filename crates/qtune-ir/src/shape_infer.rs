@@ -299,30 +299,14 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         movement_op!() => crate::movement::infer(&cx),
         // The pooling family (`crate::pool`).
         pool_op!() => crate::pool::infer(&cx),
+        // The reduction family (`crate::reduce`).
+        reduce_op!() => crate::reduce::infer(&cx),
         // The weighted layers (`crate::linear`).
         linear_op!() => crate::linear::infer(&cx),
         // The normalization family (`crate::norm`).
         norm_op!() => crate::norm::infer(&cx),
         // The pooling family (`crate::pool`): a window, or the whole map.
         // The reduction family (`crate::reduce`).
-        reduce_op!() => {
-            let Some((_, a)) = node.op.reduce() else {
-                return Err(cx.err("internal: not in the reduction registry"));
-            };
-            let x = cx.shape(0)?;
-            let axes = reduce_axes(&cx, a, x.len())?;
-            let mut out = Vec::new();
-            for (i, &d) in x.iter().enumerate() {
-                if axes.contains(&i) {
-                    if a.keepdims {
-                        out.push(1);
-                    }
-                } else {
-                    out.push(d);
-                }
-            }
-            one(out, cx.dtype(0)?)
-        }
         Op::QuantizeLinear { .. } => {
             let dtype = if cx.has_input(2) {
                 cx.dtype(2)?
@@ -401,39 +385,6 @@ fn integer_layer_shape(cx: &Ctx, a: &IntegerLayerAttrs) -> Result<Vec<usize>, Ir
             }
         }
     }
-}
-
-fn reduce_axes(cx: &Ctx, a: &ReduceAttrs, rank: usize) -> Result<Vec<usize>, IrError> {
-    let axes = match &a.axes {
-        Some(v) => v.clone(),
-        None if cx.has_input(1) => cx.const_ints(1)?,
-        None => Vec::new(),
-    };
-    if axes.is_empty() {
-        return Ok(if a.noop_with_empty_axes {
-            Vec::new()
-        } else {
-            (0..rank).collect()
-        });
-    }
-    axes.into_iter().map(|x| cx.axis(x, rank)).collect()
-}
-
-/// Resolved reduction axes of a Reduce* node (sorted, unique).
-pub fn resolve_reduce_axes(
-    graph: &Graph,
-    id: NodeId,
-    a: &ReduceAttrs,
-    rank: usize,
-) -> Result<Vec<usize>, IrError> {
-    let cx = Ctx {
-        graph,
-        node: graph.node(id),
-    };
-    let mut v = reduce_axes(&cx, a, rank)?;
-    v.sort_unstable();
-    v.dedup();
-    Ok(v)
 }
 
 #[cfg(test)]

@@ -126,16 +126,6 @@ impl NodeCx<'_> {
         Ok(self.int(name)?.unwrap_or(default))
     }
 
-    /// A 0/1 integer flag.
-    pub fn flag(&self, name: &str, default: bool) -> Result<bool, OnnxError> {
-        match self.int(name)? {
-            None => Ok(default),
-            Some(0) => Ok(false),
-            Some(1) => Ok(true),
-            Some(v) => Err(self.attr_err(name, format!("expected 0 or 1, got {v}"))),
-        }
-    }
-
     pub fn float(&self, name: &str) -> Result<Option<f32>, OnnxError> {
         Ok(self
             .typed(name, AttributeType::Float)?

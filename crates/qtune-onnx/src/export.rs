@@ -53,9 +53,9 @@ use bytes::Bytes;
 use prost::Message;
 use qtune_ir::onnx_node::{ExportInput, ExportInputs, NodeError, OnnxOut, OnnxValue};
 use qtune_ir::{
-    FloatFormat, GeluApproximation, Graph, Node, Op, ReduceAttrs, ValueId, activation,
-    activation_op, binary_op, convert, linear, linear_op, movement, movement_op, norm, norm_op,
-    pool, pool_op, reduce_op, resize, unary_op,
+    FloatFormat, GeluApproximation, Graph, Node, Op, ValueId, activation, activation_op, binary_op,
+    convert, linear, linear_op, movement, movement_op, norm, norm_op, pool, pool_op, reduce,
+    reduce_op, resize, unary_op,
 };
 use qtune_tensor::Tensor;
 
@@ -327,23 +327,6 @@ impl<'g> Exporter<'g> {
         Ok(name)
     }
 
-    /// Puts an attribute the IR holds (`Some`) into input slot 1 as an
-    /// int64 constant, as opset 13+ wants for Squeeze/Unsqueeze/Split/ReduceSum.
-    fn ints_to_input(
-        &mut self,
-        cx: &NodeCx<'_>,
-        what: &'static str,
-        values: &Option<Vec<i64>>,
-        inputs: &mut Vec<String>,
-    ) -> Result<(), OnnxError> {
-        let Some(values) = values else {
-            return Ok(());
-        };
-        let t = Tensor::from_i64(vec![values.len()], values.clone())
-            .map_err(|e| cx.err(e.to_string()))?;
-        self.constant_input(cx, 1, what, &t, inputs)
-    }
-
     /// Writes `t` as the initializer `<node>_<what>` read by input `slot`,
     /// which the node must leave empty.
     fn constant_input(
@@ -364,48 +347,6 @@ impl<'g> Exporter<'g> {
             inputs.resize(slot + 1, String::new());
         }
         inputs[slot] = name;
-        Ok(())
-    }
-
-    /// A reduction whose axes opset 17 takes as an attribute (all but
-    /// ReduceSum).
-    fn reduce_axes_attr(
-        &self,
-        cx: &NodeCx<'_>,
-        node: &Node,
-        a: &ReduceAttrs,
-        inputs: &mut Vec<String>,
-        attrs: &mut Vec<AttributeProto>,
-    ) -> Result<(), OnnxError> {
-        let axes = match (&a.axes, node.inputs.get(1).copied().flatten()) {
-            (Some(axes), None) => Some(axes.clone()),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(cx.err("'axes' is given both as an attribute and as input 1"));
-            }
-            (None, Some(v)) => {
-                let t = self.graph.constant_of(v).ok_or_else(|| {
-                    cx.err(format!(
-                        "the axes input '{}' is not a constant; opset {EXPORT_OPSET} needs the axes as an attribute",
-                        self.names[v.index()]
-                    ))
-                })?;
-                let axes = t.to_i64_vec().map_err(|e| cx.err(e.to_string()))?;
-                // An empty axes input means "all axes" like an absent one.
-                (!axes.is_empty()).then_some(axes)
-            }
-        };
-        inputs.truncate(1);
-        let reduces_nothing = axes.as_ref().is_none_or(|v| v.is_empty());
-        if a.noop_with_empty_axes && reduces_nothing {
-            return Err(cx.err(format!(
-                "noop_with_empty_axes=1 with no axes does not exist before opset 18 (export opset {EXPORT_OPSET})"
-            )));
-        }
-        if let Some(axes) = axes {
-            attrs.push(attr_ints("axes", axes));
-        }
-        attrs.push(attr_int("keepdims", i64::from(a.keepdims)));
         Ok(())
     }
 
@@ -474,7 +415,8 @@ impl<'g> Exporter<'g> {
             | Op::Cast { .. }
             | Op::Shape { .. }
             | linear_op!()
-            | pool_op!() => {
+            | pool_op!()
+            | reduce_op!() => {
                 let mut out = OnnxOut::default();
                 let ir_err = |e: NodeError| match e {
                     NodeError::Attribute { attribute, message } => {
@@ -490,6 +432,7 @@ impl<'g> Exporter<'g> {
                             v.map(|v| ExportInput {
                                 dims: self.graph.shape_of(v).ok().map(|s| s.dims().to_vec()),
                                 dtype: self.graph.value(v).dtype,
+                                ints: self.graph.constant_of(v).and_then(|t| t.to_i64_vec().ok()),
                             })
                         })
                         .collect(),
@@ -501,6 +444,7 @@ impl<'g> Exporter<'g> {
                     Op::Cast { .. } | Op::Shape { .. } => convert::export(&node.op, &mut out),
                     linear_op!() => linear::export(&node.op, &mut out),
                     pool_op!() => pool::export(&node.op, &mut out),
+                    reduce_op!() => reduce::export(&node.op, EXPORT_OPSET, &dims, &mut out),
                     _ => resize::export(&node.op, &mut out),
                 }
                 .map_err(ir_err)?;
@@ -511,6 +455,9 @@ impl<'g> Exporter<'g> {
                         OnnxValue::Float(v) => attr_float(name, v),
                         OnnxValue::Str(v) => attr_string(name, &v),
                     });
+                }
+                if let Some(n) = out.keep_inputs {
+                    inputs.truncate(n);
                 }
                 for (slot, what, t) in out.constants {
                     self.constant_input(&cx, slot, what, &t, &mut inputs)?;
@@ -528,17 +475,6 @@ impl<'g> Exporter<'g> {
             // window's attributes; a global pool has none.
             // The reduction family from its registry (`qtune_ir::reduce`):
             // the axes as input 1 when the export's opset takes them so.
-            reduce_op!() => match node.op.reduce() {
-                Some((spec, a)) if spec.axes_input_from <= EXPORT_OPSET => {
-                    self.ints_to_input(&cx, "axes", &a.axes, &mut inputs)?;
-                    attrs.push(attr_int("keepdims", i64::from(a.keepdims)));
-                    if a.noop_with_empty_axes {
-                        attrs.push(attr_int("noop_with_empty_axes", 1));
-                    }
-                }
-                Some((_, a)) => self.reduce_axes_attr(&cx, node, a, &mut inputs, &mut attrs)?,
-                None => return Err(cx.err("internal: not in the reduction registry")),
-            },
             Op::QuantizeLinear { axis } | Op::DequantizeLinear { axis } => {
                 attrs.push(attr_int("axis", *axis));
             }

@@ -34,7 +34,6 @@ use crate::tensor::tensor_from_proto;
 /// ONNX op types that are not IR ops but are imported by rewriting.
 pub(crate) const REWRITTEN_OPS: &[&str] = &["Dropout", "Upsample"];
 
-const REDUCE: &[&str] = &["axes", "keepdims", "noop_with_empty_axes"];
 /// Which ONNX outputs become IR outputs.
 enum Outputs {
     All,
@@ -99,22 +98,6 @@ pub(crate) fn import_node(
         }
         // The reduction family from its registry (`qtune_ir::reduce`): the
         // axes as an attribute, or as input 1 from the op's opset on.
-        t if reduce::by_onnx(t).is_some() => {
-            let Some(spec) = reduce::by_onnx(t) else {
-                return Err(cx.node_err("internal: not in the reduction registry"));
-            };
-            cx.check_known(REDUCE)?;
-            let axes = ints_moved_to_input(cx, n, opset, spec.axes_input_from, "axes")?;
-            if let Some(a) = &axes {
-                check_distinct(cx, "axes", a)?;
-            }
-            let attrs = ReduceAttrs {
-                axes,
-                keepdims: cx.flag("keepdims", true)?,
-                noop_with_empty_axes: cx.flag("noop_with_empty_axes", false)?,
-            };
-            (spec.build)(attrs)
-        }
         "QuantizeLinear" | "DequantizeLinear" => {
             arity(cx, n, 2, 3)?;
             cx.check_known(&["axis", "saturate", "block_size", "output_dtype"])?;
@@ -137,7 +120,8 @@ pub(crate) fn import_node(
             || logic::ONNX_OPS.contains(&t)
             || convert::ONNX_OPS.contains(&t)
             || linear::by_onnx(t).is_some()
-            || pool::by_onnx(t).is_some() =>
+            || pool::by_onnx(t).is_some()
+            || reduce::by_onnx(t).is_some() =>
         {
             let mut node = OnnxIn {
                 op_type: cx.op_type,
@@ -162,6 +146,8 @@ pub(crate) fn import_node(
                 linear::import(&mut node)
             } else if pool::by_onnx(t).is_some() {
                 pool::import(&mut node)
+            } else if reduce::by_onnx(t).is_some() {
+                reduce::import(&mut node)
             } else {
                 resize::import(&mut node)
             }
@@ -340,35 +326,6 @@ fn constant(
 
 fn int_tensor(cx: &NodeCx<'_>, what: &str, values: Vec<i64>) -> Result<Tensor, OnnxError> {
     Tensor::from_i64(vec![values.len()], values).map_err(|e| cx.attr_err(what, e.to_string()))
-}
-
-/// An integer-list attribute that later opsets pass as the optional input 1
-/// (see [`OnnxIn::ints_moved_to_input`]).
-fn ints_moved_to_input(
-    cx: &NodeCx<'_>,
-    n: usize,
-    opset: i64,
-    since: i64,
-    name: &str,
-) -> Result<Option<Vec<i64>>, OnnxError> {
-    let node = OnnxIn {
-        op_type: cx.op_type,
-        opset,
-        inputs: n,
-        outputs: 0,
-        attrs: cx,
-        appended: Vec::new(),
-        first_output_only: None,
-    };
-    node.ints_moved_to_input(since, name)
-        .map_err(|e| cx.ir_err(e))
-}
-
-fn check_distinct(cx: &NodeCx<'_>, what: &str, v: &[i64]) -> Result<(), OnnxError> {
-    match onnx_node::repeated_axis(v) {
-        Some(a) => Err(cx.attr_err(what, format!("axis {a} is given twice in {v:?}"))),
-        None => Ok(()),
-    }
 }
 
 /// Whether `axis` is certainly the last axis of `x`.

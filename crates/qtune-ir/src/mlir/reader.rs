@@ -7,7 +7,7 @@ use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
 use super::parse::{Loc, ParsedModule, ParsedOp, Parser, TypeSpec};
 use super::{InputAttrs, MlirAttr, MlirError, dtype_of_element};
-use crate::{AutoPad, ClipAttrs, FusedRelu, Graph, Op, ReduceAttrs, ValueId};
+use crate::{AutoPad, ClipAttrs, FusedRelu, Graph, Op, ValueId};
 
 /// Reads Top-dialect text. `weights` are the contents of the module's
 /// weight file (keyed by `top.Weight` loc name); `source` names the text in
@@ -509,7 +509,8 @@ impl<'a> Builder<'a> {
                 || crate::logic::reads_top(name, a.str("mode"))
                 || crate::convert::TOP_OPS.contains(&name)
                 || crate::linear::is_top(name)
-                || crate::pool::is_top(name) =>
+                || crate::pool::is_top(name)
+                || name == "top.Reduce" =>
             {
                 let mut r = TopIn {
                     b: self,
@@ -534,6 +535,8 @@ impl<'a> Builder<'a> {
                     crate::linear::read_top(&mut r)?
                 } else if crate::pool::is_top(name) {
                     crate::pool::read_top(&mut r)?
+                } else if name == "top.Reduce" {
+                    crate::reduce::read_top(&mut r)?
                 } else {
                     crate::logic::read_top(&mut r)?
                 };
@@ -656,22 +659,6 @@ impl<'a> Builder<'a> {
                 (spec.build)(&params)
             }
             // The pooling family from its registry (`crate::pool`).
-            "top.Reduce" => {
-                inputs = unary(self)?;
-                let r = ReduceAttrs {
-                    axes: Some(a.ints("axes").unwrap_or_default()),
-                    keepdims: a.bool_or("keepdims", true),
-                    noop_with_empty_axes: a.bool_or("noop_with_empty_axes", false),
-                };
-                // The reduction family from its registry (`crate::reduce`).
-                match a.str("mode").and_then(crate::reduce::by_top_mode) {
-                    Some(spec) => (spec.build)(r),
-                    None => {
-                        let m = a.str("mode");
-                        return self.err(line, format!("`top.Reduce` mode {m:?} is not supported"));
-                    }
-                }
-            }
             other => return self.err(line, format!("unsupported op `{other}`")),
         };
         if names.len() != op.results.len() {

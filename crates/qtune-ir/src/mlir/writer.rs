@@ -363,7 +363,6 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let input = |i: usize| w.input(i);
     let x = |i: usize| w.x(i);
     let out_dims = |i: usize| w.out_dims(i);
-    let in_rank = |i: usize| w.in_rank(i);
     let values = |n: usize| w.values(n);
     use MlirAttr as A;
     let top = match &node.op {
@@ -371,6 +370,8 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
         movement_op!() => crate::movement::write_top(&w)?,
         // The pooling family (`crate::pool`).
         pool_op!() => crate::pool::write_top(&w)?,
+        // The reduction family (`crate::reduce`).
+        reduce_op!() => crate::reduce::write_top(&w)?,
         // The weighted layers (`crate::linear`).
         linear_op!() => crate::linear::write_top(&w)?,
         // The normalization family (`crate::norm`).
@@ -465,27 +466,8 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
                 }))
                 .collect();
             mk(u.spec.top, values(1)?, attrs)
-        }
-        // The pooling family from its registry (`crate::pool`).
-        // The reduction family from its registry (`crate::reduce`).
-        reduce_op!() => {
-            let (spec, a) = node
-                .op
-                .reduce()
-                .ok_or_else(|| err("internal: not in the reduction registry".into()))?;
-            let rank = in_rank(0)?;
-            let axes =
-                crate::resolve_reduce_axes(g, id, a, rank).map_err(|e| err(e.to_string()))?;
-            let mut attrs = vec![
-                ("axes", usizes(&axes)),
-                ("keepdims", A::Bool(a.keepdims)),
-                ("mode", A::Str(spec.top_mode.to_string())),
-            ];
-            if axes.is_empty() && a.noop_with_empty_axes {
-                attrs.push(("noop_with_empty_axes", A::Bool(true)));
-            }
-            mk("top.Reduce", values(1)?, attrs)
-        }
+        } // The pooling family from its registry (`crate::pool`).
+          // The reduction family from its registry (`crate::reduce`).
     };
     with_fused_relu(top, node).map_err(err)
 }
