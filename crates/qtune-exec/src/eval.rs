@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use qtune_ir::{
-    AutoPad, FloatFormat, FusedRelu, Graph, Node, NodeId, Op, ValueId, activation_op, as_4d,
-    binary_op, movement_op, norm_op, pads4, pair, pool_op, reduce_op, resolve_window, unary_op,
+    AutoPad, FusedRelu, Graph, Node, NodeId, Op, ValueId, activation_op, as_4d, binary_op,
+    movement_op, norm_op, pads4, pair, pool_op, reduce_op, resolve_window, unary_op,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{DType, Tensor, TensorData};
@@ -43,15 +43,6 @@ impl Cx<'_> {
         let t = self.input(i)?;
         t.as_f32()
             .map_err(|_| self.err(format!("input {i} must be float32, got {}", t.dtype())))
-    }
-    /// Takes input `i` out of the argument list; the executor passes the
-    /// only reference when this node is the value's last reader, so the
-    /// buffer can be reused in place.
-    fn take_f32(&mut self, i: usize) -> Result<Vec<f32>, ExecError> {
-        let t = self.take(i)?;
-        let dtype = t.dtype();
-        t.into_f32_vec()
-            .map_err(|_| self.err(format!("input {i} must be float32, got {dtype}")))
     }
     /// Moves input `i` out (see [`Self::take_f32`]).
     fn take(&mut self, i: usize) -> Result<Tensor, ExecError> {
@@ -279,6 +270,10 @@ pub(crate) fn eval_node_fused(
         norm_op!() => Ok(qtune_ir::norm::eval(family_cx(&mut cx, id))?),
         // The activations (`qtune_ir::activation`).
         activation_op!() => Ok(qtune_ir::activation::eval(family_cx(&mut cx, id))?),
+        // The quantized graph's ops (`qtune_ir::quantize`).
+        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_) => {
+            Ok(qtune_ir::quantize::eval(family_cx(&mut cx, id))?)
+        }
         // The reduction family (`qtune_ir::reduce`).
         reduce_op!() => Ok(qtune_ir::reduce::eval(family_cx(&mut cx, id))?),
         // The pooling family (`qtune_ir::pool`).
@@ -288,50 +283,9 @@ pub(crate) fn eval_node_fused(
         // Not and Where (`qtune_ir::logic`), Cast and Shape (`qtune_ir::convert`).
         Op::Not | Op::Where => Ok(qtune_ir::logic::eval(family_cx(&mut cx, id))?),
         Op::Cast { .. } | Op::Shape { .. } => Ok(qtune_ir::convert::eval(family_cx(&mut cx, id))?),
-        Op::QuantizeLinear { axis } => {
-            let q = QuantParams::of(&cx, *axis)?;
-            let x = cx.f32_input(0)?;
-            let data = if q.range == k::QRange::U8 {
-                let mut out = vec![0u8; x.len()];
-                k::quantize_linear_u8(x, &q.scale, &q.zp, q.range, q.channels, q.inner, &mut out);
-                TensorData::U8(Arc::new(out))
-            } else {
-                let mut out = vec![0i8; x.len()];
-                k::quantize_linear_i8(x, &q.scale, &q.zp, q.range, q.channels, q.inner, &mut out);
-                TensorData::I8(Arc::new(out))
-            };
-            Ok(vec![cx.tensor(cx.input(0)?.dims().to_vec(), data)?])
-        }
-        Op::DequantizeLinear { axis } => {
-            let q = QuantParams::of(&cx, *axis)?;
-            let x = cx.input(0)?;
-            let wide: Vec<i32> = match x.data() {
-                TensorData::I8(v) => v.iter().map(|&v| i32::from(v)).collect(),
-                TensorData::U8(v) => v.iter().map(|&v| i32::from(v)).collect(),
-                TensorData::I32(v) => v.to_vec(),
-                other => {
-                    return Err(cx.err(format!(
-                        "input must be int8, uint8 or int32, got {}",
-                        other.dtype()
-                    )));
-                }
-            };
-            let mut out = vec![0f32; wide.len()];
-            k::dequantize_linear(&wide, &q.scale, &q.zp, q.channels, q.inner, &mut out);
-            cx.f32_out(x.dims().to_vec(), out)
-        }
         Op::IntegerLayer(_) => {
             let inputs = std::mem::take(&mut cx.inputs);
             crate::integer::eval_integer(graph, id, inputs, par, None, None)
-        }
-        Op::RoundFloat(format) => {
-            let dims = cx.input(0)?.dims().to_vec();
-            let mut x = cx.take_f32(0)?;
-            match format {
-                FloatFormat::F16 => k::round_to_f16(&mut x),
-                FloatFormat::BF16 => k::round_to_bf16(&mut x),
-            }
-            cx.f32_out(dims, x)
         }
     }
 }
@@ -567,88 +521,6 @@ fn eval_matmul(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
         );
     }
     cx.f32_out(od, out)
-}
-
-/// The scale, zero point and blocking of a QuantizeLinear or
-/// DequantizeLinear node (inputs 1 and 2), over input 0's shape.
-pub(crate) struct QuantParams {
-    pub scale: Vec<f32>,
-    pub zp: Vec<i32>,
-    pub range: k::QRange,
-    pub channels: usize,
-    pub inner: usize,
-}
-
-impl QuantParams {
-    fn of(cx: &Cx, axis: i64) -> Result<Self, ExecError> {
-        let dims = cx.input(0)?.dims().to_vec();
-        let scale = cx.f32_input(1)?.to_vec();
-        let (zp, range) = match cx.opt_input(2).map(Tensor::data) {
-            None => (vec![0; scale.len()], k::QRange::U8),
-            Some(TensorData::U8(v)) => (v.iter().map(|&v| i32::from(v)).collect(), k::QRange::U8),
-            Some(TensorData::I8(v)) => (v.iter().map(|&v| i32::from(v)).collect(), k::QRange::I8),
-            Some(TensorData::I32(v)) => (v.to_vec(), k::QRange::I8),
-            Some(other) => {
-                return Err(cx.err(format!(
-                    "the zero point must be int8, uint8 or int32, got {}",
-                    other.dtype()
-                )));
-            }
-        };
-        if zp.len() != scale.len() {
-            return Err(cx.err(format!(
-                "the scale has {} values but the zero point {}",
-                scale.len(),
-                zp.len()
-            )));
-        }
-        let numel: usize = dims.iter().product();
-        if numel == 0 {
-            return Ok(QuantParams {
-                scale,
-                zp,
-                range,
-                channels: 1,
-                inner: 1,
-            });
-        }
-        if scale.len() == 1 {
-            return Ok(QuantParams {
-                scale,
-                zp,
-                range,
-                channels: 1,
-                inner: numel,
-            });
-        }
-        let ax = i64::try_from(dims.len())
-            .ok()
-            .and_then(|r| {
-                let a = if axis < 0 { axis + r } else { axis };
-                usize::try_from(a).ok().filter(|&a| a < dims.len())
-            })
-            .ok_or_else(|| {
-                cx.err(format!(
-                    "axis {axis} is out of range for rank {}",
-                    dims.len()
-                ))
-            })?;
-        if dims[ax] != scale.len() {
-            return Err(cx.err(format!(
-                "axis {ax} has extent {} but the scale has {} values",
-                dims[ax],
-                scale.len()
-            )));
-        }
-        let inner = dims[ax + 1..].iter().product();
-        Ok(QuantParams {
-            scale,
-            zp,
-            range,
-            channels: dims[ax],
-            inner,
-        })
-    }
 }
 
 /// A Conv (with `cx.activation` fused), on weights packed once beforehand if given.
@@ -921,34 +793,26 @@ fn conv_params(
 }
 
 /// A QuantizeLinear whose only reader is a DequantizeLinear with the same
-/// scale and zero point, run as one fake-quantization pass over float32
-/// (bit-identical to the two nodes).
+/// scale and zero point, run as one fake-quantization pass
+/// (`qtune_ir::quantize::fake_quant`).
 pub(crate) fn eval_fake_quant(
     graph: &Graph,
     q: NodeId,
     inputs: Vec<Option<Tensor>>,
     output: ValueId,
 ) -> Result<Vec<Tensor>, ExecError> {
-    let node = graph.node(q);
-    let Op::QuantizeLinear { axis } = node.op else {
-        unreachable!("fake-quant fusion headed by {}", node.op.op_type())
-    };
-    let mut cx = Cx {
-        activation: None,
+    let out = qtune_ir::quantize::fake_quant(qtune_ir::EvalCx {
         graph,
-        node,
+        node: graph.node(q),
+        id: q,
         inputs,
         par: Parallelism::Sequential,
-    };
-    let p = QuantParams::of(&cx, axis)?;
-    let dims = cx.input(0)?.dims().to_vec();
-    let mut x = cx.take_f32(0)?;
-    k::fake_quantize(&mut x, &p.scale, &p.zp, p.range, p.channels, p.inner);
+    })?;
     debug_assert_eq!(
         graph.shape_of(output).map(|s| s.0.clone()).ok(),
-        Some(dims.clone())
+        out.first().map(|t| t.dims().to_vec())
     );
-    cx.f32_out(dims, x)
+    Ok(out)
 }
 
 #[cfg(test)]

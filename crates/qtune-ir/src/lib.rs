@@ -39,6 +39,7 @@ pub mod mlir;
 pub mod onnx_node;
 mod op;
 pub mod passes;
+pub mod quantize;
 pub mod resize;
 mod shape_infer;
 

@@ -299,6 +299,10 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         movement_op!() => crate::movement::infer(&cx),
         // The pooling family (`crate::pool`).
         pool_op!() => crate::pool::infer(&cx),
+        // The quantized graph's ops (`crate::quantize`).
+        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_) => {
+            crate::quantize::infer(&cx)
+        }
         // The reduction family (`crate::reduce`).
         reduce_op!() => crate::reduce::infer(&cx),
         // The weighted layers (`crate::linear`).
@@ -307,29 +311,6 @@ fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrE
         norm_op!() => crate::norm::infer(&cx),
         // The pooling family (`crate::pool`): a window, or the whole map.
         // The reduction family (`crate::reduce`).
-        Op::QuantizeLinear { .. } => {
-            let dtype = if cx.has_input(2) {
-                cx.dtype(2)?
-            } else {
-                DType::U8
-            };
-            if !matches!(dtype, DType::I8 | DType::U8) {
-                return Err(cx.err(format!(
-                    "the zero point is {dtype}; only int8 and uint8 are supported"
-                )));
-            }
-            one(cx.shape(0)?, dtype)
-        }
-        Op::DequantizeLinear { .. } => {
-            let dtype = cx.dtype(0)?;
-            if !matches!(dtype, DType::I8 | DType::U8 | DType::I32) {
-                return Err(cx.err(format!(
-                    "the input is {dtype}; only int8, uint8 and int32 are supported"
-                )));
-            }
-            one(cx.shape(0)?, DType::F32)
-        }
-        Op::RoundFloat(_) => same(&cx),
         Op::IntegerLayer(a) => one(integer_layer_shape(&cx, a)?, DType::F32),
     }
 }

@@ -54,8 +54,8 @@ use prost::Message;
 use qtune_ir::onnx_node::{ExportInput, ExportInputs, NodeError, OnnxOut, OnnxValue};
 use qtune_ir::{
     FloatFormat, GeluApproximation, Graph, Node, Op, ValueId, activation, activation_op, binary_op,
-    convert, linear, linear_op, movement, movement_op, norm, norm_op, pool, pool_op, reduce,
-    reduce_op, resize, unary_op,
+    convert, linear, linear_op, movement, movement_op, norm, norm_op, pool, pool_op, quantize,
+    reduce, reduce_op, resize, unary_op,
 };
 use qtune_tensor::Tensor;
 
@@ -416,7 +416,9 @@ impl<'g> Exporter<'g> {
             | Op::Shape { .. }
             | linear_op!()
             | pool_op!()
-            | reduce_op!() => {
+            | reduce_op!()
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. } => {
                 let mut out = OnnxOut::default();
                 let ir_err = |e: NodeError| match e {
                     NodeError::Attribute { attribute, message } => {
@@ -445,6 +447,9 @@ impl<'g> Exporter<'g> {
                     linear_op!() => linear::export(&node.op, &mut out),
                     pool_op!() => pool::export(&node.op, &mut out),
                     reduce_op!() => reduce::export(&node.op, EXPORT_OPSET, &dims, &mut out),
+                    Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => {
+                        quantize::export(&node.op, &mut out)
+                    }
                     _ => resize::export(&node.op, &mut out),
                 }
                 .map_err(ir_err)?;
@@ -475,9 +480,6 @@ impl<'g> Exporter<'g> {
             // window's attributes; a global pool has none.
             // The reduction family from its registry (`qtune_ir::reduce`):
             // the axes as input 1 when the export's opset takes them so.
-            Op::QuantizeLinear { axis } | Op::DequantizeLinear { axis } => {
-                attrs.push(attr_int("axis", *axis));
-            }
             Op::RoundFloat(format) => {
                 return self.round_float(&cx, *format, inputs, outputs);
             }

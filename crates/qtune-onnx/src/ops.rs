@@ -98,19 +98,6 @@ pub(crate) fn import_node(
         }
         // The reduction family from its registry (`qtune_ir::reduce`): the
         // axes as an attribute, or as input 1 from the op's opset on.
-        "QuantizeLinear" | "DequantizeLinear" => {
-            arity(cx, n, 2, 3)?;
-            cx.check_known(&["axis", "saturate", "block_size", "output_dtype"])?;
-            if cx.int_or("block_size", 0)? != 0 {
-                return Err(cx.attr_err("block_size", "blocked quantization is not supported"));
-            }
-            let axis = cx.int_or("axis", 1)?;
-            if cx.op_type == "QuantizeLinear" {
-                Op::QuantizeLinear { axis }
-            } else {
-                Op::DequantizeLinear { axis }
-            }
-        }
         // The families whose ONNX mapping is in their module
         // (`qtune_ir::movement`, `qtune_ir::norm`); this carries the values.
         t if movement::by_onnx(t).is_some()
@@ -121,7 +108,8 @@ pub(crate) fn import_node(
             || convert::ONNX_OPS.contains(&t)
             || linear::by_onnx(t).is_some()
             || pool::by_onnx(t).is_some()
-            || reduce::by_onnx(t).is_some() =>
+            || reduce::by_onnx(t).is_some()
+            || quantize::ONNX_OPS.contains(&t) =>
         {
             let mut node = OnnxIn {
                 op_type: cx.op_type,
@@ -148,6 +136,8 @@ pub(crate) fn import_node(
                 pool::import(&mut node)
             } else if reduce::by_onnx(t).is_some() {
                 reduce::import(&mut node)
+            } else if quantize::ONNX_OPS.contains(&t) {
+                quantize::import(&mut node)
             } else {
                 resize::import(&mut node)
             }

@@ -383,10 +383,11 @@ fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
         // Not and Where (`crate::logic`), Cast and Shape (`crate::convert`).
         Op::Not | Op::Where => crate::logic::write_top(&w)?,
         Op::Cast { .. } | Op::Shape { .. } => crate::convert::write_top(&w)?,
-        Op::QuantizeLinear { .. }
-        | Op::DequantizeLinear { .. }
-        | Op::RoundFloat(_)
-        | Op::IntegerLayer(_) => {
+        // The quantized graph's ops (`crate::quantize`).
+        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_) => {
+            crate::quantize::write_top(&w)?
+        }
+        Op::IntegerLayer(_) => {
             return Err(err(
                 "a quantized graph has no Top-dialect form (the Top .mlir is the float model; \
                  write quantized models as QDQ ONNX)"
