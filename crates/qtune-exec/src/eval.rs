@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use qtune_ir::{
-    AutoPad, FusedRelu, Graph, Node, NodeId, Op, ValueId, activation_op, as_4d, binary_op,
-    movement_op, norm_op, pads4, pair, pool_op, reduce_op, resolve_window, unary_op,
+    AutoPad, FusedRelu, Graph, Node, NodeId, Op, ValueId, as_4d, pads4, pair, resolve_window,
 };
 use qtune_kernels::{self as k, Parallelism};
-use qtune_tensor::{DType, Tensor, TensorData};
+use qtune_tensor::{Tensor, TensorData};
 
 use crate::ExecError;
 
@@ -43,13 +42,6 @@ impl Cx<'_> {
         let t = self.input(i)?;
         t.as_f32()
             .map_err(|_| self.err(format!("input {i} must be float32, got {}", t.dtype())))
-    }
-    /// Moves input `i` out (see [`Self::take_f32`]).
-    fn take(&mut self, i: usize) -> Result<Tensor, ExecError> {
-        self.inputs
-            .get_mut(i)
-            .and_then(Option::take)
-            .ok_or_else(|| self.err(format!("input {i} is missing")))
     }
     fn out_value(&self, i: usize) -> ValueId {
         self.node.outputs[i]
@@ -243,238 +235,16 @@ pub(crate) fn eval_node_fused(
             cx.f32_out(vec![m, n], out)
         }
         Op::MatMul => eval_matmul(&cx),
-        // The binary family (`qtune_ir::binary`).
-        binary_op!() => match cx.node.op.binary().map(|b| b.kind) {
-            Some(qtune_ir::binary::BinaryKind::Arith { f32, i64 }) => {
-                eval_binary(&mut cx, f32, i64)
-            }
-            Some(kind) => eval_compare(&cx, kind),
-            None => Err(cx.err("internal: not in the binary registry")),
-        },
-        // The unary family (`qtune_ir::unary`): the vectorised kernel when
-        // there is one, else the registry's scalar definition.
-        op @ unary_op!() => match fast_kernel(op) {
-            Some(kop) => Ok(family_cx(&mut cx, id).unary(kop)?),
-            None => eval_scalar(&mut cx, op),
-        },
-        // The exact GELU as one vector pass in the f32 sequence of the
-        // pattern it was fused from and is exported as (`Div`, `Erf`, `Add`,
-        // `Mul`, `Mul`): the canonical graph computes what the source ONNX
-        // model and the QDQ export compute, bit for bit on qtune.
-        // The pooling family (`qtune_ir::pool`): a window, or the whole map.
-        // The reduction family (`qtune_ir::reduce`): its kernel, or the
-        // registry's fold for an op without one.
-        // The data-movement family (`qtune_ir::movement`).
-        movement_op!() => Ok(qtune_ir::movement::eval(family_cx(&mut cx, id))?),
-        // The normalization family (`qtune_ir::norm`).
-        norm_op!() => Ok(qtune_ir::norm::eval(family_cx(&mut cx, id))?),
-        // The activations (`qtune_ir::activation`).
-        activation_op!() => Ok(qtune_ir::activation::eval(family_cx(&mut cx, id))?),
-        // The quantized graph's ops (`qtune_ir::quantize`).
-        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_) => {
-            Ok(qtune_ir::quantize::eval(family_cx(&mut cx, id))?)
-        }
-        // The reduction family (`qtune_ir::reduce`).
-        reduce_op!() => Ok(qtune_ir::reduce::eval(family_cx(&mut cx, id))?),
-        // The pooling family (`qtune_ir::pool`).
-        pool_op!() => Ok(qtune_ir::pool::eval(family_cx(&mut cx, id))?),
-        // Resize (`qtune_ir::resize`).
-        Op::Resize(_) => Ok(qtune_ir::resize::eval(family_cx(&mut cx, id))?),
-        // Not and Where (`qtune_ir::logic`), Cast and Shape (`qtune_ir::convert`).
-        Op::Not | Op::Where => Ok(qtune_ir::logic::eval(family_cx(&mut cx, id))?),
-        Op::Cast { .. } | Op::Shape { .. } => Ok(qtune_ir::convert::eval(family_cx(&mut cx, id))?),
         Op::IntegerLayer(_) => {
             let inputs = std::mem::take(&mut cx.inputs);
             crate::integer::eval_integer(graph, id, inputs, par, None, None)
         }
-    }
-}
-
-/// The `qtune-kernels` kernel of an op of the unary family, when it has
-/// one. This is a speed-up, not a registration: an op missing here runs its
-/// registry definition ([`eval_scalar`]); `fast_kernels_match_the_registry`
-/// checks each kernel against that definition.
-pub(crate) fn fast_kernel(op: &Op) -> Option<k::UnaryOp> {
-    Some(match op {
-        Op::Sqrt => k::UnaryOp::Sqrt,
-        Op::Floor => k::UnaryOp::Floor,
-        Op::Exp => k::UnaryOp::Exp,
-        Op::Erf => k::UnaryOp::Erf,
-        Op::Tanh => k::UnaryOp::Tanh,
-        Op::Neg => k::UnaryOp::Neg,
-        Op::Abs => k::UnaryOp::Abs,
-        Op::Relu => k::UnaryOp::Relu,
-        Op::Sigmoid => k::UnaryOp::Sigmoid,
-        Op::HardSwish => k::UnaryOp::HardSwish,
-        Op::SiLU => k::UnaryOp::Silu,
-        Op::LeakyRelu { alpha } => k::UnaryOp::LeakyRelu { alpha: *alpha },
-        Op::HardSigmoid { alpha, beta } => k::UnaryOp::HardSigmoid {
-            alpha: *alpha,
-            beta: *beta,
+        // Every other op's evaluation is its family's (`qtune_ir::families`).
+        op => match qtune_ir::families::of(op).and_then(|f| f.eval) {
+            Some(eval) => Ok(eval(family_cx(&mut cx, id))?),
+            None => Err(cx.err("internal: no evaluation for this op")),
         },
-        _ => return None,
-    })
-}
-
-/// An op of the unary family by its registry definition, element by
-/// element (in place when the input is not shared).
-fn eval_scalar(cx: &mut Cx, op: &Op) -> Result<Vec<Tensor>, ExecError> {
-    let Some(u) = op.unary() else {
-        return Err(cx.err("internal: not in the unary registry"));
-    };
-    let dims = cx.input(0)?.dims().to_vec();
-    let out = match cx.take(0)?.into_unshared_f32_vec() {
-        Ok(mut x) => {
-            x.iter_mut().for_each(|v| *v = u.eval(*v));
-            x
-        }
-        Err(t) => {
-            let dtype = t.dtype();
-            t.as_f32()
-                .map_err(|_| cx.err(format!("input 0 must be float32, got {dtype}")))?
-                .iter()
-                .map(|&v| u.eval(v))
-                .collect()
-        }
-    };
-    cx.f32_out(dims, out)
-}
-
-/// The vectorised kernel of an arithmetic op of the binary family, when
-/// `qtune-kernels` has one (a speed-up only: the registry's scalar
-/// definition is the reference, `fast_binary_kernels_match_the_registry`).
-pub(crate) fn fast_binary(op: &Op) -> Option<k::BinaryOp> {
-    Some(match op {
-        Op::Add => k::BinaryOp::Add,
-        Op::Sub => k::BinaryOp::Sub,
-        Op::Mul => k::BinaryOp::Mul,
-        Op::Div => k::BinaryOp::Div,
-        Op::Pow => k::BinaryOp::Pow,
-        _ => return None,
-    })
-}
-
-/// An arithmetic op of the binary family: its vectorised kernel on float32
-/// operands when it has one (in place over an operand this node holds the
-/// only reference to), else the registry's scalar definitions on the
-/// broadcast operands.
-fn eval_binary(
-    cx: &mut Cx,
-    f32_def: fn(f32, f32) -> f32,
-    i64_def: fn(i64, i64) -> Result<i64, &'static str>,
-) -> Result<Vec<Tensor>, ExecError> {
-    let od = cx.out_dims(0)?;
-    if let Some(op) = fast_binary(&cx.node.op) {
-        // Float operands: when one of them has the output's dims and this node holds its
-        // only reference, the result is written over it (no new buffer, no zero-fill).
-        for (i, side) in [(0, k::InPlace::Left), (1, k::InPlace::Right)] {
-            let fits = |t: &Tensor| t.dims() == od.as_slice() && t.dtype() == DType::F32;
-            let other_f32 = cx.input(1 - i)?.dtype() == DType::F32;
-            if !other_f32 || !fits(cx.input(i)?) {
-                continue;
-            }
-            match cx.take(i)?.into_unshared_f32_vec() {
-                Ok(mut target) => {
-                    let other = cx.input(1 - i)?;
-                    let (ov, odims) = (
-                        other.as_f32().map_err(|e| cx.err(e.to_string()))?,
-                        other.dims(),
-                    );
-                    k::binary_in_place(op, side, &mut target, &od, ov, odims, cx.par);
-                    return cx.f32_out(od, target);
-                }
-                // Shared: put it back and try the other operand, or compute into a new buffer.
-                Err(t) => cx.inputs[i] = Some(t),
-            }
-        }
-        let (a, b) = (cx.input(0)?, cx.input(1)?);
-        if let (TensorData::F32(av), TensorData::F32(bv)) = (a.data(), b.data()) {
-            let mut out = k::zeroed(od.iter().product(), cx.par);
-            k::binary(op, av, a.dims(), bv, b.dims(), &mut out, cx.par);
-            return cx.f32_out(od, out);
-        }
     }
-    let (a, b) = (cx.input(0)?, cx.input(1)?);
-    match (a.data(), b.data()) {
-        (TensorData::F32(av), TensorData::F32(bv)) => {
-            let (ea, eb) = (
-                broadcast_to(av, a.dims(), &od),
-                broadcast_to(bv, b.dims(), &od),
-            );
-            let out = ea.iter().zip(&eb).map(|(&x, &y)| f32_def(x, y)).collect();
-            cx.f32_out(od, out)
-        }
-        (TensorData::I64(av), TensorData::I64(bv)) => {
-            let (ea, eb) = (
-                broadcast_to(av, a.dims(), &od),
-                broadcast_to(bv, b.dims(), &od),
-            );
-            let out = ea
-                .iter()
-                .zip(&eb)
-                .map(|(&x, &y)| i64_def(x, y))
-                .collect::<Result<Vec<i64>, _>>()
-                .map_err(|e| cx.err(e))?;
-            Ok(vec![cx.tensor(od, TensorData::I64(Arc::new(out)))?])
-        }
-        _ => Err(cx.err(format!(
-            "unsupported input types {} and {} (float32 or int64 pairs are supported)",
-            a.dtype(),
-            b.dtype()
-        ))),
-    }
-}
-
-/// Broadcasts a small tensor's buffer to `out_dims` (for the integer and
-/// boolean ops, which only see shape-sized tensors).
-fn broadcast_to<T: Copy>(v: &[T], dims: &[usize], out_dims: &[usize]) -> Vec<T> {
-    let n: usize = out_dims.iter().product();
-    match v.first() {
-        Some(&first) if n > 0 => {
-            let mut out = vec![first; n];
-            k::expand(v, dims, out_dims, &mut out);
-            out
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// A comparison or logic op of the binary family, by its registry
-/// definitions.
-fn eval_compare(cx: &Cx, kind: qtune_ir::binary::BinaryKind) -> Result<Vec<Tensor>, ExecError> {
-    use qtune_ir::binary::BinaryKind as K;
-    let (a, b) = (cx.input(0)?, cx.input(1)?);
-    let od = cx.out_dims(0)?;
-    fn apply<T: Copy>(
-        (a, ad): (&[T], &[usize]),
-        (b, bd): (&[T], &[usize]),
-        od: &[usize],
-        f: impl Fn(T, T) -> bool,
-    ) -> Vec<bool> {
-        let (ea, eb) = (broadcast_to(a, ad, od), broadcast_to(b, bd, od));
-        ea.iter().zip(&eb).map(|(&x, &y)| f(x, y)).collect()
-    }
-    let (ad, bd) = (a.dims(), b.dims());
-    let out: Vec<bool> = match (a.data(), b.data(), kind) {
-        (TensorData::Bool(av), TensorData::Bool(bv), K::Logic(f))
-        | (TensorData::Bool(av), TensorData::Bool(bv), K::Compare { bool: Some(f), .. }) => {
-            apply((av, ad), (bv, bd), &od, f)
-        }
-        (TensorData::I64(av), TensorData::I64(bv), K::Compare { i64: f, .. }) => {
-            apply((av, ad), (bv, bd), &od, f)
-        }
-        (TensorData::F32(av), TensorData::F32(bv), K::Compare { f32: f, .. }) => {
-            apply((av, ad), (bv, bd), &od, f)
-        }
-        _ => {
-            return Err(cx.err(format!(
-                "unsupported input types {} and {}",
-                a.dtype(),
-                b.dtype()
-            )));
-        }
-    };
-    Ok(vec![cx.tensor(od, TensorData::Bool(Arc::new(out)))?])
 }
 
 fn eval_matmul(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
@@ -813,86 +583,4 @@ pub(crate) fn eval_fake_quant(
         out.first().map(|t| t.dims().to_vec())
     );
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every vectorised kernel of the unary family computes what the
-    /// registry defines (`qtune_ir::unary`), with default and with other
-    /// attribute values (which also checks the attribute order).
-    #[test]
-    fn fast_kernels_match_the_registry() {
-        let xs: Vec<f32> = (-800..=800).map(|i| i as f32 / 100.0).collect();
-        let mut with_kernel = 0;
-        for spec in qtune_ir::unary::UNARY_OPS {
-            let defaults: Vec<f32> = spec.attrs.iter().map(|a| a.default).collect();
-            let others: Vec<f32> = defaults.iter().map(|d| d * 1.5 + 0.125).collect();
-            for params in [defaults, others] {
-                let op = (spec.build)(&params);
-                let Some(kop) = fast_kernel(&op) else {
-                    continue;
-                };
-                with_kernel += 1;
-                let u = op.unary().expect("registered");
-                let mut got = xs.clone();
-                k::unary(kop, &mut got, Parallelism::Sequential);
-                for (x, g) in xs.iter().zip(&got) {
-                    let want = u.eval(*x);
-                    if want.is_nan() {
-                        assert!(g.is_nan(), "{} at {x}: {g}", spec.name);
-                        continue;
-                    }
-                    assert!(
-                        (g - want).abs() <= 2e-6 * want.abs().max(1.0),
-                        "{} {params:?} at {x}: kernel {g}, registry {want}",
-                        spec.name
-                    );
-                }
-            }
-        }
-        assert!(with_kernel >= 26, "{with_kernel}");
-    }
-
-    /// Every vectorised kernel of the binary family computes what the
-    /// registry defines (`qtune_ir::binary`), broadcast both ways.
-    #[test]
-    fn fast_binary_kernels_match_the_registry() {
-        let a: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) / 7.0).collect();
-        let b: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 2.0).collect();
-        let (ad, bd) = ([8usize, 8], [8usize]);
-        let mut with_kernel = 0;
-        for spec in qtune_ir::binary::BINARY_OPS {
-            let op = (spec.build)();
-            let Some(kop) = fast_binary(&op) else {
-                continue;
-            };
-            let qtune_ir::binary::BinaryKind::Arith { f32: def, .. } = spec.kind else {
-                panic!("{} has a float kernel but is not arithmetic", spec.name);
-            };
-            with_kernel += 1;
-            for swap in [false, true] {
-                let ((x, xd), (y, yd)) = if swap {
-                    ((&b, &bd[..]), (&a, &ad[..]))
-                } else {
-                    ((&a, &ad[..]), (&b, &bd[..]))
-                };
-                let mut got = vec![0.0; 64];
-                k::binary(kop, x, xd, y, yd, &mut got, Parallelism::Sequential);
-                for (i, g) in got.iter().enumerate() {
-                    let (p, q) = (a[i], b[i % 8]);
-                    let want = if swap { def(q, p) } else { def(p, q) };
-                    assert!(
-                        g.to_bits() == want.to_bits()
-                            || (g.is_nan() && want.is_nan())
-                            || (g - want).abs() <= 1e-6 * want.abs().max(1.0),
-                        "{} at ({p}, {q}) swapped {swap}: kernel {g}, registry {want}",
-                        spec.name
-                    );
-                }
-            }
-        }
-        assert_eq!(with_kernel, 5);
-    }
 }

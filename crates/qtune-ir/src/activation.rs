@@ -25,7 +25,7 @@ use qtune_kernels as k;
 use qtune_tensor::{DType, Tensor};
 
 use crate::eval_cx::EvalCx;
-use crate::mlir::reader::TopIn;
+use crate::mlir::reader::{TopIn, f32_of};
 use crate::mlir::writer::{TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
@@ -179,12 +179,6 @@ pub fn export(op: &Op, inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), N
 
 // ---------------------------------------------------------------------------
 // The Top dialect (called from the `.mlir` reader and writer).
-
-#[allow(clippy::cast_possible_truncation)]
-fn f32_of(v: f64) -> f32 {
-    // Attributes written from f32 values convert back exactly.
-    v as f32
-}
 
 /// The IR op of a Top op of the family ([`is_top`]), its inputs set on `r`.
 pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {

@@ -25,7 +25,18 @@
 //! consult the registry; `docs/adding-an-op.md` says what is left per crate.
 //! The unary family's registry ([`crate::unary`]) is the model.
 
-use crate::Op;
+use std::sync::Arc;
+
+use qtune_kernels as k;
+use qtune_tensor::{DType, Shape, Tensor, TensorData};
+
+use crate::eval_cx::EvalCx;
+use crate::mlir::reader::{TopIn, f32_of};
+use crate::mlir::writer::{Operand, TopOp, TopOut, mk};
+use crate::mlir::{MlirAttr, MlirError};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
+use crate::shape_infer::{Ctx, one};
+use crate::{InferredOutput, IrError, Op, ValueId, broadcast_shapes};
 
 /// What the op computes, by operand type.
 #[derive(Debug, Clone, Copy)]
@@ -459,9 +470,367 @@ binary_family! {
     },
 }
 
+// ---------------------------------------------------------------------------
+// ONNX (called from `qtune-onnx`; `crate::onnx_node`). The family has no
+// attributes, so the export writes none.
+
+/// The IR op of a binary ONNX node ([`by_onnx`]): two inputs, no
+/// attributes.
+pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
+    let Some(spec) = by_onnx(cx.op_type) else {
+        return Err(cx.node_err("internal: not in the binary registry"));
+    };
+    cx.arity(2, 2)?;
+    cx.check_known(&[])?;
+    Ok((spec.build)())
+}
+
+/// The family has no attributes: nothing to write.
+pub fn export(_op: &Op, _inputs: &ExportInputs, _out: &mut OnnxOut) -> Result<(), NodeError> {
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The Top dialect (called from the `.mlir` reader and writer).
+
+/// The IR op of a binary Top op ([`is_top`]): the two-tensor form (a
+/// longer operand list of a variadic op is a left-to-right chain), or a
+/// `*Const` form whose attribute is the constant operand. Its inputs are
+/// set on `r`.
+pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {
+    let name = r.op.name.as_str();
+    let loc = r.loc.clone();
+    let mode = r.a.str("mode");
+    let read = by_top(name, mode, r.op.operands.len());
+    match read {
+        Some(TopRead::Tensors(spec)) => {
+            if let Some(c) = r.a.get("coeff").and_then(MlirAttr::as_f64_vec)
+                && c.iter().any(|&x| x != 1.0)
+            {
+                return r.err(format!("`{}` with coeff {c:?} is not supported", r.op.name));
+            }
+            r.fuse_relu = spec.top.relu && r.a.bool_or("do_relu", false);
+            let mut ops: Vec<ValueId> = (0..r.op.operands.len())
+                .map(|i| r.req(i))
+                .collect::<Result<_, _>>()?;
+            if ops.len() > 2 && !spec.top.variadic {
+                return r.err(format!(
+                    "`{}` takes two operands, not {}",
+                    r.op.name,
+                    ops.len()
+                ));
+            }
+            if r.a.bool_or("is_reverse", false) {
+                ops.swap(0, 1);
+            }
+            let base = (spec.build)();
+            let mut acc = ops[0];
+            for (k, &next) in ops[1..ops.len() - 1].iter().enumerate() {
+                let name = format!("{loc}_part{k}");
+                let mid = r.b.result_value(r.op, 0, &name)?;
+                r.b.graph
+                    .add_node(name, base.clone(), vec![Some(acc), Some(next)], vec![mid]);
+                acc = mid;
+            }
+            r.inputs = vec![Some(acc), ops.last().copied()];
+            Ok(base)
+        }
+        Some(TopRead::Const(spec, form)) => {
+            let x = r.req(0)?;
+            let c = r.b.f32_const(
+                format!("{loc}_{}", form.attr),
+                vec![],
+                vec![f32_of(r.a.f64_or(form.attr, form.default))],
+            )?;
+            r.fuse_relu = form.relu && r.a.bool_or("do_relu", false);
+            let reversed = form.reverse.is_some_and(|rev| r.a.bool_or(rev, false));
+            r.inputs = if form.left != reversed {
+                vec![Some(c), Some(x)]
+            } else {
+                vec![Some(x), Some(c)]
+            };
+            Ok((spec.build)())
+        }
+        None => {
+            let what = match mode {
+                Some(m) => format!("`{name}` mode `{m}`"),
+                None => format!("`{name}`"),
+            };
+            r.err(format!(
+                "{what} with {} operand(s) is not supported",
+                r.op.operands.len()
+            ))
+        }
+    }
+}
+
+/// The Top op of a binary node: an operand that is a one-element
+/// constant, beside a tensor of the output's dims, becomes the constant
+/// attribute of the op's `*Const` form (`top.AddConst`, `top.Reciprocal`,
+/// `top.Pow2`, `top.CompareConst`, ...), as TPU-MLIR's converter and
+/// canonicalizer write them; else the two-tensor op.
+pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
+    use MlirAttr as A;
+    let spec = w
+        .node
+        .op
+        .binary()
+        .ok_or_else(|| w.err("internal: not in the binary registry".into()))?;
+    let scalar = |i: usize| -> Option<f32> {
+        let t = w.g.constant_of(w.input(i)?)?;
+        let other = w.input(1 - i)?;
+        (t.numel() == 1
+            && t.dtype() == qtune_tensor::DType::F32
+            && w.g.constant_of(other).is_none()
+            && w.dims(other).ok()? == w.out_dims(0).ok()?)
+        .then(|| t.to_f32_vec()[0])
+    };
+    let mode = spec.top.mode.map(|m| ("mode", A::Str(m.to_string())));
+    let constant = match (scalar(1), scalar(0)) {
+        (Some(c), _) => spec.const_form(false).map(|f| (f, c, 0)),
+        (None, Some(c)) => spec.const_form(true).map(|f| (f, c, 1)),
+        (None, None) => None,
+    };
+    match constant {
+        Some(((form, reversed), c, tensor)) => {
+            let c = if form.negated { -c } else { c };
+            let attrs = mode
+                .into_iter()
+                .chain([(form.attr, A::F64(f64::from(c)))])
+                .chain(
+                    form.reverse
+                        .filter(|_| reversed)
+                        .map(|r| (r, A::Bool(true))),
+                )
+                .chain(form.relu.then_some(("do_relu", A::Bool(false))))
+                .collect();
+            Ok(mk(form.op, vec![Operand::Value(w.x(tensor)?)], attrs))
+        }
+        None => {
+            let attrs = mode
+                .into_iter()
+                .chain(spec.top.relu.then_some(("do_relu", A::Bool(false))))
+                .collect();
+            Ok(mk(spec.top.op, w.values(2)?, attrs))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shape inference (called from `crate::infer_node`).
+
+/// Numpy broadcasting; a comparison or logic op gives booleans.
+pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
+    let a = cx.shape(0)?;
+    let b = cx.shape(1)?;
+    let out = broadcast_shapes(&a, &b).ok_or_else(|| IrError::Broadcast {
+        node: cx.node.name.clone(),
+        op: cx.op(),
+        a: Shape(a.clone()),
+        b: Shape(b.clone()),
+    })?;
+    let dtype = if cx.node.op.binary().is_some_and(|b| b.kind.is_bool()) {
+        DType::Bool
+    } else {
+        cx.dtype(0)?
+    };
+    one(out, dtype)
+}
+
+// ---------------------------------------------------------------------------
+// Evaluation (called from `qtune-exec`).
+
+/// Evaluates a binary node: an arithmetic op on its kernel or by its
+/// definitions, a comparison or logic op by its definitions.
+pub fn eval(mut cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
+    match cx.node.op.binary().map(|b| b.kind) {
+        Some(BinaryKind::Arith { f32, i64 }) => eval_binary(&mut cx, f32, i64),
+        Some(kind) => eval_compare(&cx, kind),
+        None => Err(cx.err("internal: not in the binary registry")),
+    }
+}
+
+/// The vectorised kernel of an arithmetic op of the binary family, when
+/// `qtune-kernels` has one (a speed-up only: the registry's scalar
+/// definition is the reference, `fast_binary_kernels_match_the_registry`).
+pub fn fast_binary(op: &Op) -> Option<k::BinaryOp> {
+    Some(match op {
+        Op::Add => k::BinaryOp::Add,
+        Op::Sub => k::BinaryOp::Sub,
+        Op::Mul => k::BinaryOp::Mul,
+        Op::Div => k::BinaryOp::Div,
+        Op::Pow => k::BinaryOp::Pow,
+        _ => return None,
+    })
+}
+
+/// An arithmetic op of the binary family: its vectorised kernel on float32
+/// operands when it has one (in place over an operand this node holds the
+/// only reference to), else the registry's scalar definitions on the
+/// broadcast operands.
+fn eval_binary(
+    cx: &mut EvalCx,
+    f32_def: fn(f32, f32) -> f32,
+    i64_def: fn(i64, i64) -> Result<i64, &'static str>,
+) -> Result<Vec<Tensor>, IrError> {
+    let od = cx.out_dims(0)?;
+    if let Some(op) = fast_binary(&cx.node.op) {
+        // Float operands: when one of them has the output's dims and this node holds its
+        // only reference, the result is written over it (no new buffer, no zero-fill).
+        for (i, side) in [(0, k::InPlace::Left), (1, k::InPlace::Right)] {
+            let fits = |t: &Tensor| t.dims() == od.as_slice() && t.dtype() == DType::F32;
+            let other_f32 = cx.input(1 - i)?.dtype() == DType::F32;
+            if !other_f32 || !fits(cx.input(i)?) {
+                continue;
+            }
+            match cx.take(i)?.into_unshared_f32_vec() {
+                Ok(mut target) => {
+                    let other = cx.input(1 - i)?;
+                    let (ov, odims) = (
+                        other.as_f32().map_err(|e| cx.err(e.to_string()))?,
+                        other.dims(),
+                    );
+                    k::binary_in_place(op, side, &mut target, &od, ov, odims, cx.par);
+                    return cx.f32_out(od, target);
+                }
+                // Shared: put it back and try the other operand, or compute into a new buffer.
+                Err(t) => cx.inputs[i] = Some(t),
+            }
+        }
+        let (a, b) = (cx.input(0)?, cx.input(1)?);
+        if let (TensorData::F32(av), TensorData::F32(bv)) = (a.data(), b.data()) {
+            let mut out = k::zeroed(od.iter().product(), cx.par);
+            k::binary(op, av, a.dims(), bv, b.dims(), &mut out, cx.par);
+            return cx.f32_out(od, out);
+        }
+    }
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    match (a.data(), b.data()) {
+        (TensorData::F32(av), TensorData::F32(bv)) => {
+            let (ea, eb) = (
+                broadcast_to(av, a.dims(), &od),
+                broadcast_to(bv, b.dims(), &od),
+            );
+            let out = ea.iter().zip(&eb).map(|(&x, &y)| f32_def(x, y)).collect();
+            cx.f32_out(od, out)
+        }
+        (TensorData::I64(av), TensorData::I64(bv)) => {
+            let (ea, eb) = (
+                broadcast_to(av, a.dims(), &od),
+                broadcast_to(bv, b.dims(), &od),
+            );
+            let out = ea
+                .iter()
+                .zip(&eb)
+                .map(|(&x, &y)| i64_def(x, y))
+                .collect::<Result<Vec<i64>, _>>()
+                .map_err(|e| cx.err(e))?;
+            Ok(vec![cx.tensor(od, TensorData::I64(Arc::new(out)))?])
+        }
+        _ => Err(cx.err(format!(
+            "unsupported input types {} and {} (float32 or int64 pairs are supported)",
+            a.dtype(),
+            b.dtype()
+        ))),
+    }
+}
+
+/// Broadcasts a small tensor's buffer to `out_dims` (for the integer and
+/// boolean ops, which only see shape-sized tensors).
+fn broadcast_to<T: Copy>(v: &[T], dims: &[usize], out_dims: &[usize]) -> Vec<T> {
+    let n: usize = out_dims.iter().product();
+    match v.first() {
+        Some(&first) if n > 0 => {
+            let mut out = vec![first; n];
+            k::expand(v, dims, out_dims, &mut out);
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A comparison or logic op of the binary family, by its registry
+/// definitions.
+fn eval_compare(cx: &EvalCx, kind: BinaryKind) -> Result<Vec<Tensor>, IrError> {
+    use BinaryKind as K;
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    let od = cx.out_dims(0)?;
+    fn apply<T: Copy>(
+        (a, ad): (&[T], &[usize]),
+        (b, bd): (&[T], &[usize]),
+        od: &[usize],
+        f: impl Fn(T, T) -> bool,
+    ) -> Vec<bool> {
+        let (ea, eb) = (broadcast_to(a, ad, od), broadcast_to(b, bd, od));
+        ea.iter().zip(&eb).map(|(&x, &y)| f(x, y)).collect()
+    }
+    let (ad, bd) = (a.dims(), b.dims());
+    let out: Vec<bool> = match (a.data(), b.data(), kind) {
+        (TensorData::Bool(av), TensorData::Bool(bv), K::Logic(f))
+        | (TensorData::Bool(av), TensorData::Bool(bv), K::Compare { bool: Some(f), .. }) => {
+            apply((av, ad), (bv, bd), &od, f)
+        }
+        (TensorData::I64(av), TensorData::I64(bv), K::Compare { i64: f, .. }) => {
+            apply((av, ad), (bv, bd), &od, f)
+        }
+        (TensorData::F32(av), TensorData::F32(bv), K::Compare { f32: f, .. }) => {
+            apply((av, ad), (bv, bd), &od, f)
+        }
+        _ => {
+            return Err(cx.err(format!(
+                "unsupported input types {} and {}",
+                a.dtype(),
+                b.dtype()
+            )));
+        }
+    };
+    Ok(vec![cx.tensor(od, TensorData::Bool(Arc::new(out)))?])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every vectorised kernel of the binary family computes what the
+    /// registry defines (`qtune_ir::binary`), broadcast both ways.
+    #[test]
+    fn fast_binary_kernels_match_the_registry() {
+        let a: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) / 7.0).collect();
+        let b: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 2.0).collect();
+        let (ad, bd) = ([8usize, 8], [8usize]);
+        let mut with_kernel = 0;
+        for spec in crate::binary::BINARY_OPS {
+            let op = (spec.build)();
+            let Some(kop) = fast_binary(&op) else {
+                continue;
+            };
+            let crate::binary::BinaryKind::Arith { f32: def, .. } = spec.kind else {
+                panic!("{} has a float kernel but is not arithmetic", spec.name);
+            };
+            with_kernel += 1;
+            for swap in [false, true] {
+                let ((x, xd), (y, yd)) = if swap {
+                    ((&b, &bd[..]), (&a, &ad[..]))
+                } else {
+                    ((&a, &ad[..]), (&b, &bd[..]))
+                };
+                let mut got = vec![0.0; 64];
+                k::binary(kop, x, xd, y, yd, &mut got, k::Parallelism::Sequential);
+                for (i, g) in got.iter().enumerate() {
+                    let (p, q) = (a[i], b[i % 8]);
+                    let want = if swap { def(q, p) } else { def(p, q) };
+                    assert!(
+                        g.to_bits() == want.to_bits()
+                            || (g.is_nan() && want.is_nan())
+                            || (g - want).abs() <= 1e-6 * want.abs().max(1.0),
+                        "{} at ({p}, {q}) swapped {swap}: kernel {g}, registry {want}",
+                        spec.name
+                    );
+                }
+            }
+        }
+        assert_eq!(with_kernel, 5);
+    }
 
     #[test]
     fn every_entry_round_trips_through_its_op() {

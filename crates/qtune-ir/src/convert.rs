@@ -15,7 +15,7 @@ use crate::eval_cx::EvalCx;
 use crate::mlir::reader::TopIn;
 use crate::mlir::writer::{TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError, dtype_name, dtype_of_name};
-use crate::onnx_node::{self, NodeError, OnnxIn, OnnxOut};
+use crate::onnx_node::{self, ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
 use crate::{FloatFormat, InferredOutput, IrError, Op};
 
@@ -84,7 +84,7 @@ pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
 }
 
 /// The ONNX attributes of a Cast or Shape node.
-pub fn export(op: &Op, out: &mut OnnxOut) -> Result<(), NodeError> {
+pub fn export(op: &Op, _inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), NodeError> {
     match op {
         Op::Cast { to } => out.int("to", onnx_node::onnx_of_dtype(*to)),
         Op::Shape { start, end } => {

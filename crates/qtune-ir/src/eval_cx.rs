@@ -51,6 +51,13 @@ impl EvalCx<'_> {
             .to_i64_vec()
             .map_err(|e| self.err(format!("input {i}: {e}")))
     }
+    /// Moves input `i` out (see [`Self::take_f32`]).
+    pub(crate) fn take(&mut self, i: usize) -> Result<Tensor, IrError> {
+        self.inputs
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or_else(|| self.err(format!("input {i} is missing")))
+    }
     /// Moves input `i` out; the executor passes the only reference when this
     /// node is the value's last reader, so the buffer can be reused in place.
     pub(crate) fn take_f32(&mut self, i: usize) -> Result<Vec<f32>, IrError> {

@@ -32,6 +32,7 @@ pub mod activation;
 pub mod convert;
 mod error;
 mod eval_cx;
+pub mod families;
 mod graph;
 mod ids;
 pub mod logic;

@@ -35,10 +35,10 @@
 
 use qtune_tensor::Shape;
 
-use crate::mlir::reader::TopIn;
+use crate::mlir::reader::{TopIn, f32_of};
 use crate::mlir::writer::{Operand, TopOp, TopOut, mk, usizes};
 use crate::mlir::{MlirAttr, MlirError};
-use crate::onnx_node::{NodeError, OnnxIn, OnnxOut};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
 use crate::{
     AutoPad, ConvAttrs, ConvTransposeAttrs, GemmAttrs, InferredOutput, IrError, Op,
@@ -231,7 +231,7 @@ fn conv_export(a: &ConvAttrs, out: &mut OnnxOut) -> Result<(), NodeError> {
 }
 
 /// The ONNX attributes of a weighted layer.
-pub fn export(op: &Op, out: &mut OnnxOut) -> Result<(), NodeError> {
+pub fn export(op: &Op, _inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), NodeError> {
     match op {
         Op::Conv(a) => conv_export(a, out)?,
         Op::ConvTranspose(a) => {
@@ -257,12 +257,6 @@ pub fn export(op: &Op, out: &mut OnnxOut) -> Result<(), NodeError> {
 
 // ---------------------------------------------------------------------------
 // The Top dialect (called from the `.mlir` reader and writer).
-
-#[allow(clippy::cast_possible_truncation)]
-fn f32_of(v: f64) -> f32 {
-    // Attributes written from f32 values convert back exactly.
-    v as f32
-}
 
 /// The rows of the Top op table.
 pub(crate) fn top_rows() -> impl Iterator<Item = [String; 5]> {

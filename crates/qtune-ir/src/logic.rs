@@ -12,10 +12,10 @@ use qtune_kernels as k;
 use qtune_tensor::{DType, Tensor, TensorData};
 
 use crate::eval_cx::EvalCx;
-use crate::mlir::reader::TopIn;
+use crate::mlir::reader::{TopIn, f32_of};
 use crate::mlir::writer::{Operand, TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError};
-use crate::onnx_node::{NodeError, OnnxIn};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
 use crate::{InferredOutput, IrError, Op, broadcast_shapes};
 
@@ -70,14 +70,13 @@ pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
     })
 }
 
+/// The family has no attributes: nothing to write.
+pub fn export(_op: &Op, _inputs: &ExportInputs, _out: &mut OnnxOut) -> Result<(), NodeError> {
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // The Top dialect (called from the `.mlir` reader and writer).
-
-#[allow(clippy::cast_possible_truncation)]
-fn f32_of(v: f64) -> f32 {
-    // Attributes written from f32 values convert back exactly.
-    v as f32
-}
 
 /// The IR op of a Top op [`reads_top`] accepts, its inputs set on `r`.
 pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {

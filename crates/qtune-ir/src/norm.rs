@@ -41,7 +41,7 @@ use qtune_kernels as k;
 use qtune_tensor::{Shape, Tensor};
 
 use crate::eval_cx::EvalCx;
-use crate::mlir::reader::TopIn;
+use crate::mlir::reader::{TopIn, f32_of};
 use crate::mlir::writer::{Operand, TopOp, TopOut, mk, usizes};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
@@ -231,12 +231,6 @@ pub fn export(op: &Op, inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), N
 /// family's Top ops and TPU-MLIR's `top.Scale`.
 pub(crate) fn reads_top(top: &str) -> bool {
     is_top(top) || top == "top.Scale"
-}
-
-#[allow(clippy::cast_possible_truncation)]
-fn f32_of(v: f64) -> f32 {
-    // Attributes written from f32 values convert back exactly.
-    v as f32
 }
 
 /// The IR op of a normalization Top op ([`reads_top`]), its inputs set on

@@ -355,6 +355,8 @@ pub struct ExportInput {
 pub struct ExportInputs {
     /// One entry per input slot: `None` when the slot is empty.
     pub slots: Vec<Option<ExportInput>>,
+    /// The default-domain opset the exporter writes.
+    pub opset: i64,
 }
 
 impl ExportInputs {

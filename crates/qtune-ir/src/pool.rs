@@ -30,7 +30,7 @@ use crate::eval_cx::{EvalCx, as_4d, pads4, pair};
 use crate::mlir::reader::TopIn;
 use crate::mlir::writer::{TopOp, TopOut, mk, usizes};
 use crate::mlir::{MlirAttr, MlirError};
-use crate::onnx_node::{NodeError, OnnxIn, OnnxOut};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
 use crate::{AutoPad, InferredOutput, IrError, Op, PoolAttrs, resolve_window};
 
@@ -236,7 +236,7 @@ pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
 }
 
 /// The ONNX attributes of a pooling node (none for the global pools).
-pub fn export(op: &Op, out: &mut OnnxOut) -> Result<(), NodeError> {
+pub fn export(op: &Op, _inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), NodeError> {
     let Some((spec, window)) = op.pool() else {
         return Err(NodeError::Node {
             message: format!("internal: {} is not a pooling op", op.op_type()),

@@ -22,7 +22,7 @@ use qtune_tensor::{DType, Tensor, TensorData};
 use crate::eval_cx::EvalCx;
 use crate::mlir::MlirError;
 use crate::mlir::writer::{TopOp, TopOut};
-use crate::onnx_node::{NodeError, OnnxIn, OnnxOut};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
 use crate::{FloatFormat, InferredOutput, IrError, Op};
 
@@ -48,7 +48,7 @@ pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
 }
 
 /// The ONNX attributes of a QuantizeLinear or DequantizeLinear node.
-pub fn export(op: &Op, out: &mut OnnxOut) -> Result<(), NodeError> {
+pub fn export(op: &Op, _inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), NodeError> {
     match op {
         Op::QuantizeLinear { axis } | Op::DequantizeLinear { axis } => out.int("axis", *axis),
         other => {

@@ -223,12 +223,8 @@ pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
 /// The ONNX attributes of a reduction for the exporter's `opset`: the axes
 /// as input 1 when that opset takes them so, else as the attribute (a
 /// constant axes input is folded into it).
-pub fn export(
-    op: &Op,
-    opset: i64,
-    inputs: &ExportInputs,
-    out: &mut OnnxOut,
-) -> Result<(), NodeError> {
+pub fn export(op: &Op, inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), NodeError> {
+    let opset = inputs.opset;
     let node_err = |message: String| NodeError::Node { message };
     let Some((spec, a)) = op.reduce() else {
         return Err(node_err(format!(

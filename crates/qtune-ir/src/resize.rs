@@ -14,10 +14,10 @@ use qtune_kernels as k;
 use qtune_tensor::{Shape, Tensor};
 
 use crate::eval_cx::{EvalCx, as_4d};
-use crate::mlir::reader::TopIn;
+use crate::mlir::reader::{TopIn, f32_of};
 use crate::mlir::writer::{Operand, TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError};
-use crate::onnx_node::{NodeError, OnnxIn, OnnxOut};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one, usize_of};
 use crate::{CoordMode, InferredOutput, IrError, NearestMode, Op, ResizeAttrs, ResizeMode};
 
@@ -184,7 +184,7 @@ fn resize_attrs(cx: &OnnxIn) -> Result<ResizeAttrs, NodeError> {
 }
 
 /// The ONNX attributes of a Resize.
-pub fn export(op: &Op, out: &mut OnnxOut) -> Result<(), NodeError> {
+pub fn export(op: &Op, _inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), NodeError> {
     let Op::Resize(a) = op else {
         return Err(NodeError::Node {
             message: format!("internal: {} is not a Resize", op.op_type()),
@@ -201,12 +201,6 @@ pub fn export(op: &Op, out: &mut OnnxOut) -> Result<(), NodeError> {
 
 // ---------------------------------------------------------------------------
 // The Top dialect (called from the `.mlir` reader and writer).
-
-#[allow(clippy::cast_possible_truncation)]
-fn f32_of(v: f64) -> f32 {
-    // Attributes written from f32 values convert back exactly.
-    v as f32
-}
 
 /// The Resize of a `top.Interp` or `top.Upsample`, its inputs set on `r`.
 pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {

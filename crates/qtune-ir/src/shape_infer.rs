@@ -262,56 +262,13 @@ pub fn infer_node(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrEr
 fn infer_unchecked(graph: &Graph, id: NodeId) -> Result<Vec<InferredOutput>, IrError> {
     let node = graph.node(id);
     let cx = Ctx { graph, node };
-    let same = |cx: &Ctx| -> Result<Vec<InferredOutput>, IrError> {
-        Ok(vec![InferredOutput {
-            shape: Shape(cx.shape(0)?),
-            dtype: cx.dtype(0)?,
-        }])
-    };
+    // Every op but the simulation's own is in a family (`crate::families`).
+    if let Some(f) = crate::families::of(&node.op) {
+        return (f.infer)(&cx);
+    }
     match &node.op {
-        // The binary family (`crate::binary`): numpy broadcasting; a
-        // comparison or logic op gives booleans.
-        binary_op!() => {
-            let a = cx.shape(0)?;
-            let b = cx.shape(1)?;
-            let out = broadcast_shapes(&a, &b).ok_or_else(|| IrError::Broadcast {
-                node: node.name.clone(),
-                op: cx.op(),
-                a: Shape(a.clone()),
-                b: Shape(b.clone()),
-            })?;
-            let dtype = if node.op.binary().is_some_and(|b| b.kind.is_bool()) {
-                DType::Bool
-            } else {
-                cx.dtype(0)?
-            };
-            one(out, dtype)
-        }
-        unary_op!() => same(&cx),
-        // Not and Where (`crate::logic`), Cast and Shape (`crate::convert`).
-        Op::Not | Op::Where => crate::logic::infer(&cx),
-        Op::Cast { .. } | Op::Shape { .. } => crate::convert::infer(&cx),
-        // The activations (`crate::activation`).
-        activation_op!() => crate::activation::infer(&cx),
-        // Resize (`crate::resize`).
-        Op::Resize(_) => crate::resize::infer(&cx),
-        // The data-movement family (`crate::movement`).
-        movement_op!() => crate::movement::infer(&cx),
-        // The pooling family (`crate::pool`).
-        pool_op!() => crate::pool::infer(&cx),
-        // The quantized graph's ops (`crate::quantize`).
-        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_) => {
-            crate::quantize::infer(&cx)
-        }
-        // The reduction family (`crate::reduce`).
-        reduce_op!() => crate::reduce::infer(&cx),
-        // The weighted layers (`crate::linear`).
-        linear_op!() => crate::linear::infer(&cx),
-        // The normalization family (`crate::norm`).
-        norm_op!() => crate::norm::infer(&cx),
-        // The pooling family (`crate::pool`): a window, or the whole map.
-        // The reduction family (`crate::reduce`).
         Op::IntegerLayer(a) => one(integer_layer_shape(&cx, a)?, DType::F32),
+        other => Err(cx.err(format!("internal: {} is in no op family", other.op_type()))),
     }
 }
 

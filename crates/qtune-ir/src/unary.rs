@@ -30,7 +30,16 @@
 //! (`fast_kernel` in `eval.rs`, a speed-up only) and runs the scalar function
 //! for the others.
 
-use crate::Op;
+use qtune_kernels as k;
+use qtune_tensor::Tensor;
+
+use crate::eval_cx::EvalCx;
+use crate::mlir::reader::{TopIn, f32_of};
+use crate::mlir::writer::{TopOp, TopOut, mk};
+use crate::mlir::{MlirAttr, MlirError};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
+use crate::shape_infer::{Ctx, one};
+use crate::{ClipAttrs, InferredOutput, IrError, Op};
 
 /// The most `f32` attributes an op of the family has.
 pub const MAX_UNARY_ATTRS: usize = 2;
@@ -344,9 +353,229 @@ unary_family! {
     },
 }
 
+// ---------------------------------------------------------------------------
+// ONNX (called from `qtune-onnx`; `crate::onnx_node`).
+
+/// The IR op of a unary ONNX node ([`by_onnx`]): one input, the listed
+/// `f32` attributes with their ONNX defaults, any other attribute rejected.
+pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
+    let Some(spec) = by_onnx(cx.op_type) else {
+        return Err(cx.node_err("internal: not in the unary registry"));
+    };
+    cx.arity(1, 1)?;
+    let names: Vec<&str> = spec.attrs.iter().map(|a| a.name).collect();
+    cx.check_known(&names)?;
+    let params = spec
+        .attrs
+        .iter()
+        .map(|a| cx.float_or(a.name, a.default))
+        .collect::<Result<Vec<f32>, _>>()?;
+    Ok((spec.build)(&params))
+}
+
+/// The ONNX attributes of a unary node. An op ONNX lacks (SiLU) is written
+/// by the exporter as the nodes it stands for and never reaches here.
+pub fn export(op: &Op, _inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), NodeError> {
+    match op.unary() {
+        Some(u) if u.spec.onnx.is_some() => {
+            for (n, v) in u.attrs() {
+                out.float(n, v);
+            }
+            Ok(())
+        }
+        _ => Err(NodeError::Node {
+            message: format!("internal: {} is written as a composite", op.op_type()),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The Top dialect (called from the `.mlir` reader and writer).
+
+/// Whether the `.mlir` reader reads Top op `top` through [`read_top`].
+pub(crate) fn reads_top(top: &str) -> bool {
+    by_top(top).is_some()
+}
+
+/// The IR op of a unary Top op: attributes as F64 with their ONNX
+/// defaults; the fixed ones must have their one supported value. A
+/// `top.Relu` with a positive `relu_limit` is TPU-MLIR's ReLU6 form, a Clip
+/// (`crate::activation`). Its input is set on `r`.
+pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {
+    let name = r.op.name.as_str();
+    if name == "top.Relu" {
+        r.inputs = r.unary()?;
+        let limit = r.a.f64_or("relu_limit", -1.0);
+        return Ok(if limit > 0.0 {
+            Op::Clip(ClipAttrs {
+                min: Some(0.0),
+                max: Some(f32_of(limit)),
+            })
+        } else {
+            Op::Relu
+        });
+    }
+    let Some(spec) = by_top(name) else {
+        return r.err(format!("internal: `{name}` left the unary registry"));
+    };
+    for &(attr, value) in spec.top_fixed {
+        let ok = match value {
+            TopFixed::F64(v) => r.a.f64_or(attr, v) == v,
+            TopFixed::Bool(b) => r.a.bool_or(attr, b) == b,
+        };
+        if !ok {
+            return r.err(format!(
+                "`{name}` with {attr} other than {value} is not supported"
+            ));
+        }
+    }
+    r.inputs = r.unary()?;
+    let params: Vec<f32> = spec
+        .attrs
+        .iter()
+        .map(|at| f32_of(r.a.f64_or(at.name, f64::from(at.default))))
+        .collect();
+    Ok((spec.build)(&params))
+}
+
+/// The Top op of a unary node: its attributes as F64, then the fixed ones.
+/// (TPU-MLIR writes Neg as MulConst(-1); x * -1 is -x bit for bit, but a
+/// separate op keeps the IR node type on the way back.)
+pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
+    use MlirAttr as A;
+    let u = w
+        .node
+        .op
+        .unary()
+        .ok_or_else(|| w.err("internal: not in the unary registry".into()))?;
+    let attrs = u
+        .attrs()
+        .map(|(n, v)| (n, A::F64(f64::from(v))))
+        .chain(u.spec.top_fixed.iter().map(|&(n, v)| {
+            (
+                n,
+                match v {
+                    TopFixed::F64(f) => A::F64(f),
+                    TopFixed::Bool(b) => A::Bool(b),
+                },
+            )
+        }))
+        .collect();
+    Ok(mk(u.spec.top, w.values(1)?, attrs))
+}
+
+// ---------------------------------------------------------------------------
+// Shape inference (called from `crate::infer_node`).
+
+/// The output of a unary node: the input's shape and type.
+pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
+    one(cx.shape(0)?, cx.dtype(0)?)
+}
+
+// ---------------------------------------------------------------------------
+// Evaluation (called from `qtune-exec`).
+
+/// Evaluates a unary node: the vectorised kernel when there is one, else
+/// the registry's scalar definition.
+pub fn eval(mut cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
+    match fast_kernel(&cx.node.op) {
+        Some(kop) => cx.unary(kop),
+        None => {
+            let op = cx.node.op.clone();
+            eval_scalar(&mut cx, &op)
+        }
+    }
+}
+
+/// The `qtune-kernels` kernel of an op of the unary family, when it has
+/// one. This is a speed-up, not a registration: an op missing here runs its
+/// registry definition ([`eval_scalar`]); `fast_kernels_match_the_registry`
+/// checks each kernel against that definition.
+pub fn fast_kernel(op: &Op) -> Option<k::UnaryOp> {
+    Some(match op {
+        Op::Sqrt => k::UnaryOp::Sqrt,
+        Op::Floor => k::UnaryOp::Floor,
+        Op::Exp => k::UnaryOp::Exp,
+        Op::Erf => k::UnaryOp::Erf,
+        Op::Tanh => k::UnaryOp::Tanh,
+        Op::Neg => k::UnaryOp::Neg,
+        Op::Abs => k::UnaryOp::Abs,
+        Op::Relu => k::UnaryOp::Relu,
+        Op::Sigmoid => k::UnaryOp::Sigmoid,
+        Op::HardSwish => k::UnaryOp::HardSwish,
+        Op::SiLU => k::UnaryOp::Silu,
+        Op::LeakyRelu { alpha } => k::UnaryOp::LeakyRelu { alpha: *alpha },
+        Op::HardSigmoid { alpha, beta } => k::UnaryOp::HardSigmoid {
+            alpha: *alpha,
+            beta: *beta,
+        },
+        _ => return None,
+    })
+}
+
+/// An op of the unary family by its registry definition, element by
+/// element (in place when the input is not shared).
+fn eval_scalar(cx: &mut EvalCx, op: &Op) -> Result<Vec<Tensor>, IrError> {
+    let Some(u) = op.unary() else {
+        return Err(cx.err("internal: not in the unary registry"));
+    };
+    let dims = cx.input(0)?.dims().to_vec();
+    let out = match cx.take(0)?.into_unshared_f32_vec() {
+        Ok(mut x) => {
+            x.iter_mut().for_each(|v| *v = u.eval(*v));
+            x
+        }
+        Err(t) => {
+            let dtype = t.dtype();
+            t.as_f32()
+                .map_err(|_| cx.err(format!("input 0 must be float32, got {dtype}")))?
+                .iter()
+                .map(|&v| u.eval(v))
+                .collect()
+        }
+    };
+    cx.f32_out(dims, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every vectorised kernel of the unary family computes what the
+    /// registry defines (`qtune_ir::unary`), with default and with other
+    /// attribute values (which also checks the attribute order).
+    #[test]
+    fn fast_kernels_match_the_registry() {
+        let xs: Vec<f32> = (-800..=800).map(|i| i as f32 / 100.0).collect();
+        let mut with_kernel = 0;
+        for spec in crate::unary::UNARY_OPS {
+            let defaults: Vec<f32> = spec.attrs.iter().map(|a| a.default).collect();
+            let others: Vec<f32> = defaults.iter().map(|d| d * 1.5 + 0.125).collect();
+            for params in [defaults, others] {
+                let op = (spec.build)(&params);
+                let Some(kop) = fast_kernel(&op) else {
+                    continue;
+                };
+                with_kernel += 1;
+                let u = op.unary().expect("registered");
+                let mut got = xs.clone();
+                k::unary(kop, &mut got, k::Parallelism::Sequential);
+                for (x, g) in xs.iter().zip(&got) {
+                    let want = u.eval(*x);
+                    if want.is_nan() {
+                        assert!(g.is_nan(), "{} at {x}: {g}", spec.name);
+                        continue;
+                    }
+                    assert!(
+                        (g - want).abs() <= 2e-6 * want.abs().max(1.0),
+                        "{} {params:?} at {x}: kernel {g}, registry {want}",
+                        spec.name
+                    );
+                }
+            }
+        }
+        assert!(with_kernel >= 26, "{with_kernel}");
+    }
 
     #[test]
     fn every_entry_round_trips_through_its_op() {

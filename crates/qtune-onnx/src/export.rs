@@ -52,11 +52,7 @@ use std::path::Path;
 use bytes::Bytes;
 use prost::Message;
 use qtune_ir::onnx_node::{ExportInput, ExportInputs, NodeError, OnnxOut, OnnxValue};
-use qtune_ir::{
-    FloatFormat, GeluApproximation, Graph, Node, Op, ValueId, activation, activation_op, binary_op,
-    convert, linear, linear_op, movement, movement_op, norm, norm_op, pool, pool_op, quantize,
-    reduce, reduce_op, resize, unary_op,
-};
+use qtune_ir::{FloatFormat, GeluApproximation, Graph, Node, Op, ValueId, families};
 use qtune_tensor::Tensor;
 
 use crate::OnnxError;
@@ -404,21 +400,14 @@ impl<'g> Exporter<'g> {
                      model it was built from",
                 ));
             }
-            binary_op!() | Op::Where | Op::Not => {}
-            // The families whose ONNX mapping is in their module
-            // (`qtune_ir::movement`, `qtune_ir::norm`, `qtune_ir::activation`,
-            // `qtune_ir::resize`).
-            movement_op!()
-            | norm_op!()
-            | activation_op!()
-            | Op::Resize(_)
-            | Op::Cast { .. }
-            | Op::Shape { .. }
-            | linear_op!()
-            | pool_op!()
-            | reduce_op!()
-            | Op::QuantizeLinear { .. }
-            | Op::DequantizeLinear { .. } => {
+            Op::RoundFloat(format) => {
+                return self.round_float(&cx, *format, inputs, outputs);
+            }
+            // Every other op is its family's (`qtune_ir::families`).
+            op => {
+                let Some(family) = families::of(op) else {
+                    return Err(cx.err("internal: the op is in no family"));
+                };
                 let mut out = OnnxOut::default();
                 let ir_err = |e: NodeError| match e {
                     NodeError::Attribute { attribute, message } => {
@@ -438,21 +427,9 @@ impl<'g> Exporter<'g> {
                             })
                         })
                         .collect(),
+                    opset: EXPORT_OPSET,
                 };
-                match &node.op {
-                    movement_op!() => movement::export(&node.op, &dims, &mut out),
-                    norm_op!() => norm::export(&node.op, &dims, &mut out),
-                    activation_op!() => activation::export(&node.op, &dims, &mut out),
-                    Op::Cast { .. } | Op::Shape { .. } => convert::export(&node.op, &mut out),
-                    linear_op!() => linear::export(&node.op, &mut out),
-                    pool_op!() => pool::export(&node.op, &mut out),
-                    reduce_op!() => reduce::export(&node.op, EXPORT_OPSET, &dims, &mut out),
-                    Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => {
-                        quantize::export(&node.op, &mut out)
-                    }
-                    _ => resize::export(&node.op, &mut out),
-                }
-                .map_err(ir_err)?;
+                (family.export)(op, &dims, &mut out).map_err(ir_err)?;
                 for (name, value) in out.attrs {
                     attrs.push(match value {
                         OnnxValue::Int(v) => attr_int(name, v),
@@ -467,21 +444,6 @@ impl<'g> Exporter<'g> {
                 for (slot, what, t) in out.constants {
                     self.constant_input(&cx, slot, what, &t, &mut inputs)?;
                 }
-            }
-            // The unary family from its registry (`qtune_ir::unary`); an op
-            // ONNX lacks (SiLU) is decomposed before this match.
-            unary_op!() => match node.op.unary() {
-                Some(u) if u.spec.onnx.is_some() => {
-                    attrs.extend(u.attrs().map(|(n, v)| attr_float(n, v)));
-                }
-                _ => return Err(cx.err("internal: composite op not written")),
-            },
-            // The pooling family from its registry (`qtune_ir::pool`): the
-            // window's attributes; a global pool has none.
-            // The reduction family from its registry (`qtune_ir::reduce`):
-            // the axes as input 1 when the export's opset takes them so.
-            Op::RoundFloat(format) => {
-                return self.round_float(&cx, *format, inputs, outputs);
             }
         }
         while inputs.last().is_some_and(String::is_empty) {

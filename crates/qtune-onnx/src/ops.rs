@@ -69,48 +69,12 @@ pub(crate) fn import_node(
     }
     let op = match cx.op_type {
         "Constant" => return constant(im, cx, n, outputs),
-        // The binary family from its registry (`qtune_ir::binary`): two
-        // inputs, no attributes.
-        t if binary::by_onnx(t).is_some() => {
-            let Some(spec) = binary::by_onnx(t) else {
-                return Err(cx.node_err("internal: not in the binary registry"));
+        // Every op of an op family (`qtune_ir::families`): the mapping is
+        // the family's; this carries the values.
+        t if families::importing(t, opset).is_some() => {
+            let Some(family) = families::importing(t, opset) else {
+                return Err(cx.node_err("internal: the op's family went away"));
             };
-            arity(cx, n, 2, 2)?;
-            cx.check_known(&[])?;
-            (spec.build)()
-        }
-        // The elementwise unary family, from its registry
-        // (`qtune_ir::unary`): one input, float attributes with their ONNX
-        // defaults.
-        t if unary::by_onnx(t).is_some() => {
-            let Some(spec) = unary::by_onnx(t) else {
-                return Err(cx.node_err("internal: not in the unary registry"));
-            };
-            arity(cx, n, 1, 1)?;
-            let names: Vec<&str> = spec.attrs.iter().map(|a| a.name).collect();
-            cx.check_known(&names)?;
-            let params = spec
-                .attrs
-                .iter()
-                .map(|a| cx.float_or(a.name, a.default))
-                .collect::<Result<Vec<f32>, _>>()?;
-            (spec.build)(&params)
-        }
-        // The reduction family from its registry (`qtune_ir::reduce`): the
-        // axes as an attribute, or as input 1 from the op's opset on.
-        // The families whose ONNX mapping is in their module
-        // (`qtune_ir::movement`, `qtune_ir::norm`); this carries the values.
-        t if movement::by_onnx(t).is_some()
-            || norm::by_onnx(t).is_some()
-            || activation::by_onnx(t).is_some()
-            || (t == "Resize" && opset >= 11)
-            || logic::ONNX_OPS.contains(&t)
-            || convert::ONNX_OPS.contains(&t)
-            || linear::by_onnx(t).is_some()
-            || pool::by_onnx(t).is_some()
-            || reduce::by_onnx(t).is_some()
-            || quantize::ONNX_OPS.contains(&t) =>
-        {
             let mut node = OnnxIn {
                 op_type: cx.op_type,
                 opset,
@@ -120,28 +84,7 @@ pub(crate) fn import_node(
                 appended: Vec::new(),
                 first_output_only: None,
             };
-            let op = if movement::by_onnx(t).is_some() {
-                movement::import(&mut node)
-            } else if norm::by_onnx(t).is_some() {
-                norm::import(&mut node)
-            } else if activation::by_onnx(t).is_some() {
-                activation::import(&mut node)
-            } else if logic::ONNX_OPS.contains(&t) {
-                logic::import(&mut node)
-            } else if convert::ONNX_OPS.contains(&t) {
-                convert::import(&mut node)
-            } else if linear::by_onnx(t).is_some() {
-                linear::import(&mut node)
-            } else if pool::by_onnx(t).is_some() {
-                pool::import(&mut node)
-            } else if reduce::by_onnx(t).is_some() {
-                reduce::import(&mut node)
-            } else if quantize::ONNX_OPS.contains(&t) {
-                quantize::import(&mut node)
-            } else {
-                resize::import(&mut node)
-            }
-            .map_err(|e| cx.ir_err(e))?;
+            let op = (family.import)(&mut node).map_err(|e| cx.ir_err(e))?;
             for (what, t) in node.appended {
                 let id = im.add_generated_constant(format!("{}_{what}", cx.name), t);
                 inputs.push(Some(id));

@@ -7,7 +7,7 @@ use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
 use super::parse::{Loc, ParsedModule, ParsedOp, Parser, TypeSpec};
 use super::{InputAttrs, MlirAttr, MlirError, dtype_of_element};
-use crate::{AutoPad, ClipAttrs, FusedRelu, Graph, Op, ValueId};
+use crate::{AutoPad, FusedRelu, Graph, ValueId};
 
 /// Reads Top-dialect text. `weights` are the contents of the module's
 /// weight file (keyed by `top.Weight` loc name); `source` names the text in
@@ -97,8 +97,9 @@ impl Attrs<'_> {
     }
 }
 
+/// An F64 attribute as the f32 it was written from.
 #[allow(clippy::cast_possible_truncation)]
-fn f32_of(v: f64) -> f32 {
+pub(crate) fn f32_of(v: f64) -> f32 {
     // Attributes written from f32 values convert back exactly.
     v as f32
 }
@@ -473,7 +474,12 @@ impl<'a> Builder<'a> {
     }
 
     /// Adds a value typed from result `i`.
-    fn result_value(&mut self, op: &ParsedOp, i: usize, name: &str) -> Result<ValueId, MlirError> {
+    pub(crate) fn result_value(
+        &mut self,
+        op: &ParsedOp,
+        i: usize,
+        name: &str,
+    ) -> Result<ValueId, MlirError> {
         let (dtype, shape) = match op.result_types.get(i) {
             Some(t) => match type_parts(t) {
                 Some(p) => p,
@@ -491,176 +497,21 @@ impl<'a> Builder<'a> {
         let a = Attrs { list: &op.attrs };
         let loc = names.first().cloned().unwrap_or_default();
         let line = op.line;
-        let req = |i: usize| self.required(op, i);
-        let inputs: Vec<Option<ValueId>>;
-        let unary = |s: &Self| -> Result<Vec<Option<ValueId>>, MlirError> {
-            Ok(vec![Some(s.required(op, 0)?)])
+        // Every Top op of an op family (`crate::families`).
+        let Some(family) = crate::families::reading_top(&op.name, a.str("mode")) else {
+            return self.err(line, format!("unsupported op `{}`", op.name));
         };
-        let mut fuse_relu = false;
-        let node_op: Op = match op.name.as_str() {
-            // The families whose Top mapping is in their module
-            // (`crate::movement`, `crate::norm`, `crate::activation`,
-            // `crate::resize`, `crate::convert`, `crate::logic`; the last
-            // before the binary family, whose `top.Compare` it shares).
-            name if crate::movement::is_top(name)
-                || crate::norm::reads_top(name)
-                || crate::activation::is_top(name)
-                || crate::resize::TOP_OPS.contains(&name)
-                || crate::logic::reads_top(name, a.str("mode"))
-                || crate::convert::TOP_OPS.contains(&name)
-                || crate::linear::is_top(name)
-                || crate::pool::is_top(name)
-                || name == "top.Reduce" =>
-            {
-                let mut r = TopIn {
-                    b: self,
-                    op,
-                    a,
-                    loc: loc.clone(),
-                    line,
-                    inputs: Vec::new(),
-                    fuse_relu: false,
-                };
-                let read = if crate::movement::is_top(name) {
-                    crate::movement::read_top(&mut r)?
-                } else if crate::norm::reads_top(name) {
-                    crate::norm::read_top(&mut r)?
-                } else if crate::activation::is_top(name) {
-                    crate::activation::read_top(&mut r)?
-                } else if crate::resize::TOP_OPS.contains(&name) {
-                    crate::resize::read_top(&mut r)?
-                } else if crate::convert::TOP_OPS.contains(&name) {
-                    crate::convert::read_top(&mut r)?
-                } else if crate::linear::is_top(name) {
-                    crate::linear::read_top(&mut r)?
-                } else if crate::pool::is_top(name) {
-                    crate::pool::read_top(&mut r)?
-                } else if name == "top.Reduce" {
-                    crate::reduce::read_top(&mut r)?
-                } else {
-                    crate::logic::read_top(&mut r)?
-                };
-                (inputs, fuse_relu) = (r.inputs, r.fuse_relu);
-                read
-            }
-            // The binary family from its registry (`crate::binary`): the
-            // two-tensor form (a longer operand list of a variadic op is a
-            // left-to-right chain), or a `*Const` form whose attribute is the
-            // constant operand.
-            name if crate::binary::is_top(name) => {
-                let mode = a.str("mode");
-                let read = crate::binary::by_top(name, mode, op.operands.len());
-                match read {
-                    Some(crate::binary::TopRead::Tensors(spec)) => {
-                        if let Some(c) = a.get("coeff").and_then(MlirAttr::as_f64_vec)
-                            && c.iter().any(|&x| x != 1.0)
-                        {
-                            return self.err(
-                                line,
-                                format!("`{}` with coeff {c:?} is not supported", op.name),
-                            );
-                        }
-                        fuse_relu = spec.top.relu && a.bool_or("do_relu", false);
-                        let mut ops: Vec<ValueId> =
-                            (0..op.operands.len()).map(&req).collect::<Result<_, _>>()?;
-                        if ops.len() > 2 && !spec.top.variadic {
-                            return self.err(
-                                line,
-                                format!("`{}` takes two operands, not {}", op.name, ops.len()),
-                            );
-                        }
-                        if a.bool_or("is_reverse", false) {
-                            ops.swap(0, 1);
-                        }
-                        let base = (spec.build)();
-                        let mut acc = ops[0];
-                        for (k, &next) in ops[1..ops.len() - 1].iter().enumerate() {
-                            let name = format!("{loc}_part{k}");
-                            let mid = self.result_value(op, 0, &name)?;
-                            self.graph.add_node(
-                                name,
-                                base.clone(),
-                                vec![Some(acc), Some(next)],
-                                vec![mid],
-                            );
-                            acc = mid;
-                        }
-                        inputs = vec![Some(acc), ops.last().copied()];
-                        base
-                    }
-                    Some(crate::binary::TopRead::Const(spec, form)) => {
-                        let x = req(0)?;
-                        let c = self.f32_const(
-                            format!("{loc}_{}", form.attr),
-                            vec![],
-                            vec![f32_of(a.f64_or(form.attr, form.default))],
-                        )?;
-                        fuse_relu = form.relu && a.bool_or("do_relu", false);
-                        let reversed = form.reverse.is_some_and(|r| a.bool_or(r, false));
-                        inputs = if form.left != reversed {
-                            vec![Some(c), Some(x)]
-                        } else {
-                            vec![Some(x), Some(c)]
-                        };
-                        (spec.build)()
-                    }
-                    None => {
-                        let what = match mode {
-                            Some(m) => format!("`{name}` mode `{m}`"),
-                            None => format!("`{name}`"),
-                        };
-                        return self.err(
-                            line,
-                            format!(
-                                "{what} with {} operand(s) is not supported",
-                                op.operands.len()
-                            ),
-                        );
-                    }
-                }
-            }
-            "top.Relu" => {
-                inputs = unary(self)?;
-                let limit = a.f64_or("relu_limit", -1.0);
-                if limit > 0.0 {
-                    Op::Clip(ClipAttrs {
-                        min: Some(0.0),
-                        max: Some(f32_of(limit)),
-                    })
-                } else {
-                    Op::Relu
-                }
-            }
-            // The rest of the unary family from its registry
-            // (`crate::unary`): attributes as F64 with their ONNX defaults;
-            // the fixed ones must have their one supported value.
-            name if crate::unary::by_top(name).is_some() => {
-                let Some(spec) = crate::unary::by_top(name) else {
-                    return self.err(line, format!("internal: `{name}` left the unary registry"));
-                };
-                for &(attr, value) in spec.top_fixed {
-                    let ok = match value {
-                        crate::unary::TopFixed::F64(v) => a.f64_or(attr, v) == v,
-                        crate::unary::TopFixed::Bool(b) => a.bool_or(attr, b) == b,
-                    };
-                    if !ok {
-                        return self.err(
-                            line,
-                            format!("`{name}` with {attr} other than {value} is not supported"),
-                        );
-                    }
-                }
-                inputs = unary(self)?;
-                let params: Vec<f32> = spec
-                    .attrs
-                    .iter()
-                    .map(|at| f32_of(a.f64_or(at.name, f64::from(at.default))))
-                    .collect();
-                (spec.build)(&params)
-            }
-            // The pooling family from its registry (`crate::pool`).
-            other => return self.err(line, format!("unsupported op `{other}`")),
+        let mut r = TopIn {
+            b: self,
+            op,
+            a,
+            loc: loc.clone(),
+            line,
+            inputs: Vec::new(),
+            fuse_relu: false,
         };
+        let node_op = (family.read_top)(&mut r)?;
+        let (inputs, fuse_relu) = (r.inputs, r.fuse_relu);
         if names.len() != op.results.len() {
             return self.err(line, "result names do not match the results");
         }

@@ -7,7 +7,7 @@ use qtune_tensor::{Tensor, TensorData};
 
 use super::attr::quote;
 use super::{InputAttrs, MlirAttr, MlirError, MlirWriteOptions, tensor_type};
-use crate::{Graph, Node, NodeId, Op, ValueId};
+use crate::{Graph, Node, NodeId, ValueId};
 
 /// Largest integer magnitude float32 holds exactly.
 const F32_EXACT_INT: i64 = 1 << 24;
@@ -359,118 +359,16 @@ pub fn top_op_type(graph: &Graph, id: NodeId) -> Option<&'static str> {
 /// Maps one IR node to its Top op. See the table in the crate docs.
 fn lower(g: &Graph, id: NodeId, node: &Node) -> Result<TopOp, MlirError> {
     let w = TopOut { g, id, node };
-    let err = |message: String| w.err(message);
-    let input = |i: usize| w.input(i);
-    let x = |i: usize| w.x(i);
-    let out_dims = |i: usize| w.out_dims(i);
-    let values = |n: usize| w.values(n);
-    use MlirAttr as A;
-    let top = match &node.op {
-        // The data-movement family (`crate::movement`).
-        movement_op!() => crate::movement::write_top(&w)?,
-        // The pooling family (`crate::pool`).
-        pool_op!() => crate::pool::write_top(&w)?,
-        // The reduction family (`crate::reduce`).
-        reduce_op!() => crate::reduce::write_top(&w)?,
-        // The weighted layers (`crate::linear`).
-        linear_op!() => crate::linear::write_top(&w)?,
-        // The normalization family (`crate::norm`).
-        norm_op!() => crate::norm::write_top(&w)?,
-        // The activations (`crate::activation`).
-        activation_op!() => crate::activation::write_top(&w)?,
-        // Resize (`crate::resize`).
-        Op::Resize(_) => crate::resize::write_top(&w)?,
-        // Not and Where (`crate::logic`), Cast and Shape (`crate::convert`).
-        Op::Not | Op::Where => crate::logic::write_top(&w)?,
-        Op::Cast { .. } | Op::Shape { .. } => crate::convert::write_top(&w)?,
-        // The quantized graph's ops (`crate::quantize`).
-        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_) => {
-            crate::quantize::write_top(&w)?
-        }
-        Op::IntegerLayer(_) => {
-            return Err(err(
-                "a quantized graph has no Top-dialect form (the Top .mlir is the float model; \
-                 write quantized models as QDQ ONNX)"
-                    .into(),
-            ));
-        }
-        // The binary family from its registry (`crate::binary`): an
-        // operand that is a one-element constant, beside a tensor of the
-        // output's dims, becomes the constant attribute of the op's `*Const`
-        // form (`top.AddConst`, `top.Reciprocal`, `top.Pow2`,
-        // `top.CompareConst`, ...), as TPU-MLIR's converter and
-        // canonicalizer write them; else the two-tensor op.
-        binary_op!() => {
-            let spec = node
-                .op
-                .binary()
-                .ok_or_else(|| err("internal: not in the binary registry".into()))?;
-            let scalar = |i: usize| -> Option<f32> {
-                let t = g.constant_of(input(i)?)?;
-                let other = input(1 - i)?;
-                (t.numel() == 1
-                    && t.dtype() == qtune_tensor::DType::F32
-                    && g.constant_of(other).is_none()
-                    && shape_dims(g, other).ok()? == out_dims(0).ok()?)
-                .then(|| t.to_f32_vec()[0])
-            };
-            let mode = spec.top.mode.map(|m| ("mode", A::Str(m.to_string())));
-            let constant = match (scalar(1), scalar(0)) {
-                (Some(c), _) => spec.const_form(false).map(|f| (f, c, 0)),
-                (None, Some(c)) => spec.const_form(true).map(|f| (f, c, 1)),
-                (None, None) => None,
-            };
-            match constant {
-                Some(((form, reversed), c, tensor)) => {
-                    let c = if form.negated { -c } else { c };
-                    let attrs = mode
-                        .into_iter()
-                        .chain([(form.attr, A::F64(f64::from(c)))])
-                        .chain(
-                            form.reverse
-                                .filter(|_| reversed)
-                                .map(|r| (r, A::Bool(true))),
-                        )
-                        .chain(form.relu.then_some(("do_relu", A::Bool(false))))
-                        .collect();
-                    mk(form.op, vec![Operand::Value(x(tensor)?)], attrs)
-                }
-                None => {
-                    let attrs = mode
-                        .into_iter()
-                        .chain(spec.top.relu.then_some(("do_relu", A::Bool(false))))
-                        .collect();
-                    mk(spec.top.op, values(2)?, attrs)
-                }
-            }
-        }
-        // The unary family from its registry (`crate::unary`): the
-        // attributes as F64, then the fixed ones. (TPU-MLIR writes Neg as
-        // MulConst(-1); x * -1 is -x bit for bit, but a separate op keeps the
-        // IR node type on the way back.)
-        unary_op!() => {
-            let u = node
-                .op
-                .unary()
-                .ok_or_else(|| err("internal: not in the unary registry".into()))?;
-            let attrs = u
-                .attrs()
-                .map(|(n, v)| (n, A::F64(f64::from(v))))
-                .chain(u.spec.top_fixed.iter().map(|&(n, v)| {
-                    (
-                        n,
-                        match v {
-                            crate::unary::TopFixed::F64(f) => A::F64(f),
-                            crate::unary::TopFixed::Bool(b) => A::Bool(b),
-                        },
-                    )
-                }))
-                .collect();
-            mk(u.spec.top, values(1)?, attrs)
-        } // The pooling family from its registry (`crate::pool`).
-          // The reduction family from its registry (`crate::reduce`).
+    // Every op but the simulation's own is in a family (`crate::families`).
+    let Some(f) = crate::families::of(&node.op) else {
+        return Err(w.err(
+            "a quantized graph has no Top-dialect form (the Top .mlir is the float model; \
+             write quantized models as QDQ ONNX)"
+                .into(),
+        ));
     };
-    with_fused_relu(top, node).map_err(err)
+    let top = (f.write_top)(&w)?;
+    with_fused_relu(top, node).map_err(|m| w.err(m))
 }
 
 /// A Top op from its parts.
@@ -502,7 +400,8 @@ impl TopOut<'_> {
             message,
         }
     }
-    fn input(&self, i: usize) -> Option<ValueId> {
+    /// Input `i`, when present.
+    pub(crate) fn input(&self, i: usize) -> Option<ValueId> {
         self.node.inputs.get(i).copied().flatten()
     }
     /// Input `i`, which must be present.

@@ -1,0 +1,252 @@
+//! The op families: the one table through which every crate reaches an
+//! op's code. Each family is a module of this crate holding everything
+//! qtune knows about its ops (registry, ONNX import and export, Top reading
+//! and writing, shape inference, evaluation; `docs/adding-an-op.md`);
+//! [`FAMILIES`] registers each module once, and the ONNX importer and
+//! exporter, the `.mlir` reader and writer, shape inference and the
+//! executor each dispatch through it.
+//!
+//! Two ops are outside every family: `IntegerLayer`, the integer
+//! simulation's op (built by `qtune-deploy`, run by `qtune-exec`, written to
+//! no file format), and the weighted layers' evaluation, which is the
+//! executor's (it packs weights once per model and fuses activations;
+//! [`Family::eval`] is `None` for them).
+
+use qtune_tensor::Tensor;
+
+use crate::eval_cx::EvalCx;
+use crate::mlir::MlirError;
+use crate::mlir::reader::TopIn;
+use crate::mlir::writer::{TopOp, TopOut};
+use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
+use crate::shape_infer::Ctx;
+use crate::{InferredOutput, IrError, Op};
+
+/// A family's evaluation.
+pub type EvalFn = fn(EvalCx) -> Result<Vec<Tensor>, IrError>;
+
+/// One op family: which ops, ONNX op types and Top ops are its, and its
+/// code for each concern.
+pub struct Family {
+    /// The module (`crates/qtune-ir/src/<module>.rs`).
+    pub module: &'static str,
+    /// Whether `op` is one of the family's.
+    pub has: fn(&Op) -> bool,
+    /// Whether the family imports ONNX op type `op_type` at `opset`.
+    pub imports: fn(&str, i64) -> bool,
+    pub import: fn(&mut OnnxIn) -> Result<Op, NodeError>,
+    pub export: fn(&Op, &ExportInputs, &mut OnnxOut) -> Result<(), NodeError>,
+    /// Whether the family reads Top op `name` (with its `mode` attribute).
+    pub(crate) reads_top: fn(&str, Option<&str>) -> bool,
+    pub(crate) read_top: fn(&mut TopIn) -> Result<Op, MlirError>,
+    pub(crate) write_top: fn(&TopOut) -> Result<TopOp, MlirError>,
+    pub(crate) infer: fn(&Ctx) -> Result<Vec<InferredOutput>, IrError>,
+    /// `None`: the executor evaluates the family itself.
+    pub eval: Option<EvalFn>,
+}
+
+/// Every op family. The order is the lookup order: `logic` (`top.Compare`
+/// with mode `Not`) before `binary` (the other `top.Compare` modes).
+pub static FAMILIES: &[Family] = &[
+    Family {
+        module: "unary",
+        has: |op| matches!(op, unary_op!()),
+        imports: |t, _| crate::unary::by_onnx(t).is_some(),
+        import: crate::unary::import,
+        export: crate::unary::export,
+        reads_top: |t, _| crate::unary::reads_top(t),
+        read_top: crate::unary::read_top,
+        write_top: crate::unary::write_top,
+        infer: crate::unary::infer,
+        eval: Some(crate::unary::eval),
+    },
+    Family {
+        module: "logic",
+        has: |op| matches!(op, Op::Not | Op::Where),
+        imports: |t, _| crate::logic::ONNX_OPS.contains(&t),
+        import: crate::logic::import,
+        export: crate::logic::export,
+        reads_top: crate::logic::reads_top,
+        read_top: crate::logic::read_top,
+        write_top: crate::logic::write_top,
+        infer: crate::logic::infer,
+        eval: Some(crate::logic::eval),
+    },
+    Family {
+        module: "binary",
+        has: |op| matches!(op, binary_op!()),
+        imports: |t, _| crate::binary::by_onnx(t).is_some(),
+        import: crate::binary::import,
+        export: crate::binary::export,
+        reads_top: |t, _| crate::binary::is_top(t),
+        read_top: crate::binary::read_top,
+        write_top: crate::binary::write_top,
+        infer: crate::binary::infer,
+        eval: Some(crate::binary::eval),
+    },
+    Family {
+        module: "activation",
+        has: |op| matches!(op, activation_op!()),
+        imports: |t, _| crate::activation::by_onnx(t).is_some(),
+        import: crate::activation::import,
+        export: crate::activation::export,
+        reads_top: |t, _| crate::activation::is_top(t),
+        read_top: crate::activation::read_top,
+        write_top: crate::activation::write_top,
+        infer: crate::activation::infer,
+        eval: Some(crate::activation::eval),
+    },
+    Family {
+        module: "reduce",
+        has: |op| matches!(op, reduce_op!()),
+        imports: |t, _| crate::reduce::by_onnx(t).is_some(),
+        import: crate::reduce::import,
+        export: crate::reduce::export,
+        reads_top: |t, _| t == "top.Reduce",
+        read_top: crate::reduce::read_top,
+        write_top: crate::reduce::write_top,
+        infer: crate::reduce::infer,
+        eval: Some(crate::reduce::eval),
+    },
+    Family {
+        module: "pool",
+        has: |op| matches!(op, pool_op!()),
+        imports: |t, _| crate::pool::by_onnx(t).is_some(),
+        import: crate::pool::import,
+        export: crate::pool::export,
+        reads_top: |t, _| crate::pool::is_top(t),
+        read_top: crate::pool::read_top,
+        write_top: crate::pool::write_top,
+        infer: crate::pool::infer,
+        eval: Some(crate::pool::eval),
+    },
+    Family {
+        module: "movement",
+        has: |op| matches!(op, movement_op!()),
+        imports: |t, _| crate::movement::by_onnx(t).is_some(),
+        import: crate::movement::import,
+        export: crate::movement::export,
+        reads_top: |t, _| crate::movement::is_top(t),
+        read_top: crate::movement::read_top,
+        write_top: crate::movement::write_top,
+        infer: crate::movement::infer,
+        eval: Some(crate::movement::eval),
+    },
+    Family {
+        module: "linear",
+        has: |op| matches!(op, linear_op!()),
+        imports: |t, _| crate::linear::by_onnx(t).is_some(),
+        import: crate::linear::import,
+        export: crate::linear::export,
+        reads_top: |t, _| crate::linear::is_top(t),
+        read_top: crate::linear::read_top,
+        write_top: crate::linear::write_top,
+        infer: crate::linear::infer,
+        eval: None,
+    },
+    Family {
+        module: "norm",
+        has: |op| matches!(op, norm_op!()),
+        imports: |t, _| crate::norm::by_onnx(t).is_some(),
+        import: crate::norm::import,
+        export: crate::norm::export,
+        reads_top: |t, _| crate::norm::reads_top(t),
+        read_top: crate::norm::read_top,
+        write_top: crate::norm::write_top,
+        infer: crate::norm::infer,
+        eval: Some(crate::norm::eval),
+    },
+    Family {
+        module: "resize",
+        has: |op| matches!(op, Op::Resize(_)),
+        // Before opset 11 (and Upsample) the importer rewrites the node.
+        imports: |t, opset| t == "Resize" && opset >= 11,
+        import: crate::resize::import,
+        export: crate::resize::export,
+        reads_top: |t, _| crate::resize::TOP_OPS.contains(&t),
+        read_top: crate::resize::read_top,
+        write_top: crate::resize::write_top,
+        infer: crate::resize::infer,
+        eval: Some(crate::resize::eval),
+    },
+    Family {
+        module: "convert",
+        has: |op| matches!(op, Op::Cast { .. } | Op::Shape { .. }),
+        imports: |t, _| crate::convert::ONNX_OPS.contains(&t),
+        import: crate::convert::import,
+        export: crate::convert::export,
+        reads_top: |t, _| crate::convert::TOP_OPS.contains(&t),
+        read_top: crate::convert::read_top,
+        write_top: crate::convert::write_top,
+        infer: crate::convert::infer,
+        eval: Some(crate::convert::eval),
+    },
+    Family {
+        module: "quantize",
+        has: |op| {
+            matches!(
+                op,
+                Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_)
+            )
+        },
+        imports: |t, _| crate::quantize::ONNX_OPS.contains(&t),
+        import: crate::quantize::import,
+        export: crate::quantize::export,
+        // No Top op is a quantized-graph op.
+        reads_top: |_, _| false,
+        read_top: |r| r.err("internal: no quantized-graph op is read from the Top dialect"),
+        write_top: crate::quantize::write_top,
+        infer: crate::quantize::infer,
+        eval: Some(crate::quantize::eval),
+    },
+];
+
+/// The family of `op` (`None` for `IntegerLayer`).
+pub fn of(op: &Op) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| (f.has)(op))
+}
+
+/// The family that imports ONNX op type `op_type` at `opset`.
+pub fn importing(op_type: &str, opset: i64) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| (f.imports)(op_type, opset))
+}
+
+/// The family that reads Top op `name` (with its `mode` attribute).
+pub(crate) fn reading_top(name: &str, mode: Option<&str>) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| (f.reads_top)(name, mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every ONNX op type qtune supports is imported by exactly one family
+    /// (the legacy forms the importer rewrites aside), and the ops of each
+    /// registry-built family are that family's only.
+    #[test]
+    fn every_op_has_one_family() {
+        for t in crate::SUPPORTED_OPS.iter() {
+            let n = FAMILIES.iter().filter(|f| (f.imports)(t, 17)).count();
+            assert_eq!(n, 1, "{t} is imported by {n} families");
+        }
+        let samples: Vec<Op> = crate::unary::UNARY_OPS
+            .iter()
+            .map(|s| (s.build)(&vec![0.0; s.attrs.len()]))
+            .chain(crate::binary::BINARY_OPS.iter().map(|s| (s.build)()))
+            .chain(
+                crate::reduce::REDUCE_OPS
+                    .iter()
+                    .map(|s| (s.build)(Default::default())),
+            )
+            .chain(
+                crate::pool::POOL_OPS
+                    .iter()
+                    .map(|s| (s.build)(Default::default())),
+            )
+            .collect();
+        for op in &samples {
+            let n = FAMILIES.iter().filter(|f| (f.has)(op)).count();
+            assert_eq!(n, 1, "{op:?}");
+        }
+    }
+}
