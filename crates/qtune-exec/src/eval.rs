@@ -1,6 +1,10 @@
-//! Evaluation of one node: resolves the node's attributes and static shapes
-//! into kernel parameters and calls the kernel. Shapes come from the
-//! prepared graph (every value has a static shape after `prepare`).
+//! Evaluation of one node. The weighted layers (Conv, ConvTranspose, Gemm,
+//! MatMul) are evaluated here, on weights packed once per model and with the
+//! following activation fused; the integer simulation's `IntegerLayer` in
+//! `integer.rs`; every other op by its family's `eval`
+//! (`qtune_ir::families`), given the node as a `qtune_ir::EvalCx`. Shapes
+//! come from the prepared graph (every value has a static shape after
+//! `prepare`).
 
 use std::sync::Arc;
 

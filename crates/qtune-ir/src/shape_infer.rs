@@ -2,7 +2,9 @@
 //! passed as tensor inputs (Reshape's shape, Slice's starts, ...) must be
 //! constants by the time the node is inferred; constant folding runs first
 //! in topological order, so shape-computing subgraphs are folded before the
-//! node that consumes them is inferred.
+//! node that consumes them is inferred. Each op's rule is its family's
+//! (`crate::families`, the `infer` of the op's module); this file holds the
+//! context they share and the window and broadcast helpers.
 
 use qtune_tensor::{DType, Shape};
 

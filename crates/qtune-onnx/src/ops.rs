@@ -1,9 +1,13 @@
-//! ONNX nodes to IR ops, one arm per op type, with strict attribute checks.
+//! ONNX nodes to IR ops, with strict attribute checks.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/>, default domain, opsets
 //! [`MIN_OPSET`](crate::MIN_OPSET) to [`MAX_OPSET`](crate::MAX_OPSET).
-//! Each arm rejects attributes the op does not define and values qtune
-//! cannot run, naming the node and attribute.
+//! Each op's mapping is its family's (`qtune_ir::families`: the `import`
+//! of the op's module in `qtune-ir`), reached through one arm here that
+//! carries the protobuf attributes to it ([`NodeCx`] implements
+//! `qtune_ir::onnx_node::OnnxAttrs`) and its constants and errors back. It
+//! rejects attributes the op does not define and values qtune cannot run,
+//! naming the node and attribute.
 //!
 //! Rewrites (the only places where the IR differs from the ONNX graph):
 //! - `Constant` becomes a constant value, not a node.

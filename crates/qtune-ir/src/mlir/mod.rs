@@ -9,6 +9,9 @@
 //! data lives in the weight npz, keyed by the weight's loc name), and one
 //! Top op per IR node. Locations are `#locN` aliases defined after the
 //! module. See `../shared/reference/tpu-mlir-quant-spec.md` section 5.
+//! Each Top op's mapping is its op family's (`crate::families`: the
+//! `read_top` and `write_top` of the op's module); the reader and writer
+//! here handle the module, the inputs, the weights, names and types.
 //!
 //! # Naming contract
 //!
