@@ -19,6 +19,11 @@ use crate::onnx_node::{self, ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
 use crate::{FloatFormat, InferredOutput, IrError, Op};
 
+/// Whether `op` is one of the family's.
+pub fn has(op: &Op) -> bool {
+    matches!(op, Op::Cast { .. } | Op::Shape { .. })
+}
+
 /// The ONNX op types of the family.
 pub const ONNX_OPS: [&str; 2] = ["Cast", "Shape"];
 

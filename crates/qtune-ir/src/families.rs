@@ -62,7 +62,7 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         module: "logic",
-        has: |op| matches!(op, Op::Not | Op::Where),
+        has: crate::logic::has,
         imports: |t, _| crate::logic::ONNX_OPS.contains(&t),
         import: crate::logic::import,
         export: crate::logic::export,
@@ -158,7 +158,7 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         module: "resize",
-        has: |op| matches!(op, Op::Resize(_)),
+        has: crate::resize::has,
         // Before opset 11 (and Upsample) the importer rewrites the node.
         imports: |t, opset| t == "Resize" && opset >= 11,
         import: crate::resize::import,
@@ -171,7 +171,7 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         module: "convert",
-        has: |op| matches!(op, Op::Cast { .. } | Op::Shape { .. }),
+        has: crate::convert::has,
         imports: |t, _| crate::convert::ONNX_OPS.contains(&t),
         import: crate::convert::import,
         export: crate::convert::export,
@@ -183,12 +183,7 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         module: "quantize",
-        has: |op| {
-            matches!(
-                op,
-                Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_)
-            )
-        },
+        has: crate::quantize::has,
         imports: |t, _| crate::quantize::ONNX_OPS.contains(&t),
         import: crate::quantize::import,
         export: crate::quantize::export,

@@ -19,6 +19,11 @@ use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
 use crate::{InferredOutput, IrError, Op, broadcast_shapes};
 
+/// Whether `op` is one of the family's.
+pub fn has(op: &Op) -> bool {
+    matches!(op, Op::Not | Op::Where)
+}
+
 /// The ONNX op types of the family.
 pub const ONNX_OPS: [&str; 2] = ["Not", "Where"];
 

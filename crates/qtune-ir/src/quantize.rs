@@ -26,6 +26,14 @@ use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
 use crate::{FloatFormat, InferredOutput, IrError, Op};
 
+/// Whether `op` is one of the family's.
+pub fn has(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } | Op::RoundFloat(_)
+    )
+}
+
 /// The ONNX op types of the family.
 pub const ONNX_OPS: [&str; 2] = ["QuantizeLinear", "DequantizeLinear"];
 

@@ -21,6 +21,11 @@ use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one, usize_of};
 use crate::{CoordMode, InferredOutput, IrError, NearestMode, Op, ResizeAttrs, ResizeMode};
 
+/// Whether `op` is a Resize.
+pub fn has(op: &Op) -> bool {
+    matches!(op, Op::Resize(_))
+}
+
 /// TPU-MLIR's Top ops for it.
 pub const TOP_OPS: [&str; 2] = ["top.Interp", "top.Upsample"];
 
