@@ -4,12 +4,8 @@
 
 use std::collections::HashMap;
 
-use qtune_ir::binary::BinaryRange;
-use qtune_ir::movement::MoveRange;
-use qtune_ir::passes::canonical::is_upsample;
-use qtune_ir::pool::PoolRange;
-use qtune_ir::unary::Int8Rule;
-use qtune_ir::{Graph, NodeId, Op, ValueId, linear_op, movement_op, pool_op, reduce_op};
+use qtune_ir::tpu::{KeepFloat, RangeFlow, TpuChip};
+use qtune_ir::{Graph, NodeId, Op, ValueId, families, linear_op};
 use qtune_quant::{CalibrationTable, QuantMode};
 use qtune_tensor::DType;
 
@@ -154,35 +150,19 @@ fn is_float_data(graph: &Graph, node: NodeId) -> bool {
             .any(|&i| graph.value(i).dtype == DType::F32 && graph.constant_of(i).is_none())
 }
 
-fn is_const(graph: &Graph, v: Option<&Option<ValueId>>) -> bool {
-    matches!(v, Some(Some(id)) if graph.constant_of(*id).is_some())
-}
-
-fn const_is_scalar(graph: &Graph, v: Option<&Option<ValueId>>) -> bool {
-    matches!(v, Some(Some(id)) if graph.constant_of(*id).is_some_and(|t| t.numel() == 1))
-}
-
-/// `Clip(0, max)`: TPU-MLIR's `top.Relu` with a limit.
-pub(crate) fn is_relu_like(graph: &Graph, node: NodeId) -> bool {
-    let n = graph.node(node);
-    match &n.op {
-        Op::Relu => true,
-        Op::Clip(a) => {
-            let lo = a.min.or_else(|| {
-                n.inputs
-                    .get(1)
-                    .copied()
-                    .flatten()
-                    .and_then(|v| graph.constant_of(v))
-                    .map(|t| t.to_f32_vec().first().copied().unwrap_or(f32::NAN))
-            });
-            lo == Some(0.0)
-        }
-        _ => false,
+/// The TPU chip family whose lowering rules a profile follows (`None`: the
+/// runtime profile).
+fn tpu_chip(profile: &Profile) -> Option<TpuChip> {
+    match profile.family {
+        Family::Bm1684x => Some(TpuChip::Bm1684x),
+        Family::Bm1684 => Some(TpuChip::Bm1684),
+        Family::Cv18xx => Some(TpuChip::Cv18xx),
+        Family::Runtime => None,
     }
 }
 
-/// The float type the chip keeps `node` in, when it has no int8 form.
+/// The float type the chip keeps `node` in, when it has no int8 form: the
+/// rule of the node's op family (`qtune_ir::families`, `tpu_float`).
 fn chip_float(
     graph: &Graph,
     node: NodeId,
@@ -190,84 +170,22 @@ fn chip_float(
     fp: QuantMode,
 ) -> Option<(QuantMode, &'static str)> {
     let n = graph.node(node);
-    let f32_ = QuantMode::F32;
-    let rank = |i: usize| {
-        n.inputs
-            .get(i)
-            .copied()
-            .flatten()
-            .and_then(|v| graph.shape_of(v).ok())
-            .map_or(0, |s| s.0.len())
+    let Some(chip) = tpu_chip(profile) else {
+        // TPU-MLIR keeps LayerNorm in float whatever the target; the
+        // runtime profile keeps it in the profile's float type too.
+        if let Some(why) = n.op.norm().and_then(|s| s.tpu_float) {
+            return Some((fp, why));
+        }
+        return runtime_float(graph, node);
     };
-    // TPU-MLIR keeps LayerNorm in float on every chip; SiLU and GELU are
-    // int8 lookup tables (quantized at their input and output only).
-    if let Some(why) = n.op.norm().and_then(|s| s.tpu_float) {
-        return Some((fp, why));
-    }
-    let non_const_weight =
-        matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_)) && !is_const(graph, n.inputs.get(1));
-    match profile.family {
-        Family::Runtime => runtime_float(graph, node, non_const_weight),
-        Family::Bm1684x => match &n.op {
-            _ if non_const_weight => Some((f32_, "Conv with a non-constant filter")),
-            Op::Clip(_) if !is_relu_like(graph, node) => Some((fp, "Clip other than Clip(0, max)")),
-            reduce_op!() => Some((fp, "Reduce has no int8 form")),
-            Op::Resize(_) if !is_upsample(graph, node) => {
-                Some((fp, "Resize other than integer-scale nearest"))
-            }
-            op if let Some(why) = movement_float(op) => Some((fp, why)),
-            Op::Softmax { axis } => {
-                let r = i64::try_from(rank(0)).unwrap_or(0);
-                let ax = if *axis < 0 { axis + r } else { *axis };
-                (ax != 1 || r > 4).then_some((fp, "Softmax not over axis 1"))
-            }
-            Op::MatMul if is_const(graph, n.inputs.first()) => {
-                Some((fp, "MatMul with a constant left operand"))
-            }
-            Op::Div if !const_is_scalar(graph, n.inputs.get(1)) => {
-                Some((f32_, "Div by a tensor has no int8 form"))
-            }
-            _ => None,
+    let (keep, why) = families::of(&n.op).and_then(|f| (f.tpu_float)(graph, node, chip))?;
+    Some((
+        match keep {
+            KeepFloat::Profile => fp,
+            KeepFloat::F32 => QuantMode::F32,
         },
-        Family::Bm1684 => match &n.op {
-            _ if non_const_weight => Some((f32_, "Conv with a non-constant filter")),
-            Op::Div if !const_is_scalar(graph, n.inputs.get(1)) => {
-                Some((f32_, "Div has no int8 form"))
-            }
-            Op::Softmax { .. } => Some((f32_, "Softmax has no int8 form")),
-            reduce_op!() => Some((f32_, "Reduce has no int8 form")),
-            Op::Resize(_) if !is_upsample(graph, node) => {
-                Some((f32_, "Resize other than integer-scale nearest"))
-            }
-            op if let Some(why) = movement_float(op) => Some((f32_, why)),
-            Op::MatMul if !(rank(0) == 2 && is_const(graph, n.inputs.get(1))) => {
-                Some((f32_, "MatMul other than a 2-D fully connected layer"))
-            }
-            _ => None,
-        },
-        Family::Cv18xx => match &n.op {
-            _ if non_const_weight => Some((fp, "Conv with a non-constant filter")),
-            Op::Softmax { .. } => Some((fp, "Softmax has no int8 form")),
-            Op::Clip(_) if !is_relu_like(graph, node) => Some((fp, "Clip has no int8 form")),
-            op if let Some(why) = movement_float(op) => Some((fp, why)),
-            // The reduction family's registry rule (`qtune_ir::reduce`).
-            op @ reduce_op!() if !op.reduce().is_some_and(|(r, _)| r.cv18xx_int8) => {
-                Some((fp, "this Reduce has no int8 form on CV18xx"))
-            }
-            Op::MatMul
-                if !is_const(graph, n.inputs.first()) && !is_const(graph, n.inputs.get(1)) =>
-            {
-                Some((fp, "MatMul of two activations"))
-            }
-            Op::Add | Op::Sub if n.inputs.iter().any(|i| is_const(graph, Some(i))) => {
-                Some((fp, "Add/Sub with a constant operand"))
-            }
-            Op::Div if !const_is_scalar(graph, n.inputs.get(1)) => {
-                Some((fp, "Div by a tensor has no int8 form"))
-            }
-            _ => None,
-        },
-    }
+        why,
+    ))
 }
 
 /// The runtime profile (`--processor onnxruntime`): only the ops that ONNX
@@ -286,16 +204,12 @@ fn chip_float(
 /// the layers whose output feeds a residual Add stay DQ + float Conv.
 /// Adding Add/Concat/pooling inputs to the set has not been measured yet
 /// (QUALITY.md, "Runtime target").
-fn runtime_float(
-    graph: &Graph,
-    node: NodeId,
-    non_const_weight: bool,
-) -> Option<(QuantMode, &'static str)> {
+fn runtime_float(graph: &Graph, node: NodeId) -> Option<(QuantMode, &'static str)> {
     let n = graph.node(node);
     match &n.op {
         // The weighted layers (`qtune_ir::linear`), a convolution only
         // with a constant filter.
-        linear_op!() if !non_const_weight => None,
+        linear_op!() if qtune_ir::linear::has_constant_weight(graph, node) => None,
         _ => Some((
             QuantMode::F32,
             "QDQ runtimes compute it in float (only Conv/ConvTranspose/MatMul/Gemm are int8)",
@@ -318,10 +232,8 @@ fn concat_ranges_mismatch(graph: &Graph, node: NodeId, thresholds: &HashMap<&str
         .filter(|&&v| graph.value(v).dtype == DType::F32 && graph.constant_of(v).is_none())
         .filter_map(|&v| {
             let val = graph.value(v);
-            match val.producer.map(|p| &graph.node(p).op) {
-                Some(op) if fixed_output_range(op).is_some() => {
-                    fixed_output_range(op).map(|(lo, hi)| lo.abs().max(hi.abs()))
-                }
+            match val.producer.and_then(|p| fixed_output_range(graph, p)) {
+                Some((lo, hi)) => Some(lo.abs().max(hi.abs())),
                 _ => thresholds.get(val.name.as_str()).copied(),
             }
         })
@@ -333,91 +245,21 @@ fn concat_ranges_mismatch(graph: &Graph, node: NodeId, thresholds: &HashMap<&str
     ths.len() >= 2 && hi > lo * CONCAT_RANGE_RATIO
 }
 
-/// An op of the unary family whose output takes its input's range on this
-/// profile (its registry rule, [`Int8Rule::SharesRange`]).
-fn unary_shares_range(op: &Op, profile: &Profile) -> bool {
-    op.unary().is_some_and(|u| match u.spec.int8 {
-        Int8Rule::Table => false,
-        Int8Rule::SharesRange { cv18xx } => cv18xx || profile.family != Family::Cv18xx,
-    })
+/// How calibrated ranges flow through `node` on this profile: the rule of
+/// its op family (`qtune_ir::families`, `range_flow`). The runtime profile
+/// follows the BM1684X family's.
+fn flow(graph: &Graph, node: NodeId, profile: &Profile) -> RangeFlow {
+    let chip = tpu_chip(profile).unwrap_or(TpuChip::Bm1684x);
+    families::of(&graph.node(node).op)
+        .map(|f| (f.range_flow)(graph, node, chip))
+        .unwrap_or_default()
 }
 
 /// The range an op fixes for its output (Sigmoid's `[0, 1]`, Softmax's),
-/// whatever the calibration measured.
-fn fixed_output_range(op: &Op) -> Option<(f64, f64)> {
-    match op {
-        Op::Softmax { .. } => Some((0.0, 1.0)),
-        _ => op
-            .unary()
-            .and_then(|u| u.spec.output_range)
-            .map(|(lo, hi)| (f64::from(lo), f64::from(hi))),
-    }
-}
-
-/// A binary op that outputs one of its inputs (Max, Min: its registry
-/// rule, [`BinaryRange::Selects`]), and whether an operand is a constant
-/// (TPU-MLIR's `MaxConst`/`MinConst`).
-fn selects(graph: &Graph, node: NodeId) -> Option<bool> {
-    let n = graph.node(node);
-    n.op.binary()
-        .filter(|b| b.range == BinaryRange::Selects)
-        .map(|_| n.inputs.iter().any(|i| is_const(graph, Some(i))))
-}
-
-/// A pooling op whose output is one of its inputs (max pools,
-/// [`PoolRange::SharesRange`]).
-pub(crate) fn pool_shares_range(op: &Op) -> bool {
-    op.pool()
-        .is_some_and(|(s, _)| s.range == PoolRange::SharesRange)
-}
-
-/// Ops whose output takes the input's range (forward propagation, step 7).
-fn forwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
-    let n = graph.node(node);
-    match &n.op {
-        op if unary_shares_range(op, profile) => true,
-        _ if selects(graph, node) == Some(true) => true,
-        // The pooling family (`qtune_ir::pool`): max pools share the
-        // range; average pools forward it on the BM1684 family only.
-        pool_op!() => match n.op.pool().map(|(s, _)| s.range) {
-            Some(PoolRange::SharesRange) => true,
-            Some(PoolRange::OwnRangeButBm1684) => profile.family == Family::Bm1684,
-            None => false,
-        },
-        // The data-movement family (`qtune_ir::movement`): its forward
-        // rules.
-        movement_op!() => matches!(
-            movement_range(&n.op),
-            Some(MoveRange::ForwardsFirst | MoveRange::Forwards)
-        ),
-        Op::Clip(_) => is_relu_like(graph, node),
-        Op::Resize(_) => is_upsample(graph, node),
-        _ => false,
-    }
-}
-
-/// Ops whose producer takes their range (backward propagation, step 4).
-fn backwards_range(graph: &Graph, node: NodeId, profile: &Profile) -> bool {
-    let n = graph.node(node);
-    match &n.op {
-        op if unary_shares_range(op, profile) => true,
-        op if pool_shares_range(op) => true,
-        op if movement_range(op) == Some(MoveRange::Backwards) => true,
-        Op::Clip(_) => is_relu_like(graph, node),
-        _ => false,
-    }
-}
-
-/// Why the TPU profiles keep a data-movement op in float, if they do (its
-/// registry entry, [`qtune_ir::movement`]).
-fn movement_float(op: &Op) -> Option<&'static str> {
-    op.movement().and_then(|s| s.tpu_float)
-}
-
-/// A data-movement op's range rule (its registry entry,
-/// [`qtune_ir::movement`]).
-fn movement_range(op: &Op) -> Option<MoveRange> {
-    op.movement().map(|s| s.range)
+/// whatever the calibration measured; it does not depend on the chip.
+fn fixed_output_range(graph: &Graph, node: NodeId) -> Option<(f64, f64)> {
+    families::of(&graph.node(node).op)
+        .and_then(|f| (f.range_flow)(graph, node, TpuChip::Bm1684x).fixed)
 }
 
 /// The data input of an op with one: the first input, but for a binary op
@@ -714,8 +556,14 @@ fn initial_ranges(
                 hi: tmax.max(0.0),
                 asymmetric: true,
             }),
-            Some(op) if fixed_output_range(op).is_some() => {
-                fixed_output_range(op).map(|(lo, hi)| Range::symmetric(lo, hi))
+            _ if v
+                .producer
+                .and_then(|p| fixed_output_range(graph, p))
+                .is_some() =>
+            {
+                v.producer
+                    .and_then(|p| fixed_output_range(graph, p))
+                    .map(|(lo, hi)| Range::symmetric(lo, hi))
             }
             _ => row.map(|(th, tmin, _)| {
                 let th = th.abs();
@@ -754,7 +602,7 @@ fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, mod
     // 1. Forward Reshape / Transpose (`MoveRange::ForwardsFirst`).
     for &id in &node_ids {
         let n = graph.node(id);
-        if movement_range(&n.op) == Some(MoveRange::ForwardsFirst)
+        if flow(graph, id, profile).forwards_first
             && let Some(x) = data_input(graph, id)
             && let Some(r) = ranges[x.index()]
         {
@@ -765,8 +613,7 @@ fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, mod
     // of Max and Min of tensors.
     for &id in node_ids.iter().rev() {
         let n = graph.node(id);
-        if (movement_range(&n.op) == Some(MoveRange::IntoInputs)
-            || selects(graph, id) == Some(false))
+        if flow(graph, id, profile).into_inputs
             && modes[id.index()] == QuantMode::Int8
             && let Some(r) = ranges[n.outputs[0].index()]
         {
@@ -780,7 +627,7 @@ fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, mod
     // 4. Backward through Relu, MaxPool, Depth2Space, Abs (and LeakyRelu):
     // the producer takes the range when this op is its only reader.
     for &id in node_ids.iter().rev() {
-        if !backwards_range(graph, id, profile) {
+        if !flow(graph, id, profile).backwards {
             continue;
         }
         let n = graph.node(id);
@@ -796,7 +643,7 @@ fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, mod
     }
     // 7. Forward through pass-through ops.
     for &id in &node_ids {
-        if !forwards_range(graph, id, profile) {
+        if !flow(graph, id, profile).forwards {
             continue;
         }
         let n = graph.node(id);
@@ -805,7 +652,7 @@ fn propagate(graph: &Graph, ranges: &mut [Option<Range>], profile: &Profile, mod
         {
             // A Relu's output is never negative (TPU-MLIR forces min 0 on
             // ops with do_relu).
-            if is_relu_like(graph, id) && !profile.signed_only {
+            if qtune_ir::activation::is_relu_like(graph, id) && !profile.signed_only {
                 r.lo = 0.0;
             }
             for &o in &n.outputs {

@@ -20,8 +20,9 @@ use qtune_quant::QuantMode;
 use qtune_tensor::{DType, Shape, Tensor, TensorData};
 
 use crate::DeployError;
-use crate::plan::{Plan, Range, is_relu_like};
+use crate::plan::{Plan, Range};
 use crate::profile::{Family, Profile, WeightScheme};
+use qtune_ir::activation::is_relu_like;
 
 /// What the QDQ graph contains, for summaries.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -783,7 +784,7 @@ impl Builder<'_> {
         let n = self.src.node(id);
         let passthrough = match &n.op {
             op if op.movement().is_some_and(|s| s.range.shares_range()) => true,
-            op if crate::plan::pool_shares_range(op) => true,
+            op if qtune_ir::pool::shares_range(op) => true,
             Op::Relu | Op::Clip(_) => is_relu_like(self.src, id),
             _ => false,
         };

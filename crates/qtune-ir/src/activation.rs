@@ -16,10 +16,12 @@
 //!   reader's `top.Relu` arm reads that back as a Clip;
 //! - shape inference ([`infer`]) and evaluation ([`eval`]).
 //!
-//! The quantization rules that name these ops stay with the passes that
-//! apply them: the deploy plan (Softmax and Gelu in float on the chips that
-//! lower no int8 form, Clip's range), the executor's Conv+Clip fusion and
-//! the calibration tuner's replay.
+//! - the TPU lowering's rules ([`tpu_float`], [`range_flow`]: Softmax in
+//!   float where a chip has no int8 form, a Relu6-like Clip passing ranges
+//!   both ways, Softmax's fixed `[0, 1]`), which the deploy plan applies.
+//!
+//! The executor's Conv+Clip fusion and the calibration tuner's replay stay
+//! with the passes that make them.
 
 use qtune_kernels as k;
 use qtune_tensor::{DType, Tensor};
@@ -30,7 +32,10 @@ use crate::mlir::writer::{TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
+use crate::tpu::input_rank;
+use crate::tpu::{KeepFloat, RangeFlow, TpuChip, TpuFloat};
 use crate::{ClipAttrs, GeluApproximation, InferredOutput, IrError, Op};
+use crate::{Graph, NodeId};
 
 /// Everything qtune knows about one op of the family beyond its code.
 #[derive(Debug)]
@@ -329,6 +334,69 @@ pub fn eval(mut cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
             "internal: {} is not an activation",
             other.op_type()
         ))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// `Clip(0, max)` (or a Relu): TPU-MLIR's `top.Relu` with a limit.
+pub fn is_relu_like(graph: &Graph, node: NodeId) -> bool {
+    let n = graph.node(node);
+    match &n.op {
+        Op::Relu => true,
+        Op::Clip(a) => {
+            let lo = a.min.or_else(|| {
+                n.inputs
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .and_then(|v| graph.constant_of(v))
+                    .map(|t| t.to_f32_vec().first().copied().unwrap_or(f32::NAN))
+            });
+            lo == Some(0.0)
+        }
+        _ => false,
+    }
+}
+
+/// Softmax is float but over axis 1 on BM1684X, float on the others; a
+/// Clip other than a Relu6 is float on BM1684X and CV18xx.
+pub fn tpu_float(graph: &Graph, node: NodeId, chip: TpuChip) -> TpuFloat {
+    let n = graph.node(node);
+    match (&n.op, chip) {
+        (Op::Clip(_), TpuChip::Bm1684x) if !is_relu_like(graph, node) => {
+            Some((KeepFloat::Profile, "Clip other than Clip(0, max)"))
+        }
+        (Op::Clip(_), TpuChip::Cv18xx) if !is_relu_like(graph, node) => {
+            Some((KeepFloat::Profile, "Clip has no int8 form"))
+        }
+        (Op::Softmax { axis }, TpuChip::Bm1684x) => {
+            let r = i64::try_from(input_rank(graph, node, 0)).unwrap_or(0);
+            let ax = if *axis < 0 { axis + r } else { *axis };
+            (ax != 1 || r > 4).then_some((KeepFloat::Profile, "Softmax not over axis 1"))
+        }
+        (Op::Softmax { .. }, TpuChip::Bm1684) => Some((KeepFloat::F32, "Softmax has no int8 form")),
+        (Op::Softmax { .. }, TpuChip::Cv18xx) => {
+            Some((KeepFloat::Profile, "Softmax has no int8 form"))
+        }
+        _ => None,
+    }
+}
+
+/// A Relu6-like Clip passes ranges both ways; Softmax fixes `[0, 1]`.
+pub fn range_flow(graph: &Graph, node: NodeId, _chip: TpuChip) -> RangeFlow {
+    match &graph.node(node).op {
+        Op::Clip(_) if is_relu_like(graph, node) => RangeFlow {
+            forwards: true,
+            backwards: true,
+            ..RangeFlow::default()
+        },
+        Op::Softmax { .. } => RangeFlow {
+            fixed: Some((0.0, 1.0)),
+            ..RangeFlow::default()
+        },
+        _ => RangeFlow::default(),
     }
 }
 

@@ -36,6 +36,9 @@ use crate::mlir::writer::{Operand, TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
+use crate::tpu::{KeepFloat, RangeFlow, TpuChip, TpuFloat};
+use crate::tpu::{is_const, is_scalar_const};
+use crate::{Graph, NodeId};
 use crate::{InferredOutput, IrError, Op, ValueId, broadcast_shapes};
 
 /// What the op computes, by operand type.
@@ -785,6 +788,49 @@ fn eval_compare(cx: &EvalCx, kind: BinaryKind) -> Result<Vec<Tensor>, IrError> {
         }
     };
     Ok(vec![cx.tensor(od, TensorData::Bool(Arc::new(out)))?])
+}
+
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// Div by a tensor has no int8 form on any chip; CV18xx keeps Add and Sub
+/// with a constant operand in float.
+pub fn tpu_float(graph: &Graph, node: NodeId, chip: TpuChip) -> TpuFloat {
+    let n = graph.node(node);
+    let div_by_tensor = matches!(n.op, Op::Div) && !is_scalar_const(graph, node, 1);
+    let with_const = (0..n.inputs.len()).any(|i| is_const(graph, node, i));
+    match chip {
+        TpuChip::Bm1684x => {
+            div_by_tensor.then_some((KeepFloat::F32, "Div by a tensor has no int8 form"))
+        }
+        TpuChip::Bm1684 => div_by_tensor.then_some((KeepFloat::F32, "Div has no int8 form")),
+        TpuChip::Cv18xx if matches!(n.op, Op::Add | Op::Sub) && with_const => {
+            Some((KeepFloat::Profile, "Add/Sub with a constant operand"))
+        }
+        TpuChip::Cv18xx => {
+            div_by_tensor.then_some((KeepFloat::Profile, "Div by a tensor has no int8 form"))
+        }
+    }
+}
+
+/// An op that outputs one of its inputs ([`BinaryRange::Selects`]: Max,
+/// Min): with a constant operand (TPU-MLIR's `MaxConst`) the output takes
+/// the input's range (step 7); of two tensors the inputs take the output's
+/// (step 3).
+pub fn range_flow(graph: &Graph, node: NodeId, _chip: TpuChip) -> RangeFlow {
+    let n = graph.node(node);
+    let selects =
+        n.op.binary()
+            .is_some_and(|b| b.range == BinaryRange::Selects);
+    if !selects {
+        return RangeFlow::default();
+    }
+    let with_const = (0..n.inputs.len()).any(|i| is_const(graph, node, i));
+    RangeFlow {
+        forwards: with_const,
+        into_inputs: !with_const,
+        ..RangeFlow::default()
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ use crate::mlir::writer::{TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError, dtype_name, dtype_of_name};
 use crate::onnx_node::{self, ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
+use crate::tpu::{RangeFlow, TpuChip, TpuFloat};
 use crate::{FloatFormat, InferredOutput, IrError, Op};
+use crate::{Graph, NodeId};
 
 /// Whether `op` is one of the family's.
 pub fn has(op: &Op) -> bool {
@@ -257,4 +259,17 @@ fn cast(data: &TensorData, to: DType) -> TensorData {
             }
         }
     }
+}
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// No chip keeps these ops in float by a rule of theirs, and each keeps its
+/// own range.
+pub fn tpu_float(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> TpuFloat {
+    None
+}
+
+/// See [`tpu_float`].
+pub fn range_flow(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> RangeFlow {
+    RangeFlow::default()
 }

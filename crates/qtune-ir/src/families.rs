@@ -1,10 +1,10 @@
 //! The op families: the one table through which every crate reaches an
 //! op's code. Each family is a module of this crate holding everything
 //! qtune knows about its ops (registry, ONNX import and export, Top reading
-//! and writing, shape inference, evaluation; `docs/adding-an-op.md`);
-//! [`FAMILIES`] registers each module once, and the ONNX importer and
-//! exporter, the `.mlir` reader and writer, shape inference and the
-//! executor each dispatch through it.
+//! and writing, shape inference, evaluation, the TPU lowering's rules;
+//! `docs/adding-an-op.md`); [`FAMILIES`] registers each module once, and
+//! the ONNX importer and exporter, the `.mlir` reader and writer, shape
+//! inference, the executor and the deploy plan each dispatch through it.
 //!
 //! Two ops are outside every family: `IntegerLayer`, the integer
 //! simulation's op (built by `qtune-deploy`, run by `qtune-exec`, written to
@@ -20,7 +20,8 @@ use crate::mlir::reader::TopIn;
 use crate::mlir::writer::{TopOp, TopOut};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::Ctx;
-use crate::{InferredOutput, IrError, Op};
+use crate::tpu::{RangeFlow, TpuChip, TpuFloat};
+use crate::{Graph, InferredOutput, IrError, NodeId, Op};
 
 /// A family's evaluation.
 pub type EvalFn = fn(EvalCx) -> Result<Vec<Tensor>, IrError>;
@@ -43,6 +44,10 @@ pub struct Family {
     pub(crate) infer: fn(&Ctx) -> Result<Vec<InferredOutput>, IrError>,
     /// `None`: the executor evaluates the family itself.
     pub eval: Option<EvalFn>,
+    /// The float rule of a TPU chip's lowering for a node of the family.
+    pub tpu_float: fn(&Graph, NodeId, TpuChip) -> TpuFloat,
+    /// How calibrated ranges flow through a node of the family.
+    pub range_flow: fn(&Graph, NodeId, TpuChip) -> RangeFlow,
 }
 
 /// Every op family. The order is the lookup order: `logic` (`top.Compare`
@@ -59,6 +64,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::unary::write_top,
         infer: crate::unary::infer,
         eval: Some(crate::unary::eval),
+        tpu_float: crate::unary::tpu_float,
+        range_flow: crate::unary::range_flow,
     },
     Family {
         module: "logic",
@@ -71,6 +78,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::logic::write_top,
         infer: crate::logic::infer,
         eval: Some(crate::logic::eval),
+        tpu_float: crate::logic::tpu_float,
+        range_flow: crate::logic::range_flow,
     },
     Family {
         module: "binary",
@@ -83,6 +92,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::binary::write_top,
         infer: crate::binary::infer,
         eval: Some(crate::binary::eval),
+        tpu_float: crate::binary::tpu_float,
+        range_flow: crate::binary::range_flow,
     },
     Family {
         module: "activation",
@@ -95,6 +106,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::activation::write_top,
         infer: crate::activation::infer,
         eval: Some(crate::activation::eval),
+        tpu_float: crate::activation::tpu_float,
+        range_flow: crate::activation::range_flow,
     },
     Family {
         module: "reduce",
@@ -107,6 +120,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::reduce::write_top,
         infer: crate::reduce::infer,
         eval: Some(crate::reduce::eval),
+        tpu_float: crate::reduce::tpu_float,
+        range_flow: crate::reduce::range_flow,
     },
     Family {
         module: "pool",
@@ -119,6 +134,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::pool::write_top,
         infer: crate::pool::infer,
         eval: Some(crate::pool::eval),
+        tpu_float: crate::pool::tpu_float,
+        range_flow: crate::pool::range_flow,
     },
     Family {
         module: "movement",
@@ -131,6 +148,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::movement::write_top,
         infer: crate::movement::infer,
         eval: Some(crate::movement::eval),
+        tpu_float: crate::movement::tpu_float,
+        range_flow: crate::movement::range_flow,
     },
     Family {
         module: "linear",
@@ -143,6 +162,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::linear::write_top,
         infer: crate::linear::infer,
         eval: None,
+        tpu_float: crate::linear::tpu_float,
+        range_flow: crate::linear::range_flow,
     },
     Family {
         module: "norm",
@@ -155,6 +176,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::norm::write_top,
         infer: crate::norm::infer,
         eval: Some(crate::norm::eval),
+        tpu_float: crate::norm::tpu_float,
+        range_flow: crate::norm::range_flow,
     },
     Family {
         module: "resize",
@@ -168,6 +191,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::resize::write_top,
         infer: crate::resize::infer,
         eval: Some(crate::resize::eval),
+        tpu_float: crate::resize::tpu_float,
+        range_flow: crate::resize::range_flow,
     },
     Family {
         module: "convert",
@@ -180,6 +205,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::convert::write_top,
         infer: crate::convert::infer,
         eval: Some(crate::convert::eval),
+        tpu_float: crate::convert::tpu_float,
+        range_flow: crate::convert::range_flow,
     },
     Family {
         module: "quantize",
@@ -193,6 +220,8 @@ pub static FAMILIES: &[Family] = &[
         write_top: crate::quantize::write_top,
         infer: crate::quantize::infer,
         eval: Some(crate::quantize::eval),
+        tpu_float: crate::quantize::tpu_float,
+        range_flow: crate::quantize::range_flow,
     },
 ];
 

@@ -43,6 +43,7 @@ pub mod passes;
 pub mod quantize;
 pub mod resize;
 mod shape_infer;
+pub mod tpu;
 
 pub use convert::shape_range;
 pub use error::IrError;

@@ -40,10 +40,13 @@ use crate::mlir::writer::{Operand, TopOp, TopOut, mk, usizes};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
+use crate::tpu::{KeepFloat, RangeFlow, TpuChip, TpuFloat};
+use crate::tpu::{input_rank, is_const};
 use crate::{
     AutoPad, ConvAttrs, ConvTransposeAttrs, GemmAttrs, InferredOutput, IrError, Op,
     broadcast_shapes, resolve_window,
 };
+use crate::{Graph, NodeId};
 
 /// How a TPU profile's int8 lowering quantizes the layer's weight
 /// (spec 4.3).
@@ -610,6 +613,45 @@ pub(crate) fn matmul_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
         out.push(n);
     }
     Some(out)
+}
+
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// Whether the layer's weight (input 1) is a constant; a Conv over a
+/// computed filter is no weighted layer to the chips or the runtimes.
+pub fn has_constant_weight(graph: &Graph, node: NodeId) -> bool {
+    !matches!(graph.node(node).op, Op::Conv(_) | Op::ConvTranspose(_)) || is_const(graph, node, 1)
+}
+
+/// A convolution over a computed filter, and the MatMul forms a chip has
+/// no int8 kernel for, stay in float.
+pub fn tpu_float(graph: &Graph, node: NodeId, chip: TpuChip) -> TpuFloat {
+    let matmul = matches!(graph.node(node).op, Op::MatMul);
+    if !has_constant_weight(graph, node) {
+        let keep = match chip {
+            TpuChip::Cv18xx => KeepFloat::Profile,
+            TpuChip::Bm1684x | TpuChip::Bm1684 => KeepFloat::F32,
+        };
+        return Some((keep, "Conv with a non-constant filter"));
+    }
+    match chip {
+        TpuChip::Bm1684x => (matmul && is_const(graph, node, 0))
+            .then_some((KeepFloat::Profile, "MatMul with a constant left operand")),
+        TpuChip::Bm1684 => {
+            (matmul && !(input_rank(graph, node, 0) == 2 && is_const(graph, node, 1))).then_some((
+                KeepFloat::F32,
+                "MatMul other than a 2-D fully connected layer",
+            ))
+        }
+        TpuChip::Cv18xx => (matmul && !is_const(graph, node, 0) && !is_const(graph, node, 1))
+            .then_some((KeepFloat::Profile, "MatMul of two activations")),
+    }
+}
+
+/// Every weighted layer keeps its own range.
+pub fn range_flow(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> RangeFlow {
+    RangeFlow::default()
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use crate::mlir::writer::{Operand, TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
+use crate::tpu::{RangeFlow, TpuChip, TpuFloat};
+use crate::{Graph, NodeId};
 use crate::{InferredOutput, IrError, Op, broadcast_shapes};
 
 /// Whether `op` is one of the family's.
@@ -226,4 +228,17 @@ pub fn eval(cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
         }
         other => Err(cx.err(format!("internal: {} is not Not or Where", other.op_type()))),
     }
+}
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// No chip keeps these ops in float by a rule of theirs, and each keeps its
+/// own range.
+pub fn tpu_float(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> TpuFloat {
+    None
+}
+
+/// See [`tpu_float`].
+pub fn range_flow(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> RangeFlow {
+    RangeFlow::default()
 }

@@ -55,6 +55,7 @@ use crate::mlir::reader::TopIn;
 use crate::mlir::writer::{Operand, TopOp, TopOut, mk, usizes};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one, usize_of};
+use crate::tpu::{KeepFloat, RangeFlow, TpuChip, TpuFloat};
 use crate::{Graph, InferredOutput, IrError, NodeId, Op, broadcast_shapes};
 
 /// What a data-movement op does to its input's elements.
@@ -1548,6 +1549,37 @@ pub fn eval(cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
             other.op_type()
         ))),
     }
+}
+
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// The entry's float rule ([`MoveSpec::tpu_float`]).
+pub fn tpu_float(graph: &Graph, node: NodeId, chip: TpuChip) -> TpuFloat {
+    let why = graph.node(node).op.movement()?.tpu_float?;
+    Some(match chip {
+        TpuChip::Bm1684 => (KeepFloat::F32, why),
+        TpuChip::Bm1684x | TpuChip::Cv18xx => (KeepFloat::Profile, why),
+    })
+}
+
+/// The entry's range rule ([`MoveSpec::range`]).
+pub fn range_flow(graph: &Graph, node: NodeId, _chip: TpuChip) -> RangeFlow {
+    let Some(spec) = graph.node(node).op.movement() else {
+        return RangeFlow::default();
+    };
+    let mut f = RangeFlow::default();
+    match spec.range {
+        MoveRange::ForwardsFirst => {
+            f.forwards_first = true;
+            f.forwards = true;
+        }
+        MoveRange::Forwards => f.forwards = true,
+        MoveRange::Backwards => f.backwards = true,
+        MoveRange::IntoInputs => f.into_inputs = true,
+        MoveRange::Own => {}
+    }
+    f
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ use crate::mlir::writer::{Operand, TopOp, TopOut, mk, usizes};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
+use crate::tpu::{KeepFloat, RangeFlow, TpuChip, TpuFloat};
+use crate::{Graph, NodeId};
 use crate::{InferredOutput, IrError, Op, ValueId, broadcast_shapes};
 
 /// The axes an op normalizes over.
@@ -429,6 +431,20 @@ pub fn eval(mut cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
             other.op_type()
         ))),
     }
+}
+
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// The entry's float rule ([`NormSpec::tpu_float`]), on every chip.
+pub fn tpu_float(graph: &Graph, node: NodeId, _chip: TpuChip) -> TpuFloat {
+    let why = graph.node(node).op.norm()?.tpu_float?;
+    Some((KeepFloat::Profile, why))
+}
+
+/// Every normalization keeps its own range.
+pub fn range_flow(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> RangeFlow {
+    RangeFlow::default()
 }
 
 #[cfg(test)]

@@ -32,7 +32,9 @@ use crate::mlir::writer::{TopOp, TopOut, mk, usizes};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
+use crate::tpu::{RangeFlow, TpuChip, TpuFloat};
 use crate::{AutoPad, InferredOutput, IrError, Op, PoolAttrs, resolve_window};
+use crate::{Graph, NodeId};
 
 /// What a pooling op takes of its window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -461,6 +463,38 @@ pub fn eval(cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
         k::avg_pool2d(cx.f32_input(0)?, xd, &p, &mut out, cx.par);
     }
     cx.f32_out(od, out)
+}
+
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// Whether the op's output is one of its inputs (max pools,
+/// [`PoolRange::SharesRange`]).
+pub fn shares_range(op: &Op) -> bool {
+    op.pool()
+        .is_some_and(|(s, _)| s.range == PoolRange::SharesRange)
+}
+
+/// No pooling op is kept in float.
+pub fn tpu_float(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> TpuFloat {
+    None
+}
+
+/// Max pools pass ranges both ways; average pools forward them on the
+/// BM1684 family only.
+pub fn range_flow(graph: &Graph, node: NodeId, chip: TpuChip) -> RangeFlow {
+    match graph.node(node).op.pool().map(|(s, _)| s.range) {
+        Some(PoolRange::SharesRange) => RangeFlow {
+            forwards: true,
+            backwards: true,
+            ..RangeFlow::default()
+        },
+        Some(PoolRange::OwnRangeButBm1684) => RangeFlow {
+            forwards: chip == TpuChip::Bm1684,
+            ..RangeFlow::default()
+        },
+        None => RangeFlow::default(),
+    }
 }
 
 #[cfg(test)]

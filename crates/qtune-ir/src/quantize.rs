@@ -24,7 +24,9 @@ use crate::mlir::MlirError;
 use crate::mlir::writer::{TopOp, TopOut};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
+use crate::tpu::{RangeFlow, TpuChip, TpuFloat};
 use crate::{FloatFormat, InferredOutput, IrError, Op};
+use crate::{Graph, NodeId};
 
 /// Whether `op` is one of the family's.
 pub fn has(op: &Op) -> bool {
@@ -265,4 +267,17 @@ pub fn fake_quant(mut cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
     let mut x = cx.take_f32(0)?;
     k::fake_quantize(&mut x, &p.scale, &p.zp, p.range, p.channels, p.inner);
     cx.f32_out(dims, x)
+}
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// No chip keeps these ops in float by a rule of theirs, and each keeps its
+/// own range.
+pub fn tpu_float(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> TpuFloat {
+    None
+}
+
+/// See [`tpu_float`].
+pub fn range_flow(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> RangeFlow {
+    RangeFlow::default()
 }

@@ -32,6 +32,7 @@ use crate::mlir::writer::{TopOp, TopOut, mk, usizes};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
+use crate::tpu::{KeepFloat, RangeFlow, TpuChip, TpuFloat};
 use crate::{Graph, InferredOutput, IrError, NodeId, Op, ReduceAttrs};
 
 /// Everything qtune knows about one op of the family.
@@ -440,6 +441,26 @@ fn reduce_by_definition(spec: &ReduceSpec, x: &[f32], dims: &[usize], axes: &[us
     acc.into_iter()
         .map(|a| (spec.finish)(a, count) as f32)
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// The BM168x families keep every reduction in float; CV18xx those without
+/// an int8 form ([`ReduceSpec::cv18xx_int8`]).
+pub fn tpu_float(graph: &Graph, node: NodeId, chip: TpuChip) -> TpuFloat {
+    let spec = graph.node(node).op.reduce().map(|(s, _)| s)?;
+    match chip {
+        TpuChip::Bm1684x => Some((KeepFloat::Profile, "Reduce has no int8 form")),
+        TpuChip::Bm1684 => Some((KeepFloat::F32, "Reduce has no int8 form")),
+        TpuChip::Cv18xx => (!spec.cv18xx_int8)
+            .then_some((KeepFloat::Profile, "this Reduce has no int8 form on CV18xx")),
+    }
+}
+
+/// Every reduction keeps its own range.
+pub fn range_flow(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> RangeFlow {
+    RangeFlow::default()
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //! are rewritten into this op by the importer, `qtune-onnx/src/ops.rs`), the
 //! Top dialect ([`read_top`], [`write_top`]: a nearest resize by one integer
 //! factor is TPU-MLIR's `top.Upsample`), shape inference ([`infer`]) and
-//! evaluation ([`eval`]). The quantization rule (Resize keeps its input's
-//! range on the TPU profiles) is the deploy plan's.
+//! evaluation ([`eval`]), and the TPU lowering's rules ([`tpu_float`]: float
+//! but as an upsample on the BM168x families; [`range_flow`]: an upsample
+//! forwards its input's range).
 
 use qtune_kernels as k;
 use qtune_tensor::{Shape, Tensor};
@@ -18,8 +19,11 @@ use crate::mlir::reader::{TopIn, f32_of};
 use crate::mlir::writer::{Operand, TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
+use crate::passes::canonical::is_upsample;
 use crate::shape_infer::{Ctx, one, usize_of};
+use crate::tpu::{KeepFloat, RangeFlow, TpuChip, TpuFloat};
 use crate::{CoordMode, InferredOutput, IrError, NearestMode, Op, ResizeAttrs, ResizeMode};
+use crate::{Graph, NodeId};
 
 /// Whether `op` is a Resize.
 pub fn has(op: &Op) -> bool {
@@ -478,5 +482,29 @@ pub fn eval(cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
             cx.f32_out(od, out)
         }
         other => Err(cx.err(format!("internal: {} is not a Resize", other.op_type()))),
+    }
+}
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// A Resize other than a nearest one by an integer factor (TPU-MLIR's
+/// `top.Upsample`) is float on the BM168x families.
+pub fn tpu_float(graph: &Graph, node: NodeId, chip: TpuChip) -> TpuFloat {
+    if is_upsample(graph, node) {
+        return None;
+    }
+    let why = "Resize other than integer-scale nearest";
+    match chip {
+        TpuChip::Bm1684x => Some((KeepFloat::Profile, why)),
+        TpuChip::Bm1684 => Some((KeepFloat::F32, why)),
+        TpuChip::Cv18xx => None,
+    }
+}
+
+/// An upsample forwards its input's range.
+pub fn range_flow(graph: &Graph, node: NodeId, _chip: TpuChip) -> RangeFlow {
+    RangeFlow {
+        forwards: is_upsample(graph, node),
+        ..RangeFlow::default()
     }
 }

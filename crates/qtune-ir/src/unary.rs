@@ -39,7 +39,9 @@ use crate::mlir::writer::{TopOp, TopOut, mk};
 use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
+use crate::tpu::{RangeFlow, TpuChip, TpuFloat};
 use crate::{ClipAttrs, InferredOutput, IrError, Op};
+use crate::{Graph, NodeId};
 
 /// The most `f32` attributes an op of the family has.
 pub const MAX_UNARY_ATTRS: usize = 2;
@@ -535,6 +537,36 @@ fn eval_scalar(cx: &mut EvalCx, op: &Op) -> Result<Vec<Tensor>, IrError> {
         }
     };
     cx.f32_out(dims, out)
+}
+
+// ---------------------------------------------------------------------------
+// The TPU profiles' lowering rules (`crate::tpu`, applied by the deploy plan).
+
+/// No op of the family is kept in float by a chip.
+pub fn tpu_float(_graph: &Graph, _node: NodeId, _chip: TpuChip) -> TpuFloat {
+    None
+}
+
+/// The entry's range rule: an op whose output shares its input's range
+/// ([`Int8Rule::SharesRange`]) passes it both ways; an op with a fixed
+/// output range ([`UnarySpec::output_range`]) fixes it.
+pub fn range_flow(graph: &Graph, node: NodeId, chip: TpuChip) -> RangeFlow {
+    let Some(u) = graph.node(node).op.unary() else {
+        return RangeFlow::default();
+    };
+    let shares = match u.spec.int8 {
+        Int8Rule::Table => false,
+        Int8Rule::SharesRange { cv18xx } => cv18xx || chip != TpuChip::Cv18xx,
+    };
+    RangeFlow {
+        forwards: shares,
+        backwards: shares,
+        fixed: u
+            .spec
+            .output_range
+            .map(|(lo, hi)| (f64::from(lo), f64::from(hi))),
+        ..RangeFlow::default()
+    }
 }
 
 #[cfg(test)]
