@@ -62,11 +62,25 @@ pub fn is_top(top: &str) -> bool {
     ACTIVATION_OPS.iter().any(|s| s.top == top)
 }
 
-/// One row of the Top op table per op.
+/// One row of the Top op table per Top op, naming the IR ops it becomes.
 pub(crate) fn top_rows() -> impl Iterator<Item = [String; 5]> {
-    ACTIVATION_OPS
-        .iter()
-        .map(|s| [s.top, s.top_operands, s.top_attrs, s.name, s.top_notes].map(String::from))
+    let mut tops: Vec<&str> = ACTIVATION_OPS.iter().map(|s| s.top).collect();
+    tops.dedup();
+    tops.into_iter().map(|top| {
+        let specs: Vec<&ActSpec> = ACTIVATION_OPS.iter().filter(|s| s.top == top).collect();
+        let notes: Vec<&str> = specs
+            .iter()
+            .map(|s| s.top_notes)
+            .filter(|n| !n.is_empty())
+            .collect();
+        [
+            top.to_string(),
+            specs[0].top_operands.to_string(),
+            specs[0].top_attrs.to_string(),
+            specs.iter().map(|s| s.name).collect::<Vec<_>>().join(" / "),
+            notes.join("; "),
+        ]
+    })
 }
 
 // The table (`crate::family::op_family!`). Each entry: `Variant => { fields }`,
@@ -82,8 +96,12 @@ op_family! {
     /// family holds.
     macro activation_op;
     Softmax => {
-        top: "top.Softmax", top_operands: "input", top_attrs: "axis, beta (1), log (false)",
+        top: "top.Softmax", top_operands: "input", top_attrs: "axis, beta (1), log",
         top_notes: "",
+    },
+    LogSoftmax => {
+        top: "top.Softmax", top_operands: "input", top_attrs: "axis, beta (1), log",
+        top_notes: "log = true is LogSoftmax",
     },
     Gelu => {
         top: "top.GELU", top_operands: "input", top_attrs: "approx_mode (normal, tanh)",
@@ -141,6 +159,22 @@ pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
             let axis = cx.int_or("axis", if cx.opset < 13 { 1 } else { -1 })?;
             Op::Softmax { axis }
         }
+        "LogSoftmax" => {
+            cx.arity(1, 1)?;
+            cx.check_known(&["axis"])?;
+            // Before opset 13 the axis flattens the input to 2-D; that is
+            // the per-axis form only over the last axis.
+            let axis = cx.int_or("axis", if cx.opset < 13 { 1 } else { -1 })?;
+            if cx.opset < 13 && axis != -1 {
+                return Err(cx.attr_err(
+                    "axis",
+                    format!(
+                        "LogSoftmax before opset 13 over axis {axis} flattens the input; only axis -1 is supported"
+                    ),
+                ));
+            }
+            Op::LogSoftmax { axis }
+        }
         other => return Err(cx.node_err(format!("internal: {other} is not an activation"))),
     })
 }
@@ -172,7 +206,7 @@ pub fn export(op: &Op, inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), N
                 }
             }
         }
-        Op::Softmax { axis } => out.int("axis", *axis),
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => out.int("axis", *axis),
         other => {
             return Err(NodeError::Node {
                 message: format!("internal: {} is not written here", other.op_type()),
@@ -206,11 +240,14 @@ pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {
             max: Some(f32_of(r.a.f64_or("max", f64::INFINITY))),
         }),
         "top.Softmax" => {
-            if r.a.bool_or("log", false) {
-                return r.err("`top.Softmax` with log = true is not supported");
+            if r.a.f64_or("beta", 1.0) != 1.0 {
+                return r.err("`top.Softmax` with beta other than 1 is not supported");
             }
-            Op::Softmax {
-                axis: r.a.i64_or("axis", 1),
+            let axis = r.a.i64_or("axis", 1);
+            if r.a.bool_or("log", false) {
+                Op::LogSoftmax { axis }
+            } else {
+                Op::Softmax { axis }
             }
         }
         other => return r.err(format!("internal: `{other}` is not an activation's Top op")),
@@ -263,7 +300,7 @@ pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
                 ),
             )],
         ),
-        Op::Softmax { axis } => mk(
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => mk(
             "top.Softmax",
             w.values(1)?,
             vec![
@@ -272,7 +309,7 @@ pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
                     A::SI32(i32::try_from(*axis).map_err(|_| w.err("axis out of range".into()))?),
                 ),
                 ("beta", A::F64(1.0)),
-                ("log", A::Bool(false)),
+                ("log", A::Bool(matches!(w.node.op, Op::LogSoftmax { .. }))),
             ],
         ),
         other => {
@@ -290,7 +327,7 @@ pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
 /// The output shape and dtype of a node of the family: the input's.
 pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
     let s = cx.shape(0)?;
-    if let Op::Softmax { axis } = &cx.node.op {
+    if let Op::Softmax { axis } | Op::LogSoftmax { axis } = &cx.node.op {
         cx.axis(*axis, s.len())?;
     }
     one(s, cx.dtype(0)?)
@@ -330,6 +367,14 @@ pub fn eval(mut cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
             k::softmax(&mut x, &dims, ax, cx.par);
             cx.f32_out(dims, x)
         }
+        Op::LogSoftmax { axis } => {
+            let dims = cx.input(0)?.dims().to_vec();
+            let ax = crate::normalize_axis(axis, dims.len())
+                .ok_or_else(|| cx.err("axis out of range"))?;
+            let mut x = cx.take_f32(0)?;
+            log_softmax(&mut x, &dims, ax);
+            cx.f32_out(dims, x)
+        }
         ref other => Err(cx.err(format!(
             "internal: {} is not an activation",
             other.op_type()
@@ -360,8 +405,34 @@ pub fn is_relu_like(graph: &Graph, node: NodeId) -> bool {
     }
 }
 
+/// `x - max - ln(sum(exp(x - max)))` along axis `ax` of `x` (dims `dims`),
+/// in place; the sum in f64.
+fn log_softmax(x: &mut [f32], dims: &[usize], ax: usize) {
+    let n = dims[ax];
+    let inner: usize = dims[ax + 1..].iter().product();
+    if n == 0 || inner == 0 {
+        return;
+    }
+    for block in x.chunks_mut(n * inner) {
+        for j in 0..inner {
+            let at = |i: usize| i * inner + j;
+            let max = (0..n)
+                .map(|i| block[at(i)])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = (0..n).map(|i| f64::from(block[at(i)] - max).exp()).sum();
+            #[allow(clippy::cast_possible_truncation)]
+            let log_sum = sum.ln() as f32;
+            for i in 0..n {
+                block[at(i)] = block[at(i)] - max - log_sum;
+            }
+        }
+    }
+}
+
 /// Softmax is float but over axis 1 on BM1684X, float on the others; a
-/// Clip other than a Relu6 is float on BM1684X and CV18xx.
+/// Clip other than a Relu6 is float on BM1684X and CV18xx; LogSoftmax is
+/// float on every chip (TPU-MLIR's int8 softmax tables do not take the
+/// log).
 pub fn tpu_float(graph: &Graph, node: NodeId, chip: TpuChip) -> TpuFloat {
     let n = graph.node(node);
     match (&n.op, chip) {
@@ -380,6 +451,10 @@ pub fn tpu_float(graph: &Graph, node: NodeId, chip: TpuChip) -> TpuFloat {
         (Op::Softmax { .. }, TpuChip::Cv18xx) => {
             Some((KeepFloat::Profile, "Softmax has no int8 form"))
         }
+        (Op::LogSoftmax { .. }, TpuChip::Bm1684) => {
+            Some((KeepFloat::F32, "LogSoftmax has no int8 form"))
+        }
+        (Op::LogSoftmax { .. }, _) => Some((KeepFloat::Profile, "LogSoftmax has no int8 form")),
         _ => None,
     }
 }
@@ -408,6 +483,7 @@ mod tests {
     fn every_entry_is_found_from_its_op() {
         let ops = [
             Op::Softmax { axis: -1 },
+            Op::LogSoftmax { axis: -1 },
             Op::Gelu {
                 approximate: GeluApproximation::None,
             },
@@ -427,6 +503,36 @@ mod tests {
         }
         for op in [Op::Relu, Op::Identity, Op::Not] {
             assert!(op.activation().is_none(), "{op:?}");
+        }
+    }
+
+    /// LogSoftmax against an independent f64 computation, over an inner
+    /// and the last axis, with values far apart (where ln(softmax) would
+    /// underflow to -inf).
+    #[test]
+    fn log_softmax_matches_f64_definition() {
+        let dims = [2usize, 3, 4];
+        let x: Vec<f32> = (0..24)
+            .map(|i| ((i * 7) % 24) as f32 * 9.0 - 100.0)
+            .collect();
+        for ax in [1usize, 2] {
+            let mut got = x.clone();
+            log_softmax(&mut got, &dims, ax);
+            let stride: usize = dims[ax + 1..].iter().product();
+            for (p, g) in got.iter().enumerate() {
+                let base = p - (p / stride % dims[ax]) * stride;
+                let row: Vec<f64> = (0..dims[ax])
+                    .map(|i| f64::from(x[base + i * stride]))
+                    .collect();
+                let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = row.iter().map(|v| (v - m).exp()).sum();
+                let want = f64::from(x[p]) - m - sum.ln();
+                assert!(g.is_finite(), "axis {ax} at {p}: {g}");
+                assert!(
+                    (f64::from(*g) - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "axis {ax} at {p}: {g} vs {want}"
+                );
+            }
         }
     }
 }

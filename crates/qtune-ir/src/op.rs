@@ -259,6 +259,12 @@ pub enum Op {
     Softmax {
         axis: i64,
     },
+    /// LogSoftmax: <https://onnx.ai/onnx/operators/onnx__LogSoftmax.html>,
+    /// TPU-MLIR's `top.Softmax` with `log = true`:
+    /// `x - max - ln(sum(exp(x - max)))` along `axis`.
+    LogSoftmax {
+        axis: i64,
+    },
     /// `x * sigmoid(x)` (TPU-MLIR's `top.SiLU`; ONNX has no such op, the
     /// export writes Sigmoid + Mul).
     @internal SiLU,
@@ -453,6 +459,6 @@ mod tests {
         assert_eq!(Op::Conv(ConvAttrs::default()).op_type(), "Conv");
         assert_eq!(Op::Softmax { axis: 1 }.op_type(), "Softmax");
         assert!(SUPPORTED_OPS.contains(&"BatchNormalization"));
-        assert_eq!(SUPPORTED_OPS.len(), 66);
+        assert_eq!(SUPPORTED_OPS.len(), 67);
     }
 }
