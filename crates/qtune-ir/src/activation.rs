@@ -64,23 +64,13 @@ pub fn is_top(top: &str) -> bool {
 
 /// One row of the Top op table per Top op, naming the IR ops it becomes.
 pub(crate) fn top_rows() -> impl Iterator<Item = [String; 5]> {
-    let mut tops: Vec<&str> = ACTIVATION_OPS.iter().map(|s| s.top).collect();
-    tops.dedup();
-    tops.into_iter().map(|top| {
-        let specs: Vec<&ActSpec> = ACTIVATION_OPS.iter().filter(|s| s.top == top).collect();
-        let notes: Vec<&str> = specs
+    crate::family::merged_top_rows(
+        ACTIVATION_OPS
             .iter()
-            .map(|s| s.top_notes)
-            .filter(|n| !n.is_empty())
-            .collect();
-        [
-            top.to_string(),
-            specs[0].top_operands.to_string(),
-            specs[0].top_attrs.to_string(),
-            specs.iter().map(|s| s.name).collect::<Vec<_>>().join(" / "),
-            notes.join("; "),
-        ]
-    })
+            .map(|s| [s.top, s.top_operands, s.top_attrs, s.name, s.top_notes])
+            .collect(),
+    )
+    .into_iter()
 }
 
 // The table (`crate::family::op_family!`). Each entry: `Variant => { fields }`,

@@ -59,3 +59,28 @@ macro_rules! op_family {
         }
     };
 }
+
+/// The Top op table's rows of a family, one per Top op: `rows` holds each
+/// op's `[top, operands, attributes, name, notes]`; ops sharing a Top op
+/// (which give the same operands and attributes) make one row naming them
+/// all, with their notes joined.
+pub(crate) fn merged_top_rows(mut rows: Vec<[&'static str; 5]>) -> Vec<[String; 5]> {
+    rows.sort_by_key(|r| r[0]);
+    let mut out: Vec<[String; 5]> = Vec::new();
+    for r in rows {
+        match out.last_mut() {
+            Some(last) if last[0] == r[0] => {
+                last[3] = format!("{} / {}", last[3], r[3]);
+                if !r[4].is_empty() {
+                    last[4] = if last[4].is_empty() {
+                        r[4].to_string()
+                    } else {
+                        format!("{}; {}", last[4], r[4])
+                    };
+                }
+            }
+            _ => out.push(r.map(String::from)),
+        }
+    }
+    out
+}

@@ -124,6 +124,8 @@ op_family! {
 // ---------------------------------------------------------------------------
 // ONNX (called from `qtune-onnx`; `crate::onnx_node`).
 
+/// The attributes of Conv; ConvTranspose adds `output_padding` and
+/// `output_shape`.
 const CONV: &[&str] = &[
     "auto_pad",
     "dilations",
@@ -132,17 +134,6 @@ const CONV: &[&str] = &[
     "pads",
     "strides",
 ];
-const CONV_TRANSPOSE: &[&str] = &[
-    "auto_pad",
-    "dilations",
-    "group",
-    "kernel_shape",
-    "pads",
-    "strides",
-    "output_padding",
-    "output_shape",
-];
-
 fn conv_attrs(cx: &OnnxIn) -> Result<ConvAttrs, NodeError> {
     let w = cx.window(false)?;
     let rank = w
@@ -186,7 +177,7 @@ pub fn import(cx: &mut OnnxIn) -> Result<Op, NodeError> {
         }
         "ConvTranspose" => {
             cx.arity(2, 3)?;
-            cx.check_known(CONV_TRANSPOSE)?;
+            cx.check_known(&[CONV, &["output_padding", "output_shape"]].concat())?;
             let conv = conv_attrs(cx)?;
             let rank = conv.kernel_shape.len().max(conv.strides.len());
             let output_padding = cx.usizes("output_padding")?.unwrap_or_default();

@@ -151,25 +151,13 @@ pub fn is_top(top: &str) -> bool {
 
 /// One row of the Top op table per Top op, naming the IR ops it becomes.
 pub(crate) fn top_rows() -> impl Iterator<Item = [String; 5]> {
-    let mut tops: Vec<&str> = MOVEMENT_OPS.iter().map(|s| s.top).collect();
-    tops.sort_unstable();
-    tops.dedup();
-    tops.into_iter().map(|top| {
-        let specs: Vec<&MoveSpec> = MOVEMENT_OPS.iter().filter(|s| s.top == top).collect();
-        let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
-        let notes: Vec<&str> = specs
+    crate::family::merged_top_rows(
+        MOVEMENT_OPS
             .iter()
-            .map(|s| s.top_notes)
-            .filter(|n| !n.is_empty())
-            .collect();
-        [
-            top.to_string(),
-            specs[0].top_operands.to_string(),
-            specs[0].top_attrs.to_string(),
-            names.join(" / "),
-            notes.join("; "),
-        ]
-    })
+            .map(|s| [s.top, s.top_operands, s.top_attrs, s.name, s.top_notes])
+            .collect(),
+    )
+    .into_iter()
 }
 
 use MoveKind::{Join, Permute, Repeat, Select, View};

@@ -33,7 +33,7 @@ use crate::mlir::{MlirAttr, MlirError};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
 use crate::tpu::{RangeFlow, TpuChip, TpuFloat};
-use crate::{AutoPad, InferredOutput, IrError, Op, PoolAttrs, resolve_window};
+use crate::{AutoPad, InferredOutput, IrError, Op, PoolAttrs, Window, resolve_window};
 use crate::{Graph, NodeId};
 
 /// What a pooling op takes of its window.
@@ -368,6 +368,19 @@ pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
 // ---------------------------------------------------------------------------
 // Shape inference (called from `crate::infer_node`).
 
+/// The resolved window of a pooling op over the spatial extents `spatial`.
+fn resolve(a: &PoolAttrs, spatial: &[usize]) -> Result<Window, String> {
+    resolve_window(
+        spatial,
+        &a.kernel_shape,
+        &a.strides,
+        &a.pads,
+        &a.dilations,
+        a.auto_pad,
+        a.ceil_mode,
+    )
+}
+
 /// The output shape of a pooling node.
 pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
     let x = cx.shape(0)?;
@@ -385,16 +398,7 @@ pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
     if x.len() < 3 {
         return Err(cx.err("pooling needs an input of rank 3 or more"));
     }
-    let win = resolve_window(
-        &x[2..],
-        &a.kernel_shape,
-        &a.strides,
-        &a.pads,
-        &a.dilations,
-        a.auto_pad,
-        a.ceil_mode,
-    )
-    .map_err(|m| cx.err(m))?;
+    let win = resolve(a, &x[2..]).map_err(|m| cx.err(m))?;
     let mut out = vec![x[0], x[1]];
     out.extend(win.out);
     let mut outs = vec![InferredOutput {
@@ -435,16 +439,7 @@ pub fn eval(cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
     let xd = as_4d(cx.input(0)?.dims())
         .ok_or_else(|| cx.err("only 1-D and 2-D pooling is supported"))?;
     let spatial = &cx.input(0)?.dims()[2..];
-    let win = resolve_window(
-        spatial,
-        &a.kernel_shape,
-        &a.strides,
-        &a.pads,
-        &a.dilations,
-        a.auto_pad,
-        a.ceil_mode,
-    )
-    .map_err(|m| cx.err(m))?;
+    let win = resolve(a, spatial).map_err(|m| cx.err(m))?;
     let mut p = k::Pool2dParams::new([1, 1]);
     p.kernel = pair(&win.kernel, 1);
     p.strides = pair(&win.strides, 1);
