@@ -2,7 +2,7 @@
 //!
 //! Every op of the family (two inputs broadcast against each other, one
 //! output of the broadcast shape, no attributes) is one entry of the
-//! `binary_family!` table at the end of this file, which holds what every
+//! `binary_family!` table below, which holds what every
 //! crate needs to know about it:
 //!
 //! - its ONNX op type (the entry's name: every op of the family is an ONNX
@@ -19,10 +19,13 @@
 //!
 //! From the table come [`Op::binary`], [`BINARY_OPS`], [`by_onnx`],
 //! [`by_top`], and the pattern
-//! macro [`binary_op!`](crate::binary_op) that the other crates' `match`es
-//! use for the whole family. Shape inference, the ONNX import and export, the
-//! `.mlir` reader and writer, the executor and the deploy plan's range rules
-//! consult the registry; `docs/adding-an-op.md` says what is left per crate.
+//! macro [`binary_op!`](crate::binary_op).
+//!
+//! The family's code is in this file too, one section per concern (ONNX
+//! import and export, Top reading and writing, shape inference,
+//! evaluation, the TPU lowering's rules), registered once in
+//! `crate::families`, through which the other crates reach it;
+//! `docs/adding-an-op.md` says how to add an op.
 //! The unary family's registry ([`crate::unary`]) is the model.
 
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 //! (input 1, usually a constant) and add an optional bias (input 2): they
 //! are the layers int8 hardware computes on integer units, the only ones
 //! the QDQ runtimes quantize, and the ones whose weights are quantized per
-//! output channel. Each is one entry of the `op_family!` table at the
-//! end of this file, which holds what the crates need to know about it
+//! output channel. Each is one entry of the `op_family!` table below,
+//! which holds what the crates need to know about it
 //! beyond its own attributes:
 //!
 //! - its Top dialect op ([`LinearSpec::top`]: TPU-MLIR writes a Gemm as

@@ -5,7 +5,7 @@
 //! (axis 1) with the mean and variance given as inputs (inference), which
 //! makes it a per-channel affine map; LayerNormalization over the axes from
 //! `axis` to the last, with the statistics computed from the input. Each is
-//! one entry of the `op_family!` table at the end of this file, which
+//! one entry of the `op_family!` table below, which
 //! holds what the crates need to know about it beyond its attributes:
 //!
 //! - its ONNX op type (the entry's name), the ONNX attributes the import

@@ -17,11 +17,14 @@
 //!
 //! From the table come [`Op::pool`], [`POOL_OPS`], [`by_onnx`], [`by_top`],
 //! the Top op table's rows and the pattern macro [`pool_op!`](crate::pool_op)
-//! that the other crates' `match`es use for the whole family. Shape
-//! inference, the ONNX import and export, the `.mlir` reader and writer,
-//! the Top canonicalization's fused-ReLU rule, the executor, the deploy
-//! plan and the QDQ export consult the registry; `docs/adding-an-op.md`
-//! says what is left per crate.
+//! (the Top canonicalization's fused-ReLU rule and the QDQ export match
+//! the family with it).
+//!
+//! The family's code is in this file too, one section per concern (ONNX
+//! import and export, Top reading and writing, shape inference,
+//! evaluation, the TPU lowering's rules), registered once in
+//! `crate::families`, through which the other crates reach it;
+//! `docs/adding-an-op.md` says how to add an op.
 
 use qtune_kernels as k;
 use qtune_tensor::{DType, Shape, Tensor};

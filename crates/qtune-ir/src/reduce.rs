@@ -3,7 +3,7 @@
 //! Every op of the family (ONNX's `Reduce*`: one data input, the axes as an
 //! attribute or, from an opset on, as input 1, `keepdims` and
 //! `noop_with_empty_axes`, all in [`ReduceAttrs`]) is one entry of the
-//! `reduce_family!` table at the end of this file, which holds what every
+//! `reduce_family!` table below, which holds what every
 //! crate needs to know about it:
 //!
 //! - its ONNX op type (the entry's name) and the opset from which ONNX
@@ -18,10 +18,13 @@
 //!
 //! From the table come [`Op::reduce`], [`REDUCE_OPS`], [`by_onnx`],
 //! [`by_top_mode`], and the
-//! pattern macro [`reduce_op!`](crate::reduce_op) that the other crates'
-//! `match`es use for the whole family. Shape inference, the ONNX import and
-//! export, the `.mlir` reader and writer, the executor and the deploy plan
-//! consult the registry; `docs/adding-an-op.md` says what is left per crate.
+//! pattern macro [`reduce_op!`](crate::reduce_op).
+//!
+//! The family's code is in this file too, one section per concern (ONNX
+//! import and export, Top reading and writing, shape inference,
+//! evaluation, the TPU lowering's rules), registered once in
+//! `crate::families`, through which the other crates reach it;
+//! `docs/adding-an-op.md` says how to add an op.
 
 use qtune_kernels as k;
 use qtune_tensor::Tensor;

@@ -1,7 +1,7 @@
 //! The elementwise unary family: one registration per op.
 //!
-//! Every op of the family is one entry of the `unary_family!` table at the
-//! end of this file. An entry names the [`Op`] variant and its `f32`
+//! Every op of the family is one entry of the `unary_family!` table below.
+//! An entry names the [`Op`] variant and its `f32`
 //! attributes with their ONNX defaults, and holds what every crate needs to
 //! know about the op:
 //!
@@ -17,11 +17,13 @@
 //!
 //! From the table come [`Op::unary`], [`UNARY_OPS`], [`by_onnx`],
 //! [`by_top`], and the pattern
-//! macro [`unary_op!`](crate::unary_op) that the other crates' `match`es use
-//! for the whole family (so their matches stay exhaustive: a new entry is
-//! covered everywhere without a new arm). Shape inference, the ONNX import
-//! and export, the `.mlir` reader and writer and the executor all consult
-//! the registry; `docs/adding-an-op.md` says what is left per crate.
+//! macro [`unary_op!`](crate::unary_op).
+//!
+//! The family's code is in this file too, one section per concern (ONNX
+//! import and export, Top reading and writing, shape inference,
+//! evaluation, the TPU lowering's rules), registered once in
+//! `crate::families`, through which the other crates reach it;
+//! `docs/adding-an-op.md` says how to add an op.
 //!
 //! Why here: `qtune-ir` is the lowest crate that knows [`Op`], and every
 //! crate that handles ops depends on it. It cannot see `qtune-kernels` (the
