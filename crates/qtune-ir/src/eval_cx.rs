@@ -1,6 +1,6 @@
-//! What an op family's evaluation sees of a node ([`EvalCx`]), for the
-//! families whose evaluation lives in their module (`crate::movement`,
-//! `crate::norm`); the executor builds it and calls the family.
+//! What an op family's evaluation sees of a node ([`EvalCx`]): the
+//! executor builds it and calls the family's `eval` (`crate::families`).
+//! Also the kernel-parameter helpers the families and the executor share.
 
 use std::sync::Arc;
 
@@ -61,11 +61,7 @@ impl EvalCx<'_> {
     /// Moves input `i` out; the executor passes the only reference when this
     /// node is the value's last reader, so the buffer can be reused in place.
     pub(crate) fn take_f32(&mut self, i: usize) -> Result<Vec<f32>, IrError> {
-        let t = self
-            .inputs
-            .get_mut(i)
-            .and_then(Option::take)
-            .ok_or_else(|| self.err(format!("input {i} is missing")))?;
+        let t = self.take(i)?;
         let dtype = t.dtype();
         t.into_f32_vec()
             .map_err(|_| self.err(format!("input {i} must be float32, got {dtype}")))
@@ -94,12 +90,7 @@ impl EvalCx<'_> {
     /// buffer.
     pub fn unary(mut self, op: k::UnaryOp) -> Result<Vec<Tensor>, IrError> {
         let dims = self.input(0)?.dims().to_vec();
-        let t = self
-            .inputs
-            .get_mut(0)
-            .and_then(Option::take)
-            .ok_or_else(|| self.err("input 0 is missing"))?;
-        let out = match t.into_unshared_f32_vec() {
+        let out = match self.take(0)?.into_unshared_f32_vec() {
             Ok(mut x) => {
                 k::unary(op, &mut x, self.par);
                 x
