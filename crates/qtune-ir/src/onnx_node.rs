@@ -345,8 +345,9 @@ pub struct ExportInput {
     /// `None` when the graph does not know the shape.
     pub dims: Option<Vec<usize>>,
     pub dtype: DType,
-    /// Its values, when it is an integer constant.
-    pub ints: Option<Vec<i64>>,
+    /// Its value, when it is a constant (the tensor shares the graph's
+    /// buffer; a family converts what it reads).
+    pub constant: Option<Tensor>,
 }
 
 /// The inputs of a node being exported: which are present, their dims when
@@ -368,8 +369,14 @@ impl ExportInputs {
         matches!(self.slots.get(i), Some(Some(_)))
     }
     /// The values of input `i`, when it is a constant of integers.
-    pub fn constant_ints(&self, i: usize) -> Option<&[i64]> {
-        self.slots.get(i)?.as_ref()?.ints.as_deref()
+    pub fn constant_ints(&self, i: usize) -> Option<Vec<i64>> {
+        self.slots
+            .get(i)?
+            .as_ref()?
+            .constant
+            .as_ref()?
+            .to_i64_vec()
+            .ok()
     }
     /// The element type of input `i`, when present.
     pub fn dtype(&self, i: usize) -> Option<DType> {

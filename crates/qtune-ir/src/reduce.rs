@@ -259,7 +259,7 @@ pub fn export(op: &Op, inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), N
                 ))
             })?;
             // An empty axes input means "all axes" like an absent one.
-            (!axes.is_empty()).then(|| axes.to_vec())
+            (!axes.is_empty()).then_some(axes)
         }
     };
     out.keep_inputs = Some(1);

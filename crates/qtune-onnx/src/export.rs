@@ -423,7 +423,7 @@ impl<'g> Exporter<'g> {
                             v.map(|v| ExportInput {
                                 dims: self.graph.shape_of(v).ok().map(|s| s.dims().to_vec()),
                                 dtype: self.graph.value(v).dtype,
-                                ints: self.graph.constant_of(v).and_then(|t| t.to_i64_vec().ok()),
+                                constant: self.graph.constant_of(v).cloned(),
                             })
                         })
                         .collect(),
