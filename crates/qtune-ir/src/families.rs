@@ -50,179 +50,100 @@ pub struct Family {
     pub range_flow: fn(&Graph, NodeId, TpuChip) -> RangeFlow,
 }
 
+/// The entry of family module `m`, from its standard functions (`import`,
+/// `export`, `read_top`, `write_top`, `infer`, `tpu_float`, `range_flow`,
+/// and `eval` unless the entry says `eval: None`).
+macro_rules! family {
+    ($m:ident { has: $has:expr, imports: $imports:expr, reads_top: $reads:expr $(, eval: $eval:expr)? $(,)? }) => {
+        Family {
+            module: stringify!($m),
+            has: $has,
+            imports: $imports,
+            import: crate::$m::import,
+            export: crate::$m::export,
+            reads_top: $reads,
+            read_top: crate::$m::read_top,
+            write_top: crate::$m::write_top,
+            infer: crate::$m::infer,
+            eval: family!(@eval $m $($eval)?),
+            tpu_float: crate::$m::tpu_float,
+            range_flow: crate::$m::range_flow,
+        }
+    };
+    (@eval $m:ident) => {
+        Some(crate::$m::eval)
+    };
+    (@eval $m:ident $eval:expr) => {
+        $eval
+    };
+}
+
 /// Every op family. The order is the lookup order: `logic` (`top.Compare`
 /// with mode `Not`) before `binary` (the other `top.Compare` modes).
 pub static FAMILIES: &[Family] = &[
-    Family {
-        module: "unary",
+    family!(unary {
         has: |op| matches!(op, unary_op!()),
         imports: |t, _| crate::unary::by_onnx(t).is_some(),
-        import: crate::unary::import,
-        export: crate::unary::export,
         reads_top: |t, _| crate::unary::reads_top(t),
-        read_top: crate::unary::read_top,
-        write_top: crate::unary::write_top,
-        infer: crate::unary::infer,
-        eval: Some(crate::unary::eval),
-        tpu_float: crate::unary::tpu_float,
-        range_flow: crate::unary::range_flow,
-    },
-    Family {
-        module: "logic",
+    }),
+    family!(logic {
         has: crate::logic::has,
         imports: |t, _| crate::logic::ONNX_OPS.contains(&t),
-        import: crate::logic::import,
-        export: crate::logic::export,
         reads_top: crate::logic::reads_top,
-        read_top: crate::logic::read_top,
-        write_top: crate::logic::write_top,
-        infer: crate::logic::infer,
-        eval: Some(crate::logic::eval),
-        tpu_float: crate::logic::tpu_float,
-        range_flow: crate::logic::range_flow,
-    },
-    Family {
-        module: "binary",
+    }),
+    family!(binary {
         has: |op| matches!(op, binary_op!()),
         imports: |t, _| crate::binary::by_onnx(t).is_some(),
-        import: crate::binary::import,
-        export: crate::binary::export,
         reads_top: |t, _| crate::binary::is_top(t),
-        read_top: crate::binary::read_top,
-        write_top: crate::binary::write_top,
-        infer: crate::binary::infer,
-        eval: Some(crate::binary::eval),
-        tpu_float: crate::binary::tpu_float,
-        range_flow: crate::binary::range_flow,
-    },
-    Family {
-        module: "activation",
+    }),
+    family!(activation {
         has: |op| matches!(op, activation_op!()),
         imports: |t, _| crate::activation::by_onnx(t).is_some(),
-        import: crate::activation::import,
-        export: crate::activation::export,
         reads_top: |t, _| crate::activation::is_top(t),
-        read_top: crate::activation::read_top,
-        write_top: crate::activation::write_top,
-        infer: crate::activation::infer,
-        eval: Some(crate::activation::eval),
-        tpu_float: crate::activation::tpu_float,
-        range_flow: crate::activation::range_flow,
-    },
-    Family {
-        module: "reduce",
+    }),
+    family!(reduce {
         has: |op| matches!(op, reduce_op!()),
         imports: |t, _| crate::reduce::by_onnx(t).is_some(),
-        import: crate::reduce::import,
-        export: crate::reduce::export,
         reads_top: |t, _| t == "top.Reduce",
-        read_top: crate::reduce::read_top,
-        write_top: crate::reduce::write_top,
-        infer: crate::reduce::infer,
-        eval: Some(crate::reduce::eval),
-        tpu_float: crate::reduce::tpu_float,
-        range_flow: crate::reduce::range_flow,
-    },
-    Family {
-        module: "pool",
+    }),
+    family!(pool {
         has: |op| matches!(op, pool_op!()),
         imports: |t, _| crate::pool::by_onnx(t).is_some(),
-        import: crate::pool::import,
-        export: crate::pool::export,
         reads_top: |t, _| crate::pool::is_top(t),
-        read_top: crate::pool::read_top,
-        write_top: crate::pool::write_top,
-        infer: crate::pool::infer,
-        eval: Some(crate::pool::eval),
-        tpu_float: crate::pool::tpu_float,
-        range_flow: crate::pool::range_flow,
-    },
-    Family {
-        module: "movement",
+    }),
+    family!(movement {
         has: |op| matches!(op, movement_op!()),
         imports: |t, _| crate::movement::by_onnx(t).is_some(),
-        import: crate::movement::import,
-        export: crate::movement::export,
         reads_top: |t, _| crate::movement::is_top(t),
-        read_top: crate::movement::read_top,
-        write_top: crate::movement::write_top,
-        infer: crate::movement::infer,
-        eval: Some(crate::movement::eval),
-        tpu_float: crate::movement::tpu_float,
-        range_flow: crate::movement::range_flow,
-    },
-    Family {
-        module: "linear",
+    }),
+    family!(linear {
         has: |op| matches!(op, linear_op!()),
         imports: |t, _| crate::linear::by_onnx(t).is_some(),
-        import: crate::linear::import,
-        export: crate::linear::export,
         reads_top: |t, _| crate::linear::is_top(t),
-        read_top: crate::linear::read_top,
-        write_top: crate::linear::write_top,
-        infer: crate::linear::infer,
         eval: None,
-        tpu_float: crate::linear::tpu_float,
-        range_flow: crate::linear::range_flow,
-    },
-    Family {
-        module: "norm",
+    }),
+    family!(norm {
         has: |op| matches!(op, norm_op!()),
         imports: |t, _| crate::norm::by_onnx(t).is_some(),
-        import: crate::norm::import,
-        export: crate::norm::export,
         reads_top: |t, _| crate::norm::reads_top(t),
-        read_top: crate::norm::read_top,
-        write_top: crate::norm::write_top,
-        infer: crate::norm::infer,
-        eval: Some(crate::norm::eval),
-        tpu_float: crate::norm::tpu_float,
-        range_flow: crate::norm::range_flow,
-    },
-    Family {
-        module: "resize",
-        has: crate::resize::has,
+    }),
+    family!(resize {
         // Before opset 11 (and Upsample) the importer rewrites the node.
+        has: crate::resize::has,
         imports: |t, opset| t == "Resize" && opset >= 11,
-        import: crate::resize::import,
-        export: crate::resize::export,
         reads_top: |t, _| crate::resize::TOP_OPS.contains(&t),
-        read_top: crate::resize::read_top,
-        write_top: crate::resize::write_top,
-        infer: crate::resize::infer,
-        eval: Some(crate::resize::eval),
-        tpu_float: crate::resize::tpu_float,
-        range_flow: crate::resize::range_flow,
-    },
-    Family {
-        module: "convert",
+    }),
+    family!(convert {
         has: crate::convert::has,
         imports: |t, _| crate::convert::ONNX_OPS.contains(&t),
-        import: crate::convert::import,
-        export: crate::convert::export,
         reads_top: |t, _| crate::convert::TOP_OPS.contains(&t),
-        read_top: crate::convert::read_top,
-        write_top: crate::convert::write_top,
-        infer: crate::convert::infer,
-        eval: Some(crate::convert::eval),
-        tpu_float: crate::convert::tpu_float,
-        range_flow: crate::convert::range_flow,
-    },
-    Family {
-        module: "quantize",
+    }),
+    family!(quantize {
+        // No Top op is a quantized-graph op.
         has: crate::quantize::has,
         imports: |t, _| crate::quantize::ONNX_OPS.contains(&t),
-        import: crate::quantize::import,
-        export: crate::quantize::export,
-        // No Top op is a quantized-graph op.
         reads_top: |_, _| false,
-        read_top: |r| r.err("internal: no quantized-graph op is read from the Top dialect"),
-        write_top: crate::quantize::write_top,
-        infer: crate::quantize::infer,
-        eval: Some(crate::quantize::eval),
-        tpu_float: crate::quantize::tpu_float,
-        range_flow: crate::quantize::range_flow,
-    },
+    }),
 ];
 
 /// The family of `op` (`None` for `IntegerLayer`).

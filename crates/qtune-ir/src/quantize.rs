@@ -21,6 +21,7 @@ use qtune_tensor::{DType, Tensor, TensorData};
 
 use crate::eval_cx::EvalCx;
 use crate::mlir::MlirError;
+use crate::mlir::reader::TopIn;
 use crate::mlir::writer::{TopOp, TopOut};
 use crate::onnx_node::{ExportInputs, NodeError, OnnxIn, OnnxOut};
 use crate::shape_infer::{Ctx, one};
@@ -72,6 +73,11 @@ pub fn export(op: &Op, _inputs: &ExportInputs, out: &mut OnnxOut) -> Result<(), 
 
 // ---------------------------------------------------------------------------
 // The Top dialect (called from the `.mlir` writer).
+
+/// No Top op is a quantized-graph op (the family reads none; never called).
+pub(crate) fn read_top(r: &mut TopIn) -> Result<Op, MlirError> {
+    r.err("internal: no quantized-graph op is read from the Top dialect")
+}
 
 /// The error of writing a quantized op to the Top dialect.
 pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
