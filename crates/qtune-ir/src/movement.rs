@@ -760,6 +760,13 @@ pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
             // step an end of -1 would read as "the last element", so those
             // keep the ONNX form.
             let xd = w.dims(w.x(0)?)?;
+            // Tensor offsets are not written: the parameters are attributes.
+            let operands = vec![
+                Operand::Value(w.x(0)?),
+                Operand::None,
+                Operand::None,
+                Operand::None,
+            ];
             if let Ok(plan) = crate::resolve_slice(w.g, w.id, xd)
                 && plan.iter().all(|p| p.step > 0)
             {
@@ -778,12 +785,7 @@ pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
                 }
                 return Ok(mk(
                     "top.Slice",
-                    vec![
-                        Operand::Value(w.x(0)?),
-                        Operand::None,
-                        Operand::None,
-                        Operand::None,
-                    ],
+                    operands,
                     vec![
                         ("offset", A::I64Array(offset)),
                         ("ends", A::I64Array(full_ends)),
@@ -806,12 +808,7 @@ pub(crate) fn write_top(w: &TopOut) -> Result<TopOp, MlirError> {
             }
             mk(
                 "top.Slice",
-                vec![
-                    Operand::Value(w.x(0)?),
-                    Operand::None,
-                    Operand::None,
-                    Operand::None,
-                ],
+                operands,
                 vec![
                     ("offset", A::I64Array(starts)),
                     ("ends", A::I64Array(ends)),

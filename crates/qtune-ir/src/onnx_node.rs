@@ -73,20 +73,11 @@ impl OnnxIn<'_> {
     /// define, as the ONNX checker does: a misspelt or foreign attribute
     /// would otherwise be silently ignored.
     pub fn check_known(&self, known: &[&str]) -> Result<(), NodeError> {
-        for name in self.attrs.names() {
-            if !known.contains(&name.as_str()) {
-                let expected = if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                };
-                return Err(self.attr_err(
-                    &name,
-                    format!("not an attribute of {} (known: {expected})", self.op_type),
-                ));
-            }
+        let names = self.attrs.names();
+        match unknown_attribute(names.iter().map(String::as_str), known, self.op_type) {
+            Some((name, message)) => Err(self.attr_err(name, message)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Checks the number of inputs.
@@ -307,6 +298,25 @@ pub struct WindowAttrs {
     pub pads: Vec<usize>,
     pub dilations: Vec<usize>,
     pub auto_pad: AutoPad,
+}
+
+/// The first of `names` that op type `op_type` does not define (`known`),
+/// with the message naming what it does define.
+pub fn unknown_attribute<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    known: &[&str],
+    op_type: &str,
+) -> Option<(&'a str, String)> {
+    let name = names.into_iter().find(|n| !known.contains(n))?;
+    let expected = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
+    Some((
+        name,
+        format!("not an attribute of {op_type} (known: {expected})"),
+    ))
 }
 
 /// The message for `n` inputs where `min..=max` are expected, if wrong.

@@ -38,21 +38,11 @@ impl NodeCx<'_> {
     /// define, as the ONNX checker does: a misspelt or foreign attribute
     /// would otherwise be silently ignored.
     pub fn check_known(&self, known: &[&str]) -> Result<(), OnnxError> {
-        for a in self.attrs {
-            let name = a.name.as_deref().unwrap_or("");
-            if !known.contains(&name) {
-                let expected = if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                };
-                return Err(self.attr_err(
-                    name,
-                    format!("not an attribute of {} (known: {expected})", self.op_type),
-                ));
-            }
+        let names = self.attrs.iter().map(|a| a.name.as_deref().unwrap_or(""));
+        match qtune_ir::onnx_node::unknown_attribute(names, known, self.op_type) {
+            Some((name, message)) => Err(self.attr_err(name, message)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn get(&self, name: &str) -> Option<&AttributeProto> {
