@@ -88,24 +88,40 @@ impl EvalCx<'_> {
     /// Applies an elementwise kernel to input 0: in place when this node
     /// holds the only reference to its buffer, else in one pass into a new
     /// buffer.
-    pub fn unary(mut self, op: k::UnaryOp) -> Result<Vec<Tensor>, IrError> {
-        let dims = self.input(0)?.dims().to_vec();
-        let out = match self.take(0)?.into_unshared_f32_vec() {
-            Ok(mut x) => {
-                k::unary(op, &mut x, self.par);
-                x
-            }
-            Err(t) => {
-                let dtype = t.dtype();
-                let x = t
-                    .as_f32()
-                    .map_err(|_| self.err(format!("input 0 must be float32, got {dtype}")))?;
+    pub fn unary(self, op: k::UnaryOp) -> Result<Vec<Tensor>, IrError> {
+        let par = self.par;
+        self.map_f32(
+            |x| k::unary(op, x, par),
+            |x| {
                 let mut out: Vec<f32> = Vec::with_capacity(x.len());
-                k::unary_into(op, x, &mut out.spare_capacity_mut()[..x.len()], self.par);
+                k::unary_into(op, x, &mut out.spare_capacity_mut()[..x.len()], par);
                 // SAFETY: `unary_into` wrote every one of the `x.len()` elements (it asserts
                 // the lengths are equal).
                 unsafe { out.set_len(x.len()) };
                 out
+            },
+        )
+    }
+    /// Input 0 mapped elementwise to the output: `in_place` over its buffer
+    /// when this node holds the only reference, else `into` from the shared
+    /// buffer to a new one.
+    pub(crate) fn map_f32(
+        mut self,
+        in_place: impl FnOnce(&mut [f32]),
+        into: impl FnOnce(&[f32]) -> Vec<f32>,
+    ) -> Result<Vec<Tensor>, IrError> {
+        let dims = self.input(0)?.dims().to_vec();
+        let out = match self.take(0)?.into_unshared_f32_vec() {
+            Ok(mut x) => {
+                in_place(&mut x);
+                x
+            }
+            Err(t) => {
+                let dtype = t.dtype();
+                into(
+                    t.as_f32()
+                        .map_err(|_| self.err(format!("input 0 must be float32, got {dtype}")))?,
+                )
             }
         };
         self.f32_out(dims, out)

@@ -481,13 +481,13 @@ pub(crate) fn infer(cx: &Ctx) -> Result<Vec<InferredOutput>, IrError> {
 
 /// Evaluates a unary node: the vectorised kernel when there is one, else
 /// the registry's scalar definition.
-pub fn eval(mut cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
-    match fast_kernel(&cx.node.op) {
-        Some(kop) => cx.unary(kop),
-        None => {
-            let op = cx.node.op.clone();
-            eval_scalar(&mut cx, &op)
-        }
+pub fn eval(cx: EvalCx) -> Result<Vec<Tensor>, IrError> {
+    if let Some(kop) = fast_kernel(&cx.node.op) {
+        return cx.unary(kop);
+    }
+    match cx.node.op.unary() {
+        Some(u) => eval_scalar(cx, u),
+        None => Err(cx.err("internal: not in the unary registry")),
     }
 }
 
@@ -519,26 +519,11 @@ pub fn fast_kernel(op: &Op) -> Option<k::UnaryOp> {
 
 /// An op of the unary family by its registry definition, element by
 /// element (in place when the input is not shared).
-fn eval_scalar(cx: &mut EvalCx, op: &Op) -> Result<Vec<Tensor>, IrError> {
-    let Some(u) = op.unary() else {
-        return Err(cx.err("internal: not in the unary registry"));
-    };
-    let dims = cx.input(0)?.dims().to_vec();
-    let out = match cx.take(0)?.into_unshared_f32_vec() {
-        Ok(mut x) => {
-            x.iter_mut().for_each(|v| *v = u.eval(*v));
-            x
-        }
-        Err(t) => {
-            let dtype = t.dtype();
-            t.as_f32()
-                .map_err(|_| cx.err(format!("input 0 must be float32, got {dtype}")))?
-                .iter()
-                .map(|&v| u.eval(v))
-                .collect()
-        }
-    };
-    cx.f32_out(dims, out)
+fn eval_scalar(cx: EvalCx, u: Unary) -> Result<Vec<Tensor>, IrError> {
+    cx.map_f32(
+        |x| x.iter_mut().for_each(|v| *v = u.eval(*v)),
+        |x| x.iter().map(|&v| u.eval(v)).collect(),
+    )
 }
 
 // ---------------------------------------------------------------------------
