@@ -550,21 +550,14 @@ fn initial_ranges(
         }
         let producer = v.producer.map(|p| graph.node(p));
         let row = rows.get(v.name.as_str()).copied();
+        let fixed = v.producer.and_then(|p| fixed_output_range(graph, p));
         let range = match producer.map(|n| &n.op) {
             _ if asymmetric => row.map(|(_, tmin, tmax)| Range {
                 lo: tmin.min(0.0),
                 hi: tmax.max(0.0),
                 asymmetric: true,
             }),
-            _ if v
-                .producer
-                .and_then(|p| fixed_output_range(graph, p))
-                .is_some() =>
-            {
-                v.producer
-                    .and_then(|p| fixed_output_range(graph, p))
-                    .map(|(lo, hi)| Range::symmetric(lo, hi))
-            }
+            _ if fixed.is_some() => fixed.map(|(lo, hi)| Range::symmetric(lo, hi)),
             _ => row.map(|(th, tmin, _)| {
                 let th = th.abs();
                 let signed = match producer.map(|n| (&n.op, n)) {
