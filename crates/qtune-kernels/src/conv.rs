@@ -899,7 +899,7 @@ fn pointwise_depthwise(
         pt: dw_params.pads[0],
         pl: dw_params.pads[1],
     };
-    let blocked = ohw <= DW_BLOCKED_MAX_PIXELS && dw_blocks_available();
+    let blocked = dw_blocked(&geom);
     // Channels per tile: as many planes as fit the budget, but at least PW_DW_MIN_TILES
     // tiles per batch when there are channels enough, evened out over the tiles (no sliver
     // tile) and rounded up to whole 6-column blocks of the `gemm` crate's AVX-512
@@ -1114,7 +1114,7 @@ fn depthwise(
 ) {
     let ohw = geo.oh * geo.ow;
     #[cfg(target_arch = "x86_64")]
-    if ohw <= DW_BLOCKED_MAX_PIXELS && dw_blocks_available() {
+    if dw_blocked(geo) {
         // Whole blocks of channels per tile (the last tile may end with a partial one).
         let planes_per_tile = (DW_TILE_OUTPUTS / (DW_BLOCK * ohw)).max(1) * DW_BLOCK;
         crate::util::for_each_chunk_mut(out, planes_per_tile * ohw, par, |ti, o| {
@@ -1144,11 +1144,22 @@ fn depthwise(
     });
 }
 
-/// Output planes (pixels) up to which a depthwise convolution runs channel-blocked
-/// ([`dw_avx512::dw_blocks`]) rather than plane by plane, on CPUs with AVX-512. Measured
-/// (one thread): faster up to 28x28 (192 channels 3x3: 57 -> 50 us; 240 channels 5x5:
-/// 163 -> 94 us), slower from 56x56 (the block no longer fits the L1/L2 caches).
-const DW_BLOCKED_MAX_PIXELS: usize = 28 * 28;
+/// Padded input pixels (`hpad * wpad`, the interleaved block is 64 bytes per pixel) up to
+/// which a depthwise convolution runs channel-blocked ([`dw_avx512::dw_blocks`]) rather
+/// than plane by plane, on CPUs with AVX-512. Measured per layer, one thread, CPU time
+/// (BENCHMARKS.md): faster up to 56x56 inputs (144 channels 3x3 stride 1 on 56x56: 165 ->
+/// 134-147 us; 192 channels on 28x28: 57 -> 45 us; 240 channels 5x5 on 28x28: 163 -> 94
+/// us), slower on 112x112 inputs (96 channels stride 2: 230 -> 254-286 us; 32 channels
+/// stride 1: level), whose block (800 KB) no longer fits the L2 cache.
+const DW_BLOCKED_MAX_PADDED: usize = 60 * 60;
+
+/// Whether a depthwise convolution of geometry `g` runs on [`dw_avx512::dw_blocks`]. Either
+/// path gives the same bits.
+fn dw_blocked(g: &Geom) -> bool {
+    let hpad = (g.oh.max(1) - 1) * g.sh + (g.kh.max(1) - 1) * g.dh + 1;
+    let wpad = (g.ow.max(1) - 1) * g.sw + (g.kw.max(1) - 1) * g.dw + 1;
+    hpad * wpad <= DW_BLOCKED_MAX_PADDED && dw_blocks_available()
+}
 /// Channels per block of [`dw_avx512::dw_blocks`]: one AVX-512 vector of f32.
 #[cfg(target_arch = "x86_64")]
 const DW_BLOCK: usize = 16;
@@ -1376,7 +1387,29 @@ mod dw_avx512 {
             // Interleave: 16 pixels of the 16 planes at a time. Lanes past `lanes` read
             // zeros (a partial last block); they are computed and dropped.
             let first = (p0 + b0) * hw;
-            for q0 in (0..hw).step_by(L) {
+            let mut q0 = 0;
+            if lanes == L {
+                // Whole vectors of a whole block: fixed counts, so the transposed vectors
+                // stay in registers (the general loop below spilled them to the stack).
+                while q0 + L <= hw {
+                    let rows: [__m512; 16] = std::array::from_fn(|l| {
+                        let src = &input[first + l * hw + q0..first + l * hw + q0 + L];
+                        // SAFETY: `src` holds 16 elements.
+                        unsafe { _mm512_loadu_ps(src.as_ptr()) }
+                    });
+                    let cols = transpose16(rows);
+                    let at = &pixel_at[q0..q0 + L];
+                    for j in 0..L {
+                        if at[j] != usize::MAX {
+                            let dst: &mut [f32; L] = &mut xb[at[j]].0;
+                            // SAFETY: `dst` is 16 f32s.
+                            unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), cols[j]) };
+                        }
+                    }
+                    q0 += L;
+                }
+            }
+            for q0 in (q0..hw).step_by(L) {
                 let n = L.min(hw - q0);
                 let m = first_lanes(n);
                 let mut rows = [_mm512_setzero_ps(); 16];
@@ -1397,7 +1430,24 @@ mod dw_avx512 {
             }
             compute(xb, ob, wb, bb, g, wpad);
             // De-interleave into the output planes.
-            for q0 in (0..ohw).step_by(L) {
+            let mut q0 = 0;
+            if lanes == L {
+                // As for the interleave: whole vectors of a whole block.
+                while q0 + L <= ohw {
+                    let rows: [__m512; 16] = std::array::from_fn(|j| {
+                        // SAFETY: `ob[q0 + j]` is 16 f32s, aligned.
+                        unsafe { _mm512_load_ps(ob[q0 + j].0.as_ptr()) }
+                    });
+                    let cols = transpose16(rows);
+                    for (l, col) in cols.iter().enumerate() {
+                        let dst = &mut out[(b0 + l) * ohw + q0..(b0 + l) * ohw + q0 + L];
+                        // SAFETY: `dst` holds 16 elements.
+                        unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *col) };
+                    }
+                    q0 += L;
+                }
+            }
+            for q0 in (q0..ohw).step_by(L) {
                 let n = L.min(ohw - q0);
                 let m = first_lanes(n);
                 let mut rows = [_mm512_setzero_ps(); 16];

@@ -726,6 +726,10 @@ fn depthwise_matches_ordered_reference_bit_for_bit() {
         (1, 70, 14, 14, [5, 5], [2, 2], [1, 1], [1, 1, 2, 2]),
         (1, 3, 40, 37, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
         (1, 2, 70, 66, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+        // Channel-blocked on larger maps (padded input up to 60x60): whole blocks of 16
+        // channels and a partial one, rows that are not whole vectors.
+        (1, 40, 45, 43, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        (2, 33, 50, 50, [5, 5], [2, 2], [1, 1], [1, 2, 2, 1]),
     ];
     for _ in 0..40 {
         let k = [rng.range(1, 6), rng.range(1, 6)];
