@@ -730,6 +730,7 @@ fn depthwise_matches_ordered_reference_bit_for_bit() {
         // channels and a partial one, rows that are not whole vectors.
         (1, 40, 45, 43, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
         (2, 33, 50, 50, [5, 5], [2, 2], [1, 1], [1, 2, 2, 1]),
+        (1, 144, 56, 56, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
     ];
     for _ in 0..40 {
         let k = [rng.range(1, 6), rng.range(1, 6)];
@@ -1499,6 +1500,8 @@ fn pointwise_depthwise_equals_two_convolutions_bit_for_bit() {
         ),
         // A 1x1 depthwise at stride 2 never reads the odd rows and columns.
         (1, 6, 40, 41, 9, 1, 2, [0; 4], relu6, None),
+        // MobileNetV2's 56x56 expansion pair (channel-blocked depthwise).
+        (1, 24, 56, 56, 144, 3, 1, [1, 1, 1, 1], relu6, relu6),
         // Stride 1 with a 5x5 window and odd padding.
         (
             1,
