@@ -190,6 +190,13 @@ pub(crate) fn takes(
 /// width (20x20 has runs of 5 4x4 tiles, 10 2x2 ones); maps whose side is not a multiple
 /// of the tile compute outputs past the edge (13x13 computes 16x16 with 4x4 tiles, 14x14
 /// with 2x2 ones); shallow layers (16 channels) gain nothing.
+///
+/// F(2x2, 3x3) needs at least 7 tiles per row (maps from 13 wide): on 10x10 maps it won
+/// alone (yolov8n 128 -> 128: 98 against 157 us, weights in cache) but lost inside the
+/// model (`qtune bench --profile`, `QTUNE_WINOGRAD=0` against on: its six 10x10 layers
+/// 207-227 us direct, 223-258 on F(2x2, 3x3), the last two 59-61 against 85-88), where
+/// its weights, 16/9 of the direct kernel's, come from memory; YOLOX's 13x13 layers gained
+/// a little inside the model too (192 -> 192: 710 -> 687 us).
 pub(crate) fn preferred(c: usize, m: usize, oh: usize, ow: usize) -> Option<Variant> {
     let waste =
         |t: usize| (oh.next_multiple_of(t) * ow.next_multiple_of(t)) as f64 / (oh * ow) as f64;
@@ -197,7 +204,7 @@ pub(crate) fn preferred(c: usize, m: usize, oh: usize, ow: usize) -> Option<Vari
         None
     } else if ow.div_ceil(TILE) >= 7 && waste(TILE) <= 1.25 {
         Some(Variant::F43)
-    } else if ow.div_ceil(2) >= 5 && waste(2) <= 1.25 {
+    } else if ow.div_ceil(2) >= 7 && waste(2) <= 1.25 {
         Some(Variant::F23)
     } else {
         None
