@@ -435,6 +435,11 @@ struct ChannelArgs {
 pub(crate) mod avx512 {
     use super::{ChannelArgs, LANES, MR, PixelArgs};
     use std::arch::x86_64::*;
+    /// Depth rows (of 16 channels, 64 bytes) ahead of the weight streams that the kernels
+    /// prefetch into L1. Inside a model a layer's weights come from memory (the other
+    /// layers evicted them); with it, one thread, alternated medians of `qtune bench`:
+    /// mobilenetv2_nsfw 4.05 -> 3.83 ms, efficientnet_lite0 5.20 -> 4.95 ms.
+    const PF_ROWS: usize = 16;
 
     /// `x < lo -> lo`, then `x > hi -> hi`: NaN stays NaN, as in the activation kernels.
     #[inline]
@@ -461,6 +466,8 @@ pub(crate) mod avx512 {
         for kk in 0..a.k {
             // SAFETY: row `kk` of the input and of the packed weights (see above).
             let (xr, wr) = unsafe { (x.add(kk * a.hw), w.add(kk * super::BLOCK)) };
+            // A hint only, as in `channels`.
+            _mm_prefetch::<_MM_HINT_T0>(wr.wrapping_add(PF_ROWS * super::BLOCK).cast::<i8>());
             let mut xv = [_mm512_setzero_ps(); V];
             for (v, xvv) in xv.iter_mut().enumerate() {
                 // SAFETY: as above; the last vector reads only the lanes in `mask`.
@@ -534,6 +541,11 @@ pub(crate) mod avx512 {
             for (v, wvv) in wv.iter_mut().enumerate() {
                 // SAFETY: row `kk` of packed block `v`.
                 *wvv = unsafe { _mm512_loadu_ps(w.add(v * block + kk * super::BLOCK)) };
+                // A hint only: an address past the weights is not read.
+                _mm_prefetch::<_MM_HINT_T0>(
+                    w.wrapping_add(v * block + (kk + PF_ROWS) * super::BLOCK)
+                        .cast::<i8>(),
+                );
             }
             // SAFETY: row `kk` of the input, pixels `0..P`.
             let xr = unsafe { x.add(kk * a.hw) };
