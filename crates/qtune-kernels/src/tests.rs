@@ -731,6 +731,12 @@ fn depthwise_matches_ordered_reference_bit_for_bit() {
         (1, 40, 45, 43, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
         (2, 33, 50, 50, [5, 5], [2, 2], [1, 1], [1, 2, 2, 1]),
         (1, 144, 56, 56, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        // Row by row (3x3, stride 1, above 60x60 padded): symmetric, asymmetric and no
+        // padding, a map narrower than its padded rows.
+        (1, 3, 70, 66, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        (2, 2, 64, 70, [3, 3], [1, 1], [1, 1], [0, 1, 2, 0]),
+        (1, 2, 66, 80, [3, 3], [1, 1], [1, 1], [0, 0, 0, 0]),
+        (1, 1, 90, 40, [3, 3], [1, 1], [1, 1], [2, 2, 2, 2]),
     ];
     for _ in 0..40 {
         let k = [rng.range(1, 6), rng.range(1, 6)];
@@ -815,6 +821,8 @@ fn conv2d_fused_equals_conv_then_unary() {
         // Depthwise maps above 28x28 run plane by plane (activation applied per plane).
         conv_case(1, 5, 40, 37, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 5),
         conv_case(1, 4, 41, 38, 4, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 4),
+        // 3x3 stride-1 depthwise above 60x60 padded runs row by row (clamps fused).
+        conv_case(1, 5, 70, 66, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 5),
     ] {
         for act in [
             UnaryOp::Clip { lo: 0.0, hi: 6.0 },
