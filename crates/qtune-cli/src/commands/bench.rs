@@ -31,6 +31,9 @@ pub struct Args {
     /// Also print the time spent per op type (one sample, sequential run).
     #[arg(long)]
     profile: bool,
+    /// How many of the slowest nodes `--profile` lists (0: all of them).
+    #[arg(long = "profile_nodes", requires = "profile", default_value_t = 12)]
+    profile_nodes: usize,
     /// Keep BatchNormalization as separate nodes (by default it is folded
     /// into the preceding Conv, as ONNX Runtime and TPU-MLIR do).
     #[arg(long = "no_fold_bn", alias = "no-fold-bn")]
@@ -112,7 +115,12 @@ fn run_inner(args: Args) -> Result<()> {
         nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
         eprintln!("slowest nodes (ms/run, output shape):");
         #[allow(clippy::cast_precision_loss)]
-        for (n, ms) in nodes.iter().take(12) {
+        let listed = if args.profile_nodes == 0 {
+            nodes.len()
+        } else {
+            args.profile_nodes
+        };
+        for (n, ms) in nodes.iter().take(listed) {
             let node = g.node(*n);
             let shape = node
                 .outputs

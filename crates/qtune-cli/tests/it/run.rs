@@ -104,3 +104,58 @@ fn one_sample_runs_like_a_stacked_batch() {
     let one = run(&dir.join("second.npz"), &dir.join("one.npz"));
     assert_eq!(both[0].1.slice_outer(1, 2).unwrap(), one[0].1);
 }
+
+/// `qtune bench --profile --profile_nodes N` lists the N slowest nodes (all with 0), each
+/// line naming a node of the model; the flag is refused without `--profile`.
+#[test]
+fn bench_profile_lists_the_requested_number_of_nodes() {
+    let w = workloads();
+    let bench = |extra: &[&str]| {
+        qtune()
+            .args(["bench", "--threads", "1", "--iters", "1", "--warmup", "0"])
+            .arg(model("mobilenetv2_nsfw"))
+            .arg("--input")
+            .arg(w.join("golden/mobilenetv2_nsfw/input.npz"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Node lines: indented, a time, a name, the op type in parentheses.
+    let node_lines = |text: &str| {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("  ")
+                    && l.contains(" (")
+                    && l.trim_start().starts_with(|c: char| c.is_ascii_digit())
+            })
+            .count()
+    };
+    let out = bench(&["--profile", "--profile_nodes", "5"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(node_lines(&stderr_of(&out)), 5, "{}", stderr_of(&out));
+    let out = bench(&["--profile"]);
+    assert_eq!(node_lines(&stderr_of(&out)), 12, "{}", stderr_of(&out));
+    // All: one line per node the executor ran, which the per-op-type lines count too.
+    let out = bench(&["--profile", "--profile_nodes", "0"]);
+    let text = stderr_of(&out);
+    let per_type: usize = text
+        .lines()
+        .filter(|l| l.ends_with(" nodes"))
+        .map(|l| {
+            l.split_whitespace()
+                .rev()
+                .nth(1)
+                .and_then(|n| n.parse::<usize>().ok())
+                .expect("a node count")
+        })
+        .sum();
+    assert!(per_type > 12, "{text}");
+    assert_eq!(node_lines(&text), per_type, "{text}");
+    let refused = bench(&["--profile_nodes", "5"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
+    assert!(
+        stderr_of(&refused).contains("--profile"),
+        "{}",
+        stderr_of(&refused)
+    );
+}
