@@ -1253,6 +1253,12 @@ fn dw3x3s1_rows(
             &r2[1..],
             &r2[2..],
         ];
+        #[cfg(target_arch = "x86_64")]
+        if dw_rows_avx512::available() {
+            // SAFETY: AVX-512 F checked.
+            unsafe { dw_rows_avx512::row3x3(o, [r0, r1, r2], &w9, bias, clamp) };
+            continue;
+        }
         taps_fixed(o, t, w9, bias);
         if clamp.is_some() {
             for d in o.iter_mut() {
@@ -1262,6 +1268,110 @@ fn dw3x3s1_rows(
         }
     }
 }
+}
+
+/// The AVX-512 output row of [`dw3x3s1_rows`].
+#[cfg(target_arch = "x86_64")]
+mod dw_rows_avx512 {
+    use std::arch::x86_64::*;
+
+    /// Output vectors summed together: independent chains of nine multiplies and adds, in
+    /// registers (the compiler's loop over `taps_fixed` ran one vector at a time).
+    const GROUP: usize = 4;
+
+    /// Whether [`row3x3`] can run here (tests can force the portable loop, see
+    /// `DW_PLANES_ONLY`).
+    pub(super) fn available() -> bool {
+        #[cfg(test)]
+        if super::DW_PLANES_ONLY.get() {
+            return false;
+        }
+        qtune_simd::has_avx512()
+    }
+
+    /// `o[i] = clamp(bias + w[0] r0[i] + w[1] r0[i + 1] + w[2] r0[i + 2] + w[3] r1[i] +
+    /// ... + w[8] r2[i + 2])` from three zero-padded ring rows, each product and sum
+    /// rounded separately, in that order: the arithmetic of `taps_fixed`, so the same
+    /// bits; then the clamp of the activation kernels (NaN stays NaN).
+    ///
+    /// # Safety
+    /// AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn row3x3(
+        o: &mut [f32],
+        rows: [&[f32]; 3],
+        w9: &[f32; 9],
+        bias: f32,
+        clamp: Option<(f32, f32)>,
+    ) {
+        let n = o.len();
+        assert!(
+            rows.iter().all(|r| r.len() >= n + 2),
+            "row3x3: short ring row"
+        );
+        let k = Taps {
+            src: std::array::from_fn(|t| rows[t / 3][t % 3..].as_ptr()),
+            wv: std::array::from_fn(|t| _mm512_set1_ps(w9[t])),
+            b: _mm512_set1_ps(bias),
+            clamp: clamp.map(|(lo, hi)| (_mm512_set1_ps(lo), _mm512_set1_ps(hi))),
+            dst: o.as_mut_ptr(),
+        };
+        let full = n / 16;
+        let mut v = 0;
+        while v + GROUP <= full {
+            // SAFETY: vectors `v..v + GROUP` lie inside the output row and, shifted by up
+            // to 2, inside the ring rows (`n + 2` floats).
+            unsafe { k.group::<GROUP>(v * 16, 0xffff) };
+            v += GROUP;
+        }
+        while v < full {
+            // SAFETY: as above.
+            unsafe { k.group::<1>(v * 16, 0xffff) };
+            v += 1;
+        }
+        if !n.is_multiple_of(16) {
+            // SAFETY: the lanes under the mask lie inside the rows, as above.
+            unsafe { k.group::<1>(full * 16, (1u16 << (n % 16)) - 1) };
+        }
+    }
+
+    /// The operands of [`row3x3`]: the nine tap sources (ring row `t / 3` from column
+    /// `t % 3`), the weights and bias as vectors, the clamp bounds, the output row.
+    struct Taps {
+        src: [*const f32; 9],
+        wv: [__m512; 9],
+        b: __m512,
+        clamp: Option<(__m512, __m512)>,
+        dst: *mut f32,
+    }
+
+    impl Taps {
+        /// `G` vectors from column `i`, their sums in registers, the lanes under `mask`.
+        ///
+        /// # Safety
+        /// AVX-512 F; the lanes under `mask` of the `G` vectors from `i` lie inside the
+        /// output row and, from each source, inside its ring row.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn group<const G: usize>(&self, i: usize, mask: __mmask16) {
+            let mut acc = [self.b; G];
+            for t in 0..9 {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: see the function's contract.
+                    let x = unsafe { _mm512_maskz_loadu_ps(mask, self.src[t].add(i + j * 16)) };
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(self.wv[t], x));
+                }
+            }
+            for (j, &a) in acc.iter().enumerate() {
+                let r = match self.clamp {
+                    Some((lo, hi)) => crate::pointwise::avx512::clamp(a, lo, hi),
+                    None => a,
+                };
+                // SAFETY: see the function's contract.
+                unsafe { _mm512_mask_storeu_ps(self.dst.add(i + j * 16), mask, r) };
+            }
+        }
+    }
 }
 
 /// Padded input pixels (`hpad * wpad`, the interleaved block is 64 bytes per pixel) up to
@@ -1319,7 +1429,8 @@ thread_local! {
 #[cfg(test)]
 thread_local! {
     /// Makes [`dw_blocks_available`] false on this thread, so that tests cover the
-    /// plane-by-plane path on small maps too.
+    /// plane-by-plane path on small maps too, and makes the row-by-row path sum with its
+    /// portable loop: what CPUs without AVX-512 run.
     pub(crate) static DW_PLANES_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 

@@ -824,11 +824,20 @@ fn conv2d_fused_equals_conv_then_unary() {
         // 3x3 stride-1 depthwise above 60x60 padded runs row by row (clamps fused).
         conv_case(1, 5, 70, 66, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 5),
     ] {
-        for act in [
-            UnaryOp::Clip { lo: 0.0, hi: 6.0 },
-            UnaryOp::Silu,
-            UnaryOp::Relu,
+        // The portable depthwise loops too (forced on this thread, so sequential).
+        for (act, portable) in [
+            (UnaryOp::Clip { lo: 0.0, hi: 6.0 }, false),
+            (UnaryOp::Silu, false),
+            (UnaryOp::Relu, false),
+            (UnaryOp::Clip { lo: -0.3, hi: 0.4 }, true),
+            (UnaryOp::Relu, true),
         ] {
+            crate::conv::DW_PLANES_ONLY.set(portable);
+            let par = if portable {
+                Parallelism::Sequential
+            } else {
+                Parallelism::Rayon
+            };
             let x = rng.vec(cs.in_dims.iter().product());
             let w = rng.vec(cs.w_dims.iter().product());
             let b = rng.vec(cs.w_dims[0]);
@@ -845,7 +854,7 @@ fn conv2d_fused_equals_conv_then_unary() {
                 &cs.p,
                 Some(act),
                 &mut fused,
-                Parallelism::Rayon,
+                par,
             );
             conv2d(
                 &x,
@@ -855,10 +864,16 @@ fn conv2d_fused_equals_conv_then_unary() {
                 Some(&b),
                 &cs.p,
                 &mut plain,
-                Parallelism::Rayon,
+                par,
             );
+            crate::conv::DW_PLANES_ONLY.set(false);
             unary(act, &mut plain, Parallelism::Sequential);
-            assert_eq!(bits(&fused), bits(&plain), "fused {act:?} {:?}", cs.w_dims);
+            assert_eq!(
+                bits(&fused),
+                bits(&plain),
+                "fused {act:?} {:?} portable {portable}",
+                cs.w_dims
+            );
         }
     }
 }
