@@ -157,33 +157,35 @@ fn with_warm_pool<R>(par: Parallelism, f: impl FnOnce() -> R) -> R {
     }
     let done = AtomicBool::new(false);
     rayon::in_place_scope(|scope| {
-        for _ in 1..rayon::current_num_threads() {
-            scope.spawn(|_| {
-                // The calling thread may pop a keeper while it waits for its
-                // own parallel work; it must not spin there.
-                if rayon::current_thread_index() == me {
-                    return;
-                }
-                let mut idle = 0u32;
-                while !done.load(Ordering::Acquire) {
-                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
-                        idle = 0;
+        // One keeper per other worker, each in that worker's own broadcast
+        // queue. Keepers spawned into the calling thread's deque could be
+        // taken by the wrong threads: a keeper's `yield_now` may steal the
+        // next keeper and run it nested, so with three or more workers one
+        // thread held two keepers and another none (it slept between
+        // kernels).
+        scope.spawn_broadcast(|_, ctx| {
+            if Some(ctx.index()) == me {
+                return;
+            }
+            let mut idle = 0u32;
+            while !done.load(Ordering::Acquire) {
+                if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                    idle = 0;
+                } else {
+                    idle = idle.wrapping_add(1);
+                    // Now and then let the OS run another thread on this core: when
+                    // the machine is oversubscribed, the thread this keeper shares a
+                    // core with may be the one running the kernel, and a keeper
+                    // that never yields takes half of its time slices (runs became
+                    // three times slower on a busy host).
+                    if idle.is_multiple_of(KEEPER_YIELD_EVERY) {
+                        std::thread::yield_now();
                     } else {
-                        idle = idle.wrapping_add(1);
-                        // Now and then let the OS run another thread on this core: when
-                        // the machine is oversubscribed, the thread this keeper shares a
-                        // core with may be the one running the kernel, and a keeper
-                        // that never yields takes half of its time slices (runs became
-                        // three times slower on a busy host).
-                        if idle.is_multiple_of(KEEPER_YIELD_EVERY) {
-                            std::thread::yield_now();
-                        } else {
-                            std::hint::spin_loop();
-                        }
+                        std::hint::spin_loop();
                     }
                 }
-            });
-        }
+            }
+        });
         let result = f();
         done.store(true, Ordering::Release);
         result
