@@ -9,7 +9,8 @@
 use std::sync::Arc;
 
 use qtune_ir::{
-    AutoPad, FusedRelu, Graph, Node, NodeId, Op, ValueId, as_4d, pads4, pair, resolve_window,
+    AutoPad, FusedRelu, GemmAttrs, Graph, Node, NodeId, Op, ValueId, as_4d, pads4, pair,
+    resolve_window,
 };
 use qtune_kernels::{self as k, Parallelism};
 use qtune_tensor::{Tensor, TensorData};
@@ -183,62 +184,8 @@ pub(crate) fn eval_node_fused(
             k::conv_transpose2d(x, xd, w, wd, bias, &p, &mut out, cx.par);
             cx.f32_out(od, out)
         }
-        Op::Gemm(a) => {
-            let ad = cx.input(0)?.dims().to_vec();
-            let bd = cx.input(1)?.dims().to_vec();
-            let (m, kk) = if a.trans_a {
-                (ad[1], ad[0])
-            } else {
-                (ad[0], ad[1])
-            };
-            let n = if a.trans_b { bd[0] } else { bd[1] };
-            let has_c = cx.opt_input(2).is_some() && a.beta != 0.0;
-            let mut out = if has_c {
-                // out = beta * C broadcast to [m, n]; the product is added on top.
-                let c = cx.f32_input(2)?;
-                let cd = cx.input(2)?.dims().to_vec();
-                let mut out = broadcast_matrix(c, &cd, m, n, cx.par);
-                if a.beta != 1.0 {
-                    out.iter_mut().for_each(|v| *v *= a.beta);
-                }
-                out
-            } else {
-                k::zeroed(m * n, cx.par)
-            };
-            if a.alpha == 1.0 {
-                k::gemm(
-                    m,
-                    kk,
-                    n,
-                    cx.f32_input(0)?,
-                    a.trans_a,
-                    cx.f32_input(1)?,
-                    a.trans_b,
-                    &mut out,
-                    has_c,
-                    cx.par,
-                );
-            } else {
-                let mut prod = k::zeroed(m * n, cx.par);
-                k::gemm(
-                    m,
-                    kk,
-                    n,
-                    cx.f32_input(0)?,
-                    a.trans_a,
-                    cx.f32_input(1)?,
-                    a.trans_b,
-                    &mut prod,
-                    false,
-                    cx.par,
-                );
-                for (o, p) in out.iter_mut().zip(prod) {
-                    *o += a.alpha * p;
-                }
-            }
-            cx.f32_out(vec![m, n], out)
-        }
-        Op::MatMul => eval_matmul(&cx),
+        Op::Gemm(a) => eval_gemm(&cx, a, None),
+        Op::MatMul => eval_matmul(&cx, None),
         Op::IntegerLayer(_) => {
             let inputs = std::mem::take(&mut cx.inputs);
             crate::integer::eval_integer(graph, id, inputs, par, None, None)
@@ -251,7 +198,10 @@ pub(crate) fn eval_node_fused(
     }
 }
 
-fn eval_matmul(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
+/// ONNX `MatMul` (and TPU-MLIR's, with its optional bias), with a 2-D constant `B` packed
+/// beforehand for the few-row product if given: the same bits ([`k::matmul_uninit`] runs
+/// such products on that kernel, packing `B` on every call).
+fn eval_matmul(cx: &Cx, packed: Option<&k::FewRowsWeights>) -> Result<Vec<Tensor>, ExecError> {
     let (a, b) = (cx.f32_input(0)?, cx.f32_input(1)?);
     let ad = cx.input(0)?.dims().to_vec();
     let bd = cx.input(1)?.dims().to_vec();
@@ -266,12 +216,25 @@ fn eval_matmul(cx: &Cx) -> Result<Vec<Tensor>, ExecError> {
             "the product of {ad:?} and {bd:?} is {od:?}, but the output is declared {expected:?}"
         )));
     }
-    // SAFETY: `od` is `matmul_out_dims` of the operand dims given to `matmul_uninit`, which
-    // writes every element of an output of those dims (it asserts the length).
-    let mut out = unsafe {
-        written_by(od.iter().product(), |o| {
-            k::matmul_uninit(a, &ad, b, &bd, o, cx.par);
-        })
+    let few_rows = match (&ad[..], packed) {
+        (&[m, _], Some(p)) if bd.len() == 2 && p.dims() == (bd[0], bd[1]) => Some((m, p)),
+        _ => None,
+    };
+    let mut out = match few_rows {
+        Some((m, p)) => {
+            let mut out = k::zeroed(od.iter().product(), cx.par);
+            if !k::gemm_few_rows(m, a, false, p, &mut out, false, cx.par) {
+                k::matmul(a, &ad, b, &bd, &mut out, cx.par);
+            }
+            out
+        }
+        // SAFETY: `od` is `matmul_out_dims` of the operand dims given to `matmul_uninit`,
+        // which writes every element of an output of those dims (it asserts the length).
+        None => unsafe {
+            written_by(od.iter().product(), |o| {
+                k::matmul_uninit(a, &ad, b, &bd, o, cx.par);
+            })
+        },
     };
     // The optional bias (a fused MatMul + Add): the same per-element add the separate Add
     // node would do, written over the product (`binary_in_place` is bit-identical to
@@ -351,6 +314,111 @@ pub(crate) fn eval_conv_packed(
         return Err(cx.err("packed weights given for a node that is not a Conv"));
     };
     eval_conv(&cx, a, Some(packed))
+}
+
+/// ONNX `Gemm`: `alpha * A' * B' + beta * C`, with `B` packed beforehand for the few-row
+/// product if given: the same bits ([`k::gemm`] runs such products on that kernel, packing
+/// `B` on every call).
+fn eval_gemm(
+    cx: &Cx,
+    a: &GemmAttrs,
+    packed: Option<&k::FewRowsWeights>,
+) -> Result<Vec<Tensor>, ExecError> {
+    let ad = cx.input(0)?.dims().to_vec();
+    let bd = cx.input(1)?.dims().to_vec();
+    let (m, kk) = if a.trans_a {
+        (ad[1], ad[0])
+    } else {
+        (ad[0], ad[1])
+    };
+    let n = if a.trans_b { bd[0] } else { bd[1] };
+    let has_c = cx.opt_input(2).is_some() && a.beta != 0.0;
+    let mut out = if has_c {
+        // out = beta * C broadcast to [m, n]; the product is added on top.
+        let c = cx.f32_input(2)?;
+        let cd = cx.input(2)?.dims().to_vec();
+        let mut out = broadcast_matrix(c, &cd, m, n, cx.par);
+        if a.beta != 1.0 {
+            out.iter_mut().for_each(|v| *v *= a.beta);
+        }
+        out
+    } else {
+        k::zeroed(m * n, cx.par)
+    };
+    let x = cx.f32_input(0)?;
+    let product = |c: &mut [f32], accumulate: bool| -> Result<(), ExecError> {
+        if packed.is_some_and(|p| k::gemm_few_rows(m, x, a.trans_a, p, c, accumulate, cx.par)) {
+            return Ok(());
+        }
+        let b = cx.f32_input(1)?;
+        k::gemm(m, kk, n, x, a.trans_a, b, a.trans_b, c, accumulate, cx.par);
+        Ok(())
+    };
+    if a.alpha == 1.0 {
+        product(&mut out, has_c)?;
+    } else {
+        let mut prod = k::zeroed(m * n, cx.par);
+        product(&mut prod, false)?;
+        for (o, p) in out.iter_mut().zip(prod) {
+            *o += a.alpha * p;
+        }
+    }
+    cx.f32_out(vec![m, n], out)
+}
+
+/// Evaluates Gemm or MatMul node `id` (no fused Relu) with its constant weight packed
+/// beforehand for the few-row product (the executor packs it once per model, see
+/// [`pack_gemm_weight`]).
+pub(crate) fn eval_gemm_packed(
+    graph: &Graph,
+    id: NodeId,
+    inputs: Vec<Option<Tensor>>,
+    par: Parallelism,
+    packed: &k::FewRowsWeights,
+) -> Result<Vec<Tensor>, ExecError> {
+    let node = graph.node(id);
+    let cx = Cx {
+        activation: None,
+        graph,
+        node,
+        inputs,
+        par,
+    };
+    match &node.op {
+        Op::Gemm(a) => eval_gemm(&cx, a, Some(packed)),
+        Op::MatMul => eval_matmul(&cx, Some(packed)),
+        _ => Err(cx.err("packed weights given for a node that is neither Gemm nor MatMul")),
+    }
+}
+
+/// The constant weight of Gemm or MatMul node `id` (a 2-D left operand) packed for the
+/// few-row product, when its static row count is at most [`k::FEW_ROWS_MAX`] and it has no
+/// fused Relu; `None` otherwise.
+pub(crate) fn pack_gemm_weight(graph: &Graph, id: NodeId) -> Option<k::FewRowsWeights> {
+    let node = graph.node(id);
+    let (trans_a, trans_b) = match &node.op {
+        Op::Gemm(a) => (a.trans_a, a.trans_b),
+        Op::MatMul => (false, false),
+        _ => return None,
+    };
+    if node.relu.is_some() {
+        return None;
+    }
+    let x = (*node.inputs.first()?)?;
+    let xd = &graph.shape_of(x).ok()?.0;
+    let m = match (&xd[..], trans_a) {
+        (&[m, _], false) | (&[_, m], true) => m,
+        _ => return None,
+    };
+    let w = graph.constant_of((*node.inputs.get(1)?)?)?;
+    let (kk, n) = match (w.dims(), trans_b) {
+        (&[kk, n], false) | (&[n, kk], true) => (kk, n),
+        _ => return None,
+    };
+    if m == 0 || m > k::FEW_ROWS_MAX || kk == 0 || n == 0 {
+        return None;
+    }
+    Some(k::FewRowsWeights::new(w.as_f32().ok()?, kk, n, trans_b))
 }
 
 /// Packs the constant weights of Conv node `id` for the pointwise or the direct convolution

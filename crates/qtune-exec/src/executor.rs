@@ -14,8 +14,8 @@ use qtune_kernels::{Parallelism, UnaryOp};
 use qtune_tensor::Tensor;
 
 use crate::eval::{
-    activation_of, eval_conv_packed, eval_fake_quant, eval_node, eval_node_fused,
-    eval_pointwise_depthwise, fused_relu_op, pack_conv_weights,
+    activation_of, eval_conv_packed, eval_fake_quant, eval_gemm_packed, eval_node, eval_node_fused,
+    eval_pointwise_depthwise, fused_relu_op, pack_conv_weights, pack_gemm_weight,
 };
 use crate::integer::{IntegerPrep, eval_integer, find_integer_layers};
 use crate::{ExecError, PrepareOptions, PrepareReport, prepare};
@@ -387,7 +387,11 @@ pub struct Executor {
     /// packed on the node's first run (once per model, not once per call) and shared by
     /// every later run and sample; `None` inside when the node does not run on that kernel.
     packed: Vec<OnceLock<Option<Arc<qtune_kernels::PackedConvWeights>>>>,
-    /// Whether Conv weights are packed once per model (the default) or per call.
+    /// The constant weight of each Gemm or MatMul node that runs on the few-row product,
+    /// packed on the node's first run (once per model; the product packs it on every call
+    /// otherwise, to the same bits), by node index.
+    gemm_weights: Vec<OnceLock<Option<Arc<qtune_kernels::FewRowsWeights>>>>,
+    /// Whether Conv and Gemm weights are packed once per model (the default) or per call.
     pack_weights: bool,
 }
 
@@ -464,6 +468,7 @@ impl Executor {
         let qdq = find_qdq(&graph, &consumers);
         let integer = find_integer_layers(&graph, &consumers);
         let packed = (0..graph.node_count()).map(|_| OnceLock::new()).collect();
+        let gemm_weights = (0..graph.node_count()).map(|_| OnceLock::new()).collect();
         Ok(Executor {
             graph,
             consumers,
@@ -472,6 +477,7 @@ impl Executor {
             qdq,
             integer,
             packed,
+            gemm_weights,
             pack_weights: true,
         })
     }
@@ -835,7 +841,10 @@ impl Executor {
                                 let act = n.relu.map(fused_relu_op);
                                 eval_conv_packed(g, id, inputs, opts.parallelism, act, pk)?
                             }
-                            None => eval_node(g, id, inputs, opts.parallelism)?,
+                            None => match self.gemm_weight(id) {
+                                Some(pk) => eval_gemm_packed(g, id, inputs, opts.parallelism, pk)?,
+                                None => eval_node(g, id, inputs, opts.parallelism)?,
+                            },
                         };
                         (t, n.outputs.as_slice())
                     }
@@ -886,6 +895,25 @@ impl Executor {
         self.packed[id.index()]
             .get_or_init(|| pack_conv_weights(&self.graph, id).map(Arc::new))
             .as_deref()
+    }
+
+    /// The packed constant weight of Gemm or MatMul node `id`, packed on first use (see
+    /// `gemm_weights`).
+    fn gemm_weight(&self, id: NodeId) -> Option<&qtune_kernels::FewRowsWeights> {
+        if !self.pack_weights || !matches!(self.graph.node(id).op, Op::Gemm(_) | Op::MatMul) {
+            return None;
+        }
+        self.gemm_weights[id.index()]
+            .get_or_init(|| pack_gemm_weight(&self.graph, id).map(Arc::new))
+            .as_deref()
+    }
+
+    /// How many Gemm / MatMul nodes have run on weights packed once for the few-row product.
+    pub fn packed_gemm_count(&self) -> usize {
+        self.gemm_weights
+            .iter()
+            .filter(|p| p.get().is_some_and(Option::is_some))
+            .count()
     }
 
     /// How many Conv nodes have run on weights packed once for the direct kernel.

@@ -194,16 +194,22 @@ fn fused_activations_are_bit_identical() {
     }
 }
 
-/// Conv weights packed once per model (the default) give the same bits as weights packed
-/// per call, fused activations included, in pools of 1 and 2 threads; the packed copies are
-/// made on the first run and used by the dense non-1x1 convolutions (the direct kernel).
+/// Conv and Gemm weights packed once per model (the default) give the same bits as weights
+/// packed per call, fused activations included, in pools of 1 and 2 threads; the packed
+/// copies are made on the first run and used by the dense non-1x1 convolutions (the direct
+/// kernel) and by the classifiers' batch-1 fully connected layers (the few-row product).
 #[test]
 fn packed_conv_weights_give_the_same_bits() {
     let root = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/workloads"
     ));
-    for name in ["yolox_det416", "yolov8n_320"] {
+    for name in [
+        "yolox_det416",
+        "yolov8n_320",
+        "mobilenetv2_nsfw",
+        "efficientnet_lite0",
+    ] {
         let graph = qtune_onnx::import_onnx(
             &root.join(format!("models/{name}.onnx")),
             &Default::default(),
@@ -230,7 +236,23 @@ fn packed_conv_weights_give_the_same_bits() {
             })
             .collect();
         assert_eq!(per_call.packed_conv_count(), 0, "{name}");
-        if qtune_kernels::conv2d_uses_direct([1, 8, 8, 8], [8, 8, 3, 3], &Default::default()) {
+        assert_eq!(per_call.packed_gemm_count(), 0, "{name}");
+        // The classifiers' batch-1 fully connected layers (MobileNetV2: 3, EfficientNet: 1)
+        // run on the few-row product, their weights packed once.
+        let gemms = match name {
+            "mobilenetv2_nsfw" => 3,
+            "efficientnet_lite0" => 1,
+            _ => 0,
+        };
+        assert_eq!(
+            exec.packed_gemm_count(),
+            gemms,
+            "{name}: packed Gemm weights"
+        );
+        let detector = gemms == 0;
+        if detector
+            && qtune_kernels::conv2d_uses_direct([1, 8, 8, 8], [8, 8, 3, 3], &Default::default())
+        {
             assert!(
                 exec.packed_conv_count() >= 20,
                 "{name}: {} packed convolutions",

@@ -9,6 +9,7 @@
 
 use crate::Parallelism;
 use crate::matmul::{self, StridedMatrix, as_uninit};
+use crate::rowvec::FewRowsWeights;
 
 /// A strided matrix view passed to the `gemm` crate: element `(i, j)` is at
 /// `ptr + i * rs + j * cs`.
@@ -127,6 +128,34 @@ pub fn gemm(
         accumulate,
         par,
     );
+}
+
+/// [`gemm`] with `B` packed beforehand ([`FewRowsWeights`]) for a product of at most
+/// [`crate::FEW_ROWS_MAX`] rows, on the kernel [`gemm`] runs such products on: the same bits.
+/// Other shapes (and CPUs without AVX-512) unpack nothing: they are not taken (`false`), and
+/// the caller runs [`gemm`].
+///
+/// # Panics
+/// If a slice is too short for its dims.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_few_rows(
+    m: usize,
+    a: &[f32],
+    a_trans: bool,
+    b: &FewRowsWeights,
+    c: &mut [f32],
+    accumulate: bool,
+    par: Parallelism,
+) -> bool {
+    let (k, n) = b.dims();
+    if !crate::rowvec::applies(1, m, k, n) {
+        return false;
+    }
+    assert!(a.len() >= m * k, "gemm_few_rows: A too short");
+    assert!(c.len() >= m * n, "gemm_few_rows: C too short");
+    let av = StridedMatrix::dense(a, &[], m, k, a_trans);
+    crate::rowvec::run_packed(m, &av, b, as_uninit(&mut c[..m * n]), accumulate, par);
+    true
 }
 
 /// Batched matmul `C[i] = A[i] * B[i]` for `i in 0..batch`, ONNX `MatMul` with leading

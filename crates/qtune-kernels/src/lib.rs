@@ -76,6 +76,7 @@ mod quant;
 mod reduce;
 pub mod reference;
 mod resize;
+mod rowvec;
 mod simd;
 pub mod similarity;
 mod softmax;
@@ -98,7 +99,7 @@ pub use conv::{
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_out_dims};
 pub use direct::{PackedConvWeights, conv2d_uses_direct};
 pub use gelu::{GeluApproximation, gelu, gelu_into};
-pub use gemm_kernel::{batched_gemm, gemm};
+pub use gemm_kernel::{batched_gemm, gemm, gemm_few_rows};
 pub use layer_norm::{layer_norm, layer_norm_in_place, layer_norm_sequential_in_place};
 pub use layout::{concat, expand, gather, slice, transpose, where_select};
 pub use matmul::{
@@ -115,6 +116,10 @@ pub use quant::{
     round_to_f16, round_to_f16_reference,
 };
 pub use reduce::{ReduceOp, reduce, reduce_out_dims};
+pub use rowvec::FewRowsWeights;
+/// Products with at most this many rows (a batch-1 fully connected layer) stream their
+/// right operand once instead of packing it (see `MatMul` / `Gemm`).
+pub const FEW_ROWS_MAX: usize = rowvec::MAX_ROWS;
 pub use resize::{
     CoordinateTransformMode, NearestMode, resize_linear, resize_nearest, resize_scales,
 };

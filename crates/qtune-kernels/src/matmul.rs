@@ -6,8 +6,9 @@
 //! of the batch axes (for example `[B, S, H, D]` operands seen as `H` batches of `S x D`,
 //! TPU-MLIR's `hdim_is_batch`).
 //!
-//! Every form runs on the `gemm` crate's micro-kernels through the same tiles (see
-//! [`crate::gemm_kernel`]): C is cut into tiles whose size depends only on the shape, never on
+//! Products of at most [`crate::rowvec::MAX_ROWS`] rows (batch-1 fully connected layers) run
+//! on [`crate::rowvec`]. Every other form runs on the `gemm` crate's micro-kernels through the
+//! same tiles (see [`crate::gemm_kernel`]): C is cut into tiles whose size depends only on the shape, never on
 //! the thread count, so every element of C is computed by the same arithmetic for any number of
 //! threads. A right operand shared by every batch (a 2-D weight, or stride 0 on every batch axis)
 //! against a left operand whose batches are stacked rows is run as one tall product.
@@ -344,6 +345,11 @@ pub(crate) fn run(
             ..b
         };
         return run(&[], batch * m, k, n, a1, b1, out, accumulate, par);
+    }
+    // A few rows (a batch-1 fully connected layer): B streamed once, no packing.
+    if crate::rowvec::applies(batch, m, k, n) {
+        crate::rowvec::run(m, k, n, &a, &b, out, accumulate, par);
+        return;
     }
     let a_off = batch_offsets(batch_dims, a.batch_strides);
     let b_off = batch_offsets(batch_dims, b.batch_strides);

@@ -107,6 +107,103 @@ fn gemm_matches_reference() {
     }
 }
 
+/// Products of at most `FEW_ROWS_MAX` rows (batch-1 fully connected layers) against the
+/// chain of fused multiply-adds over the depth they promise, bit for bit: B packed on the call
+/// (`gemm`) and once beforehand (`gemm_few_rows`), in both of its layouts, A transposed or
+/// not, accumulating or not, on one and two threads; and within the usual tolerance with the
+/// kernel turned off (the `gemm` crate, what CPUs without AVX-512 run).
+#[test]
+fn few_rows_products_match_fma_chain_bit_for_bit() {
+    let mut rng = Rng::new(31);
+    let mut shapes = vec![
+        (1, 1280, 256),
+        (1, 1280, 1000),
+        (1, 128, 5),
+        (2, 37, 5),
+        (3, 100, 63),
+        (4, 17, 64),
+        (1, 5, 130),
+        (1, 1, 1),
+    ];
+    for _ in 0..8 {
+        shapes.push((rng.range(1, 4), rng.range(1, 300), rng.range(1, 200)));
+    }
+    for (m, k, n) in shapes {
+        for (at, bt, acc) in [
+            (false, false, false),
+            (true, false, true),
+            (false, true, false),
+            (true, true, true),
+        ] {
+            let a = rng.vec(m * k);
+            let b = rng.vec(k * n);
+            let c0 = rng.vec(m * n);
+            let mut want = c0.clone();
+            for i in 0..m {
+                for j in 0..n {
+                    let mut sum = 0.0f32;
+                    for kk in 0..k {
+                        let x = if at { a[kk * m + i] } else { a[i * k + kk] };
+                        let y = if bt { b[j * k + kk] } else { b[kk * n + j] };
+                        sum = x.mul_add(y, sum);
+                    }
+                    want[i * n + j] = if acc { c0[i * n + j] + sum } else { sum };
+                }
+            }
+            let packed = FewRowsWeights::new(&b, k, n, bt);
+            let label = format!("{m}x{k}x{n} a_trans {at} b_trans {bt} accumulate {acc}");
+            for threads in [1, 2] {
+                pool(threads).install(|| {
+                    let mut got = c0.clone();
+                    gemm(m, k, n, &a, at, &b, bt, &mut got, acc, Parallelism::Rayon);
+                    assert_eq!(bits(&got), bits(&want), "gemm {label}, {threads} threads");
+                    let mut got = c0.clone();
+                    let taken =
+                        gemm_few_rows(m, &a, at, &packed, &mut got, acc, Parallelism::Rayon);
+                    assert!(taken, "gemm_few_rows {label}: not taken");
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "gemm_few_rows {label}, {threads} threads"
+                    );
+                });
+            }
+            crate::rowvec::OFF.set(true);
+            let mut got = c0.clone();
+            gemm(
+                m,
+                k,
+                n,
+                &a,
+                at,
+                &b,
+                bt,
+                &mut got,
+                acc,
+                Parallelism::Sequential,
+            );
+            let taken = gemm_few_rows(
+                m,
+                &a,
+                at,
+                &packed,
+                &mut got.clone(),
+                acc,
+                Parallelism::Sequential,
+            );
+            crate::rowvec::OFF.set(false);
+            assert!(!taken, "gemm_few_rows {label}: taken with the kernel off");
+            assert_close(
+                &format!("gemm crate {label}"),
+                &got,
+                &want,
+                TOL_PER_TERM * (k + 1) as f32,
+                0.0,
+            );
+        }
+    }
+}
+
 #[test]
 fn batched_gemm_matches_loop() {
     let mut rng = Rng::new(2);
