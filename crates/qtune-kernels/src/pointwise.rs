@@ -438,8 +438,11 @@ pub(crate) mod avx512 {
     /// Depth rows (of 16 channels, 64 bytes) ahead of the weight streams that the kernels
     /// prefetch into L1. Inside a model a layer's weights come from memory (the other
     /// layers evicted them); with it, one thread, alternated medians of `qtune bench`:
-    /// mobilenetv2_nsfw 4.05 -> 3.83 ms, efficientnet_lite0 5.20 -> 4.95 ms.
-    const PF_ROWS: usize = 16;
+    /// mobilenetv2_nsfw 4.05 -> 3.83 ms, efficientnet_lite0 5.20 -> 4.95 ms (16 rows, on
+    /// a Zen 4). On a Zen 5, 16 -> 48 rows (3 KB ahead: a channel tile spends about 12
+    /// cycles a row, so 16 rows hid less than the memory latency): mobilenetv2_nsfw 4.05 ->
+    /// 3.85 ms, efficientnet_lite0 5.32 -> 5.05 ms; 32 and 96 rows were no better.
+    const PF_ROWS: usize = 48;
 
     /// `x < lo -> lo`, then `x > hi -> hi`: NaN stays NaN, as in the activation kernels.
     #[inline]
