@@ -132,12 +132,11 @@ pub fn gemm(
 
 /// [`gemm`] with `B` packed beforehand ([`FewRowsWeights`]) for a product of at most
 /// [`crate::FEW_ROWS_MAX`] rows, on the kernel [`gemm`] runs such products on: the same bits.
-/// Other shapes (and CPUs without AVX-512) unpack nothing: they are not taken (`false`), and
-/// the caller runs [`gemm`].
+/// A shape that kernel does not take (or a CPU without AVX-512) returns `false` with `c`
+/// untouched; the caller then runs [`gemm`].
 ///
 /// # Panics
 /// If a slice is too short for its dims.
-#[allow(clippy::too_many_arguments)]
 pub fn gemm_few_rows(
     m: usize,
     a: &[f32],

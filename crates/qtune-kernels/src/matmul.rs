@@ -8,9 +8,9 @@
 //!
 //! Products of at most [`crate::rowvec::MAX_ROWS`] rows (batch-1 fully connected layers) run
 //! on [`crate::rowvec`]. Every other form runs on the `gemm` crate's micro-kernels through the
-//! same tiles (see [`crate::gemm_kernel`]): C is cut into tiles whose size depends only on the shape, never on
-//! the thread count, so every element of C is computed by the same arithmetic for any number of
-//! threads. A right operand shared by every batch (a 2-D weight, or stride 0 on every batch axis)
+//! same tiles (see [`crate::gemm_kernel`]): C is cut into tiles whose size depends only on the
+//! shape, never on the thread count, so every element of C is computed by the same arithmetic
+//! for any number of threads. A right operand shared by every batch (a 2-D weight, or stride 0 on every batch axis)
 //! against a left operand whose batches are stacked rows is run as one tall product.
 
 use std::mem::MaybeUninit;
@@ -346,7 +346,8 @@ pub(crate) fn run(
         };
         return run(&[], batch * m, k, n, a1, b1, out, accumulate, par);
     }
-    // A few rows (a batch-1 fully connected layer): B streamed once, no packing.
+    // A few rows (a batch-1 fully connected layer): B packed into column panels on this call
+    // (the executor packs constant weights once, see `gemm_few_rows`), then streamed once.
     if crate::rowvec::applies(batch, m, k, n) {
         crate::rowvec::run(m, k, n, &a, &b, out, accumulate, par);
         return;
