@@ -1242,6 +1242,12 @@ fn dw3x3s1_rows(
         let r0 = &b[s0 * rw..s0 * rw + rw];
         let r1 = &b[s1 * rw..s1 * rw + rw];
         let r2 = &b[s2 * rw..s2 * rw + rw];
+        #[cfg(target_arch = "x86_64")]
+        if dw_rows_avx512::available() {
+            // SAFETY: AVX-512 F checked.
+            unsafe { dw_rows_avx512::row3x3(o, [r0, r1, r2], &w9, bias, clamp) };
+            continue;
+        }
         let t = [
             r0,
             &r0[1..],
@@ -1253,12 +1259,6 @@ fn dw3x3s1_rows(
             &r2[1..],
             &r2[2..],
         ];
-        #[cfg(target_arch = "x86_64")]
-        if dw_rows_avx512::available() {
-            // SAFETY: AVX-512 F checked.
-            unsafe { dw_rows_avx512::row3x3(o, [r0, r1, r2], &w9, bias, clamp) };
-            continue;
-        }
         taps_fixed(o, t, w9, bias);
         if clamp.is_some() {
             for d in o.iter_mut() {

@@ -106,15 +106,36 @@ pub(crate) fn preferred(k: usize, m: usize, hw: usize) -> bool {
 /// (zeros, `m.div_ceil(16) * k * 16` of them).
 pub(crate) fn pack(weight: &[f32], m: usize, k: usize, data: &mut [f32]) {
     assert_eq!(weight.len(), m * k, "pointwise: weight length");
+    pack_strided(weight, k, m, (1, k), data);
+}
+
+/// Packs a `k x m` matrix whose element `(depth kk, column co)` is `src[kk * rs + co * cs]`
+/// as panels of 16 columns, `[m / 16][k][16]`, into `data` (zeros, `m.div_ceil(16) * k * 16`
+/// of them; the last panel's padding stays zero): the layout of this kernel's weights and of
+/// the few-row product's right operand ([`crate::rowvec`]).
+pub(crate) fn pack_strided(
+    src: &[f32],
+    k: usize,
+    m: usize,
+    (rs, cs): (usize, usize),
+    data: &mut [f32],
+) {
     assert_eq!(
         data.len(),
         m.div_ceil(BLOCK) * k * BLOCK,
         "pointwise: packed length"
     );
-    for (co, row) in weight.chunks_exact(k.max(1)).take(m).enumerate() {
+    if k == 0 || m == 0 {
+        return;
+    }
+    assert!(
+        (k - 1) * rs + (m - 1) * cs < src.len(),
+        "pointwise: source too short for its strides"
+    );
+    for co in 0..m {
         let (b, r) = (co / BLOCK, co % BLOCK);
-        for (kk, &v) in row.iter().enumerate() {
-            data[(b * k + kk) * BLOCK + r] = v;
+        for kk in 0..k {
+            data[(b * k + kk) * BLOCK + r] = src[kk * rs + co * cs];
         }
     }
 }

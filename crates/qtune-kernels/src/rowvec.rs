@@ -18,8 +18,8 @@ use std::mem::MaybeUninit;
 
 /// Largest number of rows of `A` this kernel takes.
 pub(crate) const MAX_ROWS: usize = 4;
-/// Columns of a panel (one vector).
-const PANEL: usize = 16;
+/// Columns of a panel (one vector; the pointwise kernel's packed block).
+const PANEL: usize = crate::pointwise::BLOCK;
 /// Panels per tile (one register per panel and row).
 const TILE_PANELS: usize = 4;
 
@@ -70,18 +70,8 @@ impl FewRowsWeights {
     }
 
     fn from_strided(b: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> Self {
-        let panels = n.div_ceil(PANEL);
-        let mut data = vec![0.0; panels * k * PANEL];
-        for (p, panel) in data.chunks_exact_mut(k * PANEL).enumerate() {
-            for (kk, row) in panel.chunks_exact_mut(PANEL).enumerate() {
-                for (l, v) in row.iter_mut().enumerate() {
-                    let j = p * PANEL + l;
-                    if j < n {
-                        *v = b[kk * rs + j * cs];
-                    }
-                }
-            }
-        }
+        let mut data = vec![0.0; n.div_ceil(PANEL) * k * PANEL];
+        crate::pointwise::pack_strided(b, k, n, (rs, cs), &mut data);
         FewRowsWeights { k, n, data }
     }
 
