@@ -392,8 +392,8 @@ pub(crate) fn eval_gemm_packed(
 }
 
 /// The constant weight of Gemm or MatMul node `id` (a 2-D left operand) packed for the
-/// few-row product, when its static row count is at most [`k::FEW_ROWS_MAX`] and it has no
-/// fused Relu; `None` otherwise.
+/// few-row product, when that kernel runs it here ([`k::gemm_few_rows_applies`]: at most
+/// [`k::FEW_ROWS_MAX`] rows, AVX-512) and it has no fused Relu; `None` otherwise.
 pub(crate) fn pack_gemm_weight(graph: &Graph, id: NodeId) -> Option<k::FewRowsWeights> {
     let node = graph.node(id);
     let (trans_a, trans_b) = match &node.op {
@@ -415,7 +415,8 @@ pub(crate) fn pack_gemm_weight(graph: &Graph, id: NodeId) -> Option<k::FewRowsWe
         (&[kk, n], false) | (&[n, kk], true) => (kk, n),
         _ => return None,
     };
-    if m == 0 || m > k::FEW_ROWS_MAX || kk == 0 || n == 0 {
+    // Not on a CPU or a shape the kernel does not take: the pack would never be read.
+    if !k::gemm_few_rows_applies(m, kk, n) {
         return None;
     }
     Some(k::FewRowsWeights::new(w.as_f32().ok()?, kk, n, trans_b))

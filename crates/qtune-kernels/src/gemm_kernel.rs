@@ -130,6 +130,13 @@ pub fn gemm(
     );
 }
 
+/// Whether a product of `m` rows, depth `k` and `n` columns runs on the few-row kernel here
+/// (at most [`crate::FEW_ROWS_MAX`] rows, on a CPU with AVX-512), so that packing its `B`
+/// beforehand ([`FewRowsWeights`], [`gemm_few_rows`]) is of use.
+pub fn gemm_few_rows_applies(m: usize, k: usize, n: usize) -> bool {
+    crate::rowvec::applies(1, m, k, n)
+}
+
 /// [`gemm`] with `B` packed beforehand ([`FewRowsWeights`]) for a product of at most
 /// [`crate::FEW_ROWS_MAX`] rows, on the kernel [`gemm`] runs such products on: the same bits.
 /// A shape that kernel does not take (or a CPU without AVX-512) returns `false` with `c`
@@ -147,7 +154,7 @@ pub fn gemm_few_rows(
     par: Parallelism,
 ) -> bool {
     let (k, n) = b.dims();
-    if !crate::rowvec::applies(1, m, k, n) {
+    if !gemm_few_rows_applies(m, k, n) {
         return false;
     }
     assert!(a.len() >= m * k, "gemm_few_rows: A too short");

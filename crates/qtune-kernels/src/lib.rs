@@ -99,7 +99,7 @@ pub use conv::{
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_out_dims};
 pub use direct::{PackedConvWeights, conv2d_uses_direct};
 pub use gelu::{GeluApproximation, gelu, gelu_into};
-pub use gemm_kernel::{batched_gemm, gemm, gemm_few_rows};
+pub use gemm_kernel::{batched_gemm, gemm, gemm_few_rows, gemm_few_rows_applies};
 pub use layer_norm::{layer_norm, layer_norm_in_place, layer_norm_sequential_in_place};
 pub use layout::{concat, expand, gather, slice, transpose, where_select};
 pub use matmul::{
