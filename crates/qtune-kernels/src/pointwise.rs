@@ -711,9 +711,13 @@ pub(crate) fn conv2d_pointwise(
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("the pointwise kernel needs AVX-512 ({channel} {x:?}, {clamp:?})");
         if let Some(act) = rest {
-            for i in 0..mm {
-                // SAFETY: row `i` of this tile, written above by this tile only.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.ptr.add(i * hw), np) };
+            // Whole planes are one contiguous run: one call for all of them (a call per
+            // 100-pixel row of a 10x10 map cost about a third more than the SiLU itself).
+            let (rows, len) = if np == hw { (1, mm * hw) } else { (mm, np) };
+            for i in 0..rows {
+                // SAFETY: row `i` of this tile (or all its rows, when they are whole
+                // planes), written above by this tile only.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.ptr.add(i * hw), len) };
                 apply_in_place(act, row);
             }
         }
