@@ -655,6 +655,8 @@ fn winograd_matches_f64_reference() {
         // Blocks that start mid-row (49 tiles: 25 + 24; 2 x 25 tiles in one block).
         (1, 24, 26, 26, 40, [1, 1, 1, 1]),
         (2, 32, 20, 18, 24, [1, 1, 1, 1]),
+        // 100 tiles (F(4x4, 3x3); 400 with F(2x2, 3x3)): three blocks made four.
+        (1, 32, 40, 40, 20, [1, 1, 1, 1]),
     ];
     let mut rng = Rng::new(44);
     let mut on_kernel = 0;
