@@ -250,6 +250,14 @@ pub fn conv2d_fused(
         crate::winograd::conv2d_winograd(
             variant, input, in_dims, m, data, bias, &geom, activation, out, par,
         );
+    } else if crate::chanvec::uses_chanvec(in_dims, w_dims, p) {
+        let packed = PackedConvWeights::chanvec(weight, w_dims, g);
+        let data = packed
+            .chanvec_data()
+            .expect("packed for the channel-vector kernel");
+        crate::chanvec::conv2d_chanvec(
+            input, in_dims, m, g, data, bias, &geom, activation, out, par,
+        );
     } else if crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
         let packed = PackedConvWeights::new(weight, w_dims, g);
         crate::direct::conv2d_direct(input, in_dims, &packed, bias, &geom, activation, out, par);
@@ -388,6 +396,7 @@ pub fn conv2d_fused_packed_uninit(
     enum Kernel<'a> {
         Pointwise(&'a [f32]),
         Winograd(crate::winograd::Variant, &'a [f32]),
+        ChanVec(&'a [f32]),
         Direct,
     }
     let kernel = if let Some(data) = packed
@@ -400,6 +409,11 @@ pub fn conv2d_fused_packed_uninit(
         .filter(|&(v, _)| crate::winograd::variant(in_dims, w_dims, p) == Some(v))
     {
         Kernel::Winograd(variant, data)
+    } else if let Some(data) = packed
+        .chanvec_data()
+        .filter(|_| crate::chanvec::uses_chanvec(in_dims, w_dims, p))
+    {
+        Kernel::ChanVec(data)
     } else if packed.is_direct() && crate::direct::conv2d_uses_direct(in_dims, w_dims, p) {
         Kernel::Direct
     } else {
@@ -408,10 +422,10 @@ pub fn conv2d_fused_packed_uninit(
         );
         return;
     };
-    // SAFETY: each of the three kernels writes every output element before reading it: the
+    // SAFETY: each of the four kernels writes every output element before reading it: the
     // pointwise and Winograd register tiles store each element once and their activation
-    // passes read only those; the direct kernel's epilogue copies each tile's rows in, then
-    // adds the bias and applies the activation.
+    // passes read only those; the direct and channel-vector kernels' epilogues store each
+    // tile's outputs with the bias added, then apply the activation to those.
     let out = unsafe { assume_written(out) };
     let Some(geom) = checked_geom(input, in_dims, weight, w_dims, bias, p, out) else {
         return;
@@ -435,6 +449,9 @@ pub fn conv2d_fused_packed_uninit(
         ),
         Kernel::Winograd(variant, data) => crate::winograd::conv2d_winograd(
             variant, input, in_dims, m, data, bias, &geom, activation, out, par,
+        ),
+        Kernel::ChanVec(data) => crate::chanvec::conv2d_chanvec(
+            input, in_dims, m, p.group, data, bias, &geom, activation, out, par,
         ),
         Kernel::Direct => {
             crate::direct::conv2d_direct(input, in_dims, packed, bias, &geom, activation, out, par)
@@ -1464,7 +1481,7 @@ fn dw_blocks_available() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod dw_avx512 {
+pub(crate) mod dw_avx512 {
     //! The channel-blocked depthwise kernel: [`DW_BLOCK`] channels at a time, the block's
     //! input planes interleaved into one zero-padded `[hpad][wpad][DW_BLOCK]` image, every
     //! output pixel one vector computed from its taps, the result de-interleaved into the
@@ -1485,7 +1502,7 @@ mod dw_avx512 {
     /// 16x16 transpose: lane `j` of `out[i]` is lane `i` of `rows[j]`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
+    pub(crate) fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
         // 32-bit interleave of row pairs, then 64-bit interleave of pair pairs: each 128-bit
         // lane k of t2[4q + s] holds the 4x4 sub-block (rows 4q.., columns 4k..) column s.
         let mut t1 = [_mm512_setzero_ps(); 16];

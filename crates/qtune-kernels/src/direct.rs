@@ -83,6 +83,9 @@ enum Packing {
     /// Winograd: 36 (F(4x4, 3x3)) or 16 (F(2x2, 3x3)) transformed pointwise sets (see
     /// [`crate::winograd`]).
     Winograd(crate::winograd::Variant),
+    /// The channel-vector kernel: `[group][m_g / 16][c_g][kh kw][16]` (see
+    /// [`crate::chanvec`]).
+    ChanVec,
 }
 
 impl std::fmt::Debug for PackedConvWeights {
@@ -138,8 +141,8 @@ impl PackedConvWeights {
     }
 
     /// Packs `weight` for the kernel a convolution of these shapes runs on (on this CPU):
-    /// the pointwise kernel, the direct one, or `None` for the others (which read the ONNX
-    /// layout).
+    /// the pointwise kernel, Winograd, the channel-vector kernel, the direct one, or `None`
+    /// for the others (which read the ONNX layout).
     pub fn for_conv(
         weight: &[f32],
         in_dims: [usize; 4],
@@ -150,6 +153,8 @@ impl PackedConvWeights {
             Some(Self::pointwise(weight, w_dims))
         } else if let Some(variant) = crate::winograd::takes(weight, in_dims, w_dims, p) {
             Some(Self::winograd(variant, weight, w_dims))
+        } else if crate::chanvec::uses_chanvec(in_dims, w_dims, p) {
+            Some(Self::chanvec(weight, w_dims, p.group))
         } else if conv2d_uses_direct(in_dims, w_dims, p) {
             Some(Self::new(weight, w_dims, p.group))
         } else {
@@ -205,6 +210,31 @@ impl PackedConvWeights {
             data,
             len,
         }
+    }
+
+    /// Packs a convolution's weights for the channel-vector kernel.
+    pub(crate) fn chanvec(weight: &[f32], w_dims: [usize; 4], group: usize) -> Self {
+        let len = crate::chanvec::packed_len(w_dims, group);
+        let mut data = aligned_zeros(len);
+        crate::chanvec::pack(
+            weight,
+            w_dims,
+            group,
+            &mut lanes_as_f32_mut(&mut data)[..len],
+        );
+        Self {
+            w_dims,
+            group,
+            blocks: (w_dims[0] / group).div_ceil(crate::chanvec::BLOCK),
+            kind: Packing::ChanVec,
+            data,
+            len,
+        }
+    }
+
+    /// The channel-vector kernel's packed weights, if packed for it.
+    pub(crate) fn chanvec_data(&self) -> Option<&[f32]> {
+        (self.kind == Packing::ChanVec).then(|| self.floats())
     }
 
     /// The packed floats.

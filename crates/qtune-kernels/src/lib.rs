@@ -59,6 +59,7 @@
 #![allow(clippy::too_many_arguments)]
 
 mod binary;
+mod chanvec;
 mod conv;
 mod conv_transpose;
 mod direct;

@@ -550,6 +550,96 @@ fn direct_conv_matches_ordered_reference_bit_for_bit() {
     );
 }
 
+/// The channel-vector kernel against the reference that sums in the direct kernel's order,
+/// bit for bit: the direct kernel's geometries (strides 1 and 2, dilation, groups, pads
+/// wider than the window, batch 2) and the detection models' shapes it is chosen for
+/// (stride 2 on 208 -> 104 and 20 -> 10 maps, 10x10 and 13x13 stride-1 maps, rows of 1 to
+/// past 12 pixels in runs of unequal length, channel counts that leave a single block or a
+/// partial one), with and without bias, with Relu6 or SiLU (the SiLU output equal to the
+/// convolution then SiLU); sequentially and in pools of 1 and 2 threads, weights packed once
+/// and per call, into NaN-filled outputs.
+#[test]
+fn chanvec_matches_ordered_reference_bit_for_bit() {
+    // Every geometry with strides 1 and 2 on this kernel, none on Winograd.
+    let force = || {
+        crate::chanvec::ALWAYS.set(true);
+        crate::direct::DIRECT_ALWAYS.set(true);
+    };
+    force();
+    let mut cases = direct_cases();
+    cases.extend([
+        conv_case(1, 24, 45, 41, 48, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(1, 40, 20, 20, 70, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(1, 64, 10, 10, 64, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(2, 32, 13, 13, 32, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        conv_case(1, 16, 9, 27, 33, [3, 3], [1, 2], [0, 2, 1, 0], [1, 1], 1),
+        conv_case(1, 8, 12, 31, 17, [2, 3], [2, 1], [1, 0, 0, 1], [2, 1], 1),
+    ]);
+    let mut rng = Rng::new(36);
+    let mut covered = 0;
+    for (i, cs) in cases.iter().enumerate() {
+        let od = conv2d_out_dims(cs.in_dims, cs.w_dims, &cs.p);
+        let len: usize = od.iter().product();
+        if len == 0 || !crate::chanvec::uses_chanvec(cs.in_dims, cs.w_dims, &cs.p) {
+            continue;
+        }
+        covered += 1;
+        let input = rng.vec(cs.in_dims.iter().product());
+        let weight: Vec<f32> = rng.vec(cs.w_dims.iter().product());
+        let bias = rng.vec(cs.w_dims[0]);
+        let bias = cs.bias.then_some(bias.as_slice());
+        let act = match i % 3 {
+            0 => Some(UnaryOp::Clip { lo: 0.0, hi: 6.0 }),
+            1 => Some(UnaryOp::Silu),
+            _ => None,
+        };
+        let mut want = vec![0.0; len];
+        r::conv2d_fma_ordered(
+            &input,
+            cs.in_dims,
+            &weight,
+            cs.w_dims,
+            bias,
+            &cs.p,
+            act.and_then(|a| match a {
+                UnaryOp::Clip { lo, hi } => Some((lo, hi)),
+                _ => None,
+            }),
+            &mut want,
+        );
+        if act == Some(UnaryOp::Silu) {
+            crate::unary::apply_in_place(UnaryOp::Silu, &mut want);
+        }
+        let name = format!(
+            "chanvec case {i} {:?} {:?} {:?} {act:?}",
+            cs.in_dims, cs.w_dims, cs.p
+        );
+        let packed = PackedConvWeights::chanvec(&weight, cs.w_dims, cs.p.group);
+        let call = ConvCall {
+            input: &input,
+            in_dims: cs.in_dims,
+            weight: &weight,
+            w_dims: cs.w_dims,
+            bias,
+            p: cs.p,
+            act,
+        };
+        let got = check_packed_runs(&name, |par, pre| {
+            // The size rules are switched off per thread: here, on whichever pool thread
+            // runs this closure.
+            force();
+            call.run(pre.then_some(&packed), par)
+        });
+        assert_same_bits(&name, &got, &want);
+    }
+    crate::chanvec::ALWAYS.set(false);
+    crate::direct::DIRECT_ALWAYS.set(false);
+    assert!(
+        covered >= 40 || !crate::direct::direct_available(),
+        "only {covered} cases ran the channel-vector kernel"
+    );
+}
+
 /// The pointwise kernel against the reference that sums in its order, bit for bit: each
 /// orientation forced and the shapes' own choice (the `gemm` crate for some of them, then
 /// within the reference's tolerance); channel counts around the 8- and 16-channel blocks,
