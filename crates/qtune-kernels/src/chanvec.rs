@@ -1,12 +1,11 @@
 //! Dense 2-D convolution with the output channels in the vector lanes ("channel vectors"),
-//! for the strided layers with small output maps, on CPUs with AVX-512.
+//! for the strided layers and those of small maps, on CPUs with AVX-512.
 //!
 //! Each input value is broadcast and multiplied by the weights of 16 output channels at
 //! once. A micro-kernel holds `B` blocks of 16 channels for `P` consecutive output pixels of
 //! one row in registers; the pixels read their input at the stride from a zero-padded copy
 //! of the input, so there are no phase planes and no lane is spent on a column past the row:
-//! a 10x10 map computes 100 outputs (the direct kernel computes 112 wide pixels, and lost to
-//! im2col on such maps; im2col copies each input value 9 times).
+//! a 10x10 map computes 100 outputs (the direct kernel computes 112 or 128 wide pixels).
 //!
 //! Arithmetic: the direct kernel's order (see `direct.rs`): per output, from 0, one fused
 //! multiply-add per term in the order input channel, then `(ky, kx)` row-major (a tap over
@@ -34,8 +33,6 @@ const TILE_BLOCKS: usize = 4;
 const MIN_TILES: usize = 8;
 /// Input elements per task when the padded copy is built.
 const FILL_ELEMENTS: usize = 1 << 16;
-/// Smallest depth `c/group * kh * kw` (as the direct kernel).
-const MIN_DEPTH: usize = 64;
 
 #[cfg(test)]
 thread_local! {
@@ -44,28 +41,31 @@ thread_local! {
     pub(crate) static ALWAYS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether a convolution of this shape runs on this kernel (on this CPU): dense (not
-/// depthwise) layers with a window larger than 1x1, strides 1 or 2 and a depth of at least
-/// [`MIN_DEPTH`], when either
-/// * a stride is 2: every such layer of the detection models ran faster here than on the
-///   direct kernel or im2col (one thread, CPU time, `convlayers`: 0.74-0.97 of the time;
-///   YOLOX's 24 -> 48 at 208 -> 104 from 2.36 to 1.82 ms), or
+/// Whether a convolution of this shape runs on this kernel (on this CPU): among the layers
+/// the direct kernel takes (so that every result keeps its bits: both sum in the same order),
+/// those with a window larger than 1x1 and strides 1 or 2, when either
+/// * a stride is 2: every such layer of the detection models ran faster here (one thread,
+///   CPU time, `convlayers`: 0.81-0.97 of the direct kernel's time on yolov8n's, YOLOX's
+///   24 -> 48 at 208 -> 104 from 2.36 to 1.82 ms), or
 /// * the strides are 1 and the output channels fill whole pairs of blocks (`m_g` a multiple
-///   of 32): 0.89-0.99 of the direct kernel's time on the 3x3 layers of yolov8n and YOLOX
-///   (those Winograd does not take: 10x10 maps, integer weights), where layers with 16, 24
-///   or 48 channels ran 1.12-1.29x slower (a single block's micro-kernel is bound by its
+///   of 32): 0.82-0.99 of the direct kernel's time on the 3x3 layers of yolov8n and YOLOX
+///   that Winograd does not take (10x10 maps, integer weights), where layers with 16, 24 or
+///   48 channels ran 1.12-1.29x slower (a single block's micro-kernel is bound by its
 ///   broadcasts; 24 channels fill three quarters of a pair).
 ///
-/// 1x1 stride-2 layers ran 3-6 % slower than on the direct kernel and stay there.
+/// 1x1 stride-2 layers ran 3-6 % slower than on the direct kernel and stay there. The small
+/// strided maps the direct kernel leaves to im2col (yolov8n's 20 -> 10 layers) ran 4-25 %
+/// faster here too, but im2col sums in the `gemm` crate's order: moving them would change
+/// their bits, and with them the searches' outputs (YOLOX's search_qtable chose a different
+/// set of float layers), so they stay on im2col.
 pub(crate) fn uses_chanvec(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dParams) -> bool {
-    let [_, c, _, _] = in_dims;
-    let [m, c_g, kh, kw] = w_dims;
-    let depthwise = p.group == c && p.group == m;
+    let [m, _, kh, kw] = w_dims;
     let strides_ok = p.strides.iter().all(|&s| s == 1 || s == 2);
-    let available = crate::direct::direct_available();
     #[cfg(test)]
     if ALWAYS.get() {
-        return !depthwise && strides_ok && c_g * kh * kw > 0 && available;
+        let ([_, c, _, _], c_g) = (in_dims, w_dims[1]);
+        let depthwise = p.group == c && p.group == m;
+        return !depthwise && strides_ok && c_g * kh * kw > 0 && crate::direct::direct_available();
     }
     let m_g = m / p.group.max(1);
     let shape_ok = if p.strides == [1, 1] {
@@ -73,7 +73,7 @@ pub(crate) fn uses_chanvec(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dPa
     } else {
         true
     };
-    !depthwise && strides_ok && kh * kw > 1 && shape_ok && c_g * kh * kw >= MIN_DEPTH && available
+    strides_ok && kh * kw > 1 && shape_ok && crate::direct::conv2d_uses_direct(in_dims, w_dims, p)
 }
 
 /// Packs `weight` (`[m, c/group, kh, kw]`) as `[group][m_g / 16][c_g][kh kw][16]` into
