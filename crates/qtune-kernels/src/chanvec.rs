@@ -17,7 +17,8 @@
 //! Tiles are `(image, group, band of output rows, band of channel blocks)`, sized from the
 //! shape only: the results are the same for any thread count.
 
-use crate::conv::{Geom, assume_written};
+use crate::conv::Geom;
+use crate::direct::per_channel_copy;
 use crate::unary::{UnaryOp, apply_in_place};
 use crate::util::{SendPtr, for_each_tile};
 use crate::{Conv2dParams, Parallelism};
@@ -31,8 +32,6 @@ const MAX_PIXELS: usize = 12;
 const TILE_BLOCKS: usize = 4;
 /// Tiles a convolution is cut into at least, when its shape allows (never the thread count).
 const MIN_TILES: usize = 8;
-/// Input elements per task when the padded copy is built.
-const FILL_ELEMENTS: usize = 1 << 16;
 
 #[cfg(test)]
 thread_local! {
@@ -213,7 +212,7 @@ pub(crate) fn conv2d_chanvec(
     out: &mut [f32],
     par: Parallelism,
 ) {
-    let [n, c, h, w] = in_dims;
+    let n = in_dims[0];
     let m_g = m / groups;
     let plan = Plan::new(g, m_g, n * groups);
     let kk = g.kh * g.kw;
@@ -225,38 +224,9 @@ pub(crate) fn conv2d_chanvec(
     );
     // The padded input of every image and group, built once in a parallel pass.
     let units = n * groups;
-    let need = units * g.c_g * plan.plane;
-    let mut xp: Vec<f32> = Vec::with_capacity(need);
-    {
-        // SAFETY: the fill pass below writes every one of the `need` elements (each plane's
-        // rows, padding included) before the compute pass reads any; tests check it by
-        // poisoning them.
-        let all = unsafe { assume_written(&mut xp.spare_capacity_mut()[..need]) };
-        #[cfg(test)]
-        all.fill(f32::NAN);
-        let hw = h * w;
-        let per_task = (FILL_ELEMENTS / hw.max(1)).clamp(1, g.c_g);
-        let tasks_per_unit = g.c_g.div_ceil(per_task);
-        let xpp = SendPtr(all.as_mut_ptr());
-        for_each_tile(units * tasks_per_unit, par, |t| {
-            let (unit, k) = (t / tasks_per_unit, t % tasks_per_unit);
-            let (ni, gi) = (unit / groups, unit % groups);
-            let ci0 = k * per_task;
-            let nc = per_task.min(g.c_g - ci0);
-            let ch0 = ni * c + gi * g.c_g + ci0;
-            // SAFETY: channels `ci0..ci0 + nc` of unit `unit` of the padded copy, written by
-            // this task only; the buffer outlives the loop.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(
-                    xpp.get().add((unit * g.c_g + ci0) * plan.plane),
-                    nc * plan.plane,
-                )
-            };
-            plan.fill(g, &input[ch0 * hw..(ch0 + nc) * hw], dst);
-        });
-    }
-    // SAFETY: all `need` elements were written above.
-    unsafe { xp.set_len(need) };
+    let xp = per_channel_copy(input, in_dims, groups, plan.plane, par, |x, dst| {
+        plan.fill(g, x, dst);
+    });
     let xp: &[f32] = &xp;
     let row_tiles = g.oh.div_ceil(plan.rows);
     let chan_tiles = all_blocks.div_ceil(plan.blocks);

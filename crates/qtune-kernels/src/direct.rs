@@ -598,8 +598,58 @@ impl Plan {
 #[repr(C, align(64))]
 pub(crate) struct Lanes(pub(crate) [f32; LANES]);
 
-/// Input channels per task when the window is built (about 64K elements of input each).
+/// Input elements per task of [`per_channel_copy`] (a run of whole channels, at least one).
 const FILL_ELEMENTS: usize = 1 << 16;
+
+/// A copy of `input` (`[n, c, h, w]`, `groups` groups of channels) built channel by channel
+/// for a kernel's compute pass (the direct kernel's phase-plane window, the channel-vector
+/// kernel's padded planes): `per_channel` floats for each input channel of each image, in
+/// the input's channel order, written by `fill(planes, dst)` for runs of channels of one
+/// group (their `h w` input planes, their `per_channel`-float parts of the copy) in one
+/// parallel pass of about [`FILL_ELEMENTS`] input elements a task.
+///
+/// `fill` must write every element of `dst`: the copy is not zeroed first (tests poison it
+/// with NaN, so an element it forgets fails their comparisons).
+pub(crate) fn per_channel_copy(
+    input: &[f32],
+    in_dims: [usize; 4],
+    groups: usize,
+    per_channel: usize,
+    par: Parallelism,
+    fill: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let [n, c, h, w] = in_dims;
+    let c_g = c / groups;
+    let need = n * c * per_channel;
+    let mut copy: Vec<f32> = Vec::with_capacity(need);
+    {
+        // SAFETY: the pass below writes every one of the `need` elements (each task its
+        // channels' parts, `fill` all of each part) before the caller reads any.
+        let all = unsafe { assume_written(&mut copy.spare_capacity_mut()[..need]) };
+        #[cfg(test)]
+        all.fill(f32::NAN);
+        let allp = SendPtr(all.as_mut_ptr());
+        let hw = h * w;
+        let per_task = (FILL_ELEMENTS / hw.max(1)).clamp(1, c_g.max(1));
+        let tasks_per_unit = c_g.div_ceil(per_task);
+        for_each_tile(n * groups * tasks_per_unit, par, |t| {
+            let (unit, k) = (t / tasks_per_unit, t % tasks_per_unit);
+            let ci0 = k * per_task;
+            let nc = per_task.min(c_g - ci0);
+            // Channel `unit * c_g + ci0` of the flattened `[n * c]` channels.
+            let ch0 = unit * c_g + ci0;
+            // SAFETY: channels `ch0..ch0 + nc` of the copy, written by this task only; the
+            // buffer outlives the loop.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(allp.get().add(ch0 * per_channel), nc * per_channel)
+            };
+            fill(&input[ch0 * hw..(ch0 + nc) * hw], dst);
+        });
+    }
+    // SAFETY: all `need` elements were written above.
+    unsafe { copy.set_len(need) };
+    copy
+}
 
 thread_local! {
     static WIDE: RefCell<Vec<Lanes>> = const { RefCell::new(Vec::new()) };
@@ -619,7 +669,7 @@ pub(crate) fn conv2d_direct(
     out: &mut [f32],
     par: Parallelism,
 ) {
-    let [n, c, h, w] = in_dims;
+    let n = in_dims[0];
     let m = packed.w_dims[0];
     let groups = packed.group;
     let m_g = m / groups;
@@ -641,37 +691,9 @@ pub(crate) fn conv2d_direct(
     // executor's large tensors were mmapped and faulted in again on every run (22,000 page
     // faults and about 15 % of a ppocr_v4_det640 run; freeing a large block per call, as
     // im2col's shared blocks did, raises the threshold).
-    let need = n * groups * g.c_g * plan.cst;
-    let mut win: Vec<f32> = Vec::with_capacity(need);
-    {
-        // SAFETY: the fill pass below writes every one of the `need` elements before the
-        // compute pass reads any (see `fill_window`); tests check it by poisoning them.
-        let all = unsafe { assume_written(&mut win.spare_capacity_mut()[..need]) };
-        #[cfg(test)]
-        all.fill(f32::NAN);
-        let winp = SendPtr(all.as_mut_ptr());
-        let hw = h * w;
-        let per_task = (FILL_ELEMENTS / hw.max(1)).clamp(1, g.c_g);
-        let tasks_per_unit = g.c_g.div_ceil(per_task);
-        for_each_tile(n * groups * tasks_per_unit, par, |t| {
-            let (unit, k) = (t / tasks_per_unit, t % tasks_per_unit);
-            let (ni, gi) = (unit / groups, unit % groups);
-            let ci0 = k * per_task;
-            let nc = per_task.min(g.c_g - ci0);
-            let ch0 = ni * c + gi * g.c_g + ci0;
-            // SAFETY: channels `ci0..ci0 + nc` of unit `unit` of the window, written by
-            // this task only; the buffer outlives the loop.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(
-                    winp.get().add((unit * g.c_g + ci0) * plan.cst),
-                    nc * plan.cst,
-                )
-            };
-            plan.fill_window(&input[ch0 * hw..(ch0 + nc) * hw], dst);
-        });
-    }
-    // SAFETY: all `need` elements were written above.
-    unsafe { win.set_len(need) };
+    let win = per_channel_copy(input, in_dims, groups, plan.cst, par, |x, dst| {
+        plan.fill_window(x, dst);
+    });
     let win_ref: &[f32] = &win;
     for_each_tile(n * groups * per_unit, par, |t| {
         let (unit, r) = (t / per_unit, t % per_unit);
