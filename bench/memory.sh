@@ -4,6 +4,7 @@
 #   bench/memory.sh BIN_DIR OUT_DIR [CASE ...]
 #
 # BIN_DIR holds the release binaries (target/release); each case runs in OUT_DIR/<case>
+# (the workloads: $QTUNE_WORKLOADS, ./workloads or ../shared/workloads)
 # and prints `case peak_rss_mb wall_s` from /usr/bin/time. Cases (issue 16 item 3, the
 # seed's commands on the workloads, 65 photos of images/calib):
 #   ppocr_kl, yolox_kl            run_calibration (kl, tuning on 5 samples)
@@ -27,7 +28,20 @@ shift 2
 cases=("$@")
 [ ${#cases[@]} -eq 0 ] && cases=(ppocr_kl yolox_kl search_qtable_mobilenet search_qtable_yolox \
     run_qtable_yolox sensitive_mobilenet bc_efficientnet)
-work=$(realpath "$(dirname "$0")/../../shared/workloads")
+# The workloads: $QTUNE_WORKLOADS, else ./workloads, else ../shared/workloads beside the
+# repository (as bench/ort_compare.py looks for them).
+repo=$(realpath "$(dirname "$0")/..")
+work=""
+for cand in "${QTUNE_WORKLOADS:-}" "$repo/workloads" "$repo/../shared/workloads"; do
+    if [ -n "$cand" ] && [ -f "$cand/models/models.toml" ]; then
+        work=$(realpath "$cand")
+        break
+    fi
+done
+if [ -z "$work" ]; then
+    echo "workloads/ not found: set QTUNE_WORKLOADS (scripts/fetch-workloads.sh can rebuild it)" >&2
+    exit 2
+fi
 mkdir -p "$out"
 run() {
     local name=$1
