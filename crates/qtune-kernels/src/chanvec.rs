@@ -12,7 +12,8 @@
 //! the padding adds `w * 0`); then `+ bias`, then the activation. The results are bit for bit
 //! those of [`crate::reference::conv2d_fma_ordered`] and of the direct kernel.
 //!
-//! Weights are packed once per model (by the executor, see [`crate::direct::PackedConvWeights`]) as
+//! Weights are packed once per model (by the executor, see [`crate::direct::PackedConvWeights`],
+//! [`crate::direct::pack_channel_blocks`]) as
 //! `[group][m_g / 16][c_g][kh kw][16]`, the last block of each group padded with zeros.
 //! Tiles are `(image, group, band of output rows, band of channel blocks)`, sized from the
 //! shape only: the results are the same for any thread count.
@@ -73,30 +74,6 @@ pub(crate) fn uses_chanvec(in_dims: [usize; 4], w_dims: [usize; 4], p: &Conv2dPa
         true
     };
     strides_ok && kh * kw > 1 && shape_ok && crate::direct::conv2d_uses_direct(in_dims, w_dims, p)
-}
-
-/// Packs `weight` (`[m, c/group, kh, kw]`) as `[group][m_g / 16][c_g][kh kw][16]` into
-/// `data` (zeros, [`packed_len`] of them).
-pub(crate) fn pack(weight: &[f32], w_dims: [usize; 4], group: usize, data: &mut [f32]) {
-    let [m, c_g, kh, kw] = w_dims;
-    let m_g = m / group;
-    let blocks = m_g.div_ceil(BLOCK);
-    let kk = c_g * kh * kw;
-    assert_eq!(
-        data.len(),
-        packed_len(w_dims, group),
-        "chanvec: packed length"
-    );
-    for gi in 0..group {
-        for oc in 0..m_g {
-            let (b, r) = (oc / BLOCK, oc % BLOCK);
-            let src = &weight[(gi * m_g + oc) * kk..(gi * m_g + oc + 1) * kk];
-            let base = (gi * blocks + b) * kk * BLOCK;
-            for (k, &v) in src.iter().enumerate() {
-                data[base + k * BLOCK + r] = v;
-            }
-        }
-    }
 }
 
 /// Floats of the packed weights.

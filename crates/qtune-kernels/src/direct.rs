@@ -73,6 +73,34 @@ pub struct PackedConvWeights {
     len: usize,
 }
 
+/// Packs `weight` (`[m, c/group, kh, kw]`) in blocks of `width` output channels,
+/// `[group][m_g / width][c_g kh kw][width]`, into `data` (zeros; the last block of each group
+/// keeps zero weights past `m_g`): the direct kernel's layout (`width` [`MR`]) and the
+/// channel-vector kernel's (16).
+pub(crate) fn pack_channel_blocks(
+    weight: &[f32],
+    w_dims: [usize; 4],
+    group: usize,
+    width: usize,
+    data: &mut [f32],
+) {
+    let [m, c_g, kh, kw] = w_dims;
+    let m_g = m / group;
+    let blocks = m_g.div_ceil(width);
+    let kk = c_g * kh * kw;
+    assert_eq!(data.len(), group * blocks * kk * width, "packed length");
+    for gi in 0..group {
+        for oc in 0..m_g {
+            let (b, r) = (oc / width, oc % width);
+            let src = &weight[(gi * m_g + oc) * kk..(gi * m_g + oc + 1) * kk];
+            let base = (gi * blocks + b) * kk * width;
+            for (k, &v) in src.iter().enumerate() {
+                data[base + k * width + r] = v;
+            }
+        }
+    }
+}
+
 /// Which kernel a [`PackedConvWeights`] is packed for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Packing {
@@ -114,22 +142,16 @@ impl PackedConvWeights {
             m * c_g * kh * kw,
             "PackedConvWeights: weight length"
         );
-        let m_g = m / group;
-        let blocks = m_g.div_ceil(MR);
-        let kk = c_g * kh * kw;
-        let len = group * blocks * kk * MR;
+        let blocks = (m / group).div_ceil(MR);
+        let len = group * blocks * c_g * kh * kw * MR;
         let mut data = aligned_zeros(len);
-        let floats = lanes_as_f32_mut(&mut data);
-        for gi in 0..group {
-            for oc in 0..m_g {
-                let (b, r) = (oc / MR, oc % MR);
-                let src = &weight[(gi * m_g + oc) * kk..(gi * m_g + oc + 1) * kk];
-                let base = (gi * blocks + b) * kk * MR;
-                for (k, &v) in src.iter().enumerate() {
-                    floats[base + k * MR + r] = v;
-                }
-            }
-        }
+        pack_channel_blocks(
+            weight,
+            w_dims,
+            group,
+            MR,
+            &mut lanes_as_f32_mut(&mut data)[..len],
+        );
         Self {
             w_dims,
             group,
@@ -216,10 +238,11 @@ impl PackedConvWeights {
     pub(crate) fn chanvec(weight: &[f32], w_dims: [usize; 4], group: usize) -> Self {
         let len = crate::chanvec::packed_len(w_dims, group);
         let mut data = aligned_zeros(len);
-        crate::chanvec::pack(
+        pack_channel_blocks(
             weight,
             w_dims,
             group,
+            crate::chanvec::BLOCK,
             &mut lanes_as_f32_mut(&mut data)[..len],
         );
         Self {
