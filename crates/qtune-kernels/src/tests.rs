@@ -480,6 +480,54 @@ fn assert_same_bits(name: &str, got: &[f32], want: &[f32]) {
     }
 }
 
+/// One case of a kernel that sums in the direct kernel's order: random input, weights and
+/// (if the case has one) bias from `rng`; the reference [`r::conv2d_fma_ordered`] with `act`
+/// (a clamp inside it, any other activation applied to its result); and the kernel's output
+/// through [`check_packed_runs`] (sequentially, in pools of 1 and 2 threads, with the weights
+/// `pack` returns and packed per call), calling `force` first on whichever thread runs.
+/// Returns `(got, want)`.
+fn ordered_case_runs(
+    rng: &mut Rng,
+    cs: &ConvCase,
+    name: &str,
+    act: Option<UnaryOp>,
+    pack: impl Fn(&[f32]) -> PackedConvWeights,
+    force: impl Fn() + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let od = conv2d_out_dims(cs.in_dims, cs.w_dims, &cs.p);
+    let input = rng.vec(cs.in_dims.iter().product());
+    let weight: Vec<f32> = rng.vec(cs.w_dims.iter().product());
+    let bias = rng.vec(cs.w_dims[0]);
+    let bias = cs.bias.then_some(bias.as_slice());
+    let clamp = match act {
+        Some(UnaryOp::Clip { lo, hi }) => Some((lo, hi)),
+        Some(UnaryOp::Relu) => Some((0.0, f32::INFINITY)),
+        _ => None,
+    };
+    let mut want = vec![0.0; od.iter().product()];
+    r::conv2d_fma_ordered(
+        &input, cs.in_dims, &weight, cs.w_dims, bias, &cs.p, clamp, &mut want,
+    );
+    if let Some(a) = act.filter(|_| clamp.is_none()) {
+        crate::unary::apply_in_place(a, &mut want);
+    }
+    let packed = pack(&weight);
+    let call = ConvCall {
+        input: &input,
+        in_dims: cs.in_dims,
+        weight: &weight,
+        w_dims: cs.w_dims,
+        bias,
+        p: cs.p,
+        act,
+    };
+    let got = check_packed_runs(name, |par, pre| {
+        force();
+        call.run(pre.then_some(&packed), par)
+    });
+    (got, want)
+}
+
 /// The direct kernel against the reference that sums in its order, bit for bit, with and
 /// without bias and a fused Relu6, in pools of 1 and 2 threads and sequentially, through
 /// both entry points (weights packed per call, and packed once beforehand). Outputs start
@@ -500,42 +548,20 @@ fn direct_conv_matches_ordered_reference_bit_for_bit() {
         }
         let direct = conv2d_uses_direct(cs.in_dims, cs.w_dims, &cs.p);
         covered += usize::from(direct);
-        let input = rng.vec(cs.in_dims.iter().product());
-        let weight: Vec<f32> = rng.vec(cs.w_dims.iter().product());
-        let bias = rng.vec(cs.w_dims[0]);
-        let bias = cs.bias.then_some(bias.as_slice());
         let act = (i % 3 == 0).then_some(relu6);
-        let mut want = vec![0.0; len];
-        r::conv2d_fma_ordered(
-            &input,
-            cs.in_dims,
-            &weight,
-            cs.w_dims,
-            bias,
-            &cs.p,
-            act.map(|_| (0.0, 6.0)),
-            &mut want,
-        );
         let name = format!(
             "direct case {i} {:?} {:?} {:?}",
             cs.in_dims, cs.w_dims, cs.p
         );
-        let packed = PackedConvWeights::new(&weight, cs.w_dims, cs.p.group);
-        let call = ConvCall {
-            input: &input,
-            in_dims: cs.in_dims,
-            weight: &weight,
-            w_dims: cs.w_dims,
-            bias,
-            p: cs.p,
+        let (got, want) = ordered_case_runs(
+            &mut rng,
+            cs,
+            &name,
             act,
-        };
-        let got = check_packed_runs(&name, |par, pre| {
-            // The size rules are switched off per thread: here, on whichever pool thread
-            // runs this closure.
-            crate::direct::DIRECT_ALWAYS.set(true);
-            call.run(pre.then_some(&packed), par)
-        });
+            |w| PackedConvWeights::new(w, cs.w_dims, cs.p.group),
+            // The size rules are switched off per thread: on whichever pool thread runs.
+            || crate::direct::DIRECT_ALWAYS.set(true),
+        );
         if direct {
             assert_same_bits(&name, &got, &want);
         } else {
@@ -584,52 +610,23 @@ fn chanvec_matches_ordered_reference_bit_for_bit() {
             continue;
         }
         covered += 1;
-        let input = rng.vec(cs.in_dims.iter().product());
-        let weight: Vec<f32> = rng.vec(cs.w_dims.iter().product());
-        let bias = rng.vec(cs.w_dims[0]);
-        let bias = cs.bias.then_some(bias.as_slice());
         let act = match i % 3 {
             0 => Some(UnaryOp::Clip { lo: 0.0, hi: 6.0 }),
             1 => Some(UnaryOp::Silu),
             _ => None,
         };
-        let mut want = vec![0.0; len];
-        r::conv2d_fma_ordered(
-            &input,
-            cs.in_dims,
-            &weight,
-            cs.w_dims,
-            bias,
-            &cs.p,
-            act.and_then(|a| match a {
-                UnaryOp::Clip { lo, hi } => Some((lo, hi)),
-                _ => None,
-            }),
-            &mut want,
-        );
-        if act == Some(UnaryOp::Silu) {
-            crate::unary::apply_in_place(UnaryOp::Silu, &mut want);
-        }
         let name = format!(
             "chanvec case {i} {:?} {:?} {:?} {act:?}",
             cs.in_dims, cs.w_dims, cs.p
         );
-        let packed = PackedConvWeights::chanvec(&weight, cs.w_dims, cs.p.group);
-        let call = ConvCall {
-            input: &input,
-            in_dims: cs.in_dims,
-            weight: &weight,
-            w_dims: cs.w_dims,
-            bias,
-            p: cs.p,
+        let (got, want) = ordered_case_runs(
+            &mut rng,
+            cs,
+            &name,
             act,
-        };
-        let got = check_packed_runs(&name, |par, pre| {
-            // The size rules are switched off per thread: here, on whichever pool thread
-            // runs this closure.
-            force();
-            call.run(pre.then_some(&packed), par)
-        });
+            |w| PackedConvWeights::chanvec(w, cs.w_dims, cs.p.group),
+            force,
+        );
         assert_same_bits(&name, &got, &want);
     }
     crate::chanvec::ALWAYS.set(false);
